@@ -1,0 +1,105 @@
+/**
+ * Engine request/reply contract (subject ENGINE_COMMAND_SUBJECT). The gateway
+ * packs every command of one event-loop turn into a CommandBatch, publishes it
+ * with its own reply subject, and the engine answers with one ReplyBatch per
+ * group commit. `id` is the gateway's, echoed back so it can match replies.
+ */
+export const ENGINE_PROTOCOL_VERSION = 1;
+
+export type ConversionOp = 'create' | 'redeem';
+
+export type EngineCommand =
+  /** Adds an account. The gateway bcrypt-hashes the password; the engine never sees it. */
+  | { op: 'register'; username: string; passwordHash: string }
+  /** Read: the account's client_id and bcrypt hash, so the gateway can verify a password. */
+  | { op: 'credentials'; username: string }
+  | { op: ConversionOp; clientId: number; etf: string | null; amount: number }
+  /** Read: the account's positions. */
+  | { op: 'holdings'; clientId: number }
+  /** Read: liveness and where the engine stands, for /health. */
+  | { op: 'ping' };
+
+export interface CommandEnvelope {
+  id: number;
+  cmd: EngineCommand;
+}
+
+export interface CommandBatch {
+  v: number;
+  cmds: CommandEnvelope[];
+}
+
+/** Why the engine refused a command. The gateway maps codes to HTTP statuses (proto/http.ts). */
+export type EngineErrorCode =
+  | 'bad_request'
+  | 'username_taken'
+  | 'unknown_account'
+  | 'unknown_etf'
+  | 'invalid_amount'
+  | 'insufficient_holdings'
+  | 'unsupported_version'
+  /** The journal write failed: the outcome is unknown and the engine restarts. */
+  | 'engine_unavailable';
+
+export interface Shortfall {
+  symbol: number;
+  ticker: string;
+  have: number;
+  need: number;
+}
+
+export interface EngineError {
+  code: EngineErrorCode;
+  message: string;
+  /** Field the error is about, for a 400 that names it. */
+  field?: string;
+  shortfalls?: Shortfall[];
+}
+
+export interface Position {
+  symbol: number;
+  ticker: string;
+  quantity: number;
+}
+
+export interface HoldingsView {
+  client_id: number;
+  username: string;
+  positions: Position[];
+}
+
+export interface RegisterResult {
+  client_id: number;
+  username: string;
+}
+
+export interface CredentialsResult {
+  client_id: number;
+  passwordHash: string;
+}
+
+export interface ConversionResult {
+  op: ConversionOp;
+  etf: string;
+  amount: number;
+  /** Signed change per symbol, ETF units included. */
+  deltas: Position[];
+  holdings: HoldingsView;
+}
+
+export interface PingResult {
+  accounts: number;
+  journal_seq: number;
+  fill_seq: number;
+}
+
+export type EngineResult = RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult;
+
+export type EngineReply =
+  | { id: number; ok: true; result: EngineResult }
+  | { id: number; ok: false; error: EngineError };
+
+export interface ReplyBatch {
+  v: number;
+  replies: EngineReply[];
+}

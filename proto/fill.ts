@@ -1,0 +1,36 @@
+/**
+ * The exchange position feed contract: one message per fill on
+ * `ndfex.fill.<client_id>`, msgpack map mirroring the NDFEX clearing fill.
+ */
+export const FILL_SIDE_BUY = 1;
+export const FILL_SIDE_SELL = 2;
+
+export interface Fill {
+  /** The exchange's clearing seq_num (informational; dedupe is by JetStream msg id). */
+  seq: number;
+  client_id: number;
+  symbol: number;
+  /** 1 buy (adds quantity), 2 sell (subtracts). */
+  side: number;
+  quantity: number;
+  price: number;
+}
+
+const isU32 = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff;
+const isI32 = (v: unknown): v is number => Number.isInteger(v) && (v as number) >= -0x80000000 && (v as number) <= 0x7fffffff;
+
+/** Returns the reason a decoded payload is not a valid Fill, or null when it is. */
+export function fillProblem(f: unknown): string | null {
+  if (typeof f !== 'object' || f === null) return 'not a map';
+  const m = f as Record<string, unknown>;
+  if (!isU32(m.seq)) return 'seq is not a u32';
+  if (!isU32(m.client_id)) return 'client_id is not a u32';
+  if (!isU32(m.symbol)) return 'symbol is not a u32';
+  if (m.side !== FILL_SIDE_BUY && m.side !== FILL_SIDE_SELL) return 'side is not 1 or 2';
+  if (!isU32(m.quantity) || m.quantity === 0) return 'quantity is not a positive u32';
+  if (!isI32(m.price)) return 'price is not an i32';
+  return null;
+}
+
+/** Signed position change of a fill. */
+export const fillDelta = (f: Fill): number => (f.side === FILL_SIDE_BUY ? f.quantity : -f.quantity);

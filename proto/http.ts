@@ -1,0 +1,106 @@
+import { z } from 'zod';
+import type { EngineErrorCode } from './engine.js';
+
+/**
+ * The HTTP API: routes, parameter rules and error codes. README.md documents
+ * the same with examples; the gateway validates with these schemas.
+ *
+ * Parameters come from an `application/x-www-form-urlencoded` or JSON body,
+ * the query string, and credentials also from HTTP Basic auth. Every response
+ * is JSON; errors are `{ "error": { "code", "message", "field"?, "shortfalls"? } }`.
+ *
+ *   POST /register  username, password            200 {client_id, username} | 400
+ *   POST /create    username, password, etf_name, amount   200 | 400 | 401
+ *   POST /redeem    username, password, etf_name?, amount  200 | 400 | 401
+ *   GET  /holdings  username, password            200 {client_id, username, holdings, positions} | 401
+ *   GET  /health                                  200 | 503
+ */
+export const ROUTES = {
+  register: { method: 'post', path: '/register' },
+  create: { method: 'post', path: '/create' },
+  redeem: { method: 'post', path: '/redeem' },
+  holdings: { method: 'get', path: '/holdings' },
+  health: { method: 'get', path: '/health' },
+} as const;
+
+export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,16}$/;
+export const PASSWORD_MIN_BYTES = 8;
+export const PASSWORD_MAX_BYTES = 72; // bcrypt ignores bytes past 72: longer would be a false promise.
+
+export type HttpErrorCode =
+  | EngineErrorCode
+  | 'invalid_parameter'
+  | 'unauthorized'
+  | 'not_found'
+  | 'method_not_allowed'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'engine_unavailable'
+  | 'internal';
+
+export const HTTP_STATUS: Record<HttpErrorCode, number> = {
+  bad_request: 400,
+  invalid_parameter: 400,
+  username_taken: 400,
+  unknown_etf: 400,
+  invalid_amount: 400,
+  insufficient_holdings: 400,
+  unsupported_version: 400,
+  unauthorized: 401,
+  // The gateway only sends client_ids it authenticated; an unknown one means the account is gone.
+  unknown_account: 401,
+  not_found: 404,
+  method_not_allowed: 405,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  internal: 500,
+  engine_unavailable: 503,
+};
+
+const byteLength = (s: string) => Buffer.byteLength(s, 'utf8');
+
+export const usernameSchema = z
+  .string({ error: 'username is required' })
+  .regex(USERNAME_PATTERN, 'username must be 1-16 characters of A-Z a-z 0-9 _ . -');
+
+export const newPasswordSchema = z
+  .string({ error: 'password is required' })
+  .refine((p) => byteLength(p) >= PASSWORD_MIN_BYTES && byteLength(p) <= PASSWORD_MAX_BYTES, {
+    message: `password must be ${PASSWORD_MIN_BYTES}-${PASSWORD_MAX_BYTES} bytes`,
+  });
+
+export const registerSchema = z.object({ username: usernameSchema, password: newPasswordSchema });
+
+/** Credentials of an authenticated route: shape problems are a 401, never a hint about which part was wrong. */
+export const credentialsSchema = z.object({
+  username: z.string().min(1),
+  password: z.string().min(1).max(1024),
+});
+
+/**
+ * `amount`: a positive whole number of creation units, at most `max`. A JSON
+ * number must be an integer; a string (form bodies) must be plain decimal
+ * digits. 1.9, true, "1e3", " 2" and 0 are all refused, never rounded.
+ */
+export const amountSchema = (max: number) =>
+  z
+    .union([z.number(), z.string().regex(/^[0-9]{1,16}$/, 'amount must be a whole number').transform(Number)], {
+      error: (iss) => (iss.input === undefined ? 'amount is required' : 'amount must be a whole number'),
+    })
+    .pipe(
+      z
+        .number()
+        .int('amount must be a whole number')
+        .min(1, 'amount must be at least 1')
+        .max(max, `amount must be at most ${max}`),
+    );
+
+export const conversionSchema = (maxAmount: number) =>
+  z.object({
+    etf_name: z.string().min(1, 'etf_name must not be empty').max(64).optional(),
+    amount: amountSchema(maxAmount),
+  });
+
+export interface HttpErrorBody {
+  error: { code: HttpErrorCode; message: string; field?: string; [k: string]: unknown };
+}

@@ -1,0 +1,28 @@
+/**
+ * Every NATS subject and JetStream stream the system uses. Nothing else in the
+ * tree spells a subject: import it from here.
+ */
+
+/** Exchange fills, one subject per exchange client_id: `ndfex.fill.<client_id>`. */
+export const FILL_SUBJECT_PREFIX = 'ndfex.fill';
+export const fillSubject = (clientId: number): string => `${FILL_SUBJECT_PREFIX}.${clientId}`;
+export const FILL_SUBJECT_WILDCARD = `${FILL_SUBJECT_PREFIX}.*`;
+
+/** Requests to the engine actor (a CommandBatch, replied to with a ReplyBatch). */
+export const ENGINE_COMMAND_SUBJECT = 'etf.engine.cmd';
+/** Queue group of the engine: if a second engine is started by mistake, NATS still delivers each batch once. */
+export const ENGINE_QUEUE = 'etf-engine';
+
+/** The engine's journal: one JournalBatch per group commit. */
+export const JOURNAL_SUBJECT = 'etf.journal';
+
+/** Holdings changes per account, published by the engine after they are durable. */
+export const HOLDINGS_SUBJECT_PREFIX = 'etf.holdings';
+export const holdingsSubject = (clientId: number): string => `${HOLDINGS_SUBJECT_PREFIX}.${clientId}`;
+
+/** Where a gateway instance receives its replies: `etf.reply.<gateway id>`. */
+export const replySubject = (gatewayId: string): string => `etf.reply.${gatewayId}`;
+
+/** JetStream streams. */
+export const FILL_STREAM = 'NDFEX_FILLS';
+export const JOURNAL_STREAM = 'ETF_JOURNAL';

@@ -1,0 +1,169 @@
+import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
+import { encode, decode } from '../../proto/codec.js';
+import {
+  ENGINE_PROTOCOL_VERSION,
+  type CommandBatch,
+  type EngineReply,
+  type ReplyBatch,
+} from '../../proto/engine.js';
+import type { JournalEvent } from '../../proto/journal.js';
+import { ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE } from '../../proto/subjects.js';
+import type { Logger } from '../shared/log.js';
+import { decide, applyEvent, type CoreConfig } from './core.js';
+import type { EngineState } from './state.js';
+import type { JournalWriter } from './journal.js';
+
+/** Events per journal message: keeps one group commit well under NATS's 1 MB payload limit. */
+const MAX_GROUP_EVENTS = 2000;
+
+interface Group {
+  events: JournalEvent[];
+  /** reply subject → replies released once the group is durable */
+  replies: Map<string, EngineReply[]>;
+}
+
+const newGroup = (): Group => ({ events: [], replies: new Map() });
+
+/**
+ * The single writer. Commands are decided and applied synchronously in
+ * arrival order; their events are committed in groups (one journal write for
+ * every command that arrived while the previous write was in flight), and no
+ * reply, read or write, leaves before everything it could have observed is
+ * durable. A failed journal write stops the process: its in-memory state may
+ * be ahead of the journal, and a restart rebuilds it from the journal.
+ */
+export class EngineActor {
+  private readonly groups: Group[] = [newGroup()];
+  private writing = false;
+  private flushScheduled = false;
+  private sub?: Subscription;
+  commandsHandled = 0;
+  groupsWritten = 0;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly state: EngineState,
+    private readonly cfg: CoreConfig,
+    private readonly journal: JournalWriter,
+    private readonly log: Logger,
+    private readonly onFatal: (err: unknown) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  start(): void {
+    this.sub = this.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
+      queue: ENGINE_QUEUE,
+      callback: (err, msg) => {
+        if (err) return this.log.error({ err }, 'command subscription error');
+        this.onBatch(msg);
+      },
+    });
+  }
+
+  /** Stops taking commands and waits for every accepted one to be durable and answered. */
+  async drain(): Promise<void> {
+    this.sub?.unsubscribe();
+    while (this.writing || this.groups.some((g) => g.replies.size > 0)) {
+      if (!this.writing) await this.flush();
+      else await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  private onBatch(msg: Msg): void {
+    if (!msg.reply) return;
+    let batch: CommandBatch;
+    try {
+      batch = decode<CommandBatch>(msg.data);
+    } catch (err) {
+      this.log.warn({ err }, 'undecodable command batch');
+      return;
+    }
+    if (batch?.v !== ENGINE_PROTOCOL_VERSION || !Array.isArray(batch.cmds)) {
+      const error = { code: 'unsupported_version' as const, message: `engine speaks protocol v${ENGINE_PROTOCOL_VERSION}` };
+      const replies = (batch?.cmds ?? []).map((c): EngineReply => ({ id: c.id, ok: false, error }));
+      msg.respond(encode({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
+      return;
+    }
+    const now = this.now();
+    for (const { id, cmd } of batch.cmds) {
+      let reply: EngineReply;
+      let events: JournalEvent[] = [];
+      try {
+        const d = decide(this.state, this.cfg, cmd, now);
+        events = d.events;
+        reply = d.error ? { id, ok: false, error: d.error } : { id, ok: true, result: d.result! };
+      } catch (err) {
+        // A malformed command from a buggy client must not take the engine down.
+        this.log.warn({ err, op: (cmd as { op?: unknown })?.op }, 'command rejected');
+        reply = { id, ok: false, error: { code: 'bad_request', message: 'malformed command' } };
+      }
+      let group = this.groups[this.groups.length - 1]!;
+      if (events.length > 0 && group.events.length + events.length > MAX_GROUP_EVENTS) {
+        group = newGroup();
+        this.groups.push(group);
+      }
+      for (const ev of events) {
+        applyEvent(this.state, ev);
+        group.events.push(ev);
+      }
+      const list = group.replies.get(msg.reply);
+      if (list) list.push(reply);
+      else group.replies.set(msg.reply, [reply]);
+      this.commandsHandled++;
+    }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || this.writing) return;
+    this.flushScheduled = true;
+    // setImmediate, not a microtask: lets every batch already read from the socket join this group.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      void this.flush();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.writing) return;
+    this.writing = true;
+    try {
+      while (this.groups[0]!.events.length > 0 || this.groups[0]!.replies.size > 0) {
+        const group = this.groups.shift()!;
+        if (this.groups.length === 0) this.groups.push(newGroup());
+        if (group.events.length > 0) {
+          try {
+            this.state.journalSeq = await this.journal.append(group.events);
+            this.groupsWritten++;
+          } catch (err) {
+            this.failGroup(group, err);
+            return;
+          }
+        }
+        this.sendReplies(group);
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private sendReplies(group: Group): void {
+    for (const [subject, replies] of group.replies) {
+      this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
+    }
+  }
+
+  private failGroup(group: Group, err: unknown): void {
+    const error = {
+      code: 'engine_unavailable' as const,
+      message: 'the engine could not confirm this operation was recorded; check /holdings before retrying',
+    };
+    for (const g of [group, ...this.groups]) {
+      for (const [subject, replies] of g.replies) {
+        const failed = replies.map((r): EngineReply => ({ id: r.id, ok: false, error }));
+        this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies: failed } satisfies ReplyBatch));
+      }
+    }
+    this.onFatal(err);
+  }
+}

@@ -1,0 +1,70 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Config } from '../config/config.js';
+import { loadBaskets } from '../config/baskets.js';
+import { loadAccountsFile } from '../config/accounts.js';
+import { connectNats } from '../shared/nats.js';
+import { ensureFillStream, ensureJournalStream } from '../shared/streams.js';
+import type { Logger } from '../shared/log.js';
+import { emptyState, type EngineState } from './state.js';
+import { applyEvent } from './core.js';
+import { JournalWriter, replayJournal } from './journal.js';
+import { hashRosterPasswords, rosterEvents } from './roster.js';
+import { followFills, type FillFeedStats } from './fill-feed.js';
+import { EngineActor } from './actor.js';
+
+export interface EngineHandle {
+  state: EngineState;
+  actor: EngineActor;
+  fills: FillFeedStats;
+  nc: NatsConnection;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the engine: rebuild state from the journal and the fill stream, take
+ * in the roster, and only then serve commands, so no reply is ever computed
+ * from a half-rebuilt state.
+ */
+export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onFatal: (err: unknown) => void): Promise<EngineHandle> {
+  const t0 = performance.now();
+  const instruments = loadBaskets(cfg.basketsFile || undefined);
+  const roster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
+  const nc = await connectNats(natsUrl, 'etf-engine');
+  await ensureJournalStream(nc);
+  await ensureFillStream(nc);
+
+  const state = emptyState();
+  const journalSeq = await replayJournal(nc, 1, (events, seq) => {
+    for (const ev of events) applyEvent(state, ev);
+    state.journalSeq = seq;
+  });
+  const journal = new JournalWriter(nc, journalSeq);
+
+  const opened = rosterEvents(state, roster, cfg.accountsFile, Date.now());
+  if (opened.length > 0) {
+    state.journalSeq = await journal.append(opened);
+    for (const ev of opened) applyEvent(state, ev);
+  }
+  await hashRosterPasswords(state, roster, cfg.bcryptRounds);
+
+  const { follower, stats } = await followFills(nc, state, log, () => {});
+  await follower.caughtUp;
+
+  const actor = new EngineActor(nc, state, { instruments, maxAmount: cfg.maxAmount }, journal, log, onFatal);
+  actor.start();
+  log.info(
+    { accounts: state.accounts.size, journalSeq: journal.sequence, fillSeq: state.fillSeq, startMs: Math.round(performance.now() - t0) },
+    'engine ready',
+  );
+  return {
+    state,
+    actor,
+    fills: stats,
+    nc,
+    close: async () => {
+      await actor.drain();
+      await follower.stop();
+      await nc.drain();
+    },
+  };
+}

@@ -1,0 +1,100 @@
+import { nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { encode, decode } from '../../proto/codec.js';
+import {
+  ENGINE_PROTOCOL_VERSION,
+  type CommandBatch,
+  type CommandEnvelope,
+  type EngineCommand,
+  type EngineReply,
+  type ReplyBatch,
+} from '../../proto/engine.js';
+import { ENGINE_COMMAND_SUBJECT, replySubject } from '../../proto/subjects.js';
+
+interface Pending {
+  resolve: (r: EngineReply) => void;
+  deadline: number;
+}
+
+/**
+ * Asks the engine. Every command issued in one event-loop turn travels in one
+ * NATS message with this gateway's own reply subject, and one subscription
+ * takes all replies: no per-request inbox, no per-request timer
+ * (one sweep handles deadlines; pending is in issue order, so it stops early).
+ */
+export class EngineClient {
+  private readonly inbox = replySubject(nuid.next());
+  private readonly pending = new Map<number, Pending>();
+  private queue: CommandEnvelope[] = [];
+  private nextId = 1;
+  private flushScheduled = false;
+  private readonly sub: Subscription;
+  private readonly sweeper: NodeJS.Timeout;
+  sentBatches = 0;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly timeoutMs: number,
+  ) {
+    this.sub = nc.subscribe(this.inbox, {
+      callback: (err, msg) => {
+        if (err) return;
+        let batch: ReplyBatch;
+        try {
+          batch = decode<ReplyBatch>(msg.data);
+        } catch {
+          return;
+        }
+        for (const r of batch.replies ?? []) {
+          const p = this.pending.get(r.id);
+          if (!p) continue; // answered after its deadline: the caller already got a 503
+          this.pending.delete(r.id);
+          p.resolve(r);
+        }
+      },
+    });
+    this.sweeper = setInterval(() => this.expire(), Math.min(250, timeoutMs));
+    this.sweeper.unref();
+  }
+
+  call(cmd: EngineCommand): Promise<EngineReply> {
+    const id = this.nextId++;
+    this.queue.push({ id, cmd });
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return new Promise((resolve) => this.pending.set(id, { resolve, deadline: Date.now() + this.timeoutMs }));
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const cmds = this.queue;
+    this.queue = [];
+    if (cmds.length === 0) return;
+    const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };
+    this.nc.publish(ENGINE_COMMAND_SUBJECT, encode(batch), { reply: this.inbox });
+    this.sentBatches++;
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) break;
+      this.pending.delete(id);
+      p.resolve({
+        id,
+        ok: false,
+        error: {
+          code: 'engine_unavailable',
+          message: 'the engine did not answer in time; the operation may or may not have happened: check /holdings before retrying',
+        },
+      });
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.sub.unsubscribe();
+    this.expire();
+  }
+}

@@ -1,0 +1,98 @@
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import { HTTP_STATUS, type HttpErrorBody, type HttpErrorCode } from '../../proto/http.js';
+
+const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK',
+  400: '400 Bad Request',
+  401: '401 Unauthorized',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  409: '409 Conflict',
+  413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+};
+
+/** What a handler needs from the request: uWS's HttpRequest is only valid until the handler returns, so it is copied here. */
+export interface RequestInfo {
+  method: string;
+  path: string;
+  query: string;
+  contentType: string;
+  contentLength: number | null;
+  authorization: string;
+}
+
+export function requestInfo(req: HttpRequest): RequestInfo {
+  const len = req.getHeader('content-length');
+  return {
+    method: req.getCaseSensitiveMethod().toUpperCase(),
+    path: req.getUrl(),
+    query: req.getQuery() ?? '',
+    contentType: req.getHeader('content-type').toLowerCase(),
+    contentLength: len === '' ? null : Number(len),
+    authorization: req.getHeader('authorization'),
+  };
+}
+
+/**
+ * One HTTP exchange. Tracks abort (uWS forbids touching an aborted response)
+ * and corks every write, which uWS needs for responses sent after the handler returned.
+ */
+export class Exchange {
+  aborted = false;
+  done = false;
+  constructor(readonly res: HttpResponse) {
+    res.onAborted(() => {
+      this.aborted = true;
+    });
+  }
+
+  json(status: number, body: unknown, extraHeaders?: Record<string, string>): void {
+    if (this.aborted || this.done) return;
+    this.done = true;
+    const payload = JSON.stringify(body);
+    this.res.cork(() => {
+      this.res.writeStatus(STATUS_TEXT[status] ?? String(status)).writeHeader('content-type', 'application/json');
+      if (extraHeaders) for (const [k, v] of Object.entries(extraHeaders)) this.res.writeHeader(k, v);
+      this.res.end(payload);
+    });
+  }
+
+  error(code: HttpErrorCode, message: string, extra?: Record<string, unknown>): void {
+    const status = HTTP_STATUS[code];
+    const body: HttpErrorBody = { error: { code, message, ...extra } };
+    // The challenge tells Basic-auth clients (curl -u, browsers) what to send.
+    this.json(status, body, status === 401 ? { 'www-authenticate': 'Basic realm="etf"' } : undefined);
+  }
+
+  /** Reads the whole body, refusing it with a 413 as soon as it passes `limit` bytes. */
+  readBody(limit: number, declared: number | null): Promise<Buffer | null> {
+    return new Promise((resolve) => {
+      if (declared !== null && declared > limit) {
+        this.error('payload_too_large', `body is over ${limit} bytes`);
+        resolve(null);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      this.res.onData((ab, isLast) => {
+        if (this.done) return;
+        size += ab.byteLength;
+        if (size > limit) {
+          this.error('payload_too_large', `body is over ${limit} bytes`);
+          resolve(null);
+          return;
+        }
+        // uWS reuses the ArrayBuffer after this callback returns: copy it.
+        chunks.push(Buffer.from(new Uint8Array(ab).slice()));
+        if (isLast) resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+      });
+      this.res.onAborted(() => {
+        this.aborted = true;
+        resolve(null);
+      });
+    });
+  }
+}

@@ -1,0 +1,91 @@
+import bcrypt from 'bcrypt';
+import { z } from 'zod';
+import type { ConversionOp, ConversionResult, EngineReply, HoldingsView, PingResult, RegisterResult } from '../../proto/engine.js';
+import { conversionSchema, credentialsSchema, registerSchema } from '../../proto/http.js';
+import type { Authenticator } from './auth.js';
+import type { EngineClient } from './engine-client.js';
+import type { Exchange } from './http.js';
+import type { Params } from './params.js';
+
+export interface RouteDeps {
+  engine: EngineClient;
+  auth: Authenticator;
+  bcryptRounds: number;
+  maxAmount: number;
+}
+
+/** `{KNAN: 10, UNDY: 2}`: what scripts want to index by ticker. */
+const byTicker = (positions: { ticker: string; quantity: number }[]) =>
+  Object.fromEntries(positions.map((p) => [p.ticker, p.quantity]));
+
+export const holdingsBody = (h: HoldingsView) => ({
+  client_id: h.client_id,
+  username: h.username,
+  holdings: byTicker(h.positions),
+  positions: h.positions,
+});
+
+function invalid(ex: Exchange, error: z.ZodError): void {
+  const issues = error.issues.map((i) => ({ field: String(i.path[0] ?? ''), message: i.message }));
+  const first = issues[0]!;
+  ex.error('invalid_parameter', first.message, { field: first.field, issues });
+}
+
+function engineError(ex: Exchange, reply: EngineReply & { ok: false }): void {
+  const { code, message, ...extra } = reply.error;
+  ex.error(code, message, extra);
+}
+
+/** Authenticates or answers 401/503 itself; returns the client_id on success. */
+async function authenticate(ex: Exchange, deps: RouteDeps, params: Params): Promise<number | null> {
+  const creds = credentialsSchema.safeParse(params);
+  if (!creds.success) {
+    ex.error('unauthorized', 'username and password are required (parameters or HTTP Basic auth)');
+    return null;
+  }
+  const r = await deps.auth.verify(creds.data.username, creds.data.password);
+  if (r.ok) return r.clientId;
+  if (r.unavailable) ex.error('engine_unavailable', r.unavailable);
+  else ex.error('unauthorized', 'authentication failed');
+  return null;
+}
+
+export async function register(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+  const parsed = registerSchema.safeParse(params);
+  if (!parsed.success) return invalid(ex, parsed.error);
+  // Hashing runs in libuv's pool; the engine only ever sees the hash.
+  const passwordHash = await bcrypt.hash(parsed.data.password, deps.bcryptRounds);
+  const reply = await deps.engine.call({ op: 'register', username: parsed.data.username, passwordHash });
+  if (!reply.ok) return engineError(ex, reply);
+  const r = reply.result as RegisterResult;
+  ex.json(200, { client_id: r.client_id, username: r.username });
+}
+
+export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> {
+  const clientId = await authenticate(ex, deps, params);
+  if (clientId === null) return;
+  const parsed = conversionSchema(deps.maxAmount).safeParse(params);
+  if (!parsed.success) return invalid(ex, parsed.error);
+  const reply = await deps.engine.call({ op, clientId, etf: parsed.data.etf_name ?? null, amount: parsed.data.amount });
+  if (!reply.ok) return engineError(ex, reply);
+  const r = reply.result as ConversionResult;
+  ex.json(200, { op: r.op, etf_name: r.etf, amount: r.amount, deltas: byTicker(r.deltas), ...holdingsBody(r.holdings) });
+}
+
+export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+  const clientId = await authenticate(ex, deps, params);
+  if (clientId === null) return;
+  const reply = await deps.engine.call({ op: 'holdings', clientId });
+  if (!reply.ok) return engineError(ex, reply);
+  ex.json(200, holdingsBody(reply.result as HoldingsView));
+}
+
+export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean): Promise<void> {
+  const reply = natsConnected ? await deps.engine.call({ op: 'ping' }) : null;
+  if (!reply?.ok) {
+    ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false });
+    return;
+  }
+  const p = reply.result as PingResult;
+  ex.json(200, { status: 'ok', nats: true, engine: true, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq });
+}

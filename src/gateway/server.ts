@@ -1,0 +1,98 @@
+import { createServer } from 'node:net';
+import uWS from 'uWebSockets.js';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ROUTES } from '../../proto/http.js';
+import type { Config } from '../config/config.js';
+import { connectNats } from '../shared/nats.js';
+import type { Logger } from '../shared/log.js';
+import { EngineClient } from './engine-client.js';
+import { Authenticator } from './auth.js';
+import { Exchange, requestInfo, type RequestInfo } from './http.js';
+import { gatherParams, type Params } from './params.js';
+import * as routes from './routes.js';
+
+export interface GatewayHandle {
+  port: number;
+  nc: NatsConnection;
+  engine: EngineClient;
+  auth: Authenticator;
+  close(): Promise<void>;
+}
+
+type Handler = (ex: Exchange, params: Params) => Promise<void>;
+
+/** uWS happily shares a port with another process (SO_REUSEPORT), silently splitting traffic: refuse instead. */
+async function assertPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new Error(err.code === 'EADDRINUSE' ? `port ${port} is already in use: is another gateway running?` : err.message)),
+    );
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+export async function startGateway(cfg: Config, natsUrl: string, log: Logger): Promise<GatewayHandle> {
+  await assertPortFree(cfg.http.host, cfg.http.port);
+  const nc = await connectNats(natsUrl, 'etf-gateway');
+  const engine = new EngineClient(nc, cfg.requestTimeoutMs);
+  const auth = new Authenticator(engine);
+  const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, maxAmount: cfg.maxAmount };
+  let natsConnected = true;
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') natsConnected = false;
+      if (s.type === 'reconnect') natsConnected = true;
+      log.info({ status: s.type }, 'nats status');
+    }
+  })();
+
+  const table = new Map<string, { method: string; handler: Handler }>([
+    [ROUTES.register.path, { method: 'POST', handler: (ex, p) => routes.register(ex, deps, p) }],
+    [ROUTES.create.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'create') }],
+    [ROUTES.redeem.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'redeem') }],
+    [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
+    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected) }],
+  ]);
+
+  const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
+    const body = info.method === 'GET' ? null : await ex.readBody(cfg.http.maxBodyBytes, info.contentLength);
+    if (ex.done || ex.aborted) return;
+    const params = gatherParams(info, body);
+    if (!params.ok) return ex.error(params.code, params.message);
+    await handler(ex, params.params);
+  };
+
+  const app = uWS.App().any('/*', (res, req) => {
+    const ex = new Exchange(res);
+    const info = requestInfo(req);
+    const route = table.get(info.path);
+    if (!route) return ex.error('not_found', `no route ${info.path}`);
+    if (info.method !== route.method) {
+      return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
+    }
+    run(ex, info, route.handler).catch((err: unknown) => {
+      log.error({ err, path: info.path }, 'request failed');
+      ex.error('internal', 'internal error');
+    });
+  });
+
+  const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
+    app.listen(cfg.http.host, cfg.http.port, (token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${cfg.http.host}:${cfg.http.port}`))));
+  });
+  const port = uWS.us_socket_local_port(listenSocket);
+  log.info({ host: cfg.http.host, port }, 'gateway listening');
+
+  return {
+    port,
+    nc,
+    engine,
+    auth,
+    close: async () => {
+      uWS.us_listen_socket_close(listenSocket);
+      engine.close();
+      await nc.drain();
+    },
+  };
+}

@@ -1,0 +1,77 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { PROJECT_ROOT } from '../config/config.js';
+
+export interface NatsServer {
+  url: string;
+  port: number;
+  proc: ChildProcess;
+  /** SIGTERM (clean) or SIGKILL (crash), and wait for the exit. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Finds nats-server, installing Debian's package through scripts/ensure-nats-server.sh when missing. */
+export function natsServerBinary(): string {
+  const find = () => ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((p) => existsSync(p));
+  let bin = find();
+  if (!bin) {
+    const r = spawnSync('bash', [join(PROJECT_ROOT, 'scripts/ensure-nats-server.sh')], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error('nats-server is not installed and could not be installed (apt-get install nats-server)');
+    bin = find();
+  }
+  if (!bin) throw new Error('nats-server installed but not found in /usr/sbin, /usr/bin or /usr/local/bin');
+  return bin;
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts a JetStream-enabled nats-server on loopback with its store in
+ * `storeDir`, and resolves once it reports ready.
+ */
+export async function startNatsServer(opts: { port: number; storeDir: string; host?: string; onExit?: (code: number | null) => void }): Promise<NatsServer> {
+  const bin = natsServerBinary();
+  const host = opts.host ?? '127.0.0.1';
+  mkdirSync(opts.storeDir, { recursive: true });
+  const proc = spawn(bin, ['-js', '-sd', opts.storeDir, '-a', host, '-p', String(opts.port), '-n', `etf-${opts.port}`], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  await new Promise<void>((resolve, reject) => {
+    const onData = (b: Buffer) => {
+      log += b.toString();
+      if (log.includes('Server is ready')) {
+        proc.stderr!.off('data', onData);
+        proc.stderr!.resume();
+        resolve();
+      }
+    };
+    proc.stderr!.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`nats-server exited with ${code} before it was ready:\n${log.slice(-2000)}`)));
+    proc.once('error', reject);
+  });
+  const exited = new Promise<void>((r) => proc.once('exit', (code) => {
+    opts.onExit?.(code);
+    r();
+  }));
+  return {
+    url: `nats://${host}:${opts.port}`,
+    port: opts.port,
+    proc,
+    stop: async (signal = 'SIGTERM') => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      await exited;
+    },
+  };
+}

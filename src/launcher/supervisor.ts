@@ -1,0 +1,52 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Logger } from '../shared/log.js';
+
+export interface ServiceSpec {
+  name: string;
+  /** Path of the compiled entry point. */
+  script: string;
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * Runs services as child processes and restarts one that dies (with a
+ * growing pause, reset after a minute of health), so a crashed engine comes
+ * back and rebuilds its state from the journal on its own.
+ */
+export class Supervisor {
+  private readonly children = new Map<string, ChildProcess>();
+  private stopping = false;
+
+  constructor(private readonly log: Logger) {}
+
+  start(spec: ServiceSpec, restarts = 0): void {
+    const startedAt = Date.now();
+    const child = spawn(process.execPath, ['--enable-source-maps', spec.script], { env: spec.env, stdio: 'inherit' });
+    this.children.set(spec.name, child);
+    child.once('exit', (code, signal) => {
+      this.children.delete(spec.name);
+      if (this.stopping) return;
+      const healthy = Date.now() - startedAt > 60_000;
+      const n = healthy ? 0 : restarts + 1;
+      const pause = Math.min(10_000, 250 * 2 ** n);
+      this.log.error({ service: spec.name, code, signal, restartInMs: pause }, 'service exited: restarting');
+      setTimeout(() => !this.stopping && this.start(spec, n), pause);
+    });
+  }
+
+  /** Stops services in the reverse order they were started. */
+  async stopAll(): Promise<void> {
+    this.stopping = true;
+    for (const [name, child] of [...this.children].reverse()) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => {
+        this.log.warn({ service: name }, 'did not stop in 10 s: killing');
+        child.kill('SIGKILL');
+      }, 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+  }
+}

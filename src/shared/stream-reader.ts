@@ -1,0 +1,64 @@
+import { jetstream, jetstreamManager, DeliverPolicy, type JsMsg, type ConsumerMessages } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+
+export interface StreamFollower {
+  /** Resolves once every message that was in the stream when `follow` was called has been handled. */
+  caughtUp: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Reads `stream` in order from sequence `fromSeq` with an ordered consumer
+ * (the client recreates it on any gap, so no message is skipped or repeated),
+ * calling `onMsg` for each. With `follow`, keeps going after catching up.
+ * Position tracking is the caller's: it lives in the caller's state (and
+ * snapshots), never in server-side consumer acks that could disagree with it.
+ */
+export async function readStream(
+  nc: NatsConnection,
+  stream: string,
+  fromSeq: number,
+  onMsg: (m: JsMsg) => void,
+  opts: { follow: boolean },
+): Promise<StreamFollower> {
+  const jsm = await jetstreamManager(nc);
+  const last = (await jsm.streams.info(stream)).state.last_seq;
+  let resolveCaughtUp!: () => void;
+  let failCaughtUp!: (err: unknown) => void;
+  const caughtUp = new Promise<void>((res, rej) => {
+    resolveCaughtUp = res;
+    failCaughtUp = rej;
+  });
+  if (last < fromSeq) resolveCaughtUp();
+  if (last < fromSeq && !opts.follow) return { caughtUp, stop: async () => {} };
+
+  const js = jetstream(nc);
+  const consumer = await js.consumers.get(stream, {
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: Math.max(1, fromSeq),
+  });
+  const messages: ConsumerMessages = await consumer.consume({ max_messages: 1024 });
+  const done = (async () => {
+    try {
+      for await (const m of messages) {
+        onMsg(m);
+        if (m.seq >= last) {
+          resolveCaughtUp();
+          if (!opts.follow) break;
+        }
+      }
+    } catch (err) {
+      // Before catch-up the caller awaits `caughtUp`; after it, a handler error is the caller's to surface.
+      failCaughtUp(err);
+      throw err;
+    }
+  })();
+  done.catch(() => {});
+  return {
+    caughtUp,
+    stop: async () => {
+      messages.stop();
+      await done.catch(() => {});
+    },
+  };
+}
