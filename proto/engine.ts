@@ -65,6 +65,8 @@ export interface Position {
 export interface HoldingsView {
   client_id: number;
   username: string;
+  /** The account's change counter at this view (the `seq` of proto/holdings.ts). */
+  seq: number;
   positions: Position[];
 }
 

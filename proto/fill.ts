@@ -34,3 +34,20 @@ export function fillProblem(f: unknown): string | null {
 
 /** Signed position change of a fill. */
 export const fillDelta = (f: Fill): number => (f.side === FILL_SIDE_BUY ? f.quantity : -f.quantity);
+
+/**
+ * Exchange session marker, on subject SESSION_SUBJECT in the same stream as
+ * the fills, so its order relative to them is fixed: when the exchange
+ * restarts (clearing seq_num back to 1) the bridge publishes one. With
+ * `reset` (the competition's rule) the engine sets every position of every
+ * account to 0 at that point of the stream; without it, it only records it.
+ */
+export interface SessionMarker {
+  v: 1;
+  kind: 'exchange_restart';
+  reset: boolean;
+  /** The bridge's count of exchange sessions seen; msg id `session-<n>` de-duplicates it. */
+  session: number;
+  detail: string;
+  ts: number;
+}

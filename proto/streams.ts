@@ -1,4 +1,4 @@
-import { FILL_STREAM, FILL_SUBJECT_PREFIX, JOURNAL_STREAM, JOURNAL_SUBJECT } from './subjects.js';
+import { FILL_STREAM, FILL_SUBJECT_WILDCARD, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT } from './subjects.js';
 
 /**
  * JetStream streams the system relies on. Whoever starts first creates them
@@ -8,7 +8,7 @@ export const NANOS_PER_SECOND = 1_000_000_000;
 
 export const FILL_STREAM_CONFIG = {
   name: FILL_STREAM,
-  subjects: [`${FILL_SUBJECT_PREFIX}.>`],
+  subjects: [FILL_SUBJECT_WILDCARD, SESSION_SUBJECT],
   storage: 'file' as const,
   // A re-sent fill (same Nats-Msg-Id) inside this window is dropped by the server:
   // a bridge restart or a second bridge never doubles a position.

@@ -7,6 +7,14 @@
 export const FILL_SUBJECT_PREFIX = 'ndfex.fill';
 export const fillSubject = (clientId: number): string => `${FILL_SUBJECT_PREFIX}.${clientId}`;
 export const FILL_SUBJECT_WILDCARD = `${FILL_SUBJECT_PREFIX}.*`;
+/** Exchange session markers (proto/fill.ts SessionMarker), in the fill stream. */
+export const SESSION_SUBJECT = 'ndfex.session';
+/**
+ * JetStream message id of a fill, for de-duplication: the exchange session
+ * and the clearing seq_num identify a fill uniquely, so the same fill
+ * published twice (bridge restart, two bridges) is stored once.
+ */
+export const fillMsgId = (session: string, seq: number): string => `fill-${session}-${seq}`;
 
 /** Requests to the engine actor (a CommandBatch, replied to with a ReplyBatch). */
 export const ENGINE_COMMAND_SUBJECT = 'etf.engine.cmd';

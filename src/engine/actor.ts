@@ -6,11 +6,13 @@ import {
   type EngineReply,
   type ReplyBatch,
 } from '../../proto/engine.js';
-import type { JournalEvent } from '../../proto/journal.js';
-import { ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE } from '../../proto/subjects.js';
+import type { Delta, JournalEvent } from '../../proto/journal.js';
+import type { HoldingsChange } from '../../proto/holdings.js';
+import type { Fill } from '../../proto/fill.js';
+import { ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, holdingsSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { decide, applyEvent, type CoreConfig } from './core.js';
-import type { EngineState } from './state.js';
+import { decide, applyEvent, holdingsView, type CoreConfig } from './core.js';
+import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
 
 /** Events per journal message: keeps one group commit well under NATS's 1 MB payload limit. */
@@ -20,9 +22,12 @@ interface Group {
   events: JournalEvent[];
   /** reply subject → replies released once the group is durable */
   replies: Map<string, EngineReply[]>;
+  /** Holdings changes, published in apply order once the group is durable. */
+  changes: HoldingsChange[];
 }
 
-const newGroup = (): Group => ({ events: [], replies: new Map() });
+const newGroup = (): Group => ({ events: [], replies: new Map(), changes: [] });
+const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.changes.length === 0;
 
 /**
  * The single writer. Commands are decided and applied synchronously in
@@ -63,7 +68,7 @@ export class EngineActor {
   /** Stops taking commands and waits for every accepted one to be durable and answered. */
   async drain(): Promise<void> {
     this.sub?.unsubscribe();
-    while (this.writing || this.groups.some((g) => g.replies.size > 0)) {
+    while (this.writing || this.groups.some((g) => !isEmpty(g))) {
       if (!this.writing) await this.flush();
       else await new Promise((r) => setImmediate(r));
     }
@@ -105,6 +110,7 @@ export class EngineActor {
       for (const ev of events) {
         applyEvent(this.state, ev);
         group.events.push(ev);
+        if (ev.t === 'conversion') group.changes.push(this.change(this.state.accounts.get(ev.clientId)!, ev.op, ev.deltas, now));
       }
       const list = group.replies.get(msg.reply);
       if (list) list.push(reply);
@@ -112,6 +118,31 @@ export class EngineActor {
       this.commandsHandled++;
     }
     this.scheduleFlush();
+  }
+
+  /**
+   * A fill or session reset the feed applied. It is durable already (it is in
+   * the fill stream) but its notice queues behind any conversion not yet
+   * written, so every account's changes are published in seq order.
+   */
+  applied(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], fill?: Fill): void {
+    const change = this.change(acc, cause, deltas, this.now());
+    if (fill) change.fill = { seq: fill.seq, price: fill.price };
+    this.groups[this.groups.length - 1]!.changes.push(change);
+    this.scheduleFlush();
+  }
+
+  private change(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], now: number): HoldingsChange {
+    const tickerOf = this.cfg.instruments.tickerOf;
+    return {
+      v: 1,
+      client_id: acc.clientId,
+      seq: acc.version,
+      cause,
+      deltas: deltas.map(([symbol, quantity]) => ({ symbol, ticker: tickerOf(symbol), quantity })),
+      positions: holdingsView(acc, this.cfg.instruments).positions,
+      ts: now,
+    };
   }
 
   private scheduleFlush(): void {
@@ -128,7 +159,7 @@ export class EngineActor {
     if (this.writing) return;
     this.writing = true;
     try {
-      while (this.groups[0]!.events.length > 0 || this.groups[0]!.replies.size > 0) {
+      while (!isEmpty(this.groups[0]!)) {
         const group = this.groups.shift()!;
         if (this.groups.length === 0) this.groups.push(newGroup());
         if (group.events.length > 0) {
@@ -148,6 +179,7 @@ export class EngineActor {
   }
 
   private sendReplies(group: Group): void {
+    for (const c of group.changes) this.nc.publish(holdingsSubject(c.client_id), encode(c));
     for (const [subject, replies] of group.replies) {
       this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
     }

@@ -26,7 +26,7 @@ export function holdingsView(acc: Account, instruments: Instruments): HoldingsVi
   const positions = [...acc.positions]
     .sort((a, b) => a[0] - b[0])
     .map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
-  return { client_id: acc.clientId, username: acc.username, positions };
+  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions };
 }
 
 function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
@@ -124,6 +124,19 @@ export function applyFill(state: EngineState, fill: Fill, streamSeq: number): Ac
   if (!acc) return undefined;
   applyDeltas(acc, [[fill.symbol, fillDelta(fill)]]);
   return acc;
+}
+
+/** The competition's rule at an exchange restart: every position of every account back to 0. Returns each changed account with its deltas. */
+export function applySessionReset(state: EngineState, streamSeq: number): { acc: Account; deltas: Delta[] }[] {
+  state.fillSeq = streamSeq;
+  const changed: { acc: Account; deltas: Delta[] }[] = [];
+  for (const acc of state.accounts.values()) {
+    if (acc.positions.size === 0) continue;
+    const deltas: Delta[] = [...acc.positions].map(([symbol, q]): Delta => [symbol, -q]);
+    applyDeltas(acc, deltas);
+    changed.push({ acc, deltas });
+  }
+  return changed;
 }
 
 export { applyEvent };

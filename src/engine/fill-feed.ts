@@ -1,10 +1,11 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { decode } from '../../proto/codec.js';
-import { fillProblem, type Fill } from '../../proto/fill.js';
-import { FILL_STREAM } from '../../proto/subjects.js';
+import { fillDelta, fillProblem, type Fill, type SessionMarker } from '../../proto/fill.js';
+import type { Delta } from '../../proto/journal.js';
+import { FILL_STREAM, SESSION_SUBJECT } from '../../proto/subjects.js';
 import { readStream, type StreamFollower } from '../shared/stream-reader.js';
 import type { Logger } from '../shared/log.js';
-import { applyFill } from './core.js';
+import { applyFill, applySessionReset } from './core.js';
 import type { Account, EngineState } from './state.js';
 
 export interface FillFeedStats {
@@ -12,7 +13,12 @@ export interface FillFeedStats {
   /** Fills for client_ids no account has: counted, not stored, so unknown ids cannot grow memory. */
   unknownAccount: number;
   invalid: number;
+  sessionResets: number;
 }
+
+export type FillChange =
+  | { cause: 'fill'; acc: Account; deltas: Delta[]; fill: Fill }
+  | { cause: 'session_reset'; acc: Account; deltas: Delta[] };
 
 /**
  * Follows the fill stream from the sequence after the last one the state has
@@ -23,35 +29,49 @@ export async function followFills(
   nc: NatsConnection,
   state: EngineState,
   log: Logger,
-  onChange: (acc: Account, fill: Fill) => void,
+  onChange: (change: FillChange) => void,
 ): Promise<{ follower: StreamFollower; stats: FillFeedStats }> {
-  const stats: FillFeedStats = { applied: 0, unknownAccount: 0, invalid: 0 };
+  const stats: FillFeedStats = { applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0 };
   const follower = await readStream(
     nc,
     FILL_STREAM,
     state.fillSeq + 1,
     (m) => {
       if (m.seq <= state.fillSeq) return;
-      let fill: Fill;
+      let payload: unknown;
       try {
-        fill = decode<Fill>(m.data);
+        payload = decode(m.data);
       } catch {
-        fill = undefined as never;
+        payload = undefined;
       }
-      const problem = fillProblem(fill);
+      if (m.subject === SESSION_SUBJECT) {
+        const marker = payload as SessionMarker;
+        if (marker?.reset === true) {
+          const changed = applySessionReset(state, m.seq);
+          stats.sessionResets++;
+          log.warn({ streamSeq: m.seq, accounts: changed.length, detail: marker.detail }, 'exchange restart: positions reset to 0');
+          for (const c of changed) onChange({ cause: 'session_reset', ...c });
+        } else {
+          state.fillSeq = m.seq;
+          log.warn({ streamSeq: m.seq, detail: marker?.detail }, 'exchange restart: positions kept');
+        }
+        return;
+      }
+      const problem = fillProblem(payload);
       if (problem) {
         state.fillSeq = m.seq;
         stats.invalid++;
         log.warn({ streamSeq: m.seq, subject: m.subject, problem }, 'invalid fill skipped');
         return;
       }
+      const fill = payload as Fill;
       const acc = applyFill(state, fill, m.seq);
       if (!acc) {
         if (stats.unknownAccount++ % 1000 === 0) log.warn({ clientId: fill.client_id, count: stats.unknownAccount }, 'fill for unknown client_id ignored');
         return;
       }
       stats.applied++;
-      onChange(acc, fill);
+      onChange({ cause: 'fill', acc, deltas: [[fill.symbol, fillDelta(fill)]], fill });
     },
     { follow: true },
   );

@@ -47,10 +47,12 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   }
   await hashRosterPasswords(state, roster, cfg.bcryptRounds);
 
-  const { follower, stats } = await followFills(nc, state, log, () => {});
+  // Fills replayed before the actor exists are history: nobody is listening for their notices yet.
+  let actor: EngineActor | undefined;
+  const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined));
   await follower.caughtUp;
 
-  const actor = new EngineActor(nc, state, { instruments, maxAmount: cfg.maxAmount }, journal, log, onFatal);
+  actor = new EngineActor(nc, state, { instruments, maxAmount: cfg.maxAmount }, journal, log, onFatal);
   actor.start();
   log.info(
     { accounts: state.accounts.size, journalSeq: journal.sequence, fillSeq: state.fillSeq, startMs: Math.round(performance.now() - t0) },

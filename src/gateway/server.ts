@@ -44,7 +44,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     for await (const s of nc.status()) {
       if (s.type === 'disconnect') natsConnected = false;
       if (s.type === 'reconnect') natsConnected = true;
-      log.info({ status: s.type }, 'nats status');
+      if (s.type === 'disconnect' || s.type === 'reconnect') log.warn({ status: s.type }, 'nats connection');
     }
   })();
 

@@ -1,0 +1,87 @@
+/**
+ * Market data and prices on NATS (msgpack via proto/codec.ts).
+ *
+ * The feed bridge keeps every symbol's order book from the NDFEX market-data
+ * feed and publishes the top of book when it changes:
+ *   subject `ndfex.md.bbo.<symbol id>`, payload Bbo.
+ * The last Bbo of every symbol is also kept in the JetStream KV bucket
+ * BBO_BUCKET under key `<symbol id>`, where a late subscriber reads it.
+ *
+ * The pricing actor turns those into per-ETF prices:
+ *   subject `etf.price.<ETF name>`, payload EtfPrice, at most every 100 ms per ETF,
+ * and keeps the last one in KV bucket PRICE_BUCKET under key `<ETF name>`.
+ */
+export const BBO_SUBJECT_PREFIX = 'ndfex.md.bbo';
+export const bboSubject = (symbol: number): string => `${BBO_SUBJECT_PREFIX}.${symbol}`;
+export const BBO_SUBJECT_WILDCARD = `${BBO_SUBJECT_PREFIX}.*`;
+export const BBO_BUCKET = 'ndfex_bbo';
+
+export const PRICE_SUBJECT_PREFIX = 'etf.price';
+export const priceSubject = (etf: string): string => `${PRICE_SUBJECT_PREFIX}.${etf}`;
+export const PRICE_SUBJECT_WILDCARD = `${PRICE_SUBJECT_PREFIX}.*`;
+export const PRICE_BUCKET = 'etf_prices';
+
+/** Feed-integrity alerts from the bridge (gaps, exchange restarts, bad datagrams). */
+export const FEED_ALERT_SUBJECT = 'ndfex.alert';
+/** The bridge's periodic status, which the gateway shows on /health. */
+export const FEED_STATUS_SUBJECT = 'ndfex.feed.status';
+
+export interface Bbo {
+  symbol: number;
+  /** Best bid price and total quantity at it; null when the side is empty. */
+  bid: number | null;
+  bid_qty: number;
+  ask: number | null;
+  ask_qty: number;
+  /** Exchange timestamp (ns) of the market-data message that changed it, as a number (loses sub-µs precision). */
+  ts: number;
+  /** Market-data seq_num of that message. */
+  md_seq: number;
+}
+
+export interface EtfPrice {
+  etf: string;
+  symbol: number;
+  /** Sum over components of weight × mid; null while any component lacks a bid or an ask. */
+  nav: number | null;
+  /** Cost to buy the basket for one creation unit: sum of weight × best ask. */
+  create_cost: number | null;
+  /** Proceeds of selling the basket of one redeemed unit: sum of weight × best bid. */
+  redeem_proceeds: number | null;
+  /** The ETF's own top of book on the exchange. */
+  etf_bid: number | null;
+  etf_ask: number | null;
+  /** (ETF mid − NAV) / NAV; positive is a premium. */
+  premium: number | null;
+  /** Arbitrage edges per unit before fees: buy basket+create, sell ETF (etf_bid − create_cost); buy ETF+redeem, sell basket (redeem_proceeds − etf_ask). */
+  create_edge: number | null;
+  redeem_edge: number | null;
+  /** Wall-clock ms when computed. */
+  ts: number;
+}
+
+export interface FeedAlert {
+  kind: 'gap' | 'exchange_restart' | 'bad_datagram' | 'session_change';
+  feed: 'clearing' | 'market_data';
+  detail: string;
+  /** Expected and received seq_num for a gap. */
+  expected?: number;
+  received?: number;
+  ts: number;
+}
+
+export interface FeedStatus {
+  clearing: FeedCounters;
+  market_data: FeedCounters;
+  ts: number;
+}
+
+export interface FeedCounters {
+  datagrams: number;
+  messages: number;
+  gaps: number;
+  missed_messages: number;
+  bad_datagrams: number;
+  restarts: number;
+  last_seq: number;
+}

@@ -1,0 +1,182 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import { PROJECT_ROOT, type Config } from '../../src/config/config.js';
+import { freePort, startNatsServer, type NatsServer } from '../../src/launcher/nats-server.js';
+import { startEngine, type EngineHandle } from '../../src/engine/service.js';
+import { startGateway, type GatewayHandle } from '../../src/gateway/server.js';
+import { createLogger } from '../../src/shared/log.js';
+import { encode } from '../../proto/codec.js';
+import { fillSubject } from '../../proto/subjects.js';
+import type { Fill } from '../../proto/fill.js';
+import { ensureFillStream } from '../../src/shared/streams.js';
+
+export const quietLog = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent');
+
+export function tempDir(prefix = 'etf-test-'): { path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** A real nats-server on a free loopback port with a temporary JetStream store. */
+export async function startTestNats(storeDir?: string): Promise<NatsServer & { storeDir: string; remove(): void }> {
+  const dir = storeDir ? { path: storeDir, remove: () => {} } : tempDir('etf-nats-');
+  const server = await startNatsServer({ port: await freePort(), storeDir: dir.path });
+  return Object.assign(server, { storeDir: dir.path, remove: dir.remove });
+}
+
+export const MULTI_BASKETS = join(PROJECT_ROOT, 'config/baskets.multi.example.json');
+
+/** A config for tests: fast bcrypt, port 0, files in a temp dir. */
+export function testConfig(dir: string, overrides: Partial<Config> & { roster?: string } = {}): Config {
+  const accountsFile = join(dir, 'accounts.txt');
+  writeFileSync(accountsFile, overrides.roster ?? '1 team1 team1pass\n2 team2 team2pass\n');
+  const { roster: _r, ...rest } = overrides;
+  return {
+    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384 },
+    nats: { url: '', port: 0 },
+    dataDir: dir,
+    accountsFile,
+    basketsFile: '',
+    maxAmount: 1_000_000,
+    bcryptRounds: 4,
+    requestTimeoutMs: 5000,
+    logLevel: 'silent',
+    ...rest,
+  };
+}
+
+export interface TestSystem {
+  engine: EngineHandle;
+  gateway: GatewayHandle;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** The real engine and gateway, in this process, against a real nats-server. */
+export async function startSystem(natsUrl: string, cfg: Config): Promise<TestSystem> {
+  const engine = await startEngine(cfg, natsUrl, quietLog, (err) => {
+    throw err;
+  });
+  const gateway = await startGateway(cfg, natsUrl, quietLog);
+  return {
+    engine,
+    gateway,
+    url: `http://127.0.0.1:${gateway.port}`,
+    close: async () => {
+      await gateway.close();
+      await engine.close();
+    },
+  };
+}
+
+/** The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready". */
+export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess> {
+  const env = {
+    ...process.env,
+    NATS_URL: natsUrl,
+    CONFIG_FILE: writeConfigFile(cfg),
+    LOG_LEVEL: 'info',
+  };
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/engine/main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      if (line.includes('"engine ready"')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`engine exited with ${code} before it was ready`)));
+  });
+  return child;
+}
+
+export function writeConfigFile(cfg: Config): string {
+  const path = join(cfg.dataDir, `config-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(path, JSON.stringify({ ...cfg, logLevel: 'info' }));
+  return path;
+}
+
+export async function killProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill(signal);
+  await exited;
+}
+
+export async function natsClient(url: string): Promise<NatsConnection> {
+  return connect({ servers: url, noAsyncTraces: true });
+}
+
+/** Publishes fills onto the fill stream as the feed bridge does, and waits for JetStream's acks. */
+export async function publishFills(nc: NatsConnection, fills: Fill[]): Promise<void> {
+  await ensureFillStream(nc);
+  const js = jetstream(nc);
+  await Promise.all(fills.map((f) => js.publish(fillSubject(f.client_id), encode(f))));
+}
+
+let fillSeq = 1;
+/** Buy (positive) or sell (negative) fills for one account, as fills of the given symbols. */
+export function fillsFor(clientId: number, quantities: Record<number, number>): Fill[] {
+  return Object.entries(quantities).map(([symbol, q]) => ({
+    seq: fillSeq++,
+    client_id: clientId,
+    symbol: Number(symbol),
+    side: q >= 0 ? 1 : 2,
+    quantity: Math.abs(q),
+    price: 100,
+  }));
+}
+
+/** UNDY's components, 3..12, each with `q`. */
+export const undyBasket = (q: number): Record<number, number> => Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, q]));
+
+/** Small HTTP client over fetch. */
+export function api(base: string) {
+  const send = async (method: string, path: string, opts: { form?: Record<string, string | number>; json?: unknown; basic?: [string, string]; query?: Record<string, string>; headers?: Record<string, string>; raw?: string } = {}) => {
+    const headers: Record<string, string> = { ...opts.headers };
+    let body: string | undefined;
+    if (opts.form) {
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+      body = new URLSearchParams(Object.entries(opts.form).map(([k, v]) => [k, String(v)])).toString();
+    } else if (opts.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(opts.json);
+    } else if (opts.raw !== undefined) {
+      body = opts.raw;
+    }
+    if (opts.basic) headers.authorization = `Basic ${Buffer.from(`${opts.basic[0]}:${opts.basic[1]}`).toString('base64')}`;
+    const qs = opts.query ? `?${new URLSearchParams(opts.query)}` : '';
+    const res = await fetch(`${base}${path}${qs}`, { method, headers, body });
+    const text = await res.text();
+    let json: any;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new Error(`${method} ${path}: response is not JSON (${res.status}): ${text.slice(0, 200)}`);
+    }
+    return { status: res.status, body: json, headers: res.headers };
+  };
+  return {
+    send,
+    register: (username: string, password: string) => send('POST', '/register', { form: { username, password } }),
+    create: (u: string, p: string, amount: number | string, etf_name?: string) =>
+      send('POST', '/create', { form: { username: u, password: p, amount, ...(etf_name ? { etf_name } : {}) } }),
+    redeem: (u: string, p: string, amount: number | string, etf_name?: string) =>
+      send('POST', '/redeem', { form: { username: u, password: p, amount, ...(etf_name ? { etf_name } : {}) } }),
+    holdings: async (u: string, p: string) => send('GET', '/holdings', { query: { username: u, password: p } }),
+  };
+}
+
+/** Polls `check` on each NATS round trip until it holds (event-driven waits belong to the caller; this bounds them). */
+export async function until<T>(check: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
