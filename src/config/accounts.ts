@@ -44,6 +44,8 @@ export function parseAccounts(text: string, origin: string, instruments: Instrum
       if (clientId < 1 || clientId > 0xffffffff) fail(`client_id ${tok[0]} is not a u32 above 0`);
       acc = { clientId, username: tok[1]!, password: tok[2]!, opening: [], line };
     } else if (tok.length % 2 === 0) {
+      // "1 secret" is far more likely a roster line missing a field than a user named "1".
+      if (/^\d+$/.test(tok[0]!)) fail('expected "client_id username password": a username cannot be all digits');
       const opening: Delta[] = [];
       for (let k = 2; k < tok.length; k += 2) {
         const sym = instruments.symbolOf(tok[k]!) ?? fail(`unknown symbol ${tok[k]}`);

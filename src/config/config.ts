@@ -3,8 +3,19 @@ import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 
-/** Project root: config paths are relative to it, so the system runs from any working directory. */
-export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+/**
+ * Project root (the folder with package.json): config paths are relative to
+ * it, so the system runs from any working directory, compiled or not.
+ */
+export const PROJECT_ROOT = (() => {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(resolve(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the project root (package.json)');
+    dir = up;
+  }
+  return dir;
+})();
 
 const configSchema = z.object({
   http: z.object({ host: z.string(), port: z.number().int().min(0).max(65535), maxBodyBytes: z.number().int().positive() }),

@@ -1,0 +1,44 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { api, fillsFor, natsClient, publishFills, startSystem, startTestNats, tempDir, testConfig, undyBasket, type TestSystem } from './helpers/system.js';
+import { awaitHoldingsSeq } from './helpers/events.js';
+
+let nats: Awaited<ReturnType<typeof startTestNats>>;
+let dir: ReturnType<typeof tempDir>;
+let sys: TestSystem;
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  dir = tempDir();
+  sys = await startSystem(nats.url, testConfig(dir.path));
+});
+
+afterAll(async () => {
+  await sys?.close();
+  await nats?.stop();
+  nats?.remove();
+  dir?.remove();
+});
+
+it('200 parallel creates of 1 unit against holdings for exactly 50: exactly 50 succeed, nothing goes negative', async () => {
+  const nc = await natsClient(nats.url);
+  const fills = fillsFor(1, undyBasket(50));
+  const applied = awaitHoldingsSeq(nc, 1, fills.length);
+  await publishFills(nc, fills);
+  await applied;
+  await nc.close();
+
+  const http = api(sys.url);
+  const results = await Promise.all(Array.from({ length: 200 }, () => http.create('team1', 'team1pass', 1, 'UNDY')));
+  const statuses = results.map((r) => r.status);
+  expect(statuses.filter((s) => s === 200)).toHaveLength(50);
+  expect(statuses.filter((s) => s === 400)).toHaveLength(150);
+  for (const r of results) if (r.status === 400) expect(r.body.error.code).toBe('insufficient_holdings');
+
+  const h = await http.holdings('team1', 'team1pass');
+  expect(h.body.holdings).toEqual({ UNDY: 50 });
+  for (const p of h.body.positions) expect(p.quantity).toBeGreaterThanOrEqual(0);
+  // Every success saw a state no other success had already spent: their resulting UNDY counts are 1..50 exactly once.
+  const undyAfter = results.filter((r) => r.status === 200).map((r) => r.body.holdings.UNDY as number);
+  expect(new Set(undyAfter).size).toBe(50);
+  expect(Math.max(...undyAfter)).toBe(50);
+});

@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { parseAccounts } from '../src/config/accounts.js';
+import { buildInstruments, loadBaskets } from '../src/config/baskets.js';
+import { MULTI_BASKETS } from './helpers/system.js';
+
+const undyOnly = loadBaskets(undefined);
+
+describe('accounts file', () => {
+  it('reads the exchange roster format and the ETF engine format, mixed, with comments', () => {
+    const accounts = parseAccounts(
+      '# roster\n1 group1 9RD1ijyY\n\n2 group2 abcdefgh  # trailing comment\nteamx passx KNAN 10 13 -2\nteamy passy\n',
+      'users.txt',
+      undyOnly,
+    );
+    expect(accounts).toEqual([
+      { clientId: 1, username: 'group1', password: '9RD1ijyY', opening: [], line: 2 },
+      { clientId: 2, username: 'group2', password: 'abcdefgh', opening: [], line: 4 },
+      { username: 'teamx', password: 'passx', opening: [[3, 10], [13, -2]], line: 5 },
+      { username: 'teamy', password: 'passy', opening: [], line: 6 },
+    ]);
+  });
+
+  it('stops with an error naming the file and line for every malformed line', () => {
+    const bad: [string, RegExp][] = [
+      ['1 onlytwo', /line 1: expected/],
+      ['12 x y z', /line 1: expected/],
+      ['ok okpass\n1 a b c d', /line 2: expected/],
+      ['teamx passx NOPE 3', /line 1: unknown symbol NOPE/],
+      ['teamx passx KNAN 1.5', /line 1: amount 1.5 is not an integer/],
+      ['1 bad!name pass', /line 1: username/],
+      ['1 a pass\n1 b pass', /line 2: client_id 1 already on line 1/],
+      ['1 a pass\n2 a pass', /line 2: username a already on line 1/],
+      ['0 a pass', /line 1: client_id 0/],
+    ];
+    for (const [text, err] of bad) {
+      expect(() => parseAccounts(text, 'cfg/users.txt', undyOnly)).toThrow(err);
+      expect(() => parseAccounts(text, 'cfg/users.txt', undyOnly)).toThrow(/accounts file cfg\/users.txt/);
+    }
+  });
+});
+
+describe('baskets file', () => {
+  it('defaults to UNDY, one of each of symbols 3..12, held as symbol 13', () => {
+    const undy = undyOnly.baskets.get('UNDY')!;
+    expect(undy.symbol).toBe(13);
+    expect(undy.components.map((c) => [c.symbol, c.weight])).toEqual([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 1]));
+  });
+
+  it('reads weighted baskets with their own symbol ids', () => {
+    const multi = loadBaskets(MULTI_BASKETS);
+    const tech = multi.baskets.get('TECH')!;
+    expect(tech.symbol).toBe(101);
+    expect(tech.components).toEqual([
+      { symbol: 3, ticker: 'KNAN', weight: 2 },
+      { symbol: 4, ticker: 'STED', weight: 1 },
+      { symbol: 5, ticker: 'FISH', weight: 3 },
+    ]);
+    expect(multi.tickerOf(101)).toBe('TECH');
+    expect(multi.symbolOf('TECH')).toBe(101);
+  });
+
+  it('refuses baskets that would corrupt the journal or cannot be priced', () => {
+    const bad: [unknown, RegExp][] = [
+      [{ etfs: [{ name: 'NEW', components: { KNAN: 1 } }] }, /give it a "symbol" id/],
+      [{ etfs: [{ name: 'NEW', symbol: 3, components: { STED: 1 } }] }, /already KNAN/],
+      [{ etfs: [{ name: 'NEW', symbol: 100, components: { ZZZZ: 1 } }] }, /unknown component symbol ZZZZ/],
+      [{ etfs: [{ name: 'NEW', symbol: 100, components: { NEW: 1 } }] }, /cannot contain itself/],
+      [{ etfs: [{ name: 'NEW', symbol: 100, components: {} }] }, /no components/],
+    ];
+    for (const [def, err] of bad) expect(() => buildInstruments(def as never, 'b.json')).toThrow(err);
+  });
+});

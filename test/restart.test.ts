@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { ChildProcess } from 'node:child_process';
+import type { Config } from '../src/config/config.js';
+import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
+import {
+  api,
+  fillsFor,
+  killProcess,
+  natsClient,
+  publishFills,
+  quietLog,
+  spawnEngine,
+  startTestNats,
+  tempDir,
+  testConfig,
+  undyBasket,
+} from './helpers/system.js';
+import { awaitHoldingsSeq } from './helpers/events.js';
+
+let nats: Awaited<ReturnType<typeof startTestNats>>;
+let dir: ReturnType<typeof tempDir>;
+let cfg: Config;
+let engine: ChildProcess | undefined;
+let gateway: GatewayHandle | undefined;
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  dir = tempDir();
+  cfg = testConfig(dir.path, { requestTimeoutMs: 1000, roster: '1 team1 team1pass\n# ETF-engine format with opening holdings:\nopener openerpass KNAN 4 UNDY 2\n' });
+});
+
+afterAll(async () => {
+  await gateway?.close();
+  if (engine) await killProcess(engine);
+  await nats?.stop();
+  nats?.remove();
+  dir?.remove();
+});
+
+it('keeps registrations, conversions and fills across a SIGKILL of the engine, and applies fills published while it was down', async () => {
+  engine = await spawnEngine(nats.url, cfg);
+  gateway = await startGateway(cfg, nats.url, quietLog);
+  const http = api(`http://127.0.0.1:${gateway.port}`);
+  const nc = await natsClient(nats.url);
+
+  const reg = await http.register('durable', 'durablepass');
+  expect(reg.status).toBe(200);
+  const fills = fillsFor(1, undyBasket(10));
+  const applied = awaitHoldingsSeq(nc, 1, fills.length);
+  await publishFills(nc, fills);
+  await applied;
+  expect((await http.create('team1', 'team1pass', 4, 'UNDY')).status).toBe(200);
+  expect((await http.redeem('team1', 'team1pass', 1)).status).toBe(200);
+  const opener = await http.holdings('opener', 'openerpass');
+  expect(opener.body.holdings).toEqual({ KNAN: 4, UNDY: 2 });
+
+  await killProcess(engine, 'SIGKILL');
+  // The exchange keeps trading while the engine is down.
+  await publishFills(nc, fillsFor(1, { 3: 5, 13: -1 }));
+  const down = await http.send('GET', '/health');
+  expect(down.status).toBe(503);
+
+  engine = await spawnEngine(nats.url, cfg);
+  // A fresh gateway has no cached credentials: the registered account's hash must have survived too.
+  await gateway.close();
+  gateway = await startGateway(cfg, nats.url, quietLog);
+  const http2 = api(`http://127.0.0.1:${gateway.port}`);
+
+  const h = await http2.holdings('team1', 'team1pass');
+  expect(h.status).toBe(200);
+  expect(h.body.holdings).toEqual({ KNAN: 12, STED: 7, FISH: 7, DILN: 7, SORN: 7, RYAN: 7, LYON: 7, WLSH: 7, LEWI: 7, BDIN: 7, UNDY: 2 });
+  const d = await http2.holdings('durable', 'durablepass');
+  expect(d.status).toBe(200);
+  expect(d.body.client_id).toBe(reg.body.client_id);
+  expect((await http2.register('durable', 'anotherpass')).status).toBe(400);
+  // Opening holdings are applied once, not again at each start.
+  expect((await http2.holdings('opener', 'openerpass')).body.holdings).toEqual({ KNAN: 4, UNDY: 2 });
+  // And the next registration does not reuse a client_id.
+  const next = await http2.register('after', 'afterpass1');
+  expect(next.body.client_id).toBeGreaterThan(reg.body.client_id);
+  await nc.close();
+});
