@@ -1,0 +1,44 @@
+/**
+ * The built-in NDFEX simulator: a stand-in exchange on the real multicast
+ * groups, for demos and tests without the C++ exchange.
+ *
+ * Environment:
+ *   NDFEX_CLEARING_ADDR  clearing feed group:port      (default 239.0.0.2:12346)
+ *   NDFEX_MD_ADDR        market-data feed group:port   (default 239.0.0.1:12345)
+ *   NDFEX_SNAPSHOT_ADDR  snapshot feed group:port      (default 239.0.0.3:12345)
+ *   NDFEX_INTERFACE      address of the sending interface (default 127.0.0.1)
+ *   NDFEX_SIM_RATE       market events per second      (default 20; 100000+ floods for benchmarks)
+ *   NDFEX_SIM_SEED       seed: the same seed replays the same market (default random)
+ *   CONFIG_FILE, ACCOUNTS_FILE, BASKETS_FILE, LOG_LEVEL: as for every service
+ *     (src/config/config.ts); the roster's exchange-format accounts trade too.
+ */
+import { loadConfig } from '../config/config.js';
+import { loadAccountsFile } from '../config/accounts.js';
+import { loadBaskets } from '../config/baskets.js';
+import { createLogger } from '../shared/log.js';
+import { onShutdown } from '../shared/process.js';
+import { simSettingsFromEnv } from './settings.js';
+import { startSimulator } from './service.js';
+
+const cfg = loadConfig();
+const log = createLogger('ndfex-sim', cfg.logLevel);
+try {
+  const settings = simSettingsFromEnv();
+  const roster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, loadBaskets(cfg.basketsFile || undefined)) : [];
+  // Only exchange-format lines carry a client_id the exchange would fill.
+  const rosterIds = roster.flatMap((a) => (a.clientId === undefined ? [] : [a.clientId]));
+  const sim = await startSimulator({ ...settings, rosterIds, log });
+  let last = sim.stats();
+  const report = setInterval(() => {
+    const now = sim.stats();
+    log.info({ events: now.events - last.events, md_messages: now.mdMessages - last.mdMessages, fills: now.fills - last.fills, send_errors: now.sendErrors }, 'last 10 s');
+    last = now;
+  }, 10_000);
+  onShutdown(log, async () => {
+    clearInterval(report);
+    await sim.close();
+  });
+} catch (err) {
+  log.fatal({ err: err instanceof Error ? err.message : err }, 'simulator failed to start');
+  process.exit(1);
+}
