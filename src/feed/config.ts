@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import { parseGroupAddr, type GroupAddr } from './multicast.js';
+import type { RestartPolicy } from './clearing.js';
+
+export interface BridgeConfig {
+  natsUrl: string;
+  clearing: GroupAddr;
+  marketData: GroupAddr;
+  snapshot: GroupAddr;
+  iface: string;
+  /** Operator's session name ('' = none): a change begins a new exchange session. */
+  sessionName: string;
+  restartPolicy: RestartPolicy;
+  statusIntervalMs: number;
+  maxInFlight: number;
+  logLevel: string;
+}
+
+const groupAddr = z.string().transform((s, ctx) => {
+  try {
+    return parseGroupAddr(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const envSchema = z.object({
+  NATS_URL: z.string({ error: 'NATS_URL is required' }).min(1, 'NATS_URL is required'),
+  NDFEX_CLEARING_ADDR: groupAddr.default(parseGroupAddr('239.0.0.2:12346')),
+  NDFEX_MD_ADDR: groupAddr.default(parseGroupAddr('239.0.0.1:12345')),
+  NDFEX_SNAPSHOT_ADDR: groupAddr.default(parseGroupAddr('239.0.0.3:12345')),
+  NDFEX_INTERFACE: z.ipv4().default('127.0.0.1'),
+  NDFEX_SESSION: z.string().max(64).default(''),
+  NDFEX_RESTART_POLICY: z.enum(['reset', 'keep']).default('reset'),
+  NDFEX_STATUS_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1000),
+  NDFEX_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(65_536).default(512),
+  LOG_LEVEL: z.string().default('info'),
+});
+
+/** Reads the bridge's settings from the environment; empty variables count as unset. */
+export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeConfig {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) throw new Error(`feed bridge config: ${z.prettifyError(parsed.error)}`);
+  const e = parsed.data;
+  return {
+    natsUrl: e.NATS_URL,
+    clearing: e.NDFEX_CLEARING_ADDR,
+    marketData: e.NDFEX_MD_ADDR,
+    snapshot: e.NDFEX_SNAPSHOT_ADDR,
+    iface: e.NDFEX_INTERFACE,
+    sessionName: e.NDFEX_SESSION,
+    restartPolicy: e.NDFEX_RESTART_POLICY,
+    statusIntervalMs: e.NDFEX_STATUS_INTERVAL_MS,
+    maxInFlight: e.NDFEX_MAX_IN_FLIGHT,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,36 @@
+/**
+ * The NDFEX feed bridge process: joins the exchange's multicast feeds and
+ * republishes them on NATS (fills into the JetStream fill stream, top of book,
+ * alerts and status). Environment:
+ *
+ *   NATS_URL                 required, e.g. nats://127.0.0.1:4222
+ *   NDFEX_CLEARING_ADDR      clearing feed group:port      (default 239.0.0.2:12346)
+ *   NDFEX_MD_ADDR            market-data feed group:port   (default 239.0.0.1:12345)
+ *   NDFEX_SNAPSHOT_ADDR      snapshot feed group:port      (default 239.0.0.3:12345)
+ *   NDFEX_INTERFACE          interface address to join on  (default 127.0.0.1)
+ *   NDFEX_SESSION            operator's exchange session name; changing it begins a new session
+ *   NDFEX_RESTART_POLICY     reset (default: positions to 0 at an exchange restart) | keep
+ *   NDFEX_STATUS_INTERVAL_MS FeedStatus period              (default 1000)
+ *   NDFEX_MAX_IN_FLIGHT      unacknowledged fill publishes  (default 512)
+ *   LOG_LEVEL                pino level                     (default info)
+ */
+import { createLogger } from '../shared/log.js';
+import { onShutdown } from '../shared/process.js';
+import { loadBridgeConfig } from './config.js';
+import { startBridge } from './service.js';
+
+const log = createLogger('feed', process.env.LOG_LEVEL);
+let cfg;
+try {
+  cfg = loadBridgeConfig();
+} catch (err) {
+  log.fatal({ err: err instanceof Error ? err.message : err }, 'bad configuration');
+  process.exit(2);
+}
+try {
+  const bridge = await startBridge(cfg, log);
+  onShutdown(log, () => bridge.close());
+} catch (err) {
+  log.fatal({ err: err instanceof Error ? err.message : err }, 'feed bridge failed to start');
+  process.exit(1);
+}

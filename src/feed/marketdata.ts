@@ -1,0 +1,231 @@
+import type { MdMessage } from '../../proto/ndfex.js';
+import type { Bbo } from '../../proto/marketdata.js';
+import { Books, type Top } from './book.js';
+import { SeqTracker, type SeqEvent } from './integrity.js';
+
+export interface MdStats {
+  snapshots_applied: number;
+  /** Live messages the books refused (unknown order id, bad side). */
+  rejected: number;
+  /** Live messages held while some symbol waits for its snapshot. */
+  buffered: number;
+}
+
+type SeqNotice = { seq: number; event: Exclude<SeqEvent, { kind: 'next' | 'first' | 'late' }> };
+
+interface PendingSnapshot {
+  symbol: number;
+  lastMdSeq: number;
+  expected: number;
+  timestamp: bigint;
+  orders: Array<Extract<MdMessage, { type: 'new_order' }>>;
+}
+
+/**
+ * Pure market-data core: live and snapshot messages in, changed top-of-book
+ * out (at most one Bbo per symbol per datagram).
+ *
+ * A symbol's book is trusted ("synced") once it was built from the live feed
+ * since seq 1 (the bridge saw the session start) or from a snapshot with
+ * last_md_seq_num = L plus every live message after L. Until then live
+ * messages are held in a buffer (bounded by age) so a snapshot can be caught
+ * up. A gap on the live feed makes every book untrusted again; an exchange
+ * restart empties every book.
+ */
+export class MarketData {
+  readonly books = new Books();
+  readonly tracker = new SeqTracker();
+  readonly stats: MdStats = { snapshots_applied: 0, rejected: 0, buffered: 0 };
+  /** Every book starts from an empty one at seq 1: no snapshot needed. */
+  private allSynced = false;
+  /** symbol → last_md_seq_num of the snapshot it was built from. */
+  private readonly syncedAt = new Map<number, number>();
+  private buffer: Array<{ msg: MdMessage; at: number }> = [];
+  private bufferHead = 0;
+  /** Lowest seq from which the buffer holds every live message up to tracker.last. */
+  private contiguousFrom = 0;
+  private pending: PendingSnapshot | null = null;
+  private readonly published = new Map<number, Bbo>();
+  /** Symbols changed in the current datagram, with the message that last changed each. */
+  private readonly touched = new Map<number, { seq: number; timestamp: bigint }>();
+
+  constructor(private readonly bufferMs = 5000) {}
+
+  /** Applies one live datagram. Returns the seq problems it showed and the Bbos to publish. */
+  onLive(msgs: MdMessage[], nowMs: number): { notices: SeqNotice[]; bbos: Bbo[] } {
+    const notices: SeqNotice[] = [];
+    for (const m of msgs) {
+      const ev = this.tracker.observe(m.seq);
+      switch (ev.kind) {
+        case 'late':
+          continue; // already applied or past its place: applying it now would corrupt the book
+        case 'first':
+          if (m.seq === 1) this.allSynced = true;
+          this.contiguousFrom = m.seq;
+          break;
+        case 'restart':
+          notices.push({ seq: m.seq, event: ev });
+          for (const s of this.books.bySymbol.keys()) this.touch(s, m);
+          for (const s of this.published.keys()) this.touch(s, m);
+          this.books.clearAll();
+          this.syncedAt.clear();
+          this.allSynced = m.seq === 1;
+          this.dropBuffer(m.seq);
+          break;
+        case 'gap':
+          notices.push({ seq: m.seq, event: ev });
+          // Missed messages may have changed any book: trust none until its next snapshot.
+          this.allSynced = false;
+          this.syncedAt.clear();
+          this.dropBuffer(m.seq);
+          break;
+        case 'next':
+          break;
+      }
+      if (!this.allSynced) {
+        this.buffer.push({ msg: m, at: nowMs });
+        this.stats.buffered++;
+      }
+      this.applyLive(m);
+    }
+    this.pruneBuffer(nowMs);
+    return { notices, bbos: this.flush() };
+  }
+
+  /** Applies one snapshot-feed datagram (snapshot_info, then its new orders). */
+  onSnapshot(msgs: MdMessage[]): Bbo[] {
+    for (const m of msgs) {
+      if (m.type === 'snapshot_info') {
+        this.pending = {
+          symbol: m.symbol,
+          lastMdSeq: m.last_md_seq_num,
+          expected: m.bid_count + m.ask_count,
+          timestamp: m.timestamp,
+          orders: [],
+        };
+      } else if (m.type === 'new_order' && this.pending && m.symbol === this.pending.symbol) {
+        this.pending.orders.push(m);
+      } else {
+        this.pending = null; // out of place: this snapshot cannot be trusted
+        continue;
+      }
+      const p = this.pending;
+      if (p && p.orders.length === p.expected) {
+        this.pending = null;
+        this.trySync(p);
+      }
+    }
+    return this.flush();
+  }
+
+  isSynced(symbol: number): boolean {
+    return this.allSynced || this.syncedAt.has(symbol);
+  }
+
+  private trySync(p: PendingSnapshot): void {
+    if (this.isSynced(p.symbol)) return;
+    // Every live message after the snapshot's point must be in hand (or still to come).
+    const last = this.tracker.last;
+    if (last !== 0 && p.lastMdSeq < last && this.contiguousFrom > p.lastMdSeq + 1) return;
+    this.books.clearSymbol(p.symbol);
+    for (const o of p.orders) this.books.add(o.order_id, o.symbol, o.side, o.quantity, o.price);
+    this.syncedAt.set(p.symbol, p.lastMdSeq);
+    this.stats.snapshots_applied++;
+    this.touched.set(p.symbol, { seq: p.lastMdSeq, timestamp: p.timestamp });
+    for (let i = this.bufferHead; i < this.buffer.length; i++) {
+      const m = this.buffer[i]!.msg;
+      if (m.seq > p.lastMdSeq) this.applyLive(m, p.symbol);
+    }
+  }
+
+  /** Applies a live message to a synced book; with `only`, just to that symbol (a snapshot catch-up). */
+  private applyLive(m: MdMessage, only?: number): void {
+    let symbol: number | undefined;
+    switch (m.type) {
+      case 'new_order':
+        symbol = m.symbol;
+        break;
+      case 'modify_order':
+      case 'delete_order':
+      case 'trade':
+        symbol = this.books.symbolOf(m.order_id);
+        if (symbol === undefined) {
+          // Unknown order: an error only when every book is trusted; otherwise it may belong to an unsynced symbol.
+          if (this.allSynced && only === undefined) this.stats.rejected++;
+          return;
+        }
+        break;
+      default:
+        return; // heartbeats, trade summaries, snapshot info: no book change
+    }
+    if (only !== undefined && symbol !== only) return;
+    if (!this.allSynced) {
+      const at = this.syncedAt.get(symbol);
+      if (at === undefined || m.seq <= at) return;
+    }
+    let changed: number | undefined;
+    const before = this.books.rejected;
+    switch (m.type) {
+      case 'new_order':
+        changed = this.books.add(m.order_id, m.symbol, m.side, m.quantity, m.price);
+        break;
+      case 'modify_order':
+        changed = this.books.modify(m.order_id, m.side, m.quantity, m.price);
+        break;
+      case 'delete_order':
+        changed = this.books.remove(m.order_id);
+        break;
+      case 'trade':
+        changed = this.books.trade(m.order_id, m.quantity);
+        break;
+    }
+    this.stats.rejected += this.books.rejected - before;
+    if (changed !== undefined) this.touch(changed, m);
+  }
+
+  private touch(symbol: number, m: { seq: number; timestamp: bigint }): void {
+    this.touched.set(symbol, { seq: m.seq, timestamp: m.timestamp });
+  }
+
+  /** The Bbos of touched symbols whose top of book differs from the last one published. */
+  private flush(): Bbo[] {
+    const out: Bbo[] = [];
+    for (const [symbol, at] of this.touched) {
+      const top = this.books.top(symbol);
+      const prev = this.published.get(symbol);
+      if (prev && sameTop(prev, top)) continue;
+      if (!prev && top.bid === null && top.ask === null) continue;
+      const bbo: Bbo = { symbol, ...top, ts: Number(at.timestamp), md_seq: at.seq };
+      this.published.set(symbol, bbo);
+      out.push(bbo);
+    }
+    this.touched.clear();
+    return out;
+  }
+
+  private dropBuffer(fromSeq: number): void {
+    this.buffer = [];
+    this.bufferHead = 0;
+    this.contiguousFrom = fromSeq;
+  }
+
+  private pruneBuffer(nowMs: number): void {
+    if (this.allSynced) {
+      if (this.buffer.length > 0) this.dropBuffer(this.tracker.last + 1);
+      return;
+    }
+    const horizon = nowMs - this.bufferMs;
+    let h = this.bufferHead;
+    while (h < this.buffer.length && this.buffer[h]!.at < horizon) h++;
+    if (h === this.bufferHead) return;
+    this.bufferHead = h;
+    const first = this.buffer[h];
+    this.contiguousFrom = first ? first.msg.seq : this.tracker.last + 1;
+    if (h > 4096 && h * 2 > this.buffer.length) {
+      this.buffer = this.buffer.slice(h);
+      this.bufferHead = 0;
+    }
+  }
+}
+
+const sameTop = (a: Top, b: Top) => a.bid === b.bid && a.bid_qty === b.bid_qty && a.ask === b.ask && a.ask_qty === b.ask_qty;

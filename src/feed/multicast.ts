@@ -1,0 +1,68 @@
+import { createSocket, type Socket } from 'node:dgram';
+
+export interface GroupAddr {
+  group: string;
+  port: number;
+}
+
+/** Parses `group:port` (e.g. 239.0.0.2:12346). */
+export function parseGroupAddr(s: string): GroupAddr {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(s.trim());
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new Error(`"${s}" is not an IPv4 group:port`);
+  return { group: m[1]!, port };
+}
+
+export interface Receiver {
+  socket: Socket;
+  close(): Promise<void>;
+}
+
+/**
+ * Joins a multicast group on one interface and calls `onDatagram` for each
+ * datagram. Bound to the group address itself (not 0.0.0.0), so two groups on
+ * the same port (market data and snapshot share 12345) stay apart; reuseAddr
+ * lets several receivers on one host join the same group.
+ */
+export async function joinGroup(addr: GroupAddr, iface: string, onDatagram: (buf: Buffer) => void, recvBufferBytes = 8 << 20): Promise<Receiver> {
+  const socket = createSocket({ type: 'udp4', reuseAddr: true });
+  socket.on('message', onDatagram);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(addr.port, addr.group, () => {
+      socket.off('error', reject);
+      resolve();
+    });
+  });
+  socket.addMembership(addr.group, iface);
+  try {
+    // A burst larger than the default ~200 KB buffer would be dropped by the kernel; the OS may cap this.
+    socket.setRecvBufferSize(recvBufferBytes);
+  } catch {
+    /* keep the default */
+  }
+  return {
+    socket,
+    close: () =>
+      new Promise<void>((resolve) => {
+        try {
+          socket.close(() => resolve());
+        } catch {
+          resolve();
+        }
+      }),
+  };
+}
+
+/** A sender on `iface` that loops its datagrams back to local receivers (simulator, tests, bench). */
+export async function multicastSender(iface = '127.0.0.1'): Promise<{ send(addr: GroupAddr, buf: Uint8Array): Promise<void>; close(): Promise<void> }> {
+  const socket = createSocket({ type: 'udp4', reuseAddr: true });
+  await new Promise<void>((resolve) => socket.bind(0, iface, () => resolve()));
+  socket.setMulticastInterface(iface);
+  socket.setMulticastLoopback(true);
+  socket.setMulticastTTL(1);
+  return {
+    send: (addr, buf) => new Promise<void>((resolve, reject) => socket.send(buf, addr.port, addr.group, (err) => (err ? reject(err) : resolve()))),
+    close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
+  };
+}

@@ -1,0 +1,87 @@
+import type { KV } from '@nats-io/kv';
+import { decode, encode } from '../../proto/codec.js';
+import { FEED_CLEARING_KEY, type ClearingSessionRecord } from '../../proto/feed.js';
+
+const MAX_CAS_TRIES = 20;
+
+/**
+ * The exchange session as every bridge instance sees it, in the KV bucket
+ * FEED_BUCKET (key FEED_CLEARING_KEY). Changes go through compare-and-set on
+ * the entry's revision, so two bridges that see the same restart agree on one
+ * new session number instead of each counting it.
+ */
+export class SessionStore {
+  private constructor(
+    private readonly kv: KV,
+    /** The operator's NDFEX_SESSION ('' = none). */
+    private readonly name: string,
+    public record: ClearingSessionRecord,
+  ) {}
+
+  /**
+   * Loads the record, creating session 1 when there is none. `changed` is set
+   * when the operator's session name differs from the stored one: a new
+   * session begins (or was already begun by another bridge with that name).
+   */
+  static async open(kv: KV, name: string, now = Date.now()): Promise<{ store: SessionStore; changed: boolean }> {
+    for (let i = 0; i < MAX_CAS_TRIES; i++) {
+      const e = await kv.get(FEED_CLEARING_KEY);
+      if (!e || e.operation !== 'PUT') {
+        const record: ClearingSessionRecord = { v: 1, session: 1, name, last_seq: 0, ts: now };
+        const ok = e ? await cas(kv, record, e.revision) : await kv.create(FEED_CLEARING_KEY, encode(record)).then(() => true, () => false);
+        if (ok) return { store: new SessionStore(kv, name, record), changed: false };
+        continue;
+      }
+      const cur = decode<ClearingSessionRecord>(e.value);
+      if (name === '' || cur.name === name) return { store: new SessionStore(kv, name, cur), changed: false };
+      const next: ClearingSessionRecord = { v: 1, session: cur.session + 1, name, last_seq: 0, ts: now };
+      if (await cas(kv, next, e.revision)) return { store: new SessionStore(kv, name, next), changed: true };
+    }
+    throw new Error(`could not open the clearing session record: ${MAX_CAS_TRIES} concurrent updates`);
+  }
+
+  get session(): number {
+    return this.record.session;
+  }
+
+  /**
+   * Starts the session after `from` (the exchange restarted at `seq`). When
+   * another bridge already did, adopts its number. Returns the session to use.
+   */
+  async beginAfter(from: number, seq: number, now = Date.now()): Promise<number> {
+    for (let i = 0; i < MAX_CAS_TRIES; i++) {
+      const e = await this.kv.get(FEED_CLEARING_KEY);
+      const cur = e && e.operation === 'PUT' ? decode<ClearingSessionRecord>(e.value) : null;
+      if (cur && cur.session > from) {
+        this.record = cur;
+        return cur.session;
+      }
+      const next: ClearingSessionRecord = { v: 1, session: from + 1, name: this.name || (cur?.name ?? ''), last_seq: seq, ts: now };
+      const ok = e ? await cas(this.kv, next, e.revision) : await this.kv.create(FEED_CLEARING_KEY, encode(next)).then(() => true, () => false);
+      if (ok) {
+        this.record = next;
+        return next.session;
+      }
+    }
+    throw new Error(`could not begin session ${from + 1}: ${MAX_CAS_TRIES} concurrent updates`);
+  }
+
+  /** Records how far this session got, unless the stored record moved on (a newer session, a later seq). */
+  async saveProgress(lastSeq: number, now = Date.now()): Promise<void> {
+    const e = await this.kv.get(FEED_CLEARING_KEY);
+    if (!e || e.operation !== 'PUT') return;
+    const cur = decode<ClearingSessionRecord>(e.value);
+    if (cur.session !== this.record.session || cur.last_seq >= lastSeq) return;
+    const next = { ...cur, last_seq: lastSeq, ts: now };
+    if (await cas(this.kv, next, e.revision)) this.record = next;
+  }
+}
+
+async function cas(kv: KV, record: ClearingSessionRecord, revision: number): Promise<boolean> {
+  try {
+    await kv.update(FEED_CLEARING_KEY, encode(record), revision);
+    return true;
+  } catch {
+    return false;
+  }
+}
