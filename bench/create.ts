@@ -1,0 +1,60 @@
+/**
+ * Requests per second of authenticated /create over HTTP, against baselines
+ * measured in the same run on the same system:
+ *   health   HTTP → NATS → engine → reply (no auth, no journal write)
+ *   holdings + authentication (cached keyed proof) + a read of engine state
+ *   create   + a durable journal write (group commit) before the 200
+ * Run: npm run bench:create   (BENCH_SECONDS, BENCH_CONNECTIONS to change the load)
+ */
+import autocannon from 'autocannon';
+import { connect } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import { encode } from '../proto/codec.js';
+import { fillSubject } from '../proto/subjects.js';
+import { startBenchSystem } from './system.js';
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 8);
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const TEAMS = 8;
+
+const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
+const sys = await startBenchSystem(roster);
+try {
+  // Enough of every UNDY component that no create in the run is refused.
+  const nc = await connect({ servers: sys.nats.url });
+  const js = jetstream(nc);
+  let seq = 1;
+  for (let id = 1; id <= TEAMS; id++) {
+    for (let symbol = 3; symbol <= 12; symbol++) {
+      await js.publish(fillSubject(id), encode({ seq: seq++, client_id: id, symbol, side: 1, quantity: 100_000_000, price: 100 }));
+    }
+  }
+  await nc.close();
+
+  const form = (i: number, extra: string) => `username=team${i}&password=team${i}pass${extra}`;
+  const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' };
+  const teams = Array.from({ length: TEAMS }, (_, i) => i + 1);
+  const scenarios = {
+    health: [{ method: 'GET', path: '/health' }],
+    holdings: teams.map((i) => ({ method: 'GET', path: `/holdings?${form(i, '')}` })),
+    create: teams.map((i) => ({ method: 'POST', path: '/create', headers: formHeaders, body: form(i, '&etf_name=UNDY&amount=1') })),
+  };
+  // Warm-up: pays each team's one bcrypt check and JIT-compiles the paths.
+  for (const requests of Object.values(scenarios)) await autocannon({ url: sys.url, connections: 8, duration: 1, requests });
+
+  const rows: { scenario: string; rps: number; p50: number; p99: number; non2xx: number; errors: number }[] = [];
+  for (const [scenario, requests] of Object.entries(scenarios)) {
+    const r = await autocannon({ url: sys.url, connections, duration: seconds, requests });
+    rows.push({ scenario, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
+  }
+  const base = rows[0]!.rps;
+  console.log(`\n/create throughput, ${connections} connections, ${seconds} s each, bcrypt cost 10, ${TEAMS} teams\n`);
+  console.log('scenario   req/s    p50 ms  p99 ms  non-2xx  errors  vs health');
+  for (const r of rows) {
+    console.log(
+      `${r.scenario.padEnd(9)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / base).toFixed(2)}`,
+    );
+  }
+} finally {
+  await sys.stop();
+}

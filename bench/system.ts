@@ -1,0 +1,64 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { PROJECT_ROOT, type Config } from '../src/config/config.js';
+import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
+
+/**
+ * The system as it runs in production, for benchmarks: nats-server, engine
+ * and gateway each in its own process, so the load generator in this process
+ * does not share their event loops.
+ */
+export interface BenchSystem {
+  nats: NatsServer;
+  url: string;
+  cfg: Config;
+  stop(): Promise<void>;
+}
+
+function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src', script)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (l) => l.includes(readyLine) && resolve(child));
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
+  });
+}
+
+export async function startBenchSystem(roster: string, overrides: Partial<Config> = {}): Promise<BenchSystem> {
+  const dir = mkdtempSync(join(tmpdir(), 'etf-bench-'));
+  const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
+  const accountsFile = join(dir, 'accounts.txt');
+  writeFileSync(accountsFile, roster);
+  const httpPort = await freePort();
+  const cfg: Config = {
+    http: { host: '127.0.0.1', port: httpPort, maxBodyBytes: 16384 },
+    nats: { url: nats.url, port: nats.port },
+    dataDir: dir,
+    accountsFile,
+    basketsFile: '',
+    maxAmount: 1_000_000,
+    bcryptRounds: 10,
+    requestTimeoutMs: 10_000,
+    logLevel: 'info',
+    ...overrides,
+  };
+  const configFile = join(dir, 'config.json');
+  writeFileSync(configFile, JSON.stringify(cfg));
+  const env = { ...process.env, CONFIG_FILE: configFile, NATS_URL: nats.url, LOG_LEVEL: 'info' };
+  const engine = await spawnService('engine/main.js', env, '"engine ready"');
+  const gateway = await spawnService('gateway/main.js', env, '"gateway listening"');
+  const stopChild = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null ? r() : (c.once('exit', () => r()), c.kill('SIGTERM'))));
+  return {
+    nats,
+    url: `http://127.0.0.1:${httpPort}`,
+    cfg,
+    stop: async () => {
+      await stopChild(gateway);
+      await stopChild(engine);
+      await nats.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
