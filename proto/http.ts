@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { EngineErrorCode } from './engine.js';
+import type { EtfPrice } from './marketdata.js';
 
 /**
  * The HTTP API: routes, parameter rules and error codes. README.md documents
@@ -14,6 +15,7 @@ import type { EngineErrorCode } from './engine.js';
  *   POST /redeem    username, password, etf_name?, amount  200 | 400 | 401
  *   GET  /holdings  username, password            200 {client_id, username, holdings, positions} | 401
  *   GET  /health                                  200 | 503
+ *   GET  /etfs                                    200 EtfsBody: every ETF, its basket, its latest prices
  */
 export const ROUTES = {
   register: { method: 'post', path: '/register' },
@@ -21,6 +23,7 @@ export const ROUTES = {
   redeem: { method: 'post', path: '/redeem' },
   holdings: { method: 'get', path: '/holdings' },
   health: { method: 'get', path: '/health' },
+  etfs: { method: 'get', path: '/etfs' },
 } as const;
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,16}$/;
@@ -103,4 +106,25 @@ export const conversionSchema = (maxAmount: number) =>
 
 export interface HttpErrorBody {
   error: { code: HttpErrorCode; message: string; field?: string; [k: string]: unknown };
+}
+
+/**
+ * GET /etfs, no parameters:
+ *   { "etfs": [ { "name": "TECH", "symbol": 101,
+ *                 "components": [ { "ticker": "KNAN", "symbol": 3, "weight": 2 }, ... ],
+ *                 "price": EtfPrice | null } ] }
+ * `price` is the pricing actor's latest (proto/marketdata.ts EtfPrice: nav,
+ * create_cost, redeem_proceeds, etf_bid, etf_ask, premium, create_edge,
+ * redeem_edge, ts), null until it has priced the ETF; inside it, a figure
+ * that needs a quote the books lack is null.
+ */
+export interface EtfListing {
+  name: string;
+  symbol: number;
+  components: { ticker: string; symbol: number; weight: number }[];
+  price: EtfPrice | null;
+}
+
+export interface EtfsBody {
+  etfs: EtfListing[];
 }
