@@ -1,0 +1,90 @@
+import type { HoldingsView, Position } from '../../../proto/engine.js';
+import type { HoldingsChange } from '../../../proto/holdings.js';
+import { deltaMessage } from '../../../proto/ws.js';
+import { SharedFrame } from './protocol.js';
+import { SeqRing } from './ring.js';
+
+/** What a connection of the account hears from its feed. */
+export interface FeedListener {
+  /** The feed holds a fresh engine snapshot (`resync`: not the first one). */
+  feedLive(resync: boolean): void;
+  onChange(seq: number, frame: SharedFrame): void;
+}
+
+export type Offer = 'ok' | 'gap';
+
+/**
+ * One account's view in the gateway: its positions at `seq`, built from an
+ * engine snapshot plus the changes after it, and the ring of recent changes
+ * for resume. Synchronous: the hub does the I/O.
+ *
+ * Joining is race-free because the hub subscribes before it asks for the
+ * snapshot: changes that arrive while the snapshot is on its way are held in
+ * `pending`, and the ones the snapshot already contains (seq <= its seq) are
+ * dropped when it lands.
+ */
+export class AccountFeed<L extends FeedListener = FeedListener> {
+  seq = 0;
+  positions: Position[] = [];
+  live = false;
+  readonly ring: SeqRing<SharedFrame>;
+  readonly sessions = new Set<L>();
+  /** When the last connection left; 0 while one is connected. */
+  idleSince = 0;
+  /** Which snapshot request is current: a reply to an older one is ignored. */
+  joinId = 0;
+  private pending: HoldingsChange[] = [];
+  private snapshots = 0;
+
+  constructor(
+    readonly clientId: number,
+    ringSize: number,
+    /** Changes held while joining; beyond that the oldest go and the gap check forces another snapshot. */
+    private readonly maxPending = ringSize * 4,
+  ) {
+    this.ring = new SeqRing(ringSize);
+  }
+
+  /** Asks for a (new) snapshot: changes are held until it lands. */
+  startJoin(): void {
+    this.live = false;
+    this.pending = [];
+  }
+
+  /** A change from NATS. 'gap' means one was missed: the hub must take a new snapshot. */
+  offer(c: HoldingsChange): Offer {
+    if (!this.live) {
+      if (this.pending.length >= this.maxPending) this.pending.shift();
+      this.pending.push(c);
+      return 'ok';
+    }
+    const frame = this.apply(c);
+    if (frame === 'gap') return 'gap';
+    if (frame) for (const s of this.sessions) s.onChange(c.seq, frame);
+    return 'ok';
+  }
+
+  /** The engine's snapshot landed: adopt it, apply the changes held meanwhile, then tell the connections. */
+  snapshot(view: HoldingsView): Offer {
+    this.seq = view.seq;
+    this.positions = view.positions;
+    this.ring.clear();
+    const pending = this.pending;
+    this.pending = [];
+    for (const c of pending) if (this.apply(c) === 'gap') return 'gap';
+    this.live = true;
+    const resync = this.snapshots++ > 0;
+    for (const s of this.sessions) s.feedLive(resync);
+    return 'ok';
+  }
+
+  private apply(c: HoldingsChange): SharedFrame | null | 'gap' {
+    if (c.seq <= this.seq) return null; // already in the snapshot, or a duplicate
+    if (c.seq !== this.seq + 1) return 'gap';
+    this.seq = c.seq;
+    this.positions = c.positions;
+    const frame = new SharedFrame(deltaMessage(c));
+    this.ring.push(c.seq, frame);
+    return frame;
+  }
+}

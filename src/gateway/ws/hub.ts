@@ -1,0 +1,264 @@
+import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
+import { Kvm } from '@nats-io/kv';
+import { decode } from '../../../proto/codec.js';
+import type { HoldingsView } from '../../../proto/engine.js';
+import type { HoldingsChange } from '../../../proto/holdings.js';
+import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../../proto/marketdata.js';
+import { REQUESTS_SUBJECT_PREFIX, type RequestOutcome } from '../../../proto/requests.js';
+import { HOLDINGS_SUBJECT_PREFIX } from '../../../proto/subjects.js';
+import { WS_CLOSE, WS_PROTOCOL_VERSION, type WsFormat } from '../../../proto/ws.js';
+import type { Logger } from '../../shared/log.js';
+import type { Authenticator, AuthResult } from '../auth.js';
+import type { EngineClient } from '../engine-client.js';
+import { AccountFeed } from './account.js';
+import type { WsLimits } from './limits.js';
+import { SharedFrame } from './protocol.js';
+import { Session, type SessionHost, type Transport } from './session.js';
+
+export interface HubDeps {
+  nc: NatsConnection;
+  engine: EngineClient;
+  auth: Authenticator;
+}
+
+/** ETFs whose last price is kept: the pricing service names them from config, this only bounds a misbehaving publisher. */
+const MAX_PRICED_ETFS = 10_000;
+const KV_RETRY_MS = 5_000;
+const SWEEP_MS = 1_000;
+
+const idFromSubject = (subject: string, prefix: string): number | null => {
+  const rest = subject.slice(prefix.length + 1);
+  const id = Number(rest);
+  return rest !== '' && Number.isInteger(id) && id >= 0 ? id : null;
+};
+
+export interface HubStats {
+  connections: number;
+  accounts: number;
+  changes: number;
+  gaps: number;
+  snapshots: number;
+  prices: number;
+  outcomes: number;
+  invalid: number;
+}
+
+/**
+ * The gateway's side of the stream: one NATS subscription per kind
+ * (holdings, prices, request outcomes) fanned out to the connections, and an
+ * AccountFeed (snapshot + ring) for every account that has, or in the last
+ * WS_LIMITS.ringRetentionMs had, a connection. Changes of other accounts are
+ * dropped on the subject alone, before decoding, so memory and CPU follow
+ * the connected accounts, not the registered ones.
+ */
+export class Hub implements SessionHost {
+  private readonly feeds = new Map<number, AccountFeed<Session>>();
+  private readonly sessions = new Set<Session>();
+  private readonly priceSessions = new Set<Session>();
+  private readonly prices = new Map<string, SharedFrame>();
+  private readonly subs: Subscription[] = [];
+  private sweeper?: NodeJS.Timeout;
+  private closed = false;
+  private kvLoaded = false;
+  private kvAttemptAt = 0;
+  private kvLoad?: Promise<string[]>;
+  readonly stats: Omit<HubStats, 'connections' | 'accounts'> = { changes: 0, gaps: 0, snapshots: 0, prices: 0, outcomes: 0, invalid: 0 };
+
+  constructor(
+    private readonly deps: HubDeps,
+    private readonly log: Logger,
+    readonly limits: WsLimits,
+  ) {}
+
+  start(): void {
+    const { nc } = this.deps;
+    const sub = (subject: string, handle: (m: Msg) => void) =>
+      this.subs.push(
+        nc.subscribe(subject, {
+          callback: (err, m) => {
+            if (err) return this.log.error({ err, subject }, 'ws hub subscription error');
+            try {
+              handle(m);
+            } catch (e) {
+              // One bad message must not stop the stream for everyone.
+              this.stats.invalid++;
+              this.log.warn({ err: e, subject: m.subject }, 'ws hub: message skipped');
+            }
+          },
+        }),
+      );
+    sub(`${HOLDINGS_SUBJECT_PREFIX}.*`, (m) => this.onHoldings(m));
+    sub(PRICE_SUBJECT_WILDCARD, (m) => this.onPrice(m));
+    sub(`${REQUESTS_SUBJECT_PREFIX}.*`, (m) => this.onOutcome(m));
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
+    void (async () => {
+      // Core NATS drops what is published while we are disconnected: every feed re-snapshots after a reconnect.
+      for await (const s of nc.status()) {
+        if (s.type === 'reconnect' && !this.closed) for (const f of this.feeds.values()) this.fetchSnapshot(f);
+      }
+    })();
+    void this.loadPrices();
+  }
+
+  get summary(): HubStats {
+    return { ...this.stats, connections: this.sessions.size, accounts: this.feeds.size };
+  }
+
+  /** A new connection. */
+  open(t: Transport, format: WsFormat): Session {
+    const s = new Session(t, this, format, this.log);
+    if (this.closed) s.close(WS_CLOSE.shutdown);
+    else this.sessions.add(s);
+    return s;
+  }
+
+  verify(username: string, password: string): Promise<AuthResult> | AuthResult {
+    return this.deps.auth.verify(username, password);
+  }
+
+  join(s: Session, clientId: number): AccountFeed<Session> {
+    let feed = this.feeds.get(clientId);
+    if (!feed) {
+      feed = new AccountFeed<Session>(clientId, this.limits.ringSize);
+      this.feeds.set(clientId, feed);
+      this.fetchSnapshot(feed);
+    }
+    feed.sessions.add(s);
+    feed.idleSince = 0;
+    return feed;
+  }
+
+  leave(s: Session): void {
+    this.sessions.delete(s);
+    this.priceSessions.delete(s);
+    const feed = this.feeds.get(s.clientId);
+    if (feed && feed.sessions.delete(s) && feed.sessions.size === 0) feed.idleSince = Date.now();
+  }
+
+  /** Subscribe first (done in start), then ask: the feed holds changes until the snapshot lands. */
+  private fetchSnapshot(feed: AccountFeed<Session>): void {
+    feed.startJoin();
+    const joinId = ++feed.joinId;
+    this.stats.snapshots++;
+    void this.deps.engine.call({ op: 'holdings', clientId: feed.clientId }).then((reply) => {
+      if (this.closed || this.feeds.get(feed.clientId) !== feed || feed.joinId !== joinId) return;
+      if (!reply.ok) {
+        this.log.warn({ clientId: feed.clientId, error: reply.error }, 'ws: no holdings snapshot from the engine');
+        this.feeds.delete(feed.clientId);
+        for (const s of [...feed.sessions]) s.close(WS_CLOSE.unavailable);
+        return;
+      }
+      if (feed.snapshot(reply.result as HoldingsView) === 'gap') this.gap(feed);
+    });
+  }
+
+  private gap(feed: AccountFeed<Session>): void {
+    this.stats.gaps++;
+    this.log.warn({ clientId: feed.clientId, seq: feed.seq }, 'ws: holdings change missed, re-snapshotting');
+    this.fetchSnapshot(feed);
+  }
+
+  private onHoldings(m: Msg): void {
+    const id = idFromSubject(m.subject, HOLDINGS_SUBJECT_PREFIX);
+    const feed = id === null ? undefined : this.feeds.get(id);
+    if (!feed) return;
+    const c = decode<HoldingsChange>(m.data);
+    if (c?.client_id !== id || !Number.isInteger(c.seq) || !Array.isArray(c.positions) || !Array.isArray(c.deltas)) {
+      this.stats.invalid++;
+      return;
+    }
+    this.stats.changes++;
+    if (feed.offer(c) === 'gap') this.gap(feed);
+  }
+
+  private onPrice(m: Msg): void {
+    const etf = m.subject.slice(PRICE_SUBJECT_PREFIX.length + 1);
+    const price = decode<EtfPrice>(m.data);
+    if (price?.etf !== etf) {
+      this.stats.invalid++;
+      return;
+    }
+    if (!this.prices.has(etf) && this.prices.size >= MAX_PRICED_ETFS) return;
+    this.stats.prices++;
+    const frame = new SharedFrame({ v: WS_PROTOCOL_VERSION, type: 'price', price });
+    this.prices.set(etf, frame);
+    for (const s of this.priceSessions) if (s.wantsPrice(etf)) s.deliverPrice(etf, frame);
+  }
+
+  private onOutcome(m: Msg): void {
+    const id = idFromSubject(m.subject, REQUESTS_SUBJECT_PREFIX);
+    const feed = id === null ? undefined : this.feeds.get(id);
+    if (!feed || feed.sessions.size === 0) return;
+    const outcome = decode<RequestOutcome>(m.data);
+    if (outcome?.client_id !== id) {
+      this.stats.invalid++;
+      return;
+    }
+    this.stats.outcomes++;
+    const frame = new SharedFrame({ v: WS_PROTOCOL_VERSION, type: 'request', outcome });
+    for (const s of feed.sessions) s.deliverOutcome(frame);
+  }
+
+  priceInterestChanged(s: Session): void {
+    if (s.prices.size > 0) this.priceSessions.add(s);
+    else this.priceSessions.delete(s);
+  }
+
+  latestPrices(etfs: Iterable<string>, deliver: (etf: string, frame: SharedFrame) => void): void {
+    const wanted = new Set(etfs);
+    const all = wanted.has('*');
+    for (const [etf, frame] of this.prices) if (all || wanted.has(etf)) deliver(etf, frame);
+    if (!this.kvLoaded) {
+      void this.loadPrices().then((added) => {
+        for (const etf of added) if (all || wanted.has(etf)) deliver(etf, this.prices.get(etf)!);
+      });
+    }
+  }
+
+  /** The last price of every ETF from KV, for subscribers that arrive between two price changes. */
+  private loadPrices(): Promise<string[]> {
+    if (this.kvLoaded || this.closed) return Promise.resolve([]);
+    if (this.kvLoad) return this.kvLoad;
+    if (Date.now() - this.kvAttemptAt < KV_RETRY_MS) return Promise.resolve([]);
+    this.kvAttemptAt = Date.now();
+    this.kvLoad = (async () => {
+      const added: string[] = [];
+      try {
+        const kv = await new Kvm(this.deps.nc).open(PRICE_BUCKET);
+        for await (const etf of await kv.keys()) {
+          const e = await kv.get(etf);
+          // A live price that arrived meanwhile is newer than the stored one.
+          if (!e || e.operation !== 'PUT' || this.prices.has(etf) || this.prices.size >= MAX_PRICED_ETFS) continue;
+          const price = decode<EtfPrice>(e.value);
+          if (price?.etf !== etf) continue;
+          this.prices.set(etf, new SharedFrame({ v: WS_PROTOCOL_VERSION, type: 'price', price }));
+          added.push(etf);
+        }
+        this.kvLoaded = true;
+      } catch (err) {
+        this.log.debug({ err }, 'ws: price bucket not readable yet');
+      }
+      return added;
+    })().finally(() => (this.kvLoad = undefined));
+    return this.kvLoad;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const s of this.sessions) s.tick(now);
+    for (const [id, f] of this.feeds) {
+      if (f.sessions.size === 0 && f.idleSince > 0 && now - f.idleSince > this.limits.ringRetentionMs) this.feeds.delete(id);
+    }
+  }
+
+  /** Closes every connection with 1001 and stops listening to NATS. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    for (const s of [...this.sessions]) s.close(WS_CLOSE.shutdown);
+    for (const sub of this.subs) sub.unsubscribe();
+    this.feeds.clear();
+  }
+}
