@@ -10,7 +10,6 @@ import { Authenticator } from './auth.js';
 import { Exchange, requestInfo, type RequestInfo } from './http.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
-import { startEtfsRoute } from './etfs.js';
 import { attachWebSocket } from './ws/index.js';
 
 export interface GatewayHandle {
@@ -21,7 +20,7 @@ export interface GatewayHandle {
   close(): Promise<void>;
 }
 
-type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void>;
+type Handler = (ex: Exchange, params: Params) => Promise<void>;
 
 /** uWS happily shares a port with another process (SO_REUSEPORT), silently splitting traffic: refuse instead. */
 async function assertPortFree(host: string, port: number): Promise<void> {
@@ -41,7 +40,6 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const engine = new EngineClient(nc, cfg.requestTimeoutMs);
   const auth = new Authenticator(engine);
   const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, maxAmount: cfg.maxAmount };
-  const etfs = startEtfsRoute(cfg, nc, log);
   let natsConnected = true;
   void (async () => {
     for await (const s of nc.status()) {
@@ -57,9 +55,6 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.redeem.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'redeem') }],
     [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
     [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected) }],
-    [ROUTES.history.path, { method: 'GET', handler: (ex, p) => routes.history(ex, deps, p) }],
-    [ROUTES.request.path, { method: 'GET', handler: (ex, p, info) => routes.request(ex, deps, p, info.path.slice(ROUTES.request.path.length - 1)) }],
-    [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => etfs.handle(ex) }],
   ]);
 
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
@@ -67,7 +62,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     if (ex.done || ex.aborted) return;
     const params = gatherParams(info, body);
     if (!params.ok) return ex.error(params.code, params.message);
-    await handler(ex, params.params, info);
+    await handler(ex, params.params);
   };
 
   const app = uWS.App();
@@ -76,7 +71,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   app.any('/*', (res, req) => {
     const ex = new Exchange(res);
     const info = requestInfo(req);
-    const route = table.get(info.path) ?? (info.path.startsWith('/requests/') ? table.get(ROUTES.request.path) : undefined);
+    const route = table.get(info.path);
     if (!route) return ex.error('not_found', `no route ${info.path}`);
     if (info.method !== route.method) {
       return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
@@ -102,7 +97,6 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
       uWS.us_listen_socket_close(listenSocket);
       ws.close();
       engine.close();
-      etfs.close();
       await nc.drain();
     },
   };
