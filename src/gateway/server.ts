@@ -10,6 +10,7 @@ import { Authenticator } from './auth.js';
 import { Exchange, requestInfo, type RequestInfo } from './http.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
+import { startEtfsRoute } from './etfs.js';
 import { attachWebSocket } from './ws/index.js';
 
 export interface GatewayHandle {
@@ -40,6 +41,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const engine = new EngineClient(nc, cfg.requestTimeoutMs);
   const auth = new Authenticator(engine);
   const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, maxAmount: cfg.maxAmount };
+  const etfs = startEtfsRoute(cfg, nc, log);
   let natsConnected = true;
   void (async () => {
     for await (const s of nc.status()) {
@@ -55,6 +57,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.redeem.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'redeem') }],
     [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
     [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected) }],
+    [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => etfs.handle(ex) }],
   ]);
 
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
@@ -97,6 +100,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
       uWS.us_listen_socket_close(listenSocket);
       ws.close();
       engine.close();
+      etfs.close();
       await nc.drain();
     },
   };

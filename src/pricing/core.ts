@@ -1,0 +1,143 @@
+import type { Basket } from '../config/baskets.js';
+import type { Bbo, EtfPrice } from '../../proto/marketdata.js';
+
+/** Top of book per symbol id. */
+export type Books = ReadonlyMap<number, Bbo>;
+
+const sum = (basket: Basket, books: Books, pick: (b: Bbo) => number | null): number | null => {
+  let total = 0;
+  for (const c of basket.components) {
+    const b = books.get(c.symbol);
+    const p = b ? pick(b) : null;
+    if (p === null) return null;
+    total += c.weight * p;
+  }
+  return total;
+};
+
+const mid = (b: Bbo): number | null => (b.bid !== null && b.ask !== null ? (b.bid + b.ask) / 2 : null);
+
+/**
+ * One ETF's prices from the books: what the basket costs, fetches and is
+ * worth for one creation unit, against the ETF's own quotes. A figure that
+ * needs a missing quote is null rather than a guess.
+ */
+export function computePrice(basket: Basket, books: Books, ts: number = Date.now()): EtfPrice {
+  const nav = sum(basket, books, mid);
+  const create_cost = sum(basket, books, (b) => b.ask);
+  const redeem_proceeds = sum(basket, books, (b) => b.bid);
+  const own = books.get(basket.symbol);
+  const etf_bid = own?.bid ?? null;
+  const etf_ask = own?.ask ?? null;
+  const etfMid = own ? mid(own) : null;
+  return {
+    etf: basket.name,
+    symbol: basket.symbol,
+    nav,
+    create_cost,
+    redeem_proceeds,
+    etf_bid,
+    etf_ask,
+    premium: nav !== null && nav !== 0 && etfMid !== null ? (etfMid - nav) / nav : null,
+    create_edge: etf_bid !== null && create_cost !== null ? etf_bid - create_cost : null,
+    redeem_edge: redeem_proceeds !== null && etf_ask !== null ? redeem_proceeds - etf_ask : null,
+    ts,
+  };
+}
+
+/** True when two prices differ in anything but the time they were computed. */
+export function priceChanged(a: EtfPrice | undefined, b: EtfPrice): boolean {
+  if (!a) return true;
+  return (
+    a.nav !== b.nav ||
+    a.create_cost !== b.create_cost ||
+    a.redeem_proceeds !== b.redeem_proceeds ||
+    a.etf_bid !== b.etf_bid ||
+    a.etf_ask !== b.etf_ask ||
+    a.premium !== b.premium
+  );
+}
+
+const isCount = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+const isPrice = (v: unknown): boolean => v === null || (Number.isSafeInteger(v) && Math.abs(v as number) <= 0x7fffffff);
+
+/** Why a decoded payload is not a Bbo, or null when it is one. */
+export function bboProblem(v: unknown): string | null {
+  if (typeof v !== 'object' || v === null) return 'not a map';
+  const b = v as Record<string, unknown>;
+  if (!isCount(b.symbol) || (b.symbol as number) > 0xffffffff) return 'symbol is not a u32';
+  if (!isPrice(b.bid)) return 'bid is not an i32 or null';
+  if (!isPrice(b.ask)) return 'ask is not an i32 or null';
+  if (!isCount(b.bid_qty) || !isCount(b.ask_qty)) return 'bid_qty/ask_qty are not counts';
+  return null;
+}
+
+/**
+ * The books the pricing actor knows and which ETFs each symbol moves. Pure:
+ * the I/O edge feeds it Bbo messages and asks which ETFs to reprice.
+ */
+export class PricingState {
+  readonly books = new Map<number, Bbo>();
+  /** symbol id → names of the ETFs whose price it moves (as a component or as the ETF itself). */
+  private readonly dependents = new Map<number, string[]>();
+
+  constructor(readonly baskets: ReadonlyMap<string, Basket>) {
+    for (const b of baskets.values()) {
+      for (const s of [b.symbol, ...b.components.map((c) => c.symbol)]) {
+        const list = this.dependents.get(s) ?? [];
+        if (!list.includes(b.name)) list.push(b.name);
+        this.dependents.set(s, list);
+      }
+    }
+  }
+
+  /** Applies a live Bbo; returns the ETFs to reprice. */
+  apply(bbo: Bbo): readonly string[] {
+    this.books.set(bbo.symbol, bbo);
+    return this.dependents.get(bbo.symbol) ?? [];
+  }
+
+  /** Applies a stored Bbo (read at start) unless a live one already arrived, which is newer. */
+  seed(bbo: Bbo): readonly string[] {
+    if (this.books.has(bbo.symbol)) return [];
+    return this.apply(bbo);
+  }
+
+  price(etf: string, ts?: number): EtfPrice {
+    const basket = this.baskets.get(etf);
+    if (!basket) throw new Error(`unknown ETF ${etf}`);
+    return computePrice(basket, this.books, ts);
+  }
+}
+
+/**
+ * At most one publish per key every `intervalMs`, the last change never lost:
+ * a change inside the interval is deferred to the interval's end, and any
+ * further change before then rides along with it.
+ */
+export class Throttle {
+  private readonly last = new Map<string, number>();
+  private readonly pending = new Set<string>();
+
+  constructor(readonly intervalMs: number) {}
+
+  /** `now`: publish now; `{ delayMs }`: schedule one publish then; `pending`: one is already scheduled. */
+  request(key: string, nowMs: number): 'now' | 'pending' | { delayMs: number } {
+    if (this.pending.has(key)) return 'pending';
+    const last = this.last.get(key);
+    if (last === undefined || nowMs - last >= this.intervalMs) return 'now';
+    this.pending.add(key);
+    return { delayMs: last + this.intervalMs - nowMs };
+  }
+
+  /** Records a publish at `nowMs`. */
+  published(key: string, nowMs: number): void {
+    this.pending.delete(key);
+    this.last.set(key, nowMs);
+  }
+
+  /** A scheduled turn came with nothing new to publish: the interval stays where it was. */
+  skipped(key: string): void {
+    this.pending.delete(key);
+  }
+}
