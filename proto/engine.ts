@@ -1,3 +1,5 @@
+import type { AuditEntry } from './audit.js';
+
 /**
  * Engine request/reply contract (subject ENGINE_COMMAND_SUBJECT). The gateway
  * packs every command of one event-loop turn into a CommandBatch, publishes it
@@ -13,7 +15,12 @@ export type EngineCommand =
   | { op: 'register'; username: string; passwordHash: string }
   /** Read: the account's client_id and bcrypt hash, so the gateway can verify a password. */
   | { op: 'credentials'; username: string }
-  | { op: ConversionOp; clientId: number; etf: string | null; amount: number }
+  /** `key`: the caller's idempotency key; a retry with the same key returns the original result. */
+  | { op: ConversionOp; clientId: number; etf: string | null; amount: number; key?: string }
+  /** Read: one of the account's requests, by engine request id or by the caller's key. */
+  | { op: 'request'; clientId: number; id: string }
+  /** Read: the account's audit entries, newest first, those with request ids below `before` when given. */
+  | { op: 'history'; clientId: number; limit: number; before?: string }
   /** Read: the account's positions. */
   | { op: 'holdings'; clientId: number }
   /** Read: liveness and where the engine stands, for /health. */
@@ -37,6 +44,8 @@ export type EngineErrorCode =
   | 'unknown_etf'
   | 'invalid_amount'
   | 'insufficient_holdings'
+  | 'idempotency_conflict'
+  | 'not_found'
   | 'unsupported_version'
   /** The journal write failed: the outcome is unknown and the engine restarts. */
   | 'engine_unavailable';
@@ -71,6 +80,7 @@ export interface HoldingsView {
 }
 
 export interface RegisterResult {
+  request_id: string;
   client_id: number;
   username: string;
 }
@@ -81,6 +91,10 @@ export interface CredentialsResult {
 }
 
 export interface ConversionResult {
+  request_id: string;
+  client_request_id?: string;
+  /** True when this is the stored result of an earlier request with the same key. */
+  replayed?: boolean;
   op: ConversionOp;
   etf: string;
   amount: number;
@@ -95,7 +109,13 @@ export interface PingResult {
   fill_seq: number;
 }
 
-export type EngineResult = RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult;
+export interface HistoryResult {
+  entries: AuditEntry[];
+  /** Pass as `before` for the next page; absent on the last page. */
+  next?: string;
+}
+
+export type EngineResult = RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult;
 
 export type EngineReply =
   | { id: number; ok: true; result: EngineResult }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { EngineErrorCode } from './engine.js';
+import { CLIENT_REQUEST_ID_PATTERN } from './audit.js';
 import type { EtfPrice } from './marketdata.js';
 
 /**
@@ -15,6 +16,12 @@ import type { EtfPrice } from './marketdata.js';
  *   POST /redeem    username, password, etf_name?, amount  200 | 400 | 401
  *   GET  /holdings  username, password            200 {client_id, username, holdings, positions} | 401
  *   GET  /health                                  200 | 503
+ *   GET  /history   username, password, limit?, before?   200 {entries: AuditEntry[], next?} | 401
+ *   GET  /requests/<id>  username, password       200 AuditEntry | 401 | 404 (unknown, or another team's)
+ *
+ * /create and /redeem take an optional idempotency key (body `request_id` or
+ * header `Idempotency-Key`): a retry with the same key returns the original
+ * result and changes nothing; the same key with other parameters is a 409.
  *   GET  /etfs                                    200 EtfsBody: every ETF, its basket, its latest prices
  */
 export const ROUTES = {
@@ -23,6 +30,8 @@ export const ROUTES = {
   redeem: { method: 'post', path: '/redeem' },
   holdings: { method: 'get', path: '/holdings' },
   health: { method: 'get', path: '/health' },
+  history: { method: 'get', path: '/history' },
+  request: { method: 'get', path: '/requests/*' },
   etfs: { method: 'get', path: '/etfs' },
 } as const;
 
@@ -48,6 +57,7 @@ export const HTTP_STATUS: Record<HttpErrorCode, number> = {
   unknown_etf: 400,
   invalid_amount: 400,
   insufficient_holdings: 400,
+  idempotency_conflict: 409,
   unsupported_version: 400,
   unauthorized: 401,
   // The gateway only sends client_ids it authenticated; an unknown one means the account is gone.
@@ -102,7 +112,16 @@ export const conversionSchema = (maxAmount: number) =>
   z.object({
     etf_name: z.string().min(1, 'etf_name must not be empty').max(64).optional(),
     amount: amountSchema(maxAmount),
+    request_id: z.string().regex(CLIENT_REQUEST_ID_PATTERN, 'request_id must be 1-64 characters of A-Z a-z 0-9 _ . : -').optional(),
   });
+
+export const historySchema = z.object({
+  limit: z
+    .union([z.number(), z.string().regex(/^[0-9]{1,4}$/, 'limit must be a whole number').transform(Number)])
+    .pipe(z.number().int().min(1, 'limit must be at least 1').max(500, 'limit must be at most 500'))
+    .optional(),
+  before: z.string().regex(/^r[0-9]{1,16}$/, 'before must be a request id like r42').optional(),
+});
 
 export interface HttpErrorBody {
   error: { code: HttpErrorCode; message: string; field?: string; [k: string]: unknown };

@@ -1,10 +1,10 @@
-import type { ConversionOp } from './engine.js';
+import type { ConversionOp, EngineError } from './engine.js';
 
 /**
  * The engine's journal (stream ETF_JOURNAL, subject JOURNAL_SUBJECT): every
- * state change the engine accepted, one JournalBatch per group commit. Replay
- * applies events without re-deciding them, so the journal alone (plus the fill
- * stream) rebuilds the state.
+ * decision the engine made, one JournalBatch per group commit. Replay applies
+ * events without re-deciding them, so the journal alone (plus the fill
+ * stream) rebuilds the state, and it doubles as the audit trail.
  */
 export const JOURNAL_VERSION = 1;
 
@@ -21,9 +21,39 @@ export type JournalEvent =
       passwordHash?: string;
       /** Opening holdings from an ETF-format roster line, applied once. */
       opening?: Delta[];
+      /** Engine request id of a /register. */
+      requestId?: number;
       ts: number;
     }
-  | { t: 'conversion'; op: ConversionOp; clientId: number; etf: string; amount: number; deltas: Delta[]; ts: number };
+  | {
+      t: 'conversion';
+      requestId: number;
+      /** The caller's idempotency key. */
+      key?: string;
+      op: ConversionOp;
+      clientId: number;
+      etf: string;
+      amount: number;
+      deltas: Delta[];
+      /** Positions right after, for the audit trail (replay order of fills differs, so they cannot be recomputed). */
+      after: Delta[];
+      ts: number;
+    }
+  /** A refused create, redeem or registration: changes no position, kept for the audit trail and idempotent retries. */
+  | {
+      t: 'rejected';
+      requestId: number;
+      key?: string;
+      kind: 'register' | ConversionOp;
+      clientId: number | null;
+      username?: string;
+      etf?: string | null;
+      amount?: number;
+      error: EngineError;
+      /** Positions at the time, for the audit trail. */
+      holdings?: Delta[];
+      ts: number;
+    };
 
 export interface JournalBatch {
   v: number;

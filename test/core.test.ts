@@ -60,7 +60,8 @@ describe('engine core', () => {
         { op: 'create', clientId: 2, etf: 'TECH', amount: 1 },
       ]),
     );
-    expect(journal.map((e) => e.t)).toEqual(['account', 'account', 'conversion', 'conversion']);
+    // Refusals are journaled too (audit trail), but change no position.
+    expect(journal.map((e) => e.t)).toEqual(['account', 'account', 'rejected', 'conversion', 'conversion', 'rejected']);
 
     // Replay order differs (fills after the whole journal): conversions carry their deltas, so the sum is the same.
     const replayed = emptyState();

@@ -11,7 +11,9 @@ import type { HoldingsChange } from '../../proto/holdings.js';
 import type { Fill } from '../../proto/fill.js';
 import { ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, holdingsSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { decide, applyEvent, holdingsView, type CoreConfig } from './core.js';
+import { decide, applyEvent, auditEntry, holdingsView, type CoreConfig } from './core.js';
+import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
+import type { ConversionOp } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
 
@@ -22,12 +24,12 @@ interface Group {
   events: JournalEvent[];
   /** reply subject → replies released once the group is durable */
   replies: Map<string, EngineReply[]>;
-  /** Holdings changes, published in apply order once the group is durable. */
-  changes: HoldingsChange[];
+  /** Holdings changes and request outcomes, published in apply order once the group is durable. */
+  notices: { subject: string; payload: Uint8Array }[];
 }
 
-const newGroup = (): Group => ({ events: [], replies: new Map(), changes: [] });
-const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.changes.length === 0;
+const newGroup = (): Group => ({ events: [], replies: new Map(), notices: [] });
+const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.notices.length === 0;
 
 /**
  * The single writer. Commands are decided and applied synchronously in
@@ -110,7 +112,7 @@ export class EngineActor {
       for (const ev of events) {
         applyEvent(this.state, ev);
         group.events.push(ev);
-        if (ev.t === 'conversion') group.changes.push(this.change(this.state.accounts.get(ev.clientId)!, ev.op, ev.deltas, now));
+        this.noticesOf(ev, group);
       }
       const list = group.replies.get(msg.reply);
       if (list) list.push(reply);
@@ -128,8 +130,32 @@ export class EngineActor {
   applied(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], fill?: Fill): void {
     const change = this.change(acc, cause, deltas, this.now());
     if (fill) change.fill = { seq: fill.seq, price: fill.price };
-    this.groups[this.groups.length - 1]!.changes.push(change);
+    this.groups[this.groups.length - 1]!.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(change) });
     this.scheduleFlush();
+  }
+
+  private noticesOf(ev: JournalEvent, group: Group): void {
+    if (ev.t === 'conversion') {
+      const acc = this.state.accounts.get(ev.clientId)!;
+      group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, ev.deltas, ev.ts)) });
+    }
+    if (ev.t === 'conversion' || (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null)) {
+      const entry = auditEntry(ev, this.cfg.instruments);
+      const outcome: RequestOutcome = {
+        v: 1,
+        request_id: entry.request_id,
+        ...(entry.client_request_id !== undefined ? { client_request_id: entry.client_request_id } : {}),
+        client_id: ev.clientId!,
+        op: entry.kind as ConversionOp,
+        etf: entry.etf ?? null,
+        amount: entry.amount ?? 0,
+        status: entry.status,
+        ...(entry.error ? { error: entry.error } : {}),
+        ...(entry.deltas ? { deltas: entry.deltas } : {}),
+        ts: entry.ts,
+      };
+      group.notices.push({ subject: requestsSubject(ev.clientId!), payload: encode(outcome) });
+    }
   }
 
   private change(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], now: number): HoldingsChange {
@@ -179,7 +205,7 @@ export class EngineActor {
   }
 
   private sendReplies(group: Group): void {
-    for (const c of group.changes) this.nc.publish(holdingsSubject(c.client_id), encode(c));
+    for (const n of group.notices) this.nc.publish(n.subject, n.payload);
     for (const [subject, replies] of group.replies) {
       this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
     }

@@ -1,8 +1,9 @@
-import type { EngineCommand, EngineError, EngineResult, HoldingsView, Shortfall } from '../../proto/engine.js';
+import type { ConversionResult, EngineCommand, EngineError, EngineResult, HoldingsView, Position, Shortfall } from '../../proto/engine.js';
+import type { AuditEntry } from '../../proto/audit.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
 import type { Instruments, Basket } from '../config/baskets.js';
-import { applyDeltas, applyEvent, position, type Account, type EngineState } from './state.js';
+import { applyDeltas, applyEvent, position, type Account, type AuditEvent, type EngineState } from './state.js';
 
 /**
  * The engine's pure core: state + command → result + events. No I/O, no clock
@@ -21,12 +22,19 @@ export interface CoreConfig {
 }
 
 const refuse = (error: EngineError): Decision => ({ error, events: [] });
+const MAX_HISTORY_PAGE = 500;
+
+export const requestIdString = (n: number): string => `r${n}`;
+const parseRequestId = (s: string): number | undefined => (/^r[1-9][0-9]{0,15}$/.test(s) ? Number(s.slice(1)) : undefined);
+
+function positionsOf(deltas: readonly Delta[], instruments: Instruments): Position[] {
+  return deltas.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
+}
+
+const sortedPositions = (acc: Account): Delta[] => [...acc.positions].sort((a, b) => a[0] - b[0]);
 
 export function holdingsView(acc: Account, instruments: Instruments): HoldingsView {
-  const positions = [...acc.positions]
-    .sort((a, b) => a[0] - b[0])
-    .map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
-  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions };
+  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(sortedPositions(acc), instruments) };
 }
 
 function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
@@ -50,11 +58,83 @@ export function conversionDeltas(basket: Basket, op: 'create' | 'redeem', amount
   return [...basket.components.map((c): Delta => [c.symbol, -sign * c.weight * amount]), [basket.symbol, sign * amount]];
 }
 
+/** The audit entry of a journaled decision, as teams and operators read it. */
+export function auditEntry(ev: AuditEvent, instruments: Instruments): AuditEntry {
+  switch (ev.t) {
+    case 'account':
+      return { request_id: requestIdString(ev.requestId ?? 0), kind: 'register', status: 'accepted', client_id: ev.clientId, username: ev.username, ts: ev.ts };
+    case 'conversion':
+      return {
+        request_id: requestIdString(ev.requestId),
+        kind: ev.op,
+        status: 'accepted',
+        client_id: ev.clientId,
+        etf: ev.etf,
+        amount: ev.amount,
+        deltas: positionsOf(ev.deltas, instruments),
+        holdings: positionsOf(ev.after, instruments),
+        ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
+        ts: ev.ts,
+      };
+    case 'rejected':
+      return {
+        request_id: requestIdString(ev.requestId),
+        kind: ev.kind,
+        status: 'rejected',
+        client_id: ev.clientId,
+        ...(ev.username !== undefined ? { username: ev.username } : {}),
+        ...(ev.etf !== undefined ? { etf: ev.etf } : {}),
+        ...(ev.amount !== undefined ? { amount: ev.amount } : {}),
+        ...(ev.holdings ? { holdings: positionsOf(ev.holdings, instruments) } : {}),
+        error: ev.error,
+        ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
+        ts: ev.ts,
+      };
+  }
+}
+
+/** What a conversion request answered, rebuilt from its journal event: the same for the first call and every retry. */
+function conversionOutcome(ev: AuditEvent, acc: Account, cfg: CoreConfig, replayed: boolean): Decision {
+  if (ev.t === 'rejected') return { error: ev.error, events: [] };
+  if (ev.t !== 'conversion') throw new Error('not a conversion');
+  const result: ConversionResult = {
+    request_id: requestIdString(ev.requestId),
+    ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
+    ...(replayed ? { replayed: true } : {}),
+    op: ev.op,
+    etf: ev.etf,
+    amount: ev.amount,
+    deltas: positionsOf(ev.deltas, cfg.instruments),
+    holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(ev.after, cfg.instruments) },
+  };
+  return { result, events: [] };
+}
+
+function findRequest(acc: Account, id: string): AuditEvent | undefined {
+  const n = parseRequestId(id);
+  if (n !== undefined) {
+    // history is in request-id order: binary search.
+    let lo = 0;
+    let hi = acc.history.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const ev = acc.history[mid]!;
+      const m = ev.t === 'account' ? (ev.requestId ?? 0) : ev.requestId;
+      if (m === n) return ev;
+      if (m < n) lo = mid + 1;
+      else hi = mid - 1;
+    }
+  }
+  return acc.keys.get(id);
+}
+
 export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, now: number): Decision {
   switch (cmd.op) {
     case 'register': {
+      const requestId = state.requestSeq + 1;
       if (state.byUsername.has(cmd.username)) {
-        return refuse({ code: 'username_taken', field: 'username', message: `username ${cmd.username} is taken` });
+        const error: EngineError = { code: 'username_taken', field: 'username', message: `username ${cmd.username} is taken` };
+        return { error, events: [{ t: 'rejected', requestId, kind: 'register', clientId: null, username: cmd.username, error, ts: now }] };
       }
       const clientId = state.maxClientId + 1;
       const ev: JournalEvent = {
@@ -63,9 +143,10 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
         username: cmd.username,
         source: 'register',
         passwordHash: cmd.passwordHash,
+        requestId,
         ts: now,
       };
-      return { result: { client_id: clientId, username: cmd.username }, events: [ev] };
+      return { result: { request_id: requestIdString(requestId), client_id: clientId, username: cmd.username }, events: [ev] };
     }
     case 'credentials': {
       const acc = state.byUsername.get(cmd.username);
@@ -79,15 +160,61 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
       return { result: holdingsView(acc, cfg.instruments), events: [] };
     }
+    case 'request': {
+      const acc = state.accounts.get(cmd.clientId);
+      const ev = acc && findRequest(acc, String(cmd.id));
+      // Another team's id and a missing id look the same: nothing about other teams leaks.
+      if (!ev) return refuse({ code: 'not_found', message: `no request ${cmd.id} for this account` });
+      return { result: auditEntry(ev, cfg.instruments), events: [] };
+    }
+    case 'history': {
+      const acc = state.accounts.get(cmd.clientId);
+      if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
+      const limit = Math.max(1, Math.min(MAX_HISTORY_PAGE, Math.floor(cmd.limit) || 50));
+      const before = cmd.before === undefined ? Infinity : parseRequestId(cmd.before);
+      if (before === undefined) return refuse({ code: 'bad_request', field: 'before', message: 'before must be a request id like r42' });
+      const entries: AuditEntry[] = [];
+      let i = acc.history.length - 1;
+      for (; i >= 0 && entries.length < limit; i--) {
+        const ev = acc.history[i]!;
+        const id = ev.t === 'account' ? (ev.requestId ?? 0) : ev.requestId;
+        if (id < before) entries.push(auditEntry(ev, cfg.instruments));
+      }
+      const last = entries[entries.length - 1];
+      return { result: { entries, ...(i >= 0 && last ? { next: last.request_id } : {}) }, events: [] };
+    }
     case 'create':
     case 'redeem': {
       const acc = state.accounts.get(cmd.clientId);
       if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
+      if (cmd.key !== undefined) {
+        const earlier = acc.keys.get(cmd.key);
+        if (earlier) {
+          const same =
+            earlier.t === 'conversion'
+              ? earlier.op === cmd.op && earlier.amount === cmd.amount && (cmd.etf === null || cmd.etf === earlier.etf)
+              : earlier.t === 'rejected' && earlier.kind === cmd.op && earlier.amount === cmd.amount && earlier.etf === cmd.etf;
+          if (!same) {
+            return refuse({
+              code: 'idempotency_conflict',
+              field: 'request_id',
+              message: `request id ${cmd.key} was already used for a different request (${requestIdString(earlier.t === 'account' ? 0 : earlier.requestId)})`,
+            });
+          }
+          return conversionOutcome(earlier, acc, cfg, true);
+        }
+      }
+      const requestId = state.requestSeq + 1;
+      const key = cmd.key !== undefined ? { key: cmd.key } : {};
+      const reject = (error: EngineError): Decision => ({
+        error,
+        events: [{ t: 'rejected', requestId, ...key, kind: cmd.op, clientId: acc.clientId, etf: cmd.etf, amount: cmd.amount, error, holdings: sortedPositions(acc), ts: now }],
+      });
       if (!Number.isSafeInteger(cmd.amount) || cmd.amount < 1 || cmd.amount > cfg.maxAmount) {
         return refuse({ code: 'invalid_amount', field: 'amount', message: `amount must be a whole number from 1 to ${cfg.maxAmount}` });
       }
       const basket = pickBasket(cfg, cmd.etf);
-      if ('code' in basket) return refuse(basket);
+      if ('code' in basket) return reject(basket);
       const deltas = conversionDeltas(basket, cmd.op, cmd.amount);
       const shortfalls: Shortfall[] = [];
       for (const [symbol, d] of deltas) {
@@ -97,22 +224,30 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       }
       if (shortfalls.length > 0) {
         const list = shortfalls.map((s) => `${s.ticker} have ${s.have} need ${s.need}`).join(', ');
-        return refuse({ code: 'insufficient_holdings', message: `insufficient holdings to ${cmd.op} ${cmd.amount} ${basket.name}: ${list}`, shortfalls });
+        return reject({ code: 'insufficient_holdings', message: `insufficient holdings to ${cmd.op} ${cmd.amount} ${basket.name}: ${list}`, shortfalls });
       }
-      const ev: JournalEvent = { t: 'conversion', op: cmd.op, clientId: acc.clientId, etf: basket.name, amount: cmd.amount, deltas, ts: now };
-      // The view must show the state after the event; build it from a copy so decide stays pure.
-      const after: Account = { ...acc, positions: new Map(acc.positions) };
-      applyDeltas(after, deltas);
-      return {
-        result: {
-          op: cmd.op,
-          etf: basket.name,
-          amount: cmd.amount,
-          deltas: deltas.map(([symbol, quantity]) => ({ symbol, ticker: cfg.instruments.tickerOf(symbol), quantity })),
-          holdings: holdingsView(after, cfg.instruments),
-        },
-        events: [ev],
+      const after = new Map(acc.positions);
+      for (const [symbol, d] of deltas) {
+        const q = (after.get(symbol) ?? 0) + d;
+        if (q === 0) after.delete(symbol);
+        else after.set(symbol, q);
+      }
+      const ev: JournalEvent = {
+        t: 'conversion',
+        requestId,
+        ...key,
+        op: cmd.op,
+        clientId: acc.clientId,
+        etf: basket.name,
+        amount: cmd.amount,
+        deltas,
+        after: [...after].sort((a, b) => a[0] - b[0]),
+        ts: now,
       };
+      const outcome = conversionOutcome(ev, acc, cfg, false);
+      // The view is of the state after the event: one change later than now.
+      (outcome.result as ConversionResult).holdings.seq = acc.version + 1;
+      return { ...outcome, events: [ev] };
     }
   }
 }

@@ -10,7 +10,21 @@ export interface Account {
   positions: Map<number, number>;
   /** +1 per change of this account's positions, for holdings streams. */
   version: number;
+  /** The account's decisions (its registration, creates and redeems), oldest first, at most HISTORY_LIMIT. */
+  history: AuditEvent[];
+  /** Idempotency key → the decision it produced. */
+  keys: Map<string, AuditEvent>;
 }
+
+/** Journal events that are audit entries of one account. */
+export type AuditEvent = Extract<JournalEvent, { t: 'conversion' } | { t: 'rejected' }> | Extract<JournalEvent, { t: 'account' }>;
+
+/**
+ * Decisions kept in memory per account for /history, /requests and retries.
+ * Older ones stay in the journal (the operator export reads them all); a
+ * retry with a key older than this is treated as new.
+ */
+export const HISTORY_LIMIT = 10_000;
 
 /** Everything the engine knows. Mutated only by apply* below, which the actor alone calls. */
 export interface EngineState {
@@ -22,10 +36,12 @@ export interface EngineState {
   fillSeq: number;
   /** Stream sequence of the last journal batch applied. */
   journalSeq: number;
+  /** Last engine request id handed out. */
+  requestSeq: number;
 }
 
 export function emptyState(): EngineState {
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0 };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0 };
 }
 
 export function position(acc: Account, symbol: number): number {
@@ -57,11 +73,14 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
         source: ev.source,
         positions: new Map(),
         version: 0,
+        history: [],
+        keys: new Map(),
       };
       state.accounts.set(acc.clientId, acc);
       state.byUsername.set(acc.username, acc);
       if (acc.clientId > state.maxClientId) state.maxClientId = acc.clientId;
       if (ev.opening && ev.opening.length > 0) applyDeltas(acc, ev.opening);
+      if (ev.requestId !== undefined) record(state, acc, ev, ev.requestId);
       return;
     }
     case 'conversion': {
@@ -69,7 +88,26 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       // A conversion is only ever journaled for a known account; a missing one means a corrupt journal.
       if (!acc) throw new Error(`journal: conversion for unknown client_id ${ev.clientId}`);
       applyDeltas(acc, ev.deltas);
+      record(state, acc, ev, ev.requestId);
       return;
+    }
+    case 'rejected': {
+      const acc = ev.clientId === null ? undefined : state.accounts.get(ev.clientId);
+      if (acc) record(state, acc, ev, ev.requestId);
+      else if (ev.requestId > state.requestSeq) state.requestSeq = ev.requestId;
+      return;
+    }
+  }
+}
+
+function record(state: EngineState, acc: Account, ev: AuditEvent, requestId: number): void {
+  if (requestId > state.requestSeq) state.requestSeq = requestId;
+  acc.history.push(ev);
+  if ('key' in ev && ev.key !== undefined) acc.keys.set(ev.key, ev);
+  if (acc.history.length > HISTORY_LIMIT * 1.25) {
+    // Trim in chunks so the amortized cost per request stays O(1).
+    for (const old of acc.history.splice(0, acc.history.length - HISTORY_LIMIT)) {
+      if ('key' in old && old.key !== undefined && acc.keys.get(old.key) === old) acc.keys.delete(old.key);
     }
   }
 }

@@ -22,6 +22,7 @@ export interface RequestInfo {
   contentType: string;
   contentLength: number | null;
   authorization: string;
+  idempotencyKey: string;
 }
 
 export function requestInfo(req: HttpRequest): RequestInfo {
@@ -33,6 +34,7 @@ export function requestInfo(req: HttpRequest): RequestInfo {
     contentType: req.getHeader('content-type').toLowerCase(),
     contentLength: len === '' ? null : Number(len),
     authorization: req.getHeader('authorization'),
+    idempotencyKey: req.getHeader('idempotency-key'),
   };
 }
 

@@ -34,6 +34,7 @@ export function gatherParams(info: RequestInfo, body: Buffer | null): ParamsResu
       };
     }
   }
+  if (params.request_id === undefined && info.idempotencyKey) params.request_id = info.idempotencyKey;
   if (params.username === undefined && params.password === undefined && info.authorization) {
     const basic = parseBasic(info.authorization);
     if (basic) {

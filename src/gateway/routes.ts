@@ -1,7 +1,7 @@
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
-import type { ConversionOp, ConversionResult, EngineReply, HoldingsView, PingResult, RegisterResult } from '../../proto/engine.js';
-import { conversionSchema, credentialsSchema, registerSchema } from '../../proto/http.js';
+import type { ConversionOp, ConversionResult, EngineReply, HistoryResult, HoldingsView, PingResult, RegisterResult } from '../../proto/engine.js';
+import { conversionSchema, credentialsSchema, historySchema, registerSchema } from '../../proto/http.js';
 import type { Authenticator } from './auth.js';
 import type { EngineClient } from './engine-client.js';
 import type { Exchange } from './http.js';
@@ -58,7 +58,7 @@ export async function register(ex: Exchange, deps: RouteDeps, params: Params): P
   const reply = await deps.engine.call({ op: 'register', username: parsed.data.username, passwordHash });
   if (!reply.ok) return engineError(ex, reply);
   const r = reply.result as RegisterResult;
-  ex.json(200, { client_id: r.client_id, username: r.username });
+  ex.json(200, { request_id: r.request_id, client_id: r.client_id, username: r.username });
 }
 
 export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> {
@@ -66,10 +66,45 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
   if (clientId === null) return;
   const parsed = conversionSchema(deps.maxAmount).safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
-  const reply = await deps.engine.call({ op, clientId, etf: parsed.data.etf_name ?? null, amount: parsed.data.amount });
+  const { etf_name, amount, request_id } = parsed.data;
+  const reply = await deps.engine.call({ op, clientId, etf: etf_name ?? null, amount, ...(request_id !== undefined ? { key: request_id } : {}) });
   if (!reply.ok) return engineError(ex, reply);
   const r = reply.result as ConversionResult;
-  ex.json(200, { op: r.op, etf_name: r.etf, amount: r.amount, deltas: byTicker(r.deltas), ...holdingsBody(r.holdings) });
+  ex.json(200, {
+    request_id: r.request_id,
+    ...(r.client_request_id !== undefined ? { client_request_id: r.client_request_id } : {}),
+    ...(r.replayed ? { replayed: true } : {}),
+    op: r.op,
+    etf_name: r.etf,
+    amount: r.amount,
+    deltas: byTicker(r.deltas),
+    ...holdingsBody(r.holdings),
+  });
+}
+
+export async function request(ex: Exchange, deps: RouteDeps, params: Params, id: string): Promise<void> {
+  const clientId = await authenticate(ex, deps, params);
+  if (clientId === null) return;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(id);
+  } catch {
+    return ex.error('not_found', `no request ${id} for this account`);
+  }
+  const reply = await deps.engine.call({ op: 'request', clientId, id: decoded });
+  if (!reply.ok) return engineError(ex, reply);
+  ex.json(200, reply.result);
+}
+
+export async function history(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+  const clientId = await authenticate(ex, deps, params);
+  if (clientId === null) return;
+  const parsed = historySchema.safeParse(params);
+  if (!parsed.success) return invalid(ex, parsed.error);
+  const { limit, before } = parsed.data;
+  const reply = await deps.engine.call({ op: 'history', clientId, limit: limit ?? 50, ...(before !== undefined ? { before } : {}) });
+  if (!reply.ok) return engineError(ex, reply);
+  ex.json(200, reply.result as HistoryResult);
 }
 
 export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {

@@ -21,7 +21,7 @@ export interface GatewayHandle {
   close(): Promise<void>;
 }
 
-type Handler = (ex: Exchange, params: Params) => Promise<void>;
+type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void>;
 
 /** uWS happily shares a port with another process (SO_REUSEPORT), silently splitting traffic: refuse instead. */
 async function assertPortFree(host: string, port: number): Promise<void> {
@@ -58,6 +58,8 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
     [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected) }],
     [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => etfs.handle(ex) }],
+    [ROUTES.history.path, { method: 'GET', handler: (ex, p) => routes.history(ex, deps, p) }],
+    [ROUTES.request.path, { method: 'GET', handler: (ex, p, info) => routes.request(ex, deps, p, info.path.slice(ROUTES.request.path.length - 1)) }],
   ]);
 
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
@@ -65,7 +67,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     if (ex.done || ex.aborted) return;
     const params = gatherParams(info, body);
     if (!params.ok) return ex.error(params.code, params.message);
-    await handler(ex, params.params);
+    await handler(ex, params.params, info);
   };
 
   const app = uWS.App();
@@ -74,7 +76,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   app.any('/*', (res, req) => {
     const ex = new Exchange(res);
     const info = requestInfo(req);
-    const route = table.get(info.path);
+    const route = table.get(info.path) ?? (info.path.startsWith('/requests/') ? table.get(ROUTES.request.path) : undefined);
     if (!route) return ex.error('not_found', `no route ${info.path}`);
     if (info.method !== route.method) {
       return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
