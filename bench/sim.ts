@@ -8,7 +8,7 @@
  *   paced    the simulator's own pacing at BENCH_PACED_RATE (default 20000/s) for 2 s
  * The receiver shares this process's event loop with the sender, as a bridge on
  * a busy 2-core host would share the CPU: its loss is a lower bound on headroom.
- * Run: npm run build && node dist/bench/sim.js   (BENCH_EVENTS to change the size)
+ * Run: npm run bench:sim   (BENCH_EVENTS, BENCH_PACED_RATE to change the load)
  */
 import dgram from 'node:dgram';
 import { decodeClearingDatagram, decodeMdDatagram } from '../proto/ndfex.js';
