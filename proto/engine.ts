@@ -24,7 +24,9 @@ export type EngineCommand =
   /** Read: the account's positions. */
   | { op: 'holdings'; clientId: number }
   /** Read: liveness and where the engine stands, for /health. */
-  | { op: 'ping' };
+  | { op: 'ping' }
+  /** Read (operators): every account's positions and the stream positions they reflect, for the consistency check. */
+  | { op: 'dump' };
 
 export interface CommandEnvelope {
   id: number;
@@ -115,7 +117,14 @@ export interface HistoryResult {
   next?: string;
 }
 
-export type EngineResult = RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult;
+export interface DumpResult {
+  /** The journal sequence and fill-stream sequence this state is exactly the replay of. */
+  journal_seq: number;
+  fill_seq: number;
+  accounts: { client_id: number; username: string; positions: [number, number][] }[];
+}
+
+export type EngineResult = RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult | DumpResult;
 
 export type EngineReply =
   | { id: number; ok: true; result: EngineResult }

@@ -13,7 +13,7 @@ import { ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, holdingsSubject } from '../../pro
 import type { Logger } from '../shared/log.js';
 import { decide, applyEvent, auditEntry, holdingsView, type CoreConfig } from './core.js';
 import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
-import type { ConversionOp } from '../../proto/engine.js';
+import type { ConversionOp, DumpResult } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
 
@@ -42,6 +42,8 @@ const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g
 export class EngineActor {
   private readonly groups: Group[] = [newGroup()];
   private writing = false;
+  /** Whether the group being written has events (it is off `groups` while in flight). */
+  private writingEvents = false;
   private flushScheduled = false;
   private sub?: Subscription;
   commandsHandled = 0;
@@ -98,6 +100,10 @@ export class EngineActor {
       try {
         const d = decide(this.state, this.cfg, cmd, now);
         events = d.events;
+        if (cmd.op === 'dump' && d.result) {
+          // The state already holds the events of groups not yet written: name the journal sequence it will be the replay of.
+          (d.result as DumpResult).journal_seq = this.journal.sequence + (this.writingEvents ? 1 : 0) + this.groups.filter((g) => g.events.length > 0).length;
+        }
         reply = d.error ? { id, ok: false, error: d.error } : { id, ok: true, result: d.result! };
       } catch (err) {
         // A malformed command from a buggy client must not take the engine down.
@@ -189,8 +195,10 @@ export class EngineActor {
         const group = this.groups.shift()!;
         if (this.groups.length === 0) this.groups.push(newGroup());
         if (group.events.length > 0) {
+          this.writingEvents = true;
           try {
             this.state.journalSeq = await this.journal.append(group.events);
+            this.writingEvents = false;
             this.groupsWritten++;
           } catch (err) {
             this.failGroup(group, err);

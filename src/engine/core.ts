@@ -155,6 +155,15 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
     }
     case 'ping':
       return { result: { accounts: state.accounts.size, journal_seq: state.journalSeq, fill_seq: state.fillSeq }, events: [] };
+    case 'dump':
+      return {
+        result: {
+          journal_seq: state.journalSeq,
+          fill_seq: state.fillSeq,
+          accounts: [...state.accounts.values()].map((a) => ({ client_id: a.clientId, username: a.username, positions: sortedPositions(a) })),
+        },
+        events: [],
+      };
     case 'holdings': {
       const acc = state.accounts.get(cmd.clientId);
       if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });

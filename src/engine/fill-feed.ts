@@ -1,4 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
+import type { JsMsg } from '@nats-io/jetstream';
 import { decode } from '../../proto/codec.js';
 import { fillDelta, fillProblem, type Fill, type SessionMarker } from '../../proto/fill.js';
 import type { Delta } from '../../proto/journal.js';
@@ -20,6 +21,50 @@ export type FillChange =
   | { cause: 'fill'; acc: Account; deltas: Delta[]; fill: Fill }
   | { cause: 'session_reset'; acc: Account; deltas: Delta[] };
 
+export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0 });
+
+/**
+ * Applies one message of the fill stream: a fill, or an exchange session
+ * marker. Shared by the live feed and by the consistency check's rebuild, so
+ * both read the stream the same way.
+ */
+export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedStats, log: Logger): FillChange[] {
+  if (m.seq <= state.fillSeq) return [];
+  let payload: unknown;
+  try {
+    payload = decode(m.data);
+  } catch {
+    payload = undefined;
+  }
+  if (m.subject === SESSION_SUBJECT) {
+    const marker = payload as SessionMarker;
+    if (marker?.reset === true) {
+      const changed = applySessionReset(state, m.seq);
+      stats.sessionResets++;
+      log.warn({ streamSeq: m.seq, accounts: changed.length, detail: marker.detail }, 'exchange restart: positions reset to 0');
+      return changed.map((c) => ({ cause: 'session_reset' as const, ...c }));
+    }
+    state.fillSeq = m.seq;
+    log.warn({ streamSeq: m.seq, detail: marker?.detail }, 'exchange restart: positions kept');
+    return [];
+  }
+  const problem = fillProblem(payload);
+  if (problem) {
+    state.fillSeq = m.seq;
+    stats.invalid++;
+    log.warn({ streamSeq: m.seq, subject: m.subject, problem }, 'invalid fill skipped');
+    return [];
+  }
+  const fill = payload as Fill;
+  const acc = applyFill(state, fill, m.seq);
+  if (!acc) {
+    if (stats.unknownAccount++ % 1000 === 0) log.warn({ clientId: fill.client_id, count: stats.unknownAccount }, 'fill for unknown client_id ignored');
+    return [];
+  }
+  stats.applied++;
+  return [{ cause: 'fill', acc, deltas: [[fill.symbol, fillDelta(fill)]], fill }];
+}
+
 /**
  * Follows the fill stream from the sequence after the last one the state has
  * applied. Every fill is applied exactly once because the position lives in
@@ -31,47 +76,13 @@ export async function followFills(
   log: Logger,
   onChange: (change: FillChange) => void,
 ): Promise<{ follower: StreamFollower; stats: FillFeedStats }> {
-  const stats: FillFeedStats = { applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0 };
+  const stats = emptyFillStats();
   const follower = await readStream(
     nc,
     FILL_STREAM,
     state.fillSeq + 1,
     (m) => {
-      if (m.seq <= state.fillSeq) return;
-      let payload: unknown;
-      try {
-        payload = decode(m.data);
-      } catch {
-        payload = undefined;
-      }
-      if (m.subject === SESSION_SUBJECT) {
-        const marker = payload as SessionMarker;
-        if (marker?.reset === true) {
-          const changed = applySessionReset(state, m.seq);
-          stats.sessionResets++;
-          log.warn({ streamSeq: m.seq, accounts: changed.length, detail: marker.detail }, 'exchange restart: positions reset to 0');
-          for (const c of changed) onChange({ cause: 'session_reset', ...c });
-        } else {
-          state.fillSeq = m.seq;
-          log.warn({ streamSeq: m.seq, detail: marker?.detail }, 'exchange restart: positions kept');
-        }
-        return;
-      }
-      const problem = fillProblem(payload);
-      if (problem) {
-        state.fillSeq = m.seq;
-        stats.invalid++;
-        log.warn({ streamSeq: m.seq, subject: m.subject, problem }, 'invalid fill skipped');
-        return;
-      }
-      const fill = payload as Fill;
-      const acc = applyFill(state, fill, m.seq);
-      if (!acc) {
-        if (stats.unknownAccount++ % 1000 === 0) log.warn({ clientId: fill.client_id, count: stats.unknownAccount }, 'fill for unknown client_id ignored');
-        return;
-      }
-      stats.applied++;
-      onChange({ cause: 'fill', acc, deltas: [[fill.symbol, fillDelta(fill)]], fill });
+      for (const c of applyFillMessage(state, m, stats, log)) onChange(c);
     },
     { follow: true },
   );

@@ -39,6 +39,7 @@ export async function replayJournal(
   nc: NatsConnection,
   fromSeq: number,
   apply: (events: JournalEvent[], seq: number) => void,
+  untilSeq?: number,
 ): Promise<number> {
   let last = fromSeq - 1;
   const reader = await readStream(
@@ -51,7 +52,7 @@ export async function replayJournal(
       apply(batch.events, m.seq);
       last = m.seq;
     },
-    { follow: false },
+    { follow: false, ...(untilSeq !== undefined ? { untilSeq } : {}) },
   );
   await reader.caughtUp;
   await reader.stop();

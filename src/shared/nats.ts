@@ -11,6 +11,8 @@ export async function connectNats(url: string, name: string): Promise<NatsConnec
     name,
     noAsyncTraces: true,
     maxReconnectAttempts: -1,
+    // A service started while nats-server is (re)starting waits for it instead of failing.
+    waitOnFirstConnect: true,
     reconnectTimeWait: 250,
     pingInterval: 10_000,
   });

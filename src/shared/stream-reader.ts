@@ -19,10 +19,10 @@ export async function readStream(
   stream: string,
   fromSeq: number,
   onMsg: (m: JsMsg) => void,
-  opts: { follow: boolean },
+  opts: { follow: boolean; untilSeq?: number },
 ): Promise<StreamFollower> {
   const jsm = await jetstreamManager(nc);
-  const last = (await jsm.streams.info(stream)).state.last_seq;
+  const last = opts.untilSeq ?? (await jsm.streams.info(stream)).state.last_seq;
   let resolveCaughtUp!: () => void;
   let failCaughtUp!: (err: unknown) => void;
   const caughtUp = new Promise<void>((res, rej) => {
@@ -41,6 +41,7 @@ export async function readStream(
   const done = (async () => {
     try {
       for await (const m of messages) {
+        if (!opts.follow && m.seq > last) break;
         onMsg(m);
         if (m.seq >= last) {
           resolveCaughtUp();
