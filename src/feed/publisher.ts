@@ -1,4 +1,4 @@
-import type { JetStreamClient } from '@nats-io/jetstream';
+import { createInbox, headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { encode } from '../../proto/codec.js';
 import type { Fill } from '../../proto/fill.js';
 import { fillMsgId, fillSubject } from '../../proto/subjects.js';
@@ -16,11 +16,28 @@ export interface PublisherStats {
 
 type Item = { kind: 'fill'; fill: Fill } | { kind: 'barrier'; run: () => Promise<void>; what: string };
 
+interface Pending {
+  fill: Fill;
+  msgID: string;
+  sentAt: number;
+  attempt: number;
+}
+
+const textDecoder = new TextDecoder();
+// The server writes `"duplicate": true` (with a space); allow either.
+const DUPLICATE = /"duplicate":\s*true/;
+
 /**
  * Publishes fills to JetStream in arrival order with a bounded number of
  * unacknowledged publishes (a serial await per fill caps throughput at one
  * round trip per fill). A fill counts as delivered only once acked; a failed
- * publish is retried with the same msg id, which the stream de-duplicates.
+ * or unanswered publish is retried with the same msg id, which the stream
+ * de-duplicates.
+ *
+ * Publishes are core NATS messages carrying the Nats-Msg-Id header and a reply
+ * subject under one wildcard inbox, so an ack costs one subscription callback
+ * instead of the per-request promise and timer of `js.publish` (about twice
+ * the throughput, measured). Unanswered publishes are found by a sweep.
  *
  * A barrier (a session change) waits until every earlier fill is acked, runs,
  * and only then lets later fills go, so a SessionMarker sits in the stream
@@ -33,15 +50,24 @@ export class FillPublisher {
   private barrierRunning = false;
   private closed = false;
   private idleWaiters: Array<() => void> = [];
+  private readonly pending = new Map<number, Pending>();
+  private nextToken = 0;
+  private readonly inbox = createInbox();
+  private readonly sub: Subscription;
+  private readonly sweeper: NodeJS.Timeout;
 
   constructor(
-    private readonly js: JetStreamClient,
+    private readonly nc: NatsConnection,
     private readonly log: Logger,
     /** The session string inside fill msg ids; a barrier may change it. */
     public session: string,
     private readonly maxInFlight = 512,
     private readonly ackTimeoutMs = 5000,
-  ) {}
+  ) {
+    this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onAck(msg) });
+    this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(ackTimeoutMs / 4)));
+    this.sweeper.unref();
+  }
 
   enqueueFill(fill: Fill): void {
     this.queue.push({ kind: 'fill', fill });
@@ -60,10 +86,13 @@ export class FillPublisher {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Stops retrying; what is not acked by now is given up (it will be re-sent by no one: log it). */
+  /** Stops publishing and retrying; what is not acked by now is given up (logged). */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
-    const left = this.queue.length - this.head + this.stats.inFlight;
+    clearInterval(this.sweeper);
+    this.sub.unsubscribe();
+    const left = this.queue.length - this.head + this.pending.size;
     if (left > 0) this.log.warn({ left }, 'fill publisher closed with fills not acknowledged');
     this.queue = [];
     this.head = 0;
@@ -71,7 +100,7 @@ export class FillPublisher {
   }
 
   private isIdle(): boolean {
-    return this.head >= this.queue.length && this.stats.inFlight === 0 && !this.barrierRunning;
+    return this.head >= this.queue.length && this.pending.size === 0 && !this.barrierRunning;
   }
 
   private wakeIdle(force = false): void {
@@ -85,39 +114,77 @@ export class FillPublisher {
     while (!this.closed && !this.barrierRunning && this.head < this.queue.length) {
       const item = this.queue[this.head]!;
       if (item.kind === 'barrier') {
-        if (this.stats.inFlight > 0) return; // resumes when the last ack arrives
+        if (this.pending.size > 0) return; // resumes when the last ack arrives
         this.head++;
         this.runBarrier(item);
         return;
       }
-      if (this.stats.inFlight >= this.maxInFlight) return;
+      if (this.pending.size >= this.maxInFlight) return;
       this.head++;
       this.stats.queued--;
-      this.stats.inFlight++;
-      this.send(item.fill, fillMsgId(this.session, item.fill.seq), 0);
+      this.send({ fill: item.fill, msgID: fillMsgId(this.session, item.fill.seq), sentAt: 0, attempt: 0 });
     }
     if (this.head > 8192 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
+    this.stats.inFlight = this.pending.size;
     this.wakeIdle();
   }
 
-  private send(fill: Fill, msgID: string, attempt: number): void {
-    this.js.publish(fillSubject(fill.client_id), encode(fill), { msgID, timeout: this.ackTimeoutMs }).then(
-      (ack) => {
-        this.stats.inFlight--;
-        this.stats.delivered++;
-        if (ack.duplicate) this.stats.duplicates++;
-        this.pump();
-      },
-      (err: unknown) => {
-        if (this.closed) return;
-        this.stats.retries++;
-        if (attempt % 20 === 0) this.log.warn({ msgID, attempt, err: String(err) }, 'fill publish failed: retrying with the same msg id');
-        setTimeout(() => (this.closed ? undefined : this.send(fill, msgID, attempt + 1)), backoff(attempt));
-      },
-    );
+  private send(p: Pending): void {
+    const token = ++this.nextToken;
+    p.sentAt = Date.now();
+    this.pending.set(token, p);
+    this.stats.inFlight = this.pending.size;
+    const h = headers();
+    h.set('Nats-Msg-Id', p.msgID);
+    try {
+      this.nc.publish(fillSubject(p.fill.client_id), encode(p.fill), { headers: h, reply: `${this.inbox}.${token}` });
+    } catch (err) {
+      // Closed or draining connection: the sweep retries it (or close() gives it up).
+      this.log.warn({ msgID: p.msgID, err: String(err) }, 'fill publish failed');
+    }
+  }
+
+  private onAck(msg: Msg): void {
+    const token = Number(msg.subject.slice(this.inbox.length + 1));
+    const p = this.pending.get(token);
+    if (!p) return; // the ack of an attempt already retried
+    this.pending.delete(token);
+    const body = msg.data.length > 0 ? textDecoder.decode(msg.data) : '';
+    // An empty body is a status message (503 no responders: the stream is not there yet).
+    if (body === '' || body.includes('"error"')) {
+      this.retry(p, body || msg.headers?.description || 'no responders');
+      return;
+    }
+    this.stats.delivered++;
+    if (DUPLICATE.test(body)) this.stats.duplicates++;
+    this.pump();
+  }
+
+  private retry(p: Pending, why: string): void {
+    if (this.closed) return;
+    this.stats.retries++;
+    if (p.attempt % 20 === 0) this.log.warn({ msgID: p.msgID, attempt: p.attempt, why }, 'fill not stored: retrying with the same msg id');
+    // Keeps its in-flight slot until re-sent, so the window stays bounded.
+    const token = -++this.nextToken;
+    this.pending.set(token, p);
+    setTimeout(() => {
+      this.pending.delete(token);
+      if (this.closed) return;
+      this.send({ ...p, attempt: p.attempt + 1 });
+    }, backoff(p.attempt)).unref();
+  }
+
+  private sweep(): void {
+    const cutoff = Date.now() - this.ackTimeoutMs;
+    for (const [token, p] of this.pending) {
+      if (token > 0 && p.sentAt < cutoff) {
+        this.pending.delete(token);
+        this.retry(p, 'no ack');
+      }
+    }
   }
 
   private runBarrier(item: Extract<Item, { kind: 'barrier' }>, attempt = 0): void {
@@ -133,7 +200,7 @@ export class FillPublisher {
           return;
         }
         this.log.warn({ what: item.what, attempt, err: String(err) }, 'session change failed: retrying before any later fill');
-        setTimeout(() => this.runBarrier(item, attempt + 1), backoff(attempt));
+        setTimeout(() => this.runBarrier(item, attempt + 1), backoff(attempt)).unref();
       },
     );
   }

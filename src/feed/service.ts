@@ -77,7 +77,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
     const startSeq = sessions.record.last_seq;
     log.info({ session: sessions.session, name: sessions.record.name, lastSeq: startSeq, policy: opts.restartPolicy }, 'clearing session');
 
-    const publisher = new FillPublisher(js, log, fillSessionId(sessions.session), opts.maxInFlight ?? 512);
+    const publisher = new FillPublisher(nc, log, fillSessionId(sessions.session), opts.maxInFlight ?? 512);
     const clearing = new ClearingFeed(
       {
         publisher,

@@ -1,0 +1,308 @@
+/**
+ * Fills per second from NDFEX multicast to engine state, with zero loss.
+ *
+ *   sender (this process) --multicast--> feed bridge (its own process)
+ *     --JetStream NDFEX_FILLS--> engine (this process, startEngine)
+ *
+ * Steps through increasing send rates; at each, sends for BENCH_SECONDS,
+ * waits until the engine has applied every fill (or stops progressing), and
+ * checks every account's positions against the sum of the fills sent: equal
+ * means each fill was applied exactly once. Baseline, in the same run: the
+ * same number of fills published straight to JetStream by this process
+ * (pipelined like the bridge), i.e. what the engine + JetStream path takes
+ * without multicast and the bridge.
+ *
+ * Run: npm run bench:fills
+ *   BENCH_RATES        fills/s ladder          (default 5000,10000,20000,50000,100000)
+ *   BENCH_PER_DATAGRAM fills per datagram list (default 1,10: one ladder each)
+ *   BENCH_SECONDS      send time per step      (default 2)
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createSocket } from 'node:dgram';
+import { jetstream } from '@nats-io/jetstream';
+import { PROJECT_ROOT, type Config } from '../src/config/config.js';
+import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
+import { startEngine } from '../src/engine/service.js';
+import { createLogger } from '../src/shared/log.js';
+import { connectNats } from '../src/shared/nats.js';
+import { encode, decode } from '../proto/codec.js';
+import { encodeClearingDatagram, type ClearingMessage } from '../proto/ndfex.js';
+import { fillMsgId, fillSubject } from '../proto/subjects.js';
+import { FEED_STATUS_SUBJECT, type FeedStatus } from '../proto/marketdata.js';
+import type { Fill } from '../proto/fill.js';
+
+const RATES = (process.env.BENCH_RATES ?? '5000,10000,20000,50000,100000').split(',').map(Number);
+const PER_DATAGRAM = (process.env.BENCH_PER_DATAGRAM ?? '1,10').split(',').map(Number);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
+const BASELINE_FILLS = 50_000;
+const CLIENTS = 16;
+/** No engine progress for this long with fills outstanding: they are lost. */
+const STALL_MS = 3000;
+/** Hard cap on the whole run. */
+const BUDGET_MS = 110_000;
+
+const t0 = Date.now();
+const log = createLogger('bench', 'warn');
+const dir = mkdtempSync(join(tmpdir(), 'etf-bench-fills-'));
+const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
+const accountsFile = join(dir, 'accounts.txt');
+writeFileSync(accountsFile, Array.from({ length: CLIENTS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n'));
+const cfg: Config = {
+  http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384 },
+  nats: { url: nats.url, port: nats.port },
+  dataDir: dir,
+  accountsFile,
+  basketsFile: '',
+  maxAmount: 1_000_000,
+  bcryptRounds: 4,
+  requestTimeoutMs: 10_000,
+  logLevel: 'warn',
+};
+
+const engine = await startEngine(cfg, nats.url, log, (err) => {
+  throw err;
+});
+const nc = await connectNats(nats.url, 'bench-fills');
+
+// Positions the engine must end with: client → symbol → quantity.
+const expected = new Map<number, Map<number, number>>();
+let seq = 0;
+function nextFill(): Fill {
+  seq++;
+  const f: Fill = { seq, client_id: 1 + (seq % CLIENTS), symbol: 3 + (seq % 10), side: seq % 3 === 0 ? 2 : 1, quantity: 1 + (seq % 7), price: 100 };
+  const m = expected.get(f.client_id) ?? new Map<number, number>();
+  expected.set(f.client_id, m);
+  m.set(f.symbol, (m.get(f.symbol) ?? 0) + (f.side === 1 ? f.quantity : -f.quantity));
+  return f;
+}
+
+function positionsMatch(): boolean {
+  for (const [client, want] of expected) {
+    const acc = engine.state.accounts.get(client);
+    if (!acc) return false;
+    for (const [symbol, q] of want) if ((acc.positions.get(symbol) ?? 0) !== q) return false;
+    for (const [symbol, q] of acc.positions) if ((want.get(symbol) ?? 0) !== q) return false;
+  }
+  return true;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until the engine applied `target` fills, or made no progress for STALL_MS. Returns the time it reached it. */
+async function drained(target: number): Promise<{ ok: boolean; at: number }> {
+  let last = engine.fills.applied;
+  let lastMove = performance.now();
+  for (;;) {
+    const a = engine.fills.applied;
+    if (a >= target) return { ok: true, at: performance.now() };
+    if (a !== last) {
+      last = a;
+      lastMove = performance.now();
+    } else if (performance.now() - lastMove > STALL_MS) return { ok: false, at: performance.now() };
+    await sleep(2);
+  }
+}
+
+/** Waits until neither the bridge's counters nor the engine moved for 1 s (at most 15 s). */
+async function quiet(): Promise<void> {
+  const mark = () => `${engine.fills.applied}/${lastStatus?.clearing.messages}/${lastStatus?.clearing.missed_messages}`;
+  let m = mark();
+  let since = performance.now();
+  const end = performance.now() + 15_000;
+  while (performance.now() < end && performance.now() - since < 1000) {
+    await sleep(50);
+    const n = mark();
+    if (n !== m) {
+      m = n;
+      since = performance.now();
+    }
+  }
+}
+
+// ------------------------------------------------------------------ baseline
+async function baseline(): Promise<number> {
+  const js = jetstream(nc);
+  const target = engine.fills.applied + BASELINE_FILLS;
+  const start = performance.now();
+  let inFlight = 0;
+  let sent = 0;
+  await new Promise<void>((resolve, reject) => {
+    const pump = () => {
+      while (inFlight < 512 && sent < BASELINE_FILLS) {
+        const f = nextFill();
+        sent++;
+        inFlight++;
+        js.publish(fillSubject(f.client_id), encode(f), { msgID: fillMsgId('baseline', f.seq) }).then(() => {
+          inFlight--;
+          if (sent === BASELINE_FILLS && inFlight === 0) resolve();
+          else pump();
+        }, reject);
+      }
+    };
+    pump();
+  });
+  const d = await drained(target);
+  if (!d.ok || !positionsMatch()) throw new Error('baseline: the engine did not apply every fill exactly once');
+  return BASELINE_FILLS / ((d.at - start) / 1000);
+}
+
+// ------------------------------------------------------------------ bridge
+const rnd = () => 1 + Math.floor(Math.random() * 254);
+const group = `239.${rnd()}.${rnd()}.2`;
+const port = 20_000 + Math.floor(Math.random() * 20_000);
+let lastStatus: FeedStatus | undefined;
+nc.subscribe(FEED_STATUS_SUBJECT, { callback: (_e, m) => {
+    lastStatus = decode<FeedStatus>(m.data);
+  },
+});
+
+function startBridgeProcess(): Promise<ChildProcess> {
+  const env = {
+    ...process.env,
+    NATS_URL: nats.url,
+    NDFEX_CLEARING_ADDR: `${group}:${port}`,
+    NDFEX_MD_ADDR: `${group.replace(/\.2$/, '.1')}:${port + 1}`,
+    NDFEX_SNAPSHOT_ADDR: `${group.replace(/\.2$/, '.3')}:${port + 1}`,
+    NDFEX_INTERFACE: '127.0.0.1',
+    NDFEX_SESSION: 'bench',
+    NDFEX_STATUS_INTERVAL_MS: '200',
+    LOG_LEVEL: 'info',
+  };
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/feed/main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      if (l.includes('"feed bridge ready"')) resolve(child);
+      else if (l.includes('"level":40') || l.includes('"level":50')) process.stderr.write(`bridge: ${l}\n`);
+    });
+    child.once('exit', (code) => reject(new Error(`feed bridge exited with ${code}`)));
+  });
+}
+
+const sock = createSocket({ type: 'udp4' });
+await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+sock.setMulticastInterface('127.0.0.1');
+sock.setMulticastLoopback(true);
+sock.setMulticastTTL(1);
+
+interface Row {
+  rate: number;
+  perDatagram: number;
+  sent: number;
+  sendRate: number;
+  applied: number;
+  gaps: number;
+  exact: boolean;
+  e2eRate: number;
+  drainMs: number;
+}
+
+async function step(rate: number, perDatagram: number): Promise<Row> {
+  const total = Math.round(rate * SECONDS);
+  const appliedBefore = engine.fills.applied;
+  const missedBefore = lastStatus?.clearing.missed_messages ?? 0;
+  let sent = 0;
+  const start = performance.now();
+  while (sent < total) {
+    const due = Math.min(total, Math.ceil((rate * (performance.now() - start)) / 1000) + perDatagram);
+    while (sent < due) {
+      const n = Math.min(perDatagram, total - sent);
+      const msgs: ClearingMessage[] = [];
+      for (let i = 0; i < n; i++) msgs.push({ type: 'fill', ...nextFill() });
+      sock.send(encodeClearingDatagram(msgs), port, group);
+      sent += n;
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  const sendEnd = performance.now();
+  const d = await drained(appliedBefore + total);
+  const applied = engine.fills.applied - appliedBefore;
+  // Wait for a status that has heard the step's last fill, so its gap counters include this step.
+  for (let i = 0; i < 200 && (lastStatus?.clearing.last_seq ?? 0) < seq; i++) await sleep(10);
+  return {
+    rate,
+    perDatagram,
+    sent,
+    sendRate: sent / ((sendEnd - start) / 1000),
+    applied,
+    gaps: (lastStatus?.clearing.missed_messages ?? 0) - missedBefore,
+    exact: d.ok && applied === total && positionsMatch(),
+    e2eRate: applied / ((d.at - start) / 1000),
+    drainMs: d.at - sendEnd,
+  };
+}
+
+const rows: Row[] = [];
+let bridge: ChildProcess | undefined;
+let base = 0;
+try {
+  base = await baseline();
+  bridge = await startBridgeProcess();
+  await nc.flush();
+  ladders: for (const perDatagram of PER_DATAGRAM) {
+    for (const rate of RATES) {
+      if (Date.now() - t0 > BUDGET_MS - (SECONDS * 1000 + STALL_MS + 2000)) {
+        console.log(`(time budget reached: skipping the rest)`);
+        break ladders;
+      }
+      const row = await step(rate, perDatagram);
+      rows.push(row);
+      console.log(
+        `${perDatagram}/datagram @ ${rate}/s: sent ${row.sent} (${Math.round(row.sendRate)}/s), applied ${row.applied}, missed ${row.gaps}, ${row.exact ? 'exact' : 'LOSS'}`,
+      );
+      if (!row.exact) {
+        // Positions are off from here on: let the bridge and engine go quiet, take what the engine
+        // holds as the new expectation (so the next ladder starts clean), then stop this ladder.
+        await quiet();
+        for (const [client, m] of expected) {
+          m.clear();
+          for (const [s, q] of engine.state.accounts.get(client)?.positions ?? []) m.set(s, q);
+        }
+        break;
+      }
+    }
+  }
+} finally {
+  bridge?.kill('SIGTERM');
+  if (bridge && bridge.exitCode === null) await new Promise((r) => bridge!.once('exit', r));
+  sock.close();
+  await engine.close();
+  await nc.close();
+  await nats.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+console.log(`\nbaseline (fills published straight to JetStream, engine applying): ${fmt(base)} fills/s\n`);
+console.log('fills/dgram | target/s | sent/s   | sent    | applied | missed | exactly once | multicast→engine /s | vs baseline | drain ms');
+console.log('------------|----------|----------|---------|---------|--------|--------------|---------------------|-------------|---------');
+for (const r of rows) {
+  console.log(
+    [
+      String(r.perDatagram).padStart(11),
+      fmt(r.rate).padStart(8),
+      fmt(r.sendRate).padStart(8),
+      fmt(r.sent).padStart(7),
+      fmt(r.applied).padStart(7),
+      fmt(r.gaps).padStart(6),
+      (r.exact ? 'yes' : 'NO').padStart(12),
+      fmt(r.e2eRate).padStart(19),
+      `${(r.e2eRate / base).toFixed(2)}x`.padStart(11),
+      fmt(r.drainMs).padStart(8),
+    ].join(' | '),
+  );
+}
+for (const perDatagram of PER_DATAGRAM) {
+  const ok = rows.filter((r) => r.perDatagram === perDatagram && r.exact);
+  const best = ok.reduce<Row | undefined>((b, r) => (!b || r.rate > b.rate ? r : b), undefined);
+  console.log(
+    best
+      ? `\n${perDatagram} fill(s)/datagram: highest rate with zero loss ${fmt(best.rate)} fills/s (measured ${fmt(best.e2eRate)} fills/s multicast→engine)`
+      : `\n${perDatagram} fill(s)/datagram: no rate without loss`,
+  );
+}
+console.log(`\ntotal ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+process.exit(0);
