@@ -21,6 +21,7 @@ const byTicker = (positions: { ticker: string; quantity: number }[]) =>
 export const holdingsBody = (h: HoldingsView) => ({
   client_id: h.client_id,
   username: h.username,
+  seq: h.seq,
   holdings: byTicker(h.positions),
   positions: h.positions,
 });

@@ -3,11 +3,14 @@ import { loadConfig, PROJECT_ROOT } from '../config/config.js';
 import { createLogger } from '../shared/log.js';
 import { startNatsServer, type NatsServer } from './nats-server.js';
 import { Supervisor } from './supervisor.js';
+import { exchangeIsLive } from './exchange-probe.js';
 
 /**
  * `npm start`: the whole system on one machine. Starts a local nats-server
- * (unless NATS_URL names one), then the engine and the gateway as supervised
- * child processes. Ctrl-C stops everything it started.
+ * (unless NATS_URL names one), then as supervised child processes: the
+ * engine, the gateway, the pricing actor, the feed bridge, and the built-in
+ * NDFEX simulator when no exchange is heard on the market-data group
+ * (NDFEX_SIMULATOR=on|off forces it). Ctrl-C stops everything it started.
  */
 const cfg = loadConfig();
 const log = createLogger('launcher', cfg.logLevel);
@@ -28,11 +31,24 @@ try {
   process.exit(1);
 }
 
+const simulatorSetting = (process.env.NDFEX_SIMULATOR ?? 'auto').toLowerCase();
+if (!['auto', 'on', 'off'].includes(simulatorSetting)) {
+  log.fatal(`NDFEX_SIMULATOR must be auto, on or off, not ${simulatorSetting}`);
+  process.exit(2);
+}
+const simulate = simulatorSetting === 'on' || (simulatorSetting === 'auto' && !(await exchangeIsLive(process.env)));
+
 const env = { ...process.env, NATS_URL: natsUrl };
 const supervisor = new Supervisor(log);
 supervisor.start({ name: 'engine', script: join(dist, 'engine/main.js'), env });
 supervisor.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env });
-log.info({ http: `http://localhost:${cfg.http.port}` }, 'system starting: Ctrl-C stops it');
+supervisor.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env });
+supervisor.start({ name: 'feed', script: join(dist, 'feed/main.js'), env });
+if (simulate) supervisor.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env });
+log.info(
+  { http: `http://localhost:${cfg.http.port}`, exchange: simulate ? 'built-in simulator' : 'NDFEX on the multicast feeds' },
+  'system starting: Ctrl-C stops it',
+);
 
 let stopping = false;
 const stop = async (signal: string) => {
