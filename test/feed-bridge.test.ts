@@ -9,6 +9,7 @@ import type { SessionMarker } from '../proto/fill.js';
 import { CLEARING_MAGIC } from '../proto/ndfex.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
+import { startNatsServer } from '../src/launcher/nats-server.js';
 import { api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
 import { bridgeOpts, collect, fillMsg, fillStream, sendClearing, type Sender } from './helpers/feed.js';
 
@@ -215,6 +216,23 @@ describe('feed bridge end to end', () => {
     const stream = await fillStream(nc);
     expect(stream.map((m) => m.msgId)).toEqual([fillMsgId('1', 1), fillMsgId('1', 2), 'session-2', fillMsgId('2', 1)]);
     expect([b1.stats().session, b2.stats().session]).toEqual([2, 2]);
+  });
+
+  it('fills that arrive while nats-server is down are stored once it is back (retried with the same msg id)', async () => {
+    const b = await bridge({ ackTimeoutMs: 300 });
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 3, 1), fillMsg(2, 1, 3, 1)]]);
+    await settled(b, 2);
+    await nats.stop();
+    // The exchange keeps sending: the bridge takes them in and keeps them until JetStream acks.
+    await sendClearing(sender, opts.clearing, [[fillMsg(3, 1, 3, 1)], [fillMsg(4, 1, 3, 1), fillMsg(5, 1, 3, 1)]]);
+    await until(() => b.stats().status.clearing.messages >= 5, '5 clearing messages received');
+    expect(b.stats().publisher.delivered).toBe(2);
+    const restarted = await startNatsServer({ port: nats.port, storeDir: nats.storeDir });
+    nats = Object.assign(restarted, { storeDir: nats.storeDir, remove: nats.remove });
+    await nc.close();
+    nc = await natsClient(nats.url);
+    await b.idle();
+    expect((await fillStream(nc)).map((m) => m.data.seq)).toEqual([1, 2, 3, 4, 5]);
   });
 
   it('bad datagrams are counted, alerted and skipped; good messages before the bad one are kept', async () => {

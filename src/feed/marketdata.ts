@@ -9,6 +9,8 @@ export interface MdStats {
   rejected: number;
   /** Live messages held while some symbol waits for its snapshot. */
   buffered: number;
+  /** Snapshot-feed datagrams that did not decode (skipped; the next snapshot comes 500 ms later). */
+  snapshot_bad_datagrams: number;
 }
 
 type SeqNotice = { seq: number; event: Exclude<SeqEvent, { kind: 'next' | 'first' | 'late' }> };
@@ -35,7 +37,7 @@ interface PendingSnapshot {
 export class MarketData {
   readonly books = new Books();
   readonly tracker = new SeqTracker();
-  readonly stats: MdStats = { snapshots_applied: 0, rejected: 0, buffered: 0 };
+  readonly stats: MdStats = { snapshots_applied: 0, rejected: 0, buffered: 0, snapshot_bad_datagrams: 0 };
   /** Every book starts from an empty one at seq 1: no snapshot needed. */
   private allSynced = false;
   /** symbol → last_md_seq_num of the snapshot it was built from. */

@@ -18,7 +18,10 @@ import { FillPublisher, type PublisherStats } from './publisher.js';
 import { SessionStore } from './session.js';
 
 export type BridgeOptions = Pick<BridgeConfig, 'natsUrl' | 'clearing' | 'marketData' | 'snapshot' | 'iface' | 'sessionName' | 'restartPolicy'> &
-  Partial<Pick<BridgeConfig, 'statusIntervalMs' | 'maxInFlight'>>;
+  Partial<Pick<BridgeConfig, 'statusIntervalMs' | 'maxInFlight'>> & {
+    /** A fill publish unanswered this long is re-sent (same msg id). Default 5000. */
+    ackTimeoutMs?: number;
+  };
 
 export interface BridgeStats {
   status: FeedStatus;
@@ -75,9 +78,9 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       alert('clearing', { kind: 'session_change', detail });
     }
     const startSeq = sessions.record.last_seq;
-    log.info({ session: sessions.session, name: sessions.record.name, lastSeq: startSeq, policy: opts.restartPolicy }, 'clearing session');
+    log.info({ session: sessions.session, sessionName: sessions.record.name, lastSeq: startSeq, policy: opts.restartPolicy }, 'clearing session');
 
-    const publisher = new FillPublisher(nc, log, fillSessionId(sessions.session), opts.maxInFlight ?? 512);
+    const publisher = new FillPublisher(nc, log, fillSessionId(sessions.session), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
     const clearing = new ClearingFeed(
       {
         publisher,
@@ -93,11 +96,12 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
     );
 
     const md = new MarketData();
+    const bboStore = new LatestPerKey(bboKv, log);
     const publishBbos = (bbos: Bbo[]) => {
       for (const b of bbos) {
         const data = encode(b);
         nc.publish(bboSubject(b.symbol), data);
-        putQuiet(bboKv, log, String(b.symbol), data);
+        bboStore.put(String(b.symbol), data);
       }
     };
     const mdCounters = md.tracker.counters;
@@ -122,7 +126,10 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
     };
     const onSnapshot = (buf: Buffer) => {
       const d = decodeMdDatagram(buf, 'snapshot');
-      if (d.error) log.debug({ error: d.error }, 'bad snapshot datagram');
+      if (d.error) {
+        md.stats.snapshot_bad_datagrams++;
+        log.warn({ error: d.error, bytes: buf.byteLength }, 'bad snapshot datagram');
+      }
       publishBbos(md.onSnapshot(d.messages));
     };
 
@@ -159,6 +166,8 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         // Give in-flight fills a bounded chance to be acked before giving up on them.
         await Promise.race([publisher.idle(), new Promise((r) => setTimeout(r, 5000).unref())]);
         publisher.close();
+        await Promise.race([bboStore.flushed(), new Promise((r) => setTimeout(r, 2000).unref())]);
+        bboStore.close();
         await sessions.saveProgress(clearing.tracker.last).catch(() => {});
         tick();
         await nc.drain();
@@ -177,6 +186,58 @@ function publishQuiet(nc: NatsConnection, log: Logger, subject: string, payload:
     nc.publish(subject, data ?? encode(payload));
   } catch (err) {
     log.warn({ subject, err: String(err) }, 'publish failed');
+  }
+}
+
+/**
+ * KV writes of the latest value per key, at most one in flight per key: a
+ * burst of changes to one symbol costs one write now and one with the last
+ * value after it, not one JetStream round trip each.
+ */
+class LatestPerKey {
+  private readonly dirty = new Map<string, Uint8Array>();
+  private readonly busy = new Set<string>();
+  private waiters: Array<() => void> = [];
+  private closed = false;
+
+  constructor(
+    private readonly kv: KV,
+    private readonly log: Logger,
+  ) {}
+
+  put(key: string, data: Uint8Array): void {
+    this.dirty.set(key, data);
+    if (!this.busy.has(key)) this.write(key);
+  }
+
+  flushed(): Promise<void> {
+    return this.busy.size === 0 ? Promise.resolve() : new Promise((r) => this.waiters.push(r));
+  }
+
+  private write(key: string): void {
+    const data = this.dirty.get(key);
+    if (!data) {
+      this.busy.delete(key);
+      if (this.busy.size === 0) for (const w of this.waiters.splice(0)) w();
+      return;
+    }
+    this.dirty.delete(key);
+    this.busy.add(key);
+    this.kv.put(key, data).then(
+      () => this.write(key),
+      (err: unknown) => {
+        if (this.closed) return this.write(key);
+        this.log.warn({ key, err: String(err) }, 'kv put failed: retrying');
+        if (!this.dirty.has(key)) this.dirty.set(key, data);
+        setTimeout(() => this.write(key), 500).unref();
+      },
+    );
+  }
+
+  /** Drops what is not written yet. */
+  close(): void {
+    this.closed = true;
+    this.dirty.clear();
   }
 }
 
