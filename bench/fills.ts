@@ -19,12 +19,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSocket } from 'node:dgram';
 import { jetstream } from '@nats-io/jetstream';
-import { PROJECT_ROOT, type Config } from '../src/config/config.js';
+import { PROJECT_ROOT } from '../src/config/config.js';
+import { testConfig } from '../test/helpers/system.js';
 import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
 import { startEngine } from '../src/engine/service.js';
 import { createLogger } from '../src/shared/log.js';
@@ -49,19 +50,8 @@ const t0 = Date.now();
 const log = createLogger('bench', 'warn');
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-fills-'));
 const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
-const accountsFile = join(dir, 'accounts.txt');
-writeFileSync(accountsFile, Array.from({ length: CLIENTS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n'));
-const cfg: Config = {
-  http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384 },
-  nats: { url: nats.url, port: nats.port },
-  dataDir: dir,
-  accountsFile,
-  basketsFile: '',
-  maxAmount: 1_000_000,
-  bcryptRounds: 4,
-  requestTimeoutMs: 10_000,
-  logLevel: 'warn',
-};
+// The tests' config (fast bcrypt, files in `dir`), so a new config field never breaks the bench.
+const cfg = testConfig(dir, { roster: Array.from({ length: CLIENTS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n') });
 
 const engine = await startEngine(cfg, nats.url, log, (err) => {
   throw err;

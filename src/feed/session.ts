@@ -1,8 +1,22 @@
 import type { KV } from '@nats-io/kv';
 import { decode, encode } from '../../proto/codec.js';
-import { FEED_CLEARING_KEY, type ClearingSessionRecord } from '../../proto/feed.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../../proto/feed.js';
 
 const MAX_CAS_TRIES = 20;
+
+/** Decodes the stored record; anything else there is an operator problem worth stopping for. */
+function parseRecord(bytes: Uint8Array): ClearingSessionRecord {
+  let r: Partial<ClearingSessionRecord> | undefined;
+  try {
+    r = decode<Partial<ClearingSessionRecord>>(bytes);
+  } catch {
+    r = undefined;
+  }
+  if (!r || !Number.isInteger(r.session) || (r.session as number) < 1 || !Number.isInteger(r.last_seq) || typeof r.name !== 'string') {
+    throw new Error(`KV ${FEED_BUCKET}/${FEED_CLEARING_KEY} does not hold a clearing session record: delete the key only if no fill of the current session was published`);
+  }
+  return r as ClearingSessionRecord;
+}
 
 /**
  * The exchange session as every bridge instance sees it, in the KV bucket
@@ -32,7 +46,7 @@ export class SessionStore {
         if (ok) return { store: new SessionStore(kv, name, record), changed: false };
         continue;
       }
-      const cur = decode<ClearingSessionRecord>(e.value);
+      const cur = parseRecord(e.value);
       if (name === '' || cur.name === name) return { store: new SessionStore(kv, name, cur), changed: false };
       const next: ClearingSessionRecord = { v: 1, session: cur.session + 1, name, last_seq: 0, ts: now };
       if (await cas(kv, next, e.revision)) return { store: new SessionStore(kv, name, next), changed: true };
@@ -51,7 +65,7 @@ export class SessionStore {
   async beginAfter(from: number, seq: number, now = Date.now()): Promise<number> {
     for (let i = 0; i < MAX_CAS_TRIES; i++) {
       const e = await this.kv.get(FEED_CLEARING_KEY);
-      const cur = e && e.operation === 'PUT' ? decode<ClearingSessionRecord>(e.value) : null;
+      const cur = e && e.operation === 'PUT' ? parseRecord(e.value) : null;
       if (cur && cur.session > from) {
         this.record = cur;
         return cur.session;
@@ -70,7 +84,7 @@ export class SessionStore {
   async saveProgress(lastSeq: number, now = Date.now()): Promise<void> {
     const e = await this.kv.get(FEED_CLEARING_KEY);
     if (!e || e.operation !== 'PUT') return;
-    const cur = decode<ClearingSessionRecord>(e.value);
+    const cur = parseRecord(e.value);
     if (cur.session !== this.record.session || cur.last_seq >= lastSeq) return;
     const next = { ...cur, last_seq: lastSeq, ts: now };
     if (await cas(this.kv, next, e.revision)) this.record = next;
