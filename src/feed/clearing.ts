@@ -24,6 +24,8 @@ export interface ClearingDeps {
 export class ClearingFeed {
   readonly tracker: SeqTracker;
   invalidFills = 0;
+  /** Exchange restarts seen whose new session is not begun (marker not yet in the stream). */
+  restartsPending = 0;
 
   constructor(
     private readonly deps: ClearingDeps,
@@ -55,7 +57,11 @@ export class ClearingFeed {
         const detail = `clearing seq_num went back from ${ev.previous} to ${m.seq}: exchange restart`;
         this.deps.log.warn({ previous: ev.previous, seq: m.seq }, 'exchange restart on the clearing feed');
         this.deps.alert({ kind: 'exchange_restart', detail, received: m.seq });
-        this.deps.publisher.enqueueBarrier('exchange restart', () => this.deps.beginSession(detail, m.seq));
+        this.restartsPending++;
+        this.deps.publisher.enqueueBarrier('exchange restart', async () => {
+          await this.deps.beginSession(detail, m.seq);
+          this.restartsPending--;
+        });
       }
       if (m.type !== 'fill') continue;
       const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };

@@ -143,7 +143,8 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       const data = encode(s);
       publishQuiet(nc, log, FEED_STATUS_SUBJECT, undefined, data);
       putQuiet(feedKv, log, FEED_STATUS_KEY, data);
-      if (clearing.tracker.last > sessions.record.last_seq) {
+      // While a new session is not begun yet, the tracker's seq belongs to a session the store does not know.
+      if (clearing.restartsPending === 0 && clearing.tracker.last > sessions.record.last_seq) {
         sessions.saveProgress(clearing.tracker.last).catch((err) => log.warn({ err: String(err) }, 'could not save clearing progress'));
       }
     };
@@ -168,7 +169,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         publisher.close();
         await Promise.race([bboStore.flushed(), new Promise((r) => setTimeout(r, 2000).unref())]);
         bboStore.close();
-        await sessions.saveProgress(clearing.tracker.last).catch(() => {});
+        if (clearing.restartsPending === 0) await sessions.saveProgress(clearing.tracker.last).catch(() => {});
         tick();
         await nc.drain();
       },
