@@ -41,6 +41,7 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
     maxAmount: 1_000_000,
     bcryptRounds: 10,
     requestTimeoutMs: 10_000,
+    snapshotEvery: 100_000,
     logLevel: 'info',
     ...overrides,
   };

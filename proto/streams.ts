@@ -21,3 +21,12 @@ export const JOURNAL_STREAM_CONFIG = {
   storage: 'file' as const,
   duplicate_window: 120 * NANOS_PER_SECOND,
 };
+
+/**
+ * Object store of engine snapshots (object `engine-state`, msgpack
+ * `EngineSnapshot` of src/engine/snapshot.ts). A snapshot names the journal
+ * and fill-stream sequences it is the replay of; start-up = snapshot + the
+ * journal after it + the fills after it.
+ */
+export const SNAPSHOT_BUCKET = 'etf_snapshots';
+export const SNAPSHOT_OBJECT = 'engine-state';

@@ -31,6 +31,8 @@ const configSchema = z.object({
   maxAmount: z.number().int().positive().max(1e9),
   bcryptRounds: z.number().int().min(4).max(15),
   requestTimeoutMs: z.number().int().positive(),
+  /** Journaled events between engine snapshots (0: only at a clean stop). */
+  snapshotEvery: z.number().int().min(0).optional(),
   logLevel: z.string(),
 });
 
@@ -48,6 +50,7 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   MAX_AMOUNT: (c, v) => (c.maxAmount = Number(v)),
   BCRYPT_ROUNDS: (c, v) => (c.bcryptRounds = Number(v)),
   REQUEST_TIMEOUT_MS: (c, v) => (c.requestTimeoutMs = Number(v)),
+  SNAPSHOT_EVERY: (c, v) => (c.snapshotEvery = Number(v)),
   LOG_LEVEL: (c, v) => (c.logLevel = v),
 };
 

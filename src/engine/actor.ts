@@ -16,6 +16,13 @@ import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
 import type { ConversionOp, DumpResult } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
+import { takeSnapshot, type SnapshotStore } from './snapshot.js';
+
+export interface SnapshotPolicy {
+  store: SnapshotStore;
+  /** Journaled events between snapshots; bounds the replay at start-up. */
+  every: number;
+}
 
 /** Events per journal message: keeps one group commit well under NATS's 1 MB payload limit. */
 const MAX_GROUP_EVENTS = 2000;
@@ -48,6 +55,11 @@ export class EngineActor {
   private sub?: Subscription;
   commandsHandled = 0;
   groupsWritten = 0;
+  snapshotsSaved = 0;
+  private eventsSinceSnapshot = 0;
+  /** A snapshot taken from state that includes groups not yet written: saved once the journal reaches `journalSeq`. */
+  private pendingSnapshot: { journalSeq: number; bytes: Uint8Array } | null = null;
+  private savingSnapshot: Promise<void> | null = null;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -56,10 +68,12 @@ export class EngineActor {
     private readonly journal: JournalWriter,
     private readonly log: Logger,
     private readonly onFatal: (err: unknown) => void,
+    private readonly snapshots?: SnapshotPolicy,
     private readonly now: () => number = Date.now,
   ) {}
 
-  start(): void {
+  /** Subscribes, and resolves once the server has the subscription: "ready" must mean a request sent now is heard. */
+  async start(): Promise<void> {
     this.sub = this.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
       queue: ENGINE_QUEUE,
       callback: (err, msg) => {
@@ -67,6 +81,7 @@ export class EngineActor {
         this.onBatch(msg);
       },
     });
+    await this.nc.flush();
   }
 
   /** Stops taking commands and waits for every accepted one to be durable and answered. */
@@ -102,7 +117,7 @@ export class EngineActor {
         events = d.events;
         if (cmd.op === 'dump' && d.result) {
           // The state already holds the events of groups not yet written: name the journal sequence it will be the replay of.
-          (d.result as DumpResult).journal_seq = this.journal.sequence + (this.writingEvents ? 1 : 0) + this.groups.filter((g) => g.events.length > 0).length;
+          (d.result as DumpResult).journal_seq = this.stateJournalSeq();
         }
         reply = d.error ? { id, ok: false, error: d.error } : { id, ok: true, result: d.result! };
       } catch (err) {
@@ -200,6 +215,7 @@ export class EngineActor {
             this.state.journalSeq = await this.journal.append(group.events);
             this.writingEvents = false;
             this.groupsWritten++;
+            this.afterWrite(group.events.length);
           } catch (err) {
             this.failGroup(group, err);
             return;
@@ -210,6 +226,43 @@ export class EngineActor {
     } finally {
       this.writing = false;
     }
+  }
+
+  /** Journal sequence the in-memory state is the replay of (groups already applied but not yet written included). */
+  private stateJournalSeq(): number {
+    return this.journal.sequence + (this.writingEvents ? 1 : 0) + this.groups.filter((g) => g.events.length > 0).length;
+  }
+
+  private afterWrite(events: number): void {
+    if (!this.snapshots || this.snapshots.every <= 0) return;
+    this.eventsSinceSnapshot += events;
+    if (!this.pendingSnapshot && !this.savingSnapshot && this.eventsSinceSnapshot >= this.snapshots.every) {
+      this.eventsSinceSnapshot = 0;
+      const journalSeq = this.stateJournalSeq();
+      this.pendingSnapshot = { journalSeq, bytes: takeSnapshot(this.state, journalSeq, this.now()) };
+    }
+    const pending = this.pendingSnapshot;
+    if (pending && this.journal.sequence >= pending.journalSeq) {
+      this.pendingSnapshot = null;
+      this.savingSnapshot = this.snapshots.store
+        .save(pending.bytes)
+        .then(
+          () => {
+            this.snapshotsSaved++;
+            this.log.info({ journalSeq: pending.journalSeq, bytes: pending.bytes.byteLength }, 'snapshot saved');
+          },
+          (err: unknown) => this.log.warn({ err }, 'snapshot not saved: start-up replays more journal'),
+        )
+        .finally(() => (this.savingSnapshot = null));
+    }
+  }
+
+  /** After drain: everything applied is durable, so the state is exactly the journal's replay. */
+  async saveSnapshotNow(): Promise<void> {
+    if (!this.snapshots) return;
+    await this.savingSnapshot;
+    await this.snapshots.store.save(takeSnapshot(this.state, this.journal.sequence, this.now()));
+    this.snapshotsSaved++;
   }
 
   private sendReplies(group: Group): void {

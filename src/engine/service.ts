@@ -11,6 +11,7 @@ import { JournalWriter, replayJournal } from './journal.js';
 import { hashRosterPasswords, rosterEvents } from './roster.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
+import { SnapshotStore } from './snapshot.js';
 
 export interface EngineHandle {
   state: EngineState;
@@ -33,12 +34,16 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   await ensureJournalStream(nc);
   await ensureFillStream(nc);
 
-  const state = emptyState();
-  const journalSeq = await replayJournal(nc, 1, (events, seq) => {
+  const snapshots = await SnapshotStore.open(nc);
+  const snapshot = await snapshots.load();
+  const state = snapshot ?? emptyState();
+  const fromSnapshot = { journalSeq: state.journalSeq, fillSeq: state.fillSeq };
+  const journalSeq = await replayJournal(nc, state.journalSeq + 1, (events, seq) => {
     for (const ev of events) applyEvent(state, ev);
     state.journalSeq = seq;
   });
-  const journal = new JournalWriter(nc, journalSeq);
+  const journal = new JournalWriter(nc, Math.max(journalSeq, state.journalSeq));
+  const replayedMs = Math.round(performance.now() - t0);
 
   const opened = rosterEvents(state, roster, cfg.accountsFile, Date.now());
   if (opened.length > 0) {
@@ -52,10 +57,17 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined));
   await follower.caughtUp;
 
-  actor = new EngineActor(nc, state, { instruments, maxAmount: cfg.maxAmount }, journal, log, onFatal);
-  actor.start();
+  actor = new EngineActor(nc, state, { instruments, maxAmount: cfg.maxAmount }, journal, log, onFatal, { store: snapshots, every: cfg.snapshotEvery ?? 100_000 });
+  await actor.start();
   log.info(
-    { accounts: state.accounts.size, journalSeq: journal.sequence, fillSeq: state.fillSeq, startMs: Math.round(performance.now() - t0) },
+    {
+      accounts: state.accounts.size,
+      snapshot: snapshot ? fromSnapshot : null,
+      journalSeq: journal.sequence,
+      fillSeq: state.fillSeq,
+      replayMs: replayedMs,
+      startMs: Math.round(performance.now() - t0),
+    },
     'engine ready',
   );
   return {
@@ -66,6 +78,8 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     close: async () => {
       await actor.drain();
       await follower.stop();
+      // A clean stop leaves a snapshot of everything, so the next start replays nothing.
+      await actor.saveSnapshotNow().catch((err: unknown) => log.warn({ err }, 'snapshot at shutdown failed'));
       await nc.drain();
     },
   };

@@ -45,6 +45,7 @@ export function testConfig(dir: string, overrides: Partial<Config> & { roster?: 
     maxAmount: 1_000_000,
     bcryptRounds: 4,
     requestTimeoutMs: 5000,
+    snapshotEvery: 100_000,
     logLevel: 'silent',
     ...rest,
   };
@@ -74,8 +75,8 @@ export async function startSystem(natsUrl: string, cfg: Config): Promise<TestSys
   };
 }
 
-/** The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready". */
-export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess> {
+/** The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`. */
+export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any> }> {
   const env = {
     ...process.env,
     NATS_URL: natsUrl,
@@ -83,14 +84,14 @@ export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildPr
     LOG_LEVEL: 'info',
   };
   const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/engine/main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
+  const ready = await new Promise<Record<string, any>>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
-      if (line.includes('"engine ready"')) resolve();
+      if (line.includes('"engine ready"')) resolve(JSON.parse(line) as Record<string, any>);
     });
     child.once('exit', (code) => reject(new Error(`engine exited with ${code} before it was ready`)));
   });
-  return child;
+  return Object.assign(child, { ready });
 }
 
 export function writeConfigFile(cfg: Config): string {
