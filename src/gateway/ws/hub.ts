@@ -58,6 +58,8 @@ export class Hub implements SessionHost {
   private readonly prices = new Map<string, SharedFrame>();
   private readonly subs: Subscription[] = [];
   private sweeper?: NodeJS.Timeout;
+  private readonly toFlush: Session[] = [];
+  private flushScheduled = false;
   private closed = false;
   private kvLoaded = false;
   private kvAttemptAt = 0;
@@ -198,6 +200,18 @@ export class Hub implements SessionHost {
     this.stats.outcomes++;
     const frame = new SharedFrame({ v: WS_PROTOCOL_VERSION, type: 'request', outcome });
     for (const s of feed.sessions) s.deliverOutcome(frame);
+  }
+
+  scheduleFlush(s: Session): void {
+    this.toFlush.push(s);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // setImmediate: every message of this NATS read joins the same corked write per connection.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const sessions = this.toFlush.splice(0);
+      for (const x of sessions) x.flush();
+    });
   }
 
   priceInterestChanged(s: Session): void {

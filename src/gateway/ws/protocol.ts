@@ -44,20 +44,19 @@ export function parseClientMessage(data: ArrayBuffer, isBinary: boolean): Parsed
   return { ok: true, msg: parsed.data as ClientMessage };
 }
 
-export type Frame = string | Uint8Array;
-
-export const encodeFrame = (msg: ServerMessage, format: WsFormat): Frame => (format === 'json' ? JSON.stringify(msg) : encode(msg));
+/** Bytes, not strings: uWS would otherwise convert a JS string to UTF-8 again for every connection it goes to. */
+export type Frame = Uint8Array;
 
 /**
  * One server message encoded at most once per format, however many
  * connections it goes to.
  */
 export class SharedFrame {
-  private json?: string;
+  private json?: Uint8Array;
   private msgpack?: Uint8Array;
   constructor(readonly msg: ServerMessage) {}
   get(format: WsFormat): Frame {
-    if (format === 'json') return (this.json ??= JSON.stringify(this.msg));
+    if (format === 'json') return (this.json ??= Buffer.from(JSON.stringify(this.msg), 'utf8'));
     return (this.msgpack ??= encode(this.msg));
   }
 }

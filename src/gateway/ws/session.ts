@@ -30,6 +30,8 @@ export interface SessionHost {
   /** Latest known price frames for these ETFs ("*": all), loading from KV when needed; `deliver` may run later. */
   latestPrices(etfs: Iterable<string>, deliver: (etf: string, frame: SharedFrame) => void): void;
   priceInterestChanged(s: Session): void;
+  /** Calls s.flush() once this event-loop turn is done. */
+  scheduleFlush(s: Session): void;
 }
 
 type Phase = 'auth' | 'verifying' | 'authenticated' | 'closed';
@@ -37,6 +39,8 @@ type Close = { code: number; reason: string };
 
 const ALL = '*';
 const MAX_QUEUED_BEFORE_AUTH = 16;
+/** Outbox size that is written at once rather than at the end of the turn. */
+const OUTBOX_FLUSH_BYTES = 16 * 1024;
 
 /**
  * One WebSocket connection: authentication, the account's snapshot and
@@ -57,6 +61,8 @@ export class Session implements FeedListener {
   private pendingResume?: { from: number; id?: string | number };
   private queued: { data: ArrayBuffer; isBinary: boolean }[] = [];
   private authTimer?: NodeJS.Timeout;
+  private outbox: Frame[] = [];
+  private outboxBytes = 0;
   private resumeFromQuery?: number;
 
   private stale = false;
@@ -235,12 +241,10 @@ export class Session implements FeedListener {
     const feed = this.feed!;
     const frames = feed.ring.after(from, feed.seq);
     if (!frames) return this.sendSnapshot('resume_unavailable', id);
-    this.t.cork(() => {
-      this.write({ v: WS_PROTOCOL_VERSION, type: 'resumed', from_seq: from, to_seq: feed.seq, count: frames.length, ...(id !== undefined ? { id } : {}) });
-      // A replay is at most ringSize deltas: it goes out whole (bounded by the hard limit), never half.
-      for (const f of frames) if (!this.writeFrame(f)) return;
-      this.lastSeq = feed.seq;
-    });
+    this.write({ v: WS_PROTOCOL_VERSION, type: 'resumed', from_seq: from, to_seq: feed.seq, count: frames.length, ...(id !== undefined ? { id } : {}) });
+    // A replay is at most ringSize deltas: it goes out whole (bounded by the hard limit), never half.
+    for (const f of frames) this.writeFrame(f);
+    this.lastSeq = feed.seq;
   }
 
   // ---------------------------------------------------------------- prices and request outcomes
@@ -274,7 +278,7 @@ export class Session implements FeedListener {
 
   /** Data (deltas, prices, outcomes) goes out only under the soft limit; past it the session turns stale. */
   private sendData(frame: SharedFrame): boolean {
-    if (this.t.buffered() > this.host.limits.softBufferBytes) {
+    if (this.buffered() > this.host.limits.softBufferBytes) {
       this.stale = true;
       this.staleSince = Date.now();
       this.staleCount++;
@@ -288,41 +292,68 @@ export class Session implements FeedListener {
     return this.writeFrame(new SharedFrame(msg));
   }
 
+  /**
+   * Frames queue in the outbox and go out together on the next flush (the
+   * hub's, once per event-loop turn, corked: one syscall per connection for a
+   * whole NATS read's worth of changes, not one per change).
+   */
   private writeFrame(frame: SharedFrame): boolean {
     if (this.phase === 'closed') return false;
-    const status = this.t.send(frame.get(this.format), this.format === 'msgpack');
-    if (status === 2) {
-      // uWS dropped it (over maxBackpressure): the stream has a hole, so the connection cannot continue.
-      this.close(WS_CLOSE.tooSlow);
-      return false;
-    }
+    const f = frame.get(this.format);
+    if (this.outbox.length === 0) this.host.scheduleFlush(this);
+    this.outbox.push(f);
+    this.outboxBytes += f.byteLength;
     this.sent++;
-    return true;
+    // A long NATS read must not pile up here, where it would count against the client's soft limit.
+    if (this.outboxBytes >= OUTBOX_FLUSH_BYTES) this.flush();
+    return !this.closed;
+  }
+
+  /** Bytes not yet on the wire: the socket's backlog plus the outbox. */
+  private buffered(): number {
+    return this.t.buffered() + this.outboxBytes;
+  }
+
+  flush(): void {
+    if (this.outbox.length === 0 || this.phase === 'closed') return;
+    const frames = this.outbox;
+    this.outbox = [];
+    this.outboxBytes = 0;
+    const binary = this.format === 'msgpack';
+    let dropped = false;
+    this.t.cork(() => {
+      for (const f of frames) {
+        if (this.t.send(f, binary) === 2) {
+          dropped = true;
+          return;
+        }
+      }
+    });
+    // uWS dropped a frame (over maxBackpressure): the stream has a hole, so the connection cannot continue.
+    if (dropped) this.close(WS_CLOSE.tooSlow);
   }
 
   /** The socket drained some: a stale session that is back under half the soft limit gets one fresh snapshot. */
   onDrain(): void {
     if (!this.stale || this.phase !== 'authenticated') return;
-    if (this.t.buffered() > this.host.limits.softBufferBytes / 2) return;
+    if (this.buffered() > this.host.limits.softBufferBytes / 2) return;
     this.stale = false;
     const prices = this.stalePrices;
     const outcomes = this.staleOutcomes;
     this.stalePrices = new Set();
     this.staleOutcomes = [];
-    this.t.cork(() => {
-      this.sendSnapshot('resync');
-      this.host.latestPrices(prices, this.deliverLatest);
-      for (const f of outcomes) this.deliverOutcome(f);
-    });
+    this.sendSnapshot('resync');
+    this.host.latestPrices(prices, this.deliverLatest);
+    for (const f of outcomes) this.deliverOutcome(f);
   }
 
   /** Periodic check (the hub's sweep): drained without a drain event, stale too long, or over the hard limit. */
   tick(now: number): void {
     if (this.phase !== 'authenticated') return;
-    if (this.t.buffered() >= this.host.limits.hardBufferBytes) return this.close(WS_CLOSE.tooSlow);
+    if (this.buffered() >= this.host.limits.hardBufferBytes) return this.close(WS_CLOSE.tooSlow);
     if (!this.stale) return;
     if (now - this.staleSince > this.host.limits.staleTimeoutMs) {
-      this.log.warn({ clientId: this.clientId, buffered: this.t.buffered() }, 'ws client too slow: closing');
+      this.log.warn({ clientId: this.clientId, buffered: this.buffered() }, 'ws client too slow: closing');
       return this.close(WS_CLOSE.tooSlow);
     }
     this.onDrain();
@@ -332,6 +363,8 @@ export class Session implements FeedListener {
 
   close(c: Close): void {
     if (this.phase === 'closed') return;
+    if (c.code !== WS_CLOSE.tooSlow.code) this.flush(); // what was queued goes out before the close frame
+    this.outbox = [];
     this.t.end(c.code, c.reason); // calls onClosed synchronously
     this.onClosed();
   }
@@ -342,6 +375,8 @@ export class Session implements FeedListener {
     this.phase = 'closed';
     clearTimeout(this.authTimer);
     this.queued = [];
+    this.outbox = [];
+    this.outboxBytes = 0;
     this.host.leave(this);
   }
 }
