@@ -1,6 +1,10 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Config } from '../src/config/config.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { exportAudit } from '../src/engine/audit-export.js';
 import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
 import {
   api,
@@ -110,6 +114,19 @@ it('restarts from a snapshot plus the journal after it, with history and idempot
     const retry = await http.send('POST', '/create', { basic: ['team1', 'team1pass'], json: { amount: 1, request_id: 'k0' } });
     expect(retry.body.replayed).toBe(true);
     expect((await http.holdings('team1', 'team1pass')).body).toEqual(before);
+
+    // The exchange scoreboard file has each conversion leg once, even across the SIGKILL.
+    const lines = readFileSync(join(snapDir.path, 'conversions.log'), 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(12 * 11);
+    expect(lines[0]).toMatch(/^\d{19} create 1 3 -1$/);
+    expect(lines.filter((l) => / 1 13 1$/.test(l) && l.includes(' create '))).toHaveLength(8);
+    expect(lines.filter((l) => / 1 13 -1$/.test(l) && l.includes(' redeem '))).toHaveLength(4);
+
+    // The operator export lists every decision of the journal.
+    const exported: string[] = [];
+    await exportAudit(nc, loadBaskets(undefined), (l) => exported.push(l));
+    const entries = exported.map((l) => JSON.parse(l) as { kind: string; client_request_id?: string });
+    expect(entries.filter((e) => e.client_request_id?.startsWith('k'))).toHaveLength(12);
 
     // A clean stop snapshots everything: the next start replays no journal at all.
     await killProcess(child, 'SIGTERM');

@@ -33,6 +33,8 @@ const configSchema = z.object({
   requestTimeoutMs: z.number().int().positive(),
   /** Journaled events between engine snapshots (0: only at a clean stop). */
   snapshotEvery: z.number().int().min(0).optional(),
+  /** NDFEX scoreboard file that gets a line per conversion leg (empty: <dataDir>/conversions.log). */
+  scoreboardFile: z.string().optional(),
   logLevel: z.string(),
 });
 
@@ -51,6 +53,7 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   BCRYPT_ROUNDS: (c, v) => (c.bcryptRounds = Number(v)),
   REQUEST_TIMEOUT_MS: (c, v) => (c.requestTimeoutMs = Number(v)),
   SNAPSHOT_EVERY: (c, v) => (c.snapshotEvery = Number(v)),
+  SCOREBOARD_FILE: (c, v) => (c.scoreboardFile = v),
   LOG_LEVEL: (c, v) => (c.logLevel = v),
 };
 
@@ -72,6 +75,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   c.dataDir = abs(c.dataDir);
   c.accountsFile = abs(c.accountsFile);
   c.basketsFile = abs(c.basketsFile);
+  if (c.scoreboardFile) c.scoreboardFile = abs(c.scoreboardFile);
   if (c.accountsFile && !existsSync(c.accountsFile)) throw new Error(`accounts file ${c.accountsFile} does not exist`);
   return c;
 }

@@ -69,6 +69,8 @@ export class EngineActor {
     private readonly log: Logger,
     private readonly onFatal: (err: unknown) => void,
     private readonly snapshots?: SnapshotPolicy,
+    /** Called with each batch once durable (the scoreboard file). */
+    private readonly onDurable?: (events: JournalEvent[], journalSeq: number) => void,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -216,6 +218,7 @@ export class EngineActor {
             this.writingEvents = false;
             this.groupsWritten++;
             this.afterWrite(group.events.length);
+            this.onDurable?.(group.events, this.state.journalSeq);
           } catch (err) {
             this.failGroup(group, err);
             return;

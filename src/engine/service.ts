@@ -12,6 +12,8 @@ import { hashRosterPasswords, rosterEvents } from './roster.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
 import { SnapshotStore } from './snapshot.js';
+import { ScoreboardWriter } from './scoreboard.js';
+import { join } from 'node:path';
 
 export interface EngineHandle {
   state: EngineState;
@@ -57,7 +59,21 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined));
   await follower.caughtUp;
 
-  actor = new EngineActor(nc, state, { instruments, maxAmount: cfg.maxAmount }, journal, log, onFatal, { store: snapshots, every: cfg.snapshotEvery ?? 100_000 });
+  const scoreboard = new ScoreboardWriter(cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log'), (err) =>
+    log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
+  );
+  await scoreboard.catchUp(nc, journal.sequence);
+
+  actor = new EngineActor(
+    nc,
+    state,
+    { instruments, maxAmount: cfg.maxAmount },
+    journal,
+    log,
+    onFatal,
+    { store: snapshots, every: cfg.snapshotEvery ?? 100_000 },
+    (events, seq) => scoreboard.append(events, seq),
+  );
   await actor.start();
   log.info(
     {
@@ -78,6 +94,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     close: async () => {
       await actor.drain();
       await follower.stop();
+      await scoreboard.flush();
       // A clean stop leaves a snapshot of everything, so the next start replays nothing.
       await actor.saveSnapshotNow().catch((err: unknown) => log.warn({ err }, 'snapshot at shutdown failed'));
       await nc.drain();

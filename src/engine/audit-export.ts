@@ -1,0 +1,30 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import { JOURNAL_STREAM } from '../../proto/subjects.js';
+import type { Instruments } from '../config/baskets.js';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { replayJournal } from './journal.js';
+import { auditEntry } from './core.js';
+
+/**
+ * The whole audit trail, oldest first, as NDJSON lines of AuditEntry
+ * (proto/audit.ts), read from the journal alone: every registration,
+ * creation and redemption, accepted or rejected.
+ */
+export async function exportAudit(nc: NatsConnection, instruments: Instruments, write: (line: string) => void): Promise<number> {
+  const last = (await (await jetstreamManager(nc)).streams.info(JOURNAL_STREAM)).state.last_seq;
+  let n = 0;
+  if (last === 0) return 0;
+  await replayJournal(
+    nc,
+    1,
+    (events) => {
+      for (const ev of events) {
+        if (ev.t === 'account' && ev.requestId === undefined) continue; // roster accounts: no request
+        write(JSON.stringify(auditEntry(ev, instruments)));
+        n++;
+      }
+    },
+    last,
+  );
+  return n;
+}

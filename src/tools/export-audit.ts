@@ -1,0 +1,19 @@
+/**
+ * Operator export of the audit trail as NDJSON (one AuditEntry per line):
+ *   npm run export-audit -- [--out audit.ndjson]     (stdout without --out)
+ */
+import { createWriteStream } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/config.js';
+import { loadBaskets } from '../config/baskets.js';
+import { connectNats } from '../shared/nats.js';
+import { exportAudit } from '../engine/audit-export.js';
+
+const { values } = parseArgs({ options: { out: { type: 'string' } } });
+const cfg = loadConfig();
+const nc = await connectNats(cfg.nats.url || `nats://127.0.0.1:${cfg.nats.port}`, 'etf-export');
+const out = values.out ? createWriteStream(values.out) : process.stdout;
+const n = await exportAudit(nc, loadBaskets(cfg.basketsFile || undefined), (line) => out.write(`${line}\n`));
+await nc.close();
+if (values.out) await new Promise((r) => (out as ReturnType<typeof createWriteStream>).end(r));
+console.error(`exported ${n} audit entries`);
