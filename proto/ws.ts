@@ -28,14 +28,15 @@ import type { RequestOutcome } from './requests.js';
  * (`positions`) as well as the signed `deltas`, so applying either is enough.
  *
  * Resume after a reconnect: send `{"type":"resume","from_seq":N}` (or put
- * `"resume_from":N` in the auth message) with N = the last seq you applied.
+ * `"resume_from":N` in the auth message, or `?resume_from=N` on the URL,
+ * which skips the initial snapshot) with N = the last seq you applied.
  * If the gateway still holds every change after N (it keeps the last
  * WS_LIMITS.ringSize changes of an account that has, or recently had, a
  * connected client), it sends `resumed` and then exactly the deltas N+1..;
  * otherwise a `snapshot` with `reason: "resume_unavailable"`.
  *
  * Slow consumers (the server never lets one client delay the engine or
- * another client):
+ * another client; the engine publishes on NATS and never waits for the gateway):
  *  - The server checks the connection's unsent bytes before every delta,
  *    price and request outcome. Over WS_LIMITS.softBufferBytes the
  *    connection turns *stale*: nothing more is queued for it (deltas are
