@@ -8,7 +8,7 @@ import { PRICE_BUCKET, priceSubject, type EtfPrice } from '../proto/marketdata.j
 import { requestsSubject, type RequestOutcome } from '../proto/requests.js';
 import { holdingsSubject } from '../proto/subjects.js';
 import type { Position } from '../proto/engine.js';
-import type { DeltaMessage, ServerMessage, SnapshotMessage } from '../proto/ws.js';
+import type { ServerMessage, SnapshotMessage } from '../proto/ws.js';
 import {
   api,
   fillsFor,
@@ -386,4 +386,3 @@ describe('WebSocket holdings stream', () => {
   });
 });
 
-export type { DeltaMessage };

@@ -1,0 +1,179 @@
+import { describe, expect, it } from 'vitest';
+import type { HoldingsChange } from '../proto/holdings.js';
+import type { ServerMessage } from '../proto/ws.js';
+import { SeqRing } from '../src/gateway/ws/ring.js';
+import { AccountFeed } from '../src/gateway/ws/account.js';
+import { wsLimits } from '../src/gateway/ws/limits.js';
+import { Session, type SessionHost, type Transport } from '../src/gateway/ws/session.js';
+import { quietLog } from './helpers/system.js';
+
+const change = (seq: number, quantity = seq): HoldingsChange => ({
+  v: 1,
+  client_id: 1,
+  seq,
+  cause: 'fill',
+  deltas: [{ symbol: 3, ticker: 'KNAN', quantity: 1 }],
+  positions: [{ symbol: 3, ticker: 'KNAN', quantity }],
+  ts: 0,
+});
+
+describe('SeqRing', () => {
+  it('replays what it holds after a seq, and nothing it has lost', () => {
+    const ring = new SeqRing<number>(4);
+    for (let s = 11; s <= 16; s++) ring.push(s, s * 10);
+    expect(ring.size).toBe(4); // 13..16
+    expect(ring.after(16, 16)).toEqual([]);
+    expect(ring.after(14, 16)).toEqual([150, 160]);
+    expect(ring.after(12, 16)).toEqual([130, 140, 150, 160]);
+    expect(ring.after(11, 16)).toBeNull(); // 12 is gone
+    expect(ring.after(17, 16)).toBeNull(); // ahead of the account
+    expect(ring.after(14, 17)).toBeNull(); // the ring is behind the feed
+  });
+
+  it('restarts on a seq that does not follow', () => {
+    const ring = new SeqRing<number>(4);
+    ring.push(1, 1);
+    ring.push(2, 2);
+    ring.push(9, 9);
+    expect(ring.size).toBe(1);
+    expect(ring.after(8, 9)).toEqual([9]);
+    expect(ring.after(1, 9)).toBeNull();
+  });
+});
+
+class Listener {
+  lives: boolean[] = [];
+  seqs: number[] = [];
+  feedLive(resync: boolean) {
+    this.lives.push(resync);
+  }
+  onChange(seq: number) {
+    this.seqs.push(seq);
+  }
+}
+
+describe('AccountFeed', () => {
+  it('joins race-free: held changes the snapshot contains are dropped, later ones applied', () => {
+    const feed = new AccountFeed<Listener>(1, 16);
+    const l = new Listener();
+    feed.sessions.add(l);
+    feed.startJoin();
+    for (const s of [4, 5, 6, 7]) expect(feed.offer(change(s))).toBe('ok');
+    expect(l.seqs).toEqual([]);
+    expect(feed.snapshot({ client_id: 1, username: 'team1', seq: 5, positions: [] })).toBe('ok');
+    expect(feed.seq).toBe(7);
+    expect(feed.positions).toEqual(change(7).positions);
+    expect(l.lives).toEqual([false]);
+    // The ring holds what came after the snapshot, for resume.
+    expect(feed.ring.after(5, 7)).toHaveLength(2);
+    feed.offer(change(8));
+    feed.offer(change(8)); // a duplicate is ignored
+    expect(l.seqs).toEqual([8]);
+    expect(feed.offer(change(10))).toBe('gap');
+    expect(feed.seq).toBe(8);
+  });
+
+  it('reports a gap between the snapshot and the held changes', () => {
+    const feed = new AccountFeed(1, 16);
+    feed.startJoin();
+    feed.offer(change(9));
+    expect(feed.snapshot({ client_id: 1, username: 'team1', seq: 5, positions: [] })).toBe('gap');
+  });
+});
+
+/** A socket whose backlog the test sets, recording what is sent. */
+class FakeSocket implements Transport {
+  backlog = 0;
+  dropAll = false;
+  frames: ServerMessage[] = [];
+  closed?: { code: number; reason: string };
+  onEnd?: () => void;
+  send(frame: Uint8Array): number {
+    if (this.dropAll) return 2;
+    this.frames.push(JSON.parse(Buffer.from(frame).toString('utf8')) as ServerMessage);
+    return 1;
+  }
+  buffered() {
+    return this.backlog;
+  }
+  end(code: number, reason: string) {
+    this.closed = { code, reason };
+    this.onEnd?.();
+  }
+  cork(fn: () => void) {
+    fn();
+  }
+}
+
+function connected(limits = wsLimits({ softBufferBytes: 1000, staleTimeoutMs: 50 })) {
+  const feed = new AccountFeed<Session>(1, 64);
+  const socket = new FakeSocket();
+  const host: SessionHost = {
+    limits,
+    verify: () => ({ ok: true, clientId: 1 }),
+    join: (s) => {
+      feed.sessions.add(s);
+      return feed;
+    },
+    leave: (s) => void feed.sessions.delete(s),
+    latestPrices: () => {},
+    priceInterestChanged: () => {},
+    // The test flushes by hand: what a turn of the event loop would do.
+    scheduleFlush: () => {},
+  };
+  const session = new Session(socket, host, 'json', quietLog);
+  socket.onEnd = () => session.onClosed();
+  feed.startJoin();
+  session.open({ username: 'team1', password: 'x' });
+  feed.snapshot({ client_id: 1, username: 'team1', seq: 0, positions: [] });
+  session.flush();
+  return { feed, socket, session };
+}
+
+const types = (frames: ServerMessage[]) => frames.map((f) => (f.type === 'delta' || f.type === 'snapshot' ? `${f.type}:${f.seq}` : f.type));
+
+describe('Session slow-consumer policy', () => {
+  it('stops deltas past the soft limit, then sends one fresh snapshot when drained', () => {
+    const { feed, socket, session } = connected();
+    feed.offer(change(1));
+    session.flush();
+    socket.backlog = 5000; // the client stopped reading
+    for (const s of [2, 3, 4]) feed.offer(change(s));
+    session.flush();
+    expect(types(socket.frames)).toEqual(['welcome', 'snapshot:0', 'delta:1']);
+
+    socket.backlog = 800; // drained, but not below half the soft limit
+    session.onDrain();
+    session.flush();
+    expect(socket.frames).toHaveLength(3);
+
+    socket.backlog = 0;
+    session.onDrain();
+    feed.offer(change(5));
+    session.flush();
+    expect(types(socket.frames)).toEqual(['welcome', 'snapshot:0', 'delta:1', 'snapshot:4', 'delta:5']);
+    expect(socket.frames[3]).toMatchObject({ reason: 'resync', positions: change(4).positions });
+    expect(socket.closed).toBeUndefined();
+  });
+
+  it('closes with 4008 a connection stale for longer than the timeout', () => {
+    const { feed, socket, session } = connected();
+    socket.backlog = 5000;
+    feed.offer(change(1));
+    session.tick(Date.now());
+    expect(socket.closed).toBeUndefined();
+    session.tick(Date.now() + 1000);
+    expect(socket.closed).toEqual({ code: 4008, reason: 'too slow' });
+    expect(feed.sessions.size).toBe(0);
+  });
+
+  it('closes with 4008 when uWS drops a frame', () => {
+    const { feed, socket, session } = connected();
+    socket.dropAll = true;
+    feed.offer(change(1));
+    session.flush();
+    expect(socket.closed).toEqual({ code: 4008, reason: 'too slow' });
+    expect(session.closed).toBe(true);
+  });
+});
+
