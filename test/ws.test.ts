@@ -324,6 +324,23 @@ describe('WebSocket holdings stream', () => {
     await Promise.all([t1.stop(), t2.stop()]);
   });
 
+  it('streams the outcome of each create and redeem the engine decides', async () => {
+    const c = StreamClient.open(system.url, { basic: ['team1', 'team1pass'] });
+    await c.next((m) => m.type === 'snapshot', 'snapshot');
+    c.send({ type: 'subscribe', requests: true, id: 'req' });
+    expect(await c.next((m) => m.type === 'subscribed', 'subscribed')).toMatchObject({ requests: true, prices: [], id: 'req' });
+    await publishFills(nc, fillsFor(1, undyBasket(1)));
+    const ok = await http.create('team1', 'team1pass', 1);
+    expect(ok.status).toBe(200);
+    const refused = await http.redeem('team1', 'team1pass', 1_000);
+    expect(refused.body.error.code).toBe('insufficient_holdings');
+    const accepted = await c.next((m) => m.type === 'request' && m.outcome.status === 'accepted', 'accepted outcome');
+    const rejected = await c.next((m) => m.type === 'request' && m.outcome.status === 'rejected', 'rejected outcome');
+    expect(accepted).toMatchObject({ outcome: { request_id: ok.body.request_id, client_id: 1, op: 'create', amount: 1 } });
+    expect(rejected).toMatchObject({ outcome: { client_id: 1, op: 'redeem', amount: 1000, error: { code: 'insufficient_holdings' } } });
+    await c.stop();
+  });
+
   it('streams ETF prices: the stored last one on subscribe, then live ones', async () => {
     const c = StreamClient.open(system.url, { basic: ['team2', 'team2pass'] });
     await c.next((m) => m.type === 'snapshot', 'snapshot');
