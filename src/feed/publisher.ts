@@ -49,6 +49,7 @@ export class FillPublisher {
   private head = 0;
   private barrierRunning = false;
   private closed = false;
+  private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   private readonly pending = new Map<number, Pending>();
   private nextToken = 0;
@@ -72,12 +73,27 @@ export class FillPublisher {
   enqueueFill(fill: Fill): void {
     this.queue.push({ kind: 'fill', fill });
     this.stats.queued++;
-    this.pump();
+    this.schedulePump();
   }
 
   enqueueBarrier(what: string, run: () => Promise<void>): void {
     this.queue.push({ kind: 'barrier', run, what });
-    this.pump();
+    this.schedulePump();
+  }
+
+  /**
+   * Publishing waits for the check phase, after every datagram of this poll
+   * phase was read: one socket write to NATS carries them all. Publishing
+   * from each datagram's callback costs a write syscall per fill (a quarter
+   * of the bridge's CPU when profiled) and was the cause of kernel drops.
+   */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
   }
 
   /** Resolves once everything enqueued so far is acked (or the publisher is closed). */
@@ -100,7 +116,7 @@ export class FillPublisher {
   }
 
   private isIdle(): boolean {
-    return this.head >= this.queue.length && this.pending.size === 0 && !this.barrierRunning;
+    return this.head >= this.queue.length && this.pending.size === 0 && !this.barrierRunning && !this.pumpScheduled;
   }
 
   private wakeIdle(force = false): void {
