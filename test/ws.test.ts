@@ -179,6 +179,14 @@ describe('WebSocket holdings stream', () => {
   });
 
   describe('authentication', () => {
+    it('refuses an unknown format at the upgrade with HTTP 400', async () => {
+      const ws = new WebSocket(`${system.url.replace('http', 'ws')}/ws?format=xml`, { headers: { authorization: `Basic ${Buffer.from('team1:team1pass').toString('base64')}` } });
+      ws.on('error', () => {});
+      const status = await new Promise<number>((resolve) => ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0)));
+      expect(status).toBe(400);
+      ws.terminate();
+    });
+
     it('refuses a bad Basic password with 4001', async () => {
       const c = StreamClient.open(system.url, { basic: ['team1', 'wrong'] });
       expect(await c.closed).toEqual({ code: 4001, reason: 'authentication failed' });
@@ -371,9 +379,10 @@ describe('WebSocket holdings stream', () => {
     const perRound = 200;
     for (let r = 0; r < rounds; r++) {
       await publishFills(nc, Array.from({ length: perRound }, (_, i) => fillsFor(1, { [3 + (i % 10)]: i % 2 ? 1 : -1 })[0]!));
+      // The fast client keeps up round by round while the slow one's backlog only grows.
+      await fast.reach(snap.seq + (r + 1) * perRound);
     }
     const last = snap.seq + rounds * perRound;
-    await fast.reach(last);
     expect(fast.problems).toEqual([]);
     expect(fast.ofType('delta')).toHaveLength(rounds * perRound);
     expect(slow.messages.length).toBe(received);
