@@ -23,10 +23,30 @@ export const JOURNAL_STREAM_CONFIG = {
 };
 
 /**
- * Object store of engine snapshots (object `engine-state`, msgpack
- * `EngineSnapshot` of src/engine/snapshot.ts). A snapshot names the journal
- * and fill-stream sequences it is the replay of; start-up = snapshot + the
- * journal after it + the fills after it.
+ * Engine snapshots (src/engine/snapshot.ts): a snapshot is a msgpack
+ * EngineSnapshot cut into chunks on SNAPSHOT_CHUNK_SUBJECT, then a manifest
+ * on SNAPSHOT_MANIFEST_SUBJECT naming the chunks' stream sequences, size and
+ * sha256. The last manifest is the snapshot in force; chunks older than it
+ * are purged. A snapshot names the journal and fill-stream sequences it is
+ * the replay of: start-up = snapshot + the journal after it + the fills after it.
  */
-export const SNAPSHOT_BUCKET = 'etf_snapshots';
-export const SNAPSHOT_OBJECT = 'engine-state';
+export const SNAPSHOT_STREAM = 'ETF_SNAPSHOTS';
+export const SNAPSHOT_CHUNK_SUBJECT = 'etf.snapshot.chunk';
+export const SNAPSHOT_MANIFEST_SUBJECT = 'etf.snapshot.manifest';
+export const SNAPSHOT_CHUNK_BYTES = 512 * 1024;
+
+export interface SnapshotManifest {
+  v: 1;
+  firstSeq: number;
+  lastSeq: number;
+  bytes: number;
+  sha256: string;
+  journalSeq: number;
+  takenAt: number;
+}
+
+export const SNAPSHOT_STREAM_CONFIG = {
+  name: SNAPSHOT_STREAM,
+  subjects: [SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT],
+  storage: 'file' as const,
+};

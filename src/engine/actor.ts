@@ -248,7 +248,7 @@ export class EngineActor {
     if (pending && this.journal.sequence >= pending.journalSeq) {
       this.pendingSnapshot = null;
       this.savingSnapshot = this.snapshots.store
-        .save(pending.bytes)
+        .save(pending.bytes, pending.journalSeq, this.now())
         .then(
           () => {
             this.snapshotsSaved++;
@@ -264,7 +264,7 @@ export class EngineActor {
   async saveSnapshotNow(): Promise<void> {
     if (!this.snapshots) return;
     await this.savingSnapshot;
-    await this.snapshots.store.save(takeSnapshot(this.state, this.journal.sequence, this.now()));
+    await this.snapshots.store.save(takeSnapshot(this.state, this.journal.sequence, this.now()), this.journal.sequence, this.now());
     this.snapshotsSaved++;
   }
 

@@ -41,7 +41,12 @@ export class ScoreboardWriter {
     return `${this.path}.pos`;
   }
 
-  async catchUp(nc: NatsConnection, journalSeq: number): Promise<void> {
+  /** Starts the catch-up in the background; live appends queue behind it, so start-up does not wait for it. */
+  startCatchUp(nc: NatsConnection, journalSeq: number): void {
+    this.chain = this.catchUp(nc, journalSeq).catch(this.onError);
+  }
+
+  private async catchUp(nc: NatsConnection, journalSeq: number): Promise<void> {
     await mkdir(dirname(this.path), { recursive: true });
     try {
       this.pos = JSON.parse(await readFile(this.posPath, 'utf8')) as Position;

@@ -62,7 +62,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const scoreboard = new ScoreboardWriter(cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log'), (err) =>
     log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
   );
-  await scoreboard.catchUp(nc, journal.sequence);
+  scoreboard.startCatchUp(nc, journal.sequence);
 
   actor = new EngineActor(
     nc,

@@ -1,8 +1,16 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { Objm, type ObjectStore } from '@nats-io/obj';
+import { createHash } from 'node:crypto';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { encode, decode } from '../../proto/codec.js';
 import type { Delta } from '../../proto/journal.js';
-import { SNAPSHOT_BUCKET, SNAPSHOT_OBJECT } from '../../proto/streams.js';
+import {
+  SNAPSHOT_CHUNK_BYTES,
+  SNAPSHOT_CHUNK_SUBJECT,
+  SNAPSHOT_MANIFEST_SUBJECT,
+  SNAPSHOT_STREAM,
+  SNAPSHOT_STREAM_CONFIG,
+  type SnapshotManifest,
+} from '../../proto/streams.js';
 import { emptyState, type Account, type AuditEvent, type EngineState } from './state.js';
 
 export const SNAPSHOT_VERSION = 1;
@@ -77,20 +85,71 @@ export function restoreSnapshot(bytes: Uint8Array): EngineState {
   return state;
 }
 
-/** Where snapshots live: a JetStream object store, so the engine keeps no local files. */
+/**
+ * Where snapshots live: a JetStream stream of chunks plus a manifest, so the
+ * engine keeps no local files. (The object store would do, but it hashes in
+ * JavaScript at ~20 MB/s; node's native sha256 is two orders faster.)
+ */
 export class SnapshotStore {
-  private constructor(private readonly store: ObjectStore) {}
+  private readonly js: JetStreamClient;
+  private constructor(
+    private readonly jsm: JetStreamManager,
+    nc: NatsConnection,
+  ) {
+    this.js = jetstream(nc);
+  }
 
   static async open(nc: NatsConnection): Promise<SnapshotStore> {
-    return new SnapshotStore(await new Objm(nc).create(SNAPSHOT_BUCKET, { storage: 'file' }));
+    const jsm = await jetstreamManager(nc);
+    try {
+      await jsm.streams.info(SNAPSHOT_STREAM);
+    } catch {
+      await jsm.streams.add(SNAPSHOT_STREAM_CONFIG).catch(async (err: unknown) => {
+        await jsm.streams.info(SNAPSHOT_STREAM).catch(() => {
+          throw err;
+        });
+      });
+    }
+    return new SnapshotStore(jsm, nc);
   }
 
   async load(): Promise<EngineState | null> {
-    const bytes = await this.store.getBlob(SNAPSHOT_OBJECT);
-    return bytes ? restoreSnapshot(bytes) : null;
+    const last = await this.jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_MANIFEST_SUBJECT }).catch(() => null);
+    if (!last) return null;
+    const manifest = decode<SnapshotManifest>(last.data);
+    const chunks: Uint8Array[] = [];
+    for (let seq = manifest.firstSeq; seq <= manifest.lastSeq; seq++) {
+      const m = await this.jsm.streams.getMessage(SNAPSHOT_STREAM, { seq });
+      if (!m) throw new Error(`snapshot chunk ${seq} is missing`);
+      chunks.push(m.data);
+    }
+    const bytes = Buffer.concat(chunks);
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    if (bytes.byteLength !== manifest.bytes || sha !== manifest.sha256) throw new Error('snapshot is corrupt: size or sha256 mismatch');
+    return restoreSnapshot(bytes);
   }
 
-  async save(bytes: Uint8Array): Promise<void> {
-    await this.store.putBlob({ name: SNAPSHOT_OBJECT }, bytes);
+  async save(bytes: Uint8Array, journalSeq: number, takenAt: number): Promise<void> {
+    let firstSeq = 0;
+    let lastSeq = 0;
+    for (let off = 0; off < bytes.byteLength || off === 0; off += SNAPSHOT_CHUNK_BYTES) {
+      const ack = await this.js.publish(SNAPSHOT_CHUNK_SUBJECT, bytes.subarray(off, off + SNAPSHOT_CHUNK_BYTES));
+      if (firstSeq === 0) firstSeq = ack.seq;
+      lastSeq = ack.seq;
+      if (bytes.byteLength === 0) break;
+    }
+    const manifest: SnapshotManifest = {
+      v: 1,
+      firstSeq,
+      lastSeq,
+      bytes: bytes.byteLength,
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+      journalSeq,
+      takenAt,
+    };
+    await this.js.publish(SNAPSHOT_MANIFEST_SUBJECT, encode(manifest));
+    // Older snapshots are no longer needed: keep only this one's chunks and the newest manifest.
+    await this.jsm.streams.purge(SNAPSHOT_STREAM, { filter: SNAPSHOT_CHUNK_SUBJECT, seq: firstSeq });
+    await this.jsm.streams.purge(SNAPSHOT_STREAM, { filter: SNAPSHOT_MANIFEST_SUBJECT, keep: 1 });
   }
 }

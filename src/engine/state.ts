@@ -24,7 +24,7 @@ export type AuditEvent = Extract<JournalEvent, { t: 'conversion' } | { t: 'rejec
  * Older ones stay in the journal (the operator export reads them all); a
  * retry with a key older than this is treated as new.
  */
-export const HISTORY_LIMIT = 10_000;
+export const HISTORY_LIMIT = 1_000;
 
 /** Everything the engine knows. Mutated only by apply* below, which the actor alone calls. */
 export interface EngineState {

@@ -37,7 +37,8 @@ export async function readStream(
     deliver_policy: DeliverPolicy.StartSequence,
     opt_start_seq: Math.max(1, fromSeq),
   });
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: 1024 });
+  // Bounded by bytes as well: journal batches can be large, and 1024 of them would buffer hundreds of MB.
+  const messages: ConsumerMessages = await consumer.consume({ max_bytes: 8 << 20 });
   const done = (async () => {
     try {
       for await (const m of messages) {

@@ -1,0 +1,106 @@
+/**
+ * Engine start-up time with a journal of 1,000,000 events: replaying it all,
+ * versus starting from a snapshot (taken by a clean stop) with nothing or
+ * 100,000 events after it.
+ * Run: npm run bench:startup   (BENCH_EVENTS to change the journal size)
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstream } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { encode } from '../proto/codec.js';
+import { JOURNAL_SUBJECT } from '../proto/subjects.js';
+import { SNAPSHOT_STREAM } from '../proto/streams.js';
+import { JOURNAL_VERSION, type JournalEvent } from '../proto/journal.js';
+import type { Config } from '../src/config/config.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { conversionDeltas } from '../src/engine/core.js';
+import { startEngine } from '../src/engine/service.js';
+import { ensureJournalStream } from '../src/shared/streams.js';
+import { createLogger } from '../src/shared/log.js';
+import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
+
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 1_000_000);
+const TEAMS = 100;
+const PER_MESSAGE = 1000;
+
+const dir = mkdtempSync(join(tmpdir(), 'etf-bench-startup-'));
+const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
+const log = createLogger('bench', 'warn');
+const accountsFile = join(dir, 'accounts.txt');
+writeFileSync(accountsFile, Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n'));
+const cfg: Config = {
+  http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384 },
+  nats: { url: nats.url, port: nats.port },
+  dataDir: dir,
+  accountsFile,
+  basketsFile: '',
+  maxAmount: 1_000_000,
+  bcryptRounds: 4,
+  requestTimeoutMs: 10_000,
+  snapshotEvery: 0,
+  logLevel: 'warn',
+};
+const undy = loadBaskets(undefined).baskets.get('UNDY')!;
+const nc = await connect({ servers: nats.url, noAsyncTraces: true });
+await ensureJournalStream(nc);
+const js = jetstream(nc);
+
+/** Writes `n` conversion events as the engine would journal them (creates and redeems alternating per team). */
+let requestId = 0;
+async function writeJournal(n: number): Promise<void> {
+  const held = new Map<number, number>();
+  for (let written = 0; written < n; ) {
+    const events: JournalEvent[] = [];
+    for (let i = 0; i < PER_MESSAGE && written < n; i++, written++) {
+      const clientId = (written % TEAMS) + 1;
+      const units = held.get(clientId) ?? 0;
+      const op = units > 0 && written % 3 === 2 ? 'redeem' : 'create';
+      held.set(clientId, units + (op === 'create' ? 1 : -1));
+      const deltas = conversionDeltas(undy, op, 1);
+      events.push({ t: 'conversion', requestId: ++requestId, key: `k${requestId}`, op, clientId, etf: 'UNDY', amount: 1, deltas, after: deltas, ts: Date.now() });
+    }
+    await js.publish(JOURNAL_SUBJECT, encode({ v: JOURNAL_VERSION, events }));
+  }
+}
+
+async function timeStart(label: string): Promise<{ label: string; ms: number; heapMb: number }> {
+  global.gc?.();
+  const t0 = performance.now();
+  const engine = await startEngine(cfg, nats.url, log, (err) => {
+    throw err;
+  });
+  const ms = performance.now() - t0;
+  const heapMb = process.memoryUsage().heapUsed / 2 ** 20;
+  await engine.close(); // a clean stop: saves a snapshot
+  return { label, ms, heapMb };
+}
+
+try {
+  // The first start journals the roster; then the bulk history.
+  const first = await startEngine(cfg, nats.url, log, (e) => {
+    throw e;
+  });
+  await first.close();
+  const tw = performance.now();
+  await writeJournal(EVENTS);
+  console.log(`wrote ${EVENTS} journal events in ${((performance.now() - tw) / 1000).toFixed(1)} s`);
+  // Drop the clean-stop snapshot of the first start, so this start replays the whole journal.
+  const { jetstreamManager } = await import('@nats-io/jetstream');
+  await (await jetstreamManager(nc)).streams.purge(SNAPSHOT_STREAM);
+
+  const rows = [];
+  rows.push(await timeStart(`full replay of ${EVENTS} events`));
+  rows.push(await timeStart('snapshot, no journal after it'));
+  await writeJournal(Math.round(EVENTS / 10));
+  rows.push(await timeStart(`snapshot + ${Math.round(EVENTS / 10)} events after it`));
+  const base = rows[0]!.ms;
+  console.log('\nengine start-up (journal replay → ready)\n');
+  console.log('case                                     ms   vs full replay   heap MB');
+  for (const r of rows) console.log(`${r.label.padEnd(38)} ${String(Math.round(r.ms)).padStart(6)}   ${(r.ms / base).toFixed(3).padStart(12)}   ${r.heapMb.toFixed(0).padStart(7)}`);
+} finally {
+  await nc.close();
+  await nats.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
