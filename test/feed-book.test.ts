@@ -3,6 +3,7 @@ import type { MdMessage } from '../proto/ndfex.js';
 import { Books } from '../src/feed/book.js';
 import { MarketData } from '../src/feed/marketdata.js';
 import { SeqTracker } from '../src/feed/integrity.js';
+import { AlertThrottle } from '../src/feed/alerts.js';
 
 const T = 1_000n;
 let ts = T;
@@ -141,5 +142,15 @@ describe('MarketData', () => {
     expect(md.isSynced(2)).toBe(false);
     expect(md.onSnapshot([info(2, 2, 0, 10), nw(0, 1, 2, 1, 1, 1)])).toEqual([]);
     expect(md.onSnapshot([nw(0, 2, 2, 1, 3, 2)]).map((b) => [b.bid, b.bid_qty])).toEqual([[2, 3]]);
+  });
+});
+
+describe('AlertThrottle', () => {
+  it('lets perSecond alerts of a key through per second and reports the held-back count with the next one', () => {
+    const t = new AlertThrottle(2);
+    expect([t.admit('a', 0), t.admit('a', 10), t.admit('a', 20), t.admit('a', 30)].map((r) => r.send)).toEqual([true, true, false, false]);
+    expect(t.admit('b', 40)).toEqual({ send: true, suppressed: 0 }); // keys are independent
+    expect(t.admit('a', 1000)).toEqual({ send: true, suppressed: 2 });
+    expect(t.admit('a', 1001)).toEqual({ send: true, suppressed: 0 });
   });
 });

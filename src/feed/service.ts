@@ -11,6 +11,7 @@ import { connectNats } from '../shared/nats.js';
 import { ensureFillStream } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
 import type { BridgeConfig } from './config.js';
+import { AlertThrottle } from './alerts.js';
 import { ClearingFeed } from './clearing.js';
 import { MarketData } from './marketdata.js';
 import { joinGroup, type Receiver } from './multicast.js';
@@ -59,9 +60,14 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
     const bboKv = await kvm.create(BBO_BUCKET, { history: 1 });
 
     let alerts = 0;
+    const throttle = new AlertThrottle();
     const alert = (feed: FeedAlert['feed'], a: Omit<FeedAlert, 'ts' | 'feed'>) => {
+      const now = Date.now();
+      const { send, suppressed } = throttle.admit(`${feed}/${a.kind}`, now);
+      if (!send) return;
       alerts++;
-      publishQuiet(nc, log, FEED_ALERT_SUBJECT, { ...a, feed, ts: Date.now() } satisfies FeedAlert);
+      const detail = suppressed > 0 ? `${a.detail} (${suppressed} earlier ${a.kind} alerts not sent: rate limit)` : a.detail;
+      publishQuiet(nc, log, FEED_ALERT_SUBJECT, { ...a, detail, feed, ts: now } satisfies FeedAlert);
     };
 
     const publishMarker = async (n: number, detail: string) => {
