@@ -134,6 +134,17 @@ describe('MarketData', () => {
     expect(out.bbos.map((b) => [b.bid, b.bid_qty, b.md_seq])).toEqual([[100, 12, 61]]);
   });
 
+  it('a snapshot taken before the first live message heard is not trusted (messages in between were missed)', () => {
+    const md = new MarketData();
+    md.onSnapshot([info(9, 1, 0, 50), nw(0, 1, 9, 1, 10, 100)]);
+    expect(md.isSynced(9)).toBe(true);
+    md.onLive([mod(53, 1, 1, 12, 100)], 0); // 51 and 52 never heard
+    expect(md.isSynced(9)).toBe(false);
+    // The next snapshot (as of 53) brings it back.
+    expect(md.onSnapshot([info(9, 1, 0, 53), nw(0, 1, 9, 1, 12, 100)]).map((b) => [b.bid, b.bid_qty])).toEqual([[100, 12]]);
+    expect(md.isSynced(9)).toBe(true);
+  });
+
   it('a snapshot split across datagrams is assembled; an interrupted one is dropped', () => {
     const md = new MarketData();
     md.onLive([nw(10, 1, 2, 1, 1, 1)], 0);

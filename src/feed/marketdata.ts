@@ -64,6 +64,8 @@ export class MarketData {
         case 'first':
           if (m.seq === 1) this.allSynced = true;
           this.contiguousFrom = m.seq;
+          // A book built from a snapshot older than the first live message we hear missed the ones between.
+          for (const [symbol, at] of this.syncedAt) if (at < m.seq - 1) this.syncedAt.delete(symbol);
           break;
         case 'restart':
           notices.push({ seq: m.seq, event: ev });
