@@ -10,9 +10,13 @@
  * a client (same clock: both ends live in this process). Two loads:
  *  - ping-pong: one fill at a time; the next once every client of that
  *    account has the delta (unloaded latency, fan-out to 100 included);
+ *  - steady: BENCH_STEADY_RATE fills/s for 2 s (10 per datagram), below
+ *    what the engine absorbs, so latency is the fan-out's under load, not
+ *    the upstream queue's (1,000 fills/s = 100,000 deltas/s with 1,000 clients);
  *  - burst: BENCH_BURST fills as fast as the sender goes (10 per datagram),
- *    round-robin over the accounts; latency under load, and deltas/s
- *    delivered across all clients (first send to last arrival).
+ *    round-robin over the accounts: deltas/s delivered across all clients
+ *    (first send to last arrival); its latency is mostly the fills queueing
+ *    upstream of the gateway (the sender outruns the engine).
  * Baseline in the same run: the same two loads with 1 client (account 1).
  * The clients read the seq out of the text frame instead of JSON.parse-ing
  * 1 M frames, so the bench measures the gateway, not the clients' parser.
@@ -20,10 +24,11 @@
  * Run: npx tsc -p . && node dist/bench/ws.js
  *   BENCH_PINGS  fills in the ping-pong phase (default 300)
  *   BENCH_BURST  fills in the burst phase     (default 5000)
+ *   BENCH_STEADY_RATE fills/s in the steady phase (default 1000)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -36,6 +41,8 @@ const ACCOUNTS = 10;
 const PER_ACCOUNT = 100;
 const PINGS = Number(process.env.BENCH_PINGS ?? 300);
 const BURST = Number(process.env.BENCH_BURST ?? 5000);
+const STEADY_RATE = Number(process.env.BENCH_STEADY_RATE ?? 1000);
+const STEADY_FILLS = STEADY_RATE * 2;
 const PER_DATAGRAM = 10;
 /** No delta for this long while some are missing: report what arrived. */
 const STALL_MS = 5000;
@@ -44,6 +51,26 @@ const BUDGET_MS = 115_000;
 const t0 = Date.now();
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-ws-'));
 const children: ChildProcess[] = [];
+const named = new Map<string, ChildProcess>();
+
+/** CPU seconds (user + system) a child has used so far, from /proc (Linux). */
+function cpuOf(child: ChildProcess): number {
+  try {
+    const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return NaN;
+  }
+}
+const benchCpu = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+function cpuSnapshot(): Record<string, number> {
+  const out: Record<string, number> = { clients: benchCpu() };
+  for (const [name, c] of named) out[name] = cpuOf(c);
+  return out;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
@@ -85,6 +112,7 @@ const clearingAddr = { group: `${group}.2`, port: mcPort };
 function run(name: string, script: string, ready: string, env: Record<string, string>): Promise<void> {
   const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src', script)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
+  named.set(name, child);
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (l) => {
       if (l.includes(`"${ready}"`)) resolve();
@@ -222,6 +250,24 @@ async function pingPong(accounts: number, perAccount: number, n: number): Promis
   return p;
 }
 
+/** `n` fills at `rate` fills/s (datagrams of PER_DATAGRAM every PER_DATAGRAM/rate s): latency under a load the pipeline can carry. */
+async function steady(accounts: number, perAccount: number, n: number, rate: number): Promise<Phase & { complete: boolean }> {
+  const p: Phase = { latencies: [], delivered: 0, firstSend: performance.now(), lastArrival: 0 };
+  phase = p;
+  const interval = (PER_DATAGRAM / rate) * 1000;
+  for (let i = 0; i < n; i += PER_DATAGRAM) {
+    const due = p.firstSend + (i / PER_DATAGRAM) * interval;
+    const wait = due - performance.now();
+    if (wait > 1) await sleep(wait);
+    const batch: ClearingMessage[] = [];
+    for (let j = i; j < Math.min(n, i + PER_DATAGRAM); j++) batch.push(fillFor(1 + (j % accounts)));
+    await send(batch);
+  }
+  const complete = await settle(() => p.delivered, n * perAccount);
+  phase = undefined;
+  return { ...p, complete };
+}
+
 async function burst(accounts: number, perAccount: number, n: number): Promise<Phase & { complete: boolean; sendMs: number }> {
   const p: Phase = { latencies: [], delivered: 0, firstSend: performance.now(), lastArrival: 0 };
   phase = p;
@@ -247,30 +293,50 @@ interface Result {
   clients: number;
   pingP50: number;
   pingP99: number;
+  steadyP50: number;
+  steadyP99: number;
+  steadyRate: number;
   burstP50: number;
   burstP99: number;
   deltasPerS: number;
   fillsPerS: number;
   delivered: number;
   expected: number;
+  /** CPU seconds per process over the steady + burst phases. */
+  cpu: Record<string, number>;
+  /** Deltas delivered over the steady + burst phases. */
+  deliveredAll: number;
+  wallS: number;
 }
 
 async function measure(label: string, clients: Client[], accounts: number, perAccount: number): Promise<Result> {
   const ping = await pingPong(accounts, perAccount, PINGS);
+  const cpu0 = cpuSnapshot();
+  const wall0 = performance.now();
+  const st = await steady(accounts, perAccount, STEADY_FILLS, STEADY_RATE);
+  if (!st.complete) process.stderr.write(`${label}: steady delivered ${st.delivered}/${STEADY_FILLS * perAccount} deltas\n`);
   const b = await burst(accounts, perAccount, BURST);
   const seconds = (b.lastArrival - b.firstSend) / 1000;
+  const cpu1 = cpuSnapshot();
+  const cpu = Object.fromEntries(Object.keys(cpu1).map((k) => [k, cpu1[k]! - cpu0[k]!]));
   if (!b.complete) process.stderr.write(`${label}: burst delivered ${b.delivered}/${BURST * perAccount} deltas (stale clients get a snapshot instead)\n`);
   return {
     label,
     clients: clients.length,
     pingP50: pct(ping.latencies, 0.5),
     pingP99: pct(ping.latencies, 0.99),
+    steadyP50: pct(st.latencies, 0.5),
+    steadyP99: pct(st.latencies, 0.99),
+    steadyRate: st.delivered / ((st.lastArrival - st.firstSend) / 1000),
     burstP50: pct(b.latencies, 0.5),
     burstP99: pct(b.latencies, 0.99),
     deltasPerS: b.delivered / seconds,
     fillsPerS: BURST / seconds,
     delivered: b.delivered,
     expected: BURST * perAccount,
+    cpu,
+    deliveredAll: st.delivered + b.delivered,
+    wallS: (performance.now() - wall0) / 1000,
   };
 }
 
@@ -297,13 +363,24 @@ try {
     ['clients', (r) => String(r.clients), () => ''],
     ['ping-pong latency p50', (r) => ms(r.pingP50), (b, l) => `${(l.pingP50 / b.pingP50).toFixed(2)}×`],
     ['ping-pong latency p99', (r) => ms(r.pingP99), (b, l) => `${(l.pingP99 / b.pingP99).toFixed(2)}×`],
+    [`steady ${STEADY_RATE} fills/s latency p50`, (r) => ms(r.steadyP50), (b, l) => `${(l.steadyP50 / b.steadyP50).toFixed(2)}×`],
+    [`steady latency p99`, (r) => ms(r.steadyP99), (b, l) => `${(l.steadyP99 / b.steadyP99).toFixed(2)}×`],
+    [`steady deltas/s delivered`, (r) => r.steadyRate.toFixed(0), (b, l) => `${(l.steadyRate / b.steadyRate).toFixed(1)}×`],
     [`burst (${BURST} fills) latency p50`, (r) => ms(r.burstP50), (b, l) => `${(l.burstP50 / b.burstP50).toFixed(2)}×`],
     [`burst latency p99`, (r) => ms(r.burstP99), (b, l) => `${(l.burstP99 / b.burstP99).toFixed(2)}×`],
     ['burst fills/s through', (r) => r.fillsPerS.toFixed(0), (b, l) => `${(l.fillsPerS / b.fillsPerS).toFixed(2)}×`],
     ['burst deltas/s delivered', (r) => r.deltasPerS.toFixed(0), (b, l) => `${(l.deltasPerS / b.deltasPerS).toFixed(1)}×`],
     ['deltas delivered / expected', (r) => `${r.delivered}/${r.expected}`, () => ''],
+    ...['gateway', 'engine', 'bridge', 'clients'].map(
+      (k): [string, (r: Result) => string, (b: Result, l: Result) => string] => [
+        `CPU s ${k} (steady+burst)`,
+        (r) => `${r.cpu[k]!.toFixed(2)}/${r.wallS.toFixed(1)}`,
+        (b, l) => `${(l.cpu[k]! / b.cpu[k]!).toFixed(1)}×`,
+      ],
+    ),
+    ['gateway CPU µs per delta delivered', (r) => ((r.cpu.gateway! / r.deliveredAll) * 1e6).toFixed(2), (b, l) => `${(l.cpu.gateway! / l.deliveredAll / (b.cpu.gateway! / b.deliveredAll)).toFixed(2)}×`],
   ];
-  const w = [32, 14, 14, 8];
+  const w = [34, 14, 14, 8];
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ');
   console.log(`\nWebSocket holdings stream: multicast fill -> bridge -> engine -> gateway -> ws client (${ACCOUNTS} accounts x ${PER_ACCOUNT} connections)`);
   console.log(line(['', 'baseline', 'loaded', 'ratio']));
