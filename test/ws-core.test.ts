@@ -105,7 +105,7 @@ class FakeSocket implements Transport {
   }
 }
 
-function connected(limits = wsLimits({ softBufferBytes: 1000, staleTimeoutMs: 50 })) {
+function connected(limits = wsLimits({ softBufferBytes: 1000, staleTimeoutMs: 50, maxPriceSubscriptions: 2 })) {
   const feed = new AccountFeed<Session>(1, 64);
   const socket = new FakeSocket();
   const host: SessionHost = {
@@ -177,3 +177,23 @@ describe('Session slow-consumer policy', () => {
   });
 });
 
+describe('Session subscriptions', () => {
+  const msg = (o: unknown) => new TextEncoder().encode(JSON.stringify(o)).buffer as ArrayBuffer;
+
+  it('refuses a subscription over the limit whole, and keeps the previous ones', () => {
+    const { socket, session } = connected();
+    session.onMessage(msg({ type: 'subscribe', prices: ['UNDY'], requests: true, id: 1 }), false);
+    session.onMessage(msg({ type: 'subscribe', prices: ['A', 'B'], id: 2 }), false);
+    session.onMessage(msg({ type: 'subscribe', prices: ['*'], id: 3 }), false);
+    session.onMessage(msg({ type: 'unsubscribe', prices: ['UNDY'], requests: true, id: 4 }), false);
+    session.flush();
+    const replies = socket.frames.filter((f) => f.type === 'subscribed' || f.type === 'error');
+    expect(replies).toMatchObject([
+      { type: 'subscribed', prices: ['UNDY'], requests: true, id: 1 },
+      { type: 'error', code: 'too_many_subscriptions', id: 2 },
+      { type: 'subscribed', prices: ['UNDY', '*'], requests: true, id: 3 },
+      { type: 'subscribed', prices: ['*'], requests: false, id: 4 },
+    ]);
+    expect(session.wantsPrice('ANY')).toBe(true);
+  });
+});

@@ -181,16 +181,14 @@ export class Session implements FeedListener {
   }
 
   private subscribe(add: boolean, etfs: string[], requests: boolean | undefined, id?: string | number): void {
-    const fresh: string[] = [];
-    for (const etf of etfs) {
-      if (add && !this.prices.has(etf)) {
-        if (this.prices.size >= this.host.limits.maxPriceSubscriptions && etf !== ALL) {
-          return void this.write(errorMessage('too_many_subscriptions', `at most ${this.host.limits.maxPriceSubscriptions} ETFs: use "*" for all`, id));
-        }
-        this.prices.add(etf);
-        fresh.push(etf);
-      } else if (!add) this.prices.delete(etf);
+    const fresh = add ? [...new Set(etfs)].filter((etf) => !this.prices.has(etf)) : [];
+    const limit = this.host.limits.maxPriceSubscriptions;
+    if ([...this.prices, ...fresh].filter((etf) => etf !== ALL).length > limit) {
+      // Refused whole: a request that fails changes nothing.
+      return void this.write(errorMessage('too_many_subscriptions', `at most ${limit} ETFs: use "*" for all`, id));
     }
+    for (const etf of fresh) this.prices.add(etf);
+    if (!add) for (const etf of etfs) this.prices.delete(etf);
     if (requests !== undefined) this.requests = add ? requests : !requests && this.requests;
     this.host.priceInterestChanged(this);
     this.write({ v: WS_PROTOCOL_VERSION, type: 'subscribed', prices: [...this.prices], requests: this.requests, ...(id !== undefined ? { id } : {}) });
