@@ -6,6 +6,7 @@ import type { Authenticator } from './auth.js';
 import type { EngineClient } from './engine-client.js';
 import type { Exchange } from './http.js';
 import type { Params } from './params.js';
+import type { FeedStatusView } from './feed-status.js';
 
 export interface RouteDeps {
   engine: EngineClient;
@@ -116,12 +117,14 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
   ex.json(200, holdingsBody(reply.result as HoldingsView));
 }
 
-export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean): Promise<void> {
+export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView): Promise<void> {
   const reply = natsConnected ? await deps.engine.call({ op: 'ping' }) : null;
+  // The feed bridge's counters are shown, not judged: a system without an exchange is still serving teams.
+  const feedView = feed.view();
   if (!reply?.ok) {
-    ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false });
+    ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false, feed: feedView });
     return;
   }
   const p = reply.result as PingResult;
-  ex.json(200, { status: 'ok', nats: true, engine: true, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq });
+  ex.json(200, { status: 'ok', nats: true, engine: true, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq, feed: feedView });
 }

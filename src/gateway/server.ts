@@ -10,6 +10,7 @@ import { Authenticator } from './auth.js';
 import { Exchange, requestInfo, type RequestInfo } from './http.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
+import { FeedStatusView } from './feed-status.js';
 import { startEtfsRoute } from './etfs.js';
 import { attachWebSocket } from './ws/index.js';
 
@@ -42,6 +43,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const auth = new Authenticator(engine);
   const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, maxAmount: cfg.maxAmount };
   const etfs = startEtfsRoute(cfg, nc, log);
+  const feedStatus = new FeedStatusView(nc);
   let natsConnected = true;
   void (async () => {
     for await (const s of nc.status()) {
@@ -56,7 +58,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.create.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'create') }],
     [ROUTES.redeem.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'redeem') }],
     [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
-    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected) }],
+    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected, feedStatus) }],
     [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => etfs.handle(ex) }],
     [ROUTES.history.path, { method: 'GET', handler: (ex, p) => routes.history(ex, deps, p) }],
     [ROUTES.request.path, { method: 'GET', handler: (ex, p, info) => routes.request(ex, deps, p, info.path.slice(ROUTES.request.path.length - 1)) }],
@@ -103,6 +105,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
       ws.close();
       engine.close();
       etfs.close();
+      feedStatus.close();
       await nc.drain();
     },
   };

@@ -1,0 +1,54 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { FEED_STATUS_SUBJECT, type FeedStatus } from '../proto/marketdata.js';
+import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
+import { multicastSender } from '../src/feed/multicast.js';
+import { api, until, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, type TestSystem } from './helpers/system.js';
+import { bridgeOpts, collect, fillMsg, sendClearing, type Sender } from './helpers/feed.js';
+
+let nats: Awaited<ReturnType<typeof startTestNats>>;
+let dir: ReturnType<typeof tempDir>;
+let sys: TestSystem;
+let nc: NatsConnection;
+let sender: Sender;
+let bridge: BridgeHandle;
+let opts: BridgeOptions;
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  dir = tempDir();
+  sys = await startSystem(nats.url, testConfig(dir.path));
+  nc = await natsClient(nats.url);
+  sender = await multicastSender('127.0.0.1');
+  opts = await bridgeOpts(nats.url);
+});
+
+afterAll(async () => {
+  await bridge?.close();
+  await sender?.close();
+  await nc?.close();
+  await sys?.close();
+  await nats?.stop();
+  nats?.remove();
+  dir?.remove();
+});
+
+it('shows the feed bridge as down, then live with its gap count, on /health', async () => {
+  const http = api(sys.url);
+  const before = await http.send('GET', '/health');
+  expect(before.status).toBe(200); // teams are served without an exchange
+  expect(before.body.feed).toEqual({ live: false, age_ms: null });
+
+  const statuses = collect<FeedStatus>(nc, FEED_STATUS_SUBJECT);
+  await statuses.flushed();
+  bridge = await startBridge(opts, quietLog);
+  await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 3, 1)], [fillMsg(3, 1, 3, 1)]]);
+  await statuses.next((s) => s.clearing.gaps === 1);
+  // The gateway hears the same subject on its own connection: wait for it to have taken that status in.
+  const after = await until(async () => {
+    const h = await http.send('GET', '/health');
+    return h.body.feed.clearing?.gaps === 1 && h;
+  }, 'the gap on /health');
+  expect(after.body.feed.live).toBe(true);
+  expect(after.body.feed.clearing).toMatchObject({ gaps: 1, missed_messages: 1, last_seq: 3 });
+});
