@@ -176,7 +176,7 @@ export class FillPublisher {
     }
     this.stats.delivered++;
     if (DUPLICATE.test(body)) this.stats.duplicates++;
-    this.pump();
+    this.schedulePump(); // acks of one socket read refill the window in one write
   }
 
   private retry(p: Pending, why: string): void {
