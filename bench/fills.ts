@@ -105,13 +105,13 @@ async function drained(target: number): Promise<{ ok: boolean; at: number }> {
   }
 }
 
-/** Waits until neither the bridge's counters nor the engine moved for 1 s (at most 15 s). */
+/** Waits until neither the bridge's counters nor the engine moved for 2 s (a saturated bridge publishes its status late) (at most 15 s). */
 async function quiet(): Promise<void> {
   const mark = () => `${engine.fills.applied}/${lastStatus?.clearing.messages}/${lastStatus?.clearing.missed_messages}`;
   let m = mark();
   let since = performance.now();
   const end = performance.now() + 15_000;
-  while (performance.now() < end && performance.now() - since < 1000) {
+  while (performance.now() < end && performance.now() - since < 2000) {
     await sleep(50);
     const n = mark();
     if (n !== m) {
