@@ -45,7 +45,8 @@ export function gatherParams(info: RequestInfo, body: Buffer | null): ParamsResu
   return { ok: true, params };
 }
 
-function parseBasic(header: string): { username: string; password: string } | null {
+/** Credentials of an HTTP Basic `Authorization` header (REST and the WebSocket upgrade alike). */
+export function parseBasic(header: string): { username: string; password: string } | null {
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
   if (!m) return null;
   const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');

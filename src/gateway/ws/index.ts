@@ -3,7 +3,8 @@ import { WS_PATH, type WsFormat } from '../../../proto/ws.js';
 import type { Logger } from '../../shared/log.js';
 import { Hub, type HubDeps, type HubStats } from './hub.js';
 import { wsLimits, type WsLimits } from './limits.js';
-import { parseBasic, parseUpgradeQuery } from './protocol.js';
+import { parseUpgradeQuery } from './protocol.js';
+import { parseBasic } from '../params.js';
 import type { Session, Transport } from './session.js';
 
 interface UserData {

@@ -84,11 +84,3 @@ export function parseUpgradeQuery(query: string): UpgradeQuery {
   return { ok: true, format, resumeFrom };
 }
 
-export function parseBasic(header: string): { username: string; password: string } | null {
-  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
-  if (!m) return null;
-  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
-  const colon = decoded.indexOf(':');
-  if (colon < 0) return null;
-  return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
-}
