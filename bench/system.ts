@@ -18,8 +18,8 @@ export interface BenchSystem {
   stop(): Promise<void>;
 }
 
-function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src', script)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string, nodeFlags: string[] = []): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...nodeFlags, join(PROJECT_ROOT, 'dist/src', script)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (l) => l.includes(readyLine) && resolve(child));
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
@@ -48,8 +48,10 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify(cfg));
   const env = { ...process.env, CONFIG_FILE: configFile, NATS_URL: nats.url, LOG_LEVEL: 'info' };
-  const engine = await spawnService('engine/main.js', env, '"engine ready"');
-  const gateway = await spawnService('gateway/main.js', env, '"gateway listening"');
+  // BENCH_PROFILE=engine|gateway writes that service's CPU profile to .bench/ when it stops.
+  const profiled = (name: string) => (process.env.BENCH_PROFILE === name ? ['--cpu-prof', `--cpu-prof-dir=${join(PROJECT_ROOT, '.bench')}`] : []);
+  const engine = await spawnService('engine/main.js', env, '"engine ready"', profiled('engine'));
+  const gateway = await spawnService('gateway/main.js', env, '"gateway listening"', profiled('gateway'));
   const stopChild = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null ? r() : (c.once('exit', () => r()), c.kill('SIGTERM'))));
   return {
     nats,

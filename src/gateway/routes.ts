@@ -12,7 +12,8 @@ export interface RouteDeps {
   engine: EngineClient;
   auth: Authenticator;
   bcryptRounds: number;
-  maxAmount: number;
+  /** Built once: constructing a zod schema per request costs more than the whole rest of the request. */
+  conversion: ReturnType<typeof conversionSchema>;
 }
 
 /** `{KNAN: 10, UNDY: 2}`: what scripts want to index by ticker. */
@@ -66,7 +67,7 @@ export async function register(ex: Exchange, deps: RouteDeps, params: Params): P
 export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> {
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
-  const parsed = conversionSchema(deps.maxAmount).safeParse(params);
+  const parsed = deps.conversion.safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
   const { etf_name, amount, request_id } = parsed.data;
   const reply = await deps.engine.call({ op, clientId, etf: etf_name ?? null, amount, ...(request_id !== undefined ? { key: request_id } : {}) });

@@ -1,7 +1,7 @@
 import { createServer } from 'node:net';
 import uWS from 'uWebSockets.js';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { ROUTES } from '../../proto/http.js';
+import { ROUTES, conversionSchema } from '../../proto/http.js';
 import type { Config } from '../config/config.js';
 import { connectNats } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
@@ -41,7 +41,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const nc = await connectNats(natsUrl, 'etf-gateway');
   const engine = new EngineClient(nc, cfg.requestTimeoutMs);
   const auth = new Authenticator(engine);
-  const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, maxAmount: cfg.maxAmount };
+  const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount) };
   const etfs = startEtfsRoute(cfg, nc, log);
   const feedStatus = new FeedStatusView(nc);
   let natsConnected = true;
