@@ -27,7 +27,7 @@ const PER_MESSAGE = 1000;
 
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-startup-'));
 const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
-const log = createLogger('bench', 'warn');
+const log = createLogger('bench', process.env.BENCH_LOG ?? 'warn');
 const accountsFile = join(dir, 'accounts.txt');
 writeFileSync(accountsFile, Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n'));
 const cfg: Config = {

@@ -79,3 +79,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.accountsFile && !existsSync(c.accountsFile)) throw new Error(`accounts file ${c.accountsFile} does not exist`);
   return c;
 }
+
+/** Where the launcher records the URL of the nats-server it started, for the operator tools. */
+export const natsUrlFile = (cfg: Config): string => resolve(cfg.dataDir, 'nats.url');
+
+/** The NATS server tools should use: NATS_URL, else the one the launcher started, else the default port. */
+export function localNatsUrl(cfg: Config): string {
+  if (cfg.nats.url) return cfg.nats.url;
+  try {
+    return readFileSync(natsUrlFile(cfg), 'utf8').trim();
+  } catch {
+    return `nats://127.0.0.1:${cfg.nats.port}`;
+  }
+}

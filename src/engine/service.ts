@@ -38,6 +38,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
 
   const snapshots = await SnapshotStore.open(nc);
   const snapshot = await snapshots.load();
+  const snapshotMs = Math.round(performance.now() - t0);
   const state = snapshot ?? emptyState();
   const fromSnapshot = { journalSeq: state.journalSeq, fillSeq: state.fillSeq };
   const journalSeq = await replayJournal(nc, state.journalSeq + 1, (events, seq) => {
@@ -52,12 +53,16 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     state.journalSeq = await journal.append(opened);
     for (const ev of opened) applyEvent(state, ev);
   }
+  const tRoster = performance.now();
   await hashRosterPasswords(state, roster, cfg.bcryptRounds);
+  const rosterMs = Math.round(performance.now() - tRoster);
+  const tFills = performance.now();
 
   // Fills replayed before the actor exists are history: nobody is listening for their notices yet.
   let actor: EngineActor | undefined;
   const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined));
   await follower.caughtUp;
+  const fillsMs = Math.round(performance.now() - tFills);
 
   const scoreboard = new ScoreboardWriter(cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log'), (err) =>
     log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
@@ -81,7 +86,10 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
       snapshot: snapshot ? fromSnapshot : null,
       journalSeq: journal.sequence,
       fillSeq: state.fillSeq,
-      replayMs: replayedMs,
+      snapshotMs,
+      replayMs: replayedMs - snapshotMs,
+      rosterMs,
+      fillsMs,
       startMs: Math.round(performance.now() - t0),
     },
     'engine ready',

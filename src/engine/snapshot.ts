@@ -1,7 +1,9 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { createHash } from 'node:crypto';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { Packr } from 'msgpackr';
 import { encode, decode } from '../../proto/codec.js';
+import { readStream } from '../shared/stream-reader.js';
 import type { Delta } from '../../proto/journal.js';
 import {
   SNAPSHOT_CHUNK_BYTES,
@@ -13,7 +15,16 @@ import {
 } from '../../proto/streams.js';
 import { emptyState, type Account, type AuditEvent, type EngineState } from './state.js';
 
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
+
+/**
+ * Snapshots are read only by the engine, so they use msgpackr records: the
+ * thousands of same-shaped history entries share one structure definition,
+ * which makes the image smaller and several times faster to write and read
+ * than self-describing maps (the wire codec in proto/codec.ts keeps maps for
+ * other languages' sake).
+ */
+const snapshotPackr = new Packr({ useRecords: true, structuredClone: false, int64AsType: 'number' });
 
 interface AccountImage {
   clientId: number;
@@ -56,11 +67,11 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     takenAt: now,
     accounts,
   };
-  return encode(snap);
+  return snapshotPackr.pack(snap);
 }
 
 export function restoreSnapshot(bytes: Uint8Array): EngineState {
-  const snap = decode<EngineSnapshot>(bytes);
+  const snap = snapshotPackr.unpack(bytes) as EngineSnapshot;
   if (snap.v !== SNAPSHOT_VERSION) throw new Error(`snapshot version ${snap.v} is not ${SNAPSHOT_VERSION}`);
   const state = emptyState();
   state.journalSeq = snap.journalSeq;
@@ -94,7 +105,7 @@ export class SnapshotStore {
   private readonly js: JetStreamClient;
   private constructor(
     private readonly jsm: JetStreamManager,
-    nc: NatsConnection,
+    private readonly nc: NatsConnection,
   ) {
     this.js = jetstream(nc);
   }
@@ -117,12 +128,19 @@ export class SnapshotStore {
     const last = await this.jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_MANIFEST_SUBJECT }).catch(() => null);
     if (!last) return null;
     const manifest = decode<SnapshotManifest>(last.data);
+    // A consumer delivers the chunks as raw bytes (the message API would base64 them through JSON).
     const chunks: Uint8Array[] = [];
-    for (let seq = manifest.firstSeq; seq <= manifest.lastSeq; seq++) {
-      const m = await this.jsm.streams.getMessage(SNAPSHOT_STREAM, { seq });
-      if (!m) throw new Error(`snapshot chunk ${seq} is missing`);
-      chunks.push(m.data);
-    }
+    const reader = await readStream(
+      this.nc,
+      SNAPSHOT_STREAM,
+      manifest.firstSeq,
+      (m) => {
+        if (m.subject === SNAPSHOT_CHUNK_SUBJECT) chunks.push(m.data);
+      },
+      { follow: false, untilSeq: manifest.lastSeq },
+    );
+    await reader.caughtUp;
+    await reader.stop();
     const bytes = Buffer.concat(chunks);
     const sha = createHash('sha256').update(bytes).digest('hex');
     if (bytes.byteLength !== manifest.bytes || sha !== manifest.sha256) throw new Error('snapshot is corrupt: size or sha256 mismatch');

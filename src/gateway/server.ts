@@ -1,4 +1,4 @@
-import { createServer } from 'node:net';
+import { assertPortFree } from '../shared/ports.js';
 import uWS from 'uWebSockets.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ROUTES, conversionSchema } from '../../proto/http.js';
@@ -24,20 +24,9 @@ export interface GatewayHandle {
 
 type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void>;
 
-/** uWS happily shares a port with another process (SO_REUSEPORT), silently splitting traffic: refuse instead. */
-async function assertPortFree(host: string, port: number): Promise<void> {
-  if (port === 0) return;
-  await new Promise<void>((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new Error(err.code === 'EADDRINUSE' ? `port ${port} is already in use: is another gateway running?` : err.message)),
-    );
-    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
-  });
-}
 
 export async function startGateway(cfg: Config, natsUrl: string, log: Logger): Promise<GatewayHandle> {
-  await assertPortFree(cfg.http.host, cfg.http.port);
+  await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
   const nc = await connectNats(natsUrl, 'etf-gateway');
   const engine = new EngineClient(nc, cfg.requestTimeoutMs);
   const auth = new Authenticator(engine);

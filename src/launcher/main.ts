@@ -1,9 +1,11 @@
 import { join } from 'node:path';
-import { loadConfig, PROJECT_ROOT } from '../config/config.js';
+import { writeFileSync } from 'node:fs';
+import { loadConfig, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
 import { createLogger } from '../shared/log.js';
 import { startNatsServer, type NatsServer } from './nats-server.js';
 import { Supervisor } from './supervisor.js';
 import { exchangeIsLive } from './exchange-probe.js';
+import { assertPortFree, freePort, portIsFree } from '../shared/ports.js';
 
 /**
  * `npm start`: the whole system on one machine. Starts a local nats-server
@@ -16,12 +18,26 @@ const cfg = loadConfig();
 const log = createLogger('launcher', cfg.logLevel);
 const dist = join(PROJECT_ROOT, 'dist/src');
 
+try {
+  await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
+} catch (err) {
+  log.fatal((err as Error).message);
+  process.exit(1);
+}
+
 let nats: NatsServer | null = null;
 let natsUrl = cfg.nats.url;
 try {
   if (!natsUrl) {
-    nats = await startNatsServer({ port: cfg.nats.port, storeDir: join(cfg.dataDir, 'nats') });
+    let port = cfg.nats.port;
+    // A nats-server already on the default port (Debian's package can start one as a service) is not ours: take another.
+    if (!process.env.NATS_PORT && !(await portIsFree('127.0.0.1', port))) {
+      port = await freePort();
+      log.warn({ port, busy: cfg.nats.port }, 'NATS port in use: starting the local nats-server on another port');
+    }
+    nats = await startNatsServer({ port, storeDir: join(cfg.dataDir, 'nats') });
     natsUrl = nats.url;
+    writeFileSync(natsUrlFile(cfg), `${natsUrl}\n`);
     log.info({ url: natsUrl, store: join(cfg.dataDir, 'nats') }, 'started nats-server');
   } else {
     log.info({ url: natsUrl }, 'using NATS_URL');

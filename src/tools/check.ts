@@ -6,7 +6,7 @@
  *   npm run check            (NATS_URL defaults to the launcher's local server)
  */
 import type { DumpResult } from '../../proto/engine.js';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, localNatsUrl } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
 import { createLogger } from '../shared/log.js';
@@ -15,7 +15,7 @@ import { consistencyCheck } from '../engine/check.js';
 
 const cfg = loadConfig();
 const log = createLogger('check', 'warn');
-const nc = await connectNats(cfg.nats.url || `nats://127.0.0.1:${cfg.nats.port}`, 'etf-check');
+const nc = await connectNats(localNatsUrl(cfg), 'etf-check', { waitForServer: false });
 const engine = new EngineClient(nc, 30_000);
 const reply = await engine.call({ op: 'dump' });
 if (!reply.ok) {

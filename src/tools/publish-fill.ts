@@ -10,7 +10,7 @@ import { ensureFillStream } from '../shared/streams.js';
 import { encode } from '../../proto/codec.js';
 import { fillProblem, FILL_SIDE_BUY, FILL_SIDE_SELL, type Fill } from '../../proto/fill.js';
 import { fillSubject } from '../../proto/subjects.js';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, localNatsUrl } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 
 const { values } = parseArgs({
@@ -26,7 +26,7 @@ const { values } = parseArgs({
 });
 const cfg = loadConfig();
 const instruments = loadBaskets(cfg.basketsFile || undefined);
-const url = cfg.nats.url || `nats://127.0.0.1:${cfg.nats.port}`;
+const url = localNatsUrl(cfg);
 const usage = 'usage: npm run fill -- --client ID (--symbol TICKER|ID | --basket) --quantity N [--side buy|sell] [--price P]';
 
 const symbols: number[] = [];
@@ -37,7 +37,7 @@ if (values.basket) {
   if (s === undefined || !Number.isInteger(s)) throw new Error(`${usage}\nunknown symbol ${values.symbol}`);
   symbols.push(s);
 }
-const nc = await connectNats(url, 'publish-fill');
+const nc = await connectNats(url, 'publish-fill', { waitForServer: false });
 await ensureFillStream(nc);
 const js = jetstream(nc);
 let seq = Number(values.seq ?? Date.now() % 1e9);
