@@ -50,16 +50,26 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   const env = { ...process.env, CONFIG_FILE: configFile, NATS_URL: nats.url, LOG_LEVEL: 'info' };
   // BENCH_PROFILE=engine|gateway writes that service's CPU profile to .bench/ when it stops.
   const profiled = (name: string) => (process.env.BENCH_PROFILE === name ? ['--cpu-prof', `--cpu-prof-dir=${join(PROJECT_ROOT, '.bench')}`] : []);
-  const engine = await spawnService('engine/main.js', env, '"engine ready"', profiled('engine'));
-  const gateway = await spawnService('gateway/main.js', env, '"gateway listening"', profiled('gateway'));
   const stopChild = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null ? r() : (c.once('exit', () => r()), c.kill('SIGTERM'))));
+  let engine: ChildProcess | undefined;
+  let gateway: ChildProcess;
+  try {
+    engine = await spawnService('engine/main.js', env, '"engine ready"', profiled('engine'));
+    gateway = await spawnService('gateway/main.js', env, '"gateway listening"', profiled('gateway'));
+  } catch (err) {
+    // Leave nothing running behind a failed start.
+    if (engine) await stopChild(engine);
+    await nats.stop();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     nats,
     url: `http://127.0.0.1:${httpPort}`,
     cfg,
     stop: async () => {
       await stopChild(gateway);
-      await stopChild(engine);
+      await stopChild(engine!);
       await nats.stop();
       rmSync(dir, { recursive: true, force: true });
     },
