@@ -4,7 +4,7 @@
  * 100,000 events after it.
  * Run: npm run bench:startup   (BENCH_EVENTS to change the journal size)
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
@@ -13,7 +13,7 @@ import { encode } from '../proto/codec.js';
 import { JOURNAL_SUBJECT } from '../proto/subjects.js';
 import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import { JOURNAL_VERSION, type JournalEvent } from '../proto/journal.js';
-import type { Config } from '../src/config/config.js';
+import { benchConfig, benchRoster } from './system.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { conversionDeltas } from '../src/engine/core.js';
 import { startEngine } from '../src/engine/service.js';
@@ -28,20 +28,7 @@ const PER_MESSAGE = 1000;
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-startup-'));
 const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
 const log = createLogger('bench', process.env.BENCH_LOG ?? 'warn');
-const accountsFile = join(dir, 'accounts.txt');
-writeFileSync(accountsFile, Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n'));
-const cfg: Config = {
-  http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384 },
-  nats: { url: nats.url, port: nats.port },
-  dataDir: dir,
-  accountsFile,
-  basketsFile: '',
-  maxAmount: 1_000_000,
-  bcryptRounds: 4,
-  requestTimeoutMs: 10_000,
-  snapshotEvery: 0,
-  logLevel: 'warn',
-};
+const cfg = benchConfig(dir, nats, benchRoster(TEAMS), { bcryptRounds: 4, snapshotEvery: 0, logLevel: 'warn' });
 const undy = loadBaskets(undefined).baskets.get('UNDY')!;
 const nc = await connect({ servers: nats.url, noAsyncTraces: true });
 await ensureJournalStream(nc);

@@ -26,14 +26,12 @@ function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string,
   });
 }
 
-export async function startBenchSystem(roster: string, overrides: Partial<Config> = {}): Promise<BenchSystem> {
-  const dir = mkdtempSync(join(tmpdir(), 'etf-bench-'));
-  const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
+/** A config for benchmarks: the roster written to `dir`, loopback addresses, the given NATS. */
+export function benchConfig(dir: string, nats: { url: string; port: number }, roster: string, overrides: Partial<Config> = {}): Config {
   const accountsFile = join(dir, 'accounts.txt');
   writeFileSync(accountsFile, roster);
-  const httpPort = await freePort();
-  const cfg: Config = {
-    http: { host: '127.0.0.1', port: httpPort, maxBodyBytes: 16384 },
+  return {
+    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384 },
     nats: { url: nats.url, port: nats.port },
     dataDir: dir,
     accountsFile,
@@ -45,6 +43,16 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
     logLevel: 'info',
     ...overrides,
   };
+}
+
+/** `n` roster lines: client_id i, team<i>, team<i>pass. */
+export const benchRoster = (n: number): string => Array.from({ length: n }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
+
+export async function startBenchSystem(roster: string, overrides: Partial<Config> = {}): Promise<BenchSystem> {
+  const dir = mkdtempSync(join(tmpdir(), 'etf-bench-'));
+  const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
+  const httpPort = await freePort();
+  const cfg = benchConfig(dir, nats, roster, { http: { host: '127.0.0.1', port: httpPort, maxBodyBytes: 16384 }, ...overrides });
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify(cfg));
   const env = { ...process.env, CONFIG_FILE: configFile, NATS_URL: nats.url, LOG_LEVEL: 'info' };

@@ -35,6 +35,7 @@ import WebSocket from 'ws';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
 import { multicastSender } from '../src/feed/multicast.js';
+import { benchConfig, benchRoster } from './system.js';
 import { encodeClearingDatagram, type ClearingMessage } from '../proto/ndfex.js';
 
 const ACCOUNTS = 10;
@@ -87,20 +88,8 @@ const budget = setTimeout(() => {
 budget.unref();
 
 // ------------------------------------------------------------------ the system, as separate processes
-const accountsFile = join(dir, 'accounts.txt');
-writeFileSync(accountsFile, Array.from({ length: ACCOUNTS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n'));
 const httpPort = await freePort();
-const cfg = {
-  http: { host: '127.0.0.1', port: httpPort, maxBodyBytes: 16384 },
-  nats: { url: nats.url, port: nats.port },
-  dataDir: dir,
-  accountsFile,
-  basketsFile: '',
-  maxAmount: 1_000_000,
-  bcryptRounds: 4,
-  requestTimeoutMs: 10_000,
-  logLevel: 'info',
-};
+const cfg = benchConfig(dir, nats, benchRoster(ACCOUNTS), { http: { host: '127.0.0.1', port: httpPort, maxBodyBytes: 16384 }, bcryptRounds: 4 });
 const configFile = join(dir, 'config.json');
 writeFileSync(configFile, JSON.stringify(cfg));
 
