@@ -10,6 +10,14 @@
 
 const asciiLe = (s: string): bigint => Buffer.from(s, 'latin1').readBigUInt64LE(0);
 
+/** The exchange's multicast feeds (group:port) and the interface of a local setup. */
+export const NDFEX_DEFAULT_FEEDS = {
+  clearing: '239.0.0.2:12346',
+  marketData: '239.0.0.1:12345',
+  snapshot: '239.0.0.3:12345',
+  iface: '127.0.0.1',
+} as const;
+
 export const CLEARING_MAGIC = 0x12345678n;
 /** The ASCII bytes "GOIRISH!" read as a little-endian u64. */
 export const MD_MAGIC = asciiLe('GOIRISH!');

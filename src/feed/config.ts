@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { NDFEX_DEFAULT_FEEDS } from '../../proto/ndfex.js';
 import { parseGroupAddr, type GroupAddr } from './multicast.js';
 import type { RestartPolicy } from './clearing.js';
 
@@ -27,10 +28,10 @@ const groupAddr = z.string().transform((s, ctx) => {
 
 const envSchema = z.object({
   NATS_URL: z.string({ error: 'NATS_URL is required' }).min(1, 'NATS_URL is required'),
-  NDFEX_CLEARING_ADDR: groupAddr.default(parseGroupAddr('239.0.0.2:12346')),
-  NDFEX_MD_ADDR: groupAddr.default(parseGroupAddr('239.0.0.1:12345')),
-  NDFEX_SNAPSHOT_ADDR: groupAddr.default(parseGroupAddr('239.0.0.3:12345')),
-  NDFEX_INTERFACE: z.ipv4().default('127.0.0.1'),
+  NDFEX_CLEARING_ADDR: groupAddr.default(parseGroupAddr(NDFEX_DEFAULT_FEEDS.clearing)),
+  NDFEX_MD_ADDR: groupAddr.default(parseGroupAddr(NDFEX_DEFAULT_FEEDS.marketData)),
+  NDFEX_SNAPSHOT_ADDR: groupAddr.default(parseGroupAddr(NDFEX_DEFAULT_FEEDS.snapshot)),
+  NDFEX_INTERFACE: z.ipv4().default(NDFEX_DEFAULT_FEEDS.iface),
   NDFEX_SESSION: z.string().max(64).default(''),
   NDFEX_RESTART_POLICY: z.enum(['reset', 'keep']).default('reset'),
   NDFEX_STATUS_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1000),

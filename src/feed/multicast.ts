@@ -1,15 +1,18 @@
 import { createSocket, type Socket } from 'node:dgram';
+import { isIPv4 } from 'node:net';
 
 export interface GroupAddr {
   group: string;
   port: number;
 }
 
-/** Parses `group:port` (e.g. 239.0.0.2:12346). */
+/** Parses `group:port` (e.g. 239.0.0.2:12346), refusing anything but an IPv4 multicast group. */
 export function parseGroupAddr(s: string): GroupAddr {
   const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(s.trim());
   const port = m ? Number(m[2]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new Error(`"${s}" is not an IPv4 group:port`);
+  if (!m || !isIPv4(m[1]!) || port < 1 || port > 65535) throw new Error(`"${s}" is not an IPv4 group:port, e.g. 239.0.0.1:12345`);
+  const first = Number(m[1]!.split('.')[0]);
+  if (first < 224 || first > 239) throw new Error(`${m[1]} is not a multicast group (224.0.0.0-239.255.255.255)`);
   return { group: m[1]!, port };
 }
 

@@ -1,4 +1,5 @@
 import { joinGroup, parseGroupAddr } from '../feed/multicast.js';
+import { NDFEX_DEFAULT_FEEDS } from '../../proto/ndfex.js';
 
 /**
  * Listens on the exchange's market-data group for a while: NDFEX sends at
@@ -6,11 +7,11 @@ import { joinGroup, parseGroupAddr } from '../feed/multicast.js';
  * there and the launcher starts the built-in simulator instead.
  */
 export async function exchangeIsLive(env: NodeJS.ProcessEnv, waitMs = 1200): Promise<boolean> {
-  const addr = parseGroupAddr(env.NDFEX_MD_ADDR || '239.0.0.1:12345');
+  const addr = parseGroupAddr(env.NDFEX_MD_ADDR || NDFEX_DEFAULT_FEEDS.marketData);
   let heard = false;
   let wake!: () => void;
   const woke = new Promise<void>((r) => (wake = r));
-  const receiver = await joinGroup(addr, env.NDFEX_INTERFACE || '127.0.0.1', () => {
+  const receiver = await joinGroup(addr, env.NDFEX_INTERFACE || NDFEX_DEFAULT_FEEDS.iface, () => {
     heard = true;
     wake();
   });

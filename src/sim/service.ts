@@ -3,16 +3,9 @@ import type { Logger } from '../shared/log.js';
 import type { ClearingMessage, MdMessage } from '../../proto/ndfex.js';
 import { SimMarket } from './market.js';
 import { packClearing, packMd } from './datagrams.js';
-import type { Endpoint } from './settings.js';
+import type { Endpoint, SimSettings } from './settings.js';
 
-export interface SimulatorOptions {
-  clearing: Endpoint;
-  md: Endpoint;
-  snapshot: Endpoint;
-  iface: string;
-  /** Market events per second. */
-  rate: number;
-  seed: number;
+export interface SimulatorOptions extends SimSettings {
   rosterIds: readonly number[];
   log: Logger;
   /** No timers at all: the caller drives the market with step(), snapshot() and heartbeat(). For tests. */

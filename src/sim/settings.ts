@@ -1,10 +1,9 @@
 import { isIPv4 } from 'node:net';
+import { NDFEX_DEFAULT_FEEDS } from '../../proto/ndfex.js';
+import { parseGroupAddr, type GroupAddr } from '../feed/multicast.js';
 
 /** A multicast group and port. */
-export interface Endpoint {
-  group: string;
-  port: number;
-}
+export type Endpoint = GroupAddr;
 
 export interface SimSettings {
   clearing: Endpoint;
@@ -18,20 +17,19 @@ export interface SimSettings {
 }
 
 /** The exchange's groups (../shared/ndfex/PROTOCOL.md); the feed bridge reads the same variables. */
-export const DEFAULT_CLEARING = '239.0.0.2:12346';
-export const DEFAULT_MD = '239.0.0.1:12345';
-export const DEFAULT_SNAPSHOT = '239.0.0.3:12345';
-export const DEFAULT_INTERFACE = '127.0.0.1';
+export const DEFAULT_CLEARING = NDFEX_DEFAULT_FEEDS.clearing;
+export const DEFAULT_MD = NDFEX_DEFAULT_FEEDS.marketData;
+export const DEFAULT_SNAPSHOT = NDFEX_DEFAULT_FEEDS.snapshot;
+export const DEFAULT_INTERFACE = NDFEX_DEFAULT_FEEDS.iface;
 export const DEFAULT_RATE = 20;
 
 /** Parses `group:port`, naming the variable in the error. */
 export function parseEndpoint(name: string, value: string): Endpoint {
-  const m = /^(\d+\.\d+\.\d+\.\d+):(\d{1,5})$/.exec(value.trim());
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !isIPv4(m[1]!) || port < 1 || port > 65535) throw new Error(`${name}=${JSON.stringify(value)}: expected group:port, e.g. 239.0.0.1:12345`);
-  const first = Number(m[1]!.split('.')[0]);
-  if (first < 224 || first > 239) throw new Error(`${name}=${value}: ${m[1]} is not a multicast group (224.0.0.0-239.255.255.255)`);
-  return { group: m[1]!, port };
+  try {
+    return parseGroupAddr(value);
+  } catch (err) {
+    throw new Error(`${name}=${JSON.stringify(value)}: ${(err as Error).message}`);
+  }
 }
 
 export function simSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): SimSettings {
