@@ -4,7 +4,8 @@
  *   health   HTTP → NATS → engine → reply (no auth, no journal write)
  *   holdings + authentication (cached keyed proof) + a read of engine state
  *   create   + a durable journal write (group commit) before the 200
- * Run: npm run bench:create   (BENCH_SECONDS, BENCH_CONNECTIONS to change the load)
+ * Run: npm run bench:create   (BENCH_SECONDS, BENCH_CONNECTIONS to change the load,
+ *      BENCH_SCENARIOS=create to run a subset, BENCH_PROFILE=engine|gateway for a CPU profile in .bench/)
  */
 import autocannon from 'autocannon';
 import { connect } from '@nats-io/transport-node';
@@ -39,11 +40,14 @@ try {
     holdings: teams.map((i) => ({ method: 'GET', path: `/holdings?${form(i, '')}` })),
     create: teams.map((i) => ({ method: 'POST', path: '/create', headers: formHeaders, body: form(i, '&etf_name=UNDY&amount=1') })),
   };
+  // BENCH_SCENARIOS=create (comma-separated) runs a subset, e.g. while profiling one path.
+  const only = process.env.BENCH_SCENARIOS?.split(',');
+  const chosen = Object.entries(scenarios).filter(([name]) => !only || only.includes(name));
   // Warm-up: pays each team's one bcrypt check and JIT-compiles the paths.
-  for (const requests of Object.values(scenarios)) await autocannon({ url: sys.url, connections: 8, duration: 1, requests });
+  for (const [, requests] of chosen) await autocannon({ url: sys.url, connections: 8, duration: 1, requests });
 
   const rows: { scenario: string; rps: number; p50: number; p99: number; non2xx: number; errors: number }[] = [];
-  for (const [scenario, requests] of Object.entries(scenarios)) {
+  for (const [scenario, requests] of chosen) {
     const r = await autocannon({ url: sys.url, connections, duration: seconds, requests });
     rows.push({ scenario, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
   }

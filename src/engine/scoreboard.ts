@@ -1,4 +1,4 @@
-import { appendFile, open, readFile, rename, truncate, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { JournalEvent } from '../../proto/journal.js';
@@ -22,41 +22,62 @@ interface Position {
   bytes: number;
 }
 
+/** The position record is rewritten in place at a fixed width: one small write, no rename, per batch. */
+const POSITION_WIDTH = 64;
+
 /**
  * Appends every accepted conversion to the exchange's scoreboard file, exactly
  * once across crashes: a side file records (journal seq, file length) after
  * each append; at start the file is cut back to that length and the journal
- * after that seq is appended again.
+ * after that seq is appended again. Both files stay open, and batches that
+ * arrive while a write is in progress are written together.
  */
 export class ScoreboardWriter {
-  private chain: Promise<void> = Promise.resolve();
   private pos: Position = { seq: 0, bytes: 0 };
+  private file?: FileHandle;
+  private posFile?: FileHandle;
+  private ready = false;
+  /** Catch-up failed: lines are not kept in memory; the next start redoes them from the journal. */
+  private failed = false;
+  private pendingText = '';
+  private pendingSeq = 0;
+  private writing: Promise<void> | null = null;
 
   constructor(
     private readonly path: string,
     private readonly onError: (err: unknown) => void,
   ) {}
 
-  private get posPath(): string {
-    return `${this.path}.pos`;
-  }
-
   /** Starts the catch-up in the background; live appends queue behind it, so start-up does not wait for it. */
   startCatchUp(nc: NatsConnection, journalSeq: number): void {
-    this.chain = this.catchUp(nc, journalSeq).catch(this.onError);
+    this.writing = this.catchUp(nc, journalSeq)
+      .then(() => {
+        this.ready = true;
+      })
+      .catch((err: unknown) => {
+        this.failed = true;
+        this.onError(err);
+      })
+      .finally(() => {
+        this.writing = null;
+        this.kick();
+      });
   }
 
   private async catchUp(nc: NatsConnection, journalSeq: number): Promise<void> {
     await mkdir(dirname(this.path), { recursive: true });
     try {
-      this.pos = JSON.parse(await readFile(this.posPath, 'utf8')) as Position;
+      this.pos = JSON.parse(await readFile(`${this.path}.pos`, 'utf8')) as Position;
     } catch {
       this.pos = { seq: 0, bytes: 0 };
     }
-    const fh = await open(this.path, 'a');
-    const size = (await fh.stat()).size;
-    await fh.close();
-    if (size > this.pos.bytes) await truncate(this.path, this.pos.bytes);
+    this.file = await open(this.path, 'a+');
+    this.posFile = await open(`${this.path}.pos`, 'a+').then(async (fh) => {
+      await fh.close();
+      return open(`${this.path}.pos`, 'r+');
+    });
+    const size = (await this.file.stat()).size;
+    if (size > this.pos.bytes) await this.file.truncate(this.pos.bytes);
     if (size < this.pos.bytes) this.pos.bytes = size; // edited by hand: keep what is there
     if (this.pos.seq >= journalSeq) return;
     let text = '';
@@ -66,18 +87,39 @@ export class ScoreboardWriter {
 
   /** Queues the lines of a durable journal batch; appends happen in journal order. */
   append(events: readonly JournalEvent[], journalSeq: number): void {
-    const text = scoreboardLines(events);
-    this.chain = this.chain.then(() => this.write(text, journalSeq)).catch(this.onError);
+    if (this.failed) return;
+    this.pendingText += scoreboardLines(events);
+    this.pendingSeq = journalSeq;
+    this.kick();
   }
 
-  flush(): Promise<void> {
-    return this.chain;
+  private kick(): void {
+    if (!this.ready || this.writing || this.pendingSeq <= this.pos.seq) return;
+    const text = this.pendingText;
+    const seq = this.pendingSeq;
+    this.pendingText = '';
+    this.writing = this.write(text, seq)
+      .catch(this.onError)
+      .finally(() => {
+        this.writing = null;
+        this.kick();
+      });
+  }
+
+  /** Resolves once everything queued so far is written. */
+  async flush(): Promise<void> {
+    while (this.writing) await this.writing;
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.file?.close();
+    await this.posFile?.close();
   }
 
   private async write(text: string, seq: number): Promise<void> {
-    if (text) await appendFile(this.path, text);
+    if (text) await this.file!.write(text);
     this.pos = { seq, bytes: this.pos.bytes + Buffer.byteLength(text) };
-    await writeFile(`${this.posPath}.tmp`, JSON.stringify(this.pos));
-    await rename(`${this.posPath}.tmp`, this.posPath);
+    await this.posFile!.write(JSON.stringify(this.pos).padEnd(POSITION_WIDTH), 0, 'utf8');
   }
 }

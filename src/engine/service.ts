@@ -102,7 +102,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     close: async () => {
       await actor.drain();
       await follower.stop();
-      await scoreboard.flush();
+      await scoreboard.close();
       // A clean stop leaves a snapshot of everything, so the next start replays nothing.
       await actor.saveSnapshotNow().catch((err: unknown) => log.warn({ err }, 'snapshot at shutdown failed'));
       await nc.drain();
