@@ -237,6 +237,6 @@ describe('routes', () => {
     expect((await http.send('DELETE', '/holdings')).status).toBe(405);
     const h = await http.send('GET', '/health');
     expect(h.status).toBe(200);
-    expect(h.body).toMatchObject({ status: 'ok', nats: true, engine: true });
+    expect(h.body).toMatchObject({ status: 'ok', nats: true, engine: true, ws: { connections: 0 } });
   });
 });

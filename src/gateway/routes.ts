@@ -118,14 +118,14 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
   ex.json(200, holdingsBody(reply.result as HoldingsView));
 }
 
-export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView): Promise<void> {
+export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView, ws: { stats: unknown }): Promise<void> {
   const reply = natsConnected ? await deps.engine.call({ op: 'ping' }) : null;
   // The feed bridge's counters are shown, not judged: a system without an exchange is still serving teams.
-  const feedView = feed.view();
+  const extra = { feed: feed.view(), ws: ws.stats };
   if (!reply?.ok) {
-    ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false, feed: feedView });
+    ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false, ...extra });
     return;
   }
   const p = reply.result as PingResult;
-  ex.json(200, { status: 'ok', nats: true, engine: true, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq, feed: feedView });
+  ex.json(200, { status: 'ok', nats: true, engine: true, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq, ...extra });
 }

@@ -47,7 +47,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.create.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'create') }],
     [ROUTES.redeem.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'redeem') }],
     [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
-    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected, feedStatus) }],
+    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected, feedStatus, ws) }],
     [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => etfs.handle(ex) }],
     [ROUTES.history.path, { method: 'GET', handler: (ex, p) => routes.history(ex, deps, p) }],
     [ROUTES.request.path, { method: 'GET', handler: (ex, p, info) => routes.request(ex, deps, p, info.path.slice(ROUTES.request.path.length - 1)) }],
