@@ -53,9 +53,6 @@ export class EngineActor {
   private writingEvents = false;
   private flushScheduled = false;
   private sub?: Subscription;
-  commandsHandled = 0;
-  groupsWritten = 0;
-  snapshotsSaved = 0;
   private eventsSinceSnapshot = 0;
   /** A snapshot taken from state that includes groups not yet written: saved once the journal reaches `journalSeq`. */
   private pendingSnapshot: { journalSeq: number; bytes: Uint8Array } | null = null;
@@ -140,7 +137,6 @@ export class EngineActor {
       const list = group.replies.get(msg.reply);
       if (list) list.push(reply);
       else group.replies.set(msg.reply, [reply]);
-      this.commandsHandled++;
     }
     this.scheduleFlush();
   }
@@ -216,7 +212,6 @@ export class EngineActor {
           try {
             this.state.journalSeq = await this.journal.append(group.events);
             this.writingEvents = false;
-            this.groupsWritten++;
             this.afterWrite(group.events.length);
             this.onDurable?.(group.events, this.state.journalSeq);
           } catch (err) {
@@ -251,7 +246,6 @@ export class EngineActor {
         .save(pending.bytes, pending.journalSeq, this.now())
         .then(
           () => {
-            this.snapshotsSaved++;
             this.log.info({ journalSeq: pending.journalSeq, bytes: pending.bytes.byteLength }, 'snapshot saved');
           },
           (err: unknown) => this.log.warn({ err }, 'snapshot not saved: start-up replays more journal'),
@@ -265,7 +259,6 @@ export class EngineActor {
     if (!this.snapshots) return;
     await this.savingSnapshot;
     await this.snapshots.store.save(takeSnapshot(this.state, this.journal.sequence, this.now()), this.journal.sequence, this.now());
-    this.snapshotsSaved++;
   }
 
   private sendReplies(group: Group): void {

@@ -31,7 +31,6 @@ export class Authenticator {
   private readonly key = randomBytes(32);
   private readonly cache = new Map<string, Entry>();
   private readonly inflight = new Map<string, Promise<AuthResult>>();
-  bcryptChecks = 0;
 
   constructor(private readonly engine: EngineClient) {}
 
@@ -75,7 +74,6 @@ export class Authenticator {
       }
       if (entry.proof && timingSafeEqual(entry.proof, proof)) return { ok: true, clientId: entry.clientId };
     }
-    this.bcryptChecks++;
     const ok = entry.hash !== '' && (await bcrypt.compare(password, entry.hash));
     if (ok) {
       entry.proof = proof;

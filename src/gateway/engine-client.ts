@@ -29,7 +29,6 @@ export class EngineClient {
   private flushScheduled = false;
   private readonly sub: Subscription;
   private readonly sweeper: NodeJS.Timeout;
-  sentBatches = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -73,7 +72,6 @@ export class EngineClient {
     if (cmds.length === 0) return;
     const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };
     this.nc.publish(ENGINE_COMMAND_SUBJECT, encode(batch), { reply: this.inbox });
-    this.sentBatches++;
   }
 
   private expire(): void {

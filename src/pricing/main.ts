@@ -9,21 +9,7 @@
  *   BASKETS_FILE  ETF baskets (default config/baskets.json; empty: UNDY alone)
  *   CONFIG_FILE, LOG_LEVEL
  */
-import { loadConfig } from '../config/config.js';
-import { createLogger } from '../shared/log.js';
-import { onShutdown } from '../shared/process.js';
+import { runService } from '../shared/process.js';
 import { startPricing } from './service.js';
 
-const cfg = loadConfig();
-const log = createLogger('pricing', cfg.logLevel);
-if (!cfg.nats.url) {
-  log.fatal('NATS_URL is not set: run pricing through the launcher (npm start) or give it a server');
-  process.exit(2);
-}
-try {
-  const pricing = await startPricing(cfg, cfg.nats.url, log);
-  onShutdown(log, () => pricing.close());
-} catch (err) {
-  log.fatal({ err: err instanceof Error ? err.message : err }, 'pricing failed to start');
-  process.exit(1);
-}
+await runService('pricing', startPricing);

@@ -1,4 +1,5 @@
-import type { Logger } from './log.js';
+import { loadConfig, type Config } from '../config/config.js';
+import { createLogger, type Logger } from './log.js';
 
 /** Runs `close` once on SIGINT/SIGTERM, then exits; a second signal exits at once. */
 export function onShutdown(log: Logger, close: () => Promise<void>): void {
@@ -17,4 +18,28 @@ export function onShutdown(log: Logger, close: () => Promise<void>): void {
   };
   process.on('SIGINT', () => handler('SIGINT'));
   process.on('SIGTERM', () => handler('SIGTERM'));
+}
+
+/**
+ * The entry point of a NATS service (engine, gateway, pricing): config, a
+ * logger, NATS_URL required, start, clean stop on SIGINT/SIGTERM, and a clear
+ * fatal log and exit code when start-up fails.
+ */
+export async function runService(
+  name: string,
+  start: (cfg: Config, natsUrl: string, log: Logger) => Promise<{ close(): Promise<void> }>,
+): Promise<void> {
+  const cfg = loadConfig();
+  const log = createLogger(name, cfg.logLevel);
+  if (!cfg.nats.url) {
+    log.fatal(`NATS_URL is not set: run the ${name} through the launcher (npm start) or give it a server`);
+    process.exit(2);
+  }
+  try {
+    const service = await start(cfg, cfg.nats.url, log);
+    onShutdown(log, () => service.close());
+  } catch (err) {
+    log.fatal({ err: err instanceof Error ? err.message : err }, `${name} failed to start`);
+    process.exit(1);
+  }
 }
