@@ -1,49 +1,13 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsConnection } from '@nats-io/transport-node';
-import {
-  api,
-  fillsFor,
-  MULTI_BASKETS,
-  natsClient,
-  publishFills,
-  startSystem,
-  startTestNats,
-  tempDir,
-  testConfig,
-  undyBasket,
-  type TestSystem,
-} from './helpers/system.js';
-import { awaitHoldingsSeq } from './helpers/events.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { buy as buyFor, MULTI_BASKETS, undyBasket, useSystem, type SystemFixture } from './helpers/system.js';
 
-let nats: Awaited<ReturnType<typeof startTestNats>>;
-let dir: ReturnType<typeof tempDir>;
-let sys: TestSystem;
-let nc: NatsConnection;
-let http: ReturnType<typeof api>;
-
-beforeAll(async () => {
-  nats = await startTestNats();
-  dir = tempDir();
-  sys = await startSystem(nats.url, testConfig(dir.path, { basketsFile: MULTI_BASKETS, maxAmount: 10_000 }));
-  nc = await natsClient(nats.url);
-  http = api(sys.url);
+const f = useSystem({ basketsFile: MULTI_BASKETS, maxAmount: 10_000 });
+let http: SystemFixture['http'];
+beforeAll(() => {
+  http = f.http;
 });
 
-afterAll(async () => {
-  await nc?.close();
-  await sys?.close();
-  await nats?.stop();
-  nats?.remove();
-  dir?.remove();
-});
-
-/** Buys `quantities` for the account on the exchange and waits until the engine has applied them. */
-async function buy(clientId: number, quantities: Record<number, number>): Promise<void> {
-  const fills = fillsFor(clientId, quantities);
-  const seen = awaitHoldingsSeq(nc, clientId, fills.length);
-  await publishFills(nc, fills);
-  await seen;
-}
+const buy = (clientId: number, quantities: Record<number, number>) => buyFor(f.nc, clientId, quantities);
 
 describe('register', () => {
   it('registers a new account with a fresh client_id, then refuses the same name', async () => {

@@ -1,33 +1,11 @@
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { api, fillsFor, natsClient, publishFills, startSystem, startTestNats, tempDir, testConfig, undyBasket, type TestSystem } from './helpers/system.js';
-import { awaitHoldingsSeq } from './helpers/events.js';
+import { expect, it } from 'vitest';
+import { buy, undyBasket, useSystem } from './helpers/system.js';
 
-let nats: Awaited<ReturnType<typeof startTestNats>>;
-let dir: ReturnType<typeof tempDir>;
-let sys: TestSystem;
-
-beforeAll(async () => {
-  nats = await startTestNats();
-  dir = tempDir();
-  sys = await startSystem(nats.url, testConfig(dir.path));
-});
-
-afterAll(async () => {
-  await sys?.close();
-  await nats?.stop();
-  nats?.remove();
-  dir?.remove();
-});
+const f = useSystem();
 
 it('200 parallel creates of 1 unit against holdings for exactly 50: exactly 50 succeed, nothing goes negative', async () => {
-  const nc = await natsClient(nats.url);
-  const fills = fillsFor(1, undyBasket(50));
-  const applied = awaitHoldingsSeq(nc, 1, fills.length);
-  await publishFills(nc, fills);
-  await applied;
-  await nc.close();
-
-  const http = api(sys.url);
+  await buy(f.nc, 1, undyBasket(50));
+  const http = f.http;
   const results = await Promise.all(Array.from({ length: 200 }, () => http.create('team1', 'team1pass', 1, 'UNDY')));
   const statuses = results.map((r) => r.status);
   expect(statuses.filter((s) => s === 200)).toHaveLength(50);

@@ -1,34 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsConnection } from '@nats-io/transport-node';
-import { api, fillsFor, natsClient, publishFills, startSystem, startTestNats, tempDir, testConfig, undyBasket, type TestSystem } from './helpers/system.js';
-import { awaitHoldingsSeq } from './helpers/events.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { buy, undyBasket, useSystem, type SystemFixture } from './helpers/system.js';
 
-let nats: Awaited<ReturnType<typeof startTestNats>>;
-let dir: ReturnType<typeof tempDir>;
-let sys: TestSystem;
-let nc: NatsConnection;
-let http: ReturnType<typeof api>;
+const f = useSystem();
 const t1 = ['team1', 'team1pass'] as [string, string];
 const t2 = ['team2', 'team2pass'] as [string, string];
+let http: SystemFixture['http'];
 
 beforeAll(async () => {
-  nats = await startTestNats();
-  dir = tempDir();
-  sys = await startSystem(nats.url, testConfig(dir.path));
-  nc = await natsClient(nats.url);
-  http = api(sys.url);
-  const fills = fillsFor(1, undyBasket(10));
-  const applied = awaitHoldingsSeq(nc, 1, fills.length);
-  await publishFills(nc, fills);
-  await applied;
-});
-
-afterAll(async () => {
-  await nc?.close();
-  await sys?.close();
-  await nats?.stop();
-  nats?.remove();
-  dir?.remove();
+  http = f.http;
+  await buy(f.nc, 1, undyBasket(10));
 });
 
 describe('idempotent requests', () => {

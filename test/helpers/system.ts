@@ -14,6 +14,8 @@ import { encode } from '../../proto/codec.js';
 import { fillSubject } from '../../proto/subjects.js';
 import type { Fill } from '../../proto/fill.js';
 import { ensureFillStream } from '../../src/shared/streams.js';
+import { afterAll, beforeAll } from 'vitest';
+import { awaitHoldingsSeq } from './events.js';
 
 export const quietLog = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent');
 
@@ -180,4 +182,43 @@ export async function until<T>(check: () => Promise<T | undefined | false> | T |
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+export interface SystemFixture {
+  nats: Awaited<ReturnType<typeof startTestNats>>;
+  dir: ReturnType<typeof tempDir>;
+  sys: TestSystem;
+  nc: NatsConnection;
+  http: ReturnType<typeof api>;
+}
+
+/**
+ * A file's shared system: a real nats-server, engine and gateway started in
+ * beforeAll and stopped in afterAll. The fields are filled in once beforeAll ran.
+ */
+export function useSystem(overrides: Parameters<typeof testConfig>[1] = {}): SystemFixture {
+  const f = {} as SystemFixture;
+  beforeAll(async () => {
+    f.nats = await startTestNats();
+    f.dir = tempDir();
+    f.sys = await startSystem(f.nats.url, testConfig(f.dir.path, overrides));
+    f.nc = await natsClient(f.nats.url);
+    f.http = api(f.sys.url);
+  });
+  afterAll(async () => {
+    await f.nc?.close();
+    await f.sys?.close();
+    await f.nats?.stop();
+    f.nats?.remove();
+    f.dir?.remove();
+  });
+  return f;
+}
+
+/** Buys `quantities` for the account on the exchange and waits until the engine has applied (and published) them all. */
+export async function buy(nc: NatsConnection, clientId: number, quantities: Record<number, number>): Promise<void> {
+  const fills = fillsFor(clientId, quantities);
+  const seen = awaitHoldingsSeq(nc, clientId, fills.length);
+  await publishFills(nc, fills);
+  await seen;
 }
