@@ -1,18 +1,47 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+const REDACT = {
+  paths: ['password', '*.password', '*.*.password', 'passwordHash', '*.passwordHash', 'authorization', '*.authorization', 'headers.authorization'],
+  censor: '[redacted]',
+};
+
+/**
+ * `LOG_FORMAT=pretty|json` decides; unset, people at a terminal get pretty
+ * lines and pipes (log collectors, the tests that read the engine's ready
+ * line) get JSON.
+ */
+export function wantsPretty(env: NodeJS.ProcessEnv = process.env, isTTY = Boolean(process.stdout.isTTY)): boolean {
+  const f = (env.LOG_FORMAT ?? '').toLowerCase();
+  if (f === 'json') return false;
+  if (f === 'pretty') return true;
+  return isTTY;
+}
+
+/**
+ * One line per event for a person: local time, level, service, message, then
+ * the fields. Synchronous, in this thread: demo volumes are small, and a
+ * fatal line written just before process.exit is never lost in a worker.
+ */
+function prettyStream(): DestinationStream {
+  return pretty({
+    sync: true,
+    colorize: true,
+    singleLine: true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,name',
+    messageFormat: '{name}: {msg}',
+  });
+}
 
 /**
  * Structured logs. Anything that may carry a secret is redacted by path, so a
  * password never reaches a log even when a whole request is logged by mistake.
  */
-export function createLogger(name: string, level = process.env.LOG_LEVEL ?? 'info'): Logger {
-  return pino({
-    name,
-    level,
-    redact: {
-      paths: ['password', '*.password', '*.*.password', 'passwordHash', '*.passwordHash', 'authorization', '*.authorization', 'headers.authorization'],
-      censor: '[redacted]',
-    },
-  });
+export function createLogger(name: string, level = process.env.LOG_LEVEL ?? 'info', destination?: DestinationStream): Logger {
+  const opts = { name, level, redact: REDACT };
+  const dest = destination ?? (wantsPretty() ? prettyStream() : undefined);
+  return dest ? pino(opts, dest) : pino(opts);
 }
 
 export type { Logger };
