@@ -36,6 +36,8 @@ const configSchema = z.object({
   /** NDFEX scoreboard file that gets a line per conversion leg (empty: <dataDir>/conversions.log). */
   scoreboardFile: z.string().optional(),
   logLevel: z.string(),
+  /** Who may open the operator page and /operator/api. Unset: the gateway keeps a generated one in <dataDir>/operator.json. */
+  operator: z.object({ username: z.string().min(1), password: z.string().min(8, 'operator password must be at least 8 characters') }).optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -55,6 +57,8 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   SNAPSHOT_EVERY: (c, v) => (c.snapshotEvery = Number(v)),
   SCOREBOARD_FILE: (c, v) => (c.scoreboardFile = v),
   LOG_LEVEL: (c, v) => (c.logLevel = v),
+  OPERATOR_USER: (c, v) => (c.operator = { username: v, password: c.operator?.password ?? '' }),
+  OPERATOR_PASSWORD: (c, v) => (c.operator = { username: c.operator?.username ?? 'operator', password: v }),
 };
 
 /**

@@ -13,6 +13,9 @@ import * as routes from './routes.js';
 import { FeedStatusView } from './feed-status.js';
 import { startEtfsRoute } from './etfs.js';
 import { attachWebSocket } from './ws/index.js';
+import { createMetrics, routeLabel } from './metrics.js';
+import { mountStatic } from './static.js';
+import { mountOperator } from './operator.js';
 
 export interface GatewayHandle {
   port: number;
@@ -64,9 +67,14 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const app = uWS.App();
   // Before the catch-all route, so /ws upgrades reach the WebSocket handler.
   const ws = attachWebSocket(app, { nc, engine, auth }, log);
+  const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
+  metrics.mount(app);
+  mountStatic(app, metrics, log);
+  const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics }, log);
   app.any('/*', (res, req) => {
     const ex = new Exchange(res);
     const info = requestInfo(req);
+    metrics.track(ex, info.method, routeLabel(info.path, table.keys()));
     const route = table.get(info.path) ?? (info.path.startsWith('/requests/') ? table.get(ROUTES.request.path) : undefined);
     if (!route) return ex.error('not_found', `no route ${info.path}`);
     if (info.method !== route.method) {
@@ -92,6 +100,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     close: async () => {
       uWS.us_listen_socket_close(listenSocket);
       ws.close();
+      operator.close();
       engine.close();
       etfs.close();
       feedStatus.close();

@@ -1,0 +1,59 @@
+import type { AuditEntry } from './audit.js';
+import type { FeedAlert, FeedCounters } from './marketdata.js';
+
+/**
+ * The operator's HTTP API, behind the operator's credentials (config
+ * `operator`, or OPERATOR_USER / OPERATOR_PASSWORD, or the generated
+ * <dataDir>/operator.json), sent as HTTP Basic auth. Read-only: the gateway
+ * asks the engine (its `dump` and `history` reads) and shows the feed
+ * bridge's published status; nothing here changes state.
+ *
+ *   GET /operator/api/overview   200 OperatorOverview | 401 | 503
+ *   GET /operator/api/accounts   200 OperatorAccounts | 401 | 503
+ *   GET /operator/api/alerts     200 {alerts: FeedAlert[]} newest first | 401
+ *
+ * The pages: GET / (a team's page) and GET /operator (the operator's),
+ * static files from web/ that talk to the routes above, the public API and /ws.
+ */
+export const OPERATOR_ROUTES = {
+  overview: '/operator/api/overview',
+  accounts: '/operator/api/accounts',
+  alerts: '/operator/api/alerts',
+} as const;
+
+/** Feed alerts the gateway keeps for the operator (since it started). */
+export const OPERATOR_ALERTS_KEPT = 200;
+/** Latest conversions the overview lists, across every team. */
+export const OPERATOR_CONVERSIONS_SHOWN = 50;
+
+export interface OperatorAccount {
+  client_id: number;
+  username: string;
+  /** Non-zero positions by ticker. */
+  holdings: Record<string, number>;
+}
+
+export interface OperatorAccounts {
+  /** The journal and fill-stream sequences these positions are the replay of. */
+  journal_seq: number;
+  fill_seq: number;
+  accounts: OperatorAccount[];
+}
+
+export interface OperatorFeed {
+  /** The bridge published its status within the last few seconds. */
+  live: boolean;
+  age_ms: number | null;
+  clearing?: FeedCounters;
+  market_data?: FeedCounters;
+}
+
+export interface OperatorOverview extends OperatorAccounts {
+  /** The latest conversions of every team (accepted and refused), newest first. */
+  conversions: (AuditEntry & { username: string })[];
+  feed: OperatorFeed;
+  alerts: FeedAlert[];
+  ws: { connections: number; accounts: number; changes: number };
+  /** Gateway wall-clock ms. */
+  ts: number;
+}

@@ -1,0 +1,211 @@
+import type uWS from 'uWebSockets.js';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { PingResult } from '../../proto/engine.js';
+import type { FeedCounters } from '../../proto/marketdata.js';
+import type { Logger } from '../shared/log.js';
+import type { EngineClient } from './engine-client.js';
+import type { FeedStatusView } from './feed-status.js';
+import type { Exchange } from './http.js';
+import type { HubStats } from './ws/hub.js';
+
+export const METRICS_PATH = '/metrics';
+
+export interface MetricsSources {
+  engine: EngineClient;
+  feed: FeedStatusView;
+  /** The WebSocket hub's counters (a getter: the hub is attached after the metrics are made). */
+  ws: () => HubStats;
+}
+
+export interface GatewayMetrics {
+  readonly registry: Registry;
+  /** Counts and times the response `ex` sends, under `route` (a route pattern, never a raw path: labels stay few). */
+  track(ex: Exchange, method: string, route: string): void;
+  /** For responses written without an Exchange (static files, /metrics itself). */
+  observe(method: string, route: string, status: number, startNs: bigint): void;
+  /** Serves the Prometheus text on METRICS_PATH. */
+  mount(app: uWS.TemplatedApp): void;
+}
+
+const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH']);
+/** One engine round trip serves every engine figure of one scrape. */
+const PING_REUSE_MS = 250;
+const FEEDS = ['clearing', 'market_data'] as const;
+
+/**
+ * The route label for a request path: the path itself when the table has it,
+ * else the first `/prefix/*` pattern it falls under, else "unmatched" (so a
+ * scan of random URLs cannot grow the label set).
+ */
+export function routeLabel(path: string, routes: Iterable<string>): string {
+  let wildcard: string | undefined;
+  for (const r of routes) {
+    if (r === path) return r;
+    if (wildcard === undefined && r.endsWith('/*') && path.startsWith(r.slice(0, -1))) wildcard = r;
+  }
+  return wildcard ?? 'unmatched';
+}
+
+/**
+ * The gateway's Prometheus metrics, in a registry of its own (tests run
+ * several gateways in one process). Request figures are counted as responses
+ * go out; engine, feed and WebSocket figures are read at scrape time from
+ * what the gateway already has: an engine `ping`, the bridge's published
+ * status, the hub's counters.
+ */
+export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const requests = new Counter({
+    name: 'etf_http_requests_total',
+    help: 'HTTP responses sent, by method, route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: 'etf_http_request_duration_seconds',
+    help: 'Time from request to response, by method, route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+
+  let ping: { at: number; result: Promise<PingResult | null> } | null = null;
+  const freshPing = (): Promise<PingResult | null> => {
+    if (!ping || Date.now() - ping.at > PING_REUSE_MS) {
+      ping = { at: Date.now(), result: src.engine.call({ op: 'ping' }).then((r) => (r.ok ? (r.result as PingResult) : null)) };
+    }
+    return ping.result;
+  };
+  const engineGauge = (name: string, help: string, value: (p: PingResult | null) => number | null) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        const v = value(await freshPing());
+        if (v === null) this.reset();
+        else this.set(v);
+      },
+    });
+  engineGauge('etf_engine_up', 'The engine answered this scrape (1) or not (0)', (p) => (p ? 1 : 0));
+  engineGauge('etf_engine_journal_seq', 'Last journal (ETF_JOURNAL) sequence the engine state reflects', (p) => p?.journal_seq ?? null);
+  engineGauge('etf_engine_fill_seq', 'Last fill-stream (NDFEX_FILLS) sequence the engine applied', (p) => p?.fill_seq ?? null);
+  engineGauge('etf_engine_accounts', 'Accounts the engine knows', (p) => p?.accounts ?? null);
+
+  new Gauge({
+    name: 'ndfex_feed_up',
+    help: 'The feed bridge published its status within the last 5 s',
+    registers: [registry],
+    collect() {
+      this.set(src.feed.view().live ? 1 : 0);
+    },
+  });
+  // The bridge owns these counts; they are repeated here as it reports them (a bridge restart resets them, as Prometheus expects of counters).
+  const feedCounter = (name: string, help: string, field: keyof FeedCounters) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['feed'] as const,
+      registers: [registry],
+      collect() {
+        const view = src.feed.view();
+        this.reset();
+        for (const feed of FEEDS) {
+          const c = view[feed];
+          if (c) this.inc({ feed }, c[field]);
+        }
+      },
+    });
+  feedCounter('ndfex_feed_gaps_total', 'Sequence gaps the feed bridge saw, per feed', 'gaps');
+  feedCounter('ndfex_feed_missed_messages_total', 'Messages lost in those gaps, per feed', 'missed_messages');
+  feedCounter('ndfex_feed_restarts_total', 'Exchange restarts the feed bridge saw, per feed', 'restarts');
+  feedCounter('ndfex_feed_bad_datagrams_total', 'Datagrams the feed bridge could not decode, per feed', 'bad_datagrams');
+  feedCounter('ndfex_feed_datagrams_total', 'Datagrams the feed bridge received, per feed', 'datagrams');
+  new Gauge({
+    name: 'ndfex_feed_last_seq',
+    help: 'Last exchange seq_num the feed bridge saw, per feed',
+    labelNames: ['feed'] as const,
+    registers: [registry],
+    collect() {
+      const view = src.feed.view();
+      this.reset();
+      for (const feed of FEEDS) {
+        const c = view[feed];
+        if (c) this.set({ feed }, c.last_seq);
+      }
+    },
+  });
+
+  const wsGauge = (name: string, help: string, field: 'connections' | 'accounts') =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(src.ws()[field]);
+      },
+    });
+  wsGauge('etf_ws_connections', 'Open WebSocket connections', 'connections');
+  wsGauge('etf_ws_accounts', 'Accounts with a live or recently closed WebSocket connection', 'accounts');
+  const wsCounter = (name: string, help: string, field: Exclude<keyof HubStats, 'connections' | 'accounts'>) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(src.ws()[field]);
+      },
+    });
+  wsCounter('etf_ws_deltas_total', 'Holdings changes (deltas) fanned out to the connections of their account', 'changes');
+  wsCounter('etf_ws_snapshots_total', 'Holdings snapshots fetched from the engine for the stream', 'snapshots');
+  wsCounter('etf_ws_prices_total', 'ETF price updates fanned out to subscribers', 'prices');
+  wsCounter('etf_ws_request_outcomes_total', 'Create/redeem outcomes fanned out', 'outcomes');
+  wsCounter('etf_ws_gaps_total', 'Holdings changes the gateway missed and re-snapshotted', 'gaps');
+
+  const observe = (method: string, route: string, status: number, startNs: bigint) => {
+    const labels = { method: METHODS.has(method) ? method : 'other', route, status: String(status) };
+    requests.inc(labels);
+    latency.observe(labels, Number(process.hrtime.bigint() - startNs) / 1e9);
+  };
+
+  return {
+    registry,
+    observe,
+    track(ex, method, route) {
+      const start = process.hrtime.bigint();
+      const json = ex.json.bind(ex);
+      ex.json = (status, body, headers) => {
+        if (!ex.done && !ex.aborted) observe(method, route, status, start);
+        json(status, body, headers);
+      };
+    },
+    mount(app) {
+      app.get(METRICS_PATH, (res) => {
+        const start = process.hrtime.bigint();
+        let aborted = false;
+        res.onAborted(() => (aborted = true));
+        registry.metrics().then(
+          (text) => {
+            observe('GET', METRICS_PATH, 200, start);
+            if (!aborted) res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', registry.contentType).end(text));
+          },
+          (err: unknown) => {
+            log.error({ err }, 'metrics collection failed');
+            observe('GET', METRICS_PATH, 500, start);
+            if (!aborted) {
+              res.cork(() =>
+                res
+                  .writeStatus('500 Internal Server Error')
+                  .writeHeader('content-type', 'application/json')
+                  .end(JSON.stringify({ error: { code: 'internal', message: 'metrics collection failed' } })),
+              );
+            }
+          },
+        );
+      });
+    },
+  };
+}

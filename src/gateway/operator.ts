@@ -1,0 +1,183 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type uWS from 'uWebSockets.js';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import { z } from 'zod';
+import { decode } from '../../proto/codec.js';
+import type { DumpResult, EngineReply, HistoryResult } from '../../proto/engine.js';
+import { FEED_ALERT_SUBJECT, type FeedAlert } from '../../proto/marketdata.js';
+import {
+  OPERATOR_ALERTS_KEPT,
+  OPERATOR_CONVERSIONS_SHOWN,
+  OPERATOR_ROUTES,
+  type OperatorAccounts,
+  type OperatorOverview,
+} from '../../proto/operator.js';
+import type { Config } from '../config/config.js';
+import { loadBaskets } from '../config/baskets.js';
+import type { Logger } from '../shared/log.js';
+import type { EngineClient } from './engine-client.js';
+import type { FeedStatusView } from './feed-status.js';
+import { Exchange, requestInfo } from './http.js';
+import type { GatewayMetrics } from './metrics.js';
+import { parseBasic } from './params.js';
+import type { HubStats } from './ws/hub.js';
+
+export interface OperatorCredentials {
+  username: string;
+  password: string;
+}
+
+/** Where the gateway keeps the operator's generated credentials when the config names none. */
+export const operatorFile = (cfg: Config): string => join(cfg.dataDir, 'operator.json');
+
+const credentialsFile = z.object({ username: z.string().min(1), password: z.string().min(8) });
+
+/**
+ * The operator's credentials: from config (or OPERATOR_USER / OPERATOR_PASSWORD),
+ * else from <dataDir>/operator.json, written once with a random password
+ * (mode 0600) on the first start, so the instructor of a fresh demo has a way
+ * in. Only the file's path is logged, never the password.
+ */
+export function operatorCredentials(cfg: Config, log: Logger): OperatorCredentials {
+  if (cfg.operator) return cfg.operator;
+  const file = operatorFile(cfg);
+  mkdirSync(cfg.dataDir, { recursive: true });
+  try {
+    writeFileSync(file, `${JSON.stringify({ username: 'operator', password: randomBytes(18).toString('base64url') }, null, 2)}\n`, {
+      mode: 0o600,
+      flag: 'wx', // a second gateway starting at the same time reads the first one's
+    });
+    log.info({ file }, 'operator credentials generated: sign in at /operator with the username and password in this file');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    log.info({ file }, 'operator credentials: see this file');
+  }
+  const parsed = credentialsFile.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+  if (!parsed.success) throw new Error(`${file}: expected {"username", "password" (8+ characters)}`);
+  return parsed.data;
+}
+
+const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+
+/** Constant-time check of an Authorization header against the operator's credentials. */
+export function operatorCheck(creds: OperatorCredentials): (authorization: string) => boolean {
+  const user = digest(creds.username);
+  const pass = digest(creds.password);
+  return (authorization) => {
+    const basic = parseBasic(authorization);
+    if (!basic) return false;
+    // Both compared, always: the time taken says nothing about which one was wrong.
+    const u = timingSafeEqual(digest(basic.username), user);
+    const p = timingSafeEqual(digest(basic.password), pass);
+    return u && p;
+  };
+}
+
+export interface OperatorDeps {
+  nc: NatsConnection;
+  engine: EngineClient;
+  feed: FeedStatusView;
+  ws: () => HubStats;
+  metrics: GatewayMetrics;
+}
+
+const unavailable = (reply: EngineReply & { ok: false }) => ({ code: reply.error.code, message: reply.error.message });
+
+/**
+ * The operator's read-only API (proto/operator.ts). Every figure comes from
+ * an engine read (dump, history) or from state the gateway already follows
+ * (the bridge's status, its alerts, the hub's counters): the engine alone
+ * writes state.
+ */
+export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: OperatorDeps, log: Logger): { close(): void } {
+  const allowed = operatorCheck(operatorCredentials(cfg, log));
+  const instruments = loadBaskets(cfg.basketsFile || undefined);
+
+  const alerts: FeedAlert[] = [];
+  const alertSub: Subscription = deps.nc.subscribe(FEED_ALERT_SUBJECT, {
+    callback: (err, msg) => {
+      if (err) return;
+      try {
+        const a = decode<FeedAlert>(msg.data);
+        if (typeof a?.kind !== 'string') return;
+        alerts.unshift(a);
+        if (alerts.length > OPERATOR_ALERTS_KEPT) alerts.pop();
+      } catch {
+        /* an undecodable alert is not worth an alert */
+      }
+    },
+  });
+
+  const accounts = async (): Promise<OperatorAccounts | (EngineReply & { ok: false })> => {
+    const reply = await deps.engine.call({ op: 'dump' });
+    if (!reply.ok) return reply;
+    const d = reply.result as DumpResult;
+    return {
+      journal_seq: d.journal_seq,
+      fill_seq: d.fill_seq,
+      accounts: d.accounts.map((a) => ({
+        client_id: a.client_id,
+        username: a.username,
+        holdings: Object.fromEntries(a.positions.filter(([, q]) => q !== 0).map(([s, q]) => [instruments.tickerOf(s), q])),
+      })),
+    };
+  };
+
+  const overview = async (): Promise<OperatorOverview | (EngineReply & { ok: false })> => {
+    const acc = await accounts();
+    if ('ok' in acc) return acc;
+    // One history read per team, all in the same engine batch; the newest across teams are kept.
+    const histories = await Promise.all(
+      acc.accounts.map((a) => deps.engine.call({ op: 'history', clientId: a.client_id, limit: OPERATOR_CONVERSIONS_SHOWN })),
+    );
+    const conversions = histories
+      .flatMap((h, i) => (h.ok ? (h.result as HistoryResult).entries.map((e) => ({ ...e, username: acc.accounts[i]!.username })) : []))
+      .filter((e) => e.kind !== 'register')
+      .sort((a, b) => Number(b.request_id.slice(1)) - Number(a.request_id.slice(1)))
+      .slice(0, OPERATOR_CONVERSIONS_SHOWN);
+    const ws = deps.ws();
+    return {
+      ...acc,
+      conversions,
+      feed: deps.feed.view(),
+      alerts: alerts.slice(0, 50),
+      ws: { connections: ws.connections, accounts: ws.accounts, changes: ws.changes },
+      ts: Date.now(),
+    };
+  };
+
+  const handlers: Record<string, (ex: Exchange) => Promise<void>> = {
+    [OPERATOR_ROUTES.overview]: async (ex) => {
+      const r = await overview();
+      if ('ok' in r) return ex.json(503, { error: unavailable(r) });
+      ex.json(200, r);
+    },
+    [OPERATOR_ROUTES.accounts]: async (ex) => {
+      const r = await accounts();
+      if ('ok' in r) return ex.json(503, { error: unavailable(r) });
+      ex.json(200, r);
+    },
+    [OPERATOR_ROUTES.alerts]: async (ex) => ex.json(200, { alerts }),
+  };
+
+  app.any('/operator/api/*', (res, req) => {
+    const ex = new Exchange(res);
+    const info = requestInfo(req);
+    const handler = handlers[info.path];
+    deps.metrics.track(ex, info.method, handler ? info.path : '/operator/api/*');
+    if (!handler) return ex.error('not_found', `no route ${info.path}`);
+    if (info.method !== 'GET') {
+      return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes GET` } }, { allow: 'GET' });
+    }
+    // No WWW-Authenticate challenge: the operator page signs in with its own form, and a browser dialog would get in its way.
+    if (!allowed(info.authorization)) return ex.json(401, { error: { code: 'unauthorized', message: 'operator credentials required (HTTP Basic)' } });
+    handler(ex).catch((err: unknown) => {
+      log.error({ err, path: info.path }, 'operator request failed');
+      ex.error('internal', 'internal error');
+    });
+  });
+
+  return { close: () => alertSub.unsubscribe() };
+}

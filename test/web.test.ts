@@ -1,0 +1,169 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BrowserContext, Page } from 'playwright-core';
+import { encode } from '../proto/codec.js';
+import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, priceSubject, type EtfPrice, type FeedAlert, type FeedCounters, type FeedStatus } from '../proto/marketdata.js';
+import { PROJECT_ROOT } from '../src/config/config.js';
+import { browserMissing, launchBrowser } from './helpers/browser.js';
+import { buy, tempDir, undyBasket, useSystem } from './helpers/system.js';
+
+const OPERATOR = { username: 'op', password: 'op-secret-pass' };
+const missing = browserMissing();
+if (missing) console.warn(`\n*** SKIPPED test/web.test.ts: ${missing} and scripts/ensure-chromium.sh could not install it ***\n`);
+
+/** UPDATE_SCREENSHOTS=1 writes docs/team-page.png and docs/operator-page.png (the README's); otherwise they go to a temp dir. */
+const shots = process.env.UPDATE_SCREENSHOTS ? { path: join(PROJECT_ROOT, 'docs'), remove: () => {} } : tempDir('etf-shots-');
+
+const undyPrice = (nav: number): EtfPrice => ({
+  etf: 'UNDY',
+  symbol: 13,
+  nav,
+  create_cost: nav + 25,
+  redeem_proceeds: nav - 25,
+  etf_bid: nav + 30,
+  etf_ask: nav + 40,
+  premium: 35 / nav,
+  create_edge: 5,
+  redeem_edge: -65,
+  ts: Date.now(),
+});
+
+const counters = (over: Partial<FeedCounters> = {}): FeedCounters => ({
+  datagrams: 1200,
+  messages: 3400,
+  gaps: 0,
+  missed_messages: 0,
+  bad_datagrams: 0,
+  restarts: 0,
+  last_seq: 3400,
+  ...over,
+});
+
+/** Resolves once `selector`'s text is `text` (the page renders from the stream or its refresh; nothing here sleeps). */
+async function textBecomes(page: Page, selector: string, text: string | RegExp): Promise<void> {
+  const pattern = typeof text === 'string' ? `^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$` : text.source;
+  await page.waitForFunction(
+    ([sel, src]) => {
+      const t = document.querySelector(sel)?.textContent?.trim();
+      return t !== undefined && new RegExp(src).test(t);
+    },
+    [selector, pattern] as const,
+    { timeout: 15_000 },
+  );
+}
+
+describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
+  const f = useSystem({ operator: OPERATOR, roster: '1 team1 team1pass\n2 team2 team2pass\n3 team3 team3pass\n' });
+  let context: BrowserContext;
+  let close: () => Promise<void>;
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    mkdirSync(shots.path, { recursive: true });
+    ({ context, close } = await launchBrowser());
+    context.on('page', (p) => p.on('pageerror', (e) => pageErrors.push(e.message)));
+  });
+  afterAll(async () => {
+    await close?.();
+    shots.remove();
+  });
+
+  it('team page: a wrong password is refused on the page', async () => {
+    const page = await context.newPage();
+    await page.goto(`${f.sys.url}/`);
+    await page.fill('#username', 'team1');
+    await page.fill('#password', 'wrong-password');
+    await page.click('#signin-button');
+    await textBecomes(page, '#signin-error', 'Wrong username or password.');
+    expect(await page.isVisible('#desk')).toBe(false);
+    await page.close();
+  });
+
+  it('team page: signs in, holdings follow fills, prices stream, create from the form shows the answer, history lists it', async () => {
+    const page = await context.newPage();
+    await page.goto(`${f.sys.url}/`);
+    await page.fill('#username', 'team1');
+    await page.fill('#password', 'team1pass');
+    await page.click('#signin-button');
+    await textBecomes(page, '#live-text', 'live');
+    await textBecomes(page, '#who-name', 'team1');
+    await textBecomes(page, '#holdings tbody', /No positions yet/);
+
+    // A fill arrives on the exchange position feed: the row appears without a reload.
+    await buy(f.nc, 1, { ...undyBasket(3), 3: 5 });
+    await textBecomes(page, '#holdings tr[data-ticker="KNAN"] .qty', '5');
+    await textBecomes(page, '#holdings tr[data-ticker="BDIN"] .qty', '3');
+
+    // A price from the pricing actor's subject reaches the table.
+    await page.waitForSelector('#prices tr[data-etf="UNDY"]');
+    f.nc.publish(priceSubject('UNDY'), encode(undyPrice(10_050)));
+    await textBecomes(page, '#prices tr[data-etf="UNDY"] [data-field="nav"]', (10_050).toLocaleString('en-US'));
+    await textBecomes(page, '#prices tr[data-etf="UNDY"] [data-field="create_cost"]', (10_075).toLocaleString('en-US'));
+    await textBecomes(page, '#prices tr[data-etf="UNDY"] [data-field="premium"]', '+0.35%');
+
+    // Create 2 from the form: the engine's answer, then the stream's delta, then the history row.
+    await page.fill('#amount', '2');
+    await page.click('#create-button');
+    await page.waitForSelector('#answer[data-status="ok"]');
+    expect(await page.textContent('#answer .headline')).toContain('Created 2 UNDY');
+    expect(await page.textContent('#answer .deltas')).toContain('KNAN -2');
+    await textBecomes(page, '#holdings tr[data-ticker="UNDY"] .qty', '2');
+    await textBecomes(page, '#holdings tr[data-ticker="KNAN"] .qty', '3');
+    await textBecomes(page, '#history tbody tr:first-child td:nth-child(6)', 'accepted');
+
+    // More than the basket allows: the refusal and its shortfalls, state untouched.
+    await page.fill('#amount', '4');
+    await page.click('#create-button');
+    await page.waitForSelector('#answer[data-status="error"]');
+    expect(await page.textContent('#answer')).toContain('insufficient_holdings');
+    expect(await page.textContent('#answer .shortfalls')).toContain('BDIN: have 1, need 4');
+    await textBecomes(page, '#history tbody tr:first-child td:nth-child(6)', 'rejected');
+    expect((await f.http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(2);
+
+    // Redeem one back.
+    await page.fill('#amount', '1');
+    await page.click('#redeem-button');
+    await page.waitForSelector('#answer[data-status="ok"]');
+    expect(await page.textContent('#answer .headline')).toContain('Redeemed 1 UNDY');
+    await textBecomes(page, '#holdings tr[data-ticker="UNDY"] .qty', '1');
+
+    await page.screenshot({ path: join(shots.path, 'team-page.png'), fullPage: true, animations: 'disabled' });
+    expect(pageErrors).toEqual([]);
+    await page.close();
+  });
+
+  it('operator page: refuses a wrong password, then shows every team, conversions, feed health and alerts, live', async () => {
+    const page = await context.newPage();
+    await page.goto(`${f.sys.url}/operator`);
+    await page.fill('#username', OPERATOR.username);
+    await page.fill('#password', 'not-the-password');
+    await page.click('#signin-button');
+    await textBecomes(page, '#signin-error', 'Wrong operator username or password.');
+
+    await page.fill('#password', OPERATOR.password);
+    await page.click('#signin-button');
+    await page.waitForSelector('#board:not([hidden])');
+    await textBecomes(page, '#t-accounts', '3');
+    await textBecomes(page, '#positions tr[data-team="team1"] td[data-ticker="UNDY"]', '1');
+    await textBecomes(page, '#conversions tbody tr:first-child td:nth-child(3)', 'team1');
+    await textBecomes(page, '#conversions tbody tr:first-child td:nth-child(4)', 'redeem');
+    await textBecomes(page, '#t-feed', 'silent');
+
+    // Live: another team's fill, the bridge's status and an alert appear without a reload.
+    await buy(f.nc, 2, { 3: 40, 4: 25 });
+    await textBecomes(page, '#positions tr[data-team="team2"] td[data-ticker="KNAN"]', '40');
+    const status: FeedStatus = { clearing: counters({ gaps: 2, missed_messages: 3 }), market_data: counters({ restarts: 1 }), ts: Date.now() };
+    f.nc.publish(FEED_STATUS_SUBJECT, encode(status));
+    const alert: FeedAlert = { kind: 'gap', feed: 'clearing', detail: 'expected seq 1041, received 1044: 3 messages lost', expected: 1041, received: 1044, ts: Date.now() };
+    f.nc.publish(FEED_ALERT_SUBJECT, encode(alert));
+    await textBecomes(page, '#feed tr[data-feed="clearing"] [data-field="gaps"]', '2');
+    await textBecomes(page, '#feed tr[data-feed="market_data"] [data-field="restarts"]', '1');
+    await textBecomes(page, '#t-feed', 'live');
+    await textBecomes(page, '#alerts tbody tr:first-child td:nth-child(4)', alert.detail);
+
+    await page.screenshot({ path: join(shots.path, 'operator-page.png'), fullPage: true, animations: 'disabled' });
+    expect(pageErrors).toEqual([]);
+    await page.close();
+  });
+});

@@ -1,0 +1,160 @@
+// The operator's page: every team's positions, conversions, feed health and alerts, refreshed every second.
+import { $, el, basicAuth, fmtNum, fmtSigned, fmtTime, signClass, readJson, fillRows, flash } from './common.js';
+
+const REFRESH_MS = 1000;
+
+let auth = null; // the Authorization header, in this page's memory only
+let timer = null;
+let lastCells = new Map(); // "team|ticker" -> quantity shown, to flash what changed
+let tickerOrder = [];
+
+$('#signin-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  $('#signin-button').disabled = true;
+  auth = basicAuth($('#username').value.trim(), $('#password').value);
+  await loadOrder();
+  await refresh(true);
+  $('#signin-button').disabled = false;
+});
+
+$('#sign-out').addEventListener('click', () => signOut());
+
+function signOut(message) {
+  auth = null;
+  clearTimeout(timer);
+  lastCells = new Map();
+  $('#board').hidden = true;
+  $('#who').hidden = true;
+  $('#signin').hidden = false;
+  $('#password').value = '';
+  $('#signin-error').hidden = !message;
+  $('#signin-error').textContent = message ?? '';
+}
+
+/** Column order: each ETF's basket, then the ETF, as /etfs lists them. */
+async function loadOrder() {
+  try {
+    const body = await readJson(await fetch('/etfs'));
+    tickerOrder = [...new Set((body.etfs ?? []).flatMap((e) => [...e.components.map((c) => c.ticker), e.name]))];
+  } catch {
+    tickerOrder = [];
+  }
+}
+
+async function refresh(first = false) {
+  clearTimeout(timer);
+  if (!auth) return;
+  let res;
+  try {
+    res = await fetch('/operator/api/overview', { headers: { authorization: auth } });
+  } catch {
+    setLive('down', 'gateway unreachable');
+    timer = setTimeout(refresh, REFRESH_MS);
+    return;
+  }
+  const body = await readJson(res);
+  if (res.status === 401) return signOut('Wrong operator username or password.');
+  if (first) {
+    $('#signin').hidden = true;
+    $('#board').hidden = false;
+    $('#who').hidden = false;
+  }
+  if (res.ok) {
+    render(body);
+    setLive('live', `updated ${fmtTime(body.ts)}`);
+  } else {
+    setLive('down', body.error?.message ?? `HTTP ${res.status}`);
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+function setLive(state, text) {
+  $('#live-dot').dataset.state = state;
+  $('#live-text').textContent = text;
+}
+
+function render(o) {
+  $('#t-accounts').textContent = fmtNum(o.accounts.length);
+  $('#t-journal').textContent = fmtNum(o.journal_seq);
+  $('#t-fills').textContent = fmtNum(o.fill_seq);
+  $('#t-ws').textContent = fmtNum(o.ws.connections);
+  $('#t-feed').textContent = o.feed.live ? 'live' : 'silent';
+  $('#t-feed-tile').dataset.state = o.feed.live ? 'ok' : 'bad';
+  renderPositions(o.accounts);
+  renderFeed(o.feed);
+  renderAlerts(o.alerts);
+  renderConversions(o.conversions);
+}
+
+function renderPositions(accounts) {
+  const held = new Set(accounts.flatMap((a) => Object.keys(a.holdings)));
+  const columns = [...tickerOrder.filter((t) => held.has(t)), ...[...held].filter((t) => !tickerOrder.includes(t)).sort()];
+  $('#positions thead').replaceChildren(el('tr', {}, el('th', {}, 'Team'), el('th', { class: 'num' }, 'Id'), columns.map((t) => el('th', { class: 'num' }, t))));
+  const seen = new Map();
+  const rows = accounts.map((a) =>
+    el(
+      'tr',
+      { 'data-team': a.username },
+      el('td', {}, el('strong', {}, a.username)),
+      el('td', { class: 'num muted' }, a.client_id),
+      columns.map((t) => {
+        const q = a.holdings[t] ?? 0;
+        const key = `${a.username}|${t}`;
+        seen.set(key, q);
+        const cell = el('td', { class: `num ${signClass(q)}`, 'data-ticker': t }, q === 0 ? '·' : fmtNum(q));
+        if (lastCells.has(key) && lastCells.get(key) !== q) flash(cell);
+        return cell;
+      }),
+    ),
+  );
+  lastCells = seen;
+  fillRows($('#positions tbody'), rows, 'No teams.', columns.length + 2);
+}
+
+function renderFeed(feed) {
+  const row = (name, label) => {
+    const c = feed[name];
+    if (!c) return el('tr', { 'data-feed': name }, el('td', {}, label), el('td', { colspan: 6, class: 'muted' }, 'no status from the feed bridge'));
+    return el(
+      'tr',
+      { 'data-feed': name },
+      el('td', {}, label),
+      el('td', { class: 'num' }, fmtNum(c.datagrams)),
+      el('td', { class: `num ${c.gaps ? 'warn' : ''}`, 'data-field': 'gaps' }, fmtNum(c.gaps)),
+      el('td', { class: `num ${c.missed_messages ? 'warn' : ''}` }, fmtNum(c.missed_messages)),
+      el('td', { class: `num ${c.restarts ? 'warn' : ''}`, 'data-field': 'restarts' }, fmtNum(c.restarts)),
+      el('td', { class: `num ${c.bad_datagrams ? 'warn' : ''}`, 'data-field': 'bad_datagrams' }, fmtNum(c.bad_datagrams)),
+      el('td', { class: 'num muted' }, fmtNum(c.last_seq)),
+    );
+  };
+  $('#feed tbody').replaceChildren(row('clearing', 'Clearing'), row('market_data', 'Market data'));
+}
+
+function renderAlerts(alerts) {
+  const rows = alerts.map((a) =>
+    el('tr', { class: `alert ${a.kind}` }, el('td', {}, fmtTime(a.ts)), el('td', {}, a.feed), el('td', {}, el('span', { class: 'badge rejected' }, a.kind)), el('td', { class: 'small' }, a.detail)),
+  );
+  fillRows($('#alerts tbody'), rows, 'No alerts since the gateway started.', 4);
+}
+
+function renderConversions(list) {
+  const rows = list.map((c) =>
+    el(
+      'tr',
+      { 'data-request': c.request_id },
+      el('td', { class: 'mono' }, c.request_id),
+      el('td', {}, fmtTime(c.ts)),
+      el('td', {}, c.username),
+      el('td', {}, c.kind),
+      el('td', {}, c.etf ?? '—'),
+      el('td', { class: 'num' }, c.amount ?? '—'),
+      el('td', {}, el('span', { class: `badge ${c.status}` }, c.status)),
+      el(
+        'td',
+        { class: 'small', title: c.error?.message },
+        c.status === 'accepted' ? (c.deltas ?? []).filter((d) => d.ticker === c.etf).map((d) => `${c.etf} ${fmtSigned(d.quantity)}`).join('') : (c.error?.code ?? ''),
+      ),
+    ),
+  );
+  fillRows($('#conversions tbody'), rows, 'No conversions yet.', 8);
+}

@@ -1,0 +1,271 @@
+// A team's page: sign in, live holdings and ETF prices over /ws, create/redeem, recent history.
+import { $, el, basicAuth, fmtNum, fmtPct, fmtSigned, fmtTime, signClass, readJson, fillRows, flash } from './common.js';
+
+const HISTORY_ROWS = 15;
+const RECONNECT_MS = 1000;
+
+let creds = null; // {username, password}: kept in this page's memory only
+let ws = null;
+let seq = -1; // last holdings seq applied: a reconnect resumes from it
+let holdings = new Map(); // ticker -> quantity
+let order = new Map(); // ticker -> symbol id, for a stable row order
+const prices = new Map(); // ETF -> EtfPrice
+let etfs = [];
+
+function setLive(state, text) {
+  $('#live-dot').dataset.state = state;
+  $('#live-text').textContent = text;
+}
+
+// ---------------------------------------------------------------- sign in / out
+
+$('#signin-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const username = $('#username').value.trim();
+  const password = $('#password').value;
+  if (!username || !password) return;
+  $('#signin-error').hidden = true;
+  $('#signin-button').disabled = true;
+  creds = { username, password };
+  seq = -1;
+  connect();
+});
+
+$('#sign-out').addEventListener('click', () => signOut());
+
+function signOut(message) {
+  creds = null;
+  seq = -1;
+  holdings = new Map();
+  if (ws) {
+    const old = ws;
+    ws = null;
+    old.close(1000, 'signed out');
+  }
+  $('#desk').hidden = true;
+  $('#who').hidden = true;
+  $('#signin').hidden = false;
+  $('#signin-button').disabled = false;
+  $('#password').value = '';
+  const err = $('#signin-error');
+  err.hidden = !message;
+  err.textContent = message ?? '';
+}
+
+function showDesk(welcome) {
+  $('#signin').hidden = true;
+  $('#desk').hidden = false;
+  $('#who').hidden = false;
+  $('#who-name').textContent = welcome.username;
+  $('#who-id').textContent = `client ${welcome.client_id}`;
+  $('#signin-button').disabled = false;
+  void loadEtfs();
+  void loadHistory();
+}
+
+// ---------------------------------------------------------------- the stream
+
+function connect() {
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  const socket = new WebSocket(`${proto}://${location.host}/ws`);
+  ws = socket;
+  setLive('connecting', 'connecting…');
+  socket.addEventListener('open', () => {
+    socket.send(JSON.stringify({ type: 'auth', username: creds.username, password: creds.password, ...(seq >= 0 ? { resume_from: seq } : {}) }));
+    socket.send(JSON.stringify({ type: 'subscribe', prices: ['*'], requests: true }));
+  });
+  socket.addEventListener('message', (ev) => {
+    if (ws !== socket) return;
+    onMessage(JSON.parse(ev.data));
+  });
+  socket.addEventListener('close', (ev) => {
+    if (ws !== socket) return; // signed out, or replaced
+    ws = null;
+    if (ev.code === 4001) return signOut(ev.reason === 'authentication failed' ? 'Wrong username or password.' : `Refused: ${ev.reason}`);
+    setLive('down', 'reconnecting…');
+    setTimeout(() => creds && !ws && connect(), RECONNECT_MS);
+  });
+}
+
+function onMessage(m) {
+  switch (m.type) {
+    case 'welcome':
+      showDesk(m);
+      setLive('live', 'live');
+      break;
+    case 'snapshot':
+      setHoldings(m.positions, m.seq, false);
+      break;
+    case 'resumed':
+      setLive('live', 'live');
+      break;
+    case 'delta':
+      if (m.seq !== seq + 1) {
+        ws?.send(JSON.stringify({ type: 'snapshot' })); // missed one: start over from a snapshot
+        return;
+      }
+      setHoldings(m.positions, m.seq, true, m.deltas);
+      break;
+    case 'price':
+      prices.set(m.price.etf, m.price);
+      renderPrice(m.price);
+      break;
+    case 'request':
+      void loadHistory();
+      break;
+    case 'error':
+      console.warn('stream error', m.code, m.message);
+      break;
+  }
+}
+
+// ---------------------------------------------------------------- holdings
+
+function setHoldings(positions, newSeq, isDelta, deltas = []) {
+  const next = new Map();
+  for (const p of positions) {
+    order.set(p.ticker, p.symbol);
+    if (p.quantity !== 0) next.set(p.ticker, p.quantity);
+  }
+  holdings = next;
+  seq = newSeq;
+  $('#holdings-seq').textContent = `seq ${seq}`;
+  renderHoldings(isDelta ? new Set(deltas.map((d) => d.ticker)) : new Set());
+}
+
+function renderHoldings(changed) {
+  const tickers = [...holdings.keys()].sort((a, b) => (order.get(a) ?? 1e9) - (order.get(b) ?? 1e9) || a.localeCompare(b));
+  const rows = tickers.map((t) => {
+    const q = holdings.get(t);
+    const cell = el('td', { class: `num qty ${signClass(q)}` }, fmtNum(q));
+    if (changed.has(t)) flash(cell);
+    return el('tr', { 'data-ticker': t }, el('td', {}, t), cell);
+  });
+  fillRows($('#holdings tbody'), rows, 'No positions yet: buy the basket on the exchange.', 2);
+}
+
+// ---------------------------------------------------------------- prices
+
+async function loadEtfs() {
+  const res = await fetch('/etfs');
+  const body = await readJson(res);
+  if (!res.ok) return;
+  etfs = body.etfs;
+  const select = $('#etf');
+  const current = select.value;
+  select.replaceChildren(...etfs.map((e) => el('option', { value: e.name }, e.name)));
+  if (current) select.value = current;
+  for (const e of etfs) if (e.price && !prices.has(e.name)) prices.set(e.name, e.price);
+  renderAllPrices();
+  showBasket();
+}
+
+function renderAllPrices() {
+  const names = [...new Set([...etfs.map((e) => e.name), ...prices.keys()])];
+  fillRows($('#prices tbody'), names.map((n) => priceRow(n, prices.get(n))), 'No ETFs configured.', 10);
+}
+
+function priceRow(name, p) {
+  const cells = p
+    ? [
+        el('td', { class: 'num', 'data-field': 'nav' }, fmtNum(p.nav)),
+        el('td', { class: 'num', 'data-field': 'create_cost' }, fmtNum(p.create_cost)),
+        el('td', { class: 'num', 'data-field': 'redeem_proceeds' }, fmtNum(p.redeem_proceeds)),
+        el('td', { class: 'num' }, fmtNum(p.etf_bid)),
+        el('td', { class: 'num' }, fmtNum(p.etf_ask)),
+        el('td', { class: `num ${signClass(p.premium)}`, 'data-field': 'premium' }, fmtPct(p.premium)),
+        el('td', { class: `num ${signClass(p.create_edge)}` }, fmtSigned(p.create_edge)),
+        el('td', { class: `num ${signClass(p.redeem_edge)}` }, fmtSigned(p.redeem_edge)),
+        el('td', { class: 'muted' }, fmtTime(p.ts)),
+      ]
+    : [el('td', { colspan: 9, class: 'muted' }, 'waiting for the first price…')];
+  return el('tr', { 'data-etf': name }, el('td', {}, el('strong', {}, name)), ...cells);
+}
+
+function renderPrice(p) {
+  const tbody = $('#prices tbody');
+  const old = tbody.querySelector(`tr[data-etf="${CSS.escape(p.etf)}"]`);
+  if (old) old.replaceWith(priceRow(p.etf, p));
+  else renderAllPrices();
+}
+
+function showBasket() {
+  const e = etfs.find((x) => x.name === $('#etf').value);
+  $('#basket-line').textContent = e ? `1 ${e.name} = ${e.components.map((c) => `${c.weight}×${c.ticker}`).join(' + ')}` : '';
+}
+$('#etf').addEventListener('change', showBasket);
+
+// ---------------------------------------------------------------- create / redeem
+
+$('#convert-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const op = e.submitter?.value === 'redeem' ? 'redeem' : 'create';
+  const etf_name = $('#etf').value || undefined;
+  const amountText = $('#amount').value.trim();
+  const amount = /^[0-9]+$/.test(amountText) ? Number(amountText) : amountText;
+  const buttons = [$('#create-button'), $('#redeem-button')];
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    const res = await fetch(`/${op}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: basicAuth(creds.username, creds.password) },
+      body: JSON.stringify({ etf_name, amount }),
+    });
+    showAnswer(op, res.status, await readJson(res));
+  } catch (err) {
+    showAnswer(op, 0, { error: { code: 'network', message: `no answer: ${err.message}` } });
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+  void loadHistory();
+});
+
+function showAnswer(op, status, body) {
+  const box = $('#answer');
+  box.hidden = false;
+  if (body.error) {
+    box.dataset.status = 'error';
+    const shortfalls = body.error.shortfalls ?? [];
+    box.replaceChildren(
+      el('div', { class: 'headline' }, `${op === 'create' ? 'Create' : 'Redeem'} refused`, el('span', { class: 'muted small' }, ` ${status} ${body.error.code}`)),
+      el('div', { class: 'message' }, body.error.message),
+      shortfalls.length
+        ? el('ul', { class: 'shortfalls' }, shortfalls.map((s) => el('li', {}, `${s.ticker}: have ${fmtNum(s.have)}, need ${fmtNum(s.need)}`)))
+        : null,
+    );
+    return;
+  }
+  box.dataset.status = 'ok';
+  const verb = body.op === 'create' ? 'Created' : 'Redeemed';
+  box.replaceChildren(
+    el('div', { class: 'headline' }, `${verb} ${body.amount} ${body.etf_name}`, el('span', { class: 'muted small' }, ` ${body.request_id}${body.replayed ? ' (replayed)' : ''}`)),
+    el(
+      'div',
+      { class: 'deltas' },
+      Object.entries(body.deltas).map(([t, q]) => el('span', { class: `chip ${signClass(q)}` }, `${t} ${fmtSigned(q)}`)),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- history
+
+async function loadHistory() {
+  if (!creds) return;
+  const res = await fetch(`/history?limit=${HISTORY_ROWS}`, { headers: { authorization: basicAuth(creds.username, creds.password) } });
+  if (!res.ok) return;
+  const body = await readJson(res);
+  const rows = body.entries.map((h) =>
+    el(
+      'tr',
+      { 'data-request': h.request_id },
+      el('td', { class: 'mono' }, h.request_id),
+      el('td', {}, fmtTime(h.ts)),
+      el('td', {}, h.kind),
+      el('td', {}, h.etf ?? '—'),
+      el('td', { class: 'num' }, h.amount ?? '—'),
+      el('td', {}, el('span', { class: `badge ${h.status}` }, h.status)),
+      el('td', { class: 'small' }, h.status === 'accepted' ? (h.deltas ?? []).map((d) => `${d.ticker} ${fmtSigned(d.quantity)}`).join(', ') || '—' : h.error?.message ?? ''),
+    ),
+  );
+  fillRows($('#history tbody'), rows, 'No requests yet.', 7);
+}
