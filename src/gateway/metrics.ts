@@ -28,8 +28,6 @@ export interface GatewayMetrics {
 }
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH']);
-/** One engine round trip serves every engine figure of one scrape. */
-const PING_REUSE_MS = 250;
 const FEEDS = ['clearing', 'market_data'] as const;
 
 /**
@@ -71,13 +69,10 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
     registers: [registry],
   });
 
-  let ping: { at: number; result: Promise<PingResult | null> } | null = null;
-  const freshPing = (): Promise<PingResult | null> => {
-    if (!ping || Date.now() - ping.at > PING_REUSE_MS) {
-      ping = { at: Date.now(), result: src.engine.call({ op: 'ping' }).then((r) => (r.ok ? (r.result as PingResult) : null)) };
-    }
-    return ping.result;
-  };
+  // One engine round trip serves every engine figure of one scrape (scrape() clears it first).
+  let ping: Promise<PingResult | null> | null = null;
+  const freshPing = (): Promise<PingResult | null> =>
+    (ping ??= src.engine.call({ op: 'ping' }).then((r) => (r.ok ? (r.result as PingResult) : null)));
   const engineGauge = (name: string, help: string, value: (p: PingResult | null) => number | null) =>
     new Gauge({
       name,
@@ -187,6 +182,7 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
         const start = process.hrtime.bigint();
         let aborted = false;
         res.onAborted(() => (aborted = true));
+        ping = null;
         registry.metrics().then(
           (text) => {
             observe('GET', METRICS_PATH, 200, start);
