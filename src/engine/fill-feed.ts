@@ -21,6 +21,10 @@ export type FillChange =
   | { cause: 'fill'; acc: Account; deltas: Delta[]; fill: Fill }
   | { cause: 'session_reset'; acc: Account; deltas: Delta[] };
 
+/** Unknown client_ids already reported, bounded so a stream of garbage ids cannot grow memory. */
+const reportedUnknown = new Set<number>();
+const MAX_REPORTED_UNKNOWN = 100;
+
 export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0 });
 
 /**
@@ -58,7 +62,12 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
   const fill = payload as Fill;
   const acc = applyFill(state, fill, m.seq);
   if (!acc) {
-    if (stats.unknownAccount++ % 1000 === 0) log.warn({ clientId: fill.client_id, count: stats.unknownAccount }, 'fill for unknown client_id ignored');
+    stats.unknownAccount++;
+    // Once per id: the exchange clears every participant (market makers too), so these are routine, not a fault to repeat.
+    if (!reportedUnknown.has(fill.client_id) && reportedUnknown.size < MAX_REPORTED_UNKNOWN) {
+      reportedUnknown.add(fill.client_id);
+      log.info({ clientId: fill.client_id }, 'fills for a client_id without an account are counted and ignored (not a team on the roster)');
+    }
     return [];
   }
   stats.applied++;

@@ -156,8 +156,8 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
     });
   wsCounter('etf_ws_deltas_total', 'Holdings changes (deltas) fanned out to the connections of their account', 'changes');
   wsCounter('etf_ws_snapshots_total', 'Holdings snapshots fetched from the engine for the stream', 'snapshots');
-  wsCounter('etf_ws_prices_total', 'ETF price updates fanned out to subscribers', 'prices');
-  wsCounter('etf_ws_request_outcomes_total', 'Create/redeem outcomes fanned out', 'outcomes');
+  wsCounter('etf_ws_prices_total', 'ETF price updates the stream received (and sent to the connections subscribed to them)', 'prices');
+  wsCounter('etf_ws_request_outcomes_total', 'Create/redeem outcomes sent to the connections of their account', 'outcomes');
   wsCounter('etf_ws_gaps_total', 'Holdings changes the gateway missed and re-snapshotted', 'gaps');
 
   const observe = (method: string, route: string, status: number, startNs: bigint) => {
