@@ -62,7 +62,7 @@ supervisor.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env }
 supervisor.start({ name: 'feed', script: join(dist, 'feed/main.js'), env });
 if (simulate) supervisor.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env });
 log.info(
-  { http: `http://localhost:${cfg.http.port}`, exchange: simulate ? 'built-in simulator' : 'NDFEX on the multicast feeds' },
+  { http: `http://localhost:${cfg.http.port}`, operator: `http://localhost:${cfg.http.port}/operator`, exchange: simulate ? 'built-in simulator' : 'NDFEX on the multicast feeds' },
   'system starting: Ctrl-C stops it',
 );
 

@@ -1,5 +1,5 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import { prettyFactory } from 'pino-pretty';
 
 const REDACT = {
   paths: ['password', '*.password', '*.*.password', 'passwordHash', '*.passwordHash', 'authorization', '*.authorization', 'headers.authorization'],
@@ -20,18 +20,22 @@ export function wantsPretty(env: NodeJS.ProcessEnv = process.env, isTTY = Boolea
 
 /**
  * One line per event for a person: local time, level, service, message, then
- * the fields. Synchronous, in this thread: demo volumes are small, and a
- * fatal line written just before process.exit is never lost in a worker.
+ * the fields. Formatted in this thread and written straight to the terminal:
+ * demo volumes are small, and a fatal line written just before process.exit
+ * is never lost in a worker. (pino-pretty's own stream would re-add `err` to
+ * the keys it prints as an indented block after pino's config message.)
  */
 function prettyStream(): DestinationStream {
-  return pretty({
-    sync: true,
+  const format = prettyFactory({
     colorize: true,
     singleLine: true,
     translateTime: 'SYS:HH:MM:ss.l',
     ignore: 'pid,hostname,name',
     messageFormat: '{name}: {msg}',
+    // An error stays on its event's line (as JSON) instead of opening a multi-line block.
+    errorLikeObjectKeys: [],
   });
+  return { write: (line: string) => void process.stdout.write(format(line)) };
 }
 
 /**
