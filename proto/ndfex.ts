@@ -1,5 +1,5 @@
 /**
- * NDFEX binary layouts (../shared/ndfex/PROTOCOL.md): the clearing feed, the
+ * NDFEX binary layouts (docs/ndfex-protocol.md): the clearing feed, the
  * market-data feed and its snapshot feed. Little-endian, packed.
  *
  * Every datagram may carry several messages back to back; decoders walk it by

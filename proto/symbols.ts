@@ -1,5 +1,5 @@
 /**
- * The NDFEX exchange's default symbol set (../shared/ndfex/PROTOCOL.md).
+ * The NDFEX exchange's default symbol set (docs/ndfex-protocol.md).
  * Ids are what the exchange's binary feeds carry; tickers are what people read.
  */
 export interface ExchangeSymbol {

@@ -15,7 +15,7 @@ import {
 } from '../proto/ndfex.js';
 
 /*
- * Every expected byte buffer here is written by hand from PROTOCOL.md, field
+ * Every expected byte buffer here is written by hand from docs/ndfex-protocol.md, field
  * by field at explicit offsets, never with the encoder under test: a layout
  * mistake shared by encoder and decoder would otherwise pass unnoticed.
  */
@@ -70,7 +70,7 @@ const TS = 1_732_000_000_123_456_789n;
 const BIG_ID = 0xfedcba9876543210n;
 
 describe('constants', () => {
-  it('match PROTOCOL.md', () => {
+  it('match docs/ndfex-protocol.md', () => {
     expect(CLEARING_MAGIC).toBe(0x12345678n);
     expect(MD_MAGIC).toBe(0x2148534952494f47n); // "GOIRISH!" little-endian
     expect(SNAPSHOT_MAGIC).toBe(0x544f485350414e53n); // "SNAPSHOT" little-endian
@@ -92,7 +92,7 @@ describe('clearing feed', () => {
     });
   });
 
-  it('encodes byte for byte what PROTOCOL.md describes', () => {
+  it('encodes byte for byte what docs/ndfex-protocol.md describes', () => {
     const enc = encodeClearingDatagram([
       { type: 'fill', seq: 1, client_id: 3, symbol: 5, quantity: 10, price: 1234, side: 1 },
       { type: 'heartbeat', seq: 2 },

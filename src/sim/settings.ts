@@ -16,7 +16,7 @@ export interface SimSettings {
   seed: number;
 }
 
-/** The exchange's groups (../shared/ndfex/PROTOCOL.md); the feed bridge reads the same variables. */
+/** The exchange's groups (docs/ndfex-protocol.md); the feed bridge reads the same variables. */
 export const DEFAULT_CLEARING = NDFEX_DEFAULT_FEEDS.clearing;
 export const DEFAULT_MD = NDFEX_DEFAULT_FEEDS.marketData;
 export const DEFAULT_SNAPSHOT = NDFEX_DEFAULT_FEEDS.snapshot;
