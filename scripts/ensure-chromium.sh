@@ -11,6 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
   if sudo -n true 2>/dev/null; then SUDO="sudo -n"; else echo "chromium not found and no root or passwordless sudo to install it" >&2; exit 1; fi
 fi
 echo "chromium not found: installing Debian's chromium package (one time, a few minutes)" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
-[ -x "$BIN" ]
+$SUDO apt-get update -qq || { echo "apt-get update failed: cannot install chromium" >&2; exit 1; }
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+  || { echo "apt-get install chromium failed" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "chromium package installed, but no browser at $BIN" >&2; exit 1; }
