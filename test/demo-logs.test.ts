@@ -26,3 +26,28 @@ describe('engine logs in a clean demo', () => {
     expect(lines.map((l) => l.msg)).toHaveLength(3);
   });
 });
+
+describe('log format', () => {
+  it('is pretty at a terminal and JSON through a pipe, unless LOG_FORMAT says otherwise', async () => {
+    const { wantsPretty } = await import('../src/shared/log.js');
+    expect(wantsPretty({}, true)).toBe(true);
+    expect(wantsPretty({}, false)).toBe(false);
+    expect(wantsPretty({ LOG_FORMAT: 'json' }, true)).toBe(false);
+    expect(wantsPretty({ LOG_FORMAT: 'pretty' }, false)).toBe(true);
+  });
+
+  it('pretty: one line per event, errors included, secrets redacted', async () => {
+    const { prettyDestination } = await import('../src/shared/log.js');
+    let out = '';
+    const log = createLogger('gateway', 'info', prettyDestination({ write: (s: string) => (out += s) }));
+    log.info({ port: 8080, password: 'hunter22' }, 'gateway listening');
+    log.error({ err: new Error('boom') }, 'request failed');
+    log.warn({ err: 'stream not found' }, 'no bucket');
+    const lines = out.replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter(Boolean);
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: gateway: gateway listening \{"port":8080,"password":"\[redacted\]"\}$/);
+    expect(lines[1]).toMatch(/ERROR: gateway: request failed \{"err":\{"type":"Error","message":"boom","stack":"Error: boom\\n/);
+    expect(lines[2]).toContain('WARN: gateway: no bucket {"err":"stream not found"}');
+    expect(out).not.toContain('hunter22');
+  });
+});

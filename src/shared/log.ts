@@ -25,9 +25,10 @@ export function wantsPretty(env: NodeJS.ProcessEnv = process.env, isTTY = Boolea
  * is never lost in a worker. (pino-pretty's own stream would re-add `err` to
  * the keys it prints as an indented block after pino's config message.)
  */
-function prettyStream(): DestinationStream {
+export function prettyDestination(out: { write(s: string): unknown; isTTY?: boolean } = process.stdout): DestinationStream {
   const format = prettyFactory({
-    colorize: true,
+    // Colours for a terminal; LOG_FORMAT=pretty into a file gets plain text.
+    colorize: out.isTTY === true,
     singleLine: true,
     translateTime: 'SYS:HH:MM:ss.l',
     ignore: 'pid,hostname,name',
@@ -35,7 +36,7 @@ function prettyStream(): DestinationStream {
     // An error stays on its event's line (as JSON) instead of opening a multi-line block.
     errorLikeObjectKeys: [],
   });
-  return { write: (line: string) => void process.stdout.write(format(line)) };
+  return { write: (line: string) => void out.write(format(line)) };
 }
 
 /**
@@ -44,7 +45,7 @@ function prettyStream(): DestinationStream {
  */
 export function createLogger(name: string, level = process.env.LOG_LEVEL ?? 'info', destination?: DestinationStream): Logger {
   const opts = { name, level, redact: REDACT };
-  const dest = destination ?? (wantsPretty() ? prettyStream() : undefined);
+  const dest = destination ?? (wantsPretty() ? prettyDestination() : undefined);
   return dest ? pino(opts, dest) : pino(opts);
 }
 
