@@ -162,7 +162,7 @@ async function loadEtfs() {
 
 function renderAllPrices() {
   const names = [...new Set([...etfs.map((e) => e.name), ...prices.keys()])];
-  fillRows($('#prices tbody'), names.map((n) => priceRow(n, prices.get(n))), 'No ETFs configured.', 10);
+  fillRows($('#prices tbody'), names.map((n) => priceRow(n, prices.get(n))), 'No ETFs configured.', 9);
 }
 
 function priceRow(name, p) {
@@ -176,13 +176,13 @@ function priceRow(name, p) {
         el('td', { class: `num ${signClass(p.premium)}`, 'data-field': 'premium' }, fmtPct(p.premium)),
         el('td', { class: `num ${signClass(p.create_edge)}` }, fmtSigned(p.create_edge)),
         el('td', { class: `num ${signClass(p.redeem_edge)}` }, fmtSigned(p.redeem_edge)),
-        el('td', { class: 'muted' }, fmtTime(p.ts)),
       ]
-    : [el('td', { colspan: 9, class: 'muted' }, 'waiting for the first price…')];
+    : [el('td', { colspan: 8, class: 'muted' }, 'waiting for the first price…')];
   return el('tr', { 'data-etf': name }, el('td', {}, el('strong', {}, name)), ...cells);
 }
 
 function renderPrice(p) {
+  $('#prices-at').textContent = `updated ${fmtTime(p.ts)}`;
   const tbody = $('#prices tbody');
   const old = tbody.querySelector(`tr[data-etf="${CSS.escape(p.etf)}"]`);
   if (old) old.replaceWith(priceRow(p.etf, p));
