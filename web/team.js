@@ -111,7 +111,7 @@ function onMessage(m) {
       renderPrice(m.price);
       break;
     case 'request':
-      void loadHistory();
+      historySoon();
       break;
     case 'error':
       console.warn('stream error', m.code, m.message);
@@ -248,6 +248,16 @@ function showAnswer(op, status, body) {
 }
 
 // ---------------------------------------------------------------- history
+
+let historyTimer = null;
+/** A bot's burst of outcomes costs one /history read, not one per outcome. */
+function historySoon() {
+  if (historyTimer) return;
+  historyTimer = setTimeout(() => {
+    historyTimer = null;
+    void loadHistory();
+  }, 250);
+}
 
 async function loadHistory() {
   if (!creds) return;
