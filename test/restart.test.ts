@@ -20,6 +20,9 @@ import {
   undyBasket,
 } from './helpers/system.js';
 import { awaitHoldingsSeq } from './helpers/events.js';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { decode } from '../proto/codec.js';
+import { SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM, type SnapshotManifest } from '../proto/streams.js';
 
 let nats: Awaited<ReturnType<typeof startTestNats>>;
 let dir: ReturnType<typeof tempDir>;
@@ -140,5 +143,51 @@ it('restarts from a snapshot plus the journal after it, with history and idempot
     await snapNats.stop();
     snapNats.remove();
     snapDir.remove();
+  }
+});
+
+it('comes back after clean stops on the same store, the first snapshot at stream sequence 1 (nats-server 2.9 purge)', async () => {
+  const d = tempDir();
+  const n = await startTestNats();
+  // Snapshots only at a clean stop: the first one's single chunk is the stream's first message.
+  const c = testConfig(d.path, { requestTimeoutMs: 1000, snapshotEvery: 0 });
+  let child = await spawnEngine(n.url, c);
+  const gw = await startGateway(c, n.url, quietLog);
+  const http = api(`http://127.0.0.1:${gw.port}`);
+  const nc = await natsClient(n.url);
+  try {
+    const fills = fillsFor(1, undyBasket(5));
+    const applied = awaitHoldingsSeq(nc, 1, fills.length);
+    await publishFills(nc, fills);
+    await applied;
+    expect((await http.create('team1', 'team1pass', 2, 'UNDY')).status).toBe(200);
+    const before = (await http.holdings('team1', 'team1pass')).body;
+
+    for (let stop = 1; stop <= 3; stop++) {
+      await killProcess(child, 'SIGTERM');
+      child = await spawnEngine(n.url, c);
+      expect(child.ready.snapshot?.journalSeq).toBe(child.ready.journalSeq);
+      expect((await http.holdings('team1', 'team1pass')).body).toEqual(before);
+    }
+    expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
+    const after = (await http.holdings('team1', 'team1pass')).body;
+    expect(after.holdings.UNDY).toBe(3);
+
+    // A snapshot whose chunk is gone (as a 2.9 purge left it) is reported and the journal rebuilds the same state.
+    await killProcess(child, 'SIGTERM');
+    const jsm = await jetstreamManager(nc);
+    const manifest = decode<SnapshotManifest>((await jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_MANIFEST_SUBJECT }))!.data);
+    await jsm.streams.deleteMessage(SNAPSHOT_STREAM, manifest.firstSeq);
+    child = await spawnEngine(n.url, c);
+    expect(child.ready.snapshot).toBeNull();
+    expect(child.startLog.some((l) => l.msg === 'snapshot unusable: rebuilding from the whole journal' && /no longer in/.test(l.reason))).toBe(true);
+    expect((await http.holdings('team1', 'team1pass')).body).toEqual(after);
+  } finally {
+    await nc.close();
+    await gw.close();
+    await killProcess(child);
+    await n.stop();
+    n.remove();
+    d.remove();
   }
 });

@@ -11,7 +11,7 @@ import { JournalWriter, replayJournal } from './journal.js';
 import { hashRosterPasswords, rosterEvents } from './roster.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
-import { SnapshotStore } from './snapshot.js';
+import { SnapshotStore, SnapshotUnusable } from './snapshot.js';
 import { ScoreboardWriter } from './scoreboard.js';
 import { join } from 'node:path';
 
@@ -37,7 +37,11 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   await ensureFillStream(nc);
 
   const snapshots = await SnapshotStore.open(nc);
-  const snapshot = await snapshots.load();
+  const snapshot = await snapshots.load().catch((err: unknown) => {
+    if (!(err instanceof SnapshotUnusable)) throw err;
+    log.warn({ reason: err.message }, 'snapshot unusable: rebuilding from the whole journal');
+    return null;
+  });
   const snapshotMs = Math.round(performance.now() - t0);
   const state = snapshot ?? emptyState();
   const fromSnapshot = { journalSeq: state.journalSeq, fillSeq: state.fillSeq };

@@ -17,6 +17,9 @@ import { emptyState, type Account, type AuditEvent, type EngineState } from './s
 
 export const SNAPSHOT_VERSION = 2;
 
+/** The snapshot in force cannot be used; start-up rebuilds from the journal instead. */
+export class SnapshotUnusable extends Error {}
+
 /**
  * Snapshots are read only by the engine, so they use msgpackr records: the
  * thousands of same-shaped history entries share one structure definition,
@@ -124,10 +127,19 @@ export class SnapshotStore {
     return new SnapshotStore(jsm, nc);
   }
 
+  /**
+   * The snapshot in force, or null when there is none. An unusable one (chunks
+   * gone, size or sha256 mismatch) throws SnapshotUnusable: the caller logs why
+   * and rebuilds from the journal, which is the truth; nothing waits forever.
+   */
   async load(): Promise<EngineState | null> {
     const last = await this.jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_MANIFEST_SUBJECT }).catch(() => null);
     if (!last) return null;
     const manifest = decode<SnapshotManifest>(last.data);
+    const { state } = await this.jsm.streams.info(SNAPSHOT_STREAM);
+    if (state.first_seq > manifest.firstSeq || state.last_seq < manifest.lastSeq) {
+      throw new SnapshotUnusable(`its chunks (stream sequences ${manifest.firstSeq}-${manifest.lastSeq}) are no longer in ${SNAPSHOT_STREAM} (first ${state.first_seq}, last ${state.last_seq})`);
+    }
     // A consumer delivers the chunks as raw bytes (the message API would base64 them through JSON).
     const chunks: Uint8Array[] = [];
     const reader = await readStream(
@@ -135,15 +147,17 @@ export class SnapshotStore {
       SNAPSHOT_STREAM,
       manifest.firstSeq,
       (m) => {
-        if (m.subject === SNAPSHOT_CHUNK_SUBJECT) chunks.push(m.data);
+        if (m.subject === SNAPSHOT_CHUNK_SUBJECT && m.seq <= manifest.lastSeq) chunks.push(m.data);
       },
       { follow: false, untilSeq: manifest.lastSeq },
     );
     await reader.caughtUp;
     await reader.stop();
+    const expected = manifest.lastSeq - manifest.firstSeq + 1;
+    if (chunks.length !== expected) throw new SnapshotUnusable(`${expected - chunks.length} of its ${expected} chunks are missing`);
     const bytes = Buffer.concat(chunks);
     const sha = createHash('sha256').update(bytes).digest('hex');
-    if (bytes.byteLength !== manifest.bytes || sha !== manifest.sha256) throw new Error('snapshot is corrupt: size or sha256 mismatch');
+    if (bytes.byteLength !== manifest.bytes || sha !== manifest.sha256) throw new SnapshotUnusable('size or sha256 mismatch');
     return restoreSnapshot(bytes);
   }
 
@@ -167,7 +181,8 @@ export class SnapshotStore {
     };
     await this.js.publish(SNAPSHOT_MANIFEST_SUBJECT, encode(manifest));
     // Older snapshots are no longer needed: keep only this one's chunks and the newest manifest.
-    await this.jsm.streams.purge(SNAPSHOT_STREAM, { filter: SNAPSHOT_CHUNK_SUBJECT, seq: firstSeq });
+    // By count, not `seq: firstSeq`: nats-server 2.9 also deletes the message at `seq` when it is 1.
+    await this.jsm.streams.purge(SNAPSHOT_STREAM, { filter: SNAPSHOT_CHUNK_SUBJECT, keep: lastSeq - firstSeq + 1 });
     await this.jsm.streams.purge(SNAPSHOT_STREAM, { filter: SNAPSHOT_MANIFEST_SUBJECT, keep: 1 });
   }
 }

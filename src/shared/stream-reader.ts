@@ -42,7 +42,11 @@ export async function readStream(
   const done = (async () => {
     try {
       for await (const m of messages) {
-        if (!opts.follow && m.seq > last) break;
+        if (!opts.follow && m.seq > last) {
+          // Messages up to `last` were deleted: there is nothing more to wait for; the caller checks what it got.
+          resolveCaughtUp();
+          break;
+        }
         onMsg(m);
         if (m.seq >= last) {
           resolveCaughtUp();

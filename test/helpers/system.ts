@@ -78,7 +78,7 @@ export async function startSystem(natsUrl: string, cfg: Config): Promise<TestSys
 }
 
 /** The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`. */
-export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any> }> {
+export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[] }> {
   const env = {
     ...process.env,
     NATS_URL: natsUrl,
@@ -86,14 +86,16 @@ export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildPr
     LOG_LEVEL: 'info',
   };
   const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/engine/main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const startLog: Record<string, any>[] = [];
   const ready = await new Promise<Record<string, any>>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       if (line.includes('"engine ready"')) resolve(JSON.parse(line) as Record<string, any>);
+      else if (startLog.length < 100 && line.startsWith('{')) startLog.push(JSON.parse(line) as Record<string, any>);
     });
     child.once('exit', (code) => reject(new Error(`engine exited with ${code} before it was ready`)));
   });
-  return Object.assign(child, { ready });
+  return Object.assign(child, { ready, startLog });
 }
 
 export function writeConfigFile(cfg: Config): string {
