@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Delta } from '../../proto/journal.js';
 import type { Instruments } from './baskets.js';
 import { USERNAME_PATTERN } from '../../proto/http.js';
+import { ConfigError } from './config.js';
 
 /** One account from the roster file, before its password is hashed. */
 export interface RosterAccount {
@@ -22,7 +23,12 @@ export interface RosterAccount {
  * Blank lines and `#` comments are skipped. Any other line is an error naming file and line.
  */
 export function loadAccountsFile(path: string, instruments: Instruments): RosterAccount[] {
-  const text = readFileSync(path, 'utf8');
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`accounts file ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : (err as Error).message}`);
+  }
   return parseAccounts(text, path, instruments);
 }
 
@@ -33,7 +39,7 @@ export function parseAccounts(text: string, origin: string, instruments: Instrum
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = i + 1;
     const fail = (msg: string): never => {
-      throw new Error(`accounts file ${origin}, line ${line}: ${msg}`);
+      throw new ConfigError(`accounts file ${origin}, line ${line}: ${msg}`);
     };
     const content = raw.replace(/#.*/, '').trim();
     if (content === '') return;

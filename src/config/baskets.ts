@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { NDFEX_SYMBOLS, UNDY_SYMBOL_ID } from '../../proto/symbols.js';
+import { ConfigError, oneLine, readJsonFile } from './config.js';
 
 /** One component of a basket: `weight` units of `symbol` per creation unit. */
 export interface Component {
@@ -49,9 +49,9 @@ export const DEFAULT_BASKETS = {
 };
 
 export function loadBaskets(path: string | undefined): Instruments {
-  const raw: unknown = path ? JSON.parse(readFileSync(path, 'utf8')) : DEFAULT_BASKETS;
+  const raw: unknown = path ? readJsonFile(path, 'baskets file') : DEFAULT_BASKETS;
   const parsed = basketFile.safeParse(raw);
-  if (!parsed.success) throw new Error(`baskets file ${path}: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success) throw new ConfigError(`baskets file ${path}: ${oneLine(z.prettifyError(parsed.error))}`);
   return buildInstruments(parsed.data, path ?? '(default)');
 }
 
@@ -59,7 +59,7 @@ export function buildInstruments(def: z.infer<typeof basketFile>, origin: string
   const tickers = new Map<number, string>(NDFEX_SYMBOLS.map((s) => [s.id, s.ticker]));
   const ids = new Map<string, number>(NDFEX_SYMBOLS.map((s) => [s.ticker, s.id]));
   const fail = (msg: string): never => {
-    throw new Error(`baskets file ${origin}: ${msg}`);
+    throw new ConfigError(`baskets file ${origin}: ${msg}`);
   };
   // First pass: every ETF gets its symbol, so an ETF may hold another ETF.
   for (const etf of def.etfs) {

@@ -42,19 +42,32 @@ const configSchema = z.object({
 
 export type Config = z.infer<typeof configSchema>;
 
+/**
+ * A configuration mistake (a file, a line, a variable): the process says so in
+ * one line and exits with CONFIG_EXIT_CODE, and the launcher does not restart it.
+ */
+export class ConfigError extends Error {}
+export const CONFIG_EXIT_CODE = 2;
+
+/** A whole number from an environment variable, or a ConfigError naming the variable. */
+function intFromEnv(name: string, v: string): number {
+  if (!/^-?\d+$/.test(v.trim())) throw new ConfigError(`${name}=${JSON.stringify(v)} is not a whole number`);
+  return Number(v);
+}
+
 /** Environment variables that override the config file, and where they go. */
 const ENV: Record<string, (c: Config, v: string) => void> = {
   HTTP_HOST: (c, v) => (c.http.host = v),
-  HTTP_PORT: (c, v) => (c.http.port = Number(v)),
+  HTTP_PORT: (c, v) => (c.http.port = intFromEnv('HTTP_PORT', v)),
   NATS_URL: (c, v) => (c.nats.url = v),
-  NATS_PORT: (c, v) => (c.nats.port = Number(v)),
+  NATS_PORT: (c, v) => (c.nats.port = intFromEnv('NATS_PORT', v)),
   DATA_DIR: (c, v) => (c.dataDir = v),
   ACCOUNTS_FILE: (c, v) => (c.accountsFile = v),
   BASKETS_FILE: (c, v) => (c.basketsFile = v),
-  MAX_AMOUNT: (c, v) => (c.maxAmount = Number(v)),
-  BCRYPT_ROUNDS: (c, v) => (c.bcryptRounds = Number(v)),
-  REQUEST_TIMEOUT_MS: (c, v) => (c.requestTimeoutMs = Number(v)),
-  SNAPSHOT_EVERY: (c, v) => (c.snapshotEvery = Number(v)),
+  MAX_AMOUNT: (c, v) => (c.maxAmount = intFromEnv('MAX_AMOUNT', v)),
+  BCRYPT_ROUNDS: (c, v) => (c.bcryptRounds = intFromEnv('BCRYPT_ROUNDS', v)),
+  REQUEST_TIMEOUT_MS: (c, v) => (c.requestTimeoutMs = intFromEnv('REQUEST_TIMEOUT_MS', v)),
+  SNAPSHOT_EVERY: (c, v) => (c.snapshotEvery = intFromEnv('SNAPSHOT_EVERY', v)),
   SCOREBOARD_FILE: (c, v) => (c.scoreboardFile = v),
   LOG_LEVEL: (c, v) => (c.logLevel = v),
   OPERATOR_USER: (c, v) => (c.operator = { username: v, password: c.operator?.password ?? '' }),
@@ -67,22 +80,40 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const file = resolve(PROJECT_ROOT, env.CONFIG_FILE ?? 'config/default.json');
-  const raw = JSON.parse(readFileSync(file, 'utf8')) as Config;
+  const raw = readJsonFile(file, 'config file') as Config;
   for (const [name, set] of Object.entries(ENV)) {
     const v = env[name];
     if (v !== undefined && v !== '') set(raw, v);
   }
   const parsed = configSchema.safeParse(raw);
-  if (!parsed.success) throw new Error(`config ${file}: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success) throw new ConfigError(`config file ${file}: ${oneLine(z.prettifyError(parsed.error))}`);
   const c = parsed.data;
   const abs = (p: string) => (p === '' ? '' : resolve(PROJECT_ROOT, p));
   c.dataDir = abs(c.dataDir);
   c.accountsFile = abs(c.accountsFile);
   c.basketsFile = abs(c.basketsFile);
   if (c.scoreboardFile) c.scoreboardFile = abs(c.scoreboardFile);
-  if (c.accountsFile && !existsSync(c.accountsFile)) throw new Error(`accounts file ${c.accountsFile} does not exist`);
+  if (c.accountsFile && !existsSync(c.accountsFile)) throw new ConfigError(`accounts file ${c.accountsFile} does not exist (ACCOUNTS_FILE)`);
   return c;
 }
+
+/** Reads a JSON file, or a ConfigError naming it (missing, unreadable, not JSON). */
+export function readJsonFile(path: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${what} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : (err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${what} ${path}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** zod's multi-line report folded into one line, for a one-line error. */
+export const oneLine = (s: string): string => s.replace(/\s*\n\s*(→\s*)?/g, '; ').replace(/^✖\s*/, '').replace(/;\s*✖\s*/g, '; ');
 
 /** Where the launcher records the URL of the nats-server it started, for the operator tools. */
 export const natsUrlFile = (cfg: Config): string => resolve(cfg.dataDir, 'nats.url');

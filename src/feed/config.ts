@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ConfigError, oneLine } from '../config/config.js';
 import { NDFEX_DEFAULT_FEEDS } from '../../proto/ndfex.js';
 import { parseGroupAddr, type GroupAddr } from './multicast.js';
 import type { RestartPolicy } from './clearing.js';
@@ -43,7 +44,7 @@ const envSchema = z.object({
 export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeConfig {
   const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
   const parsed = envSchema.safeParse(present);
-  if (!parsed.success) throw new Error(`feed bridge config: ${z.prettifyError(parsed.error)}`);
+  if (!parsed.success) throw new ConfigError(`feed bridge config: ${oneLine(z.prettifyError(parsed.error))}`);
   const e = parsed.data;
   return {
     natsUrl: e.NATS_URL,

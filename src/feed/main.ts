@@ -15,7 +15,7 @@
  *   LOG_LEVEL                pino level                     (default info)
  */
 import { createLogger } from '../shared/log.js';
-import { onShutdown } from '../shared/process.js';
+import { exitOnStartError, onShutdown } from '../shared/process.js';
 import { loadBridgeConfig } from './config.js';
 import { startBridge } from './service.js';
 
@@ -24,13 +24,11 @@ let cfg;
 try {
   cfg = loadBridgeConfig();
 } catch (err) {
-  log.fatal({ err: err instanceof Error ? err.message : err }, 'bad configuration');
-  process.exit(2);
+  exitOnStartError(log, 'feed bridge', err);
 }
 try {
   const bridge = await startBridge(cfg, log);
   onShutdown(log, () => bridge.close());
 } catch (err) {
-  log.fatal({ err: err instanceof Error ? err.message : err }, 'feed bridge failed to start');
-  process.exit(1);
+  exitOnStartError(log, 'feed bridge', err);
 }

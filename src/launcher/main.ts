@@ -1,21 +1,31 @@
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { loadConfig, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
+import { CONFIG_EXIT_CODE, ConfigError, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
 import { createLogger } from '../shared/log.js';
 import { startNatsServer, type NatsServer } from './nats-server.js';
 import { Supervisor } from './supervisor.js';
 import { exchangeIsLive } from './exchange-probe.js';
+import { preflight } from './preflight.js';
 import { assertPortFree, freePort, portIsFree } from '../shared/ports.js';
 
 /**
  * `npm start`: the whole system on one machine. Starts a local nats-server
- * (unless NATS_URL names one), then as supervised child processes: the
- * engine, the gateway, the pricing actor, the feed bridge, and the built-in
- * NDFEX simulator when no exchange is heard on the market-data group
- * (NDFEX_SIMULATOR=on|off forces it). Ctrl-C stops everything it started.
+ * (unless NATS_URL names one) and keeps it running, then as supervised child
+ * processes: the engine, the gateway, the pricing actor, the feed bridge, and
+ * the built-in NDFEX simulator when no exchange is heard on the market-data
+ * group (NDFEX_SIMULATOR=on|off forces it). Ctrl-C stops everything it started.
  */
-const cfg = loadConfig();
-const log = createLogger('launcher', cfg.logLevel);
+let log = createLogger('launcher', process.env.LOG_LEVEL || 'info');
+let checked: ReturnType<typeof preflight>;
+try {
+  checked = preflight(process.env);
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  log.fatal(`configuration error: ${err.message}`);
+  process.exit(CONFIG_EXIT_CODE);
+}
+const { cfg, simulator } = checked;
+log = createLogger('launcher', cfg.logLevel);
 const dist = join(PROJECT_ROOT, 'dist/src');
 
 try {
@@ -25,8 +35,40 @@ try {
   process.exit(1);
 }
 
+let stopping = false;
 let nats: NatsServer | null = null;
 let natsUrl = cfg.nats.url;
+const storeDir = join(cfg.dataDir, 'nats');
+
+/** Restarts nats-server on the same port and store when it dies, so the services (which reconnect endlessly) come back on their own. */
+function superviseNats(port: number, restarts = 0): Promise<NatsServer> {
+  const startedAt = Date.now();
+  return startNatsServer({
+    port,
+    storeDir,
+    onExit: (code) => {
+      if (stopping) return;
+      const n = Date.now() - startedAt > 60_000 ? 0 : restarts + 1;
+      const pause = Math.min(10_000, 250 * 2 ** n);
+      log.error({ code, restartInMs: pause }, 'nats-server exited: restarting it');
+      const again = () => {
+        if (stopping) return;
+        superviseNats(port, n).then(
+          (s) => {
+            nats = s;
+            log.info({ url: s.url }, 'nats-server restarted');
+          },
+          (err: unknown) => {
+            log.error({ err: err instanceof Error ? err.message.split('\n')[0] : err }, 'nats-server did not restart: trying again');
+            setTimeout(again, Math.min(10_000, pause * 2));
+          },
+        );
+      };
+      setTimeout(again, pause);
+    },
+  });
+}
+
 try {
   if (!natsUrl) {
     let port = cfg.nats.port;
@@ -35,10 +77,10 @@ try {
       port = await freePort();
       log.warn({ port, busy: cfg.nats.port }, 'NATS port in use: starting the local nats-server on another port');
     }
-    nats = await startNatsServer({ port, storeDir: join(cfg.dataDir, 'nats') });
+    nats = await superviseNats(port);
     natsUrl = nats.url;
     writeFileSync(natsUrlFile(cfg), `${natsUrl}\n`);
-    log.info({ url: natsUrl, store: join(cfg.dataDir, 'nats') }, 'started nats-server');
+    log.info({ url: natsUrl, store: storeDir }, 'started nats-server');
   } else {
     log.info({ url: natsUrl }, 'using NATS_URL');
   }
@@ -47,33 +89,31 @@ try {
   process.exit(1);
 }
 
-const simulatorSetting = (process.env.NDFEX_SIMULATOR ?? 'auto').toLowerCase();
-if (!['auto', 'on', 'off'].includes(simulatorSetting)) {
-  log.fatal(`NDFEX_SIMULATOR must be auto, on or off, not ${simulatorSetting}`);
-  process.exit(2);
-}
-const simulate = simulatorSetting === 'on' || (simulatorSetting === 'auto' && !(await exchangeIsLive(process.env)));
+const simulate = simulator === 'on' || (simulator === 'auto' && !(await exchangeIsLive(process.env)));
 
 const env = { ...process.env, NATS_URL: natsUrl };
-const supervisor = new Supervisor(log);
+const supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_EXIT_CODE));
 supervisor.start({ name: 'engine', script: join(dist, 'engine/main.js'), env });
 supervisor.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env });
 supervisor.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env });
 supervisor.start({ name: 'feed', script: join(dist, 'feed/main.js'), env });
 if (simulate) supervisor.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env });
 log.info(
-  { http: `http://localhost:${cfg.http.port}`, operator: `http://localhost:${cfg.http.port}/operator`, exchange: simulate ? 'built-in simulator' : 'NDFEX on the multicast feeds' },
+  {
+    http: `http://localhost:${cfg.http.port}`,
+    operator: `http://localhost:${cfg.http.port}/operator`,
+    exchange: simulate ? 'built-in simulator' : 'NDFEX on the multicast feeds',
+  },
   'system starting: Ctrl-C stops it',
 );
 
-let stopping = false;
-const stop = async (signal: string) => {
+async function stop(reason: string, exitCode = 0): Promise<void> {
   if (stopping) return;
   stopping = true;
-  log.info({ signal }, 'stopping');
+  log.info({ reason }, 'stopping');
   await supervisor.stopAll();
   await nats?.stop();
-  process.exit(0);
-};
+  process.exit(exitCode);
+}
 process.on('SIGINT', () => void stop('SIGINT'));
 process.on('SIGTERM', () => void stop('SIGTERM'));

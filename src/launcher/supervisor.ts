@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../shared/log.js';
+import { CONFIG_EXIT_CODE } from '../config/config.js';
 
 export interface ServiceSpec {
   name: string;
@@ -17,7 +18,11 @@ export class Supervisor {
   private readonly children = new Map<string, ChildProcess>();
   private stopping = false;
 
-  constructor(private readonly log: Logger) {}
+  /** `onFatal`: a service exited with a configuration error; restarting it would only fail again. */
+  constructor(
+    private readonly log: Logger,
+    private readonly onFatal: (service: string) => void,
+  ) {}
 
   start(spec: ServiceSpec, restarts = 0): void {
     const startedAt = Date.now();
@@ -26,6 +31,11 @@ export class Supervisor {
     child.once('exit', (code, signal) => {
       this.children.delete(spec.name);
       if (this.stopping) return;
+      if (code === CONFIG_EXIT_CODE) {
+        this.log.fatal({ service: spec.name }, `${spec.name} has a configuration error (above): not restarting it`);
+        this.onFatal(spec.name);
+        return;
+      }
       const healthy = Date.now() - startedAt > 60_000;
       const n = healthy ? 0 : restarts + 1;
       const pause = Math.min(10_000, 250 * 2 ** n);

@@ -1,4 +1,4 @@
-import { loadConfig, type Config } from '../config/config.js';
+import { CONFIG_EXIT_CODE, ConfigError, loadConfig, type Config } from '../config/config.js';
 import { createLogger, type Logger } from './log.js';
 
 /** Runs `close` once on SIGINT/SIGTERM, then exits; a second signal exits at once. */
@@ -21,6 +21,19 @@ export function onShutdown(log: Logger, close: () => Promise<void>): void {
 }
 
 /**
+ * Ends a process whose start failed: a configuration mistake in one line and
+ * CONFIG_EXIT_CODE (the launcher does not restart it), anything else with 1.
+ */
+export function exitOnStartError(log: Logger, name: string, err: unknown): never {
+  if (err instanceof ConfigError) {
+    log.fatal(`${name}: ${err.message}`);
+    process.exit(CONFIG_EXIT_CODE);
+  }
+  log.fatal({ err: err instanceof Error ? err.message : err }, `${name} failed to start`);
+  process.exit(1);
+}
+
+/**
  * The entry point of a NATS service (engine, gateway, pricing): config, a
  * logger, NATS_URL required, start, clean stop on SIGINT/SIGTERM, and a clear
  * fatal log and exit code when start-up fails.
@@ -29,17 +42,21 @@ export async function runService(
   name: string,
   start: (cfg: Config, natsUrl: string, log: Logger) => Promise<{ close(): Promise<void> }>,
 ): Promise<void> {
-  const cfg = loadConfig();
+  let cfg: Config;
+  try {
+    cfg = loadConfig();
+  } catch (err) {
+    exitOnStartError(createLogger(name, process.env.LOG_LEVEL ?? 'info'), name, err);
+  }
   const log = createLogger(name, cfg.logLevel);
   if (!cfg.nats.url) {
     log.fatal(`NATS_URL is not set: run the ${name} through the launcher (npm start) or give it a server`);
-    process.exit(2);
+    process.exit(CONFIG_EXIT_CODE);
   }
   try {
     const service = await start(cfg, cfg.nats.url, log);
     onShutdown(log, () => service.close());
   } catch (err) {
-    log.fatal({ err: err instanceof Error ? err.message : err }, `${name} failed to start`);
-    process.exit(1);
+    exitOnStartError(log, name, err);
   }
 }

@@ -16,13 +16,14 @@ import { loadConfig } from '../config/config.js';
 import { loadAccountsFile } from '../config/accounts.js';
 import { loadBaskets } from '../config/baskets.js';
 import { createLogger } from '../shared/log.js';
-import { onShutdown } from '../shared/process.js';
+import { exitOnStartError, onShutdown } from '../shared/process.js';
 import { simSettingsFromEnv } from './settings.js';
 import { startSimulator } from './service.js';
 
-const cfg = loadConfig();
-const log = createLogger('ndfex-sim', cfg.logLevel);
+let log = createLogger('ndfex-sim', process.env.LOG_LEVEL ?? 'info');
 try {
+  const cfg = loadConfig();
+  log = createLogger('ndfex-sim', cfg.logLevel);
   const settings = simSettingsFromEnv();
   const roster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, loadBaskets(cfg.basketsFile || undefined)) : [];
   // Only exchange-format lines carry a client_id the exchange would fill.
@@ -39,6 +40,5 @@ try {
     await sim.close();
   });
 } catch (err) {
-  log.fatal({ err: err instanceof Error ? err.message : err }, 'simulator failed to start');
-  process.exit(1);
+  exitOnStartError(log, 'simulator', err);
 }

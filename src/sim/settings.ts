@@ -1,4 +1,5 @@
 import { isIPv4 } from 'node:net';
+import { ConfigError } from '../config/config.js';
 import { NDFEX_DEFAULT_FEEDS } from '../../proto/ndfex.js';
 import { parseGroupAddr, type GroupAddr } from '../feed/multicast.js';
 
@@ -28,17 +29,17 @@ export function parseEndpoint(name: string, value: string): Endpoint {
   try {
     return parseGroupAddr(value);
   } catch (err) {
-    throw new Error(`${name}=${JSON.stringify(value)}: ${(err as Error).message}`);
+    throw new ConfigError(`${name}=${JSON.stringify(value)}: ${(err as Error).message}`);
   }
 }
 
 export function simSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): SimSettings {
   const iface = env.NDFEX_INTERFACE || DEFAULT_INTERFACE;
-  if (!isIPv4(iface)) throw new Error(`NDFEX_INTERFACE=${JSON.stringify(iface)}: expected the IPv4 address of an interface`);
+  if (!isIPv4(iface)) throw new ConfigError(`NDFEX_INTERFACE=${JSON.stringify(iface)}: expected the IPv4 address of an interface`);
   const rate = env.NDFEX_SIM_RATE ? Number(env.NDFEX_SIM_RATE) : DEFAULT_RATE;
-  if (!Number.isFinite(rate) || rate <= 0 || rate > 10_000_000) throw new Error(`NDFEX_SIM_RATE=${env.NDFEX_SIM_RATE}: expected events per second, above 0`);
+  if (!Number.isFinite(rate) || rate <= 0 || rate > 10_000_000) throw new ConfigError(`NDFEX_SIM_RATE=${env.NDFEX_SIM_RATE}: expected events per second, above 0`);
   const seedText = env.NDFEX_SIM_SEED;
-  if (seedText && !/^\d{1,10}$/.test(seedText)) throw new Error(`NDFEX_SIM_SEED=${seedText}: expected a whole number`);
+  if (seedText && !/^\d{1,10}$/.test(seedText)) throw new ConfigError(`NDFEX_SIM_SEED=${seedText}: expected a whole number`);
   return {
     clearing: parseEndpoint('NDFEX_CLEARING_ADDR', env.NDFEX_CLEARING_ADDR || DEFAULT_CLEARING),
     md: parseEndpoint('NDFEX_MD_ADDR', env.NDFEX_MD_ADDR || DEFAULT_MD),

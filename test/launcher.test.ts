@@ -1,0 +1,107 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { api, buy, killProcess, natsClient, tempDir, until } from './helpers/system.js';
+import { launcherEnv, runLauncher, type LauncherRun } from './helpers/launcher.js';
+
+const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
+const dirs: ReturnType<typeof tempDir>[] = [];
+const runs: LauncherRun[] = [];
+afterAll(async () => {
+  for (const r of runs) await killProcess(r.child, 'SIGINT');
+  for (const d of dirs) d.remove();
+});
+
+function workspace(roster = ROSTER) {
+  const d = tempDir('etf-launcher-');
+  dirs.push(d);
+  const accounts = join(d.path, 'accounts.txt');
+  writeFileSync(accounts, roster);
+  return { dir: d.path, accounts };
+}
+
+/** Runs the launcher until it exits by itself; returns its exit code and log lines. */
+async function runToExit(env: NodeJS.ProcessEnv) {
+  const run = runLauncher(env);
+  runs.push(run);
+  const code = await run.exited;
+  return { code, lines: run.lines };
+}
+
+describe('configuration errors: one line naming the file, line or variable; exit 2; nothing started', () => {
+  const fatalOf = (lines: Record<string, any>[]) => lines.filter((l) => l.level === 60 || l.msg?.includes('configuration error'));
+  const expectOneLine = (r: { code: number | null; lines: Record<string, any>[] }, pattern: RegExp) => {
+    expect(r.code).toBe(2);
+    const fatal = fatalOf(r.lines);
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]!.msg).toMatch(pattern);
+    expect(fatal[0]!.msg).not.toContain('\n');
+    expect(r.lines.some((l) => /started nats-server|system starting/.test(l.msg ?? ''))).toBe(false);
+    expect(r.lines.some((l) => /\n\s+at /.test(JSON.stringify(l)))).toBe(false);
+  };
+
+  it('a malformed accounts line', async () => {
+    const w = workspace('1 team1 team1pass\nthis line is bad\n');
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts)), /accounts file .*accounts\.txt, line 2:/);
+  });
+
+  it('a missing accounts file', async () => {
+    const w = workspace();
+    expectOneLine(await runToExit(await launcherEnv(w.dir, join(w.dir, 'nope.txt'))), /accounts file .*nope\.txt does not exist/);
+  });
+
+  it('a baskets file that is not JSON, or names an unknown symbol', async () => {
+    const w = workspace();
+    const baskets = join(w.dir, 'baskets.json');
+    writeFileSync(baskets, '{"etfs": [');
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { BASKETS_FILE: baskets })), /baskets file .*baskets\.json: not valid JSON/);
+    writeFileSync(baskets, JSON.stringify({ etfs: [{ name: 'TECH', symbol: 20, components: { NOPE: 1 } }] }));
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { BASKETS_FILE: baskets })), /baskets file .*baskets\.json: ETF TECH: unknown component symbol NOPE/);
+  });
+
+  it('a variable that is not a number, or not a choice', async () => {
+    const w = workspace();
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { HTTP_PORT: 'abc' })), /HTTP_PORT="abc" is not a whole number/);
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { NDFEX_RESTART_POLICY: 'sometimes' })), /NDFEX_RESTART_POLICY/);
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { NDFEX_SIMULATOR: 'maybe' })), /NDFEX_SIMULATOR="maybe"/);
+  });
+});
+
+describe('the launcher keeps the system up', () => {
+  it('clean stop then start on the same data: same holdings, ready again; a killed nats-server is restarted', async () => {
+    const w = workspace();
+    const env = await launcherEnv(w.dir, w.accounts);
+    const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+    const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
+
+    let run = runLauncher(env);
+    runs.push(run);
+    await healthy();
+    const nc = await natsClient(readFileSync(join(w.dir, 'nats.url'), 'utf8').trim());
+    await buy(nc, 1, Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 3])));
+    await nc.close();
+    expect((await http.create('team1', 'team1pass', 2, 'UNDY')).status).toBe(200);
+    const before = (await http.holdings('team1', 'team1pass')).body;
+    expect(before.holdings.UNDY).toBe(2);
+
+    for (let i = 0; i < 2; i++) {
+      run.child.kill('SIGINT');
+      expect(await run.exited).toBe(0);
+      run = runLauncher(env);
+      runs.push(run);
+      await healthy();
+      expect((await http.holdings('team1', 'team1pass')).body).toEqual(before);
+    }
+
+    // kill -9 of nats-server: the launcher restarts it on the same port and store, and the services reconnect.
+    const pid = Number(execFileSync('pgrep', ['-f', `nats-server .*-p ${env.NATS_PORT}( |$)`], { encoding: 'utf8' }).trim().split('\n')[0]);
+    process.kill(pid, 'SIGKILL');
+    await run.waitForLine((l) => l.msg === 'nats-server restarted', 'nats-server restarted');
+    await healthy();
+    expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
+    expect((await http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(3);
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  });
+});
