@@ -48,6 +48,8 @@ export type EngineErrorCode =
   | 'insufficient_holdings'
   | 'idempotency_conflict'
   | 'not_found'
+  /** Not answered on the subject it came on (a write on the operators' read-only subject). */
+  | 'forbidden'
   | 'unsupported_version'
   /** The journal write failed: the outcome is unknown and the engine restarts. */
   | 'engine_unavailable';

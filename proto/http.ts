@@ -63,6 +63,7 @@ export const HTTP_STATUS: Record<HttpErrorCode, number> = {
   // The gateway only sends client_ids it authenticated; an unknown one means the account is gone.
   unknown_account: 401,
   not_found: 404,
+  forbidden: 403,
   method_not_allowed: 405,
   payload_too_large: 413,
   unsupported_media_type: 415,

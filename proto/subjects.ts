@@ -18,6 +18,14 @@ export const fillMsgId = (session: string, seq: number): string => `fill-${sessi
 
 /** Requests to the engine actor (a CommandBatch, replied to with a ReplyBatch). */
 export const ENGINE_COMMAND_SUBJECT = 'etf.engine.cmd';
+/**
+ * Operators' reads of the engine (dump, ping), apart from the gateway's command
+ * subject so that NATS permissions can let the operator's tools read state
+ * without letting them act for a team or read credentials.
+ */
+export const ENGINE_ADMIN_SUBJECT = 'etf.engine.admin';
+/** What the engine answers on ENGINE_ADMIN_SUBJECT; anything else there is refused. */
+export const ENGINE_ADMIN_OPS: ReadonlySet<string> = new Set(['dump', 'ping']);
 /** Queue group of the engine: if a second engine is started by mistake, NATS still delivers each batch once. */
 export const ENGINE_QUEUE = 'etf-engine';
 
@@ -30,6 +38,7 @@ export const holdingsSubject = (clientId: number): string => `${HOLDINGS_SUBJECT
 
 /** Where a gateway instance receives its replies: `etf.reply.<gateway id>`. */
 export const replySubject = (gatewayId: string): string => `etf.reply.${gatewayId}`;
+export const REPLY_SUBJECT_WILDCARD = 'etf.reply.>';
 
 /** JetStream streams. */
 export const FILL_STREAM = 'NDFEX_FILLS';

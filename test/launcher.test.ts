@@ -2,7 +2,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { api, buy, killProcess, natsClient, tempDir, until } from './helpers/system.js';
+import { api, buy, killProcess, tempDir, until } from './helpers/system.js';
+import { connectNats } from '../src/shared/nats.js';
 import { launcherEnv, runLauncher, type LauncherRun } from './helpers/launcher.js';
 
 const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
@@ -78,9 +79,13 @@ describe('the launcher keeps the system up', () => {
     let run = runLauncher(env);
     runs.push(run);
     await healthy();
-    const nc = await natsClient(readFileSync(join(w.dir, 'nats.url'), 'utf8').trim());
-    await buy(nc, 1, Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 3])));
-    await nc.close();
+    // The exchange's fills as the feed bridge publishes them, with its generated credentials; the operator watches them land.
+    const url = readFileSync(join(w.dir, 'nats.url'), 'utf8').trim();
+    const feed = await connectNats(url, 'test-fills', { role: 'feed', credsFile: join(w.dir, 'nats-auth/feed.json') });
+    const operator = await connectNats(url, 'test-operator', { role: 'operator', credsFile: join(w.dir, 'nats-auth/operator.json') });
+    await buy(operator, 1, Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 3])), feed);
+    await feed.close();
+    await operator.close();
     expect((await http.create('team1', 'team1pass', 2, 'UNDY')).status).toBe(200);
     const before = (await http.holdings('team1', 'team1pass')).body;
     expect(before.holdings.UNDY).toBe(2);

@@ -23,6 +23,8 @@ const configSchema = z.object({
     /** Empty: the launcher starts a local nats-server on `port` with its store under dataDir. */
     url: z.string(),
     port: z.number().int().min(0).max(65535),
+    /** NATS credentials file (NATS_CREDS): a .creds file or {"user","password"} JSON; the launcher sets each role's. */
+    creds: z.string().optional(),
   }),
   dataDir: z.string(),
   accountsFile: z.string(),
@@ -61,6 +63,7 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   HTTP_PORT: (c, v) => (c.http.port = intFromEnv('HTTP_PORT', v)),
   NATS_URL: (c, v) => (c.nats.url = v),
   NATS_PORT: (c, v) => (c.nats.port = intFromEnv('NATS_PORT', v)),
+  NATS_CREDS: (c, v) => (c.nats.creds = v),
   DATA_DIR: (c, v) => (c.dataDir = v),
   ACCOUNTS_FILE: (c, v) => (c.accountsFile = v),
   BASKETS_FILE: (c, v) => (c.basketsFile = v),
@@ -117,6 +120,16 @@ export const oneLine = (s: string): string => s.replace(/\s*\n\s*(→\s*)?/g, ';
 
 /** Where the launcher records the URL of the nats-server it started, for the operator tools. */
 export const natsUrlFile = (cfg: Config): string => resolve(cfg.dataDir, 'nats.url');
+
+/** Where the launcher keeps each NATS role's generated credentials (mode 0600). */
+export const natsAuthDir = (cfg: Config): string => resolve(cfg.dataDir, 'nats-auth');
+
+/** Credentials for an operator tool: NATS_CREDS, else the launcher's file for `role`, else none (an open server). */
+export function localNatsCreds(cfg: Config, role: string): string | undefined {
+  if (process.env.NATS_CREDS) return process.env.NATS_CREDS;
+  const file = resolve(natsAuthDir(cfg), `${role}.json`);
+  return existsSync(file) ? file : undefined;
+}
 
 /** The NATS server tools should use: NATS_URL, else the one the launcher started, else the default port. */
 export function localNatsUrl(cfg: Config): string {

@@ -9,7 +9,7 @@ import {
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import type { HoldingsChange } from '../../proto/holdings.js';
 import type { Fill } from '../../proto/fill.js';
-import { ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, holdingsSubject } from '../../proto/subjects.js';
+import { ENGINE_ADMIN_OPS, ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, holdingsSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import { decide, applyEvent, auditEntry, holdingsView, type CoreConfig } from './core.js';
 import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
@@ -52,7 +52,7 @@ export class EngineActor {
   /** Whether the group being written has events (it is off `groups` while in flight). */
   private writingEvents = false;
   private flushScheduled = false;
-  private sub?: Subscription;
+  private subs: Subscription[] = [];
   private eventsSinceSnapshot = 0;
   /** A snapshot taken from state that includes groups not yet written: saved once the journal reaches `journalSeq`. */
   private pendingSnapshot: { journalSeq: number; bytes: Uint8Array } | null = null;
@@ -73,26 +73,29 @@ export class EngineActor {
 
   /** Subscribes, and resolves once the server has the subscription: "ready" must mean a request sent now is heard. */
   async start(): Promise<void> {
-    this.sub = this.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
-      queue: ENGINE_QUEUE,
-      callback: (err, msg) => {
-        if (err) return this.log.error({ err }, 'command subscription error');
-        this.onBatch(msg);
-      },
-    });
+    const subscribe = (subject: string, admin: boolean) =>
+      this.nc.subscribe(subject, {
+        queue: ENGINE_QUEUE,
+        callback: (err, msg) => {
+          if (err) return this.log.error({ err, subject }, 'command subscription error');
+          this.onBatch(msg, admin);
+        },
+      });
+    this.subs = [subscribe(ENGINE_COMMAND_SUBJECT, false), subscribe(ENGINE_ADMIN_SUBJECT, true)];
     await this.nc.flush();
   }
 
   /** Stops taking commands and waits for every accepted one to be durable and answered. */
   async drain(): Promise<void> {
-    this.sub?.unsubscribe();
+    for (const sub of this.subs) sub.unsubscribe();
     while (this.writing || this.groups.some((g) => !isEmpty(g))) {
       if (!this.writing) await this.flush();
       else await new Promise((r) => setImmediate(r));
     }
   }
 
-  private onBatch(msg: Msg): void {
+  /** `admin`: from ENGINE_ADMIN_SUBJECT, where only reads (ENGINE_ADMIN_OPS) are answered. */
+  private onBatch(msg: Msg, admin: boolean): void {
     if (!msg.reply) return;
     let batch: CommandBatch;
     try {
@@ -112,6 +115,9 @@ export class EngineActor {
       let reply: EngineReply;
       let events: JournalEvent[] = [];
       try {
+        if (admin && !ENGINE_ADMIN_OPS.has((cmd as { op?: string })?.op ?? '')) {
+          throw new AdminRefusal();
+        }
         const d = decide(this.state, this.cfg, cmd, now);
         events = d.events;
         if (cmd.op === 'dump' && d.result) {
@@ -120,9 +126,13 @@ export class EngineActor {
         }
         reply = d.error ? { id, ok: false, error: d.error } : { id, ok: true, result: d.result! };
       } catch (err) {
+        if (err instanceof AdminRefusal) {
+          reply = { id, ok: false, error: { code: 'forbidden', message: `only ${[...ENGINE_ADMIN_OPS].join(', ')} are answered on ${ENGINE_ADMIN_SUBJECT}` } };
+        } else {
         // A malformed command from a buggy client must not take the engine down.
         this.log.warn({ err, op: (cmd as { op?: unknown })?.op }, 'command rejected');
         reply = { id, ok: false, error: { code: 'bad_request', message: 'malformed command' } };
+        }
       }
       let group = this.groups[this.groups.length - 1]!;
       if (events.length > 0 && group.events.length + events.length > MAX_GROUP_EVENTS) {
@@ -282,3 +292,6 @@ export class EngineActor {
     this.onFatal(err);
   }
 }
+
+/** A command other than a read on the operators' subject. */
+class AdminRefusal extends Error {}

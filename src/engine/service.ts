@@ -32,7 +32,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const t0 = performance.now();
   const instruments = loadBaskets(cfg.basketsFile || undefined);
   const roster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
-  const nc = await connectNats(natsUrl, 'etf-engine');
+  const nc = await connectNats(natsUrl, 'etf-engine', { role: 'engine', credsFile: cfg.nats.creds });
   await ensureJournalStream(nc);
   await ensureFillStream(nc);
 

@@ -4,13 +4,13 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { Packr } from 'msgpackr';
 import { encode, decode } from '../../proto/codec.js';
 import { readStream } from '../shared/stream-reader.js';
+import { ensureSnapshotStream } from '../shared/streams.js';
 import type { Delta } from '../../proto/journal.js';
 import {
   SNAPSHOT_CHUNK_BYTES,
   SNAPSHOT_CHUNK_SUBJECT,
   SNAPSHOT_MANIFEST_SUBJECT,
   SNAPSHOT_STREAM,
-  SNAPSHOT_STREAM_CONFIG,
   type SnapshotManifest,
 } from '../../proto/streams.js';
 import { emptyState, type Account, type AuditEvent, type EngineState } from './state.js';
@@ -114,16 +114,8 @@ export class SnapshotStore {
   }
 
   static async open(nc: NatsConnection): Promise<SnapshotStore> {
+    await ensureSnapshotStream(nc);
     const jsm = await jetstreamManager(nc);
-    try {
-      await jsm.streams.info(SNAPSHOT_STREAM);
-    } catch {
-      await jsm.streams.add(SNAPSHOT_STREAM_CONFIG).catch(async (err: unknown) => {
-        await jsm.streams.info(SNAPSHOT_STREAM).catch(() => {
-          throw err;
-        });
-      });
-    }
     return new SnapshotStore(jsm, nc);
   }
 

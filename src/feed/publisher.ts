@@ -1,4 +1,5 @@
 import { createInbox, headers, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { inboxPrefixOf } from '../shared/nats.js';
 import { encode } from '../../proto/codec.js';
 import type { Fill } from '../../proto/fill.js';
 import { fillMsgId, fillSubject } from '../../proto/subjects.js';
@@ -53,7 +54,7 @@ export class FillPublisher {
   private idleWaiters: Array<() => void> = [];
   private readonly pending = new Map<number, Pending>();
   private nextToken = 0;
-  private readonly inbox = createInbox();
+  private readonly inbox: string;
   private readonly sub: Subscription;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -65,6 +66,7 @@ export class FillPublisher {
     private readonly maxInFlight = 512,
     private readonly ackTimeoutMs = 5000,
   ) {
+    this.inbox = createInbox(inboxPrefixOf(nc));
     this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (_err, msg) => this.onAck(msg) });
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.floor(ackTimeoutMs / 4)));
     this.sweeper.unref();

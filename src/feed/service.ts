@@ -1,6 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
-import { Kvm, type KV } from '@nats-io/kv';
+import type { KV } from '@nats-io/kv';
 import { encode } from '../../proto/codec.js';
 import { decodeMdDatagram } from '../../proto/ndfex.js';
 import type { SessionMarker } from '../../proto/fill.js';
@@ -8,7 +8,7 @@ import { SESSION_SUBJECT } from '../../proto/subjects.js';
 import { BBO_BUCKET, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, bboSubject, type Bbo, type FeedAlert, type FeedStatus } from '../../proto/marketdata.js';
 import { FEED_BUCKET, FEED_STATUS_KEY, fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
 import { connectNats } from '../shared/nats.js';
-import { ensureFillStream } from '../shared/streams.js';
+import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
 import type { BridgeConfig } from './config.js';
 import { AlertThrottle } from './alerts.js';
@@ -20,6 +20,8 @@ import { SessionStore } from './session.js';
 
 export type BridgeOptions = Pick<BridgeConfig, 'natsUrl' | 'clearing' | 'marketData' | 'snapshot' | 'iface' | 'sessionName' | 'restartPolicy'> &
   Partial<Pick<BridgeConfig, 'statusIntervalMs' | 'maxInFlight'>> & {
+    /** NATS credentials file; default NATS_CREDS. */
+    natsCreds?: string;
     /** A fill publish unanswered this long is re-sent (same msg id). Default 5000. */
     ackTimeoutMs?: number;
   };
@@ -49,15 +51,14 @@ export interface BridgeHandle {
  * and the BBO KV bucket, alerts and a periodic status to NATS.
  */
 export async function startBridge(opts: BridgeOptions, log: Logger): Promise<BridgeHandle> {
-  const nc = await connectNats(opts.natsUrl, 'ndfex-feed');
+  const nc = await connectNats(opts.natsUrl, 'ndfex-feed', { role: 'feed', credsFile: opts.natsCreds });
   const receivers: Receiver[] = [];
   let timer: NodeJS.Timeout | undefined;
   try {
     await ensureFillStream(nc);
     const js = jetstream(nc);
-    const kvm = new Kvm(nc);
-    const feedKv = await kvm.create(FEED_BUCKET, { history: 1 });
-    const bboKv = await kvm.create(BBO_BUCKET, { history: 1 });
+    const feedKv = await openBucket(nc, FEED_BUCKET);
+    const bboKv = await openBucket(nc, BBO_BUCKET);
 
     let alerts = 0;
     const throttle = new AlertThrottle();

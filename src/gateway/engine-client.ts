@@ -33,6 +33,8 @@ export class EngineClient {
   constructor(
     private readonly nc: NatsConnection,
     private readonly timeoutMs: number,
+    /** ENGINE_ADMIN_SUBJECT for the operator's tools, which may only read. */
+    private readonly subject = ENGINE_COMMAND_SUBJECT,
   ) {
     this.sub = nc.subscribe(this.inbox, {
       callback: (err, msg) => {
@@ -71,7 +73,7 @@ export class EngineClient {
     this.queue = [];
     if (cmds.length === 0) return;
     const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };
-    this.nc.publish(ENGINE_COMMAND_SUBJECT, encode(batch), { reply: this.inbox });
+    this.nc.publish(this.subject, encode(batch), { reply: this.inbox });
   }
 
   private expire(): void {

@@ -30,7 +30,7 @@ type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void
 
 export async function startGateway(cfg: Config, natsUrl: string, log: Logger): Promise<GatewayHandle> {
   await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
-  const nc = await connectNats(natsUrl, 'etf-gateway');
+  const nc = await connectNats(natsUrl, 'etf-gateway', { role: 'gateway', credsFile: cfg.nats.creds });
   const engine = new EngineClient(nc, cfg.requestTimeoutMs);
   const auth = new Authenticator(engine);
   const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount) };

@@ -1,6 +1,10 @@
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { CONFIG_EXIT_CODE, ConfigError, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
+import { CONFIG_EXIT_CODE, ConfigError, natsAuthDir, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
+import { connectNats } from '../shared/nats.js';
+import { provisionStreams } from '../shared/streams.js';
+import { prepareNatsAuth, type NatsAuth } from './nats-auth.js';
+import type { Role } from '../../proto/roles.js';
 import { createLogger } from '../shared/log.js';
 import { startNatsServer, type NatsServer } from './nats-server.js';
 import { Supervisor } from './supervisor.js';
@@ -36,9 +40,12 @@ try {
 }
 
 let stopping = false;
+let supervisor: Supervisor | undefined;
 let nats: NatsServer | null = null;
 let natsUrl = cfg.nats.url;
 const storeDir = join(cfg.dataDir, 'nats');
+/** Our own nats-server requires each role's credentials; an external one (NATS_URL) takes NATS_CREDS as given. */
+let auth: NatsAuth | null = null;
 
 /** Restarts nats-server on the same port and store when it dies, so the services (which reconnect endlessly) come back on their own. */
 function superviseNats(port: number, restarts = 0): Promise<NatsServer> {
@@ -46,6 +53,7 @@ function superviseNats(port: number, restarts = 0): Promise<NatsServer> {
   return startNatsServer({
     port,
     storeDir,
+    configFile: auth?.configFile,
     onExit: (code) => {
       if (stopping) return;
       const n = Date.now() - startedAt > 60_000 ? 0 : restarts + 1;
@@ -77,6 +85,7 @@ try {
       port = await freePort();
       log.warn({ port, busy: cfg.nats.port }, 'NATS port in use: starting the local nats-server on another port');
     }
+    auth = prepareNatsAuth(natsAuthDir(cfg));
     nats = await superviseNats(port);
     natsUrl = nats.url;
     writeFileSync(natsUrlFile(cfg), `${natsUrl}\n`);
@@ -89,15 +98,35 @@ try {
   process.exit(1);
 }
 
+// Streams and buckets are created here, as the operator: no service role may administer them.
+try {
+  const nc = await connectNats(natsUrl, 'etf-launcher', { waitForServer: false, role: 'operator', credsFile: auth?.credsFile('operator') });
+  await provisionStreams(nc);
+  await nc.close();
+} catch (err) {
+  if (auth) {
+    log.fatal({ err: err instanceof Error ? err.message : err }, 'cannot create the streams on the local nats-server');
+    await stop('start-up failed', 1);
+  }
+  // An external server may not let these credentials create streams; the services create what they may.
+  log.warn({ err: err instanceof Error ? err.message : err }, 'streams not provisioned with NATS_CREDS: the services create them if allowed');
+}
+
 const simulate = simulator === 'on' || (simulator === 'auto' && !(await exchangeIsLive(process.env)));
 
-const env = { ...process.env, NATS_URL: natsUrl };
-const supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_EXIT_CODE));
-supervisor.start({ name: 'engine', script: join(dist, 'engine/main.js'), env });
-supervisor.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env });
-supervisor.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env });
-supervisor.start({ name: 'feed', script: join(dist, 'feed/main.js'), env });
-if (simulate) supervisor.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env });
+/** A service's environment: the server, and the credentials of its role (a file path: no secret in the environment). */
+const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
+  ...process.env,
+  NATS_URL: natsUrl,
+  ...(auth ? { NATS_CREDS: role ? auth.credsFile(role) : '' } : {}),
+});
+supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_EXIT_CODE));
+supervisor!.start({ name: 'engine', script: join(dist, 'engine/main.js'), env: envFor('engine') });
+supervisor!.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env: envFor('gateway') });
+supervisor!.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env: envFor('pricing') });
+supervisor!.start({ name: 'feed', script: join(dist, 'feed/main.js'), env: envFor('feed') });
+// The simulator only speaks multicast: it gets no NATS credentials at all.
+if (simulate) supervisor!.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env: envFor(null) });
 log.info(
   {
     http: `http://localhost:${cfg.http.port}`,
@@ -111,7 +140,7 @@ async function stop(reason: string, exitCode = 0): Promise<void> {
   if (stopping) return;
   stopping = true;
   log.info({ reason }, 'stopping');
-  await supervisor.stopAll();
+  await supervisor?.stopAll();
   await nats?.stop();
   process.exit(exitCode);
 }

@@ -30,11 +30,20 @@ export { freePort } from '../shared/ports.js';
  * Starts a JetStream-enabled nats-server on loopback with its store in
  * `storeDir`, and resolves once it reports ready.
  */
-export async function startNatsServer(opts: { port: number; storeDir: string; host?: string; onExit?: (code: number | null) => void }): Promise<NatsServer> {
+export async function startNatsServer(opts: {
+  port: number;
+  storeDir: string;
+  host?: string;
+  /** A config file (users and permissions: src/launcher/nats-auth.ts); without one the server is open. */
+  configFile?: string;
+  onExit?: (code: number | null) => void;
+}): Promise<NatsServer> {
   const bin = natsServerBinary();
   const host = opts.host ?? '127.0.0.1';
   mkdirSync(opts.storeDir, { recursive: true });
-  const proc = spawn(bin, ['-js', '-sd', opts.storeDir, '-a', host, '-p', String(opts.port), '-n', `etf-${opts.port}`], {
+  const args = ['-js', '-sd', opts.storeDir, '-a', host, '-p', String(opts.port), '-n', `etf-${opts.port}`];
+  if (opts.configFile) args.unshift('-c', opts.configFile);
+  const proc = spawn(bin, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';

@@ -1,5 +1,6 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
+import { openBucket } from '../shared/streams.js';
 import { decode, encode } from '../../proto/codec.js';
 import { BBO_BUCKET, BBO_SUBJECT_WILDCARD, PRICE_BUCKET, priceSubject, type Bbo, type EtfPrice } from '../../proto/marketdata.js';
 import type { Config } from '../config/config.js';
@@ -39,10 +40,10 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
   const stats: PricingStats = { bbos: 0, badBbos: 0, published: 0, publishErrors: 0 };
   let closed = false;
 
-  const nc = await connectNats(natsUrl, 'etf-pricing');
+  const nc = await connectNats(natsUrl, 'etf-pricing', { role: 'pricing', credsFile: cfg.nats.creds });
   const kvm = new Kvm(nc);
   // The pricing actor writes this bucket, so it creates it; readers only open it.
-  const prices: KV = await kvm.create(PRICE_BUCKET, { history: 1 });
+  const prices: KV = await openBucket(nc, PRICE_BUCKET);
 
   const publish = (etf: string): void => {
     const now = Date.now();

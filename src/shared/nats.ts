@@ -1,12 +1,44 @@
-import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { readFileSync } from 'node:fs';
+import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
+import { inboxPrefix, type Role } from '../../proto/roles.js';
+
+export interface ConnectOptions {
+  /** Operator tools pass false to fail at once when no server is there. */
+  waitForServer?: boolean;
+  /** The role this process plays (proto/roles.ts): its private inbox prefix. */
+  role?: Role;
+  /** Credentials file; default NATS_CREDS. Unset: connect without credentials (a test server, an open server). */
+  credsFile?: string;
+}
+
+/**
+ * A NATS credentials file: a standard `.creds` file (user JWT + nkey seed, for
+ * servers with decentralized auth), or the launcher's JSON `{"user", "password"}`.
+ */
+export function credentialsOptions(file: string): Partial<ConnectionOptions> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`NATS credentials file ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : (err as Error).message}`);
+  }
+  if (text.includes('-----BEGIN NATS USER JWT-----')) return { authenticator: credsAuthenticator(new TextEncoder().encode(text)) };
+  try {
+    const c = JSON.parse(text) as { user?: unknown; password?: unknown };
+    if (typeof c.user === 'string' && typeof c.password === 'string') return { user: c.user, pass: c.password };
+  } catch {
+    /* reported below */
+  }
+  throw new Error(`NATS credentials file ${file}: neither a .creds file nor {"user", "password"} JSON`);
+}
 
 /**
  * Connects with settings every process shares: no async stack traces (they
  * cost ~50 µs per request on the hot path) and endless reconnects, so a
- * nats-server restart is ridden out rather than fatal. Operator tools pass
- * `waitForServer: false` to fail at once when no server is there.
+ * nats-server restart is ridden out rather than fatal.
  */
-export async function connectNats(url: string, name: string, opts: { waitForServer?: boolean } = {}): Promise<NatsConnection> {
+export async function connectNats(url: string, name: string, opts: ConnectOptions = {}): Promise<NatsConnection> {
+  const credsFile = opts.credsFile ?? process.env.NATS_CREDS;
   return connect({
     servers: url,
     name,
@@ -16,5 +48,10 @@ export async function connectNats(url: string, name: string, opts: { waitForServ
     waitOnFirstConnect: opts.waitForServer ?? true,
     reconnectTimeWait: 250,
     pingInterval: 10_000,
+    ...(opts.role ? { inboxPrefix: inboxPrefix(opts.role) } : {}),
+    ...(credsFile ? credentialsOptions(credsFile) : {}),
   });
 }
+
+/** The inbox prefix a connection was opened with (replies to this process arrive under it). */
+export const inboxPrefixOf = (nc: NatsConnection): string | undefined => (nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;

@@ -1,7 +1,15 @@
 import { jetstreamManager, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { FILL_STREAM_CONFIG, JOURNAL_STREAM_CONFIG } from '../../proto/streams.js';
+import { FILL_STREAM_CONFIG, JOURNAL_STREAM_CONFIG, SNAPSHOT_STREAM_CONFIG } from '../../proto/streams.js';
+import { FEED_BUCKET } from '../../proto/feed.js';
+import { BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
 
+/**
+ * Streams and buckets are created by whoever may (the launcher, as operator,
+ * before any service starts; anyone on an open server). A service whose role
+ * may not administer streams finds them there and only reads their info.
+ */
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
   try {
     await jsm.streams.info(cfg.name);
@@ -23,4 +31,34 @@ export async function ensureFillStream(nc: NatsConnection): Promise<void> {
 
 export async function ensureJournalStream(nc: NatsConnection): Promise<void> {
   await ensureStream(await jetstreamManager(nc), JOURNAL_STREAM_CONFIG);
+}
+
+export async function ensureSnapshotStream(nc: NatsConnection): Promise<void> {
+  await ensureStream(await jetstreamManager(nc), SNAPSHOT_STREAM_CONFIG);
+}
+
+/** Every KV bucket's settings: the contract between its writer and its readers. */
+export const BUCKETS = { [FEED_BUCKET]: { history: 1 }, [BBO_BUCKET]: { history: 1 }, [PRICE_BUCKET]: { history: 1 } } as const;
+
+/** Opens a bucket, creating it only when it does not exist yet (creating is stream administration). */
+export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKETS): Promise<KV> {
+  const kvm = new Kvm(nc);
+  const jsm = await jetstreamManager(nc);
+  const exists = await jsm.streams.info(`KV_${bucket}`).then(
+    () => true,
+    () => false,
+  );
+  if (exists) return kvm.open(bucket);
+  return kvm.create(bucket, BUCKETS[bucket]).catch(async (err: unknown) => {
+    if (await jsm.streams.info(`KV_${bucket}`).then(() => true, () => false)) return kvm.open(bucket);
+    throw err;
+  });
+}
+
+/** Everything the services rely on, created up front by the operator role (the launcher). */
+export async function provisionStreams(nc: NatsConnection): Promise<void> {
+  await ensureFillStream(nc);
+  await ensureJournalStream(nc);
+  await ensureSnapshotStream(nc);
+  for (const bucket of Object.keys(BUCKETS) as (keyof typeof BUCKETS)[]) await openBucket(nc, bucket);
 }

@@ -6,17 +6,18 @@
  *   npm run check            (NATS_URL defaults to the launcher's local server)
  */
 import type { DumpResult } from '../../proto/engine.js';
-import { loadConfig, localNatsUrl } from '../config/config.js';
+import { loadConfig, localNatsCreds, localNatsUrl } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
 import { createLogger } from '../shared/log.js';
 import { EngineClient } from '../gateway/engine-client.js';
 import { consistencyCheck } from '../engine/check.js';
+import { ENGINE_ADMIN_SUBJECT } from '../../proto/subjects.js';
 
 const cfg = loadConfig();
 const log = createLogger('check', 'warn');
-const nc = await connectNats(localNatsUrl(cfg), 'etf-check', { waitForServer: false });
-const engine = new EngineClient(nc, 30_000);
+const nc = await connectNats(localNatsUrl(cfg), 'etf-check', { waitForServer: false, role: 'operator', credsFile: localNatsCreds(cfg, 'operator') });
+const engine = new EngineClient(nc, 30_000, ENGINE_ADMIN_SUBJECT);
 const reply = await engine.call({ op: 'dump' });
 if (!reply.ok) {
   console.error(`engine did not answer: ${reply.error.message}`);

@@ -4,14 +4,14 @@
  */
 import { createWriteStream } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { loadConfig, localNatsUrl } from '../config/config.js';
+import { loadConfig, localNatsCreds, localNatsUrl } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
 import { exportAudit } from '../engine/audit-export.js';
 
 const { values } = parseArgs({ options: { out: { type: 'string' } } });
 const cfg = loadConfig();
-const nc = await connectNats(localNatsUrl(cfg), 'etf-export', { waitForServer: false });
+const nc = await connectNats(localNatsUrl(cfg), 'etf-export', { waitForServer: false, role: 'operator', credsFile: localNatsCreds(cfg, 'operator') });
 const out = values.out ? createWriteStream(values.out) : process.stdout;
 const n = await exportAudit(nc, loadBaskets(cfg.basketsFile || undefined), (line) => out.write(`${line}\n`));
 await nc.close();

@@ -10,7 +10,7 @@ import { ensureFillStream } from '../shared/streams.js';
 import { encode } from '../../proto/codec.js';
 import { fillProblem, FILL_SIDE_BUY, FILL_SIDE_SELL, type Fill } from '../../proto/fill.js';
 import { fillSubject } from '../../proto/subjects.js';
-import { loadConfig, localNatsUrl } from '../config/config.js';
+import { loadConfig, localNatsCreds, localNatsUrl } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 
 const { values } = parseArgs({
@@ -37,7 +37,7 @@ if (values.basket) {
   if (s === undefined || !Number.isInteger(s)) throw new Error(`${usage}\nunknown symbol ${values.symbol}`);
   symbols.push(s);
 }
-const nc = await connectNats(url, 'publish-fill', { waitForServer: false });
+const nc = await connectNats(url, 'publish-fill', { waitForServer: false, role: 'feed', credsFile: localNatsCreds(cfg, 'feed') });
 await ensureFillStream(nc);
 const js = jetstream(nc);
 let seq = Number(values.seq ?? Date.now() % 1e9);

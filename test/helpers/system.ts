@@ -218,9 +218,9 @@ export function useSystem(overrides: Parameters<typeof testConfig>[1] = {}): Sys
 }
 
 /** Buys `quantities` for the account on the exchange and waits until the engine has applied (and published) them all. */
-export async function buy(nc: NatsConnection, clientId: number, quantities: Record<number, number>): Promise<void> {
+export async function buy(nc: NatsConnection, clientId: number, quantities: Record<number, number>, publisher: NatsConnection = nc): Promise<void> {
   const fills = fillsFor(clientId, quantities);
   const seen = awaitHoldingsSeq(nc, clientId, fills.length);
-  await publishFills(nc, fills);
+  await publishFills(publisher, fills);
   await seen;
 }

@@ -1,0 +1,123 @@
+/**
+ * Who may do what on the NATS bus. The launcher's nats-server gives each role
+ * its own user with exactly these permissions (src/launcher/nats-auth.ts), so
+ * another user of the host who reaches the port can do nothing, and a leaked
+ * service password is limited to that service's job:
+ *   only the feed bridge publishes fills and session markers,
+ *   only the gateway sends commands to the engine (and so reads credentials),
+ *   only the engine writes the journal and snapshots,
+ *   only the operator administers streams (creates them, at the launcher's start).
+ */
+import { BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';
+import { FEED_BUCKET } from './feed.js';
+import { REQUESTS_SUBJECT_PREFIX } from './requests.js';
+import { SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM } from './streams.js';
+import {
+  ENGINE_ADMIN_SUBJECT,
+  ENGINE_COMMAND_SUBJECT,
+  FILL_STREAM,
+  FILL_SUBJECT_WILDCARD,
+  HOLDINGS_SUBJECT_PREFIX,
+  JOURNAL_STREAM,
+  JOURNAL_SUBJECT,
+  REPLY_SUBJECT_WILDCARD,
+  SESSION_SUBJECT,
+} from './subjects.js';
+
+export const ROLES = ['engine', 'gateway', 'feed', 'pricing', 'operator'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface Permissions {
+  publish: { allow: string[]; deny?: string[] };
+  subscribe: { allow: string[]; deny?: string[] };
+  /** May answer requests sent to it (publish to the reply subject of a message it received). */
+  allowResponses?: boolean;
+}
+
+/** Each role's private inbox prefix: replies to one role cannot be read by another. */
+export const inboxPrefix = (role: Role): string => `_INBOX_${role}`;
+
+const KV_STREAM = (bucket: string) => `KV_${bucket}`;
+
+/** Reading a stream: its info, single messages, and ordered (ephemeral) consumers. */
+function readStream(stream: string): string[] {
+  return [
+    `$JS.API.STREAM.INFO.${stream}`,
+    `$JS.API.STREAM.MSG.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}.>`,
+    `$JS.API.CONSUMER.CREATE.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.>`,
+    `$JS.API.CONSUMER.INFO.${stream}.>`,
+    `$JS.API.CONSUMER.DELETE.${stream}.>`,
+    `$JS.API.CONSUMER.MSG.NEXT.${stream}.>`,
+  ];
+}
+const readKv = (bucket: string) => readStream(KV_STREAM(bucket));
+const writeKv = (bucket: string) => [`$KV.${bucket}.>`];
+/** Every JetStream client asks for the account's JetStream info first. */
+const JS_BASE = ['$JS.API.INFO'];
+
+export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
+  engine: {
+    publish: {
+      allow: [
+        ...JS_BASE,
+        JOURNAL_SUBJECT,
+        SNAPSHOT_CHUNK_SUBJECT,
+        SNAPSHOT_MANIFEST_SUBJECT,
+        // Old snapshots are its own to drop; no other stream administration.
+        `$JS.API.STREAM.PURGE.${SNAPSHOT_STREAM}`,
+        ...readStream(JOURNAL_STREAM),
+        ...readStream(FILL_STREAM),
+        ...readStream(SNAPSHOT_STREAM),
+        `${HOLDINGS_SUBJECT_PREFIX}.>`,
+        `${REQUESTS_SUBJECT_PREFIX}.>`,
+      ],
+    },
+    subscribe: { allow: [ENGINE_COMMAND_SUBJECT, ENGINE_ADMIN_SUBJECT, `${inboxPrefix('engine')}.>`] },
+    allowResponses: true,
+  },
+  gateway: {
+    publish: { allow: [...JS_BASE, ENGINE_COMMAND_SUBJECT, ...readKv(PRICE_BUCKET)] },
+    subscribe: {
+      allow: [
+        REPLY_SUBJECT_WILDCARD,
+        `${HOLDINGS_SUBJECT_PREFIX}.>`,
+        `${REQUESTS_SUBJECT_PREFIX}.>`,
+        PRICE_SUBJECT_WILDCARD,
+        FEED_STATUS_SUBJECT,
+        FEED_ALERT_SUBJECT,
+        `${inboxPrefix('gateway')}.>`,
+      ],
+    },
+  },
+  feed: {
+    publish: {
+      allow: [
+        ...JS_BASE,
+        FILL_SUBJECT_WILDCARD,
+        SESSION_SUBJECT,
+        BBO_SUBJECT_WILDCARD,
+        FEED_ALERT_SUBJECT,
+        FEED_STATUS_SUBJECT,
+        ...readStream(FILL_STREAM),
+        ...readKv(FEED_BUCKET),
+        ...writeKv(FEED_BUCKET),
+        ...readKv(BBO_BUCKET),
+        ...writeKv(BBO_BUCKET),
+      ],
+    },
+    subscribe: { allow: [`${inboxPrefix('feed')}.>`] },
+  },
+  pricing: {
+    publish: { allow: [...JS_BASE, PRICE_SUBJECT_WILDCARD, ...readKv(BBO_BUCKET), ...readKv(PRICE_BUCKET), ...writeKv(PRICE_BUCKET)] },
+    subscribe: { allow: [BBO_SUBJECT_WILDCARD, `${inboxPrefix('pricing')}.>`] },
+  },
+  // Administers streams and reads everything, but is nobody's stand-in: it does not
+  // trade for teams (engine commands), fake the exchange (fills) or write history.
+  operator: {
+    publish: { allow: ['>'], deny: [ENGINE_COMMAND_SUBJECT, FILL_SUBJECT_WILDCARD, SESSION_SUBJECT, JOURNAL_SUBJECT, SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT] },
+    subscribe: { allow: ['>'] },
+  },
+};

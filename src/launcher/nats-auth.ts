@@ -1,0 +1,49 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import bcrypt from 'bcrypt';
+import { ROLES, ROLE_PERMISSIONS, type Role } from '../../proto/roles.js';
+
+export interface NatsAuth {
+  /** nats-server configuration with every role's user and permissions. */
+  configFile: string;
+  /** The credentials file (`{"user", "password"}`) each role connects with. */
+  credsFile(role: Role): string;
+}
+
+/**
+ * Each role's NATS user, generated at the first start into `dir` (0700, files
+ * 0600: only the account that runs the system can read them) and kept, so a
+ * restart (or a service restarted alone) still connects. The server config is
+ * rewritten at each start from proto/roles.ts, so permissions follow the code.
+ */
+export function prepareNatsAuth(dir: string): NatsAuth {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+  const credsFile = (role: Role) => join(dir, `${role}.json`);
+  const users = ROLES.map((role) => {
+    const file = credsFile(role);
+    let password: string | undefined;
+    if (existsSync(file)) {
+      const c = JSON.parse(readFileSync(file, 'utf8')) as { user?: string; password?: string };
+      if (c.user === role && typeof c.password === 'string' && c.password.length >= 32) password = c.password;
+    }
+    if (!password) {
+      password = randomBytes(32).toString('base64url');
+      writeFileSync(file, JSON.stringify({ user: role, password }), { mode: 0o600 });
+    }
+    chmodSync(file, 0o600);
+    const p = ROLE_PERMISSIONS[role];
+    return {
+      user: role,
+      // The server compares bcrypt hashes: the config holds no password.
+      password: bcrypt.hashSync(password, 6),
+      permissions: { publish: p.publish, subscribe: p.subscribe, ...(p.allowResponses ? { allow_responses: true } : {}) },
+    };
+  });
+  const configFile = join(dir, 'nats-server.conf');
+  // nats-server's config language reads JSON; quoted strings keep bcrypt's `$` literal.
+  writeFileSync(configFile, `# written by the launcher from proto/roles.ts at each start\nauthorization: ${JSON.stringify({ users }, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(configFile, 0o600);
+  return { configFile, credsFile };
+}
