@@ -4,6 +4,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { api, buy, killProcess, tempDir, until } from './helpers/system.js';
 import { connectNats } from '../src/shared/nats.js';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { FILL_STREAM, SESSION_SUBJECT } from '../proto/subjects.js';
 import { launcherEnv, runLauncher, type LauncherRun } from './helpers/launcher.js';
 
 const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
@@ -106,6 +108,41 @@ describe('the launcher keeps the system up', () => {
     await healthy();
     expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
     expect((await http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(3);
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  });
+
+  it('restarting the demo (built-in simulator) keeps every team\'s positions: the simulator continues its exchange session', async () => {
+    const w = workspace();
+    const env = await launcherEnv(w.dir, w.accounts, { NDFEX_SIMULATOR: 'on', NDFEX_SIM_RATE: '200' });
+    const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+    const traded = async () => {
+      const h = await http.send('GET', '/holdings', { basic: ['team1', 'team1pass'] }).catch(() => null);
+      return h?.status === 200 && Object.keys(h.body.holdings).length > 0 ? h.body : undefined;
+    };
+    let run = runLauncher(env);
+    runs.push(run);
+    const before = await until(traded, 'the simulator to fill team1', 30_000);
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+
+    run = runLauncher(env);
+    runs.push(run);
+    await run.waitForLine((l) => l.msg === 'simulator continues its session' && l.afterCrash === false, 'simulator continues its session');
+    const after = await until(traded, 'holdings after the restart', 30_000);
+    expect(after.seq).toBeGreaterThanOrEqual(before.seq);
+    // The bridge hears the continued session, and counts no exchange restart.
+    const health = await until(async () => {
+      const h = (await http.send('GET', '/health')).body;
+      return h.feed?.clearing?.messages > 0 ? h : undefined;
+    }, 'the feed bridge to hear the simulator again', 30_000);
+    expect(health.feed.clearing.restarts).toBe(0);
+    // No exchange restart was recorded: the fill stream holds no session marker.
+    const url = readFileSync(join(w.dir, 'nats.url'), 'utf8').trim();
+    const operator = await connectNats(url, 'test-operator', { role: 'operator', credsFile: join(w.dir, 'nats-auth/operator.json') });
+    const jsm = await jetstreamManager(operator);
+    expect(await jsm.streams.getMessage(FILL_STREAM, { last_by_subj: SESSION_SUBJECT })).toBeNull();
+    await operator.close();
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
   });

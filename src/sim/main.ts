@@ -12,6 +12,7 @@
  *   CONFIG_FILE, ACCOUNTS_FILE, BASKETS_FILE, LOG_LEVEL: as for every service
  *     (src/config/config.ts); the roster's exchange-format accounts trade too.
  */
+import { join } from 'node:path';
 import { loadConfig } from '../config/config.js';
 import { loadAccountsFile } from '../config/accounts.js';
 import { loadBaskets } from '../config/baskets.js';
@@ -28,7 +29,7 @@ try {
   const roster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, loadBaskets(cfg.basketsFile || undefined)) : [];
   // Only exchange-format lines carry a client_id the exchange would fill.
   const rosterIds = roster.flatMap((a) => (a.clientId === undefined ? [] : [a.clientId]));
-  const sim = await startSimulator({ ...settings, rosterIds, log });
+  const sim = await startSimulator({ ...settings, rosterIds, log, stateFile: join(cfg.dataDir, 'sim-state.json') });
   let last = sim.stats();
   const report = setInterval(() => {
     const now = sim.stats();

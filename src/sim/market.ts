@@ -37,6 +37,25 @@ export interface SimOutput {
   clearing: ClearingMessage[];
 }
 
+/**
+ * Everything a simulator needs to continue where it stopped (src/sim/state.ts
+ * keeps it in DATA_DIR): the same seq numbers, later timestamps, the same
+ * books, so a demo restart is not an exchange restart.
+ */
+export interface SimMarketState {
+  v: 1;
+  rng: number;
+  mdSeq: number;
+  clearingSeq: number;
+  nextOrderId: string;
+  lastTimestamp: string;
+  undyPremium: number;
+  fair: [number, number][];
+  /** Every resting order, each book's bids then asks, best first. */
+  orders: { id: string; owner: number; symbol: number; side: Side; quantity: number; price: number; slot?: string }[];
+  positions: [number, [number, number][]][];
+}
+
 interface Quote extends RestingOrder {
   /** The maker slot this order fills, freed when it trades away. */
   slot?: string;
@@ -58,9 +77,11 @@ export class SimMarket {
   private readonly fair = new Map<number, number>();
   /** UNDY's deviation from its basket's value: mean-reverting, so arbitrage opens and closes. */
   private undyPremium = 0;
-  private readonly rng: Rng;
+  private rng: Rng;
   private readonly roster: readonly number[];
   private readonly clock: () => bigint;
+  /** Timestamps never step back, not even across a restart (restoreState raises this floor). */
+  private lastTimestamp = 0n;
   private mdSeq = 0;
   private clearingSeq = 0;
   private nextOrderId = 1n;
@@ -71,7 +92,12 @@ export class SimMarket {
     this.rng = new Rng(opts.seed);
     this.roster = [...(opts.rosterIds ?? [])];
     let fakeNs = 1_700_000_000_000_000_000n;
-    this.clock = opts.clock ?? (() => (fakeNs += 1_000_000n));
+    const source = opts.clock ?? (() => (fakeNs += 1_000_000n));
+    this.clock = () => {
+      const t = source();
+      this.lastTimestamp = t > this.lastTimestamp ? t : this.lastTimestamp + 1n;
+      return this.lastTimestamp;
+    };
     for (const s of this.symbols) {
       this.books.set(s.id, new OrderBook(s.id));
       if (s.id !== UNDY_SYMBOL_ID) this.fair.set(s.id, s.tickSize * this.rng.int(100, 400));
@@ -86,6 +112,59 @@ export class SimMarket {
 
   get lastClearingSeq(): number {
     return this.clearingSeq;
+  }
+
+  exportState(): SimMarketState {
+    const orders: SimMarketState['orders'] = [];
+    for (const book of this.books.values()) {
+      for (const o of [...book.bids, ...book.asks] as Quote[]) {
+        orders.push({ id: String(o.id), owner: o.owner, symbol: o.symbol, side: o.side, quantity: o.quantity, price: o.price, ...(o.slot ? { slot: o.slot } : {}) });
+      }
+    }
+    return {
+      v: 1,
+      rng: this.rng.position,
+      mdSeq: this.mdSeq,
+      clearingSeq: this.clearingSeq,
+      nextOrderId: String(this.nextOrderId),
+      lastTimestamp: String(this.lastTimestamp),
+      undyPremium: this.undyPremium,
+      fair: [...this.fair],
+      orders,
+      positions: [...this.positions].map(([id, p]) => [id, [...p]]),
+    };
+  }
+
+  /** Continues from `s`: the next messages follow its seq numbers and timestamps. */
+  restoreState(s: SimMarketState): void {
+    if (s.v !== 1) throw new Error(`simulator state version ${String(s.v)} is not 1`);
+    this.rng = new Rng(s.rng);
+    this.mdSeq = s.mdSeq;
+    this.clearingSeq = s.clearingSeq;
+    this.nextOrderId = BigInt(s.nextOrderId);
+    this.lastTimestamp = BigInt(s.lastTimestamp);
+    this.undyPremium = s.undyPremium;
+    for (const [id, v] of s.fair) this.fair.set(id, v);
+    this.slots.clear();
+    for (const book of this.books.values()) book.bids.length = book.asks.length = 0;
+    for (const o of s.orders) {
+      const q: Quote = { id: BigInt(o.id), owner: o.owner, symbol: o.symbol, side: o.side, quantity: o.quantity, price: o.price, ...(o.slot ? { slot: o.slot } : {}) };
+      // Saved best first: appending keeps price-time priority exactly.
+      this.books.get(q.symbol)?.side(q.side).push(q);
+      if (q.slot) this.slots.set(q.slot, q);
+    }
+    this.positions.clear();
+    for (const [id, p] of s.positions) this.positions.set(id, new Map(p));
+  }
+
+  /**
+   * After a crash some messages may have gone out after the last saved state:
+   * skipping `n` seq numbers on both feeds guarantees none is sent twice with
+   * other content (receivers see a gap, which is the truth).
+   */
+  skipSeqs(n: number): void {
+    this.mdSeq += n;
+    this.clearingSeq += n;
   }
 
   /** Runs one market event and returns the messages it produced. */

@@ -9,6 +9,11 @@ export class Rng {
     this.state = seed >>> 0;
   }
 
+  /** Where the sequence stands: `new Rng(r.position)` continues it exactly. */
+  get position(): number {
+    return this.state;
+  }
+
   /** Uniform in [0, 1). */
   next(): number {
     this.state = (this.state + 0x6d2b79f5) >>> 0;

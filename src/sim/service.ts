@@ -4,6 +4,7 @@ import type { ClearingMessage, MdMessage } from '../../proto/ndfex.js';
 import { SimMarket } from './market.js';
 import { packClearing, packMd } from './datagrams.js';
 import type { Endpoint, SimSettings } from './settings.js';
+import { readSimState, writeSimState } from './state.js';
 
 export interface SimulatorOptions extends SimSettings {
   rosterIds: readonly number[];
@@ -12,6 +13,12 @@ export interface SimulatorOptions extends SimSettings {
   manual?: boolean;
   /** Exchange clock in ns; wall clock by default. */
   clock?: () => bigint;
+  /**
+   * Where the simulator keeps its state (seq numbers, timestamps, books), so
+   * that a restart continues the same exchange session instead of starting a
+   * new one (which would reset every team's positions). None: a new session each start.
+   */
+  stateFile?: string;
 }
 
 export interface SimulatorStats {
@@ -37,10 +44,14 @@ export interface SimulatorHandle {
 }
 
 const SNAPSHOT_EVERY_MS = 500;
+const SAVE_EVERY_MS = 1000;
 const HEARTBEAT_AFTER_MS = 500;
 const PACE_EVERY_MS = 5;
 /** Most events one pacing turn runs, so a flood still lets timers and I/O through. */
 const MAX_EVENTS_PER_TURN = 5000;
+
+/** More seq numbers than one save interval can use at `rate` events a second (a step sends at most ~32 messages). */
+const crashSeqMargin = (rate: number): number => Math.max(1000, Math.ceil((rate * 32 * 2 * SAVE_EVERY_MS) / 1000));
 
 /** Wall-clock ns that never steps back: the epoch at start plus a monotonic clock. */
 const epochAtStart = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
@@ -52,6 +63,24 @@ const wallClockNs = (): bigint => epochAtStart + process.hrtime.bigint();
  */
 export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorHandle> {
   const market = new SimMarket({ seed: opts.seed, rosterIds: opts.rosterIds, clock: opts.clock ?? wallClockNs });
+  const saved = opts.stateFile ? readSimState(opts.stateFile) : null;
+  if (saved) {
+    market.restoreState(saved.market);
+    // Messages sent after the last save of a crashed run must never be reused with other content.
+    const skipped = saved.clean ? 0 : crashSeqMargin(opts.rate);
+    market.skipSeqs(skipped);
+    opts.log.info({ stateFile: opts.stateFile, mdSeq: market.lastMdSeq, clearingSeq: market.lastClearingSeq, afterCrash: !saved.clean, skipped }, 'simulator continues its session');
+  }
+  const save = (clean: boolean) => {
+    if (!opts.stateFile) return;
+    try {
+      writeSimState(opts.stateFile, market.exportState(), clean);
+    } catch (err) {
+      opts.log.warn({ err: (err as Error).message, stateFile: opts.stateFile }, 'simulator state not saved');
+    }
+  };
+  // From now on the file says "running": a crash before the next clean stop is known as one.
+  save(false);
   const socket = dgram.createSocket('udp4');
   await new Promise<void>((resolve, reject) => {
     socket.once('error', reject);
@@ -149,6 +178,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorH
     };
     timers.push(setTimeout(pace, PACE_EVERY_MS));
     timers.push(setInterval(() => void snapshot(), SNAPSHOT_EVERY_MS));
+    timers.push(setInterval(() => save(false), SAVE_EVERY_MS));
     timers.push(
       setInterval(() => {
         const now = performance.now();
@@ -173,6 +203,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorH
       closed = true;
       for (const t of timers) clearTimeout(t);
       await new Promise<void>((resolve) => socket.close(() => resolve()));
+      save(true);
     },
   };
 }
