@@ -6,7 +6,9 @@
  *   only the feed bridge publishes fills and session markers,
  *   only the gateway sends commands to the engine (and so reads credentials),
  *   only the engine writes the journal and snapshots,
- *   only the operator administers streams (creates them, at the launcher's start).
+ *   only the operator administers streams (creates them, at the launcher's start),
+ *   and it reads published state but can neither act for a team nor forge output.
+ * (The simulator stands in for the exchange on multicast only: it has no NATS user.)
  */
 import { BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';
 import { FEED_BUCKET } from './feed.js';
@@ -20,6 +22,7 @@ import {
   HOLDINGS_SUBJECT_PREFIX,
   JOURNAL_STREAM,
   JOURNAL_SUBJECT,
+  ADMIN_REPLY_SUBJECT_PREFIX,
   REPLY_SUBJECT_WILDCARD,
   SESSION_SUBJECT,
 } from './subjects.js';
@@ -28,10 +31,8 @@ export const ROLES = ['engine', 'gateway', 'feed', 'pricing', 'operator'] as con
 export type Role = (typeof ROLES)[number];
 
 export interface Permissions {
-  publish: { allow: string[]; deny?: string[] };
-  subscribe: { allow: string[]; deny?: string[] };
-  /** May answer requests sent to it (publish to the reply subject of a message it received). */
-  allowResponses?: boolean;
+  publish: { allow: string[] };
+  subscribe: { allow: string[] };
 }
 
 /** Each role's private inbox prefix: replies to one role cannot be read by another. */
@@ -73,10 +74,12 @@ export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
         ...readStream(SNAPSHOT_STREAM),
         `${HOLDINGS_SUBJECT_PREFIX}.>`,
         `${REQUESTS_SUBJECT_PREFIX}.>`,
+        // Answers only here (not wherever a request says: see the actor), never into a stream.
+        REPLY_SUBJECT_WILDCARD,
+        `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
       ],
     },
     subscribe: { allow: [ENGINE_COMMAND_SUBJECT, ENGINE_ADMIN_SUBJECT, `${inboxPrefix('engine')}.>`] },
-    allowResponses: true,
   },
   gateway: {
     publish: { allow: [...JS_BASE, ENGINE_COMMAND_SUBJECT, ...readKv(PRICE_BUCKET)] },
@@ -114,10 +117,22 @@ export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
     publish: { allow: [...JS_BASE, PRICE_SUBJECT_WILDCARD, ...readKv(BBO_BUCKET), ...readKv(PRICE_BUCKET), ...writeKv(PRICE_BUCKET)] },
     subscribe: { allow: [BBO_SUBJECT_WILDCARD, `${inboxPrefix('pricing')}.>`] },
   },
-  // Administers streams and reads everything, but is nobody's stand-in: it does not
-  // trade for teams (engine commands), fake the exchange (fills) or write history.
+  // Administers streams and reads published state, but is nobody's stand-in: it cannot
+  // act for a team or read credentials (engine commands and their replies), fake the
+  // exchange (fills) or any service's output, or write history.
   operator: {
-    publish: { allow: ['>'], deny: [ENGINE_COMMAND_SUBJECT, FILL_SUBJECT_WILDCARD, SESSION_SUBJECT, JOURNAL_SUBJECT, SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT] },
-    subscribe: { allow: ['>'] },
+    publish: { allow: ['$JS.API.>', ENGINE_ADMIN_SUBJECT] },
+    subscribe: {
+      allow: [
+        `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
+        `${inboxPrefix('operator')}.>`,
+        `${HOLDINGS_SUBJECT_PREFIX}.>`,
+        `${REQUESTS_SUBJECT_PREFIX}.>`,
+        PRICE_SUBJECT_WILDCARD,
+        BBO_SUBJECT_WILDCARD,
+        FEED_ALERT_SUBJECT,
+        FEED_STATUS_SUBJECT,
+      ],
+    },
   },
 };

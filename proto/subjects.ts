@@ -38,7 +38,11 @@ export const holdingsSubject = (clientId: number): string => `${HOLDINGS_SUBJECT
 
 /** Where a gateway instance receives its replies: `etf.reply.<gateway id>`. */
 export const replySubject = (gatewayId: string): string => `etf.reply.${gatewayId}`;
+export const REPLY_SUBJECT_PREFIX = 'etf.reply.';
 export const REPLY_SUBJECT_WILDCARD = 'etf.reply.>';
+/** Where answers to ENGINE_ADMIN_SUBJECT go: `etf.admin.reply.<id>`, apart from the gateway's (credentials travel there). */
+export const ADMIN_REPLY_SUBJECT_PREFIX = 'etf.admin.reply.';
+export const adminReplySubject = (id: string): string => `${ADMIN_REPLY_SUBJECT_PREFIX}${id}`;
 
 /** JetStream streams. */
 export const FILL_STREAM = 'NDFEX_FILLS';

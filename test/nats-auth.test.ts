@@ -154,6 +154,27 @@ describe('the launcher\'s nats-server', () => {
     expect((await jsm.streams.info(FILL_STREAM)).state.messages).toBeGreaterThan(0);
   });
 
+  it('the operator reads published state but cannot act for a team, read credentials or forge any output', async () => {
+    const op = await as('operator');
+    await refusedSubscribe(op, 'etf.reply.>');
+    await refusedSubscribe(op, ENGINE_COMMAND_SUBJECT);
+    for (const subject of ['etf.reply.forged', '_INBOX_engine.forged', holdingsSubject(1), 'etf.price.UNDY', '$KV.etf_prices.UNDY']) await refusedPublish(await as('operator'), subject);
+  });
+
+  it('the engine answers only on reply subjects: a command whose reply subject is the journal is ignored', async () => {
+    const jsm = await jetstreamManager(await as('operator'));
+    const before = (await jsm.streams.info(JOURNAL_STREAM)).state.last_seq;
+    // The gateway may send commands; a forged reply subject must not make the engine write into a stream.
+    const gw = await as('gateway');
+    gw.publish(ENGINE_COMMAND_SUBJECT, encode({ v: 1, cmds: [{ id: 1, cmd: { op: 'ping' } }] }), { reply: JOURNAL_SUBJECT });
+    await gw.flush();
+    // A proper request right after is answered: the engine has handled the forged one by then.
+    const client = new EngineClient(gw, 5000);
+    expect((await client.call({ op: 'ping' })).ok).toBe(true);
+    client.close();
+    expect((await jsm.streams.info(JOURNAL_STREAM)).state.last_seq).toBe(before);
+  });
+
   it('a role cannot listen to what is not its business', async () => {
     await refusedSubscribe(await as('feed'), holdingsSubject(1));
     await refusedSubscribe(await as('pricing'), '>');

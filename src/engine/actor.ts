@@ -9,7 +9,15 @@ import {
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import type { HoldingsChange } from '../../proto/holdings.js';
 import type { Fill } from '../../proto/fill.js';
-import { ENGINE_ADMIN_OPS, ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, holdingsSubject } from '../../proto/subjects.js';
+import {
+  ADMIN_REPLY_SUBJECT_PREFIX,
+  ENGINE_ADMIN_OPS,
+  ENGINE_ADMIN_SUBJECT,
+  ENGINE_COMMAND_SUBJECT,
+  ENGINE_QUEUE,
+  REPLY_SUBJECT_PREFIX,
+  holdingsSubject,
+} from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import { decide, applyEvent, auditEntry, holdingsView, type CoreConfig } from './core.js';
 import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
@@ -96,7 +104,11 @@ export class EngineActor {
 
   /** `admin`: from ENGINE_ADMIN_SUBJECT, where only reads (ENGINE_ADMIN_OPS) are answered. */
   private onBatch(msg: Msg, admin: boolean): void {
-    if (!msg.reply) return;
+    // Answers go only where answers belong: a reply subject of another kind (a stream's, say) is never written.
+    if (!msg.reply?.startsWith(admin ? ADMIN_REPLY_SUBJECT_PREFIX : REPLY_SUBJECT_PREFIX)) {
+      this.log.warn({ reply: msg.reply, subject: msg.subject }, 'command batch without a proper reply subject ignored');
+      return;
+    }
     let batch: CommandBatch;
     try {
       batch = decode<CommandBatch>(msg.data);

@@ -8,7 +8,7 @@ import {
   type EngineReply,
   type ReplyBatch,
 } from '../../proto/engine.js';
-import { ENGINE_COMMAND_SUBJECT, replySubject } from '../../proto/subjects.js';
+import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, adminReplySubject, replySubject } from '../../proto/subjects.js';
 
 interface Pending {
   resolve: (r: EngineReply) => void;
@@ -22,7 +22,7 @@ interface Pending {
  * (one sweep handles deadlines; pending is in issue order, so it stops early).
  */
 export class EngineClient {
-  private readonly inbox = replySubject(nuid.next());
+  private readonly inbox: string;
   private readonly pending = new Map<number, Pending>();
   private queue: CommandEnvelope[] = [];
   private nextId = 1;
@@ -36,6 +36,7 @@ export class EngineClient {
     /** ENGINE_ADMIN_SUBJECT for the operator's tools, which may only read. */
     private readonly subject = ENGINE_COMMAND_SUBJECT,
   ) {
+    this.inbox = subject === ENGINE_ADMIN_SUBJECT ? adminReplySubject(nuid.next()) : replySubject(nuid.next());
     this.sub = nc.subscribe(this.inbox, {
       callback: (err, msg) => {
         if (err) return;

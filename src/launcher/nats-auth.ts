@@ -38,7 +38,7 @@ export function prepareNatsAuth(dir: string): NatsAuth {
       user: role,
       // The server compares bcrypt hashes: the config holds no password.
       password: bcrypt.hashSync(password, 6),
-      permissions: { publish: p.publish, subscribe: p.subscribe, ...(p.allowResponses ? { allow_responses: true } : {}) },
+      permissions: { publish: p.publish, subscribe: p.subscribe },
     };
   });
   const configFile = join(dir, 'nats-server.conf');
