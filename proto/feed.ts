@@ -20,6 +20,14 @@ export interface ClearingSessionRecord {
   last_seq: number;
   /** Wall-clock ms of the last write. */
   ts: number;
+  /**
+   * Market data's last seq_num and exchange timestamp (ns, decimal) when saved:
+   * a later start whose first market data is below either saw the exchange
+   * restart while no bridge listened (market data is far busier than clearing,
+   * so its seq rarely catches up with the old session's during a downtime).
+   */
+  md_seq?: number;
+  md_ts?: string;
 }
 
 /** The session string inside fill msg ids. */

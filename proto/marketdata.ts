@@ -61,7 +61,13 @@ export interface EtfPrice {
 }
 
 export interface FeedAlert {
-  kind: 'gap' | 'exchange_restart' | 'bad_datagram' | 'session_change';
+  /**
+   * stray: messages that went back in seq but were not followed by a run of their own
+   * (a lone datagram cannot fake an exchange restart); foreign: datagrams from a sender
+   * not in NDFEX_SOURCE; late_join: fills of the session sent before the bridge first heard it;
+   * book_distrusted: a crossed or locked book, rebuilt from live data and snapshots.
+   */
+  kind: 'gap' | 'exchange_restart' | 'bad_datagram' | 'session_change' | 'stray' | 'foreign' | 'late_join' | 'book_distrusted';
   feed: 'clearing' | 'market_data';
   detail: string;
   /** Expected and received seq_num for a gap. */
@@ -84,4 +90,12 @@ export interface FeedCounters {
   bad_datagrams: number;
   restarts: number;
   last_seq: number;
+  /** Messages ignored because they went back in seq without a run of their own to confirm a restart. */
+  strays?: number;
+  /** Datagrams from a sender not allowed by NDFEX_SOURCE. */
+  foreign?: number;
+  /** Messages held while a possible exchange restart waits for confirmation. */
+  held?: number;
+  /** Messages of the session sent before the bridge first heard it (a late join); for clearing, fills it never saw. */
+  missed_before_join?: number;
 }

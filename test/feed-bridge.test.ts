@@ -154,26 +154,27 @@ describe('feed bridge end to end', () => {
     }
   });
 
-  it('seq back to 1 is an exchange restart: a SessionMarker precedes the new session, positions reset', async () => {
+  it('seq back to 1 with a run of its own is an exchange restart: a SessionMarker precedes the new session, positions reset', async () => {
     const a = await withEngine();
     const b = await bridge();
     const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
     await alerts.flushed();
     await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5), fillMsg(2, 1, 4, 5), fillMsg(3, 2, 4, 1)]]);
     await settled(b, 3);
-    // The exchange restarts: seq 1 again, in one datagram with the next fill.
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 2), fillMsg(2, 1, 6, 1)]]);
-    await settled(b, 5);
+    // The exchange restarts: seq 1 again, and the new session goes on in order.
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 2), fillMsg(2, 1, 6, 1)], [fillMsg(3, 1, 7, 1)]]);
+    await settled(b, 6);
     expect(await alerts.next((m) => m.kind === 'exchange_restart')).toMatchObject({ feed: 'clearing', received: 1 });
     const stream = await fillStream(nc);
     expect(stream.map((m) => (m.subject === SESSION_SUBJECT ? 'marker' : m.msgId))).toEqual([
-      fillMsgId('1', 1), fillMsgId('1', 2), fillMsgId('1', 3), 'marker', fillMsgId('2', 1), fillMsgId('2', 2),
+      fillMsgId('1', 1), fillMsgId('1', 2), fillMsgId('1', 3), 'marker', fillMsgId('2', 1), fillMsgId('2', 2), fillMsgId('2', 3),
     ]);
     const marker = stream[3]!.data as SessionMarker;
     expect(marker).toMatchObject({ v: 1, kind: 'exchange_restart', reset: true, session: 2 });
     expect(stream[3]!.msgId).toBe('session-2');
-    await until(() => system!.engine.fills.applied >= 5, 'engine applied 5 fills');
-    expect(await holdingsOf(a, 'team1', 'team1pass')).toMatchObject({ STED: 2, DILN: 1 });
+    await until(() => system!.engine.fills.applied >= 6, 'engine applied 6 fills');
+    expect(await holdingsOf(a, 'team1', 'team1pass')).toMatchObject({ STED: 2, DILN: 1, SORN: 1 });
+    expect(b.stats().status.clearing.restarts).toBe(1);
     expect((await holdingsOf(a, 'team2', 'team2pass')).STED ?? 0).toBe(0);
     alerts.stop();
   });
@@ -181,12 +182,12 @@ describe('feed bridge end to end', () => {
   it('policy keep: the marker says reset=false and positions carry over', async () => {
     const a = await withEngine();
     const b = await bridge({ restartPolicy: 'keep' });
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5), fillMsg(2, 1, 4, 5)], [fillMsg(1, 1, 4, 1)]]);
-    await settled(b, 3);
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5), fillMsg(2, 1, 4, 5)], [fillMsg(1, 1, 4, 1)], [fillMsg(2, 1, 4, 1)], [fillMsg(3, 1, 4, 1)]]);
+    await settled(b, 5);
     const stream = await fillStream(nc);
     expect(stream.find((m) => m.subject === SESSION_SUBJECT)?.data).toMatchObject({ reset: false, session: 2 });
-    await until(() => system!.engine.fills.applied >= 3, 'engine applied 3 fills');
-    expect(await holdingsOf(a, 'team1', 'team1pass')).toMatchObject({ STED: 11 });
+    await until(() => system!.engine.fills.applied >= 5, 'engine applied 5 fills');
+    expect(await holdingsOf(a, 'team1', 'team1pass')).toMatchObject({ STED: 13 });
   });
 
   it('a changed NDFEX_SESSION begins a new session on start (marker first), the same name resumes it', async () => {
@@ -210,11 +211,11 @@ describe('feed bridge end to end', () => {
   it('two bridges at once store each fill once and agree on the session after a restart', async () => {
     const b1 = await bridge();
     const b2 = await bridge();
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5), fillMsg(2, 1, 4, 5)], [fillMsg(1, 1, 4, 1)]]);
-    await settled(b1, 3);
-    await settled(b2, 3);
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5), fillMsg(2, 1, 4, 5)], [fillMsg(1, 1, 4, 1)], [fillMsg(2, 1, 4, 1), fillMsg(3, 1, 4, 1)]]);
+    await settled(b1, 5);
+    await settled(b2, 5);
     const stream = await fillStream(nc);
-    expect(stream.map((m) => m.msgId)).toEqual([fillMsgId('1', 1), fillMsgId('1', 2), 'session-2', fillMsgId('2', 1)]);
+    expect(stream.map((m) => m.msgId)).toEqual([fillMsgId('1', 1), fillMsgId('1', 2), 'session-2', fillMsgId('2', 1), fillMsgId('2', 2), fillMsgId('2', 3)]);
     expect([b1.stats().session, b2.stats().session]).toEqual([2, 2]);
   });
 

@@ -12,10 +12,16 @@ describe('feed bridge config', () => {
       iface: '127.0.0.1',
       sessionName: '',
       restartPolicy: 'reset',
+      sources: [],
       statusIntervalMs: 1000,
       maxInFlight: 512,
       logLevel: 'info',
     });
+  });
+
+  it('NDFEX_SOURCE: the exchange host\'s addresses, or a one-line error', () => {
+    expect(loadBridgeConfig({ NATS_URL: 'nats://x:1', NDFEX_SOURCE: '127.0.0.1, 10.0.0.5' }).sources).toEqual(['127.0.0.1', '10.0.0.5']);
+    expect(() => loadBridgeConfig({ NATS_URL: 'nats://x:1', NDFEX_SOURCE: 'exchange-host' })).toThrow(/NDFEX_SOURCE/);
   });
 
   it('takes overrides from the environment, empty ones count as unset', () => {

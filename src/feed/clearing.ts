@@ -1,8 +1,8 @@
-import { decodeClearingDatagram } from '../../proto/ndfex.js';
+import { decodeClearingDatagram, type ClearingMessage } from '../../proto/ndfex.js';
 import { fillProblem, type Fill } from '../../proto/fill.js';
 import type { FeedAlert } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
-import { SeqTracker } from './integrity.js';
+import { RunGuard, SeqTracker, type GuardOutcome } from './integrity.js';
 import type { FillPublisher } from './publisher.js';
 
 export type RestartPolicy = 'reset' | 'keep';
@@ -12,33 +12,58 @@ export interface ClearingDeps {
   /** Begins the next exchange session and publishes its SessionMarker; runs as a publisher barrier. */
   beginSession(detail: string, seq: number): Promise<void>;
   alert(a: Omit<FeedAlert, 'ts' | 'feed'>): void;
+  /** A restart confirmed on this feed (market data then knows its own restart is the same one). */
+  onRestartConfirmed?(): void;
   log: Logger;
 }
 
 /**
  * The clearing feed: decodes every fill of every datagram, tracks seq_num
- * (gaps, exchange restarts) and hands fills to the publisher in order. A
- * restart becomes a publisher barrier, so the new session's marker is in the
- * stream before any of its fills.
+ * (gaps, exchange restarts) and hands fills to the publisher in order. A seq
+ * that goes back is held until a run of its own confirms a restart (or market
+ * data proves one): a lone datagram cannot reset anyone's positions. A
+ * confirmed restart becomes a publisher barrier, so the new session's marker
+ * is in the stream before any of its fills.
  */
 export class ClearingFeed {
   readonly tracker: SeqTracker;
+  private readonly guard = new RunGuard<ClearingMessage>(1);
   invalidFills = 0;
   /** Exchange restarts seen whose new session is not begun (marker not yet in the stream). */
   restartsPending = 0;
+  /** While set, datagrams wait: start-up asks market data whether the exchange restarted while the bridge was down. */
+  private gated: Array<{ buf: Uint8Array; sender: string }> | null = null;
+  /** The first fill heard in a session the bridge joined late, for the missed-fills count. */
+  private joined = false;
 
   constructor(
     private readonly deps: ClearingDeps,
     lastSeq: number,
   ) {
     this.tracker = new SeqTracker(lastSeq);
+    this.joined = lastSeq > 0;
   }
 
   get counters() {
     return this.tracker.counters;
   }
 
-  onDatagram(buf: Uint8Array): void {
+  /** Holds datagrams until `open()`. */
+  hold(): void {
+    this.gated ??= [];
+  }
+
+  open(): void {
+    const held = this.gated;
+    this.gated = null;
+    for (const d of held ?? []) this.onDatagram(d.buf, d.sender);
+  }
+
+  onDatagram(buf: Uint8Array, sender = ''): void {
+    if (this.gated) {
+      this.gated.push({ buf, sender });
+      return;
+    }
     const c = this.tracker.counters;
     c.datagrams++;
     const d = decodeClearingDatagram(buf);
@@ -47,31 +72,86 @@ export class ClearingFeed {
       this.deps.log.warn({ error: d.error, bytes: buf.byteLength, kept: d.messages.length }, 'bad clearing datagram');
       this.deps.alert({ kind: 'bad_datagram', detail: d.error });
     }
-    for (const m of d.messages) {
-      const ev = this.tracker.observe(m.seq);
-      if (ev.kind === 'gap') {
-        const detail = `clearing seq gap: expected ${ev.expected}, received ${ev.received} (${ev.missed} missed: fills lost for good)`;
-        this.deps.log.warn({ expected: ev.expected, received: ev.received, missed: ev.missed }, 'clearing seq gap');
-        this.deps.alert({ kind: 'gap', detail, expected: ev.expected, received: ev.received });
-      } else if (ev.kind === 'restart') {
-        const detail = `clearing seq_num went back from ${ev.previous} to ${m.seq}: exchange restart`;
-        this.deps.log.warn({ previous: ev.previous, seq: m.seq }, 'exchange restart on the clearing feed');
-        this.deps.alert({ kind: 'exchange_restart', detail, received: m.seq });
-        this.restartsPending++;
-        this.deps.publisher.enqueueBarrier('exchange restart', async () => {
-          await this.deps.beginSession(detail, m.seq);
-          this.restartsPending--;
-        });
-      }
-      if (m.type !== 'fill') continue;
-      const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
-      const problem = fillProblem(fill);
-      if (problem) {
-        this.invalidFills++;
-        this.deps.log.warn({ seq: m.seq, problem }, 'invalid fill skipped');
-        continue;
-      }
-      this.deps.publisher.enqueueFill(fill);
+    for (const m of d.messages) for (const o of this.guard.observe(m.seq, sender, m)) this.handle(o);
+    c.held = this.guard.pending;
+  }
+
+  /**
+   * Another feed proved an exchange restart: the held run (if any) is the new
+   * session; otherwise the next message starts it. Begins the new session now.
+   */
+  restartProven(detail: string): void {
+    const confirmed = this.guard.confirm();
+    if (confirmed) {
+      this.handle({ ...confirmed, restart: true }, detail);
+      return;
     }
+    this.guard.expectNewRun();
+    this.beginNewSession(detail, 0);
+  }
+
+  private handle(o: GuardOutcome<ClearingMessage>, proof?: string): void {
+    const c = this.tracker.counters;
+    switch (o.kind) {
+      case 'held':
+        return;
+      case 'stray': {
+        c.strays = (c.strays ?? 0) + o.msgs.length;
+        const detail = `clearing: ${o.msgs.length} message(s) from seq ${o.from} ignored: they went back in seq and no run of their own followed (not an exchange restart)`;
+        this.deps.log.warn({ from: o.from, count: o.msgs.length, last: this.tracker.last }, 'stray clearing messages ignored');
+        this.deps.alert({ kind: 'stray', detail, received: o.from });
+        return;
+      }
+      case 'confirmed':
+        if (o.restart) {
+          const detail = proof ?? `clearing seq_num went back from ${this.tracker.last} to ${o.from}, and ${o.msgs.length} in-order messages followed: exchange restart`;
+          this.beginNewSession(detail, o.from);
+          this.deps.onRestartConfirmed?.();
+        } else {
+          // The feed resumed below a seq that ran ahead (a bogus datagram): follow it again from here.
+          this.tracker.reanchor(o.from - 1);
+        }
+        for (const m of o.msgs) this.accept(m);
+        return;
+      case 'pass':
+        this.accept(o.msg);
+    }
+  }
+
+  private beginNewSession(detail: string, seq: number): void {
+    this.deps.log.warn({ previous: this.tracker.last, seq }, 'exchange restart on the clearing feed');
+    this.deps.alert({ kind: 'exchange_restart', detail, received: seq });
+    this.tracker.newSession();
+    this.joined = false;
+    this.restartsPending++;
+    this.deps.publisher.enqueueBarrier('exchange restart', async () => {
+      await this.deps.beginSession(detail, seq);
+      this.restartsPending--;
+    });
+  }
+
+  private accept(m: ClearingMessage): void {
+    const ev = this.tracker.observe(m.seq);
+    if (ev.kind === 'gap') {
+      const detail = `clearing seq gap: expected ${ev.expected}, received ${ev.received} (${ev.missed} missed: fills lost for good)`;
+      this.deps.log.warn({ expected: ev.expected, received: ev.received, missed: ev.missed }, 'clearing seq gap');
+      this.deps.alert({ kind: 'gap', detail, expected: ev.expected, received: ev.received });
+    } else if (ev.kind === 'first' && !this.joined && m.seq > 1) {
+      const missed = m.seq - 1;
+      this.tracker.counters.missed_before_join = missed;
+      const detail = `joined the clearing feed at seq ${m.seq}: the ${missed} message(s) of this session sent before were never seen (fills lost for good)`;
+      this.deps.log.warn({ seq: m.seq, missed }, 'late join on the clearing feed');
+      this.deps.alert({ kind: 'late_join', detail, received: m.seq });
+    }
+    this.joined = true;
+    if (m.type !== 'fill') return;
+    const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
+    const problem = fillProblem(fill);
+    if (problem) {
+      this.invalidFills++;
+      this.deps.log.warn({ seq: m.seq, problem }, 'invalid fill skipped');
+      return;
+    }
+    this.deps.publisher.enqueueFill(fill);
   }
 }

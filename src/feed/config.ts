@@ -13,6 +13,8 @@ export interface BridgeConfig {
   /** Operator's session name ('' = none): a change begins a new exchange session. */
   sessionName: string;
   restartPolicy: RestartPolicy;
+  /** Sender addresses the feeds are accepted from (NDFEX_SOURCE); empty: any. */
+  sources: string[];
   statusIntervalMs: number;
   maxInFlight: number;
   logLevel: string;
@@ -37,6 +39,11 @@ const envSchema = z.object({
   NDFEX_RESTART_POLICY: z.enum(['reset', 'keep']).default('reset'),
   NDFEX_STATUS_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1000),
   NDFEX_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(65_536).default(512),
+  NDFEX_SOURCE: z
+    .string()
+    .default('')
+    .transform((s) => s.split(',').map((a) => a.trim()).filter(Boolean))
+    .pipe(z.array(z.ipv4({ error: 'NDFEX_SOURCE: a comma-separated list of IPv4 addresses' }))),
   LOG_LEVEL: z.string().default('info'),
 });
 
@@ -54,6 +61,7 @@ export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeCo
     iface: e.NDFEX_INTERFACE,
     sessionName: e.NDFEX_SESSION,
     restartPolicy: e.NDFEX_RESTART_POLICY,
+    sources: e.NDFEX_SOURCE,
     statusIntervalMs: e.NDFEX_STATUS_INTERVAL_MS,
     maxInFlight: e.NDFEX_MAX_IN_FLIGHT,
     logLevel: e.LOG_LEVEL,

@@ -53,6 +53,23 @@ export class MarketData {
 
   constructor(private readonly bufferMs = 5000) {}
 
+  /**
+   * A confirmed exchange restart: every book is emptied (the new session's
+   * orders start from nothing) and the next live message is the session's
+   * first. Returns the Bbos that now show empty books.
+   */
+  restart(): Bbo[] {
+    const at = { seq: 0, timestamp: 0n };
+    for (const s of this.books.bySymbol.keys()) this.touch(s, at);
+    for (const s of this.published.keys()) this.touch(s, at);
+    this.books.clearAll();
+    this.syncedAt.clear();
+    this.allSynced = false;
+    this.tracker.newSession();
+    this.dropBuffer(0);
+    return this.flush();
+  }
+
   /** Applies one live datagram. Returns the seq problems it showed and the Bbos to publish. */
   onLive(msgs: MdMessage[], nowMs: number): { notices: SeqNotice[]; bbos: Bbo[] } {
     const notices: SeqNotice[] = [];
@@ -62,7 +79,7 @@ export class MarketData {
         case 'late':
           continue; // already applied or past its place: applying it now would corrupt the book
         case 'first':
-          if (m.seq === 1) this.allSynced = true;
+          if (m.seq <= 1) this.allSynced = true;
           this.contiguousFrom = m.seq;
           // A book built from a snapshot older than the first live message we hear missed the ones between.
           for (const [symbol, at] of this.syncedAt) if (at < m.seq - 1) this.syncedAt.delete(symbol);

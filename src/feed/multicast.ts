@@ -1,4 +1,4 @@
-import { createSocket, type Socket } from 'node:dgram';
+import { createSocket, type Socket, type SocketOptions } from 'node:dgram';
 import { isIPv4 } from 'node:net';
 
 export interface GroupAddr {
@@ -22,14 +22,27 @@ export interface Receiver {
 }
 
 /**
- * Joins a multicast group on one interface and calls `onDatagram` for each
- * datagram. Bound to the group address itself (not 0.0.0.0), so two groups on
- * the same port (market data and snapshot share 12345) stay apart; reuseAddr
- * lets several receivers on one host join the same group.
+ * Whether this Node binds UDP sockets with SO_REUSEPORT (`reusePort`, Node
+ * 22.12+ and 23.1+). NDFEX's own consumers bind the feed ports with
+ * SO_REUSEPORT only, and Linux lets two sockets share a port only when both set
+ * the same option: without it this process and theirs exclude each other.
  */
-export async function joinGroup(addr: GroupAddr, iface: string, onDatagram: (buf: Buffer) => void, recvBufferBytes = 8 << 20): Promise<Receiver> {
-  const socket = createSocket({ type: 'udp4', reuseAddr: true });
-  socket.on('message', onDatagram);
+export const UDP_REUSEPORT = (() => {
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+})();
+
+/**
+ * Joins a multicast group on one interface and calls `onDatagram` for each
+ * datagram with its sender (`address:port`). Bound to the group address itself
+ * (not 0.0.0.0), so two groups on the same port (market data and snapshot
+ * share 12345) stay apart; SO_REUSEADDR and, where Node offers it,
+ * SO_REUSEPORT let several receivers on one host, the exchange's among them,
+ * join the same group and port.
+ */
+export async function joinGroup(addr: GroupAddr, iface: string, onDatagram: (buf: Buffer, sender: string) => void, recvBufferBytes = 8 << 20): Promise<Receiver> {
+  const socket = createSocket({ type: 'udp4', reuseAddr: true, ...(UDP_REUSEPORT ? { reusePort: true } : {}) } as SocketOptions);
+  socket.on('message', (buf, rinfo) => onDatagram(buf, `${rinfo.address}:${rinfo.port}`));
   await new Promise<void>((resolve, reject) => {
     socket.once('error', reject);
     socket.bind(addr.port, addr.group, () => {

@@ -1,11 +1,11 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import { encode } from '../../proto/codec.js';
-import { decodeMdDatagram } from '../../proto/ndfex.js';
+import { decodeMdDatagram, type MdMessage } from '../../proto/ndfex.js';
 import type { SessionMarker } from '../../proto/fill.js';
-import { SESSION_SUBJECT } from '../../proto/subjects.js';
-import { BBO_BUCKET, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, bboSubject, type Bbo, type FeedAlert, type FeedStatus } from '../../proto/marketdata.js';
+import { FILL_STREAM, SESSION_SUBJECT, fillMsgId } from '../../proto/subjects.js';
+import { BBO_BUCKET, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, bboSubject, type Bbo, type FeedAlert, type FeedCounters, type FeedStatus } from '../../proto/marketdata.js';
 import { FEED_BUCKET, FEED_STATUS_KEY, fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
 import { connectNats } from '../shared/nats.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
@@ -14,11 +14,13 @@ import type { BridgeConfig } from './config.js';
 import { AlertThrottle } from './alerts.js';
 import { ClearingFeed } from './clearing.js';
 import { MarketData } from './marketdata.js';
+import { RunGuard } from './integrity.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { FillPublisher, type PublisherStats } from './publisher.js';
 import { SessionStore } from './session.js';
 
 export type BridgeOptions = Pick<BridgeConfig, 'natsUrl' | 'clearing' | 'marketData' | 'snapshot' | 'iface' | 'sessionName' | 'restartPolicy'> &
+  Partial<Pick<BridgeConfig, 'sources'>> &
   Partial<Pick<BridgeConfig, 'statusIntervalMs' | 'maxInFlight'>> & {
     /** NATS credentials file; default NATS_CREDS. */
     natsCreds?: string;
@@ -84,8 +86,13 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       await publishMarker(sessions.session, detail);
       alert('clearing', { kind: 'session_change', detail });
     }
-    const startSeq = sessions.record.last_seq;
+    // The saved progress is written about once a second; what JetStream stored is the truth after a crash.
+    const storedSeq = await lastStoredFillSeq(nc, fillSessionId(sessions.session));
+    const startSeq = Math.max(sessions.record.last_seq, storedSeq);
     log.info({ session: sessions.session, sessionName: sessions.record.name, lastSeq: startSeq, policy: opts.restartPolicy }, 'clearing session');
+    /** When either feed last confirmed an exchange restart: the other feed's restart soon after is the same one. */
+    let restartConfirmedAt = { clearing: 0, market_data: 0 };
+    const SAME_RESTART_MS = 60_000;
 
     const publisher = new FillPublisher(nc, log, fillSessionId(sessions.session), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
     const clearing = new ClearingFeed(
@@ -98,9 +105,20 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
           await publishMarker(n, detail);
           publisher.session = fillSessionId(n);
         },
+        onRestartConfirmed: () => (restartConfirmedAt = { ...restartConfirmedAt, clearing: Date.now() }),
       },
       startSeq,
     );
+    // An exchange restart while no bridge listened shows first on market data (below): fills wait for its verdict.
+    const saved = sessions.record.md_seq !== undefined ? { seq: sessions.record.md_seq, ts: BigInt(sessions.record.md_ts ?? '0') } : null;
+    let verdictPending = saved !== null;
+    if (verdictPending) clearing.hold();
+    const verdictTimer = setTimeout(() => {
+      // No market data at all: go on with the clearing feed's own evidence.
+      verdictPending = false;
+      clearing.open();
+    }, 2000);
+    verdictTimer.unref();
 
     const md = new MarketData();
     const bboStore = new LatestPerKey(bboKv, log);
@@ -112,7 +130,28 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       }
     };
     const mdCounters = md.tracker.counters;
-    const onLive = (buf: Buffer) => {
+    const mdGuard = new RunGuard<MdMessage>(0);
+    let mdLastTs = 0n;
+    /** Market data proved an exchange restart: the clearing feed begins the new session now, unless it already did. */
+    const mdRestart = (detail: string) => {
+      publishBbos(md.restart());
+      alert('market_data', { kind: 'exchange_restart', detail });
+      log.warn({ detail }, 'exchange restart on market data');
+      restartConfirmedAt = { ...restartConfirmedAt, market_data: Date.now() };
+      if (Date.now() - restartConfirmedAt.clearing > SAME_RESTART_MS) clearing.restartProven(detail);
+    };
+    const applyLive = (msgs: MdMessage[]) => {
+      if (msgs.length === 0) return;
+      const { notices, bbos } = md.onLive(msgs, Date.now());
+      for (const n of notices) {
+        if (n.event.kind === 'gap') {
+          const e = n.event;
+          alert('market_data', { kind: 'gap', detail: `market-data seq gap: expected ${e.expected}, received ${e.received}; books resync from the snapshot feed`, expected: e.expected, received: e.received });
+        }
+      }
+      publishBbos(bbos);
+    };
+    const onLive = (buf: Buffer, sender: string) => {
       mdCounters.datagrams++;
       const d = decodeMdDatagram(buf, 'live');
       if (d.error) {
@@ -120,18 +159,37 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         log.warn({ error: d.error, bytes: buf.byteLength }, 'bad market-data datagram');
         alert('market_data', { kind: 'bad_datagram', detail: d.error });
       }
-      const { notices, bbos } = md.onLive(d.messages, Date.now());
-      for (const n of notices) {
-        if (n.event.kind === 'gap') {
-          const e = n.event;
-          alert('market_data', { kind: 'gap', detail: `market-data seq gap: expected ${e.expected}, received ${e.received}; books resync from the snapshot feed`, expected: e.expected, received: e.received });
-        } else {
-          alert('market_data', { kind: 'exchange_restart', detail: `market-data seq_num went back from ${n.event.previous} to ${n.seq}: books cleared`, received: n.seq });
+      if (verdictPending && d.messages.length > 0) {
+        // The first market data after a start: did the exchange restart while no bridge listened?
+        verdictPending = false;
+        clearTimeout(verdictTimer);
+        const first = d.messages[0]!;
+        if (saved && (first.seq + 64 < saved.seq || first.timestamp < saved.ts)) {
+          mdRestart(`market data is at seq ${first.seq} (timestamp ${first.timestamp}) where it was at ${saved.seq} (${saved.ts}) before this bridge started: the exchange restarted while no bridge listened`);
         }
+        clearing.open();
       }
-      publishBbos(bbos);
+      let pass: MdMessage[] = [];
+      for (const m of d.messages) {
+        for (const o of mdGuard.observe(m.seq, sender, m)) {
+          if (o.kind === 'pass') pass.push(o.msg);
+          else if (o.kind === 'stray') {
+            mdCounters.strays = (mdCounters.strays ?? 0) + o.msgs.length;
+            alert('market_data', { kind: 'stray', detail: `market data: ${o.msgs.length} message(s) from seq ${o.from} ignored: they went back in seq and no run of their own followed (not an exchange restart)`, received: o.from });
+          } else if (o.kind === 'confirmed') {
+            applyLive(pass);
+            pass = [];
+            if (o.restart) mdRestart(`market-data seq_num went back from ${md.tracker.last} to ${o.from}, and ${o.msgs.length} in-order messages followed: exchange restart; books cleared`);
+            else md.tracker.reanchor(o.from - 1);
+            applyLive(o.msgs);
+          }
+        }
+        if (m.timestamp > mdLastTs) mdLastTs = m.timestamp;
+      }
+      applyLive(pass);
+      mdCounters.held = mdGuard.pending;
     };
-    const onSnapshot = (buf: Buffer) => {
+    const onSnapshot = (buf: Buffer, _sender: string) => {
       const d = decodeMdDatagram(buf, 'snapshot');
       if (d.error) {
         md.stats.snapshot_bad_datagrams++;
@@ -140,9 +198,20 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       publishBbos(md.onSnapshot(d.messages));
     };
 
-    receivers.push(await joinGroup(opts.clearing, opts.iface, (b) => clearing.onDatagram(b)));
-    receivers.push(await joinGroup(opts.marketData, opts.iface, onLive));
-    receivers.push(await joinGroup(opts.snapshot, opts.iface, onSnapshot));
+    // Only the exchange's host may feed the bridge when NDFEX_SOURCE names it; anyone else's datagrams are counted and dropped.
+    const allowed = opts.sources && opts.sources.length > 0 ? new Set(opts.sources) : null;
+    const fromSource = (feed: FeedAlert['feed'], counters: FeedCounters, on: (buf: Buffer, sender: string) => void) => (buf: Buffer, sender: string) => {
+      if (allowed && !allowed.has(sender.slice(0, sender.lastIndexOf(':')))) {
+        counters.foreign = (counters.foreign ?? 0) + 1;
+        alert(feed, { kind: 'foreign', detail: `datagram from ${sender}, not an NDFEX_SOURCE address: ignored` });
+        return;
+      }
+      on(buf, sender);
+    };
+    const snapshotCounters = { foreign: 0 } as FeedCounters;
+    receivers.push(await joinGroup(opts.clearing, opts.iface, fromSource('clearing', clearing.counters, (b, s) => clearing.onDatagram(b, s))));
+    receivers.push(await joinGroup(opts.marketData, opts.iface, fromSource('market_data', mdCounters, onLive)));
+    receivers.push(await joinGroup(opts.snapshot, opts.iface, fromSource('market_data', snapshotCounters, onSnapshot)));
 
     const status = (): FeedStatus => ({ clearing: { ...clearing.counters }, market_data: { ...mdCounters }, ts: Date.now() });
     const tick = () => {
@@ -152,7 +221,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       putQuiet(feedKv, log, FEED_STATUS_KEY, data);
       // While a new session is not begun yet, the tracker's seq belongs to a session the store does not know.
       if (clearing.restartsPending === 0 && clearing.tracker.last > sessions.record.last_seq) {
-        sessions.saveProgress(clearing.tracker.last).catch((err) => log.warn({ err: String(err) }, 'could not save clearing progress'));
+        sessions.saveProgress(clearing.tracker.last, { seq: md.tracker.last, ts: mdLastTs }).catch((err) => log.warn({ err: String(err) }, 'could not save clearing progress'));
       }
     };
     timer = setInterval(tick, opts.statusIntervalMs ?? 1000);
@@ -176,7 +245,8 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         publisher.close();
         await Promise.race([bboStore.flushed(), new Promise((r) => setTimeout(r, 2000).unref())]);
         bboStore.close();
-        if (clearing.restartsPending === 0) await sessions.saveProgress(clearing.tracker.last).catch(() => {});
+        clearTimeout(verdictTimer);
+        if (clearing.restartsPending === 0) await sessions.saveProgress(clearing.tracker.last, { seq: md.tracker.last, ts: mdLastTs }).catch(() => {});
         tick();
         await nc.drain();
       },
@@ -187,6 +257,17 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
     await nc.close().catch(() => {});
     throw err;
   }
+}
+
+/** The clearing seq of the last fill JetStream stored for `session` (0 when the stream's last message is not one). */
+async function lastStoredFillSeq(nc: NatsConnection, session: string): Promise<number> {
+  const jsm = await jetstreamManager(nc);
+  const { state } = await jsm.streams.info(FILL_STREAM);
+  if (state.last_seq === 0) return 0;
+  const m = await jsm.streams.getMessage(FILL_STREAM, { seq: state.last_seq }).catch(() => null);
+  const id = m?.header?.get('Nats-Msg-Id') ?? '';
+  const prefix = fillMsgId(session, 0).slice(0, -1);
+  return id.startsWith(prefix) ? Number(id.slice(prefix.length)) || 0 : 0;
 }
 
 function publishQuiet(nc: NatsConnection, log: Logger, subject: string, payload: unknown, data?: Uint8Array): void {

@@ -12,7 +12,7 @@ function parseRecord(bytes: Uint8Array): ClearingSessionRecord {
   } catch {
     r = undefined;
   }
-  if (!r || !Number.isInteger(r.session) || (r.session as number) < 1 || !Number.isInteger(r.last_seq) || typeof r.name !== 'string') {
+  if (!r || !Number.isInteger(r.session) || (r.session as number) < 1 || !Number.isInteger(r.last_seq) || typeof r.name !== 'string' || (r.md_seq !== undefined && !Number.isInteger(r.md_seq))) {
     throw new Error(`KV ${FEED_BUCKET}/${FEED_CLEARING_KEY} does not hold a clearing session record: delete the key only if no fill of the current session was published`);
   }
   return r as ClearingSessionRecord;
@@ -80,13 +80,20 @@ export class SessionStore {
     throw new Error(`could not begin session ${from + 1}: ${MAX_CAS_TRIES} concurrent updates`);
   }
 
-  /** Records how far this session got, unless the stored record moved on (a newer session, a later seq). */
-  async saveProgress(lastSeq: number, now = Date.now()): Promise<void> {
+  /**
+   * Records how far this session got on the clearing feed (unless the stored
+   * record moved on: a newer session, a later seq) and where market data stood,
+   * the evidence a later start compares with to see an exchange restart that
+   * happened while no bridge was listening.
+   */
+  async saveProgress(lastSeq: number, md?: { seq: number; ts: bigint }, now = Date.now()): Promise<void> {
     const e = await this.kv.get(FEED_CLEARING_KEY);
     if (!e || e.operation !== 'PUT') return;
     const cur = parseRecord(e.value);
-    if (cur.session !== this.record.session || cur.last_seq >= lastSeq) return;
-    const next = { ...cur, last_seq: lastSeq, ts: now };
+    const clearingMoved = cur.last_seq < lastSeq;
+    const mdMoved = md !== undefined && md.seq > 0 && md.seq !== cur.md_seq;
+    if (cur.session !== this.record.session || (!clearingMoved && !mdMoved)) return;
+    const next: ClearingSessionRecord = { ...cur, last_seq: Math.max(cur.last_seq, lastSeq), ts: now, ...(mdMoved ? { md_seq: md.seq, md_ts: String(md.ts) } : {}) };
     if (await cas(this.kv, next, e.revision)) this.record = next;
   }
 }

@@ -1,0 +1,146 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { FEED_ALERT_SUBJECT, type FeedAlert } from '../proto/marketdata.js';
+import { encodeMdDatagram, type MdMessage } from '../proto/ndfex.js';
+import { SESSION_SUBJECT, fillMsgId } from '../proto/subjects.js';
+import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
+import { multicastSender } from '../src/feed/multicast.js';
+import { api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
+import { bridgeOpts, collect, fillMsg, fillStream, sendClearing, type Sender } from './helpers/feed.js';
+
+/**
+ * Exchange sessions as the bridge decides them, over real multicast: a lone
+ * datagram cannot fake a restart; a real one is applied once, as soon as
+ * either feed proves it, even when it happened while the bridge was down.
+ */
+let nats: Awaited<ReturnType<typeof startTestNats>>;
+let nc: NatsConnection;
+let sender: Sender;
+let opts: BridgeOptions;
+let dir: ReturnType<typeof tempDir>;
+let system: TestSystem;
+const bridges: BridgeHandle[] = [];
+
+beforeEach(async () => {
+  nats = await startTestNats();
+  nc = await natsClient(nats.url);
+  sender = await multicastSender('127.0.0.1');
+  opts = await bridgeOpts(nats.url);
+  dir = tempDir();
+  system = await startSystem(nats.url, testConfig(dir.path));
+});
+
+afterEach(async () => {
+  for (const b of bridges.splice(0)) await b.close();
+  await system.close();
+  dir.remove();
+  await sender.close();
+  await nc.close();
+  await nats.stop();
+  nats.remove();
+});
+
+async function bridge(extra: Partial<BridgeOptions> = {}): Promise<BridgeHandle> {
+  const b = await startBridge({ ...opts, ...extra }, quietLog);
+  bridges.push(b);
+  return b;
+}
+
+let ts = 5_000_000_000n;
+const heartbeat = (seq: number): MdMessage => ({ type: 'heartbeat', seq, timestamp: (ts += 1_000_000n) });
+const sendMd = (msgs: MdMessage[][]) => Promise.all(msgs.map((m) => sender.send(opts.marketData, encodeMdDatagram(m))));
+const holdings = async (user: string) => (await api(system.url).holdings(user, `${user}pass`)).body.holdings as Record<string, number>;
+const markers = async () => (await fillStream(nc)).filter((m) => m.subject === SESSION_SUBJECT);
+
+describe('exchange sessions that a stray datagram cannot fake', () => {
+  it('a lone heartbeat or fill with a lower seq is counted, alerted and ignored: every position stays', async () => {
+    const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+    await alerts.flushed();
+    const b = await bridge();
+    await sendClearing(sender, opts.clearing, [[fillMsg(5000, 1, 4, 5)], [fillMsg(5001, 2, 4, 3)]]);
+    await until(() => system.engine.fills.applied >= 2, 'two fills applied');
+    // The attack: a 15-byte heartbeat at seq 100, then a forged fill at seq 1.
+    await sendClearing(sender, opts.clearing, [[{ type: 'heartbeat', seq: 100 }], [fillMsg(1, 2, 4, 1000)]]);
+    // The exchange goes on.
+    await sendClearing(sender, opts.clearing, [[fillMsg(5002, 1, 4, 1)], [fillMsg(5003, 1, 4, 1)], [fillMsg(5004, 1, 4, 1)]]);
+    await until(() => b.stats().status.clearing.strays === 2, 'both stray messages counted');
+    await until(() => system.engine.fills.applied >= 5, 'the session\'s fills applied');
+    expect(await holdings('team1')).toEqual({ STED: 8 });
+    expect(await holdings('team2')).toEqual({ STED: 3 });
+    expect(await markers()).toHaveLength(0);
+    expect(b.stats().status.clearing.restarts).toBe(0);
+    expect(await alerts.next((a) => a.kind === 'stray')).toMatchObject({ feed: 'clearing' });
+    // The bridge joined at seq 5000: it says how many fills of the session it never saw.
+    expect(await alerts.next((a) => a.kind === 'late_join')).toMatchObject({ feed: 'clearing', received: 5000 });
+    const health = await until(async () => {
+      const h = (await api(system.url).send('GET', '/health')).body;
+      return h.feed?.clearing?.strays === 2 ? h : undefined;
+    }, 'strays on /health');
+    expect(health.feed.clearing).toMatchObject({ strays: 2, restarts: 0, missed_before_join: 4999 });
+    alerts.stop();
+  });
+
+  it('a real restart (a new run from seq 1) is applied once: one marker, positions reset, the new session\'s fills kept', async () => {
+    const b = await bridge();
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5)], [fillMsg(2, 1, 4, 5)], [fillMsg(3, 2, 4, 1)]]);
+    await until(() => system.engine.fills.applied >= 3, 'first session applied');
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 5, 1)], [fillMsg(2, 1, 5, 1)], [fillMsg(3, 1, 5, 1)], [fillMsg(4, 1, 5, 1)]]);
+    await until(() => system.engine.fills.applied >= 7, 'new session applied');
+    expect(await holdings('team1')).toEqual({ FISH: 4 });
+    expect(await holdings('team2')).toEqual({});
+    expect(await markers()).toHaveLength(1);
+    expect(b.stats().status.clearing.restarts).toBe(1);
+  });
+
+  it('market data proves a restart first: positions reset at once, before the new session\'s first fill, and only once', async () => {
+    const b = await bridge();
+    await sendMd([[heartbeat(100)], [heartbeat(101)]]);
+    await sendClearing(sender, opts.clearing, [[fillMsg(7, 1, 4, 5)], [fillMsg(8, 2, 4, 5)]]);
+    await until(() => system.engine.fills.applied >= 2, 'fills applied');
+    // The exchange restarts: market data starts over at seq 0 (heartbeats every 500 ms of quiet).
+    await sendMd([[heartbeat(0)], [heartbeat(1)], [heartbeat(2)]]);
+    await until(async () => (await markers()).length === 1, 'the session marker');
+    await until(async () => Object.keys(await holdings('team1')).length === 0, 'positions reset');
+    expect(await holdings('team2')).toEqual({});
+    // Then the new session's fills: no second restart.
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 6, 2)]]);
+    await until(() => system.engine.fills.applied >= 3, 'new session fill applied');
+    expect(await holdings('team1')).toEqual({ DILN: 2 });
+    expect(await markers()).toHaveLength(1);
+    expect((await fillStream(nc)).at(-1)!.msgId).toBe(fillMsgId('2', 1));
+    expect(b.stats().status.market_data.restarts).toBe(1);
+    expect(b.stats().status.clearing.restarts).toBe(1);
+  });
+
+  it('an exchange restart while the bridge was down is detected although the new session is already past the old seq', async () => {
+    let b = await bridge();
+    await sendMd([[heartbeat(4000)], [heartbeat(4001)]]);
+    await sendClearing(sender, opts.clearing, [[fillMsg(10, 1, 4, 5)], [fillMsg(11, 2, 4, 5)]]);
+    await until(() => system.engine.fills.applied >= 2, 'fills applied');
+    await b.close();
+    bridges.splice(0);
+    // While no bridge listens the exchange restarts and trades past clearing seq 11; market data is at seq 30 of the new session.
+    b = await bridge();
+    await sendMd([[heartbeat(30)]]);
+    await sendClearing(sender, opts.clearing, [[fillMsg(20, 1, 6, 1)]]);
+    await until(async () => (await markers()).length === 1, 'the session marker');
+    await until(() => system.engine.fills.applied >= 3, 'the new session\'s fill applied');
+    expect(await holdings('team1')).toEqual({ DILN: 1 });
+    expect(await holdings('team2')).toEqual({});
+    expect((await fillStream(nc)).at(-1)!.msgId).toBe(fillMsgId('2', 20));
+    // It says how much of the new session it missed.
+    expect(b.stats().status.clearing.missed_before_join).toBe(19);
+  });
+
+  it('with NDFEX_SOURCE, datagrams from any other sender are counted as foreign and ignored', async () => {
+    const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+    await alerts.flushed();
+    const b = await bridge({ sources: ['127.0.0.9'] });
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5)], [fillMsg(2, 1, 4, 5)]]);
+    await until(() => b.stats().status.clearing.foreign === 2, 'two foreign datagrams');
+    expect(await alerts.next((a) => a.kind === 'foreign')).toMatchObject({ feed: 'clearing' });
+    expect(b.stats().status.clearing.messages).toBe(0);
+    expect(await fillStream(nc)).toHaveLength(0);
+    alerts.stop();
+  });
+});
