@@ -1,6 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { FEED_ALERT_SUBJECT, type FeedAlert } from '../proto/marketdata.js';
+import { Kvm } from '@nats-io/kv';
+import { decode, encode } from '../proto/codec.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../proto/feed.js';
 import { encodeMdDatagram, type MdMessage } from '../proto/ndfex.js';
 import { SESSION_SUBJECT, fillMsgId } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
@@ -142,5 +145,21 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     expect(b.stats().status.clearing.messages).toBe(0);
     expect(await fillStream(nc)).toHaveLength(0);
     alerts.stop();
+  });
+
+  it('after a crash whose saved progress lags, the gap counts only what was really lost (progress comes from the stored fills)', async () => {
+    let b = await bridge();
+    await sendClearing(sender, opts.clearing, Array.from({ length: 10 }, (_, i) => [fillMsg(i + 1, 1, 4, 1)]));
+    await until(() => system.engine.fills.applied >= 10, 'fills applied');
+    await b.close();
+    bridges.splice(0);
+    // As a SIGKILL leaves it: the saved record still at seq 3.
+    const kv = await new Kvm(nc).open(FEED_BUCKET);
+    const rec = decode<ClearingSessionRecord>((await kv.get(FEED_CLEARING_KEY))!.value);
+    await kv.put(FEED_CLEARING_KEY, encode({ ...rec, last_seq: 3 }));
+    b = await bridge();
+    await sendClearing(sender, opts.clearing, [[fillMsg(12, 1, 4, 1)]]);
+    await until(() => b.stats().status.clearing.messages === 1, 'fill 12 heard');
+    expect(b.stats().status.clearing).toMatchObject({ gaps: 1, missed_messages: 1 });
   });
 });
