@@ -201,6 +201,8 @@ describe('routes', () => {
     expect((await http.send('DELETE', '/holdings')).status).toBe(405);
     const h = await http.send('GET', '/health');
     expect(h.status).toBe(200);
-    expect(h.body).toMatchObject({ status: 'ok', nats: true, engine: true, ws: { connections: 0 } });
+    // No feed bridge and no exchange here: served, but not "ok".
+    expect(h.body).toMatchObject({ status: 'degraded', nats: true, engine: true, ws: { connections: 0 } });
+    expect(h.body.problems[0]).toMatch(/feed bridge has not reported/);
   });
 });

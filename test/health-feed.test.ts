@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { FEED_STATUS_SUBJECT, type FeedStatus } from '../proto/marketdata.js';
+import { encodeMdDatagram } from '../proto/ndfex.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { api, until, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, type TestSystem } from './helpers/system.js';
@@ -37,7 +38,8 @@ it('shows the feed bridge as down, then live with its gap count, on /health', as
   const http = api(sys.url);
   const before = await http.send('GET', '/health');
   expect(before.status).toBe(200); // teams are served without an exchange
-  expect(before.body.feed).toEqual({ live: false, age_ms: null });
+  expect(before.body.feed).toEqual({ live: false, exchange_live: false, age_ms: null });
+  expect(before.body).toMatchObject({ status: 'degraded' });
 
   const statuses = collect<FeedStatus>(nc, FEED_STATUS_SUBJECT);
   await statuses.flushed();
@@ -51,4 +53,14 @@ it('shows the feed bridge as down, then live with its gap count, on /health', as
   }, 'the gap on /health');
   expect(after.body.feed.live).toBe(true);
   expect(after.body.feed.clearing).toMatchObject({ gaps: 1, missed_messages: 1, last_seq: 3 });
+  // The bridge is up but the exchange's market data (a heartbeat every 500 ms at least) is not heard: not "ok".
+  expect(after.body.status).toBe('degraded');
+  expect(after.body.problems[0]).toMatch(/no market data/);
+  await sender.send(opts.marketData, encodeMdDatagram([{ type: 'heartbeat', seq: 1, timestamp: 1n }]));
+  const ok = await until(async () => {
+    const h = await http.send('GET', '/health');
+    return h.body.status === 'ok' && h;
+  }, 'status ok once market data is heard');
+  expect(ok.body.feed.exchange_live).toBe(true);
+  expect(ok.body.problems).toBeUndefined();
 });

@@ -80,7 +80,7 @@ describe('operator API', () => {
       ['team2', 'redeem', 'rejected'],
       ['team1', 'create', 'accepted'],
     ]);
-    expect(o.feed).toEqual({ live: false, age_ms: null });
+    expect(o.feed).toEqual({ live: false, exchange_live: false, age_ms: null });
     expect(o.alerts).toEqual([]);
     expect(o.ws).toEqual({ connections: 0, accounts: 0, changes: 0 });
     expect(o.accounts.find((a: any) => a.username === 'team1').holdings).toEqual({ UNDY: 1 });

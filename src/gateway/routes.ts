@@ -120,12 +120,14 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
 
 export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView, ws: { stats: unknown }): Promise<void> {
   const reply = natsConnected ? await deps.engine.call({ op: 'ping' }) : null;
-  // The feed bridge's counters are shown, not judged: a system without an exchange is still serving teams.
   const extra = { feed: feed.view(), ws: ws.stats };
   if (!reply?.ok) {
     ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false, ...extra });
     return;
   }
   const p = reply.result as PingResult;
-  ex.json(200, { status: 'ok', nats: true, engine: true, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq, ...extra });
+  // Teams are still served without the exchange (200), but positions may not be current: not "ok".
+  const problems = feed.problems();
+  const status = problems.length === 0 ? 'ok' : 'degraded';
+  ex.json(200, { status, ...(problems.length ? { problems } : {}), nats: true, engine: true, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq, ...extra });
 }
