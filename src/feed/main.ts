@@ -18,6 +18,7 @@ import { createLogger } from '../shared/log.js';
 import { exitOnStartError, onShutdown } from '../shared/process.js';
 import { loadBridgeConfig } from './config.js';
 import { startBridge } from './service.js';
+import { UDP_REUSEPORT } from './multicast.js';
 
 const log = createLogger('feed', process.env.LOG_LEVEL);
 let cfg;
@@ -27,6 +28,7 @@ try {
   exitOnStartError(log, 'feed bridge', err);
 }
 try {
+  if (!UDP_REUSEPORT) log.warn(`Node ${process.versions.node} binds without SO_REUSEPORT: the bridge cannot share the feed ports with NDFEX's own consumers (npm start runs it on Node 22)`);
   const bridge = await startBridge(cfg, log);
   onShutdown(log, () => bridge.close());
 } catch (err) {

@@ -44,9 +44,15 @@ export async function joinGroup(addr: GroupAddr, iface: string, onDatagram: (buf
   const socket = createSocket({ type: 'udp4', reuseAddr: true, ...(UDP_REUSEPORT ? { reusePort: true } : {}) } as SocketOptions);
   socket.on('message', (buf, rinfo) => onDatagram(buf, `${rinfo.address}:${rinfo.port}`));
   await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject);
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EADDRINUSE') return reject(err);
+      const why = UDP_REUSEPORT
+        ? 'another process holds it without SO_REUSEPORT'
+        : `Node ${process.versions.node} cannot set SO_REUSEPORT, which NDFEX's own consumers use (run the bridge on Node 22.12+: npm start does)`;
+      reject(Object.assign(new Error(`cannot bind ${addr.group}:${addr.port}: ${why}`), { code: err.code }));
+    });
     socket.bind(addr.port, addr.group, () => {
-      socket.off('error', reject);
+      socket.removeAllListeners('error');
       resolve();
     });
   });

@@ -11,10 +11,17 @@ export async function exchangeIsLive(env: NodeJS.ProcessEnv, waitMs = 1200): Pro
   let heard = false;
   let wake!: () => void;
   const woke = new Promise<void>((r) => (wake = r));
-  const receiver = await joinGroup(addr, env.NDFEX_INTERFACE || NDFEX_DEFAULT_FEEDS.iface, () => {
-    heard = true;
-    wake();
-  });
+  let receiver;
+  try {
+    receiver = await joinGroup(addr, env.NDFEX_INTERFACE || NDFEX_DEFAULT_FEEDS.iface, () => {
+      heard = true;
+      wake();
+    });
+  } catch (err) {
+    // Held without SO_REUSEPORT sharing for this Node: the exchange's own consumers are there, so is the exchange.
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') return true;
+    throw err;
+  }
   const timer = setTimeout(wake, waitMs);
   await woke;
   clearTimeout(timer);

@@ -10,6 +10,7 @@ import { startNatsServer, type NatsServer } from './nats-server.js';
 import { Supervisor } from './supervisor.js';
 import { exchangeIsLive } from './exchange-probe.js';
 import { preflight } from './preflight.js';
+import { feedNodeBinary } from './feed-runtime.js';
 import { assertPortFree, freePort, portIsFree } from '../shared/ports.js';
 
 /**
@@ -124,7 +125,7 @@ supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_E
 supervisor!.start({ name: 'engine', script: join(dist, 'engine/main.js'), env: envFor('engine') });
 supervisor!.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env: envFor('gateway') });
 supervisor!.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env: envFor('pricing') });
-supervisor!.start({ name: 'feed', script: join(dist, 'feed/main.js'), env: envFor('feed') });
+supervisor!.start({ name: 'feed', script: join(dist, 'feed/main.js'), env: envFor('feed'), execPath: feedNodeBinary(log) });
 // The simulator only speaks multicast: it gets no NATS credentials at all.
 if (simulate) supervisor!.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env: envFor(null) });
 log.info(

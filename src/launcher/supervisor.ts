@@ -7,6 +7,8 @@ export interface ServiceSpec {
   /** Path of the compiled entry point. */
   script: string;
   env: NodeJS.ProcessEnv;
+  /** The Node binary to run it with (default: this one). */
+  execPath?: string;
 }
 
 /**
@@ -26,7 +28,7 @@ export class Supervisor {
 
   start(spec: ServiceSpec, restarts = 0): void {
     const startedAt = Date.now();
-    const child = spawn(process.execPath, ['--enable-source-maps', spec.script], { env: spec.env, stdio: 'inherit' });
+    const child = spawn(spec.execPath ?? process.execPath, ['--enable-source-maps', spec.script], { env: spec.env, stdio: 'inherit' });
     this.children.set(spec.name, child);
     child.once('exit', (code, signal) => {
       this.children.delete(spec.name);
