@@ -145,6 +145,29 @@ describe('MarketData', () => {
     expect(md.isSynced(9)).toBe(true);
   });
 
+  it('distrusts a crossed snapshot book, or one the live feed contradicts, and serves the live orders instead', () => {
+    const md = new MarketData();
+    md.onLive([nw(41, 500, 3, 1, 5, 100), nw(42, 501, 3, 2, 5, 105), nw(43, 600, 4, 1, 1, 50)], 0);
+    // Crossed: the snapshot's bid 110 is above the live ask 105.
+    const crossed = md.onSnapshot([info(3, 1, 1, 43), nw(0, 7, 3, 1, 9, 110), nw(0, 501, 3, 2, 5, 105)]);
+    expect(crossed.map((b) => [b.symbol, b.bid, b.ask])).toEqual([[3, 100, 105]]);
+    expect(md.drainDistrust()[0]).toMatch(/symbol 3's book is crossed/);
+    // Contradicted: symbol 4's snapshot lacks order 600, which the live feed then modifies.
+    md.onSnapshot([info(4, 1, 0, 43), nw(0, 8, 4, 1, 1, 40)]);
+    const out = md.onLive([mod(44, 600, 1, 3, 50)], 0);
+    expect(md.drainDistrust()[0]).toMatch(/snapshot of symbol 4 disagrees with the live feed/);
+    expect(out.bbos.map((b) => [b.symbol, b.bid, b.bid_qty])).toEqual([[4, 50, 3]]);
+    expect(md.stats.books_distrusted).toBe(2);
+  });
+
+  it('serves a symbol no snapshot came for from its live orders once the buffer time has passed', () => {
+    const md = new MarketData(5000);
+    expect(md.onLive([nw(41, 500, 6, 1, 5, 100)], 0).bbos).toEqual([]);
+    const later = md.onLive([nw(42, 501, 6, 2, 5, 105)], 6000);
+    expect(later.bbos.map((b) => [b.symbol, b.bid, b.ask])).toEqual([[6, 100, 105]]);
+    expect(md.drainDistrust()[0]).toMatch(/no trustworthy snapshot of symbol 6/);
+  });
+
   it('a snapshot split across datagrams is assembled; an interrupted one is dropped', () => {
     const md = new MarketData();
     md.onLive([nw(10, 1, 2, 1, 1, 1)], 0);

@@ -105,6 +105,29 @@ describe('market data over multicast', () => {
     });
   });
 
+  it('a late join onto a wrong snapshot ends with the live book and an alert', async () => {
+    await withBridge(async (b, o) => {
+      const bbos = collect<Bbo>(nc, BBO_SUBJECT_WILDCARD);
+      const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+      await bbos.flushed();
+      // Joined at seq 900: the live feed places a bid at 100 and an ask at 105 on symbol 1.
+      await sender.send(o.marketData, encodeMdDatagram([nw(901, 300, 1, 1, 4, 100), nw(902, 301, 1, 2, 6, 105)]));
+      // The snapshot service's book of symbol 1 as of seq 902 is wrong: a bid at 110, above the live ask.
+      await sender.send(
+        o.snapshot,
+        encodeMdDatagram([{ type: 'snapshot_info', seq: 0, timestamp: t(), symbol: 1, bid_count: 1, ask_count: 1, last_md_seq_num: 902 }, nw(0, 20, 1, 1, 9, 110), nw(0, 301, 1, 2, 6, 105)], 'snapshot'),
+      );
+      expect(await alerts.next((a) => a.kind === 'book_distrusted')).toMatchObject({ feed: 'market_data' });
+      expect(strip(await bbos.next((x) => x.symbol === 1 && x.bid === 100))).toMatchObject({ symbol: 1, bid: 100, bid_qty: 4, ask: 105, ask_qty: 6 });
+      // It follows the live feed from there, and the wrong snapshot is not taken again.
+      await sender.send(o.marketData, encodeMdDatagram([nw(903, 302, 1, 1, 2, 101)]));
+      expect(strip(await bbos.next((x) => x.symbol === 1 && x.bid === 101))).toMatchObject({ bid: 101, bid_qty: 2, ask: 105 });
+      expect(b.stats().md.books_distrusted).toBe(1);
+      bbos.stop();
+      alerts.stop();
+    });
+  });
+
   it('a market-data gap raises an alert and the books wait for the next snapshot', async () => {
     await withBridge(async (b, o) => {
       const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);

@@ -11,6 +11,8 @@ export interface MdStats {
   buffered: number;
   /** Snapshot-feed datagrams that did not decode (skipped; the next snapshot comes 500 ms later). */
   snapshot_bad_datagrams: number;
+  /** Books given up on (crossed, locked, or contradicted by live messages) or never snapshotted: served from live orders alone. */
+  books_distrusted: number;
 }
 
 type SeqNotice = { seq: number; event: Exclude<SeqEvent, { kind: 'next' | 'first' | 'late' }> };
@@ -37,7 +39,19 @@ interface PendingSnapshot {
 export class MarketData {
   readonly books = new Books();
   readonly tracker = new SeqTracker();
-  readonly stats: MdStats = { snapshots_applied: 0, rejected: 0, buffered: 0, snapshot_bad_datagrams: 0 };
+  readonly stats: MdStats = { snapshots_applied: 0, rejected: 0, buffered: 0, snapshot_bad_datagrams: 0, books_distrusted: 0 };
+  /**
+   * Every order heard on the live feed since joining, whatever the sync state:
+   * the book of last resort for a symbol whose snapshot cannot be trusted (the
+   * exchange's snapshot service keeps only some symbols, and can be wrong).
+   * Makers requote all the time, so it converges on the real book.
+   */
+  private readonly liveBooks = new Books();
+  /** Symbols served from liveBooks. */
+  private readonly liveOnly = new Set<number>();
+  private firstLiveAt: number | null = null;
+  /** Why books were distrusted since the last drain: the service alerts them. */
+  private distrustNotes: string[] = [];
   /** Every book starts from an empty one at seq 1: no snapshot needed. */
   private allSynced = false;
   /** symbol → last_md_seq_num of the snapshot it was built from. */
@@ -63,6 +77,9 @@ export class MarketData {
     for (const s of this.books.bySymbol.keys()) this.touch(s, at);
     for (const s of this.published.keys()) this.touch(s, at);
     this.books.clearAll();
+    this.liveBooks.clearAll();
+    this.liveOnly.clear();
+    this.firstLiveAt = null;
     this.syncedAt.clear();
     this.allSynced = false;
     this.tracker.newSession();
@@ -79,6 +96,7 @@ export class MarketData {
         case 'late':
           continue; // already applied or past its place: applying it now would corrupt the book
         case 'first':
+          this.firstLiveAt = nowMs;
           if (m.seq <= 1) this.allSynced = true;
           this.contiguousFrom = m.seq;
           // A book built from a snapshot older than the first live message we hear missed the ones between.
@@ -89,6 +107,9 @@ export class MarketData {
           for (const s of this.books.bySymbol.keys()) this.touch(s, m);
           for (const s of this.published.keys()) this.touch(s, m);
           this.books.clearAll();
+          this.liveBooks.clearAll();
+          this.liveOnly.clear();
+          this.firstLiveAt = nowMs;
           this.syncedAt.clear();
           this.allSynced = m.seq === 1;
           this.dropBuffer(m.seq);
@@ -107,10 +128,78 @@ export class MarketData {
         this.buffer.push({ msg: m, at: nowMs });
         this.stats.buffered++;
       }
+      this.contradicts(m);
       this.applyLive(m);
+      this.applyLiveOnly(m);
     }
     this.pruneBuffer(nowMs);
+    // A symbol no trustworthy snapshot came for in the buffer's time is served from its live orders.
+    if (!this.allSynced && this.firstLiveAt !== null && nowMs - this.firstLiveAt > this.bufferMs) {
+      for (const s of this.liveBooks.bySymbol.keys()) {
+        if (!this.isSynced(s) && !this.liveOnly.has(s)) this.distrust(s, `no trustworthy snapshot of symbol ${s} within ${this.bufferMs} ms: its book is built from the live orders heard since joining`);
+      }
+    }
     return { notices, bbos: this.flush() };
+  }
+
+  /** Reasons books were distrusted since the last call (for alerts). */
+  drainDistrust(): string[] {
+    const out = this.distrustNotes;
+    this.distrustNotes = [];
+    return out;
+  }
+
+  /** A live message about an order the live feed placed on a snapshot-built book, which that book does not hold: the snapshot was wrong. */
+  private contradicts(m: MdMessage): void {
+    if (this.allSynced || (m.type !== 'modify_order' && m.type !== 'delete_order' && m.type !== 'trade')) return;
+    const symbol = this.liveBooks.symbolOf(m.order_id);
+    if (symbol === undefined || !this.syncedAt.has(symbol) || this.books.symbolOf(m.order_id) !== undefined) return;
+    if (m.seq > this.syncedAt.get(symbol)!) this.distrust(symbol, `the snapshot of symbol ${symbol} disagrees with the live feed (order ${m.order_id} is missing from it)`);
+  }
+
+  private applyLiveOnly(m: MdMessage): void {
+    let symbol: number | undefined;
+    switch (m.type) {
+      case 'new_order':
+        symbol = this.liveBooks.add(m.order_id, m.symbol, m.side, m.quantity, m.price);
+        break;
+      case 'modify_order':
+        symbol = this.liveBooks.modify(m.order_id, m.side, m.quantity, m.price);
+        break;
+      case 'delete_order':
+        symbol = this.liveBooks.remove(m.order_id);
+        break;
+      case 'trade':
+        symbol = this.liveBooks.trade(m.order_id, m.quantity);
+        break;
+      default:
+        return;
+    }
+    if (symbol !== undefined && this.liveOnly.has(symbol)) this.touch(symbol, m);
+  }
+
+  /** Gives up on a symbol's snapshot-built book: from now on it is served from its live orders. */
+  private distrust(symbol: number, why: string): void {
+    this.liveOnly.add(symbol);
+    this.syncedAt.delete(symbol);
+    this.books.clearSymbol(symbol);
+    this.stats.books_distrusted++;
+    this.distrustNotes.push(why);
+    const t = this.touched.get(symbol);
+    this.touched.set(symbol, t ?? { seq: this.tracker.last, timestamp: 0n });
+  }
+
+  /** A resting book cannot be crossed or locked: one that is was built wrong. */
+  private checkCrossed(symbol: number): void {
+    if (this.liveOnly.has(symbol)) return;
+    const t = this.books.top(symbol);
+    if (t.bid === null || t.ask === null || t.bid < t.ask) return;
+    const state = t.bid === t.ask ? 'locked' : 'crossed';
+    if (this.allSynced) {
+      this.distrustNotes.push(`symbol ${symbol}'s book is ${state} (bid ${t.bid}, ask ${t.ask}) although followed from the session's start`);
+      return;
+    }
+    this.distrust(symbol, `symbol ${symbol}'s book is ${state} (bid ${t.bid}, ask ${t.ask}): its snapshot cannot be trusted`);
   }
 
   /** Applies one snapshot-feed datagram (snapshot_info, then its new orders). */
@@ -144,7 +233,8 @@ export class MarketData {
   }
 
   private trySync(p: PendingSnapshot): void {
-    if (this.isSynced(p.symbol)) return;
+    // A distrusted symbol's snapshots are not taken again: the live feed serves it.
+    if (this.isSynced(p.symbol) || this.liveOnly.has(p.symbol)) return;
     // Every live message after the snapshot's point must be in hand (or still to come).
     const last = this.tracker.last;
     if (last !== 0 && p.lastMdSeq < last && this.contiguousFrom > p.lastMdSeq + 1) return;
@@ -211,8 +301,9 @@ export class MarketData {
   /** The Bbos of touched symbols whose top of book differs from the last one published. */
   private flush(): Bbo[] {
     const out: Bbo[] = [];
+    for (const symbol of this.touched.keys()) this.checkCrossed(symbol);
     for (const [symbol, at] of this.touched) {
-      const top = this.books.top(symbol);
+      const top = this.liveOnly.has(symbol) ? this.liveBooks.top(symbol) : this.books.top(symbol);
       const prev = this.published.get(symbol);
       if (prev && sameTop(prev, top)) continue;
       if (!prev && top.bid === null && top.ask === null) continue;

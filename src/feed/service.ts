@@ -150,6 +150,13 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         }
       }
       publishBbos(bbos);
+      alertDistrust();
+    };
+    const alertDistrust = () => {
+      for (const detail of md.drainDistrust()) {
+        log.warn({ detail }, 'order book distrusted');
+        alert('market_data', { kind: 'book_distrusted', detail });
+      }
     };
     const onLive = (buf: Buffer, sender: string) => {
       mdCounters.datagrams++;
@@ -196,6 +203,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         log.warn({ error: d.error, bytes: buf.byteLength }, 'bad snapshot datagram');
       }
       publishBbos(md.onSnapshot(d.messages));
+      alertDistrust();
     };
 
     // Only the exchange's host may feed the bridge when NDFEX_SOURCE names it; anyone else's datagrams are counted and dropped.
