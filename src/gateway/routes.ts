@@ -1,7 +1,16 @@
+import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
 import type { ConversionOp, ConversionResult, EngineReply, HistoryResult, HoldingsView, PingResult, RegisterResult } from '../../proto/engine.js';
-import { conversionSchema, credentialsSchema, historySchema, registerSchema } from '../../proto/http.js';
+import {
+  ENGINE_UNAVAILABLE_CONVERSION,
+  GATEWAY_KEY_PREFIX,
+  REQUEST_ID_HEADER,
+  conversionSchema,
+  credentialsSchema,
+  historySchema,
+  registerSchema,
+} from '../../proto/http.js';
 import type { Authenticator } from './auth.js';
 import type { EngineClient } from './engine-client.js';
 import type { Exchange } from './http.js';
@@ -70,12 +79,20 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
   const parsed = deps.conversion.safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
   const { etf_name, amount, request_id } = parsed.data;
-  const reply = await deps.engine.call({ op, clientId, etf: etf_name ?? null, amount, ...(request_id !== undefined ? { key: request_id } : {}) });
-  if (!reply.ok) return engineError(ex, reply);
+  // Every conversion carries a key before it leaves: after a 503 the client
+  // can still look its outcome up (GET /requests/<key>) or retry it safely.
+  const key = request_id ?? gatewayKey();
+  const reply = await deps.engine.call({ op, clientId, etf: etf_name ?? null, amount, key }, () => !ex.aborted);
+  if (!reply.ok) {
+    if (reply.error.code === 'engine_unavailable') {
+      return ex.error('engine_unavailable', ENGINE_UNAVAILABLE_CONVERSION, { request_id: key }, { [REQUEST_ID_HEADER]: key });
+    }
+    return engineError(ex, reply);
+  }
   const r = reply.result as ConversionResult;
   ex.json(200, {
     request_id: r.request_id,
-    ...(r.client_request_id !== undefined ? { client_request_id: r.client_request_id } : {}),
+    ...(request_id !== undefined && r.client_request_id !== undefined ? { client_request_id: r.client_request_id } : {}),
     ...(r.replayed ? { replayed: true } : {}),
     op: r.op,
     etf_name: r.etf,
@@ -84,6 +101,9 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     ...holdingsBody(r.holdings),
   });
 }
+
+/** `g-` + 16 random characters of the key alphabet: the gateway's key for a conversion sent without one. */
+export const gatewayKey = (): string => `${GATEWAY_KEY_PREFIX}${randomBytes(12).toString('base64url')}`;
 
 export async function request(ex: Exchange, deps: RouteDeps, params: Params, id: string): Promise<void> {
   const clientId = await authenticate(ex, deps, params);

@@ -57,7 +57,9 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   ]);
 
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
-    const body = info.method === 'GET' ? null : await ex.readBody(cfg.http.maxBodyBytes, info.contentLength);
+    let body: Buffer | null = null;
+    if (info.method === 'GET' || info.method === 'HEAD') ex.holdConnection();
+    else body = await ex.readBody(cfg.http.maxBodyBytes, info.contentLength);
     if (ex.done || ex.aborted) return;
     const params = gatherParams(info, body);
     if (!params.ok) return ex.error(params.code, params.message);
@@ -72,12 +74,12 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   mountStatic(app, metrics, log);
   const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics }, log);
   app.any('/*', (res, req) => {
-    const ex = new Exchange(res);
     const info = requestInfo(req);
+    const ex = new Exchange(res, info.method);
     metrics.track(ex, info.method, routeLabel(info.path, table.keys()));
     const route = table.get(info.path) ?? (info.path.startsWith('/requests/') ? table.get(ROUTES.request.path) : undefined);
     if (!route) return ex.error('not_found', `no route ${info.path}`);
-    if (info.method !== route.method) {
+    if (info.method !== route.method && !(ex.head && route.method === 'GET')) {
       return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
     }
     run(ex, info, route.handler).catch((err: unknown) => {
