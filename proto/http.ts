@@ -106,7 +106,11 @@ export const registerSchema = z.object({ username: usernameSchema, password: new
 /** Credentials of an authenticated route: shape problems are a 401, never a hint about which part was wrong. */
 export const credentialsSchema = z.object({
   username: z.string().min(1),
-  password: z.string().min(1).max(1024),
+  // What registration refuses can never be right: bcrypt would compare only the first 72 bytes.
+  password: z
+    .string()
+    .min(1)
+    .refine((p) => byteLength(p) <= PASSWORD_MAX_BYTES),
 });
 
 /**

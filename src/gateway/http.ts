@@ -24,9 +24,11 @@ export interface RequestInfo {
   contentLength: number | null;
   authorization: string;
   idempotencyKey: string;
+  /** The client's address as uWS reports it ('' when not asked for). */
+  address: string;
 }
 
-export function requestInfo(req: HttpRequest): RequestInfo {
+export function requestInfo(req: HttpRequest, res?: HttpResponse): RequestInfo {
   const len = req.getHeader('content-length');
   return {
     method: req.getCaseSensitiveMethod().toUpperCase(),
@@ -36,6 +38,7 @@ export function requestInfo(req: HttpRequest): RequestInfo {
     contentLength: len === '' ? null : Number(len),
     authorization: req.getHeader('authorization'),
     idempotencyKey: req.getHeader('idempotency-key'),
+    address: res ? Buffer.from(res.getRemoteAddressAsText()).toString() : '',
   };
 }
 
@@ -55,6 +58,8 @@ export class Exchange {
   aborted = false;
   done = false;
   private paused = false;
+  /** The client's address, the key of per-address limits. */
+  address = '';
   /** HEAD: same status and headers as GET, no body. */
   readonly head: boolean;
   constructor(

@@ -5,6 +5,7 @@ import type { ConversionOp, ConversionResult, EngineReply, HistoryResult, Holdin
 import {
   ENGINE_UNAVAILABLE_CONVERSION,
   GATEWAY_KEY_PREFIX,
+  PASSWORD_MAX_BYTES,
   REQUEST_ID_HEADER,
   conversionSchema,
   credentialsSchema,
@@ -16,10 +17,12 @@ import type { EngineClient } from './engine-client.js';
 import type { Exchange } from './http.js';
 import type { Params } from './params.js';
 import type { FeedStatusView } from './feed-status.js';
+import type { Refusal, Throttle } from './throttle.js';
 
 export interface RouteDeps {
   engine: EngineClient;
   auth: Authenticator;
+  throttle: Throttle;
   bcryptRounds: number;
   /** Built once: constructing a zod schema per request costs more than the whole rest of the request. */
   conversion: ReturnType<typeof conversionSchema>;
@@ -48,21 +51,46 @@ function engineError(ex: Exchange, reply: EngineReply & { ok: false }): void {
   ex.error(code, message, extra);
 }
 
-/** Authenticates or answers 401/503 itself; returns the client_id on success. */
+/** 429 with Retry-After (whole seconds) and which limit it was. */
+export function tooMany(ex: Exchange, r: Refusal): void {
+  ex.error('too_many_requests', `too many requests (${r.scope}): retry after ${r.retryAfter} s`, { scope: r.scope, retry_after: r.retryAfter }, { 'retry-after': String(r.retryAfter) });
+}
+
+/**
+ * Authenticates or answers 401/429/503 itself; returns the client_id on success.
+ * An address locked out by failed logins is refused before anything else, and
+ * a password that needs bcrypt passes the login throttle first.
+ */
 async function authenticate(ex: Exchange, deps: RouteDeps, params: Params): Promise<number | null> {
   const creds = credentialsSchema.safeParse(params);
   if (!creds.success) {
-    ex.error('unauthorized', 'username and password are required (parameters or HTTP Basic auth)');
+    const tooLong = creds.error.issues.some((i) => i.path[0] === 'password' && i.code === 'custom');
+    ex.error('unauthorized', tooLong ? `no password is over ${PASSWORD_MAX_BYTES} bytes (registration refuses them)` : 'username and password are required (parameters or HTTP Basic auth)');
     return null;
   }
-  const r = await deps.auth.verify(creds.data.username, creds.data.password);
-  if (r.ok) return r.clientId;
-  if (r.unavailable) ex.error('engine_unavailable', r.unavailable);
+  const locked = deps.throttle.loginLocked(ex.address);
+  if (locked) {
+    tooMany(ex, locked);
+    return null;
+  }
+  const r = await deps.auth.verify(creds.data.username, creds.data.password, {
+    beforeSlow: (username) => deps.throttle.beginSlowLogin(ex.address, username),
+    succeeded: (username) => deps.throttle.loginSucceeded(ex.address, username),
+  });
+  if (r.ok) {
+    const busy = deps.throttle.teamRequest(r.clientId);
+    if (!busy) return r.clientId;
+    tooMany(ex, busy);
+  } else if (r.throttled) tooMany(ex, r.throttled);
+  else if (r.unavailable) ex.error('engine_unavailable', r.unavailable);
   else ex.error('unauthorized', 'authentication failed');
   return null;
 }
 
 export async function register(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+  // Before validation and bcrypt: every attempt counts.
+  const refused = deps.throttle.registration(ex.address);
+  if (refused) return tooMany(ex, refused);
   const parsed = registerSchema.safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
   // Hashing runs in libuv's pool; the engine only ever sees the hash.
@@ -76,6 +104,8 @@ export async function register(ex: Exchange, deps: RouteDeps, params: Params): P
 export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> {
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
+  const refused = deps.throttle.conversion(clientId);
+  if (refused) return tooMany(ex, refused);
   const parsed = deps.conversion.safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
   const { etf_name, amount, request_id } = parsed.data;

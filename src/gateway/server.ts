@@ -16,6 +16,7 @@ import { attachWebSocket } from './ws/index.js';
 import { createMetrics, routeLabel } from './metrics.js';
 import { mountStatic } from './static.js';
 import { mountOperator } from './operator.js';
+import { Throttle } from './throttle.js';
 
 export interface GatewayHandle {
   port: number;
@@ -32,8 +33,9 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
   const nc = await connectNats(natsUrl, 'etf-gateway');
   const engine = new EngineClient(nc, cfg.requestTimeoutMs);
-  const auth = new Authenticator(engine);
-  const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount) };
+  const auth = new Authenticator(engine, cfg.bcryptRounds);
+  const throttle = new Throttle(cfg.throttle);
+  const deps: routes.RouteDeps = { engine, auth, throttle, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount) };
   const etfs = startEtfsRoute(cfg, nc, log);
   const feedStatus = new FeedStatusView(nc);
   let natsConnected = true;
@@ -74,9 +76,12 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   mountStatic(app, metrics, log);
   const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics }, log);
   app.any('/*', (res, req) => {
-    const info = requestInfo(req);
+    const info = requestInfo(req, res);
     const ex = new Exchange(res, info.method);
+    ex.address = info.address;
     metrics.track(ex, info.method, routeLabel(info.path, table.keys()));
+    const busy = throttle.request(info.address);
+    if (busy) return routes.tooMany(ex, busy);
     const route = table.get(info.path) ?? (info.path.startsWith('/requests/') ? table.get(ROUTES.request.path) : undefined);
     if (!route) return ex.error('not_found', `no route ${info.path}`);
     if (info.method !== route.method && !(ex.head && route.method === 'GET')) {
@@ -103,6 +108,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
       uWS.us_listen_socket_close(listenSocket);
       ws.close();
       operator.close();
+      throttle.close();
       engine.close();
       etfs.close();
       feedStatus.close();
