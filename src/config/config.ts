@@ -38,7 +38,11 @@ const throttleSchema = z.object({
 });
 export type ThrottleConfig = z.infer<typeof throttleSchema>;
 
-/** A config file without a `throttle` section still gets these (config objects built in code, as in tests, have none: off). */
+/**
+ * The limits config/default.json ships, and what THROTTLE=on applies to a
+ * config without a `throttle` section. A config without one runs unthrottled
+ * (the benchmarks' and tests' systems, which measure or exercise other things).
+ */
 export const THROTTLE_DEFAULTS: ThrottleConfig = {
   enabled: true,
   address: { burst: 2000, perMinute: 60_000 },
@@ -134,7 +138,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(`config file ${file}: ${oneLine(z.prettifyError(parsed.error))}`);
   const c = parsed.data;
-  c.throttle ??= THROTTLE_DEFAULTS;
   const abs = (p: string) => (p === '' ? '' : resolve(PROJECT_ROOT, p));
   c.dataDir = abs(c.dataDir);
   c.accountsFile = abs(c.accountsFile);
