@@ -1,4 +1,6 @@
 import { request } from 'node:http';
+import WebSocket from 'ws';
+import { WS_CLOSE } from '../proto/ws.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buy, undyBasket, useSystem } from './helpers/system.js';
 
@@ -79,6 +81,25 @@ describe('failed logins', () => {
     // Locked: not even a right password is tried from there; other addresses are untouched.
     expect429(await holdings('127.0.0.3', 'team3', 'team3pass'), 'login_address');
     expect((await holdings('127.0.0.1', 'team3', 'team3pass')).status).toBe(200);
+  });
+
+  it('applies the same lockout to WebSocket sign-ins', async () => {
+    for (let i = 0; i < 5; i++) expect((await holdings('127.0.0.10', `ws-nobody${i}`, 'bad-guess')).status).toBe(401);
+    // The first frame says whether the sign-in was taken: a welcome, or a close.
+    const signIn = (address: string) =>
+      new Promise<{ welcome: boolean; code?: number }>((resolve) => {
+        const ws = new WebSocket(`${f.sys.url.replace('http', 'ws')}/ws`, { localAddress: address, headers: { authorization: `Basic ${Buffer.from('team3:team3pass').toString('base64')}` } });
+        ws.on('message', (data) => {
+          const m = JSON.parse(String(data));
+          if (m.type === 'welcome') {
+            ws.close();
+            resolve({ welcome: true });
+          }
+        });
+        ws.on('close', (code) => resolve({ welcome: false, code }));
+      });
+    expect(await signIn('127.0.0.10')).toEqual({ welcome: false, code: WS_CLOSE.authFailed.code });
+    expect((await signIn('127.0.0.1')).welcome).toBe(true);
   });
 
   it('answers known and unknown usernames the same way, each for one bcrypt', async () => {

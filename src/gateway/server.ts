@@ -70,7 +70,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
 
   const app = uWS.App();
   // Before the catch-all route, so /ws upgrades reach the WebSocket handler.
-  const ws = attachWebSocket(app, { nc, engine, auth }, log);
+  const ws = attachWebSocket(app, { nc, engine, auth, throttle }, log);
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   metrics.mount(app);
   mountStatic(app, metrics, log);
