@@ -2,6 +2,7 @@ import { request } from 'node:http';
 import WebSocket from 'ws';
 import { WS_CLOSE } from '../proto/ws.js';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, THROTTLE_DEFAULTS, loadConfig } from '../src/config/config.js';
 import { buy, undyBasket, useSystem } from './helpers/system.js';
 
 /**
@@ -142,5 +143,18 @@ describe('registrations and conversions', () => {
     expect((await create()).status).toBe(200);
     expect429(await create(), 'conversion');
     expect((await holdings('127.0.0.1', 'team1', 'team1pass')).body.holdings.UNDY).toBe(2);
+  });
+});
+
+describe('throttle configuration', () => {
+  it('is on by default (config/default.json), and set by THROTTLE, LOGIN_MAX_FAILURES, REGISTRATIONS_PER_MINUTE', () => {
+    const base = loadConfig({});
+    expect(base.throttle?.enabled).toBe(true);
+    expect(base.throttle?.loginFailuresPerUser).toEqual(THROTTLE_DEFAULTS.loginFailuresPerUser);
+    expect(loadConfig({ THROTTLE: 'off' }).throttle?.enabled).toBe(false);
+    const tuned = loadConfig({ LOGIN_MAX_FAILURES: '9', REGISTRATIONS_PER_MINUTE: '30' });
+    expect(tuned.throttle?.loginFailuresPerUser?.burst).toBe(9);
+    expect(tuned.throttle?.registrations?.perMinute).toBe(30);
+    expect(() => loadConfig({ THROTTLE: 'maybe' })).toThrow(ConfigError);
   });
 });
