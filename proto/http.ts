@@ -48,6 +48,7 @@ export type HttpErrorCode =
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'engine_unavailable'
+  | 'too_many_requests'
   | 'internal';
 
 export const HTTP_STATUS: Record<HttpErrorCode, number> = {
@@ -67,9 +68,27 @@ export const HTTP_STATUS: Record<HttpErrorCode, number> = {
   method_not_allowed: 405,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  too_many_requests: 429,
   internal: 500,
   engine_unavailable: 503,
 };
+
+/**
+ * A create/redeem without a client key gets one from the gateway before it is
+ * sent: `g-` + 16 characters. A 503 names the key in its body
+ * (`error.request_id`) and in this header, so the outcome can be looked up
+ * with GET /requests/<key> (or the request retried with it) once the engine answers.
+ */
+export const GATEWAY_KEY_PREFIX = 'g-';
+export const REQUEST_ID_HEADER = 'idempotency-key';
+export const ENGINE_UNAVAILABLE_CONVERSION =
+  'the engine did not answer in time; the operation may or may not have happened: look it up with GET /requests/<request_id>, or retry with the same request_id';
+
+/**
+ * 429: `{error: {code: "too_many_requests", message, retry_after}}` with a
+ * `Retry-After` header (whole seconds). `scope` says which limit was hit.
+ */
+export type ThrottleScope = 'address' | 'team' | 'login_user' | 'login_address' | 'register' | 'conversion';
 
 const byteLength = (s: string) => Buffer.byteLength(s, 'utf8');
 
@@ -88,7 +107,11 @@ export const registerSchema = z.object({ username: usernameSchema, password: new
 /** Credentials of an authenticated route: shape problems are a 401, never a hint about which part was wrong. */
 export const credentialsSchema = z.object({
   username: z.string().min(1),
-  password: z.string().min(1).max(1024),
+  // What registration refuses can never be right: bcrypt would compare only the first 72 bytes.
+  password: z
+    .string()
+    .min(1)
+    .refine((p) => byteLength(p) <= PASSWORD_MAX_BYTES),
 });
 
 /**

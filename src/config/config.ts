@@ -17,6 +17,42 @@ export const PROJECT_ROOT = (() => {
   return dir;
 })();
 
+/** A token bucket: `burst` at once, refilled at `perMinute`. */
+const throttleLimitSchema = z.object({ burst: z.number().int().min(1), perMinute: z.number().min(0) });
+export type ThrottleLimit = z.infer<typeof throttleLimitSchema>;
+
+const throttleSchema = z.object({
+  enabled: z.boolean(),
+  /** Every API request, per client address. */
+  address: throttleLimitSchema.optional(),
+  /** Every authenticated request, per team. */
+  team: throttleLimitSchema.optional(),
+  /** Creates and redeems, per team. */
+  conversions: throttleLimitSchema.optional(),
+  /** Registrations, per client address. */
+  registrations: throttleLimitSchema.optional(),
+  /** Failed logins per username: past `burst`, 429 until tokens come back. */
+  loginFailuresPerUser: throttleLimitSchema.optional(),
+  /** Failed logins per client address. */
+  loginFailuresPerAddress: throttleLimitSchema.optional(),
+});
+export type ThrottleConfig = z.infer<typeof throttleSchema>;
+
+/**
+ * The limits config/default.json ships, and what THROTTLE=on applies to a
+ * config without a `throttle` section. A config without one runs unthrottled
+ * (the benchmarks' and tests' systems, which measure or exercise other things).
+ */
+export const THROTTLE_DEFAULTS: ThrottleConfig = {
+  enabled: true,
+  address: { burst: 2000, perMinute: 60_000 },
+  team: { burst: 600, perMinute: 30_000 },
+  conversions: { burst: 60, perMinute: 1200 },
+  registrations: { burst: 5, perMinute: 2 },
+  loginFailuresPerUser: { burst: 5, perMinute: 5 },
+  loginFailuresPerAddress: { burst: 20, perMinute: 20 },
+};
+
 const configSchema = z.object({
   http: z.object({ host: z.string(), port: z.number().int().min(0).max(65535), maxBodyBytes: z.number().int().positive() }),
   nats: z.object({
@@ -40,6 +76,8 @@ const configSchema = z.object({
   logLevel: z.string(),
   /** Who may open the operator page and /operator/api. Unset: the gateway keeps a generated one in <dataDir>/operator.json. */
   operator: z.object({ username: z.string().min(1), password: z.string().min(8, 'operator password must be at least 8 characters') }).optional(),
+  /** Rate limits of the gateway (429 with Retry-After). */
+  throttle: throttleSchema.optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -75,6 +113,18 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   LOG_LEVEL: (c, v) => (c.logLevel = v),
   OPERATOR_USER: (c, v) => (c.operator = { username: v, password: c.operator?.password ?? '' }),
   OPERATOR_PASSWORD: (c, v) => (c.operator = { username: c.operator?.username ?? 'operator', password: v }),
+  THROTTLE: (c, v) => {
+    if (v !== 'on' && v !== 'off') throw new ConfigError(`THROTTLE=${JSON.stringify(v)} must be on or off`);
+    c.throttle = { ...THROTTLE_DEFAULTS, ...c.throttle, enabled: v === 'on' };
+  },
+  LOGIN_MAX_FAILURES: (c, v) => {
+    const t = (c.throttle ??= { ...THROTTLE_DEFAULTS });
+    t.loginFailuresPerUser = { ...(t.loginFailuresPerUser ?? THROTTLE_DEFAULTS.loginFailuresPerUser!), burst: intFromEnv('LOGIN_MAX_FAILURES', v) };
+  },
+  REGISTRATIONS_PER_MINUTE: (c, v) => {
+    const t = (c.throttle ??= { ...THROTTLE_DEFAULTS });
+    t.registrations = { ...(t.registrations ?? THROTTLE_DEFAULTS.registrations!), perMinute: intFromEnv('REGISTRATIONS_PER_MINUTE', v) };
+  },
 };
 
 /**

@@ -2,11 +2,10 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import type { CredentialsResult } from '../../proto/engine.js';
 import type { EngineClient } from './engine-client.js';
+import type { Refusal } from './throttle.js';
 
 /** How long a cached bcrypt hash is trusted before the engine is asked again (a roster password may change at an engine restart). */
 const CREDENTIALS_TTL_MS = 30_000;
-/** Wrong passwords remembered per account, so a client retrying a bad password does not cost a bcrypt each time. */
-const MAX_REMEMBERED_FAILURES = 8;
 
 interface Entry {
   clientId: number;
@@ -14,10 +13,15 @@ interface Entry {
   fetchedAt: number;
   /** HMAC of the last password bcrypt accepted for `hash`. */
   proof?: Buffer;
-  failures: Buffer[];
 }
 
-export type AuthResult = { ok: true; clientId: number } | { ok: false; unavailable?: string };
+export type AuthResult = { ok: true; clientId: number } | { ok: false; unavailable?: string; throttled?: Refusal };
+
+/** What the caller's throttle says before a password check that needs bcrypt, and is told after a success. */
+export interface LoginGate {
+  beforeSlow(username: string): Refusal | null;
+  succeeded(username: string): void;
+}
 
 /**
  * Verifies passwords without paying bcrypt (~57 ms) on every request. The
@@ -31,20 +35,39 @@ export class Authenticator {
   private readonly key = randomBytes(32);
   private readonly cache = new Map<string, Entry>();
   private readonly inflight = new Map<string, Promise<AuthResult>>();
+  /**
+   * An unknown username is checked against this hash of a random password,
+   * so a wrong password costs one bcrypt whether or not the account exists:
+   * no telling usernames apart by the time of a failure.
+   */
+  private readonly dummyHash: string;
+  /** bcrypt comparisons run (tests check that known and unknown usernames cost the same). */
+  bcryptRuns = 0;
 
-  constructor(private readonly engine: EngineClient) {}
+  constructor(
+    private readonly engine: EngineClient,
+    bcryptRounds = 10,
+  ) {
+    this.dummyHash = bcrypt.hashSync(randomBytes(18).toString('base64'), bcryptRounds);
+  }
 
   private proofOf(password: string): Buffer {
     return createHmac('sha256', this.key).update(password).digest();
   }
 
-  verify(username: string, password: string): Promise<AuthResult> | AuthResult {
+  /**
+   * A password that matches the cached proof passes at once; any other needs
+   * bcrypt, and `gate` (the throttle) is asked first. Wrong passwords are not
+   * remembered: a known user's repeated failure must cost what an unknown user's does.
+   */
+  verify(username: string, password: string, gate?: LoginGate): Promise<AuthResult> | AuthResult {
     const proof = this.proofOf(password);
     const entry = this.cache.get(username);
     if (entry && Date.now() - entry.fetchedAt < CREDENTIALS_TTL_MS) {
       if (entry.proof && timingSafeEqual(entry.proof, proof)) return { ok: true, clientId: entry.clientId };
-      if (entry.failures.some((f) => timingSafeEqual(f, proof))) return { ok: false };
     }
+    const refused = gate?.beforeSlow(username);
+    if (refused) return { ok: false, throttled: refused };
     // Concurrent first requests with the same credentials share one bcrypt.
     const key = `${username}\0${proof.toString('base64')}`;
     let p = this.inflight.get(key);
@@ -52,7 +75,16 @@ export class Authenticator {
       p = this.slowVerify(username, password, proof).finally(() => this.inflight.delete(key));
       this.inflight.set(key, p);
     }
-    return p;
+    if (!gate) return p;
+    return p.then((r) => {
+      if (r.ok) gate.succeeded(username);
+      return r;
+    });
+  }
+
+  private async compare(password: string, hash: string): Promise<boolean> {
+    this.bcryptRuns++;
+    return bcrypt.compare(password, hash);
   }
 
   private async slowVerify(username: string, password: string, proof: Buffer): Promise<AuthResult> {
@@ -61,7 +93,9 @@ export class Authenticator {
       const reply = await this.engine.call({ op: 'credentials', username });
       if (!reply.ok) {
         this.cache.delete(username);
-        return reply.error.code === 'engine_unavailable' ? { ok: false, unavailable: reply.error.message } : { ok: false };
+        if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: reply.error.message };
+        await this.compare(password, this.dummyHash);
+        return { ok: false };
       }
       const creds = reply.result as CredentialsResult;
       const fresh = this.cache.get(username);
@@ -69,18 +103,16 @@ export class Authenticator {
         fresh.fetchedAt = Date.now();
         entry = fresh;
       } else {
-        entry = { clientId: creds.client_id, hash: creds.passwordHash, fetchedAt: Date.now(), failures: [] };
+        entry = { clientId: creds.client_id, hash: creds.passwordHash, fetchedAt: Date.now() };
         this.cache.set(username, entry);
       }
       if (entry.proof && timingSafeEqual(entry.proof, proof)) return { ok: true, clientId: entry.clientId };
     }
-    const ok = entry.hash !== '' && (await bcrypt.compare(password, entry.hash));
+    const ok = await this.compare(password, entry.hash !== '' ? entry.hash : this.dummyHash) && entry.hash !== '';
     if (ok) {
       entry.proof = proof;
       return { ok: true, clientId: entry.clientId };
     }
-    entry.failures.push(proof);
-    if (entry.failures.length > MAX_REMEMBERED_FAILURES) entry.failures.shift();
     return { ok: false };
   }
 }

@@ -13,6 +13,8 @@ import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, adminReplySubject, replyS
 interface Pending {
   resolve: (r: EngineReply) => void;
   deadline: number;
+  /** False once nobody can receive the answer (the HTTP connection closed): the command is then never sent. */
+  live?: () => boolean;
 }
 
 /**
@@ -58,19 +60,26 @@ export class EngineClient {
     this.sweeper.unref();
   }
 
-  call(cmd: EngineCommand): Promise<EngineReply> {
+  call(cmd: EngineCommand, live?: () => boolean): Promise<EngineReply> {
     const id = this.nextId++;
     this.queue.push({ id, cmd });
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
-    return new Promise((resolve) => this.pending.set(id, { resolve, deadline: Date.now() + this.timeoutMs }));
+    return new Promise((resolve) => this.pending.set(id, { resolve, deadline: Date.now() + this.timeoutMs, ...(live ? { live } : {}) }));
   }
 
   private flush(): void {
     this.flushScheduled = false;
-    const cmds = this.queue;
+    const cmds = this.queue.filter((c) => {
+      const p = this.pending.get(c.id);
+      if (!p?.live || p.live()) return true;
+      // Work whose answer can reach no one is not done: its caller learns nothing, so nothing may change.
+      this.pending.delete(c.id);
+      p.resolve({ id: c.id, ok: false, error: { code: 'engine_unavailable', message: 'the request was withdrawn: its connection closed before it was sent' } });
+      return false;
+    });
     this.queue = [];
     if (cmds.length === 0) return;
     const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };

@@ -8,6 +8,7 @@ const STATUS_TEXT: Record<number, string> = {
   404: '404 Not Found',
   405: '405 Method Not Allowed',
   409: '409 Conflict',
+  429: '429 Too Many Requests',
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',
   500: '500 Internal Server Error',
@@ -23,9 +24,11 @@ export interface RequestInfo {
   contentLength: number | null;
   authorization: string;
   idempotencyKey: string;
+  /** The client's address as uWS reports it ('' when not asked for). */
+  address: string;
 }
 
-export function requestInfo(req: HttpRequest): RequestInfo {
+export function requestInfo(req: HttpRequest, res?: HttpResponse): RequestInfo {
   const len = req.getHeader('content-length');
   return {
     method: req.getCaseSensitiveMethod().toUpperCase(),
@@ -35,20 +38,45 @@ export function requestInfo(req: HttpRequest): RequestInfo {
     contentLength: len === '' ? null : Number(len),
     authorization: req.getHeader('authorization'),
     idempotencyKey: req.getHeader('idempotency-key'),
+    address: res ? Buffer.from(res.getRemoteAddressAsText()).toString() : '',
   };
 }
 
 /**
  * One HTTP exchange. Tracks abort (uWS forbids touching an aborted response)
  * and corks every write, which uWS needs for responses sent after the handler returned.
+ *
+ * Pipelining: uWS (20.30, HttpContext.h) closes a connection whose next request
+ * arrives while the previous answer is pending ("we still support sync
+ * pipelining" only). So once a request is read, the socket is paused: a
+ * pipelined request stays in the kernel's buffer until this one is answered,
+ * and then gets its own answer in order. Requests that arrived in the same
+ * read as the pending one are beyond reach (uWS closes before calling us);
+ * `aborted` then keeps their work from ever reaching the engine.
  */
 export class Exchange {
   aborted = false;
   done = false;
-  constructor(readonly res: HttpResponse) {
+  private paused = false;
+  /** The client's address, the key of per-address limits. */
+  address = '';
+  /** HEAD: same status and headers as GET, no body. */
+  readonly head: boolean;
+  constructor(
+    readonly res: HttpResponse,
+    method = '',
+  ) {
+    this.head = method === 'HEAD';
     res.onAborted(() => {
       this.aborted = true;
     });
+  }
+
+  /** Stops reading the connection until this exchange is answered (see the class comment). */
+  holdConnection(): void {
+    if (this.paused || this.aborted || this.done) return;
+    this.paused = true;
+    this.res.pause();
   }
 
   json(status: number, body: unknown, extraHeaders?: Record<string, string>): void {
@@ -56,17 +84,21 @@ export class Exchange {
     this.done = true;
     const payload = JSON.stringify(body);
     this.res.cork(() => {
+      // Resumed before end: uWS discards the response object at end.
+      if (this.paused) this.res.resume();
       this.res.writeStatus(STATUS_TEXT[status] ?? String(status)).writeHeader('content-type', 'application/json');
       if (extraHeaders) for (const [k, v] of Object.entries(extraHeaders)) this.res.writeHeader(k, v);
-      this.res.end(payload);
+      // uWS 20.30's endWithoutBody(length) leaves the response pending (it waits for those bytes), so the length goes in by hand.
+      if (this.head) this.res.writeHeader('content-length', String(Buffer.byteLength(payload))).endWithoutBody();
+      else this.res.end(payload);
     });
   }
 
-  error(code: HttpErrorCode, message: string, extra?: Record<string, unknown>): void {
+  error(code: HttpErrorCode, message: string, extra?: Record<string, unknown>, headers?: Record<string, string>): void {
     const status = HTTP_STATUS[code];
     const body: HttpErrorBody = { error: { code, message, ...extra } };
     // The challenge tells Basic-auth clients (curl -u, browsers) what to send.
-    this.json(status, body, status === 401 ? { 'www-authenticate': 'Basic realm="etf"' } : undefined);
+    this.json(status, body, status === 401 ? { 'www-authenticate': 'Basic realm="etf"', ...headers } : headers);
   }
 
   /** Reads the whole body, refusing it with a 413 as soon as it passes `limit` bytes. */
@@ -89,7 +121,10 @@ export class Exchange {
         }
         // uWS reuses the ArrayBuffer after this callback returns: copy it.
         chunks.push(Buffer.from(new Uint8Array(ab).slice()));
-        if (isLast) resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+        if (isLast) {
+          this.holdConnection();
+          resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+        }
       });
       this.res.onAborted(() => {
         this.aborted = true;

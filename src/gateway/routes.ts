@@ -1,16 +1,28 @@
+import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
 import type { ConversionOp, ConversionResult, EngineReply, HistoryResult, HoldingsView, PingResult, RegisterResult } from '../../proto/engine.js';
-import { conversionSchema, credentialsSchema, historySchema, registerSchema } from '../../proto/http.js';
+import {
+  ENGINE_UNAVAILABLE_CONVERSION,
+  GATEWAY_KEY_PREFIX,
+  PASSWORD_MAX_BYTES,
+  REQUEST_ID_HEADER,
+  conversionSchema,
+  credentialsSchema,
+  historySchema,
+  registerSchema,
+} from '../../proto/http.js';
 import type { Authenticator } from './auth.js';
 import type { EngineClient } from './engine-client.js';
 import type { Exchange } from './http.js';
 import type { Params } from './params.js';
 import type { FeedStatusView } from './feed-status.js';
+import type { Refusal, Throttle } from './throttle.js';
 
 export interface RouteDeps {
   engine: EngineClient;
   auth: Authenticator;
+  throttle: Throttle;
   bcryptRounds: number;
   /** Built once: constructing a zod schema per request costs more than the whole rest of the request. */
   conversion: ReturnType<typeof conversionSchema>;
@@ -39,21 +51,46 @@ function engineError(ex: Exchange, reply: EngineReply & { ok: false }): void {
   ex.error(code, message, extra);
 }
 
-/** Authenticates or answers 401/503 itself; returns the client_id on success. */
+/** 429 with Retry-After (whole seconds) and which limit it was. */
+export function tooMany(ex: Exchange, r: Refusal): void {
+  ex.error('too_many_requests', `too many requests (${r.scope}): retry after ${r.retryAfter} s`, { scope: r.scope, retry_after: r.retryAfter }, { 'retry-after': String(r.retryAfter) });
+}
+
+/**
+ * Authenticates or answers 401/429/503 itself; returns the client_id on success.
+ * An address locked out by failed logins is refused before anything else, and
+ * a password that needs bcrypt passes the login throttle first.
+ */
 async function authenticate(ex: Exchange, deps: RouteDeps, params: Params): Promise<number | null> {
   const creds = credentialsSchema.safeParse(params);
   if (!creds.success) {
-    ex.error('unauthorized', 'username and password are required (parameters or HTTP Basic auth)');
+    const tooLong = creds.error.issues.some((i) => i.path[0] === 'password' && i.code === 'custom');
+    ex.error('unauthorized', tooLong ? `no password is over ${PASSWORD_MAX_BYTES} bytes (registration refuses them)` : 'username and password are required (parameters or HTTP Basic auth)');
     return null;
   }
-  const r = await deps.auth.verify(creds.data.username, creds.data.password);
-  if (r.ok) return r.clientId;
-  if (r.unavailable) ex.error('engine_unavailable', r.unavailable);
+  const locked = deps.throttle.loginLocked(ex.address);
+  if (locked) {
+    tooMany(ex, locked);
+    return null;
+  }
+  const r = await deps.auth.verify(creds.data.username, creds.data.password, {
+    beforeSlow: (username) => deps.throttle.beginSlowLogin(ex.address, username),
+    succeeded: (username) => deps.throttle.loginSucceeded(ex.address, username),
+  });
+  if (r.ok) {
+    const busy = deps.throttle.teamRequest(r.clientId);
+    if (!busy) return r.clientId;
+    tooMany(ex, busy);
+  } else if (r.throttled) tooMany(ex, r.throttled);
+  else if (r.unavailable) ex.error('engine_unavailable', r.unavailable);
   else ex.error('unauthorized', 'authentication failed');
   return null;
 }
 
 export async function register(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+  // Before validation and bcrypt: every attempt counts.
+  const refused = deps.throttle.registration(ex.address);
+  if (refused) return tooMany(ex, refused);
   const parsed = registerSchema.safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
   // Hashing runs in libuv's pool; the engine only ever sees the hash.
@@ -67,15 +104,25 @@ export async function register(ex: Exchange, deps: RouteDeps, params: Params): P
 export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> {
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
+  const refused = deps.throttle.conversion(clientId);
+  if (refused) return tooMany(ex, refused);
   const parsed = deps.conversion.safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
   const { etf_name, amount, request_id } = parsed.data;
-  const reply = await deps.engine.call({ op, clientId, etf: etf_name ?? null, amount, ...(request_id !== undefined ? { key: request_id } : {}) });
-  if (!reply.ok) return engineError(ex, reply);
+  // Every conversion carries a key before it leaves: after a 503 the client
+  // can still look its outcome up (GET /requests/<key>) or retry it safely.
+  const key = request_id ?? gatewayKey();
+  const reply = await deps.engine.call({ op, clientId, etf: etf_name ?? null, amount, key }, () => !ex.aborted);
+  if (!reply.ok) {
+    if (reply.error.code === 'engine_unavailable') {
+      return ex.error('engine_unavailable', ENGINE_UNAVAILABLE_CONVERSION, { request_id: key }, { [REQUEST_ID_HEADER]: key });
+    }
+    return engineError(ex, reply);
+  }
   const r = reply.result as ConversionResult;
   ex.json(200, {
     request_id: r.request_id,
-    ...(r.client_request_id !== undefined ? { client_request_id: r.client_request_id } : {}),
+    ...(request_id !== undefined && r.client_request_id !== undefined ? { client_request_id: r.client_request_id } : {}),
     ...(r.replayed ? { replayed: true } : {}),
     op: r.op,
     etf_name: r.etf,
@@ -84,6 +131,9 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     ...holdingsBody(r.holdings),
   });
 }
+
+/** `g-` + 16 random characters of the key alphabet: the gateway's key for a conversion sent without one. */
+export const gatewayKey = (): string => `${GATEWAY_KEY_PREFIX}${randomBytes(12).toString('base64url')}`;
 
 export async function request(ex: Exchange, deps: RouteDeps, params: Params, id: string): Promise<void> {
   const clientId = await authenticate(ex, deps, params);

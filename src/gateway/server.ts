@@ -16,6 +16,7 @@ import { attachWebSocket } from './ws/index.js';
 import { createMetrics, routeLabel } from './metrics.js';
 import { mountStatic } from './static.js';
 import { mountOperator } from './operator.js';
+import { Throttle } from './throttle.js';
 
 export interface GatewayHandle {
   port: number;
@@ -32,8 +33,9 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
   const nc = await connectNats(natsUrl, 'etf-gateway', { role: 'gateway', credsFile: cfg.nats.creds });
   const engine = new EngineClient(nc, cfg.requestTimeoutMs);
-  const auth = new Authenticator(engine);
-  const deps: routes.RouteDeps = { engine, auth, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount) };
+  const auth = new Authenticator(engine, cfg.bcryptRounds);
+  const throttle = new Throttle(cfg.throttle);
+  const deps: routes.RouteDeps = { engine, auth, throttle, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount) };
   const etfs = startEtfsRoute(cfg, nc, log);
   const feedStatus = new FeedStatusView(nc);
   let natsConnected = true;
@@ -57,7 +59,9 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   ]);
 
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
-    const body = info.method === 'GET' ? null : await ex.readBody(cfg.http.maxBodyBytes, info.contentLength);
+    let body: Buffer | null = null;
+    if (info.method === 'GET' || info.method === 'HEAD') ex.holdConnection();
+    else body = await ex.readBody(cfg.http.maxBodyBytes, info.contentLength);
     if (ex.done || ex.aborted) return;
     const params = gatherParams(info, body);
     if (!params.ok) return ex.error(params.code, params.message);
@@ -66,18 +70,21 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
 
   const app = uWS.App();
   // Before the catch-all route, so /ws upgrades reach the WebSocket handler.
-  const ws = attachWebSocket(app, { nc, engine, auth }, log);
+  const ws = attachWebSocket(app, { nc, engine, auth, throttle }, log);
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   metrics.mount(app);
   mountStatic(app, metrics, log);
   const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics }, log);
   app.any('/*', (res, req) => {
-    const ex = new Exchange(res);
-    const info = requestInfo(req);
+    const info = requestInfo(req, res);
+    const ex = new Exchange(res, info.method);
+    ex.address = info.address;
     metrics.track(ex, info.method, routeLabel(info.path, table.keys()));
+    const busy = throttle.request(info.address);
+    if (busy) return routes.tooMany(ex, busy);
     const route = table.get(info.path) ?? (info.path.startsWith('/requests/') ? table.get(ROUTES.request.path) : undefined);
     if (!route) return ex.error('not_found', `no route ${info.path}`);
-    if (info.method !== route.method) {
+    if (info.method !== route.method && !(ex.head && route.method === 'GET')) {
       return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
     }
     run(ex, info, route.handler).catch((err: unknown) => {
@@ -101,6 +108,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
       uWS.us_listen_socket_close(listenSocket);
       ws.close();
       operator.close();
+      throttle.close();
       engine.close();
       etfs.close();
       feedStatus.close();

@@ -14,11 +14,14 @@ import { AccountFeed } from './account.js';
 import type { WsLimits } from './limits.js';
 import { SharedFrame } from './protocol.js';
 import { Session, type SessionHost, type Transport } from './session.js';
+import type { Throttle } from '../throttle.js';
 
 export interface HubDeps {
   nc: NatsConnection;
   engine: EngineClient;
   auth: Authenticator;
+  /** The gateway's throttle: a WebSocket sign-in counts against the same login limits as HTTP. */
+  throttle?: Throttle;
 }
 
 /** ETFs whose last price is kept: the pricing service names them from config, this only bounds a misbehaving publisher. */
@@ -108,15 +111,23 @@ export class Hub implements SessionHost {
   }
 
   /** A new connection. */
-  open(t: Transport, format: WsFormat): Session {
+  open(t: Transport, format: WsFormat, address = ''): Session {
     const s = new Session(t, this, format, this.log);
+    s.address = address;
     if (this.closed) s.close(WS_CLOSE.shutdown);
     else this.sessions.add(s);
     return s;
   }
 
-  verify(username: string, password: string): Promise<AuthResult> | AuthResult {
-    return this.deps.auth.verify(username, password);
+  verify(username: string, password: string, address = ''): Promise<AuthResult> | AuthResult {
+    const throttle = this.deps.throttle;
+    if (!throttle) return this.deps.auth.verify(username, password);
+    const locked = throttle.loginLocked(address);
+    if (locked) return { ok: false, throttled: locked };
+    return this.deps.auth.verify(username, password, {
+      beforeSlow: (u) => throttle.beginSlowLogin(address, u),
+      succeeded: (u) => throttle.loginSucceeded(address, u),
+    });
   }
 
   join(s: Session, clientId: number): AccountFeed<Session> {

@@ -13,6 +13,7 @@ interface UserData {
   resumeFrom?: number;
   session?: Session;
   closed: boolean;
+  address: string;
 }
 
 export interface WsHandle {
@@ -59,7 +60,7 @@ export function attachWebSocket(app: uWS.TemplatedApp, deps: HubDeps, log: Logge
       const authorization = req.getHeader('authorization');
       const basic = authorization === '' ? null : (parseBasic(authorization) ?? 'invalid');
       res.upgrade<UserData>(
-        { format: query.format, basic, resumeFrom: query.resumeFrom, closed: false },
+        { format: query.format, basic, resumeFrom: query.resumeFrom, closed: false, address: Buffer.from(res.getRemoteAddressAsText()).toString() },
         req.getHeader('sec-websocket-key'),
         req.getHeader('sec-websocket-protocol'),
         req.getHeader('sec-websocket-extensions'),
@@ -70,7 +71,7 @@ export function attachWebSocket(app: uWS.TemplatedApp, deps: HubDeps, log: Logge
       const ud = ws.getUserData();
       const basic = ud.basic;
       ud.basic = null; // the password lives no longer than the check
-      ud.session = hub.open(transport(ws), ud.format);
+      ud.session = hub.open(transport(ws), ud.format, ud.address);
       ud.session.open(basic, ud.resumeFrom);
     },
     message: (ws, data, isBinary) => ws.getUserData().session?.onMessage(data, isBinary),

@@ -24,7 +24,7 @@ export interface Transport {
 /** The hub, as a session sees it. */
 export interface SessionHost {
   readonly limits: WsLimits;
-  verify(username: string, password: string): Promise<AuthResult> | AuthResult;
+  verify(username: string, password: string, address?: string): Promise<AuthResult> | AuthResult;
   join(s: Session, clientId: number): AccountFeed;
   leave(s: Session): void;
   /** Latest known price frames for these ETFs ("*": all), loading from KV when needed; `deliver` may run later. */
@@ -78,6 +78,9 @@ export class Session implements FeedListener {
   sent = 0;
   staleCount = 0;
 
+  /** The client's address (login throttling). */
+  address = '';
+
   constructor(
     private readonly t: Transport,
     private readonly host: SessionHost,
@@ -113,7 +116,7 @@ export class Session implements FeedListener {
     const done = (r: AuthResult) => {
       if (this.phase !== 'verifying') return; // closed meanwhile
       if (!r.ok) {
-        this.log.info({ username, unavailable: r.unavailable }, 'ws authentication refused');
+        this.log.info({ username, unavailable: r.unavailable, throttled: r.throttled }, 'ws authentication refused');
         return this.close(r.unavailable ? WS_CLOSE.unavailable : WS_CLOSE.authFailed);
       }
       this.phase = 'authenticated';
@@ -129,7 +132,7 @@ export class Session implements FeedListener {
     };
     let r: Promise<AuthResult> | AuthResult;
     try {
-      r = this.host.verify(username, password);
+      r = this.host.verify(username, password, this.address);
     } catch (err) {
       this.log.error({ err }, 'ws authentication error');
       return this.close(WS_CLOSE.unavailable);
