@@ -23,6 +23,11 @@ import type { EtfPrice } from './marketdata.js';
  * header `Idempotency-Key`): a retry with the same key returns the original
  * result and changes nothing; the same key with other parameters is a 409.
  *   GET  /etfs                                    200 EtfsBody: every ETF, its basket, its latest prices
+ *
+ * NDFEX's own ETF service's read routes, for scripts written against it (own account only):
+ *   GET  /positions/<client_id>           username, password   200 PositionsBody | 401 | 403 (another team's)
+ *   GET  /positions/<client_id>/<symbol>  username, password   200 PositionBody (symbol: id or ticker) | 401 | 403 | 404
+ *   GET  /symbols                                              200 SymbolsBody
  */
 export const ROUTES = {
   register: { method: 'post', path: '/register' },
@@ -33,6 +38,9 @@ export const ROUTES = {
   history: { method: 'get', path: '/history' },
   request: { method: 'get', path: '/requests/*' },
   etfs: { method: 'get', path: '/etfs' },
+  positions: { method: 'get', path: '/positions/*' },
+  symbols: { method: 'get', path: '/symbols' },
+  openapi: { method: 'get', path: '/openapi.json' },
 } as const;
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,16}$/;
@@ -147,9 +155,17 @@ export const historySchema = z.object({
   before: z.string().regex(/^r[0-9]{1,16}$/, 'before must be a request id like r42').optional(),
 });
 
-export interface HttpErrorBody {
-  error: { code: HttpErrorCode; message: string; field?: string; [k: string]: unknown };
-}
+/** Every error answer: `{"error": {"code", "message", "field"?, ...details}}` (e.g. shortfalls, retry_after_s, request_id). */
+export const httpErrorSchema = z.object({
+  error: z
+    .object({
+      code: z.enum(Object.keys(HTTP_STATUS) as [HttpErrorCode, ...HttpErrorCode[]]),
+      message: z.string(),
+      field: z.string().optional(),
+    })
+    .catchall(z.unknown()),
+});
+export type HttpErrorBody = z.infer<typeof httpErrorSchema>;
 
 /**
  * GET /etfs, no parameters:
@@ -170,4 +186,24 @@ export interface EtfListing {
 
 export interface EtfsBody {
   etfs: EtfListing[];
+}
+
+/** GET /positions/<client_id>: every non-zero position, by symbol id and by ticker. */
+export interface PositionsBody {
+  client_id: number;
+  positions: { symbol: number; ticker: string; quantity: number }[];
+  holdings: Record<string, number>;
+}
+
+/** GET /positions/<client_id>/<symbol>: one position (0 when none). */
+export interface PositionBody {
+  client_id: number;
+  symbol: number;
+  ticker: string;
+  quantity: number;
+}
+
+/** GET /symbols: the exchange's symbols and the ETFs this service converts. */
+export interface SymbolsBody {
+  symbols: { symbol: number; ticker: string; tick_size: number | null; etf: boolean }[];
 }

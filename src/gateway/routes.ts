@@ -46,7 +46,7 @@ function invalid(ex: Exchange, error: z.ZodError): void {
   ex.error('invalid_parameter', first.message, { field: first.field, issues });
 }
 
-function engineError(ex: Exchange, reply: EngineReply & { ok: false }): void {
+export function engineError(ex: Exchange, reply: EngineReply & { ok: false }): void {
   const { code, message, ...extra } = reply.error;
   ex.error(code, message, extra);
 }
@@ -61,7 +61,7 @@ export function tooMany(ex: Exchange, r: Refusal): void {
  * An address locked out by failed logins is refused before anything else, and
  * a password that needs bcrypt passes the login throttle first.
  */
-async function authenticate(ex: Exchange, deps: RouteDeps, params: Params): Promise<number | null> {
+export async function authenticate(ex: Exchange, deps: RouteDeps, params: Params): Promise<number | null> {
   const creds = credentialsSchema.safeParse(params);
   if (!creds.success) {
     const tooLong = creds.error.issues.some((i) => i.path[0] === 'password' && i.code === 'custom');

@@ -17,6 +17,9 @@ import { createMetrics, routeLabel } from './metrics.js';
 import { mountStatic } from './static.js';
 import { mountOperator } from './operator.js';
 import { Throttle } from './throttle.js';
+import * as compat from './compat.js';
+import { openApiDocument } from './openapi.js';
+import { loadBaskets } from '../config/baskets.js';
 
 export interface GatewayHandle {
   port: number;
@@ -37,6 +40,8 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const throttle = new Throttle(cfg.throttle);
   const deps: routes.RouteDeps = { engine, auth, throttle, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount) };
   const etfs = startEtfsRoute(cfg, nc, log);
+  const instruments = loadBaskets(cfg.basketsFile || undefined);
+  const apiDescription = openApiDocument(cfg.maxAmount);
   const feedStatus = new FeedStatusView(nc);
   let natsConnected = true;
   void (async () => {
@@ -56,6 +61,9 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => etfs.handle(ex) }],
     [ROUTES.history.path, { method: 'GET', handler: (ex, p) => routes.history(ex, deps, p) }],
     [ROUTES.request.path, { method: 'GET', handler: (ex, p, info) => routes.request(ex, deps, p, info.path.slice(ROUTES.request.path.length - 1)) }],
+    [ROUTES.positions.path, { method: 'GET', handler: (ex, p, info) => compat.positions(ex, deps, instruments, p, info.path.slice(ROUTES.positions.path.length - 1)) }],
+    [ROUTES.symbols.path, { method: 'GET', handler: async (ex) => compat.symbols(ex, instruments) }],
+    [ROUTES.openapi.path, { method: 'GET', handler: async (ex) => ex.json(200, apiDescription) }],
   ]);
 
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
@@ -79,10 +87,11 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     const info = requestInfo(req, res);
     const ex = new Exchange(res, info.method);
     ex.address = info.address;
-    metrics.track(ex, info.method, routeLabel(info.path, table.keys()));
+    const label = routeLabel(info.path, table.keys());
+    metrics.track(ex, info.method, label);
     const busy = throttle.request(info.address);
     if (busy) return routes.tooMany(ex, busy);
-    const route = table.get(info.path) ?? (info.path.startsWith('/requests/') ? table.get(ROUTES.request.path) : undefined);
+    const route = table.get(label);
     if (!route) return ex.error('not_found', `no route ${info.path}`);
     if (info.method !== route.method && !(ex.head && route.method === 'GET')) {
       return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });

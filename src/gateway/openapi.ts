@@ -1,0 +1,104 @@
+import { z } from 'zod';
+import { conversionSchema, credentialsSchema, historySchema, httpErrorSchema, registerSchema, ROUTES, HTTP_STATUS, REQUEST_ID_HEADER } from '../../proto/http.js';
+
+/** zod → JSON Schema (2020-12, what OpenAPI 3.1 uses), as the request arrives (before transforms). */
+const schema = (s: z.ZodType) => {
+  const { $schema: _s, ...rest } = z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  return rest;
+};
+
+const json = (ref: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } });
+const errors = (...statuses: number[]) =>
+  Object.fromEntries(statuses.map((s) => [String(s), { description: errorText(s), content: json('Error') }]));
+const errorText = (status: number) =>
+  `${Object.entries(HTTP_STATUS)
+    .filter(([, v]) => v === status)
+    .map(([k]) => k)
+    .join(', ')}`;
+const ok = (description: string) => ({ '200': { description, content: { 'application/json': { schema: { type: 'object' } } } } });
+const credentials = [{ basicAuth: [] }, { queryCredentials: [] }];
+const body = (ref: string) => ({
+  required: true,
+  content: { 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } }, 'application/x-www-form-urlencoded': { schema: { $ref: `#/components/schemas/${ref}` } } },
+});
+
+/**
+ * The HTTP API as OpenAPI 3.1, built from proto/http.ts: request schemas are
+ * the gateway's own zod schemas, and the paths are its ROUTES, so the
+ * description cannot drift from what is enforced. Served at /openapi.json.
+ */
+export function openApiDocument(maxAmount: number): Record<string, unknown> {
+  const conversion = (op: 'create' | 'redeem') => ({
+    post: {
+      summary: op === 'create' ? 'Create ETF units from the basket (basket debited, ETF credited)' : 'Redeem ETF units into the basket',
+      security: credentials,
+      parameters: [{ name: REQUEST_ID_HEADER, in: 'header', required: false, schema: { type: 'string' }, description: 'idempotency key (or body request_id): a retry returns the first result' }],
+      requestBody: body('Conversion'),
+      responses: { ...ok('the conversion: deltas, holdings, request_id'), ...errors(400, 401, 409, 429, 503) },
+    },
+  });
+  const paths: Record<string, unknown> = {
+    [ROUTES.register.path]: { post: { summary: 'Register a team', requestBody: body('Register'), responses: { ...ok('{client_id, username}'), ...errors(400, 429, 503) } } },
+    [ROUTES.create.path]: conversion('create'),
+    [ROUTES.redeem.path]: conversion('redeem'),
+    [ROUTES.holdings.path]: { get: { summary: "A team's holdings", security: credentials, responses: { ...ok('{client_id, username, seq, holdings, positions}'), ...errors(401, 429, 503) } } },
+    [ROUTES.health.path]: { get: { summary: 'Liveness: NATS, engine, feed bridge, WebSocket hub', responses: { ...ok('{status: ok|degraded, problems?, ...}'), '503': { description: 'engine or NATS down' } } } },
+    [ROUTES.history.path]: {
+      get: {
+        summary: "A team's decisions, newest first",
+        security: credentials,
+        parameters: Object.entries((schema(historySchema) as { properties: Record<string, unknown> }).properties).map(([name, s]) => ({ name, in: 'query', required: false, schema: s })),
+        responses: { ...ok('{entries, next?}'), ...errors(400, 401, 429, 503) },
+      },
+    },
+    '/requests/{id}': {
+      get: {
+        summary: 'One request\'s outcome, by the engine\'s id (r42) or the client\'s key',
+        security: credentials,
+        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+        responses: { ...ok('the audit entry'), ...errors(401, 404, 429, 503) },
+      },
+    },
+    [ROUTES.etfs.path]: { get: { summary: 'Every ETF, its basket and latest prices', responses: ok('{etfs}') } },
+    '/positions/{client_id}': {
+      get: {
+        summary: "NDFEX ETF service compatible: the team's positions (own account only)",
+        security: credentials,
+        parameters: [{ name: 'client_id', in: 'path', required: true, schema: { type: 'integer' } }],
+        responses: { ...ok('{client_id, positions, holdings}'), ...errors(401, 403, 404, 429, 503) },
+      },
+    },
+    '/positions/{client_id}/{symbol}': {
+      get: {
+        summary: 'NDFEX ETF service compatible: one position (symbol id or ticker)',
+        security: credentials,
+        parameters: [
+          { name: 'client_id', in: 'path', required: true, schema: { type: 'integer' } },
+          { name: 'symbol', in: 'path', required: true, schema: { type: 'string' } },
+        ],
+        responses: { ...ok('{client_id, symbol, ticker, quantity}'), ...errors(401, 403, 404, 429, 503) },
+      },
+    },
+    [ROUTES.symbols.path]: { get: { summary: "The exchange's symbols and the ETFs", responses: ok('{symbols}') } },
+    '/openapi.json': { get: { summary: 'This description', responses: ok('OpenAPI 3.1') } },
+    '/ws': { get: { summary: 'WebSocket holdings stream (upgrade); protocol in docs/ws.md', security: credentials, responses: { '101': { description: 'switching protocols' } } } },
+    '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+  };
+  return {
+    openapi: '3.1.0',
+    info: { title: 'ETF engine for NDFEX', version: '1', description: 'Creations and redemptions of NDFEX ETFs, and every team\'s positions. Errors are JSON: {"error": {"code", "message", "field"?}}.' },
+    paths,
+    components: {
+      schemas: {
+        Error: schema(httpErrorSchema),
+        Register: schema(registerSchema),
+        Conversion: { ...schema(conversionSchema(maxAmount)), description: 'plus username and password, unless sent as HTTP Basic auth' },
+        Credentials: schema(credentialsSchema),
+      },
+      securitySchemes: {
+        basicAuth: { type: 'http', scheme: 'basic' },
+        queryCredentials: { type: 'apiKey', in: 'query', name: 'username', description: 'username and password as parameters (query, form or JSON body)' },
+      },
+    },
+  };
+}
