@@ -188,6 +188,33 @@ export interface EtfsBody {
   etfs: EtfListing[];
 }
 
+/** GET /holdings: every non-zero position by ticker and by symbol id; `seq` counts the account's changes. */
+export interface HoldingsBody {
+  client_id: number;
+  username: string;
+  seq: number;
+  holdings: Record<string, number>;
+  positions: { symbol: number; ticker: string; quantity: number }[];
+}
+
+/** POST /create and /redeem: what changed (by ticker) and the holdings after it. */
+export interface ConversionBody extends HoldingsBody {
+  request_id: string;
+  client_request_id?: string;
+  /** The stored answer of an earlier request with the same key: nothing changed now. */
+  replayed?: true;
+  op: 'create' | 'redeem';
+  etf_name: string;
+  amount: number;
+  deltas: Record<string, number>;
+}
+
+/** POST /register. */
+export interface RegisterBody {
+  client_id: number;
+  username: string;
+}
+
 /** GET /positions/<client_id>: every non-zero position, by symbol id and by ticker. */
 export interface PositionsBody {
   client_id: number;

@@ -11,6 +11,8 @@ import {
   credentialsSchema,
   historySchema,
   registerSchema,
+  type ConversionBody,
+  type HoldingsBody,
 } from '../../proto/http.js';
 import type { Authenticator } from './auth.js';
 import type { EngineClient } from './engine-client.js';
@@ -32,7 +34,7 @@ export interface RouteDeps {
 const byTicker = (positions: { ticker: string; quantity: number }[]) =>
   Object.fromEntries(positions.map((p) => [p.ticker, p.quantity]));
 
-export const holdingsBody = (h: HoldingsView) => ({
+export const holdingsBody = (h: HoldingsView): HoldingsBody => ({
   client_id: h.client_id,
   username: h.username,
   seq: h.seq,
@@ -129,7 +131,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     amount: r.amount,
     deltas: byTicker(r.deltas),
     ...holdingsBody(r.holdings),
-  });
+  } satisfies ConversionBody);
 }
 
 /** `g-` + 16 random characters of the key alphabet: the gateway's key for a conversion sent without one. */

@@ -1,0 +1,266 @@
+/**
+ * A typed client for the ETF engine's HTTP API and WebSocket stream, for team
+ * strategies and tools (the CLI in src/cli uses it). Shapes come from proto/:
+ * nothing here re-declares them.
+ *
+ *   import { EtfClient } from 'ndfex-etf-engine/client';
+ *   const etf = new EtfClient({ url: 'http://localhost:8080', username: 'team1', password: 'team1pass' });
+ *   await etf.create(2);                        // 2 UNDY from the basket; retried safely on a 503
+ *   const stream = etf.stream({ onHoldings: (h) => console.log(h.seq, h.holdings) });
+ */
+import { randomBytes } from 'node:crypto';
+import WebSocket from 'ws';
+import type { AuditEntry } from '../../proto/audit.js';
+import type { ConversionBody, EtfsBody, HoldingsBody, HttpErrorBody, PositionBody, PositionsBody, RegisterBody, SymbolsBody } from '../../proto/http.js';
+import { REQUEST_ID_HEADER } from '../../proto/http.js';
+import type { EtfPrice } from '../../proto/marketdata.js';
+import type { RequestOutcome } from '../../proto/requests.js';
+import { WS_CLOSE, WS_PATH, type ClientMessage, type ServerMessage } from '../../proto/ws.js';
+
+export interface ClientOptions {
+  /** The gateway, e.g. http://localhost:8080. */
+  url: string;
+  username?: string;
+  password?: string;
+  /** Attempts of a create/redeem after a 503, a 429 or a lost connection (same key each time). Default 4. */
+  retries?: number;
+  /** Per-request time limit in ms. Default 10000. */
+  timeoutMs?: number;
+  /** Told of each create/redeem attempt that failed and will be retried (with the same key). */
+  onRetry?(err: unknown, attempt: number): void;
+}
+
+/** An answer that is not a 2xx: the service's JSON error, with its HTTP status. */
+export class EtfApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: HttpErrorBody | null,
+    /** The create/redeem key: its outcome can be looked up with request(key) even after a 503. */
+    readonly requestId?: string,
+  ) {
+    super(body?.error.message ?? `HTTP ${status}`);
+  }
+
+  get code(): string {
+    return this.body?.error.code ?? 'http_error';
+  }
+}
+
+export interface ConversionOptions {
+  etf?: string;
+  /** Idempotency key; one is made when absent, and a retry reuses it. */
+  requestId?: string;
+}
+
+export interface HistoryPage {
+  entries: AuditEntry[];
+  next?: string;
+}
+
+/** Keys as the service accepts them: 1-64 of A-Za-z0-9_.:- */
+export const newRequestId = (): string => `c-${randomBytes(12).toString('base64url')}`;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class EtfClient {
+  private readonly base: string;
+
+  constructor(private readonly opts: ClientOptions) {
+    this.base = opts.url.replace(/\/+$/, '');
+  }
+
+  register(username: string, password: string): Promise<RegisterBody> {
+    return this.call('POST', '/register', { body: { username, password }, auth: false });
+  }
+
+  holdings(): Promise<HoldingsBody> {
+    return this.call('GET', '/holdings');
+  }
+
+  create(amount: number, o: ConversionOptions = {}): Promise<ConversionBody> {
+    return this.convert('create', amount, o);
+  }
+
+  redeem(amount: number, o: ConversionOptions = {}): Promise<ConversionBody> {
+    return this.convert('redeem', amount, o);
+  }
+
+  /** One request's outcome, by the engine's id (r42) or the key it was sent with. */
+  request(id: string): Promise<AuditEntry> {
+    return this.call('GET', `/requests/${encodeURIComponent(id)}`);
+  }
+
+  history(o: { limit?: number; before?: string } = {}): Promise<HistoryPage> {
+    const q = new URLSearchParams();
+    if (o.limit !== undefined) q.set('limit', String(o.limit));
+    if (o.before !== undefined) q.set('before', o.before);
+    return this.call('GET', `/history${q.size ? `?${q}` : ''}`);
+  }
+
+  etfs(): Promise<EtfsBody> {
+    return this.call('GET', '/etfs', { auth: false });
+  }
+
+  positions(clientId: number): Promise<PositionsBody>;
+  positions(clientId: number, symbol: string | number): Promise<PositionBody>;
+  positions(clientId: number, symbol?: string | number): Promise<PositionsBody | PositionBody> {
+    return this.call('GET', `/positions/${clientId}${symbol === undefined ? '' : `/${encodeURIComponent(String(symbol))}`}`);
+  }
+
+  symbols(): Promise<SymbolsBody> {
+    return this.call('GET', '/symbols', { auth: false });
+  }
+
+  /**
+   * A create or redeem that is safe to retry: it carries a key from the start,
+   * and a 503 (the engine did not answer in time), a 429 (after Retry-After) or
+   * a lost connection is retried with the same key, so it happens at most once.
+   */
+  private async convert(op: 'create' | 'redeem', amount: number, o: ConversionOptions): Promise<ConversionBody> {
+    const requestId = o.requestId ?? newRequestId();
+    const body = { amount, request_id: requestId, ...(o.etf ? { etf_name: o.etf } : {}) };
+    const attempts = Math.max(1, this.opts.retries ?? 4);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.call<ConversionBody>('POST', `/${op}`, { body, requestId });
+      } catch (err) {
+        const retryable = !(err instanceof EtfApiError) || err.status === 503 || err.status === 429;
+        if (!retryable || attempt >= attempts) throw err;
+        this.opts.onRetry?.(err, attempt);
+        const after = err instanceof EtfApiError && err.status === 429 ? Number(err.body?.error.retry_after ?? 1) * 1000 : 0;
+        await sleep(Math.max(after, 200 * 2 ** (attempt - 1)));
+      }
+    }
+  }
+
+  private async call<T>(method: 'GET' | 'POST', path: string, o: { body?: unknown; auth?: boolean; requestId?: string } = {}): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (o.auth !== false) {
+      if (!this.opts.username || !this.opts.password) throw new EtfApiError(401, { error: { code: 'unauthorized', message: 'username and password are needed for this call' } });
+      headers.authorization = `Basic ${Buffer.from(`${this.opts.username}:${this.opts.password}`).toString('base64')}`;
+    }
+    if (o.body !== undefined) headers['content-type'] = 'application/json';
+    if (o.requestId) headers[REQUEST_ID_HEADER] = o.requestId;
+    const res = await fetch(`${this.base}${path}`, {
+      method,
+      headers,
+      body: o.body === undefined ? undefined : JSON.stringify(o.body),
+      signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000),
+    });
+    const text = await res.text();
+    let json: unknown = null;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      /* not JSON: reported below */
+    }
+    if (!res.ok) throw new EtfApiError(res.status, (json as HttpErrorBody) ?? null, o.requestId);
+    if (json === null) throw new EtfApiError(res.status, { error: { code: 'internal', message: `not JSON: ${text.slice(0, 100)}` } });
+    return json as T;
+  }
+
+  /**
+   * The account's live holdings, ETF prices and request outcomes over the
+   * WebSocket stream. Reconnects by itself and resumes from the last seq it
+   * saw, so no change is missed or applied twice; wrong credentials stop it.
+   */
+  stream(h: StreamHandlers = {}): HoldingsStream {
+    return new HoldingsStream(this.base.replace(/^http/, 'ws') + WS_PATH, this.opts.username ?? '', this.opts.password ?? '', h);
+  }
+}
+
+export interface LiveHoldings {
+  seq: number;
+  holdings: Record<string, number>;
+  positions: HoldingsBody['positions'];
+}
+
+export interface StreamHandlers {
+  onHoldings?(h: LiveHoldings, cause: 'snapshot' | 'fill' | 'create' | 'redeem' | string): void;
+  onPrice?(p: EtfPrice): void;
+  onRequest?(o: RequestOutcome): void;
+  /** Connection state changes: a reconnect resumes where it stopped. */
+  onStatus?(s: 'open' | 'reconnecting' | 'refused', detail?: string): void;
+  /** ETFs whose prices to follow ("*": all). Default all. */
+  prices?: string[];
+}
+
+export class HoldingsStream {
+  /** The last seq applied: a reconnect resumes after it. */
+  seq = -1;
+  readonly current: LiveHoldings = { seq: -1, holdings: {}, positions: [] };
+  private ws: WebSocket | null = null;
+  private stopped = false;
+  private retry = 0;
+  /** Connections opened (the first, then every reconnect). */
+  connections = 0;
+
+  constructor(
+    private readonly url: string,
+    private readonly username: string,
+    private readonly password: string,
+    private readonly h: StreamHandlers,
+  ) {
+    this.connect();
+  }
+
+  /** Closes the connection now, as a network failure would: the stream reconnects and resumes. */
+  drop(): void {
+    this.ws?.terminate();
+  }
+
+  close(): void {
+    this.stopped = true;
+    this.ws?.close();
+  }
+
+  private send(m: ClientMessage): void {
+    this.ws?.send(JSON.stringify(m));
+  }
+
+  private connect(): void {
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    this.connections++;
+    ws.on('open', () => {
+      this.retry = 0;
+      this.send({ type: 'auth', username: this.username, password: this.password, ...(this.seq >= 0 ? { resume_from: this.seq } : {}) });
+      this.send({ type: 'subscribe', prices: this.h.prices ?? ['*'], requests: true });
+      this.h.onStatus?.('open');
+    });
+    ws.on('message', (data) => this.onMessage(JSON.parse(data.toString()) as ServerMessage));
+    ws.on('close', (code, reason) => {
+      if (code === WS_CLOSE.authFailed.code) {
+        this.stopped = true;
+        this.h.onStatus?.('refused', reason.toString());
+        return;
+      }
+      if (this.stopped) return;
+      this.h.onStatus?.('reconnecting');
+      setTimeout(() => !this.stopped && this.connect(), Math.min(5000, 100 * 2 ** this.retry++));
+    });
+    ws.on('error', () => {}); // 'close' follows
+  }
+
+  private apply(seq: number, positions: HoldingsBody['positions'], cause: string): void {
+    this.seq = seq;
+    Object.assign(this.current, { seq, positions, holdings: Object.fromEntries(positions.map((p) => [p.ticker, p.quantity])) });
+    this.h.onHoldings?.(this.current, cause);
+  }
+
+  private onMessage(m: ServerMessage): void {
+    switch (m.type) {
+      case 'snapshot':
+        return this.apply(m.seq, m.positions, 'snapshot');
+      case 'delta':
+        if (m.seq <= this.seq) return; // already applied (a resume overlaps)
+        if (m.seq !== this.seq + 1) return this.send({ type: 'snapshot' }); // missed one: start over
+        return this.apply(m.seq, m.positions, m.cause);
+      case 'price':
+        return this.h.onPrice?.(m.price);
+      case 'request':
+        return this.h.onRequest?.(m.outcome);
+      default:
+    }
+  }
+}

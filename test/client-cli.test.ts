@@ -1,0 +1,163 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { PROJECT_ROOT } from '../src/config/config.js';
+import { EtfApiError, EtfClient, type LiveHoldings } from '../src/client/index.js';
+import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
+import { freePort } from '../src/shared/ports.js';
+import { buy, killProcess, natsClient, quietLog, spawnEngine, startTestNats, tempDir, testConfig, undyBasket, until } from './helpers/system.js';
+
+const run = promisify(execFile);
+let nats: Awaited<ReturnType<typeof startTestNats>>;
+let dir: ReturnType<typeof tempDir>;
+let engine: Awaited<ReturnType<typeof spawnEngine>>;
+let gateway: GatewayHandle;
+let nc: Awaited<ReturnType<typeof natsClient>>;
+let url: string;
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  dir = tempDir();
+  const cfg = testConfig(dir.path, { requestTimeoutMs: 400 });
+  engine = await spawnEngine(nats.url, cfg);
+  gateway = await startGateway(cfg, nats.url, quietLog);
+  url = `http://127.0.0.1:${gateway.port}`;
+  nc = await natsClient(nats.url);
+  await buy(nc, 1, undyBasket(10));
+});
+
+afterAll(async () => {
+  engine?.kill('SIGCONT');
+  if (engine) await killProcess(engine);
+  await nc?.close();
+  await gateway?.close();
+  await nats?.stop();
+  nats?.remove();
+  dir?.remove();
+});
+
+const team1 = () => new EtfClient({ url, username: 'team1', password: 'team1pass' });
+
+describe('client library', () => {
+  it('covers every call: holdings, create, redeem, idempotent retry, request, history, ETFs, positions, symbols, register', async () => {
+    const etf = team1();
+    const start = (await etf.holdings()).holdings;
+    expect(start.KNAN).toBe(10);
+    expect(start.UNDY).toBeUndefined();
+    const created = await etf.create(3, { etf: 'UNDY', requestId: 'lib-1' });
+    expect(created).toMatchObject({ op: 'create', amount: 3, deltas: { KNAN: -3, UNDY: 3 }, client_request_id: 'lib-1' });
+    expect((await etf.create(3, { etf: 'UNDY', requestId: 'lib-1' })).replayed).toBe(true);
+    const redeemed = await etf.redeem(1);
+    expect(redeemed.holdings.UNDY).toBe(2);
+    expect(await etf.request('lib-1')).toMatchObject({ status: 'accepted', kind: 'create', amount: 3 });
+    const page = await etf.history({ limit: 10 });
+    expect(page.entries.map((e) => e.kind)).toEqual(['redeem', 'create']);
+    expect((await etf.etfs()).etfs[0]!.name).toBe('UNDY');
+    expect((await etf.positions(1, 'UNDY')).quantity).toBe(2);
+    expect((await etf.symbols()).symbols).toHaveLength(13);
+    const reg = await new EtfClient({ url }).register('libteam', 'libteampass');
+    expect(reg.username).toBe('libteam');
+  });
+
+  it('errors are EtfApiError with the service\'s code and status', async () => {
+    const err = await team1().create(1000).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(EtfApiError);
+    expect(err).toMatchObject({ status: 400, code: 'insufficient_holdings' });
+    await expect(new EtfClient({ url, username: 'team1', password: 'wrong-password' }).holdings()).rejects.toMatchObject({ status: 401, code: 'unauthorized' });
+  });
+
+  it('a create retried after 503s (engine paused) happens exactly once', async () => {
+    let first503!: () => void;
+    const answered503 = new Promise<void>((r) => (first503 = r));
+    const etf = new EtfClient({ url, username: 'team1', password: 'team1pass', retries: 8, onRetry: (err) => (err as EtfApiError).status === 503 && first503() });
+    const before = (await etf.holdings()).holdings.UNDY ?? 0;
+    engine.kill('SIGSTOP');
+    const pending = etf.create(1, { requestId: 'retry-me' });
+    // The first attempt times out at the gateway (a 503); the engine comes back; a retry with the same key succeeds.
+    await answered503;
+    engine.kill('SIGCONT');
+    const r = await pending;
+    expect(r.client_request_id).toBe('retry-me');
+    expect((await etf.holdings()).holdings.UNDY).toBe(before + 1);
+    expect((await etf.history({ limit: 50 })).entries.filter((e) => e.client_request_id === 'retry-me')).toHaveLength(1);
+  });
+
+  it('the stream resumes after a reconnect without missing or repeating a change', async () => {
+    const seen: LiveHoldings[] = [];
+    const stream = team1().stream({ onHoldings: (h) => seen.push({ ...h, holdings: { ...h.holdings } }) });
+    await until(() => seen.length > 0, 'the first snapshot');
+    const seq0 = stream.seq;
+    stream.drop();
+    // Changes while it is away: two fills.
+    await buy(nc, 1, { 3: 1, 4: 1 });
+    await until(() => stream.connections >= 2 && stream.seq === seq0 + 2, 'resumed past both fills');
+    expect(seen.map((h) => h.seq)).toEqual([seq0, seq0 + 1, seq0 + 2]);
+    expect(seen.at(-1)!.holdings).toEqual((await team1().holdings()).holdings);
+    stream.close();
+  });
+});
+
+describe('command line (ndfex-etf)', () => {
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    run(process.execPath, [join(PROJECT_ROOT, 'dist/src/cli/main.js'), ...args], { env: { ...process.env, ETF_URL: url, ETF_USER: 'team1', ETF_PASSWORD: 'team1pass', ...env } }).then(
+      (r) => ({ code: 0, ...r }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+    );
+
+  it('every command, human and --json', async () => {
+    const h = await cli(['holdings']);
+    expect(h.code).toBe(0);
+    expect(h.stdout).toMatch(/team1 \(client 1, seq \d+\)\nKNAN\s+\d+/);
+    const j = JSON.parse((await cli(['holdings', '--json'])).stdout);
+    expect(j.client_id).toBe(1);
+    const c = await cli(['create', '1', '--etf', 'UNDY', '--request-id', 'cli-1']);
+    expect(c.stdout).toMatch(/^created 1 UNDY \(r\d+\): KNAN -1, .*UNDY \+1/);
+    expect(JSON.parse((await cli(['redeem', '1', '--json'])).stdout)).toMatchObject({ op: 'redeem', amount: 1 });
+    expect((await cli(['request', 'cli-1'])).stdout).toMatch(/create 1 UNDY: accepted/);
+    expect((await cli(['history', '--limit', '2'])).stdout.trim().split('\n')).toHaveLength(2);
+    expect((await cli(['prices'])).stdout).toMatch(/^UNDY/);
+    expect(JSON.parse((await cli(['register', 'cliteam', 'cliteampass', '--json'])).stdout).username).toBe('cliteam');
+    const w = await cli(['watch', '--for', '1', '--json']);
+    expect(w.code).toBe(0);
+    expect(JSON.parse(w.stdout.split('\n')[0]!)).toMatchObject({ type: 'holdings', cause: 'snapshot' });
+  });
+
+  it('errors: one line, no stack trace, non-zero exit', async () => {
+    const bad = await cli(['create', '1000000']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim()).toMatch(/^ndfex-etf: insufficient_holdings: insufficient holdings to create/);
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+    const auth = await cli(['holdings'], { ETF_PASSWORD: 'wrong-password' });
+    expect(auth).toMatchObject({ code: 1 });
+    expect(auth.stderr.trim()).toBe('ndfex-etf: unauthorized: authentication failed');
+    expect((await cli(['create', 'two'])).code).toBe(2);
+    expect((await cli(['frobnicate'])).stderr).toMatch(/unknown command frobnicate/);
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    const down = await cli(['holdings'], { ETF_URL: closed });
+    expect(down.stderr.trim()).toBe(`ndfex-etf: cannot reach ${closed}: is the service running (npm start)?`);
+  });
+});
+
+describe('npm run fill', () => {
+  const fill = (args: string[]) =>
+    run(process.execPath, [join(PROJECT_ROOT, 'dist/src/tools/publish-fill.js'), ...args], { env: { ...process.env, NATS_URL: nats.url, NATS_CREDS: '' } }).then(
+      (r) => ({ code: 0, ...r }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+    );
+
+  it('refuses an unknown side or a missing symbol in one line, and publishes a good fill', async () => {
+    const side = await fill(['--client', '2', '--symbol', 'KNAN', '--quantity', '1', '--side', 'sel']);
+    expect(side.code).toBe(2);
+    expect(side.stderr.trim().split('\n')).toHaveLength(1);
+    expect(side.stderr).toMatch(/^fill: --side must be buy or sell, not "sel"/);
+    const symbol = await fill(['--client', '2', '--quantity', '1']);
+    expect(symbol.code).toBe(2);
+    expect(symbol.stderr.trim()).toMatch(/^fill: --symbol \(a ticker or symbol id\) or --basket is required/);
+    expect((await fill(['--client', '2', '--symbol', 'NOPE', '--quantity', '1'])).stderr).toMatch(/unknown symbol NOPE/);
+    const ok = await fill(['--client', '2', '--symbol', 'KNAN', '--quantity', '3', '--side', 'sell']);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/"side":2/);
+    await until(async () => (await new EtfClient({ url, username: 'team2', password: 'team2pass' }).holdings()).holdings.KNAN === -3, 'the sell applied');
+  });
+});
