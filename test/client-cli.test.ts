@@ -161,3 +161,21 @@ describe('npm run fill', () => {
     await until(async () => (await new EtfClient({ url, username: 'team2', password: 'team2pass' }).holdings()).holdings.KNAN === -3, 'the sell applied');
   });
 });
+
+describe('Python client example (examples/python/etf_client.py)', () => {
+  it('reads holdings and creates from the shell, with the same answers as the service', async () => {
+    const py = (args: string[]) =>
+      run('python3', [join(PROJECT_ROOT, 'examples/python/etf_client.py'), ...args], { env: { ...process.env, ETF_URL: url, ETF_USER: 'team1', ETF_PASSWORD: 'team1pass' } }).then(
+        (r) => ({ code: 0, ...r }),
+        (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+      );
+    const before = await team1().holdings();
+    expect(JSON.parse((await py(['holdings'])).stdout)).toEqual(before.holdings);
+    const created = await py(['create', '1']);
+    expect(created.stdout).toMatch(/^create 1 UNDY \(r\d+\): \{.*"UNDY": 1/);
+    expect((await team1().holdings()).holdings.UNDY).toBe((before.holdings.UNDY ?? 0) + 1);
+    const refused = await py(['create', '100000']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim()).toMatch(/^etf_client: insufficient_holdings: /);
+  });
+});
