@@ -18,6 +18,7 @@ describe('API description', () => {
       const described = r.path.endsWith('/*') ? paths.some((p) => p.startsWith(r.path.slice(0, -1)) && p.length > r.path.length - 1) : paths.includes(r.path);
       expect(described, `${r.path} is described`).toBe(true);
     }
+    for (const extra of ['/', '/operator', '/operator/api/accounts', '/metrics', '/ws', '/openapi.json']) expect(paths, extra).toContain(extra);
     expect(res.body.components.schemas.Error.properties.error.required).toEqual(['code', 'message']);
     // The request schemas are the gateway's own: amount a number, or digits in a form body.
     expect(res.body.components.schemas.Conversion.properties.amount.anyOf).toEqual([{ type: 'number' }, { type: 'string', pattern: '^[0-9]{1,16}$' }]);

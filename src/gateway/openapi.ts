@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { OPERATOR_ROUTES } from '../../proto/operator.js';
+import { PAGES, WEB_PREFIX } from './static.js';
 import { conversionSchema, credentialsSchema, historySchema, httpErrorSchema, registerSchema, ROUTES, HTTP_STATUS, REQUEST_ID_HEADER } from '../../proto/http.js';
 
 /** zod → JSON Schema (2020-12, what OpenAPI 3.1 uses), as the request arrives (before transforms). */
@@ -83,6 +85,13 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
     '/openapi.json': { get: { summary: 'This description', responses: ok('OpenAPI 3.1') } },
     '/ws': { get: { summary: 'WebSocket holdings stream (upgrade); protocol in docs/ws.md', security: credentials, responses: { '101': { description: 'switching protocols' } } } },
     '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
+    ...Object.fromEntries(
+      Object.entries(PAGES).map(([path, file]) => [path, { get: { summary: `web page (${file})`, responses: { '200': { description: 'HTML', content: { 'text/html': { schema: { type: 'string' } } } } } } }]),
+    ),
+    [`${WEB_PREFIX}{file}`]: { get: { summary: "the pages' scripts and styles", parameters: [{ name: 'file', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'a static file' }, ...errors(404) } } },
+    ...Object.fromEntries(
+      Object.entries(OPERATOR_ROUTES).map(([name, path]) => [path, { get: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(401, 503) } } }]),
+    ),
   };
   return {
     openapi: '3.1.0',
