@@ -3,13 +3,12 @@ import type { Bbo } from '../proto/marketdata.js';
 import type { EtfsBody } from '../proto/http.js';
 import { NDFEX_SYMBOLS } from '../proto/symbols.js';
 import { loadBaskets } from '../src/config/baskets.js';
-import { startBridge, type BridgeHandle } from '../src/feed/service.js';
+import type { BridgeHandle } from '../src/feed/service.js';
 import { computePrice } from '../src/pricing/core.js';
-import { startPricing, type PricingHandle } from '../src/pricing/service.js';
-import { startSimulator, type SimulatorHandle } from '../src/sim/service.js';
+import type { SimulatorHandle } from '../src/sim/service.js';
 import { UNDY_COMPONENTS } from '../src/sim/market.js';
-import { api, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
-import { bridgeOpts } from './helpers/feed.js';
+import { api, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
+import { startMarket, type Market } from './helpers/market.js';
 
 /**
  * The whole chain on one host: simulator → multicast → feed bridge → NATS →
@@ -18,37 +17,20 @@ import { bridgeOpts } from './helpers/feed.js';
 describe('simulator through the feed bridge to the engine and pricing', () => {
   let nats: Awaited<ReturnType<typeof startTestNats>>;
   let dir: ReturnType<typeof tempDir>;
+  let market: Market;
   let system: TestSystem;
   let bridge: BridgeHandle;
-  let pricing: PricingHandle;
   let sim: SimulatorHandle;
 
   beforeAll(async () => {
     nats = await startTestNats();
     dir = tempDir();
-    const cfg = testConfig(dir.path); // roster: 1 team1, 2 team2
-    system = await startSystem(nats.url, cfg);
-    pricing = await startPricing(cfg, nats.url, quietLog);
-    const opts = await bridgeOpts(nats.url);
-    bridge = await startBridge(opts, quietLog);
-    sim = await startSimulator({
-      clearing: opts.clearing,
-      md: opts.marketData,
-      snapshot: opts.snapshot,
-      iface: '127.0.0.1',
-      rate: 1,
-      seed: 2024,
-      rosterIds: [1, 2],
-      log: quietLog,
-      manual: true,
-    });
+    market = await startMarket(nats.url, testConfig(dir.path), { seed: 2024, rosterIds: [1, 2] }); // roster: 1 team1, 2 team2
+    ({ system, bridge, sim } = market);
   });
 
   afterAll(async () => {
-    await sim?.close();
-    await bridge?.close();
-    await pricing?.close();
-    await system?.close();
+    await market?.close();
     await nats?.stop();
     nats?.remove();
     dir?.remove();

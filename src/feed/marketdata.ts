@@ -158,23 +158,7 @@ export class MarketData {
   }
 
   private applyLiveOnly(m: MdMessage): void {
-    let symbol: number | undefined;
-    switch (m.type) {
-      case 'new_order':
-        symbol = this.liveBooks.add(m.order_id, m.symbol, m.side, m.quantity, m.price);
-        break;
-      case 'modify_order':
-        symbol = this.liveBooks.modify(m.order_id, m.side, m.quantity, m.price);
-        break;
-      case 'delete_order':
-        symbol = this.liveBooks.remove(m.order_id);
-        break;
-      case 'trade':
-        symbol = this.liveBooks.trade(m.order_id, m.quantity);
-        break;
-      default:
-        return;
-    }
+    const symbol = applyToBooks(this.liveBooks, m);
     if (symbol !== undefined && this.liveOnly.has(symbol)) this.touch(symbol, m);
   }
 
@@ -274,22 +258,8 @@ export class MarketData {
       const at = this.syncedAt.get(symbol);
       if (at === undefined || m.seq <= at) return;
     }
-    let changed: number | undefined;
     const before = this.books.rejected;
-    switch (m.type) {
-      case 'new_order':
-        changed = this.books.add(m.order_id, m.symbol, m.side, m.quantity, m.price);
-        break;
-      case 'modify_order':
-        changed = this.books.modify(m.order_id, m.side, m.quantity, m.price);
-        break;
-      case 'delete_order':
-        changed = this.books.remove(m.order_id);
-        break;
-      case 'trade':
-        changed = this.books.trade(m.order_id, m.quantity);
-        break;
-    }
+    const changed = applyToBooks(this.books, m);
     this.stats.rejected += this.books.rejected - before;
     if (changed !== undefined) this.touch(changed, m);
   }
@@ -337,6 +307,22 @@ export class MarketData {
       this.buffer = this.buffer.slice(h);
       this.bufferHead = 0;
     }
+  }
+}
+
+/** Applies a book-changing live message; the symbol whose book changed, or undefined (refused, or no book change). */
+function applyToBooks(books: Books, m: MdMessage): number | undefined {
+  switch (m.type) {
+    case 'new_order':
+      return books.add(m.order_id, m.symbol, m.side, m.quantity, m.price);
+    case 'modify_order':
+      return books.modify(m.order_id, m.side, m.quantity, m.price);
+    case 'delete_order':
+      return books.remove(m.order_id);
+    case 'trade':
+      return books.trade(m.order_id, m.quantity);
+    default:
+      return undefined;
   }
 }
 
