@@ -16,7 +16,8 @@ export type EngineCommand =
   /** Read: the account's client_id and bcrypt hash, so the gateway can verify a password. */
   | { op: 'credentials'; username: string }
   /** `key`: the caller's idempotency key; a retry with the same key returns the original result. */
-  | { op: ConversionOp; clientId: number; etf: string | null; amount: number; key?: string }
+  /** `dryRun`: decide and answer, but change and journal nothing. */
+  | { op: ConversionOp; clientId: number; etf: string | null; amount: number; key?: string; dryRun?: boolean }
   /** Read: one of the account's requests, by engine request id or by the caller's key. */
   | { op: 'request'; clientId: number; id: string }
   /** Read: the account's audit entries, newest first, those with request ids below `before` when given. */
@@ -67,6 +68,8 @@ export interface EngineError {
   /** Field the error is about, for a 400 that names it. */
   field?: string;
   shortfalls?: Shortfall[];
+  /** The ETF's creation unit, when `amount` is not a multiple of it. */
+  unit?: number;
 }
 
 export interface Position {
@@ -99,6 +102,8 @@ export interface ConversionResult {
   client_request_id?: string;
   /** True when this is the stored result of an earlier request with the same key. */
   replayed?: boolean;
+  /** A dry run: what would happen; nothing changed and nothing was journaled. */
+  dry_run?: true;
   op: ConversionOp;
   etf: string;
   amount: number;

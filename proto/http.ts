@@ -145,6 +145,10 @@ export const conversionSchema = (maxAmount: number) =>
     etf_name: z.string().min(1, 'etf_name must not be empty').max(64).optional(),
     amount: amountSchema(maxAmount),
     request_id: z.string().regex(CLIENT_REQUEST_ID_PATTERN, 'request_id must be 1-64 characters of A-Z a-z 0-9 _ . : -').optional(),
+    /** Answer what would happen (deltas, or the refusal) and change nothing. */
+    dry_run: z
+      .union([z.boolean(), z.enum(['true', 'false', '1', '0'], { error: 'dry_run must be true or false' }).transform((v) => v === 'true' || v === '1')])
+      .optional(),
   });
 
 export const historySchema = z.object({
@@ -203,6 +207,8 @@ export interface ConversionBody extends HoldingsBody {
   client_request_id?: string;
   /** The stored answer of an earlier request with the same key: nothing changed now. */
   replayed?: true;
+  /** What would happen: nothing changed, nothing journaled (request_id is "dry-run"). */
+  dry_run?: true;
   op: 'create' | 'redeem';
   etf_name: string;
   amount: number;

@@ -114,6 +114,7 @@ describe('command line (ndfex-etf)', () => {
     const c = await cli(['create', '1', '--etf', 'UNDY', '--request-id', 'cli-1']);
     expect(c.stdout).toMatch(/^created 1 UNDY \(r\d+\): KNAN -1, .*UNDY \+1/);
     expect(JSON.parse((await cli(['redeem', '1', '--json'])).stdout)).toMatchObject({ op: 'redeem', amount: 1 });
+    expect((await cli(['create', '1', '--dry-run'])).stdout).toMatch(/^would create 1 UNDY \(dry-run\): KNAN -1/);
     expect((await cli(['request', 'cli-1'])).stdout).toMatch(/create 1 UNDY: accepted/);
     expect((await cli(['history', '--limit', '2'])).stdout.trim().split('\n')).toHaveLength(2);
     expect((await cli(['prices'])).stdout).toMatch(/^UNDY/);

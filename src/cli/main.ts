@@ -15,7 +15,7 @@ import type { EtfPrice } from '../../proto/marketdata.js';
 const USAGE = `usage: ndfex-etf <command> [options]
 commands:
   holdings                      your positions
-  create <amount> [--etf NAME]  create ETF units from the basket (safe to retry: --request-id KEY)
+  create <amount> [--etf NAME]  create ETF units from the basket (safe to retry: --request-id KEY; --dry-run changes nothing)
   redeem <amount> [--etf NAME]  redeem ETF units into the basket
   history [--limit N]           your recent creations, redemptions and refusals
   request <id>                  one request's outcome (r42 or your key)
@@ -40,6 +40,7 @@ const { values, positionals } = (() => {
         json: { type: 'boolean', default: false },
         etf: { type: 'string' },
         'request-id': { type: 'string' },
+        'dry-run': { type: 'boolean', default: false },
         limit: { type: 'string' },
         for: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -78,7 +79,7 @@ function amountArg(): number {
 }
 
 const conversionText = (r: ConversionBody) =>
-  `${r.op === 'create' ? 'created' : 'redeemed'} ${r.amount} ${r.etf_name} (${r.request_id}${r.replayed ? ', replayed: nothing changed now' : ''}): ` +
+  `${r.dry_run ? `would ${r.op}` : r.op === 'create' ? 'created' : 'redeemed'} ${r.amount} ${r.etf_name} (${r.request_id}${r.replayed ? ', replayed: nothing changed now' : ''}): ` +
   Object.entries(r.deltas)
     .map(([t, d]) => `${t} ${signed(d)}`)
     .join(', ');
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
     case 'create':
     case 'redeem': {
       const amount = amountArg();
-      const opts = { etf: values.etf, requestId: values['request-id'] };
+      const opts = { etf: values.etf, requestId: values['request-id'], dryRun: values['dry-run'] };
       const r = cmd === 'create' ? await client.create(amount, opts) : await client.redeem(amount, opts);
       return out(r, conversionText(r));
     }

@@ -50,6 +50,8 @@ export interface ConversionOptions {
   etf?: string;
   /** Idempotency key; one is made when absent, and a retry reuses it. */
   requestId?: string;
+  /** Answer what would happen (deltas, or the refusal) and change nothing. */
+  dryRun?: boolean;
 }
 
 export interface HistoryPage {
@@ -117,8 +119,8 @@ export class EtfClient {
    * a lost connection is retried with the same key, so it happens at most once.
    */
   private async convert(op: 'create' | 'redeem', amount: number, o: ConversionOptions): Promise<ConversionBody> {
-    const requestId = o.requestId ?? newRequestId();
-    const body = { amount, request_id: requestId, ...(o.etf ? { etf_name: o.etf } : {}) };
+    const requestId = o.dryRun ? undefined : (o.requestId ?? newRequestId());
+    const body = { amount, ...(requestId ? { request_id: requestId } : {}), ...(o.etf ? { etf_name: o.etf } : {}), ...(o.dryRun ? { dry_run: true } : {}) };
     const attempts = Math.max(1, this.opts.retries ?? 4);
     for (let attempt = 1; ; attempt++) {
       try {

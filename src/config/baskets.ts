@@ -15,6 +15,8 @@ export interface Basket {
   /** The symbol id the ETF's own units are held under. */
   symbol: number;
   components: Component[];
+  /** Creation unit: `amount` must be a multiple of it (1: any whole number). */
+  unit: number;
 }
 
 /** Every symbol the engine keeps positions in: the exchange's, plus ETFs not listed there. */
@@ -33,6 +35,8 @@ const basketFile = z.object({
         // positions by symbol id, so an id must never depend on file order.
         symbol: z.number().int().positive().optional(),
         components: z.record(z.string(), z.number().int().positive()),
+        /** Creation unit size: conversions in multiples of it (default 1). */
+        unit: z.number().int().positive().optional(),
       }),
     )
     .min(1),
@@ -81,7 +85,7 @@ export function buildInstruments(def: z.infer<typeof basketFile>, origin: string
       return { symbol: id, ticker, weight };
     });
     if (components.length === 0) fail(`ETF ${etf.name} has no components`);
-    baskets.set(etf.name, { name: etf.name, symbol, components });
+    baskets.set(etf.name, { name: etf.name, symbol, components, unit: etf.unit ?? 1 });
   }
   return {
     baskets,

@@ -196,7 +196,8 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
     case 'redeem': {
       const acc = state.accounts.get(cmd.clientId);
       if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
-      if (cmd.key !== undefined) {
+      // A dry run is never stored: its key, if any, is not taken.
+      if (cmd.key !== undefined && !cmd.dryRun) {
         const earlier = acc.keys.get(cmd.key);
         if (earlier) {
           const same =
@@ -217,13 +218,16 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       const key = cmd.key !== undefined ? { key: cmd.key } : {};
       const reject = (error: EngineError): Decision => ({
         error,
-        events: [{ t: 'rejected', requestId, ...key, kind: cmd.op, clientId: acc.clientId, etf: cmd.etf, amount: cmd.amount, error, holdings: sortedPositions(acc), ts: now }],
+        events: cmd.dryRun ? [] : [{ t: 'rejected', requestId, ...key, kind: cmd.op, clientId: acc.clientId, etf: cmd.etf, amount: cmd.amount, error, holdings: sortedPositions(acc), ts: now }],
       });
       if (!Number.isSafeInteger(cmd.amount) || cmd.amount < 1 || cmd.amount > cfg.maxAmount) {
         return refuse({ code: 'invalid_amount', field: 'amount', message: `amount must be a whole number from 1 to ${cfg.maxAmount}` });
       }
       const basket = pickBasket(cfg, cmd.etf);
       if ('code' in basket) return reject(basket);
+      if (cmd.amount % basket.unit !== 0) {
+        return reject({ code: 'invalid_amount', field: 'amount', unit: basket.unit, message: `amount must be a multiple of ${basket.name}'s creation unit of ${basket.unit}` });
+      }
       const deltas = conversionDeltas(basket, cmd.op, cmd.amount);
       const shortfalls: Shortfall[] = [];
       for (const [symbol, d] of deltas) {
@@ -254,8 +258,15 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
         ts: now,
       };
       const outcome = conversionOutcome(ev, acc, cfg, false);
+      const result = outcome.result as ConversionResult;
+      if (cmd.dryRun) {
+        // What would happen: the positions after, but no request id taken, nothing changed.
+        result.request_id = 'dry-run';
+        result.dry_run = true;
+        return { result, events: [] };
+      }
       // The view is of the state after the event: one change later than now.
-      (outcome.result as ConversionResult).holdings.seq = acc.version + 1;
+      result.holdings.seq = acc.version + 1;
       return { ...outcome, events: [ev] };
     }
   }

@@ -110,13 +110,15 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
   if (refused) return tooMany(ex, refused);
   const parsed = deps.conversion.safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
-  const { etf_name, amount, request_id } = parsed.data;
+  const { etf_name, amount, request_id, dry_run } = parsed.data;
   // Every conversion carries a key before it leaves: after a 503 the client
   // can still look its outcome up (GET /requests/<key>) or retry it safely.
-  const key = request_id ?? gatewayKey();
-  const reply = await deps.engine.call({ op, clientId, etf: etf_name ?? null, amount, key }, () => !ex.aborted);
+  // A dry run changes nothing and is never stored: it needs none.
+  const key = dry_run ? undefined : (request_id ?? gatewayKey());
+  const reply = await deps.engine.call({ op, clientId, etf: etf_name ?? null, amount, ...(key ? { key } : {}), ...(dry_run ? { dryRun: true } : {}) }, () => !ex.aborted);
   if (!reply.ok) {
     if (reply.error.code === 'engine_unavailable') {
+      if (!key) return ex.error('engine_unavailable', 'the engine did not answer in time (a dry run changes nothing: ask again)');
       return ex.error('engine_unavailable', ENGINE_UNAVAILABLE_CONVERSION, { request_id: key }, { [REQUEST_ID_HEADER]: key });
     }
     return engineError(ex, reply);
@@ -126,6 +128,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     request_id: r.request_id,
     ...(request_id !== undefined && r.client_request_id !== undefined ? { client_request_id: r.client_request_id } : {}),
     ...(r.replayed ? { replayed: true } : {}),
+    ...(r.dry_run ? { dry_run: true } : {}),
     op: r.op,
     etf_name: r.etf,
     amount: r.amount,
