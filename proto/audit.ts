@@ -18,6 +18,8 @@ export interface AuditEntry {
   amount?: number;
   /** Signed change per symbol when accepted. */
   deltas?: Position[];
+  /** Fee charged in cash when accepted and fees are on. */
+  fee?: number;
   /** The account's positions right after the decision. */
   holdings?: Position[];
   error?: EngineError;

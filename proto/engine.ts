@@ -84,6 +84,8 @@ export interface HoldingsView {
   /** The account's change counter at this view (the `seq` of proto/holdings.ts). */
   seq: number;
   positions: Position[];
+  /** Cash in price units: fills move it by quantity × price the other way, fees take from it. */
+  cash: number;
 }
 
 export interface RegisterResult {
@@ -109,6 +111,8 @@ export interface ConversionResult {
   amount: number;
   /** Signed change per symbol, ETF units included. */
   deltas: Position[];
+  /** Fee charged in cash for this conversion (0 when fees are off). */
+  fee: number;
   holdings: HoldingsView;
 }
 
@@ -128,7 +132,7 @@ export interface DumpResult {
   /** The journal sequence and fill-stream sequence this state is exactly the replay of. */
   journal_seq: number;
   fill_seq: number;
-  accounts: { client_id: number; username: string; positions: [number, number][] }[];
+  accounts: { client_id: number; username: string; positions: [number, number][]; cash: number }[];
 }
 
 export type EngineResult = RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult | DumpResult;

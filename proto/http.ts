@@ -199,6 +199,8 @@ export interface HoldingsBody {
   seq: number;
   holdings: Record<string, number>;
   positions: { symbol: number; ticker: string; quantity: number }[];
+  /** Price units: fills move it by quantity × price the other way; conversion fees take from it. */
+  cash: number;
 }
 
 /** POST /create and /redeem: what changed (by ticker) and the holdings after it. */
@@ -213,6 +215,8 @@ export interface ConversionBody extends HoldingsBody {
   etf_name: string;
   amount: number;
   deltas: Record<string, number>;
+  /** Fee charged in cash (0 when fees are off). */
+  fee: number;
 }
 
 /** POST /register. */

@@ -37,6 +37,8 @@ export type JournalEvent =
       deltas: Delta[];
       /** Positions right after, for the audit trail (replay order of fills differs, so they cannot be recomputed). */
       after: Delta[];
+      /** Fee charged in cash (price units); absent: none (journals from before fees). */
+      fee?: number;
       ts: number;
     }
   /** A refused create, redeem or registration: changes no position, kept for the audit trail and idempotent retries. */

@@ -108,7 +108,7 @@ describe('command line (ndfex-etf)', () => {
   it('every command, human and --json', async () => {
     const h = await cli(['holdings']);
     expect(h.code).toBe(0);
-    expect(h.stdout).toMatch(/team1 \(client 1, seq \d+\)\nKNAN\s+\d+/);
+    expect(h.stdout).toMatch(/team1 \(client 1, seq \d+, cash -?\d+\)\nKNAN\s+\d+/);
     const j = JSON.parse((await cli(['holdings', '--json'])).stdout);
     expect(j.client_id).toBe(1);
     const c = await cli(['create', '1', '--etf', 'UNDY', '--request-id', 'cli-1']);

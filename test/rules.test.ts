@@ -4,10 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { JOURNAL_STREAM } from '../proto/subjects.js';
+import type { JournalEvent } from '../proto/journal.js';
 import { buildInstruments } from '../src/config/baskets.js';
-import { decide } from '../src/engine/core.js';
+import { applyFill, applySessionReset, decide } from '../src/engine/core.js';
+import { consistencyCheck } from '../src/engine/check.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { EngineClient } from '../src/gateway/engine-client.js';
+import type { DumpResult } from '../proto/engine.js';
 import { applyEvent, emptyState } from '../src/engine/state.js';
-import { buy, useSystem } from './helpers/system.js';
+import { buy, quietLog, useSystem } from './helpers/system.js';
 
 /** UNDY in creation units of 5, and a TECH basket without one. */
 const baskets = join(mkdtempSync(join(tmpdir(), 'etf-rules-')), 'baskets.json');
@@ -50,6 +55,73 @@ describe('conversion rules in the core', () => {
     const real = decide(s, cfg, { op: 'create', clientId: 1, etf: 'UNDY', amount: 5, key: 'k1' }, 1);
     expect(real.events).toHaveLength(1);
     expect((real.result as { deltas: unknown }).deltas).toEqual((dry.result as { deltas: unknown }).deltas);
+  });
+});
+
+describe('cash and fees in the core', () => {
+  const fees = { create: { fixed: 5, per_unit: 2 }, redeem: { fixed: 1, per_unit: 0 } };
+  const cfg = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000, fees };
+
+  it('fills move cash by quantity × price the other way; an exchange reset starts cash from 0', () => {
+    const s = emptyState();
+    applyEvent(s, { t: 'account', clientId: 1, username: 't', source: 'roster', ts: 0 });
+    applyFill(s, { seq: 1, client_id: 1, symbol: 3, side: 1, quantity: 10, price: 100 }, 1);
+    applyFill(s, { seq: 2, client_id: 1, symbol: 3, side: 2, quantity: 4, price: 120 }, 2);
+    expect(s.accounts.get(1)!.cash).toBe(-1000 + 480);
+    applySessionReset(s, 3);
+    expect(s.accounts.get(1)!.cash).toBe(0);
+  });
+
+  it('a conversion fee (fixed + per unit, by side) is charged in cash, shown, journaled, and replays to the same cash', () => {
+    const s = emptyState();
+    applyEvent(s, { t: 'account', clientId: 1, username: 't', source: 'roster', opening: [[3, 20], [4, 20], [5, 20], [6, 20], [7, 20], [8, 20], [9, 20], [10, 20], [11, 20], [12, 20]], ts: 0 });
+    const journal: JournalEvent[] = [];
+    const run = (cmd: Parameters<typeof decide>[2]) => {
+      const d = decide(s, cfg, cmd, 1);
+      for (const ev of d.events) {
+        applyEvent(s, ev);
+        journal.push(ev);
+      }
+      return d;
+    };
+    const created = run({ op: 'create', clientId: 1, etf: 'UNDY', amount: 10 });
+    expect(created.result).toMatchObject({ fee: 25, holdings: { cash: -25 } });
+    expect(created.events[0]).toMatchObject({ t: 'conversion', fee: 25 });
+    run({ op: 'redeem', clientId: 1, etf: 'UNDY', amount: 5 });
+    expect(s.accounts.get(1)!.cash).toBe(-26);
+    // A dry run says what it would cost and charges nothing.
+    expect(decide(s, cfg, { op: 'create', clientId: 1, etf: 'UNDY', amount: 5, dryRun: true }, 1).result).toMatchObject({ fee: 15 });
+    expect(s.accounts.get(1)!.cash).toBe(-26);
+    // Replay of the journal alone (fees config gone) reproduces the cash: the fee is in the event.
+    const replay = emptyState();
+    applyEvent(replay, { t: 'account', clientId: 1, username: 't', source: 'roster', opening: [[3, 20], [4, 20], [5, 20], [6, 20], [7, 20], [8, 20], [9, 20], [10, 20], [11, 20], [12, 20]], ts: 0 });
+    for (const ev of journal) applyEvent(replay, ev);
+    expect(replay.accounts.get(1)!.cash).toBe(-26);
+  });
+});
+
+describe('cash and fees over HTTP', () => {
+  const sys = useSystem({ rules: { fees: { create: { fixed: 10, per_unit: 1 }, redeem: { fixed: 0, per_unit: 3 } } } });
+  const t1: [string, string] = ['team1', 'team1pass'];
+
+  it('holdings show cash from fills; a create shows and charges its fee; history has it; the consistency check agrees', async () => {
+    await buy(sys.nc, 1, { 3: 4, 4: 4, 5: 4, 6: 4, 7: 4, 8: 4, 9: 4, 10: 4, 11: 4, 12: 4 });
+    const h = (await sys.http.holdings(...t1)).body;
+    expect(h.cash).toBe(-40 * 100); // 40 units bought at 100
+    const c = await sys.http.send('POST', '/create', { basic: t1, form: { amount: 2 } });
+    expect(c.status).toBe(200);
+    expect(c.body).toMatchObject({ fee: 12, cash: -4000 - 12 });
+    const r = await sys.http.send('POST', '/redeem', { basic: t1, form: { amount: 1 } });
+    expect(r.body).toMatchObject({ fee: 3, cash: -4015 });
+    const history = (await sys.http.send('GET', '/history', { basic: t1 })).body.entries;
+    expect(history.map((e: { fee?: number }) => e.fee)).toEqual([3, 12]);
+    const engine = new EngineClient(sys.nc, 5000);
+    const dump = await engine.call({ op: 'dump' });
+    engine.close();
+    if (!dump.ok) throw new Error(dump.error.message);
+    const report = await consistencyCheck(sys.nc, dump.result as DumpResult, loadBaskets(undefined), quietLog);
+    expect(report.mismatches).toEqual([]);
+    expect(report.ok).toBe(true);
   });
 });
 

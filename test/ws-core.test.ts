@@ -60,7 +60,7 @@ describe('AccountFeed', () => {
     feed.startJoin();
     for (const s of [4, 5, 6, 7]) expect(feed.offer(change(s))).toBe('ok');
     expect(l.seqs).toEqual([]);
-    expect(feed.snapshot({ client_id: 1, username: 'team1', seq: 5, positions: [] })).toBe('ok');
+    expect(feed.snapshot({ client_id: 1, username: 'team1', seq: 5, positions: [], cash: 0 })).toBe('ok');
     expect(feed.seq).toBe(7);
     expect(feed.positions).toEqual(change(7).positions);
     expect(l.lives).toEqual([false]);
@@ -77,7 +77,7 @@ describe('AccountFeed', () => {
     const feed = new AccountFeed(1, 16);
     feed.startJoin();
     feed.offer(change(9));
-    expect(feed.snapshot({ client_id: 1, username: 'team1', seq: 5, positions: [] })).toBe('gap');
+    expect(feed.snapshot({ client_id: 1, username: 'team1', seq: 5, positions: [], cash: 0 })).toBe('gap');
   });
 });
 
@@ -125,7 +125,7 @@ function connected(limits = wsLimits({ softBufferBytes: 1000, staleTimeoutMs: 50
   socket.onEnd = () => session.onClosed();
   feed.startJoin();
   session.open({ username: 'team1', password: 'x' });
-  feed.snapshot({ client_id: 1, username: 'team1', seq: 0, positions: [] });
+  feed.snapshot({ client_id: 1, username: 'team1', seq: 0, positions: [], cash: 0 });
   session.flush();
   return { feed, socket, session };
 }

@@ -82,7 +82,8 @@ const conversionText = (r: ConversionBody) =>
   `${r.dry_run ? `would ${r.op}` : r.op === 'create' ? 'created' : 'redeemed'} ${r.amount} ${r.etf_name} (${r.request_id}${r.replayed ? ', replayed: nothing changed now' : ''}): ` +
   Object.entries(r.deltas)
     .map(([t, d]) => `${t} ${signed(d)}`)
-    .join(', ');
+    .join(', ') +
+  (r.fee ? `; fee ${r.fee}` : '');
 
 async function main(): Promise<void> {
   const cmd = positionals[0];
@@ -93,7 +94,7 @@ async function main(): Promise<void> {
   switch (cmd) {
     case 'holdings': {
       const h = await client.holdings();
-      return out(h, `${h.username} (client ${h.client_id}, seq ${h.seq})\n${holdingsText(h)}`);
+      return out(h, `${h.username} (client ${h.client_id}, seq ${h.seq}, cash ${h.cash})\n${holdingsText(h)}`);
     }
     case 'create':
     case 'redeem': {

@@ -78,6 +78,18 @@ const configSchema = z.object({
   operator: z.object({ username: z.string().min(1), password: z.string().min(8, 'operator password must be at least 8 characters') }).optional(),
   /** Rate limits of the gateway (429 with Retry-After). */
   throttle: throttleSchema.optional(),
+  /** Conversion rules; every one off when absent. */
+  rules: z
+    .object({
+      /** Fees in cash (price units) per conversion: `fixed` + `per_unit` × amount. */
+      fees: z
+        .object({
+          create: z.object({ fixed: z.number().int().min(0), per_unit: z.number().int().min(0) }),
+          redeem: z.object({ fixed: z.number().int().min(0), per_unit: z.number().int().min(0) }),
+        })
+        .optional(),
+    })
+    .optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

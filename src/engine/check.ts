@@ -14,8 +14,8 @@ export interface CheckReport {
   journalSeq: number;
   fillSeq: number;
   accounts: number;
-  /** Accounts whose live positions differ from the rebuild. */
-  mismatches: { client_id: number; live: [number, number][]; rebuilt: [number, number][] }[];
+  /** Accounts whose live positions or cash differ from the rebuild. */
+  mismatches: { client_id: number; live: [number, number][]; rebuilt: [number, number][]; live_cash: number; rebuilt_cash: number }[];
   /** Symbols where conversions did not conserve units, weight for weight. */
   conservation: { symbol: number; ticker: string; expected: number; journaled: number }[];
   ok: boolean;
@@ -80,11 +80,15 @@ export function conservation(events: JournalEvent[], instruments: Instruments): 
 export async function consistencyCheck(nc: NatsConnection, live: DumpResult, instruments: Instruments, log: Logger): Promise<CheckReport> {
   const { state, events } = await rebuild(nc, live.journal_seq, live.fill_seq, log);
   const mismatches: CheckReport['mismatches'] = [];
-  const liveById = new Map(live.accounts.map((a) => [a.client_id, a.positions]));
+  const liveById = new Map(live.accounts.map((a) => [a.client_id, a]));
   for (const id of new Set([...liveById.keys(), ...state.accounts.keys()])) {
-    const l = liveById.get(id) ?? [];
-    const r = [...(state.accounts.get(id)?.positions ?? [])].sort((a, b) => a[0] - b[0]);
-    if (JSON.stringify(l) !== JSON.stringify(r)) mismatches.push({ client_id: id, live: l, rebuilt: r });
+    const l = liveById.get(id);
+    const acc = state.accounts.get(id);
+    const r = [...(acc?.positions ?? [])].sort((a, b) => a[0] - b[0]);
+    // Cash too: every fill's quantity × price and every fee, the same live and rebuilt.
+    if (JSON.stringify(l?.positions ?? []) !== JSON.stringify(r) || (l?.cash ?? 0) !== (acc?.cash ?? 0)) {
+      mismatches.push({ client_id: id, live: l?.positions ?? [], rebuilt: r, live_cash: l?.cash ?? 0, rebuilt_cash: acc?.cash ?? 0 });
+    }
   }
   const cons = conservation(events, instruments);
   return { journalSeq: live.journal_seq, fillSeq: live.fill_seq, accounts: liveById.size, mismatches, conservation: cons, ok: mismatches.length === 0 && cons.length === 0 };

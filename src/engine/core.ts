@@ -16,10 +16,23 @@ export interface Decision {
   events: JournalEvent[];
 }
 
+/** A conversion's fee in cash: `fixed` plus `per_unit` × amount (price units). */
+export interface Fee {
+  fixed: number;
+  per_unit: number;
+}
+
 export interface CoreConfig {
   instruments: Instruments;
   maxAmount: number;
+  /** Off (no fee) when absent. */
+  fees?: { create: Fee; redeem: Fee };
 }
+
+export const conversionFee = (cfg: CoreConfig, op: 'create' | 'redeem', amount: number): number => {
+  const f = cfg.fees?.[op];
+  return f ? f.fixed + f.per_unit * amount : 0;
+};
 
 const refuse = (error: EngineError): Decision => ({ error, events: [] });
 const MAX_HISTORY_PAGE = 500;
@@ -34,7 +47,7 @@ function positionsOf(deltas: readonly Delta[], instruments: Instruments): Positi
 const sortedPositions = (acc: Account): Delta[] => [...acc.positions].sort((a, b) => a[0] - b[0]);
 
 export function holdingsView(acc: Account, instruments: Instruments): HoldingsView {
-  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(sortedPositions(acc), instruments) };
+  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(sortedPositions(acc), instruments), cash: acc.cash };
 }
 
 function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
@@ -72,6 +85,7 @@ export function auditEntry(ev: AuditEvent, instruments: Instruments): AuditEntry
         etf: ev.etf,
         amount: ev.amount,
         deltas: positionsOf(ev.deltas, instruments),
+        ...(ev.fee ? { fee: ev.fee } : {}),
         holdings: positionsOf(ev.after, instruments),
         ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
         ts: ev.ts,
@@ -105,7 +119,9 @@ function conversionOutcome(ev: AuditEvent, acc: Account, cfg: CoreConfig, replay
     etf: ev.etf,
     amount: ev.amount,
     deltas: positionsOf(ev.deltas, cfg.instruments),
-    holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(ev.after, cfg.instruments) },
+    fee: ev.fee ?? 0,
+    // A first answer shows the cash after this fee; a replay, the cash now.
+    holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(ev.after, cfg.instruments), cash: replayed ? acc.cash : acc.cash - (ev.fee ?? 0) },
   };
   return { result, events: [] };
 }
@@ -160,7 +176,7 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
         result: {
           journal_seq: state.journalSeq,
           fill_seq: state.fillSeq,
-          accounts: [...state.accounts.values()].map((a) => ({ client_id: a.clientId, username: a.username, positions: sortedPositions(a) })),
+          accounts: [...state.accounts.values()].map((a) => ({ client_id: a.clientId, username: a.username, positions: sortedPositions(a), cash: a.cash })),
         },
         events: [],
       };
@@ -239,6 +255,7 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
         const list = shortfalls.map((s) => `${s.ticker} have ${s.have} need ${s.need}`).join(', ');
         return reject({ code: 'insufficient_holdings', message: `insufficient holdings to ${cmd.op} ${cmd.amount} ${basket.name}: ${list}`, shortfalls });
       }
+      const fee = conversionFee(cfg, cmd.op, cmd.amount);
       const after = new Map(acc.positions);
       for (const [symbol, d] of deltas) {
         const q = (after.get(symbol) ?? 0) + d;
@@ -255,6 +272,7 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
         amount: cmd.amount,
         deltas,
         after: [...after].sort((a, b) => a[0] - b[0]),
+        ...(fee !== 0 ? { fee } : {}),
         ts: now,
       };
       const outcome = conversionOutcome(ev, acc, cfg, false);
@@ -277,7 +295,10 @@ export function applyFill(state: EngineState, fill: Fill, streamSeq: number): Ac
   state.fillSeq = streamSeq;
   const acc = state.accounts.get(fill.client_id);
   if (!acc) return undefined;
-  applyDeltas(acc, [[fill.symbol, fillDelta(fill)]]);
+  const delta = fillDelta(fill);
+  // A buy pays quantity × price, a sell receives it.
+  acc.cash -= delta * fill.price;
+  applyDeltas(acc, [[fill.symbol, delta]]);
   return acc;
 }
 
@@ -286,6 +307,8 @@ export function applySessionReset(state: EngineState, streamSeq: number): { acc:
   state.fillSeq = streamSeq;
   const changed: { acc: Account; deltas: Delta[] }[] = [];
   for (const acc of state.accounts.values()) {
+    // A new exchange session starts every team from nothing: cash too.
+    acc.cash = 0;
     if (acc.positions.size === 0) continue;
     const deltas: Delta[] = [...acc.positions].map(([symbol, q]): Delta => [symbol, -q]);
     applyDeltas(acc, deltas);

@@ -36,6 +36,8 @@ interface AccountImage {
   /** Registered accounts only: roster passwords are hashed from the roster at each start. */
   passwordHash?: string;
   positions: Delta[];
+  /** Absent in snapshots from before cash was kept: 0. */
+  cash?: number;
   version: number;
   history: AuditEvent[];
 }
@@ -58,6 +60,7 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     source: a.source,
     ...(a.source === 'register' ? { passwordHash: a.passwordHash } : {}),
     positions: [...a.positions],
+    cash: a.cash,
     version: a.version,
     history: a.history,
   }));
@@ -88,6 +91,7 @@ export function restoreSnapshot(bytes: Uint8Array): EngineState {
       passwordHash: img.passwordHash ?? '',
       source: img.source,
       positions: new Map(img.positions),
+      cash: img.cash ?? 0,
       version: img.version,
       history: img.history,
       keys: new Map(),

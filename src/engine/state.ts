@@ -8,6 +8,8 @@ export interface Account {
   source: 'register' | 'roster';
   /** symbol id → signed quantity; zero positions are deleted. */
   positions: Map<number, number>;
+  /** Price units: fills move it by quantity × price the other way, conversion fees take from it. */
+  cash: number;
   /** +1 per change of this account's positions, for holdings streams. */
   version: number;
   /** The account's decisions (its registration, creates and redeems), oldest first, at most HISTORY_LIMIT. */
@@ -72,6 +74,7 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
         passwordHash: ev.passwordHash ?? '',
         source: ev.source,
         positions: new Map(),
+        cash: 0,
         version: 0,
         history: [],
         keys: new Map(),
@@ -87,6 +90,7 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       const acc = state.accounts.get(ev.clientId);
       // A conversion is only ever journaled for a known account; a missing one means a corrupt journal.
       if (!acc) throw new Error(`journal: conversion for unknown client_id ${ev.clientId}`);
+      acc.cash -= ev.fee ?? 0;
       applyDeltas(acc, ev.deltas);
       record(state, acc, ev, ev.requestId);
       return;

@@ -40,6 +40,7 @@ export const holdingsBody = (h: HoldingsView): HoldingsBody => ({
   seq: h.seq,
   holdings: byTicker(h.positions),
   positions: h.positions,
+  cash: h.cash,
 });
 
 function invalid(ex: Exchange, error: z.ZodError): void {
@@ -133,6 +134,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     etf_name: r.etf,
     amount: r.amount,
     deltas: byTicker(r.deltas),
+    fee: r.fee,
     ...holdingsBody(r.holdings),
   } satisfies ConversionBody);
 }
