@@ -6,6 +6,15 @@ import type { ConversionOp, EngineError, Position } from './engine.js';
  * returns a team's own entries newest first; GET /requests/<id> one of them;
  * the operator export writes them all as NDJSON.
  */
+/** An operator's change in the audit export (npm run export-audit): who did what, when. */
+export interface OperatorAuditEntry {
+  kind: 'halt' | 'resume';
+  etf: string | null;
+  reason?: string;
+  by: string;
+  ts: number;
+}
+
 export interface AuditEntry {
   /** The engine's id: `r<n>`, increasing in decision order. */
   request_id: string;

@@ -26,6 +26,11 @@ export type EngineCommand =
   | { op: 'holdings'; clientId: number }
   /** Read: liveness and where the engine stands, for /health. */
   | { op: 'ping' }
+  /** Operator (the gateway checks the operator's credentials): halt or resume conversions of one ETF, or of all (etf null). */
+  | { op: 'halt'; etf: string | null; reason: string; by: string }
+  | { op: 'resume'; etf: string | null; by: string }
+  /** Read: the conversion rules in force. */
+  | { op: 'rules' }
   /** Read (operators): every account's positions and the stream positions they reflect, for the consistency check. */
   | { op: 'dump' };
 
@@ -49,6 +54,8 @@ export type EngineErrorCode =
   | 'insufficient_holdings'
   | 'idempotency_conflict'
   | 'not_found'
+  /** Conversions are halted by the operator (for this ETF or all). */
+  | 'halted'
   /** Not answered on the subject it came on (a write on the operators' read-only subject). */
   | 'forbidden'
   | 'unsupported_version'
@@ -135,7 +142,15 @@ export interface DumpResult {
   accounts: { client_id: number; username: string; positions: [number, number][]; cash: number }[];
 }
 
-export type EngineResult = RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult | DumpResult;
+/** The conversion rules in force (`rules` op). */
+export interface RulesResult {
+  /** Halts in force: etf null halts every ETF. */
+  halts: { etf: string | null; reason: string; by: string; since: number }[];
+  fees: { create: { fixed: number; per_unit: number }; redeem: { fixed: number; per_unit: number } } | null;
+  units: Record<string, number>;
+}
+
+export type EngineResult = RulesResult | RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult | DumpResult;
 
 export type EngineReply =
   | { id: number; ok: true; result: EngineResult }

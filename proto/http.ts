@@ -73,6 +73,7 @@ export const HTTP_STATUS: Record<HttpErrorCode, number> = {
   unknown_account: 401,
   not_found: 404,
   forbidden: 403,
+  halted: 403,
   method_not_allowed: 405,
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -41,6 +41,15 @@ export type JournalEvent =
       fee?: number;
       ts: number;
     }
+  /** The operator halted or resumed conversions (of one ETF, or of all when etf is null): who, when, why. */
+  | {
+      t: 'operator';
+      action: 'halt' | 'resume';
+      etf: string | null;
+      reason?: string;
+      by: string;
+      ts: number;
+    }
   /** A refused create, redeem or registration: changes no position, kept for the audit trail and idempotent retries. */
   | {
       t: 'rejected';

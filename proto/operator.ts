@@ -19,6 +19,12 @@ export const OPERATOR_ROUTES = {
   overview: '/operator/api/overview',
   accounts: '/operator/api/accounts',
   alerts: '/operator/api/alerts',
+  /** GET: the conversion rules in force (halts, fees, creation units). */
+  rules: '/operator/api/rules',
+  /** POST etf_name? (none: every ETF), reason: halt conversions; journaled with who and when. */
+  halt: '/operator/api/halt',
+  /** POST etf_name? (none: lift every halt). */
+  resume: '/operator/api/resume',
 } as const;
 
 /** Feed alerts the gateway keeps for the operator (since it started). */

@@ -4,6 +4,7 @@ import type { Instruments } from '../config/baskets.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { replayJournal } from './journal.js';
 import { auditEntry } from './core.js';
+import type { OperatorAuditEntry } from '../../proto/audit.js';
 
 /**
  * The whole audit trail, oldest first, as NDJSON lines of AuditEntry
@@ -20,7 +21,10 @@ export async function exportAudit(nc: NatsConnection, instruments: Instruments, 
     (events) => {
       for (const ev of events) {
         if (ev.t === 'account' && ev.requestId === undefined) continue; // roster accounts: no request
-        write(JSON.stringify(auditEntry(ev, instruments)));
+        if (ev.t === 'operator') {
+          const entry: OperatorAuditEntry = { kind: ev.action, etf: ev.etf, ...(ev.reason !== undefined ? { reason: ev.reason } : {}), by: ev.by, ts: ev.ts };
+          write(JSON.stringify(entry));
+        } else write(JSON.stringify(auditEntry(ev, instruments)));
         n++;
       }
     },

@@ -1,9 +1,9 @@
-import type { ConversionResult, EngineCommand, EngineError, EngineResult, HoldingsView, Position, Shortfall } from '../../proto/engine.js';
+import type { ConversionResult, EngineCommand, EngineError, EngineResult, HoldingsView, Position, RulesResult, Shortfall } from '../../proto/engine.js';
 import type { AuditEntry } from '../../proto/audit.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
 import type { Instruments, Basket } from '../config/baskets.js';
-import { applyDeltas, applyEvent, position, type Account, type AuditEvent, type EngineState } from './state.js';
+import { ALL_ETFS, applyDeltas, applyEvent, position, type Account, type AuditEvent, type EngineState } from './state.js';
 
 /**
  * The engine's pure core: state + command → result + events. No I/O, no clock
@@ -107,6 +107,14 @@ export function auditEntry(ev: AuditEvent, instruments: Instruments): AuditEntry
   }
 }
 
+function rulesView(halts: EngineState['halts'], cfg: CoreConfig): RulesResult {
+  return {
+    halts: [...halts].map(([etf, h]) => ({ etf: etf === ALL_ETFS ? null : etf, reason: h.reason, by: h.by, since: h.since })),
+    fees: cfg.fees ?? null,
+    units: Object.fromEntries([...cfg.instruments.baskets.values()].map((b) => [b.name, b.unit])),
+  };
+}
+
 /** What a conversion request answered, rebuilt from its journal event: the same for the first call and every retry. */
 function conversionOutcome(ev: AuditEvent, acc: Account, cfg: CoreConfig, replayed: boolean): Decision {
   if (ev.t === 'rejected') return { error: ev.error, events: [] };
@@ -146,6 +154,20 @@ function findRequest(acc: Account, id: string): AuditEvent | undefined {
 
 export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, now: number): Decision {
   switch (cmd.op) {
+    case 'halt':
+    case 'resume': {
+      if (cmd.etf !== null && !cfg.instruments.baskets.has(cmd.etf)) {
+        return refuse({ code: 'unknown_etf', field: 'etf_name', message: `unknown etf_name ${JSON.stringify(cmd.etf)}: one of ${[...cfg.instruments.baskets.keys()].join(', ')}` });
+      }
+      const ev: JournalEvent = { t: 'operator', action: cmd.op, etf: cmd.etf, ...(cmd.op === 'halt' ? { reason: cmd.reason } : {}), by: cmd.by, ts: now };
+      const after = new Map(state.halts);
+      if (cmd.op === 'halt') after.set(cmd.etf ?? ALL_ETFS, { reason: cmd.reason, by: cmd.by, since: now });
+      else if (cmd.etf === null) after.clear();
+      else after.delete(cmd.etf);
+      return { result: rulesView(after, cfg), events: [ev] };
+    }
+    case 'rules':
+      return { result: rulesView(state.halts, cfg), events: [] };
     case 'register': {
       const requestId = state.requestSeq + 1;
       if (state.byUsername.has(cmd.username)) {
@@ -241,6 +263,10 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       }
       const basket = pickBasket(cfg, cmd.etf);
       if ('code' in basket) return reject(basket);
+      const halt = state.halts.get(ALL_ETFS) ?? state.halts.get(basket.name);
+      if (halt) {
+        return reject({ code: 'halted', message: `conversions of ${state.halts.has(ALL_ETFS) ? 'every ETF' : basket.name} are halted by the operator${halt.reason ? `: ${halt.reason}` : ''}` });
+      }
       if (cmd.amount % basket.unit !== 0) {
         return reject({ code: 'invalid_amount', field: 'amount', unit: basket.unit, message: `amount must be a multiple of ${basket.name}'s creation unit of ${basket.unit}` });
       }

@@ -50,6 +50,8 @@ export interface EngineSnapshot {
   maxClientId: number;
   takenAt: number;
   accounts: AccountImage[];
+  /** Operator halts in force (absent in older snapshots: none). */
+  halts?: [string, { reason: string; by: string; since: number }][];
 }
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
@@ -72,6 +74,7 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     maxClientId: state.maxClientId,
     takenAt: now,
     accounts,
+    halts: [...state.halts],
   };
   return snapshotPackr.pack(snap);
 }
@@ -84,6 +87,7 @@ export function restoreSnapshot(bytes: Uint8Array): EngineState {
   state.fillSeq = snap.fillSeq;
   state.requestSeq = snap.requestSeq;
   state.maxClientId = snap.maxClientId;
+  state.halts = new Map(snap.halts ?? []);
   for (const img of snap.accounts) {
     const acc: Account = {
       clientId: img.clientId,

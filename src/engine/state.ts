@@ -40,10 +40,15 @@ export interface EngineState {
   journalSeq: number;
   /** Last engine request id handed out. */
   requestSeq: number;
+  /** Conversion halts in force, by ETF name ('*': all), from the operator's journaled commands. */
+  halts: Map<string, { reason: string; by: string; since: number }>;
 }
 
+/** The key of a halt of every ETF in EngineState.halts. */
+export const ALL_ETFS = '*';
+
 export function emptyState(): EngineState {
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0 };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map() };
 }
 
 export function position(acc: Account, symbol: number): number {
@@ -95,6 +100,11 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       record(state, acc, ev, ev.requestId);
       return;
     }
+    case 'operator':
+      if (ev.action === 'halt') state.halts.set(ev.etf ?? ALL_ETFS, { reason: ev.reason ?? '', by: ev.by, since: ev.ts });
+      else if (ev.etf === null) state.halts.clear(); // resume all: every halt lifted
+      else state.halts.delete(ev.etf);
+      return;
     case 'rejected': {
       const acc = ev.clientId === null ? undefined : state.accounts.get(ev.clientId);
       if (acc) record(state, acc, ev, ev.requestId);

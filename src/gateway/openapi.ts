@@ -90,7 +90,10 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
     ),
     [`${WEB_PREFIX}{file}`]: { get: { summary: "the pages' scripts and styles", parameters: [{ name: 'file', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'a static file' }, ...errors(404) } } },
     ...Object.fromEntries(
-      Object.entries(OPERATOR_ROUTES).map(([name, path]) => [path, { get: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(401, 503) } } }]),
+      Object.entries(OPERATOR_ROUTES).map(([name, path]) => [
+        path,
+        { [name === 'halt' || name === 'resume' ? 'post' : 'get']: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(400, 401, 503) } } },
+      ]),
     ),
   };
   return {

@@ -5,7 +5,7 @@ import type uWS from 'uWebSockets.js';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { decode } from '../../proto/codec.js';
-import type { DumpResult, EngineReply, HistoryResult } from '../../proto/engine.js';
+import type { DumpResult, EngineCommand, EngineReply, HistoryResult } from '../../proto/engine.js';
 import { FEED_ALERT_SUBJECT, type FeedAlert } from '../../proto/marketdata.js';
 import {
   OPERATOR_ALERTS_KEPT,
@@ -21,7 +21,7 @@ import type { EngineClient } from './engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
 import { Exchange, requestInfo } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
-import { parseBasic } from './params.js';
+import { gatherParams, parseBasic, type Params } from './params.js';
 import type { HubStats } from './ws/hub.js';
 
 export interface OperatorCredentials {
@@ -92,7 +92,9 @@ const unavailable = (reply: EngineReply & { ok: false }) => ({ code: reply.error
  * writes state.
  */
 export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: OperatorDeps, log: Logger): { close(): void } {
-  const allowed = operatorCheck(operatorCredentials(cfg, log));
+  const operator = operatorCredentials(cfg, log);
+  const allowed = operatorCheck(operator);
+  const operatorName = operator.username;
   const instruments = loadBaskets(cfg.basketsFile || undefined);
 
   const alerts: FeedAlert[] = [];
@@ -148,7 +150,34 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
     };
   };
 
+  /** Writes go through the engine like any command: journaled with the operator's name and the time. */
+  const operatorCommand = async (ex: Exchange, cmd: EngineCommand) => {
+    const reply = await deps.engine.call(cmd);
+    if (!reply.ok) {
+      const { code, message, ...extra } = reply.error;
+      return ex.error(code, message, extra);
+    }
+    ex.json(200, reply.result);
+  };
+  const haltParams = z.object({
+    etf_name: z.string().min(1).max(64).optional(),
+    reason: z.string().max(200, 'reason: at most 200 characters').optional(),
+  });
+  const writes: Record<string, (ex: Exchange, params: Params) => Promise<void>> = {
+    [OPERATOR_ROUTES.halt]: async (ex, p) => {
+      const parsed = haltParams.safeParse(p);
+      if (!parsed.success) return ex.error('invalid_parameter', parsed.error.issues[0]!.message, { field: String(parsed.error.issues[0]!.path[0] ?? '') });
+      await operatorCommand(ex, { op: 'halt', etf: parsed.data.etf_name ?? null, reason: parsed.data.reason ?? '', by: operatorName });
+    },
+    [OPERATOR_ROUTES.resume]: async (ex, p) => {
+      const parsed = haltParams.safeParse(p);
+      if (!parsed.success) return ex.error('invalid_parameter', parsed.error.issues[0]!.message, { field: String(parsed.error.issues[0]!.path[0] ?? '') });
+      await operatorCommand(ex, { op: 'resume', etf: parsed.data.etf_name ?? null, by: operatorName });
+    },
+  };
+
   const handlers: Record<string, (ex: Exchange) => Promise<void>> = {
+    [OPERATOR_ROUTES.rules]: (ex) => operatorCommand(ex, { op: 'rules' }),
     [OPERATOR_ROUTES.overview]: async (ex) => {
       const r = await overview();
       if ('ok' in r) return ex.json(503, { error: unavailable(r) });
@@ -163,17 +192,27 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
   };
 
   app.any('/operator/api/*', (res, req) => {
-    const ex = new Exchange(res);
-    const info = requestInfo(req);
+    const info = requestInfo(req, res);
+    const ex = new Exchange(res, info.method);
     const handler = handlers[info.path];
-    deps.metrics.track(ex, info.method, handler ? info.path : '/operator/api/*');
-    if (!handler) return ex.error('not_found', `no route ${info.path}`);
-    if (info.method !== 'GET') {
-      return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes GET` } }, { allow: 'GET' });
+    const write = writes[info.path];
+    deps.metrics.track(ex, info.method, handler || write ? info.path : '/operator/api/*');
+    if (!handler && !write) return ex.error('not_found', `no route ${info.path}`);
+    const method = write ? 'POST' : 'GET';
+    if (info.method !== method) {
+      return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${method}` } }, { allow: method });
     }
     // No WWW-Authenticate challenge: the operator page signs in with its own form, and a browser dialog would get in its way.
     if (!allowed(info.authorization)) return ex.json(401, { error: { code: 'unauthorized', message: 'operator credentials required (HTTP Basic)' } });
-    handler(ex).catch((err: unknown) => {
+    const run = write
+      ? ex.readBody(cfg.http.maxBodyBytes, info.contentLength).then((body) => {
+          if (ex.done || ex.aborted) return;
+          const params = gatherParams(info, body);
+          if (!params.ok) return ex.error(params.code, params.message);
+          return write(ex, params.params);
+        })
+      : handler!(ex);
+    run.catch((err: unknown) => {
       log.error({ err, path: info.path }, 'operator request failed');
       ex.error('internal', 'internal error');
     });
