@@ -1,3 +1,4 @@
+import type { ConversionRules } from './rules.js';
 import type { ConversionOp, EngineError, Position } from './engine.js';
 
 /**
@@ -8,9 +9,11 @@ import type { ConversionOp, EngineError, Position } from './engine.js';
  */
 /** An operator's change in the audit export (npm run export-audit): who did what, when. */
 export interface OperatorAuditEntry {
-  kind: 'halt' | 'resume';
+  kind: 'halt' | 'resume' | 'rules';
   etf: string | null;
   reason?: string;
+  /** The rules set, for kind 'rules'. */
+  rules?: ConversionRules;
   by: string;
   ts: number;
 }

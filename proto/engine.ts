@@ -1,3 +1,4 @@
+import type { ConversionRules } from './rules.js';
 import type { AuditEntry } from './audit.js';
 
 /**
@@ -31,6 +32,8 @@ export type EngineCommand =
   | { op: 'resume'; etf: string | null; by: string }
   /** Read: the conversion rules in force. */
   | { op: 'rules' }
+  /** Operator: replace the conversion rules (validated by the gateway against proto/rules.ts). */
+  | { op: 'set_rules'; rules: ConversionRules; by: string }
   /** Read (operators): every account's positions and the stream positions they reflect, for the consistency check. */
   | { op: 'dump' };
 
@@ -56,6 +59,10 @@ export type EngineErrorCode =
   | 'not_found'
   /** Conversions are halted by the operator (for this ETF or all). */
   | 'halted'
+  /** A conversion limit of the rules (units per conversion or per window, position limit). */
+  | 'limit_exceeded'
+  /** Outside the rules' conversion windows. */
+  | 'outside_window'
   /** Not answered on the subject it came on (a write on the operators' read-only subject). */
   | 'forbidden'
   | 'unsupported_version'
@@ -77,6 +84,9 @@ export interface EngineError {
   shortfalls?: Shortfall[];
   /** The ETF's creation unit, when `amount` is not a multiple of it. */
   unit?: number;
+  /** The limit a refusal is about, and the symbol for a position limit. */
+  limit?: number;
+  symbol?: string;
 }
 
 export interface Position {
@@ -111,6 +121,8 @@ export interface ConversionResult {
   client_request_id?: string;
   /** True when this is the stored result of an earlier request with the same key. */
   replayed?: boolean;
+  /** Accepted despite a position limit in `warn` mode: the symbols beyond it. */
+  warnings?: string[];
   /** A dry run: what would happen; nothing changed and nothing was journaled. */
   dry_run?: true;
   op: ConversionOp;
@@ -146,7 +158,9 @@ export interface DumpResult {
 export interface RulesResult {
   /** Halts in force: etf null halts every ETF. */
   halts: { etf: string | null; reason: string; by: string; since: number }[];
-  fees: { create: { fixed: number; per_unit: number }; redeem: { fixed: number; per_unit: number } } | null;
+  /** The rules in force, and whether they are the config's or the operator's (with who and when). */
+  rules: ConversionRules;
+  set_by: { by: string; ts: number } | null;
   units: Record<string, number>;
 }
 

@@ -74,6 +74,8 @@ export const HTTP_STATUS: Record<HttpErrorCode, number> = {
   not_found: 404,
   forbidden: 403,
   halted: 403,
+  limit_exceeded: 400,
+  outside_window: 403,
   method_not_allowed: 405,
   payload_too_large: 413,
   unsupported_media_type: 415,
@@ -218,6 +220,8 @@ export interface ConversionBody extends HoldingsBody {
   deltas: Record<string, number>;
   /** Fee charged in cash (0 when fees are off). */
   fee: number;
+  /** Accepted beyond a position limit in `warn` mode. */
+  warnings?: string[];
 }
 
 /** POST /register. */

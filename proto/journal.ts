@@ -1,3 +1,4 @@
+import type { ConversionRules } from './rules.js';
 import type { ConversionOp, EngineError } from './engine.js';
 
 /**
@@ -41,6 +42,8 @@ export type JournalEvent =
       fee?: number;
       ts: number;
     }
+  /** The operator replaced the conversion rules (proto/rules.ts): who, when. */
+  | { t: 'rules'; rules: ConversionRules; by: string; ts: number }
   /** The operator halted or resumed conversions (of one ETF, or of all when etf is null): who, when, why. */
   | {
       t: 'operator';

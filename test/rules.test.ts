@@ -61,7 +61,7 @@ describe('conversion rules in the core', () => {
 
 describe('cash and fees in the core', () => {
   const fees = { create: { fixed: 5, per_unit: 2 }, redeem: { fixed: 1, per_unit: 0 } };
-  const cfg = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000, fees };
+  const cfg = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000, rules: { fees } };
 
   it('fills move cash by quantity × price the other way; an exchange reset starts cash from 0', () => {
     const s = emptyState();
@@ -184,7 +184,7 @@ describe('operator halt and resume', () => {
 
 describe('replaying the journal reproduces every decision after rule changes', () => {
   it('halt, refused create, resume, accepted create: a fresh state from the events alone ends the same', () => {
-    const cfg = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000, fees: { create: { fixed: 1, per_unit: 1 }, redeem: { fixed: 0, per_unit: 0 } } };
+    const cfg = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000, rules: { fees: { create: { fixed: 1, per_unit: 1 }, redeem: { fixed: 0, per_unit: 0 } } } };
     const opening: [number, number][] = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 20]);
     const live = emptyState();
     const journal: JournalEvent[] = [{ t: 'account', clientId: 1, username: 't', source: 'roster', opening, ts: 0 }];
@@ -216,3 +216,109 @@ describe('replaying the journal reproduces every decision after rule changes', (
   });
 });
 
+
+describe('limits and windows in the core, at the edge of each', () => {
+  const base = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000 };
+  const fresh = () => {
+    const s = emptyState();
+    applyEvent(s, { t: 'account', clientId: 1, username: 't', source: 'roster', opening: [[3, 100], [4, 100], [5, 100], [6, 100], [7, 100], [8, 100], [9, 100], [10, 100], [11, 100], [12, 100]], ts: 0 });
+    return s;
+  };
+  const apply = (s: ReturnType<typeof fresh>, d: ReturnType<typeof decide>) => {
+    for (const ev of d.events) applyEvent(s, ev);
+    return d;
+  };
+  const create = (amount: number) => ({ op: 'create' as const, clientId: 1, etf: 'UNDY', amount });
+  const H = 3_600_000;
+
+  it('units per conversion: the limit passes, one more is refused naming it', () => {
+    const cfg = { ...base, rules: { max_units_per_conversion: 10 } };
+    expect(decide(fresh(), cfg, create(10), 0).error).toBeUndefined();
+    expect(decide(fresh(), cfg, create(15), 0).error).toMatchObject({ code: 'limit_exceeded', field: 'amount', limit: 10 });
+  });
+
+  it('units per window: up to the limit inside the window, refused past it, free again once the window has moved on', () => {
+    const cfg = { ...base, rules: { units_per_window: { units: 20, seconds: 60 } } };
+    const s = fresh();
+    expect(apply(s, decide(s, cfg, create(15), 1_000)).error).toBeUndefined();
+    expect(apply(s, decide(s, cfg, create(5), 2_000)).error).toBeUndefined();
+    const over = apply(s, decide(s, cfg, create(5), 60_999));
+    expect(over.error).toMatchObject({ code: 'limit_exceeded', limit: 20 });
+    expect(over.error!.message).toMatch(/20 already converted, 0 left/);
+    // 61 s after the first: its 15 units have left the window.
+    expect(apply(s, decide(s, cfg, create(15), 61_001)).error).toBeUndefined();
+  });
+
+  it('position limit: refuse names the symbol; warn accepts and says so; exactly at the limit passes', () => {
+    const s = fresh();
+    applyEvent(s, { t: 'conversion', requestId: 1, op: 'create', clientId: 1, etf: 'UNDY', amount: 95, deltas: [[13, 95]], after: [], ts: 0 });
+    const refuse = { ...base, rules: { position_limit: { limit: 100, mode: 'refuse' as const } } };
+    expect(decide(s, refuse, create(5), 0).error).toBeUndefined(); // UNDY to exactly 100
+    expect(decide(s, refuse, create(10), 0).error).toMatchObject({ code: 'limit_exceeded', symbol: 'UNDY', limit: 100 });
+    const warn = { ...base, rules: { position_limit: { limit: 100, mode: 'warn' as const } } };
+    const warned = decide(s, warn, create(10), 0);
+    expect(warned.error).toBeUndefined();
+    expect((warned.result as { warnings: string[] }).warnings).toEqual(['UNDY beyond the position limit of 100']);
+  });
+
+  it('windows: open from `from` (inclusive) to `to` (exclusive), also across midnight', () => {
+    const cfg = { ...base, rules: { windows: [{ from: '09:00', to: '17:00' }, { from: '22:00', to: '02:00' }] } };
+    const s = fresh();
+    expect(decide(s, cfg, create(5), 9 * H).error).toBeUndefined();
+    expect(decide(s, cfg, create(5), 9 * H - 1).error).toMatchObject({ code: 'outside_window' });
+    expect(decide(s, cfg, create(5), 17 * H - 1).error).toBeUndefined();
+    expect(decide(s, cfg, create(5), 17 * H).error).toMatchObject({ code: 'outside_window' });
+    expect(decide(s, cfg, create(5), 23 * H).error).toBeUndefined();
+    expect(decide(s, cfg, create(5), 1 * H).error).toBeUndefined();
+    expect(decide(s, cfg, create(5), 3 * H).error!.message).toBe('conversions are open only 09:00-17:00, 22:00-02:00 UTC');
+  });
+
+  it("rules set by the operator replace the config's, and a replay reproduces the decisions after the change", () => {
+    const cfg = { ...base, rules: { max_units_per_conversion: 100 } };
+    const s = fresh();
+    const journal: JournalEvent[] = [];
+    const run = (cmd: Parameters<typeof decide>[2], now: number) => {
+      const d = decide(s, cfg, cmd, now);
+      for (const ev of d.events) {
+        applyEvent(s, ev);
+        journal.push(ev);
+      }
+      return d.error?.code ?? 'ok';
+    };
+    expect(run(create(50), 1)).toBe('ok');
+    expect(run({ op: 'set_rules', rules: { max_units_per_conversion: 10, fees: { create: { fixed: 3, per_unit: 0 }, redeem: { fixed: 0, per_unit: 0 } } }, by: 'op' }, 2)).toBe('ok');
+    expect(run(create(50), 3)).toBe('limit_exceeded');
+    expect(run(create(10), 4)).toBe('ok');
+    const replay = fresh();
+    for (const ev of journal) applyEvent(replay, ev);
+    expect(replay.rules).toEqual(s.rules);
+    expect([...replay.accounts.get(1)!.positions]).toEqual([...s.accounts.get(1)!.positions]);
+    expect(replay.accounts.get(1)!.cash).toBe(-3);
+  });
+});
+
+describe('rules at run time over HTTP', () => {
+  const sys = useSystem({ operator: { username: 'instructor', password: 'instructorpass' } });
+  const t1: [string, string] = ['team1', 'team1pass'];
+  const op: [string, string] = ['instructor', 'instructorpass'];
+
+  it('PUT /operator/api/rules replaces the rules (journaled, in the export); bad rules are a 400 naming the field', async () => {
+    await buy(sys.nc, 1, { 3: 10, 4: 10, 5: 10, 6: 10, 7: 10, 8: 10, 9: 10, 10: 10, 11: 10, 12: 10 });
+    const bad = await sys.http.send('PUT', '/operator/api/rules', { basic: op, json: { max_units_per_conversion: -1 } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.field).toBe('max_units_per_conversion');
+    expect((await sys.http.send('PUT', '/operator/api/rules', { basic: op, json: { nonsense: 1 } })).status).toBe(400);
+    const set = await sys.http.send('PUT', '/operator/api/rules', { basic: op, json: { max_units_per_conversion: 5, position_limit: { limit: 8, mode: 'refuse' } } });
+    expect(set.status).toBe(200);
+    expect(set.body).toMatchObject({ rules: { max_units_per_conversion: 5 }, set_by: { by: 'instructor' } });
+    const big = await sys.http.send('POST', '/create', { basic: t1, form: { amount: 6 } });
+    expect(big.status).toBe(400);
+    expect(big.body.error).toMatchObject({ code: 'limit_exceeded', field: 'amount', limit: 5 });
+    expect((await sys.http.send('POST', '/create', { basic: t1, form: { amount: 5 } })).status).toBe(200);
+    const limit = await sys.http.send('POST', '/create', { basic: t1, form: { amount: 5 } });
+    expect(limit.body.error).toMatchObject({ code: 'limit_exceeded', symbol: 'UNDY', limit: 8 });
+    const lines: string[] = [];
+    await exportAudit(sys.nc, loadBaskets(undefined), (l) => lines.push(l));
+    expect(lines.map((l) => JSON.parse(l)).find((e) => e.kind === 'rules')).toMatchObject({ by: 'instructor', rules: { max_units_per_conversion: 5 } });
+  });
+});

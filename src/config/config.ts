@@ -2,6 +2,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { conversionRulesSchema } from '../../proto/rules.js';
 
 /**
  * Project root (the folder with package.json): config paths are relative to
@@ -79,17 +80,7 @@ const configSchema = z.object({
   /** Rate limits of the gateway (429 with Retry-After). */
   throttle: throttleSchema.optional(),
   /** Conversion rules; every one off when absent. */
-  rules: z
-    .object({
-      /** Fees in cash (price units) per conversion: `fixed` + `per_unit` × amount. */
-      fees: z
-        .object({
-          create: z.object({ fixed: z.number().int().min(0), per_unit: z.number().int().min(0) }),
-          redeem: z.object({ fixed: z.number().int().min(0), per_unit: z.number().int().min(0) }),
-        })
-        .optional(),
-    })
-    .optional(),
+  rules: conversionRulesSchema.optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -24,6 +24,9 @@ export async function exportAudit(nc: NatsConnection, instruments: Instruments, 
         if (ev.t === 'operator') {
           const entry: OperatorAuditEntry = { kind: ev.action, etf: ev.etf, ...(ev.reason !== undefined ? { reason: ev.reason } : {}), by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));
+        } else if (ev.t === 'rules') {
+          const entry: OperatorAuditEntry = { kind: 'rules', etf: null, rules: ev.rules, by: ev.by, ts: ev.ts };
+          write(JSON.stringify(entry));
         } else write(JSON.stringify(auditEntry(ev, instruments)));
         n++;
       }

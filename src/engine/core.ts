@@ -3,6 +3,7 @@ import type { AuditEntry } from '../../proto/audit.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
 import type { Instruments, Basket } from '../config/baskets.js';
+import type { ConversionRules } from '../../proto/rules.js';
 import { ALL_ETFS, applyDeltas, applyEvent, position, type Account, type AuditEvent, type EngineState } from './state.js';
 
 /**
@@ -25,14 +26,40 @@ export interface Fee {
 export interface CoreConfig {
   instruments: Instruments;
   maxAmount: number;
-  /** Off (no fee) when absent. */
-  fees?: { create: Fee; redeem: Fee };
+  /** The config's conversion rules (every one off when absent); the operator's, once journaled, replace them. */
+  rules?: ConversionRules;
 }
 
-export const conversionFee = (cfg: CoreConfig, op: 'create' | 'redeem', amount: number): number => {
-  const f = cfg.fees?.[op];
+/** The rules in force: the operator's last (journaled), else the config's. */
+export const effectiveRules = (state: EngineState, cfg: CoreConfig): ConversionRules => state.rules?.rules ?? cfg.rules ?? {};
+
+export const conversionFee = (rules: ConversionRules, op: 'create' | 'redeem', amount: number): number => {
+  const f = rules.fees?.[op];
   return f ? f.fixed + f.per_unit * amount : 0;
 };
+
+const minuteOfDay = (hhmm: string): number => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3));
+
+/** Whether `now` (ms, UTC) is inside one of the windows; `to` before `from` wraps past midnight. */
+export function insideWindows(windows: NonNullable<ConversionRules['windows']>, now: number): boolean {
+  const m = Math.floor(now / 60_000) % 1440;
+  return windows.some((w) => {
+    const from = minuteOfDay(w.from);
+    const to = minuteOfDay(w.to);
+    return from <= to ? m >= from && m < to : m >= from || m < to;
+  });
+}
+
+/** Units the account converted (accepted creates and redeems) after `since` (ms). */
+function unitsSince(acc: Account, since: number): number {
+  let units = 0;
+  for (let i = acc.history.length - 1; i >= 0; i--) {
+    const ev = acc.history[i]!;
+    if (ev.ts <= since) break;
+    if (ev.t === 'conversion') units += ev.amount;
+  }
+  return units;
+}
 
 const refuse = (error: EngineError): Decision => ({ error, events: [] });
 const MAX_HISTORY_PAGE = 500;
@@ -107,10 +134,11 @@ export function auditEntry(ev: AuditEvent, instruments: Instruments): AuditEntry
   }
 }
 
-function rulesView(halts: EngineState['halts'], cfg: CoreConfig): RulesResult {
+function rulesView(halts: EngineState['halts'], set: EngineState['rules'], cfg: CoreConfig): RulesResult {
   return {
     halts: [...halts].map(([etf, h]) => ({ etf: etf === ALL_ETFS ? null : etf, reason: h.reason, by: h.by, since: h.since })),
-    fees: cfg.fees ?? null,
+    rules: set?.rules ?? cfg.rules ?? {},
+    set_by: set ? { by: set.by, ts: set.ts } : null,
     units: Object.fromEntries([...cfg.instruments.baskets.values()].map((b) => [b.name, b.unit])),
   };
 }
@@ -164,10 +192,14 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       if (cmd.op === 'halt') after.set(cmd.etf ?? ALL_ETFS, { reason: cmd.reason, by: cmd.by, since: now });
       else if (cmd.etf === null) after.clear();
       else after.delete(cmd.etf);
-      return { result: rulesView(after, cfg), events: [ev] };
+      return { result: rulesView(after, state.rules, cfg), events: [ev] };
     }
     case 'rules':
-      return { result: rulesView(state.halts, cfg), events: [] };
+      return { result: rulesView(state.halts, state.rules, cfg), events: [] };
+    case 'set_rules': {
+      const ev: JournalEvent = { t: 'rules', rules: cmd.rules, by: cmd.by, ts: now };
+      return { result: rulesView(state.halts, { rules: cmd.rules, by: cmd.by, ts: now }, cfg), events: [ev] };
+    }
     case 'register': {
       const requestId = state.requestSeq + 1;
       if (state.byUsername.has(cmd.username)) {
@@ -270,6 +302,26 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       if (cmd.amount % basket.unit !== 0) {
         return reject({ code: 'invalid_amount', field: 'amount', unit: basket.unit, message: `amount must be a multiple of ${basket.name}'s creation unit of ${basket.unit}` });
       }
+      const rules = effectiveRules(state, cfg);
+      if (rules.windows && !insideWindows(rules.windows, now)) {
+        return reject({ code: 'outside_window', message: `conversions are open only ${rules.windows.map((w) => `${w.from}-${w.to}`).join(', ')} UTC` });
+      }
+      const maxUnits = rules.max_units_per_conversion;
+      if (maxUnits !== undefined && cmd.amount > maxUnits) {
+        return reject({ code: 'limit_exceeded', field: 'amount', limit: maxUnits, message: `at most ${maxUnits} units per conversion` });
+      }
+      const perWindow = rules.units_per_window;
+      if (perWindow) {
+        const used = unitsSince(acc, now - perWindow.seconds * 1000);
+        if (used + cmd.amount > perWindow.units) {
+          return reject({
+            code: 'limit_exceeded',
+            field: 'amount',
+            limit: perWindow.units,
+            message: `at most ${perWindow.units} units per ${perWindow.seconds} s: ${used} already converted, ${perWindow.units - used} left`,
+          });
+        }
+      }
       const deltas = conversionDeltas(basket, cmd.op, cmd.amount);
       const shortfalls: Shortfall[] = [];
       for (const [symbol, d] of deltas) {
@@ -281,12 +333,24 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
         const list = shortfalls.map((s) => `${s.ticker} have ${s.have} need ${s.need}`).join(', ');
         return reject({ code: 'insufficient_holdings', message: `insufficient holdings to ${cmd.op} ${cmd.amount} ${basket.name}: ${list}`, shortfalls });
       }
-      const fee = conversionFee(cfg, cmd.op, cmd.amount);
+      const fee = conversionFee(rules, cmd.op, cmd.amount);
       const after = new Map(acc.positions);
       for (const [symbol, d] of deltas) {
         const q = (after.get(symbol) ?? 0) + d;
         if (q === 0) after.delete(symbol);
         else after.set(symbol, q);
+      }
+      const beyond: string[] = [];
+      if (rules.position_limit) {
+        for (const [symbol] of deltas) if (Math.abs(after.get(symbol) ?? 0) > rules.position_limit.limit) beyond.push(cfg.instruments.tickerOf(symbol));
+        if (beyond.length > 0 && rules.position_limit.mode === 'refuse') {
+          return reject({
+            code: 'limit_exceeded',
+            limit: rules.position_limit.limit,
+            symbol: beyond[0]!,
+            message: `the ${cmd.op} would leave ${beyond.join(', ')} beyond the position limit of ${rules.position_limit.limit}`,
+          });
+        }
       }
       const ev: JournalEvent = {
         t: 'conversion',
@@ -303,6 +367,7 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       };
       const outcome = conversionOutcome(ev, acc, cfg, false);
       const result = outcome.result as ConversionResult;
+      if (beyond.length > 0) result.warnings = beyond.map((t) => `${t} beyond the position limit of ${rules.position_limit!.limit}`);
       if (cmd.dryRun) {
         // What would happen: the positions after, but no request id taken, nothing changed.
         result.request_id = 'dry-run';

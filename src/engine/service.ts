@@ -76,7 +76,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   actor = new EngineActor(
     nc,
     state,
-    { instruments, maxAmount: cfg.maxAmount, ...(cfg.rules?.fees ? { fees: cfg.rules.fees } : {}) },
+    { instruments, maxAmount: cfg.maxAmount, ...(cfg.rules ? { rules: cfg.rules } : {}) },
     journal,
     log,
     onFatal,

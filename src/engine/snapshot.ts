@@ -52,6 +52,8 @@ export interface EngineSnapshot {
   accounts: AccountImage[];
   /** Operator halts in force (absent in older snapshots: none). */
   halts?: [string, { reason: string; by: string; since: number }][];
+  /** The operator's rules (absent: the config's). */
+  rules?: EngineState['rules'];
 }
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
@@ -75,6 +77,7 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     takenAt: now,
     accounts,
     halts: [...state.halts],
+    rules: state.rules,
   };
   return snapshotPackr.pack(snap);
 }
@@ -88,6 +91,7 @@ export function restoreSnapshot(bytes: Uint8Array): EngineState {
   state.requestSeq = snap.requestSeq;
   state.maxClientId = snap.maxClientId;
   state.halts = new Map(snap.halts ?? []);
+  state.rules = snap.rules ?? null;
   for (const img of snap.accounts) {
     const acc: Account = {
       clientId: img.clientId,

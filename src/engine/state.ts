@@ -1,4 +1,5 @@
 import type { Delta, JournalEvent } from '../../proto/journal.js';
+import type { ConversionRules } from '../../proto/rules.js';
 
 export interface Account {
   clientId: number;
@@ -42,13 +43,15 @@ export interface EngineState {
   requestSeq: number;
   /** Conversion halts in force, by ETF name ('*': all), from the operator's journaled commands. */
   halts: Map<string, { reason: string; by: string; since: number }>;
+  /** The operator's rules, once set (journaled): they replace the config's. */
+  rules: { rules: ConversionRules; by: string; ts: number } | null;
 }
 
 /** The key of a halt of every ETF in EngineState.halts. */
 export const ALL_ETFS = '*';
 
 export function emptyState(): EngineState {
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map() };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), rules: null };
 }
 
 export function position(acc: Account, symbol: number): number {
@@ -100,6 +103,9 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       record(state, acc, ev, ev.requestId);
       return;
     }
+    case 'rules':
+      state.rules = { rules: ev.rules, by: ev.by, ts: ev.ts };
+      return;
     case 'operator':
       if (ev.action === 'halt') state.halts.set(ev.etf ?? ALL_ETFS, { reason: ev.reason ?? '', by: ev.by, since: ev.ts });
       else if (ev.etf === null) state.halts.clear(); // resume all: every halt lifted

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { OPERATOR_ROUTES } from '../../proto/operator.js';
+import { conversionRulesSchema } from '../../proto/rules.js';
 import { PAGES, WEB_PREFIX } from './static.js';
 import { conversionSchema, credentialsSchema, historySchema, httpErrorSchema, registerSchema, ROUTES, HTTP_STATUS, REQUEST_ID_HEADER } from '../../proto/http.js';
 
@@ -92,7 +93,12 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
     ...Object.fromEntries(
       Object.entries(OPERATOR_ROUTES).map(([name, path]) => [
         path,
-        { [name === 'halt' || name === 'resume' ? 'post' : 'get']: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(400, 401, 503) } } },
+        {
+          [name === 'halt' || name === 'resume' ? 'post' : 'get']: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(400, 401, 503) } },
+          ...(name === 'rules'
+            ? { put: { summary: 'operator: replace the conversion rules (journaled with who and when)', security: [{ basicAuth: [] }], requestBody: { required: true, content: json('Rules') }, responses: { ...ok('the rules in force'), ...errors(400, 401, 503) } } }
+            : {}),
+        },
       ]),
     ),
   };
@@ -106,6 +112,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
         Register: schema(registerSchema),
         Conversion: { ...schema(conversionSchema(maxAmount)), description: 'plus username and password, unless sent as HTTP Basic auth' },
         Credentials: schema(credentialsSchema),
+        Rules: schema(conversionRulesSchema),
       },
       securitySchemes: {
         basicAuth: { type: 'http', scheme: 'basic' },

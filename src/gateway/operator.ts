@@ -15,6 +15,7 @@ import {
   type OperatorOverview,
 } from '../../proto/operator.js';
 import type { Config } from '../config/config.js';
+import { conversionRulesSchema } from '../../proto/rules.js';
 import { loadBaskets } from '../config/baskets.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from './engine-client.js';
@@ -164,12 +165,22 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
     reason: z.string().max(200, 'reason: at most 200 characters').optional(),
   });
   const writes: Record<string, (ex: Exchange, params: Params) => Promise<void>> = {
-    [OPERATOR_ROUTES.halt]: async (ex, p) => {
+    [`PUT ${OPERATOR_ROUTES.rules}`]: async (ex, p) => {
+      // Credentials arrive among the parameters (Basic auth): they are not rules.
+      const { username: _u, password: _p, request_id: _r, ...body } = p;
+      const parsed = conversionRulesSchema.safeParse(body);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        return ex.error('invalid_parameter', `${issue.path.join('.') || 'rules'}: ${issue.message}`, { field: String(issue.path[0] ?? '') });
+      }
+      await operatorCommand(ex, { op: 'set_rules', rules: parsed.data, by: operatorName });
+    },
+    [`POST ${OPERATOR_ROUTES.halt}`]: async (ex, p) => {
       const parsed = haltParams.safeParse(p);
       if (!parsed.success) return ex.error('invalid_parameter', parsed.error.issues[0]!.message, { field: String(parsed.error.issues[0]!.path[0] ?? '') });
       await operatorCommand(ex, { op: 'halt', etf: parsed.data.etf_name ?? null, reason: parsed.data.reason ?? '', by: operatorName });
     },
-    [OPERATOR_ROUTES.resume]: async (ex, p) => {
+    [`POST ${OPERATOR_ROUTES.resume}`]: async (ex, p) => {
       const parsed = haltParams.safeParse(p);
       if (!parsed.success) return ex.error('invalid_parameter', parsed.error.issues[0]!.message, { field: String(parsed.error.issues[0]!.path[0] ?? '') });
       await operatorCommand(ex, { op: 'resume', etf: parsed.data.etf_name ?? null, by: operatorName });
@@ -194,13 +205,13 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
   app.any('/operator/api/*', (res, req) => {
     const info = requestInfo(req, res);
     const ex = new Exchange(res, info.method);
-    const handler = handlers[info.path];
-    const write = writes[info.path];
-    deps.metrics.track(ex, info.method, handler || write ? info.path : '/operator/api/*');
-    if (!handler && !write) return ex.error('not_found', `no route ${info.path}`);
-    const method = write ? 'POST' : 'GET';
-    if (info.method !== method) {
-      return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${method}` } }, { allow: method });
+    const methods = [...(handlers[info.path] ? ['GET'] : []), ...Object.keys(writes).filter((k) => k.endsWith(` ${info.path}`)).map((k) => k.split(' ')[0]!)];
+    const handler = info.method === 'GET' ? handlers[info.path] : undefined;
+    const write = writes[`${info.method} ${info.path}`];
+    deps.metrics.track(ex, info.method, methods.length > 0 ? info.path : '/operator/api/*');
+    if (methods.length === 0) return ex.error('not_found', `no route ${info.path}`);
+    if (!handler && !write) {
+      return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${methods.join(' or ')}` } }, { allow: methods.join(', ') });
     }
     // No WWW-Authenticate challenge: the operator page signs in with its own form, and a browser dialog would get in its way.
     if (!allowed(info.authorization)) return ex.json(401, { error: { code: 'unauthorized', message: 'operator credentials required (HTTP Basic)' } });

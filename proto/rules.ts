@@ -1,0 +1,27 @@
+import { z } from 'zod';
+
+/**
+ * Conversion rules: every one off when absent, so the default is free,
+ * unlimited, always open. They start from config (`rules` in
+ * config/default.json); the operator can replace them at run time
+ * (PUT /operator/api/rules), which the engine journals with who and when.
+ */
+const fee = z.object({ fixed: z.number().int().min(0), per_unit: z.number().int().min(0) });
+const hhmm = z.string().regex(/^([01][0-9]|2[0-3]):[0-5][0-9]$/, 'times are HH:MM (UTC)');
+
+export const conversionRulesSchema = z
+  .object({
+    /** Fees in cash (price units) per conversion: `fixed` + `per_unit` × amount, by side. */
+    fees: z.object({ create: fee, redeem: fee }).optional(),
+    /** Most units in one conversion. */
+    max_units_per_conversion: z.number().int().positive().optional(),
+    /** Most units a team converts (creates and redeems together) in any `seconds`-long window. */
+    units_per_window: z.object({ units: z.number().int().positive(), seconds: z.number().int().positive() }).optional(),
+    /** |position| ≤ limit per symbol after the conversion: `refuse` it, or accept and `warn`. */
+    position_limit: z.object({ limit: z.number().int().positive(), mode: z.enum(['refuse', 'warn']) }).optional(),
+    /** Conversions only inside these UTC time-of-day windows (from inclusive, to exclusive; to < from wraps midnight). */
+    windows: z.array(z.object({ from: hhmm, to: hhmm })).min(1).optional(),
+  })
+  .strict();
+
+export type ConversionRules = z.infer<typeof conversionRulesSchema>;
