@@ -41,6 +41,7 @@ export const ROUTES = {
   positions: { method: 'get', path: '/positions/*' },
   symbols: { method: 'get', path: '/symbols' },
   openapi: { method: 'get', path: '/openapi.json' },
+  leaderboard: { method: 'get', path: '/leaderboard' },
 } as const;
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,16}$/;
@@ -204,6 +205,8 @@ export interface HoldingsBody {
   positions: { symbol: number; ticker: string; quantity: number }[];
   /** Price units: fills move it by quantity × price the other way; conversion fees take from it. */
   cash: number;
+  /** GET /holdings only: cash plus positions at mid prices. */
+  pnl?: PnlBody;
 }
 
 /** POST /create and /redeem: what changed (by ticker) and the holdings after it. */
@@ -222,6 +225,21 @@ export interface ConversionBody extends HoldingsBody {
   fee: number;
   /** Accepted beyond a position limit in `warn` mode. */
   warnings?: string[];
+}
+
+/** Profit and loss: cash plus the positions marked at their mid prices (GET /holdings `pnl`, GET /leaderboard). */
+export interface PnlBody {
+  cash: number;
+  marked: number;
+  total: number;
+  /** Tickers held without a two-sided market to mark them at (left out of `marked`). */
+  unmarked: string[];
+}
+
+/** GET /leaderboard: every team, best P&L first. */
+export interface LeaderboardBody {
+  teams: ({ rank: number; client_id: number; username: string } & PnlBody)[];
+  ts: number;
 }
 
 /** POST /register. */

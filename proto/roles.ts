@@ -82,7 +82,7 @@ export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
     subscribe: { allow: [ENGINE_COMMAND_SUBJECT, ENGINE_ADMIN_SUBJECT, `${inboxPrefix('engine')}.>`] },
   },
   gateway: {
-    publish: { allow: [...JS_BASE, ENGINE_COMMAND_SUBJECT, ...readKv(PRICE_BUCKET)] },
+    publish: { allow: [...JS_BASE, ENGINE_COMMAND_SUBJECT, ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET)] },
     subscribe: {
       allow: [
         REPLY_SUBJECT_WILDCARD,

@@ -13,7 +13,10 @@ import { loadBaskets } from '../src/config/baskets.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
 import type { DumpResult } from '../proto/engine.js';
 import { applyEvent, emptyState } from '../src/engine/state.js';
-import { buy, quietLog, useSystem } from './helpers/system.js';
+import { buy, quietLog, until, useSystem } from './helpers/system.js';
+import { openBucket } from '../src/shared/streams.js';
+import { encode } from '../proto/codec.js';
+import { BBO_BUCKET, type Bbo } from '../proto/marketdata.js';
 
 /** UNDY in creation units of 5, and a TECH basket without one. */
 const baskets = join(mkdtempSync(join(tmpdir(), 'etf-rules-')), 'baskets.json');
@@ -320,5 +323,29 @@ describe('rules at run time over HTTP', () => {
     const lines: string[] = [];
     await exportAudit(sys.nc, loadBaskets(undefined), (l) => lines.push(l));
     expect(lines.map((l) => JSON.parse(l)).find((e) => e.kind === 'rules')).toMatchObject({ by: 'instructor', rules: { max_units_per_conversion: 5 } });
+  });
+});
+
+describe('P&L and the leaderboard', () => {
+  const sys = useSystem();
+
+  it('P&L is cash plus positions at mid prices; the leaderboard ranks teams by it', async () => {
+    // Best bid/ask as the feed bridge keeps them: KNAN 110/120 (mid 115), STED 85/95 (mid 90).
+    const bbo = await openBucket(sys.nc, BBO_BUCKET);
+    await bbo.put('3', encode({ symbol: 3, bid: 110, bid_qty: 1, ask: 120, ask_qty: 1, ts: 0, md_seq: 1 } satisfies Bbo));
+    await bbo.put('4', encode({ symbol: 4, bid: 85, bid_qty: 1, ask: 95, ask_qty: 1, ts: 0, md_seq: 2 } satisfies Bbo));
+    await buy(sys.nc, 1, { 3: 10 }); // 10 KNAN at 100: cash -1000, worth 1150
+    await buy(sys.nc, 2, { 4: 5, 5: 1 }); // 5 STED at 100 (worth 450) and 1 FISH with no market
+    const one = await until(async () => {
+      const h = (await sys.http.holdings('team1', 'team1pass')).body;
+      return h.pnl.unmarked.length === 0 ? h : undefined;
+    }, 'the marks to be followed');
+    expect(one.pnl).toEqual({ cash: -1000, marked: 1150, total: 150, unmarked: [] });
+    expect((await sys.http.holdings('team2', 'team2pass')).body.pnl).toEqual({ cash: -600, marked: 450, total: -150, unmarked: ['FISH'] });
+    const board = (await sys.http.send('GET', '/leaderboard')).body;
+    expect(board.teams.map((t: { rank: number; username: string; total: number }) => [t.rank, t.username, t.total])).toEqual([
+      [1, 'team1', 150],
+      [2, 'team2', -150],
+    ]);
   });
 });

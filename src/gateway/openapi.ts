@@ -83,6 +83,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
       },
     },
     [ROUTES.symbols.path]: { get: { summary: "The exchange's symbols and the ETFs", responses: ok('{symbols}') } },
+    [ROUTES.leaderboard.path]: { get: { summary: 'Every team ranked by P&L: cash plus positions at mid prices', responses: { ...ok('{teams: [{rank, client_id, username, cash, marked, total, unmarked}], ts}'), ...errors(503) } } },
     '/openapi.json': { get: { summary: 'This description', responses: ok('OpenAPI 3.1') } },
     '/ws': { get: { summary: 'WebSocket holdings stream (upgrade); protocol in docs/ws.md', security: credentials, responses: { '101': { description: 'switching protocols' } } } },
     '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },

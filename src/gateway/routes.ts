@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
-import type { ConversionOp, ConversionResult, EngineReply, HistoryResult, HoldingsView, PingResult, RegisterResult } from '../../proto/engine.js';
+import type { ConversionOp, ConversionResult, EngineReply, HistoryResult, HoldingsView, PingResult, RegisterResult, DumpResult } from '../../proto/engine.js';
 import {
   ENGINE_UNAVAILABLE_CONVERSION,
   GATEWAY_KEY_PREFIX,
@@ -13,7 +13,10 @@ import {
   registerSchema,
   type ConversionBody,
   type HoldingsBody,
+  type LeaderboardBody,
 } from '../../proto/http.js';
+import type { Marks } from './marks.js';
+import type { Instruments } from '../config/baskets.js';
 import type { Authenticator } from './auth.js';
 import type { EngineClient } from './engine-client.js';
 import type { Exchange } from './http.js';
@@ -28,6 +31,8 @@ export interface RouteDeps {
   bcryptRounds: number;
   /** Built once: constructing a zod schema per request costs more than the whole rest of the request. */
   conversion: ReturnType<typeof conversionSchema>;
+  /** Mid prices, for P&L. */
+  marks: Marks;
 }
 
 /** `{KNAN: 10, UNDY: 2}`: what scripts want to index by ticker. */
@@ -173,7 +178,19 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
   if (clientId === null) return;
   const reply = await deps.engine.call({ op: 'holdings', clientId });
   if (!reply.ok) return engineError(ex, reply);
-  ex.json(200, holdingsBody(reply.result as HoldingsView));
+  const h = reply.result as HoldingsView;
+  ex.json(200, { ...holdingsBody(h), pnl: deps.marks.pnl(h.cash, h.positions) } satisfies HoldingsBody);
+}
+
+/** Every team ranked by P&L (cash plus positions at mid prices), from one engine read. */
+export async function leaderboard(ex: Exchange, deps: RouteDeps, instruments: Instruments): Promise<void> {
+  const reply = await deps.engine.call({ op: 'dump' });
+  if (!reply.ok) return engineError(ex, reply);
+  const teams = (reply.result as DumpResult).accounts
+    .map((a) => ({ client_id: a.client_id, username: a.username, ...deps.marks.pnl(a.cash, a.positions.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }))) }))
+    .sort((a, b) => b.total - a.total || a.client_id - b.client_id)
+    .map((t, i) => ({ rank: i + 1, ...t }));
+  ex.json(200, { teams, ts: Date.now() } satisfies LeaderboardBody);
 }
 
 export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView, ws: { stats: unknown }): Promise<void> {

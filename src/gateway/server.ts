@@ -18,6 +18,7 @@ import { mountStatic } from './static.js';
 import { mountOperator } from './operator.js';
 import { Throttle } from './throttle.js';
 import * as compat from './compat.js';
+import { Marks } from './marks.js';
 import { openApiDocument } from './openapi.js';
 import { loadBaskets } from '../config/baskets.js';
 
@@ -38,7 +39,8 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const engine = new EngineClient(nc, cfg.requestTimeoutMs);
   const auth = new Authenticator(engine, cfg.bcryptRounds);
   const throttle = new Throttle(cfg.throttle);
-  const deps: routes.RouteDeps = { engine, auth, throttle, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount) };
+  const marks = new Marks(nc, log);
+  const deps: routes.RouteDeps = { engine, auth, throttle, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks };
   const etfs = startEtfsRoute(cfg, nc, log);
   const instruments = loadBaskets(cfg.basketsFile || undefined);
   const apiDescription = openApiDocument(cfg.maxAmount);
@@ -64,6 +66,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.positions.path, { method: 'GET', handler: (ex, p, info) => compat.positions(ex, deps, instruments, p, info.path.slice(ROUTES.positions.path.length - 1)) }],
     [ROUTES.symbols.path, { method: 'GET', handler: async (ex) => compat.symbols(ex, instruments) }],
     [ROUTES.openapi.path, { method: 'GET', handler: async (ex) => ex.json(200, apiDescription) }],
+    [ROUTES.leaderboard.path, { method: 'GET', handler: (ex) => routes.leaderboard(ex, deps, instruments) }],
   ]);
 
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
@@ -120,6 +123,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
       throttle.close();
       engine.close();
       etfs.close();
+      marks.close();
       feedStatus.close();
       await nc.drain();
     },
