@@ -19,7 +19,8 @@ const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const TEAMS = 8;
 
 const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
-const sys = await startBenchSystem(roster);
+const OPERATOR = { username: 'bench-operator', password: 'bench-operator-pass' };
+const sys = await startBenchSystem(roster, { operator: OPERATOR });
 try {
   // Enough of every UNDY component that no create in the run is refused.
   const nc = await connect({ servers: sys.nats.url });
@@ -51,14 +52,35 @@ try {
     const r = await autocannon({ url: sys.url, connections, duration: seconds, requests });
     rows.push({ scenario, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
   }
+  if (chosen.some(([name]) => name === 'create')) {
+    // Every conversion rule on, none binding (the cost of checking them, not of refusals), set as the operator does.
+    const rules = {
+      fees: { create: { fixed: 1, per_unit: 1 }, redeem: { fixed: 1, per_unit: 1 } },
+      max_units_per_conversion: 1000,
+      units_per_window: { units: 1_000_000_000, seconds: 60 },
+      position_limit: { limit: 2_000_000_000, mode: 'refuse' },
+      windows: [{ from: '00:00', to: '12:00' }, { from: '12:00', to: '00:00' }],
+    };
+    const put = await fetch(`${sys.url}/operator/api/rules`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`${OPERATOR.username}:${OPERATOR.password}`).toString('base64')}` },
+      body: JSON.stringify(rules),
+    });
+    if (!put.ok) throw new Error(`setting the rules failed: ${put.status} ${await put.text()}`);
+    const r = await autocannon({ url: sys.url, connections, duration: seconds, requests: scenarios.create });
+    rows.push({ scenario: 'create+rules', rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
+  }
   const base = rows[0]!.rps;
   console.log(`\n/create throughput, ${connections} connections, ${seconds} s each, bcrypt cost 10, ${TEAMS} teams\n`);
-  console.log('scenario   req/s    p50 ms  p99 ms  non-2xx  errors  vs health');
+  console.log('scenario      req/s    p50 ms  p99 ms  non-2xx  errors  vs health');
   for (const r of rows) {
     console.log(
-      `${r.scenario.padEnd(9)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / base).toFixed(2)}`,
+      `${r.scenario.padEnd(12)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / base).toFixed(2)}`,
     );
   }
+  const create = rows.find((r) => r.scenario === 'create');
+  const ruled = rows.find((r) => r.scenario === 'create+rules');
+  if (create && ruled) console.log(`\n/create with every conversion rule on: ${(ruled.rps / create.rps).toFixed(2)}× the rate with rules off`);
 } finally {
   await sys.stop();
 }
