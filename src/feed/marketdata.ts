@@ -73,18 +73,22 @@ export class MarketData {
    * first. Returns the Bbos that now show empty books.
    */
   restart(): Bbo[] {
-    const at = { seq: 0, timestamp: 0n };
+    this.newSession({ seq: 0, timestamp: 0n }, null);
+    this.tracker.newSession();
+    return this.flush();
+  }
+
+  /** Empties every book for a new exchange session whose first message is `at` (null: not heard yet). */
+  private newSession(at: { seq: number; timestamp: bigint }, nowMs: number | null): void {
     for (const s of this.books.bySymbol.keys()) this.touch(s, at);
     for (const s of this.published.keys()) this.touch(s, at);
     this.books.clearAll();
     this.liveBooks.clearAll();
     this.liveOnly.clear();
-    this.firstLiveAt = null;
+    this.firstLiveAt = nowMs;
     this.syncedAt.clear();
-    this.allSynced = false;
-    this.tracker.newSession();
-    this.dropBuffer(0);
-    return this.flush();
+    this.allSynced = at.seq === 1;
+    this.dropBuffer(at.seq);
   }
 
   /** Applies one live datagram. Returns the seq problems it showed and the Bbos to publish. */
@@ -104,15 +108,7 @@ export class MarketData {
           break;
         case 'restart':
           notices.push({ seq: m.seq, event: ev });
-          for (const s of this.books.bySymbol.keys()) this.touch(s, m);
-          for (const s of this.published.keys()) this.touch(s, m);
-          this.books.clearAll();
-          this.liveBooks.clearAll();
-          this.liveOnly.clear();
-          this.firstLiveAt = nowMs;
-          this.syncedAt.clear();
-          this.allSynced = m.seq === 1;
-          this.dropBuffer(m.seq);
+          this.newSession(m, nowMs);
           break;
         case 'gap':
           notices.push({ seq: m.seq, event: ev });
