@@ -9,11 +9,13 @@ import type { ConversionOp, EngineError, Position } from './engine.js';
  */
 /** An operator's change in the audit export (npm run export-audit): who did what, when. */
 export interface OperatorAuditEntry {
-  kind: 'halt' | 'resume' | 'rules';
+  kind: 'halt' | 'resume' | 'rules' | 'basket';
   etf: string | null;
   reason?: string;
   /** The rules set, for kind 'rules'. */
   rules?: ConversionRules;
+  /** The basket version set, for kind 'basket'. */
+  basket?: { version: number; from: number; components: Record<string, number> };
   by: string;
   ts: number;
 }

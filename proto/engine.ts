@@ -32,6 +32,8 @@ export type EngineCommand =
   | { op: 'resume'; etf: string | null; by: string }
   /** Read: the conversion rules in force. */
   | { op: 'rules' }
+  /** Operator: a new basket for an ETF, used from `from` (ms) on; components by ticker. */
+  | { op: 'set_basket'; etf: string; components: Record<string, number>; from: number; by: string }
   /** Operator: replace the conversion rules (validated by the gateway against proto/rules.ts). */
   | { op: 'set_rules'; rules: ConversionRules; by: string }
   /** Read (operators): every account's positions and the stream positions they reflect, for the consistency check. */
@@ -132,6 +134,8 @@ export interface ConversionResult {
   deltas: Position[];
   /** Fee charged in cash for this conversion (0 when fees are off). */
   fee: number;
+  /** The basket version used (0: the config's). */
+  basket_version: number;
   holdings: HoldingsView;
 }
 
@@ -162,6 +166,8 @@ export interface RulesResult {
   rules: ConversionRules;
   set_by: { by: string; ts: number } | null;
   units: Record<string, number>;
+  /** Basket versions the operator set, per ETF (version 0, the config's, is not listed). */
+  baskets: Record<string, { version: number; from: number; by: string; components: Record<string, number> }[]>;
 }
 
 export type EngineResult = RulesResult | RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult | DumpResult;

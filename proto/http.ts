@@ -225,6 +225,8 @@ export interface ConversionBody extends HoldingsBody {
   fee: number;
   /** Accepted beyond a position limit in `warn` mode. */
   warnings?: string[];
+  /** The ETF's basket version it used (0: the config's; the operator's from 1). */
+  basket_version: number;
 }
 
 /** Profit and loss: cash plus the positions marked at their mid prices (GET /holdings `pnl`, GET /leaderboard). */

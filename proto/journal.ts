@@ -40,8 +40,12 @@ export type JournalEvent =
       after: Delta[];
       /** Fee charged in cash (price units); absent: none (journals from before fees). */
       fee?: number;
+      /** The basket version it used (absent: 0, the config's). */
+      basketVersion?: number;
       ts: number;
     }
+  /** The operator gave an ETF a new basket (version 1, 2, ...; version 0 is the config's), used by conversions from `from` (ms) on. */
+  | { t: 'basket'; etf: string; version: number; components: Delta[]; from: number; by: string; ts: number }
   /** The operator replaced the conversion rules (proto/rules.ts): who, when. */
   | { t: 'rules'; rules: ConversionRules; by: string; ts: number }
   /** The operator halted or resumed conversions (of one ETF, or of all when etf is null): who, when, why. */

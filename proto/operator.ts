@@ -25,6 +25,8 @@ export const OPERATOR_ROUTES = {
   halt: '/operator/api/halt',
   /** POST etf_name? (none: lift every halt). */
   resume: '/operator/api/resume',
+  /** POST etf_name, components {TICKER: weight}, from? (ISO time or ms; default now): a new basket version. */
+  basket: '/operator/api/basket',
 } as const;
 
 /** Feed alerts the gateway keeps for the operator (since it started). */

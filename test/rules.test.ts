@@ -7,7 +7,7 @@ import { JOURNAL_STREAM } from '../proto/subjects.js';
 import type { JournalEvent } from '../proto/journal.js';
 import { buildInstruments } from '../src/config/baskets.js';
 import { applyFill, applySessionReset, decide } from '../src/engine/core.js';
-import { consistencyCheck } from '../src/engine/check.js';
+import { consistencyCheck, conservation } from '../src/engine/check.js';
 import { exportAudit } from '../src/engine/audit-export.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
@@ -347,5 +347,58 @@ describe('P&L and the leaderboard', () => {
       [1, 'team1', 150],
       [2, 'team2', -150],
     ]);
+  });
+});
+
+describe('basket changes', () => {
+  it('in the core: a new version applies from its time, each conversion records the version it used, conservation holds per version', () => {
+    const cfg = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000 };
+    const s = emptyState();
+    const journal: JournalEvent[] = [{ t: 'account', clientId: 1, username: 't', source: 'roster', opening: [[3, 100], [4, 100], [5, 100], [6, 100], [7, 100], [8, 100], [9, 100], [10, 100], [11, 100], [12, 100]], ts: 0 }];
+    applyEvent(s, journal[0]!);
+    const run = (cmd: Parameters<typeof decide>[2], now: number) => {
+      const d = decide(s, cfg, cmd, now);
+      for (const ev of d.events) {
+        applyEvent(s, ev);
+        journal.push(ev);
+      }
+      return d;
+    };
+    expect(run({ op: 'set_basket', etf: 'UNDY', components: { KNAN: 2, STED: 1 }, from: 1000, by: 'op' }, 10).error).toBeUndefined();
+    expect(run({ op: 'set_basket', etf: 'UNDY', components: { KNAN: 1 }, from: 500, by: 'op' }, 11).error).toMatchObject({ field: 'from' });
+    const before = run({ op: 'create', clientId: 1, etf: 'UNDY', amount: 5 }, 999);
+    expect((before.result as { basket_version: number }).basket_version).toBe(0);
+    const after = run({ op: 'create', clientId: 1, etf: 'UNDY', amount: 5 }, 1000);
+    expect(after.result).toMatchObject({ basket_version: 1 });
+    expect((after.events[0] as { deltas: unknown }).deltas).toEqual([[3, -10], [4, -5], [13, 5]]);
+    expect(run({ op: 'redeem', clientId: 1, etf: 'UNDY', amount: 10 }, 2000).error).toBeUndefined();
+    expect(conservation(journal, cfg.instruments)).toEqual([]);
+  });
+
+});
+
+describe('basket changes over HTTP', () => {
+  const sys = useSystem({ operator: { username: 'instructor', password: 'instructorpass' } });
+  const t1: [string, string] = ['team1', 'team1pass'];
+  const op: [string, string] = ['instructor', 'instructorpass'];
+
+  it('a basket change applies from its time: conversions from then on use it and say so; the export has it', async () => {
+    await buy(sys.nc, 1, { 3: 20, 4: 20, 5: 20, 6: 20, 7: 20, 8: 20, 9: 20, 10: 20, 11: 20, 12: 20 });
+    // Version 1 from now: in force at once.
+    const set = await sys.http.send('POST', '/operator/api/basket', { basic: op, json: { etf_name: 'UNDY', components: { KNAN: 3 } } });
+    expect(set.status).toBe(200);
+    expect(set.body.baskets.UNDY).toMatchObject([{ version: 1, components: { KNAN: 3 }, by: 'instructor' }]);
+    const v1 = await sys.http.send('POST', '/create', { basic: t1, form: { amount: 2 } });
+    expect(v1.body).toMatchObject({ basket_version: 1, deltas: { KNAN: -6, UNDY: 2 } });
+    // Version 2 from an hour ahead: not in force yet, version 1 still is.
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    expect((await sys.http.send('POST', '/operator/api/basket', { basic: op, json: { etf_name: 'UNDY', components: { KNAN: 2, STED: 1 }, from: later } })).status).toBe(200);
+    expect((await sys.http.send('POST', '/create', { basic: t1, form: { amount: 1 } })).body).toMatchObject({ basket_version: 1, deltas: { KNAN: -3, UNDY: 1 } });
+    const bad = await sys.http.send('POST', '/operator/api/basket', { basic: op, json: { etf_name: 'UNDY', components: { NOPE: 1 } } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/unknown component symbol NOPE/);
+    const lines: string[] = [];
+    await exportAudit(sys.nc, loadBaskets(undefined), (l) => lines.push(l));
+    expect(lines.map((l) => JSON.parse(l)).filter((e) => e.kind === 'basket').map((e) => e.basket.version)).toEqual([1, 2]);
   });
 });

@@ -24,6 +24,9 @@ export async function exportAudit(nc: NatsConnection, instruments: Instruments, 
         if (ev.t === 'operator') {
           const entry: OperatorAuditEntry = { kind: ev.action, etf: ev.etf, ...(ev.reason !== undefined ? { reason: ev.reason } : {}), by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));
+        } else if (ev.t === 'basket') {
+          const entry: OperatorAuditEntry = { kind: 'basket', etf: ev.etf, basket: { version: ev.version, from: ev.from, components: Object.fromEntries(ev.components.map(([s, w]) => [instruments.tickerOf(s), w])) }, by: ev.by, ts: ev.ts };
+          write(JSON.stringify(entry));
         } else if (ev.t === 'rules') {
           const entry: OperatorAuditEntry = { kind: 'rules', etf: null, rules: ev.rules, by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));

@@ -1,5 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { DumpResult } from '../../proto/engine.js';
+import type { Delta } from '../../proto/journal.js';
 import type { JournalEvent } from '../../proto/journal.js';
 import { FILL_STREAM } from '../../proto/subjects.js';
 import type { Instruments } from '../config/baskets.js';
@@ -53,19 +54,27 @@ export async function rebuild(nc: NatsConnection, journalSeq: number, fillSeq: n
  * conversions left outstanding; and each ETF's own units likewise.
  */
 export function conservation(events: JournalEvent[], instruments: Instruments): CheckReport['conservation'] {
-  const outstanding = new Map<string, number>();
   const journaled = new Map<number, number>();
-  for (const ev of events) {
-    if (ev.t !== 'conversion') continue;
-    outstanding.set(ev.etf, (outstanding.get(ev.etf) ?? 0) + (ev.op === 'create' ? ev.amount : -ev.amount));
-    for (const [symbol, d] of ev.deltas) journaled.set(symbol, (journaled.get(symbol) ?? 0) + d);
-  }
   const expected = new Map<number, number>();
-  for (const [etf, units] of outstanding) {
-    const basket = instruments.baskets.get(etf);
+  const add = (m: Map<number, number>, symbol: number, d: number) => m.set(symbol, (m.get(symbol) ?? 0) + d);
+  /** Basket versions the operator set (etf → version → components), as the journal defines them. */
+  const versions = new Map<string, Map<number, Delta[]>>();
+  for (const ev of events) {
+    if (ev.t === 'basket') {
+      if (!versions.has(ev.etf)) versions.set(ev.etf, new Map());
+      versions.get(ev.etf)!.set(ev.version, ev.components);
+      continue;
+    }
+    if (ev.t !== 'conversion') continue;
+    for (const [symbol, d] of ev.deltas) add(journaled, symbol, d);
+    const basket = instruments.baskets.get(ev.etf);
     if (!basket) continue;
-    expected.set(basket.symbol, (expected.get(basket.symbol) ?? 0) + units);
-    for (const c of basket.components) expected.set(c.symbol, (expected.get(c.symbol) ?? 0) - c.weight * units);
+    // Each conversion conserves units by the basket version it used.
+    const components = ev.basketVersion ? versions.get(ev.etf)?.get(ev.basketVersion) : basket.components.map((c): Delta => [c.symbol, c.weight]);
+    if (!components) continue;
+    const units = ev.op === 'create' ? ev.amount : -ev.amount;
+    add(expected, basket.symbol, units);
+    for (const [symbol, weight] of components) add(expected, symbol, -weight * units);
   }
   const problems: CheckReport['conservation'] = [];
   for (const symbol of new Set([...expected.keys(), ...journaled.keys()])) {

@@ -93,9 +93,21 @@ function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
 }
 
 /** Deltas of converting `amount` units: create debits the basket and credits the ETF; redeem the reverse. */
-export function conversionDeltas(basket: Basket, op: 'create' | 'redeem', amount: number): Delta[] {
+export function conversionDeltas(basket: Pick<Basket, 'symbol' | 'components'>, op: 'create' | 'redeem', amount: number): Delta[] {
   const sign = op === 'create' ? 1 : -1;
   return [...basket.components.map((c): Delta => [c.symbol, -sign * c.weight * amount]), [basket.symbol, sign * amount]];
+}
+
+/** The basket in force at `now`: the operator's latest version whose `from` has come, else the config's (version 0). */
+export function basketAt(state: EngineState, basket: Basket, now: number, instruments: Instruments): { version: number; basket: Pick<Basket, 'symbol' | 'components'> } {
+  const versions = state.baskets.get(basket.name) ?? [];
+  for (let i = versions.length - 1; i >= 0; i--) {
+    const v = versions[i]!;
+    if (v.from <= now) {
+      return { version: v.version, basket: { symbol: basket.symbol, components: v.components.map(([symbol, weight]) => ({ symbol, ticker: instruments.tickerOf(symbol), weight })) } };
+    }
+  }
+  return { version: 0, basket };
 }
 
 /** The audit entry of a journaled decision, as teams and operators read it. */
@@ -134,8 +146,14 @@ export function auditEntry(ev: AuditEvent, instruments: Instruments): AuditEntry
   }
 }
 
-function rulesView(halts: EngineState['halts'], set: EngineState['rules'], cfg: CoreConfig): RulesResult {
+function rulesView(halts: EngineState['halts'], set: EngineState['rules'], cfg: CoreConfig, baskets: EngineState['baskets']): RulesResult {
   return {
+    baskets: Object.fromEntries(
+      [...baskets].map(([etf, versions]) => [
+        etf,
+        versions.map((v) => ({ version: v.version, from: v.from, by: v.by, components: Object.fromEntries(v.components.map(([s, w]) => [cfg.instruments.tickerOf(s), w])) })),
+      ]),
+    ),
     halts: [...halts].map(([etf, h]) => ({ etf: etf === ALL_ETFS ? null : etf, reason: h.reason, by: h.by, since: h.since })),
     rules: set?.rules ?? cfg.rules ?? {},
     set_by: set ? { by: set.by, ts: set.ts } : null,
@@ -156,6 +174,7 @@ function conversionOutcome(ev: AuditEvent, acc: Account, cfg: CoreConfig, replay
     amount: ev.amount,
     deltas: positionsOf(ev.deltas, cfg.instruments),
     fee: ev.fee ?? 0,
+    basket_version: ev.basketVersion ?? 0,
     // A first answer shows the cash after this fee; a replay, the cash now.
     holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(ev.after, cfg.instruments), cash: replayed ? acc.cash : acc.cash - (ev.fee ?? 0) },
   };
@@ -192,13 +211,34 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       if (cmd.op === 'halt') after.set(cmd.etf ?? ALL_ETFS, { reason: cmd.reason, by: cmd.by, since: now });
       else if (cmd.etf === null) after.clear();
       else after.delete(cmd.etf);
-      return { result: rulesView(after, state.rules, cfg), events: [ev] };
+      return { result: rulesView(after, state.rules, cfg, state.baskets), events: [ev] };
     }
     case 'rules':
-      return { result: rulesView(state.halts, state.rules, cfg), events: [] };
+      return { result: rulesView(state.halts, state.rules, cfg, state.baskets), events: [] };
+    case 'set_basket': {
+      const basket = cfg.instruments.baskets.get(cmd.etf);
+      if (!basket) return refuse({ code: 'unknown_etf', field: 'etf_name', message: `unknown etf_name ${JSON.stringify(cmd.etf)}: one of ${[...cfg.instruments.baskets.keys()].join(', ')}` });
+      const components: Delta[] = [];
+      for (const [ticker, weight] of Object.entries(cmd.components)) {
+        const symbol = cfg.instruments.symbolOf(ticker.toUpperCase());
+        if (symbol === undefined) return refuse({ code: 'bad_request', field: 'components', message: `unknown component symbol ${ticker}` });
+        if (symbol === basket.symbol) return refuse({ code: 'bad_request', field: 'components', message: `${basket.name} cannot contain itself` });
+        if (!Number.isSafeInteger(weight) || weight < 1) return refuse({ code: 'bad_request', field: 'components', message: `weight of ${ticker} must be a whole number above 0` });
+        components.push([symbol, weight]);
+      }
+      if (components.length === 0) return refuse({ code: 'bad_request', field: 'components', message: 'a basket needs at least one component' });
+      const versions = state.baskets.get(basket.name) ?? [];
+      const last = versions[versions.length - 1];
+      if (last && cmd.from < last.from) return refuse({ code: 'bad_request', field: 'from', message: `version ${last.version} applies from ${new Date(last.from).toISOString()}: a new one cannot apply before it` });
+      components.sort((a, b) => a[0] - b[0]);
+      const ev: JournalEvent = { t: 'basket', etf: basket.name, version: (last?.version ?? 0) + 1, components, from: cmd.from, by: cmd.by, ts: now };
+      const after = new Map(state.baskets);
+      after.set(basket.name, [...versions, { version: ev.version, from: ev.from, by: ev.by, components }]);
+      return { result: rulesView(state.halts, state.rules, cfg, after), events: [ev] };
+    }
     case 'set_rules': {
       const ev: JournalEvent = { t: 'rules', rules: cmd.rules, by: cmd.by, ts: now };
-      return { result: rulesView(state.halts, { rules: cmd.rules, by: cmd.by, ts: now }, cfg), events: [ev] };
+      return { result: rulesView(state.halts, { rules: cmd.rules, by: cmd.by, ts: now }, cfg, state.baskets), events: [ev] };
     }
     case 'register': {
       const requestId = state.requestSeq + 1;
@@ -322,7 +362,8 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
           });
         }
       }
-      const deltas = conversionDeltas(basket, cmd.op, cmd.amount);
+      const inForce = basketAt(state, basket, now, cfg.instruments);
+      const deltas = conversionDeltas(inForce.basket, cmd.op, cmd.amount);
       const shortfalls: Shortfall[] = [];
       for (const [symbol, d] of deltas) {
         if (d >= 0) continue;
@@ -363,6 +404,7 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
         deltas,
         after: [...after].sort((a, b) => a[0] - b[0]),
         ...(fee !== 0 ? { fee } : {}),
+        ...(inForce.version !== 0 ? { basketVersion: inForce.version } : {}),
         ts: now,
       };
       const outcome = conversionOutcome(ev, acc, cfg, false);

@@ -54,6 +54,8 @@ export interface EngineSnapshot {
   halts?: [string, { reason: string; by: string; since: number }][];
   /** The operator's rules (absent: the config's). */
   rules?: EngineState['rules'];
+  /** The operator's basket versions (absent: none). */
+  baskets?: [string, { version: number; from: number; by: string; components: Delta[] }[]][];
 }
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
@@ -78,6 +80,7 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     accounts,
     halts: [...state.halts],
     rules: state.rules,
+    baskets: [...state.baskets],
   };
   return snapshotPackr.pack(snap);
 }
@@ -92,6 +95,7 @@ export function restoreSnapshot(bytes: Uint8Array): EngineState {
   state.maxClientId = snap.maxClientId;
   state.halts = new Map(snap.halts ?? []);
   state.rules = snap.rules ?? null;
+  state.baskets = new Map(snap.baskets ?? []);
   for (const img of snap.accounts) {
     const acc: Account = {
       clientId: img.clientId,

@@ -43,6 +43,8 @@ export interface EngineState {
   requestSeq: number;
   /** Conversion halts in force, by ETF name ('*': all), from the operator's journaled commands. */
   halts: Map<string, { reason: string; by: string; since: number }>;
+  /** Basket versions the operator set, per ETF, oldest first. */
+  baskets: Map<string, { version: number; from: number; by: string; components: Delta[] }[]>;
   /** The operator's rules, once set (journaled): they replace the config's. */
   rules: { rules: ConversionRules; by: string; ts: number } | null;
 }
@@ -51,7 +53,7 @@ export interface EngineState {
 export const ALL_ETFS = '*';
 
 export function emptyState(): EngineState {
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), rules: null };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), rules: null };
 }
 
 export function position(acc: Account, symbol: number): number {
@@ -106,6 +108,12 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
     case 'rules':
       state.rules = { rules: ev.rules, by: ev.by, ts: ev.ts };
       return;
+    case 'basket': {
+      const versions = state.baskets.get(ev.etf) ?? [];
+      versions.push({ version: ev.version, from: ev.from, by: ev.by, components: ev.components });
+      state.baskets.set(ev.etf, versions);
+      return;
+    }
     case 'operator':
       if (ev.action === 'halt') state.halts.set(ev.etf ?? ALL_ETFS, { reason: ev.reason ?? '', by: ev.by, since: ev.ts });
       else if (ev.etf === null) state.halts.clear(); // resume all: every halt lifted

@@ -164,6 +164,13 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
     etf_name: z.string().min(1).max(64).optional(),
     reason: z.string().max(200, 'reason: at most 200 characters').optional(),
   });
+  const basketParams = z.object({
+    etf_name: z.string().min(1).max(64),
+    components: z.record(z.string(), z.number().int().positive()),
+    from: z
+      .union([z.number().int().min(0), z.iso.datetime({ offset: true }).transform((s) => Date.parse(s))])
+      .optional(),
+  });
   const writes: Record<string, (ex: Exchange, params: Params) => Promise<void>> = {
     [`PUT ${OPERATOR_ROUTES.rules}`]: async (ex, p) => {
       // Credentials arrive among the parameters (Basic auth): they are not rules.
@@ -179,6 +186,15 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
       const parsed = haltParams.safeParse(p);
       if (!parsed.success) return ex.error('invalid_parameter', parsed.error.issues[0]!.message, { field: String(parsed.error.issues[0]!.path[0] ?? '') });
       await operatorCommand(ex, { op: 'halt', etf: parsed.data.etf_name ?? null, reason: parsed.data.reason ?? '', by: operatorName });
+    },
+    [`POST ${OPERATOR_ROUTES.basket}`]: async (ex, p) => {
+      const parsed = basketParams.safeParse(p);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        return ex.error('invalid_parameter', `${issue.path.join('.')}: ${issue.message}`, { field: String(issue.path[0] ?? '') });
+      }
+      const { etf_name, components, from } = parsed.data;
+      await operatorCommand(ex, { op: 'set_basket', etf: etf_name, components, from: from ?? Date.now(), by: operatorName });
     },
     [`POST ${OPERATOR_ROUTES.resume}`]: async (ex, p) => {
       const parsed = haltParams.safeParse(p);

@@ -140,6 +140,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     amount: r.amount,
     deltas: byTicker(r.deltas),
     fee: r.fee,
+    basket_version: r.basket_version,
     ...(r.warnings ? { warnings: r.warnings } : {}),
     ...holdingsBody(r.holdings),
   } satisfies ConversionBody);
