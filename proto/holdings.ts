@@ -16,6 +16,8 @@ export interface HoldingsChange {
   /** Signed change per symbol in this step. */
   deltas: Position[];
   positions: Position[];
+  /** Cash after the change (absent from engines before cash was kept). */
+  cash?: number;
   /** Engine wall-clock ms when applied. */
   ts: number;
   /** For cause 'fill': the fill's exchange seq and price. */

@@ -1,3 +1,4 @@
+import type { PnlBody } from './http.js';
 import type { AuditEntry } from './audit.js';
 import type { FeedAlert, FeedCounters } from './marketdata.js';
 
@@ -39,6 +40,9 @@ export interface OperatorAccount {
   username: string;
   /** Non-zero positions by ticker. */
   holdings: Record<string, number>;
+  cash: number;
+  /** Cash plus positions at mid prices. */
+  pnl: PnlBody;
 }
 
 export interface OperatorAccounts {

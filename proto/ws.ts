@@ -1,3 +1,4 @@
+import type { PnlBody } from './http.js';
 import type { Position } from './engine.js';
 import type { HoldingsChange } from './holdings.js';
 import type { EtfPrice } from './marketdata.js';
@@ -158,6 +159,9 @@ export interface SnapshotMessage extends Base {
   /** The account's change counter: the next delta has seq + 1. */
   seq: number;
   positions: Position[];
+  cash: number;
+  /** Cash plus positions at mid prices, when the gateway has them. */
+  pnl?: PnlBody;
   /** Request outcomes that could not be held while the connection was stale. */
   missed_outcomes?: number;
   id?: string | number;
@@ -173,6 +177,9 @@ export interface DeltaMessage extends Base {
   deltas: Position[];
   /** The whole account after the change. */
   positions: Position[];
+  /** Cash after the change, and P&L at the mid prices of that moment. */
+  cash: number;
+  pnl?: PnlBody;
   /** Engine wall-clock ms when applied. */
   ts: number;
   fill?: { seq: number; price: number };
@@ -232,7 +239,7 @@ export type ServerMessage =
   | PongMessage
   | ErrorMessage;
 
-export const deltaMessage = (c: HoldingsChange): DeltaMessage => ({
+export const deltaMessage = (c: HoldingsChange, pnl?: PnlBody): DeltaMessage => ({
   v: WS_PROTOCOL_VERSION,
   type: 'delta',
   client_id: c.client_id,
@@ -240,6 +247,8 @@ export const deltaMessage = (c: HoldingsChange): DeltaMessage => ({
   cause: c.cause,
   deltas: c.deltas,
   positions: c.positions,
+  cash: c.cash ?? 0,
+  ...(pnl ? { pnl } : {}),
   ts: c.ts,
   ...(c.fill ? { fill: c.fill } : {}),
 });

@@ -15,6 +15,7 @@ import type { DumpResult } from '../proto/engine.js';
 import { applyEvent, emptyState } from '../src/engine/state.js';
 import { buy, quietLog, until, useSystem } from './helpers/system.js';
 import { openBucket } from '../src/shared/streams.js';
+import { EtfClient, type LiveHoldings } from '../src/client/index.js';
 import { encode } from '../proto/codec.js';
 import { BBO_BUCKET, type Bbo } from '../proto/marketdata.js';
 
@@ -342,6 +343,16 @@ describe('P&L and the leaderboard', () => {
     }, 'the marks to be followed');
     expect(one.pnl).toEqual({ cash: -1000, marked: 1150, total: 150, unmarked: [] });
     expect((await sys.http.holdings('team2', 'team2pass')).body.pnl).toEqual({ cash: -600, marked: 450, total: -150, unmarked: ['FISH'] });
+    // The stream carries cash and P&L too.
+    const live = await new Promise<LiveHoldings>((resolve) => {
+      const stream = new EtfClient({ url: sys.sys.url, username: 'team1', password: 'team1pass' }).stream({
+        onHoldings: (h) => {
+          stream.close();
+          resolve({ ...h });
+        },
+      });
+    });
+    expect(live).toMatchObject({ cash: -1000, pnl: { cash: -1000, marked: 1150, total: 150, unmarked: [] } });
     const board = (await sys.http.send('GET', '/leaderboard')).body;
     expect(board.teams.map((t: { rank: number; username: string; total: number }) => [t.rank, t.username, t.total])).toEqual([
       [1, 'team1', 150],

@@ -64,8 +64,9 @@ describe('operator API', () => {
     const body = await res.json();
     expect(body.fill_seq).toBeGreaterThanOrEqual(2);
     expect(body.accounts).toEqual([
-      { client_id: 1, username: 'team1', holdings: {} },
-      { client_id: 2, username: 'team2', holdings: { KNAN: 7, UNDY: 2 } },
+      { client_id: 1, username: 'team1', holdings: {}, cash: 0, pnl: { cash: 0, marked: 0, total: 0, unmarked: [] } },
+      // Bought at 100 a unit; no market to mark at here.
+      { client_id: 2, username: 'team2', holdings: { KNAN: 7, UNDY: 2 }, cash: -900, pnl: { cash: -900, marked: 0, total: -900, unmarked: ['KNAN', 'UNDY'] } },
     ]);
   });
 

@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import type { AuditEntry } from '../../proto/audit.js';
-import type { ConversionBody, EtfsBody, HoldingsBody, HttpErrorBody, PositionBody, PositionsBody, RegisterBody, SymbolsBody } from '../../proto/http.js';
+import type { ConversionBody, EtfsBody, HoldingsBody, HttpErrorBody, PnlBody, PositionBody, PositionsBody, RegisterBody, SymbolsBody } from '../../proto/http.js';
 import { REQUEST_ID_HEADER } from '../../proto/http.js';
 import type { EtfPrice } from '../../proto/marketdata.js';
 import type { RequestOutcome } from '../../proto/requests.js';
@@ -175,6 +175,9 @@ export interface LiveHoldings {
   seq: number;
   holdings: Record<string, number>;
   positions: HoldingsBody['positions'];
+  cash: number;
+  /** Cash plus positions at mid prices, as of the last change. */
+  pnl?: PnlBody;
 }
 
 export interface StreamHandlers {
@@ -190,7 +193,7 @@ export interface StreamHandlers {
 export class HoldingsStream {
   /** The last seq applied: a reconnect resumes after it. */
   seq = -1;
-  readonly current: LiveHoldings = { seq: -1, holdings: {}, positions: [] };
+  readonly current: LiveHoldings = { seq: -1, holdings: {}, positions: [], cash: 0 };
   private ws: WebSocket | null = null;
   private stopped = false;
   private retry = 0;
@@ -244,20 +247,20 @@ export class HoldingsStream {
     ws.on('error', () => {}); // 'close' follows
   }
 
-  private apply(seq: number, positions: HoldingsBody['positions'], cause: string): void {
+  private apply(seq: number, positions: HoldingsBody['positions'], cash: number, pnl: PnlBody | undefined, cause: string): void {
     this.seq = seq;
-    Object.assign(this.current, { seq, positions, holdings: Object.fromEntries(positions.map((p) => [p.ticker, p.quantity])) });
+    Object.assign(this.current, { seq, positions, cash, pnl, holdings: Object.fromEntries(positions.map((p) => [p.ticker, p.quantity])) });
     this.h.onHoldings?.(this.current, cause);
   }
 
   private onMessage(m: ServerMessage): void {
     switch (m.type) {
       case 'snapshot':
-        return this.apply(m.seq, m.positions, 'snapshot');
+        return this.apply(m.seq, m.positions, m.cash, m.pnl, 'snapshot');
       case 'delta':
         if (m.seq <= this.seq) return; // already applied (a resume overlaps)
         if (m.seq !== this.seq + 1) return this.send({ type: 'snapshot' }); // missed one: start over
-        return this.apply(m.seq, m.positions, m.cause);
+        return this.apply(m.seq, m.positions, m.cash, m.pnl, m.cause);
       case 'price':
         return this.h.onPrice?.(m.price);
       case 'request':

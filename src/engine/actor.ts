@@ -208,6 +208,7 @@ export class EngineActor {
       cause,
       deltas: deltas.map(([symbol, quantity]) => ({ symbol, ticker: tickerOf(symbol), quantity })),
       positions: holdingsView(acc, this.cfg.instruments).positions,
+      cash: acc.cash,
       ts: now,
     };
   }

@@ -24,6 +24,7 @@ import { Exchange, requestInfo } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
 import { gatherParams, parseBasic, type Params } from './params.js';
 import type { HubStats } from './ws/hub.js';
+import type { Marks } from './marks.js';
 
 export interface OperatorCredentials {
   username: string;
@@ -82,6 +83,8 @@ export interface OperatorDeps {
   feed: FeedStatusView;
   ws: () => HubStats;
   metrics: GatewayMetrics;
+  /** Mid prices, for each team's P&L. */
+  marks: Marks;
 }
 
 const unavailable = (reply: EngineReply & { ok: false }) => ({ code: reply.error.code, message: reply.error.message });
@@ -124,6 +127,8 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
         client_id: a.client_id,
         username: a.username,
         holdings: Object.fromEntries(a.positions.filter(([, q]) => q !== 0).map(([s, q]) => [instruments.tickerOf(s), q])),
+        cash: a.cash,
+        pnl: deps.marks.pnl(a.cash, a.positions.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }))),
       })),
     };
   };

@@ -81,11 +81,11 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
 
   const app = uWS.App();
   // Before the catch-all route, so /ws upgrades reach the WebSocket handler.
-  const ws = attachWebSocket(app, { nc, engine, auth, throttle }, log);
+  const ws = attachWebSocket(app, { nc, engine, auth, throttle, marks }, log);
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   metrics.mount(app);
   mountStatic(app, metrics, log);
-  const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics }, log);
+  const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks }, log);
   app.any('/*', (res, req) => {
     const info = requestInfo(req, res);
     const ex = new Exchange(res, info.method);

@@ -1,3 +1,4 @@
+import type { PnlBody } from '../../../proto/http.js';
 import type { HoldingsView, Position } from '../../../proto/engine.js';
 import type { HoldingsChange } from '../../../proto/holdings.js';
 import { deltaMessage } from '../../../proto/ws.js';
@@ -26,6 +27,7 @@ export type Offer = 'ok' | 'gap';
 export class AccountFeed<L extends FeedListener = FeedListener> {
   seq = 0;
   positions: Position[] = [];
+  cash = 0;
   live = false;
   readonly ring: SeqRing<SharedFrame>;
   readonly sessions = new Set<L>();
@@ -41,6 +43,8 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
     ringSize: number,
     /** Changes held while joining; beyond that the oldest go and the gap check forces another snapshot. */
     private readonly maxPending = ringSize * 4,
+    /** P&L at the current marks, for the frames (none: no P&L on the stream). */
+    readonly pnlOf?: (cash: number, positions: Position[]) => PnlBody,
   ) {
     this.ring = new SeqRing(ringSize);
   }
@@ -68,6 +72,7 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
   snapshot(view: HoldingsView): Offer {
     this.seq = view.seq;
     this.positions = view.positions;
+    this.cash = view.cash;
     this.ring.clear();
     const pending = this.pending;
     this.pending = [];
@@ -83,7 +88,8 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
     if (c.seq !== this.seq + 1) return 'gap';
     this.seq = c.seq;
     this.positions = c.positions;
-    const frame = new SharedFrame(deltaMessage(c));
+    this.cash = c.cash ?? 0;
+    const frame = new SharedFrame(deltaMessage(c, this.pnlOf?.(this.cash, c.positions)));
     this.ring.push(c.seq, frame);
     return frame;
   }

@@ -15,6 +15,7 @@ import type { WsLimits } from './limits.js';
 import { SharedFrame } from './protocol.js';
 import { Session, type SessionHost, type Transport } from './session.js';
 import type { Throttle } from '../throttle.js';
+import type { Marks } from '../marks.js';
 
 export interface HubDeps {
   nc: NatsConnection;
@@ -22,6 +23,8 @@ export interface HubDeps {
   auth: Authenticator;
   /** The gateway's throttle: a WebSocket sign-in counts against the same login limits as HTTP. */
   throttle?: Throttle;
+  /** Mid prices: P&L on the stream. */
+  marks?: Marks;
 }
 
 /** ETFs whose last price is kept: the pricing service names them from config, this only bounds a misbehaving publisher. */
@@ -133,7 +136,8 @@ export class Hub implements SessionHost {
   join(s: Session, clientId: number): AccountFeed<Session> {
     let feed = this.feeds.get(clientId);
     if (!feed) {
-      feed = new AccountFeed<Session>(clientId, this.limits.ringSize);
+      const marks = this.deps.marks;
+      feed = new AccountFeed<Session>(clientId, this.limits.ringSize, undefined, marks ? (cash, positions) => marks.pnl(cash, positions) : undefined);
       this.feeds.set(clientId, feed);
       this.fetchSnapshot(feed);
     }

@@ -233,6 +233,8 @@ export class Session implements FeedListener {
       client_id: this.clientId,
       seq: feed.seq,
       positions: feed.positions,
+      cash: feed.cash,
+      ...(feed.pnlOf ? { pnl: feed.pnlOf(feed.cash, feed.positions) } : {}),
       ...(missed > 0 ? { missed_outcomes: missed } : {}),
       ...(id !== undefined ? { id } : {}),
     });
