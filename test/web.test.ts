@@ -94,6 +94,8 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     await buy(f.nc, 1, { ...undyBasket(3), 3: 5 });
     await textBecomes(page, '#holdings tr[data-ticker="KNAN"] .qty', '5');
     await textBecomes(page, '#holdings tr[data-ticker="BDIN"] .qty', '3');
+    // 32 units bought at 100: the stream's cash.
+    await textBecomes(page, '#cash', '-3,200');
 
     // A price from the pricing actor's subject reaches the table.
     await page.waitForSelector('#prices tr[data-etf="UNDY"]');
@@ -161,6 +163,19 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     await textBecomes(page, '#feed tr[data-feed="market_data"] [data-field="restarts"]', '1');
     await textBecomes(page, '#t-feed', 'live');
     await textBecomes(page, '#alerts tbody tr:first-child td:nth-child(4)', alert.detail);
+    // Cash per team (fills at 100 a unit): 65 units bought.
+    await textBecomes(page, '#positions tr[data-team="team2"] [data-field="cash"]', '-6,500');
+
+    // The instructor halts UNDY with a reason: teams are refused with it; then resumes.
+    await page.selectOption('#halt-etf', 'UNDY');
+    await page.fill('#halt-reason', 'class break');
+    await page.click('#halt-button');
+    await textBecomes(page, '#halts', new RegExp(`^Halted: UNDY \\(class break\\), by ${OPERATOR.username} at `));
+    const refused = await f.http.create('team1', 'team1pass', 1);
+    expect(refused.status).toBe(403);
+    expect(refused.body.error.message).toBe('conversions of UNDY are halted by the operator: class break');
+    await page.click('#resume-button');
+    await textBecomes(page, '#halts', 'Conversions open.');
 
     await page.screenshot({ path: join(shots.path, 'operator-page.png'), fullPage: true, animations: 'disabled' });
     expect(pageErrors).toEqual([]);

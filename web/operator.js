@@ -19,6 +19,30 @@ $('#signin-form').addEventListener('submit', async (e) => {
 
 $('#sign-out').addEventListener('click', () => signOut());
 
+/** Halt or resume conversions through the operator API (the engine journals who and when). */
+async function control(action) {
+  const etf = $('#halt-etf').value;
+  const body = { ...(etf ? { etf_name: etf } : {}), ...(action === 'halt' ? { reason: $('#halt-reason').value.trim() } : {}) };
+  const res = await fetch(`/operator/api/${action}`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const answer = await readJson(res);
+  $('#halt-error').hidden = res.ok;
+  $('#halt-error').textContent = res.ok ? '' : answer.error?.message ?? `HTTP ${res.status}`;
+  if (res.ok) renderHalts(answer.halts);
+}
+$('#halt-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  void control('halt');
+});
+$('#resume-button').addEventListener('click', () => void control('resume'));
+
+function renderHalts(halts) {
+  const p = $('#halts');
+  p.dataset.state = halts.length ? 'halted' : 'open';
+  p.textContent = halts.length
+    ? halts.map((h) => `Halted: ${h.etf ?? 'every ETF'}${h.reason ? ` (${h.reason})` : ''}, by ${h.by} at ${fmtTime(h.since)}.`).join(' ')
+    : 'Conversions open.';
+}
+
 function signOut(message) {
   auth = null;
   clearTimeout(timer);
@@ -36,6 +60,7 @@ async function loadOrder() {
   try {
     const body = await readJson(await fetch('/etfs'));
     tickerOrder = [...new Set((body.etfs ?? []).flatMap((e) => [...e.components.map((c) => c.ticker), e.name]))];
+    $('#halt-etf').replaceChildren(el('option', { value: '' }, 'every ETF'), ...(body.etfs ?? []).map((e) => el('option', { value: e.name }, e.name)));
   } catch {
     tickerOrder = [];
   }
@@ -62,6 +87,9 @@ async function refresh(first = false) {
   if (res.ok) {
     render(body);
     setLive('live', `updated ${fmtTime(body.ts)}`);
+    const rulesRes = await fetch('/operator/api/rules', { headers: { authorization: auth } }).catch(() => null);
+    const rules = rulesRes ? await readJson(rulesRes) : null;
+    if (rules?.halts) renderHalts(rules.halts);
   } else {
     setLive('down', body.error?.message ?? `HTTP ${res.status}`);
   }
@@ -89,7 +117,9 @@ function render(o) {
 function renderPositions(accounts) {
   const held = new Set(accounts.flatMap((a) => Object.keys(a.holdings)));
   const columns = [...tickerOrder.filter((t) => held.has(t)), ...[...held].filter((t) => !tickerOrder.includes(t)).sort()];
-  $('#positions thead').replaceChildren(el('tr', {}, el('th', {}, 'Team'), el('th', { class: 'num' }, 'Id'), columns.map((t) => el('th', { class: 'num' }, t))));
+  $('#positions thead').replaceChildren(
+    el('tr', {}, el('th', {}, 'Team'), el('th', { class: 'num' }, 'Id'), el('th', { class: 'num' }, 'Cash'), el('th', { class: 'num' }, 'P&L'), columns.map((t) => el('th', { class: 'num' }, t))),
+  );
   const seen = new Map();
   const rows = accounts.map((a) =>
     el(
@@ -97,6 +127,8 @@ function renderPositions(accounts) {
       { 'data-team': a.username },
       el('td', {}, el('strong', {}, a.username)),
       el('td', { class: 'num muted' }, a.client_id),
+      el('td', { class: `num ${signClass(a.cash ?? 0)}`, 'data-field': 'cash' }, fmtNum(a.cash ?? 0)),
+      el('td', { class: `num ${signClass(a.pnl?.total ?? 0)}`, 'data-field': 'pnl', title: a.pnl?.unmarked?.length ? `not marked: ${a.pnl.unmarked.join(', ')}` : '' }, fmtNum(a.pnl?.total ?? 0)),
       columns.map((t) => {
         const q = a.holdings[t] ?? 0;
         const key = `${a.username}|${t}`;
@@ -108,7 +140,7 @@ function renderPositions(accounts) {
     ),
   );
   lastCells = seen;
-  fillRows($('#positions tbody'), rows, 'No teams.', columns.length + 2);
+  fillRows($('#positions tbody'), rows, 'No teams.', columns.length + 4);
 }
 
 function renderFeed(feed) {

@@ -95,6 +95,7 @@ function onMessage(m) {
       break;
     case 'snapshot':
       setHoldings(m.positions, m.seq, false);
+      setMoney(m);
       break;
     case 'resumed':
       setLive('live', 'live');
@@ -105,6 +106,7 @@ function onMessage(m) {
         return;
       }
       setHoldings(m.positions, m.seq, true, m.deltas);
+      setMoney(m);
       break;
     case 'price':
       prices.set(m.price.etf, m.price);
@@ -120,6 +122,15 @@ function onMessage(m) {
 }
 
 // ---------------------------------------------------------------- holdings
+
+/** Cash and P&L (cash plus positions at mid prices) as the stream last gave them. */
+function setMoney(m) {
+  $('#cash').textContent = fmtNum(m.cash);
+  $('#cash').className = signClass(m.cash ?? 0);
+  $('#pnl').textContent = m.pnl ? fmtSigned(m.pnl.total) : '—';
+  $('#pnl').className = signClass(m.pnl?.total ?? 0);
+  $('#pnl').title = m.pnl?.unmarked?.length ? `cash + positions at mid prices; not marked (no market): ${m.pnl.unmarked.join(', ')}` : 'cash + positions at mid prices';
+}
 
 function setHoldings(positions, newSeq, isDelta, deltas = []) {
   const next = new Map();
