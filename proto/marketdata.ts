@@ -21,6 +21,20 @@ export const priceSubject = (etf: string): string => `${PRICE_SUBJECT_PREFIX}.${
 export const PRICE_SUBJECT_WILDCARD = `${PRICE_SUBJECT_PREFIX}.*`;
 export const PRICE_BUCKET = 'etf_prices';
 
+/**
+ * The operator's basket versions per ETF, published by the engine once
+ * journaled: KV bucket BASKET_BUCKET, key `<ETF name>`, payload BasketVersions.
+ * The version in force at a time is the latest whose `from` has come, else the
+ * configured basket (version 0): pricing and GET /etfs follow what conversions use.
+ */
+export const BASKET_BUCKET = 'etf_baskets';
+export const basketKvSubject = (etf: string): string => `$KV.${BASKET_BUCKET}.${etf}`;
+
+export interface BasketVersions {
+  etf: string;
+  versions: { version: number; from: number; components: { symbol: number; ticker: string; weight: number }[] }[];
+}
+
 /** Feed-integrity alerts from the bridge (gaps, exchange restarts, bad datagrams). */
 export const FEED_ALERT_SUBJECT = 'ndfex.alert';
 /** The bridge's periodic status, which the gateway shows on /health. */

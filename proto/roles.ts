@@ -10,7 +10,7 @@
  *   and it reads published state but can neither act for a team nor forge output.
  * (The simulator stands in for the exchange on multicast only: it has no NATS user.)
  */
-import { BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';
+import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';
 import { FEED_BUCKET } from './feed.js';
 import { REQUESTS_SUBJECT_PREFIX } from './requests.js';
 import { SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM } from './streams.js';
@@ -77,12 +77,14 @@ export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
         // Answers only here (not wherever a request says: see the actor), never into a stream.
         REPLY_SUBJECT_WILDCARD,
         `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
+        ...readKv(BASKET_BUCKET),
+        ...writeKv(BASKET_BUCKET),
       ],
     },
     subscribe: { allow: [ENGINE_COMMAND_SUBJECT, ENGINE_ADMIN_SUBJECT, `${inboxPrefix('engine')}.>`] },
   },
   gateway: {
-    publish: { allow: [...JS_BASE, ENGINE_COMMAND_SUBJECT, ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET)] },
+    publish: { allow: [...JS_BASE, ENGINE_COMMAND_SUBJECT, ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET), ...readKv(BASKET_BUCKET)] },
     subscribe: {
       allow: [
         REPLY_SUBJECT_WILDCARD,
@@ -114,7 +116,7 @@ export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
     subscribe: { allow: [`${inboxPrefix('feed')}.>`] },
   },
   pricing: {
-    publish: { allow: [...JS_BASE, PRICE_SUBJECT_WILDCARD, ...readKv(BBO_BUCKET), ...readKv(PRICE_BUCKET), ...writeKv(PRICE_BUCKET)] },
+    publish: { allow: [...JS_BASE, PRICE_SUBJECT_WILDCARD, ...readKv(BBO_BUCKET), ...readKv(PRICE_BUCKET), ...writeKv(PRICE_BUCKET), ...readKv(BASKET_BUCKET)] },
     subscribe: { allow: [BBO_SUBJECT_WILDCARD, `${inboxPrefix('pricing')}.>`] },
   },
   // Administers streams and reads published state, but is nobody's stand-in: it cannot

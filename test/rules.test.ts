@@ -6,6 +6,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { JOURNAL_STREAM } from '../proto/subjects.js';
 import type { JournalEvent } from '../proto/journal.js';
 import { buildInstruments } from '../src/config/baskets.js';
+import { PricingState } from '../src/pricing/core.js';
 import { applyFill, applySessionReset, decide } from '../src/engine/core.js';
 import { consistencyCheck, conservation } from '../src/engine/check.js';
 import { exportAudit } from '../src/engine/audit-export.js';
@@ -401,6 +402,12 @@ describe('basket changes over HTTP', () => {
     expect(set.body.baskets.UNDY).toMatchObject([{ version: 1, components: { KNAN: 3 }, by: 'instructor' }]);
     const v1 = await sys.http.send('POST', '/create', { basic: t1, form: { amount: 2 } });
     expect(v1.body).toMatchObject({ basket_version: 1, deltas: { KNAN: -6, UNDY: 2 } });
+    // GET /etfs shows the basket in force, from the versions the engine published.
+    await until(async () => {
+      const etfs = (await sys.http.send('GET', '/etfs')).body.etfs as { name: string; components: { ticker: string; weight: number }[] }[];
+      const undy = etfs.find((e) => e.name === 'UNDY')!;
+      return undy.components.length === 1 && undy.components[0]!.ticker === 'KNAN' && undy.components[0]!.weight === 3;
+    }, 'GET /etfs to show version 1');
     // Version 2 from an hour ahead: not in force yet, version 1 still is.
     const later = new Date(Date.now() + 3_600_000).toISOString();
     expect((await sys.http.send('POST', '/operator/api/basket', { basic: op, json: { etf_name: 'UNDY', components: { KNAN: 2, STED: 1 }, from: later } })).status).toBe(200);
@@ -413,3 +420,19 @@ describe('basket changes over HTTP', () => {
     expect(lines.map((l) => JSON.parse(l)).filter((e) => e.kind === 'basket').map((e) => e.basket.version)).toEqual([1, 2]);
   });
 });
+
+describe('pricing follows basket versions', () => {
+  it('prices an ETF by the basket in force at the time: the configured one before a version\'s from, the version after', () => {
+    const instruments = buildInstruments(BASKETS, 'test');
+    const state = new PricingState(instruments.baskets);
+    state.apply({ symbol: 3, bid: 100, bid_qty: 1, ask: 102, ask_qty: 1, ts: 0, md_seq: 1 });
+    state.apply({ symbol: 4, bid: 300, bid_qty: 1, ask: 310, ask_qty: 1, ts: 0, md_seq: 2 });
+    expect(state.price('TECH', 0)).toMatchObject({ create_cost: 204, redeem_proceeds: 200 }); // 2 × KNAN
+    state.setVersions('TECH', [{ version: 1, from: 1000, components: [{ symbol: 4, ticker: 'STED', weight: 1 }] }]);
+    expect(state.price('TECH', 999)).toMatchObject({ create_cost: 204, redeem_proceeds: 200 });
+    expect(state.price('TECH', 1000)).toMatchObject({ create_cost: 310, redeem_proceeds: 300 }); // 1 × STED
+    // A new component's quotes now move the ETF.
+    expect(state.apply({ symbol: 4, bid: 301, bid_qty: 1, ask: 311, ask_qty: 1, ts: 0, md_seq: 3 })).toContain('TECH');
+  });
+});
+

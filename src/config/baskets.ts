@@ -19,6 +19,19 @@ export interface Basket {
   unit: number;
 }
 
+/**
+ * The basket in force at `now` (ms): the latest version whose `from` has come,
+ * else the configured one (version 0). Conversions (engine), prices and
+ * GET /etfs all decide with this one rule.
+ */
+export function basketInForce(basket: Basket, versions: readonly { version: number; from: number; components: Component[] }[] | undefined, now: number): { version: number; basket: Basket } {
+  for (let i = (versions?.length ?? 0) - 1; i >= 0; i--) {
+    const v = versions![i]!;
+    if (v.from <= now) return { version: v.version, basket: { ...basket, components: v.components } };
+  }
+  return { version: 0, basket };
+}
+
 /** Every symbol the engine keeps positions in: the exchange's, plus ETFs not listed there. */
 export interface Instruments {
   tickerOf(symbol: number): string;

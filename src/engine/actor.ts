@@ -19,7 +19,8 @@ import {
   holdingsSubject,
 } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { decide, applyEvent, auditEntry, holdingsView, type CoreConfig } from './core.js';
+import { decide, applyEvent, auditEntry, basketVersions, holdingsView, type CoreConfig } from './core.js';
+import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
 import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
 import type { ConversionOp, DumpResult } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
@@ -176,6 +177,11 @@ export class EngineActor {
   }
 
   private noticesOf(ev: JournalEvent, group: Group): void {
+    if (ev.t === 'basket') {
+      // Published state for pricing and GET /etfs, once the change is durable (a KV put is a publish into its stream).
+      const versions: BasketVersions = { etf: ev.etf, versions: basketVersions(this.state, ev.etf, this.cfg.instruments) };
+      group.notices.push({ subject: basketKvSubject(ev.etf), payload: encode(versions) });
+    }
     if (ev.t === 'conversion') {
       const acc = this.state.accounts.get(ev.clientId)!;
       group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, ev.deltas, ev.ts)) });

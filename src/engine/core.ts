@@ -2,7 +2,8 @@ import type { ConversionResult, EngineCommand, EngineError, EngineResult, Holdin
 import type { AuditEntry } from '../../proto/audit.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
-import type { Instruments, Basket } from '../config/baskets.js';
+import { basketInForce, type Instruments, type Basket } from '../config/baskets.js';
+import type { BasketVersions } from '../../proto/marketdata.js';
 import type { ConversionRules } from '../../proto/rules.js';
 import { ALL_ETFS, applyDeltas, applyEvent, position, type Account, type AuditEvent, type EngineState } from './state.js';
 
@@ -98,16 +99,13 @@ export function conversionDeltas(basket: Pick<Basket, 'symbol' | 'components'>, 
   return [...basket.components.map((c): Delta => [c.symbol, -sign * c.weight * amount]), [basket.symbol, sign * amount]];
 }
 
-/** The basket in force at `now`: the operator's latest version whose `from` has come, else the config's (version 0). */
-export function basketAt(state: EngineState, basket: Basket, now: number, instruments: Instruments): { version: number; basket: Pick<Basket, 'symbol' | 'components'> } {
-  const versions = state.baskets.get(basket.name) ?? [];
-  for (let i = versions.length - 1; i >= 0; i--) {
-    const v = versions[i]!;
-    if (v.from <= now) {
-      return { version: v.version, basket: { symbol: basket.symbol, components: v.components.map(([symbol, weight]) => ({ symbol, ticker: instruments.tickerOf(symbol), weight })) } };
-    }
-  }
-  return { version: 0, basket };
+/** The operator's basket versions of an ETF with their components spelled out. */
+export function basketVersions(state: EngineState, etf: string, instruments: Instruments): BasketVersions['versions'] {
+  return (state.baskets.get(etf) ?? []).map((v) => ({
+    version: v.version,
+    from: v.from,
+    components: v.components.map(([symbol, weight]) => ({ symbol, ticker: instruments.tickerOf(symbol), weight })),
+  }));
 }
 
 /** The audit entry of a journaled decision, as teams and operators read it. */
@@ -362,7 +360,7 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
           });
         }
       }
-      const inForce = basketAt(state, basket, now, cfg.instruments);
+      const inForce = basketInForce(basket, basketVersions(state, basket.name, cfg.instruments), now);
       const deltas = conversionDeltas(inForce.basket, cmd.op, cmd.amount);
       const shortfalls: Shortfall[] = [];
       for (const [symbol, d] of deltas) {

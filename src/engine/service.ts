@@ -3,10 +3,12 @@ import type { Config } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { loadAccountsFile } from '../config/accounts.js';
 import { connectNats } from '../shared/nats.js';
-import { ensureFillStream, ensureJournalStream } from '../shared/streams.js';
+import { ensureFillStream, ensureJournalStream, openBucket } from '../shared/streams.js';
+import { BASKET_BUCKET, type BasketVersions } from '../../proto/marketdata.js';
+import { encode } from '../../proto/codec.js';
 import type { Logger } from '../shared/log.js';
 import { emptyState, type EngineState } from './state.js';
-import { applyEvent } from './core.js';
+import { applyEvent, basketVersions } from './core.js';
 import { JournalWriter, replayJournal } from './journal.js';
 import { hashRosterPasswords, rosterEvents } from './roster.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
@@ -36,6 +38,8 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   await ensureJournalStream(nc);
   await ensureFillStream(nc);
 
+  // The basket versions are published there as they are journaled (src/engine/actor.ts).
+  const basketsKv = await openBucket(nc, BASKET_BUCKET);
   const snapshots = await SnapshotStore.open(nc);
   const snapshot = await snapshots.load().catch((err: unknown) => {
     if (!(err instanceof SnapshotUnusable)) throw err;
@@ -84,6 +88,10 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     (events, seq) => scoreboard.append(events, seq),
   );
   await actor.start();
+  // Published state follows the journal even if the bucket lost it: republish what is in force.
+  for (const etf of state.baskets.keys()) {
+    await basketsKv.put(etf, encode({ etf, versions: basketVersions(state, etf, instruments) } satisfies BasketVersions));
+  }
   log.info(
     {
       accounts: state.accounts.size,

@@ -1,15 +1,11 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { Kvm } from '@nats-io/kv';
-import { decode } from '../../proto/codec.js';
-import { PRICE_BUCKET, type EtfPrice } from '../../proto/marketdata.js';
+import { BASKET_BUCKET, PRICE_BUCKET, type BasketVersions, type EtfPrice } from '../../proto/marketdata.js';
 import type { EtfListing, EtfsBody } from '../../proto/http.js';
 import type { Config } from '../config/config.js';
-import { loadBaskets, type Basket } from '../config/baskets.js';
+import { basketInForce, loadBaskets, type Basket } from '../config/baskets.js';
 import type { Logger } from '../shared/log.js';
+import { watchBucket } from '../shared/kv-watch.js';
 import type { Exchange } from './http.js';
-
-/** How long to wait before looking again for a price bucket that does not exist yet (pricing not started). */
-const RETRY_MS = 1000;
 
 export interface EtfsRoute {
   handle(ex: Exchange): void;
@@ -24,58 +20,33 @@ export const listing = (b: Basket, price: EtfPrice | null): EtfListing => ({
 });
 
 /**
- * GET /etfs: every ETF with its basket and latest prices. The prices come
- * from a watch on the pricing actor's KV bucket, so a request costs no NATS
- * round trip; until the bucket exists (pricing not started) prices are null.
+ * GET /etfs: every ETF with the basket in force and its latest prices. Both
+ * come from watches on published state (the pricing actor's bucket and the
+ * engine's basket versions), so a request costs no NATS round trip; until the
+ * price bucket exists (pricing not started) prices are null.
  */
 export function startEtfsRoute(cfg: Config, nc: NatsConnection, log: Logger): EtfsRoute {
   const baskets = [...loadBaskets(cfg.basketsFile || undefined).baskets.values()];
   const latest = new Map<string, EtfPrice>();
-  let stopWatch: (() => void) | null = null;
-  let retry: NodeJS.Timeout | null = null;
-  let closed = false;
-
-  const watch = async (): Promise<void> => {
-    const kv = await new Kvm(nc).open(PRICE_BUCKET);
-    const entries = await kv.watch();
-    stopWatch = () => entries.stop();
-    for await (const e of entries) {
-      if (e.operation !== 'PUT') {
-        latest.delete(e.key);
-        continue;
-      }
-      try {
-        const p = decode<EtfPrice>(e.value);
-        if (typeof p === 'object' && p !== null && p.etf === e.key) latest.set(e.key, p);
-      } catch (err) {
-        log.warn({ key: e.key, err: err instanceof Error ? err.message : err }, 'unreadable price in bucket');
-      }
-    }
-  };
-
-  const keepWatching = (): void => {
-    if (closed) return;
-    watch().then(
-      () => {
-        if (!closed) retry = setTimeout(keepWatching, RETRY_MS);
-      },
-      (err: unknown) => {
-        log.debug({ err: err instanceof Error ? err.message : err }, `no ${PRICE_BUCKET} bucket yet`);
-        if (!closed) retry = setTimeout(keepWatching, RETRY_MS);
-      },
-    );
-  };
-  keepWatching();
+  const versions = new Map<string, BasketVersions['versions']>();
+  const prices = watchBucket<EtfPrice>(nc, PRICE_BUCKET, log, (key, p) => {
+    if (p && typeof p === 'object' && p.etf === key) latest.set(key, p);
+    else latest.delete(key);
+  });
+  const changes = watchBucket<BasketVersions>(nc, BASKET_BUCKET, log, (key, v) => {
+    if (v?.etf === key && Array.isArray(v.versions)) versions.set(key, v.versions);
+    else versions.delete(key);
+  });
 
   return {
     handle: (ex) => {
-      const body: EtfsBody = { etfs: baskets.map((b) => listing(b, latest.get(b.name) ?? null)) };
+      const now = Date.now();
+      const body: EtfsBody = { etfs: baskets.map((b) => listing(basketInForce(b, versions.get(b.name), now).basket, latest.get(b.name) ?? null)) };
       ex.json(200, body);
     },
     close: () => {
-      closed = true;
-      if (retry) clearTimeout(retry);
-      stopWatch?.();
+      prices.close();
+      changes.close();
     },
   };
 }

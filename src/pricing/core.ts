@@ -1,5 +1,5 @@
-import type { Basket } from '../config/baskets.js';
-import type { Bbo, EtfPrice } from '../../proto/marketdata.js';
+import { basketInForce, type Basket } from '../config/baskets.js';
+import type { BasketVersions, Bbo, EtfPrice } from '../../proto/marketdata.js';
 
 /** Top of book per symbol id. */
 export type Books = ReadonlyMap<number, Bbo>;
@@ -80,10 +80,24 @@ export class PricingState {
   readonly books = new Map<number, Bbo>();
   /** symbol id → names of the ETFs whose price it moves (as a component or as the ETF itself). */
   private readonly dependents = new Map<number, string[]>();
+  /** The operator's basket versions (published by the engine), per ETF. */
+  private readonly versions = new Map<string, BasketVersions['versions']>();
 
   constructor(readonly baskets: ReadonlyMap<string, Basket>) {
-    for (const b of baskets.values()) {
-      for (const s of [b.symbol, ...b.components.map((c) => c.symbol)]) {
+    this.index();
+  }
+
+  /** New basket versions of an ETF; its price follows the version in force. */
+  setVersions(etf: string, versions: BasketVersions['versions']): void {
+    this.versions.set(etf, versions);
+    this.index();
+  }
+
+  private index(): void {
+    this.dependents.clear();
+    for (const b of this.baskets.values()) {
+      const symbols = [b.symbol, ...b.components.map((c) => c.symbol), ...(this.versions.get(b.name) ?? []).flatMap((v) => v.components.map((c) => c.symbol))];
+      for (const s of symbols) {
         const list = this.dependents.get(s) ?? [];
         if (!list.includes(b.name)) list.push(b.name);
         this.dependents.set(s, list);
@@ -103,10 +117,10 @@ export class PricingState {
     return this.apply(bbo);
   }
 
-  price(etf: string, ts?: number): EtfPrice {
+  price(etf: string, ts: number = Date.now()): EtfPrice {
     const basket = this.baskets.get(etf);
     if (!basket) throw new Error(`unknown ETF ${etf}`);
-    return computePrice(basket, this.books, ts);
+    return computePrice(basketInForce(basket, this.versions.get(etf), ts).basket, this.books, ts);
   }
 }
 

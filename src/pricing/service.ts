@@ -1,8 +1,9 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
 import { openBucket } from '../shared/streams.js';
+import { watchBucket } from '../shared/kv-watch.js';
 import { decode, encode } from '../../proto/codec.js';
-import { BBO_BUCKET, BBO_SUBJECT_WILDCARD, PRICE_BUCKET, priceSubject, type Bbo, type EtfPrice } from '../../proto/marketdata.js';
+import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, PRICE_BUCKET, priceSubject, type BasketVersions, type Bbo, type EtfPrice } from '../../proto/marketdata.js';
 import type { Config } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
@@ -127,6 +128,12 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
     // No bucket yet: the bridge has not run. Live updates fill the books.
     log.info({ err: err instanceof Error ? err.message : err }, `no ${BBO_BUCKET} bucket to start from`);
   }
+  // Basket changes the engine published: reprice with the version in force.
+  const basketChanges = watchBucket<BasketVersions>(nc, BASKET_BUCKET, log, (etf, v) => {
+    if (!instruments.baskets.has(etf) || !v || !Array.isArray(v.versions)) return;
+    state.setVersions(etf, v.versions);
+    if (!closed) publish(etf);
+  });
   log.info({ etfs: [...instruments.baskets.keys()], seeded }, 'pricing ready');
 
   return {
@@ -137,6 +144,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
       if (closed) return;
       closed = true;
       for (const t of timers.values()) clearTimeout(t);
+      basketChanges.close();
       sub.unsubscribe();
       await nc.drain();
     },

@@ -3,7 +3,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { FILL_STREAM_CONFIG, JOURNAL_STREAM_CONFIG, SNAPSHOT_STREAM_CONFIG } from '../../proto/streams.js';
 import { FEED_BUCKET } from '../../proto/feed.js';
-import { BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
+import { BASKET_BUCKET, BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
 
 /**
  * Streams and buckets are created by whoever may (the launcher, as operator,
@@ -38,7 +38,7 @@ export async function ensureSnapshotStream(nc: NatsConnection): Promise<void> {
 }
 
 /** Every KV bucket's settings: the contract between its writer and its readers. */
-export const BUCKETS = { [FEED_BUCKET]: { history: 1 }, [BBO_BUCKET]: { history: 1 }, [PRICE_BUCKET]: { history: 1 } } as const;
+export const BUCKETS = { [FEED_BUCKET]: { history: 1 }, [BBO_BUCKET]: { history: 1 }, [PRICE_BUCKET]: { history: 1 }, [BASKET_BUCKET]: { history: 1 } } as const;
 
 /** Opens a bucket, creating it only when it does not exist yet (creating is stream administration). */
 export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKETS): Promise<KV> {
