@@ -62,7 +62,7 @@ async function onPrice(p: EtfPrice): Promise<void> {
   try {
     const r = side === 'create' ? await client.create(units, { etf: basket!.name }) : await client.redeem(units, { etf: basket!.name });
     conversions++;
-    log(`${side}d ${units} ${basket!.name} at edge ${side === 'create' ? p.create_edge : p.redeem_edge} (${r.request_id})`);
+    log(`${side === 'create' ? 'created' : 'redeemed'} ${units} ${basket!.name} at edge ${side === 'create' ? p.create_edge : p.redeem_edge} (${r.request_id})`);
   } catch (err) {
     log(`${side} refused: ${err instanceof EtfApiError ? `${err.code}: ${err.message}` : (err as Error).message}`);
   } finally {
