@@ -26,6 +26,7 @@ import type { ConversionOp, DumpResult } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
 import { takeSnapshot, type SnapshotStore } from './snapshot.js';
+import { NextTurn } from '../shared/next-turn.js';
 
 export interface SnapshotPolicy {
   store: SnapshotStore;
@@ -60,7 +61,8 @@ export class EngineActor {
   private writing = false;
   /** Whether the group being written has events (it is off `groups` while in flight). */
   private writingEvents = false;
-  private flushScheduled = false;
+  // The next turn, not a microtask: lets every batch already read from the socket join this group.
+  private readonly nextGroup = new NextTurn(() => void this.flush());
   private subs: Subscription[] = [];
   private eventsSinceSnapshot = 0;
   /** A snapshot taken from state that includes groups not yet written: saved once the journal reaches `journalSeq`. */
@@ -220,13 +222,7 @@ export class EngineActor {
   }
 
   private scheduleFlush(): void {
-    if (this.flushScheduled || this.writing) return;
-    this.flushScheduled = true;
-    // setImmediate, not a microtask: lets every batch already read from the socket join this group.
-    setImmediate(() => {
-      this.flushScheduled = false;
-      void this.flush();
-    });
+    if (!this.writing) this.nextGroup.schedule();
   }
 
   private async flush(): Promise<void> {

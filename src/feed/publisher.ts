@@ -4,6 +4,7 @@ import { encode } from '../../proto/codec.js';
 import type { Fill } from '../../proto/fill.js';
 import { fillMsgId, fillSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
+import { NextTurn } from '../shared/next-turn.js';
 
 export interface PublisherStats {
   /** Fills JetStream acknowledged (stored, or recognised as already stored). */
@@ -50,7 +51,7 @@ export class FillPublisher {
   private head = 0;
   private barrierRunning = false;
   private closed = false;
-  private pumpScheduled = false;
+  private readonly nextPump = new NextTurn(() => this.pump());
   private idleWaiters: Array<() => void> = [];
   private readonly pending = new Map<number, Pending>();
   private nextToken = 0;
@@ -90,12 +91,7 @@ export class FillPublisher {
    * of the bridge's CPU when profiled) and was the cause of kernel drops.
    */
   private schedulePump(): void {
-    if (this.pumpScheduled) return;
-    this.pumpScheduled = true;
-    setImmediate(() => {
-      this.pumpScheduled = false;
-      this.pump();
-    });
+    this.nextPump.schedule();
   }
 
   /** Resolves once everything enqueued so far is acked (or the publisher is closed). */
@@ -118,7 +114,7 @@ export class FillPublisher {
   }
 
   private isIdle(): boolean {
-    return this.head >= this.queue.length && this.pending.size === 0 && !this.barrierRunning && !this.pumpScheduled;
+    return this.head >= this.queue.length && this.pending.size === 0 && !this.barrierRunning && !this.nextPump.pending;
   }
 
   private wakeIdle(force = false): void {

@@ -9,6 +9,7 @@ import {
   type ReplyBatch,
 } from '../../proto/engine.js';
 import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, adminReplySubject, replySubject } from '../../proto/subjects.js';
+import { NextTurn } from '../shared/next-turn.js';
 
 interface Pending {
   resolve: (r: EngineReply) => void;
@@ -28,7 +29,7 @@ export class EngineClient {
   private readonly pending = new Map<number, Pending>();
   private queue: CommandEnvelope[] = [];
   private nextId = 1;
-  private flushScheduled = false;
+  private readonly batch = new NextTurn(() => this.flush());
   private readonly sub: Subscription;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -63,15 +64,11 @@ export class EngineClient {
   call(cmd: EngineCommand, live?: () => boolean): Promise<EngineReply> {
     const id = this.nextId++;
     this.queue.push({ id, cmd });
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
+    this.batch.schedule();
     return new Promise((resolve) => this.pending.set(id, { resolve, deadline: Date.now() + this.timeoutMs, ...(live ? { live } : {}) }));
   }
 
   private flush(): void {
-    this.flushScheduled = false;
     const cmds = this.queue.filter((c) => {
       const p = this.pending.get(c.id);
       if (!p?.live || p.live()) return true;

@@ -16,6 +16,7 @@ import { SharedFrame } from './protocol.js';
 import { Session, type SessionHost, type Transport } from './session.js';
 import type { Throttle } from '../throttle.js';
 import type { Marks } from '../marks.js';
+import { NextTurn } from '../../shared/next-turn.js';
 
 export interface HubDeps {
   nc: NatsConnection;
@@ -65,7 +66,10 @@ export class Hub implements SessionHost {
   private readonly subs: Subscription[] = [];
   private sweeper?: NodeJS.Timeout;
   private readonly toFlush: Session[] = [];
-  private flushScheduled = false;
+  // Next turn: every message of this NATS read joins the same corked write per connection.
+  private readonly flushes = new NextTurn(() => {
+    for (const s of this.toFlush.splice(0)) s.flush();
+  });
   private closed = false;
   private kvLoaded = false;
   private kvAttemptAt = 0;
@@ -219,14 +223,7 @@ export class Hub implements SessionHost {
 
   scheduleFlush(s: Session): void {
     this.toFlush.push(s);
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    // setImmediate: every message of this NATS read joins the same corked write per connection.
-    setImmediate(() => {
-      this.flushScheduled = false;
-      const sessions = this.toFlush.splice(0);
-      for (const x of sessions) x.flush();
-    });
+    this.flushes.schedule();
   }
 
   priceInterestChanged(s: Session): void {
