@@ -40,8 +40,16 @@ describe('starter bot (examples/starter-bot.ts)', () => {
       return p && p.create_edge !== null && p.redeem_edge !== null ? p : undefined;
     }, 'a price with both edges', 30_000);
 
-    // A threshold every edge beats: the bot acts on the first price it sees.
-    const { stdout } = await run(process.execPath, [join(PROJECT_ROOT, 'dist/examples/starter-bot.js'), '--url', market.system.url, '--threshold=-1000000000', '--for', '2'], { timeout: 30_000 });
+    // A threshold every edge beats: the bot acts on a price as soon as it has one. The market keeps moving
+    // while it runs, so new prices reach it even if the one at its subscription was not there yet.
+    const bot = run(process.execPath, [join(PROJECT_ROOT, 'dist/examples/starter-bot.js'), '--url', market.system.url, '--threshold=-1000000000', '--for', '3'], { timeout: 30_000 });
+    let running = true;
+    void bot.finally(() => (running = false)).catch(() => {});
+    while (running) {
+      await market.sim.step(20);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const { stdout } = await bot;
     expect(stdout).toMatch(/(created|redeemed) 1 UNDY at edge/);
     expect(stdout).toMatch(/[1-9]\d* conversion\(s\); holdings reconciled with GET \/holdings/);
     const h = (await api(market.system.url).holdings('team1', 'team1pass')).body.holdings;
