@@ -109,7 +109,7 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
         this.reset();
         for (const feed of FEEDS) {
           const c = view[feed];
-          if (c) this.inc({ feed }, c[field]);
+          if (c) this.inc({ feed }, c[field] ?? 0);
         }
       },
     });
@@ -118,6 +118,8 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   feedCounter('ndfex_feed_restarts_total', 'Exchange restarts the feed bridge saw, per feed', 'restarts');
   feedCounter('ndfex_feed_bad_datagrams_total', 'Datagrams the feed bridge could not decode, per feed', 'bad_datagrams');
   feedCounter('ndfex_feed_datagrams_total', 'Datagrams the feed bridge received, per feed', 'datagrams');
+  feedCounter('ndfex_feed_strays_total', 'Messages ignored for going back in seq without a run of their own (a lone datagram cannot fake a restart), per feed', 'strays');
+  feedCounter('ndfex_feed_foreign_total', 'Datagrams from a sender not in NDFEX_SOURCE, per feed', 'foreign');
   new Gauge({
     name: 'ndfex_feed_last_seq',
     help: 'Last exchange seq_num the feed bridge saw, per feed',
