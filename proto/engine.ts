@@ -172,6 +172,27 @@ export interface RulesResult {
 
 export type EngineResult = RulesResult | RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult | DumpResult;
 
+/** What each command answers, by its op: a reply's result is typed by the command that asked. */
+export interface ResultByOp {
+  register: RegisterResult;
+  credentials: CredentialsResult;
+  create: ConversionResult;
+  redeem: ConversionResult;
+  request: AuditEntry;
+  history: HistoryResult;
+  holdings: HoldingsView;
+  ping: PingResult;
+  halt: RulesResult;
+  resume: RulesResult;
+  rules: RulesResult;
+  set_basket: RulesResult;
+  set_rules: RulesResult;
+  dump: DumpResult;
+}
+
+/** The reply to command `C`. */
+export type ReplyTo<C extends EngineCommand> = { id: number; ok: true; result: ResultByOp[C['op']] } | { id: number; ok: false; error: EngineError };
+
 export type EngineReply =
   | { id: number; ok: true; result: EngineResult }
   | { id: number; ok: false; error: EngineError };

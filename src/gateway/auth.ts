@@ -1,6 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import bcrypt from 'bcrypt';
-import type { CredentialsResult } from '../../proto/engine.js';
 import type { EngineClient } from './engine-client.js';
 import type { Refusal } from './throttle.js';
 
@@ -97,7 +96,7 @@ export class Authenticator {
         await this.compare(password, this.dummyHash);
         return { ok: false };
       }
-      const creds = reply.result as CredentialsResult;
+      const creds = reply.result;
       const fresh = this.cache.get(username);
       if (fresh && fresh.hash === creds.passwordHash && fresh.clientId === creds.client_id) {
         fresh.fetchedAt = Date.now();

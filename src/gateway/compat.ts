@@ -1,4 +1,3 @@
-import type { HoldingsView } from '../../proto/engine.js';
 import type { PositionBody, PositionsBody, SymbolsBody } from '../../proto/http.js';
 import { NDFEX_SYMBOLS } from '../../proto/symbols.js';
 import type { Instruments } from '../config/baskets.js';
@@ -20,7 +19,7 @@ export async function positions(ex: Exchange, deps: RouteDeps, instruments: Inst
   if (clientId === null) return;
   const reply = await deps.engine.call({ op: 'holdings', clientId });
   if (!reply.ok) return engineError(ex, reply);
-  const h = reply.result as HoldingsView;
+  const h = reply.result;
   if (h.client_id !== Number(idText)) return ex.error('forbidden', 'a team reads only its own positions', { field: 'client_id' });
   if (symbolText === undefined || symbolText === '') {
     const body: PositionsBody = { client_id: h.client_id, positions: h.positions, holdings: Object.fromEntries(h.positions.map((p) => [p.ticker, p.quantity])) };

@@ -7,6 +7,7 @@ import {
   type EngineCommand,
   type EngineReply,
   type ReplyBatch,
+  type ReplyTo,
 } from '../../proto/engine.js';
 import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, adminReplySubject, replySubject } from '../../proto/subjects.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -61,11 +62,15 @@ export class EngineClient {
     this.sweeper.unref();
   }
 
-  call(cmd: EngineCommand, live?: () => boolean): Promise<EngineReply> {
+  /** The engine's answer to `cmd`, its result typed by the command (proto/engine.ts ResultByOp). */
+  call<C extends EngineCommand>(cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
     const id = this.nextId++;
     this.queue.push({ id, cmd });
     this.batch.schedule();
-    return new Promise((resolve) => this.pending.set(id, { resolve, deadline: Date.now() + this.timeoutMs, ...(live ? { live } : {}) }));
+    // The engine answers each op with that op's result: the one place the wire's union is narrowed.
+    return new Promise((resolve) =>
+      this.pending.set(id, { resolve: resolve as (r: EngineReply) => void, deadline: Date.now() + this.timeoutMs, ...(live ? { live } : {}) }),
+    );
   }
 
   private flush(): void {

@@ -72,7 +72,7 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   // One engine round trip serves every engine figure of one scrape (scrape() clears it first).
   let ping: Promise<PingResult | null> | null = null;
   const freshPing = (): Promise<PingResult | null> =>
-    (ping ??= src.engine.call({ op: 'ping' }).then((r) => (r.ok ? (r.result as PingResult) : null)));
+    (ping ??= src.engine.call({ op: 'ping' }).then((r) => (r.ok ? r.result : null)));
   const engineGauge = (name: string, help: string, value: (p: PingResult | null) => number | null) =>
     new Gauge({
       name,

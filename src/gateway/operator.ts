@@ -5,7 +5,7 @@ import type uWS from 'uWebSockets.js';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { decode } from '../../proto/codec.js';
-import type { DumpResult, EngineCommand, EngineReply, HistoryResult } from '../../proto/engine.js';
+import type { EngineCommand, EngineReply } from '../../proto/engine.js';
 import { FEED_ALERT_SUBJECT, type FeedAlert } from '../../proto/marketdata.js';
 import {
   OPERATOR_ALERTS_KEPT,
@@ -119,7 +119,7 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
   const accounts = async (): Promise<OperatorAccounts | (EngineReply & { ok: false })> => {
     const reply = await deps.engine.call({ op: 'dump' });
     if (!reply.ok) return reply;
-    const d = reply.result as DumpResult;
+    const d = reply.result;
     return {
       journal_seq: d.journal_seq,
       fill_seq: d.fill_seq,
@@ -141,7 +141,7 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
       acc.accounts.map((a) => deps.engine.call({ op: 'history', clientId: a.client_id, limit: OPERATOR_CONVERSIONS_SHOWN })),
     );
     const conversions = histories
-      .flatMap((h, i) => (h.ok ? (h.result as HistoryResult).entries.map((e) => ({ ...e, username: acc.accounts[i]!.username })) : []))
+      .flatMap((h, i) => (h.ok ? h.result.entries.map((e) => ({ ...e, username: acc.accounts[i]!.username })) : []))
       .filter((e) => e.kind !== 'register')
       .sort((a, b) => Number(b.request_id.slice(1)) - Number(a.request_id.slice(1)))
       .slice(0, OPERATOR_CONVERSIONS_SHOWN);

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
-import type { ConversionOp, ConversionResult, EngineReply, HistoryResult, HoldingsView, PingResult, RegisterResult, DumpResult } from '../../proto/engine.js';
+import type { ConversionOp, EngineReply, HoldingsView } from '../../proto/engine.js';
 import {
   ENGINE_UNAVAILABLE_CONVERSION,
   GATEWAY_KEY_PREFIX,
@@ -105,7 +105,7 @@ export async function register(ex: Exchange, deps: RouteDeps, params: Params): P
   const passwordHash = await bcrypt.hash(parsed.data.password, deps.bcryptRounds);
   const reply = await deps.engine.call({ op: 'register', username: parsed.data.username, passwordHash });
   if (!reply.ok) return engineError(ex, reply);
-  const r = reply.result as RegisterResult;
+  const r = reply.result;
   ex.json(200, { request_id: r.request_id, client_id: r.client_id, username: r.username });
 }
 
@@ -129,7 +129,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     }
     return engineError(ex, reply);
   }
-  const r = reply.result as ConversionResult;
+  const r = reply.result;
   ex.json(200, {
     request_id: r.request_id,
     ...(request_id !== undefined && r.client_request_id !== undefined ? { client_request_id: r.client_request_id } : {}),
@@ -171,7 +171,7 @@ export async function history(ex: Exchange, deps: RouteDeps, params: Params): Pr
   const { limit, before } = parsed.data;
   const reply = await deps.engine.call({ op: 'history', clientId, limit: limit ?? 50, ...(before !== undefined ? { before } : {}) });
   if (!reply.ok) return engineError(ex, reply);
-  ex.json(200, reply.result as HistoryResult);
+  ex.json(200, reply.result);
 }
 
 export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
@@ -179,7 +179,7 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
   if (clientId === null) return;
   const reply = await deps.engine.call({ op: 'holdings', clientId });
   if (!reply.ok) return engineError(ex, reply);
-  const h = reply.result as HoldingsView;
+  const h = reply.result;
   ex.json(200, { ...holdingsBody(h), pnl: deps.marks.pnl(h.cash, h.positions) } satisfies HoldingsBody);
 }
 
@@ -187,7 +187,7 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
 export async function leaderboard(ex: Exchange, deps: RouteDeps, instruments: Instruments): Promise<void> {
   const reply = await deps.engine.call({ op: 'dump' });
   if (!reply.ok) return engineError(ex, reply);
-  const teams = (reply.result as DumpResult).accounts
+  const teams = reply.result.accounts
     .map((a) => ({ client_id: a.client_id, username: a.username, ...deps.marks.pnl(a.cash, a.positions.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }))) }))
     .sort((a, b) => b.total - a.total || a.client_id - b.client_id)
     .map((t, i) => ({ rank: i + 1, ...t }));
@@ -201,7 +201,7 @@ export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boole
     ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false, ...extra });
     return;
   }
-  const p = reply.result as PingResult;
+  const p = reply.result;
   // Teams are still served without the exchange (200), but positions may not be current: not "ok".
   const problems = feed.problems();
   const status = problems.length === 0 ? 'ok' : 'degraded';

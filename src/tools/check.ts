@@ -5,7 +5,6 @@
  * weight. Exits 1 on any difference.
  *   npm run check            (NATS_URL defaults to the launcher's local server)
  */
-import type { DumpResult } from '../../proto/engine.js';
 import { loadConfig, localNatsCreds, localNatsUrl } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
@@ -23,7 +22,7 @@ if (!reply.ok) {
   console.error(`engine did not answer: ${reply.error.message}`);
   process.exit(2);
 }
-const report = await consistencyCheck(nc, reply.result as DumpResult, loadBaskets(cfg.basketsFile || undefined), log);
+const report = await consistencyCheck(nc, reply.result, loadBaskets(cfg.basketsFile || undefined), log);
 engine.close();
 await nc.close();
 console.log(JSON.stringify(report, null, 2));

@@ -1,7 +1,6 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { decode } from '../../../proto/codec.js';
-import type { HoldingsView } from '../../../proto/engine.js';
 import type { HoldingsChange } from '../../../proto/holdings.js';
 import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../../proto/marketdata.js';
 import { REQUESTS_SUBJECT_PREFIX, type RequestOutcome } from '../../../proto/requests.js';
@@ -170,7 +169,7 @@ export class Hub implements SessionHost {
         for (const s of [...feed.sessions]) s.close(WS_CLOSE.unavailable);
         return;
       }
-      if (feed.snapshot(reply.result as HoldingsView) === 'gap') this.gap(feed);
+      if (feed.snapshot(reply.result) === 'gap') this.gap(feed);
     });
   }
 
