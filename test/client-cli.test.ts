@@ -117,11 +117,15 @@ describe('command line (ndfex-etf)', () => {
     expect((await cli(['create', '1', '--dry-run'])).stdout).toMatch(/^would create 1 UNDY \(dry-run\): KNAN -1/);
     expect((await cli(['request', 'cli-1'])).stdout).toMatch(/create 1 UNDY: accepted/);
     expect((await cli(['history', '--limit', '2'])).stdout.trim().split('\n')).toHaveLength(2);
+    expect((await cli(['requests', 'cli-1', '--json'])).stdout).toMatch(/"client_request_id":"cli-1"/);
+    expect(JSON.parse((await cli(['requests', '--limit', '3', '--json'])).stdout).entries).toHaveLength(3);
+    expect(JSON.parse((await cli(['prices', '--json'])).stdout)[0]).toMatchObject({ name: 'UNDY', components: expect.any(Array) });
     expect((await cli(['prices'])).stdout).toMatch(/^UNDY/);
     expect(JSON.parse((await cli(['register', 'cliteam', 'cliteampass', '--json'])).stdout).username).toBe('cliteam');
     const w = await cli(['watch', '--for', '1', '--json']);
     expect(w.code).toBe(0);
     expect(JSON.parse(w.stdout.split('\n')[0]!)).toMatchObject({ type: 'holdings', cause: 'snapshot' });
+    expect((await cli(['watch', '--for', '1'])).stdout).toMatch(/^\[[0-9:.]+\] holdings seq \d+ \(snapshot\): KNAN \d+/);
   });
 
   it('errors: one line, no stack trace, non-zero exit', async () => {
@@ -134,6 +138,14 @@ describe('command line (ndfex-etf)', () => {
     expect(auth.stderr.trim()).toBe('ndfex-etf: unauthorized: authentication failed');
     expect((await cli(['create', 'two'])).code).toBe(2);
     expect((await cli(['frobnicate'])).stderr).toMatch(/unknown command frobnicate/);
+    const unknown = await cli(['request', 'no-such-key']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr.trim().split('\n')).toHaveLength(1);
+    expect(unknown.stderr).toMatch(/^ndfex-etf: not_found: /);
+    const refused = await cli(['watch', '--for', '5'], { ETF_PASSWORD: 'wrong-password' });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim()).toMatch(/^ndfex-etf: unauthorized: stream refused/);
+    expect(refused.stderr).not.toMatch(/\n\s+at /);
     const closed = `http://127.0.0.1:${await freePort()}`;
     const down = await cli(['holdings'], { ETF_URL: closed });
     expect(down.stderr.trim()).toBe(`ndfex-etf: cannot reach ${closed}: is the service running (npm start)?`);

@@ -19,6 +19,7 @@ commands:
   redeem <amount> [--etf NAME]  redeem ETF units into the basket
   history [--limit N]           your recent creations, redemptions and refusals
   request <id>                  one request's outcome (r42 or your key)
+  requests [<id>]               the same; without an id, your recent requests (as history)
   prices                        every ETF: NAV, cost to create, redeem proceeds, premium
   register <username> <password>
   watch [--for SECONDS]         live holdings and prices (Ctrl-C stops)
@@ -103,21 +104,12 @@ async function main(): Promise<void> {
       const r = cmd === 'create' ? await client.create(amount, opts) : await client.redeem(amount, opts);
       return out(r, conversionText(r));
     }
-    case 'history': {
-      const limit = values.limit === undefined ? 20 : Number(values.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a whole number');
-      const page = await client.history({ limit });
-      return out(
-        page,
-        page.entries.length === 0
-          ? '(no requests yet)'
-          : page.entries
-              .map((e) => `${e.request_id.padEnd(6)} ${new Date(e.ts).toISOString()} ${e.kind.padEnd(8)} ${String(e.amount ?? '').padStart(5)} ${(e.etf ?? '').padEnd(5)} ${e.status}${e.error ? `: ${e.error.message}` : ''}`)
-              .join('\n'),
-      );
-    }
+    case 'history':
+      return history();
+    case 'requests':
     case 'request': {
       const id = positionals[1];
+      if (id === undefined && cmd === 'requests') return history();
       if (!id) throw new UsageError('request needs an id (r42, or the key it was sent with)');
       const e = await client.request(id);
       return out(e, `${e.request_id} ${e.kind} ${e.amount ?? ''} ${e.etf ?? ''}: ${e.status}${e.error ? ` (${e.error.message})` : ''}`);
@@ -137,6 +129,20 @@ async function main(): Promise<void> {
     default:
       throw new UsageError(`unknown command ${cmd}`);
   }
+}
+
+async function history(): Promise<void> {
+  const limit = values.limit === undefined ? 20 : Number(values.limit);
+  if (!Number.isInteger(limit) || limit < 1) throw new UsageError('--limit must be a whole number');
+  const page = await client.history({ limit });
+  return out(
+    page,
+    page.entries.length === 0
+      ? '(no requests yet)'
+      : page.entries
+          .map((e) => `${e.request_id.padEnd(6)} ${new Date(e.ts).toISOString()} ${e.kind.padEnd(8)} ${String(e.amount ?? '').padStart(5)} ${(e.etf ?? '').padEnd(5)} ${e.status}${e.error ? `: ${e.error.message}` : ''}`)
+          .join('\n'),
+  );
 }
 
 /** Live holdings and prices, one line per change, until Ctrl-C or --for seconds. */

@@ -22,11 +22,14 @@ export interface ClientOptions {
   url: string;
   username?: string;
   password?: string;
-  /** Attempts of a create/redeem after a 503, a 429 or a lost connection (same key each time). Default 4. */
+  /**
+   * Attempts of a call. A create/redeem is tried again after a 503, a 429 or a
+   * lost connection (same key each time); a read after a 503 or a 429. Default 4.
+   */
   retries?: number;
   /** Per-request time limit in ms. Default 10000. */
   timeoutMs?: number;
-  /** Told of each create/redeem attempt that failed and will be retried (with the same key). */
+  /** Told of each attempt that failed and will be retried (a create/redeem with the same key). */
   onRetry?(err: unknown, attempt: number): void;
 }
 
@@ -37,6 +40,8 @@ export class EtfApiError extends Error {
     readonly body: HttpErrorBody | null,
     /** The create/redeem key: its outcome can be looked up with request(key) even after a 503. */
     readonly requestId?: string,
+    /** A 429's Retry-After, in seconds. */
+    readonly retryAfterS?: number,
   ) {
     super(body?.error.message ?? `HTTP ${status}`);
   }
@@ -54,6 +59,15 @@ export interface ConversionOptions {
   dryRun?: boolean;
 }
 
+interface CallOptions {
+  body?: unknown;
+  auth?: boolean;
+  /** The idempotency key, sent as a header too. */
+  requestId?: string;
+  /** What may be tried again: 'keyed' may be sent twice; 'unkeyed' (a registration) must not be unless refused outright (429). */
+  retry?: 'keyed' | 'read' | 'unkeyed';
+}
+
 export interface HistoryPage {
   entries: AuditEntry[];
   next?: string;
@@ -63,6 +77,14 @@ export interface HistoryPage {
 export const newRequestId = (): string => `c-${randomBytes(12).toString('base64url')}`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Whole seconds from the Retry-After header (or the body's retry_after), as a 429 gives them. */
+function retryAfter(res: Response, body: HttpErrorBody | null): number | undefined {
+  const header = Number(res.headers.get('retry-after'));
+  if (Number.isFinite(header) && header >= 0 && res.headers.has('retry-after')) return header;
+  const inBody = Number(body?.error?.retry_after);
+  return Number.isFinite(inBody) && inBody >= 0 ? inBody : undefined;
+}
 
 export class EtfClient {
   private readonly base: string;
@@ -116,26 +138,40 @@ export class EtfClient {
   /**
    * A create or redeem that is safe to retry: it carries a key from the start,
    * and a 503 (the engine did not answer in time), a 429 (after Retry-After) or
-   * a lost connection is retried with the same key, so it happens at most once.
+   * a lost connection (the answer may be what was lost) is retried with the
+   * same key, so it happens at most once.
    */
-  private async convert(op: 'create' | 'redeem', amount: number, o: ConversionOptions): Promise<ConversionBody> {
+  private convert(op: 'create' | 'redeem', amount: number, o: ConversionOptions): Promise<ConversionBody> {
     const requestId = o.dryRun ? undefined : (o.requestId ?? newRequestId());
     const body = { amount, ...(requestId ? { request_id: requestId } : {}), ...(o.etf ? { etf_name: o.etf } : {}), ...(o.dryRun ? { dry_run: true } : {}) };
+    // A dry run changes nothing, so it is as safe to send twice as a keyed conversion.
+    return this.call<ConversionBody>('POST', `/${op}`, { body, requestId, retry: 'keyed' });
+  }
+
+  /**
+   * Tries a call again after a 429 (waiting its Retry-After) or a 503, and a
+   * keyed conversion also after a lost connection. A read gives up on a lost
+   * connection at once (the service is down, or the URL is wrong), and a
+   * registration after a 503 or a lost connection (it may have happened).
+   */
+  private async call<T>(method: 'GET' | 'POST', path: string, o: CallOptions = {}): Promise<T> {
+    const retry = o.retry ?? (method === 'GET' ? 'read' : 'unkeyed');
     const attempts = Math.max(1, this.opts.retries ?? 4);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.call<ConversionBody>('POST', `/${op}`, { body, requestId });
+        return await this.once<T>(method, path, o);
       } catch (err) {
-        const retryable = !(err instanceof EtfApiError) || err.status === 503 || err.status === 429;
-        if (!retryable || attempt >= attempts) throw err;
+        const status = err instanceof EtfApiError ? err.status : null;
+        const again = status === 429 || (status === 503 && retry !== 'unkeyed') || (status === null && retry === 'keyed');
+        if (!again || attempt >= attempts) throw err;
         this.opts.onRetry?.(err, attempt);
-        const after = err instanceof EtfApiError && err.status === 429 ? Number(err.body?.error.retry_after ?? 1) * 1000 : 0;
+        const after = status === 429 ? ((err as EtfApiError).retryAfterS ?? 1) * 1000 : 0;
         await sleep(Math.max(after, 200 * 2 ** (attempt - 1)));
       }
     }
   }
 
-  private async call<T>(method: 'GET' | 'POST', path: string, o: { body?: unknown; auth?: boolean; requestId?: string } = {}): Promise<T> {
+  private async once<T>(method: 'GET' | 'POST', path: string, o: CallOptions): Promise<T> {
     const headers: Record<string, string> = {};
     if (o.auth !== false) {
       if (!this.opts.username || !this.opts.password) throw new EtfApiError(401, { error: { code: 'unauthorized', message: 'username and password are needed for this call' } });
@@ -156,7 +192,7 @@ export class EtfClient {
     } catch {
       /* not JSON: reported below */
     }
-    if (!res.ok) throw new EtfApiError(res.status, (json as HttpErrorBody) ?? null, o.requestId);
+    if (!res.ok) throw new EtfApiError(res.status, (json as HttpErrorBody) ?? null, o.requestId, retryAfter(res, json as HttpErrorBody | null));
     if (json === null) throw new EtfApiError(res.status, { error: { code: 'internal', message: `not JSON: ${text.slice(0, 100)}` } });
     return json as T;
   }
@@ -184,7 +220,7 @@ export interface StreamHandlers {
   onHoldings?(h: LiveHoldings, cause: 'snapshot' | 'fill' | 'create' | 'redeem' | string): void;
   onPrice?(p: EtfPrice): void;
   onRequest?(o: RequestOutcome): void;
-  /** Connection state changes: a reconnect resumes where it stopped. */
+  /** Connection state changes ('open': signed in): a reconnect resumes where it stopped. */
   onStatus?(s: 'open' | 'reconnecting' | 'refused', detail?: string): void;
   /** ETFs whose prices to follow ("*": all). Default all. */
   prices?: string[];
@@ -231,7 +267,6 @@ export class HoldingsStream {
       this.retry = 0;
       this.send({ type: 'auth', username: this.username, password: this.password, ...(this.seq >= 0 ? { resume_from: this.seq } : {}) });
       this.send({ type: 'subscribe', prices: this.h.prices ?? ['*'], requests: true });
-      this.h.onStatus?.('open');
     });
     ws.on('message', (data) => this.onMessage(JSON.parse(data.toString()) as ServerMessage));
     ws.on('close', (code, reason) => {
@@ -255,6 +290,8 @@ export class HoldingsStream {
 
   private onMessage(m: ServerMessage): void {
     switch (m.type) {
+      case 'welcome': // signed in: a socket that opens is not yet a stream (the password may be wrong)
+        return this.h.onStatus?.('open');
       case 'snapshot':
         return this.apply(m.seq, m.positions, m.cash, m.pnl, 'snapshot');
       case 'delta':
