@@ -6,7 +6,7 @@ import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { buy, undyBasket, useSystem } from './helpers/system.js';
 
 /**
- * The gateway over a raw TCP socket: pipelining, HEAD, HTTP/1.0 and
+ * The gateway over a raw TCP socket: pipelining, HEAD, HTTP/1.0, chunked and
  * malformed requests, as a hostile or old client sends them.
  */
 const f = useSystem();
@@ -135,18 +135,24 @@ describe('pipelining', () => {
     expect(c.responses.map((r) => r.status)).toEqual([404, 404, 404]);
   });
 
-  it('never applies a create whose connection uWS closed for pipelining (requests in one write)', async () => {
-    // uWS 20.30 closes a connection when a second request is parsed while the first
-    // is pending; none of them can be answered, so none may change anything.
+  it('answers pipelined creates that arrive in one write, each with its own answer, in order', async () => {
     const before = await undy();
     const c = rawConnection();
     c.sendMany(createReq('same-1') + createReq('same-2') + createReq('same-3'), 3);
+    await c.until(() => c.responses.length === 3);
+    c.close();
+    expect(c.responses.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(c.responses.map((r) => JSON.parse(r.body).client_request_id)).toEqual(['same-1', 'same-2', 'same-3']);
+    expect(await undy()).toBe(before + 3);
+  });
+
+  it('answers every request a client sent before closing its side', async () => {
+    const c = rawConnection();
+    const get = 'GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n';
+    c.sendMany(get + get, 2);
+    c.socket.end();
     await c.until(() => c.closed);
-    const looked = await Promise.all(['same-1', 'same-2', 'same-3'].map((k) => f.http.send('GET', `/requests/${k}`, { basic: ['team1', 'team1pass'] })));
-    // Every write either was answered on the wire or did nothing at all.
-    const applied = looked.filter((r) => r.status === 200).length;
-    expect(applied).toBe(c.responses.length);
-    expect(await undy()).toBe(before + c.responses.length);
+    expect(c.responses.map((r) => r.status)).toEqual([404, 404]);
   });
 });
 
@@ -167,23 +173,98 @@ describe('HEAD', () => {
   });
 });
 
-describe('requests uWS cannot parse', () => {
-  // uWS 20.30's parser (C++) accepts only HTTP/1.1 with a Host header; it never
-  // hands anything else to JavaScript and drops the connection at its 10 s idle
-  // timeout. The gateway cannot answer those; what it guarantees is that they do nothing.
-  it('does nothing for an HTTP/1.0 create or a malformed one', async () => {
+describe('HTTP/1.0', () => {
+  it('answers an HTTP/1.0 GET and closes the connection after it', async () => {
+    const c = rawConnection();
+    c.send('GET /health HTTP/1.0\r\n\r\n');
+    await c.until(() => c.closed);
+    expect(c.responses).toHaveLength(1);
+    expect(c.responses[0]!.status).toBe(200);
+    expect(JSON.parse(c.responses[0]!.body).status).toBeDefined();
+  });
+
+  it('runs an HTTP/1.0 create once and answers it', async () => {
     const before = await undy();
     const body = form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: 'old-1' });
-    const old = rawConnection();
-    old.send(`POST /create HTTP/1.0\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
-    const bad = rawConnection();
-    bad.send(`POST /cre ate HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
-    // The same create on a well-formed connection afterwards is the first and only one with that key.
-    const ok = await f.http.send('POST', '/create', { form: { username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: 'old-1' } });
-    old.close();
-    bad.close();
-    expect(ok.status).toBe(200);
-    expect(ok.body.replayed).toBeUndefined();
+    const c = rawConnection();
+    c.send(`POST /create HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    await c.until(() => c.closed);
+    expect(c.responses.map((r) => r.status)).toEqual([200]);
+    expect(JSON.parse(c.responses[0]!.body).client_request_id).toBe('old-1');
     expect(await undy()).toBe(before + 1);
+  });
+
+  it('keeps an HTTP/1.0 connection that asks for keep-alive', async () => {
+    const c = rawConnection();
+    const get = 'GET /nowhere HTTP/1.0\r\nConnection: keep-alive\r\n\r\n';
+    c.send(get);
+    await c.until(() => c.responses.length === 1);
+    c.send(get);
+    await c.until(() => c.responses.length === 2);
+    expect(c.closed).toBe(false);
+    c.close();
+    expect(c.responses.map((r) => r.status)).toEqual([404, 404]);
+  });
+});
+
+describe('chunked request bodies', () => {
+  it('takes a create whose body comes in chunks, in several writes', async () => {
+    const before = await undy();
+    const body = form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: 'chunked-1' });
+    const c = rawConnection();
+    c.send('POST /create HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const half = Math.floor(body.length / 2);
+    for (const part of [body.slice(0, half), body.slice(half)]) c.socket.write(`${part.length.toString(16)}\r\n${part}\r\n`);
+    c.socket.write('0\r\n\r\n');
+    await c.until(() => c.responses.length === 1);
+    c.close();
+    expect(c.responses[0]!.status).toBe(200);
+    expect(JSON.parse(c.responses[0]!.body).client_request_id).toBe('chunked-1');
+    expect(await undy()).toBe(before + 1);
+  });
+});
+
+describe('malformed requests', () => {
+  const body = form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: 'bad-1' });
+  const cases: [string, string, number, string][] = [
+    ['a space in the path', `POST /cre ate HTTP/1.1\r\nHost: test\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, 'bad_request'],
+    ['a NUL in a header', `POST /create HTTP/1.1\r\nHost: test\r\nX-Note: a\0b\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, 'bad_request'],
+    ['no Host in HTTP/1.1', `POST /create HTTP/1.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, 'bad_request'],
+    ['a lower-case method', `post /create HTTP/1.1\r\nHost: test\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, 'bad_request'],
+    ['an absolute-form target', `POST http://test/create HTTP/1.1\r\nHost: test\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, 'bad_request'],
+    ['lines ending in a bare LF', `POST /create HTTP/1.1\nHost: test\nContent-Length: ${body.length}\n\n${body}`, 400, 'bad_request'],
+    ['Content-Length with Transfer-Encoding', `POST /create HTTP/1.1\r\nHost: test\r\nContent-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body}`, 400, 'bad_request'],
+    ['the front\'s own peer header', `POST /create HTTP/1.1\r\nHost: test\r\nX-Etf-Peer: 10.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, 'bad_request'],
+    ['a gzip Transfer-Encoding', `POST /create HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip\r\n\r\n`, 501, 'not_implemented'],
+    ['HTTP/2.0 in the request line', `POST /create HTTP/2.0\r\nHost: test\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 505, 'http_version_not_supported'],
+    ['47 header lines', `POST /create HTTP/1.1\r\nHost: test\r\n${Array.from({ length: 45 }, (_, i) => `X-H${i}: v\r\n`).join('')}Content-Length: ${body.length}\r\n\r\n${body}`, 431, 'request_header_too_large'],
+    ['a 20 KiB header', `GET /health HTTP/1.1\r\nHost: test\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`, 431, 'request_header_too_large'],
+  ];
+  it.each(cases)('answers %s with a JSON error and closes, changing nothing', async (_name, request, status, code) => {
+    const before = await undy();
+    const c = rawConnection();
+    c.send(request);
+    await c.until(() => c.closed);
+    expect(c.responses).toHaveLength(1);
+    expect(c.responses[0]!.status).toBe(status);
+    expect(c.responses[0]!.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(c.responses[0]!.body).error.code).toBe(code);
+    expect(await undy()).toBe(before);
+  });
+
+  it('answers the requests before a malformed one, then the malformed one, in order', async () => {
+    const c = rawConnection();
+    const get = 'GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n';
+    c.sendMany(get + get + 'GET /no where HTTP/1.1\r\nHost: test\r\n\r\n', 3);
+    await c.until(() => c.closed);
+    expect(c.responses.map((r) => r.status)).toEqual([404, 404, 400]);
+  });
+
+  it('takes 46 header lines (what uWS itself can take once the front adds its own)', async () => {
+    const c = rawConnection();
+    c.send(`GET /nowhere HTTP/1.1\r\nHost: test\r\n${Array.from({ length: 45 }, (_, i) => `X-H${i}: v\r\n`).join('')}\r\n`);
+    await c.until(() => c.responses.length === 1);
+    c.close();
+    expect(c.responses[0]!.status).toBe(404);
   });
 });

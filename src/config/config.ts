@@ -55,7 +55,17 @@ export const THROTTLE_DEFAULTS: ThrottleConfig = {
 };
 
 const configSchema = z.object({
-  http: z.object({ host: z.string(), port: z.number().int().min(0).max(65535), maxBodyBytes: z.number().int().positive() }),
+  http: z.object({
+    host: z.string(),
+    port: z.number().int().min(0).max(65535),
+    maxBodyBytes: z.number().int().positive(),
+    /**
+     * framed (absent: framed): the gateway's own front (src/gateway/front) owns the TCP port and hands uWS
+     * one well-formed request at a time over a private unix socket. direct: uWS on the port itself, faster,
+     * but it drops HTTP/1.0, malformed and same-read pipelined requests without an answer (for benches).
+     */
+    front: z.enum(['framed', 'direct']).optional(),
+  }),
   nats: z.object({
     /** Empty: the launcher starts a local nats-server on `port` with its store under dataDir. */
     url: z.string(),
@@ -102,6 +112,10 @@ function intFromEnv(name: string, v: string): number {
 const ENV: Record<string, (c: Config, v: string) => void> = {
   HTTP_HOST: (c, v) => (c.http.host = v),
   HTTP_PORT: (c, v) => (c.http.port = intFromEnv('HTTP_PORT', v)),
+  HTTP_FRONT: (c, v) => {
+    if (v !== 'framed' && v !== 'direct') throw new ConfigError(`HTTP_FRONT=${JSON.stringify(v)} must be framed or direct`);
+    c.http.front = v;
+  },
   NATS_URL: (c, v) => (c.nats.url = v),
   NATS_PORT: (c, v) => (c.nats.port = intFromEnv('NATS_PORT', v)),
   NATS_CREDS: (c, v) => (c.nats.creds = v),

@@ -1,7 +1,7 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { HTTP_STATUS, type HttpErrorBody, type HttpErrorCode } from '../../proto/http.js';
+import { FRONT_PEER_HEADER, HTTP_STATUS, type HttpErrorBody, type HttpErrorCode } from '../../proto/http.js';
 
-const STATUS_TEXT: Record<number, string> = {
+export const STATUS_TEXT: Record<number, string> = {
   200: '200 OK',
   400: '400 Bad Request',
   401: '401 Unauthorized',
@@ -11,8 +11,13 @@ const STATUS_TEXT: Record<number, string> = {
   429: '429 Too Many Requests',
   413: '413 Payload Too Large',
   415: '415 Unsupported Media Type',
+  408: '408 Request Timeout',
+  431: '431 Request Header Fields Too Large',
   500: '500 Internal Server Error',
+  501: '501 Not Implemented',
+  502: '502 Bad Gateway',
   503: '503 Service Unavailable',
+  505: '505 HTTP Version Not Supported',
 };
 
 /** What a handler needs from the request: uWS's HttpRequest is only valid until the handler returns, so it is copied here. */
@@ -24,11 +29,16 @@ export interface RequestInfo {
   contentLength: number | null;
   authorization: string;
   idempotencyKey: string;
-  /** The client's address as uWS reports it ('' when not asked for). */
+  /** The client's address ('' when not asked for). */
   address: string;
 }
 
-export function requestInfo(req: HttpRequest, res?: HttpResponse): RequestInfo {
+/** Where a request's client address comes from: uWS's socket, or the front's header when uWS listens behind it. */
+export type AddressSource = (req: HttpRequest, res: HttpResponse) => string;
+export const socketAddress: AddressSource = (_req, res) => Buffer.from(res.getRemoteAddressAsText()).toString();
+export const frontAddress: AddressSource = (req) => req.getHeader(FRONT_PEER_HEADER);
+
+export function requestInfo(req: HttpRequest, res?: HttpResponse, addressOf: AddressSource = socketAddress): RequestInfo {
   const len = req.getHeader('content-length');
   return {
     method: req.getCaseSensitiveMethod().toUpperCase(),
@@ -38,7 +48,7 @@ export function requestInfo(req: HttpRequest, res?: HttpResponse): RequestInfo {
     contentLength: len === '' ? null : Number(len),
     authorization: req.getHeader('authorization'),
     idempotencyKey: req.getHeader('idempotency-key'),
-    address: res ? Buffer.from(res.getRemoteAddressAsText()).toString() : '',
+    address: res ? addressOf(req, res) : '',
   };
 }
 

@@ -1,13 +1,17 @@
 import { assertPortFree } from '../shared/ports.js';
 import uWS from 'uWebSockets.js';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { ROUTES, conversionSchema } from '../../proto/http.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FRONT_PEER_HEADER, ROUTES, conversionSchema } from '../../proto/http.js';
 import type { Config } from '../config/config.js';
 import { connectNats } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from './engine-client.js';
 import { Authenticator } from './auth.js';
-import { Exchange, requestInfo, type RequestInfo } from './http.js';
+import { Exchange, frontAddress, requestInfo, socketAddress, type RequestInfo } from './http.js';
+import { startFront, type Front } from './front/front.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
 import { FeedStatusView } from './feed-status.js';
@@ -29,6 +33,9 @@ export interface GatewayHandle {
   auth: Authenticator;
   close(): Promise<void>;
 }
+
+/** Between requests, a client connection is closed after this long (uWS's own HTTP idle limit is 10 s too). */
+const FRONT_IDLE_TIMEOUT_MS = 10_000;
 
 type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void>;
 
@@ -69,6 +76,8 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.leaderboard.path, { method: 'GET', handler: (ex) => routes.leaderboard(ex, deps, instruments) }],
   ]);
 
+  const framed = cfg.http.front !== 'direct';
+  const addressOf = framed ? frontAddress : socketAddress;
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
     let body: Buffer | null = null;
     if (info.method === 'GET' || info.method === 'HEAD') ex.holdConnection();
@@ -81,13 +90,13 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
 
   const app = uWS.App();
   // Before the catch-all route, so /ws upgrades reach the WebSocket handler.
-  const ws = attachWebSocket(app, { nc, engine, auth, throttle, marks }, log);
+  const ws = attachWebSocket(app, { nc, engine, auth, throttle, marks }, log, {}, addressOf);
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   metrics.mount(app);
   mountStatic(app, metrics, log);
   const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks }, log);
   app.any('/*', (res, req) => {
-    const info = requestInfo(req, res);
+    const info = requestInfo(req, res, addressOf);
     const ex = new Exchange(res, info.method);
     ex.address = info.address;
     const label = routeLabel(info.path, table.keys());
@@ -105,11 +114,26 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     });
   });
 
-  const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
-    app.listen(cfg.http.host, cfg.http.port, (token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${cfg.http.host}:${cfg.http.port}`))));
-  });
-  const port = uWS.us_socket_local_port(listenSocket);
-  log.info({ host: cfg.http.host, port }, 'gateway listening');
+  let listenSocket: uWS.us_listen_socket;
+  let front: Front | null = null;
+  let port: number;
+  let socketDir = '';
+  if (framed) {
+    // A directory only this user can enter: behind the front, uWS believes the peer header, so nobody else may reach it.
+    socketDir = await mkdtemp(join(tmpdir(), 'etf-gateway-'));
+    const upstreamPath = join(socketDir, 'uws.sock');
+    listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
+      app.listen_unix((token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${upstreamPath}`))), upstreamPath);
+    });
+    front = await startFront({ host: cfg.http.host, port: cfg.http.port, upstreamPath, peerHeader: FRONT_PEER_HEADER, idleTimeoutMs: FRONT_IDLE_TIMEOUT_MS, log });
+    port = front.port;
+  } else {
+    listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
+      app.listen(cfg.http.host, cfg.http.port, (token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${cfg.http.host}:${cfg.http.port}`))));
+    });
+    port = uWS.us_socket_local_port(listenSocket);
+  }
+  log.info({ host: cfg.http.host, port, front: framed ? 'framed' : 'direct' }, 'gateway listening');
 
   return {
     port,
@@ -117,8 +141,12 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     engine,
     auth,
     close: async () => {
-      uWS.us_listen_socket_close(listenSocket);
+      // Answers in flight still go out: the front stops taking requests and waits for them, uWS closes after.
+      const fronted = front?.close();
       ws.close();
+      await fronted;
+      uWS.us_listen_socket_close(listenSocket);
+      if (socketDir) await rm(socketDir, { recursive: true, force: true });
       operator.close();
       throttle.close();
       engine.close();

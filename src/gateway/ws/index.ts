@@ -5,6 +5,7 @@ import { Hub, type HubDeps, type HubStats } from './hub.js';
 import { wsLimits, type WsLimits } from './limits.js';
 import { parseUpgradeQuery } from './protocol.js';
 import { parseBasic } from '../params.js';
+import { socketAddress, type AddressSource } from '../http.js';
 import type { Session, Transport } from './session.js';
 
 interface UserData {
@@ -26,7 +27,7 @@ export interface WsHandle {
  * Mounts the holdings/price stream on `WS_PATH` of the gateway's uWS app.
  * Must be called before the app's catch-all HTTP route is registered.
  */
-export function attachWebSocket(app: uWS.TemplatedApp, deps: HubDeps, log: Logger, overrides: Partial<WsLimits> = {}): WsHandle {
+export function attachWebSocket(app: uWS.TemplatedApp, deps: HubDeps, log: Logger, overrides: Partial<WsLimits> = {}, addressOf: AddressSource = socketAddress): WsHandle {
   const limits = wsLimits(overrides);
   const hub = new Hub(deps, log, limits);
   hub.start();
@@ -60,7 +61,7 @@ export function attachWebSocket(app: uWS.TemplatedApp, deps: HubDeps, log: Logge
       const authorization = req.getHeader('authorization');
       const basic = authorization === '' ? null : (parseBasic(authorization) ?? 'invalid');
       res.upgrade<UserData>(
-        { format: query.format, basic, resumeFrom: query.resumeFrom, closed: false, address: Buffer.from(res.getRemoteAddressAsText()).toString() },
+        { format: query.format, basic, resumeFrom: query.resumeFrom, closed: false, address: addressOf(req, res) },
         req.getHeader('sec-websocket-key'),
         req.getHeader('sec-websocket-protocol'),
         req.getHeader('sec-websocket-extensions'),
