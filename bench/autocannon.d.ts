@@ -11,7 +11,7 @@ declare module 'autocannon' {
     '2xx': number;
     statusCodeStats: Record<string, { count: number }>;
   }
-  interface Request { method?: string; path?: string; headers?: Record<string, string>; body?: string }
+  export interface Request { method?: string; path?: string; headers?: Record<string, string>; body?: string }
   interface Options {
     url: string;
     connections?: number;

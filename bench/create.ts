@@ -4,15 +4,19 @@
  *   health   HTTP → NATS → engine → reply (no auth, no journal write)
  *   holdings + authentication (cached keyed proof) + a read of engine state
  *   create   + a durable journal write (group commit) before the 200
+ * each through the gateway's front (framed, the default) and with uWS on the port (direct),
+ * and against the HTTP ceiling: bare uWS answering the same POST (bench/ceiling.ts), alone
+ * and behind the front.
  * Run: npm run bench:create   (BENCH_SECONDS, BENCH_CONNECTIONS to change the load,
- *      BENCH_SCENARIOS=create to run a subset, BENCH_PROFILE=engine|gateway for a CPU profile in .bench/)
+ *      BENCH_SCENARIOS=create to run a subset, BENCH_FRONTS=framed to skip direct,
+ *      BENCH_PROFILE=engine|gateway for a CPU profile in .bench/)
  */
-import autocannon from 'autocannon';
+import autocannon, { type Request } from 'autocannon';
 import { connect } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { encode } from '../proto/codec.js';
 import { fillSubject } from '../proto/subjects.js';
-import { startBenchSystem } from './system.js';
+import { startBenchSystem, spawnService } from './system.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
@@ -20,67 +24,102 @@ const TEAMS = 8;
 
 const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
 const OPERATOR = { username: 'bench-operator', password: 'bench-operator-pass' };
-const sys = await startBenchSystem(roster, { operator: OPERATOR });
-try {
-  // Enough of every UNDY component that no create in the run is refused.
-  const nc = await connect({ servers: sys.nats.url });
-  const js = jetstream(nc);
-  let seq = 1;
-  for (let id = 1; id <= TEAMS; id++) {
-    for (let symbol = 3; symbol <= 12; symbol++) {
-      await js.publish(fillSubject(id), encode({ seq: seq++, client_id: id, symbol, side: 1, quantity: 100_000_000, price: 100 }));
-    }
-  }
-  await nc.close();
+const fronts = (process.env.BENCH_FRONTS ?? 'framed,direct').split(',') as ('framed' | 'direct')[];
+const only = process.env.BENCH_SCENARIOS?.split(',');
 
-  const form = (i: number, extra: string) => `username=team${i}&password=team${i}pass${extra}`;
-  const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' };
-  const teams = Array.from({ length: TEAMS }, (_, i) => i + 1);
-  const scenarios = {
-    health: [{ method: 'GET', path: '/health' }],
-    holdings: teams.map((i) => ({ method: 'GET', path: `/holdings?${form(i, '')}` })),
-    create: teams.map((i) => ({ method: 'POST', path: '/create', headers: formHeaders, body: form(i, '&etf_name=UNDY&amount=1') })),
-  };
-  // BENCH_SCENARIOS=create (comma-separated) runs a subset, e.g. while profiling one path.
-  const only = process.env.BENCH_SCENARIOS?.split(',');
-  const chosen = Object.entries(scenarios).filter(([name]) => !only || only.includes(name));
-  // Warm-up: pays each team's one bcrypt check and JIT-compiles the paths.
-  for (const [, requests] of chosen) await autocannon({ url: sys.url, connections: 8, duration: 1, requests });
-
-  const rows: { scenario: string; rps: number; p50: number; p99: number; non2xx: number; errors: number }[] = [];
-  for (const [scenario, requests] of chosen) {
-    const r = await autocannon({ url: sys.url, connections, duration: seconds, requests });
-    rows.push({ scenario, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
-  }
-  if (chosen.some(([name]) => name === 'create')) {
-    // Every conversion rule on, none binding (the cost of checking them, not of refusals), set as the operator does.
-    const rules = {
-      fees: { create: { fixed: 1, per_unit: 1 }, redeem: { fixed: 1, per_unit: 1 } },
-      max_units_per_conversion: 1000,
-      units_per_window: { units: 1_000_000_000, seconds: 60 },
-      position_limit: { limit: 2_000_000_000, mode: 'refuse' },
-      windows: [{ from: '00:00', to: '12:00' }, { from: '12:00', to: '00:00' }],
-    };
-    const put = await fetch(`${sys.url}/operator/api/rules`, {
-      method: 'PUT',
-      headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`${OPERATOR.username}:${OPERATOR.password}`).toString('base64')}` },
-      body: JSON.stringify(rules),
-    });
-    if (!put.ok) throw new Error(`setting the rules failed: ${put.status} ${await put.text()}`);
-    const r = await autocannon({ url: sys.url, connections, duration: seconds, requests: scenarios.create });
-    rows.push({ scenario: 'create+rules', rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
-  }
-  const base = rows[0]!.rps;
-  console.log(`\n/create throughput, ${connections} connections, ${seconds} s each, bcrypt cost 10, ${TEAMS} teams\n`);
-  console.log('scenario      req/s    p50 ms  p99 ms  non-2xx  errors  vs health');
-  for (const r of rows) {
-    console.log(
-      `${r.scenario.padEnd(12)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / base).toFixed(2)}`,
-    );
-  }
-  const create = rows.find((r) => r.scenario === 'create');
-  const ruled = rows.find((r) => r.scenario === 'create+rules');
-  if (create && ruled) console.log(`\n/create with every conversion rule on: ${(ruled.rps / create.rps).toFixed(2)}× the rate with rules off`);
-} finally {
-  await sys.stop();
+interface Row {
+  scenario: string;
+  front: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
 }
+const rows: Row[] = [];
+const form = (i: number, extra: string) => `username=team${i}&password=team${i}pass${extra}`;
+const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' };
+const teams = Array.from({ length: TEAMS }, (_, i) => i + 1);
+const createRequests = teams.map((i) => ({ method: 'POST', path: '/create', headers: formHeaders, body: form(i, '&etf_name=UNDY&amount=1') }));
+
+async function measure(url: string, scenario: string, front: string, requests: Request[]): Promise<void> {
+  const r = await autocannon({ url, connections, duration: seconds, requests });
+  rows.push({ scenario, front, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
+}
+
+// The ceiling: the same POST answered by uWS alone, then behind the front.
+for (const front of ['direct', 'framed'] as const) {
+  const child = await spawnService('bench/ceiling.js', { ...process.env, CEILING_FRONT: front }, 'ceiling listening');
+  try {
+    const url = `http://127.0.0.1:${child.ready.split(' ').pop()}`;
+    await autocannon({ url, connections: 8, duration: 1, requests: createRequests });
+    await measure(url, 'ceiling', front, createRequests);
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
+for (const front of fronts) {
+  const sys = await startBenchSystem(roster, { operator: OPERATOR, http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, front } });
+  try {
+    // Enough of every UNDY component that no create in the run is refused.
+    const nc = await connect({ servers: sys.nats.url });
+    const js = jetstream(nc);
+    let seq = 1;
+    for (let id = 1; id <= TEAMS; id++) {
+      for (let symbol = 3; symbol <= 12; symbol++) {
+        await js.publish(fillSubject(id), encode({ seq: seq++, client_id: id, symbol, side: 1, quantity: 100_000_000, price: 100 }));
+      }
+    }
+    await nc.close();
+
+    const scenarios = {
+      health: [{ method: 'GET', path: '/health' }],
+      holdings: teams.map((i) => ({ method: 'GET', path: `/holdings?${form(i, '')}` })),
+      create: createRequests,
+    };
+    // BENCH_SCENARIOS=create (comma-separated) runs a subset, e.g. while profiling one path.
+    const chosen = Object.entries(scenarios).filter(([name]) => !only || only.includes(name));
+    // Warm-up: pays each team's one bcrypt check and JIT-compiles the paths.
+    for (const [, requests] of chosen) await autocannon({ url: sys.url, connections: 8, duration: 1, requests });
+    for (const [scenario, requests] of chosen) await measure(sys.url, scenario, front, requests);
+    if (chosen.some(([name]) => name === 'create')) {
+      // Every conversion rule on, none binding (the cost of checking them, not of refusals), set as the operator does.
+      const rules = {
+        fees: { create: { fixed: 1, per_unit: 1 }, redeem: { fixed: 1, per_unit: 1 } },
+        max_units_per_conversion: 1000,
+        units_per_window: { units: 1_000_000_000, seconds: 60 },
+        position_limit: { limit: 2_000_000_000, mode: 'refuse' },
+        windows: [{ from: '00:00', to: '12:00' }, { from: '12:00', to: '00:00' }],
+      };
+      const put = await fetch(`${sys.url}/operator/api/rules`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`${OPERATOR.username}:${OPERATOR.password}`).toString('base64')}` },
+        body: JSON.stringify(rules),
+      });
+      if (!put.ok) throw new Error(`setting the rules failed: ${put.status} ${await put.text()}`);
+      await measure(sys.url, 'create+rules', front, createRequests);
+    }
+  } finally {
+    await sys.stop();
+  }
+}
+
+const row = (scenario: string, front: string) => rows.find((r) => r.scenario === scenario && r.front === front);
+const ceiling = row('ceiling', 'direct')!;
+console.log(`\n/create throughput, ${connections} connections, ${seconds} s each, bcrypt cost 10, ${TEAMS} teams\n`);
+console.log('scenario      front     req/s    p50 ms  p99 ms  non-2xx  errors  vs ceiling');
+for (const r of rows) {
+  console.log(
+    `${r.scenario.padEnd(13)} ${r.front.padEnd(7)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / ceiling.rps).toFixed(3)}`,
+  );
+}
+console.log('\n"ceiling": uWS answering the same POST with nothing behind it (bench/ceiling.ts); "vs ceiling": share of bare uWS\'s rate.');
+const ratio = (a?: Row, b?: Row) => (a && b ? `${(a.rps / b.rps).toFixed(2)}×` : 'n/a');
+console.log(`the front alone: ${ratio(row('ceiling', 'framed'), ceiling)} of bare uWS's rate`);
+for (const scenario of ['health', 'holdings', 'create', 'create+rules']) {
+  if (row(scenario, 'framed') && row(scenario, 'direct')) console.log(`${scenario}: framed runs at ${ratio(row(scenario, 'framed'), row(scenario, 'direct'))} the direct rate`);
+}
+const create = row('create', fronts[0]!);
+const ruled = row('create+rules', fronts[0]!);
+if (create && ruled) console.log(`/create with every conversion rule on: ${ratio(ruled, create)} the rate with rules off`);

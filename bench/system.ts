@@ -18,10 +18,11 @@ export interface BenchSystem {
   stop(): Promise<void>;
 }
 
-function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string, nodeFlags: string[] = []): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...nodeFlags, join(PROJECT_ROOT, 'dist/src', script)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+/** Spawns a built script (relative to dist/) and resolves with it and its ready line once it prints one containing `readyLine`. */
+export function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string, nodeFlags: string[] = []): Promise<ChildProcess & { ready: string }> {
+  const child = spawn(process.execPath, [...nodeFlags, join(PROJECT_ROOT, 'dist', script)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (l) => l.includes(readyLine) && resolve(child));
+    createInterface({ input: child.stdout! }).on('line', (l) => l.includes(readyLine) && resolve(Object.assign(child, { ready: l })));
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
   });
 }
@@ -52,7 +53,7 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   const dir = mkdtempSync(join(tmpdir(), 'etf-bench-'));
   const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
   const httpPort = await freePort();
-  const cfg = benchConfig(dir, nats, roster, { http: { host: '127.0.0.1', port: httpPort, maxBodyBytes: 16384 }, ...overrides });
+  const cfg = benchConfig(dir, nats, roster, { ...overrides, http: { maxBodyBytes: 16384, ...overrides.http, host: '127.0.0.1', port: httpPort } });
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify(cfg));
   const env = { ...process.env, CONFIG_FILE: configFile, NATS_URL: nats.url, LOG_LEVEL: 'info' };
@@ -62,8 +63,8 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   let engine: ChildProcess | undefined;
   let gateway: ChildProcess;
   try {
-    engine = await spawnService('engine/main.js', env, '"engine ready"', profiled('engine'));
-    gateway = await spawnService('gateway/main.js', env, '"gateway listening"', profiled('gateway'));
+    engine = await spawnService('src/engine/main.js', env, '"engine ready"', profiled('engine'));
+    gateway = await spawnService('src/gateway/main.js', env, '"gateway listening"', profiled('gateway'));
   } catch (err) {
     // Leave nothing running behind a failed start.
     if (engine) await stopChild(engine);

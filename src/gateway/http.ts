@@ -56,7 +56,8 @@ export function requestInfo(req: HttpRequest, res?: HttpResponse, addressOf: Add
  * One HTTP exchange. Tracks abort (uWS forbids touching an aborted response)
  * and corks every write, which uWS needs for responses sent after the handler returned.
  *
- * Pipelining: uWS (20.30, HttpContext.h) closes a connection whose next request
+ * Pipelining (HTTP_FRONT=direct only: behind the front, src/gateway/front, uWS
+ * sees one request at a time): uWS (20.30, HttpContext.h) closes a connection whose next request
  * arrives while the previous answer is pending ("we still support sync
  * pipelining" only). So once a request is read, the socket is paused: a
  * pipelined request stays in the kernel's buffer until this one is answered,
