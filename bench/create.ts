@@ -55,7 +55,7 @@ for (const front of ['direct', 'framed'] as const) {
     await autocannon({ url, connections: 8, duration: 1, requests: createRequests });
     await measure(url, 'ceiling', front, createRequests);
   } finally {
-    child.kill('SIGTERM');
+    await child.stop();
   }
 }
 

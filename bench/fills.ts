@@ -23,8 +23,7 @@
  *   BENCH_PER_DATAGRAM fills per datagram list (default 1,10: one ladder each)
  *   BENCH_SECONDS      send time per step      (default 2)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { startService, type ServiceProcess } from '../src/shared/service-process.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -161,7 +160,7 @@ nc.subscribe(FEED_STATUS_SUBJECT, { callback: (_e, m) => {
   },
 });
 
-function startBridgeProcess(): Promise<ChildProcess> {
+function startBridgeProcess(): Promise<ServiceProcess> {
   const env = {
     ...process.env,
     NATS_URL: nats.url,
@@ -173,13 +172,12 @@ function startBridgeProcess(): Promise<ChildProcess> {
     NDFEX_STATUS_INTERVAL_MS: '200',
     LOG_LEVEL: 'info',
   };
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/feed/main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.includes('"feed bridge ready"')) resolve(child);
-      else if (l.includes('"level":40') || l.includes('"level":50')) process.stderr.write(`bridge: ${l}\n`);
-    });
-    child.once('exit', (code) => reject(new Error(`feed bridge exited with ${code}`)));
+  return startService({
+    name: 'feed bridge',
+    args: [join(PROJECT_ROOT, 'dist/src/feed/main.js')],
+    env,
+    ready: (l) => l.includes('"feed bridge ready"'),
+    onLine: (l) => (l.includes('"level":40') || l.includes('"level":50')) && process.stderr.write(`bridge: ${l}\n`),
   });
 }
 
@@ -275,7 +273,7 @@ function decodeRate(): number {
 
 const rows: Row[] = [];
 const decoded = decodeRate();
-let bridge: ChildProcess | undefined;
+let bridge: ServiceProcess | undefined;
 let base = 0;
 try {
   base = await baseline();
@@ -305,8 +303,7 @@ try {
     }
   }
 } finally {
-  bridge?.kill('SIGTERM');
-  if (bridge && bridge.exitCode === null) await new Promise((r) => bridge!.once('exit', r));
+  await bridge?.stop();
   sock.close();
   await engine.close();
   await nc.close();

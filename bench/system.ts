@@ -1,5 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { startService, type ServiceProcess } from '../src/shared/service-process.js';
 import { join } from 'node:path';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,13 +17,9 @@ export interface BenchSystem {
   stop(): Promise<void>;
 }
 
-/** Spawns a built script (relative to dist/) and resolves with it and its ready line once it prints one containing `readyLine`. */
-export function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string, nodeFlags: string[] = []): Promise<ChildProcess & { ready: string }> {
-  const child = spawn(process.execPath, [...nodeFlags, join(PROJECT_ROOT, 'dist', script)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (l) => l.includes(readyLine) && resolve(Object.assign(child, { ready: l })));
-    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}`)));
-  });
+/** Starts a built script (relative to dist/), ready once it prints a line containing `readyLine`. */
+export function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string, nodeFlags: string[] = []): Promise<ServiceProcess> {
+  return startService({ name: script, args: [...nodeFlags, join(PROJECT_ROOT, 'dist', script)], env, ready: (l) => l.includes(readyLine) });
 }
 
 /** A config for benchmarks: the roster written to `dir`, loopback addresses, the given NATS. */
@@ -59,15 +54,14 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   const env = { ...process.env, CONFIG_FILE: configFile, NATS_URL: nats.url, LOG_LEVEL: 'info' };
   // BENCH_PROFILE=engine|gateway writes that service's CPU profile to .bench/ when it stops.
   const profiled = (name: string) => (process.env.BENCH_PROFILE === name ? ['--cpu-prof', `--cpu-prof-dir=${join(PROJECT_ROOT, '.bench')}`] : []);
-  const stopChild = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null ? r() : (c.once('exit', () => r()), c.kill('SIGTERM'))));
-  let engine: ChildProcess | undefined;
-  let gateway: ChildProcess;
+  let engine: ServiceProcess | undefined;
+  let gateway: ServiceProcess;
   try {
     engine = await spawnService('src/engine/main.js', env, '"engine ready"', profiled('engine'));
     gateway = await spawnService('src/gateway/main.js', env, '"gateway listening"', profiled('gateway'));
   } catch (err) {
     // Leave nothing running behind a failed start.
-    if (engine) await stopChild(engine);
+    if (engine) await engine.stop();
     await nats.stop();
     rmSync(dir, { recursive: true, force: true });
     throw err;
@@ -77,8 +71,8 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
     url: `http://127.0.0.1:${httpPort}`,
     cfg,
     stop: async () => {
-      await stopChild(gateway);
-      await stopChild(engine!);
+      await gateway.stop();
+      await engine!.stop();
       await nats.stop();
       rmSync(dir, { recursive: true, force: true });
     },

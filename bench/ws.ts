@@ -26,8 +26,7 @@
  *   BENCH_BURST  fills in the burst phase     (default 5000)
  *   BENCH_STEADY_RATE fills/s in the steady phase (default 1000)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { startService, type ServiceProcess } from '../src/shared/service-process.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,11 +50,11 @@ const BUDGET_MS = 115_000;
 
 const t0 = Date.now();
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-ws-'));
-const children: ChildProcess[] = [];
-const named = new Map<string, ChildProcess>();
+const children: ServiceProcess[] = [];
+const named = new Map<string, ServiceProcess>();
 
 /** CPU seconds (user + system) a child has used so far, from /proc (Linux). */
-function cpuOf(child: ChildProcess): number {
+function cpuOf({ child }: ServiceProcess): number {
   try {
     const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
@@ -76,8 +75,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
 const cleanup = async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
-  await Promise.all(children.map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : null)));
+  await Promise.all(children.map((c) => c.stop()));
   await nats.stop();
   rmSync(dir, { recursive: true, force: true });
 };
@@ -98,17 +96,16 @@ const group = `239.${rnd()}.${rnd()}`;
 const mcPort = 20_000 + Math.floor(Math.random() * 20_000);
 const clearingAddr = { group: `${group}.2`, port: mcPort };
 
-function run(name: string, script: string, ready: string, env: Record<string, string>): Promise<void> {
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src', script)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  named.set(name, child);
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (l) => {
-      if (l.includes(`"${ready}"`)) resolve();
-      else if (l.includes('"level":40') || l.includes('"level":50') || l.includes('"level":60')) process.stderr.write(`${name}: ${l}\n`);
-    });
-    child.once('exit', (code) => reject(new Error(`${name} exited with ${code}`)));
+async function run(name: string, script: string, ready: string, env: Record<string, string>): Promise<void> {
+  const service = await startService({
+    name,
+    args: [join(PROJECT_ROOT, 'dist/src', script)],
+    env: { ...process.env, ...env },
+    ready: (l) => l.includes(`"${ready}"`),
+    onLine: (l) => (l.includes('"level":40') || l.includes('"level":50') || l.includes('"level":60')) && process.stderr.write(`${name}: ${l}\n`),
   });
+  children.push(service);
+  named.set(name, service);
 }
 
 const common = { NATS_URL: nats.url, CONFIG_FILE: configFile, LOG_LEVEL: 'info' };

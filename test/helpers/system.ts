@@ -1,8 +1,8 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import type { ChildProcess } from 'node:child_process';
+import { startService } from '../../src/shared/service-process.js';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { PROJECT_ROOT, type Config } from '../../src/config/config.js';
@@ -85,16 +85,18 @@ export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildPr
     CONFIG_FILE: writeConfigFile(cfg),
     LOG_LEVEL: 'info',
   };
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/engine/main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   const startLog: Record<string, any>[] = [];
-  const ready = await new Promise<Record<string, any>>((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
-    lines.on('line', (line) => {
-      if (line.includes('"engine ready"')) resolve(JSON.parse(line) as Record<string, any>);
-      else if (startLog.length < 100 && line.startsWith('{')) startLog.push(JSON.parse(line) as Record<string, any>);
-    });
-    child.once('exit', (code) => reject(new Error(`engine exited with ${code} before it was ready`)));
+  const service = await startService({
+    name: 'engine',
+    args: [join(PROJECT_ROOT, 'dist/src/engine/main.js')],
+    env,
+    ready: (line) => line.includes('"engine ready"'),
+    onLine: (line) => {
+      if (startLog.length < 100 && line.startsWith('{') && !line.includes('"engine ready"')) startLog.push(JSON.parse(line) as Record<string, any>);
+    },
   });
+  const ready = JSON.parse(service.ready) as Record<string, any>;
+  const child = service.child;
   return Object.assign(child, { ready, startLog });
 }
 
