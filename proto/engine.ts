@@ -143,6 +143,8 @@ export interface PingResult {
   accounts: number;
   journal_seq: number;
   fill_seq: number;
+  /** With several engine shards (proto/shards.ts): each one's own, in shard order; the fields above are their sums and lowest fill_seq. */
+  shards?: { shard: number; accounts: number; journal_seq: number; fill_seq: number }[];
 }
 
 export interface HistoryResult {
@@ -156,6 +158,8 @@ export interface DumpResult {
   journal_seq: number;
   fill_seq: number;
   accounts: { client_id: number; username: string; positions: [number, number][]; cash: number }[];
+  /** With several engine shards: each shard's sequences (its own journal), in shard order; accounts are all shards'. */
+  shards?: { shard: number; journal_seq: number; fill_seq: number }[];
 }
 
 /** The conversion rules in force (`rules` op). */

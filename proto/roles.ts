@@ -13,15 +13,11 @@
 import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';
 import { FEED_BUCKET } from './feed.js';
 import { REQUESTS_SUBJECT_PREFIX } from './requests.js';
-import { SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM } from './streams.js';
+import { shardNames } from './shards.js';
 import {
-  ENGINE_ADMIN_SUBJECT,
-  ENGINE_COMMAND_SUBJECT,
   FILL_STREAM,
   FILL_SUBJECT_WILDCARD,
   HOLDINGS_SUBJECT_PREFIX,
-  JOURNAL_STREAM,
-  JOURNAL_SUBJECT,
   ADMIN_REPLY_SUBJECT_PREFIX,
   REPLY_SUBJECT_WILDCARD,
   SESSION_SUBJECT,
@@ -59,82 +55,96 @@ const writeKv = (bucket: string) => [`$KV.${bucket}.>`];
 /** Every JetStream client asks for the account's JetStream info first. */
 const JS_BASE = ['$JS.API.INFO'];
 
-export const ROLE_PERMISSIONS: Record<Role, Permissions> = {
-  engine: {
-    publish: {
-      allow: [
-        ...JS_BASE,
-        JOURNAL_SUBJECT,
-        SNAPSHOT_CHUNK_SUBJECT,
-        SNAPSHOT_MANIFEST_SUBJECT,
-        // Old snapshots are its own to drop; no other stream administration.
-        `$JS.API.STREAM.PURGE.${SNAPSHOT_STREAM}`,
-        ...readStream(JOURNAL_STREAM),
-        ...readStream(FILL_STREAM),
-        ...readStream(SNAPSHOT_STREAM),
-        `${HOLDINGS_SUBJECT_PREFIX}.>`,
-        `${REQUESTS_SUBJECT_PREFIX}.>`,
-        // Answers only here (not wherever a request says: see the actor), never into a stream.
-        REPLY_SUBJECT_WILDCARD,
-        `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
-        ...readKv(BASKET_BUCKET),
-        ...writeKv(BASKET_BUCKET),
-      ],
+/**
+ * The permissions of each role for a system of `shards` engine shards
+ * (proto/shards.ts): every shard's own subjects and streams are listed by
+ * name, so no wildcard lets a role reach a stream it has no business with.
+ * Engine shards share the engine's user.
+ */
+export function rolePermissions(shards = 1): Record<Role, Permissions> {
+  const all = Array.from({ length: shards }, (_, k) => shardNames(k, shards));
+  return {
+    engine: {
+      publish: {
+        allow: [
+          ...JS_BASE,
+          ...all.flatMap((n) => [
+            n.journalSubject,
+            n.snapshotChunk,
+            n.snapshotManifest,
+            // Old snapshots are its own to drop; no other stream administration.
+            `$JS.API.STREAM.PURGE.${n.snapshotStream}`,
+            ...readStream(n.journalStream),
+            ...readStream(n.snapshotStream),
+          ]),
+          ...readStream(FILL_STREAM),
+          `${HOLDINGS_SUBJECT_PREFIX}.>`,
+          `${REQUESTS_SUBJECT_PREFIX}.>`,
+          // Answers only here (not wherever a request says: see the actor), never into a stream.
+          REPLY_SUBJECT_WILDCARD,
+          `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
+          ...readKv(BASKET_BUCKET),
+          ...writeKv(BASKET_BUCKET),
+        ],
+      },
+      subscribe: { allow: [...all.flatMap((n) => [n.command, n.admin]), `${inboxPrefix('engine')}.>`] },
     },
-    subscribe: { allow: [ENGINE_COMMAND_SUBJECT, ENGINE_ADMIN_SUBJECT, `${inboxPrefix('engine')}.>`] },
-  },
-  gateway: {
-    publish: { allow: [...JS_BASE, ENGINE_COMMAND_SUBJECT, ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET), ...readKv(BASKET_BUCKET)] },
-    subscribe: {
-      allow: [
-        REPLY_SUBJECT_WILDCARD,
-        `${HOLDINGS_SUBJECT_PREFIX}.>`,
-        `${REQUESTS_SUBJECT_PREFIX}.>`,
-        PRICE_SUBJECT_WILDCARD,
-        FEED_STATUS_SUBJECT,
-        FEED_ALERT_SUBJECT,
-        `${inboxPrefix('gateway')}.>`,
-      ],
+    gateway: {
+      publish: { allow: [...JS_BASE, ...all.map((n) => n.command), ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET), ...readKv(BASKET_BUCKET)] },
+      subscribe: {
+        allow: [
+          REPLY_SUBJECT_WILDCARD,
+          `${HOLDINGS_SUBJECT_PREFIX}.>`,
+          `${REQUESTS_SUBJECT_PREFIX}.>`,
+          PRICE_SUBJECT_WILDCARD,
+          FEED_STATUS_SUBJECT,
+          FEED_ALERT_SUBJECT,
+          `${inboxPrefix('gateway')}.>`,
+        ],
+      },
     },
-  },
-  feed: {
-    publish: {
-      allow: [
-        ...JS_BASE,
-        FILL_SUBJECT_WILDCARD,
-        SESSION_SUBJECT,
-        BBO_SUBJECT_WILDCARD,
-        FEED_ALERT_SUBJECT,
-        FEED_STATUS_SUBJECT,
-        ...readStream(FILL_STREAM),
-        ...readKv(FEED_BUCKET),
-        ...writeKv(FEED_BUCKET),
-        ...readKv(BBO_BUCKET),
-        ...writeKv(BBO_BUCKET),
-      ],
+    feed: {
+      publish: {
+        allow: [
+          ...JS_BASE,
+          FILL_SUBJECT_WILDCARD,
+          SESSION_SUBJECT,
+          BBO_SUBJECT_WILDCARD,
+          FEED_ALERT_SUBJECT,
+          FEED_STATUS_SUBJECT,
+          ...readStream(FILL_STREAM),
+          ...readKv(FEED_BUCKET),
+          ...writeKv(FEED_BUCKET),
+          ...readKv(BBO_BUCKET),
+          ...writeKv(BBO_BUCKET),
+        ],
+      },
+      subscribe: { allow: [`${inboxPrefix('feed')}.>`] },
     },
-    subscribe: { allow: [`${inboxPrefix('feed')}.>`] },
-  },
-  pricing: {
-    publish: { allow: [...JS_BASE, PRICE_SUBJECT_WILDCARD, ...readKv(BBO_BUCKET), ...readKv(PRICE_BUCKET), ...writeKv(PRICE_BUCKET), ...readKv(BASKET_BUCKET)] },
-    subscribe: { allow: [BBO_SUBJECT_WILDCARD, `${inboxPrefix('pricing')}.>`] },
-  },
-  // Administers streams and reads published state, but is nobody's stand-in: it cannot
-  // act for a team or read credentials (engine commands and their replies), fake the
-  // exchange (fills) or any service's output, or write history.
-  operator: {
-    publish: { allow: ['$JS.API.>', ENGINE_ADMIN_SUBJECT] },
-    subscribe: {
-      allow: [
-        `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
-        `${inboxPrefix('operator')}.>`,
-        `${HOLDINGS_SUBJECT_PREFIX}.>`,
-        `${REQUESTS_SUBJECT_PREFIX}.>`,
-        PRICE_SUBJECT_WILDCARD,
-        BBO_SUBJECT_WILDCARD,
-        FEED_ALERT_SUBJECT,
-        FEED_STATUS_SUBJECT,
-      ],
+    pricing: {
+      publish: { allow: [...JS_BASE, PRICE_SUBJECT_WILDCARD, ...readKv(BBO_BUCKET), ...readKv(PRICE_BUCKET), ...writeKv(PRICE_BUCKET), ...readKv(BASKET_BUCKET)] },
+      subscribe: { allow: [BBO_SUBJECT_WILDCARD, `${inboxPrefix('pricing')}.>`] },
     },
-  },
-};
+    // Administers streams and reads published state, but is nobody's stand-in: it cannot
+    // act for a team or read credentials (engine commands and their replies), fake the
+    // exchange (fills) or any service's output, or write history.
+    operator: {
+      publish: { allow: ['$JS.API.>', ...all.map((n) => n.admin)] },
+      subscribe: {
+        allow: [
+          `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
+          `${inboxPrefix('operator')}.>`,
+          `${HOLDINGS_SUBJECT_PREFIX}.>`,
+          `${REQUESTS_SUBJECT_PREFIX}.>`,
+          PRICE_SUBJECT_WILDCARD,
+          BBO_SUBJECT_WILDCARD,
+          FEED_ALERT_SUBJECT,
+          FEED_STATUS_SUBJECT,
+        ],
+      },
+    },
+  };
+}
+
+/** A single engine's (the default). */
+export const ROLE_PERMISSIONS: Record<Role, Permissions> = rolePermissions(1);

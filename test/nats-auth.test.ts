@@ -126,7 +126,7 @@ describe('the launcher\'s nats-server', () => {
     for (const role of ['feed', 'engine', 'pricing'] as const) await refusedSubscribe(await as(role), 'etf.reply.>');
     // The operator reads state on its own subject, where a credentials request is refused by the engine.
     const op = await as('operator');
-    const admin = new EngineClient(op, 5000, ENGINE_ADMIN_SUBJECT);
+    const admin = new EngineClient(op, 5000, { admin: true });
     const dump = await admin.call({ op: 'dump' });
     if (!dump.ok) throw new Error(dump.error.message);
     expect((dump.result as DumpResult).accounts.length).toBeGreaterThan(0);

@@ -3,6 +3,7 @@ import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { conversionRulesSchema } from '../../proto/rules.js';
+import { MAX_SHARDS } from '../../proto/shards.js';
 
 /**
  * Project root (the folder with package.json): config paths are relative to
@@ -91,6 +92,14 @@ const configSchema = z.object({
   throttle: throttleSchema.optional(),
   /** Conversion rules; every one off when absent. */
   rules: conversionRulesSchema.optional(),
+  /**
+   * Engine shards (proto/shards.ts): `shards` engines each own the client_ids equal to their `shard` modulo
+   * `shards`. Absent: one engine. Every process takes `shards`; an engine process takes its `shard` too.
+   */
+  engine: z
+    .object({ shards: z.number().int().min(1).max(MAX_SHARDS), shard: z.number().int().min(0).optional() })
+    .refine((e) => e.shard === undefined || e.shard < e.shards, { message: 'engine.shard must be below engine.shards' })
+    .optional(),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -112,6 +121,8 @@ function intFromEnv(name: string, v: string): number {
 const ENV: Record<string, (c: Config, v: string) => void> = {
   HTTP_HOST: (c, v) => (c.http.host = v),
   HTTP_PORT: (c, v) => (c.http.port = intFromEnv('HTTP_PORT', v)),
+  ENGINE_SHARDS: (c, v) => (c.engine = { ...c.engine, shards: intFromEnv('ENGINE_SHARDS', v) }),
+  ENGINE_SHARD: (c, v) => (c.engine = { shards: c.engine?.shards ?? 1, shard: intFromEnv('ENGINE_SHARD', v) }),
   HTTP_FRONT: (c, v) => {
     if (v !== 'framed' && v !== 'direct') throw new ConfigError(`HTTP_FRONT=${JSON.stringify(v)} must be framed or direct`);
     c.http.front = v;

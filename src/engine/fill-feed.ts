@@ -25,6 +25,8 @@ export type FillChange =
 const reportedUnknown = new Set<number>();
 const MAX_REPORTED_UNKNOWN = 100;
 
+const ALL = () => true;
+
 export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0 });
 
 /**
@@ -32,7 +34,7 @@ export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount
  * marker. Shared by the live feed and by the consistency check's rebuild, so
  * both read the stream the same way.
  */
-export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedStats, log: Logger): FillChange[] {
+export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedStats, log: Logger, owns: (clientId: number) => boolean = ALL): FillChange[] {
   if (m.seq <= state.fillSeq) return [];
   let payload: unknown;
   try {
@@ -60,6 +62,11 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
     return [];
   }
   const fill = payload as Fill;
+  if (!owns(fill.client_id)) {
+    // Another engine shard's account (proto/shards.ts): every shard reads every fill and takes its own.
+    state.fillSeq = m.seq;
+    return [];
+  }
   const acc = applyFill(state, fill, m.seq);
   if (!acc) {
     stats.unknownAccount++;
@@ -84,6 +91,7 @@ export async function followFills(
   state: EngineState,
   log: Logger,
   onChange: (change: FillChange) => void,
+  owns?: (clientId: number) => boolean,
 ): Promise<{ follower: StreamFollower; stats: FillFeedStats }> {
   const stats = emptyFillStats();
   const follower = await readStream(
@@ -91,7 +99,7 @@ export async function followFills(
     FILL_STREAM,
     state.fillSeq + 1,
     (m) => {
-      for (const c of applyFillMessage(state, m, stats, log)) onChange(c);
+      for (const c of applyFillMessage(state, m, stats, log, owns)) onChange(c);
     },
     { follow: true },
   );

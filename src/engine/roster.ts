@@ -2,6 +2,23 @@ import bcrypt from 'bcrypt';
 import type { JournalEvent } from '../../proto/journal.js';
 import type { RosterAccount } from '../config/accounts.js';
 import type { EngineState } from './state.js';
+import { shardOfClient } from '../../proto/shards.js';
+
+/**
+ * The roster lines an engine shard owns (proto/shards.ts), and every roster
+ * username, which no shard may let anyone register. With several shards a
+ * line must name its client_id: ids handed out in file order would differ
+ * with each shard's history.
+ */
+export function rosterForShard(roster: RosterAccount[], shard: number, shards: number, origin: string): { own: RosterAccount[]; usernames: Set<string> } {
+  const usernames = new Set(roster.map((r) => r.username));
+  if (shards === 1) return { own: roster, usernames };
+  const own = roster.filter((r) => {
+    if (r.clientId === undefined) throw new Error(`accounts file ${origin}, line ${r.line}: with ${shards} engine shards every line needs its client_id`);
+    return shardOfClient(r.clientId, shards) === shard;
+  });
+  return { own, usernames };
+}
 
 /**
  * Reconciles the roster file with the journaled state. Returns the events for

@@ -9,8 +9,17 @@ import {
   type ReplyBatch,
   type ReplyTo,
 } from '../../proto/engine.js';
-import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, adminReplySubject, replySubject } from '../../proto/subjects.js';
+import { adminReplySubject, replySubject } from '../../proto/subjects.js';
+import { routeOf, shardNames } from '../../proto/shards.js';
 import { NextTurn } from '../shared/next-turn.js';
+import { mergeShardReplies } from './shard-merge.js';
+
+export interface EngineClientOptions {
+  /** The operators' read-only subject (the check tool, the operator's NATS user): a separate reply prefix too. */
+  admin?: boolean;
+  /** Engine shards (proto/shards.ts); default 1. */
+  shards?: number;
+}
 
 interface Pending {
   resolve: (r: EngineReply) => void;
@@ -28,7 +37,9 @@ interface Pending {
 export class EngineClient {
   private readonly inbox: string;
   private readonly pending = new Map<number, Pending>();
-  private queue: CommandEnvelope[] = [];
+  /** Commands of this turn, per shard. */
+  private readonly queues: CommandEnvelope[][];
+  private readonly subjects: string[];
   private nextId = 1;
   private readonly batch = new NextTurn(() => this.flush());
   private readonly sub: Subscription;
@@ -37,10 +48,12 @@ export class EngineClient {
   constructor(
     private readonly nc: NatsConnection,
     private readonly timeoutMs: number,
-    /** ENGINE_ADMIN_SUBJECT for the operator's tools, which may only read. */
-    private readonly subject = ENGINE_COMMAND_SUBJECT,
+    opts: EngineClientOptions = {},
   ) {
-    this.inbox = subject === ENGINE_ADMIN_SUBJECT ? adminReplySubject(nuid.next()) : replySubject(nuid.next());
+    const shards = opts.shards ?? 1;
+    this.subjects = Array.from({ length: shards }, (_, k) => (opts.admin ? shardNames(k, shards).admin : shardNames(k, shards).command));
+    this.queues = this.subjects.map(() => []);
+    this.inbox = opts.admin ? adminReplySubject(nuid.next()) : replySubject(nuid.next());
     this.sub = nc.subscribe(this.inbox, {
       callback: (err, msg) => {
         if (err) return;
@@ -64,8 +77,15 @@ export class EngineClient {
 
   /** The engine's answer to `cmd`, its result typed by the command (proto/engine.ts ResultByOp). */
   call<C extends EngineCommand>(cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
+    const route = routeOf(cmd, this.subjects.length);
+    if (route.to === 'one') return this.send(route.shard, cmd, live);
+    // Asked of every shard; the answers combine into one (src/gateway/shard-merge.ts).
+    return Promise.all(this.subjects.map((_, k) => this.send(k, cmd, live))).then((replies) => mergeShardReplies(cmd, route, replies));
+  }
+
+  private send<C extends EngineCommand>(shard: number, cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
     const id = this.nextId++;
-    this.queue.push({ id, cmd });
+    this.queues[shard]!.push({ id, cmd });
     this.batch.schedule();
     // The engine answers each op with that op's result: the one place the wire's union is narrowed.
     return new Promise((resolve) =>
@@ -74,7 +94,16 @@ export class EngineClient {
   }
 
   private flush(): void {
-    const cmds = this.queue.filter((c) => {
+    for (let shard = 0; shard < this.queues.length; shard++) {
+      const queued = this.queues[shard]!;
+      if (queued.length === 0) continue;
+      this.queues[shard] = [];
+      this.publish(this.subjects[shard]!, queued);
+    }
+  }
+
+  private publish(subject: string, queued: CommandEnvelope[]): void {
+    const cmds = queued.filter((c) => {
       const p = this.pending.get(c.id);
       if (!p?.live || p.live()) return true;
       // Work whose answer can reach no one is not done: its caller learns nothing, so nothing may change.
@@ -82,10 +111,9 @@ export class EngineClient {
       p.resolve({ id: c.id, ok: false, error: { code: 'engine_unavailable', message: 'the request was withdrawn: its connection closed before it was sent' } });
       return false;
     });
-    this.queue = [];
     if (cmds.length === 0) return;
     const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };
-    this.nc.publish(this.subject, encode(batch), { reply: this.inbox });
+    this.nc.publish(subject, encode(batch), { reply: this.inbox });
   }
 
   private expire(): void {

@@ -16,7 +16,7 @@ import { ENGINE_ADMIN_SUBJECT } from '../../proto/subjects.js';
 const cfg = loadConfig();
 const log = createLogger('check', 'warn');
 const nc = await connectNats(localNatsUrl(cfg), 'etf-check', { waitForServer: false, role: 'operator', credsFile: localNatsCreds(cfg, 'operator') });
-const engine = new EngineClient(nc, 30_000, ENGINE_ADMIN_SUBJECT);
+const engine = new EngineClient(nc, 30_000, { admin: true, shards: cfg.engine?.shards ?? 1 });
 const reply = await engine.call({ op: 'dump' });
 if (!reply.ok) {
   console.error(`engine did not answer: ${reply.error.message}`);
