@@ -12,7 +12,7 @@
  */
 import type { EngineCommand } from './engine.js';
 import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, JOURNAL_STREAM, JOURNAL_SUBJECT } from './subjects.js';
-import { SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM } from './streams.js';
+import { JOURNAL_STREAM_CONFIG, SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM, SNAPSHOT_STREAM_CONFIG } from './streams.js';
 
 export interface ShardNames {
   shard: number;
@@ -59,6 +59,10 @@ export function shardNames(shard: number, shards: number): ShardNames {
     snapshotManifest: `${SNAPSHOT_MANIFEST_SUBJECT}.${shard}`,
   };
 }
+
+/** A shard's journal and snapshot streams: the single engine's settings under the shard's names. */
+export const journalStreamConfig = (n: ShardNames) => ({ ...JOURNAL_STREAM_CONFIG, name: n.journalStream, subjects: [n.journalSubject] });
+export const snapshotStreamConfig = (n: ShardNames) => ({ ...SNAPSHOT_STREAM_CONFIG, name: n.snapshotStream, subjects: [n.snapshotChunk, n.snapshotManifest] });
 
 export const shardOfClient = (clientId: number, shards: number): number => clientId % shards;
 

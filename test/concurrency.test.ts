@@ -1,7 +1,12 @@
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { buy, undyBasket, useSystem } from './helpers/system.js';
 
-const f = useSystem();
+describe.each([
+  { shards: 1, gateways: 1 },
+  // Accounts over two engine shards (team1 on shard 1), requests alternating between two gateways.
+  { shards: 2, gateways: 2 },
+])('$shards engine shard(s), $gateways gateway(s)', ({ shards, gateways }) => {
+const f = useSystem(shards > 1 ? { engine: { shards } } : {}, gateways);
 
 it('200 parallel creates of 1 unit against holdings for exactly 50: exactly 50 succeed, nothing goes negative', async () => {
   await buy(f.nc, 1, undyBasket(50));
@@ -19,4 +24,5 @@ it('200 parallel creates of 1 unit against holdings for exactly 50: exactly 50 s
   const undyAfter = results.filter((r) => r.status === 200).map((r) => r.body.holdings.UNDY as number);
   expect(new Set(undyAfter).size).toBe(50);
   expect(Math.max(...undyAfter)).toBe(50);
+});
 });

@@ -7,6 +7,7 @@ import type { Fill } from '../proto/fill.js';
 import type { DumpResult } from '../proto/engine.js';
 import type { JournalEvent } from '../proto/journal.js';
 import { fillSubject } from '../proto/subjects.js';
+import { shardNames, shardOfClient } from '../proto/shards.js';
 import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
 import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
@@ -34,25 +35,31 @@ afterAll(async () => {
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const jitter = (lo: number, hi: number) => lo + Math.random() * (hi - lo);
 
-it('loses no acknowledged operation and applies none twice across SIGKILLs of the engine and of nats-server', async () => {
+it.each([
+  { shards: 1, gateways: 1 },
+  // The same load over two engine shards (each killed in turn) and two gateways taking turns.
+  { shards: 2, gateways: 2 },
+])('loses no acknowledged operation and applies none twice across SIGKILLs of the engine and of nats-server ($shards shard(s), $gateways gateway(s))', async ({ shards, gateways: gatewayCount }) => {
   const port = await freePort();
-  const storeDir = `${dir.path}/nats`;
+  const home = `${dir.path}/${shards}x${gatewayCount}`;
+  const storeDir = `${home}/nats`;
   let nats: NatsServer = await startNatsServer({ port, storeDir });
   cleanups.push(() => nats.stop('SIGKILL'));
   const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
-  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 1000 });
+  const cfg = testConfig(home, { roster, requestTimeoutMs: 1000, ...(shards > 1 ? { engine: { shards } } : {}) });
 
-  // The engine, restarted whenever it dies (the launcher's supervisor does this in production).
-  let engine: ChildProcess | undefined;
+  // Each engine shard, restarted whenever it dies (the launcher's supervisor does this in production).
+  const engines: (ChildProcess | undefined)[] = [];
   let stopping = false;
-  let engineUp: Promise<void> = Promise.resolve();
-  const startEngineLoop = (): Promise<void> =>
-    (engineUp = (async () => {
+  const engineUp: Promise<void>[] = [];
+  const startEngineLoop = (shard: number): Promise<void> =>
+    (engineUp[shard] = (async () => {
       for (;;) {
         try {
-          engine = await spawnEngine(nats.url, cfg);
+          const engine = await spawnEngine(nats.url, shards === 1 ? cfg : { ...cfg, engine: { shards, shard } });
+          engines[shard] = engine;
           engine.once('exit', () => {
-            if (!stopping) void startEngineLoop();
+            if (!stopping) void startEngineLoop(shard);
           });
           return;
         } catch {
@@ -60,15 +67,19 @@ it('loses no acknowledged operation and applies none twice across SIGKILLs of th
         }
       }
     })());
-  await startEngineLoop();
+  for (let shard = 0; shard < shards; shard++) await startEngineLoop(shard);
+  const allUp = () => Promise.all(engineUp);
   cleanups.push(async () => {
     stopping = true;
-    if (engine) await killProcess(engine);
+    for (const engine of engines) if (engine) await killProcess(engine);
   });
 
-  const gateway: GatewayHandle = await startGateway(cfg, nats.url, quietLog);
-  cleanups.push(() => gateway.close());
-  const http = api(`http://127.0.0.1:${gateway.port}`);
+  const gateways: GatewayHandle[] = [];
+  for (let i = 0; i < gatewayCount; i++) gateways.push(await startGateway(cfg, nats.url, quietLog));
+  cleanups.push(async () => {
+    for (const g of gateways) await g.close();
+  });
+  const http = api(gateways.map((g) => `http://127.0.0.1:${g.port}`));
   const nc: NatsConnection = await connectNats(nats.url, 'crash-test');
   cleanups.push(() => nc.close());
   await ensureFillStream(nc);
@@ -115,29 +126,29 @@ it('loses no acknowledged operation and applies none twice across SIGKILLs of th
     }
   });
 
-  // The crashes.
+  // The crashes (with several shards, each in turn).
   for (let i = 0; i < 3; i++) {
     await pause(jitter(600, 1500));
-    await engineUp;
-    await killProcess(engine!, 'SIGKILL');
+    await allUp();
+    await killProcess(engines[i % shards]!, 'SIGKILL');
   }
   await pause(jitter(600, 1500));
   await nats.stop('SIGKILL');
   await pause(300);
   nats = await startNatsServer({ port, storeDir });
   await pause(jitter(500, 1200));
-  await engineUp;
-  await killProcess(engine!, 'SIGKILL');
+  await allUp();
+  await killProcess(engines[shards - 1]!, 'SIGKILL');
   // Steady load after the last crash, so the run ends with the system serving.
-  await engineUp;
+  await allUp();
   await pause(1500);
 
   loadRunning = false;
   await Promise.all([fillLoop, ...workers]);
-  await engineUp;
+  await allUp();
 
   // The engine has applied every acked fill once it reports a fill position at the stream's end.
-  const client = new EngineClient(nc, 10_000);
+  const client = new EngineClient(nc, 10_000, { shards });
   cleanups.push(() => client.close());
   let dump: DumpResult;
   for (;;) {
@@ -150,7 +161,11 @@ it('loses no acknowledged operation and applies none twice across SIGKILLs of th
   }
 
   // 1. Every acknowledged operation is in the journal exactly once, and nothing appears twice.
-  const { events } = await rebuild(nc, dump.journal_seq, 0, quietLog);
+  const events: JournalEvent[] = [];
+  for (const s of dump.shards ?? [{ shard: 0, journal_seq: dump.journal_seq }]) {
+    const shard = shards === 1 ? undefined : { names: shardNames(s.shard, shards), owns: (id: number) => shardOfClient(id, shards) === s.shard };
+    events.push(...(await rebuild(nc, s.journal_seq, 0, quietLog, shard)).events);
+  }
   const byKey = new Map<string, JournalEvent[]>();
   for (const ev of events) {
     if (ev.t === 'conversion' || ev.t === 'rejected') {

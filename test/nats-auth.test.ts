@@ -75,7 +75,8 @@ beforeAll(async () => {
     throw err;
   });
   const gateway = await startGateway(gatewayCfg, server.url, quietLog);
-  system = { engine, gateway, url: `http://127.0.0.1:${gateway.port}`, close: async () => { await gateway.close(); await engine.close(); } };
+  const url = `http://127.0.0.1:${gateway.port}`;
+  system = { engine, gateway, engines: [engine], gateways: [gateway], url, urls: [url], close: async () => { await gateway.close(); await engine.close(); } };
   const opts = await bridgeOpts(server.url, { natsCreds: auth.credsFile('feed') });
   bridge = await startBridge(opts, quietLog);
   sender = await multicastSender();

@@ -12,9 +12,6 @@ import type { Fill } from '../../proto/fill.js';
 import {
   ADMIN_REPLY_SUBJECT_PREFIX,
   ENGINE_ADMIN_OPS,
-  ENGINE_ADMIN_SUBJECT,
-  ENGINE_COMMAND_SUBJECT,
-  ENGINE_QUEUE,
   REPLY_SUBJECT_PREFIX,
   holdingsSubject,
 } from '../../proto/subjects.js';
@@ -27,6 +24,7 @@ import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
 import { takeSnapshot, type SnapshotStore } from './snapshot.js';
 import { NextTurn } from '../shared/next-turn.js';
+import { shardNames, type ShardNames } from '../../proto/shards.js';
 
 export interface SnapshotPolicy {
   store: SnapshotStore;
@@ -83,16 +81,16 @@ export class EngineActor {
   ) {}
 
   /** Subscribes, and resolves once the server has the subscription: "ready" must mean a request sent now is heard. */
-  async start(): Promise<void> {
+  async start(names: ShardNames = shardNames(0, 1)): Promise<void> {
     const subscribe = (subject: string, admin: boolean) =>
       this.nc.subscribe(subject, {
-        queue: ENGINE_QUEUE,
+        queue: names.queue,
         callback: (err, msg) => {
           if (err) return this.log.error({ err, subject }, 'command subscription error');
           this.onBatch(msg, admin);
         },
       });
-    this.subs = [subscribe(ENGINE_COMMAND_SUBJECT, false), subscribe(ENGINE_ADMIN_SUBJECT, true)];
+    this.subs = [subscribe(names.command, false), subscribe(names.admin, true)];
     await this.nc.flush();
   }
 
@@ -142,7 +140,7 @@ export class EngineActor {
         reply = d.error ? { id, ok: false, error: d.error } : { id, ok: true, result: d.result! };
       } catch (err) {
         if (err instanceof AdminRefusal) {
-          reply = { id, ok: false, error: { code: 'forbidden', message: `only ${[...ENGINE_ADMIN_OPS].join(', ')} are answered on ${ENGINE_ADMIN_SUBJECT}` } };
+          reply = { id, ok: false, error: { code: 'forbidden', message: `only ${[...ENGINE_ADMIN_OPS].join(', ')} are answered on the operators' read-only subject` } };
         } else {
         // A malformed command from a buggy client must not take the engine down.
         this.log.warn({ err, op: (cmd as { op?: unknown })?.op }, 'command rejected');

@@ -3,6 +3,7 @@ import type { DumpResult } from '../../proto/engine.js';
 import type { Delta } from '../../proto/journal.js';
 import type { JournalEvent } from '../../proto/journal.js';
 import { FILL_STREAM } from '../../proto/subjects.js';
+import { shardNames, shardOfClient, type ShardNames } from '../../proto/shards.js';
 import type { Instruments } from '../config/baskets.js';
 import { readStream } from '../shared/stream-reader.js';
 import type { Logger } from '../shared/log.js';
@@ -23,7 +24,14 @@ export interface CheckReport {
 }
 
 /** Rebuilds state from the journal and the fill stream alone, up to the given sequences. */
-export async function rebuild(nc: NatsConnection, journalSeq: number, fillSeq: number, log: Logger): Promise<{ state: EngineState; events: JournalEvent[] }> {
+export async function rebuild(
+  nc: NatsConnection,
+  journalSeq: number,
+  fillSeq: number,
+  log: Logger,
+  /** One engine shard's (proto/shards.ts): its journal, and its accounts' fills. */
+  shard?: { names: ShardNames; owns: (clientId: number) => boolean },
+): Promise<{ state: EngineState; events: JournalEvent[] }> {
   const state = emptyState();
   const events: JournalEvent[] = [];
   if (journalSeq > 0) {
@@ -37,11 +45,12 @@ export async function rebuild(nc: NatsConnection, journalSeq: number, fillSeq: n
         }
       },
       journalSeq,
+      shard?.names.journalStream,
     );
   }
   if (fillSeq > 0) {
     const stats = emptyFillStats();
-    const reader = await readStream(nc, FILL_STREAM, 1, (m) => void applyFillMessage(state, m, stats, log), { follow: false, untilSeq: fillSeq });
+    const reader = await readStream(nc, FILL_STREAM, 1, (m) => void applyFillMessage(state, m, stats, log, shard?.owns), { follow: false, untilSeq: fillSeq });
     await reader.caughtUp;
     await reader.stop();
   }
@@ -87,7 +96,7 @@ export function conservation(events: JournalEvent[], instruments: Instruments): 
 
 /** Compares the live engine's state (a dump) with a rebuild from the journal and fill stream at the same sequences. */
 export async function consistencyCheck(nc: NatsConnection, live: DumpResult, instruments: Instruments, log: Logger): Promise<CheckReport> {
-  const { state, events } = await rebuild(nc, live.journal_seq, live.fill_seq, log);
+  const { state, events } = live.shards ? await rebuildShards(nc, live.shards, log) : await rebuild(nc, live.journal_seq, live.fill_seq, log);
   const mismatches: CheckReport['mismatches'] = [];
   const liveById = new Map(live.accounts.map((a) => [a.client_id, a]));
   for (const id of new Set([...liveById.keys(), ...state.accounts.keys()])) {
@@ -101,4 +110,17 @@ export async function consistencyCheck(nc: NatsConnection, live: DumpResult, ins
   }
   const cons = conservation(events, instruments);
   return { journalSeq: live.journal_seq, fillSeq: live.fill_seq, accounts: liveById.size, mismatches, conservation: cons, ok: mismatches.length === 0 && cons.length === 0 };
+}
+
+/** Every shard rebuilt from its own journal and its accounts' fills, at the sequences its dump named, as one state. */
+async function rebuildShards(nc: NatsConnection, shards: NonNullable<DumpResult['shards']>, log: Logger): Promise<{ state: EngineState; events: JournalEvent[] }> {
+  const state = emptyState();
+  const events: JournalEvent[] = [];
+  for (const s of shards) {
+    const names = shardNames(s.shard, shards.length);
+    const part = await rebuild(nc, s.journal_seq, s.fill_seq, log, { names, owns: (id) => shardOfClient(id, shards.length) === s.shard });
+    for (const [id, acc] of part.state.accounts) state.accounts.set(id, acc);
+    events.push(...part.events);
+  }
+  return { state, events };
 }

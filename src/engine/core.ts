@@ -29,6 +29,15 @@ export interface CoreConfig {
   maxAmount: number;
   /** The config's conversion rules (every one off when absent); the operator's, once journaled, replace them. */
   rules?: ConversionRules;
+  /** One engine shard of several (proto/shards.ts): the client_ids it hands out, and the roster's usernames, which live on any shard. */
+  shard?: { shard: number; shards: number; rosterUsernames: ReadonlySet<string> };
+}
+
+/** The next client_id a registration gets: above every one in use, and of this shard's residue. */
+export function nextClientId(maxClientId: number, shard: CoreConfig['shard']): number {
+  if (!shard || shard.shards === 1) return maxClientId + 1;
+  const next = maxClientId + 1;
+  return next + ((shard.shard - (next % shard.shards) + shard.shards) % shard.shards);
 }
 
 /** The rules in force: the operator's last (journaled), else the config's. */
@@ -240,11 +249,11 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
     }
     case 'register': {
       const requestId = state.requestSeq + 1;
-      if (state.byUsername.has(cmd.username)) {
+      if (state.byUsername.has(cmd.username) || cfg.shard?.rosterUsernames.has(cmd.username)) {
         const error: EngineError = { code: 'username_taken', field: 'username', message: `username ${cmd.username} is taken` };
         return { error, events: [{ t: 'rejected', requestId, kind: 'register', clientId: null, username: cmd.username, error, ts: now }] };
       }
-      const clientId = state.maxClientId + 1;
+      const clientId = nextClientId(state.maxClientId, cfg.shard);
       const ev: JournalEvent = {
         t: 'account',
         clientId,

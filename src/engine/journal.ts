@@ -15,6 +15,8 @@ export class JournalWriter {
   constructor(
     nc: NatsConnection,
     private lastSeq: number,
+    /** The shard's journal subject (proto/shards.ts). */
+    private readonly subject = JOURNAL_SUBJECT,
   ) {
     this.js = jetstream(nc);
   }
@@ -25,7 +27,7 @@ export class JournalWriter {
 
   async append(events: JournalEvent[]): Promise<number> {
     const batch: JournalBatch = { v: JOURNAL_VERSION, events };
-    const ack = await this.js.publish(JOURNAL_SUBJECT, encode(batch), {
+    const ack = await this.js.publish(this.subject, encode(batch), {
       expect: { lastSequence: this.lastSeq },
       timeout: 10_000,
     });
@@ -40,11 +42,12 @@ export async function replayJournal(
   fromSeq: number,
   apply: (events: JournalEvent[], seq: number) => void,
   untilSeq?: number,
+  stream = JOURNAL_STREAM,
 ): Promise<number> {
   let last = fromSeq - 1;
   const reader = await readStream(
     nc,
-    JOURNAL_STREAM,
+    stream,
     fromSeq,
     (m) => {
       const batch = decode<JournalBatch>(m.data);

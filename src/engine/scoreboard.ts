@@ -49,8 +49,9 @@ export class ScoreboardWriter {
   ) {}
 
   /** Starts the catch-up in the background; live appends queue behind it, so start-up does not wait for it. */
-  startCatchUp(nc: NatsConnection, journalSeq: number): void {
-    this.writing = this.catchUp(nc, journalSeq)
+  /** `stream`: the engine shard's journal (proto/shards.ts). */
+  startCatchUp(nc: NatsConnection, journalSeq: number, stream?: string): void {
+    this.writing = this.catchUp(nc, journalSeq, stream)
       .then(() => {
         this.ready = true;
       })
@@ -64,7 +65,7 @@ export class ScoreboardWriter {
       });
   }
 
-  private async catchUp(nc: NatsConnection, journalSeq: number): Promise<void> {
+  private async catchUp(nc: NatsConnection, journalSeq: number, stream?: string): Promise<void> {
     await mkdir(dirname(this.path), { recursive: true });
     try {
       this.pos = JSON.parse(await readFile(`${this.path}.pos`, 'utf8')) as Position;
@@ -81,7 +82,7 @@ export class ScoreboardWriter {
     if (size < this.pos.bytes) this.pos.bytes = size; // edited by hand: keep what is there
     if (this.pos.seq >= journalSeq) return;
     let text = '';
-    await replayJournal(nc, this.pos.seq + 1, (events) => (text += scoreboardLines(events)), journalSeq);
+    await replayJournal(nc, this.pos.seq + 1, (events) => (text += scoreboardLines(events)), journalSeq, stream);
     await this.write(text, journalSeq);
   }
 

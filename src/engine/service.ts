@@ -10,7 +10,8 @@ import type { Logger } from '../shared/log.js';
 import { emptyState, type EngineState } from './state.js';
 import { applyEvent, basketVersions } from './core.js';
 import { JournalWriter, replayJournal } from './journal.js';
-import { hashRosterPasswords, rosterEvents } from './roster.js';
+import { hashRosterPasswords, rosterEvents, rosterForShard } from './roster.js';
+import { shardNames, shardOfClient } from '../../proto/shards.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
 import { SnapshotStore, SnapshotUnusable } from './snapshot.js';
@@ -33,14 +34,19 @@ export interface EngineHandle {
 export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onFatal: (err: unknown) => void): Promise<EngineHandle> {
   const t0 = performance.now();
   const instruments = loadBaskets(cfg.basketsFile || undefined);
-  const roster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
-  const nc = await connectNats(natsUrl, 'etf-engine', { role: 'engine', credsFile: cfg.nats.creds });
-  await ensureJournalStream(nc);
+  const shards = cfg.engine?.shards ?? 1;
+  const names = shardNames(cfg.engine?.shard ?? 0, shards);
+  const owns = (clientId: number) => shardOfClient(clientId, shards) === names.shard;
+  // Every shard reads the whole roster: its own lines become accounts, every username stays unregistrable.
+  const fullRoster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
+  const { own: roster, usernames: rosterUsernames } = rosterForShard(fullRoster, names.shard, shards, cfg.accountsFile);
+  const nc = await connectNats(natsUrl, shards === 1 ? 'etf-engine' : `etf-engine-${names.shard}`, { role: 'engine', credsFile: cfg.nats.creds });
+  await ensureJournalStream(nc, names);
   await ensureFillStream(nc);
 
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
   const basketsKv = await openBucket(nc, BASKET_BUCKET);
-  const snapshots = await SnapshotStore.open(nc);
+  const snapshots = await SnapshotStore.open(nc, names);
   const snapshot = await snapshots.load().catch((err: unknown) => {
     if (!(err instanceof SnapshotUnusable)) throw err;
     log.warn({ reason: err.message }, 'snapshot unusable: rebuilding from the whole journal');
@@ -49,11 +55,17 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const snapshotMs = Math.round(performance.now() - t0);
   const state = snapshot ?? emptyState();
   const fromSnapshot = { journalSeq: state.journalSeq, fillSeq: state.fillSeq };
-  const journalSeq = await replayJournal(nc, state.journalSeq + 1, (events, seq) => {
-    for (const ev of events) applyEvent(state, ev);
-    state.journalSeq = seq;
-  });
-  const journal = new JournalWriter(nc, Math.max(journalSeq, state.journalSeq));
+  const journalSeq = await replayJournal(
+    nc,
+    state.journalSeq + 1,
+    (events, seq) => {
+      for (const ev of events) applyEvent(state, ev);
+      state.journalSeq = seq;
+    },
+    undefined,
+    names.journalStream,
+  );
+  const journal = new JournalWriter(nc, Math.max(journalSeq, state.journalSeq), names.journalSubject);
   const replayedMs = Math.round(performance.now() - t0);
 
   const opened = rosterEvents(state, roster, cfg.accountsFile, Date.now());
@@ -68,26 +80,33 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
 
   // Fills replayed before the actor exists are history: nobody is listening for their notices yet.
   let actor: EngineActor | undefined;
-  const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined));
+  const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined), owns);
   await follower.caughtUp;
   const fillsMs = Math.round(performance.now() - tFills);
 
-  const scoreboard = new ScoreboardWriter(cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log'), (err) =>
+  // One file per shard: each is the single writer of its own.
+  const scoreboardFile = cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log');
+  const scoreboard = new ScoreboardWriter(shards === 1 ? scoreboardFile : `${scoreboardFile}.${names.shard}`, (err) =>
     log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
   );
-  scoreboard.startCatchUp(nc, journal.sequence);
+  scoreboard.startCatchUp(nc, journal.sequence, names.journalStream);
 
   actor = new EngineActor(
     nc,
     state,
-    { instruments, maxAmount: cfg.maxAmount, ...(cfg.rules ? { rules: cfg.rules } : {}) },
+    {
+      instruments,
+      maxAmount: cfg.maxAmount,
+      ...(cfg.rules ? { rules: cfg.rules } : {}),
+      ...(shards > 1 ? { shard: { shard: names.shard, shards, rosterUsernames } } : {}),
+    },
     journal,
     log,
     onFatal,
     { store: snapshots, every: cfg.snapshotEvery ?? 100_000 },
     (events, seq) => scoreboard.append(events, seq),
   );
-  await actor.start();
+  await actor.start(names);
   // Published state follows the journal even if the bucket lost it: republish what is in force.
   for (const etf of state.baskets.keys()) {
     await basketsKv.put(etf, encode({ etf, versions: basketVersions(state, etf, instruments) } satisfies BasketVersions));
@@ -95,6 +114,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   log.info(
     {
       accounts: state.accounts.size,
+      ...(shards > 1 ? { shard: names.shard, shards } : {}),
       snapshot: snapshot ? fromSnapshot : null,
       journalSeq: journal.sequence,
       fillSeq: state.fillSeq,

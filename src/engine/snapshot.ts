@@ -6,13 +6,8 @@ import { encode, decode } from '../../proto/codec.js';
 import { readStream } from '../shared/stream-reader.js';
 import { ensureSnapshotStream } from '../shared/streams.js';
 import type { Delta } from '../../proto/journal.js';
-import {
-  SNAPSHOT_CHUNK_BYTES,
-  SNAPSHOT_CHUNK_SUBJECT,
-  SNAPSHOT_MANIFEST_SUBJECT,
-  SNAPSHOT_STREAM,
-  type SnapshotManifest,
-} from '../../proto/streams.js';
+import { SNAPSHOT_CHUNK_BYTES, type SnapshotManifest } from '../../proto/streams.js';
+import { shardNames, type ShardNames } from '../../proto/shards.js';
 import { emptyState, type Account, type AuditEvent, type EngineState } from './state.js';
 
 export const SNAPSHOT_VERSION = 2;
@@ -125,14 +120,16 @@ export class SnapshotStore {
   private constructor(
     private readonly jsm: JetStreamManager,
     private readonly nc: NatsConnection,
+    private readonly names: ShardNames,
   ) {
     this.js = jetstream(nc);
   }
 
-  static async open(nc: NatsConnection): Promise<SnapshotStore> {
-    await ensureSnapshotStream(nc);
+  /** `names`: the engine shard's streams (proto/shards.ts); the single engine's by default. */
+  static async open(nc: NatsConnection, names: ShardNames = shardNames(0, 1)): Promise<SnapshotStore> {
+    await ensureSnapshotStream(nc, names);
     const jsm = await jetstreamManager(nc);
-    return new SnapshotStore(jsm, nc);
+    return new SnapshotStore(jsm, nc, names);
   }
 
   /**
@@ -141,21 +138,21 @@ export class SnapshotStore {
    * and rebuilds from the journal, which is the truth; nothing waits forever.
    */
   async load(): Promise<EngineState | null> {
-    const last = await this.jsm.streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_MANIFEST_SUBJECT }).catch(() => null);
+    const last = await this.jsm.streams.getMessage(this.names.snapshotStream, { last_by_subj: this.names.snapshotManifest }).catch(() => null);
     if (!last) return null;
     const manifest = decode<SnapshotManifest>(last.data);
-    const { state } = await this.jsm.streams.info(SNAPSHOT_STREAM);
+    const { state } = await this.jsm.streams.info(this.names.snapshotStream);
     if (state.first_seq > manifest.firstSeq || state.last_seq < manifest.lastSeq) {
-      throw new SnapshotUnusable(`its chunks (stream sequences ${manifest.firstSeq}-${manifest.lastSeq}) are no longer in ${SNAPSHOT_STREAM} (first ${state.first_seq}, last ${state.last_seq})`);
+      throw new SnapshotUnusable(`its chunks (stream sequences ${manifest.firstSeq}-${manifest.lastSeq}) are no longer in ${this.names.snapshotStream} (first ${state.first_seq}, last ${state.last_seq})`);
     }
     // A consumer delivers the chunks as raw bytes (the message API would base64 them through JSON).
     const chunks: Uint8Array[] = [];
     const reader = await readStream(
       this.nc,
-      SNAPSHOT_STREAM,
+      this.names.snapshotStream,
       manifest.firstSeq,
       (m) => {
-        if (m.subject === SNAPSHOT_CHUNK_SUBJECT && m.seq <= manifest.lastSeq) chunks.push(m.data);
+        if (m.subject === this.names.snapshotChunk && m.seq <= manifest.lastSeq) chunks.push(m.data);
       },
       { follow: false, untilSeq: manifest.lastSeq },
     );
@@ -173,7 +170,7 @@ export class SnapshotStore {
     let firstSeq = 0;
     let lastSeq = 0;
     for (let off = 0; off < bytes.byteLength || off === 0; off += SNAPSHOT_CHUNK_BYTES) {
-      const ack = await this.js.publish(SNAPSHOT_CHUNK_SUBJECT, bytes.subarray(off, off + SNAPSHOT_CHUNK_BYTES));
+      const ack = await this.js.publish(this.names.snapshotChunk, bytes.subarray(off, off + SNAPSHOT_CHUNK_BYTES));
       if (firstSeq === 0) firstSeq = ack.seq;
       lastSeq = ack.seq;
       if (bytes.byteLength === 0) break;
@@ -187,10 +184,10 @@ export class SnapshotStore {
       journalSeq,
       takenAt,
     };
-    await this.js.publish(SNAPSHOT_MANIFEST_SUBJECT, encode(manifest));
+    await this.js.publish(this.names.snapshotManifest, encode(manifest));
     // Older snapshots are no longer needed: keep only this one's chunks and the newest manifest.
     // By count, not `seq: firstSeq`: nats-server 2.9 also deletes the message at `seq` when it is 1.
-    await this.jsm.streams.purge(SNAPSHOT_STREAM, { filter: SNAPSHOT_CHUNK_SUBJECT, keep: lastSeq - firstSeq + 1 });
-    await this.jsm.streams.purge(SNAPSHOT_STREAM, { filter: SNAPSHOT_MANIFEST_SUBJECT, keep: 1 });
+    await this.jsm.streams.purge(this.names.snapshotStream, { filter: this.names.snapshotChunk, keep: lastSeq - firstSeq + 1 });
+    await this.jsm.streams.purge(this.names.snapshotStream, { filter: this.names.snapshotManifest, keep: 1 });
   }
 }

@@ -1,7 +1,8 @@
 import { jetstreamManager, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { FILL_STREAM_CONFIG, JOURNAL_STREAM_CONFIG, SNAPSHOT_STREAM_CONFIG } from '../../proto/streams.js';
+import { FILL_STREAM_CONFIG } from '../../proto/streams.js';
+import { journalStreamConfig, shardNames, snapshotStreamConfig, type ShardNames } from '../../proto/shards.js';
 import { FEED_BUCKET } from '../../proto/feed.js';
 import { BASKET_BUCKET, BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
 
@@ -29,12 +30,15 @@ export async function ensureFillStream(nc: NatsConnection): Promise<void> {
   await ensureStream(await jetstreamManager(nc), FILL_STREAM_CONFIG);
 }
 
-export async function ensureJournalStream(nc: NatsConnection): Promise<void> {
-  await ensureStream(await jetstreamManager(nc), JOURNAL_STREAM_CONFIG);
+/** One engine's names: the single engine's unless a shard's are given. */
+const SINGLE = shardNames(0, 1);
+
+export async function ensureJournalStream(nc: NatsConnection, names: ShardNames = SINGLE): Promise<void> {
+  await ensureStream(await jetstreamManager(nc), journalStreamConfig(names));
 }
 
-export async function ensureSnapshotStream(nc: NatsConnection): Promise<void> {
-  await ensureStream(await jetstreamManager(nc), SNAPSHOT_STREAM_CONFIG);
+export async function ensureSnapshotStream(nc: NatsConnection, names: ShardNames = SINGLE): Promise<void> {
+  await ensureStream(await jetstreamManager(nc), snapshotStreamConfig(names));
 }
 
 /** Every KV bucket's settings: the contract between its writer and its readers. */
@@ -56,9 +60,11 @@ export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKET
 }
 
 /** Everything the services rely on, created up front by the operator role (the launcher). */
-export async function provisionStreams(nc: NatsConnection): Promise<void> {
+export async function provisionStreams(nc: NatsConnection, shards = 1): Promise<void> {
   await ensureFillStream(nc);
-  await ensureJournalStream(nc);
-  await ensureSnapshotStream(nc);
+  for (let shard = 0; shard < shards; shard++) {
+    await ensureJournalStream(nc, shardNames(shard, shards));
+    await ensureSnapshotStream(nc, shardNames(shard, shards));
+  }
   for (const bucket of Object.keys(BUCKETS) as (keyof typeof BUCKETS)[]) await openBucket(nc, bucket);
 }

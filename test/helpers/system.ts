@@ -54,25 +54,46 @@ export function testConfig(dir: string, overrides: Partial<Config> & { roster?: 
 }
 
 export interface TestSystem {
+  /** Shard 0's engine, the first gateway. */
   engine: EngineHandle;
   gateway: GatewayHandle;
+  /** Every engine shard (cfg.engine.shards, default 1), in shard order, and every gateway. */
+  engines: EngineHandle[];
+  gateways: GatewayHandle[];
+  /** The first gateway's; `urls` has each one's. */
   url: string;
+  urls: string[];
   close(): Promise<void>;
 }
 
-/** The real engine and gateway, in this process, against a real nats-server. */
-export async function startSystem(natsUrl: string, cfg: Config): Promise<TestSystem> {
-  const engine = await startEngine(cfg, natsUrl, quietLog, (err) => {
-    throw err;
-  });
-  const gateway = await startGateway(cfg, natsUrl, quietLog);
+/**
+ * The real engines and gateways, in this process, against a real nats-server:
+ * one engine per shard of cfg.engine.shards, and `gateways` gateways (default 1).
+ */
+export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1): Promise<TestSystem> {
+  const shards = cfg.engine?.shards ?? 1;
+  const engines: EngineHandle[] = [];
+  for (let shard = 0; shard < shards; shard++) {
+    const shardCfg = shards === 1 ? cfg : { ...cfg, engine: { shards, shard } };
+    engines.push(
+      await startEngine(shardCfg, natsUrl, quietLog, (err) => {
+        throw err;
+      }),
+    );
+  }
+  const gateways: GatewayHandle[] = [];
+  for (let i = 0; i < gatewayCount; i++) gateways.push(await startGateway(cfg, natsUrl, quietLog));
+  const urls = gateways.map((g) => `http://127.0.0.1:${g.port}`);
   return {
-    engine,
-    gateway,
-    url: `http://127.0.0.1:${gateway.port}`,
+    engine: engines[0]!,
+    gateway: gateways[0]!,
+    engines,
+    gateways,
+    url: urls[0]!,
+    urls,
     close: async () => {
-      await gateway.close();
-      await engine.close();
+      for (const g of gateways) await g.close();
+      for (const e of engines) await e.close();
     },
   };
 }
@@ -141,7 +162,10 @@ export function fillsFor(clientId: number, quantities: Record<number, number>): 
 export const undyBasket = (q: number): Record<number, number> => Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, q]));
 
 /** Small HTTP client over fetch. */
-export function api(base: string) {
+/** HTTP calls to the gateway at `base`, or to each of several in turn (round robin). */
+export function api(base: string | string[]) {
+  const bases = Array.isArray(base) ? base : [base];
+  let turn = 0;
   const send = async (method: string, path: string, opts: { form?: Record<string, string | number>; json?: unknown; basic?: [string, string]; query?: Record<string, string>; headers?: Record<string, string>; raw?: string } = {}) => {
     const headers: Record<string, string> = { ...opts.headers };
     let body: string | undefined;
@@ -156,7 +180,7 @@ export function api(base: string) {
     }
     if (opts.basic) headers.authorization = `Basic ${Buffer.from(`${opts.basic[0]}:${opts.basic[1]}`).toString('base64')}`;
     const qs = opts.query ? `?${new URLSearchParams(opts.query)}` : '';
-    const res = await fetch(`${base}${path}${qs}`, { method, headers, body });
+    const res = await fetch(`${bases[turn++ % bases.length]}${path}${qs}`, { method, headers, body });
     const text = await res.text();
     let json: any;
     try {
@@ -199,15 +223,17 @@ export interface SystemFixture {
 /**
  * A file's shared system: a real nats-server, engine and gateway started in
  * beforeAll and stopped in afterAll. The fields are filled in once beforeAll ran.
+ * With `engine: {shards}` in the overrides, an engine per shard; with several
+ * gateways, `http` takes turns between them.
  */
-export function useSystem(overrides: Parameters<typeof testConfig>[1] = {}): SystemFixture {
+export function useSystem(overrides: Parameters<typeof testConfig>[1] = {}, gateways = 1): SystemFixture {
   const f = {} as SystemFixture;
   beforeAll(async () => {
     f.nats = await startTestNats();
     f.dir = tempDir();
-    f.sys = await startSystem(f.nats.url, testConfig(f.dir.path, overrides));
+    f.sys = await startSystem(f.nats.url, testConfig(f.dir.path, overrides), gateways);
     f.nc = await natsClient(f.nats.url);
-    f.http = api(f.sys.url);
+    f.http = api(f.sys.urls);
   });
   afterAll(async () => {
     await f.nc?.close();

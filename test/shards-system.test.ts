@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { buy, quietLog, undyBasket, useSystem } from './helpers/system.js';
+import { EngineClient } from '../src/gateway/engine-client.js';
+import { consistencyCheck } from '../src/engine/check.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { shardOfClient, shardOfUsername } from '../proto/shards.js';
+
+/**
+ * Two engine shards and two gateways on one nats-server: each shard owns the
+ * client_ids of its residue, a username exists once across shards, operator
+ * commands reach every shard, and the consistency check rebuilds each shard
+ * from its own journal. Requests alternate between the two gateways.
+ */
+const SHARDS = 2;
+const f = useSystem({ engine: { shards: SHARDS }, roster: '1 team1 team1pass\n2 team2 team2pass\n' }, 2);
+
+describe('two engine shards behind two gateways', () => {
+  it('keeps each team on its own shard, fills included', async () => {
+    await buy(f.nc, 1, undyBasket(3));
+    await buy(f.nc, 2, undyBasket(5));
+    expect((await f.http.create('team1', 'team1pass', 2, 'UNDY')).status).toBe(200);
+    expect((await f.http.create('team2', 'team2pass', 4, 'UNDY')).status).toBe(200);
+    expect((await f.http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(2);
+    expect((await f.http.holdings('team2', 'team2pass')).body.holdings.UNDY).toBe(4);
+    // Each account lives in exactly one shard's state.
+    const [s0, s1] = f.sys.engines.map((e) => e.state);
+    expect([s0!.accounts.has(1), s1!.accounts.has(1), s0!.accounts.has(2), s1!.accounts.has(2)]).toEqual([false, true, true, false]);
+  });
+
+  it('registers a username once, however many gateways race for it', async () => {
+    const results = await Promise.all(Array.from({ length: 10 }, () => f.http.register('racer', 'racer-password')));
+    const ok = results.filter((r) => r.status === 200);
+    expect(ok).toHaveLength(1);
+    for (const r of results.filter((r) => r.status !== 200)) expect(r.body.error.code).toBe('username_taken');
+    // Its client_id belongs to the shard its name hashes to, so the id routes back there.
+    const id = ok[0]!.body.client_id as number;
+    expect(shardOfClient(id, SHARDS)).toBe(shardOfUsername('racer', SHARDS));
+    await buy(f.nc, id, undyBasket(1));
+    expect((await f.http.create('racer', 'racer-password', 1, 'UNDY')).status).toBe(200);
+  });
+
+  it('refuses a roster username on every shard, whichever its name hashes to', async () => {
+    for (const name of ['team1', 'team2']) {
+      const r = await f.http.register(name, 'another-password');
+      expect(r.status).toBe(400);
+      expect(r.body.error.code).toBe('username_taken');
+    }
+  });
+
+  it('halts and resumes every shard with one operator command', async () => {
+    const engine = new EngineClient(f.nc, 5000, { shards: SHARDS });
+    try {
+      expect((await engine.call({ op: 'halt', etf: null, reason: 'test', by: 'op' })).ok).toBe(true);
+      await buy(f.nc, 2, undyBasket(1));
+      for (const [u, p] of [['team1', 'team1pass'], ['team2', 'team2pass']] as const) {
+        const r = await f.http.create(u, p, 1, 'UNDY');
+        expect(r.body.error?.code).toBe('halted');
+      }
+      expect((await engine.call({ op: 'resume', etf: null, by: 'op' })).ok).toBe(true);
+      expect((await f.http.create('team2', 'team2pass', 1, 'UNDY')).status).toBe(200);
+    } finally {
+      engine.close();
+    }
+  });
+
+  it('answers /health and passes the consistency check over both shards', async () => {
+    expect((await f.http.send('GET', '/health')).status).toBe(200);
+    const admin = new EngineClient(f.nc, 5000, { admin: true, shards: SHARDS });
+    try {
+      const dump = await admin.call({ op: 'dump' });
+      if (!dump.ok) throw new Error(dump.error.message);
+      expect(dump.result.shards).toHaveLength(SHARDS);
+      expect(dump.result.accounts.map((a) => a.username)).toEqual(expect.arrayContaining(['team1', 'team2', 'racer']));
+      const report = await consistencyCheck(f.nc, dump.result, loadBaskets(undefined), quietLog);
+      expect(report.mismatches).toEqual([]);
+      expect(report.conservation).toEqual([]);
+      expect(report.ok).toBe(true);
+    } finally {
+      admin.close();
+    }
+  });
+});
