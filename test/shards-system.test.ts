@@ -4,6 +4,7 @@ import { EngineClient } from '../src/gateway/engine-client.js';
 import { consistencyCheck } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { shardOfClient, shardOfUsername } from '../proto/shards.js';
+import { exportAudit } from '../src/engine/audit-export.js';
 
 /**
  * Two engine shards and two gateways on one nats-server: each shard owns the
@@ -78,5 +79,15 @@ describe('two engine shards behind two gateways', () => {
     } finally {
       admin.close();
     }
+  });
+
+  it('exports every shard\'s audit trail, operator commands once', async () => {
+    const lines: Record<string, unknown>[] = [];
+    await exportAudit(f.nc, loadBaskets(undefined), (l) => lines.push(JSON.parse(l) as Record<string, unknown>), SHARDS);
+    expect(lines.filter((l) => l.kind === 'halt')).toHaveLength(1);
+    expect(lines.filter((l) => l.kind === 'resume')).toHaveLength(1);
+    const creates = lines.filter((l) => l.kind === 'create' && l.status === 'accepted');
+    // team1 (shard 1), team2 (shard 0) and the registered racer each created.
+    expect(new Set(creates.map((l) => l.client_id)).size).toBe(3);
   });
 });

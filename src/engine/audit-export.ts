@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { JOURNAL_STREAM } from '../../proto/subjects.js';
+import { shardNames } from '../../proto/shards.js';
 import type { Instruments } from '../config/baskets.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { replayJournal } from './journal.js';
@@ -11,8 +11,15 @@ import type { OperatorAuditEntry } from '../../proto/audit.js';
  * (proto/audit.ts), read from the journal alone: every registration,
  * creation and redemption, accepted or rejected.
  */
-export async function exportAudit(nc: NatsConnection, instruments: Instruments, write: (line: string) => void): Promise<number> {
-  const last = (await (await jetstreamManager(nc)).streams.info(JOURNAL_STREAM)).state.last_seq;
+export async function exportAudit(nc: NatsConnection, instruments: Instruments, write: (line: string) => void, shards = 1): Promise<number> {
+  let n = 0;
+  // With engine shards (proto/shards.ts), one shard's journal after another; operator commands, which every shard journals, once.
+  for (let shard = 0; shard < shards; shard++) n += await exportJournal(nc, instruments, write, shardNames(shard, shards).journalStream, shard > 0);
+  return n;
+}
+
+async function exportJournal(nc: NatsConnection, instruments: Instruments, write: (line: string) => void, stream: string, teamsOnly: boolean): Promise<number> {
+  const last = (await (await jetstreamManager(nc)).streams.info(stream)).state.last_seq;
   let n = 0;
   if (last === 0) return 0;
   await replayJournal(
@@ -21,6 +28,7 @@ export async function exportAudit(nc: NatsConnection, instruments: Instruments, 
     (events) => {
       for (const ev of events) {
         if (ev.t === 'account' && ev.requestId === undefined) continue; // roster accounts: no request
+        if (teamsOnly && (ev.t === 'operator' || ev.t === 'basket' || ev.t === 'rules')) continue;
         if (ev.t === 'operator') {
           const entry: OperatorAuditEntry = { kind: ev.action, etf: ev.etf, ...(ev.reason !== undefined ? { reason: ev.reason } : {}), by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));
@@ -35,6 +43,7 @@ export async function exportAudit(nc: NatsConnection, instruments: Instruments, 
       }
     },
     last,
+    stream,
   );
   return n;
 }

@@ -13,7 +13,7 @@ const { values } = parseArgs({ options: { out: { type: 'string' } } });
 const cfg = loadConfig();
 const nc = await connectNats(localNatsUrl(cfg), 'etf-export', { waitForServer: false, role: 'operator', credsFile: localNatsCreds(cfg, 'operator') });
 const out = values.out ? createWriteStream(values.out) : process.stdout;
-const n = await exportAudit(nc, loadBaskets(cfg.basketsFile || undefined), (line) => out.write(`${line}\n`));
+const n = await exportAudit(nc, loadBaskets(cfg.basketsFile || undefined), (line) => out.write(`${line}\n`), cfg.engine?.shards ?? 1);
 await nc.close();
 if (values.out) await new Promise((r) => (out as ReturnType<typeof createWriteStream>).end(r));
 console.error(`exported ${n} audit entries`);
