@@ -146,8 +146,20 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
   } satisfies ConversionBody);
 }
 
+/** Random bytes drawn 512 keys at a time: one call into the kernel's generator per batch, not per request. */
+const KEY_BYTES = 12;
+let keyPool = Buffer.alloc(0);
+let keyAt = 0;
+
 /** `g-` + 16 random characters of the key alphabet: the gateway's key for a conversion sent without one. */
-export const gatewayKey = (): string => `${GATEWAY_KEY_PREFIX}${randomBytes(12).toString('base64url')}`;
+export function gatewayKey(): string {
+  if (keyAt + KEY_BYTES > keyPool.length) {
+    keyPool = randomBytes(KEY_BYTES * 512);
+    keyAt = 0;
+  }
+  keyAt += KEY_BYTES;
+  return `${GATEWAY_KEY_PREFIX}${keyPool.toString('base64url', keyAt - KEY_BYTES, keyAt)}`;
+}
 
 export async function request(ex: Exchange, deps: RouteDeps, params: Params, id: string): Promise<void> {
   const clientId = await authenticate(ex, deps, params);
