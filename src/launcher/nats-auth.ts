@@ -47,3 +47,30 @@ export function prepareNatsAuth(dir: string): NatsAuth {
   chmodSync(configFile, 0o600);
   return { configFile, credsFile };
 }
+
+/** The user and password cluster nodes authenticate their routes with. */
+export interface RouteCredentials {
+  user: string;
+  password: string;
+}
+
+/**
+ * The routes' credentials of a local cluster, generated once into `dir`
+ * (0600, beside the roles' files) and kept: a node restarted alone must
+ * still be let in by the others.
+ */
+export function routeCredentials(dir: string): RouteCredentials {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'route.json');
+  if (existsSync(file)) {
+    const c = JSON.parse(readFileSync(file, 'utf8')) as { user?: string; password?: string };
+    if (c.user === 'route' && typeof c.password === 'string' && c.password.length >= 32) {
+      chmodSync(file, 0o600);
+      return { user: c.user, password: c.password };
+    }
+  }
+  const creds = { user: 'route', password: randomBytes(32).toString('base64url') };
+  writeFileSync(file, JSON.stringify(creds), { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return creds;
+}
