@@ -1,0 +1,223 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { DumpResult } from '../proto/engine.js';
+import type { JournalEvent } from '../proto/journal.js';
+import { ENGINE_ADMIN_SUBJECT, FILL_STREAM, JOURNAL_STREAM } from '../proto/subjects.js';
+import { PROJECT_ROOT } from '../src/config/config.js';
+import { startGateway } from '../src/gateway/server.js';
+import { EngineClient } from '../src/gateway/engine-client.js';
+import { startBridge } from '../src/feed/service.js';
+import { multicastSender } from '../src/feed/multicast.js';
+import { consistencyCheck, rebuild } from '../src/engine/check.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { api, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
+import { startTestCluster, type TestCluster } from './helpers/cluster.js';
+import { bridgeOpts, fillMsg, sendClearing } from './helpers/feed.js';
+
+/**
+ * The system on a three-node NATS cluster (set up as the launcher's
+ * NATS_CLUSTER=3 does it: every stream and bucket replicated three ways),
+ * under a load of creates and redeems over HTTP and exchange fills through
+ * the feed bridge. The node leading the journal is SIGKILLed mid-load; the
+ * load goes on while a new leader is elected, then the node comes back and
+ * catches up. Clients retry with the same idempotency key until they get a
+ * definitive answer, as the README tells teams to.
+ */
+const TEAMS = 4;
+const WORKERS = 6;
+const dir = tempDir('etf-cluster-');
+const cleanups: (() => Promise<void> | void)[] = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+  dir.remove();
+});
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+it('loses no acknowledged operation, doubles none, and keeps answering when the node leading the journal is SIGKILLed under load', async () => {
+  const cluster: TestCluster = await startTestCluster(dir.path, 3);
+  cleanups.push(() => cluster.stop());
+  const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
+  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 2000 });
+  const withCreds = (role: 'engine' | 'gateway') => ({ ...cfg, nats: { ...cfg.nats, creds: cluster.auth.credsFile(role) } });
+
+  // The engine in its own process, as the launcher runs it; it must ride out the election, not restart.
+  const engine: ChildProcess = await spawnEngine(cluster.url, withCreds('engine'));
+  let engineExits = 0;
+  engine.once('exit', () => engineExits++);
+  cleanups.push(() => killProcess(engine));
+  const gateway = await startGateway(withCreds('gateway'), cluster.url, quietLog);
+  cleanups.push(() => gateway.close());
+  const http = api(`http://127.0.0.1:${gateway.port}`);
+  const opts = await bridgeOpts(cluster.url, { natsCreds: cluster.auth.credsFile('feed'), ackTimeoutMs: 2000 });
+  const bridge = await startBridge(opts, quietLog);
+  cleanups.push(() => bridge.close());
+  const sender = await multicastSender();
+  cleanups.push(() => sender.close());
+  const operator = await cluster.connect('operator');
+
+  // Exchange fills, one a datagram: each team buys the basket's symbols in turn.
+  let loadRunning = true;
+  const sentFills: { client_id: number; symbol: number; quantity: number }[] = [];
+  const fillLoop = (async () => {
+    for (let k = 1; loadRunning; k++) {
+      const f = { client_id: 1 + (k % TEAMS), symbol: 3 + (Math.floor(k / TEAMS) % 10), quantity: 20 };
+      await sendClearing(sender, opts.clearing, [[fillMsg(k, f.client_id, f.symbol, f.quantity)]]);
+      sentFills.push(f);
+      await pause(5);
+    }
+  })();
+
+  // Creates and redeems over HTTP, each retried with its key until definitive.
+  const outcomes = new Map<string, number>(); // idempotency key → final HTTP status
+  const answeredAt: number[] = []; // when each definitive answer arrived
+  let unavailable = 0; // 503s and failed connections, retried
+  const workers = Array.from({ length: WORKERS }, async (_, w) => {
+    const team = (w % TEAMS) + 1;
+    for (let i = 0; loadRunning; i++) {
+      const key = `w${w}-${i}`;
+      const op = i % 3 === 2 ? '/redeem' : '/create';
+      for (;;) {
+        let status: number;
+        try {
+          status = (await http.send('POST', op, { basic: [`team${team}`, `team${team}pass`], json: { amount: 1, request_id: key } })).status;
+        } catch {
+          status = 0;
+        }
+        if (status === 200 || status === 400 || status === 409) {
+          outcomes.set(key, status);
+          answeredAt.push(Date.now());
+          break;
+        }
+        unavailable++;
+        await pause(20);
+      }
+    }
+  });
+
+  const accepted = () => [...outcomes.values()].filter((s) => s === 200).length;
+  await until(() => accepted() >= 60, '60 accepted conversions before the kill', 60_000);
+
+  // Kill the node leading the journal, mid-load.
+  const victim = await cluster.leaderOf(JOURNAL_STREAM);
+  const victimName = cluster.plan.nodes[victim]!.name;
+  const answersBefore = outcomes.size;
+  const killedAt = Date.now();
+  await cluster.kill(victim);
+
+  // The system keeps answering: a new journal leader on a survivor, and many more definitive answers.
+  const newLeader = await until(
+    async () => {
+      const i = await cluster.leaderOf(JOURNAL_STREAM).catch(() => -1);
+      return i >= 0 && i !== victim ? i + 1 : undefined;
+    },
+    'a new journal leader',
+    60_000,
+  );
+  await until(() => outcomes.size >= answersBefore + 150, '150 more definitive answers after the kill', 120_000);
+  const answeredAfterKill = outcomes.size - answersBefore;
+
+  // The node comes back and catches up with every stream while the load goes on.
+  await cluster.restart(victim);
+  const jsm = await jetstreamManager(operator);
+  for (const stream of [JOURNAL_STREAM, FILL_STREAM]) {
+    await until(
+      async () => {
+        const info = await jsm.streams.info(stream).catch(() => null);
+        const replica = info?.cluster?.replicas?.find((r) => r.name === victimName);
+        const leading = info?.cluster?.leader === victimName;
+        return leading || (replica?.current === true && replica.lag === 0);
+      },
+      `${victimName} current on ${stream}`,
+      60_000,
+    );
+  }
+
+  loadRunning = false;
+  await Promise.all([fillLoop, ...workers]);
+  // Every fill the bridge heard is stored (it retries with the same msg id until acked), and the engine has applied it.
+  await bridge.idle();
+  expect(bridge.stats().status.clearing.gaps, 'datagrams lost before the bridge (not a cluster matter)').toBe(0);
+  const fillsStored = (await jsm.streams.info(FILL_STREAM)).state.last_seq;
+  const admin = new EngineClient(operator, 10_000, ENGINE_ADMIN_SUBJECT);
+  cleanups.push(() => admin.close());
+  const dump = await until(
+    async () => {
+      const r = await admin.call({ op: 'dump' });
+      return r.ok && r.result.fill_seq >= fillsStored ? r.result : undefined;
+    },
+    'the engine to apply every stored fill',
+    30_000,
+  );
+
+  // 1. Every acknowledged operation is in the journal exactly once.
+  const { events } = await rebuild(operator, dump.journal_seq, 0, quietLog);
+  const byKey = new Map<string, JournalEvent[]>();
+  for (const ev of events) {
+    if ((ev.t === 'conversion' || ev.t === 'rejected') && 'key' in ev && ev.key) byKey.set(ev.key, [...(byKey.get(ev.key) ?? []), ev]);
+  }
+  const doubled = [...byKey].filter(([, evs]) => evs.length > 1).map(([k]) => k);
+  let lost = 0;
+  for (const [key, status] of outcomes) {
+    const ev = byKey.get(key)?.[0];
+    if (status === 200 && ev?.t !== 'conversion') lost++;
+    if (status === 400 && ev?.t !== 'rejected') lost++;
+  }
+  const gaps = answeredAt.slice(1).map((t, i) => ({ from: answeredAt[i]!, ms: t - answeredAt[i]! }));
+  const outage = gaps.filter((g) => g.from <= killedAt + 60_000 && g.from + g.ms >= killedAt).reduce((m, g) => Math.max(m, g.ms), 0);
+  const summary = {
+    acknowledged: outcomes.size,
+    accepted: accepted(),
+    refused: [...outcomes.values()].filter((s) => s === 400).length,
+    answeredAfterKill,
+    lost,
+    doubled: doubled.length,
+    retried503s: unavailable,
+    fills: sentFills.length,
+    killed: victimName,
+    newLeader: cluster.plan.nodes[newLeader - 1]!.name,
+    longestSilenceAroundKillMs: outcome(outage),
+    fillRetries: bridge.stats().publisher.retries,
+  };
+  console.log(`cluster kill: ${JSON.stringify(summary)}`);
+  expect(doubled).toEqual([]);
+  expect(lost).toBe(0);
+  expect(engineExits, 'the engine rode out the election without restarting').toBe(0);
+
+  // 2. Positions are exactly the fills sent plus the journaled conversions.
+  const expected = new Map<number, Map<number, number>>();
+  const add = (id: number, symbol: number, d: number) => {
+    const m = expected.get(id) ?? new Map<number, number>();
+    m.set(symbol, (m.get(symbol) ?? 0) + d);
+    if (m.get(symbol) === 0) m.delete(symbol);
+    expected.set(id, m);
+  };
+  for (const f of sentFills) add(f.client_id, f.symbol, f.quantity);
+  for (const ev of events) if (ev.t === 'conversion') for (const [s, d] of ev.deltas) add(ev.clientId, s, d);
+  for (let id = 1; id <= TEAMS; id++) {
+    const h = await http.holdings(`team${id}`, `team${id}pass`);
+    expect(h.status).toBe(200);
+    const got = Object.fromEntries((h.body.positions as { symbol: number; quantity: number }[]).map((p) => [p.symbol, p.quantity]));
+    expect(got, `team${id}`).toEqual(Object.fromEntries(expected.get(id) ?? []));
+  }
+
+  // 3. The consistency check agrees, in the library and as the operator's tool on the cluster's URL list.
+  const report = await consistencyCheck(operator, dump as DumpResult, loadBaskets(undefined), quietLog);
+  expect(report.mismatches).toEqual([]);
+  expect(report.conservation).toEqual([]);
+  expect(report.ok).toBe(true);
+  const tool = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/tools/check.js')], {
+    env: { ...process.env, NATS_URL: cluster.url, NATS_CREDS: cluster.auth.credsFile('operator'), DATA_DIR: dir.path },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let toolOut = '';
+  tool.stdout!.on('data', (b: Buffer) => (toolOut += b.toString()));
+  tool.stderr!.on('data', (b: Buffer) => (toolOut += b.toString()));
+  const code = await new Promise<number | null>((r) => tool.once('exit', r));
+  expect(code, toolOut.slice(-2000)).toBe(0);
+  expect(toolOut).toContain('consistent');
+}, 300_000);
+
+const outcome = (ms: number) => Math.round(ms);
