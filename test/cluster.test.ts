@@ -30,11 +30,19 @@ const WORKERS = 6;
 const dir = tempDir('etf-cluster-');
 const cleanups: (() => Promise<void> | void)[] = [];
 afterAll(async () => {
+  // Whatever happened, the load stops before anything it uses is closed.
+  loadRunning = false;
+  aborted = true;
+  await Promise.allSettled([fillLoop, ...workers]);
   for (const c of cleanups.reverse()) await c();
   dir.remove();
 });
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let loadRunning = false;
+let aborted = false;
+let fillLoop: Promise<void> = Promise.resolve();
+let workers: Promise<void>[] = [];
 
 it('loses no acknowledged operation, doubles none, and keeps answering when the node leading the journal is SIGKILLed under load', async () => {
   const cluster: TestCluster = await startTestCluster(dir.path, 3);
@@ -59,9 +67,9 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   const operator = await cluster.connect('operator');
 
   // Exchange fills, one a datagram: each team buys the basket's symbols in turn.
-  let loadRunning = true;
+  loadRunning = true;
   const sentFills: { client_id: number; symbol: number; quantity: number }[] = [];
-  const fillLoop = (async () => {
+  fillLoop = (async () => {
     for (let k = 1; loadRunning; k++) {
       const f = { client_id: 1 + (k % TEAMS), symbol: 3 + (Math.floor(k / TEAMS) % 10), quantity: 20 };
       await sendClearing(sender, opts.clearing, [[fillMsg(k, f.client_id, f.symbol, f.quantity)]]);
@@ -74,7 +82,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   const outcomes = new Map<string, number>(); // idempotency key → final HTTP status
   const answeredAt: number[] = []; // when each definitive answer arrived
   let unavailable = 0; // 503s and failed connections, retried
-  const workers = Array.from({ length: WORKERS }, async (_, w) => {
+  workers = Array.from({ length: WORKERS }, async (_, w) => {
     const team = (w % TEAMS) + 1;
     for (let i = 0; loadRunning; i++) {
       const key = `w${w}-${i}`;
@@ -92,6 +100,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
           break;
         }
         unavailable++;
+        if (aborted) return;
         await pause(20);
       }
     }
@@ -123,16 +132,19 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   await cluster.restart(victim);
   const jsm = await jetstreamManager(operator);
   for (const stream of [JOURNAL_STREAM, FILL_STREAM]) {
+    let last: unknown;
     await until(
       async () => {
         const info = await jsm.streams.info(stream).catch(() => null);
+        last = info?.cluster;
         const replica = info?.cluster?.replicas?.find((r) => r.name === victimName);
-        const leading = info?.cluster?.leader === victimName;
-        return leading || (replica?.current === true && replica.lag === 0);
+        return info?.cluster?.leader === victimName || replica?.current === true;
       },
       `${victimName} current on ${stream}`,
       60_000,
-    );
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify(last)}`);
+    });
   }
 
   loadRunning = false;
