@@ -44,7 +44,8 @@ export class JournalWriter {
   ) {
     this.js = jetstream(nc);
     this.deadlineMs = opts.deadlineMs ?? 30_000;
-    this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 2_000;
+    // Short attempts, short pauses: replies wait on this write, so a new leader should be found within a beat of its election.
+    this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 1_000;
   }
 
   get sequence(): number {
@@ -78,6 +79,7 @@ export class JournalWriter {
       },
       {
         deadlineMs: this.deadlineMs,
+        maxPauseMs: 250,
         transient: (err) => err instanceof StagedDuplicate || isTransientJsError(err),
         ...(this.opts.log ? { log: this.opts.log } : {}),
       },

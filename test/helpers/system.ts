@@ -77,8 +77,11 @@ export async function startSystem(natsUrl: string, cfg: Config): Promise<TestSys
   };
 }
 
-/** The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`. */
-export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[] }> {
+/**
+ * The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`;
+ * `logs` keeps what it logs after that (the last 1,000 lines).
+ */
+export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[]; logs: Record<string, any>[] }> {
   const env = {
     ...process.env,
     NATS_URL: natsUrl,
@@ -87,15 +90,23 @@ export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildPr
   };
   const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/engine/main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   const startLog: Record<string, any>[] = [];
+  const logs: Record<string, any>[] = [];
+  let isReady = false;
   const ready = await new Promise<Record<string, any>>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
-      if (line.includes('"engine ready"')) resolve(JSON.parse(line) as Record<string, any>);
-      else if (startLog.length < 100 && line.startsWith('{')) startLog.push(JSON.parse(line) as Record<string, any>);
+      if (line.includes('"engine ready"')) {
+        isReady = true;
+        resolve(JSON.parse(line) as Record<string, any>);
+      } else if (!isReady && startLog.length < 100 && line.startsWith('{')) startLog.push(JSON.parse(line) as Record<string, any>);
+      else if (isReady && line.startsWith('{')) {
+        logs.push(JSON.parse(line) as Record<string, any>);
+        if (logs.length > 1000) logs.shift();
+      }
     });
     child.once('exit', (code) => reject(new Error(`engine exited with ${code} before it was ready`)));
   });
-  return Object.assign(child, { ready, startLog });
+  return Object.assign(child, { ready, startLog, logs });
 }
 
 export function writeConfigFile(cfg: Config): string {
