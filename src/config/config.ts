@@ -73,6 +73,10 @@ const configSchema = z.object({
     port: z.number().int().min(0).max(65535),
     /** NATS credentials file (NATS_CREDS): a .creds file or {"user","password"} JSON; the launcher sets each role's. */
     creds: z.string().optional(),
+    /** Copies of every stream and KV bucket (NATS_REPLICAS): 1 on one server, 3 on a three-node cluster. */
+    replicas: z.number().int().min(1).max(5).optional(),
+    /** Nodes of the local cluster the launcher starts (NATS_CLUSTER): absent or 1, one nats-server. */
+    cluster: z.number().int().min(1).max(7).optional(),
   }),
   dataDir: z.string(),
   accountsFile: z.string(),
@@ -117,6 +121,19 @@ function intFromEnv(name: string, v: string): number {
   return Number(v);
 }
 
+/**
+ * Copies JetStream keeps of each stream and bucket (NATS_REPLICAS, default 1).
+ * Read wherever a stream is created (src/shared/streams.ts), so every process
+ * the launcher starts creates them alike.
+ */
+export function natsReplicas(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.NATS_REPLICAS;
+  if (v === undefined || v.trim() === '') return 1;
+  const n = intFromEnv('NATS_REPLICAS', v);
+  if (n < 1 || n > 5) throw new ConfigError(`NATS_REPLICAS=${JSON.stringify(v)}: expected 1 to 5 (JetStream's limit)`);
+  return n;
+}
+
 /** Environment variables that override the config file, and where they go. */
 const ENV: Record<string, (c: Config, v: string) => void> = {
   HTTP_HOST: (c, v) => (c.http.host = v),
@@ -130,6 +147,12 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   NATS_URL: (c, v) => (c.nats.url = v),
   NATS_PORT: (c, v) => (c.nats.port = intFromEnv('NATS_PORT', v)),
   NATS_CREDS: (c, v) => (c.nats.creds = v),
+  NATS_REPLICAS: (c, v) => (c.nats.replicas = natsReplicas({ NATS_REPLICAS: v })),
+  NATS_CLUSTER: (c, v) => {
+    const n = v.trim() === '' ? 1 : intFromEnv('NATS_CLUSTER', v);
+    if (n !== 1 && (n < 3 || n > 7 || n % 2 === 0)) throw new ConfigError(`NATS_CLUSTER=${JSON.stringify(v)}: expected 3, 5 or 7 nodes (or 1: one server)`);
+    c.nats.cluster = n;
+  },
   DATA_DIR: (c, v) => (c.dataDir = v),
   ACCOUNTS_FILE: (c, v) => (c.accountsFile = v),
   BASKETS_FILE: (c, v) => (c.basketsFile = v),

@@ -39,8 +39,8 @@ interface Group {
   events: JournalEvent[];
   /** reply subject → replies released once the group is durable */
   replies: Map<string, EngineReply[]>;
-  /** Holdings changes and request outcomes, published in apply order once the group is durable. */
-  notices: { subject: string; payload: Uint8Array }[];
+  /** Holdings changes and request outcomes, published in apply order once the group is durable; `kvKey`: an entry of the baskets bucket. */
+  notices: { subject: string; payload: Uint8Array; kvKey?: string }[];
 }
 
 const newGroup = (): Group => ({ events: [], replies: new Map(), notices: [] });
@@ -77,6 +77,8 @@ export class EngineActor {
     private readonly snapshots?: SnapshotPolicy,
     /** Called with each batch once durable (the scoreboard file). */
     private readonly onDurable?: (events: JournalEvent[], journalSeq: number) => void,
+    /** Writes the baskets bucket with acknowledgement and retries (src/shared/latest-kv.ts); without it, a plain publish. */
+    private readonly basketStore?: { put(key: string, data: Uint8Array): void },
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -180,7 +182,7 @@ export class EngineActor {
     if (ev.t === 'basket') {
       // Published state for pricing and GET /etfs, once the change is durable (a KV put is a publish into its stream).
       const versions: BasketVersions = { etf: ev.etf, versions: basketVersions(this.state, ev.etf, this.cfg.instruments) };
-      group.notices.push({ subject: basketKvSubject(ev.etf), payload: encode(versions) });
+      group.notices.push({ subject: basketKvSubject(ev.etf), payload: encode(versions), kvKey: ev.etf });
     }
     if (ev.t === 'conversion') {
       const acc = this.state.accounts.get(ev.clientId)!;
@@ -285,7 +287,11 @@ export class EngineActor {
   }
 
   private sendReplies(group: Group): void {
-    for (const n of group.notices) this.nc.publish(n.subject, n.payload);
+    for (const n of group.notices) {
+      // A bucket entry must not be lost to a JetStream hiccup (a publish is not acknowledged): the store retries it.
+      if (n.kvKey !== undefined && this.basketStore) this.basketStore.put(n.kvKey, n.payload);
+      else this.nc.publish(n.subject, n.payload);
+    }
     for (const [subject, replies] of group.replies) {
       this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
     }

@@ -1,24 +1,54 @@
-import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
+import { randomBytes } from 'node:crypto';
+import { jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from '../shared/log.js';
+import { isTransientJsError, retryTransient } from '../shared/js-retry.js';
 import { encode, decode } from '../../proto/codec.js';
 import { JOURNAL_SUBJECT, JOURNAL_STREAM } from '../../proto/subjects.js';
 import { JOURNAL_VERSION, type JournalBatch, type JournalEvent } from '../../proto/journal.js';
 import { readStream } from '../shared/stream-reader.js';
 
+/** JetStream's "wrong last sequence": the stream is not where this write expected it to be. */
+const WRONG_LAST_SEQUENCE = 10071;
+
+export interface JournalWriteOptions {
+  /** How long one append keeps retrying a journal that does not answer (a stream leader moving) before it fails. */
+  deadlineMs?: number;
+  /** One attempt's wait for JetStream's ack. */
+  attemptTimeoutMs?: number;
+  log?: Logger;
+  /** The engine shard's journal (proto/shards.ts); the single engine's by default. */
+  subject?: string;
+  stream?: string;
+}
+
 /**
  * Appends journal batches. Each append names the sequence it expects to
  * follow, so a second engine writing by mistake fails its write instead of
  * interleaving history (the single writer is enforced, not assumed).
+ *
+ * An append JetStream does not answer (a cluster electing the journal's new
+ * leader, a server restarting) is retried until `deadlineMs`, always with the
+ * same message id (this writer's id + the sequence it expects to take), so a
+ * batch stored before its ack was lost is stored once: the stream answers
+ * the retry as a duplicate, and if it no longer remembers the id, the message
+ * at that sequence is read and recognised by it.
  */
 export class JournalWriter {
   private readonly js: JetStreamClient;
+  /** Unique to this process: a second engine's batch can never pass for one of ours. */
+  private readonly writerId = randomBytes(9).toString('base64url');
+  private readonly deadlineMs: number;
+  private readonly attemptTimeoutMs: number;
   constructor(
-    nc: NatsConnection,
+    private readonly nc: NatsConnection,
     private lastSeq: number,
-    /** The shard's journal subject (proto/shards.ts). */
-    private readonly subject = JOURNAL_SUBJECT,
+    private readonly opts: JournalWriteOptions = {},
   ) {
     this.js = jetstream(nc);
+    this.deadlineMs = opts.deadlineMs ?? 30_000;
+    // Short attempts, short pauses: replies wait on this write, so a new leader should be found within a beat of its election.
+    this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 1_000;
   }
 
   get sequence(): number {
@@ -27,14 +57,50 @@ export class JournalWriter {
 
   async append(events: JournalEvent[]): Promise<number> {
     const batch: JournalBatch = { v: JOURNAL_VERSION, events };
-    const ack = await this.js.publish(this.subject, encode(batch), {
-      expect: { lastSequence: this.lastSeq },
-      timeout: 10_000,
-    });
-    this.lastSeq = ack.seq;
-    return ack.seq;
+    const data = encode(batch);
+    const expected = this.lastSeq;
+    const msgID = `${this.writerId}-${expected + 1}`;
+    const seq = await retryTransient(
+      'journal write',
+      async (attempt) => {
+        try {
+          const ack: PubAck = await this.js.publish(this.opts.subject ?? JOURNAL_SUBJECT, data, {
+            expect: { lastSequence: expected },
+            msgID,
+            timeout: this.attemptTimeoutMs,
+          });
+          if (ack.seq > 0 || (await this.storedAs(expected + 1, msgID))) return ack.seq > 0 ? ack.seq : expected + 1;
+          // A duplicate of an attempt the leader staged but never stored: ask again until it is one or the other.
+          throw new StagedDuplicate();
+        } catch (err) {
+          // An earlier attempt was stored, and the stream (a new leader) no longer knows its id: the message itself says so.
+          if (attempt > 0 && err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE && (await this.storedAs(expected + 1, msgID))) {
+            return expected + 1;
+          }
+          throw err;
+        }
+      },
+      {
+        deadlineMs: this.deadlineMs,
+        maxPauseMs: 250,
+        transient: (err) => err instanceof StagedDuplicate || isTransientJsError(err),
+        ...(this.opts.log ? { log: this.opts.log } : {}),
+      },
+    );
+    if (seq !== expected + 1) throw new Error(`journal write acknowledged at sequence ${seq}, expected ${expected + 1}`);
+    this.lastSeq = seq;
+    return seq;
+  }
+
+  /** Whether the journal's message at `seq` is the one published with `msgID`. */
+  private async storedAs(seq: number, msgID: string): Promise<boolean> {
+    const jsm = await jetstreamManager(this.nc);
+    const m = await jsm.streams.getMessage(this.opts.stream ?? JOURNAL_STREAM, { seq }).catch(() => null);
+    return m?.header?.get('Nats-Msg-Id') === msgID;
   }
 }
+
+class StagedDuplicate extends Error {}
 
 /** Replays the journal from `fromSeq`, handing each batch's events to `apply`. Returns the last sequence read. */
 export async function replayJournal(

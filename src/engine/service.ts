@@ -3,6 +3,7 @@ import type { Config } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { loadAccountsFile } from '../config/accounts.js';
 import { connectNats } from '../shared/nats.js';
+import { LatestPerKey } from '../shared/latest-kv.js';
 import { ensureFillStream, ensureJournalStream, openBucket } from '../shared/streams.js';
 import { BASKET_BUCKET, type BasketVersions } from '../../proto/marketdata.js';
 import { encode } from '../../proto/codec.js';
@@ -45,8 +46,8 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   await ensureFillStream(nc);
 
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
-  const basketsKv = await openBucket(nc, BASKET_BUCKET);
-  const snapshots = await SnapshotStore.open(nc, names);
+  const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET), log);
+  const snapshots = await SnapshotStore.open(nc, log, names);
   const snapshot = await snapshots.load().catch((err: unknown) => {
     if (!(err instanceof SnapshotUnusable)) throw err;
     log.warn({ reason: err.message }, 'snapshot unusable: rebuilding from the whole journal');
@@ -65,7 +66,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     undefined,
     names.journalStream,
   );
-  const journal = new JournalWriter(nc, Math.max(journalSeq, state.journalSeq), names.journalSubject);
+  const journal = new JournalWriter(nc, Math.max(journalSeq, state.journalSeq), { log, subject: names.journalSubject, stream: names.journalStream });
   const replayedMs = Math.round(performance.now() - t0);
 
   const opened = rosterEvents(state, roster, cfg.accountsFile, Date.now());
@@ -105,12 +106,14 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     onFatal,
     { store: snapshots, every: cfg.snapshotEvery ?? 100_000 },
     (events, seq) => scoreboard.append(events, seq),
+    basketStore,
   );
   await actor.start(names);
   // Published state follows the journal even if the bucket lost it: republish what is in force.
   for (const etf of state.baskets.keys()) {
-    await basketsKv.put(etf, encode({ etf, versions: basketVersions(state, etf, instruments) } satisfies BasketVersions));
+    basketStore.put(etf, encode({ etf, versions: basketVersions(state, etf, instruments) } satisfies BasketVersions));
   }
+  await basketStore.flushed();
   log.info(
     {
       accounts: state.accounts.size,
@@ -133,6 +136,8 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     nc,
     close: async () => {
       await actor.drain();
+      await Promise.race([basketStore.flushed(), new Promise((r) => setTimeout(r, 5000).unref())]);
+      basketStore.close();
       await follower.stop();
       await scoreboard.close();
       // A clean stop leaves a snapshot of everything, so the next start replays nothing.

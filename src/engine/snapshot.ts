@@ -5,8 +5,13 @@ import { Packr } from 'msgpackr';
 import { encode, decode } from '../../proto/codec.js';
 import { readStream } from '../shared/stream-reader.js';
 import { ensureSnapshotStream } from '../shared/streams.js';
+import { retryTransient } from '../shared/js-retry.js';
+import type { Logger } from '../shared/log.js';
 import type { Delta } from '../../proto/journal.js';
-import { SNAPSHOT_CHUNK_BYTES, type SnapshotManifest } from '../../proto/streams.js';
+import {
+  SNAPSHOT_CHUNK_BYTES,
+  type SnapshotManifest,
+} from '../../proto/streams.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
 import { emptyState, type Account, type AuditEvent, type EngineState } from './state.js';
 
@@ -121,15 +126,25 @@ export class SnapshotStore {
     private readonly jsm: JetStreamManager,
     private readonly nc: NatsConnection,
     private readonly names: ShardNames,
+    private readonly log?: Logger,
   ) {
     this.js = jetstream(nc);
   }
 
   /** `names`: the engine shard's streams (proto/shards.ts); the single engine's by default. */
-  static async open(nc: NatsConnection, names: ShardNames = shardNames(0, 1)): Promise<SnapshotStore> {
+  static async open(nc: NatsConnection, log?: Logger, names: ShardNames = shardNames(0, 1)): Promise<SnapshotStore> {
     await ensureSnapshotStream(nc, names);
     const jsm = await jetstreamManager(nc);
-    return new SnapshotStore(jsm, nc, names);
+    return new SnapshotStore(jsm, nc, names, log);
+  }
+
+  /**
+   * One write of a snapshot, retried while JetStream is briefly unavailable (a
+   * stream leader moving); publishes carry a message id, so a retried chunk is
+   * stored once and the chunks stay contiguous.
+   */
+  private retry<T>(what: string, attempt: () => Promise<T>): Promise<T> {
+    return retryTransient(`snapshot ${what}`, attempt, { deadlineMs: 30_000, ...(this.log ? { log: this.log } : {}) });
   }
 
   /**
@@ -169,8 +184,12 @@ export class SnapshotStore {
   async save(bytes: Uint8Array, journalSeq: number, takenAt: number): Promise<void> {
     let firstSeq = 0;
     let lastSeq = 0;
+    // Unique to this save: a retried chunk is a duplicate, another save's chunk never is.
+    const id = `snap-${journalSeq}-${takenAt}-${Math.random().toString(36).slice(2, 10)}`;
     for (let off = 0; off < bytes.byteLength || off === 0; off += SNAPSHOT_CHUNK_BYTES) {
-      const ack = await this.js.publish(this.names.snapshotChunk, bytes.subarray(off, off + SNAPSHOT_CHUNK_BYTES));
+      const chunk = bytes.subarray(off, off + SNAPSHOT_CHUNK_BYTES);
+      const ack = await this.retry('chunk', () => this.js.publish(this.names.snapshotChunk, chunk, { msgID: `${id}-${off}`, timeout: 5000 }));
+      if (lastSeq !== 0 && ack.seq !== lastSeq + 1) throw new Error(`snapshot chunk stored at ${ack.seq}, not after ${lastSeq}: another writer interleaved`);
       if (firstSeq === 0) firstSeq = ack.seq;
       lastSeq = ack.seq;
       if (bytes.byteLength === 0) break;
@@ -184,10 +203,12 @@ export class SnapshotStore {
       journalSeq,
       takenAt,
     };
-    await this.js.publish(this.names.snapshotManifest, encode(manifest));
+    const data = encode(manifest);
+    await this.retry('manifest', () => this.js.publish(this.names.snapshotManifest, data, { msgID: `${id}-manifest`, timeout: 5000 }));
     // Older snapshots are no longer needed: keep only this one's chunks and the newest manifest.
     // By count, not `seq: firstSeq`: nats-server 2.9 also deletes the message at `seq` when it is 1.
-    await this.jsm.streams.purge(this.names.snapshotStream, { filter: this.names.snapshotChunk, keep: lastSeq - firstSeq + 1 });
-    await this.jsm.streams.purge(this.names.snapshotStream, { filter: this.names.snapshotManifest, keep: 1 });
+    // Purges are idempotent: a retried one removes nothing more.
+    await this.retry('purge', () => this.jsm.streams.purge(this.names.snapshotStream, { filter: this.names.snapshotChunk, keep: lastSeq - firstSeq + 1 }));
+    await this.retry('purge', () => this.jsm.streams.purge(this.names.snapshotStream, { filter: this.names.snapshotManifest, keep: 1 }));
   }
 }

@@ -8,6 +8,7 @@ import { FILL_STREAM, SESSION_SUBJECT, fillMsgId } from '../../proto/subjects.js
 import { BBO_BUCKET, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, bboSubject, type Bbo, type FeedAlert, type FeedCounters, type FeedStatus } from '../../proto/marketdata.js';
 import { FEED_BUCKET, FEED_STATUS_KEY, fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
 import { connectNats } from '../shared/nats.js';
+import { LatestPerKey } from '../shared/latest-kv.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
 import type { BridgeConfig } from './config.js';
@@ -283,58 +284,6 @@ function publishQuiet(nc: NatsConnection, log: Logger, subject: string, payload:
     nc.publish(subject, data ?? encode(payload));
   } catch (err) {
     log.warn({ subject, err: String(err) }, 'publish failed');
-  }
-}
-
-/**
- * KV writes of the latest value per key, at most one in flight per key: a
- * burst of changes to one symbol costs one write now and one with the last
- * value after it, not one JetStream round trip each.
- */
-class LatestPerKey {
-  private readonly dirty = new Map<string, Uint8Array>();
-  private readonly busy = new Set<string>();
-  private waiters: Array<() => void> = [];
-  private closed = false;
-
-  constructor(
-    private readonly kv: KV,
-    private readonly log: Logger,
-  ) {}
-
-  put(key: string, data: Uint8Array): void {
-    this.dirty.set(key, data);
-    if (!this.busy.has(key)) this.write(key);
-  }
-
-  flushed(): Promise<void> {
-    return this.busy.size === 0 ? Promise.resolve() : new Promise((r) => this.waiters.push(r));
-  }
-
-  private write(key: string): void {
-    const data = this.dirty.get(key);
-    if (!data) {
-      this.busy.delete(key);
-      if (this.busy.size === 0) for (const w of this.waiters.splice(0)) w();
-      return;
-    }
-    this.dirty.delete(key);
-    this.busy.add(key);
-    this.kv.put(key, data).then(
-      () => this.write(key),
-      (err: unknown) => {
-        if (this.closed) return this.write(key);
-        this.log.warn({ key, err: String(err) }, 'kv put failed: retrying');
-        if (!this.dirty.has(key)) this.dirty.set(key, data);
-        setTimeout(() => this.write(key), 500).unref();
-      },
-    );
-  }
-
-  /** Drops what is not written yet. */
-  close(): void {
-    this.closed = true;
-    this.dirty.clear();
   }
 }
 

@@ -3,10 +3,11 @@ import { writeFileSync } from 'node:fs';
 import { CONFIG_EXIT_CODE, ConfigError, natsAuthDir, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
 import { connectNats } from '../shared/nats.js';
 import { provisionStreams } from '../shared/streams.js';
-import { prepareNatsAuth, type NatsAuth } from './nats-auth.js';
+import { prepareNatsAuth, routeCredentials, type NatsAuth } from './nats-auth.js';
 import type { Role } from '../../proto/roles.js';
 import { createLogger } from '../shared/log.js';
 import { startNatsServer, type NatsServer } from './nats-server.js';
+import { planCluster, startClusterNode, whenJetStreamReady } from './nats-cluster.js';
 import { Supervisor } from './supervisor.js';
 import { exchangeIsLive } from './exchange-probe.js';
 import { preflight } from './preflight.js';
@@ -42,44 +43,71 @@ try {
 
 let stopping = false;
 let supervisor: Supervisor | undefined;
-let nats: NatsServer | null = null;
+/** The nats-server we started, or the nodes of the local cluster (NATS_CLUSTER). */
+const servers: NatsServer[] = [];
 let natsUrl = cfg.nats.url;
 const storeDir = join(cfg.dataDir, 'nats');
+const clusterSize = cfg.nats.cluster ?? 1;
+/** Copies of each stream and bucket: NATS_REPLICAS, else 3 on a local cluster (fewer on a smaller one), else 1. */
+const replicas = cfg.nats.replicas ?? (clusterSize > 1 && !natsUrl ? Math.min(3, clusterSize) : 1);
 /** Our own nats-server requires each role's credentials; an external one (NATS_URL) takes NATS_CREDS as given. */
 let auth: NatsAuth | null = null;
 
-/** Restarts nats-server on the same port and store when it dies, so the services (which reconnect endlessly) come back on their own. */
-function superviseNats(port: number, restarts = 0): Promise<NatsServer> {
+/**
+ * Restarts a nats-server (alone, or one node of the local cluster) on the same
+ * port and store when it dies, so the services (which reconnect endlessly)
+ * come back on their own. `slot` is its place in `servers`.
+ */
+function superviseNats(slot: number, label: string, start: (onExit: (code: number | null) => void) => Promise<NatsServer>, restarts = 0): Promise<NatsServer> {
   const startedAt = Date.now();
-  return startNatsServer({
-    port,
-    storeDir,
-    configFile: auth?.configFile,
-    onExit: (code) => {
+  return start((code) => {
+    if (stopping) return;
+    const n = Date.now() - startedAt > 60_000 ? 0 : restarts + 1;
+    const pause = Math.min(10_000, 250 * 2 ** n);
+    log.error({ server: label, code, restartInMs: pause }, 'nats-server exited: restarting it');
+    const again = () => {
       if (stopping) return;
-      const n = Date.now() - startedAt > 60_000 ? 0 : restarts + 1;
-      const pause = Math.min(10_000, 250 * 2 ** n);
-      log.error({ code, restartInMs: pause }, 'nats-server exited: restarting it');
-      const again = () => {
-        if (stopping) return;
-        superviseNats(port, n).then(
-          (s) => {
-            nats = s;
-            log.info({ url: s.url }, 'nats-server restarted');
-          },
-          (err: unknown) => {
-            log.error({ err: err instanceof Error ? err.message.split('\n')[0] : err }, 'nats-server did not restart: trying again');
-            setTimeout(again, Math.min(10_000, pause * 2));
-          },
-        );
-      };
-      setTimeout(again, pause);
-    },
-  });
+      superviseNats(slot, label, start, n).then(
+        (s) => {
+          servers[slot] = s;
+          log.info({ server: label, url: s.url }, 'nats-server restarted');
+        },
+        (err: unknown) => {
+          log.error({ server: label, err: err instanceof Error ? err.message.split('\n')[0] : err }, 'nats-server did not restart: trying again');
+          setTimeout(again, Math.min(10_000, pause * 2));
+        },
+      );
+    };
+    setTimeout(again, pause);
+  }).then((s) => (servers[slot] = s));
+}
+
+/** A free port for node `i` of the cluster: NATS_PORT (or the default) for the first when free. */
+async function clusterClientPort(i: number): Promise<number> {
+  if (i === 0 && (process.env.NATS_PORT || (await portIsFree('127.0.0.1', cfg.nats.port)))) return cfg.nats.port;
+  return freePort();
 }
 
 try {
-  if (!natsUrl) {
+  if (!natsUrl && clusterSize > 1) {
+    auth = prepareNatsAuth(natsAuthDir(cfg));
+    const ports: number[] = [];
+    for (let i = 0; i < clusterSize; i++) ports.push(await clusterClientPort(i));
+    const clusterPorts: number[] = [];
+    for (let i = 0; i < clusterSize; i++) clusterPorts.push(await freePort());
+    const plan = planCluster({
+      ports,
+      clusterPorts,
+      storeRoot: join(cfg.dataDir, 'nats-cluster'),
+      configDir: natsAuthDir(cfg),
+      authConfigFile: auth.configFile,
+      routes: routeCredentials(natsAuthDir(cfg)),
+    });
+    await Promise.all(plan.nodes.map((node, i) => superviseNats(i, node.name, (onExit) => startClusterNode(node, onExit))));
+    natsUrl = plan.url;
+    writeFileSync(natsUrlFile(cfg), `${natsUrl}\n`);
+    log.info({ url: natsUrl, nodes: plan.nodes.map((n) => n.name), replicas, store: join(cfg.dataDir, 'nats-cluster') }, 'started a local NATS cluster');
+  } else if (!natsUrl) {
     let port = cfg.nats.port;
     // A nats-server already on the default port (Debian's package can start one as a service) is not ours: take another.
     if (!process.env.NATS_PORT && !(await portIsFree('127.0.0.1', port))) {
@@ -87,7 +115,8 @@ try {
       log.warn({ port, busy: cfg.nats.port }, 'NATS port in use: starting the local nats-server on another port');
     }
     auth = prepareNatsAuth(natsAuthDir(cfg));
-    nats = await superviseNats(port);
+    const configFile = auth.configFile;
+    const nats = await superviseNats(0, 'nats-server', (onExit) => startNatsServer({ port, storeDir, configFile, onExit }));
     natsUrl = nats.url;
     writeFileSync(natsUrlFile(cfg), `${natsUrl}\n`);
     log.info({ url: natsUrl, store: storeDir }, 'started nats-server');
@@ -96,13 +125,15 @@ try {
   }
 } catch (err) {
   log.fatal({ err: err instanceof Error ? err.message : err }, `cannot start nats-server on port ${cfg.nats.port} (set NATS_PORT, or NATS_URL for an existing server)`);
-  process.exit(1);
+  await stop('start-up failed', 1);
 }
 
 // Streams and buckets are created here, as the operator: no service role may administer them.
 try {
-  const nc = await connectNats(natsUrl, 'etf-launcher', { waitForServer: false, role: 'operator', credsFile: auth?.credsFile('operator') });
-  await provisionStreams(nc);
+  const nc = await connectNats(natsUrl!, 'etf-launcher', { waitForServer: false, role: 'operator', credsFile: auth?.credsFile('operator') });
+  // A cluster answers JetStream once it has elected a meta leader; the services start after that.
+  await whenJetStreamReady(nc, () => provisionStreams(nc, replicas), 60_000, log);
+  if (clusterSize > 1) log.info({ replicas }, 'JetStream ready on the cluster: streams and buckets provisioned');
   await nc.close();
 } catch (err) {
   if (auth) {
@@ -119,6 +150,7 @@ const simulate = simulator === 'on' || (simulator === 'auto' && !(await exchange
 const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
   ...process.env,
   NATS_URL: natsUrl,
+  NATS_REPLICAS: String(replicas),
   ...(auth ? { NATS_CREDS: role ? auth.credsFile(role) : '' } : {}),
 });
 supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_EXIT_CODE));
@@ -142,7 +174,7 @@ async function stop(reason: string, exitCode = 0): Promise<void> {
   stopping = true;
   log.info({ reason }, 'stopping');
   await supervisor?.stopAll();
-  await nats?.stop();
+  await Promise.all(servers.map((s) => s.stop()));
   process.exit(exitCode);
 }
 process.on('SIGINT', () => void stop('SIGINT'));

@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import bcrypt from 'bcrypt';
-import { ROLES, ROLE_PERMISSIONS, type Role } from '../../proto/roles.js';
+import { ROLES, rolePermissions, type Role } from '../../proto/roles.js';
 
 export interface NatsAuth {
   /** nats-server configuration with every role's user and permissions. */
@@ -15,9 +15,11 @@ export interface NatsAuth {
  * Each role's NATS user, generated at the first start into `dir` (0700, files
  * 0600: only the account that runs the system can read them) and kept, so a
  * restart (or a service restarted alone) still connects. The server config is
- * rewritten at each start from proto/roles.ts, so permissions follow the code.
+ * rewritten at each start from proto/roles.ts, so permissions follow the code
+ * (and the number of engine shards, whose subjects are listed by name).
  */
-export function prepareNatsAuth(dir: string): NatsAuth {
+export function prepareNatsAuth(dir: string, shards = 1): NatsAuth {
+  const permissions = rolePermissions(shards);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   const credsFile = (role: Role) => join(dir, `${role}.json`);
@@ -33,7 +35,7 @@ export function prepareNatsAuth(dir: string): NatsAuth {
       writeFileSync(file, JSON.stringify({ user: role, password }), { mode: 0o600 });
     }
     chmodSync(file, 0o600);
-    const p = ROLE_PERMISSIONS[role];
+    const p = permissions[role];
     return {
       user: role,
       // The server compares bcrypt hashes: the config holds no password.
@@ -46,4 +48,31 @@ export function prepareNatsAuth(dir: string): NatsAuth {
   writeFileSync(configFile, `# written by the launcher from proto/roles.ts at each start\nauthorization: ${JSON.stringify({ users }, null, 2)}\n`, { mode: 0o600 });
   chmodSync(configFile, 0o600);
   return { configFile, credsFile };
+}
+
+/** The user and password cluster nodes authenticate their routes with. */
+export interface RouteCredentials {
+  user: string;
+  password: string;
+}
+
+/**
+ * The routes' credentials of a local cluster, generated once into `dir`
+ * (0600, beside the roles' files) and kept: a node restarted alone must
+ * still be let in by the others.
+ */
+export function routeCredentials(dir: string): RouteCredentials {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = join(dir, 'route.json');
+  if (existsSync(file)) {
+    const c = JSON.parse(readFileSync(file, 'utf8')) as { user?: string; password?: string };
+    if (c.user === 'route' && typeof c.password === 'string' && c.password.length >= 32) {
+      chmodSync(file, 0o600);
+      return { user: c.user, password: c.password };
+    }
+  }
+  const creds = { user: 'route', password: randomBytes(32).toString('base64url') };
+  writeFileSync(file, JSON.stringify(creds), { mode: 0o600 });
+  chmodSync(file, 0o600);
+  return creds;
 }

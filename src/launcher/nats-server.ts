@@ -34,14 +34,16 @@ export async function startNatsServer(opts: {
   port: number;
   storeDir: string;
   host?: string;
-  /** A config file (users and permissions: src/launcher/nats-auth.ts); without one the server is open. */
+  /** A config file (users and permissions: src/launcher/nats-auth.ts; a cluster node's routes: nats-cluster.ts); without one the server is open and alone. */
   configFile?: string;
+  /** The server's name (default `etf-<port>`); a cluster node's must stay the same across restarts: JetStream knows its peers by name. */
+  serverName?: string;
   onExit?: (code: number | null) => void;
 }): Promise<NatsServer> {
   const bin = natsServerBinary();
   const host = opts.host ?? '127.0.0.1';
   mkdirSync(opts.storeDir, { recursive: true });
-  const args = ['-js', '-sd', opts.storeDir, '-a', host, '-p', String(opts.port), '-n', `etf-${opts.port}`];
+  const args = ['-js', '-sd', opts.storeDir, '-a', host, '-p', String(opts.port), '-n', opts.serverName ?? `etf-${opts.port}`];
   if (opts.configFile) args.unshift('-c', opts.configFile);
   const proc = spawn(bin, args, {
     stdio: ['ignore', 'ignore', 'pipe'],

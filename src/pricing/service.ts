@@ -7,6 +7,7 @@ import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, PRICE_BUCKET, priceSub
 import type { Config } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
+import { LatestPerKey } from '../shared/latest-kv.js';
 import type { Logger } from '../shared/log.js';
 import { PricingState, Throttle, bboProblem, priceChanged } from './core.js';
 
@@ -45,6 +46,8 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
   const kvm = new Kvm(nc);
   // The pricing actor writes this bucket, so it creates it; readers only open it.
   const prices: KV = await openBucket(nc, PRICE_BUCKET);
+  // KV first: whoever hears the subject and then reads the bucket finds this value or a newer one.
+  const store = new LatestPerKey(prices, log, (etf, payload) => nc.publish(priceSubject(etf), payload));
 
   const publish = (etf: string): void => {
     const now = Date.now();
@@ -56,17 +59,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
     throttle.published(etf, now);
     lastSent.set(etf, price);
     stats.published++;
-    const payload = encode(price);
-    // KV first: whoever hears the subject and then reads the bucket finds this value or a newer one.
-    prices.put(etf, payload).then(
-      () => {
-        if (!closed) nc.publish(priceSubject(etf), payload);
-      },
-      (err: unknown) => {
-        stats.publishErrors++;
-        log.warn({ err: err instanceof Error ? err.message : err, etf }, 'price not stored');
-      },
-    );
+    store.put(etf, encode(price));
   };
 
   const changed = (etfs: readonly string[]): void => {
@@ -139,13 +132,15 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
   return {
     nc,
     state,
-    stats: () => ({ ...stats }),
+    stats: () => ({ ...stats, publishErrors: store.stats.failed }),
     close: async () => {
       if (closed) return;
       closed = true;
       for (const t of timers.values()) clearTimeout(t);
       basketChanges.close();
       sub.unsubscribe();
+      await Promise.race([store.flushed(), new Promise((r) => setTimeout(r, 2000).unref())]);
+      store.close();
       await nc.drain();
     },
   };

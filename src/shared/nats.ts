@@ -33,20 +33,33 @@ export function credentialsOptions(file: string): Partial<ConnectionOptions> {
 }
 
 /**
+ * The servers a NATS_URL names: one URL, or a comma-separated list (the nodes
+ * of a cluster; the client also learns the others from the one it reaches).
+ */
+export const natsServers = (url: string): string[] =>
+  url
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+
+/**
  * Connects with settings every process shares: no async stack traces (they
- * cost ~50 µs per request on the hot path) and endless reconnects, so a
- * nats-server restart is ridden out rather than fatal.
+ * cost ~50 µs per request on the hot path) and endless reconnects, to any
+ * server of the list (or of the cluster), with jitter so a cluster's clients
+ * do not all land on a survivor at once: a nats-server restart, or a node of a
+ * cluster dying, is ridden out rather than fatal.
  */
 export async function connectNats(url: string, name: string, opts: ConnectOptions = {}): Promise<NatsConnection> {
   const credsFile = opts.credsFile ?? process.env.NATS_CREDS;
   return connect({
-    servers: url,
+    servers: natsServers(url),
     name,
     noAsyncTraces: true,
     maxReconnectAttempts: -1,
     // A service started while nats-server is (re)starting waits for it instead of failing.
     waitOnFirstConnect: opts.waitForServer ?? true,
     reconnectTimeWait: 250,
+    reconnectJitter: 250,
     pingInterval: 10_000,
     ...(opts.role ? { inboxPrefix: inboxPrefix(opts.role) } : {}),
     ...(credsFile ? credentialsOptions(credsFile) : {}),

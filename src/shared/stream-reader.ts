@@ -1,10 +1,23 @@
 import { jetstream, jetstreamManager, DeliverPolicy, type JsMsg, type ConsumerMessages } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import { isTransientJsError } from './js-retry.js';
+
+/** Consumer heartbeat: the server says it is alive this often while there is nothing to deliver. */
+const HEARTBEAT_MS = 1000;
+/** A follower that has had nothing for this long while its stream holds more is given a new consumer. */
+const STALL_MS = 3000;
 
 export interface StreamFollower {
   /** Resolves once every message that was in the stream when `follow` was called has been handled. */
   caughtUp: Promise<void>;
   stop(): Promise<void>;
+}
+
+/** An error thrown by the caller's handler: it ends the reading (never retried). */
+class HandlerError extends Error {
+  constructor(readonly inner: unknown) {
+    super('stream handler failed');
+  }
 }
 
 /**
@@ -13,6 +26,12 @@ export interface StreamFollower {
  * calling `onMsg` for each. With `follow`, keeps going after catching up.
  * Position tracking is the caller's: it lives in the caller's state (and
  * snapshots), never in server-side consumer acks that could disagree with it.
+ *
+ * A consumer can be lost without a word: on a cluster, the node holding it
+ * dies, and the client may wait for it indefinitely. A follower therefore
+ * watches its own progress: when nothing has arrived for STALL_MS while the
+ * stream holds messages past its position (or the client gives the consumer
+ * up), it opens a new consumer from the next sequence it has not handed over.
  */
 export async function readStream(
   nc: NatsConnection,
@@ -33,37 +52,97 @@ export async function readStream(
   if (last < fromSeq && !opts.follow) return { caughtUp, stop: async () => {} };
 
   const js = jetstream(nc);
-  const consumer = await js.consumers.get(stream, {
-    deliver_policy: DeliverPolicy.StartSequence,
-    opt_start_seq: Math.max(1, fromSeq),
-  });
-  // Bounded by bytes as well: journal batches can be large, and 1024 of them would buffer hundreds of MB.
-  const messages: ConsumerMessages = await consumer.consume({ max_bytes: 8 << 20 });
+  /** The next sequence to hand over: a consumer opened again starts there, and anything older it delivers is skipped. */
+  let next = Math.max(1, fromSeq);
+  let stopped = false;
+  let messages: ConsumerMessages | null = null;
+  /** The current consumer was given up as lost: the loop opens another. */
+  let stalled = false;
+  let lastProgress = Date.now();
+
+  const open = async (): Promise<ConsumerMessages> => {
+    if (stopped) throw new Error('stopped');
+    const consumer = await js.consumers.get(stream, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: next });
+    // Bounded by bytes as well: journal batches can be large, and 1024 of them would buffer hundreds of MB.
+    return consumer.consume({ max_bytes: 8 << 20, idle_heartbeat: HEARTBEAT_MS, expires: 5 * HEARTBEAT_MS });
+  };
+  const giveUp = () => {
+    if (stopped || !messages) return;
+    stalled = true;
+    messages.stop();
+  };
+
+  // Following: check progress against the stream itself (an idle stream is not a stall).
+  let checking = false;
+  const watchdog = opts.follow
+    ? setInterval(() => {
+        if (checking || stopped || Date.now() - lastProgress < STALL_MS) return;
+        checking = true;
+        jsm.streams
+          .info(stream)
+          .then((info) => {
+            if (info.state.messages > 0 && info.state.last_seq >= Math.max(next, info.state.first_seq) && Date.now() - lastProgress >= STALL_MS) giveUp();
+          })
+          .catch(() => {}) // JetStream unavailable: the next tick asks again
+          .finally(() => (checking = false));
+      }, STALL_MS / 3)
+    : null;
+  watchdog?.unref();
+
+  // The first consumer is opened here, so a reader that cannot read (no stream, no permission) fails its caller at once.
+  let first: ConsumerMessages | null = await open();
   const done = (async () => {
     try {
-      for await (const m of messages) {
-        if (!opts.follow && m.seq > last) {
-          // Messages up to `last` were deleted: there is nothing more to wait for; the caller checks what it got.
-          resolveCaughtUp();
-          break;
+      for (let attempt = 0; !stopped; ) {
+        stalled = false;
+        lastProgress = Date.now();
+        try {
+          messages = first ?? (await open());
+          first = null;
+          for await (const m of messages) {
+            lastProgress = Date.now();
+            attempt = 0;
+            if (m.seq < next) continue; // delivered again by a consumer opened after a stall
+            if (!opts.follow && m.seq > last) {
+              // Messages up to `last` were deleted: there is nothing more to wait for; the caller checks what it got.
+              resolveCaughtUp();
+              return;
+            }
+            try {
+              onMsg(m);
+            } catch (err) {
+              throw new HandlerError(err);
+            }
+            next = m.seq + 1;
+            if (m.seq >= last) {
+              resolveCaughtUp();
+              if (!opts.follow) return;
+            }
+          }
+          if (!stalled) return; // stopped
+        } catch (err) {
+          if (err instanceof HandlerError) throw err.inner;
+          // The client gave the consumer up (it could not recreate it), or JetStream is between leaders: open another.
+          if (stopped || !(stalled || isTransientJsError(err) || opts.follow)) throw err;
+        } finally {
+          messages?.stop();
         }
-        onMsg(m);
-        if (m.seq >= last) {
-          resolveCaughtUp();
-          if (!opts.follow) break;
-        }
+        await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt++)));
       }
     } catch (err) {
       // Before catch-up the caller awaits `caughtUp`; after it, a handler error is the caller's to surface.
       failCaughtUp(err);
       throw err;
+    } finally {
+      if (watchdog) clearInterval(watchdog);
     }
   })();
   done.catch(() => {});
   return {
     caughtUp,
     stop: async () => {
-      messages.stop();
+      stopped = true;
+      messages?.stop();
       await done.catch(() => {});
     },
   };

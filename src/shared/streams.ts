@@ -5,18 +5,19 @@ import { FILL_STREAM_CONFIG } from '../../proto/streams.js';
 import { journalStreamConfig, shardNames, snapshotStreamConfig, type ShardNames } from '../../proto/shards.js';
 import { FEED_BUCKET } from '../../proto/feed.js';
 import { BASKET_BUCKET, BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
+import { natsReplicas } from '../config/config.js';
 
 /**
  * Streams and buckets are created by whoever may (the launcher, as operator,
  * before any service starts; anyone on an open server). A service whose role
  * may not administer streams finds them there and only reads their info.
  */
-async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }, replicas: number): Promise<void> {
   try {
     await jsm.streams.info(cfg.name);
   } catch {
     try {
-      await jsm.streams.add(cfg);
+      await jsm.streams.add({ ...cfg, num_replicas: replicas });
     } catch (err) {
       // Another process may have created it between our two calls.
       await jsm.streams.info(cfg.name).catch(() => {
@@ -26,26 +27,26 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
   }
 }
 
-export async function ensureFillStream(nc: NatsConnection): Promise<void> {
-  await ensureStream(await jetstreamManager(nc), FILL_STREAM_CONFIG);
+export async function ensureFillStream(nc: NatsConnection, replicas = natsReplicas()): Promise<void> {
+  await ensureStream(await jetstreamManager(nc), FILL_STREAM_CONFIG, replicas);
 }
 
 /** One engine's names: the single engine's unless a shard's are given. */
 const SINGLE = shardNames(0, 1);
 
-export async function ensureJournalStream(nc: NatsConnection, names: ShardNames = SINGLE): Promise<void> {
-  await ensureStream(await jetstreamManager(nc), journalStreamConfig(names));
+export async function ensureJournalStream(nc: NatsConnection, names: ShardNames = SINGLE, replicas = natsReplicas()): Promise<void> {
+  await ensureStream(await jetstreamManager(nc), journalStreamConfig(names), replicas);
 }
 
-export async function ensureSnapshotStream(nc: NatsConnection, names: ShardNames = SINGLE): Promise<void> {
-  await ensureStream(await jetstreamManager(nc), snapshotStreamConfig(names));
+export async function ensureSnapshotStream(nc: NatsConnection, names: ShardNames = SINGLE, replicas = natsReplicas()): Promise<void> {
+  await ensureStream(await jetstreamManager(nc), snapshotStreamConfig(names), replicas);
 }
 
 /** Every KV bucket's settings: the contract between its writer and its readers. */
 export const BUCKETS = { [FEED_BUCKET]: { history: 1 }, [BBO_BUCKET]: { history: 1 }, [PRICE_BUCKET]: { history: 1 }, [BASKET_BUCKET]: { history: 1 } } as const;
 
 /** Opens a bucket, creating it only when it does not exist yet (creating is stream administration). */
-export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKETS): Promise<KV> {
+export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKETS, replicas = natsReplicas()): Promise<KV> {
   const kvm = new Kvm(nc);
   const jsm = await jetstreamManager(nc);
   const exists = await jsm.streams.info(`KV_${bucket}`).then(
@@ -53,18 +54,29 @@ export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKET
     () => false,
   );
   if (exists) return kvm.open(bucket);
-  return kvm.create(bucket, BUCKETS[bucket]).catch(async (err: unknown) => {
+  return kvm.create(bucket, { ...BUCKETS[bucket], replicas }).catch(async (err: unknown) => {
     if (await jsm.streams.info(`KV_${bucket}`).then(() => true, () => false)) return kvm.open(bucket);
     throw err;
   });
 }
 
-/** Everything the services rely on, created up front by the operator role (the launcher). */
-export async function provisionStreams(nc: NatsConnection, shards = 1): Promise<void> {
-  await ensureFillStream(nc);
-  for (let shard = 0; shard < shards; shard++) {
-    await ensureJournalStream(nc, shardNames(shard, shards));
-    await ensureSnapshotStream(nc, shardNames(shard, shards));
+/**
+ * Everything the services rely on, created up front by the operator role (the
+ * launcher), each with `replicas` copies (NATS_REPLICAS). A stream that exists
+ * with fewer copies is raised to `replicas` (JetStream copies it to the new peers).
+ */
+export async function provisionStreams(nc: NatsConnection, replicas = natsReplicas(), shards = 1): Promise<void> {
+  const engines = Array.from({ length: shards }, (_, k) => shardNames(k, shards));
+  await ensureFillStream(nc, replicas);
+  for (const n of engines) {
+    await ensureJournalStream(nc, n, replicas);
+    await ensureSnapshotStream(nc, n, replicas);
   }
-  for (const bucket of Object.keys(BUCKETS) as (keyof typeof BUCKETS)[]) await openBucket(nc, bucket);
+  for (const bucket of Object.keys(BUCKETS) as (keyof typeof BUCKETS)[]) await openBucket(nc, bucket, replicas);
+  const jsm = await jetstreamManager(nc);
+  const names = [FILL_STREAM_CONFIG.name, ...engines.flatMap((n) => [n.journalStream, n.snapshotStream]), ...Object.keys(BUCKETS).map((b) => `KV_${b}`)];
+  for (const name of names) {
+    const { config } = await jsm.streams.info(name);
+    if ((config.num_replicas ?? 1) < replicas) await jsm.streams.update(name, { ...config, num_replicas: replicas });
+  }
 }

@@ -98,8 +98,11 @@ export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1
   };
 }
 
-/** The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`. */
-export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[] }> {
+/**
+ * The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`;
+ * `logs` keeps what it logs after that (the last 1,000 lines).
+ */
+export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[]; logs: Record<string, any>[] }> {
   const env = {
     ...process.env,
     NATS_URL: natsUrl,
@@ -107,18 +110,26 @@ export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildPr
     LOG_LEVEL: 'info',
   };
   const startLog: Record<string, any>[] = [];
+  const logs: Record<string, any>[] = [];
+  let isReady = false;
   const service = await startService({
     name: 'engine',
     args: [join(PROJECT_ROOT, 'dist/src/engine/main.js')],
     env,
     ready: (line) => line.includes('"engine ready"'),
     onLine: (line) => {
-      if (startLog.length < 100 && line.startsWith('{') && !line.includes('"engine ready"')) startLog.push(JSON.parse(line) as Record<string, any>);
+      if (!line.startsWith('{')) return;
+      if (line.includes('"engine ready"')) isReady = true;
+      else if (!isReady && startLog.length < 100) startLog.push(JSON.parse(line) as Record<string, any>);
+      else if (isReady) {
+        logs.push(JSON.parse(line) as Record<string, any>);
+        if (logs.length > 1000) logs.shift();
+      }
     },
   });
   const ready = JSON.parse(service.ready) as Record<string, any>;
   const child = service.child;
-  return Object.assign(child, { ready, startLog });
+  return Object.assign(child, { ready, startLog, logs });
 }
 
 export function writeConfigFile(cfg: Config): string {

@@ -1,0 +1,259 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { DumpResult } from '../proto/engine.js';
+import type { JournalEvent } from '../proto/journal.js';
+import { ENGINE_ADMIN_SUBJECT, FILL_STREAM, JOURNAL_STREAM } from '../proto/subjects.js';
+import { PROJECT_ROOT } from '../src/config/config.js';
+import { startGateway } from '../src/gateway/server.js';
+import { EngineClient } from '../src/gateway/engine-client.js';
+import { startBridge } from '../src/feed/service.js';
+import { multicastSender } from '../src/feed/multicast.js';
+import { consistencyCheck, rebuild } from '../src/engine/check.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { api, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
+import { startTestCluster, type TestCluster } from './helpers/cluster.js';
+import { bridgeOpts, fillMsg, sendClearing } from './helpers/feed.js';
+
+/**
+ * The system on a three-node NATS cluster (set up as the launcher's
+ * NATS_CLUSTER=3 does it: every stream and bucket replicated three ways),
+ * under a load of creates and redeems over HTTP and exchange fills through
+ * the feed bridge. The node leading the journal is SIGKILLed mid-load; the
+ * load goes on while a new leader is elected, then the node comes back and
+ * catches up. Clients retry with the same idempotency key until they get a
+ * definitive answer, as the README tells teams to.
+ */
+const TEAMS = 4;
+const WORKERS = 6;
+const dir = tempDir('etf-cluster-');
+const cleanups: (() => Promise<void> | void)[] = [];
+afterAll(async () => {
+  // Whatever happened, the load stops before anything it uses is closed.
+  loadRunning = false;
+  aborted = true;
+  await Promise.allSettled([fillLoop, ...workers]);
+  for (const c of cleanups.reverse()) await c();
+  dir.remove();
+});
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let loadRunning = false;
+let aborted = false;
+let fillLoop: Promise<void> = Promise.resolve();
+let workers: Promise<void>[] = [];
+
+it('loses no acknowledged operation, doubles none, and keeps answering when the node leading the journal, then the one holding the engine fill consumer, is SIGKILLed under load', async () => {
+  const cluster: TestCluster = await startTestCluster(dir.path, 3);
+  cleanups.push(() => cluster.stop());
+  const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
+  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 2000 });
+  const withCreds = (role: 'engine' | 'gateway') => ({ ...cfg, nats: { ...cfg.nats, creds: cluster.auth.credsFile(role) } });
+
+  // The engine in its own process, as the launcher runs it; it must ride out the election, not restart.
+  const engine = await spawnEngine(cluster.url, withCreds('engine'));
+  let engineExits = 0;
+  engine.once('exit', () => engineExits++);
+  cleanups.push(() => killProcess(engine));
+  const gateway = await startGateway(withCreds('gateway'), cluster.url, quietLog);
+  cleanups.push(() => gateway.close());
+  const http = api(`http://127.0.0.1:${gateway.port}`);
+  const opts = await bridgeOpts(cluster.url, { natsCreds: cluster.auth.credsFile('feed'), ackTimeoutMs: 2000 });
+  const bridge = await startBridge(opts, quietLog);
+  cleanups.push(() => bridge.close());
+  const sender = await multicastSender();
+  cleanups.push(() => sender.close());
+  const operator = await cluster.connect('operator');
+
+  // Exchange fills, one a datagram: each team buys the basket's symbols in turn.
+  loadRunning = true;
+  const sentFills: { client_id: number; symbol: number; quantity: number }[] = [];
+  fillLoop = (async () => {
+    for (let k = 1; loadRunning; k++) {
+      const f = { client_id: 1 + (k % TEAMS), symbol: 3 + (Math.floor(k / TEAMS) % 10), quantity: 20 };
+      await sendClearing(sender, opts.clearing, [[fillMsg(k, f.client_id, f.symbol, f.quantity)]]);
+      sentFills.push(f);
+      await pause(5);
+    }
+  })();
+
+  // Creates and redeems over HTTP, each retried with its key until definitive.
+  const outcomes = new Map<string, number>(); // idempotency key → final HTTP status
+  const answeredAt: number[] = []; // when each definitive answer arrived
+  let unavailable = 0; // 503s and failed connections, retried
+  workers = Array.from({ length: WORKERS }, async (_, w) => {
+    const team = (w % TEAMS) + 1;
+    for (let i = 0; loadRunning; i++) {
+      const key = `w${w}-${i}`;
+      const op = i % 3 === 2 ? '/redeem' : '/create';
+      for (;;) {
+        let status: number;
+        try {
+          status = (await http.send('POST', op, { basic: [`team${team}`, `team${team}pass`], json: { amount: 1, request_id: key } })).status;
+        } catch {
+          status = 0;
+        }
+        if (status === 200 || status === 400 || status === 409) {
+          outcomes.set(key, status);
+          answeredAt.push(Date.now());
+          break;
+        }
+        unavailable++;
+        if (aborted) return;
+        await pause(20);
+      }
+    }
+  });
+
+  const accepted = () => [...outcomes.values()].filter((s) => s === 200).length;
+  await until(() => accepted() >= 60, '60 accepted conversions before the kill', 60_000);
+
+  const jsm = await jetstreamManager(operator);
+  const admin = new EngineClient(operator, 10_000, { admin: true });
+  cleanups.push(() => admin.close());
+  const engineFillSeq = async () => {
+    const r = await admin.call({ op: 'dump' }).catch(() => null);
+    return r?.ok ? r.result.fill_seq : -1;
+  };
+
+  /**
+   * SIGKILLs node `victim` mid-load; the system must keep answering (150 more
+   * definitive answers) and keep applying fills (100 past the stream's end at
+   * the kill); then the node comes back and catches up with every stream
+   * while the load goes on. Returns what it saw.
+   */
+  const killUnderLoad = async (victim: number) => {
+    const victimName = cluster.plan.nodes[victim]!.name;
+    const answersBefore = outcomes.size;
+    const fillsAtKill = (await jsm.streams.info(FILL_STREAM)).state.last_seq;
+    const killedAt = Date.now();
+    await cluster.kill(victim);
+    await until(() => outcomes.size >= answersBefore + 150, `150 more definitive answers after killing ${victimName}`, 120_000);
+    await until(async () => (await engineFillSeq()) >= fillsAtKill + 100, `fills applied past the kill of ${victimName}`, 20_000).catch(async (err: Error) => {
+      const consumers = await jsm.consumers.list(FILL_STREAM).next().catch(() => []);
+      const state = {
+        engineFillSeq: await engineFillSeq(),
+        fillsAtKill,
+        fillStreamLast: (await jsm.streams.info(FILL_STREAM).catch(() => null))?.state.last_seq,
+        publisher: bridge.stats().publisher,
+        consumers: consumers.map((c) => ({ name: c.name, cluster: c.cluster, delivered: c.delivered, pending: c.num_pending })),
+      };
+      throw new Error(`${err.message}: ${JSON.stringify(state)}`);
+    });
+    const answeredAfterKill = outcomes.size - answersBefore;
+    await cluster.restart(victim);
+    for (const stream of [JOURNAL_STREAM, FILL_STREAM]) {
+      let last: unknown;
+      await until(
+        async () => {
+          const info = await jsm.streams.info(stream).catch(() => null);
+          last = info?.cluster;
+          const replica = info?.cluster?.replicas?.find((r) => r.name === victimName);
+          return info?.cluster?.leader === victimName || replica?.current === true;
+        },
+        `${victimName} current on ${stream}`,
+        60_000,
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}: ${JSON.stringify(last)}`);
+      });
+    }
+    // The longest time without any definitive answer, from just before the kill to the node's return.
+    const around = answeredAt.filter((t) => t >= killedAt - 1000);
+    const silenceMs = around.slice(1).reduce((m, t, i) => Math.max(m, t - around[i]!), 0);
+    return { killed: victimName, answeredAfterKill, silenceMs };
+  };
+
+  // 1. The node leading the journal.
+  const journalLeader = await cluster.leaderOf(JOURNAL_STREAM);
+  const first = await killUnderLoad(journalLeader);
+  const newLeader = await cluster.leaderOf(JOURNAL_STREAM);
+  expect(newLeader).not.toBe(journalLeader);
+  // 2. The node holding the engine's consumer of the fill stream (its only consumer): nothing tells the
+  //    engine that consumer is gone; it must notice by itself and read on from its own position.
+  const fillConsumers = await jsm.consumers.list(FILL_STREAM).next();
+  const consumerNode = cluster.plan.nodes.findIndex((n) => n.name === fillConsumers[0]?.cluster?.leader);
+  expect(consumerNode, JSON.stringify(fillConsumers.map((c) => c.cluster))).toBeGreaterThanOrEqual(0);
+  const second = await killUnderLoad(consumerNode);
+
+  loadRunning = false;
+  await Promise.all([fillLoop, ...workers]);
+  // Every fill the bridge heard is stored (it retries with the same msg id until acked), and the engine has applied it.
+  await bridge.idle();
+  expect(bridge.stats().status.clearing.gaps, 'datagrams lost before the bridge (not a cluster matter)').toBe(0);
+  const fillsStored = (await jsm.streams.info(FILL_STREAM)).state.last_seq;
+  const dump = await until(
+    async () => {
+      const r = await admin.call({ op: 'dump' });
+      return r.ok && r.result.fill_seq >= fillsStored ? r.result : undefined;
+    },
+    'the engine to apply every stored fill',
+    30_000,
+  );
+
+  // 1. Every acknowledged operation is in the journal exactly once.
+  const { events } = await rebuild(operator, dump.journal_seq, 0, quietLog);
+  const byKey = new Map<string, JournalEvent[]>();
+  for (const ev of events) {
+    if ((ev.t === 'conversion' || ev.t === 'rejected') && 'key' in ev && ev.key) byKey.set(ev.key, [...(byKey.get(ev.key) ?? []), ev]);
+  }
+  const doubled = [...byKey].filter(([, evs]) => evs.length > 1).map(([k]) => k);
+  let lost = 0;
+  for (const [key, status] of outcomes) {
+    const ev = byKey.get(key)?.[0];
+    if (status === 200 && ev?.t !== 'conversion') lost++;
+    if (status === 400 && ev?.t !== 'rejected') lost++;
+  }
+  const summary = {
+    acknowledged: outcomes.size,
+    accepted: accepted(),
+    refused: [...outcomes.values()].filter((s) => s === 400).length,
+    lost,
+    doubled: doubled.length,
+    retried503s: unavailable,
+    fills: sentFills.length,
+    journalLeaderKill: { ...first, newLeader: cluster.plan.nodes[newLeader]!.name },
+    fillConsumerKill: second,
+    fillRetries: bridge.stats().publisher.retries,
+    // How long the engine's journal writes were retried, from its own log.
+    journalRetriedMs: engine.logs.filter((l) => l.what === 'journal write' && typeof l.ms === 'number').map((l) => l.ms as number),
+  };
+  console.log(`cluster kill: ${JSON.stringify(summary)}`);
+  if (process.env.CLUSTER_DEBUG) console.log(engine.logs.map((l) => JSON.stringify(l)).join('\n'));
+  expect(doubled).toEqual([]);
+  expect(lost).toBe(0);
+  expect(engineExits, 'the engine rode out the election without restarting').toBe(0);
+
+  // 2. Positions are exactly the fills sent plus the journaled conversions.
+  const expected = new Map<number, Map<number, number>>();
+  const add = (id: number, symbol: number, d: number) => {
+    const m = expected.get(id) ?? new Map<number, number>();
+    m.set(symbol, (m.get(symbol) ?? 0) + d);
+    if (m.get(symbol) === 0) m.delete(symbol);
+    expected.set(id, m);
+  };
+  for (const f of sentFills) add(f.client_id, f.symbol, f.quantity);
+  for (const ev of events) if (ev.t === 'conversion') for (const [s, d] of ev.deltas) add(ev.clientId, s, d);
+  for (let id = 1; id <= TEAMS; id++) {
+    const h = await http.holdings(`team${id}`, `team${id}pass`);
+    expect(h.status).toBe(200);
+    const got = Object.fromEntries((h.body.positions as { symbol: number; quantity: number }[]).map((p) => [p.symbol, p.quantity]));
+    expect(got, `team${id}`).toEqual(Object.fromEntries(expected.get(id) ?? []));
+  }
+
+  // 3. The consistency check agrees, in the library and as the operator's tool on the cluster's URL list.
+  const report = await consistencyCheck(operator, dump as DumpResult, loadBaskets(undefined), quietLog);
+  expect(report.mismatches).toEqual([]);
+  expect(report.conservation).toEqual([]);
+  expect(report.ok).toBe(true);
+  const tool = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/tools/check.js')], {
+    env: { ...process.env, NATS_URL: cluster.url, NATS_CREDS: cluster.auth.credsFile('operator'), DATA_DIR: dir.path },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let toolOut = '';
+  tool.stdout!.on('data', (b: Buffer) => (toolOut += b.toString()));
+  tool.stderr!.on('data', (b: Buffer) => (toolOut += b.toString()));
+  const code = await new Promise<number | null>((r) => tool.once('exit', r));
+  expect(code, toolOut.slice(-2000)).toBe(0);
+  expect(toolOut).toContain('consistent');
+}, 300_000);

@@ -1,0 +1,78 @@
+import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { freePort, type NatsServer } from '../../src/launcher/nats-server.js';
+import { prepareNatsAuth, routeCredentials, type NatsAuth } from '../../src/launcher/nats-auth.js';
+import { planCluster, startClusterNode, whenJetStreamReady, type ClusterPlan } from '../../src/launcher/nats-cluster.js';
+import { connectNats } from '../../src/shared/nats.js';
+import { provisionStreams } from '../../src/shared/streams.js';
+import type { Role } from '../../proto/roles.js';
+
+export interface TestCluster {
+  plan: ClusterPlan;
+  /** Every node's client URL, comma-separated (a NATS_URL). */
+  url: string;
+  auth: NatsAuth;
+  /** The running node at each index (undefined while killed). */
+  nodes: (NatsServer | undefined)[];
+  /** A client of the cluster with one role's credentials, as the launcher hands them out. */
+  connect(role: Role, name?: string): Promise<NatsConnection>;
+  /** The index of the node that leads `stream` right now. */
+  leaderOf(stream: string): Promise<number>;
+  kill(i: number): Promise<void>;
+  restart(i: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A real nats-server cluster on loopback, set up exactly as the launcher's
+ * NATS_CLUSTER mode does it (src/launcher/nats-cluster.ts): generated users
+ * and permissions on every node, authenticated routes, a store per node under
+ * `dir`, and every stream and bucket provisioned by the operator with
+ * `replicas` copies once JetStream has elected its meta leader.
+ */
+export async function startTestCluster(dir: string, size = 3, replicas = Math.min(3, size)): Promise<TestCluster> {
+  const authDir = join(dir, 'nats-auth');
+  const auth = prepareNatsAuth(authDir);
+  const ports: number[] = [];
+  const clusterPorts: number[] = [];
+  for (let i = 0; i < size; i++) {
+    ports.push(await freePort());
+    clusterPorts.push(await freePort());
+  }
+  const plan = planCluster({ ports, clusterPorts, storeRoot: join(dir, 'nats-cluster'), configDir: authDir, authConfigFile: auth.configFile, routes: routeCredentials(authDir) });
+  const nodes: (NatsServer | undefined)[] = await Promise.all(plan.nodes.map((n) => startClusterNode(n)));
+  const conns: NatsConnection[] = [];
+  const connect = async (role: Role, name = `test-${role}`) => {
+    const nc = await connectNats(plan.url, name, { role, credsFile: auth.credsFile(role) });
+    conns.push(nc);
+    return nc;
+  };
+  const operator = await connect('operator', 'test-cluster-operator');
+  await whenJetStreamReady(operator, () => provisionStreams(operator, replicas));
+  return {
+    plan,
+    url: plan.url,
+    auth,
+    nodes,
+    connect,
+    leaderOf: async (stream) => {
+      const jsm = await jetstreamManager(operator);
+      const leader = (await jsm.streams.info(stream)).cluster?.leader;
+      const i = plan.nodes.findIndex((n) => n.name === leader);
+      if (i < 0) throw new Error(`${stream} has no leader (${leader ?? 'none'})`);
+      return i;
+    },
+    kill: async (i) => {
+      await nodes[i]?.stop('SIGKILL');
+      nodes[i] = undefined;
+    },
+    restart: async (i) => {
+      nodes[i] = await startClusterNode(plan.nodes[i]!);
+    },
+    stop: async () => {
+      for (const nc of conns) await nc.close().catch(() => {});
+      await Promise.all(nodes.map((n) => n?.stop()));
+    },
+  };
+}
