@@ -112,6 +112,43 @@ describe('the launcher keeps the system up', () => {
     expect(await run.exited).toBe(0);
   });
 
+  it('runs two engine shards with ENGINE_SHARDS=2: each team on its shard, with its own permissions, through a clean stop and start', async () => {
+    const w = workspace();
+    const env = await launcherEnv(w.dir, w.accounts, { ENGINE_SHARDS: '2' });
+    const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+    const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
+    let run = runLauncher(env);
+    runs.push(run);
+    const readyShards = async () => {
+      for (const shard of [0, 1]) await run.waitForLine((l) => l.msg === 'engine ready' && l.shard === shard && l.shards === 2, `engine shard ${shard} ready`);
+    };
+    await readyShards();
+    await healthy();
+    const url = readFileSync(join(w.dir, 'nats.url'), 'utf8').trim();
+    const feed = await connectNats(url, 'test-fills', { role: 'feed', credsFile: join(w.dir, 'nats-auth/feed.json') });
+    const operator = await connectNats(url, 'test-operator', { role: 'operator', credsFile: join(w.dir, 'nats-auth/operator.json') });
+    const basket = Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 2]));
+    await buy(operator, 1, basket, feed);
+    await buy(operator, 2, basket, feed);
+    await feed.close();
+    await operator.close();
+    expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
+    expect((await http.create('team2', 'team2pass', 2, 'UNDY')).status).toBe(200);
+    expect((await http.register('newteam', 'newteam-password')).status).toBe(200);
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+
+    run = runLauncher(env);
+    runs.push(run);
+    await readyShards();
+    await healthy();
+    expect((await http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(1);
+    expect((await http.holdings('team2', 'team2pass')).body.holdings.UNDY).toBe(2);
+    expect((await http.holdings('newteam', 'newteam-password')).status).toBe(200);
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  });
+
   it('restarting the demo (built-in simulator) keeps every team\'s positions: the simulator continues its exchange session', async () => {
     const w = workspace();
     const env = await launcherEnv(w.dir, w.accounts, { NDFEX_SIMULATOR: 'on', NDFEX_SIM_RATE: '200' });

@@ -48,6 +48,7 @@ const servers: NatsServer[] = [];
 let natsUrl = cfg.nats.url;
 const storeDir = join(cfg.dataDir, 'nats');
 const clusterSize = cfg.nats.cluster ?? 1;
+const shards = cfg.engine?.shards ?? 1;
 /** Copies of each stream and bucket: NATS_REPLICAS, else 3 on a local cluster (fewer on a smaller one), else 1. */
 const replicas = cfg.nats.replicas ?? (clusterSize > 1 && !natsUrl ? Math.min(3, clusterSize) : 1);
 /** Our own nats-server requires each role's credentials; an external one (NATS_URL) takes NATS_CREDS as given. */
@@ -90,7 +91,7 @@ async function clusterClientPort(i: number): Promise<number> {
 
 try {
   if (!natsUrl && clusterSize > 1) {
-    auth = prepareNatsAuth(natsAuthDir(cfg));
+    auth = prepareNatsAuth(natsAuthDir(cfg), shards);
     const ports: number[] = [];
     for (let i = 0; i < clusterSize; i++) ports.push(await clusterClientPort(i));
     const clusterPorts: number[] = [];
@@ -114,7 +115,7 @@ try {
       port = await freePort();
       log.warn({ port, busy: cfg.nats.port }, 'NATS port in use: starting the local nats-server on another port');
     }
-    auth = prepareNatsAuth(natsAuthDir(cfg));
+    auth = prepareNatsAuth(natsAuthDir(cfg), shards);
     const configFile = auth.configFile;
     const nats = await superviseNats(0, 'nats-server', (onExit) => startNatsServer({ port, storeDir, configFile, onExit }));
     natsUrl = nats.url;
@@ -132,7 +133,7 @@ try {
 try {
   const nc = await connectNats(natsUrl!, 'etf-launcher', { waitForServer: false, role: 'operator', credsFile: auth?.credsFile('operator') });
   // A cluster answers JetStream once it has elected a meta leader; the services start after that.
-  await whenJetStreamReady(nc, () => provisionStreams(nc, replicas), 60_000, log);
+  await whenJetStreamReady(nc, () => provisionStreams(nc, replicas, shards), 60_000, log);
   if (clusterSize > 1) log.info({ replicas }, 'JetStream ready on the cluster: streams and buckets provisioned');
   await nc.close();
 } catch (err) {
@@ -154,7 +155,11 @@ const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
   ...(auth ? { NATS_CREDS: role ? auth.credsFile(role) : '' } : {}),
 });
 supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_EXIT_CODE));
-supervisor!.start({ name: 'engine', script: join(dist, 'engine/main.js'), env: envFor('engine') });
+// One engine per shard (ENGINE_SHARDS, proto/shards.ts), each supervised on its own.
+for (let shard = 0; shard < shards; shard++) {
+  const name = shards === 1 ? 'engine' : `engine-${shard}`;
+  supervisor!.start({ name, script: join(dist, 'engine/main.js'), env: { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) } });
+}
 supervisor!.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env: envFor('gateway') });
 supervisor!.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env: envFor('pricing') });
 supervisor!.start({ name: 'feed', script: join(dist, 'feed/main.js'), env: envFor('feed'), execPath: feedNodeBinary(log) });
