@@ -7,7 +7,9 @@ import type { ConversionOp, EngineError } from './engine.js';
  * events without re-deciding them, so the journal alone (plus the fill
  * stream) rebuilds the state, and it doubles as the audit trail.
  */
-export const JOURNAL_VERSION = 1;
+export const JOURNAL_VERSION = 2;
+/** Batches of these versions replay (1: conversions spell out deltas and positions after as pairs). */
+export const JOURNAL_VERSIONS_READ: readonly number[] = [1, 2];
 
 /** [symbol id, signed quantity] */
 export type Delta = [number, number];
@@ -35,9 +37,22 @@ export type JournalEvent =
       clientId: number;
       etf: string;
       amount: number;
-      deltas: Delta[];
-      /** Positions right after, for the audit trail (replay order of fills differs, so they cannot be recomputed). */
-      after: Delta[];
+      /**
+       * Version-1 records only. Version 2 leaves the deltas out: they follow
+       * from (etf, basketVersion, op, amount), since basket versions never
+       * change once journaled and version 0 is the config's.
+       */
+      deltas?: Delta[];
+      /** Version-1 records only: the positions right after, as pairs. */
+      after?: Delta[];
+      /**
+       * Version 2: the positions right after, flat [symbol, quantity, ...],
+       * for the audit trail (/requests, /history, the export). Replay order of
+       * fills differs, so they cannot be recomputed; the engine's edge (the
+       * actor) writes them as it journals, the core never builds them.
+       * Absent from an event that has not been journaled yet.
+       */
+      held?: number[];
       /** Fee charged in cash (price units); absent: none (journals from before fees). */
       fee?: number;
       /** The basket version it used (absent: 0, the config's). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { applyEvent, applyFill, applySessionReset, decide } from '../src/engine/core.js';
-import { emptyState, type EngineState } from '../src/engine/state.js';
+import { emptyState, position, positionList, type EngineState } from '../src/engine/state.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import type { JournalEvent } from '../proto/journal.js';
 import type { EngineCommand } from '../proto/engine.js';
@@ -21,7 +21,7 @@ function run(state: EngineState, cmds: EngineCommand[]): JournalEvent[] {
   return journal;
 }
 
-const snapshot = (s: EngineState) => [...s.accounts.values()].map((a) => ({ id: a.clientId, u: a.username, pos: [...a.positions].sort(), v: a.version }));
+const snapshot = (s: EngineState) => [...s.accounts.values()].map((a) => ({ id: a.clientId, u: a.username, pos: positionList(a), v: a.version }));
 
 describe('engine core', () => {
   it('decide is pure: a refused or accepted command changes nothing until its events are applied', () => {
@@ -64,14 +64,14 @@ describe('engine core', () => {
     expect(journal.map((e) => e.t)).toEqual(['account', 'account', 'rejected', 'conversion', 'conversion', 'rejected']);
 
     // Replay order differs (fills after the whole journal): conversions carry their deltas, so the sum is the same.
-    const replayed = emptyState();
+    const replayed = emptyState(cfg.instruments);
     for (const ev of journal) applyEvent(replayed, ev);
     fills.forEach((f, i) => applyFill(replayed, f, i + 1));
     const pos = (s: EngineState) => snapshot(s).map(({ v: _v, ...rest }) => rest);
     expect(pos(replayed)).toEqual(pos(live));
     expect(replayed.fillSeq).toBe(4);
-    expect(replayed.accounts.get(1)!.positions.get(101)).toBe(3);
-    expect(replayed.accounts.get(2)!.positions.get(5)).toBe(-3);
+    expect(position(replayed.accounts.get(1)!, 101)).toBe(3);
+    expect(position(replayed.accounts.get(2)!, 5)).toBe(-3);
   });
 
   it('resets every position at an exchange restart with the reset policy', () => {
@@ -80,7 +80,7 @@ describe('engine core', () => {
     applyFill(s, { seq: 1, client_id: 1, symbol: 3, side: 1, quantity: 10, price: 1 }, 1);
     const changed = applySessionReset(s, 2);
     expect(changed.map((c) => c.deltas)).toEqual([[[3, -10]]]);
-    expect(s.accounts.get(1)!.positions.size).toBe(0);
+    expect(positionList(s.accounts.get(1)!)).toEqual([]);
     expect(s.fillSeq).toBe(2);
   });
 

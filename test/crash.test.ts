@@ -150,7 +150,7 @@ it('loses no acknowledged operation and applies none twice across SIGKILLs of th
   }
 
   // 1. Every acknowledged operation is in the journal exactly once, and nothing appears twice.
-  const { events } = await rebuild(nc, dump.journal_seq, 0, quietLog);
+  const { events, state: rebuilt } = await rebuild(nc, dump.journal_seq, 0, quietLog, loadBaskets(undefined));
   const byKey = new Map<string, JournalEvent[]>();
   for (const ev of events) {
     if (ev.t === 'conversion' || ev.t === 'rejected') {
@@ -179,7 +179,7 @@ it('loses no acknowledged operation and applies none twice across SIGKILLs of th
     expected.set(id, m);
   };
   for (const f of ackedFills) add(f.client_id, f.symbol, f.quantity);
-  for (const ev of events) if (ev.t === 'conversion') for (const [s, d] of ev.deltas) add(ev.clientId, s, d);
+  for (const ev of events) if (ev.t === 'conversion') for (const [s, d] of rebuilt.catalog.deltas(ev)) add(ev.clientId, s, d);
   for (let id = 1; id <= TEAMS; id++) {
     const h = await http.holdings(`team${id}`, `team${id}pass`);
     expect(h.status).toBe(200);

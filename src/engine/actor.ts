@@ -23,7 +23,7 @@ import { decide, applyEvent, auditEntry, basketVersions, holdingsView, type Core
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
 import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
 import type { ConversionOp, DumpResult } from '../../proto/engine.js';
-import type { Account, EngineState } from './state.js';
+import { flatPositions, type Account, type EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
 import { takeSnapshot, type SnapshotStore } from './snapshot.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -156,6 +156,8 @@ export class EngineActor {
       }
       for (const ev of events) {
         applyEvent(this.state, ev);
+        // The journal keeps each conversion's positions right after it for the audit trail: taken here, at the edge, as it is applied.
+        if (ev.t === 'conversion' && !ev.deltas) ev.held = flatPositions(this.state.accounts.get(ev.clientId)!);
         group.events.push(ev);
         this.noticesOf(ev, group);
       }
@@ -186,10 +188,10 @@ export class EngineActor {
     }
     if (ev.t === 'conversion') {
       const acc = this.state.accounts.get(ev.clientId)!;
-      group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, ev.deltas, ev.ts)) });
+      group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, this.state.catalog.deltas(ev), ev.ts)) });
     }
     if (ev.t === 'conversion' || (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null)) {
-      const entry = auditEntry(ev, this.cfg.instruments);
+      const entry = auditEntry(ev, this.cfg.instruments, this.state.catalog);
       const outcome: RequestOutcome = {
         v: 1,
         request_id: entry.request_id,

@@ -7,7 +7,8 @@ import type { Instruments } from '../config/baskets.js';
 import { readStream } from '../shared/stream-reader.js';
 import type { Logger } from '../shared/log.js';
 import { applyEvent } from './core.js';
-import { emptyState, type EngineState } from './state.js';
+import { emptyState, positionList, type EngineState } from './state.js';
+import { Catalog } from './catalog.js';
 import { replayJournal } from './journal.js';
 import { applyFillMessage, emptyFillStats } from './fill-feed.js';
 
@@ -23,8 +24,8 @@ export interface CheckReport {
 }
 
 /** Rebuilds state from the journal and the fill stream alone, up to the given sequences. */
-export async function rebuild(nc: NatsConnection, journalSeq: number, fillSeq: number, log: Logger): Promise<{ state: EngineState; events: JournalEvent[] }> {
-  const state = emptyState();
+export async function rebuild(nc: NatsConnection, journalSeq: number, fillSeq: number, log: Logger, instruments: Instruments): Promise<{ state: EngineState; events: JournalEvent[] }> {
+  const state = emptyState(instruments);
   const events: JournalEvent[] = [];
   if (journalSeq > 0) {
     await replayJournal(
@@ -51,9 +52,14 @@ export async function rebuild(nc: NatsConnection, journalSeq: number, fillSeq: n
 /**
  * Conservation of conversions: per symbol, what creations debited minus what
  * redemptions credited must equal, weight for weight, the ETF units those
- * conversions left outstanding; and each ETF's own units likewise.
+ * conversions left outstanding; and each ETF's own units likewise. Version-1
+ * records spell their deltas out, so this checks them; version-2 records
+ * derive theirs from the basket version (see proto/journal.ts), so for them it
+ * holds by construction and checks that every version they name exists.
  */
 export function conservation(events: JournalEvent[], instruments: Instruments): CheckReport['conservation'] {
+  const catalog = new Catalog();
+  catalog.bindConfig(instruments);
   const journaled = new Map<number, number>();
   const expected = new Map<number, number>();
   const add = (m: Map<number, number>, symbol: number, d: number) => m.set(symbol, (m.get(symbol) ?? 0) + d);
@@ -63,10 +69,11 @@ export function conservation(events: JournalEvent[], instruments: Instruments): 
     if (ev.t === 'basket') {
       if (!versions.has(ev.etf)) versions.set(ev.etf, new Map());
       versions.get(ev.etf)!.set(ev.version, ev.components);
+      catalog.add(ev.etf, ev.version, ev.from, ev.components);
       continue;
     }
     if (ev.t !== 'conversion') continue;
-    for (const [symbol, d] of ev.deltas) add(journaled, symbol, d);
+    for (const [symbol, d] of catalog.deltas(ev)) add(journaled, symbol, d);
     const basket = instruments.baskets.get(ev.etf);
     if (!basket) continue;
     // Each conversion conserves units by the basket version it used.
@@ -87,13 +94,13 @@ export function conservation(events: JournalEvent[], instruments: Instruments): 
 
 /** Compares the live engine's state (a dump) with a rebuild from the journal and fill stream at the same sequences. */
 export async function consistencyCheck(nc: NatsConnection, live: DumpResult, instruments: Instruments, log: Logger): Promise<CheckReport> {
-  const { state, events } = await rebuild(nc, live.journal_seq, live.fill_seq, log);
+  const { state, events } = await rebuild(nc, live.journal_seq, live.fill_seq, log, instruments);
   const mismatches: CheckReport['mismatches'] = [];
   const liveById = new Map(live.accounts.map((a) => [a.client_id, a]));
   for (const id of new Set([...liveById.keys(), ...state.accounts.keys()])) {
     const l = liveById.get(id);
     const acc = state.accounts.get(id);
-    const r = [...(acc?.positions ?? [])].sort((a, b) => a[0] - b[0]);
+    const r = acc ? positionList(acc) : [];
     // Cash too: every fill's quantity × price and every fee, the same live and rebuilt.
     if (JSON.stringify(l?.positions ?? []) !== JSON.stringify(r) || (l?.cash ?? 0) !== (acc?.cash ?? 0)) {
       mismatches.push({ client_id: id, live: l?.positions ?? [], rebuilt: r, live_cash: l?.cash ?? 0, rebuilt_cash: acc?.cash ?? 0 });

@@ -41,13 +41,13 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
   const basketsKv = await openBucket(nc, BASKET_BUCKET);
   const snapshots = await SnapshotStore.open(nc);
-  const snapshot = await snapshots.load().catch((err: unknown) => {
+  const snapshot = await snapshots.load(instruments).catch((err: unknown) => {
     if (!(err instanceof SnapshotUnusable)) throw err;
     log.warn({ reason: err.message }, 'snapshot unusable: rebuilding from the whole journal');
     return null;
   });
   const snapshotMs = Math.round(performance.now() - t0);
-  const state = snapshot ?? emptyState();
+  const state = snapshot ?? emptyState(instruments);
   const fromSnapshot = { journalSeq: state.journalSeq, fillSeq: state.fillSeq };
   const journalSeq = await replayJournal(nc, state.journalSeq + 1, (events, seq) => {
     for (const ev of events) applyEvent(state, ev);
@@ -74,6 +74,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
 
   const scoreboard = new ScoreboardWriter(cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log'), (err) =>
     log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
+    (ev) => state.catalog.deltas(ev),
   );
   scoreboard.startCatchUp(nc, journal.sequence);
 
