@@ -19,7 +19,7 @@ import {
   holdingsSubject,
 } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { decide, applyEvent, auditEntry, basketVersions, holdingsView, type CoreConfig } from './core.js';
+import { decide, applyEvent, auditEntry, basketVersions, holdingsView, type CoreConfig, type Decision } from './core.js';
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
 import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
 import type { ConversionOp, DumpResult } from '../../proto/engine.js';
@@ -127,19 +127,19 @@ export class EngineActor {
     }
     const now = this.now();
     for (const { id, cmd } of batch.cmds) {
-      let reply: EngineReply;
+      let reply: EngineReply | undefined;
+      let decision: Decision | undefined;
       let events: JournalEvent[] = [];
       try {
         if (admin && !ENGINE_ADMIN_OPS.has((cmd as { op?: string })?.op ?? '')) {
           throw new AdminRefusal();
         }
-        const d = decide(this.state, this.cfg, cmd, now);
+        const d = (decision = decide(this.state, this.cfg, cmd, now));
         events = d.events;
         if (cmd.op === 'dump' && d.result) {
           // The state already holds the events of groups not yet written: name the journal sequence it will be the replay of.
           (d.result as DumpResult).journal_seq = this.stateJournalSeq();
         }
-        reply = d.error ? { id, ok: false, error: d.error } : { id, ok: true, result: d.result! };
       } catch (err) {
         if (err instanceof AdminRefusal) {
           reply = { id, ok: false, error: { code: 'forbidden', message: `only ${[...ENGINE_ADMIN_OPS].join(', ')} are answered on ${ENGINE_ADMIN_SUBJECT}` } };
@@ -161,6 +161,8 @@ export class EngineActor {
         group.events.push(ev);
         this.noticesOf(ev, group);
       }
+      // Read once its events are applied: the core builds a conversion's answer only when asked, from the state after it.
+      reply ??= decision!.error ? { id, ok: false, error: decision!.error } : { id, ok: true, result: decision!.result! };
       const list = group.replies.get(msg.reply);
       if (list) list.push(reply);
       else group.replies.set(msg.reply, [reply]);

@@ -247,13 +247,19 @@ class Accepted implements Decision {
   private build(): ConversionResult {
     const { acc, ev, basket, instruments } = this;
     const applied = acc.version > this.decidedAt;
-    const deltas = basketDeltas(basket, ev.op, ev.amount);
+    const units = ev.op === 'create' ? ev.amount : -ev.amount;
+    const deltas: Position[] = [];
+    for (let i = 0; i < basket.syms.length; i++) {
+      const symbol = basket.syms[i]!;
+      deltas.push({ symbol, ticker: instruments.tickerOf(symbol), quantity: -basket.weights[i]! * units });
+    }
+    deltas.push({ symbol: basket.symbol, ticker: instruments.tickerOf(basket.symbol), quantity: units });
     let positions: Position[];
     if (applied) positions = accountPositions(acc, instruments);
     else {
       // Not applied yet (or a dry run): the positions it leaves, without changing any.
       const after = new Map(positionList(acc));
-      for (const [s, d] of deltas) after.set(s, (after.get(s) ?? 0) + d);
+      for (const d of deltas) after.set(d.symbol, (after.get(d.symbol) ?? 0) + d.quantity);
       positions = [...after].filter(([, q]) => q !== 0).sort((a, b) => a[0] - b[0]).map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
     }
     const fee = ev.fee ?? 0;
@@ -263,7 +269,7 @@ class Accepted implements Decision {
       op: ev.op,
       etf: ev.etf,
       amount: ev.amount,
-      deltas: positionsOf(deltas, instruments),
+      deltas,
       fee,
       basket_version: ev.basketVersion ?? 0,
       // The view is of the state after the event: one change later than when decided.
