@@ -9,6 +9,7 @@ import { loadBaskets } from '../src/config/baskets.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { JOURNAL_VERSION, type JournalBatch, type JournalEvent } from '../proto/journal.js';
 import type { EngineCommand, HistoryResult, HoldingsView } from '../proto/engine.js';
+import type { AuditEntry } from '../proto/audit.js';
 import type { Fill } from '../proto/fill.js';
 import { decode, encode } from '../proto/codec.js';
 import { MULTI_BASKETS } from './helpers/system.js';
@@ -243,5 +244,20 @@ describe('in-place conversion check', () => {
     expect((decide(s, cfg, { op: 'holdings', clientId: 1 }, 0).result as HoldingsView).positions.map((p) => p.symbol)).toEqual([700, 4_000_000_000]);
     expect(applySessionReset(s, 5).map((c) => c.deltas)).toEqual([[[700, 2], [4_000_000_000, -3]]]);
     expect(positionList(acc)).toEqual([]);
+  });
+
+  it('a conversion by a team holding far symbols keeps them in its positions after, live, replayed and in a snapshot', () => {
+    const s = emptyState(undyCfg.instruments);
+    const journal: JournalEvent[] = [];
+    const fills: Fill[] = [5, 200, 4_000_000_000, ...UNDY_PARTS].map((symbol, i) => ({ seq: i + 1, client_id: 1, symbol, side: 1, quantity: 2, price: 1 }));
+    actorRun(s, { op: 'register', username: 'a', passwordHash: 'h' }, 0, journal);
+    fills.forEach((f, i) => applyFill(s, f, i + 1));
+    actorRun(s, { op: 'create', clientId: 1, etf: 'UNDY', amount: 1, key: 'far' }, 1, journal);
+    const entry = (st: EngineState) => decide(st, undyCfg, { op: 'request', clientId: 1, id: 'far' }, 0).result as AuditEntry;
+    expect(entry(s).holdings!.map((p) => [p.symbol, p.quantity])).toEqual([...UNDY_PARTS.map((p) => [p, p === 5 ? 3 : 1]), [13, 1], [200, 2], [4_000_000_000, 2]]);
+    const replayed = emptyState(undyCfg.instruments);
+    for (const ev of decode<JournalBatch>(encode({ v: JOURNAL_VERSION, events: journal })).events) applyEvent(replayed, ev);
+    expect(entry(replayed)).toEqual(entry(s));
+    expect(entry(restoreSnapshot(takeSnapshot(s, 0, 0), undyCfg.instruments))).toEqual(entry(s));
   });
 });

@@ -12,6 +12,9 @@ type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
  */
 export const HISTORY_LIMIT = 1_000;
 
+/** Widest row of the positions-after slab (symbol ids below it); the exchange's and configured ids are far below. */
+const SLAB_SYMBOLS = 128;
+
 const OP_OBJECT = 0;
 const OP_CREATE = 1;
 const OP_REDEEM = 2;
@@ -125,8 +128,8 @@ export class History {
    * quantity, ...], as a replayed record carries them).
    */
   pushConversion(ev: Conversion, pos: Float64Array | null, extra: ReadonlyMap<number, number> | null, held?: readonly number[]): void {
-    let need = pos ? pos.length : 0;
-    if (held) for (let i = 0; i < held.length; i += 2) if (held[i]! < 1024 && held[i]! + 1 > need) need = held[i]! + 1;
+    let need = pos ? Math.min(pos.length, SLAB_SYMBOLS) : 0;
+    if (held) for (let i = 0; i < held.length; i += 2) if (held[i]! < SLAB_SYMBOLS && held[i]! + 1 > need) need = held[i]! + 1;
     if (need > this.width) this.resize(Math.max(this.cap, 8), need);
     const s = this.claim();
     this.kind[s] = ev.op === 'create' ? OP_CREATE : OP_REDEEM;
@@ -139,21 +142,26 @@ export class History {
     this.obj[s] = undefined;
     this.key[s] = ev.key;
     if (ev.key !== undefined) this.keys.set(ev.key, ev.requestId);
-    const row = s * this.width;
+    const w = this.width;
+    const row = s * w;
+    // Symbols past the slab's width (none but stray ones) go to a list beside it.
+    let beyond: Delta[] | undefined;
     if (held) {
-      this.after.fill(0, row, row + this.width);
-      let extraList: Delta[] | undefined;
+      this.after.fill(0, row, row + w);
       for (let i = 0; i < held.length; i += 2) {
         const sym = held[i]!;
-        if (sym < this.width) this.after[row + sym] = held[i + 1]!;
-        else (extraList ??= []).push([sym, held[i + 1]!]);
+        if (sym < w) this.after[row + sym] = held[i + 1]!;
+        else (beyond ??= []).push([sym, held[i + 1]!]);
       }
-      this.afterExtra[s] = extraList;
     } else {
-      this.after.set(pos!, row);
-      if (pos!.length < this.width) this.after.fill(0, row + pos!.length, row + this.width);
-      this.afterExtra[s] = extra && extra.size > 0 ? [...extra].sort((a, b) => a[0] - b[0]) : undefined;
+      const p = pos!;
+      const n = Math.min(p.length, w);
+      this.after.set(n === p.length ? p : p.subarray(0, n), row);
+      if (n < w) this.after.fill(0, row + n, row + w);
+      for (let sym = n; sym < p.length; sym++) if (p[sym] !== 0) (beyond ??= []).push([sym, p[sym]!]);
+      if (extra && extra.size > 0) (beyond ??= []).push(...[...extra].sort((a, b) => a[0] - b[0]));
     }
+    this.afterExtra[s] = beyond;
   }
 
   requestIdAt(i: number): number {
