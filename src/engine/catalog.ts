@@ -1,5 +1,6 @@
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import type { Instruments } from '../config/baskets.js';
+import type { Position } from '../../proto/engine.js';
 
 /**
  * One basket version compiled once into typed arrays, so checking and applying
@@ -15,6 +16,8 @@ export interface CompiledBasket {
   from: number;
   syms: Int32Array;
   weights: Float64Array;
+  /** Answers' delta lists by signed amount (see answerDeltas in core.ts): derived, bounded. */
+  answers: Map<number, Position[]>;
 }
 
 type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
@@ -26,7 +29,7 @@ function compile(etf: string, symbol: number, version: number, from: number, com
     syms[i] = s;
     weights[i] = w;
   });
-  return { etf, symbol, version, from, syms, weights };
+  return { etf, symbol, version, from, syms, weights, answers: new Map() };
 }
 
 /**
@@ -53,7 +56,10 @@ export class Catalog {
         b.components.map((c) => [c.symbol, c.weight] as const),
       );
       // Versions added before the config was bound take the ETF's symbol now.
-      for (const v of versions) if (v) v.symbol = b.symbol;
+      for (const v of versions) if (v) {
+        v.symbol = b.symbol;
+        v.answers.clear();
+      }
       this.byEtf.set(b.name, versions);
     }
   }

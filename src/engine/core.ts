@@ -248,12 +248,7 @@ class Accepted implements Decision {
     const { acc, ev, basket, instruments } = this;
     const applied = acc.version > this.decidedAt;
     const units = ev.op === 'create' ? ev.amount : -ev.amount;
-    const deltas: Position[] = [];
-    for (let i = 0; i < basket.syms.length; i++) {
-      const symbol = basket.syms[i]!;
-      deltas.push({ symbol, ticker: instruments.tickerOf(symbol), quantity: -basket.weights[i]! * units });
-    }
-    deltas.push({ symbol: basket.symbol, ticker: instruments.tickerOf(basket.symbol), quantity: units });
+    const deltas = answerDeltas(basket, units, instruments);
     let positions: Position[];
     if (applied) positions = accountPositions(acc, instruments);
     else {
@@ -284,6 +279,29 @@ class Accepted implements Decision {
     }
     return result;
   }
+}
+
+/** Distinct amounts whose delta lists each basket version keeps for answers. */
+const ANSWER_DELTAS_KEPT = 64;
+
+/**
+ * A conversion's deltas as answers list them. They depend only on the basket
+ * version and the signed amount, so the lists of recent amounts are kept,
+ * frozen, and shared by every answer that names them (answers are encoded,
+ * never changed).
+ */
+function answerDeltas(basket: CompiledBasket, units: number, instruments: Instruments): Position[] {
+  const kept = basket.answers.get(units);
+  if (kept) return kept;
+  const deltas: Position[] = [];
+  for (let i = 0; i < basket.syms.length; i++) {
+    const symbol = basket.syms[i]!;
+    deltas.push(Object.freeze({ symbol, ticker: instruments.tickerOf(symbol), quantity: -basket.weights[i]! * units }));
+  }
+  deltas.push(Object.freeze({ symbol: basket.symbol, ticker: instruments.tickerOf(basket.symbol), quantity: units }));
+  if (basket.answers.size >= ANSWER_DELTAS_KEPT) basket.answers.clear();
+  basket.answers.set(units, Object.freeze(deltas) as Position[]);
+  return deltas;
 }
 
 /** The stored decision of a request, by engine id (`r42`) or idempotency key. */
