@@ -26,7 +26,9 @@ type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
 /**
  * The engine's pure core: state + command → result + events. No I/O, no clock
  * (the caller passes `now`), no async. The actor journals the events before it
- * releases the result.
+ * releases the result. decide changes no state (it may compile the config's
+ * baskets into the state's catalog, a cache); an accepted conversion's
+ * `result` is built when read, from the account as it is then.
  */
 export interface Decision {
   result?: EngineResult;
