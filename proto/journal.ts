@@ -40,7 +40,7 @@ export type JournalEvent =
       /**
        * Version-1 records only. Version 2 leaves the deltas out: they follow
        * from (etf, basketVersion, op, amount), since basket versions never
-       * change once journaled and version 0 is the config's.
+       * change once journaled (version 0: the last config_baskets before it).
        */
       deltas?: Delta[];
       /** Version-1 records only: the positions right after, as pairs. */
@@ -59,6 +59,13 @@ export type JournalEvent =
       basketVersion?: number;
       ts: number;
     }
+  /**
+   * The baskets file's baskets (version 0 of each ETF) for requests after
+   * this point: journaled at start when they differ from the last journaled,
+   * so compact conversions replay with the basket they used even if the file
+   * is edited between runs.
+   */
+  | { t: 'config_baskets'; baskets: { etf: string; symbol: number; components: Delta[] }[]; ts: number }
   /** The operator gave an ETF a new basket (version 1, 2, ...; version 0 is the config's), used by conversions from `from` (ms) on. */
   | { t: 'basket'; etf: string; version: number; components: Delta[]; from: number; by: string; ts: number }
   /** The operator replaced the conversion rules (proto/rules.ts): who, when. */

@@ -5,7 +5,9 @@ import { applyEvent, applyFill, applySessionReset, decide } from '../src/engine/
 import { addPosition, emptyState, flatPositions, HISTORY_LIMIT, position, positionList, type EngineState } from '../src/engine/state.js';
 import { restoreSnapshot, takeSnapshot } from '../src/engine/snapshot.js';
 import { conservation } from '../src/engine/check.js';
-import { loadBaskets } from '../src/config/baskets.js';
+import { buildInstruments, loadBaskets } from '../src/config/baskets.js';
+import { configBaskets } from '../src/engine/catalog.js';
+import { scoreboardLines } from '../src/engine/scoreboard.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { JOURNAL_VERSION, type JournalBatch, type JournalEvent } from '../proto/journal.js';
 import type { EngineCommand, HistoryResult, HoldingsView } from '../proto/engine.js';
@@ -259,5 +261,52 @@ describe('in-place conversion check', () => {
     for (const ev of decode<JournalBatch>(encode({ v: JOURNAL_VERSION, events: journal })).events) applyEvent(replayed, ev);
     expect(entry(replayed)).toEqual(entry(s));
     expect(entry(restoreSnapshot(takeSnapshot(s, 0, 0), undyCfg.instruments))).toEqual(entry(s));
+  });
+});
+
+describe('version 0 of a basket across edits of the baskets file', () => {
+  it('compact conversions replay with the basket journaled when they were decided, not the file of the day', () => {
+    const fileA = undyCfg.instruments;
+    const fileB = buildInstruments({ etfs: [{ name: 'UNDY', symbol: 13, components: { KNAN: 2 } }] }, 'edited');
+    const journal: JournalEvent[] = [];
+    // First run, file A: the engine journals it before serving.
+    const live = emptyState(fileA);
+    expect(live.catalog.configChanged(configBaskets(fileA))).toBe(true);
+    for (const ev of [{ t: 'config_baskets', baskets: configBaskets(fileA), ts: 0 } as JournalEvent, { t: 'account', clientId: 1, username: 't', source: 'roster', opening: UNDY_PARTS.map((p) => [p, 10]), ts: 0 } as JournalEvent]) {
+      applyEvent(live, ev);
+      journal.push(ev);
+    }
+    expect(live.catalog.configChanged(configBaskets(fileA))).toBe(false);
+    actorRun(live, { op: 'create', clientId: 1, etf: 'UNDY', amount: 1 }, 1, journal);
+    // Second run, file B: replay, then B is journaled because it differs.
+    const second = emptyState(fileB);
+    for (const ev of journal) applyEvent(second, ev);
+    expect(positionList(second.accounts.get(1)!)).toEqual(positionList(live.accounts.get(1)!));
+    expect(second.catalog.configChanged(configBaskets(fileB))).toBe(true);
+    const edit: JournalEvent = { t: 'config_baskets', baskets: configBaskets(fileB), ts: 2 };
+    applyEvent(second, edit);
+    journal.push(edit);
+    const cfgB = { instruments: fileB, maxAmount: 1000 };
+    const d = decide(second, cfgB, { op: 'create', clientId: 1, etf: 'UNDY', amount: 1 }, 3);
+    expect((d.result as { deltas: { symbol: number; quantity: number }[] }).deltas.map((x) => [x.symbol, x.quantity])).toEqual([[3, -2], [13, 1]]);
+    for (const ev of d.events) (applyEvent(second, ev), journal.push(ev));
+    // A third start, from the whole journal or from a snapshot, with either file: the same positions and audit trail.
+    for (const file of [fileA, fileB]) {
+      const again = emptyState(file);
+      for (const ev of journal) applyEvent(again, ev);
+      expect(positionList(again.accounts.get(1)!)).toEqual(positionList(second.accounts.get(1)!));
+      const restored = restoreSnapshot(takeSnapshot(second, 0, 0), file);
+      const cfgFile = { instruments: file, maxAmount: 1000 };
+      const history = (st: EngineState) => decide(st, cfgFile, { op: 'history', clientId: 1, limit: 10 }, 0).result;
+      expect(history(restored)).toEqual(history(again));
+    }
+    expect(positionList(second.accounts.get(1)!)).toEqual([[3, 7], ...UNDY_PARTS.slice(1).map((p) => [p, 9]), [13, 2]]);
+    expect(scoreboardLines(journal, (ev) => second.catalog.deltas(ev)).trim().split('\n').map((l) => l.split(' ').slice(1).join(' '))).toEqual([
+      ...UNDY_PARTS.map((p) => `create 1 ${p} -1`),
+      'create 1 13 1',
+      'create 1 3 -2',
+      'create 1 13 1',
+    ]);
+    expect(conservation(journal, fileB)).toEqual([]);
   });
 });

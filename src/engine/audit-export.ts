@@ -19,11 +19,18 @@ export async function exportAudit(nc: NatsConnection, instruments: Instruments, 
   // Compact conversions name their basket version: versions are defined by the journal's basket events before them.
   const catalog = new Catalog();
   catalog.bindConfig(instruments);
+  let lastRequestId = 0;
   await replayJournal(
     nc,
     1,
     (events) => {
       for (const ev of events) {
+        if ('requestId' in ev && ev.requestId !== undefined) lastRequestId = Math.max(lastRequestId, ev.requestId);
+        if (ev.t === 'config_baskets') {
+          // Not a decision: what version 0 of each basket is from here on (compact conversions name it).
+          catalog.addConfig(ev.baskets, lastRequestId + 1);
+          continue;
+        }
         if (ev.t === 'account' && ev.requestId === undefined) continue; // roster accounts: no request
         if (ev.t === 'operator') {
           const entry: OperatorAuditEntry = { kind: ev.action, etf: ev.etf, ...(ev.reason !== undefined ? { reason: ev.reason } : {}), by: ev.by, ts: ev.ts };

@@ -1,6 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { DumpResult } from '../../proto/engine.js';
-import type { Delta } from '../../proto/journal.js';
 import type { JournalEvent } from '../../proto/journal.js';
 import { FILL_STREAM } from '../../proto/subjects.js';
 import type { Instruments } from '../config/baskets.js';
@@ -58,30 +57,25 @@ export async function rebuild(nc: NatsConnection, journalSeq: number, fillSeq: n
  * holds by construction and checks that every version they name exists.
  */
 export function conservation(events: JournalEvent[], instruments: Instruments): CheckReport['conservation'] {
+  // Basket versions as the journal defines them, in journal order (version 0: the baskets file's as journaled, else the file).
   const catalog = new Catalog();
   catalog.bindConfig(instruments);
+  let lastRequestId = 0;
   const journaled = new Map<number, number>();
   const expected = new Map<number, number>();
   const add = (m: Map<number, number>, symbol: number, d: number) => m.set(symbol, (m.get(symbol) ?? 0) + d);
-  /** Basket versions the operator set (etf → version → components), as the journal defines them. */
-  const versions = new Map<string, Map<number, Delta[]>>();
   for (const ev of events) {
-    if (ev.t === 'basket') {
-      if (!versions.has(ev.etf)) versions.set(ev.etf, new Map());
-      versions.get(ev.etf)!.set(ev.version, ev.components);
-      catalog.add(ev.etf, ev.version, ev.from, ev.components);
-      continue;
-    }
+    if ('requestId' in ev && ev.requestId !== undefined) lastRequestId = Math.max(lastRequestId, ev.requestId);
+    if (ev.t === 'basket') catalog.add(ev.etf, ev.version, ev.from, ev.components);
+    if (ev.t === 'config_baskets') catalog.addConfig(ev.baskets, lastRequestId + 1);
     if (ev.t !== 'conversion') continue;
     for (const [symbol, d] of catalog.deltas(ev)) add(journaled, symbol, d);
-    const basket = instruments.baskets.get(ev.etf);
-    if (!basket) continue;
     // Each conversion conserves units by the basket version it used.
-    const components = ev.basketVersion ? versions.get(ev.etf)?.get(ev.basketVersion) : basket.components.map((c): Delta => [c.symbol, c.weight]);
-    if (!components) continue;
+    const basket = catalog.get(ev.etf, ev.basketVersion ?? 0, ev.requestId);
+    if (!basket) continue;
     const units = ev.op === 'create' ? ev.amount : -ev.amount;
     add(expected, basket.symbol, units);
-    for (const [symbol, weight] of components) add(expected, symbol, -weight * units);
+    for (let i = 0; i < basket.syms.length; i++) add(expected, basket.syms[i]!, -basket.weights[i]! * units);
   }
   const problems: CheckReport['conservation'] = [];
   for (const symbol of new Set([...expected.keys(), ...journaled.keys()])) {

@@ -14,6 +14,8 @@ import { hashRosterPasswords, rosterEvents } from './roster.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
 import { SnapshotStore, SnapshotUnusable } from './snapshot.js';
+import { configBaskets } from './catalog.js';
+import type { JournalEvent } from '../../proto/journal.js';
 import { ScoreboardWriter } from './scoreboard.js';
 import { join } from 'node:path';
 
@@ -56,7 +58,10 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const journal = new JournalWriter(nc, Math.max(journalSeq, state.journalSeq));
   const replayedMs = Math.round(performance.now() - t0);
 
-  const opened = rosterEvents(state, roster, cfg.accountsFile, Date.now());
+  // The baskets file's baskets are journaled whenever they differ from the last journaled: compact conversions name version 0 and replay with it.
+  const config = configBaskets(instruments);
+  const opened: JournalEvent[] = state.catalog.configChanged(config) ? [{ t: 'config_baskets', baskets: config, ts: Date.now() }] : [];
+  opened.push(...rosterEvents(state, roster, cfg.accountsFile, Date.now()));
   if (opened.length > 0) {
     state.journalSeq = await journal.append(opened);
     for (const ev of opened) applyEvent(state, ev);

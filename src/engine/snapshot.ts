@@ -61,6 +61,8 @@ export interface EngineSnapshot {
   halts?: [string, { reason: string; by: string; since: number }][];
   /** The operator's rules (absent: the config's). */
   rules?: EngineState['rules'];
+  /** The baskets file's baskets as journaled (absent in version 2: none). */
+  configBaskets?: EngineState['configBaskets'];
   /** The operator's basket versions (absent: none). */
   baskets?: [string, { version: number; from: number; by: string; components: Delta[] }[]][];
 }
@@ -88,6 +90,7 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     halts: [...state.halts],
     rules: state.rules,
     baskets: [...state.baskets],
+    configBaskets: state.configBaskets,
   };
   return snapshotPackr.pack(snap);
 }
@@ -105,6 +108,8 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments): E
   state.rules = snap.rules ?? null;
   state.baskets = new Map(snap.baskets ?? []);
   for (const [etf, versions] of state.baskets) for (const v of versions) state.catalog.add(etf, v.version, v.from, v.components);
+  state.configBaskets = snap.configBaskets ?? [];
+  for (const c of state.configBaskets) state.catalog.addConfig(c.baskets, c.from);
   for (const img of snap.accounts) {
     const acc = newAccount(img.clientId, img.username, img.passwordHash ?? '', img.source);
     for (const [symbol, q] of img.positions) addPosition(acc, symbol, q);

@@ -1,7 +1,7 @@
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import type { ConversionRules } from '../../proto/rules.js';
 import type { Instruments } from '../config/baskets.js';
-import { Catalog, type CompiledBasket } from './catalog.js';
+import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
 import { History, type AuditEvent } from './history.js';
 
 export { HISTORY_LIMIT, type AuditEvent } from './history.js';
@@ -44,6 +44,8 @@ export interface EngineState {
   halts: Map<string, { reason: string; by: string; since: number }>;
   /** Basket versions the operator set, per ETF, oldest first. */
   baskets: Map<string, { version: number; from: number; by: string; components: Delta[] }[]>;
+  /** The baskets file's baskets as journaled (config_baskets), each with the first request id it applies to. */
+  configBaskets: { from: number; baskets: ConfigBaskets }[];
   /** Every basket version compiled (the config's and the operator's): not persisted, rebuilt from the above and the config. */
   catalog: Catalog;
   /** The operator's rules, once set (journaled): they replace the config's. */
@@ -65,7 +67,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), catalog, rules: null };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */
@@ -179,6 +181,13 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
     case 'rules':
       state.rules = { rules: ev.rules, by: ev.by, ts: ev.ts };
       return;
+    case 'config_baskets': {
+      // Request ids are handed out in journal order: it applies to every request after this point.
+      const from = state.requestSeq + 1;
+      state.configBaskets.push({ from, baskets: ev.baskets });
+      state.catalog.addConfig(ev.baskets, from);
+      return;
+    }
     case 'basket': {
       const versions = state.baskets.get(ev.etf) ?? [];
       versions.push({ version: ev.version, from: ev.from, by: ev.by, components: ev.components });
