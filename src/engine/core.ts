@@ -101,7 +101,12 @@ function heldPositions(held: readonly number[], instruments: Instruments): Posit
 
 function accountPositions(acc: Account, instruments: Instruments): Position[] {
   const out: Position[] = [];
-  forEachPosition(acc, (symbol, quantity) => out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
+  const pos = acc.pos;
+  for (let symbol = 0; symbol < pos.length; symbol++) {
+    const quantity = pos[symbol]!;
+    if (quantity !== 0) out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity });
+  }
+  if (acc.extra && acc.extra.size > 0) for (const [symbol, quantity] of [...acc.extra].sort((a, b) => a[0] - b[0])) out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity });
   return out;
 }
 
