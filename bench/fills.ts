@@ -33,6 +33,7 @@ import { PROJECT_ROOT } from '../src/config/config.js';
 import { testConfig } from '../test/helpers/system.js';
 import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
+import { position, positionList } from '../src/engine/state.js';
 import { createLogger } from '../src/shared/log.js';
 import { connectNats } from '../src/shared/nats.js';
 import { ensureFillStream } from '../src/shared/streams.js';
@@ -81,8 +82,8 @@ function positionsMatch(): boolean {
   for (const [client, want] of expected) {
     const acc = engine.state.accounts.get(client);
     if (!acc) return false;
-    for (const [symbol, q] of want) if ((acc.positions.get(symbol) ?? 0) !== q) return false;
-    for (const [symbol, q] of acc.positions) if ((want.get(symbol) ?? 0) !== q) return false;
+    for (const [symbol, q] of want) if (position(acc, symbol) !== q) return false;
+    for (const [symbol, q] of positionList(acc)) if ((want.get(symbol) ?? 0) !== q) return false;
   }
   return true;
 }
@@ -296,7 +297,8 @@ try {
         await quiet();
         for (const [client, m] of expected) {
           m.clear();
-          for (const [s, q] of engine.state.accounts.get(client)?.positions ?? []) m.set(s, q);
+          const acc = engine.state.accounts.get(client);
+          for (const [s, q] of acc ? positionList(acc) : []) m.set(s, q);
         }
         break;
       }

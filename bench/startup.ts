@@ -45,8 +45,9 @@ async function writeJournal(n: number): Promise<void> {
       const units = held.get(clientId) ?? 0;
       const op = units > 0 && written % 3 === 2 ? 'redeem' : 'create';
       held.set(clientId, units + (op === 'create' ? 1 : -1));
-      const deltas = conversionDeltas(undy, op, 1);
-      events.push({ t: 'conversion', requestId: ++requestId, key: `k${requestId}`, op, clientId, etf: 'UNDY', amount: 1, deltas, after: deltas, ts: Date.now() });
+      // Compact records (journal v2): the deltas follow from the basket; `held` stands in for the positions after.
+      const after = conversionDeltas(undy, op, 1).flat();
+      events.push({ t: 'conversion', requestId: ++requestId, key: `k${requestId}`, op, clientId, etf: 'UNDY', amount: 1, held: after, ts: Date.now() });
     }
     await js.publish(JOURNAL_SUBJECT, encode({ v: JOURNAL_VERSION, events }));
   }

@@ -7,7 +7,9 @@ import type { ConversionOp, EngineError } from './engine.js';
  * events without re-deciding them, so the journal alone (plus the fill
  * stream) rebuilds the state, and it doubles as the audit trail.
  */
-export const JOURNAL_VERSION = 1;
+export const JOURNAL_VERSION = 2;
+/** Batches of these versions replay (1: conversions spell out deltas and positions after as pairs). */
+export const JOURNAL_VERSIONS_READ: readonly number[] = [1, 2];
 
 /** [symbol id, signed quantity] */
 export type Delta = [number, number];
@@ -35,15 +37,35 @@ export type JournalEvent =
       clientId: number;
       etf: string;
       amount: number;
-      deltas: Delta[];
-      /** Positions right after, for the audit trail (replay order of fills differs, so they cannot be recomputed). */
-      after: Delta[];
+      /**
+       * Version-1 records only. Version 2 leaves the deltas out: they follow
+       * from (etf, basketVersion, op, amount), since basket versions never
+       * change once journaled (version 0: the last config_baskets before it).
+       */
+      deltas?: Delta[];
+      /** Version-1 records only: the positions right after, as pairs. */
+      after?: Delta[];
+      /**
+       * Version 2: the positions right after, flat [symbol, quantity, ...],
+       * for the audit trail (/requests, /history, the export). Replay order of
+       * fills differs, so they cannot be recomputed; the engine's edge (the
+       * actor) writes them as it journals, the core never builds them.
+       * Absent from an event that has not been journaled yet.
+       */
+      held?: number[];
       /** Fee charged in cash (price units); absent: none (journals from before fees). */
       fee?: number;
       /** The basket version it used (absent: 0, the config's). */
       basketVersion?: number;
       ts: number;
     }
+  /**
+   * The baskets file's baskets (version 0 of each ETF) for requests after
+   * this point: journaled at start when they differ from the last journaled,
+   * so compact conversions replay with the basket they used even if the file
+   * is edited between runs.
+   */
+  | { t: 'config_baskets'; baskets: { etf: string; symbol: number; components: Delta[] }[]; ts: number }
   /** The operator gave an ETF a new basket (version 1, 2, ...; version 0 is the config's), used by conversions from `from` (ms) on. */
   | { t: 'basket'; etf: string; version: number; components: Delta[]; from: number; by: string; ts: number }
   /** The operator replaced the conversion rules (proto/rules.ts): who, when. */

@@ -192,7 +192,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   );
 
   // 1. Every acknowledged operation is in the journal exactly once.
-  const { events } = await rebuild(operator, dump.journal_seq, 0, quietLog);
+  const { events, state: rebuilt } = await rebuild(operator, dump.journal_seq, 0, quietLog, loadBaskets(undefined));
   const byKey = new Map<string, JournalEvent[]>();
   for (const ev of events) {
     if ((ev.t === 'conversion' || ev.t === 'rejected') && 'key' in ev && ev.key) byKey.set(ev.key, [...(byKey.get(ev.key) ?? []), ev]);
@@ -233,7 +233,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
     expected.set(id, m);
   };
   for (const f of sentFills) add(f.client_id, f.symbol, f.quantity);
-  for (const ev of events) if (ev.t === 'conversion') for (const [s, d] of ev.deltas) add(ev.clientId, s, d);
+  for (const ev of events) if (ev.t === 'conversion') for (const [s, d] of rebuilt.catalog.deltas(ev)) add(ev.clientId, s, d);
   for (let id = 1; id <= TEAMS; id++) {
     const h = await http.holdings(`team${id}`, `team${id}pass`);
     expect(h.status).toBe(200);

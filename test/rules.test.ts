@@ -13,7 +13,7 @@ import { exportAudit } from '../src/engine/audit-export.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
 import type { DumpResult } from '../proto/engine.js';
-import { applyEvent, emptyState } from '../src/engine/state.js';
+import { applyEvent, emptyState, positionList } from '../src/engine/state.js';
 import { buy, quietLog, until, useSystem } from './helpers/system.js';
 import { openBucket } from '../src/shared/streams.js';
 import { EtfClient, type LiveHoldings } from '../src/client/index.js';
@@ -99,7 +99,7 @@ describe('cash and fees in the core', () => {
     expect(decide(s, cfg, { op: 'create', clientId: 1, etf: 'UNDY', amount: 5, dryRun: true }, 1).result).toMatchObject({ fee: 15 });
     expect(s.accounts.get(1)!.cash).toBe(-26);
     // Replay of the journal alone (fees config gone) reproduces the cash: the fee is in the event.
-    const replay = emptyState();
+    const replay = emptyState(cfg.instruments);
     applyEvent(replay, { t: 'account', clientId: 1, username: 't', source: 'roster', opening: [[3, 20], [4, 20], [5, 20], [6, 20], [7, 20], [8, 20], [9, 20], [10, 20], [11, 20], [12, 20]], ts: 0 });
     for (const ev of journal) applyEvent(replay, ev);
     expect(replay.accounts.get(1)!.cash).toBe(-26);
@@ -213,9 +213,9 @@ describe('replaying the journal reproduces every decision after rule changes', (
       }
     });
     expect(answers).toEqual(['ok', 'halted', 'ok', 'ok', 'ok', 'halted', 'invalid_amount']);
-    const replayed = emptyState();
+    const replayed = emptyState(cfg.instruments);
     for (const ev of journal) applyEvent(replayed, ev);
-    const view = (s: typeof live) => ({ halts: [...s.halts], positions: [...s.accounts.get(1)!.positions], cash: s.accounts.get(1)!.cash, requestSeq: s.requestSeq, history: s.accounts.get(1)!.history.length });
+    const view = (s: typeof live) => ({ halts: [...s.halts], positions: positionList(s.accounts.get(1)!), cash: s.accounts.get(1)!.cash, requestSeq: s.requestSeq, history: s.accounts.get(1)!.history.length });
     expect(view(replayed)).toEqual(view(live));
     expect(view(live).halts).toEqual([['TECH', { reason: 'rebalancing', by: 'op', since: 104 }]]);
   });
@@ -225,7 +225,7 @@ describe('replaying the journal reproduces every decision after rule changes', (
 describe('limits and windows in the core, at the edge of each', () => {
   const base = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000 };
   const fresh = () => {
-    const s = emptyState();
+    const s = emptyState(base.instruments);
     applyEvent(s, { t: 'account', clientId: 1, username: 't', source: 'roster', opening: [[3, 100], [4, 100], [5, 100], [6, 100], [7, 100], [8, 100], [9, 100], [10, 100], [11, 100], [12, 100]], ts: 0 });
     return s;
   };
@@ -297,7 +297,7 @@ describe('limits and windows in the core, at the edge of each', () => {
     const replay = fresh();
     for (const ev of journal) applyEvent(replay, ev);
     expect(replay.rules).toEqual(s.rules);
-    expect([...replay.accounts.get(1)!.positions]).toEqual([...s.accounts.get(1)!.positions]);
+    expect(positionList(replay.accounts.get(1)!)).toEqual(positionList(s.accounts.get(1)!));
     expect(replay.accounts.get(1)!.cash).toBe(-3);
   });
 });
@@ -382,7 +382,9 @@ describe('basket changes', () => {
     expect((before.result as { basket_version: number }).basket_version).toBe(0);
     const after = run({ op: 'create', clientId: 1, etf: 'UNDY', amount: 5 }, 1000);
     expect(after.result).toMatchObject({ basket_version: 1 });
-    expect((after.events[0] as { deltas: unknown }).deltas).toEqual([[3, -10], [4, -5], [13, 5]]);
+    // A compact record: its deltas follow from the version it names.
+    expect(after.events[0]).toMatchObject({ basketVersion: 1 });
+    expect(s.catalog.deltas(after.events[0] as Extract<JournalEvent, { t: 'conversion' }>)).toEqual([[3, -10], [4, -5], [13, 5]]);
     expect(run({ op: 'redeem', clientId: 1, etf: 'UNDY', amount: 10 }, 2000).error).toBeUndefined();
     expect(conservation(journal, cfg.instruments)).toEqual([]);
   });

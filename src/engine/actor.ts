@@ -16,11 +16,11 @@ import {
   holdingsSubject,
 } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { decide, applyEvent, auditEntry, basketVersions, holdingsView, type CoreConfig } from './core.js';
+import { decide, applyEvent, auditEntry, basketVersions, holdingsView, type CoreConfig, type Decision } from './core.js';
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
 import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
 import type { ConversionOp, DumpResult } from '../../proto/engine.js';
-import type { Account, EngineState } from './state.js';
+import { flatPositions, type Account, type EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
 import { takeSnapshot, type SnapshotStore } from './snapshot.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -127,19 +127,19 @@ export class EngineActor {
     }
     const now = this.now();
     for (const { id, cmd } of batch.cmds) {
-      let reply: EngineReply;
+      let reply: EngineReply | undefined;
+      let decision: Decision | undefined;
       let events: JournalEvent[] = [];
       try {
         if (admin && !ENGINE_ADMIN_OPS.has((cmd as { op?: string })?.op ?? '')) {
           throw new AdminRefusal();
         }
-        const d = decide(this.state, this.cfg, cmd, now);
+        const d = (decision = decide(this.state, this.cfg, cmd, now));
         events = d.events;
         if (cmd.op === 'dump' && d.result) {
           // The state already holds the events of groups not yet written: name the journal sequence it will be the replay of.
           (d.result as DumpResult).journal_seq = this.stateJournalSeq();
         }
-        reply = d.error ? { id, ok: false, error: d.error } : { id, ok: true, result: d.result! };
       } catch (err) {
         if (err instanceof AdminRefusal) {
           reply = { id, ok: false, error: { code: 'forbidden', message: `only ${[...ENGINE_ADMIN_OPS].join(', ')} are answered on the operators' read-only subject` } };
@@ -156,9 +156,13 @@ export class EngineActor {
       }
       for (const ev of events) {
         applyEvent(this.state, ev);
+        // The journal keeps each conversion's positions right after it for the audit trail: taken here, at the edge, as it is applied.
+        if (ev.t === 'conversion' && !ev.deltas) ev.held = flatPositions(this.state.accounts.get(ev.clientId)!);
         group.events.push(ev);
         this.noticesOf(ev, group);
       }
+      // Read once its events are applied: the core builds a conversion's answer only when asked, from the state after it.
+      reply ??= decision!.error ? { id, ok: false, error: decision!.error } : { id, ok: true, result: decision!.result! };
       const list = group.replies.get(msg.reply);
       if (list) list.push(reply);
       else group.replies.set(msg.reply, [reply]);
@@ -186,10 +190,10 @@ export class EngineActor {
     }
     if (ev.t === 'conversion') {
       const acc = this.state.accounts.get(ev.clientId)!;
-      group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, ev.deltas, ev.ts)) });
+      group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, this.state.catalog.deltas(ev), ev.ts)) });
     }
     if (ev.t === 'conversion' || (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null)) {
-      const entry = auditEntry(ev, this.cfg.instruments);
+      const entry = auditEntry(ev, this.cfg.instruments, this.state.catalog);
       const outcome: RequestOutcome = {
         v: 1,
         request_id: entry.request_id,

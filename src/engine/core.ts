@@ -2,15 +2,33 @@ import type { ConversionResult, EngineCommand, EngineError, EngineResult, Holdin
 import type { AuditEntry } from '../../proto/audit.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
-import { basketInForce, type Instruments, type Basket } from '../config/baskets.js';
+import type { Instruments, Basket } from '../config/baskets.js';
 import type { BasketVersions } from '../../proto/marketdata.js';
 import type { ConversionRules } from '../../proto/rules.js';
-import { ALL_ETFS, applyDeltas, applyEvent, position, type Account, type AuditEvent, type EngineState } from './state.js';
+import {
+  ALL_ETFS,
+  addPosition,
+  applyDeltas,
+  applyEvent,
+  bindInstruments,
+  forEachPosition,
+  hasPositions,
+  position,
+  positionList,
+  type Account,
+  type AuditEvent,
+  type EngineState,
+} from './state.js';
+import { basketDeltas, type Catalog, type CompiledBasket } from './catalog.js';
+
+type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
 
 /**
  * The engine's pure core: state + command → result + events. No I/O, no clock
  * (the caller passes `now`), no async. The actor journals the events before it
- * releases the result.
+ * releases the result. decide changes no state (it may compile the config's
+ * baskets into the state's catalog, a cache); an accepted conversion's
+ * `result` is built when read, from the account as it is then.
  */
 export interface Decision {
   result?: EngineResult;
@@ -40,8 +58,10 @@ export function nextClientId(maxClientId: number, shard: CoreConfig['shard']): n
   return next + ((shard.shard - (next % shard.shards) + shard.shards) % shard.shards);
 }
 
+const NO_RULES: ConversionRules = Object.freeze({});
+
 /** The rules in force: the operator's last (journaled), else the config's. */
-export const effectiveRules = (state: EngineState, cfg: CoreConfig): ConversionRules => state.rules?.rules ?? cfg.rules ?? {};
+export const effectiveRules = (state: EngineState, cfg: CoreConfig): ConversionRules => state.rules?.rules ?? cfg.rules ?? NO_RULES;
 
 export const conversionFee = (rules: ConversionRules, op: 'create' | 'redeem', amount: number): number => {
   const f = rules.fees?.[op];
@@ -63,10 +83,10 @@ export function insideWindows(windows: NonNullable<ConversionRules['windows']>, 
 /** Units the account converted (accepted creates and redeems) after `since` (ms). */
 function unitsSince(acc: Account, since: number): number {
   let units = 0;
-  for (let i = acc.history.length - 1; i >= 0; i--) {
-    const ev = acc.history[i]!;
-    if (ev.ts <= since) break;
-    if (ev.t === 'conversion') units += ev.amount;
+  const h = acc.history;
+  for (let i = h.length - 1; i >= 0; i--) {
+    if (h.tsAt(i) <= since) break;
+    units += h.convertedAt(i);
   }
   return units;
 }
@@ -81,10 +101,26 @@ function positionsOf(deltas: readonly Delta[], instruments: Instruments): Positi
   return deltas.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
 }
 
-const sortedPositions = (acc: Account): Delta[] => [...acc.positions].sort((a, b) => a[0] - b[0]);
+/** Positions from the journal's flat [symbol, quantity, ...]. */
+function heldPositions(held: readonly number[], instruments: Instruments): Position[] {
+  const out: Position[] = [];
+  for (let i = 0; i < held.length; i += 2) out.push({ symbol: held[i]!, ticker: instruments.tickerOf(held[i]!), quantity: held[i + 1]! });
+  return out;
+}
+
+function accountPositions(acc: Account, instruments: Instruments): Position[] {
+  const out: Position[] = [];
+  const pos = acc.pos;
+  for (let symbol = 0; symbol < pos.length; symbol++) {
+    const quantity = pos[symbol]!;
+    if (quantity !== 0) out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity });
+  }
+  if (acc.extra && acc.extra.size > 0) for (const [symbol, quantity] of [...acc.extra].sort((a, b) => a[0] - b[0])) out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity });
+  return out;
+}
 
 export function holdingsView(acc: Account, instruments: Instruments): HoldingsView {
-  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(sortedPositions(acc), instruments), cash: acc.cash };
+  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: accountPositions(acc, instruments), cash: acc.cash };
 }
 
 function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
@@ -117,12 +153,23 @@ export function basketVersions(state: EngineState, etf: string, instruments: Ins
   }));
 }
 
-/** The audit entry of a journaled decision, as teams and operators read it. */
-export function auditEntry(ev: AuditEvent, instruments: Instruments): AuditEntry {
+/** A journaled conversion's positions right after it (version 1: pairs; version 2: flat), if the record has them. */
+function heldAfter(ev: Conversion, instruments: Instruments): Position[] | undefined {
+  if (ev.after) return positionsOf(ev.after, instruments);
+  if (ev.held) return heldPositions(ev.held, instruments);
+  return undefined;
+}
+
+/**
+ * The audit entry of a journaled decision, as teams and operators read it.
+ * `catalog` gives a compact conversion's deltas (by its basket version).
+ */
+export function auditEntry(ev: AuditEvent, instruments: Instruments, catalog: Catalog): AuditEntry {
   switch (ev.t) {
     case 'account':
       return { request_id: requestIdString(ev.requestId ?? 0), kind: 'register', status: 'accepted', client_id: ev.clientId, username: ev.username, ts: ev.ts };
-    case 'conversion':
+    case 'conversion': {
+      const holdings = heldAfter(ev, instruments);
       return {
         request_id: requestIdString(ev.requestId),
         kind: ev.op,
@@ -130,12 +177,13 @@ export function auditEntry(ev: AuditEvent, instruments: Instruments): AuditEntry
         client_id: ev.clientId,
         etf: ev.etf,
         amount: ev.amount,
-        deltas: positionsOf(ev.deltas, instruments),
+        deltas: positionsOf(catalog.deltas(ev), instruments),
         ...(ev.fee ? { fee: ev.fee } : {}),
-        holdings: positionsOf(ev.after, instruments),
+        ...(holdings ? { holdings } : {}),
         ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
         ts: ev.ts,
       };
+    }
     case 'rejected':
       return {
         request_id: requestIdString(ev.requestId),
@@ -168,42 +216,144 @@ function rulesView(halts: EngineState['halts'], set: EngineState['rules'], cfg: 
   };
 }
 
-/** What a conversion request answered, rebuilt from its journal event: the same for the first call and every retry. */
-function conversionOutcome(ev: AuditEvent, acc: Account, cfg: CoreConfig, replayed: boolean): Decision {
+/** A retry's answer, rebuilt from the stored decision: the same fields as the first answer, the holdings' seq and cash as they are now. */
+function replayedOutcome(ev: AuditEvent, acc: Account, state: EngineState, cfg: CoreConfig): Decision {
   if (ev.t === 'rejected') return { error: ev.error, events: [] };
   if (ev.t !== 'conversion') throw new Error('not a conversion');
   const result: ConversionResult = {
     request_id: requestIdString(ev.requestId),
     ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
-    ...(replayed ? { replayed: true } : {}),
+    replayed: true,
     op: ev.op,
     etf: ev.etf,
     amount: ev.amount,
-    deltas: positionsOf(ev.deltas, cfg.instruments),
+    deltas: positionsOf(state.catalog.deltas(ev), cfg.instruments),
     fee: ev.fee ?? 0,
     basket_version: ev.basketVersion ?? 0,
-    // A first answer shows the cash after this fee; a replay, the cash now.
-    holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: positionsOf(ev.after, cfg.instruments), cash: replayed ? acc.cash : acc.cash - (ev.fee ?? 0) },
+    holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: heldAfter(ev, cfg.instruments) ?? [], cash: acc.cash },
   };
   return { result, events: [] };
 }
 
-function findRequest(acc: Account, id: string): AuditEvent | undefined {
-  const n = parseRequestId(id);
-  if (n !== undefined) {
-    // history is in request-id order: binary search.
-    let lo = 0;
-    let hi = acc.history.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const ev = acc.history[mid]!;
-      const m = ev.t === 'account' ? (ev.requestId ?? 0) : ev.requestId;
-      if (m === n) return ev;
-      if (m < n) lo = mid + 1;
-      else hi = mid - 1;
-    }
+/**
+ * An accepted conversion. Its answer (tickers, position lists) is built only
+ * when the edge that replies reads `result`, not for every decision; read it
+ * before the account changes again (the actor reads it at once).
+ */
+class Accepted implements Decision {
+  readonly events: JournalEvent[];
+  private built: ConversionResult | undefined;
+  constructor(
+    private readonly acc: Account,
+    private readonly ev: Conversion,
+    private readonly basket: CompiledBasket,
+    private readonly instruments: Instruments,
+    /** The account's version when decided: the event is applied once it is one more. */
+    private readonly decidedAt: number,
+    private readonly warnings: string[] | undefined,
+    dryRun: boolean,
+  ) {
+    this.events = dryRun ? [] : [ev];
   }
-  return acc.keys.get(id);
+
+  get result(): ConversionResult {
+    return (this.built ??= this.build());
+  }
+
+  private build(): ConversionResult {
+    const { acc, ev, basket, instruments } = this;
+    const applied = acc.version > this.decidedAt;
+    const units = ev.op === 'create' ? ev.amount : -ev.amount;
+    const deltas = answerDeltas(basket, units, instruments);
+    let positions: Position[];
+    if (applied) positions = accountPositions(acc, instruments);
+    else {
+      // Not applied yet (or a dry run): the positions it leaves, without changing any.
+      const after = new Map(positionList(acc));
+      for (const d of deltas) after.set(d.symbol, (after.get(d.symbol) ?? 0) + d.quantity);
+      positions = [...after].filter(([, q]) => q !== 0).sort((a, b) => a[0] - b[0]).map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
+    }
+    const fee = ev.fee ?? 0;
+    const result: ConversionResult = {
+      request_id: requestIdString(ev.requestId),
+      ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
+      op: ev.op,
+      etf: ev.etf,
+      amount: ev.amount,
+      deltas,
+      fee,
+      basket_version: ev.basketVersion ?? 0,
+      // The view is of the state after the event: one change later than when decided.
+      holdings: { client_id: acc.clientId, username: acc.username, seq: this.decidedAt + 1, positions, cash: applied ? acc.cash : acc.cash - fee },
+    };
+    if (this.warnings) result.warnings = this.warnings;
+    if (this.events.length === 0) {
+      // What would happen: the positions after, but no request id taken, nothing changed.
+      result.request_id = 'dry-run';
+      result.dry_run = true;
+      result.holdings.seq = this.decidedAt;
+    }
+    return result;
+  }
+}
+
+/** Distinct amounts whose delta lists each basket version keeps for answers. */
+const ANSWER_DELTAS_KEPT = 64;
+
+/**
+ * A conversion's deltas as answers list them. They depend only on the basket
+ * version and the signed amount, so the lists of recent amounts are kept,
+ * frozen, and shared by every answer that names them (answers are encoded,
+ * never changed).
+ */
+function answerDeltas(basket: CompiledBasket, units: number, instruments: Instruments): Position[] {
+  const kept = basket.answers.get(units);
+  if (kept) return kept;
+  const deltas: Position[] = [];
+  for (let i = 0; i < basket.syms.length; i++) {
+    const symbol = basket.syms[i]!;
+    deltas.push(Object.freeze({ symbol, ticker: instruments.tickerOf(symbol), quantity: -basket.weights[i]! * units }));
+  }
+  deltas.push(Object.freeze({ symbol: basket.symbol, ticker: instruments.tickerOf(basket.symbol), quantity: units }));
+  if (basket.answers.size >= ANSWER_DELTAS_KEPT) basket.answers.clear();
+  basket.answers.set(units, Object.freeze(deltas) as Position[]);
+  return deltas;
+}
+
+/** The stored decision of a request, by engine id (`r42`) or idempotency key. */
+function findRequest(acc: Account, id: string): AuditEvent | undefined {
+  const h = acc.history;
+  const n = parseRequestId(id);
+  let i = n !== undefined ? h.indexOf(n) : -1;
+  if (i < 0) {
+    const byKey = h.keys.get(id);
+    if (byKey !== undefined) i = h.indexOf(byKey);
+  }
+  return i < 0 ? undefined : h.eventAt(i, acc.clientId);
+}
+
+/** A refused conversion, journaled (unless a dry run) for the audit trail and retries. */
+function rejectConversion(
+  cmd: Extract<EngineCommand, { op: 'create' | 'redeem' }>,
+  acc: Account,
+  requestId: number,
+  now: number,
+  error: EngineError,
+): Decision {
+  if (cmd.dryRun) return { error, events: [] };
+  const ev: JournalEvent = {
+    t: 'rejected',
+    requestId,
+    ...(cmd.key !== undefined ? { key: cmd.key } : {}),
+    kind: cmd.op,
+    clientId: acc.clientId,
+    etf: cmd.etf,
+    amount: cmd.amount,
+    error,
+    holdings: positionList(acc),
+    ts: now,
+  };
+  return { error, events: [ev] };
 }
 
 export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, now: number): Decision {
@@ -277,7 +427,7 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
         result: {
           journal_seq: state.journalSeq,
           fill_seq: state.fillSeq,
-          accounts: [...state.accounts.values()].map((a) => ({ client_id: a.clientId, username: a.username, positions: sortedPositions(a), cash: a.cash })),
+          accounts: [...state.accounts.values()].map((a) => ({ client_id: a.clientId, username: a.username, positions: positionList(a), cash: a.cash })),
         },
         events: [],
       };
@@ -287,11 +437,12 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       return { result: holdingsView(acc, cfg.instruments), events: [] };
     }
     case 'request': {
+      bindInstruments(state, cfg.instruments);
       const acc = state.accounts.get(cmd.clientId);
       const ev = acc && findRequest(acc, String(cmd.id));
       // Another team's id and a missing id look the same: nothing about other teams leaks.
       if (!ev) return refuse({ code: 'not_found', message: `no request ${cmd.id} for this account` });
-      return { result: auditEntry(ev, cfg.instruments), events: [] };
+      return { result: auditEntry(ev, cfg.instruments, state.catalog), events: [] };
     }
     case 'history': {
       const acc = state.accounts.get(cmd.clientId);
@@ -299,12 +450,12 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       const limit = Math.max(1, Math.min(MAX_HISTORY_PAGE, Math.floor(cmd.limit) || 50));
       const before = cmd.before === undefined ? Infinity : parseRequestId(cmd.before);
       if (before === undefined) return refuse({ code: 'bad_request', field: 'before', message: 'before must be a request id like r42' });
+      bindInstruments(state, cfg.instruments);
       const entries: AuditEntry[] = [];
-      let i = acc.history.length - 1;
+      const h = acc.history;
+      let i = h.length - 1;
       for (; i >= 0 && entries.length < limit; i--) {
-        const ev = acc.history[i]!;
-        const id = ev.t === 'account' ? (ev.requestId ?? 0) : ev.requestId;
-        if (id < before) entries.push(auditEntry(ev, cfg.instruments));
+        if (h.requestIdAt(i) < before) entries.push(auditEntry(h.eventAt(i, acc.clientId), cfg.instruments, state.catalog));
       }
       const last = entries[entries.length - 1];
       return { result: { entries, ...(i >= 0 && last ? { next: last.request_id } : {}) }, events: [] };
@@ -313,9 +464,10 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
     case 'redeem': {
       const acc = state.accounts.get(cmd.clientId);
       if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
+      bindInstruments(state, cfg.instruments);
       // A dry run is never stored: its key, if any, is not taken.
       if (cmd.key !== undefined && !cmd.dryRun) {
-        const earlier = acc.keys.get(cmd.key);
+        const earlier = findKey(acc, cmd.key);
         if (earlier) {
           const same =
             earlier.t === 'conversion'
@@ -328,40 +480,40 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
               message: `request id ${cmd.key} was already used for a different request (${requestIdString(earlier.t === 'account' ? 0 : earlier.requestId)})`,
             });
           }
-          return conversionOutcome(earlier, acc, cfg, true);
+          return replayedOutcome(earlier, acc, state, cfg);
         }
       }
       const requestId = state.requestSeq + 1;
-      const key = cmd.key !== undefined ? { key: cmd.key } : {};
-      const reject = (error: EngineError): Decision => ({
-        error,
-        events: cmd.dryRun ? [] : [{ t: 'rejected', requestId, ...key, kind: cmd.op, clientId: acc.clientId, etf: cmd.etf, amount: cmd.amount, error, holdings: sortedPositions(acc), ts: now }],
-      });
       if (!Number.isSafeInteger(cmd.amount) || cmd.amount < 1 || cmd.amount > cfg.maxAmount) {
         return refuse({ code: 'invalid_amount', field: 'amount', message: `amount must be a whole number from 1 to ${cfg.maxAmount}` });
       }
       const basket = pickBasket(cfg, cmd.etf);
-      if ('code' in basket) return reject(basket);
-      const halt = state.halts.get(ALL_ETFS) ?? state.halts.get(basket.name);
-      if (halt) {
-        return reject({ code: 'halted', message: `conversions of ${state.halts.has(ALL_ETFS) ? 'every ETF' : basket.name} are halted by the operator${halt.reason ? `: ${halt.reason}` : ''}` });
+      if ('code' in basket) return rejectConversion(cmd, acc, requestId, now, basket);
+      if (state.halts.size > 0) {
+        const halt = state.halts.get(ALL_ETFS) ?? state.halts.get(basket.name);
+        if (halt) {
+          return rejectConversion(cmd, acc, requestId, now, {
+            code: 'halted',
+            message: `conversions of ${state.halts.has(ALL_ETFS) ? 'every ETF' : basket.name} are halted by the operator${halt.reason ? `: ${halt.reason}` : ''}`,
+          });
+        }
       }
       if (cmd.amount % basket.unit !== 0) {
-        return reject({ code: 'invalid_amount', field: 'amount', unit: basket.unit, message: `amount must be a multiple of ${basket.name}'s creation unit of ${basket.unit}` });
+        return rejectConversion(cmd, acc, requestId, now, { code: 'invalid_amount', field: 'amount', unit: basket.unit, message: `amount must be a multiple of ${basket.name}'s creation unit of ${basket.unit}` });
       }
       const rules = effectiveRules(state, cfg);
       if (rules.windows && !insideWindows(rules.windows, now)) {
-        return reject({ code: 'outside_window', message: `conversions are open only ${rules.windows.map((w) => `${w.from}-${w.to}`).join(', ')} UTC` });
+        return rejectConversion(cmd, acc, requestId, now, { code: 'outside_window', message: `conversions are open only ${rules.windows.map((w) => `${w.from}-${w.to}`).join(', ')} UTC` });
       }
       const maxUnits = rules.max_units_per_conversion;
       if (maxUnits !== undefined && cmd.amount > maxUnits) {
-        return reject({ code: 'limit_exceeded', field: 'amount', limit: maxUnits, message: `at most ${maxUnits} units per conversion` });
+        return rejectConversion(cmd, acc, requestId, now, { code: 'limit_exceeded', field: 'amount', limit: maxUnits, message: `at most ${maxUnits} units per conversion` });
       }
       const perWindow = rules.units_per_window;
       if (perWindow) {
         const used = unitsSince(acc, now - perWindow.seconds * 1000);
         if (used + cmd.amount > perWindow.units) {
-          return reject({
+          return rejectConversion(cmd, acc, requestId, now, {
             code: 'limit_exceeded',
             field: 'amount',
             limit: perWindow.units,
@@ -369,65 +521,52 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
           });
         }
       }
-      const inForce = basketInForce(basket, basketVersions(state, basket.name, cfg.instruments), now);
-      const deltas = conversionDeltas(inForce.basket, cmd.op, cmd.amount);
-      const shortfalls: Shortfall[] = [];
-      for (const [symbol, d] of deltas) {
-        if (d >= 0) continue;
-        const have = position(acc, symbol);
-        if (have < -d) shortfalls.push({ symbol, ticker: cfg.instruments.tickerOf(symbol), have, need: -d });
-      }
-      if (shortfalls.length > 0) {
+      const inForce = state.catalog.inForce(basket.name, now)!;
+      // Checked in place against the compiled basket: nothing is built unless something is short.
+      const units = cmd.op === 'create' ? cmd.amount : -cmd.amount;
+      const { syms, weights } = inForce;
+      let short = units < 0 && position(acc, inForce.symbol) < -units;
+      for (let i = 0; i < syms.length && !short; i++) if (units > 0 && position(acc, syms[i]!) < weights[i]! * units) short = true;
+      if (short) {
+        const shortfalls: Shortfall[] = [];
+        for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) {
+          if (d >= 0) continue;
+          const have = position(acc, symbol);
+          if (have < -d) shortfalls.push({ symbol, ticker: cfg.instruments.tickerOf(symbol), have, need: -d });
+        }
         const list = shortfalls.map((s) => `${s.ticker} have ${s.have} need ${s.need}`).join(', ');
-        return reject({ code: 'insufficient_holdings', message: `insufficient holdings to ${cmd.op} ${cmd.amount} ${basket.name}: ${list}`, shortfalls });
+        return rejectConversion(cmd, acc, requestId, now, { code: 'insufficient_holdings', message: `insufficient holdings to ${cmd.op} ${cmd.amount} ${basket.name}: ${list}`, shortfalls });
       }
       const fee = conversionFee(rules, cmd.op, cmd.amount);
-      const after = new Map(acc.positions);
-      for (const [symbol, d] of deltas) {
-        const q = (after.get(symbol) ?? 0) + d;
-        if (q === 0) after.delete(symbol);
-        else after.set(symbol, q);
-      }
-      const beyond: string[] = [];
+      let warnings: string[] | undefined;
       if (rules.position_limit) {
-        for (const [symbol] of deltas) if (Math.abs(after.get(symbol) ?? 0) > rules.position_limit.limit) beyond.push(cfg.instruments.tickerOf(symbol));
-        if (beyond.length > 0 && rules.position_limit.mode === 'refuse') {
-          return reject({
+        const { limit, mode } = rules.position_limit;
+        const beyond: string[] = [];
+        for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) if (Math.abs(position(acc, symbol) + d) > limit) beyond.push(cfg.instruments.tickerOf(symbol));
+        if (beyond.length > 0 && mode === 'refuse') {
+          return rejectConversion(cmd, acc, requestId, now, {
             code: 'limit_exceeded',
-            limit: rules.position_limit.limit,
+            limit,
             symbol: beyond[0]!,
-            message: `the ${cmd.op} would leave ${beyond.join(', ')} beyond the position limit of ${rules.position_limit.limit}`,
+            message: `the ${cmd.op} would leave ${beyond.join(', ')} beyond the position limit of ${limit}`,
           });
         }
+        if (beyond.length > 0) warnings = beyond.map((t) => `${t} beyond the position limit of ${limit}`);
       }
-      const ev: JournalEvent = {
-        t: 'conversion',
-        requestId,
-        ...key,
-        op: cmd.op,
-        clientId: acc.clientId,
-        etf: basket.name,
-        amount: cmd.amount,
-        deltas,
-        after: [...after].sort((a, b) => a[0] - b[0]),
-        ...(fee !== 0 ? { fee } : {}),
-        ...(inForce.version !== 0 ? { basketVersion: inForce.version } : {}),
-        ts: now,
-      };
-      const outcome = conversionOutcome(ev, acc, cfg, false);
-      const result = outcome.result as ConversionResult;
-      if (beyond.length > 0) result.warnings = beyond.map((t) => `${t} beyond the position limit of ${rules.position_limit!.limit}`);
-      if (cmd.dryRun) {
-        // What would happen: the positions after, but no request id taken, nothing changed.
-        result.request_id = 'dry-run';
-        result.dry_run = true;
-        return { result, events: [] };
-      }
-      // The view is of the state after the event: one change later than now.
-      result.holdings.seq = acc.version + 1;
-      return { ...outcome, events: [ev] };
+      const ev: Conversion = { t: 'conversion', requestId, op: cmd.op, clientId: acc.clientId, etf: basket.name, amount: cmd.amount, ts: now };
+      if (cmd.key !== undefined) ev.key = cmd.key;
+      if (fee !== 0) ev.fee = fee;
+      if (inForce.version !== 0) ev.basketVersion = inForce.version;
+      return new Accepted(acc, ev, inForce, cfg.instruments, acc.version, warnings, cmd.dryRun === true);
     }
   }
+}
+
+function findKey(acc: Account, key: string): AuditEvent | undefined {
+  const requestId = acc.history.keys.get(key);
+  if (requestId === undefined) return undefined;
+  const i = acc.history.indexOf(requestId);
+  return i < 0 ? undefined : acc.history.eventAt(i, acc.clientId);
 }
 
 /** Applies a fill from the stream at `streamSeq`. Returns the account it changed, if the engine knows it. */
@@ -438,7 +577,8 @@ export function applyFill(state: EngineState, fill: Fill, streamSeq: number): Ac
   const delta = fillDelta(fill);
   // A buy pays quantity × price, a sell receives it.
   acc.cash -= delta * fill.price;
-  applyDeltas(acc, [[fill.symbol, delta]]);
+  addPosition(acc, fill.symbol, delta);
+  acc.version++;
   return acc;
 }
 
@@ -449,8 +589,8 @@ export function applySessionReset(state: EngineState, streamSeq: number): { acc:
   for (const acc of state.accounts.values()) {
     // A new exchange session starts every team from nothing: cash too.
     acc.cash = 0;
-    if (acc.positions.size === 0) continue;
-    const deltas: Delta[] = [...acc.positions].map(([symbol, q]): Delta => [symbol, -q]);
+    if (!hasPositions(acc)) continue;
+    const deltas: Delta[] = positionList(acc).map(([symbol, q]): Delta => [symbol, -q]);
     applyDeltas(acc, deltas);
     changed.push({ acc, deltas });
   }

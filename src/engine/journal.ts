@@ -5,7 +5,7 @@ import type { Logger } from '../shared/log.js';
 import { isTransientJsError, retryTransient } from '../shared/js-retry.js';
 import { encode, decode } from '../../proto/codec.js';
 import { JOURNAL_SUBJECT, JOURNAL_STREAM } from '../../proto/subjects.js';
-import { JOURNAL_VERSION, type JournalBatch, type JournalEvent } from '../../proto/journal.js';
+import { JOURNAL_VERSION, JOURNAL_VERSIONS_READ, type JournalBatch, type JournalEvent } from '../../proto/journal.js';
 import { readStream } from '../shared/stream-reader.js';
 
 /** JetStream's "wrong last sequence": the stream is not where this write expected it to be. */
@@ -117,7 +117,7 @@ export async function replayJournal(
     fromSeq,
     (m) => {
       const batch = decode<JournalBatch>(m.data);
-      if (batch.v !== JOURNAL_VERSION) throw new Error(`journal seq ${m.seq}: unsupported version ${batch.v}`);
+      if (!JOURNAL_VERSIONS_READ.includes(batch.v)) throw new Error(`journal seq ${m.seq}: unsupported version ${batch.v}`);
       apply(batch.events, m.seq);
       last = m.seq;
     },

@@ -1,16 +1,19 @@
 import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { JournalEvent } from '../../proto/journal.js';
+import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { replayJournal } from './journal.js';
 
+/** A conversion's deltas (compact journal records name their basket version instead: see Catalog). */
+export type DeltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => readonly Delta[];
+
 /** One line per affected account and symbol: `<unix_ns> <op> <client_id> <symbol> <delta>`, the format NDFEX's scoreboard reads. */
-export function scoreboardLines(events: readonly JournalEvent[]): string {
+export function scoreboardLines(events: readonly JournalEvent[], deltasOf: DeltasOf): string {
   let out = '';
   for (const ev of events) {
     if (ev.t !== 'conversion') continue;
     const ns = `${BigInt(ev.ts) * 1_000_000n}`;
-    for (const [symbol, delta] of ev.deltas) out += `${ns} ${ev.op} ${ev.clientId} ${symbol} ${delta}\n`;
+    for (const [symbol, delta] of deltasOf(ev)) out += `${ns} ${ev.op} ${ev.clientId} ${symbol} ${delta}\n`;
   }
   return out;
 }
@@ -46,6 +49,8 @@ export class ScoreboardWriter {
   constructor(
     private readonly path: string,
     private readonly onError: (err: unknown) => void,
+    /** Resolves compact records' deltas: the engine's catalog, which knows every version journaled up to now. */
+    private readonly deltasOf: DeltasOf,
   ) {}
 
   /** Starts the catch-up in the background; live appends queue behind it, so start-up does not wait for it. */
@@ -82,14 +87,14 @@ export class ScoreboardWriter {
     if (size < this.pos.bytes) this.pos.bytes = size; // edited by hand: keep what is there
     if (this.pos.seq >= journalSeq) return;
     let text = '';
-    await replayJournal(nc, this.pos.seq + 1, (events) => (text += scoreboardLines(events)), journalSeq, stream);
+    await replayJournal(nc, this.pos.seq + 1, (events) => (text += scoreboardLines(events, this.deltasOf)), journalSeq, stream);
     await this.write(text, journalSeq);
   }
 
   /** Queues the lines of a durable journal batch; appends happen in journal order. */
   append(events: readonly JournalEvent[], journalSeq: number): void {
     if (this.failed) return;
-    this.pendingText += scoreboardLines(events);
+    this.pendingText += scoreboardLines(events, this.deltasOf);
     this.pendingSeq = journalSeq;
     this.kick();
   }

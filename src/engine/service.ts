@@ -16,6 +16,8 @@ import { shardNames, shardOfClient } from '../../proto/shards.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
 import { SnapshotStore, SnapshotUnusable } from './snapshot.js';
+import { configBaskets } from './catalog.js';
+import type { JournalEvent } from '../../proto/journal.js';
 import { ScoreboardWriter } from './scoreboard.js';
 import { join } from 'node:path';
 
@@ -48,13 +50,13 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
   const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET), log);
   const snapshots = await SnapshotStore.open(nc, log, names);
-  const snapshot = await snapshots.load().catch((err: unknown) => {
+  const snapshot = await snapshots.load(instruments).catch((err: unknown) => {
     if (!(err instanceof SnapshotUnusable)) throw err;
     log.warn({ reason: err.message }, 'snapshot unusable: rebuilding from the whole journal');
     return null;
   });
   const snapshotMs = Math.round(performance.now() - t0);
-  const state = snapshot ?? emptyState();
+  const state = snapshot ?? emptyState(instruments);
   const fromSnapshot = { journalSeq: state.journalSeq, fillSeq: state.fillSeq };
   const journalSeq = await replayJournal(
     nc,
@@ -69,7 +71,10 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const journal = new JournalWriter(nc, Math.max(journalSeq, state.journalSeq), { log, subject: names.journalSubject, stream: names.journalStream });
   const replayedMs = Math.round(performance.now() - t0);
 
-  const opened = rosterEvents(state, roster, cfg.accountsFile, Date.now());
+  // The baskets file's baskets are journaled whenever they differ from the last journaled: compact conversions name version 0 and replay with it.
+  const config = configBaskets(instruments);
+  const opened: JournalEvent[] = state.catalog.configChanged(config) ? [{ t: 'config_baskets', baskets: config, ts: Date.now() }] : [];
+  opened.push(...rosterEvents(state, roster, cfg.accountsFile, Date.now()));
   if (opened.length > 0) {
     state.journalSeq = await journal.append(opened);
     for (const ev of opened) applyEvent(state, ev);
@@ -89,6 +94,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const scoreboardFile = cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log');
   const scoreboard = new ScoreboardWriter(shards === 1 ? scoreboardFile : `${scoreboardFile}.${names.shard}`, (err) =>
     log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
+    (ev) => state.catalog.deltas(ev),
   );
   scoreboard.startCatchUp(nc, journal.sequence, names.journalStream);
 

@@ -13,9 +13,16 @@ import {
   type SnapshotManifest,
 } from '../../proto/streams.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
-import { emptyState, type Account, type AuditEvent, type EngineState } from './state.js';
+import { addPosition, emptyState, newAccount, positionList, type Account, type AuditEvent, type EngineState } from './state.js';
+import type { Instruments } from '../config/baskets.js';
 
-export const SNAPSHOT_VERSION = 2;
+/**
+ * 3: history holds compact conversions (no deltas; positions after as flat
+ * `held`) beside the events of older formats. 2 (every conversion with its
+ * deltas and `after`) still loads.
+ */
+export const SNAPSHOT_VERSION = 3;
+const SNAPSHOT_VERSIONS_READ: readonly number[] = [2, 3];
 
 /** The snapshot in force cannot be used; start-up rebuilds from the journal instead. */
 export class SnapshotUnusable extends Error {}
@@ -54,6 +61,8 @@ export interface EngineSnapshot {
   halts?: [string, { reason: string; by: string; since: number }][];
   /** The operator's rules (absent: the config's). */
   rules?: EngineState['rules'];
+  /** The baskets file's baskets as journaled (absent in version 2: none). */
+  configBaskets?: EngineState['configBaskets'];
   /** The operator's basket versions (absent: none). */
   baskets?: [string, { version: number; from: number; by: string; components: Delta[] }[]][];
 }
@@ -65,10 +74,10 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     username: a.username,
     source: a.source,
     ...(a.source === 'register' ? { passwordHash: a.passwordHash } : {}),
-    positions: [...a.positions],
+    positions: positionList(a),
     cash: a.cash,
     version: a.version,
-    history: a.history,
+    history: Array.from({ length: a.history.length }, (_, i) => a.history.eventAt(i, a.clientId)),
   }));
   const snap: EngineSnapshot = {
     v: SNAPSHOT_VERSION,
@@ -81,14 +90,16 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     halts: [...state.halts],
     rules: state.rules,
     baskets: [...state.baskets],
+    configBaskets: state.configBaskets,
   };
   return snapshotPackr.pack(snap);
 }
 
-export function restoreSnapshot(bytes: Uint8Array): EngineState {
+/** `instruments`: the config, whose baskets are version 0 (see emptyState). */
+export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments): EngineState {
   const snap = snapshotPackr.unpack(bytes) as EngineSnapshot;
-  if (snap.v !== SNAPSHOT_VERSION) throw new Error(`snapshot version ${snap.v} is not ${SNAPSHOT_VERSION}`);
-  const state = emptyState();
+  if (!SNAPSHOT_VERSIONS_READ.includes(snap.v)) throw new Error(`snapshot version ${snap.v} is not one of ${SNAPSHOT_VERSIONS_READ.join(', ')}`);
+  const state = emptyState(instruments);
   state.journalSeq = snap.journalSeq;
   state.fillSeq = snap.fillSeq;
   state.requestSeq = snap.requestSeq;
@@ -96,19 +107,18 @@ export function restoreSnapshot(bytes: Uint8Array): EngineState {
   state.halts = new Map(snap.halts ?? []);
   state.rules = snap.rules ?? null;
   state.baskets = new Map(snap.baskets ?? []);
+  for (const [etf, versions] of state.baskets) for (const v of versions) state.catalog.add(etf, v.version, v.from, v.components);
+  state.configBaskets = snap.configBaskets ?? [];
+  for (const c of state.configBaskets) state.catalog.addConfig(c.baskets, c.from);
   for (const img of snap.accounts) {
-    const acc: Account = {
-      clientId: img.clientId,
-      username: img.username,
-      passwordHash: img.passwordHash ?? '',
-      source: img.source,
-      positions: new Map(img.positions),
-      cash: img.cash ?? 0,
-      version: img.version,
-      history: img.history,
-      keys: new Map(),
-    };
-    for (const ev of acc.history) if ('key' in ev && ev.key !== undefined) acc.keys.set(ev.key, ev);
+    const acc = newAccount(img.clientId, img.username, img.passwordHash ?? '', img.source);
+    for (const [symbol, q] of img.positions) addPosition(acc, symbol, q);
+    acc.cash = img.cash ?? 0;
+    acc.version = img.version;
+    for (const ev of img.history) {
+      if (ev.t === 'conversion' && !ev.deltas) acc.history.pushConversion(ev, null, null, ev.held ?? []);
+      else acc.history.pushEvent(ev, ev.t === 'account' ? (ev.requestId ?? 0) : ev.requestId);
+    }
     state.accounts.set(acc.clientId, acc);
     state.byUsername.set(acc.username, acc);
   }
@@ -152,7 +162,7 @@ export class SnapshotStore {
    * gone, size or sha256 mismatch) throws SnapshotUnusable: the caller logs why
    * and rebuilds from the journal, which is the truth; nothing waits forever.
    */
-  async load(): Promise<EngineState | null> {
+  async load(instruments?: Instruments): Promise<EngineState | null> {
     const last = await this.jsm.streams.getMessage(this.names.snapshotStream, { last_by_subj: this.names.snapshotManifest }).catch(() => null);
     if (!last) return null;
     const manifest = decode<SnapshotManifest>(last.data);
@@ -178,7 +188,7 @@ export class SnapshotStore {
     const bytes = Buffer.concat(chunks);
     const sha = createHash('sha256').update(bytes).digest('hex');
     if (bytes.byteLength !== manifest.bytes || sha !== manifest.sha256) throw new SnapshotUnusable('size or sha256 mismatch');
-    return restoreSnapshot(bytes);
+    return restoreSnapshot(bytes, instruments);
   }
 
   async save(bytes: Uint8Array, journalSeq: number, takenAt: number): Promise<void> {

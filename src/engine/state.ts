@@ -1,5 +1,10 @@
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import type { ConversionRules } from '../../proto/rules.js';
+import type { Instruments } from '../config/baskets.js';
+import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
+import { History, type AuditEvent } from './history.js';
+
+export { HISTORY_LIMIT, type AuditEvent } from './history.js';
 
 export interface Account {
   clientId: number;
@@ -7,27 +12,21 @@ export interface Account {
   /** bcrypt hash; never the password. */
   passwordHash: string;
   source: 'register' | 'roster';
-  /** symbol id → signed quantity; zero positions are deleted. */
-  positions: Map<number, number>;
+  /**
+   * Signed quantity by symbol id (dense: ids are small integers from the
+   * instruments config); read and change it through position/addPosition.
+   * A zero is an absent position.
+   */
+  pos: Float64Array;
+  /** Positions in symbol ids at or beyond DENSE_SYMBOLS (only a stray fill makes one); null while none. */
+  extra: Map<number, number> | null;
   /** Price units: fills move it by quantity × price the other way, conversion fees take from it. */
   cash: number;
   /** +1 per change of this account's positions, for holdings streams. */
   version: number;
-  /** The account's decisions (its registration, creates and redeems), oldest first, at most HISTORY_LIMIT. */
-  history: AuditEvent[];
-  /** Idempotency key → the decision it produced. */
-  keys: Map<string, AuditEvent>;
+  /** The account's decisions (its registration, creates and redeems), oldest first, at most HISTORY_LIMIT; keys by idempotency key. */
+  history: History;
 }
-
-/** Journal events that are audit entries of one account. */
-export type AuditEvent = Extract<JournalEvent, { t: 'conversion' } | { t: 'rejected' }> | Extract<JournalEvent, { t: 'account' }>;
-
-/**
- * Decisions kept in memory per account for /history, /requests and retries.
- * Older ones stay in the journal (the operator export reads them all); a
- * retry with a key older than this is treated as new.
- */
-export const HISTORY_LIMIT = 1_000;
 
 /** Everything the engine knows. Mutated only by apply* below, which the actor alone calls. */
 export interface EngineState {
@@ -45,6 +44,10 @@ export interface EngineState {
   halts: Map<string, { reason: string; by: string; since: number }>;
   /** Basket versions the operator set, per ETF, oldest first. */
   baskets: Map<string, { version: number; from: number; by: string; components: Delta[] }[]>;
+  /** The baskets file's baskets as journaled (config_baskets), each with the first request id it applies to. */
+  configBaskets: { from: number; baskets: ConfigBaskets }[];
+  /** Every basket version compiled (the config's and the operator's): not persisted, rebuilt from the above and the config. */
+  catalog: Catalog;
   /** The operator's rules, once set (journaled): they replace the config's. */
   rules: { rules: ConversionRules; by: string; ts: number } | null;
 }
@@ -52,20 +55,93 @@ export interface EngineState {
 /** The key of a halt of every ETF in EngineState.halts. */
 export const ALL_ETFS = '*';
 
-export function emptyState(): EngineState {
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), rules: null };
+/** Symbol ids below this are kept in each account's dense array; the exchange's and the config's are far below it. */
+export const DENSE_SYMBOLS = 1024;
+const INITIAL_SYMBOLS = 16;
+
+/**
+ * `instruments`: the config whose baskets are version 0. Replaying compact
+ * conversion records needs it (their deltas come from the basket version);
+ * decide binds its config itself.
+ */
+export function emptyState(instruments?: Instruments): EngineState {
+  const catalog = new Catalog();
+  if (instruments) catalog.bindConfig(instruments);
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null };
+}
+
+/** Binds the config's baskets (version 0) to a state that does not have them yet. */
+export function bindInstruments(state: EngineState, instruments: Instruments): void {
+  if (state.catalog.instruments !== instruments) state.catalog.bindConfig(instruments);
+}
+
+export function newAccount(clientId: number, username: string, passwordHash: string, source: Account['source']): Account {
+  return { clientId, username, passwordHash, source, pos: new Float64Array(INITIAL_SYMBOLS), extra: null, cash: 0, version: 0, history: new History() };
 }
 
 export function position(acc: Account, symbol: number): number {
-  return acc.positions.get(symbol) ?? 0;
+  if (symbol < acc.pos.length) return acc.pos[symbol]!;
+  return acc.extra?.get(symbol) ?? 0;
+}
+
+/** Adds `d` to one position (no version change: see applyDeltas). */
+export function addPosition(acc: Account, symbol: number, d: number): void {
+  if (symbol < acc.pos.length) {
+    acc.pos[symbol]! += d;
+    return;
+  }
+  if (symbol < DENSE_SYMBOLS) {
+    let n = acc.pos.length;
+    while (n <= symbol) n *= 2;
+    const grown = new Float64Array(Math.min(n, DENSE_SYMBOLS));
+    grown.set(acc.pos);
+    acc.pos = grown;
+    acc.pos[symbol]! += d;
+    return;
+  }
+  const extra = (acc.extra ??= new Map());
+  const q = (extra.get(symbol) ?? 0) + d;
+  if (q === 0) extra.delete(symbol);
+  else extra.set(symbol, q);
+}
+
+/** Calls `f` for every non-zero position, in symbol order. */
+export function forEachPosition(acc: Account, f: (symbol: number, quantity: number) => void): void {
+  const pos = acc.pos;
+  for (let s = 0; s < pos.length; s++) if (pos[s] !== 0) f(s, pos[s]!);
+  if (acc.extra && acc.extra.size > 0) for (const [s, q] of [...acc.extra].sort((a, b) => a[0] - b[0])) f(s, q);
+}
+
+/** Every non-zero position as [symbol, quantity], in symbol order. */
+export function positionList(acc: Account): Delta[] {
+  const out: Delta[] = [];
+  forEachPosition(acc, (s, q) => out.push([s, q]));
+  return out;
+}
+
+export function hasPositions(acc: Account): boolean {
+  for (let s = 0; s < acc.pos.length; s++) if (acc.pos[s] !== 0) return true;
+  return (acc.extra?.size ?? 0) > 0;
+}
+
+/** Positions as [symbol, quantity, ...] (symbol order): the journal's compact "positions after". */
+export function flatPositions(acc: Account): number[] {
+  const out: number[] = [];
+  forEachPosition(acc, (s, q) => out.push(s, q));
+  return out;
 }
 
 export function applyDeltas(acc: Account, deltas: readonly Delta[]): void {
-  for (const [symbol, d] of deltas) {
-    const q = (acc.positions.get(symbol) ?? 0) + d;
-    if (q === 0) acc.positions.delete(symbol);
-    else acc.positions.set(symbol, q);
-  }
+  for (const [symbol, d] of deltas) addPosition(acc, symbol, d);
+  acc.version++;
+}
+
+/** Applies a compiled basket `amount` times, in place: create debits the components and credits the ETF; redeem the reverse. */
+export function applyBasket(acc: Account, b: CompiledBasket, op: 'create' | 'redeem', amount: number): void {
+  const units = op === 'create' ? amount : -amount;
+  const { syms, weights } = b;
+  for (let i = 0; i < syms.length; i++) addPosition(acc, syms[i]!, -weights[i]! * units);
+  addPosition(acc, b.symbol, units);
   acc.version++;
 }
 
@@ -78,17 +154,7 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
         if (ev.passwordHash) existing.passwordHash = ev.passwordHash;
         return;
       }
-      const acc: Account = {
-        clientId: ev.clientId,
-        username: ev.username,
-        passwordHash: ev.passwordHash ?? '',
-        source: ev.source,
-        positions: new Map(),
-        cash: 0,
-        version: 0,
-        history: [],
-        keys: new Map(),
-      };
+      const acc = newAccount(ev.clientId, ev.username, ev.passwordHash ?? '', ev.source);
       state.accounts.set(acc.clientId, acc);
       state.byUsername.set(acc.username, acc);
       if (acc.clientId > state.maxClientId) state.maxClientId = acc.clientId;
@@ -101,17 +167,32 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       // A conversion is only ever journaled for a known account; a missing one means a corrupt journal.
       if (!acc) throw new Error(`journal: conversion for unknown client_id ${ev.clientId}`);
       acc.cash -= ev.fee ?? 0;
-      applyDeltas(acc, ev.deltas);
-      record(state, acc, ev, ev.requestId);
+      if (ev.requestId > state.requestSeq) state.requestSeq = ev.requestId;
+      if (ev.deltas) {
+        // A version-1 record: its deltas and positions after are spelled out; kept as it is.
+        applyDeltas(acc, ev.deltas);
+        acc.history.pushEvent(ev, ev.requestId);
+        return;
+      }
+      applyBasket(acc, state.catalog.of(ev), ev.op, ev.amount);
+      acc.history.pushConversion(ev, acc.pos, acc.extra, ev.held);
       return;
     }
     case 'rules':
       state.rules = { rules: ev.rules, by: ev.by, ts: ev.ts };
       return;
+    case 'config_baskets': {
+      // Request ids are handed out in journal order: it applies to every request after this point.
+      const from = state.requestSeq + 1;
+      state.configBaskets.push({ from, baskets: ev.baskets });
+      state.catalog.addConfig(ev.baskets, from);
+      return;
+    }
     case 'basket': {
       const versions = state.baskets.get(ev.etf) ?? [];
       versions.push({ version: ev.version, from: ev.from, by: ev.by, components: ev.components });
       state.baskets.set(ev.etf, versions);
+      state.catalog.add(ev.etf, ev.version, ev.from, ev.components);
       return;
     }
     case 'operator':
@@ -130,12 +211,5 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
 
 function record(state: EngineState, acc: Account, ev: AuditEvent, requestId: number): void {
   if (requestId > state.requestSeq) state.requestSeq = requestId;
-  acc.history.push(ev);
-  if ('key' in ev && ev.key !== undefined) acc.keys.set(ev.key, ev);
-  if (acc.history.length > HISTORY_LIMIT * 1.25) {
-    // Trim in chunks so the amortized cost per request stays O(1).
-    for (const old of acc.history.splice(0, acc.history.length - HISTORY_LIMIT)) {
-      if ('key' in old && old.key !== undefined && acc.keys.get(old.key) === old) acc.keys.delete(old.key);
-    }
-  }
+  acc.history.pushEvent(ev, requestId);
 }

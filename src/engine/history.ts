@@ -1,0 +1,228 @@
+import type { ConversionOp } from '../../proto/engine.js';
+import type { Delta, JournalEvent } from '../../proto/journal.js';
+
+/** Journal events that are audit entries of one account. */
+export type AuditEvent = Extract<JournalEvent, { t: 'conversion' } | { t: 'rejected' }> | Extract<JournalEvent, { t: 'account' }>;
+type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
+
+/**
+ * Decisions kept in memory per account for /history, /requests and retries.
+ * Older ones stay in the journal (the operator export reads them all); a
+ * retry with a key older than this is treated as new.
+ */
+export const HISTORY_LIMIT = 1_000;
+
+/** Widest row of the positions-after slab (symbol ids below it); the exchange's and configured ids are far below. */
+const SLAB_SYMBOLS = 128;
+
+const OP_OBJECT = 0;
+const OP_CREATE = 1;
+const OP_REDEEM = 2;
+
+/**
+ * One account's decisions, oldest first, in a ring of at most `limit`
+ * entries. Compact conversions (the hot path) live in typed columns, with
+ * the positions right after each in one slab row, so recording one allocates
+ * nothing; other decisions (registrations, refusals, conversions read from
+ * version-1 journals) are kept as their event objects. `keys` maps an
+ * idempotency key to its request id and loses the key when its entry falls
+ * out.
+ */
+export class History {
+  private cap = 0;
+  /** Physical index of the oldest entry. */
+  private head = 0;
+  private size = 0;
+  private kind = new Uint8Array(0);
+  private rid = new Float64Array(0);
+  private tsCol = new Float64Array(0);
+  private amount = new Float64Array(0);
+  private fee = new Float64Array(0);
+  private ver = new Int32Array(0);
+  private etf: string[] = [];
+  private key: (string | undefined)[] = [];
+  private obj: (AuditEvent | undefined)[] = [];
+  /** Positions after, `width` per entry (index = symbol id). */
+  private width = 0;
+  private after = new Float64Array(0);
+  /** Positions after in symbols beyond the dense range (rare): per entry, or undefined. */
+  private afterExtra: (Delta[] | undefined)[] = [];
+  readonly keys = new Map<string, number>();
+
+  constructor(private readonly limit = HISTORY_LIMIT) {}
+
+  get length(): number {
+    return this.size;
+  }
+
+  /** Physical slot of logical entry i (0 = oldest). */
+  private slot(i: number): number {
+    const p = this.head + i;
+    return p >= this.cap ? p - this.cap : p;
+  }
+
+  /** Makes room for one more entry: grows up to the limit, then evicts the oldest (and its key). */
+  private claim(): number {
+    if (this.size === this.cap && this.cap < this.limit) this.resize(Math.min(this.limit, Math.max(8, this.cap * 2)), this.width);
+    if (this.size === this.limit) {
+      const s = this.head;
+      const k = this.key[s];
+      if (k !== undefined && this.keys.get(k) === this.rid[s]) this.keys.delete(k);
+      this.key[s] = undefined;
+      this.obj[s] = undefined;
+      this.afterExtra[s] = undefined;
+      this.head = this.head + 1 === this.cap ? 0 : this.head + 1;
+      this.size--;
+    }
+    const s = this.slot(this.size);
+    this.size++;
+    return s;
+  }
+
+  /** Re-lays the columns out oldest first with a new capacity and row width (rare: growth only). */
+  private resize(cap: number, width: number): void {
+    const order = Array.from({ length: this.size }, (_, i) => this.slot(i));
+    const take = <T extends Float64Array | Int32Array | Uint8Array>(old: T, make: (n: number) => T): T => {
+      const next = make(cap);
+      order.forEach((s, i) => (next[i] = old[s]!));
+      return next;
+    };
+    this.kind = take(this.kind, (n) => new Uint8Array(n));
+    this.rid = take(this.rid, (n) => new Float64Array(n));
+    this.tsCol = take(this.tsCol, (n) => new Float64Array(n));
+    this.amount = take(this.amount, (n) => new Float64Array(n));
+    this.fee = take(this.fee, (n) => new Float64Array(n));
+    this.ver = take(this.ver, (n) => new Int32Array(n));
+    const list = <T>(old: T[]): T[] => {
+      const next = new Array<T>(cap);
+      order.forEach((s, i) => (next[i] = old[s]!));
+      return next;
+    };
+    this.etf = list(this.etf);
+    this.key = list(this.key);
+    this.obj = list(this.obj);
+    this.afterExtra = list(this.afterExtra);
+    const after = new Float64Array(cap * width);
+    order.forEach((s, i) => after.set(this.after.subarray(s * this.width, s * this.width + Math.min(width, this.width)), i * width));
+    this.after = after;
+    this.width = width;
+    this.cap = cap;
+    this.head = 0;
+  }
+
+  /** Records a decision kept as its event object. */
+  pushEvent(ev: AuditEvent, requestId: number): void {
+    const s = this.claim();
+    this.kind[s] = OP_OBJECT;
+    this.rid[s] = requestId;
+    this.tsCol[s] = ev.ts;
+    this.obj[s] = ev;
+    const k = ev.t === 'account' ? undefined : ev.key;
+    this.key[s] = k;
+    if (k !== undefined) this.keys.set(k, requestId);
+  }
+
+  /**
+   * Records a compact conversion with the positions right after it: `pos` (by
+   * symbol id) and `extra` (symbols beyond it), or `held` (flat [symbol,
+   * quantity, ...], as a replayed record carries them).
+   */
+  pushConversion(ev: Conversion, pos: Float64Array | null, extra: ReadonlyMap<number, number> | null, held?: readonly number[]): void {
+    let need = pos ? Math.min(pos.length, SLAB_SYMBOLS) : 0;
+    if (held) for (let i = 0; i < held.length; i += 2) if (held[i]! < SLAB_SYMBOLS && held[i]! + 1 > need) need = held[i]! + 1;
+    if (need > this.width) this.resize(Math.max(this.cap, 8), need);
+    const s = this.claim();
+    this.kind[s] = ev.op === 'create' ? OP_CREATE : OP_REDEEM;
+    this.rid[s] = ev.requestId;
+    this.tsCol[s] = ev.ts;
+    this.amount[s] = ev.amount;
+    this.fee[s] = ev.fee ?? 0;
+    this.ver[s] = ev.basketVersion ?? 0;
+    this.etf[s] = ev.etf;
+    this.obj[s] = undefined;
+    this.key[s] = ev.key;
+    if (ev.key !== undefined) this.keys.set(ev.key, ev.requestId);
+    const w = this.width;
+    const row = s * w;
+    // Symbols past the slab's width (none but stray ones) go to a list beside it.
+    let beyond: Delta[] | undefined;
+    if (held) {
+      this.after.fill(0, row, row + w);
+      for (let i = 0; i < held.length; i += 2) {
+        const sym = held[i]!;
+        if (sym < w) this.after[row + sym] = held[i + 1]!;
+        else (beyond ??= []).push([sym, held[i + 1]!]);
+      }
+    } else {
+      const p = pos!;
+      const n = Math.min(p.length, w);
+      this.after.set(n === p.length ? p : p.subarray(0, n), row);
+      if (n < w) this.after.fill(0, row + n, row + w);
+      for (let sym = n; sym < p.length; sym++) if (p[sym] !== 0) (beyond ??= []).push([sym, p[sym]!]);
+      if (extra && extra.size > 0) (beyond ??= []).push(...[...extra].sort((a, b) => a[0] - b[0]));
+    }
+    this.afterExtra[s] = beyond;
+  }
+
+  requestIdAt(i: number): number {
+    return this.rid[this.slot(i)]!;
+  }
+
+  tsAt(i: number): number {
+    return this.tsCol[this.slot(i)]!;
+  }
+
+  /** Units of an accepted conversion at entry i, 0 for other decisions. */
+  convertedAt(i: number): number {
+    const s = this.slot(i);
+    if (this.kind[s] !== OP_OBJECT) return this.amount[s]!;
+    const ev = this.obj[s]!;
+    return ev.t === 'conversion' ? ev.amount : 0;
+  }
+
+  /** Logical index of the entry with this request id (entries are in request-id order), or -1. */
+  indexOf(requestId: number): number {
+    let lo = 0;
+    let hi = this.size - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const m = this.rid[this.slot(mid)]!;
+      if (m === requestId) return mid;
+      if (m < requestId) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+
+  /**
+   * Entry i as its journal event. A compact conversion comes back with
+   * `held`, its positions after (flat), so the answer, the audit entry and a
+   * snapshot all read it the same way.
+   */
+  eventAt(i: number, clientId: number): AuditEvent {
+    const s = this.slot(i);
+    const k = this.kind[s]!;
+    if (k === OP_OBJECT) return this.obj[s]!;
+    const held: number[] = [];
+    const row = s * this.width;
+    for (let sym = 0; sym < this.width; sym++) {
+      const q = this.after[row + sym]!;
+      if (q !== 0) held.push(sym, q);
+    }
+    for (const [sym, q] of this.afterExtra[s] ?? []) held.push(sym, q);
+    const ev: Conversion = {
+      t: 'conversion',
+      requestId: this.rid[s]!,
+      ...(this.key[s] !== undefined ? { key: this.key[s] } : {}),
+      op: (k === OP_CREATE ? 'create' : 'redeem') as ConversionOp,
+      clientId,
+      etf: this.etf[s]!,
+      amount: this.amount[s]!,
+      ...(this.fee[s] !== 0 ? { fee: this.fee[s]! } : {}),
+      ...(this.ver[s] !== 0 ? { basketVersion: this.ver[s]! } : {}),
+      held,
+      ts: this.tsCol[s]!,
+    };
+    return ev;
+  }
+}
