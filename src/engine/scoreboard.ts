@@ -28,6 +28,9 @@ interface Position {
 /** The position record is rewritten in place at a fixed width: one small write, no rename, per batch. */
 const POSITION_WIDTH = 64;
 
+/** Journal batches (of up to 2,000 events each) read and written per step of a catch-up. */
+const CATCH_UP_WINDOW = 200;
+
 /**
  * Appends every accepted conversion to the exchange's scoreboard file, exactly
  * once across crashes: a side file records (journal seq, file length) after
@@ -45,6 +48,8 @@ export class ScoreboardWriter {
   private pendingText = '';
   private pendingSeq = 0;
   private writing: Promise<void> | null = null;
+  /** close() was called: a catch-up stops after the window it is in (the next start goes on from the position file). */
+  private closing = false;
 
   constructor(
     private readonly path: string,
@@ -57,8 +62,8 @@ export class ScoreboardWriter {
   /** `stream`: the engine shard's journal (proto/shards.ts). */
   startCatchUp(nc: NatsConnection, journalSeq: number, stream?: string): void {
     this.writing = this.catchUp(nc, journalSeq, stream)
-      .then(() => {
-        this.ready = true;
+      .then((complete) => {
+        this.ready = complete;
       })
       .catch((err: unknown) => {
         this.failed = true;
@@ -70,7 +75,7 @@ export class ScoreboardWriter {
       });
   }
 
-  private async catchUp(nc: NatsConnection, journalSeq: number, stream?: string): Promise<void> {
+  private async catchUp(nc: NatsConnection, journalSeq: number, stream?: string): Promise<boolean> {
     await mkdir(dirname(this.path), { recursive: true });
     try {
       this.pos = JSON.parse(await readFile(`${this.path}.pos`, 'utf8')) as Position;
@@ -85,10 +90,15 @@ export class ScoreboardWriter {
     const size = (await this.file.stat()).size;
     if (size > this.pos.bytes) await this.file.truncate(this.pos.bytes);
     if (size < this.pos.bytes) this.pos.bytes = size; // edited by hand: keep what is there
-    if (this.pos.seq >= journalSeq) return;
-    let text = '';
-    await replayJournal(nc, this.pos.seq + 1, (events) => (text += scoreboardLines(events, this.deltasOf)), journalSeq, stream);
-    await this.write(text, journalSeq);
+    // A window of journal batches at a time: a long journal is neither held in memory as one text nor in the way of a stop.
+    while (this.pos.seq < journalSeq) {
+      if (this.closing) return false;
+      const until = Math.min(journalSeq, this.pos.seq + CATCH_UP_WINDOW);
+      let text = '';
+      await replayJournal(nc, this.pos.seq + 1, (events) => (text += scoreboardLines(events, this.deltasOf)), until, stream);
+      await this.write(text, until);
+    }
+    return true;
   }
 
   /** Queues the lines of a durable journal batch; appends happen in journal order. */
@@ -118,6 +128,7 @@ export class ScoreboardWriter {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await this.flush();
     await this.file?.close();
     await this.posFile?.close();

@@ -1,0 +1,85 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { jetstream } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { encode } from '../proto/codec.js';
+import { JOURNAL_SUBJECT } from '../proto/subjects.js';
+import { JOURNAL_VERSION, type JournalEvent } from '../proto/journal.js';
+import { ScoreboardWriter } from '../src/engine/scoreboard.js';
+import { ensureJournalStream } from '../src/shared/streams.js';
+import { natsClient, startTestNats, tempDir } from './helpers/system.js';
+
+/**
+ * The scoreboard file's catch-up over a long journal (a first start on an old
+ * journal, or after the file was deleted): a stop in the middle of it does not
+ * wait for the rest, and the next start finishes it with every line once.
+ */
+let nats: Awaited<ReturnType<typeof startTestNats>>;
+let nc: NatsConnection;
+const dir = tempDir();
+const BATCHES = 3000;
+const PER_BATCH = 10;
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  nc = await natsClient(nats.url);
+  await ensureJournalStream(nc);
+  const js = jetstream(nc);
+  let requestId = 0;
+  const acks: Promise<unknown>[] = [];
+  for (let b = 0; b < BATCHES; b++) {
+    const events: JournalEvent[] = Array.from({ length: PER_BATCH }, () => ({
+      t: 'conversion' as const,
+      requestId: ++requestId,
+      op: 'create' as const,
+      clientId: 1,
+      etf: 'UNDY',
+      amount: 1,
+      deltas: [
+        [3, -1],
+        [13, 1],
+      ],
+      ts: 1_700_000_000_000 + requestId,
+    }));
+    acks.push(js.publish(JOURNAL_SUBJECT, encode({ v: JOURNAL_VERSION, events }), { expect: { lastSequence: b } }));
+    if (acks.length >= 200) await Promise.all(acks.splice(0));
+  }
+  await Promise.all(acks);
+}, 60_000);
+
+afterAll(async () => {
+  await nc?.close();
+  await nats?.stop();
+  nats?.remove();
+  dir.remove();
+});
+
+it('stops a long catch-up at a stop, and the next start completes it with every line once', async () => {
+  const path = join(dir.path, 'conversions.log');
+  // An empty position file (stopped before the first window was written) is the start of the journal.
+  const position = () => JSON.parse(readFileSync(`${path}.pos`, 'utf8') || '{"seq":0,"bytes":0}') as { seq: number; bytes: number };
+  const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => ev.deltas ?? [];
+  const errors: unknown[] = [];
+
+  const first = new ScoreboardWriter(path, (err) => errors.push(err), deltasOf as never);
+  first.startCatchUp(nc, BATCHES);
+  await first.close();
+  const stopped = position();
+  // Stopped part-way, and what is in the file is exactly what the position says.
+  expect(stopped.seq).toBeLessThan(BATCHES);
+  const partial = readFileSync(path, 'utf8');
+  expect(Buffer.byteLength(partial)).toBe(stopped.bytes);
+  expect(partial.split('\n').filter(Boolean)).toHaveLength(stopped.seq * PER_BATCH * 2);
+
+  const second = new ScoreboardWriter(path, (err) => errors.push(err), deltasOf as never);
+  second.startCatchUp(nc, BATCHES);
+  await second.flush();
+  await second.close();
+  expect(position().seq).toBe(BATCHES);
+  const lines = readFileSync(path, 'utf8').split('\n').filter(Boolean);
+  expect(lines).toHaveLength(BATCHES * PER_BATCH * 2);
+  // Each conversion's two legs, in journal order, none twice.
+  expect(new Set(lines).size).toBe(lines.length);
+  expect(errors).toEqual([]);
+}, 60_000);
