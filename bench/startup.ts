@@ -2,7 +2,7 @@
  * Engine start-up time with a journal of 1,000,000 events: replaying it all,
  * versus starting from a snapshot (taken by a clean stop) with nothing or
  * 100,000 events after it.
- * Run: npm run bench:startup   (BENCH_EVENTS to change the journal size)
+ * Run: npm run bench:startup   (BENCH_EVENTS to change the journal size, BENCH_TEAMS the accounts)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +22,8 @@ import { createLogger } from '../src/shared/log.js';
 import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
 
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 1_000_000);
-const TEAMS = 100;
+/** BENCH_TEAMS: accounts the events are spread over (a snapshot's size follows accounts × their history, not events). */
+const TEAMS = Number(process.env.BENCH_TEAMS ?? 100);
 const PER_MESSAGE = 1000;
 
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-startup-'));
@@ -84,7 +85,7 @@ try {
   await writeJournal(Math.round(EVENTS / 10));
   rows.push(await timeStart(`snapshot + ${Math.round(EVENTS / 10)} events after it`));
   const base = rows[0]!.ms;
-  console.log('\nengine start-up (journal replay → ready)\n');
+  console.log(`\nengine start-up (journal replay → ready), ${TEAMS} accounts\n`);
   console.log('case                                     ms   vs full replay   heap MB');
   for (const r of rows) console.log(`${r.label.padEnd(38)} ${String(Math.round(r.ms)).padStart(6)}   ${(r.ms / base).toFixed(3).padStart(12)}   ${r.heapMb.toFixed(0).padStart(7)}`);
 } finally {

@@ -1,4 +1,7 @@
 import bcrypt from 'bcrypt';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { JournalEvent } from '../../proto/journal.js';
 import type { RosterAccount } from '../config/accounts.js';
 import type { EngineState } from './state.js';
@@ -59,12 +62,55 @@ export function rosterEvents(state: EngineState, roster: RosterAccount[], origin
   return events;
 }
 
-/** Hashes the roster's plain passwords in bcrypt's thread pool; the plain text is dropped after. */
-export async function hashRosterPasswords(state: EngineState, roster: RosterAccount[], rounds: number): Promise<void> {
+/**
+ * Hashes the roster's plain passwords in bcrypt's thread pool; the plain text
+ * is dropped after. With `cacheFile`, a password unchanged since the last
+ * start keeps its hash: at cost 10 a hash is ~55 ms, so a roster of
+ * thousands would otherwise cost every start tens of seconds. The cache holds
+ * each hash beside a SHA-256 of the password under a random salt of its own,
+ * in a 0600 file next to the roster's own plain text: nothing an intruder
+ * could not read in the roster file itself.
+ */
+export async function hashRosterPasswords(state: EngineState, roster: RosterAccount[], rounds: number, cacheFile?: string): Promise<{ hashed: number; reused: number }> {
+  const cache = cacheFile ? readHashCache(cacheFile) : { salt: randomBytes(16).toString('hex'), entries: {} as Record<string, CachedHash> };
+  const check = (password: string) => createHash('sha256').update(cache.salt).update(password).digest('hex');
+  const entries: Record<string, CachedHash> = {};
+  let hashed = 0;
   await Promise.all(
     roster.map(async (r) => {
       const acc = state.byUsername.get(r.username);
-      if (acc) acc.passwordHash = await bcrypt.hash(r.password, rounds);
+      if (!acc) return;
+      const c = check(r.password);
+      const cached = cache.entries[r.username];
+      if (cached && cached.check === c && cached.rounds === rounds) acc.passwordHash = cached.hash;
+      else {
+        acc.passwordHash = await bcrypt.hash(r.password, rounds);
+        hashed++;
+      }
+      entries[r.username] = { check: c, rounds, hash: acc.passwordHash };
     }),
   );
+  if (cacheFile && hashed > 0) {
+    // Whole file or nothing: a torn cache would only cost hashes, but a rename costs nothing.
+    mkdirSync(dirname(cacheFile), { recursive: true });
+    writeFileSync(`${cacheFile}.tmp`, JSON.stringify({ salt: cache.salt, entries }), { mode: 0o600 });
+    renameSync(`${cacheFile}.tmp`, cacheFile);
+  }
+  return { hashed, reused: Object.keys(entries).length - hashed };
+}
+
+interface CachedHash {
+  check: string;
+  rounds: number;
+  hash: string;
+}
+
+function readHashCache(file: string): { salt: string; entries: Record<string, CachedHash> } {
+  try {
+    const c = JSON.parse(readFileSync(file, 'utf8')) as { salt?: unknown; entries?: unknown };
+    if (typeof c.salt === 'string' && c.salt.length >= 32 && c.entries && typeof c.entries === 'object') return { salt: c.salt, entries: c.entries as Record<string, CachedHash> };
+  } catch {
+    // No cache yet, or unreadable: every password is hashed again.
+  }
+  return { salt: randomBytes(16).toString('hex'), entries: {} };
 }

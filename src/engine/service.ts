@@ -80,7 +80,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     for (const ev of opened) applyEvent(state, ev);
   }
   const tRoster = performance.now();
-  await hashRosterPasswords(state, roster, cfg.bcryptRounds);
+  const rosterHashes = await hashRosterPasswords(state, roster, cfg.bcryptRounds, join(cfg.dataDir, shards === 1 ? 'roster-hashes.json' : `roster-hashes.${names.shard}.json`));
   const rosterMs = Math.round(performance.now() - tRoster);
   const tFills = performance.now();
 
@@ -130,6 +130,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
       snapshotMs,
       replayMs: replayedMs - snapshotMs,
       rosterMs,
+      rosterHashes,
       fillsMs,
       startMs: Math.round(performance.now() - t0),
     },
