@@ -15,14 +15,15 @@ import {
 import { shardNames, type ShardNames } from '../../proto/shards.js';
 import { addPosition, emptyState, newAccount, positionList, type Account, type AuditEvent, type EngineState } from './state.js';
 import type { Instruments } from '../config/baskets.js';
+import { History, type HistoryImage } from './history.js';
 
 /**
- * 3: history holds compact conversions (no deltas; positions after as flat
- * `held`) beside the events of older formats. 2 (every conversion with its
- * deltas and `after`) still loads.
+ * 4: each account's history as columns (History.toImage), loaded without an
+ * object per entry. 3 (history as events, compact conversions with flat
+ * `held`) and 2 (every conversion with its deltas and `after`) still load.
  */
-export const SNAPSHOT_VERSION = 3;
-const SNAPSHOT_VERSIONS_READ: readonly number[] = [2, 3];
+export const SNAPSHOT_VERSION = 4;
+const SNAPSHOT_VERSIONS_READ: readonly number[] = [2, 3, 4];
 
 /** The snapshot in force cannot be used; start-up rebuilds from the journal instead. */
 export class SnapshotUnusable extends Error {}
@@ -46,7 +47,10 @@ interface AccountImage {
   /** Absent in snapshots from before cash was kept: 0. */
   cash?: number;
   version: number;
-  history: AuditEvent[];
+  /** Versions 2 and 3. */
+  history?: AuditEvent[];
+  /** Version 4. */
+  historyImage?: HistoryImage;
 }
 
 export interface EngineSnapshot {
@@ -77,7 +81,7 @@ export function takeSnapshot(state: EngineState, journalSeq: number, now: number
     positions: positionList(a),
     cash: a.cash,
     version: a.version,
-    history: Array.from({ length: a.history.length }, (_, i) => a.history.eventAt(i, a.clientId)),
+    historyImage: a.history.toImage(),
   }));
   const snap: EngineSnapshot = {
     v: SNAPSHOT_VERSION,
@@ -115,7 +119,8 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments): E
     for (const [symbol, q] of img.positions) addPosition(acc, symbol, q);
     acc.cash = img.cash ?? 0;
     acc.version = img.version;
-    for (const ev of img.history) {
+    if (img.historyImage) acc.history = History.fromImage(img.historyImage);
+    for (const ev of img.history ?? []) {
       if (ev.t === 'conversion' && !ev.deltas) acc.history.pushConversion(ev, null, null, ev.held ?? []);
       else acc.history.pushEvent(ev, ev.t === 'account' ? (ev.requestId ?? 0) : ev.requestId);
     }
