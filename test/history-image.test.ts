@@ -62,4 +62,15 @@ describe('history images', () => {
     expect(entries(back)).toEqual(entries(h).slice(30));
     expect(back.keys.has('k29')).toBe(false);
   });
+
+  it('keeps positions that are not whole numbers, or beyond 32 bits, exactly', () => {
+    const h = new History(10);
+    const pos = new Float64Array(16);
+    pos[3] = 2.5;
+    pos[4] = 2 ** 40;
+    h.pushConversion(conversion(1), pos, null);
+    const back = History.fromImage(h.toImage(), 10);
+    expect(back.eventAt(0, 7)).toEqual(h.eventAt(0, 7));
+    expect((back.eventAt(0, 7) as Conversion).held).toEqual([3, 2.5, 4, 2 ** 40]);
+  });
 });

@@ -233,23 +233,39 @@ export class History {
    */
   toImage(): HistoryImage {
     const n = this.size;
-    const order = Array.from({ length: n }, (_, i) => this.slot(i));
-    const col = <T extends Float64Array | Int32Array | Uint8Array>(c: T, make: (n: number) => T): Uint8Array => {
-      const out = make(n);
-      for (let i = 0; i < n; i++) out[i] = c[order[i]!]!;
+    // Oldest first is at most two runs of the ring: [head, cap) then [0, rest).
+    const first = Math.min(n, this.cap - this.head);
+    const rest = n - first;
+    const col = <T extends Float64Array | Int32Array | Uint8Array>(c: T, make: (n: number) => T, per = 1): Uint8Array => {
+      const out = make(n * per);
+      out.set(c.subarray(this.head * per, (this.head + first) * per));
+      if (rest > 0) out.set(c.subarray(0, rest * per), first * per);
       return bytesOf(out);
     };
     const w = this.width;
-    const after = new Float64Array(n * w);
-    for (let i = 0; i < n; i++) after.set(this.after.subarray(order[i]! * w, order[i]! * w + w), i * w);
-    const sparse = <T>(list: (T | undefined)[]): [number, T][] => {
-      const out: [number, T][] = [];
-      for (let i = 0; i < n; i++) {
-        const v = list[order[i]!];
-        if (v !== undefined) out.push([i, v]);
+    const slot = (i: number) => (i < first ? this.head + i : i - first);
+    const etfTable: string[] = [];
+    const etfIndex = new Uint16Array(n);
+    const keyIndex: number[] = [];
+    const keyText: string[] = [];
+    const objects: [number, AuditEvent][] = [];
+    const afterExtra: [number, Delta[]][] = [];
+    for (let i = 0; i < n; i++) {
+      const s = slot(i);
+      const e = this.etf[s] ?? '';
+      let t = etfTable.indexOf(e);
+      if (t < 0) t = etfTable.push(e) - 1;
+      etfIndex[i] = t;
+      const k = this.key[s];
+      if (k !== undefined) {
+        keyIndex.push(i);
+        keyText.push(k);
       }
-      return out;
-    };
+      const o = this.obj[s];
+      if (o !== undefined) objects.push([i, o]);
+      const x = this.afterExtra[s];
+      if (x !== undefined) afterExtra.push([i, x]);
+    }
     return {
       n,
       kind: col(this.kind, (k) => new Uint8Array(k)),
@@ -259,11 +275,14 @@ export class History {
       fee: col(this.fee, (k) => new Float64Array(k)),
       ver: col(this.ver, (k) => new Int32Array(k)),
       width: w,
-      after: bytesOf(after),
-      etf: order.map((s) => this.etf[s] ?? ''),
-      keys: sparse(this.key),
-      objects: sparse(this.obj),
-      afterExtra: sparse(this.afterExtra),
+      ...afterImage(bytesAsFloat64(col(this.after, (k) => new Float64Array(k), w))),
+      etfTable,
+      etfIndex: bytesOf(etfIndex),
+      keyIndex: bytesOf(Int32Array.from(keyIndex)),
+      // Idempotency keys never hold a NUL (CLIENT_REQUEST_ID_PATTERN in proto/http.ts, and the gateway's own).
+      keyText: keyText.join('\u0000'),
+      objects,
+      afterExtra,
     };
   }
 
@@ -273,39 +292,40 @@ export class History {
     const n = img.n;
     const skip = Math.max(0, n - limit);
     const cap = Math.max(8, Math.min(limit, n - skip));
-    const kind = typed(img.kind, Uint8Array);
-    const rid = typed(img.rid, Float64Array);
-    const ts = typed(img.ts, Float64Array);
-    const amount = typed(img.amount, Float64Array);
-    const fee = typed(img.fee, Float64Array);
-    const ver = typed(img.ver, Int32Array);
-    const after = typed(img.after, Float64Array);
     h.cap = cap;
     h.size = n - skip;
     h.head = 0;
     h.width = img.width;
-    const fit = <T extends Float64Array | Int32Array | Uint8Array>(c: T, make: (k: number) => T): T => {
-      const out = make(cap);
-      out.set(c.subarray(skip, n));
+    // One copy per column, straight from the decoded bytes into a ring of `cap` (the bytes need not be aligned).
+    const fit = <T extends Float64Array | Int32Array | Uint8Array>(bytes: Uint8Array, make: (k: number) => T, per = 1): T => {
+      const out = make(cap * per);
+      const size = out.BYTES_PER_ELEMENT * per;
+      new Uint8Array(out.buffer).set(bytes.subarray(skip * size, n * size));
       return out;
     };
-    h.kind = fit(kind, (k) => new Uint8Array(k));
-    h.rid = fit(rid, (k) => new Float64Array(k));
-    h.tsCol = fit(ts, (k) => new Float64Array(k));
-    h.amount = fit(amount, (k) => new Float64Array(k));
-    h.fee = fit(fee, (k) => new Float64Array(k));
-    h.ver = fit(ver, (k) => new Int32Array(k));
-    h.after = new Float64Array(cap * img.width);
-    h.after.set(after.subarray(skip * img.width, n * img.width));
-    h.etf = img.etf.slice(skip);
-    h.etf.length = cap;
+    h.kind = fit(img.kind, (k) => new Uint8Array(k));
+    h.rid = fit(img.rid, (k) => new Float64Array(k));
+    h.tsCol = fit(img.ts, (k) => new Float64Array(k));
+    h.amount = fit(img.amount, (k) => new Float64Array(k));
+    h.fee = fit(img.fee, (k) => new Float64Array(k));
+    h.ver = fit(img.ver, (k) => new Int32Array(k));
+    if (img.afterInt32) {
+      const narrow = fit(img.afterInt32, (k) => new Int32Array(k), img.width);
+      h.after = Float64Array.from(narrow);
+    } else h.after = fit(img.after!, (k) => new Float64Array(k), img.width);
+    const etfIndex = typed(img.etfIndex, Uint16Array);
+    h.etf = new Array<string>(cap);
+    for (let i = skip; i < n; i++) h.etf[i - skip] = img.etfTable[etfIndex[i]!]!;
     h.key = new Array<string | undefined>(cap);
     h.obj = new Array<AuditEvent | undefined>(cap);
     h.afterExtra = new Array<Delta[] | undefined>(cap);
-    for (const [i, k] of img.keys) {
+    const keyIndex = typed(img.keyIndex, Int32Array);
+    const keyText = keyIndex.length > 0 ? img.keyText.split('\u0000') : [];
+    for (let j = 0; j < keyIndex.length; j++) {
+      const i = keyIndex[j]!;
       if (i < skip) continue;
-      h.key[i - skip] = k;
-      h.keys.set(k, h.rid[i - skip]!);
+      h.key[i - skip] = keyText[j];
+      h.keys.set(keyText[j]!, h.rid[i - skip]!);
     }
     for (const [i, ev] of img.objects) if (i >= skip) h.obj[i - skip] = ev;
     for (const [i, d] of img.afterExtra) if (i >= skip) h.afterExtra[i - skip] = d;
@@ -324,17 +344,33 @@ export interface HistoryImage {
   fee: Uint8Array;
   ver: Uint8Array;
   width: number;
-  after: Uint8Array;
-  etf: string[];
+  /** Positions after, `width` per entry: as Int32 when every one is a whole number that fits (the usual case: half the bytes), else Float64. */
+  after?: Uint8Array;
+  afterInt32?: Uint8Array;
+  /** Each entry's ETF as an index (Uint16) into the table. */
+  etfTable: string[];
+  etfIndex: Uint8Array;
+  /** The entries with an idempotency key (Int32 indexes), and their keys joined by NUL. */
+  keyIndex: Uint8Array;
+  keyText: string;
   /** [entry index, value] for the entries that have one. */
-  keys: [number, string][];
   objects: [number, AuditEvent][];
   afterExtra: [number, Delta[]][];
 }
 
-const bytesOf = (a: Float64Array | Int32Array | Uint8Array): Uint8Array => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+const bytesAsFloat64 = (b: Uint8Array): Float64Array => new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8);
+
+function afterImage(after: Float64Array): Pick<HistoryImage, 'after' | 'afterInt32'> {
+  for (let i = 0; i < after.length; i++) {
+    const v = after[i]!;
+    if ((v | 0) !== v) return { after: bytesOf(after) };
+  }
+  return { afterInt32: bytesOf(Int32Array.from(after)) };
+}
+
+const bytesOf = (a: Float64Array | Int32Array | Uint16Array | Uint8Array): Uint8Array => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
 /** A typed column from its bytes: copied, since a decoded buffer need not be aligned for its element size. */
-function typed<T extends Float64Array | Int32Array | Uint8Array>(bytes: Uint8Array, kind: { new (buffer: ArrayBuffer): T; BYTES_PER_ELEMENT: number }): T {
+function typed<T extends Float64Array | Int32Array | Uint16Array | Uint8Array>(bytes: Uint8Array, kind: { new (buffer: ArrayBuffer): T; BYTES_PER_ELEMENT: number }): T {
   return new kind(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer);
 }
