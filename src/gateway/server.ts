@@ -11,7 +11,8 @@ import type { Logger } from '../shared/log.js';
 import { EngineClient } from './engine-client.js';
 import { Authenticator } from './auth.js';
 import { Exchange, frontAddress, requestInfo, socketAddress, type RequestInfo } from './http.js';
-import { startFront, type Front } from './front/front.js';
+import type { Front } from './front/front.js';
+import { startFrontThread } from './front/worker.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
 import { FeedStatusView } from './feed-status.js';
@@ -125,7 +126,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
       app.listen_unix((token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${upstreamPath}`))), upstreamPath);
     });
-    front = await startFront({ host: cfg.http.host, port: cfg.http.port, upstreamPath, peerHeader: FRONT_PEER_HEADER, idleTimeoutMs: FRONT_IDLE_TIMEOUT_MS, log });
+    front = await startFrontThread({ host: cfg.http.host, port: cfg.http.port, upstreamPath, peerHeader: FRONT_PEER_HEADER, idleTimeoutMs: FRONT_IDLE_TIMEOUT_MS, log });
     port = front.port;
   } else {
     listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {

@@ -32,7 +32,6 @@ export interface FrontOptions {
 
 export interface Front {
   port: number;
-  readonly connections: number;
   /** Stops accepting; open connections close after their answer in flight (tunnels when uWS closes them). */
   close(graceMs?: number): Promise<void>;
 }
@@ -61,9 +60,6 @@ export async function startFront(opts: FrontOptions): Promise<Front> {
   const port = (server.address() as net.AddressInfo).port;
   return {
     port,
-    get connections() {
-      return open.size;
-    },
     close: async (graceMs = 5_000) => {
       closing = true;
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
