@@ -35,6 +35,12 @@ export function startFrontThread(opts: FrontOptions): Promise<Front> {
       log.error({ err }, 'front thread failed');
       reject(err);
     });
+    // Without its front the gateway hears nobody: better gone, and restarted by the launcher, than deaf.
+    worker.once('exit', (code) => {
+      if (closed) return;
+      log.fatal({ code }, 'front thread exited: stopping the gateway');
+      process.exit(1);
+    });
   });
 }
 
