@@ -1,8 +1,11 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import type { DumpResult } from '../proto/engine.js';
+import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import type { JournalEvent } from '../proto/journal.js';
 import { ENGINE_ADMIN_SUBJECT, FILL_STREAM, JOURNAL_STREAM } from '../proto/subjects.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
@@ -12,7 +15,10 @@ import { startBridge } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { consistencyCheck, rebuild } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
-import { api, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
+import { api, buy, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
+import { launcherEnv, runLauncher } from './helpers/launcher.js';
+import { connectNats } from '../src/shared/nats.js';
+import { BUCKETS } from '../src/shared/streams.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { bridgeOpts, fillMsg, sendClearing } from './helpers/feed.js';
 
@@ -257,3 +263,51 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   expect(code, toolOut.slice(-2000)).toBe(0);
   expect(toolOut).toContain('consistent');
 }, 300_000);
+
+it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 replicas, a killed node restarted, a clean restart keeps holdings', async () => {
+  const accounts = join(dir.path, 'launcher-accounts.txt');
+  writeFileSync(accounts, '1 team1 team1pass\n2 team2 team2pass\n');
+  const data = join(dir.path, 'launcher-data');
+  const env = await launcherEnv(data, accounts, { NATS_CLUSTER: '3' });
+  const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+  const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 60_000);
+  let run = runLauncher(env);
+  cleanups.push(() => killProcess(run.child, 'SIGINT'));
+  await healthy();
+
+  const urls = readFileSync(join(data, 'nats.url'), 'utf8').trim();
+  expect(urls.split(',')).toHaveLength(3);
+  const feed = await connectNats(urls, 'test-fills', { role: 'feed', credsFile: join(data, 'nats-auth/feed.json') });
+  const operator = await connectNats(urls, 'test-operator', { role: 'operator', credsFile: join(data, 'nats-auth/operator.json') });
+  cleanups.push(async () => {
+    await feed.close();
+    await operator.close();
+  });
+  const jsm = await jetstreamManager(operator);
+  for (const stream of [JOURNAL_STREAM, FILL_STREAM, SNAPSHOT_STREAM, ...Object.keys(BUCKETS).map((b) => `KV_${b}`)]) {
+    const info = await jsm.streams.info(stream);
+    expect(info.config.num_replicas, stream).toBe(3);
+    expect(info.cluster?.replicas, stream).toHaveLength(2);
+  }
+  // Every node takes the same users: an anonymous client is refused by each.
+  for (const url of urls.split(',')) await expect(connect({ servers: url, reconnect: false })).rejects.toThrow(/Authorization Violation/);
+
+  await buy(operator, 1, Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 3])), feed);
+  expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
+
+  // kill -9 of a node: the launcher starts it again with the same name, ports and store.
+  const pid = Number(execFileSync('pgrep', ['-f', `nats-server .*-sd ${join(data, 'nats-cluster/n2')} `], { encoding: 'utf8' }).trim().split('\n')[0]);
+  process.kill(pid, 'SIGKILL');
+  await run.waitForLine((l) => l.msg === 'nats-server restarted' && l.server === 'etf-n2', 'etf-n2 restarted', 60_000);
+  expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
+  const before = (await http.holdings('team1', 'team1pass')).body;
+  expect(before.holdings.UNDY).toBe(2);
+
+  run.child.kill('SIGINT');
+  expect(await run.exited).toBe(0);
+  run = runLauncher(env);
+  await healthy();
+  expect((await http.holdings('team1', 'team1pass')).body).toEqual(before);
+  run.child.kill('SIGINT');
+  expect(await run.exited).toBe(0);
+}, 180_000);
