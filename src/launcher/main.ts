@@ -16,7 +16,8 @@ import { assertPortFree, freePort, portIsFree } from '../shared/ports.js';
 
 /**
  * `npm start`: the whole system on one machine. Starts a local nats-server
- * (unless NATS_URL names one) and keeps it running, then as supervised child
+ * (unless NATS_URL names one or several; NATS_CLUSTER=3: a local cluster of
+ * three, every stream and bucket in 3 replicas) and keeps it running, then as supervised child
  * processes: the engine, the gateway, the pricing actor, the feed bridge, and
  * the built-in NDFEX simulator when no exchange is heard on the market-data
  * group (NDFEX_SIMULATOR=on|off forces it). Ctrl-C stops everything it started.
