@@ -132,9 +132,13 @@ try {
 // Streams and buckets are created here, as the operator: no service role may administer them.
 try {
   const nc = await connectNats(natsUrl!, 'etf-launcher', { waitForServer: false, role: 'operator', credsFile: auth?.credsFile('operator') });
-  // A cluster answers JetStream once it has elected a meta leader; the services start after that.
-  await whenJetStreamReady(nc, () => provisionStreams(nc, replicas), 60_000, log);
-  if (clusterSize > 1) log.info({ replicas }, 'JetStream ready on the cluster: streams and buckets provisioned');
+  if (auth && clusterSize > 1) {
+    // Our cluster answers JetStream once it has elected a meta leader; the services start after that.
+    await whenJetStreamReady(nc, () => provisionStreams(nc, replicas), 60_000, log);
+    log.info({ replicas }, 'JetStream ready on the cluster: streams and buckets provisioned');
+  } else {
+    await provisionStreams(nc, replicas);
+  }
   await nc.close();
 } catch (err) {
   if (auth) {
