@@ -54,7 +54,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   const cluster: TestCluster = await startTestCluster(dir.path, 3);
   cleanups.push(() => cluster.stop());
   const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
-  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 2000 });
+  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 2000, snapshotEvery: 300 });
   const withCreds = (role: 'engine' | 'gateway') => ({ ...cfg, nats: { ...cfg.nats, creds: cluster.auth.credsFile(role) } });
 
   // The engine in its own process, as the launcher runs it; it must ride out the election, not restart.
@@ -220,12 +220,14 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
     fills: sentFills.length,
     journalLeaderKill: { ...first, newLeader: cluster.plan.nodes[newLeader]!.name },
     fillConsumerKill: second,
+    snapshotsSaved: engine.logs.filter((l) => l.msg === 'snapshot saved').length,
+    engineLogLines: engine.logs.length,
     fillRetries: bridge.stats().publisher.retries,
     // How long the engine's journal writes were retried, from its own log.
     journalRetriedMs: engine.logs.filter((l) => l.what === 'journal write' && typeof l.ms === 'number').map((l) => l.ms as number),
   };
   console.log(`cluster kill: ${JSON.stringify(summary)}`);
-  if (process.env.CLUSTER_DEBUG) console.log(engine.logs.map((l) => JSON.stringify(l)).join('\n'));
+  if (process.env.CLUSTER_DEBUG) console.log(engine.logs.filter((l) => l.what !== 'journal write').map((l) => JSON.stringify(l).slice(0, 400)).join('\n'));
   expect(doubled).toEqual([]);
   expect(lost).toBe(0);
   expect(engineExits, 'the engine rode out the election without restarting').toBe(0);
@@ -262,6 +264,22 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   const code = await new Promise<number | null>((r) => tool.once('exit', r));
   expect(code, toolOut.slice(-2000)).toBe(0);
   expect(toolOut).toContain('consistent');
+
+  // 4. Snapshots were written through the kills (every SNAPSHOT_EVERY events): an engine started
+  //    now loads the last one, replays the journal after it, and has exactly the same state.
+  // (One may still be on its way, retried through the second election.)
+  await until(() => engine.logs.some((l) => l.msg === 'snapshot saved' || String(l.msg).startsWith('snapshot not saved')), 'a snapshot saved', 60_000);
+  const saved = engine.logs.filter((l) => l.msg === 'snapshot saved').length;
+  expect(engine.logs.filter((l) => String(l.msg).startsWith('snapshot not saved'))).toEqual([]);
+  await killProcess(engine, 'SIGKILL');
+  const again = await spawnEngine(cluster.url, withCreds('engine'));
+  cleanups.push(() => killProcess(again));
+  expect(again.ready.snapshot, `${saved} snapshots saved`).not.toBeNull();
+  const after = await admin.call({ op: 'dump' });
+  if (!after.ok) throw new Error(after.error.message);
+  expect(after.result.journal_seq).toBe(dump.journal_seq);
+  expect(after.result.fill_seq).toBe(dump.fill_seq);
+  expect(after.result.accounts).toEqual(dump.accounts);
 }, 300_000);
 
 it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 replicas, a killed node restarted, a clean restart keeps holdings', async () => {

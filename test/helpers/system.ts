@@ -79,7 +79,7 @@ export async function startSystem(natsUrl: string, cfg: Config): Promise<TestSys
 
 /**
  * The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`;
- * `logs` keeps what it logs after that (the last 1,000 lines).
+ * `logs` keeps what it logs after that (the last 20,000 lines).
  */
 export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[]; logs: Record<string, any>[] }> {
   const env = {
@@ -101,7 +101,7 @@ export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildPr
       } else if (!isReady && startLog.length < 100 && line.startsWith('{')) startLog.push(JSON.parse(line) as Record<string, any>);
       else if (isReady && line.startsWith('{')) {
         logs.push(JSON.parse(line) as Record<string, any>);
-        if (logs.length > 1000) logs.shift();
+        if (logs.length > 20_000) logs.shift();
       }
     });
     child.once('exit', (code) => reject(new Error(`engine exited with ${code} before it was ready`)));
