@@ -9,6 +9,7 @@ import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import type { JournalEvent } from '../proto/journal.js';
 import { ENGINE_ADMIN_SUBJECT, FILL_STREAM, JOURNAL_STREAM } from '../proto/subjects.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
+import { freePort, natsServerBinary } from '../src/launcher/nats-server.js';
 import { startGateway } from '../src/gateway/server.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
 import { startBridge } from '../src/feed/service.js';
@@ -282,7 +283,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   expect(after.result.accounts).toEqual(dump.accounts);
 }, 300_000);
 
-it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 replicas, a killed node restarted, a clean restart keeps holdings', async () => {
+it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 replicas, routes authenticated, a killed node restarted, a clean restart keeps holdings', async () => {
   const accounts = join(dir.path, 'launcher-accounts.txt');
   writeFileSync(accounts, '1 team1 team1pass\n2 team2 team2pass\n');
   const data = join(dir.path, 'launcher-data');
@@ -309,6 +310,27 @@ it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 rep
   }
   // Every node takes the same users: an anonymous client is refused by each.
   for (const url of urls.split(',')) await expect(connect({ servers: url, reconnect: false })).rejects.toThrow(/Authorization Violation/);
+
+  // Routes are authenticated: a server joining without the routes' credentials is refused (it could otherwise
+  // carry anyone's messages into the cluster, engine commands included).
+  const conf = readFileSync(join(data, 'nats-auth/etf-n1.conf'), 'utf8');
+  const clusterListen = (JSON.parse(conf.slice(conf.indexOf('cluster: ') + 'cluster: '.length)) as { listen: string }).listen;
+  const rogueConf = join(dir.path, 'rogue.conf');
+  writeFileSync(rogueConf, `cluster: ${JSON.stringify({ name: 'etf', listen: '127.0.0.1:-1', routes: [`nats-route://${clusterListen}`] })}\n`);
+  const rogue = spawn(natsServerBinary(), ['-c', rogueConf, '-a', '127.0.0.1', '-p', String(await freePort()), '-n', 'rogue'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  cleanups.push(() => killProcess(rogue));
+  await new Promise<void>((resolve, reject) => {
+    let log = '';
+    const timer = setTimeout(() => reject(new Error(`the rogue route was not refused:\n${log.slice(-1000)}`)), 20_000);
+    rogue.stderr!.on('data', (b: Buffer) => {
+      log += b.toString();
+      if (log.includes("Route Error 'Authorization Violation'")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  await killProcess(rogue);
 
   await buy(operator, 1, Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 3])), feed);
   expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
