@@ -3,7 +3,9 @@
  *   core        the pure core alone (decide + apply, no I/O)
  *   memory      the engine actor over NATS, journal writes answered at once (nothing durable)
  *   jetstream   the engine actor over NATS, each group commit a JetStream file-store write
- * The last two differ only in the journal, so their ratio is what durability costs.
+ *   cluster R3  the same on a local three-node cluster (NATS_CLUSTER=3's set-up), the journal in 3 replicas:
+ *               each group commit waits for two nodes' file stores
+ * The last three differ only in the journal, so their ratios are what durability and replication cost.
  * Run: npm run bench:durability   (BENCH_SECONDS, BENCH_INFLIGHT)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -20,6 +22,7 @@ import { EngineClient } from '../src/gateway/engine-client.js';
 import { ensureJournalStream } from '../src/shared/streams.js';
 import { createLogger } from '../src/shared/log.js';
 import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
+import { planCluster, startClusterNode, whenJetStreamReady } from '../src/launcher/nats-cluster.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 512);
@@ -71,6 +74,23 @@ async function throughActor(nc: NatsConnection, journal: JournalWriter): Promise
   return rate;
 }
 
+/** The actor with its journal in 3 replicas on a local three-node cluster. */
+async function onCluster(): Promise<number> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const clusterPorts = [await freePort(), await freePort(), await freePort()];
+  const plan = planCluster({ ports, clusterPorts, storeRoot: join(dir, 'cluster'), configDir: join(dir, 'cluster-conf') });
+  const nodes = await Promise.all(plan.nodes.map((n) => startClusterNode(n)));
+  try {
+    const nc = await connect({ servers: plan.nodes.map((n) => n.url), noAsyncTraces: true });
+    await whenJetStreamReady(nc, () => ensureJournalStream(nc, 3));
+    const rate = await throughActor(nc, new JournalWriter(nc, 0));
+    await nc.close();
+    return rate;
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+  }
+}
+
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-dur-'));
 const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
 try {
@@ -82,9 +102,10 @@ try {
   const memory = await throughActor(nc, memoryJournal);
   const jetstreamRate = await throughActor(nc, new JournalWriter(nc, 0));
   await nc.close();
+  const clusterRate = await onCluster();
   console.log(`\ncreate/redeem commands per second, ${INFLIGHT} in flight, ${SECONDS} s each\n`);
   console.log('path         cmds/s      vs memory journal');
-  for (const [name, v] of [['core', core], ['memory', memory], ['jetstream', jetstreamRate]] as const) {
+  for (const [name, v] of [['core', core], ['memory', memory], ['jetstream', jetstreamRate], ['cluster R3', clusterRate]] as const) {
     console.log(`${name.padEnd(10)} ${String(Math.round(v)).padStart(9)}   ${(v / memory).toFixed(2)}`);
   }
 } finally {
