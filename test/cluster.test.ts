@@ -55,7 +55,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   const cluster: TestCluster = await startTestCluster(dir.path, 3);
   cleanups.push(() => cluster.stop());
   const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
-  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 2000, snapshotEvery: 300 });
+  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 2000, snapshotEvery: 300, operator: { username: 'instructor', password: 'instructorpass' } });
   const withCreds = (role: 'engine' | 'gateway') => ({ ...cfg, nats: { ...cfg.nats, creds: cluster.auth.credsFile(role) } });
 
   // The engine in its own process, as the launcher runs it; it must ride out the election, not restart.
@@ -281,6 +281,16 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   expect(after.result.journal_seq).toBe(dump.journal_seq);
   expect(after.result.fill_seq).toBe(dump.fill_seq);
   expect(after.result.accounts).toEqual(dump.accounts);
+
+  // 5. Published state still flows after the kills: a basket change reaches GET /etfs through the
+  //    engine's acknowledged KV write and the gateway's watch of the bucket.
+  const set = await http.send('POST', '/operator/api/basket', { basic: ['instructor', 'instructorpass'], json: { etf_name: 'UNDY', components: { KNAN: 3 } } });
+  expect(set.status).toBe(200);
+  await until(async () => {
+    const etfs = (await http.send('GET', '/etfs')).body.etfs as { name: string; components: { ticker: string; weight: number }[] }[];
+    const undy = etfs.find((e) => e.name === 'UNDY')!;
+    return undy.components.length === 1 && undy.components[0]!.ticker === 'KNAN' && undy.components[0]!.weight === 3;
+  }, 'GET /etfs to show the new basket', 20_000);
 }, 300_000);
 
 it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 replicas, routes authenticated, a killed node restarted, a clean restart keeps holdings', async () => {
