@@ -16,6 +16,7 @@ import type { Fill } from '../../proto/fill.js';
 import { ensureFillStream } from '../../src/shared/streams.js';
 import { afterAll, beforeAll } from 'vitest';
 import { awaitHoldingsSeq } from './events.js';
+import { natsServers } from '../../src/shared/nats.js';
 
 export const quietLog = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent');
 
@@ -123,7 +124,7 @@ export async function killProcess(child: ChildProcess, signal: NodeJS.Signals = 
 }
 
 export async function natsClient(url: string): Promise<NatsConnection> {
-  return connect({ servers: url, noAsyncTraces: true });
+  return connect({ servers: natsServers(url), noAsyncTraces: true });
 }
 
 /** Publishes fills onto the fill stream as the feed bridge does, and waits for JetStream's acks. */
