@@ -3,7 +3,9 @@
  *   core        the pure core alone (decide + apply, no I/O)
  *   memory      the engine actor over NATS, journal writes answered at once (nothing durable)
  *   jetstream   the engine actor over NATS, each group commit a JetStream file-store write
- * The last two differ only in the journal, so their ratio is what durability costs.
+ *   cluster R3  this tree's actor on a local three-node cluster (NATS_CLUSTER=3's set-up), the journal in 3 replicas:
+ *               each group commit waits for two nodes' file stores
+ * The journal lines differ only in the journal, so their ratios are what durability and replication cost.
  * With BENCH_BASELINE_REF=<git ref>, the same three through that ref's engine
  * (built by bench/baseline.ts), interleaved with this tree's on the same
  * nats-server, and each line's ratio to the baseline's.
@@ -27,6 +29,7 @@ import { ensureJournalStream } from '../src/shared/streams.js';
 import { createLogger, type Logger } from '../src/shared/log.js';
 import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
 import { buildBaseline } from './baseline.js';
+import { planCluster, startClusterNode, whenJetStreamReady } from '../src/launcher/nats-cluster.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 512);
@@ -120,6 +123,23 @@ const memoryJournal = () => {
   }, append: async () => ++seq };
 };
 
+/** This tree's actor with its journal in 3 replicas on a local three-node cluster. */
+async function onCluster(): Promise<number> {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const clusterPorts = [await freePort(), await freePort(), await freePort()];
+  const plan = planCluster({ ports, clusterPorts, storeRoot: join(dir, 'cluster'), configDir: join(dir, 'cluster-conf') });
+  const nodes = await Promise.all(plan.nodes.map((n) => startClusterNode(n)));
+  try {
+    const nc = await connect({ servers: plan.nodes.map((n) => n.url), noAsyncTraces: true });
+    await whenJetStreamReady(nc, () => ensureJournalStream(nc, undefined, 3));
+    const rate = await throughActor(thisTree, nc, new thisTree.Journal(nc, 0));
+    await nc.close();
+    return rate;
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+  }
+}
+
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-dur-'));
 const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
 const ref = process.env.BENCH_BASELINE_REF;
@@ -139,6 +159,7 @@ try {
     journalSeq = (await (await jetstreamManager(nc)).streams.info(JOURNAL_STREAM)).state.last_seq;
   }
   await nc.close();
+  const clusterRate = await onCluster();
   console.log(`\ncreate/redeem commands per second, ${INFLIGHT} in flight, ${SECONDS} s each\n`);
   console.log(`path         ${engines.map((e) => e.label.padStart(22)).join('')}${baseline ? '   vs baseline' : ''}`);
   for (const path of ['core', 'memory', 'jetstream']) {
@@ -146,8 +167,9 @@ try {
     const ratio = baseline ? `   ${(values[0]! / values[1]!).toFixed(2)}×` : '';
     console.log(`${path.padEnd(10)} ${values.map((v) => String(Math.round(v)).padStart(22)).join('')}${ratio}`);
   }
+  console.log(`${'cluster R3'.padEnd(10)} ${String(Math.round(clusterRate)).padStart(22)}`);
   const mine = rows.get(thisTree.label)!;
-  console.log(`\nthis tree: jetstream / memory journal = ${(mine.get('jetstream')! / mine.get('memory')!).toFixed(2)} (what durability costs)`);
+  console.log(`\nthis tree: jetstream / memory journal = ${(mine.get('jetstream')! / mine.get('memory')!).toFixed(2)} (what durability costs), cluster R3 / jetstream = ${(clusterRate / mine.get('jetstream')!).toFixed(2)} (what replication costs)`);
 } finally {
   baseline?.remove();
   await nats.stop();

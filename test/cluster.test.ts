@@ -1,18 +1,25 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import type { DumpResult } from '../proto/engine.js';
+import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import type { JournalEvent } from '../proto/journal.js';
 import { ENGINE_ADMIN_SUBJECT, FILL_STREAM, JOURNAL_STREAM } from '../proto/subjects.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
+import { freePort, natsServerBinary } from '../src/launcher/nats-server.js';
 import { startGateway } from '../src/gateway/server.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
 import { startBridge } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { consistencyCheck, rebuild } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
-import { api, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
+import { api, buy, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
+import { launcherEnv, runLauncher } from './helpers/launcher.js';
+import { connectNats } from '../src/shared/nats.js';
+import { BUCKETS } from '../src/shared/streams.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { bridgeOpts, fillMsg, sendClearing } from './helpers/feed.js';
 
@@ -48,7 +55,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   const cluster: TestCluster = await startTestCluster(dir.path, 3);
   cleanups.push(() => cluster.stop());
   const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
-  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 2000 });
+  const cfg = testConfig(dir.path, { roster, requestTimeoutMs: 2000, snapshotEvery: 300, operator: { username: 'instructor', password: 'instructorpass' } });
   const withCreds = (role: 'engine' | 'gateway') => ({ ...cfg, nats: { ...cfg.nats, creds: cluster.auth.credsFile(role) } });
 
   // The engine in its own process, as the launcher runs it; it must ride out the election, not restart.
@@ -214,12 +221,14 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
     fills: sentFills.length,
     journalLeaderKill: { ...first, newLeader: cluster.plan.nodes[newLeader]!.name },
     fillConsumerKill: second,
+    snapshotsSaved: engine.logs.filter((l) => l.msg === 'snapshot saved').length,
+    engineLogLines: engine.logs.length,
     fillRetries: bridge.stats().publisher.retries,
     // How long the engine's journal writes were retried, from its own log.
     journalRetriedMs: engine.logs.filter((l) => l.what === 'journal write' && typeof l.ms === 'number').map((l) => l.ms as number),
   };
   console.log(`cluster kill: ${JSON.stringify(summary)}`);
-  if (process.env.CLUSTER_DEBUG) console.log(engine.logs.map((l) => JSON.stringify(l)).join('\n'));
+  if (process.env.CLUSTER_DEBUG) console.log(engine.logs.filter((l) => l.what !== 'journal write').map((l) => JSON.stringify(l).slice(0, 400)).join('\n'));
   expect(doubled).toEqual([]);
   expect(lost).toBe(0);
   expect(engineExits, 'the engine rode out the election without restarting').toBe(0);
@@ -256,4 +265,99 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   const code = await new Promise<number | null>((r) => tool.once('exit', r));
   expect(code, toolOut.slice(-2000)).toBe(0);
   expect(toolOut).toContain('consistent');
+
+  // 4. Snapshots were written through the kills (every SNAPSHOT_EVERY events): an engine started
+  //    now loads the last one, replays the journal after it, and has exactly the same state.
+  // (One may still be on its way, retried through the second election.)
+  await until(() => engine.logs.some((l) => l.msg === 'snapshot saved' || String(l.msg).startsWith('snapshot not saved')), 'a snapshot saved', 60_000);
+  const saved = engine.logs.filter((l) => l.msg === 'snapshot saved').length;
+  expect(engine.logs.filter((l) => String(l.msg).startsWith('snapshot not saved'))).toEqual([]);
+  await killProcess(engine, 'SIGKILL');
+  const again = await spawnEngine(cluster.url, withCreds('engine'));
+  cleanups.push(() => killProcess(again));
+  expect(again.ready.snapshot, `${saved} snapshots saved`).not.toBeNull();
+  const after = await admin.call({ op: 'dump' });
+  if (!after.ok) throw new Error(after.error.message);
+  expect(after.result.journal_seq).toBe(dump.journal_seq);
+  expect(after.result.fill_seq).toBe(dump.fill_seq);
+  expect(after.result.accounts).toEqual(dump.accounts);
+
+  // 5. Published state still flows after the kills: a basket change reaches GET /etfs through the
+  //    engine's acknowledged KV write and the gateway's watch of the bucket.
+  const set = await http.send('POST', '/operator/api/basket', { basic: ['instructor', 'instructorpass'], json: { etf_name: 'UNDY', components: { KNAN: 3 } } });
+  expect(set.status).toBe(200);
+  await until(async () => {
+    const etfs = (await http.send('GET', '/etfs')).body.etfs as { name: string; components: { ticker: string; weight: number }[] }[];
+    const undy = etfs.find((e) => e.name === 'UNDY')!;
+    return undy.components.length === 1 && undy.components[0]!.ticker === 'KNAN' && undy.components[0]!.weight === 3;
+  }, 'GET /etfs to show the new basket', 20_000);
 }, 300_000);
+
+it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 replicas, routes authenticated, a killed node restarted, a clean restart keeps holdings', async () => {
+  const accounts = join(dir.path, 'launcher-accounts.txt');
+  writeFileSync(accounts, '1 team1 team1pass\n2 team2 team2pass\n');
+  const data = join(dir.path, 'launcher-data');
+  const env = await launcherEnv(data, accounts, { NATS_CLUSTER: '3' });
+  const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+  const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 60_000);
+  let run = runLauncher(env);
+  cleanups.push(() => killProcess(run.child, 'SIGINT'));
+  await healthy();
+
+  const urls = readFileSync(join(data, 'nats.url'), 'utf8').trim();
+  expect(urls.split(',')).toHaveLength(3);
+  const feed = await connectNats(urls, 'test-fills', { role: 'feed', credsFile: join(data, 'nats-auth/feed.json') });
+  const operator = await connectNats(urls, 'test-operator', { role: 'operator', credsFile: join(data, 'nats-auth/operator.json') });
+  cleanups.push(async () => {
+    await feed.close();
+    await operator.close();
+  });
+  const jsm = await jetstreamManager(operator);
+  for (const stream of [JOURNAL_STREAM, FILL_STREAM, SNAPSHOT_STREAM, ...Object.keys(BUCKETS).map((b) => `KV_${b}`)]) {
+    const info = await jsm.streams.info(stream);
+    expect(info.config.num_replicas, stream).toBe(3);
+    expect(info.cluster?.replicas, stream).toHaveLength(2);
+  }
+  // Every node takes the same users: an anonymous client is refused by each.
+  for (const url of urls.split(',')) await expect(connect({ servers: url, reconnect: false })).rejects.toThrow(/Authorization Violation/);
+
+  // Routes are authenticated: a server joining without the routes' credentials is refused (it could otherwise
+  // carry anyone's messages into the cluster, engine commands included).
+  const conf = readFileSync(join(data, 'nats-auth/etf-n1.conf'), 'utf8');
+  const clusterListen = (JSON.parse(conf.slice(conf.indexOf('cluster: ') + 'cluster: '.length)) as { listen: string }).listen;
+  const rogueConf = join(dir.path, 'rogue.conf');
+  writeFileSync(rogueConf, `cluster: ${JSON.stringify({ name: 'etf', listen: '127.0.0.1:-1', routes: [`nats-route://${clusterListen}`] })}\n`);
+  const rogue = spawn(natsServerBinary(), ['-c', rogueConf, '-a', '127.0.0.1', '-p', String(await freePort()), '-n', 'rogue'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  cleanups.push(() => killProcess(rogue));
+  await new Promise<void>((resolve, reject) => {
+    let log = '';
+    const timer = setTimeout(() => reject(new Error(`the rogue route was not refused:\n${log.slice(-1000)}`)), 20_000);
+    rogue.stderr!.on('data', (b: Buffer) => {
+      log += b.toString();
+      if (log.includes("Route Error 'Authorization Violation'")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  await killProcess(rogue);
+
+  await buy(operator, 1, Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 3])), feed);
+  expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
+
+  // kill -9 of a node: the launcher starts it again with the same name, ports and store.
+  const pid = Number(execFileSync('pgrep', ['-f', `nats-server .*-sd ${join(data, 'nats-cluster/n2')} `], { encoding: 'utf8' }).trim().split('\n')[0]);
+  process.kill(pid, 'SIGKILL');
+  await run.waitForLine((l) => l.msg === 'nats-server restarted' && l.server === 'etf-n2', 'etf-n2 restarted', 60_000);
+  expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
+  const before = (await http.holdings('team1', 'team1pass')).body;
+  expect(before.holdings.UNDY).toBe(2);
+
+  run.child.kill('SIGINT');
+  expect(await run.exited).toBe(0);
+  run = runLauncher(env);
+  await healthy();
+  expect((await http.holdings('team1', 'team1pass')).body).toEqual(before);
+  run.child.kill('SIGINT');
+  expect(await run.exited).toBe(0);
+}, 180_000);

@@ -16,7 +16,8 @@ import { assertPortFree, freePort, portIsFree } from '../shared/ports.js';
 
 /**
  * `npm start`: the whole system on one machine. Starts a local nats-server
- * (unless NATS_URL names one) and keeps it running, then as supervised child
+ * (unless NATS_URL names one or several; NATS_CLUSTER=3: a local cluster of
+ * three, every stream and bucket in 3 replicas) and keeps it running, then as supervised child
  * processes: the engine, the gateway, the pricing actor, the feed bridge, and
  * the built-in NDFEX simulator when no exchange is heard on the market-data
  * group (NDFEX_SIMULATOR=on|off forces it). Ctrl-C stops everything it started.
@@ -132,9 +133,13 @@ try {
 // Streams and buckets are created here, as the operator: no service role may administer them.
 try {
   const nc = await connectNats(natsUrl!, 'etf-launcher', { waitForServer: false, role: 'operator', credsFile: auth?.credsFile('operator') });
-  // A cluster answers JetStream once it has elected a meta leader; the services start after that.
-  await whenJetStreamReady(nc, () => provisionStreams(nc, replicas, shards), 60_000, log);
-  if (clusterSize > 1) log.info({ replicas }, 'JetStream ready on the cluster: streams and buckets provisioned');
+  if (auth && clusterSize > 1) {
+    // Our cluster answers JetStream once it has elected a meta leader; the services start after that.
+    await whenJetStreamReady(nc, () => provisionStreams(nc, replicas, shards), 60_000, log);
+    log.info({ replicas }, 'JetStream ready on the cluster: streams and buckets provisioned');
+  } else {
+    await provisionStreams(nc, replicas, shards);
+  }
   await nc.close();
 } catch (err) {
   if (auth) {

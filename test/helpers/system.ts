@@ -16,6 +16,7 @@ import type { Fill } from '../../proto/fill.js';
 import { ensureFillStream } from '../../src/shared/streams.js';
 import { afterAll, beforeAll } from 'vitest';
 import { awaitHoldingsSeq } from './events.js';
+import { natsServers } from '../../src/shared/nats.js';
 
 export const quietLog = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent');
 
@@ -100,7 +101,7 @@ export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1
 
 /**
  * The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`;
- * `logs` keeps what it logs after that (the last 1,000 lines).
+ * `logs` keeps what it logs after that (the last 20,000 lines).
  */
 export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[]; logs: Record<string, any>[] }> {
   const env = {
@@ -123,7 +124,7 @@ export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildPr
       else if (!isReady && startLog.length < 100) startLog.push(JSON.parse(line) as Record<string, any>);
       else if (isReady) {
         logs.push(JSON.parse(line) as Record<string, any>);
-        if (logs.length > 1000) logs.shift();
+        if (logs.length > 20_000) logs.shift();
       }
     },
   });
@@ -146,7 +147,7 @@ export async function killProcess(child: ChildProcess, signal: NodeJS.Signals = 
 }
 
 export async function natsClient(url: string): Promise<NatsConnection> {
-  return connect({ servers: url, noAsyncTraces: true });
+  return connect({ servers: natsServers(url), noAsyncTraces: true });
 }
 
 /** Publishes fills onto the fill stream as the feed bridge does, and waits for JetStream's acks. */
