@@ -1,4 +1,5 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { startService } from '../shared/service-process.js';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../config/config.js';
@@ -45,34 +46,13 @@ export async function startNatsServer(opts: {
   mkdirSync(opts.storeDir, { recursive: true });
   const args = ['-js', '-sd', opts.storeDir, '-a', host, '-p', String(opts.port), '-n', opts.serverName ?? `etf-${opts.port}`];
   if (opts.configFile) args.unshift('-c', opts.configFile);
-  const proc = spawn(bin, args, {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let log = '';
-  await new Promise<void>((resolve, reject) => {
-    const onData = (b: Buffer) => {
-      log += b.toString();
-      if (log.includes('Server is ready')) {
-        proc.stderr!.off('data', onData);
-        proc.stderr!.resume();
-        resolve();
-      }
-    };
-    proc.stderr!.on('data', onData);
-    proc.once('exit', (code) => reject(new Error(`nats-server exited with ${code} before it was ready:\n${log.slice(-2000)}`)));
-    proc.once('error', reject);
-  });
-  const exited = new Promise<void>((r) => proc.once('exit', (code) => {
-    opts.onExit?.(code);
-    r();
-  }));
+  const service = await startService({ name: 'nats-server', command: bin, args, readyOn: 'stderr', ready: (line) => line.includes('Server is ready') });
+  const proc = service.child;
+  void service.exited.then((code) => opts.onExit?.(code));
   return {
     url: `nats://${host}:${opts.port}`,
     port: opts.port,
     proc,
-    stop: async (signal = 'SIGTERM') => {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      await exited;
-    },
+    stop: (signal = 'SIGTERM') => service.stop(signal),
   };
 }
