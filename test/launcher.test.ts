@@ -7,6 +7,7 @@ import { connectNats } from '../src/shared/nats.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { FILL_STREAM, SESSION_SUBJECT } from '../proto/subjects.js';
 import { launcherEnv, runLauncher, type LauncherRun } from './helpers/launcher.js';
+import { PROJECT_ROOT } from '../src/config/config.js';
 
 const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
 const dirs: ReturnType<typeof tempDir>[] = [];
@@ -135,6 +136,11 @@ describe('the launcher keeps the system up', () => {
     expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
     expect((await http.create('team2', 'team2pass', 2, 'UNDY')).status).toBe(200);
     expect((await http.register('newteam', 'newteam-password')).status).toBe(200);
+    // The operator's consistency check finds both shards from DATA_DIR, without being told ENGINE_SHARDS.
+    const { ENGINE_SHARDS: _shards, ...toolEnv } = env;
+    const check = execFileSync(process.execPath, [join(PROJECT_ROOT, 'dist/src/tools/check.js')], { env: toolEnv, encoding: 'utf8' });
+    expect(check).toContain('consistent: live state equals the rebuild');
+    expect(JSON.parse(check.slice(0, check.lastIndexOf('}') + 1)).accounts).toBe(3);
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
 

@@ -233,6 +233,20 @@ export function localNatsCreds(cfg: Config, role: string): string | undefined {
 }
 
 /** The NATS server tools should use: NATS_URL, else the one the launcher started, else the default port. */
+/** Where the launcher records how many engine shards it runs, for the operator tools. */
+export const engineShardsFile = (cfg: Config): string => resolve(cfg.dataDir, 'engine-shards');
+
+/** The engine shards of the system on this DATA_DIR: the config's (ENGINE_SHARDS), else what the launcher recorded, else 1. */
+export function localEngineShards(cfg: Config): number {
+  if (cfg.engine?.shards) return cfg.engine.shards;
+  try {
+    const n = Number(readFileSync(engineShardsFile(cfg), 'utf8').trim());
+    return Number.isInteger(n) && n >= 1 ? n : 1;
+  } catch {
+    return 1;
+  }
+}
+
 export function localNatsUrl(cfg: Config): string {
   if (cfg.nats.url) return cfg.nats.url;
   try {

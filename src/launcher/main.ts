@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { CONFIG_EXIT_CODE, ConfigError, natsAuthDir, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
+import { CONFIG_EXIT_CODE, ConfigError, engineShardsFile, natsAuthDir, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
 import { connectNats } from '../shared/nats.js';
 import { provisionStreams } from '../shared/streams.js';
 import { prepareNatsAuth, routeCredentials, type NatsAuth } from './nats-auth.js';
@@ -160,7 +160,8 @@ const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
   ...(auth ? { NATS_CREDS: role ? auth.credsFile(role) : '' } : {}),
 });
 supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_EXIT_CODE));
-// One engine per shard (ENGINE_SHARDS, proto/shards.ts), each supervised on its own.
+// One engine per shard (ENGINE_SHARDS, proto/shards.ts), each supervised on its own; the tools read how many from DATA_DIR.
+writeFileSync(engineShardsFile(cfg), `${shards}\n`);
 for (let shard = 0; shard < shards; shard++) {
   const name = shards === 1 ? 'engine' : `engine-${shard}`;
   supervisor!.start({ name, script: join(dist, 'engine/main.js'), env: { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) } });

@@ -5,7 +5,7 @@
  * weight. Exits 1 on any difference.
  *   npm run check            (NATS_URL defaults to the launcher's local server)
  */
-import { loadConfig, localNatsCreds, localNatsUrl } from '../config/config.js';
+import { loadConfig, localEngineShards, localNatsCreds, localNatsUrl } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
 import { createLogger } from '../shared/log.js';
@@ -16,7 +16,7 @@ import { ENGINE_ADMIN_SUBJECT } from '../../proto/subjects.js';
 const cfg = loadConfig();
 const log = createLogger('check', 'warn');
 const nc = await connectNats(localNatsUrl(cfg), 'etf-check', { waitForServer: false, role: 'operator', credsFile: localNatsCreds(cfg, 'operator') });
-const engine = new EngineClient(nc, 30_000, { admin: true, shards: cfg.engine?.shards ?? 1 });
+const engine = new EngineClient(nc, 30_000, { admin: true, shards: localEngineShards(cfg) });
 const reply = await engine.call({ op: 'dump' });
 if (!reply.ok) {
   console.error(`engine did not answer: ${reply.error.message}`);
