@@ -73,4 +73,14 @@ describe('history images', () => {
     expect(back.eventAt(0, 7)).toEqual(h.eventAt(0, 7));
     expect((back.eventAt(0, 7) as Conversion).held).toEqual([3, 2.5, 4, 2 ** 40]);
   });
+
+  it('is laid out only when used: an untouched history snapshots as the image it came from', () => {
+    const img = filled(50, 60).toImage();
+    const untouched = History.fromImage(img, 50);
+    expect(untouched.toImage()).toBe(img);
+    const touched = History.fromImage(img, 50);
+    expect(touched.keys.get('k59')).toBe(59);
+    expect(touched.toImage()).not.toBe(img);
+    expect(touched.toImage()).toEqual(img);
+  });
 });

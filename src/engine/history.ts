@@ -47,11 +47,20 @@ export class History {
   private after = new Float64Array(0);
   /** Positions after in symbols beyond the dense range (rare): per entry, or undefined. */
   private afterExtra: (Delta[] | undefined)[] = [];
-  readonly keys = new Map<string, number>();
+  private readonly keyMap = new Map<string, number>();
+  /** Loaded from a snapshot and not used since: kept as its image until first touched (most accounts are not, right after a start). */
+  private image: HistoryImage | null = null;
 
   constructor(private readonly limit = HISTORY_LIMIT) {}
 
+  /** Idempotency key → request id of its entry. */
+  get keys(): ReadonlyMap<string, number> {
+    if (this.image) this.load();
+    return this.keyMap;
+  }
+
   get length(): number {
+    if (this.image) this.load();
     return this.size;
   }
 
@@ -67,7 +76,7 @@ export class History {
     if (this.size === this.limit) {
       const s = this.head;
       const k = this.key[s];
-      if (k !== undefined && this.keys.get(k) === this.rid[s]) this.keys.delete(k);
+      if (k !== undefined && this.keyMap.get(k) === this.rid[s]) this.keyMap.delete(k);
       this.key[s] = undefined;
       this.obj[s] = undefined;
       this.afterExtra[s] = undefined;
@@ -112,6 +121,7 @@ export class History {
 
   /** Records a decision kept as its event object. */
   pushEvent(ev: AuditEvent, requestId: number): void {
+    if (this.image) this.load();
     const s = this.claim();
     this.kind[s] = OP_OBJECT;
     this.rid[s] = requestId;
@@ -119,7 +129,7 @@ export class History {
     this.obj[s] = ev;
     const k = ev.t === 'account' ? undefined : ev.key;
     this.key[s] = k;
-    if (k !== undefined) this.keys.set(k, requestId);
+    if (k !== undefined) this.keyMap.set(k, requestId);
   }
 
   /**
@@ -128,6 +138,7 @@ export class History {
    * quantity, ...], as a replayed record carries them).
    */
   pushConversion(ev: Conversion, pos: Float64Array | null, extra: ReadonlyMap<number, number> | null, held?: readonly number[]): void {
+    if (this.image) this.load();
     let need = pos ? Math.min(pos.length, SLAB_SYMBOLS) : 0;
     if (held) for (let i = 0; i < held.length; i += 2) if (held[i]! < SLAB_SYMBOLS && held[i]! + 1 > need) need = held[i]! + 1;
     if (need > this.width) this.resize(Math.max(this.cap, 8), need);
@@ -141,7 +152,7 @@ export class History {
     this.etf[s] = ev.etf;
     this.obj[s] = undefined;
     this.key[s] = ev.key;
-    if (ev.key !== undefined) this.keys.set(ev.key, ev.requestId);
+    if (ev.key !== undefined) this.keyMap.set(ev.key, ev.requestId);
     const w = this.width;
     const row = s * w;
     // Symbols past the slab's width (none but stray ones) go to a list beside it.
@@ -165,15 +176,18 @@ export class History {
   }
 
   requestIdAt(i: number): number {
+    if (this.image) this.load();
     return this.rid[this.slot(i)]!;
   }
 
   tsAt(i: number): number {
+    if (this.image) this.load();
     return this.tsCol[this.slot(i)]!;
   }
 
   /** Units of an accepted conversion at entry i, 0 for other decisions. */
   convertedAt(i: number): number {
+    if (this.image) this.load();
     const s = this.slot(i);
     if (this.kind[s] !== OP_OBJECT) return this.amount[s]!;
     const ev = this.obj[s]!;
@@ -182,6 +196,7 @@ export class History {
 
   /** Logical index of the entry with this request id (entries are in request-id order), or -1. */
   indexOf(requestId: number): number {
+    if (this.image) this.load();
     let lo = 0;
     let hi = this.size - 1;
     while (lo <= hi) {
@@ -200,6 +215,7 @@ export class History {
    * snapshot all read it the same way.
    */
   eventAt(i: number, clientId: number): AuditEvent {
+    if (this.image) this.load();
     const s = this.slot(i);
     const k = this.kind[s]!;
     if (k === OP_OBJECT) return this.obj[s]!;
@@ -232,6 +248,8 @@ export class History {
    * entry (2,500 accounts' full rings took 8 s to load as event objects).
    */
   toImage(): HistoryImage {
+    // Untouched since it was loaded: the image it came from is still exactly it.
+    if (this.image) return this.image;
     const n = this.size;
     // Oldest first is at most two runs of the ring: [head, cap) then [0, rest).
     const first = Math.min(n, this.cap - this.head);
@@ -286,16 +304,24 @@ export class History {
     };
   }
 
-  /** A ring from its image (toImage), at most `limit` entries kept (the newest, should the limit have shrunk). */
+  /** A ring from its image (toImage), at most `limit` entries kept (the newest, should the limit have shrunk); laid out when first used. */
   static fromImage(img: HistoryImage, limit = HISTORY_LIMIT): History {
     const h = new History(limit);
+    h.image = img;
+    return h;
+  }
+
+  private load(): void {
+    const img = this.image!;
+    this.image = null;
+    const limit = this.limit;
     const n = img.n;
     const skip = Math.max(0, n - limit);
     const cap = Math.max(8, Math.min(limit, n - skip));
-    h.cap = cap;
-    h.size = n - skip;
-    h.head = 0;
-    h.width = img.width;
+    this.cap = cap;
+    this.size = n - skip;
+    this.head = 0;
+    this.width = img.width;
     // One copy per column, straight from the decoded bytes into a ring of `cap` (the bytes need not be aligned).
     const fit = <T extends Float64Array | Int32Array | Uint8Array>(bytes: Uint8Array, make: (k: number) => T, per = 1): T => {
       const out = make(cap * per);
@@ -303,33 +329,32 @@ export class History {
       new Uint8Array(out.buffer).set(bytes.subarray(skip * size, n * size));
       return out;
     };
-    h.kind = fit(img.kind, (k) => new Uint8Array(k));
-    h.rid = fit(img.rid, (k) => new Float64Array(k));
-    h.tsCol = fit(img.ts, (k) => new Float64Array(k));
-    h.amount = fit(img.amount, (k) => new Float64Array(k));
-    h.fee = fit(img.fee, (k) => new Float64Array(k));
-    h.ver = fit(img.ver, (k) => new Int32Array(k));
+    this.kind = fit(img.kind, (k) => new Uint8Array(k));
+    this.rid = fit(img.rid, (k) => new Float64Array(k));
+    this.tsCol = fit(img.ts, (k) => new Float64Array(k));
+    this.amount = fit(img.amount, (k) => new Float64Array(k));
+    this.fee = fit(img.fee, (k) => new Float64Array(k));
+    this.ver = fit(img.ver, (k) => new Int32Array(k));
     if (img.afterInt32) {
       const narrow = fit(img.afterInt32, (k) => new Int32Array(k), img.width);
-      h.after = Float64Array.from(narrow);
-    } else h.after = fit(img.after!, (k) => new Float64Array(k), img.width);
+      this.after = Float64Array.from(narrow);
+    } else this.after = fit(img.after!, (k) => new Float64Array(k), img.width);
     const etfIndex = typed(img.etfIndex, Uint16Array);
-    h.etf = new Array<string>(cap);
-    for (let i = skip; i < n; i++) h.etf[i - skip] = img.etfTable[etfIndex[i]!]!;
-    h.key = new Array<string | undefined>(cap);
-    h.obj = new Array<AuditEvent | undefined>(cap);
-    h.afterExtra = new Array<Delta[] | undefined>(cap);
+    this.etf = new Array<string>(cap);
+    for (let i = skip; i < n; i++) this.etf[i - skip] = img.etfTable[etfIndex[i]!]!;
+    this.key = new Array<string | undefined>(cap);
+    this.obj = new Array<AuditEvent | undefined>(cap);
+    this.afterExtra = new Array<Delta[] | undefined>(cap);
     const keyIndex = typed(img.keyIndex, Int32Array);
     const keyText = keyIndex.length > 0 ? img.keyText.split('\u0000') : [];
     for (let j = 0; j < keyIndex.length; j++) {
       const i = keyIndex[j]!;
       if (i < skip) continue;
-      h.key[i - skip] = keyText[j];
-      h.keys.set(keyText[j]!, h.rid[i - skip]!);
+      this.key[i - skip] = keyText[j];
+      this.keyMap.set(keyText[j]!, this.rid[i - skip]!);
     }
-    for (const [i, ev] of img.objects) if (i >= skip) h.obj[i - skip] = ev;
-    for (const [i, d] of img.afterExtra) if (i >= skip) h.afterExtra[i - skip] = d;
-    return h;
+    for (const [i, ev] of img.objects) if (i >= skip) this.obj[i - skip] = ev;
+    for (const [i, d] of img.afterExtra) if (i >= skip) this.afterExtra[i - skip] = d;
   }
 }
 
