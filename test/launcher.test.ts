@@ -64,6 +64,14 @@ describe('configuration errors: one line naming the file, line or variable; exit
     expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { BASKETS_FILE: baskets })), /baskets file .*baskets\.json: ETF TECH: unknown component symbol NOPE/);
   });
 
+  it('engine shards that do not fit the data directory or the roster', async () => {
+    const w = workspace();
+    writeFileSync(join(w.dir, 'engine-shards'), '2\n');
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts)), /holds the journals of 2 engine shard\(s\): ENGINE_SHARDS=1 would leave accounts/);
+    const v = workspace('team1 team1pass\n');
+    expectOneLine(await runToExit(await launcherEnv(v.dir, v.accounts, { ENGINE_SHARDS: '2' })), /accounts\.txt, line 1: with 2 engine shards every line needs its client_id/);
+  });
+
   it('a variable that is not a number, or not a choice', async () => {
     const w = workspace();
     expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { HTTP_PORT: 'abc' })), /HTTP_PORT="abc" is not a whole number/);

@@ -6,6 +6,7 @@ import type { JournalEvent } from '../../proto/journal.js';
 import type { RosterAccount } from '../config/accounts.js';
 import type { EngineState } from './state.js';
 import { shardOfClient } from '../../proto/shards.js';
+import { ConfigError } from '../config/config.js';
 
 /**
  * The roster lines an engine shard owns (proto/shards.ts), and every roster
@@ -17,7 +18,7 @@ export function rosterForShard(roster: RosterAccount[], shard: number, shards: n
   const usernames = new Set(roster.map((r) => r.username));
   if (shards === 1) return { own: roster, usernames };
   const own = roster.filter((r) => {
-    if (r.clientId === undefined) throw new Error(`accounts file ${origin}, line ${r.line}: with ${shards} engine shards every line needs its client_id`);
+    if (r.clientId === undefined) throw new ConfigError(`accounts file ${origin}, line ${r.line}: with ${shards} engine shards every line needs its client_id`);
     return shardOfClient(r.clientId, shards) === shard;
   });
   return { own, usernames };
