@@ -138,7 +138,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
     const killedAt = Date.now();
     await cluster.kill(victim);
     await until(() => outcomes.size >= answersBefore + 150, `150 more definitive answers after killing ${victimName}`, 120_000);
-    await until(async () => (await engineFillSeq()) >= fillsAtKill + 100, `fills applied past the kill of ${victimName}`, 20_000).catch(async (err: Error) => {
+    await until(async () => (await engineFillSeq()) >= fillsAtKill + 100, `fills applied past the kill of ${victimName}`, 40_000).catch(async (err: Error) => {
       const consumers = await jsm.consumers.list(FILL_STREAM).next().catch(() => []);
       const state = {
         engineFillSeq: await engineFillSeq(),
