@@ -1,28 +1,41 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { decode } from '../../proto/codec.js';
 import type { Logger } from './log.js';
 
 const RETRY_MS = 1000;
+/** A watch that has heard nothing for this long while its bucket holds newer revisions is started again. */
+const STALL_MS = 3000;
 
 /**
  * Follows a KV bucket of published state: its current values, then every
  * change, decoded; `null` for a deleted key. While the bucket is not there
  * yet (its writer has not started) or the connection drops, it tries again.
+ *
+ * On a cluster the watch's consumer lives on one node; when that node dies
+ * the client may wait on it indefinitely. So a watch quiet for STALL_MS asks
+ * the bucket's stream for its last revision, and when that is newer than the
+ * last one heard, starts the watch again (which hands over every current value).
  */
 export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, onEntry: (key: string, value: T | null) => void): { close(): void } {
   let stop: (() => void) | null = null;
   let retry: NodeJS.Timeout | null = null;
   let closed = false;
+  let lastRevision = 0;
+  let lastHeard = Date.now();
   const again = () => {
     if (!closed) retry = setTimeout(follow, RETRY_MS);
   };
   const follow = () => {
+    lastHeard = Date.now();
     (async () => {
       const kv = await new Kvm(nc).open(bucket);
       const entries = await kv.watch();
       stop = () => entries.stop();
       for await (const e of entries) {
+        lastHeard = Date.now();
+        lastRevision = Math.max(lastRevision, e.revision);
         if (e.operation !== 'PUT') {
           onEntry(e.key, null);
           continue;
@@ -38,10 +51,28 @@ export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, 
       again();
     });
   };
+  let checking = false;
+  const watchdog = setInterval(() => {
+    if (closed || checking || !stop || Date.now() - lastHeard < STALL_MS) return;
+    checking = true;
+    jetstreamManager(nc)
+      .then((jsm) => jsm.streams.info(`KV_${bucket}`))
+      .then((info) => {
+        if (info.state.last_seq > lastRevision && Date.now() - lastHeard >= STALL_MS && !closed) {
+          log.warn({ bucket, heard: lastRevision, last: info.state.last_seq }, 'bucket watch silent while the bucket moved on: watching again');
+          lastHeard = Date.now();
+          stop?.(); // the loop ends, and `again` follows anew
+        }
+      })
+      .catch(() => {}) // JetStream unavailable: the next tick asks again
+      .finally(() => (checking = false));
+  }, STALL_MS / 3);
+  watchdog.unref();
   follow();
   return {
     close: () => {
       closed = true;
+      clearInterval(watchdog);
       if (retry) clearTimeout(retry);
       stop?.();
     },

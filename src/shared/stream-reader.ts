@@ -72,22 +72,21 @@ export async function readStream(
     messages.stop();
   };
 
-  // Following: check progress against the stream itself (an idle stream is not a stall).
+  // Progress is checked against the stream itself: an idle stream (or one read to its end) is not a stall.
   let checking = false;
-  const watchdog = opts.follow
-    ? setInterval(() => {
-        if (checking || stopped || Date.now() - lastProgress < STALL_MS) return;
-        checking = true;
-        jsm.streams
-          .info(stream)
-          .then((info) => {
-            if (info.state.messages > 0 && info.state.last_seq >= Math.max(next, info.state.first_seq) && Date.now() - lastProgress >= STALL_MS) giveUp();
-          })
-          .catch(() => {}) // JetStream unavailable: the next tick asks again
-          .finally(() => (checking = false));
-      }, STALL_MS / 3)
-    : null;
-  watchdog?.unref();
+  const watchdog = setInterval(() => {
+    if (checking || stopped || Date.now() - lastProgress < STALL_MS) return;
+    checking = true;
+    jsm.streams
+      .info(stream)
+      .then((info) => {
+        const end = opts.follow ? info.state.last_seq : Math.min(last, info.state.last_seq);
+        if (info.state.messages > 0 && end >= Math.max(next, info.state.first_seq) && Date.now() - lastProgress >= STALL_MS) giveUp();
+      })
+      .catch(() => {}) // JetStream unavailable: the next tick asks again
+      .finally(() => (checking = false));
+  }, STALL_MS / 3);
+  watchdog.unref();
 
   // The first consumer is opened here, so a reader that cannot read (no stream, no permission) fails its caller at once.
   let first: ConsumerMessages | null = await open();
@@ -134,7 +133,7 @@ export async function readStream(
       failCaughtUp(err);
       throw err;
     } finally {
-      if (watchdog) clearInterval(watchdog);
+      clearInterval(watchdog);
     }
   })();
   done.catch(() => {});
