@@ -109,6 +109,8 @@ function heldPositions(held: readonly number[], instruments: Instruments): Posit
 }
 
 function accountPositions(acc: Account, instruments: Instruments): Position[] {
+  // Every change of positions bumps the version: the list built for it serves until the next one.
+  if (acc.view && acc.view.version === acc.version) return acc.view.positions as Position[];
   const out: Position[] = [];
   const pos = acc.pos;
   for (let symbol = 0; symbol < pos.length; symbol++) {
@@ -116,6 +118,8 @@ function accountPositions(acc: Account, instruments: Instruments): Position[] {
     if (quantity !== 0) out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity });
   }
   if (acc.extra && acc.extra.size > 0) for (const [symbol, quantity] of [...acc.extra].sort((a, b) => a[0] - b[0])) out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity });
+  // Shared by every answer of this version: frozen, so a caller that changed it would fail loudly instead of corrupting the others.
+  acc.view = { version: acc.version, positions: Object.freeze(out) };
   return out;
 }
 

@@ -3,6 +3,7 @@ import type { ConversionRules } from '../../proto/rules.js';
 import type { Instruments } from '../config/baskets.js';
 import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
 import { History, type AuditEvent } from './history.js';
+import type { Position } from '../../proto/engine.js';
 
 export { HISTORY_LIMIT, type AuditEvent } from './history.js';
 
@@ -26,6 +27,8 @@ export interface Account {
   version: number;
   /** The account's decisions (its registration, creates and redeems), oldest first, at most HISTORY_LIMIT; keys by idempotency key. */
   history: History;
+  /** Its positions as answers list them, at `version`: built once per change, shared by the reply, the holdings notice and reads (frozen). */
+  view: { version: number; positions: readonly Position[] } | null;
 }
 
 /** Everything the engine knows. Mutated only by apply* below, which the actor alone calls. */
@@ -76,7 +79,7 @@ export function bindInstruments(state: EngineState, instruments: Instruments): v
 }
 
 export function newAccount(clientId: number, username: string, passwordHash: string, source: Account['source']): Account {
-  return { clientId, username, passwordHash, source, pos: new Float64Array(INITIAL_SYMBOLS), extra: null, cash: 0, version: 0, history: new History() };
+  return { clientId, username, passwordHash, source, pos: new Float64Array(INITIAL_SYMBOLS), extra: null, cash: 0, version: 0, history: new History(), view: null };
 }
 
 export function position(acc: Account, symbol: number): number {
