@@ -46,7 +46,7 @@ export function baselineRef(): string {
 
 /**
  * Extracts `ref` (git archive: no worktree registered), links this project's
- * node_modules, and compiles only `entries` and what they import.
+ * node_modules, and compiles only `entries` and what they import (everything when `entries` is empty).
  */
 export async function buildBaseline(entries: string[], ref = baselineRef()): Promise<Baseline> {
   const commit = git('rev-parse', '--verify', `${ref}^{commit}`);
@@ -55,9 +55,10 @@ export async function buildBaseline(entries: string[], ref = baselineRef()): Pro
   try {
     execFileSync('sh', ['-c', `git archive --format=tar "${commit}" | tar -x -C "${dir}"`], { cwd: PROJECT_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
     symlinkSync(realpathSync(join(PROJECT_ROOT, 'node_modules')), join(dir, 'node_modules'), 'dir');
-    // Only the entries and their imports: a full build of the old tree would take far longer than the bench.
-    writeFileSync(join(dir, 'tsconfig.baseline.json'), JSON.stringify({ extends: './tsconfig.json', include: [], files: entries }));
-    execFileSync(join(PROJECT_ROOT, 'node_modules', '.bin', 'tsc'), ['-p', join(dir, 'tsconfig.baseline.json')], { cwd: dir, stdio: ['ignore', 'inherit', 'inherit'] });
+    // Only the entries and their imports, unless none are named: the whole tree, for benches that run its services.
+    const project = entries.length > 0 ? join(dir, 'tsconfig.baseline.json') : join(dir, 'tsconfig.json');
+    if (entries.length > 0) writeFileSync(project, JSON.stringify({ extends: './tsconfig.json', include: [], files: entries }));
+    execFileSync(join(PROJECT_ROOT, 'node_modules', '.bin', 'tsc'), ['-p', project], { cwd: dir, stdio: ['ignore', 'inherit', 'inherit'] });
   } catch (err) {
     remove();
     throw err;

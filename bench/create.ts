@@ -9,6 +9,7 @@
  * and behind the front.
  * Run: npm run bench:create   (BENCH_SECONDS, BENCH_CONNECTIONS to change the load,
  *      BENCH_SCENARIOS=create to run a subset, BENCH_FRONTS=framed to skip direct,
+ *      BENCH_BASELINE_REF=<git ref> to run the same against that ref's engine and gateway,
  *      BENCH_PROFILE=engine|gateway for a CPU profile in .bench/)
  */
 import autocannon, { type Request } from 'autocannon';
@@ -17,6 +18,7 @@ import { jetstream } from '@nats-io/jetstream';
 import { encode } from '../proto/codec.js';
 import { fillSubject } from '../proto/subjects.js';
 import { startBenchSystem, spawnService } from './system.js';
+import { buildBaseline } from './baseline.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
@@ -59,8 +61,16 @@ for (const front of ['direct', 'framed'] as const) {
   }
 }
 
-for (const front of fronts) {
-  const sys = await startBenchSystem(roster, { operator: OPERATOR, http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, front } });
+// BENCH_BASELINE_REF: the same scenarios through that ref's whole system (its engine and gateway, built by bench/baseline.ts), after this tree's.
+const ref = process.env.BENCH_BASELINE_REF;
+const baseline = ref ? await buildBaseline([], ref) : null;
+const systems: { label: string; front?: 'framed' | 'direct'; root?: string }[] = [
+  ...fronts.map((front) => ({ label: front, front })),
+  ...(baseline ? [{ label: `base ${ref}`, root: baseline.dir }] : []),
+];
+for (const { label: front, root, ...rest } of systems) {
+  const http = { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, ...(rest.front ? { front: rest.front } : {}) };
+  const sys = await startBenchSystem(roster, { operator: OPERATOR, http }, root);
   try {
     // Enough of every UNDY component that no create in the run is refused.
     const nc = await connect({ servers: sys.nats.url });
@@ -108,10 +118,10 @@ for (const front of fronts) {
 const row = (scenario: string, front: string) => rows.find((r) => r.scenario === scenario && r.front === front);
 const ceiling = row('ceiling', 'direct')!;
 console.log(`\n/create throughput, ${connections} connections, ${seconds} s each, bcrypt cost 10, ${TEAMS} teams\n`);
-console.log('scenario      front     req/s    p50 ms  p99 ms  non-2xx  errors  vs ceiling');
+console.log('scenario      front            req/s    p50 ms  p99 ms  non-2xx  errors  vs ceiling');
 for (const r of rows) {
   console.log(
-    `${r.scenario.padEnd(13)} ${r.front.padEnd(7)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / ceiling.rps).toFixed(3)}`,
+    `${r.scenario.padEnd(13)} ${r.front.padEnd(14)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / ceiling.rps).toFixed(3)}`,
   );
 }
 console.log('\n"ceiling": uWS answering the same POST with nothing behind it (bench/ceiling.ts); "vs ceiling": share of bare uWS\'s rate.');
@@ -119,6 +129,13 @@ const ratio = (a?: Row, b?: Row) => (a && b ? `${(a.rps / b.rps).toFixed(2)}×` 
 console.log(`the front alone: ${ratio(row('ceiling', 'framed'), ceiling)} of bare uWS's rate`);
 for (const scenario of ['health', 'holdings', 'create', 'create+rules']) {
   if (row(scenario, 'framed') && row(scenario, 'direct')) console.log(`${scenario}: framed runs at ${ratio(row(scenario, 'framed'), row(scenario, 'direct'))} the direct rate`);
+}
+if (baseline) {
+  for (const scenario of ['health', 'holdings', 'create', 'create+rules']) {
+    const base = row(scenario, `base ${ref}`);
+    if (base) console.log(`${scenario}: ${fronts.map((f) => `${f} ${ratio(row(scenario, f), base)}`).join(', ')} the rate of ${ref}`);
+  }
+  baseline.remove();
 }
 const create = row('create', fronts[0]!);
 const ruled = row('create+rules', fronts[0]!);

@@ -18,8 +18,8 @@ export interface BenchSystem {
 }
 
 /** Starts a built script (relative to dist/), ready once it prints a line containing `readyLine`. */
-export function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string, nodeFlags: string[] = []): Promise<ServiceProcess> {
-  return startService({ name: script, args: [...nodeFlags, join(PROJECT_ROOT, 'dist', script)], env, ready: (l) => l.includes(readyLine) });
+export function spawnService(script: string, env: NodeJS.ProcessEnv, readyLine: string, nodeFlags: string[] = [], root = PROJECT_ROOT): Promise<ServiceProcess> {
+  return startService({ name: script, args: [...nodeFlags, join(root, 'dist', script)], env, ready: (l) => l.includes(readyLine) });
 }
 
 /** A config for benchmarks: the roster written to `dir`, loopback addresses, the given NATS. */
@@ -44,7 +44,8 @@ export function benchConfig(dir: string, nats: { url: string; port: number }, ro
 /** `n` roster lines: client_id i, team<i>, team<i>pass. */
 export const benchRoster = (n: number): string => Array.from({ length: n }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
 
-export async function startBenchSystem(roster: string, overrides: Partial<Config> = {}): Promise<BenchSystem> {
+/** `root`: the project whose built services run (another tree's, for a baseline: bench/baseline.ts). */
+export async function startBenchSystem(roster: string, overrides: Partial<Config> = {}, root = PROJECT_ROOT): Promise<BenchSystem> {
   const dir = mkdtempSync(join(tmpdir(), 'etf-bench-'));
   const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
   const httpPort = await freePort();
@@ -57,8 +58,8 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   let engine: ServiceProcess | undefined;
   let gateway: ServiceProcess;
   try {
-    engine = await spawnService('src/engine/main.js', env, '"engine ready"', profiled('engine'));
-    gateway = await spawnService('src/gateway/main.js', env, '"gateway listening"', profiled('gateway'));
+    engine = await spawnService('src/engine/main.js', env, '"engine ready"', profiled('engine'), root);
+    gateway = await spawnService('src/gateway/main.js', env, '"gateway listening"', profiled('gateway'), root);
   } catch (err) {
     // Leave nothing running behind a failed start.
     if (engine) await engine.stop();
