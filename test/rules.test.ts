@@ -378,6 +378,10 @@ describe('basket changes', () => {
     };
     expect(run({ op: 'set_basket', etf: 'UNDY', components: { KNAN: 2, STED: 1 }, from: 1000, by: 'op' }, 10).error).toBeUndefined();
     expect(run({ op: 'set_basket', etf: 'UNDY', components: { KNAN: 1 }, from: 500, by: 'op' }, 11).error).toMatchObject({ field: 'from' });
+    // The same basket again (an operator's retry after a 503, or a shard that missed it): no second version, nothing journaled.
+    const again = run({ op: 'set_basket', etf: 'UNDY', components: { STED: 1, KNAN: 2 }, from: 1500, by: 'op' }, 12);
+    expect(again.events).toEqual([]);
+    expect((again.result as { baskets: Record<string, unknown[]> }).baskets.UNDY).toHaveLength(1);
     const before = run({ op: 'create', clientId: 1, etf: 'UNDY', amount: 5 }, 999);
     expect((before.result as { basket_version: number }).basket_version).toBe(0);
     const after = run({ op: 'create', clientId: 1, etf: 'UNDY', amount: 5 }, 1000);

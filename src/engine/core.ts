@@ -390,8 +390,12 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
       if (components.length === 0) return refuse({ code: 'bad_request', field: 'components', message: 'a basket needs at least one component' });
       const versions = state.baskets.get(basket.name) ?? [];
       const last = versions[versions.length - 1];
-      if (last && cmd.from < last.from) return refuse({ code: 'bad_request', field: 'from', message: `version ${last.version} applies from ${new Date(last.from).toISOString()}: a new one cannot apply before it` });
       components.sort((a, b) => a[0] - b[0]);
+      // The basket in force already: nothing to change. So a retry (after a 503, or to a shard that missed it) makes no second version.
+      if (last && last.components.length === components.length && last.components.every(([sym, w], i) => components[i]![0] === sym && components[i]![1] === w)) {
+        return { result: rulesView(state.halts, state.rules, cfg, state.baskets), events: [] };
+      }
+      if (last && cmd.from < last.from) return refuse({ code: 'bad_request', field: 'from', message: `version ${last.version} applies from ${new Date(last.from).toISOString()}: a new one cannot apply before it` });
       const ev: JournalEvent = { t: 'basket', etf: basket.name, version: (last?.version ?? 0) + 1, components, from: cmd.from, by: cmd.by, ts: now };
       const after = new Map(state.baskets);
       after.set(basket.name, [...versions, { version: ev.version, from: ev.from, by: ev.by, components }]);
