@@ -96,12 +96,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
       const key = `w${w}-${i}`;
       const op = i % 3 === 2 ? '/redeem' : '/create';
       for (;;) {
-        let status: number;
-        try {
-          status = (await http.send('POST', op, { basic: [`team${team}`, `team${team}pass`], json: { amount: 1, request_id: key } })).status;
-        } catch {
-          status = 0;
-        }
+        const status = await http.convertOnce(op, `team${team}`, `team${team}pass`, key);
         if (status === 200 || status === 400 || status === 409) {
           outcomes.set(key, status);
           answeredAt.push(Date.now());

@@ -88,20 +88,24 @@ export class History {
     return s;
   }
 
+  /** A column's entries oldest first, in a new column of `cap` entries of `per` values: at most two runs of the ring, [head, cap) then [0, rest). */
+  private unrolled<T extends Float64Array | Int32Array | Uint8Array>(c: T, make: (n: number) => T, cap: number, per = 1): T {
+    const first = Math.min(this.size, this.cap - this.head);
+    const out = make(cap * per);
+    out.set(c.subarray(this.head * per, (this.head + first) * per));
+    if (this.size > first) out.set(c.subarray(0, (this.size - first) * per), first * per);
+    return out;
+  }
+
   /** Re-lays the columns out oldest first with a new capacity and row width (rare: growth only). */
   private resize(cap: number, width: number): void {
     const order = Array.from({ length: this.size }, (_, i) => this.slot(i));
-    const take = <T extends Float64Array | Int32Array | Uint8Array>(old: T, make: (n: number) => T): T => {
-      const next = make(cap);
-      order.forEach((s, i) => (next[i] = old[s]!));
-      return next;
-    };
-    this.kind = take(this.kind, (n) => new Uint8Array(n));
-    this.rid = take(this.rid, (n) => new Float64Array(n));
-    this.tsCol = take(this.tsCol, (n) => new Float64Array(n));
-    this.amount = take(this.amount, (n) => new Float64Array(n));
-    this.fee = take(this.fee, (n) => new Float64Array(n));
-    this.ver = take(this.ver, (n) => new Int32Array(n));
+    this.kind = this.unrolled(this.kind, (n) => new Uint8Array(n), cap);
+    this.rid = this.unrolled(this.rid, (n) => new Float64Array(n), cap);
+    this.tsCol = this.unrolled(this.tsCol, (n) => new Float64Array(n), cap);
+    this.amount = this.unrolled(this.amount, (n) => new Float64Array(n), cap);
+    this.fee = this.unrolled(this.fee, (n) => new Float64Array(n), cap);
+    this.ver = this.unrolled(this.ver, (n) => new Int32Array(n), cap);
     const list = <T>(old: T[]): T[] => {
       const next = new Array<T>(cap);
       order.forEach((s, i) => (next[i] = old[s]!));
@@ -251,17 +255,8 @@ export class History {
     // Untouched since it was loaded: the image it came from is still exactly it.
     if (this.image) return this.image;
     const n = this.size;
-    // Oldest first is at most two runs of the ring: [head, cap) then [0, rest).
-    const first = Math.min(n, this.cap - this.head);
-    const rest = n - first;
-    const col = <T extends Float64Array | Int32Array | Uint8Array>(c: T, make: (n: number) => T, per = 1): Uint8Array => {
-      const out = make(n * per);
-      out.set(c.subarray(this.head * per, (this.head + first) * per));
-      if (rest > 0) out.set(c.subarray(0, rest * per), first * per);
-      return bytesOf(out);
-    };
+    const col = <T extends Float64Array | Int32Array | Uint8Array>(c: T, make: (n: number) => T, per = 1): Uint8Array => bytesOf(this.unrolled(c, make, n, per));
     const w = this.width;
-    const slot = (i: number) => (i < first ? this.head + i : i - first);
     const etfTable: string[] = [];
     const etfIndex = new Uint16Array(n);
     const keyIndex: number[] = [];
@@ -269,7 +264,7 @@ export class History {
     const objects: [number, AuditEvent][] = [];
     const afterExtra: [number, Delta[]][] = [];
     for (let i = 0; i < n; i++) {
-      const s = slot(i);
+      const s = this.slot(i);
       const e = this.etf[s] ?? '';
       let t = etfTable.indexOf(e);
       if (t < 0) t = etfTable.push(e) - 1;
@@ -293,7 +288,7 @@ export class History {
       fee: col(this.fee, (k) => new Float64Array(k)),
       ver: col(this.ver, (k) => new Int32Array(k)),
       width: w,
-      ...afterImage(bytesAsFloat64(col(this.after, (k) => new Float64Array(k), w))),
+      ...afterImage(this.unrolled(this.after, (k) => new Float64Array(k), n, w)),
       etfTable,
       etfIndex: bytesOf(etfIndex),
       keyIndex: bytesOf(Int32Array.from(keyIndex)),
@@ -382,8 +377,6 @@ export interface HistoryImage {
   objects: [number, AuditEvent][];
   afterExtra: [number, Delta[]][];
 }
-
-const bytesAsFloat64 = (b: Uint8Array): Float64Array => new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8);
 
 function afterImage(after: Float64Array): Pick<HistoryImage, 'after' | 'afterInt32'> {
   for (let i = 0; i < after.length; i++) {

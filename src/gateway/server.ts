@@ -38,6 +38,10 @@ export interface GatewayHandle {
 /** Between requests, a client connection is closed after this long (uWS's own HTTP idle limit is 10 s too). */
 const FRONT_IDLE_TIMEOUT_MS = 10_000;
 
+/** uWS's listen callbacks as a promise: the listen socket, or an error naming where. */
+const listening = (listen: (cb: (token: uWS.us_listen_socket | false) => void) => void, where: string) =>
+  new Promise<uWS.us_listen_socket>((resolve, reject) => listen((token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${where}`)))));
+
 type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void>;
 
 
@@ -123,15 +127,11 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     // A directory only this user can enter: behind the front, uWS believes the peer header, so nobody else may reach it.
     socketDir = await mkdtemp(join(tmpdir(), 'etf-gateway-'));
     const upstreamPath = join(socketDir, 'uws.sock');
-    listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
-      app.listen_unix((token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${upstreamPath}`))), upstreamPath);
-    });
+    listenSocket = await listening((cb) => app.listen_unix(cb, upstreamPath), upstreamPath);
     front = await startFrontThread({ host: cfg.http.host, port: cfg.http.port, upstreamPath, peerHeader: FRONT_PEER_HEADER, idleTimeoutMs: FRONT_IDLE_TIMEOUT_MS, log });
     port = front.port;
   } else {
-    listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) => {
-      app.listen(cfg.http.host, cfg.http.port, (token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${cfg.http.host}:${cfg.http.port}`))));
-    });
+    listenSocket = await listening((cb) => app.listen(cfg.http.host, cfg.http.port, cb), `${cfg.http.host}:${cfg.http.port}`);
     port = uWS.us_socket_local_port(listenSocket);
   }
   log.info({ host: cfg.http.host, port, front: framed ? 'framed' : 'direct' }, 'gateway listening');

@@ -205,6 +205,12 @@ export function api(base: string | string[]) {
   return {
     send,
     register: (username: string, password: string) => send('POST', '/register', { form: { username, password } }),
+    /** One unit created or redeemed under `key`, as a retrying client sends it: the status, or 0 when no answer came (connection refused or cut). */
+    convertOnce: (path: '/create' | '/redeem', username: string, password: string, key: string) =>
+      send('POST', path, { basic: [username, password], json: { amount: 1, request_id: key } }).then(
+        (r) => r.status,
+        () => 0,
+      ),
     create: (u: string, p: string, amount: number | string, etf_name?: string) =>
       send('POST', '/create', { form: { username: u, password: p, amount, ...(etf_name ? { etf_name } : {}) } }),
     redeem: (u: string, p: string, amount: number | string, etf_name?: string) =>

@@ -45,9 +45,14 @@ const EMPTY = Buffer.alloc(0);
 export async function startFront(opts: FrontOptions): Promise<Front> {
   const open = new Set<FrontConnection>();
   let closing = false;
+  /** Resolves the close() waiting for the last connection to go. */
+  let lastGone: (() => void) | null = null;
   const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
     if (closing) return void socket.destroy();
-    const conn = new FrontConnection(socket, opts, () => open.delete(conn));
+    const conn = new FrontConnection(socket, opts, () => {
+      open.delete(conn);
+      if (open.size === 0) lastGone?.();
+    });
     open.add(conn);
   });
   await new Promise<void>((resolve, reject) => {
@@ -63,9 +68,13 @@ export async function startFront(opts: FrontOptions): Promise<Front> {
     close: async (graceMs = 5_000) => {
       closing = true;
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      const allGone = new Promise<void>((resolve) => (lastGone = resolve));
       for (const conn of open) conn.drain();
-      const deadline = Date.now() + graceMs;
-      while (open.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      if (open.size > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([allGone, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+        clearTimeout(timer);
+      }
       for (const conn of open) conn.destroy();
       await stopped;
     },
@@ -181,7 +190,8 @@ class FrontConnection {
     this.toUpstream(this.pending.subarray(head.lineEnd + 2, head.headEnd));
     this.pending = this.pending.subarray(head.headEnd);
     if (!this.requestSent) this.sendBody();
-    process.nextTick(() => up.uncork());
+    // Head and what body there is leave in one write.
+    up.uncork();
   }
 
   /** Sends what has arrived of the current request's body. */
