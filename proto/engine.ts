@@ -6,8 +6,12 @@ import type { AuditEntry } from './audit.js';
  * packs every command of one event-loop turn into a CommandBatch, publishes it
  * with its own reply subject, and the engine answers with one ReplyBatch per
  * group commit. `id` is the gateway's, echoed back so it can match replies.
+ *
+ * Version 2: positions in answers travel flat (FlatPositions), without
+ * tickers; the gateway names them as it renders its answer (namedPositions).
+ * An answer's tickers and objects are presentation, built once, at the edge.
  */
-export const ENGINE_PROTOCOL_VERSION = 1;
+export const ENGINE_PROTOCOL_VERSION = 2;
 
 export type ConversionOp = 'create' | 'redeem';
 
@@ -97,12 +101,38 @@ export interface Position {
   quantity: number;
 }
 
-export interface HoldingsView {
+/**
+ * Positions as the engine's wire carries them: [symbol, quantity, symbol,
+ * quantity, ...] in symbol order (an account's: zeros left out). A list of
+ * numbers is a fraction of the cost of a list of objects to encode, decode
+ * and collect, and the edge that shows it adds the tickers.
+ */
+export type FlatPositions = readonly number[];
+
+/** A symbol's ticker, from the instruments in force (src/config/baskets.ts). */
+export type TickerOf = (symbol: number) => string;
+
+/** Flat positions with their tickers: what people and scripts read. */
+export function namedPositions(flat: FlatPositions, tickerOf: TickerOf): Position[] {
+  const out: Position[] = new Array(flat.length >> 1);
+  for (let i = 0, k = 0; i < flat.length; i += 2, k++) out[k] = { symbol: flat[i]!, ticker: tickerOf(flat[i]!), quantity: flat[i + 1]! };
+  return out;
+}
+
+/** `{KNAN: 10, UNDY: 2}`, from flat positions: what scripts index by ticker. */
+export function positionsByTicker(flat: FlatPositions, tickerOf: TickerOf): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (let i = 0; i < flat.length; i += 2) out[tickerOf(flat[i]!)] = flat[i + 1]!;
+  return out;
+}
+
+/** `P`: Position[] where people read it; FlatPositions on the engine's wire (HoldingsAnswer). */
+export interface HoldingsView<P = Position[]> {
   client_id: number;
   username: string;
   /** The account's change counter at this view (the `seq` of proto/holdings.ts). */
   seq: number;
-  positions: Position[];
+  positions: P;
   /** Cash in price units: fills move it by quantity × price the other way, fees take from it. */
   cash: number;
 }
@@ -118,7 +148,8 @@ export interface CredentialsResult {
   passwordHash: string;
 }
 
-export interface ConversionResult {
+/** `P` as in HoldingsView: the engine answers a ConversionAnswer. */
+export interface ConversionResult<P = Position[]> {
   request_id: string;
   client_request_id?: string;
   /** True when this is the stored result of an earlier request with the same key. */
@@ -131,13 +162,24 @@ export interface ConversionResult {
   etf: string;
   amount: number;
   /** Signed change per symbol, ETF units included. */
-  deltas: Position[];
+  deltas: P;
   /** Fee charged in cash for this conversion (0 when fees are off). */
   fee: number;
   /** The basket version used (0: the config's). */
   basket_version: number;
-  holdings: HoldingsView;
+  holdings: HoldingsView<P>;
 }
+
+/** On the engine's wire. */
+export type HoldingsAnswer = HoldingsView<FlatPositions>;
+export type ConversionAnswer = ConversionResult<FlatPositions>;
+
+export const namedHoldings = (h: HoldingsAnswer, tickerOf: TickerOf): HoldingsView => ({ ...h, positions: namedPositions(h.positions, tickerOf) });
+export const namedConversion = (r: ConversionAnswer, tickerOf: TickerOf): ConversionResult => ({
+  ...r,
+  deltas: namedPositions(r.deltas, tickerOf),
+  holdings: namedHoldings(r.holdings, tickerOf),
+});
 
 export interface PingResult {
   accounts: number;
@@ -174,17 +216,17 @@ export interface RulesResult {
   baskets: Record<string, { version: number; from: number; by: string; components: Record<string, number> }[]>;
 }
 
-export type EngineResult = RulesResult | RegisterResult | CredentialsResult | ConversionResult | HoldingsView | PingResult | AuditEntry | HistoryResult | DumpResult;
+export type EngineResult = RulesResult | RegisterResult | CredentialsResult | ConversionAnswer | HoldingsAnswer | PingResult | AuditEntry | HistoryResult | DumpResult;
 
 /** What each command answers, by its op: a reply's result is typed by the command that asked. */
 export interface ResultByOp {
   register: RegisterResult;
   credentials: CredentialsResult;
-  create: ConversionResult;
-  redeem: ConversionResult;
+  create: ConversionAnswer;
+  redeem: ConversionAnswer;
   request: AuditEntry;
   history: HistoryResult;
-  holdings: HoldingsView;
+  holdings: HoldingsAnswer;
   ping: PingResult;
   halt: RulesResult;
   resume: RulesResult;

@@ -1,12 +1,16 @@
-import type { ConversionOp, EngineError, Position } from './engine.js';
+import { namedPositions, type ConversionOp, type EngineError, type FlatPositions, type Position, type TickerOf } from './engine.js';
 
 /**
  * Outcome of every create/redeem the engine decided, accepted or rejected,
  * published on `etf.requests.<client_id>` (requestsSubject) once durable.
  * `request_id` is the engine's id for the request (what GET /requests/<id>
  * takes); `client_request_id` echoes the caller's idempotency key, if any.
+ *
+ * On NATS an outcome travels as an OutcomeNotice (v 2: deltas flat, no
+ * tickers); RequestOutcome (v 1) is the same outcome named, as the gateway
+ * hands it to WebSocket clients (proto/ws.ts).
  */
-export interface RequestOutcome {
+export interface RequestOutcome<P = Position[]> {
   v: 1;
   request_id: string;
   client_request_id?: string;
@@ -17,8 +21,18 @@ export interface RequestOutcome {
   status: 'accepted' | 'rejected';
   error?: EngineError;
   /** Signed change per symbol when accepted. */
-  deltas?: Position[];
+  deltas?: P;
   ts: number;
+}
+
+export const OUTCOME_NOTICE_VERSION = 2;
+
+/** A RequestOutcome on the engine's NATS subject. */
+export type OutcomeNotice = Omit<RequestOutcome<FlatPositions>, 'v'> & { v: typeof OUTCOME_NOTICE_VERSION };
+
+export function namedOutcome(n: OutcomeNotice, tickerOf: TickerOf): RequestOutcome {
+  const { deltas, ...rest } = n;
+  return { ...rest, v: 1, ...(deltas ? { deltas: namedPositions(deltas, tickerOf) } : {}) };
 }
 
 export const REQUESTS_SUBJECT_PREFIX = 'etf.requests';

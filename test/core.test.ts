@@ -10,7 +10,7 @@ import { configBaskets } from '../src/engine/catalog.js';
 import { scoreboardLines } from '../src/engine/scoreboard.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { JOURNAL_VERSION, type JournalBatch, type JournalEvent } from '../proto/journal.js';
-import type { EngineCommand, HistoryResult, HoldingsView } from '../proto/engine.js';
+import { namedConversion, namedHoldings, type ConversionAnswer, type EngineCommand, type HistoryResult, type HoldingsAnswer } from '../proto/engine.js';
 import type { AuditEntry } from '../proto/audit.js';
 import type { Fill } from '../proto/fill.js';
 import { decode, encode } from '../proto/codec.js';
@@ -121,7 +121,12 @@ function actorRun(s: EngineState, cmd: EngineCommand, now: number, journal: Jour
 const reads = (s: EngineState, cmds: EngineCommand[]) =>
   cmds.map((cmd) => {
     const d = decide(s, undyCfg, cmd, 10_000);
-    return d.error ? { error: d.error } : { result: d.result };
+    if (d.error) return { error: d.error };
+    // Named as the gateway names them: the fixture holds the old engine's answers, which carried tickers.
+    const tickerOf = undyCfg.instruments.tickerOf;
+    if (cmd.op === 'create' || cmd.op === 'redeem') return { result: namedConversion(d.result as ConversionAnswer, tickerOf) };
+    if (cmd.op === 'holdings') return { result: namedHoldings(d.result as HoldingsAnswer, tickerOf) };
+    return { result: d.result };
   });
 
 describe('journal and snapshot formats', () => {
@@ -250,7 +255,7 @@ describe('in-place conversion check', () => {
     const acc = s.accounts.get(1)!;
     expect(positionList(acc)).toEqual([[700, -2], [4_000_000_000, 3]]);
     expect(position(acc, 4_000_000_000)).toBe(3);
-    expect((decide(s, cfg, { op: 'holdings', clientId: 1 }, 0).result as HoldingsView).positions.map((p) => p.symbol)).toEqual([700, 4_000_000_000]);
+    expect((decide(s, cfg, { op: 'holdings', clientId: 1 }, 0).result as HoldingsAnswer).positions).toEqual([700, -2, 4_000_000_000, 3]);
     expect(applySessionReset(s, 5).map((c) => c.deltas)).toEqual([[[700, 2], [4_000_000_000, -3]]]);
     expect(positionList(acc)).toEqual([]);
   });
@@ -295,7 +300,7 @@ describe('version 0 of a basket across edits of the baskets file', () => {
     journal.push(edit);
     const cfgB = { instruments: fileB, maxAmount: 1000 };
     const d = decide(second, cfgB, { op: 'create', clientId: 1, etf: 'UNDY', amount: 1 }, 3);
-    expect((d.result as { deltas: { symbol: number; quantity: number }[] }).deltas.map((x) => [x.symbol, x.quantity])).toEqual([[3, -2], [13, 1]]);
+    expect((d.result as ConversionAnswer).deltas).toEqual([3, -2, 13, 1]);
     for (const ev of d.events) (applyEvent(second, ev), journal.push(ev));
     // A third start, from the whole journal or from a snapshot, with either file: the same positions and audit trail.
     for (const file of [fileA, fileB]) {

@@ -3,9 +3,9 @@ import WebSocket from 'ws';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { decode, encode } from '../proto/codec.js';
-import type { HoldingsChange } from '../proto/holdings.js';
+import type { HoldingsNotice } from '../proto/holdings.js';
 import { PRICE_BUCKET, priceSubject, type EtfPrice } from '../proto/marketdata.js';
-import { requestsSubject, type RequestOutcome } from '../proto/requests.js';
+import { OUTCOME_NOTICE_VERSION, requestsSubject, type OutcomeNotice } from '../proto/requests.js';
 import { holdingsSubject } from '../proto/subjects.js';
 import type { Position } from '../proto/engine.js';
 import type { ServerMessage, SnapshotMessage } from '../proto/ws.js';
@@ -133,12 +133,12 @@ const asMap = (positions: Position[]) => new Map(positions.filter((p) => p.quant
 const nonzero = (m: Map<number, number>) => new Map([...m].filter(([, q]) => q !== 0));
 
 /** Waits for the engine's change number `seq` of an account on NATS: proof it happened, without sleeping. */
-function awaitChange(nc: NatsConnection, clientId: number, seq: number): Promise<HoldingsChange> {
+function awaitChange(nc: NatsConnection, clientId: number, seq: number): Promise<HoldingsNotice> {
   const sub = nc.subscribe(holdingsSubject(clientId));
   return (async () => {
     const timer = setTimeout(() => sub.unsubscribe(), WAIT_MS);
     for await (const m of sub) {
-      const c = decode<HoldingsChange>(m.data);
+      const c = decode<HoldingsNotice>(m.data);
       if (c.seq >= seq) {
         clearTimeout(timer);
         sub.unsubscribe();
@@ -314,7 +314,7 @@ describe('WebSocket holdings stream', () => {
     await publishFills(nc, fillsFor(1, undyBasket(2)));
     expect((await http.create('team1', 'team1pass', 2)).status).toBe(200);
     // As the engine publishes them (whether or not it does yet): one outcome per account.
-    const outcome = (clientId: number, id: string): RequestOutcome => ({ v: 1, request_id: id, client_id: clientId, op: 'create', etf: 'UNDY', amount: 1, status: 'accepted', ts: Date.now() });
+    const outcome = (clientId: number, id: string): OutcomeNotice => ({ v: OUTCOME_NOTICE_VERSION, request_id: id, client_id: clientId, op: 'create', etf: 'UNDY', amount: 1, status: 'accepted', ts: Date.now() });
     nc.publish(requestsSubject(1), encode(outcome(1, 'for-team1')));
     await t1.reach(s1.seq + 11);
     await t1.next((m) => m.type === 'request' && m.outcome.request_id === 'for-team1', 'team1 outcome');

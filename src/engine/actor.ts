@@ -7,7 +7,7 @@ import {
   type ReplyBatch,
 } from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
-import type { HoldingsChange } from '../../proto/holdings.js';
+import { HOLDINGS_NOTICE_VERSION, type HoldingsChange, type HoldingsNotice } from '../../proto/holdings.js';
 import type { Fill } from '../../proto/fill.js';
 import {
   ADMIN_REPLY_SUBJECT_PREFIX,
@@ -16,11 +16,11 @@ import {
   holdingsSubject,
 } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { decide, applyEvent, auditEntry, basketVersions, holdingsView, type CoreConfig, type Decision } from './core.js';
+import { decide, applyEvent, accountPositions, basketVersions, flatDeltas, requestIdString, type CoreConfig, type Decision } from './core.js';
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
-import { requestsSubject, type RequestOutcome } from '../../proto/requests.js';
-import type { ConversionOp, DumpResult } from '../../proto/engine.js';
-import { flatPositions, type Account, type EngineState } from './state.js';
+import { OUTCOME_NOTICE_VERSION, requestsSubject, type OutcomeNotice } from '../../proto/requests.js';
+import type { DumpResult, FlatPositions } from '../../proto/engine.js';
+import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
 import { takeSnapshot, type SnapshotStore } from './snapshot.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -156,8 +156,9 @@ export class EngineActor {
       }
       for (const ev of events) {
         applyEvent(this.state, ev);
-        // The journal keeps each conversion's positions right after it for the audit trail: taken here, at the edge, as it is applied.
-        if (ev.t === 'conversion' && !ev.deltas) ev.held = flatPositions(this.state.accounts.get(ev.clientId)!);
+        // The journal keeps each conversion's positions right after it for the audit trail: taken here, at the edge, as it is applied
+        // (the same frozen list the answer and the notice carry).
+        if (ev.t === 'conversion' && !ev.deltas) ev.held = accountPositions(this.state.accounts.get(ev.clientId)!) as number[];
         group.events.push(ev);
         this.noticesOf(ev, group);
       }
@@ -176,7 +177,7 @@ export class EngineActor {
    * written, so every account's changes are published in seq order.
    */
   applied(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], fill?: Fill): void {
-    const change = this.change(acc, cause, deltas, this.now());
+    const change = this.change(acc, cause, flatDeltas(deltas), this.now());
     if (fill) change.fill = { seq: fill.seq, price: fill.price };
     this.groups[this.groups.length - 1]!.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(change) });
     this.scheduleFlush();
@@ -190,39 +191,17 @@ export class EngineActor {
     }
     if (ev.t === 'conversion') {
       const acc = this.state.accounts.get(ev.clientId)!;
-      group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, this.state.catalog.deltas(ev), ev.ts)) });
+      const deltas = this.state.catalog.flatDeltas(ev);
+      group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, deltas, ev.ts)) });
+      group.notices.push({ subject: requestsSubject(ev.clientId), payload: encode(outcome(ev, deltas)) });
     }
-    if (ev.t === 'conversion' || (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null)) {
-      const entry = auditEntry(ev, this.cfg.instruments, this.state.catalog);
-      const outcome: RequestOutcome = {
-        v: 1,
-        request_id: entry.request_id,
-        ...(entry.client_request_id !== undefined ? { client_request_id: entry.client_request_id } : {}),
-        client_id: ev.clientId!,
-        op: entry.kind as ConversionOp,
-        etf: entry.etf ?? null,
-        amount: entry.amount ?? 0,
-        status: entry.status,
-        ...(entry.error ? { error: entry.error } : {}),
-        ...(entry.deltas ? { deltas: entry.deltas } : {}),
-        ts: entry.ts,
-      };
-      group.notices.push({ subject: requestsSubject(ev.clientId!), payload: encode(outcome) });
+    if (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null) {
+      group.notices.push({ subject: requestsSubject(ev.clientId), payload: encode(outcome(ev)) });
     }
   }
 
-  private change(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], now: number): HoldingsChange {
-    const tickerOf = this.cfg.instruments.tickerOf;
-    return {
-      v: 1,
-      client_id: acc.clientId,
-      seq: acc.version,
-      cause,
-      deltas: deltas.map(([symbol, quantity]) => ({ symbol, ticker: tickerOf(symbol), quantity })),
-      positions: holdingsView(acc, this.cfg.instruments).positions,
-      cash: acc.cash,
-      ts: now,
-    };
+  private change(acc: Account, cause: HoldingsChange['cause'], deltas: FlatPositions, now: number): HoldingsNotice {
+    return { v: HOLDINGS_NOTICE_VERSION, client_id: acc.clientId, seq: acc.version, cause, deltas, positions: accountPositions(acc), cash: acc.cash, ts: now };
   }
 
   private scheduleFlush(): void {
@@ -314,6 +293,24 @@ export class EngineActor {
     }
     this.onFatal(err);
   }
+}
+
+/** A decided conversion's outcome notice (proto/requests.ts): `deltas` when accepted. */
+function outcome(ev: Extract<JournalEvent, { t: 'conversion' | 'rejected' }>, deltas?: FlatPositions): OutcomeNotice {
+  const n: OutcomeNotice = {
+    v: OUTCOME_NOTICE_VERSION,
+    request_id: requestIdString(ev.requestId),
+    client_id: ev.clientId!,
+    op: ev.t === 'conversion' ? ev.op : (ev.kind as OutcomeNotice['op']),
+    etf: ev.etf ?? null,
+    amount: ev.amount ?? 0,
+    status: ev.t === 'conversion' ? 'accepted' : 'rejected',
+    ts: ev.ts,
+  };
+  if (ev.key !== undefined) n.client_request_id = ev.key;
+  if (ev.t === 'rejected') n.error = ev.error;
+  if (deltas) n.deltas = deltas;
+  return n;
 }
 
 /** A command other than a read on the operators' subject. */

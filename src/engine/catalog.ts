@@ -1,6 +1,6 @@
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import type { Instruments } from '../config/baskets.js';
-import type { Position } from '../../proto/engine.js';
+import type { FlatPositions } from '../../proto/engine.js';
 
 /**
  * One basket version compiled once into typed arrays, so checking and applying
@@ -17,7 +17,7 @@ export interface CompiledBasket {
   syms: Int32Array;
   weights: Float64Array;
   /** Answers' delta lists by signed amount (see answerDeltas in core.ts): derived, bounded. */
-  answers: Map<number, Position[]>;
+  answers: Map<number, FlatPositions>;
 }
 
 type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
@@ -143,6 +143,33 @@ export class Catalog {
     if (ev.deltas) return ev.deltas;
     return basketDeltas(this.of(ev), ev.op, ev.amount);
   }
+
+  /** A conversion's deltas as answers and notices carry them (flat; shared, frozen). */
+  flatDeltas(ev: Conversion): FlatPositions {
+    if (ev.deltas) return ev.deltas.flat();
+    return answerDeltas(this.of(ev), ev.op === 'create' ? ev.amount : -ev.amount);
+  }
+}
+
+/** Distinct amounts whose delta lists each basket version keeps for answers. */
+const ANSWER_DELTAS_KEPT = 64;
+
+/**
+ * A conversion's deltas as answers list them. They depend only on the basket
+ * version and the signed amount, so the lists of recent amounts are kept,
+ * frozen, and shared by every answer that names them (answers are encoded,
+ * never changed).
+ */
+export function answerDeltas(basket: CompiledBasket, units: number): FlatPositions {
+  const kept = basket.answers.get(units);
+  if (kept) return kept;
+  const deltas: number[] = [];
+  for (let i = 0; i < basket.syms.length; i++) deltas.push(basket.syms[i]!, -basket.weights[i]! * units);
+  deltas.push(basket.symbol, units);
+  if (basket.answers.size >= ANSWER_DELTAS_KEPT) basket.answers.clear();
+  const frozen = Object.freeze(deltas);
+  basket.answers.set(units, frozen);
+  return frozen;
 }
 
 /** Deltas of converting `amount` units: create debits the basket and credits the ETF; redeem the reverse. */

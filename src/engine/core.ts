@@ -1,4 +1,4 @@
-import type { ConversionResult, EngineCommand, EngineError, EngineResult, HoldingsView, Position, RulesResult, Shortfall } from '../../proto/engine.js';
+import { namedPositions, type ConversionAnswer, type EngineCommand, type EngineError, type EngineResult, type FlatPositions, type HoldingsAnswer, type Position, type RulesResult, type Shortfall } from '../../proto/engine.js';
 import type { AuditEntry } from '../../proto/audit.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
@@ -11,6 +11,7 @@ import {
   applyDeltas,
   applyEvent,
   bindInstruments,
+  flatPositions,
   forEachPosition,
   hasPositions,
   position,
@@ -19,7 +20,7 @@ import {
   type AuditEvent,
   type EngineState,
 } from './state.js';
-import { basketDeltas, type Catalog, type CompiledBasket } from './catalog.js';
+import { answerDeltas, basketDeltas, type Catalog, type CompiledBasket } from './catalog.js';
 
 type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
 
@@ -101,30 +102,28 @@ function positionsOf(deltas: readonly Delta[], instruments: Instruments): Positi
   return deltas.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
 }
 
-/** Positions from the journal's flat [symbol, quantity, ...]. */
-function heldPositions(held: readonly number[], instruments: Instruments): Position[] {
-  const out: Position[] = [];
-  for (let i = 0; i < held.length; i += 2) out.push({ symbol: held[i]!, ticker: instruments.tickerOf(held[i]!), quantity: held[i + 1]! });
-  return out;
-}
-
-function accountPositions(acc: Account, instruments: Instruments): Position[] {
+/** The account's positions as answers and notices carry them (flat, proto/engine.ts FlatPositions). */
+export function accountPositions(acc: Account): FlatPositions {
   // Every change of positions bumps the version: the list built for it serves until the next one.
-  if (acc.view && acc.view.version === acc.version) return acc.view.positions as Position[];
-  const out: Position[] = [];
-  const pos = acc.pos;
-  for (let symbol = 0; symbol < pos.length; symbol++) {
-    const quantity = pos[symbol]!;
-    if (quantity !== 0) out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity });
-  }
-  if (acc.extra && acc.extra.size > 0) for (const [symbol, quantity] of [...acc.extra].sort((a, b) => a[0] - b[0])) out.push({ symbol, ticker: instruments.tickerOf(symbol), quantity });
+  if (acc.view && acc.view.version === acc.version) return acc.view.positions;
   // Shared by every answer of this version: frozen, so a caller that changed it would fail loudly instead of corrupting the others.
-  acc.view = { version: acc.version, positions: Object.freeze(out) };
+  const out = Object.freeze(flatPositions(acc));
+  acc.view = { version: acc.version, positions: out };
   return out;
 }
 
-export function holdingsView(acc: Account, instruments: Instruments): HoldingsView {
-  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: accountPositions(acc, instruments), cash: acc.cash };
+export function holdingsView(acc: Account): HoldingsAnswer {
+  return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: accountPositions(acc), cash: acc.cash };
+}
+
+/** [symbol, quantity] pairs, flat. */
+export function flatDeltas(deltas: readonly Delta[]): number[] {
+  const out: number[] = new Array(deltas.length * 2);
+  for (let i = 0; i < deltas.length; i++) {
+    out[2 * i] = deltas[i]![0];
+    out[2 * i + 1] = deltas[i]![1];
+  }
+  return out;
 }
 
 function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
@@ -158,10 +157,8 @@ export function basketVersions(state: EngineState, etf: string, instruments: Ins
 }
 
 /** A journaled conversion's positions right after it (version 1: pairs; version 2: flat), if the record has them. */
-function heldAfter(ev: Conversion, instruments: Instruments): Position[] | undefined {
-  if (ev.after) return positionsOf(ev.after, instruments);
-  if (ev.held) return heldPositions(ev.held, instruments);
-  return undefined;
+function heldAfter(ev: Conversion): FlatPositions | undefined {
+  return ev.held ?? (ev.after ? flatDeltas(ev.after) : undefined);
 }
 
 /**
@@ -173,7 +170,8 @@ export function auditEntry(ev: AuditEvent, instruments: Instruments, catalog: Ca
     case 'account':
       return { request_id: requestIdString(ev.requestId ?? 0), kind: 'register', status: 'accepted', client_id: ev.clientId, username: ev.username, ts: ev.ts };
     case 'conversion': {
-      const holdings = heldAfter(ev, instruments);
+      const held = heldAfter(ev);
+      const holdings = held ? namedPositions(held, instruments.tickerOf) : undefined;
       return {
         request_id: requestIdString(ev.requestId),
         kind: ev.op,
@@ -224,17 +222,17 @@ function rulesView(halts: EngineState['halts'], set: EngineState['rules'], cfg: 
 function replayedOutcome(ev: AuditEvent, acc: Account, state: EngineState, cfg: CoreConfig): Decision {
   if (ev.t === 'rejected') return { error: ev.error, events: [] };
   if (ev.t !== 'conversion') throw new Error('not a conversion');
-  const result: ConversionResult = {
+  const result: ConversionAnswer = {
     request_id: requestIdString(ev.requestId),
     ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
     replayed: true,
     op: ev.op,
     etf: ev.etf,
     amount: ev.amount,
-    deltas: positionsOf(state.catalog.deltas(ev), cfg.instruments),
+    deltas: state.catalog.flatDeltas(ev),
     fee: ev.fee ?? 0,
     basket_version: ev.basketVersion ?? 0,
-    holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: heldAfter(ev, cfg.instruments) ?? [], cash: acc.cash },
+    holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: heldAfter(ev) ?? [], cash: acc.cash },
   };
   return { result, events: [] };
 }
@@ -246,7 +244,7 @@ function replayedOutcome(ev: AuditEvent, acc: Account, state: EngineState, cfg: 
  */
 class Accepted implements Decision {
   readonly events: JournalEvent[];
-  private built: ConversionResult | undefined;
+  private built: ConversionAnswer | undefined;
   constructor(
     private readonly acc: Account,
     private readonly ev: Conversion,
@@ -260,25 +258,25 @@ class Accepted implements Decision {
     this.events = dryRun ? [] : [ev];
   }
 
-  get result(): ConversionResult {
+  get result(): ConversionAnswer {
     return (this.built ??= this.build());
   }
 
-  private build(): ConversionResult {
-    const { acc, ev, basket, instruments } = this;
+  private build(): ConversionAnswer {
+    const { acc, ev, basket } = this;
     const applied = acc.version > this.decidedAt;
     const units = ev.op === 'create' ? ev.amount : -ev.amount;
-    const deltas = answerDeltas(basket, units, instruments);
-    let positions: Position[];
-    if (applied) positions = accountPositions(acc, instruments);
+    const deltas = answerDeltas(basket, units);
+    let positions: FlatPositions;
+    if (applied) positions = accountPositions(acc);
     else {
       // Not applied yet (or a dry run): the positions it leaves, without changing any.
       const after = new Map(positionList(acc));
-      for (const d of deltas) after.set(d.symbol, (after.get(d.symbol) ?? 0) + d.quantity);
-      positions = [...after].filter(([, q]) => q !== 0).sort((a, b) => a[0] - b[0]).map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
+      for (let i = 0; i < deltas.length; i += 2) after.set(deltas[i]!, (after.get(deltas[i]!) ?? 0) + deltas[i + 1]!);
+      positions = [...after].filter(([, q]) => q !== 0).sort((a, b) => a[0] - b[0]).flat();
     }
     const fee = ev.fee ?? 0;
-    const result: ConversionResult = {
+    const result: ConversionAnswer = {
       request_id: requestIdString(ev.requestId),
       ...(ev.key !== undefined ? { client_request_id: ev.key } : {}),
       op: ev.op,
@@ -299,29 +297,6 @@ class Accepted implements Decision {
     }
     return result;
   }
-}
-
-/** Distinct amounts whose delta lists each basket version keeps for answers. */
-const ANSWER_DELTAS_KEPT = 64;
-
-/**
- * A conversion's deltas as answers list them. They depend only on the basket
- * version and the signed amount, so the lists of recent amounts are kept,
- * frozen, and shared by every answer that names them (answers are encoded,
- * never changed).
- */
-function answerDeltas(basket: CompiledBasket, units: number, instruments: Instruments): Position[] {
-  const kept = basket.answers.get(units);
-  if (kept) return kept;
-  const deltas: Position[] = [];
-  for (let i = 0; i < basket.syms.length; i++) {
-    const symbol = basket.syms[i]!;
-    deltas.push(Object.freeze({ symbol, ticker: instruments.tickerOf(symbol), quantity: -basket.weights[i]! * units }));
-  }
-  deltas.push(Object.freeze({ symbol: basket.symbol, ticker: instruments.tickerOf(basket.symbol), quantity: units }));
-  if (basket.answers.size >= ANSWER_DELTAS_KEPT) basket.answers.clear();
-  basket.answers.set(units, Object.freeze(deltas) as Position[]);
-  return deltas;
 }
 
 /** The stored decision of a request, by engine id (`r42`) or idempotency key. */
@@ -442,7 +417,7 @@ export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, 
     case 'holdings': {
       const acc = state.accounts.get(cmd.clientId);
       if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
-      return { result: holdingsView(acc, cfg.instruments), events: [] };
+      return { result: holdingsView(acc), events: [] };
     }
     case 'request': {
       bindInstruments(state, cfg.instruments);

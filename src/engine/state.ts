@@ -3,7 +3,7 @@ import type { ConversionRules } from '../../proto/rules.js';
 import type { Instruments } from '../config/baskets.js';
 import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
 import { History, type AuditEvent } from './history.js';
-import type { Position } from '../../proto/engine.js';
+import type { FlatPositions } from '../../proto/engine.js';
 
 export { HISTORY_LIMIT, type AuditEvent } from './history.js';
 
@@ -28,7 +28,7 @@ export interface Account {
   /** The account's decisions (its registration, creates and redeems), oldest first, at most HISTORY_LIMIT; keys by idempotency key. */
   history: History;
   /** Its positions as answers list them, at `version`: built once per change, shared by the reply, the holdings notice and reads (frozen). */
-  view: { version: number; positions: readonly Position[] } | null;
+  view: { version: number; positions: FlatPositions } | null;
 }
 
 /** Everything the engine knows. Mutated only by apply* below, which the actor alone calls. */

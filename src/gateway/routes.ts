@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
-import type { ConversionOp, EngineReply, HoldingsView } from '../../proto/engine.js';
+import { namedPositions, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
 import {
   ENGINE_UNAVAILABLE_CONVERSION,
   GATEWAY_KEY_PREFIX,
@@ -33,18 +33,21 @@ export interface RouteDeps {
   conversion: ReturnType<typeof conversionSchema>;
   /** Mid prices, for P&L. */
   marks: Marks;
+  /** Names the engine's flat positions (proto/engine.ts FlatPositions) in answers. */
+  tickerOf: TickerOf;
 }
 
 /** `{KNAN: 10, UNDY: 2}`: what scripts want to index by ticker. */
 const byTicker = (positions: { ticker: string; quantity: number }[]) =>
   Object.fromEntries(positions.map((p) => [p.ticker, p.quantity]));
 
-export const holdingsBody = (h: HoldingsView): HoldingsBody => ({
+/** An engine holdings answer as HTTP shows it; `positions`: its positions named. */
+export const holdingsBody = (h: HoldingsAnswer, positions: Position[]): HoldingsBody => ({
   client_id: h.client_id,
   username: h.username,
   seq: h.seq,
-  holdings: byTicker(h.positions),
-  positions: h.positions,
+  holdings: byTicker(positions),
+  positions,
   cash: h.cash,
 });
 
@@ -138,11 +141,11 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     op: r.op,
     etf_name: r.etf,
     amount: r.amount,
-    deltas: byTicker(r.deltas),
+    deltas: byTicker(namedPositions(r.deltas, deps.tickerOf)),
     fee: r.fee,
     basket_version: r.basket_version,
     ...(r.warnings ? { warnings: r.warnings } : {}),
-    ...holdingsBody(r.holdings),
+    ...holdingsBody(r.holdings, namedPositions(r.holdings.positions, deps.tickerOf)),
   } satisfies ConversionBody);
 }
 
@@ -192,7 +195,8 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
   const reply = await deps.engine.call({ op: 'holdings', clientId });
   if (!reply.ok) return engineError(ex, reply);
   const h = reply.result;
-  ex.json(200, { ...holdingsBody(h), pnl: deps.marks.pnl(h.cash, h.positions) } satisfies HoldingsBody);
+  const positions = namedPositions(h.positions, deps.tickerOf);
+  ex.json(200, { ...holdingsBody(h, positions), pnl: deps.marks.pnl(h.cash, positions) } satisfies HoldingsBody);
 }
 
 /** Every team ranked by P&L (cash plus positions at mid prices), from one engine read. */

@@ -52,9 +52,9 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const auth = new Authenticator(engine, cfg.bcryptRounds);
   const throttle = new Throttle(cfg.throttle);
   const marks = new Marks(nc, log);
-  const deps: routes.RouteDeps = { engine, auth, throttle, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks };
   const etfs = startEtfsRoute(cfg, nc, log);
   const instruments = loadBaskets(cfg.basketsFile || undefined);
+  const deps: routes.RouteDeps = { engine, auth, throttle, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf };
   const apiDescription = openApiDocument(cfg.maxAmount);
   const feedStatus = new FeedStatusView(nc);
   let natsConnected = true;
@@ -95,7 +95,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
 
   const app = uWS.App();
   // Before the catch-all route, so /ws upgrades reach the WebSocket handler.
-  const ws = attachWebSocket(app, { nc, engine, auth, throttle, marks }, log, {}, addressOf);
+  const ws = attachWebSocket(app, { nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, addressOf);
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   metrics.mount(app);
   mountStatic(app, metrics, log);

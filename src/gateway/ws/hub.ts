@@ -1,9 +1,10 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { decode } from '../../../proto/codec.js';
-import type { HoldingsChange } from '../../../proto/holdings.js';
+import { HOLDINGS_NOTICE_VERSION, namedChange, type HoldingsNotice } from '../../../proto/holdings.js';
+import { namedHoldings, type TickerOf } from '../../../proto/engine.js';
 import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../../proto/marketdata.js';
-import { REQUESTS_SUBJECT_PREFIX, type RequestOutcome } from '../../../proto/requests.js';
+import { OUTCOME_NOTICE_VERSION, REQUESTS_SUBJECT_PREFIX, namedOutcome, type OutcomeNotice } from '../../../proto/requests.js';
 import { HOLDINGS_SUBJECT_PREFIX } from '../../../proto/subjects.js';
 import { WS_CLOSE, WS_PROTOCOL_VERSION, type WsFormat } from '../../../proto/ws.js';
 import type { Logger } from '../../shared/log.js';
@@ -25,6 +26,8 @@ export interface HubDeps {
   throttle?: Throttle;
   /** Mid prices: P&L on the stream. */
   marks?: Marks;
+  /** Names the engine's flat positions (proto/engine.ts FlatPositions) for the stream. */
+  tickerOf: TickerOf;
 }
 
 /** ETFs whose last price is kept: the pricing service names them from config, this only bounds a misbehaving publisher. */
@@ -169,7 +172,7 @@ export class Hub implements SessionHost {
         for (const s of [...feed.sessions]) s.close(WS_CLOSE.unavailable);
         return;
       }
-      if (feed.snapshot(reply.result) === 'gap') this.gap(feed);
+      if (feed.snapshot(namedHoldings(reply.result, this.deps.tickerOf)) === 'gap') this.gap(feed);
     });
   }
 
@@ -183,13 +186,13 @@ export class Hub implements SessionHost {
     const id = idFromSubject(m.subject, HOLDINGS_SUBJECT_PREFIX);
     const feed = id === null ? undefined : this.feeds.get(id);
     if (!feed) return;
-    const c = decode<HoldingsChange>(m.data);
-    if (c?.client_id !== id || !Number.isInteger(c.seq) || !Array.isArray(c.positions) || !Array.isArray(c.deltas)) {
+    const n = decode<HoldingsNotice>(m.data);
+    if (n?.v !== HOLDINGS_NOTICE_VERSION || n.client_id !== id || !Number.isInteger(n.seq) || !Array.isArray(n.positions) || !Array.isArray(n.deltas)) {
       this.stats.invalid++;
       return;
     }
     this.stats.changes++;
-    if (feed.offer(c) === 'gap') this.gap(feed);
+    if (feed.offer(namedChange(n, this.deps.tickerOf)) === 'gap') this.gap(feed);
   }
 
   private onPrice(m: Msg): void {
@@ -210,12 +213,13 @@ export class Hub implements SessionHost {
     const id = idFromSubject(m.subject, REQUESTS_SUBJECT_PREFIX);
     const feed = id === null ? undefined : this.feeds.get(id);
     if (!feed || feed.sessions.size === 0) return;
-    const outcome = decode<RequestOutcome>(m.data);
-    if (outcome?.client_id !== id) {
+    const n = decode<OutcomeNotice>(m.data);
+    if (n?.v !== OUTCOME_NOTICE_VERSION || n.client_id !== id || (n.deltas !== undefined && !Array.isArray(n.deltas))) {
       this.stats.invalid++;
       return;
     }
     this.stats.outcomes++;
+    const outcome = namedOutcome(n, this.deps.tickerOf);
     const frame = new SharedFrame({ v: WS_PROTOCOL_VERSION, type: 'request', outcome });
     for (const s of feed.sessions) s.deliverOutcome(frame);
   }
