@@ -9,22 +9,23 @@
  * With BENCH_BASELINE_REF=<git ref>, the same three through that ref's engine
  * (built by bench/baseline.ts), interleaved with this tree's on the same
  * nats-server, and each line's ratio to the baseline's.
+ * Every measurement runs in a process of its own (this script, BENCH_DURABILITY_CHILD):
+ * two builds in one process share their libraries' code (msgpackr, nats.js), and
+ * each slows the other down, so neither would be measured as it runs.
  * Run: npm run bench:durability   (BENCH_SECONDS, BENCH_INFLIGHT, BENCH_BASELINE_REF)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { PROJECT_ROOT } from '../src/config/config.js';
+import { startService } from '../src/shared/service-process.js';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { JOURNAL_STREAM } from '../proto/subjects.js';
 import type { EngineCommand } from '../proto/engine.js';
 import type { JournalEvent } from '../proto/journal.js';
 import { loadBaskets, type Instruments } from '../src/config/baskets.js';
-import * as core from '../src/engine/core.js';
-import * as state from '../src/engine/state.js';
-import * as actor from '../src/engine/actor.js';
-import * as journal from '../src/engine/journal.js';
-import * as engineClient from '../src/gateway/engine-client.js';
 import { ensureJournalStream } from '../src/shared/streams.js';
 import { createLogger, type Logger } from '../src/shared/log.js';
 import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
@@ -40,7 +41,6 @@ const log = createLogger('bench', 'warn');
 
 /** The parts of an engine build the bench drives; this tree's and a baseline's differ in types, not in these calls. */
 interface Engine {
-  label: string;
   emptyState(instruments?: Instruments): unknown;
   applyEvent(state: never, ev: JournalEvent): void;
   decide(state: never, cfg: never, cmd: EngineCommand, now: number): { events: JournalEvent[]; result?: unknown };
@@ -49,24 +49,11 @@ interface Engine {
   Client: new (nc: NatsConnection, timeoutMs: number) => { call(cmd: EngineCommand): Promise<{ ok: boolean; error?: { message: string } }>; close(): void };
 }
 
-const thisTree: Engine = {
-  label: 'this tree',
-  emptyState: state.emptyState,
-  applyEvent: state.applyEvent as Engine['applyEvent'],
-  decide: core.decide as unknown as Engine['decide'],
-  Actor: actor.EngineActor as unknown as Engine['Actor'],
-  Journal: journal.JournalWriter as unknown as Engine['Journal'],
-  Client: engineClient.EngineClient as unknown as Engine['Client'],
-};
-
-async function baselineEngine(ref: string): Promise<{ engine: Engine; remove(): void }> {
-  const files = ['src/engine/core.ts', 'src/engine/state.ts', 'src/engine/actor.ts', 'src/engine/journal.ts', 'src/gateway/engine-client.ts'];
-  const base = await buildBaseline(files, ref);
-  const [c, s, a, j, e] = await Promise.all(files.map((f) => base.load<Record<string, any>>(f)));
-  return {
-    engine: { label: `${ref} (${base.commit.slice(0, 7)})`, emptyState: s!.emptyState, applyEvent: s!.applyEvent, decide: c!.decide, Actor: a!.EngineActor, Journal: j!.JournalWriter, Client: e!.EngineClient },
-    remove: base.remove,
-  };
+/** An engine build's modules, from its dist directory (this tree's, or a baseline's). */
+async function loadEngine(distDir: string): Promise<Engine> {
+  const load = (f: string) => import(pathToFileURL(join(distDir, f)).href) as Promise<Record<string, any>>;
+  const [c, s, a, j, e] = await Promise.all(['src/engine/core.js', 'src/engine/state.js', 'src/engine/actor.js', 'src/engine/journal.js', 'src/gateway/engine-client.js'].map(load));
+  return { emptyState: s!.emptyState, applyEvent: s!.applyEvent, decide: c!.decide, Actor: a!.EngineActor, Journal: j!.JournalWriter, Client: e!.EngineClient };
 }
 
 function seededState(engine: Engine): unknown {
@@ -88,12 +75,13 @@ function coreOnly(engine: Engine): number {
   return n / ((performance.now() - t0) / 1000);
 }
 
-async function throughActor(engine: Engine, nc: NatsConnection, journalWriter: unknown): Promise<number> {
-  const a = new engine.Actor(nc, seededState(engine) as never, cfg as never, journalWriter as never, log, (err) => {
+async function throughActor(engine: Engine, servers: string[], journalWriter: (nc: NatsConnection) => unknown): Promise<number> {
+  const nc = await connect({ servers, noAsyncTraces: true });
+  const a = new engine.Actor(nc, seededState(engine) as never, cfg as never, journalWriter(nc) as never, log, (err) => {
     throw err;
   });
   await a.start();
-  const clientConn = await connect({ servers: nc.getServer(), noAsyncTraces: true });
+  const clientConn = await connect({ servers, noAsyncTraces: true });
   const client = new engine.Client(clientConn, 30_000);
   let n = 0;
   let done = 0;
@@ -112,6 +100,7 @@ async function throughActor(engine: Engine, nc: NatsConnection, journalWriter: u
   client.close();
   await a.drain();
   await clientConn.close();
+  await nc.close();
   return rate;
 }
 
@@ -123,55 +112,102 @@ const memoryJournal = () => {
   }, append: async () => ++seq };
 };
 
+type Path = 'core' | 'memory' | 'jetstream';
+interface ChildTask {
+  dist: string;
+  path: Path;
+  servers: string[];
+  /** Where the journal stands: each JetStream run continues it (the writer names the sequence it follows). */
+  journalSeq: number;
+}
+const CHILD_ENV = 'BENCH_DURABILITY_CHILD';
+const RESULT = 'durability-result';
+
+/** One measurement, in a process of its own. */
+async function runChild(task: ChildTask): Promise<void> {
+  const engine = await loadEngine(task.dist);
+  const rate =
+    task.path === 'core'
+      ? coreOnly(engine)
+      : await throughActor(engine, task.servers, (nc) => (task.path === 'memory' ? memoryJournal() : new engine.Journal(nc, task.journalSeq)));
+  console.log(`${RESULT} ${rate}`);
+}
+
+async function measure(task: ChildTask): Promise<number> {
+  const child = await startService({
+    name: `durability ${task.path}`,
+    args: [fileURLToPath(import.meta.url)],
+    env: { ...process.env, [CHILD_ENV]: JSON.stringify(task) },
+    ready: (line) => line.startsWith(RESULT),
+  });
+  await child.exited;
+  return Number(child.ready.split(' ')[1]);
+}
+
+/** The journal's last sequence on `servers`. */
+async function journalEnd(servers: string[]): Promise<number> {
+  const nc = await connect({ servers, noAsyncTraces: true });
+  const seq = (await (await jetstreamManager(nc)).streams.info(JOURNAL_STREAM)).state.last_seq;
+  await nc.close();
+  return seq;
+}
+
 /** This tree's actor with its journal in 3 replicas on a local three-node cluster. */
-async function onCluster(): Promise<number> {
+async function onCluster(dir: string): Promise<number> {
   const ports = [await freePort(), await freePort(), await freePort()];
   const clusterPorts = [await freePort(), await freePort(), await freePort()];
   const plan = planCluster({ ports, clusterPorts, storeRoot: join(dir, 'cluster'), configDir: join(dir, 'cluster-conf') });
   const nodes = await Promise.all(plan.nodes.map((n) => startClusterNode(n)));
   try {
-    const nc = await connect({ servers: plan.nodes.map((n) => n.url), noAsyncTraces: true });
+    const servers = plan.nodes.map((n) => n.url);
+    const nc = await connect({ servers, noAsyncTraces: true });
     await whenJetStreamReady(nc, () => ensureJournalStream(nc, undefined, 3));
-    const rate = await throughActor(thisTree, nc, new thisTree.Journal(nc, 0));
     await nc.close();
-    return rate;
+    return await measure({ dist: THIS_DIST, path: 'jetstream', servers, journalSeq: 0 });
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
   }
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'etf-bench-dur-'));
-const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
-const ref = process.env.BENCH_BASELINE_REF;
-const baseline = ref ? await baselineEngine(ref) : null;
-try {
-  const nc = await connect({ servers: nats.url, noAsyncTraces: true });
-  await ensureJournalStream(nc);
-  const engines = [thisTree, ...(baseline ? [baseline.engine] : [])];
-  const rows = new Map<string, Map<string, number>>(engines.map((e) => [e.label, new Map()]));
-  // Interleaved per path, so both builds see the same machine at about the same time.
-  for (const e of engines) rows.get(e.label)!.set('core', coreOnly(e));
-  for (const e of engines) rows.get(e.label)!.set('memory', await throughActor(e, nc, memoryJournal()));
-  // Each JetStream run continues the journal where the last one left it (the writer names the sequence it follows).
-  let journalSeq = 0;
-  for (const e of engines) {
-    rows.get(e.label)!.set('jetstream', await throughActor(e, nc, new e.Journal(nc, journalSeq)));
-    journalSeq = (await (await jetstreamManager(nc)).streams.info(JOURNAL_STREAM)).state.last_seq;
+const THIS_DIST = join(PROJECT_ROOT, 'dist');
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'etf-bench-dur-'));
+  const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
+  const ref = process.env.BENCH_BASELINE_REF;
+  // The baseline's whole tree is built: its engine modules import what they need at their own commit.
+  const baseline = ref ? await buildBaseline(['src/engine/core.ts', 'src/engine/state.ts', 'src/engine/actor.ts', 'src/engine/journal.ts', 'src/gateway/engine-client.ts'], ref) : null;
+  try {
+    const nc = await connect({ servers: nats.url, noAsyncTraces: true });
+    await ensureJournalStream(nc);
+    await nc.close();
+    const engines = [{ label: 'this tree', dist: THIS_DIST }, ...(baseline ? [{ label: `${ref} (${baseline.commit.slice(0, 7)})`, dist: join(baseline.dir, 'dist') }] : [])];
+    const rows = new Map<string, Map<Path, number>>(engines.map((e) => [e.label, new Map()]));
+    // Interleaved per path, so both builds see the same machine at about the same time.
+    for (const path of ['core', 'memory', 'jetstream'] as const) {
+      for (const e of engines) {
+        const journalSeq = path === 'jetstream' ? await journalEnd([nats.url]) : 0;
+        rows.get(e.label)!.set(path, await measure({ dist: e.dist, path, servers: [nats.url], journalSeq }));
+      }
+    }
+    const clusterRate = await onCluster(dir);
+    console.log(`\ncreate/redeem commands per second, ${INFLIGHT} in flight, ${SECONDS} s each, each in a process of its own\n`);
+    console.log(`path         ${engines.map((e) => e.label.padStart(22)).join('')}${baseline ? '   vs baseline' : ''}`);
+    for (const path of ['core', 'memory', 'jetstream'] as const) {
+      const values = engines.map((e) => rows.get(e.label)!.get(path)!);
+      const ratio = baseline ? `   ${(values[0]! / values[1]!).toFixed(2)}×` : '';
+      console.log(`${path.padEnd(10)} ${values.map((v) => String(Math.round(v)).padStart(22)).join('')}${ratio}`);
+    }
+    console.log(`${'cluster R3'.padEnd(10)} ${String(Math.round(clusterRate)).padStart(22)}`);
+    const mine = rows.get('this tree')!;
+    console.log(`\nthis tree: jetstream / memory journal = ${(mine.get('jetstream')! / mine.get('memory')!).toFixed(2)} (what durability costs), cluster R3 / jetstream = ${(clusterRate / mine.get('jetstream')!).toFixed(2)} (what replication costs)`);
+  } finally {
+    baseline?.remove();
+    await nats.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
-  await nc.close();
-  const clusterRate = await onCluster();
-  console.log(`\ncreate/redeem commands per second, ${INFLIGHT} in flight, ${SECONDS} s each\n`);
-  console.log(`path         ${engines.map((e) => e.label.padStart(22)).join('')}${baseline ? '   vs baseline' : ''}`);
-  for (const path of ['core', 'memory', 'jetstream']) {
-    const values = engines.map((e) => rows.get(e.label)!.get(path)!);
-    const ratio = baseline ? `   ${(values[0]! / values[1]!).toFixed(2)}×` : '';
-    console.log(`${path.padEnd(10)} ${values.map((v) => String(Math.round(v)).padStart(22)).join('')}${ratio}`);
-  }
-  console.log(`${'cluster R3'.padEnd(10)} ${String(Math.round(clusterRate)).padStart(22)}`);
-  const mine = rows.get(thisTree.label)!;
-  console.log(`\nthis tree: jetstream / memory journal = ${(mine.get('jetstream')! / mine.get('memory')!).toFixed(2)} (what durability costs), cluster R3 / jetstream = ${(clusterRate / mine.get('jetstream')!).toFixed(2)} (what replication costs)`);
-} finally {
-  baseline?.remove();
-  await nats.stop();
-  rmSync(dir, { recursive: true, force: true });
 }
+
+const childTask = process.env[CHILD_ENV];
+if (childTask) await runChild(JSON.parse(childTask) as ChildTask);
+else await main();
