@@ -107,9 +107,15 @@ async function throughActor(engine: Engine, servers: string[], journalWriter: (n
 /** A journal that answers at once: what the actor costs without durability. */
 const memoryJournal = () => {
   let seq = 0;
-  return { get sequence() {
-    return seq;
-  }, append: async () => ++seq };
+  return {
+    get sequence() {
+      return seq;
+    },
+    get queued() {
+      return seq;
+    },
+    append: async () => ++seq,
+  };
 };
 
 type Path = 'core' | 'memory' | 'jetstream';

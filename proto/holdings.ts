@@ -1,16 +1,16 @@
 import { namedPositions, type FlatPositions, type Position, type TickerOf } from './engine.js';
+import type { OutcomeNotice } from './requests.js';
 
 /**
- * Holdings changes, published by the engine on `etf.holdings.<client_id>`
- * (HOLDINGS_SUBJECT_PREFIX in proto/subjects.ts) once the change is durable:
- * a fill as soon as it is applied (it is already in the fill stream), a
- * conversion after its journal write. `seq` is the account's own change
- * counter: +1 per change, the same after an engine restart, so a consumer can
- * tell it missed nothing. `positions` is the whole account after the change.
+ * A holdings change, published by the engine once it is durable: a fill as
+ * soon as it is applied (it is already in the fill stream), a conversion
+ * after its journal write. `seq` is the account's own change counter: +1 per
+ * change, the same after an engine restart, so a consumer can tell it missed
+ * nothing. `positions` is the whole account after the change.
  *
- * On NATS a change travels as a HoldingsNotice (v 2: positions flat, no
- * tickers); HoldingsChange (v 1) is the same change named, as the gateway
- * hands it to WebSocket clients (proto/ws.ts).
+ * On NATS a change travels as a HoldingsNotice in a NoticeBatch (positions
+ * flat, no tickers); HoldingsChange (v 1) is the same change named, as the
+ * gateway hands it to WebSocket clients (proto/ws.ts).
  */
 export interface HoldingsChange<P = Position[]> {
   v: 1;
@@ -28,10 +28,27 @@ export interface HoldingsChange<P = Position[]> {
   fill?: { seq: number; price: number };
 }
 
-export const HOLDINGS_NOTICE_VERSION = 2;
+/** A HoldingsChange as a NoticeBatch carries it. */
+export type HoldingsNotice = Omit<HoldingsChange<FlatPositions>, 'v'>;
 
-/** A HoldingsChange on the engine's NATS subject. */
-export type HoldingsNotice = Omit<HoldingsChange<FlatPositions>, 'v'> & { v: typeof HOLDINGS_NOTICE_VERSION };
+export const NOTICE_BATCH_VERSION = 1;
+
+/**
+ * What an engine shard publishes on its notices subject (ShardNames.notices)
+ * once a group commit is durable, and as fills are applied: every holdings
+ * change (each account's in seq order, across batches too) and every request
+ * outcome. One message per group, not one per change and per outcome: a
+ * publish costs the engine and the server more than the notice's own bytes.
+ * A large group is split over several batches, in order.
+ */
+export interface NoticeBatch {
+  v: typeof NOTICE_BATCH_VERSION;
+  changes: HoldingsNotice[];
+  outcomes: OutcomeNotice[];
+}
+
+/** Notices per batch: a batch stays well under NATS's 1 MB payload limit. */
+export const MAX_BATCH_NOTICES = 2000;
 
 export const namedChange = (n: HoldingsNotice, tickerOf: TickerOf): HoldingsChange => ({
   ...n,

@@ -2,13 +2,13 @@ import { namedPositions, type ConversionOp, type EngineError, type FlatPositions
 
 /**
  * Outcome of every create/redeem the engine decided, accepted or rejected,
- * published on `etf.requests.<client_id>` (requestsSubject) once durable.
+ * published in the engine's NoticeBatch (proto/holdings.ts) once durable.
  * `request_id` is the engine's id for the request (what GET /requests/<id>
  * takes); `client_request_id` echoes the caller's idempotency key, if any.
  *
- * On NATS an outcome travels as an OutcomeNotice (v 2: deltas flat, no
- * tickers); RequestOutcome (v 1) is the same outcome named, as the gateway
- * hands it to WebSocket clients (proto/ws.ts).
+ * On NATS an outcome travels as an OutcomeNotice (deltas flat, no tickers);
+ * RequestOutcome (v 1) is the same outcome named, as the gateway hands it to
+ * WebSocket clients (proto/ws.ts).
  */
 export interface RequestOutcome<P = Position[]> {
   v: 1;
@@ -25,15 +25,11 @@ export interface RequestOutcome<P = Position[]> {
   ts: number;
 }
 
-export const OUTCOME_NOTICE_VERSION = 2;
-
-/** A RequestOutcome on the engine's NATS subject. */
-export type OutcomeNotice = Omit<RequestOutcome<FlatPositions>, 'v'> & { v: typeof OUTCOME_NOTICE_VERSION };
+/** A RequestOutcome as a NoticeBatch carries it. */
+export type OutcomeNotice = Omit<RequestOutcome<FlatPositions>, 'v'>;
 
 export function namedOutcome(n: OutcomeNotice, tickerOf: TickerOf): RequestOutcome {
   const { deltas, ...rest } = n;
   return { ...rest, v: 1, ...(deltas ? { deltas: namedPositions(deltas, tickerOf) } : {}) };
 }
 
-export const REQUESTS_SUBJECT_PREFIX = 'etf.requests';
-export const requestsSubject = (clientId: number): string => `${REQUESTS_SUBJECT_PREFIX}.${clientId}`;

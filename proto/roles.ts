@@ -12,12 +12,11 @@
  */
 import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';
 import { FEED_BUCKET } from './feed.js';
-import { REQUESTS_SUBJECT_PREFIX } from './requests.js';
 import { shardNames } from './shards.js';
 import {
   FILL_STREAM,
   FILL_SUBJECT_WILDCARD,
-  HOLDINGS_SUBJECT_PREFIX,
+  NOTICES_SUBJECT_WILDCARD,
   ADMIN_REPLY_SUBJECT_PREFIX,
   REPLY_SUBJECT_WILDCARD,
   SESSION_SUBJECT,
@@ -78,8 +77,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
             ...readStream(n.snapshotStream),
           ]),
           ...readStream(FILL_STREAM),
-          `${HOLDINGS_SUBJECT_PREFIX}.>`,
-          `${REQUESTS_SUBJECT_PREFIX}.>`,
+          ...all.map((n) => n.notices),
           // Answers only here (not wherever a request says: see the actor), never into a stream.
           REPLY_SUBJECT_WILDCARD,
           `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
@@ -94,8 +92,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
       subscribe: {
         allow: [
           REPLY_SUBJECT_WILDCARD,
-          `${HOLDINGS_SUBJECT_PREFIX}.>`,
-          `${REQUESTS_SUBJECT_PREFIX}.>`,
+          NOTICES_SUBJECT_WILDCARD,
           PRICE_SUBJECT_WILDCARD,
           FEED_STATUS_SUBJECT,
           FEED_ALERT_SUBJECT,
@@ -134,8 +131,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
         allow: [
           `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
           `${inboxPrefix('operator')}.>`,
-          `${HOLDINGS_SUBJECT_PREFIX}.>`,
-          `${REQUESTS_SUBJECT_PREFIX}.>`,
+          NOTICES_SUBJECT_WILDCARD,
           PRICE_SUBJECT_WILDCARD,
           BBO_SUBJECT_WILDCARD,
           FEED_ALERT_SUBJECT,

@@ -32,9 +32,13 @@ export const ENGINE_QUEUE = 'etf-engine';
 /** The engine's journal: one JournalBatch per group commit. */
 export const JOURNAL_SUBJECT = 'etf.journal';
 
-/** Holdings changes per account, published by the engine after they are durable. */
-export const HOLDINGS_SUBJECT_PREFIX = 'etf.holdings';
-export const holdingsSubject = (clientId: number): string => `${HOLDINGS_SUBJECT_PREFIX}.${clientId}`;
+/**
+ * Holdings changes and request outcomes, published by each engine shard once
+ * they are durable: one NoticeBatch (proto/holdings.ts) per group commit on
+ * `etf.notices.<shard>` (ShardNames.notices).
+ */
+export const NOTICES_SUBJECT_PREFIX = 'etf.notices';
+export const NOTICES_SUBJECT_WILDCARD = 'etf.notices.>';
 
 /** Where a gateway instance receives its replies: `etf.reply.<gateway id>`. */
 export const replySubject = (gatewayId: string): string => `etf.reply.${gatewayId}`;

@@ -13,7 +13,8 @@ import { EngineClient } from '../src/gateway/engine-client.js';
 import { encode } from '../proto/codec.js';
 import type { DumpResult } from '../proto/engine.js';
 import type { Role } from '../proto/roles.js';
-import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT, fillSubject, holdingsSubject } from '../proto/subjects.js';
+import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT, fillSubject } from '../proto/subjects.js';
+import { shardNames } from '../proto/shards.js';
 import { api, quietLog, startSystem, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
 import { awaitHoldingsSeq } from './helpers/events.js';
 import { bridgeOpts, fillMsg, sendClearing, type Sender } from './helpers/feed.js';
@@ -159,7 +160,7 @@ describe('the launcher\'s nats-server', () => {
     const op = await as('operator');
     await refusedSubscribe(op, 'etf.reply.>');
     await refusedSubscribe(op, ENGINE_COMMAND_SUBJECT);
-    for (const subject of ['etf.reply.forged', '_INBOX_engine.forged', holdingsSubject(1), 'etf.price.UNDY', '$KV.etf_prices.UNDY']) await refusedPublish(await as('operator'), subject);
+    for (const subject of ['etf.reply.forged', '_INBOX_engine.forged', shardNames(0, 1).notices, 'etf.price.UNDY', '$KV.etf_prices.UNDY']) await refusedPublish(await as('operator'), subject);
   });
 
   it('the engine answers only on reply subjects: a command whose reply subject is the journal is ignored', async () => {
@@ -177,7 +178,7 @@ describe('the launcher\'s nats-server', () => {
   });
 
   it('a role cannot listen to what is not its business', async () => {
-    await refusedSubscribe(await as('feed'), holdingsSubject(1));
+    await refusedSubscribe(await as('feed'), shardNames(0, 1).notices);
     await refusedSubscribe(await as('pricing'), '>');
     await refusedSubscribe(await as('gateway'), '_INBOX_engine.>');
     // None of the refusals above disturbed the services.

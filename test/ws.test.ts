@@ -3,10 +3,11 @@ import WebSocket from 'ws';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { decode, encode } from '../proto/codec.js';
-import type { HoldingsNotice } from '../proto/holdings.js';
+import { NOTICE_BATCH_VERSION, type NoticeBatch } from '../proto/holdings.js';
 import { PRICE_BUCKET, priceSubject, type EtfPrice } from '../proto/marketdata.js';
-import { OUTCOME_NOTICE_VERSION, requestsSubject, type OutcomeNotice } from '../proto/requests.js';
-import { holdingsSubject } from '../proto/subjects.js';
+import type { OutcomeNotice } from '../proto/requests.js';
+import { shardNames } from '../proto/shards.js';
+import { awaitHoldings } from './helpers/events.js';
 import type { Position } from '../proto/engine.js';
 import type { ServerMessage, SnapshotMessage } from '../proto/ws.js';
 import {
@@ -133,21 +134,7 @@ const asMap = (positions: Position[]) => new Map(positions.filter((p) => p.quant
 const nonzero = (m: Map<number, number>) => new Map([...m].filter(([, q]) => q !== 0));
 
 /** Waits for the engine's change number `seq` of an account on NATS: proof it happened, without sleeping. */
-function awaitChange(nc: NatsConnection, clientId: number, seq: number): Promise<HoldingsNotice> {
-  const sub = nc.subscribe(holdingsSubject(clientId));
-  return (async () => {
-    const timer = setTimeout(() => sub.unsubscribe(), WAIT_MS);
-    for await (const m of sub) {
-      const c = decode<HoldingsNotice>(m.data);
-      if (c.seq >= seq) {
-        clearTimeout(timer);
-        sub.unsubscribe();
-        return c;
-      }
-    }
-    throw new Error(`timed out waiting for change ${seq} of account ${clientId}`);
-  })();
-}
+const awaitChange = (nc: NatsConnection, clientId: number, seq: number) => awaitHoldings(nc, clientId, (c) => c.seq >= seq, `change ${seq}`, WAIT_MS);
 
 describe('WebSocket holdings stream', () => {
   let nats: Awaited<ReturnType<typeof startTestNats>>;
@@ -314,13 +301,14 @@ describe('WebSocket holdings stream', () => {
     await publishFills(nc, fillsFor(1, undyBasket(2)));
     expect((await http.create('team1', 'team1pass', 2)).status).toBe(200);
     // As the engine publishes them (whether or not it does yet): one outcome per account.
-    const outcome = (clientId: number, id: string): OutcomeNotice => ({ v: OUTCOME_NOTICE_VERSION, request_id: id, client_id: clientId, op: 'create', etf: 'UNDY', amount: 1, status: 'accepted', ts: Date.now() });
-    nc.publish(requestsSubject(1), encode(outcome(1, 'for-team1')));
+    const outcome = (clientId: number, id: string): OutcomeNotice => ({ request_id: id, client_id: clientId, op: 'create', etf: 'UNDY', amount: 1, status: 'accepted', ts: Date.now() });
+    const notices = (o: OutcomeNotice): Uint8Array => encode({ v: NOTICE_BATCH_VERSION, changes: [], outcomes: [o] } satisfies NoticeBatch);
+    nc.publish(shardNames(0, 1).notices, notices(outcome(1, 'for-team1')));
     await t1.reach(s1.seq + 11);
     await t1.next((m) => m.type === 'request' && m.outcome.request_id === 'for-team1', 'team1 outcome');
     // Then something of team2's own: when it arrives, team1's changes have long been fanned out.
     await publishFills(nc, fillsFor(2, { 5: 1 }));
-    nc.publish(requestsSubject(2), encode(outcome(2, 'for-team2')));
+    nc.publish(shardNames(0, 1).notices, notices(outcome(2, 'for-team2')));
     await t2.next((m) => m.type === 'request' && m.outcome.request_id === 'for-team2', 'team2 outcome');
     await t2.reach(s2.seq + 1);
 

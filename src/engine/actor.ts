@@ -7,18 +7,13 @@ import {
   type ReplyBatch,
 } from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
-import { HOLDINGS_NOTICE_VERSION, type HoldingsChange, type HoldingsNotice } from '../../proto/holdings.js';
+import { MAX_BATCH_NOTICES, NOTICE_BATCH_VERSION, type HoldingsChange, type HoldingsNotice, type NoticeBatch } from '../../proto/holdings.js';
 import type { Fill } from '../../proto/fill.js';
-import {
-  ADMIN_REPLY_SUBJECT_PREFIX,
-  ENGINE_ADMIN_OPS,
-  REPLY_SUBJECT_PREFIX,
-  holdingsSubject,
-} from '../../proto/subjects.js';
+import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, REPLY_SUBJECT_PREFIX } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import { decide, applyEvent, accountPositions, basketVersions, flatDeltas, requestIdString, type CoreConfig, type Decision } from './core.js';
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
-import { OUTCOME_NOTICE_VERSION, requestsSubject, type OutcomeNotice } from '../../proto/requests.js';
+import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
@@ -32,36 +27,54 @@ export interface SnapshotPolicy {
   every: number;
 }
 
-/** Events per journal message: keeps one group commit well under NATS's 1 MB payload limit. */
-const MAX_GROUP_EVENTS = 2000;
+/**
+ * Events per group commit. Well under NATS's 1 MB payload limit, and small
+ * enough that a burst (a gateway's whole batch) becomes several groups: with
+ * WRITES_IN_FLIGHT writes at once, the first group's answers are out while
+ * the next is written, instead of the burst waiting as one.
+ */
+const GROUP_EVENTS = 128;
+/**
+ * Group commits written at once: while one write is in flight the next group
+ * fills and goes out too, so the engine works while the journal answers
+ * (JournalWriter keeps them in order). Two hide most of a write's wait.
+ */
+const WRITES_IN_FLIGHT = 2;
 
 interface Group {
   events: JournalEvent[];
   /** reply subject → replies released once the group is durable */
   replies: Map<string, EngineReply[]>;
-  /** Holdings changes and request outcomes, published in apply order once the group is durable; `kvKey`: an entry of the baskets bucket. */
-  notices: { subject: string; payload: Uint8Array; kvKey?: string }[];
+  /** Holdings changes and request outcomes, published in apply order once the group is durable (proto/holdings.ts NoticeBatch). */
+  changes: HoldingsNotice[];
+  outcomes: OutcomeNotice[];
+  /** Entries of the baskets bucket, put once the group is durable. */
+  baskets: { etf: string; payload: Uint8Array }[];
 }
 
-const newGroup = (): Group => ({ events: [], replies: new Map(), notices: [] });
-const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.notices.length === 0;
+const newGroup = (): Group => ({ events: [], replies: new Map(), changes: [], outcomes: [], baskets: [] });
+const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.changes.length === 0 && g.outcomes.length === 0 && g.baskets.length === 0;
 
 /**
  * The single writer. Commands are decided and applied synchronously in
  * arrival order; their events are committed in groups (one journal write for
- * every command that arrived while the previous write was in flight), and no
- * reply, read or write, leaves before everything it could have observed is
- * durable. A failed journal write stops the process: its in-memory state may
- * be ahead of the journal, and a restart rebuilds it from the journal.
+ * the commands of one or more turns, up to WRITES_IN_FLIGHT writes at once),
+ * and groups are settled strictly in order: no reply, read or write, leaves
+ * before everything it could have observed is durable. A failed journal write
+ * stops the process: its in-memory state may be ahead of the journal, and a
+ * restart rebuilds it from the journal.
  */
 export class EngineActor {
+  /** Groups not yet sent to the journal; the last one takes new commands. */
   private readonly groups: Group[] = [newGroup()];
-  private writing = false;
-  /** Whether the group being written has events (it is off `groups` while in flight). */
-  private writingEvents = false;
+  /** Groups sent to the journal (or with nothing to write), settled in this order. */
+  private readonly inFlight: { group: Group; write: Promise<number> | null }[] = [];
+  private settling: Promise<void> | null = null;
+  private failed = false;
   // The next turn, not a microtask: lets every batch already read from the socket join this group.
   private readonly nextGroup = new NextTurn(() => void this.flush());
   private subs: Subscription[] = [];
+  private noticesSubject = shardNames(0, 1).notices;
   private eventsSinceSnapshot = 0;
   /** A snapshot taken from state that includes groups not yet written: saved once the journal reaches `journalSeq`. */
   private pendingSnapshot: { journalSeq: number; bytes: Uint8Array } | null = null;
@@ -84,6 +97,7 @@ export class EngineActor {
 
   /** Subscribes, and resolves once the server has the subscription: "ready" must mean a request sent now is heard. */
   async start(names: ShardNames = shardNames(0, 1)): Promise<void> {
+    this.noticesSubject = names.notices;
     const subscribe = (subject: string, admin: boolean) =>
       this.nc.subscribe(subject, {
         queue: names.queue,
@@ -99,9 +113,9 @@ export class EngineActor {
   /** Stops taking commands and waits for every accepted one to be durable and answered. */
   async drain(): Promise<void> {
     for (const sub of this.subs) sub.unsubscribe();
-    while (this.writing || this.groups.some((g) => !isEmpty(g))) {
-      if (!this.writing) await this.flush();
-      else await new Promise((r) => setImmediate(r));
+    while (!this.failed && (this.inFlight.length > 0 || this.groups.some((g) => !isEmpty(g)))) {
+      this.flush();
+      await (this.settling ?? new Promise((r) => setImmediate(r)));
     }
   }
 
@@ -150,7 +164,7 @@ export class EngineActor {
         }
       }
       let group = this.groups[this.groups.length - 1]!;
-      if (events.length > 0 && group.events.length + events.length > MAX_GROUP_EVENTS) {
+      if (events.length > 0 && group.events.length + events.length > GROUP_EVENTS) {
         group = newGroup();
         this.groups.push(group);
       }
@@ -179,7 +193,7 @@ export class EngineActor {
   applied(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], fill?: Fill): void {
     const change = this.change(acc, cause, flatDeltas(deltas), this.now());
     if (fill) change.fill = { seq: fill.seq, price: fill.price };
-    this.groups[this.groups.length - 1]!.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(change) });
+    this.groups[this.groups.length - 1]!.changes.push(change);
     this.scheduleFlush();
   }
 
@@ -187,56 +201,62 @@ export class EngineActor {
     if (ev.t === 'basket') {
       // Published state for pricing and GET /etfs, once the change is durable (a KV put is a publish into its stream).
       const versions: BasketVersions = { etf: ev.etf, versions: basketVersions(this.state, ev.etf, this.cfg.instruments) };
-      group.notices.push({ subject: basketKvSubject(ev.etf), payload: encode(versions), kvKey: ev.etf });
+      group.baskets.push({ etf: ev.etf, payload: encode(versions) });
     }
     if (ev.t === 'conversion') {
       const acc = this.state.accounts.get(ev.clientId)!;
       const deltas = this.state.catalog.flatDeltas(ev);
-      group.notices.push({ subject: holdingsSubject(acc.clientId), payload: encode(this.change(acc, ev.op, deltas, ev.ts)) });
-      group.notices.push({ subject: requestsSubject(ev.clientId), payload: encode(outcome(ev, deltas)) });
+      group.changes.push(this.change(acc, ev.op, deltas, ev.ts));
+      group.outcomes.push(outcome(ev, deltas));
     }
-    if (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null) {
-      group.notices.push({ subject: requestsSubject(ev.clientId), payload: encode(outcome(ev)) });
-    }
+    if (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null) group.outcomes.push(outcome(ev));
   }
 
   private change(acc: Account, cause: HoldingsChange['cause'], deltas: FlatPositions, now: number): HoldingsNotice {
-    return { v: HOLDINGS_NOTICE_VERSION, client_id: acc.clientId, seq: acc.version, cause, deltas, positions: accountPositions(acc), cash: acc.cash, ts: now };
+    return { client_id: acc.clientId, seq: acc.version, cause, deltas, positions: accountPositions(acc), cash: acc.cash, ts: now };
   }
 
   private scheduleFlush(): void {
-    if (!this.writing) this.nextGroup.schedule();
+    if (this.inFlight.length < WRITES_IN_FLIGHT) this.nextGroup.schedule();
   }
 
-  private async flush(): Promise<void> {
-    if (this.writing) return;
-    this.writing = true;
-    try {
-      while (!isEmpty(this.groups[0]!)) {
-        const group = this.groups.shift()!;
-        if (this.groups.length === 0) this.groups.push(newGroup());
-        if (group.events.length > 0) {
-          this.writingEvents = true;
-          try {
-            this.state.journalSeq = await this.journal.append(group.events);
-            this.writingEvents = false;
-            this.afterWrite(group.events.length);
-            this.onDurable?.(group.events, this.state.journalSeq);
-          } catch (err) {
-            this.failGroup(group, err);
-            return;
-          }
-        }
-        this.sendReplies(group);
-      }
-    } finally {
-      this.writing = false;
+  /** Sends groups to the journal while fewer than WRITES_IN_FLIGHT are in flight. */
+  private flush(): void {
+    while (!this.failed && this.inFlight.length < WRITES_IN_FLIGHT && !isEmpty(this.groups[0]!)) {
+      const group = this.groups.shift()!;
+      if (this.groups.length === 0) this.groups.push(newGroup());
+      const write = group.events.length > 0 ? this.journal.append(group.events) : null;
+      // Awaited in order by settle; after a failure the later ones are not, and their rejection is expected.
+      write?.catch(() => {});
+      this.inFlight.push({ group, write });
+      this.settling ??= this.settle().finally(() => (this.settling = null));
     }
   }
 
-  /** Journal sequence the in-memory state is the replay of (groups already applied but not yet written included). */
+  /** Answers the groups in flight, in order, each once its write (and so every earlier one) is durable. */
+  private async settle(): Promise<void> {
+    while (this.inFlight.length > 0) {
+      const { group, write } = this.inFlight[0]!;
+      if (write) {
+        try {
+          this.state.journalSeq = await write;
+        } catch (err) {
+          this.fail(err);
+          return;
+        }
+        this.afterWrite(group.events.length);
+        this.onDurable?.(group.events, this.state.journalSeq);
+      }
+      this.inFlight.shift();
+      this.sendReplies(group);
+      // A slot is free: the group that filled meanwhile goes out now.
+      this.flush();
+    }
+  }
+
+  /** Journal sequence the in-memory state is the replay of (groups applied but not yet written, or in flight, included). */
   private stateJournalSeq(): number {
-    return this.journal.sequence + (this.writingEvents ? 1 : 0) + this.groups.filter((g) => g.events.length > 0).length;
+    return this.journal.queued + this.groups.filter((g) => g.events.length > 0).length;
   }
 
   private afterWrite(events: number): void {
@@ -270,27 +290,45 @@ export class EngineActor {
   }
 
   private sendReplies(group: Group): void {
-    for (const n of group.notices) {
+    for (const b of group.baskets) {
       // A bucket entry must not be lost to a JetStream hiccup (a publish is not acknowledged): the store retries it.
-      if (n.kvKey !== undefined && this.basketStore) this.basketStore.put(n.kvKey, n.payload);
-      else this.nc.publish(n.subject, n.payload);
+      if (this.basketStore) this.basketStore.put(b.etf, b.payload);
+      else this.nc.publish(basketKvSubject(b.etf), b.payload);
     }
+    this.publishNotices(group.changes, group.outcomes);
     for (const [subject, replies] of group.replies) {
       this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
     }
   }
 
-  private failGroup(group: Group, err: unknown): void {
+  /** In batches of at most MAX_BATCH_NOTICES, in order (an account's changes may span two). */
+  private publishNotices(changes: HoldingsNotice[], outcomes: OutcomeNotice[]): void {
+    for (let c = 0, o = 0; c < changes.length || o < outcomes.length; ) {
+      const nc = Math.min(changes.length - c, MAX_BATCH_NOTICES);
+      const no = Math.min(outcomes.length - o, MAX_BATCH_NOTICES - nc);
+      const batch: NoticeBatch = { v: NOTICE_BATCH_VERSION, changes: nc === changes.length ? changes : changes.slice(c, c + nc), outcomes: no === outcomes.length ? outcomes : outcomes.slice(o, o + no) };
+      this.nc.publish(this.noticesSubject, encode(batch));
+      c += nc;
+      o += no;
+    }
+  }
+
+  /** A write failed: every group not yet answered is answered as unknown, and the process stops. */
+  private fail(err: unknown): void {
+    this.failed = true;
     const error = {
       code: 'engine_unavailable' as const,
       message: 'the engine could not confirm this operation was recorded; check /holdings before retrying',
     };
-    for (const g of [group, ...this.groups]) {
+    for (const g of [...this.inFlight.map((f) => f.group), ...this.groups]) {
       for (const [subject, replies] of g.replies) {
         const failed = replies.map((r): EngineReply => ({ id: r.id, ok: false, error }));
         this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies: failed } satisfies ReplyBatch));
       }
     }
+    this.inFlight.length = 0;
+    this.groups.length = 0;
+    this.groups.push(newGroup());
     this.onFatal(err);
   }
 }
@@ -298,7 +336,6 @@ export class EngineActor {
 /** A decided conversion's outcome notice (proto/requests.ts): `deltas` when accepted. */
 function outcome(ev: Extract<JournalEvent, { t: 'conversion' | 'rejected' }>, deltas?: FlatPositions): OutcomeNotice {
   const n: OutcomeNotice = {
-    v: OUTCOME_NOTICE_VERSION,
     request_id: requestIdString(ev.requestId),
     client_id: ev.clientId!,
     op: ev.t === 'conversion' ? ev.op : (ev.kind as OutcomeNotice['op']),

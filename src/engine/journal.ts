@@ -27,12 +27,21 @@ export interface JournalWriteOptions {
  * follow, so a second engine writing by mistake fails its write instead of
  * interleaving history (the single writer is enforced, not assumed).
  *
+ * Appends may overlap: each one's first attempt goes out at once, naming the
+ * sequence its predecessors will have taken and, while its predecessor is not
+ * yet acknowledged, that predecessor's message id as the stream's last (so it
+ * can only land right after our own batch, never after another writer's);
+ * an append is acknowledged (and `sequence` moves) only after every earlier
+ * one, and an append whose predecessor failed fails too. Overlapping lets the
+ * engine write one group while the next fills.
+ *
  * An append JetStream does not answer (a cluster electing the journal's new
- * leader, a server restarting) is retried until `deadlineMs`, always with the
- * same message id (this writer's id + the sequence it expects to take), so a
- * batch stored before its ack was lost is stored once: the stream answers
- * the retry as a duplicate, and if it no longer remembers the id, the message
- * at that sequence is read and recognised by it.
+ * leader, a server restarting) is retried, once its predecessors are stored,
+ * until `deadlineMs`, always with the same message id (this writer's id + the
+ * sequence it expects to take), so a batch stored before its ack was lost is
+ * stored once: the stream answers the retry as a duplicate, and if it no
+ * longer remembers the id, the message at that sequence is read and
+ * recognised by it.
  */
 export class JournalWriter {
   private readonly js: JetStreamClient;
@@ -40,6 +49,11 @@ export class JournalWriter {
   private readonly writerId = randomBytes(9).toString('base64url');
   private readonly deadlineMs: number;
   private readonly attemptTimeoutMs: number;
+  /** The sequence the journal will be at once every append made so far is stored. */
+  private queuedSeq: number;
+  /** The last append: the next one is acknowledged only after it. */
+  private tail: Promise<number>;
+  private tailMsgID = '';
   constructor(
     private readonly nc: NatsConnection,
     private lastSeq: number,
@@ -49,47 +63,72 @@ export class JournalWriter {
     this.deadlineMs = opts.deadlineMs ?? 30_000;
     // Short attempts, short pauses: replies wait on this write, so a new leader should be found within a beat of its election.
     this.attemptTimeoutMs = opts.attemptTimeoutMs ?? 1_000;
+    this.queuedSeq = lastSeq;
+    this.tail = Promise.resolve(lastSeq);
   }
 
+  /** The last sequence acknowledged (in order). */
   get sequence(): number {
     return this.lastSeq;
   }
 
-  async append(events: JournalEvent[]): Promise<number> {
+  /** The sequence the journal will be at once every append made so far is stored. */
+  get queued(): number {
+    return this.queuedSeq;
+  }
+
+  /** Stores `events` as the next batch; resolves with its sequence once it and every earlier batch are stored. */
+  append(events: JournalEvent[]): Promise<number> {
     const batch: JournalBatch = { v: JOURNAL_VERSION, events };
-    const data = encode(batch);
-    const expected = this.lastSeq;
+    const expected = this.queuedSeq++;
     const msgID = `${this.writerId}-${expected + 1}`;
-    const seq = await retryTransient(
-      'journal write',
-      async (attempt) => {
-        try {
-          const ack: PubAck = await this.js.publish(this.opts.subject ?? JOURNAL_SUBJECT, data, {
-            expect: { lastSequence: expected },
-            msgID,
-            timeout: this.attemptTimeoutMs,
-          });
-          if (ack.seq > 0 || (await this.storedAs(expected + 1, msgID))) return ack.seq > 0 ? ack.seq : expected + 1;
-          // A duplicate of an attempt the leader staged but never stored: ask again until it is one or the other.
-          throw new StagedDuplicate();
-        } catch (err) {
-          // An earlier attempt was stored, and the stream (a new leader) no longer knows its id: the message itself says so.
-          if (attempt > 0 && err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE && (await this.storedAs(expected + 1, msgID))) {
-            return expected + 1;
-          }
-          throw err;
-        }
-      },
-      {
-        deadlineMs: this.deadlineMs,
-        maxPauseMs: 250,
-        transient: (err) => err instanceof StagedDuplicate || isTransientJsError(err),
-        ...(this.opts.log ? { log: this.opts.log } : {}),
-      },
-    );
+    // Our predecessor not yet acknowledged: the stream's last message must be it, not merely at its sequence.
+    const after = this.lastSeq < expected ? this.tailMsgID : undefined;
+    const write = this.write(encode(batch), expected, msgID, this.tail, after);
+    this.tail = write;
+    this.tailMsgID = msgID;
+    return write;
+  }
+
+  private async write(data: Uint8Array, expected: number, msgID: string, before: Promise<number>, afterMsgID: string | undefined): Promise<number> {
+    let seq: number | undefined;
+    try {
+      seq = await this.attempt(data, expected, msgID, false, afterMsgID);
+    } catch {
+      // Judged once the predecessors are settled: a refusal now may only mean one of them is not stored yet.
+    }
+    // A predecessor that failed fails this one (its error, rethrown): nothing may be acknowledged past a gap.
+    await before;
+    // Every predecessor is stored now, at the sequences we named: the expected sequence alone pins this batch after them.
+    seq ??= await retryTransient('journal write', () => this.attempt(data, expected, msgID, true), {
+      deadlineMs: this.deadlineMs,
+      maxPauseMs: 250,
+      transient: (err) => err instanceof StagedDuplicate || isTransientJsError(err),
+      ...(this.opts.log ? { log: this.opts.log } : {}),
+    });
     if (seq !== expected + 1) throw new Error(`journal write acknowledged at sequence ${seq}, expected ${expected + 1}`);
     this.lastSeq = seq;
     return seq;
+  }
+
+  /** One publish of the batch; `retry`: an earlier attempt may have been stored; `afterMsgID`: the message that must be the stream's last. */
+  private async attempt(data: Uint8Array, expected: number, msgID: string, retry: boolean, afterMsgID?: string): Promise<number> {
+    try {
+      const ack: PubAck = await this.js.publish(this.opts.subject ?? JOURNAL_SUBJECT, data, {
+        expect: { lastSequence: expected, ...(afterMsgID ? { lastMsgID: afterMsgID } : {}) },
+        msgID,
+        timeout: this.attemptTimeoutMs,
+      });
+      if (ack.seq > 0 || (await this.storedAs(expected + 1, msgID))) return ack.seq > 0 ? ack.seq : expected + 1;
+      // A duplicate of an attempt the leader staged but never stored: ask again until it is one or the other.
+      throw new StagedDuplicate();
+    } catch (err) {
+      // An earlier attempt was stored, and the stream (a new leader) no longer knows its id: the message itself says so.
+      if (retry && err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE && (await this.storedAs(expected + 1, msgID))) {
+        return expected + 1;
+      }
+      throw err;
+    }
   }
 
   /** Whether the journal's message at `seq` is the one published with `msgID`. */

@@ -1,11 +1,11 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { decode } from '../../../proto/codec.js';
-import { HOLDINGS_NOTICE_VERSION, namedChange, type HoldingsNotice } from '../../../proto/holdings.js';
+import { NOTICE_BATCH_VERSION, namedChange, type HoldingsNotice, type NoticeBatch } from '../../../proto/holdings.js';
 import { namedHoldings, type TickerOf } from '../../../proto/engine.js';
 import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../../proto/marketdata.js';
-import { OUTCOME_NOTICE_VERSION, REQUESTS_SUBJECT_PREFIX, namedOutcome, type OutcomeNotice } from '../../../proto/requests.js';
-import { HOLDINGS_SUBJECT_PREFIX } from '../../../proto/subjects.js';
+import { namedOutcome, type OutcomeNotice } from '../../../proto/requests.js';
+import { NOTICES_SUBJECT_WILDCARD } from '../../../proto/subjects.js';
 import { WS_CLOSE, WS_PROTOCOL_VERSION, type WsFormat } from '../../../proto/ws.js';
 import type { Logger } from '../../shared/log.js';
 import type { Authenticator, AuthResult } from '../auth.js';
@@ -35,11 +35,6 @@ const MAX_PRICED_ETFS = 10_000;
 const KV_RETRY_MS = 5_000;
 const SWEEP_MS = 1_000;
 
-const idFromSubject = (subject: string, prefix: string): number | null => {
-  const rest = subject.slice(prefix.length + 1);
-  const id = Number(rest);
-  return rest !== '' && Number.isInteger(id) && id >= 0 ? id : null;
-};
 
 export interface HubStats {
   connections: number;
@@ -54,11 +49,11 @@ export interface HubStats {
 
 /**
  * The gateway's side of the stream: one NATS subscription per kind
- * (holdings, prices, request outcomes) fanned out to the connections, and an
+ * (the engine's notices, prices) fanned out to the connections, and an
  * AccountFeed (snapshot + ring) for every account that has, or in the last
- * WS_LIMITS.ringRetentionMs had, a connection. Changes of other accounts are
- * dropped on the subject alone, before decoding, so memory and CPU follow
- * the connected accounts, not the registered ones.
+ * WS_LIMITS.ringRetentionMs had, a connection. Notices of other accounts are
+ * skipped before anything is built from them (named, framed), so memory
+ * follows the connected accounts, not the registered ones.
  */
 export class Hub implements SessionHost {
   private readonly feeds = new Map<number, AccountFeed<Session>>();
@@ -101,9 +96,8 @@ export class Hub implements SessionHost {
           },
         }),
       );
-    sub(`${HOLDINGS_SUBJECT_PREFIX}.*`, (m) => this.onHoldings(m));
+    sub(NOTICES_SUBJECT_WILDCARD, (m) => this.onNotices(m));
     sub(PRICE_SUBJECT_WILDCARD, (m) => this.onPrice(m));
-    sub(`${REQUESTS_SUBJECT_PREFIX}.*`, (m) => this.onOutcome(m));
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
     void (async () => {
@@ -182,12 +176,21 @@ export class Hub implements SessionHost {
     this.fetchSnapshot(feed);
   }
 
-  private onHoldings(m: Msg): void {
-    const id = idFromSubject(m.subject, HOLDINGS_SUBJECT_PREFIX);
-    const feed = id === null ? undefined : this.feeds.get(id);
+  /** A shard's notices: each goes to its account's feed, if the account has one here; the others are skipped unnamed. */
+  private onNotices(m: Msg): void {
+    const batch = decode<NoticeBatch>(m.data);
+    if (batch?.v !== NOTICE_BATCH_VERSION || !Array.isArray(batch.changes) || !Array.isArray(batch.outcomes)) {
+      this.stats.invalid++;
+      return;
+    }
+    for (const n of batch.changes) this.onChange(n);
+    for (const n of batch.outcomes) this.onOutcome(n);
+  }
+
+  private onChange(n: HoldingsNotice): void {
+    const feed = this.feeds.get(n?.client_id);
     if (!feed) return;
-    const n = decode<HoldingsNotice>(m.data);
-    if (n?.v !== HOLDINGS_NOTICE_VERSION || n.client_id !== id || !Number.isInteger(n.seq) || !Array.isArray(n.positions) || !Array.isArray(n.deltas)) {
+    if (!Number.isInteger(n.seq) || !Array.isArray(n.positions) || !Array.isArray(n.deltas)) {
       this.stats.invalid++;
       return;
     }
@@ -209,12 +212,10 @@ export class Hub implements SessionHost {
     for (const s of this.priceSessions) if (s.wantsPrice(etf)) s.deliverPrice(etf, frame);
   }
 
-  private onOutcome(m: Msg): void {
-    const id = idFromSubject(m.subject, REQUESTS_SUBJECT_PREFIX);
-    const feed = id === null ? undefined : this.feeds.get(id);
+  private onOutcome(n: OutcomeNotice): void {
+    const feed = this.feeds.get(n?.client_id);
     if (!feed || feed.sessions.size === 0) return;
-    const n = decode<OutcomeNotice>(m.data);
-    if (n?.v !== OUTCOME_NOTICE_VERSION || n.client_id !== id || (n.deltas !== undefined && !Array.isArray(n.deltas))) {
+    if (typeof n.request_id !== 'string' || (n.deltas !== undefined && !Array.isArray(n.deltas))) {
       this.stats.invalid++;
       return;
     }
