@@ -63,7 +63,9 @@ export function requestInfo(req: HttpRequest, res?: HttpResponse, addressOf: Add
  * pipelined request stays in the kernel's buffer until this one is answered,
  * and then gets its own answer in order. Requests that arrived in the same
  * read as the pending one are beyond reach (uWS closes before calling us);
- * `aborted` then keeps their work from ever reaching the engine.
+ * `aborted` then keeps their work from ever reaching the engine. Behind the
+ * front there is nothing to hold (`holdsConnection` false): pausing and
+ * resuming would only cost two system calls per request.
  */
 export class Exchange {
   aborted = false;
@@ -76,6 +78,7 @@ export class Exchange {
   constructor(
     readonly res: HttpResponse,
     method = '',
+    private readonly holdsConnection = true,
   ) {
     this.head = method === 'HEAD';
     res.onAborted(() => {
@@ -85,7 +88,7 @@ export class Exchange {
 
   /** Stops reading the connection until this exchange is answered (see the class comment). */
   holdConnection(): void {
-    if (this.paused || this.aborted || this.done) return;
+    if (!this.holdsConnection || this.paused || this.aborted || this.done) return;
     this.paused = true;
     this.res.pause();
   }

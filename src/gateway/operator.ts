@@ -225,7 +225,7 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
 
   app.any('/operator/api/*', (res, req) => {
     const info = requestInfo(req, res);
-    const ex = new Exchange(res, info.method);
+    const ex = new Exchange(res, info.method, cfg.http.front === 'direct');
     const methods = [...(handlers[info.path] ? ['GET'] : []), ...Object.keys(writes).filter((k) => k.endsWith(` ${info.path}`)).map((k) => k.split(' ')[0]!)];
     const handler = info.method === 'GET' ? handlers[info.path] : undefined;
     const write = writes[`${info.method} ${info.path}`];

@@ -102,7 +102,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks }, log);
   app.any('/*', (res, req) => {
     const info = requestInfo(req, res, addressOf);
-    const ex = new Exchange(res, info.method);
+    const ex = new Exchange(res, info.method, !framed);
     ex.address = info.address;
     const label = routeLabel(info.path, table.keys());
     metrics.track(ex, info.method, label);
