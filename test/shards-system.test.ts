@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { buy, quietLog, undyBasket, useSystem } from './helpers/system.js';
+import { buy, quietLog, testConfig, undyBasket, useSystem } from './helpers/system.js';
+import { startEngine } from '../src/engine/service.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
 import { consistencyCheck } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
@@ -13,7 +14,8 @@ import { exportAudit } from '../src/engine/audit-export.js';
  * from its own journal. Requests alternate between the two gateways.
  */
 const SHARDS = 2;
-const f = useSystem({ engine: { shards: SHARDS }, roster: '1 team1 team1pass\n2 team2 team2pass\n' }, 2);
+const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
+const f = useSystem({ engine: { shards: SHARDS }, roster: ROSTER }, 2);
 
 describe('two engine shards behind two gateways', () => {
   it('keeps each team on its own shard, fills included', async () => {
@@ -89,5 +91,24 @@ describe('two engine shards behind two gateways', () => {
     const creates = lines.filter((l) => l.kind === 'create' && l.status === 'accepted');
     // team1 (shard 1), team2 (shard 0) and the registered racer each created.
     expect(new Set(creates.map((l) => l.client_id)).size).toBe(3);
+  });
+
+  it('an operator command reaches a shard that was down when it was sent, once it is back', async () => {
+    const cfg = { ...testConfig(f.dir.path, { engine: { shards: SHARDS }, roster: ROSTER }), engine: { shards: SHARDS, shard: 1 } };
+    await f.sys.engines[1]!.close();
+    // Short attempts, a long window: the first attempt reaches no shard-1 engine, a later one does.
+    const engine = new EngineClient(f.nc, 500, { shards: SHARDS, resendMs: 60_000 });
+    try {
+      const halted = engine.call({ op: 'halt', etf: null, reason: 'while shard 1 restarts', by: 'op' });
+      f.sys.engines[1] = await startEngine(cfg, f.nats.url, quietLog, (err) => {
+        throw err;
+      });
+      expect(await halted).toMatchObject({ ok: true });
+      for (const s of f.sys.engines) expect(s.state.halts.size).toBe(1);
+      expect((await engine.call({ op: 'resume', etf: null, by: 'op' })).ok).toBe(true);
+      for (const s of f.sys.engines) expect(s.state.halts.size).toBe(0);
+    } finally {
+      engine.close();
+    }
   });
 });

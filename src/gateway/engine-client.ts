@@ -19,7 +19,18 @@ export interface EngineClientOptions {
   admin?: boolean;
   /** Engine shards (proto/shards.ts); default 1. */
   shards?: number;
+  /** How long an operator write keeps being resent to a shard that did not answer (default: three timeouts). */
+  resendMs?: number;
 }
+
+/**
+ * Operator writes every shard journals: a shard that did not answer (down,
+ * restarting) is asked again until it does, so one command reaches them all.
+ * Safe to resend: the same halt, resume or rules again leave the same state,
+ * and a basket already in force makes no new version.
+ */
+const RESENT_TO_SHARDS: ReadonlySet<EngineCommand['op']> = new Set(['halt', 'resume', 'set_rules', 'set_basket']);
+const RESEND_PAUSE_MS = 200;
 
 interface Pending {
   resolve: (r: EngineReply) => void;
@@ -44,6 +55,7 @@ export class EngineClient {
   private readonly batch = new NextTurn(() => this.flush());
   private readonly sub: Subscription;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly resendMs: number;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -51,6 +63,7 @@ export class EngineClient {
     opts: EngineClientOptions = {},
   ) {
     const shards = opts.shards ?? 1;
+    this.resendMs = opts.resendMs ?? 3 * timeoutMs;
     this.subjects = Array.from({ length: shards }, (_, k) => (opts.admin ? shardNames(k, shards).admin : shardNames(k, shards).command));
     this.queues = this.subjects.map(() => []);
     this.inbox = opts.admin ? adminReplySubject(nuid.next()) : replySubject(nuid.next());
@@ -80,7 +93,17 @@ export class EngineClient {
     const route = routeOf(cmd, this.subjects.length);
     if (route.to === 'one') return this.send(route.shard, cmd, live);
     // Asked of every shard; the answers combine into one (src/gateway/shard-merge.ts).
-    return Promise.all(this.subjects.map((_, k) => this.send(k, cmd, live))).then((replies) => mergeShardReplies(cmd, route, replies));
+    const ask = route.to === 'all' && RESENT_TO_SHARDS.has(cmd.op) ? (k: number) => this.sendUntilAnswered(k, cmd, live) : (k: number) => this.send(k, cmd, live);
+    return Promise.all(this.subjects.map((_, k) => ask(k))).then((replies) => mergeShardReplies(cmd, route, replies));
+  }
+
+  private async sendUntilAnswered<C extends EngineCommand>(shard: number, cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
+    const until = Date.now() + this.resendMs;
+    for (;;) {
+      const reply = await this.send(shard, cmd, live);
+      if (reply.ok || reply.error.code !== 'engine_unavailable' || Date.now() >= until || (live && !live())) return reply;
+      await new Promise((r) => setTimeout(r, RESEND_PAUSE_MS));
+    }
   }
 
   private send<C extends EngineCommand>(shard: number, cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
