@@ -3,7 +3,7 @@
  * with 1,000 connected clients (10 accounts × 100 connections each).
  *
  *   this process --multicast clearing datagram--> feed bridge (process)
- *     --JetStream NDFEX_FILLS--> engine (process) --etf.holdings.<id>-->
+ *     --JetStream NDFEX_FILLS--> engine (process) --etf.notices.<shard>-->
  *     gateway (process) --/ws delta--> 1,000 `ws` clients (this process)
  *
  * Latency: from just before the datagram is sent to the delta's arrival at

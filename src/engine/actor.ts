@@ -35,9 +35,9 @@ export interface SnapshotPolicy {
  */
 const GROUP_EVENTS = 128;
 /**
- * Group commits written at once: while one write is in flight the next group
- * fills and goes out too, so the engine works while the journal answers
- * (JournalWriter keeps them in order). Two hide most of a write's wait.
+ * Group commits written at once: while one write is in flight a full next
+ * group goes out too, so under a burst the engine works while the journal
+ * answers (JournalWriter keeps them in order). Two hide most of a write's wait.
  */
 const WRITES_IN_FLIGHT = 2;
 
@@ -217,12 +217,16 @@ export class EngineActor {
   }
 
   private scheduleFlush(): void {
-    if (this.inFlight.length < WRITES_IN_FLIGHT) this.nextGroup.schedule();
+    if (this.inFlight.length === 0 || (this.inFlight.length < WRITES_IN_FLIGHT && this.groups.length > 1)) this.nextGroup.schedule();
   }
 
-  /** Sends groups to the journal while fewer than WRITES_IN_FLIGHT are in flight. */
+  /**
+   * Sends groups to the journal: the next one when nothing is in flight, and a
+   * second only when it is full (a burst): under a steady load a group keeps
+   * filling while one write is out, so groups stay large and writes few.
+   */
   private flush(): void {
-    while (!this.failed && this.inFlight.length < WRITES_IN_FLIGHT && !isEmpty(this.groups[0]!)) {
+    while (!this.failed && this.inFlight.length < WRITES_IN_FLIGHT && !isEmpty(this.groups[0]!) && (this.inFlight.length === 0 || this.groups.length > 1)) {
       const group = this.groups.shift()!;
       if (this.groups.length === 0) this.groups.push(newGroup());
       const write = group.events.length > 0 ? this.journal.append(group.events) : null;
