@@ -178,6 +178,8 @@ export class Hub implements SessionHost {
 
   /** A shard's notices: each goes to its account's feed, if the account has one here; the others are skipped unnamed. */
   private onNotices(m: Msg): void {
+    // No account followed here (no WebSocket client): nothing to deliver, nothing to decode.
+    if (this.feeds.size === 0) return;
     const batch = decode<NoticeBatch>(m.data);
     if (batch?.v !== NOTICE_BATCH_VERSION || !Array.isArray(batch.changes) || !Array.isArray(batch.outcomes)) {
       this.stats.invalid++;
