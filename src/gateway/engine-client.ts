@@ -32,24 +32,51 @@ export interface EngineClientOptions {
 const RESENT_TO_SHARDS: ReadonlySet<EngineCommand['op']> = new Set(['halt', 'resume', 'set_rules', 'set_basket']);
 const RESEND_PAUSE_MS = 200;
 
+/** A batch sent to a shard, until every command in it is answered (or expired). */
+interface SentBatch {
+  line: ShardLine;
+  left: number;
+  sentAt: number;
+}
+
+/** One shard's commands: those waiting to go, and the batches out. */
+interface ShardLine {
+  subject: string;
+  queue: CommandEnvelope[];
+  out: SentBatch[];
+  timer: NodeJS.Timeout | null;
+}
+
+/**
+ * Batches out per shard before the next waits. While they are answered the
+ * next batch fills, so under load batches (and the engine's group commits)
+ * grow instead of the same commands going out as many small messages, each a
+ * system call and a message for the gateway, the server and the engine.
+ */
+const BATCHES_OUT = 1;
+/** A batch unanswered this long no longer holds the next one back: a slow engine costs this much latency at most. */
+const HOLD_MS = 5;
+
 interface Pending {
   resolve: (r: EngineReply) => void;
   deadline: number;
+  batch?: SentBatch;
   /** False once nobody can receive the answer (the HTTP connection closed): the command is then never sent. */
   live?: () => boolean;
 }
 
 /**
- * Asks the engine. Every command issued in one event-loop turn travels in one
- * NATS message with this gateway's own reply subject, and one subscription
- * takes all replies: no per-request inbox, no per-request timer
- * (one sweep handles deadlines; pending is in issue order, so it stops early).
+ * Asks the engine. Commands travel in batches, one NATS message each with
+ * this gateway's own reply subject: every command issued in one event-loop
+ * turn, and under load every command issued while the shard's last batch was
+ * being answered (BATCHES_OUT, HOLD_MS). One subscription takes all replies:
+ * no per-request inbox, no per-request timer (one sweep handles deadlines;
+ * pending is in issue order, so it stops early).
  */
 export class EngineClient {
   private readonly inbox: string;
   private readonly pending = new Map<number, Pending>();
-  /** Commands of this turn, per shard. */
-  private readonly queues: CommandEnvelope[][];
+  private readonly lines: ShardLine[];
   private readonly subjects: string[];
   private nextId = 1;
   private readonly batch = new NextTurn(() => this.flush());
@@ -65,7 +92,7 @@ export class EngineClient {
     const shards = opts.shards ?? 1;
     this.resendMs = opts.resendMs ?? 3 * timeoutMs;
     this.subjects = Array.from({ length: shards }, (_, k) => (opts.admin ? shardNames(k, shards).admin : shardNames(k, shards).command));
-    this.queues = this.subjects.map(() => []);
+    this.lines = this.subjects.map((subject) => ({ subject, queue: [], out: [], timer: null }));
     this.inbox = opts.admin ? adminReplySubject(nuid.next()) : replySubject(nuid.next());
     this.sub = nc.subscribe(this.inbox, {
       callback: (err, msg) => {
@@ -80,6 +107,7 @@ export class EngineClient {
           const p = this.pending.get(r.id);
           if (!p) continue; // answered after its deadline: the caller already got a 503
           this.pending.delete(r.id);
+          this.answered(p);
           p.resolve(r);
         }
       },
@@ -108,7 +136,7 @@ export class EngineClient {
 
   private send<C extends EngineCommand>(shard: number, cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
     const id = this.nextId++;
-    this.queues[shard]!.push({ id, cmd });
+    this.lines[shard]!.queue.push({ id, cmd });
     this.batch.schedule();
     // The engine answers each op with that op's result: the one place the wire's union is narrowed.
     return new Promise((resolve) =>
@@ -117,15 +145,36 @@ export class EngineClient {
   }
 
   private flush(): void {
-    for (let shard = 0; shard < this.queues.length; shard++) {
-      const queued = this.queues[shard]!;
-      if (queued.length === 0) continue;
-      this.queues[shard] = [];
-      this.publish(this.subjects[shard]!, queued);
+    const now = performance.now();
+    for (const line of this.lines) {
+      if (line.queue.length === 0) continue;
+      while (line.out.length > 0 && now - line.out[0]!.sentAt >= HOLD_MS) line.out.shift();
+      if (line.out.length >= BATCHES_OUT) {
+        line.timer ??= setTimeout(() => {
+          line.timer = null;
+          this.flush();
+        }, line.out[0]!.sentAt + HOLD_MS - now);
+        continue;
+      }
+      if (line.timer) clearTimeout(line.timer);
+      line.timer = null;
+      const queued = line.queue;
+      line.queue = [];
+      this.publish(line, queued, now);
     }
   }
 
-  private publish(subject: string, queued: CommandEnvelope[]): void {
+  /** One command of a batch answered (or expired): the last one lets the next batch go. */
+  private answered(p: Pending): void {
+    const b = p.batch;
+    if (!b || --b.left > 0) return;
+    const i = b.line.out.indexOf(b);
+    if (i < 0) return;
+    b.line.out.splice(i, 1);
+    if (b.line.queue.length > 0) this.batch.schedule();
+  }
+
+  private publish(line: ShardLine, queued: CommandEnvelope[], now: number): void {
     const cmds = queued.filter((c) => {
       const p = this.pending.get(c.id);
       if (!p?.live || p.live()) return true;
@@ -135,8 +184,11 @@ export class EngineClient {
       return false;
     });
     if (cmds.length === 0) return;
+    const sent: SentBatch = { line, left: cmds.length, sentAt: now };
+    for (const c of cmds) this.pending.get(c.id)!.batch = sent;
+    line.out.push(sent);
     const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };
-    this.nc.publish(subject, encode(batch), { reply: this.inbox });
+    this.nc.publish(line.subject, encode(batch), { reply: this.inbox });
   }
 
   private expire(): void {
@@ -144,6 +196,7 @@ export class EngineClient {
     for (const [id, p] of this.pending) {
       if (p.deadline > now) break;
       this.pending.delete(id);
+      this.answered(p);
       p.resolve({
         id,
         ok: false,
@@ -157,6 +210,7 @@ export class EngineClient {
 
   close(): void {
     clearInterval(this.sweeper);
+    for (const line of this.lines) if (line.timer) clearTimeout(line.timer);
     this.sub.unsubscribe();
     this.expire();
   }
