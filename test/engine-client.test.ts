@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { decode, encode } from '../proto/codec.js';
+import { Packr } from 'msgpackr';
+import { decode, encode, encodeRecords } from '../proto/codec.js';
 import { ENGINE_PROTOCOL_VERSION, type CommandBatch, type ReplyBatch } from '../proto/engine.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
@@ -83,5 +84,21 @@ describe('engine client batching', () => {
       client.close();
       sub.unsubscribe();
     }
+  });
+});
+
+describe('the engine wire codec', () => {
+  it('encodes each message with its own record definitions: any one decodes alone, in any order, by a fresh decoder', () => {
+    const batch = (n: number): ReplyBatch => ({
+      v: ENGINE_PROTOCOL_VERSION,
+      replies: Array.from({ length: n }, (_, i) => (i % 3 === 0 ? { id: i, ok: false as const, error: { code: 'halted' as const, message: 'halted' } } : { id: i, ok: true as const, result: { accounts: i, journal_seq: i, fill_seq: 0 } })),
+    });
+    const first = encodeRecords(batch(5));
+    const second = encodeRecords(batch(7));
+    expect(new Packr({ mapsAsObjects: true }).unpack(second)).toEqual(batch(7));
+    expect(new Packr({ mapsAsObjects: true }).unpack(first)).toEqual(batch(5));
+    expect(decode(second)).toEqual(batch(7));
+    // Smaller than the same as plain maps: each shape's keys are written once.
+    expect(second.byteLength).toBeLessThan(encode(batch(7)).byteLength);
   });
 });

@@ -1,5 +1,5 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
-import { encode, decode } from '../../proto/codec.js';
+import { encode, encodeRecords, decode } from '../../proto/codec.js';
 import {
   ENGINE_PROTOCOL_VERSION,
   type CommandBatch,
@@ -136,7 +136,7 @@ export class EngineActor {
     if (batch?.v !== ENGINE_PROTOCOL_VERSION || !Array.isArray(batch.cmds)) {
       const error = { code: 'unsupported_version' as const, message: `engine speaks protocol v${ENGINE_PROTOCOL_VERSION}` };
       const replies = (batch?.cmds ?? []).map((c): EngineReply => ({ id: c.id, ok: false, error }));
-      msg.respond(encode({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
+      msg.respond(encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
       return;
     }
     const now = this.now();
@@ -301,7 +301,7 @@ export class EngineActor {
     }
     this.publishNotices(group.changes, group.outcomes);
     for (const [subject, replies] of group.replies) {
-      this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
+      this.nc.publish(subject, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
     }
   }
 
@@ -311,7 +311,7 @@ export class EngineActor {
       const nc = Math.min(changes.length - c, MAX_BATCH_NOTICES);
       const no = Math.min(outcomes.length - o, MAX_BATCH_NOTICES - nc);
       const batch: NoticeBatch = { v: NOTICE_BATCH_VERSION, changes: nc === changes.length ? changes : changes.slice(c, c + nc), outcomes: no === outcomes.length ? outcomes : outcomes.slice(o, o + no) };
-      this.nc.publish(this.noticesSubject, encode(batch));
+      this.nc.publish(this.noticesSubject, encodeRecords(batch));
       c += nc;
       o += no;
     }
@@ -327,7 +327,7 @@ export class EngineActor {
     for (const g of [...this.inFlight.map((f) => f.group), ...this.groups]) {
       for (const [subject, replies] of g.replies) {
         const failed = replies.map((r): EngineReply => ({ id: r.id, ok: false, error }));
-        this.nc.publish(subject, encode({ v: ENGINE_PROTOCOL_VERSION, replies: failed } satisfies ReplyBatch));
+        this.nc.publish(subject, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: failed } satisfies ReplyBatch));
       }
     }
     this.inFlight.length = 0;

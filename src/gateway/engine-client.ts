@@ -1,5 +1,5 @@
 import { nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { encode, decode } from '../../proto/codec.js';
+import { encodeRecords, decode } from '../../proto/codec.js';
 import {
   ENGINE_PROTOCOL_VERSION,
   type CommandBatch,
@@ -188,7 +188,7 @@ export class EngineClient {
     for (const c of cmds) this.pending.get(c.id)!.batch = sent;
     line.out.push(sent);
     const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };
-    this.nc.publish(line.subject, encode(batch), { reply: this.inbox });
+    this.nc.publish(line.subject, encodeRecords(batch), { reply: this.inbox });
   }
 
   private expire(): void {
