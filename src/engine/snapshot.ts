@@ -176,23 +176,31 @@ export class SnapshotStore {
       throw new SnapshotUnusable(`its chunks (stream sequences ${manifest.firstSeq}-${manifest.lastSeq}) are no longer in ${this.names.snapshotStream} (first ${state.first_seq}, last ${state.last_seq})`);
     }
     // A consumer delivers the chunks as raw bytes (the message API would base64 them through JSON).
-    const chunks: Uint8Array[] = [];
+    // Each is hashed and copied into place as it arrives, while the next ones are on their way: no second pass over hundreds of MB.
+    const bytes = Buffer.allocUnsafe(manifest.bytes);
+    const hash = createHash('sha256');
+    let chunks = 0;
+    let filled = 0;
+    let overflow = false;
     const reader = await readStream(
       this.nc,
       this.names.snapshotStream,
       manifest.firstSeq,
       (m) => {
-        if (m.subject === this.names.snapshotChunk && m.seq <= manifest.lastSeq) chunks.push(m.data);
+        if (m.subject !== this.names.snapshotChunk || m.seq > manifest.lastSeq) return;
+        chunks++;
+        hash.update(m.data);
+        if (filled + m.data.byteLength > bytes.byteLength) overflow = true;
+        else bytes.set(m.data, filled);
+        filled += m.data.byteLength;
       },
       { follow: false, untilSeq: manifest.lastSeq },
     );
     await reader.caughtUp;
     await reader.stop();
     const expected = manifest.lastSeq - manifest.firstSeq + 1;
-    if (chunks.length !== expected) throw new SnapshotUnusable(`${expected - chunks.length} of its ${expected} chunks are missing`);
-    const bytes = Buffer.concat(chunks);
-    const sha = createHash('sha256').update(bytes).digest('hex');
-    if (bytes.byteLength !== manifest.bytes || sha !== manifest.sha256) throw new SnapshotUnusable('size or sha256 mismatch');
+    if (chunks !== expected) throw new SnapshotUnusable(`${expected - chunks} of its ${expected} chunks are missing`);
+    if (overflow || filled !== manifest.bytes || hash.digest('hex') !== manifest.sha256) throw new SnapshotUnusable('size or sha256 mismatch');
     return restoreSnapshot(bytes, instruments);
   }
 
