@@ -58,6 +58,8 @@ describe('snapshot store', () => {
     await expect(store.load(instruments)).rejects.toBeInstanceOf(SnapshotUnusable);
     await js.publish(names.snapshotManifest, encode({ ...manifest, bytes: (manifest.bytes as number) - 1 }));
     await expect(store.load(instruments)).rejects.toBeInstanceOf(SnapshotUnusable);
+    await js.publish(names.snapshotManifest, encode({ ...manifest, bytes: 1e12 }));
+    await expect(store.load(instruments)).rejects.toThrow(/manifest says/);
     await js.publish(names.snapshotManifest, encode({ ...manifest, sha256: '0'.repeat(64) }));
     await expect(store.load(instruments)).rejects.toThrow(/sha256/);
   });

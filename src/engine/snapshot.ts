@@ -177,6 +177,9 @@ export class SnapshotStore {
     }
     // A consumer delivers the chunks as raw bytes (the message API would base64 them through JSON).
     // Each is hashed and copied into place as it arrives, while the next ones are on their way: no second pass over hundreds of MB.
+    const expected = manifest.lastSeq - manifest.firstSeq + 1;
+    // A size its chunks cannot hold is a damaged manifest: refused before anything is allocated for it.
+    if (!Number.isSafeInteger(manifest.bytes) || manifest.bytes < 0 || manifest.bytes > expected * SNAPSHOT_CHUNK_BYTES) throw new SnapshotUnusable(`its manifest says ${manifest.bytes} bytes in ${expected} chunks`);
     const bytes = Buffer.allocUnsafe(manifest.bytes);
     const hash = createHash('sha256');
     let chunks = 0;
@@ -198,7 +201,6 @@ export class SnapshotStore {
     );
     await reader.caughtUp;
     await reader.stop();
-    const expected = manifest.lastSeq - manifest.firstSeq + 1;
     if (chunks !== expected) throw new SnapshotUnusable(`${expected - chunks} of its ${expected} chunks are missing`);
     if (overflow || filled !== manifest.bytes || hash.digest('hex') !== manifest.sha256) throw new SnapshotUnusable('size or sha256 mismatch');
     return restoreSnapshot(bytes, instruments);
