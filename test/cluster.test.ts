@@ -17,7 +17,7 @@ import { startBridge } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { consistencyCheck, rebuild } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
-import { api, buy, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
+import { api, buy, expectedPositions, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
 import { launcherEnv, runLauncher } from './helpers/launcher.js';
 import { connectNats } from '../src/shared/nats.js';
 import { BUCKETS } from '../src/shared/streams.js';
@@ -231,15 +231,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   expect(engineExits, 'the engine rode out the election without restarting').toBe(0);
 
   // 2. Positions are exactly the fills sent plus the journaled conversions.
-  const expected = new Map<number, Map<number, number>>();
-  const add = (id: number, symbol: number, d: number) => {
-    const m = expected.get(id) ?? new Map<number, number>();
-    m.set(symbol, (m.get(symbol) ?? 0) + d);
-    if (m.get(symbol) === 0) m.delete(symbol);
-    expected.set(id, m);
-  };
-  for (const f of sentFills) add(f.client_id, f.symbol, f.quantity);
-  for (const ev of events) if (ev.t === 'conversion') for (const [s, d] of rebuilt.catalog.deltas(ev)) add(ev.clientId, s, d);
+  const expected = expectedPositions(sentFills, events.flatMap((ev) => (ev.t === 'conversion' ? [[ev.clientId, rebuilt.catalog.deltas(ev)] as const] : [])));
   for (let id = 1; id <= TEAMS; id++) {
     const h = await http.holdings(`team${id}`, `team${id}pass`);
     expect(h.status).toBe(200);

@@ -15,7 +15,7 @@ import { consistencyCheck, rebuild } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { ensureFillStream } from '../src/shared/streams.js';
 import { connectNats } from '../src/shared/nats.js';
-import { api, killProcess, quietLog, spawnEngine, tempDir, testConfig } from './helpers/system.js';
+import { api, expectedPositions, killProcess, quietLog, spawnEngine, tempDir, testConfig } from './helpers/system.js';
 
 /**
  * Crash safety under load: creates, redeems and fills stream in while the
@@ -185,15 +185,7 @@ it.each([
   expect(accepted, `outcomes: ${statuses.filter((s) => s === 200).length} ok, ${statuses.filter((s) => s === 400).length} refused, ${ackedFills.length} fills`).toBeGreaterThan(20);
 
   // 2. Final positions are exactly the acked fills plus the journaled conversions (so nothing half-applied).
-  const expected = new Map<number, Map<number, number>>();
-  const add = (id: number, symbol: number, d: number) => {
-    const m = expected.get(id) ?? new Map<number, number>();
-    m.set(symbol, (m.get(symbol) ?? 0) + d);
-    if (m.get(symbol) === 0) m.delete(symbol);
-    expected.set(id, m);
-  };
-  for (const f of ackedFills) add(f.client_id, f.symbol, f.quantity);
-  for (const ev of events) if (ev.t === 'conversion') for (const [s, d] of conversionDeltas.get(ev)!) add(ev.clientId, s, d);
+  const expected = expectedPositions(ackedFills, events.flatMap((ev) => (ev.t === 'conversion' ? [[ev.clientId, conversionDeltas.get(ev)!] as const] : [])));
   for (let id = 1; id <= TEAMS; id++) {
     const h = await http.holdings(`team${id}`, `team${id}pass`);
     expect(h.status).toBe(200);

@@ -1,11 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
 import { decode, encode, encodeRecords } from '../proto/codec.js';
 import { ENGINE_PROTOCOL_VERSION, type CommandBatch, type ReplyBatch } from '../proto/engine.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
-import { natsClient, startTestNats } from './helpers/system.js';
+import { useTestNats } from './helpers/system.js';
 
 /**
  * The gateway's engine client holds a shard's next batch while the last one
@@ -13,44 +12,33 @@ import { natsClient, startTestNats } from './helpers/system.js';
  * engine that does not answer: the held batch goes out shortly anyway.
  */
 describe('engine client batching', () => {
-  let nats: Awaited<ReturnType<typeof startTestNats>>;
-  let nc: NatsConnection;
-
-  beforeAll(async () => {
-    nats = await startTestNats();
-    nc = await natsClient(nats.url);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await nats?.stop();
-    nats?.remove();
-  });
+  const bus = useTestNats();
 
   it('answers every command, those issued while a batch was out included', async () => {
     const batches: number[][] = [];
     let first: { reply: string; ids: number[] } | null = null;
-    const sub = nc.subscribe(ENGINE_COMMAND_SUBJECT, {
+    const sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
       callback: (_, m) => {
         const b = decode<CommandBatch>(m.data);
         batches.push(b.cmds.map((c) => c.id));
         // Every batch after the first is answered at once; the first only when the test says.
         const answer = (ids: number[]) =>
-          nc.publish(m.reply!, encode({ v: ENGINE_PROTOCOL_VERSION, replies: ids.map((id) => ({ id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
+          bus.nc.publish(m.reply!, encode({ v: ENGINE_PROTOCOL_VERSION, replies: ids.map((id) => ({ id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
         if (first === null) first = { reply: m.reply!, ids: b.cmds.map((c) => c.id) };
         else answer(b.cmds.map((c) => c.id));
       },
     });
-    await nc.flush();
-    const client = new EngineClient(nc, 60_000);
+    await bus.nc.flush();
+    const client = new EngineClient(bus.nc, 60_000);
     try {
       const a = client.call({ op: 'ping' });
       // Wait until the first batch is out, then issue three more while it is unanswered.
-      while (first === null) await nc.flush();
+      while (first === null) await bus.nc.flush();
       const rest = [client.call({ op: 'ping' }), client.call({ op: 'ping' })];
       await new Promise((r) => setImmediate(r));
       rest.push(client.call({ op: 'ping' }));
       const f = first as { reply: string; ids: number[] };
-      nc.publish(f.reply, encode({ v: ENGINE_PROTOCOL_VERSION, replies: f.ids.map((id) => ({ id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
+      bus.nc.publish(f.reply, encode({ v: ENGINE_PROTOCOL_VERSION, replies: f.ids.map((id) => ({ id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
       expect((await a).ok).toBe(true);
       for (const r of await Promise.all(rest)) expect(r.ok).toBe(true);
       expect(batches.length).toBeGreaterThanOrEqual(2);
@@ -64,17 +52,17 @@ describe('engine client batching', () => {
   it('does not wait on an engine that does not answer: the next batch goes out before the first one times out', async () => {
     const seen: string[] = [];
     let batchesSeen = 0;
-    const sub = nc.subscribe(ENGINE_COMMAND_SUBJECT, {
+    const sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
       callback: () => {
         batchesSeen++;
         seen.push(`batch ${batchesSeen}`);
       },
     });
-    await nc.flush();
-    const client = new EngineClient(nc, 3_000);
+    await bus.nc.flush();
+    const client = new EngineClient(bus.nc, 3_000);
     try {
       const first = client.call({ op: 'ping' }).then((r) => (seen.push('first answered'), r));
-      while (batchesSeen === 0) await nc.flush();
+      while (batchesSeen === 0) await bus.nc.flush();
       const second = client.call({ op: 'ping' }).then((r) => (seen.push('second answered'), r));
       await Promise.all([first, second]);
       // Nobody answers: both time out, but the second batch was sent long before the first gave up.

@@ -7,7 +7,7 @@ import { startNatsServer, type NatsServer } from '../src/launcher/nats-server.js
 import { encode } from '../proto/codec.js';
 import { JOURNAL_STREAM, JOURNAL_SUBJECT } from '../proto/subjects.js';
 import { JOURNAL_VERSION, type JournalEvent } from '../proto/journal.js';
-import { startTestNats } from './helpers/system.js';
+import { startTestNats, useTestNats } from './helpers/system.js';
 
 /** A journal event that says which batch it was: its ts. */
 const batch = (n: number): JournalEvent[] => [{ t: 'operator', action: 'halt', etf: null, reason: `batch ${n}`, by: 'test', ts: n }];
@@ -24,37 +24,26 @@ async function journalTs(nc: NatsConnection): Promise<number[]> {
  * land after another writer's.
  */
 describe('journal writer: overlapping appends', () => {
-  let nats: Awaited<ReturnType<typeof startTestNats>>;
-  let nc: NatsConnection;
-
-  beforeAll(async () => {
-    nats = await startTestNats();
-    nc = await connect({ servers: nats.url });
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await nats?.stop();
-    nats?.remove();
-  });
+  const bus = useTestNats();
 
   it('acknowledges overlapping appends in order, each stored once at the sequence it named', async () => {
-    await ensureJournalStream(nc);
-    const w = new JournalWriter(nc, 0);
+    await ensureJournalStream(bus.nc);
+    const w = new JournalWriter(bus.nc, 0);
     const acked: number[] = [];
     const seqs = await Promise.all(Array.from({ length: 50 }, (_, i) => w.append(batch(i + 1)).then((seq) => (acked.push(seq), seq))));
     expect(seqs).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
     expect(acked).toEqual(seqs);
     expect(w.sequence).toBe(50);
-    expect(await journalTs(nc)).toEqual(seqs);
+    expect(await journalTs(bus.nc)).toEqual(seqs);
   });
 
   it('refuses a batch sent behind one another writer got ahead of: nothing of ours lands after a foreign batch', async () => {
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(bus.nc);
     await jsm.streams.purge(JOURNAL_STREAM);
     const last = (await jsm.streams.info(JOURNAL_STREAM)).state.last_seq;
-    const mine = new JournalWriter(nc, last);
+    const mine = new JournalWriter(bus.nc, last);
     // Another engine (started by mistake) writes first.
-    await jetstream(nc).publish(JOURNAL_SUBJECT, encode({ v: JOURNAL_VERSION, events: batch(900) }), { expect: { lastSequence: last } });
+    await jetstream(bus.nc).publish(JOURNAL_SUBJECT, encode({ v: JOURNAL_VERSION, events: batch(900) }), { expect: { lastSequence: last } });
     const first = mine.append(batch(901));
     const second = mine.append(batch(902));
     await expect(first).rejects.toThrow(/wrong last sequence/);

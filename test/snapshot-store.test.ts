@@ -1,5 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { describe, expect, it } from 'vitest';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { encode, decode } from '../proto/codec.js';
 import { shardNames } from '../proto/shards.js';
@@ -7,7 +6,7 @@ import { SNAPSHOT_CHUNK_BYTES } from '../proto/streams.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { emptyState, applyEvent } from '../src/engine/state.js';
 import { SnapshotStore, SnapshotUnusable, takeSnapshot } from '../src/engine/snapshot.js';
-import { natsClient, startTestNats } from './helpers/system.js';
+import { useTestNats } from './helpers/system.js';
 
 /**
  * A snapshot is read chunk by chunk, each hashed and copied into place as it
@@ -15,20 +14,10 @@ import { natsClient, startTestNats } from './helpers/system.js';
  * engine then replays the journal), never half-used.
  */
 describe('snapshot store', () => {
-  let nats: Awaited<ReturnType<typeof startTestNats>>;
-  let nc: NatsConnection;
+  const bus = useTestNats();
   const names = shardNames(0, 1);
   const instruments = loadBaskets(undefined);
 
-  beforeAll(async () => {
-    nats = await startTestNats();
-    nc = await natsClient(nats.url);
-  });
-  afterAll(async () => {
-    await nc?.close();
-    await nats?.stop();
-    nats?.remove();
-  });
 
   /** A state whose snapshot spans several chunks. */
   function bigState() {
@@ -38,7 +27,7 @@ describe('snapshot store', () => {
   }
 
   it('loads a snapshot of several chunks to the same state', async () => {
-    const store = await SnapshotStore.open(nc, undefined, names);
+    const store = await SnapshotStore.open(bus.nc, undefined, names);
     const s = bigState();
     const bytes = takeSnapshot(s, 7, 1);
     expect(bytes.byteLength).toBeGreaterThan(2 * SNAPSHOT_CHUNK_BYTES);
@@ -50,9 +39,9 @@ describe('snapshot store', () => {
   });
 
   it('refuses a snapshot whose bytes do not match its manifest (size, then hash)', async () => {
-    const store = await SnapshotStore.open(nc, undefined, names);
-    const js = jetstream(nc);
-    const last = await (await jetstreamManager(nc)).streams.getMessage(names.snapshotStream, { last_by_subj: names.snapshotManifest });
+    const store = await SnapshotStore.open(bus.nc, undefined, names);
+    const js = jetstream(bus.nc);
+    const last = await (await jetstreamManager(bus.nc)).streams.getMessage(names.snapshotStream, { last_by_subj: names.snapshotManifest });
     const manifest = decode<Record<string, unknown>>(last!.data);
     await js.publish(names.snapshotManifest, encode({ ...manifest, bytes: (manifest.bytes as number) + 1 }));
     await expect(store.load(instruments)).rejects.toBeInstanceOf(SnapshotUnusable);

@@ -11,7 +11,7 @@ import { MAX_BATCH_NOTICES, NOTICE_BATCH_VERSION, type HoldingsChange, type Hold
 import type { Fill } from '../../proto/fill.js';
 import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, REPLY_SUBJECT_PREFIX } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { decide, applyEvent, accountPositions, basketVersions, flatDeltas, requestIdString, type CoreConfig, type Decision } from './core.js';
+import { decide, applyEvent, accountPositions, basketVersions, requestIdString, type CoreConfig, type Decision } from './core.js';
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
 import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
@@ -191,7 +191,7 @@ export class EngineActor {
    * written, so every account's changes are published in seq order.
    */
   applied(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], fill?: Fill): void {
-    const change = this.change(acc, cause, flatDeltas(deltas), this.now());
+    const change = this.change(acc, cause, deltas.flat(), this.now());
     if (fill) change.fill = { seq: fill.seq, price: fill.price };
     this.groups[this.groups.length - 1]!.changes.push(change);
     this.scheduleFlush();
@@ -308,12 +308,11 @@ export class EngineActor {
   /** In batches of at most MAX_BATCH_NOTICES, in order (an account's changes may span two). */
   private publishNotices(changes: HoldingsNotice[], outcomes: OutcomeNotice[]): void {
     for (let c = 0, o = 0; c < changes.length || o < outcomes.length; ) {
-      const nc = Math.min(changes.length - c, MAX_BATCH_NOTICES);
-      const no = Math.min(outcomes.length - o, MAX_BATCH_NOTICES - nc);
-      const batch: NoticeBatch = { v: NOTICE_BATCH_VERSION, changes: nc === changes.length ? changes : changes.slice(c, c + nc), outcomes: no === outcomes.length ? outcomes : outcomes.slice(o, o + no) };
+      const batch: NoticeBatch = { v: NOTICE_BATCH_VERSION, changes: changes.slice(c, c + MAX_BATCH_NOTICES), outcomes: [] };
+      batch.outcomes = outcomes.slice(o, o + MAX_BATCH_NOTICES - batch.changes.length);
       this.nc.publish(this.noticesSubject, encodeRecords(batch));
-      c += nc;
-      o += no;
+      c += batch.changes.length;
+      o += batch.outcomes.length;
     }
   }
 

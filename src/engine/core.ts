@@ -116,16 +116,6 @@ export function holdingsView(acc: Account): HoldingsAnswer {
   return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: accountPositions(acc), cash: acc.cash };
 }
 
-/** [symbol, quantity] pairs, flat. */
-export function flatDeltas(deltas: readonly Delta[]): number[] {
-  const out: number[] = new Array(deltas.length * 2);
-  for (let i = 0; i < deltas.length; i++) {
-    out[2 * i] = deltas[i]![0];
-    out[2 * i + 1] = deltas[i]![1];
-  }
-  return out;
-}
-
 function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
   const { baskets } = cfg.instruments;
   if (etf === null) {
@@ -158,7 +148,7 @@ export function basketVersions(state: EngineState, etf: string, instruments: Ins
 
 /** A journaled conversion's positions right after it (version 1: pairs; version 2: flat), if the record has them. */
 function heldAfter(ev: Conversion): FlatPositions | undefined {
-  return ev.held ?? (ev.after ? flatDeltas(ev.after) : undefined);
+  return ev.held ?? ev.after?.flat();
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { PositionBody, PositionsBody, SymbolsBody } from '../../proto/http.js';
-import { namedHoldings } from '../../proto/engine.js';
+import { namedHoldings, positionsByTicker } from '../../proto/engine.js';
 import { NDFEX_SYMBOLS } from '../../proto/symbols.js';
 import type { Instruments } from '../config/baskets.js';
 import type { Exchange } from './http.js';
@@ -23,7 +23,7 @@ export async function positions(ex: Exchange, deps: RouteDeps, instruments: Inst
   const h = namedHoldings(reply.result, instruments.tickerOf);
   if (h.client_id !== Number(idText)) return ex.error('forbidden', 'a team reads only its own positions', { field: 'client_id' });
   if (symbolText === undefined || symbolText === '') {
-    const body: PositionsBody = { client_id: h.client_id, positions: h.positions, holdings: Object.fromEntries(h.positions.map((p) => [p.ticker, p.quantity])) };
+    const body: PositionsBody = { client_id: h.client_id, positions: h.positions, holdings: positionsByTicker(reply.result.positions, instruments.tickerOf) };
     return ex.json(200, body);
   }
   const symbol = instruments.symbolOf(decodeURIComponent(symbolText).toUpperCase());

@@ -77,7 +77,6 @@ export class EngineClient {
   private readonly inbox: string;
   private readonly pending = new Map<number, Pending>();
   private readonly lines: ShardLine[];
-  private readonly subjects: string[];
   private nextId = 1;
   private readonly batch = new NextTurn(() => this.flush());
   private readonly sub: Subscription;
@@ -91,8 +90,10 @@ export class EngineClient {
   ) {
     const shards = opts.shards ?? 1;
     this.resendMs = opts.resendMs ?? 3 * timeoutMs;
-    this.subjects = Array.from({ length: shards }, (_, k) => (opts.admin ? shardNames(k, shards).admin : shardNames(k, shards).command));
-    this.lines = this.subjects.map((subject) => ({ subject, queue: [], out: [], timer: null }));
+    this.lines = Array.from({ length: shards }, (_, k) => {
+      const names = shardNames(k, shards);
+      return { subject: opts.admin ? names.admin : names.command, queue: [], out: [], timer: null };
+    });
     this.inbox = opts.admin ? adminReplySubject(nuid.next()) : replySubject(nuid.next());
     this.sub = nc.subscribe(this.inbox, {
       callback: (err, msg) => {
@@ -118,11 +119,11 @@ export class EngineClient {
 
   /** The engine's answer to `cmd`, its result typed by the command (proto/engine.ts ResultByOp). */
   call<C extends EngineCommand>(cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
-    const route = routeOf(cmd, this.subjects.length);
+    const route = routeOf(cmd, this.lines.length);
     if (route.to === 'one') return this.send(route.shard, cmd, live);
     // Asked of every shard; the answers combine into one (src/gateway/shard-merge.ts).
     const ask = route.to === 'all' && RESENT_TO_SHARDS.has(cmd.op) ? (k: number) => this.sendUntilAnswered(k, cmd, live) : (k: number) => this.send(k, cmd, live);
-    return Promise.all(this.subjects.map((_, k) => ask(k))).then((replies) => mergeShardReplies(cmd, route, replies));
+    return Promise.all(this.lines.map((_, k) => ask(k))).then((replies) => mergeShardReplies(cmd, route, replies));
   }
 
   private async sendUntilAnswered<C extends EngineCommand>(shard: number, cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {

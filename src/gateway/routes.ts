@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
-import { namedPositions, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
+import { namedPositions, positionsByTicker, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
 import {
   ENGINE_UNAVAILABLE_CONVERSION,
   GATEWAY_KEY_PREFIX,
@@ -141,7 +141,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     op: r.op,
     etf_name: r.etf,
     amount: r.amount,
-    deltas: byTicker(namedPositions(r.deltas, deps.tickerOf)),
+    deltas: positionsByTicker(r.deltas, deps.tickerOf),
     fee: r.fee,
     basket_version: r.basket_version,
     ...(r.warnings ? { warnings: r.warnings } : {}),

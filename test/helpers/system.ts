@@ -13,6 +13,7 @@ import { createLogger } from '../../src/shared/log.js';
 import { encode } from '../../proto/codec.js';
 import { fillSubject } from '../../proto/subjects.js';
 import type { Fill } from '../../proto/fill.js';
+import type { Delta } from '../../proto/journal.js';
 import { ensureFillStream } from '../../src/shared/streams.js';
 import { afterAll, beforeAll } from 'vitest';
 import { awaitHoldingsSeq } from './events.js';
@@ -171,6 +172,20 @@ export function fillsFor(clientId: number, quantities: Record<number, number>): 
 }
 
 /** UNDY's components, 3..12, each with `q`. */
+/** Each account's positions (symbol → quantity, zeros left out) that `fills` and the conversions' deltas add up to. */
+export function expectedPositions(fills: readonly Pick<Fill, 'client_id' | 'symbol' | 'quantity'>[], conversions: Iterable<[clientId: number, deltas: readonly Delta[]]>): Map<number, Map<number, number>> {
+  const expected = new Map<number, Map<number, number>>();
+  const add = (id: number, symbol: number, d: number) => {
+    const m = expected.get(id) ?? new Map<number, number>();
+    m.set(symbol, (m.get(symbol) ?? 0) + d);
+    if (m.get(symbol) === 0) m.delete(symbol);
+    expected.set(id, m);
+  };
+  for (const f of fills) add(f.client_id, f.symbol, f.quantity);
+  for (const [id, deltas] of conversions) for (const [s, d] of deltas) add(id, s, d);
+  return expected;
+}
+
 export const undyBasket = (q: number): Record<number, number> => Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, q]));
 
 /** Small HTTP client over fetch. */
@@ -228,6 +243,21 @@ export async function until<T>(check: () => Promise<T | undefined | false> | T |
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A file's own nats-server (temporary store) and a client of it, started in beforeAll and stopped in afterAll. */
+export function useTestNats(): { nats: Awaited<ReturnType<typeof startTestNats>>; nc: NatsConnection } {
+  const f = {} as { nats: Awaited<ReturnType<typeof startTestNats>>; nc: NatsConnection };
+  beforeAll(async () => {
+    f.nats = await startTestNats();
+    f.nc = await natsClient(f.nats.url);
+  });
+  afterAll(async () => {
+    await f.nc?.close();
+    await f.nats?.stop();
+    f.nats?.remove();
+  });
+  return f;
 }
 
 export interface SystemFixture {

@@ -35,7 +35,6 @@ const MAX_PRICED_ETFS = 10_000;
 const KV_RETRY_MS = 5_000;
 const SWEEP_MS = 1_000;
 
-
 export interface HubStats {
   connections: number;
   accounts: number;
