@@ -114,8 +114,9 @@ export type TickerOf = (symbol: number) => string;
 
 /** Flat positions with their tickers: what people and scripts read. */
 export function namedPositions(flat: FlatPositions, tickerOf: TickerOf): Position[] {
-  const out: Position[] = new Array(flat.length >> 1);
-  for (let i = 0, k = 0; i < flat.length; i += 2, k++) out[k] = { symbol: flat[i]!, ticker: tickerOf(flat[i]!), quantity: flat[i + 1]! };
+  // Pushed, not preallocated: a packed array, which JSON.stringify walks on its fast path.
+  const out: Position[] = [];
+  for (let i = 0; i < flat.length; i += 2) out.push({ symbol: flat[i]!, ticker: tickerOf(flat[i]!), quantity: flat[i + 1]! });
   return out;
 }
 

@@ -162,10 +162,19 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   wsCounter('etf_ws_request_outcomes_total', 'Create/redeem outcomes sent to the connections of their account', 'outcomes');
   wsCounter('etf_ws_gaps_total', 'Holdings changes the gateway missed and re-snapshotted', 'gaps');
 
+  // prom-client hashes a label object on every inc and observe: each label set's pair of children is looked up once.
+  const children = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   const observe = (method: string, route: string, status: number, startNs: bigint) => {
-    const labels = { method: METHODS.has(method) ? method : 'other', route, status: String(status) };
-    requests.inc(labels);
-    latency.observe(labels, Number(process.hrtime.bigint() - startNs) / 1e9);
+    const m = METHODS.has(method) ? method : 'other';
+    const key = `${m} ${route} ${status}`;
+    let c = children.get(key);
+    if (!c) {
+      const labels = { method: m, route, status: String(status) };
+      c = { count: requests.labels(labels), time: latency.labels(labels) };
+      children.set(key, c);
+    }
+    c.count.inc();
+    c.time.observe(Number(process.hrtime.bigint() - startNs) / 1e9);
   };
 
   return {

@@ -38,8 +38,11 @@ export interface RouteDeps {
 }
 
 /** `{KNAN: 10, UNDY: 2}`: what scripts want to index by ticker. */
-const byTicker = (positions: { ticker: string; quantity: number }[]) =>
-  Object.fromEntries(positions.map((p) => [p.ticker, p.quantity]));
+function byTicker(positions: readonly { ticker: string; quantity: number }[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of positions) out[p.ticker] = p.quantity;
+  return out;
+}
 
 /** An engine holdings answer as HTTP shows it; `positions`: its positions named. */
 export const holdingsBody = (h: HoldingsAnswer, positions: Position[]): HoldingsBody => ({
@@ -133,20 +136,29 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     return engineError(ex, reply);
   }
   const r = reply.result;
-  ex.json(200, {
+  const h = r.holdings;
+  const positions = namedPositions(h.positions, deps.tickerOf);
+  // One literal, the optional fields set after: this is every conversion's answer, and spreads copy through a slow path.
+  const body: ConversionBody = {
     request_id: r.request_id,
-    ...(request_id !== undefined && r.client_request_id !== undefined ? { client_request_id: r.client_request_id } : {}),
-    ...(r.replayed ? { replayed: true } : {}),
-    ...(r.dry_run ? { dry_run: true } : {}),
     op: r.op,
     etf_name: r.etf,
     amount: r.amount,
     deltas: positionsByTicker(r.deltas, deps.tickerOf),
     fee: r.fee,
     basket_version: r.basket_version,
-    ...(r.warnings ? { warnings: r.warnings } : {}),
-    ...holdingsBody(r.holdings, namedPositions(r.holdings.positions, deps.tickerOf)),
-  } satisfies ConversionBody);
+    client_id: h.client_id,
+    username: h.username,
+    seq: h.seq,
+    holdings: byTicker(positions),
+    positions,
+    cash: h.cash,
+  };
+  if (request_id !== undefined && r.client_request_id !== undefined) body.client_request_id = r.client_request_id;
+  if (r.replayed) body.replayed = true;
+  if (r.dry_run) body.dry_run = true;
+  if (r.warnings) body.warnings = r.warnings;
+  ex.json(200, body);
 }
 
 /** Random bytes drawn 512 keys at a time: one call into the kernel's generator per batch, not per request. */
