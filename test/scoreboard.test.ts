@@ -83,3 +83,24 @@ it('stops a long catch-up at a stop, and the next start completes it with every 
   expect(new Set(lines).size).toBe(lines.length);
   expect(errors).toEqual([]);
 }, 60_000);
+
+it('writes live appends gathered, in order, and close() writes what is still held back', async () => {
+  const path = join(dir.path, 'live.log');
+  const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => ev.deltas ?? [];
+  const errors: unknown[] = [];
+  const writer = new ScoreboardWriter(path, (err) => errors.push(err), deltasOf as never);
+  writer.startCatchUp(nc, BATCHES);
+  await writer.flush();
+  const event = (requestId: number): JournalEvent => ({ t: 'conversion', requestId, op: 'redeem', clientId: 2, etf: 'UNDY', amount: 1, deltas: [[3, requestId]], ts: 1_800_000_000_000 });
+  // One append per group commit, as the engine does: many within the gathering interval, then one more after a write went out.
+  for (let k = 1; k <= 50; k++) writer.append([event(k)], BATCHES + k);
+  await writer.flush();
+  writer.append([event(51)], BATCHES + 51);
+  await writer.close();
+  const text = readFileSync(path, 'utf8');
+  const live = text.split('\n').filter((l) => l.includes(' redeem 2 '));
+  expect(live.map((l) => Number(l.split(' ').pop()))).toEqual(Array.from({ length: 51 }, (_, i) => i + 1));
+  const position = JSON.parse(readFileSync(`${path}.pos`, 'utf8')) as { seq: number; bytes: number };
+  expect(position).toEqual({ seq: BATCHES + 51, bytes: Buffer.byteLength(text) });
+  expect(errors).toEqual([]);
+}, 60_000);
