@@ -22,6 +22,8 @@ declare module 'autocannon' {
     headers?: Record<string, string>;
     body?: string;
     requests?: Request[];
+    /** Requests per second from all connections together (latencies corrected for coordinated omission). */
+    overallRate?: number;
   }
   function autocannon(opts: Options): Promise<Result>;
   export default autocannon;

@@ -4,6 +4,7 @@
  *   health   HTTP → NATS → engine → reply (no auth, no journal write)
  *   holdings + authentication (cached keyed proof) + a read of engine state
  *   create   + a durable journal write (group commit) before the 200
+ *   create@R the same offered at R req/s in all (BENCH_RATE, default 4000; 0 skips it): latency below saturation
  * each through the gateway's front (framed, the default) and with uWS on the port (direct),
  * and against the HTTP ceiling: bare uWS answering the same POST (bench/ceiling.ts), alone
  * and behind the front.
@@ -19,10 +20,13 @@ import { encode } from '../proto/codec.js';
 import { fillSubject } from '../proto/subjects.js';
 import { startBenchSystem, spawnService } from './system.js';
 import { buildBaseline } from './baseline.js';
+import { natsFloor, type Floor } from './nats-floor.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
 // The first seconds at full load run slower (JIT tiers, heaps growing to their working size): measured apart, not in the figure.
 const warmup = Number(process.env.BENCH_WARMUP ?? 3);
+// Latency at a load both this tree and the baseline carry (0: not measured): what a class sees below saturation.
+const offered = Number(process.env.BENCH_RATE ?? 4000);
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const TEAMS = 8;
 
@@ -47,8 +51,8 @@ const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' };
 const teams = Array.from({ length: TEAMS }, (_, i) => i + 1);
 const createRequests = teams.map((i) => ({ method: 'POST', path: '/create', headers: formHeaders, body: form(i, '&etf_name=UNDY&amount=1') }));
 
-async function measure(url: string, scenario: string, front: string, requests: Request[]): Promise<void> {
-  const r = await autocannon({ url, connections, duration: seconds, requests });
+async function measure(url: string, scenario: string, front: string, requests: Request[], overallRate?: number): Promise<void> {
+  const r = await autocannon({ url, connections, duration: seconds, requests, ...(overallRate ? { overallRate } : {}) });
   rows.push({ scenario, front, rps: Math.round(r.requests.average), p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
 }
 
@@ -63,6 +67,10 @@ for (const front of ['direct', 'framed'] as const) {
     await child.stop();
   }
 }
+
+// The NATS floor: a bare request/reply between two processes, closed loop at the same concurrency, then at the offered rate.
+const floors: [string, Floor][] = [[`${connections} outstanding`, await natsFloor({ concurrency: connections, seconds })]];
+if (offered > 0) floors.push([`${offered}/s offered`, await natsFloor({ concurrency: connections, seconds, rate: offered })]);
 
 // BENCH_BASELINE_REF: the same scenarios through that ref's whole system (its engine and gateway, built by bench/baseline.ts), after this tree's.
 const ref = process.env.BENCH_BASELINE_REF;
@@ -96,6 +104,7 @@ for (const { label: front, root, ...rest } of systems) {
     // Warm-up at full load: pays each team's one bcrypt check and JIT-compiles the paths.
     for (const [, requests] of chosen) await autocannon({ url: sys.url, connections, duration: warmup, requests });
     for (const [scenario, requests] of chosen) await measure(sys.url, scenario, front, requests);
+    if (offered > 0 && chosen.some(([name]) => name === 'create')) await measure(sys.url, `create@${offered}`, front, createRequests, offered);
     if (chosen.some(([name]) => name === 'create')) {
       // Every conversion rule on, none binding (the cost of checking them, not of refusals), set as the operator does.
       const rules = {
@@ -127,6 +136,8 @@ for (const r of rows) {
     `${r.scenario.padEnd(13)} ${r.front.padEnd(14)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p90).padStart(7)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / ceiling.rps).toFixed(3)}`,
   );
 }
+console.log('\nNATS floor: one process asking another over nats-server (request/reply, 100 bytes, nothing else done); every /create crosses NATS at least twice');
+for (const [label, f] of floors) console.log(`  ${label.padEnd(18)} ${String(f.rps).padStart(7)} round trips/s  p50 ${f.p50} ms  p90 ${f.p90} ms  p99 ${f.p99} ms`);
 console.log('\n"ceiling": uWS answering the same POST with nothing behind it (bench/ceiling.ts); "vs ceiling": share of bare uWS\'s rate.');
 const ratio = (a?: Row, b?: Row) => (a && b ? `${(a.rps / b.rps).toFixed(2)}×` : 'n/a');
 console.log(`the front alone: ${ratio(row('ceiling', 'framed'), ceiling)} of bare uWS's rate`);
@@ -138,6 +149,9 @@ if (baseline) {
     const base = row(scenario, `base ${ref}`);
     if (base) console.log(`${scenario}: ${fronts.map((f) => `${f} ${ratio(row(scenario, f), base)}`).join(', ')} the rate of ${ref}`);
   }
+  const atRate = `create@${offered}`;
+  const base = row(atRate, `base ${ref}`);
+  if (base) console.log(`/create offered at ${offered} req/s: p99 ${fronts.map((f) => `${f} ${row(atRate, f)?.p99 ?? 'n/a'} ms`).join(', ')}; ${ref} ${base.p99} ms (it carried ${base.rps} req/s)`);
   baseline.remove();
 }
 const create = row('create', fronts[0]!);
