@@ -75,6 +75,8 @@ export class Exchange {
   address = '';
   /** HEAD: same status and headers as GET, no body. */
   readonly head: boolean;
+  /** Told the status of the one answer sent (the request metrics). */
+  onAnswer: ((status: number) => void) | null = null;
   constructor(
     readonly res: HttpResponse,
     method = '',
@@ -96,6 +98,7 @@ export class Exchange {
   json(status: number, body: unknown, extraHeaders?: Record<string, string>): void {
     if (this.aborted || this.done) return;
     this.done = true;
+    this.onAnswer?.(status);
     const payload = JSON.stringify(body);
     this.res.cork(() => {
       // Resumed before end: uWS discards the response object at end.
@@ -133,8 +136,8 @@ export class Exchange {
           resolve(null);
           return;
         }
-        // uWS reuses the ArrayBuffer after this callback returns: copy it.
-        chunks.push(Buffer.from(new Uint8Array(ab).slice()));
+        // uWS reuses the ArrayBuffer after this callback returns: copy it (once: slice copies, Buffer.from(ArrayBuffer) only wraps).
+        chunks.push(Buffer.from(ab.slice(0)));
         if (isLast) {
           this.holdConnection();
           resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));

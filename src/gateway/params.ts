@@ -10,7 +10,7 @@ export type ParamsResult = { ok: true; params: Params } | { ok: false; code: 'ba
  * username/password when the parameters carry none.
  */
 export function gatherParams(info: RequestInfo, body: Buffer | null): ParamsResult {
-  const params: Params = Object.fromEntries(new URLSearchParams(info.query));
+  const params: Params = info.query === '' ? {} : Object.fromEntries(new URLSearchParams(info.query));
   if (body && body.length > 0) {
     const type = info.contentType.split(';')[0]!.trim();
     if (type === 'application/json' || type.endsWith('+json')) {

@@ -63,7 +63,7 @@ export function mountStatic(app: uWS.TemplatedApp, metrics: GatewayMetrics, log:
   }
 
   const serve = (res: uWS.HttpResponse, req: uWS.HttpRequest, route: string, file: string | undefined) => {
-    const start = process.hrtime.bigint();
+    const start = performance.now();
     const method = req.getCaseSensitiveMethod().toUpperCase();
     const asset = file === undefined ? undefined : assets.get(file);
     let status: number;
