@@ -6,7 +6,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { encode } from '../proto/codec.js';
 import { JOURNAL_SUBJECT } from '../proto/subjects.js';
 import { JOURNAL_VERSION, type JournalEvent } from '../proto/journal.js';
-import { ScoreboardWriter } from '../src/engine/scoreboard.js';
+import { ScoreboardWriter, scoreboardLines } from '../src/engine/scoreboard.js';
 import { ensureJournalStream } from '../src/shared/streams.js';
 import { natsClient, startTestNats, tempDir } from './helpers/system.js';
 
@@ -104,3 +104,11 @@ it('writes live appends gathered, in order, and close() writes what is still hel
   expect(position).toEqual({ seq: BATCHES + 51, bytes: Buffer.byteLength(text) });
   expect(errors).toEqual([]);
 }, 60_000);
+
+it('writes each leg with the conversion time in exact nanoseconds', () => {
+  const at = (ts: number): JournalEvent => ({ t: 'conversion', requestId: 1, op: 'create', clientId: 9, etf: 'UNDY', amount: 2, deltas: [[3, -2], [13, 2]], ts });
+  const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => ev.deltas ?? [];
+  expect(scoreboardLines([at(1_764_651_000_123), at(0)], deltasOf as never)).toBe(
+    '1764651000123000000 create 9 3 -2\n1764651000123000000 create 9 13 2\n0 create 9 3 -2\n0 create 9 13 2\n',
+  );
+});
