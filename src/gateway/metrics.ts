@@ -21,8 +21,7 @@ export interface GatewayMetrics {
   readonly registry: Registry;
   /** Counts and times the response `ex` sends, under `route` (a route pattern, never a raw path: labels stay few). */
   track(ex: Exchange, method: string, route: string): void;
-  /** For responses written without an Exchange (static files, /metrics itself). */
-  /** `startMs`: performance.now() when the request came in. */
+  /** For responses written without an Exchange (static files, /metrics itself); `startMs`: performance.now() when the request came in. */
   observe(method: string, route: string, status: number, startMs: number): void;
   /** Serves the Prometheus text on METRICS_PATH. */
   mount(app: uWS.TemplatedApp): void;
