@@ -11,7 +11,7 @@
  * Run: npm run bench:create   (BENCH_SECONDS, BENCH_CONNECTIONS to change the load,
  *      BENCH_SCENARIOS=create to run a subset, BENCH_FRONTS=framed to skip direct,
  *      BENCH_BASELINE_REF=<git ref> to run the same against that ref's engine and gateway,
- *      BENCH_PROFILE=engine|gateway for a CPU profile in .bench/)
+ *      BENCH_PROFILE=engine|gateway for a CPU profile in .bench/, BENCH_ROUNDS=n to run every system n times in turn and print medians)
  */
 import autocannon, { type Request } from 'autocannon';
 import { connect } from '@nats-io/transport-node';
@@ -27,6 +27,9 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 8);
 const warmup = Number(process.env.BENCH_WARMUP ?? 3);
 // Latency at a load both this tree and the baseline carry (0: not measured): what a class sees below saturation.
 const offered = Number(process.env.BENCH_RATE ?? 4000);
+// This machine's speed drifts by a quarter from minute to minute: BENCH_ROUNDS > 1 runs every system once per round, in turn, and reports medians.
+const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 1));
+let round = 0;
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const TEAMS = 8;
 
@@ -36,6 +39,7 @@ const fronts = (process.env.BENCH_FRONTS ?? 'framed,direct').split(',') as ('fra
 const only = process.env.BENCH_SCENARIOS?.split(',');
 
 interface Row {
+  round: number;
   scenario: string;
   front: string;
   rps: number;
@@ -53,7 +57,7 @@ const createRequests = teams.map((i) => ({ method: 'POST', path: '/create', head
 
 async function measure(url: string, scenario: string, front: string, requests: Request[], overallRate?: number): Promise<void> {
   const r = await autocannon({ url, connections, duration: seconds, requests, ...(overallRate ? { overallRate } : {}) });
-  rows.push({ scenario, front, rps: Math.round(r.requests.average), p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
+  rows.push({ round, scenario, front, rps: Math.round(r.requests.average), p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
 }
 
 // The ceiling: the same POST answered by uWS alone, then behind the front.
@@ -79,7 +83,7 @@ const systems: { label: string; front?: 'framed' | 'direct'; root?: string }[] =
   ...fronts.map((front) => ({ label: front, front })),
   ...(baseline ? [{ label: `base ${ref}`, root: baseline.dir }] : []),
 ];
-for (const { label: front, root, ...rest } of systems) {
+for (round = 1; round <= rounds; round++) for (const { label: front, root, ...rest } of systems) {
   const http = { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, ...(rest.front ? { front: rest.front } : {}) };
   const sys = await startBenchSystem(roster, { operator: OPERATOR, http }, root);
   try {
@@ -127,13 +131,30 @@ for (const { label: front, root, ...rest } of systems) {
   }
 }
 
-const row = (scenario: string, front: string) => rows.find((r) => r.scenario === scenario && r.front === front);
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const runsOf = (scenario: string, front: string) => rows.filter((r) => r.scenario === scenario && r.front === front);
+/** A scenario's figures, the median of its rounds (errors summed). */
+const row = (scenario: string, front: string): Row | undefined => {
+  const runs = runsOf(scenario, front);
+  if (runs.length === 0) return undefined;
+  const m = (k: 'rps' | 'p50' | 'p90' | 'p99') => median(runs.map((r) => r[k]));
+  return { round: 0, scenario, front, rps: Math.round(m('rps')), p50: m('p50'), p90: m('p90'), p99: m('p99'), non2xx: runs.reduce((a, r) => a + r.non2xx, 0), errors: runs.reduce((a, r) => a + r.errors, 0) };
+};
 const ceiling = row('ceiling', 'direct')!;
-console.log(`\n/create throughput, ${connections} connections, ${seconds} s each after ${warmup} s of warm-up at the same load, bcrypt cost 10, ${TEAMS} teams\n`);
-console.log('scenario      front            req/s    p50 ms  p90 ms  p99 ms  non-2xx  errors  vs ceiling');
-for (const r of rows) {
+const perRound = rounds > 1 ? `, the median of ${rounds} rounds (each system once per round, in turn)` : '';
+console.log(`\n/create throughput, ${connections} connections, ${seconds} s each after ${warmup} s of warm-up at the same load${perRound}, bcrypt cost 10, ${TEAMS} teams\n`);
+console.log(`scenario      front            req/s    p50 ms  p90 ms  p99 ms  non-2xx  errors  vs ceiling${rounds > 1 ? '  req/s in each round' : ''}`);
+const seen = new Set<string>();
+for (const { scenario, front } of rows) {
+  if (seen.has(`${scenario}\0${front}`)) continue;
+  seen.add(`${scenario}\0${front}`);
+  const r = row(scenario, front)!;
+  const each = rounds > 1 && scenario !== 'ceiling' ? `  ${runsOf(scenario, front).map((x) => x.rps).join(' ')}` : '';
   console.log(
-    `${r.scenario.padEnd(13)} ${r.front.padEnd(14)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p90).padStart(7)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / ceiling.rps).toFixed(3)}`,
+    `${r.scenario.padEnd(13)} ${r.front.padEnd(14)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p90).padStart(7)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / ceiling.rps).toFixed(3)}${each}`,
   );
 }
 console.log('\nNATS floor: one process asking another over nats-server (request/reply, 100 bytes, nothing else done); every /create crosses NATS at least twice');
@@ -147,7 +168,15 @@ for (const scenario of ['health', 'holdings', 'create', 'create+rules']) {
 if (baseline) {
   for (const scenario of ['health', 'holdings', 'create', 'create+rules']) {
     const base = row(scenario, `base ${ref}`);
-    if (base) console.log(`${scenario}: ${fronts.map((f) => `${f} ${ratio(row(scenario, f), base)}`).join(', ')} the rate of ${ref}`);
+    if (!base) continue;
+    // With rounds, each round's own ratio too: a system and the baseline measured minutes apart are compared within the same round.
+    const inRounds = (f: string) => {
+      if (rounds === 1) return '';
+      const own = runsOf(scenario, f);
+      const theirs = runsOf(scenario, `base ${ref}`);
+      return ` (each round: ${own.map((r, i) => (theirs[i] ? (r.rps / theirs[i]!.rps).toFixed(2) : 'n/a')).join(' ')})`;
+    };
+    console.log(`${scenario}: ${fronts.map((f) => `${f} ${ratio(row(scenario, f), base)}${inRounds(f)}`).join(', ')} the rate of ${ref}`);
   }
   const atRate = `create@${offered}`;
   const base = row(atRate, `base ${ref}`);
