@@ -136,10 +136,8 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     return engineError(ex, reply);
   }
   const r = reply.result;
-  const h = r.holdings;
-  const positions = namedPositions(h.positions, deps.tickerOf);
-  // One literal, the optional fields set after: this is every conversion's answer, and spreads copy through a slow path.
-  const body: ConversionBody = {
+  // The holdings part from holdingsBody, the conversion's fields added to it (no spreads: this is every conversion's answer).
+  const body: ConversionBody = Object.assign(holdingsBody(r.holdings, namedPositions(r.holdings.positions, deps.tickerOf)), {
     request_id: r.request_id,
     op: r.op,
     etf_name: r.etf,
@@ -147,13 +145,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
     deltas: positionsByTicker(r.deltas, deps.tickerOf),
     fee: r.fee,
     basket_version: r.basket_version,
-    client_id: h.client_id,
-    username: h.username,
-    seq: h.seq,
-    holdings: byTicker(positions),
-    positions,
-    cash: h.cash,
-  };
+  });
   if (request_id !== undefined && r.client_request_id !== undefined) body.client_request_id = r.client_request_id;
   if (r.replayed) body.replayed = true;
   if (r.dry_run) body.dry_run = true;
