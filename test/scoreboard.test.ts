@@ -20,6 +20,8 @@ let nc: NatsConnection;
 const dir = tempDir();
 const BATCHES = 3000;
 const PER_BATCH = 10;
+/** The events here spell their deltas out (no basket versions to resolve). */
+const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => ev.deltas ?? [];
 
 beforeAll(async () => {
   nats = await startTestNats();
@@ -59,7 +61,6 @@ it('stops a long catch-up at a stop, and the next start completes it with every 
   const path = join(dir.path, 'conversions.log');
   // An empty position file (stopped before the first window was written) is the start of the journal.
   const position = () => JSON.parse(readFileSync(`${path}.pos`, 'utf8') || '{"seq":0,"bytes":0}') as { seq: number; bytes: number };
-  const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => ev.deltas ?? [];
   const errors: unknown[] = [];
 
   const first = new ScoreboardWriter(path, (err) => errors.push(err), deltasOf as never);
@@ -86,7 +87,6 @@ it('stops a long catch-up at a stop, and the next start completes it with every 
 
 it('writes live appends gathered, in order, and close() writes what is still held back', async () => {
   const path = join(dir.path, 'live.log');
-  const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => ev.deltas ?? [];
   const errors: unknown[] = [];
   const writer = new ScoreboardWriter(path, (err) => errors.push(err), deltasOf as never);
   writer.startCatchUp(nc, BATCHES);
@@ -107,7 +107,6 @@ it('writes live appends gathered, in order, and close() writes what is still hel
 
 it('writes each leg with the conversion time in exact nanoseconds', () => {
   const at = (ts: number): JournalEvent => ({ t: 'conversion', requestId: 1, op: 'create', clientId: 9, etf: 'UNDY', amount: 2, deltas: [[3, -2], [13, 2]], ts });
-  const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => ev.deltas ?? [];
   expect(scoreboardLines([at(1_764_651_000_123), at(0)], deltasOf as never)).toBe(
     '1764651000123000000 create 9 3 -2\n1764651000123000000 create 9 13 2\n0 create 9 3 -2\n0 create 9 13 2\n',
   );
