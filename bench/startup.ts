@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { encode } from '../proto/codec.js';
+import { decode, encode } from '../proto/codec.js';
 import { JOURNAL_SUBJECT } from '../proto/subjects.js';
-import { SNAPSHOT_STREAM } from '../proto/streams.js';
+import { SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM, type SnapshotManifest } from '../proto/streams.js';
 import { JOURNAL_VERSION, type JournalEvent } from '../proto/journal.js';
 import { benchConfig, benchRoster } from './system.js';
 import { loadBaskets } from '../src/config/baskets.js';
@@ -85,7 +85,9 @@ try {
   await writeJournal(Math.round(EVENTS / 10));
   rows.push(await timeStart(`snapshot + ${Math.round(EVENTS / 10)} events after it`));
   const base = rows[0]!.ms;
-  console.log(`\nengine start-up (journal replay → ready), ${TEAMS} accounts\n`);
+  const manifest = await (await jetstreamManager(nc)).streams.getMessage(SNAPSHOT_STREAM, { last_by_subj: SNAPSHOT_MANIFEST_SUBJECT });
+  const snapshotMb = manifest ? decode<SnapshotManifest>(manifest.data).bytes / 1e6 : 0;
+  console.log(`\nengine start-up (journal replay → ready), ${TEAMS} accounts, the last snapshot ${snapshotMb.toFixed(1)} MB\n`);
   console.log('case                                     ms   vs full replay   heap MB');
   for (const r of rows) console.log(`${r.label.padEnd(38)} ${String(Math.round(r.ms)).padStart(6)}   ${(r.ms / base).toFixed(3).padStart(12)}   ${r.heapMb.toFixed(0).padStart(7)}`);
 } finally {

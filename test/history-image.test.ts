@@ -1,35 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { History } from '../src/engine/history.js';
-import type { JournalEvent } from '../proto/journal.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { History, type HistoryImage } from '../src/engine/history.js';
+import { snapshotPackr } from '../src/engine/snapshot.js';
+import { PROJECT_ROOT } from '../src/config/config.js';
+import { conversion, fillHistory, type Conversion } from './fixtures/history-script.js';
 
 /** A history ring through its snapshot image (History.toImage / fromImage): the same entries, keys and eviction after. */
-type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
-const conversion = (requestId: number, key?: string): Conversion => ({
-  t: 'conversion',
-  requestId,
-  ...(key ? { key } : {}),
-  op: requestId % 2 ? 'create' : 'redeem',
-  clientId: 7,
-  etf: 'UNDY',
-  amount: requestId % 5 + 1,
-  ...(requestId % 3 === 0 ? { fee: 2, basketVersion: 1 } : {}),
-  ts: 1_700_000_000_000 + requestId,
-});
-
-function filled(limit: number, entries: number): History {
-  const h = new History(limit);
-  for (let r = 1; r <= entries; r++) {
-    if (r % 7 === 0) h.pushEvent({ t: 'rejected', requestId: r, key: `k${r}`, kind: 'create', clientId: 7, etf: 'UNDY', amount: 1, error: { code: 'insufficient_holdings', message: 'no' }, ts: r }, r);
-    else {
-      const pos = new Float64Array(16);
-      pos[3] = r;
-      pos[13] = -r;
-      // A stray symbol beyond the slab now and then.
-      h.pushConversion(conversion(r, r % 2 ? `k${r}` : undefined), pos, r % 11 === 0 ? new Map([[5000, r]]) : null);
-    }
-  }
-  return h;
-}
+const filled = (limit: number, entries: number): History => fillHistory(new History(limit), entries);
 
 const entries = (h: History) => Array.from({ length: h.length }, (_, i) => h.eventAt(i, 7));
 
@@ -82,5 +60,36 @@ describe('history images', () => {
     expect(touched.keys.get('k59')).toBe(59);
     expect(touched.toImage()).not.toBe(img);
     expect(touched.toImage()).toEqual(img);
+  });
+});
+
+describe('history images, packed', () => {
+  it('packs whole-number columns as deltas, keeps a column with fractions raw, and loads both to the same entries', () => {
+    const h = new History(10);
+    const pos = new Float64Array(16);
+    for (let r = 1; r <= 8; r++) {
+      pos[3] = r * 1_000_003;
+      pos[4] = r % 2 ? 2.5 : -7;
+      h.pushConversion({ ...conversion(r, `k${r}`), fee: r === 4 ? 0.25 : 1 }, pos, null);
+    }
+    const img = h.toImage();
+    expect(img.deltas).toEqual(expect.arrayContaining(['kind', 'rid', 'ts', 'amount', 'ver', 'etfIndex', 'keyIndex']));
+    expect(img.deltas).not.toContain('fee');
+    expect(img.deltas).not.toContain('after');
+    expect(entries(History.fromImage(structuredClone(img), 10))).toEqual(entries(h));
+    // Request ids and timestamps one apart take a byte each, not eight.
+    expect(img.rid.byteLength).toBe(8);
+    expect(img.ts.byteLength).toBe(13);
+  });
+
+  it('loads an image written before packing (snapshot version 4) to the same entries', () => {
+    // Written by test/fixtures/gen-history-v4.ts at commit 3b4c10d from filled(50, 137).
+    const fixture = JSON.parse(readFileSync(join(PROJECT_ROOT, 'test/fixtures/history-image-v4.json'), 'utf8')) as { image: string; entries: unknown[] };
+    const img = snapshotPackr.unpack(Buffer.from(fixture.image, 'base64')) as HistoryImage;
+    expect(img.deltas).toBeUndefined();
+    const back = History.fromImage(img, 50);
+    expect(entries(back)).toEqual(fixture.entries);
+    expect(entries(back)).toEqual(entries(filled(50, 137)));
+    expect(back.keys.get('k137')).toBe(137);
   });
 });

@@ -1,5 +1,6 @@
 import type { ConversionOp } from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
+import { countDeltas, packDeltas, unpackDeltas } from './delta-column.js';
 
 /** Journal events that are audit entries of one account. */
 export type AuditEvent = Extract<JournalEvent, { t: 'conversion' } | { t: 'rejected' }> | Extract<JournalEvent, { t: 'account' }>;
@@ -255,7 +256,15 @@ export class History {
     // Untouched since it was loaded: the image it came from is still exactly it.
     if (this.image) return this.image;
     const n = this.size;
-    const col = <T extends Float64Array | Int32Array | Uint8Array>(c: T, make: (n: number) => T, per = 1): Uint8Array => bytesOf(this.unrolled(c, make, n, per));
+    const deltas: DeltaColumn[] = [];
+    /** A column packed as deltas (delta-column.ts) when it holds whole numbers only, else as its raw bytes. */
+    const pack = (name: DeltaColumn, values: Float64Array | Int32Array | Uint16Array | Uint8Array, stride = 1): Uint8Array => {
+      const packed = packDeltas(values, stride);
+      if (!packed) return bytesOf(values);
+      deltas.push(name);
+      return packed;
+    };
+    const col = <T extends Float64Array | Int32Array | Uint8Array>(name: DeltaColumn, c: T, make: (n: number) => T): Uint8Array => pack(name, this.unrolled(c, make, n));
     const w = this.width;
     const etfTable: string[] = [];
     const etfIndex = new Uint16Array(n);
@@ -279,23 +288,28 @@ export class History {
       const x = this.afterExtra[s];
       if (x !== undefined) afterExtra.push([i, x]);
     }
+    // Each symbol's position against its own in the entry before: a row apart.
+    const after = this.unrolled(this.after, (k) => new Float64Array(k), n, w);
+    const afterDeltas = packDeltas(after, Math.max(1, w));
+    if (afterDeltas) deltas.push('after');
     return {
       n,
-      kind: col(this.kind, (k) => new Uint8Array(k)),
-      rid: col(this.rid, (k) => new Float64Array(k)),
-      ts: col(this.tsCol, (k) => new Float64Array(k)),
-      amount: col(this.amount, (k) => new Float64Array(k)),
-      fee: col(this.fee, (k) => new Float64Array(k)),
-      ver: col(this.ver, (k) => new Int32Array(k)),
+      kind: col('kind', this.kind, (k) => new Uint8Array(k)),
+      rid: col('rid', this.rid, (k) => new Float64Array(k)),
+      ts: col('ts', this.tsCol, (k) => new Float64Array(k)),
+      amount: col('amount', this.amount, (k) => new Float64Array(k)),
+      fee: col('fee', this.fee, (k) => new Float64Array(k)),
+      ver: col('ver', this.ver, (k) => new Int32Array(k)),
       width: w,
-      ...afterImage(this.unrolled(this.after, (k) => new Float64Array(k), n, w)),
+      ...(afterDeltas ? { after: afterDeltas } : afterImage(after)),
       etfTable,
-      etfIndex: bytesOf(etfIndex),
-      keyIndex: bytesOf(Int32Array.from(keyIndex)),
+      etfIndex: pack('etfIndex', etfIndex),
+      keyIndex: pack('keyIndex', Int32Array.from(keyIndex)),
       // Idempotency keys never hold a NUL (CLIENT_REQUEST_ID_PATTERN in proto/http.ts, and the gateway's own).
       keyText: keyText.join('\u0000'),
       objects,
       afterExtra,
+      deltas,
     };
   }
 
@@ -317,30 +331,34 @@ export class History {
     this.size = n - skip;
     this.head = 0;
     this.width = img.width;
-    // One copy per column, straight from the decoded bytes into a ring of `cap` (the bytes need not be aligned).
-    const fit = <T extends Float64Array | Int32Array | Uint8Array>(bytes: Uint8Array, make: (k: number) => T, per = 1): T => {
+    const packed = new Set(img.deltas ?? []);
+    // One copy per column into a ring of `cap`, straight from the decoded bytes (which need not be aligned), or unpacked from its deltas.
+    const fit = <T extends Float64Array | Int32Array | Uint8Array>(name: DeltaColumn, bytes: Uint8Array, make: (k: number) => T, per = 1): T => {
       const out = make(cap * per);
-      const size = out.BYTES_PER_ELEMENT * per;
-      new Uint8Array(out.buffer).set(bytes.subarray(skip * size, n * size));
+      if (packed.has(name)) unpackDeltas(bytes, Math.max(1, per), out, skip * per);
+      else {
+        const size = out.BYTES_PER_ELEMENT * per;
+        new Uint8Array(out.buffer).set(bytes.subarray(skip * size, n * size));
+      }
       return out;
     };
-    this.kind = fit(img.kind, (k) => new Uint8Array(k));
-    this.rid = fit(img.rid, (k) => new Float64Array(k));
-    this.tsCol = fit(img.ts, (k) => new Float64Array(k));
-    this.amount = fit(img.amount, (k) => new Float64Array(k));
-    this.fee = fit(img.fee, (k) => new Float64Array(k));
-    this.ver = fit(img.ver, (k) => new Int32Array(k));
+    this.kind = fit('kind', img.kind, (k) => new Uint8Array(k));
+    this.rid = fit('rid', img.rid, (k) => new Float64Array(k));
+    this.tsCol = fit('ts', img.ts, (k) => new Float64Array(k));
+    this.amount = fit('amount', img.amount, (k) => new Float64Array(k));
+    this.fee = fit('fee', img.fee, (k) => new Float64Array(k));
+    this.ver = fit('ver', img.ver, (k) => new Int32Array(k));
     if (img.afterInt32) {
-      const narrow = fit(img.afterInt32, (k) => new Int32Array(k), img.width);
+      const narrow = fit('after', img.afterInt32, (k) => new Int32Array(k), img.width);
       this.after = Float64Array.from(narrow);
-    } else this.after = fit(img.after!, (k) => new Float64Array(k), img.width);
-    const etfIndex = typed(img.etfIndex, Uint16Array);
+    } else this.after = fit('after', img.after!, (k) => new Float64Array(k), img.width);
+    const etfIndex = packed.has('etfIndex') ? unpacked(img.etfIndex, Uint16Array) : typed(img.etfIndex, Uint16Array);
     this.etf = new Array<string>(cap);
     for (let i = skip; i < n; i++) this.etf[i - skip] = img.etfTable[etfIndex[i]!]!;
     this.key = new Array<string | undefined>(cap);
     this.obj = new Array<AuditEvent | undefined>(cap);
     this.afterExtra = new Array<Delta[] | undefined>(cap);
-    const keyIndex = typed(img.keyIndex, Int32Array);
+    const keyIndex = packed.has('keyIndex') ? unpacked(img.keyIndex, Int32Array) : typed(img.keyIndex, Int32Array);
     const keyText = keyIndex.length > 0 ? img.keyText.split('\u0000') : [];
     for (let j = 0; j < keyIndex.length; j++) {
       const i = keyIndex[j]!;
@@ -356,7 +374,7 @@ export class History {
 /** A History as a snapshot keeps it (History.toImage). */
 export interface HistoryImage {
   n: number;
-  /** Typed columns, oldest entry first, as their bytes (little-endian, this machine's layout). */
+  /** Typed columns, oldest entry first: packed as deltas when named in `deltas`, else as their bytes (little-endian, this machine's layout). */
   kind: Uint8Array;
   rid: Uint8Array;
   ts: Uint8Array;
@@ -364,7 +382,7 @@ export interface HistoryImage {
   fee: Uint8Array;
   ver: Uint8Array;
   width: number;
-  /** Positions after, `width` per entry: as Int32 when every one is a whole number that fits (the usual case: half the bytes), else Float64. */
+  /** Positions after, `width` per entry: packed as deltas (each against the same symbol's in the entry before) when named in `deltas`; else as Int32 when every one is a whole number that fits, else Float64. */
   after?: Uint8Array;
   afterInt32?: Uint8Array;
   /** Each entry's ETF as an index (Uint16) into the table. */
@@ -376,7 +394,11 @@ export interface HistoryImage {
   /** [entry index, value] for the entries that have one. */
   objects: [number, AuditEvent][];
   afterExtra: [number, Delta[]][];
+  /** The columns packed as deltas (src/engine/delta-column.ts); absent in images from before (snapshot version 4): none. */
+  deltas?: DeltaColumn[];
 }
+
+type DeltaColumn = 'kind' | 'rid' | 'ts' | 'amount' | 'fee' | 'ver' | 'after' | 'etfIndex' | 'keyIndex';
 
 function afterImage(after: Float64Array): Pick<HistoryImage, 'after' | 'afterInt32'> {
   for (let i = 0; i < after.length; i++) {
@@ -387,6 +409,13 @@ function afterImage(after: Float64Array): Pick<HistoryImage, 'after' | 'afterInt
 }
 
 const bytesOf = (a: Float64Array | Int32Array | Uint16Array | Uint8Array): Uint8Array => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/** A whole typed column from its deltas. */
+function unpacked<T extends Int32Array | Uint16Array>(bytes: Uint8Array, kind: { new (length: number): T }): T {
+  const out = new kind(countDeltas(bytes));
+  unpackDeltas(bytes, 1, out);
+  return out;
+}
 
 /** A typed column from its bytes: copied, since a decoded buffer need not be aligned for its element size. */
 function typed<T extends Float64Array | Int32Array | Uint16Array | Uint8Array>(bytes: Uint8Array, kind: { new (buffer: ArrayBuffer): T; BYTES_PER_ELEMENT: number }): T {

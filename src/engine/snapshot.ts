@@ -18,12 +18,14 @@ import type { Instruments } from '../config/baskets.js';
 import { History, type HistoryImage } from './history.js';
 
 /**
- * 4: each account's history as columns (History.toImage), loaded without an
- * object per entry. 3 (history as events, compact conversions with flat
- * `held`) and 2 (every conversion with its deltas and `after`) still load.
+ * 5: history columns packed as deltas where they hold whole numbers
+ * (src/engine/delta-column.ts; a quarter of the bytes for a class's usual
+ * histories). 4 (each account's history as raw columns, History.toImage), 3
+ * (history as events, compact conversions with flat `held`) and 2 (every
+ * conversion with its deltas and `after`) still load.
  */
-export const SNAPSHOT_VERSION = 4;
-const SNAPSHOT_VERSIONS_READ: readonly number[] = [2, 3, 4];
+export const SNAPSHOT_VERSION = 5;
+const SNAPSHOT_VERSIONS_READ: readonly number[] = [2, 3, 4, 5];
 
 /** The snapshot in force cannot be used; start-up rebuilds from the journal instead. */
 export class SnapshotUnusable extends Error {}
@@ -35,7 +37,7 @@ export class SnapshotUnusable extends Error {}
  * than self-describing maps (the wire codec in proto/codec.ts keeps maps for
  * other languages' sake).
  */
-const snapshotPackr = new Packr({ useRecords: true, structuredClone: false, int64AsType: 'number' });
+export const snapshotPackr = new Packr({ useRecords: true, structuredClone: false, int64AsType: 'number' });
 
 interface AccountImage {
   clientId: number;
@@ -49,7 +51,7 @@ interface AccountImage {
   version: number;
   /** Versions 2 and 3. */
   history?: AuditEvent[];
-  /** Version 4. */
+  /** Versions 4 and 5. */
   historyImage?: HistoryImage;
 }
 
