@@ -33,6 +33,20 @@ describe('history images', () => {
     expect(back.keys.get('k69')).toBe(69);
   });
 
+  it('grows and evicts after a load as a ring that was never imaged does', () => {
+    for (const start of [3, 30]) {
+      const h = filled(50, start);
+      const back = History.fromImage(h.toImage(), 50);
+      for (let r = start + 1; r <= start + 40; r++) {
+        const pos = new Float64Array(16);
+        pos[3] = r;
+        for (const ring of [h, back]) ring.pushConversion(conversion(r, `k${r}`), pos, null);
+      }
+      expect(entries(back)).toEqual(entries(h));
+      expect([...back.keys].sort()).toEqual([...h.keys].sort());
+    }
+  });
+
   it('keeps the newest entries when the limit shrank', () => {
     const h = filled(50, 50);
     const back = History.fromImage(h.toImage(), 20);

@@ -326,7 +326,9 @@ export class History {
     const limit = this.limit;
     const n = img.n;
     const skip = Math.max(0, n - limit);
-    const cap = Math.max(8, Math.min(limit, n - skip));
+    // Room to grow, as claim() would leave it: an account is laid out when first used, and that is mostly to record one more entry.
+    const kept = n - skip;
+    const cap = Math.max(8, Math.min(limit, kept < limit ? kept * 2 : kept));
     this.cap = cap;
     this.size = n - skip;
     this.head = 0;
