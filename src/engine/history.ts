@@ -258,8 +258,8 @@ export class History {
     const n = this.size;
     const deltas: DeltaColumn[] = [];
     /** A column packed as deltas (delta-column.ts) when it holds whole numbers only, else as its raw bytes. */
-    const pack = (name: DeltaColumn, values: Float64Array | Int32Array | Uint16Array | Uint8Array, stride = 1): Uint8Array => {
-      const packed = packDeltas(values, stride);
+    const pack = (name: DeltaColumn, values: Float64Array | Int32Array | Uint16Array | Uint8Array): Uint8Array => {
+      const packed = packDeltas(values, 1);
       if (!packed) return bytesOf(values);
       deltas.push(name);
       return packed;
@@ -330,7 +330,7 @@ export class History {
     const kept = n - skip;
     const cap = Math.max(8, Math.min(limit, kept < limit ? kept * 2 : kept));
     this.cap = cap;
-    this.size = n - skip;
+    this.size = kept;
     this.head = 0;
     this.width = img.width;
     const packed = new Set(img.deltas ?? []);
