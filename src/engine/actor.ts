@@ -17,7 +17,7 @@ import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
-import { takeSnapshot, type SnapshotStore } from './snapshot.js';
+import { SnapshotCapture, takeSnapshot, type SnapshotStore } from './snapshot.js';
 import { NextTurn } from '../shared/next-turn.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
 
@@ -40,6 +40,10 @@ const GROUP_EVENTS = 128;
  * answers (JournalWriter keeps them in order). Two hide most of a write's wait.
  */
 const WRITES_IN_FLIGHT = 2;
+/** A snapshot is imaged in slices of about this long, between which commands and fills go on. */
+const CAPTURE_SLICE_MS = 4;
+/** Accounts imaged between two looks at the clock. */
+const CAPTURE_STEP_ACCOUNTS = 8;
 
 interface Group {
   events: JournalEvent[];
@@ -76,6 +80,8 @@ export class EngineActor {
   private subs: Subscription[] = [];
   private noticesSubject = shardNames(0, 1).notices;
   private eventsSinceSnapshot = 0;
+  /** A snapshot being imaged a few accounts per turn (SnapshotCapture), as the state stood at `journalSeq`. */
+  private capturing: { journalSeq: number; capture: SnapshotCapture; timer: NodeJS.Immediate | null } | null = null;
   /** A snapshot taken from state that includes groups not yet written: saved once the journal reaches `journalSeq`. */
   private pendingSnapshot: { journalSeq: number; bytes: Uint8Array } | null = null;
   private savingSnapshot: Promise<void> | null = null;
@@ -266,29 +272,58 @@ export class EngineActor {
   private afterWrite(events: number): void {
     if (!this.snapshots || this.snapshots.every <= 0) return;
     this.eventsSinceSnapshot += events;
-    if (!this.pendingSnapshot && !this.savingSnapshot && this.eventsSinceSnapshot >= this.snapshots.every) {
+    if (!this.capturing && !this.pendingSnapshot && !this.savingSnapshot && this.eventsSinceSnapshot >= this.snapshots.every) {
       this.eventsSinceSnapshot = 0;
       const journalSeq = this.stateJournalSeq();
-      this.pendingSnapshot = { journalSeq, bytes: takeSnapshot(this.state, journalSeq, this.now()) };
+      const capture = new SnapshotCapture(this.state, journalSeq, this.now());
+      this.state.capture = capture;
+      this.capturing = { journalSeq, capture, timer: null };
+      this.captureStep();
     }
+    this.savePending();
+  }
+
+  /** Images accounts for a few milliseconds, then lets commands and fills in; the snapshot is packed once all are. */
+  private captureStep(): void {
+    const c = this.capturing;
+    if (!c) return;
+    c.timer = null;
+    const until = performance.now() + CAPTURE_SLICE_MS;
+    let done = false;
+    while (!(done = c.capture.step(CAPTURE_STEP_ACCOUNTS)) && performance.now() < until);
+    if (!done) {
+      c.timer = setImmediate(() => this.captureStep());
+      return;
+    }
+    this.state.capture = null;
+    this.capturing = null;
+    this.pendingSnapshot = { journalSeq: c.journalSeq, bytes: c.capture.bytes() };
+    this.savePending();
+  }
+
+  /** Saves the snapshot taken, once the journal holds everything it includes. */
+  private savePending(): void {
     const pending = this.pendingSnapshot;
-    if (pending && this.journal.sequence >= pending.journalSeq) {
-      this.pendingSnapshot = null;
-      this.savingSnapshot = this.snapshots.store
-        .save(pending.bytes, pending.journalSeq, this.now())
-        .then(
-          () => {
-            this.log.info({ journalSeq: pending.journalSeq, bytes: pending.bytes.byteLength }, 'snapshot saved');
-          },
-          (err: unknown) => this.log.warn({ err }, 'snapshot not saved: start-up replays more journal'),
-        )
-        .finally(() => (this.savingSnapshot = null));
-    }
+    if (!this.snapshots || !pending || this.journal.sequence < pending.journalSeq) return;
+    this.pendingSnapshot = null;
+    this.savingSnapshot = this.snapshots.store
+      .save(pending.bytes, pending.journalSeq, this.now())
+      .then(
+        () => {
+          this.log.info({ journalSeq: pending.journalSeq, bytes: pending.bytes.byteLength }, 'snapshot saved');
+        },
+        (err: unknown) => this.log.warn({ err }, 'snapshot not saved: start-up replays more journal'),
+      )
+      .finally(() => (this.savingSnapshot = null));
   }
 
   /** After drain: everything applied is durable, so the state is exactly the journal's replay. */
   async saveSnapshotNow(): Promise<void> {
     if (!this.snapshots) return;
+    // One taken now includes whatever a capture in progress would have held.
+    if (this.capturing?.timer) clearImmediate(this.capturing.timer);
+    this.capturing = null;
+    this.state.capture = null;
     await this.savingSnapshot;
     await this.snapshots.store.save(takeSnapshot(this.state, this.journal.sequence, this.now()), this.journal.sequence, this.now());
   }

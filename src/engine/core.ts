@@ -548,6 +548,7 @@ export function applyFill(state: EngineState, fill: Fill, streamSeq: number): Ac
   const acc = state.accounts.get(fill.client_id);
   if (!acc) return undefined;
   const delta = fillDelta(fill);
+  state.capture?.before(acc);
   // A buy pays quantity × price, a sell receives it.
   acc.cash -= delta * fill.price;
   addPosition(acc, fill.symbol, delta);
@@ -560,6 +561,7 @@ export function applySessionReset(state: EngineState, streamSeq: number): { acc:
   state.fillSeq = streamSeq;
   const changed: { acc: Account; deltas: Delta[] }[] = [];
   for (const acc of state.accounts.values()) {
+    state.capture?.before(acc);
     // A new exchange session starts every team from nothing: cash too.
     acc.cash = 0;
     if (!hasPositions(acc)) continue;

@@ -13,7 +13,7 @@ import {
   type SnapshotManifest,
 } from '../../proto/streams.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
-import { addPosition, emptyState, newAccount, positionList, type Account, type AuditEvent, type EngineState } from './state.js';
+import { addPosition, emptyState, newAccount, positionList, type Account, type AccountCapture, type AuditEvent, type EngineState } from './state.js';
 import type { Instruments } from '../config/baskets.js';
 import { History, type HistoryImage } from './history.js';
 
@@ -75,30 +75,86 @@ export interface EngineSnapshot {
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
 export function takeSnapshot(state: EngineState, journalSeq: number, now: number): Uint8Array {
-  const accounts: AccountImage[] = [...state.accounts.values()].map((a) => ({
-    clientId: a.clientId,
-    username: a.username,
-    source: a.source,
-    ...(a.source === 'register' ? { passwordHash: a.passwordHash } : {}),
-    positions: positionList(a),
-    cash: a.cash,
-    version: a.version,
-    historyImage: a.history.toImage(),
-  }));
-  const snap: EngineSnapshot = {
-    v: SNAPSHOT_VERSION,
-    journalSeq,
-    fillSeq: state.fillSeq,
-    requestSeq: state.requestSeq,
-    maxClientId: state.maxClientId,
-    takenAt: now,
-    accounts,
-    halts: [...state.halts],
-    rules: state.rules,
-    baskets: [...state.baskets],
-    configBaskets: state.configBaskets,
-  };
-  return snapshotPackr.pack(snap);
+  const capture = new SnapshotCapture(state, journalSeq, now);
+  capture.step(Infinity);
+  return capture.bytes();
+}
+
+const accountImage = (a: Account): AccountImage => ({
+  clientId: a.clientId,
+  username: a.username,
+  source: a.source,
+  ...(a.source === 'register' ? { passwordHash: a.passwordHash } : {}),
+  positions: positionList(a),
+  cash: a.cash,
+  version: a.version,
+  historyImage: a.history.toImage(),
+});
+
+/**
+ * A snapshot taken a few accounts at a time while the engine goes on (a
+ * shard of 2,500 teams took 0.7 s to image in one go, answering nothing
+ * meanwhile). It is the state as it stood when the capture began: the rest is
+ * copied at once, and an account about to change (state.capture.before, called
+ * by every change to an account) is imaged first, as it stood. Accounts made
+ * after the start are not in it: their events come after its journal sequence.
+ */
+export class SnapshotCapture implements AccountCapture {
+  private readonly order: Account[];
+  private readonly waiting: Set<Account>;
+  private readonly images = new Map<Account, AccountImage>();
+  private readonly head: Omit<EngineSnapshot, 'accounts'>;
+
+  constructor(state: EngineState, journalSeq: number, now: number) {
+    this.order = [...state.accounts.values()];
+    this.waiting = new Set(this.order);
+    // Copies: halts change in place, and basket versions and config baskets are appended to.
+    this.head = {
+      v: SNAPSHOT_VERSION,
+      journalSeq,
+      fillSeq: state.fillSeq,
+      requestSeq: state.requestSeq,
+      maxClientId: state.maxClientId,
+      takenAt: now,
+      halts: [...state.halts],
+      rules: state.rules,
+      baskets: [...state.baskets].map(([etf, versions]) => [etf, [...versions]]),
+      configBaskets: [...state.configBaskets],
+    };
+  }
+
+  before(acc: Account): void {
+    if (this.waiting.delete(acc)) this.images.set(acc, accountImage(acc));
+  }
+
+  /** Images up to `n` more accounts; true once every one is. */
+  step(n: number): boolean {
+    for (const acc of this.waiting) {
+      if (n-- <= 0) return false;
+      this.before(acc);
+    }
+    return true;
+  }
+
+  /** The snapshot, once step() said every account is imaged. */
+  bytes(): Uint8Array {
+    if (this.waiting.size > 0) throw new Error(`snapshot capture: ${this.waiting.size} accounts not imaged yet`);
+    const accounts = this.order.map((a) => this.images.get(a)!);
+    // Into a buffer of about its size: msgpackr's own, grown as it fills, copied it over and over (40% of packing 2,500 teams).
+    snapshotPackr.useBuffer(Buffer.allocUnsafe(65_536 + accounts.reduce((n, a) => n + roughBytes(a), 0)));
+    return snapshotPackr.pack({ ...this.head, accounts } satisfies EngineSnapshot);
+  }
+}
+
+/** About what an account's image packs to (a little more): its binary columns and keys, and a margin for the rest. */
+function roughBytes(a: AccountImage): number {
+  let n = 256 + a.username.length + (a.passwordHash?.length ?? 0) + 24 * a.positions.length;
+  const h = a.historyImage;
+  if (h) {
+    for (const col of [h.kind, h.rid, h.ts, h.amount, h.fee, h.ver, h.after, h.afterInt32, h.etfIndex, h.keyIndex]) n += (col?.byteLength ?? 0) + 8;
+    n += h.keyText.length + 256 * (h.objects.length + h.afterExtra.length) + 64 * h.etfTable.length;
+  }
+  return n;
 }
 
 /** `instruments`: the config, whose baskets are version 0 (see emptyState). */

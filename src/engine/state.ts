@@ -53,6 +53,13 @@ export interface EngineState {
   catalog: Catalog;
   /** The operator's rules, once set (journaled): they replace the config's. */
   rules: { rules: ConversionRules; by: string; ts: number } | null;
+  /** A snapshot being taken (src/engine/snapshot.ts): told before any account changes. */
+  capture: AccountCapture | null;
+}
+
+/** What must see an account as it was before it changes. */
+export interface AccountCapture {
+  before(acc: Account): void;
 }
 
 /** The key of a halt of every ETF in EngineState.halts. */
@@ -70,7 +77,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */
@@ -154,6 +161,7 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
     case 'account': {
       const existing = state.accounts.get(ev.clientId);
       if (existing) {
+        state.capture?.before(existing);
         if (ev.passwordHash) existing.passwordHash = ev.passwordHash;
         return;
       }
@@ -169,6 +177,7 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       const acc = state.accounts.get(ev.clientId);
       // A conversion is only ever journaled for a known account; a missing one means a corrupt journal.
       if (!acc) throw new Error(`journal: conversion for unknown client_id ${ev.clientId}`);
+      state.capture?.before(acc);
       acc.cash -= ev.fee ?? 0;
       if (ev.requestId > state.requestSeq) state.requestSeq = ev.requestId;
       if (ev.deltas) {
@@ -213,6 +222,7 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
 }
 
 function record(state: EngineState, acc: Account, ev: AuditEvent, requestId: number): void {
+  state.capture?.before(acc);
   if (requestId > state.requestSeq) state.requestSeq = requestId;
   acc.history.pushEvent(ev, requestId);
 }
