@@ -5,7 +5,7 @@ import { shardNames } from '../proto/shards.js';
 import { SNAPSHOT_CHUNK_BYTES } from '../proto/streams.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { emptyState, applyEvent } from '../src/engine/state.js';
-import { SnapshotStore, SnapshotUnusable, takeSnapshot } from '../src/engine/snapshot.js';
+import { SnapshotCapture, SnapshotStore, SnapshotUnusable, chunksOf, restoreSnapshot, snapshotPackr, takeSnapshot } from '../src/engine/snapshot.js';
 import { useTestNats } from './helpers/system.js';
 
 /**
@@ -36,6 +36,38 @@ describe('snapshot store', () => {
     expect(loaded.journalSeq).toBe(7);
     expect(loaded.accounts.size).toBe(300);
     expect(loaded.accounts.get(300)!.username).toBe(s.accounts.get(300)!.username);
+  });
+
+  it('stores a snapshot given as parts (packed slice by slice) as their concatenation', async () => {
+    const store = await SnapshotStore.open(bus.nc, undefined, names);
+    const s = bigState();
+    const capture = new SnapshotCapture(s, 8, 2);
+    capture.step(Infinity);
+    while (!capture.pack(1));
+    const parts = capture.parts();
+    expect(parts.length).toBeGreaterThan(2);
+    expect(Buffer.concat(parts).equals(Buffer.from(takeSnapshot(s, 8, 2)))).toBe(true);
+    await store.save(parts, 8, 2);
+    const loaded = (await store.load(instruments))!;
+    expect(loaded.journalSeq).toBe(8);
+    expect([...loaded.accounts.keys()]).toEqual([...s.accounts.keys()]);
+  });
+
+  it('cuts parts into chunks of the chunk size, whatever their own sizes', () => {
+    const whole = Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251));
+    const parts = [whole.subarray(0, 3), whole.subarray(3, 3), whole.subarray(3, 700), whole.subarray(700)];
+    const chunks = [...chunksOf(parts, 64)];
+    expect(chunks.map((c) => c.byteLength)).toEqual([...Array<number>(15).fill(64), 40]);
+    expect(Buffer.concat(chunks).equals(whole)).toBe(true);
+    expect([...chunksOf([], 64)].map((c) => c.byteLength)).toEqual([0]);
+    expect([...chunksOf([whole.subarray(0, 128)], 64)].map((c) => c.byteLength)).toEqual([64, 64]);
+  });
+
+  it('calls a snapshot unusable when it holds fewer slices of accounts than it says', () => {
+    const bytes = Buffer.from(takeSnapshot(bigState(), 3, 1));
+    const head = snapshotPackr.unpackMultiple(bytes)![0] as { slices: number };
+    const cut = Buffer.concat([Buffer.from(snapshotPackr.pack(head)), Buffer.from(snapshotPackr.pack([]))]);
+    expect(() => restoreSnapshot(cut, instruments)).toThrow(SnapshotUnusable);
   });
 
   it('refuses a snapshot whose bytes do not match its manifest (size, then hash)', async () => {

@@ -40,7 +40,7 @@ const GROUP_EVENTS = 128;
  * answers (JournalWriter keeps them in order). Two hide most of a write's wait.
  */
 const WRITES_IN_FLIGHT = 2;
-/** A snapshot is imaged in slices of about this long, between which commands and fills go on. */
+/** A snapshot is imaged and packed in slices of about this long, between which commands and fills go on. */
 const CAPTURE_SLICE_MS = 4;
 /** Accounts imaged between two looks at the clock. */
 const CAPTURE_STEP_ACCOUNTS = 8;
@@ -83,7 +83,7 @@ export class EngineActor {
   /** A snapshot being imaged a few accounts per turn (SnapshotCapture), as the state stood at `journalSeq`. */
   private capturing: { journalSeq: number; capture: SnapshotCapture; timer: NodeJS.Immediate | null } | null = null;
   /** A snapshot taken from state that includes groups not yet written: saved once the journal reaches `journalSeq`. */
-  private pendingSnapshot: { journalSeq: number; bytes: Uint8Array } | null = null;
+  private pendingSnapshot: { journalSeq: number; parts: Uint8Array[] } | null = null;
   private savingSnapshot: Promise<void> | null = null;
 
   constructor(
@@ -283,7 +283,7 @@ export class EngineActor {
     this.savePending();
   }
 
-  /** Images accounts for a few milliseconds, then lets commands and fills in; the snapshot is packed once all are. */
+  /** Images accounts, then packs them, a few milliseconds at a time, letting commands and fills in between. */
   private captureStep(): void {
     const c = this.capturing;
     if (!c) return;
@@ -291,13 +291,15 @@ export class EngineActor {
     const until = performance.now() + CAPTURE_SLICE_MS;
     let done = false;
     while (!(done = c.capture.step(CAPTURE_STEP_ACCOUNTS)) && performance.now() < until);
+    // Every account imaged, nothing changes the snapshot any more.
+    if (done) this.state.capture = null;
+    while (done && !(done = c.capture.pack(1)) && performance.now() < until);
     if (!done) {
       c.timer = setImmediate(() => this.captureStep());
       return;
     }
-    this.state.capture = null;
     this.capturing = null;
-    this.pendingSnapshot = { journalSeq: c.journalSeq, bytes: c.capture.bytes() };
+    this.pendingSnapshot = { journalSeq: c.journalSeq, parts: c.capture.parts() };
     this.savePending();
   }
 
@@ -307,10 +309,10 @@ export class EngineActor {
     if (!this.snapshots || !pending || this.journal.sequence < pending.journalSeq) return;
     this.pendingSnapshot = null;
     this.savingSnapshot = this.snapshots.store
-      .save(pending.bytes, pending.journalSeq, this.now())
+      .save(pending.parts, pending.journalSeq, this.now())
       .then(
         () => {
-          this.log.info({ journalSeq: pending.journalSeq, bytes: pending.bytes.byteLength }, 'snapshot saved');
+          this.log.info({ journalSeq: pending.journalSeq, bytes: pending.parts.reduce((n, p) => n + p.byteLength, 0) }, 'snapshot saved');
         },
         (err: unknown) => this.log.warn({ err }, 'snapshot not saved: start-up replays more journal'),
       )

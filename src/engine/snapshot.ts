@@ -18,14 +18,16 @@ import type { Instruments } from '../config/baskets.js';
 import { History, type HistoryImage } from './history.js';
 
 /**
- * 5: history columns packed as deltas where they hold whole numbers
- * (src/engine/delta-column.ts; a quarter of the bytes for a class's usual
- * histories). 4 (each account's history as raw columns, History.toImage), 3
- * (history as events, compact conversions with flat `held`) and 2 (every
- * conversion with its deltas and `after`) still load.
+ * 6: a sequence of msgpack values, the snapshot without its accounts first,
+ * then its accounts in slices (packed a slice at a time, between commands).
+ * 5: one value; history columns packed as deltas where they hold whole
+ * numbers (src/engine/delta-column.ts; about a third of the bytes). 4 (each
+ * account's history as raw columns, History.toImage), 3 (history as events,
+ * compact conversions with flat `held`) and 2 (every conversion with its
+ * deltas and `after`) still load.
  */
-export const SNAPSHOT_VERSION = 5;
-const SNAPSHOT_VERSIONS_READ: readonly number[] = [2, 3, 4, 5];
+export const SNAPSHOT_VERSION = 6;
+const SNAPSHOT_VERSIONS_READ: readonly number[] = [2, 3, 4, 5, 6];
 
 /** The snapshot in force cannot be used; start-up rebuilds from the journal instead. */
 export class SnapshotUnusable extends Error {}
@@ -62,7 +64,10 @@ export interface EngineSnapshot {
   requestSeq: number;
   maxClientId: number;
   takenAt: number;
-  accounts: AccountImage[];
+  /** Versions 2 to 5; from 6 the accounts follow the snapshot as slices (arrays of AccountImage). */
+  accounts?: AccountImage[];
+  /** Version 6: how many slices of accounts follow. */
+  slices?: number;
   /** Operator halts in force (absent in older snapshots: none). */
   halts?: [string, { reason: string; by: string; since: number }][];
   /** The operator's rules (absent: the config's). */
@@ -77,7 +82,8 @@ export interface EngineSnapshot {
 export function takeSnapshot(state: EngineState, journalSeq: number, now: number): Uint8Array {
   const capture = new SnapshotCapture(state, journalSeq, now);
   capture.step(Infinity);
-  return capture.bytes();
+  while (!capture.pack(Infinity));
+  return Buffer.concat(capture.parts());
 }
 
 const accountImage = (a: Account): AccountImage => ({
@@ -103,7 +109,9 @@ export class SnapshotCapture implements AccountCapture {
   private readonly order: Account[];
   private readonly waiting: Set<Account>;
   private readonly images = new Map<Account, AccountImage>();
-  private readonly head: Omit<EngineSnapshot, 'accounts'>;
+  private readonly head: EngineSnapshot;
+  private readonly packed: Uint8Array[] = [];
+  private packedUpTo = 0;
 
   constructor(state: EngineState, journalSeq: number, now: number) {
     this.order = [...state.accounts.values()];
@@ -116,6 +124,7 @@ export class SnapshotCapture implements AccountCapture {
       requestSeq: state.requestSeq,
       maxClientId: state.maxClientId,
       takenAt: now,
+      slices: Math.ceil(this.order.length / SLICE_ACCOUNTS),
       halts: [...state.halts],
       rules: state.rules,
       baskets: [...state.baskets].map(([etf, versions]) => [etf, [...versions]]),
@@ -136,15 +145,30 @@ export class SnapshotCapture implements AccountCapture {
     return true;
   }
 
-  /** The snapshot, once step() said every account is imaged. */
-  bytes(): Uint8Array {
+  /** Once every account is imaged: packs up to `n` more slices of SLICE_ACCOUNTS; true once all are. */
+  pack(n: number): boolean {
     if (this.waiting.size > 0) throw new Error(`snapshot capture: ${this.waiting.size} accounts not imaged yet`);
-    const accounts = this.order.map((a) => this.images.get(a)!);
-    // Into a buffer of about its size: msgpackr's own, grown as it fills, copied it over and over (40% of packing 2,500 teams).
-    snapshotPackr.useBuffer(Buffer.allocUnsafe(65_536 + accounts.reduce((n, a) => n + roughBytes(a), 0)));
-    return snapshotPackr.pack({ ...this.head, accounts } satisfies EngineSnapshot);
+    if (this.packed.length === 0) this.packed.push(snapshotPackr.pack(this.head));
+    while (this.packedUpTo < this.order.length) {
+      if (n-- <= 0) return false;
+      const slice = this.order.slice(this.packedUpTo, this.packedUpTo + SLICE_ACCOUNTS).map((a) => this.images.get(a)!);
+      this.packedUpTo += slice.length;
+      // Into a buffer of about its size: msgpackr's own, grown as it fills, is copied over and over (40% of packing 2,500 teams in one go).
+      snapshotPackr.useBuffer(Buffer.allocUnsafe(4096 + slice.reduce((k, a) => k + roughBytes(a), 0)));
+      this.packed.push(snapshotPackr.pack(slice));
+    }
+    return true;
+  }
+
+  /** The snapshot's bytes, in order, once pack() said it is done: the snapshot is their concatenation. */
+  parts(): Uint8Array[] {
+    if (this.packedUpTo < this.order.length || this.packed.length === 0) throw new Error('snapshot capture: not packed yet');
+    return this.packed;
   }
 }
+
+/** Accounts per packed slice of a snapshot: a few milliseconds of packing at full histories. */
+const SLICE_ACCOUNTS = 32;
 
 /** About what an account's image packs to (a little more): its binary columns and keys, and a margin for the rest. */
 function roughBytes(a: AccountImage): number {
@@ -159,8 +183,10 @@ function roughBytes(a: AccountImage): number {
 
 /** `instruments`: the config, whose baskets are version 0 (see emptyState). */
 export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments): EngineState {
-  const snap = snapshotPackr.unpack(bytes) as EngineSnapshot;
+  const [snap, ...slices] = snapshotPackr.unpackMultiple(bytes) as [EngineSnapshot, ...AccountImage[][]];
   if (!SNAPSHOT_VERSIONS_READ.includes(snap.v)) throw new Error(`snapshot version ${snap.v} is not one of ${SNAPSHOT_VERSIONS_READ.join(', ')}`);
+  if (snap.v >= 6 && slices.length !== snap.slices) throw new SnapshotUnusable(`it says ${snap.slices} slices of accounts and holds ${slices.length}`);
+  const accounts = snap.v >= 6 ? slices.flat() : (snap.accounts ?? []);
   const state = emptyState(instruments);
   state.journalSeq = snap.journalSeq;
   state.fillSeq = snap.fillSeq;
@@ -172,7 +198,7 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments): E
   for (const [etf, versions] of state.baskets) for (const v of versions) state.catalog.add(etf, v.version, v.from, v.components);
   state.configBaskets = snap.configBaskets ?? [];
   for (const c of state.configBaskets) state.catalog.addConfig(c.baskets, c.from);
-  for (const img of snap.accounts) {
+  for (const img of accounts) {
     const acc = newAccount(img.clientId, img.username, img.passwordHash ?? '', img.source);
     for (const [symbol, q] of img.positions) addPosition(acc, symbol, q);
     acc.cash = img.cash ?? 0;
@@ -264,25 +290,29 @@ export class SnapshotStore {
     return restoreSnapshot(bytes, instruments);
   }
 
-  async save(bytes: Uint8Array, journalSeq: number, takenAt: number): Promise<void> {
+  /** `snapshot`: its bytes, or its parts in order (SnapshotCapture.parts), stored as their concatenation. */
+  async save(snapshot: Uint8Array | readonly Uint8Array[], journalSeq: number, takenAt: number): Promise<void> {
+    const parts = snapshot instanceof Uint8Array ? [snapshot] : snapshot;
     let firstSeq = 0;
     let lastSeq = 0;
+    let off = 0;
+    const hash = createHash('sha256');
     // Unique to this save: a retried chunk is a duplicate, another save's chunk never is.
     const id = `snap-${journalSeq}-${takenAt}-${Math.random().toString(36).slice(2, 10)}`;
-    for (let off = 0; off < bytes.byteLength || off === 0; off += SNAPSHOT_CHUNK_BYTES) {
-      const chunk = bytes.subarray(off, off + SNAPSHOT_CHUNK_BYTES);
+    for (const chunk of chunksOf(parts, SNAPSHOT_CHUNK_BYTES)) {
+      hash.update(chunk);
       const ack = await this.retry('chunk', () => this.js.publish(this.names.snapshotChunk, chunk, { msgID: `${id}-${off}`, timeout: 5000 }));
       if (lastSeq !== 0 && ack.seq !== lastSeq + 1) throw new Error(`snapshot chunk stored at ${ack.seq}, not after ${lastSeq}: another writer interleaved`);
       if (firstSeq === 0) firstSeq = ack.seq;
       lastSeq = ack.seq;
-      if (bytes.byteLength === 0) break;
+      off += chunk.byteLength;
     }
     const manifest: SnapshotManifest = {
       v: 1,
       firstSeq,
       lastSeq,
-      bytes: bytes.byteLength,
-      sha256: createHash('sha256').update(bytes).digest('hex'),
+      bytes: off,
+      sha256: hash.digest('hex'),
       journalSeq,
       takenAt,
     };
@@ -294,4 +324,28 @@ export class SnapshotStore {
     await this.retry('purge', () => this.jsm.streams.purge(this.names.snapshotStream, { filter: this.names.snapshotChunk, keep: lastSeq - firstSeq + 1 }));
     await this.retry('purge', () => this.jsm.streams.purge(this.names.snapshotStream, { filter: this.names.snapshotManifest, keep: 1 }));
   }
+}
+
+/** `parts` concatenated, cut into chunks of `size` bytes (the last one shorter; one empty chunk for no bytes), copying only where a chunk spans parts. */
+export function* chunksOf(parts: readonly Uint8Array[], size: number): Generator<Uint8Array> {
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  let yielded = false;
+  const take = () => {
+    const chunk = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+    pending = [];
+    pendingBytes = 0;
+    yielded = true;
+    return chunk;
+  };
+  for (const part of parts) {
+    for (let off = 0; off < part.byteLength; ) {
+      const n = Math.min(size - pendingBytes, part.byteLength - off);
+      pending.push(part.subarray(off, off + n));
+      pendingBytes += n;
+      off += n;
+      if (pendingBytes === size) yield take();
+    }
+  }
+  if (pendingBytes > 0 || !yielded) yield pending.length === 0 ? new Uint8Array(0) : take();
 }
