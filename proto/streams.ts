@@ -23,8 +23,9 @@ export const JOURNAL_STREAM_CONFIG = {
 };
 
 /**
- * Engine snapshots (src/engine/snapshot.ts): a snapshot is a msgpack
- * EngineSnapshot cut into chunks on SNAPSHOT_CHUNK_SUBJECT, then a manifest
+ * Engine snapshots (the format in src/engine/snapshot.ts, the store in
+ * src/engine/snapshot-store.ts): a snapshot's bytes (msgpack) are cut into
+ * chunks on SNAPSHOT_CHUNK_SUBJECT, then a manifest
  * on SNAPSHOT_MANIFEST_SUBJECT naming the chunks' stream sequences, size and
  * sha256. The last manifest is the snapshot in force; chunks older than it
  * are purged. A snapshot names the journal and fill-stream sequences it is

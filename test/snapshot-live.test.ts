@@ -2,7 +2,7 @@ import { expect, it, vi } from 'vitest';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
 import { positionList, type EngineState } from '../src/engine/state.js';
-import { SnapshotStore } from '../src/engine/snapshot.js';
+import { SnapshotStore } from '../src/engine/snapshot-store.js';
 import type { Fill } from '../proto/fill.js';
 import { fillsFor, natsClient, publishFills, quietLog, startTestNats, tempDir, testConfig, undyBasket } from './helpers/system.js';
 

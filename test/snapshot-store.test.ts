@@ -5,7 +5,8 @@ import { shardNames } from '../proto/shards.js';
 import { SNAPSHOT_CHUNK_BYTES } from '../proto/streams.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { emptyState, applyEvent } from '../src/engine/state.js';
-import { SnapshotCapture, SnapshotStore, SnapshotUnusable, chunksOf, restoreSnapshot, snapshotPackr, takeSnapshot } from '../src/engine/snapshot.js';
+import { SnapshotCapture, SnapshotUnusable, restoreSnapshot, snapshotPackr, takeSnapshot } from '../src/engine/snapshot.js';
+import { SnapshotStore, chunksOf } from '../src/engine/snapshot-store.js';
 import { useTestNats } from './helpers/system.js';
 
 /**

@@ -17,7 +17,8 @@ import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
-import { SnapshotCapture, takeSnapshot, type SnapshotStore } from './snapshot.js';
+import { SnapshotCapture, takeSnapshot } from './snapshot.js';
+import type { SnapshotStore } from './snapshot-store.js';
 import { NextTurn } from '../shared/next-turn.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
 
