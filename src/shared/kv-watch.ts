@@ -1,5 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { Kvm } from '@nats-io/kv';
+import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
+import type { QueuedIterator } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { decode } from '../../proto/codec.js';
 import type { Logger } from './log.js';
@@ -16,9 +17,19 @@ const STALL_MS = 3000;
  * On a cluster the watch's consumer lives on one node; when that node dies
  * the client may wait on it indefinitely. So a watch quiet for STALL_MS asks
  * the bucket's stream for its last revision, and when that is newer than the
- * last one heard, starts the watch again (which hands over every current value).
+ * last one heard, watches again (which hands over every current value). It
+ * does not wait for the silent watch to end: a lost one may not even end when
+ * stopped, so each watch has a generation, and only the newest one's entries
+ * are applied or its end followed up.
  */
-export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, onEntry: (key: string, value: T | null) => void): { close(): void } {
+export interface WatchOptions {
+  /** Opens a watch (tests wrap it to play a consumer lost with its node). */
+  open?: (kv: KV) => Promise<QueuedIterator<KvWatchEntry>>;
+}
+
+export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, onEntry: (key: string, value: T | null) => void, opts: WatchOptions = {}): { close(): void } {
+  const open = opts.open ?? ((kv: KV) => kv.watch());
+  let generation = 0;
   let stop: (() => void) | null = null;
   let retry: NodeJS.Timeout | null = null;
   let closed = false;
@@ -28,12 +39,18 @@ export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, 
     if (!closed) retry = setTimeout(follow, RETRY_MS);
   };
   const follow = () => {
+    const mine = ++generation;
+    const current = () => mine === generation && !closed;
+    retry = null;
+    stop = null;
     lastHeard = Date.now();
     (async () => {
       const kv = await new Kvm(nc).open(bucket);
-      const entries = await kv.watch();
+      const entries = await open(kv);
+      if (!current()) return entries.stop();
       stop = () => entries.stop();
       for await (const e of entries) {
+        if (!current()) return;
         lastHeard = Date.now();
         lastRevision = Math.max(lastRevision, e.revision);
         if (e.operation !== 'PUT') {
@@ -46,22 +63,28 @@ export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, 
           log.warn({ bucket, key: e.key, err: err instanceof Error ? err.message : err }, 'unreadable entry in bucket');
         }
       }
-    })().then(again, (err: unknown) => {
-      log.debug({ bucket, err: err instanceof Error ? err.message : err }, 'bucket not followed yet: retrying');
-      again();
-    });
+    })().then(
+      () => {
+        if (current()) again();
+      },
+      (err: unknown) => {
+        log.debug({ bucket, err: err instanceof Error ? err.message : err }, 'bucket not followed yet: retrying');
+        if (current()) again();
+      },
+    );
   };
   let checking = false;
   const watchdog = setInterval(() => {
-    if (closed || checking || !stop || Date.now() - lastHeard < STALL_MS) return;
+    if (closed || checking || Date.now() - lastHeard < STALL_MS) return;
     checking = true;
     jetstreamManager(nc)
       .then((jsm) => jsm.streams.info(`KV_${bucket}`))
       .then((info) => {
         if (info.state.last_seq > lastRevision && Date.now() - lastHeard >= STALL_MS && !closed) {
           log.warn({ bucket, heard: lastRevision, last: info.state.last_seq }, 'bucket watch silent while the bucket moved on: watching again');
-          lastHeard = Date.now();
-          stop?.(); // the loop ends, and `again` follows anew
+          stop?.();
+          if (retry) clearTimeout(retry);
+          follow();
         }
       })
       .catch(() => {}) // JetStream unavailable: the next tick asks again

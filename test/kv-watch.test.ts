@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { Kvm, type KvWatchEntry } from '@nats-io/kv';
+import type { QueuedIterator } from '@nats-io/transport-node';
+import { watchBucket } from '../src/shared/kv-watch.js';
+import { encode } from '../proto/codec.js';
+import { quietLog, useTestNats } from './helpers/system.js';
+
+/**
+ * A bucket watch (GET /etfs, marks, pricing) must come back by itself when
+ * its consumer is lost with the node holding it, even when the lost watch
+ * neither delivers again nor ends when told to stop.
+ */
+describe('bucket watch', () => {
+  const bus = useTestNats();
+
+  it('watches again when its watch goes silent and does not end on stop, and ignores that watch from then on', async () => {
+    const kv = await new Kvm(bus.nc).create('watch_lost');
+    let opened = 0;
+    let lost = false;
+    /** Set when the lost watch hands over an entry after all (it must not be applied). */
+    let stale: unknown = null;
+    const open = async (bucket: typeof kv): Promise<QueuedIterator<KvWatchEntry>> => {
+      const real = await bucket.watch();
+      if (opened++ > 0) return real;
+      // The first watch, once "its node died": silent, and stop() does not end it.
+      let release: (() => void) | null = null;
+      const lostWatch = {
+        stop: () => {},
+        async *[Symbol.asyncIterator]() {
+          for await (const e of real) {
+            if (lost) {
+              await new Promise<void>((r) => (release = r));
+              stale = e.value;
+            }
+            yield e;
+          }
+        },
+      };
+      afterLoss = () => release?.();
+      return lostWatch as unknown as QueuedIterator<KvWatchEntry>;
+    };
+    let afterLoss = () => {};
+    const seen: number[] = [];
+    let waiting: { value: number; resolve: () => void } | null = null;
+    const heard = (value: number) => new Promise<void>((resolve) => (seen.includes(value) ? resolve() : (waiting = { value, resolve })));
+    const watch = watchBucket<{ n: number }>(
+      bus.nc,
+      'watch_lost',
+      quietLog,
+      (_key, v) => {
+        if (!v) return;
+        seen.push(v.n);
+        if (waiting?.value === v.n) waiting.resolve();
+      },
+      { open },
+    );
+    try {
+      await kv.put('k', encode({ n: 1 }));
+      await heard(1);
+      lost = true;
+      await kv.put('k', encode({ n: 2 }));
+      await heard(2);
+      expect(opened).toBeGreaterThan(1);
+      // The lost watch wakes up late with an older value: it is not applied over the newer one.
+      await kv.put('k', encode({ n: 3 }));
+      await heard(3);
+      afterLoss();
+      await new Promise((r) => setImmediate(r));
+      expect(stale).not.toBeNull();
+      expect(seen.at(-1)).toBe(3);
+    } finally {
+      watch.close();
+    }
+  }, 30_000);
+});
