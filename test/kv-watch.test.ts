@@ -72,4 +72,56 @@ describe('bucket watch', () => {
       watch.close();
     }
   }, 30_000);
+
+  it('watches again when opening a new watch never finishes (an election under way)', async () => {
+    const kv = await new Kvm(bus.nc).create('watch_hung');
+    let opened = 0;
+    let lost = false;
+    const open = async (bucket: typeof kv): Promise<QueuedIterator<KvWatchEntry>> => {
+      const n = opened++;
+      // The second open hangs for good; the others are real.
+      if (n === 1) return new Promise<QueuedIterator<KvWatchEntry>>(() => {});
+      const real = await bucket.watch();
+      if (n > 0) return real;
+      // The first watch goes silent once "its node died", and ends when stopped.
+      let ended: (() => void) | null = null;
+      const silent = {
+        stop: () => {
+          real.stop();
+          ended?.();
+        },
+        async *[Symbol.asyncIterator]() {
+          for await (const e of real) {
+            if (lost) return void (await new Promise<void>((r) => (ended = r)));
+            yield e;
+          }
+        },
+      };
+      return silent as unknown as QueuedIterator<KvWatchEntry>;
+    };
+    const values: number[] = [];
+    let waiting: { value: number; resolve: () => void } | null = null;
+    const heard = (value: number) => new Promise<void>((resolve) => (values.includes(value) ? resolve() : (waiting = { value, resolve })));
+    const watch = watchBucket<{ n: number }>(
+      bus.nc,
+      'watch_hung',
+      quietLog,
+      (_key, v) => {
+        if (!v) return;
+        values.push(v.n);
+        if (waiting?.value === v.n) waiting.resolve();
+      },
+      { open },
+    );
+    try {
+      await kv.put('k', encode({ n: 1 }));
+      await heard(1);
+      lost = true;
+      await kv.put('k', encode({ n: 2 }));
+      await heard(2);
+      expect(opened).toBeGreaterThan(2);
+    } finally {
+      watch.close();
+    }
+  }, 30_000);
 });
