@@ -66,14 +66,25 @@ describe('history images', () => {
     expect((back.eventAt(0, 7) as Conversion).held).toEqual([3, 2.5, 4, 2 ** 40]);
   });
 
-  it('is laid out only when used: an untouched history snapshots as the image it came from', () => {
+  it('is laid out only when used, and images as it did until something is recorded', () => {
     const img = filled(50, 60).toImage();
     const untouched = History.fromImage(img, 50);
     expect(untouched.toImage()).toBe(img);
-    const touched = History.fromImage(img, 50);
-    expect(touched.keys.get('k59')).toBe(59);
-    expect(touched.toImage()).not.toBe(img);
-    expect(touched.toImage()).toEqual(img);
+    // Read (laid out), not changed: the same image.
+    const read = History.fromImage(img, 50);
+    expect(read.keys.get('k59')).toBe(59);
+    expect(read.toImage()).toBe(img);
+    // One more entry: a new image, taken once, then kept until the next entry.
+    read.pushConversion(conversion(61, 'k61'), new Float64Array(16), null);
+    const next = read.toImage();
+    expect(next).not.toBe(img);
+    expect(read.toImage()).toBe(next);
+    expect(entries(History.fromImage(next, 50))).toEqual(entries(read));
+    // Laid out from an image with more entries than its limit: not that image any more.
+    const shrunk = History.fromImage(img, 20);
+    expect(shrunk.length).toBe(20);
+    expect(shrunk.toImage()).not.toBe(img);
+    expect(shrunk.toImage().n).toBe(20);
   });
 });
 

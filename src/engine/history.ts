@@ -51,6 +51,8 @@ export class History {
   private readonly keyMap = new Map<string, number>();
   /** Loaded from a snapshot and not used since: kept as its image until first touched (most accounts are not, right after a start). */
   private image: HistoryImage | null = null;
+  /** The image last taken (or laid out from), while nothing has been recorded since: a snapshot takes it again as it is. */
+  private imaged: HistoryImage | null = null;
 
   constructor(private readonly limit = HISTORY_LIMIT) {}
 
@@ -73,6 +75,7 @@ export class History {
 
   /** Makes room for one more entry: grows up to the limit, then evicts the oldest (and its key). */
   private claim(): number {
+    this.imaged = null;
     if (this.size === this.cap && this.cap < this.limit) this.resize(Math.min(this.limit, Math.max(8, this.cap * 2)), this.width);
     if (this.size === this.limit) {
       const s = this.head;
@@ -253,8 +256,9 @@ export class History {
    * entry (2,500 accounts' full rings took 8 s to load as event objects).
    */
   toImage(): HistoryImage {
-    // Untouched since it was loaded: the image it came from is still exactly it.
+    // Untouched since it was loaded, or since the last snapshot: that image is still exactly it.
     if (this.image) return this.image;
+    if (this.imaged) return this.imaged;
     const n = this.size;
     const deltas: DeltaColumn[] = [];
     /** A column packed as deltas (delta-column.ts) when it holds whole numbers only, else as its raw bytes. */
@@ -292,7 +296,7 @@ export class History {
     const after = this.unrolled(this.after, (k) => new Float64Array(k), n, w);
     const afterDeltas = packDeltas(after, Math.max(1, w));
     if (afterDeltas) deltas.push('after');
-    return {
+    return (this.imaged = {
       n,
       kind: col('kind', this.kind, (k) => new Uint8Array(k)),
       rid: col('rid', this.rid, (k) => new Float64Array(k)),
@@ -310,7 +314,7 @@ export class History {
       objects,
       afterExtra,
       deltas,
-    };
+    });
   }
 
   /** A ring from its image (toImage), at most `limit` entries kept (the newest, should the limit have shrunk); laid out when first used. */
@@ -370,6 +374,8 @@ export class History {
     }
     for (const [i, ev] of img.objects) if (i >= skip) this.obj[i - skip] = ev;
     for (const [i, d] of img.afterExtra) if (i >= skip) this.afterExtra[i - skip] = d;
+    // Laid out whole, it is still exactly its image until something is recorded.
+    if (skip === 0) this.imaged = img;
   }
 }
 
