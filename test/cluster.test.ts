@@ -20,6 +20,7 @@ import { loadBaskets } from '../src/config/baskets.js';
 import { api, buy, expectedPositions, killProcess, quietLog, spawnEngine, tempDir, testConfig, until } from './helpers/system.js';
 import { launcherEnv, runLauncher } from './helpers/launcher.js';
 import { connectNats } from '../src/shared/nats.js';
+import { retryTransient } from '../src/shared/js-retry.js';
 import { BUCKETS } from '../src/shared/streams.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { bridgeOpts, fillMsg, sendClearing } from './helpers/feed.js';
@@ -114,6 +115,8 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   await until(() => accepted() >= 60, '60 accepted conversions before the kill', 60_000);
 
   const jsm = await jetstreamManager(operator);
+  // The test's own questions to JetStream meet the same elections as the system: asked again, not failed.
+  const settled = <T>(what: string, ask: () => Promise<T>) => retryTransient(what, ask, { deadlineMs: 30_000 });
   const admin = new EngineClient(operator, 10_000, { admin: true });
   cleanups.push(() => admin.close());
   const engineFillSeq = async () => {
@@ -130,7 +133,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   const killUnderLoad = async (victim: number) => {
     const victimName = cluster.plan.nodes[victim]!.name;
     const answersBefore = outcomes.size;
-    const fillsAtKill = (await jsm.streams.info(FILL_STREAM)).state.last_seq;
+    const fillsAtKill = (await settled('fill stream', () => jsm.streams.info(FILL_STREAM))).state.last_seq;
     const killedAt = Date.now();
     await cluster.kill(victim);
     await until(() => outcomes.size >= answersBefore + 150, `150 more definitive answers after killing ${victimName}`, 120_000);
@@ -175,7 +178,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   expect(newLeader).not.toBe(journalLeader);
   // 2. The node holding the engine's consumer of the fill stream (its only consumer): nothing tells the
   //    engine that consumer is gone; it must notice by itself and read on from its own position.
-  const fillConsumers = await jsm.consumers.list(FILL_STREAM).next();
+  const fillConsumers = await settled('fill consumers', () => jsm.consumers.list(FILL_STREAM).next());
   const consumerNode = cluster.plan.nodes.findIndex((n) => n.name === fillConsumers[0]?.cluster?.leader);
   expect(consumerNode, JSON.stringify(fillConsumers.map((c) => c.cluster))).toBeGreaterThanOrEqual(0);
   const second = await killUnderLoad(consumerNode);
@@ -185,7 +188,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   // Every fill the bridge heard is stored (it retries with the same msg id until acked), and the engine has applied it.
   await bridge.idle();
   expect(bridge.stats().status.clearing.gaps, 'datagrams lost before the bridge (not a cluster matter)').toBe(0);
-  const fillsStored = (await jsm.streams.info(FILL_STREAM)).state.last_seq;
+  const fillsStored = (await settled('fill stream', () => jsm.streams.info(FILL_STREAM))).state.last_seq;
   const dump = await until(
     async () => {
       const r = await admin.call({ op: 'dump' });
@@ -273,7 +276,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
 
   // 5. Published state still flows with the node holding the gateway's watch of the baskets bucket
   //    dead: a basket change reaches GET /etfs (the engine's acknowledged KV write, the watch).
-  const watches = await jsm.consumers.list(`KV_${BASKET_BUCKET}`).next();
+  const watches = await settled('bucket consumers', () => jsm.consumers.list(`KV_${BASKET_BUCKET}`).next());
   const watchNode = cluster.plan.nodes.findIndex((n) => n.name === watches[0]?.cluster?.leader);
   expect(watchNode, JSON.stringify(watches.map((c) => c.cluster))).toBeGreaterThanOrEqual(0);
   await cluster.kill(watchNode);

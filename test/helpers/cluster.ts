@@ -5,6 +5,7 @@ import { freePort, type NatsServer } from '../../src/launcher/nats-server.js';
 import { prepareNatsAuth, routeCredentials, type NatsAuth } from '../../src/launcher/nats-auth.js';
 import { planCluster, startClusterNode, whenJetStreamReady, type ClusterPlan } from '../../src/launcher/nats-cluster.js';
 import { connectNats } from '../../src/shared/nats.js';
+import { retryTransient } from '../../src/shared/js-retry.js';
 import { provisionStreams } from '../../src/shared/streams.js';
 import type { Role } from '../../proto/roles.js';
 
@@ -58,7 +59,8 @@ export async function startTestCluster(dir: string, size = 3, replicas = Math.mi
     connect,
     leaderOf: async (stream) => {
       const jsm = await jetstreamManager(operator);
-      const leader = (await jsm.streams.info(stream)).cluster?.leader;
+      // Asked again while an election leaves the stream without an answer.
+      const leader = (await retryTransient(`${stream} leader`, () => jsm.streams.info(stream), { deadlineMs: 30_000 })).cluster?.leader;
       const i = plan.nodes.findIndex((n) => n.name === leader);
       if (i < 0) throw new Error(`${stream} has no leader (${leader ?? 'none'})`);
       return i;
