@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Kvm, type KvWatchEntry } from '@nats-io/kv';
 import type { QueuedIterator } from '@nats-io/transport-node';
-import { watchBucket } from '../src/shared/kv-watch.js';
+import { watchBucket, type WatchOptions } from '../src/shared/kv-watch.js';
 import { encode } from '../proto/codec.js';
 import { quietLog, useTestNats } from './helpers/system.js';
 
@@ -10,6 +10,25 @@ import { quietLog, useTestNats } from './helpers/system.js';
  * its consumer is lost with the node holding it, even when the lost watch
  * neither delivers again nor ends when told to stop.
  */
+/** Follows `bucket` with watches opened by `open`: every value heard, in order, and a wait for one of them. */
+function follow(bus: { nc: Parameters<typeof watchBucket>[0] }, bucket: string, open: WatchOptions['open']) {
+  const values: number[] = [];
+  let waiting: { value: number; resolve: () => void } | null = null;
+  const watch = watchBucket<{ n: number }>(
+    bus.nc,
+    bucket,
+    quietLog,
+    (_key, v) => {
+      if (!v) return;
+      values.push(v.n);
+      if (waiting?.value === v.n) waiting.resolve();
+    },
+    { open },
+  );
+  const heard = (value: number) => new Promise<void>((resolve) => (values.includes(value) ? resolve() : (waiting = { value, resolve })));
+  return { values, heard, close: () => watch.close() };
+}
+
 describe('bucket watch', () => {
   const bus = useTestNats();
 
@@ -40,20 +59,7 @@ describe('bucket watch', () => {
       return lostWatch as unknown as QueuedIterator<KvWatchEntry>;
     };
     let afterLoss = () => {};
-    const seen: number[] = [];
-    let waiting: { value: number; resolve: () => void } | null = null;
-    const heard = (value: number) => new Promise<void>((resolve) => (seen.includes(value) ? resolve() : (waiting = { value, resolve })));
-    const watch = watchBucket<{ n: number }>(
-      bus.nc,
-      'watch_lost',
-      quietLog,
-      (_key, v) => {
-        if (!v) return;
-        seen.push(v.n);
-        if (waiting?.value === v.n) waiting.resolve();
-      },
-      { open },
-    );
+    const { values: seen, heard, close } = follow(bus, 'watch_lost', open);
     try {
       await kv.put('k', encode({ n: 1 }));
       await heard(1);
@@ -69,7 +75,7 @@ describe('bucket watch', () => {
       expect(stale).not.toBeNull();
       expect(seen.at(-1)).toBe(3);
     } finally {
-      watch.close();
+      close();
     }
   }, 30_000);
 
@@ -99,20 +105,7 @@ describe('bucket watch', () => {
       };
       return silent as unknown as QueuedIterator<KvWatchEntry>;
     };
-    const values: number[] = [];
-    let waiting: { value: number; resolve: () => void } | null = null;
-    const heard = (value: number) => new Promise<void>((resolve) => (values.includes(value) ? resolve() : (waiting = { value, resolve })));
-    const watch = watchBucket<{ n: number }>(
-      bus.nc,
-      'watch_hung',
-      quietLog,
-      (_key, v) => {
-        if (!v) return;
-        values.push(v.n);
-        if (waiting?.value === v.n) waiting.resolve();
-      },
-      { open },
-    );
+    const { heard, close } = follow(bus, 'watch_hung', open);
     try {
       await kv.put('k', encode({ n: 1 }));
       await heard(1);
@@ -121,7 +114,7 @@ describe('bucket watch', () => {
       await heard(2);
       expect(opened).toBeGreaterThan(2);
     } finally {
-      watch.close();
+      close();
     }
   }, 30_000);
 });
