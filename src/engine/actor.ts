@@ -17,7 +17,7 @@ import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import type { JournalWriter } from './journal.js';
-import { SnapshotCapture, takeSnapshot } from './snapshot.js';
+import { SnapshotCapture, snapshotParts } from './snapshot.js';
 import type { SnapshotStore } from './snapshot-store.js';
 import { NextTurn } from '../shared/next-turn.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
@@ -328,7 +328,7 @@ export class EngineActor {
     this.capturing = null;
     this.state.capture = null;
     await this.savingSnapshot;
-    await this.snapshots.store.save(takeSnapshot(this.state, this.journal.sequence, this.now()), this.journal.sequence, this.now());
+    await this.snapshots.store.save(snapshotParts(this.state, this.journal.sequence, this.now()), this.journal.sequence, this.now());
   }
 
   private sendReplies(group: Group): void {

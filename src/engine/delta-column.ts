@@ -22,7 +22,7 @@ export function packDeltas(values: ArrayLike<number>, stride: number): Uint8Arra
   let p = 0;
   for (let i = 0; i < n; i++) {
     const v = values[i]!;
-    if (!Number.isInteger(v) || v >= LIMIT || v <= -LIMIT || (v === 0 && 1 / v < 0)) return null;
+    if (!Number.isInteger(v) || v >= LIMIT || v <= -LIMIT || Object.is(v, -0)) return null;
     const d = i >= stride ? v - values[i - stride]! : v;
     let z = d >= 0 ? d * 2 : -d * 2 - 1;
     if (z < 0x80) {

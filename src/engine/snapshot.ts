@@ -67,10 +67,15 @@ export interface EngineSnapshot {
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
 export function takeSnapshot(state: EngineState, journalSeq: number, now: number): Uint8Array {
+  return Buffer.concat(snapshotParts(state, journalSeq, now));
+}
+
+/** The same in one go, as the parts SnapshotStore.save takes (no copy of the whole). */
+export function snapshotParts(state: EngineState, journalSeq: number, now: number): Uint8Array[] {
   const capture = new SnapshotCapture(state, journalSeq, now);
   capture.step(Infinity);
-  while (!capture.pack(Infinity));
-  return Buffer.concat(capture.parts());
+  capture.pack(Infinity);
+  return capture.parts();
 }
 
 const accountImage = (a: Account): AccountImage => ({
