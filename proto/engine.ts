@@ -15,10 +15,21 @@ export const ENGINE_PROTOCOL_VERSION = 2;
 
 export type ConversionOp = 'create' | 'redeem';
 
+/**
+ * A password hash on the bus and in every stream is sealed: `s1:` then
+ * base64url(12-byte IV | 16-byte GCM tag | AES-256-GCM of the bcrypt hash),
+ * the username as associated data, under a key only the gateway and the
+ * engine read from a file (src/shared/credentials-key.ts). The register
+ * command, the journal's account events, snapshots and the credentials reply
+ * carry it so; a bcrypt hash without the prefix is one journaled before
+ * sealing existed, still accepted. Why: proto/roles.ts.
+ */
+export const SEALED_HASH_PREFIX = 's1:';
+
 export type EngineCommand =
-  /** Adds an account. The gateway bcrypt-hashes the password; the engine never sees it. */
+  /** Adds an account. The gateway bcrypt-hashes the password and seals the hash (SEALED_HASH_PREFIX); the engine never sees either in clear. */
   | { op: 'register'; username: string; passwordHash: string }
-  /** Read: the account's client_id and bcrypt hash, so the gateway can verify a password. */
+  /** Read: the account's client_id and sealed bcrypt hash, so the gateway can verify a password. */
   | { op: 'credentials'; username: string }
   /** `key`: the caller's idempotency key; a retry with the same key returns the original result. */
   /** `dryRun`: decide and answer, but change and journal nothing. */

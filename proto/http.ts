@@ -11,7 +11,7 @@ import type { EtfPrice } from './marketdata.js';
  * the query string, and credentials also from HTTP Basic auth. Every response
  * is JSON; errors are `{ "error": { "code", "message", "field"?, "shortfalls"? } }`.
  *
- *   POST /register  username, password            200 {client_id, username} | 400
+ *   POST /register  username, password            200 {client_id, username} | 400 | 403 (REGISTRATION=closed)
  *   POST /create    username, password, etf_name, amount   200 | 400 | 401
  *   POST /redeem    username, password, etf_name?, amount  200 | 400 | 401
  *   GET  /holdings  username, password            200 {client_id, username, holdings, positions} | 401
@@ -52,6 +52,8 @@ export type HttpErrorCode =
   | EngineErrorCode
   | 'invalid_parameter'
   | 'unauthorized'
+  /** POST /register on a system started with REGISTRATION=closed. */
+  | 'registration_closed'
   | 'not_found'
   | 'method_not_allowed'
   | 'payload_too_large'
@@ -80,6 +82,7 @@ export const HTTP_STATUS: Record<HttpErrorCode, number> = {
   unknown_account: 401,
   not_found: 404,
   forbidden: 403,
+  registration_closed: 403,
   halted: 403,
   limit_exceeded: 400,
   outside_window: 403,

@@ -21,6 +21,7 @@ export type JournalEvent =
       clientId: number;
       username: string;
       source: 'register' | 'roster';
+      /** Sealed (proto/engine.ts SEALED_HASH_PREFIX); a plain bcrypt hash in journals written before sealing. */
       passwordHash?: string;
       /** Opening holdings from an ETF-format roster line, applied once. */
       opening?: Delta[];

@@ -2,12 +2,43 @@
  * Who may do what on the NATS bus. The launcher's nats-server gives each role
  * its own user with exactly these permissions (src/launcher/nats-auth.ts), so
  * another user of the host who reaches the port can do nothing, and a leaked
- * service password is limited to that service's job:
- *   only the feed bridge publishes fills and session markers,
- *   only the gateway sends commands to the engine (and so reads credentials),
- *   only the engine writes the journal and snapshots,
- *   only the operator administers streams (creates them, at the launcher's start),
- *   and it reads published state but can neither act for a team nor forge output.
+ * service password is limited to that service's job. test/nats-auth.test.ts
+ * proves each line below on a nats-server configured as the launcher does.
+ *
+ *   engine   CAN   take commands (its command and admin subjects), answer on reply
+ *                  subjects only, write and read its journal and snapshots (and purge
+ *                  old snapshots), read fills, publish notices, read and write baskets.
+ *            CANNOT publish fills or session markers, send commands, listen to
+ *                  replies, write prices, books or feed state, administer streams.
+ *   gateway  CAN   send commands (and so read credentials: it checks passwords), hear
+ *                  replies, notices, prices, feed status and alerts, read prices, books, baskets.
+ *            CANNOT write or read the journal or snapshots, publish fills, write any
+ *                  bucket, administer streams, listen to another role's inbox.
+ *   feed     CAN   publish fills, session markers, books, feed status and alerts; write
+ *                  its feed and book buckets; read the fill stream.
+ *            CANNOT send commands, listen to replies or notices, read the journal,
+ *                  write prices or baskets, administer streams.
+ *   pricing  CAN   hear books, write prices (subjects and bucket), read books and baskets.
+ *            CANNOT publish fills, send commands, listen to anything else, read the
+ *                  journal, write books, feed state or baskets, administer streams.
+ *   operator CAN   administer streams (the launcher creates them with it), read every
+ *                  stream (journal, snapshots, fills, buckets) for `npm run check` and
+ *                  `npm run export-audit`, send admin commands (reads, halts, rules, baskets).
+ *            CANNOT act for a team or read credentials (commands and their replies),
+ *                  fake the exchange (fills, session markers) or any service's output
+ *                  (journal, notices, prices, buckets).
+ *
+ * Credentials: the operator reads the journal and the snapshots, and could
+ * even make a stream capturing commands and replies (stream administration
+ * is not limited by subject), so permissions alone cannot keep a password
+ * hash from it. Hashes are therefore sealed wherever they leave the gateway's
+ * or the engine's memory (proto/engine.ts SEALED_HASH_PREFIX) under a key only
+ * those two processes read from a file (src/shared/credentials-key.ts): the
+ * operator, or anyone with a copy of a stream, sees ciphertext. A separate
+ * credentials stream would have left the capture open and needed journal and
+ * snapshot changes; sealing keeps every journal replaying (a clear hash from
+ * an older journal is sealed by the engine at start, though that old record
+ * itself stays as it was written).
  * (The simulator stands in for the exchange on multicast only: it has no NATS user.)
  */
 import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
+import bcrypt from 'bcrypt';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { connect } from '@nats-io/transport-node';
 import { prepareNatsAuth, type NatsAuth } from '../src/launcher/nats-auth.js';
@@ -10,10 +11,19 @@ import { provisionStreams } from '../src/shared/streams.js';
 import { startBridge, type BridgeHandle } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
-import { encode } from '../proto/codec.js';
-import type { DumpResult } from '../proto/engine.js';
-import type { Role } from '../proto/roles.js';
-import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT, fillSubject } from '../proto/subjects.js';
+import { decode, encode } from '../proto/codec.js';
+import { SEALED_HASH_PREFIX, type DumpResult } from '../proto/engine.js';
+import { JOURNAL_VERSION, type JournalBatch } from '../proto/journal.js';
+import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from '../proto/marketdata.js';
+import { FEED_BUCKET } from '../proto/feed.js';
+import { consistencyCheck } from '../src/engine/check.js';
+import { exportAudit } from '../src/engine/audit-export.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { credentialsKeyFile, loadCredentialsKey } from '../src/shared/credentials-key.js';
+import { startEngine, type EngineHandle } from '../src/engine/service.js';
+import { ROLES, type Role } from '../proto/roles.js';
+import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, fillSubject } from '../proto/subjects.js';
+import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import { shardNames } from '../proto/shards.js';
 import { api, quietLog, startSystem, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
 import { awaitHoldingsSeq } from './helpers/events.js';
@@ -23,6 +33,8 @@ let dir: ReturnType<typeof tempDir>;
 let auth: NatsAuth;
 let server: NatsServer;
 let system: TestSystem;
+let engine: EngineHandle;
+let engineCfg: ReturnType<typeof testConfig>;
 let bridge: BridgeHandle;
 let sender: Sender;
 let clearing: Parameters<typeof sendClearing>[1];
@@ -59,6 +71,47 @@ async function refusedSubscribe(nc: NatsConnection, subject: string): Promise<vo
   await refused;
 }
 
+/** A bcrypt hash as it would sit in a msgpack or JSON payload. */
+const BCRYPT = /\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}/;
+const text = (data: Uint8Array) => Buffer.from(data).toString('latin1');
+
+interface Read {
+  stream: string;
+  seq: number;
+  how: 'msg.get' | 'direct.get' | 'consumer';
+  data: Uint8Array;
+}
+
+/**
+ * Every message of every stream, read every way the operator role can:
+ * single-message gets, direct gets (streams that allow them) and an ordered consumer.
+ */
+async function everythingTheOperatorReads(nc: NatsConnection): Promise<Read[]> {
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  const out: Read[] = [];
+  for await (const si of jsm.streams.list()) {
+    const stream = si.config.name;
+    const { first_seq, last_seq, messages } = si.state;
+    if (messages === 0) continue;
+    for (let seq = first_seq; seq <= last_seq; seq++) {
+      const m = await jsm.streams.getMessage(stream, { seq });
+      if (m) out.push({ stream, seq, how: 'msg.get', data: m.data });
+      if (si.config.allow_direct) {
+        const d = await jsm.direct.getMessage(stream, { seq });
+        if (d) out.push({ stream, seq, how: 'direct.get', data: d.data });
+      }
+    }
+    const consumer = await js.consumers.get(stream);
+    const batch = await consumer.fetch({ max_messages: messages, expires: 5000 });
+    for await (const m of batch) {
+      out.push({ stream, seq: m.seq, how: 'consumer', data: m.data });
+      if (m.info.pending === 0) break;
+    }
+  }
+  return out;
+}
+
 beforeAll(async () => {
   dir = tempDir('etf-auth-');
   // The launcher's own set-up: generated users and permissions, streams made by the operator.
@@ -68,16 +121,18 @@ beforeAll(async () => {
   await provisionStreams(op);
   const cfg = testConfig(dir.path);
   // Engine and gateway each with their own role's credentials.
-  const engineCfg = { ...cfg, nats: { ...cfg.nats, creds: auth.credsFile('engine') } };
+  // Snapshots after every few events: the operator's reading of them is tested.
+  engineCfg = { ...cfg, snapshotEvery: 2, nats: { ...cfg.nats, creds: auth.credsFile('engine') } };
   const gatewayCfg = { ...cfg, nats: { ...cfg.nats, creds: auth.credsFile('gateway') } };
-  const { startEngine } = await import('../src/engine/service.js');
   const { startGateway } = await import('../src/gateway/server.js');
-  const engine = await startEngine(engineCfg, server.url, quietLog, (err) => {
+  engine = await startEngine(engineCfg, server.url, quietLog, (err) => {
     throw err;
   });
   const gateway = await startGateway(gatewayCfg, server.url, quietLog);
   const url = `http://127.0.0.1:${gateway.port}`;
   system = { engine, gateway, engines: [engine], gateways: [gateway], url, urls: [url], close: async () => { await gateway.close(); await engine.close(); } };
+  // The operator (any role that may create streams) could capture the bus's commands and replies in a stream of its own: it does here, to show they carry no hash either.
+  await (await jetstreamManager(await as('operator'))).streams.add({ name: 'SPY', subjects: [`${ENGINE_COMMAND_SUBJECT}.>`, ENGINE_COMMAND_SUBJECT, REPLY_SUBJECT_WILDCARD], no_ack: true });
   const opts = await bridgeOpts(server.url, { natsCreds: auth.credsFile('feed') });
   bridge = await startBridge(opts, quietLog);
   sender = await multicastSender();
@@ -183,5 +238,104 @@ describe('the launcher\'s nats-server', () => {
     await refusedSubscribe(await as('gateway'), '_INBOX_engine.>');
     // None of the refusals above disturbed the services.
     await until(async () => (await api(system.url).send('GET', '/health')).body.engine === true, 'health');
+  });
+
+  it('every output has one writer: buckets, snapshots, notices, prices, books, feed status and alerts', async () => {
+    const n = shardNames(0, 1);
+    const writer: [subject: string, role: Role][] = [
+      [`$KV.${PRICE_BUCKET}.UNDY`, 'pricing'],
+      [`$KV.${BBO_BUCKET}.UNDY`, 'feed'],
+      [`$KV.${FEED_BUCKET}.state`, 'feed'],
+      [`$KV.${BASKET_BUCKET}.UNDY`, 'engine'],
+      [n.snapshotChunk, 'engine'],
+      [n.snapshotManifest, 'engine'],
+      [n.notices, 'engine'],
+      [PRICE_SUBJECT_WILDCARD.replace('*', 'UNDY'), 'pricing'],
+      [BBO_SUBJECT_WILDCARD.replace('*', '3'), 'feed'],
+      [FEED_STATUS_SUBJECT, 'feed'],
+      [FEED_ALERT_SUBJECT, 'feed'],
+    ];
+    const conns = new Map<Role, NatsConnection>();
+    for (const role of ROLES) conns.set(role, await as(role));
+    for (const [subject, owner] of writer) for (const role of ROLES) if (role !== owner) await refusedPublish(conns.get(role)!, subject);
+  });
+
+  it('only the engine and the operator read snapshots', async () => {
+    for (const role of ['gateway', 'feed', 'pricing'] as const) {
+      const jsm = await jetstreamManager(await as(role));
+      await expect(jsm.streams.info(SNAPSHOT_STREAM)).rejects.toThrow();
+      await expect(jsm.streams.getMessage(SNAPSHOT_STREAM, { seq: 1 })).rejects.toThrow();
+    }
+  });
+
+  it('the operator reads no credential: every password hash in the journal, snapshots and on the bus is sealed', async () => {
+    const http = api(system.url);
+    expect((await http.register('spied', 'spiedpass1')).status).toBe(200);
+    // Sign-ins make the engine send credentials (a registered team's, a roster team's) through the captured subjects.
+    expect((await http.holdings('spied', 'spiedpass1')).status).toBe(200);
+    expect((await http.holdings('team2', 'team2pass')).status).toBe(200);
+    const op = await as('operator');
+    // A snapshot taken after the registration (snapshotEvery 2) holds the account.
+    const reads = await until(async () => {
+      const all = await everythingTheOperatorReads(op);
+      return all.some((r) => r.stream === SNAPSHOT_STREAM && text(r.data).includes('spied')) ? all : undefined;
+    }, 'a snapshot with the registered team');
+    for (const how of ['msg.get', 'direct.get', 'consumer'] as const) expect(reads.some((r) => r.how === how)).toBe(true);
+    const streams = new Set(reads.map((r) => r.stream));
+    for (const s of [JOURNAL_STREAM, SNAPSHOT_STREAM, FILL_STREAM, 'SPY']) expect(streams).toContain(s);
+    // Nothing anywhere reads as a bcrypt hash...
+    expect(reads.filter((r) => BCRYPT.test(text(r.data))).map((r) => `${r.stream} #${r.seq} (${r.how})`)).toEqual([]);
+    // ...while the hashes are there, sealed: in the journal's account event, the snapshot, the register command and the credentials replies.
+    const registered = reads
+      .filter((r) => r.stream === JOURNAL_STREAM && r.how === 'consumer')
+      .flatMap((r) => decode<JournalBatch>(r.data).events)
+      .find((e) => e.t === 'account' && e.username === 'spied');
+    expect(registered).toMatchObject({ source: 'register', passwordHash: expect.stringMatching(new RegExp(`^${SEALED_HASH_PREFIX}`)) });
+    const sealedIn = (stream: string) => reads.filter((r) => r.stream === stream && text(r.data).includes(SEALED_HASH_PREFIX)).length;
+    expect(sealedIn(SNAPSHOT_STREAM)).toBeGreaterThan(0);
+    expect(sealedIn('SPY')).toBeGreaterThanOrEqual(3); // the register command, two credentials replies
+  });
+
+  it('the operator tools work with the operator role: the consistency check and the audit export', async () => {
+    const op = await as('operator');
+    const admin = new EngineClient(op, 5000, { admin: true });
+    const dump = await admin.call({ op: 'dump' });
+    admin.close();
+    if (!dump.ok) throw new Error(dump.error.message);
+    const instruments = loadBaskets(undefined);
+    const report = await consistencyCheck(op, dump.result as DumpResult, instruments, quietLog);
+    expect(report.ok).toBe(true);
+    const lines: string[] = [];
+    expect(await exportAudit(op, instruments, (l) => lines.push(l))).toBeGreaterThan(0);
+    expect(lines.join('\n')).toContain('spied');
+    expect(lines.some((l) => BCRYPT.test(l))).toBe(false);
+  });
+
+  it('a journal from before sealing still replays: its team signs in, and the engine sends its hash sealed from then on', async () => {
+    await engine.close();
+    // An account event as the engine wrote it before sealing: the bcrypt hash in clear.
+    const legacy: JournalBatch = {
+      v: JOURNAL_VERSION,
+      events: [{ t: 'account', clientId: 50, username: 'oldteam', source: 'register', passwordHash: bcrypt.hashSync('oldteampass', 4), ts: Date.now() }],
+    };
+    await jetstream(await as('engine')).publish(JOURNAL_SUBJECT, encode(legacy));
+    engine = await startEngine(engineCfg, server.url, quietLog, (err) => {
+      throw err;
+    });
+    const jsm = await jetstreamManager(await as('operator'));
+    const before = (await jsm.streams.info('SPY')).state.last_seq;
+    const http = api(system.url);
+    expect((await http.holdings('oldteam', 'oldteampass')).status).toBe(200);
+    expect((await http.holdings('oldteam', 'wrong-password')).status).toBe(401);
+    const after = (await jsm.streams.info('SPY')).state.last_seq;
+    const sent: string[] = [];
+    for (let seq = before + 1; seq <= after; seq++) sent.push(text((await jsm.streams.getMessage('SPY', { seq }))!.data));
+    expect(sent.some((t) => t.includes(SEALED_HASH_PREFIX))).toBe(true);
+    expect(sent.some((t) => BCRYPT.test(t))).toBe(false);
+    // The sealed hash opens only with the system's key, and only for its own account.
+    const key = loadCredentialsKey(credentialsKeyFile(engineCfg));
+    const sealed = key.seal('$2b$04$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234', 'oldteam');
+    expect(key.open(sealed, 'oldteam')).toMatch(BCRYPT);
+    expect(key.open(sealed, 'team1')).toBeNull();
   });
 });

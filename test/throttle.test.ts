@@ -1,25 +1,36 @@
 import { request } from 'node:http';
 import WebSocket from 'ws';
 import { WS_CLOSE } from '../proto/ws.js';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, THROTTLE_DEFAULTS, loadConfig } from '../src/config/config.js';
-import { buy, undyBasket, useSystem } from './helpers/system.js';
+import { Throttle, hostKey } from '../src/gateway/throttle.js';
+import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
+import { buy, quietLog, testConfig, undyBasket, useSystem } from './helpers/system.js';
 
 /**
- * Rate limits with small, test-sized budgets. Every client address is a
- * loopback address of its own (127.0.0.x), so each case has its own budget.
+ * Rate limits with small, test-sized budgets. `loopback: 'each'` makes every
+ * loopback address (127.x.y.z, ::1) a host of its own, so each case has its
+ * own budget and an attack can come from many hosts of one machine; the
+ * gateway listens on both IPv4 and IPv6. The login cache expires at once
+ * (credentialsCacheMs 0): every request is one after the expiry that, with
+ * 30 s, came every ~37 s under attack.
  */
+const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n3 team3 team3pass\n4 team4 team4pass\n5 team5 team5pass\n';
 const f = useSystem({
+  http: { host: '::', port: 0, maxBodyBytes: 16384 },
+  credentialsCacheMs: 0,
+  operator: { username: 'boss', password: 'boss-password' },
   throttle: {
     enabled: true,
+    loopback: 'each',
     address: { burst: 1000, perMinute: 60_000 },
     team: { burst: 1000, perMinute: 60_000 },
     conversions: { burst: 2, perMinute: 1 },
-    registrations: { burst: 3, perMinute: 1 },
+    registrations: THROTTLE_DEFAULTS.registrations,
     loginFailuresPerUser: { burst: 3, perMinute: 1 },
     loginFailuresPerAddress: { burst: 5, perMinute: 1 },
   },
-  roster: '1 team1 team1pass\n2 team2 team2pass\n3 team3 team3pass\n4 team4 team4pass\n',
+  roster: ROSTER,
 });
 
 interface Answer {
@@ -28,15 +39,16 @@ interface Answer {
   body: any;
 }
 
-/** One request from a chosen local address (node's http, bound to `from`). */
-function from(address: string, method: string, path: string, opts: { form?: Record<string, string | number>; basic?: [string, string] } = {}): Promise<Answer> {
-  const url = new URL(f.sys.url + path);
+/** One request from a chosen local address (node's http, bound to `from`); an IPv6 one goes to the gateway's IPv6 loopback. */
+function from(address: string, method: string, path: string, opts: { form?: Record<string, string | number>; basic?: [string, string]; base?: string } = {}): Promise<Answer> {
+  const base = opts.base ?? f.sys.url;
+  const url = new URL((address.includes(':') ? base.replace('127.0.0.1', '[::1]') : base) + path);
   const body = opts.form ? new URLSearchParams(Object.entries(opts.form).map(([k, v]) => [k, String(v)])).toString() : undefined;
   const headers: Record<string, string> = {};
   if (body !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
   if (opts.basic) headers.authorization = `Basic ${Buffer.from(opts.basic.join(':')).toString('base64')}`;
   return new Promise((resolve, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path: url.pathname + url.search, method, headers, localAddress: address, agent: false }, (res) => {
+    const req = request({ host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port, path: url.pathname + url.search, method, headers, localAddress: address, agent: false }, (res) => {
       let text = '';
       res.on('data', (d) => (text += d));
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: JSON.parse(text) }));
@@ -131,10 +143,22 @@ describe('failed logins', () => {
 });
 
 describe('registrations and conversions', () => {
-  it('limits registrations per address', async () => {
-    for (let i = 0; i < 3; i++) expect((await from('127.0.0.5', 'POST', '/register', { form: { username: `reg${i}`, password: 'password1' } })).status).toBe(200);
-    expect429(await from('127.0.0.5', 'POST', '/register', { form: { username: 'reg3', password: 'password1' } }), 'register');
+  it('lets a class of 60 register from one address at once, and refuses a flood past that (the default bucket)', async () => {
+    const answers = await Promise.all(Array.from({ length: 60 }, (_, i) => from('127.0.0.5', 'POST', '/register', { form: { username: `class${i}`, password: 'password1' } })));
+    expect(answers.map((a) => a.status)).toEqual(Array(60).fill(200));
+    const flood = await from('127.0.0.5', 'POST', '/register', { form: { username: 'class60', password: 'password1' } });
+    expect429(flood, 'register');
+    expect(flood.body.error.retry_after).toBeGreaterThanOrEqual(5); // 10 a minute after the burst
     expect((await from('127.0.0.6', 'POST', '/register', { form: { username: 'reg4', password: 'password1' } })).status).toBe(200);
+  });
+
+  it('refuses the usernames the system uses, naming the field, whatever their case', async () => {
+    for (const username of ['operator', 'Operator', 'boss', 'BOSS']) {
+      const r = await from('127.0.0.6', 'POST', '/register', { form: { username, password: 'password1' } });
+      expect(r.status).toBe(400);
+      expect(r.body.error).toMatchObject({ code: 'invalid_parameter', field: 'username' });
+      expect(r.body.error.message).toMatch(/reserved/);
+    }
   });
 
   it('limits conversions per team, and a refused one changes nothing', async () => {
@@ -143,6 +167,120 @@ describe('registrations and conversions', () => {
     expect((await create()).status).toBe(200);
     expect429(await create(), 'conversion');
     expect((await holdings('127.0.0.1', 'team1', 'team1pass')).body.holdings.UNDY).toBe(2);
+  });
+});
+
+describe('a username under attack keeps its owner working', () => {
+  const attack = async (user: string, hosts: string[], perHost: number) => {
+    const statuses: number[] = [];
+    for (let i = 0; i < perHost; i++) for (const h of hosts) statuses.push((await holdings(h, user, `guess-${h}-${i}`)).status);
+    return statuses;
+  };
+
+  it('from many IPv4 and IPv6 addresses, across every expiry of the login cache', async () => {
+    // The owner signs in from its address, then the guesses come from 20 others and from IPv6.
+    expect((await holdings('127.0.0.20', 'team5', 'team5pass')).status).toBe(200);
+    const hosts = [...Array.from({ length: 20 }, (_, i) => `127.0.1.${i + 1}`), '::1'];
+    const statuses = await attack('team5', hosts, 2);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(3); // the username's burst, then 429 only
+    expect(statuses.filter((s) => s === 429)).toHaveLength(statuses.length - 3);
+    expect429(await holdings('::1', 'team5', 'one-more-guess'), 'login_user');
+    // The cache expires at every request here: each of these is a login after the expiry.
+    for (let i = 0; i < 5; i++) expect((await holdings('127.0.0.20', 'team5', 'team5pass')).status).toBe(200);
+    // Its right password is right from anywhere (the gateway knows it: no guess, no bcrypt).
+    const runs = f.sys.gateway.auth.bcryptRuns;
+    expect((await holdings('::1', 'team5', 'team5pass')).status).toBe(200);
+    expect(f.sys.gateway.auth.bcryptRuns).toBe(runs);
+  });
+
+  it('a typo from the owner\'s proven address is a 401, and still counts there', async () => {
+    const r = await holdings('127.0.0.20', 'team5', 'team5typo');
+    expect(r.status).toBe(401); // not the attacked username's 429
+    expect((await holdings('127.0.0.20', 'team5', 'team5pass')).status).toBe(200);
+    // A guesser on the owner's own address has the pair's budget, no more.
+    for (let i = 0; i < 2; i++) expect((await holdings('127.0.0.20', 'team5', `typo${i}`)).status).toBe(401);
+    expect429(await holdings('127.0.0.20', 'team5', 'typo-again'), 'login_user');
+    // A new address is refused a new password for the attacked username.
+    expect429(await holdings('127.0.0.21', 'team5', 'another-guess'), 'login_user');
+  });
+});
+
+describe('the operator API', () => {
+  const op = (address: string, password: string, username = 'boss') => from(address, 'GET', '/operator/api/alerts', { basic: [username, password] });
+
+  it('is throttled like logins: per username (429 with Retry-After), per address, and a signed-in operator keeps working', async () => {
+    expect((await op('127.0.2.1', 'boss-password')).status).toBe(200);
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) statuses.push((await op(i % 3 === 2 ? '::1' : `127.0.3.${i}`, `guess${i}`)).status);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(3);
+    expect429(await op('127.0.3.99', 'guess-more'), 'login_user');
+    // Per address, whatever the usernames.
+    for (let i = 0; i < 5; i++) expect((await op('127.0.4.1', 'pw', `nobody${i}`)).status).toBe(401);
+    expect429(await op('127.0.4.1', 'pw', 'nobody9'), 'login_address');
+    // The operator from the address it signed in from is still served; a new address waits.
+    expect((await op('127.0.2.1', 'boss-password')).status).toBe(200);
+    expect429(await op('127.0.5.1', 'boss-password'), 'login_user');
+  });
+});
+
+describe('hosts: IPv6 by /64, loopback aliases as one host, IPv4-mapped as IPv4', () => {
+  it('names the host an address counts as', () => {
+    expect(hostKey('2001:db8:1:2::1')).toBe(hostKey('2001:0db8:0001:0002:ffff:ffff:ffff:fffe'));
+    expect(hostKey('2001:db8:1:2::1')).not.toBe(hostKey('2001:db8:1:3::1'));
+    expect(hostKey('2001:db8:1:2::1')).toBe('2001:db8:1:2:0:0:0:0/64');
+    for (const a of ['127.0.0.1', '127.0.0.2', '127.255.1.9', '::1', '::ffff:127.0.0.5', '0:0:0:0:0:ffff:7f00:3', '[::1]']) expect(hostKey(a)).toBe('loopback');
+    expect(hostKey('::ffff:192.0.2.7')).toBe('192.0.2.7');
+    expect(hostKey('0000:0000:0000:0000:0000:ffff:c000:0207')).toBe('192.0.2.7');
+    expect(hostKey('fe80::1%eth0')).toBe(hostKey('fe80::2'));
+    expect(hostKey('192.0.2.7')).not.toBe(hostKey('192.0.2.8'));
+    expect(hostKey('')).toBe('');
+    // A site that hands out /56s can be grouped so.
+    expect(hostKey('2001:db8:1:2::1', { loopback: 'one', ipv6Prefix: 56 })).toBe(hostKey('2001:db8:1:ff::1', { loopback: 'one', ipv6Prefix: 56 }));
+  });
+
+  it('counts every address of an IPv6 /64 against one budget', () => {
+    const t = new Throttle({ enabled: true, registrations: { burst: 2, perMinute: 1 } });
+    expect(t.registration('2001:db8:1:2::1')).toBeNull();
+    expect(t.registration('2001:db8:1:2:aaaa::7')).toBeNull();
+    expect(t.registration('2001:db8:1:2:ffff:ffff:ffff:ffff')?.scope).toBe('register');
+    expect(t.registration('2001:db8:1:3::1')).toBeNull();
+    t.close();
+  });
+
+  describe('on a gateway with the default grouping', () => {
+    let g: GatewayHandle;
+    let base: string;
+    beforeAll(async () => {
+      const cfg = testConfig(f.dir.path, { roster: ROSTER, http: { host: '::', port: 0, maxBodyBytes: 16384 }, throttle: { ...THROTTLE_DEFAULTS, registrations: { burst: 3, perMinute: 1 } } });
+      g = await startGateway(cfg, f.nats.url, quietLog);
+      base = `http://127.0.0.1:${g.port}`;
+    });
+    afterAll(() => g?.close());
+
+    it('counts 127.x, ::1 and ::ffff:127.x as one host (300 registrations in 12 s by rotating 127.x)', async () => {
+      const statuses: number[] = [];
+      for (const address of ['127.0.7.1', '127.0.7.2', '::1', '127.0.7.3', '127.9.9.9']) {
+        statuses.push((await from(address, 'POST', '/register', { base, form: { username: `alias${statuses.length}`, password: 'password1' } })).status);
+      }
+      expect(statuses).toEqual([200, 200, 200, 429, 429]);
+    });
+  });
+});
+
+describe('registration closed', () => {
+  let g: GatewayHandle;
+  beforeAll(async () => {
+    g = await startGateway(testConfig(f.dir.path, { roster: ROSTER, registration: 'closed' }), f.nats.url, quietLog);
+  });
+  afterAll(() => g?.close());
+
+  it('answers 403 registration_closed and registers nobody; logins work as before', async () => {
+    const base = `http://127.0.0.1:${g.port}`;
+    const r = await from('127.0.8.1', 'POST', '/register', { base, form: { username: 'latecomer', password: 'password1' } });
+    expect(r.status).toBe(403);
+    expect(r.body.error.code).toBe('registration_closed');
+    expect((await holdings('127.0.8.1', 'latecomer', 'password1')).status).toBe(401);
+    expect((await from('127.0.8.1', 'GET', '/holdings', { base, basic: ['team1', 'team1pass'] })).status).toBe(200);
   });
 });
 
@@ -156,5 +294,12 @@ describe('throttle configuration', () => {
     expect(tuned.throttle?.loginFailuresPerUser?.burst).toBe(9);
     expect(tuned.throttle?.registrations?.perMinute).toBe(30);
     expect(() => loadConfig({ THROTTLE: 'maybe' })).toThrow(ConfigError);
+  });
+
+  it('REGISTRATION is open by default, closed on request, and nothing else', () => {
+    expect(loadConfig({}).registration ?? 'open').toBe('open');
+    expect(loadConfig({ REGISTRATION: 'closed' }).registration).toBe('closed');
+    expect(() => loadConfig({ REGISTRATION: 'shut' })).toThrow(/REGISTRATION/);
+    expect(loadConfig({ CREDENTIALS_CACHE_MS: '0' }).credentialsCacheMs).toBe(0);
   });
 });

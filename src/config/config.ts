@@ -37,6 +37,12 @@ const throttleSchema = z.object({
   loginFailuresPerUser: throttleLimitSchema.optional(),
   /** Failed logins per client address. */
   loginFailuresPerAddress: throttleLimitSchema.optional(),
+  /** Per-address limits: 'one' (default) counts all of loopback as one host, 'each' every 127.x and ::1 apart (tests, benches). */
+  loopback: z.enum(['one', 'each']).optional(),
+  /** Per-address limits count an IPv6 client by this prefix (default 64). */
+  ipv6Prefix: z.number().int().min(1).max(128).optional(),
+  /** How long a (username, host) that proved its password stays exempt from its username's failure bucket (default 12 h). */
+  provenLoginMs: z.number().int().min(0).optional(),
 });
 export type ThrottleConfig = z.infer<typeof throttleSchema>;
 
@@ -50,7 +56,9 @@ export const THROTTLE_DEFAULTS: ThrottleConfig = {
   address: { burst: 2000, perMinute: 60_000 },
   team: { burst: 600, perMinute: 30_000 },
   conversions: { burst: 60, perMinute: 1200 },
-  registrations: { burst: 5, perMinute: 2 },
+  // A class of 60 behind one NAT registers at once; after that 10 a minute, so a flood
+  // from one host gets 60 accounts, then one every 6 s (each costs a bcrypt and an account forever).
+  registrations: { burst: 60, perMinute: 10 },
   loginFailuresPerUser: { burst: 5, perMinute: 5 },
   loginFailuresPerAddress: { burst: 20, perMinute: 20 },
 };
@@ -92,6 +100,12 @@ const configSchema = z.object({
   logLevel: z.string(),
   /** Who may open the operator page and /operator/api. Unset: the gateway keeps a generated one in <dataDir>/operator.json. */
   operator: z.object({ username: z.string().min(1), password: z.string().min(8, 'operator password must be at least 8 characters') }).optional(),
+  /** open (default): anyone may POST /register; closed: 403 (beside a real exchange, whose client_ids come from its roster). */
+  registration: z.enum(['open', 'closed']).optional(),
+  /** How long the gateway trusts a team's cached password hash before asking the engine again (default 30000 ms). */
+  credentialsCacheMs: z.number().int().min(0).optional(),
+  /** The key sealing password hashes (src/shared/credentials-key.ts); empty: <dataDir>/credentials.key. */
+  credentialsKeyFile: z.string().optional(),
   /** Rate limits of the gateway (429 with Retry-After). */
   throttle: throttleSchema.optional(),
   /** Conversion rules; every one off when absent. */
@@ -164,6 +178,12 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   LOG_LEVEL: (c, v) => (c.logLevel = v),
   OPERATOR_USER: (c, v) => (c.operator = { username: v, password: c.operator?.password ?? '' }),
   OPERATOR_PASSWORD: (c, v) => (c.operator = { username: c.operator?.username ?? 'operator', password: v }),
+  CREDENTIALS_KEY_FILE: (c, v) => (c.credentialsKeyFile = v),
+  CREDENTIALS_CACHE_MS: (c, v) => (c.credentialsCacheMs = intFromEnv('CREDENTIALS_CACHE_MS', v)),
+  REGISTRATION: (c, v) => {
+    if (v !== 'open' && v !== 'closed') throw new ConfigError(`REGISTRATION=${JSON.stringify(v)} must be open or closed`);
+    c.registration = v;
+  },
   THROTTLE: (c, v) => {
     if (v !== 'on' && v !== 'off') throw new ConfigError(`THROTTLE=${JSON.stringify(v)} must be on or off`);
     c.throttle = { ...THROTTLE_DEFAULTS, ...c.throttle, enabled: v === 'on' };
@@ -197,6 +217,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   c.accountsFile = abs(c.accountsFile);
   c.basketsFile = abs(c.basketsFile);
   if (c.scoreboardFile) c.scoreboardFile = abs(c.scoreboardFile);
+  if (c.credentialsKeyFile) c.credentialsKeyFile = abs(c.credentialsKeyFile);
   if (c.accountsFile && !existsSync(c.accountsFile)) throw new ConfigError(`accounts file ${c.accountsFile} does not exist (ACCOUNTS_FILE)`);
   return c;
 }

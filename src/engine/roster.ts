@@ -7,6 +7,7 @@ import type { RosterAccount } from '../config/accounts.js';
 import type { EngineState } from './state.js';
 import { shardOfClient } from '../../proto/shards.js';
 import { ConfigError } from '../config/config.js';
+import { isSealed, type CredentialsKey } from '../shared/credentials-key.js';
 
 /**
  * The roster lines an engine shard owns (proto/shards.ts), and every roster
@@ -114,4 +115,21 @@ function readHashCache(file: string): { salt: string; entries: Record<string, Ca
     // No cache yet, or unreadable: every password is hashed again.
   }
   return { salt: randomBytes(16).toString('hex'), entries: {} };
+}
+
+/**
+ * Seals every password hash the engine holds in clear (proto/engine.ts
+ * SEALED_HASH_PREFIX): the roster's, just hashed, and registered accounts'
+ * from journals written before sealing existed. Run at start, before the
+ * engine answers or snapshots: from then on the credentials reply, and every
+ * snapshot, carry sealed hashes only. Returns how many it sealed.
+ */
+export function sealAccountHashes(state: EngineState, key: CredentialsKey): number {
+  let sealed = 0;
+  for (const acc of state.accounts.values()) {
+    if (acc.passwordHash === '' || isSealed(acc.passwordHash)) continue;
+    acc.passwordHash = key.seal(acc.passwordHash, acc.username);
+    sealed++;
+  }
+  return sealed;
 }

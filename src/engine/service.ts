@@ -11,7 +11,8 @@ import type { Logger } from '../shared/log.js';
 import { emptyState, type EngineState } from './state.js';
 import { applyEvent, basketVersions } from './core.js';
 import { JournalWriter, replayJournal } from './journal.js';
-import { hashRosterPasswords, rosterEvents, rosterForShard } from './roster.js';
+import { hashRosterPasswords, rosterEvents, rosterForShard, sealAccountHashes } from './roster.js';
+import { credentialsKeyFile, loadCredentialsKey } from '../shared/credentials-key.js';
 import { shardNames, shardOfClient } from '../../proto/shards.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
@@ -83,6 +84,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const tRoster = performance.now();
   const rosterHashes = await hashRosterPasswords(state, roster, cfg.bcryptRounds, join(cfg.dataDir, shards === 1 ? 'roster-hashes.json' : `roster-hashes.${names.shard}.json`));
   const rosterMs = Math.round(performance.now() - tRoster);
+  sealAccountHashes(state, loadCredentialsKey(credentialsKeyFile(cfg)));
   const tFills = performance.now();
 
   // Fills replayed before the actor exists are history: nobody is listening for their notices yet.

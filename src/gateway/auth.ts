@@ -1,10 +1,24 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import bcrypt from 'bcrypt';
+import type { Config } from '../config/config.js';
+import { credentialsKeyFile, loadCredentialsKey, type CredentialsKey } from '../shared/credentials-key.js';
 import type { EngineClient } from './engine-client.js';
 import type { Refusal } from './throttle.js';
 
 /** How long a cached bcrypt hash is trusted before the engine is asked again (a roster password may change at an engine restart). */
-const CREDENTIALS_TTL_MS = 30_000;
+export const CREDENTIALS_TTL_MS = 30_000;
+
+export interface AuthOptions {
+  /** CREDENTIALS_TTL_MS unless set (config credentialsCacheMs). */
+  cacheMs?: number;
+  /** Opens the sealed hashes the engine keeps, seals new ones (proto/engine.ts SEALED_HASH_PREFIX). */
+  key?: CredentialsKey;
+}
+
+/** The Authenticator's options from the config: its cache time and the system's credentials key. */
+export const authOptions = (cfg: Config): AuthOptions => ({ cacheMs: cfg.credentialsCacheMs ?? CREDENTIALS_TTL_MS, key: loadCredentialsKey(credentialsKeyFile(cfg)) });
+
+const KEY_MISMATCH = "a stored password hash does not open with this gateway's credentials key: every gateway and engine must read the same CREDENTIALS_KEY_FILE";
 
 interface Entry {
   clientId: number;
@@ -42,12 +56,29 @@ export class Authenticator {
   private readonly dummyHash: string;
   /** bcrypt comparisons run (tests check that known and unknown usernames cost the same). */
   bcryptRuns = 0;
+  private readonly ttl: number;
+  private readonly sealKey: CredentialsKey | undefined;
 
   constructor(
     private readonly engine: EngineClient,
     bcryptRounds = 10,
+    opts: AuthOptions = {},
   ) {
     this.dummyHash = bcrypt.hashSync(randomBytes(18).toString('base64'), bcryptRounds);
+    this.ttl = opts.cacheMs ?? CREDENTIALS_TTL_MS;
+    this.sealKey = opts.key;
+  }
+
+  /** A new account's bcrypt hash as the engine keeps it: sealed for `username`. */
+  seal(hash: string, username: string): string {
+    if (!this.sealKey) throw new Error('no credentials key: the gateway cannot register accounts');
+    return this.sealKey.seal(hash, username);
+  }
+
+  /** The bcrypt hash in what the engine keeps (sealed, or plain from an older journal); null when it does not open. */
+  private opened(stored: string, username: string): string | null {
+    if (stored === '') return '';
+    return this.sealKey ? this.sealKey.open(stored, username) : stored.startsWith('$2') ? stored : null;
   }
 
   private proofOf(password: string): Buffer {
@@ -62,9 +93,36 @@ export class Authenticator {
   verify(username: string, password: string, gate?: LoginGate): Promise<AuthResult> | AuthResult {
     const proof = this.proofOf(password);
     const entry = this.cache.get(username);
-    if (entry && Date.now() - entry.fetchedAt < CREDENTIALS_TTL_MS) {
-      if (entry.proof && timingSafeEqual(entry.proof, proof)) return { ok: true, clientId: entry.clientId };
+    if (entry?.proof && timingSafeEqual(entry.proof, proof)) {
+      if (Date.now() - entry.fetchedAt < this.ttl) return { ok: true, clientId: entry.clientId };
+      // The password this gateway last saw accepted, cached too long: the engine is asked
+      // whether the hash is still the same, and no failure bucket is touched (nothing is
+      // being guessed). Else (a changed hash) it is checked like any password.
+      return this.refresh(username, proof).then((r) => r ?? this.gated(username, password, proof, gate));
     }
+    return this.gated(username, password, proof, gate);
+  }
+
+  /** The cached proof checked against the engine's current hash: a result when the engine settles it, null when bcrypt must. */
+  private async refresh(username: string, proof: Buffer): Promise<AuthResult | null> {
+    const reply = await this.engine.call({ op: 'credentials', username });
+    if (!reply.ok) {
+      if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: reply.error.message };
+      this.cache.delete(username);
+      return null;
+    }
+    const hash = this.opened(reply.result.passwordHash, username);
+    if (hash === null) return { ok: false, unavailable: KEY_MISMATCH };
+    const entry = this.cache.get(username);
+    if (entry && entry.hash === hash && entry.clientId === reply.result.client_id && entry.proof && timingSafeEqual(entry.proof, proof)) {
+      entry.fetchedAt = Date.now();
+      return { ok: true, clientId: entry.clientId };
+    }
+    this.cache.set(username, { clientId: reply.result.client_id, hash, fetchedAt: Date.now() });
+    return null;
+  }
+
+  private gated(username: string, password: string, proof: Buffer, gate?: LoginGate): Promise<AuthResult> | AuthResult {
     const refused = gate?.beforeSlow(username);
     if (refused) return { ok: false, throttled: refused };
     // Concurrent first requests with the same credentials share one bcrypt.
@@ -88,7 +146,7 @@ export class Authenticator {
 
   private async slowVerify(username: string, password: string, proof: Buffer): Promise<AuthResult> {
     let entry = this.cache.get(username);
-    if (!entry || Date.now() - entry.fetchedAt >= CREDENTIALS_TTL_MS) {
+    if (!entry || Date.now() - entry.fetchedAt >= this.ttl) {
       const reply = await this.engine.call({ op: 'credentials', username });
       if (!reply.ok) {
         this.cache.delete(username);
@@ -97,12 +155,14 @@ export class Authenticator {
         return { ok: false };
       }
       const creds = reply.result;
+      const hash = this.opened(creds.passwordHash, username);
+      if (hash === null) return { ok: false, unavailable: KEY_MISMATCH };
       const fresh = this.cache.get(username);
-      if (fresh && fresh.hash === creds.passwordHash && fresh.clientId === creds.client_id) {
+      if (fresh && fresh.hash === hash && fresh.clientId === creds.client_id) {
         fresh.fetchedAt = Date.now();
         entry = fresh;
       } else {
-        entry = { clientId: creds.client_id, hash: creds.passwordHash, fetchedAt: Date.now() };
+        entry = { clientId: creds.client_id, hash, fetchedAt: Date.now() };
         this.cache.set(username, entry);
       }
       if (entry.proof && timingSafeEqual(entry.proof, proof)) return { ok: true, clientId: entry.clientId };

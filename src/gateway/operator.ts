@@ -20,7 +20,8 @@ import { loadBaskets } from '../config/baskets.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from './engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
-import { Exchange, requestInfo } from './http.js';
+import { Exchange, requestInfo, type AddressSource } from './http.js';
+import { tooMany, type Throttle } from './throttle.js';
 import type { GatewayMetrics } from './metrics.js';
 import { gatherParams, parseBasic, type Params } from './params.js';
 import type { HubStats } from './ws/hub.js';
@@ -85,7 +86,14 @@ export interface OperatorDeps {
   metrics: GatewayMetrics;
   /** Mid prices, for each team's P&L. */
   marks: Marks;
+  /** Failed operator sign-ins count like failed team logins (per host, per username). */
+  throttle?: Throttle;
+  /** Where the client's address comes from (the front's header behind the framed front). */
+  addressOf?: AddressSource;
 }
+
+/** The operator's throttle key: never a team's username (those have no colon). */
+const operatorLoginKey = (username: string) => `operator:${username}`;
 
 const unavailable = (reply: EngineReply & { ok: false }) => ({ code: reply.error.code, message: reply.error.message });
 
@@ -223,9 +231,31 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
     [OPERATOR_ROUTES.alerts]: async (ex) => ex.json(200, { alerts }),
   };
 
+  /**
+   * The operator's password is checked like a team's (throttle.ts): a host or
+   * a username past its failures gets 429 with Retry-After before any check,
+   * and a host that signed in keeps its own bucket while the name is attacked.
+   * A request without credentials is a page asking for its form, not a guess.
+   */
+  const signIn = (ex: Exchange, authorization: string): boolean => {
+    const basic = parseBasic(authorization);
+    const throttle = deps.throttle;
+    if (!basic || !throttle) return allowed(authorization);
+    const key = operatorLoginKey(basic.username);
+    const refused = throttle.loginLocked(ex.address) ?? throttle.beginSlowLogin(ex.address, key);
+    if (refused) {
+      tooMany(ex, refused);
+      return false;
+    }
+    if (!allowed(authorization)) return false;
+    throttle.loginSucceeded(ex.address, key);
+    return true;
+  };
+
   app.any('/operator/api/*', (res, req) => {
-    const info = requestInfo(req, res);
+    const info = requestInfo(req, res, deps.addressOf);
     const ex = new Exchange(res, info.method, cfg.http.front === 'direct');
+    ex.address = info.address;
     const methods = [...(handlers[info.path] ? ['GET'] : []), ...Object.keys(writes).filter((k) => k.endsWith(` ${info.path}`)).map((k) => k.split(' ')[0]!)];
     const handler = info.method === 'GET' ? handlers[info.path] : undefined;
     const write = writes[`${info.method} ${info.path}`];
@@ -235,7 +265,10 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
       return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${methods.join(' or ')}` } }, { allow: methods.join(', ') });
     }
     // No WWW-Authenticate challenge: the operator page signs in with its own form, and a browser dialog would get in its way.
-    if (!allowed(info.authorization)) return ex.json(401, { error: { code: 'unauthorized', message: 'operator credentials required (HTTP Basic)' } });
+    if (!signIn(ex, info.authorization)) {
+      if (ex.done) return;
+      return ex.json(401, { error: { code: 'unauthorized', message: 'operator credentials required (HTTP Basic)' } });
+    }
     const run = write
       ? ex.readBody(cfg.http.maxBodyBytes, info.contentLength).then((body) => {
           if (ex.done || ex.aborted) return;

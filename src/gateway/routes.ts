@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
 import { namedPositions, positionsByTicker, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
@@ -22,12 +23,42 @@ import type { EngineClient } from './engine-client.js';
 import type { Exchange } from './http.js';
 import type { Params } from './params.js';
 import type { FeedStatusView } from './feed-status.js';
-import type { Refusal, Throttle } from './throttle.js';
+import { tooMany, type Throttle } from './throttle.js';
+import type { Config } from '../config/config.js';
+import { operatorFile } from './operator.js';
+
+/** Who may register, and which usernames nobody may take. */
+export interface RegistrationPolicy {
+  open: boolean;
+  /** Lower-cased: `Operator` would pass for the operator in a log or a leaderboard as well. */
+  reserved: ReadonlySet<string>;
+}
+
+/**
+ * REGISTRATION (open unless closed), and the usernames the system uses: the
+ * operator's (`operator`, the configured OPERATOR_USER, and the one in the
+ * generated operator.json if someone edited it).
+ */
+export function registrationPolicy(cfg: Config): RegistrationPolicy {
+  const reserved = new Set(['operator']);
+  if (cfg.operator?.username) reserved.add(cfg.operator.username.toLowerCase());
+  if (!cfg.operator) {
+    try {
+      const name = (JSON.parse(readFileSync(operatorFile(cfg), 'utf8')) as { username?: unknown }).username;
+      if (typeof name === 'string') reserved.add(name.toLowerCase());
+    } catch {
+      // No operator.json yet (it is written with username `operator`), or unreadable: the gateway's operator mount says so.
+    }
+  }
+  return { open: cfg.registration !== 'closed', reserved };
+}
 
 export interface RouteDeps {
   engine: EngineClient;
   auth: Authenticator;
   throttle: Throttle;
+  /** Absent: open, with `operator` reserved. */
+  registration?: RegistrationPolicy;
   bcryptRounds: number;
   /** Built once: constructing a zod schema per request costs more than the whole rest of the request. */
   conversion: ReturnType<typeof conversionSchema>;
@@ -65,10 +96,7 @@ export function engineError(ex: Exchange, reply: EngineReply & { ok: false }): v
   ex.error(code, message, extra);
 }
 
-/** 429 with Retry-After (whole seconds) and which limit it was. */
-export function tooMany(ex: Exchange, r: Refusal): void {
-  ex.error('too_many_requests', `too many requests (${r.scope}): retry after ${r.retryAfter} s`, { scope: r.scope, retry_after: r.retryAfter }, { 'retry-after': String(r.retryAfter) });
-}
+export { tooMany };
 
 /**
  * Authenticates or answers 401/429/503 itself; returns the client_id on success.
@@ -92,6 +120,7 @@ export async function authenticate(ex: Exchange, deps: RouteDeps, params: Params
     succeeded: (username) => deps.throttle.loginSucceeded(ex.address, username),
   });
   if (r.ok) {
+    deps.throttle.loginPassed(ex.address, creds.data.username);
     const busy = deps.throttle.teamRequest(r.clientId);
     if (!busy) return r.clientId;
     tooMany(ex, busy);
@@ -101,15 +130,25 @@ export async function authenticate(ex: Exchange, deps: RouteDeps, params: Params
   return null;
 }
 
+const DEFAULT_REGISTRATION: RegistrationPolicy = { open: true, reserved: new Set(['operator']) };
+
 export async function register(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+  const policy = deps.registration ?? DEFAULT_REGISTRATION;
+  if (!policy.open) {
+    return ex.error('registration_closed', 'registration is closed on this system (REGISTRATION=closed): accounts come from the roster; ask the operator');
+  }
   // Before validation and bcrypt: every attempt counts.
   const refused = deps.throttle.registration(ex.address);
   if (refused) return tooMany(ex, refused);
   const parsed = registerSchema.safeParse(params);
   if (!parsed.success) return invalid(ex, parsed.error);
-  // Hashing runs in libuv's pool; the engine only ever sees the hash.
-  const passwordHash = await bcrypt.hash(parsed.data.password, deps.bcryptRounds);
-  const reply = await deps.engine.call({ op: 'register', username: parsed.data.username, passwordHash });
+  const { username } = parsed.data;
+  if (policy.reserved.has(username.toLowerCase())) {
+    return ex.error('invalid_parameter', `username ${username} is reserved for the system`, { field: 'username' });
+  }
+  // Hashing runs in libuv's pool; the engine only ever sees the hash, sealed (proto/engine.ts SEALED_HASH_PREFIX).
+  const passwordHash = deps.auth.seal(await bcrypt.hash(parsed.data.password, deps.bcryptRounds), username);
+  const reply = await deps.engine.call({ op: 'register', username, passwordHash });
   if (!reply.ok) return engineError(ex, reply);
   const r = reply.result;
   ex.json(200, { request_id: r.request_id, client_id: r.client_id, username: r.username });

@@ -9,7 +9,7 @@ import type { Config } from '../config/config.js';
 import { connectNats } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from './engine-client.js';
-import { Authenticator } from './auth.js';
+import { Authenticator, authOptions } from './auth.js';
 import { Exchange, frontAddress, requestInfo, socketAddress, type RequestInfo } from './http.js';
 import type { Front } from './front/front.js';
 import { startFrontThread } from './front/worker.js';
@@ -49,12 +49,12 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
   const nc = await connectNats(natsUrl, 'etf-gateway', { role: 'gateway', credsFile: cfg.nats.creds });
   const engine = new EngineClient(nc, cfg.requestTimeoutMs, { shards: cfg.engine?.shards ?? 1 });
-  const auth = new Authenticator(engine, cfg.bcryptRounds);
+  const auth = new Authenticator(engine, cfg.bcryptRounds, authOptions(cfg));
   const throttle = new Throttle(cfg.throttle);
   const marks = new Marks(nc, log);
   const etfs = startEtfsRoute(cfg, nc, log);
   const instruments = loadBaskets(cfg.basketsFile || undefined);
-  const deps: routes.RouteDeps = { engine, auth, throttle, bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf };
+  const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf };
   const apiDescription = openApiDocument(cfg.maxAmount);
   const feedStatus = new FeedStatusView(nc);
   let natsConnected = true;
@@ -99,7 +99,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   metrics.mount(app);
   mountStatic(app, metrics, log);
-  const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks }, log);
+  const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks, throttle, addressOf }, log);
   app.any('/*', (res, req) => {
     const info = requestInfo(req, res, addressOf);
     const ex = new Exchange(res, info.method, !framed);
