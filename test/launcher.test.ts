@@ -1,8 +1,9 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { api, buy, killProcess, tempDir, until } from './helpers/system.js';
+import { api, buy, killProcess, startTestNats, tempDir, until } from './helpers/system.js';
 import { connectNats } from '../src/shared/nats.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { FILL_STREAM, SESSION_SUBJECT } from '../proto/subjects.js';
@@ -72,6 +73,49 @@ describe('configuration errors: one line naming the file, line or variable; exit
     expectOneLine(await runToExit(await launcherEnv(v.dir, v.accounts, { ENGINE_SHARDS: '2' })), /accounts\.txt, line 1: with 2 engine shards every line needs its client_id/);
   });
 
+  it('a port in use names its variable: HTTP_PORT, NATS_PORT', async () => {
+    const w = workspace();
+    const held = createServer();
+    await new Promise<void>((r) => held.listen(0, '127.0.0.1', r));
+    const port = String((held.address() as AddressInfo).port);
+    try {
+      expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { HTTP_PORT: port })), new RegExp(`HTTP_PORT=${port} on 127\\.0\\.0\\.1: port in use`));
+      const r = await runToExit(await launcherEnv(w.dir, w.accounts, { NATS_PORT: port }));
+      expectOneLine(r, new RegExp(`NATS_PORT=${port}: port in use`));
+      // Not nats-server's start-up banner.
+      expect(r.lines.some((l) => /Starting nats-server/.test(JSON.stringify(l)))).toBe(false);
+    } finally {
+      held.close();
+    }
+  });
+
+  it('a value out of range blames its variable, not the config file', async () => {
+    const w = workspace();
+    for (const [name, value] of [['ENGINE_SHARDS', '0'], ['MAX_AMOUNT', '-5'], ['HTTP_PORT', '99999']] as const) {
+      const r = await runToExit(await launcherEnv(w.dir, w.accounts, { [name]: value }));
+      expectOneLine(r, new RegExp(`${name}="${value}": too (small|big)`, 'i'));
+      expect(fatalOf(r.lines)[0]!.msg).not.toContain('config file');
+    }
+  });
+
+  it('LOG_FORMAT that is neither json nor pretty', async () => {
+    const w = workspace();
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { LOG_FORMAT: 'xml' })), /LOG_FORMAT="xml": expected json or pretty/);
+  });
+
+  it('a DATA_DIR that cannot be created (Node 20 spins forever on a recursive mkdir under /proc)', async () => {
+    const w = workspace();
+    expectOneLine(await runToExit(await launcherEnv('/proc/nope', w.accounts)), /DATA_DIR=\/proc\/nope cannot be used as the data directory: ENOENT/);
+  }, 20_000);
+
+  it('the shard guard compares ENGINE_SHARDS with what the data directory recorded, also when it is set', async () => {
+    const w = workspace();
+    writeFileSync(join(w.dir, 'engine-shards'), '2\n');
+    for (const shards of ['1', '3']) {
+      expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { ENGINE_SHARDS: shards })), new RegExp(`holds the journals of 2 engine shard\\(s\\): ENGINE_SHARDS=${shards} would leave accounts`));
+    }
+  });
+
   it('a variable that is not a number, or not a choice', async () => {
     const w = workspace();
     expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { HTTP_PORT: 'abc' })), /HTTP_PORT="abc" is not a whole number/);
@@ -81,6 +125,27 @@ describe('configuration errors: one line naming the file, line or variable; exit
 });
 
 describe('the launcher keeps the system up', () => {
+  it('NATS_URL (an existing server) with a fresh DATA_DIR: comes up, no stack trace', async () => {
+    const w = workspace();
+    const nats = await startTestNats();
+    try {
+      const dataDir = join(w.dir, 'fresh/data');
+      const env = await launcherEnv(dataDir, w.accounts, { NATS_URL: nats.url });
+      const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+      const run = runLauncher(env);
+      runs.push(run);
+      await until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
+      expect(existsSync(join(dataDir, 'engine-shards'))).toBe(true);
+      run.child.kill('SIGINT');
+      expect(await run.exited).toBe(0);
+      expect(run.lines.filter((l) => /\n\s+at |ENOENT/.test(JSON.stringify(l)))).toEqual([]);
+    } finally {
+      await nats.stop();
+      nats.remove();
+    }
+  });
+
+
   it('clean stop then start on the same data: same holdings, ready again; a killed nats-server is restarted', async () => {
     const w = workspace();
     const env = await launcherEnv(w.dir, w.accounts);

@@ -205,13 +205,21 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const file = resolve(PROJECT_ROOT, env.CONFIG_FILE ?? 'config/default.json');
   const raw = readJsonFile(file, 'config file') as Config;
+  /** Which variable set each setting, so a bad value blames the variable rather than the file. */
+  const setBy = new Map<string, string>();
   for (const [name, set] of Object.entries(ENV)) {
     const v = env[name];
-    if (v !== undefined && v !== '') set(raw, v);
+    if (v === undefined || v === '') continue;
+    const before = leaves(raw);
+    set(raw, v);
+    for (const [path, value] of leaves(raw)) if (before.get(path) !== value) setBy.set(path, name);
   }
   const parsed = configSchema.safeParse(raw);
-  if (!parsed.success) throw new ConfigError(`config file ${file}: ${oneLine(z.prettifyError(parsed.error))}`);
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => blame(i, file, setBy, env)).join('; '));
   const c = parsed.data;
+  if (env.LOG_FORMAT && !['json', 'pretty'].includes(env.LOG_FORMAT.toLowerCase())) {
+    throw new ConfigError(`LOG_FORMAT=${JSON.stringify(env.LOG_FORMAT)}: expected json or pretty (unset: pretty at a terminal, JSON otherwise)`);
+  }
   const abs = (p: string) => (p === '' ? '' : resolve(PROJECT_ROOT, p));
   c.dataDir = abs(c.dataDir);
   c.accountsFile = abs(c.accountsFile);
@@ -220,6 +228,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (c.credentialsKeyFile) c.credentialsKeyFile = abs(c.credentialsKeyFile);
   if (c.accountsFile && !existsSync(c.accountsFile)) throw new ConfigError(`accounts file ${c.accountsFile} does not exist (ACCOUNTS_FILE)`);
   return c;
+}
+
+/** Every leaf setting of a config as path -> JSON text. */
+function leaves(value: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) leaves(v, prefix ? `${prefix}.${k}` : k, out);
+  } else {
+    out.set(prefix, JSON.stringify(value));
+  }
+  return out;
+}
+
+/** One validation problem in one phrase: the variable(s) that set the value, else the file and the setting's path. */
+function blame(issue: z.core.$ZodIssue, file: string, setBy: Map<string, string>, env: NodeJS.ProcessEnv): string {
+  const path = issue.path.join('.');
+  const vars = new Set<string>();
+  // A refinement of a section (engine.shard below engine.shards) is about every variable inside it.
+  for (const [p, name] of setBy) if (p === path || p.startsWith(`${path}.`) || (path !== '' && path.startsWith(`${p}.`))) vars.add(name);
+  const message = oneLine(issue.message);
+  const shown = (n: string) => (/PASSWORD/.test(n) ? `${n} (value hidden)` : `${n}=${JSON.stringify(env[n])}`);
+  if (vars.size > 0) return `${[...vars].map(shown).join(', ')}: ${message}`;
+  return `config file ${file}: ${path || '(top level)'}: ${message}`;
 }
 
 /** Reads a JSON file, or a ConfigError naming it (missing, unreadable, not JSON). */
@@ -259,13 +289,22 @@ export const engineShardsFile = (cfg: Config): string => resolve(cfg.dataDir, 'e
 
 /** The engine shards of the system on this DATA_DIR: the config's (ENGINE_SHARDS), else what the launcher recorded, else 1. */
 export function localEngineShards(cfg: Config): number {
-  if (cfg.engine?.shards) return cfg.engine.shards;
+  return cfg.engine?.shards ?? recordedEngineShards(cfg) ?? 1;
+}
+
+/** How many engine shards the launcher last ran on this DATA_DIR (its engine-shards file), null when it never recorded any. */
+export function recordedEngineShards(cfg: Config): number | null {
+  const file = engineShardsFile(cfg);
+  let text: string;
   try {
-    const n = Number(readFileSync(engineShardsFile(cfg), 'utf8').trim());
-    return Number.isInteger(n) && n >= 1 ? n : 1;
-  } catch {
-    return 1;
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new ConfigError(`${file}: ${(err as Error).message}`);
   }
+  const n = Number(text.trim());
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${file} says ${JSON.stringify(text.trim())}, not a number of engine shards: write the ENGINE_SHARDS this DATA_DIR ran with`);
+  return n;
 }
 
 export function localNatsUrl(cfg: Config): string {

@@ -10,9 +10,9 @@ import { startNatsServer, type NatsServer } from './nats-server.js';
 import { planCluster, startClusterNode, whenJetStreamReady } from './nats-cluster.js';
 import { Supervisor } from './supervisor.js';
 import { exchangeIsLive } from './exchange-probe.js';
-import { preflight } from './preflight.js';
+import { checkPorts, preflight } from './preflight.js';
 import { feedNodeBinary } from './feed-runtime.js';
-import { assertPortFree, freePort, portIsFree } from '../shared/ports.js';
+import { freePort, portIsFree } from '../shared/ports.js';
 
 /**
  * `npm start`: the whole system on one machine. Starts a local nats-server
@@ -26,6 +26,7 @@ let log = createLogger('launcher', process.env.LOG_LEVEL || 'info');
 let checked: ReturnType<typeof preflight>;
 try {
   checked = preflight(process.env);
+  await checkPorts(checked.cfg, process.env);
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
   log.fatal(`configuration error: ${err.message}`);
@@ -34,13 +35,6 @@ try {
 const { cfg, simulator } = checked;
 log = createLogger('launcher', cfg.logLevel);
 const dist = join(PROJECT_ROOT, 'dist/src');
-
-try {
-  await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
-} catch (err) {
-  log.fatal((err as Error).message);
-  process.exit(1);
-}
 
 let stopping = false;
 let supervisor: Supervisor | undefined;
@@ -126,7 +120,10 @@ try {
     log.info({ url: natsUrl }, 'using NATS_URL');
   }
 } catch (err) {
-  log.fatal({ err: err instanceof Error ? err.message : err }, `cannot start nats-server on port ${cfg.nats.port} (set NATS_PORT, or NATS_URL for an existing server)`);
+  // The error carries nats-server's last lines (its banner first): the last one says why.
+  const lines = err instanceof Error ? err.message.split('\n').filter((l) => l.trim() !== '') : [String(err)];
+  const why = lines.length > 1 ? `${lines[0]} ${lines[lines.length - 1]}` : lines[0];
+  log.fatal({ err: why }, `cannot start nats-server on port ${cfg.nats.port} (set NATS_PORT, or NATS_URL for an existing server)`);
   await stop('start-up failed', 1);
 }
 
