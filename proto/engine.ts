@@ -4,7 +4,8 @@ import type { AuditEntry } from './audit.js';
 /**
  * Engine request/reply contract (subject ENGINE_COMMAND_SUBJECT). The gateway
  * packs every command of one event-loop turn into a CommandBatch, publishes it
- * with its own reply subject, and the engine answers with one ReplyBatch per
+ * with a reply subject of its own (replySubject: the gateway's, and the
+ * batch's number), and the engine answers with one ReplyBatch per batch and
  * group commit. `id` is the gateway's, echoed back so it can match replies.
  *
  * Version 2: positions in answers travel flat (FlatPositions), without
@@ -258,4 +259,15 @@ export type EngineReply =
 export interface ReplyBatch {
   v: number;
   replies: EngineReply[];
+}
+
+/** Published on engineFaultSubject(shard) as an engine shard exits on a fault; GET /health shows the last one. */
+export interface EngineFault {
+  shard: number;
+  /** The loop that failed, e.g. "fill stream" or "journal write". */
+  what: string;
+  /** The error's name and message. */
+  cause: string;
+  /** Wall-clock ms. */
+  ts: number;
 }

@@ -49,6 +49,7 @@ import {
   FILL_SUBJECT_WILDCARD,
   NOTICES_SUBJECT_WILDCARD,
   ADMIN_REPLY_SUBJECT_PREFIX,
+  ENGINE_FAULT_SUBJECT_WILDCARD,
   REPLY_SUBJECT_WILDCARD,
   SESSION_SUBJECT,
 } from './subjects.js';
@@ -109,6 +110,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           ]),
           ...readStream(FILL_STREAM),
           ...all.map((n) => n.notices),
+          ENGINE_FAULT_SUBJECT_WILDCARD,
           // Answers only here (not wherever a request says: see the actor), never into a stream.
           REPLY_SUBJECT_WILDCARD,
           `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
@@ -127,6 +129,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           PRICE_SUBJECT_WILDCARD,
           FEED_STATUS_SUBJECT,
           FEED_ALERT_SUBJECT,
+          ENGINE_FAULT_SUBJECT_WILDCARD,
           `${inboxPrefix('gateway')}.>`,
         ],
       },

@@ -40,7 +40,16 @@ export const JOURNAL_SUBJECT = 'etf.journal';
 export const NOTICES_SUBJECT_PREFIX = 'etf.notices';
 export const NOTICES_SUBJECT_WILDCARD = 'etf.notices.>';
 
-/** Where a gateway instance receives its replies: `etf.reply.<gateway id>`. */
+/**
+ * An engine shard about to exit on a fault (proto/engine.ts EngineFault), on
+ * `etf.faults.engine.<shard>`: best effort, so /health can say why the engine
+ * is unavailable while the supervisor restarts it.
+ */
+export const ENGINE_FAULT_SUBJECT_PREFIX = 'etf.faults.engine';
+export const engineFaultSubject = (shard: number): string => `${ENGINE_FAULT_SUBJECT_PREFIX}.${shard}`;
+export const ENGINE_FAULT_SUBJECT_WILDCARD = `${ENGINE_FAULT_SUBJECT_PREFIX}.*`;
+
+/** Where a gateway instance receives its replies: `etf.reply.<gateway id>.<batch number>` (the batch named, so an unreadable answer still fails the right requests). */
 export const replySubject = (gatewayId: string): string => `etf.reply.${gatewayId}`;
 export const REPLY_SUBJECT_PREFIX = 'etf.reply.';
 export const REPLY_SUBJECT_WILDCARD = 'etf.reply.>';

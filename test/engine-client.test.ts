@@ -4,6 +4,7 @@ import { decode, encode, encodeRecords } from '../proto/codec.js';
 import { ENGINE_PROTOCOL_VERSION, type CommandBatch, type ReplyBatch } from '../proto/engine.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
+import { createLogger } from '../src/shared/log.js';
 import { useTestNats } from './helpers/system.js';
 
 /**
@@ -68,6 +69,39 @@ describe('engine client batching', () => {
       // Nobody answers: both time out, but the second batch was sent long before the first gave up.
       expect(seen.indexOf('batch 2')).toBeGreaterThanOrEqual(0);
       expect(seen.indexOf('batch 2')).toBeLessThan(seen.indexOf('first answered'));
+    } finally {
+      client.close();
+      sub.unsubscribe();
+    }
+  });
+});
+
+describe('engine client: answers it cannot read', () => {
+  const bus = useTestNats();
+
+  it('fails the requests of an unreadable answer at once with a clear error, and logs each kind of unreadable answer once', async () => {
+    // An "engine" whose answers are not ReplyBatches: garbage bytes, then a well-formed message of another shape.
+    let n = 0;
+    const sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
+      callback: (_, m) => {
+        n++;
+        m.respond(n <= 2 ? new Uint8Array([0xc1, 0xc1, 0xc1]) : encode({ hello: 'world' }));
+      },
+    });
+    await bus.nc.flush();
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    // Far longer than the test may take: an answer that merely timed out would fail it.
+    const client = new EngineClient(bus.nc, 600_000, { log });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await client.call({ op: 'ping' });
+        expect(r.ok).toBe(false);
+        if (!r.ok) expect(r.error).toMatchObject({ code: 'engine_unavailable', message: expect.stringMatching(/could not be read/) });
+      }
+      expect(client.unreadable).toEqual({ undecodable: 2, not_a_reply_batch: 1 });
+      // One line per kind, at error level, not one per answer.
+      expect(lines.filter((l) => (l.level as number) >= 50).map((l) => l.kind)).toEqual(['undecodable', 'not_a_reply_batch']);
     } finally {
       client.close();
       sub.unsubscribe();

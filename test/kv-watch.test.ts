@@ -3,6 +3,7 @@ import { Kvm, type KvWatchEntry } from '@nats-io/kv';
 import type { QueuedIterator } from '@nats-io/transport-node';
 import { watchBucket, type WatchOptions } from '../src/shared/kv-watch.js';
 import { encode } from '../proto/codec.js';
+import { createLogger } from '../src/shared/log.js';
 import { quietLog, useTestNats } from './helpers/system.js';
 
 /**
@@ -117,4 +118,29 @@ describe('bucket watch', () => {
       close();
     }
   }, 30_000);
+
+  it('says so at error level when its handler throws, and goes on with the next entries', async () => {
+    const kv = await new Kvm(bus.nc).create('watch_throws');
+    const lines: { level: number; key?: string; msg: string }[] = [];
+    const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as { level: number; key?: string; msg: string }) });
+    const values: number[] = [];
+    let heard: (() => void) | null = null;
+    const heardTwo = new Promise<void>((r) => (heard = r));
+    const watch = watchBucket<{ n: number }>(bus.nc, 'watch_throws', log, (key, v) => {
+      if (key === 'bad') throw new Error('handler bug');
+      values.push(v!.n);
+      if (v!.n === 2) heard!();
+    });
+    try {
+      await kv.put('good', encode({ n: 1 }));
+      await kv.put('bad', encode({ n: 0 }));
+      await kv.put('good', encode({ n: 2 }));
+      await heardTwo;
+      // Heard once each, in order: the watch was not torn down and started again over the throw.
+      expect(values).toEqual([1, 2]);
+      expect(lines.filter((l) => l.level >= 50)).toMatchObject([{ key: 'bad', msg: 'bucket entry handler failed' }]);
+    } finally {
+      watch.close();
+    }
+  });
 });

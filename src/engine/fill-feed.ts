@@ -91,7 +91,9 @@ export async function followFills(
   state: EngineState,
   log: Logger,
   onChange: (change: FillChange) => void,
-  owns?: (clientId: number) => boolean,
+  owns: ((clientId: number) => boolean) | undefined,
+  /** The follower stopped after catch-up (a handler threw): the positions no longer move, so the owner must stop. */
+  onError: (err: unknown) => void,
 ): Promise<{ follower: StreamFollower; stats: FillFeedStats }> {
   const stats = emptyFillStats();
   const follower = await readStream(
@@ -101,7 +103,7 @@ export async function followFills(
     (m) => {
       for (const c of applyFillMessage(state, m, stats, log, owns)) onChange(c);
     },
-    { follow: true },
+    { follow: true, onError, log },
   );
   return { follower, stats };
 }

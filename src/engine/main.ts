@@ -1,9 +1,12 @@
 import { runService } from '../shared/process.js';
 import { startEngine } from './service.js';
+import { EngineFault } from './fault.js';
 
 await runService('engine', (cfg, natsUrl, log) =>
   startEngine(cfg, natsUrl, log, (err) => {
-    log.fatal({ err }, 'journal write failed: exiting so a restart rebuilds state from the journal');
+    // EngineFault names the loop that stopped (journal write, fill stream); its cause is the error.
+    const what = err instanceof EngineFault ? err.what : 'engine';
+    log.fatal({ err: err instanceof EngineFault ? err.cause : err, what }, `${what} failed: exiting so a restart rebuilds state from the journal and the fill stream`);
     process.exit(1);
   }),
 );

@@ -18,6 +18,7 @@ import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
 import { SnapshotUnusable } from './snapshot.js';
 import { SnapshotStore } from './snapshot-store.js';
+import { EngineFault, reportFault } from './fault.js';
 import { configBaskets } from './catalog.js';
 import type { JournalEvent } from '../../proto/journal.js';
 import { ScoreboardWriter } from './scoreboard.js';
@@ -89,7 +90,11 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
 
   // Fills replayed before the actor exists are history: nobody is listening for their notices yet.
   let actor: EngineActor | undefined;
-  const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined), owns);
+  // A loop that feeds the state and stops takes the process with it (a restart rebuilds the state), saying why on the bus first.
+  const fatal = reportFault(nc, names.shard, onFatal);
+  const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined), owns, (err) =>
+    fatal(new EngineFault('fill stream', err)),
+  );
   await follower.caughtUp;
   const fillsMs = Math.round(performance.now() - tFills);
 
@@ -112,7 +117,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     },
     journal,
     log,
-    onFatal,
+    (err) => fatal(new EngineFault('journal write', err)),
     { store: snapshots, every: cfg.snapshotEvery ?? 100_000 },
     (events, seq) => scoreboard.append(events, seq),
     basketStore,

@@ -1,7 +1,8 @@
-import { nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { encodeRecords, decode } from '../../proto/codec.js';
 import {
   ENGINE_PROTOCOL_VERSION,
+  type EngineFault,
   type CommandBatch,
   type CommandEnvelope,
   type EngineCommand,
@@ -9,10 +10,11 @@ import {
   type ReplyBatch,
   type ReplyTo,
 } from '../../proto/engine.js';
-import { adminReplySubject, replySubject } from '../../proto/subjects.js';
+import { adminReplySubject, ENGINE_FAULT_SUBJECT_WILDCARD, replySubject } from '../../proto/subjects.js';
 import { routeOf, shardNames } from '../../proto/shards.js';
 import { NextTurn } from '../shared/next-turn.js';
 import { mergeShardReplies } from './shard-merge.js';
+import type { Logger } from '../shared/log.js';
 
 export interface EngineClientOptions {
   /** The operators' read-only subject (the check tool, the operator's NATS user): a separate reply prefix too. */
@@ -21,7 +23,12 @@ export interface EngineClientOptions {
   shards?: number;
   /** How long an operator write keeps being resent to a shard that did not answer (default: three timeouts). */
   resendMs?: number;
+  /** Where unreadable answers are reported (once per kind). */
+  log?: Logger;
 }
+
+/** Kinds of answer that cannot be used; each is logged the first time and counted. */
+type Unreadable = 'undecodable' | 'not_a_reply_batch' | 'reply_without_id' | 'subscription_error';
 
 /**
  * Operator writes every shard journals: a shard that did not answer (down,
@@ -37,6 +44,9 @@ interface SentBatch {
   line: ShardLine;
   left: number;
   sentAt: number;
+  /** Its number, the last token of its reply subject: an answer that cannot be read still says which batch it was. */
+  no: number;
+  ids: number[];
 }
 
 /** One shard's commands: those waiting to go, and the batches out. */
@@ -86,6 +96,15 @@ export class EngineClient {
   private readonly sub: Subscription;
   private readonly sweeper: NodeJS.Timeout;
   private readonly resendMs: number;
+  /** Batches with commands not yet answered, by number. */
+  private readonly batches = new Map<number, SentBatch>();
+  private nextBatch = 1;
+  private readonly log: Logger | undefined;
+  /** Answers that could not be used, by kind. */
+  readonly unreadable: Partial<Record<Unreadable, number>> = {};
+  /** The last fault each engine shard reported as it exited (proto/engine.ts EngineFault), for /health. */
+  readonly faults = new Map<number, EngineFault>();
+  private readonly faultSub: Subscription | null;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -98,27 +117,77 @@ export class EngineClient {
       const names = shardNames(k, shards);
       return { subject: opts.admin ? names.admin : names.command, queue: [], out: [], timer: null };
     });
+    this.log = opts.log;
     this.inbox = opts.admin ? adminReplySubject(nuid.next()) : replySubject(nuid.next());
-    this.sub = nc.subscribe(this.inbox, {
+    this.sub = nc.subscribe(`${this.inbox}.*`, {
       callback: (err, msg) => {
-        if (err) return;
-        let batch: ReplyBatch;
+        if (err) return this.report('subscription_error', { err: String(err) });
+        this.onReply(msg);
+      },
+    });
+    // The gateway's /health shows them; the operators' read-only client has no use for them (nor the permission).
+    this.faultSub = opts.admin ? null : nc.subscribe(ENGINE_FAULT_SUBJECT_WILDCARD, {
+      callback: (err, msg) => {
+        if (err) return this.report('subscription_error', { err: String(err) });
         try {
-          batch = decode<ReplyBatch>(msg.data);
-        } catch {
-          return;
-        }
-        for (const r of batch.replies ?? []) {
-          const p = this.pending.get(r.id);
-          if (!p) continue; // answered after its deadline: the caller already got a 503
-          this.pending.delete(r.id);
-          this.answered(p);
-          p.resolve(r);
+          const f = decode<EngineFault>(msg.data);
+          if (Number.isInteger(f?.shard)) this.faults.set(f.shard, f);
+        } catch (e) {
+          this.report('undecodable', { subject: msg.subject, err: String(e) });
         }
       },
     });
     this.sweeper = setInterval(() => this.expire(), Math.min(250, timeoutMs));
     this.sweeper.unref();
+  }
+
+  private onReply(msg: Msg): void {
+    let batch: ReplyBatch;
+    try {
+      batch = decode<ReplyBatch>(msg.data);
+    } catch (err) {
+      return this.unusable(msg, 'undecodable', String(err));
+    }
+    if (!Array.isArray(batch?.replies)) return this.unusable(msg, 'not_a_reply_batch', `v ${String((batch as { v?: unknown })?.v)}`);
+    for (const r of batch.replies) {
+      if (typeof r?.id !== 'number') {
+        this.report('reply_without_id', { subject: msg.subject });
+        continue;
+      }
+      const p = this.pending.get(r.id);
+      if (!p) continue; // answered after its deadline: the caller already got a 503
+      this.pending.delete(r.id);
+      this.answered(p);
+      p.resolve(r);
+    }
+    // A batch may be answered in several messages (the engine's group commits split it): the rest comes later.
+  }
+
+  /** An answer that cannot be read: its batch's commands fail at once, with a reason, instead of at their deadline. */
+  private unusable(msg: Msg, kind: Unreadable, detail: string): void {
+    this.report(kind, { subject: msg.subject, bytes: msg.data.byteLength, detail });
+    const b = this.batchOf(msg.subject);
+    if (b) this.failBatch(b, 'the engine\'s answer could not be read; the operation may or may not have happened: check /holdings before retrying');
+  }
+
+  private batchOf(subject: string): SentBatch | undefined {
+    return this.batches.get(Number(subject.slice(this.inbox.length + 1)));
+  }
+
+  private failBatch(b: SentBatch, message: string): void {
+    for (const id of b.ids) {
+      const p = this.pending.get(id);
+      if (!p || p.batch !== b) continue;
+      this.pending.delete(id);
+      this.answered(p);
+      p.resolve({ id, ok: false, error: { code: 'engine_unavailable', message } });
+    }
+  }
+
+  /** Logged the first time per kind (a flood of bad answers is one line), counted always. */
+  private report(kind: Unreadable, detail: Record<string, unknown>): void {
+    const n = (this.unreadable[kind] = (this.unreadable[kind] ?? 0) + 1);
+    if (n === 1) this.log?.error({ kind, ...detail }, 'unusable answer from the engine (further ones of this kind are only counted)');
   }
 
   /** The engine's answer to `cmd`, its result typed by the command (proto/engine.ts ResultByOp). */
@@ -173,6 +242,7 @@ export class EngineClient {
   private answered(p: Pending): void {
     const b = p.batch;
     if (!b || --b.left > 0) return;
+    this.batches.delete(b.no);
     const i = b.line.out.indexOf(b);
     if (i < 0) return;
     b.line.out.splice(i, 1);
@@ -189,11 +259,12 @@ export class EngineClient {
       return false;
     });
     if (cmds.length === 0) return;
-    const sent: SentBatch = { line, left: cmds.length, sentAt: now };
+    const sent: SentBatch = { line, left: cmds.length, sentAt: now, no: this.nextBatch++, ids: cmds.map((c) => c.id) };
     for (const c of cmds) this.pending.get(c.id)!.batch = sent;
     line.out.push(sent);
+    this.batches.set(sent.no, sent);
     const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };
-    this.nc.publish(line.subject, encodeRecords(batch), { reply: this.inbox });
+    this.nc.publish(line.subject, encodeRecords(batch), { reply: `${this.inbox}.${sent.no}` });
   }
 
   private expire(): void {
@@ -217,6 +288,7 @@ export class EngineClient {
     clearInterval(this.sweeper);
     for (const line of this.lines) if (line.timer) clearTimeout(line.timer);
     this.sub.unsubscribe();
+    this.faultSub?.unsubscribe();
     this.expire();
   }
 }

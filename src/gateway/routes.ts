@@ -255,7 +255,9 @@ export async function leaderboard(ex: Exchange, deps: RouteDeps, instruments: In
 
 export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView, ws: { stats: unknown }): Promise<void> {
   const reply = natsConnected ? await deps.engine.call({ op: 'ping' }) : null;
-  const extra = { feed: feed.view(), ws: ws.stats };
+  // Why an engine shard last exited (it is restarted by the supervisor): shown while it is down and after.
+  const faults = [...deps.engine.faults.values()];
+  const extra = { feed: feed.view(), ws: ws.stats, ...(faults.length ? { engine_faults: faults } : {}) };
   if (!reply?.ok) {
     ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false, ...extra });
     return;

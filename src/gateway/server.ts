@@ -48,7 +48,7 @@ type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void
 export async function startGateway(cfg: Config, natsUrl: string, log: Logger): Promise<GatewayHandle> {
   await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
   const nc = await connectNats(natsUrl, 'etf-gateway', { role: 'gateway', credsFile: cfg.nats.creds });
-  const engine = new EngineClient(nc, cfg.requestTimeoutMs, { shards: cfg.engine?.shards ?? 1 });
+  const engine = new EngineClient(nc, cfg.requestTimeoutMs, { shards: cfg.engine?.shards ?? 1, log });
   const auth = new Authenticator(engine, cfg.bcryptRounds, authOptions(cfg));
   const throttle = new Throttle(cfg.throttle);
   const marks = new Marks(nc, log);

@@ -4,6 +4,8 @@ import type { QueuedIterator } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { decode } from '../../proto/codec.js';
 import type { Logger } from './log.js';
+import { isTransientJsError } from './js-retry.js';
+import { describeError, isStreamNotFound } from './js-errors.js';
 
 const RETRY_MS = 1000;
 /** A watch that has heard nothing for this long while its bucket holds newer revisions is started again. */
@@ -53,14 +55,20 @@ export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, 
         if (!current()) return;
         lastHeard = Date.now();
         lastRevision = Math.max(lastRevision, e.revision);
-        if (e.operation !== 'PUT') {
-          onEntry(e.key, null);
-          continue;
+        let value: T | null = null;
+        if (e.operation === 'PUT') {
+          try {
+            value = decode<T>(e.value);
+          } catch (err) {
+            log.warn({ bucket, key: e.key, err: describeError(err) }, 'unreadable entry in bucket');
+            continue;
+          }
         }
         try {
-          onEntry(e.key, decode<T>(e.value));
+          onEntry(e.key, value);
         } catch (err) {
-          log.warn({ bucket, key: e.key, err: err instanceof Error ? err.message : err }, 'unreadable entry in bucket');
+          // The handler's own fault, not the bucket's: said at error level, and the watch goes on (the key's next value replaces this one).
+          log.error({ bucket, key: e.key, err }, 'bucket entry handler failed');
         }
       }
     })().then(
@@ -68,7 +76,9 @@ export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, 
         if (current()) again();
       },
       (err: unknown) => {
-        log.debug({ bucket, err: err instanceof Error ? err.message : err }, 'bucket not followed yet: retrying');
+        // Not there yet (its writer has not started) or JetStream between leaders is routine; anything else is said.
+        const routine = isStreamNotFound(err) || isTransientJsError(err);
+        log[routine ? 'debug' : 'warn']({ bucket, err: describeError(err) }, 'bucket not followed: retrying');
         if (current()) again();
       },
     );
@@ -87,7 +97,10 @@ export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, 
           follow();
         }
       })
-      .catch(() => {}) // JetStream unavailable: the next tick asks again
+      .catch((err: unknown) => {
+        // JetStream unavailable: the next tick asks again; anything else is worth a line.
+        if (!isTransientJsError(err) && !isStreamNotFound(err)) log.warn({ bucket, err: describeError(err) }, 'bucket watch: cannot check progress');
+      })
       .finally(() => (checking = false));
   }, STALL_MS / 3);
   watchdog.unref();

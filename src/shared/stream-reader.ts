@@ -1,6 +1,7 @@
 import { jetstream, jetstreamManager, DeliverPolicy, type JsMsg, type ConsumerMessages } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { isTransientJsError } from './js-retry.js';
+import type { Logger } from './log.js';
 
 /** Consumer heartbeat: the server says it is alive this often while there is nothing to deliver. */
 const HEARTBEAT_MS = 1000;
@@ -8,10 +9,19 @@ const HEARTBEAT_MS = 1000;
 const STALL_MS = 3000;
 
 export interface StreamFollower {
-  /** Resolves once every message that was in the stream when `follow` was called has been handled. */
+  /** Resolves once every message that was in the stream when `follow` was called has been handled; rejects if reading ends before. */
   caughtUp: Promise<void>;
   stop(): Promise<void>;
 }
+
+/**
+ * How far to read. A follower never ends on its own: a handler that throws, or
+ * a reader that cannot go on, after catch-up is reported to `onError` (its
+ * owner stops; the state it feeds no longer moves), never dropped.
+ */
+export type ReadOptions =
+  | { follow: false; untilSeq?: number; log?: Logger }
+  | { follow: true; onError: (err: unknown) => void; log?: Logger };
 
 /** An error thrown by the caller's handler: it ends the reading (never retried). */
 class HandlerError extends Error {
@@ -38,10 +48,10 @@ export async function readStream(
   stream: string,
   fromSeq: number,
   onMsg: (m: JsMsg) => void,
-  opts: { follow: boolean; untilSeq?: number },
+  opts: ReadOptions,
 ): Promise<StreamFollower> {
   const jsm = await jetstreamManager(nc);
-  const last = opts.untilSeq ?? (await jsm.streams.info(stream)).state.last_seq;
+  const last = (!opts.follow ? opts.untilSeq : undefined) ?? (await jsm.streams.info(stream)).state.last_seq;
   let resolveCaughtUp!: () => void;
   let failCaughtUp!: (err: unknown) => void;
   const caughtUp = new Promise<void>((res, rej) => {
@@ -59,6 +69,7 @@ export async function readStream(
   /** The current consumer was given up as lost: the loop opens another. */
   let stalled = false;
   let lastProgress = Date.now();
+  let isCaughtUp = last < fromSeq;
 
   const open = async (): Promise<ConsumerMessages> => {
     if (stopped) throw new Error('stopped');
@@ -83,7 +94,10 @@ export async function readStream(
         const end = opts.follow ? info.state.last_seq : Math.min(last, info.state.last_seq);
         if (info.state.messages > 0 && end >= Math.max(next, info.state.first_seq) && Date.now() - lastProgress >= STALL_MS) giveUp();
       })
-      .catch(() => {}) // JetStream unavailable: the next tick asks again
+      .catch((err: unknown) => {
+        // JetStream unavailable: the next tick asks again; anything else is worth a line.
+        if (!isTransientJsError(err)) opts.log?.warn({ stream, err: describe(err) }, 'stream reader: cannot check progress');
+      })
       .finally(() => (checking = false));
   }, STALL_MS / 3);
   watchdog.unref();
@@ -114,6 +128,7 @@ export async function readStream(
             }
             next = m.seq + 1;
             if (m.seq >= last) {
+              isCaughtUp = true;
               resolveCaughtUp();
               if (!opts.follow) return;
             }
@@ -123,26 +138,30 @@ export async function readStream(
           if (err instanceof HandlerError) throw err.inner;
           // The client gave the consumer up (it could not recreate it), or JetStream is between leaders: open another.
           if (stopped || !(stalled || isTransientJsError(err) || opts.follow)) throw err;
+          // A follower keeps trying (a cluster's consumer can be lost with its node), but says so.
+          if (!stalled && (attempt === 0 || attempt % 10 === 0)) opts.log?.warn({ stream, next, attempt: attempt + 1, err: describe(err) }, 'stream reader: consumer failed, opening another');
         } finally {
           messages?.stop();
         }
         await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt++)));
       }
     } catch (err) {
-      // Before catch-up the caller awaits `caughtUp`; after it, a handler error is the caller's to surface.
-      failCaughtUp(err);
-      throw err;
+      // Before catch-up the caller awaits `caughtUp`; after it, the follower's owner is told.
+      if (!isCaughtUp) failCaughtUp(err);
+      // After catch-up only a follower is still reading; once stopped, an error is just how its reading ended.
+      else if (opts.follow && !stopped) opts.onError(err);
     } finally {
       clearInterval(watchdog);
     }
   })();
-  done.catch(() => {});
   return {
     caughtUp,
     stop: async () => {
       stopped = true;
       messages?.stop();
-      await done.catch(() => {});
+      await done;
     },
   };
 }
+
+const describe = (err: unknown): string => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));

@@ -104,9 +104,15 @@ export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1
  * The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`;
  * `logs` keeps what it logs after that (the last 20,000 lines).
  */
-export async function spawnEngine(natsUrl: string, cfg: Config): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[]; logs: Record<string, any>[] }> {
+export async function spawnEngine(
+  natsUrl: string,
+  cfg: Config,
+  /** More environment (e.g. NODE_OPTIONS for a test's fault hook). */
+  extraEnv: NodeJS.ProcessEnv = {},
+): Promise<ChildProcess & { ready: Record<string, any>; startLog: Record<string, any>[]; logs: Record<string, any>[] }> {
   const env = {
     ...process.env,
+    ...extraEnv,
     NATS_URL: natsUrl,
     CONFIG_FILE: writeConfigFile(cfg),
     LOG_LEVEL: 'info',
