@@ -257,6 +257,8 @@ export class Charts {
 
   /** Takes one point of every series now (the timer's job; tests call it to place points). */
   sample(ts = Date.now()): void {
+    // Nothing to chart yet (no price, no team active): no empty points before the session starts.
+    if (this.prices.size === 0 && this.tracked.size === 0) return;
     const i = this.grid.begin(ts);
     if (i < 0) return;
     for (const [etf, p] of this.prices) {
