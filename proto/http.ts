@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { EngineErrorCode } from './engine.js';
 import { CLIENT_REQUEST_ID_PATTERN } from './audit.js';
 import type { EtfPrice } from './marketdata.js';
+import type { AuditEntry } from './audit.js';
 
 /**
  * The HTTP API: routes, parameter rules and error codes. README.md documents
@@ -42,6 +43,7 @@ export const ROUTES = {
   symbols: { method: 'get', path: '/symbols' },
   openapi: { method: 'get', path: '/openapi.json' },
   leaderboard: { method: 'get', path: '/leaderboard' },
+  charts: { method: 'get', path: '/charts' },
 } as const;
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,16}$/;
@@ -289,4 +291,78 @@ export interface PositionBody {
 /** GET /symbols: the exchange's symbols and the ETFs this service converts. */
 export interface SymbolsBody {
   symbols: { symbol: number; ticker: string; tick_size: number | null; etf: boolean }[];
+}
+
+/**
+ * GET /charts, no credentials (every team's P&L is public, as on
+ * /leaderboard): what the pages chart, sampled by the gateway from published
+ * state since it started. `since` (ms): only points after it, for a page that
+ * polls; `team` (username): that team's P&L alone.
+ *   { "t": [ms...], "step_ms": 1000,
+ *     "etfs": { "UNDY": { "etf": [mid...], "nav": [...], "premium": [...] } },
+ *     "teams": [ { "client_id": 1, "username": "team1", "pnl": [...] } ],
+ *     "halts": [ { "etf": "UNDY" | null, "reason", "by", "since" } ], "ts": ms }
+ * Every series has one value per `t` (null: not known then). Teams appear once
+ * they hold something or have cash. Older points are thinned (`step_ms`
+ * doubles) so a whole session fits in CHART_LIMITS.points.
+ */
+export interface ChartsBody {
+  t: number[];
+  step_ms: number;
+  etfs: Record<string, { etf: (number | null)[]; nav: (number | null)[]; premium: (number | null)[] }>;
+  teams: { client_id: number; username: string; pnl: (number | null)[] }[];
+  halts: { etf: string | null; reason: string; by: string; since: number }[];
+  ts: number;
+}
+
+export const CHART_LIMITS = {
+  /** One point per this long at first (it doubles each time the points fill up). */
+  sampleMs: 1000,
+  /** Points kept per series. */
+  points: 1200,
+  /** Teams with a P&L series. */
+  teams: 1000,
+  /** Conversion scorecards kept (the newest). */
+  scorecards: 50_000,
+  /** How often the gateway reads the halts in force for /charts. */
+  haltPollMs: 1000,
+} as const;
+
+/**
+ * A conversion's scorecard, computed by the gateway when the engine's
+ * outcome arrives (GET /history and GET /requests/<id> entries carry it as
+ * `scorecard`): what the conversion was worth at the mid prices of that
+ * moment, fee included. `edge` = Σ delta × mid − fee over the ETF and its
+ * basket: positive when the team received more value than it gave. null when
+ * a leg had no two-sided market (`unmarked`). `quoted_edge`: the pricing
+ * actor's executable edge then (create_edge or redeem_edge × amount − fee),
+ * what trading the legs at the touch would have earned.
+ */
+export interface Scorecard {
+  request_id: string;
+  client_id: number;
+  op: 'create' | 'redeem';
+  etf: string;
+  amount: number;
+  ts: number;
+  etf_mid: number | null;
+  edge: number | null;
+  edge_per_unit: number | null;
+  quoted_edge: number | null;
+  fee: number;
+  unmarked?: string[];
+}
+
+/**
+ * An entry of GET /history and GET /requests/<id>: the audit entry
+ * (proto/audit.ts), whose `deltas` and `holdings` are lists of positions
+ * (kept for the scripts that read them), plus the same as maps by ticker, the
+ * shape `deltas` and `holdings` have in a conversion's answer. The maps are
+ * the preferred form; `scorecard` is there for an accepted conversion the
+ * gateway scored.
+ */
+export interface AuditEntryBody extends AuditEntry {
+  deltas_by_ticker?: Record<string, number>;
+  holdings_by_ticker?: Record<string, number>;
+  scorecard?: Scorecard;
 }

@@ -22,6 +22,11 @@ describe('pages and assets', () => {
     ['/web/operator.js', 'text/javascript; charset=utf-8', OPERATOR_ROUTES.overview],
     ['/web/common.js', 'text/javascript; charset=utf-8', 'export function el'],
     ['/web/style.css', 'text/css; charset=utf-8', ':root'],
+    ['/board', 'text/html; charset=utf-8', '<title>NDFEX ETF leaderboard</title>'],
+    ['/web/charts.js', 'text/javascript; charset=utf-8', 'export function priceChart'],
+    // The charting library from node_modules (no CDN: lab networks are closed).
+    ['/web/uPlot.iife.min.js', 'text/javascript; charset=utf-8', 'uPlot'],
+    ['/web/uPlot.min.css', 'text/css; charset=utf-8', '.uplot'],
   ])('GET %s is served as %s', async (path, type, contains) => {
     const res = await fetch(`${f.sys.url}${path}`);
     expect(res.status).toBe(200);

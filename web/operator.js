@@ -1,5 +1,7 @@
 // The operator's page: every team's positions, conversions, feed health and alerts, refreshed every second.
 import { $, el, basicAuth, fmtNum, fmtSigned, fmtTime, signClass, readJson, fillRows, flash } from './common.js';
+import { followCharts, pnlChart } from './charts.js';
+import { loadLeaderboard } from './leaderboard.js';
 
 const REFRESH_MS = 1000;
 
@@ -46,6 +48,8 @@ function renderHalts(halts) {
 function signOut(message) {
   auth = null;
   clearTimeout(timer);
+  classCharts?.stop();
+  classCharts = null;
   lastCells = new Map();
   $('#board').hidden = true;
   $('#who').hidden = true;
@@ -83,6 +87,7 @@ async function refresh(first = false) {
     $('#signin').hidden = true;
     $('#board').hidden = false;
     $('#who').hidden = false;
+    startClassCharts();
   }
   if (res.ok) {
     render(body);
@@ -112,6 +117,7 @@ function render(o) {
   renderFeed(o.feed);
   renderAlerts(o.alerts);
   renderConversions(o.conversions);
+  void loadLeaderboard($('#leaderboard tbody'));
 }
 
 function renderPositions(accounts) {
@@ -189,4 +195,14 @@ function renderConversions(list) {
     ),
   );
   fillRows($('#conversions tbody'), rows, 'No conversions yet.', 8);
+}
+
+// ---------------------------------------------------------------- the class: every team's P&L over time
+
+let classCharts = null;
+const classPnl = pnlChart($('#pnl-chart'), { height: 360 });
+
+function startClassCharts() {
+  classCharts?.stop();
+  classCharts = followCharts({}, (data) => classPnl.update(data));
 }

@@ -1,7 +1,10 @@
 // A team's page: sign in, live holdings and ETF prices over /ws, create/redeem, recent history.
 import { $, el, basicAuth, fmtNum, fmtPct, fmtSigned, fmtTime, signClass, readJson, fillRows, flash } from './common.js';
+import { followCharts, pnlChart, priceChart } from './charts.js';
 
 const HISTORY_ROWS = 15;
+/** Conversions read for the chart's markers and the scorecard (the table shows HISTORY_ROWS). */
+const HISTORY_READ = 200;
 const RECONNECT_MS = 1000;
 
 let creds = null; // {username, password}: kept in this page's memory only
@@ -42,6 +45,7 @@ function signOut(message) {
     ws = null;
     old.close(1000, 'signed out');
   }
+  stopCharts();
   $('#desk').hidden = true;
   $('#who').hidden = true;
   $('#signin').hidden = false;
@@ -61,6 +65,7 @@ function showDesk(welcome) {
   $('#signin-button').disabled = false;
   void loadEtfs();
   void loadHistory();
+  startCharts(welcome.username);
 }
 
 // ---------------------------------------------------------------- the stream
@@ -204,7 +209,10 @@ function showBasket() {
   const e = etfs.find((x) => x.name === $('#etf').value);
   $('#basket-line').textContent = e ? `1 ${e.name} = ${e.components.map((c) => `${c.weight}×${c.ticker}`).join(' + ')}` : '';
 }
-$('#etf').addEventListener('change', showBasket);
+$('#etf').addEventListener('change', () => {
+  showBasket();
+  drawCharts();
+});
 
 // ---------------------------------------------------------------- create / redeem
 
@@ -214,13 +222,14 @@ $('#convert-form').addEventListener('submit', async (e) => {
   const etf_name = $('#etf').value || undefined;
   const amountText = $('#amount').value.trim();
   const amount = /^[0-9]+$/.test(amountText) ? Number(amountText) : amountText;
+  const dry_run = $('#dry-run').checked || undefined;
   const buttons = [$('#create-button'), $('#redeem-button')];
   buttons.forEach((b) => (b.disabled = true));
   try {
     const res = await fetch(`/${op}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: basicAuth(creds.username, creds.password) },
-      body: JSON.stringify({ etf_name, amount }),
+      body: JSON.stringify({ etf_name, amount, dry_run }),
     });
     showAnswer(op, res.status, await readJson(res));
   } catch (err) {
@@ -229,6 +238,7 @@ $('#convert-form').addEventListener('submit', async (e) => {
     buttons.forEach((b) => (b.disabled = false));
   }
   void loadHistory();
+  charts?.now();
 });
 
 function showAnswer(op, status, body) {
@@ -237,23 +247,24 @@ function showAnswer(op, status, body) {
   if (body.error) {
     box.dataset.status = 'error';
     const shortfalls = body.error.shortfalls ?? [];
-    box.replaceChildren(
+    // Only the parts there are: a refusal without shortfalls (a halt, a limit) has no list.
+    const parts = [
       el('div', { class: 'headline' }, `${op === 'create' ? 'Create' : 'Redeem'} refused`, el('span', { class: 'muted small' }, ` ${status} ${body.error.code}`)),
       el('div', { class: 'message' }, body.error.message),
-      shortfalls.length
-        ? el('ul', { class: 'shortfalls' }, shortfalls.map((s) => el('li', {}, `${s.ticker}: have ${fmtNum(s.have)}, need ${fmtNum(s.need)}`)))
-        : null,
-    );
+    ];
+    if (shortfalls.length) parts.push(el('ul', { class: 'shortfalls' }, shortfalls.map((s) => el('li', {}, `${s.ticker}: have ${fmtNum(s.have)}, need ${fmtNum(s.need)}`))));
+    box.replaceChildren(...parts);
     return;
   }
-  box.dataset.status = 'ok';
-  const verb = body.op === 'create' ? 'Created' : 'Redeemed';
+  box.dataset.status = body.dry_run ? 'dry' : 'ok';
+  const verb = body.dry_run ? (body.op === 'create' ? 'Would create' : 'Would redeem') : body.op === 'create' ? 'Created' : 'Redeemed';
   box.replaceChildren(
-    el('div', { class: 'headline' }, `${verb} ${body.amount} ${body.etf_name}`, el('span', { class: 'muted small' }, ` ${body.request_id}${body.replayed ? ' (replayed)' : ''}`)),
+    el('div', { class: 'headline' }, `${verb} ${body.amount} ${body.etf_name}`, el('span', { class: 'muted small' }, body.dry_run ? ' dry run: nothing changed' : ` ${body.request_id}${body.replayed ? ' (replayed)' : ''}`)),
     el(
       'div',
       { class: 'deltas' },
       Object.entries(body.deltas).map(([t, q]) => el('span', { class: `chip ${signClass(q)}` }, `${t} ${fmtSigned(q)}`)),
+      el('span', { class: 'chip' }, `fee ${fmtNum(body.fee ?? 0)}`),
     ),
   );
 }
@@ -272,10 +283,11 @@ function historySoon() {
 
 async function loadHistory() {
   if (!creds) return;
-  const res = await fetch(`/history?limit=${HISTORY_ROWS}`, { headers: { authorization: basicAuth(creds.username, creds.password) } });
+  const res = await fetch(`/history?limit=${HISTORY_READ}`, { headers: { authorization: basicAuth(creds.username, creds.password) } });
   if (!res.ok) return;
   const body = await readJson(res);
-  const rows = body.entries.map((h) =>
+  setConversions(body.entries);
+  const rows = body.entries.slice(0, HISTORY_ROWS).map((h) =>
     el(
       'tr',
       { 'data-request': h.request_id },
@@ -285,8 +297,99 @@ async function loadHistory() {
       el('td', {}, h.etf ?? '—'),
       el('td', { class: 'num' }, h.amount ?? '—'),
       el('td', {}, el('span', { class: `badge ${h.status}` }, h.status)),
-      el('td', { class: 'small' }, h.status === 'accepted' ? (h.deltas ?? []).map((d) => `${d.ticker} ${fmtSigned(d.quantity)}`).join(', ') || '—' : h.error?.message ?? ''),
+      el('td', { class: 'num', 'data-field': 'fee' }, h.status === 'accepted' && h.kind !== 'register' ? fmtNum(h.fee ?? 0) : '—'),
+      el('td', { class: 'small' }, h.status === 'accepted' ? Object.entries(h.deltas_by_ticker ?? {}).map(([t, q]) => `${t} ${fmtSigned(q)}`).join(', ') || '—' : h.error?.message ?? ''),
     ),
   );
-  fillRows($('#history tbody'), rows, 'No requests yet.', 7);
+  fillRows($('#history tbody'), rows, 'No requests yet.', 8);
+}
+
+// ---------------------------------------------------------------- charts, halts, scorecard
+
+let charts = null; // followCharts(): the session's points from GET /charts, then new ones
+let conversions = []; // accepted conversions (newest first), for the markers and the scorecard
+const priceView = priceChart($('#price-chart'), { markers: () => markers() });
+const pnlView = pnlChart($('#pnl-chart'), { legend: false });
+
+function startCharts(username) {
+  stopCharts();
+  charts = followCharts({ team: username }, (data) => {
+    showHalts(data.halts);
+    drawCharts();
+  });
+}
+
+function stopCharts() {
+  charts?.stop();
+  charts = null;
+  showHalts([]);
+}
+
+function drawCharts() {
+  if (!charts) return;
+  const etf = $('#etf').value || charts.data.etfs.keys().next().value;
+  priceView.update(charts.data, etf);
+  pnlView.update(charts.data);
+}
+
+/** The selected ETF's conversions of this team, where the chart draws them: at the ETF's mid then. */
+function markers() {
+  const etf = $('#etf').value;
+  const d = charts?.data;
+  return conversions
+    .filter((c) => c.etf === etf)
+    .map((c) => ({ ts: c.ts, op: c.kind, price: c.scorecard?.etf_mid ?? midAt(d, etf, c.ts) }));
+}
+
+/** The ETF mid of the last point at or before `ts` (the first after it when none). */
+function midAt(d, etf, ts) {
+  const s = d?.etfs.get(etf);
+  if (!s) return null;
+  let best = null;
+  for (let i = 0; i < d.t.length; i++) {
+    if (s.etf[i] === null) continue;
+    if (d.t[i] > ts && best !== null) break;
+    best = s.etf[i];
+  }
+  return best;
+}
+
+function setConversions(entries) {
+  conversions = entries.filter((h) => h.status === 'accepted' && (h.kind === 'create' || h.kind === 'redeem'));
+  priceView.redraw();
+  renderScorecard();
+}
+
+function renderScorecard() {
+  let total = 0;
+  let counted = 0;
+  const rows = conversions.map((c) => {
+    const s = c.scorecard;
+    if (s?.edge !== null && s?.edge !== undefined) {
+      total += s.edge;
+      counted++;
+    }
+    return el(
+      'tr',
+      { 'data-request': c.request_id },
+      el('td', {}, fmtTime(c.ts)),
+      el('td', {}, c.kind),
+      el('td', {}, c.etf),
+      el('td', { class: 'num' }, c.amount),
+      el('td', { class: 'num' }, fmtNum(s?.etf_mid)),
+      el('td', { class: 'num' }, fmtNum(c.fee ?? 0)),
+      el('td', { class: `num ${signClass(s?.edge)}`, 'data-field': 'edge', title: s?.unmarked ? `no market for ${s.unmarked.join(', ')}` : '' }, s ? fmtSigned(s.edge) : '—'),
+      el('td', { class: `num ${signClass(s?.quoted_edge)}` }, s ? fmtSigned(s.quoted_edge) : '—'),
+    );
+  });
+  fillRows($('#scorecard tbody'), rows, 'No conversions yet: each one is scored here.', 8);
+  $('#scorecard-total').textContent = counted ? fmtSigned(total) : '—';
+  $('#scorecard-total').className = `num ${signClass(total)}`;
+}
+
+/** A halt shows as soon as the gateway reads it (GET /charts), not only when a conversion is refused. */
+function showHalts(halts) {
+  const banner = $('#halt-banner');
+  banner.hidden = !halts.length;
+  banner.textContent = halts.map((h) => `Conversions of ${h.etf ?? 'every ETF'} are halted${h.reason ? `: ${h.reason}` : ''} (since ${fmtTime(h.since)}).`).join(' ');
 }

@@ -98,6 +98,8 @@ const configSchema = z.object({
   /** NDFEX scoreboard file that gets a line per conversion leg (empty: <dataDir>/conversions.log). */
   scoreboardFile: z.string().optional(),
   logLevel: z.string(),
+  /** The gateway's chart sampling (GET /charts): a point every this many ms at first (default proto/http.ts CHART_LIMITS.sampleMs). */
+  chartSampleMs: z.number().int().min(50).max(60_000).optional(),
   /** Who may open the operator page and /operator/api. Unset: the gateway keeps a generated one in <dataDir>/operator.json. */
   operator: z.object({ username: z.string().min(1), password: z.string().min(8, 'operator password must be at least 8 characters') }).optional(),
   /** open (default): anyone may POST /register; closed: 403 (beside a real exchange, whose client_ids come from its roster). */
@@ -176,6 +178,7 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   SNAPSHOT_EVERY: (c, v) => (c.snapshotEvery = intFromEnv('SNAPSHOT_EVERY', v)),
   SCOREBOARD_FILE: (c, v) => (c.scoreboardFile = v),
   LOG_LEVEL: (c, v) => (c.logLevel = v),
+  CHART_SAMPLE_MS: (c, v) => (c.chartSampleMs = intFromEnv('CHART_SAMPLE_MS', v)),
   OPERATOR_USER: (c, v) => (c.operator = { username: v, password: c.operator?.password ?? '' }),
   OPERATOR_PASSWORD: (c, v) => (c.operator = { username: c.operator?.username ?? 'operator', password: v }),
   CREDENTIALS_KEY_FILE: (c, v) => (c.credentialsKeyFile = v),

@@ -15,7 +15,10 @@ import {
   type ConversionBody,
   type HoldingsBody,
   type LeaderboardBody,
+  type AuditEntryBody,
+  type Scorecard,
 } from '../../proto/http.js';
+import type { AuditEntry } from '../../proto/audit.js';
 import type { Marks } from './marks.js';
 import type { Instruments } from '../config/baskets.js';
 import type { Authenticator } from './auth.js';
@@ -66,6 +69,23 @@ export interface RouteDeps {
   marks: Marks;
   /** Names the engine's flat positions (proto/engine.ts FlatPositions) in answers. */
   tickerOf: TickerOf;
+  /** Conversion scorecards (src/gateway/charts.ts), added to /history and /requests entries. */
+  scorecards?: { scorecard(requestId: string): Scorecard | undefined };
+}
+
+/**
+ * An audit entry as /history and /requests show it: its lists (`deltas`,
+ * `holdings`, kept for scripts that read them) also as maps by ticker, the
+ * shape a conversion's answer has, and the conversion's scorecard when known.
+ */
+export function entryBody(e: AuditEntry, deps: Pick<RouteDeps, 'scorecards'>): AuditEntryBody {
+  const card = e.status === 'accepted' && e.kind !== 'register' ? deps.scorecards?.scorecard(e.request_id) : undefined;
+  return {
+    ...e,
+    ...(e.deltas ? { deltas_by_ticker: byTicker(e.deltas) } : {}),
+    ...(e.holdings ? { holdings_by_ticker: byTicker(e.holdings) } : {}),
+    ...(card ? { scorecard: card } : {}),
+  };
 }
 
 /** `{KNAN: 10, UNDY: 2}`: what scripts want to index by ticker. */
@@ -218,7 +238,7 @@ export async function request(ex: Exchange, deps: RouteDeps, params: Params, id:
   }
   const reply = await deps.engine.call({ op: 'request', clientId, id: decoded });
   if (!reply.ok) return engineError(ex, reply);
-  ex.json(200, reply.result);
+  ex.json(200, entryBody(reply.result, deps));
 }
 
 export async function history(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
@@ -229,7 +249,8 @@ export async function history(ex: Exchange, deps: RouteDeps, params: Params): Pr
   const { limit, before } = parsed.data;
   const reply = await deps.engine.call({ op: 'history', clientId, limit: limit ?? 50, ...(before !== undefined ? { before } : {}) });
   if (!reply.ok) return engineError(ex, reply);
-  ex.json(200, reply.result);
+  const { entries, ...rest } = reply.result;
+  ex.json(200, { ...rest, entries: entries.map((e) => entryBody(e, deps)) });
 }
 
 export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {

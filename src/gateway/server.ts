@@ -26,12 +26,15 @@ import * as compat from './compat.js';
 import { Marks } from './marks.js';
 import { openApiDocument } from './openapi.js';
 import { loadBaskets } from '../config/baskets.js';
+import { Charts } from './charts.js';
 
 export interface GatewayHandle {
   port: number;
   nc: NatsConnection;
   engine: EngineClient;
   auth: Authenticator;
+  /** What GET /charts serves (tests place points with charts.sample()). */
+  charts: Charts;
   close(): Promise<void>;
 }
 
@@ -54,7 +57,8 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const marks = new Marks(nc, log);
   const etfs = startEtfsRoute(cfg, nc, log);
   const instruments = loadBaskets(cfg.basketsFile || undefined);
-  const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf };
+  const charts = new Charts(nc, engine, marks, instruments.tickerOf, (etf) => instruments.baskets.get(etf)?.symbol, log, { sampleMs: cfg.chartSampleMs });
+  const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf, scorecards: charts };
   const apiDescription = openApiDocument(cfg.maxAmount);
   const feedStatus = new FeedStatusView(nc);
   let natsConnected = true;
@@ -79,6 +83,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.symbols.path, { method: 'GET', handler: async (ex) => compat.symbols(ex, instruments) }],
     [ROUTES.openapi.path, { method: 'GET', handler: async (ex) => ex.json(200, apiDescription) }],
     [ROUTES.leaderboard.path, { method: 'GET', handler: (ex) => routes.leaderboard(ex, deps, instruments) }],
+    [ROUTES.charts.path, { method: 'GET', handler: async (ex, p) => charts.handle(ex, p) }],
   ]);
 
   const framed = cfg.http.front !== 'direct';
@@ -141,6 +146,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     nc,
     engine,
     auth,
+    charts,
     close: async () => {
       // Answers in flight still go out: the front stops taking requests and waits for them, uWS closes after.
       const fronted = front?.close();
@@ -152,6 +158,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
       throttle.close();
       engine.close();
       etfs.close();
+      charts.close();
       marks.close();
       feedStatus.close();
       await nc.drain();

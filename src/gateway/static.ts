@@ -10,7 +10,7 @@ export const WEB_DIR = join(PROJECT_ROOT, 'web');
 /** Where the pages' assets are served: `/web/<file>`. */
 export const WEB_PREFIX = '/web/';
 /** Page routes: a team's page and the operator's. */
-export const PAGES: Record<string, string> = { '/': 'team.html', '/operator': 'operator.html' };
+export const PAGES: Record<string, string> = { '/': 'team.html', '/operator': 'operator.html', '/board': 'board.html' };
 
 const CONTENT_TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -21,6 +21,15 @@ const CONTENT_TYPES: Record<string, string> = {
   '.svg': 'image/svg+xml',
   '.png': 'image/png',
   '.ico': 'image/x-icon',
+};
+
+/**
+ * Files served under /web/ from installed packages, by the name the pages use:
+ * the charting library comes from node_modules, never a CDN (lab networks are closed).
+ */
+export const VENDOR_ASSETS: Record<string, string> = {
+  'uPlot.iife.min.js': join(PROJECT_ROOT, 'node_modules/uplot/dist/uPlot.iife.min.js'),
+  'uPlot.min.css': join(PROJECT_ROOT, 'node_modules/uplot/dist/uPlot.min.css'),
 };
 
 interface Asset {
@@ -37,6 +46,7 @@ export function loadAssets(dir = WEB_DIR): Map<string, Asset> {
     if (!type || !statSync(path).isFile()) continue;
     assets.set(name, { body: readFileSync(path), type });
   }
+  for (const [name, path] of Object.entries(VENDOR_ASSETS)) assets.set(name, { body: readFileSync(path), type: CONTENT_TYPES[extname(name)]! });
   return assets;
 }
 

@@ -1,0 +1,112 @@
+import { describe, expect, it } from 'vitest';
+import { encode } from '../proto/codec.js';
+import { BBO_BUCKET, priceSubject, type Bbo, type EtfPrice } from '../proto/marketdata.js';
+import type { ChartsBody } from '../proto/http.js';
+import { openBucket } from '../src/shared/streams.js';
+import { SeriesGrid } from '../src/gateway/charts.js';
+import { buy, undyBasket, until, useSystem } from './helpers/system.js';
+
+const UNDY = 13;
+/** Component mids 100 + symbol (103..112), UNDY's 1100: NAV 1075, a premium. */
+const bbo = (symbol: number, mid: number): Bbo => ({ symbol, bid: mid - 1, bid_qty: 10, ask: mid + 1, ask_qty: 10, ts: 0, md_seq: 0 });
+const price = (nav: number, etfMid: number): EtfPrice => ({
+  etf: 'UNDY',
+  symbol: UNDY,
+  nav,
+  create_cost: nav + 10,
+  redeem_proceeds: nav - 10,
+  etf_bid: etfMid - 1,
+  etf_ask: etfMid + 1,
+  premium: (etfMid - nav) / nav,
+  create_edge: etfMid - 1 - (nav + 10),
+  redeem_edge: nav - 10 - (etfMid + 1),
+  ts: Date.now(),
+});
+
+describe('SeriesGrid: bounded points, the whole session kept', () => {
+  it('halves its points and doubles its step when full, keeping the first and one within a step of the newest', () => {
+    const g = new SeriesGrid(8, 10);
+    for (let t = 0; t < 200; t += 10) {
+      const i = g.begin(t);
+      if (i >= 0) g.col('a')[i] = t;
+    }
+    expect(g.n).toBeLessThanOrEqual(8);
+    expect(g.t[0]).toBe(0);
+    expect(g.step).toBeGreaterThan(10);
+    expect(190 - g.t[g.n - 1]!).toBeLessThan(g.step);
+    expect(g.slice('a', 0)).toEqual(Array.from(g.t.subarray(0, g.n)));
+    // A point closer than a step to the last is not taken.
+    expect(g.begin(191)).toBe(-1);
+    expect(g.from(150)).toBe(Array.from(g.t.subarray(0, g.n)).findIndex((t) => t > 150));
+  });
+});
+
+describe('GET /charts and the conversion scorecard', () => {
+  const f = useSystem({ chartSampleMs: 100, rules: { fees: { create: { fixed: 5, per_unit: 2 }, redeem: { fixed: 0, per_unit: 1 } } } });
+  const charts = async (query: Record<string, string> = {}) => (await f.http.send('GET', '/charts', { query })).body as ChartsBody;
+
+  it('samples prices and every active team P&L at the marks, from published state', async () => {
+    const bbos = await openBucket(f.nc, BBO_BUCKET);
+    for (let s = 3; s <= 12; s++) await bbos.put(String(s), encode(bbo(s, 100 + s)));
+    await bbos.put(String(UNDY), encode(bbo(UNDY, 1100)));
+    await buy(f.nc, 1, undyBasket(2));
+    f.nc.publish(priceSubject('UNDY'), encode(price(1075, 1100)));
+    // team1: bought 20 units at 100 (cash -2000), holds 2 of each component at 103..112 = 2150.
+    const body = await until(async () => {
+      const b = await charts();
+      const t1 = b.teams.find((t) => t.username === 'team1');
+      return t1?.pnl.at(-1) === 150 && b.etfs.UNDY?.etf.at(-1) === 1100 ? b : undefined;
+    }, 'a point with the price and team1 marked');
+    expect(body.etfs.UNDY!.nav.at(-1)).toBe(1075);
+    expect(body.etfs.UNDY!.premium.at(-1)).toBeCloseTo(25 / 1075);
+    for (const s of [...Object.values(body.etfs.UNDY!), ...body.teams.map((t) => t.pnl)]) expect(s).toHaveLength(body.t.length);
+    // team2 never traded: no series.
+    expect(body.teams.map((t) => t.username)).toEqual(['team1']);
+    expect(body.step_ms).toBe(100);
+    expect(body.halts).toEqual([]);
+
+    // `since`: only later points; `team`: that team alone.
+    const last = body.t.at(-1)!;
+    const later = await until(async () => {
+      const b = await charts({ since: String(last), team: 'team1' });
+      return b.t.length ? b : undefined;
+    }, 'a later point');
+    expect(later.t.every((t) => t > last)).toBe(true);
+    expect((await charts({ team: 'team2' })).teams).toEqual([]);
+  });
+
+  it('refuses a bad since with a JSON 400', async () => {
+    const r = await f.http.send('GET', '/charts', { query: { since: 'yesterday' } });
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ code: 'invalid_parameter', field: 'since' });
+  });
+
+  it('scores each accepted conversion at the mids of its moment, fee included; /history and /requests carry it and the maps', async () => {
+    const created = await f.http.create('team1', 'team1pass', 2);
+    expect(created.status).toBe(200);
+    const fee = 5 + 2 * 2;
+    expect(created.body.fee).toBe(fee);
+    // Gave 2 of each component (mids 103..112: 1075 a basket), got 2 UNDY at 1100.
+    const edge = 2 * 1100 - 2 * 1075 - fee;
+    const entry = await until(async () => {
+      const h = await f.http.send('GET', '/history', { basic: ['team1', 'team1pass'] });
+      const e = h.body.entries.find((x: any) => x.request_id === created.body.request_id);
+      return e?.scorecard ? e : undefined;
+    }, 'the scorecard in /history');
+    expect(entry.scorecard).toMatchObject({ op: 'create', etf: 'UNDY', amount: 2, fee, edge, edge_per_unit: edge / 2, etf_mid: 1100, quoted_edge: 2 * (1099 - 1085) - fee });
+    // The map form beside the lists: the shape a conversion's answer has.
+    expect(entry.deltas_by_ticker).toEqual(created.body.deltas);
+    expect(entry.holdings_by_ticker).toEqual(created.body.holdings);
+    expect(entry.deltas).toEqual(expect.arrayContaining([{ symbol: UNDY, ticker: 'UNDY', quantity: 2 }]));
+    const one = await f.http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] });
+    expect(one.body.scorecard.edge).toBe(edge);
+    expect(one.body.deltas_by_ticker.UNDY).toBe(2);
+
+    // A refusal has no scorecard.
+    const refused = await f.http.redeem('team1', 'team1pass', 50);
+    expect(refused.status).toBe(400);
+    const h = await f.http.send('GET', '/history', { basic: ['team1', 'team1pass'], query: { limit: '1' } });
+    expect(h.body.entries[0].status).toBe('rejected');
+    expect(h.body.entries[0].scorecard).toBeUndefined();
+  });
+});
