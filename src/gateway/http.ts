@@ -1,4 +1,5 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { Logger } from '../shared/log.js';
 import { FRONT_PEER_HEADER, HTTP_STATUS, type HttpErrorBody, type HttpErrorCode } from '../../proto/http.js';
 
 export const STATUS_TEXT: Record<number, string> = {
@@ -149,4 +150,39 @@ export class Exchange {
       });
     });
   }
+}
+
+/** A path whose percent-escapes all decode (`/positions/1/%ZZ` does not: a 400, not a URIError later). */
+export function decodablePath(path: string): boolean {
+  if (!path.includes('%')) return true;
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs a handler so that the request is always answered: a handler that
+ * throws, rejects, or returns without answering gets a 500 JSON answer and a
+ * log line, never a hung client or (with uWS) an aborted process.
+ */
+export function guarded(ex: Exchange, log: Logger, path: string, handler: () => Promise<void> | void): void {
+  const fail = (err: unknown) => {
+    log.error({ err, path }, err === undefined ? 'request handler returned without an answer' : 'request failed');
+    ex.error('internal', 'internal error');
+  };
+  let result: Promise<void> | void;
+  try {
+    result = handler();
+  } catch (err) {
+    return fail(err);
+  }
+  Promise.resolve(result).then(
+    () => {
+      if (!ex.done && !ex.aborted) fail(undefined);
+    },
+    (err: unknown) => fail(err ?? new Error('rejected without a reason')),
+  );
 }

@@ -186,19 +186,31 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
       ex.onAnswer = (status) => observe(method, route, status, start);
     },
     mount(app) {
-      app.get(METRICS_PATH, (res) => {
+      app.any(METRICS_PATH, (res, req) => {
         const start = performance.now();
+        const method = req.getCaseSensitiveMethod().toUpperCase();
+        if (method !== 'GET' && method !== 'HEAD') {
+          observe(method, METRICS_PATH, 405, start);
+          res.writeStatus('405 Method Not Allowed').writeHeader('allow', 'GET').writeHeader('content-type', 'application/json');
+          res.end(JSON.stringify({ error: { code: 'method_not_allowed', message: `${METRICS_PATH} takes GET` } }));
+          return;
+        }
         let aborted = false;
         res.onAborted(() => (aborted = true));
         ping = null;
         registry.metrics().then(
           (text) => {
-            observe('GET', METRICS_PATH, 200, start);
-            if (!aborted) res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', registry.contentType).end(text));
+            observe(method, METRICS_PATH, 200, start);
+            if (aborted) return;
+            res.cork(() => {
+              res.writeStatus('200 OK').writeHeader('content-type', registry.contentType);
+              if (method === 'HEAD') res.writeHeader('content-length', String(Buffer.byteLength(text))).endWithoutBody();
+              else res.end(text);
+            });
           },
           (err: unknown) => {
             log.error({ err }, 'metrics collection failed');
-            observe('GET', METRICS_PATH, 500, start);
+            observe(method, METRICS_PATH, 500, start);
             if (!aborted) {
               res.cork(() =>
                 res

@@ -20,7 +20,7 @@ import { loadBaskets } from '../config/baskets.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from './engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
-import { Exchange, requestInfo, type AddressSource } from './http.js';
+import { Exchange, guarded, requestInfo, type AddressSource } from './http.js';
 import { tooMany, type Throttle } from './throttle.js';
 import type { GatewayMetrics } from './metrics.js';
 import { gatherParams, parseBasic, type Params } from './params.js';
@@ -269,18 +269,16 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
       if (ex.done) return;
       return ex.json(401, { error: { code: 'unauthorized', message: 'operator credentials required (HTTP Basic)' } });
     }
-    const run = write
-      ? ex.readBody(cfg.http.maxBodyBytes, info.contentLength).then((body) => {
-          if (ex.done || ex.aborted) return;
-          const params = gatherParams(info, body);
-          if (!params.ok) return ex.error(params.code, params.message);
-          return write(ex, params.params);
-        })
-      : handler!(ex);
-    run.catch((err: unknown) => {
-      log.error({ err, path: info.path }, 'operator request failed');
-      ex.error('internal', 'internal error');
-    });
+    guarded(ex, log, info.path, () =>
+      write
+        ? ex.readBody(cfg.http.maxBodyBytes, info.contentLength).then((body) => {
+            if (ex.done || ex.aborted) return;
+            const params = gatherParams(info, body);
+            if (!params.ok) return ex.error(params.code, params.message);
+            return write(ex, params.params);
+          })
+        : handler!(ex),
+    );
   });
 
   return { close: () => alertSub.unsubscribe() };

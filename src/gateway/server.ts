@@ -10,7 +10,7 @@ import { connectNats } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from './engine-client.js';
 import { Authenticator, authOptions } from './auth.js';
-import { Exchange, frontAddress, requestInfo, socketAddress, type RequestInfo } from './http.js';
+import { Exchange, decodablePath, frontAddress, guarded, requestInfo, socketAddress, type RequestInfo } from './http.js';
 import type { Front } from './front/front.js';
 import { startFrontThread } from './front/worker.js';
 import { gatherParams, type Params } from './params.js';
@@ -113,15 +113,13 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     metrics.track(ex, info.method, label);
     const busy = throttle.request(info.address);
     if (busy) return routes.tooMany(ex, busy);
+    if (!decodablePath(info.path)) return ex.error('bad_request', 'the path has a malformed percent-escape');
     const route = table.get(label);
     if (!route) return ex.error('not_found', `no route ${info.path}`);
     if (info.method !== route.method && !(ex.head && route.method === 'GET')) {
       return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
     }
-    run(ex, info, route.handler).catch((err: unknown) => {
-      log.error({ err, path: info.path }, 'request failed');
-      ex.error('internal', 'internal error');
-    });
+    guarded(ex, log, info.path, () => run(ex, info, route.handler));
   });
 
   let listenSocket: uWS.us_listen_socket;

@@ -89,7 +89,8 @@ export function mountStatic(app: uWS.TemplatedApp, metrics: GatewayMetrics, log:
       status = 200;
       res.writeStatus('200 OK').writeHeader('content-type', asset.type).writeHeader('cache-control', 'no-cache');
       for (const [k, v] of SECURITY_HEADERS) res.writeHeader(k, v);
-      if (method === 'HEAD') res.endWithoutBody(asset.body.length);
+      // uWS 20.30's endWithoutBody(length) leaves the response pending (it waits for those bytes): the length goes in by hand.
+      if (method === 'HEAD') res.writeHeader('content-length', String(asset.body.length)).endWithoutBody();
       else res.end(asset.body);
     }
     metrics.observe(method, route, status, start);
