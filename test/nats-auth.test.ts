@@ -21,6 +21,7 @@ import { exportAudit } from '../src/engine/audit-export.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { credentialsKeyFile, loadCredentialsKey } from '../src/shared/credentials-key.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
+import { startGateway } from '../src/gateway/server.js';
 import { ROLES, type Role } from '../proto/roles.js';
 import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, fillSubject } from '../proto/subjects.js';
 import { SNAPSHOT_STREAM } from '../proto/streams.js';
@@ -124,7 +125,6 @@ beforeAll(async () => {
   // Snapshots after every few events: the operator's reading of them is tested.
   engineCfg = { ...cfg, snapshotEvery: 2, nats: { ...cfg.nats, creds: auth.credsFile('engine') } };
   const gatewayCfg = { ...cfg, nats: { ...cfg.nats, creds: auth.credsFile('gateway') } };
-  const { startGateway } = await import('../src/gateway/server.js');
   engine = await startEngine(engineCfg, server.url, quietLog, (err) => {
     throw err;
   });
@@ -294,6 +294,18 @@ describe('the launcher\'s nats-server', () => {
     const sealedIn = (stream: string) => reads.filter((r) => r.stream === stream && text(r.data).includes(SEALED_HASH_PREFIX)).length;
     expect(sealedIn(SNAPSHOT_STREAM)).toBeGreaterThan(0);
     expect(sealedIn('SPY')).toBeGreaterThanOrEqual(3); // the register command, two credentials replies
+  });
+
+  it('a gateway with another credentials key says so (503 naming CREDENTIALS_KEY_FILE) instead of refusing the password', async () => {
+    const cfg = testConfig(dir.path);
+    const other = await startGateway({ ...cfg, credentialsKeyFile: join(dir.path, 'another.key'), nats: { ...cfg.nats, creds: auth.credsFile('gateway') } }, server.url, quietLog);
+    try {
+      const r = await api(`http://127.0.0.1:${other.port}`).holdings('spied', 'spiedpass1');
+      expect(r.status).toBe(503);
+      expect(r.body.error.message).toMatch(/CREDENTIALS_KEY_FILE/);
+    } finally {
+      await other.close();
+    }
   });
 
   it('the operator tools work with the operator role: the consistency check and the audit export', async () => {
