@@ -19,7 +19,10 @@ import { FEED_BUCKET } from '../proto/feed.js';
 import { consistencyCheck } from '../src/engine/check.js';
 import { exportAudit } from '../src/engine/audit-export.js';
 import { loadBaskets } from '../src/config/baskets.js';
-import { credentialsKeyFile, loadCredentialsKey } from '../src/shared/credentials-key.js';
+import { randomBytes } from 'node:crypto';
+import { CredentialsKey, credentialsKeyFile, loadCredentialsKey } from '../src/shared/credentials-key.js';
+import { applyEvent, emptyState } from '../src/engine/state.js';
+import { sealAccountHashes } from '../src/engine/roster.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
 import { startGateway } from '../src/gateway/server.js';
 import { ROLES, type Role } from '../proto/roles.js';
@@ -349,5 +352,20 @@ describe('the launcher\'s nats-server', () => {
     const sealed = key.seal('$2b$04$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234', 'oldteam');
     expect(key.open(sealed, 'oldteam')).toMatch(BCRYPT);
     expect(key.open(sealed, 'team1')).toBeNull();
+  });
+});
+
+describe('sealing at engine start (src/engine/roster.ts sealAccountHashes)', () => {
+  it('seals clear hashes (roster, older journals) once, and refuses to start with a key that does not open the sealed ones', () => {
+    const state = emptyState(loadBaskets(undefined));
+    const clear = bcrypt.hashSync('oldteampass', 4);
+    applyEvent(state, { t: 'account', clientId: 7, username: 'oldteam', source: 'register', passwordHash: clear, ts: 0 });
+    const key = new CredentialsKey(randomBytes(32), 'the-key');
+    expect(sealAccountHashes(state, key)).toBe(1);
+    const sealed = state.byUsername.get('oldteam')!.passwordHash;
+    expect(sealed.startsWith(SEALED_HASH_PREFIX)).toBe(true);
+    expect(key.open(sealed, 'oldteam')).toBe(clear);
+    expect(sealAccountHashes(state, key)).toBe(0);
+    expect(() => sealAccountHashes(state, new CredentialsKey(randomBytes(32), 'another-key'))).toThrow(/another-key.*oldteam.*CREDENTIALS_KEY_FILE/);
   });
 });

@@ -22,7 +22,11 @@ const aad = (username: string) => Buffer.from(`etf-credentials\0${username}`, 'u
  * a sealed hash opens only for the account it was sealed for.
  */
 export class CredentialsKey {
-  constructor(private readonly key: Buffer) {
+  /** `file`: where the key was read from, for messages. */
+  constructor(
+    private readonly key: Buffer,
+    readonly file = '',
+  ) {
     if (key.length !== KEY_BYTES) throw new Error(`credentials key: expected ${KEY_BYTES} bytes`);
   }
 
@@ -77,5 +81,5 @@ export function loadCredentialsKey(file: string): CredentialsKey {
   chmodSync(file, 0o600);
   const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
   if (key.length !== KEY_BYTES) throw new ConfigError(`credentials key ${file}: expected ${KEY_BYTES} bytes in base64 (CREDENTIALS_KEY_FILE)`);
-  return new CredentialsKey(key);
+  return new CredentialsKey(key, file);
 }
