@@ -19,8 +19,12 @@ import { FEED_BUCKET } from '../proto/feed.js';
 import { consistencyCheck } from '../src/engine/check.js';
 import { exportAudit } from '../src/engine/audit-export.js';
 import { loadBaskets } from '../src/config/baskets.js';
-import { credentialsKeyFile, loadCredentialsKey } from '../src/shared/credentials-key.js';
+import { randomBytes } from 'node:crypto';
+import { CredentialsKey, credentialsKeyFile, loadCredentialsKey } from '../src/shared/credentials-key.js';
+import { applyEvent, emptyState } from '../src/engine/state.js';
+import { sealAccountHashes } from '../src/engine/roster.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
+import { startGateway } from '../src/gateway/server.js';
 import { ROLES, type Role } from '../proto/roles.js';
 import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, fillSubject } from '../proto/subjects.js';
 import { SNAPSHOT_STREAM } from '../proto/streams.js';
@@ -124,7 +128,6 @@ beforeAll(async () => {
   // Snapshots after every few events: the operator's reading of them is tested.
   engineCfg = { ...cfg, snapshotEvery: 2, nats: { ...cfg.nats, creds: auth.credsFile('engine') } };
   const gatewayCfg = { ...cfg, nats: { ...cfg.nats, creds: auth.credsFile('gateway') } };
-  const { startGateway } = await import('../src/gateway/server.js');
   engine = await startEngine(engineCfg, server.url, quietLog, (err) => {
     throw err;
   });
@@ -296,6 +299,18 @@ describe('the launcher\'s nats-server', () => {
     expect(sealedIn('SPY')).toBeGreaterThanOrEqual(3); // the register command, two credentials replies
   });
 
+  it('a gateway with another credentials key says so (503 naming CREDENTIALS_KEY_FILE) instead of refusing the password', async () => {
+    const cfg = testConfig(dir.path);
+    const other = await startGateway({ ...cfg, credentialsKeyFile: join(dir.path, 'another.key'), nats: { ...cfg.nats, creds: auth.credsFile('gateway') } }, server.url, quietLog);
+    try {
+      const r = await api(`http://127.0.0.1:${other.port}`).holdings('spied', 'spiedpass1');
+      expect(r.status).toBe(503);
+      expect(r.body.error.message).toMatch(/CREDENTIALS_KEY_FILE/);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('the operator tools work with the operator role: the consistency check and the audit export', async () => {
     const op = await as('operator');
     const admin = new EngineClient(op, 5000, { admin: true });
@@ -337,5 +352,20 @@ describe('the launcher\'s nats-server', () => {
     const sealed = key.seal('$2b$04$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234', 'oldteam');
     expect(key.open(sealed, 'oldteam')).toMatch(BCRYPT);
     expect(key.open(sealed, 'team1')).toBeNull();
+  });
+});
+
+describe('sealing at engine start (src/engine/roster.ts sealAccountHashes)', () => {
+  it('seals clear hashes (roster, older journals) once, and refuses to start with a key that does not open the sealed ones', () => {
+    const state = emptyState(loadBaskets(undefined));
+    const clear = bcrypt.hashSync('oldteampass', 4);
+    applyEvent(state, { t: 'account', clientId: 7, username: 'oldteam', source: 'register', passwordHash: clear, ts: 0 });
+    const key = new CredentialsKey(randomBytes(32), 'the-key');
+    expect(sealAccountHashes(state, key)).toBe(1);
+    const sealed = state.byUsername.get('oldteam')!.passwordHash;
+    expect(sealed.startsWith(SEALED_HASH_PREFIX)).toBe(true);
+    expect(key.open(sealed, 'oldteam')).toBe(clear);
+    expect(sealAccountHashes(state, key)).toBe(0);
+    expect(() => sealAccountHashes(state, new CredentialsKey(randomBytes(32), 'another-key'))).toThrow(/another-key.*oldteam.*CREDENTIALS_KEY_FILE/);
   });
 });

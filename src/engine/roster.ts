@@ -122,14 +122,26 @@ function readHashCache(file: string): { salt: string; entries: Record<string, Ca
  * SEALED_HASH_PREFIX): the roster's, just hashed, and registered accounts'
  * from journals written before sealing existed. Run at start, before the
  * engine answers or snapshots: from then on the credentials reply, and every
- * snapshot, carry sealed hashes only. Returns how many it sealed.
+ * snapshot, carry sealed hashes only. Returns how many it sealed; throws a
+ * ConfigError when hashes sealed before do not open with this key.
  */
 export function sealAccountHashes(state: EngineState, key: CredentialsKey): number {
   let sealed = 0;
+  const unopened: string[] = [];
   for (const acc of state.accounts.values()) {
-    if (acc.passwordHash === '' || isSealed(acc.passwordHash)) continue;
+    if (acc.passwordHash === '') continue;
+    if (isSealed(acc.passwordHash)) {
+      if (key.open(acc.passwordHash, acc.username) === null) unopened.push(acc.username);
+      continue;
+    }
     acc.passwordHash = key.seal(acc.passwordHash, acc.username);
     sealed++;
+  }
+  // A lost or swapped key would lock every registered team out with a 503 at each sign-in: better not to start.
+  if (unopened.length > 0) {
+    throw new ConfigError(
+      `credentials key ${key.file}: the password hashes of ${unopened.length} registered account(s) (${unopened.slice(0, 3).join(', ')}) do not open with it: start with the key file they were sealed with (CREDENTIALS_KEY_FILE)`,
+    );
   }
   return sealed;
 }

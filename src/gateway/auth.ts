@@ -48,6 +48,7 @@ export class Authenticator {
   private readonly key = randomBytes(32);
   private readonly cache = new Map<string, Entry>();
   private readonly inflight = new Map<string, Promise<AuthResult>>();
+  private readonly refreshing = new Map<string, Promise<AuthResult | null>>();
   /**
    * An unknown username is checked against this hash of a random password,
    * so a wrong password costs one bcrypt whether or not the account exists:
@@ -98,7 +99,14 @@ export class Authenticator {
       // The password this gateway last saw accepted, cached too long: the engine is asked
       // whether the hash is still the same, and no failure bucket is touched (nothing is
       // being guessed). Else (a changed hash) it is checked like any password.
-      return this.refresh(username, proof).then((r) => r ?? this.gated(username, password, proof, gate));
+      // Concurrent requests of the team share one engine read.
+      const key = `${username}\0${proof.toString('base64')}`;
+      let p = this.refreshing.get(key);
+      if (!p) {
+        p = this.refresh(username, proof).finally(() => this.refreshing.delete(key));
+        this.refreshing.set(key, p);
+      }
+      return p.then((r) => r ?? this.gated(username, password, proof, gate));
     }
     return this.gated(username, password, proof, gate);
   }

@@ -41,7 +41,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
     },
   });
   const paths: Record<string, unknown> = {
-    [ROUTES.register.path]: { post: { summary: 'Register a team', requestBody: body('Register'), responses: { ...ok('{client_id, username}'), ...errors(400, 429, 503) } } },
+    [ROUTES.register.path]: { post: { summary: 'Register a team', requestBody: body('Register'), responses: { ...ok('{client_id, username}'), ...errors(400, 403, 429, 503) } } },
     [ROUTES.create.path]: conversion('create'),
     [ROUTES.redeem.path]: conversion('redeem'),
     [ROUTES.holdings.path]: { get: { summary: "A team's holdings", security: credentials, responses: { ...ok('{client_id, username, seq, holdings, positions}'), ...errors(401, 429, 503) } } },
@@ -95,9 +95,9 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
       Object.entries(OPERATOR_ROUTES).map(([name, path]) => [
         path,
         {
-          [name === 'halt' || name === 'resume' || name === 'basket' ? 'post' : 'get']: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(400, 401, 503) } },
+          [name === 'halt' || name === 'resume' || name === 'basket' ? 'post' : 'get']: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(400, 401, 429, 503) } },
           ...(name === 'rules'
-            ? { put: { summary: 'operator: replace the conversion rules (journaled with who and when)', security: [{ basicAuth: [] }], requestBody: { required: true, content: json('Rules') }, responses: { ...ok('the rules in force'), ...errors(400, 401, 503) } } }
+            ? { put: { summary: 'operator: replace the conversion rules (journaled with who and when)', security: [{ basicAuth: [] }], requestBody: { required: true, content: json('Rules') }, responses: { ...ok('the rules in force'), ...errors(400, 401, 429, 503) } } }
             : {}),
         },
       ]),

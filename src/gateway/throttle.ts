@@ -135,6 +135,8 @@ export function tooMany(ex: Exchange, r: Refusal): void {
 
 /** How long a (username, host) that proved its password stays proven (renewed by each success). */
 export const PROVEN_LOGIN_MS = 12 * 3600_000;
+/** Addresses whose host is remembered at most (then forgotten all at once: recomputing is cheap). */
+const HOSTS_REMEMBERED = 10_000;
 /** Proven pairs kept at most (the oldest go first): only right passwords make them, so this bounds a busy day, not an attack. */
 const PROVEN_MAX = 100_000;
 
@@ -163,6 +165,7 @@ export class Throttle {
   private readonly loginAddress: Limiter | null;
   /** `username\0host` -> proven until (ms); a Map keeps insertion order, so the oldest come first. */
   private readonly proven = new Map<string, number>();
+  private readonly hostOf = new Map<string, string>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(cfg: ThrottleConfig | undefined) {
@@ -195,9 +198,15 @@ export class Throttle {
     return wait === null ? null : { scope, retryAfter: wait };
   }
 
-  /** The host `address` counts as (hostKey with this throttle's grouping). */
+  /** The host `address` counts as (hostKey with this throttle's grouping), remembered: it is asked several times a request. */
   host(address: string): string {
-    return hostKey(address, this.hosts);
+    let key = this.hostOf.get(address);
+    if (key === undefined) {
+      if (this.hostOf.size >= HOSTS_REMEMBERED) this.hostOf.clear();
+      key = hostKey(address, this.hosts);
+      this.hostOf.set(address, key);
+    }
+    return key;
   }
 
   /** Every request of the API, by client host. */
@@ -260,8 +269,11 @@ export class Throttle {
   loginPassed(address: string, username: string): void {
     if (!this.enabled) return;
     const pair = this.pair(address, username);
+    const now = Date.now();
+    // Renewed at most once per half period: every authenticated request passes here.
+    if ((this.proven.get(pair) ?? 0) - now > this.provenMs / 2) return;
     this.proven.delete(pair);
-    this.proven.set(pair, Date.now() + this.provenMs);
+    this.proven.set(pair, now + this.provenMs);
     if (this.proven.size > PROVEN_MAX) this.proven.delete(this.proven.keys().next().value!);
   }
 

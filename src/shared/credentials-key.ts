@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SEALED_HASH_PREFIX } from '../../proto/engine.js';
 import { ConfigError, type Config } from '../config/config.js';
@@ -22,7 +22,11 @@ const aad = (username: string) => Buffer.from(`etf-credentials\0${username}`, 'u
  * a sealed hash opens only for the account it was sealed for.
  */
 export class CredentialsKey {
-  constructor(private readonly key: Buffer) {
+  /** `file`: where the key was read from, for messages. */
+  constructor(
+    private readonly key: Buffer,
+    readonly file = '',
+  ) {
     if (key.length !== KEY_BYTES) throw new Error(`credentials key: expected ${KEY_BYTES} bytes`);
   }
 
@@ -57,20 +61,25 @@ export const isSealed = (stored: string): boolean => stored.startsWith(SEALED_HA
 export const credentialsKeyFile = (cfg: Config): string => cfg.credentialsKeyFile || join(cfg.dataDir, 'credentials.key');
 
 /**
- * Reads the key, or makes it (random, mode 0600) on the first start. `wx`:
- * a gateway and an engine starting at once agree on the one that won.
+ * Reads the key, or makes it (random, mode 0600) on the first start: written
+ * whole to a file of its own, then linked into place, so a gateway and an
+ * engine starting at once agree on the one that won and never read half of it.
  * Every gateway and engine of a system must read the same file (copy it
  * beside each when they run on several hosts).
  */
 export function loadCredentialsKey(file: string): CredentialsKey {
   mkdirSync(dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  writeFileSync(tmp, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
   try {
-    writeFileSync(file, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
+    linkSync(tmp, file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    rmSync(tmp, { force: true });
   }
   chmodSync(file, 0o600);
   const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
   if (key.length !== KEY_BYTES) throw new ConfigError(`credentials key ${file}: expected ${KEY_BYTES} bytes in base64 (CREDENTIALS_KEY_FILE)`);
-  return new CredentialsKey(key);
+  return new CredentialsKey(key, file);
 }
