@@ -259,6 +259,16 @@ export interface PnlBody {
   total: number;
   /** Tickers held without a two-sided market to mark them at (left out of `marked`). */
   unmarked: string[];
+  /** Present when some positions are marked at the last two-sided mid of a book that is one-sided now: which, at what, and how old. */
+  stale?: StaleMark[];
+}
+
+/** A mark kept from when its book was last two-sided. */
+export interface StaleMark {
+  ticker: string;
+  mid: number;
+  /** Milliseconds since the book was last two-sided. */
+  age_ms: number;
 }
 
 /** GET /leaderboard: every team, best P&L first. */

@@ -134,7 +134,10 @@ function setMoney(m) {
   $('#cash').className = signClass(m.cash ?? 0);
   $('#pnl').textContent = m.pnl ? fmtSigned(m.pnl.total) : '—';
   $('#pnl').className = signClass(m.pnl?.total ?? 0);
-  $('#pnl').title = m.pnl?.unmarked?.length ? `cash + positions at mid prices; not marked (no market): ${m.pnl.unmarked.join(', ')}` : 'cash + positions at mid prices';
+  const notes = [];
+  if (m.pnl?.unmarked?.length) notes.push(`not marked (no market): ${m.pnl.unmarked.join(', ')}`);
+  if (m.pnl?.stale?.length) notes.push(`at the last two-sided mid (one-sided book): ${m.pnl.stale.map((s) => `${s.ticker} ${Math.round(s.age_ms / 1000)} s old`).join(', ')}`);
+  $('#pnl').title = ['cash + positions at mid prices', ...notes].join('; ');
 }
 
 function setHoldings(positions, newSeq, isDelta, deltas = []) {

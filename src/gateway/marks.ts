@@ -1,47 +1,64 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { BBO_BUCKET, type Bbo } from '../../proto/marketdata.js';
+import type { PnlBody, StaleMark } from '../../proto/http.js';
 import type { Logger } from '../shared/log.js';
 import { watchBucket } from '../shared/kv-watch.js';
 
-/** A team's profit and loss: cash plus every position marked at its mid. */
-export interface Pnl {
-  cash: number;
-  /** Σ quantity × mid over the positions that have a mid. */
-  marked: number;
-  total: number;
-  /** Tickers held without a bid and an ask to mark them at: left out of `marked`. */
-  unmarked: string[];
+/** A team's profit and loss: cash plus every position marked at its mid (proto/http.ts PnlBody). */
+export type Pnl = PnlBody;
+
+interface Mark {
+  mid: number;
+  /** When its book was last heard two-sided (ms); `live` while it still is. */
+  at: number;
+  live: boolean;
 }
 
 /**
  * Mid prices of every symbol, from the feed bridge's published best bid/ask
  * (KV bucket ndfex_bbo). Published state only: the gateway never asks the bridge.
+ *
+ * A book that goes one-sided (a market maker pulls a side for a moment) keeps
+ * its last two-sided mid, marked stale with its age: dropping the mark would
+ * swing a team's P&L by its whole position and back within seconds. A symbol
+ * never heard two-sided since this gateway started has no mark (`unmarked`).
  */
 export class Marks {
-  private readonly mids = new Map<number, number>();
+  private readonly marks = new Map<number, Mark>();
   private readonly watch: { close(): void };
 
-  constructor(nc: NatsConnection, log: Logger) {
+  constructor(nc: NatsConnection, log: Logger, private readonly now: () => number = Date.now) {
     this.watch = watchBucket<Bbo>(nc, BBO_BUCKET, log, (key, b) => {
       const symbol = Number(key);
-      if (b && b.bid !== null && b.ask !== null) this.mids.set(symbol, (b.bid + b.ask) / 2);
-      else this.mids.delete(symbol);
+      if (b && b.bid !== null && b.ask !== null) {
+        this.marks.set(symbol, { mid: (b.bid + b.ask) / 2, at: this.now(), live: true });
+        return;
+      }
+      const m = this.marks.get(symbol);
+      if (m?.live) this.marks.set(symbol, { ...m, live: false });
     });
   }
 
+  /** The symbol's mid: live, or the last two-sided one. */
   mid(symbol: number): number | undefined {
-    return this.mids.get(symbol);
+    return this.marks.get(symbol)?.mid;
   }
 
   pnl(cash: number, positions: readonly { symbol: number; ticker: string; quantity: number }[]): Pnl {
     let marked = 0;
     const unmarked: string[] = [];
+    const stale: StaleMark[] = [];
+    const now = this.now();
     for (const p of positions) {
-      const mid = this.mids.get(p.symbol);
-      if (mid === undefined) unmarked.push(p.ticker);
-      else marked += p.quantity * mid;
+      const m = this.marks.get(p.symbol);
+      if (m === undefined) {
+        unmarked.push(p.ticker);
+        continue;
+      }
+      marked += p.quantity * m.mid;
+      if (!m.live) stale.push({ ticker: p.ticker, mid: m.mid, age_ms: Math.max(0, now - m.at) });
     }
-    return { cash, marked, total: cash + marked, unmarked };
+    return { cash, marked, total: cash + marked, unmarked, ...(stale.length ? { stale } : {}) };
   }
 
   close(): void {
