@@ -28,7 +28,7 @@ describe('starter bot (examples/starter-bot.ts)', () => {
     dir?.remove();
   });
 
-  it('makes at least one conversion in a fixed time, and its holdings reconcile with GET /holdings', async () => {
+  it('converts on fresh prices after a dry run, and ends with a scorecard line per conversion and its P&L', async () => {
     const nc = await natsClient(nats.url);
     await buy(nc, 1, undyBasket(5));
     await nc.close();
@@ -50,8 +50,11 @@ describe('starter bot (examples/starter-bot.ts)', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     const { stdout } = await bot;
-    expect(stdout).toMatch(/(created|redeemed) 1 UNDY at edge/);
-    expect(stdout).toMatch(/[1-9]\d* conversion\(s\); holdings reconciled with GET \/holdings/);
+    const conversions = stdout.match(/(created|redeemed) \d+ UNDY at edge [-+]?[\d.]+\/unit, fee \d+/g) ?? [];
+    expect(conversions.length).toBeGreaterThan(0);
+    const scorecards = stdout.match(/scorecard r\d+: (create|redeem) \d+ UNDY, seen edge [-+]?[\d.]+\/unit, fee \d+, worth at mid [-+]?[\d.]+, at the touch [-+]?[\d.]+/g) ?? [];
+    expect(scorecards).toHaveLength(conversions.length);
+    expect(stdout).toMatch(new RegExp(`${conversions.length} conversion\\(s\\), worth [-+]?[\\d.]+ at mid; P&L [-+]?[\\d.]+ \\(was [-+]?[\\d.]+, change [-+]?[\\d.]+\\)`));
     const h = (await api(market.system.url).holdings('team1', 'team1pass')).body.holdings;
     expect((h.UNDY ?? 0) + (h.KNAN ?? 0)).toBe(5); // units moved between basket and ETF, none lost
   });

@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import type { AuditEntry } from '../../proto/audit.js';
-import type { ConversionBody, EtfsBody, HoldingsBody, HttpErrorBody, PnlBody, PositionBody, PositionsBody, RegisterBody, SymbolsBody } from '../../proto/http.js';
+import type { AuditEntryBody, ChartsBody, ConversionBody, EtfsBody, HoldingsBody, HttpErrorBody, LeaderboardBody, PnlBody, PositionBody, PositionsBody, RegisterBody, SymbolsBody } from '../../proto/http.js';
 import { REQUEST_ID_HEADER } from '../../proto/http.js';
 import type { EtfPrice } from '../../proto/marketdata.js';
 import type { RequestOutcome } from '../../proto/requests.js';
@@ -69,7 +69,8 @@ interface CallOptions {
 }
 
 export interface HistoryPage {
-  entries: AuditEntry[];
+  /** Newest first; an accepted conversion carries its `scorecard` once the gateway scored it. */
+  entries: AuditEntryBody[];
   next?: string;
 }
 
@@ -110,7 +111,7 @@ export class EtfClient {
   }
 
   /** One request's outcome, by the engine's id (r42) or the key it was sent with. */
-  request(id: string): Promise<AuditEntry> {
+  request(id: string): Promise<AuditEntryBody> {
     return this.call('GET', `/requests/${encodeURIComponent(id)}`);
   }
 
@@ -119,6 +120,19 @@ export class EtfClient {
     if (o.limit !== undefined) q.set('limit', String(o.limit));
     if (o.before !== undefined) q.set('before', o.before);
     return this.call('GET', `/history${q.size ? `?${q}` : ''}`);
+  }
+
+  /** Every team ranked by P&L (no credentials needed). */
+  leaderboard(): Promise<LeaderboardBody> {
+    return this.call('GET', '/leaderboard', { auth: false });
+  }
+
+  /** What the pages chart (GET /charts): prices and P&L over the session, after `since` (ms). */
+  charts(o: { since?: number; team?: string } = {}): Promise<ChartsBody> {
+    const q = new URLSearchParams();
+    if (o.since !== undefined) q.set('since', String(o.since));
+    if (o.team !== undefined) q.set('team', o.team);
+    return this.call('GET', `/charts${q.size ? `?${q}` : ''}`, { auth: false });
   }
 
   etfs(): Promise<EtfsBody> {
