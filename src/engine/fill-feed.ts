@@ -92,8 +92,8 @@ export async function followFills(
   log: Logger,
   onChange: (change: FillChange) => void,
   owns?: (clientId: number) => boolean,
+  stats: FillFeedStats = emptyFillStats(),
 ): Promise<{ follower: StreamFollower; stats: FillFeedStats }> {
-  const stats = emptyFillStats();
   const follower = await readStream(
     nc,
     FILL_STREAM,
