@@ -7,9 +7,12 @@ import type { ConversionOp, EngineError } from './engine.js';
  * events without re-deciding them, so the journal alone (plus the fill
  * stream) rebuilds the state, and it doubles as the audit trail.
  */
-export const JOURNAL_VERSION = 2;
-/** Batches of these versions replay (1: conversions spell out deltas and positions after as pairs). */
-export const JOURNAL_VERSIONS_READ: readonly number[] = [1, 2];
+export const JOURNAL_VERSION = 3;
+/**
+ * Batches of these versions replay (1: conversions spell out deltas and positions after as pairs;
+ * 2: compact conversions, no fill positions; 3: version 2 with `fills`).
+ */
+export const JOURNAL_VERSIONS_READ: readonly number[] = [1, 2, 3];
 
 /** [symbol id, signed quantity] */
 export type Delta = [number, number];
@@ -99,4 +102,16 @@ export type JournalEvent =
 export interface JournalBatch {
   v: number;
   events: JournalEvent[];
+  /**
+   * Version 3: where in the fill stream the engine stood as it applied these
+   * events, flat [event index, fill-stream sequence, ...]: the sequence holds
+   * for that event and the ones after it up to the next pair (the first pair
+   * names index 0). Fills commute with conversions, but an exchange session
+   * reset (it zeroes) and a fill for a client_id not registered yet (ignored)
+   * do not: replay applies the fill stream up to an event's sequence before
+   * the event (src/engine/replay.ts), so it rebuilds exactly the books the
+   * engine answered from. Absent (versions 1, 2): replayed as they always were,
+   * every journal event before the fills after the snapshot.
+   */
+  fills?: number[];
 }

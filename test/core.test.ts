@@ -5,6 +5,7 @@ import { applyEvent, applyFill, applySessionReset, decide } from '../src/engine/
 import { addPosition, emptyState, flatPositions, HISTORY_LIMIT, position, positionList, type EngineState } from '../src/engine/state.js';
 import { restoreSnapshot, takeSnapshot } from '../src/engine/snapshot.js';
 import { conservation } from '../src/engine/check.js';
+import { ReplayMerge, type UnpositionedOrder } from '../src/engine/replay.js';
 import { buildInstruments, loadBaskets } from '../src/config/baskets.js';
 import { configBaskets } from '../src/engine/catalog.js';
 import { scoreboardLines } from '../src/engine/scoreboard.js';
@@ -320,5 +321,69 @@ describe('version 0 of a basket across edits of the baskets file', () => {
       'create 1 13 1',
     ]);
     expect(conservation(journal, fileB)).toEqual([]);
+  });
+});
+
+describe('replay order (ReplayMerge)', () => {
+  const ev = (n: number): JournalEvent => ({ t: 'operator', action: 'halt', etf: null, by: `e${n}`, ts: n });
+  type F = { seq: number; ns: bigint };
+  /** Pushes journal records and fills in the given interleaving; returns what was applied, in order. */
+  function merge(unpositioned: UnpositionedOrder, batches: { seq: number; ns: bigint; batch: JournalBatch }[], fills: F[], order: ('j' | 'f')[]): string[] {
+    const out: string[] = [];
+    let fillSeq = 0;
+    const m = new ReplayMerge<F>(
+      {
+        event: (e) => out.push((e as { by: string }).by),
+        batchDone: () => {},
+        fill: (f) => {
+          out.push(`f${f.seq}`);
+          fillSeq = f.seq;
+        },
+        fillSeq: () => fillSeq,
+      },
+      unpositioned,
+    );
+    const j = [...batches];
+    const f = [...fills];
+    for (const o of order) {
+      if (o === 'j' && j.length > 0) m.pushBatch(j[0]!.seq, j[0]!.ns, j.shift()!.batch);
+      if (o === 'f' && f.length > 0) m.pushFill(f.shift()!);
+    }
+    for (const b of j) m.pushBatch(b.seq, b.ns, b.batch);
+    m.endJournal();
+    for (const x of f) m.pushFill(x);
+    m.endFills();
+    expect(m.waiting).toBe(0);
+    return out;
+  }
+  /** Every interleaving of pushing `a` journal records and `b` fills (a few hundred at most here). */
+  function interleavings(a: number, b: number): ('j' | 'f')[][] {
+    if (a === 0) return [Array(b).fill('f')];
+    if (b === 0) return [Array(a).fill('j')];
+    return [...interleavings(a - 1, b).map((r) => ['j' as const, ...r]), ...interleavings(a, b - 1).map((r) => ['f' as const, ...r])];
+  }
+  const fills = (seqs: number[]): F[] => seqs.map((seq) => ({ seq, ns: BigInt(seq * 10) }));
+
+  it('puts each event after the fills up to its recorded position and before the rest, however the two streams arrive', () => {
+    const batches = [
+      { seq: 1, ns: 0n, batch: { v: 3, events: [ev(1)], fills: [0, 2] } },
+      // Two positions in one group commit: e3 was applied after fills 3..5 came in.
+      { seq: 2, ns: 0n, batch: { v: 3, events: [ev(2), ev(3)], fills: [0, 2, 1, 5] } },
+    ];
+    const want = ['f1', 'f2', 'e1', 'e2', 'f3', 'f4', 'f5', 'e3', 'f6'];
+    for (const order of interleavings(2, 6)) expect(merge('journal-first', batches, fills([1, 2, 3, 4, 5, 6]), order)).toEqual(want);
+  });
+
+  it('goes on past fills that are not in the stream (deleted), and puts records without positions first, or by storage time', () => {
+    const batches = [{ seq: 1, ns: 0n, batch: { v: 3, events: [ev(1)], fills: [0, 3] } }];
+    for (const order of interleavings(1, 3)) expect(merge('journal-first', batches, fills([1, 2, 4]), order)).toEqual(['f1', 'f2', 'e1', 'f4']);
+    const old = [
+      { seq: 1, ns: 15n, batch: { v: 2, events: [ev(1)] } },
+      { seq: 2, ns: 35n, batch: { v: 2, events: [ev(2)] } },
+    ];
+    for (const order of interleavings(2, 4)) {
+      expect(merge('journal-first', old, fills([1, 2, 3, 4]), order)).toEqual(['e1', 'e2', 'f1', 'f2', 'f3', 'f4']);
+      expect(merge('stream-time', old, fills([1, 2, 3, 4]), order)).toEqual(['f1', 'e1', 'f2', 'f3', 'e2', 'f4']);
+    }
   });
 });

@@ -125,10 +125,13 @@ const configSchema = z.object({
 export type Config = z.infer<typeof configSchema>;
 
 /**
- * A configuration mistake (a file, a line, a variable): the process says so in
- * one line and exits with CONFIG_EXIT_CODE, and the launcher does not restart it.
+ * Something only the operator can fix (a configuration mistake, a journal
+ * record the engine cannot replay): the process says so in one line and exits
+ * with CONFIG_EXIT_CODE, and the launcher does not restart it into the same.
  */
-export class ConfigError extends Error {}
+export class NeedsOperator extends Error {}
+/** A configuration mistake (a file, a line, a variable). */
+export class ConfigError extends NeedsOperator {}
 export const CONFIG_EXIT_CODE = 2;
 
 /** A whole number from an environment variable, or a ConfigError naming the variable. */

@@ -48,6 +48,9 @@ const CAPTURE_STEP_ACCOUNTS = 8;
 
 interface Group {
   events: JournalEvent[];
+  /** Where in the fill stream the state stood as each event was applied (proto/journal.ts JournalBatch `fills`), and the last one recorded. */
+  fills: number[];
+  fillSeq: number;
   /** reply subject → replies released once the group is durable */
   replies: Map<string, EngineReply[]>;
   /** Holdings changes and request outcomes, published in apply order once the group is durable (proto/holdings.ts NoticeBatch). */
@@ -57,7 +60,7 @@ interface Group {
   baskets: { etf: string; payload: Uint8Array }[];
 }
 
-const newGroup = (): Group => ({ events: [], replies: new Map(), changes: [], outcomes: [], baskets: [] });
+const newGroup = (): Group => ({ events: [], fills: [], fillSeq: -1, replies: new Map(), changes: [], outcomes: [], baskets: [] });
 const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.changes.length === 0 && g.outcomes.length === 0 && g.baskets.length === 0;
 
 /**
@@ -180,6 +183,8 @@ export class EngineActor {
         // The journal keeps each conversion's positions right after it for the audit trail: taken here, at the edge, as it is applied
         // (the same frozen list the answer and the notice carry).
         if (ev.t === 'conversion' && !ev.deltas) ev.held = accountPositions(this.state.accounts.get(ev.clientId)!) as number[];
+        // Fills land between turns: one pair per change of position, so replay puts every event back among them where it was.
+        if (this.state.fillSeq !== group.fillSeq) group.fills.push(group.events.length, (group.fillSeq = this.state.fillSeq));
         group.events.push(ev);
         this.noticesOf(ev, group);
       }
@@ -236,7 +241,7 @@ export class EngineActor {
     while (!this.failed && this.inFlight.length < WRITES_IN_FLIGHT && !isEmpty(this.groups[0]!) && (this.inFlight.length === 0 || this.groups.length > 1)) {
       const group = this.groups.shift()!;
       if (this.groups.length === 0) this.groups.push(newGroup());
-      const write = group.events.length > 0 ? this.journal.append(group.events) : null;
+      const write = group.events.length > 0 ? this.journal.append(group.events, group.fills) : null;
       // Awaited in order by settle; after a failure the later ones are not, and their rejection is expected.
       write?.catch(() => {});
       this.inFlight.push({ group, write });

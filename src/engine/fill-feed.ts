@@ -94,8 +94,8 @@ export async function followFills(
   owns: ((clientId: number) => boolean) | undefined,
   /** The follower stopped after catch-up (a handler threw): the positions no longer move, so the owner must stop. */
   onError: (err: unknown) => void,
+  stats: FillFeedStats = emptyFillStats(),
 ): Promise<{ follower: StreamFollower; stats: FillFeedStats }> {
-  const stats = emptyFillStats();
   const follower = await readStream(
     nc,
     FILL_STREAM,

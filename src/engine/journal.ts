@@ -7,6 +7,7 @@ import { encode, decode } from '../../proto/codec.js';
 import { JOURNAL_SUBJECT, JOURNAL_STREAM } from '../../proto/subjects.js';
 import { JOURNAL_VERSION, JOURNAL_VERSIONS_READ, type JournalBatch, type JournalEvent } from '../../proto/journal.js';
 import { readStream } from '../shared/stream-reader.js';
+import { NeedsOperator } from '../config/config.js';
 
 /** JetStream's "wrong last sequence": the stream is not where this write expected it to be. */
 const WRONG_LAST_SEQUENCE = 10071;
@@ -77,9 +78,12 @@ export class JournalWriter {
     return this.queuedSeq;
   }
 
-  /** Stores `events` as the next batch; resolves with its sequence once it and every earlier batch are stored. */
-  append(events: JournalEvent[]): Promise<number> {
-    const batch: JournalBatch = { v: JOURNAL_VERSION, events };
+  /**
+   * Stores `events` as the next batch; resolves with its sequence once it and every earlier batch are stored.
+   * `fills`: the fill-stream positions they were applied at (proto/journal.ts JournalBatch).
+   */
+  append(events: JournalEvent[], fills?: number[]): Promise<number> {
+    const batch: JournalBatch = fills && fills.length > 0 ? { v: JOURNAL_VERSION, events, fills } : { v: JOURNAL_VERSION, events };
     const expected = this.queuedSeq++;
     const msgID = `${this.writerId}-${expected + 1}`;
     // Our predecessor not yet acknowledged: the stream's last message must be it, not merely at its sequence.
@@ -141,11 +145,49 @@ export class JournalWriter {
 
 class StagedDuplicate extends Error {}
 
+/**
+ * A journal record this build cannot replay (undecodable, an unknown version, a malformed batch):
+ * start-up stops with one line naming it and what to do, and the launcher does not restart the engine
+ * into the same record (NeedsOperator).
+ */
+export class JournalRecordError extends NeedsOperator {
+  constructor(
+    readonly seq: number,
+    readonly stream: string,
+    readonly reason: string,
+  ) {
+    super(
+      `journal record ${seq} of stream ${stream} cannot be replayed (${reason}); nothing was changed. ` +
+        `If the engine did not write it (look: nats stream get ${stream} ${seq}), remove it (nats stream rmm ${stream} ${seq}) and start again; ` +
+        `if a newer engine wrote it, start that version`,
+    );
+  }
+}
+
+const isFillPositions = (f: unknown): boolean => Array.isArray(f) && f.length % 2 === 0 && f.every((n) => Number.isSafeInteger(n) && n >= 0);
+
+/** Decodes one journal record, or throws JournalRecordError saying why it cannot be replayed. */
+export function decodeJournalRecord(data: Uint8Array, seq: number, stream: string): JournalBatch {
+  let batch: JournalBatch;
+  try {
+    batch = decode<JournalBatch>(data);
+  } catch (err) {
+    throw new JournalRecordError(seq, stream, `undecodable: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (typeof batch !== 'object' || batch === null) throw new JournalRecordError(seq, stream, 'not a batch');
+  if (!JOURNAL_VERSIONS_READ.includes(batch.v)) throw new JournalRecordError(seq, stream, `unsupported version ${JSON.stringify(batch.v) ?? 'undefined'}`);
+  if (!Array.isArray(batch.events) || !batch.events.every((e) => typeof e === 'object' && e !== null && typeof (e as { t?: unknown }).t === 'string')) {
+    throw new JournalRecordError(seq, stream, 'events is not a list of events');
+  }
+  if (batch.fills !== undefined && !isFillPositions(batch.fills)) throw new JournalRecordError(seq, stream, 'fills is not a list of positions');
+  return batch;
+}
+
 /** Replays the journal from `fromSeq`, handing each batch's events to `apply`. Returns the last sequence read. */
 export async function replayJournal(
   nc: NatsConnection,
   fromSeq: number,
-  apply: (events: JournalEvent[], seq: number) => void,
+  apply: (events: JournalEvent[], seq: number, batch: JournalBatch) => void,
   untilSeq?: number,
   stream = JOURNAL_STREAM,
 ): Promise<number> {
@@ -155,9 +197,8 @@ export async function replayJournal(
     stream,
     fromSeq,
     (m) => {
-      const batch = decode<JournalBatch>(m.data);
-      if (!JOURNAL_VERSIONS_READ.includes(batch.v)) throw new Error(`journal seq ${m.seq}: unsupported version ${batch.v}`);
-      apply(batch.events, m.seq);
+      const batch = decodeJournalRecord(m.data, m.seq, stream);
+      apply(batch.events, m.seq, batch);
       last = m.seq;
     },
     { follow: false, ...(untilSeq !== undefined ? { untilSeq } : {}) },

@@ -10,11 +10,12 @@ import { encode } from '../../proto/codec.js';
 import type { Logger } from '../shared/log.js';
 import { emptyState, type EngineState } from './state.js';
 import { applyEvent, basketVersions } from './core.js';
-import { JournalWriter, replayJournal } from './journal.js';
+import { JournalRecordError, JournalWriter } from './journal.js';
+import { replayMerged } from './replay.js';
 import { hashRosterPasswords, rosterEvents, rosterForShard, sealAccountHashes } from './roster.js';
 import { credentialsKeyFile, loadCredentialsKey } from '../shared/credentials-key.js';
 import { shardNames, shardOfClient } from '../../proto/shards.js';
-import { followFills, type FillFeedStats } from './fill-feed.js';
+import { applyFillMessage, emptyFillStats, followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
 import { SnapshotUnusable } from './snapshot.js';
 import { SnapshotStore } from './snapshot-store.js';
@@ -61,17 +62,38 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const snapshotMs = Math.round(performance.now() - t0);
   const state = snapshot ?? emptyState(instruments);
   const fromSnapshot = { journalSeq: state.journalSeq, fillSeq: state.fillSeq };
-  const journalSeq = await replayJournal(
-    nc,
-    state.journalSeq + 1,
-    (events, seq) => {
-      for (const ev of events) applyEvent(state, ev);
-      state.journalSeq = seq;
+  // Said before the replay, so a start that takes long is never silent (the replay logs its progress too).
+  log.info({ snapshot: snapshot ? fromSnapshot : null, journalStream: names.journalStream }, 'rebuilding state: replaying the journal and the fill stream');
+  const stats = emptyFillStats();
+  // Each journal event goes back among the fills where the engine applied it (src/engine/replay.ts).
+  const replayed = await replayMerged(nc, {
+    journalStream: names.journalStream,
+    fromJournalSeq: state.journalSeq + 1,
+    fromFillSeq: state.fillSeq + 1,
+    unpositioned: 'journal-first',
+    sink: {
+      event: (ev, seq) => {
+        try {
+          applyEvent(state, ev);
+        } catch (err) {
+          throw new JournalRecordError(seq, names.journalStream, `an event that cannot be applied (${ev.t}: ${err instanceof Error ? err.message : String(err)})`);
+        }
+      },
+      batchDone: (seq) => (state.journalSeq = seq),
+      fill: (m) => void applyFillMessage(state, m, stats, log, owns),
+      fillSeq: () => state.fillSeq,
     },
-    undefined,
-    names.journalStream,
-  );
-  const journal = new JournalWriter(nc, Math.max(journalSeq, state.journalSeq), { log, subject: names.journalSubject, stream: names.journalStream });
+    log,
+  });
+  if (replayed.journalEnd > replayed.journalSeq && replayed.journalEnd > state.journalSeq) {
+    log.warn({ lastRead: replayed.journalSeq, journalEnd: replayed.journalEnd }, 'the journal ends in deleted records: writing after them');
+  }
+  // After the stream's last sequence even when its last records were deleted: an append names the sequence it follows.
+  const journal = new JournalWriter(nc, Math.max(replayed.journalSeq, replayed.journalEnd, state.journalSeq), {
+    log,
+    subject: names.journalSubject,
+    stream: names.journalStream,
+  });
   const replayedMs = Math.round(performance.now() - t0);
 
   // The baskets file's baskets are journaled whenever they differ from the last journaled: compact conversions name version 0 and replay with it.
@@ -79,7 +101,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const opened: JournalEvent[] = state.catalog.configChanged(config) ? [{ t: 'config_baskets', baskets: config, ts: Date.now() }] : [];
   opened.push(...rosterEvents(state, roster, cfg.accountsFile, Date.now()));
   if (opened.length > 0) {
-    state.journalSeq = await journal.append(opened);
+    state.journalSeq = await journal.append(opened, [0, state.fillSeq]);
     for (const ev of opened) applyEvent(state, ev);
   }
   const tRoster = performance.now();
@@ -92,8 +114,14 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   let actor: EngineActor | undefined;
   // A loop that feeds the state and stops takes the process with it (a restart rebuilds the state), saying why on the bus first.
   const fatal = reportFault(nc, names.shard, onFatal);
-  const { follower, stats } = await followFills(nc, state, log, (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined), owns, (err) =>
-    fatal(new EngineFault('fill stream', err)),
+  const { follower } = await followFills(
+    nc,
+    state,
+    log,
+    (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined),
+    owns,
+    (err) => fatal(new EngineFault('fill stream', err)),
+    stats,
   );
   await follower.caughtUp;
   const fillsMs = Math.round(performance.now() - tFills);

@@ -20,7 +20,7 @@ export class Supervisor {
   private readonly children = new Map<string, ChildProcess>();
   private stopping = false;
 
-  /** `onFatal`: a service exited with a configuration error; restarting it would only fail again. */
+  /** `onFatal`: a service exited with CONFIG_EXIT_CODE (a configuration error, an unreadable journal record); restarting it would only fail again. */
   constructor(
     private readonly log: Logger,
     private readonly onFatal: (service: string) => void,
@@ -34,7 +34,8 @@ export class Supervisor {
       this.children.delete(spec.name);
       if (this.stopping) return;
       if (code === CONFIG_EXIT_CODE) {
-        this.log.fatal({ service: spec.name }, `${spec.name} has a configuration error (above): not restarting it`);
+        // A configuration mistake or a journal record the engine cannot replay: a restart would meet it again.
+        this.log.fatal({ service: spec.name, code }, `${spec.name} stopped on what only the operator can fix (its line above says what): not restarting it`);
         this.onFatal(spec.name);
         return;
       }

@@ -1,4 +1,4 @@
-import { CONFIG_EXIT_CODE, ConfigError, loadConfig, type Config } from '../config/config.js';
+import { CONFIG_EXIT_CODE, NeedsOperator, loadConfig, type Config } from '../config/config.js';
 import { createLogger, type Logger } from './log.js';
 
 /** Runs `close` once on SIGINT/SIGTERM, then exits; a second signal exits at once. */
@@ -21,11 +21,12 @@ export function onShutdown(log: Logger, close: () => Promise<void>): void {
 }
 
 /**
- * Ends a process whose start failed: a configuration mistake in one line and
+ * Ends a process whose start failed: what only the operator can fix (a
+ * configuration mistake, an unreadable journal record) in one line and
  * CONFIG_EXIT_CODE (the launcher does not restart it), anything else with 1.
  */
 export function exitOnStartError(log: Logger, name: string, err: unknown): never {
-  if (err instanceof ConfigError) {
+  if (err instanceof NeedsOperator) {
     log.fatal(`${name}: ${err.message}`);
     process.exit(CONFIG_EXIT_CODE);
   }

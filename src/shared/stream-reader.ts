@@ -77,6 +77,17 @@ export async function readStream(
     // Bounded by bytes as well: journal batches can be large, and 1024 of them would buffer hundreds of MB.
     return consumer.consume({ max_bytes: 8 << 20, idle_heartbeat: HEARTBEAT_MS, expires: 5 * HEARTBEAT_MS });
   };
+  /** Whether the stream holds a message in [from, to] (when it cannot be asked, a role without message reads: assumed so). */
+  const storedBetween = async (from: number, to: number): Promise<boolean> => {
+    // STREAM.MSG.GET with next_by_subj (nats-server 2.9+): the first message at or after `from`.
+    const m = await jsm.streams.getMessage(stream, { seq: from, next_by_subj: '>' } as unknown as { seq: number }).catch(() => undefined);
+    return m === undefined || (m !== null && m.seq > 0 && m.seq <= to);
+  };
+  const finish = () => {
+    resolveCaughtUp();
+    stopped = true;
+    messages?.stop();
+  };
   const giveUp = () => {
     if (stopped || !messages) return;
     stalled = true;
@@ -90,7 +101,10 @@ export async function readStream(
     checking = true;
     jsm.streams
       .info(stream)
-      .then((info) => {
+      .then(async (info) => {
+        // Everything up to `last` was stored and what is left of it was deleted (a record removed by hand): a reading to `last` is done,
+        // where it would otherwise wait for ever for a sequence that is not there.
+        if (!opts.follow && info.state.last_seq >= last && !(await storedBetween(next, last))) return finish();
         const end = opts.follow ? info.state.last_seq : Math.min(last, info.state.last_seq);
         if (info.state.messages > 0 && end >= Math.max(next, info.state.first_seq) && Date.now() - lastProgress >= STALL_MS) giveUp();
       })
@@ -102,6 +116,12 @@ export async function readStream(
   }, STALL_MS / 3);
   watchdog.unref();
 
+  // Records deleted by hand can leave nothing to read where the stream's sequences say there is: done now, not after a stall.
+  if (!opts.follow && (opts.untilSeq === undefined || (await jsm.streams.info(stream)).state.last_seq >= last) && !(await storedBetween(next, last))) {
+    clearInterval(watchdog);
+    resolveCaughtUp();
+    return { caughtUp, stop: async () => {} };
+  }
   // The first consumer is opened here, so a reader that cannot read (no stream, no permission) fails its caller at once.
   let first: ConsumerMessages | null = await open();
   const done = (async () => {
@@ -127,7 +147,8 @@ export async function readStream(
               throw new HandlerError(err);
             }
             next = m.seq + 1;
-            if (m.seq >= last) {
+            // Nothing stored after it: the rest up to `last` was deleted (reading to the end as it was, no `untilSeq`, so nothing is to come).
+            if (m.seq >= last || (!opts.follow && opts.untilSeq === undefined && m.info.pending === 0)) {
               isCaughtUp = true;
               resolveCaughtUp();
               if (!opts.follow) return;

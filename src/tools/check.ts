@@ -1,8 +1,10 @@
 /**
  * Operator consistency check: rebuilds every account from the journal and the
- * fill stream alone, compares it with the live engine's state at the same
- * stream positions, and checks that conversions conserved units weight for
- * weight. Exits 1 on any difference.
+ * fill stream alone, each decision among the fills where the engine made it,
+ * compares it with the live engine's state at the same stream positions (an
+ * acknowledged operation missing or doubled shows there), checks each accepted
+ * conversion's answered positions, and that conversions conserved units weight
+ * for weight. Exits 1 on any difference, naming the accounts.
  *   npm run check            (NATS_URL defaults to the launcher's local server)
  */
 import { loadConfig, localEngineShards, localNatsCreds, localNatsUrl } from '../config/config.js';
@@ -10,7 +12,7 @@ import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
 import { createLogger } from '../shared/log.js';
 import { EngineClient } from '../gateway/engine-client.js';
-import { consistencyCheck } from '../engine/check.js';
+import { consistencyCheck, describeReport } from '../engine/check.js';
 import { ENGINE_ADMIN_SUBJECT } from '../../proto/subjects.js';
 
 const cfg = loadConfig();
@@ -26,5 +28,9 @@ const report = await consistencyCheck(nc, reply.result, loadBaskets(cfg.basketsF
 engine.close();
 await nc.close();
 console.log(JSON.stringify(report, null, 2));
-console.log(report.ok ? 'consistent: live state equals the rebuild, conversions conserve units' : 'INCONSISTENT');
+if (report.ok) console.log('consistent: live state equals the rebuild (every acknowledged operation, once), conversions conserve units');
+else {
+  for (const line of describeReport(report)) console.error(line);
+  console.log('INCONSISTENT');
+}
 process.exit(report.ok ? 0 : 1);
