@@ -34,3 +34,53 @@ export interface ClearingSessionRecord {
 export const fillSessionId = (session: number): string => String(session);
 /** JetStream msg id of a SessionMarker (proto/fill.ts). */
 export const sessionMarkerMsgId = (session: number): string => `session-${session}`;
+
+/**
+ * Standing feed problems: what may make positions incomplete or wrong (fills
+ * missed, an exchange session not believed yet, forged-looking traffic), kept
+ * until the operator acknowledges them. The bridge publishes them in every
+ * FeedStatus (`problems`, shown on /health and the operator page) and keeps
+ * them in FEED_BUCKET under FEED_PROBLEMS_KEY (msgpack FeedProblem[]) so a
+ * bridge restart does not forget them.
+ */
+export const FEED_PROBLEMS_KEY = 'problems';
+
+export interface FeedProblem {
+  /** Stable id, the one the operator's decision names. */
+  id: string;
+  kind:
+    | 'gap' // clearing fills missed for good (seq gaps), aggregated
+    | 'late_join' // fills of the session sent before the bridge first heard it
+    | 'verdict_pending' // a possible new exchange session (or a far seq jump) held: its fills wait
+    | 'restart_rejected' // a claimed exchange restart disproved by the old session's own traffic, aggregated
+    | 'jump_rejected' // far seq jumps disproved by the followed run going on, aggregated
+    | 'conflict' // two different messages with the same seq, aggregated per feed
+    | 'downtime'; // the exchange may have restarted while no bridge listened: cannot be told from a gap
+  feed: 'clearing' | 'market_data';
+  detail: string;
+  /** How many events this problem stands for (gaps, conflicts, rejected restarts...). */
+  count: number;
+  /** Wall-clock ms of the first and the latest event. */
+  since: number;
+  ts: number;
+  /** What the operator may do: ack (seen, clear it), confirm / reject (a pending verdict). */
+  actions: Array<'ack' | 'confirm' | 'reject'>;
+}
+
+/**
+ * The operator's decisions, sent by the gateway (POST /operator/api/feed/verdict
+ * and /feed/ack) as a NATS request on FEED_CONTROL_SUBJECT, msgpack
+ * FeedControlRequest, with its reply subject under FEED_CONTROL_REPLY_PREFIX
+ * (the only subjects the feed role may answer on); reply msgpack FeedControlReply.
+ */
+export const FEED_CONTROL_SUBJECT = 'ndfex.feed.control';
+export const FEED_CONTROL_REPLY_PREFIX = 'ndfex.feed.control.reply.';
+
+export type FeedControlRequest =
+  | { v: 1; op: 'verdict'; id: string; decision: 'confirm' | 'reject'; by: string }
+  /** id 'all': every problem whose actions include ack. */
+  | { v: 1; op: 'ack'; id: string; by: string };
+
+export type FeedControlReply =
+  | { ok: true; done: string[]; problems: FeedProblem[] }
+  | { ok: false; code: 'not_found' | 'invalid_parameter'; message: string };

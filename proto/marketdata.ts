@@ -1,3 +1,4 @@
+import type { FeedProblem } from './feed.js';
 /**
  * Market data and prices on NATS (msgpack via proto/codec.ts).
  *
@@ -79,20 +80,43 @@ export interface FeedAlert {
    * stray: messages that went back in seq but were not followed by a run of their own
    * (a lone datagram cannot fake an exchange restart); foreign: datagrams from a sender
    * not in NDFEX_SOURCE; late_join: fills of the session sent before the bridge first heard it;
-   * book_distrusted: a crossed or locked book, rebuilt from live data and snapshots.
+   * book_distrusted: a crossed or locked book, rebuilt from live data and snapshots;
+   * verdict_pending: a possible new exchange session or far seq jump, held until proven or decided;
+   * restart_rejected: a claimed restart disproved (the old session went on), nothing reset;
+   * far_jump: a seq far beyond any believable gap, held; conflict: two different messages with one seq;
+   * verdict_decided: the operator confirmed or rejected a pending verdict.
    */
-  kind: 'gap' | 'exchange_restart' | 'bad_datagram' | 'session_change' | 'stray' | 'foreign' | 'late_join' | 'book_distrusted';
+  kind:
+    | 'gap'
+    | 'exchange_restart'
+    | 'bad_datagram'
+    | 'session_change'
+    | 'stray'
+    | 'foreign'
+    | 'late_join'
+    | 'book_distrusted'
+    | 'verdict_pending'
+    | 'restart_rejected'
+    | 'far_jump'
+    | 'conflict'
+    | 'verdict_decided';
   feed: 'clearing' | 'market_data';
   detail: string;
   /** Expected and received seq_num for a gap. */
   expected?: number;
   received?: number;
+  /** The verdict (FeedProblem id) this alert is about. */
+  verdict?: string;
+  /** conflict: fingerprints of the message applied first and of the other one. */
+  fingerprints?: string[];
   ts: number;
 }
 
 export interface FeedStatus {
   clearing: FeedCounters;
   market_data: FeedCounters;
+  /** Standing problems until the operator acknowledges them (proto/feed.ts). */
+  problems?: FeedProblem[];
   ts: number;
 }
 
@@ -112,4 +136,10 @@ export interface FeedCounters {
   held?: number;
   /** Messages of the session sent before the bridge first heard it (a late join); for clearing, fills it never saw. */
   missed_before_join?: number;
+  /** Messages whose seq was already taken by a different message (the first one heard is kept). */
+  conflicts?: number;
+  /** Far seq jumps held (never applied without the operator). */
+  jumps?: number;
+  /** Claimed exchange restarts disproved by the old session's own traffic. */
+  rejected_restarts?: number;
 }

@@ -42,7 +42,7 @@
  * (The simulator stands in for the exchange on multicast only: it has no NATS user.)
  */
 import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';
-import { FEED_BUCKET } from './feed.js';
+import { FEED_BUCKET, FEED_CONTROL_REPLY_PREFIX, FEED_CONTROL_SUBJECT } from './feed.js';
 import { shardNames } from './shards.js';
 import {
   FILL_STREAM,
@@ -121,9 +121,11 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
       subscribe: { allow: [...all.flatMap((n) => [n.command, n.admin]), `${inboxPrefix('engine')}.>`] },
     },
     gateway: {
-      publish: { allow: [...JS_BASE, ...all.map((n) => n.command), ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET), ...readKv(BASKET_BUCKET)] },
+      // FEED_CONTROL_SUBJECT: the operator's verdicts and acknowledgements, passed on to the feed bridge.
+      publish: { allow: [...JS_BASE, ...all.map((n) => n.command), ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET), ...readKv(BASKET_BUCKET), FEED_CONTROL_SUBJECT] },
       subscribe: {
         allow: [
+          `${FEED_CONTROL_REPLY_PREFIX}>`,
           REPLY_SUBJECT_WILDCARD,
           NOTICES_SUBJECT_WILDCARD,
           PRICE_SUBJECT_WILDCARD,
@@ -143,6 +145,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           BBO_SUBJECT_WILDCARD,
           FEED_ALERT_SUBJECT,
           FEED_STATUS_SUBJECT,
+          `${FEED_CONTROL_REPLY_PREFIX}>`,
           ...readStream(FILL_STREAM),
           ...readKv(FEED_BUCKET),
           ...writeKv(FEED_BUCKET),
@@ -150,7 +153,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           ...writeKv(BBO_BUCKET),
         ],
       },
-      subscribe: { allow: [`${inboxPrefix('feed')}.>`] },
+      subscribe: { allow: [`${inboxPrefix('feed')}.>`, FEED_CONTROL_SUBJECT] },
     },
     pricing: {
       publish: { allow: [...JS_BASE, PRICE_SUBJECT_WILDCARD, ...readKv(BBO_BUCKET), ...readKv(PRICE_BUCKET), ...writeKv(PRICE_BUCKET), ...readKv(BASKET_BUCKET)] },

@@ -11,7 +11,7 @@ import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/
 import { multicastSender } from '../src/feed/multicast.js';
 import { startNatsServer } from '../src/launcher/nats-server.js';
 import { api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
-import { bridgeOpts, collect, fillMsg, fillStream, sendClearing, type Sender } from './helpers/feed.js';
+import { TEST_VERDICT_MS, bridgeOpts, collect, fillMsg, fillStream, playExchange, sendClearing, type Sender } from './helpers/feed.js';
 
 type Nats = Awaited<ReturnType<typeof startTestNats>>;
 
@@ -20,6 +20,7 @@ let nc: NatsConnection;
 let sender: Sender;
 let opts: BridgeOptions;
 const bridges: BridgeHandle[] = [];
+const exchanges: Array<{ close(): Promise<void> }> = [];
 let system: TestSystem | undefined;
 let dir: ReturnType<typeof tempDir> | undefined;
 
@@ -31,6 +32,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  for (const x of exchanges.splice(0)) await x.close();
   for (const b of bridges.splice(0)) await b.close();
   await system?.close();
   system = undefined;
@@ -53,6 +55,15 @@ async function settled(b: BridgeHandle, n: number): Promise<void> {
   await until(() => b.stats().status.clearing.messages >= n, `${n} clearing messages received`);
   await b.idle();
 }
+
+/** The exchange played over multicast (heartbeats, restarts as a new process); closed after the test. */
+async function exchange() {
+  const x = await playExchange(opts);
+  exchanges.push(x);
+  return x;
+}
+
+const markerIn = async () => (await fillStream(nc)).some((m) => m.subject === SESSION_SUBJECT);
 
 async function withEngine(): Promise<ReturnType<typeof api>> {
   dir = tempDir();
@@ -156,15 +167,18 @@ describe('feed bridge end to end', () => {
 
   it('seq back to 1 with a run of its own is an exchange restart: a SessionMarker precedes the new session, positions reset', async () => {
     const a = await withEngine();
-    const b = await bridge();
+    const x = await exchange();
+    const b = await bridge({ verdictWindowMs: TEST_VERDICT_MS });
     const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
     await alerts.flushed();
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5), fillMsg(2, 1, 4, 5), fillMsg(3, 2, 4, 1)]]);
+    await x.fills([[1, 4, 5], [1, 4, 5], [2, 4, 1]]);
     await settled(b, 3);
-    // The exchange restarts: seq 1 again, and the new session goes on in order.
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 2), fillMsg(2, 1, 6, 1)], [fillMsg(3, 1, 7, 1)]]);
+    // The exchange restarts: seq 1 again, and the new session goes on in order (market data from 0, heartbeating).
+    await x.restart();
+    await x.fills([[1, 4, 2], [1, 6, 1], [1, 7, 1]]);
+    await until(markerIn, 'the session marker');
     await settled(b, 6);
-    expect(await alerts.next((m) => m.kind === 'exchange_restart')).toMatchObject({ feed: 'clearing', received: 1 });
+    expect(await alerts.next((m) => m.kind === 'exchange_restart' && m.feed === 'clearing')).toMatchObject({ received: 1 });
     const stream = await fillStream(nc);
     expect(stream.map((m) => (m.subject === SESSION_SUBJECT ? 'marker' : m.msgId))).toEqual([
       fillMsgId('1', 1), fillMsgId('1', 2), fillMsgId('1', 3), 'marker', fillMsgId('2', 1), fillMsgId('2', 2), fillMsgId('2', 3),
@@ -181,8 +195,13 @@ describe('feed bridge end to end', () => {
 
   it('policy keep: the marker says reset=false and positions carry over', async () => {
     const a = await withEngine();
-    const b = await bridge({ restartPolicy: 'keep' });
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5), fillMsg(2, 1, 4, 5)], [fillMsg(1, 1, 4, 1)], [fillMsg(2, 1, 4, 1)], [fillMsg(3, 1, 4, 1)]]);
+    const x = await exchange();
+    const b = await bridge({ restartPolicy: 'keep', verdictWindowMs: TEST_VERDICT_MS });
+    await x.fills([[1, 4, 5], [1, 4, 5]]);
+    await settled(b, 2);
+    await x.restart();
+    await x.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
+    await until(markerIn, 'the session marker');
     await settled(b, 5);
     const stream = await fillStream(nc);
     expect(stream.find((m) => m.subject === SESSION_SUBJECT)?.data).toMatchObject({ reset: false, session: 2 });
@@ -209,9 +228,14 @@ describe('feed bridge end to end', () => {
   });
 
   it('two bridges at once store each fill once and agree on the session after a restart', async () => {
-    const b1 = await bridge();
-    const b2 = await bridge();
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5), fillMsg(2, 1, 4, 5)], [fillMsg(1, 1, 4, 1)], [fillMsg(2, 1, 4, 1), fillMsg(3, 1, 4, 1)]]);
+    const x = await exchange();
+    const b1 = await bridge({ verdictWindowMs: TEST_VERDICT_MS });
+    const b2 = await bridge({ verdictWindowMs: TEST_VERDICT_MS });
+    await x.fills([[1, 4, 5], [1, 4, 5]]);
+    await settled(b1, 2);
+    await settled(b2, 2);
+    await x.restart();
+    await x.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
     await settled(b1, 5);
     await settled(b2, 5);
     const stream = await fillStream(nc);

@@ -15,6 +15,7 @@ describe('feed bridge config', () => {
       sources: [],
       statusIntervalMs: 1000,
       maxInFlight: 512,
+      verdictWindowMs: 5000,
       logLevel: 'info',
     });
   });

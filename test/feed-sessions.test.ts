@@ -9,7 +9,7 @@ import { SESSION_SUBJECT, fillMsgId } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
-import { bridgeOpts, collect, fillMsg, fillStream, sendClearing, type Sender } from './helpers/feed.js';
+import { TEST_VERDICT_MS, bridgeOpts, collect, fillMsg, fillStream, playExchange, sendClearing, type Sender } from './helpers/feed.js';
 
 /**
  * Exchange sessions as the bridge decides them, over real multicast: a lone
@@ -23,6 +23,7 @@ let opts: BridgeOptions;
 let dir: ReturnType<typeof tempDir>;
 let system: TestSystem;
 const bridges: BridgeHandle[] = [];
+const exchanges: Array<{ close(): Promise<void> }> = [];
 
 beforeEach(async () => {
   nats = await startTestNats();
@@ -34,6 +35,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  for (const x of exchanges.splice(0)) await x.close();
   for (const b of bridges.splice(0)) await b.close();
   await system.close();
   dir.remove();
@@ -43,8 +45,14 @@ afterEach(async () => {
   nats.remove();
 });
 
+async function exchange(at: { mdSeq?: number; clearingSeq?: number } = {}) {
+  const x = await playExchange(opts, at);
+  exchanges.push(x);
+  return x;
+}
+
 async function bridge(extra: Partial<BridgeOptions> = {}): Promise<BridgeHandle> {
-  const b = await startBridge({ ...opts, ...extra }, quietLog);
+  const b = await startBridge({ ...opts, verdictWindowMs: TEST_VERDICT_MS, ...extra }, quietLog);
   bridges.push(b);
   return b;
 }
@@ -56,7 +64,7 @@ const holdings = async (user: string) => (await api(system.url).holdings(user, `
 const markers = async () => (await fillStream(nc)).filter((m) => m.subject === SESSION_SUBJECT);
 
 describe('exchange sessions that a stray datagram cannot fake', () => {
-  it('a lone heartbeat or fill with a lower seq is counted, alerted and ignored: every position stays', async () => {
+  it('a lone heartbeat or fill with a lower seq is held, rejected when the session goes on, alerted: every position stays', async () => {
     const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
     await alerts.flushed();
     const b = await bridge();
@@ -64,51 +72,57 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     await until(() => system.engine.fills.applied >= 2, 'two fills applied');
     // The attack: a 15-byte heartbeat at seq 100, then a forged fill at seq 1.
     await sendClearing(sender, opts.clearing, [[{ type: 'heartbeat', seq: 100 }], [fillMsg(1, 2, 4, 1000)]]);
-    // The exchange goes on.
+    await alerts.next((a) => a.kind === 'verdict_pending');
+    // The exchange goes on: its session is alive, so the claimed restart is forged.
     await sendClearing(sender, opts.clearing, [[fillMsg(5002, 1, 4, 1)], [fillMsg(5003, 1, 4, 1)], [fillMsg(5004, 1, 4, 1)]]);
-    await until(() => b.stats().status.clearing.strays === 2, 'both stray messages counted');
+    await alerts.next((a) => a.kind === 'restart_rejected');
     await until(() => system.engine.fills.applied >= 5, 'the session\'s fills applied');
     expect(await holdings('team1')).toEqual({ STED: 8 });
     expect(await holdings('team2')).toEqual({ STED: 3 });
     expect(await markers()).toHaveLength(0);
-    expect(b.stats().status.clearing.restarts).toBe(0);
+    expect(b.stats().status.clearing).toMatchObject({ restarts: 0, strays: 1, held: 1, rejected_restarts: 1 });
     expect(await alerts.next((a) => a.kind === 'stray')).toMatchObject({ feed: 'clearing' });
     // The bridge joined at seq 5000: it says how many fills of the session it never saw.
     expect(await alerts.next((a) => a.kind === 'late_join')).toMatchObject({ feed: 'clearing', received: 5000 });
     const health = await until(async () => {
       const h = (await api(system.url).send('GET', '/health')).body;
-      return h.feed?.clearing?.strays === 2 ? h : undefined;
-    }, 'strays on /health');
-    expect(health.feed.clearing).toMatchObject({ strays: 2, restarts: 0, missed_before_join: 4999 });
+      return h.feed?.clearing?.rejected_restarts === 1 ? h : undefined;
+    }, 'the rejected restart on /health');
+    expect(health.feed.clearing).toMatchObject({ strays: 1, restarts: 0, missed_before_join: 4999 });
     alerts.stop();
   });
 
-  it('a real restart (a new run from seq 1) is applied once: one marker, positions reset, the new session\'s fills kept', async () => {
+  it('a real restart (a new run from seq 1 on both feeds, the old session silent) is applied once: one marker, positions reset, the new session\'s fills kept', async () => {
+    const x = await exchange();
     const b = await bridge();
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5)], [fillMsg(2, 1, 4, 5)], [fillMsg(3, 2, 4, 1)]]);
+    await x.fills([[1, 4, 5], [1, 4, 5], [2, 4, 1]]);
     await until(() => system.engine.fills.applied >= 3, 'first session applied');
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 5, 1)], [fillMsg(2, 1, 5, 1)], [fillMsg(3, 1, 5, 1)], [fillMsg(4, 1, 5, 1)]]);
+    await x.restart();
+    await x.fills([[1, 5, 1], [1, 5, 1], [1, 5, 1], [1, 5, 1]]);
     await until(() => system.engine.fills.applied >= 7, 'new session applied');
     expect(await holdings('team1')).toEqual({ FISH: 4 });
     expect(await holdings('team2')).toEqual({});
     expect(await markers()).toHaveLength(1);
     expect(b.stats().status.clearing.restarts).toBe(1);
+    expect(b.stats().status.market_data.restarts).toBe(1);
+    expect(b.stats().status.problems).toEqual([]);
   });
 
-  it('market data proves a restart first: positions reset at once, before the new session\'s first fill, and only once', async () => {
+  it('market data alone does not reset: the new session is believed once the clearing feed shows it too, reset before its first fill, once', async () => {
+    const x = await exchange();
     const b = await bridge();
-    await sendMd([[heartbeat(100)], [heartbeat(101)]]);
-    await sendClearing(sender, opts.clearing, [[fillMsg(7, 1, 4, 5)], [fillMsg(8, 2, 4, 5)]]);
+    await x.fills([[1, 4, 5], [2, 4, 5]]);
     await until(() => system.engine.fills.applied >= 2, 'fills applied');
-    // The exchange restarts: market data starts over at seq 0 (heartbeats every 500 ms of quiet).
-    await sendMd([[heartbeat(0)], [heartbeat(1)], [heartbeat(2)]]);
-    await until(async () => (await markers()).length === 1, 'the session marker');
-    await until(async () => Object.keys(await holdings('team1')).length === 0, 'positions reset');
-    expect(await holdings('team2')).toEqual({});
-    // Then the new session's fills: no second restart.
-    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 6, 2)]]);
+    await x.restart();
+    // Market data's new run lasts past the window with the old session silent; the clearing feed has said nothing yet.
+    await until(() => b.stats().status.problems?.some((p) => p.kind === 'verdict_pending' && /no new run on the clearing feed/.test(p.detail)), 'a verdict waiting for the clearing feed');
+    expect(await markers()).toHaveLength(0);
+    expect(await holdings('team1')).toEqual({ STED: 5 });
+    // Then the new session's first fill: the reset goes first, then the fill; no second restart.
+    await x.fills([[1, 6, 2]]);
     await until(() => system.engine.fills.applied >= 3, 'new session fill applied');
     expect(await holdings('team1')).toEqual({ DILN: 2 });
+    expect(await holdings('team2')).toEqual({});
     expect(await markers()).toHaveLength(1);
     expect((await fillStream(nc)).at(-1)!.msgId).toBe(fillMsgId('2', 1));
     expect(b.stats().status.market_data.restarts).toBe(1);
@@ -116,16 +130,16 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
   });
 
   it('an exchange restart while the bridge was down is detected although the new session is already past the old seq', async () => {
+    const x = await exchange({ mdSeq: 4000, clearingSeq: 9 });
     let b = await bridge();
-    await sendMd([[heartbeat(4000)], [heartbeat(4001)]]);
-    await sendClearing(sender, opts.clearing, [[fillMsg(10, 1, 4, 5)], [fillMsg(11, 2, 4, 5)]]);
+    await x.fills([[1, 4, 5], [2, 4, 5]]);
     await until(() => system.engine.fills.applied >= 2, 'fills applied');
     await b.close();
     bridges.splice(0);
     // While no bridge listens the exchange restarts and trades past clearing seq 11; market data is at seq 30 of the new session.
+    await x.restart({ mdSeq: 30, clearingSeq: 19 });
     b = await bridge();
-    await sendMd([[heartbeat(30)]]);
-    await sendClearing(sender, opts.clearing, [[fillMsg(20, 1, 6, 1)]]);
+    await x.fills([[1, 6, 1]]);
     await until(async () => (await markers()).length === 1, 'the session marker');
     await until(() => system.engine.fills.applied >= 3, 'the new session\'s fill applied');
     expect(await holdings('team1')).toEqual({ DILN: 1 });

@@ -2,7 +2,7 @@ import { decodeClearingDatagram, type ClearingMessage } from '../../proto/ndfex.
 import { fillProblem, type Fill } from '../../proto/fill.js';
 import type { FeedAlert } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
-import { RunGuard, SeqTracker, type GuardOutcome } from './integrity.js';
+import { SeqTracker } from './integrity.js';
 import type { FillPublisher } from './publisher.js';
 
 export type RestartPolicy = 'reset' | 'keep';
@@ -12,22 +12,21 @@ export interface ClearingDeps {
   /** Begins the next exchange session and publishes its SessionMarker; runs as a publisher barrier. */
   beginSession(detail: string, seq: number): Promise<void>;
   alert(a: Omit<FeedAlert, 'ts' | 'feed'>): void;
-  /** A restart confirmed on this feed (market data then knows its own restart is the same one). */
-  onRestartConfirmed?(): void;
+  /** Where each decoded message goes first: the session verdict (src/feed/verdict.ts) decides whether it is applied. */
+  route(m: ClearingMessage, sender: string): void;
   log: Logger;
 }
 
 /**
- * The clearing feed: decodes every fill of every datagram, tracks seq_num
- * (gaps, exchange restarts) and hands fills to the publisher in order. A seq
- * that goes back is held until a run of its own confirms a restart (or market
- * data proves one): a lone datagram cannot reset anyone's positions. A
- * confirmed restart becomes a publisher barrier, so the new session's marker
- * is in the stream before any of its fills.
+ * The clearing feed: decodes every fill of every datagram and hands each
+ * message to the session verdict (deps.route); what it accepts comes back to
+ * accept(), which tracks seq_num (gaps, late joins) and hands fills to the
+ * publisher in order. A believed exchange restart becomes a publisher barrier
+ * (beginNewSession), so the new session's marker is in the stream before any
+ * of its fills.
  */
 export class ClearingFeed {
   readonly tracker: SeqTracker;
-  private readonly guard = new RunGuard<ClearingMessage>(1);
   invalidFills = 0;
   /** Exchange restarts seen whose new session is not begun (marker not yet in the stream). */
   restartsPending = 0;
@@ -72,53 +71,11 @@ export class ClearingFeed {
       this.deps.log.warn({ error: d.error, bytes: buf.byteLength, kept: d.messages.length }, 'bad clearing datagram');
       this.deps.alert({ kind: 'bad_datagram', detail: d.error });
     }
-    for (const m of d.messages) for (const o of this.guard.observe(m.seq, sender, m)) this.handle(o);
-    c.held = this.guard.pending;
+    for (const m of d.messages) this.deps.route(m, sender);
   }
 
-  /**
-   * Another feed proved an exchange restart: the held run (if any) is the new
-   * session; otherwise the next message starts it. Begins the new session now.
-   */
-  restartProven(detail: string): void {
-    const confirmed = this.guard.confirm();
-    if (confirmed) {
-      this.handle({ ...confirmed, restart: true }, detail);
-      return;
-    }
-    this.guard.expectNewRun();
-    this.beginNewSession(detail, 0);
-  }
-
-  private handle(o: GuardOutcome<ClearingMessage>, proof?: string): void {
-    const c = this.tracker.counters;
-    switch (o.kind) {
-      case 'held':
-        return;
-      case 'stray': {
-        c.strays = (c.strays ?? 0) + o.msgs.length;
-        const detail = `clearing: ${o.msgs.length} message(s) from seq ${o.from} ignored: they went back in seq and no run of their own followed (not an exchange restart)`;
-        this.deps.log.warn({ from: o.from, count: o.msgs.length, last: this.tracker.last }, 'stray clearing messages ignored');
-        this.deps.alert({ kind: 'stray', detail, received: o.from });
-        return;
-      }
-      case 'confirmed':
-        if (o.restart) {
-          const detail = proof ?? `clearing seq_num went back from ${this.tracker.last} to ${o.from}, and ${o.msgs.length} in-order messages followed: exchange restart`;
-          this.beginNewSession(detail, o.from);
-          this.deps.onRestartConfirmed?.();
-        } else {
-          // The feed resumed below a seq that ran ahead (a bogus datagram): follow it again from here.
-          this.tracker.reanchor(o.from - 1);
-        }
-        for (const m of o.msgs) this.accept(m);
-        return;
-      case 'pass':
-        this.accept(o.msg);
-    }
-  }
-
-  private beginNewSession(detail: string, seq: number): void {
+  /** Begins the next exchange session (its first message is `seq`, 0: not heard yet). */
+  beginNewSession(detail: string, seq: number): void {
     this.deps.log.warn({ previous: this.tracker.last, seq }, 'exchange restart on the clearing feed');
     this.deps.alert({ kind: 'exchange_restart', detail, received: seq });
     this.tracker.newSession();
@@ -130,7 +87,8 @@ export class ClearingFeed {
     });
   }
 
-  private accept(m: ClearingMessage): void {
+  /** A message the verdict lets through, in order. */
+  accept(m: ClearingMessage): void {
     const ev = this.tracker.observe(m.seq);
     if (ev.kind === 'gap') {
       const detail = `clearing seq gap: expected ${ev.expected}, received ${ev.received} (${ev.missed} missed: fills lost for good)`;

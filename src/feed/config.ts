@@ -17,6 +17,8 @@ export interface BridgeConfig {
   sources: string[];
   statusIntervalMs: number;
   maxInFlight: number;
+  /** Wall-clock ms a new exchange session must show on market data, the old one silent, before it is believed (src/feed/verdict.ts). */
+  verdictWindowMs: number;
   logLevel: string;
 }
 
@@ -39,6 +41,8 @@ const envSchema = z.object({
   NDFEX_RESTART_POLICY: z.enum(['reset', 'keep']).default('reset'),
   NDFEX_STATUS_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1000),
   NDFEX_MAX_IN_FLIGHT: z.coerce.number().int().min(1).max(65_536).default(512),
+  // Below 2 s a forger needs only a few heartbeats' worth of silence from the exchange; above a minute fills wait too long.
+  NDFEX_VERDICT_WINDOW_MS: z.coerce.number().int().min(2000).max(60_000).default(5000),
   NDFEX_SOURCE: z
     .string()
     .default('')
@@ -64,6 +68,7 @@ export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeCo
     sources: e.NDFEX_SOURCE,
     statusIntervalMs: e.NDFEX_STATUS_INTERVAL_MS,
     maxInFlight: e.NDFEX_MAX_IN_FLIGHT,
+    verdictWindowMs: e.NDFEX_VERDICT_WINDOW_MS,
     logLevel: e.LOG_LEVEL,
   };
 }

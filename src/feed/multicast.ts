@@ -77,7 +77,7 @@ export async function joinGroup(addr: GroupAddr, iface: string, onDatagram: (buf
 }
 
 /** A sender on `iface` that loops its datagrams back to local receivers (simulator, tests, bench). */
-export async function multicastSender(iface = '127.0.0.1'): Promise<{ send(addr: GroupAddr, buf: Uint8Array): Promise<void>; close(): Promise<void> }> {
+export async function multicastSender(iface = '127.0.0.1'): Promise<{ send(addr: GroupAddr, buf: Uint8Array): Promise<void>; port(): number; close(): Promise<void> }> {
   const socket = createSocket({ type: 'udp4', reuseAddr: true });
   await new Promise<void>((resolve) => socket.bind(0, iface, () => resolve()));
   socket.setMulticastInterface(iface);
@@ -85,6 +85,7 @@ export async function multicastSender(iface = '127.0.0.1'): Promise<{ send(addr:
   socket.setMulticastTTL(1);
   return {
     send: (addr, buf) => new Promise<void>((resolve, reject) => socket.send(buf, addr.port, addr.group, (err) => (err ? reject(err) : resolve()))),
+    port: () => socket.address().port,
     close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
   };
 }

@@ -2,7 +2,7 @@ import { createSocket } from 'node:dgram';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decode } from '../../proto/codec.js';
 import { FILL_STREAM } from '../../proto/subjects.js';
-import { encodeClearingDatagram, type ClearingMessage } from '../../proto/ndfex.js';
+import { encodeClearingDatagram, encodeMdDatagram, type ClearingMessage } from '../../proto/ndfex.js';
 import { readStream } from '../../src/shared/stream-reader.js';
 import { multicastSender, type GroupAddr } from '../../src/feed/multicast.js';
 import type { BridgeOptions } from '../../src/feed/service.js';
@@ -84,3 +84,72 @@ export function collect<T>(nc: NatsConnection, subject: string) {
     flushed: () => nc.flush(),
   };
 }
+
+/**
+ * Plays the NDFEX exchange on the test's groups as the real one behaves: one
+ * socket per session (a restart is a new process, so a new source port),
+ * market-data heartbeats on a cadence with CLOCK_MONOTONIC-like timestamps
+ * (never going back, even across a restart), market data from seq 0, clearing
+ * from seq 1 (the first session as if running a while: market data from `mdSeq`). `heartbeatMs` is faster than NDFEX's 500 ms so tests stay short;
+ * the bridge is given a verdict window to match (`TEST_VERDICT_MS`).
+ */
+export async function playExchange(addrs: Pick<BridgeOptions, 'clearing' | 'marketData'>, { iface = '127.0.0.1', heartbeatMs = 50, mdSeq = 100, clearingSeq = 0 } = {}) {
+  let sock = await multicastSender(iface);
+  let md = mdSeq;
+  let cl = clearingSeq;
+  let timer: NodeJS.Timeout | undefined;
+  let sending = Promise.resolve();
+  const heartbeat = () => {
+    const msg = { type: 'heartbeat' as const, seq: md++, timestamp: process.hrtime.bigint() };
+    const s = sock;
+    sending = sending.then(() => s.send(addrs.marketData, encodeMdDatagram([msg]))).catch(() => {});
+    return sending;
+  };
+  const beat = () => {
+    timer = setInterval(() => void heartbeat(), heartbeatMs);
+    timer.unref();
+  };
+  beat();
+  return {
+    get mdSeq() {
+      return md;
+    },
+    get clearingSeq() {
+      return cl;
+    },
+    /** The exchange's source address:port for this session. */
+    source: () => `${iface}:${sock.port()}`,
+    heartbeat,
+    /** Sends fills `[client_id, symbol, signed quantity, price?]`, one a datagram, at the session's next seqs. */
+    async fills(list: Array<[number, number, number, number?]>): Promise<number[]> {
+      const seqs: number[] = [];
+      for (const [c, s, q, p] of list) {
+        const seq = ++cl;
+        seqs.push(seq);
+        await sendClearing(sock, addrs.clearing, [[fillMsg(seq, c, s, q, p)]]);
+      }
+      return seqs;
+    },
+    /** Stops sending (the exchange process exits). */
+    async stop(): Promise<void> {
+      clearInterval(timer);
+      await sending;
+      await sock.close();
+    },
+    /** The exchange restarts: a new process (new socket), seq from the start on both feeds. */
+    async restart(at: { mdSeq?: number; clearingSeq?: number } = {}): Promise<void> {
+      await this.stop();
+      sock = await multicastSender(iface);
+      md = at.mdSeq ?? 0;
+      cl = at.clearingSeq ?? 0;
+      await heartbeat();
+      beat();
+    },
+    close(): Promise<void> {
+      return this.stop().catch(() => {});
+    },
+  };
+}
+
+/** The bridge's verdict window in tests played with playExchange (heartbeats every 50 ms: 20 in it). */
+export const TEST_VERDICT_MS = 1000;

@@ -1,0 +1,65 @@
+import type { FeedProblem } from '../../proto/feed.js';
+
+/** At most this many problems are kept: every kind but pending verdicts is aggregated, so this is only a guard. */
+const MAX_PROBLEMS = 64;
+
+/**
+ * The bridge's standing problems (proto/feed.ts FeedProblem): raised by the
+ * feeds, cleared by the operator's acknowledgement or, for a pending verdict,
+ * by its decision. Pure; `changed` tells the caller to persist and publish.
+ */
+export class ProblemBook {
+  private readonly byId = new Map<string, FeedProblem>();
+  changed = false;
+
+  constructor(saved: FeedProblem[] = []) {
+    for (const p of saved) {
+      // A pending verdict of an earlier bridge process: its held messages are gone with it.
+      const stale = p.kind === 'verdict_pending';
+      this.byId.set(p.id, stale ? { ...p, actions: ['ack'], detail: `${p.detail} (the bridge restarted before a decision: what it held is lost)` } : p);
+    }
+  }
+
+  /** Adds a problem, or counts one more event of the same id (newest detail wins). */
+  raise(p: Omit<FeedProblem, 'since' | 'ts' | 'count'> & { count?: number }, now: number): void {
+    const cur = this.byId.get(p.id);
+    const add = p.count ?? 1;
+    if (cur) this.byId.set(p.id, { ...cur, ...p, count: cur.count + add, ts: now });
+    else {
+      if (this.byId.size >= MAX_PROBLEMS) {
+        const oldest = [...this.byId.values()].filter((x) => x.kind !== 'verdict_pending').sort((a, b) => a.ts - b.ts)[0];
+        if (oldest) this.byId.delete(oldest.id);
+      }
+      this.byId.set(p.id, { ...p, count: add, since: now, ts: now });
+    }
+    this.changed = true;
+  }
+
+  /** Rewrites a problem's detail (a pending verdict's evidence grows) without counting an event. */
+  describe(id: string, detail: string): void {
+    const cur = this.byId.get(id);
+    if (!cur || cur.detail === detail) return;
+    this.byId.set(id, { ...cur, detail });
+    this.changed = true;
+  }
+
+  resolve(id: string): void {
+    if (this.byId.delete(id)) this.changed = true;
+  }
+
+  get(id: string): FeedProblem | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Acknowledges one problem, or every acknowledgeable one ('all'); returns the ids cleared. */
+  ack(id: string): string[] {
+    const ids = id === 'all' ? [...this.byId.values()].filter((p) => p.actions.includes('ack')).map((p) => p.id) : this.byId.get(id)?.actions.includes('ack') ? [id] : [];
+    for (const i of ids) this.byId.delete(i);
+    if (ids.length) this.changed = true;
+    return ids;
+  }
+
+  list(): FeedProblem[] {
+    return [...this.byId.values()].sort((a, b) => a.since - b.since);
+  }
+}

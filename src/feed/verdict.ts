@@ -1,0 +1,407 @@
+import { createHash } from 'node:crypto';
+import type { ClearingMessage, MdMessage } from '../../proto/ndfex.js';
+
+/**
+ * The exchange-session verdict: which seq_num run of each feed to believe.
+ *
+ * NDFEX's feeds carry no session id and no authentication: anyone who can
+ * send to the multicast groups can send any seq_num. What a forger cannot do
+ * is silence the real exchange. So a new exchange session (seq back to the
+ * start) is believed only when
+ *   - market data shows a new in-order run from one sender, sustained for
+ *     `windowMs` of wall-clock time with at least `minMessages` messages and
+ *     exchange timestamps that rise with it and never go below the old
+ *     session's (CLOCK_MONOTONIC_RAW does not go back on the exchange host);
+ *   - the clearing feed shows a new run too (its first message of the new
+ *     session; the clearing feed sends no heartbeats, so it cannot be sustained
+ *     on its own: market data stands in for time);
+ *   - and the OLD session is silent on both feeds all that while: one message
+ *     that continues the followed run proves the exchange still runs the old
+ *     session, so the claimed restart is forged (rejected, nothing reset).
+ * A real exchange heartbeats market data every 500 ms of quiet: 5 s without a
+ * single old-session message is ten missed heartbeats, which a running
+ * exchange never shows, while a forger has to keep a consistent run going for
+ * all that time without the real exchange saying a word.
+ *
+ * Seq jumps further than the exchange could have sent since the run was last
+ * heard are held the same way (a forged far seq must not become "the run"),
+ * and two different messages with one seq are flagged as conflicts.
+ *
+ * Pure and synchronous: the caller feeds messages with their sender and the
+ * time, and acts on the decisions (publish, reset, alert).
+ */
+
+export type FeedName = 'clearing' | 'market_data';
+export type AnyMsg = ClearingMessage | MdMessage;
+
+export interface JudgeSettings {
+  /** Wall-clock ms a new market-data run must last, the old session silent, before a restart is believed. */
+  windowMs: number;
+  /** In-order messages that run must hold (NDFEX heartbeats every 500 ms: 5 s gives at least 10; 8 leaves room for loss). */
+  minMessages: number;
+}
+
+export const DEFAULT_JUDGE: JudgeSettings = { windowMs: 5000, minMessages: 8 };
+
+/**
+ * Per feed: the first seq of a new session, and the bound of a believable
+ * forward gap, `jumpBase + jumpPerSecond × seconds since the run was last
+ * heard`. Datagrams lost while listening can only be what the exchange sent
+ * meanwhile: the clearing feed was measured at up to ~100 fills/s with its own
+ * bots, so 1,000/s is ten times that; market data carries every order change,
+ * bounded here at 50,000 messages/s. A jump of 5,000,000 one second after the
+ * last message is far beyond either.
+ */
+const FEEDS: Record<FeedName, { startSeq: number; jumpBase: number; jumpPerSecond: number }> = {
+  clearing: { startSeq: 1, jumpBase: 1000, jumpPerSecond: 1000 },
+  market_data: { startSeq: 0, jumpBase: 10_000, jumpPerSecond: 50_000 },
+};
+/** Going back by at most this is a re-sent or reordered datagram, not a new run. */
+const REORDER_WINDOW = 64;
+/** Recent messages of the followed run kept to tell a duplicate from a conflict. */
+const RING = 1024;
+/** A new session's run starts at its first seq or soon after (a few lost datagrams); a run from further up is no new session. */
+export const NEW_SESSION_MAX_START = 1000;
+/** Messages a held run keeps; beyond, market data drops its oldest (books resync from snapshots) and clearing stops holding (counted). */
+const HOLD_MAX = 200_000;
+
+interface Followed {
+  /** Last seq of the followed run; null: the next message starts it. */
+  last: number | null;
+  sender: string | null;
+  /** Wall-clock ms the run was last heard (or the saved progress was written). */
+  heardAt: number;
+  lastTs: bigint;
+  /** Heard in this process (not only restored from saved progress). */
+  live: boolean;
+  ring: Map<number, { msg: AnyMsg; sender: string }>;
+}
+
+export interface Run {
+  sender: string;
+  from: number;
+  last: number;
+  msgs: AnyMsg[];
+  /** Messages of the run heard (held ones and any dropped past HOLD_MAX). */
+  count: number;
+  dropped: number;
+  firstAt: number;
+  lastAt: number;
+  firstTs: bigint;
+  lastTs: bigint;
+}
+
+export interface Verdict {
+  id: string;
+  kind: 'restart' | 'jump';
+  /** The feed a jump is on. */
+  feed: FeedName;
+  status: 'pending' | 'rejected';
+  openedAt: number;
+  /** Opened before the followed run was heard in this process: the exchange may have restarted while no bridge listened. */
+  downtime: boolean;
+  runs: Partial<Record<FeedName, Run>>;
+  /** Why it is not believed yet (or cannot be without the operator). */
+  waiting: string;
+  /** Set when only the operator can accept it. */
+  operatorOnly?: string;
+}
+
+export type Decision =
+  | { kind: 'pass'; feed: FeedName; msg: AnyMsg }
+  | { kind: 'conflict'; feed: FeedName; seq: number; applied: { sender: string; fingerprint: string; msg: AnyMsg }; other: { sender: string; fingerprint: string; msg: AnyMsg } }
+  | { kind: 'opened'; verdict: Verdict }
+  | { kind: 'rejected'; verdict: Verdict; why: string }
+  /** A verdict given up: its held messages are strays (never applied). */
+  | { kind: 'dropped'; verdict: Verdict; why: string; strays: number; byOperator?: boolean }
+  | { kind: 'accepted'; verdict: Verdict; by: 'evidence' | 'operator'; clearing: ClearingMessage[]; md: MdMessage[]; detail: string };
+
+const hostOf = (sender: string) => sender.slice(0, Math.max(0, sender.lastIndexOf(':')));
+const tsOf = (m: AnyMsg): bigint => ('timestamp' in m ? m.timestamp : 0n);
+const canon = (m: AnyMsg) => JSON.stringify(m, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
+
+/** Short content fingerprint of a message (sha256 of its fields), shown in conflict alerts. */
+export const fingerprint = (m: AnyMsg): string => createHash('sha256').update(canon(m)).digest('hex').slice(0, 16);
+
+export class SessionJudge {
+  private readonly followed: Record<FeedName, Followed>;
+  private restart: Verdict | null = null;
+  private readonly jumps: Partial<Record<FeedName, Verdict>> = {};
+  private nextId = 1;
+  private readonly idBase = Date.now().toString(36);
+
+  constructor(
+    readonly settings: JudgeSettings = DEFAULT_JUDGE,
+    /** Saved progress: where each feed stood when the last bridge stopped. */
+    saved: { clearing?: { seq: number }; market_data?: { seq: number; ts: bigint }; at?: number } = {},
+  ) {
+    const f = (seq: number | undefined, ts = 0n): Followed => ({ last: seq && seq > 0 ? seq : null, sender: null, heardAt: saved.at ?? 0, lastTs: ts, live: false, ring: new Map() });
+    this.followed = { clearing: f(saved.clearing?.seq), market_data: f(saved.market_data?.seq, saved.market_data?.ts) };
+  }
+
+  /** Every verdict not decided yet (pending or rejected but still confirmable). */
+  verdicts(): Verdict[] {
+    return [this.restart, this.jumps.clearing, this.jumps.market_data].filter((v): v is Verdict => !!v);
+  }
+
+  /** Messages held by verdicts, per feed. */
+  held(feed: FeedName): number {
+    return this.verdicts().reduce((n, v) => n + (v.runs[feed]?.msgs.length ?? 0), 0);
+  }
+
+  lastSeq(feed: FeedName): number | null {
+    return this.followed[feed].last;
+  }
+
+  observe(feed: FeedName, msg: AnyMsg, sender: string, now: number): Decision[] {
+    const out: Decision[] = [];
+    const f = this.followed[feed];
+    const seq = msg.seq;
+    const ts = tsOf(msg);
+
+    // A held run going on (same sender, next seq, time not going back).
+    for (const v of this.verdicts()) {
+      const run = v.runs[feed];
+      if (!run || run.sender !== sender) continue;
+      if (seq === run.last + 1 && ts >= run.lastTs) {
+        this.append(feed, run, msg, now);
+        if (v.status === 'pending') this.evaluate(v, now, out);
+        return out;
+      }
+      if (seq >= run.from && seq <= run.last) return out; // a re-sent message of the held run
+    }
+
+    if (f.last === null) {
+      this.follow(feed, msg, sender, now);
+      out.push({ kind: 'pass', feed, msg });
+      return out;
+    }
+
+    const delta = seq - f.last;
+    // Exchange time never goes back: a "next" message older than the run's last is no continuation of it.
+    const timeWentBack = feed === 'market_data' && delta > 0 && ts < f.lastTs;
+    if (delta > 0 && !timeWentBack) {
+      const bound = FEEDS[feed].jumpBase + (FEEDS[feed].jumpPerSecond * Math.max(0, now - f.heardAt)) / 1000;
+      if (delta > bound) {
+        this.openJump(feed, msg, sender, now, Math.floor(bound), out);
+        return out;
+      }
+      const rv = this.restart;
+      if (rv && rv.downtime && feed === 'clearing' && !f.live) {
+        // The exchange may have restarted while no bridge listened: this may be the new session past the old seq.
+        this.addRun(rv, feed, msg, sender, now);
+        this.evaluate(rv, now, out);
+        return out;
+      }
+      // The followed run goes on: the session it belongs to is alive.
+      if (rv?.status === 'pending') this.reject(rv, `${feed} seq ${seq} continues the session followed at ${f.last}: the exchange did not restart`, now, out);
+      const jv = this.jumps[feed];
+      if (jv) this.drop(jv, `${feed} seq ${seq} continues the run followed at ${f.last}: the jump to ${jv.runs[feed]!.from} is not the exchange's`, out);
+      this.follow(feed, msg, sender, now);
+      out.push({ kind: 'pass', feed, msg });
+      return out;
+    }
+
+    const start = FEEDS[feed].startSeq;
+    const backwards = timeWentBack || (seq <= start && f.last > seq) || -delta > REORDER_WINDOW;
+    if (!backwards) {
+      const before = f.ring.get(seq);
+      if (before && canon(before.msg) !== canon(msg)) {
+        out.push({
+          kind: 'conflict',
+          feed,
+          seq,
+          applied: { sender: before.sender, fingerprint: fingerprint(before.msg), msg: before.msg },
+          other: { sender, fingerprint: fingerprint(msg), msg },
+        });
+        return out;
+      }
+      out.push({ kind: 'pass', feed, msg }); // a duplicate (or a late one): the tracker and JetStream dedup deal with it
+      return out;
+    }
+
+    // A run that goes back: a possible new exchange session.
+    let rv = this.restart;
+    if (rv && rv.status === 'rejected') {
+      this.drop(rv, `another run started on ${feed} at seq ${seq}`, out);
+      rv = null;
+    }
+    if (!rv) {
+      rv = this.restart = this.newVerdict('restart', feed, now, !f.live);
+      this.addRun(rv, feed, msg, sender, now);
+      this.evaluate(rv, now, out, true);
+      return out;
+    }
+    const old = rv.runs[feed];
+    if (old) this.dropRun(rv, feed, `${feed} run from seq ${old.from} replaced by another from seq ${seq}`, out);
+    this.addRun(rv, feed, msg, sender, now);
+    this.evaluate(rv, now, out);
+    return out;
+  }
+
+  /** Re-checks pending verdicts (time passes between messages). */
+  tick(now: number): Decision[] {
+    const out: Decision[] = [];
+    for (const v of this.verdicts()) if (v.status === 'pending') this.evaluate(v, now, out);
+    return out;
+  }
+
+  /** The operator's decision on a verdict (pending, or rejected on evidence); null when there is none with that id. */
+  decide(id: string, decision: 'confirm' | 'reject', by: string, now: number): Decision[] | null {
+    const v = this.verdicts().find((x) => x.id === id);
+    if (!v) return null;
+    const out: Decision[] = [];
+    if (decision === 'reject') this.drop(v, `rejected by the operator (${by})`, out, true);
+    else this.accept(v, 'operator', `confirmed by the operator (${by})`, now, out);
+    return out;
+  }
+
+  private newVerdict(kind: Verdict['kind'], feed: FeedName, now: number, downtime: boolean): Verdict {
+    return { id: `v-${this.idBase}-${this.nextId++}`, kind, feed, status: 'pending', openedAt: now, downtime, runs: {}, waiting: '' };
+  }
+
+  private addRun(v: Verdict, feed: FeedName, msg: AnyMsg, sender: string, now: number): void {
+    const ts = tsOf(msg);
+    v.runs[feed] = { sender, from: msg.seq, last: msg.seq, msgs: [msg], count: 1, dropped: 0, firstAt: now, lastAt: now, firstTs: ts, lastTs: ts };
+  }
+
+  private append(feed: FeedName, run: Run, msg: AnyMsg, now: number): void {
+    run.last = msg.seq;
+    run.lastAt = now;
+    run.lastTs = tsOf(msg);
+    run.count++;
+    if (run.msgs.length < HOLD_MAX) run.msgs.push(msg);
+    else if (feed === 'market_data') {
+      run.msgs.shift();
+      run.msgs.push(msg);
+      run.dropped++;
+    } else run.dropped++;
+  }
+
+  private follow(feed: FeedName, msg: AnyMsg, sender: string, now: number): void {
+    const f = this.followed[feed];
+    if (f.last === null || msg.seq > f.last) {
+      f.last = msg.seq;
+      f.lastTs = tsOf(msg) > f.lastTs ? tsOf(msg) : f.lastTs;
+    }
+    f.sender = sender;
+    f.heardAt = now;
+    f.live = true;
+    f.ring.set(msg.seq, { msg, sender });
+    f.ring.delete(msg.seq - RING);
+    if (f.ring.size > RING * 2) f.ring.clear(); // after a reanchor: old seqs never come back
+  }
+
+  private openJump(feed: FeedName, msg: AnyMsg, sender: string, now: number, bound: number, out: Decision[]): void {
+    const old = this.jumps[feed];
+    if (old) this.drop(old, `another far seq ${msg.seq} on ${feed}`, out);
+    const v = (this.jumps[feed] = this.newVerdict('jump', feed, now, false));
+    this.addRun(v, feed, msg, sender, now);
+    if (feed === 'clearing') v.operatorOnly = 'a far jump on the clearing feed (no heartbeats there to show the run lives on its own)';
+    this.evaluate(v, now, out, true, bound);
+  }
+
+  /** Whether the evidence now proves the verdict; accepts it if so. */
+  private evaluate(v: Verdict, now: number, out: Decision[], opened = false, bound?: number): void {
+    const s = this.settings;
+    const md = v.runs.market_data;
+    const mdF = this.followed.market_data;
+    const cl = v.runs.clearing;
+    const clF = this.followed.clearing;
+    let operatorOnly = v.operatorOnly;
+    let waiting = '';
+    const mdSustained = (run: Run): string => {
+      const lasted = run.lastAt - run.firstAt;
+      if (lasted < s.windowMs) return `market data's new run has lasted ${lasted} ms of the ${s.windowMs} needed with the old session silent`;
+      if (run.count < s.minMessages) return `market data's new run has ${run.count} messages of the ${s.minMessages} needed`;
+      // Exchange time must pass with wall time (half the window: datagram timing slack).
+      if (run.lastTs - run.firstTs < BigInt(s.windowMs) * 500_000n) return `market data's new run's timestamps span ${(run.lastTs - run.firstTs) / 1_000_000n} ms, not the ${s.windowMs} ms it lasted`;
+      return '';
+    };
+    if (v.kind === 'jump') {
+      if (!operatorOnly && md) waiting = mdSustained(md);
+    } else {
+      if (!md) waiting = 'no new run on market data yet (it heartbeats every 500 ms: a real restart shows there)';
+      else {
+        if (md.from > NEW_SESSION_MAX_START) operatorOnly ??= `market data's run starts at seq ${md.from}, not a new session's`;
+        if (mdF.live && md.firstTs < mdF.lastTs) operatorOnly ??= `market data's run has timestamps below the old session's (${md.firstTs} < ${mdF.lastTs}): the exchange's clock does not go back`;
+        if (mdF.sender && hostOf(md.sender) !== hostOf(mdF.sender)) operatorOnly ??= `market data's run comes from ${md.sender}, the session was heard from ${mdF.sender}`;
+        waiting = mdSustained(md);
+      }
+      if (cl) {
+        if (cl.from > NEW_SESSION_MAX_START && !v.downtime) operatorOnly ??= `the clearing run starts at seq ${cl.from}, not a new session's`;
+        if (clF.sender && hostOf(cl.sender) !== hostOf(clF.sender)) operatorOnly ??= `the clearing run comes from ${cl.sender}, the session was heard from ${clF.sender}`;
+      } else waiting ||= "no new run on the clearing feed yet: its fills wait (the clearing feed sends no heartbeats)";
+    }
+    v.operatorOnly = operatorOnly;
+    v.waiting = operatorOnly ? `needs the operator: ${operatorOnly}` : waiting;
+    if (opened) {
+      if (bound !== undefined) v.waiting = `seq ${v.runs[v.feed]!.from} is beyond any believable gap (${bound} after ${this.followed[v.feed].last}); ${v.waiting || 'held'}`;
+      out.push({ kind: 'opened', verdict: v });
+    }
+    if (!operatorOnly && !waiting) {
+      const detail =
+        v.kind === 'restart'
+          ? `exchange restart: market data ran ${md!.count} messages over ${md!.lastAt - md!.firstAt} ms from seq ${md!.from}, the clearing feed from seq ${cl!.from}, and the old session said nothing meanwhile`
+          : `market data resumed at seq ${md!.from} (${md!.count} messages over ${md!.lastAt - md!.firstAt} ms, the old run silent)`;
+      this.accept(v, 'evidence', detail, now, out);
+    }
+  }
+
+  private accept(v: Verdict, by: 'evidence' | 'operator', detail: string, now: number, out: Decision[]): void {
+    this.forget(v);
+    const clearing = (v.runs.clearing?.msgs ?? []) as ClearingMessage[];
+    const md = (v.runs.market_data?.msgs ?? []) as MdMessage[];
+    for (const feed of ['clearing', 'market_data'] as const) {
+      const run = v.runs[feed];
+      const f = this.followed[feed];
+      if (run) {
+        f.last = run.last;
+        f.sender = run.sender;
+        f.heardAt = now;
+        f.lastTs = run.lastTs;
+        f.live = true;
+        f.ring.clear();
+        for (const m of run.msgs.slice(-RING)) f.ring.set(m.seq, { msg: m, sender: run.sender });
+      } else if (v.kind === 'restart') {
+        // The restart is believed: the feed's next message starts its new session, whatever its seq.
+        f.last = null;
+        f.ring.clear();
+      }
+    }
+    out.push({ kind: 'accepted', verdict: v, by, clearing, md, detail });
+  }
+
+  /** Evidence against a pending restart: nothing is reset; kept (held) as rejected so the operator can still overrule. */
+  private reject(v: Verdict, why: string, now: number, out: Decision[]): void {
+    if (v.downtime && v.runs.clearing && !this.followed.clearing.live) {
+      // Held only because they might have been a new session's: the old session lives, so they are its.
+      const held = v.runs.clearing;
+      delete v.runs.clearing;
+      for (const m of held.msgs) {
+        out.push({ kind: 'pass', feed: 'clearing', msg: m });
+        this.follow('clearing', m, held.sender, now);
+      }
+    }
+    v.status = 'rejected';
+    v.waiting = `rejected: ${why}`;
+    out.push({ kind: 'rejected', verdict: v, why });
+  }
+
+  private drop(v: Verdict, why: string, out: Decision[], byOperator = false): void {
+    this.forget(v);
+    const strays = Object.values(v.runs).reduce((n, r) => n + (r?.count ?? 0), 0);
+    out.push({ kind: 'dropped', verdict: v, why, strays, ...(byOperator ? { byOperator } : {}) });
+  }
+
+  private dropRun(v: Verdict, feed: FeedName, why: string, out: Decision[]): void {
+    const run = v.runs[feed]!;
+    delete v.runs[feed];
+    out.push({ kind: 'dropped', verdict: { ...v, runs: { [feed]: run } }, why, strays: run.count });
+  }
+
+  private forget(v: Verdict): void {
+    if (this.restart === v) this.restart = null;
+    if (this.jumps[v.feed] === v) delete this.jumps[v.feed];
+  }
+}
