@@ -1,7 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type uWS from 'uWebSockets.js';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { decode } from '../../proto/codec.js';
@@ -20,7 +19,7 @@ import { loadBaskets } from '../config/baskets.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from './engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
-import { Exchange, guarded, requestInfo } from './http.js';
+import { guarded, type Exchange, type RequestInfo } from './http.js';
 import type { GatewayMetrics } from './metrics.js';
 import { gatherParams, parseBasic, type Params } from './params.js';
 import type { HubStats } from './ws/hub.js';
@@ -95,7 +94,7 @@ const unavailable = (reply: EngineReply & { ok: false }) => ({ code: reply.error
  * (the bridge's status, its alerts, the hub's counters): the engine alone
  * writes state.
  */
-export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: OperatorDeps, log: Logger): { close(): void } {
+export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { prefix: string; handle(ex: Exchange, info: RequestInfo): void; close(): void } {
   const operator = operatorCredentials(cfg, log);
   const allowed = operatorCheck(operator);
   const operatorName = operator.username;
@@ -223,9 +222,7 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
     [OPERATOR_ROUTES.alerts]: async (ex) => ex.json(200, { alerts }),
   };
 
-  app.any('/operator/api/*', (res, req) => {
-    const info = requestInfo(req, res);
-    const ex = new Exchange(res, info.method, cfg.http.front === 'direct');
+  const handle = (ex: Exchange, info: RequestInfo) => {
     const methods = [...(handlers[info.path] ? ['GET'] : []), ...Object.keys(writes).filter((k) => k.endsWith(` ${info.path}`)).map((k) => k.split(' ')[0]!)];
     const handler = info.method === 'GET' ? handlers[info.path] : undefined;
     const write = writes[`${info.method} ${info.path}`];
@@ -246,7 +243,7 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
           })
         : handler!(ex),
     );
-  });
+  };
 
-  return { close: () => alertSub.unsubscribe() };
+  return { prefix: '/operator/api/', handle, close: () => alertSub.unsubscribe() };
 }
