@@ -1,11 +1,42 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { ConfigError } from '../../config/config.js';
 import type { Logger } from '../../shared/log.js';
 import type { HttpServer, HttpServerKind, HttpServerOptions } from './types.js';
 
 export type { HttpServer, HttpServerKind } from './types.js';
 
-/** The uWS adapter's module, or why uWebSockets.js does not load on this Node (its native build is per Node ABI). */
+/**
+ * The native uWS binary for this Node, loaded on its own first: the
+ * registry's build (@trufflesuite/uws-js-unofficial) would otherwise print two
+ * warnings and fall back to a partial JavaScript imitation of uWS, which the
+ * gateway must never run on. Builds keep the binary at the package root
+ * (official) or in binaries/ (that one).
+ */
+function nativeUws(): string | null {
+  const require = createRequire(import.meta.url);
+  let dir: string;
+  try {
+    dir = dirname(require.resolve('uWebSockets.js/package.json'));
+  } catch (err) {
+    return `uWebSockets.js is not installed (${(err as Error).message.split('\n')[0]})`;
+  }
+  const name = `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`;
+  const file = [join(dir, name), join(dir, 'binaries', name)].find((f) => existsSync(f));
+  if (!file) return `its package has no ${name} (no build for Node ${process.version}, ABI ${process.versions.modules})`;
+  try {
+    require(file);
+    return null;
+  } catch (err) {
+    return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  }
+}
+
+/** The uWS adapter's module, or why uWebSockets.js does not load on this Node (its native build is per Node ABI and libc). */
 export async function loadUws(): Promise<{ ok: true; uwsServer: (o: HttpServerOptions) => HttpServer } | { ok: false; reason: string }> {
+  const reason = nativeUws();
+  if (reason) return { ok: false, reason };
   try {
     const m = await import('./uws.js');
     return { ok: true, uwsServer: m.uwsServer };
