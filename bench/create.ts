@@ -5,11 +5,10 @@
  *   holdings + authentication (cached keyed proof) + a read of engine state
  *   create   + a durable journal write (group commit) before the 200
  *   create@R the same offered at R req/s in all (BENCH_RATE, default 4000; 0 skips it): latency below saturation
- * each through the gateway's front (framed, the default) and with uWS on the port (direct),
- * and against the HTTP ceiling: bare uWS answering the same POST (bench/ceiling.ts), alone
- * and behind the front.
+ * each on every HTTP server the gateway has (uws where uWebSockets.js loads, node), and
+ * against the HTTP ceiling: bare uWS answering the same POST (bench/ceiling.ts).
  * Run: npm run bench:create   (BENCH_SECONDS, BENCH_CONNECTIONS to change the load,
- *      BENCH_SCENARIOS=create to run a subset, BENCH_FRONTS=framed to skip direct,
+ *      BENCH_SCENARIOS=create to run a subset, BENCH_SERVERS=uws to skip node,
  *      BENCH_BASELINE_REF=<git ref> to run the same against that ref's engine and gateway,
  *      BENCH_PROFILE=engine|gateway for a CPU profile in .bench/, BENCH_ROUNDS=n to run every system n times in turn and print medians)
  */
@@ -21,6 +20,7 @@ import { fillSubject } from '../proto/subjects.js';
 import { startBenchSystem, spawnService } from './system.js';
 import { buildBaseline } from './baseline.js';
 import { natsFloor, type Floor } from './nats-floor.js';
+import { loadUws, type HttpServerKind } from '../src/gateway/transport/index.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
 // The first seconds at full load run slower (JIT tiers, heaps growing to their working size): measured apart, not in the figure.
@@ -35,7 +35,8 @@ const TEAMS = 8;
 
 const roster = Array.from({ length: TEAMS }, (_, i) => `${i + 1} team${i + 1} team${i + 1}pass`).join('\n');
 const OPERATOR = { username: 'bench-operator', password: 'bench-operator-pass' };
-const fronts = (process.env.BENCH_FRONTS ?? 'framed,direct').split(',') as ('framed' | 'direct')[];
+const uwsLoads = (await loadUws()).ok;
+const fronts = (process.env.BENCH_SERVERS?.split(',') ?? (uwsLoads ? ['uws', 'node'] : ['node'])) as HttpServerKind[];
 const only = process.env.BENCH_SCENARIOS?.split(',');
 
 interface Row {
@@ -60,9 +61,9 @@ async function measure(url: string, scenario: string, front: string, requests: R
   rows.push({ round, scenario, front, rps: Math.round(r.requests.average), p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors });
 }
 
-// The ceiling: the same POST answered by uWS alone, then behind the front.
-for (const front of ['direct', 'framed'] as const) {
-  const child = await spawnService('bench/ceiling.js', { ...process.env, CEILING_FRONT: front }, 'ceiling listening');
+// The ceiling: the same POST answered by uWS alone (where it loads).
+for (const front of uwsLoads ? ['uws'] : []) {
+  const child = await spawnService('bench/ceiling.js', process.env, 'ceiling listening');
   try {
     const url = `http://127.0.0.1:${child.ready.split(' ').pop()}`;
     await autocannon({ url, connections, duration: warmup, requests: createRequests });
@@ -79,12 +80,12 @@ if (offered > 0) floors.push([`${offered}/s offered`, await natsFloor({ concurre
 // BENCH_BASELINE_REF: the same scenarios through that ref's whole system (its engine and gateway, built by bench/baseline.ts), after this tree's.
 const ref = process.env.BENCH_BASELINE_REF;
 const baseline = ref ? await buildBaseline([], ref) : null;
-const systems: { label: string; front?: 'framed' | 'direct'; root?: string }[] = [
+const systems: { label: string; front?: HttpServerKind; root?: string }[] = [
   ...fronts.map((front) => ({ label: front, front })),
   ...(baseline ? [{ label: `base ${ref}`, root: baseline.dir }] : []),
 ];
 for (round = 1; round <= rounds; round++) for (const { label: front, root, ...rest } of systems) {
-  const http = { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, ...(rest.front ? { front: rest.front } : {}) };
+  const http = { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, ...(rest.front ? { server: rest.front } : {}) };
   const sys = await startBenchSystem(roster, { operator: OPERATOR, http }, root);
   try {
     // Enough of every UNDY component that no create in the run is refused.
@@ -143,10 +144,10 @@ const row = (scenario: string, front: string): Row | undefined => {
   const m = (k: 'rps' | 'p50' | 'p90' | 'p99') => median(runs.map((r) => r[k]));
   return { round: 0, scenario, front, rps: Math.round(m('rps')), p50: m('p50'), p90: m('p90'), p99: m('p99'), non2xx: runs.reduce((a, r) => a + r.non2xx, 0), errors: runs.reduce((a, r) => a + r.errors, 0) };
 };
-const ceiling = row('ceiling', 'direct')!;
+const ceiling = row('ceiling', 'uws');
 const perRound = rounds > 1 ? `, the median of ${rounds} rounds (each system once per round, in turn)` : '';
 console.log(`\n/create throughput, ${connections} connections, ${seconds} s each after ${warmup} s of warm-up at the same load${perRound}, bcrypt cost 10, ${TEAMS} teams\n`);
-console.log(`scenario      front            req/s    p50 ms  p90 ms  p99 ms  non-2xx  errors  vs ceiling${rounds > 1 ? '  req/s in each round' : ''}`);
+console.log(`scenario      server           req/s    p50 ms  p90 ms  p99 ms  non-2xx  errors  vs ceiling${rounds > 1 ? '  req/s in each round' : ''}`);
 const seen = new Set<string>();
 for (const { scenario, front } of rows) {
   if (seen.has(`${scenario}\0${front}`)) continue;
@@ -154,16 +155,15 @@ for (const { scenario, front } of rows) {
   const r = row(scenario, front)!;
   const each = rounds > 1 && scenario !== 'ceiling' ? `  ${runsOf(scenario, front).map((x) => x.rps).join(' ')}` : '';
   console.log(
-    `${r.scenario.padEnd(13)} ${r.front.padEnd(14)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p90).padStart(7)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${(r.rps / ceiling.rps).toFixed(3)}${each}`,
+    `${r.scenario.padEnd(13)} ${r.front.padEnd(14)} ${String(r.rps).padStart(7)} ${String(r.p50).padStart(8)} ${String(r.p90).padStart(7)} ${String(r.p99).padStart(7)} ${String(r.non2xx).padStart(8)} ${String(r.errors).padStart(7)}  ${ceiling ? (r.rps / ceiling.rps).toFixed(3) : 'n/a'}${each}`,
   );
 }
 console.log('\nNATS floor: one process asking another over nats-server (request/reply, 100 bytes, nothing else done); every /create crosses NATS at least twice');
 for (const [label, f] of floors) console.log(`  ${label.padEnd(18)} ${String(f.rps).padStart(7)} round trips/s  p50 ${f.p50} ms  p90 ${f.p90} ms  p99 ${f.p99} ms`);
 console.log('\n"ceiling": uWS answering the same POST with nothing behind it (bench/ceiling.ts); "vs ceiling": share of bare uWS\'s rate.');
 const ratio = (a?: Row, b?: Row) => (a && b ? `${(a.rps / b.rps).toFixed(2)}×` : 'n/a');
-console.log(`the front alone: ${ratio(row('ceiling', 'framed'), ceiling)} of bare uWS's rate`);
 for (const scenario of ['health', 'holdings', 'create', 'create+rules']) {
-  if (row(scenario, 'framed') && row(scenario, 'direct')) console.log(`${scenario}: framed runs at ${ratio(row(scenario, 'framed'), row(scenario, 'direct'))} the direct rate`);
+  if (row(scenario, 'node') && row(scenario, 'uws')) console.log(`${scenario}: node runs at ${ratio(row(scenario, 'node'), row(scenario, 'uws'))} the uws rate`);
 }
 if (baseline) {
   for (const scenario of ['health', 'holdings', 'create', 'create+rules']) {

@@ -63,11 +63,10 @@ export type HttpErrorCode =
   | 'engine_unavailable'
   | 'too_many_requests'
   | 'internal'
-  // The HTTP front's own answers (src/gateway/front): requests refused before any route sees them.
+  // The node server's own answers (src/gateway/transport/node.ts): requests refused before any route sees them.
   | 'request_timeout'
   | 'request_header_too_large'
   | 'not_implemented'
-  | 'bad_gateway'
   | 'http_version_not_supported';
 
 export const HTTP_STATUS: Record<HttpErrorCode, number> = {
@@ -97,16 +96,8 @@ export const HTTP_STATUS: Record<HttpErrorCode, number> = {
   request_timeout: 408,
   request_header_too_large: 431,
   not_implemented: 501,
-  bad_gateway: 502,
   http_version_not_supported: 505,
 };
-
-/**
- * The header in which the gateway's front (src/gateway/front) tells uWS the
- * client's address. A client sending it is refused, so behind the front it
- * is always the front's.
- */
-export const FRONT_PEER_HEADER = 'x-etf-peer';
 
 /**
  * A create/redeem without a client key gets one from the gateway before it is

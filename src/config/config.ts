@@ -69,11 +69,10 @@ const configSchema = z.object({
     port: z.number().int().min(0).max(65535),
     maxBodyBytes: z.number().int().positive(),
     /**
-     * framed (absent: framed): the gateway's own front (src/gateway/front) owns the TCP port and hands uWS
-     * one well-formed request at a time over a private unix socket. direct: uWS on the port itself, faster,
-     * but it drops HTTP/1.0, malformed and same-read pipelined requests without an answer (for benches).
+     * The HTTP/WebSocket server (HTTP_SERVER; absent: auto). uws: uWebSockets.js (the fast path; its
+     * builds load on some Nodes only); node: node:http with ws (every Node); auto: uWS where it loads.
      */
-    front: z.enum(['framed', 'direct']).optional(),
+    server: z.enum(['auto', 'uws', 'node']).optional(),
   }),
   nats: z.object({
     /** Empty: the launcher starts a local nats-server on `port` with its store under dataDir. */
@@ -159,9 +158,9 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   HTTP_PORT: (c, v) => (c.http.port = intFromEnv('HTTP_PORT', v)),
   ENGINE_SHARDS: (c, v) => (c.engine = { ...c.engine, shards: intFromEnv('ENGINE_SHARDS', v) }),
   ENGINE_SHARD: (c, v) => (c.engine = { shards: c.engine?.shards ?? 1, shard: intFromEnv('ENGINE_SHARD', v) }),
-  HTTP_FRONT: (c, v) => {
-    if (v !== 'framed' && v !== 'direct') throw new ConfigError(`HTTP_FRONT=${JSON.stringify(v)} must be framed or direct`);
-    c.http.front = v;
+  HTTP_SERVER: (c, v) => {
+    if (v !== 'auto' && v !== 'uws' && v !== 'node') throw new ConfigError(`HTTP_SERVER=${JSON.stringify(v)} must be auto, uws or node`);
+    c.http.server = v;
   },
   NATS_URL: (c, v) => (c.nats.url = v),
   NATS_PORT: (c, v) => (c.nats.port = intFromEnv('NATS_PORT', v)),

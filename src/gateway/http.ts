@@ -1,11 +1,11 @@
-import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Logger } from '../shared/log.js';
-import { FRONT_PEER_HEADER, HTTP_STATUS, type HttpErrorBody, type HttpErrorCode } from '../../proto/http.js';
+import { HTTP_STATUS, type HttpErrorBody, type HttpErrorCode } from '../../proto/http.js';
 
 export const STATUS_TEXT: Record<number, string> = {
   200: '200 OK',
   400: '400 Bad Request',
   401: '401 Unauthorized',
+  403: '403 Forbidden',
   404: '404 Not Found',
   405: '405 Method Not Allowed',
   409: '409 Conflict',
@@ -21,7 +21,7 @@ export const STATUS_TEXT: Record<number, string> = {
   505: '505 HTTP Version Not Supported',
 };
 
-/** What a handler needs from the request: uWS's HttpRequest is only valid until the handler returns, so it is copied here. */
+/** What a handler needs from the request, copied before the server's own request object goes away. */
 export interface RequestInfo {
   method: string;
   path: string;
@@ -30,86 +30,73 @@ export interface RequestInfo {
   contentLength: number | null;
   authorization: string;
   idempotencyKey: string;
-  /** The client's address ('' when not asked for). */
+  /** `Origin` and `Host` ('' when absent): a state-changing request from a foreign origin is refused. */
+  origin: string;
+  host: string;
+  /** The client's address, the key of per-address limits. */
   address: string;
 }
 
-/** Where a request's client address comes from: uWS's socket, or the front's header when uWS listens behind it. */
-export type AddressSource = (req: HttpRequest, res: HttpResponse) => string;
-export const socketAddress: AddressSource = (_req, res) => Buffer.from(res.getRemoteAddressAsText()).toString();
-export const frontAddress: AddressSource = (req) => req.getHeader(FRONT_PEER_HEADER);
-
-export function requestInfo(req: HttpRequest, res?: HttpResponse, addressOf: AddressSource = socketAddress): RequestInfo {
-  const len = req.getHeader('content-length');
-  return {
-    method: req.getCaseSensitiveMethod().toUpperCase(),
-    path: req.getUrl(),
-    query: req.getQuery() ?? '',
-    contentType: req.getHeader('content-type').toLowerCase(),
-    contentLength: len === '' ? null : Number(len),
-    authorization: req.getHeader('authorization'),
-    idempotencyKey: req.getHeader('idempotency-key'),
-    address: res ? addressOf(req, res) : '',
-  };
+/**
+ * One answer as a server adapter (src/gateway/transport) writes it: the only
+ * part of an exchange that differs between uWS and node:http.
+ */
+export interface Reply {
+  /** `cb` runs once if the client goes away before the answer is written. */
+  onAborted(cb: () => void): void;
+  /** The body in chunks, the last one flagged. Must be asked for before the handler first awaits (uWS). */
+  onData(cb: (chunk: Buffer, last: boolean) => void): void;
+  /** Reads no further request of this connection until this one is answered (uWS pipelining; node: nothing to do). */
+  hold(): void;
+  /** The whole answer at once; `head`: the headers with the body's length, and no body. */
+  end(status: number, headers: [string, string][], body: Buffer | string, head: boolean): void;
 }
 
 /**
- * One HTTP exchange. Tracks abort (uWS forbids touching an aborted response)
- * and corks every write, which uWS needs for responses sent after the handler returned.
- *
- * Pipelining (HTTP_FRONT=direct only: behind the front, src/gateway/front, uWS
- * sees one request at a time): uWS (20.30, HttpContext.h) closes a connection whose next request
- * arrives while the previous answer is pending ("we still support sync
- * pipelining" only). So once a request is read, the socket is paused: a
- * pipelined request stays in the kernel's buffer until this one is answered,
- * and then gets its own answer in order. Requests that arrived in the same
- * read as the pending one are beyond reach (uWS closes before calling us);
- * `aborted` then keeps their work from ever reaching the engine. Behind the
- * front there is nothing to hold (`holdsConnection` false): pausing and
- * resuming would only cost two system calls per request.
+ * One HTTP exchange: at most one answer, never after the client left, and
+ * the body read with a size limit. The same for every server.
  */
 export class Exchange {
   aborted = false;
   done = false;
-  private paused = false;
   /** The client's address, the key of per-address limits. */
   address = '';
   /** HEAD: same status and headers as GET, no body. */
   readonly head: boolean;
   /** Told the status of the one answer sent (the request metrics). */
   onAnswer: ((status: number) => void) | null = null;
+  /** Headers every answer of this exchange carries (e.g. cache-control on authenticated routes). */
+  readonly headers: [string, string][] = [];
+  private abortWaiter: (() => void) | null = null;
   constructor(
-    readonly res: HttpResponse,
+    private readonly reply: Reply,
     method = '',
-    private readonly holdsConnection = true,
   ) {
     this.head = method === 'HEAD';
-    res.onAborted(() => {
+    reply.onAborted(() => {
       this.aborted = true;
+      this.abortWaiter?.();
     });
   }
 
-  /** Stops reading the connection until this exchange is answered (see the class comment). */
+  /** Stops reading the connection until this exchange is answered (see the uWS adapter). */
   holdConnection(): void {
-    if (!this.holdsConnection || this.paused || this.aborted || this.done) return;
-    this.paused = true;
-    this.res.pause();
+    if (!this.aborted && !this.done) this.reply.hold();
+  }
+
+  /** Any answer: `type` its content type, `body` what a GET gets (a HEAD gets only its length). */
+  send(status: number, type: string, body: Buffer | string, extraHeaders?: Record<string, string> | [string, string][]): void {
+    if (this.aborted || this.done) return;
+    this.done = true;
+    this.onAnswer?.(status);
+    const headers: [string, string][] = [['content-type', type], ...this.headers];
+    if (extraHeaders) headers.push(...(Array.isArray(extraHeaders) ? extraHeaders : Object.entries(extraHeaders)));
+    this.reply.end(status, headers, body, this.head);
   }
 
   json(status: number, body: unknown, extraHeaders?: Record<string, string>): void {
     if (this.aborted || this.done) return;
-    this.done = true;
-    this.onAnswer?.(status);
-    const payload = JSON.stringify(body);
-    this.res.cork(() => {
-      // Resumed before end: uWS discards the response object at end.
-      if (this.paused) this.res.resume();
-      this.res.writeStatus(STATUS_TEXT[status] ?? String(status)).writeHeader('content-type', 'application/json');
-      if (extraHeaders) for (const [k, v] of Object.entries(extraHeaders)) this.res.writeHeader(k, v);
-      // uWS 20.30's endWithoutBody(length) leaves the response pending (it waits for those bytes), so the length goes in by hand.
-      if (this.head) this.res.writeHeader('content-length', String(Buffer.byteLength(payload))).endWithoutBody();
-      else this.res.end(payload);
-    });
+    this.send(status, 'application/json', JSON.stringify(body), extraHeaders);
   }
 
   error(code: HttpErrorCode, message: string, extra?: Record<string, unknown>, headers?: Record<string, string>): void {
@@ -129,24 +116,20 @@ export class Exchange {
       }
       const chunks: Buffer[] = [];
       let size = 0;
-      this.res.onData((ab, isLast) => {
+      this.abortWaiter = () => resolve(null);
+      this.reply.onData((chunk, isLast) => {
         if (this.done) return;
-        size += ab.byteLength;
+        size += chunk.length;
         if (size > limit) {
           this.error('payload_too_large', `body is over ${limit} bytes`);
           resolve(null);
           return;
         }
-        // uWS reuses the ArrayBuffer after this callback returns: copy it (once: slice copies, Buffer.from(ArrayBuffer) only wraps).
-        chunks.push(Buffer.from(ab.slice(0)));
+        if (chunk.length > 0) chunks.push(chunk);
         if (isLast) {
           this.holdConnection();
           resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
         }
-      });
-      this.res.onAborted(() => {
-        this.aborted = true;
-        resolve(null);
       });
     });
   }

@@ -1,4 +1,3 @@
-import type uWS from 'uWebSockets.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { PingResult } from '../../proto/engine.js';
 import type { FeedCounters } from '../../proto/marketdata.js';
@@ -21,10 +20,8 @@ export interface GatewayMetrics {
   readonly registry: Registry;
   /** Counts and times the response `ex` sends, under `route` (a route pattern, never a raw path: labels stay few). */
   track(ex: Exchange, method: string, route: string): void;
-  /** For responses written without an Exchange (static files, /metrics itself); `startMs`: performance.now() when the request came in. */
-  observe(method: string, route: string, status: number, startMs: number): void;
-  /** Serves the Prometheus text on METRICS_PATH. */
-  mount(app: uWS.TemplatedApp): void;
+  /** Answers a request for METRICS_PATH with the Prometheus text. */
+  serve(ex: Exchange, method: string): Promise<void> | void;
 }
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH']);
@@ -179,49 +176,25 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
 
   return {
     registry,
-    observe,
     track(ex, method, route) {
       // performance.now(), not hrtime.bigint(): no BigInt per request, and microseconds are all a histogram needs.
       const start = performance.now();
       ex.onAnswer = (status) => observe(method, route, status, start);
     },
-    mount(app) {
-      app.any(METRICS_PATH, (res, req) => {
-        const start = performance.now();
-        const method = req.getCaseSensitiveMethod().toUpperCase();
-        if (method !== 'GET' && method !== 'HEAD') {
-          observe(method, METRICS_PATH, 405, start);
-          res.writeStatus('405 Method Not Allowed').writeHeader('allow', 'GET').writeHeader('content-type', 'application/json');
-          res.end(JSON.stringify({ error: { code: 'method_not_allowed', message: `${METRICS_PATH} takes GET` } }));
-          return;
-        }
-        let aborted = false;
-        res.onAborted(() => (aborted = true));
-        ping = null;
-        registry.metrics().then(
-          (text) => {
-            observe(method, METRICS_PATH, 200, start);
-            if (aborted) return;
-            res.cork(() => {
-              res.writeStatus('200 OK').writeHeader('content-type', registry.contentType);
-              if (method === 'HEAD') res.writeHeader('content-length', String(Buffer.byteLength(text))).endWithoutBody();
-              else res.end(text);
-            });
-          },
-          (err: unknown) => {
-            log.error({ err }, 'metrics collection failed');
-            observe(method, METRICS_PATH, 500, start);
-            if (!aborted) {
-              res.cork(() =>
-                res
-                  .writeStatus('500 Internal Server Error')
-                  .writeHeader('content-type', 'application/json')
-                  .end(JSON.stringify({ error: { code: 'internal', message: 'metrics collection failed' } })),
-              );
-            }
-          },
-        );
-      });
+    serve(ex, method) {
+      const start = performance.now();
+      ex.onAnswer = (status) => observe(method, METRICS_PATH, status, start);
+      if (method !== 'GET' && method !== 'HEAD') {
+        return ex.json(405, { error: { code: 'method_not_allowed', message: `${METRICS_PATH} takes GET` } }, { allow: 'GET' });
+      }
+      ping = null;
+      return registry.metrics().then(
+        (text) => ex.send(200, registry.contentType, text),
+        (err: unknown) => {
+          log.error({ err }, 'metrics collection failed');
+          ex.error('internal', 'metrics collection failed');
+        },
+      );
     },
   };
 }

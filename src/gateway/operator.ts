@@ -1,7 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type uWS from 'uWebSockets.js';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { decode } from '../../proto/codec.js';
@@ -20,7 +19,7 @@ import { loadBaskets } from '../config/baskets.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from './engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
-import { Exchange, guarded, requestInfo, type AddressSource } from './http.js';
+import { guarded, type Exchange, type RequestInfo } from './http.js';
 import { tooMany, type Throttle } from './throttle.js';
 import type { GatewayMetrics } from './metrics.js';
 import { gatherParams, parseBasic, type Params } from './params.js';
@@ -88,8 +87,6 @@ export interface OperatorDeps {
   marks: Marks;
   /** Failed operator sign-ins count like failed team logins (per host, per username). */
   throttle?: Throttle;
-  /** Where the client's address comes from (the front's header behind the framed front). */
-  addressOf?: AddressSource;
 }
 
 /** The operator's throttle key: never a team's username (those have no colon). */
@@ -103,7 +100,7 @@ const unavailable = (reply: EngineReply & { ok: false }) => ({ code: reply.error
  * (the bridge's status, its alerts, the hub's counters): the engine alone
  * writes state.
  */
-export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: OperatorDeps, log: Logger): { close(): void } {
+export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { prefix: string; handle(ex: Exchange, info: RequestInfo): void; close(): void } {
   const operator = operatorCredentials(cfg, log);
   const allowed = operatorCheck(operator);
   const operatorName = operator.username;
@@ -252,10 +249,7 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
     return true;
   };
 
-  app.any('/operator/api/*', (res, req) => {
-    const info = requestInfo(req, res, deps.addressOf);
-    const ex = new Exchange(res, info.method, cfg.http.front === 'direct');
-    ex.address = info.address;
+  const handle = (ex: Exchange, info: RequestInfo) => {
     const methods = [...(handlers[info.path] ? ['GET'] : []), ...Object.keys(writes).filter((k) => k.endsWith(` ${info.path}`)).map((k) => k.split(' ')[0]!)];
     const handler = info.method === 'GET' ? handlers[info.path] : undefined;
     const write = writes[`${info.method} ${info.path}`];
@@ -279,7 +273,7 @@ export function mountOperator(app: uWS.TemplatedApp, cfg: Config, deps: Operator
           })
         : handler!(ex),
     );
-  });
+  };
 
-  return { close: () => alertSub.unsubscribe() };
+  return { prefix: '/operator/api/', handle, close: () => alertSub.unsubscribe() };
 }

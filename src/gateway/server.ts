@@ -1,25 +1,20 @@
 import { assertPortFree } from '../shared/ports.js';
-import uWS from 'uWebSockets.js';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { FRONT_PEER_HEADER, ROUTES, conversionSchema } from '../../proto/http.js';
+import { ROUTES, conversionSchema } from '../../proto/http.js';
 import type { Config } from '../config/config.js';
 import { connectNats } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from './engine-client.js';
 import { Authenticator, authOptions } from './auth.js';
-import { Exchange, decodablePath, frontAddress, guarded, requestInfo, socketAddress, type RequestInfo } from './http.js';
-import type { Front } from './front/front.js';
-import { startFrontThread } from './front/worker.js';
+import { Exchange, decodablePath, guarded, type Reply, type RequestInfo } from './http.js';
+import { createHttpServer, type HttpServerKind } from './transport/index.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
 import { FeedStatusView } from './feed-status.js';
 import { startEtfsRoute } from './etfs.js';
-import { attachWebSocket } from './ws/index.js';
-import { createMetrics, routeLabel } from './metrics.js';
-import { mountStatic } from './static.js';
+import { createWebSocket } from './ws/index.js';
+import { createMetrics, routeLabel, METRICS_PATH } from './metrics.js';
+import { staticFiles } from './static.js';
 import { mountOperator } from './operator.js';
 import { Throttle } from './throttle.js';
 import * as compat from './compat.js';
@@ -30,6 +25,8 @@ import { Charts } from './charts.js';
 
 export interface GatewayHandle {
   port: number;
+  /** The HTTP/WebSocket server it runs on (HTTP_SERVER). */
+  server: HttpServerKind;
   nc: NatsConnection;
   engine: EngineClient;
   auth: Authenticator;
@@ -37,13 +34,6 @@ export interface GatewayHandle {
   charts: Charts;
   close(): Promise<void>;
 }
-
-/** Between requests, a client connection is closed after this long (uWS's own HTTP idle limit is 10 s too). */
-const FRONT_IDLE_TIMEOUT_MS = 10_000;
-
-/** uWS's listen callbacks as a promise: the listen socket, or an error naming where. */
-const listening = (listen: (cb: (token: uWS.us_listen_socket | false) => void) => void, where: string) =>
-  new Promise<uWS.us_listen_socket>((resolve, reject) => listen((token) => (token ? resolve(token) : reject(new Error(`cannot listen on ${where}`)))));
 
 type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void>;
 
@@ -86,8 +76,6 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     [ROUTES.charts.path, { method: 'GET', handler: async (ex, p) => charts.handle(ex, p) }],
   ]);
 
-  const framed = cfg.http.front !== 'direct';
-  const addressOf = framed ? frontAddress : socketAddress;
   const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
     let body: Buffer | null = null;
     if (info.method === 'GET' || info.method === 'HEAD') ex.holdConnection();
@@ -98,17 +86,18 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     await handler(ex, params.params, info);
   };
 
-  const app = uWS.App();
-  // Before the catch-all route, so /ws upgrades reach the WebSocket handler.
-  const ws = attachWebSocket(app, { nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, addressOf);
+  const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log);
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
-  metrics.mount(app);
-  mountStatic(app, metrics, log);
-  const operator = mountOperator(app, cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks, throttle, addressOf }, log);
-  app.any('/*', (res, req) => {
-    const info = requestInfo(req, res, addressOf);
-    const ex = new Exchange(res, info.method, !framed);
+  const pages = staticFiles(metrics, log);
+  const operator = mountOperator(cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks, throttle }, log);
+
+  /** Every request but WebSocket upgrades, whichever server runs: written once. */
+  const dispatch = (info: RequestInfo, reply: Reply) => {
+    const ex = new Exchange(reply, info.method);
     ex.address = info.address;
+    if (info.path === METRICS_PATH) return guarded(ex, log, info.path, () => metrics.serve(ex, info.method));
+    if (pages.matches(info.path)) return guarded(ex, log, info.path, () => pages.serve(ex, info));
+    if (info.path.startsWith(operator.prefix)) return operator.handle(ex, info);
     const label = routeLabel(info.path, table.keys());
     metrics.track(ex, info.method, label);
     const busy = throttle.request(info.address);
@@ -120,38 +109,23 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
       return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
     }
     guarded(ex, log, info.path, () => run(ex, info, route.handler));
-  });
+  };
 
-  let listenSocket: uWS.us_listen_socket;
-  let front: Front | null = null;
-  let port: number;
-  let socketDir = '';
-  if (framed) {
-    // A directory only this user can enter: behind the front, uWS believes the peer header, so nobody else may reach it.
-    socketDir = await mkdtemp(join(tmpdir(), 'etf-gateway-'));
-    const upstreamPath = join(socketDir, 'uws.sock');
-    listenSocket = await listening((cb) => app.listen_unix(cb, upstreamPath), upstreamPath);
-    front = await startFrontThread({ host: cfg.http.host, port: cfg.http.port, upstreamPath, peerHeader: FRONT_PEER_HEADER, idleTimeoutMs: FRONT_IDLE_TIMEOUT_MS, log });
-    port = front.port;
-  } else {
-    listenSocket = await listening((cb) => app.listen(cfg.http.host, cfg.http.port, cb), `${cfg.http.host}:${cfg.http.port}`);
-    port = uWS.us_socket_local_port(listenSocket);
-  }
-  log.info({ host: cfg.http.host, port, front: framed ? 'framed' : 'direct' }, 'gateway listening');
+  const server = await createHttpServer(cfg.http.server ?? 'auto', { handler: dispatch, ws: ws.endpoint, log }, log);
+  const port = await server.listen(cfg.http.host, cfg.http.port);
+  log.info({ host: cfg.http.host, port, server: server.kind }, 'gateway listening');
 
   return {
     port,
+    server: server.kind,
     nc,
     engine,
     auth,
     charts,
     close: async () => {
-      // Answers in flight still go out: the front stops taking requests and waits for them, uWS closes after.
-      const fronted = front?.close();
+      // Answers in flight still go out; WebSocket clients get 1001 first.
       ws.close();
-      await fronted;
-      uWS.us_listen_socket_close(listenSocket);
-      if (socketDir) await rm(socketDir, { recursive: true, force: true });
+      await server.close();
       operator.close();
       throttle.close();
       engine.close();

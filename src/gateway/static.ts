@@ -1,9 +1,9 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
-import type uWS from 'uWebSockets.js';
 import { PROJECT_ROOT } from '../config/config.js';
 import type { Logger } from '../shared/log.js';
 import type { GatewayMetrics } from './metrics.js';
+import type { Exchange, RequestInfo } from './http.js';
 
 /** The pages' folder: plain HTML, CSS and ES modules, served as they are (no build step). */
 export const WEB_DIR = join(PROJECT_ROOT, 'web');
@@ -59,11 +59,10 @@ const SECURITY_HEADERS: [string, string][] = [
 ];
 
 /**
- * Serves the pages (GET / and GET /operator) and their assets (GET /web/*).
- * Registered before the gateway's catch-all route; other methods get 405 and
- * unknown assets a JSON 404, like every other route.
+ * The pages (GET / and GET /operator) and their assets (GET /web/*): other
+ * methods get 405 and unknown assets a JSON 404, like every other route.
  */
-export function mountStatic(app: uWS.TemplatedApp, metrics: GatewayMetrics, log: Logger, dir = WEB_DIR): void {
+export function staticFiles(metrics: GatewayMetrics, log: Logger, dir = WEB_DIR): { matches(path: string): boolean; serve(ex: Exchange, info: RequestInfo): void } {
   let assets: Map<string, Asset>;
   try {
     assets = loadAssets(dir);
@@ -71,35 +70,20 @@ export function mountStatic(app: uWS.TemplatedApp, metrics: GatewayMetrics, log:
     log.error({ err: err instanceof Error ? err.message : err, dir }, 'web pages folder unreadable: pages are not served');
     assets = new Map();
   }
-
-  const serve = (res: uWS.HttpResponse, req: uWS.HttpRequest, route: string, file: string | undefined) => {
-    const start = performance.now();
-    const method = req.getCaseSensitiveMethod().toUpperCase();
-    const asset = file === undefined ? undefined : assets.get(file);
-    let status: number;
-    if (method !== 'GET' && method !== 'HEAD') {
-      status = 405;
-      res.writeStatus('405 Method Not Allowed').writeHeader('allow', 'GET').writeHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ error: { code: 'method_not_allowed', message: `${req.getUrl()} takes GET` } }));
-    } else if (!asset) {
-      status = 404;
-      res.writeStatus('404 Not Found').writeHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ error: { code: 'not_found', message: `no route ${req.getUrl()}` } }));
-    } else {
-      status = 200;
-      res.writeStatus('200 OK').writeHeader('content-type', asset.type).writeHeader('cache-control', 'no-cache');
-      for (const [k, v] of SECURITY_HEADERS) res.writeHeader(k, v);
-      // uWS 20.30's endWithoutBody(length) leaves the response pending (it waits for those bytes): the length goes in by hand.
-      if (method === 'HEAD') res.writeHeader('content-length', String(asset.body.length)).endWithoutBody();
-      else res.end(asset.body);
-    }
-    metrics.observe(method, route, status, start);
+  return {
+    matches: (path) => PAGES[path] !== undefined || path.startsWith(WEB_PREFIX),
+    serve: (ex, info) => {
+      const page = PAGES[info.path];
+      const name = info.path.slice(WEB_PREFIX.length);
+      // Only flat names of files read at start-up: no path separators, no dot-files.
+      const file = page ?? (/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(name) ? name : undefined);
+      metrics.track(ex, info.method, page ? info.path : `${WEB_PREFIX}*`);
+      const asset = file === undefined ? undefined : assets.get(file);
+      if (info.method !== 'GET' && info.method !== 'HEAD') {
+        return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes GET` } }, { allow: 'GET' });
+      }
+      if (!asset) return ex.error('not_found', `no route ${info.path}`);
+      ex.send(200, asset.type, asset.body, [['cache-control', 'no-cache'], ...SECURITY_HEADERS]);
+    },
   };
-
-  for (const [path, file] of Object.entries(PAGES)) app.any(path, (res, req) => serve(res, req, path, file));
-  app.any(`${WEB_PREFIX}*`, (res, req) => {
-    const name = req.getUrl().slice(WEB_PREFIX.length);
-    // Only flat names of files read at start-up: no path separators, no dot-files.
-    serve(res, req, `${WEB_PREFIX}*`, /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(name) ? name : undefined);
-  });
 }

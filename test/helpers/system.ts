@@ -41,7 +41,8 @@ export function testConfig(dir: string, overrides: Partial<Config> & { roster?: 
   writeFileSync(accountsFile, overrides.roster ?? '1 team1 team1pass\n2 team2 team2pass\n');
   const { roster: _r, ...rest } = overrides;
   return {
-    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384 },
+    // HTTP_SERVER=uws|node runs a whole file on that server (absent: auto, as npm start).
+    http: { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, ...(process.env.HTTP_SERVER ? { server: process.env.HTTP_SERVER as 'auto' | 'uws' | 'node' } : {}) },
     nats: { url: '', port: 0 },
     dataDir: dir,
     accountsFile,

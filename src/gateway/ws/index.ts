@@ -1,93 +1,59 @@
-import type uWS from 'uWebSockets.js';
-import { WS_PATH, type WsFormat } from '../../../proto/ws.js';
+import { WS_PATH } from '../../../proto/ws.js';
 import type { Logger } from '../../shared/log.js';
 import { Hub, type HubDeps, type HubStats } from './hub.js';
 import { wsLimits, type WsLimits } from './limits.js';
 import { parseUpgradeQuery } from './protocol.js';
 import { parseBasic } from '../params.js';
-import { socketAddress, type AddressSource } from '../http.js';
-import type { Session, Transport } from './session.js';
-
-interface UserData {
-  format: WsFormat;
-  basic: { username: string; password: string } | 'invalid' | null;
-  resumeFrom?: number;
-  session?: Session;
-  closed: boolean;
-  address: string;
-}
+import type { WsEndpoint } from '../transport/types.js';
 
 export interface WsHandle {
   readonly stats: HubStats;
+  /** What the HTTP server serves on WS_PATH. */
+  readonly endpoint: WsEndpoint;
   /** Closes every connection with 1001 "server shutting down" and unsubscribes from NATS. */
   close(): void;
 }
 
 /**
- * Mounts the holdings/price stream on `WS_PATH` of the gateway's uWS app.
- * Must be called before the app's catch-all HTTP route is registered.
+ * The holdings/price stream on `WS_PATH`, for whichever HTTP server runs
+ * (src/gateway/transport): the upgrade's checks and the sessions are the same
+ * on each; only how frames reach the socket differs (the Transport).
  */
-export function attachWebSocket(app: uWS.TemplatedApp, deps: HubDeps, log: Logger, overrides: Partial<WsLimits> = {}, addressOf: AddressSource = socketAddress): WsHandle {
+export function createWebSocket(deps: HubDeps, log: Logger, overrides: Partial<WsLimits> = {}): WsHandle {
   const limits = wsLimits(overrides);
   const hub = new Hub(deps, log, limits);
   hub.start();
 
-  const transport = (ws: uWS.WebSocket<UserData>): Transport => ({
-    send: (frame, binary) => (ws.getUserData().closed ? 2 : ws.send(frame, binary)),
-    buffered: () => (ws.getUserData().closed ? 0 : ws.getBufferedAmount()),
-    end: (code, reason) => {
-      if (!ws.getUserData().closed) ws.end(code, reason);
+  const endpoint: WsEndpoint = {
+    path: WS_PATH,
+    maxPayloadBytes: limits.maxMessageBytes,
+    maxBackpressureBytes: limits.hardBufferBytes,
+    idleTimeoutS: limits.idleTimeoutS,
+    upgrade: (info) => {
+      const query = parseUpgradeQuery(info.query);
+      if (!query.ok) return { refuse: { status: 400, body: { error: { code: 'bad_request', message: query.message } } } };
+      let basic: { username: string; password: string } | 'invalid' | null = info.authorization === '' ? null : (parseBasic(info.authorization) ?? 'invalid');
+      return {
+        open: (transport) => {
+          const session = hub.open(transport, query.format, info.address);
+          const credentials = basic;
+          basic = null; // the password lives no longer than the check
+          session.open(credentials, query.resumeFrom);
+          return {
+            message: (data, isBinary) => session.onMessage(data, isBinary),
+            drain: () => session.onDrain(),
+            closed: () => session.onClosed(),
+          };
+        },
+      };
     },
-    cork: (fn) => {
-      if (ws.getUserData().closed) fn();
-      else ws.cork(fn);
-    },
-  });
-
-  app.ws<UserData>(WS_PATH, {
-    maxPayloadLength: limits.maxMessageBytes,
-    // uWS drops sends beyond this; the session closes with 4008 before relying on it (see Session.sendData).
-    maxBackpressure: limits.hardBufferBytes,
-    idleTimeout: limits.idleTimeoutS,
-    sendPingsAutomatically: true,
-    upgrade: (res, req, context) => {
-      // req is only valid synchronously: read everything now.
-      const query = parseUpgradeQuery(req.getQuery() ?? '');
-      if (!query.ok) {
-        res.writeStatus('400 Bad Request').writeHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ error: { code: 'bad_request', message: query.message } }));
-        return;
-      }
-      const authorization = req.getHeader('authorization');
-      const basic = authorization === '' ? null : (parseBasic(authorization) ?? 'invalid');
-      res.upgrade<UserData>(
-        { format: query.format, basic, resumeFrom: query.resumeFrom, closed: false, address: addressOf(req, res) },
-        req.getHeader('sec-websocket-key'),
-        req.getHeader('sec-websocket-protocol'),
-        req.getHeader('sec-websocket-extensions'),
-        context,
-      );
-    },
-    open: (ws) => {
-      const ud = ws.getUserData();
-      const basic = ud.basic;
-      ud.basic = null; // the password lives no longer than the check
-      ud.session = hub.open(transport(ws), ud.format, ud.address);
-      ud.session.open(basic, ud.resumeFrom);
-    },
-    message: (ws, data, isBinary) => ws.getUserData().session?.onMessage(data, isBinary),
-    drain: (ws) => ws.getUserData().session?.onDrain(),
-    close: (ws) => {
-      const ud = ws.getUserData();
-      ud.closed = true;
-      ud.session?.onClosed();
-    },
-  });
+  };
 
   return {
     get stats() {
       return hub.summary;
     },
+    endpoint,
     close: () => hub.close(),
   };
 }

@@ -1,0 +1,261 @@
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { HTTP_STATUS, type HttpErrorCode } from '../../../proto/http.js';
+import type { Reply, RequestInfo } from '../http.js';
+import type { HttpServer, HttpServerOptions } from './types.js';
+import { plainAddress } from './address.js';
+
+/**
+ * The gateway on node:http (llhttp) and `ws`: every Node, no native build.
+ * HTTP/1.0, keep-alive, pipelining (answers in order), chunked bodies and
+ * malformed requests are Node's; its `clientError` answers here in JSON.
+ */
+
+/** Between requests a connection is closed after this long (uWS's HTTP idle limit is 10 s too). */
+const KEEP_ALIVE_MS = 10_000;
+/** A head that stops arriving is a 408 after this long; a whole request (head and body) after REQUEST_MS. */
+const HEADERS_MS = 10_000;
+const REQUEST_MS = 30_000;
+
+const header = (req: http.IncomingMessage, name: string): string => {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(', ') : (v ?? '');
+};
+
+function requestInfo(req: http.IncomingMessage): RequestInfo {
+  const url = req.url ?? '/';
+  const q = url.indexOf('?');
+  const len = header(req, 'content-length');
+  return {
+    method: (req.method ?? '').toUpperCase(),
+    path: q < 0 ? url : url.slice(0, q),
+    query: q < 0 ? '' : url.slice(q + 1),
+    contentType: header(req, 'content-type').toLowerCase(),
+    contentLength: len === '' ? null : Number(len),
+    authorization: header(req, 'authorization'),
+    idempotencyKey: header(req, 'idempotency-key'),
+    origin: header(req, 'origin'),
+    host: header(req, 'host'),
+    address: plainAddress(req.socket.remoteAddress ?? ''),
+  };
+}
+
+const hasBody = (req: http.IncomingMessage) => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+
+class NodeReply implements Reply {
+  private abortCb: (() => void) | null = null;
+  private aborted = false;
+  constructor(
+    readonly req: http.IncomingMessage,
+    readonly res: http.ServerResponse,
+  ) {
+    res.on('close', () => {
+      if (!res.writableFinished) this.abandon();
+    });
+  }
+  /** The client is gone, or its request cannot be read to its end: nothing more of it is done. */
+  abandon(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.abortCb?.();
+  }
+  onAborted(cb: () => void): void {
+    this.abortCb = cb;
+  }
+  onData(cb: (chunk: Buffer, last: boolean) => void): void {
+    this.req.on('data', (chunk: Buffer) => cb(chunk, false));
+    this.req.on('end', () => {
+      // A body cut short ('aborted') never ends: only a whole body is handed on.
+      if (!this.aborted) cb(Buffer.alloc(0), true);
+    });
+  }
+  hold(): void {
+    // Node reads the next pipelined request itself and queues its answer after this one.
+  }
+  end(status: number, headers: [string, string][], body: Buffer | string, head: boolean): void {
+    if (this.aborted || this.res.writableEnded) return;
+    const flat: string[] = [];
+    for (const [k, v] of headers) flat.push(k, v);
+    flat.push('content-length', String(Buffer.byteLength(body)));
+    // A body not read to its end (a 413, or any answer before it) would have to be read before the next request: close instead.
+    if (!this.req.complete && hasBody(this.req)) flat.push('connection', 'close');
+    this.res.writeHead(status, flat);
+    this.res.end(head ? undefined : body);
+  }
+}
+
+/** What a request Node's parser refused gets: the status, and the JSON error code. */
+function refusal(err: NodeJS.ErrnoException): [number, HttpErrorCode, string] {
+  switch (err.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return [431, 'request_header_too_large', 'request head too large'];
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return [408, 'request_timeout', 'request not received in time'];
+    case 'HPE_INVALID_TRANSFER_ENCODING':
+    case 'HPE_UNEXPECTED_CONTENT_LENGTH':
+      return [400, 'bad_request', 'malformed request: Content-Length with Transfer-Encoding, or an unknown transfer coding'];
+    default:
+      return [400, 'bad_request', `malformed request (${err.code ?? 'parse error'})`];
+  }
+}
+
+/** What llhttp lets through but the gateway does not take: another HTTP version, an HTTP/1.1 request without Host. */
+function refuseRequest(req: http.IncomingMessage): [number, HttpErrorCode, string] | null {
+  if (req.httpVersionMajor !== 1) return [505, 'http_version_not_supported', `HTTP/${req.httpVersion} is not supported: send HTTP/1.1 or 1.0`];
+  if (req.httpVersionMinor >= 1 && req.headers.host === undefined) return [400, 'bad_request', 'an HTTP/1.1 request needs a Host header'];
+  return null;
+}
+
+function rawAnswer(socket: Duplex, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+  );
+}
+
+export function nodeServer(opts: HttpServerOptions): HttpServer {
+  const { ws, log } = opts;
+  // Host is checked here rather than by Node (requireHostHeader), whose 400 has no JSON body.
+  const server = http.createServer({ keepAliveTimeout: KEEP_ALIVE_MS, headersTimeout: HEADERS_MS, requestTimeout: REQUEST_MS, requireHostHeader: false }, (req, res) => {
+    const refused = refuseRequest(req);
+    if (refused) {
+      const text = JSON.stringify({ error: { code: refused[1], message: refused[2] } });
+      res.writeHead(refused[0], ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(text)), 'connection', 'close']);
+      return res.end(text);
+    }
+    const reply = new NodeReply(req, res);
+    const open = openReplies(req.socket);
+    open.add(reply);
+    res.once('close', () => {
+      open.delete(reply);
+      if (open.size === 0) idle.get(req.socket)?.();
+    });
+    opts.handler(requestInfo(req), reply);
+  });
+  /** Per connection, the answers not yet written out, and what to do once there are none. */
+  const replies = new WeakMap<Duplex, Set<NodeReply>>();
+  const idle = new WeakMap<Duplex, () => void>();
+  const openReplies = (socket: Duplex) => {
+    let set = replies.get(socket);
+    if (!set) replies.set(socket, (set = new Set()));
+    return set;
+  };
+  const refused = new WeakSet<Duplex>();
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+    if (refused.has(socket)) return;
+    refused.add(socket);
+    const [status, code, message] = refusal(err);
+    log.debug({ code: err.code, status }, 'malformed request refused');
+    const answer = () => {
+      idle.delete(socket);
+      if (!socket.writable) return socket.destroy();
+      rawAnswer(socket, status, { error: { code, message } });
+    };
+    // A request whose body broke off is never read whole: dropped, nothing of it applied.
+    const open = openReplies(socket);
+    for (const r of open) {
+      if (!r.req.complete) {
+        r.abandon();
+        open.delete(r);
+      }
+    }
+    // The answers of the requests before it go first (Node writes them in order).
+    if (open.size === 0) answer();
+    else idle.set(socket, answer);
+  });
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: ws.maxPayloadBytes, perMessageDeflate: false, clientTracking: false });
+  const sockets = new Set<WebSocket>();
+  let allClosed: (() => void) | null = null;
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const info = requestInfo(req);
+    if (info.path !== ws.path || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+      return rawAnswer(socket, HTTP_STATUS.not_found, { error: { code: 'not_found', message: `no WebSocket at ${info.path}` } });
+    }
+    const decision = ws.upgrade(info);
+    if ('refuse' in decision) return rawAnswer(socket, decision.refuse.status, decision.refuse.body);
+    wss.handleUpgrade(req, socket, head, (sock) => {
+      sock.binaryType = 'arraybuffer';
+      sockets.add(sock);
+      const tcp = socket as Socket;
+      let closed = false;
+      const conn = decision.open({
+        send: (frame, binary) => {
+          if (closed) return 2;
+          if (sock.bufferedAmount + frame.byteLength > ws.maxBackpressureBytes) return 2;
+          sock.send(frame, { binary });
+          return sock.bufferedAmount > 0 ? 0 : 1;
+        },
+        buffered: () => (closed ? 0 : sock.bufferedAmount),
+        end: (code, reason) => {
+          if (!closed) sock.close(code, reason);
+        },
+        cork: (fn) => {
+          if (closed) return fn();
+          tcp.cork();
+          try {
+            fn();
+          } finally {
+            tcp.uncork();
+          }
+        },
+      });
+      // Pings as uWS sends them: a connection that answered nothing within idleTimeoutS is cut.
+      let alive = true;
+      const heartbeat = setInterval(
+        () => {
+          if (!alive) return sock.terminate();
+          alive = false;
+          sock.ping();
+        },
+        (ws.idleTimeoutS * 1000) / 2,
+      );
+      heartbeat.unref();
+      sock.on('pong', () => (alive = true));
+      sock.on('message', (data: ArrayBuffer, isBinary: boolean) => {
+        alive = true;
+        conn.message(data, isBinary);
+      });
+      tcp.on('drain', () => conn.drain());
+      sock.on('error', () => sock.terminate());
+      sock.on('close', () => {
+        closed = true;
+        clearInterval(heartbeat);
+        sockets.delete(sock);
+        if (sockets.size === 0) allClosed?.();
+        conn.closed();
+      });
+    });
+  });
+
+  return {
+    kind: 'node',
+    listen: (host, port) =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve((server.address() as { port: number }).port);
+        });
+      }),
+    close: async () => {
+      // Stops listening and ends idle keep-alive connections; answers in flight still go out.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      // The hub has sent each WebSocket its 1001: give the close handshakes a moment, then cut what is left.
+      if (sockets.size > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([new Promise<void>((r) => (allClosed = r)), new Promise<void>((r) => (timer = setTimeout(r, 2_000)))]);
+        clearTimeout(timer);
+      }
+      for (const s of sockets) s.terminate();
+      const late = setTimeout(() => server.closeAllConnections(), 5_000);
+      await closed;
+      clearTimeout(late);
+    },
+  };
+}

@@ -1,0 +1,46 @@
+import type { Reply, RequestInfo } from '../http.js';
+import type { Transport } from '../ws/session.js';
+
+/** The HTTP/WebSocket servers the gateway can run on (HTTP_SERVER; `auto`: uWS where it loads, else node). */
+export type HttpServerKind = 'uws' | 'node';
+
+/** Every request that is not a WebSocket upgrade: answered through `reply`, however long it takes. */
+export type RequestHandler = (info: RequestInfo, reply: Reply) => void;
+
+/** One open WebSocket connection, as the server adapter drives it. */
+export interface WsConnection {
+  /** `data` is only valid during the call (uWS reuses it). */
+  message(data: ArrayBuffer, isBinary: boolean): void;
+  /** The socket's backlog went down. */
+  drain(): void;
+  /** The socket is gone (either side). */
+  closed(): void;
+}
+
+/** The WebSocket endpoint (src/gateway/ws): where it is, its limits, and what an upgrade becomes. */
+export interface WsEndpoint {
+  path: string;
+  maxPayloadBytes: number;
+  /** Unsent bytes past which a send is dropped (reported as 2, like uWS). */
+  maxBackpressureBytes: number;
+  /** Pings go out, and a connection silent this long is closed. */
+  idleTimeoutS: number;
+  /** Refuses the upgrade with a JSON answer, or says how to open the connection once upgraded. */
+  upgrade(info: RequestInfo): { refuse: { status: number; body: unknown } } | { open(t: Transport): WsConnection };
+}
+
+export interface HttpServerOptions {
+  handler: RequestHandler;
+  ws: WsEndpoint;
+  /** For the node server's own answers (malformed requests, timeouts). */
+  log: import('../../shared/log.js').Logger;
+}
+
+/** What the gateway needs of a server: the rest (routes, auth, limits, pages) is written once, in server.ts. */
+export interface HttpServer {
+  readonly kind: HttpServerKind;
+  /** Resolves with the port listened on (the given one, or the one picked for 0). */
+  listen(host: string, port: number): Promise<number>;
+  /** Stops taking connections; answers in flight still go out. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,163 @@
+import uWS from 'uWebSockets.js';
+import { STATUS_TEXT, type Reply, type RequestInfo } from '../http.js';
+import type { Transport } from '../ws/session.js';
+import type { HttpServer, HttpServerOptions, WsConnection } from './types.js';
+import { plainAddress } from './address.js';
+
+/**
+ * The gateway on uWebSockets.js (C++ HTTP and WebSocket): the fast path,
+ * where a build for this Node loads. This module imports uWS itself, so it is
+ * only ever loaded through a dynamic import (transport/index.ts).
+ *
+ * What uWS (20.30) does not answer: it closes the connection without a word
+ * on HTTP/1.0, on a malformed request (no Host, bad framing, Content-Length
+ * with Transfer-Encoding, oversized heads) and on a request pipelined in the
+ * same read as one whose answer is pending. The handler never sees such a
+ * request, and a request whose connection closes before its body is whole is
+ * `aborted`: nothing it carried reaches the engine. The node server answers
+ * all of these (HTTP_SERVER=node).
+ */
+
+function requestInfo(req: uWS.HttpRequest, res: uWS.HttpResponse): RequestInfo {
+  const len = req.getHeader('content-length');
+  return {
+    method: req.getCaseSensitiveMethod().toUpperCase(),
+    path: req.getUrl(),
+    query: req.getQuery() ?? '',
+    contentType: req.getHeader('content-type').toLowerCase(),
+    contentLength: len === '' ? null : Number(len),
+    authorization: req.getHeader('authorization'),
+    idempotencyKey: req.getHeader('idempotency-key'),
+    origin: req.getHeader('origin'),
+    host: req.getHeader('host'),
+    address: plainAddress(Buffer.from(res.getRemoteAddressAsText()).toString()),
+  };
+}
+
+/**
+ * Pipelining: uWS closes a connection whose next request arrives while the
+ * previous answer is pending ("we still support sync pipelining" only). So
+ * once a request is read, the socket is paused: a pipelined request stays in
+ * the kernel's buffer until this one is answered, and then gets its own
+ * answer in order. Requests that arrived in the same read as the pending one
+ * are beyond reach (uWS closes before calling us).
+ */
+class UwsReply implements Reply {
+  private aborted = false;
+  private paused = false;
+  private abortCb: (() => void) | null = null;
+  constructor(private readonly res: uWS.HttpResponse) {
+    // Attached before the handler runs: uWS aborts the process for a handler that returns without answering or this.
+    res.onAborted(() => {
+      this.aborted = true;
+      this.abortCb?.();
+    });
+  }
+  onAborted(cb: () => void): void {
+    this.abortCb = cb;
+  }
+  onData(cb: (chunk: Buffer, last: boolean) => void): void {
+    // uWS reuses the ArrayBuffer after this callback returns: copy it (slice copies, Buffer.from(ArrayBuffer) only wraps).
+    this.res.onData((ab, last) => cb(Buffer.from(ab.slice(0)), last));
+  }
+  hold(): void {
+    if (this.paused || this.aborted) return;
+    this.paused = true;
+    this.res.pause();
+  }
+  end(status: number, headers: [string, string][], body: Buffer | string, head: boolean): void {
+    if (this.aborted) return;
+    // Corked: uWS needs it for answers written after the handler returned.
+    this.res.cork(() => {
+      // Resumed before end: uWS discards the response object at end.
+      if (this.paused) this.res.resume();
+      this.res.writeStatus(STATUS_TEXT[status] ?? String(status));
+      for (const [k, v] of headers) this.res.writeHeader(k, v);
+      // uWS 20.30's endWithoutBody(length) leaves the response pending (it waits for those bytes), so the length goes in by hand.
+      if (head) this.res.writeHeader('content-length', String(Buffer.byteLength(body))).endWithoutBody();
+      else this.res.end(body);
+    });
+  }
+}
+
+interface UserData {
+  open: ((t: Transport) => WsConnection) | null;
+  conn: WsConnection | null;
+  closed: boolean;
+}
+
+export function uwsServer(opts: HttpServerOptions): HttpServer {
+  const app = uWS.App();
+  const { ws } = opts;
+
+  const transport = (socket: uWS.WebSocket<UserData>): Transport => ({
+    send: (frame, binary) => (socket.getUserData().closed ? 2 : socket.send(frame, binary)),
+    buffered: () => (socket.getUserData().closed ? 0 : socket.getBufferedAmount()),
+    end: (code, reason) => {
+      if (!socket.getUserData().closed) socket.end(code, reason);
+    },
+    cork: (fn) => {
+      if (socket.getUserData().closed) fn();
+      else socket.cork(fn);
+    },
+  });
+
+  // Before the catch-all route, so upgrades reach it (a plain GET on the path falls through to the handler).
+  app.ws<UserData>(ws.path, {
+    maxPayloadLength: ws.maxPayloadBytes,
+    // uWS drops sends beyond this; the session closes with 4008 before relying on it (see Session.sendData).
+    maxBackpressure: ws.maxBackpressureBytes,
+    idleTimeout: ws.idleTimeoutS,
+    sendPingsAutomatically: true,
+    upgrade: (res, req, context) => {
+      // req is only valid synchronously: read everything now.
+      const decision = ws.upgrade(requestInfo(req, res));
+      if ('refuse' in decision) {
+        res.writeStatus(STATUS_TEXT[decision.refuse.status] ?? String(decision.refuse.status)).writeHeader('content-type', 'application/json');
+        res.end(JSON.stringify(decision.refuse.body));
+        return;
+      }
+      res.upgrade<UserData>(
+        { open: decision.open, conn: null, closed: false },
+        req.getHeader('sec-websocket-key'),
+        req.getHeader('sec-websocket-protocol'),
+        req.getHeader('sec-websocket-extensions'),
+        context,
+      );
+    },
+    open: (socket) => {
+      const ud = socket.getUserData();
+      ud.conn = ud.open!(transport(socket));
+      ud.open = null;
+    },
+    message: (socket, data, isBinary) => socket.getUserData().conn?.message(data, isBinary),
+    drain: (socket) => socket.getUserData().conn?.drain(),
+    close: (socket) => {
+      const ud = socket.getUserData();
+      ud.closed = true;
+      ud.conn?.closed();
+    },
+  });
+
+  app.any('/*', (res, req) => {
+    const reply = new UwsReply(res);
+    opts.handler(requestInfo(req, res), reply);
+  });
+
+  let listenSocket: uWS.us_listen_socket | null = null;
+  return {
+    kind: 'uws',
+    listen: (host, port) =>
+      new Promise((resolve, reject) =>
+        app.listen(host, port, (token) => {
+          if (!token) return reject(new Error(`cannot listen on ${host}:${port}`));
+          listenSocket = token;
+          resolve(uWS.us_socket_local_port(token));
+        }),
+      ),
+    close: async () => {
+      if (listenSocket) uWS.us_listen_socket_close(listenSocket);
+      listenSocket = null;
+    },
+  };
+}
