@@ -6,6 +6,7 @@ import { ConfigError, THROTTLE_DEFAULTS, loadConfig } from '../src/config/config
 import { Throttle, hostKey } from '../src/gateway/throttle.js';
 import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
 import { buy, quietLog, testConfig, undyBasket, useSystem } from './helpers/system.js';
+import { eachServer } from './helpers/servers.js';
 
 /**
  * Rate limits with small, test-sized budgets. `loopback: 'each'` makes every
@@ -251,12 +252,12 @@ describe('hosts: IPv6 by /64, loopback aliases as one host, IPv4-mapped as IPv4'
     t.close();
   });
 
-  // The framed front hands uWS the peer as node reports it; uWS alone (direct) reports its own text form.
-  describe.each(['framed', 'direct'] as const)('on a gateway with the default grouping (%s front)', (front) => {
+  // node:http reports an IPv4 peer on a dual-stack socket as ::ffff:127.x; uWS reports its own text form.
+  eachServer('on a gateway with the default grouping', (server) => {
     let g: GatewayHandle;
     let base: string;
     beforeAll(async () => {
-      const cfg = testConfig(f.dir.path, { roster: ROSTER, http: { host: '::', port: 0, maxBodyBytes: 16384, front }, throttle: { ...THROTTLE_DEFAULTS, registrations: { burst: 3, perMinute: 1 } } });
+      const cfg = testConfig(f.dir.path, { roster: ROSTER, http: { host: '::', port: 0, maxBodyBytes: 16384, server }, throttle: { ...THROTTLE_DEFAULTS, registrations: { burst: 3, perMinute: 1 } } });
       g = await startGateway(cfg, f.nats.url, quietLog);
       base = `http://127.0.0.1:${g.port}`;
     });
@@ -265,7 +266,7 @@ describe('hosts: IPv6 by /64, loopback aliases as one host, IPv4-mapped as IPv4'
     it('counts 127.x, ::1 and ::ffff:127.x as one host (300 registrations in 12 s by rotating 127.x)', async () => {
       const statuses: number[] = [];
       for (const address of ['127.0.7.1', '127.0.7.2', '::1', '127.0.7.3', '127.9.9.9']) {
-        statuses.push((await from(address, 'POST', '/register', { base, form: { username: `${front}${statuses.length}`, password: 'password1' } })).status);
+        statuses.push((await from(address, 'POST', '/register', { base, form: { username: `${server}${statuses.length}`, password: 'password1' } })).status);
       }
       expect(statuses).toEqual([200, 200, 200, 429, 429]);
     });
