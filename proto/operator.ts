@@ -1,6 +1,7 @@
 import type { PnlBody } from './http.js';
 import type { AuditEntry } from './audit.js';
 import type { FeedAlert, FeedCounters } from './marketdata.js';
+import type { FeedProblem } from './feed.js';
 
 /**
  * The operator's HTTP API, behind the operator's credentials (config
@@ -28,6 +29,14 @@ export const OPERATOR_ROUTES = {
   resume: '/operator/api/resume',
   /** POST etf_name, components {TICKER: weight}, from? (ISO time or ms; default now): a new basket version. */
   basket: '/operator/api/basket',
+  /**
+   * POST id, decision (confirm | reject): the operator's verdict on a pending
+   * exchange session or far seq jump (a FeedProblem whose actions name it).
+   * 200 {done, problems} | 404 no such verdict | 503 feed bridge not answering.
+   */
+  feedVerdict: '/operator/api/feed/verdict',
+  /** POST id? (default all): acknowledges standing feed problems (gaps, conflicts, rejected restarts); 200 {done, problems} | 404. */
+  feedAck: '/operator/api/feed/ack',
 } as const;
 
 /** Feed alerts the gateway keeps for the operator (since it started). */
@@ -58,6 +67,8 @@ export interface OperatorFeed {
   age_ms: number | null;
   clearing?: FeedCounters;
   market_data?: FeedCounters;
+  /** Standing problems until acknowledged (proto/feed.ts). */
+  problems?: FeedProblem[];
 }
 
 export interface OperatorOverview extends OperatorAccounts {

@@ -18,7 +18,7 @@ let opts: BridgeOptions;
 beforeAll(async () => {
   nats = await startTestNats();
   dir = tempDir();
-  sys = await startSystem(nats.url, testConfig(dir.path));
+  sys = await startSystem(nats.url, { ...testConfig(dir.path), operator: { username: 'instructor', password: 'instructorpass' } });
   nc = await natsClient(nats.url);
   sender = await multicastSender('127.0.0.1');
   opts = await bridgeOpts(nats.url);
@@ -34,7 +34,7 @@ afterAll(async () => {
   dir?.remove();
 });
 
-it('shows the feed bridge as down, then live with its gap count, on /health', async () => {
+it('shows the feed bridge as down, then live with its gap count; the missed fill is a problem until acknowledged; malformed market data is no exchange', async () => {
   const http = api(sys.url);
   const before = await http.send('GET', '/health');
   expect(before.status).toBe(200); // teams are served without an exchange
@@ -56,11 +56,34 @@ it('shows the feed bridge as down, then live with its gap count, on /health', as
   // The bridge is up but the exchange's market data (a heartbeat every 500 ms at least) is not heard: not "ok".
   expect(after.body.status).toBe('degraded');
   expect(after.body.problems[0]).toMatch(/no market data/);
+  // Malformed market-data datagrams (anyone can send them) are no sign of the exchange: still degraded.
+  for (let i = 0; i < 5; i++) await sender.send(opts.marketData, Buffer.from('GOIRISH! not a message'));
+  await statuses.next((s) => s.market_data.bad_datagrams === 5);
+  const junk = await until(async () => {
+    const h = await http.send('GET', '/health');
+    return h.body.feed.market_data?.bad_datagrams === 5 && h;
+  }, 'the malformed datagrams on /health');
+  expect(junk.body.status).toBe('degraded');
+  expect(junk.body.problems.join('\n')).toMatch(/no market data/);
+  // The exchange is heard: the missed fill still stands as a problem until the operator acknowledges it.
   await sender.send(opts.marketData, encodeMdDatagram([{ type: 'heartbeat', seq: 1, timestamp: 1n }]));
+  const heard = await until(async () => {
+    const h = await http.send('GET', '/health');
+    return h.body.feed.exchange_live && h;
+  }, 'the exchange heard');
+  expect(heard.body.status).toBe('degraded');
+  expect(heard.body.problems).toHaveLength(1);
+  expect(heard.body.problems[0]).toMatch(/^gap on clearing \[gap-clearing, operator: ack\]: clearing fills missed for good: 1/);
+  expect((await http.send('POST', '/operator/api/feed/ack', { basic: ['team1', 'team1pass'], form: { id: 'gap-clearing' } })).status).toBe(401);
+  const ack = await http.send('POST', '/operator/api/feed/ack', { basic: ['instructor', 'instructorpass'], form: { id: 'gap-clearing' } });
+  expect(ack.status).toBe(200);
+  expect(ack.body.done).toEqual(['gap-clearing']);
+  expect((await http.send('POST', '/operator/api/feed/ack', { basic: ['instructor', 'instructorpass'], form: { id: 'gap-clearing' } })).status).toBe(404);
   const ok = await until(async () => {
     const h = await http.send('GET', '/health');
     return h.body.status === 'ok' && h;
-  }, 'status ok once market data is heard');
+  }, 'status ok once acknowledged');
   expect(ok.body.feed.exchange_live).toBe(true);
   expect(ok.body.problems).toBeUndefined();
+  statuses.stop();
 });

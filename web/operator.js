@@ -115,7 +115,7 @@ function render(o) {
   $('#t-feed-tile').dataset.state = o.feed.live ? 'ok' : 'bad';
   renderPositions(o.accounts);
   renderFeed(o.feed);
-  renderAlerts(o.alerts);
+  renderAlerts(o.alerts, o.feed.problems ?? []);
   renderConversions(o.conversions);
   void loadLeaderboard($('#leaderboard tbody'));
 }
@@ -168,12 +168,34 @@ function renderFeed(feed) {
   $('#feed tbody').replaceChildren(row('clearing', 'Clearing'), row('market_data', 'Market data'));
 }
 
-function renderAlerts(alerts) {
+/** Standing feed problems first (with the operator's decisions), then the alerts. */
+function renderAlerts(alerts, problems) {
+  const standing = problems.map((p) =>
+    el(
+      'tr',
+      { class: `alert problem ${p.kind}` },
+      el('td', {}, fmtTime(p.ts)),
+      el('td', {}, p.feed),
+      el('td', {}, el('span', { class: 'badge rejected' }, `${p.kind}${p.count > 1 ? ` ×${p.count}` : ''}`)),
+      el('td', { class: 'small' }, p.detail, ' ', p.actions.map((a) => el('button', { type: 'button', class: 'secondary', 'data-problem': p.id, 'data-action': a }, a))),
+    ),
+  );
   const rows = alerts.map((a) =>
     el('tr', { class: `alert ${a.kind}` }, el('td', {}, fmtTime(a.ts)), el('td', {}, a.feed), el('td', {}, el('span', { class: 'badge rejected' }, a.kind)), el('td', { class: 'small' }, a.detail)),
   );
-  fillRows($('#alerts tbody'), rows, 'No alerts since the gateway started.', 4);
+  fillRows($('#alerts tbody'), [...standing, ...rows], 'No alerts since the gateway started.', 4);
 }
+
+$('#alerts').addEventListener('click', async (e) => {
+  const b = e.target.closest('button[data-problem]');
+  if (!b) return;
+  const { problem: id, action } = b.dataset;
+  const [path, body] = action === 'ack' ? ['feed/ack', { id }] : ['feed/verdict', { id, decision: action }];
+  b.disabled = true;
+  const res = await fetch(`/operator/api/${path}`, { method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (!res.ok) alert((await readJson(res)).error?.message ?? `HTTP ${res.status}`);
+  await refresh();
+});
 
 function renderConversions(list) {
   const rows = list.map((c) =>

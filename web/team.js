@@ -396,3 +396,30 @@ function showHalts(halts) {
   banner.hidden = !halts.length;
   banner.textContent = halts.map((h) => `Conversions of ${h.etf ?? 'every ETF'} are halted${h.reason ? `: ${h.reason}` : ''} (since ${fmtTime(h.since)}).`).join(' ');
 }
+
+/**
+ * Says when positions may be incomplete or not current: /health lists the feed's
+ * standing problems (fills missed, an exchange session not decided yet) until
+ * the operator acknowledges them.
+ */
+const HEALTH_MS = 5000;
+async function checkFeed() {
+  try {
+    const h = await (await fetch('/health')).json();
+    const p = h.feed?.problems ?? [];
+    const why = p.some((x) => x.kind === 'verdict_pending')
+      ? 'An exchange session change is being checked: new fills are held until it is decided.'
+      : p.some((x) => x.kind === 'gap' || x.kind === 'late_join' || x.kind === 'conflict')
+        ? 'Some exchange fills were missed or disputed: your positions may be incomplete. The operator has been alerted.'
+        : h.feed && !h.feed.exchange_live
+          ? 'No data from the exchange right now: positions may not be current.'
+          : '';
+    $('#incomplete').textContent = why;
+    $('#incomplete').hidden = !why;
+  } catch {
+    /* the stream's own indicator shows the gateway unreachable */
+  }
+}
+setInterval(() => void checkFeed(), HEALTH_MS);
+void checkFeed();
+

@@ -203,7 +203,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
           case 'conflict': {
             const c = countersOf(d.feed);
             c.conflicts = (c.conflicts ?? 0) + 1;
-            const detail = `${d.feed} seq ${d.seq} came twice with other content: kept the first heard (${d.applied.fingerprint} from ${d.applied.sender}: ${describeMsg(d.applied.msg)}), not the other (${d.other.fingerprint} from ${d.other.sender}: ${describeMsg(d.other.msg)})`;
+            const detail = `${d.feed} seq ${d.seq} came twice with other content: applied ${d.applied.fingerprint} from ${d.applied.sender} (${describeMsg(d.applied.msg)}), not ${d.other.fingerprint} from ${d.other.sender} (${describeMsg(d.other.msg)})`;
             log.warn({ feed: d.feed, seq: d.seq, applied: d.applied.fingerprint, other: d.other.fingerprint, appliedFrom: d.applied.sender, otherFrom: d.other.sender }, 'seq conflict');
             alert(d.feed, { kind: 'conflict', detail, received: d.seq, fingerprints: [d.applied.fingerprint, d.other.fingerprint] });
             problems.raise({ id: `conflict-${d.feed}`, kind: 'conflict', feed: d.feed, detail: `latest: ${detail}`, actions: ['ack'] }, now);
@@ -212,9 +212,9 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
           case 'opened': {
             const v = d.verdict;
             if (v.kind === 'jump') countersOf(v.feed).jumps = (countersOf(v.feed).jumps ?? 0) + 1;
-            const detail = describeVerdict(v);
+            const detail = `${describeVerdict(v)}; the session followed: ${(['market_data', 'clearing'] as const).map((f) => `${f} ${judge.followedAt(f)}`).join(', ')}`;
             log.warn({ verdict: v.id, kind: v.kind, feed: v.feed, detail }, 'exchange session verdict pending');
-            alert(v.kind === 'jump' ? v.feed : firstFeed(v), { kind: v.kind === 'jump' ? 'far_jump' : 'verdict_pending', detail, verdict: v.id, received: v.runs[v.kind === 'jump' ? v.feed : firstFeed(v)]?.from });
+            alert(v.kind === 'jump' ? v.feed : firstFeed(v), { kind: v.kind === 'jump' && !v.impostor ? 'far_jump' : 'verdict_pending', detail, verdict: v.id, received: v.runs[v.kind === 'jump' ? v.feed : firstFeed(v)]?.from });
             problems.raise({ id: v.id, kind: 'verdict_pending', feed: v.kind === 'jump' ? v.feed : firstFeed(v), detail, actions: ['confirm', 'reject'] }, now);
             break;
           }
@@ -238,7 +238,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
             alert(feed, { kind: 'stray', detail, verdict: v.id, received: v.runs[feed]?.from });
             problems.resolve(v.id);
             if (d.byOperator) alert(feed, { kind: 'verdict_decided', detail: `verdict ${v.id} ${d.why}`, verdict: v.id });
-            else if (v.kind === 'jump') problems.raise({ id: `jump-rejected-${feed}`, kind: 'jump_rejected', feed, detail: `far seq jumps held and dropped (latest: ${detail})`, actions: ['ack'] }, now);
+            else if (v.kind === 'jump') problems.raise({ id: `jump-rejected-${feed}`, kind: 'jump_rejected', feed, detail: `runs held and dropped, never applied: far seq jumps or another sender continuing the session (latest: ${detail})`, actions: ['ack'] }, now);
             else problems.raise({ id: 'restart-rejected', kind: 'restart_rejected', feed, detail: `claimed exchange restarts not believed, nothing reset (latest: ${detail})`, actions: ['ack'] }, now);
             break;
           }
@@ -437,7 +437,7 @@ function describeVerdict(v: Verdict): string {
     .filter((f) => v.runs[f])
     .map((f) => `${f} from seq ${v.runs[f]!.from} (${v.runs[f]!.count} message(s) from ${v.runs[f]!.sender}, held)`)
     .join(', ');
-  const what = v.kind === 'jump' ? `far seq jump on ${v.feed}` : v.downtime ? 'possible exchange restart while no bridge listened' : 'possible exchange restart';
+  const what = v.impostor ? `another sender continuing ${v.feed}'s seq` : v.kind === 'jump' ? `far seq jump on ${v.feed}` : v.downtime ? 'possible exchange restart while no bridge listened' : 'possible exchange restart';
   return `${what}: ${runs}; ${v.waiting || 'waiting'}`;
 }
 

@@ -105,6 +105,8 @@ export interface Verdict {
   waiting: string;
   /** Set when only the operator can accept it. */
   operatorOnly?: string;
+  /** A jump verdict held because another sender continued the followed run's seq. */
+  impostor?: boolean;
 }
 
 export type Decision =
@@ -149,6 +151,12 @@ export class SessionJudge {
     return this.verdicts().reduce((n, v) => n + (v.runs[feed]?.msgs.length ?? 0), 0);
   }
 
+  /** Where the followed run of `feed` stands, for the operator. */
+  followedAt(feed: FeedName): string {
+    const f = this.followed[feed];
+    return f.last === null ? 'none yet' : `seq ${f.last}${feed === 'market_data' ? ` (timestamp ${f.lastTs})` : ''} from ${f.sender ?? 'before this start'}`;
+  }
+
   lastSeq(feed: FeedName): number | null {
     return this.followed[feed].last;
   }
@@ -186,6 +194,11 @@ export class SessionJudge {
         this.openJump(feed, msg, sender, now, Math.floor(bound), out);
         return out;
       }
+      if (f.sender !== null && sender !== f.sender) {
+        // The exchange sends a session from one socket: another sender "continuing" it is not the exchange.
+        this.openJump(feed, msg, sender, now, null, out);
+        return out;
+      }
       const rv = this.restart;
       if (rv && rv.downtime && feed === 'clearing' && !f.live) {
         // The exchange may have restarted while no bridge listened: this may be the new session past the old seq.
@@ -196,7 +209,14 @@ export class SessionJudge {
       // The followed run goes on: the session it belongs to is alive.
       if (rv?.status === 'pending') this.reject(rv, `${feed} seq ${seq} continues the session followed at ${f.last}: the exchange did not restart`, now, out);
       const jv = this.jumps[feed];
-      if (jv) this.drop(jv, `${feed} seq ${seq} continues the run followed at ${f.last}: the jump to ${jv.runs[feed]!.from} is not the exchange's`, out);
+      if (jv) {
+        const run = jv.runs[feed]!;
+        const same = run.msgs.find((m) => m.seq === seq);
+        if (same && canon(same) !== canon(msg)) {
+          out.push({ kind: 'conflict', feed, seq, applied: { sender, fingerprint: fingerprint(msg), msg }, other: { sender: run.sender, fingerprint: fingerprint(same), msg: same } });
+        }
+        this.drop(jv, `${feed} seq ${seq} from ${sender} continues the run followed at ${f.last}: the held run from seq ${run.from} (${run.sender}) is not the exchange's`, out);
+      }
       this.follow(feed, msg, sender, now);
       out.push({ kind: 'pass', feed, msg });
       return out;
@@ -292,13 +312,17 @@ export class SessionJudge {
     if (f.ring.size > RING * 2) f.ring.clear(); // after a reanchor: old seqs never come back
   }
 
-  private openJump(feed: FeedName, msg: AnyMsg, sender: string, now: number, bound: number, out: Decision[]): void {
+  /** Holds a run that the followed one cannot have become: a far jump (`bound` given) or another sender continuing it (`bound` null). */
+  private openJump(feed: FeedName, msg: AnyMsg, sender: string, now: number, bound: number | null, out: Decision[]): void {
     const old = this.jumps[feed];
-    if (old) this.drop(old, `another far seq ${msg.seq} on ${feed}`, out);
+    if (old) this.drop(old, `another held run on ${feed} from seq ${msg.seq}`, out);
     const v = (this.jumps[feed] = this.newVerdict('jump', feed, now, false));
     this.addRun(v, feed, msg, sender, now);
-    if (feed === 'clearing') v.operatorOnly = 'a far jump on the clearing feed (no heartbeats there to show the run lives on its own)';
-    this.evaluate(v, now, out, true, bound);
+    if (bound === null) {
+      v.impostor = true;
+      v.operatorOnly = `${sender} continues the seq of the session heard from ${this.followed[feed].sender}: the exchange sends a session from one socket`;
+    } else if (feed === 'clearing') v.operatorOnly = 'a far jump on the clearing feed (no heartbeats there to show the run lives on its own)';
+    this.evaluate(v, now, out, true, bound ?? undefined);
   }
 
   /** Whether the evidence now proves the verdict; accepts it if so. */

@@ -1,6 +1,7 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decode } from '../../proto/codec.js';
 import { FEED_STATUS_SUBJECT, type FeedStatus } from '../../proto/marketdata.js';
+import type { FeedProblem } from '../../proto/feed.js';
 
 /** The bridge publishes its status every second; older than this, the bridge is taken for down. */
 const STALE_MS = 5_000;
@@ -18,8 +19,9 @@ export class FeedStatusView {
         if (err) return;
         try {
           const status = decode<FeedStatus>(msg.data);
-          const before = this.last?.status.market_data.datagrams ?? 0;
-          if (status.market_data.datagrams > before) this.exchangeHeardAt = Date.now();
+          // Only well-formed datagrams say the exchange is there: malformed ones (anyone can send those) must not turn /health back to ok.
+          const good = (s?: FeedStatus) => (s ? s.market_data.datagrams - s.market_data.bad_datagrams : 0);
+          if (good(status) > good(this.last?.status)) this.exchangeHeardAt = Date.now();
           this.last = { status, at: Date.now() };
         } catch {
           /* a malformed status is ignored; the previous one ages out */
@@ -32,20 +34,31 @@ export class FeedStatusView {
    * For /health: the counters (gaps, bad datagrams, exchange restarts), whether
    * the bridge is live, and whether the exchange is heard (`exchange_live`).
    */
-  view(): { live: boolean; exchange_live: boolean; age_ms: number | null; clearing?: FeedStatus['clearing']; market_data?: FeedStatus['market_data'] } {
+  view(): { live: boolean; exchange_live: boolean; age_ms: number | null; clearing?: FeedStatus['clearing']; market_data?: FeedStatus['market_data']; problems?: FeedProblem[] } {
     if (!this.last) return { live: false, exchange_live: false, age_ms: null };
     const now = Date.now();
     const age = now - this.last.at;
     const live = age < STALE_MS;
-    return { live, exchange_live: live && now - this.exchangeHeardAt < STALE_MS, age_ms: age, clearing: this.last.status.clearing, market_data: this.last.status.market_data };
+    const problems = this.last.status.problems ?? [];
+    return {
+      live,
+      exchange_live: live && now - this.exchangeHeardAt < STALE_MS,
+      age_ms: age,
+      clearing: this.last.status.clearing,
+      market_data: this.last.status.market_data,
+      ...(problems.length ? { problems } : {}),
+    };
   }
 
   /** Why the exchange's positions may not be current, or none. */
   problems(): string[] {
     const v = this.view();
     if (!v.live) return [v.age_ms === null ? 'the feed bridge has not reported: exchange fills are not being taken in' : `the feed bridge last reported ${Math.round(v.age_ms / 1000)} s ago: exchange fills are not being taken in`];
-    if (!v.exchange_live) return ['no market data from the exchange for 5 s (it sends a heartbeat every 500 ms): is the exchange running, and on these multicast groups?'];
-    return [];
+    const out: string[] = [];
+    if (!v.exchange_live) out.push('no market data from the exchange for 5 s (it sends a heartbeat every 500 ms): is the exchange running, and on these multicast groups?');
+    // Standing until the operator acknowledges or decides them (POST /operator/api/feed/ack, /feed/verdict).
+    for (const p of v.problems ?? []) out.push(`${p.kind} on ${p.feed} [${p.id}, operator: ${p.actions.join(' | ')}]: ${p.detail}`);
+    return out;
   }
 
   close(): void {

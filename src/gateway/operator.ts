@@ -1,9 +1,10 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import { errors, nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { z } from 'zod';
-import { decode } from '../../proto/codec.js';
+import { decode, encode } from '../../proto/codec.js';
+import { FEED_CONTROL_REPLY_PREFIX, FEED_CONTROL_SUBJECT, type FeedControlReply, type FeedControlRequest } from '../../proto/feed.js';
 import type { EngineCommand, EngineReply } from '../../proto/engine.js';
 import { FEED_ALERT_SUBJECT, type FeedAlert } from '../../proto/marketdata.js';
 import {
@@ -181,6 +182,28 @@ export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { p
       .union([z.number().int().min(0), z.iso.datetime({ offset: true }).transform((s) => Date.parse(s))])
       .optional(),
   });
+  const verdictParams = z.object({
+    id: z.string({ error: 'id: the verdict id (a feed problem\'s id) is required' }).min(1).max(100),
+    decision: z.enum(['confirm', 'reject'], { error: 'decision: confirm or reject' }),
+  });
+  const ackParams = z.object({ id: z.string().min(1).max(100).optional() });
+  /** The operator's decisions go to the feed bridge, which alone holds the feeds' state (proto/feed.ts). */
+  const feedControl = async (ex: Exchange, req: FeedControlRequest) => {
+    let reply: FeedControlReply;
+    try {
+      const m = await deps.nc.request(FEED_CONTROL_SUBJECT, encode(req), { timeout: 3000, noMux: true, reply: `${FEED_CONTROL_REPLY_PREFIX}${nuid.next()}` });
+      reply = decode<FeedControlReply>(m.data);
+    } catch (err) {
+      // No responders or a timeout: the bridge is down or busy; nothing was decided.
+      if (err instanceof errors.NoRespondersError || err instanceof errors.TimeoutError || err instanceof errors.RequestError) {
+        return ex.json(503, { error: { code: 'feed_unavailable', message: 'the feed bridge did not answer: nothing was decided' } });
+      }
+      throw err;
+    }
+    if (!reply.ok) return ex.error(reply.code, reply.message);
+    log.warn({ op: req.op, id: req.id, done: reply.done, by: operatorName }, 'operator feed decision');
+    ex.json(200, { done: reply.done, problems: reply.problems });
+  };
   const writes: Record<string, (ex: Exchange, params: Params) => Promise<void>> = {
     [`PUT ${OPERATOR_ROUTES.rules}`]: async (ex, p) => {
       // Credentials arrive among the parameters (Basic auth): they are not rules.
@@ -205,6 +228,16 @@ export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { p
       }
       const { etf_name, components, from } = parsed.data;
       await operatorCommand(ex, { op: 'set_basket', etf: etf_name, components, from: from ?? Date.now(), by: operatorName });
+    },
+    [`POST ${OPERATOR_ROUTES.feedVerdict}`]: async (ex, p) => {
+      const parsed = verdictParams.safeParse(p);
+      if (!parsed.success) return ex.error('invalid_parameter', parsed.error.issues[0]!.message, { field: String(parsed.error.issues[0]!.path[0] ?? '') });
+      await feedControl(ex, { v: 1, op: 'verdict', id: parsed.data.id, decision: parsed.data.decision, by: operatorName });
+    },
+    [`POST ${OPERATOR_ROUTES.feedAck}`]: async (ex, p) => {
+      const parsed = ackParams.safeParse(p);
+      if (!parsed.success) return ex.error('invalid_parameter', parsed.error.issues[0]!.message, { field: String(parsed.error.issues[0]!.path[0] ?? '') });
+      await feedControl(ex, { v: 1, op: 'ack', id: parsed.data.id ?? 'all', by: operatorName });
     },
     [`POST ${OPERATOR_ROUTES.resume}`]: async (ex, p) => {
       const parsed = haltParams.safeParse(p);

@@ -130,6 +130,8 @@ export async function playExchange(addrs: Pick<BridgeOptions, 'clearing' | 'mark
       }
       return seqs;
     },
+    /** Sends clearing messages from the session's own socket as they are (a spoofer who can forge the exchange's source). */
+    spoof: (msgs: ClearingMessage[]) => sendClearing(sock, addrs.clearing, msgs.map((m) => [m])),
     /** Stops sending (the exchange process exits). */
     async stop(): Promise<void> {
       clearInterval(timer);
