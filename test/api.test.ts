@@ -67,7 +67,9 @@ describe('authentication', () => {
           : await http.send(method, path, { form: params });
         expect(r.status, `${path} ${JSON.stringify(params)}`).toBe(401);
         expect(r.body.error.code).toBe('unauthorized');
-        expect(r.headers.get('www-authenticate')).toMatch(/Basic/);
+        // No Basic challenge: it would make a browser keep credentials and replay them cross-site.
+        expect(r.headers.get('www-authenticate')).toBeNull();
+        expect(r.headers.get('cache-control')).toBe('no-store');
       }
       const basicWrong = await http.send(method, path, { basic: ['team1', 'nope-nope'], ...(query ? {} : { form: extra }) });
       expect(basicWrong.status).toBe(401);
