@@ -1,7 +1,10 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buy as buyFor, MULTI_BASKETS, undyBasket, useSystem, type SystemFixture } from './helpers/system.js';
+import { eachServer, serverHttp } from './helpers/servers.js';
 
-const f = useSystem({ basketsFile: MULTI_BASKETS, maxAmount: 10_000 });
+// The whole API, once per HTTP server.
+eachServer('API', (kind) => {
+const f = useSystem({ basketsFile: MULTI_BASKETS, maxAmount: 10_000, http: serverHttp(kind) });
 let http: SystemFixture['http'];
 beforeAll(() => {
   http = f.http;
@@ -207,4 +210,5 @@ describe('routes', () => {
     expect(h.body).toMatchObject({ status: 'degraded', nats: true, engine: true, ws: { connections: 0 } });
     expect(h.body.problems[0]).toMatch(/feed bridge has not reported/);
   });
+});
 });

@@ -1,6 +1,9 @@
-import { expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import type { HttpServerKind } from '../src/gateway/transport/index.js';
+import { createHttpServer, type HttpServer, type HttpServerKind } from '../src/gateway/transport/index.js';
+import { Exchange, guarded } from '../src/gateway/http.js';
+import { createLogger } from '../src/shared/log.js';
 import { OPERATOR_ROUTES } from '../proto/operator.js';
 import { api, useSystem } from './helpers/system.js';
 import { eachServer, serverHttp } from './helpers/servers.js';
@@ -99,5 +102,49 @@ eachServer('HTTP edge', (kind: HttpServerKind) => {
     const op = await fetch(`${f.sys.url}${OPERATOR_ROUTES.overview}`, { headers: { authorization: basic(OPERATOR.username, OPERATOR.password) } });
     expect(op.status).toBe(200);
     expect(op.headers.get('cache-control')).toBe('no-store');
+  });
+});
+
+eachServer('the answer guard', (kind: HttpServerKind) => {
+  /** A server whose one handler misbehaves as the path says, behind the gateway's guard. */
+  const logged: string[] = [];
+  let server: HttpServer;
+  let url: string;
+  beforeAll(async () => {
+    const log = createLogger('guard-test', 'error', new Writable({ write: (chunk, _enc, done) => (logged.push(String(chunk)), done()) }));
+    const handlers: Record<string, () => Promise<void> | void> = {
+      '/silent': () => {},
+      '/silent-later': async () => {},
+      '/throws': () => {
+        throw new Error('boom');
+      },
+      '/rejects': async () => {
+        throw new Error('late boom');
+      },
+    };
+    server = await createHttpServer(
+      kind,
+      {
+        handler: (info, reply) => {
+          const ex = new Exchange(reply, info.method);
+          guarded(ex, log, info.path, handlers[info.path] ?? (() => ex.json(200, { ok: true })));
+        },
+        ws: { path: '/ws', maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutS: 10, upgrade: () => ({ refuse: { status: 404, body: {} } }) },
+        log,
+      },
+      log,
+    );
+    url = `http://127.0.0.1:${await server.listen('127.0.0.1', 0)}`;
+  });
+  afterAll(() => server?.close());
+
+  it.each(['/silent', '/silent-later', '/throws', '/rejects'])('a handler that %s gets the client a 500 JSON, a log line, and the server lives on', async (path) => {
+    const before = logged.length;
+    const res = await fetch(`${url}${path}`);
+    expect(res.status).toBe(500);
+    expect((await res.json()).error.code).toBe('internal');
+    expect(logged.length).toBe(before + 1);
+    expect(JSON.parse(logged.at(-1)!).path).toBe(path);
+    expect((await fetch(`${url}/fine`)).status).toBe(200);
   });
 });
