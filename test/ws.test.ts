@@ -1,3 +1,4 @@
+import { eachServer, serverHttp } from './helpers/servers.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -136,7 +137,8 @@ const nonzero = (m: Map<number, number>) => new Map([...m].filter(([, q]) => q !
 /** Waits for the engine's change number `seq` of an account on NATS: proof it happened, without sleeping. */
 const awaitChange = (nc: NatsConnection, clientId: number, seq: number) => awaitHoldings(nc, clientId, (c) => c.seq >= seq, `change ${seq}`, WAIT_MS);
 
-describe('WebSocket holdings stream', () => {
+// The whole stream, once per HTTP server.
+eachServer('WebSocket holdings stream', (kind) => {
   let nats: Awaited<ReturnType<typeof startTestNats>>;
   let dir: ReturnType<typeof tempDir>;
   let system: TestSystem;
@@ -153,7 +155,7 @@ describe('WebSocket holdings stream', () => {
     // The pricing service's bucket with one last price in it, before the gateway starts.
     const kv = await new Kvm(nc).create(PRICE_BUCKET);
     await kv.put('STORED', encode(storedPrice));
-    system = await startSystem(nats.url, testConfig(dir.path));
+    system = await startSystem(nats.url, testConfig(dir.path, { http: serverHttp(kind) }));
     http = api(system.url);
   });
 

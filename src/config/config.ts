@@ -73,6 +73,8 @@ const configSchema = z.object({
      * builds load on some Nodes only); node: node:http with ws (every Node); auto: uWS where it loads.
      */
     server: z.enum(['auto', 'uws', 'node']).optional(),
+    /** Origins (scheme://host[:port]) besides the gateway's own whose browsers may POST/PUT/DELETE and open /ws (HTTP_ALLOWED_ORIGINS, comma-separated). */
+    allowedOrigins: z.array(z.string().url()).optional(),
   }),
   nats: z.object({
     /** Empty: the launcher starts a local nats-server on `port` with its store under dataDir. */
@@ -158,6 +160,7 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   HTTP_PORT: (c, v) => (c.http.port = intFromEnv('HTTP_PORT', v)),
   ENGINE_SHARDS: (c, v) => (c.engine = { ...c.engine, shards: intFromEnv('ENGINE_SHARDS', v) }),
   ENGINE_SHARD: (c, v) => (c.engine = { shards: c.engine?.shards ?? 1, shard: intFromEnv('ENGINE_SHARD', v) }),
+  HTTP_ALLOWED_ORIGINS: (c, v) => (c.http.allowedOrigins = v.split(',').map((o) => o.trim()).filter((o) => o !== '')),
   HTTP_SERVER: (c, v) => {
     if (v !== 'auto' && v !== 'uws' && v !== 'node') throw new ConfigError(`HTTP_SERVER=${JSON.stringify(v)} must be auto, uws or node`);
     c.http.server = v;

@@ -100,10 +100,10 @@ export class Exchange {
   }
 
   error(code: HttpErrorCode, message: string, extra?: Record<string, unknown>, headers?: Record<string, string>): void {
-    const status = HTTP_STATUS[code];
+    // No WWW-Authenticate on a 401: both pages sign in with their own forms, and a
+    // challenge would make browsers keep the credentials and replay them on cross-site requests.
     const body: HttpErrorBody = { error: { code, message, ...extra } };
-    // The challenge tells Basic-auth clients (curl -u, browsers) what to send.
-    this.json(status, body, status === 401 ? { 'www-authenticate': 'Basic realm="etf"', ...headers } : headers);
+    this.json(HTTP_STATUS[code], body, headers);
   }
 
   /** Reads the whole body, refusing it with a 413 as soon as it passes `limit` bytes. */
@@ -168,4 +168,23 @@ export function guarded(ex: Exchange, log: Logger, path: string, handler: () => 
     },
     (err: unknown) => fail(err ?? new Error('rejected without a reason')),
   );
+}
+
+/** Methods that change state: refused from a foreign origin. */
+export const STATE_CHANGING = new Set(['POST', 'PUT', 'DELETE', 'PATCH']);
+
+/**
+ * A browser's request from another site: an `Origin` that is neither this
+ * gateway (the request's own Host) nor one of `allowed` (HTTP_ALLOWED_ORIGINS,
+ * e.g. behind a proxy that changes the Host). `Origin: null` (sandboxed or
+ * file: pages) is foreign. No Origin at all is a script or curl: not a browser
+ * acting for someone else.
+ */
+export function foreignOrigin(info: RequestInfo, allowed: ReadonlySet<string>): boolean {
+  if (info.origin === '' || allowed.has(info.origin)) return false;
+  try {
+    return new URL(info.origin).host !== info.host.toLowerCase();
+  } catch {
+    return true;
+  }
 }

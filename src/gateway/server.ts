@@ -6,7 +6,7 @@ import { connectNats } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from './engine-client.js';
 import { Authenticator, authOptions } from './auth.js';
-import { Exchange, decodablePath, guarded, type Reply, type RequestInfo } from './http.js';
+import { Exchange, STATE_CHANGING, decodablePath, foreignOrigin, guarded, type Reply, type RequestInfo } from './http.js';
 import { createHttpServer, type HttpServerKind } from './transport/index.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
@@ -86,7 +86,9 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     await handler(ex, params.params, info);
   };
 
-  const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log);
+  const allowedOrigins = new Set(cfg.http.allowedOrigins ?? []);
+  // A page on another site may open a WebSocket too: the same Origin rule as for state-changing requests.
+  const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, (info) => !foreignOrigin(info, allowedOrigins));
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   const pages = staticFiles(metrics, log);
   const operator = mountOperator(cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks, throttle }, log);
@@ -95,8 +97,14 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const dispatch = (info: RequestInfo, reply: Reply) => {
     const ex = new Exchange(reply, info.method);
     ex.address = info.address;
+    if (STATE_CHANGING.has(info.method) && foreignOrigin(info, allowedOrigins)) {
+      metrics.track(ex, info.method, 'foreign_origin');
+      return ex.error('forbidden', `cross-origin ${info.method} refused: Origin ${info.origin} is not this gateway (HTTP_ALLOWED_ORIGINS lists others)`, { field: 'origin' });
+    }
     if (info.path === METRICS_PATH) return guarded(ex, log, info.path, () => metrics.serve(ex, info.method));
     if (pages.matches(info.path)) return guarded(ex, log, info.path, () => pages.serve(ex, info));
+    // Every API answer may carry an account's figures or take credentials: never stored by a browser or proxy.
+    ex.headers.push(['cache-control', 'no-store']);
     if (info.path.startsWith(operator.prefix)) return operator.handle(ex, info);
     const label = routeLabel(info.path, table.keys());
     metrics.track(ex, info.method, label);

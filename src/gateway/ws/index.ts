@@ -5,6 +5,7 @@ import { wsLimits, type WsLimits } from './limits.js';
 import { parseUpgradeQuery } from './protocol.js';
 import { parseBasic } from '../params.js';
 import type { WsEndpoint } from '../transport/types.js';
+import type { RequestInfo } from '../http.js';
 
 export interface WsHandle {
   readonly stats: HubStats;
@@ -19,7 +20,7 @@ export interface WsHandle {
  * (src/gateway/transport): the upgrade's checks and the sessions are the same
  * on each; only how frames reach the socket differs (the Transport).
  */
-export function createWebSocket(deps: HubDeps, log: Logger, overrides: Partial<WsLimits> = {}): WsHandle {
+export function createWebSocket(deps: HubDeps, log: Logger, overrides: Partial<WsLimits> = {}, originAllowed: (info: RequestInfo) => boolean = () => true): WsHandle {
   const limits = wsLimits(overrides);
   const hub = new Hub(deps, log, limits);
   hub.start();
@@ -30,6 +31,7 @@ export function createWebSocket(deps: HubDeps, log: Logger, overrides: Partial<W
     maxBackpressureBytes: limits.hardBufferBytes,
     idleTimeoutS: limits.idleTimeoutS,
     upgrade: (info) => {
+      if (!originAllowed(info)) return { refuse: { status: 403, body: { error: { code: 'forbidden', message: `cross-origin WebSocket refused: Origin ${info.origin} is not this gateway`, field: 'origin' } } } };
       const query = parseUpgradeQuery(info.query);
       if (!query.ok) return { refuse: { status: 400, body: { error: { code: 'bad_request', message: query.message } } } };
       let basic: { username: string; password: string } | 'invalid' | null = info.authorization === '' ? null : (parseBasic(info.authorization) ?? 'invalid');
