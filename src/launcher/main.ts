@@ -195,7 +195,7 @@ supervisor.start({
   name: 'feed',
   script: join(dist, 'feed/main.js'),
   // Its lines pass through the launcher (to see the ready one): keep the format this terminal or pipe would get.
-  env: { ...envFor('feed'), LOG_FORMAT: process.env.LOG_FORMAT || (wantsPretty() ? 'pretty' : 'json') },
+  env: { ...envFor('feed'), LOG_FORMAT: process.env.LOG_FORMAT || (wantsPretty() ? 'pretty' : 'json'), ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : {}) },
   execPath: feedNodeBinary(log),
   ready: (line) => line.includes('feed bridge ready'),
 });
