@@ -184,7 +184,7 @@ describe('the launcher keeps the system up', () => {
     expect((await http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(3);
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
-  });
+  }, 180_000);
 
   it('runs two engine shards with ENGINE_SHARDS=2: each team on its shard, with its own permissions, through a clean stop and start', async () => {
     const w = workspace();

@@ -1,11 +1,11 @@
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { CONFIG_EXIT_CODE, ConfigError, engineShardsFile, natsAuthDir, natsUrlFile, PROJECT_ROOT } from '../config/config.js';
 import { connectNats } from '../shared/nats.js';
 import { provisionStreams } from '../shared/streams.js';
 import { prepareNatsAuth, routeCredentials, type NatsAuth } from './nats-auth.js';
 import type { Role } from '../../proto/roles.js';
-import { createLogger } from '../shared/log.js';
+import { createLogger, wantsPretty } from '../shared/log.js';
 import { startNatsServer, type NatsServer } from './nats-server.js';
 import { planCluster, startClusterNode, whenJetStreamReady } from './nats-cluster.js';
 import { Supervisor } from './supervisor.js';
@@ -21,6 +21,11 @@ import { freePort, portIsFree } from '../shared/ports.js';
  * processes: the engine, the gateway, the pricing actor, the feed bridge, and
  * the built-in NDFEX simulator when no exchange is heard on the market-data
  * group (NDFEX_SIMULATOR=on|off forces it). Ctrl-C stops everything it started.
+ *
+ * Order: nats-server first up and last down; the feed bridge joined before the
+ * simulator sends; at a stop, the services in reverse order (the engine saves
+ * its snapshot while NATS is still there), then nats-server. Every child runs
+ * in its own process group, so a terminal's Ctrl-C reaches the launcher alone.
  */
 let log = createLogger('launcher', process.env.LOG_LEVEL || 'info');
 let checked: ReturnType<typeof preflight>;
@@ -35,9 +40,30 @@ try {
 const { cfg, simulator } = checked;
 log = createLogger('launcher', cfg.logLevel);
 const dist = join(PROJECT_ROOT, 'dist/src');
+/** The services' TMPDIR: emptied at each start and stop, so nothing a service left there (after a crash too) outlives the run. */
+const tmpDir = join(cfg.dataDir, 'tmp');
+rmSync(tmpDir, { recursive: true, force: true });
+mkdirSync(tmpDir);
+
+// From here on, every way out stops what was started: signals (any time, start-up included), and npm going away.
+process.on('SIGINT', () => void stop('SIGINT'));
+process.on('SIGTERM', () => void stop('SIGTERM'));
+process.on('SIGHUP', () => void stop('SIGHUP'));
+if (process.env.npm_lifecycle_event) {
+  // Under `npm start`: npm passes SIGINT and SIGTERM on, but not when it is killed outright; then this process is reparented.
+  const npm = process.ppid;
+  setInterval(() => process.ppid !== npm && void stop('npm exited'), 500).unref();
+}
+// A crash of the launcher itself (no clean stop) still takes its children down: the services watch for it too.
+process.on('exit', () => {
+  supervisor.killAll();
+  for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGTERM');
+});
 
 let stopping = false;
-let supervisor: Supervisor | undefined;
+const supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_EXIT_CODE));
+/** Settles once the nats-server(s) being started are up or failed: a stop during start-up waits for them, to stop them too. */
+let natsStarting: Promise<unknown> = Promise.resolve();
 /** The nats-server we started, or the nodes of the local cluster (NATS_CLUSTER). */
 const servers: NatsServer[] = [];
 let natsUrl = cfg.nats.url;
@@ -99,7 +125,7 @@ try {
       authConfigFile: auth.configFile,
       routes: routeCredentials(natsAuthDir(cfg)),
     });
-    await Promise.all(plan.nodes.map((node, i) => superviseNats(i, node.name, (onExit) => startClusterNode(node, onExit))));
+    await (natsStarting = Promise.all(plan.nodes.map((node, i) => superviseNats(i, node.name, (onExit) => startClusterNode(node, onExit, true)))));
     natsUrl = plan.url;
     writeFileSync(natsUrlFile(cfg), `${natsUrl}\n`);
     log.info({ url: natsUrl, nodes: plan.nodes.map((n) => n.name), replicas, store: join(cfg.dataDir, 'nats-cluster') }, 'started a local NATS cluster');
@@ -112,7 +138,7 @@ try {
     }
     auth = prepareNatsAuth(natsAuthDir(cfg), shards);
     const configFile = auth.configFile;
-    const nats = await superviseNats(0, 'nats-server', (onExit) => startNatsServer({ port, storeDir, configFile, onExit }));
+    const nats = await (natsStarting = superviseNats(0, 'nats-server', (onExit) => startNatsServer({ port, storeDir, configFile, onExit, ownProcessGroup: true })));
     natsUrl = nats.url;
     writeFileSync(natsUrlFile(cfg), `${natsUrl}\n`);
     log.info({ url: natsUrl, store: storeDir }, 'started nats-server');
@@ -154,20 +180,31 @@ const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
   ...process.env,
   NATS_URL: natsUrl,
   NATS_REPLICAS: String(replicas),
+  TMPDIR: tmpDir,
   ...(auth ? { NATS_CREDS: role ? auth.credsFile(role) : '' } : {}),
 });
-supervisor = new Supervisor(log, () => void stop('configuration error', CONFIG_EXIT_CODE));
 // One engine per shard (ENGINE_SHARDS, proto/shards.ts), each supervised on its own; the tools read how many from DATA_DIR.
 writeFileSync(engineShardsFile(cfg), `${shards}\n`);
 for (let shard = 0; shard < shards; shard++) {
   const name = shards === 1 ? 'engine' : `engine-${shard}`;
-  supervisor!.start({ name, script: join(dist, 'engine/main.js'), env: { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) } });
+  supervisor.start({ name, script: join(dist, 'engine/main.js'), env: { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) } });
 }
-supervisor!.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env: envFor('gateway') });
-supervisor!.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env: envFor('pricing') });
-supervisor!.start({ name: 'feed', script: join(dist, 'feed/main.js'), env: envFor('feed'), execPath: feedNodeBinary(log) });
-// The simulator only speaks multicast: it gets no NATS credentials at all.
-if (simulate) supervisor!.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env: envFor(null) });
+supervisor.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env: envFor('gateway') });
+supervisor.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env: envFor('pricing') });
+supervisor.start({
+  name: 'feed',
+  script: join(dist, 'feed/main.js'),
+  // Its lines pass through the launcher (to see the ready one): keep the format this terminal or pipe would get.
+  env: { ...envFor('feed'), LOG_FORMAT: process.env.LOG_FORMAT || (wantsPretty() ? 'pretty' : 'json'), ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : {}) },
+  execPath: feedNodeBinary(log),
+  ready: (line) => line.includes('feed bridge ready'),
+});
+if (simulate) {
+  // Whatever the simulator sends before the bridge has joined the groups is lost for good: a gap at every start.
+  await supervisor.whenReady('feed');
+  // The simulator only speaks multicast: it gets no NATS credentials at all.
+  supervisor.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env: envFor(null) });
+}
 log.info(
   {
     http: `http://localhost:${cfg.http.port}`,
@@ -181,9 +218,9 @@ async function stop(reason: string, exitCode = 0): Promise<void> {
   if (stopping) return;
   stopping = true;
   log.info({ reason }, 'stopping');
-  await supervisor?.stopAll();
+  await supervisor.stopAll();
+  await natsStarting.catch(() => {});
   await Promise.all(servers.map((s) => s.stop()));
+  rmSync(tmpDir, { recursive: true, force: true });
   process.exit(exitCode);
 }
-process.on('SIGINT', () => void stop('SIGINT'));
-process.on('SIGTERM', () => void stop('SIGTERM'));

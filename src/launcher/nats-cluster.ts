@@ -75,12 +75,13 @@ function relativeInclude(configDir: string, file: string): string {
 }
 
 /** Starts one node of the plan (again, after a crash: same name, ports and store). */
-export function startClusterNode(node: ClusterNodeSpec, onExit?: (code: number | null) => void): Promise<NatsServer> {
+export function startClusterNode(node: ClusterNodeSpec, onExit?: (code: number | null) => void, ownProcessGroup = false): Promise<NatsServer> {
   return startNatsServer({
     port: node.port,
     storeDir: node.storeDir,
     configFile: node.configFile,
     serverName: node.name,
+    ownProcessGroup,
     ...(onExit ? { onExit } : {}),
   });
 }

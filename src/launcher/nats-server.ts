@@ -40,13 +40,22 @@ export async function startNatsServer(opts: {
   /** The server's name (default `etf-<port>`); a cluster node's must stay the same across restarts: JetStream knows its peers by name. */
   serverName?: string;
   onExit?: (code: number | null) => void;
+  /** In its own process group, so a terminal's Ctrl-C reaches only the launcher, which stops the services first and this server last. */
+  ownProcessGroup?: boolean;
 }): Promise<NatsServer> {
   const bin = natsServerBinary();
   const host = opts.host ?? '127.0.0.1';
   mkdirSync(opts.storeDir, { recursive: true });
   const args = ['-js', '-sd', opts.storeDir, '-a', host, '-p', String(opts.port), '-n', opts.serverName ?? `etf-${opts.port}`];
   if (opts.configFile) args.unshift('-c', opts.configFile);
-  const service = await startService({ name: 'nats-server', command: bin, args, readyOn: 'stderr', ready: (line) => line.includes('Server is ready') });
+  const service = await startService({
+    name: 'nats-server',
+    command: bin,
+    args,
+    readyOn: 'stderr',
+    ready: (line) => line.includes('Server is ready'),
+    detached: opts.ownProcessGroup ?? false,
+  });
   const proc = service.child;
   void service.exited.then((code) => opts.onExit?.(code));
   return {

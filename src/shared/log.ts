@@ -27,8 +27,8 @@ export function wantsPretty(env: NodeJS.ProcessEnv = process.env, isTTY = Boolea
  */
 export function prettyDestination(out: { write(s: string): unknown; isTTY?: boolean } = process.stdout): DestinationStream {
   const format = prettyFactory({
-    // Colours for a terminal; LOG_FORMAT=pretty into a file gets plain text.
-    colorize: out.isTTY === true,
+    // Colours for a terminal; LOG_FORMAT=pretty into a file gets plain text. FORCE_COLOR=1: a pipe the launcher passes on to a terminal.
+    colorize: out.isTTY === true || process.env.FORCE_COLOR === '1',
     singleLine: true,
     translateTime: 'SYS:HH:MM:ss.l',
     ignore: 'pid,hostname,name',

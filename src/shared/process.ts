@@ -1,7 +1,15 @@
 import { CONFIG_EXIT_CODE, NeedsOperator, loadConfig, type Config } from '../config/config.js';
 import { createLogger, type Logger } from './log.js';
 
-/** Runs `close` once on SIGINT/SIGTERM, then exits; a second signal exits at once. */
+/** Set by the launcher in each service's environment: its pid. */
+export const LAUNCHER_PID_VAR = 'ETF_LAUNCHER_PID';
+
+/**
+ * Runs `close` once on SIGINT/SIGTERM, then exits; a second signal exits at
+ * once. A service the launcher started (in its own process group) also stops
+ * when the launcher is gone, killed without the chance to stop it: no orphan
+ * keeps serving.
+ */
 export function onShutdown(log: Logger, close: () => Promise<void>): void {
   let closing = false;
   const handler = (signal: string) => {
@@ -18,6 +26,16 @@ export function onShutdown(log: Logger, close: () => Promise<void>): void {
   };
   process.on('SIGINT', () => handler('SIGINT'));
   process.on('SIGTERM', () => handler('SIGTERM'));
+  const launcher = Number(process.env[LAUNCHER_PID_VAR]);
+  if (launcher > 0) {
+    // Reparented (to init or a subreaper) once the launcher is gone; Linux has no portable death signal for Node.
+    const watch = setInterval(() => {
+      if (process.ppid === launcher || closing) return;
+      clearInterval(watch);
+      handler('launcher gone');
+    }, 500);
+    watch.unref();
+  }
 }
 
 /**

@@ -29,6 +29,11 @@ export interface ServiceSpec {
   onLine?: (line: string) => void;
   /** Reject if not ready by then (default: wait as long as it lives). */
   timeoutMs?: number;
+  /**
+   * Its own process group (and session), so a terminal's Ctrl-C, which signals
+   * the whole foreground group, does not reach it: whoever started it stops it.
+   */
+  detached?: boolean;
 }
 
 /** The last lines a service printed before it died, for the error that says so. */
@@ -39,6 +44,7 @@ export function startService(spec: ServiceSpec): Promise<ServiceProcess> {
   const child = spawn(spec.command ?? process.execPath, spec.args, {
     env: spec.env ?? process.env,
     stdio: ['ignore', on === 'stdout' ? 'pipe' : 'inherit', on === 'stderr' ? 'pipe' : 'inherit'],
+    detached: spec.detached ?? false,
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> => {

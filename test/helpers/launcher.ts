@@ -10,16 +10,22 @@ export interface LauncherRun {
   /** Every log line so far, parsed (JSON logs: stdout is not a TTY). */
   lines: Record<string, any>[];
   exited: Promise<number | null>;
+  /** Resolves once its output has ended too (every line read): after `exited`, when the children it started are gone. */
+  closed: Promise<void>;
   /** Resolves with the first log line that `match` accepts (rejects if the launcher exits first). */
   waitForLine(match: (l: Record<string, any>) => boolean, what: string, timeoutMs?: number): Promise<Record<string, any>>;
 }
 
-/** The real `npm start` entry point (dist/src/launcher/main.js) as its own process. */
-export function runLauncher(env: NodeJS.ProcessEnv): LauncherRun {
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/launcher/main.js')], {
-    env: { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/**
+ * The real `npm start` entry point (dist/src/launcher/main.js) as its own process;
+ * with `npm`, `npm start` itself, as the leader of its own process group, the
+ * way a terminal runs a foreground job (signal the group, -pid, for a Ctrl-C).
+ */
+export function runLauncher(env: NodeJS.ProcessEnv, opts: { npm?: boolean } = {}): LauncherRun {
+  const fullEnv = { ...process.env, LOG_FORMAT: 'json', LOG_LEVEL: 'info', ...env };
+  const child = opts.npm
+    ? spawn('npm', ['start', '--silent'], { cwd: PROJECT_ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+    : spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/launcher/main.js')], { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Record<string, any>[] = [];
   const waiters = new Set<() => void>();
   const onLine = (text: string) => {
@@ -33,6 +39,7 @@ export function runLauncher(env: NodeJS.ProcessEnv): LauncherRun {
   createInterface({ input: child.stdout! }).on('line', onLine);
   createInterface({ input: child.stderr! }).on('line', onLine);
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const closed = new Promise<void>((r) => child.once('close', () => r()));
   const waitForLine = (match: (l: Record<string, any>) => boolean, what: string, timeoutMs = 30_000) =>
     new Promise<Record<string, any>>((resolve, reject) => {
       const check = () => {
@@ -61,7 +68,7 @@ export function runLauncher(env: NodeJS.ProcessEnv): LauncherRun {
       child.once('exit', onExit);
       check();
     });
-  return { child, lines, exited, waitForLine };
+  return { child, lines, exited, closed, waitForLine };
 }
 
 /** Environment for a launcher run that collides with nothing: free ports, fresh multicast groups, no simulator unless asked. */
