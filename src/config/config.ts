@@ -319,7 +319,9 @@ export function localNatsUrl(cfg: Config): string {
   if (cfg.nats.url) return cfg.nats.url;
   try {
     return readFileSync(natsUrlFile(cfg), 'utf8').trim();
-  } catch {
+  } catch (err) {
+    // No launcher has recorded one: the default port. A file that cannot be read is said, not guessed past.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     return `nats://127.0.0.1:${cfg.nats.port}`;
   }
 }

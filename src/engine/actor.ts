@@ -89,6 +89,8 @@ export class EngineActor {
   /** A snapshot taken from state that includes groups not yet written: saved once the journal reaches `journalSeq`. */
   private pendingSnapshot: { journalSeq: number; parts: Uint8Array[] } | null = null;
   private savingSnapshot: Promise<void> | null = null;
+  /** Taking the final snapshot: no other is started. */
+  private closing = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -322,12 +324,17 @@ export class EngineActor {
         },
         (err: unknown) => this.log.warn({ err }, 'snapshot not saved: start-up replays more journal'),
       )
-      .finally(() => (this.savingSnapshot = null));
+      .finally(() => {
+        this.savingSnapshot = null;
+        // Events owed a snapshot while this one was taken and saved: the next is taken now, not only at a write that may never come.
+        if (!this.failed && !this.closing) this.afterWrite(0);
+      });
   }
 
   /** After drain: everything applied is durable, so the state is exactly the journal's replay. */
   async saveSnapshotNow(): Promise<void> {
     if (!this.snapshots) return;
+    this.closing = true;
     // One taken now includes whatever a capture in progress would have held.
     if (this.capturing?.timer) clearImmediate(this.capturing.timer);
     this.capturing = null;

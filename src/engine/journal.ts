@@ -138,7 +138,8 @@ export class JournalWriter {
   /** Whether the journal's message at `seq` is the one published with `msgID`. */
   private async storedAs(seq: number, msgID: string): Promise<boolean> {
     const jsm = await jetstreamManager(this.nc);
-    const m = await jsm.streams.getMessage(this.opts.stream ?? JOURNAL_STREAM, { seq }).catch(() => null);
+    // Nothing at `seq` is null; any other error is thrown, for retryTransient to judge (a timeout is not "not stored").
+    const m = await jsm.streams.getMessage(this.opts.stream ?? JOURNAL_STREAM, { seq });
     return m?.header?.get('Nats-Msg-Id') === msgID;
   }
 }

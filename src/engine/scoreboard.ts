@@ -94,7 +94,10 @@ export class ScoreboardWriter {
     await mkdir(dirname(this.path), { recursive: true });
     try {
       this.pos = JSON.parse(await readFile(`${this.path}.pos`, 'utf8')) as Position;
-    } catch {
+    } catch (err) {
+      // No position yet, or a torn one: the file is derived from the journal, so it is written again from the start.
+      // Anything else (no permission, a directory there) is the operator's to see.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && !(err instanceof SyntaxError)) throw err;
       this.pos = { seq: 0, bytes: 0 };
     }
     this.file = await open(this.path, 'a+');

@@ -50,7 +50,8 @@ export class SnapshotStore {
    * and rebuilds from the journal, which is the truth; nothing waits forever.
    */
   async load(instruments?: Instruments): Promise<EngineState | null> {
-    const last = await this.jsm.streams.getMessage(this.names.snapshotStream, { last_by_subj: this.names.snapshotManifest }).catch(() => null);
+    // No manifest is null (nats.js answers "no message found" so); a timeout is not "no snapshot", and is thrown.
+    const last = await this.jsm.streams.getMessage(this.names.snapshotStream, { last_by_subj: this.names.snapshotManifest });
     if (!last) return null;
     const manifest = decode<SnapshotManifest>(last.data);
     const { state } = await this.jsm.streams.info(this.names.snapshotStream);

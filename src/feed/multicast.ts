@@ -69,7 +69,9 @@ export async function joinGroup(addr: GroupAddr, iface: string, onDatagram: (buf
       new Promise<void>((resolve) => {
         try {
           socket.close(() => resolve());
-        } catch {
+        } catch (err) {
+          // Closed already (the socket errored and Node closed it): that is the state wanted.
+          if ((err as NodeJS.ErrnoException).code !== 'ERR_SOCKET_DGRAM_NOT_RUNNING') throw err;
           resolve();
         }
       }),

@@ -386,7 +386,9 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         bboStore.close();
         clearTimeout(gateTimer);
         controlSub.unsubscribe();
-        if (clearing.restartsPending === 0 && judge.verdicts().length === 0) await sessions.saveProgress(clearing.tracker.last, { seq: md.tracker.last, ts: mdLastTs }).catch(() => {});
+        if (clearing.restartsPending === 0 && judge.verdicts().length === 0) {
+          await sessions.saveProgress(clearing.tracker.last, { seq: md.tracker.last, ts: mdLastTs }).catch((err) => log.warn({ err: String(err) }, 'could not save clearing progress at stop'));
+        }
         tick();
         await nc.drain();
       },
@@ -394,6 +396,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
   } catch (err) {
     clearInterval(timer);
     await Promise.all(receivers.map((r) => r.close()));
+    // The start's own error (thrown below) is the one to report, not a close of a connection that may be gone.
     await nc.close().catch(() => {});
     throw err;
   }
@@ -404,7 +407,8 @@ async function lastStoredFillSeq(nc: NatsConnection, session: string): Promise<n
   const jsm = await jetstreamManager(nc);
   const { state } = await jsm.streams.info(FILL_STREAM);
   if (state.last_seq === 0) return 0;
-  const m = await jsm.streams.getMessage(FILL_STREAM, { seq: state.last_seq }).catch(() => null);
+  // A deleted last message is null; a timeout is not "no fill" (it would restart the session count), and is thrown.
+  const m = await jsm.streams.getMessage(FILL_STREAM, { seq: state.last_seq });
   const id = m?.header?.get('Nats-Msg-Id') ?? '';
   const prefix = fillMsgId(session, 0).slice(0, -1);
   return id.startsWith(prefix) ? Number(id.slice(prefix.length)) || 0 : 0;

@@ -1,4 +1,7 @@
 import type { KV } from '@nats-io/kv';
+import { JetStreamApiCodes } from '@nats-io/jetstream';
+import { hasJsApiCode } from '../shared/js-errors.js';
+import { isTransientJsError } from '../shared/js-retry.js';
 import { decode, encode } from '../../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../../proto/feed.js';
 
@@ -42,7 +45,7 @@ export class SessionStore {
       const e = await kv.get(FEED_CLEARING_KEY);
       if (!e || e.operation !== 'PUT') {
         const record: ClearingSessionRecord = { v: 1, session: 1, name, last_seq: 0, ts: now };
-        const ok = e ? await cas(kv, record, e.revision) : await kv.create(FEED_CLEARING_KEY, encode(record)).then(() => true, () => false);
+        const ok = e ? await cas(kv, record, e.revision) : await createRecord(kv, record);
         if (ok) return { store: new SessionStore(kv, name, record), changed: false };
         continue;
       }
@@ -71,7 +74,7 @@ export class SessionStore {
         return cur.session;
       }
       const next: ClearingSessionRecord = { v: 1, session: from + 1, name: this.name || (cur?.name ?? ''), last_seq: seq, ts: now };
-      const ok = e ? await cas(this.kv, next, e.revision) : await this.kv.create(FEED_CLEARING_KEY, encode(next)).then(() => true, () => false);
+      const ok = e ? await cas(this.kv, next, e.revision) : await createRecord(this.kv, next);
       if (ok) {
         this.record = next;
         return next.session;
@@ -102,7 +105,22 @@ async function cas(kv: KV, record: ClearingSessionRecord, revision: number): Pro
   try {
     await kv.update(FEED_CLEARING_KEY, encode(record), revision);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    if (lostRace(err)) return false;
+    throw err;
   }
 }
+
+async function createRecord(kv: KV, record: ClearingSessionRecord): Promise<boolean> {
+  try {
+    await kv.create(FEED_CLEARING_KEY, encode(record));
+    return true;
+  } catch (err) {
+    if (lostRace(err)) return false;
+    throw err;
+  }
+}
+
+/** Another writer moved the record first (wrong last sequence), or JetStream is between leaders: the caller reads it again and retries; anything else is thrown. */
+const lostRace = (err: unknown): boolean =>
+  hasJsApiCode(err, JetStreamApiCodes.StreamWrongLastSequence) || hasJsApiCode(err, JetStreamApiCodes.StreamWrongLastSequenceUnknown) || isTransientJsError(err);

@@ -45,7 +45,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
     [ROUTES.create.path]: conversion('create'),
     [ROUTES.redeem.path]: conversion('redeem'),
     [ROUTES.holdings.path]: { get: { summary: "A team's holdings", security: credentials, responses: { ...ok('{client_id, username, seq, holdings, positions}'), ...errors(401, 429, 503) } } },
-    [ROUTES.health.path]: { get: { summary: 'Liveness: NATS, engine, feed bridge, WebSocket hub', responses: { ...ok('{status: ok|degraded, problems?, ...}'), '503': { description: 'engine or NATS down' } } } },
+    [ROUTES.health.path]: { get: { summary: 'Liveness: NATS, engine, feed bridge, WebSocket hub', responses: { ...ok('{status: ok|degraded, problems?, ...}'), '503': { description: 'engine or NATS down (engine_faults: why an engine shard last exited)' } } } },
     [ROUTES.history.path]: {
       get: {
         summary: "A team's decisions, newest first",
@@ -83,7 +83,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
       },
     },
     [ROUTES.symbols.path]: { get: { summary: "The exchange's symbols and the ETFs", responses: ok('{symbols}') } },
-    [ROUTES.leaderboard.path]: { get: { summary: 'Every team ranked by P&L: cash plus positions at mid prices', responses: { ...ok('{teams: [{rank, client_id, username, cash, marked, total, unmarked}], ts}'), ...errors(503) } } },
+    [ROUTES.leaderboard.path]: { get: { summary: 'Every team ranked by P&L: cash plus positions at mid prices', responses: { ...ok('{teams: [{rank, client_id, username, cash, marked, total, unmarked, stale?}], ts}'), ...errors(503) } } },
     '/openapi.json': { get: { summary: 'This description', responses: ok('OpenAPI 3.1') } },
     '/ws': { get: { summary: 'WebSocket holdings stream (upgrade); protocol in docs/ws.md', security: credentials, responses: { '101': { description: 'switching protocols' } } } },
     '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },

@@ -2,6 +2,7 @@ import { jetstream, jetstreamManager, DeliverPolicy, type JsMsg, type ConsumerMe
 import type { NatsConnection } from '@nats-io/transport-node';
 import { isTransientJsError } from './js-retry.js';
 import type { Logger } from './log.js';
+import { describeError } from './js-errors.js';
 
 /** Consumer heartbeat: the server says it is alive this often while there is nothing to deliver. */
 const HEARTBEAT_MS = 1000;
@@ -21,7 +22,7 @@ export interface StreamFollower {
  */
 export type ReadOptions =
   | { follow: false; untilSeq?: number; log?: Logger }
-  | { follow: true; onError: (err: unknown) => void; log?: Logger };
+  | { follow: true; untilSeq?: undefined; onError: (err: unknown) => void; log?: Logger };
 
 /** An error thrown by the caller's handler: it ends the reading (never retried). */
 class HandlerError extends Error {
@@ -51,11 +52,16 @@ export async function readStream(
   opts: ReadOptions,
 ): Promise<StreamFollower> {
   const jsm = await jetstreamManager(nc);
-  const last = (!opts.follow ? opts.untilSeq : undefined) ?? (await jsm.streams.info(stream)).state.last_seq;
+  const last = opts.untilSeq ?? (await jsm.streams.info(stream)).state.last_seq;
   let resolveCaughtUp!: () => void;
   let failCaughtUp!: (err: unknown) => void;
+  /** From then on, an error is the owner's (onError), no longer the caller's awaiting `caughtUp`. */
+  let isCaughtUp = false;
   const caughtUp = new Promise<void>((res, rej) => {
-    resolveCaughtUp = res;
+    resolveCaughtUp = () => {
+      isCaughtUp = true;
+      res();
+    };
     failCaughtUp = rej;
   });
   if (last < fromSeq) resolveCaughtUp();
@@ -69,7 +75,6 @@ export async function readStream(
   /** The current consumer was given up as lost: the loop opens another. */
   let stalled = false;
   let lastProgress = Date.now();
-  let isCaughtUp = last < fromSeq;
 
   const open = async (): Promise<ConsumerMessages> => {
     if (stopped) throw new Error('stopped');
@@ -110,7 +115,7 @@ export async function readStream(
       })
       .catch((err: unknown) => {
         // JetStream unavailable: the next tick asks again; anything else is worth a line.
-        if (!isTransientJsError(err)) opts.log?.warn({ stream, err: describe(err) }, 'stream reader: cannot check progress');
+        if (!isTransientJsError(err)) opts.log?.warn({ stream, err: describeError(err) }, 'stream reader: cannot check progress');
       })
       .finally(() => (checking = false));
   }, STALL_MS / 3);
@@ -149,7 +154,6 @@ export async function readStream(
             next = m.seq + 1;
             // Nothing stored after it: the rest up to `last` was deleted (reading to the end as it was, no `untilSeq`, so nothing is to come).
             if (m.seq >= last || (!opts.follow && opts.untilSeq === undefined && m.info.pending === 0)) {
-              isCaughtUp = true;
               resolveCaughtUp();
               if (!opts.follow) return;
             }
@@ -160,7 +164,7 @@ export async function readStream(
           // The client gave the consumer up (it could not recreate it), or JetStream is between leaders: open another.
           if (stopped || !(stalled || isTransientJsError(err) || opts.follow)) throw err;
           // A follower keeps trying (a cluster's consumer can be lost with its node), but says so.
-          if (!stalled && (attempt === 0 || attempt % 10 === 0)) opts.log?.warn({ stream, next, attempt: attempt + 1, err: describe(err) }, 'stream reader: consumer failed, opening another');
+          if (!stalled && (attempt === 0 || attempt % 10 === 0)) opts.log?.warn({ stream, next, attempt: attempt + 1, err: describeError(err) }, 'stream reader: consumer failed, opening another');
         } finally {
           messages?.stop();
         }
@@ -185,4 +189,3 @@ export async function readStream(
   };
 }
 
-const describe = (err: unknown): string => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));

@@ -6,6 +6,7 @@ import { journalStreamConfig, shardNames, snapshotStreamConfig, type ShardNames 
 import { FEED_BUCKET } from '../../proto/feed.js';
 import { BASKET_BUCKET, BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
 import { natsReplicas } from '../config/config.js';
+import { isStreamNotFound } from './js-errors.js';
 
 /**
  * Streams and buckets are created by whoever may (the launcher, as operator,
@@ -13,17 +14,23 @@ import { natsReplicas } from '../config/config.js';
  * may not administer streams finds them there and only reads their info.
  */
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }, replicas: number): Promise<void> {
+  if (await streamExists(jsm, cfg.name)) return;
   try {
-    await jsm.streams.info(cfg.name);
-  } catch {
-    try {
-      await jsm.streams.add({ ...cfg, num_replicas: replicas });
-    } catch (err) {
-      // Another process may have created it between our two calls.
-      await jsm.streams.info(cfg.name).catch(() => {
-        throw err;
-      });
-    }
+    await jsm.streams.add({ ...cfg, num_replicas: replicas });
+  } catch (err) {
+    // Another process may have created it between our two calls: then it is there now, and this error says nothing.
+    if (!(await streamExists(jsm, cfg.name))) throw err;
+  }
+}
+
+/** Whether the stream is there: only "stream not found" (10059) says no; any other error (a timeout, a refused permission) is thrown. */
+export async function streamExists(jsm: JetStreamManager, name: string): Promise<boolean> {
+  try {
+    await jsm.streams.info(name);
+    return true;
+  } catch (err) {
+    if (isStreamNotFound(err)) return false;
+    throw err;
   }
 }
 
@@ -49,13 +56,10 @@ export const BUCKETS = { [FEED_BUCKET]: { history: 1 }, [BBO_BUCKET]: { history:
 export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKETS, replicas = natsReplicas()): Promise<KV> {
   const kvm = new Kvm(nc);
   const jsm = await jetstreamManager(nc);
-  const exists = await jsm.streams.info(`KV_${bucket}`).then(
-    () => true,
-    () => false,
-  );
-  if (exists) return kvm.open(bucket);
+  if (await streamExists(jsm, `KV_${bucket}`)) return kvm.open(bucket);
   return kvm.create(bucket, { ...BUCKETS[bucket], replicas }).catch(async (err: unknown) => {
-    if (await jsm.streams.info(`KV_${bucket}`).then(() => true, () => false)) return kvm.open(bucket);
+    // Created by another process meanwhile: open that one.
+    if (await streamExists(jsm, `KV_${bucket}`)) return kvm.open(bucket);
     throw err;
   });
 }

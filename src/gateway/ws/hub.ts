@@ -17,6 +17,8 @@ import { Session, type SessionHost, type Transport } from './session.js';
 import type { Throttle } from '../throttle.js';
 import type { Marks } from '../marks.js';
 import { NextTurn } from '../../shared/next-turn.js';
+import { isStreamNotFound } from '../../shared/js-errors.js';
+import { isTransientJsError } from '../../shared/js-retry.js';
 
 export interface HubDeps {
   nc: NatsConnection;
@@ -268,7 +270,9 @@ export class Hub implements SessionHost {
         }
         this.kvLoaded = true;
       } catch (err) {
-        this.log.debug({ err }, 'ws: price bucket not readable yet');
+        // Not there yet (the pricing actor has not started) or JetStream between leaders is routine; anything else is said.
+        if (isStreamNotFound(err) || isTransientJsError(err)) this.log.debug({ err }, 'ws: price bucket not readable yet');
+        else this.log.warn({ err }, 'ws: price bucket not readable');
       }
       return added;
     })().finally(() => (this.kvLoad = undefined));
