@@ -321,6 +321,8 @@ export const CHART_LIMITS = {
   teams: 1000,
   /** Conversion scorecards kept (the newest). */
   scorecards: 50_000,
+  /** Conversions per team whose legs are still followed (the oldest is let go). */
+  openLegs: 100,
   /** How often the gateway reads the halts in force for /charts. */
   haltPollMs: 1000,
 } as const;
@@ -333,7 +335,10 @@ export const CHART_LIMITS = {
  * basket: positive when the team received more value than it gave. null when
  * a leg had no two-sided market (`unmarked`). `quoted_edge`: the pricing
  * actor's executable edge then (create_edge or redeem_edge × amount − fee),
- * what trading the legs at the touch would have earned.
+ * what trading the legs at the touch would have earned. `legs_sold` (0..1):
+ * how much of what the conversion gave the team (the ETF units of a create,
+ * the basket of a redeem) it has sold on the exchange since, as fills arrive
+ * (sells matched to its oldest conversions first).
  */
 export interface Scorecard {
   request_id: string;
@@ -347,6 +352,7 @@ export interface Scorecard {
   edge_per_unit: number | null;
   quoted_edge: number | null;
   fee: number;
+  legs_sold: number;
   unmarked?: string[];
 }
 

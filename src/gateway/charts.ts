@@ -115,6 +115,8 @@ export class Charts {
   private readonly tracked = new Set<number>();
   private readonly prices = new Map<string, EtfPrice>();
   private readonly cards = new Map<string, Scorecard>();
+  /** Per account, its conversions whose received units are not all sold yet, oldest first: what later sells are matched to. */
+  private readonly openLegs = new Map<number, { card: Scorecard; left: Map<number, number>; needed: number }[]>();
   private halts: RulesResult['halts'] = [];
   private readonly subs: Subscription[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
@@ -210,6 +212,7 @@ export class Charts {
         list.push(Math.max(0, a.cash - c.cash));
         fees.set(c.client_id, list);
       }
+      if (c.cause === 'fill') this.legsSold(c.client_id, c.deltas);
       a.positions = c.positions;
       if (c.cash !== undefined) a.cash = c.cash;
       this.track(c.client_id);
@@ -245,10 +248,43 @@ export class Charts {
       edge_per_unit: unmarked.length ? null : (value - fee) / amount,
       quoted_edge: quoted === null || quoted === undefined ? null : quoted * amount - fee,
       fee,
+      legs_sold: 0,
       ...(unmarked.length ? { unmarked } : {}),
     };
+    // The legs: what the conversion gave the team (the ETF for a create, the basket for a redeem) is to be sold on the exchange.
+    const left = new Map<number, number>();
+    for (let i = 0; i < deltas.length; i += 2) if (deltas[i + 1]! > 0) left.set(deltas[i]!, deltas[i + 1]!);
+    const needed = [...left.values()].reduce((a, b) => a + b, 0);
+    if (needed > 0) {
+      const open = this.openLegs.get(clientId) ?? [];
+      open.push({ card, left, needed });
+      if (open.length > CHART_LIMITS.openLegs) open.shift();
+      this.openLegs.set(clientId, open);
+    }
     this.cards.set(requestId, card);
     if (this.cards.size > CHART_LIMITS.scorecards) this.cards.delete(this.cards.keys().next().value!);
+  }
+
+  /** A fill's sells count against the oldest conversions that gave the team that symbol. */
+  private legsSold(clientId: number, deltas: FlatPositions): void {
+    const open = this.openLegs.get(clientId);
+    if (!open) return;
+    for (let i = 0; i < deltas.length; i += 2) {
+      let sold = -deltas[i + 1]!;
+      for (const o of open) {
+        if (sold <= 0) break;
+        const want = o.left.get(deltas[i]!);
+        if (!want) continue;
+        const take = Math.min(want, sold);
+        sold -= take;
+        if (want === take) o.left.delete(deltas[i]!);
+        else o.left.set(deltas[i]!, want - take);
+        o.card.legs_sold = 1 - [...o.left.values()].reduce((a, b) => a + b, 0) / o.needed;
+      }
+    }
+    const still = open.filter((o) => o.left.size > 0);
+    if (still.length) this.openLegs.set(clientId, still);
+    else this.openLegs.delete(clientId);
   }
 
   scorecard(requestId: string): Scorecard | undefined {
