@@ -300,7 +300,8 @@ export interface SymbolsBody {
  *     "teams": [ { "client_id": 1, "username": "team1", "pnl": [...] } ],
  *     "halts": [ { "etf": "UNDY" | null, "reason", "by", "since" } ], "ts": ms }
  * Every series has one value per `t` (null: not known then). Teams appear once
- * they hold something or have cash. Older points are thinned (`step_ms`
+ * they hold something or have cash; without `team`, the best
+ * CHART_LIMITS.listed of them by P&L now. Older points are thinned (`step_ms`
  * doubles) so a whole session fits in CHART_LIMITS.points.
  */
 export interface ChartsBody {
@@ -319,6 +320,8 @@ export const CHART_LIMITS = {
   points: 1200,
   /** Teams with a P&L series. */
   teams: 1000,
+  /** Teams in an answer without `team`: the best by P&L now. */
+  listed: 60,
   /** Conversion scorecards kept (the newest). */
   scorecards: 50_000,
   /** Conversions per team whose legs are still followed (the oldest is let go). */
