@@ -304,7 +304,8 @@ export interface SymbolsBody {
  *     "teams": [ { "client_id": 1, "username": "team1", "pnl": [...] } ],
  *     "halts": [ { "etf": "UNDY" | null, "reason", "by", "since" } ], "ts": ms }
  * Every series has one value per `t` (null: not known then). Teams appear once
- * they hold something or have cash. Older points are thinned (`step_ms`
+ * they hold something or have cash; without `team`, the best
+ * CHART_LIMITS.listed of them by P&L now. Older points are thinned (`step_ms`
  * doubles) so a whole session fits in CHART_LIMITS.points.
  */
 export interface ChartsBody {
@@ -323,8 +324,12 @@ export const CHART_LIMITS = {
   points: 1200,
   /** Teams with a P&L series. */
   teams: 1000,
+  /** Teams in an answer without `team`: the best by P&L now. */
+  listed: 60,
   /** Conversion scorecards kept (the newest). */
   scorecards: 50_000,
+  /** Conversions per team whose legs are still followed (the oldest is let go). */
+  openLegs: 100,
   /** How often the gateway reads the halts in force for /charts. */
   haltPollMs: 1000,
 } as const;
@@ -337,7 +342,10 @@ export const CHART_LIMITS = {
  * basket: positive when the team received more value than it gave. null when
  * a leg had no two-sided market (`unmarked`). `quoted_edge`: the pricing
  * actor's executable edge then (create_edge or redeem_edge × amount − fee),
- * what trading the legs at the touch would have earned.
+ * what trading the legs at the touch would have earned. `legs_sold` (0..1):
+ * how much of what the conversion gave the team (the ETF units of a create,
+ * the basket of a redeem) it has sold on the exchange since, as fills arrive
+ * (sells matched to its oldest conversions first).
  */
 export interface Scorecard {
   request_id: string;
@@ -351,6 +359,7 @@ export interface Scorecard {
   edge_per_unit: number | null;
   quoted_edge: number | null;
   fee: number;
+  legs_sold: number;
   unmarked?: string[];
 }
 

@@ -93,7 +93,7 @@ describe('GET /charts and the conversion scorecard', () => {
       const e = h.body.entries.find((x: any) => x.request_id === created.body.request_id);
       return e?.scorecard ? e : undefined;
     }, 'the scorecard in /history');
-    expect(entry.scorecard).toMatchObject({ op: 'create', etf: 'UNDY', amount: 2, fee, edge, edge_per_unit: edge / 2, etf_mid: 1100, quoted_edge: 2 * (1099 - 1085) - fee });
+    expect(entry.scorecard).toMatchObject({ op: 'create', etf: 'UNDY', amount: 2, fee, edge, edge_per_unit: edge / 2, etf_mid: 1100, quoted_edge: 2 * (1099 - 1085) - fee, legs_sold: 0 });
     // The map form beside the lists: the shape a conversion's answer has.
     expect(entry.deltas_by_ticker).toEqual(created.body.deltas);
     expect(entry.holdings_by_ticker).toEqual(created.body.holdings);
@@ -101,6 +101,13 @@ describe('GET /charts and the conversion scorecard', () => {
     const one = await f.http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] });
     expect(one.body.scorecard.edge).toBe(edge);
     expect(one.body.deltas_by_ticker.UNDY).toBe(2);
+
+    // The leg after it: one of the two UNDY sold on the exchange, then the other.
+    const legs = async () => (await f.http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] })).body.scorecard.legs_sold;
+    await buy(f.nc, 1, { [UNDY]: -1 });
+    await until(async () => (await legs()) === 0.5, 'half the legs sold');
+    await buy(f.nc, 1, { [UNDY]: -1 });
+    await until(async () => (await legs()) === 1, 'every leg sold');
 
     // A refusal has no scorecard.
     const refused = await f.http.redeem('team1', 'team1pass', 50);

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PROJECT_ROOT } from '../src/config/config.js';
@@ -190,5 +191,97 @@ describe('Python client example (examples/python/etf_client.py)', () => {
     const refused = await py(['create', '100000']);
     expect(refused.code).toBe(1);
     expect(refused.stderr.trim()).toMatch(/^etf_client: insufficient_holdings: /);
+  });
+
+  const PY = join(PROJECT_ROOT, 'examples/python/etf_client.py');
+  const pyAt = (base: string, args: string[], user = 'team1', password = 'team1pass') =>
+    run('python3', [PY, ...args], { env: { ...process.env, ETF_URL: base, ETF_USER: user, ETF_PASSWORD: password } }).then(
+      (r) => ({ code: 0, ...r }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+    );
+
+  /** `python3 etf_client.py stream ...` with its JSON lines as they come; `next(pred)` resolves on the first line that matches. */
+  function pyStream(args: string[]) {
+    const child = spawn('python3', [PY, 'stream', ...args], { env: { ...process.env, ETF_URL: url, ETF_USER: 'team1', ETF_PASSWORD: 'team1pass' }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const seen: any[] = [];
+    const waiters: { pred: (m: any) => boolean; resolve: (m: any) => void }[] = [];
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const m = JSON.parse(line);
+      seen.push(m);
+      for (const w of [...waiters]) if (w.pred(m)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(m);
+    });
+    return {
+      next: (pred: (m: any) => boolean) =>
+        new Promise<any>((resolve) => {
+          const hit = seen.find(pred);
+          if (hit) return resolve(hit);
+          waiters.push({ pred, resolve });
+        }),
+      stop: () => killProcess(child),
+    };
+  }
+
+  it('streams holdings: a delta after a fill; a restart resumes from the last seq with the deltas missed', async () => {
+    const first = pyStream([]);
+    const snap = await first.next((m) => m.type === 'snapshot');
+    await buy(nc, 1, { 3: 2 });
+    const delta = await first.next((m) => m.type === 'delta' && m.seq === snap.seq + 1);
+    expect(delta.cause).toBe('fill');
+    expect(delta.deltas).toEqual([{ symbol: 3, ticker: 'KNAN', quantity: 2 }]);
+    await first.stop();
+
+    // Resume from before that fill: the server replays it, no snapshot.
+    const again = pyStream(['--resume-from', String(snap.seq)]);
+    await again.next((m) => m.type === 'resumed');
+    const replayed = await again.next((m) => m.type === 'delta');
+    expect(replayed.seq).toBe(snap.seq + 1);
+    expect(replayed.deltas).toEqual(delta.deltas);
+    await again.stop();
+  });
+
+  it('dry run, register and leaderboard from the shell', async () => {
+    const before = await team1().holdings();
+    const dry = await pyAt(url, ['create', '2', '--dry-run']);
+    expect(dry.stdout).toMatch(/^would create 2 UNDY \(dry run, fee 0\): \{.*"UNDY": 2/);
+    expect((await team1().holdings()).holdings).toEqual(before.holdings);
+
+    const reg = await pyAt(url, ['register', 'pyteam', 'pyteam-pass']);
+    expect(reg.stdout).toMatch(/^registered pyteam as client \d+/);
+    const board = await pyAt(url, ['leaderboard']);
+    const names = board.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/)[1]);
+    expect(names).toEqual((await team1().leaderboard()).teams.map((t) => t.username));
+    expect(names).toContain('pyteam');
+  });
+
+  it("honours a 429's Retry-After, and a server that is down fails with one readable line", async () => {
+    // A gateway that lets a team convert once a second: the second create waits out its Retry-After, then succeeds.
+    const own = tempDir();
+    const throttled = await startGateway(
+      testConfig(own.path, { throttle: { enabled: true, conversions: { burst: 1, perMinute: 60 } } }),
+      nats.url,
+      quietLog,
+    );
+    try {
+      const base = `http://127.0.0.1:${throttled.port}`;
+      const script = `import sys; sys.path.insert(0, ${JSON.stringify(join(PROJECT_ROOT, 'examples/python'))})
+from etf_client import EtfClient
+waits = []
+etf = EtfClient(${JSON.stringify(base)}, "team1", "team1pass", on_retry=lambda err, wait: waits.append((err.status, wait)))
+etf.create(1); etf.create(1)
+print(waits)`;
+      const r = await run('python3', ['-c', script]);
+      expect(r.stdout.trim()).toBe('[(429, 1.0)]');
+    } finally {
+      await throttled.close();
+      own.remove();
+    }
+
+    const down = await pyAt(`http://127.0.0.1:${await freePort()}`, ['holdings']);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/^etf_client: cannot reach http:\/\/127\.0\.0\.1:\d+: .*refused.*\n$/);
+    expect(down.stderr.trim().split('\n')).toHaveLength(1);
+    const downStream = await pyAt(`http://127.0.0.1:${await freePort()}`, ['stream']);
+    expect(downStream.stderr.trim().split('\n')).toHaveLength(1);
+    expect(downStream.stderr).toMatch(/^etf_client: cannot reach ws:/);
   });
 });

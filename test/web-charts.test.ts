@@ -40,14 +40,15 @@ async function signIn(page: Page, url: string, username: string, password: strin
   await page.click('#signin-button');
 }
 
-/** Resolves once `selector`'s `data-<attr>` satisfies `test` (the pages render from their reads; nothing here sleeps). */
-async function dataBecomes(page: Page, selector: string, attr: string, test: string): Promise<string> {
+/** Resolves once `selector`'s `data-<attr>` is `want` (a string) or at least `want` (a number): the pages render from their reads; nothing here sleeps. */
+async function dataBecomes(page: Page, selector: string, attr: string, want: string | number): Promise<string> {
   const handle = await page.waitForFunction(
-    ([sel, a, src]) => {
+    ([sel, a, w]) => {
       const v = (document.querySelector(sel) as HTMLElement | null)?.dataset[a];
-      return v !== undefined && new Function('v', `return ${src}`)(v) ? v : false;
+      if (v === undefined) return false;
+      return (typeof w === 'number' ? Number(v) >= w : v === w) ? v : false;
     },
-    [selector, attr, test] as const,
+    [selector, attr, want] as const,
     { timeout: 15_000 },
   );
   return (await handle.jsonValue()) as string;
@@ -97,13 +98,13 @@ describe.skipIf(missing !== null)('charts on the pages, in a real Chromium', () 
     await signIn(page, `${f.sys.url}/`, 'team1', 'team1pass');
     await page.waitForSelector('#desk:not([hidden])');
     // Points from before the page was opened, drawn on canvases by uPlot.
-    expect(Number(await dataBecomes(page, '#price-chart', 'points', 'Number(v) >= 24'))).toBeGreaterThanOrEqual(24);
+    expect(Number(await dataBecomes(page, '#price-chart', 'points', 24))).toBeGreaterThanOrEqual(24);
     expect(Number(await page.getAttribute('#price-chart', 'data-first'))).toBeLessThan(before);
-    expect(Number(await dataBecomes(page, '#pnl-chart', 'points', 'Number(v) >= 24'))).toBeGreaterThanOrEqual(24);
+    expect(Number(await dataBecomes(page, '#pnl-chart', 'points', 24))).toBeGreaterThanOrEqual(24);
     expect(Number(await page.getAttribute('#pnl-chart', 'data-first'))).toBeLessThan(before);
     expect(await page.locator('#price-chart canvas').count()).toBe(1);
     expect(await page.locator('#pnl-chart canvas').count()).toBe(1);
-    await dataBecomes(page, '#price-chart', 'markers', 'v === "0"');
+    await dataBecomes(page, '#price-chart', 'markers', '0');
 
     // A dry run first: the answer says what would happen, nothing changes, nothing is marked.
     await page.check('#dry-run');
@@ -118,13 +119,18 @@ describe.skipIf(missing !== null)('charts on the pages, in a real Chromium', () 
     await page.waitForSelector('#answer[data-status="ok"]');
     expect(await page.textContent('#answer .headline')).toContain('Created 2 UNDY');
     // The conversion appears on the chart and in the scorecard, with its fee in the requests table.
-    await dataBecomes(page, '#price-chart', 'markers', 'v === "1"');
+    await dataBecomes(page, '#price-chart', 'markers', '1');
     await page.waitForSelector('#scorecard tbody tr[data-request] [data-field="edge"]');
     const h = await f.http.send('GET', '/history', { basic: ['team1', 'team1pass'], query: { limit: '1' } });
     const card = h.body.entries[0].scorecard;
     expect(card.fee).toBe(7);
     await page.waitForFunction((want) => document.querySelector('#scorecard tbody tr [data-field="edge"]')?.textContent === want, `${card.edge > 0 ? '+' : ''}${card.edge.toLocaleString('en-US')}`);
     expect(await page.textContent('#history tbody tr:first-child [data-field="fee"]')).toBe('7');
+    // Nothing of the 2 UNDY sold yet; then one sold on the exchange: half the legs.
+    expect(await page.textContent('#scorecard tbody tr:first-child [data-field="legs"]')).toBe('0%');
+    await buy(f.nc, 1, { [UNDY]: -1 });
+    await page.waitForFunction(() => document.querySelector('#scorecard tbody tr:first-child [data-field="legs"]')?.textContent === '50%');
+    expect(await page.textContent('#pnl-split')).toMatch(/^P&L [-+][\d,.]+ = conversions at mid [-+][\d,.]+ \+ the rest \(trading, marks moving\) [-+][\d,.]+/);
 
     await page.screenshot({ path: join(shots.path, 'team-charts.png'), fullPage: true, animations: 'disabled' });
 
@@ -167,8 +173,8 @@ describe.skipIf(missing !== null)('charts on the pages, in a real Chromium', () 
     await signIn(page, `${f.sys.url}/operator`, OPERATOR.username, OPERATOR.password);
     await page.waitForSelector('#board:not([hidden])');
     // team1 and team2 traded; team3 never did and has no line.
-    await dataBecomes(page, '#pnl-chart', 'series', 'v === "2"');
-    expect(Number(await dataBecomes(page, '#pnl-chart', 'points', 'Number(v) >= 24'))).toBeGreaterThanOrEqual(24);
+    await dataBecomes(page, '#pnl-chart', 'series', '2');
+    expect(Number(await dataBecomes(page, '#pnl-chart', 'points', 24))).toBeGreaterThanOrEqual(24);
     expect(Number(await page.getAttribute('#pnl-chart', 'data-first'))).toBeLessThan(before);
     await page.waitForFunction(() => document.querySelectorAll('#leaderboard tbody tr[data-team]').length === 3);
     const board = (await f.http.send('GET', '/leaderboard')).body;
@@ -178,7 +184,7 @@ describe.skipIf(missing !== null)('charts on the pages, in a real Chromium', () 
 
     const pub = await context.newPage();
     await pub.goto(`${f.sys.url}/board`);
-    await dataBecomes(pub, '#pnl-chart', 'series', 'v === "2"');
+    await dataBecomes(pub, '#pnl-chart', 'series', '2');
     await pub.waitForFunction(() => document.querySelectorAll('#leaderboard tbody tr[data-team]').length === 3);
     await pub.screenshot({ path: join(shots.path, 'board-page.png'), fullPage: true, animations: 'disabled' });
     expect(pageErrors).toEqual([]);

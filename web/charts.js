@@ -95,6 +95,8 @@ function sized(container, opts, data) {
 }
 
 const secs = (t) => t.map((x) => x / 1000);
+/** The time axis: the points' span, or a minute around a lone point (uPlot would otherwise spread it over years). */
+const timeScale = { time: true, range: (_u, min, max) => (min === max || min === null ? [(min ?? Date.now() / 1000) - 30, (max ?? Date.now() / 1000) + 30] : [min, max]) };
 
 /**
  * The ETF's mid against its NAV (left axis) and the premium/discount in %
@@ -140,7 +142,7 @@ export function priceChart(container, { height = 260, markers = () => [] } = {})
     height,
     cursor: { drag: { x: true, y: false } },
     legend: { live: true },
-    scales: { x: { time: true }, px: { auto: true }, pct: { auto: true } },
+    scales: { x: timeScale, px: { auto: true }, pct: { auto: true } },
     axes: [
       {},
       { scale: 'px', values: (_u, v) => v.map((x) => fmtNum(x)), size: 70 },
@@ -193,7 +195,7 @@ export function pnlChart(container, { height = 240, highlight = null, legend = t
           {
             height,
             legend: { show: legend, live: true },
-            scales: { x: { time: true } },
+            scales: { x: timeScale },
             axes: [{}, { values: (_u, v) => v.map((x) => fmtSigned(x)), size: 80 }],
             series: [
               { value: (_u, v) => (v === null ? '—' : new Date(v * 1000).toLocaleTimeString(undefined, { hour12: false })) },

@@ -117,8 +117,10 @@ function render(o) {
   renderFeed(o.feed);
   renderAlerts(o.alerts, o.feed.problems ?? []);
   renderConversions(o.conversions);
-  void loadLeaderboard($('#leaderboard tbody'));
+  // Every other refresh: the ranking is one engine read of every account.
+  if (renders++ % 2 === 0) void loadLeaderboard($('#leaderboard tbody'));
 }
+let renders = 0;
 
 function renderPositions(accounts) {
   const held = new Set(accounts.flatMap((a) => Object.keys(a.holdings)));

@@ -112,6 +112,7 @@ function onMessage(m) {
       }
       setHoldings(m.positions, m.seq, true, m.deltas);
       setMoney(m);
+      if (m.cause === 'fill' && legsOpen()) historySoon(); // a sell may be a conversion's leg: the scorecard follows
       break;
     case 'price':
       prices.set(m.price.etf, m.price);
@@ -134,6 +135,8 @@ function setMoney(m) {
   $('#cash').className = signClass(m.cash ?? 0);
   $('#pnl').textContent = m.pnl ? fmtSigned(m.pnl.total) : '—';
   $('#pnl').className = signClass(m.pnl?.total ?? 0);
+  lastPnl = m.pnl ? m.pnl.total : null;
+  showPnlSplit();
   const notes = [];
   if (m.pnl?.unmarked?.length) notes.push(`not marked (no market): ${m.pnl.unmarked.join(', ')}`);
   if (m.pnl?.stale?.length) notes.push(`at the last two-sided mid (one-sided book): ${m.pnl.stale.map((s) => `${s.ticker} ${Math.round(s.age_ms / 1000)} s old`).join(', ')}`);
@@ -357,6 +360,8 @@ function midAt(d, etf, ts) {
   return best;
 }
 
+const legsOpen = () => conversions.some((c) => c.scorecard && c.scorecard.legs_sold < 1);
+
 function setConversions(entries) {
   conversions = entries.filter((h) => h.status === 'accepted' && (h.kind === 'create' || h.kind === 'redeem'));
   priceView.redraw();
@@ -383,11 +388,32 @@ function renderScorecard() {
       el('td', { class: 'num' }, fmtNum(c.fee ?? 0)),
       el('td', { class: `num ${signClass(s?.edge)}`, 'data-field': 'edge', title: s?.unmarked ? `no market for ${s.unmarked.join(', ')}` : '' }, s ? fmtSigned(s.edge) : '—'),
       el('td', { class: `num ${signClass(s?.quoted_edge)}` }, s ? fmtSigned(s.quoted_edge) : '—'),
+      el('td', { class: 'num', 'data-field': 'legs' }, s ? `${Math.round(s.legs_sold * 100)}%` : '—'),
     );
   });
-  fillRows($('#scorecard tbody'), rows, 'No conversions yet: each one is scored here.', 8);
+  fillRows($('#scorecard tbody'), rows, 'No conversions yet: each one is scored here.', 9);
   $('#scorecard-total').textContent = counted ? fmtSigned(total) : '—';
   $('#scorecard-total').className = `num ${signClass(total)}`;
+  scoredEdge = counted ? total : null;
+  showPnlSplit();
+}
+
+let scoredEdge = null; // the scorecard's total, for the P&L split
+let lastPnl = null; // the stream's last P&L total
+
+/** The P&L in two parts: what conversions earned at mid, and the rest (trading the legs, marks moving). */
+function showPnlSplit() {
+  const p = $('#pnl-split');
+  if (scoredEdge === null || lastPnl === null) return void (p.textContent = '');
+  p.replaceChildren(
+    'P&L ',
+    el('strong', { class: signClass(lastPnl) }, fmtSigned(lastPnl)),
+    ' = conversions at mid ',
+    el('strong', { class: signClass(scoredEdge) }, fmtSigned(scoredEdge)),
+    ' + the rest (trading, marks moving) ',
+    el('strong', { class: signClass(lastPnl - scoredEdge) }, fmtSigned(lastPnl - scoredEdge)),
+    ` (the last ${HISTORY_READ} requests).`,
+  );
 }
 
 /** A halt shows as soon as the gateway reads it (GET /charts), not only when a conversion is refused. */

@@ -18,7 +18,6 @@ interface Account {
 }
 
 const mid = (bid: number | null, ask: number | null): number => (bid !== null && ask !== null ? (bid + ask) / 2 : NaN);
-const orNull = (v: number): number | null => (Number.isNaN(v) ? null : v);
 
 /**
  * One time axis shared by every series (what uPlot draws), in fixed-size
@@ -89,11 +88,21 @@ export class SeriesGrid {
     return lo;
   }
 
+  /**
+   * A column's points from `from`, NaN where no value: JSON.stringify writes
+   * NaN as null, so the answer has nulls without building a mixed array
+   * (a plain copy of doubles is ten times faster for a thousand teams).
+   */
   slice(name: string, from: number): (number | null)[] {
     const c = this.cols.get(name);
-    const out: (number | null)[] = [];
-    for (let i = from; i < this.n; i++) out.push(c ? orNull(c[i]!) : null);
+    const out: number[] = [];
+    for (let i = from; i < this.n; i++) out.push(c ? c[i]! : NaN);
     return out;
+  }
+
+  /** The last value of a column (NaN when none). */
+  last(name: string): number {
+    return this.n ? (this.cols.get(name)?.[this.n - 1] ?? NaN) : NaN;
   }
 }
 
@@ -115,6 +124,8 @@ export class Charts {
   private readonly tracked = new Set<number>();
   private readonly prices = new Map<string, EtfPrice>();
   private readonly cards = new Map<string, Scorecard>();
+  /** Per account, its conversions whose received units are not all sold yet, oldest first: what later sells are matched to. */
+  private readonly openLegs = new Map<number, { card: Scorecard; left: Map<number, number>; needed: number }[]>();
   private halts: RulesResult['halts'] = [];
   private readonly subs: Subscription[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
@@ -183,9 +194,18 @@ export class Charts {
     return this.dumpPending;
   }
 
+  private haltsAsked = false;
+
+  /** One read at a time: while the engine is slow or down, reads do not pile up behind its time-out. */
   private async refreshHalts(): Promise<void> {
-    const reply = await this.engine.call({ op: 'rules' });
-    if (reply.ok) this.halts = reply.result.halts;
+    if (this.haltsAsked) return;
+    this.haltsAsked = true;
+    try {
+      const reply = await this.engine.call({ op: 'rules' });
+      if (reply.ok) this.halts = reply.result.halts;
+    } finally {
+      this.haltsAsked = false;
+    }
   }
 
   private track(clientId: number): void {
@@ -210,6 +230,7 @@ export class Charts {
         list.push(Math.max(0, a.cash - c.cash));
         fees.set(c.client_id, list);
       }
+      if (c.cause === 'fill') this.legsSold(c.client_id, c.deltas);
       a.positions = c.positions;
       if (c.cash !== undefined) a.cash = c.cash;
       this.track(c.client_id);
@@ -245,10 +266,43 @@ export class Charts {
       edge_per_unit: unmarked.length ? null : (value - fee) / amount,
       quoted_edge: quoted === null || quoted === undefined ? null : quoted * amount - fee,
       fee,
+      legs_sold: 0,
       ...(unmarked.length ? { unmarked } : {}),
     };
+    // The legs: what the conversion gave the team (the ETF for a create, the basket for a redeem) is to be sold on the exchange.
+    const left = new Map<number, number>();
+    for (let i = 0; i < deltas.length; i += 2) if (deltas[i + 1]! > 0) left.set(deltas[i]!, deltas[i + 1]!);
+    const needed = [...left.values()].reduce((a, b) => a + b, 0);
+    if (needed > 0) {
+      const open = this.openLegs.get(clientId) ?? [];
+      open.push({ card, left, needed });
+      if (open.length > CHART_LIMITS.openLegs) open.shift();
+      this.openLegs.set(clientId, open);
+    }
     this.cards.set(requestId, card);
     if (this.cards.size > CHART_LIMITS.scorecards) this.cards.delete(this.cards.keys().next().value!);
+  }
+
+  /** A fill's sells count against the oldest conversions that gave the team that symbol. */
+  private legsSold(clientId: number, deltas: FlatPositions): void {
+    const open = this.openLegs.get(clientId);
+    if (!open) return;
+    for (let i = 0; i < deltas.length; i += 2) {
+      let sold = -deltas[i + 1]!;
+      for (const o of open) {
+        if (sold <= 0) break;
+        const want = o.left.get(deltas[i]!);
+        if (!want) continue;
+        const take = Math.min(want, sold);
+        sold -= take;
+        if (want === take) o.left.delete(deltas[i]!);
+        else o.left.set(deltas[i]!, want - take);
+        o.card.legs_sold = 1 - [...o.left.values()].reduce((a, b) => a + b, 0) / o.needed;
+      }
+    }
+    const still = open.filter((o) => o.left.size > 0);
+    if (still.length) this.openLegs.set(clientId, still);
+    else this.openLegs.delete(clientId);
   }
 
   scorecard(requestId: string): Scorecard | undefined {
@@ -291,13 +345,10 @@ export class Charts {
       if (!g.has(`etf:${etf}`)) continue;
       etfs[etf] = { etf: g.slice(`etf:${etf}`, from), nav: g.slice(`nav:${etf}`, from), premium: g.slice(`premium:${etf}`, from) };
     }
-    const teams: ChartsBody['teams'] = [];
-    for (const id of this.tracked) {
-      const a = this.accounts.get(id)!;
-      if (team !== undefined && a.username !== team) continue;
-      if (!g.has(`pnl:${id}`)) continue;
-      teams.push({ client_id: id, username: a.username, pnl: g.slice(`pnl:${id}`, from) });
-    }
+    let ids = [...this.tracked].filter((id) => g.has(`pnl:${id}`) && (team === undefined || this.accounts.get(id)!.username === team));
+    // Every team's lines: the best CHART_LIMITS.listed by P&L now (a chart of more is unreadable, and its answer large).
+    if (ids.length > CHART_LIMITS.listed) ids = ids.sort((a, b) => (g.last(`pnl:${b}`) || 0) - (g.last(`pnl:${a}`) || 0)).slice(0, CHART_LIMITS.listed);
+    const teams: ChartsBody['teams'] = ids.map((id) => ({ client_id: id, username: this.accounts.get(id)!.username, pnl: g.slice(`pnl:${id}`, from) }));
     const body: ChartsBody = { t: Array.from(g.t.subarray(from, g.n)), step_ms: g.step, etfs, teams, halts: this.halts, ts: Date.now() };
     ex.json(200, body);
   }

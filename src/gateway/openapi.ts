@@ -51,7 +51,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
         summary: "A team's decisions, newest first",
         security: credentials,
         parameters: Object.entries((schema(historySchema) as { properties: Record<string, unknown> }).properties).map(([name, s]) => ({ name, in: 'query', required: false, schema: s })),
-        responses: { ...ok('{entries, next?}'), ...errors(400, 401, 429, 503) },
+        responses: { ...ok('{entries, next?}: each entry has deltas_by_ticker and holdings_by_ticker (maps by ticker, the preferred form, as in a conversion answer) beside the lists deltas and holdings (kept for older scripts), and an accepted conversion its scorecard'), ...errors(400, 401, 429, 503) },
       },
     },
     '/requests/{id}': {
@@ -59,7 +59,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
         summary: 'One request\'s outcome, by the engine\'s id (r42) or the client\'s key',
         security: credentials,
         parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
-        responses: { ...ok('the audit entry'), ...errors(401, 404, 429, 503) },
+        responses: { ...ok('the audit entry, with deltas_by_ticker / holdings_by_ticker (preferred) and scorecard as in /history'), ...errors(401, 404, 429, 503) },
       },
     },
     [ROUTES.etfs.path]: { get: { summary: 'Every ETF, its basket and latest prices', responses: ok('{etfs}') } },
@@ -84,6 +84,16 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
     },
     [ROUTES.symbols.path]: { get: { summary: "The exchange's symbols and the ETFs", responses: ok('{symbols}') } },
     [ROUTES.leaderboard.path]: { get: { summary: 'Every team ranked by P&L: cash plus positions at mid prices', responses: { ...ok('{teams: [{rank, client_id, username, cash, marked, total, unmarked, stale?}], ts}'), ...errors(503) } } },
+    [ROUTES.charts.path]: {
+      get: {
+        summary: 'What the pages chart: ETF mid, NAV and premium per ETF and every active team\'s P&L over the session, on one time axis',
+        parameters: [
+          { name: 'since', in: 'query', required: false, schema: { type: 'integer' }, description: 'only points after this time (ms)' },
+          { name: 'team', in: 'query', required: false, schema: { type: 'string' }, description: "that team's P&L alone (username)" },
+        ],
+        responses: { ...ok('{t, step_ms, etfs: {ETF: {etf, nav, premium}}, teams: [{client_id, username, pnl}], halts, ts}'), ...errors(400, 429) },
+      },
+    },
     '/openapi.json': { get: { summary: 'This description', responses: ok('OpenAPI 3.1') } },
     '/ws': { get: { summary: 'WebSocket holdings stream (upgrade); protocol in docs/ws.md', security: credentials, responses: { '101': { description: 'switching protocols' } } } },
     '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
@@ -105,7 +115,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
   };
   return {
     openapi: '3.1.0',
-    info: { title: 'ETF engine for NDFEX', version: '1', description: 'Creations and redemptions of NDFEX ETFs, and every team\'s positions. Errors are JSON: {"error": {"code", "message", "field"?}}.' },
+    info: { title: 'ETF engine for NDFEX', version: '1', description: 'Creations and redemptions of NDFEX ETFs, and every team\'s positions. Errors are JSON: {"error": {"code", "message", "field"?}}. One shape per name: holdings and deltas by ticker are maps ({"KNAN": -2}); /history and /requests entries keep their lists of that name and carry the maps as holdings_by_ticker and deltas_by_ticker, the preferred form.' },
     paths,
     components: {
       schemas: {
