@@ -65,6 +65,9 @@ async function exchange() {
 
 const markerIn = async () => (await fillStream(nc)).some((m) => m.subject === SESSION_SUBJECT);
 
+/** The bridge follows the exchange's market data (one that has heard nothing yet follows whoever speaks first). */
+const mdHeard = (b: BridgeHandle) => until(() => b.stats().status.market_data.messages >= 2, 'the exchange\'s market data heard');
+
 async function withEngine(): Promise<ReturnType<typeof api>> {
   dir = tempDir();
   system = await startSystem(nats.url, testConfig(dir.path));
@@ -173,6 +176,7 @@ describe('feed bridge end to end', () => {
     await alerts.flushed();
     await x.fills([[1, 4, 5], [1, 4, 5], [2, 4, 1]]);
     await settled(b, 3);
+    await mdHeard(b);
     // The exchange restarts: seq 1 again, and the new session goes on in order (market data from 0, heartbeating).
     await x.restart();
     await x.fills([[1, 4, 2], [1, 6, 1], [1, 7, 1]]);
@@ -199,6 +203,7 @@ describe('feed bridge end to end', () => {
     const b = await bridge({ restartPolicy: 'keep', verdictWindowMs: TEST_VERDICT_MS });
     await x.fills([[1, 4, 5], [1, 4, 5]]);
     await settled(b, 2);
+    await mdHeard(b);
     await x.restart();
     await x.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
     await until(markerIn, 'the session marker');
@@ -234,6 +239,8 @@ describe('feed bridge end to end', () => {
     await x.fills([[1, 4, 5], [1, 4, 5]]);
     await settled(b1, 2);
     await settled(b2, 2);
+    await mdHeard(b1);
+    await mdHeard(b2);
     await x.restart();
     await x.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
     await settled(b1, 5);

@@ -31,7 +31,7 @@ beforeEach(async () => {
   sender = await multicastSender('127.0.0.1');
   opts = await bridgeOpts(nats.url);
   dir = tempDir();
-  system = await startSystem(nats.url, testConfig(dir.path));
+  system = await startSystem(nats.url, { ...testConfig(dir.path), operator: { username: 'instructor', password: 'instructorpass' } });
 });
 
 afterEach(async () => {
@@ -50,6 +50,9 @@ async function exchange(at: { mdSeq?: number; clearingSeq?: number } = {}) {
   exchanges.push(x);
   return x;
 }
+
+/** The bridge follows the exchange's market data (one that has heard nothing yet follows whoever speaks first). */
+const mdHeard = (b: BridgeHandle) => until(() => b.stats().status.market_data.messages >= 2, 'the exchange\'s market data heard');
 
 async function bridge(extra: Partial<BridgeOptions> = {}): Promise<BridgeHandle> {
   const b = await startBridge({ ...opts, verdictWindowMs: TEST_VERDICT_MS, ...extra }, quietLog);
@@ -97,6 +100,7 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     const b = await bridge();
     await x.fills([[1, 4, 5], [1, 4, 5], [2, 4, 1]]);
     await until(() => system.engine.fills.applied >= 3, 'first session applied');
+    await mdHeard(b);
     await x.restart();
     await x.fills([[1, 5, 1], [1, 5, 1], [1, 5, 1], [1, 5, 1]]);
     await until(() => system.engine.fills.applied >= 7, 'new session applied');
@@ -113,6 +117,7 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     const b = await bridge();
     await x.fills([[1, 4, 5], [2, 4, 5]]);
     await until(() => system.engine.fills.applied >= 2, 'fills applied');
+    await mdHeard(b);
     await x.restart();
     // Market data's new run lasts past the window with the old session silent; the clearing feed has said nothing yet.
     await until(() => b.stats().status.problems?.some((p) => p.kind === 'verdict_pending' && /no new run on the clearing feed/.test(p.detail)), 'a verdict waiting for the clearing feed');
@@ -134,6 +139,7 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     let b = await bridge();
     await x.fills([[1, 4, 5], [2, 4, 5]]);
     await until(() => system.engine.fills.applied >= 2, 'fills applied');
+    await mdHeard(b);
     await b.close();
     bridges.splice(0);
     // While no bridge listens the exchange restarts and trades past clearing seq 11; market data is at seq 30 of the new session.
@@ -172,8 +178,51 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     const rec = decode<ClearingSessionRecord>((await kv.get(FEED_CLEARING_KEY))!.value);
     await kv.put(FEED_CLEARING_KEY, encode({ ...rec, last_seq: 3 }));
     b = await bridge();
+    // Market data is heard (the exchange's own session goes on): a skipped seq is a gap, not a restart while no bridge listened.
+    await sendMd([[heartbeat(50)]]);
+    await until(() => b.stats().status.market_data.messages === 1, 'market data heard');
     await sendClearing(sender, opts.clearing, [[fillMsg(12, 1, 4, 1)]]);
     await until(() => b.stats().status.clearing.messages === 1, 'fill 12 heard');
     expect(b.stats().status.clearing).toMatchObject({ gaps: 1, missed_messages: 1 });
+  });
+
+  describe('a restart while no bridge listened that market data cannot tell from a gap', () => {
+    /** A session at clearing seq 11, the bridge stopped, then the clearing feed resumes at 20 with no market data heard. */
+    async function resumedPastTheOldSeq() {
+      let b = await bridge();
+      await sendClearing(sender, opts.clearing, [[fillMsg(10, 1, 4, 5)], [fillMsg(11, 2, 4, 5)]]);
+      await until(() => system.engine.fills.applied >= 2, 'fills applied');
+      await b.close();
+      bridges.splice(0);
+      b = await bridge();
+      await sendClearing(sender, opts.clearing, [[fillMsg(20, 1, 6, 1)]]);
+      const p = await until(() => b.stats().status.problems?.find((x) => x.kind === 'verdict_pending'), 'a standing problem for the operator');
+      expect(p.detail).toMatch(/while no bridge listened/);
+      expect(b.stats().status.clearing.held).toBe(1);
+      expect(await holdings('team1')).toEqual({ STED: 5 });
+      return { b, id: p.id };
+    }
+    const decide = (id: string, decision: string) => api(system.url).send('POST', '/operator/api/feed/verdict', { basic: ['instructor', 'instructorpass'], form: { id, decision } });
+
+    it('is held as a standing problem, never merged; confirmed, it is a new session (reset, then the fill)', async () => {
+      const { b } = await resumedPastTheOldSeq();
+      const id = b.stats().status.problems!.find((x) => x.kind === 'verdict_pending')!.id;
+      expect((await decide(id, 'confirm')).status).toBe(200);
+      await until(() => system.engine.fills.applied >= 3, 'the held fill applied');
+      expect(await holdings('team1')).toEqual({ DILN: 1 });
+      expect(await holdings('team2')).toEqual({});
+      expect(await markers()).toHaveLength(1);
+      expect(b.stats().status.clearing.missed_before_join).toBe(19);
+    });
+
+    it('rejected, the held fill is the old session\'s after a gap (and the gap is a standing problem)', async () => {
+      const { b, id } = await resumedPastTheOldSeq();
+      expect((await decide(id, 'reject')).status).toBe(200);
+      await until(() => system.engine.fills.applied >= 3, 'the held fill applied');
+      expect(await holdings('team1')).toEqual({ STED: 5, DILN: 1 });
+      expect(await markers()).toHaveLength(0);
+      expect(b.stats().status.clearing).toMatchObject({ gaps: 1, missed_messages: 8 });
+      expect(b.stats().status.problems!.map((x) => x.kind)).toEqual(['late_join', 'gap']);
+    });
   });
 });

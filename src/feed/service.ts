@@ -442,7 +442,8 @@ function describeVerdict(v: Verdict): string {
     .map((f) => `${f} from seq ${v.runs[f]!.from} (${v.runs[f]!.count} message(s) from ${v.runs[f]!.sender}, held)`)
     .join(', ');
   const what = v.impostor ? `another sender continuing ${v.feed}'s seq` : v.kind === 'jump' ? `far seq jump on ${v.feed}` : v.downtime ? 'possible exchange restart while no bridge listened' : 'possible exchange restart';
-  return `${what}: ${runs}; ${v.waiting || 'waiting'}`;
+  const choice = v.downtime ? ' (confirm: a new exchange session, positions reset under the restart policy; reject: the old session\'s fills after a gap)' : '';
+  return `${what}: ${runs}; ${v.waiting || 'waiting'}${choice}`;
 }
 
 function publishQuiet(nc: NatsConnection, log: Logger, subject: string, payload: unknown, data?: Uint8Array): void {

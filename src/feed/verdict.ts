@@ -200,6 +200,14 @@ export class SessionJudge {
         return out;
       }
       const rv = this.restart;
+      if (!rv && feed === 'clearing' && !f.live && delta > 1 && !this.followed.market_data.live) {
+        // The first fill after a start skips seqs and no market data is heard to tell why: fills missed, or the
+        // exchange restarted while no bridge listened and this is a new session past the old seq. Never merged silently.
+        const v = (this.restart = this.newVerdict('restart', feed, now, true));
+        this.addRun(v, feed, msg, sender, now);
+        this.evaluate(v, now, out, true);
+        return out;
+      }
       if (rv && rv.downtime && feed === 'clearing' && !f.live) {
         // The exchange may have restarted while no bridge listened: this may be the new session past the old seq.
         this.addRun(rv, feed, msg, sender, now);
@@ -271,7 +279,11 @@ export class SessionJudge {
     const v = this.verdicts().find((x) => x.id === id);
     if (!v) return null;
     const out: Decision[] = [];
-    if (decision === 'reject') this.drop(v, `rejected by the operator (${by})`, out, true);
+    if (decision === 'reject') {
+      // A restart while no bridge listened, rejected: the held clearing messages are the old session's, with a gap.
+      if (v.downtime) this.releaseDowntime(v, now, out);
+      this.drop(v, `rejected by the operator (${by})`, out, true);
+    }
     else this.accept(v, 'operator', `confirmed by the operator (${by})`, now, out);
     return out;
   }
@@ -397,16 +409,19 @@ export class SessionJudge {
   }
 
   /** Evidence against a pending restart: nothing is reset; kept (held) as rejected so the operator can still overrule. */
-  private reject(v: Verdict, why: string, now: number, out: Decision[]): void {
-    if (v.downtime && v.runs.clearing && !this.followed.clearing.live) {
-      // Held only because they might have been a new session's: the old session lives, so they are its.
-      const held = v.runs.clearing;
-      delete v.runs.clearing;
-      for (const m of held.msgs) {
-        out.push({ kind: 'pass', feed: 'clearing', msg: m });
-        this.follow('clearing', m, held.sender, now);
-      }
+  /** Held only because they might have been a new session's: the old session lives, so they are its. */
+  private releaseDowntime(v: Verdict, now: number, out: Decision[]): void {
+    if (!v.downtime || !v.runs.clearing || this.followed.clearing.live) return;
+    const held = v.runs.clearing;
+    delete v.runs.clearing;
+    for (const m of held.msgs) {
+      out.push({ kind: 'pass', feed: 'clearing', msg: m });
+      this.follow('clearing', m, held.sender, now);
     }
+  }
+
+  private reject(v: Verdict, why: string, now: number, out: Decision[]): void {
+    this.releaseDowntime(v, now, out);
     v.status = 'rejected';
     v.waiting = `rejected: ${why}`;
     out.push({ kind: 'rejected', verdict: v, why });

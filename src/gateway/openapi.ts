@@ -105,7 +105,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
       Object.entries(OPERATOR_ROUTES).map(([name, path]) => [
         path,
         {
-          [name === 'halt' || name === 'resume' || name === 'basket' ? 'post' : 'get']: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(400, 401, 429, 503) } },
+          [name === 'halt' || name === 'resume' || name === 'basket' || name === 'feedVerdict' || name === 'feedAck' ? 'post' : 'get']: { summary: `operator: ${name}`, security: [{ basicAuth: [] }], responses: { ...ok(`the operator's ${name}`), ...errors(400, 401, 429, 503) } },
           ...(name === 'rules'
             ? { put: { summary: 'operator: replace the conversion rules (journaled with who and when)', security: [{ basicAuth: [] }], requestBody: { required: true, content: json('Rules') }, responses: { ...ok('the rules in force'), ...errors(400, 401, 429, 503) } } }
             : {}),
