@@ -87,4 +87,33 @@ describe('npm start and its stops, with the simulator', () => {
       expect(existsSync(join(dataDir, 'tmp'))).toBe(false);
     }
   }, 300_000);
+
+  it('a launcher killed outright leaves nothing serving: its services stop by themselves, the next start stops the nats-server it left', async () => {
+    const d = tempDir('etf-lifecycle-');
+    dirs.push(d);
+    const accounts = join(d.path, 'accounts.txt');
+    writeFileSync(accounts, ROSTER);
+    const env = await launcherEnv(join(d.path, 'data'), accounts);
+    const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+    const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
+    let run = runLauncher(env);
+    runs.push(run);
+    await healthy();
+    const launcher = run.child.pid!;
+    const services = [...new Set(run.lines.map((l) => l.pid).filter((p): p is number => typeof p === 'number' && p !== launcher))];
+    expect(services.length).toBeGreaterThanOrEqual(4); // engine, gateway, pricing, feed
+    run.child.kill('SIGKILL');
+    await run.exited;
+    await until(() => services.every((p) => !alive(p)), 'the services to notice their launcher is gone and stop', 15_000);
+    expect(await portIsFree('127.0.0.1', Number(env.HTTP_PORT))).toBe(true);
+
+    // nats-server (its own process group, nothing to watch with) is still up on NATS_PORT: the next start stops it first.
+    run = runLauncher(env);
+    runs.push(run);
+    await run.waitForLine((l) => l.msg === 'stopped a nats-server left running by a launcher that was killed', 'the orphan nats-server stopped');
+    await healthy();
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+    expect(await portIsFree('127.0.0.1', Number(env.NATS_PORT))).toBe(true);
+  }, 120_000);
 });
