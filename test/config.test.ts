@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseAccounts } from '../src/config/accounts.js';
+import { loadConfig } from '../src/config/config.js';
 import { buildInstruments, loadBaskets } from '../src/config/baskets.js';
 import { MULTI_BASKETS } from './helpers/system.js';
 
@@ -68,5 +69,17 @@ describe('baskets file', () => {
       [{ etfs: [{ name: 'NEW', symbol: 100, components: {} }] }, /no components/],
     ];
     for (const [def, err] of bad) expect(() => buildInstruments(def as never, 'b.json')).toThrow(err);
+  });
+});
+
+describe('settings from the environment', () => {
+  it('a bad value blames the variable that set it, in one line; a password is never repeated', () => {
+    expect(() => loadConfig({ ENGINE_SHARDS: '0' })).toThrow(/^ENGINE_SHARDS="0": Too small: expected number to be >=1$/);
+    expect(() => loadConfig({ MAX_AMOUNT: '-5' })).toThrow(/^MAX_AMOUNT="-5": Too small/);
+    expect(() => loadConfig({ HTTP_PORT: '99999' })).toThrow(/^HTTP_PORT="99999": Too big/);
+    expect(() => loadConfig({ ENGINE_SHARDS: '2', ENGINE_SHARD: '2' })).toThrow(/ENGINE_SHARDS="2", ENGINE_SHARD="2": engine\.shard must be below engine\.shards/);
+    expect(() => loadConfig({ OPERATOR_PASSWORD: 'short' })).toThrow(/^OPERATOR_PASSWORD \(value hidden\): operator password must be at least 8 characters$/);
+    expect(() => loadConfig({ LOG_FORMAT: 'xml' })).toThrow(/^LOG_FORMAT="xml": expected json or pretty/);
+    expect(loadConfig({ LOG_FORMAT: 'JSON' }).http.port).toBeGreaterThan(0);
   });
 });

@@ -53,7 +53,8 @@ describe('npm start and its stops, with the simulator', () => {
     for (const [i, { what, stop }] of stops.entries()) {
       const run = runLauncher(env, { npm: true });
       runs.push(run);
-      const ready = await run.waitForLine((l) => l.msg === 'engine ready', `engine ready (start ${i + 1})`, 60_000);
+      // The first `npm start` compiles whatever changed since the last build (all of it after a checkout): give it time.
+      const ready = await run.waitForLine((l) => l.msg === 'engine ready', `engine ready (start ${i + 1})`, i === 0 ? 240_000 : 60_000);
       // The previous stop saved the engine's final snapshot: this start replays no journal past it.
       if (i > 0) expect(ready.snapshot?.journalSeq, `snapshot after stop ${i} (${stops[i - 1]!.what})`).toBe(ready.journalSeq);
       await until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
@@ -86,5 +87,34 @@ describe('npm start and its stops, with the simulator', () => {
       expect(readdirSync(tmp)).toEqual([]);
       expect(existsSync(join(dataDir, 'tmp'))).toBe(false);
     }
-  }, 300_000);
+  }, 480_000);
+
+  it('a launcher killed outright leaves nothing serving: its services stop by themselves, the next start stops the nats-server it left', async () => {
+    const d = tempDir('etf-lifecycle-');
+    dirs.push(d);
+    const accounts = join(d.path, 'accounts.txt');
+    writeFileSync(accounts, ROSTER);
+    const env = await launcherEnv(join(d.path, 'data'), accounts);
+    const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+    const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
+    let run = runLauncher(env);
+    runs.push(run);
+    await healthy();
+    const launcher = run.child.pid!;
+    const services = [...new Set(run.lines.map((l) => l.pid).filter((p): p is number => typeof p === 'number' && p !== launcher))];
+    expect(services.length).toBeGreaterThanOrEqual(4); // engine, gateway, pricing, feed
+    run.child.kill('SIGKILL');
+    await run.exited;
+    await until(() => services.every((p) => !alive(p)), 'the services to notice their launcher is gone and stop', 15_000);
+    expect(await portIsFree('127.0.0.1', Number(env.HTTP_PORT))).toBe(true);
+
+    // nats-server (its own process group, nothing to watch with) is still up on NATS_PORT: the next start stops it first.
+    run = runLauncher(env);
+    runs.push(run);
+    await run.waitForLine((l) => l.msg === 'stopped a nats-server left running by a launcher that was killed', 'the orphan nats-server stopped');
+    await healthy();
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+    expect(await portIsFree('127.0.0.1', Number(env.NATS_PORT))).toBe(true);
+  }, 120_000);
 });

@@ -6,7 +6,7 @@ import { provisionStreams } from '../shared/streams.js';
 import { prepareNatsAuth, routeCredentials, type NatsAuth } from './nats-auth.js';
 import type { Role } from '../../proto/roles.js';
 import { createLogger, wantsPretty } from '../shared/log.js';
-import { startNatsServer, type NatsServer } from './nats-server.js';
+import { startNatsServer, stopOrphanNats, type NatsServer } from './nats-server.js';
 import { planCluster, startClusterNode, whenJetStreamReady } from './nats-cluster.js';
 import { Supervisor } from './supervisor.js';
 import { exchangeIsLive } from './exchange-probe.js';
@@ -31,6 +31,11 @@ let log = createLogger('launcher', process.env.LOG_LEVEL || 'info');
 let checked: ReturnType<typeof preflight>;
 try {
   checked = preflight(process.env);
+  // Before the ports are checked: an orphan holds its port.
+  if (!checked.cfg.nats.url) {
+    await reapOrphan(join(checked.cfg.dataDir, 'nats'));
+    for (let i = 1; i <= 7; i++) await reapOrphan(join(checked.cfg.dataDir, 'nats-cluster', `n${i}`));
+  }
   await checkPorts(checked.cfg, process.env);
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
@@ -102,6 +107,12 @@ function superviseNats(slot: number, label: string, start: (onExit: (code: numbe
     };
     setTimeout(again, pause);
   }).then((s) => (servers[slot] = s));
+}
+
+/** Stops a nats-server left on `store` by a launcher killed outright, before a new one is started on it. */
+async function reapOrphan(store: string): Promise<void> {
+  const pid = await stopOrphanNats(store);
+  if (pid !== null) log.warn({ pid, store }, 'stopped a nats-server left running by a launcher that was killed');
 }
 
 /** A free port for node `i` of the cluster: NATS_PORT (or the default) for the first when free. */

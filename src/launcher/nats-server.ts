@@ -1,6 +1,7 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { startService } from '../shared/service-process.js';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../config/config.js';
 
@@ -27,6 +28,40 @@ export function natsServerBinary(): string {
 
 export { freePort } from '../shared/ports.js';
 
+/** Where a launcher's nats-server writes its pid: beside its store. */
+const natsPidFile = (storeDir: string): string => `${storeDir.replace(/\/+$/, '')}.pid`;
+
+/**
+ * Stops a nats-server still running on `storeDir` because the launcher that
+ * started it was killed outright (SIGKILL, OOM): it runs in its own process
+ * group, so nothing else stops it, and a new one could not take its store or
+ * port. Returns its pid when there was one.
+ */
+export async function stopOrphanNats(storeDir: string): Promise<number | null> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(natsPidFile(storeDir), 'utf8').trim());
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  // The pid may be another process's by now: only a nats-server on this very store is ours.
+  let cmdline: string;
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return null;
+  }
+  const argv = cmdline.split('\0');
+  if (!argv[0]?.endsWith('nats-server') || argv[argv.indexOf('-sd') + 1] !== storeDir) return null;
+  process.kill(pid, 'SIGTERM');
+  for (let waited = 0; existsSync(`/proc/${pid}`); waited += 50) {
+    if (waited >= 10_000) process.kill(pid, 'SIGKILL');
+    await sleep(50);
+  }
+  return pid;
+}
+
 /**
  * Starts a JetStream-enabled nats-server on loopback with its store in
  * `storeDir`, and resolves once it reports ready.
@@ -48,6 +83,7 @@ export async function startNatsServer(opts: {
   mkdirSync(opts.storeDir, { recursive: true });
   const args = ['-js', '-sd', opts.storeDir, '-a', host, '-p', String(opts.port), '-n', opts.serverName ?? `etf-${opts.port}`];
   if (opts.configFile) args.unshift('-c', opts.configFile);
+  if (opts.ownProcessGroup) args.push('-P', natsPidFile(opts.storeDir));
   const service = await startService({
     name: 'nats-server',
     command: bin,

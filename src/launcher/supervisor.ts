@@ -15,7 +15,6 @@ export interface ServiceSpec {
   ready?: (line: string) => boolean;
 }
 
-
 /**
  * Runs services as child processes and restarts one that dies (with a
  * growing pause, reset after a minute of health), so a crashed engine comes
