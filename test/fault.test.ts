@@ -44,7 +44,8 @@ it('a fill handler that throws after catch-up stops the engine loudly; restarted
 
   const faulty = await spawnEngine(nats.url, cfg, { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${HOOK}`, FAULT_FILL_CLIENT: String(FAULTY_CLIENT) });
   cleanups.push(() => killProcess(faulty));
-  const exited = once(faulty, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+  // 'close', not 'exit': its output has been read to the end by then.
+  const exited = once(faulty, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
   const gateway = await startGateway(cfg, nats.url, quietLog);
   cleanups.push(() => gateway.close());
   const http = api(`http://127.0.0.1:${gateway.port}`);

@@ -124,18 +124,20 @@ describe('bucket watch', () => {
     const lines: { level: number; key?: string; msg: string }[] = [];
     const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as { level: number; key?: string; msg: string }) });
     const values: number[] = [];
-    let heard: (() => void) | null = null;
-    const heardTwo = new Promise<void>((r) => (heard = r));
+    const waits = new Map<number, () => void>();
+    const heard = (n: number) => new Promise<void>((r) => (values.includes(n) ? r() : waits.set(n, r)));
     const watch = watchBucket<{ n: number }>(bus.nc, 'watch_throws', log, (key, v) => {
       if (key === 'bad') throw new Error('handler bug');
       values.push(v!.n);
-      if (v!.n === 2) heard!();
+      waits.get(v!.n)?.();
     });
     try {
       await kv.put('good', encode({ n: 1 }));
+      // The watch is open (it heard the first value) before the throwing entry comes.
+      await heard(1);
       await kv.put('bad', encode({ n: 0 }));
       await kv.put('good', encode({ n: 2 }));
-      await heardTwo;
+      await heard(2);
       // Heard once each, in order: the watch was not torn down and started again over the throw.
       expect(values).toEqual([1, 2]);
       expect(lines.filter((l) => l.level >= 50)).toMatchObject([{ key: 'bad', msg: 'bucket entry handler failed' }]);

@@ -136,7 +136,7 @@ function renderPositions(accounts) {
       el('td', {}, el('strong', {}, a.username)),
       el('td', { class: 'num muted' }, a.client_id),
       el('td', { class: `num ${signClass(a.cash ?? 0)}`, 'data-field': 'cash' }, fmtNum(a.cash ?? 0)),
-      el('td', { class: `num ${signClass(a.pnl?.total ?? 0)}`, 'data-field': 'pnl', title: a.pnl?.unmarked?.length ? `not marked: ${a.pnl.unmarked.join(', ')}` : '' }, fmtNum(a.pnl?.total ?? 0)),
+      el('td', { class: `num ${signClass(a.pnl?.total ?? 0)}`, 'data-field': 'pnl', title: [a.pnl?.unmarked?.length ? `not marked: ${a.pnl.unmarked.join(', ')}` : '', a.pnl?.stale?.length ? `at the last two-sided mid: ${a.pnl.stale.map((m) => `${m.ticker} ${Math.round(m.age_ms / 1000)} s old`).join(', ')}` : ''].filter(Boolean).join('; ') }, fmtNum(a.pnl?.total ?? 0)),
       columns.map((t) => {
         const q = a.holdings[t] ?? 0;
         const key = `${a.username}|${t}`;

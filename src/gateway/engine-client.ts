@@ -141,6 +141,7 @@ export class EngineClient {
     this.sweeper.unref();
   }
 
+  /** One answer message: a batch may be answered in several (the engine's group commits can split it). */
   private onReply(msg: Msg): void {
     let batch: ReplyBatch;
     try {
@@ -160,7 +161,6 @@ export class EngineClient {
       this.answered(p);
       p.resolve(r);
     }
-    // A batch may be answered in several messages (the engine's group commits split it): the rest comes later.
   }
 
   /** An answer that cannot be read: its batch's commands fail at once, with a reason, instead of at their deadline. */

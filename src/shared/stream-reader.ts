@@ -2,12 +2,14 @@ import { jetstream, jetstreamManager, DeliverPolicy, type JsMsg, type ConsumerMe
 import type { NatsConnection } from '@nats-io/transport-node';
 import { isTransientJsError } from './js-retry.js';
 import type { Logger } from './log.js';
-import { describeError } from './js-errors.js';
+import { describeError, isStreamNotFound } from './js-errors.js';
 
 /** Consumer heartbeat: the server says it is alive this often while there is nothing to deliver. */
 const HEARTBEAT_MS = 1000;
 /** A follower that has had nothing for this long while its stream holds more is given a new consumer. */
 const STALL_MS = 3000;
+/** A follower whose consumer fails for this long with errors that are not "not now" (no stream, no permission) stops: its owner is told. */
+const GIVE_UP_MS = 30_000;
 
 export interface StreamFollower {
   /** Resolves once every message that was in the stream when `follow` was called has been handled; rejects if reading ends before. */
@@ -22,7 +24,15 @@ export interface StreamFollower {
  */
 export type ReadOptions =
   | { follow: false; untilSeq?: number; log?: Logger }
-  | { follow: true; untilSeq?: undefined; onError: (err: unknown) => void; log?: Logger };
+  | { follow: true; untilSeq?: undefined; onError: (err: unknown) => void; log?: Logger; giveUpMs?: number };
+
+/** The consumer's messages ended though nobody stopped them (the client gave it up): never taken for the end of the stream. */
+class ConsumerEnded extends Error {
+  constructor() {
+    super('the consumer ended by itself');
+    this.name = 'ConsumerEnded';
+  }
+}
 
 /** An error thrown by the caller's handler: it ends the reading (never retried). */
 class HandlerError extends Error {
@@ -75,6 +85,8 @@ export async function readStream(
   /** The current consumer was given up as lost: the loop opens another. */
   let stalled = false;
   let lastProgress = Date.now();
+  /** Since when the consumer fails with errors that are not transient (0: it does not). */
+  let failingSince = 0;
 
   const open = async (): Promise<ConsumerMessages> => {
     if (stopped) throw new Error('stopped');
@@ -114,6 +126,8 @@ export async function readStream(
         if (info.state.messages > 0 && end >= Math.max(next, info.state.first_seq) && Date.now() - lastProgress >= STALL_MS) giveUp();
       })
       .catch((err: unknown) => {
+        // The stream is gone: the consumer is given up, and opening another says so (and ends the reading if it lasts).
+        if (isStreamNotFound(err)) return giveUp();
         // JetStream unavailable: the next tick asks again; anything else is worth a line.
         if (!isTransientJsError(err)) opts.log?.warn({ stream, err: describeError(err) }, 'stream reader: cannot check progress');
       })
@@ -140,6 +154,7 @@ export async function readStream(
           for await (const m of messages) {
             lastProgress = Date.now();
             attempt = 0;
+            failingSince = 0;
             if (m.seq < next) continue; // delivered again by a consumer opened after a stall
             if (!opts.follow && m.seq > last) {
               // Messages up to `last` were deleted: there is nothing more to wait for; the caller checks what it got.
@@ -158,11 +173,17 @@ export async function readStream(
               if (!opts.follow) return;
             }
           }
-          if (!stalled) return; // stopped
+          if (stopped) return;
+          if (!stalled) throw new ConsumerEnded();
         } catch (err) {
           if (err instanceof HandlerError) throw err.inner;
           // The client gave the consumer up (it could not recreate it), or JetStream is between leaders: open another.
           if (stopped || !(stalled || isTransientJsError(err) || opts.follow)) throw err;
+          // Not "not now" (the stream is gone, a permission refused): a follower tries for a while, then gives up loudly.
+          if (!stalled && !isTransientJsError(err)) {
+            failingSince ||= Date.now();
+            if (Date.now() - failingSince >= (opts.follow ? (opts.giveUpMs ?? GIVE_UP_MS) : 0)) throw err;
+          }
           // A follower keeps trying (a cluster's consumer can be lost with its node), but says so.
           if (!stalled && (attempt === 0 || attempt % 10 === 0)) opts.log?.warn({ stream, next, attempt: attempt + 1, err: describeError(err) }, 'stream reader: consumer failed, opening another');
         } finally {
