@@ -19,6 +19,8 @@ import type { AuditEntry } from './audit.js';
  *   GET  /health                                  200 | 503
  *   GET  /history   username, password, limit?, before?   200 {entries: AuditEntry[], next?} | 401
  *   GET  /requests/<id>  username, password       200 AuditEntry | 401 | 404 (unknown, or another team's)
+ *   GET  /leaderboard                             200 LeaderboardBody (its page: /board)
+ *   GET  /charts    since?, team?                 200 ChartsBody | 400
  *
  * /create and /redeem take an optional idempotency key (body `request_id` or
  * header `Idempotency-Key`): a retry with the same key returns the original

@@ -130,6 +130,7 @@ export class Charts {
   private readonly subs: Subscription[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
   private dumpPending: Promise<void> | null = null;
+  private retry: NodeJS.Timeout | undefined;
   private lastDump = 0;
   private closed = false;
 
@@ -181,7 +182,11 @@ export class Charts {
     this.dumpPending = (async () => {
       const reply = await this.engine.call({ op: 'dump' });
       if (!reply.ok) {
-        if (!this.closed) this.timers.push(setTimeout(() => void this.refreshAccounts(), 2000).unref());
+        // The engine is not up yet: try again (one timer, however long it takes).
+        if (!this.closed) {
+          clearTimeout(this.retry);
+          this.retry = setTimeout(() => void this.refreshAccounts(), 2000).unref();
+        }
         return;
       }
       for (const a of reply.result.accounts) {
@@ -355,6 +360,7 @@ export class Charts {
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.retry);
     for (const t of this.timers) clearTimeout(t);
     for (const s of this.subs) s.unsubscribe();
   }

@@ -30,7 +30,7 @@ export interface GatewayHandle {
   nc: NatsConnection;
   engine: EngineClient;
   auth: Authenticator;
-  /** What GET /charts serves (tests place points with charts.sample()). */
+  /** What GET /charts serves: prices and P&L sampled from published state, and the conversion scorecards. */
   charts: Charts;
   close(): Promise<void>;
 }
