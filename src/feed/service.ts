@@ -359,7 +359,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       publishQuiet(nc, log, FEED_STATUS_SUBJECT, undefined, data);
       putQuiet(feedKv, log, FEED_STATUS_KEY, data);
       // While a new session is not begun yet, the tracker's seq belongs to a session the store does not know.
-      if (clearing.restartsPending === 0 && judge.verdicts().length === 0 && clearing.tracker.last > sessions.record.last_seq) {
+      if (clearing.restartsPending === 0 && clearing.tracker.last > sessions.record.last_seq) {
         sessions.saveProgress(clearing.tracker.last, { seq: md.tracker.last, ts: mdLastTs }).catch((err) => log.warn({ err: String(err) }, 'could not save clearing progress'));
       }
     };
@@ -386,7 +386,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         bboStore.close();
         clearTimeout(gateTimer);
         controlSub.unsubscribe();
-        if (clearing.restartsPending === 0 && judge.verdicts().length === 0) {
+        if (clearing.restartsPending === 0) {
           await sessions.saveProgress(clearing.tracker.last, { seq: md.tracker.last, ts: mdLastTs }).catch((err) => log.warn({ err: String(err) }, 'could not save clearing progress at stop'));
         }
         tick();
