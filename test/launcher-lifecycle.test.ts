@@ -33,7 +33,7 @@ const alive = (pid: number) => {
 const lossLines = (run: LauncherRun) => run.lines.filter((l) => /clearing seq gap|late join on the clearing feed/.test(l.msg ?? ''));
 
 describe('npm start and its stops, with the simulator', () => {
-  it('Ctrl-C twice, then SIGTERM to npm alone: each stop is clean (in order, final snapshot saved, nothing left), each start has 0 gaps', async () => {
+  it('Ctrl-C three times, then SIGINT and SIGTERM to npm alone: each stop is clean (in order, final snapshot saved, nothing left), each start has 0 gaps', async () => {
     const d = tempDir('etf-lifecycle-');
     dirs.push(d);
     const accounts = join(d.path, 'accounts.txt');
@@ -45,9 +45,12 @@ describe('npm start and its stops, with the simulator', () => {
     const env = await launcherEnv(dataDir, accounts, { NDFEX_SIMULATOR: 'on', NDFEX_SIM_RATE: '200', TMPDIR: tmp });
     const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
     // A terminal's Ctrl-C signals the whole foreground group (npm, and whatever it started in that group).
+    const ctrlC = { what: 'Ctrl-C', stop: (r: LauncherRun) => process.kill(-r.child.pid!, 'SIGINT') };
     const stops: Array<{ what: string; stop: (r: LauncherRun) => void }> = [
-      { what: 'Ctrl-C', stop: (r) => process.kill(-r.child.pid!, 'SIGINT') },
-      { what: 'Ctrl-C', stop: (r) => process.kill(-r.child.pid!, 'SIGINT') },
+      ctrlC,
+      ctrlC,
+      ctrlC,
+      { what: 'SIGINT to npm', stop: (r) => process.kill(r.child.pid!, 'SIGINT') },
       { what: 'SIGTERM to npm', stop: (r) => process.kill(r.child.pid!, 'SIGTERM') },
     ];
     for (const [i, { what, stop }] of stops.entries()) {
@@ -87,7 +90,7 @@ describe('npm start and its stops, with the simulator', () => {
       expect(readdirSync(tmp)).toEqual([]);
       expect(existsSync(join(dataDir, 'tmp'))).toBe(false);
     }
-  }, 480_000);
+  }, 600_000);
 
   it('a launcher killed outright leaves nothing serving: its services stop by themselves, the next start stops the nats-server it left', async () => {
     const d = tempDir('etf-lifecycle-');
