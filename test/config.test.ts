@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseAccounts } from '../src/config/accounts.js';
 import { buildInstruments, loadBaskets } from '../src/config/baskets.js';
 import { MULTI_BASKETS } from './helpers/system.js';
+import { ConfigError, loadConfig } from '../src/config/config.js';
 
 const undyOnly = loadBaskets(undefined);
 
@@ -68,5 +69,15 @@ describe('baskets file', () => {
       [{ etfs: [{ name: 'NEW', symbol: 100, components: {} }] }, /no components/],
     ];
     for (const [def, err] of bad) expect(() => buildInstruments(def as never, 'b.json')).toThrow(err);
+  });
+});
+
+describe('HTTP settings', () => {
+  it('HTTP_SERVER picks the server (auto, uws, node) and refuses anything else; HTTP_ALLOWED_ORIGINS is a comma-separated list of URLs', () => {
+    expect(loadConfig({}).http.server).toBeUndefined();
+    for (const v of ['auto', 'uws', 'node'] as const) expect(loadConfig({ HTTP_SERVER: v }).http.server).toBe(v);
+    expect(() => loadConfig({ HTTP_SERVER: 'front' })).toThrow(ConfigError);
+    expect(loadConfig({ HTTP_ALLOWED_ORIGINS: 'https://a.example, http://b.example:8080' }).http.allowedOrigins).toEqual(['https://a.example', 'http://b.example:8080']);
+    expect(() => loadConfig({ HTTP_ALLOWED_ORIGINS: 'not a url' })).toThrow(ConfigError);
   });
 });
