@@ -9,7 +9,7 @@
  * against the HTTP ceiling: bare uWS answering the same POST (bench/ceiling.ts).
  * Run: npm run bench:create   (BENCH_SECONDS, BENCH_CONNECTIONS to change the load,
  *      BENCH_SCENARIOS=create to run a subset, BENCH_SERVERS=uws to skip node,
- *      BENCH_BASELINE_REF=<git ref> to run the same against that ref's engine and gateway,
+ *      BENCH_BASELINE_REF=<git ref> to run the same against that ref's engine and gateway (with HTTP_FRONT=direct, for refs that had the front),
  *      BENCH_PROFILE=engine|gateway for a CPU profile in .bench/, BENCH_ROUNDS=n to run every system n times in turn and print medians)
  */
 import autocannon, { type Request } from 'autocannon';
@@ -21,6 +21,7 @@ import { startBenchSystem, spawnService } from './system.js';
 import { buildBaseline } from './baseline.js';
 import { natsFloor, type Floor } from './nats-floor.js';
 import { loadUws, type HttpServerKind } from '../src/gateway/transport/index.js';
+import type { Config } from '../src/config/config.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
 // The first seconds at full load run slower (JIT tiers, heaps growing to their working size): measured apart, not in the figure.
@@ -85,7 +86,8 @@ const systems: { label: string; front?: HttpServerKind; root?: string }[] = [
   ...(baseline ? [{ label: `base ${ref}`, root: baseline.dir }] : []),
 ];
 for (round = 1; round <= rounds; round++) for (const { label: front, root, ...rest } of systems) {
-  const http = { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, ...(rest.front ? { server: rest.front } : {}) };
+  // A baseline runs as its own code reads the config: before HTTP_SERVER, `front: 'direct'` put uWS on the port (the fast path then).
+  const http = { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, ...(rest.front ? { server: rest.front } : { front: 'direct' }) } as Config['http'];
   const sys = await startBenchSystem(roster, { operator: OPERATOR, http }, root);
   try {
     // Enough of every UNDY component that no create in the run is refused.

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { parseAccounts } from '../src/config/accounts.js';
-import { loadConfig } from '../src/config/config.js';
 import { buildInstruments, loadBaskets } from '../src/config/baskets.js';
 import { MULTI_BASKETS } from './helpers/system.js';
+import { ConfigError, loadConfig } from '../src/config/config.js';
 
 const undyOnly = loadBaskets(undefined);
 
@@ -81,5 +81,15 @@ describe('settings from the environment', () => {
     expect(() => loadConfig({ OPERATOR_PASSWORD: 'short' })).toThrow(/^OPERATOR_PASSWORD \(value hidden\): operator password must be at least 8 characters$/);
     expect(() => loadConfig({ LOG_FORMAT: 'xml' })).toThrow(/^LOG_FORMAT="xml": expected json or pretty/);
     expect(loadConfig({ LOG_FORMAT: 'JSON' }).http.port).toBeGreaterThan(0);
+  });
+});
+
+describe('HTTP settings', () => {
+  it('HTTP_SERVER picks the server (auto, uws, node) and refuses anything else; HTTP_ALLOWED_ORIGINS is a comma-separated list of URLs', () => {
+    expect(loadConfig({}).http.server).toBeUndefined();
+    for (const v of ['auto', 'uws', 'node'] as const) expect(loadConfig({ HTTP_SERVER: v }).http.server).toBe(v);
+    expect(() => loadConfig({ HTTP_SERVER: 'front' })).toThrow(ConfigError);
+    expect(loadConfig({ HTTP_ALLOWED_ORIGINS: 'https://a.example, http://b.example:8080' }).http.allowedOrigins).toEqual(['https://a.example', 'http://b.example:8080']);
+    expect(() => loadConfig({ HTTP_ALLOWED_ORIGINS: 'not a url' })).toThrow(ConfigError);
   });
 });

@@ -180,6 +180,21 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
     expect((await f.http.send('GET', `/requests/${kind}-cut`, { basic: ['team1', 'team1pass'] })).status).toBe(404);
   });
 
+  it('never runs a request hidden in a chunked body\'s trailer section', async () => {
+    const name = `smuggled${kind}`;
+    const hidden = form({ username: name, password: 'password1' });
+    const c = raw();
+    c.send(
+      'GET /health HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n' +
+        `POST /register HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${hidden.length}\r\n\r\n${hidden}`,
+    );
+    c.socket.end();
+    await c.until(() => c.closed);
+    // At most the GET is answered; the hidden registration never happened, so the name is still free.
+    expect(c.responses.length).toBeLessThanOrEqual(1);
+    expect((await f.http.register(name, 'password1')).status).toBe(200);
+  });
+
   const body = form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: `${kind}-bad` });
   // [name, request, the node server's answer]: uWS drops each without one.
   const malformed: [string, string, number, string][] = [

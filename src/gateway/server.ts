@@ -7,7 +7,7 @@ import type { Logger } from '../shared/log.js';
 import { EngineClient } from './engine-client.js';
 import { Authenticator, authOptions } from './auth.js';
 import { Exchange, STATE_CHANGING, decodablePath, foreignOrigin, guarded, type Reply, type RequestInfo } from './http.js';
-import { createHttpServer, type HttpServerKind } from './transport/index.js';
+import { checkHttpServer, createHttpServer, type HttpServerKind } from './transport/index.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
 import { FeedStatusView } from './feed-status.js';
@@ -39,6 +39,7 @@ type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void
 
 
 export async function startGateway(cfg: Config, natsUrl: string, log: Logger): Promise<GatewayHandle> {
+  await checkHttpServer(cfg.http.server ?? 'auto');
   await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
   const nc = await connectNats(natsUrl, 'etf-gateway', { role: 'gateway', credsFile: cfg.nats.creds });
   const engine = new EngineClient(nc, cfg.requestTimeoutMs, { shards: cfg.engine?.shards ?? 1, log });

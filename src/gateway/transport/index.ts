@@ -59,9 +59,18 @@ export async function createHttpServer(kind: HttpServerKind | 'auto', opts: Http
   if (kind !== 'node') {
     const uws = await loadUws();
     if (uws.ok) return uws.uwsServer(opts);
-    if (kind === 'uws') throw new ConfigError(`HTTP_SERVER=uws: uWebSockets.js does not load (${uws.reason}); ${uwsAdvice()}, or set HTTP_SERVER=node`);
+    if (kind === 'uws') throw uwsRefused(uws.reason);
     log.warn({ reason: uws.reason, node: process.version, abi: process.versions.modules }, `uWebSockets.js does not load on this Node: serving HTTP and WebSocket with node:http and ws; ${uwsAdvice()}`);
   }
   const { nodeServer } = await import('./node.js');
   return nodeServer(opts);
+}
+
+const uwsRefused = (reason: string) => new ConfigError(`HTTP_SERVER=uws: uWebSockets.js does not load (${reason}); ${uwsAdvice()}, or set HTTP_SERVER=node`);
+
+/** Before anything else starts: HTTP_SERVER=uws on a Node without a uWS build is a configuration mistake, said at once. */
+export async function checkHttpServer(kind: HttpServerKind | 'auto'): Promise<void> {
+  if (kind !== 'uws') return;
+  const uws = await loadUws();
+  if (!uws.ok) throw uwsRefused(uws.reason);
 }
