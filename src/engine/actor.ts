@@ -5,6 +5,7 @@ import {
   type CommandBatch,
   type EngineCommand,
   type EngineReply,
+  type Rejection,
   type ReplyBatch,
 } from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
@@ -145,7 +146,7 @@ export class EngineActor {
       return;
     }
     if (batch?.v !== ENGINE_PROTOCOL_VERSION || !Array.isArray(batch.cmds)) {
-      const error = { code: 'unsupported_version' as const, message: `engine speaks protocol v${ENGINE_PROTOCOL_VERSION}` };
+      const error: Rejection = { code: 'unsupported_version', speaks: ENGINE_PROTOCOL_VERSION };
       const replies = (batch?.cmds ?? []).map((c): EngineReply => ({ id: c.id, ok: false, error }));
       msg.respond(encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
       return;
@@ -358,10 +359,7 @@ export class EngineActor {
   /** A write failed: every group not yet answered is answered as unknown, and the process stops. */
   private fail(err: unknown): void {
     this.failed = true;
-    const error = {
-      code: 'engine_unavailable' as const,
-      message: 'the engine could not confirm this operation was recorded; check /holdings before retrying',
-    };
+    const error: Rejection = { code: 'engine_unavailable', why: 'unconfirmed' };
     for (const g of [...this.inFlight.map((f) => f.group), ...this.groups]) {
       for (const [subject, replies] of g.replies) {
         const failed = replies.map((r): EngineReply => ({ id: r.id, ok: false, error }));
@@ -395,6 +393,6 @@ function outcome(ev: Extract<JournalEvent, { t: 'conversion' | 'rejected' }>, de
 /** A command other than a read on the operators' subject: refused, never decided. */
 const ADMIN_REFUSAL: Decision = {
   kind: 'rejected',
-  error: { code: 'forbidden', message: `only ${[...ENGINE_ADMIN_OPS].join(', ')} are answered on the operators' read-only subject` },
+  error: { code: 'forbidden', answered: [...ENGINE_ADMIN_OPS] },
   events: [],
 };

@@ -1,5 +1,19 @@
-import { namedPositions, type ConversionAnswer, type ConversionOp, type EngineCommand, type ResultByOp, type EngineError, type EngineResult, type FlatPositions, type HoldingsAnswer, type Position, type RulesResult, type Shortfall } from '../../proto/engine.js';
-import type { AuditEntry } from '../../proto/audit.js';
+import {
+  namedPositions,
+  type AuditRecord,
+  type ConversionAnswer,
+  type ConversionOp,
+  type EngineCommand,
+  type EngineResult,
+  type FlatPositions,
+  type HoldingsAnswer,
+  type Position,
+  type EngineRefusal,
+  type Rejection,
+  type ResultByOp,
+  type RulesResult,
+  type Shortfall,
+} from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
 import type { Instruments, Basket } from '../config/baskets.js';
@@ -45,7 +59,7 @@ export interface Accepted<R extends EngineResult = EngineResult> {
 }
 export interface Rejected {
   readonly kind: 'rejected';
-  readonly error: EngineError;
+  readonly error: EngineRefusal;
   readonly events: JournalEvent[];
   readonly result?: undefined;
 }
@@ -111,7 +125,7 @@ function unitsSince(acc: Account, since: number): number {
   return units;
 }
 
-const refuse = (error: EngineError): Rejected => ({ kind: 'rejected', error, events: [] });
+const refuse = (error: EngineRefusal): Rejected => ({ kind: 'rejected', error, events: [] });
 const read = <R extends EngineResult>(result: R): Read<R> => ({ kind: 'read', result, events: [] });
 const MAX_HISTORY_PAGE = 500;
 
@@ -136,19 +150,10 @@ export function holdingsView(acc: Account): HoldingsAnswer {
   return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: accountPositions(acc), cash: acc.cash };
 }
 
-function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
+function pickBasket(cfg: CoreConfig, etf: string | null): Basket | Rejection {
   const { baskets } = cfg.instruments;
-  if (etf === null) {
-    if (baskets.size === 1) return baskets.values().next().value!;
-    return { code: 'unknown_etf', field: 'etf_name', message: `etf_name is required: one of ${[...baskets.keys()].join(', ')}` };
-  }
-  return (
-    baskets.get(etf) ?? {
-      code: 'unknown_etf',
-      field: 'etf_name',
-      message: `unknown etf_name ${JSON.stringify(etf)}: one of ${[...baskets.keys()].join(', ')}`,
-    }
-  );
+  if (etf === null && baskets.size === 1) return baskets.values().next().value!;
+  return (etf !== null && baskets.get(etf)) || { code: 'unknown_etf', etf, etfs: [...baskets.keys()] };
 }
 
 /** Deltas of converting `amount` units: create debits the basket and credits the ETF; redeem the reverse. */
@@ -175,7 +180,7 @@ function heldAfter(ev: Conversion): FlatPositions | undefined {
  * The audit entry of a journaled decision, as teams and operators read it.
  * `catalog` gives a compact conversion's deltas (by its basket version).
  */
-export function auditEntry(ev: AuditEvent, instruments: Instruments, catalog: Catalog): AuditEntry {
+export function auditEntry(ev: AuditEvent, instruments: Instruments, catalog: Catalog): AuditRecord {
   switch (ev.t) {
     case 'account':
       return { request_id: requestIdString(ev.requestId ?? 0), kind: 'register', status: 'accepted', client_id: ev.clientId, username: ev.username, ts: ev.ts };
@@ -262,7 +267,7 @@ class AcceptedConversion implements Accepted<ConversionAnswer> {
     private readonly basket: CompiledBasket,
     /** The account's version when decided: the event is applied once it is one more. */
     private readonly decidedAt: number,
-    private readonly warnings: string[] | undefined,
+    private readonly beyond: ConversionAnswer['beyond_limit'],
     dryRun: boolean,
   ) {
     this.events = dryRun ? [] : [ev];
@@ -298,7 +303,7 @@ class AcceptedConversion implements Accepted<ConversionAnswer> {
       // The view is of the state after the event: one change later than when decided.
       holdings: { client_id: acc.clientId, username: acc.username, seq: this.decidedAt + 1, positions, cash: applied ? acc.cash : acc.cash - fee },
     };
-    if (this.warnings) result.warnings = this.warnings;
+    if (this.beyond) result.beyond_limit = this.beyond;
     if (this.events.length === 0) {
       // What would happen: the positions after, but no request id taken, nothing changed.
       result.request_id = 'dry-run';
@@ -327,15 +332,11 @@ type CommandOf<O extends Op> = EngineCommand & { op: O };
 /** Decides one kind of command: typed by the command, answering that command's result (proto/engine.ts ResultByOp). */
 type Handler<O extends Op> = (state: EngineState, cfg: CoreConfig, cmd: CommandOf<O>, now: number) => Decision<ResultByOp[O]>;
 
-const unknownEtf = (cfg: CoreConfig, etf: string): EngineError => ({
-  code: 'unknown_etf',
-  field: 'etf_name',
-  message: `unknown etf_name ${JSON.stringify(etf)}: one of ${[...cfg.instruments.baskets.keys()].join(', ')}`,
-});
-const unknownAccount = (): Rejected => refuse({ code: 'unknown_account', message: 'authentication failed' });
+const unknownEtf = (cfg: CoreConfig, etf: string): Rejection => ({ code: 'unknown_etf', etf, etfs: [...cfg.instruments.baskets.keys()] });
+const unknownAccount = (): Rejected => refuse({ code: 'unknown_account' });
 
 /** A refused conversion, journaled (unless a dry run) for the audit trail and retries. */
-function rejectConversion(cmd: CommandOf<ConversionOp>, acc: Account, requestId: number, now: number, error: EngineError): Rejected {
+function rejectConversion(cmd: CommandOf<ConversionOp>, acc: Account, requestId: number, now: number, error: Rejection): Rejected {
   if (cmd.dryRun) return refuse(error);
   const ev: JournalEvent = {
     t: 'rejected',
@@ -363,16 +364,16 @@ function haltOrResume(state: EngineState, cfg: CoreConfig, cmd: CommandOf<'halt'
 }
 
 /** The components of a new basket by symbol, sorted, or why they are refused. */
-function basketComponents(cfg: CoreConfig, basket: Basket, components: Record<string, number>): Delta[] | EngineError {
+function basketComponents(cfg: CoreConfig, basket: Basket, components: Record<string, number>): Delta[] | Rejection {
   const out: Delta[] = [];
   for (const [ticker, weight] of Object.entries(components)) {
     const symbol = cfg.instruments.symbolOf(ticker.toUpperCase());
-    if (symbol === undefined) return { code: 'bad_request', field: 'components', message: `unknown component symbol ${ticker}` };
-    if (symbol === basket.symbol) return { code: 'bad_request', field: 'components', message: `${basket.name} cannot contain itself` };
-    if (!Number.isSafeInteger(weight) || weight < 1) return { code: 'bad_request', field: 'components', message: `weight of ${ticker} must be a whole number above 0` };
+    if (symbol === undefined) return { code: 'bad_request', why: 'unknown_component', component: ticker };
+    if (symbol === basket.symbol) return { code: 'bad_request', why: 'contains_itself', etf: basket.name };
+    if (!Number.isSafeInteger(weight) || weight < 1) return { code: 'bad_request', why: 'component_weight', component: ticker };
     out.push([symbol, weight]);
   }
-  if (out.length === 0) return { code: 'bad_request', field: 'components', message: 'a basket needs at least one component' };
+  if (out.length === 0) return { code: 'bad_request', why: 'no_components' };
   return out.sort((a, b) => a[0] - b[0]);
 }
 
@@ -387,7 +388,7 @@ const setBasket: Handler<'set_basket'> = (state, cfg, cmd, now) => {
   const last = versions[versions.length - 1];
   // The basket in force already: nothing to change. So a retry (after a 503, or to a shard that missed it) makes no second version.
   if (last && sameComponents(last.components, components)) return { kind: 'accepted', result: rulesView(state.halts, state.rules, cfg, state.baskets), events: [] };
-  if (last && cmd.from < last.from) return refuse({ code: 'bad_request', field: 'from', message: `version ${last.version} applies from ${new Date(last.from).toISOString()}: a new one cannot apply before it` });
+  if (last && cmd.from < last.from) return refuse({ code: 'bad_request', why: 'from_before', version: last.version, from: last.from });
   const ev: JournalEvent = { t: 'basket', etf: basket.name, version: (last?.version ?? 0) + 1, components, from: cmd.from, by: cmd.by, ts: now };
   const after = new Map(state.baskets);
   after.set(basket.name, [...versions, { version: ev.version, from: ev.from, by: ev.by, components }]);
@@ -402,7 +403,7 @@ const setRules: Handler<'set_rules'> = (state, cfg, cmd, now) => {
 const register: Handler<'register'> = (state, cfg, cmd, now) => {
   const requestId = state.requestSeq + 1;
   if (state.byUsername.has(cmd.username) || cfg.shard?.rosterUsernames.has(cmd.username)) {
-    const error: EngineError = { code: 'username_taken', field: 'username', message: `username ${cmd.username} is taken` };
+    const error: Rejection = { code: 'username_taken', username: cmd.username };
     return { kind: 'rejected', error, events: [{ t: 'rejected', requestId, kind: 'register', clientId: null, username: cmd.username, error, ts: now }] };
   }
   const clientId = nextClientId(state.maxClientId, cfg.shard);
@@ -432,7 +433,7 @@ const request: Handler<'request'> = (state, cfg, cmd) => {
   const acc = state.accounts.get(cmd.clientId);
   const ev = acc && findRequest(acc, String(cmd.id));
   // Another team's id and a missing id look the same: nothing about other teams leaks.
-  if (!ev) return refuse({ code: 'not_found', message: `no request ${cmd.id} for this account` });
+  if (!ev) return refuse({ code: 'not_found', id: String(cmd.id) });
   return read(auditEntry(ev, cfg.instruments, state.catalog));
 };
 
@@ -441,9 +442,9 @@ const history: Handler<'history'> = (state, cfg, cmd) => {
   if (!acc) return unknownAccount();
   const limit = Math.max(1, Math.min(MAX_HISTORY_PAGE, Math.floor(cmd.limit) || 50));
   const before = cmd.before === undefined ? Infinity : parseRequestId(cmd.before);
-  if (before === undefined) return refuse({ code: 'bad_request', field: 'before', message: 'before must be a request id like r42' });
+  if (before === undefined) return refuse({ code: 'bad_request', why: 'before' });
   bindInstruments(state, cfg.instruments);
-  const entries: AuditEntry[] = [];
+  const entries: AuditRecord[] = [];
   const h = acc.history;
   let i = h.length - 1;
   for (; i >= 0 && entries.length < limit; i--) {
@@ -454,7 +455,7 @@ const history: Handler<'history'> = (state, cfg, cmd) => {
 };
 
 /** A create or redeem with a key used before: the stored outcome again, or a conflict if the request differs. */
-function retried(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionOp>, acc: Account): Decision<ConversionAnswer> | undefined {
+function retried(state: EngineState, cmd: CommandOf<ConversionOp>, acc: Account): Decision<ConversionAnswer> | undefined {
   // A dry run is never stored: its key, if any, is not taken.
   if (cmd.key === undefined || cmd.dryRun) return undefined;
   const earlier = findKey(acc, cmd.key);
@@ -464,46 +465,31 @@ function retried(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionO
       ? earlier.op === cmd.op && earlier.amount === cmd.amount && (cmd.etf === null || cmd.etf === earlier.etf)
       : earlier.t === 'rejected' && earlier.kind === cmd.op && earlier.amount === cmd.amount && earlier.etf === cmd.etf;
   if (!same) {
-    return refuse({
-      code: 'idempotency_conflict',
-      field: 'request_id',
-      message: `request id ${cmd.key} was already used for a different request (${requestIdString(earlier.t === 'account' ? 0 : earlier.requestId)})`,
-    });
+    return refuse({ code: 'idempotency_conflict', key: cmd.key, earlier: requestIdString(earlier.t === 'account' ? 0 : earlier.requestId) });
   }
   return replayedOutcome(earlier, acc, state);
 }
 
-/** The rules' refusals that need no basket arithmetic: amount, ETF, halts, creation unit, windows, units per conversion and per window. */
-function ruleRefusal(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionOp>, acc: Account, basket: Basket, rules: ConversionRules, now: number): EngineError | undefined {
+/** The rules' refusals that need no basket arithmetic: halts, creation unit, windows, units per conversion and per window. */
+function ruleRefusal(state: EngineState, cmd: CommandOf<ConversionOp>, acc: Account, basket: Basket, rules: ConversionRules, now: number): Rejection | undefined {
   if (state.halts.size > 0) {
     const halt = state.halts.get(ALL_ETFS) ?? state.halts.get(basket.name);
-    if (halt) return { code: 'halted', message: `conversions of ${state.halts.has(ALL_ETFS) ? 'every ETF' : basket.name} are halted by the operator${halt.reason ? `: ${halt.reason}` : ''}` };
+    if (halt) return { code: 'halted', etf: state.halts.has(ALL_ETFS) ? null : basket.name, reason: halt.reason };
   }
-  if (cmd.amount % basket.unit !== 0) {
-    return { code: 'invalid_amount', field: 'amount', unit: basket.unit, message: `amount must be a multiple of ${basket.name}'s creation unit of ${basket.unit}` };
-  }
-  if (rules.windows && !insideWindows(rules.windows, now)) {
-    return { code: 'outside_window', message: `conversions are open only ${rules.windows.map((w) => `${w.from}-${w.to}`).join(', ')} UTC` };
-  }
+  if (cmd.amount % basket.unit !== 0) return { code: 'invalid_amount', why: 'unit', etf: basket.name, unit: basket.unit };
+  if (rules.windows && !insideWindows(rules.windows, now)) return { code: 'outside_window', windows: rules.windows.map((w) => ({ from: w.from, to: w.to })) };
   const maxUnits = rules.max_units_per_conversion;
-  if (maxUnits !== undefined && cmd.amount > maxUnits) return { code: 'limit_exceeded', field: 'amount', limit: maxUnits, message: `at most ${maxUnits} units per conversion` };
+  if (maxUnits !== undefined && cmd.amount > maxUnits) return { code: 'limit_exceeded', why: 'per_conversion', limit: maxUnits };
   const perWindow = rules.units_per_window;
   if (perWindow) {
     const used = unitsSince(acc, now - perWindow.seconds * 1000);
-    if (used + cmd.amount > perWindow.units) {
-      return {
-        code: 'limit_exceeded',
-        field: 'amount',
-        limit: perWindow.units,
-        message: `at most ${perWindow.units} units per ${perWindow.seconds} s: ${used} already converted, ${perWindow.units - used} left`,
-      };
-    }
+    if (used + cmd.amount > perWindow.units) return { code: 'limit_exceeded', why: 'per_window', limit: perWindow.units, seconds: perWindow.seconds, used };
   }
   return undefined;
 }
 
 /** What the account lacks for the conversion, if anything. Checked in place against the compiled basket: nothing is built unless something is short. */
-function shortfallRefusal(cfg: CoreConfig, cmd: CommandOf<ConversionOp>, acc: Account, basket: Basket, inForce: CompiledBasket): EngineError | undefined {
+function shortfallRefusal(cmd: CommandOf<ConversionOp>, acc: Account, basket: Basket, inForce: CompiledBasket): Rejection | undefined {
   const units = cmd.op === 'create' ? cmd.amount : -cmd.amount;
   const { syms, weights } = inForce;
   let short = units < 0 && position(acc, inForce.symbol) < -units;
@@ -513,49 +499,45 @@ function shortfallRefusal(cfg: CoreConfig, cmd: CommandOf<ConversionOp>, acc: Ac
   for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) {
     if (d >= 0) continue;
     const have = position(acc, symbol);
-    if (have < -d) shortfalls.push({ symbol, ticker: cfg.instruments.tickerOf(symbol), have, need: -d });
+    if (have < -d) shortfalls.push({ symbol, have, need: -d });
   }
-  const list = shortfalls.map((s) => `${s.ticker} have ${s.have} need ${s.need}`).join(', ');
-  return { code: 'insufficient_holdings', message: `insufficient holdings to ${cmd.op} ${cmd.amount} ${basket.name}: ${list}`, shortfalls };
+  return { code: 'insufficient_holdings', op: cmd.op, amount: cmd.amount, etf: basket.name, shortfalls };
 }
 
-/** The position limit: a refusal in `refuse` mode, warnings in `warn` mode, nothing when within it or off. */
-function positionLimit(cfg: CoreConfig, cmd: CommandOf<ConversionOp>, acc: Account, inForce: CompiledBasket, rules: ConversionRules): { refusal?: EngineError; warnings?: string[] } {
+/** The position limit: a refusal in `refuse` mode, the symbols beyond it in `warn` mode, nothing when within it or off. */
+function positionLimit(cmd: CommandOf<ConversionOp>, acc: Account, inForce: CompiledBasket, rules: ConversionRules): { refusal?: Rejection; beyond?: ConversionAnswer['beyond_limit'] } {
   if (!rules.position_limit) return {};
   const { limit, mode } = rules.position_limit;
-  const beyond: string[] = [];
-  for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) if (Math.abs(position(acc, symbol) + d) > limit) beyond.push(cfg.instruments.tickerOf(symbol));
-  if (beyond.length === 0) return {};
-  if (mode === 'refuse') return { refusal: { code: 'limit_exceeded', limit, symbol: beyond[0]!, message: `the ${cmd.op} would leave ${beyond.join(', ')} beyond the position limit of ${limit}` } };
-  return { warnings: beyond.map((t) => `${t} beyond the position limit of ${limit}`) };
+  const symbols: number[] = [];
+  for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) if (Math.abs(position(acc, symbol) + d) > limit) symbols.push(symbol);
+  if (symbols.length === 0) return {};
+  return mode === 'refuse' ? { refusal: { code: 'limit_exceeded', why: 'position', op: cmd.op, limit, symbols } } : { beyond: { limit, symbols } };
 }
 
 function convert(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionOp>, now: number): Decision<ConversionAnswer> {
   const acc = state.accounts.get(cmd.clientId);
   if (!acc) return unknownAccount();
   bindInstruments(state, cfg.instruments);
-  const again = retried(state, cfg, cmd, acc);
+  const again = retried(state, cmd, acc);
   if (again) return again;
   const requestId = state.requestSeq + 1;
-  if (!Number.isSafeInteger(cmd.amount) || cmd.amount < 1 || cmd.amount > cfg.maxAmount) {
-    return refuse({ code: 'invalid_amount', field: 'amount', message: `amount must be a whole number from 1 to ${cfg.maxAmount}` });
-  }
+  if (!Number.isSafeInteger(cmd.amount) || cmd.amount < 1 || cmd.amount > cfg.maxAmount) return refuse({ code: 'invalid_amount', why: 'range', max: cfg.maxAmount });
   const basket = pickBasket(cfg, cmd.etf);
   if ('code' in basket) return rejectConversion(cmd, acc, requestId, now, basket);
   const rules = effectiveRules(state, cfg);
-  const refusal = ruleRefusal(state, cfg, cmd, acc, basket, rules, now);
+  const refusal = ruleRefusal(state, cmd, acc, basket, rules, now);
   if (refusal) return rejectConversion(cmd, acc, requestId, now, refusal);
   const inForce = state.catalog.inForce(basket.name, now)!;
-  const short = shortfallRefusal(cfg, cmd, acc, basket, inForce);
+  const short = shortfallRefusal(cmd, acc, basket, inForce);
   if (short) return rejectConversion(cmd, acc, requestId, now, short);
-  const limit = positionLimit(cfg, cmd, acc, inForce, rules);
+  const limit = positionLimit(cmd, acc, inForce, rules);
   if (limit.refusal) return rejectConversion(cmd, acc, requestId, now, limit.refusal);
   const fee = conversionFee(rules, cmd.op, cmd.amount);
   const ev: Conversion = { t: 'conversion', requestId, op: cmd.op, clientId: acc.clientId, etf: basket.name, amount: cmd.amount, ts: now };
   if (cmd.key !== undefined) ev.key = cmd.key;
   if (fee !== 0) ev.fee = fee;
   if (inForce.version !== 0) ev.basketVersion = inForce.version;
-  return new AcceptedConversion(acc, ev, inForce, acc.version, limit.warnings, cmd.dryRun === true);
+  return new AcceptedConversion(acc, ev, inForce, acc.version, limit.beyond, cmd.dryRun === true);
 }
 
 const HANDLERS: { [O in Op]: Handler<O> } = {
@@ -583,7 +565,7 @@ export function decide<C extends EngineCommand>(state: EngineState, cfg: CoreCon
 }
 
 /** A command the engine cannot read (no known op, or fields not of their types). */
-export const malformed = (): Rejected => refuse({ code: 'bad_request', message: 'malformed command' });
+export const malformed = (): Rejected => refuse({ code: 'bad_request', why: 'malformed' });
 
 function findKey(acc: Account, key: string): AuditEvent | undefined {
   const requestId = acc.history.keys.get(key);
