@@ -8,11 +8,13 @@ import type { AuditEntry } from './audit.js';
  * batch's number), and the engine answers with one ReplyBatch per batch and
  * group commit. `id` is the gateway's, echoed back so it can match replies.
  *
- * Version 2: positions in answers travel flat (FlatPositions), without
- * tickers; the gateway names them as it renders its answer (namedPositions).
- * An answer's tickers and objects are presentation, built once, at the edge.
+ * Version 2: positions in conversion and holdings answers travel flat
+ * (FlatPositions), without tickers; the gateway names them (namedPositions).
+ * Audit entries (`request`, `history`) still carry named positions.
+ * Version 3: refusals travel as codes and facts (Rejection), worded by the
+ * edge (proto/messages.ts); position-limit warnings as `beyond_limit`.
  */
-export const ENGINE_PROTOCOL_VERSION = 2;
+export const ENGINE_PROTOCOL_VERSION = 3;
 
 export type ConversionOp = 'create' | 'redeem';
 
@@ -32,8 +34,10 @@ export type EngineCommand =
   | { op: 'register'; username: string; passwordHash: string }
   /** Read: the account's client_id and sealed bcrypt hash, so the gateway can verify a password. */
   | { op: 'credentials'; username: string }
-  /** `key`: the caller's idempotency key; a retry with the same key returns the original result. */
-  /** `dryRun`: decide and answer, but change and journal nothing. */
+  /**
+   * `key`: the caller's idempotency key; a retry with the same key returns the original result.
+   * `dryRun`: decide and answer, but change and journal nothing.
+   */
   | { op: ConversionOp; clientId: number; etf: string | null; amount: number; key?: string; dryRun?: boolean }
   /** Read: one of the account's requests, by engine request id or by the caller's key. */
   | { op: 'request'; clientId: number; id: string }
@@ -43,8 +47,9 @@ export type EngineCommand =
   | { op: 'holdings'; clientId: number }
   /** Read: liveness and where the engine stands, for /health. */
   | { op: 'ping' }
-  /** Operator (the gateway checks the operator's credentials): halt or resume conversions of one ETF, or of all (etf null). */
+  /** Operator (the gateway checks the operator's credentials): halt conversions of one ETF, or of all (etf null). */
   | { op: 'halt'; etf: string | null; reason: string; by: string }
+  /** Operator: resume conversions of one ETF, or of all (etf null: every halt lifted). */
   | { op: 'resume'; etf: string | null; by: string }
   /** Read: the conversion rules in force. */
   | { op: 'rules' }
@@ -104,9 +109,11 @@ export type Rejection = { message?: undefined } & (
   | { code: 'not_found'; id: string }
   /** Conversions are halted by the operator, of `etf` (null: of every ETF). */
   | { code: 'halted'; etf: string | null; reason: string }
-  /** A conversion limit of the rules: units per conversion, units per window (`used` already in it), or the position limit (`symbols` beyond it). */
+  /** A conversion limit of the rules: units per conversion. */
   | { code: 'limit_exceeded'; why: 'per_conversion'; limit: number }
+  /** Units per window of `seconds`, `used` of them already. */
   | { code: 'limit_exceeded'; why: 'per_window'; limit: number; seconds: number; used: number }
+  /** The position limit, which the conversion would leave `symbols` beyond. */
   | { code: 'limit_exceeded'; why: 'position'; op: ConversionOp; limit: number; symbols: number[] }
   /** Outside the rules' conversion windows (UTC). */
   | { code: 'outside_window'; windows: { from: string; to: string }[] }

@@ -93,7 +93,7 @@ export type JournalEvent =
       username?: string;
       etf?: string | null;
       amount?: number;
-      /** In codes (proto/engine.ts Rejection); with its words (RecordedRejection) in journals written before. */
+      /** In codes (proto/engine.ts Rejection) since engine protocol 3, within journal version 3; with its words (RecordedRejection) before. Replay reads both. */
       error: EngineRefusal;
       /** Positions at the time, for the audit trail. */
       holdings?: Delta[];

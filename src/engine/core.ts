@@ -177,8 +177,10 @@ function heldAfter(ev: Conversion): FlatPositions | undefined {
 }
 
 /**
- * The audit entry of a journaled decision, as teams and operators read it.
- * `catalog` gives a compact conversion's deltas (by its basket version).
+ * The audit entry of a journaled decision: its positions named, as teams and
+ * operators read them; its refusal, if any, in codes (the edge words it,
+ * proto/messages.ts). `catalog` gives a compact conversion's deltas (by its
+ * basket version).
  */
 export function auditEntry(ev: AuditEvent, instruments: Instruments, catalog: Catalog): AuditRecord {
   switch (ev.t) {
@@ -253,7 +255,7 @@ function replayedOutcome(ev: AuditEvent, acc: Account, state: EngineState): Deci
 }
 
 /**
- * An accepted conversion. Its answer (tickers, position lists) is built only
+ * An accepted conversion. Its answer (flat position lists) is built only
  * when the edge that replies reads `result`, not for every decision; read it
  * before the account changes again (the actor reads it at once).
  */

@@ -68,9 +68,7 @@ interface ShardLine {
  * grow instead of the same commands going out as many small messages, each a
  * system call and a message for the gateway, the server and the engine. Two,
  * not one: the gateway parses and answers one batch's requests while the
- * engine works on the other's (/create at 64 connections, interleaved runs:
- * 6-10% more requests/s with uWS on the port, the same through the front;
- * three was slower).
+ * engine works on the other's (measured: docs/scale-plan.md, "Batches out").
  */
 const BATCHES_OUT = 2;
 /** A batch unanswered this long no longer holds the next one back: a slow engine costs this much latency at most. */
