@@ -46,7 +46,7 @@ interface Engine {
   decide(state: never, cfg: never, cmd: EngineCommand, now: number): { events: JournalEvent[]; result?: unknown };
   Actor: new (nc: NatsConnection, state: never, cfg: never, journal: never, log: Logger, onFatal: (err: unknown) => void) => { start(): Promise<void>; drain(): Promise<void> };
   Journal: new (nc: NatsConnection, lastSeq: number) => unknown;
-  Client: new (nc: NatsConnection, timeoutMs: number) => { call(cmd: EngineCommand): Promise<{ ok: boolean; error?: { message: string } }>; close(): void };
+  Client: new (nc: NatsConnection, timeoutMs: number) => { call(cmd: EngineCommand): Promise<{ ok: boolean; error?: unknown }>; close(): void };
 }
 
 /** An engine build's modules, from its dist directory (this tree's, or a baseline's). */
@@ -91,7 +91,7 @@ async function throughActor(engine: Engine, servers: string[], journalWriter: (n
     Array.from({ length: INFLIGHT }, async () => {
       while (performance.now() < deadline) {
         const r = await client.call(command(n++));
-        if (!r.ok) throw new Error(r.error?.message);
+        if (!r.ok) throw new Error(JSON.stringify(r.error)); // in codes, or in words from an older build
         done++;
       }
     }),

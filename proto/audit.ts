@@ -20,7 +20,8 @@ export interface OperatorAuditEntry {
   ts: number;
 }
 
-export interface AuditEntry {
+/** `E`: the refusal as the edge shows it (words); the engine's wire carries AuditRecord (proto/engine.ts), in codes. */
+export interface AuditEntry<E = EngineError> {
   /** The engine's id: `r<n>`, increasing in decision order. */
   request_id: string;
   kind: 'register' | ConversionOp;
@@ -36,7 +37,7 @@ export interface AuditEntry {
   fee?: number;
   /** The account's positions right after the decision. */
   holdings?: Position[];
-  error?: EngineError;
+  error?: E;
   /** The caller's idempotency key, if it sent one. */
   client_request_id?: string;
   /** Engine wall-clock ms of the decision. */

@@ -8,11 +8,13 @@ import type { AuditEntry } from './audit.js';
  * batch's number), and the engine answers with one ReplyBatch per batch and
  * group commit. `id` is the gateway's, echoed back so it can match replies.
  *
- * Version 2: positions in answers travel flat (FlatPositions), without
- * tickers; the gateway names them as it renders its answer (namedPositions).
- * An answer's tickers and objects are presentation, built once, at the edge.
+ * Version 2: positions in conversion and holdings answers travel flat
+ * (FlatPositions), without tickers; the gateway names them (namedPositions).
+ * Audit entries (`request`, `history`) still carry named positions.
+ * Version 3: refusals travel as codes and facts (Rejection), worded by the
+ * edge (proto/messages.ts); position-limit warnings as `beyond_limit`.
  */
-export const ENGINE_PROTOCOL_VERSION = 2;
+export const ENGINE_PROTOCOL_VERSION = 3;
 
 export type ConversionOp = 'create' | 'redeem';
 
@@ -32,8 +34,10 @@ export type EngineCommand =
   | { op: 'register'; username: string; passwordHash: string }
   /** Read: the account's client_id and sealed bcrypt hash, so the gateway can verify a password. */
   | { op: 'credentials'; username: string }
-  /** `key`: the caller's idempotency key; a retry with the same key returns the original result. */
-  /** `dryRun`: decide and answer, but change and journal nothing. */
+  /**
+   * `key`: the caller's idempotency key; a retry with the same key returns the original result.
+   * `dryRun`: decide and answer, but change and journal nothing.
+   */
   | { op: ConversionOp; clientId: number; etf: string | null; amount: number; key?: string; dryRun?: boolean }
   /** Read: one of the account's requests, by engine request id or by the caller's key. */
   | { op: 'request'; clientId: number; id: string }
@@ -43,8 +47,9 @@ export type EngineCommand =
   | { op: 'holdings'; clientId: number }
   /** Read: liveness and where the engine stands, for /health. */
   | { op: 'ping' }
-  /** Operator (the gateway checks the operator's credentials): halt or resume conversions of one ETF, or of all (etf null). */
+  /** Operator (the gateway checks the operator's credentials): halt conversions of one ETF, or of all (etf null). */
   | { op: 'halt'; etf: string | null; reason: string; by: string }
+  /** Operator: resume conversions of one ETF, or of all (etf null: every halt lifted). */
   | { op: 'resume'; etf: string | null; by: string }
   /** Read: the conversion rules in force. */
   | { op: 'rules' }
@@ -66,46 +71,83 @@ export interface CommandBatch {
 }
 
 /** Why the engine refused a command. The gateway maps codes to HTTP statuses (proto/http.ts). */
-export type EngineErrorCode =
-  | 'bad_request'
-  | 'username_taken'
-  | 'unknown_account'
-  | 'unknown_etf'
-  | 'invalid_amount'
-  | 'insufficient_holdings'
-  | 'idempotency_conflict'
-  | 'not_found'
-  /** Conversions are halted by the operator (for this ETF or all). */
-  | 'halted'
-  /** A conversion limit of the rules (units per conversion or per window, position limit). */
-  | 'limit_exceeded'
-  /** Outside the rules' conversion windows. */
-  | 'outside_window'
-  /** Not answered on the subject it came on (a write on the operators' read-only subject). */
-  | 'forbidden'
-  | 'unsupported_version'
-  /** The journal write failed: the outcome is unknown and the engine restarts. */
-  | 'engine_unavailable';
+export type EngineErrorCode = Rejection['code'];
 
+/** What the account lacks for a conversion: a symbol it holds too little of. */
 export interface Shortfall {
   symbol: number;
-  ticker: string;
   have: number;
   need: number;
 }
 
+/** Why a pending write's outcome is unknown: the engine could not journal it, the gateway had no answer in time, could not read it, or withdrew the command unsent. */
+export type UnavailableCause = 'unconfirmed' | 'timeout' | 'unreadable' | 'withdrawn';
+
+/**
+ * A refusal as the engine decides it: a code and that code's own facts, no
+ * words. The edge that shows it (gateway, CLI, pages, the audit export)
+ * writes the message from them, in one place (proto/messages.ts). `message`
+ * is absent by type: only a RecordedRejection (journaled with its words)
+ * carries one.
+ */
+export type Rejection = { message?: undefined } & (
+  | { code: 'bad_request'; why: 'malformed' | 'before' | 'no_components' }
+  | { code: 'bad_request'; why: 'unknown_component' | 'component_weight'; component: string }
+  | { code: 'bad_request'; why: 'contains_itself'; etf: string }
+  /** A new basket version dated before the last one (`version`, in force from `from` ms). */
+  | { code: 'bad_request'; why: 'from_before'; version: number; from: number }
+  | { code: 'username_taken'; username: string }
+  | { code: 'unknown_account' }
+  /** `etf` null: none named where several exist; `etfs`: the ones there are. */
+  | { code: 'unknown_etf'; etf: string | null; etfs: string[] }
+  | { code: 'invalid_amount'; why: 'range'; max: number }
+  /** Not a multiple of the ETF's creation unit. */
+  | { code: 'invalid_amount'; why: 'unit'; etf: string; unit: number }
+  | { code: 'insufficient_holdings'; op: ConversionOp; amount: number; etf: string; shortfalls: Shortfall[] }
+  /** `earlier`: the engine request id the key was first used for. */
+  | { code: 'idempotency_conflict'; key: string; earlier: string }
+  | { code: 'not_found'; id: string }
+  /** Conversions are halted by the operator, of `etf` (null: of every ETF). */
+  | { code: 'halted'; etf: string | null; reason: string }
+  /** A conversion limit of the rules: units per conversion. */
+  | { code: 'limit_exceeded'; why: 'per_conversion'; limit: number }
+  /** Units per window of `seconds`, `used` of them already. */
+  | { code: 'limit_exceeded'; why: 'per_window'; limit: number; seconds: number; used: number }
+  /** The position limit, which the conversion would leave `symbols` beyond. */
+  | { code: 'limit_exceeded'; why: 'position'; op: ConversionOp; limit: number; symbols: number[] }
+  /** Outside the rules' conversion windows (UTC). */
+  | { code: 'outside_window'; windows: { from: string; to: string }[] }
+  /** Not answered on the subject it came on (a write on the operators' read-only subject): `answered`, the ops that are. */
+  | { code: 'forbidden'; answered: string[] }
+  | { code: 'unsupported_version'; speaks: number }
+  /** The outcome is unknown (e.g. the journal write failed and the engine restarts). */
+  | { code: 'engine_unavailable'; why: UnavailableCause }
+);
+
+/**
+ * A refusal in words, as people and scripts read it (HTTP error bodies, the
+ * audit trail, WebSocket outcomes): the message and the facts a script
+ * reads, tickers named. Journals written before rejections carried codes
+ * hold these (a RecordedRejection), and replay shows them as recorded.
+ */
 export interface EngineError {
   code: EngineErrorCode;
   message: string;
-  /** Field the error is about, for a 400 that names it. */
+  /** Parameter the error is about, for a 400 that names it. */
   field?: string;
-  shortfalls?: Shortfall[];
   /** The ETF's creation unit, when `amount` is not a multiple of it. */
   unit?: number;
-  /** The limit a refusal is about, and the symbol for a position limit. */
+  /** The limit a refusal is about, and the ticker for a position limit. */
   limit?: number;
   symbol?: string;
+  shortfalls?: (Shortfall & { ticker: string })[];
 }
+
+/** A refusal journaled with its words, before rejections carried codes and facts. */
+export type RecordedRejection = EngineError;
+
+/** A refusal on the engine's wire, in the journal and in the audit trail: decided (codes), or recorded with words by an older engine. */
+export type EngineRefusal = Rejection | RecordedRejection;
 
 export interface Position {
   symbol: number;
@@ -167,8 +209,8 @@ export interface ConversionResult<P = Position[]> {
   client_request_id?: string;
   /** True when this is the stored result of an earlier request with the same key. */
   replayed?: boolean;
-  /** Accepted despite a position limit in `warn` mode: the symbols beyond it. */
-  warnings?: string[];
+  /** Accepted despite a position limit in `warn` mode: the symbols beyond it (the edge words them as warnings). */
+  beyond_limit?: { limit: number; symbols: number[] };
   /** A dry run: what would happen; nothing changed and nothing was journaled. */
   dry_run?: true;
   op: ConversionOp;
@@ -202,8 +244,8 @@ export interface PingResult {
   shards?: { shard: number; accounts: number; journal_seq: number; fill_seq: number }[];
 }
 
-export interface HistoryResult {
-  entries: AuditEntry[];
+export interface HistoryResult<E = AuditRecord> {
+  entries: E[];
   /** Pass as `before` for the next page; absent on the last page. */
   next?: string;
 }
@@ -229,7 +271,10 @@ export interface RulesResult {
   baskets: Record<string, { version: number; from: number; by: string; components: Record<string, number> }[]>;
 }
 
-export type EngineResult = RulesResult | RegisterResult | CredentialsResult | ConversionAnswer | HoldingsAnswer | PingResult | AuditEntry | HistoryResult | DumpResult;
+/** An audit entry on the engine's wire: its refusal, if any, in codes (or as recorded). */
+export type AuditRecord = AuditEntry<EngineRefusal>;
+
+export type EngineResult = RulesResult | RegisterResult | CredentialsResult | ConversionAnswer | HoldingsAnswer | PingResult | AuditRecord | HistoryResult | DumpResult;
 
 /** What each command answers, by its op: a reply's result is typed by the command that asked. */
 export interface ResultByOp {
@@ -237,7 +282,7 @@ export interface ResultByOp {
   credentials: CredentialsResult;
   create: ConversionAnswer;
   redeem: ConversionAnswer;
-  request: AuditEntry;
+  request: AuditRecord;
   history: HistoryResult;
   holdings: HoldingsAnswer;
   ping: PingResult;
@@ -250,11 +295,11 @@ export interface ResultByOp {
 }
 
 /** The reply to command `C`. */
-export type ReplyTo<C extends EngineCommand> = { id: number; ok: true; result: ResultByOp[C['op']] } | { id: number; ok: false; error: EngineError };
+export type ReplyTo<C extends EngineCommand> = { id: number; ok: true; result: ResultByOp[C['op']] } | { id: number; ok: false; error: EngineRefusal };
 
 export type EngineReply =
   | { id: number; ok: true; result: EngineResult }
-  | { id: number; ok: false; error: EngineError };
+  | { id: number; ok: false; error: EngineRefusal };
 
 export interface ReplyBatch {
   v: number;

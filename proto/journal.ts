@@ -1,5 +1,5 @@
 import type { ConversionRules } from './rules.js';
-import type { ConversionOp, EngineError } from './engine.js';
+import type { ConversionOp, EngineRefusal } from './engine.js';
 
 /**
  * The engine's journal (stream ETF_JOURNAL, subject JOURNAL_SUBJECT): every
@@ -93,7 +93,8 @@ export type JournalEvent =
       username?: string;
       etf?: string | null;
       amount?: number;
-      error: EngineError;
+      /** In codes (proto/engine.ts Rejection) since engine protocol 3, within journal version 3; with its words (RecordedRejection) before. Replay reads both. */
+      error: EngineRefusal;
       /** Positions at the time, for the audit trail. */
       holdings?: Delta[];
       ts: number;

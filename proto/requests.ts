@@ -1,4 +1,5 @@
-import { namedPositions, type ConversionOp, type EngineError, type FlatPositions, type Position, type TickerOf } from './engine.js';
+import { namedPositions, type ConversionOp, type EngineError, type FlatPositions, type Position, type EngineRefusal, type TickerOf } from './engine.js';
+import { refusalWords } from './messages.js';
 
 /**
  * Outcome of every create/redeem the engine decided, accepted or rejected,
@@ -10,7 +11,7 @@ import { namedPositions, type ConversionOp, type EngineError, type FlatPositions
  * RequestOutcome (v 1) is the same outcome named, as the gateway hands it to
  * WebSocket clients (proto/ws.ts).
  */
-export interface RequestOutcome<P = Position[]> {
+export interface RequestOutcome<P = Position[], E = EngineError> {
   v: 1;
   request_id: string;
   client_request_id?: string;
@@ -19,17 +20,19 @@ export interface RequestOutcome<P = Position[]> {
   etf: string | null;
   amount: number;
   status: 'accepted' | 'rejected';
-  error?: EngineError;
+  /** Worded for WebSocket clients; in codes on NATS (proto/messages.ts words it). */
+  error?: E;
   /** Signed change per symbol when accepted. */
   deltas?: P;
   ts: number;
 }
 
 /** A RequestOutcome as a NoticeBatch carries it. */
-export type OutcomeNotice = Omit<RequestOutcome<FlatPositions>, 'v'>;
+export type OutcomeNotice = Omit<RequestOutcome<FlatPositions, EngineRefusal>, 'v'>;
 
 export function namedOutcome(n: OutcomeNotice, tickerOf: TickerOf): RequestOutcome {
-  const { deltas, ...rest } = n;
-  return { ...rest, v: 1, ...(deltas ? { deltas: namedPositions(deltas, tickerOf) } : {}) };
+  const { deltas, error, ...rest } = n;
+  // In the notice's key order: the error last of its fields, as ever.
+  return { ...rest, ...(error ? { error: refusalWords(error, tickerOf) } : {}), v: 1, ...(deltas ? { deltas: namedPositions(deltas, tickerOf) } : {}) };
 }
 

@@ -11,7 +11,8 @@ import { configBaskets } from '../src/engine/catalog.js';
 import { scoreboardLines } from '../src/engine/scoreboard.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { JOURNAL_VERSION, type JournalBatch, type JournalEvent } from '../proto/journal.js';
-import { namedConversion, namedHoldings, type ConversionAnswer, type EngineCommand, type HistoryResult, type HoldingsAnswer } from '../proto/engine.js';
+import { namedConversion, namedHoldings, type AuditRecord, type ConversionAnswer, type EngineCommand, type HistoryResult, type HoldingsAnswer } from '../proto/engine.js';
+import { entryWords, refusalWords } from '../proto/messages.js';
 import type { AuditEntry } from '../proto/audit.js';
 import type { Fill } from '../proto/fill.js';
 import { decode, encode } from '../proto/codec.js';
@@ -122,9 +123,14 @@ function actorRun(s: EngineState, cmd: EngineCommand, now: number, journal: Jour
 const reads = (s: EngineState, cmds: EngineCommand[]) =>
   cmds.map((cmd) => {
     const d = decide(s, undyCfg, cmd, 10_000);
-    if (d.error) return { error: d.error };
-    // Named as the gateway names them: the fixture holds the old engine's answers, which carried tickers.
+    // Named and worded as the gateway does: the fixture holds the old engine's answers, which carried tickers and words.
     const tickerOf = undyCfg.instruments.tickerOf;
+    if (d.error) return { error: refusalWords(d.error, tickerOf) };
+    if (cmd.op === 'request') return { result: entryWords(d.result as AuditRecord, tickerOf) };
+    if (cmd.op === 'history') {
+      const page = d.result as HistoryResult;
+      return { result: { ...page, entries: page.entries.map((e) => entryWords(e, tickerOf)) } };
+    }
     if (cmd.op === 'create' || cmd.op === 'redeem') return { result: namedConversion(d.result as ConversionAnswer, tickerOf) };
     if (cmd.op === 'holdings') return { result: namedHoldings(d.result as HoldingsAnswer, tickerOf) };
     return { result: d.result };
@@ -236,9 +242,9 @@ describe('in-place conversion check', () => {
     const before = { pos: positionList(acc), version: acc.version, cash: acc.cash };
     const journal: JournalEvent[] = [];
     const create = actorRun(s, { op: 'create', clientId: 1, etf: 'UNDY', amount: 5 }, 1, journal);
-    expect(create.error).toMatchObject({ code: 'insufficient_holdings', shortfalls: [{ symbol: 12, ticker: 'BDIN', have: 4, need: 5 }] });
+    expect(refusalWords(create.error!, undyCfg.instruments.tickerOf)).toMatchObject({ code: 'insufficient_holdings', shortfalls: [{ symbol: 12, ticker: 'BDIN', have: 4, need: 5 }] });
     const redeem = actorRun(s, { op: 'redeem', clientId: 1, etf: 'UNDY', amount: 2 }, 2, journal);
-    expect(redeem.error).toMatchObject({ code: 'insufficient_holdings', shortfalls: [{ symbol: 13, ticker: 'UNDY', have: 1, need: 2 }] });
+    expect(refusalWords(redeem.error!, undyCfg.instruments.tickerOf)).toMatchObject({ code: 'insufficient_holdings', shortfalls: [{ symbol: 13, ticker: 'UNDY', have: 1, need: 2 }] });
     expect(journal.map((e) => e.t)).toEqual(['rejected', 'rejected']);
     expect({ pos: positionList(acc), version: acc.version, cash: acc.cash }).toEqual(before);
     // Exactly enough is enough: the whole basket moves, then nothing is left of it.

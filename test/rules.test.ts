@@ -12,7 +12,8 @@ import { consistencyCheck, conservation } from '../src/engine/check.js';
 import { exportAudit } from '../src/engine/audit-export.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
-import type { DumpResult } from '../proto/engine.js';
+import type { ConversionAnswer, DumpResult, EngineRefusal, TickerOf } from '../proto/engine.js';
+import { limitWarnings, refusalWords } from '../proto/messages.js';
 import { applyEvent, emptyState, positionList } from '../src/engine/state.js';
 import { buy, quietLog, until, useSystem } from './helpers/system.js';
 import { openBucket } from '../src/shared/streams.js';
@@ -29,6 +30,8 @@ const BASKETS: { etfs: { name: string; symbol: number; unit?: number; components
   ],
 };
 writeFileSync(baskets, JSON.stringify(BASKETS));
+/** A decision's refusal in the words the edge gives it (proto/messages.ts): the core decides in codes. */
+const words = (d: { error?: EngineRefusal }, cfg: { instruments: { tickerOf: TickerOf } }) => (d.error ? refusalWords(d.error, cfg.instruments.tickerOf) : undefined);
 const basket10 = Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, 10]));
 
 describe('conversion rules in the core', () => {
@@ -43,8 +46,8 @@ describe('conversion rules in the core', () => {
     const s = state();
     expect(decide(s, cfg, { op: 'create', clientId: 1, etf: 'UNDY', amount: 10 }, 1).error).toBeUndefined();
     const off = decide(s, cfg, { op: 'create', clientId: 1, etf: 'UNDY', amount: 7 }, 1);
-    expect(off.error).toMatchObject({ code: 'invalid_amount', field: 'amount', unit: 5 });
-    expect(off.error!.message).toMatch(/multiple of UNDY's creation unit of 5/);
+    expect(words(off, cfg)).toMatchObject({ code: 'invalid_amount', field: 'amount', unit: 5 });
+    expect(words(off, cfg)!.message).toMatch(/multiple of UNDY's creation unit of 5/);
     expect(off.events).toHaveLength(1);
     // An ETF without a unit takes any whole number.
     expect(decide(s, cfg, { op: 'create', clientId: 1, etf: 'TECH', amount: 3 }, 1).error).toBeUndefined();
@@ -239,7 +242,7 @@ describe('limits and windows in the core, at the edge of each', () => {
   it('units per conversion: the limit passes, one more is refused naming it', () => {
     const cfg = { ...base, rules: { max_units_per_conversion: 10 } };
     expect(decide(fresh(), cfg, create(10), 0).error).toBeUndefined();
-    expect(decide(fresh(), cfg, create(15), 0).error).toMatchObject({ code: 'limit_exceeded', field: 'amount', limit: 10 });
+    expect(words(decide(fresh(), cfg, create(15), 0), cfg)).toMatchObject({ code: 'limit_exceeded', field: 'amount', limit: 10 });
   });
 
   it('units per window: up to the limit inside the window, refused past it, free again once the window has moved on', () => {
@@ -248,8 +251,8 @@ describe('limits and windows in the core, at the edge of each', () => {
     expect(apply(s, decide(s, cfg, create(15), 1_000)).error).toBeUndefined();
     expect(apply(s, decide(s, cfg, create(5), 2_000)).error).toBeUndefined();
     const over = apply(s, decide(s, cfg, create(5), 60_999));
-    expect(over.error).toMatchObject({ code: 'limit_exceeded', limit: 20 });
-    expect(over.error!.message).toMatch(/20 already converted, 0 left/);
+    expect(words(over, cfg)).toMatchObject({ code: 'limit_exceeded', limit: 20 });
+    expect(words(over, cfg)!.message).toMatch(/20 already converted, 0 left/);
     // 61 s after the first: its 15 units have left the window.
     expect(apply(s, decide(s, cfg, create(15), 61_001)).error).toBeUndefined();
   });
@@ -259,11 +262,11 @@ describe('limits and windows in the core, at the edge of each', () => {
     applyEvent(s, { t: 'conversion', requestId: 1, op: 'create', clientId: 1, etf: 'UNDY', amount: 95, deltas: [[13, 95]], after: [], ts: 0 });
     const refuse = { ...base, rules: { position_limit: { limit: 100, mode: 'refuse' as const } } };
     expect(decide(s, refuse, create(5), 0).error).toBeUndefined(); // UNDY to exactly 100
-    expect(decide(s, refuse, create(10), 0).error).toMatchObject({ code: 'limit_exceeded', symbol: 'UNDY', limit: 100 });
+    expect(words(decide(s, refuse, create(10), 0), refuse)).toMatchObject({ code: 'limit_exceeded', symbol: 'UNDY', limit: 100 });
     const warn = { ...base, rules: { position_limit: { limit: 100, mode: 'warn' as const } } };
     const warned = decide(s, warn, create(10), 0);
     expect(warned.error).toBeUndefined();
-    expect((warned.result as { warnings: string[] }).warnings).toEqual(['UNDY beyond the position limit of 100']);
+    expect(limitWarnings((warned.result as ConversionAnswer).beyond_limit!, warn.instruments.tickerOf)).toEqual(['UNDY beyond the position limit of 100']);
   });
 
   it('windows: open from `from` (inclusive) to `to` (exclusive), also across midnight', () => {
@@ -275,7 +278,7 @@ describe('limits and windows in the core, at the edge of each', () => {
     expect(decide(s, cfg, create(5), 17 * H).error).toMatchObject({ code: 'outside_window' });
     expect(decide(s, cfg, create(5), 23 * H).error).toBeUndefined();
     expect(decide(s, cfg, create(5), 1 * H).error).toBeUndefined();
-    expect(decide(s, cfg, create(5), 3 * H).error!.message).toBe('conversions are open only 09:00-17:00, 22:00-02:00 UTC');
+    expect(words(decide(s, cfg, create(5), 3 * H), cfg)!.message).toBe('conversions are open only 09:00-17:00, 22:00-02:00 UTC');
   });
 
   it("rules set by the operator replace the config's, and a replay reproduces the decisions after the change", () => {
@@ -377,7 +380,7 @@ describe('basket changes', () => {
       return d;
     };
     expect(run({ op: 'set_basket', etf: 'UNDY', components: { KNAN: 2, STED: 1 }, from: 1000, by: 'op' }, 10).error).toBeUndefined();
-    expect(run({ op: 'set_basket', etf: 'UNDY', components: { KNAN: 1 }, from: 500, by: 'op' }, 11).error).toMatchObject({ field: 'from' });
+    expect(words(run({ op: 'set_basket', etf: 'UNDY', components: { KNAN: 1 }, from: 500, by: 'op' }, 11), cfg)).toMatchObject({ field: 'from' });
     // The same basket again (an operator's retry after a 503, or a shard that missed it): no second version, nothing journaled.
     const again = run({ op: 'set_basket', etf: 'UNDY', components: { STED: 1, KNAN: 2 }, from: 1500, by: 'op' }, 12);
     expect(again.events).toEqual([]);

@@ -3,7 +3,9 @@ import { encode, encodeRecords, decode } from '../../proto/codec.js';
 import {
   ENGINE_PROTOCOL_VERSION,
   type CommandBatch,
+  type EngineCommand,
   type EngineReply,
+  type Rejection,
   type ReplyBatch,
 } from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
@@ -11,7 +13,7 @@ import { MAX_BATCH_NOTICES, NOTICE_BATCH_VERSION, type HoldingsChange, type Hold
 import type { Fill } from '../../proto/fill.js';
 import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, REPLY_SUBJECT_PREFIX } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { decide, applyEvent, accountPositions, basketVersions, requestIdString, type CoreConfig, type Decision } from './core.js';
+import { decide, applyEvent, accountPositions, basketVersions, malformed, requestIdString, type CoreConfig, type Decision } from './core.js';
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
 import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
@@ -146,35 +148,15 @@ export class EngineActor {
       return;
     }
     if (batch?.v !== ENGINE_PROTOCOL_VERSION || !Array.isArray(batch.cmds)) {
-      const error = { code: 'unsupported_version' as const, message: `engine speaks protocol v${ENGINE_PROTOCOL_VERSION}` };
+      const error: Rejection = { code: 'unsupported_version', speaks: ENGINE_PROTOCOL_VERSION };
       const replies = (batch?.cmds ?? []).map((c): EngineReply => ({ id: c.id, ok: false, error }));
       msg.respond(encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
       return;
     }
     const now = this.now();
     for (const { id, cmd } of batch.cmds) {
-      let reply: EngineReply | undefined;
-      let decision: Decision | undefined;
-      let events: JournalEvent[] = [];
-      try {
-        if (admin && !ENGINE_ADMIN_OPS.has((cmd as { op?: string })?.op ?? '')) {
-          throw new AdminRefusal();
-        }
-        const d = (decision = decide(this.state, this.cfg, cmd, now));
-        events = d.events;
-        if (cmd.op === 'dump' && d.result) {
-          // The state already holds the events of groups not yet written: name the journal sequence it will be the replay of.
-          (d.result as DumpResult).journal_seq = this.stateJournalSeq();
-        }
-      } catch (err) {
-        if (err instanceof AdminRefusal) {
-          reply = { id, ok: false, error: { code: 'forbidden', message: `only ${[...ENGINE_ADMIN_OPS].join(', ')} are answered on the operators' read-only subject` } };
-        } else {
-        // A malformed command from a buggy client must not take the engine down.
-        this.log.warn({ err, op: (cmd as { op?: unknown })?.op }, 'command rejected');
-        reply = { id, ok: false, error: { code: 'bad_request', message: 'malformed command' } };
-        }
-      }
+      const decision = admin && !ENGINE_ADMIN_OPS.has((cmd as { op?: string })?.op ?? '') ? ADMIN_REFUSAL : this.decide(cmd, now);
+      const events = decision.events;
       let group = this.groups[this.groups.length - 1]!;
       if (events.length > 0 && group.events.length + events.length > GROUP_EVENTS) {
         group = newGroup();
@@ -191,12 +173,27 @@ export class EngineActor {
         this.noticesOf(ev, group);
       }
       // Read once its events are applied: the core builds a conversion's answer only when asked, from the state after it.
-      reply ??= decision!.error ? { id, ok: false, error: decision!.error } : { id, ok: true, result: decision!.result! };
+      const reply: EngineReply = decision.kind === 'rejected' ? { id, ok: false, error: decision.error } : { id, ok: true, result: decision.result };
       const list = group.replies.get(msg.reply);
       if (list) list.push(reply);
       else group.replies.set(msg.reply, [reply]);
     }
     this.scheduleFlush();
+  }
+
+  /** The core's decision; a command it cannot read (fields not of their types) is refused, never the engine's end. */
+  private decide(cmd: EngineCommand, now: number): Decision {
+    try {
+      const d = decide(this.state, this.cfg, cmd, now);
+      if (cmd.op === 'dump' && d.kind === 'read') {
+        // The state already holds the events of groups not yet written: name the journal sequence it will be the replay of.
+        (d.result as DumpResult).journal_seq = this.stateJournalSeq();
+      }
+      return d;
+    } catch (err) {
+      this.log.warn({ err, op: (cmd as { op?: unknown })?.op }, 'command rejected');
+      return malformed();
+    }
   }
 
   /**
@@ -369,10 +366,7 @@ export class EngineActor {
   /** A write failed: every group not yet answered is answered as unknown, and the process stops. */
   private fail(err: unknown): void {
     this.failed = true;
-    const error = {
-      code: 'engine_unavailable' as const,
-      message: 'the engine could not confirm this operation was recorded; check /holdings before retrying',
-    };
+    const error: Rejection = { code: 'engine_unavailable', why: 'unconfirmed' };
     for (const g of [...this.inFlight.map((f) => f.group), ...this.groups]) {
       for (const [subject, replies] of g.replies) {
         const failed = replies.map((r): EngineReply => ({ id: r.id, ok: false, error }));
@@ -403,5 +397,9 @@ function outcome(ev: Extract<JournalEvent, { t: 'conversion' | 'rejected' }>, de
   return n;
 }
 
-/** A command other than a read on the operators' subject. */
-class AdminRefusal extends Error {}
+/** A command other than a read on the operators' subject: refused, never decided. */
+const ADMIN_REFUSAL: Decision = {
+  kind: 'rejected',
+  error: { code: 'forbidden', answered: [...ENGINE_ADMIN_OPS] },
+  events: [],
+};

@@ -5,6 +5,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { replayJournal } from './journal.js';
 import { auditEntry } from './core.js';
 import { Catalog } from './catalog.js';
+import { entryWords } from '../../proto/messages.js';
 import type { OperatorAuditEntry } from '../../proto/audit.js';
 
 /**
@@ -50,7 +51,7 @@ async function exportJournal(nc: NatsConnection, instruments: Instruments, write
         } else if (ev.t === 'rules') {
           const entry: OperatorAuditEntry = { kind: 'rules', etf: null, rules: ev.rules, by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));
-        } else write(JSON.stringify(auditEntry(ev, instruments, catalog)));
+        } else write(JSON.stringify(entryWords(auditEntry(ev, instruments, catalog), instruments.tickerOf)));
         n++;
       }
     },

@@ -1,5 +1,19 @@
-import { namedPositions, type ConversionAnswer, type EngineCommand, type EngineError, type EngineResult, type FlatPositions, type HoldingsAnswer, type Position, type RulesResult, type Shortfall } from '../../proto/engine.js';
-import type { AuditEntry } from '../../proto/audit.js';
+import {
+  namedPositions,
+  type AuditRecord,
+  type ConversionAnswer,
+  type ConversionOp,
+  type EngineCommand,
+  type EngineResult,
+  type FlatPositions,
+  type HoldingsAnswer,
+  type Position,
+  type EngineRefusal,
+  type Rejection,
+  type ResultByOp,
+  type RulesResult,
+  type Shortfall,
+} from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
 import type { Instruments, Basket } from '../config/baskets.js';
@@ -25,16 +39,35 @@ import { answerDeltas, basketDeltas, type Catalog, type CompiledBasket } from '.
 type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
 
 /**
- * The engine's pure core: state + command → result + events. No I/O, no clock
- * (the caller passes `now`), no async. The actor journals the events before it
- * releases the result. decide changes no state (it may compile the config's
- * baskets into the state's catalog, a cache); an accepted conversion's
- * `result` is built when read, from the account as it is then.
+ * The engine's pure core: state + command → decision + events. No I/O, no
+ * clock (the caller passes `now`), no async. The actor journals the events
+ * before it releases the answer. decide changes no state (it may compile the
+ * config's baskets into the state's catalog, a cache); an accepted
+ * conversion's `result` is built when read, from the account as it is then.
+ *
+ * A decision is one of three: `accepted` (a write; its events, none for a dry
+ * run or a change already in force), `rejected` (a refusal; for conversions
+ * and registrations its journaled record) or `read`. The absent side is typed
+ * `undefined`, so `d.error === undefined` means "not refused".
  */
-export interface Decision {
-  result?: EngineResult;
-  error?: EngineError;
-  events: JournalEvent[];
+export type Decision<R extends EngineResult = EngineResult> = Accepted<R> | Rejected | Read<R>;
+export interface Accepted<R extends EngineResult = EngineResult> {
+  readonly kind: 'accepted';
+  readonly result: R;
+  readonly events: JournalEvent[];
+  readonly error?: undefined;
+}
+export interface Rejected {
+  readonly kind: 'rejected';
+  readonly error: EngineRefusal;
+  readonly events: JournalEvent[];
+  readonly result?: undefined;
+}
+export interface Read<R extends EngineResult = EngineResult> {
+  readonly kind: 'read';
+  readonly result: R;
+  readonly events: JournalEvent[];
+  readonly error?: undefined;
 }
 
 /** A conversion's fee in cash: `fixed` plus `per_unit` × amount (price units). */
@@ -92,7 +125,8 @@ function unitsSince(acc: Account, since: number): number {
   return units;
 }
 
-const refuse = (error: EngineError): Decision => ({ error, events: [] });
+const refuse = (error: EngineRefusal): Rejected => ({ kind: 'rejected', error, events: [] });
+const read = <R extends EngineResult>(result: R): Read<R> => ({ kind: 'read', result, events: [] });
 const MAX_HISTORY_PAGE = 500;
 
 export const requestIdString = (n: number): string => `r${n}`;
@@ -116,19 +150,10 @@ export function holdingsView(acc: Account): HoldingsAnswer {
   return { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: accountPositions(acc), cash: acc.cash };
 }
 
-function pickBasket(cfg: CoreConfig, etf: string | null): Basket | EngineError {
+function pickBasket(cfg: CoreConfig, etf: string | null): Basket | Rejection {
   const { baskets } = cfg.instruments;
-  if (etf === null) {
-    if (baskets.size === 1) return baskets.values().next().value!;
-    return { code: 'unknown_etf', field: 'etf_name', message: `etf_name is required: one of ${[...baskets.keys()].join(', ')}` };
-  }
-  return (
-    baskets.get(etf) ?? {
-      code: 'unknown_etf',
-      field: 'etf_name',
-      message: `unknown etf_name ${JSON.stringify(etf)}: one of ${[...baskets.keys()].join(', ')}`,
-    }
-  );
+  if (etf === null && baskets.size === 1) return baskets.values().next().value!;
+  return (etf !== null && baskets.get(etf)) || { code: 'unknown_etf', etf, etfs: [...baskets.keys()] };
 }
 
 /** Deltas of converting `amount` units: create debits the basket and credits the ETF; redeem the reverse. */
@@ -152,10 +177,12 @@ function heldAfter(ev: Conversion): FlatPositions | undefined {
 }
 
 /**
- * The audit entry of a journaled decision, as teams and operators read it.
- * `catalog` gives a compact conversion's deltas (by its basket version).
+ * The audit entry of a journaled decision: its positions named, as teams and
+ * operators read them; its refusal, if any, in codes (the edge words it,
+ * proto/messages.ts). `catalog` gives a compact conversion's deltas (by its
+ * basket version).
  */
-export function auditEntry(ev: AuditEvent, instruments: Instruments, catalog: Catalog): AuditEntry {
+export function auditEntry(ev: AuditEvent, instruments: Instruments, catalog: Catalog): AuditRecord {
   switch (ev.t) {
     case 'account':
       return { request_id: requestIdString(ev.requestId ?? 0), kind: 'register', status: 'accepted', client_id: ev.clientId, username: ev.username, ts: ev.ts };
@@ -209,8 +236,8 @@ function rulesView(halts: EngineState['halts'], set: EngineState['rules'], cfg: 
 }
 
 /** A retry's answer, rebuilt from the stored decision: the same fields as the first answer, the holdings' seq and cash as they are now. */
-function replayedOutcome(ev: AuditEvent, acc: Account, state: EngineState, cfg: CoreConfig): Decision {
-  if (ev.t === 'rejected') return { error: ev.error, events: [] };
+function replayedOutcome(ev: AuditEvent, acc: Account, state: EngineState): Decision<ConversionAnswer> {
+  if (ev.t === 'rejected') return refuse(ev.error);
   if (ev.t !== 'conversion') throw new Error('not a conversion');
   const result: ConversionAnswer = {
     request_id: requestIdString(ev.requestId),
@@ -224,25 +251,25 @@ function replayedOutcome(ev: AuditEvent, acc: Account, state: EngineState, cfg: 
     basket_version: ev.basketVersion ?? 0,
     holdings: { client_id: acc.clientId, username: acc.username, seq: acc.version, positions: heldAfter(ev) ?? [], cash: acc.cash },
   };
-  return { result, events: [] };
+  return { kind: 'accepted', result, events: [] };
 }
 
 /**
- * An accepted conversion. Its answer (tickers, position lists) is built only
+ * An accepted conversion. Its answer (flat position lists) is built only
  * when the edge that replies reads `result`, not for every decision; read it
  * before the account changes again (the actor reads it at once).
  */
-class Accepted implements Decision {
+class AcceptedConversion implements Accepted<ConversionAnswer> {
+  readonly kind = 'accepted';
   readonly events: JournalEvent[];
   private built: ConversionAnswer | undefined;
   constructor(
     private readonly acc: Account,
     private readonly ev: Conversion,
     private readonly basket: CompiledBasket,
-    private readonly instruments: Instruments,
     /** The account's version when decided: the event is applied once it is one more. */
     private readonly decidedAt: number,
-    private readonly warnings: string[] | undefined,
+    private readonly beyond: ConversionAnswer['beyond_limit'],
     dryRun: boolean,
   ) {
     this.events = dryRun ? [] : [ev];
@@ -278,7 +305,7 @@ class Accepted implements Decision {
       // The view is of the state after the event: one change later than when decided.
       holdings: { client_id: acc.clientId, username: acc.username, seq: this.decidedAt + 1, positions, cash: applied ? acc.cash : acc.cash - fee },
     };
-    if (this.warnings) result.warnings = this.warnings;
+    if (this.beyond) result.beyond_limit = this.beyond;
     if (this.events.length === 0) {
       // What would happen: the positions after, but no request id taken, nothing changed.
       result.request_id = 'dry-run';
@@ -301,15 +328,18 @@ function findRequest(acc: Account, id: string): AuditEvent | undefined {
   return i < 0 ? undefined : h.eventAt(i, acc.clientId);
 }
 
+type Op = EngineCommand['op'];
+/** The command of kind `O` (the conversion variant is shared by create and redeem). */
+type CommandOf<O extends Op> = EngineCommand & { op: O };
+/** Decides one kind of command: typed by the command, answering that command's result (proto/engine.ts ResultByOp). */
+type Handler<O extends Op> = (state: EngineState, cfg: CoreConfig, cmd: CommandOf<O>, now: number) => Decision<ResultByOp[O]>;
+
+const unknownEtf = (cfg: CoreConfig, etf: string): Rejection => ({ code: 'unknown_etf', etf, etfs: [...cfg.instruments.baskets.keys()] });
+const unknownAccount = (): Rejected => refuse({ code: 'unknown_account' });
+
 /** A refused conversion, journaled (unless a dry run) for the audit trail and retries. */
-function rejectConversion(
-  cmd: Extract<EngineCommand, { op: 'create' | 'redeem' }>,
-  acc: Account,
-  requestId: number,
-  now: number,
-  error: EngineError,
-): Decision {
-  if (cmd.dryRun) return { error, events: [] };
+function rejectConversion(cmd: CommandOf<ConversionOp>, acc: Account, requestId: number, now: number, error: Rejection): Rejected {
+  if (cmd.dryRun) return refuse(error);
   const ev: JournalEvent = {
     t: 'rejected',
     requestId,
@@ -322,218 +352,222 @@ function rejectConversion(
     holdings: positionList(acc),
     ts: now,
   };
-  return { error, events: [ev] };
+  return { kind: 'rejected', error, events: [ev] };
 }
 
-export function decide(state: EngineState, cfg: CoreConfig, cmd: EngineCommand, now: number): Decision {
-  switch (cmd.op) {
-    case 'halt':
-    case 'resume': {
-      if (cmd.etf !== null && !cfg.instruments.baskets.has(cmd.etf)) {
-        return refuse({ code: 'unknown_etf', field: 'etf_name', message: `unknown etf_name ${JSON.stringify(cmd.etf)}: one of ${[...cfg.instruments.baskets.keys()].join(', ')}` });
-      }
-      const ev: JournalEvent = { t: 'operator', action: cmd.op, etf: cmd.etf, ...(cmd.op === 'halt' ? { reason: cmd.reason } : {}), by: cmd.by, ts: now };
-      const after = new Map(state.halts);
-      if (cmd.op === 'halt') after.set(cmd.etf ?? ALL_ETFS, { reason: cmd.reason, by: cmd.by, since: now });
-      else if (cmd.etf === null) after.clear();
-      else after.delete(cmd.etf);
-      return { result: rulesView(after, state.rules, cfg, state.baskets), events: [ev] };
-    }
-    case 'rules':
-      return { result: rulesView(state.halts, state.rules, cfg, state.baskets), events: [] };
-    case 'set_basket': {
-      const basket = cfg.instruments.baskets.get(cmd.etf);
-      if (!basket) return refuse({ code: 'unknown_etf', field: 'etf_name', message: `unknown etf_name ${JSON.stringify(cmd.etf)}: one of ${[...cfg.instruments.baskets.keys()].join(', ')}` });
-      const components: Delta[] = [];
-      for (const [ticker, weight] of Object.entries(cmd.components)) {
-        const symbol = cfg.instruments.symbolOf(ticker.toUpperCase());
-        if (symbol === undefined) return refuse({ code: 'bad_request', field: 'components', message: `unknown component symbol ${ticker}` });
-        if (symbol === basket.symbol) return refuse({ code: 'bad_request', field: 'components', message: `${basket.name} cannot contain itself` });
-        if (!Number.isSafeInteger(weight) || weight < 1) return refuse({ code: 'bad_request', field: 'components', message: `weight of ${ticker} must be a whole number above 0` });
-        components.push([symbol, weight]);
-      }
-      if (components.length === 0) return refuse({ code: 'bad_request', field: 'components', message: 'a basket needs at least one component' });
-      const versions = state.baskets.get(basket.name) ?? [];
-      const last = versions[versions.length - 1];
-      components.sort((a, b) => a[0] - b[0]);
-      // The basket in force already: nothing to change. So a retry (after a 503, or to a shard that missed it) makes no second version.
-      if (last && last.components.length === components.length && last.components.every(([sym, w], i) => components[i]![0] === sym && components[i]![1] === w)) {
-        return { result: rulesView(state.halts, state.rules, cfg, state.baskets), events: [] };
-      }
-      if (last && cmd.from < last.from) return refuse({ code: 'bad_request', field: 'from', message: `version ${last.version} applies from ${new Date(last.from).toISOString()}: a new one cannot apply before it` });
-      const ev: JournalEvent = { t: 'basket', etf: basket.name, version: (last?.version ?? 0) + 1, components, from: cmd.from, by: cmd.by, ts: now };
-      const after = new Map(state.baskets);
-      after.set(basket.name, [...versions, { version: ev.version, from: ev.from, by: ev.by, components }]);
-      return { result: rulesView(state.halts, state.rules, cfg, after), events: [ev] };
-    }
-    case 'set_rules': {
-      const ev: JournalEvent = { t: 'rules', rules: cmd.rules, by: cmd.by, ts: now };
-      return { result: rulesView(state.halts, { rules: cmd.rules, by: cmd.by, ts: now }, cfg, state.baskets), events: [ev] };
-    }
-    case 'register': {
-      const requestId = state.requestSeq + 1;
-      if (state.byUsername.has(cmd.username) || cfg.shard?.rosterUsernames.has(cmd.username)) {
-        const error: EngineError = { code: 'username_taken', field: 'username', message: `username ${cmd.username} is taken` };
-        return { error, events: [{ t: 'rejected', requestId, kind: 'register', clientId: null, username: cmd.username, error, ts: now }] };
-      }
-      const clientId = nextClientId(state.maxClientId, cfg.shard);
-      const ev: JournalEvent = {
-        t: 'account',
-        clientId,
-        username: cmd.username,
-        source: 'register',
-        passwordHash: cmd.passwordHash,
-        requestId,
-        ts: now,
-      };
-      return { result: { request_id: requestIdString(requestId), client_id: clientId, username: cmd.username }, events: [ev] };
-    }
-    case 'credentials': {
-      const acc = state.byUsername.get(cmd.username);
-      if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
-      return { result: { client_id: acc.clientId, passwordHash: acc.passwordHash }, events: [] };
-    }
-    case 'ping':
-      return { result: { accounts: state.accounts.size, journal_seq: state.journalSeq, fill_seq: state.fillSeq }, events: [] };
-    case 'dump':
-      return {
-        result: {
-          journal_seq: state.journalSeq,
-          fill_seq: state.fillSeq,
-          accounts: [...state.accounts.values()].map((a) => ({ client_id: a.clientId, username: a.username, positions: positionList(a), cash: a.cash })),
-        },
-        events: [],
-      };
-    case 'holdings': {
-      const acc = state.accounts.get(cmd.clientId);
-      if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
-      return { result: holdingsView(acc), events: [] };
-    }
-    case 'request': {
-      bindInstruments(state, cfg.instruments);
-      const acc = state.accounts.get(cmd.clientId);
-      const ev = acc && findRequest(acc, String(cmd.id));
-      // Another team's id and a missing id look the same: nothing about other teams leaks.
-      if (!ev) return refuse({ code: 'not_found', message: `no request ${cmd.id} for this account` });
-      return { result: auditEntry(ev, cfg.instruments, state.catalog), events: [] };
-    }
-    case 'history': {
-      const acc = state.accounts.get(cmd.clientId);
-      if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
-      const limit = Math.max(1, Math.min(MAX_HISTORY_PAGE, Math.floor(cmd.limit) || 50));
-      const before = cmd.before === undefined ? Infinity : parseRequestId(cmd.before);
-      if (before === undefined) return refuse({ code: 'bad_request', field: 'before', message: 'before must be a request id like r42' });
-      bindInstruments(state, cfg.instruments);
-      const entries: AuditEntry[] = [];
-      const h = acc.history;
-      let i = h.length - 1;
-      for (; i >= 0 && entries.length < limit; i--) {
-        if (h.requestIdAt(i) < before) entries.push(auditEntry(h.eventAt(i, acc.clientId), cfg.instruments, state.catalog));
-      }
-      const last = entries[entries.length - 1];
-      return { result: { entries, ...(i >= 0 && last ? { next: last.request_id } : {}) }, events: [] };
-    }
-    case 'create':
-    case 'redeem': {
-      const acc = state.accounts.get(cmd.clientId);
-      if (!acc) return refuse({ code: 'unknown_account', message: 'authentication failed' });
-      bindInstruments(state, cfg.instruments);
-      // A dry run is never stored: its key, if any, is not taken.
-      if (cmd.key !== undefined && !cmd.dryRun) {
-        const earlier = findKey(acc, cmd.key);
-        if (earlier) {
-          const same =
-            earlier.t === 'conversion'
-              ? earlier.op === cmd.op && earlier.amount === cmd.amount && (cmd.etf === null || cmd.etf === earlier.etf)
-              : earlier.t === 'rejected' && earlier.kind === cmd.op && earlier.amount === cmd.amount && earlier.etf === cmd.etf;
-          if (!same) {
-            return refuse({
-              code: 'idempotency_conflict',
-              field: 'request_id',
-              message: `request id ${cmd.key} was already used for a different request (${requestIdString(earlier.t === 'account' ? 0 : earlier.requestId)})`,
-            });
-          }
-          return replayedOutcome(earlier, acc, state, cfg);
-        }
-      }
-      const requestId = state.requestSeq + 1;
-      if (!Number.isSafeInteger(cmd.amount) || cmd.amount < 1 || cmd.amount > cfg.maxAmount) {
-        return refuse({ code: 'invalid_amount', field: 'amount', message: `amount must be a whole number from 1 to ${cfg.maxAmount}` });
-      }
-      const basket = pickBasket(cfg, cmd.etf);
-      if ('code' in basket) return rejectConversion(cmd, acc, requestId, now, basket);
-      if (state.halts.size > 0) {
-        const halt = state.halts.get(ALL_ETFS) ?? state.halts.get(basket.name);
-        if (halt) {
-          return rejectConversion(cmd, acc, requestId, now, {
-            code: 'halted',
-            message: `conversions of ${state.halts.has(ALL_ETFS) ? 'every ETF' : basket.name} are halted by the operator${halt.reason ? `: ${halt.reason}` : ''}`,
-          });
-        }
-      }
-      if (cmd.amount % basket.unit !== 0) {
-        return rejectConversion(cmd, acc, requestId, now, { code: 'invalid_amount', field: 'amount', unit: basket.unit, message: `amount must be a multiple of ${basket.name}'s creation unit of ${basket.unit}` });
-      }
-      const rules = effectiveRules(state, cfg);
-      if (rules.windows && !insideWindows(rules.windows, now)) {
-        return rejectConversion(cmd, acc, requestId, now, { code: 'outside_window', message: `conversions are open only ${rules.windows.map((w) => `${w.from}-${w.to}`).join(', ')} UTC` });
-      }
-      const maxUnits = rules.max_units_per_conversion;
-      if (maxUnits !== undefined && cmd.amount > maxUnits) {
-        return rejectConversion(cmd, acc, requestId, now, { code: 'limit_exceeded', field: 'amount', limit: maxUnits, message: `at most ${maxUnits} units per conversion` });
-      }
-      const perWindow = rules.units_per_window;
-      if (perWindow) {
-        const used = unitsSince(acc, now - perWindow.seconds * 1000);
-        if (used + cmd.amount > perWindow.units) {
-          return rejectConversion(cmd, acc, requestId, now, {
-            code: 'limit_exceeded',
-            field: 'amount',
-            limit: perWindow.units,
-            message: `at most ${perWindow.units} units per ${perWindow.seconds} s: ${used} already converted, ${perWindow.units - used} left`,
-          });
-        }
-      }
-      const inForce = state.catalog.inForce(basket.name, now)!;
-      // Checked in place against the compiled basket: nothing is built unless something is short.
-      const units = cmd.op === 'create' ? cmd.amount : -cmd.amount;
-      const { syms, weights } = inForce;
-      let short = units < 0 && position(acc, inForce.symbol) < -units;
-      for (let i = 0; i < syms.length && !short; i++) if (units > 0 && position(acc, syms[i]!) < weights[i]! * units) short = true;
-      if (short) {
-        const shortfalls: Shortfall[] = [];
-        for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) {
-          if (d >= 0) continue;
-          const have = position(acc, symbol);
-          if (have < -d) shortfalls.push({ symbol, ticker: cfg.instruments.tickerOf(symbol), have, need: -d });
-        }
-        const list = shortfalls.map((s) => `${s.ticker} have ${s.have} need ${s.need}`).join(', ');
-        return rejectConversion(cmd, acc, requestId, now, { code: 'insufficient_holdings', message: `insufficient holdings to ${cmd.op} ${cmd.amount} ${basket.name}: ${list}`, shortfalls });
-      }
-      const fee = conversionFee(rules, cmd.op, cmd.amount);
-      let warnings: string[] | undefined;
-      if (rules.position_limit) {
-        const { limit, mode } = rules.position_limit;
-        const beyond: string[] = [];
-        for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) if (Math.abs(position(acc, symbol) + d) > limit) beyond.push(cfg.instruments.tickerOf(symbol));
-        if (beyond.length > 0 && mode === 'refuse') {
-          return rejectConversion(cmd, acc, requestId, now, {
-            code: 'limit_exceeded',
-            limit,
-            symbol: beyond[0]!,
-            message: `the ${cmd.op} would leave ${beyond.join(', ')} beyond the position limit of ${limit}`,
-          });
-        }
-        if (beyond.length > 0) warnings = beyond.map((t) => `${t} beyond the position limit of ${limit}`);
-      }
-      const ev: Conversion = { t: 'conversion', requestId, op: cmd.op, clientId: acc.clientId, etf: basket.name, amount: cmd.amount, ts: now };
-      if (cmd.key !== undefined) ev.key = cmd.key;
-      if (fee !== 0) ev.fee = fee;
-      if (inForce.version !== 0) ev.basketVersion = inForce.version;
-      return new Accepted(acc, ev, inForce, cfg.instruments, acc.version, warnings, cmd.dryRun === true);
-    }
-  }
+function haltOrResume(state: EngineState, cfg: CoreConfig, cmd: CommandOf<'halt' | 'resume'>, now: number): Decision<RulesResult> {
+  if (cmd.etf !== null && !cfg.instruments.baskets.has(cmd.etf)) return refuse(unknownEtf(cfg, cmd.etf));
+  const ev: JournalEvent = { t: 'operator', action: cmd.op, etf: cmd.etf, ...(cmd.op === 'halt' ? { reason: cmd.reason } : {}), by: cmd.by, ts: now };
+  const after = new Map(state.halts);
+  if (cmd.op === 'halt') after.set(cmd.etf ?? ALL_ETFS, { reason: cmd.reason, by: cmd.by, since: now });
+  else if (cmd.etf === null) after.clear();
+  else after.delete(cmd.etf);
+  return { kind: 'accepted', result: rulesView(after, state.rules, cfg, state.baskets), events: [ev] };
 }
+
+/** The components of a new basket by symbol, sorted, or why they are refused. */
+function basketComponents(cfg: CoreConfig, basket: Basket, components: Record<string, number>): Delta[] | Rejection {
+  const out: Delta[] = [];
+  for (const [ticker, weight] of Object.entries(components)) {
+    const symbol = cfg.instruments.symbolOf(ticker.toUpperCase());
+    if (symbol === undefined) return { code: 'bad_request', why: 'unknown_component', component: ticker };
+    if (symbol === basket.symbol) return { code: 'bad_request', why: 'contains_itself', etf: basket.name };
+    if (!Number.isSafeInteger(weight) || weight < 1) return { code: 'bad_request', why: 'component_weight', component: ticker };
+    out.push([symbol, weight]);
+  }
+  if (out.length === 0) return { code: 'bad_request', why: 'no_components' };
+  return out.sort((a, b) => a[0] - b[0]);
+}
+
+const sameComponents = (a: readonly Delta[], b: readonly Delta[]): boolean => a.length === b.length && a.every(([sym, w], i) => b[i]![0] === sym && b[i]![1] === w);
+
+const setBasket: Handler<'set_basket'> = (state, cfg, cmd, now) => {
+  const basket = cfg.instruments.baskets.get(cmd.etf);
+  if (!basket) return refuse(unknownEtf(cfg, cmd.etf));
+  const components = basketComponents(cfg, basket, cmd.components);
+  if (!Array.isArray(components)) return refuse(components);
+  const versions = state.baskets.get(basket.name) ?? [];
+  const last = versions[versions.length - 1];
+  // The basket in force already: nothing to change. So a retry (after a 503, or to a shard that missed it) makes no second version.
+  if (last && sameComponents(last.components, components)) return { kind: 'accepted', result: rulesView(state.halts, state.rules, cfg, state.baskets), events: [] };
+  if (last && cmd.from < last.from) return refuse({ code: 'bad_request', why: 'from_before', version: last.version, from: last.from });
+  const ev: JournalEvent = { t: 'basket', etf: basket.name, version: (last?.version ?? 0) + 1, components, from: cmd.from, by: cmd.by, ts: now };
+  const after = new Map(state.baskets);
+  after.set(basket.name, [...versions, { version: ev.version, from: ev.from, by: ev.by, components }]);
+  return { kind: 'accepted', result: rulesView(state.halts, state.rules, cfg, after), events: [ev] };
+};
+
+const setRules: Handler<'set_rules'> = (state, cfg, cmd, now) => {
+  const ev: JournalEvent = { t: 'rules', rules: cmd.rules, by: cmd.by, ts: now };
+  return { kind: 'accepted', result: rulesView(state.halts, { rules: cmd.rules, by: cmd.by, ts: now }, cfg, state.baskets), events: [ev] };
+};
+
+const register: Handler<'register'> = (state, cfg, cmd, now) => {
+  const requestId = state.requestSeq + 1;
+  if (state.byUsername.has(cmd.username) || cfg.shard?.rosterUsernames.has(cmd.username)) {
+    const error: Rejection = { code: 'username_taken', username: cmd.username };
+    return { kind: 'rejected', error, events: [{ t: 'rejected', requestId, kind: 'register', clientId: null, username: cmd.username, error, ts: now }] };
+  }
+  const clientId = nextClientId(state.maxClientId, cfg.shard);
+  const ev: JournalEvent = { t: 'account', clientId, username: cmd.username, source: 'register', passwordHash: cmd.passwordHash, requestId, ts: now };
+  return { kind: 'accepted', result: { request_id: requestIdString(requestId), client_id: clientId, username: cmd.username }, events: [ev] };
+};
+
+const credentials: Handler<'credentials'> = (state, _cfg, cmd) => {
+  const acc = state.byUsername.get(cmd.username);
+  return acc ? read({ client_id: acc.clientId, passwordHash: acc.passwordHash }) : unknownAccount();
+};
+
+const holdings: Handler<'holdings'> = (state, _cfg, cmd) => {
+  const acc = state.accounts.get(cmd.clientId);
+  return acc ? read(holdingsView(acc)) : unknownAccount();
+};
+
+const dump: Handler<'dump'> = (state) =>
+  read({
+    journal_seq: state.journalSeq,
+    fill_seq: state.fillSeq,
+    accounts: [...state.accounts.values()].map((a) => ({ client_id: a.clientId, username: a.username, positions: positionList(a), cash: a.cash })),
+  });
+
+const request: Handler<'request'> = (state, cfg, cmd) => {
+  bindInstruments(state, cfg.instruments);
+  const acc = state.accounts.get(cmd.clientId);
+  const ev = acc && findRequest(acc, String(cmd.id));
+  // Another team's id and a missing id look the same: nothing about other teams leaks.
+  if (!ev) return refuse({ code: 'not_found', id: String(cmd.id) });
+  return read(auditEntry(ev, cfg.instruments, state.catalog));
+};
+
+const history: Handler<'history'> = (state, cfg, cmd) => {
+  const acc = state.accounts.get(cmd.clientId);
+  if (!acc) return unknownAccount();
+  const limit = Math.max(1, Math.min(MAX_HISTORY_PAGE, Math.floor(cmd.limit) || 50));
+  const before = cmd.before === undefined ? Infinity : parseRequestId(cmd.before);
+  if (before === undefined) return refuse({ code: 'bad_request', why: 'before' });
+  bindInstruments(state, cfg.instruments);
+  const entries: AuditRecord[] = [];
+  const h = acc.history;
+  let i = h.length - 1;
+  for (; i >= 0 && entries.length < limit; i--) {
+    if (h.requestIdAt(i) < before) entries.push(auditEntry(h.eventAt(i, acc.clientId), cfg.instruments, state.catalog));
+  }
+  const last = entries[entries.length - 1];
+  return read({ entries, ...(i >= 0 && last ? { next: last.request_id } : {}) });
+};
+
+/** A create or redeem with a key used before: the stored outcome again, or a conflict if the request differs. */
+function retried(state: EngineState, cmd: CommandOf<ConversionOp>, acc: Account): Decision<ConversionAnswer> | undefined {
+  // A dry run is never stored: its key, if any, is not taken.
+  if (cmd.key === undefined || cmd.dryRun) return undefined;
+  const earlier = findKey(acc, cmd.key);
+  if (!earlier) return undefined;
+  const same =
+    earlier.t === 'conversion'
+      ? earlier.op === cmd.op && earlier.amount === cmd.amount && (cmd.etf === null || cmd.etf === earlier.etf)
+      : earlier.t === 'rejected' && earlier.kind === cmd.op && earlier.amount === cmd.amount && earlier.etf === cmd.etf;
+  if (!same) {
+    return refuse({ code: 'idempotency_conflict', key: cmd.key, earlier: requestIdString(earlier.t === 'account' ? 0 : earlier.requestId) });
+  }
+  return replayedOutcome(earlier, acc, state);
+}
+
+/** The rules' refusals that need no basket arithmetic: halts, creation unit, windows, units per conversion and per window. */
+function ruleRefusal(state: EngineState, cmd: CommandOf<ConversionOp>, acc: Account, basket: Basket, rules: ConversionRules, now: number): Rejection | undefined {
+  if (state.halts.size > 0) {
+    const halt = state.halts.get(ALL_ETFS) ?? state.halts.get(basket.name);
+    if (halt) return { code: 'halted', etf: state.halts.has(ALL_ETFS) ? null : basket.name, reason: halt.reason };
+  }
+  if (cmd.amount % basket.unit !== 0) return { code: 'invalid_amount', why: 'unit', etf: basket.name, unit: basket.unit };
+  if (rules.windows && !insideWindows(rules.windows, now)) return { code: 'outside_window', windows: rules.windows.map((w) => ({ from: w.from, to: w.to })) };
+  const maxUnits = rules.max_units_per_conversion;
+  if (maxUnits !== undefined && cmd.amount > maxUnits) return { code: 'limit_exceeded', why: 'per_conversion', limit: maxUnits };
+  const perWindow = rules.units_per_window;
+  if (perWindow) {
+    const used = unitsSince(acc, now - perWindow.seconds * 1000);
+    if (used + cmd.amount > perWindow.units) return { code: 'limit_exceeded', why: 'per_window', limit: perWindow.units, seconds: perWindow.seconds, used };
+  }
+  return undefined;
+}
+
+/** What the account lacks for the conversion, if anything. Checked in place against the compiled basket: nothing is built unless something is short. */
+function shortfallRefusal(cmd: CommandOf<ConversionOp>, acc: Account, basket: Basket, inForce: CompiledBasket): Rejection | undefined {
+  const units = cmd.op === 'create' ? cmd.amount : -cmd.amount;
+  const { syms, weights } = inForce;
+  let short = units < 0 && position(acc, inForce.symbol) < -units;
+  for (let i = 0; i < syms.length && !short; i++) if (units > 0 && position(acc, syms[i]!) < weights[i]! * units) short = true;
+  if (!short) return undefined;
+  const shortfalls: Shortfall[] = [];
+  for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) {
+    if (d >= 0) continue;
+    const have = position(acc, symbol);
+    if (have < -d) shortfalls.push({ symbol, have, need: -d });
+  }
+  return { code: 'insufficient_holdings', op: cmd.op, amount: cmd.amount, etf: basket.name, shortfalls };
+}
+
+/** The position limit: a refusal in `refuse` mode, the symbols beyond it in `warn` mode, nothing when within it or off. */
+function positionLimit(cmd: CommandOf<ConversionOp>, acc: Account, inForce: CompiledBasket, rules: ConversionRules): { refusal?: Rejection; beyond?: ConversionAnswer['beyond_limit'] } {
+  if (!rules.position_limit) return {};
+  const { limit, mode } = rules.position_limit;
+  const symbols: number[] = [];
+  for (const [symbol, d] of basketDeltas(inForce, cmd.op, cmd.amount)) if (Math.abs(position(acc, symbol) + d) > limit) symbols.push(symbol);
+  if (symbols.length === 0) return {};
+  return mode === 'refuse' ? { refusal: { code: 'limit_exceeded', why: 'position', op: cmd.op, limit, symbols } } : { beyond: { limit, symbols } };
+}
+
+function convert(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionOp>, now: number): Decision<ConversionAnswer> {
+  const acc = state.accounts.get(cmd.clientId);
+  if (!acc) return unknownAccount();
+  bindInstruments(state, cfg.instruments);
+  const again = retried(state, cmd, acc);
+  if (again) return again;
+  const requestId = state.requestSeq + 1;
+  if (!Number.isSafeInteger(cmd.amount) || cmd.amount < 1 || cmd.amount > cfg.maxAmount) return refuse({ code: 'invalid_amount', why: 'range', max: cfg.maxAmount });
+  const basket = pickBasket(cfg, cmd.etf);
+  if ('code' in basket) return rejectConversion(cmd, acc, requestId, now, basket);
+  const rules = effectiveRules(state, cfg);
+  const refusal = ruleRefusal(state, cmd, acc, basket, rules, now);
+  if (refusal) return rejectConversion(cmd, acc, requestId, now, refusal);
+  const inForce = state.catalog.inForce(basket.name, now)!;
+  const short = shortfallRefusal(cmd, acc, basket, inForce);
+  if (short) return rejectConversion(cmd, acc, requestId, now, short);
+  const limit = positionLimit(cmd, acc, inForce, rules);
+  if (limit.refusal) return rejectConversion(cmd, acc, requestId, now, limit.refusal);
+  const fee = conversionFee(rules, cmd.op, cmd.amount);
+  const ev: Conversion = { t: 'conversion', requestId, op: cmd.op, clientId: acc.clientId, etf: basket.name, amount: cmd.amount, ts: now };
+  if (cmd.key !== undefined) ev.key = cmd.key;
+  if (fee !== 0) ev.fee = fee;
+  if (inForce.version !== 0) ev.basketVersion = inForce.version;
+  return new AcceptedConversion(acc, ev, inForce, acc.version, limit.beyond, cmd.dryRun === true);
+}
+
+const HANDLERS: { [O in Op]: Handler<O> } = {
+  register,
+  credentials,
+  create: convert,
+  redeem: convert,
+  request,
+  history,
+  holdings,
+  ping: (state) => read({ accounts: state.accounts.size, journal_seq: state.journalSeq, fill_seq: state.fillSeq }),
+  halt: haltOrResume,
+  resume: haltOrResume,
+  rules: (state, cfg) => read(rulesView(state.halts, state.rules, cfg, state.baskets)),
+  set_basket: setBasket,
+  set_rules: setRules,
+  dump,
+};
+
+/** Decides one command by its kind's handler. A command of no known kind is refused as malformed; one whose fields are not of their types may throw (the actor refuses it so). */
+export function decide<C extends EngineCommand>(state: EngineState, cfg: CoreConfig, cmd: C, now: number): Decision<ResultByOp[C['op']]> {
+  const handler = Object.hasOwn(HANDLERS, cmd.op) ? (HANDLERS[cmd.op] as Handler<C['op']>) : undefined;
+  if (!handler) return malformed();
+  return handler(state, cfg, cmd as CommandOf<C['op']>, now);
+}
+
+/** A command the engine cannot read (no known op, or fields not of their types). */
+export const malformed = (): Rejected => refuse({ code: 'bad_request', why: 'malformed' });
 
 function findKey(acc: Account, key: string): AuditEvent | undefined {
   const requestId = acc.history.keys.get(key);

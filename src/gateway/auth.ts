@@ -3,6 +3,7 @@ import bcrypt from 'bcrypt';
 import type { Config } from '../config/config.js';
 import { credentialsKeyFile, loadCredentialsKey, type CredentialsKey } from '../shared/credentials-key.js';
 import type { EngineClient } from './engine-client.js';
+import { refusalMessage } from '../../proto/messages.js';
 import type { Refusal } from './throttle.js';
 
 /** How long a cached bcrypt hash is trusted before the engine is asked again (a roster password may change at an engine restart). */
@@ -115,7 +116,7 @@ export class Authenticator {
   private async refresh(username: string, proof: Buffer): Promise<AuthResult | null> {
     const reply = await this.engine.call({ op: 'credentials', username });
     if (!reply.ok) {
-      if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: reply.error.message };
+      if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: refusalMessage(reply.error) };
       this.cache.delete(username);
       return null;
     }
@@ -158,7 +159,7 @@ export class Authenticator {
       const reply = await this.engine.call({ op: 'credentials', username });
       if (!reply.ok) {
         this.cache.delete(username);
-        if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: reply.error.message };
+        if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: refusalMessage(reply.error) };
         await this.compare(password, this.dummyHash);
         return { ok: false };
       }

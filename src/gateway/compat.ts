@@ -19,7 +19,7 @@ export async function positions(ex: Exchange, deps: RouteDeps, instruments: Inst
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
   const reply = await deps.engine.call({ op: 'holdings', clientId });
-  if (!reply.ok) return engineError(ex, reply);
+  if (!reply.ok) return engineError(ex, reply, instruments.tickerOf);
   const h = namedHoldings(reply.result, instruments.tickerOf);
   if (h.client_id !== Number(idText)) return ex.error('forbidden', 'a team reads only its own positions', { field: 'client_id' });
   if (symbolText === undefined || symbolText === '') {

@@ -9,11 +9,13 @@ import {
   type EngineReply,
   type ReplyBatch,
   type ReplyTo,
+  type UnavailableCause,
 } from '../../proto/engine.js';
 import { adminReplySubject, ENGINE_FAULT_SUBJECT_WILDCARD, replySubject } from '../../proto/subjects.js';
 import { routeOf, shardNames } from '../../proto/shards.js';
 import { NextTurn } from '../shared/next-turn.js';
 import { mergeShardReplies } from './shard-merge.js';
+import { refusalWords } from '../../proto/messages.js';
 import type { Logger } from '../shared/log.js';
 
 export interface EngineClientOptions {
@@ -39,6 +41,9 @@ type Unreadable = 'undecodable' | 'not_a_reply_batch' | 'reply_without_id' | 'su
 const RESENT_TO_SHARDS: ReadonlySet<EngineCommand['op']> = new Set(['halt', 'resume', 'set_rules', 'set_basket']);
 const RESEND_PAUSE_MS = 200;
 
+/** The client's own refusals, worded at once: it is the gateway's edge, and they never pass the engine. */
+const unavailable = (why: UnavailableCause) => refusalWords({ code: 'engine_unavailable', why });
+
 /** A batch sent to a shard, until every command in it is answered (or expired). */
 interface SentBatch {
   line: ShardLine;
@@ -63,9 +68,7 @@ interface ShardLine {
  * grow instead of the same commands going out as many small messages, each a
  * system call and a message for the gateway, the server and the engine. Two,
  * not one: the gateway parses and answers one batch's requests while the
- * engine works on the other's (/create at 64 connections, interleaved runs:
- * 6-10% more requests/s with uWS on the port, the same through the front;
- * three was slower).
+ * engine works on the other's (measured: docs/scale-plan.md, "Batches out").
  */
 const BATCHES_OUT = 2;
 /** A batch unanswered this long no longer holds the next one back: a slow engine costs this much latency at most. */
@@ -167,20 +170,20 @@ export class EngineClient {
   private unusable(msg: Msg, kind: Unreadable, detail: string): void {
     this.report(kind, { subject: msg.subject, bytes: msg.data.byteLength, detail });
     const b = this.batchOf(msg.subject);
-    if (b) this.failBatch(b, 'the engine\'s answer could not be read; the operation may or may not have happened: check /holdings before retrying');
+    if (b) this.failBatch(b, 'unreadable');
   }
 
   private batchOf(subject: string): SentBatch | undefined {
     return this.batches.get(Number(subject.slice(this.inbox.length + 1)));
   }
 
-  private failBatch(b: SentBatch, message: string): void {
+  private failBatch(b: SentBatch, why: UnavailableCause): void {
     for (const id of b.ids) {
       const p = this.pending.get(id);
       if (!p || p.batch !== b) continue;
       this.pending.delete(id);
       this.answered(p);
-      p.resolve({ id, ok: false, error: { code: 'engine_unavailable', message } });
+      p.resolve({ id, ok: false, error: unavailable(why) });
     }
   }
 
@@ -255,7 +258,7 @@ export class EngineClient {
       if (!p?.live || p.live()) return true;
       // Work whose answer can reach no one is not done: its caller learns nothing, so nothing may change.
       this.pending.delete(c.id);
-      p.resolve({ id: c.id, ok: false, error: { code: 'engine_unavailable', message: 'the request was withdrawn: its connection closed before it was sent' } });
+      p.resolve({ id: c.id, ok: false, error: unavailable('withdrawn') });
       return false;
     });
     if (cmds.length === 0) return;
@@ -273,14 +276,7 @@ export class EngineClient {
       if (p.deadline > now) break;
       this.pending.delete(id);
       this.answered(p);
-      p.resolve({
-        id,
-        ok: false,
-        error: {
-          code: 'engine_unavailable',
-          message: 'the engine did not answer in time; the operation may or may not have happened: check /holdings before retrying',
-        },
-      });
+      p.resolve({ id, ok: false, error: unavailable('timeout') });
     }
   }
 

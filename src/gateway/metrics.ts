@@ -51,7 +51,40 @@ export function routeLabel(path: string, routes: Iterable<string>): string {
 export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  const observe = requestMetrics(registry);
+  const engine = engineMetrics(registry, src.engine);
+  feedMetrics(registry, src.feed);
+  wsMetrics(registry, src.ws);
 
+  return {
+    registry,
+    track(ex, method, route) {
+      // performance.now(), not hrtime.bigint(): no BigInt per request, and microseconds are all a histogram needs.
+      const start = performance.now();
+      ex.onAnswer = (status) => observe(method, route, status, start);
+    },
+    serve(ex, method) {
+      const start = performance.now();
+      ex.onAnswer = (status) => observe(method, METRICS_PATH, status, start);
+      if (method !== 'GET' && method !== 'HEAD') {
+        return ex.json(405, { error: { code: 'method_not_allowed', message: `${METRICS_PATH} takes GET` } }, { allow: 'GET' });
+      }
+      engine.newScrape();
+      return registry.metrics().then(
+        (text) => ex.send(200, registry.contentType, text),
+        (err: unknown) => {
+          log.error({ err }, 'metrics collection failed');
+          ex.error('internal', 'metrics collection failed');
+        },
+      );
+    },
+  };
+}
+
+type Observe = (method: string, route: string, status: number, startMs: number) => void;
+
+/** HTTP responses counted and timed by method, route and status; returns what records one. */
+function requestMetrics(registry: Registry): Observe {
   const requests = new Counter({
     name: 'etf_http_requests_total',
     help: 'HTTP responses sent, by method, route and status',
@@ -65,11 +98,26 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
   });
+  // prom-client hashes a label object on every inc and observe: each label set's pair of children is looked up once.
+  const children = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
+  return (method, route, status, startMs) => {
+    const m = METHODS.has(method) ? method : 'other';
+    const key = `${m} ${route} ${status}`;
+    let c = children.get(key);
+    if (!c) {
+      const labels = { method: m, route, status: String(status) };
+      c = { count: requests.labels(labels), time: latency.labels(labels) };
+      children.set(key, c);
+    }
+    c.count.inc();
+    c.time.observe((performance.now() - startMs) / 1000);
+  };
+}
 
-  // One engine round trip serves every engine figure of one scrape (scrape() clears it first).
+/** The engine's figures, from one `ping` per scrape (newScrape forgets the last one). */
+function engineMetrics(registry: Registry, engine: EngineClient): { newScrape(): void } {
   let ping: Promise<PingResult | null> | null = null;
-  const freshPing = (): Promise<PingResult | null> =>
-    (ping ??= src.engine.call({ op: 'ping' }).then((r) => (r.ok ? r.result : null)));
+  const freshPing = (): Promise<PingResult | null> => (ping ??= engine.call({ op: 'ping' }).then((r) => (r.ok ? r.result : null)));
   const engineGauge = (name: string, help: string, value: (p: PingResult | null) => number | null) =>
     new Gauge({
       name,
@@ -85,13 +133,17 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   engineGauge('etf_engine_journal_seq', 'Last journal (ETF_JOURNAL) sequence the engine state reflects', (p) => p?.journal_seq ?? null);
   engineGauge('etf_engine_fill_seq', 'Last fill-stream (NDFEX_FILLS) sequence the engine applied', (p) => p?.fill_seq ?? null);
   engineGauge('etf_engine_accounts', 'Accounts the engine knows', (p) => p?.accounts ?? null);
+  return { newScrape: () => (ping = null) };
+}
 
+/** The feed bridge's figures, as its last published status has them. */
+function feedMetrics(registry: Registry, feed: FeedStatusView): void {
   new Gauge({
     name: 'ndfex_feed_up',
     help: 'The feed bridge published its status within the last 5 s',
     registers: [registry],
     collect() {
-      this.set(src.feed.view().live ? 1 : 0);
+      this.set(feed.view().live ? 1 : 0);
     },
   });
   // The bridge owns these counts; they are repeated here as it reports them (a bridge restart resets them, as Prometheus expects of counters).
@@ -102,11 +154,11 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
       labelNames: ['feed'] as const,
       registers: [registry],
       collect() {
-        const view = src.feed.view();
+        const view = feed.view();
         this.reset();
-        for (const feed of FEEDS) {
-          const c = view[feed];
-          if (c) this.inc({ feed }, c[field] ?? 0);
+        for (const f of FEEDS) {
+          const c = view[f];
+          if (c) this.inc({ feed: f }, c[field] ?? 0);
         }
       },
     });
@@ -123,22 +175,25 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
     labelNames: ['feed'] as const,
     registers: [registry],
     collect() {
-      const view = src.feed.view();
+      const view = feed.view();
       this.reset();
-      for (const feed of FEEDS) {
-        const c = view[feed];
-        if (c) this.set({ feed }, c.last_seq);
+      for (const f of FEEDS) {
+        const c = view[f];
+        if (c) this.set({ feed: f }, c.last_seq);
       }
     },
   });
+}
 
+/** The WebSocket hub's figures (a getter: the hub is attached after the metrics are made). */
+function wsMetrics(registry: Registry, ws: () => HubStats): void {
   const wsGauge = (name: string, help: string, field: 'connections' | 'accounts') =>
     new Gauge({
       name,
       help,
       registers: [registry],
       collect() {
-        this.set(src.ws()[field]);
+        this.set(ws()[field]);
       },
     });
   wsGauge('etf_ws_connections', 'Open WebSocket connections', 'connections');
@@ -150,7 +205,7 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
       registers: [registry],
       collect() {
         this.reset();
-        this.inc(src.ws()[field]);
+        this.inc(ws()[field]);
       },
     });
   wsCounter('etf_ws_deltas_total', 'Holdings changes (deltas) fanned out to the connections of their account', 'changes');
@@ -158,43 +213,4 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   wsCounter('etf_ws_prices_total', 'ETF price updates the stream received (and sent to the connections subscribed to them)', 'prices');
   wsCounter('etf_ws_request_outcomes_total', 'Create/redeem outcomes sent to the connections of their account', 'outcomes');
   wsCounter('etf_ws_gaps_total', 'Holdings changes the gateway missed and re-snapshotted', 'gaps');
-
-  // prom-client hashes a label object on every inc and observe: each label set's pair of children is looked up once.
-  const children = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
-  const observe = (method: string, route: string, status: number, startMs: number) => {
-    const m = METHODS.has(method) ? method : 'other';
-    const key = `${m} ${route} ${status}`;
-    let c = children.get(key);
-    if (!c) {
-      const labels = { method: m, route, status: String(status) };
-      c = { count: requests.labels(labels), time: latency.labels(labels) };
-      children.set(key, c);
-    }
-    c.count.inc();
-    c.time.observe((performance.now() - startMs) / 1000);
-  };
-
-  return {
-    registry,
-    track(ex, method, route) {
-      // performance.now(), not hrtime.bigint(): no BigInt per request, and microseconds are all a histogram needs.
-      const start = performance.now();
-      ex.onAnswer = (status) => observe(method, route, status, start);
-    },
-    serve(ex, method) {
-      const start = performance.now();
-      ex.onAnswer = (status) => observe(method, METRICS_PATH, status, start);
-      if (method !== 'GET' && method !== 'HEAD') {
-        return ex.json(405, { error: { code: 'method_not_allowed', message: `${METRICS_PATH} takes GET` } }, { allow: 'GET' });
-      }
-      ping = null;
-      return registry.metrics().then(
-        (text) => ex.send(200, registry.contentType, text),
-        (err: unknown) => {
-          log.error({ err }, 'metrics collection failed');
-          ex.error('internal', 'metrics collection failed');
-        },
-      );
-    },
-  };
 }

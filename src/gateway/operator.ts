@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { decode, encode } from '../../proto/codec.js';
 import { FEED_CONTROL_REPLY_PREFIX, FEED_CONTROL_SUBJECT, type FeedControlReply, type FeedControlRequest } from '../../proto/feed.js';
 import type { EngineCommand, EngineReply } from '../../proto/engine.js';
+import { entryWords, refusalWords } from '../../proto/messages.js';
 import { FEED_ALERT_SUBJECT, type FeedAlert } from '../../proto/marketdata.js';
 import {
   OPERATOR_ALERTS_KEPT,
@@ -93,7 +94,6 @@ export interface OperatorDeps {
 /** The operator's throttle key: never a team's username (those have no colon). */
 const operatorLoginKey = (username: string) => `operator:${username}`;
 
-const unavailable = (reply: EngineReply & { ok: false }) => ({ code: reply.error.code, message: reply.error.message });
 
 /**
  * The operator's read-only API (proto/operator.ts). Every figure comes from
@@ -106,6 +106,10 @@ export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { p
   const allowed = operatorCheck(operator);
   const operatorName = operator.username;
   const instruments = loadBaskets(cfg.basketsFile || undefined);
+  const unavailable = (reply: EngineReply & { ok: false }) => {
+    const { code, message } = refusalWords(reply.error, instruments.tickerOf);
+    return { code, message };
+  };
 
   const alerts: FeedAlert[] = [];
   const alertSub: Subscription = deps.nc.subscribe(FEED_ALERT_SUBJECT, {
@@ -147,7 +151,7 @@ export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { p
       acc.accounts.map((a) => deps.engine.call({ op: 'history', clientId: a.client_id, limit: OPERATOR_CONVERSIONS_SHOWN })),
     );
     const conversions = histories
-      .flatMap((h, i) => (h.ok ? h.result.entries.map((e) => ({ ...e, username: acc.accounts[i]!.username })) : []))
+      .flatMap((h, i) => (h.ok ? h.result.entries.map((e) => ({ ...entryWords(e, instruments.tickerOf), username: acc.accounts[i]!.username })) : []))
       .filter((e) => e.kind !== 'register')
       .sort((a, b) => Number(b.request_id.slice(1)) - Number(a.request_id.slice(1)))
       .slice(0, OPERATOR_CONVERSIONS_SHOWN);
@@ -166,7 +170,7 @@ export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { p
   const operatorCommand = async (ex: Exchange, cmd: EngineCommand) => {
     const reply = await deps.engine.call(cmd);
     if (!reply.ok) {
-      const { code, message, ...extra } = reply.error;
+      const { code, message, ...extra } = refusalWords(reply.error, instruments.tickerOf);
       return ex.error(code, message, extra);
     }
     ex.json(200, reply.result);

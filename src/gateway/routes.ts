@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
-import { namedPositions, positionsByTicker, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
+import { namedPositions, positionsByTicker, type AuditRecord, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
+import { entryWords, limitWarnings, refusalWords } from '../../proto/messages.js';
 import {
   ENGINE_UNAVAILABLE_CONVERSION,
   GATEWAY_KEY_PREFIX,
@@ -18,7 +19,6 @@ import {
   type AuditEntryBody,
   type Scorecard,
 } from '../../proto/http.js';
-import type { AuditEntry } from '../../proto/audit.js';
 import type { Marks } from './marks.js';
 import type { Instruments } from '../config/baskets.js';
 import type { Authenticator } from './auth.js';
@@ -74,11 +74,13 @@ export interface RouteDeps {
 }
 
 /**
- * An audit entry as /history and /requests show it: its lists (`deltas`,
- * `holdings`, kept for scripts that read them) also as maps by ticker, the
- * shape a conversion's answer has, and the conversion's scorecard when known.
+ * An audit entry as /history and /requests show it: its refusal worded, its
+ * lists (`deltas`, `holdings`, kept for scripts that read them) also as maps
+ * by ticker, the shape a conversion's answer has, and the conversion's
+ * scorecard when known.
  */
-export function entryBody(e: AuditEntry, deps: Pick<RouteDeps, 'scorecards'>): AuditEntryBody {
+export function entryBody(record: AuditRecord, deps: Pick<RouteDeps, 'scorecards' | 'tickerOf'>): AuditEntryBody {
+  const e = entryWords(record, deps.tickerOf);
   const card = e.status === 'accepted' && e.kind !== 'register' ? deps.scorecards?.scorecard(e.request_id) : undefined;
   return {
     ...e,
@@ -111,8 +113,9 @@ function invalid(ex: Exchange, error: z.ZodError): void {
   ex.error('invalid_parameter', first.message, { field: first.field, issues });
 }
 
-export function engineError(ex: Exchange, reply: EngineReply & { ok: false }): void {
-  const { code, message, ...extra } = reply.error;
+/** The engine's refusal as an HTTP error, worded here (proto/messages.ts). */
+export function engineError(ex: Exchange, reply: EngineReply & { ok: false }, tickerOf: TickerOf): void {
+  const { code, message, ...extra } = refusalWords(reply.error, tickerOf);
   ex.error(code, message, extra);
 }
 
@@ -169,7 +172,7 @@ export async function register(ex: Exchange, deps: RouteDeps, params: Params): P
   // Hashing runs in libuv's pool; the engine only ever sees the hash, sealed (proto/engine.ts SEALED_HASH_PREFIX).
   const passwordHash = deps.auth.seal(await bcrypt.hash(parsed.data.password, deps.bcryptRounds), username);
   const reply = await deps.engine.call({ op: 'register', username, passwordHash });
-  if (!reply.ok) return engineError(ex, reply);
+  if (!reply.ok) return engineError(ex, reply, deps.tickerOf);
   const r = reply.result;
   ex.json(200, { request_id: r.request_id, client_id: r.client_id, username: r.username });
 }
@@ -192,7 +195,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
       if (!key) return ex.error('engine_unavailable', 'the engine did not answer in time (a dry run changes nothing: ask again)');
       return ex.error('engine_unavailable', ENGINE_UNAVAILABLE_CONVERSION, { request_id: key }, { [REQUEST_ID_HEADER]: key });
     }
-    return engineError(ex, reply);
+    return engineError(ex, reply, deps.tickerOf);
   }
   const r = reply.result;
   // The holdings part from holdingsBody, the conversion's fields added to it (no spreads: this is every conversion's answer).
@@ -208,7 +211,7 @@ export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op:
   if (request_id !== undefined && r.client_request_id !== undefined) body.client_request_id = r.client_request_id;
   if (r.replayed) body.replayed = true;
   if (r.dry_run) body.dry_run = true;
-  if (r.warnings) body.warnings = r.warnings;
+  if (r.beyond_limit) body.warnings = limitWarnings(r.beyond_limit, deps.tickerOf);
   ex.json(200, body);
 }
 
@@ -237,7 +240,7 @@ export async function request(ex: Exchange, deps: RouteDeps, params: Params, id:
     return ex.error('not_found', `no request ${id} for this account`);
   }
   const reply = await deps.engine.call({ op: 'request', clientId, id: decoded });
-  if (!reply.ok) return engineError(ex, reply);
+  if (!reply.ok) return engineError(ex, reply, deps.tickerOf);
   ex.json(200, entryBody(reply.result, deps));
 }
 
@@ -248,7 +251,7 @@ export async function history(ex: Exchange, deps: RouteDeps, params: Params): Pr
   if (!parsed.success) return invalid(ex, parsed.error);
   const { limit, before } = parsed.data;
   const reply = await deps.engine.call({ op: 'history', clientId, limit: limit ?? 50, ...(before !== undefined ? { before } : {}) });
-  if (!reply.ok) return engineError(ex, reply);
+  if (!reply.ok) return engineError(ex, reply, deps.tickerOf);
   const { entries, ...rest } = reply.result;
   ex.json(200, { ...rest, entries: entries.map((e) => entryBody(e, deps)) });
 }
@@ -257,7 +260,7 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
   const reply = await deps.engine.call({ op: 'holdings', clientId });
-  if (!reply.ok) return engineError(ex, reply);
+  if (!reply.ok) return engineError(ex, reply, deps.tickerOf);
   const h = reply.result;
   const positions = namedPositions(h.positions, deps.tickerOf);
   ex.json(200, { ...holdingsBody(h, positions), pnl: deps.marks.pnl(h.cash, positions) } satisfies HoldingsBody);
@@ -266,7 +269,7 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
 /** Every team ranked by P&L (cash plus positions at mid prices), from one engine read. */
 export async function leaderboard(ex: Exchange, deps: RouteDeps, instruments: Instruments): Promise<void> {
   const reply = await deps.engine.call({ op: 'dump' });
-  if (!reply.ok) return engineError(ex, reply);
+  if (!reply.ok) return engineError(ex, reply, deps.tickerOf);
   const teams = reply.result.accounts
     .map((a) => ({ client_id: a.client_id, username: a.username, ...deps.marks.pnl(a.cash, a.positions.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }))) }))
     .sort((a, b) => b.total - a.total || a.client_id - b.client_id)

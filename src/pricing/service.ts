@@ -29,61 +29,67 @@ export interface PricingHandle {
 }
 
 /**
- * The pricing actor's I/O edge: best bids/asks in from the feed bridge, ETF
- * prices out on `etf.price.<ETF>` and in the PRICE_BUCKET KV, each ETF at
- * most every PRICE_INTERVAL_MS.
+ * Prices out: each ETF whose book changed is priced and published (KV first,
+ * then the subject), at most every PRICE_INTERVAL_MS; a change inside the
+ * interval is published when it ends, and an unchanged price not at all.
  */
-export async function startPricing(cfg: Config, natsUrl: string, log: Logger): Promise<PricingHandle> {
-  const instruments = loadBaskets(cfg.basketsFile || undefined);
-  const state = new PricingState(instruments.baskets);
-  const throttle = new Throttle(PRICE_INTERVAL_MS);
-  const lastSent = new Map<string, EtfPrice>();
-  const timers = new Map<string, NodeJS.Timeout>();
-  const stats: PricingStats = { bbos: 0, badBbos: 0, published: 0, publishErrors: 0 };
-  let closed = false;
+class PricePublisher {
+  private readonly throttle = new Throttle(PRICE_INTERVAL_MS);
+  private readonly lastSent = new Map<string, EtfPrice>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private closed = false;
 
-  const nc = await connectNats(natsUrl, 'etf-pricing', { role: 'pricing', credsFile: cfg.nats.creds });
-  const kvm = new Kvm(nc);
-  // The pricing actor writes this bucket, so it creates it; readers only open it.
-  const prices: KV = await openBucket(nc, PRICE_BUCKET);
-  // KV first: whoever hears the subject and then reads the bucket finds this value or a newer one.
-  const store = new LatestPerKey(prices, log, (etf, payload) => nc.publish(priceSubject(etf), payload));
+  constructor(
+    private readonly state: PricingState,
+    private readonly store: LatestPerKey,
+    private readonly stats: PricingStats,
+  ) {}
 
-  const publish = (etf: string): void => {
-    const now = Date.now();
-    const price = state.price(etf, now);
-    if (!priceChanged(lastSent.get(etf), price)) {
-      throttle.skipped(etf);
-      return;
-    }
-    throttle.published(etf, now);
-    lastSent.set(etf, price);
-    stats.published++;
-    store.put(etf, encode(price));
-  };
-
-  const changed = (etfs: readonly string[]): void => {
-    if (closed) return;
+  changed(etfs: readonly string[]): void {
+    if (this.closed) return;
     for (const etf of etfs) {
-      const r = throttle.request(etf, Date.now());
-      if (r === 'now') publish(etf);
+      const r = this.throttle.request(etf, Date.now());
+      if (r === 'now') this.publish(etf);
       else if (r !== 'pending') {
-        timers.set(
+        this.timers.set(
           etf,
           setTimeout(() => {
-            timers.delete(etf);
-            if (!closed) publish(etf);
+            this.timers.delete(etf);
+            this.publish(etf);
           }, r.delayMs),
         );
       }
     }
-  };
+  }
 
-  const readBbo = (data: Uint8Array, origin: string): Bbo | null => {
+  /** At once, outside the throttle (a basket change). */
+  publish(etf: string): void {
+    if (this.closed) return;
+    const now = Date.now();
+    const price = this.state.price(etf, now);
+    if (!priceChanged(this.lastSent.get(etf), price)) {
+      this.throttle.skipped(etf);
+      return;
+    }
+    this.throttle.published(etf, now);
+    this.lastSent.set(etf, price);
+    this.stats.published++;
+    this.store.put(etf, encode(price));
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+  }
+}
+
+/** A Bbo from the bus or the bucket, checked; a bad one is counted, logged and null. */
+function bboReader(stats: PricingStats, log: Logger): (data: Uint8Array, origin: string) => Bbo | null {
+  return (data, origin) => {
     let v: unknown;
     try {
       v = decode(data);
-    } catch (err) {
+    } catch {
       v = undefined;
     }
     const problem = v === undefined ? 'not msgpack' : bboProblem(v);
@@ -94,6 +100,44 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
     }
     return v as Bbo;
   };
+}
+
+/** The books as the bridge last stored them (BBO_BUCKET); returns how many were read. No bucket: the bridge has not run, live updates fill the books. */
+async function seedBooks(nc: NatsConnection, read: ReturnType<typeof bboReader>, seed: (bbo: Bbo) => void, log: Logger): Promise<number> {
+  let seeded = 0;
+  try {
+    const bboKv = await new Kvm(nc).open(BBO_BUCKET);
+    for await (const key of await bboKv.keys()) {
+      const e = await bboKv.get(key);
+      if (!e || e.operation !== 'PUT') continue;
+      const bbo = read(e.value, `${BBO_BUCKET}/${key}`);
+      if (bbo) {
+        seeded++;
+        seed(bbo);
+      }
+    }
+  } catch (err) {
+    log.info({ err: err instanceof Error ? err.message : err }, `no ${BBO_BUCKET} bucket to start from`);
+  }
+  return seeded;
+}
+
+/**
+ * The pricing actor's I/O edge: best bids/asks in from the feed bridge, ETF
+ * prices out on `etf.price.<ETF>` and in the PRICE_BUCKET KV, each ETF at
+ * most every PRICE_INTERVAL_MS.
+ */
+export async function startPricing(cfg: Config, natsUrl: string, log: Logger): Promise<PricingHandle> {
+  const instruments = loadBaskets(cfg.basketsFile || undefined);
+  const state = new PricingState(instruments.baskets);
+  const stats: PricingStats = { bbos: 0, badBbos: 0, published: 0, publishErrors: 0 };
+  const nc = await connectNats(natsUrl, 'etf-pricing', { role: 'pricing', credsFile: cfg.nats.creds });
+  // The pricing actor writes this bucket, so it creates it; readers only open it.
+  const prices: KV = await openBucket(nc, PRICE_BUCKET);
+  // KV first: whoever hears the subject and then reads the bucket finds this value or a newer one.
+  const store = new LatestPerKey(prices, log, (etf, payload) => nc.publish(priceSubject(etf), payload));
+  const publisher = new PricePublisher(state, store, stats);
+  const readBbo = bboReader(stats, log);
 
   // Live updates first, so nothing published while the bucket is read is missed.
   const sub: Subscription = nc.subscribe(BBO_SUBJECT_WILDCARD, {
@@ -101,34 +145,19 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
       if (err) return log.warn({ err: err.message }, 'bbo subscription error');
       stats.bbos++;
       const bbo = readBbo(msg.data, msg.subject);
-      if (bbo) changed(state.apply(bbo));
+      if (bbo) publisher.changed(state.apply(bbo));
     },
   });
-
-  let seeded = 0;
-  try {
-    const bboKv = await kvm.open(BBO_BUCKET);
-    for await (const key of await bboKv.keys()) {
-      const e = await bboKv.get(key);
-      if (!e || e.operation !== 'PUT') continue;
-      const bbo = readBbo(e.value, `${BBO_BUCKET}/${key}`);
-      if (bbo) {
-        seeded++;
-        changed(state.seed(bbo));
-      }
-    }
-  } catch (err) {
-    // No bucket yet: the bridge has not run. Live updates fill the books.
-    log.info({ err: err instanceof Error ? err.message : err }, `no ${BBO_BUCKET} bucket to start from`);
-  }
+  const seeded = await seedBooks(nc, readBbo, (bbo) => publisher.changed(state.seed(bbo)), log);
   // Basket changes the engine published: reprice with the version in force.
   const basketChanges = watchBucket<BasketVersions>(nc, BASKET_BUCKET, log, (etf, v) => {
     if (!instruments.baskets.has(etf) || !v || !Array.isArray(v.versions)) return;
     state.setVersions(etf, v.versions);
-    if (!closed) publish(etf);
+    publisher.publish(etf);
   });
   log.info({ etfs: [...instruments.baskets.keys()], seeded }, 'pricing ready');
 
+  let closed = false;
   return {
     nc,
     state,
@@ -136,7 +165,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
     close: async () => {
       if (closed) return;
       closed = true;
-      for (const t of timers.values()) clearTimeout(t);
+      publisher.close();
       basketChanges.close();
       sub.unsubscribe();
       await Promise.race([store.flushed(), new Promise((r) => setTimeout(r, 2000).unref())]);

@@ -14,6 +14,7 @@ import { createLogger } from '../shared/log.js';
 import { EngineClient } from '../gateway/engine-client.js';
 import { consistencyCheck, describeReport } from '../engine/check.js';
 import { ENGINE_ADMIN_SUBJECT } from '../../proto/subjects.js';
+import { refusalMessage } from '../../proto/messages.js';
 
 const cfg = loadConfig();
 const log = createLogger('check', 'warn');
@@ -21,7 +22,7 @@ const nc = await connectNats(localNatsUrl(cfg), 'etf-check', { waitForServer: fa
 const engine = new EngineClient(nc, 30_000, { admin: true, shards: localEngineShards(cfg) });
 const reply = await engine.call({ op: 'dump' });
 if (!reply.ok) {
-  console.error(`engine did not answer: ${reply.error.message}`);
+  console.error(`engine did not answer: ${refusalMessage(reply.error)}`);
   process.exit(2);
 }
 const report = await consistencyCheck(nc, reply.result, loadBaskets(cfg.basketsFile || undefined), log);
