@@ -334,7 +334,7 @@ describe('replay order (ReplayMerge)', () => {
   const ev = (n: number): JournalEvent => ({ t: 'operator', action: 'halt', etf: null, by: `e${n}`, ts: n });
   type F = { seq: number; ns: bigint };
   /** Pushes journal records and fills in the given interleaving; returns what was applied, in order. */
-  function merge(unpositioned: UnpositionedOrder, batches: { seq: number; ns: bigint; batch: JournalBatch }[], fills: F[], order: ('j' | 'f')[]): string[] {
+  function merge(unpositioned: UnpositionedOrder, batches: { seq: number; ns: bigint; batch: JournalBatch }[], fills: F[], order: ('j' | 'f')[], fillsFirst = false): string[] {
     const out: string[] = [];
     let fillSeq = 0;
     const m = new ReplayMerge<F>(
@@ -354,10 +354,17 @@ describe('replay order (ReplayMerge)', () => {
     for (const o of order) {
       if (o === 'j' && j.length > 0) m.pushBatch(j[0]!.seq, j[0]!.ns, j.shift()!.batch);
       if (o === 'f' && f.length > 0) m.pushFill(f.shift()!);
+      // The fill stream read to its end while journal records are still to come.
+      if (fillsFirst && f.length === 0) m.endFills();
+    }
+    // Either stream may end first, with the other's items still queued.
+    if (fillsFirst) {
+      for (const x of f) m.pushFill(x);
+      m.endFills();
     }
     for (const b of j) m.pushBatch(b.seq, b.ns, b.batch);
     m.endJournal();
-    for (const x of f) m.pushFill(x);
+    for (const x of f) if (!fillsFirst) m.pushFill(x);
     m.endFills();
     expect(m.waiting).toBe(0);
     return out;
@@ -377,7 +384,10 @@ describe('replay order (ReplayMerge)', () => {
       { seq: 2, ns: 0n, batch: { v: 3, events: [ev(2), ev(3)], fills: [0, 2, 1, 5] } },
     ];
     const want = ['f1', 'f2', 'e1', 'e2', 'f3', 'f4', 'f5', 'e3', 'f6'];
-    for (const order of interleavings(2, 6)) expect(merge('journal-first', batches, fills([1, 2, 3, 4, 5, 6]), order)).toEqual(want);
+    for (const order of interleavings(2, 6)) {
+      expect(merge('journal-first', batches, fills([1, 2, 3, 4, 5, 6]), order)).toEqual(want);
+      expect(merge('journal-first', batches, fills([1, 2, 3, 4, 5, 6]), order, true)).toEqual(want);
+    }
   });
 
   it('goes on past fills that are not in the stream (deleted), and puts records without positions first, or by storage time', () => {

@@ -31,7 +31,7 @@ export interface CheckReport {
     differences: { ticker: string; live: number; acknowledged: number }[];
   }[];
   /** Accepted conversions whose answered positions (journaled with them) the rebuild does not reach at their place. */
-  acknowledged: { client_id: number; request_id: string; journal_seq: number; answered: [number, number][]; rebuilt: [number, number][] }[];
+  acknowledged: { client_id: number; request_id: string; journal_seq: number; fill_seq: number; answered: [number, number][]; rebuilt: [number, number][] }[];
   /** Symbols where conversions did not conserve units, weight for weight. */
   conservation: { symbol: number; ticker: string; expected: number; journaled: number }[];
   ok: boolean;
@@ -78,7 +78,7 @@ export async function rebuild(
         if (at !== undefined && ev.t === 'conversion' && ev.held) {
           const rebuilt = flatPositions(state.accounts.get(ev.clientId)!);
           if (JSON.stringify(rebuilt) !== JSON.stringify(ev.held)) {
-            acknowledged.push({ client_id: ev.clientId, request_id: requestIdString(ev.requestId), journal_seq: seq, answered: pairs(ev.held), rebuilt: pairs(rebuilt) });
+            acknowledged.push({ client_id: ev.clientId, request_id: requestIdString(ev.requestId), journal_seq: seq, fill_seq: at, answered: pairs(ev.held), rebuilt: pairs(rebuilt) });
           }
         }
       },
@@ -172,7 +172,7 @@ export function describeReport(report: CheckReport): string[] {
     lines.push(`${who}: holdings differ from what was acknowledged: ${m.differences.map((d) => `${d.ticker} ${d.live} held, ${d.acknowledged} acknowledged`).join('; ')}`);
   }
   for (const a of report.acknowledged) {
-    lines.push(`client ${a.client_id}: request ${a.request_id} (journal ${a.journal_seq}) answered positions ${JSON.stringify(a.answered)}, the journal and fills rebuild ${JSON.stringify(a.rebuilt)}`);
+    lines.push(`client ${a.client_id}: request ${a.request_id} (journal ${a.journal_seq}, after fill ${a.fill_seq}) answered positions ${JSON.stringify(a.answered)}, the journal and fills rebuild ${JSON.stringify(a.rebuilt)}`);
   }
   for (const c of report.conservation) lines.push(`${c.ticker}: conversions moved ${c.journaled} units where their baskets say ${c.expected}`);
   return lines;

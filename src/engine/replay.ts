@@ -130,9 +130,10 @@ export class ReplayMerge<F extends Stamped> {
   }
 
   private eventReady(fillSeq: number | undefined, ns: bigint): boolean {
-    if (this.fillsEnded) return true;
+    // Fills read but not applied yet come first even once their stream has ended.
     const m = this.fills[0];
     if (m) return !this.follows(fillSeq, ns, m);
+    if (this.fillsEnded) return true;
     // No fill read yet past those applied: a recorded position says whether one is still due.
     if (fillSeq !== undefined) return fillSeq <= this.sink.fillSeq();
     return this.unpositioned === 'journal-first';
