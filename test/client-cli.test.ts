@@ -255,9 +255,9 @@ describe('Python client example (examples/python/etf_client.py)', () => {
 
   it("honours a 429's Retry-After, and a server that is down fails with one readable line", async () => {
     // A gateway that lets a team convert once a second: the second create waits out its Retry-After, then succeeds.
-    const own = tempDir();
+    // The same data directory as the engine: a gateway reads the credentials key there (src/shared/credentials-key.ts).
     const throttled = await startGateway(
-      testConfig(own.path, { throttle: { enabled: true, conversions: { burst: 1, perMinute: 60 } } }),
+      testConfig(dir.path, { throttle: { enabled: true, conversions: { burst: 1, perMinute: 60 } } }),
       nats.url,
       quietLog,
     );
@@ -273,7 +273,6 @@ print(waits)`;
       expect(r.stdout.trim()).toBe('[(429, 1.0)]');
     } finally {
       await throttled.close();
-      own.remove();
     }
 
     const down = await pyAt(`http://127.0.0.1:${await freePort()}`, ['holdings']);
