@@ -1,27 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { encode } from '../proto/codec.js';
-import { BBO_BUCKET, priceSubject, type Bbo, type EtfPrice } from '../proto/marketdata.js';
+import { BBO_BUCKET, priceSubject } from '../proto/marketdata.js';
 import type { ChartsBody } from '../proto/http.js';
 import { openBucket } from '../src/shared/streams.js';
 import { SeriesGrid } from '../src/gateway/charts.js';
 import { buy, undyBasket, until, useSystem } from './helpers/system.js';
-
-const UNDY = 13;
-/** Component mids 100 + symbol (103..112), UNDY's 1100: NAV 1075, a premium. */
-const bbo = (symbol: number, mid: number): Bbo => ({ symbol, bid: mid - 1, bid_qty: 10, ask: mid + 1, ask_qty: 10, ts: 0, md_seq: 0 });
-const price = (nav: number, etfMid: number): EtfPrice => ({
-  etf: 'UNDY',
-  symbol: UNDY,
-  nav,
-  create_cost: nav + 10,
-  redeem_proceeds: nav - 10,
-  etf_bid: etfMid - 1,
-  etf_ask: etfMid + 1,
-  premium: (etfMid - nav) / nav,
-  create_edge: etfMid - 1 - (nav + 10),
-  redeem_edge: nav - 10 - (etfMid + 1),
-  ts: Date.now(),
-});
+import { UNDY, bbo, price } from './helpers/prices.js';
 
 describe('SeriesGrid: bounded points, the whole session kept', () => {
   it('halves its points and doubles its step when full, keeping the first and one within a step of the newest', () => {
@@ -47,6 +31,7 @@ describe('GET /charts and the conversion scorecard', () => {
 
   it('samples prices and every active team P&L at the marks, from published state', async () => {
     const bbos = await openBucket(f.nc, BBO_BUCKET);
+    // Component mids 100 + symbol (103..112), UNDY's 1100: NAV 1075, a premium.
     for (let s = 3; s <= 12; s++) await bbos.put(String(s), encode(bbo(s, 100 + s)));
     await bbos.put(String(UNDY), encode(bbo(UNDY, 1100)));
     await buy(f.nc, 1, undyBasket(2));

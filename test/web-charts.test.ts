@@ -3,12 +3,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
 import { encode } from '../proto/codec.js';
-import { BBO_BUCKET, priceSubject, type Bbo, type EtfPrice } from '../proto/marketdata.js';
+import { BBO_BUCKET, priceSubject } from '../proto/marketdata.js';
 import type { ChartsBody } from '../proto/http.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { openBucket } from '../src/shared/streams.js';
 import { browserMissing, launchBrowser } from './helpers/browser.js';
 import { buy, tempDir, undyBasket, until, useSystem } from './helpers/system.js';
+import { UNDY, bbo, price } from './helpers/prices.js';
 
 const OPERATOR = { username: 'op', password: 'op-secret-pass' };
 const missing = browserMissing();
@@ -17,21 +18,6 @@ if (missing) console.warn(`\n*** SKIPPED test/web-charts.test.ts: ${missing} ***
 /** UPDATE_SCREENSHOTS=1 writes the docs/ screenshots; otherwise they go to a temp dir. */
 const shots = process.env.UPDATE_SCREENSHOTS ? { path: join(PROJECT_ROOT, 'docs'), remove: () => {} } : tempDir('etf-shots-');
 
-const UNDY = 13;
-const bbo = (symbol: number, mid: number): Bbo => ({ symbol, bid: mid - 1, bid_qty: 10, ask: mid + 1, ask_qty: 10, ts: 0, md_seq: 0 });
-const price = (nav: number, etfMid: number): EtfPrice => ({
-  etf: 'UNDY',
-  symbol: UNDY,
-  nav,
-  create_cost: nav + 10,
-  redeem_proceeds: nav - 10,
-  etf_bid: etfMid - 1,
-  etf_ask: etfMid + 1,
-  premium: (etfMid - nav) / nav,
-  create_edge: etfMid - 1 - (nav + 10),
-  redeem_edge: nav - 10 - (etfMid + 1),
-  ts: Date.now(),
-});
 
 async function signIn(page: Page, url: string, username: string, password: string): Promise<void> {
   await page.goto(url);
