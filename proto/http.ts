@@ -266,7 +266,8 @@ export interface StaleMark {
 
 /** GET /leaderboard: every team, best P&L first. */
 export interface LeaderboardBody {
-  teams: ({ rank: number; client_id: number; username: string } & PnlBody)[];
+  /** Teams that traded (a position or cash) first, by P&L; then those that have not (`traded: false`). */
+  teams: ({ rank: number; client_id: number; username: string; traded: boolean } & PnlBody)[];
   ts: number;
 }
 

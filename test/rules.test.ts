@@ -357,10 +357,13 @@ describe('P&L and the leaderboard', () => {
       });
     });
     expect(live).toMatchObject({ cash: -1000, pnl: { cash: -1000, marked: 1150, total: 150, unmarked: [] } });
+    // A team that has done nothing ranks after every team that traded, even those at a loss.
+    expect((await sys.http.send('POST', '/register', { form: { username: 'idle', password: 'idlepass1' } })).status).toBe(200);
     const board = (await sys.http.send('GET', '/leaderboard')).body;
-    expect(board.teams.map((t: { rank: number; username: string; total: number }) => [t.rank, t.username, t.total])).toEqual([
-      [1, 'team1', 150],
-      [2, 'team2', -150],
+    expect(board.teams.map((t: { rank: number; username: string; total: number; traded: boolean }) => [t.rank, t.username, t.total, t.traded])).toEqual([
+      [1, 'team1', 150, true],
+      [2, 'team2', -150, true],
+      [3, 'idle', 0, false],
     ]);
   });
 });

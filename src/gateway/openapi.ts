@@ -83,7 +83,7 @@ export function openApiDocument(maxAmount: number): Record<string, unknown> {
       },
     },
     [ROUTES.symbols.path]: { get: { summary: "The exchange's symbols and the ETFs", responses: ok('{symbols}') } },
-    [ROUTES.leaderboard.path]: { get: { summary: 'Every team ranked by P&L: cash plus positions at mid prices', responses: { ...ok('{teams: [{rank, client_id, username, cash, marked, total, unmarked, stale?}], ts}'), ...errors(503) } } },
+    [ROUTES.leaderboard.path]: { get: { summary: 'Every team ranked by P&L: cash plus positions at mid prices', responses: { ...ok('{teams: [{rank, client_id, username, traded, cash, marked, total, unmarked, stale?}], ts}: teams that traded first'), ...errors(503) } } },
     [ROUTES.charts.path]: {
       get: {
         summary: 'What the pages chart: ETF mid, NAV and premium per ETF and every active team\'s P&L over the session, on one time axis',

@@ -270,9 +270,15 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
 export async function leaderboard(ex: Exchange, deps: RouteDeps, instruments: Instruments): Promise<void> {
   const reply = await deps.engine.call({ op: 'dump' });
   if (!reply.ok) return engineError(ex, reply, deps.tickerOf);
+  // A team that has neither a position nor cash has not traded: ranked after every team that has, or doing nothing would beat every loss.
   const teams = reply.result.accounts
-    .map((a) => ({ client_id: a.client_id, username: a.username, ...deps.marks.pnl(a.cash, a.positions.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }))) }))
-    .sort((a, b) => b.total - a.total || a.client_id - b.client_id)
+    .map((a) => ({
+      client_id: a.client_id,
+      username: a.username,
+      traded: a.cash !== 0 || a.positions.some(([, q]) => q !== 0),
+      ...deps.marks.pnl(a.cash, a.positions.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }))),
+    }))
+    .sort((a, b) => Number(b.traded) - Number(a.traded) || b.total - a.total || a.client_id - b.client_id)
     .map((t, i) => ({ rank: i + 1, ...t }));
   ex.json(200, { teams, ts: Date.now() } satisfies LeaderboardBody);
 }
