@@ -148,7 +148,10 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
       if (bbo) publisher.changed(state.apply(bbo));
     },
   });
-  const seeded = await seedBooks(nc, readBbo, (bbo) => publisher.changed(state.seed(bbo)), log);
+  // Priced once every stored book is in: a price from the first few books read would be published, and be wrong.
+  const seededEtfs = new Set<string>();
+  const seeded = await seedBooks(nc, readBbo, (bbo) => state.seed(bbo).forEach((etf) => seededEtfs.add(etf)), log);
+  publisher.changed([...seededEtfs]);
   // Basket changes the engine published: reprice with the version in force.
   const basketChanges = watchBucket<BasketVersions>(nc, BASKET_BUCKET, log, (etf, v) => {
     if (!instruments.baskets.has(etf) || !v || !Array.isArray(v.versions)) return;
