@@ -104,8 +104,11 @@ describe('npm start and its stops, with the simulator', () => {
     runs.push(run);
     await healthy();
     const launcher = run.child.pid!;
-    const services = [...new Set(run.lines.map((l) => l.pid).filter((p): p is number => typeof p === 'number' && p !== launcher))];
-    expect(services.length).toBeGreaterThanOrEqual(4); // engine, gateway, pricing, feed
+    // /health answers once the engine and gateway are up; pricing and the feed bridge may log their first line after.
+    const services = await until(() => {
+      const pids = [...new Set(run.lines.map((l) => l.pid).filter((p): p is number => typeof p === 'number' && p !== launcher))];
+      return pids.length >= 4 ? pids : undefined; // engine, gateway, pricing, feed
+    }, 'every service to have logged', 30_000);
     run.child.kill('SIGKILL');
     await run.exited;
     await until(() => services.every((p) => !alive(p)), 'the services to notice their launcher is gone and stop', 15_000);
