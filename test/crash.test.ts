@@ -17,7 +17,7 @@ import { ensureFillStream } from '../src/shared/streams.js';
 import { connectNats } from '../src/shared/nats.js';
 import { startService } from '../src/shared/service-process.js';
 import { multicastSender } from '../src/feed/multicast.js';
-import { api, killProcess, quietLog, spawnEngine, tempDir, testConfig, writeConfigFile } from './helpers/system.js';
+import { api, expectedPositions, killProcess, quietLog, spawnEngine, tempDir, testConfig, writeConfigFile } from './helpers/system.js';
 import { feedAddrs, fillMsg, fillStream, sendClearing } from './helpers/feed.js';
 
 /**
@@ -280,20 +280,16 @@ it.each([
 
     // 2. Final positions are exactly the fills after the last reset plus the conversions decided after it (so nothing half-applied, nothing lost to a replay).
     const lastReset = resets.length > 0 ? resets[resets.length - 1]!.seq : 0;
-    const expected = new Map<number, Map<number, number>>();
-    const add = (id: number, symbol: number, d: number) => {
-      const m = expected.get(id) ?? new Map<number, number>();
-      m.set(symbol, (m.get(symbol) ?? 0) + d);
-      if (m.get(symbol) === 0) m.delete(symbol);
-      expected.set(id, m);
-    };
-    for (const m of stream) if (m.seq > lastReset && m.subject !== SESSION_SUBJECT) add((m.data as Fill).client_id, (m.data as Fill).symbol, fillDelta(m.data as Fill));
-    for (const ev of events) {
-      if (ev.t !== 'conversion') continue;
+    const fillsAfter = stream
+      .filter((m) => m.seq > lastReset && m.subject !== SESSION_SUBJECT)
+      .map((m) => ({ client_id: (m.data as Fill).client_id, symbol: (m.data as Fill).symbol, quantity: fillDelta(m.data as Fill) }));
+    const conversionsAfter = events.flatMap((ev): [number, Delta[]][] => {
+      if (ev.t !== 'conversion') return [];
       const at = decidedAt.get(ev);
       expect(at, 'a conversion without its fill position').toBeDefined();
-      if (at! >= lastReset) for (const [sym, d] of conversionDeltas.get(ev)!) add(ev.clientId, sym, d);
-    }
+      return at! >= lastReset ? [[ev.clientId, conversionDeltas.get(ev)!]] : [];
+    });
+    const expected = expectedPositions(fillsAfter, conversionsAfter);
     for (let id = 1; id <= TEAMS; id++) {
       const h = await http.holdings(`team${id}`, `team${id}pass`);
       expect(h.status).toBe(200);

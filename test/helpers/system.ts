@@ -178,8 +178,7 @@ export function fillsFor(clientId: number, quantities: Record<number, number>): 
   }));
 }
 
-/** UNDY's components, 3..12, each with `q`. */
-/** Each account's positions (symbol → quantity, zeros left out) that `fills` and the conversions' deltas add up to. */
+/** Each account's positions (symbol → quantity, zeros left out) that `fills` (quantity signed: a sell negative) and the conversions' deltas add up to. */
 export function expectedPositions(fills: readonly Pick<Fill, 'client_id' | 'symbol' | 'quantity'>[], conversions: Iterable<[clientId: number, deltas: readonly Delta[]]>): Map<number, Map<number, number>> {
   const expected = new Map<number, Map<number, number>>();
   const add = (id: number, symbol: number, d: number) => {
@@ -193,6 +192,7 @@ export function expectedPositions(fills: readonly Pick<Fill, 'client_id' | 'symb
   return expected;
 }
 
+/** UNDY's components, 3..12, each with `q`. */
 export const undyBasket = (q: number): Record<number, number> => Object.fromEntries([3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((s) => [s, q]));
 
 /** Small HTTP client over fetch. */
