@@ -80,8 +80,8 @@ export interface Shortfall {
   need: number;
 }
 
-/** Why a pending write's outcome is unknown: the engine could not journal it, the gateway had no answer in time, could not read it, or withdrew the command unsent. */
-export type UnavailableCause = 'unconfirmed' | 'timeout' | 'unreadable' | 'withdrawn';
+/** Why a write has no outcome: unknown (the engine could not journal it, no answer in time, an answer unreadable), or known not done (withdrawn unsent, no engine took it). */
+export type UnavailableCause = 'unconfirmed' | 'timeout' | 'unreadable' | 'withdrawn' | 'not_delivered';
 
 /**
  * A refusal as the engine decides it: a code and that code's own facts, no

@@ -44,6 +44,7 @@ const UNAVAILABLE: Record<Extract<Rejection, { code: 'engine_unavailable' }>['wh
   timeout: 'the engine did not answer in time; the operation may or may not have happened: check /holdings before retrying',
   unreadable: "the engine's answer could not be read; the operation may or may not have happened: check /holdings before retrying",
   withdrawn: 'the request was withdrawn: its connection closed before it was sent',
+  not_delivered: 'no engine took this operation (none running, or the gateway stopping); nothing was done: retry shortly',
 };
 
 /** The message, and the parameter it is about. */

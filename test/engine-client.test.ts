@@ -109,6 +109,58 @@ describe('engine client: answers it cannot read', () => {
   });
 });
 
+/**
+ * No engine subscribed (restarting, or its subscription not yet known to the
+ * NATS node the gateway uses: a cluster learns interest over its routes): the
+ * server answers "no responders". Nothing was delivered, so the command is
+ * sent again until an engine takes it or its deadline, and is never reported
+ * as an answer that could not be read (a clean-clone CI run failed so).
+ */
+describe('engine client: no engine subscribed', () => {
+  const bus = useTestNats();
+
+  it('sends again until an engine subscribes, and the command is answered once', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const client = new EngineClient(bus.nc, 20_000, { log });
+    let received = 0;
+    let sub: ReturnType<typeof bus.nc.subscribe> | null = null;
+    try {
+      const answer = client.call({ op: 'ping' });
+      const other = client.call({ op: 'ping' });
+      // Let a few sends meet no responders first.
+      await new Promise((r) => setTimeout(r, 500));
+      sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
+        callback: (_, m) => {
+          const b = decode<CommandBatch>(m.data);
+          received += b.cmds.length;
+          m.respond(encode({ v: ENGINE_PROTOCOL_VERSION, replies: b.cmds.map((c) => ({ id: c.id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
+        },
+      });
+      await bus.nc.flush();
+      expect((await answer).ok).toBe(true);
+      expect((await other).ok).toBe(true);
+      expect(received).toBe(2);
+      expect(client.unreadable).toEqual({});
+      expect(lines.filter((l) => (l.level as number) >= 50)).toEqual([]);
+    } finally {
+      client.close();
+      sub?.unsubscribe();
+    }
+  });
+
+  it('at its deadline with still no engine, says nothing was done', async () => {
+    const client = new EngineClient(bus.nc, 1_000);
+    try {
+      const r = await client.call({ op: 'ping' });
+      expect(r.ok).toBe(false);
+      if (!r.ok) expect(r.error).toMatchObject({ code: 'engine_unavailable', message: expect.stringMatching(/nothing was done/) });
+    } finally {
+      client.close();
+    }
+  });
+});
+
 describe('the engine wire codec', () => {
   it('encodes each message with its own record definitions: any one decodes alone, in any order, by a fresh decoder', () => {
     const batch = (n: number): ReplyBatch => ({

@@ -80,6 +80,10 @@ interface Pending {
   batch?: SentBatch;
   /** False once nobody can receive the answer (the HTTP connection closed): the command is then never sent. */
   live?: () => boolean;
+  /** The command as sent: sent again when the NATS server said no engine took it. */
+  env: CommandEnvelope;
+  /** Its last send reached no engine (no responders): at its deadline, nothing was done. */
+  undelivered?: boolean;
 }
 
 /**
@@ -108,6 +112,11 @@ export class EngineClient {
   /** The last fault each engine shard reported as it exited (proto/engine.ts EngineFault), for /health. */
   readonly faults = new Map<number, EngineFault>();
   private readonly faultSub: Subscription | null;
+  /** Since when sends have met no engine (logged once per outage), or null. */
+  private noEngineSince: number | null = null;
+  /** Batches waiting to be sent again (no responders), cleared on close. */
+  private readonly resends = new Set<NodeJS.Timeout>();
+  private closed = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -146,6 +155,7 @@ export class EngineClient {
 
   /** One answer message: a batch may be answered in several (the engine's group commits can split it). */
   private onReply(msg: Msg): void {
+    if (msg.data.byteLength === 0 && msg.headers?.code === 503) return this.undelivered(msg);
     let batch: ReplyBatch;
     try {
       batch = decode<ReplyBatch>(msg.data);
@@ -160,10 +170,47 @@ export class EngineClient {
       }
       const p = this.pending.get(r.id);
       if (!p) continue; // answered after its deadline: the caller already got a 503
+      if (this.noEngineSince !== null) {
+        this.log?.info({ after_ms: Date.now() - this.noEngineSince }, 'an engine is taking commands again');
+        this.noEngineSince = null;
+      }
       this.pending.delete(r.id);
       this.answered(p);
       p.resolve(r);
     }
+  }
+
+  /**
+   * The NATS server's "no responders": no engine was subscribed (restarting,
+   * or in a cluster its subscription not yet known to this node), so none of
+   * the batch was delivered and sending it again cannot do anything twice. It
+   * is sent again after a pause until an engine takes it or its deadline.
+   */
+  private undelivered(msg: Msg): void {
+    const b = this.batchOf(msg.subject);
+    if (!b) return;
+    this.batches.delete(b.no);
+    const i = b.line.out.indexOf(b);
+    if (i >= 0) b.line.out.splice(i, 1);
+    const again: Pending[] = [];
+    for (const id of b.ids) {
+      const p = this.pending.get(id);
+      if (!p || p.batch !== b) continue;
+      delete p.batch;
+      p.undelivered = true;
+      again.push(p);
+    }
+    if (again.length === 0) return;
+    if (this.noEngineSince === null) {
+      this.noEngineSince = Date.now();
+      this.log?.warn({ subject: b.line.subject }, 'no engine is taking commands: they are sent again until one does or their deadline');
+    }
+    const timer = setTimeout(() => {
+      this.resends.delete(timer);
+      for (const p of again) if (this.pending.get(p.env.id) === p) b.line.queue.push(p.env);
+      this.batch.schedule();
+    }, RESEND_PAUSE_MS);
+    this.resends.add(timer);
   }
 
   /** An answer that cannot be read: its batch's commands fail at once, with a reason, instead of at their deadline. */
@@ -213,15 +260,17 @@ export class EngineClient {
 
   private send<C extends EngineCommand>(shard: number, cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
     const id = this.nextId++;
-    this.lines[shard]!.queue.push({ id, cmd });
+    const env: CommandEnvelope = { id, cmd };
+    this.lines[shard]!.queue.push(env);
     this.batch.schedule();
     // The engine answers each op with that op's result: the one place the wire's union is narrowed.
     return new Promise((resolve) =>
-      this.pending.set(id, { resolve: resolve as (r: EngineReply) => void, deadline: Date.now() + this.timeoutMs, ...(live ? { live } : {}) }),
+      this.pending.set(id, { resolve: resolve as (r: EngineReply) => void, deadline: Date.now() + this.timeoutMs, env, ...(live ? { live } : {}) }),
     );
   }
 
   private flush(): void {
+    if (this.closed) return;
     const now = performance.now();
     for (const line of this.lines) {
       if (line.queue.length === 0) continue;
@@ -276,15 +325,19 @@ export class EngineClient {
       if (p.deadline > now) break;
       this.pending.delete(id);
       this.answered(p);
-      p.resolve({ id, ok: false, error: unavailable('timeout') });
+      p.resolve({ id, ok: false, error: unavailable(p.undelivered && !p.batch ? 'not_delivered' : 'timeout') });
     }
   }
 
   close(): void {
+    this.closed = true;
+    for (const t of this.resends) clearTimeout(t);
     clearInterval(this.sweeper);
     for (const line of this.lines) if (line.timer) clearTimeout(line.timer);
     this.sub.unsubscribe();
     this.faultSub?.unsubscribe();
-    this.expire();
+    // Nothing more will be sent or answered: every caller learns so now, not never.
+    for (const [id, p] of this.pending) p.resolve({ id, ok: false, error: unavailable(p.batch ? 'timeout' : 'not_delivered') });
+    this.pending.clear();
   }
 }
