@@ -14,7 +14,10 @@ import { connect } from '@nats-io/transport-node';
 import { freePort, startNatsServer } from '../src/launcher/nats-server.js';
 import { spawnService } from './system.js';
 
-const SUBJECT = 'bench.echo';
+export const ECHO_SUBJECT = 'bench.echo';
+
+/** A process answering every request on ECHO_SUBJECT with its own payload (this file, run with NATS_ECHO_URL). */
+export const spawnEcho = (natsUrl: string) => spawnService('bench/nats-floor.js', { ...process.env, NATS_ECHO_URL: natsUrl }, 'echo ready');
 
 export interface Floor {
   rps: number;
@@ -27,13 +30,13 @@ export interface Floor {
 export async function natsFloor(opts: { concurrency: number; seconds: number; rate?: number }): Promise<Floor> {
   const dir = mkdtempSync(join(tmpdir(), 'etf-floor-'));
   const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
-  const echo = await spawnService('bench/nats-floor.js', { ...process.env, NATS_ECHO_URL: nats.url }, 'echo ready');
+  const echo = await spawnEcho(nats.url);
   const nc = await connect({ servers: nats.url });
   try {
     const payload = new Uint8Array(100);
     const ask = async (into: number[] | null) => {
       const t = performance.now();
-      await nc.request(SUBJECT, payload, { timeout: 10_000 });
+      await nc.request(ECHO_SUBJECT, payload, { timeout: 10_000 });
       into?.push(performance.now() - t);
     };
     for (let i = 0; i < 2_000; i++) await ask(null);
@@ -74,7 +77,7 @@ export async function natsFloor(opts: { concurrency: number; seconds: number; ra
 
 if (process.env.NATS_ECHO_URL) {
   const nc = await connect({ servers: process.env.NATS_ECHO_URL });
-  nc.subscribe(SUBJECT, { callback: (_err, msg) => void msg.respond(msg.data) });
+  nc.subscribe(ECHO_SUBJECT, { callback: (_err, msg) => void msg.respond(msg.data) });
   await nc.flush();
   console.log('echo ready');
 }

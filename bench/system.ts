@@ -14,6 +14,8 @@ export interface BenchSystem {
   nats: NatsServer;
   url: string;
   cfg: Config;
+  /** Every server process, for CPU accounting (bench/cpu.ts). */
+  pids: Record<string, number>;
   stop(): Promise<void>;
 }
 
@@ -54,7 +56,12 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   writeFileSync(configFile, JSON.stringify(cfg));
   const env = { ...process.env, CONFIG_FILE: configFile, NATS_URL: nats.url, LOG_LEVEL: 'info' };
   // BENCH_PROFILE=engine|gateway writes that service's CPU profile to .bench/ when it stops.
-  const profiled = (name: string) => (process.env.BENCH_PROFILE === name ? ['--cpu-prof', `--cpu-prof-dir=${join(PROJECT_ROOT, '.bench')}`] : []);
+  // BENCH_PERF=engine|gateway writes /tmp/perf-<pid>.map for that service, so `perf record -p <pid>` names its JIT-compiled functions
+  // (a V8 profile samples wall time: a thread preempted in a write looks busy; perf's cpu-clock counts CPU only).
+  const profiled = (name: string) => [
+    ...(process.env.BENCH_PROFILE === name ? ['--cpu-prof', `--cpu-prof-dir=${join(PROJECT_ROOT, '.bench')}`] : []),
+    ...(process.env.BENCH_PERF === name ? ['--perf-basic-prof'] : []),
+  ];
   let engine: ServiceProcess | undefined;
   let gateway: ServiceProcess;
   try {
@@ -71,6 +78,7 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
     nats,
     url: `http://127.0.0.1:${httpPort}`,
     cfg,
+    pids: { gateway: gateway.child.pid!, engine: engine.child.pid!, 'nats-server': nats.proc.pid! },
     stop: async () => {
       await gateway.stop();
       await engine!.stop();
