@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import type { Config } from '../config/config.js';
 import { credentialsKeyFile, loadCredentialsKey, type CredentialsKey } from '../shared/credentials-key.js';
@@ -25,7 +25,7 @@ interface Entry {
   clientId: number;
   hash: string;
   fetchedAt: number;
-  /** HMAC of the last password bcrypt accepted for `hash`. */
+  /** Keyed digest (proofOf) of the last password bcrypt accepted for `hash`. */
   proof?: Buffer;
 }
 
@@ -39,14 +39,15 @@ export interface LoginGate {
 
 /**
  * Verifies passwords without paying bcrypt (~57 ms) on every request. The
- * first success for an account stores an HMAC of the password under a key
- * that exists only in this process's memory; later requests compare HMACs in
+ * first success for an account stores a keyed digest of the password under a key
+ * that exists only in this process's memory; later requests compare digests in
  * constant time. The proof is tied to the bcrypt hash it was checked against:
  * when the engine reports a different hash, the proof is dropped. Unknown
  * usernames are never cached, so they cannot grow memory.
  */
 export class Authenticator {
-  private readonly key = randomBytes(32);
+  /** The proof key, as the hex text a proof's input starts with (64 characters: a fixed-length prefix). */
+  private readonly key = randomBytes(32).toString('hex');
   private readonly cache = new Map<string, Entry>();
   private readonly inflight = new Map<string, Promise<AuthResult>>();
   private readonly refreshing = new Map<string, Promise<AuthResult | null>>();
@@ -83,8 +84,14 @@ export class Authenticator {
     return this.sealKey ? this.sealKey.open(stored, username) : stored.startsWith('$2') ? stored : null;
   }
 
+  /**
+   * SHA-256 of the secret key followed by the password: a keyed digest that
+   * only this process ever sees and only ever compares, so the length
+   * extension an HMAC guards against gives an attacker nothing. One-shot
+   * `crypto.hash` costs a third of an HMAC object per request.
+   */
   private proofOf(password: string): Buffer {
-    return createHmac('sha256', this.key).update(password).digest();
+    return hash('sha256', this.key + password, 'buffer');
   }
 
   /**
