@@ -208,7 +208,8 @@ export class EngineClient {
     const timer = setTimeout(() => {
       this.resends.delete(timer);
       for (const p of again) if (this.pending.get(p.env.id) === p) b.line.queue.push(p.env);
-      this.batch.schedule();
+      // Now, not next turn: a deadline swept in between would leave a queued command without its pending entry.
+      this.flush();
     }, RESEND_PAUSE_MS);
     this.resends.add(timer);
   }
@@ -304,7 +305,9 @@ export class EngineClient {
   private publish(line: ShardLine, queued: CommandEnvelope[], now: number): void {
     const cmds = queued.filter((c) => {
       const p = this.pending.get(c.id);
-      if (!p?.live || p.live()) return true;
+      // Expired or answered while it waited: its caller has its answer already, nothing is sent.
+      if (!p) return false;
+      if (!p.live || p.live()) return true;
       // Work whose answer can reach no one is not done: its caller learns nothing, so nothing may change.
       this.pending.delete(c.id);
       p.resolve({ id: c.id, ok: false, error: unavailable('withdrawn') });
