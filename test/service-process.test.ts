@@ -46,11 +46,11 @@ describe('Supervisor', () => {
       // Dies at its first start (before ready), serves at the second: whenReady resolves then.
       const marker = join(dir.path, 'started-once');
       const flaky = `const fs = require('node:fs'); if (!fs.existsSync(${JSON.stringify(marker)})) { fs.writeFileSync(${JSON.stringify(marker)}, ''); process.exit(1); } ${READY}`;
-      supervisor.start({ name: 'flaky', args: program(flaky), ready: 'message' });
+      supervisor.start({ name: 'flaky', args: program(flaky), env: process.env, ready: 'message' });
       await supervisor.whenReady('flaky');
       expect(existsSync(marker)).toBe(true);
 
-      supervisor.start({ name: 'misconfigured', args: program(`process.exit(${CONFIG_EXIT_CODE})`), ready: 'message' });
+      supervisor.start({ name: 'misconfigured', args: program(`process.exit(${CONFIG_EXIT_CODE})`), env: process.env, ready: 'message' });
       await fatalSeen;
       expect(fatal).toEqual(['misconfigured']);
     } finally {

@@ -5,9 +5,9 @@ import type { ReadyMessage } from './service-process.js';
 
 /**
  * Runs `close` once on SIGINT/SIGTERM, then exits; a second signal exits at
- * once. A service the launcher started (in its own process group) also stops
- * when the launcher is gone, killed without the chance to stop it: no orphan
- * keeps serving.
+ * once. A service the launcher started (in its own process group; `launcherPid`
+ * from its ProcessSettings) also stops when the launcher is gone, killed
+ * without the chance to stop it: no orphan keeps serving.
  */
 export function onShutdown(log: Logger, close: () => Promise<void>, launcherPid: number | null = null): void {
   let closing = false;
@@ -25,11 +25,10 @@ export function onShutdown(log: Logger, close: () => Promise<void>, launcherPid:
   };
   process.on('SIGINT', () => handler('SIGINT'));
   process.on('SIGTERM', () => handler('SIGTERM'));
-  const launcher = launcherPid;
-  if (launcher !== null) {
+  if (launcherPid !== null) {
     // Reparented (to init or a subreaper) once the launcher is gone; Linux has no portable death signal for Node.
     const watch = setInterval(() => {
-      if (process.ppid === launcher || closing) return;
+      if (process.ppid === launcherPid || closing) return;
       clearInterval(watch);
       handler('launcher gone');
     }, 500);

@@ -132,8 +132,8 @@ export async function startService(spec: ServiceSpec): Promise<ServiceProcess<st
   return { ...s, ready: await s.ready };
 }
 
-/** A service the Supervisor keeps running: always in its own process group, told the launcher's pid. */
-export type SupervisedSpec = Omit<ServiceSpec, 'detached' | 'timeoutMs'>;
+/** A service the Supervisor keeps running: always in its own process group, its environment `env` and the launcher's pid. */
+export type SupervisedSpec = Omit<ServiceSpec, 'detached' | 'timeoutMs' | 'env'> & { env: NodeJS.ProcessEnv };
 
 /**
  * Runs services as child processes and restarts one that dies (with a
