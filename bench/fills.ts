@@ -161,7 +161,7 @@ nc.subscribe(FEED_STATUS_SUBJECT, { callback: (_e, m) => {
   },
 });
 
-function startBridgeProcess(): Promise<ServiceProcess> {
+function startBridgeProcess(): Promise<ServiceProcess<unknown>> {
   const env = {
     ...process.env,
     NATS_URL: nats.url,
@@ -177,7 +177,7 @@ function startBridgeProcess(): Promise<ServiceProcess> {
     name: 'feed bridge',
     args: [join(PROJECT_ROOT, 'dist/src/feed/main.js')],
     env,
-    ready: (l) => l.includes('"feed bridge ready"'),
+    ready: 'message',
     onLine: (l) => (l.includes('"level":40') || l.includes('"level":50')) && process.stderr.write(`bridge: ${l}\n`),
   });
 }
@@ -274,7 +274,7 @@ function decodeRate(): number {
 
 const rows: Row[] = [];
 const decoded = decodeRate();
-let bridge: ServiceProcess | undefined;
+let bridge: ServiceProcess<unknown> | undefined;
 let base = 0;
 try {
   base = await baseline();

@@ -50,11 +50,11 @@ const BUDGET_MS = 115_000;
 
 const t0 = Date.now();
 const dir = mkdtempSync(join(tmpdir(), 'etf-bench-ws-'));
-const children: ServiceProcess[] = [];
-const named = new Map<string, ServiceProcess>();
+const children: ServiceProcess<unknown>[] = [];
+const named = new Map<string, ServiceProcess<unknown>>();
 
 /** CPU seconds (user + system) a child has used so far, from /proc (Linux). */
-function cpuOf({ child }: ServiceProcess): number {
+function cpuOf({ child }: ServiceProcess<unknown>): number {
   try {
     const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
@@ -96,12 +96,12 @@ const group = `239.${rnd()}.${rnd()}`;
 const mcPort = 20_000 + Math.floor(Math.random() * 20_000);
 const clearingAddr = { group: `${group}.2`, port: mcPort };
 
-async function run(name: string, script: string, ready: string, env: Record<string, string>): Promise<void> {
+async function run(name: string, script: string, env: Record<string, string>): Promise<void> {
   const service = await startService({
     name,
     args: [join(PROJECT_ROOT, 'dist/src', script)],
     env: { ...process.env, ...env },
-    ready: (l) => l.includes(`"${ready}"`),
+    ready: 'message',
     onLine: (l) => (l.includes('"level":40') || l.includes('"level":50') || l.includes('"level":60')) && process.stderr.write(`${name}: ${l}\n`),
   });
   children.push(service);
@@ -109,9 +109,9 @@ async function run(name: string, script: string, ready: string, env: Record<stri
 }
 
 const common = { NATS_URL: nats.url, CONFIG_FILE: configFile, LOG_LEVEL: 'info' };
-await run('engine', 'engine/main.js', 'engine ready', common);
-await run('gateway', 'gateway/main.js', 'gateway listening', common);
-await run('bridge', 'feed/main.js', 'feed bridge ready', {
+await run('engine', 'engine/main.js', common);
+await run('gateway', 'gateway/main.js', common);
+await run('bridge', 'feed/main.js', {
   NATS_URL: nats.url,
   NDFEX_CLEARING_ADDR: `${clearingAddr.group}:${clearingAddr.port}`,
   NDFEX_MD_ADDR: `${group}.1:${mcPort + 1}`,

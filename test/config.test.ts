@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { parseAccounts } from '../src/config/accounts.js';
 import { buildInstruments, loadBaskets } from '../src/config/baskets.js';
-import { MULTI_BASKETS } from './helpers/system.js';
-import { ConfigError, loadConfig } from '../src/config/config.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { MULTI_BASKETS, tempDir, testConfig } from './helpers/system.js';
+import { ConfigError, engineShardsFile, loadConfig, localEngineShards, localNatsUrl, natsUrlFile } from '../src/config/config.js';
+import { loadBridgeConfig } from '../src/config/feed.js';
+import { simSettingsFromEnv } from '../src/config/sim.js';
 
 const undyOnly = loadBaskets(undefined);
 
@@ -91,5 +94,56 @@ describe('HTTP settings', () => {
     expect(() => loadConfig({ HTTP_SERVER: 'front' })).toThrow(ConfigError);
     expect(loadConfig({ HTTP_ALLOWED_ORIGINS: 'https://a.example, http://b.example:8080' }).http.allowedOrigins).toEqual(['https://a.example', 'http://b.example:8080']);
     expect(() => loadConfig({ HTTP_ALLOWED_ORIGINS: 'not a url' })).toThrow(ConfigError);
+  });
+});
+
+describe('what the launcher recorded on DATA_DIR, for the operator tools', () => {
+  it('a recorded NATS URL that is not one is an error naming the file; only a missing file means the default port', () => {
+    const dir = tempDir();
+    try {
+      const cfg = testConfig(dir.path);
+      expect(localNatsUrl(cfg)).toBe(`nats://127.0.0.1:${cfg.nats.port}`);
+      writeFileSync(natsUrlFile(cfg), 'nats://127.0.0.1:4300,nats://127.0.0.1:4301\n');
+      expect(localNatsUrl(cfg)).toBe('nats://127.0.0.1:4300,nats://127.0.0.1:4301');
+      for (const bad of ['', '\n', 'garbage', '127.0.0.1:4300', 'nats://127.0.0.1:4300,']) {
+        writeFileSync(natsUrlFile(cfg), bad);
+        expect(() => localNatsUrl(cfg)).toThrow(ConfigError);
+        expect(() => localNatsUrl(cfg)).toThrow(natsUrlFile(cfg));
+      }
+    } finally {
+      dir.remove();
+    }
+  });
+
+  it('a recorded engine-shards file that cannot be read or is no count is an error naming the file', () => {
+    const dir = tempDir();
+    try {
+      const cfg = testConfig(dir.path);
+      expect(localEngineShards(cfg)).toBe(1);
+      writeFileSync(engineShardsFile(cfg), '3\n');
+      expect(localEngineShards(cfg)).toBe(3);
+      for (const bad of ['', 'three', '2.5', '0']) {
+        writeFileSync(engineShardsFile(cfg), bad);
+        expect(() => localEngineShards(cfg)).toThrow(ConfigError);
+        expect(() => localEngineShards(cfg)).toThrow(engineShardsFile(cfg));
+      }
+      const other = testConfig(dir.path, { dataDir: `${dir.path}/other` });
+      mkdirSync(engineShardsFile(other), { recursive: true }); // a directory where the file should be
+      expect(() => localEngineShards(other)).toThrow(ConfigError);
+      expect(() => localEngineShards(other)).toThrow(/EISDIR/);
+    } finally {
+      dir.remove();
+    }
+  });
+});
+
+describe('the feed bridge and the simulator', () => {
+  it('take NATS_CREDS and NATS_REPLICAS, and the same feed addresses, from what their entry point passes', () => {
+    const feed = loadBridgeConfig({ NATS_URL: 'nats://x:1', NATS_CREDS: '/run/feed.json', NATS_REPLICAS: '3', NDFEX_MD_ADDR: '239.1.2.3:5000' });
+    expect([feed.natsCreds, feed.natsReplicas, feed.marketData]).toEqual(['/run/feed.json', 3, { group: '239.1.2.3', port: 5000 }]);
+    expect(() => loadBridgeConfig({ NATS_URL: 'nats://x:1', NATS_REPLICAS: '9' })).toThrow(/NATS_REPLICAS/);
+    expect(simSettingsFromEnv({ NDFEX_MD_ADDR: '239.1.2.3:5000' }).md).toEqual(feed.marketData);
+    expect(() => simSettingsFromEnv({ NDFEX_INTERFACE: 'eth0' })).toThrow(/NDFEX_INTERFACE/);
+    expect(() => simSettingsFromEnv({ NDFEX_SIM_RATE: '0' })).toThrow(/NDFEX_SIM_RATE/);
   });
 });

@@ -1,13 +1,11 @@
 import { afterAll, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { DumpResult } from '../proto/engine.js';
 import type { Delta, JournalBatch, JournalEvent } from '../proto/journal.js';
 import { SESSION_SUBJECT } from '../proto/subjects.js';
 import { shardNames, shardOfClient } from '../proto/shards.js';
 import { fillDelta, type Fill } from '../proto/fill.js';
-import { PROJECT_ROOT } from '../src/config/config.js';
 import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
 import { EngineClient } from '../src/gateway/engine-client.js';
 import { consistencyCheck, rebuild } from '../src/engine/check.js';
@@ -15,9 +13,8 @@ import { replayJournal } from '../src/engine/journal.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { ensureFillStream } from '../src/shared/streams.js';
 import { connectNats } from '../src/shared/nats.js';
-import { startService } from '../src/shared/service-process.js';
 import { multicastSender } from '../src/feed/multicast.js';
-import { api, expectedPositions, killProcess, quietLog, spawnEngine, tempDir, testConfig, writeConfigFile } from './helpers/system.js';
+import { api, expectedPositions, killProcess, quietLog, spawnEngine, spawnService, tempDir, testConfig, writeConfigFile } from './helpers/system.js';
 import { feedAddrs, fillMsg, fillStream, sendClearing } from './helpers/feed.js';
 
 /**
@@ -115,13 +112,7 @@ it.each([
     const gateways = gatewayPorts.map((gp) => {
       const configFile = writeConfigFile({ ...cfg, http: { ...cfg.http, port: gp } });
       return supervised(async () => {
-        const s = await startService({
-          name: 'gateway',
-          args: [join(PROJECT_ROOT, 'dist/src/gateway/main.js')],
-          env: { ...process.env, NATS_URL: nats.url, CONFIG_FILE: configFile, LOG_LEVEL: 'info' },
-          ready: (line) => line.includes('"gateway listening"'),
-          timeoutMs: 20_000,
-        });
+        const s = await spawnService('gateway', 'gateway/main.js', { NATS_URL: nats.url, CONFIG_FILE: configFile, LOG_LEVEL: 'info' }, 20_000);
         return s.child;
       });
     });
@@ -135,11 +126,10 @@ it.each([
     const feeds = await feedAddrs();
     let session = 1;
     const bridge = supervised(async () => {
-      const s = await startService({
-        name: 'feed',
-        args: [join(PROJECT_ROOT, 'dist/src/feed/main.js')],
-        env: {
-          ...process.env,
+      const s = await spawnService(
+        'feed',
+        'feed/main.js',
+        {
           NATS_URL: nats.url,
           NATS_CREDS: '',
           LOG_LEVEL: 'info',
@@ -150,9 +140,8 @@ it.each([
           NDFEX_SESSION: `crash-${session}`,
           NDFEX_STATUS_INTERVAL_MS: '200',
         },
-        ready: (line) => line.includes('"feed bridge ready"'),
-        timeoutMs: 20_000,
-      });
+        20_000,
+      );
       return s.child;
     });
     await bridge.start();

@@ -29,7 +29,7 @@ describe('engine logs in a clean demo', () => {
 
 describe('log format', () => {
   it('is pretty at a terminal and JSON through a pipe, unless LOG_FORMAT says otherwise', async () => {
-    const { wantsPretty } = await import('../src/shared/log.js');
+    const { wantsPretty } = await import('../src/config/process.js');
     expect(wantsPretty({}, true)).toBe(true);
     expect(wantsPretty({}, false)).toBe(false);
     expect(wantsPretty({ LOG_FORMAT: 'json' }, true)).toBe(false);

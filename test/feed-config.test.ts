@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadBridgeConfig } from '../src/feed/config.js';
+import { loadBridgeConfig } from '../src/config/feed.js';
 
 describe('feed bridge config', () => {
   it('has the exchange defaults and needs NATS_URL', () => {

@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import bcrypt from 'bcrypt';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { connect } from '@nats-io/transport-node';
-import { prepareNatsAuth, type NatsAuth } from '../src/launcher/nats-auth.js';
+import { prepareNatsAuth, routeCredentials, type NatsAuth } from '../src/launcher/nats-auth.js';
+import { ConfigError } from '../src/config/config.js';
 import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
 import { connectNats } from '../src/shared/nats.js';
 import { provisionStreams } from '../src/shared/streams.js';
@@ -367,5 +369,31 @@ describe('sealing at engine start (src/engine/roster.ts sealAccountHashes)', () 
     expect(key.open(sealed, 'oldteam')).toBe(clear);
     expect(sealAccountHashes(state, key)).toBe(0);
     expect(() => sealAccountHashes(state, new CredentialsKey(randomBytes(32), 'another-key'))).toThrow(/another-key.*oldteam.*CREDENTIALS_KEY_FILE/);
+  });
+});
+
+describe('the generated NATS credentials', () => {
+  it('are kept across starts; a file that is not what the launcher wrote is an error naming it, never silently replaced', () => {
+    const d = tempDir('etf-auth-files-');
+    try {
+      const where = join(d.path, 'nats-auth');
+      const first = prepareNatsAuth(where);
+      const engineFile = first.credsFile('engine');
+      const kept = readFileSync(engineFile, 'utf8');
+      prepareNatsAuth(where);
+      expect(readFileSync(engineFile, 'utf8')).toBe(kept);
+      const route = routeCredentials(where);
+      expect(routeCredentials(where)).toEqual(route);
+      for (const bad of ['{"user": "engine", "pass', '{"user": "gateway", "password": "x"}', '']) {
+        writeFileSync(engineFile, bad);
+        expect(() => prepareNatsAuth(where)).toThrow(ConfigError);
+        expect(() => prepareNatsAuth(where)).toThrow(engineFile);
+        expect(readFileSync(engineFile, 'utf8')).toBe(bad);
+      }
+      writeFileSync(join(where, 'route.json'), 'not json');
+      expect(() => routeCredentials(where)).toThrow(join(where, 'route.json'));
+    } finally {
+      d.remove();
+    }
   });
 });

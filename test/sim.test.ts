@@ -5,7 +5,7 @@ import { NDFEX_SYMBOLS, UNDY_SYMBOL_ID } from '../proto/symbols.js';
 import { SimMarket, UNDY_COMPONENTS, MAKER_IDS } from '../src/sim/market.js';
 import { packClearing, packMd, MAX_DATAGRAM_BYTES } from '../src/sim/datagrams.js';
 import { startSimulator, type SimulatorHandle } from '../src/sim/service.js';
-import { parseEndpoint, simSettingsFromEnv } from '../src/sim/settings.js';
+import { parseEndpoint, simSettingsFromEnv } from '../src/config/sim.js';
 import { quietLog } from './helpers/system.js';
 
 const tick = new Map(NDFEX_SYMBOLS.map((s) => [s.id, s.tickSize]));

@@ -141,14 +141,8 @@ function intFromEnv(name: string, v: string): number {
   return Number(v);
 }
 
-/**
- * Copies JetStream keeps of each stream and bucket (NATS_REPLICAS, default 1).
- * Read wherever a stream is created (src/shared/streams.ts), so every process
- * the launcher starts creates them alike.
- */
-export function natsReplicas(env: NodeJS.ProcessEnv = process.env): number {
-  const v = env.NATS_REPLICAS;
-  if (v === undefined || v.trim() === '') return 1;
+/** Copies JetStream keeps of each stream and bucket (NATS_REPLICAS): 1 to 5. */
+function natsReplicas(v: string): number {
   const n = intFromEnv('NATS_REPLICAS', v);
   if (n < 1 || n > 5) throw new ConfigError(`NATS_REPLICAS=${JSON.stringify(v)}: expected 1 to 5 (JetStream's limit)`);
   return n;
@@ -168,7 +162,7 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   NATS_URL: (c, v) => (c.nats.url = v),
   NATS_PORT: (c, v) => (c.nats.port = intFromEnv('NATS_PORT', v)),
   NATS_CREDS: (c, v) => (c.nats.creds = v),
-  NATS_REPLICAS: (c, v) => (c.nats.replicas = natsReplicas({ NATS_REPLICAS: v })),
+  NATS_REPLICAS: (c, v) => (c.nats.replicas = natsReplicas(v)),
   NATS_CLUSTER: (c, v) => {
     const n = v.trim() === '' ? 1 : intFromEnv('NATS_CLUSTER', v);
     if (n !== 1 && (n < 3 || n > 7 || n % 2 === 0)) throw new ConfigError(`NATS_CLUSTER=${JSON.stringify(v)}: expected 3, 5 or 7 nodes (or 1: one server)`);
@@ -284,14 +278,13 @@ export const natsUrlFile = (cfg: Config): string => resolve(cfg.dataDir, 'nats.u
 /** Where the launcher keeps each NATS role's generated credentials (mode 0600). */
 export const natsAuthDir = (cfg: Config): string => resolve(cfg.dataDir, 'nats-auth');
 
-/** Credentials for an operator tool: NATS_CREDS, else the launcher's file for `role`, else none (an open server). */
+/** Credentials for an operator tool: the config's (NATS_CREDS), else the launcher's file for `role`, else none (an open server). */
 export function localNatsCreds(cfg: Config, role: string): string | undefined {
-  if (process.env.NATS_CREDS) return process.env.NATS_CREDS;
+  if (cfg.nats.creds) return cfg.nats.creds;
   const file = resolve(natsAuthDir(cfg), `${role}.json`);
   return existsSync(file) ? file : undefined;
 }
 
-/** The NATS server tools should use: NATS_URL, else the one the launcher started, else the default port. */
 /** Where the launcher records how many engine shards it runs, for the operator tools. */
 export const engineShardsFile = (cfg: Config): string => resolve(cfg.dataDir, 'engine-shards');
 
@@ -300,28 +293,39 @@ export function localEngineShards(cfg: Config): number {
   return cfg.engine?.shards ?? recordedEngineShards(cfg) ?? 1;
 }
 
-/** How many engine shards the launcher last ran on this DATA_DIR (its engine-shards file), null when it never recorded any. */
-export function recordedEngineShards(cfg: Config): number | null {
-  const file = engineShardsFile(cfg);
-  let text: string;
+/**
+ * A file the launcher recorded on DATA_DIR, trimmed; null when there is none
+ * (no launcher has run there: the caller's documented default). One that
+ * cannot be read is a ConfigError naming it, never guessed past.
+ */
+function readRecorded(file: string): string | null {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8').trim();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new ConfigError(`${file}: ${(err as Error).message}`);
   }
-  const n = Number(text.trim());
-  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${file} says ${JSON.stringify(text.trim())}, not a number of engine shards: write the ENGINE_SHARDS this DATA_DIR ran with`);
+}
+
+/** How many engine shards the launcher last ran on this DATA_DIR (its engine-shards file), null when it never recorded any. */
+export function recordedEngineShards(cfg: Config): number | null {
+  const file = engineShardsFile(cfg);
+  const text = readRecorded(file);
+  if (text === null) return null;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1) throw new ConfigError(`${file} says ${JSON.stringify(text)}, not a number of engine shards: write the ENGINE_SHARDS this DATA_DIR ran with`);
   return n;
 }
 
+/** The NATS server tools should use: NATS_URL, else the one the launcher recorded (its nats.url file), else the default port. */
 export function localNatsUrl(cfg: Config): string {
   if (cfg.nats.url) return cfg.nats.url;
-  try {
-    return readFileSync(natsUrlFile(cfg), 'utf8').trim();
-  } catch (err) {
-    // No launcher has recorded one: the default port. A file that cannot be read is said, not guessed past.
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    return `nats://127.0.0.1:${cfg.nats.port}`;
+  const file = natsUrlFile(cfg);
+  const text = readRecorded(file);
+  if (text === null) return `nats://127.0.0.1:${cfg.nats.port}`;
+  const urls = text.split(',').map((u) => u.trim());
+  if (urls.some((u) => !/^nats:\/\/[^\s/]+:\d+$/.test(u))) {
+    throw new ConfigError(`${file} says ${JSON.stringify(text)}, not the nats://host:port URL(s) the launcher writes: set NATS_URL, or delete the file to use port ${cfg.nats.port}`);
   }
+  return text;
 }

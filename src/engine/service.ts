@@ -30,6 +30,8 @@ export interface EngineHandle {
   actor: EngineActor;
   fills: FillFeedStats;
   nc: NatsConnection;
+  /** What its 'engine ready' line says (the process's ready message carries it too). */
+  ready: Record<string, unknown>;
   close(): Promise<void>;
 }
 
@@ -48,12 +50,13 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const fullRoster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
   const { own: roster, usernames: rosterUsernames } = rosterForShard(fullRoster, names.shard, shards, cfg.accountsFile);
   const nc = await connectNats(natsUrl, shards === 1 ? 'etf-engine' : `etf-engine-${names.shard}`, { role: 'engine', credsFile: cfg.nats.creds });
-  await ensureJournalStream(nc, names);
-  await ensureFillStream(nc);
+  const replicas = cfg.nats.replicas ?? 1;
+  await ensureJournalStream(nc, names, replicas);
+  await ensureFillStream(nc, replicas);
 
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
-  const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET), log);
-  const snapshots = await SnapshotStore.open(nc, log, names);
+  const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET, replicas), log);
+  const snapshots = await SnapshotStore.open(nc, log, names, replicas);
   const snapshot = await snapshots.load(instruments).catch((err: unknown) => {
     if (!(err instanceof SnapshotUnusable)) throw err;
     log.warn({ reason: err.message }, 'snapshot unusable: rebuilding from the whole journal');
@@ -156,27 +159,26 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     basketStore.put(etf, encode({ etf, versions: basketVersions(state, etf, instruments) } satisfies BasketVersions));
   }
   await basketStore.flushed();
-  log.info(
-    {
-      accounts: state.accounts.size,
-      ...(shards > 1 ? { shard: names.shard, shards } : {}),
-      snapshot: snapshot ? fromSnapshot : null,
-      journalSeq: journal.sequence,
-      fillSeq: state.fillSeq,
-      snapshotMs,
-      replayMs: replayedMs - snapshotMs,
-      rosterMs,
-      rosterHashes,
-      fillsMs,
-      startMs: Math.round(performance.now() - t0),
-    },
-    'engine ready',
-  );
+  const ready = {
+    accounts: state.accounts.size,
+    ...(shards > 1 ? { shard: names.shard, shards } : {}),
+    snapshot: snapshot ? fromSnapshot : null,
+    journalSeq: journal.sequence,
+    fillSeq: state.fillSeq,
+    snapshotMs,
+    replayMs: replayedMs - snapshotMs,
+    rosterMs,
+    rosterHashes,
+    fillsMs,
+    startMs: Math.round(performance.now() - t0),
+  };
+  log.info(ready, 'engine ready');
   return {
     state,
     actor,
     fills: stats,
     nc,
+    ready,
     close: async () => {
       await actor.drain();
       await Promise.race([basketStore.flushed(), new Promise((r) => setTimeout(r, 5000).unref())]);

@@ -28,9 +28,9 @@ export class SnapshotStore {
     this.js = jetstream(nc);
   }
 
-  /** `names`: the engine shard's streams (proto/shards.ts); the single engine's by default. */
-  static async open(nc: NatsConnection, log?: Logger, names: ShardNames = shardNames(0, 1)): Promise<SnapshotStore> {
-    await ensureSnapshotStream(nc, names);
+  /** `names`: the engine shard's streams (proto/shards.ts); the single engine's by default. `replicas`: copies of a stream it creates. */
+  static async open(nc: NatsConnection, log?: Logger, names: ShardNames = shardNames(0, 1), replicas = 1): Promise<SnapshotStore> {
+    await ensureSnapshotStream(nc, names, replicas);
     const jsm = await jetstreamManager(nc);
     return new SnapshotStore(jsm, nc, names, log);
   }

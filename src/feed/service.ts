@@ -22,7 +22,7 @@ import { connectNats } from '../shared/nats.js';
 import { LatestPerKey } from '../shared/latest-kv.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
-import type { BridgeConfig } from './config.js';
+import type { BridgeConfig } from '../config/feed.js';
 import { AlertThrottle } from './alerts.js';
 import { ClearingFeed } from './clearing.js';
 import { MarketData } from './marketdata.js';
@@ -35,8 +35,10 @@ import { SessionStore } from './session.js';
 export type BridgeOptions = Pick<BridgeConfig, 'natsUrl' | 'clearing' | 'marketData' | 'snapshot' | 'iface' | 'sessionName' | 'restartPolicy'> &
   Partial<Pick<BridgeConfig, 'sources'>> &
   Partial<Pick<BridgeConfig, 'statusIntervalMs' | 'maxInFlight' | 'verdictWindowMs'>> & {
-    /** NATS credentials file; default NATS_CREDS. */
+    /** NATS credentials file; absent: none. */
     natsCreds?: string;
+    /** Copies of a stream or bucket it creates (default 1). */
+    natsReplicas?: number;
     /** A fill publish unanswered this long is re-sent (same msg id). Default 5000. */
     ackTimeoutMs?: number;
   };
@@ -70,10 +72,10 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
   const receivers: Receiver[] = [];
   let timer: NodeJS.Timeout | undefined;
   try {
-    await ensureFillStream(nc);
+    await ensureFillStream(nc, opts.natsReplicas);
     const js = jetstream(nc);
-    const feedKv = await openBucket(nc, FEED_BUCKET);
-    const bboKv = await openBucket(nc, BBO_BUCKET);
+    const feedKv = await openBucket(nc, FEED_BUCKET, opts.natsReplicas);
+    const bboKv = await openBucket(nc, BBO_BUCKET, opts.natsReplicas);
 
     let alerts = 0;
     const throttle = new AlertThrottle();

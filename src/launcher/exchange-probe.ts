@@ -1,19 +1,18 @@
-import { joinGroup, parseGroupAddr } from '../feed/multicast.js';
-import { NDFEX_DEFAULT_FEEDS } from '../../proto/ndfex.js';
+import { joinGroup, type GroupAddr } from '../feed/multicast.js';
 
 /**
  * Listens on the exchange's market-data group for a while: NDFEX sends at
  * least a heartbeat every 500 ms, so silence for longer means no exchange is
- * there and the launcher starts the built-in simulator instead.
+ * there and the launcher starts the built-in simulator instead. `addr` and
+ * `iface`: the market-data group and interface (NDFEX_MD_ADDR, NDFEX_INTERFACE).
  */
-export async function exchangeIsLive(env: NodeJS.ProcessEnv, waitMs = 1200): Promise<boolean> {
-  const addr = parseGroupAddr(env.NDFEX_MD_ADDR || NDFEX_DEFAULT_FEEDS.marketData);
+export async function exchangeIsLive(addr: GroupAddr, iface: string, waitMs = 1200): Promise<boolean> {
   let heard = false;
   let wake!: () => void;
   const woke = new Promise<void>((r) => (wake = r));
   let receiver;
   try {
-    receiver = await joinGroup(addr, env.NDFEX_INTERFACE || NDFEX_DEFAULT_FEEDS.iface, () => {
+    receiver = await joinGroup(addr, iface, () => {
       heard = true;
       wake();
     });

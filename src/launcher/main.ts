@@ -5,10 +5,11 @@ import { connectNats } from '../shared/nats.js';
 import { provisionStreams } from '../shared/streams.js';
 import { prepareNatsAuth, routeCredentials, type NatsAuth } from './nats-auth.js';
 import type { Role } from '../../proto/roles.js';
-import { createLogger, wantsPretty } from '../shared/log.js';
+import { processLogger } from '../shared/log.js';
+import { processSettings } from '../config/process.js';
 import { startNatsServer, stopOrphanNats, type NatsServer } from './nats-server.js';
 import { planCluster, startClusterNode, whenJetStreamReady } from './nats-cluster.js';
-import { Supervisor } from './supervisor.js';
+import { Supervisor } from '../shared/service-process.js';
 import { exchangeIsLive } from './exchange-probe.js';
 import { checkPorts, preflight } from './preflight.js';
 import { feedNodeBinary } from './feed-runtime.js';
@@ -27,7 +28,8 @@ import { freePort, portIsFree } from '../shared/ports.js';
  * its snapshot while NATS is still there), then nats-server. Every child runs
  * in its own process group, so a terminal's Ctrl-C reaches the launcher alone.
  */
-let log = createLogger('launcher', process.env.LOG_LEVEL || 'info');
+const proc = processSettings(process.env);
+let log = processLogger('launcher', proc);
 let checked: ReturnType<typeof preflight>;
 try {
   checked = preflight(process.env);
@@ -42,8 +44,8 @@ try {
   log.fatal(`configuration error: ${err.message}`);
   process.exit(CONFIG_EXIT_CODE);
 }
-const { cfg, simulator } = checked;
-log = createLogger('launcher', cfg.logLevel);
+const { cfg, simulator, exchange } = checked;
+log = processLogger('launcher', proc, cfg.logLevel);
 const dist = join(PROJECT_ROOT, 'dist/src');
 /** The services' TMPDIR: emptied at each start and stop, so nothing a service left there (after a crash too) outlives the run. */
 const tmpDir = join(cfg.dataDir, 'tmp');
@@ -157,6 +159,11 @@ try {
     log.info({ url: natsUrl }, 'using NATS_URL');
   }
 } catch (err) {
+  if (err instanceof ConfigError) {
+    // A credentials file under DATA_DIR/nats-auth that is not what the launcher writes.
+    log.fatal(`configuration error: ${err.message}`);
+    await stop('configuration error', CONFIG_EXIT_CODE);
+  }
   // The error carries nats-server's last lines (its banner first): the last one says why.
   const lines = err instanceof Error ? err.message.split('\n').filter((l) => l.trim() !== '') : [String(err)];
   const why = lines.length > 1 ? `${lines[0]} ${lines[lines.length - 1]}` : lines[0];
@@ -184,7 +191,7 @@ try {
   log.warn({ err: err instanceof Error ? err.message : err }, 'streams not provisioned with NATS_CREDS: the services create them if allowed');
 }
 
-const simulate = simulator === 'on' || (simulator === 'auto' && !(await exchangeIsLive(process.env)));
+const simulate = simulator === 'on' || (simulator === 'auto' && !(await exchangeIsLive(exchange.marketData, exchange.iface)));
 
 /** A service's environment: the server, and the credentials of its role (a file path: no secret in the environment). */
 const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
@@ -196,25 +203,21 @@ const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
 });
 // One engine per shard (ENGINE_SHARDS, proto/shards.ts), each supervised on its own; the tools read how many from DATA_DIR.
 writeFileSync(engineShardsFile(cfg), `${shards}\n`);
+/** A supervised service: a built entry point on this Node (or `execPath`), ready once it says so over its IPC channel. */
+const service = (name: string, script: string, env: NodeJS.ProcessEnv, execPath = process.execPath) =>
+  supervisor.start({ name, command: execPath, args: ['--enable-source-maps', join(dist, script)], env, ready: 'message' });
 for (let shard = 0; shard < shards; shard++) {
   const name = shards === 1 ? 'engine' : `engine-${shard}`;
-  supervisor.start({ name, script: join(dist, 'engine/main.js'), env: { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) } });
+  service(name, 'engine/main.js', { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) });
 }
-supervisor.start({ name: 'gateway', script: join(dist, 'gateway/main.js'), env: envFor('gateway') });
-supervisor.start({ name: 'pricing', script: join(dist, 'pricing/main.js'), env: envFor('pricing') });
-supervisor.start({
-  name: 'feed',
-  script: join(dist, 'feed/main.js'),
-  // Its lines pass through the launcher (to see the ready one): keep the format this terminal or pipe would get.
-  env: { ...envFor('feed'), LOG_FORMAT: process.env.LOG_FORMAT || (wantsPretty() ? 'pretty' : 'json'), ...(process.stdout.isTTY ? { FORCE_COLOR: '1' } : {}) },
-  execPath: feedNodeBinary(log),
-  ready: (line) => line.includes('feed bridge ready'),
-});
+service('gateway', 'gateway/main.js', envFor('gateway'));
+service('pricing', 'pricing/main.js', envFor('pricing'));
+service('feed', 'feed/main.js', envFor('feed'), feedNodeBinary(log));
 if (simulate) {
   // Whatever the simulator sends before the bridge has joined the groups is lost for good: a gap at every start.
   await supervisor.whenReady('feed');
   // The simulator only speaks multicast: it gets no NATS credentials at all.
-  supervisor.start({ name: 'simulator', script: join(dist, 'sim/main.js'), env: envFor(null) });
+  service('simulator', 'sim/main.js', envFor(null));
 }
 log.info(
   {

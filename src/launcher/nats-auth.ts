@@ -1,8 +1,9 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import bcrypt from 'bcrypt';
 import { ROLES, rolePermissions, type Role } from '../../proto/roles.js';
+import { ConfigError } from '../config/config.js';
 
 export interface NatsAuth {
   /** nats-server configuration with every role's user and permissions. */
@@ -25,11 +26,7 @@ export function prepareNatsAuth(dir: string, shards = 1): NatsAuth {
   const credsFile = (role: Role) => join(dir, `${role}.json`);
   const users = ROLES.map((role) => {
     const file = credsFile(role);
-    let password: string | undefined;
-    if (existsSync(file)) {
-      const c = JSON.parse(readFileSync(file, 'utf8')) as { user?: string; password?: string };
-      if (c.user === role && typeof c.password === 'string' && c.password.length >= 32) password = c.password;
-    }
+    let password = recordedPassword(file, role);
     if (!password) {
       password = randomBytes(32).toString('base64url');
       writeFileSync(file, JSON.stringify({ user: role, password }), { mode: 0o600 });
@@ -64,15 +61,37 @@ export interface RouteCredentials {
 export function routeCredentials(dir: string): RouteCredentials {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, 'route.json');
-  if (existsSync(file)) {
-    const c = JSON.parse(readFileSync(file, 'utf8')) as { user?: string; password?: string };
-    if (c.user === 'route' && typeof c.password === 'string' && c.password.length >= 32) {
-      chmodSync(file, 0o600);
-      return { user: c.user, password: c.password };
-    }
+  const password = recordedPassword(file, 'route');
+  if (password) {
+    chmodSync(file, 0o600);
+    return { user: 'route', password };
   }
   const creds = { user: 'route', password: randomBytes(32).toString('base64url') };
   writeFileSync(file, JSON.stringify(creds), { mode: 0o600 });
   chmodSync(file, 0o600);
   return creds;
+}
+
+/**
+ * The password of a credentials file generated earlier, null when there is
+ * none yet. One that cannot be read, or is not what the launcher writes, is a
+ * ConfigError naming it: replacing it silently would lock out whatever still
+ * uses the old one (a node restarted alone, an operator tool).
+ */
+function recordedPassword(file: string, user: string): string | null {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new ConfigError(`NATS credentials file ${file}: ${(err as Error).message}`);
+  }
+  let c: { user?: unknown; password?: unknown } | undefined;
+  try {
+    c = JSON.parse(text) as typeof c;
+  } catch {
+    c = undefined;
+  }
+  if (c?.user === user && typeof c.password === 'string' && c.password.length >= 32) return c.password;
+  throw new ConfigError(`NATS credentials file ${file} is not the {"user": "${user}", "password"} the launcher writes: delete it to have a new one generated`);
 }

@@ -5,8 +5,8 @@ import { loadConfig, recordedEngineShards, ConfigError, type Config } from '../c
 import { rosterForShard } from '../engine/roster.js';
 import { loadBaskets } from '../config/baskets.js';
 import { loadAccountsFile } from '../config/accounts.js';
-import { loadBridgeConfig } from '../feed/config.js';
-import { simSettingsFromEnv } from '../sim/settings.js';
+import { loadBridgeConfig, type BridgeConfig } from '../config/feed.js';
+import { simSettingsFromEnv } from '../config/sim.js';
 
 export type SimulatorSetting = 'auto' | 'on' | 'off';
 
@@ -15,7 +15,7 @@ export type SimulatorSetting = 'auto' | 'on' | 'off';
  * mistake is one ConfigError naming the file and line or the variable, rather
  * than a child that dies at start and is restarted forever while the rest serves.
  */
-export function preflight(env: NodeJS.ProcessEnv): { cfg: Config; simulator: SimulatorSetting } {
+export function preflight(env: NodeJS.ProcessEnv): { cfg: Config; simulator: SimulatorSetting; exchange: Pick<BridgeConfig, 'marketData' | 'iface'> } {
   const cfg = loadConfig(env);
   prepareDataDir(cfg.dataDir, env.DATA_DIR ? 'DATA_DIR' : 'dataDir (config file)');
   const instruments = loadBaskets(cfg.basketsFile || undefined);
@@ -28,13 +28,14 @@ export function preflight(env: NodeJS.ProcessEnv): { cfg: Config; simulator: Sim
     );
   }
   // The bridge needs NATS_URL, which the launcher itself provides.
-  loadBridgeConfig({ ...env, NATS_URL: env.NATS_URL || 'nats://127.0.0.1:4222' });
+  const feed = loadBridgeConfig({ ...env, NATS_URL: env.NATS_URL || 'nats://127.0.0.1:4222' });
   const simulator = (env.NDFEX_SIMULATOR || 'auto').toLowerCase();
   if (simulator !== 'auto' && simulator !== 'on' && simulator !== 'off') {
     throw new ConfigError(`NDFEX_SIMULATOR=${JSON.stringify(env.NDFEX_SIMULATOR)}: expected auto, on or off`);
   }
   if (simulator !== 'off') simSettingsFromEnv(env);
-  return { cfg, simulator };
+  // Where the launcher listens for a live exchange: the bridge's market-data group.
+  return { cfg, simulator, exchange: { marketData: feed.marketData, iface: feed.iface } };
 }
 
 /** How many engine shards last ran on this DATA_DIR: what the launcher recorded, 1 for a store from before shards, null for a fresh one. */

@@ -10,6 +10,8 @@
  *   CONFIG_FILE, LOG_LEVEL
  */
 import { runService } from '../shared/process.js';
+import { loadConfig } from '../config/config.js';
+import { processSettings } from '../config/process.js';
 import { startPricing } from './service.js';
 
-await runService('pricing', startPricing);
+await runService('pricing', processSettings(process.env), () => loadConfig(process.env), startPricing);

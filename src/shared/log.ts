@@ -1,22 +1,11 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { prettyFactory } from 'pino-pretty';
+import type { ProcessSettings } from '../config/process.js';
 
 const REDACT = {
   paths: ['password', '*.password', '*.*.password', 'passwordHash', '*.passwordHash', 'authorization', '*.authorization', 'headers.authorization'],
   censor: '[redacted]',
 };
-
-/**
- * `LOG_FORMAT=pretty|json` decides; unset, people at a terminal get pretty
- * lines and pipes (log collectors, the tests that read the engine's ready
- * line) get JSON.
- */
-export function wantsPretty(env: NodeJS.ProcessEnv = process.env, isTTY = Boolean(process.stdout.isTTY)): boolean {
-  const f = (env.LOG_FORMAT ?? '').toLowerCase();
-  if (f === 'json') return false;
-  if (f === 'pretty') return true;
-  return isTTY;
-}
 
 /**
  * One line per event for a person: local time, level, service, message, then
@@ -25,10 +14,10 @@ export function wantsPretty(env: NodeJS.ProcessEnv = process.env, isTTY = Boolea
  * is never lost in a worker. (pino-pretty's own stream would re-add `err` to
  * the keys it prints as an indented block after pino's config message.)
  */
-export function prettyDestination(out: { write(s: string): unknown; isTTY?: boolean } = process.stdout): DestinationStream {
+export function prettyDestination(out: { write(s: string): unknown; isTTY?: boolean } = process.stdout, colorize = out.isTTY === true): DestinationStream {
   const format = prettyFactory({
-    // Colours for a terminal; LOG_FORMAT=pretty into a file gets plain text. FORCE_COLOR=1: a pipe the launcher passes on to a terminal.
-    colorize: out.isTTY === true || process.env.FORCE_COLOR === '1',
+    // Colours for a terminal (or a pipe the launcher passes on to one); LOG_FORMAT=pretty into a file gets plain text.
+    colorize,
     singleLine: true,
     translateTime: 'SYS:HH:MM:ss.l',
     ignore: 'pid,hostname,name',
@@ -40,13 +29,18 @@ export function prettyDestination(out: { write(s: string): unknown; isTTY?: bool
 }
 
 /**
- * Structured logs. Anything that may carry a secret is redacted by path, so a
- * password never reaches a log even when a whole request is logged by mistake.
+ * Structured logs, JSON on stdout unless `destination` says otherwise. Anything
+ * that may carry a secret is redacted by path, so a password never reaches a
+ * log even when a whole request is logged by mistake.
  */
-export function createLogger(name: string, level = process.env.LOG_LEVEL ?? 'info', destination?: DestinationStream): Logger {
+export function createLogger(name: string, level = 'info', destination?: DestinationStream): Logger {
   const opts = { name, level, redact: REDACT };
-  const dest = destination ?? (wantsPretty() ? prettyDestination() : undefined);
-  return dest ? pino(opts, dest) : pino(opts);
+  return destination ? pino(opts, destination) : pino(opts);
+}
+
+/** A process's logger: its format from its settings (src/config/process.ts), its level the config's once read. */
+export function processLogger(name: string, settings: ProcessSettings, level = settings.logLevel): Logger {
+  return createLogger(name, level, settings.pretty ? prettyDestination(process.stdout, settings.color) : undefined);
 }
 
 export type { Logger };

@@ -7,7 +7,7 @@ export interface ConnectOptions {
   waitForServer?: boolean;
   /** The role this process plays (proto/roles.ts): its private inbox prefix. */
   role?: Role;
-  /** Credentials file; default NATS_CREDS. Unset: connect without credentials (a test server, an open server). */
+  /** Credentials file (the config's nats.creds, NATS_CREDS). Unset: connect without credentials (a test server, an open server). */
   credsFile?: string;
 }
 
@@ -50,7 +50,7 @@ export const natsServers = (url: string): string[] =>
  * cluster dying, is ridden out rather than fatal.
  */
 export async function connectNats(url: string, name: string, opts: ConnectOptions = {}): Promise<NatsConnection> {
-  const credsFile = opts.credsFile ?? process.env.NATS_CREDS;
+  const credsFile = opts.credsFile;
   return connect({
     servers: natsServers(url),
     name,

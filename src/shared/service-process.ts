@@ -1,31 +1,41 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import type { Logger } from './log.js';
+import { CONFIG_EXIT_CODE } from '../config/config.js';
+import { LAUNCHER_PID_VAR } from '../config/process.js';
 
 /**
- * A child process that counts as started once it prints a line saying so:
- * the one way benches, tests and the launcher start a service and wait for it.
+ * The one way the launcher, tests and benches run a service as a child
+ * process: spawn it, know when it is ready, stop it (startService); and for
+ * the launcher, keep it running (Supervisor).
  */
-export interface ServiceProcess {
-  child: ChildProcess;
-  /** The line that said it was ready. */
+
+/** What a service sends over its IPC channel once it serves (src/shared/process.ts announceReady). */
+export interface ReadyMessage {
   ready: string;
-  /** Resolves with the exit code (null after a signal) once the process is gone. */
-  exited: Promise<number | null>;
-  /** Sends `signal` (default SIGTERM), SIGKILL after `graceMs`, resolves once it is gone. */
-  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<void>;
+  /** What its ready log line says (the engine's: its journal and snapshot sequence, start-up times). */
+  details?: Record<string, unknown>;
 }
 
+const isReadyMessage = (m: unknown): m is ReadyMessage => typeof m === 'object' && m !== null && typeof (m as ReadyMessage).ready === 'string';
+
 export interface ServiceSpec {
-  /** For error messages. */
+  /** For error messages and the supervisor's logs. */
   name: string;
   /** Default: this Node binary. */
   command?: string;
   args: string[];
+  /** Default: this process's environment. */
   env?: NodeJS.ProcessEnv;
-  /** Which output says it is ready (nats-server logs on stderr). Default stdout; the other stream is inherited. */
+  /**
+   * How it says it is ready: 'message', a {ready} message over an IPC channel
+   * (this project's services); or a line of its output, for programs that
+   * cannot send one (nats-server, a bench script, another tree's older build).
+   */
+  ready: 'message' | ((line: string) => boolean);
+  /** Which output is read line by line (for a ready line or `onLine`; nats-server logs on stderr). Default stdout; the other stream is inherited. */
   readyOn?: 'stdout' | 'stderr';
-  ready: (line: string) => boolean;
-  /** Every line of that stream, ready or not (e.g. to echo warnings, or keep a start-up log). */
+  /** Every line of that output, before ready and after (e.g. to keep a service's log). Without it and without a ready line, its output is inherited. */
   onLine?: (line: string) => void;
   /** Reject if not ready by then (default: wait as long as it lives). */
   timeoutMs?: number;
@@ -36,26 +46,41 @@ export interface ServiceSpec {
   detached?: boolean;
 }
 
+/** A running service: R is what said it was ready (the ready message's details, or the ready line). */
+export interface ServiceProcess<R = string> {
+  child: ChildProcess;
+  ready: R;
+  /** Resolves with the exit code (null after a signal) once the process is gone. */
+  exited: Promise<number | null>;
+  /** Sends `signal` (default SIGTERM), SIGKILL after `graceMs` (calling `onKill` then), resolves once it is gone. */
+  stop(signal?: NodeJS.Signals, graceMs?: number, onKill?: () => void): Promise<void>;
+}
+
+type Spawned = Omit<ServiceProcess<string | Record<string, unknown>>, 'ready'> & { ready: Promise<string | Record<string, unknown>> };
+
 /** The last lines a service printed before it died, for the error that says so. */
 const TAIL_LINES = 20;
 
-export function startService(spec: ServiceSpec): Promise<ServiceProcess> {
+/** Starts the process; `ready` settles once it says so, or rejects when it dies (or times out) first. */
+function spawnService(spec: ServiceSpec): Spawned {
   const on = spec.readyOn ?? 'stdout';
-  const child = spawn(spec.command ?? process.execPath, spec.args, {
-    env: spec.env ?? process.env,
-    stdio: ['ignore', on === 'stdout' ? 'pipe' : 'inherit', on === 'stderr' ? 'pipe' : 'inherit'],
-    detached: spec.detached ?? false,
-  });
+  const read = spec.ready !== 'message' || spec.onLine !== undefined;
+  const stdio: StdioOptions = ['ignore', read && on === 'stdout' ? 'pipe' : 'inherit', read && on === 'stderr' ? 'pipe' : 'inherit'];
+  if (spec.ready === 'message') stdio.push('ipc');
+  const child = spawn(spec.command ?? process.execPath, spec.args, { env: spec.env, stdio, detached: spec.detached ?? false });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> => {
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000, onKill?: () => void): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill(signal);
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    const timer = setTimeout(() => {
+      onKill?.();
+      child.kill('SIGKILL');
+    }, graceMs);
     await exited;
     clearTimeout(timer);
   };
   const tail: string[] = [];
-  return new Promise((resolve, reject) => {
+  const ready = new Promise<string | Record<string, unknown>>((resolve, reject) => {
     let started = false;
     const timer =
       spec.timeoutMs === undefined
@@ -64,24 +89,120 @@ export function startService(spec: ServiceSpec): Promise<ServiceProcess> {
             void stop('SIGKILL');
             reject(new Error(`${spec.name} was not ready within ${spec.timeoutMs} ms:\n${tail.join('\n')}`));
           }, spec.timeoutMs);
-    // Keep reading after ready: a full pipe would block the child.
-    createInterface({ input: (on === 'stdout' ? child.stdout : child.stderr)! }).on('line', (line) => {
-      spec.onLine?.(line);
-      if (started) return;
-      tail.push(line);
-      if (tail.length > TAIL_LINES) tail.shift();
-      if (!spec.ready(line)) return;
+    const isReady = (what: string | Record<string, unknown>) => {
       started = true;
       clearTimeout(timer);
-      resolve({ child, ready: line, exited, stop });
-    });
+      resolve(what);
+    };
+    if (read) {
+      // Keep reading after ready: a full pipe would block the child.
+      createInterface({ input: (on === 'stdout' ? child.stdout : child.stderr)! }).on('line', (line) => {
+        spec.onLine?.(line);
+        if (started) return;
+        tail.push(line);
+        if (tail.length > TAIL_LINES) tail.shift();
+        if (spec.ready !== 'message' && spec.ready(line)) isReady(line);
+      });
+    }
+    if (spec.ready === 'message') {
+      child.on('message', (m) => {
+        if (started || !isReadyMessage(m)) return;
+        isReady(m.details ?? {});
+        // The channel has said what it is for: it must not keep this process alive.
+        child.channel?.unref();
+      });
+    }
     child.once('error', (err) => {
       clearTimeout(timer);
       reject(err);
     });
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      if (!started) reject(new Error(`${spec.name} exited with ${code ?? signal} before it was ready:\n${tail.join('\n')}`));
+      if (!started) reject(new Error(`${spec.name} exited with ${code ?? signal} before it was ready${tail.length > 0 ? `:\n${tail.join('\n')}` : ''}`));
     });
   });
+  return { child, ready, exited, stop };
+}
+
+/** Starts a service and resolves once it is ready: with its ready message's details, or its ready line. */
+export function startService(spec: ServiceSpec & { ready: 'message' }): Promise<ServiceProcess<Record<string, unknown>>>;
+export function startService(spec: ServiceSpec & { ready: (line: string) => boolean }): Promise<ServiceProcess<string>>;
+export async function startService(spec: ServiceSpec): Promise<ServiceProcess<string | Record<string, unknown>>> {
+  const s = spawnService(spec);
+  return { ...s, ready: await s.ready };
+}
+
+/** A service the Supervisor keeps running: always in its own process group, its environment `env` and the launcher's pid. */
+export type SupervisedSpec = Omit<ServiceSpec, 'detached' | 'timeoutMs' | 'env'> & { env: NodeJS.ProcessEnv };
+
+/**
+ * Runs services as child processes and restarts one that dies (with a
+ * growing pause, reset after a minute of health), so a crashed engine comes
+ * back and rebuilds its state from the journal on its own.
+ */
+export class Supervisor {
+  private readonly running = new Map<string, Spawned>();
+  private stopping = false;
+  private readonly ready = new Map<string, { promise: Promise<void>; resolve: () => void }>();
+
+  /** `onFatal`: a service exited with CONFIG_EXIT_CODE (a configuration error, an unreadable journal record); restarting it would only fail again. */
+  constructor(
+    private readonly log: Logger,
+    private readonly onFatal: (service: string) => void,
+  ) {}
+
+  start(spec: SupervisedSpec, restarts = 0): void {
+    // A stop that came during the launcher's own start-up: nothing more starts.
+    if (this.stopping) return;
+    const startedAt = Date.now();
+    // Its own process group: a terminal's Ctrl-C reaches the launcher alone, which stops the services in order.
+    const s = spawnService({ ...spec, env: { ...spec.env, [LAUNCHER_PID_VAR]: String(process.pid) }, detached: true });
+    this.running.set(spec.name, s);
+    // Dying before ready is the exit below's to handle.
+    s.ready.then(() => this.readiness(spec.name).resolve(), () => {});
+    void s.exited.then((code) => {
+      this.running.delete(spec.name);
+      if (this.stopping) return;
+      if (code === CONFIG_EXIT_CODE) {
+        // A configuration mistake or a journal record the engine cannot replay: a restart would meet it again.
+        this.log.fatal({ service: spec.name, code }, `${spec.name} stopped on what only the operator can fix (its line above says what): not restarting it`);
+        this.onFatal(spec.name);
+        return;
+      }
+      const healthy = Date.now() - startedAt > 60_000;
+      const n = healthy ? 0 : restarts + 1;
+      const pause = Math.min(10_000, 250 * 2 ** n);
+      this.log.error({ service: spec.name, code, signal: s.child.signalCode, restartInMs: pause }, 'service exited: restarting');
+      setTimeout(() => !this.stopping && this.start(spec, n), pause);
+    });
+  }
+
+  /** Resolves once the service has said it is ready, in this run or a restarted one. */
+  whenReady(name: string): Promise<void> {
+    return this.readiness(name).promise;
+  }
+
+  private readiness(name: string): { promise: Promise<void>; resolve: () => void } {
+    let r = this.ready.get(name);
+    if (!r) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((res) => (resolve = res));
+      r = { promise, resolve };
+      this.ready.set(name, r);
+    }
+    return r;
+  }
+
+  /** SIGKILL to every service still running: the launcher is exiting without a clean stop (a crash), and must orphan none. */
+  killAll(): void {
+    for (const { child } of this.running.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+
+  /** Stops services in the reverse order they were started. */
+  async stopAll(): Promise<void> {
+    this.stopping = true;
+    for (const [name, s] of [...this.running].reverse()) {
+      await s.stop('SIGTERM', 10_000, () => this.log.warn({ service: name }, 'did not stop in 10 s: killing'));
+    }
+  }
 }

@@ -5,10 +5,12 @@ import { FILL_STREAM_CONFIG } from '../../proto/streams.js';
 import { journalStreamConfig, shardNames, snapshotStreamConfig, type ShardNames } from '../../proto/shards.js';
 import { FEED_BUCKET } from '../../proto/feed.js';
 import { BASKET_BUCKET, BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
-import { natsReplicas } from '../config/config.js';
 import { isStreamNotFound } from './js-errors.js';
 
 /**
+ * `replicas` everywhere below: copies of what is created (the config's
+ * nats.replicas, NATS_REPLICAS); 1 on one server.
+ *
  * Streams and buckets are created by whoever may (the launcher, as operator,
  * before any service starts; anyone on an open server). A service whose role
  * may not administer streams finds them there and only reads their info.
@@ -34,18 +36,18 @@ export async function streamExists(jsm: JetStreamManager, name: string): Promise
   }
 }
 
-export async function ensureFillStream(nc: NatsConnection, replicas = natsReplicas()): Promise<void> {
+export async function ensureFillStream(nc: NatsConnection, replicas = 1): Promise<void> {
   await ensureStream(await jetstreamManager(nc), FILL_STREAM_CONFIG, replicas);
 }
 
 /** One engine's names: the single engine's unless a shard's are given. */
 const SINGLE = shardNames(0, 1);
 
-export async function ensureJournalStream(nc: NatsConnection, names: ShardNames = SINGLE, replicas = natsReplicas()): Promise<void> {
+export async function ensureJournalStream(nc: NatsConnection, names: ShardNames = SINGLE, replicas = 1): Promise<void> {
   await ensureStream(await jetstreamManager(nc), journalStreamConfig(names), replicas);
 }
 
-export async function ensureSnapshotStream(nc: NatsConnection, names: ShardNames = SINGLE, replicas = natsReplicas()): Promise<void> {
+export async function ensureSnapshotStream(nc: NatsConnection, names: ShardNames = SINGLE, replicas = 1): Promise<void> {
   await ensureStream(await jetstreamManager(nc), snapshotStreamConfig(names), replicas);
 }
 
@@ -53,7 +55,7 @@ export async function ensureSnapshotStream(nc: NatsConnection, names: ShardNames
 export const BUCKETS = { [FEED_BUCKET]: { history: 1 }, [BBO_BUCKET]: { history: 1 }, [PRICE_BUCKET]: { history: 1 }, [BASKET_BUCKET]: { history: 1 } } as const;
 
 /** Opens a bucket, creating it only when it does not exist yet (creating is stream administration). */
-export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKETS, replicas = natsReplicas()): Promise<KV> {
+export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKETS, replicas = 1): Promise<KV> {
   const kvm = new Kvm(nc);
   const jsm = await jetstreamManager(nc);
   if (await streamExists(jsm, `KV_${bucket}`)) return kvm.open(bucket);
@@ -69,7 +71,7 @@ export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKET
  * launcher), each with `replicas` copies (NATS_REPLICAS). A stream that exists
  * with fewer copies is raised to `replicas` (JetStream copies it to the new peers).
  */
-export async function provisionStreams(nc: NatsConnection, replicas = natsReplicas(), shards = 1): Promise<void> {
+export async function provisionStreams(nc: NatsConnection, replicas = 1, shards = 1): Promise<void> {
   const engines = Array.from({ length: shards }, (_, k) => shardNames(k, shards));
   await ensureFillStream(nc, replicas);
   for (const n of engines) {

@@ -16,16 +16,18 @@ import { join } from 'node:path';
 import { loadConfig } from '../config/config.js';
 import { loadAccountsFile } from '../config/accounts.js';
 import { loadBaskets } from '../config/baskets.js';
-import { createLogger } from '../shared/log.js';
-import { exitOnStartError, onShutdown } from '../shared/process.js';
-import { simSettingsFromEnv } from './settings.js';
+import { processLogger } from '../shared/log.js';
+import { announceReady, exitOnStartError, onShutdown } from '../shared/process.js';
+import { simSettingsFromEnv } from '../config/sim.js';
+import { processSettings } from '../config/process.js';
 import { startSimulator } from './service.js';
 
-let log = createLogger('ndfex-sim', process.env.LOG_LEVEL ?? 'info');
+const proc = processSettings(process.env);
+let log = processLogger('ndfex-sim', proc);
 try {
-  const cfg = loadConfig();
-  log = createLogger('ndfex-sim', cfg.logLevel);
-  const settings = simSettingsFromEnv();
+  const cfg = loadConfig(process.env);
+  log = processLogger('ndfex-sim', proc, cfg.logLevel);
+  const settings = simSettingsFromEnv(process.env);
   const roster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, loadBaskets(cfg.basketsFile || undefined)) : [];
   // Only exchange-format lines carry a client_id the exchange would fill.
   const rosterIds = roster.flatMap((a) => (a.clientId === undefined ? [] : [a.clientId]));
@@ -36,10 +38,15 @@ try {
     log.info({ events: now.events - last.events, md_messages: now.mdMessages - last.mdMessages, fills: now.fills - last.fills, send_errors: now.sendErrors }, 'last 10 s');
     last = now;
   }, 10_000);
-  onShutdown(log, async () => {
-    clearInterval(report);
-    await sim.close();
-  });
+  onShutdown(
+    log,
+    async () => {
+      clearInterval(report);
+      await sim.close();
+    },
+    proc.launcherPid,
+  );
+  announceReady('simulator');
 } catch (err) {
   exitOnStartError(log, 'simulator', err);
 }

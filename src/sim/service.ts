@@ -3,7 +3,7 @@ import type { Logger } from '../shared/log.js';
 import type { ClearingMessage, MdMessage } from '../../proto/ndfex.js';
 import { SimMarket } from './market.js';
 import { packClearing, packMd } from './datagrams.js';
-import type { Endpoint, SimSettings } from './settings.js';
+import type { Endpoint, SimSettings } from '../config/sim.js';
 import { readSimState, writeSimState } from './state.js';
 
 export interface SimulatorOptions extends SimSettings {

@@ -56,7 +56,7 @@ if (values.basket) {
   symbols.push(s);
 }
 const nc = await connectNats(url, 'publish-fill', { waitForServer: false, role: 'feed', credsFile: localNatsCreds(cfg, 'feed') });
-await ensureFillStream(nc);
+await ensureFillStream(nc, cfg.nats.replicas);
 const js = jetstream(nc);
 let seq = Number(values.seq ?? Date.now() % 1e9);
 for (const symbol of symbols) {

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { startService } from '../../src/shared/service-process.js';
+import { startService, type ServiceProcess } from '../../src/shared/service-process.js';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { PROJECT_ROOT, type Config } from '../../src/config/config.js';
@@ -102,8 +102,8 @@ export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1
 }
 
 /**
- * The engine as its own OS process, so a test can SIGKILL it. Resolves once it logs "engine ready", with that log line as `ready`;
- * `logs` keeps what it logs after that (the last 20,000 lines).
+ * The engine as its own OS process, so a test can SIGKILL it. Resolves once it says it is ready (its ready message),
+ * with what its "engine ready" line says as `ready`; `logs` keeps what it logs after that line (the last 20,000 lines).
  */
 export async function spawnEngine(
   natsUrl: string,
@@ -121,24 +121,44 @@ export async function spawnEngine(
   const startLog: Record<string, any>[] = [];
   const logs: Record<string, any>[] = [];
   let isReady = false;
+  // The ready message and the lines before it come on two channels: `startLog` is whole once the ready line is read too.
+  let lineRead!: () => void;
+  const readyLine = new Promise<void>((r) => (lineRead = r));
   const service = await startService({
     name: 'engine',
     args: [join(PROJECT_ROOT, 'dist/src/engine/main.js')],
     env,
-    ready: (line) => line.includes('"engine ready"'),
+    ready: 'message',
     onLine: (line) => {
       if (!line.startsWith('{')) return;
-      if (line.includes('"engine ready"')) isReady = true;
-      else if (!isReady && startLog.length < 100) startLog.push(JSON.parse(line) as Record<string, any>);
+      if (line.includes('"engine ready"')) {
+        isReady = true;
+        lineRead();
+      } else if (!isReady && startLog.length < 100) startLog.push(JSON.parse(line) as Record<string, any>);
       else if (isReady) {
         logs.push(JSON.parse(line) as Record<string, any>);
         if (logs.length > 20_000) logs.shift();
       }
     },
   });
-  const ready = JSON.parse(service.ready) as Record<string, any>;
+  await Promise.race([readyLine, service.exited]);
   const child = service.child;
-  return Object.assign(child, { ready, startLog, logs });
+  return Object.assign(child, { ready: service.ready as Record<string, any>, startLog, logs });
+}
+
+/**
+ * A built service (dist/src/<script>, e.g. gateway/main.js) as its own OS process, with this process's environment and `env`;
+ * resolves once it says it is ready (its ready message). Its log is read and dropped: a test asserts on what it can observe.
+ */
+export function spawnService(name: string, script: string, env: NodeJS.ProcessEnv, timeoutMs?: number): Promise<ServiceProcess<Record<string, unknown>>> {
+  return startService({
+    name,
+    args: [join(PROJECT_ROOT, 'dist/src', script)],
+    env: { ...process.env, ...env },
+    ready: 'message',
+    onLine: () => {},
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+  });
 }
 
 export function writeConfigFile(cfg: Config): string {

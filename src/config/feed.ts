@@ -1,11 +1,16 @@
 import { z } from 'zod';
-import { ConfigError, oneLine } from '../config/config.js';
+import { ConfigError, oneLine } from './config.js';
 import { NDFEX_DEFAULT_FEEDS } from '../../proto/ndfex.js';
-import { parseGroupAddr, type GroupAddr } from './multicast.js';
-import type { RestartPolicy } from './clearing.js';
+import { parseGroupAddr, type GroupAddr } from '../feed/multicast.js';
+import type { RestartPolicy } from '../feed/clearing.js';
 
+/** The feed bridge's settings (src/feed/main.ts parses them once and passes them down). */
 export interface BridgeConfig {
   natsUrl: string;
+  /** NATS credentials file (NATS_CREDS; the launcher sets the feed role's); absent: connect without. */
+  natsCreds?: string;
+  /** Copies of each stream and bucket the bridge creates (NATS_REPLICAS); absent: 1. */
+  natsReplicas?: number;
   clearing: GroupAddr;
   marketData: GroupAddr;
   snapshot: GroupAddr;
@@ -22,7 +27,8 @@ export interface BridgeConfig {
   logLevel: string;
 }
 
-const groupAddr = z.string().transform((s, ctx) => {
+/** A `group:port` variable, its error naming the group rule broken. */
+export const groupAddr = z.string().transform((s, ctx) => {
   try {
     return parseGroupAddr(s);
   } catch (err) {
@@ -31,12 +37,19 @@ const groupAddr = z.string().transform((s, ctx) => {
   }
 });
 
-const envSchema = z.object({
-  NATS_URL: z.string({ error: 'NATS_URL is required' }).min(1, 'NATS_URL is required'),
+/** The exchange's feeds, shared by the bridge and the simulator (docs/ndfex-protocol.md). */
+export const feedAddrSchema = {
   NDFEX_CLEARING_ADDR: groupAddr.default(parseGroupAddr(NDFEX_DEFAULT_FEEDS.clearing)),
   NDFEX_MD_ADDR: groupAddr.default(parseGroupAddr(NDFEX_DEFAULT_FEEDS.marketData)),
   NDFEX_SNAPSHOT_ADDR: groupAddr.default(parseGroupAddr(NDFEX_DEFAULT_FEEDS.snapshot)),
-  NDFEX_INTERFACE: z.ipv4().default(NDFEX_DEFAULT_FEEDS.iface),
+  NDFEX_INTERFACE: z.ipv4({ error: 'expected the IPv4 address of an interface' }).default(NDFEX_DEFAULT_FEEDS.iface),
+};
+
+const envSchema = z.object({
+  NATS_URL: z.string({ error: 'NATS_URL is required' }).min(1, 'NATS_URL is required'),
+  NATS_CREDS: z.string().optional(),
+  NATS_REPLICAS: z.coerce.number().int().min(1).max(5).optional(),
+  ...feedAddrSchema,
   NDFEX_SESSION: z.string().max(64).default(''),
   NDFEX_RESTART_POLICY: z.enum(['reset', 'keep']).default('reset'),
   NDFEX_STATUS_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1000),
@@ -51,14 +64,19 @@ const envSchema = z.object({
   LOG_LEVEL: z.string().default('info'),
 });
 
-/** Reads the bridge's settings from the environment; empty variables count as unset. */
-export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeConfig {
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
-  const parsed = envSchema.safeParse(present);
+/** The variables that are set: an empty one counts as unset. */
+export const presentVars = (env: NodeJS.ProcessEnv): Record<string, string> =>
+  Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
+
+/** Reads the bridge's settings from `env` (its entry point passes process.env); empty variables count as unset. */
+export function loadBridgeConfig(env: NodeJS.ProcessEnv): BridgeConfig {
+  const parsed = envSchema.safeParse(presentVars(env));
   if (!parsed.success) throw new ConfigError(`feed bridge config: ${oneLine(z.prettifyError(parsed.error))}`);
   const e = parsed.data;
   return {
     natsUrl: e.NATS_URL,
+    ...(e.NATS_CREDS ? { natsCreds: e.NATS_CREDS } : {}),
+    ...(e.NATS_REPLICAS ? { natsReplicas: e.NATS_REPLICAS } : {}),
     clearing: e.NDFEX_CLEARING_ADDR,
     marketData: e.NDFEX_MD_ADDR,
     snapshot: e.NDFEX_SNAPSHOT_ADDR,

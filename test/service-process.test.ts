@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { startService, Supervisor } from '../src/shared/service-process.js';
+import { CONFIG_EXIT_CODE } from '../src/config/config.js';
+import { LAUNCHER_PID_VAR } from '../src/config/process.js';
+import { quietLog, tempDir } from './helpers/system.js';
+
+/** A Node program given as source (what a service's entry point does, in a few lines). */
+const program = (source: string) => ['-e', source];
+/** Says it is ready as src/shared/process.ts announceReady does, then serves until stopped. */
+const READY = `process.send({ ready: 'svc', details: { pid: process.pid, launcher: process.env.${LAUNCHER_PID_VAR} ?? null } }); process.channel.unref(); setInterval(() => {}, 1000);`;
+
+describe('startService', () => {
+  it('a service is ready on its ready message, with the details it sends; stop ends it', async () => {
+    const s = await startService({ name: 'svc', args: program(READY), ready: 'message' });
+    expect(s.ready).toEqual({ pid: s.child.pid, launcher: null });
+    await s.stop();
+    expect(s.child.signalCode).toBe('SIGTERM');
+  });
+
+  it('a program that cannot send one is ready on a line of its output', async () => {
+    const s = await startService({ name: 'line', args: program(`console.log('warming'); console.log('listening 1234'); setInterval(() => {}, 1000);`), ready: (l) => l.startsWith('listening') });
+    expect(s.ready).toBe('listening 1234');
+    await s.stop();
+  });
+
+  it('one that dies first is an error naming it, its exit code and its last lines', async () => {
+    await expect(startService({ name: 'broken', args: program(`console.log('cannot read x.json'); process.exit(3);`), ready: 'message', onLine: () => {} })).rejects.toThrow(
+      /broken exited with 3 before it was ready:\ncannot read x.json/,
+    );
+  });
+});
+
+describe('Supervisor', () => {
+  it('restarts a service that dies and is ready again; one that exits with CONFIG_EXIT_CODE is not restarted; stops the rest', async () => {
+    const dir = tempDir();
+    const fatal: string[] = [];
+    let onFatal!: () => void;
+    const fatalSeen = new Promise<void>((r) => (onFatal = r));
+    const supervisor = new Supervisor(quietLog, (name) => {
+      fatal.push(name);
+      onFatal();
+    });
+    try {
+      // Dies at its first start (before ready), serves at the second: whenReady resolves then.
+      const marker = join(dir.path, 'started-once');
+      const flaky = `const fs = require('node:fs'); if (!fs.existsSync(${JSON.stringify(marker)})) { fs.writeFileSync(${JSON.stringify(marker)}, ''); process.exit(1); } ${READY}`;
+      supervisor.start({ name: 'flaky', args: program(flaky), env: process.env, ready: 'message' });
+      await supervisor.whenReady('flaky');
+      expect(existsSync(marker)).toBe(true);
+
+      supervisor.start({ name: 'misconfigured', args: program(`process.exit(${CONFIG_EXIT_CODE})`), env: process.env, ready: 'message' });
+      await fatalSeen;
+      expect(fatal).toEqual(['misconfigured']);
+    } finally {
+      await supervisor.stopAll();
+      dir.remove();
+    }
+  });
+});
