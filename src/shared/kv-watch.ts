@@ -6,6 +6,7 @@ import { decode } from '../../proto/codec.js';
 import type { Logger } from './log.js';
 import { isTransientJsError } from './js-retry.js';
 import { describeError, isStreamNotFound } from './js-errors.js';
+import { StallWatch } from './stall-watch.js';
 
 const RETRY_MS = 1000;
 /** A watch that has heard nothing for this long while its bucket holds newer revisions is started again. */
@@ -36,16 +37,6 @@ export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, 
 }
 
 class BucketWatch<T> {
-  /** Only the newest watch's entries are applied, and only its end is followed up. */
-  private generation = 0;
-  private stop: (() => void) | null = null;
-  private retry: NodeJS.Timeout | null = null;
-  private closed = false;
-  private lastRevision = 0;
-  private lastHeard = Date.now();
-  private checking = false;
-  private watchdog: NodeJS.Timeout | undefined;
-
   constructor(
     private readonly nc: NatsConnection,
     private readonly bucket: string,
@@ -54,15 +45,22 @@ class BucketWatch<T> {
     private readonly open: (kv: KV) => Promise<QueuedIterator<KvWatchEntry>>,
   ) {}
 
+  /** Only the newest watch's entries are applied, and only its end is followed up. */
+  private generation = 0;
+  private stop: (() => void) | null = null;
+  private retry: NodeJS.Timeout | null = null;
+  private closed = false;
+  private lastRevision = 0;
+  private readonly stall = new StallWatch(STALL_MS, () => this.check());
+
   start(): void {
-    this.watchdog = setInterval(this.check, STALL_MS / 3);
-    this.watchdog.unref();
+    this.stall.start();
     this.follow();
   }
 
   close(): void {
     this.closed = true;
-    clearInterval(this.watchdog);
+    this.stall.stop();
     if (this.retry) clearTimeout(this.retry);
     this.stop?.();
   }
@@ -76,7 +74,7 @@ class BucketWatch<T> {
     const current = () => mine === this.generation && !this.closed;
     this.retry = null;
     this.stop = null;
-    this.lastHeard = Date.now();
+    this.stall.heard();
     this.watch(current).then(
       () => {
         if (current()) this.again();
@@ -97,7 +95,7 @@ class BucketWatch<T> {
     this.stop = () => entries.stop();
     for await (const e of entries) {
       if (!current()) return;
-      this.lastHeard = Date.now();
+      this.stall.heard();
       this.lastRevision = Math.max(this.lastRevision, e.revision);
       this.apply(e);
     }
@@ -121,13 +119,12 @@ class BucketWatch<T> {
     }
   }
 
-  private readonly check = (): void => {
-    if (this.closed || this.checking || Date.now() - this.lastHeard < STALL_MS) return;
-    this.checking = true;
-    jetstreamManager(this.nc)
+  private async check(): Promise<void> {
+    if (this.closed) return;
+    await jetstreamManager(this.nc)
       .then((jsm) => jsm.streams.info(`KV_${this.bucket}`))
       .then((info) => {
-        if (info.state.last_seq > this.lastRevision && Date.now() - this.lastHeard >= STALL_MS && !this.closed) {
+        if (info.state.last_seq > this.lastRevision && this.stall.quiet && !this.closed) {
           this.log.warn({ bucket: this.bucket, heard: this.lastRevision, last: info.state.last_seq }, 'bucket watch silent while the bucket moved on: watching again');
           this.stop?.();
           if (this.retry) clearTimeout(this.retry);
@@ -137,7 +134,6 @@ class BucketWatch<T> {
       .catch((err: unknown) => {
         // JetStream unavailable: the next tick asks again; anything else is worth a line.
         if (!isTransientJsError(err) && !isStreamNotFound(err)) this.log.warn({ bucket: this.bucket, err: describeError(err) }, 'bucket watch: cannot check progress');
-      })
-      .finally(() => (this.checking = false));
-  };
+      });
+  }
 }

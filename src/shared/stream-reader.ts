@@ -3,6 +3,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { isTransientJsError } from './js-retry.js';
 import type { Logger } from './log.js';
 import { describeError, isStreamNotFound } from './js-errors.js';
+import { StallWatch } from './stall-watch.js';
 
 /** Consumer heartbeat: the server says it is alive this often while there is nothing to deliver. */
 const HEARTBEAT_MS = 1000;
@@ -100,13 +101,12 @@ class StreamReader {
   private first: ConsumerMessages | null = null;
   /** The current consumer was given up as lost: the loop opens another. */
   private stalled = false;
-  private lastProgress = Date.now();
   /** Since when the consumer fails with errors that are not transient (0: it does not). */
   private failingSince = 0;
   /** Consumers opened in a row without a message: the wait before the next one grows with it. */
   private attempt = 0;
-  private checking = false;
-  private watchdog: NodeJS.Timeout | undefined;
+  /** Progress is checked against the stream itself: an idle stream (or one read to its end) is not a stall. */
+  private readonly stall = new StallWatch(STALL_MS, () => this.check());
 
   constructor(
     private readonly js: JetStreamClient,
@@ -123,12 +123,10 @@ class StreamReader {
 
   async start(): Promise<StreamFollower> {
     const { opts, last } = this;
-    // Progress is checked against the stream itself: an idle stream (or one read to its end) is not a stall.
-    this.watchdog = setInterval(this.check, STALL_MS / 3);
-    this.watchdog.unref();
+    this.stall.start();
     // Records deleted by hand can leave nothing to read where the stream's sequences say there is: done now, not after a stall.
     if (!opts.follow && (opts.untilSeq === undefined || (await this.jsm.streams.info(this.stream)).state.last_seq >= last) && !(await this.storedBetween(this.next, last))) {
-      clearInterval(this.watchdog);
+      this.stall.stop();
       this.caughtUp.resolve();
       return { caughtUp: this.caughtUp.promise, stop: async () => {} };
     }
@@ -170,14 +168,14 @@ class StreamReader {
       // After catch-up only a follower is still reading; once stopped, an error is just how its reading ended.
       else if (this.opts.follow && !this.stopped) this.opts.onError(err);
     } finally {
-      clearInterval(this.watchdog);
+      this.stall.stop();
     }
   }
 
   /** Reads one consumer until it ends; true when the reading is over, false when another consumer is to be opened. */
   private async consumeOnce(): Promise<boolean> {
     this.stalled = false;
-    this.lastProgress = Date.now();
+    this.stall.heard();
     try {
       this.messages = this.first ?? (await this.open());
       this.first = null;
@@ -196,7 +194,7 @@ class StreamReader {
   private async deliver(messages: ConsumerMessages): Promise<boolean> {
     const { opts, last } = this;
     for await (const m of messages) {
-      this.lastProgress = Date.now();
+      this.stall.heard();
       this.attempt = 0;
       this.failingSince = 0;
       if (m.seq < this.next) continue; // delivered again by a consumer opened after a stall
@@ -235,10 +233,9 @@ class StreamReader {
     if (!this.stalled && (this.attempt === 0 || this.attempt % 10 === 0)) opts.log?.warn({ stream: this.stream, next: this.next, attempt: this.attempt + 1, err: describeError(err) }, 'stream reader: consumer failed, opening another');
   }
 
-  private readonly check = (): void => {
-    if (this.checking || this.stopped || Date.now() - this.lastProgress < STALL_MS) return;
-    this.checking = true;
-    this.jsm.streams
+  private async check(): Promise<void> {
+    if (this.stopped) return;
+    await this.jsm.streams
       .info(this.stream)
       .then((info) => this.judgeProgress(info))
       .catch((err: unknown) => {
@@ -246,9 +243,8 @@ class StreamReader {
         if (isStreamNotFound(err)) return this.giveUp();
         // JetStream unavailable: the next tick asks again; anything else is worth a line.
         if (!isTransientJsError(err)) this.opts.log?.warn({ stream: this.stream, err: describeError(err) }, 'stream reader: cannot check progress');
-      })
-      .finally(() => (this.checking = false));
-  };
+      });
+  }
 
   private async judgeProgress(info: StreamInfo): Promise<void> {
     const { opts, last } = this;
@@ -256,7 +252,7 @@ class StreamReader {
     // where it would otherwise wait for ever for a sequence that is not there.
     if (!opts.follow && info.state.last_seq >= last && !(await this.storedBetween(this.next, last))) return this.finish();
     const end = opts.follow ? info.state.last_seq : Math.min(last, info.state.last_seq);
-    if (info.state.messages > 0 && end >= Math.max(this.next, info.state.first_seq) && Date.now() - this.lastProgress >= STALL_MS) this.giveUp();
+    if (info.state.messages > 0 && end >= Math.max(this.next, info.state.first_seq) && this.stall.quiet) this.giveUp();
   }
 
   private finish(): void {
