@@ -27,7 +27,7 @@ type Of<K extends Decision['kind']> = Extract<Decision, { kind: K }>;
  */
 export class SessionVerdict {
   constructor(
-    readonly judge: SessionJudge,
+    private readonly judge: SessionJudge,
     private readonly deps: SessionVerdictDeps,
   ) {}
 
@@ -178,7 +178,7 @@ const feedOf = (v: Verdict): FeedName => (v.kind === 'jump' ? v.feed : firstFeed
 
 const describeMsg = (m: AnyMsg): string => JSON.stringify(m, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
 
-export function describeVerdict(v: Verdict): string {
+function describeVerdict(v: Verdict): string {
   const runs = (['market_data', 'clearing'] as const)
     .filter((f) => v.runs[f])
     .map((f) => `${f} from seq ${v.runs[f]!.from} (${v.runs[f]!.count} message(s) from ${v.runs[f]!.sender}, held)`)
