@@ -1,28 +1,25 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Config } from '../config/config.js';
-import { loadBaskets } from '../config/baskets.js';
-import { loadAccountsFile } from '../config/accounts.js';
+import { loadBaskets, type Instruments } from '../config/baskets.js';
+import { loadAccountsFile, type RosterAccount } from '../config/accounts.js';
 import { connectNats } from '../shared/nats.js';
 import { LatestPerKey } from '../shared/latest-kv.js';
 import { ensureFillStream, ensureJournalStream, openBucket } from '../shared/streams.js';
 import { BASKET_BUCKET, type BasketVersions } from '../../proto/marketdata.js';
 import { encode } from '../../proto/codec.js';
 import type { Logger } from '../shared/log.js';
-import { emptyState, type EngineState } from './state.js';
-import { applyEvent, basketVersions } from './core.js';
-import { JournalRecordError, JournalWriter } from './journal.js';
-import { replayMerged } from './replay.js';
-import { hashRosterPasswords, rosterEvents, rosterForShard, sealAccountHashes } from './roster.js';
+import type { EngineState } from './state.js';
+import { basketVersions, type CoreConfig } from './core.js';
+import type { JournalWriter } from './journal.js';
+import { hashRosterPasswords, rosterForShard, sealAccountHashes } from './roster.js';
 import { credentialsKeyFile, loadCredentialsKey } from '../shared/credentials-key.js';
-import { shardNames, shardOfClient } from '../../proto/shards.js';
-import { applyFillMessage, emptyFillStats, followFills, type FillFeedStats } from './fill-feed.js';
+import { shardNames, shardOfClient, type ShardNames } from '../../proto/shards.js';
+import { followFills, type FillFeedStats } from './fill-feed.js';
 import { EngineActor } from './actor.js';
-import { SnapshotUnusable } from './snapshot.js';
 import { SnapshotStore } from './snapshot-store.js';
 import { EngineFault, reportFault } from './fault.js';
-import { configBaskets } from './catalog.js';
-import type { JournalEvent } from '../../proto/journal.js';
 import { ScoreboardWriter } from './scoreboard.js';
+import { journalConfiguration, rebuildState } from './rebuild.js';
 import { join } from 'node:path';
 
 export interface EngineHandle {
@@ -35,6 +32,58 @@ export interface EngineHandle {
   close(): Promise<void>;
 }
 
+/** What the engine takes from its configuration, read in one place before anything starts. */
+interface EngineSetup {
+  instruments: Instruments;
+  names: ShardNames;
+  owns: (clientId: number) => boolean;
+  /** This shard's accounts of the roster. */
+  roster: RosterAccount[];
+  accountsFile: string;
+  natsName: string;
+  natsCreds: string | undefined;
+  /** Copies of each stream and bucket it creates. */
+  replicas: number;
+  bcryptRounds: number;
+  rosterHashesFile: string;
+  credentialsKeyFile: string;
+  scoreboardFile: string;
+  core: CoreConfig;
+  snapshotEvery: number;
+}
+
+function engineSetup(cfg: Config): EngineSetup {
+  const instruments = loadBaskets(cfg.basketsFile || undefined);
+  const shards = cfg.engine?.shards ?? 1;
+  const names = shardNames(cfg.engine?.shard ?? 0, shards);
+  // Every shard reads the whole roster: its own lines become accounts, every username stays unregistrable.
+  const fullRoster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
+  const { own: roster, usernames: rosterUsernames } = rosterForShard(fullRoster, names.shard, shards, cfg.accountsFile);
+  // One scoreboard file per shard: each is the single writer of its own.
+  const scoreboardFile = cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log');
+  return {
+    instruments,
+    names,
+    owns: (clientId) => shardOfClient(clientId, shards) === names.shard,
+    roster,
+    accountsFile: cfg.accountsFile,
+    natsName: shards === 1 ? 'etf-engine' : `etf-engine-${names.shard}`,
+    natsCreds: cfg.nats.creds,
+    replicas: cfg.nats.replicas ?? 1,
+    bcryptRounds: cfg.bcryptRounds,
+    rosterHashesFile: join(cfg.dataDir, shards === 1 ? 'roster-hashes.json' : `roster-hashes.${names.shard}.json`),
+    credentialsKeyFile: credentialsKeyFile(cfg),
+    scoreboardFile: shards === 1 ? scoreboardFile : `${scoreboardFile}.${names.shard}`,
+    core: {
+      instruments,
+      maxAmount: cfg.maxAmount,
+      ...(cfg.rules ? { rules: cfg.rules } : {}),
+      ...(shards > 1 ? { shard: { shard: names.shard, shards, rosterUsernames } } : {}),
+    },
+    snapshotEvery: cfg.snapshotEvery ?? 100_000,
+  };
+}
+
 /**
  * Starts the engine: rebuild state from the journal and the fill stream, take
  * in the roster, and only then serve commands, so no reply is ever computed
@@ -42,131 +91,50 @@ export interface EngineHandle {
  */
 export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onFatal: (err: unknown) => void): Promise<EngineHandle> {
   const t0 = performance.now();
-  const instruments = loadBaskets(cfg.basketsFile || undefined);
-  const shards = cfg.engine?.shards ?? 1;
-  const names = shardNames(cfg.engine?.shard ?? 0, shards);
-  const owns = (clientId: number) => shardOfClient(clientId, shards) === names.shard;
-  // Every shard reads the whole roster: its own lines become accounts, every username stays unregistrable.
-  const fullRoster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
-  const { own: roster, usernames: rosterUsernames } = rosterForShard(fullRoster, names.shard, shards, cfg.accountsFile);
-  const nc = await connectNats(natsUrl, shards === 1 ? 'etf-engine' : `etf-engine-${names.shard}`, { role: 'engine', credsFile: cfg.nats.creds });
-  const replicas = cfg.nats.replicas ?? 1;
-  await ensureJournalStream(nc, names, replicas);
-  await ensureFillStream(nc, replicas);
-
+  const setup = engineSetup(cfg);
+  const { names } = setup;
+  const nc = await connectNats(natsUrl, setup.natsName, { role: 'engine', credsFile: setup.natsCreds });
+  await ensureJournalStream(nc, names, setup.replicas);
+  await ensureFillStream(nc, setup.replicas);
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
-  const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET, replicas), log);
-  const snapshots = await SnapshotStore.open(nc, log, names, replicas);
-  const snapshot = await snapshots.load(instruments).catch((err: unknown) => {
-    if (!(err instanceof SnapshotUnusable)) throw err;
-    log.warn({ reason: err.message }, 'snapshot unusable: rebuilding from the whole journal');
-    return null;
-  });
-  const snapshotMs = Math.round(performance.now() - t0);
-  const state = snapshot ?? emptyState(instruments);
-  const fromSnapshot = { journalSeq: state.journalSeq, fillSeq: state.fillSeq };
-  // Said before the replay, so a start that takes long is never silent (the replay logs its progress too).
-  log.info({ snapshot: snapshot ? fromSnapshot : null, journalStream: names.journalStream }, 'rebuilding state: replaying the journal and the fill stream');
-  const stats = emptyFillStats();
-  // Each journal event goes back among the fills where the engine applied it (src/engine/replay.ts).
-  const replayed = await replayMerged(nc, {
-    journalStream: names.journalStream,
-    fromJournalSeq: state.journalSeq + 1,
-    fromFillSeq: state.fillSeq + 1,
-    unpositioned: 'journal-first',
-    sink: {
-      event: (ev, seq) => {
-        try {
-          applyEvent(state, ev);
-        } catch (err) {
-          throw new JournalRecordError(seq, names.journalStream, `an event that cannot be applied (${ev.t}: ${err instanceof Error ? err.message : String(err)})`);
-        }
-      },
-      batchDone: (seq) => (state.journalSeq = seq),
-      fill: (m) => void applyFillMessage(state, m, stats, log, owns),
-      fillSeq: () => state.fillSeq,
-    },
-    log,
-  });
-  if (replayed.journalEnd > replayed.journalSeq && replayed.journalEnd > state.journalSeq) {
-    log.warn({ lastRead: replayed.journalSeq, journalEnd: replayed.journalEnd }, 'the journal ends in deleted records: writing after them');
-  }
-  // After the stream's last sequence even when its last records were deleted: an append names the sequence it follows.
-  const journal = new JournalWriter(nc, Math.max(replayed.journalSeq, replayed.journalEnd, state.journalSeq), {
-    log,
-    subject: names.journalSubject,
-    stream: names.journalStream,
-  });
-  const replayedMs = Math.round(performance.now() - t0);
-
-  // The baskets file's baskets are journaled whenever they differ from the last journaled: compact conversions name version 0 and replay with it.
-  const config = configBaskets(instruments);
-  const opened: JournalEvent[] = state.catalog.configChanged(config) ? [{ t: 'config_baskets', baskets: config, ts: Date.now() }] : [];
-  opened.push(...rosterEvents(state, roster, cfg.accountsFile, Date.now()));
-  if (opened.length > 0) {
-    state.journalSeq = await journal.append(opened, [0, state.fillSeq]);
-    for (const ev of opened) applyEvent(state, ev);
-  }
+  const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET, setup.replicas), log);
+  const snapshots = await SnapshotStore.open(nc, log, names, setup.replicas);
+  const rebuilt = await rebuildState(nc, setup, snapshots, log, t0);
+  const { state, journal } = rebuilt;
+  await journalConfiguration(state, journal, setup.instruments, setup.roster, setup.accountsFile);
   const tRoster = performance.now();
-  const rosterHashes = await hashRosterPasswords(state, roster, cfg.bcryptRounds, join(cfg.dataDir, shards === 1 ? 'roster-hashes.json' : `roster-hashes.${names.shard}.json`));
+  const rosterHashes = await hashRosterPasswords(state, setup.roster, setup.bcryptRounds, setup.rosterHashesFile);
   const rosterMs = Math.round(performance.now() - tRoster);
-  sealAccountHashes(state, loadCredentialsKey(credentialsKeyFile(cfg)));
-  const tFills = performance.now();
+  sealAccountHashes(state, loadCredentialsKey(setup.credentialsKeyFile));
 
-  // Fills replayed before the actor exists are history: nobody is listening for their notices yet.
-  let actor: EngineActor | undefined;
+  const tFills = performance.now();
   // A loop that feeds the state and stops takes the process with it (a restart rebuilds the state), saying why on the bus first.
   const fatal = reportFault(nc, names.shard, onFatal);
-  const { follower } = await followFills(
-    nc,
-    state,
-    log,
-    (c) => actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined),
-    owns,
-    (err) => fatal(new EngineFault('fill stream', err)),
-    stats,
-  );
-  await follower.caughtUp;
+  const fills = await followLiveFills(nc, state, setup, rebuilt.fills, (err) => fatal(new EngineFault('fill stream', err)), log);
   const fillsMs = Math.round(performance.now() - tFills);
 
-  // One file per shard: each is the single writer of its own.
-  const scoreboardFile = cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log');
-  const scoreboard = new ScoreboardWriter(shards === 1 ? scoreboardFile : `${scoreboardFile}.${names.shard}`, (err) =>
-    log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
-    (ev) => state.catalog.deltas(ev),
-  );
-  scoreboard.startCatchUp(nc, journal.sequence, names.journalStream);
-
-  actor = new EngineActor(
+  const scoreboard = startScoreboard(nc, state, journal, setup, log);
+  const actor = (fills.live.actor = new EngineActor(
     nc,
     state,
-    {
-      instruments,
-      maxAmount: cfg.maxAmount,
-      ...(cfg.rules ? { rules: cfg.rules } : {}),
-      ...(shards > 1 ? { shard: { shard: names.shard, shards, rosterUsernames } } : {}),
-    },
+    setup.core,
     journal,
     log,
     (err) => fatal(new EngineFault('journal write', err)),
-    { store: snapshots, every: cfg.snapshotEvery ?? 100_000 },
+    { store: snapshots, every: setup.snapshotEvery },
     (events, seq) => scoreboard.append(events, seq),
     basketStore,
-  );
+  ));
   await actor.start(names);
-  // Published state follows the journal even if the bucket lost it: republish what is in force.
-  for (const etf of state.baskets.keys()) {
-    basketStore.put(etf, encode({ etf, versions: basketVersions(state, etf, instruments) } satisfies BasketVersions));
-  }
-  await basketStore.flushed();
+  await republishBaskets(state, basketStore, setup.instruments);
   const ready = {
     accounts: state.accounts.size,
-    ...(shards > 1 ? { shard: names.shard, shards } : {}),
-    snapshot: snapshot ? fromSnapshot : null,
+    ...(names.shards > 1 ? { shard: names.shard, shards: names.shards } : {}),
+    snapshot: rebuilt.snapshot,
     journalSeq: journal.sequence,
     fillSeq: state.fillSeq,
-    snapshotMs,
-    replayMs: replayedMs - snapshotMs,
+    snapshotMs: rebuilt.snapshotMs,
+    replayMs: rebuilt.replayMs,
     rosterMs,
     rosterHashes,
     fillsMs,
@@ -176,18 +144,49 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   return {
     state,
     actor,
-    fills: stats,
+    fills: rebuilt.fills,
     nc,
     ready,
     close: async () => {
       await actor.drain();
       await Promise.race([basketStore.flushed(), new Promise((r) => setTimeout(r, 5000).unref())]);
       basketStore.close();
-      await follower.stop();
+      await fills.follower.stop();
       await scoreboard.close();
       // A clean stop leaves a snapshot of everything, so the next start replays nothing.
       await actor.saveSnapshotNow().catch((err: unknown) => log.warn({ err }, 'snapshot at shutdown failed'));
       await nc.drain();
     },
   };
+}
+
+/**
+ * The fill stream after the rebuild, applied as it comes. Fills replayed
+ * before the actor exists are history: nobody is listening for their notices
+ * yet, so the actor is told of each only once it is set in `live`.
+ */
+async function followLiveFills(nc: NatsConnection, state: EngineState, setup: EngineSetup, stats: FillFeedStats, onError: (err: unknown) => void, log: Logger) {
+  const live: { actor?: EngineActor } = {};
+  const { follower } = await followFills(nc, state, log, (c) => live.actor?.applied(c.acc, c.cause, c.deltas, c.cause === 'fill' ? c.fill : undefined), setup.owns, onError, stats);
+  await follower.caughtUp;
+  return { follower, live };
+}
+
+/** The conversions scoreboard file, caught up from the journal in the background and appended to as batches become durable. */
+function startScoreboard(nc: NatsConnection, state: EngineState, journal: JournalWriter, setup: EngineSetup, log: Logger): ScoreboardWriter {
+  const scoreboard = new ScoreboardWriter(
+    setup.scoreboardFile,
+    (err) => log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
+    (ev) => state.catalog.deltas(ev),
+  );
+  scoreboard.startCatchUp(nc, journal.sequence, setup.names.journalStream);
+  return scoreboard;
+}
+
+/** Published state follows the journal even if the bucket lost it: what is in force is published again. */
+async function republishBaskets(state: EngineState, basketStore: LatestPerKey, instruments: Instruments): Promise<void> {
+  for (const etf of state.baskets.keys()) {
+    basketStore.put(etf, encode({ etf, versions: basketVersions(state, etf, instruments) } satisfies BasketVersions));
+  }
+  await basketStore.flushed();
 }

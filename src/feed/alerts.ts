@@ -1,3 +1,5 @@
+import type { FeedAlert } from '../../proto/marketdata.js';
+
 /**
  * Caps alerts per key (feed + kind) to `perSecond`: a burst of loss would
  * otherwise send one alert per datagram. What is held back is counted and
@@ -29,3 +31,26 @@ export class AlertThrottle {
     return { send: true, suppressed };
   }
 }
+
+/**
+ * Sends the bridge's alerts through an AlertThrottle, saying with the next
+ * alert that goes out how many of its kind were held back. `publish` is the
+ * only way out, so the sender runs without NATS in a unit test.
+ */
+export class AlertSender {
+  /** Alerts that went out. */
+  sent = 0;
+  private readonly throttle = new AlertThrottle();
+
+  constructor(private readonly publish: (a: FeedAlert) => void) {}
+
+  readonly send = (feed: FeedAlert['feed'], a: Omit<FeedAlert, 'ts' | 'feed'>, now = Date.now()): void => {
+    const { send, suppressed } = this.throttle.admit(`${feed}/${a.kind}`, now);
+    if (!send) return;
+    this.sent++;
+    const detail = suppressed > 0 ? `${a.detail} (${suppressed} earlier ${a.kind} alerts not sent: rate limit)` : a.detail;
+    this.publish({ ...a, detail, feed, ts: now });
+  };
+}
+
+export type SendAlert = AlertSender['send'];

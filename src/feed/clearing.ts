@@ -8,7 +8,7 @@ import type { FillPublisher } from './publisher.js';
 export type RestartPolicy = 'reset' | 'keep';
 
 export interface ClearingDeps {
-  publisher: FillPublisher;
+  publisher: Pick<FillPublisher, 'enqueueFill' | 'enqueueBarrier'>;
   /** Begins the next exchange session and publishes its SessionMarker; runs as a publisher barrier. */
   beginSession(detail: string, seq: number): Promise<void>;
   alert(a: Omit<FeedAlert, 'ts' | 'feed'>): void;

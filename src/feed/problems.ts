@@ -1,4 +1,5 @@
 import type { FeedProblem } from '../../proto/feed.js';
+import type { FeedAlert } from '../../proto/marketdata.js';
 
 /** At most this many problems are kept: every kind but pending verdicts is aggregated, so this is only a guard. */
 const MAX_PROBLEMS = 64;
@@ -61,5 +62,24 @@ export class ProblemBook {
 
   list(): FeedProblem[] {
     return [...this.byId.values()].sort((a, b) => a.since - b.since);
+  }
+}
+
+/** Fills lost for good on the clearing feed: a standing problem until the operator acknowledges it. */
+export class ClearingLossProblems {
+  /** Clearing fills missed since the operator last acknowledged them (the gap problem's figure). */
+  private missedSinceAck = 0;
+
+  constructor(private readonly book: ProblemBook) {}
+
+  /** A clearing alert; `session` is the exchange session it happened in. */
+  onAlert(a: Omit<FeedAlert, 'ts' | 'feed'>, session: number, now: number): void {
+    if (a.kind === 'gap') {
+      if (!this.book.get('gap-clearing')) this.missedSinceAck = 0;
+      this.missedSinceAck += (a.received ?? 0) - (a.expected ?? 0);
+      this.book.raise({ id: 'gap-clearing', kind: 'gap', feed: 'clearing', detail: `clearing fills missed for good: ${this.missedSinceAck} (latest gap: expected seq ${a.expected}, received ${a.received}); positions may be incomplete`, actions: ['ack'] }, now);
+    } else if (a.kind === 'late_join') {
+      this.book.raise({ id: `late-join-${session}`, kind: 'late_join', feed: 'clearing', detail: `${a.detail}; positions may be incomplete`, actions: ['ack'] }, now);
+    }
   }
 }

@@ -164,107 +164,104 @@ export class SessionJudge {
   observe(feed: FeedName, msg: AnyMsg, sender: string, now: number): Decision[] {
     const out: Decision[] = [];
     const f = this.followed[feed];
-    const seq = msg.seq;
-    const ts = tsOf(msg);
-
-    // A held run going on (same sender, next seq, time not going back).
-    for (const v of this.verdicts()) {
-      const run = v.runs[feed];
-      if (!run || run.sender !== sender) continue;
-      if (seq === run.last + 1 && ts >= run.lastTs) {
-        this.append(feed, run, msg, now);
-        if (v.status === 'pending') this.evaluate(v, now, out);
-        return out;
-      }
-      if (seq >= run.from && seq <= run.last) return out; // a re-sent message of the held run
-    }
-
+    if (this.heldRunGoesOn(feed, msg, sender, now, out)) return out;
     if (f.last === null) {
       this.follow(feed, msg, sender, now);
       out.push({ kind: 'pass', feed, msg });
       return out;
     }
-
-    const delta = seq - f.last;
+    const delta = msg.seq - f.last;
     // Exchange time never goes back: a "next" message older than the run's last is no continuation of it.
-    const timeWentBack = feed === 'market_data' && delta > 0 && ts < f.lastTs;
-    if (delta > 0 && !timeWentBack) {
-      const bound = FEEDS[feed].jumpBase + (FEEDS[feed].jumpPerSecond * Math.max(0, now - f.heardAt)) / 1000;
-      if (delta > bound) {
-        this.openJump(feed, msg, sender, now, Math.floor(bound), out);
-        return out;
-      }
-      if (f.sender !== null && sender !== f.sender) {
-        // The exchange sends a session from one socket: another sender "continuing" it is not the exchange.
-        this.openJump(feed, msg, sender, now, null, out);
-        return out;
-      }
-      const rv = this.restart;
-      if (!rv && feed === 'clearing' && !f.live && delta > 1 && !this.followed.market_data.live) {
-        // The first fill after a start skips seqs and no market data is heard to tell why: fills missed, or the
-        // exchange restarted while no bridge listened and this is a new session past the old seq. Never merged silently.
-        const v = (this.restart = this.newVerdict('restart', feed, now, true));
-        this.addRun(v, feed, msg, sender, now);
-        this.evaluate(v, now, out, true);
-        return out;
-      }
-      if (rv && rv.downtime && feed === 'clearing' && !f.live) {
-        // The exchange may have restarted while no bridge listened: this may be the new session past the old seq.
-        this.addRun(rv, feed, msg, sender, now);
-        this.evaluate(rv, now, out);
-        return out;
-      }
-      // The followed run goes on: the session it belongs to is alive.
-      if (rv?.status === 'pending') this.reject(rv, `${feed} seq ${seq} continues the session followed at ${f.last}: the exchange did not restart`, now, out);
-      const jv = this.jumps[feed];
-      if (jv) {
-        const run = jv.runs[feed]!;
-        const same = run.msgs.find((m) => m.seq === seq);
-        if (same && canon(same) !== canon(msg)) {
-          out.push({ kind: 'conflict', feed, seq, applied: { sender, fingerprint: fingerprint(msg), msg }, other: { sender: run.sender, fingerprint: fingerprint(same), msg: same } });
-        }
-        this.drop(jv, `${feed} seq ${seq} from ${sender} continues the run followed at ${f.last}: the held run from seq ${run.from} (${run.sender}) is not the exchange's`, out);
-      }
-      this.follow(feed, msg, sender, now);
-      out.push({ kind: 'pass', feed, msg });
-      return out;
-    }
+    const timeWentBack = feed === 'market_data' && delta > 0 && tsOf(msg) < f.lastTs;
+    if (delta > 0 && !timeWentBack) this.forward(feed, msg, sender, now, delta, out);
+    else if (timeWentBack || (msg.seq <= FEEDS[feed].startSeq && f.last > msg.seq) || -delta > REORDER_WINDOW) this.newRun(feed, msg, sender, now, out);
+    else this.again(feed, msg, sender, out);
+    return out;
+  }
 
-    const start = FEEDS[feed].startSeq;
-    const backwards = timeWentBack || (seq <= start && f.last > seq) || -delta > REORDER_WINDOW;
-    if (!backwards) {
-      const before = f.ring.get(seq);
-      if (before && canon(before.msg) !== canon(msg)) {
-        out.push({
-          kind: 'conflict',
-          feed,
-          seq,
-          applied: { sender: before.sender, fingerprint: fingerprint(before.msg), msg: before.msg },
-          other: { sender, fingerprint: fingerprint(msg), msg },
-        });
-        return out;
+  /** A held run going on (same sender, next seq, time not going back), or a message of it sent again: true when it was one. */
+  private heldRunGoesOn(feed: FeedName, msg: AnyMsg, sender: string, now: number, out: Decision[]): boolean {
+    const seq = msg.seq;
+    for (const v of this.verdicts()) {
+      const run = v.runs[feed];
+      if (!run || run.sender !== sender) continue;
+      if (seq === run.last + 1 && tsOf(msg) >= run.lastTs) {
+        this.append(feed, run, msg, now);
+        if (v.status === 'pending') this.evaluate(v, now, out);
+        return true;
       }
-      out.push({ kind: 'pass', feed, msg }); // a duplicate (or a late one): the tracker and JetStream dedup deal with it
-      return out;
+      if (seq >= run.from && seq <= run.last) return true;
     }
+    return false;
+  }
 
-    // A run that goes back: a possible new exchange session.
+  /** A seq past the followed run's last: the run going on, unless the jump is too far, the sender another, or the session may be new. */
+  private forward(feed: FeedName, msg: AnyMsg, sender: string, now: number, delta: number, out: Decision[]): void {
+    const f = this.followed[feed];
+    const bound = FEEDS[feed].jumpBase + (FEEDS[feed].jumpPerSecond * Math.max(0, now - f.heardAt)) / 1000;
+    if (delta > bound) return this.openJump(feed, msg, sender, now, Math.floor(bound), out);
+    // The exchange sends a session from one socket: another sender "continuing" it is not the exchange.
+    if (f.sender !== null && sender !== f.sender) return this.openJump(feed, msg, sender, now, null, out);
+    const rv = this.restart;
+    if (!rv && feed === 'clearing' && !f.live && delta > 1 && !this.followed.market_data.live) {
+      // The first fill after a start skips seqs and no market data is heard to tell why: fills missed, or the
+      // exchange restarted while no bridge listened and this is a new session past the old seq. Never merged silently.
+      const v = (this.restart = this.newVerdict('restart', feed, now, true));
+      this.addRun(v, feed, msg, sender, now);
+      return this.evaluate(v, now, out, true);
+    }
+    if (rv && rv.downtime && feed === 'clearing' && !f.live) {
+      // The exchange may have restarted while no bridge listened: this may be the new session past the old seq.
+      this.addRun(rv, feed, msg, sender, now);
+      return this.evaluate(rv, now, out);
+    }
+    // The followed run goes on: the session it belongs to is alive.
+    if (rv?.status === 'pending') this.reject(rv, `${feed} seq ${msg.seq} continues the session followed at ${f.last}: the exchange did not restart`, now, out);
+    const jv = this.jumps[feed];
+    if (jv) {
+      const run = jv.runs[feed]!;
+      const same = run.msgs.find((m) => m.seq === msg.seq);
+      if (same && canon(same) !== canon(msg)) {
+        out.push({ kind: 'conflict', feed, seq: msg.seq, applied: { sender, fingerprint: fingerprint(msg), msg }, other: { sender: run.sender, fingerprint: fingerprint(same), msg: same } });
+      }
+      this.drop(jv, `${feed} seq ${msg.seq} from ${sender} continues the run followed at ${f.last}: the held run from seq ${run.from} (${run.sender}) is not the exchange's`, out);
+    }
+    this.follow(feed, msg, sender, now);
+    out.push({ kind: 'pass', feed, msg });
+  }
+
+  /** A seq at or a little below the followed run's last: a duplicate or a late one, or other content under a heard seq. */
+  private again(feed: FeedName, msg: AnyMsg, sender: string, out: Decision[]): void {
+    const before = this.followed[feed].ring.get(msg.seq);
+    if (before && canon(before.msg) !== canon(msg)) {
+      out.push({
+        kind: 'conflict',
+        feed,
+        seq: msg.seq,
+        applied: { sender: before.sender, fingerprint: fingerprint(before.msg), msg: before.msg },
+        other: { sender, fingerprint: fingerprint(msg), msg },
+      });
+      return;
+    }
+    out.push({ kind: 'pass', feed, msg }); // a duplicate (or a late one): the tracker and JetStream dedup deal with it
+  }
+
+  /** A run that goes back: a possible new exchange session. */
+  private newRun(feed: FeedName, msg: AnyMsg, sender: string, now: number, out: Decision[]): void {
     let rv = this.restart;
     if (rv && rv.status === 'rejected') {
-      this.drop(rv, `another run started on ${feed} at seq ${seq}`, out);
+      this.drop(rv, `another run started on ${feed} at seq ${msg.seq}`, out);
       rv = null;
     }
     if (!rv) {
-      rv = this.restart = this.newVerdict('restart', feed, now, !f.live);
+      rv = this.restart = this.newVerdict('restart', feed, now, !this.followed[feed].live);
       this.addRun(rv, feed, msg, sender, now);
-      this.evaluate(rv, now, out, true);
-      return out;
+      return this.evaluate(rv, now, out, true);
     }
     const old = rv.runs[feed];
-    if (old) this.dropRun(rv, feed, `${feed} run from seq ${old.from} replaced by another from seq ${seq}`, out);
+    if (old) this.dropRun(rv, feed, `${feed} run from seq ${old.from} replaced by another from seq ${msg.seq}`, out);
     this.addRun(rv, feed, msg, sender, now);
     this.evaluate(rv, now, out);
-    return out;
   }
 
   /** Re-checks pending verdicts (time passes between messages). */
@@ -410,7 +407,6 @@ export class SessionJudge {
     out.push({ kind: 'accepted', verdict: v, by, clearing, md, detail });
   }
 
-  /** Evidence against a pending restart: nothing is reset; kept (held) as rejected so the operator can still overrule. */
   /** Held only because they might have been a new session's: the old session lives, so they are its. */
   private releaseDowntime(v: Verdict, now: number, out: Decision[]): void {
     if (!v.downtime || !v.runs.clearing || this.followed.clearing.live) return;
@@ -422,6 +418,7 @@ export class SessionJudge {
     }
   }
 
+  /** Evidence against a pending restart: nothing is reset; kept (held) as rejected so the operator can still overrule. */
   private reject(v: Verdict, why: string, now: number, out: Decision[]): void {
     this.releaseDowntime(v, now, out);
     v.status = 'rejected';

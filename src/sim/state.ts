@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConfigError } from '../config/config.js';
-import type { SimMarketState } from './market.js';
+import type { Logger } from '../shared/log.js';
+import type { SimMarket, SimMarketState } from './market.js';
 
 /** What the state file holds: the market, and whether the simulator stopped cleanly after writing it. */
 export interface SimStateFile {
@@ -28,4 +29,46 @@ export function writeSimState(path: string, market: SimMarketState, clean: boole
   const tmp = `${path}.tmp`;
   writeFileSync(tmp, JSON.stringify({ market, clean, savedAt: Date.now() } satisfies SimStateFile));
   renameSync(tmp, path);
+}
+
+/** How often a running simulator saves its state: what a crash can lose. */
+export const SAVE_EVERY_MS = 1000;
+
+/** More seq numbers than one save interval can use at `rate` events a second (a step sends at most ~32 messages). */
+const crashSeqMargin = (rate: number): number => Math.max(1000, Math.ceil((rate * 32 * 2 * SAVE_EVERY_MS) / 1000));
+
+/**
+ * The market's state kept in a file, so that a restart continues the same
+ * exchange session instead of starting a new one (which would reset every
+ * team's positions). No file: a new session each start.
+ */
+export class SimStateKeeper {
+  constructor(
+    private readonly file: string | undefined,
+    private readonly market: SimMarket,
+    private readonly log: Logger,
+  ) {}
+
+  /** Continues the saved session, if any; then marks the file "running", so a crash before the next clean stop is known as one. */
+  restore(rate: number): void {
+    const saved = this.file ? readSimState(this.file) : null;
+    if (saved) {
+      const market = this.market;
+      market.restoreState(saved.market);
+      // Messages sent after the last save of a crashed run must never be reused with other content.
+      const skipped = saved.clean ? 0 : crashSeqMargin(rate);
+      market.skipSeqs(skipped);
+      this.log.info({ stateFile: this.file, mdSeq: market.lastMdSeq, clearingSeq: market.lastClearingSeq, afterCrash: !saved.clean, skipped }, 'simulator continues its session');
+    }
+    this.save(false);
+  }
+
+  readonly save = (clean: boolean): void => {
+    if (!this.file) return;
+    try {
+      writeSimState(this.file, this.market.exportState(), clean);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, stateFile: this.file }, 'simulator state not saved');
+    }
+  };
 }

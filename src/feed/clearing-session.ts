@@ -1,0 +1,95 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
+import type { KV } from '@nats-io/kv';
+import { encode } from '../../proto/codec.js';
+import type { SessionMarker } from '../../proto/fill.js';
+import { fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
+import { FILL_STREAM, SESSION_SUBJECT, fillMsgId } from '../../proto/subjects.js';
+import type { Logger } from '../shared/log.js';
+import type { RestartPolicy } from './clearing.js';
+import { SessionStore } from './session.js';
+
+/**
+ * The exchange session the bridge publishes fills under: its number (shared
+ * with every bridge through SessionStore), the SessionMarker that opens each
+ * new one in the fill stream, and the saved progress a later start resumes
+ * from.
+ */
+export class ClearingSession {
+  private constructor(
+    private readonly js: JetStreamClient,
+    private readonly store: SessionStore,
+    private readonly policy: RestartPolicy,
+    private readonly log: Logger,
+    /** The clearing seq the bridge resumes after. */
+    readonly startSeq: number,
+  ) {}
+
+  /**
+   * Opens the stored session; when the operator's session name changed, a new
+   * one begins and `onChanged` is told, before any fill of it can be published.
+   */
+  static async open(nc: NatsConnection, kv: KV, opts: { sessionName: string; restartPolicy: RestartPolicy }, log: Logger, onChanged: (detail: string) => void): Promise<ClearingSession> {
+    const js = jetstream(nc);
+    const { store, changed } = await SessionStore.open(kv, opts.sessionName);
+    if (changed) {
+      const detail = `operator session changed to "${opts.sessionName}"`;
+      await publishMarker(js, log, opts.restartPolicy, store.session, detail);
+      onChanged(detail);
+    }
+    // The saved progress is written about once a second; what JetStream stored is the truth after a crash.
+    const storedSeq = await lastStoredFillSeq(nc, fillSessionId(store.session));
+    const startSeq = Math.max(store.record.last_seq, storedSeq);
+    log.info({ session: store.session, sessionName: store.record.name, lastSeq: startSeq, policy: opts.restartPolicy }, 'clearing session');
+    return new ClearingSession(js, store, opts.restartPolicy, log, startSeq);
+  }
+
+  get number(): number {
+    return this.store.session;
+  }
+
+  /** Where the last bridge left market data (absent before any was saved): the evidence of a restart while none listened. */
+  get savedMarketData(): { seq: number; ts: bigint } | undefined {
+    const r = this.store.record;
+    return r.md_seq !== undefined ? { seq: r.md_seq, ts: BigInt(r.md_ts ?? '0') } : undefined;
+  }
+
+  get savedAt(): number {
+    return this.store.record.ts;
+  }
+
+  /** Begins the session after this one (the exchange restarted at clearing `seq`); returns its number. */
+  async begin(detail: string, seq: number): Promise<number> {
+    const n = await this.store.beginAfter(this.store.session, seq);
+    await publishMarker(this.js, this.log, this.policy, n, detail);
+    return n;
+  }
+
+  /** Saves progress in the background, only when the clearing feed moved past what is saved. */
+  saveIfMoved(lastSeq: number, md: { seq: number; ts: bigint }): void {
+    if (lastSeq <= this.store.record.last_seq) return;
+    this.store.saveProgress(lastSeq, md).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress'));
+  }
+
+  async save(lastSeq: number, md: { seq: number; ts: bigint }): Promise<void> {
+    await this.store.saveProgress(lastSeq, md).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress at stop'));
+  }
+}
+
+async function publishMarker(js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number, detail: string): Promise<void> {
+  const marker: SessionMarker = { v: 1, kind: 'exchange_restart', reset: policy === 'reset', session: n, detail, ts: Date.now() };
+  await js.publish(SESSION_SUBJECT, encode(marker), { msgID: sessionMarkerMsgId(n) });
+  log.warn({ session: n, reset: marker.reset, detail }, 'session marker published');
+}
+
+/** The clearing seq of the last fill JetStream stored for `session` (0 when the stream's last message is not one). */
+async function lastStoredFillSeq(nc: NatsConnection, session: string): Promise<number> {
+  const jsm = await jetstreamManager(nc);
+  const { state } = await jsm.streams.info(FILL_STREAM);
+  if (state.last_seq === 0) return 0;
+  // A deleted last message is null; a timeout is not "no fill" (it would restart the session count), and is thrown.
+  const m = await jsm.streams.getMessage(FILL_STREAM, { seq: state.last_seq });
+  const id = m?.header?.get('Nats-Msg-Id') ?? '';
+  const prefix = fillMsgId(session, 0).slice(0, -1);
+  return id.startsWith(prefix) ? Number(id.slice(prefix.length)) || 0 : 0;
+}

@@ -1,0 +1,39 @@
+import type { KV } from '@nats-io/kv';
+import { decode, encode } from '../../proto/codec.js';
+import { FEED_PROBLEMS_KEY, type FeedProblem } from '../../proto/feed.js';
+import type { Logger } from '../shared/log.js';
+import { putQuiet } from './nats-out.js';
+import { ProblemBook } from './problems.js';
+
+/** The standing problems, kept in the feed bucket so a restarted bridge (and the gateway) still sees them. */
+export class ProblemStore {
+  private constructor(
+    private readonly kv: KV,
+    private readonly log: Logger,
+    readonly book: ProblemBook,
+  ) {}
+
+  static async open(kv: KV, log: Logger): Promise<ProblemStore> {
+    return new ProblemStore(kv, log, new ProblemBook(await loadProblems(kv, log)));
+  }
+
+  /** Writes the list when it changed since the last write. */
+  flush(): void {
+    if (!this.book.changed) return;
+    this.book.changed = false;
+    putQuiet(this.kv, this.log, FEED_PROBLEMS_KEY, encode(this.book.list()));
+  }
+}
+
+/** The standing problems an earlier bridge left (none when the key is absent or unreadable: logged). */
+async function loadProblems(kv: KV, log: Logger): Promise<FeedProblem[]> {
+  const e = await kv.get(FEED_PROBLEMS_KEY);
+  if (!e || e.operation !== 'PUT' || e.value.length === 0) return [];
+  try {
+    const list = decode<FeedProblem[]>(e.value);
+    if (Array.isArray(list)) return list.filter((p) => typeof p?.id === 'string' && Array.isArray(p.actions));
+  } catch (err) {
+    log.warn({ err: String(err) }, 'saved feed problems unreadable: starting without them');
+  }
+  return [];
+}

@@ -1,0 +1,67 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { KV } from '@nats-io/kv';
+import { encode } from '../../proto/codec.js';
+import { FEED_STATUS_KEY } from '../../proto/feed.js';
+import { FEED_STATUS_SUBJECT, type FeedStatus } from '../../proto/marketdata.js';
+import type { Logger } from '../shared/log.js';
+import type { ClearingFeed } from './clearing.js';
+import type { ClearingSession } from './clearing-session.js';
+import type { MarketDataIntake } from './md-intake.js';
+import { publishQuiet, putQuiet } from './nats-out.js';
+import type { ProblemStore } from './problem-store.js';
+import type { SessionVerdict } from './session-verdict.js';
+
+export interface TickerParts {
+  verdict: SessionVerdict;
+  problems: ProblemStore;
+  clearing: ClearingFeed;
+  md: MarketDataIntake;
+  session: ClearingSession;
+}
+
+/**
+ * The bridge's periodic work: pending verdicts see time pass (a restart is
+ * believed on a quiet old session, which no message reports), the problems
+ * and FeedStatus go out, and the clearing progress is saved.
+ */
+export class BridgeTicker {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly kv: KV,
+    private readonly log: Logger,
+    private readonly parts: TickerParts,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(this.tick, this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  status(): FeedStatus {
+    const { clearing, md, verdict, problems } = this.parts;
+    return {
+      clearing: { ...clearing.counters, held: verdict.held('clearing') },
+      market_data: { ...md.counters, held: verdict.held('market_data') },
+      problems: problems.book.list(),
+      ts: Date.now(),
+    };
+  }
+
+  readonly tick = (): void => {
+    const { clearing, md, verdict, problems, session } = this.parts;
+    verdict.tick(Date.now());
+    problems.flush();
+    const data = encode(this.status());
+    publishQuiet(this.nc, this.log, FEED_STATUS_SUBJECT, undefined, data);
+    putQuiet(this.kv, this.log, FEED_STATUS_KEY, data);
+    // While a new session is not begun yet, the tracker's seq belongs to a session the store does not know.
+    if (clearing.restartsPending === 0) session.saveIfMoved(clearing.tracker.last, md.progress);
+  };
+}

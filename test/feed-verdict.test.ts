@@ -1,0 +1,171 @@
+import { describe, expect, it } from 'vitest';
+import type { ClearingMessage, MdMessage } from '../proto/ndfex.js';
+import type { FeedAlert } from '../proto/marketdata.js';
+import type { Fill } from '../proto/fill.js';
+import { SessionJudge, type Decision } from '../src/feed/verdict.js';
+import { SessionVerdict } from '../src/feed/session-verdict.js';
+import { ClearingFeed } from '../src/feed/clearing.js';
+import { MarketDataIntake } from '../src/feed/md-intake.js';
+import { ProblemBook } from '../src/feed/problems.js';
+import { quietLog } from './helpers/system.js';
+
+/**
+ * The exchange-session verdict without sockets or NATS: decoded messages with
+ * their sender and the time go in, decisions (and, through SessionVerdict,
+ * what the bridge does with them) come out. The same attacks over real
+ * multicast are in feed-forgery.test.ts.
+ */
+const SETTINGS = { windowMs: 5000, minMessages: 8 };
+const EXCHANGE = '10.0.0.1:5000';
+const EXCHANGE_CLEARING = '10.0.0.1:5001';
+/** A restarted exchange opens new sockets on the same host. */
+const RESTARTED = '10.0.0.1:6000';
+const RESTARTED_CLEARING = '10.0.0.1:6001';
+const FORGER = '10.0.0.9:7000';
+
+const S = 1_000_000_000n;
+const hb = (seq: number, tsSeconds: number): MdMessage => ({ type: 'heartbeat', seq, timestamp: BigInt(tsSeconds * 2) * (S / 2n) });
+const fill = (seq: number, client_id = 1, quantity = 5): ClearingMessage => ({ type: 'fill', seq, client_id, symbol: 4, quantity, price: 100, side: 1 });
+const kinds = (ds: Decision[]) => ds.map((d) => d.kind);
+
+/** A judge that follows a running session: market data seq 100..104 (heartbeats every 500 ms), clearing seq 50..51. */
+function running() {
+  const judge = new SessionJudge(SETTINGS);
+  let now = 1_000_000;
+  for (let i = 0; i < 5; i++) expect(kinds(judge.observe('market_data', hb(100 + i, 1000 + i / 2), EXCHANGE, (now += 500)))).toEqual(['pass']);
+  for (const seq of [50, 51]) expect(kinds(judge.observe('clearing', fill(seq), EXCHANGE_CLEARING, now))).toEqual(['pass']);
+  return { judge, now };
+}
+
+describe('SessionJudge (pure)', () => {
+  it('believes a restart once the new market-data run has lasted the window with the old session silent, and hands back what it held', () => {
+    const { judge, now: t0 } = running();
+    const opened = judge.observe('market_data', hb(0, 1003), RESTARTED, t0 + 500);
+    expect(kinds(opened)).toEqual(['opened']);
+    expect(judge.observe('clearing', fill(1), RESTARTED_CLEARING, t0 + 500)).toEqual([]);
+    expect(judge.held('clearing')).toBe(1);
+    let last: Decision[] = [];
+    let seq = 1;
+    for (; last.length === 0 && seq < 40; seq++) last = judge.observe('market_data', hb(seq, 1003 + seq / 2), RESTARTED, t0 + 500 + seq * 500);
+    expect(kinds(last)).toEqual(['accepted']);
+    const accepted = last[0] as Extract<Decision, { kind: 'accepted' }>;
+    expect(accepted.by).toBe('evidence');
+    expect(accepted.clearing.map((m) => m.seq)).toEqual([1]);
+    expect(accepted.md.map((m) => m.seq)).toEqual(Array.from({ length: seq }, (_, i) => i));
+    expect(accepted.md.length).toBeGreaterThanOrEqual(SETTINGS.minMessages);
+    expect(judge.verdicts()).toEqual([]);
+    // The new session is the followed one now.
+    expect(judge.lastSeq('clearing')).toBe(1);
+    expect(kinds(judge.observe('clearing', fill(2), RESTARTED_CLEARING, t0 + 500 + seq * 500))).toEqual(['pass']);
+  });
+
+  it('rejects a claimed restart the moment the old session says one more word: nothing reset, its messages still held', () => {
+    const { judge, now } = running();
+    expect(kinds(judge.observe('market_data', hb(0, 1003), FORGER, now + 10))).toEqual(['opened']);
+    expect(judge.observe('clearing', fill(1, 2, 999), FORGER, now + 20)).toEqual([]);
+    const ds = judge.observe('market_data', hb(105, 1003), EXCHANGE, now + 500);
+    expect(kinds(ds)).toEqual(['rejected', 'pass']);
+    expect(judge.verdicts().map((v) => v.status)).toEqual(['rejected']);
+    expect(judge.held('clearing')).toBe(1);
+    expect(judge.lastSeq('clearing')).toBe(51);
+    // However long the forged run goes on, it is never accepted on evidence.
+    for (let i = 1; i < 30; i++) expect(kinds(judge.observe('market_data', hb(i, 1003 + i / 2), FORGER, now + 500 + i * 500)).filter((k) => k === 'accepted')).toEqual([]);
+  });
+
+  it('holds a far seq jump, and drops it as strays when the followed run goes on', () => {
+    const { judge, now } = running();
+    const ds = judge.observe('clearing', fill(5_000_051), FORGER, now + 10);
+    expect(kinds(ds)).toEqual(['opened']);
+    expect((ds[0] as Extract<Decision, { kind: 'opened' }>).verdict.kind).toBe('jump');
+    const next = judge.observe('clearing', fill(52), EXCHANGE_CLEARING, now + 20);
+    expect(kinds(next)).toEqual(['dropped', 'pass']);
+    expect((next[0] as Extract<Decision, { kind: 'dropped' }>).strays).toBe(1);
+    expect(judge.lastSeq('clearing')).toBe(52);
+  });
+
+  it('flags a heard seq sent again with other content, keeping what was applied', () => {
+    const { judge, now } = running();
+    const ds = judge.observe('clearing', fill(51, 2, 999), FORGER, now + 10);
+    expect(kinds(ds)).toEqual(['conflict']);
+    const c = ds[0] as Extract<Decision, { kind: 'conflict' }>;
+    expect(c.applied.sender).toBe(EXCHANGE_CLEARING);
+    expect(c.other.sender).toBe(FORGER);
+    expect(c.applied.fingerprint).not.toBe(c.other.fingerprint);
+    // The same content again is a duplicate, let through for the tracker and JetStream dedup.
+    expect(kinds(judge.observe('clearing', fill(51), EXCHANGE_CLEARING, now + 20))).toEqual(['pass']);
+  });
+});
+
+describe('SessionVerdict: the bridge acting on the verdict, without sockets', () => {
+  function bridgeCore() {
+    const published: Array<{ fill: Fill } | { barrier: string }> = [];
+    const barriers: Array<() => Promise<void>> = [];
+    const alerts: FeedAlert[] = [];
+    const sessions: Array<{ detail: string; seq: number }> = [];
+    const alert = (feed: FeedAlert['feed'], a: Omit<FeedAlert, 'ts' | 'feed'>) => void alerts.push({ ...a, feed, ts: 0 });
+    const problems = new ProblemBook();
+    const md = new MarketDataIntake({ alert, bbos: () => {}, log: quietLog });
+    const clearing: ClearingFeed = new ClearingFeed(
+      {
+        publisher: {
+          enqueueFill: (f) => void published.push({ fill: f }),
+          enqueueBarrier: (what, run) => {
+            published.push({ barrier: what });
+            barriers.push(run);
+          },
+        },
+        log: quietLog,
+        alert: (a) => alert('clearing', a),
+        beginSession: async (detail, seq) => void sessions.push({ detail, seq }),
+        route: (m, sender) => verdict.observeClearing(m, sender),
+      },
+      0,
+    );
+    const verdict = new SessionVerdict(new SessionJudge(SETTINGS), { clearing, md, problems, alert, log: quietLog });
+    return { published, barriers, alerts, sessions, problems, clearing, md, verdict };
+  }
+
+  it('an exchange restart: a pending problem while held, then the new session begins (a publisher barrier) before its first fill', async () => {
+    const b = bridgeCore();
+    let t = 1_000_000;
+    for (let i = 0; i < 5; i++) b.verdict.observeMarketData([hb(100 + i, 1000 + i / 2)], EXCHANGE, (t += 500));
+    for (const seq of [50, 51]) b.verdict.observeClearing(fill(seq), EXCHANGE_CLEARING, t);
+    expect(b.published).toEqual([{ fill: expect.objectContaining({ seq: 50 }) }, { fill: expect.objectContaining({ seq: 51 }) }]);
+
+    b.verdict.observeMarketData([hb(0, 1003)], RESTARTED, (t += 500));
+    b.verdict.observeClearing(fill(1, 2, 7), RESTARTED_CLEARING, t);
+    expect(b.problems.list().map((p) => p.kind)).toEqual(['verdict_pending']);
+    expect(b.alerts.map((a) => a.kind)).toContain('verdict_pending');
+    expect(b.published).toHaveLength(2);
+
+    for (let seq = 1; b.problems.list().length > 0 && seq < 40; seq++) b.verdict.observeMarketData([hb(seq, 1003 + seq / 2)], RESTARTED, (t += 500));
+    expect(b.problems.list()).toEqual([]);
+    expect(b.alerts.map((a) => a.kind)).toContain('exchange_restart');
+    expect(b.published.slice(2)).toEqual([{ barrier: 'exchange restart' }, { fill: expect.objectContaining({ seq: 1, client_id: 2, quantity: 7 }) }]);
+    expect(b.clearing.restartsPending).toBe(1);
+    await b.barriers[0]!();
+    expect(b.sessions).toEqual([{ detail: expect.stringContaining('exchange restart'), seq: 1 }]);
+    expect(b.clearing.restartsPending).toBe(0);
+  });
+
+  it('a forged restart: rejected on the old session\'s next word, a standing problem, nothing reset or published', () => {
+    const b = bridgeCore();
+    let t = 1_000_000;
+    for (let i = 0; i < 5; i++) b.verdict.observeMarketData([hb(100 + i, 1000 + i / 2)], EXCHANGE, (t += 500));
+    b.verdict.observeClearing(fill(50), EXCHANGE_CLEARING, t);
+    b.verdict.observeMarketData([hb(0, 1003)], FORGER, (t += 10));
+    b.verdict.observeClearing(fill(1, 2, 999), FORGER, t);
+    b.verdict.observeMarketData([hb(105, 1003)], EXCHANGE, (t += 500));
+
+    expect(b.problems.list().map((p) => [p.kind, p.actions])).toEqual([['restart_rejected', ['confirm', 'ack']]]);
+    expect(b.clearing.counters.rejected_restarts).toBe(1);
+    expect(b.published).toEqual([{ fill: expect.objectContaining({ seq: 50 }) }]);
+    expect(b.clearing.restartsPending).toBe(0);
+    expect(b.md.counters.last_seq).toBe(105);
+
+    // The operator acknowledges instead of confirming: what it held is dropped as strays, never applied.
+    expect(b.verdict.dropRejected(b.problems.list()[0]!.id, 'op', t)).toBe(true);
+    expect(b.verdict.held('clearing')).toBe(0);
+    expect(b.published).toHaveLength(1);
+  });
+});
