@@ -105,7 +105,12 @@ export class DeskHistory {
   readonly etfs = new Set<string>();
   /** The writer's step at the newest point (ms). */
   step: number = CHART_LIMITS.sampleMs;
+  /** The newest sample read (the export's P&L is at its marks). */
+  last: DeskSample | null = null;
   private readonly cards = new Map<string, Scorecard>();
+
+  /** `cardLimit`: how many scorecards to keep (the newest); the export keeps every one. */
+  constructor(private readonly cardLimit: number = CHART_LIMITS.scorecards) {}
 
   /** One message of the stream; anything it does not know (a newer version) is left out, not fatal. */
   apply(subject: string, data: Uint8Array): void {
@@ -121,6 +126,7 @@ export class DeskHistory {
   addSample(s: DeskSample): void {
     const i = this.grid.begin(s.ts);
     if (i < 0) return;
+    this.last = s;
     this.step = s.step;
     for (const [etf, [m, nav, premium]] of Object.entries(s.etfs)) {
       this.etfs.add(etf);
@@ -137,7 +143,7 @@ export class DeskHistory {
   /** A card, new or rewritten (its legs sold since); the oldest goes past the limit. */
   addCard(c: Scorecard): void {
     const key = cardKey(c.client_id, c.request_id);
-    if (!this.cards.has(key) && this.cards.size >= CHART_LIMITS.scorecards) this.cards.delete(this.cards.keys().next().value!);
+    if (!this.cards.has(key) && this.cards.size >= this.cardLimit) this.cards.delete(this.cards.keys().next().value!);
     this.cards.set(key, c);
   }
 
