@@ -5,6 +5,11 @@ import type { ChartsBody } from '../proto/http.js';
 import { openBucket } from '../src/shared/streams.js';
 import { SeriesGrid } from '../src/gateway/charts.js';
 import { startGateway } from '../src/gateway/server.js';
+import { DeskRecorder } from '../src/pricing/desk.js';
+import { DeskHistory } from '../src/shared/desk-history.js';
+import { readStream } from '../src/shared/stream-reader.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { DESK_STREAM } from '../proto/subjects.js';
 import { api, buy, quietLog, testConfig, undyBasket, until, useSystem } from './helpers/system.js';
 import { UNDY, bbo, price } from './helpers/prices.js';
 
@@ -134,6 +139,28 @@ describe('GET /charts and the conversion scorecard', () => {
         return got.length === cards.length ? got : undefined;
       }, 'the scorecards on the new gateway');
       expect(h).toEqual(cards);
+    }
+    // From here on, the gateways now running.
+    f.http = api(f.sys.gateways.map((g) => `http://127.0.0.1:${g.port}`));
+  });
+
+  it('a restarted desk writer takes up its grid from the stream: its next point is a step after the last one written, not sooner', async () => {
+    await f.sys.desk!.close();
+    // What the stream holds once the writer stopped: what the next one reads at its start.
+    const held = new DeskHistory();
+    await (await readStream(f.nc, DESK_STREAM, 1, (m) => held.apply(m.subject, m.data), { follow: false })).caughtUp;
+    const last = held.grid.t[held.grid.n - 1]!;
+    const again = await DeskRecorder.start(f.nc, loadBaskets(undefined), quietLog, { sampleMs: 100, auto: false });
+    try {
+      // The accounts read: it has teams to chart, so only the grid can hold a point back.
+      await again.refreshAccounts();
+      again.sample(last + held.step / 2);
+      expect(again.stats.samples).toBe(0);
+      again.sample(last + held.step);
+      expect(again.stats.samples).toBe(1);
+      await until(async () => (await charts({ since: String(last) })).t.includes(last + held.step), 'the new writer\'s point on the chart');
+    } finally {
+      await again.close();
     }
   });
 });

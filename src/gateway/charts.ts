@@ -67,15 +67,6 @@ export class Charts {
     }
   }
 
-  /** Resolves once the stream as it stood is read (tests and the restart check wait on it). */
-  async caughtUp(): Promise<void> {
-    for (;;) {
-      const f = this.follower;
-      if (f) return f.caughtUp;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
   private haltsAsked = false;
 
   /** One read at a time: while the engine is slow or down, reads do not pile up behind its time-out. */
