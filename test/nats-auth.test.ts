@@ -174,6 +174,10 @@ describe('the launcher\'s nats-server', () => {
     await until(async () => (await http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] })).body.scorecard, 'the scorecard through the desk stream');
     expect(desk.stats.writeErrors).toBe(0);
     await desk.close();
+    // Its read of the accounts, on the operators' read-only subject.
+    const reader = new EngineClient(pricing, 5000, { admin: true });
+    expect((await reader.call({ op: 'dump' })).ok).toBe(true);
+    reader.close();
     // Pricing reads the bridge's books and writes prices.
     const { openBucket } = await import('../src/shared/streams.js');
     await (await openBucket(pricing, 'etf_prices')).put('TEST', encode({ ok: true }));
