@@ -8,7 +8,11 @@ import { BBO_BUCKET, priceSubject } from '../proto/marketdata.js';
 import type { ChartsBody } from '../proto/http.js';
 import type { PnlSplitEntry } from '../proto/audit.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
-import { openBucket } from '../src/shared/streams.js';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { DESK_STREAM } from '../proto/subjects.js';
+import { DeskHistory } from '../src/shared/desk-history.js';
+import { readStream } from '../src/shared/stream-reader.js';
+import { ensureDeskStream, openBucket } from '../src/shared/streams.js';
 import { buy, testConfig, undyBasket, until, useSystem, writeConfigFile } from './helpers/system.js';
 import { UNDY, bbo, price } from './helpers/prices.js';
 
@@ -80,5 +84,22 @@ describe('the grading export carries the scorecards and the P&L split', () => {
     const t2 = splits.find((s) => s.client_id === 2)!;
     expect(t2).toMatchObject({ username: 'team2', conversion_edge: 0, conversions: 0, legs_sold: null });
     expect(t2.other).toBe(t2.pnl);
+  });
+
+  it('a scorecard the stream did not store (JetStream not answering for it) is written again once it is back', async () => {
+    const jsm = await jetstreamManager(f.nc);
+    await jsm.streams.delete(DESK_STREAM);
+    const errors = f.sys.desk!.stats.writeErrors;
+    // team1 still holds the one UNDY it did not sell.
+    const redeemed = await f.http.redeem('team1', 'team1pass', 1);
+    expect(redeemed.status).toBe(200);
+    await until(() => f.sys.desk!.stats.writeErrors > errors, 'a write refused');
+    await ensureDeskStream(f.nc);
+    const card = await until(async () => {
+      const held = new DeskHistory();
+      await (await readStream(f.nc, DESK_STREAM, 1, (m) => held.apply(m.subject, m.data), { follow: false })).caughtUp;
+      return held.scorecard(1, redeemed.body.request_id);
+    }, 'the card in the stream again');
+    expect(card).toMatchObject({ op: 'redeem', amount: 1, fee: 1 });
   });
 });

@@ -26,6 +26,8 @@ const mid = (bid: number | null, ask: number | null): number | null => (bid !== 
 
 /** How long a changed scorecard waits to be written with the others changed meanwhile. */
 const CARD_FLUSH_MS = 100;
+/** How long a card the stream did not store waits to be written again. */
+const CARD_RETRY_MS = 1000;
 
 export interface DeskStats {
   samples: number;
@@ -269,25 +271,33 @@ export class DeskRecorder {
    * one write per card, not one per change). Published in order on one
    * connection: the stream keeps each card's newest.
    */
-  private writeCard(card: Scorecard): void {
+  private writeCard(card: Scorecard, delayMs = CARD_FLUSH_MS): void {
+    // Retries stop with the writer, and are bounded while the stream stays away.
+    if (delayMs === CARD_RETRY_MS && (this.closed || this.dirty.size >= CHART_LIMITS.scorecards)) return;
     this.dirty.add(card);
-    this.flushTimer ??= setTimeout(() => this.flushCards(), CARD_FLUSH_MS);
+    this.flushTimer ??= setTimeout(() => this.flushCards(), delayMs);
   }
 
   private flushCards(): void {
     this.flushTimer = undefined;
     for (const card of this.dirty) {
       this.stats.cards++;
-      this.write(deskCardSubject(card.client_id, card.request_id), encode(card));
+      // A card not stored (JetStream electing a leader, say) is written again a second later, as it then stands: a grade depends on it.
+      void this.write(deskCardSubject(card.client_id, card.request_id), encode(card)).then((ok) => ok || this.writeCard(card, CARD_RETRY_MS));
     }
     this.dirty.clear();
   }
 
-  private write(subject: string, data: Uint8Array): void {
-    this.js.publish(subject, data).catch((err: unknown) => {
-      // Derived state: the next sample or card write carries on; a lasting failure shows as a gap, and here.
-      if (this.stats.writeErrors++ % 100 === 0) this.log.warn({ subject, err: describeError(err), errors: this.stats.writeErrors }, 'desk: a write to the stream failed');
-    });
+  /** Whether the stream stored it. */
+  private write(subject: string, data: Uint8Array): Promise<boolean> {
+    return this.js.publish(subject, data).then(
+      () => true,
+      (err: unknown) => {
+        // A sample lost is a gap on the chart (the next one carries on); a lasting failure shows here.
+        if (this.stats.writeErrors++ % 100 === 0) this.log.warn({ subject, err: describeError(err), errors: this.stats.writeErrors }, 'desk: a write to the stream failed');
+        return false;
+      },
+    );
   }
 
   /** Takes one point of every series now when the grid is due one (the timer's job; tests call it to place points). */
@@ -310,7 +320,7 @@ export class DeskRecorder {
     }
     const sample: DeskSample = { v: DESK_SAMPLE_VERSION, ts, step: this.grid.step, etfs, teams };
     this.stats.samples++;
-    this.write(deskSampleSubject(ts), encode(sample));
+    void this.write(deskSampleSubject(ts), encode(sample));
   }
 
   async close(): Promise<void> {
