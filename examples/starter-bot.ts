@@ -122,7 +122,7 @@ log(`watching ${basket.name} for ${values.user}: convert up to ${maxUnits} units
 /** 4. The scorecard: the service's score of each conversion (GET /history), then the P&L. */
 async function report(): Promise<void> {
   const scored = new Map<string, NonNullable<Awaited<ReturnType<typeof client.request>>['scorecard']>>();
-  // The gateway scores a conversion when the engine's outcome reaches it: a moment after the answer.
+  // The service scores a conversion when the engine's outcome reaches its desk: a moment after the answer.
   for (let attempt = 0; attempt < 20 && scored.size < made.length; attempt++) {
     if (attempt) await new Promise((r) => setTimeout(r, 100));
     const page = await client.history({ limit: 500 });

@@ -46,3 +46,31 @@ export interface AuditEntry<E = EngineError> {
 
 /** Allowed idempotency keys (body `request_id` or `Idempotency-Key` header). */
 export const CLIENT_REQUEST_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/**
+ * The export's lines for grading (npm run export-audit), besides the
+ * AuditEntry and OperatorAuditEntry lines: an accepted conversion's entry
+ * carries its `scorecard` (proto/http.ts Scorecard, as in GET /history) when
+ * the desk scored it, and after every entry comes one PnlSplitEntry per team
+ * the desk charted or that converted.
+ */
+export interface PnlSplitEntry {
+  kind: 'pnl_split';
+  client_id: number;
+  username: string | null;
+  /** Cash + positions at the mids of the desk's newest sample (`ts`); null when the desk never charted the team. */
+  pnl: number | null;
+  /** Σ scorecard.edge over its scored conversions: what converting earned at the marks of each moment, fees included. */
+  conversion_edge: number;
+  /** pnl − conversion_edge: everything else (trading on the exchange, the legs included, and marks moving since). */
+  other: number | null;
+  /** Its accepted conversions, and those without a scorecard (the desk was down, or a leg had no two-sided market). */
+  conversions: number;
+  unscored: number;
+  /** Σ fees of its accepted conversions. */
+  fees: number;
+  /** Mean of its scored conversions' legs_sold (0..1), weighted by amount: how much of what they gave it the team sold on the exchange; null with none scored. */
+  legs_sold: number | null;
+  /** When `pnl` was marked (the desk's newest sample), ms; null without one. */
+  ts: number | null;
+}

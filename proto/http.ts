@@ -299,8 +299,10 @@ export interface SymbolsBody {
 
 /**
  * GET /charts, no credentials (every team's P&L is public, as on
- * /leaderboard): what the pages chart, sampled by the gateway from published
- * state since it started. `since` (ms): only points after it, for a page that
+ * /leaderboard): what the pages chart, sampled from published state by the
+ * pricing service's desk (src/pricing/desk.ts) and kept in its stream
+ * (proto/desk.ts), so every gateway serves the whole session, however late it
+ * started. `since` (ms): only points after it, for a page that
  * polls; `team` (username): that team's P&L alone.
  *   { "t": [ms...], "step_ms": 1000,
  *     "etfs": { "UNDY": { "etf": [mid...], "nav": [...], "premium": [...] } },
@@ -338,8 +340,8 @@ export const CHART_LIMITS = {
 } as const;
 
 /**
- * A conversion's scorecard, computed by the gateway when the engine's
- * outcome arrives (GET /history and GET /requests/<id> entries carry it as
+ * A conversion's scorecard, computed by the pricing service's desk when the
+ * engine's outcome arrives and kept in the desk stream (GET /history and GET /requests/<id> entries carry it as
  * `scorecard`): what the conversion was worth at the mid prices of that
  * moment, fee included. `edge` = Σ delta × mid − fee over the ETF and its
  * basket: positive when the team received more value than it gave. null when

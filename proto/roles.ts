@@ -11,14 +11,17 @@
  *            CANNOT publish fills or session markers, send commands, listen to
  *                  replies, write prices, books or feed state, administer streams.
  *   gateway  CAN   send commands (and so read credentials: it checks passwords), hear
- *                  replies, notices, prices, feed status and alerts, read prices, books, baskets.
+ *                  replies, notices, prices, feed status and alerts, read prices, books, baskets
+ *                  and the desk (chart samples and scorecards).
  *            CANNOT write or read the journal or snapshots, publish fills, write any
  *                  bucket, administer streams, listen to another role's inbox.
  *   feed     CAN   publish fills, session markers, books, feed status and alerts; write
  *                  its feed and book buckets; read the fill stream.
  *            CANNOT send commands, listen to replies or notices, read the journal,
  *                  write prices or baskets, administer streams.
- *   pricing  CAN   hear books, write prices (subjects and bucket), read books and baskets.
+ *   pricing  CAN   hear books, write prices (subjects and bucket), read books and baskets;
+ *                  as the desk's writer, hear prices and notices, write and read the desk
+ *                  stream, and read the engine through the operators' read-only subject (dump).
  *            CANNOT publish fills, send commands, listen to anything else, read the
  *                  journal, write books, feed state or baskets, administer streams.
  *   operator CAN   administer streams (the launcher creates them with it), read every
@@ -52,6 +55,8 @@ import {
   ENGINE_FAULT_SUBJECT_WILDCARD,
   REPLY_SUBJECT_WILDCARD,
   SESSION_SUBJECT,
+  DESK_STREAM,
+  DESK_SUBJECT_WILDCARD,
 } from './subjects.js';
 
 export const ROLES = ['engine', 'gateway', 'feed', 'pricing', 'operator'] as const;
@@ -122,7 +127,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
     },
     gateway: {
       // FEED_CONTROL_SUBJECT: the operator's verdicts and acknowledgements, passed on to the feed bridge.
-      publish: { allow: [...JS_BASE, ...all.map((n) => n.command), ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET), ...readKv(BASKET_BUCKET), FEED_CONTROL_SUBJECT] },
+      publish: { allow: [...JS_BASE, ...all.map((n) => n.command), ...readKv(PRICE_BUCKET), ...readKv(BBO_BUCKET), ...readKv(BASKET_BUCKET), ...readStream(DESK_STREAM), FEED_CONTROL_SUBJECT] },
       subscribe: {
         allow: [
           `${FEED_CONTROL_REPLY_PREFIX}>`,
@@ -156,8 +161,21 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
       subscribe: { allow: [`${inboxPrefix('feed')}.>`, FEED_CONTROL_SUBJECT] },
     },
     pricing: {
-      publish: { allow: [...JS_BASE, PRICE_SUBJECT_WILDCARD, ...readKv(BBO_BUCKET), ...readKv(PRICE_BUCKET), ...writeKv(PRICE_BUCKET), ...readKv(BASKET_BUCKET)] },
-      subscribe: { allow: [BBO_SUBJECT_WILDCARD, `${inboxPrefix('pricing')}.>`] },
+      publish: {
+        allow: [
+          ...JS_BASE,
+          PRICE_SUBJECT_WILDCARD,
+          ...readKv(BBO_BUCKET),
+          ...readKv(PRICE_BUCKET),
+          ...writeKv(PRICE_BUCKET),
+          ...readKv(BASKET_BUCKET),
+          // The desk (src/pricing/desk.ts): its stream, and the engine's read-only admin subject for one dump of the accounts.
+          DESK_SUBJECT_WILDCARD,
+          ...readStream(DESK_STREAM),
+          ...all.map((n) => n.admin),
+        ],
+      },
+      subscribe: { allow: [BBO_SUBJECT_WILDCARD, PRICE_SUBJECT_WILDCARD, NOTICES_SUBJECT_WILDCARD, `${ADMIN_REPLY_SUBJECT_PREFIX}>`, `${inboxPrefix('pricing')}.>`] },
     },
     // Administers streams and reads published state, but is nobody's stand-in: it cannot
     // act for a team or read credentials (engine commands and their replies), fake the

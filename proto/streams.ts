@@ -1,4 +1,4 @@
-import { FILL_STREAM, FILL_SUBJECT_WILDCARD, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT } from './subjects.js';
+import { DESK_STREAM, DESK_SUBJECT_WILDCARD, FILL_STREAM, FILL_SUBJECT_WILDCARD, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT } from './subjects.js';
 
 /**
  * JetStream streams the system relies on. Whoever starts first creates them
@@ -50,4 +50,22 @@ export const SNAPSHOT_STREAM_CONFIG = {
   name: SNAPSHOT_STREAM,
   subjects: [SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT],
   storage: 'file' as const,
+};
+
+/**
+ * The desk's chart samples and scorecards (proto/desk.ts). One message per
+ * subject: a scorecard rewritten as its legs are sold keeps only its newest.
+ * Bounded for a class session and the grading after it: samples are written
+ * at the chart grid's pace (its step doubles as the session grows, so a day
+ * is a few thousand samples), and whatever is older than a week or beyond the
+ * byte limit goes first.
+ */
+export const DESK_STREAM_CONFIG = {
+  name: DESK_STREAM,
+  subjects: [DESK_SUBJECT_WILDCARD],
+  storage: 'file' as const,
+  max_msgs_per_subject: 1,
+  max_age: 7 * 24 * 3600 * NANOS_PER_SECOND,
+  max_bytes: 256 * 1024 * 1024,
+  discard: 'old' as const,
 };

@@ -60,3 +60,18 @@ export const adminReplySubject = (id: string): string => `${ADMIN_REPLY_SUBJECT_
 /** JetStream streams. */
 export const FILL_STREAM = 'NDFEX_FILLS';
 export const JOURNAL_STREAM = 'ETF_JOURNAL';
+
+/**
+ * The class's desk (proto/desk.ts): chart samples and conversion scorecards,
+ * written by the pricing service alone into DESK_STREAM, read by every
+ * gateway at start and live, and by the audit export. A sample on
+ * `etf.desk.sample.<ms>` (the ms make it the only message of its subject), a
+ * scorecard on `etf.desk.card.<client_id>.<request_id>` (request ids are per
+ * engine shard; a client_id lives on one shard), rewritten as its legs are sold.
+ */
+export const DESK_STREAM = 'ETF_DESK';
+export const DESK_SUBJECT_WILDCARD = 'etf.desk.>';
+export const DESK_SAMPLE_PREFIX = 'etf.desk.sample.';
+export const DESK_CARD_PREFIX = 'etf.desk.card.';
+export const deskSampleSubject = (ts: number): string => `${DESK_SAMPLE_PREFIX}${ts}`;
+export const deskCardSubject = (clientId: number, requestId: string): string => `${DESK_CARD_PREFIX}${clientId}.${requestId}`;

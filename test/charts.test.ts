@@ -4,7 +4,13 @@ import { BBO_BUCKET, priceSubject } from '../proto/marketdata.js';
 import type { ChartsBody } from '../proto/http.js';
 import { openBucket } from '../src/shared/streams.js';
 import { SeriesGrid } from '../src/gateway/charts.js';
-import { buy, undyBasket, until, useSystem } from './helpers/system.js';
+import { startGateway } from '../src/gateway/server.js';
+import { DeskRecorder } from '../src/pricing/desk.js';
+import { DeskHistory } from '../src/shared/desk-history.js';
+import { readStream } from '../src/shared/stream-reader.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { DESK_STREAM } from '../proto/subjects.js';
+import { api, buy, quietLog, testConfig, undyBasket, until, useSystem } from './helpers/system.js';
 import { UNDY, bbo, price } from './helpers/prices.js';
 
 describe('SeriesGrid: bounded points, the whole session kept', () => {
@@ -26,7 +32,7 @@ describe('SeriesGrid: bounded points, the whole session kept', () => {
 });
 
 describe('GET /charts and the conversion scorecard', () => {
-  const f = useSystem({ chartSampleMs: 100, rules: { fees: { create: { fixed: 5, per_unit: 2 }, redeem: { fixed: 0, per_unit: 1 } } } });
+  const f = useSystem({ chartSampleMs: 100, rules: { fees: { create: { fixed: 5, per_unit: 2 }, redeem: { fixed: 0, per_unit: 1 } } } }, 1, { desk: true });
   const charts = async (query: Record<string, string> = {}) => (await f.http.send('GET', '/charts', { query })).body as ChartsBody;
 
   it('samples prices and every active team P&L at the marks, from published state', async () => {
@@ -100,5 +106,61 @@ describe('GET /charts and the conversion scorecard', () => {
     const h = await f.http.send('GET', '/history', { basic: ['team1', 'team1pass'], query: { limit: '1' } });
     expect(h.body.entries[0].status).toBe('rejected');
     expect(h.body.entries[0].scorecard).toBeUndefined();
+  });
+
+  it('a gateway started again mid-session, and one started late, serve the session so far and the same scorecards (the desk stream, not gateway memory)', async () => {
+    const team1 = { basic: ['team1', 'team1pass'] as [string, string] };
+    const before = await charts();
+    const cards = (await f.http.send('GET', '/history', team1)).body.entries.filter((e: any) => e.scorecard).map((e: any) => e.scorecard);
+    expect(before.t.length).toBeGreaterThan(3);
+    expect(cards.length).toBeGreaterThan(0);
+    const cfg = testConfig(f.dir.path, { chartSampleMs: 100 });
+    // The first gateway stops and a new one takes its place; another starts beside it.
+    await f.sys.gateways[0]!.close();
+    f.sys.gateways[0] = await startGateway(cfg, f.nats.url, quietLog);
+    f.sys.gateways.push(await startGateway(cfg, f.nats.url, quietLog));
+    const last = before.t.at(-1)!;
+    for (const g of f.sys.gateways) {
+      const http = api(`http://127.0.0.1:${g.port}`);
+      // Every point the old gateway served, as it served them: the same times and values.
+      const again = await until(async () => {
+        const b = (await http.send('GET', '/charts')).body as ChartsBody;
+        return b.t.includes(last) ? b : undefined;
+      }, 'the earlier points on the new gateway');
+      const n = before.t.length;
+      const at = again.t.indexOf(before.t[0]!);
+      expect(again.t.slice(at, at + n)).toEqual(before.t);
+      expect(again.etfs.UNDY!.etf.slice(at, at + n)).toEqual(before.etfs.UNDY!.etf);
+      expect(again.teams.find((t) => t.username === 'team1')!.pnl.slice(at, at + n)).toEqual(before.teams.find((t) => t.username === 'team1')!.pnl);
+      expect(again.step_ms).toBe(before.step_ms);
+      const h = await until(async () => {
+        const b = (await http.send('GET', '/history', team1)).body;
+        const got = b.entries.filter((e: any) => e.scorecard).map((e: any) => e.scorecard);
+        return got.length === cards.length ? got : undefined;
+      }, 'the scorecards on the new gateway');
+      expect(h).toEqual(cards);
+    }
+    // From here on, the gateways now running.
+    f.http = api(f.sys.gateways.map((g) => `http://127.0.0.1:${g.port}`));
+  });
+
+  it('a restarted desk writer takes up its grid from the stream: its next point is a step after the last one written, not sooner', async () => {
+    await f.sys.desk!.close();
+    // What the stream holds once the writer stopped: what the next one reads at its start.
+    const held = new DeskHistory();
+    await (await readStream(f.nc, DESK_STREAM, 1, (m) => held.apply(m.subject, m.data), { follow: false })).caughtUp;
+    const last = held.grid.t[held.grid.n - 1]!;
+    const again = await DeskRecorder.start(f.nc, loadBaskets(undefined), quietLog, { sampleMs: 100, auto: false });
+    try {
+      // The accounts read: it has teams to chart, so only the grid can hold a point back.
+      await again.refreshAccounts();
+      again.sample(last + held.step / 2);
+      expect(again.stats.samples).toBe(0);
+      again.sample(last + held.step);
+      expect(again.stats.samples).toBe(1);
+      await until(async () => (await charts({ since: String(last) })).t.includes(last + held.step), 'the new writer\'s point on the chart');
+    } finally {
+      await again.close();
+    }
   });
 });

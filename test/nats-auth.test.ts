@@ -28,7 +28,8 @@ import { sealAccountHashes } from '../src/engine/roster.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
 import { startGateway } from '../src/gateway/server.js';
 import { ROLES, type Role } from '../proto/roles.js';
-import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, fillSubject } from '../proto/subjects.js';
+import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, deskCardSubject, deskSampleSubject, fillSubject } from '../proto/subjects.js';
+import { DeskRecorder } from '../src/pricing/desk.js';
 import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import { shardNames } from '../proto/shards.js';
 import { api, quietLog, startSystem, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
@@ -161,6 +162,9 @@ describe('the launcher\'s nats-server', () => {
 
   it('lets each role do its job: an exchange fill through the bridge reaches holdings, a /create over HTTP works', async () => {
     const op = await as('operator');
+    // The desk's writer, as the pricing service runs it: it reads the accounts through the admin subject and writes the desk stream.
+    const pricing = await as('pricing');
+    const desk = await DeskRecorder.start(pricing, loadBaskets(undefined), quietLog);
     const applied = awaitHoldingsSeq(op, 1, 10);
     await sendClearing(sender, clearing, [3, 4, 5, 6, 7, 8, 9, 10, 11, 12].map((symbol, i) => [fillMsg(i + 1, 1, symbol, 2)]));
     await applied;
@@ -168,10 +172,25 @@ describe('the launcher\'s nats-server', () => {
     const created = await http.create('team1', 'team1pass', 1, 'UNDY');
     expect(created.status).toBe(200);
     expect((await http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(1);
+    // The gateway reads the conversion's scorecard from the desk stream.
+    await until(async () => (await http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] })).body.scorecard, 'the scorecard through the desk stream');
+    expect(desk.stats.writeErrors).toBe(0);
+    await desk.close();
+    // Its read of the accounts, on the operators' read-only subject.
+    const reader = new EngineClient(pricing, 5000, { admin: true });
+    expect((await reader.call({ op: 'dump' })).ok).toBe(true);
+    reader.close();
     // Pricing reads the bridge's books and writes prices.
-    const pricing = await as('pricing');
     const { openBucket } = await import('../src/shared/streams.js');
     await (await openBucket(pricing, 'etf_prices')).put('TEST', encode({ ok: true }));
+  });
+
+  it('only the pricing service writes the desk (chart samples and scorecards)', async () => {
+    for (const role of ['gateway', 'engine', 'feed', 'operator'] as const) {
+      const nc = await as(role);
+      await refusedPublish(nc, deskCardSubject(1, 'r1'));
+      await refusedPublish(nc, deskSampleSubject(1));
+    }
   });
 
   it('only the feed bridge publishes fills and session markers', async () => {

@@ -41,7 +41,7 @@ async function dataBecomes(page: Page, selector: string, attr: string, want: str
 }
 
 describe.skipIf(missing !== null)('charts on the pages, in a real Chromium', () => {
-  const f = useSystem({ operator: OPERATOR, chartSampleMs: 100, roster: '1 team1 team1pass\n2 team2 team2pass\n3 team3 team3pass\n', rules: { fees: { create: { fixed: 5, per_unit: 1 }, redeem: { fixed: 5, per_unit: 1 } } } });
+  const f = useSystem({ operator: OPERATOR, chartSampleMs: 100, roster: '1 team1 team1pass\n2 team2 team2pass\n3 team3 team3pass\n', rules: { fees: { create: { fixed: 5, per_unit: 1 }, redeem: { fixed: 5, per_unit: 1 } } } }, 1, { desk: true });
   let context: BrowserContext;
   let close: () => Promise<void>;
   const pageErrors: string[] = [];

@@ -6,21 +6,92 @@ import { replayJournal } from './journal.js';
 import { auditEntry } from './core.js';
 import { Catalog } from './catalog.js';
 import { entryWords } from '../../proto/messages.js';
-import type { OperatorAuditEntry } from '../../proto/audit.js';
+import type { AuditEntry, OperatorAuditEntry, PnlSplitEntry } from '../../proto/audit.js';
+import type { Scorecard } from '../../proto/http.js';
+import { DESK_STREAM } from '../../proto/subjects.js';
+import { DeskHistory } from '../shared/desk-history.js';
+import { readStream } from '../shared/stream-reader.js';
+import { isStreamNotFound } from '../shared/js-errors.js';
+
+/** A team's tally over the journal, for its P&L split. */
+interface Tally {
+  username: string | null;
+  conversions: number;
+  unscored: number;
+  fees: number;
+  edge: number;
+  legs: number;
+  legsWeight: number;
+}
 
 /**
  * The whole audit trail, oldest first, as NDJSON lines of AuditEntry
- * (proto/audit.ts), read from the journal alone: every registration,
- * creation and redemption, accepted or rejected.
+ * (proto/audit.ts), read from the journal: every registration, creation and
+ * redemption, accepted or rejected. For grading, an accepted conversion also
+ * carries the scorecard the desk stream holds for it, and after the entries
+ * comes each team's P&L split (PnlSplitEntry). Returns the audit entries written.
  */
 export async function exportAudit(nc: NatsConnection, instruments: Instruments, write: (line: string) => void, shards = 1): Promise<number> {
   let n = 0;
+  const desk = await readDesk(nc);
+  const tallies = new Map<number, Tally>();
   // With engine shards (proto/shards.ts), one shard's journal after another; operator commands, which every shard journals, once.
-  for (let shard = 0; shard < shards; shard++) n += await exportJournal(nc, instruments, write, shardNames(shard, shards).journalStream, shard > 0);
+  for (let shard = 0; shard < shards; shard++) n += await exportJournal(nc, instruments, write, shardNames(shard, shards).journalStream, shard > 0, desk, tallies);
+  for (const line of pnlSplits(desk, tallies)) write(JSON.stringify(line));
   return n;
 }
 
-async function exportJournal(nc: NatsConnection, instruments: Instruments, write: (line: string) => void, stream: string, teamsOnly: boolean): Promise<number> {
+/** The desk's scorecards and newest sample (src/pricing/desk.ts); an empty one where the system has no desk stream (older, or the pricing service never ran). */
+async function readDesk(nc: NatsConnection): Promise<DeskHistory> {
+  const desk = new DeskHistory(Infinity);
+  try {
+    const reader = await readStream(nc, DESK_STREAM, 1, (m) => desk.apply(m.subject, m.data), { follow: false });
+    await reader.caughtUp;
+  } catch (err) {
+    if (!isStreamNotFound(err)) throw err;
+  }
+  return desk;
+}
+
+/**
+ * Each team's P&L at the desk's newest sample, split into what its
+ * conversions earned at the marks of their moments (their scorecards' edge)
+ * and the rest: teams the desk charted, and teams that converted.
+ */
+function pnlSplits(desk: DeskHistory, tallies: Map<number, Tally>): PnlSplitEntry[] {
+  const marked = new Map((desk.last?.teams ?? []).map(([id, username, pnl]) => [id, { username, pnl }]));
+  const ids = [...new Set([...marked.keys(), ...tallies.keys()])].sort((a, b) => a - b);
+  return ids.map((id) => {
+    const t = tallies.get(id);
+    const m = marked.get(id);
+    const edge = t?.edge ?? 0;
+    return {
+      kind: 'pnl_split',
+      client_id: id,
+      username: m?.username ?? t?.username ?? null,
+      pnl: m ? m.pnl : null,
+      conversion_edge: edge,
+      other: m ? m.pnl - edge : null,
+      conversions: t?.conversions ?? 0,
+      unscored: t?.unscored ?? 0,
+      fees: t?.fees ?? 0,
+      legs_sold: t && t.legsWeight > 0 ? t.legs / t.legsWeight : null,
+      ts: m ? desk.last!.ts : null,
+    };
+  });
+}
+
+const newTally = (): Tally => ({ username: null, conversions: 0, unscored: 0, fees: 0, edge: 0, legs: 0, legsWeight: 0 });
+
+async function exportJournal(
+  nc: NatsConnection,
+  instruments: Instruments,
+  write: (line: string) => void,
+  stream: string,
+  teamsOnly: boolean,
+  desk: DeskHistory,
+  tallies: Map<number, Tally>,
+): Promise<number> {
   const last = (await (await jetstreamManager(nc)).streams.info(stream)).state.last_seq;
   let n = 0;
   if (last === 0) return 0;
@@ -51,7 +122,7 @@ async function exportJournal(nc: NatsConnection, instruments: Instruments, write
         } else if (ev.t === 'rules') {
           const entry: OperatorAuditEntry = { kind: 'rules', etf: null, rules: ev.rules, by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));
-        } else write(JSON.stringify(entryWords(auditEntry(ev, instruments, catalog), instruments.tickerOf)));
+        } else write(JSON.stringify(scored(entryWords(auditEntry(ev, instruments, catalog), instruments.tickerOf), desk, tallies)));
         n++;
       }
     },
@@ -59,4 +130,26 @@ async function exportJournal(nc: NatsConnection, instruments: Instruments, write
     stream,
   );
   return n;
+}
+
+/** An audit entry with its scorecard, if the desk scored it (the shape GET /history gives it), counted in its team's tally. */
+function scored<E extends AuditEntry<unknown>>(e: E, desk: DeskHistory, tallies: Map<number, Tally>): E & { scorecard?: Scorecard } {
+  if (e.client_id === null || e.status !== 'accepted') return e;
+  const t = tallies.get(e.client_id) ?? newTally();
+  tallies.set(e.client_id, t);
+  if (e.kind === 'register') {
+    t.username = e.username ?? t.username;
+    return e;
+  }
+  t.conversions++;
+  t.fees += e.fee ?? 0;
+  const card = desk.scorecard(e.client_id, e.request_id);
+  if (!card || card.edge === null) {
+    t.unscored++;
+    return card ? { ...e, scorecard: card } : e;
+  }
+  t.edge += card.edge;
+  t.legs += card.legs_sold * card.amount;
+  t.legsWeight += card.amount;
+  return { ...e, scorecard: card };
 }

@@ -69,8 +69,8 @@ export interface RouteDeps {
   marks: Marks;
   /** Names the engine's flat positions (proto/engine.ts FlatPositions) in answers. */
   tickerOf: TickerOf;
-  /** Conversion scorecards (src/gateway/charts.ts), added to /history and /requests entries. */
-  scorecards?: { scorecard(requestId: string): Scorecard | undefined };
+  /** Conversion scorecards (src/gateway/charts.ts), added to /history and /requests entries; request ids are per engine shard, so with the account's id. */
+  scorecards?: { scorecard(clientId: number, requestId: string): Scorecard | undefined };
 }
 
 /**
@@ -81,7 +81,7 @@ export interface RouteDeps {
  */
 export function entryBody(record: AuditRecord, deps: Pick<RouteDeps, 'scorecards' | 'tickerOf'>): AuditEntryBody {
   const e = entryWords(record, deps.tickerOf);
-  const card = e.status === 'accepted' && e.kind !== 'register' ? deps.scorecards?.scorecard(e.request_id) : undefined;
+  const card = e.status === 'accepted' && e.kind !== 'register' && e.client_id !== null ? deps.scorecards?.scorecard(e.client_id, e.request_id) : undefined;
   return {
     ...e,
     ...(e.deltas ? { deltas_by_ticker: byTicker(e.deltas) } : {}),

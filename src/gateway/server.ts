@@ -30,7 +30,7 @@ export interface GatewayHandle {
   nc: NatsConnection;
   engine: EngineClient;
   auth: Authenticator;
-  /** What GET /charts serves: prices and P&L sampled from published state, and the conversion scorecards. */
+  /** What GET /charts serves and the conversion scorecards: read from the desk stream the pricing service writes (src/pricing/desk.ts). */
   charts: Charts;
   close(): Promise<void>;
 }
@@ -48,7 +48,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const marks = new Marks(nc, log);
   const etfs = startEtfsRoute(cfg, nc, log);
   const instruments = loadBaskets(cfg.basketsFile || undefined);
-  const charts = new Charts(nc, engine, marks, instruments.tickerOf, (etf) => instruments.baskets.get(etf)?.symbol, log, { sampleMs: cfg.chartSampleMs });
+  const charts = new Charts(nc, engine, log);
   const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf, scorecards: charts };
   const apiDescription = openApiDocument(cfg.maxAmount);
   const feedStatus = new FeedStatusView(nc);

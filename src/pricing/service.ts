@@ -10,6 +10,7 @@ import { connectNats } from '../shared/nats.js';
 import { LatestPerKey } from '../shared/latest-kv.js';
 import type { Logger } from '../shared/log.js';
 import { PricingState, Throttle, bboProblem, priceChanged } from './core.js';
+import { DeskRecorder } from './desk.js';
 
 /** No ETF's price goes out more often than this. */
 export const PRICE_INTERVAL_MS = 100;
@@ -24,6 +25,8 @@ export interface PricingStats {
 export interface PricingHandle {
   nc: NatsConnection;
   readonly state: PricingState;
+  /** The chart samples and scorecards it writes (src/pricing/desk.ts). */
+  readonly desk: DeskRecorder;
   stats(): PricingStats;
   close(): Promise<void>;
 }
@@ -158,17 +161,21 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
     state.setVersions(etf, v.versions);
     publisher.publish(etf);
   });
+  // The desk's one writer: prices and books are this service's already, and there is one of it per system.
+  const desk = await DeskRecorder.start(nc, instruments, log, { sampleMs: cfg.chartSampleMs, shards: cfg.engine?.shards ?? 1 });
   log.info({ etfs: [...instruments.baskets.keys()], seeded }, 'pricing ready');
 
   let closed = false;
   return {
     nc,
     state,
+    desk,
     stats: () => ({ ...stats, publishErrors: store.stats.failed }),
     close: async () => {
       if (closed) return;
       closed = true;
       publisher.close();
+      await desk.close();
       basketChanges.close();
       sub.unsubscribe();
       await Promise.race([store.flushed(), new Promise((r) => setTimeout(r, 2000).unref())]);

@@ -1,7 +1,7 @@
 import { jetstreamManager, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { FILL_STREAM_CONFIG } from '../../proto/streams.js';
+import { DESK_STREAM_CONFIG, FILL_STREAM_CONFIG } from '../../proto/streams.js';
 import { journalStreamConfig, shardNames, snapshotStreamConfig, type ShardNames } from '../../proto/shards.js';
 import { FEED_BUCKET } from '../../proto/feed.js';
 import { BASKET_BUCKET, BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
@@ -40,6 +40,11 @@ export async function ensureFillStream(nc: NatsConnection, replicas = 1): Promis
   await ensureStream(await jetstreamManager(nc), FILL_STREAM_CONFIG, replicas);
 }
 
+/** The desk's samples and scorecards (proto/desk.ts): the pricing service writes them. */
+export async function ensureDeskStream(nc: NatsConnection, replicas = natsReplicas()): Promise<void> {
+  await ensureStream(await jetstreamManager(nc), DESK_STREAM_CONFIG, replicas);
+}
+
 /** One engine's names: the single engine's unless a shard's are given. */
 const SINGLE = shardNames(0, 1);
 
@@ -74,13 +79,14 @@ export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKET
 export async function provisionStreams(nc: NatsConnection, replicas = 1, shards = 1): Promise<void> {
   const engines = Array.from({ length: shards }, (_, k) => shardNames(k, shards));
   await ensureFillStream(nc, replicas);
+  await ensureDeskStream(nc, replicas);
   for (const n of engines) {
     await ensureJournalStream(nc, n, replicas);
     await ensureSnapshotStream(nc, n, replicas);
   }
   for (const bucket of Object.keys(BUCKETS) as (keyof typeof BUCKETS)[]) await openBucket(nc, bucket, replicas);
   const jsm = await jetstreamManager(nc);
-  const names = [FILL_STREAM_CONFIG.name, ...engines.flatMap((n) => [n.journalStream, n.snapshotStream]), ...Object.keys(BUCKETS).map((b) => `KV_${b}`)];
+  const names = [FILL_STREAM_CONFIG.name, DESK_STREAM_CONFIG.name, ...engines.flatMap((n) => [n.journalStream, n.snapshotStream]), ...Object.keys(BUCKETS).map((b) => `KV_${b}`)];
   for (const name of names) {
     const { config } = await jsm.streams.info(name);
     if ((config.num_replicas ?? 1) < replicas) await jsm.streams.update(name, { ...config, num_replicas: replicas });

@@ -1,5 +1,7 @@
 /**
- * Operator export of the audit trail as NDJSON (one AuditEntry per line):
+ * Operator export of the audit trail as NDJSON, for grading: one AuditEntry
+ * per line (an accepted conversion with its `scorecard`), then one
+ * PnlSplitEntry per team (proto/audit.ts):
  *   npm run export-audit -- [--out audit.ndjson]     (stdout without --out)
  */
 import { createWriteStream } from 'node:fs';

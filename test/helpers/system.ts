@@ -18,6 +18,8 @@ import { ensureFillStream } from '../../src/shared/streams.js';
 import { afterAll, beforeAll } from 'vitest';
 import { awaitHoldingsSeq } from './events.js';
 import { natsServers } from '../../src/shared/nats.js';
+import { DeskRecorder } from '../../src/pricing/desk.js';
+import { loadBaskets } from '../../src/config/baskets.js';
 
 export const quietLog = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent');
 
@@ -66,6 +68,8 @@ export interface TestSystem {
   /** The first gateway's; `urls` has each one's. */
   url: string;
   urls: string[];
+  /** The desk's writer (charts and scorecards), as the pricing service runs it, when asked for. */
+  desk?: DeskRecorder | null;
   close(): Promise<void>;
 }
 
@@ -73,7 +77,7 @@ export interface TestSystem {
  * The real engines and gateways, in this process, against a real nats-server:
  * one engine per shard of cfg.engine.shards, and `gateways` gateways (default 1).
  */
-export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1): Promise<TestSystem> {
+export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1, opts: { desk?: boolean } = {}): Promise<TestSystem> {
   const shards = cfg.engine?.shards ?? 1;
   const engines: EngineHandle[] = [];
   for (let shard = 0; shard < shards; shard++) {
@@ -84,6 +88,8 @@ export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1
       }),
     );
   }
+  const deskNc = opts.desk ? await natsClient(natsUrl) : null;
+  const desk = deskNc ? await DeskRecorder.start(deskNc, loadBaskets(cfg.basketsFile || undefined), quietLog, { sampleMs: cfg.chartSampleMs, shards }) : null;
   const gateways: GatewayHandle[] = [];
   for (let i = 0; i < gatewayCount; i++) gateways.push(await startGateway(cfg, natsUrl, quietLog));
   const urls = gateways.map((g) => `http://127.0.0.1:${g.port}`);
@@ -94,7 +100,10 @@ export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1
     gateways,
     url: urls[0]!,
     urls,
+    desk,
     close: async () => {
+      await desk?.close();
+      await deskNc?.close();
       for (const g of gateways) await g.close();
       for (const e of engines) await e.close();
     },
@@ -299,14 +308,15 @@ export interface SystemFixture {
  * A file's shared system: a real nats-server, engine and gateway started in
  * beforeAll and stopped in afterAll. The fields are filled in once beforeAll ran.
  * With `engine: {shards}` in the overrides, an engine per shard; with several
- * gateways, `http` takes turns between them.
+ * gateways, `http` takes turns between them. `desk`: the desk's writer too
+ * (what the pricing service runs), for the charts and scorecards.
  */
-export function useSystem(overrides: Parameters<typeof testConfig>[1] = {}, gateways = 1): SystemFixture {
+export function useSystem(overrides: Parameters<typeof testConfig>[1] = {}, gateways = 1, opts: { desk?: boolean } = {}): SystemFixture {
   const f = {} as SystemFixture;
   beforeAll(async () => {
     f.nats = await startTestNats();
     f.dir = tempDir();
-    f.sys = await startSystem(f.nats.url, testConfig(f.dir.path, overrides), gateways);
+    f.sys = await startSystem(f.nats.url, testConfig(f.dir.path, overrides), gateways, opts);
     f.nc = await natsClient(f.nats.url);
     f.http = api(f.sys.urls);
   });
