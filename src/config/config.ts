@@ -99,7 +99,7 @@ const configSchema = z.object({
   /** NDFEX scoreboard file that gets a line per conversion leg (empty: <dataDir>/conversions.log). */
   scoreboardFile: z.string().optional(),
   logLevel: z.string(),
-  /** The gateway's chart sampling (GET /charts): a point every this many ms at first (default proto/http.ts CHART_LIMITS.sampleMs). */
+  /** The pricing service's desk sampling for the charts (GET /charts reads it): a point every this many ms at first (default proto/http.ts CHART_LIMITS.sampleMs). */
   chartSampleMs: z.number().int().min(50).max(60_000).optional(),
   /** Who may open the operator page and /operator/api. Unset: the gateway keeps a generated one in <dataDir>/operator.json. */
   operator: z.object({ username: z.string().min(1), password: z.string().min(8, 'operator password must be at least 8 characters') }).optional(),

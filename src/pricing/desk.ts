@@ -86,8 +86,8 @@ export class DeskRecorder {
   }
 
   /** Opens the stream, takes up the grid where the stream left it, then samples every `sampleMs` (`auto: false`: tests call sample()). */
-  static async start(nc: NatsConnection, instruments: Pick<Instruments, 'tickerOf' | 'baskets'>, log: Logger, opts: { sampleMs?: number; shards?: number; auto?: boolean } = {}): Promise<DeskRecorder> {
-    await ensureDeskStream(nc);
+  static async start(nc: NatsConnection, instruments: Pick<Instruments, 'tickerOf' | 'baskets'>, log: Logger, opts: { sampleMs?: number; shards?: number; auto?: boolean; replicas?: number } = {}): Promise<DeskRecorder> {
+    await ensureDeskStream(nc, opts.replicas);
     const engine = new EngineClient(nc, 5000, { admin: true, shards: opts.shards ?? 1, log });
     const desk = new DeskRecorder(nc, engine, new Marks(nc, log), instruments, log, opts.sampleMs ?? CHART_LIMITS.sampleMs);
     await desk.restore();

@@ -162,7 +162,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
     publisher.publish(etf);
   });
   // The desk's one writer: prices and books are this service's already, and there is one of it per system.
-  const desk = await DeskRecorder.start(nc, instruments, log, { sampleMs: cfg.chartSampleMs, shards: cfg.engine?.shards ?? 1 });
+  const desk = await DeskRecorder.start(nc, instruments, log, { sampleMs: cfg.chartSampleMs, shards: cfg.engine?.shards ?? 1, replicas: cfg.nats.replicas ?? 1 });
   log.info({ etfs: [...instruments.baskets.keys()], seeded }, 'pricing ready');
 
   let closed = false;

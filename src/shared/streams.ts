@@ -41,7 +41,7 @@ export async function ensureFillStream(nc: NatsConnection, replicas = 1): Promis
 }
 
 /** The desk's samples and scorecards (proto/desk.ts): the pricing service writes them. */
-export async function ensureDeskStream(nc: NatsConnection, replicas = natsReplicas()): Promise<void> {
+export async function ensureDeskStream(nc: NatsConnection, replicas = 1): Promise<void> {
   await ensureStream(await jetstreamManager(nc), DESK_STREAM_CONFIG, replicas);
 }
 
