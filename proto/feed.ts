@@ -1,3 +1,4 @@
+import { at, fields, isMap, isStr, itemsProblem, NUM, shape, STR, STR_LIST, type Shape } from './shape.js';
 /**
  * The feed bridge's own state in NATS, readable by other processes: the
  * JetStream KV bucket FEED_BUCKET holds the last FeedStatus (key
@@ -84,3 +85,14 @@ export type FeedControlRequest =
 export type FeedControlReply =
   | { ok: true; done: string[]; problems: FeedProblem[] }
   | { ok: false; code: 'not_found' | 'invalid_parameter'; message: string };
+
+/** Why a stored or published feed problem cannot be shown or acted on. */
+export const feedProblemProblem = fields({ id: STR, kind: STR, feed: STR, detail: STR, count: NUM, since: NUM, ts: NUM, actions: STR_LIST });
+
+export const feedControlReplyShape: Shape<FeedControlReply> = shape('feed control reply', (r) => {
+  if (!isMap(r)) return 'not a map';
+  if (r.ok === false) return !isStr(r.code) ? 'code: not a string' : !isStr(r.message) ? 'message: not a string' : null;
+  if (r.ok !== true) return 'ok: not a boolean';
+  if (!STR_LIST.ok(r.done)) return `done: ${STR_LIST.what}`;
+  return at('problems', itemsProblem(r.problems, feedProblemProblem));
+});

@@ -14,6 +14,7 @@ import {
   FEED_STATUS_KEY,
   fillSessionId,
   sessionMarkerMsgId,
+  feedProblemProblem,
   type FeedControlReply,
   type FeedControlRequest,
   type FeedProblem,
@@ -420,7 +421,7 @@ async function loadProblems(kv: KV, log: Logger): Promise<FeedProblem[]> {
   if (!e || e.operation !== 'PUT' || e.value.length === 0) return [];
   try {
     const list = decode<FeedProblem[]>(e.value);
-    if (Array.isArray(list)) return list.filter((p) => typeof p?.id === 'string' && Array.isArray(p.actions));
+    if (Array.isArray(list)) return list.filter((p) => feedProblemProblem(p) === null);
   } catch (err) {
     log.warn({ err: String(err) }, 'saved feed problems unreadable: starting without them');
   }

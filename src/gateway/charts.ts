@@ -1,8 +1,8 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { decode } from '../../proto/codec.js';
+import { decodeAs } from '../../proto/codec.js';
 import type { FlatPositions, RulesResult, TickerOf } from '../../proto/engine.js';
-import type { NoticeBatch } from '../../proto/holdings.js';
-import { PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../proto/marketdata.js';
+import { noticeBatchShape, type NoticeBatch } from '../../proto/holdings.js';
+import { PRICE_SUBJECT_WILDCARD, etfPriceShape, type EtfPrice } from '../../proto/marketdata.js';
 import { NOTICES_SUBJECT_WILDCARD } from '../../proto/subjects.js';
 import { CHART_LIMITS, type ChartsBody, type Scorecard } from '../../proto/http.js';
 import type { Logger } from '../shared/log.js';
@@ -149,7 +149,7 @@ export class Charts {
         callback: (err, m) => {
           if (err) return;
           try {
-            const p = decode(m.data) as EtfPrice;
+            const p = decodeAs(m.data, etfPriceShape);
             if (p && typeof p.etf === 'string') this.prices.set(p.etf, p);
           } catch {
             // A bad payload is the pricing actor's to report; the chart keeps the last good one.
@@ -160,7 +160,7 @@ export class Charts {
         callback: (err, m) => {
           if (err) return;
           try {
-            this.onNotices(decode(m.data) as NoticeBatch);
+            this.onNotices(decodeAs(m.data, noticeBatchShape));
           } catch (e) {
             log.warn({ err: e instanceof Error ? e.message : e }, 'charts: unreadable notice batch');
           }

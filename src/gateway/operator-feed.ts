@@ -1,8 +1,8 @@
 import { errors, nuid, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { z } from 'zod';
-import { decode, encode } from '../../proto/codec.js';
-import { FEED_CONTROL_REPLY_PREFIX, FEED_CONTROL_SUBJECT, type FeedControlReply, type FeedControlRequest } from '../../proto/feed.js';
-import { FEED_ALERT_SUBJECT, type FeedAlert } from '../../proto/marketdata.js';
+import { decodeAs, encode, MalformedMessage } from '../../proto/codec.js';
+import { FEED_CONTROL_REPLY_PREFIX, FEED_CONTROL_SUBJECT, feedControlReplyShape, type FeedControlReply, type FeedControlRequest } from '../../proto/feed.js';
+import { FEED_ALERT_SUBJECT, feedAlertShape, type FeedAlert } from '../../proto/marketdata.js';
 import { OPERATOR_ALERTS_KEPT, OPERATOR_ROUTES } from '../../proto/operator.js';
 import type { Exchange } from './http.js';
 import { invalidParameter, type OperatorContext, type OperatorRoutes } from './operator-routes.js';
@@ -20,7 +20,7 @@ export function feedAlerts(nc: NatsConnection): { list: FeedAlert[]; close(): vo
     callback: (err, msg) => {
       if (err) return;
       try {
-        const a = decode<FeedAlert>(msg.data);
+        const a = decodeAs(msg.data, feedAlertShape);
         if (typeof a?.kind !== 'string') return;
         list.unshift(a);
         if (list.length > OPERATOR_ALERTS_KEPT) list.pop();
@@ -37,11 +37,16 @@ async function feedControl(ctx: OperatorContext, ex: Exchange, req: FeedControlR
   let reply: FeedControlReply;
   try {
     const m = await ctx.deps.nc.request(FEED_CONTROL_SUBJECT, encode(req), { timeout: 3000, noMux: true, reply: `${FEED_CONTROL_REPLY_PREFIX}${nuid.next()}` });
-    reply = decode<FeedControlReply>(m.data);
+    reply = decodeAs(m.data, feedControlReplyShape);
   } catch (err) {
     // No responders or a timeout: the bridge is down or busy; nothing was decided.
     if (err instanceof errors.NoRespondersError || err instanceof errors.TimeoutError || err instanceof errors.RequestError) {
       return ex.json(503, { error: { code: 'feed_unavailable', message: 'the feed bridge did not answer: nothing was decided' } });
+    }
+    // Something answered, but not as the bridge does: whether anything was decided, the bridge's problems (overview) show.
+    if (err instanceof MalformedMessage) {
+      ctx.log.warn({ op: req.op, problem: err.problem }, 'feed control answer not of its shape');
+      return ex.json(503, { error: { code: 'feed_unavailable', message: `the feed bridge's answer could not be read (${err.problem}): see the feed's problems for what stands` } });
     }
     throw err;
   }

@@ -2,7 +2,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { QueuedIterator } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { decode } from '../../proto/codec.js';
+import { decodeAs } from '../../proto/codec.js';
+import type { Shape } from '../../proto/shape.js';
 import type { Logger } from './log.js';
 import { isTransientJsError } from './js-retry.js';
 import { describeError, isStreamNotFound } from './js-errors.js';
@@ -13,7 +14,8 @@ const STALL_MS = 3000;
 
 /**
  * Follows a KV bucket of published state: its current values, then every
- * change, decoded; `null` for a deleted key. While the bucket is not there
+ * change, decoded and checked (`entryShape`: an entry not of it is logged
+ * and skipped); `null` for a deleted key. While the bucket is not there
  * yet (its writer has not started) or the connection drops, it tries again.
  *
  * On a cluster the watch's consumer lives on one node; when that node dies
@@ -29,7 +31,7 @@ export interface WatchOptions {
   open?: (kv: KV) => Promise<QueuedIterator<KvWatchEntry>>;
 }
 
-export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, onEntry: (key: string, value: T | null) => void, opts: WatchOptions = {}): { close(): void } {
+export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, entryShape: Shape<T>, onEntry: (key: string, value: T | null) => void, opts: WatchOptions = {}): { close(): void } {
   const open = opts.open ?? ((kv: KV) => kv.watch());
   let generation = 0;
   let stop: (() => void) | null = null;
@@ -58,7 +60,7 @@ export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, 
         let value: T | null = null;
         if (e.operation === 'PUT') {
           try {
-            value = decode<T>(e.value);
+            value = decodeAs(e.value, entryShape);
           } catch (err) {
             log.warn({ bucket, key: e.key, err: describeError(err) }, 'unreadable entry in bucket');
             continue;
