@@ -1,6 +1,6 @@
 import { namedPositions, type ConversionOp, type EngineError, type FlatPositions, type Position, type EngineRefusal, type TickerOf } from './engine.js';
 import { refusalWords } from './messages.js';
-import { fields, INT, INT_LIST, isMap, isStr, NUM, oneOf, optional, STR, STR_OR_NULL, type Check } from './shape.js';
+import { fields, INT, INT_LIST, isInt, isIntList, isMap, isNum, isStr, NUM, oneOf, optional, STR, STR_OR_NULL, type Check } from './shape.js';
 
 /**
  * Outcome of every create/redeem the engine decided, accepted or rejected,
@@ -40,8 +40,7 @@ export function namedOutcome(n: OutcomeNotice, tickerOf: TickerOf): RequestOutco
 
 const REFUSAL: Check = { ok: (v) => isMap(v) && isStr(v.code), what: 'not a refusal' };
 
-/** Why an outcome in a NoticeBatch cannot be shown. */
-export const outcomeNoticeProblem = fields({
+const outcomeFields = fields({
   request_id: STR,
   client_id: INT,
   op: STR,
@@ -52,3 +51,18 @@ export const outcomeNoticeProblem = fields({
   deltas: optional(INT_LIST),
   ts: NUM,
 });
+
+/** Why an outcome in a NoticeBatch cannot be shown. */
+export const outcomeNoticeProblem = (n: unknown): string | null =>
+  isMap(n) &&
+  isStr(n.request_id) &&
+  isInt(n.client_id) &&
+  isStr(n.op) &&
+  (n.etf === null || isStr(n.etf)) &&
+  isNum(n.amount) &&
+  (n.status === 'accepted' || n.status === 'rejected') &&
+  (n.error === undefined || REFUSAL.ok(n.error)) &&
+  (n.deltas === undefined || isIntList(n.deltas)) &&
+  isNum(n.ts)
+    ? null
+    : outcomeFields(n);

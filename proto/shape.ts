@@ -27,7 +27,11 @@ export const isNum = (v: unknown): v is number => typeof v === 'number' && Numbe
 export const isStr = (v: unknown): v is string => typeof v === 'string';
 export const isNumOrNull = (v: unknown): v is number | null => v === null || isNum(v);
 export const isStrOrNull = (v: unknown): v is string | null => v === null || typeof v === 'string';
-export const isIntList = (v: unknown): v is number[] => Array.isArray(v) && v.every(isInt);
+export function isIntList(v: unknown): v is number[] {
+  if (!Array.isArray(v)) return false;
+  for (let i = 0; i < v.length; i++) if (!Number.isSafeInteger(v[i])) return false;
+  return true;
+}
 
 /** One field's check, and what a bad value is said not to be. */
 export interface Check {
@@ -46,7 +50,12 @@ export const MAP: Check = { ok: isMap, what: 'not a map' };
 export const optional = (c: Check): Check => ({ ok: (v) => v === undefined || c.ok(v), what: c.what });
 export const oneOf = (...values: readonly unknown[]): Check => ({ ok: (v) => values.includes(v), what: `not ${values.join(' or ')}` });
 
-/** A map's fields, each by its check, in the order given: the first bad one is the problem. */
+/**
+ * A map's fields, each by its check, in the order given: the first bad one is
+ * the problem. Reading fields by a name held in a variable is slow in V8
+ * (~20 ns each): a check on a hot path tests the fields by their names in a
+ * plain expression first and asks this one only for the problem.
+ */
 export function fields(spec: Record<string, Check>): Problem {
   const list = Object.entries(spec);
   return (v) => {
