@@ -4,9 +4,14 @@ import { Kvm } from '@nats-io/kv';
 import { decode, encode, encodeRecords } from '../proto/codec.js';
 import { ENGINE_COMMAND_SUBJECT, replySubject } from '../proto/subjects.js';
 import { FEED_CONTROL_SUBJECT } from '../proto/feed.js';
-import { FEED_STATUS_SUBJECT, PRICE_BUCKET, priceSubject, type EtfPrice, type FeedCounters } from '../proto/marketdata.js';
+import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, priceSubject, type EtfPrice, type FeedCounters } from '../proto/marketdata.js';
 import type { ReplyBatch } from '../proto/engine.js';
-import { MULTI_BASKETS, until, useSystem } from './helpers/system.js';
+import { jetstream } from '@nats-io/jetstream';
+import { shardNames } from '../proto/shards.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { SnapshotUnusable } from '../src/engine/snapshot.js';
+import { SnapshotStore } from '../src/engine/snapshot-store.js';
+import { MULTI_BASKETS, until, useSystem, useTestNats } from './helpers/system.js';
 
 /**
  * Every process checks the shape of what it decodes from NATS (proto/shape.ts
@@ -112,6 +117,14 @@ describe('gateway: published state', () => {
     expect(etfs.find((e) => e.name === 'UNDY')?.price).toBeNull();
   });
 
+  it('keeps no feed alert not of its shape for the operator', async () => {
+    await publishToGateway(sys.nc, FEED_ALERT_SUBJECT, encode({ kind: 'gap' }));
+    await publishToGateway(sys.nc, FEED_ALERT_SUBJECT, encode({ kind: 'gap', feed: 'clearing', detail: 'seq 3 after 1', expected: 2, received: 3, ts: Date.now() }));
+    const r = await sys.http.send('GET', '/operator/api/alerts', { basic: ['boss', 'boss-password'] });
+    expect(r.status).toBe(200);
+    expect(r.body.alerts).toEqual([expect.objectContaining({ kind: 'gap', detail: 'seq 3 after 1' })]);
+  });
+
   it("answers the operator 503 when the feed bridge's answer is not a feed control reply", async () => {
     const bridge = sys.nc.subscribe(FEED_CONTROL_SUBJECT, { callback: (_, m) => void m.respond(encode({ ok: true })) });
     try {
@@ -122,5 +135,18 @@ describe('gateway: published state', () => {
     } finally {
       bridge.unsubscribe();
     }
+  });
+});
+
+describe('engine: snapshot manifest', () => {
+  const bus = useTestNats();
+
+  it('calls a snapshot whose manifest cannot be read unusable (the journal rebuilds), rather than failing the start', async () => {
+    const names = shardNames(0, 1);
+    const store = await SnapshotStore.open(bus.nc, undefined, names);
+    await jetstream(bus.nc).publish(names.snapshotManifest, new Uint8Array([0xc1]));
+    await expect(store.load(loadBaskets(undefined))).rejects.toBeInstanceOf(SnapshotUnusable);
+    await jetstream(bus.nc).publish(names.snapshotManifest, encode({ firstSeq: 1, lastSeq: '2', bytes: 10, sha256: '', journalSeq: 1, takenAt: 0 }));
+    await expect(store.load(loadBaskets(undefined))).rejects.toThrow(/manifest cannot be read.*lastSeq/);
   });
 });
