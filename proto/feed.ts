@@ -31,6 +31,15 @@ export interface ClearingSessionRecord {
   md_ts?: string;
 }
 
+/** Why a stored clearing session record cannot be used (the bridge stops on one: fill msg ids depend on it). */
+export function clearingSessionProblem(r: unknown): string | null {
+  if (!isMap(r)) return 'not a map';
+  if (!Number.isInteger(r.session) || (r.session as number) < 1) return 'session: not a positive integer';
+  if (!Number.isInteger(r.last_seq)) return 'last_seq: not an integer';
+  if (!isStr(r.name)) return 'name: not a string';
+  return r.md_seq !== undefined && !Number.isInteger(r.md_seq) ? 'md_seq: not an integer' : null;
+}
+
 /** The session string inside fill msg ids. */
 export const fillSessionId = (session: number): string => String(session);
 /** JetStream msg id of a SessionMarker (proto/fill.ts). */
