@@ -2,9 +2,10 @@
  * Checks of decoded NATS messages against their wire types. A message on the
  * bus may come from any process with the permission to publish it (or from
  * an older or newer version), so every process checks what it decodes before
- * using it. Checks are hand-written: the engine's command batches and the
- * gateway's answer batches run at ~100k/s, where a schema library's cost
- * would show; a check says what is wrong first, for the log line.
+ * using it. Checks are hand-written rather than zod schemas: the engine's
+ * command batches, the gateway's answer batches and the notices run at the
+ * system's full rate, where a schema library's cost would show (the HTTP
+ * edge keeps zod). A check says what is wrong first, for the log line.
  */
 
 /** The first thing wrong with a value as a message of its kind (`field: what it should be`), or null when it is one. */
@@ -25,7 +26,7 @@ export const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 
 export const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
 export const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 export const isStr = (v: unknown): v is string => typeof v === 'string';
-export const isNumOrNull = (v: unknown): v is number | null => v === null || isNum(v);
+const isNumOrNull = (v: unknown): v is number | null => v === null || isNum(v);
 export const isStrOrNull = (v: unknown): v is string | null => v === null || typeof v === 'string';
 export function isIntList(v: unknown): v is number[] {
   if (!Array.isArray(v)) return false;
@@ -46,15 +47,14 @@ export const NUM_OR_NULL: Check = { ok: isNumOrNull, what: 'not a number or null
 export const STR_OR_NULL: Check = { ok: isStrOrNull, what: 'not a string or null' };
 export const INT_LIST: Check = { ok: isIntList, what: 'not a list of integers' };
 export const STR_LIST: Check = { ok: (v) => Array.isArray(v) && v.every(isStr), what: 'not a list of strings' };
-export const MAP: Check = { ok: isMap, what: 'not a map' };
 export const optional = (c: Check): Check => ({ ok: (v) => v === undefined || c.ok(v), what: c.what });
 export const oneOf = (...values: readonly unknown[]): Check => ({ ok: (v) => values.includes(v), what: `not ${values.join(' or ')}` });
 
 /**
  * A map's fields, each by its check, in the order given: the first bad one is
- * the problem. Reading fields by a name held in a variable is slow in V8
- * (~20 ns each): a check on a hot path tests the fields by their names in a
- * plain expression first and asks this one only for the problem.
+ * the problem. Reading fields by a name held in a variable is a slow lookup
+ * in V8: a check on a hot path tests the fields by their names in a plain
+ * expression first and asks this one only for the problem.
  */
 export function fields(spec: Record<string, Check>): Problem {
   const list = Object.entries(spec);
