@@ -1,4 +1,5 @@
-import type { ConversionRules } from './rules.js';
+import { conversionRulesSchema, type ConversionRules } from './rules.js';
+import { at, fields, INT, isInt, isMap, isNum, isStr, isStrOrNull, itemsProblem, NUM, shape, STR, type Shape } from './shape.js';
 import type { AuditEntry } from './audit.js';
 
 /**
@@ -69,6 +70,66 @@ export interface CommandBatch {
   v: number;
   cmds: CommandEnvelope[];
 }
+
+const CLIENT_ID = 'clientId: not an integer';
+const BY = 'by: not a string';
+const ETF_OR_NULL = 'etf: not a string or null';
+
+/**
+ * Why a command is not an EngineCommand of its kind, or null. Its fields of
+ * their types only: the engine judges their values (ranges, units, names),
+ * and a command of no known kind passes here for the core to refuse as it
+ * refuses any unknown op. A switch, not a table: this runs per command.
+ */
+export function commandProblem(c: unknown): string | null {
+  if (!isMap(c)) return 'not a map';
+  switch (c.op) {
+    case 'create':
+    case 'redeem':
+      if (!isInt(c.clientId)) return CLIENT_ID;
+      if (c.etf !== null && typeof c.etf !== 'string') return ETF_OR_NULL;
+      // Any number: a fraction or one out of range is the core's invalid_amount, as from the HTTP edge.
+      if (typeof c.amount !== 'number') return 'amount: not a number';
+      if (c.key !== undefined && typeof c.key !== 'string') return 'key: not a string';
+      return c.dryRun !== undefined && typeof c.dryRun !== 'boolean' ? 'dryRun: not a boolean' : null;
+    case 'holdings':
+      return isInt(c.clientId) ? null : CLIENT_ID;
+    case 'register':
+      return !isStr(c.username) ? 'username: not a string' : !isStr(c.passwordHash) ? 'passwordHash: not a string' : null;
+    case 'credentials':
+      return isStr(c.username) ? null : 'username: not a string';
+    case 'request':
+      return !isInt(c.clientId) ? CLIENT_ID : !isStr(c.id) ? 'id: not a string' : null;
+    case 'history':
+      if (!isInt(c.clientId)) return CLIENT_ID;
+      if (c.limit !== undefined && !isNum(c.limit)) return 'limit: not a number';
+      return c.before !== undefined && !isStr(c.before) ? 'before: not a string' : null;
+    case 'halt':
+      return !isStrOrNull(c.etf) ? ETF_OR_NULL : !isStr(c.reason) ? 'reason: not a string' : !isStr(c.by) ? BY : null;
+    case 'resume':
+      return !isStrOrNull(c.etf) ? ETF_OR_NULL : !isStr(c.by) ? BY : null;
+    case 'set_basket':
+      return !isStr(c.etf) ? 'etf: not a string' : !isMap(c.components) ? 'components: not a map' : !isNum(c.from) ? 'from: not a number' : !isStr(c.by) ? BY : null;
+    case 'set_rules':
+      // Cold (an operator's write): the gateway's own schema, checked again where the rules take effect.
+      return !conversionRulesSchema.safeParse(c.rules).success ? 'rules: not conversion rules (proto/rules.ts)' : !isStr(c.by) ? BY : null;
+    default:
+      return isStr(c.op) ? null : 'op: not a string';
+  }
+}
+
+const envelopeProblem = (e: unknown): string | null => (!isMap(e) ? 'not a map' : !isInt(e.id) ? 'id: not an integer' : null);
+
+/**
+ * A command batch as far as every version shares it: `v`, and envelopes
+ * whose ids an answer can name. Each command is checked on its own
+ * (commandProblem), so one bad command is refused and the rest decided.
+ */
+export const commandBatchShape: Shape<CommandBatch> = shape('command batch', (b) => {
+  if (!isMap(b)) return 'not a map';
+  if (!isNum(b.v)) return 'v: not a number';
+  return at('cmds', itemsProblem(b.cmds, envelopeProblem));
+});
 
 /** Why the engine refused a command. The gateway maps codes to HTTP statuses (proto/http.ts). */
 export type EngineErrorCode = Rejection['code'];
@@ -316,3 +377,22 @@ export interface EngineFault {
   /** Wall-clock ms. */
   ts: number;
 }
+
+/** Why one answer of a ReplyBatch cannot be used: without its id it answers nobody, and a result or a refusal must be there. */
+export function engineReplyProblem(r: unknown): string | null {
+  if (!isMap(r)) return 'not a map';
+  if (!isInt(r.id)) return 'id: not an integer';
+  if (r.ok === true) return r.result === undefined ? 'result: missing' : null;
+  if (r.ok !== false) return 'ok: not a boolean';
+  return !isMap(r.error) ? 'error: not a map' : !isStr(r.error.code) ? 'error.code: not a string' : null;
+}
+
+/**
+ * An answer batch's envelope: the gateway checks each answer on its own
+ * (engineReplyProblem), so one bad answer fails only its own request.
+ */
+export const replyBatchShape: Shape<ReplyBatch> = shape('reply batch', (b) =>
+  !isMap(b) ? 'not a map' : !isNum(b.v) ? 'v: not a number' : !Array.isArray(b.replies) ? 'replies: not a list' : null,
+);
+
+export const engineFaultShape: Shape<EngineFault> = shape('engine fault', fields({ shard: INT, what: STR, cause: STR, ts: NUM }));

@@ -1,3 +1,4 @@
+import { at, fields, isMap, isStr, itemsProblem, NUM, shape, STR, STR_LIST, type Shape } from './shape.js';
 /**
  * The feed bridge's own state in NATS, readable by other processes: the
  * JetStream KV bucket FEED_BUCKET holds the last FeedStatus (key
@@ -28,6 +29,15 @@ export interface ClearingSessionRecord {
    */
   md_seq?: number;
   md_ts?: string;
+}
+
+/** Why a stored clearing session record cannot be used (the bridge stops on one: fill msg ids depend on it). */
+export function clearingSessionProblem(r: unknown): string | null {
+  if (!isMap(r)) return 'not a map';
+  if (!Number.isInteger(r.session) || (r.session as number) < 1) return 'session: not a positive integer';
+  if (!Number.isInteger(r.last_seq)) return 'last_seq: not an integer';
+  if (!isStr(r.name)) return 'name: not a string';
+  return r.md_seq !== undefined && !Number.isInteger(r.md_seq) ? 'md_seq: not an integer' : null;
 }
 
 /** The session string inside fill msg ids. */
@@ -84,3 +94,14 @@ export type FeedControlRequest =
 export type FeedControlReply =
   | { ok: true; done: string[]; problems: FeedProblem[] }
   | { ok: false; code: 'not_found' | 'invalid_parameter'; message: string };
+
+/** Why a stored or published feed problem cannot be shown or acted on. */
+export const feedProblemProblem = fields({ id: STR, kind: STR, feed: STR, detail: STR, count: NUM, since: NUM, ts: NUM, actions: STR_LIST });
+
+export const feedControlReplyShape: Shape<FeedControlReply> = shape('feed control reply', (r) => {
+  if (!isMap(r)) return 'not a map';
+  if (r.ok === false) return !isStr(r.code) ? 'code: not a string' : !isStr(r.message) ? 'message: not a string' : null;
+  if (r.ok !== true) return 'ok: not a boolean';
+  if (!STR_LIST.ok(r.done)) return `done: ${STR_LIST.what}`;
+  return at('problems', itemsProblem(r.problems, feedProblemProblem));
+});

@@ -1,5 +1,6 @@
 import { namedPositions, type FlatPositions, type Position, type TickerOf } from './engine.js';
-import type { OutcomeNotice } from './requests.js';
+import { outcomeNoticeProblem, type OutcomeNotice } from './requests.js';
+import { at, fields, INT, INT_LIST, isInt, isIntList, isMap, isNum, isStr, itemsProblem, NUM, optional, shape, STR, type Shape } from './shape.js';
 
 /**
  * A holdings change, published by the engine once it is durable: a fill as
@@ -55,4 +56,16 @@ export const namedChange = (n: HoldingsNotice, tickerOf: TickerOf): HoldingsChan
   v: 1,
   deltas: namedPositions(n.deltas, tickerOf),
   positions: namedPositions(n.positions, tickerOf),
+});
+
+/** Why a change in a NoticeBatch cannot be shown: a feed follows seq, and shows positions and deltas. */
+const noticeFields = fields({ client_id: INT, seq: INT, cause: STR, deltas: INT_LIST, positions: INT_LIST, cash: optional(NUM), ts: NUM });
+export const holdingsNoticeProblem = (n: unknown): string | null =>
+  isMap(n) && isInt(n.client_id) && isInt(n.seq) && isStr(n.cause) && isIntList(n.deltas) && isIntList(n.positions) && (n.cash === undefined || isNum(n.cash)) && isNum(n.ts) ? null : noticeFields(n);
+
+/** A whole batch is checked before any of it is delivered: a WebSocket client never gets half of a forged one. */
+export const noticeBatchShape: Shape<NoticeBatch> = shape('notice batch', (b) => {
+  if (!isMap(b)) return 'not a map';
+  if (b.v !== NOTICE_BATCH_VERSION) return `v: not ${NOTICE_BATCH_VERSION}`;
+  return at('changes', itemsProblem(b.changes, holdingsNoticeProblem)) ?? at('outcomes', itemsProblem(b.outcomes, outcomeNoticeProblem));
 });

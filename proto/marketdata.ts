@@ -1,4 +1,5 @@
-import type { FeedProblem } from './feed.js';
+import { feedProblemProblem, type FeedProblem } from './feed.js';
+import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, shape, STR, type Shape } from './shape.js';
 /**
  * Market data and prices on NATS (msgpack via proto/codec.ts).
  *
@@ -143,3 +144,60 @@ export interface FeedCounters {
   /** Claimed exchange restarts disproved by the old session's own traffic. */
   rejected_restarts?: number;
 }
+
+const isCount = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+const isPrice = (v: unknown): boolean => v === null || (Number.isSafeInteger(v) && Math.abs(v as number) <= 0x7fffffff);
+
+/** Why a decoded payload is not a Bbo, or null when it is one. */
+export function bboProblem(v: unknown): string | null {
+  if (typeof v !== 'object' || v === null) return 'not a map';
+  const b = v as Record<string, unknown>;
+  if (!isCount(b.symbol) || (b.symbol as number) > 0xffffffff) return 'symbol is not a u32';
+  if (!isPrice(b.bid)) return 'bid is not an i32 or null';
+  if (!isPrice(b.ask)) return 'ask is not an i32 or null';
+  if (!isCount(b.bid_qty) || !isCount(b.ask_qty)) return 'bid_qty/ask_qty are not counts';
+  return null;
+}
+
+export const bboShape: Shape<Bbo> = shape('bbo', bboProblem);
+
+export const etfPriceShape: Shape<EtfPrice> = shape(
+  'etf price',
+  fields({
+    etf: STR,
+    symbol: INT,
+    nav: NUM_OR_NULL,
+    create_cost: NUM_OR_NULL,
+    redeem_proceeds: NUM_OR_NULL,
+    etf_bid: NUM_OR_NULL,
+    etf_ask: NUM_OR_NULL,
+    premium: NUM_OR_NULL,
+    create_edge: NUM_OR_NULL,
+    redeem_edge: NUM_OR_NULL,
+    ts: NUM,
+  }),
+);
+
+const componentProblem = fields({ symbol: INT, ticker: STR, weight: NUM });
+const basketVersionFields = fields({ version: INT, from: NUM });
+const basketVersionProblem = (v: unknown): string | null => basketVersionFields(v) ?? at('components', itemsProblem((v as { components: unknown }).components, componentProblem));
+
+export const basketVersionsShape: Shape<BasketVersions> = shape('basket versions', (b) =>
+  !isMap(b) ? 'not a map' : !isStr(b.etf) ? 'etf: not a string' : at('versions', itemsProblem(b.versions, basketVersionProblem)),
+);
+
+export const feedAlertShape: Shape<FeedAlert> = shape('feed alert', fields({ kind: STR, feed: STR, detail: STR, ts: NUM }));
+
+const countersProblem = fields({ datagrams: NUM, messages: NUM, gaps: NUM, missed_messages: NUM, bad_datagrams: NUM, restarts: NUM, last_seq: NUM });
+
+/** What /health and the operator page show of the bridge: its counters and its standing problems. */
+export const feedStatusShape: Shape<FeedStatus> = shape('feed status', (s) => {
+  if (!isMap(s)) return 'not a map';
+  const p = at('clearing', countersProblem(s.clearing)) ?? at('market_data', countersProblem(s.market_data));
+  if (p !== null) return p;
+  if (s.problems !== undefined) {
+    const bad = at('problems', itemsProblem(s.problems, feedProblemProblem));
+    if (bad !== null) return bad;
+  }
+  return !isNum(s.ts) ? 'ts: not a number' : null;
+});

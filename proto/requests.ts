@@ -1,5 +1,6 @@
 import { namedPositions, type ConversionOp, type EngineError, type FlatPositions, type Position, type EngineRefusal, type TickerOf } from './engine.js';
 import { refusalWords } from './messages.js';
+import { fields, INT, INT_LIST, isInt, isIntList, isMap, isNum, isStr, NUM, oneOf, optional, STR, STR_OR_NULL, type Check } from './shape.js';
 
 /**
  * Outcome of every create/redeem the engine decided, accepted or rejected,
@@ -36,3 +37,32 @@ export function namedOutcome(n: OutcomeNotice, tickerOf: TickerOf): RequestOutco
   return { ...rest, ...(error ? { error: refusalWords(error, tickerOf) } : {}), v: 1, ...(deltas ? { deltas: namedPositions(deltas, tickerOf) } : {}) };
 }
 
+
+const REFUSAL: Check = { ok: (v) => isMap(v) && isStr(v.code), what: 'not a refusal' };
+
+const outcomeFields = fields({
+  request_id: STR,
+  client_id: INT,
+  op: STR,
+  etf: STR_OR_NULL,
+  amount: NUM,
+  status: oneOf('accepted', 'rejected'),
+  error: optional(REFUSAL),
+  deltas: optional(INT_LIST),
+  ts: NUM,
+});
+
+/** Why an outcome in a NoticeBatch cannot be shown. */
+export const outcomeNoticeProblem = (n: unknown): string | null =>
+  isMap(n) &&
+  isStr(n.request_id) &&
+  isInt(n.client_id) &&
+  isStr(n.op) &&
+  (n.etf === null || isStr(n.etf)) &&
+  isNum(n.amount) &&
+  (n.status === 'accepted' || n.status === 'rejected') &&
+  (n.error === undefined || REFUSAL.ok(n.error)) &&
+  (n.deltas === undefined || isIntList(n.deltas)) &&
+  isNum(n.ts)
+    ? null
+    : outcomeFields(n);

@@ -1,3 +1,4 @@
+import { fields, INT, shape, STR, type Shape } from './shape.js';
 import { DESK_STREAM, DESK_SUBJECT_WILDCARD, FILL_STREAM, FILL_SUBJECT_WILDCARD, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT } from './subjects.js';
 
 /**
@@ -45,6 +46,11 @@ export interface SnapshotManifest {
   journalSeq: number;
   takenAt: number;
 }
+
+export const snapshotManifestShape: Shape<SnapshotManifest> = shape(
+  'snapshot manifest',
+  fields({ firstSeq: INT, lastSeq: INT, bytes: INT, sha256: STR, journalSeq: INT, takenAt: INT }),
+);
 
 export const SNAPSHOT_STREAM_CONFIG = {
   name: SNAPSHOT_STREAM,

@@ -109,6 +109,32 @@ describe('engine client: answers it cannot read', () => {
   });
 });
 
+describe('engine client: one malformed answer in a batch', () => {
+  const bus = useTestNats();
+
+  it('fails only the request whose answer is malformed (its id readable, its result missing), as unreadable; the others get theirs', async () => {
+    const sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
+      callback: (_, m) => {
+        const b = decode<CommandBatch>(m.data);
+        const replies = b.cmds.map((c, i) => (i === 0 ? { id: c.id, ok: true } : { id: c.id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } }));
+        m.respond(encode({ v: ENGINE_PROTOCOL_VERSION, replies }));
+      },
+    });
+    await bus.nc.flush();
+    const client = new EngineClient(bus.nc, 600_000);
+    try {
+      const [bad, good] = await Promise.all([client.call({ op: 'ping' }), client.call({ op: 'ping' })]);
+      expect(bad.ok).toBe(false);
+      if (!bad.ok) expect(bad.error).toMatchObject({ code: 'engine_unavailable', message: expect.stringMatching(/could not be read/) });
+      expect(good.ok).toBe(true);
+      expect(client.unreadable).toEqual({ malformed_reply: 1 });
+    } finally {
+      client.close();
+      sub.unsubscribe();
+    }
+  });
+});
+
 /**
  * No engine subscribed (restarting, or its subscription not yet known to the
  * NATS node the gateway uses: a cluster learns interest over its routes): the

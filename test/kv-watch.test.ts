@@ -5,6 +5,10 @@ import { watchBucket, type WatchOptions } from '../src/shared/kv-watch.js';
 import { encode } from '../proto/codec.js';
 import { createLogger } from '../src/shared/log.js';
 import { quietLog, useTestNats } from './helpers/system.js';
+import { isMap, isNum, shape } from '../proto/shape.js';
+
+/** The entries these tests write ({n}); every watch checks what it decodes. */
+const counter = shape<{ n: number }>('counter', (v) => (isMap(v) && isNum(v.n) ? null : 'n: not a number'));
 
 /**
  * A bucket watch (GET /etfs, marks, pricing) must come back by itself when
@@ -19,6 +23,7 @@ function follow(bus: { nc: Parameters<typeof watchBucket>[0] }, bucket: string, 
     bus.nc,
     bucket,
     quietLog,
+    counter,
     (_key, v) => {
       if (!v) return;
       values.push(v.n);
@@ -126,7 +131,7 @@ describe('bucket watch', () => {
     const values: number[] = [];
     const waits = new Map<number, () => void>();
     const heard = (n: number) => new Promise<void>((r) => (values.includes(n) ? r() : waits.set(n, r)));
-    const watch = watchBucket<{ n: number }>(bus.nc, 'watch_throws', log, (key, v) => {
+    const watch = watchBucket<{ n: number }>(bus.nc, 'watch_throws', log, counter, (key, v) => {
       if (key === 'bad') throw new Error('handler bug');
       values.push(v!.n);
       waits.get(v!.n)?.();

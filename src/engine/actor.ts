@@ -1,7 +1,9 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
-import { encode, encodeRecords, decode } from '../../proto/codec.js';
+import { encode, encodeRecords, decodeAs } from '../../proto/codec.js';
 import {
   ENGINE_PROTOCOL_VERSION,
+  commandBatchShape,
+  commandProblem,
   type CommandBatch,
   type EngineCommand,
   type EngineReply,
@@ -13,6 +15,7 @@ import { MAX_BATCH_NOTICES, NOTICE_BATCH_VERSION, type HoldingsChange, type Hold
 import type { Fill } from '../../proto/fill.js';
 import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, REPLY_SUBJECT_PREFIX } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
+import { Unreadable } from '../shared/unreadable.js';
 import { decide, applyEvent, accountPositions, basketVersions, malformed, requestIdString, type CoreConfig, type Decision } from './core.js';
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
 import type { OutcomeNotice } from '../../proto/requests.js';
@@ -107,7 +110,12 @@ export class EngineActor {
     /** Writes the baskets bucket with acknowledgement and retries (src/shared/latest-kv.ts); without it, a plain publish. */
     private readonly basketStore?: { put(key: string, data: Uint8Array): void },
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.unreadable = new Unreadable(log, 'command from the bus');
+  }
+
+  /** Command batches and commands not of their wire shape (proto/engine.ts), per kind. */
+  readonly unreadable: Unreadable;
 
   /** Subscribes, and resolves once the server has the subscription: "ready" must mean a request sent now is heard. */
   async start(names: ShardNames = shardNames(0, 1)): Promise<void> {
@@ -142,10 +150,9 @@ export class EngineActor {
     }
     let batch: CommandBatch;
     try {
-      batch = decode<CommandBatch>(msg.data);
+      batch = decodeAs(msg.data, commandBatchShape);
     } catch (err) {
-      this.log.warn({ err }, 'undecodable command batch');
-      return;
+      return this.unreadable.caught(err, { subject: msg.subject });
     }
     if (batch?.v !== ENGINE_PROTOCOL_VERSION || !Array.isArray(batch.cmds)) {
       const error: Rejection = { code: 'unsupported_version', speaks: ENGINE_PROTOCOL_VERSION };
@@ -183,6 +190,11 @@ export class EngineActor {
 
   /** The core's decision; a command it cannot read (fields not of their types) is refused, never the engine's end. */
   private decide(cmd: EngineCommand, now: number): Decision {
+    const problem = commandProblem(cmd);
+    if (problem !== null) {
+      this.unreadable.note('command', { op: (cmd as { op?: unknown })?.op, problem });
+      return malformed();
+    }
     try {
       const d = decide(this.state, this.cfg, cmd, now);
       if (cmd.op === 'dump' && d.kind === 'read') {

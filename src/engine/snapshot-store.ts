@@ -1,8 +1,8 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { createHash } from 'node:crypto';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
-import { encode, decode } from '../../proto/codec.js';
-import { SNAPSHOT_CHUNK_BYTES, type SnapshotManifest } from '../../proto/streams.js';
+import { encode, decodeAs } from '../../proto/codec.js';
+import { SNAPSHOT_CHUNK_BYTES, snapshotManifestShape, type SnapshotManifest } from '../../proto/streams.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
 import { readStream } from '../shared/stream-reader.js';
 import { ensureSnapshotStream } from '../shared/streams.js';
@@ -53,7 +53,7 @@ export class SnapshotStore {
     // No manifest is null (nats.js answers "no message found" so); a timeout is not "no snapshot", and is thrown.
     const last = await this.jsm.streams.getMessage(this.names.snapshotStream, { last_by_subj: this.names.snapshotManifest });
     if (!last) return null;
-    const manifest = decode<SnapshotManifest>(last.data);
+    const manifest = readManifest(last.data);
     const { state } = await this.jsm.streams.info(this.names.snapshotStream);
     if (state.first_seq > manifest.firstSeq || state.last_seq < manifest.lastSeq) {
       throw new SnapshotUnusable(`its chunks (stream sequences ${manifest.firstSeq}-${manifest.lastSeq}) are no longer in ${this.names.snapshotStream} (first ${state.first_seq}, last ${state.last_seq})`);
@@ -147,4 +147,13 @@ export function* chunksOf(parts: readonly Uint8Array[], size: number): Generator
     }
   }
   if (pendingBytes > 0 || !yielded) yield pending.length === 0 ? new Uint8Array(0) : take();
+}
+
+/** A manifest that cannot be read makes the snapshot unusable, like a damaged chunk: the journal rebuilds the state. */
+function readManifest(data: Uint8Array): SnapshotManifest {
+  try {
+    return decodeAs(data, snapshotManifestShape);
+  } catch (err) {
+    throw new SnapshotUnusable(`its manifest cannot be read (${err instanceof Error ? err.message : String(err)})`);
+  }
 }

@@ -1,6 +1,6 @@
 import type { KV } from '@nats-io/kv';
 import { decode, encode } from '../../proto/codec.js';
-import { FEED_PROBLEMS_KEY, type FeedProblem } from '../../proto/feed.js';
+import { FEED_PROBLEMS_KEY, feedProblemProblem, type FeedProblem } from '../../proto/feed.js';
 import type { Logger } from '../shared/log.js';
 import { putQuiet } from './nats-out.js';
 import { ProblemBook } from './problems.js';
@@ -31,7 +31,7 @@ async function loadProblems(kv: KV, log: Logger): Promise<FeedProblem[]> {
   if (!e || e.operation !== 'PUT' || e.value.length === 0) return [];
   try {
     const list = decode<FeedProblem[]>(e.value);
-    if (Array.isArray(list)) return list.filter((p) => typeof p?.id === 'string' && Array.isArray(p.actions));
+    if (Array.isArray(list)) return list.filter((p) => feedProblemProblem(p) === null);
   } catch (err) {
     log.warn({ err: String(err) }, 'saved feed problems unreadable: starting without them');
   }

@@ -3,7 +3,7 @@ import { JetStreamApiCodes } from '@nats-io/jetstream';
 import { hasJsApiCode } from '../shared/js-errors.js';
 import { isTransientJsError } from '../shared/js-retry.js';
 import { decode, encode } from '../../proto/codec.js';
-import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../../proto/feed.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, clearingSessionProblem, type ClearingSessionRecord } from '../../proto/feed.js';
 
 const MAX_CAS_TRIES = 20;
 
@@ -15,7 +15,7 @@ function parseRecord(bytes: Uint8Array): ClearingSessionRecord {
   } catch {
     r = undefined;
   }
-  if (!r || !Number.isInteger(r.session) || (r.session as number) < 1 || !Number.isInteger(r.last_seq) || typeof r.name !== 'string' || (r.md_seq !== undefined && !Number.isInteger(r.md_seq))) {
+  if (!r || clearingSessionProblem(r) !== null) {
     throw new Error(`KV ${FEED_BUCKET}/${FEED_CLEARING_KEY} does not hold a clearing session record: delete the key only if no fill of the current session was published`);
   }
   return r as ClearingSessionRecord;

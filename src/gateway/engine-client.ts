@@ -1,7 +1,10 @@
 import { nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { encodeRecords, decode } from '../../proto/codec.js';
+import { encodeRecords, decode, decodeAs } from '../../proto/codec.js';
 import {
   ENGINE_PROTOCOL_VERSION,
+  engineFaultShape,
+  engineReplyProblem,
+  replyBatchShape,
   type EngineFault,
   type CommandBatch,
   type CommandEnvelope,
@@ -30,7 +33,7 @@ export interface EngineClientOptions {
 }
 
 /** Kinds of answer that cannot be used; each is logged the first time and counted. */
-type Unreadable = 'undecodable' | 'not_a_reply_batch' | 'reply_without_id' | 'subscription_error';
+type Unreadable = 'undecodable' | 'not_a_reply_batch' | 'reply_without_id' | 'malformed_reply' | 'subscription_error';
 
 /**
  * Operator writes every shard journals: a shard that did not answer (down,
@@ -142,8 +145,8 @@ export class EngineClient {
       callback: (err, msg) => {
         if (err) return this.report('subscription_error', { err: String(err) });
         try {
-          const f = decode<EngineFault>(msg.data);
-          if (Number.isInteger(f?.shard)) this.faults.set(f.shard, f);
+          const f = decodeAs(msg.data, engineFaultShape);
+          this.faults.set(f.shard, f);
         } catch (e) {
           this.report('undecodable', { subject: msg.subject, err: String(e) });
         }
@@ -162,7 +165,8 @@ export class EngineClient {
     } catch (err) {
       return this.unusable(msg, 'undecodable', String(err));
     }
-    if (!Array.isArray(batch?.replies)) return this.unusable(msg, 'not_a_reply_batch', `v ${String((batch as { v?: unknown })?.v)}`);
+    const bad = replyBatchShape.problem(batch);
+    if (bad !== null) return this.unusable(msg, 'not_a_reply_batch', bad);
     for (const r of batch.replies) {
       if (typeof r?.id !== 'number') {
         this.report('reply_without_id', { subject: msg.subject });
@@ -170,6 +174,15 @@ export class EngineClient {
       }
       const p = this.pending.get(r.id);
       if (!p) continue; // answered after its deadline: the caller already got a 503
+      const malformed = engineReplyProblem(r);
+      if (malformed !== null) {
+        // Its id is readable, the rest not: that caller learns its answer could not be read, not a wrong one.
+        this.report('malformed_reply', { subject: msg.subject, detail: malformed });
+        this.pending.delete(r.id);
+        this.answered(p);
+        p.resolve({ id: r.id, ok: false, error: unavailable('unreadable') });
+        continue;
+      }
       if (this.noEngineSince !== null) {
         this.log?.info({ after_ms: Date.now() - this.noEngineSince }, 'an engine is taking commands again');
         this.noEngineSince = null;

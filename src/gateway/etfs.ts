@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { BASKET_BUCKET, PRICE_BUCKET, type BasketVersions, type EtfPrice } from '../../proto/marketdata.js';
+import { BASKET_BUCKET, PRICE_BUCKET, basketVersionsShape, etfPriceShape, type BasketVersions, type EtfPrice } from '../../proto/marketdata.js';
 import type { EtfListing, EtfsBody } from '../../proto/http.js';
 import type { Config } from '../config/config.js';
 import { basketInForce, loadBaskets, type Basket } from '../config/baskets.js';
@@ -29,11 +29,11 @@ export function startEtfsRoute(cfg: Config, nc: NatsConnection, log: Logger): Et
   const baskets = [...loadBaskets(cfg.basketsFile || undefined).baskets.values()];
   const latest = new Map<string, EtfPrice>();
   const versions = new Map<string, BasketVersions['versions']>();
-  const prices = watchBucket<EtfPrice>(nc, PRICE_BUCKET, log, (key, p) => {
+  const prices = watchBucket(nc, PRICE_BUCKET, log, etfPriceShape, (key, p) => {
     if (p && typeof p === 'object' && p.etf === key) latest.set(key, p);
     else latest.delete(key);
   });
-  const changes = watchBucket<BasketVersions>(nc, BASKET_BUCKET, log, (key, v) => {
+  const changes = watchBucket(nc, BASKET_BUCKET, log, basketVersionsShape, (key, v) => {
     if (v?.etf === key && Array.isArray(v.versions)) versions.set(key, v.versions);
     else versions.delete(key);
   });

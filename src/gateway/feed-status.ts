@@ -1,6 +1,6 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { decode } from '../../proto/codec.js';
-import { FEED_STATUS_SUBJECT, type FeedStatus } from '../../proto/marketdata.js';
+import { decodeAs } from '../../proto/codec.js';
+import { FEED_STATUS_SUBJECT, feedStatusShape, type FeedStatus } from '../../proto/marketdata.js';
 import type { FeedProblem } from '../../proto/feed.js';
 
 /** The bridge publishes its status every second; older than this, the bridge is taken for down. */
@@ -18,7 +18,7 @@ export class FeedStatusView {
       callback: (err, msg) => {
         if (err) return;
         try {
-          const status = decode<FeedStatus>(msg.data);
+          const status = decodeAs(msg.data, feedStatusShape);
           // Only well-formed datagrams say the exchange is there: malformed ones (anyone can send those) must not turn /health back to ok.
           const good = (s?: FeedStatus) => (s ? s.market_data.datagrams - s.market_data.bad_datagrams : 0);
           if (good(status) > good(this.last?.status)) this.exchangeHeardAt = Date.now();

@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { BBO_BUCKET, type Bbo } from '../../proto/marketdata.js';
+import { BBO_BUCKET, bboShape, type Bbo } from '../../proto/marketdata.js';
 import type { PnlBody, StaleMark } from '../../proto/http.js';
 import type { Logger } from '../shared/log.js';
 import { watchBucket } from '../shared/kv-watch.js';
@@ -28,7 +28,7 @@ export class Marks {
   private readonly watch: { close(): void };
 
   constructor(nc: NatsConnection, log: Logger, private readonly now: () => number = Date.now) {
-    this.watch = watchBucket<Bbo>(nc, BBO_BUCKET, log, (key, b) => {
+    this.watch = watchBucket(nc, BBO_BUCKET, log, bboShape, (key, b) => {
       const symbol = Number(key);
       if (b && b.bid !== null && b.ask !== null) {
         this.marks.set(symbol, { mid: (b.bid + b.ask) / 2, at: this.now(), live: true });

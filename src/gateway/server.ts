@@ -11,16 +11,16 @@ import { checkHttpServer, createHttpServer, type HttpServerKind } from './transp
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
 import { FeedStatusView } from './feed-status.js';
-import { startEtfsRoute } from './etfs.js';
-import { createWebSocket } from './ws/index.js';
-import { createMetrics, routeLabel, METRICS_PATH } from './metrics.js';
+import { startEtfsRoute, type EtfsRoute } from './etfs.js';
+import { createWebSocket, type WsHandle } from './ws/index.js';
+import { createMetrics, routeLabel, METRICS_PATH, type GatewayMetrics } from './metrics.js';
 import { staticFiles } from './static.js';
 import { mountOperator } from './operator.js';
 import { Throttle } from './throttle.js';
 import * as compat from './compat.js';
 import { Marks } from './marks.js';
 import { openApiDocument } from './openapi.js';
-import { loadBaskets } from '../config/baskets.js';
+import { loadBaskets, type Instruments } from '../config/baskets.js';
 import { Charts } from './charts.js';
 
 export interface GatewayHandle {
@@ -36,7 +36,103 @@ export interface GatewayHandle {
 }
 
 type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void>;
+type ApiTable = Map<string, { method: string; handler: Handler }>;
 
+/** Whether the gateway's own NATS connection is up, for /health: followed from its status events. */
+function followNats(nc: NatsConnection, log: Logger): () => boolean {
+  let connected = true;
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') connected = false;
+      if (s.type === 'reconnect') connected = true;
+      if (s.type === 'disconnect' || s.type === 'reconnect') log.warn({ status: s.type }, 'nats connection');
+    }
+  })();
+  return () => connected;
+}
+
+/** What the public API routes need beyond the routes' own deps (proto/http.ts ROUTES). */
+interface ApiParts {
+  deps: routes.RouteDeps;
+  instruments: Instruments;
+  natsConnected: () => boolean;
+  feedStatus: FeedStatusView;
+  ws: () => WsHandle;
+  etfs: EtfsRoute;
+  charts: Charts;
+  apiDescription: Record<string, unknown>;
+}
+
+/** The public API: a path, the one method it takes, and its handler. */
+function apiTable(a: ApiParts): ApiTable {
+  const { deps, instruments } = a;
+  return new Map([
+    [ROUTES.register.path, { method: 'POST', handler: (ex, p) => routes.register(ex, deps, p) }],
+    [ROUTES.create.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'create') }],
+    [ROUTES.redeem.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'redeem') }],
+    [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
+    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, a.natsConnected(), a.feedStatus, a.ws()) }],
+    [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => a.etfs.handle(ex) }],
+    [ROUTES.history.path, { method: 'GET', handler: (ex, p) => routes.history(ex, deps, p) }],
+    [ROUTES.request.path, { method: 'GET', handler: (ex, p, info) => routes.request(ex, deps, p, info.path.slice(ROUTES.request.path.length - 1)) }],
+    [ROUTES.positions.path, { method: 'GET', handler: (ex, p, info) => compat.positions(ex, deps, instruments, p, info.path.slice(ROUTES.positions.path.length - 1)) }],
+    [ROUTES.symbols.path, { method: 'GET', handler: async (ex) => compat.symbols(ex, instruments) }],
+    [ROUTES.openapi.path, { method: 'GET', handler: async (ex) => ex.json(200, a.apiDescription) }],
+    [ROUTES.leaderboard.path, { method: 'GET', handler: (ex) => routes.leaderboard(ex, deps, instruments) }],
+    [ROUTES.charts.path, { method: 'GET', handler: async (ex, p) => a.charts.handle(ex, p) }],
+  ]);
+}
+
+/** A public API call: its parameters from the query and body, then its handler. */
+async function run(cfg: Config, ex: Exchange, info: RequestInfo, handler: Handler): Promise<void> {
+  let body: Buffer | null = null;
+  if (info.method === 'GET' || info.method === 'HEAD') ex.holdConnection();
+  else body = await ex.readBody(cfg.http.maxBodyBytes, info.contentLength);
+  if (ex.done || ex.aborted) return;
+  const params = gatherParams(info, body);
+  if (!params.ok) return ex.error(params.code, params.message);
+  await handler(ex, params.params, info);
+}
+
+interface DispatchParts {
+  cfg: Config;
+  log: Logger;
+  table: ApiTable;
+  throttle: Throttle;
+  metrics: GatewayMetrics;
+  pages: ReturnType<typeof staticFiles>;
+  operator: ReturnType<typeof mountOperator>;
+  allowedOrigins: ReadonlySet<string>;
+}
+
+/** Every request but WebSocket upgrades, whichever server runs: written once. */
+function dispatcher(d: DispatchParts): (info: RequestInfo, reply: Reply) => void {
+  const { log, metrics, allowedOrigins } = d;
+  return (info, reply) => {
+    const ex = new Exchange(reply, info.method);
+    ex.address = info.address;
+    if (STATE_CHANGING.has(info.method) && foreignOrigin(info, allowedOrigins)) {
+      metrics.track(ex, info.method, 'foreign_origin');
+      return ex.error('forbidden', `cross-origin ${info.method} refused: Origin ${info.origin} is not this gateway (HTTP_ALLOWED_ORIGINS lists others)`, { field: 'origin' });
+    }
+    if (info.path === METRICS_PATH) return guarded(ex, log, info.path, () => metrics.serve(ex, info.method));
+    if (d.pages.matches(info.path)) return guarded(ex, log, info.path, () => d.pages.serve(ex, info));
+    // Every API answer may carry an account's figures or take credentials: never stored by a browser or proxy.
+    ex.headers.push(['cache-control', 'no-store']);
+    if (info.path.startsWith(d.operator.prefix)) return d.operator.handle(ex, info);
+    const label = routeLabel(info.path, d.table.keys());
+    metrics.track(ex, info.method, label);
+    const busy = d.throttle.request(info.address);
+    if (busy) return routes.tooMany(ex, busy);
+    if (!decodablePath(info.path)) return ex.error('bad_request', 'the path has a malformed percent-escape');
+    const route = d.table.get(label);
+    if (!route) return ex.error('not_found', `no route ${info.path}`);
+    if (info.method !== route.method && !(ex.head && route.method === 'GET')) {
+      return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
+    }
+    guarded(ex, log, info.path, () => run(d.cfg, ex, info, route.handler));
+  };
+}
 
 export async function startGateway(cfg: Config, natsUrl: string, log: Logger): Promise<GatewayHandle> {
   await checkHttpServer(cfg.http.server ?? 'auto');
@@ -50,99 +146,26 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const instruments = loadBaskets(cfg.basketsFile || undefined);
   const charts = new Charts(nc, engine, log);
   const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf, scorecards: charts };
-  const apiDescription = openApiDocument(cfg.maxAmount);
   const feedStatus = new FeedStatusView(nc);
-  let natsConnected = true;
-  void (async () => {
-    for await (const s of nc.status()) {
-      if (s.type === 'disconnect') natsConnected = false;
-      if (s.type === 'reconnect') natsConnected = true;
-      if (s.type === 'disconnect' || s.type === 'reconnect') log.warn({ status: s.type }, 'nats connection');
-    }
-  })();
-
-  const table = new Map<string, { method: string; handler: Handler }>([
-    [ROUTES.register.path, { method: 'POST', handler: (ex, p) => routes.register(ex, deps, p) }],
-    [ROUTES.create.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'create') }],
-    [ROUTES.redeem.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'redeem') }],
-    [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
-    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, natsConnected, feedStatus, ws) }],
-    [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => etfs.handle(ex) }],
-    [ROUTES.history.path, { method: 'GET', handler: (ex, p) => routes.history(ex, deps, p) }],
-    [ROUTES.request.path, { method: 'GET', handler: (ex, p, info) => routes.request(ex, deps, p, info.path.slice(ROUTES.request.path.length - 1)) }],
-    [ROUTES.positions.path, { method: 'GET', handler: (ex, p, info) => compat.positions(ex, deps, instruments, p, info.path.slice(ROUTES.positions.path.length - 1)) }],
-    [ROUTES.symbols.path, { method: 'GET', handler: async (ex) => compat.symbols(ex, instruments) }],
-    [ROUTES.openapi.path, { method: 'GET', handler: async (ex) => ex.json(200, apiDescription) }],
-    [ROUTES.leaderboard.path, { method: 'GET', handler: (ex) => routes.leaderboard(ex, deps, instruments) }],
-    [ROUTES.charts.path, { method: 'GET', handler: async (ex, p) => charts.handle(ex, p) }],
-  ]);
-
-  const run = async (ex: Exchange, info: RequestInfo, handler: Handler) => {
-    let body: Buffer | null = null;
-    if (info.method === 'GET' || info.method === 'HEAD') ex.holdConnection();
-    else body = await ex.readBody(cfg.http.maxBodyBytes, info.contentLength);
-    if (ex.done || ex.aborted) return;
-    const params = gatherParams(info, body);
-    if (!params.ok) return ex.error(params.code, params.message);
-    await handler(ex, params.params, info);
-  };
-
   const allowedOrigins = new Set(cfg.http.allowedOrigins ?? []);
   // A page on another site may open a WebSocket too: the same Origin rule as for state-changing requests.
   const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, (info) => !foreignOrigin(info, allowedOrigins));
+  const table = apiTable({ deps, instruments, natsConnected: followNats(nc, log), feedStatus, ws: () => ws, etfs, charts, apiDescription: openApiDocument(cfg.maxAmount) });
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   const pages = staticFiles(metrics, log);
   const operator = mountOperator(cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks, throttle }, log);
+  const handler = dispatcher({ cfg, log, table, throttle, metrics, pages, operator, allowedOrigins });
 
-  /** Every request but WebSocket upgrades, whichever server runs: written once. */
-  const dispatch = (info: RequestInfo, reply: Reply) => {
-    const ex = new Exchange(reply, info.method);
-    ex.address = info.address;
-    if (STATE_CHANGING.has(info.method) && foreignOrigin(info, allowedOrigins)) {
-      metrics.track(ex, info.method, 'foreign_origin');
-      return ex.error('forbidden', `cross-origin ${info.method} refused: Origin ${info.origin} is not this gateway (HTTP_ALLOWED_ORIGINS lists others)`, { field: 'origin' });
-    }
-    if (info.path === METRICS_PATH) return guarded(ex, log, info.path, () => metrics.serve(ex, info.method));
-    if (pages.matches(info.path)) return guarded(ex, log, info.path, () => pages.serve(ex, info));
-    // Every API answer may carry an account's figures or take credentials: never stored by a browser or proxy.
-    ex.headers.push(['cache-control', 'no-store']);
-    if (info.path.startsWith(operator.prefix)) return operator.handle(ex, info);
-    const label = routeLabel(info.path, table.keys());
-    metrics.track(ex, info.method, label);
-    const busy = throttle.request(info.address);
-    if (busy) return routes.tooMany(ex, busy);
-    if (!decodablePath(info.path)) return ex.error('bad_request', 'the path has a malformed percent-escape');
-    const route = table.get(label);
-    if (!route) return ex.error('not_found', `no route ${info.path}`);
-    if (info.method !== route.method && !(ex.head && route.method === 'GET')) {
-      return ex.json(405, { error: { code: 'method_not_allowed', message: `${info.path} takes ${route.method}` } }, { allow: route.method });
-    }
-    guarded(ex, log, info.path, () => run(ex, info, route.handler));
-  };
-
-  const server = await createHttpServer(cfg.http.server ?? 'auto', { handler: dispatch, ws: ws.endpoint, log }, log);
+  const server = await createHttpServer(cfg.http.server ?? 'auto', { handler, ws: ws.endpoint, log }, log);
   const port = await server.listen(cfg.http.host, cfg.http.port);
   log.info({ host: cfg.http.host, port, server: server.kind }, 'gateway listening');
 
-  return {
-    port,
-    server: server.kind,
-    nc,
-    engine,
-    auth,
-    charts,
-    close: async () => {
-      // Answers in flight still go out; WebSocket clients get 1001 first.
-      ws.close();
-      await server.close();
-      operator.close();
-      throttle.close();
-      engine.close();
-      etfs.close();
-      charts.close();
-      marks.close();
-      feedStatus.close();
-      await nc.drain();
-    },
+  const close = async () => {
+    // Answers in flight still go out; WebSocket clients get 1001 first.
+    ws.close();
+    await server.close();
+    for (const part of [operator, throttle, engine, etfs, charts, marks, feedStatus]) part.close();
+    await nc.drain();
   };
+  return { port, server: server.kind, nc, engine, auth, charts, close };
 }

@@ -58,19 +58,8 @@ export function priceChanged(a: EtfPrice | undefined, b: EtfPrice): boolean {
   );
 }
 
-const isCount = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
-const isPrice = (v: unknown): boolean => v === null || (Number.isSafeInteger(v) && Math.abs(v as number) <= 0x7fffffff);
-
-/** Why a decoded payload is not a Bbo, or null when it is one. */
-export function bboProblem(v: unknown): string | null {
-  if (typeof v !== 'object' || v === null) return 'not a map';
-  const b = v as Record<string, unknown>;
-  if (!isCount(b.symbol) || (b.symbol as number) > 0xffffffff) return 'symbol is not a u32';
-  if (!isPrice(b.bid)) return 'bid is not an i32 or null';
-  if (!isPrice(b.ask)) return 'ask is not an i32 or null';
-  if (!isCount(b.bid_qty) || !isCount(b.ask_qty)) return 'bid_qty/ask_qty are not counts';
-  return null;
-}
+/** Moved beside the Bbo type (proto/marketdata.ts); exported here for those that import it from the pricing core. */
+export { bboProblem } from '../../proto/marketdata.js';
 
 /**
  * The books the pricing actor knows and which ETFs each symbol moves. Pure:

@@ -1,11 +1,11 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
-import { decode, encode } from '../../proto/codec.js';
+import { decodeAs, decodeIf, encode } from '../../proto/codec.js';
 import type { FlatPositions, TickerOf } from '../../proto/engine.js';
-import type { NoticeBatch } from '../../proto/holdings.js';
-import { PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../proto/marketdata.js';
+import { noticeBatchShape, type NoticeBatch } from '../../proto/holdings.js';
+import { etfPriceShape, PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../proto/marketdata.js';
 import { DESK_SAMPLE_PREFIX, DESK_STREAM, NOTICES_SUBJECT_WILDCARD, deskCardSubject, deskSampleSubject } from '../../proto/subjects.js';
-import { DESK_SAMPLE_VERSION, type DeskSample } from '../../proto/desk.js';
+import { DESK_SAMPLE_VERSION, deskSampleShape, type DeskSample } from '../../proto/desk.js';
 import { CHART_LIMITS, type Scorecard } from '../../proto/http.js';
 import type { Instruments } from '../config/baskets.js';
 import { EngineClient } from '../gateway/engine-client.js';
@@ -105,8 +105,8 @@ export class DeskRecorder {
       1,
       (m) => {
         if (!m.subject.startsWith(DESK_SAMPLE_PREFIX)) return;
-        const s = decode<DeskSample>(m.data);
-        if (s?.v === DESK_SAMPLE_VERSION && this.grid.begin(s.ts) >= 0) restored++;
+        const s = decodeIf(m.data, deskSampleShape);
+        if (s && this.grid.begin(s.ts) >= 0) restored++;
       },
       { follow: false, log: this.log },
     );
@@ -120,8 +120,8 @@ export class DeskRecorder {
         callback: (err, m) => {
           if (err) return;
           try {
-            const p = decode(m.data) as EtfPrice;
-            if (p && typeof p.etf === 'string') this.prices.set(p.etf, p);
+            const p = decodeAs(m.data, etfPriceShape);
+            this.prices.set(p.etf, p);
           } catch {
             // A bad payload is the pricing actor's to report; the chart keeps the last good one.
           }
@@ -131,7 +131,7 @@ export class DeskRecorder {
         callback: (err, m) => {
           if (err) return;
           try {
-            this.onNotices(decode(m.data) as NoticeBatch);
+            this.onNotices(decodeAs(m.data, noticeBatchShape));
           } catch (e) {
             this.log.warn({ err: e instanceof Error ? e.message : e }, 'desk: unreadable notice batch');
           }

@@ -3,7 +3,7 @@ import { Kvm, type KV } from '@nats-io/kv';
 import { openBucket } from '../shared/streams.js';
 import { watchBucket } from '../shared/kv-watch.js';
 import { decode, encode } from '../../proto/codec.js';
-import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, PRICE_BUCKET, priceSubject, type BasketVersions, type Bbo, type EtfPrice } from '../../proto/marketdata.js';
+import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, PRICE_BUCKET, basketVersionsShape, priceSubject, type BasketVersions, type Bbo, type EtfPrice } from '../../proto/marketdata.js';
 import type { Config } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
@@ -156,7 +156,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
   const seeded = await seedBooks(nc, readBbo, (bbo) => state.seed(bbo).forEach((etf) => seededEtfs.add(etf)), log);
   publisher.changed([...seededEtfs]);
   // Basket changes the engine published: reprice with the version in force.
-  const basketChanges = watchBucket<BasketVersions>(nc, BASKET_BUCKET, log, (etf, v) => {
+  const basketChanges = watchBucket(nc, BASKET_BUCKET, log, basketVersionsShape, (etf, v) => {
     if (!instruments.baskets.has(etf) || !v || !Array.isArray(v.versions)) return;
     state.setVersions(etf, v.versions);
     publisher.publish(etf);

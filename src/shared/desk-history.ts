@@ -1,6 +1,6 @@
-import { decode } from '../../proto/codec.js';
+import { decodeIf } from '../../proto/codec.js';
 import { DESK_CARD_PREFIX, DESK_SAMPLE_PREFIX } from '../../proto/subjects.js';
-import { DESK_SAMPLE_VERSION, type DeskSample } from '../../proto/desk.js';
+import { deskSampleShape, scorecardShape, type DeskSample } from '../../proto/desk.js';
 import { CHART_LIMITS, type Scorecard } from '../../proto/http.js';
 
 /**
@@ -115,11 +115,11 @@ export class DeskHistory {
   /** One message of the stream; anything it does not know (a newer version) is left out, not fatal. */
   apply(subject: string, data: Uint8Array): void {
     if (subject.startsWith(DESK_SAMPLE_PREFIX)) {
-      const s = decode<DeskSample>(data);
-      if (s?.v === DESK_SAMPLE_VERSION) this.addSample(s);
+      const s = decodeIf(data, deskSampleShape);
+      if (s) this.addSample(s);
     } else if (subject.startsWith(DESK_CARD_PREFIX)) {
-      const c = decode<Scorecard>(data);
-      if (c && typeof c.request_id === 'string' && typeof c.client_id === 'number') this.addCard(c);
+      const c = decodeIf(data, scorecardShape);
+      if (c) this.addCard(c);
     }
   }
 

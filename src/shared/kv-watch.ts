@@ -2,7 +2,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { QueuedIterator } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { decode } from '../../proto/codec.js';
+import { decodeAs } from '../../proto/codec.js';
+import type { Shape } from '../../proto/shape.js';
 import type { Logger } from './log.js';
 import { isTransientJsError } from './js-retry.js';
 import { describeError, isStreamNotFound } from './js-errors.js';
@@ -19,7 +20,8 @@ export interface WatchOptions {
 
 /**
  * Follows a KV bucket of published state: its current values, then every
- * change, decoded; `null` for a deleted key. While the bucket is not there
+ * change, decoded and checked (`entryShape`: an entry not of it is logged
+ * and skipped); `null` for a deleted key. While the bucket is not there
  * yet (its writer has not started) or the connection drops, it tries again.
  *
  * On a cluster the watch's consumer lives on one node; when that node dies
@@ -30,8 +32,8 @@ export interface WatchOptions {
  * stopped, so each watch has a generation, and only the newest one's entries
  * are applied or its end followed up.
  */
-export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, onEntry: (key: string, value: T | null) => void, opts: WatchOptions = {}): { close(): void } {
-  const w = new BucketWatch<T>(nc, bucket, log, onEntry, opts.open ?? ((kv: KV) => kv.watch()));
+export function watchBucket<T>(nc: NatsConnection, bucket: string, log: Logger, entryShape: Shape<T>, onEntry: (key: string, value: T | null) => void, opts: WatchOptions = {}): { close(): void } {
+  const w = new BucketWatch<T>(nc, bucket, log, entryShape, onEntry, opts.open ?? ((kv: KV) => kv.watch()));
   w.start();
   return { close: () => w.close() };
 }
@@ -41,6 +43,7 @@ class BucketWatch<T> {
     private readonly nc: NatsConnection,
     private readonly bucket: string,
     private readonly log: Logger,
+    private readonly entryShape: Shape<T>,
     private readonly onEntry: (key: string, value: T | null) => void,
     private readonly open: (kv: KV) => Promise<QueuedIterator<KvWatchEntry>>,
   ) {}
@@ -105,7 +108,7 @@ class BucketWatch<T> {
     let value: T | null = null;
     if (e.operation === 'PUT') {
       try {
-        value = decode<T>(e.value);
+        value = decodeAs(e.value, this.entryShape);
       } catch (err) {
         this.log.warn({ bucket: this.bucket, key: e.key, err: describeError(err) }, 'unreadable entry in bucket');
         return;

@@ -4,7 +4,8 @@ import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { HTTP_STATUS, type HttpErrorCode } from '../../../proto/http.js';
 import type { Reply, RequestInfo } from '../http.js';
-import type { HttpServer, HttpServerOptions } from './types.js';
+import type { HttpServer, HttpServerOptions, WsConnection, WsEndpoint } from './types.js';
+import type { Transport } from '../ws/session.js';
 import { plainAddress } from './address.js';
 
 /**
@@ -115,33 +116,49 @@ function rawAnswer(socket: Duplex, status: number, body: unknown): void {
   );
 }
 
-export function nodeServer(opts: HttpServerOptions): HttpServer {
-  const { ws, log } = opts;
-  // Host is checked here rather than by Node (requireHostHeader), whose 400 has no JSON body.
-  const server = http.createServer({ keepAliveTimeout: KEEP_ALIVE_MS, headersTimeout: HEADERS_MS, requestTimeout: REQUEST_MS, requireHostHeader: false }, (req, res) => {
-    const refused = refuseRequest(req);
-    if (refused) {
-      const text = JSON.stringify({ error: { code: refused[1], message: refused[2] } });
-      res.writeHead(refused[0], ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(text)), 'connection', 'close']);
-      return res.end(text);
-    }
-    const reply = new NodeReply(req, res);
-    const open = openReplies(req.socket);
-    open.add(reply);
-    res.once('close', () => {
-      open.delete(reply);
-      if (open.size === 0) idle.get(req.socket)?.();
-    });
-    opts.handler(requestInfo(req), reply);
-  });
-  /** Per connection, the answers not yet written out, and what to do once there are none. */
-  const replies = new WeakMap<Duplex, Set<NodeReply>>();
-  const idle = new WeakMap<Duplex, () => void>();
-  const openReplies = (socket: Duplex) => {
-    let set = replies.get(socket);
-    if (!set) replies.set(socket, (set = new Set()));
+/** A request llhttp let through that the gateway refuses, answered at once and the connection closed. */
+function answerRefused(res: http.ServerResponse, [status, code, message]: [number, HttpErrorCode, string]): void {
+  const text = JSON.stringify({ error: { code, message } });
+  res.writeHead(status, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(text)), 'connection', 'close']);
+  res.end(text);
+}
+
+/**
+ * Per connection, the answers not yet written out, and what to do once there
+ * are none: a malformed request's answer must wait for those of the requests
+ * before it (Node writes answers in order).
+ */
+class OpenReplies {
+  private readonly replies = new WeakMap<Duplex, Set<NodeReply>>();
+  private readonly idle = new WeakMap<Duplex, () => void>();
+
+  of(socket: Duplex): Set<NodeReply> {
+    let set = this.replies.get(socket);
+    if (!set) this.replies.set(socket, (set = new Set()));
     return set;
-  };
+  }
+
+  track(reply: NodeReply): void {
+    const socket = reply.req.socket;
+    const open = this.of(socket);
+    open.add(reply);
+    reply.res.once('close', () => {
+      open.delete(reply);
+      if (open.size === 0) this.idle.get(socket)?.();
+    });
+  }
+
+  whenIdle(socket: Duplex, fn: () => void): void {
+    this.idle.set(socket, fn);
+  }
+
+  forget(socket: Duplex): void {
+    this.idle.delete(socket);
+  }
+}
+
+/** Node's parser refused a request: a JSON answer after those before it, and the connection closed. */
+function answerClientErrors(server: http.Server, open: OpenReplies, log: HttpServerOptions['log']): void {
   const refused = new WeakSet<Duplex>();
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
@@ -150,26 +167,108 @@ export function nodeServer(opts: HttpServerOptions): HttpServer {
     const [status, code, message] = refusal(err);
     log.debug({ code: err.code, status }, 'malformed request refused');
     const answer = () => {
-      idle.delete(socket);
+      open.forget(socket);
       if (!socket.writable) return socket.destroy();
       rawAnswer(socket, status, { error: { code, message } });
     };
     // A request whose body broke off is never read whole: dropped, nothing of it applied.
-    const open = openReplies(socket);
-    for (const r of open) {
+    const replies = open.of(socket);
+    for (const r of replies) {
       if (!r.req.complete) {
         r.abandon();
-        open.delete(r);
+        replies.delete(r);
       }
     }
-    // The answers of the requests before it go first (Node writes them in order).
-    if (open.size === 0) answer();
-    else idle.set(socket, answer);
+    if (replies.size === 0) answer();
+    else open.whenIdle(socket, answer);
   });
+}
 
+/** The open WebSockets, so a close can wait for their close handshakes. */
+class OpenSockets {
+  readonly all = new Set<WebSocket>();
+  private allClosed: (() => void) | null = null;
+
+  add(sock: WebSocket): void {
+    this.all.add(sock);
+  }
+
+  delete(sock: WebSocket): void {
+    this.all.delete(sock);
+    if (this.all.size === 0) this.allClosed?.();
+  }
+
+  /** The hub has sent each WebSocket its 1001: give the close handshakes `ms`, then cut what is left. */
+  async close(ms: number): Promise<void> {
+    if (this.all.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((r) => (this.allClosed = r)), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+      clearTimeout(timer);
+    }
+    for (const s of this.all) s.terminate();
+  }
+}
+
+/** The hub's view of one `ws` socket: sends refused past the backlog limit (reported as 2, like uWS), corked writes. */
+function wsTransport(sock: WebSocket, tcp: Socket, ws: WsEndpoint, closed: () => boolean): Transport {
+  return {
+    send: (frame, binary) => {
+      if (closed()) return 2;
+      if (sock.bufferedAmount + frame.byteLength > ws.maxBackpressureBytes) return 2;
+      sock.send(frame, { binary });
+      return sock.bufferedAmount > 0 ? 0 : 1;
+    },
+    buffered: () => (closed() ? 0 : sock.bufferedAmount),
+    end: (code, reason) => {
+      if (!closed()) sock.close(code, reason);
+    },
+    cork: (fn) => {
+      if (closed()) return fn();
+      tcp.cork();
+      try {
+        fn();
+      } finally {
+        tcp.uncork();
+      }
+    },
+  };
+}
+
+/** One upgraded connection, driven as uWS drives its own: pings, messages, drains, and its end. */
+function driveSocket(sock: WebSocket, tcp: Socket, ws: WsEndpoint, open: (t: Transport) => WsConnection, sockets: OpenSockets): void {
+  sock.binaryType = 'arraybuffer';
+  sockets.add(sock);
+  let closed = false;
+  const conn = open(wsTransport(sock, tcp, ws, () => closed));
+  // Pings as uWS sends them: a connection that answered nothing within idleTimeoutS is cut.
+  let alive = true;
+  const heartbeat = setInterval(
+    () => {
+      if (!alive) return sock.terminate();
+      alive = false;
+      sock.ping();
+    },
+    (ws.idleTimeoutS * 1000) / 2,
+  );
+  heartbeat.unref();
+  sock.on('pong', () => (alive = true));
+  sock.on('message', (data: ArrayBuffer, isBinary: boolean) => {
+    alive = true;
+    conn.message(data, isBinary);
+  });
+  tcp.on('drain', () => conn.drain());
+  sock.on('error', () => sock.terminate());
+  sock.on('close', () => {
+    closed = true;
+    clearInterval(heartbeat);
+    sockets.delete(sock);
+    conn.closed();
+  });
+}
+
+/** Upgrades to the WebSocket endpoint, refused in JSON like any other request. */
+function acceptWebSockets(server: http.Server, ws: WsEndpoint, sockets: OpenSockets): void {
   const wss = new WebSocketServer({ noServer: true, maxPayload: ws.maxPayloadBytes, perMessageDeflate: false, clientTracking: false });
-  const sockets = new Set<WebSocket>();
-  let allClosed: (() => void) | null = null;
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     const info = requestInfo(req);
@@ -178,59 +277,23 @@ export function nodeServer(opts: HttpServerOptions): HttpServer {
     }
     const decision = ws.upgrade(info);
     if ('refuse' in decision) return rawAnswer(socket, decision.refuse.status, decision.refuse.body);
-    wss.handleUpgrade(req, socket, head, (sock) => {
-      sock.binaryType = 'arraybuffer';
-      sockets.add(sock);
-      const tcp = socket as Socket;
-      let closed = false;
-      const conn = decision.open({
-        send: (frame, binary) => {
-          if (closed) return 2;
-          if (sock.bufferedAmount + frame.byteLength > ws.maxBackpressureBytes) return 2;
-          sock.send(frame, { binary });
-          return sock.bufferedAmount > 0 ? 0 : 1;
-        },
-        buffered: () => (closed ? 0 : sock.bufferedAmount),
-        end: (code, reason) => {
-          if (!closed) sock.close(code, reason);
-        },
-        cork: (fn) => {
-          if (closed) return fn();
-          tcp.cork();
-          try {
-            fn();
-          } finally {
-            tcp.uncork();
-          }
-        },
-      });
-      // Pings as uWS sends them: a connection that answered nothing within idleTimeoutS is cut.
-      let alive = true;
-      const heartbeat = setInterval(
-        () => {
-          if (!alive) return sock.terminate();
-          alive = false;
-          sock.ping();
-        },
-        (ws.idleTimeoutS * 1000) / 2,
-      );
-      heartbeat.unref();
-      sock.on('pong', () => (alive = true));
-      sock.on('message', (data: ArrayBuffer, isBinary: boolean) => {
-        alive = true;
-        conn.message(data, isBinary);
-      });
-      tcp.on('drain', () => conn.drain());
-      sock.on('error', () => sock.terminate());
-      sock.on('close', () => {
-        closed = true;
-        clearInterval(heartbeat);
-        sockets.delete(sock);
-        if (sockets.size === 0) allClosed?.();
-        conn.closed();
-      });
-    });
+    wss.handleUpgrade(req, socket, head, (sock) => driveSocket(sock, socket as Socket, ws, decision.open, sockets));
   });
+}
+
+export function nodeServer(opts: HttpServerOptions): HttpServer {
+  const open = new OpenReplies();
+  // Host is checked here rather than by Node (requireHostHeader), whose 400 has no JSON body.
+  const server = http.createServer({ keepAliveTimeout: KEEP_ALIVE_MS, headersTimeout: HEADERS_MS, requestTimeout: REQUEST_MS, requireHostHeader: false }, (req, res) => {
+    const refused = refuseRequest(req);
+    if (refused) return answerRefused(res, refused);
+    const reply = new NodeReply(req, res);
+    open.track(reply);
+    opts.handler(requestInfo(req), reply);
+  });
+  answerClientErrors(server, open, opts.log);
+  const sockets = new OpenSockets();
+  acceptWebSockets(server, opts.ws, sockets);
 
   return {
     kind: 'node',
@@ -246,13 +309,7 @@ export function nodeServer(opts: HttpServerOptions): HttpServer {
       // Stops listening and ends idle keep-alive connections; answers in flight still go out.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      // The hub has sent each WebSocket its 1001: give the close handshakes a moment, then cut what is left.
-      if (sockets.size > 0) {
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([new Promise<void>((r) => (allClosed = r)), new Promise<void>((r) => (timer = setTimeout(r, 2_000)))]);
-        clearTimeout(timer);
-      }
-      for (const s of sockets) s.terminate();
+      await sockets.close(2_000);
       const late = setTimeout(() => server.closeAllConnections(), 5_000);
       await closed;
       clearTimeout(late);

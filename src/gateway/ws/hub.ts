@@ -1,9 +1,9 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
-import { decode } from '../../../proto/codec.js';
-import { NOTICE_BATCH_VERSION, namedChange, type HoldingsNotice, type NoticeBatch } from '../../../proto/holdings.js';
+import { decodeAs, decodeIf } from '../../../proto/codec.js';
+import { NOTICE_BATCH_VERSION, namedChange, noticeBatchShape, type HoldingsNotice, type NoticeBatch } from '../../../proto/holdings.js';
 import { namedHoldings, type TickerOf } from '../../../proto/engine.js';
-import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../../proto/marketdata.js';
+import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, etfPriceShape, type EtfPrice } from '../../../proto/marketdata.js';
 import { namedOutcome, type OutcomeNotice } from '../../../proto/requests.js';
 import { NOTICES_SUBJECT_WILDCARD } from '../../../proto/subjects.js';
 import { WS_CLOSE, WS_PROTOCOL_VERSION, type WsFormat } from '../../../proto/ws.js';
@@ -181,7 +181,7 @@ export class Hub implements SessionHost {
   private onNotices(m: Msg): void {
     // No account followed here (no WebSocket client): nothing to deliver, nothing to decode.
     if (this.feeds.size === 0) return;
-    const batch = decode<NoticeBatch>(m.data);
+    const batch = decodeAs(m.data, noticeBatchShape);
     if (batch?.v !== NOTICE_BATCH_VERSION || !Array.isArray(batch.changes) || !Array.isArray(batch.outcomes)) {
       this.stats.invalid++;
       return;
@@ -203,7 +203,7 @@ export class Hub implements SessionHost {
 
   private onPrice(m: Msg): void {
     const etf = m.subject.slice(PRICE_SUBJECT_PREFIX.length + 1);
-    const price = decode<EtfPrice>(m.data);
+    const price = decodeAs(m.data, etfPriceShape);
     if (price?.etf !== etf) {
       this.stats.invalid++;
       return;
@@ -263,7 +263,7 @@ export class Hub implements SessionHost {
           const e = await kv.get(etf);
           // A live price that arrived meanwhile is newer than the stored one.
           if (!e || e.operation !== 'PUT' || this.prices.has(etf) || this.prices.size >= MAX_PRICED_ETFS) continue;
-          const price = decode<EtfPrice>(e.value);
+          const price = decodeIf(e.value, etfPriceShape);
           if (price?.etf !== etf) continue;
           this.prices.set(etf, new SharedFrame({ v: WS_PROTOCOL_VERSION, type: 'price', price }));
           added.push(etf);

@@ -1,0 +1,67 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { z } from 'zod';
+import type { EngineCommand, TickerOf } from '../../proto/engine.js';
+import { refusalWords } from '../../proto/messages.js';
+import type { Logger } from '../shared/log.js';
+import type { EngineClient } from './engine-client.js';
+import type { FeedStatusView } from './feed-status.js';
+import type { Exchange } from './http.js';
+import type { Marks } from './marks.js';
+import type { GatewayMetrics } from './metrics.js';
+import type { Params } from './params.js';
+import type { Throttle } from './throttle.js';
+import type { HubStats } from './ws/hub.js';
+
+export interface OperatorDeps {
+  nc: NatsConnection;
+  engine: EngineClient;
+  feed: FeedStatusView;
+  ws: () => HubStats;
+  metrics: GatewayMetrics;
+  /** Mid prices, for each team's P&L. */
+  marks: Marks;
+  /** Failed operator sign-ins count like failed team logins (per host, per username). */
+  throttle?: Throttle;
+}
+
+/** What every group of operator routes works with. */
+export interface OperatorContext {
+  deps: OperatorDeps;
+  log: Logger;
+  /** The signed-in operator's name: every write is journaled with it. */
+  by: string;
+  tickerOf: TickerOf;
+}
+
+/** One operator path: a read (GET, no body) and at most one write, whose parameters come from the query and body. */
+export interface OperatorRoute {
+  GET?: (ex: Exchange) => Promise<void>;
+  PUT?: (ex: Exchange, params: Params) => Promise<void>;
+  POST?: (ex: Exchange, params: Params) => Promise<void>;
+}
+
+export type OperatorRoutes = Record<string, OperatorRoute>;
+
+/** The methods a path takes, reads first: what a 405 lists. */
+export const routeMethods = (route: OperatorRoute | undefined): string[] =>
+  route ? (['GET', 'PUT', 'POST'] as const).filter((m) => route[m]) : [];
+
+/** Writes go through the engine like any command: journaled with the operator's name and the time. */
+export async function operatorCommand(ctx: OperatorContext, ex: Exchange, cmd: EngineCommand): Promise<void> {
+  const reply = await ctx.deps.engine.call(cmd);
+  if (!reply.ok) {
+    const { code, message, ...extra } = refusalWords(reply.error, ctx.tickerOf);
+    return ex.error(code, message, extra);
+  }
+  ex.json(200, reply.result);
+}
+
+/**
+ * A 400 naming the first bad parameter. `withPath`: the message starts with
+ * the parameter's path, for schemas whose own messages do not name it.
+ */
+export function invalidParameter(ex: Exchange, error: z.ZodError, withPath?: string): void {
+  const issue = error.issues[0]!;
+  const message = withPath === undefined ? issue.message : `${issue.path.join('.') || withPath}: ${issue.message}`;
+  ex.error('invalid_parameter', message, { field: String(issue.path[0] ?? '') });
+}
