@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createHttpServer, type HttpServer, type HttpServerKind } from '../src/gateway/transport/index.js';
-import { Exchange, guarded } from '../src/gateway/http.js';
+import { HttpCall, guarded } from '../src/gateway/http.js';
 import { createLogger } from '../src/shared/log.js';
 import { OPERATOR_ROUTES } from '../proto/operator.js';
 import { api, useSystem } from './helpers/system.js';
@@ -126,7 +126,7 @@ eachServer('the answer guard', (kind: HttpServerKind) => {
       kind,
       {
         handler: (info, reply) => {
-          const ex = new Exchange(reply, info.method);
+          const ex = new HttpCall(reply, info.method);
           guarded(ex, log, info.path, handlers[info.path] ?? (() => ex.json(200, { ok: true })));
         },
         ws: { path: '/ws', maxPayloadBytes: 1024, maxBackpressureBytes: 1024, idleTimeoutS: 10, upgrade: () => ({ refuse: { status: 404, body: {} } }) },

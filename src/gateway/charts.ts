@@ -7,7 +7,7 @@ import { readStream, type StreamFollower } from '../shared/stream-reader.js';
 import { describeError, isStreamNotFound } from '../shared/js-errors.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from './engine-client.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 import type { Params } from './params.js';
 
 export { SeriesGrid } from '../shared/desk-history.js';
@@ -86,7 +86,7 @@ export class Charts {
   }
 
   /** GET /charts?since=<ms>&team=<username>: points after `since`; one team's P&L or every team's. */
-  handle(ex: Exchange, params: Params): void {
+  handle(ex: HttpCall, params: Params): void {
     const sinceText = params.since;
     const since = typeof sinceText === 'string' && /^[0-9]{1,16}$/.test(sinceText) ? Number(sinceText) : sinceText === undefined ? 0 : NaN;
     if (Number.isNaN(since)) return ex.error('invalid_parameter', 'since must be a time in ms', { field: 'since' });

@@ -2,7 +2,7 @@ import type { PositionBody, PositionsBody, SymbolsBody } from '../../proto/http.
 import { namedHoldings, positionsByTicker } from '../../proto/engine.js';
 import { NDFEX_SYMBOLS } from '../../proto/symbols.js';
 import type { Instruments } from '../config/baskets.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 import type { Params } from './params.js';
 import { authenticate, engineError, type RouteDeps } from './routes.js';
 
@@ -11,7 +11,7 @@ import { authenticate, engineError, type RouteDeps } from './routes.js';
  * against: /positions/<client_id>[/<symbol>] and /symbols. Same
  * authentication as every route here, and a team reads only its own account.
  */
-export async function positions(ex: Exchange, deps: RouteDeps, instruments: Instruments, params: Params, rest: string): Promise<void> {
+export async function positions(ex: HttpCall, deps: RouteDeps, instruments: Instruments, params: Params, rest: string): Promise<void> {
   const [idText, symbolText, ...extra] = rest.split('/');
   if (!idText || !/^[0-9]{1,10}$/.test(idText) || extra.length > 0) {
     return ex.error('not_found', 'expected /positions/<client_id> or /positions/<client_id>/<symbol>');
@@ -32,7 +32,7 @@ export async function positions(ex: Exchange, deps: RouteDeps, instruments: Inst
   ex.json(200, body);
 }
 
-export function symbols(ex: Exchange, instruments: Instruments): void {
+export function symbols(ex: HttpCall, instruments: Instruments): void {
   const etfs = new Map([...instruments.baskets.values()].map((b) => [b.symbol, b.name]));
   const listed: SymbolsBody['symbols'] = NDFEX_SYMBOLS.map((s) => ({ symbol: s.id, ticker: s.ticker, tick_size: s.tickSize, etf: etfs.has(s.id) }));
   for (const [symbol, ticker] of etfs) if (!NDFEX_SYMBOLS.some((s) => s.id === symbol)) listed.push({ symbol, ticker, tick_size: null, etf: true });

@@ -5,10 +5,10 @@ import type { Config } from '../config/config.js';
 import { basketInForce, loadBaskets, type Basket } from '../config/baskets.js';
 import type { Logger } from '../shared/log.js';
 import { watchBucket } from '../shared/kv-watch.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 
 export interface EtfsRoute {
-  handle(ex: Exchange): void;
+  handle(ex: HttpCall): void;
   close(): void;
 }
 

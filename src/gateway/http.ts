@@ -39,7 +39,7 @@ export interface RequestInfo {
 
 /**
  * One answer as a server adapter (src/gateway/transport) writes it: the only
- * part of an exchange that differs between uWS and node:http.
+ * part of an HTTP call that differs between uWS and node:http.
  */
 export interface Reply {
   /** `cb` runs once if the client goes away before the answer is written. */
@@ -53,10 +53,10 @@ export interface Reply {
 }
 
 /**
- * One HTTP exchange: at most one answer, never after the client left, and
+ * One HTTP call (a request and its one answer; not named Exchange in a codebase about an exchange): at most one answer, never after the client left, and
  * the body read with a size limit. The same for every server.
  */
-export class Exchange {
+export class HttpCall {
   aborted = false;
   done = false;
   /** The client's address, the key of per-address limits. */
@@ -65,7 +65,7 @@ export class Exchange {
   readonly head: boolean;
   /** Told the status of the one answer sent (the request metrics). */
   onAnswer: ((status: number) => void) | null = null;
-  /** Headers every answer of this exchange carries (e.g. cache-control on authenticated routes). */
+  /** Headers every answer of this call carries (e.g. cache-control on authenticated routes). */
   readonly headers: [string, string][] = [];
   private abortWaiter: (() => void) | null = null;
   constructor(
@@ -79,7 +79,7 @@ export class Exchange {
     });
   }
 
-  /** Stops reading the connection until this exchange is answered (see the uWS adapter). */
+  /** Stops reading the connection until this call is answered (see the uWS adapter). */
   holdConnection(): void {
     if (!this.aborted && !this.done) this.reply.hold();
   }
@@ -151,7 +151,7 @@ export function decodablePath(path: string): boolean {
  * throws, rejects, or returns without answering gets a 500 JSON answer and a
  * log line, never a hung client or (with uWS) an aborted process.
  */
-export function guarded(ex: Exchange, log: Logger, path: string, handler: () => Promise<void> | void): void {
+export function guarded(ex: HttpCall, log: Logger, path: string, handler: () => Promise<void> | void): void {
   const fail = (err: unknown) => {
     log.error({ err, path }, err === undefined ? 'request handler returned without an answer' : 'request failed');
     ex.error('internal', 'internal error');

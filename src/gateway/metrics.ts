@@ -4,7 +4,7 @@ import type { FeedCounters } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from './engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 import type { HubStats } from './ws/hub.js';
 
 export const METRICS_PATH = '/metrics';
@@ -19,9 +19,9 @@ export interface MetricsSources {
 export interface GatewayMetrics {
   readonly registry: Registry;
   /** Counts and times the response `ex` sends, under `route` (a route pattern, never a raw path: labels stay few). */
-  track(ex: Exchange, method: string, route: string): void;
+  track(ex: HttpCall, method: string, route: string): void;
   /** Answers a request for METRICS_PATH with the Prometheus text. */
-  serve(ex: Exchange, method: string): Promise<void> | void;
+  serve(ex: HttpCall, method: string): Promise<void> | void;
 }
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH']);

@@ -4,7 +4,7 @@ import { decodeAs, encode, MalformedMessage } from '../../proto/codec.js';
 import { FEED_CONTROL_REPLY_PREFIX, FEED_CONTROL_SUBJECT, feedControlReplyShape, type FeedControlReply, type FeedControlRequest } from '../../proto/feed.js';
 import { FEED_ALERT_SUBJECT, feedAlertShape, type FeedAlert } from '../../proto/marketdata.js';
 import { OPERATOR_ALERTS_KEPT, OPERATOR_ROUTES } from '../../proto/operator.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 import { invalidParameter, type OperatorContext, type OperatorRoutes } from './operator-routes.js';
 
 const verdictParams = z.object({
@@ -33,7 +33,7 @@ export function feedAlerts(nc: NatsConnection): { list: FeedAlert[]; close(): vo
 }
 
 /** The operator's decisions go to the feed bridge, which alone holds the feeds' state (proto/feed.ts). */
-async function feedControl(ctx: OperatorContext, ex: Exchange, req: FeedControlRequest): Promise<void> {
+async function feedControl(ctx: OperatorContext, ex: HttpCall, req: FeedControlRequest): Promise<void> {
   let reply: FeedControlReply;
   try {
     const m = await ctx.deps.nc.request(FEED_CONTROL_SUBJECT, encode(req), { timeout: 3000, noMux: true, reply: `${FEED_CONTROL_REPLY_PREFIX}${nuid.next()}` });

@@ -5,7 +5,7 @@ import { refusalWords } from '../../proto/messages.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from './engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 import type { Marks } from './marks.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { Params } from './params.js';
@@ -35,9 +35,9 @@ export interface OperatorContext {
 
 /** One operator path: a read (GET, no body) and at most one write, whose parameters come from the query and body. */
 export interface OperatorRoute {
-  GET?: (ex: Exchange) => Promise<void>;
-  PUT?: (ex: Exchange, params: Params) => Promise<void>;
-  POST?: (ex: Exchange, params: Params) => Promise<void>;
+  GET?: (ex: HttpCall) => Promise<void>;
+  PUT?: (ex: HttpCall, params: Params) => Promise<void>;
+  POST?: (ex: HttpCall, params: Params) => Promise<void>;
 }
 
 export type OperatorRoutes = Record<string, OperatorRoute>;
@@ -47,7 +47,7 @@ export const routeMethods = (route: OperatorRoute | undefined): string[] =>
   route ? (['GET', 'PUT', 'POST'] as const).filter((m) => route[m]) : [];
 
 /** Writes go through the engine like any command: journaled with the operator's name and the time. */
-export async function operatorCommand(ctx: OperatorContext, ex: Exchange, cmd: EngineCommand): Promise<void> {
+export async function operatorCommand(ctx: OperatorContext, ex: HttpCall, cmd: EngineCommand): Promise<void> {
   const reply = await ctx.deps.engine.call(cmd);
   if (!reply.ok) {
     const { code, message, ...extra } = refusalWords(reply.error, ctx.tickerOf);
@@ -60,7 +60,7 @@ export async function operatorCommand(ctx: OperatorContext, ex: Exchange, cmd: E
  * A 400 naming the first bad parameter. `withPath`: the message starts with
  * the parameter's path, for schemas whose own messages do not name it.
  */
-export function invalidParameter(ex: Exchange, error: z.ZodError, withPath?: string): void {
+export function invalidParameter(ex: HttpCall, error: z.ZodError, withPath?: string): void {
   const issue = error.issues[0]!;
   const message = withPath === undefined ? issue.message : `${issue.path.join('.') || withPath}: ${issue.message}`;
   ex.error('invalid_parameter', message, { field: String(issue.path[0] ?? '') });

@@ -2,7 +2,7 @@ import type { EngineReply } from '../../proto/engine.js';
 import { entryWords, refusalWords } from '../../proto/messages.js';
 import { OPERATOR_CONVERSIONS_SHOWN, OPERATOR_ROUTES, type OperatorAccounts, type OperatorOverview } from '../../proto/operator.js';
 import type { FeedAlert } from '../../proto/marketdata.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 import type { OperatorContext, OperatorRoutes } from './operator-routes.js';
 
 type Refused = EngineReply & { ok: false };
@@ -50,7 +50,7 @@ async function overview(ctx: OperatorContext, alerts: readonly FeedAlert[]): Pro
 }
 
 /** A read the engine could not answer is a 503 with its reason; no figure is made up. */
-function answer(ctx: OperatorContext, ex: Exchange, r: object | Refused): void {
+function answer(ctx: OperatorContext, ex: HttpCall, r: object | Refused): void {
   if ('ok' in r) {
     const { code, message } = refusalWords(r.error, ctx.tickerOf);
     return ex.json(503, { error: { code, message } });

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { Config } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import type { Logger } from '../shared/log.js';
-import { guarded, type Exchange, type RequestInfo } from './http.js';
+import { guarded, type HttpCall, type RequestInfo } from './http.js';
 import { tooMany, type Throttle } from './throttle.js';
 import { gatherParams, parseBasic } from './params.js';
 import { routeMethods, type OperatorContext, type OperatorDeps, type OperatorRoutes } from './operator-routes.js';
@@ -75,7 +75,7 @@ const operatorLoginKey = (username: string) => `operator:${username}`;
  * and a host that signed in keeps its own bucket while the name is attacked.
  * A request without credentials is a page asking for its form, not a guess.
  */
-function signIn(allowed: (authorization: string) => boolean, throttle: Throttle | undefined, ex: Exchange, authorization: string): boolean {
+function signIn(allowed: (authorization: string) => boolean, throttle: Throttle | undefined, ex: HttpCall, authorization: string): boolean {
   const basic = parseBasic(authorization);
   if (!basic || !throttle) return allowed(authorization);
   const key = operatorLoginKey(basic.username);
@@ -95,7 +95,7 @@ function signIn(allowed: (authorization: string) => boolean, throttle: Throttle 
  * bridge's status, its alerts, the hub's counters), and every write is an
  * engine command or a feed-bridge decision: the engine alone writes state.
  */
-export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { prefix: string; handle(ex: Exchange, info: RequestInfo): void; close(): void } {
+export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { prefix: string; handle(ex: HttpCall, info: RequestInfo): void; close(): void } {
   const operator = operatorCredentials(cfg, log);
   const allowed = operatorCheck(operator);
   const instruments = loadBaskets(cfg.basketsFile || undefined);
@@ -103,7 +103,7 @@ export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { p
   const alerts = feedAlerts(deps.nc);
   const routes: OperatorRoutes = { ...teamRoutes(ctx, alerts.list), ...rulesRoutes(ctx), ...basketRoutes(ctx), ...feedRoutes(ctx, alerts.list) };
 
-  const handle = (ex: Exchange, info: RequestInfo) => {
+  const handle = (ex: HttpCall, info: RequestInfo) => {
     const route = routes[info.path];
     const methods = routeMethods(route);
     const handler = info.method === 'GET' ? route?.GET : undefined;

@@ -23,7 +23,7 @@ import type { Marks } from './marks.js';
 import type { Instruments } from '../config/baskets.js';
 import type { Authenticator } from './auth.js';
 import type { EngineClient } from './engine-client.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 import type { Params } from './params.js';
 import type { FeedStatusView } from './feed-status.js';
 import { tooMany, type Throttle } from './throttle.js';
@@ -107,14 +107,14 @@ export const holdingsBody = (h: HoldingsAnswer, positions: Position[]): Holdings
   cash: h.cash,
 });
 
-function invalid(ex: Exchange, error: z.ZodError): void {
+function invalid(ex: HttpCall, error: z.ZodError): void {
   const issues = error.issues.map((i) => ({ field: String(i.path[0] ?? ''), message: i.message }));
   const first = issues[0]!;
   ex.error('invalid_parameter', first.message, { field: first.field, issues });
 }
 
 /** The engine's refusal as an HTTP error, worded here (proto/messages.ts). */
-export function engineError(ex: Exchange, reply: EngineReply & { ok: false }, tickerOf: TickerOf): void {
+export function engineError(ex: HttpCall, reply: EngineReply & { ok: false }, tickerOf: TickerOf): void {
   const { code, message, ...extra } = refusalWords(reply.error, tickerOf);
   ex.error(code, message, extra);
 }
@@ -126,7 +126,7 @@ export { tooMany };
  * An address locked out by failed logins is refused before anything else, and
  * a password that needs bcrypt passes the login throttle first.
  */
-export async function authenticate(ex: Exchange, deps: RouteDeps, params: Params): Promise<number | null> {
+export async function authenticate(ex: HttpCall, deps: RouteDeps, params: Params): Promise<number | null> {
   const creds = credentialsSchema.safeParse(params);
   if (!creds.success) {
     const tooLong = creds.error.issues.some((i) => i.path[0] === 'password' && i.code === 'custom');
@@ -155,7 +155,7 @@ export async function authenticate(ex: Exchange, deps: RouteDeps, params: Params
 
 const DEFAULT_REGISTRATION: RegistrationPolicy = { open: true, reserved: new Set(['operator']) };
 
-export async function register(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+export async function register(ex: HttpCall, deps: RouteDeps, params: Params): Promise<void> {
   const policy = deps.registration ?? DEFAULT_REGISTRATION;
   if (!policy.open) {
     return ex.error('registration_closed', 'registration is closed on this system (REGISTRATION=closed): accounts come from the roster; ask the operator');
@@ -177,7 +177,7 @@ export async function register(ex: Exchange, deps: RouteDeps, params: Params): P
   ex.json(200, { request_id: r.request_id, client_id: r.client_id, username: r.username });
 }
 
-export async function convert(ex: Exchange, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> {
+export async function convert(ex: HttpCall, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> {
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
   const refused = deps.throttle.conversion(clientId);
@@ -230,7 +230,7 @@ export function gatewayKey(): string {
   return `${GATEWAY_KEY_PREFIX}${keyPool.toString('base64url', keyAt - KEY_BYTES, keyAt)}`;
 }
 
-export async function request(ex: Exchange, deps: RouteDeps, params: Params, id: string): Promise<void> {
+export async function request(ex: HttpCall, deps: RouteDeps, params: Params, id: string): Promise<void> {
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
   let decoded: string;
@@ -244,7 +244,7 @@ export async function request(ex: Exchange, deps: RouteDeps, params: Params, id:
   ex.json(200, entryBody(reply.result, deps));
 }
 
-export async function history(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+export async function history(ex: HttpCall, deps: RouteDeps, params: Params): Promise<void> {
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
   const parsed = historySchema.safeParse(params);
@@ -256,7 +256,7 @@ export async function history(ex: Exchange, deps: RouteDeps, params: Params): Pr
   ex.json(200, { ...rest, entries: entries.map((e) => entryBody(e, deps)) });
 }
 
-export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): Promise<void> {
+export async function holdings(ex: HttpCall, deps: RouteDeps, params: Params): Promise<void> {
   const clientId = await authenticate(ex, deps, params);
   if (clientId === null) return;
   const reply = await deps.engine.call({ op: 'holdings', clientId });
@@ -267,7 +267,7 @@ export async function holdings(ex: Exchange, deps: RouteDeps, params: Params): P
 }
 
 /** Every team ranked by P&L (cash plus positions at mid prices), from one engine read. */
-export async function leaderboard(ex: Exchange, deps: RouteDeps, instruments: Instruments): Promise<void> {
+export async function leaderboard(ex: HttpCall, deps: RouteDeps, instruments: Instruments): Promise<void> {
   const reply = await deps.engine.call({ op: 'dump' });
   if (!reply.ok) return engineError(ex, reply, deps.tickerOf);
   // A team that has neither a position nor cash has not traded: ranked after every team that has, or doing nothing would beat every loss.
@@ -283,7 +283,7 @@ export async function leaderboard(ex: Exchange, deps: RouteDeps, instruments: In
   ex.json(200, { teams, ts: Date.now() } satisfies LeaderboardBody);
 }
 
-export async function health(ex: Exchange, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView, ws: { stats: unknown }): Promise<void> {
+export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView, ws: { stats: unknown }): Promise<void> {
   const reply = natsConnected ? await deps.engine.call({ op: 'ping' }) : null;
   // Why an engine shard last exited (it is restarted by the supervisor): shown while it is down and after.
   const faults = [...deps.engine.faults.values()];

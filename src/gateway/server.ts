@@ -6,7 +6,7 @@ import { connectNats } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from './engine-client.js';
 import { Authenticator, authOptions } from './auth.js';
-import { Exchange, STATE_CHANGING, decodablePath, foreignOrigin, guarded, type Reply, type RequestInfo } from './http.js';
+import { HttpCall, STATE_CHANGING, decodablePath, foreignOrigin, guarded, type Reply, type RequestInfo } from './http.js';
 import { checkHttpServer, createHttpServer, type HttpServerKind } from './transport/index.js';
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
@@ -35,7 +35,7 @@ export interface GatewayHandle {
   close(): Promise<void>;
 }
 
-type Handler = (ex: Exchange, params: Params, info: RequestInfo) => Promise<void>;
+type Handler = (ex: HttpCall, params: Params, info: RequestInfo) => Promise<void>;
 type ApiTable = Map<string, { method: string; handler: Handler }>;
 
 /** Whether the gateway's own NATS connection is up, for /health: followed from its status events. */
@@ -84,7 +84,7 @@ function apiTable(a: ApiParts): ApiTable {
 }
 
 /** A public API call: its parameters from the query and body, then its handler. */
-async function run(cfg: Config, ex: Exchange, info: RequestInfo, handler: Handler): Promise<void> {
+async function run(cfg: Config, ex: HttpCall, info: RequestInfo, handler: Handler): Promise<void> {
   let body: Buffer | null = null;
   if (info.method === 'GET' || info.method === 'HEAD') ex.holdConnection();
   else body = await ex.readBody(cfg.http.maxBodyBytes, info.contentLength);
@@ -109,7 +109,7 @@ interface DispatchParts {
 function dispatcher(d: DispatchParts): (info: RequestInfo, reply: Reply) => void {
   const { log, metrics, allowedOrigins } = d;
   return (info, reply) => {
-    const ex = new Exchange(reply, info.method);
+    const ex = new HttpCall(reply, info.method);
     ex.address = info.address;
     if (STATE_CHANGING.has(info.method) && foreignOrigin(info, allowedOrigins)) {
       metrics.track(ex, info.method, 'foreign_origin');

@@ -3,7 +3,7 @@ import { extname, join } from 'node:path';
 import { PROJECT_ROOT } from '../config/config.js';
 import type { Logger } from '../shared/log.js';
 import type { GatewayMetrics } from './metrics.js';
-import type { Exchange, RequestInfo } from './http.js';
+import type { HttpCall, RequestInfo } from './http.js';
 
 /** The pages' folder: plain HTML, CSS and ES modules, served as they are (no build step). */
 export const WEB_DIR = join(PROJECT_ROOT, 'web');
@@ -62,7 +62,7 @@ const SECURITY_HEADERS: [string, string][] = [
  * The pages (GET / and GET /operator) and their assets (GET /web/*): other
  * methods get 405 and unknown assets a JSON 404, like every other route.
  */
-export function staticFiles(metrics: GatewayMetrics, log: Logger, dir = WEB_DIR): { matches(path: string): boolean; serve(ex: Exchange, info: RequestInfo): void } {
+export function staticFiles(metrics: GatewayMetrics, log: Logger, dir = WEB_DIR): { matches(path: string): boolean; serve(ex: HttpCall, info: RequestInfo): void } {
   let assets: Map<string, Asset>;
   try {
     assets = loadAssets(dir);

@@ -1,7 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import type { ThrottleConfig, ThrottleLimit } from '../config/config.js';
 import type { ThrottleScope } from '../../proto/http.js';
-import type { Exchange } from './http.js';
+import type { HttpCall } from './http.js';
 
 interface Bucket {
   tokens: number;
@@ -129,7 +129,7 @@ export interface Refusal {
 }
 
 /** 429 with Retry-After (whole seconds) and which limit it was. */
-export function tooMany(ex: Exchange, r: Refusal): void {
+export function tooMany(ex: HttpCall, r: Refusal): void {
   ex.error('too_many_requests', `too many requests (${r.scope}): retry after ${r.retryAfter} s`, { scope: r.scope, retry_after: r.retryAfter }, { 'retry-after': String(r.retryAfter) });
 }
 
