@@ -4,19 +4,16 @@
  * bench/create.ts; prints "ceiling listening <port>" when ready.
  */
 import uWS from 'uWebSockets.js';
+import { onPostBody } from './uws-post.js';
 
-const app = uWS.App().post('/*', (res) => {
-  let aborted = false;
-  res.onAborted(() => (aborted = true));
-  const chunks: Buffer[] = [];
-  res.onData((ab, last) => {
-    chunks.push(Buffer.from(new Uint8Array(ab).slice()));
-    if (!last || aborted) return;
-    const form = new URLSearchParams(Buffer.concat(chunks).toString());
-    const body = JSON.stringify({ username: form.get('username'), amount: Number(form.get('amount')) });
-    res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', 'application/json').end(body));
-  });
-});
+const app = uWS.App().post(
+  '/*',
+  onPostBody((body, res) => {
+    const form = new URLSearchParams(body.toString());
+    const json = JSON.stringify({ username: form.get('username'), amount: Number(form.get('amount')) });
+    res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', 'application/json').end(json));
+  }),
+);
 
 const port = await new Promise<number>((resolve, reject) => app.listen('127.0.0.1', 0, (t) => (t ? resolve(uWS.us_socket_local_port(t)) : reject(new Error('listen failed')))));
 process.on('SIGTERM', () => process.exit(0));

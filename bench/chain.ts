@@ -9,26 +9,23 @@
 import uWS from 'uWebSockets.js';
 import { connect } from '@nats-io/transport-node';
 import { ECHO_SUBJECT } from './nats-floor.js';
+import { onPostBody } from './uws-post.js';
 
 const nc = await connect({ servers: process.env.CHAIN_NATS_URL! });
-const app = uWS.App().post('/*', (res) => {
-  let aborted = false;
-  res.onAborted(() => (aborted = true));
-  const chunks: Buffer[] = [];
-  res.onData((ab, last) => {
-    chunks.push(Buffer.from(new Uint8Array(ab).slice()));
-    if (!last || aborted) return;
-    const body = JSON.parse(Buffer.concat(chunks).toString()) as Record<string, unknown>;
+const app = uWS.App().post(
+  '/*',
+  onPostBody((bytes, res, alive) => {
+    const body = JSON.parse(bytes.toString()) as Record<string, unknown>;
     nc.request(ECHO_SUBJECT, JSON.stringify(body), { timeout: 10_000 }).then(
       (m) => {
-        if (!aborted) res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', 'application/json').end(m.string()));
+        if (alive()) res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', 'application/json').end(m.string()));
       },
       () => {
-        if (!aborted) res.cork(() => res.writeStatus('503 Service Unavailable').end());
+        if (alive()) res.cork(() => res.writeStatus('503 Service Unavailable').end());
       },
     );
-  });
-});
+  }),
+);
 
 const port = await new Promise<number>((resolve, reject) => app.listen('127.0.0.1', 0, (t) => (t ? resolve(uWS.us_socket_local_port(t)) : reject(new Error('listen failed')))));
 process.on('SIGTERM', () => process.exit(0));
