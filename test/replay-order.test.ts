@@ -50,7 +50,12 @@ const resetMarker = (session: number): SessionMarker => ({ v: 1, kind: 'exchange
 async function system(roster = '1 team1 team1pass\n2 team2 team2pass\n') {
   const nats = await startTestNats();
   const dir = tempDir();
-  cleanups.push(() => (nats.stop(), nats.remove(), dir.remove()));
+  // The server gone before its store is removed: a server still writing made rmdir fail (ENOTEMPTY) in a full run.
+  cleanups.push(async () => {
+    await nats.stop();
+    nats.remove();
+    dir.remove();
+  });
   const cfg = testConfig(dir.path, { requestTimeoutMs: 2000, roster });
   const nc = await natsClient(nats.url);
   cleanups.push(() => nc.close());

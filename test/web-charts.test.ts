@@ -107,8 +107,11 @@ describe.skipIf(missing !== null)('charts on the pages, in a real Chromium', () 
     // The conversion appears on the chart and in the scorecard, with its fee in the requests table.
     await dataBecomes(page, '#price-chart', 'markers', '1');
     await page.waitForSelector('#scorecard tbody tr[data-request] [data-field="edge"]');
-    const h = await f.http.send('GET', '/history', { basic: ['team1', 'team1pass'], query: { limit: '1' } });
-    const card = h.body.entries[0].scorecard;
+    // The desk (pricing) writes scorecards a few at a time, and the gateway reads them from its stream.
+    const card = await until(async () => {
+      const h = await f.http.send('GET', '/history', { basic: ['team1', 'team1pass'], query: { limit: '1' } });
+      return h.body.entries[0]?.scorecard as { fee: number; edge: number } | undefined;
+    }, 'the conversion scored in /history');
     expect(card.fee).toBe(7);
     await page.waitForFunction((want) => document.querySelector('#scorecard tbody tr [data-field="edge"]')?.textContent === want, `${card.edge > 0 ? '+' : ''}${card.edge.toLocaleString('en-US')}`);
     expect(await page.textContent('#history tbody tr:first-child [data-field="fee"]')).toBe('7');
