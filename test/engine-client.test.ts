@@ -152,8 +152,9 @@ describe('engine client: no engine subscribed', () => {
     let received = 0;
     let sub: ReturnType<typeof bus.nc.subscribe> | null = null;
     try {
-      const answer = client.call({ op: 'ping' });
-      const other = client.call({ op: 'ping' });
+      // Reads that wait for an engine (a ping does not: see below).
+      const answer = client.call({ op: 'holdings', clientId: 1 });
+      const other = client.call({ op: 'holdings', clientId: 2 });
       // Let a few sends meet no responders first.
       await new Promise((r) => setTimeout(r, 500));
       sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
@@ -175,10 +176,21 @@ describe('engine client: no engine subscribed', () => {
     }
   });
 
+  it('answers a liveness ping at once (GET /health must not wait out the deadline for an engine that is not there)', async () => {
+    const client = new EngineClient(bus.nc, 600_000);
+    try {
+      const r = await client.call({ op: 'ping' });
+      expect(r.ok).toBe(false);
+      if (!r.ok) expect(r.error).toMatchObject({ code: 'engine_unavailable', message: expect.stringMatching(/nothing was done/) });
+    } finally {
+      client.close();
+    }
+  });
+
   it('at its deadline with still no engine, says nothing was done', async () => {
     const client = new EngineClient(bus.nc, 1_000);
     try {
-      const r = await client.call({ op: 'ping' });
+      const r = await client.call({ op: 'holdings', clientId: 1 });
       expect(r.ok).toBe(false);
       if (!r.ok) expect(r.error).toMatchObject({ code: 'engine_unavailable', message: expect.stringMatching(/nothing was done/) });
     } finally {

@@ -211,6 +211,12 @@ export class EngineClient {
       if (!p || p.batch !== b) continue;
       delete p.batch;
       p.undelivered = true;
+      // A liveness probe (GET /health) is answered now: an engine that is not there is its answer.
+      if (p.env.cmd.op === 'ping') {
+        this.pending.delete(id);
+        p.resolve({ id, ok: false, error: unavailable('not_delivered') });
+        continue;
+      }
       again.push(p);
     }
     if (again.length === 0) return;
