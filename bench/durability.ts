@@ -14,7 +14,8 @@
  * each slows the other down, so neither would be measured as it runs.
  * Run: npm run bench:durability   (BENCH_SECONDS, BENCH_INFLIGHT, BENCH_BASELINE_REF)
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -52,7 +53,9 @@ interface Engine {
 /** An engine build's modules, from its dist directory (this tree's, or a baseline's). */
 async function loadEngine(distDir: string): Promise<Engine> {
   const load = (f: string) => import(pathToFileURL(join(distDir, f)).href) as Promise<Record<string, any>>;
-  const [c, s, a, j, e] = await Promise.all(['src/engine/core.js', 'src/engine/state.js', 'src/engine/actor.js', 'src/engine/journal.js', 'src/gateway/engine-client.js'].map(load));
+  // The engine client moved from src/gateway to src/shared: a baseline from before has it at the old place.
+  const client = existsSync(join(distDir, 'src/shared/engine-client.js')) ? 'src/shared/engine-client.js' : 'src/gateway/engine-client.js';
+  const [c, s, a, j, e] = await Promise.all(['src/engine/core.js', 'src/engine/state.js', 'src/engine/actor.js', 'src/engine/journal.js', client].map(load));
   return { emptyState: s!.emptyState, applyEvent: s!.applyEvent, decide: c!.decide, Actor: a!.EngineActor, Journal: j!.JournalWriter, Client: e!.EngineClient };
 }
 
@@ -182,7 +185,8 @@ async function main(): Promise<void> {
   const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
   const ref = process.env.BENCH_BASELINE_REF;
   // The baseline's whole tree is built: its engine modules import what they need at their own commit.
-  const baseline = ref ? await buildBaseline(['src/engine/core.ts', 'src/engine/state.ts', 'src/engine/actor.ts', 'src/engine/journal.ts', 'src/gateway/engine-client.ts'], ref) : null;
+  const clientAt = (r: string) => (spawnSync('git', ['cat-file', '-e', `${r}:src/shared/engine-client.ts`], { cwd: PROJECT_ROOT }).status === 0 ? 'src/shared/engine-client.ts' : 'src/gateway/engine-client.ts');
+  const baseline = ref ? await buildBaseline(['src/engine/core.ts', 'src/engine/state.ts', 'src/engine/actor.ts', 'src/engine/journal.ts', clientAt(ref)], ref) : null;
   try {
     const nc = await connect({ servers: nats.url, noAsyncTraces: true });
     await ensureJournalStream(nc);

@@ -12,7 +12,7 @@ import { BASKET_BUCKET } from '../proto/marketdata.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { freePort, natsServerBinary } from '../src/launcher/nats-server.js';
 import { startGateway } from '../src/gateway/server.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { startBridge } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { consistencyCheck, rebuild } from '../src/engine/check.js';

@@ -7,7 +7,7 @@ import { SESSION_SUBJECT } from '../proto/subjects.js';
 import { shardNames, shardOfClient } from '../proto/shards.js';
 import { fillDelta, type Fill } from '../proto/fill.js';
 import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { consistencyCheck, rebuild } from '../src/engine/check.js';
 import { replayJournal } from '../src/engine/journal.js';
 import { loadBaskets } from '../src/config/baskets.js';

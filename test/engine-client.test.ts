@@ -3,7 +3,7 @@ import { Packr } from 'msgpackr';
 import { decode, encode, encodeRecords } from '../proto/codec.js';
 import { ENGINE_PROTOCOL_VERSION, type CommandBatch, type ReplyBatch } from '../proto/engine.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { createLogger } from '../src/shared/log.js';
 import { useTestNats } from './helpers/system.js';
 

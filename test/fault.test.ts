@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import type { DumpResult } from '../proto/engine.js';
 import type { Fill } from '../proto/fill.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { startGateway } from '../src/gateway/server.js';
 import { awaitHoldingsSeq } from './helpers/events.js';
 import { api, expectedPositions, fillsFor, killProcess, natsClient, publishFills, quietLog, spawnEngine, startTestNats, tempDir, testConfig, until } from './helpers/system.js';

@@ -12,7 +12,7 @@ import { connectNats } from '../src/shared/nats.js';
 import { provisionStreams } from '../src/shared/streams.js';
 import { startBridge, type BridgeHandle } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { decode, encode } from '../proto/codec.js';
 import { SEALED_HASH_PREFIX, type DumpResult } from '../proto/engine.js';
 import { JOURNAL_VERSION, type JournalBatch } from '../proto/journal.js';

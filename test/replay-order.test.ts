@@ -13,7 +13,7 @@ import { JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT } from '../proto/subje
 import { shardNames } from '../proto/shards.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { consistencyCheck } from '../src/engine/check.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
 import { ensureFillStream, ensureJournalStream } from '../src/shared/streams.js';
 import { awaitHoldings, awaitHoldingsSeq } from './helpers/events.js';

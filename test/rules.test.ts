@@ -11,7 +11,7 @@ import { applyFill, applySessionReset, decide } from '../src/engine/core.js';
 import { consistencyCheck, conservation } from '../src/engine/check.js';
 import { exportAudit } from '../src/engine/audit-export.js';
 import { loadBaskets } from '../src/config/baskets.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import type { ConversionAnswer, DumpResult, EngineRefusal, TickerOf } from '../proto/engine.js';
 import { limitWarnings, refusalWords } from '../proto/messages.js';
 import { applyEvent, emptyState, positionList } from '../src/engine/state.js';

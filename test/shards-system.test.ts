@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buy, quietLog, testConfig, undyBasket, useSystem } from './helpers/system.js';
 import { startEngine } from '../src/engine/service.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { consistencyCheck } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { shardOfClient, shardOfUsername } from '../proto/shards.js';

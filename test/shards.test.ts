@@ -3,7 +3,7 @@ import { routeOf, shardNames, shardOfClient, shardOfUsername } from '../proto/sh
 import { ENGINE_COMMAND_SUBJECT, JOURNAL_STREAM, JOURNAL_SUBJECT } from '../proto/subjects.js';
 import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import { rolePermissions, ROLE_PERMISSIONS } from '../proto/roles.js';
-import { mergeShardReplies } from '../src/gateway/shard-merge.js';
+import { mergeShardReplies } from '../src/shared/shard-merge.js';
 import { rosterForShard } from '../src/engine/roster.js';
 import type { EngineCommand, ReplyTo } from '../proto/engine.js';
 

@@ -1,6 +1,6 @@
 import { expect, it, vi } from 'vitest';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { positionList, type EngineState } from '../src/engine/state.js';
 import { SnapshotStore } from '../src/engine/snapshot-store.js';
 import { EngineActor } from '../src/engine/actor.js';

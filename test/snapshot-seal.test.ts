@@ -1,6 +1,6 @@
 import { expect, it } from 'vitest';
 import { startEngine } from '../src/engine/service.js';
-import { EngineClient } from '../src/gateway/engine-client.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { SnapshotStore } from '../src/engine/snapshot-store.js';
 import { EngineActor } from '../src/engine/actor.js';
 import { JournalWriter } from '../src/engine/journal.js';

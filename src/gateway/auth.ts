@@ -2,7 +2,7 @@ import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import bcrypt from 'bcrypt';
 import type { Config } from '../config/config.js';
 import { credentialsKeyFile, loadCredentialsKey, type CredentialsKey } from '../shared/credentials-key.js';
-import type { EngineClient } from './engine-client.js';
+import type { EngineClient } from '../shared/engine-client.js';
 import { refusalMessage } from '../../proto/messages.js';
 import type { Refusal } from './throttle.js';
 

@@ -6,7 +6,7 @@ import { DeskHistory } from '../shared/desk-history.js';
 import { readStream, type StreamFollower } from '../shared/stream-reader.js';
 import { describeError, isStreamNotFound } from '../shared/js-errors.js';
 import type { Logger } from '../shared/log.js';
-import type { EngineClient } from './engine-client.js';
+import type { EngineClient } from '../shared/engine-client.js';
 import type { HttpCall } from './http.js';
 import type { Params } from './params.js';
 

@@ -2,7 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { PingResult } from '../../proto/engine.js';
 import type { FeedCounters } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
-import type { EngineClient } from './engine-client.js';
+import type { EngineClient } from '../shared/engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
 import type { HttpCall } from './http.js';
 import type { HubStats } from './ws/hub.js';

@@ -19,10 +19,10 @@ import {
   type AuditEntryBody,
   type Scorecard,
 } from '../../proto/http.js';
-import type { Marks } from './marks.js';
+import type { Marks } from '../shared/marks.js';
 import type { Instruments } from '../config/baskets.js';
 import type { Authenticator } from './auth.js';
-import type { EngineClient } from './engine-client.js';
+import type { EngineClient } from '../shared/engine-client.js';
 import type { HttpCall } from './http.js';
 import type { Params } from './params.js';
 import type { FeedStatusView } from './feed-status.js';

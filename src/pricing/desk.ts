@@ -8,8 +8,8 @@ import { DESK_SAMPLE_PREFIX, DESK_STREAM, NOTICES_SUBJECT_WILDCARD, deskCardSubj
 import { DESK_SAMPLE_VERSION, deskSampleShape, type DeskSample } from '../../proto/desk.js';
 import { CHART_LIMITS, type Scorecard } from '../../proto/http.js';
 import type { Instruments } from '../config/baskets.js';
-import { EngineClient } from '../gateway/engine-client.js';
-import { Marks } from '../gateway/marks.js';
+import { EngineClient } from '../shared/engine-client.js';
+import { Marks } from '../shared/marks.js';
 import { SeriesGrid } from '../shared/desk-history.js';
 import { ensureDeskStream } from '../shared/streams.js';
 import { readStream } from '../shared/stream-reader.js';

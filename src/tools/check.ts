@@ -11,7 +11,7 @@ import { loadConfig, localEngineShards, localNatsCreds, localNatsUrl } from '../
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
 import { createLogger } from '../shared/log.js';
-import { EngineClient } from '../gateway/engine-client.js';
+import { EngineClient } from '../shared/engine-client.js';
 import { consistencyCheck, describeReport } from '../engine/check.js';
 import { ENGINE_ADMIN_SUBJECT } from '../../proto/subjects.js';
 import { refusalMessage } from '../../proto/messages.js';

@@ -16,10 +16,10 @@ import {
 } from '../../proto/engine.js';
 import { adminReplySubject, ENGINE_FAULT_SUBJECT_WILDCARD, replySubject } from '../../proto/subjects.js';
 import { routeOf, shardNames } from '../../proto/shards.js';
-import { NextTurn } from '../shared/next-turn.js';
+import { NextTurn } from './next-turn.js';
 import { mergeShardReplies } from './shard-merge.js';
 import { refusalWords } from '../../proto/messages.js';
-import type { Logger } from '../shared/log.js';
+import type { Logger } from './log.js';
 
 export interface EngineClientOptions {
   /** The operators' read-only subject (the check tool, the operator's NATS user): a separate reply prefix too. */
@@ -264,7 +264,7 @@ export class EngineClient {
   call<C extends EngineCommand>(cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
     const route = routeOf(cmd, this.lines.length);
     if (route.to === 'one') return this.send(route.shard, cmd, live);
-    // Asked of every shard; the answers combine into one (src/gateway/shard-merge.ts).
+    // Asked of every shard; the answers combine into one (src/shared/shard-merge.ts).
     const ask = route.to === 'all' && RESENT_TO_SHARDS.has(cmd.op) ? (k: number) => this.sendUntilAnswered(k, cmd, live) : (k: number) => this.send(k, cmd, live);
     return Promise.all(this.lines.map((_, k) => ask(k))).then((replies) => mergeShardReplies(cmd, route, replies));
   }

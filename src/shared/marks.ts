@@ -1,8 +1,8 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { BBO_BUCKET, bboShape, type Bbo } from '../../proto/marketdata.js';
 import type { PnlBody, StaleMark } from '../../proto/http.js';
-import type { Logger } from '../shared/log.js';
-import { watchBucket } from '../shared/kv-watch.js';
+import type { Logger } from './log.js';
+import { watchBucket } from './kv-watch.js';
 
 /** A team's profit and loss: cash plus every position marked at its mid (proto/http.ts PnlBody). */
 export type Pnl = PnlBody;
