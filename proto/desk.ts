@@ -23,8 +23,7 @@ export interface DeskSample {
   teams: [clientId: number, username: string, pnl: number][];
 }
 
-const isNumOrNull = (v: unknown) => v === null || isNum(v);
-const etfPoint = (v: unknown) => Array.isArray(v) && v.length === 3 && v.every(isNumOrNull);
+const etfPoint = (v: unknown) => Array.isArray(v) && v.length === 3 && v.every(NUM_OR_NULL.ok);
 const teamPoint = (v: unknown) => Array.isArray(v) && isInt(v[0]) && isStr(v[1]) && isNum(v[2]);
 
 /** A desk sample as the gateways read it from the stream (a bad one is skipped, not drawn). */

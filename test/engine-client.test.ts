@@ -5,7 +5,7 @@ import { ENGINE_PROTOCOL_VERSION, type CommandBatch, type ReplyBatch } from '../
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { EngineClient } from '../src/shared/engine-client.js';
 import { createLogger } from '../src/shared/log.js';
-import { useTestNats } from './helpers/system.js';
+import { until, useTestNats } from './helpers/system.js';
 
 /**
  * The gateway's engine client holds a shard's next batch while the last one
@@ -152,11 +152,10 @@ describe('engine client: no engine subscribed', () => {
     let received = 0;
     let sub: ReturnType<typeof bus.nc.subscribe> | null = null;
     try {
-      // Reads that wait for an engine (a ping does not: see below).
       const answer = client.call({ op: 'holdings', clientId: 1 });
       const other = client.call({ op: 'holdings', clientId: 2 });
-      // Let a few sends meet no responders first.
-      await new Promise((r) => setTimeout(r, 500));
+      // The server has said no engine took them (the client logs it once) before one subscribes.
+      await until(() => lines.some((l) => l.msg === 'no engine is taking commands: they are sent again until one does or their deadline'), 'the sends to meet no responders');
       sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
         callback: (_, m) => {
           const b = decode<CommandBatch>(m.data);
@@ -170,16 +169,17 @@ describe('engine client: no engine subscribed', () => {
       expect(received).toBe(2);
       expect(client.unreadable).toEqual({});
       expect(lines.filter((l) => (l.level as number) >= 50)).toEqual([]);
+      expect(lines.some((l) => l.msg === 'an engine is taking commands again')).toBe(true);
     } finally {
       client.close();
       sub?.unsubscribe();
     }
   });
 
-  it('answers a liveness ping at once (GET /health must not wait out the deadline for an engine that is not there)', async () => {
+  it('answers a probe (waitForEngine false: GET /health, a metrics scrape) at once, not after the deadline, when no engine is there', async () => {
     const client = new EngineClient(bus.nc, 600_000);
     try {
-      const r = await client.call({ op: 'ping' });
+      const r = await client.call({ op: 'ping' }, undefined, { waitForEngine: false });
       expect(r.ok).toBe(false);
       if (!r.ok) expect(r.error).toMatchObject({ code: 'engine_unavailable', message: expect.stringMatching(/nothing was done/) });
     } finally {

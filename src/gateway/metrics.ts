@@ -117,7 +117,7 @@ function requestMetrics(registry: Registry): Observe {
 /** The engine's figures, from one `ping` per scrape (newScrape forgets the last one). */
 function engineMetrics(registry: Registry, engine: EngineClient): { newScrape(): void } {
   let ping: Promise<PingResult | null> | null = null;
-  const freshPing = (): Promise<PingResult | null> => (ping ??= engine.call({ op: 'ping' }).then((r) => (r.ok ? r.result : null)));
+  const freshPing = (): Promise<PingResult | null> => (ping ??= engine.call({ op: 'ping' }, undefined, { waitForEngine: false }).then((r) => (r.ok ? r.result : null)));
   const engineGauge = (name: string, help: string, value: (p: PingResult | null) => number | null) =>
     new Gauge({
       name,

@@ -284,7 +284,8 @@ export async function leaderboard(ex: HttpCall, deps: RouteDeps, instruments: In
 }
 
 export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView, ws: { stats: unknown }): Promise<void> {
-  const reply = natsConnected ? await deps.engine.call({ op: 'ping' }) : null;
+  // A probe: no engine there is its answer, at once (not after the request timeout).
+  const reply = natsConnected ? await deps.engine.call({ op: 'ping' }, undefined, { waitForEngine: false }) : null;
   // Why an engine shard last exited (it is restarted by the supervisor): shown while it is down and after.
   const faults = [...deps.engine.faults.values()];
   const extra = { feed: feed.view(), ws: ws.stats, ...(faults.length ? { engine_faults: faults } : {}) };

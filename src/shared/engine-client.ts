@@ -87,6 +87,19 @@ interface Pending {
   env: CommandEnvelope;
   /** Its last send reached no engine (no responders): at its deadline, nothing was done. */
   undelivered?: boolean;
+  /** Answered at once when no engine takes it, never sent again (CallOptions.waitForEngine false). */
+  failFast?: boolean;
+}
+
+export interface CallOptions {
+  /** False once nobody can receive the answer (the HTTP connection closed): the command is then never sent. */
+  live?: () => boolean;
+  /**
+   * Default true: a command no engine took (restarting) is sent again until
+   * one does or its deadline. False for a probe whose answer is whether an
+   * engine is there (GET /health, a metrics scrape): it is answered at once.
+   */
+  waitForEngine?: boolean;
 }
 
 /**
@@ -211,8 +224,7 @@ export class EngineClient {
       if (!p || p.batch !== b) continue;
       delete p.batch;
       p.undelivered = true;
-      // A liveness probe (GET /health) is answered now: an engine that is not there is its answer.
-      if (p.env.cmd.op === 'ping') {
+      if (p.failFast) {
         this.pending.delete(id);
         p.resolve({ id, ok: false, error: unavailable('not_delivered') });
         continue;
@@ -261,31 +273,32 @@ export class EngineClient {
   }
 
   /** The engine's answer to `cmd`, its result typed by the command (proto/engine.ts ResultByOp). */
-  call<C extends EngineCommand>(cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
+  call<C extends EngineCommand>(cmd: C, live?: () => boolean, opts: Omit<CallOptions, 'live'> = {}): Promise<ReplyTo<C>> {
+    const o: CallOptions = live ? { ...opts, live } : opts;
     const route = routeOf(cmd, this.lines.length);
-    if (route.to === 'one') return this.send(route.shard, cmd, live);
+    if (route.to === 'one') return this.send(route.shard, cmd, o);
     // Asked of every shard; the answers combine into one (src/shared/shard-merge.ts).
-    const ask = route.to === 'all' && RESENT_TO_SHARDS.has(cmd.op) ? (k: number) => this.sendUntilAnswered(k, cmd, live) : (k: number) => this.send(k, cmd, live);
+    const ask = route.to === 'all' && RESENT_TO_SHARDS.has(cmd.op) ? (k: number) => this.sendUntilAnswered(k, cmd, o) : (k: number) => this.send(k, cmd, o);
     return Promise.all(this.lines.map((_, k) => ask(k))).then((replies) => mergeShardReplies(cmd, route, replies));
   }
 
-  private async sendUntilAnswered<C extends EngineCommand>(shard: number, cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
+  private async sendUntilAnswered<C extends EngineCommand>(shard: number, cmd: C, opts: CallOptions): Promise<ReplyTo<C>> {
     const until = Date.now() + this.resendMs;
     for (;;) {
-      const reply = await this.send(shard, cmd, live);
-      if (reply.ok || reply.error.code !== 'engine_unavailable' || Date.now() >= until || (live && !live())) return reply;
+      const reply = await this.send(shard, cmd, opts);
+      if (reply.ok || reply.error.code !== 'engine_unavailable' || Date.now() >= until || (opts.live && !opts.live())) return reply;
       await new Promise((r) => setTimeout(r, RESEND_PAUSE_MS));
     }
   }
 
-  private send<C extends EngineCommand>(shard: number, cmd: C, live?: () => boolean): Promise<ReplyTo<C>> {
+  private send<C extends EngineCommand>(shard: number, cmd: C, { live, waitForEngine = true }: CallOptions): Promise<ReplyTo<C>> {
     const id = this.nextId++;
     const env: CommandEnvelope = { id, cmd };
     this.lines[shard]!.queue.push(env);
     this.batch.schedule();
     // The engine answers each op with that op's result: the one place the wire's union is narrowed.
     return new Promise((resolve) =>
-      this.pending.set(id, { resolve: resolve as (r: EngineReply) => void, deadline: Date.now() + this.timeoutMs, env, ...(live ? { live } : {}) }),
+      this.pending.set(id, { resolve: resolve as (r: EngineReply) => void, deadline: Date.now() + this.timeoutMs, env, ...(live ? { live } : {}), ...(waitForEngine ? {} : { failFast: true }) }),
     );
   }
 
