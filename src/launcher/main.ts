@@ -9,7 +9,7 @@ import { processLogger } from '../shared/log.js';
 import { processSettings } from '../config/process.js';
 import { startNatsServer, stopOrphanNats, type NatsServer } from './nats-server.js';
 import { planCluster, startClusterNode, whenJetStreamReady } from './nats-cluster.js';
-import { Supervisor } from '../shared/service-process.js';
+import { Supervisor, SERVICE_NODE_FLAGS } from '../shared/service-process.js';
 import { exchangeIsLive } from './exchange-probe.js';
 import { checkPorts, preflight } from './preflight.js';
 import { feedNodeBinary } from './feed-runtime.js';
@@ -205,7 +205,7 @@ const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
 writeFileSync(engineShardsFile(cfg), `${shards}\n`);
 /** A supervised service: a built entry point on this Node (or `execPath`), ready once it says so over its IPC channel. */
 const service = (name: string, script: string, env: NodeJS.ProcessEnv, execPath = process.execPath) =>
-  supervisor.start({ name, command: execPath, args: ['--enable-source-maps', join(dist, script)], env, ready: 'message' });
+  supervisor.start({ name, command: execPath, args: [...SERVICE_NODE_FLAGS, '--enable-source-maps', join(dist, script)], env, ready: 'message' });
 for (let shard = 0; shard < shards; shard++) {
   const name = shards === 1 ? 'engine' : `engine-${shard}`;
   service(name, 'engine/main.js', { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) });
