@@ -221,6 +221,23 @@ describe('two different messages with the same seq', () => {
     await degradedWith('conflict');
   });
 
+  it('clearing: a forged fill at a seq the exchange\'s run skipped (its datagram lost), from another socket, is held, never applied', async () => {
+    const { x, b } = await running();
+    const lost = x.clearingSeq + 1;
+    await x.spoof([fillMsg(lost + 1, 1, 4, 1)]); // the exchange's next fill; the one at `lost` never arrives
+    await until(() => system.engine.fills.applied >= 3, 'the fill after the gap applied');
+    await forgeClearing([fillMsg(lost, 2, 4, 1000)]);
+    expect((await alerts.next((a) => a.kind === 'verdict_pending')).detail).toMatch(/never heard from the session's sender/);
+    expect(b.stats().status.clearing.held).toBe(1);
+    await x.spoof([fillMsg(lost + 2, 1, 4, 1)]);
+    expect((await alerts.next((a) => a.kind === 'stray')).feed).toBe('clearing');
+    await until(() => system.engine.fills.applied >= 4, 'the exchange\'s next fill applied');
+    expect(await holdings('team1')).toEqual({ STED: 7 });
+    expect(await holdings('team2')).toEqual({ STED: -3 });
+    expect(await markers()).toHaveLength(0);
+    await degradedWith('jump_rejected');
+  });
+
   it('market data: a forged message re-using a heard seq is flagged with both fingerprints', async () => {
     const { x, b } = await running();
     const seq = b.stats().status.market_data.last_seq;
