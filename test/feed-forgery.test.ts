@@ -238,6 +238,26 @@ describe('two different messages with the same seq', () => {
     await degradedWith('jump_rejected');
   });
 
+  it('clearing, after a bridge restart: a forged fill from another local address at the next seq, before the exchange\'s, is held; the exchange\'s is applied and the pair flagged', async () => {
+    const { x, b } = await running();
+    await b.close();
+    bridges.splice(bridges.indexOf(b), 1);
+    const again = await bridge();
+    await until(() => again.stats().status.market_data.messages >= 2, 'the exchange\'s market data heard again');
+    const other = await multicastSender('127.0.0.2');
+    try {
+      await sendClearing(other, opts.clearing, [[fillMsg(x.clearingSeq + 1, 2, 4, 1000)]]);
+    } finally {
+      await other.close();
+    }
+    expect((await alerts.next((a) => a.kind === 'verdict_pending')).detail).toMatch(/first sender on clearing since this start/);
+    expect(again.stats().status.clearing.held).toBe(1);
+    const c = alerts.next((a) => a.kind === 'conflict');
+    await standing(x);
+    expect((await c).detail).toContain('127.0.0.2');
+    await degradedWith('conflict');
+  });
+
   it('market data: a forged message re-using a heard seq is flagged with both fingerprints', async () => {
     const { x, b } = await running();
     const seq = b.stats().status.market_data.last_seq;

@@ -200,6 +200,20 @@ describe('forged variants (pure): every one held or flagged, never applied', () 
     expect(kinds(judge.observe('clearing', fill(51), EXCHANGE_CLEARING, (now += 10)))).toEqual(['dropped', 'pass']);
   });
 
+  it('after a bridge start, the first fill from another host than market data\'s (the exchange sends both) is held; the exchange\'s own fill at that seq is applied and the pair flagged', () => {
+    const judge = new SessionJudge(SETTINGS, { clearing: { seq: 50 }, market_data: { seq: 104, ts: 1002n * S }, at: 1_000_000 });
+    let now = 1_000_500;
+    expect(kinds(judge.observe('market_data', hb(105, 1003), EXCHANGE, now))).toEqual(['pass']);
+    const ds = judge.observe('clearing', fill(51, 2, 999), FORGER, (now += 10));
+    expect(kinds(ds)).toEqual(['opened']);
+    expect((ds[0] as Extract<Decision, { kind: 'opened' }>).verdict.waiting).toContain(`market data is heard from ${EXCHANGE}`);
+    const real = judge.observe('clearing', fill(51), EXCHANGE_CLEARING, (now += 10));
+    expect(kinds(real)).toEqual(['conflict', 'dropped', 'pass']);
+    expect((real[0] as Extract<Decision, { kind: 'conflict' }>).applied.sender).toBe(EXCHANGE_CLEARING);
+    // From then on the clearing feed's own sender is known: the forger is held as before.
+    expect(kinds(judge.observe('clearing', fill(52, 2, 999), FORGER, (now += 10)))).toEqual(['opened']);
+  });
+
   it('an exchange restart while no bridge listened, its new clearing seq a little below the saved one: the fill waits for the restart and is applied after the reset', () => {
     const judge = new SessionJudge(SETTINGS, { clearing: { seq: 50 }, market_data: { seq: 5000, ts: 1002n * S }, at: 1_000_000 });
     let now = 1_000_500;

@@ -202,6 +202,9 @@ export class SessionJudge {
     if (delta > bound) return this.openJump(feed, msg, sender, now, Math.floor(bound), out);
     // The exchange sends a session from one socket: another sender "continuing" it is not the exchange.
     if (f.sender !== null && sender !== f.sender) return this.openJump(feed, msg, sender, now, null, out);
+    // Nothing heard on this feed since the start: one exchange process sends both feeds, so its first sender is on the other feed's host.
+    const other = this.followed[feed === 'clearing' ? 'market_data' : 'clearing'];
+    if (f.sender === null && other.live && other.sender !== null && hostOf(sender) !== hostOf(other.sender)) return this.openJump(feed, msg, sender, now, null, out);
     const rv = this.restart;
     if (!rv && feed === 'clearing' && !f.live && delta > 1 && !this.followed.market_data.live) {
       // The first fill after a start skips seqs and no market data is heard to tell why: fills missed, or the
@@ -250,9 +253,14 @@ export class SessionJudge {
     }
     // A duplicate, or the run's own late datagram: the tracker and JetStream dedup deal with it.
     if (before || (f.live && sender === f.sender)) return void out.push({ kind: 'pass', feed, msg });
-    // Nothing heard yet since this start: the exchange may have restarted meanwhile, a little below the saved seq;
-    // it waits for market data's verdict (unless market data already shows the old session going on).
-    if (!f.live && (this.restart?.downtime || !this.followed.market_data.live)) return this.newRun(feed, msg, sender, now, out);
+    if (!f.live) {
+      // Nothing heard on this feed since the start. Market data showing a restart while no bridge listened: this is
+      // its new session, a little below the saved seq, and waits for that verdict. Market data going on with the old
+      // session: the exchange does not send a seq twice, so it is held. Nothing heard at all: nothing tells, and a
+      // seq already stored is a JetStream duplicate.
+      if (this.restart?.downtime) return this.newRun(feed, msg, sender, now, out);
+      if (!this.followed[feed === 'clearing' ? 'market_data' : 'clearing'].live) return void out.push({ kind: 'pass', feed, msg });
+    }
     this.openJump(feed, msg, sender, now, null, out);
   }
 
@@ -342,10 +350,13 @@ export class SessionJudge {
     if (bound === null) {
       v.impostor = true;
       const f = this.followed[feed];
+      const other = this.followed[feed === 'clearing' ? 'market_data' : 'clearing'];
       v.operatorOnly =
         f.last !== null && msg.seq <= f.last
           ? `${sender} sent seq ${msg.seq}, never heard from the session's sender ${f.sender ?? '(none heard since this start)'} and at or below its last seq ${f.last}: the exchange sends a session from one socket`
-          : `${sender} continues the seq of the session heard from ${f.sender}: the exchange sends a session from one socket`;
+          : f.sender === null
+            ? `${sender} is the first sender on ${feed} since this start, but the session's ${feed === 'clearing' ? 'market data is' : 'clearing feed is'} heard from ${other.sender}: one exchange process sends both`
+            : `${sender} continues the seq of the session heard from ${f.sender}: the exchange sends a session from one socket`;
     } else if (feed === 'clearing') v.operatorOnly = 'a far jump on the clearing feed (no heartbeats there to show the run lives on its own)';
     this.evaluate(v, now, out, true, bound ?? undefined);
   }
