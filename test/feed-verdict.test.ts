@@ -227,6 +227,14 @@ describe('forged variants (pure): every one held or flagged, never applied', () 
     expect((last[0] as Extract<Decision, { kind: 'accepted' }>).clearing.map((m) => m.seq)).toEqual([30]);
   });
 
+  it('market data: another sender\'s message at the next seq, ahead of the exchange\'s, is held; the exchange\'s is applied and the pair flagged', () => {
+    const { judge, now } = running();
+    expect(kinds(judge.observe('market_data', { type: 'new_order', seq: 105, timestamp: 1003n * S, order_id: 9n, symbol: 4, side: 1, quantity: 10, price: 1, flags: 0 }, FORGER, now + 1))).toEqual(['opened']);
+    const real = judge.observe('market_data', hb(105, 1003), EXCHANGE, now + 2);
+    expect(kinds(real)).toEqual(['conflict', 'dropped', 'pass']);
+    expect((real[0] as Extract<Decision, { kind: 'conflict' }>).applied.sender).toBe(EXCHANGE);
+  });
+
   it('a far jump sent as a run (5,000,000 on, in order) is held as a whole and dropped when the session goes on', () => {
     const { judge, now } = running();
     expect(kinds(judge.observe('clearing', fill(5_000_000), FORGER, now + 1))).toEqual(['opened']);
