@@ -14,13 +14,17 @@ import { loadBaskets } from '../src/config/baskets.js';
 import { ensureFillStream } from '../src/shared/streams.js';
 import { connectNats } from '../src/shared/nats.js';
 import { multicastSender } from '../src/feed/multicast.js';
-import { api, expectedPositions, killProcess, quietLog, spawnEngine, spawnService, tempDir, testConfig, writeConfigFile } from './helpers/system.js';
+import { encodeMdDatagram } from '../proto/ndfex.js';
+import { decode } from '../proto/codec.js';
+import type { SessionMarker } from '../proto/fill.js';
+import { api, expectedPositions, killProcess, quietLog, spawnEngine, spawnService, tempDir, testConfig, until, writeConfigFile } from './helpers/system.js';
 import { feedAddrs, fillMsg, fillStream, sendClearing } from './helpers/feed.js';
 
 /**
  * Crash safety under load: creates, redeems and fills (sent as the exchange
  * sends them, through the feed bridge) stream in, and exchange sessions begin
- * anew (each zeroing every position at its place in the fill stream), while
+ * anew (each zeroing every position at its place in the fill stream: the
+ * operator's new session, and an exchange restart the bridge detects), while
  * the engine, the gateways, the feed bridge and nats-server are SIGKILLed at
  * random moments, each kind several times. Clients retry with the same
  * idempotency key until they get a definitive answer, as the README tells
@@ -139,6 +143,7 @@ it.each([
           // The operator's session name: changing it begins a new exchange session (a reset marker in the fill stream).
           NDFEX_SESSION: `crash-${session}`,
           NDFEX_STATUS_INTERVAL_MS: '200',
+          NDFEX_VERDICT_WINDOW_MS: '2000',
         },
         20_000,
       );
@@ -150,11 +155,30 @@ it.each([
     const nc: NatsConnection = await connectNats(nats.url, 'crash-test');
     cleanups.push(() => nc.close());
     await ensureFillStream(nc);
-    const sender = await multicastSender('127.0.0.1');
+    // The exchange sends a session from one socket: fills on the clearing feed, a heartbeat on market data every 50 ms.
+    let sender = await multicastSender('127.0.0.1');
     cleanups.push(() => sender.close());
+    /** A restarted exchange: a new socket, both feeds' seqs from the start (the old socket says nothing more). */
+    const restartExchange = async () => {
+      const old = sender;
+      sender = await multicastSender('127.0.0.1');
+      exchangeSeq = 0;
+      mdSeq = 0;
+      await old.close().catch(() => {});
+    };
 
     let loadRunning = true;
     let exchangeSeq = 0;
+    let mdSeq = 100;
+    const mdLoop = (async () => {
+      while (loadRunning) {
+        await sender.send(feeds.marketData, encodeMdDatagram([{ type: 'heartbeat', seq: mdSeq++, timestamp: process.hrtime.bigint() }])).catch(() => {});
+        await pause(50);
+      }
+    })();
+    // Markers the bridge publishes for an exchange restart it detected (the operator's say "operator session changed").
+    let detected = 0;
+    nc.subscribe(SESSION_SUBJECT, { callback: (_e, m) => void (decode<SessionMarker>(m.data).detail.startsWith('exchange restart') && detected++) });
     const fillLoop = (async () => {
       for (let k = 1; loadRunning; k++) {
         const client = 1 + (k % TEAMS);
@@ -184,8 +208,9 @@ it.each([
     });
 
     // The crashes: every kind, several times, in an order that mixes them. 'session': the bridge dies, the exchange
-    // restarts (seq from 1), and the bridge comes back under the operator's new session name.
-    const schedule = ['engine', 'session', 'gateway', 'nats', 'bridge', 'engine', 'session'] as const;
+    // restarts (seq from 1), and the bridge comes back under the operator's new session name. 'restart': the exchange
+    // restarts while the bridge listens; the bridge holds the new session's fills until its verdict, then resets.
+    const schedule = ['engine', 'session', 'gateway', 'restart', 'nats', 'bridge', 'engine', 'session'] as const;
     const killed = new Map<string, number>();
     for (const [i, victim] of schedule.entries()) {
       await pause(jitter(300, 800));
@@ -197,7 +222,12 @@ it.each([
         session++;
         await bridge.kill();
         // Nothing listens now: the exchange's new session starts at seq 1 before a bridge hears it.
-        exchangeSeq = 0;
+        await restartExchange();
+      }
+      if (victim === 'restart') {
+        const before = detected;
+        await restartExchange();
+        await until(() => detected > before, 'the bridge to detect the exchange restart (its verdict window is 2 s)', 30_000);
       }
       if (victim === 'nats') {
         await nats.stop('SIGKILL');
@@ -210,7 +240,7 @@ it.each([
     await pause(1500);
 
     loadRunning = false;
-    await Promise.all([fillLoop, ...workers]);
+    await Promise.all([fillLoop, mdLoop, ...workers]);
     // A clean stop publishes every fill the bridge took in: the fill stream is final.
     await bridge.stop('SIGTERM');
     const stream = await fillStream(nc);
@@ -264,8 +294,9 @@ it.each([
     const summary = `outcomes: ${statuses.filter((s) => s === 200).length} ok, ${statuses.filter((s) => s === 400).length} refused; ${stream.length} fill-stream messages, ${resets.length} resets; kills ${JSON.stringify(Object.fromEntries(killed))}`;
     expect(accepted, summary).toBeGreaterThan(20);
     // Every kind of kill happened, and the exchange sessions began anew in the fill stream.
-    expect([...killed.keys()].sort(), summary).toEqual(['bridge', 'engine', 'gateway', 'nats', 'session']);
-    expect(resets.length, summary).toBeGreaterThanOrEqual(2);
+    expect([...killed.keys()].sort(), summary).toEqual(['bridge', 'engine', 'gateway', 'nats', 'restart', 'session']);
+    expect(resets.length, summary).toBeGreaterThanOrEqual(3);
+    expect(resets.filter((m) => (m.data as SessionMarker).detail.startsWith('exchange restart')).length, summary).toBeGreaterThanOrEqual(1);
 
     // 2. Final positions are exactly the fills after the last reset plus the conversions decided after it (so nothing half-applied, nothing lost to a replay).
     const lastReset = resets.length > 0 ? resets[resets.length - 1]!.seq : 0;

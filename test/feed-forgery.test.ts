@@ -221,6 +221,43 @@ describe('two different messages with the same seq', () => {
     await degradedWith('conflict');
   });
 
+  it('clearing: a forged fill at a seq the exchange\'s run skipped (its datagram lost), from another socket, is held, never applied', async () => {
+    const { x, b } = await running();
+    const lost = x.clearingSeq + 1;
+    await x.spoof([fillMsg(lost + 1, 1, 4, 1)]); // the exchange's next fill; the one at `lost` never arrives
+    await until(() => system.engine.fills.applied >= 3, 'the fill after the gap applied');
+    await forgeClearing([fillMsg(lost, 2, 4, 1000)]);
+    expect((await alerts.next((a) => a.kind === 'verdict_pending')).detail).toMatch(/never heard from the session's sender/);
+    expect(b.stats().status.clearing.held).toBe(1);
+    await x.spoof([fillMsg(lost + 2, 1, 4, 1)]);
+    expect((await alerts.next((a) => a.kind === 'stray')).feed).toBe('clearing');
+    await until(() => system.engine.fills.applied >= 4, 'the exchange\'s next fill applied');
+    expect(await holdings('team1')).toEqual({ STED: 7 });
+    expect(await holdings('team2')).toEqual({ STED: -3 });
+    expect(await markers()).toHaveLength(0);
+    await degradedWith('jump_rejected');
+  });
+
+  it('clearing, after a bridge restart: a forged fill from another local address at the next seq, before the exchange\'s, is held; the exchange\'s is applied and the pair flagged', async () => {
+    const { x, b } = await running();
+    await b.close();
+    bridges.splice(bridges.indexOf(b), 1);
+    const again = await bridge();
+    await until(() => again.stats().status.market_data.messages >= 2, 'the exchange\'s market data heard again');
+    const other = await multicastSender('127.0.0.2');
+    try {
+      await sendClearing(other, opts.clearing, [[fillMsg(x.clearingSeq + 1, 2, 4, 1000)]]);
+    } finally {
+      await other.close();
+    }
+    expect((await alerts.next((a) => a.kind === 'verdict_pending')).detail).toMatch(/first sender on clearing since this start/);
+    expect(again.stats().status.clearing.held).toBe(1);
+    const c = alerts.next((a) => a.kind === 'conflict');
+    await standing(x);
+    expect((await c).detail).toContain('127.0.0.2');
+    await degradedWith('conflict');
+  });
+
   it('market data: a forged message re-using a heard seq is flagged with both fingerprints', async () => {
     const { x, b } = await running();
     const seq = b.stats().status.market_data.last_seq;

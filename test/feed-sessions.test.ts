@@ -155,6 +155,25 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     expect(b.stats().status.clearing.missed_before_join).toBe(19);
   });
 
+  it('an exchange restart while the bridge was down whose new clearing seq is a little below the old one: reset, then its fill (not taken as a late fill of the old session)', async () => {
+    const x = await exchange({ mdSeq: 4000, clearingSeq: 9 });
+    let b = await bridge();
+    await x.fills([[1, 4, 5], [2, 4, 5]]);
+    await until(() => system.engine.fills.applied >= 2, 'fills applied');
+    await mdHeard(b);
+    await b.close();
+    bridges.splice(0);
+    // The old session stopped at clearing seq 11; the new one is at seq 5 when the bridge comes back (inside the reorder window).
+    await x.restart({ mdSeq: 30, clearingSeq: 5 });
+    b = await bridge();
+    await x.fills([[1, 6, 1]]);
+    await until(async () => (await markers()).length === 1, 'the session marker');
+    await until(() => system.engine.fills.applied >= 3, 'the new session\'s fill applied');
+    expect(await holdings('team1')).toEqual({ DILN: 1 });
+    expect(await holdings('team2')).toEqual({});
+    expect((await fillStream(nc)).at(-1)!.msgId).toBe(fillMsgId('2', 6));
+  });
+
   it('with NDFEX_SOURCE, datagrams from any other sender are counted as foreign and ignored', async () => {
     const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
     await alerts.flushed();

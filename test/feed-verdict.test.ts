@@ -169,3 +169,90 @@ describe('SessionVerdict: the bridge acting on the verdict, without sockets', ()
     expect(b.published).toHaveLength(1);
   });
 });
+
+describe('forged variants (pure): every one held or flagged, never applied', () => {
+  it('a fill from another sender at a seq the session skipped (a gap, below the last heard) is held, not applied; the session going on makes it a stray', () => {
+    const { judge, now } = running();
+    // The exchange's seq 52 is lost; 53 arrives: 52 is a gap below the run's last.
+    expect(kinds(judge.observe('clearing', fill(53), EXCHANGE_CLEARING, now))).toEqual(['pass']);
+    const ds = judge.observe('clearing', fill(52, 2, 999), FORGER, now + 10);
+    expect(kinds(ds)).toEqual(['opened']);
+    expect(judge.held('clearing')).toBe(1);
+    const next = judge.observe('clearing', fill(54), EXCHANGE_CLEARING, now + 20);
+    expect(kinds(next)).toEqual(['dropped', 'pass']);
+    // The exchange's own late datagram (its socket) is still taken.
+    expect(kinds(judge.observe('market_data', hb(105, 1003), EXCHANGE, now + 500))).toEqual(['pass']);
+    expect(kinds(judge.observe('market_data', hb(107, 1004), EXCHANGE, now + 1000))).toEqual(['pass']);
+    expect(kinds(judge.observe('market_data', hb(106, 1003.5), EXCHANGE, now + 1001))).toEqual(['pass']);
+  });
+
+  it('a market-data message from another sender in a gap below the last heard is held, not applied', () => {
+    const { judge, now } = running();
+    expect(kinds(judge.observe('market_data', hb(106, 1003), EXCHANGE, now + 500))).toEqual(['pass']);
+    expect(kinds(judge.observe('market_data', hb(105, 1002.5), FORGER, now + 510))).toEqual(['opened']);
+  });
+
+  it('after a bridge start (saved progress, nothing heard yet), a fill at or below the saved seq is held, not applied as a late one', () => {
+    const judge = new SessionJudge(SETTINGS, { clearing: { seq: 50 }, market_data: { seq: 104, ts: 1002n * S }, at: 1_000_000 });
+    let now = 1_000_500;
+    expect(kinds(judge.observe('market_data', hb(105, 1003), EXCHANGE, now))).toEqual(['pass']);
+    expect(kinds(judge.observe('clearing', fill(45, 2, 999), FORGER, (now += 10)))).toEqual(['opened']);
+    expect(kinds(judge.observe('clearing', fill(51), EXCHANGE_CLEARING, (now += 10)))).toEqual(['dropped', 'pass']);
+  });
+
+  it('after a bridge start, the first fill from another host than market data\'s (the exchange sends both) is held; the exchange\'s own fill at that seq is applied and the pair flagged', () => {
+    const judge = new SessionJudge(SETTINGS, { clearing: { seq: 50 }, market_data: { seq: 104, ts: 1002n * S }, at: 1_000_000 });
+    let now = 1_000_500;
+    expect(kinds(judge.observe('market_data', hb(105, 1003), EXCHANGE, now))).toEqual(['pass']);
+    const ds = judge.observe('clearing', fill(51, 2, 999), FORGER, (now += 10));
+    expect(kinds(ds)).toEqual(['opened']);
+    expect((ds[0] as Extract<Decision, { kind: 'opened' }>).verdict.waiting).toContain(`market data is heard from ${EXCHANGE}`);
+    const real = judge.observe('clearing', fill(51), EXCHANGE_CLEARING, (now += 10));
+    expect(kinds(real)).toEqual(['conflict', 'dropped', 'pass']);
+    expect((real[0] as Extract<Decision, { kind: 'conflict' }>).applied.sender).toBe(EXCHANGE_CLEARING);
+    // From then on the clearing feed's own sender is known: the forger is held as before.
+    expect(kinds(judge.observe('clearing', fill(52, 2, 999), FORGER, (now += 10)))).toEqual(['opened']);
+  });
+
+  it('an exchange restart while no bridge listened, its new clearing seq a little below the saved one: the fill waits for the restart and is applied after the reset', () => {
+    const judge = new SessionJudge(SETTINGS, { clearing: { seq: 50 }, market_data: { seq: 5000, ts: 1002n * S }, at: 1_000_000 });
+    let now = 1_000_500;
+    // The restarted exchange's market data: a new run from seq 3 (the bridge missed 0..2).
+    expect(kinds(judge.observe('market_data', hb(3, 1100), RESTARTED, now))).toEqual(['opened']);
+    expect(judge.observe('clearing', fill(30, 2, 7), RESTARTED_CLEARING, (now += 10))).toEqual([]);
+    expect(judge.held('clearing')).toBe(1);
+    let last: Decision[] = [];
+    for (let seq = 4; last.length === 0 && seq < 40; seq++) last = judge.observe('market_data', hb(seq, 1100 + seq / 2), RESTARTED, (now += 500));
+    expect(kinds(last)).toEqual(['accepted']);
+    expect((last[0] as Extract<Decision, { kind: 'accepted' }>).clearing.map((m) => m.seq)).toEqual([30]);
+  });
+
+  it('market data: another sender\'s message at the next seq, ahead of the exchange\'s, is held; the exchange\'s is applied and the pair flagged', () => {
+    const { judge, now } = running();
+    expect(kinds(judge.observe('market_data', { type: 'new_order', seq: 105, timestamp: 1003n * S, order_id: 9n, symbol: 4, side: 1, quantity: 10, price: 1, flags: 0 }, FORGER, now + 1))).toEqual(['opened']);
+    const real = judge.observe('market_data', hb(105, 1003), EXCHANGE, now + 2);
+    expect(kinds(real)).toEqual(['conflict', 'dropped', 'pass']);
+    expect((real[0] as Extract<Decision, { kind: 'conflict' }>).applied.sender).toBe(EXCHANGE);
+  });
+
+  it('a far jump sent as a run (5,000,000 on, in order) is held as a whole and dropped when the session goes on', () => {
+    const { judge, now } = running();
+    expect(kinds(judge.observe('clearing', fill(5_000_000), FORGER, now + 1))).toEqual(['opened']);
+    for (let i = 1; i < 5; i++) expect(judge.observe('clearing', fill(5_000_000 + i), FORGER, now + 1 + i)).toEqual([]);
+    expect(judge.held('clearing')).toBe(5);
+    const next = judge.observe('clearing', fill(52), EXCHANGE_CLEARING, now + 20);
+    expect(kinds(next)).toEqual(['dropped', 'pass']);
+    expect((next[0] as Extract<Decision, { kind: 'dropped' }>).strays).toBe(5);
+    // And from the exchange's own socket (spoofed), a far jump is held all the same.
+    expect(kinds(judge.observe('clearing', fill(5_000_100), EXCHANGE_CLEARING, now + 30))).toEqual(['opened']);
+  });
+
+  it('a duplicate seq further back than the reorder window, with other content, is no restart and resets nothing', () => {
+    const { judge, now } = running();
+    for (let seq = 52; seq < 200; seq++) judge.observe('clearing', fill(seq), EXCHANGE_CLEARING, now);
+    const ds = judge.observe('clearing', fill(60, 2, 999), FORGER, now + 1);
+    expect(kinds(ds)).toEqual(['opened']);
+    expect(kinds(judge.observe('clearing', fill(200), EXCHANGE_CLEARING, now + 2))).toEqual(['rejected', 'pass']);
+    expect(judge.lastSeq('clearing')).toBe(200);
+  });
+});

@@ -32,6 +32,19 @@ eachServer('HTTP edge', (kind: HttpServerKind) => {
     expect((await fetch(`${f.sys.url}/symbols`)).status).toBe(200);
   });
 
+  it('HEAD on the operator API\'s GET routes answers like GET without a body (not 405)', async () => {
+    const headers = { authorization: basic(OPERATOR.username, OPERATOR.password) };
+    for (const path of [OPERATOR_ROUTES.overview, OPERATOR_ROUTES.rules]) {
+      const get = await fetch(`${f.sys.url}${path}`, { headers });
+      await get.arrayBuffer();
+      const head = await fetch(`${f.sys.url}${path}`, { method: 'HEAD', headers });
+      expect(head.status, path).toBe(get.status);
+      expect(head.headers.get('content-type')).toBe(get.headers.get('content-type'));
+      expect(head.headers.get('cache-control')).toBe('no-store');
+      expect((await head.arrayBuffer()).byteLength).toBe(0);
+    }
+  });
+
   it.each(['/positions/1/%ZZ', '/requests/%E0%A4%A', '/holdings%'])('GET %s is a JSON 400', async (path) => {
     const res = await fetch(`${f.sys.url}${path}?username=team1&password=team1pass`);
     expect(res.status).toBe(400);

@@ -200,6 +200,35 @@ describe('a journal record the engine cannot replay', () => {
     expect(fatal[0]).toContain(`nats stream rmm ${JOURNAL_STREAM} ${ack.seq}`);
   });
 
+  it('whatever is wrong with it (not msgpack, a later version, no list of events, an event for no account): one line each, and once removed the engine starts', async () => {
+    const s = await stopped();
+    const js = jetstream(s.nc);
+    const jsm = await jetstreamManager(s.nc);
+    const env = { NATS_URL: s.nats.url, CONFIG_FILE: writeConfigFile(s.cfg), LOG_LEVEL: 'info' };
+    const conversion: JournalEvent = { t: 'conversion', requestId: 77, op: 'create', clientId: 99, etf: 'UNDY', amount: 1, held: [], ts: 1 };
+    const poisons: Array<[Uint8Array, string]> = [
+      [new Uint8Array([0xc1, 0xff, 0x00]), 'undecodable'],
+      [encode({ v: 99, events: [] }), 'unsupported version 99'],
+      [encode({ v: 2, events: 'all of them' }), 'events is not a list of events'],
+      [encode({ v: 2, events: [conversion] }), 'conversion for unknown client_id 99'],
+    ];
+    for (const [data, why] of poisons) {
+      const ack = await js.publish(JOURNAL_SUBJECT, data);
+      const failed = await run(join(PROJECT_ROOT, 'dist/src/engine/main.js'), env);
+      expect(failed.code, failed.out).toBe(CONFIG_EXIT_CODE);
+      const fatal = failed.lines.filter((l) => l.includes('"level":60'));
+      expect(fatal, failed.out).toHaveLength(1);
+      expect(fatal[0]).toContain(`journal record ${ack.seq} of stream ${JOURNAL_STREAM}`);
+      expect(fatal[0]).toContain(why);
+      await jsm.streams.deleteMessage(JOURNAL_STREAM, ack.seq);
+    }
+    const engine = await spawnEngine(s.nats.url, s.cfg);
+    cleanups.push(() => killProcess(engine));
+    const gateway = await startGateway(s.cfg, s.nats.url, quietLog);
+    cleanups.push(() => gateway.close());
+    expect((await api(`http://127.0.0.1:${gateway.port}`).register('after2', 'afterpass1')).status).toBe(200);
+  }, 90_000);
+
   it('once removed (the journal now ends in a deleted record), the engine starts at once and journals after it', async () => {
     const s = await stopped();
     const ack = await jetstream(s.nc).publish(JOURNAL_SUBJECT, encode({ events: [] }));

@@ -175,7 +175,7 @@ export class SessionJudge {
     const timeWentBack = feed === 'market_data' && delta > 0 && tsOf(msg) < f.lastTs;
     if (delta > 0 && !timeWentBack) this.forward(feed, msg, sender, now, delta, out);
     else if (timeWentBack || (msg.seq <= FEEDS[feed].startSeq && f.last > msg.seq) || -delta > REORDER_WINDOW) this.newRun(feed, msg, sender, now, out);
-    else this.again(feed, msg, sender, out);
+    else this.again(feed, msg, sender, now, out);
     return out;
   }
 
@@ -202,6 +202,9 @@ export class SessionJudge {
     if (delta > bound) return this.openJump(feed, msg, sender, now, Math.floor(bound), out);
     // The exchange sends a session from one socket: another sender "continuing" it is not the exchange.
     if (f.sender !== null && sender !== f.sender) return this.openJump(feed, msg, sender, now, null, out);
+    // Nothing heard on this feed since the start: one exchange process sends both feeds, so its first sender is on the other feed's host.
+    const other = this.followed[feed === 'clearing' ? 'market_data' : 'clearing'];
+    if (f.sender === null && other.live && other.sender !== null && hostOf(sender) !== hostOf(other.sender)) return this.openJump(feed, msg, sender, now, null, out);
     const rv = this.restart;
     if (!rv && feed === 'clearing' && !f.live && delta > 1 && !this.followed.market_data.live) {
       // The first fill after a start skips seqs and no market data is heard to tell why: fills missed, or the
@@ -230,9 +233,14 @@ export class SessionJudge {
     out.push({ kind: 'pass', feed, msg });
   }
 
-  /** A seq at or a little below the followed run's last: a duplicate or a late one, or other content under a heard seq. */
-  private again(feed: FeedName, msg: AnyMsg, sender: string, out: Decision[]): void {
-    const before = this.followed[feed].ring.get(msg.seq);
+  /**
+   * A seq at or a little below the followed run's last: a duplicate, other content under a heard seq, or a seq
+   * never heard here (a gap filled late). Only the followed run's own socket sends it late; anything else there
+   * (another sender, or anyone before the run was heard in this process) is held, never applied as a late one.
+   */
+  private again(feed: FeedName, msg: AnyMsg, sender: string, now: number, out: Decision[]): void {
+    const f = this.followed[feed];
+    const before = f.ring.get(msg.seq);
     if (before && canon(before.msg) !== canon(msg)) {
       out.push({
         kind: 'conflict',
@@ -243,7 +251,17 @@ export class SessionJudge {
       });
       return;
     }
-    out.push({ kind: 'pass', feed, msg }); // a duplicate (or a late one): the tracker and JetStream dedup deal with it
+    // A duplicate, or the run's own late datagram: the tracker and JetStream dedup deal with it.
+    if (before || (f.live && sender === f.sender)) return void out.push({ kind: 'pass', feed, msg });
+    if (!f.live) {
+      // Nothing heard on this feed since the start. Market data showing a restart while no bridge listened: this is
+      // its new session, a little below the saved seq, and waits for that verdict. Market data going on with the old
+      // session: the exchange does not send a seq twice, so it is held. Nothing heard at all: nothing tells, and a
+      // seq already stored is a JetStream duplicate.
+      if (this.restart?.downtime) return this.newRun(feed, msg, sender, now, out);
+      if (!this.followed[feed === 'clearing' ? 'market_data' : 'clearing'].live) return void out.push({ kind: 'pass', feed, msg });
+    }
+    this.openJump(feed, msg, sender, now, null, out);
   }
 
   /** A run that goes back: a possible new exchange session. */
@@ -331,7 +349,14 @@ export class SessionJudge {
     this.addRun(v, feed, msg, sender, now);
     if (bound === null) {
       v.impostor = true;
-      v.operatorOnly = `${sender} continues the seq of the session heard from ${this.followed[feed].sender}: the exchange sends a session from one socket`;
+      const f = this.followed[feed];
+      const other = this.followed[feed === 'clearing' ? 'market_data' : 'clearing'];
+      v.operatorOnly =
+        f.last !== null && msg.seq <= f.last
+          ? `${sender} sent seq ${msg.seq}, never heard from the session's sender ${f.sender ?? '(none heard since this start)'} and at or below its last seq ${f.last}: the exchange sends a session from one socket`
+          : f.sender === null
+            ? `${sender} is the first sender on ${feed} since this start, but the session's ${feed === 'clearing' ? 'market data is' : 'clearing feed is'} heard from ${other.sender}: one exchange process sends both`
+            : `${sender} continues the seq of the session heard from ${f.sender}: the exchange sends a session from one socket`;
     } else if (feed === 'clearing') v.operatorOnly = 'a far jump on the clearing feed (no heartbeats there to show the run lives on its own)';
     this.evaluate(v, now, out, true, bound ?? undefined);
   }
@@ -411,6 +436,9 @@ export class SessionJudge {
   private releaseDowntime(v: Verdict, now: number, out: Decision[]): void {
     if (!v.downtime || !v.runs.clearing || this.followed.clearing.live) return;
     const held = v.runs.clearing;
+    // Only a run past the saved seq can be the old session's after a gap; one at or below it stays held.
+    const last = this.followed.clearing.last;
+    if (last !== null && held.from <= last) return;
     delete v.runs.clearing;
     for (const m of held.msgs) {
       out.push({ kind: 'pass', feed: 'clearing', msg: m });

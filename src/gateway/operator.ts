@@ -106,7 +106,8 @@ export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { p
   const handle = (ex: HttpCall, info: RequestInfo) => {
     const route = routes[info.path];
     const methods = routeMethods(route);
-    const handler = info.method === 'GET' ? route?.GET : undefined;
+    // HEAD is a GET without the body (HttpCall drops it), on every GET route.
+    const handler = info.method === 'GET' || ex.head ? route?.GET : undefined;
     const write = info.method === 'PUT' ? route?.PUT : info.method === 'POST' ? route?.POST : undefined;
     deps.metrics.track(ex, info.method, methods.length > 0 ? info.path : '/operator/api/*');
     if (methods.length === 0) return ex.error('not_found', `no route ${info.path}`);
