@@ -29,6 +29,13 @@ export interface ClearingSessionRecord {
    */
   md_seq?: number;
   md_ts?: string;
+  /**
+   * Who sent that market data (address:port). The exchange sends a session
+   * from one socket: a later start that hears market data from another, and
+   * fills past a gap, cannot tell a restart while no bridge listened (its new
+   * session already past the old seqs) from a gap, and asks the operator.
+   */
+  md_sender?: string;
 }
 
 /** Why a stored clearing session record cannot be used (the bridge stops on one: fill msg ids depend on it). */
@@ -37,6 +44,7 @@ export function clearingSessionProblem(r: unknown): string | null {
   if (!Number.isInteger(r.session) || (r.session as number) < 1) return 'session: not a positive integer';
   if (!Number.isInteger(r.last_seq)) return 'last_seq: not an integer';
   if (!isStr(r.name)) return 'name: not a string';
+  if (r.md_sender !== undefined && !isStr(r.md_sender)) return 'md_sender: not a string';
   return r.md_seq !== undefined && !Number.isInteger(r.md_seq) ? 'md_seq: not an integer' : null;
 }
 

@@ -83,6 +83,32 @@ describe('SessionJudge (pure)', () => {
     expect(judge.lastSeq('clearing')).toBe(52);
   });
 
+  describe('after a start, with the progress the last bridge saved (clearing seq 51, market data seq 104 from EXCHANGE)', () => {
+    const resumed = () => new SessionJudge(SETTINGS, { clearing: { seq: 51 }, market_data: { seq: 104, ts: 1002n * S, sender: EXCHANGE }, at: 1_000_000 });
+
+    it('market data from the same exchange socket, then fills past a gap: a gap in the old session (passed)', () => {
+      const judge = resumed();
+      expect(kinds(judge.observe('market_data', hb(900, 1400), EXCHANGE, 1_400_000))).toEqual(['pass']);
+      expect(kinds(judge.observe('clearing', fill(80), EXCHANGE_CLEARING, 1_400_000))).toEqual(['pass']);
+      expect(judge.verdicts()).toEqual([]);
+    });
+
+    it('market data from another socket (the exchange restarted and is past the old seqs): fills past a gap are held for the operator, and market data going on does not reject it', () => {
+      const judge = resumed();
+      expect(kinds(judge.observe('market_data', hb(900, 1400), RESTARTED, 1_400_000))).toEqual(['pass']);
+      const opened = judge.observe('clearing', fill(80), RESTARTED_CLEARING, 1_400_000);
+      expect(kinds(opened)).toEqual(['opened']);
+      const v = (opened[0] as Extract<Decision, { kind: 'opened' }>).verdict;
+      expect(v).toMatchObject({ kind: 'restart', downtime: true, status: 'pending' });
+      expect(v.operatorOnly).toMatch(`market data now comes from ${RESTARTED}, the last bridge heard it from ${EXCHANGE}`);
+      for (let i = 1; i <= 20; i++) expect(kinds(judge.observe('market_data', hb(900 + i, 1400 + i / 2), RESTARTED, 1_400_000 + i * 500))).toEqual(['pass']);
+      expect(judge.observe('clearing', fill(81), RESTARTED_CLEARING, 1_410_000)).toEqual([]);
+      expect(kinds(judge.tick(1_420_000))).toEqual([]);
+      expect(judge.held('clearing')).toBe(2);
+      expect(judge.verdicts().map((x) => x.status)).toEqual(['pending']);
+    });
+  });
+
   it('flags a heard seq sent again with other content, keeping what was applied', () => {
     const { judge, now } = running();
     const ds = judge.observe('clearing', fill(51, 2, 999), FORGER, now + 10);

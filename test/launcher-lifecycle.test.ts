@@ -97,7 +97,8 @@ describe('npm start and its stops, with the simulator', () => {
     dirs.push(d);
     const accounts = join(d.path, 'accounts.txt');
     writeFileSync(accounts, ROSTER);
-    const env = await launcherEnv(join(d.path, 'data'), accounts);
+    const dataDir = join(d.path, 'data');
+    const env = await launcherEnv(dataDir, accounts);
     const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
     const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
     let run = runLauncher(env);
@@ -114,11 +115,14 @@ describe('npm start and its stops, with the simulator', () => {
     await until(() => services.every((p) => !alive(p)), 'the services to notice their launcher is gone and stop', 15_000);
     expect(await portIsFree('127.0.0.1', Number(env.HTTP_PORT))).toBe(true);
 
+    // What a crashed service left in its temporary folder (the services' TMPDIR is DATA_DIR/tmp) is gone at the next start.
+    writeFileSync(join(dataDir, 'tmp', 'left-by-a-crash'), 'x');
     // nats-server (its own process group, nothing to watch with) is still up on NATS_PORT: the next start stops it first.
     run = runLauncher(env);
     runs.push(run);
     await run.waitForLine((l) => l.msg === 'stopped a nats-server left running by a launcher that was killed', 'the orphan nats-server stopped');
     await healthy();
+    expect(readdirSync(join(dataDir, 'tmp'))).toEqual([]);
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
     expect(await portIsFree('127.0.0.1', Number(env.NATS_PORT))).toBe(true);

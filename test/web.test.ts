@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
 import { encode } from '../proto/codec.js';
+import type { FeedProblem } from '../proto/feed.js';
 import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, priceSubject, type EtfPrice, type FeedAlert, type FeedCounters, type FeedStatus } from '../proto/marketdata.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { browserMissing, launchBrowser } from './helpers/browser.js';
@@ -180,5 +181,45 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     await page.screenshot({ path: join(shots.path, 'operator-page.png'), fullPage: true, animations: 'disabled' });
     expect(pageErrors).toEqual([]);
     await page.close();
+  });
+  it('a standing feed problem: the team page says positions may be incomplete, the operator page lists it as an alert with its decision; once acknowledged, both say so no more', async () => {
+    const problem: FeedProblem = {
+      id: 'gap-clearing',
+      kind: 'gap',
+      feed: 'clearing',
+      detail: 'clearing fills missed for good: 3 (latest gap: expected seq 2041, received 2044); positions may be incomplete',
+      actions: ['ack'],
+      count: 1,
+      since: Date.now(),
+      ts: Date.now(),
+    };
+    let mdDatagrams = 5000;
+    const publishStatus = (problems: FeedProblem[]) =>
+      f.nc.publish(FEED_STATUS_SUBJECT, encode({ clearing: counters({ gaps: 1, missed_messages: 3 }), market_data: counters({ datagrams: (mdDatagrams += 10) }), problems, ts: Date.now() } satisfies FeedStatus));
+    publishStatus([problem]);
+
+    const team = await context.newPage();
+    await team.goto(`${f.sys.url}/`);
+    await team.fill('#username', 'team3');
+    await team.fill('#password', 'team3pass');
+    await team.click('#signin-button');
+    await textBecomes(team, '#incomplete', /your positions may be incomplete/);
+
+    const op = await context.newPage();
+    await op.goto(`${f.sys.url}/operator`);
+    await op.fill('#username', OPERATOR.username);
+    await op.fill('#password', OPERATOR.password);
+    await op.click('#signin-button');
+    await op.waitForSelector('#board:not([hidden])');
+    await textBecomes(op, '#alerts tbody tr.problem td:nth-child(4)', /^clearing fills missed for good: 3 .*ack$/);
+    expect(await op.locator('#alerts button[data-problem="gap-clearing"][data-action="ack"]').count()).toBe(1);
+
+    // Acknowledged: the bridge's next status has no problem left.
+    publishStatus([]);
+    await op.waitForFunction(() => !document.querySelector('#alerts tbody tr.problem'), undefined, { timeout: 15_000 });
+    await team.waitForFunction(() => !/incomplete/.test(document.querySelector('#incomplete')?.textContent ?? ''), undefined, { timeout: 15_000 });
+    expect(pageErrors).toEqual([]);
+    await team.close();
+    await op.close();
   });
 });

@@ -7,7 +7,7 @@ import { fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
 import { FILL_STREAM, SESSION_SUBJECT, fillMsgId } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import type { RestartPolicy } from './clearing.js';
-import { SessionStore } from './session.js';
+import { SessionStore, type MdProgress } from './session.js';
 
 /**
  * The exchange session the bridge publishes fills under: its number (shared
@@ -49,9 +49,9 @@ export class ClearingSession {
   }
 
   /** Where the last bridge left market data (absent before any was saved): the evidence of a restart while none listened. */
-  get savedMarketData(): { seq: number; ts: bigint } | undefined {
+  get savedMarketData(): MdProgress | undefined {
     const r = this.store.record;
-    return r.md_seq !== undefined ? { seq: r.md_seq, ts: BigInt(r.md_ts ?? '0') } : undefined;
+    return r.md_seq !== undefined ? { seq: r.md_seq, ts: BigInt(r.md_ts ?? '0'), ...(r.md_sender !== undefined ? { sender: r.md_sender } : {}) } : undefined;
   }
 
   get savedAt(): number {
@@ -66,12 +66,12 @@ export class ClearingSession {
   }
 
   /** Saves progress in the background, only when the clearing feed moved past what is saved. */
-  saveIfMoved(lastSeq: number, md: { seq: number; ts: bigint }): void {
+  saveIfMoved(lastSeq: number, md: MdProgress): void {
     if (lastSeq <= this.store.record.last_seq) return;
     this.store.saveProgress(lastSeq, md).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress'));
   }
 
-  async save(lastSeq: number, md: { seq: number; ts: bigint }): Promise<void> {
+  async save(lastSeq: number, md: MdProgress): Promise<void> {
     await this.store.saveProgress(lastSeq, md).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress at stop'));
   }
 }

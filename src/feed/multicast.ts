@@ -61,7 +61,7 @@ export async function joinGroup(addr: GroupAddr, iface: string, onDatagram: (buf
     // A burst larger than the default ~200 KB buffer would be dropped by the kernel; the OS may cap this.
     socket.setRecvBufferSize(recvBufferBytes);
   } catch {
-    /* keep the default */
+    // The kernel may refuse the size (net.core.rmem_max): the default buffer still receives, only a burst may overflow it sooner.
   }
   return {
     socket,

@@ -165,7 +165,7 @@ function bridgeHandle(nc: NatsConnection, parts: BridgeParts, run: { alerts: Ale
       await parts.bbos.stop();
       parts.gate.stop();
       run.control.stop();
-      if (clearing.restartsPending === 0) await session.save(clearing.tracker.last, md.progress);
+      if (clearing.restartsPending === 0) await session.save(clearing.tracker.last, parts.verdict.mdProgress(md.progress));
       run.ticker.tick();
       await nc.drain();
     },

@@ -5,6 +5,7 @@ import type { SendAlert } from './alerts.js';
 import type { ClearingFeed } from './clearing.js';
 import type { MarketDataIntake } from './md-intake.js';
 import type { ProblemBook } from './problems.js';
+import type { MdProgress } from './session.js';
 import type { AnyMsg, Decision, FeedName, SessionJudge, Verdict } from './verdict.js';
 
 export interface SessionVerdictDeps {
@@ -70,6 +71,12 @@ export class SessionVerdict {
 
   held(feed: FeedName): number {
     return this.judge.held(feed);
+  }
+
+  /** Market data's progress with who sends the run followed, as saved for the next start to compare with. */
+  mdProgress(p: { seq: number; ts: bigint }): MdProgress {
+    const sender = this.judge.followedSender('market_data');
+    return sender === null ? p : { ...p, sender };
   }
 
   /** In order; market-data messages let through are applied in batches between the other decisions. */

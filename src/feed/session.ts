@@ -7,6 +7,13 @@ import { FEED_BUCKET, FEED_CLEARING_KEY, clearingSessionProblem, type ClearingSe
 
 const MAX_CAS_TRIES = 20;
 
+/** Where market data stands: its last seq, exchange timestamp and sender (none before it was heard in this process). */
+export interface MdProgress {
+  seq: number;
+  ts: bigint;
+  sender?: string;
+}
+
 /** Decodes the stored record; anything else there is an operator problem worth stopping for. */
 function parseRecord(bytes: Uint8Array): ClearingSessionRecord {
   let r: Partial<ClearingSessionRecord> | undefined;
@@ -89,14 +96,15 @@ export class SessionStore {
    * the evidence a later start compares with to see an exchange restart that
    * happened while no bridge was listening.
    */
-  async saveProgress(lastSeq: number, md?: { seq: number; ts: bigint }, now = Date.now()): Promise<void> {
+  async saveProgress(lastSeq: number, md?: MdProgress, now = Date.now()): Promise<void> {
     const e = await this.kv.get(FEED_CLEARING_KEY);
     if (!e || e.operation !== 'PUT') return;
     const cur = parseRecord(e.value);
     const clearingMoved = cur.last_seq < lastSeq;
-    const mdMoved = md !== undefined && md.seq > 0 && md.seq !== cur.md_seq;
+    const mdMoved = md !== undefined && md.seq > 0 && (md.seq !== cur.md_seq || (md.sender !== undefined && md.sender !== cur.md_sender));
     if (cur.session !== this.record.session || (!clearingMoved && !mdMoved)) return;
-    const next: ClearingSessionRecord = { ...cur, last_seq: Math.max(cur.last_seq, lastSeq), ts: now, ...(mdMoved ? { md_seq: md.seq, md_ts: String(md.ts) } : {}) };
+    const mdNow = mdMoved ? { md_seq: md.seq, md_ts: String(md.ts), ...(md.sender !== undefined ? { md_sender: md.sender } : {}) } : {};
+    const next: ClearingSessionRecord = { ...cur, last_seq: Math.max(cur.last_seq, lastSeq), ts: now, ...mdNow };
     if (await cas(this.kv, next, e.revision)) this.record = next;
   }
 }

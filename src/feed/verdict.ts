@@ -74,6 +74,8 @@ interface Followed {
   lastTs: bigint;
   /** Heard in this process (not only restored from saved progress). */
   live: boolean;
+  /** Who sent the run when the last bridge saved its progress (null: not saved). */
+  savedSender: string | null;
   ring: Map<number, { msg: AnyMsg; sender: string }>;
 }
 
@@ -135,10 +137,18 @@ export class SessionJudge {
   constructor(
     readonly settings: JudgeSettings = DEFAULT_JUDGE,
     /** Saved progress: where each feed stood when the last bridge stopped. */
-    saved: { clearing?: { seq: number }; market_data?: { seq: number; ts: bigint }; at?: number } = {},
+    saved: { clearing?: { seq: number }; market_data?: { seq: number; ts: bigint; sender?: string }; at?: number } = {},
   ) {
-    const f = (seq: number | undefined, ts = 0n): Followed => ({ last: seq && seq > 0 ? seq : null, sender: null, heardAt: saved.at ?? 0, lastTs: ts, live: false, ring: new Map() });
-    this.followed = { clearing: f(saved.clearing?.seq), market_data: f(saved.market_data?.seq, saved.market_data?.ts) };
+    const f = (seq: number | undefined, ts = 0n, savedSender: string | null = null): Followed => ({
+      last: seq && seq > 0 ? seq : null,
+      sender: null,
+      heardAt: saved.at ?? 0,
+      lastTs: ts,
+      live: false,
+      savedSender,
+      ring: new Map(),
+    });
+    this.followed = { clearing: f(saved.clearing?.seq), market_data: f(saved.market_data?.seq, saved.market_data?.ts, saved.market_data?.sender ?? null) };
   }
 
   /** Every verdict not decided yet (pending or rejected but still confirmable). */
@@ -159,6 +169,22 @@ export class SessionJudge {
 
   lastSeq(feed: FeedName): number | null {
     return this.followed[feed].last;
+  }
+
+  /** Who sends the followed run of `feed` (null: not heard in this process). */
+  followedSender(feed: FeedName): string | null {
+    return this.followed[feed].sender;
+  }
+
+  /**
+   * Market data heard since this start comes from another socket than the one
+   * the last bridge saved: the exchange sends a session from one socket, so the
+   * exchange process is another, and market data going on proves nothing about
+   * the old session (its seq may simply have passed the old one's).
+   */
+  private mdFromAnotherSender(): string | null {
+    const m = this.followed.market_data;
+    return m.live && m.savedSender !== null && m.sender !== m.savedSender ? `market data now comes from ${m.sender}, the last bridge heard it from ${m.savedSender}` : null;
   }
 
   observe(feed: FeedName, msg: AnyMsg, sender: string, now: number): Decision[] {
@@ -206,10 +232,13 @@ export class SessionJudge {
     const other = this.followed[feed === 'clearing' ? 'market_data' : 'clearing'];
     if (f.sender === null && other.live && other.sender !== null && hostOf(sender) !== hostOf(other.sender)) return this.openJump(feed, msg, sender, now, null, out);
     const rv = this.restart;
-    if (!rv && feed === 'clearing' && !f.live && delta > 1 && !this.followed.market_data.live) {
-      // The first fill after a start skips seqs and no market data is heard to tell why: fills missed, or the
-      // exchange restarted while no bridge listened and this is a new session past the old seq. Never merged silently.
+    const otherExchange = feed === 'clearing' && !f.live ? this.mdFromAnotherSender() : null;
+    if (!rv && feed === 'clearing' && !f.live && delta > 1 && (!this.followed.market_data.live || otherExchange)) {
+      // The first fill after a start skips seqs and market data cannot tell why (none heard, or heard from another
+      // exchange process): fills missed, or the exchange restarted while no bridge listened and this is a new session
+      // past the old seq. Never merged silently.
       const v = (this.restart = this.newVerdict('restart', feed, now, true));
+      if (otherExchange) v.operatorOnly = otherExchange;
       this.addRun(v, feed, msg, sender, now);
       return this.evaluate(v, now, out, true);
     }
@@ -218,8 +247,9 @@ export class SessionJudge {
       this.addRun(rv, feed, msg, sender, now);
       return this.evaluate(rv, now, out);
     }
-    // The followed run goes on: the session it belongs to is alive.
-    if (rv?.status === 'pending') this.reject(rv, `${feed} seq ${msg.seq} continues the session followed at ${f.last}: the exchange did not restart`, now, out);
+    // The followed run goes on: the session it belongs to is alive (market data from another exchange process than
+    // the saved one's says nothing of the old session).
+    if (rv?.status === 'pending' && !(rv.downtime && feed === 'market_data' && this.mdFromAnotherSender())) this.reject(rv, `${feed} seq ${msg.seq} continues the session followed at ${f.last}: the exchange did not restart`, now, out);
     const jv = this.jumps[feed];
     if (jv) {
       const run = jv.runs[feed]!;

@@ -233,6 +233,7 @@ async function stop(reason: string, exitCode = 0): Promise<void> {
   stopping = true;
   log.info({ reason }, 'stopping');
   await supervisor.stopAll();
+  // Only waited for, so that what it started is stopped below; a failure to start was logged where it happened.
   await natsStarting.catch(() => {});
   await Promise.all(servers.map((s) => s.stop()));
   rmSync(tmpDir, { recursive: true, force: true });

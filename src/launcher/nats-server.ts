@@ -49,8 +49,10 @@ export async function stopOrphanNats(storeDir: string): Promise<number | null> {
   let cmdline: string;
   try {
     cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return null;
+  } catch (err) {
+    // No such process any more: nothing left running.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ESRCH') return null;
+    throw err;
   }
   const argv = cmdline.split('\0');
   if (!argv[0]?.endsWith('nats-server') || argv[argv.indexOf('-sd') + 1] !== storeDir) return null;

@@ -1,4 +1,4 @@
-import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import { errors, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import { decodeAs, decodeIf, encode } from '../../proto/codec.js';
 import type { FlatPositions, TickerOf } from '../../proto/engine.js';
@@ -333,7 +333,9 @@ export class DeskRecorder {
     this.engine.close();
     clearTimeout(this.flushTimer);
     this.flushCards();
-    // What was written is flushed before the connection goes.
-    await this.nc.flush().catch(() => {});
+    // What was written is flushed before the connection goes; a connection already closed or draining has nothing left to flush.
+    await this.nc.flush().catch((err: unknown) => {
+      if (!(err instanceof errors.ClosedConnectionError) && !(err instanceof errors.DrainingConnectionError)) this.log.warn({ err: describeError(err) }, 'desk: flush at close failed');
+    });
   }
 }

@@ -7,6 +7,7 @@ import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, PRICE_BUCKET, basketVe
 import type { Config } from '../config/config.js';
 import { loadBaskets } from '../config/baskets.js';
 import { connectNats } from '../shared/nats.js';
+import { describeError, isStreamNotFound } from '../shared/js-errors.js';
 import { LatestPerKey } from '../shared/latest-kv.js';
 import type { Logger } from '../shared/log.js';
 import { PricingState, Throttle, bboProblem, priceChanged } from './core.js';
@@ -105,8 +106,12 @@ function bboReader(stats: PricingStats, log: Logger): (data: Uint8Array, origin:
   };
 }
 
-/** The books as the bridge last stored them (BBO_BUCKET); returns how many were read. No bucket: the bridge has not run, live updates fill the books. */
-async function seedBooks(nc: NatsConnection, read: ReturnType<typeof bboReader>, seed: (bbo: Bbo) => void, log: Logger): Promise<number> {
+/**
+ * The books as the bridge last stored them (BBO_BUCKET); returns how many were
+ * read. No bucket (JetStream's own answer) means the bridge has not run; any
+ * other failure is said as such. Either way live updates fill the books.
+ */
+export async function seedBooks(nc: NatsConnection, read: ReturnType<typeof bboReader>, seed: (bbo: Bbo) => void, log: Logger): Promise<number> {
   let seeded = 0;
   try {
     const bboKv = await new Kvm(nc).open(BBO_BUCKET);
@@ -120,7 +125,8 @@ async function seedBooks(nc: NatsConnection, read: ReturnType<typeof bboReader>,
       }
     }
   } catch (err) {
-    log.info({ err: err instanceof Error ? err.message : err }, `no ${BBO_BUCKET} bucket to start from`);
+    if (isStreamNotFound(err)) log.info(`no ${BBO_BUCKET} bucket to start from`);
+    else log.warn({ err: describeError(err), seeded }, `cannot read the ${BBO_BUCKET} bucket: books start from live updates`);
   }
   return seeded;
 }

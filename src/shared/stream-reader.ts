@@ -151,7 +151,9 @@ class StreamReader {
 
   /** Whether the stream holds a message in [from, to] (when it cannot be asked, a role without message reads: assumed so). */
   private async storedBetween(from: number, to: number): Promise<boolean> {
-    // STREAM.MSG.GET with next_by_subj (nats-server 2.9+): the first message at or after `from`.
+    // STREAM.MSG.GET with next_by_subj (nats-server 2.9+): the first message at or after `from` (null: none).
+    // Any failure to ask (a role without message reads, JetStream between leaders) leaves it assumed stored: the reading
+    // then goes on through its consumer, which reports its own errors; "none" is only what JetStream answers.
     const m = await this.jsm.streams.getMessage(this.stream, { seq: from, next_by_subj: '>' } as unknown as { seq: number }).catch(() => undefined);
     return m === undefined || (m !== null && m.seq > 0 && m.seq <= to);
   }
