@@ -111,6 +111,16 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
   const raw = () => rawConnection(port);
   const get = 'GET /nowhere HTTP/1.1\r\nHost: test\r\n\r\n';
 
+  // A create whose body stops one byte short, sent as soon as the server is up and looked at in the last test:
+  // it waits out a server timeout (node: the 30 s request timeout; uWS: its 10 s idle timeout) while the other tests run.
+  const stallKey = `${kind}-stalled`;
+  let stalled: Promise<RawResponse[]>;
+  beforeAll(() => {
+    const c = raw();
+    c.send(createReq(stallKey).slice(0, -1));
+    stalled = c.until(() => c.closed).then(() => c.responses);
+  });
+
   it('answers pipelined creates on one socket each with its own answer, in order, when each comes while the previous is pending', async () => {
     const before = await undy();
     const c = raw();
@@ -180,6 +190,27 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
     expect((await f.http.send('GET', `/requests/${kind}-cut`, { basic: ['team1', 'team1pass'] })).status).toBe(404);
   });
 
+  // A chunk extension (`3;a`) is valid HTTP/1.1: node reads past it; uWS (20.30) never finds the body's end.
+  const extensionKey = `${kind}-extension`;
+  const extensionBody = form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: extensionKey });
+  const chunkExtension =
+    'POST /create HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n' +
+    `3;a\r\n${extensionBody.slice(0, 3)}\r\n${(extensionBody.length - 3).toString(16)}\r\n${extensionBody.slice(3)}\r\n0\r\n\r\n`;
+
+  it('applies a chunked create with a chunk extension (3;a) only if it answers it, and answers it on node', async () => {
+    const before = await undy();
+    const c = raw();
+    c.send(chunkExtension);
+    if (kind === 'node') await c.until(() => c.responses.length === 1);
+    else c.socket.end(); // uWS keeps waiting for the body's end; ending our side closes the connection.
+    await c.until(() => c.closed || c.responses.length === 1);
+    c.close();
+    if (kind === 'node') expect(c.responses.map((r) => [r.status, JSON.parse(r.body).client_request_id])).toEqual([[200, extensionKey]]);
+    const created = c.responses.filter((r) => r.status === 200).length;
+    expect(await undy()).toBe(before + created);
+    expect((await f.http.send('GET', `/requests/${extensionKey}`, { basic: ['team1', 'team1pass'] })).status).toBe(created ? 200 : 404);
+  });
+
   it('never runs a request hidden in a chunked body\'s trailer section', async () => {
     const name = `smuggled${kind}`;
     const hidden = form({ username: name, password: 'password1' });
@@ -207,6 +238,8 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
     ['a gzip Transfer-Encoding', `POST /create HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip\r\n\r\n`, 400, 'bad_request'],
     ['HTTP/2.0 in the request line', `POST /create HTTP/2.0\r\nHost: test\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 505, 'http_version_not_supported'],
     ['a 20 KiB header', `GET /health HTTP/1.1\r\nHost: test\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`, 431, 'request_header_too_large'],
+    ['an unknown method', `BREW /create HTTP/1.1\r\nHost: test\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, 'bad_request'],
+    ['a Content-Length of 2^31', `POST /create HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${2 ** 31}\r\n\r\n${body}`, 413, 'payload_too_large'],
   ];
 
   if (kind === 'node') {
@@ -292,4 +325,14 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
       expect(await undy()).toBe(before + created);
     });
   }
+
+  it('answers a body that stops coming with a JSON 408 on node (uWS closes without one), and applies nothing of it', async () => {
+    const responses = await stalled;
+    if (kind === 'node') {
+      expect(responses.map((r) => [r.status, r.headers['content-type'], JSON.parse(r.body).error.code])).toEqual([[408, 'application/json', 'request_timeout']]);
+    } else {
+      expect(responses).toEqual([]);
+    }
+    expect((await f.http.send('GET', `/requests/${stallKey}`, { basic: ['team1', 'team1pass'] })).status).toBe(404);
+  }, 50_000); // node answers at its 30 s request timeout (REQUEST_MS), running since beforeAll
 });
