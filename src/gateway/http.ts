@@ -46,6 +46,11 @@ export interface Reply {
   onAborted(cb: () => void): void;
   /** The body in chunks, the last one flagged. Must be asked for before the handler first awaits (uWS). */
   onData(cb: (chunk: Buffer, last: boolean) => void): void;
+  /**
+   * `cb` runs once if the body stops coming before its end (answered 408 by
+   * the caller). Servers that time requests out themselves (node:http) never call it.
+   */
+  onStalled?(cb: () => void): void;
   /** Reads no further request of this connection until this one is answered (uWS pipelining; node: nothing to do). */
   hold(): void;
   /** The whole answer at once; `head`: the headers with the body's length, and no body. */
@@ -117,6 +122,10 @@ export class HttpCall {
       const chunks: Buffer[] = [];
       let size = 0;
       this.abortWaiter = () => resolve(null);
+      this.reply.onStalled?.(() => {
+        this.error('request_timeout', 'the request body stopped coming before its end: send it whole');
+        resolve(null);
+      });
       this.reply.onData((chunk, isLast) => {
         if (this.done) return;
         size += chunk.length;

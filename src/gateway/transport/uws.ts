@@ -15,7 +15,9 @@ import { plainAddress } from './address.js';
  * same read as one whose answer is pending. The handler never sees such a
  * request, and a request whose connection closes before its body is whole is
  * `aborted`: nothing it carried reaches the engine. The node server answers
- * all of these (HTTP_SERVER=node).
+ * all of these (HTTP_SERVER=node). It also drops an unknown method and a
+ * Content-Length of 2^31 - 1 or more. A body that stops coming is answered
+ * 408 here (BodyWatch), before uWS's own silent close.
  */
 
 function requestInfo(req: uWS.HttpRequest, res: uWS.HttpResponse): RequestInfo {
@@ -46,10 +48,17 @@ class UwsReply implements Reply {
   private aborted = false;
   private paused = false;
   private abortCb: (() => void) | null = null;
-  constructor(private readonly res: uWS.HttpResponse) {
+  /** Reading a body: since when, and when its last chunk came (performance.now()). Null once whole, answered or gone. */
+  reading: { since: number; lastAt: number } | null = null;
+  private stallCb: (() => void) | null = null;
+  constructor(
+    private readonly res: uWS.HttpResponse,
+    private readonly bodies: BodyWatch,
+  ) {
     // Attached before the handler runs: uWS aborts the process for a handler that returns without answering or this.
     res.onAborted(() => {
       this.aborted = true;
+      this.stopReading();
       this.abortCb?.();
     });
   }
@@ -57,8 +66,28 @@ class UwsReply implements Reply {
     this.abortCb = cb;
   }
   onData(cb: (chunk: Buffer, last: boolean) => void): void {
+    const now = performance.now();
+    this.reading = { since: now, lastAt: now };
+    this.bodies.add(this);
     // uWS reuses the ArrayBuffer after this callback returns: copy it (slice copies, Buffer.from(ArrayBuffer) only wraps).
-    this.res.onData((ab, last) => cb(Buffer.from(ab.slice(0)), last));
+    this.res.onData((ab, last) => {
+      if (last) this.stopReading();
+      else if (this.reading) this.reading.lastAt = performance.now();
+      cb(Buffer.from(ab.slice(0)), last);
+    });
+  }
+  onStalled(cb: () => void): void {
+    this.stallCb = cb;
+  }
+  /** The body stopped coming (BodyWatch): the caller answers 408, and the connection closes with it. */
+  stalled(): void {
+    const cb = this.stallCb;
+    this.stallCb = null;
+    cb?.();
+    this.stopReading();
+  }
+  private stopReading(): void {
+    if (this.reading) this.bodies.delete(this);
   }
   hold(): void {
     if (this.paused || this.aborted) return;
@@ -67,6 +96,9 @@ class UwsReply implements Reply {
   }
   end(status: number, headers: [string, string][], body: Buffer | string, head: boolean): void {
     if (this.aborted) return;
+    // Answered before its body was whole (a 413, a 408): the rest of it would be read as the next request, so the connection closes.
+    const close = this.reading !== null;
+    this.stopReading();
     // Corked: uWS needs it for answers written after the handler returned.
     this.res.cork(() => {
       // Resumed before end: uWS discards the response object at end.
@@ -75,8 +107,46 @@ class UwsReply implements Reply {
       for (const [k, v] of headers) this.res.writeHeader(k, v);
       // uWS 20.30's endWithoutBody(length) leaves the response pending (it waits for those bytes), so the length goes in by hand.
       if (head) this.res.writeHeader('content-length', String(Buffer.byteLength(body))).endWithoutBody();
-      else this.res.end(body);
+      else this.res.end(body, close);
     });
+  }
+}
+
+/**
+ * uWS closes a connection whose request body stays silent for 10 s (its idle
+ * timeout), without a word. Bodies being read are looked at every second: one
+ * silent for BODY_IDLE_MS (before uWS's own close) or not whole after
+ * REQUEST_MS (node:http's limit too) is answered 408 JSON, as on node.
+ */
+const BODY_IDLE_MS = 8_000;
+const REQUEST_MS = 30_000;
+
+class BodyWatch {
+  private readonly open = new Set<UwsReply>();
+  private timer: NodeJS.Timeout | null = null;
+  add(r: UwsReply): void {
+    this.open.add(r);
+    this.timer ??= setInterval(() => this.check(), 1_000).unref();
+  }
+  delete(r: UwsReply): void {
+    r.reading = null;
+    this.open.delete(r);
+  }
+  private check(): void {
+    const now = performance.now();
+    for (const r of this.open) {
+      const at = r.reading;
+      if (at && (now - at.lastAt >= BODY_IDLE_MS || now - at.since >= REQUEST_MS)) r.stalled();
+    }
+    if (this.open.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.open.clear();
   }
 }
 
@@ -139,8 +209,9 @@ export function uwsServer(opts: HttpServerOptions): HttpServer {
     },
   });
 
+  const bodies = new BodyWatch();
   app.any('/*', (res, req) => {
-    const reply = new UwsReply(res);
+    const reply = new UwsReply(res, bodies);
     opts.handler(requestInfo(req, res), reply);
   });
 
@@ -156,6 +227,7 @@ export function uwsServer(opts: HttpServerOptions): HttpServer {
         }),
       ),
     close: async () => {
+      bodies.stop();
       if (listenSocket) uWS.us_listen_socket_close(listenSocket);
       listenSocket = null;
     },
