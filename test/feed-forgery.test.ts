@@ -258,6 +258,36 @@ describe('two different messages with the same seq', () => {
     await degradedWith('conflict');
   });
 
+  it('clearing, after a bridge restart before anything is heard: a forged fill into a seq the exchange\'s run skipped is held, never applied; market data disproves it and the exchange\'s next fill is applied', async () => {
+    const { x, b } = await running();
+    // The exchange's seq 3 is lost on the way (a gap), its seq 4 arrives.
+    x.skip(1);
+    await x.fills([[1, 4, 1]]);
+    await until(() => system.engine.fills.applied >= 3, 'the fill after the gap applied');
+    await b.close();
+    bridges.splice(bridges.indexOf(b), 1);
+    // Market data quiet for a moment: the bridge starts and hears nothing before the forger speaks.
+    x.pause();
+    const again = await bridge();
+    const other = await multicastSender('127.0.0.2');
+    try {
+      await sendClearing(other, opts.clearing, [[fillMsg(3, 2, 4, 1000)]]);
+    } finally {
+      await other.close();
+    }
+    expect((await alerts.next((a) => a.kind === 'verdict_pending')).detail).toMatch(/restart/);
+    expect(again.stats().status.clearing.held).toBe(1);
+    // The exchange's market data goes on with the old session: the claim is disproved; its next fill is applied.
+    x.resume();
+    await alerts.next((a) => a.kind === 'restart_rejected');
+    await x.fills([[1, 4, 1]]);
+    await until(() => system.engine.fills.applied >= 4, 'the exchange\'s next fill applied');
+    expect(await holdings('team1')).toEqual({ STED: 7 });
+    expect(await holdings('team2')).toEqual({ STED: -3 });
+    expect(await markers()).toHaveLength(0);
+    expect((await fillStream(nc)).map((m) => m.data.seq)).toEqual([1, 2, 4, 5]);
+  });
+
   it('market data: a forged message re-using a heard seq is flagged with both fingerprints', async () => {
     const { x, b } = await running();
     const seq = b.stats().status.market_data.last_seq;

@@ -136,10 +136,12 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
 
   // The old session stopped at clearing seq 11 while no bridge listened; the new one comes back past it, or a little below it
   // (inside the reorder window): either way a reset, then its fill, never a late fill of the old session.
+  // `quiet`: its market data silent until the fill is in (the first thing the new bridge hears is that fill).
   it.each([
-    { where: 'is already past the old seq', clearingSeq: 19, lastSeq: 20, missed: 19 },
-    { where: 'has a clearing seq a little below the old one', clearingSeq: 5, lastSeq: 6, missed: undefined },
-  ])('an exchange restart while the bridge was down whose new session $where: reset, then its fill', async ({ clearingSeq, lastSeq, missed }) => {
+    { where: 'is already past the old seq', clearingSeq: 19, lastSeq: 20, missed: 19, quiet: false },
+    { where: 'has a clearing seq a little below the old one', clearingSeq: 5, lastSeq: 6, missed: undefined, quiet: false },
+    { where: 'has a clearing seq a little below the old one, its fill heard before any market data', clearingSeq: 5, lastSeq: 6, missed: undefined, quiet: true },
+  ])('an exchange restart while the bridge was down whose new session $where: reset, then its fill', async ({ clearingSeq, lastSeq, missed, quiet }) => {
     const x = await exchange({ mdSeq: 4000, clearingSeq: 9 });
     let b = await bridge();
     await x.fills([[1, 4, 5], [2, 4, 5]]);
@@ -148,9 +150,14 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     await b.close();
     bridges.splice(0);
     // While no bridge listens the exchange restarts; market data is at seq 30 of the new session.
-    await x.restart({ mdSeq: 30, clearingSeq });
+    await x.restart({ mdSeq: 30, clearingSeq, paused: quiet });
     b = await bridge();
     await x.fills([[1, 6, 1]]);
+    if (quiet) {
+      const held = b;
+      await until(() => held.stats().status.clearing.held === 1, 'the fill held');
+      x.resume();
+    }
     await until(async () => (await markers()).length === 1, 'the session marker');
     await until(() => system.engine.fills.applied >= 3, "the new session's fill applied");
     expect(await holdings('team1')).toEqual({ DILN: 1 });

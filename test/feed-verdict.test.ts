@@ -226,6 +226,16 @@ describe('forged variants (pure): every one held or flagged, never applied', () 
     expect(kinds(judge.observe('clearing', fill(51), EXCHANGE_CLEARING, (now += 10)))).toEqual(['dropped', 'pass']);
   });
 
+  it('after a bridge start with nothing heard yet, a fill at or below the saved seq waits as a possible restart: the old session\'s market data rejects it, and the exchange\'s next fill passes', () => {
+    const judge = new SessionJudge(SETTINGS, { clearing: { seq: 50 }, market_data: { seq: 104, ts: 1002n * S, sender: EXCHANGE }, at: 1_000_000 });
+    let now = 1_000_500;
+    expect(kinds(judge.observe('clearing', fill(45, 2, 999), FORGER, now))).toEqual(['opened']);
+    expect(judge.held('clearing')).toBe(1);
+    expect(kinds(judge.observe('market_data', hb(105, 1003), EXCHANGE, (now += 10)))).toEqual(['rejected', 'pass']);
+    expect(kinds(judge.observe('clearing', fill(51), EXCHANGE_CLEARING, (now += 10)))).toEqual(['pass']);
+    expect(judge.lastSeq('clearing')).toBe(51);
+  });
+
   it('after a bridge start, the first fill from another host than market data\'s (the exchange sends both) is held; the exchange\'s own fill at that seq is applied and the pair flagged', () => {
     const judge = new SessionJudge(SETTINGS, { clearing: { seq: 50 }, market_data: { seq: 104, ts: 1002n * S }, at: 1_000_000 });
     let now = 1_000_500;

@@ -242,7 +242,8 @@ export class SessionJudge {
       this.addRun(v, feed, msg, sender, now);
       return this.evaluate(v, now, out, true);
     }
-    if (rv && rv.downtime && feed === 'clearing' && !f.live) {
+    // Only while pending: once the old session's market data has disproved it, the exchange's next fill is the old session's.
+    if (rv?.status === 'pending' && rv.downtime && feed === 'clearing' && !f.live) {
       // The exchange may have restarted while no bridge listened: this may be the new session past the old seq.
       this.addRun(rv, feed, msg, sender, now);
       return this.evaluate(rv, now, out);
@@ -286,10 +287,14 @@ export class SessionJudge {
     if (!f.live) {
       // Nothing heard on this feed since the start. Market data showing a restart while no bridge listened: this is
       // its new session, a little below the saved seq, and waits for that verdict. Market data going on with the old
-      // session: the exchange does not send a seq twice, so it is held. Nothing heard at all: nothing tells, and a
-      // seq already stored is a JetStream duplicate.
+      // session: the exchange does not send a seq twice, so it is held. Nothing heard at all: the exchange's old
+      // session never sends a seq again either, so a fill here is a new session's (a restart while no bridge
+      // listened) or a forger's; it waits as a possible restart that market data confirms or disproves.
       if (this.restart?.downtime) return this.newRun(feed, msg, sender, now, out);
-      if (!this.followed[feed === 'clearing' ? 'market_data' : 'clearing'].live) return void out.push({ kind: 'pass', feed, msg });
+      if (!this.followed[feed === 'clearing' ? 'market_data' : 'clearing'].live) {
+        if (feed === 'clearing') return this.newRun(feed, msg, sender, now, out);
+        return void out.push({ kind: 'pass', feed, msg });
+      }
     }
     this.openJump(feed, msg, sender, now, null, out);
   }

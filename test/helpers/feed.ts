@@ -130,6 +130,18 @@ export async function playExchange(addrs: Pick<BridgeOptions, 'clearing' | 'mark
       }
       return seqs;
     },
+    /** Fills the exchange sends that nobody receives (lost datagrams): the next fill's seq skips them. */
+    skip(n: number): void {
+      cl += n;
+    },
+    /** Market data falls silent (no heartbeats) until `resume`. */
+    pause(): void {
+      clearInterval(timer);
+    },
+    resume(): void {
+      clearInterval(timer);
+      beat();
+    },
     /** Sends clearing messages from the session's own socket as they are (a spoofer who can forge the exchange's source). */
     spoof: (msgs: ClearingMessage[]) => sendClearing(sock, addrs.clearing, msgs.map((m) => [m])),
     /** Stops sending (the exchange process exits). */
@@ -138,12 +150,13 @@ export async function playExchange(addrs: Pick<BridgeOptions, 'clearing' | 'mark
       await sending;
       await sock.close();
     },
-    /** The exchange restarts: a new process (new socket), seq from the start on both feeds. */
-    async restart(at: { mdSeq?: number; clearingSeq?: number } = {}): Promise<void> {
+    /** The exchange restarts: a new process (new socket), seq from the start on both feeds; `paused`: its market data silent until `resume`. */
+    async restart(at: { mdSeq?: number; clearingSeq?: number; paused?: boolean } = {}): Promise<void> {
       await this.stop();
       sock = await multicastSender(iface);
       md = at.mdSeq ?? 0;
       cl = at.clearingSeq ?? 0;
+      if (at.paused) return;
       await heartbeat();
       beat();
     },
