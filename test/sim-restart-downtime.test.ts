@@ -2,6 +2,8 @@ import { afterAll, expect, it } from 'vitest';
 import { SESSION_SUBJECT } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle } from '../src/feed/service.js';
 import { startSimulator, type SimulatorHandle } from '../src/sim/service.js';
+import { writeSimState } from '../src/sim/state.js';
+import { join } from 'node:path';
 import type { Fill } from '../proto/fill.js';
 import { NDFEX_SYMBOLS } from '../proto/symbols.js';
 import { api, expectedPositions, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until } from './helpers/system.js';
@@ -115,4 +117,54 @@ it('an exchange restarted while the bridge was down, its new session past the ol
     const h = (await api(system.url).holdings('team1', 'team1pass')).body.holdings as Record<string, number>;
     return JSON.stringify(Object.entries(h).sort()) === JSON.stringify(Object.entries(byTicker).sort()) ? h : undefined;
   }, "team1's holdings to be the new session's fills alone");
+});
+
+it('the simulator (playing one exchange session) crashes and continues its session, with the bridge down meanwhile: it sends from the same socket port again, so its fills go on as the same session with a gap, no operator needed', async () => {
+  const nats = await startTestNats();
+  cleanups.push(async () => {
+    await nats.stop();
+    nats.remove();
+  });
+  const dir = tempDir();
+  cleanups.push(() => dir.remove());
+  const nc = await natsClient(nats.url);
+  cleanups.push(() => nc.close());
+  const system = await startSystem(nats.url, testConfig(dir.path));
+  cleanups.push(() => system.close());
+  const opts = { ...(await bridgeOpts(nats.url)), verdictWindowMs: TEST_VERDICT_MS };
+  const stateFile = join(dir.path, 'sim-state.json');
+  const simOpts = { clearing: opts.clearing, md: opts.marketData, snapshot: opts.snapshot, iface: '127.0.0.1', rate: 1, rosterIds: [1, 2], log: quietLog, manual: true, stateFile, seed: 21 };
+  let bridge = await startBridge(opts, quietLog);
+  cleanups.push(() => bridge.close());
+
+  const first = await startSimulator(simOpts);
+  await drive(first, () => first.stats().fills >= 20);
+  // Its last periodic save; what it sends after that is lost with the crash (the restart skips past it).
+  writeSimState(stateFile, first.market.exportState(), false, first.port());
+  await drive(first, () => first.stats().fills >= 30);
+  await first.heartbeat();
+  await until(() => bridge.stats().status.clearing.messages >= first.stats().fills, 'the first run\'s fills at the bridge');
+  await bridge.idle();
+  const session = (await fillStream(nc)).at(-1)!.msgId!.split('-')[1];
+  const lastSeq = first.market.lastClearingSeq;
+  // Everything stops at once (the launcher killed outright): the simulator without a clean stop.
+  await bridge.close();
+  const port = first.port();
+  cleanups.push(() => first.close());
+
+  const second = await startSimulator(simOpts);
+  cleanups.push(() => second.close());
+  expect(second.port()).toBe(port);
+  bridge = await startBridge(opts, quietLog);
+  await drive(second, () => second.stats().fills >= 20);
+  await second.heartbeat();
+  await until(async () => (await fillStream(nc)).some((m) => m.data && (m.data as Fill).seq > lastSeq), 'the continued session\'s fills stored');
+  await bridge.idle();
+  const problems = (bridge.stats().status.problems ?? []).map((p) => p.kind);
+  expect(problems).not.toContain('verdict_pending');
+  expect(problems).toContain('gap');
+  const after = (await fillStream(nc)).filter((m) => (m.data as Fill | undefined)?.seq !== undefined && (m.data as Fill).seq > lastSeq);
+  expect(after.length).toBeGreaterThan(0);
+  expect(after.every((m) => m.msgId!.startsWith(`fill-${session}-`))).toBe(true);
+  expect((await fillStream(nc)).filter((m) => m.subject === SESSION_SUBJECT)).toEqual([]);
 });

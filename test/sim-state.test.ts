@@ -33,12 +33,14 @@ describe('the simulator keeps its exchange session across its own restarts', () 
     const before = first.market.exportState();
     expect(before.mdSeq).toBeGreaterThan(100);
     expect(before.clearingSeq).toBeGreaterThan(0);
+    const port = first.port();
     await first.close();
-    expect(JSON.parse(readFileSync(file, 'utf8')).clean).toBe(true);
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toMatchObject({ clean: true, port });
 
-    // Another seed: a restored simulator ignores it and continues the saved run.
+    // Another seed: a restored simulator ignores it and continues the saved run, from the same socket port (one session, one socket).
     const second = await sim(file, 999);
     expect(second.market.exportState()).toEqual(before);
+    expect(second.port()).toBe(port);
     const out = second.market.step();
     const next = out.md.flat()[0]!;
     expect(next.seq).toBe(before.mdSeq + 1);

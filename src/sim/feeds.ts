@@ -35,15 +35,22 @@ export class SimFeeds {
     private readonly log: Logger,
   ) {}
 
-  static async open(market: SimMarket, settings: Pick<SimSettings, 'clearing' | 'md' | 'snapshot' | 'iface'>, log: Logger): Promise<SimFeeds> {
-    const socket = dgram.createSocket('udp4');
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind(0, () => {
-        socket.off('error', reject);
-        resolve();
-      });
-    });
+  /**
+   * `port`: the source port of the session it continues (0: any). NDFEX sends
+   * a session from one socket and the feed bridge holds another sender's fills
+   * as a possible new exchange (src/feed/verdict.ts), so a simulator that
+   * continues its session after a restart sends from the same port again.
+   * reuseAddr: a crashed run's socket may not be closed yet.
+   */
+  static async open(market: SimMarket, settings: Pick<SimSettings, 'clearing' | 'md' | 'snapshot' | 'iface'>, log: Logger, port = 0): Promise<SimFeeds> {
+    let socket: dgram.Socket;
+    try {
+      socket = await bound(port);
+    } catch (err) {
+      if (port === 0) throw err;
+      log.warn({ err: (err as Error).message, port }, "simulator cannot send from its session's port again: the feed bridge will see another sender");
+      socket = await bound(0);
+    }
     socket.setMulticastInterface(settings.iface);
     socket.setMulticastLoopback(true);
     socket.setMulticastTTL(1);
@@ -83,6 +90,11 @@ export class SimFeeds {
   }
 
   /** From now on nothing is sent. */
+  /** The source port it sends from. */
+  port(): number {
+    return this.socket.address().port;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     await new Promise<void>((resolve) => this.socket.close(() => resolve()));
@@ -121,4 +133,19 @@ export class SimFeeds {
       }
     });
   }
+}
+
+/** A UDP socket bound to `port` (0: any), address reuse on. */
+function bound(port: number): Promise<dgram.Socket> {
+  const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  return new Promise((resolve, reject) => {
+    socket.once('error', (err) => {
+      socket.close();
+      reject(err);
+    });
+    socket.bind(port, () => {
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+  });
 }

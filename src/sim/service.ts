@@ -31,6 +31,8 @@ export interface SimulatorHandle {
   /** Sends a heartbeat on both live feeds now. */
   heartbeat(): Promise<void>;
   stats(): SimulatorStats;
+  /** The UDP source port its feeds are sent from. */
+  port(): number;
   close(): Promise<void>;
 }
 
@@ -45,8 +47,11 @@ const wallClockNs = (): bigint => epochAtStart + process.hrtime.bigint();
 export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorHandle> {
   const market = new SimMarket({ seed: opts.seed, rosterIds: opts.rosterIds, clock: opts.clock ?? wallClockNs });
   const state = new SimStateKeeper(opts.stateFile, market, opts.log);
-  state.restore(opts.rate);
-  const feeds = await SimFeeds.open(market, opts, opts.log);
+  const port = state.restore(opts.rate);
+  const feeds = await SimFeeds.open(market, opts, opts.log, port);
+  // Kept with the session: a restart that continues it sends from this port again.
+  state.port = feeds.port();
+  state.save(false);
   const pacer = opts.manual
     ? null
     : new SimPacer(opts.rate, SAVE_EVERY_MS, {
@@ -68,6 +73,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorH
     snapshot: feeds.snapshot,
     heartbeat: feeds.heartbeat,
     stats: () => ({ ...feeds.stats }),
+    port: () => feeds.port(),
     close: async () => {
       if (closed) return;
       closed = true;

@@ -9,6 +9,8 @@ export interface SimStateFile {
   market: SimMarketState;
   clean: boolean;
   savedAt: number;
+  /** The UDP source port the session is sent from (absent in files written before it was kept). */
+  port?: number;
 }
 
 export function readSimState(path: string): SimStateFile | null {
@@ -24,10 +26,10 @@ export function readSimState(path: string): SimStateFile | null {
 }
 
 /** Written whole or not at all (temp file + rename), so a crash mid-write leaves the previous state. */
-export function writeSimState(path: string, market: SimMarketState, clean: boolean): void {
+export function writeSimState(path: string, market: SimMarketState, clean: boolean, port?: number): void {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ market, clean, savedAt: Date.now() } satisfies SimStateFile));
+  writeFileSync(tmp, JSON.stringify({ market, clean, savedAt: Date.now(), ...(port ? { port } : {}) } satisfies SimStateFile));
   renameSync(tmp, path);
 }
 
@@ -43,15 +45,23 @@ const crashSeqMargin = (rate: number): number => Math.max(1000, Math.ceil((rate 
  * team's positions). No file: a new session each start.
  */
 export class SimStateKeeper {
+  /** The source port the session is sent from, kept with the market (SimFeeds.open). */
+  port: number | undefined;
+
   constructor(
     private readonly file: string | undefined,
     private readonly market: SimMarket,
     private readonly log: Logger,
   ) {}
 
-  /** Continues the saved session, if any; then marks the file "running", so a crash before the next clean stop is known as one. */
-  restore(rate: number): void {
+  /**
+   * Continues the saved session, if any, and says which port it was sent
+   * from; then marks the file "running", so a crash before the next clean stop
+   * is known as one.
+   */
+  restore(rate: number): number | undefined {
     const saved = this.file ? readSimState(this.file) : null;
+    this.port = saved?.port;
     if (saved) {
       const market = this.market;
       market.restoreState(saved.market);
@@ -61,12 +71,13 @@ export class SimStateKeeper {
       this.log.info({ stateFile: this.file, mdSeq: market.lastMdSeq, clearingSeq: market.lastClearingSeq, afterCrash: !saved.clean, skipped }, 'simulator continues its session');
     }
     this.save(false);
+    return this.port;
   }
 
   readonly save = (clean: boolean): void => {
     if (!this.file) return;
     try {
-      writeSimState(this.file, this.market.exportState(), clean);
+      writeSimState(this.file, this.market.exportState(), clean, this.port);
     } catch (err) {
       this.log.warn({ err: (err as Error).message, stateFile: this.file }, 'simulator state not saved');
     }
