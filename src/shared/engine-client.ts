@@ -43,6 +43,13 @@ type Unreadable = 'undecodable' | 'not_a_reply_batch' | 'reply_without_id' | 'ma
  */
 const RESENT_TO_SHARDS: ReadonlySet<EngineCommand['op']> = new Set(['halt', 'resume', 'set_rules', 'set_basket']);
 const RESEND_PAUSE_MS = 200;
+/**
+ * A command sent again after "no responders" and still out at its deadline
+ * waits this much longer for that send's outcome: "no responders" then means
+ * nothing was done (not_delivered), where the deadline alone could only say
+ * the outcome is unknown (timeout).
+ */
+const RESEND_GRACE_MS = 1_000;
 
 /** The client's own refusals, worded at once: it is the gateway's edge, and they never pass the engine. */
 const unavailable = (why: UnavailableCause) => refusalWords({ code: 'engine_unavailable', why });
@@ -219,12 +226,14 @@ export class EngineClient {
     const i = b.line.out.indexOf(b);
     if (i >= 0) b.line.out.splice(i, 1);
     const again: Pending[] = [];
+    const now = Date.now();
     for (const id of b.ids) {
       const p = this.pending.get(id);
       if (!p || p.batch !== b) continue;
       delete p.batch;
       p.undelivered = true;
-      if (p.failFast) {
+      // A probe, or a command whose deadline comes before another send could: nothing was done, said now.
+      if (p.failFast || p.deadline <= now + RESEND_PAUSE_MS) {
         this.pending.delete(id);
         p.resolve({ id, ok: false, error: unavailable('not_delivered') });
         continue;
@@ -358,6 +367,8 @@ export class EngineClient {
     const now = Date.now();
     for (const [id, p] of this.pending) {
       if (p.deadline > now) break;
+      // Sent again after "no responders" and out now: its outcome (nothing done, or done) comes soon.
+      if (p.undelivered && p.batch && now < p.deadline + RESEND_GRACE_MS) continue;
       this.pending.delete(id);
       this.answered(p);
       p.resolve({ id, ok: false, error: unavailable(p.undelivered && !p.batch ? 'not_delivered' : 'timeout') });
