@@ -58,7 +58,8 @@ export async function startTestCluster(dir: string, size = 3, replicas = Math.mi
     nodes,
     connect,
     leaderOf: async (stream) => {
-      const jsm = await jetstreamManager(operator);
+      // No API check (a request of its own, which times out unretried during an election: a bare TimeoutError, seen in a full run).
+      const jsm = await jetstreamManager(operator, { checkAPI: false });
       // Asked again while an election leaves the stream without an answer.
       const leader = (await retryTransient(`${stream} leader`, () => jsm.streams.info(stream), { deadlineMs: 30_000 })).cluster?.leader;
       const i = plan.nodes.findIndex((n) => n.name === leader);
