@@ -31,7 +31,8 @@ async function drive(sim: SimulatorHandle, done: () => boolean): Promise<void> {
   }
 }
 
-it('an exchange restarted while the bridge was down, its new session past the old seqs: holdings never merge two sessions', async () => {
+/** A NATS server, the system (with an operator) and the bridge's options, each cleaned up after the file. */
+async function setup() {
   const nats = await startTestNats();
   cleanups.push(async () => {
     await nats.stop();
@@ -44,6 +45,11 @@ it('an exchange restarted while the bridge was down, its new session past the ol
   const system = await startSystem(nats.url, { ...testConfig(dir.path), operator: { username: 'instructor', password: 'instructorpass' } });
   cleanups.push(() => system.close());
   const opts = { ...(await bridgeOpts(nats.url)), verdictWindowMs: TEST_VERDICT_MS };
+  return { nc, system, dir, opts };
+}
+
+it('an exchange restarted while the bridge was down, its new session past the old seqs: holdings never merge two sessions', async () => {
+  const { nc, system, opts } = await setup();
   const simOpts = { clearing: opts.clearing, md: opts.marketData, snapshot: opts.snapshot, iface: '127.0.0.1', rate: 1, rosterIds: [1, 2], log: quietLog, manual: true };
   const bridges: BridgeHandle[] = [];
   cleanups.push(async () => {
@@ -120,18 +126,7 @@ it('an exchange restarted while the bridge was down, its new session past the ol
 });
 
 it('the simulator (playing one exchange session) crashes and continues its session, with the bridge down meanwhile: it sends from the same socket port again, so its fills go on as the same session with a gap, no operator needed', async () => {
-  const nats = await startTestNats();
-  cleanups.push(async () => {
-    await nats.stop();
-    nats.remove();
-  });
-  const dir = tempDir();
-  cleanups.push(() => dir.remove());
-  const nc = await natsClient(nats.url);
-  cleanups.push(() => nc.close());
-  const system = await startSystem(nats.url, testConfig(dir.path));
-  cleanups.push(() => system.close());
-  const opts = { ...(await bridgeOpts(nats.url)), verdictWindowMs: TEST_VERDICT_MS };
+  const { nc, system, dir, opts } = await setup();
   const stateFile = join(dir.path, 'sim-state.json');
   const simOpts = { clearing: opts.clearing, md: opts.marketData, snapshot: opts.snapshot, iface: '127.0.0.1', rate: 1, rosterIds: [1, 2], log: quietLog, manual: true, stateFile, seed: 21 };
   let bridge = await startBridge(opts, quietLog);
