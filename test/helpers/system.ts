@@ -31,8 +31,15 @@ export function tempDir(prefix = 'etf-test-'): { path: string; remove(): void } 
 /** A real nats-server on a free loopback port with a temporary JetStream store. */
 export async function startTestNats(storeDir?: string): Promise<NatsServer & { storeDir: string; remove(): void }> {
   const dir = storeDir ? { path: storeDir, remove: () => {} } : tempDir('etf-nats-');
-  const server = await startNatsServer({ port: await freePort(), storeDir: dir.path });
-  return Object.assign(server, { storeDir: dir.path, remove: dir.remove });
+  // A free port can be taken by another test file's process before nats-server binds it: another one then.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const server = await startNatsServer({ port: await freePort(), storeDir: dir.path });
+      return Object.assign(server, { storeDir: dir.path, remove: dir.remove });
+    } catch (err) {
+      if (attempt >= 5 || !String((err as Error).message).includes('address already in use')) throw err;
+    }
+  }
 }
 
 export const MULTI_BASKETS = join(PROJECT_ROOT, 'config/baskets.multi.example.json');
