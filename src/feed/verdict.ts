@@ -120,6 +120,8 @@ export type Decision =
   | { kind: 'dropped'; verdict: Verdict; why: string; strays: number; byOperator?: boolean }
   | { kind: 'accepted'; verdict: Verdict; by: 'evidence' | 'operator'; clearing: ClearingMessage[]; md: MdMessage[]; detail: string };
 
+/** One exchange process sends both feeds: each is the other's witness. */
+const otherFeed = (feed: FeedName): FeedName => (feed === 'clearing' ? 'market_data' : 'clearing');
 const hostOf = (sender: string) => sender.slice(0, Math.max(0, sender.lastIndexOf(':')));
 const tsOf = (m: AnyMsg): bigint => ('timestamp' in m ? m.timestamp : 0n);
 const canon = (m: AnyMsg) => JSON.stringify(m, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
@@ -229,7 +231,7 @@ export class SessionJudge {
     // The exchange sends a session from one socket: another sender "continuing" it is not the exchange.
     if (f.sender !== null && sender !== f.sender) return this.openJump(feed, msg, sender, now, null, out);
     // Nothing heard on this feed since the start: one exchange process sends both feeds, so its first sender is on the other feed's host.
-    const other = this.followed[feed === 'clearing' ? 'market_data' : 'clearing'];
+    const other = this.followed[otherFeed(feed)];
     if (f.sender === null && other.live && other.sender !== null && hostOf(sender) !== hostOf(other.sender)) return this.openJump(feed, msg, sender, now, null, out);
     const rv = this.restart;
     const otherExchange = feed === 'clearing' && !f.live ? this.mdFromAnotherSender() : null;
@@ -291,8 +293,9 @@ export class SessionJudge {
       // session never sends a seq again either, so a fill here is a new session's (a restart while no bridge
       // listened) or a forger's; it waits as a possible restart that market data confirms or disproves.
       if (this.restart?.downtime) return this.newRun(feed, msg, sender, now, out);
-      if (!this.followed[feed === 'clearing' ? 'market_data' : 'clearing'].live) {
+      if (!this.followed[otherFeed(feed)].live) {
         if (feed === 'clearing') return this.newRun(feed, msg, sender, now, out);
+        // Market data moves only prices, and a new session shows there as a run of its own (newRun, not this).
         return void out.push({ kind: 'pass', feed, msg });
       }
     }
@@ -385,7 +388,7 @@ export class SessionJudge {
     if (bound === null) {
       v.impostor = true;
       const f = this.followed[feed];
-      const other = this.followed[feed === 'clearing' ? 'market_data' : 'clearing'];
+      const other = this.followed[otherFeed(feed)];
       v.operatorOnly =
         f.last !== null && msg.seq <= f.last
           ? `${sender} sent seq ${msg.seq}, never heard from the session's sender ${f.sender ?? '(none heard since this start)'} and at or below its last seq ${f.last}: the exchange sends a session from one socket`

@@ -242,7 +242,7 @@ export class EngineClient {
     }
     if (again.length === 0) return;
     if (this.noEngineSince === null) {
-      this.noEngineSince = Date.now();
+      this.noEngineSince = now;
       this.log?.warn({ subject: b.line.subject }, 'no engine is taking commands: they are sent again until one does or their deadline');
     }
     const timer = setTimeout(() => {

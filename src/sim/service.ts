@@ -50,8 +50,7 @@ export async function startSimulator(opts: SimulatorOptions): Promise<SimulatorH
   const port = state.restore(opts.rate);
   const feeds = await SimFeeds.open(market, opts, opts.log, port);
   // Kept with the session: a restart that continues it sends from this port again.
-  state.port = feeds.port();
-  state.save(false);
+  state.running(feeds.port());
   const pacer = opts.manual
     ? null
     : new SimPacer(opts.rate, SAVE_EVERY_MS, {

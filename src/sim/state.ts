@@ -46,7 +46,7 @@ const crashSeqMargin = (rate: number): number => Math.max(1000, Math.ceil((rate 
  */
 export class SimStateKeeper {
   /** The source port the session is sent from, kept with the market (SimFeeds.open). */
-  port: number | undefined;
+  private port: number | undefined;
 
   constructor(
     private readonly file: string | undefined,
@@ -54,14 +54,9 @@ export class SimStateKeeper {
     private readonly log: Logger,
   ) {}
 
-  /**
-   * Continues the saved session, if any, and says which port it was sent
-   * from; then marks the file "running", so a crash before the next clean stop
-   * is known as one.
-   */
+  /** Continues the saved session, if any, and says which port it was sent from. */
   restore(rate: number): number | undefined {
     const saved = this.file ? readSimState(this.file) : null;
-    this.port = saved?.port;
     if (saved) {
       const market = this.market;
       market.restoreState(saved.market);
@@ -70,8 +65,13 @@ export class SimStateKeeper {
       market.skipSeqs(skipped);
       this.log.info({ stateFile: this.file, mdSeq: market.lastMdSeq, clearingSeq: market.lastClearingSeq, afterCrash: !saved.clean, skipped }, 'simulator continues its session');
     }
+    return saved?.port;
+  }
+
+  /** Sending from `port`: kept with the session, and the file marked "running", so a crash before the next clean stop is known as one. */
+  running(port: number): void {
+    this.port = port;
     this.save(false);
-    return this.port;
   }
 
   readonly save = (clean: boolean): void => {
