@@ -382,8 +382,12 @@ eachServer('WebSocket holdings stream', (kind) => {
     if (outcome === 'caught up') {
       expect(slow.seq).toBe(last);
       expect(nonzero(slow.holdings)).toEqual(nonzero(fast.holdings));
-      // It went stale: the gateway dropped its backlog and sent one fresh snapshot instead.
-      expect(slow.ofType('snapshot').map((m) => m.reason)).toEqual(['initial', 'resync']);
+      // It went stale: the gateway dropped its backlog and sent a fresh snapshot instead (again each time the kernel's
+      // buffers let the gateway's drain while the client still did not read: one or more, all resyncs).
+      const reasons = slow.ofType('snapshot').map((m) => m.reason);
+      expect(reasons[0]).toBe('initial');
+      expect(reasons.length).toBeGreaterThan(1);
+      expect(reasons.slice(1).every((r) => r === 'resync')).toBe(true);
       expect(slow.ofType('delta').length).toBeLessThan(rounds * perRound);
       // Deltas before and after the resync were contiguous.
       expect(slow.problems).toEqual([]);

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -8,6 +9,7 @@ import { connectNats } from '../../src/shared/nats.js';
 import { retryTransient } from '../../src/shared/js-retry.js';
 import { provisionStreams } from '../../src/shared/streams.js';
 import type { Role } from '../../proto/roles.js';
+import { portTaken } from './system.js';
 
 export interface TestCluster {
   plan: ClusterPlan;
@@ -35,14 +37,28 @@ export interface TestCluster {
 export async function startTestCluster(dir: string, size = 3, replicas = Math.min(3, size)): Promise<TestCluster> {
   const authDir = join(dir, 'nats-auth');
   const auth = prepareNatsAuth(authDir);
-  const ports: number[] = [];
-  const clusterPorts: number[] = [];
-  for (let i = 0; i < size; i++) {
-    ports.push(await freePort());
-    clusterPorts.push(await freePort());
+  const storeRoot = join(dir, 'nats-cluster');
+  // Free ports can be taken by another test file's process before a node binds them (as in startTestNats): new ones then.
+  let plan: ReturnType<typeof planCluster>;
+  let nodes: (NatsServer | undefined)[];
+  for (let attempt = 1; ; attempt++) {
+    const ports: number[] = [];
+    const clusterPorts: number[] = [];
+    for (let i = 0; i < size; i++) {
+      ports.push(await freePort());
+      clusterPorts.push(await freePort());
+    }
+    plan = planCluster({ ports, clusterPorts, storeRoot, configDir: authDir, authConfigFile: auth.configFile, routes: routeCredentials(authDir) });
+    const started = await Promise.allSettled(plan.nodes.map((n) => startClusterNode(n)));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (!failed) {
+      nodes = started.map((r) => (r as PromiseFulfilledResult<NatsServer>).value);
+      break;
+    }
+    for (const r of started) if (r.status === 'fulfilled') await r.value.stop();
+    rmSync(storeRoot, { recursive: true, force: true });
+    if (attempt >= 5 || !portTaken(failed.reason)) throw failed.reason;
   }
-  const plan = planCluster({ ports, clusterPorts, storeRoot: join(dir, 'nats-cluster'), configDir: authDir, authConfigFile: auth.configFile, routes: routeCredentials(authDir) });
-  const nodes: (NatsServer | undefined)[] = await Promise.all(plan.nodes.map((n) => startClusterNode(n)));
   const conns: NatsConnection[] = [];
   const connect = async (role: Role, name = `test-${role}`) => {
     const nc = await connectNats(plan.url, name, { role, credsFile: auth.credsFile(role) });

@@ -29,6 +29,9 @@ export function tempDir(prefix = 'etf-test-'): { path: string; remove(): void } 
 }
 
 /** A real nats-server on a free loopback port with a temporary JetStream store. */
+/** A server that could not listen because its port was taken meanwhile (a free port checked, then bound by another process). */
+export const portTaken = (err: unknown): boolean => String((err as Error)?.message).includes('address already in use');
+
 export async function startTestNats(storeDir?: string): Promise<NatsServer & { storeDir: string; remove(): void }> {
   const dir = storeDir ? { path: storeDir, remove: () => {} } : tempDir('etf-nats-');
   // A free port can be taken by another test file's process before nats-server binds it: another one then.
@@ -37,7 +40,7 @@ export async function startTestNats(storeDir?: string): Promise<NatsServer & { s
       const server = await startNatsServer({ port: await freePort(), storeDir: dir.path });
       return Object.assign(server, { storeDir: dir.path, remove: dir.remove });
     } catch (err) {
-      if (attempt >= 5 || !String((err as Error).message).includes('address already in use')) throw err;
+      if (attempt >= 5 || !portTaken(err)) throw err;
     }
   }
 }
