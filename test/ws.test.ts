@@ -241,6 +241,8 @@ eachServer('WebSocket holdings stream', (kind) => {
     const c = StreamClient.open(system.url, { basic: ['team1', 'team1pass'] });
     const snap = await c.next<SnapshotMessage>((m) => m.type === 'snapshot', 'snapshot');
     await publishFills(nc, fillsFor(1, undyBasket(5)));
+    // Stored is not yet applied: the engine reads the fill stream on its own, and a create decided first would be refused.
+    await c.reach(snap.seq + 10);
     expect((await http.create('team1', 'team1pass', 3)).status).toBe(200);
     expect((await http.redeem('team1', 'team1pass', 1)).status).toBe(200);
     await publishFills(nc, fillsFor(1, { 3: -2, 4: 7 }));
@@ -301,6 +303,7 @@ eachServer('WebSocket holdings stream', (kind) => {
     await Promise.all([t1.next((m) => m.type === 'subscribed', 'subscribed 1'), t2.next((m) => m.type === 'subscribed', 'subscribed 2')]);
 
     await publishFills(nc, fillsFor(1, undyBasket(2)));
+    await t1.reach(s1.seq + 10);
     expect((await http.create('team1', 'team1pass', 2)).status).toBe(200);
     // As the engine publishes them (whether or not it does yet): one outcome per account.
     const outcome = (clientId: number, id: string): OutcomeNotice => ({ request_id: id, client_id: clientId, op: 'create', etf: 'UNDY', amount: 1, status: 'accepted', ts: Date.now() });
@@ -324,10 +327,11 @@ eachServer('WebSocket holdings stream', (kind) => {
 
   it('streams the outcome of each create and redeem the engine decides', async () => {
     const c = StreamClient.open(system.url, { basic: ['team1', 'team1pass'] });
-    await c.next((m) => m.type === 'snapshot', 'snapshot');
+    const snap = await c.next<SnapshotMessage>((m) => m.type === 'snapshot', 'snapshot');
     c.send({ type: 'subscribe', requests: true, id: 'req' });
     expect(await c.next((m) => m.type === 'subscribed', 'subscribed')).toMatchObject({ requests: true, prices: [], id: 'req' });
     await publishFills(nc, fillsFor(1, undyBasket(1)));
+    await c.reach(snap.seq + 10);
     const ok = await http.create('team1', 'team1pass', 1);
     expect(ok.status).toBe(200);
     const refused = await http.redeem('team1', 'team1pass', 1_000);
