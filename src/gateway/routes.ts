@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
-import { namedPositions, positionsByTicker, type AuditRecord, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
+import { namedPositions, positionsByTicker, type AuditRecord, type ConversionAnswer, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
 import { entryWords, limitWarnings, refusalWords } from '../../proto/messages.js';
 import {
   ENGINE_UNAVAILABLE_CONVERSION,
@@ -21,7 +21,7 @@ import {
 } from '../../proto/http.js';
 import type { Marks } from '../shared/marks.js';
 import type { Instruments } from '../config/baskets.js';
-import type { Authenticator } from './auth.js';
+import type { Authenticator, AuthResult } from './auth.js';
 import type { EngineClient } from '../shared/engine-client.js';
 import type { HttpCall } from './http.js';
 import type { Params } from './params.js';
@@ -29,6 +29,7 @@ import type { FeedStatusView } from './feed-status.js';
 import { tooMany, type Throttle } from './throttle.js';
 import type { Config } from '../config/config.js';
 import { operatorFile } from './operator.js';
+import { ConversionAnswerWriter } from './answer-json.js';
 
 /** Who may register, and which usernames nobody may take. */
 export interface RegistrationPolicy {
@@ -126,7 +127,7 @@ export { tooMany };
  * An address locked out by failed logins is refused before anything else, and
  * a password that needs bcrypt passes the login throttle first.
  */
-export async function authenticate(ex: HttpCall, deps: RouteDeps, params: Params): Promise<number | null> {
+export function authenticate(ex: HttpCall, deps: RouteDeps, params: Params): Promise<number | null> | number | null {
   const creds = credentialsSchema.safeParse(params);
   if (!creds.success) {
     const tooLong = creds.error.issues.some((i) => i.path[0] === 'password' && i.code === 'custom');
@@ -138,12 +139,19 @@ export async function authenticate(ex: HttpCall, deps: RouteDeps, params: Params
     tooMany(ex, locked);
     return null;
   }
-  const r = await deps.auth.verify(creds.data.username, creds.data.password, {
-    beforeSlow: (username) => deps.throttle.beginSlowLogin(ex.address, username),
-    succeeded: (username) => deps.throttle.loginSucceeded(ex.address, username),
+  const { username, password } = creds.data;
+  const r = deps.auth.verify(username, password, {
+    beforeSlow: (u) => deps.throttle.beginSlowLogin(ex.address, u),
+    succeeded: (u) => deps.throttle.loginSucceeded(ex.address, u),
   });
+  // A cached password is answered in this turn: no promise per request on the hot path (issue 24).
+  return r instanceof Promise ? r.then((v) => admitted(ex, deps, username, v)) : admitted(ex, deps, username, r);
+}
+
+/** The client_id of a verified login, or null once the refusal is answered. */
+function admitted(ex: HttpCall, deps: RouteDeps, username: string, r: AuthResult): number | null {
   if (r.ok) {
-    deps.throttle.loginPassed(ex.address, creds.data.username);
+    deps.throttle.loginPassed(ex.address, username);
     const busy = deps.throttle.teamRequest(r.clientId);
     if (!busy) return r.clientId;
     tooMany(ex, busy);
@@ -177,8 +185,12 @@ export async function register(ex: HttpCall, deps: RouteDeps, params: Params): P
   ex.json(200, { request_id: r.request_id, client_id: r.client_id, username: r.username });
 }
 
-export async function convert(ex: HttpCall, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> {
-  const clientId = await authenticate(ex, deps, params);
+export function convert(ex: HttpCall, deps: RouteDeps, params: Params, op: ConversionOp): Promise<void> | void {
+  const clientId = authenticate(ex, deps, params);
+  return clientId instanceof Promise ? clientId.then((id) => convertAs(ex, deps, params, op, id)) : convertAs(ex, deps, params, op, clientId);
+}
+
+async function convertAs(ex: HttpCall, deps: RouteDeps, params: Params, op: ConversionOp, clientId: number | null): Promise<void> {
   if (clientId === null) return;
   const refused = deps.throttle.conversion(clientId);
   if (refused) return tooMany(ex, refused);
@@ -197,22 +209,37 @@ export async function convert(ex: HttpCall, deps: RouteDeps, params: Params, op:
     }
     return engineError(ex, reply, deps.tickerOf);
   }
-  const r = reply.result;
+  // Written from the engine's lists straight to JSON; the general path for what that cannot write.
+  const text = answerWriter(deps.tickerOf).conversion(reply.result, request_id !== undefined);
+  if (text !== null) return ex.send(200, 'application/json', text);
+  ex.json(200, conversionBody(reply.result, request_id !== undefined, deps.tickerOf));
+}
+
+/** A conversion's answer as HTTP shows it; `clientRequestId`: the request named its own key, which the answer repeats. */
+export function conversionBody(r: ConversionAnswer, clientRequestId: boolean, tickerOf: TickerOf): ConversionBody {
   // The holdings part from holdingsBody, the conversion's fields added to it (no spreads: this is every conversion's answer).
-  const body: ConversionBody = Object.assign(holdingsBody(r.holdings, namedPositions(r.holdings.positions, deps.tickerOf)), {
+  const body: ConversionBody = Object.assign(holdingsBody(r.holdings, namedPositions(r.holdings.positions, tickerOf)), {
     request_id: r.request_id,
     op: r.op,
     etf_name: r.etf,
     amount: r.amount,
-    deltas: positionsByTicker(r.deltas, deps.tickerOf),
+    deltas: positionsByTicker(r.deltas, tickerOf),
     fee: r.fee,
     basket_version: r.basket_version,
   });
-  if (request_id !== undefined && r.client_request_id !== undefined) body.client_request_id = r.client_request_id;
+  if (clientRequestId && r.client_request_id !== undefined) body.client_request_id = r.client_request_id;
   if (r.replayed) body.replayed = true;
   if (r.dry_run) body.dry_run = true;
-  if (r.beyond_limit) body.warnings = limitWarnings(r.beyond_limit, deps.tickerOf);
-  ex.json(200, body);
+  if (r.beyond_limit) body.warnings = limitWarnings(r.beyond_limit, tickerOf);
+  return body;
+}
+
+/** One answer writer per set of instruments (a gateway's), its fragments made as symbols first appear. */
+const writers = new WeakMap<TickerOf, ConversionAnswerWriter>();
+function answerWriter(tickerOf: TickerOf): ConversionAnswerWriter {
+  let w = writers.get(tickerOf);
+  if (!w) writers.set(tickerOf, (w = new ConversionAnswerWriter(tickerOf)));
+  return w;
 }
 
 /** Random bytes drawn 512 keys at a time: one call into the kernel's generator per batch, not per request. */

@@ -35,7 +35,7 @@ export interface GatewayHandle {
   close(): Promise<void>;
 }
 
-type Handler = (ex: HttpCall, params: Params, info: RequestInfo) => Promise<void>;
+type Handler = (ex: HttpCall, params: Params, info: RequestInfo) => Promise<void> | void;
 type ApiTable = Map<string, { method: string; handler: Handler }>;
 
 /** Whether the gateway's own NATS connection is up, for /health: followed from its status events. */
