@@ -108,16 +108,19 @@ const systems: { label: string; front?: HttpServerKind; root?: string }[] = [
 const chainRequests = teams.map((i) => ({ method: 'POST', path: '/create', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: `team${i}`, password: `team${i}pass`, etf_name: 'UNDY', amount: 1 }) }));
 const withChain = uwsLoads && (!only || only.includes('create'));
 
-/** The naive chain's three processes (nats-server, the chain, its echo responder), measured as /create is. */
-async function measureChain(): Promise<void> {
+/**
+ * The naive chain's three processes (nats-server, the chain, its echo responder), measured as /create is;
+ * `file` bench/chain.js, or bench/batched-chain.js (the same with the gateway's batching, as `front` 'batched').
+ */
+async function measureChain(file: string, front: string): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'etf-chain-'));
   const nats = await startNatsServer({ port: await freePort(), storeDir: join(dir, 'nats') });
   const echo = await spawnEcho(nats.url);
-  const chain = await spawnService('bench/chain.js', { ...process.env, CHAIN_NATS_URL: nats.url }, 'chain listening');
+  const chain = await spawnService(file, { ...process.env, CHAIN_NATS_URL: nats.url }, 'chain listening');
   try {
     const url = `http://127.0.0.1:${chain.ready.split(' ').pop()}`;
     await autocannon({ url, connections, duration: warmup, requests: chainRequests });
-    await measure(url, 'create', 'chain', chainRequests, { chain: chain.child.pid!, echo: echo.child.pid!, 'nats-server': nats.proc.pid! });
+    await measure(url, 'create', front, chainRequests, { [front]: chain.child.pid!, echo: echo.child.pid!, 'nats-server': nats.proc.pid! });
   } finally {
     await chain.stop();
     await echo.stop();
@@ -127,7 +130,10 @@ async function measureChain(): Promise<void> {
 }
 
 for (round = 1; round <= rounds; round++) {
-  if (withChain) await measureChain();
+  if (withChain) {
+    await measureChain('bench/chain.js', 'chain');
+    await measureChain('bench/batched-chain.js', 'batched');
+  }
   for (const { label: front, root, ...rest } of systems) {
     // A baseline runs as its own code reads the config: before HTTP_SERVER, `front: 'direct'` put uWS on the port (the fast path then).
     const http = { host: '127.0.0.1', port: 0, maxBodyBytes: 16384, ...(rest.front ? { server: rest.front } : { front: 'direct' }) } as Config['http'];
@@ -222,6 +228,15 @@ if (chain) {
     if (!c) continue;
     const each = rounds > 1 ? ` (each round: req/s ${runsOf('create', f).map((x, i) => (x.rps / runsOf('create', 'chain')[i]!.rps).toFixed(2)).join(' ')}; CPU ${runsOf('create', f).map((x, i) => (x.cpuUs / runsOf('create', 'chain')[i]!.cpuUs).toFixed(2)).join(' ')})` : '';
     console.log(`  /create on ${f}: ${(c.rps / chain.rps).toFixed(2)}× the chain's req/s, ${(c.cpuUs / chain.cpuUs).toFixed(2)}× its server CPU per request, p99 ${c.p99} ms vs ${chain.p99} ms${each}`);
+  }
+  const batched = row('create', 'batched');
+  if (batched) {
+    const each = rounds > 1 ? ` (each round: CPU ${runsOf('create', 'batched').map((x, i) => (x.cpuUs / runsOf('create', 'chain')[i]!.cpuUs).toFixed(2)).join(' ')})` : '';
+    console.log(`The same chain with the gateway's batching (bench/batched-chain.ts; still no auth, state or journal): ${batched.rps} req/s, p99 ${batched.p99} ms, ${batched.cpuUs} µs: ${(batched.rps / chain.rps).toFixed(2)}× the chain's req/s, ${(batched.cpuUs / chain.cpuUs).toFixed(2)}× its CPU per request${each}`);
+    for (const f of fronts) {
+      const c = row('create', f);
+      if (c) console.log(`  /create on ${f} costs ${c.cpuUs - batched.cpuUs} µs per request more than it: authentication, validation, state, the journal, notices and the holdings in the answer`);
+    }
   }
 }
 console.log('\n"ceiling": uWS answering the same POST with nothing behind it (bench/ceiling.ts); "vs ceiling": share of bare uWS\'s rate.');
