@@ -42,16 +42,13 @@ describe('the conversion answer written from templates', () => {
   it('is exactly the JSON of the general path, over many answers', () => {
     const rnd = random(24);
     const writer = new ConversionAnswerWriter(tickerOf);
-    let written = 0;
     for (let n = 0; n < 2_000; n++) {
       const a = answer(rnd, [1, 3, 4, 5, 6, 7]);
       const withKey = rnd() < 0.5;
       const text = writer.conversion(a, withKey);
       expect(text).not.toBeNull();
       expect(text).toBe(JSON.stringify(conversionBody(a, withKey, tickerOf)));
-      written++;
     }
-    expect(written).toBe(2_000);
   });
 
   it('leaves to the general path what an object would order or merge differently, and values not of their types', () => {

@@ -92,6 +92,11 @@ describe('/metrics', () => {
     expect(sample(after, 'etf_http_request_duration_seconds_count', labels)).toBe(ok0 + 3);
     expect(sample(after, 'etf_http_request_duration_seconds_bucket', { ...labels, le: '+Inf' })).toBe(ok0 + 3);
     expect(sample(after, 'etf_http_request_duration_seconds_sum', labels)).toBeGreaterThan(0);
+    // Buckets are cumulative: never fewer with a larger bound, and these quick answers all within the 5 s one.
+    const bounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+    const cumulative = bounds.map((le) => sample(after, 'etf_http_request_duration_seconds_bucket', { ...labels, le: String(le) }) ?? -1);
+    expect(cumulative).toEqual([...cumulative].sort((a, b) => a - b));
+    expect(cumulative.at(-1)).toBe(ok0 + 3);
     // The scrape before this one was counted too.
     expect(sample(after, 'etf_http_requests_total', { route: '/metrics', status: '200' })).toBeGreaterThanOrEqual(1);
   });

@@ -93,13 +93,11 @@ interface Tally {
   buckets: Float64Array;
 }
 
-/** A metric prom-client's registry reads at scrape time from the tallies (Registry.registerMetric takes any object with get()). */
-interface ScrapedMetric {
-  name: string;
-  help: string;
-  type: 'counter' | 'histogram';
-  aggregator: 'sum';
-  get(): Promise<{ name: string; help: string; type: string; aggregator: 'sum'; values: { value: number; labels: Record<string, string | number>; metricName?: string }[] }>;
+/** One line of a scraped metric, as prom-client's registry formats it. */
+interface Sample {
+  value: number;
+  labels: Record<string, string | number>;
+  metricName?: string;
 }
 
 /**
@@ -110,30 +108,22 @@ interface ScrapedMetric {
  */
 function requestMetrics(registry: Registry): Observe {
   const tallies = new Map<string, Tally>();
-  const scraped = (name: string, help: string, type: ScrapedMetric['type'], values: () => Awaited<ReturnType<ScrapedMetric['get']>>['values']): ScrapedMetric => ({
-    name,
-    help,
-    type,
-    aggregator: 'sum',
-    get: async () => ({ name, help, type, aggregator: 'sum', values: values() }),
-  });
-  // prom-client's typings name only its own classes; its registry reads any object with get().
-  const register = (m: ScrapedMetric) => registry.registerMetric(m as unknown as Parameters<Registry['registerMetric']>[0]);
-  register(scraped('etf_http_requests_total', 'HTTP responses sent, by method, route and status', 'counter', () => [...tallies.values()].map((t) => ({ value: t.count, labels: t.labels }))));
+  // prom-client's typings name only its own classes; its registry reads any object with a name and get().
+  const register = (name: string, help: string, type: 'counter' | 'histogram', samples: () => Sample[]) =>
+    registry.registerMetric({ name, help, type, aggregator: 'sum', get: async () => ({ name, help, type, aggregator: 'sum', values: samples() }) } as unknown as Parameters<Registry['registerMetric']>[0]);
+  register('etf_http_requests_total', 'HTTP responses sent, by method, route and status', 'counter', () => [...tallies.values()].map((t) => ({ value: t.count, labels: t.labels })));
   const latency = 'etf_http_request_duration_seconds';
-  register(
-    scraped(latency, 'Time from request to response, by method, route and status', 'histogram', () =>
-      [...tallies.values()].flatMap((t) => {
-        let below = 0;
-        const buckets = LATENCY_BUCKETS.map((le, i) => ({ value: (below += t.buckets[i]!), labels: { ...t.labels, le }, metricName: `${latency}_bucket` }));
-        return [
-          ...buckets,
-          { value: t.count, labels: { ...t.labels, le: '+Inf' }, metricName: `${latency}_bucket` },
-          { value: t.sum, labels: t.labels, metricName: `${latency}_sum` },
-          { value: t.count, labels: t.labels, metricName: `${latency}_count` },
-        ];
-      }),
-    ),
+  register(latency, 'Time from request to response, by method, route and status', 'histogram', () =>
+    [...tallies.values()].flatMap((t): Sample[] => {
+      let below = 0;
+      const buckets = LATENCY_BUCKETS.map((le, i) => ({ value: (below += t.buckets[i]!), labels: { ...t.labels, le }, metricName: `${latency}_bucket` }));
+      return [
+        ...buckets,
+        { value: t.count, labels: { ...t.labels, le: '+Inf' }, metricName: `${latency}_bucket` },
+        { value: t.sum, labels: t.labels, metricName: `${latency}_sum` },
+        { value: t.count, labels: t.labels, metricName: `${latency}_count` },
+      ];
+    }),
   );
   return (method, route, status, startMs) => {
     const m = METHODS.has(method) ? method : 'other';
@@ -146,8 +136,9 @@ function requestMetrics(registry: Registry): Observe {
     const seconds = (performance.now() - startMs) / 1000;
     t.count++;
     t.sum += seconds;
-    const b = LATENCY_BUCKETS.findIndex((le) => seconds <= le);
-    if (b >= 0) t.buckets[b]!++;
+    let b = 0;
+    while (b < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[b]!) b++;
+    if (b < LATENCY_BUCKETS.length) t.buckets[b]!++;
   };
 }
 

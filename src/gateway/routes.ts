@@ -29,7 +29,7 @@ import type { FeedStatusView } from './feed-status.js';
 import { tooMany, type Throttle } from './throttle.js';
 import type { Config } from '../config/config.js';
 import { operatorFile } from './operator.js';
-import { ConversionAnswerWriter } from './answer-json.js';
+import type { ConversionAnswerWriter } from './answer-json.js';
 
 /** Who may register, and which usernames nobody may take. */
 export interface RegistrationPolicy {
@@ -70,6 +70,8 @@ export interface RouteDeps {
   marks: Marks;
   /** Names the engine's flat positions (proto/engine.ts FlatPositions) in answers. */
   tickerOf: TickerOf;
+  /** Writes conversion answers with `tickerOf`'s names, each symbol's fragments made once. */
+  answers: ConversionAnswerWriter;
   /** Conversion scorecards (src/gateway/charts.ts), added to /history and /requests entries; request ids are per engine shard, so with the account's id. */
   scorecards?: { scorecard(clientId: number, requestId: string): Scorecard | undefined };
 }
@@ -210,7 +212,7 @@ async function convertAs(ex: HttpCall, deps: RouteDeps, params: Params, op: Conv
     return engineError(ex, reply, deps.tickerOf);
   }
   // Written from the engine's lists straight to JSON; the general path for what that cannot write.
-  const text = answerWriter(deps.tickerOf).conversion(reply.result, request_id !== undefined);
+  const text = deps.answers.conversion(reply.result, request_id !== undefined);
   if (text !== null) return ex.send(200, 'application/json', text);
   ex.json(200, conversionBody(reply.result, request_id !== undefined, deps.tickerOf));
 }
@@ -232,14 +234,6 @@ export function conversionBody(r: ConversionAnswer, clientRequestId: boolean, ti
   if (r.dry_run) body.dry_run = true;
   if (r.beyond_limit) body.warnings = limitWarnings(r.beyond_limit, tickerOf);
   return body;
-}
-
-/** One answer writer per set of instruments (a gateway's), its fragments made as symbols first appear. */
-const writers = new WeakMap<TickerOf, ConversionAnswerWriter>();
-function answerWriter(tickerOf: TickerOf): ConversionAnswerWriter {
-  let w = writers.get(tickerOf);
-  if (!w) writers.set(tickerOf, (w = new ConversionAnswerWriter(tickerOf)));
-  return w;
 }
 
 /** Random bytes drawn 512 keys at a time: one call into the kernel's generator per batch, not per request. */

@@ -22,6 +22,7 @@ import { Marks } from '../shared/marks.js';
 import { openApiDocument } from './openapi.js';
 import { loadBaskets, type Instruments } from '../config/baskets.js';
 import { Charts } from './charts.js';
+import { ConversionAnswerWriter } from './answer-json.js';
 
 export interface GatewayHandle {
   port: number;
@@ -145,7 +146,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const etfs = startEtfsRoute(cfg, nc, log);
   const instruments = loadBaskets(cfg.basketsFile || undefined);
   const charts = new Charts(nc, engine, log);
-  const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf, scorecards: charts };
+  const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf, answers: new ConversionAnswerWriter(instruments.tickerOf), scorecards: charts };
   const feedStatus = new FeedStatusView(nc);
   const allowedOrigins = new Set(cfg.http.allowedOrigins ?? []);
   // A page on another site may open a WebSocket too: the same Origin rule as for state-changing requests.
