@@ -5,7 +5,7 @@
  *
  * Run: npm run bench:checks   (BENCH_ROUNDS, default 9; medians and minimums)
  */
-import { decode, encodeRecords } from '../proto/codec.js';
+import { decodeRecords, encodeRecords } from '../proto/codec.js';
 import { commandBatchShape, commandProblem, engineReplyProblem, replyBatchShape, type CommandBatch, type ReplyBatch } from '../proto/engine.js';
 import { noticeBatchShape } from '../proto/holdings.js';
 
@@ -26,25 +26,25 @@ const notices = encodeRecords({
   changes: Array.from({ length: N / 2 }, (_, i) => ({ client_id: (i % 16) + 1, seq: i, cause: 'create', deltas: [3, -1, 4, -1, 13, 1], positions: [3, 10, 4, 10, 13, 1], cash: 0, ts: 1e12 })),
   outcomes: Array.from({ length: N / 2 }, (_, i) => ({ request_id: `r${i}`, client_id: (i % 16) + 1, op: 'create', etf: 'UNDY', amount: 1, status: 'accepted', deltas: [3, -1, 4, -1, 13, 1], ts: 1e12 })),
 });
-const cmdBatch = decode<CommandBatch>(commands);
-const replyBatch = decode<ReplyBatch>(replies);
-const noticeBatch: unknown = decode(notices);
+const cmdBatch = decodeRecords<CommandBatch>(commands);
+const replyBatch = decodeRecords<ReplyBatch>(replies);
+const noticeBatch: unknown = decodeRecords(notices);
 
 const must = (p: string | null) => {
   if (p !== null) throw new Error(p);
 };
 const cases: Record<string, () => void> = {
-  'command batch: decode': () => decode(commands),
+  'command batch: decode': () => decodeRecords(commands),
   'command batch: check': () => {
     must(commandBatchShape.problem(cmdBatch));
     for (const e of cmdBatch.cmds) must(commandProblem(e.cmd));
   },
-  'answer batch: decode': () => decode(replies),
+  'answer batch: decode': () => decodeRecords(replies),
   'answer batch: check': () => {
     must(replyBatchShape.problem(replyBatch));
     for (const r of replyBatch.replies) must(engineReplyProblem(r));
   },
-  'notice batch: decode': () => decode(notices),
+  'notice batch: decode': () => decodeRecords(notices),
   'notice batch: check': () => must(noticeBatchShape.problem(noticeBatch)),
 };
 

@@ -14,8 +14,11 @@ import type { AuditEntry } from './audit.js';
  * Audit entries (`request`, `history`) still carry named positions.
  * Version 3: refusals travel as codes and facts (Rejection), worded by the
  * edge (proto/messages.ts); position-limit warnings as `beyond_limit`.
+ * Version 4: batches name the shared record shapes (proto/records.ts) instead
+ * of defining them; a build without that list cannot read them. A batch of
+ * another version is refused in self-contained records, which any build reads.
  */
-export const ENGINE_PROTOCOL_VERSION = 3;
+export const ENGINE_PROTOCOL_VERSION = 4;
 
 export type ConversionOp = 'create' | 'redeem';
 

@@ -32,7 +32,8 @@ export interface HoldingsChange<P = Position[]> {
 /** A HoldingsChange as a NoticeBatch carries it. */
 export type HoldingsNotice = Omit<HoldingsChange<FlatPositions>, 'v'>;
 
-export const NOTICE_BATCH_VERSION = 1;
+/** 2: batches name the shared record shapes (proto/records.ts). */
+export const NOTICE_BATCH_VERSION = 2;
 
 /**
  * What an engine shard publishes on its notices subject (ShardNames.notices)

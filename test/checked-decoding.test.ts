@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { nuid, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
-import { decode, encode, encodeRecords } from '../proto/codec.js';
+import { Unpackr } from 'msgpackr';
+import { decodeRecords, encode, encodeRecords, encodeSelfContained } from '../proto/codec.js';
 import { ENGINE_COMMAND_SUBJECT, replySubject } from '../proto/subjects.js';
 import { FEED_CONTROL_SUBJECT } from '../proto/feed.js';
 import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, priceSubject, type EtfPrice, type FeedCounters } from '../proto/marketdata.js';
-import type { ReplyBatch } from '../proto/engine.js';
+import { ENGINE_PROTOCOL_VERSION, type ReplyBatch } from '../proto/engine.js';
 import { jetstream } from '@nats-io/jetstream';
 import { shardNames } from '../proto/shards.js';
 import { loadBaskets } from '../src/config/baskets.js';
@@ -27,7 +28,7 @@ async function sendBatch(nc: NatsConnection, batch: unknown): Promise<ReplyBatch
   const inbox = `${replySubject(nuid.next())}.1`;
   const sub = nc.subscribe(inbox, { max: 1 });
   nc.publish(ENGINE_COMMAND_SUBJECT, encodeRecords(batch), { reply: inbox });
-  for await (const m of sub) return decode<ReplyBatch>(m.data);
+  for await (const m of sub) return decodeRecords<ReplyBatch>(m.data);
   throw new Error('no answer');
 }
 
@@ -58,7 +59,7 @@ const counters = (): FeedCounters => ({ datagrams: 1, messages: 1, gaps: 0, miss
 describe('engine: command batches', () => {
   it('refuses a command whose fields are not of their types as malformed, and decides the rest of its batch', async () => {
     const answer = await sendBatch(sys.nc, {
-      v: 3,
+      v: ENGINE_PROTOCOL_VERSION,
       cmds: [
         { id: 1, cmd: { op: 'register', username: 42, passwordHash: 's1:x' } },
         { id: 2, cmd: { op: 'halt', etf: null, reason: { why: 'forged' }, by: 'nobody' } },
@@ -75,12 +76,24 @@ describe('engine: command batches', () => {
     expect(sys.sys.engine.actor.unreadable.counts).toMatchObject({ command: 2 });
   });
 
+  it('refuses a batch of another protocol version, decided nowhere, in an answer a build without the shared record shapes reads', async () => {
+    const inbox = `${replySubject(nuid.next())}.1`;
+    const sub = sys.nc.subscribe(inbox, { max: 1 });
+    // What a gateway of version 3 sent: self-contained records.
+    sys.nc.publish(ENGINE_COMMAND_SUBJECT, encodeSelfContained({ v: 3, cmds: [{ id: 1, cmd: { op: 'halt', etf: null, reason: 'old', by: 'old-gateway' } }] }), { reply: inbox });
+    let answer: unknown;
+    for await (const m of sub) answer = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' }).unpack(m.data);
+    expect(answer).toEqual({ v: ENGINE_PROTOCOL_VERSION, replies: [{ id: 1, ok: false, error: { code: 'unsupported_version', speaks: ENGINE_PROTOCOL_VERSION } }] });
+    const rules = await sys.sys.gateway.engine.call({ op: 'rules' });
+    expect(rules.ok && rules.result.halts).toEqual([]);
+  });
+
   it('ignores and counts a batch whose envelopes cannot be answered, and goes on deciding the next', async () => {
     const inbox = `${replySubject(nuid.next())}.1`;
-    for (const bad of [{ v: 3, cmds: 'x' }, { v: 3, cmds: [null] }, { v: 3, cmds: [{ cmd: { op: 'ping' } }] }]) {
+    for (const bad of [{ v: ENGINE_PROTOCOL_VERSION, cmds: 'x' }, { v: ENGINE_PROTOCOL_VERSION, cmds: [null] }, { v: ENGINE_PROTOCOL_VERSION, cmds: [{ cmd: { op: 'ping' } }] }]) {
       sys.nc.publish(ENGINE_COMMAND_SUBJECT, encodeRecords(bad), { reply: inbox });
     }
-    const next = await sendBatch(sys.nc, { v: 3, cmds: [{ id: 7, cmd: { op: 'ping' } }] });
+    const next = await sendBatch(sys.nc, { v: ENGINE_PROTOCOL_VERSION, cmds: [{ id: 7, cmd: { op: 'ping' } }] });
     expect(next.replies).toMatchObject([{ id: 7, ok: true }]);
     expect(sys.sys.engine.actor.unreadable.counts).toMatchObject({ 'command batch': 3 });
   });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { Packr } from 'msgpackr';
-import { decode, encode, encodeRecords } from '../proto/codec.js';
+import { Unpackr } from 'msgpackr';
+import { decodeRecords, encode, encodeRecords } from '../proto/codec.js';
+import { sharedRecordShapes } from '../proto/records.js';
 import { ENGINE_PROTOCOL_VERSION, type CommandBatch, type ReplyBatch } from '../proto/engine.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { EngineClient } from '../src/shared/engine-client.js';
@@ -20,7 +21,7 @@ describe('engine client batching', () => {
     let first: { reply: string; ids: number[] } | null = null;
     const sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
       callback: (_, m) => {
-        const b = decode<CommandBatch>(m.data);
+        const b = decodeRecords<CommandBatch>(m.data);
         batches.push(b.cmds.map((c) => c.id));
         // Every batch after the first is answered at once; the first only when the test says.
         const answer = (ids: number[]) =>
@@ -115,7 +116,7 @@ describe('engine client: one malformed answer in a batch', () => {
   it('fails only the request whose answer is malformed (its id readable, its result missing), as unreadable; the others get theirs', async () => {
     const sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
       callback: (_, m) => {
-        const b = decode<CommandBatch>(m.data);
+        const b = decodeRecords<CommandBatch>(m.data);
         const replies = b.cmds.map((c, i) => (i === 0 ? { id: c.id, ok: true } : { id: c.id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } }));
         m.respond(encode({ v: ENGINE_PROTOCOL_VERSION, replies }));
       },
@@ -158,7 +159,7 @@ describe('engine client: no engine subscribed', () => {
       await until(() => lines.some((l) => l.msg === 'no engine is taking commands: they are sent again until one does or their deadline'), 'the sends to meet no responders');
       sub = bus.nc.subscribe(ENGINE_COMMAND_SUBJECT, {
         callback: (_, m) => {
-          const b = decode<CommandBatch>(m.data);
+          const b = decodeRecords<CommandBatch>(m.data);
           received += b.cmds.length;
           m.respond(encode({ v: ENGINE_PROTOCOL_VERSION, replies: b.cmds.map((c) => ({ id: c.id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
         },
@@ -200,16 +201,17 @@ describe('engine client: no engine subscribed', () => {
 });
 
 describe('the engine wire codec', () => {
-  it('encodes each message with its own record definitions: any one decodes alone, in any order, by a fresh decoder', () => {
+  it('encodes each message on its own (shared shapes named, others defined in it): any one decodes alone, in any order, by a fresh decoder', () => {
     const batch = (n: number): ReplyBatch => ({
       v: ENGINE_PROTOCOL_VERSION,
       replies: Array.from({ length: n }, (_, i) => (i % 3 === 0 ? { id: i, ok: false as const, error: { code: 'halted' as const, message: 'halted' } } : { id: i, ok: true as const, result: { accounts: i, journal_seq: i, fill_seq: 0 } })),
     });
     const first = encodeRecords(batch(5));
     const second = encodeRecords(batch(7));
-    expect(new Packr({ mapsAsObjects: true }).unpack(second)).toEqual(batch(7));
-    expect(new Packr({ mapsAsObjects: true }).unpack(first)).toEqual(batch(5));
-    expect(decode(second)).toEqual(batch(7));
+    const fresh = () => new Unpackr({ mapsAsObjects: true, structures: sharedRecordShapes() });
+    expect(fresh().unpack(second)).toEqual(batch(7));
+    expect(fresh().unpack(first)).toEqual(batch(5));
+    expect(decodeRecords(second)).toEqual(batch(7));
     // Smaller than the same as plain maps: each shape's keys are written once.
     expect(second.byteLength).toBeLessThan(encode(batch(7)).byteLength);
   });

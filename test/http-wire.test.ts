@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { HttpServerKind } from '../src/gateway/transport/index.js';
-import { decode } from '../proto/codec.js';
+import { decodeRecords } from '../proto/codec.js';
 import type { CommandBatch } from '../proto/engine.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { buy, undyBasket, useSystem, type SystemFixture } from './helpers/system.js';
@@ -88,7 +88,7 @@ async function commandSent(f: SystemFixture, key: string): Promise<{ done: Promi
   await f.nc.flush(); // the subscription is in place before the request goes out
   const done = (async () => {
     for await (const m of sub) {
-      const batch = decode<CommandBatch>(m.data);
+      const batch = decodeRecords<CommandBatch>(m.data);
       if (batch.cmds.some((c) => 'key' in c.cmd && c.cmd.key === key)) {
         sub.unsubscribe();
         return;

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
-import { decode, encode } from '../proto/codec.js';
+import { decode, encode, encodeRecords } from '../proto/codec.js';
 import { NOTICE_BATCH_VERSION, type NoticeBatch } from '../proto/holdings.js';
 import { PRICE_BUCKET, priceSubject, type EtfPrice } from '../proto/marketdata.js';
 import type { OutcomeNotice } from '../proto/requests.js';
@@ -307,7 +307,7 @@ eachServer('WebSocket holdings stream', (kind) => {
     expect((await http.create('team1', 'team1pass', 2)).status).toBe(200);
     // As the engine publishes them (whether or not it does yet): one outcome per account.
     const outcome = (clientId: number, id: string): OutcomeNotice => ({ request_id: id, client_id: clientId, op: 'create', etf: 'UNDY', amount: 1, status: 'accepted', ts: Date.now() });
-    const notices = (o: OutcomeNotice): Uint8Array => encode({ v: NOTICE_BATCH_VERSION, changes: [], outcomes: [o] } satisfies NoticeBatch);
+    const notices = (o: OutcomeNotice): Uint8Array => encodeRecords({ v: NOTICE_BATCH_VERSION, changes: [], outcomes: [o] } satisfies NoticeBatch);
     nc.publish(shardNames(0, 1).notices, notices(outcome(1, 'for-team1')));
     await t1.reach(s1.seq + 11);
     await t1.next((m) => m.type === 'request' && m.outcome.request_id === 'for-team1', 'team1 outcome');

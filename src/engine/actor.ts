@@ -1,5 +1,5 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
-import { encode, encodeRecords, decodeAs } from '../../proto/codec.js';
+import { encode, encodeRecords, encodeSelfContained, decodeRecordsAs } from '../../proto/codec.js';
 import {
   ENGINE_PROTOCOL_VERSION,
   commandBatchShape,
@@ -150,14 +150,15 @@ export class EngineActor {
     }
     let batch: CommandBatch;
     try {
-      batch = decodeAs(msg.data, commandBatchShape);
+      batch = decodeRecordsAs(msg.data, commandBatchShape);
     } catch (err) {
       return this.unreadable.caught(err, { subject: msg.subject });
     }
     if (batch?.v !== ENGINE_PROTOCOL_VERSION || !Array.isArray(batch.cmds)) {
       const error: Rejection = { code: 'unsupported_version', speaks: ENGINE_PROTOCOL_VERSION };
       const replies = (batch?.cmds ?? []).map((c): EngineReply => ({ id: c.id, ok: false, error }));
-      msg.respond(encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
+      // Self-contained: a gateway of another version may not know the shared shapes, and must still read why it is refused.
+      msg.respond(encodeSelfContained({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
       return;
     }
     const now = this.now();

@@ -1,6 +1,6 @@
 import { errors, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
-import { decodeAs, decodeIf, encode } from '../../proto/codec.js';
+import { decodeAs, decodeIf, decodeRecordsAs, encode } from '../../proto/codec.js';
 import type { FlatPositions, TickerOf } from '../../proto/engine.js';
 import { noticeBatchShape, type NoticeBatch } from '../../proto/holdings.js';
 import { etfPriceShape, PRICE_SUBJECT_WILDCARD, type EtfPrice } from '../../proto/marketdata.js';
@@ -131,7 +131,7 @@ export class DeskRecorder {
         callback: (err, m) => {
           if (err) return;
           try {
-            this.onNotices(decodeAs(m.data, noticeBatchShape));
+            this.onNotices(decodeRecordsAs(m.data, noticeBatchShape));
           } catch (e) {
             this.log.warn({ err: e instanceof Error ? e.message : e }, 'desk: unreadable notice batch');
           }

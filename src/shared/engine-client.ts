@@ -1,5 +1,5 @@
 import { nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { encodeRecords, decode, decodeAs } from '../../proto/codec.js';
+import { encodeRecords, decodeRecords, decodeAs } from '../../proto/codec.js';
 import {
   ENGINE_PROTOCOL_VERSION,
   engineFaultShape,
@@ -181,7 +181,7 @@ export class EngineClient {
     if (msg.data.byteLength === 0 && msg.headers?.code === 503) return this.undelivered(msg);
     let batch: ReplyBatch;
     try {
-      batch = decode<ReplyBatch>(msg.data);
+      batch = decodeRecords<ReplyBatch>(msg.data);
     } catch (err) {
       return this.unusable(msg, 'undecodable', String(err));
     }

@@ -1,5 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
-import { decode } from '../../proto/codec.js';
+import { decodeRecords } from '../../proto/codec.js';
 import type { HoldingsNotice, NoticeBatch } from '../../proto/holdings.js';
 import { NOTICES_SUBJECT_WILDCARD } from '../../proto/subjects.js';
 
@@ -15,7 +15,7 @@ export function awaitHoldings(nc: NatsConnection, clientId: number, done: (c: Ho
   return (async () => {
     let seen = 0;
     for await (const m of sub) {
-      for (const change of decode<NoticeBatch>(m.data).changes) {
+      for (const change of decodeRecords<NoticeBatch>(m.data).changes) {
         if (change.client_id !== clientId) continue;
         if (done(change, ++seen)) {
           clearTimeout(timer);

@@ -1,6 +1,6 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
-import { decodeAs, decodeIf } from '../../../proto/codec.js';
+import { decodeAs, decodeIf, decodeRecordsAs } from '../../../proto/codec.js';
 import { NOTICE_BATCH_VERSION, namedChange, noticeBatchShape, type HoldingsNotice, type NoticeBatch } from '../../../proto/holdings.js';
 import { namedHoldings, type TickerOf } from '../../../proto/engine.js';
 import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, etfPriceShape, type EtfPrice } from '../../../proto/marketdata.js';
@@ -181,7 +181,7 @@ export class Hub implements SessionHost {
   private onNotices(m: Msg): void {
     // No account followed here (no WebSocket client): nothing to deliver, nothing to decode.
     if (this.feeds.size === 0) return;
-    const batch = decodeAs(m.data, noticeBatchShape);
+    const batch = decodeRecordsAs(m.data, noticeBatchShape);
     if (batch?.v !== NOTICE_BATCH_VERSION || !Array.isArray(batch.changes) || !Array.isArray(batch.outcomes)) {
       this.stats.invalid++;
       return;
