@@ -25,7 +25,7 @@ describe('engine client batching', () => {
         batches.push(b.cmds.map((c) => c.id));
         // Every batch after the first is answered at once; the first only when the test says.
         const answer = (ids: number[]) =>
-          bus.nc.publish(m.reply!, encode({ v: ENGINE_PROTOCOL_VERSION, replies: ids.map((id) => ({ id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
+          bus.nc.publish(m.reply!, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: ids.map((id) => ({ id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
         if (first === null) first = { reply: m.reply!, ids: b.cmds.map((c) => c.id) };
         else answer(b.cmds.map((c) => c.id));
       },
@@ -40,7 +40,7 @@ describe('engine client batching', () => {
       await new Promise((r) => setImmediate(r));
       rest.push(client.call({ op: 'ping' }));
       const f = first as { reply: string; ids: number[] };
-      bus.nc.publish(f.reply, encode({ v: ENGINE_PROTOCOL_VERSION, replies: f.ids.map((id) => ({ id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
+      bus.nc.publish(f.reply, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: f.ids.map((id) => ({ id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
       expect((await a).ok).toBe(true);
       for (const r of await Promise.all(rest)) expect(r.ok).toBe(true);
       expect(batches.length).toBeGreaterThanOrEqual(2);
@@ -118,7 +118,7 @@ describe('engine client: one malformed answer in a batch', () => {
       callback: (_, m) => {
         const b = decodeRecords<CommandBatch>(m.data);
         const replies = b.cmds.map((c, i) => (i === 0 ? { id: c.id, ok: true } : { id: c.id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } }));
-        m.respond(encode({ v: ENGINE_PROTOCOL_VERSION, replies }));
+        m.respond(encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies }));
       },
     });
     await bus.nc.flush();
@@ -161,7 +161,7 @@ describe('engine client: no engine subscribed', () => {
         callback: (_, m) => {
           const b = decodeRecords<CommandBatch>(m.data);
           received += b.cmds.length;
-          m.respond(encode({ v: ENGINE_PROTOCOL_VERSION, replies: b.cmds.map((c) => ({ id: c.id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
+          m.respond(encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: b.cmds.map((c) => ({ id: c.id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
         },
       });
       await bus.nc.flush();
