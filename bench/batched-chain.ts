@@ -14,9 +14,7 @@ import { connect } from '@nats-io/transport-node';
 import { ECHO_SUBJECT } from './nats-floor.js';
 import { onPostBody } from './uws-post.js';
 import { NextTurn } from '../src/shared/next-turn.js';
-
-/** As the gateway's engine client (src/shared/engine-client.ts). */
-const BATCHES_OUT = 2;
+import { BATCHES_OUT } from '../src/shared/engine-client.js';
 
 interface Waiting {
   body: unknown;

@@ -80,7 +80,7 @@ interface ShardLine {
  * not one: the gateway parses and answers one batch's requests while the
  * engine works on the other's (measured: docs/scale-plan.md, "Batches out").
  */
-const BATCHES_OUT = 2;
+export const BATCHES_OUT = 2;
 /** A batch unanswered this long no longer holds the next one back: a slow engine costs this much latency at most. */
 const HOLD_MS = 5;
 

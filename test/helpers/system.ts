@@ -28,10 +28,10 @@ export function tempDir(prefix = 'etf-test-'): { path: string; remove(): void } 
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-/** A real nats-server on a free loopback port with a temporary JetStream store. */
 /** A server that could not listen because its port was taken meanwhile (a free port checked, then bound by another process). */
 export const portTaken = (err: unknown): boolean => String((err as Error)?.message).includes('address already in use');
 
+/** A real nats-server on a free loopback port with a temporary JetStream store. */
 export async function startTestNats(storeDir?: string): Promise<NatsServer & { storeDir: string; remove(): void }> {
   const dir = storeDir ? { path: storeDir, remove: () => {} } : tempDir('etf-nats-');
   // A free port can be taken by another test file's process before nats-server binds it: another one then.
