@@ -1,4 +1,4 @@
-import { startService, SERVICE_NODE_FLAGS, type ServiceProcess } from '../src/shared/service-process.js';
+import { startService, serviceNodeFlags, type ServiceProcess } from '../src/shared/service-process.js';
 import { join } from 'node:path';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -65,12 +65,12 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify(cfg));
   const env = { ...process.env, CONFIG_FILE: configFile, NATS_URL: nats.url, LOG_LEVEL: 'info' };
-  // This tree's services run with the flags its launcher gives them (SERVICE_NODE_FLAGS); a baseline ref's as its own launcher ran them.
+  // This tree's services run with the flags its launcher gives them (serviceNodeFlags); a baseline ref's as its own launcher ran them.
   // BENCH_PROFILE=engine|gateway writes that service's CPU profile to .bench/ when it stops.
   // BENCH_PERF=engine|gateway writes /tmp/perf-<pid>.map for that service, so `perf record -p <pid>` names its JIT-compiled functions
   // (a V8 profile samples wall time: a thread preempted in a write looks busy; perf's cpu-clock counts CPU only).
-  const profiled = (name: string) => [
-    ...(root === PROJECT_ROOT ? SERVICE_NODE_FLAGS : []),
+  const profiled = (name: 'engine' | 'gateway') => [
+    ...(root === PROJECT_ROOT ? serviceNodeFlags(name) : []),
     ...(process.env.BENCH_PROFILE === name ? ['--cpu-prof', `--cpu-prof-dir=${join(PROJECT_ROOT, '.bench')}`] : []),
     ...(process.env.BENCH_PERF === name ? ['--perf-basic-prof'] : []),
   ];

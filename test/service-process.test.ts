@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { startService, Supervisor } from '../src/shared/service-process.js';
+import { serviceNodeFlags, startService, Supervisor } from '../src/shared/service-process.js';
 import { CONFIG_EXIT_CODE } from '../src/config/config.js';
 import { LAUNCHER_PID_VAR } from '../src/config/process.js';
 import { quietLog, tempDir } from './helpers/system.js';
@@ -12,6 +12,15 @@ const program = (source: string) => ['-e', source];
 const READY = `process.send({ ready: 'svc', details: { pid: process.pid, launcher: process.env.${LAUNCHER_PID_VAR} ?? null } }); process.channel.unref(); setInterval(() => {}, 1000);`;
 
 describe('startService', () => {
+  it("every service starts with its Node flags (a flag this Node does not know would stop it before its first line)", async () => {
+    for (const kind of ['engine', 'gateway', 'pricing', 'feed', 'sim'] as const) {
+      const s = await startService({ name: kind, args: [...serviceNodeFlags(kind), ...program(`process.send({ ready: 'svc', details: process.execArgv }); process.channel.unref(); setInterval(() => {}, 1000);`)], ready: 'message' });
+      expect(s.ready).toEqual(expect.arrayContaining([...serviceNodeFlags(kind)]));
+      await s.stop();
+    }
+    expect(serviceNodeFlags('gateway')).toContain('--no-allocation-site-pretenuring');
+  });
+
   it('a service is ready on its ready message, with the details it sends; stop ends it', async () => {
     const s = await startService({ name: 'svc', args: program(READY), ready: 'message' });
     expect(s.ready).toEqual({ pid: s.child.pid, launcher: null });

@@ -9,7 +9,7 @@ import { processLogger } from '../shared/log.js';
 import { processSettings } from '../config/process.js';
 import { startNatsServer, stopOrphanNats, type NatsServer } from './nats-server.js';
 import { planCluster, startClusterNode, whenJetStreamReady } from './nats-cluster.js';
-import { Supervisor, SERVICE_NODE_FLAGS } from '../shared/service-process.js';
+import { Supervisor, serviceNodeFlags } from '../shared/service-process.js';
 import { exchangeIsLive } from './exchange-probe.js';
 import { checkPorts, preflight } from './preflight.js';
 import { feedNodeBinary } from './feed-runtime.js';
@@ -204,20 +204,20 @@ const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
 // One engine per shard (ENGINE_SHARDS, proto/shards.ts), each supervised on its own; the tools read how many from DATA_DIR.
 writeFileSync(engineShardsFile(cfg), `${shards}\n`);
 /** A supervised service: a built entry point on this Node (or `execPath`), ready once it says so over its IPC channel. */
-const service = (name: string, script: string, env: NodeJS.ProcessEnv, execPath = process.execPath) =>
-  supervisor.start({ name, command: execPath, args: [...SERVICE_NODE_FLAGS, '--enable-source-maps', join(dist, script)], env, ready: 'message' });
+const service = (name: string, kind: Parameters<typeof serviceNodeFlags>[0], env: NodeJS.ProcessEnv, execPath = process.execPath) =>
+  supervisor.start({ name, command: execPath, args: [...serviceNodeFlags(kind), '--enable-source-maps', join(dist, kind, 'main.js')], env, ready: 'message' });
 for (let shard = 0; shard < shards; shard++) {
   const name = shards === 1 ? 'engine' : `engine-${shard}`;
-  service(name, 'engine/main.js', { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) });
+  service(name, 'engine', { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) });
 }
-service('gateway', 'gateway/main.js', envFor('gateway'));
-service('pricing', 'pricing/main.js', envFor('pricing'));
-service('feed', 'feed/main.js', envFor('feed'), feedNodeBinary(log));
+service('gateway', 'gateway', envFor('gateway'));
+service('pricing', 'pricing', envFor('pricing'));
+service('feed', 'feed', envFor('feed'), feedNodeBinary(log));
 if (simulate) {
   // Whatever the simulator sends before the bridge has joined the groups is lost for good: a gap at every start.
   await supervisor.whenReady('feed');
   // The simulator only speaks multicast: it gets no NATS credentials at all.
-  service('simulator', 'sim/main.js', envFor(null));
+  service('simulator', 'sim', envFor(null));
 }
 log.info(
   {

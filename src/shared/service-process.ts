@@ -19,6 +19,22 @@ import { LAUNCHER_PID_VAR } from '../config/process.js';
  */
 export const SERVICE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=32'];
 
+/**
+ * A service's Node flags: SERVICE_NODE_FLAGS, and for the gateway V8's
+ * allocation-site pretenuring off. Under load V8 came to allocate the
+ * gateway's per-request objects (parameters, the call, decoded answers)
+ * straight in the old generation or promote them, as if they lived long:
+ * ~3.7 MB promoted per scavenge at 5,000 /create a second, scavenges of
+ * 6-17 ms instead of 1-3, a major GC every 1-2 s. Those objects live a few
+ * milliseconds. Without pretenuring they die young: the gateway's CPU per
+ * /create 64-70 µs against 88-123 in alternating runs (docs/scale-plan.md).
+ * The engine measured the same either way, and keeps it (its snapshot, loaded
+ * at start, is long-lived).
+ */
+export function serviceNodeFlags(service: 'engine' | 'gateway' | 'pricing' | 'feed' | 'sim'): readonly string[] {
+  return service === 'gateway' ? [...SERVICE_NODE_FLAGS, '--no-allocation-site-pretenuring'] : SERVICE_NODE_FLAGS;
+}
+
 /** What a service sends over its IPC channel once it serves (src/shared/process.ts announceReady). */
 export interface ReadyMessage {
   ready: string;
