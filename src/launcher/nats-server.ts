@@ -65,6 +65,20 @@ export async function stopOrphanNats(storeDir: string): Promise<number | null> {
 }
 
 /**
+ * The embedded server's environment: GOMAXPROCS 1 unless the environment sets
+ * it. On the class's 2-core machines nats-server shares the cores with the
+ * gateway, the engine and the bridge, and Go's scheduler, free to run two
+ * threads, spent a quarter of the server's CPU waking and parking them
+ * (futex, nanosleep): at 5,000 /create a second, 17-19 µs of its CPU per
+ * request with one against 23-30 with two, in alternating runs. One core is
+ * ~5x what it uses at the gateway's saturation. A server of its own machine
+ * (NATS_URL, a cluster) is not started here and keeps Go's default.
+ */
+export function natsServerEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { ...env, GOMAXPROCS: env.GOMAXPROCS || '1' };
+}
+
+/**
  * Starts a JetStream-enabled nats-server on loopback with its store in
  * `storeDir`, and resolves once it reports ready.
  */
@@ -90,6 +104,7 @@ export async function startNatsServer(opts: {
     name: 'nats-server',
     command: bin,
     args,
+    env: natsServerEnv(process.env),
     readyOn: 'stderr',
     ready: (line) => line.includes('Server is ready'),
     detached: opts.ownProcessGroup ?? false,
