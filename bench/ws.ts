@@ -26,7 +26,7 @@
  *   BENCH_BURST  fills in the burst phase     (default 5000)
  *   BENCH_STEADY_RATE fills/s in the steady phase (default 1000)
  */
-import { startService, type ServiceProcess } from '../src/shared/service-process.js';
+import { serviceNodeFlags, startService, type ServiceProcess } from '../src/shared/service-process.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,10 +96,11 @@ const group = `239.${rnd()}.${rnd()}`;
 const mcPort = 20_000 + Math.floor(Math.random() * 20_000);
 const clearingAddr = { group: `${group}.2`, port: mcPort };
 
-async function run(name: string, script: string, env: Record<string, string>): Promise<void> {
+/** A service as the launcher runs it (its Node flags included). */
+async function run(name: string, kind: 'engine' | 'gateway' | 'feed', env: Record<string, string>): Promise<void> {
   const service = await startService({
     name,
-    args: [join(PROJECT_ROOT, 'dist/src', script)],
+    args: [...serviceNodeFlags(kind), join(PROJECT_ROOT, 'dist/src', kind, 'main.js')],
     env: { ...process.env, ...env },
     ready: 'message',
     onLine: (l) => (l.includes('"level":40') || l.includes('"level":50') || l.includes('"level":60')) && process.stderr.write(`${name}: ${l}\n`),
@@ -109,9 +110,9 @@ async function run(name: string, script: string, env: Record<string, string>): P
 }
 
 const common = { NATS_URL: nats.url, CONFIG_FILE: configFile, LOG_LEVEL: 'info' };
-await run('engine', 'engine/main.js', common);
-await run('gateway', 'gateway/main.js', common);
-await run('bridge', 'feed/main.js', {
+await run('engine', 'engine', common);
+await run('gateway', 'gateway', common);
+await run('bridge', 'feed', {
   NATS_URL: nats.url,
   NDFEX_CLEARING_ADDR: `${clearingAddr.group}:${clearingAddr.port}`,
   NDFEX_MD_ADDR: `${group}.1:${mcPort + 1}`,
