@@ -69,11 +69,12 @@ class UwsReply implements Reply {
     const now = performance.now();
     this.reading = { since: now, lastAt: now };
     this.bodies.add(this);
-    // uWS reuses the ArrayBuffer after this callback returns: copy it (slice copies, Buffer.from(ArrayBuffer) only wraps).
+    // uWS reuses the ArrayBuffer after this callback returns: copy it. Through a view, a small body is copied into
+    // Node's buffer pool; ab.slice(0) made an ArrayBuffer (a backing store to allocate and sweep) per request.
     this.res.onData((ab, last) => {
       if (last) this.stopReading();
       else if (this.reading) this.reading.lastAt = performance.now();
-      cb(Buffer.from(ab.slice(0)), last);
+      cb(Buffer.from(new Uint8Array(ab)), last);
     });
   }
   onStalled(cb: () => void): void {
