@@ -27,7 +27,7 @@ import { startBenchSystem, spawnService } from './system.js';
 import { buildBaseline } from './baseline.js';
 import { natsFloor, spawnEcho, type Floor } from './nats-floor.js';
 import { cpuMeter } from './cpu.js';
-import { startNatsServer, freePort } from '../src/launcher/nats-server.js';
+import { startNatsServer, freePort, natsServerEnv } from '../src/launcher/nats-server.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -248,6 +248,8 @@ if (chain) {
   }
 }
 console.log('\n"ceiling": uWS answering the same POST with nothing behind it (bench/ceiling.ts); "vs ceiling": share of bare uWS\'s rate.');
+// The chains are on the same nats-server as the product, so a setting of the launcher's server (natsServerEnv) is not counted as the product's gain.
+console.log(`Every system here, the chains and a baseline included, runs on a nats-server started as the launcher starts one (GOMAXPROCS ${natsServerEnv(process.env).GOMAXPROCS}).`);
 const ratio = (a?: Row, b?: Row) => (a && b ? `${(a.rps / b.rps).toFixed(2)}×` : 'n/a');
 for (const scenario of ['health', 'holdings', 'create', 'create+rules']) {
   if (row(scenario, 'node') && row(scenario, 'uws')) console.log(`${scenario}: node runs at ${ratio(row(scenario, 'node'), row(scenario, 'uws'))} the uws rate`);
