@@ -23,7 +23,7 @@
  *   BENCH_PER_DATAGRAM fills per datagram list (default 1,10: one ladder each)
  *   BENCH_SECONDS      send time per step      (default 2)
  */
-import { startService, type ServiceProcess } from '../src/shared/service-process.js';
+import { serviceNodeFlags, startService, type ServiceProcess } from '../src/shared/service-process.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -175,7 +175,8 @@ function startBridgeProcess(): Promise<ServiceProcess<unknown>> {
   };
   return startService({
     name: 'feed bridge',
-    args: [join(PROJECT_ROOT, 'dist/src/feed/main.js')],
+    // As the launcher runs it, with its Node flags.
+    args: [...serviceNodeFlags('feed'), join(PROJECT_ROOT, 'dist/src/feed/main.js')],
     env,
     ready: 'message',
     onLine: (l) => (l.includes('"level":40') || l.includes('"level":50')) && process.stderr.write(`bridge: ${l}\n`),

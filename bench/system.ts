@@ -1,4 +1,4 @@
-import { startService, serviceNodeFlags, type ServiceProcess } from '../src/shared/service-process.js';
+import { startService, serviceNodeFlags, type ServiceKind, type ServiceProcess } from '../src/shared/service-process.js';
 import { join } from 'node:path';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -69,7 +69,7 @@ export async function startBenchSystem(roster: string, overrides: Partial<Config
   // BENCH_PROFILE=engine|gateway writes that service's CPU profile to .bench/ when it stops.
   // BENCH_PERF=engine|gateway writes /tmp/perf-<pid>.map for that service, so `perf record -p <pid>` names its JIT-compiled functions
   // (a V8 profile samples wall time: a thread preempted in a write looks busy; perf's cpu-clock counts CPU only).
-  const profiled = (name: 'engine' | 'gateway') => [
+  const profiled = (name: ServiceKind) => [
     ...(root === PROJECT_ROOT ? serviceNodeFlags(name) : []),
     ...(process.env.BENCH_PROFILE === name ? ['--cpu-prof', `--cpu-prof-dir=${join(PROJECT_ROOT, '.bench')}`] : []),
     ...(process.env.BENCH_PERF === name ? ['--perf-basic-prof'] : []),

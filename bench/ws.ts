@@ -26,7 +26,7 @@
  *   BENCH_BURST  fills in the burst phase     (default 5000)
  *   BENCH_STEADY_RATE fills/s in the steady phase (default 1000)
  */
-import { serviceNodeFlags, startService, type ServiceProcess } from '../src/shared/service-process.js';
+import { serviceNodeFlags, startService, type ServiceKind, type ServiceProcess } from '../src/shared/service-process.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -97,7 +97,7 @@ const mcPort = 20_000 + Math.floor(Math.random() * 20_000);
 const clearingAddr = { group: `${group}.2`, port: mcPort };
 
 /** A service as the launcher runs it (its Node flags included). */
-async function run(name: string, kind: 'engine' | 'gateway' | 'feed', env: Record<string, string>): Promise<void> {
+async function run(name: string, kind: ServiceKind, env: Record<string, string>): Promise<void> {
   const service = await startService({
     name,
     args: [...serviceNodeFlags(kind), join(PROJECT_ROOT, 'dist/src', kind, 'main.js')],

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { serviceNodeFlags, startService, Supervisor } from '../src/shared/service-process.js';
+import { serviceNodeFlags, startService, Supervisor, type ServiceKind } from '../src/shared/service-process.js';
 import { CONFIG_EXIT_CODE } from '../src/config/config.js';
 import { LAUNCHER_PID_VAR } from '../src/config/process.js';
 import { quietLog, tempDir } from './helpers/system.js';
@@ -13,7 +13,7 @@ const READY = `process.send({ ready: 'svc', details: { pid: process.pid, launche
 
 describe('startService', () => {
   it("every service starts with its Node flags (a flag this Node does not know would stop it before its first line)", async () => {
-    for (const kind of ['engine', 'gateway', 'pricing', 'feed', 'sim'] as const) {
+    for (const kind of ['engine', 'gateway', 'pricing', 'feed', 'sim'] satisfies ServiceKind[]) {
       const s = await startService({ name: kind, args: [...serviceNodeFlags(kind), ...program(`process.send({ ready: 'svc', details: process.execArgv }); process.channel.unref(); setInterval(() => {}, 1000);`)], ready: 'message' });
       expect(s.ready).toEqual(expect.arrayContaining([...serviceNodeFlags(kind)]));
       await s.stop();

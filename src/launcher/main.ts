@@ -9,7 +9,7 @@ import { processLogger } from '../shared/log.js';
 import { processSettings } from '../config/process.js';
 import { startNatsServer, stopOrphanNats, type NatsServer } from './nats-server.js';
 import { planCluster, startClusterNode, whenJetStreamReady } from './nats-cluster.js';
-import { Supervisor, serviceNodeFlags } from '../shared/service-process.js';
+import { Supervisor, serviceNodeFlags, type ServiceKind } from '../shared/service-process.js';
 import { exchangeIsLive } from './exchange-probe.js';
 import { checkPorts, preflight } from './preflight.js';
 import { feedNodeBinary } from './feed-runtime.js';
@@ -204,7 +204,7 @@ const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
 // One engine per shard (ENGINE_SHARDS, proto/shards.ts), each supervised on its own; the tools read how many from DATA_DIR.
 writeFileSync(engineShardsFile(cfg), `${shards}\n`);
 /** A supervised service: a built entry point on this Node (or `execPath`), ready once it says so over its IPC channel. */
-const service = (name: string, kind: Parameters<typeof serviceNodeFlags>[0], env: NodeJS.ProcessEnv, execPath = process.execPath) =>
+const service = (name: string, kind: ServiceKind, env: NodeJS.ProcessEnv, execPath = process.execPath) =>
   supervisor.start({ name, command: execPath, args: [...serviceNodeFlags(kind), '--enable-source-maps', join(dist, kind, 'main.js')], env, ready: 'message' });
 for (let shard = 0; shard < shards; shard++) {
   const name = shards === 1 ? 'engine' : `engine-${shard}`;

@@ -19,6 +19,9 @@ import { LAUNCHER_PID_VAR } from '../config/process.js';
  */
 export const SERVICE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=32'];
 
+/** The services the launcher runs, each from dist/src/<kind>/main.js. */
+export type ServiceKind = 'engine' | 'gateway' | 'pricing' | 'feed' | 'sim';
+
 /**
  * A service's Node flags: SERVICE_NODE_FLAGS, and for the gateway V8's
  * allocation-site pretenuring off. Under load V8 came to allocate the
@@ -31,7 +34,7 @@ export const SERVICE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=32'
  * The engine measured the same either way, and keeps it (its snapshot, loaded
  * at start, is long-lived).
  */
-export function serviceNodeFlags(service: 'engine' | 'gateway' | 'pricing' | 'feed' | 'sim'): readonly string[] {
+export function serviceNodeFlags(service: ServiceKind): readonly string[] {
   return service === 'gateway' ? [...SERVICE_NODE_FLAGS, '--no-allocation-site-pretenuring'] : SERVICE_NODE_FLAGS;
 }
 
