@@ -7,6 +7,7 @@ import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { EngineClient } from '../src/shared/engine-client.js';
 import { createLogger } from '../src/shared/log.js';
 import { until, useTestNats } from './helpers/system.js';
+import { heapFixture } from './helpers/heap.js';
 
 /**
  * The gateway's engine client holds a shard's next batch while the last one
@@ -74,6 +75,16 @@ describe('engine client batching', () => {
       client.close();
       sub.unsubscribe();
     }
+  });
+});
+
+describe('engine client: a settled call keeps nothing of its caller', () => {
+  const bus = useTestNats();
+
+  it("leaves no caller's request to survive scavenges through the client's tables", () => {
+    // Before, the pending Map's stale entries kept ~10% of what callers held alive until a full GC (settle clears them).
+    const r = heapFixture('settled-calls-heap.js', bus.nats.url);
+    expect(r.grew).toBeLessThan(r.held * 0.03);
   });
 });
 

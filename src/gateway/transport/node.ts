@@ -7,6 +7,7 @@ import type { Reply, RequestInfo } from '../http.js';
 import type { HttpServer, HttpServerOptions, WsConnection, WsEndpoint } from './types.js';
 import type { Transport } from '../ws/session.js';
 import { plainAddress } from './address.js';
+import { HandleSet, type Handle } from '../../shared/handle-set.js';
 
 /**
  * The gateway on node:http (llhttp) and `ws`: every Node, no native build.
@@ -48,6 +49,8 @@ function requestInfo(req: http.IncomingMessage): RequestInfo {
 const hasBody = (req: http.IncomingMessage) => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 
 class NodeReply implements Reply {
+  /** Its place among its connection's answers not yet written out (OpenReplies). */
+  open: Handle<NodeReply> | null = null;
   private abortCb: (() => void) | null = null;
   private aborted = false;
   constructor(
@@ -131,23 +134,31 @@ function answerRefused(res: http.ServerResponse, [status, code, message]: [numbe
  * before it (Node writes answers in order).
  */
 class OpenReplies {
-  private readonly replies = new WeakMap<Duplex, Set<NodeReply>>();
+  private readonly replies = new WeakMap<Duplex, HandleSet<NodeReply>>();
   private readonly idle = new WeakMap<Duplex, () => void>();
 
-  of(socket: Duplex): Set<NodeReply> {
+  of(socket: Duplex): HandleSet<NodeReply> {
     let set = this.replies.get(socket);
-    if (!set) this.replies.set(socket, (set = new Set()));
+    if (!set) this.replies.set(socket, (set = new HandleSet()));
     return set;
   }
 
   track(reply: NodeReply): void {
     const socket = reply.req.socket;
     const open = this.of(socket);
-    open.add(reply);
-    reply.res.once('close', () => {
-      open.delete(reply);
-      if (open.size === 0) this.idle.get(socket)?.();
-    });
+    reply.open = open.add(reply);
+    reply.res.once('close', () => this.done(reply));
+  }
+
+  /** Written out or gone: no longer waited for. */
+  done(reply: NodeReply): void {
+    const h = reply.open;
+    if (!h) return;
+    reply.open = null;
+    const socket = reply.req.socket;
+    const open = this.of(socket);
+    open.delete(h);
+    if (open.size === 0) this.idle.get(socket)?.();
   }
 
   whenIdle(socket: Duplex, fn: () => void): void {
@@ -175,10 +186,11 @@ function answerClientErrors(server: http.Server, open: OpenReplies, log: HttpSer
     };
     // A request whose body broke off is never read whole: dropped, nothing of it applied.
     const replies = open.of(socket);
-    for (const r of replies) {
+    for (const r of replies.items()) {
       if (!r.req.complete) {
         r.abandon();
-        replies.delete(r);
+        if (r.open) replies.delete(r.open);
+        r.open = null;
       }
     }
     if (replies.size === 0) answer();

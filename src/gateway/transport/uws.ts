@@ -3,6 +3,7 @@ import { STATUS_TEXT, type Reply, type RequestInfo } from '../http.js';
 import type { Transport } from '../ws/session.js';
 import type { HttpServer, HttpServerOptions, WsConnection } from './types.js';
 import { plainAddress } from './address.js';
+import { HandleSet, type Handle } from '../../shared/handle-set.js';
 
 /**
  * The gateway on uWebSockets.js (C++ HTTP and WebSocket): the fast path,
@@ -50,6 +51,8 @@ class UwsReply implements Reply {
   private abortCb: (() => void) | null = null;
   /** Reading a body: since when, and when its last chunk came (performance.now()). Null once whole, answered or gone. */
   reading: { since: number; lastAt: number } | null = null;
+  /** Its place among the bodies being read (BodyWatch). */
+  watched: Handle<UwsReply> | null = null;
   private stallCb: (() => void) | null = null;
   constructor(
     private readonly res: uWS.HttpResponse,
@@ -123,19 +126,20 @@ const BODY_IDLE_MS = 8_000;
 const REQUEST_MS = 30_000;
 
 class BodyWatch {
-  private readonly open = new Set<UwsReply>();
+  private readonly open = new HandleSet<UwsReply>();
   private timer: NodeJS.Timeout | null = null;
   add(r: UwsReply): void {
-    this.open.add(r);
+    r.watched = this.open.add(r);
     this.timer ??= setInterval(() => this.check(), 1_000).unref();
   }
   delete(r: UwsReply): void {
     r.reading = null;
-    this.open.delete(r);
+    if (r.watched) this.open.delete(r.watched);
+    r.watched = null;
   }
   private check(): void {
     const now = performance.now();
-    for (const r of this.open) {
+    for (const r of this.open.items()) {
       const at = r.reading;
       if (at && (now - at.lastAt >= BODY_IDLE_MS || now - at.since >= REQUEST_MS)) r.stalled();
     }
@@ -147,7 +151,7 @@ class BodyWatch {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    this.open.clear();
+    for (const r of this.open.items()) this.delete(r);
   }
 }
 
