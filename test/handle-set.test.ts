@@ -14,6 +14,10 @@ describe('HandleSet', () => {
     expect(set.items()).toEqual(['b']);
     expect(set.size).toBe(1);
     expect(a.item).toBeNull();
+    const b = set.add('d');
+    set.clear();
+    expect(set.items()).toEqual([]);
+    expect(b.item).toBeNull();
   });
 
   it('keeps nothing of the items that left through scavenges, where a plain Set keeps some until a full GC', () => {

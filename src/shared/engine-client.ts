@@ -331,15 +331,14 @@ export class EngineClient {
 
   /**
    * A command's one answer: out of `pending`, its batch counted, its caller
-   * answered, and then nothing of the caller kept. V8 leaves the entries a
-   * Map holds when it rehashes in the table it leaves behind, and a
-   * long-lived Map's tables are allocated in old space: until the next full
-   * GC, such a stale entry kept the caller's resolver, liveness check and
-   * command, and through them the whole HTTP request, alive through every
-   * scavenge. In a
+   * answered, and then nothing of the caller kept. V8 leaves the entries a Map
+   * holds when it rehashes in the table it leaves behind, and a long-lived
+   * Map's tables are allocated in old space: until the next full GC, such a
+   * stale entry kept the caller's resolver, liveness check and command, and
+   * through them the whole HTTP request, alive through every scavenge. In a
    * loaded gateway that was 14% of all young allocation surviving and
-   * promoted, scavenges of 6-7 ms instead of ~2 (docs/scale-plan.md,
-   * "A Map's stale entries").
+   * promoted, and scavenges of 6-8 ms instead of ~2 (docs/scale-plan.md, "A
+   * Map's stale entries").
    */
   private settle(id: number, p: Pending, reply: EngineReply): void {
     this.pending.delete(id);

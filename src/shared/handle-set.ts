@@ -27,6 +27,12 @@ export class HandleSet<T> {
     this.handles.delete(h);
   }
 
+  /** Forgets every item at once (their handles emptied too). */
+  clear(): void {
+    for (const h of this.handles) h.item = null;
+    this.handles.clear();
+  }
+
   get size(): number {
     return this.handles.size;
   }

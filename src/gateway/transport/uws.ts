@@ -151,7 +151,7 @@ class BodyWatch {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    for (const r of this.open.items()) this.delete(r);
+    this.open.clear();
   }
 }
 
