@@ -147,18 +147,13 @@ class OpenReplies {
     const socket = reply.req.socket;
     const open = this.of(socket);
     reply.open = open.add(reply);
-    reply.res.once('close', () => this.done(reply));
-  }
-
-  /** Written out or gone: no longer waited for. */
-  done(reply: NodeReply): void {
-    const h = reply.open;
-    if (!h) return;
-    reply.open = null;
-    const socket = reply.req.socket;
-    const open = this.of(socket);
-    open.delete(h);
-    if (open.size === 0) this.idle.get(socket)?.();
+    reply.res.once('close', () => {
+      const h = reply.open;
+      if (!h) return;
+      reply.open = null;
+      open.delete(h);
+      if (open.size === 0) this.idle.get(socket)?.();
+    });
   }
 
   whenIdle(socket: Duplex, fn: () => void): void {
