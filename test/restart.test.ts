@@ -18,6 +18,7 @@ import {
   tempDir,
   testConfig,
   undyBasket,
+  until,
 } from './helpers/system.js';
 import { awaitHoldingsSeq } from './helpers/events.js';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -118,8 +119,10 @@ it('restarts from a snapshot plus the journal after it, with history and idempot
     expect(retry.body.replayed).toBe(true);
     expect((await http.holdings('team1', 'team1pass')).body).toEqual(before);
 
-    // The exchange scoreboard file has each conversion leg once, even across the SIGKILL.
-    const lines = readFileSync(join(snapDir.path, 'conversions.log'), 'utf8').trim().split('\n');
+    // The exchange scoreboard file has each conversion leg once, even across the SIGKILL. Lines the killed engine had
+    // not appended yet come back from the journal in the new one's catch-up, which runs in the background after its start.
+    const scoreboard = () => readFileSync(join(snapDir.path, 'conversions.log'), 'utf8').trim().split('\n');
+    const lines = await until(() => scoreboard().length >= 12 * 11 && scoreboard(), 'the scoreboard catch-up');
     expect(lines).toHaveLength(12 * 11);
     expect(lines[0]).toMatch(/^\d{19} create 1 3 -1$/);
     expect(lines.filter((l) => / 1 13 1$/.test(l) && l.includes(' create '))).toHaveLength(8);
