@@ -122,7 +122,10 @@ it('restarts from a snapshot plus the journal after it, with history and idempot
     // The exchange scoreboard file has each conversion leg once, even across the SIGKILL. Lines the killed engine had
     // not appended yet come back from the journal in the new one's catch-up, which runs in the background after its start.
     const scoreboard = () => readFileSync(join(snapDir.path, 'conversions.log'), 'utf8').trim().split('\n');
-    const lines = await until(() => scoreboard().length >= 12 * 11 && scoreboard(), 'the scoreboard catch-up');
+    const lines = await until(() => {
+      const now = scoreboard();
+      return now.length >= 12 * 11 && now;
+    }, 'the scoreboard catch-up');
     expect(lines).toHaveLength(12 * 11);
     expect(lines[0]).toMatch(/^\d{19} create 1 3 -1$/);
     expect(lines.filter((l) => / 1 13 1$/.test(l) && l.includes(' create '))).toHaveLength(8);

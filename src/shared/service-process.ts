@@ -24,15 +24,14 @@ export type ServiceKind = 'engine' | 'gateway' | 'pricing' | 'feed' | 'sim';
 
 /**
  * A service's Node flags: SERVICE_NODE_FLAGS, and for the gateway V8's
- * allocation-site pretenuring off. Under load V8 came to allocate the
- * gateway's per-request objects (parameters, the call, decoded answers)
- * straight in the old generation or promote them, as if they lived long:
- * ~3.7 MB promoted per scavenge at 5,000 /create a second, scavenges of
- * 6-17 ms instead of 1-3, a major GC every 1-2 s. Those objects live a few
- * milliseconds. Without pretenuring they die young: the gateway's CPU per
- * /create 64-70 µs against 88-123 in alternating runs (docs/scale-plan.md).
- * The engine measured the same either way, and keeps it (its snapshot, loaded
- * at start, is long-lived).
+ * allocation-site pretenuring off. The gateway's per-request objects live a
+ * few milliseconds; pretenured, they were promoted as if they lived long. Most
+ * of what the sixth session measured here (~3.7 MB promoted per scavenge,
+ * scavenges of 6-17 ms) turned out to be the engine client's stale Map
+ * entries (EngineClient.settle); with those gone the flag still counts: at
+ * 6,000 /create a second 0.16 MB survive a scavenge with it and 0.62 MB
+ * without (docs/scale-plan.md). The engine measured the same either way, and
+ * keeps it (its snapshot, loaded at start, is long-lived).
  */
 export function serviceNodeFlags(service: ServiceKind): readonly string[] {
   return service === 'gateway' ? [...SERVICE_NODE_FLAGS, '--no-allocation-site-pretenuring'] : SERVICE_NODE_FLAGS;
