@@ -198,6 +198,28 @@ describe('exchange sessions that a stray datagram cannot fake', () => {
     expect(b.stats().status.clearing).toMatchObject({ gaps: 1, missed_messages: 1 });
   });
 
+  it('a bridge killed between beginning a session and storing its marker: the next start stores it before any fill of the session, once', async () => {
+    let b = await bridge();
+    await sendClearing(sender, opts.clearing, [[fillMsg(10, 1, 4, 5)], [fillMsg(11, 2, 4, 5)]]);
+    await until(() => system.engine.fills.applied >= 2, 'fills applied');
+    await b.close();
+    bridges.splice(0);
+    // As a kill right after the record's compare-and-set leaves it: session 2 begun at seq 1, no marker.
+    const kv = await new Kvm(nc).open(FEED_BUCKET);
+    const rec = decode<ClearingSessionRecord>((await kv.get(FEED_CLEARING_KEY))!.value);
+    await kv.put(FEED_CLEARING_KEY, encode({ ...rec, session: 2, last_seq: 1 } satisfies ClearingSessionRecord));
+    b = await bridge();
+    expect((await markers()).map((m) => m.data.session)).toEqual([2]);
+    await sendClearing(sender, opts.clearing, [[fillMsg(2, 1, 6, 3)]]);
+    await until(() => system.engine.fills.applied >= 3, 'the new session\'s fill applied');
+    expect(await holdings('team1')).toEqual({ DILN: 3 });
+    expect(await holdings('team2')).toEqual({});
+    await b.close();
+    bridges.splice(0);
+    await bridge();
+    expect(await markers()).toHaveLength(1);
+  });
+
   describe('a restart while no bridge listened that market data cannot tell from a gap', () => {
     /** A session at clearing seq 11, the bridge stopped, then the clearing feed resumes at 20 with no market data heard. */
     async function resumedPastTheOldSeq() {

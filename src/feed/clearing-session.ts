@@ -1,7 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
-import { encode } from '../../proto/codec.js';
+import { decode, encode } from '../../proto/codec.js';
 import type { SessionMarker } from '../../proto/fill.js';
 import { fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
 import { FILL_STREAM, SESSION_SUBJECT, fillMsgId } from '../../proto/subjects.js';
@@ -37,6 +37,7 @@ export class ClearingSession {
       await publishMarker(js, log, opts.restartPolicy, store.session, detail);
       onChanged(detail);
     }
+    await ensureMarker(nc, js, log, opts.restartPolicy, store.session);
     // The saved progress is written about once a second; what JetStream stored is the truth after a crash.
     const storedSeq = await lastStoredFillSeq(nc, fillSessionId(store.session));
     const startSeq = Math.max(store.record.last_seq, storedSeq);
@@ -80,6 +81,29 @@ async function publishMarker(js: JetStreamClient, log: Logger, policy: RestartPo
   const marker: SessionMarker = { v: 1, kind: 'exchange_restart', reset: policy === 'reset', session: n, detail, ts: Date.now() };
   await js.publish(SESSION_SUBJECT, encode(marker), { msgID: sessionMarkerMsgId(n) });
   log.warn({ session: n, reset: marker.reset, detail }, 'session marker published');
+}
+
+/**
+ * A bridge killed between beginning a session (the record's compare-and-set)
+ * and storing its marker left the session without one: its fills would go on
+ * without the reset. None of them can be stored yet (fills wait behind the
+ * marker), so the marker is written now, before any. A second marker for one
+ * session, with no fill between, changes nothing.
+ */
+async function ensureMarker(nc: NatsConnection, js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number): Promise<void> {
+  if (n <= 1) return;
+  const jsm = await jetstreamManager(nc);
+  // None stored is null; a timeout is thrown (never taken for "no marker").
+  const last = await jsm.streams.getMessage(FILL_STREAM, { last_by_subj: SESSION_SUBJECT });
+  let had = 0;
+  try {
+    had = last ? decode<SessionMarker>(last.data).session : 0;
+  } catch {
+    had = 0;
+  }
+  if (had >= n) return;
+  log.error({ session: n, lastMarker: had }, 'the current exchange session has no marker in the fill stream (its bridge stopped before writing it): writing it now');
+  await publishMarker(js, log, policy, n, `exchange session ${n} begun by a bridge that stopped before writing its marker`);
 }
 
 /** The clearing seq of the last fill JetStream stored for `session` (0 when the stream's last message is not one). */
