@@ -1,4 +1,5 @@
-import { at, fields, isMap, isStr, itemsProblem, NUM, shape, STR, STR_LIST, type Shape } from './shape.js';
+import { at, fields, INT, isMap, isStr, itemsProblem, NUM, oneOf, optional, shape, STR, STR_LIST, type Shape } from './shape.js';
+import type { ClearingMessage } from './ndfex.js';
 /**
  * The feed bridge's own state in NATS, readable by other processes: the
  * JetStream KV bucket FEED_BUCKET holds the last FeedStatus (key
@@ -111,4 +112,53 @@ export const feedControlReplyShape: Shape<FeedControlReply> = shape('feed contro
   if (r.ok !== true) return 'ok: not a boolean';
   if (!STR_LIST.ok(r.done)) return `done: ${STR_LIST.what}`;
   return at('problems', itemsProblem(r.problems, feedProblemProblem));
+});
+
+/**
+ * What the bridge keeps of a held run of clearing messages (proto/subjects.ts
+ * heldSubject, stream HELD_STREAM), msgpack, so that a bridge restart before
+ * the verdict loses none of them:
+ *  - `msgs`: messages of the run as they were held, with the verdict they wait
+ *    for (a restarted bridge restores the verdict for the operator);
+ *  - `status`: the verdict was rejected on evidence (still confirmable);
+ *  - `applying`: the run is being applied. Written before the session marker
+ *    (a restart) and the fills, with the clearing session in force then and
+ *    the fill stream's last sequence: a bridge that dies before the run is
+ *    purged finishes the application, publishing only the fills the stream
+ *    does not hold after that sequence, and begins the session only if no
+ *    bridge began it.
+ */
+export interface HeldVerdict {
+  id: string;
+  kind: 'restart' | 'jump';
+  status: 'pending' | 'rejected';
+  /** Opened before the followed run was heard: a restart while no bridge listened. */
+  downtime: boolean;
+  /** Another sender continuing the session's seq. */
+  impostor: boolean;
+  opened_at: number;
+  /** Why it waited when last written. */
+  waiting: string;
+}
+
+export type HeldEntry =
+  | { v: 1; kind: 'msgs'; verdict: HeldVerdict; sender: string; msgs: ClearingMessage[] }
+  | { v: 1; kind: 'status'; verdict: HeldVerdict }
+  | { v: 1; kind: 'applying'; session_before: number; restart: boolean; after_stream_seq: number; at: number };
+
+const heldVerdictProblem = fields({ id: STR, kind: oneOf('restart', 'jump'), status: oneOf('pending', 'rejected'), downtime: oneOf(true, false), impostor: oneOf(true, false), opened_at: NUM, waiting: STR });
+const heldMsgProblem = (m: unknown): string | null => {
+  if (!isMap(m)) return 'not a map';
+  if (m.type === 'heartbeat') return INT.ok(m.seq) ? null : 'seq: not an integer';
+  return m.type === 'fill' ? fields({ seq: INT, client_id: INT, symbol: INT, quantity: INT, price: INT, side: INT })(m) : 'type: not fill or heartbeat';
+};
+
+export const heldEntryShape: Shape<HeldEntry> = shape('held clearing entry', (e) => {
+  if (!isMap(e)) return 'not a map';
+  if (e.v !== 1) return 'v: not 1';
+  if (e.kind === 'applying') return fields({ session_before: INT, restart: oneOf(true, false), after_stream_seq: INT, at: optional(NUM) })(e);
+  const p = at('verdict', heldVerdictProblem(e.verdict));
+  if (p !== null || e.kind === 'status') return p;
+  if (e.kind !== 'msgs') return 'kind: not msgs, status or applying';
+  return !isStr(e.sender) ? 'sender: not a string' : at('msgs', itemsProblem(e.msgs, heldMsgProblem));
 });

@@ -16,7 +16,7 @@
  *            CANNOT write or read the journal or snapshots, publish fills, write any
  *                  bucket, administer streams, listen to another role's inbox.
  *   feed     CAN   publish fills, session markers, books, feed status and alerts; write
- *                  its feed and book buckets; read the fill stream.
+ *                  its feed and book buckets and its held messages; read the fill stream.
  *            CANNOT send commands, listen to replies or notices, read the journal,
  *                  write prices or baskets, administer streams.
  *   pricing  CAN   hear books, write prices (subjects and bucket), read books and baskets;
@@ -49,6 +49,8 @@ import { FEED_BUCKET, FEED_CONTROL_REPLY_PREFIX, FEED_CONTROL_SUBJECT } from './
 import { shardNames } from './shards.js';
 import {
   FILL_STREAM,
+  HELD_STREAM,
+  HELD_SUBJECT_WILDCARD,
   FILL_SUBJECT_WILDCARD,
   NOTICES_SUBJECT_WILDCARD,
   ADMIN_REPLY_SUBJECT_PREFIX,
@@ -152,6 +154,10 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           FEED_STATUS_SUBJECT,
           `${FEED_CONTROL_REPLY_PREFIX}>`,
           ...readStream(FILL_STREAM),
+          // The clearing messages a pending verdict holds: kept, read back at a start, purged once decided.
+          HELD_SUBJECT_WILDCARD,
+          ...readStream(HELD_STREAM),
+          `$JS.API.STREAM.PURGE.${HELD_STREAM}`,
           ...readKv(FEED_BUCKET),
           ...writeKv(FEED_BUCKET),
           ...readKv(BBO_BUCKET),

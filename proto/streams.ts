@@ -1,5 +1,5 @@
 import { fields, INT, shape, STR, type Shape } from './shape.js';
-import { DESK_STREAM, DESK_SUBJECT_WILDCARD, FILL_STREAM, FILL_SUBJECT_WILDCARD, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT } from './subjects.js';
+import { DESK_STREAM, DESK_SUBJECT_WILDCARD, FILL_STREAM, FILL_SUBJECT_WILDCARD, HELD_STREAM, HELD_SUBJECT_WILDCARD, JOURNAL_STREAM, JOURNAL_SUBJECT, SESSION_SUBJECT } from './subjects.js';
 
 /**
  * JetStream streams the system relies on. Whoever starts first creates them
@@ -13,6 +13,14 @@ export const FILL_STREAM_CONFIG = {
   storage: 'file' as const,
   // A re-sent fill (same Nats-Msg-Id) inside this window is dropped by the server:
   // a bridge restart or a second bridge never doubles a position.
+  duplicate_window: 3600 * NANOS_PER_SECOND,
+};
+
+/** Held clearing messages (proto/feed.ts HeldEntry): small, rare, and purged per run once it is decided. */
+export const HELD_STREAM_CONFIG = {
+  name: HELD_STREAM,
+  subjects: [HELD_SUBJECT_WILDCARD],
+  storage: 'file' as const,
   duplicate_window: 3600 * NANOS_PER_SECOND,
 };
 

@@ -59,6 +59,16 @@ export const adminReplySubject = (id: string): string => `${ADMIN_REPLY_SUBJECT_
 
 /** JetStream streams. */
 export const FILL_STREAM = 'NDFEX_FILLS';
+/**
+ * The clearing messages a pending exchange-session verdict holds (never
+ * applied yet), kept by the feed bridge so that a bridge restart does not lose
+ * them: one subject per held run, `ndfex.held.<verdict id>.<first seq>`
+ * (proto/feed.ts HeldEntry), purged once the run is applied or dropped.
+ */
+export const HELD_STREAM = 'NDFEX_HELD';
+export const HELD_SUBJECT_PREFIX = 'ndfex.held';
+export const HELD_SUBJECT_WILDCARD = `${HELD_SUBJECT_PREFIX}.>`;
+export const heldSubject = (verdict: string, from: number): string => `${HELD_SUBJECT_PREFIX}.${verdict}.${from}`;
 export const JOURNAL_STREAM = 'ETF_JOURNAL';
 
 /**

@@ -7,42 +7,32 @@ import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../p
 import { encodeMdDatagram, type MdMessage } from '../proto/ndfex.js';
 import { SESSION_SUBJECT, fillMsgId } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
-import { multicastSender } from '../src/feed/multicast.js';
-import { api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
-import { TEST_VERDICT_MS, bridgeOpts, collect, fillMsg, fillStream, playExchange, sendClearing, type Sender } from './helpers/feed.js';
+import { api, quietLog, until, type TestSystem } from './helpers/system.js';
+import { feedWorld, type FeedWorld, TEST_VERDICT_MS, collect, fillMsg, fillStream, playExchange, sendClearing, type Sender } from './helpers/feed.js';
 
 /**
  * Exchange sessions as the bridge decides them, over real multicast: a lone
  * datagram cannot fake a restart; a real one is applied once, as soon as
  * either feed proves it, even when it happened while the bridge was down.
  */
-let nats: Awaited<ReturnType<typeof startTestNats>>;
+let world: FeedWorld;
+let nats: FeedWorld['nats'];
 let nc: NatsConnection;
 let sender: Sender;
 let opts: BridgeOptions;
-let dir: ReturnType<typeof tempDir>;
 let system: TestSystem;
 const bridges: BridgeHandle[] = [];
 const exchanges: Array<{ close(): Promise<void> }> = [];
 
 beforeEach(async () => {
-  nats = await startTestNats();
-  nc = await natsClient(nats.url);
-  sender = await multicastSender('127.0.0.1');
-  opts = await bridgeOpts(nats.url);
-  dir = tempDir();
-  system = await startSystem(nats.url, { ...testConfig(dir.path), operator: { username: 'instructor', password: 'instructorpass' } });
+  world = await feedWorld();
+  ({ nats, nc, sender, opts, system } = world);
 });
 
 afterEach(async () => {
   for (const x of exchanges.splice(0)) await x.close();
   for (const b of bridges.splice(0)) await b.close();
-  await system.close();
-  dir.remove();
-  await sender.close();
-  await nc.close();
-  await nats.stop();
-  nats.remove();
+  await world.close();
 });
 
 async function exchange(at: { mdSeq?: number; clearingSeq?: number } = {}) {

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { ClearingMessage, MdMessage } from '../proto/ndfex.js';
 import type { FeedAlert } from '../proto/marketdata.js';
 import type { Fill } from '../proto/fill.js';
-import { SessionJudge, type Decision } from '../src/feed/verdict.js';
+import { SessionJudge, type Decision, type Run, type Verdict } from '../src/feed/verdict.js';
+import type { HeldKeeper } from '../src/feed/held-store.js';
 import { SessionVerdict } from '../src/feed/session-verdict.js';
 import { ClearingFeed } from '../src/feed/clearing.js';
 import { MarketDataIntake } from '../src/feed/md-intake.js';
@@ -123,8 +124,20 @@ describe('SessionJudge (pure)', () => {
 });
 
 describe('SessionVerdict: the bridge acting on the verdict, without sockets', () => {
-  function bridgeCore() {
+  function bridgeCore(withKeeper = false, savedSeq = 0) {
     const published: Array<{ fill: Fill } | { barrier: string }> = [];
+    /** What the held store (src/feed/held-store.ts) is asked to do, in order; its steps between fills are barriers here too. */
+    const kept: string[] = [];
+    const keeper: HeldKeeper = {
+      held: (v, run, m) => void kept.push(`held ${v.id} ${run.from} ${m.seq}`),
+      rejected: (v) => void kept.push(`rejected ${v.id}`),
+      applying: (v, run, restart) => {
+        published.push({ barrier: `applying ${run.from}${restart ? ' restart' : ''}` });
+        return Promise.resolve();
+      },
+      release: (_v: Verdict, run: Run) => void published.push({ barrier: `release ${run.from}` }),
+      releaseStored: (subject) => void published.push({ barrier: `release ${subject}` }),
+    };
     const barriers: Array<() => Promise<void>> = [];
     const alerts: FeedAlert[] = [];
     const sessions: Array<{ detail: string; seq: number }> = [];
@@ -145,11 +158,49 @@ describe('SessionVerdict: the bridge acting on the verdict, without sockets', ()
         beginSession: async (detail, seq) => void sessions.push({ detail, seq }),
         route: (m, sender) => verdict.observeClearing(m, sender),
       },
-      0,
+      savedSeq,
     );
-    const verdict = new SessionVerdict(new SessionJudge(SETTINGS), { clearing, md, problems, alert, log: quietLog });
-    return { published, barriers, alerts, sessions, problems, clearing, md, verdict };
+    const verdict = new SessionVerdict(new SessionJudge(SETTINGS, savedSeq ? { clearing: { seq: savedSeq } } : {}), { clearing, md, problems, alert, log: quietLog, ...(withKeeper ? { held: keeper } : {}) });
+    return { published, barriers, alerts, sessions, problems, clearing, md, verdict, kept };
   }
+
+  it('held clearing messages are kept as they are held; an accepted restart is marked as applying before its marker and fills, released behind them', () => {
+    const b = bridgeCore(true);
+    let t = 1_000_000;
+    for (let i = 0; i < 5; i++) b.verdict.observeMarketData([hb(100 + i, 1000 + i / 2)], EXCHANGE, (t += 500));
+    b.verdict.observeClearing(fill(50), EXCHANGE_CLEARING, t);
+    b.verdict.observeMarketData([hb(0, 1003)], RESTARTED, (t += 500));
+    b.verdict.observeClearing(fill(1, 2, 7), RESTARTED_CLEARING, t);
+    b.verdict.observeClearing(fill(2, 3, 1), RESTARTED_CLEARING, t);
+    const id = b.problems.list()[0]!.id;
+    expect(b.kept).toEqual([`held ${id} 1 1`, `held ${id} 1 2`]);
+    expect(b.verdict.decide(id, 'confirm', 'op', t)).toBe(true);
+    expect(b.published.slice(1).map((x) => ('barrier' in x ? x.barrier : x.fill.seq))).toEqual(['applying 1 restart', 'exchange restart', 1, 2, 'release 1']);
+  });
+
+  it('a rejected restart while no bridge listened: its held run is marked as applied to the old session before its fills pass, released behind them', () => {
+    const b = bridgeCore(true, 11);
+    let t = 1_000_000;
+    // Nothing heard since the start: fills past the saved seq wait as a possible restart while no bridge listened.
+    b.verdict.observeClearing(fill(20), EXCHANGE_CLEARING, t);
+    const id = b.problems.list()[0]!.id;
+    expect(b.kept).toEqual([`held ${id} 20 20`]);
+    expect(b.verdict.decide(id, 'reject', 'op', (t += 10))).toBe(true);
+    expect(b.published.map((x) => ('barrier' in x ? x.barrier : x.fill.seq))).toEqual(['applying 20', 20, 'release 20']);
+  });
+
+  it('a far jump dropped as strays is released, never applied; a run replaced by another is released before the new one is kept', () => {
+    const b = bridgeCore(true);
+    let t = 1_000_000;
+    for (let i = 0; i < 5; i++) b.verdict.observeMarketData([hb(100 + i, 1000 + i / 2)], EXCHANGE, (t += 500));
+    b.verdict.observeClearing(fill(50), EXCHANGE_CLEARING, t);
+    b.verdict.observeClearing(fill(9_000), FORGER, (t += 1));
+    const first = b.problems.list()[0]!.id;
+    b.verdict.observeClearing(fill(20_000), FORGER, (t += 1));
+    b.verdict.observeClearing(fill(51), EXCHANGE_CLEARING, (t += 1));
+    expect(b.kept.filter((k) => k.startsWith('held'))).toEqual([`held ${first} 9000 9000`, expect.stringMatching(/ 20000 20000$/)]);
+    expect(b.published.map((x) => ('barrier' in x ? x.barrier : x.fill.seq))).toEqual([50, 'release 9000', 51, 'release 20000']);
+  });
 
   it('an exchange restart: a pending problem while held, then the new session begins (a publisher barrier) before its first fill', async () => {
     const b = bridgeCore();
@@ -290,5 +341,48 @@ describe('forged variants (pure): every one held or flagged, never applied', () 
     expect(kinds(ds)).toEqual(['opened']);
     expect(kinds(judge.observe('clearing', fill(200), EXCHANGE_CLEARING, now + 2))).toEqual(['rejected', 'pass']);
     expect(judge.lastSeq('clearing')).toBe(200);
+  });
+});
+
+describe('SessionJudge: verdicts restored after a bridge restart', () => {
+  const restoredRun = (kind: 'restart' | 'jump', seqs: number[], status: 'pending' | 'rejected' = 'pending') => ({
+    verdict: { id: 'v-old-1', kind, status, downtime: false, impostor: false, opened_at: 1, waiting: 'earlier' },
+    sender: RESTARTED_CLEARING,
+    msgs: seqs.map((s) => fill(s)),
+  });
+
+  it('waits for the operator; the same sender\'s next seqs join it, kept; confirmed, every message is handed back in order', () => {
+    const held: number[] = [];
+    const judge = new SessionJudge(SETTINGS, { clearing: { seq: 500 } }, { held: (_v, _r, m) => void held.push(m.seq) });
+    const v = judge.restore(restoredRun('restart', [1, 2, 3]), 2_000_000);
+    expect(v.waiting).toMatch(/needs the operator: the bridge restarted before a decision/);
+    expect(judge.observe('clearing', fill(4), RESTARTED_CLEARING, 2_000_010)).toEqual([]);
+    expect(judge.observe('clearing', fill(2), RESTARTED_CLEARING, 2_000_020)).toEqual([]);
+    expect(held).toEqual([4]);
+    expect(judge.tick(2_100_000)).toEqual([]);
+    const ds = judge.decide('v-old-1', 'confirm', 'op', 2_100_000)!;
+    expect(kinds(ds)).toEqual(['accepted']);
+    expect((ds[0] as Extract<Decision, { kind: 'accepted' }>).clearing.map((m) => m.seq)).toEqual([1, 2, 3, 4]);
+    expect(judge.lastSeq('clearing')).toBe(4);
+  });
+
+  it('the old session going on rejects a restored restart (still confirmable) and drops a restored jump as strays, as before the stop', () => {
+    const a = new SessionJudge(SETTINGS, { clearing: { seq: 500 } });
+    a.restore(restoredRun('restart', [1, 2]), 2_000_000);
+    expect(kinds(a.observe('clearing', fill(501), EXCHANGE_CLEARING, 2_000_010))).toEqual(['rejected', 'pass']);
+    expect(a.verdicts().map((v) => v.status)).toEqual(['rejected']);
+    const b = new SessionJudge(SETTINGS, { clearing: { seq: 500 } });
+    b.restore(restoredRun('jump', [90_000]), 2_000_000);
+    expect(kinds(b.observe('clearing', fill(501), EXCHANGE_CLEARING, 2_000_010))).toEqual(['dropped', 'pass']);
+    expect(b.held('clearing')).toBe(0);
+  });
+
+  it('a run finished at the start leaves the followed run after it; after a restart, market data\'s saved progress is forgotten', () => {
+    const judge = new SessionJudge(SETTINGS, { clearing: { seq: 1 }, market_data: { seq: 9_000, ts: 5_000n * S } });
+    judge.appliedAtStart(true, [fill(1), fill(2), fill(3)]);
+    expect(judge.lastSeq('clearing')).toBe(3);
+    // The new session's market data, below the old session's saved seq and time, is followed: no new restart verdict.
+    expect(kinds(judge.observe('market_data', hb(5, 10), RESTARTED, 2_000_000))).toEqual(['pass']);
+    expect(kinds(judge.observe('clearing', fill(4), RESTARTED_CLEARING, 2_000_010))).toEqual(['pass']);
   });
 });

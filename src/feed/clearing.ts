@@ -102,6 +102,20 @@ export class ClearingFeed {
       this.deps.alert({ kind: 'late_join', detail, received: m.seq });
     }
     this.joined = true;
+    this.publish(m);
+  }
+
+  /**
+   * A held message a stopped bridge was applying, published at this start:
+   * one at or below the seq already followed (the stream held fills after
+   * it) is published without being counted again as the feed's order.
+   */
+  acceptHeld(m: ClearingMessage): void {
+    if (m.seq <= this.tracker.last) this.publish(m);
+    else this.accept(m);
+  }
+
+  private publish(m: ClearingMessage): void {
     if (m.type !== 'fill') return;
     const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
     const problem = fillProblem(fill);

@@ -6,6 +6,9 @@ import { publishQuiet } from './nats-out.js';
 import type { ProblemBook } from './problems.js';
 import type { SessionVerdict } from './session-verdict.js';
 
+/** Under the gateway's wait for the bridge's answer. */
+const MARK_WAIT_MS = 2000;
+
 /** The operator's requests (decide a verdict, acknowledge problems), answered on NATS. */
 export class ControlChannel {
   private sub: Subscription | undefined;
@@ -16,6 +19,8 @@ export class ControlChannel {
     private readonly answer: (data: Uint8Array) => FeedControlReply,
     /** After a request that changed something: status and problems go out at once, not at the next tick. */
     private readonly changed: () => void,
+    /** Resolves once what a decision began is stored (SessionVerdict.marked): the answer waits for it, at most MARK_WAIT_MS. */
+    private readonly stored: () => Promise<void> = () => Promise.resolve(),
   ) {}
 
   start(): void {
@@ -23,9 +28,19 @@ export class ControlChannel {
       callback: (err, msg) => {
         if (err) return;
         const reply = this.answer(msg.data);
-        // The feed role may answer only under FEED_CONTROL_REPLY_PREFIX (proto/roles.ts).
-        if (msg.reply?.startsWith(FEED_CONTROL_REPLY_PREFIX)) publishQuiet(this.nc, this.log, msg.reply, reply);
         if (reply.ok) this.changed();
+        const answer = () => {
+          // The feed role may answer only under FEED_CONTROL_REPLY_PREFIX (proto/roles.ts).
+          if (msg.reply?.startsWith(FEED_CONTROL_REPLY_PREFIX)) publishQuiet(this.nc, this.log, msg.reply, reply);
+        };
+        // "Done" once a stop can no longer undo it; a store that does not answer in time is logged, and the decision stands in memory.
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(true), MARK_WAIT_MS)));
+        void Promise.race([this.stored().then(() => false), late]).then((tooLate) => {
+          clearTimeout(timer);
+          if (tooLate) this.log.warn({ waitedMs: MARK_WAIT_MS }, 'a decision answered before it was stored: a bridge stop now would bring the verdict back');
+          answer();
+        });
       },
     });
   }

@@ -15,9 +15,10 @@ export class ProblemBook {
 
   constructor(saved: FeedProblem[] = []) {
     for (const p of saved) {
-      // A pending verdict of an earlier bridge process: its held messages are gone with it.
+      // A pending verdict of an earlier bridge process. Held fills it kept come back with it (SessionVerdict.restore raises it
+      // again); market data it held is gone, so until then it is only a record.
       const stale = p.kind === 'verdict_pending';
-      this.byId.set(p.id, stale ? { ...p, actions: ['ack'], detail: `${p.detail} (the bridge restarted before a decision: what it held is lost)` } : p);
+      this.byId.set(p.id, stale ? { ...p, actions: ['ack'], detail: `${p.detail} (the bridge restarted before a decision: no held fill of it was kept; the market data it held is gone)` } : p);
     }
   }
 

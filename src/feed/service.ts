@@ -16,6 +16,7 @@ import { publishQuiet } from './nats-out.js';
 import { ProblemStore } from './problem-store.js';
 import { ClearingLossProblems } from './problems.js';
 import { FillPublisher, type PublisherStats } from './publisher.js';
+import { HeldStore } from './held-store.js';
 import { SessionVerdict } from './session-verdict.js';
 import { FeedSockets } from './sockets.js';
 import { StartGate } from './start-gate.js';
@@ -86,8 +87,10 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       snapshot: { on: (buf) => md.onSnapshot(buf), counters: { foreign: 0 } as FeedCounters },
     });
     const ticker = new BridgeTicker(nc, parts.feedKv, log, parts, opts.statusIntervalMs ?? 1000);
-    const control = new ControlChannel(nc, log, (data) => answerControl(data, verdict, parts.problems.book, log), ticker.tick);
+    const control = new ControlChannel(nc, log, (data) => answerControl(data, verdict, parts.problems.book, log), ticker.tick, () => verdict.marked());
     control.start();
+    // Ready means the operator's decisions are heard: the server has the subscription.
+    await nc.flush();
     ticker.start();
     log.info({ clearing: opts.clearing, marketData: opts.marketData, snapshot: opts.snapshot, iface: opts.iface }, 'feed bridge ready');
     return bridgeHandle(nc, parts, { alerts, sockets, ticker, control });
@@ -109,6 +112,7 @@ interface BridgeParts {
   verdict: SessionVerdict;
   gate: StartGate;
   bbos: BboOut;
+  held: HeldStore;
 }
 
 /** Opens what the bridge keeps in NATS and builds the parts between the sockets and the publishers. */
@@ -119,6 +123,8 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
   const session = await ClearingSession.open(nc, feedKv, opts, log, (detail) => alerts.send('clearing', { kind: 'session_change', detail }));
   const publisher = new FillPublisher(nc, log, fillSessionId(session.number), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
   const problems = await ProblemStore.open(feedKv, log);
+  const { store: held, runs: heldRuns, replaced } = await HeldStore.open(nc, log, (what, run) => publisher.enqueueBarrier(what, run), () => session.number, opts.natsReplicas);
+  for (const subject of replaced) held.releaseStored(subject);
   const losses = new ClearingLossProblems(problems.book);
   const savedMd = session.savedMarketData;
   const judge = new SessionJudge(
@@ -141,8 +147,28 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
     },
     session.startSeq,
   );
-  const verdict = new SessionVerdict(judge, { clearing, md, problems: problems.book, alert: alerts.send, log });
-  return { feedKv, session, publisher, problems, clearing, md, verdict, gate: new StartGate(clearing, savedMd !== undefined), bbos };
+  const verdict = new SessionVerdict(judge, { clearing, md, problems: problems.book, alert: alerts.send, log, held });
+  await restoreHeld(nc, heldRuns, verdict, session.number);
+  return { feedKv, session, publisher, problems, clearing, md, verdict, gate: new StartGate(clearing, savedMd !== undefined), bbos, held };
+}
+
+/**
+ * What earlier bridges held when they stopped (src/feed/held-store.ts): a run
+ * being applied is finished (publishing only the fills the stream lacks), any
+ * other waits again for the operator's verdict.
+ */
+async function restoreHeld(nc: NatsConnection, runs: Awaited<ReturnType<typeof HeldStore.open>>['runs'], verdict: SessionVerdict, session: number): Promise<void> {
+  for (const r of runs) {
+    const a = r.applying;
+    if (!a) {
+      verdict.restore(r);
+      continue;
+    }
+    const target = a.session_before + (a.restart ? 1 : 0);
+    const begun = !(a.restart && session === a.session_before);
+    const stored = begun && session === target ? await HeldStore.storedSeqs(nc, a.after_stream_seq, fillSessionId(target)) : new Set<number>();
+    verdict.finishApplying(r, session, stored);
+  }
 }
 
 function bridgeHandle(nc: NatsConnection, parts: BridgeParts, run: { alerts: AlertSender; sockets: FeedSockets; ticker: BridgeTicker; control: ControlChannel }): BridgeHandle {
@@ -161,7 +187,9 @@ function bridgeHandle(nc: NatsConnection, parts: BridgeParts, run: { alerts: Ale
       await run.sockets.stop();
       // Give in-flight fills a bounded chance to be acked before giving up on them.
       await Promise.race([publisher.idle(), new Promise((r) => setTimeout(r, 5000).unref())]);
+      await Promise.race([parts.held.settle(), new Promise((r) => setTimeout(r, 5000).unref())]);
       publisher.close();
+      parts.held.close();
       await parts.bbos.stop();
       parts.gate.stop();
       run.control.stop();

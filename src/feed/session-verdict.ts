@@ -3,17 +3,20 @@ import type { FeedCounters } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
 import type { SendAlert } from './alerts.js';
 import type { ClearingFeed } from './clearing.js';
+import type { HeldKeeper, StoredRun } from './held-store.js';
 import type { MarketDataIntake } from './md-intake.js';
 import type { ProblemBook } from './problems.js';
 import type { MdProgress } from './session.js';
-import type { AnyMsg, Decision, FeedName, SessionJudge, Verdict } from './verdict.js';
+import type { AnyMsg, Decision, FeedName, Run, SessionJudge, Verdict } from './verdict.js';
 
 export interface SessionVerdictDeps {
-  clearing: Pick<ClearingFeed, 'accept' | 'beginNewSession' | 'counters'>;
+  clearing: Pick<ClearingFeed, 'accept' | 'acceptHeld' | 'beginNewSession' | 'counters'>;
   md: Pick<MarketDataIntake, 'apply' | 'restart' | 'counters'>;
   problems: ProblemBook;
   alert: SendAlert;
   log: Logger;
+  /** Keeps held clearing messages outside the process (src/feed/held-store.ts); without it they live in memory only. */
+  held?: HeldKeeper;
 }
 
 type Not<K extends Decision['kind']> = Exclude<Decision, { kind: K }>;
@@ -27,10 +30,68 @@ type Of<K extends Decision['kind']> = Extract<Decision, { kind: K }>;
  * so the whole path from message to decision runs in a unit test.
  */
 export class SessionVerdict {
+  /** Clearing runs that left their verdicts during this step: their kept copies go once the fills passed before are stored. */
+  private releases: Array<{ v: Verdict; run: Run }> = [];
+  /** Held runs being applied whose mark (src/feed/held-store.ts) is not known to be stored yet. */
+  private marking: Promise<void>[] = [];
+
   constructor(
     private readonly judge: SessionJudge,
     private readonly deps: SessionVerdictDeps,
-  ) {}
+  ) {
+    const held = deps.held;
+    if (held) {
+      judge.listener = {
+        held: (v, run, msg) => held.held(v, run, msg),
+        rejected: (v) => held.rejected(v),
+        released: (v, run, passed) => {
+          // Passes follow in this step: marked before them as a run being applied (to the session in force), released behind them.
+          if (passed) this.marking.push(held.applying(v, run, false));
+          this.releases.push({ v, run });
+        },
+      };
+    }
+  }
+
+  /**
+   * A verdict a stopped bridge left undecided, with the clearing run it held
+   * (src/feed/held-store.ts): the operator decides it now, as its problem says.
+   */
+  restore(r: StoredRun, now = Date.now()): void {
+    const v = this.judge.restore(r, now);
+    const rejected = v.status === 'rejected';
+    const detail = `${describeVerdict(v)}; kept across a bridge restart`;
+    this.deps.log.warn({ verdict: v.id, held: r.msgs.length, from: r.msgs[0]?.seq, sender: r.sender }, 'held clearing messages restored: the verdict waits for the operator');
+    this.deps.problems.raise({ id: v.id, kind: rejected ? 'restart_rejected' : 'verdict_pending', feed: 'clearing', detail, actions: rejected ? ['confirm', 'ack'] : ['confirm', 'reject'], count: 0 }, now);
+  }
+
+  /**
+   * A run a stopped bridge was applying when it stopped: what the fill stream
+   * does not hold yet (`stored`: the run's seqs stored under `session` since
+   * the application began) is published now, after the session marker when
+   * the run is a restart no bridge began. Applied to another session than the
+   * one in force, it is not applied again: a problem for the operator.
+   */
+  finishApplying(r: StoredRun, session: number, stored: Set<number>, now = Date.now()): void {
+    const a = r.applying!;
+    const target = a.session_before + (a.restart ? 1 : 0);
+    const begin = a.restart && session === a.session_before;
+    if (!begin && session !== target) {
+      const detail = `verdict ${r.verdict.id}: ${r.msgs.length} held clearing message(s) from seq ${r.msgs[0]?.seq} were being applied to session ${target} when the bridge stopped, and the session is now ${session}: not applied again (kept in ${r.subject}; check the fill stream by hand)`;
+      this.deps.log.error({ verdict: r.verdict.id, target, session }, 'held run applied to another session: left for the operator');
+      this.deps.problems.raise({ id: `${r.verdict.id}-unfinished`, kind: 'verdict_pending', feed: 'clearing', detail, actions: ['ack'] }, now);
+      return;
+    }
+    this.deps.problems.resolve(r.verdict.id);
+    const missing = r.msgs.filter((m) => !stored.has(m.seq));
+    this.deps.log.warn({ verdict: r.verdict.id, held: r.msgs.length, publishing: begin ? r.msgs.length : missing.length, sessionBegun: !begin }, 'finishing a held run the last bridge was applying');
+    if (begin) {
+      this.deps.clearing.beginNewSession(`exchange restart (verdict ${r.verdict.id}, finished after a bridge restart)`, r.msgs[0]?.seq ?? 0);
+      for (const m of r.msgs) this.deps.clearing.accept(m);
+    } else for (const m of missing) this.deps.clearing.acceptHeld(m);
+    this.judge.appliedAtStart(a.restart, r.msgs);
+    this.deps.held?.releaseStored(r.subject);
+  }
 
   observeClearing(m: ClearingMessage, sender: string, now = Date.now()): void {
     this.act(this.judge.observe('clearing', m, sender, now), now);
@@ -47,6 +108,17 @@ export class SessionVerdict {
   tick(now = Date.now()): void {
     this.act(this.judge.tick(now), now);
     for (const v of this.judge.verdicts()) if (v.status === 'pending') this.deps.problems.describe(v.id, describeVerdict(v));
+  }
+
+  /**
+   * Resolves once every held run this bridge began to apply is marked so in
+   * the store: from then on a stop cannot lose or double the decision (the
+   * operator's answer waits for this).
+   */
+  marked(): Promise<void> {
+    const m = this.marking;
+    this.marking = [];
+    return Promise.all(m).then(() => {});
   }
 
   /** Whether a verdict of that id waits for the operator's decision. */
@@ -93,6 +165,9 @@ export class SessionVerdict {
       this.on(d, now);
     }
     this.deps.md.apply(pass);
+    if (this.releases.length === 0) return;
+    for (const { v, run } of this.releases) this.deps.held?.release(v, run);
+    this.releases = [];
   }
 
   private on(d: Not<'pass'>, now: number): void {
@@ -159,6 +234,9 @@ export class SessionVerdict {
 
   private accepted(d: Of<'accepted'>): void {
     const v = d.verdict;
+    const run = v.runs.clearing;
+    // Marked before the session marker and the fills: a bridge stopped from here on finishes this, never applies it twice.
+    if (run && this.deps.held) this.marking.push(this.deps.held.applying(v, run, v.kind === 'restart'));
     this.deps.problems.resolve(v.id);
     this.deps.log.warn({ verdict: v.id, by: d.by, detail: d.detail }, 'exchange session verdict accepted');
     if (d.by === 'operator') this.deps.alert(feedOf(v), { kind: 'verdict_decided', detail: `verdict ${v.id} ${d.detail}`, verdict: v.id });
@@ -170,6 +248,7 @@ export class SessionVerdict {
     }
     for (const m of d.clearing) this.deps.clearing.accept(m);
     this.deps.md.apply(d.md);
+    if (run) this.deps.held?.release(v, run);
   }
 }
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ClearingMessage, MdMessage } from '../../proto/ndfex.js';
+import type { HeldVerdict } from '../../proto/feed.js';
 
 /**
  * The exchange-session verdict: which seq_num run of each feed to believe.
@@ -120,6 +121,32 @@ export type Decision =
   | { kind: 'dropped'; verdict: Verdict; why: string; strays: number; byOperator?: boolean }
   | { kind: 'accepted'; verdict: Verdict; by: 'evidence' | 'operator'; clearing: ClearingMessage[]; md: MdMessage[]; detail: string };
 
+/**
+ * Told what happens to held clearing messages, so they can be kept outside
+ * the process (src/feed/held-store.ts): a bridge that stops before a verdict
+ * must not lose the fills it held. Called synchronously, inside the judge's
+ * step: a listener that does I/O only queues it.
+ */
+export interface HoldListener {
+  /** A clearing message stored in a verdict's run. */
+  held(v: Verdict, run: Run, msg: ClearingMessage): void;
+  /**
+   * A clearing run left its verdict other than by acceptance: `passed`, its
+   * messages follow as passes (a restart while no bridge listened, rejected:
+   * the old session's after a gap); otherwise dropped as strays.
+   */
+  released(v: Verdict, run: Run, passed: boolean): void;
+  /** The verdict was rejected on evidence (still confirmable). */
+  rejected(v: Verdict): void;
+}
+
+/** A verdict and its clearing run as a stopped bridge left them (src/feed/held-store.ts). */
+export interface RestoredRun {
+  verdict: HeldVerdict;
+  sender: string;
+  msgs: ClearingMessage[];
+}
+
 /** One exchange process sends both feeds: each is the other's witness. */
 const otherFeed = (feed: FeedName): FeedName => (feed === 'clearing' ? 'market_data' : 'clearing');
 const hostOf = (sender: string) => sender.slice(0, Math.max(0, sender.lastIndexOf(':')));
@@ -133,6 +160,8 @@ export class SessionJudge {
   private readonly followed: Record<FeedName, Followed>;
   private restart: Verdict | null = null;
   private readonly jumps: Partial<Record<FeedName, Verdict>> = {};
+  /** Verdicts a stopped bridge left pending, restored with the clearing runs they held: the operator decides them. */
+  private readonly restored: Verdict[] = [];
   private nextId = 1;
   private readonly idBase = Date.now().toString(36);
 
@@ -140,6 +169,8 @@ export class SessionJudge {
     readonly settings: JudgeSettings = DEFAULT_JUDGE,
     /** Saved progress: where each feed stood when the last bridge stopped. */
     saved: { clearing?: { seq: number }; market_data?: { seq: number; ts: bigint; sender?: string }; at?: number } = {},
+    /** Told what happens to held clearing messages (set by whoever keeps them). */
+    public listener: Partial<HoldListener> = {},
   ) {
     const f = (seq: number | undefined, ts = 0n, savedSender: string | null = null): Followed => ({
       last: seq && seq > 0 ? seq : null,
@@ -155,7 +186,7 @@ export class SessionJudge {
 
   /** Every verdict not decided yet (pending or rejected but still confirmable). */
   verdicts(): Verdict[] {
-    return [this.restart, this.jumps.clearing, this.jumps.market_data].filter((v): v is Verdict => !!v);
+    return [this.restart, this.jumps.clearing, this.jumps.market_data, ...this.restored].filter((v): v is Verdict => !!v);
   }
 
   /** Messages held by verdicts, per feed. */
@@ -176,6 +207,55 @@ export class SessionJudge {
   /** Who sends the followed run of `feed` (null: not heard in this process). */
   followedSender(feed: FeedName): string | null {
     return this.followed[feed].sender;
+  }
+
+  /**
+   * A verdict a stopped bridge left undecided, with the clearing run it held.
+   * Its evidence went with that process (market data's run is not kept), so
+   * only the operator decides it; the held run goes on if the same sender
+   * continues it, and the old session going on rejects or drops it as it
+   * would have before the stop.
+   */
+  restore(r: RestoredRun, now: number): Verdict {
+    const first = r.msgs[0]!;
+    const last = r.msgs[r.msgs.length - 1]!;
+    const run: Run = { sender: r.sender, from: first.seq, last: last.seq, msgs: [...r.msgs], count: r.msgs.length, dropped: 0, firstAt: now, lastAt: now, firstTs: 0n, lastTs: 0n };
+    const was = r.verdict.waiting ? ` (it waited: ${r.verdict.waiting})` : '';
+    const v: Verdict = {
+      id: r.verdict.id,
+      kind: r.verdict.kind,
+      feed: 'clearing',
+      status: r.verdict.status,
+      openedAt: r.verdict.opened_at,
+      downtime: r.verdict.downtime,
+      runs: { clearing: run },
+      waiting: '',
+      operatorOnly: `the bridge restarted before a decision; its held fills were kept, the evidence of that process was not${was}`,
+      ...(r.verdict.impostor ? { impostor: true } : {}),
+    };
+    v.waiting = `needs the operator: ${v.operatorOnly}`;
+    // In the live verdict's place when it is free, so that new runs join it as they would have joined it before the stop.
+    if (v.kind === 'restart' && !this.restart) this.restart = v;
+    else if (v.kind === 'jump' && !this.jumps.clearing) this.jumps.clearing = v;
+    else this.restored.push(v);
+    return v;
+  }
+
+  /**
+   * A run a stopped bridge was applying, finished at this start: the followed
+   * clearing run stands after it. After a restart, market data's saved
+   * progress is the old session's: its next message starts the new session's
+   * run, as once a restart is believed.
+   */
+  appliedAtStart(restart: boolean, msgs: ClearingMessage[]): void {
+    const f = this.followed.clearing;
+    for (const m of msgs) if (f.last === null || m.seq > f.last) f.last = m.seq;
+    if (!restart) return;
+    const md = this.followed.market_data;
+    md.last = null;
+    md.lastTs = 0n;
+    md.savedSender = null;
+    md.ring.clear();
   }
 
   /**
@@ -214,7 +294,7 @@ export class SessionJudge {
       const run = v.runs[feed];
       if (!run || run.sender !== sender) continue;
       if (seq === run.last + 1 && tsOf(msg) >= run.lastTs) {
-        this.append(feed, run, msg, now);
+        this.append(v, feed, run, msg, now);
         if (v.status === 'pending') this.evaluate(v, now, out);
         return true;
       }
@@ -347,16 +427,22 @@ export class SessionJudge {
 
   private addRun(v: Verdict, feed: FeedName, msg: AnyMsg, sender: string, now: number): void {
     const ts = tsOf(msg);
-    v.runs[feed] = { sender, from: msg.seq, last: msg.seq, msgs: [msg], count: 1, dropped: 0, firstAt: now, lastAt: now, firstTs: ts, lastTs: ts };
+    const run: Run = { sender, from: msg.seq, last: msg.seq, msgs: [msg], count: 1, dropped: 0, firstAt: now, lastAt: now, firstTs: ts, lastTs: ts };
+    const replaced = v.runs[feed];
+    if (replaced && feed === 'clearing') this.listener.released?.(v, replaced, false);
+    v.runs[feed] = run;
+    if (feed === 'clearing') this.listener.held?.(v, run, msg as ClearingMessage);
   }
 
-  private append(feed: FeedName, run: Run, msg: AnyMsg, now: number): void {
+  private append(v: Verdict, feed: FeedName, run: Run, msg: AnyMsg, now: number): void {
     run.last = msg.seq;
     run.lastAt = now;
     run.lastTs = tsOf(msg);
     run.count++;
-    if (run.msgs.length < HOLD_MAX) run.msgs.push(msg);
-    else if (feed === 'market_data') {
+    if (run.msgs.length < HOLD_MAX) {
+      run.msgs.push(msg);
+      if (feed === 'clearing') this.listener.held?.(v, run, msg as ClearingMessage);
+    } else if (feed === 'market_data') {
       // The oldest tenth at once: a flood must not cost a shift of the whole array per message.
       const cut = Math.ceil(HOLD_MAX / 10);
       run.msgs.splice(0, cut);
@@ -478,6 +564,7 @@ export class SessionJudge {
     const last = this.followed.clearing.last;
     if (last !== null && held.from <= last) return;
     delete v.runs.clearing;
+    this.listener.released?.(v, held, true);
     for (const m of held.msgs) {
       out.push({ kind: 'pass', feed: 'clearing', msg: m });
       this.follow('clearing', m, held.sender, now);
@@ -489,11 +576,13 @@ export class SessionJudge {
     this.releaseDowntime(v, now, out);
     v.status = 'rejected';
     v.waiting = `rejected: ${why}`;
+    this.listener.rejected?.(v);
     out.push({ kind: 'rejected', verdict: v, why });
   }
 
   private drop(v: Verdict, why: string, out: Decision[], byOperator = false): void {
     this.forget(v);
+    if (v.runs.clearing) this.listener.released?.(v, v.runs.clearing, false);
     const strays = Object.values(v.runs).reduce((n, r) => n + (r?.count ?? 0), 0);
     out.push({ kind: 'dropped', verdict: v, why, strays, ...(byOperator ? { byOperator } : {}) });
   }
@@ -501,11 +590,14 @@ export class SessionJudge {
   private dropRun(v: Verdict, feed: FeedName, why: string, out: Decision[]): void {
     const run = v.runs[feed]!;
     delete v.runs[feed];
+    if (feed === 'clearing') this.listener.released?.(v, run, false);
     out.push({ kind: 'dropped', verdict: { ...v, runs: { [feed]: run } }, why, strays: run.count });
   }
 
   private forget(v: Verdict): void {
     if (this.restart === v) this.restart = null;
     if (this.jumps[v.feed] === v) delete this.jumps[v.feed];
+    const i = this.restored.indexOf(v);
+    if (i >= 0) this.restored.splice(i, 1);
   }
 }

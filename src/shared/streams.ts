@@ -1,7 +1,7 @@
 import { jetstreamManager, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { DESK_STREAM_CONFIG, FILL_STREAM_CONFIG } from '../../proto/streams.js';
+import { DESK_STREAM_CONFIG, FILL_STREAM_CONFIG, HELD_STREAM_CONFIG } from '../../proto/streams.js';
 import { journalStreamConfig, shardNames, snapshotStreamConfig, type ShardNames } from '../../proto/shards.js';
 import { FEED_BUCKET } from '../../proto/feed.js';
 import { BASKET_BUCKET, BBO_BUCKET, PRICE_BUCKET } from '../../proto/marketdata.js';
@@ -38,6 +38,11 @@ export async function streamExists(jsm: JetStreamManager, name: string): Promise
 
 export async function ensureFillStream(nc: NatsConnection, replicas = 1): Promise<void> {
   await ensureStream(await jetstreamManager(nc), FILL_STREAM_CONFIG, replicas);
+}
+
+/** The clearing messages pending exchange-session verdicts hold (proto/feed.ts HeldEntry): the feed bridge writes them. */
+export async function ensureHeldStream(nc: NatsConnection, replicas = 1): Promise<void> {
+  await ensureStream(await jetstreamManager(nc), HELD_STREAM_CONFIG, replicas);
 }
 
 /** The desk's samples and scorecards (proto/desk.ts): the pricing service writes them. */
@@ -79,6 +84,7 @@ export async function openBucket(nc: NatsConnection, bucket: keyof typeof BUCKET
 export async function provisionStreams(nc: NatsConnection, replicas = 1, shards = 1): Promise<void> {
   const engines = Array.from({ length: shards }, (_, k) => shardNames(k, shards));
   await ensureFillStream(nc, replicas);
+  await ensureHeldStream(nc, replicas);
   await ensureDeskStream(nc, replicas);
   for (const n of engines) {
     await ensureJournalStream(nc, n, replicas);
@@ -86,7 +92,7 @@ export async function provisionStreams(nc: NatsConnection, replicas = 1, shards 
   }
   for (const bucket of Object.keys(BUCKETS) as (keyof typeof BUCKETS)[]) await openBucket(nc, bucket, replicas);
   const jsm = await jetstreamManager(nc);
-  const names = [FILL_STREAM_CONFIG.name, DESK_STREAM_CONFIG.name, ...engines.flatMap((n) => [n.journalStream, n.snapshotStream]), ...Object.keys(BUCKETS).map((b) => `KV_${b}`)];
+  const names = [FILL_STREAM_CONFIG.name, HELD_STREAM_CONFIG.name, DESK_STREAM_CONFIG.name, ...engines.flatMap((n) => [n.journalStream, n.snapshotStream]), ...Object.keys(BUCKETS).map((b) => `KV_${b}`)];
   for (const name of names) {
     const { config } = await jsm.streams.info(name);
     if ((config.num_replicas ?? 1) < replicas) await jsm.streams.update(name, { ...config, num_replicas: replicas });

@@ -6,6 +6,7 @@ import { encodeClearingDatagram, encodeMdDatagram, type ClearingMessage } from '
 import { readStream } from '../../src/shared/stream-reader.js';
 import { multicastSender, type GroupAddr } from '../../src/feed/multicast.js';
 import type { BridgeOptions } from '../../src/feed/service.js';
+import { natsClient, startSystem, startTestNats, tempDir, testConfig, type TestSystem } from './system.js';
 
 /** A UDP port the OS just handed out (free right now). */
 export async function udpPort(): Promise<number> {
@@ -168,3 +169,37 @@ export async function playExchange(addrs: Pick<BridgeOptions, 'clearing' | 'mark
 
 /** The bridge's verdict window in tests played with playExchange (heartbeats every 50 ms: 20 in it). */
 export const TEST_VERDICT_MS = 1000;
+
+/** What the feed session tests run against: a nats-server, the system with an operator, a multicast sender and fresh bridge options. */
+export interface FeedWorld {
+  nats: Awaited<ReturnType<typeof startTestNats>>;
+  nc: NatsConnection;
+  sender: Sender;
+  opts: BridgeOptions;
+  system: TestSystem;
+  close(): Promise<void>;
+}
+
+export async function feedWorld(): Promise<FeedWorld> {
+  const nats = await startTestNats();
+  const nc = await natsClient(nats.url);
+  const sender = await multicastSender('127.0.0.1');
+  const opts = await bridgeOpts(nats.url);
+  const dir = tempDir();
+  const system = await startSystem(nats.url, { ...testConfig(dir.path), operator: { username: 'instructor', password: 'instructorpass' } });
+  return {
+    nats,
+    nc,
+    sender,
+    opts,
+    system,
+    close: async () => {
+      await system.close();
+      dir.remove();
+      await sender.close();
+      await nc.close();
+      await nats.stop();
+      nats.remove();
+    },
+  };
+}

@@ -1,0 +1,237 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { decodeIf, encode } from '../../proto/codec.js';
+import { heldEntryShape, type HeldEntry, type HeldVerdict } from '../../proto/feed.js';
+import type { ClearingMessage } from '../../proto/ndfex.js';
+import { FILL_STREAM, HELD_STREAM, fillMsgId, heldSubject } from '../../proto/subjects.js';
+import type { Logger } from '../shared/log.js';
+import { NextTurn } from '../shared/next-turn.js';
+import { readStream } from '../shared/stream-reader.js';
+import { ensureHeldStream } from '../shared/streams.js';
+import type { Run, Verdict } from './verdict.js';
+
+/** Messages in one stored entry: a held flood becomes a few writes per turn, each well under NATS's payload limit. */
+const ENTRY_MSGS = 1000;
+
+type Applying = Extract<HeldEntry, { kind: 'applying' }>;
+
+/** A held run as a stopped bridge left it: its verdict, sender and messages in seq order, and whether it was being applied. */
+export interface StoredRun {
+  subject: string;
+  verdict: HeldVerdict;
+  sender: string;
+  msgs: ClearingMessage[];
+  applying: Applying | null;
+  /** Stream sequence of its last entry. */
+  lastEntry: number;
+}
+
+/** What the session verdict (src/feed/session-verdict.ts) asks of the store: it does no I/O itself. */
+export interface HeldKeeper {
+  held(v: Verdict, run: Run, msg: ClearingMessage): void;
+  rejected(v: Verdict): void;
+  /**
+   * Before the run's fills (and a restart's session marker) are published: a
+   * stop from here on finishes the application at the next start. Resolves
+   * once that is stored.
+   */
+  applying(v: Verdict, run: Run, restart: boolean): Promise<void>;
+  /** Once every fill published before has been stored: the run's entries go. */
+  release(v: Verdict, run: Run): void;
+  /** The same for a run read back at a start, by its subject. */
+  releaseStored(subject: string): void;
+}
+
+const verdictRecord = (v: Verdict): HeldVerdict => ({
+  id: v.id,
+  kind: v.kind,
+  status: v.status,
+  downtime: v.downtime,
+  impostor: v.impostor === true,
+  opened_at: v.openedAt,
+  waiting: v.waiting,
+});
+
+/**
+ * Keeps the clearing messages pending exchange-session verdicts hold in the
+ * stream HELD_STREAM (proto/feed.ts HeldEntry), one subject per held run, so
+ * a bridge that stops or dies before a verdict loses none of the fills it
+ * held: the next start restores them (src/feed/service.ts). Writes of one run
+ * go out in order, a turn's messages in one entry; a run's entries are purged
+ * only after every fill published before the purge was asked for is stored
+ * (a publisher barrier), and after every write of that run.
+ *
+ * Like the fill publisher, a held message is safe once JetStream stored it: a
+ * bridge killed in the moment between hearing it and that write loses it (the
+ * exchange never re-sends), as it would lose a fill not yet stored.
+ */
+export class HeldStore implements HeldKeeper {
+  /** Per run subject: messages held this turn, written at the next turn. */
+  private readonly unsent = new Map<string, { verdict: Verdict; sender: string; msgs: ClearingMessage[] }>();
+  /** Per run subject: the last write asked for; the next one and the purge wait for it. */
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly nextWrite = new NextTurn(() => this.writeUnsent());
+  private closed = false;
+  /** Writes that failed at least once (retried until they succeed or the bridge stops). */
+  retries = 0;
+
+  private constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly log: Logger,
+    /** Runs a step between fills: after every fill enqueued before is stored, before any enqueued after (FillPublisher.enqueueBarrier). */
+    private readonly barrier: (what: string, run: () => Promise<void>) => void,
+    /** The clearing session fills are published under now. */
+    private readonly session: () => number,
+  ) {}
+
+  /** Opens the store and reads back what earlier bridges left: runs in seq order (entries that are not a HeldEntry are logged and skipped). */
+  static async open(nc: NatsConnection, log: Logger, barrier: HeldStore['barrier'], session: () => number, replicas = 1): Promise<{ store: HeldStore; runs: StoredRun[]; replaced: string[] }> {
+    await ensureHeldStream(nc, replicas);
+    const jsm = await jetstreamManager(nc);
+    const runs = new Map<string, StoredRun>();
+    let unreadable = 0;
+    const reader = await readStream(
+      nc,
+      HELD_STREAM,
+      1,
+      (m) => {
+        const e = decodeIf(m.data, heldEntryShape);
+        if (!e) return void unreadable++;
+        let r = runs.get(m.subject);
+        if (e.kind === 'applying') {
+          if (r) r.applying = e;
+          return;
+        }
+        if (!r) runs.set(m.subject, (r = { subject: m.subject, verdict: e.verdict, sender: '', msgs: [], applying: null, lastEntry: 0 }));
+        r.lastEntry = m.seq;
+        r.verdict = e.verdict;
+        if (e.kind === 'msgs') {
+          r.sender = e.sender;
+          for (const msg of e.msgs) r.msgs.push(msg);
+        }
+      },
+      { follow: false, log },
+    );
+    await reader.caughtUp;
+    if (unreadable > 0) log.error({ unreadable, stream: HELD_STREAM }, 'held clearing entries unreadable: skipped');
+    // A verdict holds one clearing run at a time: an older run of it is one replaced before its purge was stored.
+    const newest = new Map<string, StoredRun>();
+    for (const r of runs.values()) if (r.msgs.length > 0 && (newest.get(r.verdict.id)?.lastEntry ?? 0) < r.lastEntry) newest.set(r.verdict.id, r);
+    const list = [...newest.values()];
+    const replaced = [...runs.values()].filter((r) => !list.includes(r)).map((r) => r.subject);
+    for (const r of list) {
+      // Written in order per run, but a retried write may land after a later one: seq order, each seq once.
+      const bySeq = new Map(r.msgs.map((m) => [m.seq, m]));
+      r.msgs = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+    }
+    return { store: new HeldStore(jetstream(nc), jsm, log, barrier, session), runs: list, replaced };
+  }
+
+  held(v: Verdict, run: Run, msg: ClearingMessage): void {
+    const subject = heldSubject(v.id, run.from);
+    let u = this.unsent.get(subject);
+    if (!u) this.unsent.set(subject, (u = { verdict: v, sender: run.sender, msgs: [] }));
+    u.msgs.push(msg);
+    this.nextWrite.schedule();
+  }
+
+  rejected(v: Verdict): void {
+    const run = v.runs.clearing;
+    if (!run) return;
+    const subject = heldSubject(v.id, run.from);
+    this.write(subject, { v: 1, kind: 'status', verdict: verdictRecord(v) }, `${subject}-status-${Date.now()}`);
+  }
+
+  applying(v: Verdict, run: Run, restart: boolean): Promise<void> {
+    const subject = heldSubject(v.id, run.from);
+    this.writeUnsent();
+    return new Promise((stored) => {
+      this.barrier('held run applying', async () => {
+        await this.chains.get(subject);
+        const after = (await this.jsm.streams.info(FILL_STREAM)).state.last_seq;
+        const entry: HeldEntry = { v: 1, kind: 'applying', session_before: this.session(), restart, after_stream_seq: after, at: Date.now() };
+        await this.js.publish(subject, encode(entry), { msgID: `${subject}-applying` });
+        stored();
+      });
+    });
+  }
+
+  release(v: Verdict, run: Run): void {
+    this.releaseStored(heldSubject(v.id, run.from));
+  }
+
+  /** Purges a run's entries once every fill published before is stored (a publisher barrier) and every write of the run is done. */
+  releaseStored(subject: string): void {
+    this.writeUnsent();
+    this.barrier('held run released', async () => {
+      const chain = this.chains.get(subject);
+      await chain;
+      await this.jsm.streams.purge(HELD_STREAM, { filter: subject });
+      if (this.chains.get(subject) === chain) this.chains.delete(subject);
+    });
+  }
+
+  /** Resolves once every write asked for so far is stored (or the store is closed). */
+  async settle(): Promise<void> {
+    this.writeUnsent();
+    await Promise.all(this.chains.values());
+  }
+
+  /** Stops retrying: writes not stored by now are given up (logged). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const left = [...this.unsent.values()].reduce((n, u) => n + u.msgs.length, 0);
+    if (left > 0) this.log.warn({ left }, 'held clearing messages not kept: the bridge stopped first');
+    this.unsent.clear();
+  }
+
+  /** The session fills of a run being applied were published under, and which of its seqs the fill stream holds after `after` (the application's start). */
+  static async storedSeqs(nc: NatsConnection, after: number, session: string): Promise<Set<number>> {
+    const prefix = fillMsgId(session, 0).slice(0, -1);
+    const seqs = new Set<number>();
+    const reader = await readStream(
+      nc,
+      FILL_STREAM,
+      after + 1,
+      (m) => {
+        const id = m.headers?.get('Nats-Msg-Id') ?? '';
+        if (id.startsWith(prefix)) seqs.add(Number(id.slice(prefix.length)));
+      },
+      { follow: false },
+    );
+    await reader.caughtUp;
+    return seqs;
+  }
+
+  private writeUnsent(): void {
+    for (const [subject, u] of this.unsent) {
+      for (let i = 0; i < u.msgs.length; i += ENTRY_MSGS) {
+        const msgs = u.msgs.slice(i, i + ENTRY_MSGS);
+        const entry: HeldEntry = { v: 1, kind: 'msgs', verdict: verdictRecord(u.verdict), sender: u.sender, msgs };
+        this.write(subject, entry, `${subject}-${msgs[0]!.seq}-${msgs[msgs.length - 1]!.seq}`);
+      }
+    }
+    this.unsent.clear();
+  }
+
+  /** Appends a write to the run's chain, retried with the same msg id (the stream drops a second copy) until stored or closed. */
+  private write(subject: string, entry: HeldEntry, msgID: string): void {
+    const data = encode(entry);
+    const prev = this.chains.get(subject) ?? Promise.resolve();
+    const next = prev.then(async () => {
+      for (let attempt = 0; !this.closed; attempt++) {
+        try {
+          await this.js.publish(subject, data, { msgID });
+          return;
+        } catch (err) {
+          this.retries++;
+          if (attempt % 20 === 0) this.log.warn({ subject, attempt, err: String(err) }, 'held clearing messages not kept yet: retrying');
+          await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** Math.min(attempt, 6))).unref());
+        }
+      }
+    });
+    this.chains.set(subject, next);
+  }
+}
