@@ -37,6 +37,13 @@ export interface ClearingSessionRecord {
    * session already past the old seqs) from a gap, and asks the operator.
    */
   md_sender?: string;
+  /**
+   * Who sent the clearing feed (address:port) when saved. A later start takes
+   * the first fill from another socket, with market data still from the saved
+   * one, as not the exchange's (held for the operator): the exchange sends a
+   * session from one socket, and only a new exchange process has another.
+   */
+  clearing_sender?: string;
 }
 
 /** Why a stored clearing session record cannot be used (the bridge stops on one: fill msg ids depend on it). */
@@ -46,6 +53,7 @@ export function clearingSessionProblem(r: unknown): string | null {
   if (!Number.isInteger(r.last_seq)) return 'last_seq: not an integer';
   if (!isStr(r.name)) return 'name: not a string';
   if (r.md_sender !== undefined && !isStr(r.md_sender)) return 'md_sender: not a string';
+  if (r.clearing_sender !== undefined && !isStr(r.clearing_sender)) return 'clearing_sender: not a string';
   return r.md_seq !== undefined && !Number.isInteger(r.md_seq) ? 'md_seq: not an integer' : null;
 }
 

@@ -258,6 +258,66 @@ describe('two different messages with the same seq', () => {
     await degradedWith('conflict');
   });
 
+  describe('clearing, after a bridge restart: a forger on the exchange\'s own host (another port)', () => {
+    async function restarted() {
+      const { x, b } = await running();
+      await b.close();
+      bridges.splice(bridges.indexOf(b), 1);
+      const again = await bridge();
+      await until(() => again.stats().status.market_data.messages >= 2, 'the exchange\'s market data heard again');
+      // The forger's socket is on 127.0.0.1 too, as the exchange's.
+      expect(x.source().startsWith('127.0.0.1:')).toBe(true);
+      return { x, again };
+    }
+
+    it('at the next seq, before the exchange\'s: held (not the socket the last bridge heard); the exchange\'s is applied and the pair flagged', async () => {
+      const { x, again } = await restarted();
+      await forgeClearing([fillMsg(x.clearingSeq + 1, 2, 4, 1000)]);
+      expect((await alerts.next((a) => a.kind === 'verdict_pending')).detail).toMatch(/last bridge heard the session's fills from 127\.0\.0\.1:/);
+      expect(again.stats().status.clearing.held).toBe(1);
+      const c = alerts.next((a) => a.kind === 'conflict');
+      await standing(x);
+      expect((await c).detail).toContain(`127.0.0.1:${forger.port()}`);
+      await degradedWith('conflict');
+    });
+
+    it('a few seqs ahead (a believable gap): held, never applied; the exchange going on makes it a stray', async () => {
+      const { x, again } = await restarted();
+      await forgeClearing([fillMsg(x.clearingSeq + 3, 2, 4, 1000), fillMsg(x.clearingSeq + 4, 2, 4, 1000)]);
+      await alerts.next((a) => a.kind === 'verdict_pending');
+      await until(() => again.stats().status.clearing.held === 2, 'both forged fills held');
+      await standing(x);
+      expect(again.stats().status.clearing.held).toBe(0);
+      expect(again.stats().status.clearing.gaps).toBe(0);
+      await degradedWith('jump_rejected');
+    });
+
+    it('with a forged restart on market data first (the exchange quiet): the forged fill waits in the claimed restart, and stays held when the exchange disproves it', async () => {
+      const { x, b } = await running();
+      await b.close();
+      bridges.splice(bridges.indexOf(b), 1);
+      x.pause();
+      const again = await bridge();
+      // A claimed restart while no bridge listened: market data from seq 0, then a fill past the saved seq.
+      await forgeMd([hb(0), hb(1)]);
+      await alerts.next((a) => a.kind === 'verdict_pending');
+      await forgeClearing([fillMsg(x.clearingSeq + 5, 2, 4, 1000)]);
+      await until(() => again.stats().status.clearing.held === 1, 'the forged fill held');
+      x.resume();
+      await alerts.next((a) => a.kind === 'restart_rejected');
+      // Before the saved socket was known, the rejection passed it on as the old session's fill after a gap.
+      expect(again.stats().status.clearing.held).toBe(1);
+      await standing(x);
+    });
+
+    it('the exchange itself, from the socket the last bridge heard, is followed at once (nothing held)', async () => {
+      const { x, again } = await restarted();
+      await standing(x);
+      expect(again.stats().status.clearing.held ?? 0).toBe(0);
+      expect(again.stats().status.problems ?? []).toEqual([]);
+    });
+  });
+
   it('clearing, after a bridge restart before anything is heard: a forged fill into a seq the exchange\'s run skipped is held, never applied; market data disproves it and the exchange\'s next fill is applied', async () => {
     const { x, b } = await running();
     // The exchange's seq 3 is lost on the way (a gap), its seq 4 arrives.

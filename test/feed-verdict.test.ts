@@ -386,3 +386,40 @@ describe('SessionJudge: verdicts restored after a bridge restart', () => {
     expect(kinds(judge.observe('clearing', fill(4), RESTARTED_CLEARING, 2_000_010))).toEqual(['pass']);
   });
 });
+
+describe('SessionJudge: the clearing socket the last bridge heard', () => {
+  const saved = { clearing: { seq: 51, sender: EXCHANGE_CLEARING }, market_data: { seq: 104, ts: 1002n * S, sender: EXCHANGE }, at: 1_000_000 };
+
+  it('a first fill from another socket on the exchange\'s host is held; the saved socket\'s fill at that seq is applied and the pair flagged', () => {
+    const judge = new SessionJudge(SETTINGS, saved);
+    expect(kinds(judge.observe('market_data', hb(105, 1003), EXCHANGE, 1_000_500))).toEqual(['pass']);
+    const spoof = '10.0.0.1:5999';
+    const ds = judge.observe('clearing', fill(52, 2, 999), spoof, 1_000_510);
+    expect(kinds(ds)).toEqual(['opened']);
+    expect((ds[0] as Extract<Decision, { kind: 'opened' }>).verdict.waiting).toMatch(/last bridge heard the session's fills from 10\.0\.0\.1:5001/);
+    expect(kinds(judge.observe('clearing', fill(52), EXCHANGE_CLEARING, 1_000_520))).toEqual(['conflict', 'dropped', 'pass']);
+    expect(judge.followedSender('clearing')).toBe(EXCHANGE_CLEARING);
+  });
+
+  it('a forged restart while no bridge listened, disproved by the exchange: a held fill from another socket than the saved one stays held (not the old session\'s after a gap)', () => {
+    const judge = new SessionJudge(SETTINGS, saved);
+    expect(kinds(judge.observe('market_data', hb(0, 1003), FORGER, 1_000_500))).toEqual(['opened']);
+    expect(judge.observe('clearing', fill(60, 2, 999), '10.0.0.9:7001', 1_000_510)).toEqual([]);
+    const ds = judge.observe('market_data', hb(105, 1003), EXCHANGE, 1_000_600);
+    expect(kinds(ds)).toEqual(['rejected', 'pass']);
+    expect(judge.held('clearing')).toBe(1);
+    // The exchange's own next fill is applied; the forged one never is.
+    expect(kinds(judge.observe('clearing', fill(52), EXCHANGE_CLEARING, 1_000_700))).toEqual(['pass']);
+  });
+
+  it('market data from another exchange process than the saved one: a new clearing socket is no forger by itself (the restart logic decides)', () => {
+    const judge = new SessionJudge(SETTINGS, saved);
+    // The exchange restarted while no bridge listened, its new session already past the old seqs on both feeds.
+    expect(kinds(judge.observe('market_data', hb(300, 2000), RESTARTED, 1_000_500))).toEqual(['pass']);
+    const ds = judge.observe('clearing', fill(60), RESTARTED_CLEARING, 1_000_510);
+    expect(kinds(ds)).toEqual(['opened']);
+    const v = (ds[0] as Extract<Decision, { kind: 'opened' }>).verdict;
+    expect(v).toMatchObject({ kind: 'restart', downtime: true });
+    expect(v.impostor).toBeUndefined();
+  });
+});

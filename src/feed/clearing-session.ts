@@ -59,6 +59,11 @@ export class ClearingSession {
     return this.store.record.ts;
   }
 
+  /** Who sent the clearing feed when the last bridge saved its progress (undefined: not saved). */
+  get savedClearingSender(): string | undefined {
+    return this.store.record.clearing_sender;
+  }
+
   /** Begins the session after this one (the exchange restarted at clearing `seq`); returns its number. */
   async begin(detail: string, seq: number): Promise<number> {
     const n = await this.store.beginAfter(this.store.session, seq);
@@ -66,14 +71,15 @@ export class ClearingSession {
     return n;
   }
 
-  /** Saves progress in the background, only when the clearing feed moved past what is saved. */
-  saveIfMoved(lastSeq: number, md: MdProgress): void {
-    if (lastSeq <= this.store.record.last_seq) return;
-    this.store.saveProgress(lastSeq, md).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress'));
+  /** Saves progress in the background, only when the clearing feed moved past what is saved (or its sender changed). */
+  saveIfMoved(lastSeq: number, md: MdProgress, clearingSender: string | null): void {
+    const r = this.store.record;
+    if (lastSeq <= r.last_seq && (clearingSender === null || clearingSender === r.clearing_sender)) return;
+    this.store.saveProgress(lastSeq, md, clearingSender).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress'));
   }
 
-  async save(lastSeq: number, md: MdProgress): Promise<void> {
-    await this.store.saveProgress(lastSeq, md).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress at stop'));
+  async save(lastSeq: number, md: MdProgress, clearingSender: string | null): Promise<void> {
+    await this.store.saveProgress(lastSeq, md, clearingSender).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress at stop'));
   }
 }
 

@@ -129,7 +129,7 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
   const savedMd = session.savedMarketData;
   const judge = new SessionJudge(
     { windowMs: opts.verdictWindowMs ?? DEFAULT_JUDGE.windowMs, minMessages: DEFAULT_JUDGE.minMessages },
-    { clearing: { seq: session.startSeq }, ...(savedMd ? { market_data: savedMd } : {}), at: session.savedAt },
+    { clearing: { seq: session.startSeq, sender: session.savedClearingSender }, ...(savedMd ? { market_data: savedMd } : {}), at: session.savedAt },
   );
   const md = new MarketDataIntake({ alert: alerts.send, bbos: bbos.publish, log });
   const clearing = new ClearingFeed(
@@ -193,7 +193,7 @@ function bridgeHandle(nc: NatsConnection, parts: BridgeParts, run: { alerts: Ale
       await parts.bbos.stop();
       parts.gate.stop();
       run.control.stop();
-      if (clearing.restartsPending === 0) await session.save(clearing.tracker.last, parts.verdict.mdProgress(md.progress));
+      if (clearing.restartsPending === 0) await session.save(clearing.tracker.last, parts.verdict.mdProgress(md.progress), parts.verdict.clearingSender());
       run.ticker.tick();
       await nc.drain();
     },

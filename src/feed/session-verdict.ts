@@ -145,6 +145,11 @@ export class SessionVerdict {
     return this.judge.held(feed);
   }
 
+  /** Who sends the clearing run followed (null: not heard in this process), as saved for the next start to compare with. */
+  clearingSender(): string | null {
+    return this.judge.followedSender('clearing');
+  }
+
   /** Market data's progress with who sends the run followed, as saved for the next start to compare with. */
   mdProgress(p: { seq: number; ts: bigint }): MdProgress {
     const sender = this.judge.followedSender('market_data');

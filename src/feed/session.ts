@@ -96,15 +96,16 @@ export class SessionStore {
    * the evidence a later start compares with to see an exchange restart that
    * happened while no bridge was listening.
    */
-  async saveProgress(lastSeq: number, md?: MdProgress, now = Date.now()): Promise<void> {
+  async saveProgress(lastSeq: number, md?: MdProgress, clearingSender: string | null = null, now = Date.now()): Promise<void> {
     const e = await this.kv.get(FEED_CLEARING_KEY);
     if (!e || e.operation !== 'PUT') return;
     const cur = parseRecord(e.value);
-    const clearingMoved = cur.last_seq < lastSeq;
+    const clearingMoved = cur.last_seq < lastSeq || (clearingSender !== null && clearingSender !== cur.clearing_sender);
     const mdMoved = md !== undefined && md.seq > 0 && (md.seq !== cur.md_seq || (md.sender !== undefined && md.sender !== cur.md_sender));
     if (cur.session !== this.record.session || (!clearingMoved && !mdMoved)) return;
     const mdNow = mdMoved ? { md_seq: md.seq, md_ts: String(md.ts), ...(md.sender !== undefined ? { md_sender: md.sender } : {}) } : {};
-    const next: ClearingSessionRecord = { ...cur, last_seq: Math.max(cur.last_seq, lastSeq), ts: now, ...mdNow };
+    const senderNow = clearingSender !== null ? { clearing_sender: clearingSender } : {};
+    const next: ClearingSessionRecord = { ...cur, last_seq: Math.max(cur.last_seq, lastSeq), ts: now, ...mdNow, ...senderNow };
     if (await cas(this.kv, next, e.revision)) this.record = next;
   }
 }

@@ -62,6 +62,6 @@ export class BridgeTicker {
     publishQuiet(this.nc, this.log, FEED_STATUS_SUBJECT, undefined, data);
     putQuiet(this.kv, this.log, FEED_STATUS_KEY, data);
     // While a new session is not begun yet, the tracker's seq belongs to a session the store does not know.
-    if (clearing.restartsPending === 0) session.saveIfMoved(clearing.tracker.last, verdict.mdProgress(md.progress));
+    if (clearing.restartsPending === 0) session.saveIfMoved(clearing.tracker.last, verdict.mdProgress(md.progress), verdict.clearingSender());
   };
 }

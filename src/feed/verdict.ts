@@ -168,7 +168,7 @@ export class SessionJudge {
   constructor(
     readonly settings: JudgeSettings = DEFAULT_JUDGE,
     /** Saved progress: where each feed stood when the last bridge stopped. */
-    saved: { clearing?: { seq: number }; market_data?: { seq: number; ts: bigint; sender?: string }; at?: number } = {},
+    saved: { clearing?: { seq: number; sender?: string }; market_data?: { seq: number; ts: bigint; sender?: string }; at?: number } = {},
     /** Told what happens to held clearing messages (set by whoever keeps them). */
     public listener: Partial<HoldListener> = {},
   ) {
@@ -181,7 +181,7 @@ export class SessionJudge {
       savedSender,
       ring: new Map(),
     });
-    this.followed = { clearing: f(saved.clearing?.seq), market_data: f(saved.market_data?.seq, saved.market_data?.ts, saved.market_data?.sender ?? null) };
+    this.followed = { clearing: f(saved.clearing?.seq, 0n, saved.clearing?.sender ?? null), market_data: f(saved.market_data?.seq, saved.market_data?.ts, saved.market_data?.sender ?? null) };
   }
 
   /** Every verdict not decided yet (pending or rejected but still confirmable). */
@@ -269,6 +269,12 @@ export class SessionJudge {
     return m.live && m.savedSender !== null && m.sender !== m.savedSender ? `market data now comes from ${m.sender}, the last bridge heard it from ${m.savedSender}` : null;
   }
 
+  /** Nothing heard on the clearing feed since the start, and the last bridge heard its session from another socket. */
+  private notSavedSender(sender: string): boolean {
+    const f = this.followed.clearing;
+    return f.sender === null && f.savedSender !== null && sender !== f.savedSender;
+  }
+
   observe(feed: FeedName, msg: AnyMsg, sender: string, now: number): Decision[] {
     const out: Decision[] = [];
     const f = this.followed[feed];
@@ -313,6 +319,10 @@ export class SessionJudge {
     // Nothing heard on this feed since the start: one exchange process sends both feeds, so its first sender is on the other feed's host.
     const other = this.followed[otherFeed(feed)];
     if (f.sender === null && other.live && other.sender !== null && hostOf(sender) !== hostOf(other.sender)) return this.openJump(feed, msg, sender, now, null, out);
+    // And the exchange sends a session from one socket: a first fill from another than the one the last bridge heard is
+    // not the exchange's, unless market data shows another exchange process (then the restart logic below decides).
+    const restartWhileDown = this.restart?.status === 'pending' && this.restart.downtime;
+    if (feed === 'clearing' && this.notSavedSender(sender) && !restartWhileDown && !this.mdFromAnotherSender()) return this.openJump(feed, msg, sender, now, null, out);
     const rv = this.restart;
     const otherExchange = feed === 'clearing' && !f.live ? this.mdFromAnotherSender() : null;
     if (!rv && feed === 'clearing' && !f.live && delta > 1 && (!this.followed.market_data.live || otherExchange)) {
@@ -478,7 +488,9 @@ export class SessionJudge {
       v.operatorOnly =
         f.last !== null && msg.seq <= f.last
           ? `${sender} sent seq ${msg.seq}, never heard from the session's sender ${f.sender ?? '(none heard since this start)'} and at or below its last seq ${f.last}: the exchange sends a session from one socket`
-          : f.sender === null
+          : feed === 'clearing' && this.notSavedSender(sender)
+            ? `${sender} is the first sender on clearing since this start, but the last bridge heard the session's fills from ${f.savedSender}: the exchange sends a session from one socket`
+            : f.sender === null
             ? `${sender} is the first sender on ${feed} since this start, but the session's ${feed === 'clearing' ? 'market data is' : 'clearing feed is'} heard from ${other.sender}: one exchange process sends both`
             : `${sender} continues the seq of the session heard from ${f.sender}: the exchange sends a session from one socket`;
     } else if (feed === 'clearing') v.operatorOnly = 'a far jump on the clearing feed (no heartbeats there to show the run lives on its own)';
@@ -560,9 +572,11 @@ export class SessionJudge {
   private releaseDowntime(v: Verdict, now: number, out: Decision[]): void {
     if (!v.downtime || !v.runs.clearing || this.followed.clearing.live) return;
     const held = v.runs.clearing;
-    // Only a run past the saved seq can be the old session's after a gap; one at or below it stays held.
-    const last = this.followed.clearing.last;
+    // Only a run past the saved seq, from the socket the session was heard from, can be the old session's after a gap;
+    // any other stays held.
+    const { last, savedSender } = this.followed.clearing;
     if (last !== null && held.from <= last) return;
+    if (savedSender !== null && held.sender !== savedSender) return;
     delete v.runs.clearing;
     this.listener.released?.(v, held, true);
     for (const m of held.msgs) {
