@@ -193,6 +193,35 @@ it('a run replaced before its purge was stored (killed in between): only the ver
   await until(async () => (await heldStored()) === 1, 'the replaced run purged');
 });
 
+describe('two bridges: a run held live by one is restored by the other when it starts', () => {
+  async function twoHolding() {
+    const { id } = await heldAfterDowntime();
+    const live = bridges[0]!;
+    const restored = await bridge();
+    expect(restored.stats().status.problems!.find((p) => p.id === id)).toMatchObject({ kind: 'verdict_pending' });
+    expect(restored.stats().status.clearing.held).toBe(1);
+    return { id, live, restored };
+  }
+
+  it('confirmed: both act on the operator\'s decision, and the fill is stored once after one reset', async () => {
+    const { id } = await twoHolding();
+    expect((await decide(id, 'confirm')).status).toBe(200);
+    await until(() => system.engine.fills.applied >= 3, 'the held fill applied');
+    await until(async () => (await heldStored()) === 0, 'the kept copy purged');
+    expect(await holdings('team1')).toEqual({ DILN: 1 });
+    expect(await markers()).toHaveLength(1);
+    expect(await fillIds()).toEqual(['fill-1-10', 'fill-1-11', 'fill-2-20']);
+  });
+
+  it('decided by the live one alone (its run purged): the restored copy goes within a tick, so it can never be applied from there', async () => {
+    const { id, restored } = await twoHolding();
+    // What the live bridge does once it has applied or dropped the run.
+    await (await jetstreamManager(nc)).streams.purge(HELD_STREAM, { filter: heldSubject(id, 20) });
+    await until(() => restored.stats().status.clearing.held === 0, 'the restored copy dropped');
+    expect(restored.stats().status.problems?.find((p) => p.id === id && p.kind === 'verdict_pending')).toBeUndefined();
+  });
+});
+
 describe('a run the last bridge was applying when it died (the stream as the kill left it)', () => {
   const verdict = (kind: 'restart' | 'jump'): HeldVerdict => ({ id: 'v-test-1', kind, status: 'pending', downtime: kind === 'restart', impostor: false, opened_at: Date.now(), waiting: 'test' });
   const SENDER = '127.0.0.1:40000';

@@ -172,6 +172,12 @@ export class HeldStore implements HeldKeeper {
     });
   }
 
+  /** Whether a run's entries are gone from the store (another bridge decided it and purged them). */
+  async gone(v: Verdict, run: Run): Promise<boolean> {
+    // No message on the subject is null; a timeout is thrown (never taken for "gone").
+    return (await this.jsm.streams.getMessage(HELD_STREAM, { last_by_subj: heldSubject(v.id, run.from) })) === null;
+  }
+
   /** Resolves once every write asked for so far is stored (or the store is closed). */
   async settle(): Promise<void> {
     this.writeUnsent();

@@ -110,6 +110,26 @@ export class SessionVerdict {
     for (const v of this.judge.verdicts()) if (v.status === 'pending') this.deps.problems.describe(v.id, describeVerdict(v));
   }
 
+  /** Restored verdicts and their held runs: another bridge may decide them (src/feed/ticker.ts looks). */
+  restored(): Array<{ v: Verdict; run: Run }> {
+    return this.judge
+      .verdicts()
+      .filter((v) => v.restored && v.runs.clearing)
+      .map((v) => ({ v, run: v.runs.clearing! }));
+  }
+
+  /**
+   * A restored verdict whose kept run another bridge purged (it was live
+   * there, decided there): forgotten here, so it is never applied a second
+   * time from this copy.
+   */
+  decidedElsewhere(id: string, from: number): void {
+    if (!this.judge.discard(id, from)) return;
+    this.deps.problems.resolve(id);
+    this.deps.log.warn({ verdict: id }, 'a restored verdict was decided by another bridge: its copy here is dropped');
+    this.deps.alert('clearing', { kind: 'verdict_decided', detail: `verdict ${id} was decided by another bridge; this bridge's restored copy is dropped`, verdict: id });
+  }
+
   /**
    * Resolves once every held run this bridge began to apply is marked so in
    * the store: from then on a stop cannot lose or double the decision (the

@@ -6,6 +6,7 @@ import { FEED_STATUS_SUBJECT, type FeedStatus } from '../../proto/marketdata.js'
 import type { Logger } from '../shared/log.js';
 import type { ClearingFeed } from './clearing.js';
 import type { ClearingSession } from './clearing-session.js';
+import type { HeldStore } from './held-store.js';
 import type { MarketDataIntake } from './md-intake.js';
 import { publishQuiet, putQuiet } from './nats-out.js';
 import type { ProblemStore } from './problem-store.js';
@@ -17,6 +18,7 @@ export interface TickerParts {
   clearing: ClearingFeed;
   md: MarketDataIntake;
   session: ClearingSession;
+  held: Pick<HeldStore, 'gone'>;
 }
 
 /**
@@ -26,6 +28,7 @@ export interface TickerParts {
  */
 export class BridgeTicker {
   private timer: NodeJS.Timeout | undefined;
+  private looking = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -57,6 +60,7 @@ export class BridgeTicker {
   readonly tick = (): void => {
     const { clearing, md, verdict, problems, session } = this.parts;
     verdict.tick(Date.now());
+    this.lookAtRestored();
     problems.flush();
     const data = encode(this.status());
     publishQuiet(this.nc, this.log, FEED_STATUS_SUBJECT, undefined, data);
@@ -64,4 +68,17 @@ export class BridgeTicker {
     // While a new session is not begun yet, the tracker's seq belongs to a session the store does not know.
     if (clearing.restartsPending === 0) session.saveIfMoved(clearing.tracker.last, verdict.mdProgress(md.progress), verdict.clearingSender());
   };
+
+  /** A restored verdict may be live in a second bridge, which decides it and purges its run: then this copy goes. */
+  private lookAtRestored(): void {
+    const { verdict, held } = this.parts;
+    const list = verdict.restored();
+    if (this.looking || list.length === 0) return;
+    this.looking = true;
+    void (async () => {
+      for (const { v, run } of list) if (await held.gone(v, run)) verdict.decidedElsewhere(v.id, run.from);
+    })()
+      .catch((err: unknown) => this.log.warn({ err: String(err) }, 'could not look at restored verdicts'))
+      .finally(() => (this.looking = false));
+  }
 }

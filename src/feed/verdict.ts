@@ -110,6 +110,8 @@ export interface Verdict {
   operatorOnly?: string;
   /** A jump verdict held because another sender continued the followed run's seq. */
   impostor?: boolean;
+  /** Left by a stopped bridge and restored from the held store (src/feed/held-store.ts). */
+  restored?: boolean;
 }
 
 export type Decision =
@@ -231,6 +233,7 @@ export class SessionJudge {
       runs: { clearing: run },
       waiting: '',
       operatorOnly: `the bridge restarted before a decision; its held fills were kept, the evidence of that process was not${was}`,
+      restored: true,
       ...(r.verdict.impostor ? { impostor: true } : {}),
     };
     v.waiting = `needs the operator: ${v.operatorOnly}`;
@@ -239,6 +242,17 @@ export class SessionJudge {
     else if (v.kind === 'jump' && !this.jumps.clearing) this.jumps.clearing = v;
     else this.restored.push(v);
     return v;
+  }
+
+  /**
+   * A restored verdict another bridge decided (its kept run is gone from the
+   * store): forgotten here without a decision of its own. False when none is.
+   */
+  discard(id: string, from: number): boolean {
+    // The run looked at, not one that replaced it meanwhile.
+    const v = this.verdicts().find((x) => x.id === id && x.restored && x.runs.clearing?.from === from);
+    if (v) this.forget(v);
+    return !!v;
   }
 
   /**
