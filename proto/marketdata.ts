@@ -85,7 +85,8 @@ export interface FeedAlert {
    * verdict_pending: a possible new exchange session or far seq jump, held until proven or decided;
    * restart_rejected: a claimed restart disproved (the old session went on), nothing reset;
    * far_jump: a seq far beyond any believable gap, held; conflict: two different messages with one seq;
-   * verdict_decided: the operator confirmed or rejected a pending verdict.
+   * verdict_decided: the operator confirmed or rejected a pending verdict;
+   * held_store: held fills cannot be kept outside the bridge right now (a stop would lose them).
    */
   kind:
     | 'gap'
@@ -100,7 +101,8 @@ export interface FeedAlert {
     | 'restart_rejected'
     | 'far_jump'
     | 'conflict'
-    | 'verdict_decided';
+    | 'verdict_decided'
+    | 'held_store';
   feed: 'clearing' | 'market_data';
   detail: string;
   /** Expected and received seq_num for a gap. */

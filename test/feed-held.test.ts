@@ -177,6 +177,27 @@ describe('held fills survive the bridge', () => {
   });
 });
 
+it('the held store away: a standing problem says held fills are not kept (not silent); back, they are kept, and a run whose first entry was lost is restored and purged where it lives', async () => {
+  const { id } = await heldAfterDowntime();
+  const b = bridges[0]!;
+  // Someone deletes the stream under the running bridge: fill 20's entry goes with it.
+  await (await jetstreamManager(nc)).streams.delete(HELD_STREAM);
+  await sendClearing(sender, opts.clearing, [[fillMsg(21, 2, 6, 2)]]);
+  const p = await until(() => b.stats().status.problems?.find((x) => x.kind === 'held_store'), 'a held_store problem');
+  expect(p.detail).toMatch(/a bridge stop now would lose them/);
+  await ensureHeldStream(nc);
+  await until(() => !b.stats().status.problems?.some((x) => x.kind === 'held_store'), 'the problem resolved once kept');
+  expect(await heldStored()).toBe(1);
+  await bridges.splice(0)[0]!.close();
+  const again = await bridge();
+  expect(again.stats().status.clearing.held).toBe(1);
+  expect((await decide(id, 'confirm')).status).toBe(200);
+  await until(() => system.engine.fills.applied >= 3, 'the kept fill applied');
+  await until(async () => (await heldStored()) === 0, 'purged where it lives');
+  expect(await holdings('team2')).toEqual({ DILN: 2 });
+  expect(await markers()).toHaveLength(1);
+});
+
 it('a run replaced before its purge was stored (killed in between): only the verdict\'s newest run comes back, the older one is purged', async () => {
   await bridge();
   await sendClearing(sender, opts.clearing, [[fillMsg(10, 1, 4, 5)]]);

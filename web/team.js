@@ -435,7 +435,7 @@ async function checkFeed() {
     const p = h.feed?.problems ?? [];
     const why = p.some((x) => x.kind === 'verdict_pending')
       ? 'An exchange session change is being checked: new fills are held until it is decided.'
-      : p.some((x) => x.kind === 'gap' || x.kind === 'late_join' || x.kind === 'conflict')
+      : p.some((x) => x.kind === 'gap' || x.kind === 'late_join' || x.kind === 'conflict' || x.kind === 'held_store')
         ? 'Some exchange fills were missed or disputed: your positions may be incomplete. The operator has been alerted.'
         : h.feed && !h.feed.exchange_live
           ? 'No data from the exchange right now: positions may not be current.'

@@ -10,6 +10,8 @@ import { readStream } from '../shared/stream-reader.js';
 import { ensureHeldStream } from '../shared/streams.js';
 import type { Run, Verdict } from './verdict.js';
 
+/** Failed attempts at one write (~350 ms of retries) before it is a standing problem. */
+const TROUBLE_AFTER = 3;
 /** Messages in one stored entry: a held flood becomes a few writes per turn, each well under NATS's payload limit. */
 const ENTRY_MSGS = 1000;
 
@@ -74,6 +76,14 @@ export class HeldStore implements HeldKeeper {
   private closed = false;
   /** Writes that failed at least once (retried until they succeed or the bridge stops). */
   retries = 0;
+  /** Writes failing now (each past its first retries): while any, the trouble is told. */
+  private failing = 0;
+  /**
+   * Restored runs' subjects by verdict id and first seq held: normally the
+   * subject a run's first seq names, but not when that entry was lost (the run
+   * then starts later), and a run's writes and purge must go where it lives.
+   */
+  private readonly restoredSubjects = new Map<string, string>();
 
   private constructor(
     private readonly js: JetStreamClient,
@@ -83,10 +93,19 @@ export class HeldStore implements HeldKeeper {
     private readonly barrier: (what: string, run: () => Promise<void>) => void,
     /** The clearing session fills are published under now. */
     private readonly session: () => number,
+    /** Told when writes keep failing (a stop now would lose held fills), with why, and with null once they are stored again. */
+    private readonly trouble: (why: string | null) => void,
   ) {}
 
   /** Opens the store and reads back what earlier bridges left: runs in seq order (entries that are not a HeldEntry are logged and skipped). */
-  static async open(nc: NatsConnection, log: Logger, barrier: HeldStore['barrier'], session: () => number, replicas = 1): Promise<{ store: HeldStore; runs: StoredRun[]; replaced: string[] }> {
+  static async open(
+    nc: NatsConnection,
+    log: Logger,
+    barrier: HeldStore['barrier'],
+    session: () => number,
+    trouble: HeldStore['trouble'],
+    replicas = 1,
+  ): Promise<{ store: HeldStore; runs: StoredRun[]; replaced: string[] }> {
     await ensureHeldStream(nc, replicas);
     const jsm = await jetstreamManager(nc);
     const runs = new Map<string, StoredRun>();
@@ -125,11 +144,13 @@ export class HeldStore implements HeldKeeper {
       const bySeq = new Map(r.msgs.map((m) => [m.seq, m]));
       r.msgs = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
     }
-    return { store: new HeldStore(jetstream(nc), jsm, log, barrier, session), runs: list, replaced };
+    const store = new HeldStore(jetstream(nc), jsm, log, barrier, session, trouble);
+    for (const r of list) store.restoredSubjects.set(`${r.verdict.id}/${r.msgs[0]!.seq}`, r.subject);
+    return { store, runs: list, replaced };
   }
 
   held(v: Verdict, run: Run, msg: ClearingMessage): void {
-    const subject = heldSubject(v.id, run.from);
+    const subject = this.subjectOf(v, run);
     let u = this.unsent.get(subject);
     if (!u) this.unsent.set(subject, (u = { verdict: v, sender: run.sender, msgs: [] }));
     u.msgs.push(msg);
@@ -139,12 +160,12 @@ export class HeldStore implements HeldKeeper {
   rejected(v: Verdict): void {
     const run = v.runs.clearing;
     if (!run) return;
-    const subject = heldSubject(v.id, run.from);
+    const subject = this.subjectOf(v, run);
     this.write(subject, { v: 1, kind: 'status', verdict: verdictRecord(v) }, `${subject}-status-${Date.now()}`);
   }
 
   applying(v: Verdict, run: Run, restart: boolean): Promise<void> {
-    const subject = heldSubject(v.id, run.from);
+    const subject = this.subjectOf(v, run);
     this.writeUnsent();
     return new Promise((stored) => {
       this.barrier('held run applying', async () => {
@@ -158,7 +179,7 @@ export class HeldStore implements HeldKeeper {
   }
 
   release(v: Verdict, run: Run): void {
-    this.releaseStored(heldSubject(v.id, run.from));
+    this.releaseStored(this.subjectOf(v, run));
   }
 
   /** Purges a run's entries once every fill published before is stored (a publisher barrier) and every write of the run is done. */
@@ -172,10 +193,14 @@ export class HeldStore implements HeldKeeper {
     });
   }
 
+  private subjectOf(v: Verdict, run: Run): string {
+    return this.restoredSubjects.get(`${v.id}/${run.from}`) ?? heldSubject(v.id, run.from);
+  }
+
   /** Whether a run's entries are gone from the store (another bridge decided it and purged them). */
   async gone(v: Verdict, run: Run): Promise<boolean> {
     // No message on the subject is null; a timeout is thrown (never taken for "gone").
-    return (await this.jsm.streams.getMessage(HELD_STREAM, { last_by_subj: heldSubject(v.id, run.from) })) === null;
+    return (await this.jsm.streams.getMessage(HELD_STREAM, { last_by_subj: this.subjectOf(v, run) })) === null;
   }
 
   /** Resolves once every write asked for so far is stored (or the store is closed). */
@@ -227,13 +252,21 @@ export class HeldStore implements HeldKeeper {
     const data = encode(entry);
     const prev = this.chains.get(subject) ?? Promise.resolve();
     const next = prev.then(async () => {
+      let told = false;
       for (let attempt = 0; !this.closed; attempt++) {
         try {
           await this.js.publish(subject, data, { msgID });
+          if (told && --this.failing === 0) this.trouble(null);
           return;
         } catch (err) {
           this.retries++;
           if (attempt % 20 === 0) this.log.warn({ subject, attempt, err: String(err) }, 'held clearing messages not kept yet: retrying');
+          // A hiccup is retried quietly; a store that stays away is a standing problem until the write goes through.
+          if (attempt === TROUBLE_AFTER && !told) {
+            told = true;
+            this.failing++;
+            this.trouble(`held clearing messages cannot be kept in ${HELD_STREAM} (${String(err)}): a bridge stop now would lose them; retrying`);
+          }
           await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** Math.min(attempt, 6))).unref());
         }
       }

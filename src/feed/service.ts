@@ -115,6 +115,9 @@ interface BridgeParts {
   held: HeldStore;
 }
 
+/** The standing problem while held fills cannot be kept outside the bridge. */
+const HELD_STORE_PROBLEM = 'held-store';
+
 /** Opens what the bridge keeps in NATS and builds the parts between the sockets and the publishers. */
 async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, alerts: AlertSender): Promise<BridgeParts> {
   await ensureFillStream(nc, opts.natsReplicas);
@@ -123,7 +126,12 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
   const session = await ClearingSession.open(nc, feedKv, opts, log, (detail) => alerts.send('clearing', { kind: 'session_change', detail }));
   const publisher = new FillPublisher(nc, log, fillSessionId(session.number), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
   const problems = await ProblemStore.open(feedKv, log);
-  const { store: held, runs: heldRuns, replaced } = await HeldStore.open(nc, log, (what, run) => publisher.enqueueBarrier(what, run), () => session.number, opts.natsReplicas);
+  const heldTrouble = (why: string | null) => {
+    if (why === null) return problems.book.resolve(HELD_STORE_PROBLEM);
+    problems.book.raise({ id: HELD_STORE_PROBLEM, kind: 'held_store', feed: 'clearing', detail: why, actions: ['ack'] }, Date.now());
+    alerts.send('clearing', { kind: 'held_store', detail: why });
+  };
+  const { store: held, runs: heldRuns, replaced } = await HeldStore.open(nc, log, (what, run) => publisher.enqueueBarrier(what, run), () => session.number, heldTrouble, opts.natsReplicas);
   for (const subject of replaced) held.releaseStored(subject);
   const losses = new ClearingLossProblems(problems.book);
   const savedMd = session.savedMarketData;

@@ -79,7 +79,7 @@ export class SessionVerdict {
     if (!begin && session !== target) {
       const detail = `verdict ${r.verdict.id}: ${r.msgs.length} held clearing message(s) from seq ${r.msgs[0]?.seq} were being applied to session ${target} when the bridge stopped, and the session is now ${session}: not applied again (kept in ${r.subject}; check the fill stream by hand)`;
       this.deps.log.error({ verdict: r.verdict.id, target, session }, 'held run applied to another session: left for the operator');
-      this.deps.problems.raise({ id: `${r.verdict.id}-unfinished`, kind: 'verdict_pending', feed: 'clearing', detail, actions: ['ack'] }, now);
+      this.deps.problems.raise({ id: `${r.verdict.id}-unfinished`, kind: 'held_store', feed: 'clearing', detail, actions: ['ack'] }, now);
       return;
     }
     this.deps.problems.resolve(r.verdict.id);
