@@ -148,6 +148,8 @@ export interface HeldVerdict {
   opened_at: number;
   /** Why it waited when last written. */
   waiting: string;
+  /** Why only the operator may accept it, when so (absent: evidence may, as before the stop). */
+  operator_only?: string;
 }
 
 export type HeldEntry =
@@ -155,7 +157,7 @@ export type HeldEntry =
   | { v: 1; kind: 'status'; verdict: HeldVerdict }
   | { v: 1; kind: 'applying'; session_before: number; restart: boolean; after_stream_seq: number; at: number };
 
-const heldVerdictProblem = fields({ id: STR, kind: oneOf('restart', 'jump'), status: oneOf('pending', 'rejected'), downtime: oneOf(true, false), impostor: oneOf(true, false), opened_at: NUM, waiting: STR });
+const heldVerdictProblem = fields({ id: STR, kind: oneOf('restart', 'jump'), status: oneOf('pending', 'rejected'), downtime: oneOf(true, false), impostor: oneOf(true, false), opened_at: NUM, waiting: STR, operator_only: optional(STR) });
 const heldMsgProblem = (m: unknown): string | null => {
   if (!isMap(m)) return 'not a map';
   if (m.type === 'heartbeat') return INT.ok(m.seq) ? null : 'seq: not an integer';

@@ -10,7 +10,7 @@ import { HELD_STREAM, SESSION_SUBJECT, fillMsgId, fillSubject, heldSubject } fro
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { ensureHeldStream } from '../src/shared/streams.js';
 import { api, quietLog, spawnService, until, type TestSystem } from './helpers/system.js';
-import { feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, sendClearing, type Sender } from './helpers/feed.js';
+import { feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, type Sender } from './helpers/feed.js';
 
 /**
  * The clearing messages a pending exchange-session verdict holds survive the
@@ -135,6 +135,30 @@ describe('held fills survive the bridge', () => {
     expect(await holdings('team1')).toEqual({ STED: 5, DILN: 1 });
     expect(await markers()).toHaveLength(0);
     expect(await fillIds()).toEqual(['fill-1-10', 'fill-1-11', 'fill-1-20']);
+  });
+
+  it('an exchange restart the bridge was stopped in the middle of: the next bridge believes it on the new market data it hears, and applies the kept fills once after one reset', async () => {
+    const x = await playExchange(opts, { mdSeq: 4000 });
+    const b = await bridge();
+    await x.fills([[1, 4, 5], [2, 4, 5]]);
+    await until(() => system.engine.fills.applied >= 2, 'fills applied');
+    await until(() => b.stats().status.market_data.messages >= 2, 'market data heard');
+    // The exchange restarts with its market data quiet: the new session's first fill is held, waiting for market data.
+    await x.restart({ paused: true });
+    await x.fills([[1, 6, 1]]);
+    await until(async () => (await heldStored()) >= 1, 'the held fill kept');
+    await bridges.splice(0)[0]!.close();
+    const again = await bridge();
+    await x.fills([[2, 6, 2]]);
+    await until(() => again.stats().status.clearing.held === 2, 'the next fill joins the restored run');
+    x.resume();
+    await until(async () => (await markers()).length === 1, 'the restart believed on evidence', 15_000);
+    await until(() => system.engine.fills.applied >= 4, 'the kept fills applied');
+    await until(async () => (await heldStored()) === 0, 'the kept copy purged');
+    expect(await holdings('team1')).toEqual({ DILN: 1 });
+    expect(await holdings('team2')).toEqual({ DILN: 2 });
+    expect(await fillIds()).toEqual(['fill-1-1', 'fill-1-2', 'fill-2-1', 'fill-2-2']);
+    await x.close();
   });
 
   it('the held run goes on after the restart (the same sender, the next seqs): confirmed, all of it is applied in order after one reset', async () => {

@@ -355,7 +355,7 @@ describe('SessionJudge: verdicts restored after a bridge restart', () => {
     const held: number[] = [];
     const judge = new SessionJudge(SETTINGS, { clearing: { seq: 500 } }, { held: (_v, _r, m) => void held.push(m.seq) });
     const v = judge.restore(restoredRun('restart', [1, 2, 3]), 2_000_000);
-    expect(v.waiting).toMatch(/needs the operator: the bridge restarted before a decision/);
+    expect(v.waiting).toMatch(/restored after a bridge restart/);
     expect(judge.observe('clearing', fill(4), RESTARTED_CLEARING, 2_000_010)).toEqual([]);
     expect(judge.observe('clearing', fill(2), RESTARTED_CLEARING, 2_000_020)).toEqual([]);
     expect(held).toEqual([4]);

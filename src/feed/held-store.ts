@@ -52,6 +52,7 @@ const verdictRecord = (v: Verdict): HeldVerdict => ({
   impostor: v.impostor === true,
   opened_at: v.openedAt,
   waiting: v.waiting,
+  ...(v.operatorOnly ? { operator_only: v.operatorOnly } : {}),
 });
 
 /**

@@ -213,16 +213,16 @@ export class SessionJudge {
 
   /**
    * A verdict a stopped bridge left undecided, with the clearing run it held.
-   * Its evidence went with that process (market data's run is not kept), so
-   * only the operator decides it; the held run goes on if the same sender
-   * continues it, and the old session going on rejects or drops it as it
-   * would have before the stop.
+   * Market data's run is not kept: a restart is believed again only on a new
+   * run heard now (the same evidence as before the stop), unless it needed
+   * the operator already; the held run goes on if the same sender continues
+   * it, and the old session going on rejects or drops it as it would have
+   * before the stop.
    */
   restore(r: RestoredRun, now: number): Verdict {
     const first = r.msgs[0]!;
     const last = r.msgs[r.msgs.length - 1]!;
     const run: Run = { sender: r.sender, from: first.seq, last: last.seq, msgs: [...r.msgs], count: r.msgs.length, dropped: 0, firstAt: now, lastAt: now, firstTs: 0n, lastTs: 0n };
-    const was = r.verdict.waiting ? ` (it waited: ${r.verdict.waiting})` : '';
     const v: Verdict = {
       id: r.verdict.id,
       kind: r.verdict.kind,
@@ -231,12 +231,12 @@ export class SessionJudge {
       openedAt: r.verdict.opened_at,
       downtime: r.verdict.downtime,
       runs: { clearing: run },
-      waiting: '',
-      operatorOnly: `the bridge restarted before a decision; its held fills were kept, the evidence of that process was not${was}`,
+      waiting: 'restored after a bridge restart: its market-data evidence is looked for again',
       restored: true,
       ...(r.verdict.impostor ? { impostor: true } : {}),
     };
-    v.waiting = `needs the operator: ${v.operatorOnly}`;
+    if (r.verdict.operator_only) v.operatorOnly = r.verdict.operator_only;
+    if (v.operatorOnly) v.waiting = `needs the operator: ${v.operatorOnly}`;
     // In the live verdict's place when it is free, so that new runs join it as they would have joined it before the stop.
     if (v.kind === 'restart' && !this.restart) this.restart = v;
     else if (v.kind === 'jump' && !this.jumps.clearing) this.jumps.clearing = v;
