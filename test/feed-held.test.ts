@@ -222,6 +222,14 @@ it('the held store away: a standing problem says held fills are not kept (not si
   expect(await markers()).toHaveLength(1);
 });
 
+it('an entry of the held store that cannot be read is a standing problem at the start, not skipped in silence', async () => {
+  await ensureHeldStream(nc);
+  await jetstream(nc).publish(heldSubject('v-bad-1', 5), new TextEncoder().encode('not msgpack of a held entry'));
+  const b = await bridge();
+  expect(b.stats().status.problems!.find((p) => p.id === 'held-unreadable')).toMatchObject({ kind: 'held_store', actions: ['ack'] });
+  expect(b.stats().status.clearing.held ?? 0).toBe(0);
+});
+
 it('a run replaced before its purge was stored (killed in between): only the verdict\'s newest run comes back, the older one is purged', async () => {
   await bridge();
   await sendClearing(sender, opts.clearing, [[fillMsg(10, 1, 4, 5)]]);

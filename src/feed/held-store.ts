@@ -106,7 +106,7 @@ export class HeldStore implements HeldKeeper {
     session: () => number,
     trouble: HeldStore['trouble'],
     replicas = 1,
-  ): Promise<{ store: HeldStore; runs: StoredRun[]; replaced: string[] }> {
+  ): Promise<{ store: HeldStore; runs: StoredRun[]; replaced: string[]; unreadable: number }> {
     await ensureHeldStream(nc, replicas);
     const jsm = await jetstreamManager(nc);
     const runs = new Map<string, StoredRun>();
@@ -147,7 +147,7 @@ export class HeldStore implements HeldKeeper {
     }
     const store = new HeldStore(jetstream(nc), jsm, log, barrier, session, trouble);
     for (const r of list) store.restoredSubjects.set(`${r.verdict.id}/${r.msgs[0]!.seq}`, r.subject);
-    return { store, runs: list, replaced };
+    return { store, runs: list, replaced, unreadable };
   }
 
   held(v: Verdict, run: Run, msg: ClearingMessage): void {

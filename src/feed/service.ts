@@ -1,6 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { BBO_BUCKET, FEED_ALERT_SUBJECT, type FeedCounters, type FeedStatus } from '../../proto/marketdata.js';
 import { FEED_BUCKET, fillSessionId } from '../../proto/feed.js';
+import { HELD_STREAM } from '../../proto/subjects.js';
 import { connectNats } from '../shared/nats.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
@@ -131,7 +132,11 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
     problems.book.raise({ id: HELD_STORE_PROBLEM, kind: 'held_store', feed: 'clearing', detail: why, actions: ['ack'] }, Date.now());
     alerts.send('clearing', { kind: 'held_store', detail: why });
   };
-  const { store: held, runs: heldRuns, replaced } = await HeldStore.open(nc, log, (what, run) => publisher.enqueueBarrier(what, run), () => session.number, heldTrouble, opts.natsReplicas);
+  const { store: held, runs: heldRuns, replaced, unreadable } = await HeldStore.open(nc, log, (what, run) => publisher.enqueueBarrier(what, run), () => session.number, heldTrouble, opts.natsReplicas);
+  if (unreadable > 0) {
+    const detail = `${unreadable} entr${unreadable === 1 ? 'y' : 'ies'} of ${HELD_STREAM} could not be read at this start: held fills in them are not restored (look at the stream by hand)`;
+    problems.book.raise({ id: 'held-unreadable', kind: 'held_store', feed: 'clearing', detail, actions: ['ack'] }, Date.now());
+  }
   for (const subject of replaced) held.releaseStored(subject);
   const losses = new ClearingLossProblems(problems.book);
   const savedMd = session.savedMarketData;
