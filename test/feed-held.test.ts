@@ -3,7 +3,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { decode, encode } from '../proto/codec.js';
-import { FEED_BUCKET, FEED_CLEARING_KEY, FEED_STATUS_KEY, type ClearingSessionRecord, type HeldEntry, type HeldVerdict } from '../proto/feed.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, FEED_PROBLEMS_KEY, FEED_STATUS_KEY, type ClearingSessionRecord, type HeldEntry, type HeldVerdict } from '../proto/feed.js';
 import type { FeedStatus } from '../proto/marketdata.js';
 import { encodeMdDatagram, type ClearingMessage, type MdMessage } from '../proto/ndfex.js';
 import { HELD_STREAM, SESSION_SUBJECT, fillMsgId, fillSubject, heldSubject } from '../proto/subjects.js';
@@ -44,7 +44,7 @@ async function bridge(): Promise<BridgeHandle> {
 }
 
 /** The bridge as its own process, so that it can be SIGKILLed. */
-async function bridgeProcess() {
+async function bridgeProcess(statusIntervalMs = 100) {
   const addr = (a: { group: string; port: number }) => `${a.group}:${a.port}`;
   const s = await spawnService('feed', 'feed/main.js', {
     NATS_URL: world.nats.url,
@@ -53,7 +53,7 @@ async function bridgeProcess() {
     NDFEX_CLEARING_ADDR: addr(opts.clearing),
     NDFEX_MD_ADDR: addr(opts.marketData),
     NDFEX_SNAPSHOT_ADDR: addr(opts.snapshot),
-    NDFEX_STATUS_INTERVAL_MS: '100',
+    NDFEX_STATUS_INTERVAL_MS: String(statusIntervalMs),
     // The smallest window the config takes; these tests decide by hand.
     NDFEX_VERDICT_WINDOW_MS: '2000',
   });
@@ -244,6 +244,22 @@ it('a run replaced before its purge was stored (killed in between): only the ver
   expect(b.stats().status.problems!.filter((p) => p.id === v.id)).toHaveLength(1);
   expect(b.stats().status.clearing.held).toBe(2);
   await until(async () => (await heldStored()) === 1, 'the replaced run purged');
+});
+
+describe('standing problems survive a kill', () => {
+  it('a gap (fills lost for good) is saved as it is raised, not at the next status tick: SIGKILLed right after, the next bridge still shows it', async () => {
+    // No status tick for a minute: only the save on raising can keep it.
+    const child = await bridgeProcess(60_000);
+    const kv = await new Kvm(nc).open(FEED_BUCKET);
+    await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 4, 5)], [fillMsg(5, 1, 4, 5)]]);
+    await until(async () => {
+      const e = await kv.get(FEED_PROBLEMS_KEY);
+      return e && e.value.length > 0 && decode<Array<{ kind: string }>>(e.value).some((p) => p.kind === 'gap');
+    }, 'the gap saved');
+    await child.kill();
+    const b = await bridge();
+    expect(b.stats().status.problems!.find((p) => p.kind === 'gap')).toMatchObject({ id: 'gap-clearing', actions: ['ack'] });
+  });
 });
 
 describe('two bridges: a run held live by one is restored by the other when it starts', () => {

@@ -5,13 +5,30 @@ import type { Logger } from '../shared/log.js';
 import { putQuiet } from './nats-out.js';
 import { ProblemBook } from './problems.js';
 
+/**
+ * Problems raised are written this soon (events of one burst together), not
+ * at the next status tick: a bridge killed in between would forget a gap, the
+ * one record that fills were lost for good.
+ */
+const SAVE_WITHIN_MS = 20;
+
 /** The standing problems, kept in the feed bucket so a restarted bridge (and the gateway) still sees them. */
 export class ProblemStore {
+  private timer: NodeJS.Timeout | null = null;
+
   private constructor(
     private readonly kv: KV,
     private readonly log: Logger,
     readonly book: ProblemBook,
-  ) {}
+  ) {
+    book.onEvent = () => {
+      this.timer ??= setTimeout(() => {
+        this.timer = null;
+        this.flush();
+      }, SAVE_WITHIN_MS);
+      this.timer.unref();
+    };
+  }
 
   static async open(kv: KV, log: Logger): Promise<ProblemStore> {
     return new ProblemStore(kv, log, new ProblemBook(await loadProblems(kv, log)));

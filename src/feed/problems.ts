@@ -12,6 +12,8 @@ const MAX_PROBLEMS = 64;
 export class ProblemBook {
   private readonly byId = new Map<string, FeedProblem>();
   changed = false;
+  /** Told when a problem is raised, resolved or acknowledged (not when a detail is rewritten): its keeper saves soon, not at the next tick. */
+  onEvent: () => void = () => {};
 
   constructor(saved: FeedProblem[] = []) {
     for (const p of saved) {
@@ -35,6 +37,7 @@ export class ProblemBook {
       this.byId.set(p.id, { ...p, count: add, since: now, ts: now });
     }
     this.changed = true;
+    this.onEvent();
   }
 
   /** Rewrites a problem's detail (a pending verdict's evidence grows) without counting an event. */
@@ -46,7 +49,9 @@ export class ProblemBook {
   }
 
   resolve(id: string): void {
-    if (this.byId.delete(id)) this.changed = true;
+    if (!this.byId.delete(id)) return;
+    this.changed = true;
+    this.onEvent();
   }
 
   get(id: string): FeedProblem | undefined {
@@ -57,7 +62,10 @@ export class ProblemBook {
   ack(id: string): string[] {
     const ids = id === 'all' ? [...this.byId.values()].filter((p) => p.actions.includes('ack')).map((p) => p.id) : this.byId.get(id)?.actions.includes('ack') ? [id] : [];
     for (const i of ids) this.byId.delete(i);
-    if (ids.length) this.changed = true;
+    if (ids.length) {
+      this.changed = true;
+      this.onEvent();
+    }
     return ids;
   }
 
