@@ -28,7 +28,7 @@ import { sealAccountHashes } from '../src/engine/roster.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
 import { startGateway } from '../src/gateway/server.js';
 import { ROLES, type Role } from '../proto/roles.js';
-import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, deskCardSubject, deskSampleSubject, fillSubject } from '../proto/subjects.js';
+import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, HELD_STREAM, heldSubject, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, deskCardSubject, deskSampleSubject, fillSubject } from '../proto/subjects.js';
 import { DeskRecorder } from '../src/pricing/desk.js';
 import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import { shardNames } from '../proto/shards.js';
@@ -201,6 +201,21 @@ describe('the launcher\'s nats-server', () => {
     }
   });
 
+  it('only the feed bridge keeps held fills: no other role writes, reads or purges them', async () => {
+    for (const role of ['gateway', 'engine', 'pricing', 'operator'] as const) await refusedPublish(await as(role), heldSubject('v-forged-1', 1));
+    for (const role of ['gateway', 'engine', 'pricing'] as const) {
+      const jsm = await jetstreamManager(await as(role));
+      await expect(jsm.streams.info(HELD_STREAM)).rejects.toThrow();
+      await expect(jsm.streams.purge(HELD_STREAM)).rejects.toThrow();
+    }
+    // The bridge's own role keeps a held run and purges it once decided.
+    const feed = await as('feed');
+    const entry = { v: 1, kind: 'msgs', verdict: { id: 'v-auth-1', kind: 'jump', status: 'pending', downtime: false, impostor: false, opened_at: 1, waiting: '' }, sender: '127.0.0.1:1', msgs: [{ type: 'fill', seq: 9, client_id: 1, symbol: 4, quantity: 1, price: 1, side: 1 }] };
+    await jetstream(feed).publish(heldSubject('v-auth-1', 9), encode(entry));
+    const jsm = await jetstreamManager(feed);
+    expect((await jsm.streams.purge(HELD_STREAM, { filter: heldSubject('v-auth-1', 9) })).purged).toBe(1);
+  });
+
   it('only the gateway sends engine commands; nobody else can read credentials', async () => {
     for (const role of ['feed', 'engine', 'pricing', 'operator'] as const) await refusedPublish(await as(role), ENGINE_COMMAND_SUBJECT);
     // The gateway's reply subjects (where credentials travel) are the gateway's alone.
@@ -224,7 +239,7 @@ describe('the launcher\'s nats-server', () => {
     }
   });
 
-  it('no role but the operator administers streams', async () => {
+  it('no role but the operator administers streams (the bridge purges only its own held runs)', async () => {
     for (const role of ['gateway', 'feed', 'pricing', 'engine'] as const) {
       const jsm = await jetstreamManager(await as(role));
       await expect(jsm.streams.purge(FILL_STREAM)).rejects.toThrow();
