@@ -55,7 +55,8 @@ export class SessionVerdict {
 
   /**
    * A verdict a stopped bridge left undecided, with the clearing run it held
-   * (src/feed/held-store.ts): the operator decides it now, as its problem says.
+   * (src/feed/held-store.ts): a standing problem again, decided by the
+   * evidence heard from now on or by the operator (SessionJudge.restore).
    */
   restore(r: StoredRun, now = Date.now()): void {
     const v = this.judge.restore(r, now);

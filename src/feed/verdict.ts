@@ -162,7 +162,7 @@ export class SessionJudge {
   private readonly followed: Record<FeedName, Followed>;
   private restart: Verdict | null = null;
   private readonly jumps: Partial<Record<FeedName, Verdict>> = {};
-  /** Verdicts a stopped bridge left pending, restored with the clearing runs they held: the operator decides them. */
+  /** Restored verdicts (src/feed/held-store.ts) whose live place was taken by another restored one: evidence and the operator still decide them. */
   private readonly restored: Verdict[] = [];
   private nextId = 1;
   private readonly idBase = Date.now().toString(36);
