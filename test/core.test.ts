@@ -320,7 +320,7 @@ describe('version 0 of a basket across edits of the baskets file', () => {
       expect(history(restored)).toEqual(history(again));
     }
     expect(positionList(second.accounts.get(1)!)).toEqual([[3, 7], ...UNDY_PARTS.slice(1).map((p) => [p, 9]), [13, 2]]);
-    expect(scoreboardLines(journal, (ev) => second.catalog.deltas(ev)).trim().split('\n').map((l) => l.split(' ').slice(1).join(' '))).toEqual([
+    expect(scoreboardLines(journal, (ev) => second.catalog.flatDeltas(ev)).trim().split('\n').map((l) => l.split(' ').slice(1).join(' '))).toEqual([
       ...UNDY_PARTS.map((p) => `create 1 ${p} -1`),
       'create 1 13 1',
       'create 1 3 -2',

@@ -21,7 +21,7 @@ const dir = tempDir();
 const BATCHES = 3000;
 const PER_BATCH = 10;
 /** The events here spell their deltas out (no basket versions to resolve). */
-const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => ev.deltas ?? [];
+const deltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => (ev.deltas ?? []).flat();
 
 beforeAll(async () => {
   nats = await startTestNats();
@@ -110,4 +110,15 @@ it('writes each leg with the conversion time in exact nanoseconds', () => {
   expect(scoreboardLines([at(1_764_651_000_123), at(0)], deltasOf as never)).toBe(
     '1764651000123000000 create 9 3 -2\n1764651000123000000 create 9 13 2\n0 create 9 3 -2\n0 create 9 13 2\n',
   );
+});
+
+it('conversions sharing one frozen delta list (one basket version and amount) each get their own head on every leg', () => {
+  const shared = Object.freeze([3, -2, 13, 2]);
+  const other = Object.freeze([3, -4, 13, 4]);
+  const ev = (clientId: number, ts: number): JournalEvent => ({ t: 'conversion', requestId: clientId, op: 'create', clientId, etf: 'UNDY', amount: 2, ts });
+  const of = new Map<number, readonly number[]>([[1, shared], [2, other], [3, shared]]);
+  const text = scoreboardLines([ev(1, 5), ev(2, 6), ev(3, 7)], ((e: { clientId: number }) => of.get(e.clientId)!) as never);
+  expect(text).toBe('5000000 create 1 3 -2\n5000000 create 1 13 2\n6000000 create 2 3 -4\n6000000 create 2 13 4\n7000000 create 3 3 -2\n7000000 create 3 13 2\n');
+  // Again, from the kept ends.
+  expect(scoreboardLines([ev(3, 7)], ((e: { clientId: number }) => of.get(e.clientId)!) as never)).toBe('7000000 create 3 3 -2\n7000000 create 3 13 2\n');
 });

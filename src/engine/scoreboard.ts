@@ -1,22 +1,46 @@
 import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { Delta, JournalEvent } from '../../proto/journal.js';
+import type { JournalEvent } from '../../proto/journal.js';
+import type { FlatPositions } from '../../proto/engine.js';
 import { replayJournal } from './journal.js';
 
-/** A conversion's deltas (compact journal records name their basket version instead: see Catalog). */
-export type DeltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => readonly Delta[];
+/**
+ * A conversion's deltas, flat (`[symbol, delta, ...]`; compact journal records
+ * name their basket version instead: see Catalog). The engine's lists are
+ * shared and frozen per basket version and amount (catalog.ts answerDeltas).
+ */
+export type DeltasOf = (ev: Extract<JournalEvent, { t: 'conversion' }>) => FlatPositions;
+
+/**
+ * The `<symbol> <delta>\n` ends of a delta list's lines, kept for frozen
+ * lists: every conversion of one basket version and amount shares them, so
+ * their numbers are not turned into text again per conversion.
+ */
+const tailsOf = new WeakMap<FlatPositions, string[]>();
+
+function lineTails(deltas: FlatPositions): string[] {
+  const kept = tailsOf.get(deltas);
+  if (kept) return kept;
+  const tails: string[] = [];
+  for (let i = 0; i + 1 < deltas.length; i += 2) tails.push(`${deltas[i]} ${deltas[i + 1]}\n`);
+  if (Object.isFrozen(deltas)) tailsOf.set(deltas, tails);
+  return tails;
+}
 
 /** One line per affected account and symbol: `<unix_ns> <op> <client_id> <symbol> <delta>`, the format NDFEX's scoreboard reads. */
 export function scoreboardLines(events: readonly JournalEvent[], deltasOf: DeltasOf): string {
-  // Lines gathered and joined once: a string grown line by line is a rope that the file write must flatten (a tenth of the engine under load).
-  const lines: string[] = [];
+  // Pieces gathered and joined once: a string grown line by line is a rope that the file write must flatten (a tenth of the engine under load).
+  // A conversion's lines are its head before each kept tail: head + tails joined by head.
+  const parts: string[] = [];
   for (const ev of events) {
     if (ev.t !== 'conversion') continue;
+    const tails = lineTails(deltasOf(ev));
+    if (tails.length === 0) continue;
     const head = `${nanos(ev.ts)} ${ev.op} ${ev.clientId} `;
-    for (const [symbol, delta] of deltasOf(ev)) lines.push(`${head}${symbol} ${delta}\n`);
+    parts.push(head, tails.join(head));
   }
-  return lines.join('');
+  return parts.join('');
 }
 
 /** Whole milliseconds (Date.now()) as nanoseconds, exactly: six zeros appended, no BigInt per event. */

@@ -177,7 +177,7 @@ function startScoreboard(nc: NatsConnection, state: EngineState, journal: Journa
   const scoreboard = new ScoreboardWriter(
     setup.scoreboardFile,
     (err) => log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
-    (ev) => state.catalog.deltas(ev),
+    (ev) => state.catalog.flatDeltas(ev),
   );
   scoreboard.startCatchUp(nc, journal.sequence, setup.names.journalStream);
   return scoreboard;
