@@ -15,6 +15,13 @@ export const SESSION_SUBJECT = 'ndfex.session';
  * published twice (bridge restart, two bridges) is stored once.
  */
 export const fillMsgId = (session: string, seq: number): string => `fill-${session}-${seq}`;
+/** The clearing seq a fill msg id of `session` names; null when the id is not one of that session's fills. */
+export function fillSeqOfMsgId(session: string, id: string): number | null {
+  const prefix = `fill-${session}-`;
+  if (!id.startsWith(prefix)) return null;
+  const seq = Number(id.slice(prefix.length));
+  return Number.isSafeInteger(seq) ? seq : null;
+}
 
 /** Requests to the engine actor (a CommandBatch, replied to with a ReplyBatch). */
 export const ENGINE_COMMAND_SUBJECT = 'etf.engine.cmd';

@@ -4,7 +4,7 @@ import type { KV } from '@nats-io/kv';
 import { decode, encode } from '../../proto/codec.js';
 import type { SessionMarker } from '../../proto/fill.js';
 import { fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
-import { FILL_STREAM, SESSION_SUBJECT, fillMsgId } from '../../proto/subjects.js';
+import { FILL_STREAM, SESSION_SUBJECT, fillSeqOfMsgId } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import type { RestartPolicy } from './clearing.js';
 import { SessionStore, type MdProgress } from './session.js';
@@ -119,7 +119,5 @@ async function lastStoredFillSeq(nc: NatsConnection, session: string): Promise<n
   if (state.last_seq === 0) return 0;
   // A deleted last message is null; a timeout is not "no fill" (it would restart the session count), and is thrown.
   const m = await jsm.streams.getMessage(FILL_STREAM, { seq: state.last_seq });
-  const id = m?.header?.get('Nats-Msg-Id') ?? '';
-  const prefix = fillMsgId(session, 0).slice(0, -1);
-  return id.startsWith(prefix) ? Number(id.slice(prefix.length)) || 0 : 0;
+  return fillSeqOfMsgId(session, m?.header?.get('Nats-Msg-Id') ?? '') ?? 0;
 }

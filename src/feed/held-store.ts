@@ -3,11 +3,12 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { decodeIf, encode } from '../../proto/codec.js';
 import { heldEntryShape, type HeldEntry, type HeldVerdict } from '../../proto/feed.js';
 import type { ClearingMessage } from '../../proto/ndfex.js';
-import { FILL_STREAM, HELD_STREAM, fillMsgId, heldSubject } from '../../proto/subjects.js';
+import { FILL_STREAM, HELD_STREAM, fillSeqOfMsgId, heldSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import { NextTurn } from '../shared/next-turn.js';
 import { readStream } from '../shared/stream-reader.js';
 import { ensureHeldStream } from '../shared/streams.js';
+import { backoff } from './publisher.js';
 import type { Run, Verdict } from './verdict.js';
 
 /** Failed attempts at one write (~350 ms of retries) before it is a standing problem. */
@@ -16,6 +17,18 @@ const TROUBLE_AFTER = 3;
 const ENTRY_MSGS = 1000;
 
 type Applying = Extract<HeldEntry, { kind: 'applying' }>;
+
+/**
+ * How a run a stopped bridge was applying is finished, with `session` in
+ * force now: `begin`, its restart's session was never begun (so none of its
+ * fills is stored); else its fills went under `target`, which must be the
+ * session in force (`inForce`) for the rest to follow them.
+ */
+export function finishing(a: Applying, session: number): { begin: boolean; target: number; inForce: boolean } {
+  const target = a.session_before + (a.restart ? 1 : 0);
+  const begin = a.restart && session === a.session_before;
+  return { begin, target, inForce: begin || session === target };
+}
 
 /** A held run as a stopped bridge left it: its verdict, sender and messages in seq order, and whether it was being applied. */
 export interface StoredRun {
@@ -75,8 +88,6 @@ export class HeldStore implements HeldKeeper {
   private readonly chains = new Map<string, Promise<void>>();
   private readonly nextWrite = new NextTurn(() => this.writeUnsent());
   private closed = false;
-  /** Writes that failed at least once (retried until they succeed or the bridge stops). */
-  retries = 0;
   /** Writes failing now (each past its first retries): while any, the trouble is told. */
   private failing = 0;
   /**
@@ -219,17 +230,16 @@ export class HeldStore implements HeldKeeper {
     this.unsent.clear();
   }
 
-  /** The session fills of a run being applied were published under, and which of its seqs the fill stream holds after `after` (the application's start). */
+  /** Which seqs of `session` the fill stream holds after `after` (a run's application began there). */
   static async storedSeqs(nc: NatsConnection, after: number, session: string): Promise<Set<number>> {
-    const prefix = fillMsgId(session, 0).slice(0, -1);
     const seqs = new Set<number>();
     const reader = await readStream(
       nc,
       FILL_STREAM,
       after + 1,
       (m) => {
-        const id = m.headers?.get('Nats-Msg-Id') ?? '';
-        if (id.startsWith(prefix)) seqs.add(Number(id.slice(prefix.length)));
+        const seq = fillSeqOfMsgId(session, m.headers?.get('Nats-Msg-Id') ?? '');
+        if (seq !== null) seqs.add(seq);
       },
       { follow: false },
     );
@@ -260,7 +270,6 @@ export class HeldStore implements HeldKeeper {
           if (told && --this.failing === 0) this.trouble(null);
           return;
         } catch (err) {
-          this.retries++;
           if (attempt % 20 === 0) this.log.warn({ subject, attempt, err: String(err) }, 'held clearing messages not kept yet: retrying');
           // A hiccup is retried quietly; a store that stays away is a standing problem until the write goes through.
           if (attempt === TROUBLE_AFTER && !told) {
@@ -268,7 +277,7 @@ export class HeldStore implements HeldKeeper {
             this.failing++;
             this.trouble(`held clearing messages cannot be kept in ${HELD_STREAM} (${String(err)}): a bridge stop now would lose them; retrying`);
           }
-          await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** Math.min(attempt, 6))).unref());
+          await new Promise((r) => setTimeout(r, backoff(attempt)).unref());
         }
       }
     });

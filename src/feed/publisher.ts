@@ -220,4 +220,5 @@ export class FillPublisher {
   }
 }
 
-const backoff = (attempt: number) => Math.min(2000, 50 * 2 ** Math.min(attempt, 6));
+/** The pause before retry `attempt` of a write to JetStream (fills, and the held store's entries). */
+export const backoff = (attempt: number) => Math.min(2000, 50 * 2 ** Math.min(attempt, 6));

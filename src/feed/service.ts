@@ -17,7 +17,7 @@ import { publishQuiet } from './nats-out.js';
 import { ProblemStore } from './problem-store.js';
 import { ClearingLossProblems } from './problems.js';
 import { FillPublisher, type PublisherStats } from './publisher.js';
-import { HeldStore } from './held-store.js';
+import { HeldStore, finishing } from './held-store.js';
 import { SessionVerdict } from './session-verdict.js';
 import { FeedSockets } from './sockets.js';
 import { StartGate } from './start-gate.js';
@@ -177,9 +177,8 @@ async function restoreHeld(nc: NatsConnection, runs: Awaited<ReturnType<typeof H
       verdict.restore(r);
       continue;
     }
-    const target = a.session_before + (a.restart ? 1 : 0);
-    const begun = !(a.restart && session === a.session_before);
-    const stored = begun && session === target ? await HeldStore.storedSeqs(nc, a.after_stream_seq, fillSessionId(target)) : new Set<number>();
+    const { begin, target, inForce } = finishing(a, session);
+    const stored = !begin && inForce ? await HeldStore.storedSeqs(nc, a.after_stream_seq, fillSessionId(target)) : new Set<number>();
     verdict.finishApplying(r, session, stored);
   }
 }

@@ -3,7 +3,7 @@ import type { FeedCounters } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
 import type { SendAlert } from './alerts.js';
 import type { ClearingFeed } from './clearing.js';
-import type { HeldKeeper, StoredRun } from './held-store.js';
+import { finishing, type HeldKeeper, type StoredRun } from './held-store.js';
 import type { MarketDataIntake } from './md-intake.js';
 import type { ProblemBook } from './problems.js';
 import type { MdProgress } from './session.js';
@@ -75,9 +75,8 @@ export class SessionVerdict {
    */
   finishApplying(r: StoredRun, session: number, stored: Set<number>, now = Date.now()): void {
     const a = r.applying!;
-    const target = a.session_before + (a.restart ? 1 : 0);
-    const begin = a.restart && session === a.session_before;
-    if (!begin && session !== target) {
+    const { begin, target, inForce } = finishing(a, session);
+    if (!inForce) {
       const detail = `verdict ${r.verdict.id}: ${r.msgs.length} held clearing message(s) from seq ${r.msgs[0]?.seq} were being applied to session ${target} when the bridge stopped, and the session is now ${session}: not applied again (kept in ${r.subject}; check the fill stream by hand)`;
       this.deps.log.error({ verdict: r.verdict.id, target, session }, 'held run applied to another session: left for the operator');
       this.deps.problems.raise({ id: `${r.verdict.id}-unfinished`, kind: 'held_store', feed: 'clearing', detail, actions: ['ack'] }, now);
