@@ -136,7 +136,18 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
     const fillsAtKill = (await settled('fill stream', () => jsm.streams.info(FILL_STREAM))).state.last_seq;
     const killedAt = Date.now();
     await cluster.kill(victim);
-    await until(() => outcomes.size >= answersBefore + 150, `150 more definitive answers after killing ${victimName}`, 120_000);
+    await until(() => outcomes.size >= answersBefore + 150, `150 more definitive answers after killing ${victimName}`, 120_000).catch(async (err: Error) => {
+      // What a run that never recovered leaves to look at (one full-suite run timed out here, once).
+      const journal = await jsm.streams.info(JOURNAL_STREAM).catch((e: unknown) => String(e));
+      const state = {
+        answeredSinceKill: outcomes.size - answersBefore,
+        lastAnswerMsAgo: answeredAt.length > 0 ? Date.now() - answeredAt[answeredAt.length - 1]! : null,
+        unavailable,
+        killedMsAgo: Date.now() - killedAt,
+        journal: typeof journal === 'string' ? journal : { last: journal.state.last_seq, leader: journal.cluster?.leader, replicas: journal.cluster?.replicas },
+      };
+      throw new Error(`${err.message}: ${JSON.stringify(state)}`);
+    });
     await until(async () => (await engineFillSeq()) >= fillsAtKill + 100, `fills applied past the kill of ${victimName}`, 40_000).catch(async (err: Error) => {
       const consumers = await jsm.consumers.list(FILL_STREAM).next().catch(() => []);
       const state = {
