@@ -92,6 +92,8 @@ export interface FeedProblem {
   ts: number;
   /** What the operator may do: ack (seen, clear it), confirm / reject (a pending verdict). */
   actions: Array<'ack' | 'confirm' | 'reject'>;
+  /** A gap problem: the clearing fills it counts as missed (absent on ones saved before this field: unknown). */
+  missed?: number;
 }
 
 /**

@@ -123,6 +123,40 @@ export interface FeedStatus {
   ts: number;
 }
 
+/**
+ * The standby bridge's status (src/feed/standby.ts), on FEED_STATUS_SUBJECT
+ * beside the bridge's own: `role` tells them apart, and a reader that knows
+ * only FeedStatus finds no counters in it and ignores it.
+ */
+export interface StandbyStatus {
+  role: 'standby';
+  /** The exchange session it follows (0: none yet) and that session's sender. */
+  session: number;
+  sender: string | null;
+  /** Fills at or below this seq are left to the bridge. */
+  last_seq: number;
+  /** Why it publishes nothing now, or null. */
+  waiting: string | null;
+  datagrams: number;
+  bad_datagrams: number;
+  /** Fills it sent to the stream (each stored once: `duplicates` of them the bridge had stored first). */
+  published: number;
+  duplicates: number;
+  /** Fills left to the bridge: heard before it had a session to follow, from another sender, at or below `last_seq`, while suspended (a seq the bridge would hold for a verdict). */
+  not_following: number;
+  other_sender: number;
+  not_after: number;
+  suspended: number;
+  gaps: number;
+  invalid: number;
+  ts: number;
+}
+
+export const standbyStatusShape: Shape<StandbyStatus> = shape('standby status', (s) => {
+  if (!isMap(s) || s.role !== 'standby') return 'not a standby status';
+  return fields({ session: INT, last_seq: INT, published: INT, duplicates: INT, gaps: INT, ts: NUM })(s) ?? ((s.waiting === null || isStr(s.waiting)) && (s.sender === null || isStr(s.sender)) ? null : 'waiting, sender: not a string or null');
+});
+
 export interface FeedCounters {
   datagrams: number;
   messages: number;
@@ -133,6 +167,8 @@ export interface FeedCounters {
   last_seq: number;
   /** Messages ignored because they went back in seq without a run of their own to confirm a restart. */
   strays?: number;
+  /** Clearing fills of heard gaps that another bridge stored (src/feed/gap-cover.ts): taken out of `gaps` and `missed_messages`. */
+  covered?: number;
   /** Datagrams from a sender not allowed by NDFEX_SOURCE. */
   foreign?: number;
   /** Messages held while a possible exchange restart waits for confirmation. */

@@ -17,6 +17,7 @@ describe('feed bridge config', () => {
       maxInFlight: 512,
       verdictWindowMs: 5000,
       logLevel: 'info',
+      role: 'bridge',
     });
   });
 
@@ -41,5 +42,7 @@ describe('feed bridge config', () => {
     expect(() => loadBridgeConfig({ NATS_URL: 'n', NDFEX_CLEARING_ADDR: '239.0.0.2' })).toThrow(/not an IPv4 group:port[\s\S]*NDFEX_CLEARING_ADDR/);
     expect(() => loadBridgeConfig({ NATS_URL: 'n', NDFEX_RESTART_POLICY: 'sometimes' })).toThrow(/NDFEX_RESTART_POLICY/);
     expect(() => loadBridgeConfig({ NATS_URL: 'n', NDFEX_INTERFACE: 'eth0' })).toThrow(/NDFEX_INTERFACE/);
+    expect(() => loadBridgeConfig({ NATS_URL: 'n', NDFEX_FEED_ROLE: 'spare' })).toThrow(/NDFEX_FEED_ROLE/);
+    expect(loadBridgeConfig({ NATS_URL: 'n', NDFEX_FEED_ROLE: 'standby' }).role).toBe('standby');
   });
 });

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { FEED_STATUS_SUBJECT, type FeedStatus } from '../proto/marketdata.js';
+import { FEED_STATUS_SUBJECT, type FeedStatus, type StandbyStatus } from '../proto/marketdata.js';
+import { encode } from '../proto/codec.js';
 import { encodeMdDatagram } from '../proto/ndfex.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { multicastSender } from '../src/feed/multicast.js';
@@ -86,4 +87,43 @@ it('shows the feed bridge as down, then live with its gap count; the missed fill
   expect(ok.body.feed.exchange_live).toBe(true);
   expect(ok.body.problems).toBeUndefined();
   statuses.stop();
+});
+
+it('shows the standby bridge beside the bridge, its status never taken for the bridge\'s; once it stops reporting, a problem', async () => {
+  const http = api(sys.url);
+  const bridgeBefore = (await http.send('GET', '/health')).body.feed.clearing;
+  const standby: StandbyStatus = {
+    role: 'standby',
+    session: 1,
+    sender: '127.0.0.1:4000',
+    last_seq: 3,
+    waiting: null,
+    datagrams: 3,
+    bad_datagrams: 0,
+    published: 2,
+    duplicates: 1,
+    not_following: 0,
+    other_sender: 0,
+    not_after: 1,
+    suspended: 0,
+    gaps: 0,
+    invalid: 0,
+    ts: Date.now(),
+  };
+  nc.publish(FEED_STATUS_SUBJECT, encode(standby));
+  const shown = await until(async () => {
+    const h = await http.send('GET', '/health');
+    return h.body.feed.standby?.live && h;
+  }, 'the standby on /health');
+  expect(shown.body.feed.standby).toMatchObject({ live: true, session: 1, sender: '127.0.0.1:4000', waiting: null, published: 2 });
+  expect(shown.body.feed.clearing).toMatchObject({ gaps: bridgeBefore.gaps, last_seq: bridgeBefore.last_seq });
+  const metrics = await fetch(`${sys.url}/metrics`).then((r) => r.text());
+  expect(metrics).toMatch(/^ndfex_feed_standby_up 1$/m);
+  // It stops reporting (killed, not restarted): /health says what that costs.
+  const stale = await until(async () => {
+    const h = await http.send('GET', '/health');
+    return h.body.feed.standby?.live === false && h;
+  }, 'the standby taken for down', 15_000);
+  expect(stale.body.status).toBe('degraded');
+  expect(stale.body.problems).toContainEqual(expect.stringMatching(/^the standby bridge last reported \d+ s ago: fills the exchange sends while the bridge restarts would be lost/));
 });

@@ -121,6 +121,7 @@ describe('configuration errors: one line naming the file, line or variable; exit
     expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { HTTP_PORT: 'abc' })), /HTTP_PORT="abc" is not a whole number/);
     expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { NDFEX_RESTART_POLICY: 'sometimes' })), /NDFEX_RESTART_POLICY/);
     expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { NDFEX_SIMULATOR: 'maybe' })), /NDFEX_SIMULATOR="maybe"/);
+    expectOneLine(await runToExit(await launcherEnv(w.dir, w.accounts, { NDFEX_STANDBY: 'twice' })), /NDFEX_STANDBY="twice": expected on or off/);
   });
 });
 
@@ -259,6 +260,56 @@ describe('the launcher keeps the system up', () => {
     const jsm = await jetstreamManager(operator);
     expect(await jsm.streams.getMessage(FILL_STREAM, { last_by_subj: SESSION_SUBJECT })).toBeNull();
     await operator.close();
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  });
+
+  it('a SIGKILL of the feed bridge loses no fill: the standby bridge stores what the exchange sends until the bridge is back', async () => {
+    const w = workspace();
+    const env = await launcherEnv(w.dir, w.accounts, { NDFEX_SIMULATOR: 'on', NDFEX_SIM_RATE: '200' });
+    const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+    const health = async () => (await http.send('GET', '/health').catch(() => null))?.body;
+    const run = runLauncher(env);
+    runs.push(run);
+    const before = await until(async () => {
+      const h = await health();
+      return h?.feed?.live && h.feed.standby?.live && h.feed.standby.waiting === null && h.feed.clearing.last_seq > 0 ? h : undefined;
+    }, 'the bridge and its standby following the simulator', 60_000);
+    // The bridge's process, told from the standby's by its role (and from other tests' by this run's NATS port).
+    const bridgePid = execFileSync('pgrep', ['-f', 'dist/src/feed/main.js'], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map(Number)
+      .find((pid) => {
+        const environ = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+        return environ.includes('NDFEX_FEED_ROLE=bridge') && environ.some((v) => v.startsWith('NATS_URL=') && v.endsWith(`:${env.NATS_PORT}`));
+      });
+    expect(bridgePid).toBeDefined();
+    process.kill(bridgePid!, 'SIGKILL');
+    await run.waitForLine((l) => l.msg === 'service exited: restarting' && l.service === 'feed', 'the launcher restarting the bridge');
+    const after = await until(async () => {
+      const h = await health();
+      // A gap the restarted bridge heard is taken back once it finds the standby stored its fills (src/feed/gap-cover.ts).
+      return h?.feed?.live && h.feed.age_ms < 1000 && h.feed.clearing.last_seq > before.feed.clearing.last_seq + 100 && h.feed.clearing.gaps === 0 && !h.feed.problems ? h : undefined;
+    }, 'the restarted bridge following the simulator, no fill missing', 60_000);
+    // Every fill of the session is in the stream, once: no seq missing between the first and the last.
+    const url = readFileSync(join(w.dir, 'nats.url'), 'utf8').trim();
+    const operator = await connectNats(url, 'test-operator', { role: 'operator', credsFile: join(w.dir, 'nats-auth/operator.json') });
+    const jsm = await jetstreamManager(operator);
+    const seqs: number[] = [];
+    for (let seq = 1; ; seq++) {
+      const m = await jsm.streams.getMessage(FILL_STREAM, { seq }).catch(() => null);
+      if (!m) break;
+      const id = m.header?.get('Nats-Msg-Id') ?? '';
+      if (id.startsWith('fill-1-')) seqs.push(Number(id.slice('fill-1-'.length)));
+    }
+    await operator.close();
+    expect(new Set(seqs).size).toBe(seqs.length);
+    const sorted = [...seqs].sort((a, b) => a - b);
+    expect(sorted[sorted.length - 1]! - sorted[0]! + 1).toBe(sorted.length);
+    expect(sorted.length).toBeGreaterThan(100);
+    expect(after.feed.clearing.missed_messages).toBe(0);
+    expect(after.feed.standby.published).toBeGreaterThan(0);
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
   });

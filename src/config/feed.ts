@@ -25,6 +25,8 @@ export interface BridgeConfig {
   /** Wall-clock ms a new exchange session must show on market data, the old one silent, before it is believed (src/feed/verdict.ts). */
   verdictWindowMs: number;
   logLevel: string;
+  /** NDFEX_FEED_ROLE: `bridge` (default), or `standby`: a second listener that publishes the bridge's fills while it is down (src/feed/standby.ts). */
+  role: 'bridge' | 'standby';
 }
 
 /** A `group:port` variable, its error naming the group rule broken. */
@@ -62,6 +64,7 @@ const envSchema = z.object({
     .transform((s) => s.split(',').map((a) => a.trim()).filter(Boolean))
     .pipe(z.array(z.ipv4({ error: 'NDFEX_SOURCE: a comma-separated list of IPv4 addresses' }))),
   LOG_LEVEL: z.string().default('info'),
+  NDFEX_FEED_ROLE: z.enum(['bridge', 'standby']).default('bridge'),
 });
 
 /** The variables that are set: an empty one counts as unset. */
@@ -88,5 +91,6 @@ export function loadBridgeConfig(env: NodeJS.ProcessEnv): BridgeConfig {
     maxInFlight: e.NDFEX_MAX_IN_FLIGHT,
     verdictWindowMs: e.NDFEX_VERDICT_WINDOW_MS,
     logLevel: e.LOG_LEVEL,
+    role: e.NDFEX_FEED_ROLE,
   };
 }

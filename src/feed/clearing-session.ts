@@ -98,22 +98,26 @@ async function publishMarker(js: JetStreamClient, log: Logger, policy: RestartPo
  */
 async function ensureMarker(nc: NatsConnection, js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number): Promise<void> {
   if (n <= 1) return;
-  const jsm = await jetstreamManager(nc);
-  // None stored is null; a timeout is thrown (never taken for "no marker").
-  const last = await jsm.streams.getMessage(FILL_STREAM, { last_by_subj: SESSION_SUBJECT });
-  let had = 0;
-  try {
-    had = last ? decode<SessionMarker>(last.data).session : 0;
-  } catch {
-    had = 0;
-  }
+  // None stored is 0; a timeout is thrown (never taken for "no marker").
+  const had = await lastMarkerSession(nc);
   if (had >= n) return;
   log.error({ session: n, lastMarker: had }, 'the current exchange session has no marker in the fill stream (its bridge stopped before writing it): writing it now');
   await publishMarker(js, log, policy, n, `exchange session ${n} begun by a bridge that stopped before writing its marker`);
 }
 
+/** The session of the last marker in the fill stream (0: none; session 1 has none). */
+export async function lastMarkerSession(nc: NatsConnection): Promise<number> {
+  const jsm = await jetstreamManager(nc);
+  const last = await jsm.streams.getMessage(FILL_STREAM, { last_by_subj: SESSION_SUBJECT });
+  try {
+    return last ? decode<SessionMarker>(last.data).session : 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** The clearing seq of the last fill JetStream stored for `session` (0 when the stream's last message is not one). */
-async function lastStoredFillSeq(nc: NatsConnection, session: string): Promise<number> {
+export async function lastStoredFillSeq(nc: NatsConnection, session: string): Promise<number> {
   const jsm = await jetstreamManager(nc);
   const { state } = await jsm.streams.info(FILL_STREAM);
   if (state.last_seq === 0) return 0;

@@ -13,6 +13,8 @@
  *   NDFEX_RESTART_POLICY     reset (default: positions to 0 at an exchange restart) | keep
  *   NDFEX_STATUS_INTERVAL_MS FeedStatus period              (default 1000)
  *   NDFEX_MAX_IN_FLIGHT      unacknowledged fill publishes  (default 512)
+ *   NDFEX_FEED_ROLE          bridge (default) | standby: a second listener that publishes
+ *                            the bridge's fills while it is down (src/feed/standby.ts)
  *   LOG_LEVEL                pino level                     (default info)
  */
 import { processLogger } from '../shared/log.js';
@@ -20,6 +22,7 @@ import { announceReady, exitOnStartError, onShutdown } from '../shared/process.j
 import { loadBridgeConfig } from '../config/feed.js';
 import { processSettings } from '../config/process.js';
 import { startBridge } from './service.js';
+import { StandbyListener } from './standby.js';
 import { UDP_REUSEPORT } from './multicast.js';
 
 const settings = processSettings(process.env);
@@ -32,7 +35,7 @@ try {
 }
 try {
   if (!UDP_REUSEPORT) log.warn(`Node ${process.versions.node} binds without SO_REUSEPORT: the bridge cannot share the feed ports with NDFEX's own consumers (npm start runs it on Node 22)`);
-  const bridge = await startBridge(cfg, log);
+  const bridge = cfg.role === 'standby' ? await StandbyListener.start(cfg, log) : await startBridge(cfg, log);
   onShutdown(log, () => bridge.close(), settings.launcherPid);
   announceReady('feed');
 } catch (err) {

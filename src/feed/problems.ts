@@ -48,6 +48,15 @@ export class ProblemBook {
     this.changed = true;
   }
 
+  /** A problem's figures corrected (fills of a gap found stored after all): saved soon, as an event is. */
+  update(id: string, change: Pick<FeedProblem, 'detail'> & Partial<Pick<FeedProblem, 'missed'>>): void {
+    const cur = this.byId.get(id);
+    if (!cur) return;
+    this.byId.set(id, { ...cur, ...change });
+    this.changed = true;
+    this.onEvent();
+  }
+
   resolve(id: string): void {
     if (!this.byId.delete(id)) return;
     this.changed = true;
@@ -76,19 +85,31 @@ export class ProblemBook {
 
 /** Fills lost for good on the clearing feed: a standing problem until the operator acknowledges it. */
 export class ClearingLossProblems {
-  /** Clearing fills missed since the operator last acknowledged them (the gap problem's figure). */
-  private missedSinceAck = 0;
-
   constructor(private readonly book: ProblemBook) {}
 
   /** A clearing alert; `session` is the exchange session it happened in. */
   onAlert(a: Omit<FeedAlert, 'ts' | 'feed'>, session: number, now: number): void {
     if (a.kind === 'gap') {
-      if (!this.book.get('gap-clearing')) this.missedSinceAck = 0;
-      this.missedSinceAck += (a.received ?? 0) - (a.expected ?? 0);
-      this.book.raise({ id: 'gap-clearing', kind: 'gap', feed: 'clearing', detail: `clearing fills missed for good: ${this.missedSinceAck} (latest gap: expected seq ${a.expected}, received ${a.received}); positions may be incomplete`, actions: ['ack'] }, now);
+      // Counted on the problem itself, so a restarted bridge goes on from the figure it shows (one saved without it: from 0).
+      const missed = (this.book.get(GAP_PROBLEM)?.missed ?? 0) + (a.received ?? 0) - (a.expected ?? 0);
+      this.book.raise({ id: GAP_PROBLEM, kind: 'gap', feed: 'clearing', detail: gapDetail(missed, `latest gap: expected seq ${a.expected}, received ${a.received}`), actions: ['ack'], missed }, now);
     } else if (a.kind === 'late_join') {
       this.book.raise({ id: `late-join-${session}`, kind: 'late_join', feed: 'clearing', detail: `${a.detail}; positions may be incomplete`, actions: ['ack'] }, now);
     }
   }
+
+  /**
+   * `n` fills counted missed that another bridge stored after all (src/feed/gap-cover.ts): no longer
+   * counted; none left, the problem goes. One saved without a figure (older bridges) stays as it is.
+   */
+  covered(n: number): void {
+    const p = this.book.get(GAP_PROBLEM);
+    if (p?.missed === undefined || n <= 0) return;
+    const missed = Math.max(0, p.missed - n);
+    if (missed === 0) return this.book.resolve(GAP_PROBLEM);
+    this.book.update(GAP_PROBLEM, { missed, detail: gapDetail(missed, `${n} more were stored by another bridge`) });
+  }
 }
+
+const GAP_PROBLEM = 'gap-clearing';
+const gapDetail = (missed: number, latest: string) => `clearing fills missed for good: ${missed} (${latest}); positions may be incomplete`;

@@ -27,6 +27,7 @@ interface Pending {
 
 const textDecoder = new TextDecoder();
 // The server writes `"duplicate": true` (with a space); allow either.
+const STREAM_SEQ = /"seq":(\d+)/;
 const DUPLICATE = /"duplicate":\s*true/;
 
 /**
@@ -46,6 +47,8 @@ const DUPLICATE = /"duplicate":\s*true/;
  * after the old session's fills and before the new one's.
  */
 export class FillPublisher {
+  /** The highest fill-stream seq an ack named (set at a start to the stream's last): where a look for fills stored by another bridge can begin. */
+  streamSeq = 0;
   readonly stats: PublisherStats = { delivered: 0, duplicates: 0, retries: 0, inFlight: 0, queued: 0 };
   private queue: Item[] = [];
   private head = 0;
@@ -174,6 +177,9 @@ export class FillPublisher {
     }
     this.stats.delivered++;
     if (DUPLICATE.test(body)) this.stats.duplicates++;
+    // A duplicate's ack names the stream seq of the copy stored first.
+    const stored = STREAM_SEQ.exec(body);
+    if (stored) this.streamSeq = Math.max(this.streamSeq, Number(stored[1]));
     this.schedulePump(); // acks of one socket read refill the window in one write
   }
 

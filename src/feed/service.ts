@@ -1,7 +1,8 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { BBO_BUCKET, FEED_ALERT_SUBJECT, type FeedCounters, type FeedStatus } from '../../proto/marketdata.js';
 import { FEED_BUCKET, fillSessionId } from '../../proto/feed.js';
-import { HELD_STREAM } from '../../proto/subjects.js';
+import { FILL_STREAM, HELD_STREAM } from '../../proto/subjects.js';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connectNats } from '../shared/nats.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
@@ -17,6 +18,7 @@ import { publishQuiet } from './nats-out.js';
 import { ProblemStore } from './problem-store.js';
 import { ClearingLossProblems } from './problems.js';
 import { FillPublisher, type PublisherStats } from './publisher.js';
+import { GapCover } from './gap-cover.js';
 import { HeldStore, finishing } from './held-store.js';
 import { SessionVerdict } from './session-verdict.js';
 import { FeedSockets } from './sockets.js';
@@ -42,6 +44,8 @@ export interface BridgeStats {
   invalidFills: number;
   md: MarketData['stats'];
   alerts: number;
+  /** Looks for fills of heard gaps that another bridge stored (src/feed/gap-cover.ts). */
+  gapLooks: number;
 }
 
 export interface BridgeHandle {
@@ -114,6 +118,7 @@ interface BridgeParts {
   gate: StartGate;
   bbos: BboOut;
   held: HeldStore;
+  cover: GapCover;
 }
 
 /** The standing problem while held fills cannot be kept outside the bridge. */
@@ -126,6 +131,8 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
   const bbos = new BboOut(nc, await openBucket(nc, BBO_BUCKET, opts.natsReplicas), log);
   const session = await ClearingSession.open(nc, feedKv, opts, log, (detail) => alerts.send('clearing', { kind: 'session_change', detail }));
   const publisher = new FillPublisher(nc, log, fillSessionId(session.number), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
+  // Fills another bridge stores from now on come after this: where a look for a gap's fills begins until an ack says more.
+  publisher.streamSeq = (await (await jetstreamManager(nc)).streams.info(FILL_STREAM)).state.last_seq;
   const problems = await ProblemStore.open(feedKv, log);
   const heldTrouble = (why: string | null) => {
     if (why === null) return problems.book.resolve(HELD_STORE_PROBLEM);
@@ -152,6 +159,7 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
       alert: (a) => {
         losses.onAlert(a, session.number, Date.now());
         alerts.send('clearing', a);
+        cover.heard(a, publisher.session);
       },
       beginSession: async (detail, seq) => {
         publisher.session = fillSessionId(await session.begin(detail, seq));
@@ -160,9 +168,10 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
     },
     session.startSeq,
   );
+  const cover = new GapCover({ nc, log, counters: clearing.tracker.counters, streamSeq: () => publisher.streamSeq, uncount: (n) => losses.covered(n) });
   const verdict = new SessionVerdict(judge, { clearing, md, problems: problems.book, alert: alerts.send, log, held });
   await restoreHeld(nc, heldRuns, verdict, session.number);
-  return { feedKv, session, publisher, problems, clearing, md, verdict, gate: new StartGate(clearing, savedMd !== undefined), bbos, held };
+  return { feedKv, session, publisher, problems, clearing, md, verdict, gate: new StartGate(clearing, savedMd !== undefined), bbos, held, cover };
 }
 
 /**
@@ -190,7 +199,7 @@ function bridgeHandle(nc: NatsConnection, parts: BridgeParts, run: { alerts: Ale
     clearing,
     marketData: md.books,
     publisher,
-    stats: () => ({ status: run.ticker.status(), publisher: { ...publisher.stats }, session: session.number, invalidFills: clearing.invalidFills, md: { ...md.books.stats }, alerts: run.alerts.sent }),
+    stats: () => ({ status: run.ticker.status(), publisher: { ...publisher.stats }, session: session.number, invalidFills: clearing.invalidFills, md: { ...md.books.stats }, alerts: run.alerts.sent, gapLooks: parts.cover.looks }),
     idle: () => publisher.idle(),
     close: async () => {
       if (closed) return;
@@ -200,6 +209,9 @@ function bridgeHandle(nc: NatsConnection, parts: BridgeParts, run: { alerts: Ale
       // Give in-flight fills a bounded chance to be acked before giving up on them.
       await Promise.race([publisher.idle(), new Promise((r) => setTimeout(r, 5000).unref())]);
       await Promise.race([parts.held.settle(), new Promise((r) => setTimeout(r, 5000).unref())]);
+      // Gaps heard in the last second: looked for now, so the saved problems say what was lost.
+      await Promise.race([parts.cover.flush(), new Promise((r) => setTimeout(r, 3000).unref())]);
+      parts.cover.stop();
       publisher.close();
       parts.held.close();
       await parts.bbos.stop();

@@ -58,7 +58,10 @@ const FEEDS: Record<FeedName, { startSeq: number; jumpBase: number; jumpPerSecon
   market_data: { startSeq: 0, jumpBase: 10_000, jumpPerSecond: 50_000 },
 };
 /** Going back by at most this is a re-sent or reordered datagram, not a new run. */
-const REORDER_WINDOW = 64;
+export const REORDER_WINDOW = 64;
+
+/** The furthest forward jump on `feed` believed as lost datagrams, `msSinceHeard` after its run was last heard (the standby bridge holds to it too). */
+export const believableJump = (feed: FeedName, msSinceHeard: number): number => FEEDS[feed].jumpBase + (FEEDS[feed].jumpPerSecond * Math.max(0, msSinceHeard)) / 1000;
 /** Recent messages of the followed run kept to tell a duplicate from a conflict. */
 const RING = 1024;
 /** A new session's run starts at its first seq or soon after (a few lost datagrams); a run from further up is no new session. */
@@ -326,7 +329,7 @@ export class SessionJudge {
   /** A seq past the followed run's last: the run going on, unless the jump is too far, the sender another, or the session may be new. */
   private forward(feed: FeedName, msg: AnyMsg, sender: string, now: number, delta: number, out: Decision[]): void {
     const f = this.followed[feed];
-    const bound = FEEDS[feed].jumpBase + (FEEDS[feed].jumpPerSecond * Math.max(0, now - f.heardAt)) / 1000;
+    const bound = believableJump(feed, now - f.heardAt);
     if (delta > bound) return this.openJump(feed, msg, sender, now, Math.floor(bound), out);
     // The exchange sends a session from one socket: another sender "continuing" it is not the exchange.
     if (f.sender !== null && sender !== f.sender) return this.openJump(feed, msg, sender, now, null, out);

@@ -1,14 +1,18 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { decodeAs } from '../../proto/codec.js';
-import { FEED_STATUS_SUBJECT, feedStatusShape, type FeedStatus } from '../../proto/marketdata.js';
+import { decode, decodeAs } from '../../proto/codec.js';
+import { FEED_STATUS_SUBJECT, feedStatusShape, standbyStatusShape, type FeedStatus, type StandbyStatus } from '../../proto/marketdata.js';
 import type { FeedProblem } from '../../proto/feed.js';
 
 /** The bridge publishes its status every second; older than this, the bridge is taken for down. */
 const STALE_MS = 5_000;
 
+export type StandbyView = Omit<StandbyStatus, 'role' | 'ts'> & { live: boolean; age_ms: number };
+
 /** Keeps the feed bridge's latest status for /health (published state: the gateway never asks the bridge). */
 export class FeedStatusView {
   private last: { status: FeedStatus; at: number } | null = null;
+  /** The standby bridge's latest status (src/feed/standby.ts), once one has reported. */
+  private standby: { status: StandbyStatus; at: number } | null = null;
   /** When the bridge last reported new market-data datagrams: NDFEX sends at least a heartbeat every 500 ms. */
   private exchangeHeardAt = 0;
   private readonly sub: Subscription;
@@ -18,6 +22,12 @@ export class FeedStatusView {
       callback: (err, msg) => {
         if (err) return;
         try {
+          const any = decode<unknown>(msg.data);
+          // The standby's status shares the subject; it carries no counters of the feeds.
+          if (standbyStatusShape.problem(any) === null) {
+            this.standby = { status: any as StandbyStatus, at: Date.now() };
+            return;
+          }
           const status = decodeAs(msg.data, feedStatusShape);
           // Only well-formed datagrams say the exchange is there: malformed ones (anyone can send those) must not turn /health back to ok.
           const good = (s?: FeedStatus) => (s ? s.market_data.datagrams - s.market_data.bad_datagrams : 0);
@@ -34,8 +44,9 @@ export class FeedStatusView {
    * For /health: the counters (gaps, bad datagrams, exchange restarts), whether
    * the bridge is live, and whether the exchange is heard (`exchange_live`).
    */
-  view(): { live: boolean; exchange_live: boolean; age_ms: number | null; clearing?: FeedStatus['clearing']; market_data?: FeedStatus['market_data']; problems?: FeedProblem[] } {
-    if (!this.last) return { live: false, exchange_live: false, age_ms: null };
+  view(): { live: boolean; exchange_live: boolean; age_ms: number | null; clearing?: FeedStatus['clearing']; market_data?: FeedStatus['market_data']; problems?: FeedProblem[]; standby?: StandbyView } {
+    const standby = this.standbyView();
+    if (!this.last) return { live: false, exchange_live: false, age_ms: null, ...(standby ? { standby } : {}) };
     const now = Date.now();
     const age = now - this.last.at;
     const live = age < STALE_MS;
@@ -47,7 +58,16 @@ export class FeedStatusView {
       clearing: this.last.status.clearing,
       market_data: this.last.status.market_data,
       ...(problems.length ? { problems } : {}),
+      ...(standby ? { standby } : {}),
     };
+  }
+
+  /** The standby bridge as /health shows it, once one has reported. */
+  private standbyView(): StandbyView | undefined {
+    if (!this.standby) return undefined;
+    const { role: _role, ts: _ts, ...status } = this.standby.status;
+    const age = Date.now() - this.standby.at;
+    return { live: age < STALE_MS, age_ms: age, ...status };
   }
 
   /** Why the exchange's positions may not be current, or none. */
@@ -55,6 +75,8 @@ export class FeedStatusView {
     const v = this.view();
     if (!v.live) return [v.age_ms === null ? 'the feed bridge has not reported: exchange fills are not being taken in' : `the feed bridge last reported ${Math.round(v.age_ms / 1000)} s ago: exchange fills are not being taken in`];
     const out: string[] = [];
+    // Once a standby has reported, its absence means a bridge restart now loses what the exchange sends meanwhile.
+    if (v.standby && !v.standby.live) out.push(`the standby bridge last reported ${Math.round(v.standby.age_ms / 1000)} s ago: fills the exchange sends while the bridge restarts would be lost`);
     if (!v.exchange_live) out.push('no market data from the exchange for 5 s (it sends a heartbeat every 500 ms): is the exchange running, and on these multicast groups?');
     // Standing until the operator acknowledges or decides them (POST /operator/api/feed/ack, /feed/verdict).
     for (const p of v.problems ?? []) out.push(`${p.kind} on ${p.feed} [${p.id}, operator: ${p.actions.join(' | ')}]: ${p.detail}`);

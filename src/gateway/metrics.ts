@@ -174,6 +174,14 @@ function feedMetrics(registry: Registry, feed: FeedStatusView): void {
       this.set(feed.view().live ? 1 : 0);
     },
   });
+  new Gauge({
+    name: 'ndfex_feed_standby_up',
+    help: 'The standby bridge published its status within the last 5 s (no standby reported: 0)',
+    registers: [registry],
+    collect() {
+      this.set(feed.view().standby?.live ? 1 : 0);
+    },
+  });
   // The bridge owns these counts; they are repeated here as it reports them (a bridge restart resets them, as Prometheus expects of counters).
   const feedCounter = (name: string, help: string, field: keyof FeedCounters) =>
     new Counter({

@@ -19,8 +19,8 @@ import { freePort, portIsFree } from '../shared/ports.js';
  * `npm start`: the whole system on one machine. Starts a local nats-server
  * (unless NATS_URL names one or several; NATS_CLUSTER=3: a local cluster of
  * three, every stream and bucket in 3 replicas) and keeps it running, then as supervised child
- * processes: the engine, the gateway, the pricing actor, the feed bridge, and
- * the built-in NDFEX simulator when no exchange is heard on the market-data
+ * processes: the engine, the gateway, the pricing actor, the feed bridge and
+ * its standby (NDFEX_STANDBY=off: none), and the built-in NDFEX simulator when no exchange is heard on the market-data
  * group (NDFEX_SIMULATOR=on|off forces it). Ctrl-C stops everything it started.
  *
  * Order: nats-server first up and last down; the feed bridge joined before the
@@ -44,7 +44,7 @@ try {
   log.fatal(`configuration error: ${err.message}`);
   process.exit(CONFIG_EXIT_CODE);
 }
-const { cfg, simulator, exchange } = checked;
+const { cfg, simulator, standby, exchange } = checked;
 log = processLogger('launcher', proc, cfg.logLevel);
 const dist = join(PROJECT_ROOT, 'dist/src');
 /** The services' TMPDIR: emptied at each start and stop, so nothing a service left there (after a crash too) outlives the run. */
@@ -212,7 +212,10 @@ for (let shard = 0; shard < shards; shard++) {
 }
 service('gateway', 'gateway', envFor('gateway'));
 service('pricing', 'pricing', envFor('pricing'));
-service('feed', 'feed', envFor('feed'), feedNodeBinary(log));
+const feedNode = feedNodeBinary(log);
+service('feed', 'feed', { ...envFor('feed'), NDFEX_FEED_ROLE: 'bridge' }, feedNode);
+// NDFEX never retransmits: while the bridge restarts, only a second listener keeps what the exchange sends (NDFEX_STANDBY=off: none).
+if (standby) service('feed-standby', 'feed', { ...envFor('feed'), NDFEX_FEED_ROLE: 'standby' }, feedNode);
 if (simulate) {
   // Whatever the simulator sends before the bridge has joined the groups is lost for good: a gap at every start.
   await supervisor.whenReady('feed');

@@ -15,7 +15,7 @@ export type SimulatorSetting = 'auto' | 'on' | 'off';
  * mistake is one ConfigError naming the file and line or the variable, rather
  * than a child that dies at start and is restarted forever while the rest serves.
  */
-export function preflight(env: NodeJS.ProcessEnv): { cfg: Config; simulator: SimulatorSetting; exchange: Pick<BridgeConfig, 'marketData' | 'iface'> } {
+export function preflight(env: NodeJS.ProcessEnv): { cfg: Config; simulator: SimulatorSetting; standby: boolean; exchange: Pick<BridgeConfig, 'marketData' | 'iface'> } {
   const cfg = loadConfig(env);
   prepareDataDir(cfg.dataDir, env.DATA_DIR ? 'DATA_DIR' : 'dataDir (config file)');
   const instruments = loadBaskets(cfg.basketsFile || undefined);
@@ -34,8 +34,11 @@ export function preflight(env: NodeJS.ProcessEnv): { cfg: Config; simulator: Sim
     throw new ConfigError(`NDFEX_SIMULATOR=${JSON.stringify(env.NDFEX_SIMULATOR)}: expected auto, on or off`);
   }
   if (simulator !== 'off') simSettingsFromEnv(env);
+  // The standby bridge (src/feed/standby.ts) beside the bridge, unless turned off.
+  const standby = (env.NDFEX_STANDBY || 'on').toLowerCase();
+  if (standby !== 'on' && standby !== 'off') throw new ConfigError(`NDFEX_STANDBY=${JSON.stringify(env.NDFEX_STANDBY)}: expected on or off`);
   // Where the launcher listens for a live exchange: the bridge's market-data group.
-  return { cfg, simulator, exchange: { marketData: feed.marketData, iface: feed.iface } };
+  return { cfg, simulator, standby: standby === 'on', exchange: { marketData: feed.marketData, iface: feed.iface } };
 }
 
 /** How many engine shards last ran on this DATA_DIR: what the launcher recorded, 1 for a store from before shards, null for a fresh one. */

@@ -1,0 +1,106 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { FeedAlert, FeedCounters } from '../../proto/marketdata.js';
+import type { Logger } from '../shared/log.js';
+import { HeldStore } from './held-store.js';
+
+/** Long enough for another bridge's copies of the fills in a gap to be stored (they were sent as this bridge's would have been). */
+export const COVER_GRACE_MS = 1000;
+/**
+ * How far before the highest stream seq this bridge knew the look begins:
+ * another bridge's fills of a gap may be stored a little before the last one
+ * this bridge had acked (two publishers, each up to this many in flight).
+ */
+const LOOK_BEHIND = 1024;
+
+interface Gap {
+  session: string;
+  expected: number;
+  received: number;
+  /** Stream seq after which the gap's fills can be, if any bridge stored them. */
+  after: number;
+}
+
+/**
+ * A seq gap this bridge heard is not a loss when another bridge (the standby,
+ * src/feed/standby.ts, or a second bridge) stored the fills it missed: the
+ * bridge restarting while the standby listened, or a datagram its own socket
+ * dropped. The gap is reported at once as ever (alert and standing problem,
+ * saved within milliseconds: a bridge killed now still leaves the record);
+ * COVER_GRACE_MS later the fill stream is read and what another bridge stored
+ * is taken back out of the counters and the problem. Nothing is ever added
+ * here: a failed look leaves the report as it stands.
+ */
+export class GapCover {
+  private gaps: Gap[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> = Promise.resolve();
+  /** Fills of heard gaps found stored by another bridge, and the looks done. */
+  covered = 0;
+  looks = 0;
+
+  constructor(
+    private readonly deps: {
+      nc: NatsConnection;
+      log: Logger;
+      counters: FeedCounters;
+      /** The fill-stream seq this bridge last knew (FillPublisher.streamSeq). */
+      streamSeq: () => number;
+      /** Takes `n` covered fills out of the gap problem (ClearingLossProblems.covered). */
+      uncount: (n: number) => void;
+      graceMs?: number;
+    },
+  ) {}
+
+  /** A gap alert just reported, in the exchange session `session` (its fill msg id session). */
+  heard(a: Omit<FeedAlert, 'ts' | 'feed'>, session: string): void {
+    if (a.kind !== 'gap' || a.expected === undefined || a.received === undefined || a.received <= a.expected) return;
+    this.gaps.push({ session, expected: a.expected, received: a.received, after: Math.max(0, this.deps.streamSeq() - LOOK_BEHIND) });
+    this.timer ??= setTimeout(() => {
+      this.timer = null;
+      this.running = this.running.then(() => this.look());
+    }, this.deps.graceMs ?? COVER_GRACE_MS);
+  }
+
+  /** Looks now for the gaps heard so far (a clean stop: nothing is left unlooked). */
+  async flush(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.running = this.running.then(() => this.look());
+    await this.running;
+  }
+
+  private async look(): Promise<void> {
+    const gaps = this.gaps;
+    this.gaps = [];
+    if (gaps.length === 0) return;
+    const bySession = new Map<string, Gap[]>();
+    for (const g of gaps) bySession.set(g.session, [...(bySession.get(g.session) ?? []), g]);
+    for (const [session, list] of bySession) {
+      let stored: Set<number>;
+      try {
+        stored = await HeldStore.storedSeqs(this.deps.nc, Math.min(...list.map((g) => g.after)), session);
+      } catch (err) {
+        this.deps.log.warn({ err: String(err), gaps: list.length }, 'could not read the fill stream for fills of a gap another bridge stored: the gaps stand as reported');
+        continue;
+      }
+      for (const g of list) {
+        let found = 0;
+        for (let seq = g.expected; seq < g.received; seq++) if (stored.has(seq)) found++;
+        if (found === 0) continue;
+        const c = this.deps.counters;
+        c.missed_messages = Math.max(0, c.missed_messages - found);
+        if (found === g.received - g.expected) c.gaps = Math.max(0, c.gaps - 1);
+        c.covered = (c.covered ?? 0) + found;
+        this.covered += found;
+        this.deps.uncount(found);
+        this.deps.log.info({ expected: g.expected, received: g.received, found }, 'fills of a clearing gap were stored by another bridge: not lost');
+      }
+    }
+    this.looks++;
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}

@@ -1,0 +1,224 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { KV } from '@nats-io/kv';
+import { decode } from '../../proto/codec.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, clearingSessionProblem, fillSessionId, type ClearingSessionRecord } from '../../proto/feed.js';
+import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, type StandbyStatus } from '../../proto/marketdata.js';
+import { decodeClearingDatagram } from '../../proto/ndfex.js';
+import { fillProblem, type Fill } from '../../proto/fill.js';
+import { connectNats } from '../shared/nats.js';
+import { ensureFillStream, openBucket } from '../shared/streams.js';
+import type { Logger } from '../shared/log.js';
+import { AlertSender } from './alerts.js';
+import { lastMarkerSession, lastStoredFillSeq } from './clearing-session.js';
+import { joinGroup, type Receiver } from './multicast.js';
+import { publishQuiet } from './nats-out.js';
+import { REORDER_WINDOW, believableJump } from './verdict.js';
+import { FillPublisher } from './publisher.js';
+import { sourceFilter } from './sockets.js';
+import type { BridgeOptions } from './service.js';
+
+/** The session a standby publishes fills of: the one the bridge began, and its sender. */
+interface Followed {
+  session: number;
+  sender: string;
+  /** The last seq known stored, saved by the bridge, or sent here: only later ones are published. */
+  lastSeq: number;
+  /** The highest seq heard here from the sender (0: none yet), and when (until then: when it began to follow). */
+  heard: number;
+  heardAt: number;
+  /** The seq went back (an exchange restart from the same address, or a forgery): nothing is published until the bridge's record passes this. */
+  suspendedAt: number | null;
+}
+
+/**
+ * The standby bridge: a second listener on the clearing feed, for the
+ * seconds the bridge is down (a crash, a restart, an upgrade). NDFEX never
+ * retransmits, so a fill sent while no bridge listens is lost for good; the
+ * standby hears it and publishes it under the msg id the bridge would have
+ * used (`fill-<session>-<seq>`), so with both up each fill is stored once.
+ *
+ * It decides nothing. It follows the session the bridge began (the feed
+ * bucket's clearing record, once that session's marker is in the fill stream
+ * and the bridge has saved the session's sender) and publishes only fills from
+ * that sender at seqs past the last it knows. Everything else (another sender,
+ * a seq going back: an exchange restart or a forgery) is the bridge's to
+ * judge and hold; the standby ignores it, so it can never apply what the
+ * bridge would hold, nor a new session's fill before its reset. A seq that
+ * goes back on the followed sender itself suspends it until the bridge's
+ * record moves past it (the old session went on) or to a new session.
+ */
+export class StandbyListener {
+  private followed: Followed | null = null;
+  /** Why nothing is published yet (no session to follow), or null. */
+  private waiting: string | null = 'the clearing session record is not read yet';
+  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, gaps: 0, invalid: 0 };
+  private receiver: Receiver | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private following: Promise<void> = Promise.resolve();
+  private readonly accepts: (sender: string) => boolean;
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly kv: KV,
+    private readonly publisher: FillPublisher,
+    private readonly alerts: AlertSender,
+    private readonly opts: BridgeOptions,
+    private readonly log: Logger,
+  ) {
+    this.accepts = sourceFilter(opts.sources);
+  }
+
+  static async start(opts: BridgeOptions, log: Logger): Promise<StandbyListener> {
+    const nc = await connectNats(opts.natsUrl, 'ndfex-feed-standby', { role: 'feed', credsFile: opts.natsCreds });
+    try {
+      await ensureFillStream(nc, opts.natsReplicas);
+      const kv = await openBucket(nc, FEED_BUCKET, opts.natsReplicas);
+      const alerts = new AlertSender((a) => publishQuiet(nc, log, FEED_ALERT_SUBJECT, { ...a, detail: `standby: ${a.detail}` }));
+      const publisher = new FillPublisher(nc, log, fillSessionId(1), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
+      const s = new StandbyListener(nc, kv, publisher, alerts, opts, log);
+      await s.follow();
+      s.receiver = await joinGroup(opts.clearing, opts.iface, (buf, sender) => s.onDatagram(buf, sender));
+      s.timer = setInterval(() => s.tick(), opts.statusIntervalMs ?? 1000);
+      s.publishStatus();
+      log.info({ clearing: opts.clearing, followed: s.followed, waiting: s.waiting }, 'standby bridge ready');
+      return s;
+    } catch (err) {
+      await nc.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** What /health and the tests see. */
+  status(): StandbyStatus {
+    const f = this.followed;
+    const waiting = f?.suspendedAt != null ? `the seq went back after ${f.suspendedAt} on the followed sender: waiting for the bridge to decide` : this.waiting;
+    return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ts: Date.now() };
+  }
+
+  /** Resolves once every fill sent so far is acknowledged. */
+  idle(): Promise<void> {
+    return this.publisher.idle();
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.receiver?.close();
+    this.receiver = null;
+    await this.following.catch(() => {});
+    await Promise.race([this.publisher.idle(), new Promise((r) => setTimeout(r, 2000))]);
+    this.publisher.close();
+    await this.nc.drain().catch(() => {});
+  }
+
+  private tick(): void {
+    this.following = this.following.then(() => this.follow()).catch((err: unknown) => this.log.warn({ err: String(err) }, 'standby: could not read the clearing session'));
+    this.publishStatus();
+  }
+
+  private publishStatus(): void {
+    publishQuiet(this.nc, this.log, FEED_STATUS_SUBJECT, this.status());
+  }
+
+  /**
+   * Reads the bridge's clearing record and follows what it says once it is
+   * safe to: a new session only after its marker (the reset) is stored, and
+   * only with the sender the bridge saved for it.
+   */
+  private async follow(): Promise<void> {
+    const e = await this.kv.get(FEED_CLEARING_KEY);
+    if (!e || e.operation !== 'PUT') return this.wait('no exchange session begun yet (the bridge writes it at its start)');
+    let r: ClearingSessionRecord;
+    try {
+      r = decode<ClearingSessionRecord>(e.value);
+    } catch {
+      return this.wait('the clearing session record is unreadable');
+    }
+    if (clearingSessionProblem(r) !== null) return this.wait('the clearing session record is unreadable');
+    const f = this.followed;
+    if (f && f.session === r.session && f.sender === r.clearing_sender) {
+      if (f.suspendedAt !== null && r.last_seq > f.suspendedAt) {
+        this.log.info({ session: f.session, lastSeq: r.last_seq }, 'standby: the bridge went on with the session: publishing again');
+        f.suspendedAt = null;
+      }
+      f.lastSeq = Math.max(f.lastSeq, r.last_seq);
+      return;
+    }
+    if (f && r.session < f.session) return;
+    if (!r.clearing_sender) return this.wait(`session ${r.session}: its sender is not known yet (the bridge saves it once it has heard a fill)`);
+    if (r.session > 1 && (await lastMarkerSession(this.nc)) < r.session) return this.wait(`session ${r.session}: its marker is not in the fill stream yet`);
+    const session = fillSessionId(r.session);
+    const stored = await lastStoredFillSeq(this.nc, session);
+    const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), suspendedAt: null };
+    // Behind every fill of the old session already sent: no fill goes out under the wrong session's msg id.
+    if (!f || f.session !== r.session) this.publisher.enqueueBarrier('standby follows a new session', async () => void (this.publisher.session = session));
+    this.followed = next;
+    this.waiting = null;
+    this.log.info({ session: next.session, sender: next.sender, lastSeq: next.lastSeq }, 'standby: following the clearing session');
+  }
+
+  private wait(why: string): void {
+    if (this.followed) return;
+    if (this.waiting !== why) this.log.info({ why }, 'standby: not publishing yet');
+    this.waiting = why;
+  }
+
+  private onDatagram(buf: Buffer, sender: string): void {
+    if (!this.accepts(sender)) return;
+    this.counts.datagrams++;
+    const d = decodeClearingDatagram(buf);
+    if (d.error) this.counts.bad_datagrams++;
+    const f = this.followed;
+    for (const m of d.messages) {
+      if (m.type !== 'fill') continue;
+      if (!f) {
+        this.counts.not_following++;
+        continue;
+      }
+      if (sender !== f.sender) {
+        this.counts.other_sender++;
+        continue;
+      }
+      if (f.suspendedAt !== null) {
+        this.counts.suspended++;
+        continue;
+      }
+      const now = Date.now();
+      if ((f.heard > 0 && m.seq < f.heard - REORDER_WINDOW) || m.seq - f.lastSeq > believableJump('clearing', now - f.heardAt)) {
+        // What the bridge would hold for a verdict (a run going back, a jump further than the exchange sends): never published here.
+        this.counts.suspended++;
+        f.suspendedAt = f.lastSeq;
+        this.log.warn({ seq: m.seq, heard: f.heard, lastSeq: f.lastSeq }, 'standby: a clearing seq the bridge would hold for a verdict: not publishing until the bridge decides');
+        this.alerts.send('clearing', { kind: 'stray', detail: `seq ${m.seq} after ${f.lastSeq} from the exchange's sender: publishing suspended until the bridge decides (an exchange restart or a forgery)`, received: m.seq });
+        continue;
+      }
+      if (f.heard === 0 && m.seq !== f.lastSeq + 1) {
+        // The first fill heard since it began to follow, past a skip: the bridge, up as this started, has the ones before and judges the skip.
+        f.heard = f.lastSeq = m.seq;
+        f.heardAt = now;
+        this.counts.not_after++;
+        continue;
+      }
+      if (m.seq > f.heard) {
+        f.heard = m.seq;
+        f.heardAt = now;
+      }
+      if (m.seq <= f.lastSeq) {
+        this.counts.not_after++;
+        continue;
+      }
+      if (f.lastSeq > 0 && m.seq > f.lastSeq + 1) {
+        this.counts.gaps++;
+        this.alerts.send('clearing', { kind: 'gap', detail: `clearing seq gap: expected ${f.lastSeq + 1}, received ${m.seq} (${m.seq - f.lastSeq - 1} not heard by the standby; lost for good unless the bridge stored them)`, expected: f.lastSeq + 1, received: m.seq });
+      }
+      f.lastSeq = m.seq;
+      const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
+      if (fillProblem(fill)) {
+        this.counts.invalid++;
+        continue;
+      }
+      this.counts.published++;
+      this.publisher.enqueueFill(fill);
+    }
+  }
+}

@@ -1,0 +1,254 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import { encode } from '../proto/codec.js';
+import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
+import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
+import { StandbyListener } from '../src/feed/standby.js';
+import { multicastSender } from '../src/feed/multicast.js';
+import { api, quietLog, spawnService, until, type TestSystem } from './helpers/system.js';
+import { feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing } from './helpers/feed.js';
+
+/**
+ * The standby bridge (src/feed/standby.ts) covers the bridge's downtime:
+ * NDFEX never retransmits, so what the exchange sends while the bridge is
+ * stopped, killed or restarting reaches the stream only through it. With both
+ * up, each fill is stored once. It publishes nothing the bridge would hold:
+ * another sender, a seq going back or jumping too far, a new exchange session
+ * before the bridge has begun it.
+ */
+let world: FeedWorld;
+let nc: NatsConnection;
+let opts: BridgeOptions;
+let system: TestSystem;
+const closers: Array<() => Promise<unknown>> = [];
+
+beforeEach(async () => {
+  world = await feedWorld();
+  ({ nc, opts, system } = world);
+});
+
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+  await world.close();
+});
+
+async function bridge(): Promise<BridgeHandle> {
+  const b = await startBridge({ ...opts, verdictWindowMs: TEST_VERDICT_MS }, quietLog);
+  closers.push(() => b.close());
+  return b;
+}
+
+async function standby(): Promise<StandbyListener> {
+  const s = await StandbyListener.start(opts, quietLog);
+  closers.push(() => s.close());
+  return s;
+}
+
+/** The bridge as its own process, so that it can be SIGKILLed. */
+async function bridgeProcess(): Promise<{ kill(): Promise<void> }> {
+  const addr = (a: { group: string; port: number }) => `${a.group}:${a.port}`;
+  const s = await spawnService('feed', 'feed/main.js', {
+    NATS_URL: world.nats.url,
+    NATS_CREDS: '',
+    LOG_LEVEL: 'warn',
+    NDFEX_CLEARING_ADDR: addr(opts.clearing),
+    NDFEX_MD_ADDR: addr(opts.marketData),
+    NDFEX_SNAPSHOT_ADDR: addr(opts.snapshot),
+    NDFEX_STATUS_INTERVAL_MS: '100',
+    NDFEX_VERDICT_WINDOW_MS: '2000',
+  });
+  let killed = false;
+  const kill = async () => {
+    if (killed) return;
+    killed = true;
+    await s.stop('SIGKILL');
+  };
+  closers.push(kill);
+  return { kill };
+}
+
+const fills = async () => (await fillStream(nc)).filter((m) => m.subject !== SESSION_SUBJECT);
+const fillIds = async () => (await fills()).map((m) => m.msgId);
+const storedCount = (n: number, what: string) => until(async () => ((await fills()).length >= n ? true : undefined), what);
+const holdings = async (user: string) => (await api(system.url).holdings(user, `${user}pass`)).body.holdings as Record<string, number>;
+/** The standby follows the exchange's session once the bridge has saved its sender. */
+const following = (s: StandbyListener, source: string, session = 1, lastSeq = 0) =>
+  until(() => (s.status().sender === source && s.status().session === session && s.status().last_seq >= lastSeq ? s.status() : undefined), `the standby to follow session ${session} from ${source} past ${lastSeq}`);
+
+describe('the standby bridge covers the bridge\'s downtime', () => {
+  for (const how of ['SIGKILL', 'a clean stop'] as const) {
+    it(`fills sent while the bridge is down (${how}) are stored by the standby, each once, and the restarted bridge goes on without a gap`, async () => {
+      const ex = await playExchange(opts);
+      closers.push(() => ex.close());
+      const first = how === 'SIGKILL' ? await bridgeProcess() : null;
+      const inProcess = first ? null : await bridge();
+      const sb = await standby();
+      await ex.fills([[1, 4, 10], [2, 6, 3]]);
+      await storedCount(2, 'the first fills stored');
+      await following(sb, ex.source(), 1, 2);
+
+      if (first) await first.kill();
+      else await inProcess!.close();
+      await ex.fills([[1, 4, 1], [1, 4, 1], [2, 6, -1], [1, 6, 2]]);
+      await storedCount(6, 'the fills sent while the bridge was down');
+
+      await (first ? bridgeProcess() : bridge());
+      await ex.fills([[1, 4, 1]]);
+      await storedCount(7, 'the fill after the restart');
+      await until(() => (system.engine.fills.applied >= 7 ? true : undefined), 'every fill applied');
+      expect(await fillIds()).toEqual([1, 2, 3, 4, 5, 6, 7].map((s) => `fill-1-${s}`));
+      expect(await holdings('team1')).toEqual({ STED: 13, DILN: 2 });
+      expect(await holdings('team2')).toEqual({ DILN: 2 });
+      expect(sb.status()).toMatchObject({ waiting: null, gaps: 0, suspended: 0, other_sender: 0 });
+      // The restarted bridge saw no gap: it resumed from what the stream holds.
+      const health = await until(async () => {
+        const h = (await api(system.url).send('GET', '/health')).body;
+        return h.feed?.live && h.feed.standby?.live && h.feed.clearing.last_seq >= 7 ? h : undefined;
+      }, 'both bridges on /health');
+      expect(health.feed.clearing.gaps).toBe(0);
+      expect(health.feed.problems).toBeUndefined();
+      expect(health.feed.standby).toMatchObject({ session: 1, sender: ex.source(), waiting: null });
+    });
+  }
+
+  it('with both up, every fill is stored once (the standby\'s copies are duplicates)', async () => {
+    const ex = await playExchange(opts);
+    closers.push(() => ex.close());
+    await bridge();
+    const sb = await standby();
+    await ex.fills([[1, 4, 1]]);
+    await following(sb, ex.source());
+    await ex.fills(Array.from({ length: 20 }, () => [1, 4, 1] as [number, number, number]));
+    await storedCount(21, 'every fill');
+    await sb.idle();
+    expect(await fillIds()).toEqual(Array.from({ length: 21 }, (_, i) => `fill-1-${i + 1}`));
+    expect(sb.status().published).toBeGreaterThan(0);
+    await until(() => (system.engine.fills.applied >= 21 ? true : undefined), 'every fill applied');
+    expect(await holdings('team1')).toEqual({ STED: 21 });
+  });
+});
+
+describe('the standby publishes nothing the bridge would hold', () => {
+  /** The exchange at seq 103 (its session began at 101), the standby following it, the bridge killed. */
+  async function bridgeDown() {
+    const ex = await playExchange(opts, { clearingSeq: 100 });
+    closers.push(() => ex.close());
+    const b = await bridgeProcess();
+    const sb = await standby();
+    await ex.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
+    await storedCount(3, 'the first fills');
+    await following(sb, ex.source(), 1, 103);
+    await b.kill();
+    return { ex, sb };
+  }
+  const FIRST = ['fill-1-101', 'fill-1-102', 'fill-1-103'];
+
+  it('a fill from another socket, at the next seq and further on: not published', async () => {
+    const { sb } = await bridgeDown();
+    const forger = await multicastSender('127.0.0.1');
+    closers.push(() => forger.close());
+    await sendClearing(forger, opts.clearing, [[fillMsg(104, 1, 6, 100)], [fillMsg(105, 1, 6, 100)], [fillMsg(150, 1, 6, 100)]]);
+    await until(() => (sb.status().other_sender >= 3 ? true : undefined), 'the forged fills heard');
+    await sb.idle();
+    expect(await fillIds()).toEqual(FIRST);
+  });
+
+  it('from the exchange\'s own address: a re-sent seq with other content is not published; a seq going back suspends the standby, and no later fill goes out on its word', async () => {
+    const { ex, sb } = await bridgeDown();
+    // The same seq again, another fill: the first one stands.
+    await ex.spoof([fillMsg(103, 1, 6, 100)]);
+    await until(() => (sb.status().not_after >= 1 ? true : undefined), 'the re-sent seq heard');
+    // A run going back beyond a reordered datagram: an exchange restart from the same socket or a forgery, the bridge's to judge.
+    await ex.spoof([fillMsg(1, 2, 6, 100)]);
+    await until(() => (sb.status().suspended >= 1 ? true : undefined), 'the standby suspended');
+    await ex.fills([[1, 4, 1]]);
+    await until(() => (sb.status().suspended >= 2 ? true : undefined), 'the next fill left to the bridge');
+    await sb.idle();
+    expect(await fillIds()).toEqual(FIRST);
+    expect((await fills()).every((m) => m.data.symbol === 4)).toBe(true);
+  });
+
+  it('from the exchange\'s own address: a seq beyond any believable gap, and then a seq far back, suspend it until the bridge decides', async () => {
+    const { ex, sb } = await bridgeDown();
+    await ex.spoof([fillMsg(5_000_000, 1, 6, 100)]);
+    await until(() => (sb.status().suspended >= 1 ? true : undefined), 'the far jump suspends the standby');
+    expect(sb.status().waiting).toMatch(/bridge to decide/);
+    await ex.fills([[1, 4, 1]]);
+    await until(() => (sb.status().suspended >= 2 ? true : undefined), 'the next fill left to the bridge');
+    await sb.idle();
+    expect(await fillIds()).toEqual(FIRST);
+
+    // The bridge comes back and goes on with the session: the standby publishes again.
+    await bridge();
+    await ex.fills([[1, 4, 1]]);
+    await until(() => (sb.status().waiting === null ? true : undefined), 'the standby resumes once the bridge has gone on');
+    await ex.fills([[1, 4, 1]]);
+    await storedCount(5, 'fills after the bridge came back');
+    expect((await fillIds()).includes('fill-1-5000000')).toBe(false);
+    expect(sb.status().published).toBeGreaterThan(0);
+  });
+
+  it('an exchange restart (a new process, seq from 1): nothing of the new session before the bridge has begun it and stored its reset; then the standby covers it too', async () => {
+    const ex = await playExchange(opts);
+    closers.push(() => ex.close());
+    await bridge();
+    const sb = await standby();
+    await ex.fills([[1, 4, 5], [1, 4, 5]]);
+    await following(sb, ex.source());
+    await storedCount(2, 'the old session\'s fills');
+    await ex.restart();
+    await ex.fills([[1, 6, 1]]);
+    // Believed on market data after the verdict window; the standby follows once the bridge saved the new sender.
+    await following(sb, ex.source(), 2);
+    await ex.fills([[1, 6, 1], [1, 6, 1]]);
+    await storedCount(5, 'the new session\'s fills');
+    const stream = await fillStream(nc);
+    const marker = stream.findIndex((m) => m.subject === SESSION_SUBJECT);
+    expect(marker).toBeGreaterThan(-1);
+    const newSession = stream.map((m, i) => [m.msgId ?? '', i] as const).filter(([id]) => id.startsWith('fill-2-'));
+    expect(newSession.map(([id]) => id)).toEqual(['fill-2-1', 'fill-2-2', 'fill-2-3']);
+    expect(newSession.every(([, i]) => i > marker)).toBe(true);
+    await until(() => (system.engine.fills.applied >= 5 ? true : undefined), 'every fill applied');
+    expect(await holdings('team1')).toEqual({ DILN: 3 });
+  });
+});
+
+describe('a gap the bridge heard, whose fills another bridge stored, is taken back', () => {
+  /** Fills stored as another bridge (the standby) stores them: the bridge's msg ids, straight into the stream. */
+  async function storedElsewhere(fillsBySeq: Array<[number, number, number, number]>): Promise<void> {
+    const js = jetstream(nc);
+    for (const [seq, client_id, symbol, q] of fillsBySeq) {
+      await js.publish(fillSubject(client_id), encode({ seq, client_id, symbol, side: q >= 0 ? 1 : 2, quantity: Math.abs(q), price: 100 }), { msgID: fillMsgId('1', seq) });
+    }
+  }
+  const gapProblem = (b: BridgeHandle) => b.stats().status.problems?.find((p) => p.id === 'gap-clearing');
+
+  for (const [label, stored, left] of [
+    ['all of them: the problem goes, nothing counted missed', [2, 3, 4], 0],
+    ['some of them: the problem counts the others', [2, 4], 1],
+    ['none of them: the problem stands as reported', [], 3],
+  ] as const) {
+    it(label, async () => {
+      const ex = await playExchange(opts);
+      closers.push(() => ex.close());
+      const b = await bridge();
+      await ex.fills([[1, 4, 1]]);
+      await storedCount(1, 'the first fill');
+      // Seqs 2-4 never reach this bridge; another stored the ones listed.
+      ex.skip(3);
+      await storedElsewhere(stored.map((seq) => [seq, 1, 4, 1]));
+      await ex.fills([[1, 4, 1]]);
+      const raised = await until(() => gapProblem(b), 'the gap reported at once');
+      expect(raised).toMatchObject({ missed: 3 });
+      await until(() => (b.stats().gapLooks >= 1 ? true : undefined), 'the look for the gap\'s fills');
+      const c = b.stats().status.clearing;
+      expect(c.missed_messages).toBe(left);
+      expect(c.gaps).toBe(left === 0 ? 0 : 1);
+      if (left === 0) expect(gapProblem(b)).toBeUndefined();
+      else expect(gapProblem(b)).toMatchObject({ missed: left, detail: expect.stringMatching(new RegExp(`^clearing fills missed for good: ${left} `)) });
+      await until(() => (system.engine.fills.applied >= 2 + stored.length ? true : undefined), 'every stored fill applied');
+      expect(await holdings('team1')).toEqual({ STED: 2 + stored.length });
+    });
+  }
+});
