@@ -147,6 +147,8 @@ export interface StandbyStatus {
   other_sender: number;
   not_after: number;
   suspended: number;
+  /** Two different fills heard with one seq from the followed sender (the first was published). */
+  conflicts: number;
   gaps: number;
   invalid: number;
   ts: number;

@@ -7,7 +7,8 @@ import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/
 import { StandbyListener } from '../src/feed/standby.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { api, quietLog, spawnService, until, type TestSystem } from './helpers/system.js';
-import { feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing } from './helpers/feed.js';
+import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing } from './helpers/feed.js';
+import { FEED_ALERT_SUBJECT, type FeedAlert } from '../proto/marketdata.js';
 
 /**
  * The standby bridge (src/feed/standby.ts) covers the bridge's downtime:
@@ -154,19 +155,26 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(await fillIds()).toEqual(FIRST);
   });
 
-  it('from the exchange\'s own address: a re-sent seq with other content is not published; a seq going back suspends the standby, and no later fill goes out on its word', async () => {
+  it('from the exchange\'s own address: a re-sent seq with other content is not published (a conflict, alerted); a seq going back suspends the standby, and no later fill goes out on its word', async () => {
     const { ex, sb } = await bridgeDown();
-    // The same seq again, another fill: the first one stands.
-    await ex.spoof([fillMsg(103, 1, 6, 100)]);
-    await until(() => (sb.status().not_after >= 1 ? true : undefined), 'the re-sent seq heard');
+    const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+    await alerts.flushed();
+    await ex.fills([[1, 4, 1]]);
+    await storedCount(4, 'the standby\'s fill');
+    // The same seq again, another fill: the first one stands, and the operator hears of the other.
+    await ex.spoof([fillMsg(104, 1, 6, 100)]);
+    const conflict = await alerts.next((a) => a.kind === 'conflict');
+    expect(conflict.detail).toMatch(/^standby: two different fills with seq 104/);
+    expect(sb.status()).toMatchObject({ conflicts: 1, not_after: 1 });
     // A run going back beyond a reordered datagram: an exchange restart from the same socket or a forgery, the bridge's to judge.
     await ex.spoof([fillMsg(1, 2, 6, 100)]);
     await until(() => (sb.status().suspended >= 1 ? true : undefined), 'the standby suspended');
     await ex.fills([[1, 4, 1]]);
     await until(() => (sb.status().suspended >= 2 ? true : undefined), 'the next fill left to the bridge');
     await sb.idle();
-    expect(await fillIds()).toEqual(FIRST);
+    expect(await fillIds()).toEqual([...FIRST, 'fill-1-104']);
     expect((await fills()).every((m) => m.data.symbol === 4)).toBe(true);
+    alerts.stop();
   });
 
   it('from the exchange\'s own address: a seq beyond any believable gap, and then a seq far back, suspend it until the bridge decides', async () => {

@@ -106,6 +106,7 @@ it('shows the standby bridge beside the bridge, its status never taken for the b
     other_sender: 0,
     not_after: 1,
     suspended: 0,
+    conflicts: 0,
     gaps: 0,
     invalid: 0,
     ts: Date.now(),

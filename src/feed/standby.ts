@@ -12,7 +12,10 @@ import { AlertSender } from './alerts.js';
 import { lastMarkerSession, lastStoredFillSeq } from './clearing-session.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { publishQuiet } from './nats-out.js';
-import { REORDER_WINDOW, believableJump } from './verdict.js';
+import { REORDER_WINDOW, believableJump, fingerprint } from './verdict.js';
+
+/** Fills sent kept by seq, to tell a re-sent one from a different fill with the same seq (a conflict: a forgery raced the exchange). */
+const SENT_RING = 1024;
 import { FillPublisher } from './publisher.js';
 import { sourceFilter } from './sockets.js';
 import type { BridgeOptions } from './service.js';
@@ -51,11 +54,12 @@ export class StandbyListener {
   private followed: Followed | null = null;
   /** Why nothing is published yet (no session to follow), or null. */
   private waiting: string | null = 'the clearing session record is not read yet';
-  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, gaps: 0, invalid: 0 };
+  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, conflicts: 0, gaps: 0, invalid: 0 };
   private receiver: Receiver | null = null;
   private timer: NodeJS.Timeout | null = null;
   private following: Promise<void> = Promise.resolve();
   private readonly accepts: (sender: string) => boolean;
+  private readonly sent: Array<{ seq: number; fingerprint: string } | undefined> = new Array(SENT_RING);
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -205,6 +209,12 @@ export class StandbyListener {
       }
       if (m.seq <= f.lastSeq) {
         this.counts.not_after++;
+        const was = this.sent[m.seq % SENT_RING];
+        if (was?.seq === m.seq && was.fingerprint !== fingerprint(m)) {
+          // The first one heard was published: with the bridge down, nobody else can say so.
+          this.counts.conflicts++;
+          this.alerts.send('clearing', { kind: 'conflict', detail: `two different fills with seq ${m.seq} from the exchange's sender: the first heard was published (one of them is forged)`, received: m.seq, fingerprints: [was.fingerprint, fingerprint(m)] });
+        }
         continue;
       }
       if (f.lastSeq > 0 && m.seq > f.lastSeq + 1) {
@@ -218,6 +228,7 @@ export class StandbyListener {
         continue;
       }
       this.counts.published++;
+      this.sent[m.seq % SENT_RING] = { seq: m.seq, fingerprint: fingerprint(m) };
       this.publisher.enqueueFill(fill);
     }
   }
