@@ -22,6 +22,8 @@
  *   BENCH_RATES        fills/s ladder          (default 5000,10000,20000,50000,100000)
  *   BENCH_PER_DATAGRAM fills per datagram list (default 1,10: one ladder each)
  *   BENCH_SECONDS      send time per step      (default 2)
+ *   BENCH_STANDBY      1 (default): the standby bridge runs beside the bridge, as npm start runs it;
+ *                      each step prints both processes' CPU per fill (0: the bridge alone)
  */
 import { serviceNodeFlags, startService, type ServiceProcess } from '../src/shared/service-process.js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -42,11 +44,13 @@ import { encode, decode } from '../proto/codec.js';
 import { decodeClearingDatagram, encodeClearingDatagram, type ClearingMessage } from '../proto/ndfex.js';
 import { fillMsgId, fillSubject } from '../proto/subjects.js';
 import { FEED_STATUS_SUBJECT, type FeedStatus } from '../proto/marketdata.js';
+import { cpuMeter } from './cpu.js';
 import type { Fill } from '../proto/fill.js';
 
 const RATES = (process.env.BENCH_RATES ?? '5000,10000,20000,50000,100000').split(',').map(Number);
 const PER_DATAGRAM = (process.env.BENCH_PER_DATAGRAM ?? '1,10').split(',').map(Number);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
+const STANDBY = process.env.BENCH_STANDBY !== '0';
 const BASELINE_FILLS = 50_000;
 const CLIENTS = 16;
 /** No engine progress for this long with fills outstanding: they are lost. */
@@ -157,12 +161,15 @@ const group = `239.${rnd()}.${rnd()}.2`;
 const port = 20_000 + Math.floor(Math.random() * 20_000);
 let lastStatus: FeedStatus | undefined;
 nc.subscribe(FEED_STATUS_SUBJECT, { callback: (_e, m) => {
-    lastStatus = decode<FeedStatus>(m.data);
+    const status = decode<FeedStatus & { role?: string }>(m.data);
+    // The standby's status shares the subject.
+    if (status.role === undefined) lastStatus = status;
   },
 });
 
-function startBridgeProcess(): Promise<ServiceProcess<unknown>> {
+function startBridgeProcess(role: 'bridge' | 'standby' = 'bridge'): Promise<ServiceProcess<unknown>> {
   const env = {
+    NDFEX_FEED_ROLE: role,
     ...process.env,
     NATS_URL: nats.url,
     NDFEX_CLEARING_ADDR: `${group}:${port}`,
@@ -174,7 +181,7 @@ function startBridgeProcess(): Promise<ServiceProcess<unknown>> {
     LOG_LEVEL: 'info',
   };
   return startService({
-    name: 'feed bridge',
+    name: role === 'bridge' ? 'feed bridge' : 'standby bridge',
     // As the launcher runs it, with its Node flags.
     args: [...serviceNodeFlags('feed'), join(PROJECT_ROOT, 'dist/src/feed/main.js')],
     env,
@@ -223,6 +230,9 @@ interface Row {
   exact: boolean;
   e2eRate: number;
   drainMs: number;
+  /** CPU µs per fill sent, of the bridge and (when it runs) the standby, over the step and its drain. */
+  bridgeUs: number;
+  standbyUs: number | null;
 }
 
 async function step(rate: number, perDatagram: number): Promise<Row> {
@@ -231,6 +241,7 @@ async function step(rate: number, perDatagram: number): Promise<Row> {
   const missedBefore = lastStatus?.clearing.missed_messages ?? 0;
   const sendErrorsBefore = sendErrors;
   const dropsBefore = kernelDrops();
+  const cpu = cpuMeter({ bridge: bridge!.child.pid!, ...(standby ? { standby: standby.child.pid! } : {}) });
   let sent = 0;
   const start = performance.now();
   while (sent < total) {
@@ -249,6 +260,8 @@ async function step(rate: number, perDatagram: number): Promise<Row> {
   const applied = engine.fills.applied - appliedBefore;
   // Wait for a status that has heard the step's last fill, so its gap counters include this step.
   for (let i = 0; i < 200 && (lastStatus?.clearing.last_seq ?? 0) < seq; i++) await sleep(10);
+  const used = cpu();
+  const usPerFill = (t?: { user: number; system: number }) => (t ? ((t.user + t.system) * 1e6) / Math.max(1, sent) : null);
   return {
     rate,
     perDatagram,
@@ -261,6 +274,8 @@ async function step(rate: number, perDatagram: number): Promise<Row> {
     exact: d.ok && applied === total && positionsMatch(),
     e2eRate: applied / ((d.at - start) / 1000),
     drainMs: d.at - sendEnd,
+    bridgeUs: usPerFill(used.bridge)!,
+    standbyUs: usPerFill(used.standby),
   };
 }
 
@@ -276,10 +291,12 @@ function decodeRate(): number {
 const rows: Row[] = [];
 const decoded = decodeRate();
 let bridge: ServiceProcess<unknown> | undefined;
+let standby: ServiceProcess<unknown> | undefined;
 let base = 0;
 try {
   base = await baseline();
   bridge = await startBridgeProcess();
+  if (STANDBY) standby = await startBridgeProcess('standby');
   await nc.flush();
   ladders: for (const perDatagram of PER_DATAGRAM) {
     for (const rate of RATES) {
@@ -306,6 +323,7 @@ try {
     }
   }
 } finally {
+  await standby?.stop();
   await bridge?.stop();
   sock.close();
   await engine.close();
@@ -318,8 +336,9 @@ const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 console.log(`\ncodec: ${fmt(decoded)} clearing messages decoded per second (one core, 10 per datagram)`);
 console.log(`baseline (the engine applying fills already in JetStream, its catch-up): ${fmt(base)} fills/s\n`);
 console.log('missed: fills the bridge saw as seq gaps; in brackets, datagrams the sender failed to send / the kernel dropped at the bridge socket');
-console.log('fills/dgram | target/s | sent/s  |    sent | applied | missed (send err / kernel drops) | exactly once | multicast→engine /s | of baseline | drain ms');
-console.log('------------|----------|---------|---------|---------|----------------------------------|--------------|---------------------|-------------|---------');
+console.log(`CPU µs/fill: the bridge's${STANDBY ? ", and the standby bridge's beside it (and its share of the bridge's)" : ' (BENCH_STANDBY=0: no standby)'}, over each step and its drain`);
+console.log('fills/dgram | target/s | sent/s  |    sent | applied | missed (send err / kernel drops) | exactly once | multicast→engine /s | of baseline | drain ms | CPU µs/fill bridge, standby');
+console.log('------------|----------|---------|---------|---------|----------------------------------|--------------|---------------------|-------------|----------|----------------------------');
 for (const r of rows) {
   console.log(
     [
@@ -333,6 +352,7 @@ for (const r of rows) {
       fmt(r.e2eRate).padStart(19),
       `${(r.e2eRate / base).toFixed(2)}x`.padStart(11),
       fmt(r.drainMs).padStart(8),
+      `${r.bridgeUs.toFixed(1)}${r.standbyUs === null ? '' : `, ${r.standbyUs.toFixed(1)} (${(r.standbyUs / r.bridgeUs).toFixed(2)}x)`}`,
     ].join(' | '),
   );
 }

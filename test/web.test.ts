@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
 import { encode } from '../proto/codec.js';
 import type { FeedProblem } from '../proto/feed.js';
-import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, priceSubject, type EtfPrice, type FeedAlert, type FeedCounters, type FeedStatus } from '../proto/marketdata.js';
+import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, priceSubject, type EtfPrice, type FeedAlert, type FeedCounters, type FeedStatus, type StandbyStatus } from '../proto/marketdata.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { browserMissing, launchBrowser } from './helpers/browser.js';
 import { buy, tempDir, undyBasket, useSystem } from './helpers/system.js';
@@ -163,6 +163,11 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     await textBecomes(page, '#feed tr[data-feed="clearing"] [data-field="gaps"]', '2');
     await textBecomes(page, '#feed tr[data-feed="market_data"] [data-field="restarts"]', '1');
     await textBecomes(page, '#t-feed', 'live');
+    await textBecomes(page, '#feed tr[data-feed="standby"] [data-field="state"]', /^no standby bridge/);
+    const standby: StandbyStatus = { role: 'standby', session: 1, sender: '127.0.0.1:4000', last_seq: 7, waiting: null, datagrams: 7, bad_datagrams: 0, published: 5, duplicates: 5, not_following: 0, other_sender: 0, not_after: 2, suspended: 0, conflicts: 0, gaps: 0, invalid: 0, ts: Date.now() };
+    f.nc.publish(FEED_STATUS_SUBJECT, encode(standby));
+    await textBecomes(page, '#feed tr[data-feed="standby"] [data-field="state"]', 'following session 1; 5 fills published');
+    await textBecomes(page, '#feed tr[data-feed="clearing"] [data-field="gaps"]', '2');
     await textBecomes(page, '#alerts tbody tr:first-child td:nth-child(4)', alert.detail);
     // Cash per team (fills at 100 a unit): 65 units bought.
     await textBecomes(page, '#positions tr[data-team="team2"] [data-field="cash"]', '-6,500');

@@ -167,7 +167,23 @@ function renderFeed(feed) {
       el('td', { class: 'num muted' }, fmtNum(c.last_seq)),
     );
   };
-  $('#feed tbody').replaceChildren(row('clearing', 'Clearing'), row('market_data', 'Market data'));
+  $('#feed tbody').replaceChildren(row('clearing', 'Clearing'), row('market_data', 'Market data'), standbyRow(feed.standby));
+}
+
+/** The standby bridge (it keeps the fills sent while the bridge restarts): whether it is there, and what it follows. */
+function standbyRow(s) {
+  const label = el('td', {}, 'Standby');
+  if (!s) return el('tr', { 'data-feed': 'standby' }, label, el('td', { colspan: 6, class: 'muted', 'data-field': 'state' }, 'no standby bridge (a bridge restart loses the fills sent meanwhile)'));
+  const state = !s.live ? `silent for ${Math.round(s.age_ms / 1000)} s: a bridge restart now loses the fills sent meanwhile` : s.waiting ? `waiting: ${s.waiting}` : `following session ${s.session}; ${fmtNum(s.published)} fills published`;
+  return el(
+    'tr',
+    { 'data-feed': 'standby' },
+    label,
+    el('td', { class: 'num' }, fmtNum(s.datagrams)),
+    el('td', { class: `num ${s.gaps ? 'warn' : ''}` }, fmtNum(s.gaps)),
+    el('td', { colspan: 3, class: `small ${s.live && !s.waiting ? '' : 'warn'}`, 'data-field': 'state' }, state),
+    el('td', { class: 'num muted' }, fmtNum(s.last_seq)),
+  );
 }
 
 /** Standing feed problems first (with the operator's decisions), then the alerts. */

@@ -13,12 +13,12 @@ import { lastMarkerSession, lastStoredFillSeq } from './clearing-session.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { publishQuiet } from './nats-out.js';
 import { REORDER_WINDOW, believableJump, fingerprint } from './verdict.js';
-
-/** Fills sent kept by seq, to tell a re-sent one from a different fill with the same seq (a conflict: a forgery raced the exchange). */
-const SENT_RING = 1024;
 import { FillPublisher } from './publisher.js';
 import { sourceFilter } from './sockets.js';
 import type { BridgeOptions } from './service.js';
+
+/** Fills sent kept by seq, to tell a re-sent one from a different fill with the same seq (a conflict: a forgery raced the exchange). */
+const SENT_RING = 1024;
 
 /** The session a standby publishes fills of: the one the bridge began, and its sender. */
 interface Followed {
@@ -47,8 +47,9 @@ interface Followed {
  * a seq going back: an exchange restart or a forgery) is the bridge's to
  * judge and hold; the standby ignores it, so it can never apply what the
  * bridge would hold, nor a new session's fill before its reset. A seq that
- * goes back on the followed sender itself suspends it until the bridge's
- * record moves past it (the old session went on) or to a new session.
+ * goes back beyond a reordered datagram, or jumps further than the exchange
+ * sends, on the followed sender itself suspends it until the bridge's record
+ * moves past it (the old session went on) or to a new session.
  */
 export class StandbyListener {
   private followed: Followed | null = null;
@@ -58,6 +59,7 @@ export class StandbyListener {
   private receiver: Receiver | null = null;
   private timer: NodeJS.Timeout | null = null;
   private following: Promise<void> = Promise.resolve();
+  private looking = false;
   private readonly accepts: (sender: string) => boolean;
   private readonly sent: Array<{ seq: number; fingerprint: string } | undefined> = new Array(SENT_RING);
 
@@ -66,7 +68,7 @@ export class StandbyListener {
     private readonly kv: KV,
     private readonly publisher: FillPublisher,
     private readonly alerts: AlertSender,
-    private readonly opts: BridgeOptions,
+    opts: BridgeOptions,
     private readonly log: Logger,
   ) {
     this.accepts = sourceFilter(opts.sources);
@@ -95,7 +97,7 @@ export class StandbyListener {
   /** What /health and the tests see. */
   status(): StandbyStatus {
     const f = this.followed;
-    const waiting = f?.suspendedAt != null ? `the seq went back after ${f.suspendedAt} on the followed sender: waiting for the bridge to decide` : this.waiting;
+    const waiting = f?.suspendedAt != null ? `after seq ${f.suspendedAt}, a seq the bridge holds for a verdict (back past a reordered datagram, or further ahead than the exchange sends): waiting for the bridge to decide` : this.waiting;
     return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ts: Date.now() };
   }
 
@@ -116,7 +118,13 @@ export class StandbyListener {
   }
 
   private tick(): void {
-    this.following = this.following.then(() => this.follow()).catch((err: unknown) => this.log.warn({ err: String(err) }, 'standby: could not read the clearing session'));
+    // One look at a time: with NATS slow to answer, ticks do not pile up behind it.
+    if (!this.looking) {
+      this.looking = true;
+      this.following = this.follow()
+        .catch((err: unknown) => this.log.warn({ err: String(err) }, 'standby: could not read the clearing session'))
+        .finally(() => (this.looking = false));
+    }
     this.publishStatus();
   }
 
