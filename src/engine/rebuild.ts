@@ -1,4 +1,5 @@
 import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { Instruments } from '../config/baskets.js';
 import type { JournalEvent } from '../../proto/journal.js';
 import type { ShardNames } from '../../proto/shards.js';
@@ -36,6 +37,12 @@ export async function rebuildState(
   log: Logger,
   /** When the start began: the timings count from there. */
   t0: number,
+  /**
+   * Journals the configuration (the roster's accounts, the baskets) on a first start (no snapshot, an empty journal)
+   * before any fill is replayed: fills the bridge stored before the engine ever ran are then its teams', not unknown
+   * client_ids to ignore.
+   */
+  firstStart?: (state: EngineState, journal: JournalWriter) => Promise<void>,
 ): Promise<Rebuilt> {
   const { names } = at;
   const snapshot = await snapshots.load(at.instruments).catch((err: unknown) => {
@@ -49,6 +56,10 @@ export async function rebuildState(
   // Said before the replay, so a start that takes long is never silent (the replay logs its progress too).
   log.info({ snapshot: fromSnapshot, journalStream: names.journalStream }, 'rebuilding state: replaying the journal and the fill stream');
   const fills = emptyFillStats();
+  const journalOptions = { log, subject: names.journalSubject, stream: names.journalStream };
+  if (firstStart && !snapshot && (await jetstreamManager(nc).then((jsm) => jsm.streams.info(names.journalStream))).state.last_seq === 0) {
+    await firstStart(state, new JournalWriter(nc, 0, journalOptions));
+  }
   // Each journal event goes back among the fills where the engine applied it (src/engine/replay.ts).
   const replayed = await replayMerged(nc, {
     journalStream: names.journalStream,
@@ -73,11 +84,7 @@ export async function rebuildState(
     log.warn({ lastRead: replayed.journalSeq, journalEnd: replayed.journalEnd }, 'the journal ends in deleted records: writing after them');
   }
   // After the stream's last sequence even when its last records were deleted: an append names the sequence it follows.
-  const journal = new JournalWriter(nc, Math.max(replayed.journalSeq, replayed.journalEnd, state.journalSeq), {
-    log,
-    subject: names.journalSubject,
-    stream: names.journalStream,
-  });
+  const journal = new JournalWriter(nc, Math.max(replayed.journalSeq, replayed.journalEnd, state.journalSeq), journalOptions);
   return { state, journal, fills, snapshot: fromSnapshot, snapshotMs, replayMs: Math.round(performance.now() - t0) - snapshotMs };
 }
 

@@ -99,9 +99,11 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
   const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET, setup.replicas), log);
   const snapshots = await SnapshotStore.open(nc, log, names, setup.replicas);
-  const rebuilt = await rebuildState(nc, setup, snapshots, log, t0);
+  const configure = (state: EngineState, journal: JournalWriter) => journalConfiguration(state, journal, setup.instruments, setup.roster, setup.accountsFile);
+  const rebuilt = await rebuildState(nc, setup, snapshots, log, t0, configure);
   const { state, journal } = rebuilt;
-  await journalConfiguration(state, journal, setup.instruments, setup.roster, setup.accountsFile);
+  // Later starts: what the configuration changed, at the fill position the state has reached.
+  await configure(state, journal);
   const tRoster = performance.now();
   const rosterHashes = await hashRosterPasswords(state, setup.roster, setup.bcryptRounds, setup.rosterHashesFile);
   const rosterMs = Math.round(performance.now() - tRoster);

@@ -1,0 +1,59 @@
+import { afterEach, expect, it } from 'vitest';
+import { jetstream } from '@nats-io/jetstream';
+import { encode } from '../proto/codec.js';
+import { fillMsgId, fillSubject } from '../proto/subjects.js';
+import type { Fill } from '../proto/fill.js';
+import { startEngine, type EngineHandle } from '../src/engine/service.js';
+import { position } from '../src/engine/state.js';
+import { ensureFillStream } from '../src/shared/streams.js';
+import { natsClient, quietLog, startTestNats, tempDir, testConfig } from './helpers/system.js';
+
+/**
+ * The launcher starts the engine and the feed bridge side by side, so on a
+ * fresh system the bridge may store the exchange's first fills before the
+ * engine has ever run. The engine's first start journals the roster before it
+ * replays any fill: those fills are the teams', not unknown client_ids.
+ */
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+it('fills stored before the engine ever ran are applied to the roster\'s teams, and stay so at the next start', async () => {
+  const nats = await startTestNats();
+  cleanups.push(() => nats.stop(), () => nats.remove());
+  const dir = tempDir();
+  cleanups.push(() => dir.remove());
+  const nc = await natsClient(nats.url);
+  cleanups.push(() => nc.close());
+  await ensureFillStream(nc);
+  const js = jetstream(nc);
+  const fills: Fill[] = [
+    { seq: 1, client_id: 1, symbol: 4, side: 1, quantity: 5, price: 100 },
+    { seq: 2, client_id: 2, symbol: 6, side: 1, quantity: 3, price: 100 },
+    { seq: 3, client_id: 1, symbol: 4, side: 2, quantity: 2, price: 100 },
+    // Not a team: counted and ignored, as ever.
+    { seq: 4, client_id: 99, symbol: 4, side: 1, quantity: 1, price: 100 },
+  ];
+  for (const f of fills) await js.publish(fillSubject(f.client_id), encode(f), { msgID: fillMsgId('1', f.seq) });
+
+  const cfg = testConfig(dir.path);
+  const check = (engine: EngineHandle) => {
+    const team1 = engine.state.accounts.get(1)!;
+    const team2 = engine.state.accounts.get(2)!;
+    expect(position(team1, 4)).toBe(3);
+    expect(position(team2, 6)).toBe(3);
+    expect(team1.cash).toBe(-300);
+    expect(engine.state.accounts.has(99)).toBe(false);
+  };
+  let engine = await startEngine(cfg, nats.url, quietLog, (err) => {
+    throw err;
+  });
+  check(engine);
+  await engine.close();
+  engine = await startEngine(cfg, nats.url, quietLog, (err) => {
+    throw err;
+  });
+  cleanups.push(() => engine.close());
+  check(engine);
+});
