@@ -1,5 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { retryTransient } from '../shared/js-retry.js';
 import type { Instruments } from '../config/baskets.js';
 import type { JournalEvent } from '../../proto/journal.js';
 import type { ShardNames } from '../../proto/shards.js';
@@ -57,7 +58,10 @@ export async function rebuildState(
   log.info({ snapshot: fromSnapshot, journalStream: names.journalStream }, 'rebuilding state: replaying the journal and the fill stream');
   const fills = emptyFillStats();
   const journalOptions = { log, subject: names.journalSubject, stream: names.journalStream };
-  if (firstStart && !snapshot && (await jetstreamManager(nc).then((jsm) => jsm.streams.info(names.journalStream))).state.last_seq === 0) {
+  // A cluster may still be electing the journal's leader at a start: asked again until it answers, as every other read at a start is.
+  const journalEmpty = async () =>
+    (await retryTransient('journal info', async () => (await jetstreamManager(nc)).streams.info(names.journalStream), { deadlineMs: 30_000, log })).state.last_seq === 0;
+  if (firstStart && !snapshot && (await journalEmpty())) {
     await firstStart(state, new JournalWriter(nc, 0, journalOptions));
   }
   // Each journal event goes back among the fills where the engine applied it (src/engine/replay.ts).
