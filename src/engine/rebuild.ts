@@ -58,7 +58,7 @@ export async function rebuildState(
   log.info({ snapshot: fromSnapshot, journalStream: names.journalStream }, 'rebuilding state: replaying the journal and the fill stream');
   const fills = emptyFillStats();
   const journalOptions = { log, subject: names.journalSubject, stream: names.journalStream };
-  // A cluster may still be electing the journal's leader at a start: asked again until it answers, as every other read at a start is.
+  // A cluster may still be electing the journal's leader at a start: asked again until it answers, as the journal's writes are.
   const journalEmpty = async () =>
     (await retryTransient('journal info', async () => (await jetstreamManager(nc)).streams.info(names.journalStream), { deadlineMs: 30_000, log })).state.last_seq === 0;
   if (firstStart && !snapshot && (await journalEmpty())) {
