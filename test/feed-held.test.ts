@@ -9,8 +9,8 @@ import { encodeMdDatagram, type ClearingMessage, type MdMessage } from '../proto
 import { HELD_STREAM, SESSION_SUBJECT, fillMsgId, fillSubject, heldSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { ensureHeldStream } from '../src/shared/streams.js';
-import { api, quietLog, spawnService, until, type TestSystem } from './helpers/system.js';
-import { feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, type Sender } from './helpers/feed.js';
+import { api, quietLog, until, type TestSystem } from './helpers/system.js';
+import { feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge, type Sender } from './helpers/feed.js';
 
 /**
  * The clearing messages a pending exchange-session verdict holds survive the
@@ -45,18 +45,7 @@ async function bridge(): Promise<BridgeHandle> {
 
 /** The bridge as its own process, so that it can be SIGKILLed. */
 async function bridgeProcess(statusIntervalMs = 100) {
-  const addr = (a: { group: string; port: number }) => `${a.group}:${a.port}`;
-  const s = await spawnService('feed', 'feed/main.js', {
-    NATS_URL: world.nats.url,
-    NATS_CREDS: '',
-    LOG_LEVEL: 'warn',
-    NDFEX_CLEARING_ADDR: addr(opts.clearing),
-    NDFEX_MD_ADDR: addr(opts.marketData),
-    NDFEX_SNAPSHOT_ADDR: addr(opts.snapshot),
-    NDFEX_STATUS_INTERVAL_MS: String(statusIntervalMs),
-    // The smallest window the config takes; these tests decide by hand.
-    NDFEX_VERDICT_WINDOW_MS: '2000',
-  });
+  const s = await spawnBridge(world.nats.url, opts, statusIntervalMs);
   children.push(s);
   return {
     kill: async () => {

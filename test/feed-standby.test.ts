@@ -6,8 +6,8 @@ import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { StandbyListener } from '../src/feed/standby.js';
 import { multicastSender } from '../src/feed/multicast.js';
-import { api, quietLog, spawnService, until, type TestSystem } from './helpers/system.js';
-import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing } from './helpers/feed.js';
+import { api, quietLog, until, type TestSystem } from './helpers/system.js';
+import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge } from './helpers/feed.js';
 import { FEED_ALERT_SUBJECT, type FeedAlert } from '../proto/marketdata.js';
 
 /**
@@ -48,17 +48,7 @@ async function standby(): Promise<StandbyListener> {
 
 /** The bridge as its own process, so that it can be SIGKILLed. */
 async function bridgeProcess(): Promise<{ kill(): Promise<void> }> {
-  const addr = (a: { group: string; port: number }) => `${a.group}:${a.port}`;
-  const s = await spawnService('feed', 'feed/main.js', {
-    NATS_URL: world.nats.url,
-    NATS_CREDS: '',
-    LOG_LEVEL: 'warn',
-    NDFEX_CLEARING_ADDR: addr(opts.clearing),
-    NDFEX_MD_ADDR: addr(opts.marketData),
-    NDFEX_SNAPSHOT_ADDR: addr(opts.snapshot),
-    NDFEX_STATUS_INTERVAL_MS: '100',
-    NDFEX_VERDICT_WINDOW_MS: '2000',
-  });
+  const s = await spawnBridge(world.nats.url, opts);
   let killed = false;
   const kill = async () => {
     if (killed) return;

@@ -6,7 +6,7 @@ import { encodeClearingDatagram, encodeMdDatagram, type ClearingMessage } from '
 import { readStream } from '../../src/shared/stream-reader.js';
 import { multicastSender, type GroupAddr } from '../../src/feed/multicast.js';
 import type { BridgeOptions } from '../../src/feed/service.js';
-import { natsClient, startSystem, startTestNats, tempDir, testConfig, type TestSystem } from './system.js';
+import { natsClient, spawnService, startSystem, startTestNats, tempDir, testConfig, type TestSystem } from './system.js';
 
 /** A UDP port the OS just handed out (free right now). */
 export async function udpPort(): Promise<number> {
@@ -35,6 +35,24 @@ export async function bridgeOpts(natsUrl: string, extra: Partial<BridgeOptions> 
 }
 
 export type Sender = Awaited<ReturnType<typeof multicastSender>>;
+
+/**
+ * The bridge as its own process on `opts`' groups, so that it can be SIGKILLed; its verdict window
+ * the smallest the config takes (these tests decide by hand).
+ */
+export function spawnBridge(natsUrl: string, opts: Pick<BridgeOptions, 'clearing' | 'marketData' | 'snapshot'>, statusIntervalMs = 100) {
+  const addr = (a: GroupAddr) => `${a.group}:${a.port}`;
+  return spawnService('feed', 'feed/main.js', {
+    NATS_URL: natsUrl,
+    NATS_CREDS: '',
+    LOG_LEVEL: 'warn',
+    NDFEX_CLEARING_ADDR: addr(opts.clearing),
+    NDFEX_MD_ADDR: addr(opts.marketData),
+    NDFEX_SNAPSHOT_ADDR: addr(opts.snapshot),
+    NDFEX_STATUS_INTERVAL_MS: String(statusIntervalMs),
+    NDFEX_VERDICT_WINDOW_MS: '2000',
+  });
+}
 
 export const fillMsg = (seq: number, client_id: number, symbol: number, q: number, price = 100): ClearingMessage => ({
   type: 'fill',
