@@ -27,8 +27,9 @@ interface Pending {
 
 const textDecoder = new TextDecoder();
 // The server writes `"duplicate": true` (with a space); allow either.
-const STREAM_SEQ = /"seq":(\d+)/;
 const DUPLICATE = /"duplicate":\s*true/;
+/** The stream seq in an ack's JSON (a duplicate's: the copy stored first). */
+const STREAM_SEQ = /"seq":(\d+)/;
 
 /**
  * Publishes fills to JetStream in arrival order with a bounded number of
@@ -177,7 +178,6 @@ export class FillPublisher {
     }
     this.stats.delivered++;
     if (DUPLICATE.test(body)) this.stats.duplicates++;
-    // A duplicate's ack names the stream seq of the copy stored first.
     const stored = STREAM_SEQ.exec(body);
     if (stored) this.streamSeq = Math.max(this.streamSeq, Number(stored[1]));
     this.schedulePump(); // acks of one socket read refill the window in one write
