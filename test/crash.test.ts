@@ -151,6 +151,27 @@ it.each([
     });
     await bridge.start();
     cleanups.push(() => bridge.stop());
+    // The standby, as npm start runs it beside the bridge: it must never publish what the bridge would not (a new session's fill before its reset).
+    const standby = supervised(async () => {
+      const s = await spawnService(
+        'feed-standby',
+        'feed/main.js',
+        {
+          NATS_URL: nats.url,
+          NATS_CREDS: '',
+          LOG_LEVEL: 'info',
+          NDFEX_FEED_ROLE: 'standby',
+          NDFEX_CLEARING_ADDR: `${feeds.clearing.group}:${feeds.clearing.port}`,
+          NDFEX_MD_ADDR: `${feeds.marketData.group}:${feeds.marketData.port}`,
+          NDFEX_SNAPSHOT_ADDR: `${feeds.snapshot.group}:${feeds.snapshot.port}`,
+          NDFEX_STATUS_INTERVAL_MS: '200',
+        },
+        20_000,
+      );
+      return s.child;
+    });
+    await standby.start();
+    cleanups.push(() => standby.stop());
 
     const nc: NatsConnection = await connectNats(nats.url, 'crash-test');
     cleanups.push(() => nc.close());
@@ -164,11 +185,14 @@ it.each([
       sender = await multicastSender('127.0.0.1');
       exchangeSeq = 0;
       mdSeq = 0;
+      sent.push(new Map());
       await old.close().catch(() => {});
     };
 
     let loadRunning = true;
     let exchangeSeq = 0;
+    /** What each exchange process sent (a restart is a new one), by seq: `client_id/symbol`. */
+    const sent: Map<number, string>[] = [new Map()];
     let mdSeq = 100;
     const mdLoop = (async () => {
       while (loadRunning) {
@@ -184,7 +208,8 @@ it.each([
         const client = 1 + (k % TEAMS);
         const symbol = 3 + (Math.floor(k / TEAMS) % 10);
         // Datagrams sent while no bridge listens are lost, as on the real feed: the fill stream says what counted.
-        await sendClearing(sender, feeds.clearing, [[fillMsg(++exchangeSeq, client, symbol, 20)]]).catch(() => {});
+        sent[sent.length - 1]!.set(++exchangeSeq, `${client}/${symbol}`);
+        await sendClearing(sender, feeds.clearing, [[fillMsg(exchangeSeq, client, symbol, 20)]]).catch(() => {});
         await pause(3);
       }
     })();
@@ -241,8 +266,9 @@ it.each([
 
     loadRunning = false;
     await Promise.all([fillLoop, mdLoop, ...workers]);
-    // A clean stop publishes every fill the bridge took in: the fill stream is final.
+    // A clean stop publishes every fill the bridges took in: the fill stream is final.
     await bridge.stop('SIGTERM');
+    await standby.stop('SIGTERM');
     const stream = await fillStream(nc);
     const lastSeq = stream.length > 0 ? stream[stream.length - 1]!.seq : 0;
 
@@ -297,6 +323,26 @@ it.each([
     expect([...killed.keys()].sort(), summary).toEqual(['bridge', 'engine', 'gateway', 'nats', 'restart', 'session']);
     expect(resets.length, summary).toBeGreaterThanOrEqual(3);
     expect(resets.filter((m) => (m.data as SessionMarker).detail.startsWith('exchange restart')).length, summary).toBeGreaterThanOrEqual(1);
+
+    // No fill of an exchange session is stored before that session's reset, whichever bridge published it.
+    const markerAt = new Map<number, number>();
+    for (const m of stream) if (m.subject === SESSION_SUBJECT && !markerAt.has((m.data as SessionMarker).session)) markerAt.set((m.data as SessionMarker).session, m.seq);
+    for (const m of stream) {
+      const of = /^fill-(\d+)-/.exec(m.msgId ?? '');
+      const s = of ? Number(of[1]) : 1;
+      if (m.subject !== SESSION_SUBJECT && s > 1) expect(m.seq, `${m.msgId} at stream seq ${m.seq}; ${summary}`).toBeGreaterThan(markerAt.get(s) ?? Infinity);
+    }
+    // And every fill stored under one session came from one exchange process: none of a restarted exchange under the session before.
+    const bySession = new Map<string, { seq: number; what: string }[]>();
+    for (const m of stream) {
+      const of = /^fill-(\d+)-(\d+)$/.exec(m.msgId ?? '');
+      if (!of) continue;
+      const f = m.data as Fill;
+      bySession.set(of[1]!, [...(bySession.get(of[1]!) ?? []), { seq: Number(of[2]), what: `${f.client_id}/${f.symbol}` }]);
+    }
+    for (const [s, list] of bySession) {
+      expect(sent.some((e) => list.every((x) => e.get(x.seq) === x.what)), `session ${s}'s fills are one exchange process's; ${summary}`).toBe(true);
+    }
 
     // 2. Final positions are exactly the fills after the last reset plus the conversions decided after it (so nothing half-applied, nothing lost to a replay).
     const lastReset = resets.length > 0 ? resets[resets.length - 1]!.seq : 0;
