@@ -142,12 +142,12 @@ export interface StandbyStatus {
   /** Fills it sent to the stream (each stored once: `duplicates` of them the bridge had stored first). */
   published: number;
   duplicates: number;
-  /** Fills left to the bridge: heard before it had a session to follow, from another sender, at or below `last_seq`, while suspended (a seq the bridge would hold for a verdict). */
+  /** Clearing messages (fills, heartbeats) left to the bridge: heard before it had a session to follow, from another sender, at or below `last_seq`, while suspended (a seq the bridge would hold for a verdict). */
   not_following: number;
   other_sender: number;
   not_after: number;
   suspended: number;
-  /** Two different fills heard with one seq from the followed sender (the first was published). */
+  /** A message heard with the seq of a fill it published, and other content (the fill heard first stands). */
   conflicts: number;
   gaps: number;
   invalid: number;

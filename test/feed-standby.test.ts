@@ -103,6 +103,31 @@ describe('the standby bridge covers the bridge\'s downtime', () => {
     });
   }
 
+  it('clearing heartbeats take seqs too: the standby follows them (no gap), and publishes only the fills', async () => {
+    const ex = await playExchange(opts);
+    closers.push(() => ex.close());
+    const b = await bridgeProcess();
+    const sb = await standby();
+    const heartbeat = async () => {
+      await ex.spoof([{ type: 'heartbeat', seq: ex.clearingSeq + 1 }]);
+      ex.skip(1);
+    };
+    await ex.fills([[1, 4, 1]]);
+    await heartbeat();
+    await ex.fills([[1, 4, 1]]);
+    await storedCount(2, 'the first fills');
+    await following(sb, ex.source(), 1, 3);
+    await b.kill();
+    await heartbeat();
+    await ex.fills([[1, 4, 1]]);
+    await heartbeat();
+    await heartbeat();
+    await ex.fills([[1, 4, 1]]);
+    await storedCount(4, 'the fills sent while the bridge was down');
+    expect(await fillIds()).toEqual(['fill-1-1', 'fill-1-3', 'fill-1-5', 'fill-1-8']);
+    expect(sb.status()).toMatchObject({ gaps: 0, suspended: 0, last_seq: 8 });
+  });
+
   it('with both up, every fill is stored once (the standby\'s copies are duplicates)', async () => {
     const ex = await playExchange(opts);
     closers.push(() => ex.close());
@@ -154,7 +179,7 @@ describe('the standby publishes nothing the bridge would hold', () => {
     // The same seq again, another fill: the first one stands, and the operator hears of the other.
     await ex.spoof([fillMsg(104, 1, 6, 100)]);
     const conflict = await alerts.next((a) => a.kind === 'conflict');
-    expect(conflict.detail).toMatch(/^standby: two different fills with seq 104/);
+    expect(conflict.detail).toMatch(/^standby: two different messages with seq 104/);
     expect(sb.status()).toMatchObject({ conflicts: 1, not_after: 1 });
     // A run going back beyond a reordered datagram: an exchange restart from the same socket or a forgery, the bridge's to judge.
     await ex.spoof([fillMsg(1, 2, 6, 100)]);

@@ -182,7 +182,7 @@ export class StandbyListener {
     if (d.error) this.counts.bad_datagrams++;
     const f = this.followed;
     for (const m of d.messages) {
-      if (m.type !== 'fill') continue;
+      // A heartbeat takes a seq too: followed as a fill is, never published.
       if (!f) {
         this.counts.not_following++;
         continue;
@@ -205,7 +205,7 @@ export class StandbyListener {
         continue;
       }
       if (f.heard === 0 && m.seq !== f.lastSeq + 1) {
-        // The first fill heard since it began to follow, past a skip: the bridge, up as this started, has the ones before and judges the skip.
+        // The first message heard since it began to follow, past a skip: the bridge, up as this started, has the ones before and judges the skip.
         f.heard = f.lastSeq = m.seq;
         f.heardAt = now;
         this.counts.not_after++;
@@ -221,7 +221,7 @@ export class StandbyListener {
         if (was?.seq === m.seq && was.fingerprint !== fingerprint(m)) {
           // The first one heard was published: with the bridge down, nobody else can say so.
           this.counts.conflicts++;
-          this.alerts.send('clearing', { kind: 'conflict', detail: `two different fills with seq ${m.seq} from the exchange's sender: the first heard was published (one of them is forged)`, received: m.seq, fingerprints: [was.fingerprint, fingerprint(m)] });
+          this.alerts.send('clearing', { kind: 'conflict', detail: `two different messages with seq ${m.seq} from the exchange's sender: the fill heard first was published (one of them is forged)`, received: m.seq, fingerprints: [was.fingerprint, fingerprint(m)] });
         }
         continue;
       }
@@ -230,6 +230,7 @@ export class StandbyListener {
         this.alerts.send('clearing', { kind: 'gap', detail: `clearing seq gap: expected ${f.lastSeq + 1}, received ${m.seq} (${m.seq - f.lastSeq - 1} not heard by the standby; lost for good unless the bridge stored them)`, expected: f.lastSeq + 1, received: m.seq });
       }
       f.lastSeq = m.seq;
+      if (m.type !== 'fill') continue;
       const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
       if (fillProblem(fill)) {
         this.counts.invalid++;
