@@ -5,6 +5,9 @@ import { encode } from '../proto/codec.js';
 import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { StandbyListener } from '../src/feed/standby.js';
+import { GapCover } from '../src/feed/gap-cover.js';
+import { emptyCounters } from '../src/feed/integrity.js';
+import { ensureFillStream } from '../src/shared/streams.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { api, quietLog, until, type TestSystem } from './helpers/system.js';
 import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge } from './helpers/feed.js';
@@ -274,4 +277,22 @@ describe('a gap the bridge heard, whose fills another bridge stored, is taken ba
       expect(await holdings('team1')).toEqual({ STED: 2 + stored.length });
     });
   }
+});
+
+describe('a look for a gap\'s fills is bounded', () => {
+  it('past the bound (a bridge far behind), the gap stands as reported; within it, the same gap is taken back', async () => {
+    await ensureFillStream(nc);
+    const js = jetstream(nc);
+    for (const seq of [2, 3, 4]) await js.publish(fillSubject(1), encode({ seq, client_id: 1, symbol: 4, side: 1, quantity: 1, price: 100 }), { msgID: fillMsgId('1', seq) });
+    const look = async (maxLook: number) => {
+      const counters = { ...emptyCounters(), gaps: 1, missed_messages: 3 };
+      let uncounted = 0;
+      const cover = new GapCover({ nc, log: quietLog, counters, streamSeq: () => 0, uncount: (n) => (uncounted += n), graceMs: 60_000, maxLook });
+      cover.heard({ kind: 'gap', detail: 'test', expected: 2, received: 5 }, '1');
+      await cover.flush();
+      return { counters, uncounted, looks: cover.looks };
+    };
+    expect(await look(2)).toMatchObject({ uncounted: 0, looks: 1, counters: { gaps: 1, missed_messages: 3 } });
+    expect(await look(1000)).toMatchObject({ uncounted: 3, looks: 1, counters: { gaps: 0, missed_messages: 0, covered: 3 } });
+  });
 });

@@ -1,4 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { FILL_STREAM } from '../../proto/subjects.js';
 import type { FeedAlert, FeedCounters } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
 import { HeldStore } from './held-store.js';
@@ -11,6 +13,8 @@ export const COVER_GRACE_MS = 1000;
  * this bridge had acked (two publishers, each up to this many in flight).
  */
 const LOOK_BEHIND = 1024;
+/** A look reads at most this many stream messages: past it (a bridge far behind under overload), the gaps stand as reported rather than load it further. */
+const MAX_LOOK = 100_000;
 
 interface Gap {
   session: string;
@@ -48,6 +52,8 @@ export class GapCover {
       /** Takes `n` covered fills out of the gap problem (ClearingLossProblems.covered). */
       uncount: (n: number) => void;
       graceMs?: number;
+      /** MAX_LOOK unless set (tests). */
+      maxLook?: number;
     },
   ) {}
 
@@ -78,7 +84,13 @@ export class GapCover {
     for (const [session, list] of bySession) {
       let stored: Set<number>;
       try {
-        stored = await HeldStore.storedSeqs(this.deps.nc, Math.min(...list.map((g) => g.after)), session);
+        const after = Math.min(...list.map((g) => g.after));
+        const last = (await (await jetstreamManager(this.deps.nc)).streams.info(FILL_STREAM)).state.last_seq;
+        if (last - after > (this.deps.maxLook ?? MAX_LOOK)) {
+          this.deps.log.warn({ gaps: list.length, messages: last - after }, 'too much of the fill stream to read for fills of a gap another bridge stored: the gaps stand as reported');
+          continue;
+        }
+        stored = await HeldStore.storedSeqs(this.deps.nc, after, session);
       } catch (err) {
         this.deps.log.warn({ err: String(err), gaps: list.length }, 'could not read the fill stream for fills of a gap another bridge stored: the gaps stand as reported');
         continue;
