@@ -129,47 +129,31 @@ it.each([
     // The exchange: one fill per datagram on the clearing feed; a new exchange session starts its seq again at 1.
     const feeds = await feedAddrs();
     let session = 1;
-    const bridge = supervised(async () => {
-      const s = await spawnService(
-        'feed',
-        'feed/main.js',
-        {
-          NATS_URL: nats.url,
-          NATS_CREDS: '',
-          LOG_LEVEL: 'info',
-          NDFEX_CLEARING_ADDR: `${feeds.clearing.group}:${feeds.clearing.port}`,
-          NDFEX_MD_ADDR: `${feeds.marketData.group}:${feeds.marketData.port}`,
-          NDFEX_SNAPSHOT_ADDR: `${feeds.snapshot.group}:${feeds.snapshot.port}`,
-          // The operator's session name: changing it begins a new exchange session (a reset marker in the fill stream).
-          NDFEX_SESSION: `crash-${session}`,
-          NDFEX_STATUS_INTERVAL_MS: '200',
-          NDFEX_VERDICT_WINDOW_MS: '2000',
-        },
-        20_000,
-      );
-      return s.child;
-    });
+    /** A feed process on this test's groups and server: the bridge, or its standby. */
+    const spawnFeed = async (name: string, env: NodeJS.ProcessEnv) =>
+      (
+        await spawnService(
+          name,
+          'feed/main.js',
+          {
+            NATS_URL: nats.url,
+            NATS_CREDS: '',
+            LOG_LEVEL: 'info',
+            NDFEX_CLEARING_ADDR: `${feeds.clearing.group}:${feeds.clearing.port}`,
+            NDFEX_MD_ADDR: `${feeds.marketData.group}:${feeds.marketData.port}`,
+            NDFEX_SNAPSHOT_ADDR: `${feeds.snapshot.group}:${feeds.snapshot.port}`,
+            NDFEX_STATUS_INTERVAL_MS: '200',
+            ...env,
+          },
+          20_000,
+        )
+      ).child;
+    // The operator's session name, read at each start: changing it begins a new exchange session (a reset marker in the fill stream).
+    const bridge = supervised(() => spawnFeed('feed', { NDFEX_SESSION: `crash-${session}`, NDFEX_VERDICT_WINDOW_MS: '2000' }));
     await bridge.start();
     cleanups.push(() => bridge.stop());
     // The standby, as npm start runs it beside the bridge: it must never publish what the bridge would not (a new session's fill before its reset).
-    const standby = supervised(async () => {
-      const s = await spawnService(
-        'feed-standby',
-        'feed/main.js',
-        {
-          NATS_URL: nats.url,
-          NATS_CREDS: '',
-          LOG_LEVEL: 'info',
-          NDFEX_FEED_ROLE: 'standby',
-          NDFEX_CLEARING_ADDR: `${feeds.clearing.group}:${feeds.clearing.port}`,
-          NDFEX_MD_ADDR: `${feeds.marketData.group}:${feeds.marketData.port}`,
-          NDFEX_SNAPSHOT_ADDR: `${feeds.snapshot.group}:${feeds.snapshot.port}`,
-          NDFEX_STATUS_INTERVAL_MS: '200',
-        },
-        20_000,
-      );
-      return s.child;
-    });
+    const standby = supervised(() => spawnFeed('feed-standby', { NDFEX_FEED_ROLE: 'standby' }));
     await standby.start();
     cleanups.push(() => standby.stop());
 
