@@ -1,7 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
-import { encode } from '../proto/codec.js';
+import { Kvm } from '@nats-io/kv';
+import { decode, encode } from '../proto/codec.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../proto/feed.js';
 import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { StandbyListener } from '../src/feed/standby.js';
@@ -62,6 +64,11 @@ async function bridgeProcess(): Promise<{ kill(): Promise<void> }> {
   return { kill };
 }
 
+/** The clearing seq the bridge last saved as its progress. */
+const bridgeRecordSeq = async () => {
+  const e = await (await new Kvm(nc).open(FEED_BUCKET)).get(FEED_CLEARING_KEY);
+  return e ? decode<ClearingSessionRecord>(e.value).last_seq : 0;
+};
 const fills = async () => (await fillStream(nc)).filter((m) => m.subject !== SESSION_SUBJECT);
 const fillIds = async () => (await fills()).map((m) => m.msgId);
 const storedCount = (n: number, what: string) => until(async () => ((await fills()).length >= n ? true : undefined), what);
@@ -213,6 +220,32 @@ describe('the standby publishes nothing the bridge would hold', () => {
     await storedCount(5, 'fills after the bridge came back');
     expect((await fillIds()).includes('fill-1-5000000')).toBe(false);
     expect(sb.status().published).toBeGreaterThan(0);
+  });
+
+  it('started while no bridge runs, its first fill skipping seqs: it waits for the bridge (which judges the skip) to go on past it, then covers again', async () => {
+    const ex = await playExchange(opts, { clearingSeq: 100 });
+    closers.push(() => ex.close());
+    const b = await bridgeProcess();
+    await ex.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
+    await storedCount(3, 'the first fills');
+    await until(async () => ((await bridgeRecordSeq()) >= 103 ? true : undefined), 'the bridge to save its progress');
+    await b.kill();
+    // The whole system was down: fills sent meanwhile are lost to everybody.
+    ex.skip(3);
+    const sb = await standby();
+    await following(sb, ex.source(), 1, 103);
+    await ex.fills([[1, 6, 1], [1, 6, 1]]);
+    await until(() => (sb.status().suspended >= 2 ? true : undefined), 'the standby waiting on a first fill that skips');
+    await sb.idle();
+    expect(await fillIds()).toEqual(FIRST);
+    // The bridge comes back, judges the skip a gap of the session it followed (market data goes on), and goes on.
+    await bridge();
+    await ex.fills([[1, 4, 1]]);
+    await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
+    await ex.fills([[1, 4, 1]]);
+    await until(() => (sb.status().published >= 1 ? true : undefined), 'a fill the standby published');
+    await storedCount(5, 'the fills after the bridge came back');
+    expect(await fillIds()).toEqual([...FIRST, 'fill-1-109', 'fill-1-110']);
   });
 
   it('an exchange restart (a new process, seq from 1): nothing of the new session before the bridge has begun it and stored its reset; then the standby covers it too', async () => {

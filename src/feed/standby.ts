@@ -26,9 +26,11 @@ interface Followed {
   sender: string;
   /** The last seq known stored, saved by the bridge, or sent here: only later ones are published. */
   lastSeq: number;
-  /** The highest seq heard here from the sender (0: none yet), and when (until then: when it began to follow). */
+  /** The highest seq heard here from the sender (0: none since it began to follow or went on), and when (until then: since when). */
   heard: number;
   heardAt: number;
+  /** Until the first message is heard: a skip past `lastSeq` waits for the bridge (false once the bridge has gone on past a wait). */
+  checkSkip: boolean;
   /** The seq went back (an exchange restart from the same address, or a forgery): nothing is published until the bridge's record passes this. */
   suspendedAt: number | null;
 }
@@ -48,8 +50,10 @@ interface Followed {
  * judge and hold; the standby ignores it, so it can never apply what the
  * bridge would hold, nor a new session's fill before its reset. A seq that
  * goes back beyond a reordered datagram, or jumps further than the exchange
- * sends, on the followed sender itself suspends it until the bridge's record
- * moves past it (the old session went on) or to a new session.
+ * sends, on the followed sender itself, or a first message heard that skips
+ * seqs (the bridge holds such a run until market data tells a gap from an
+ * exchange restart), suspends it until the bridge's record moves past it
+ * (the old session went on) or to a new session.
  */
 export class StandbyListener {
   private followed: Followed | null = null;
@@ -151,7 +155,11 @@ export class StandbyListener {
     if (f && f.session === r.session && f.sender === r.clearing_sender) {
       if (f.suspendedAt !== null && r.last_seq > f.suspendedAt) {
         this.log.info({ session: f.session, lastSeq: r.last_seq }, 'standby: the bridge went on with the session: publishing again');
+        // What was heard meanwhile is the bridge's: the next message starts the run this follows.
         f.suspendedAt = null;
+        f.heard = 0;
+        f.heardAt = Date.now();
+        f.checkSkip = false;
       }
       f.lastSeq = Math.max(f.lastSeq, r.last_seq);
       return;
@@ -161,7 +169,7 @@ export class StandbyListener {
     if (r.session > 1 && (await lastMarkerSession(this.nc)) < r.session) return this.wait(`session ${r.session}: its marker is not in the fill stream yet`);
     const session = fillSessionId(r.session);
     const stored = await lastStoredFillSeq(this.nc, session);
-    const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), suspendedAt: null };
+    const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), checkSkip: true, suspendedAt: null };
     // Behind every fill of the old session already sent: no fill goes out under the wrong session's msg id.
     if (!f || f.session !== r.session) this.publisher.enqueueBarrier('standby follows a new session', async () => void (this.publisher.session = session));
     this.followed = next;
@@ -204,13 +212,16 @@ export class StandbyListener {
         this.alerts.send('clearing', { kind: 'stray', detail: `seq ${m.seq} after ${f.lastSeq} from the exchange's sender: publishing suspended until the bridge decides (an exchange restart or a forgery)`, received: m.seq });
         continue;
       }
-      if (f.heard === 0 && m.seq !== f.lastSeq + 1) {
-        // The first message heard since it began to follow, past a skip: the bridge, up as this started, has the ones before and judges the skip.
-        f.heard = f.lastSeq = m.seq;
-        f.heardAt = now;
-        this.counts.not_after++;
+      if (f.heard === 0 && f.checkSkip && m.seq > f.lastSeq + 1) {
+        // The first message heard since it began to follow skips seqs: fills missed, or (after a stop of the whole system) an exchange
+        // restart while nobody listened, which the bridge tells apart on market data. Nothing goes out until the bridge has gone on past it.
+        this.counts.suspended++;
+        f.suspendedAt = m.seq;
+        this.log.info({ seq: m.seq, lastSeq: f.lastSeq }, 'standby: the first seq heard skips: waiting for the bridge to go on past it');
         continue;
       }
+      // Only after a message heard here: the first one after it began to follow (or went on) has nothing to skip from.
+      const heardBefore = f.heard > 0;
       if (m.seq > f.heard) {
         f.heard = m.seq;
         f.heardAt = now;
@@ -225,7 +236,7 @@ export class StandbyListener {
         }
         continue;
       }
-      if (f.lastSeq > 0 && m.seq > f.lastSeq + 1) {
+      if (heardBefore && m.seq > f.lastSeq + 1) {
         this.counts.gaps++;
         this.alerts.send('clearing', { kind: 'gap', detail: `clearing seq gap: expected ${f.lastSeq + 1}, received ${m.seq} (${m.seq - f.lastSeq - 1} not heard by the standby; lost for good unless the bridge stored them)`, expected: f.lastSeq + 1, received: m.seq });
       }
