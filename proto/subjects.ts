@@ -15,6 +15,11 @@ export const SESSION_SUBJECT = 'ndfex.session';
  * published twice (bridge restart, two bridges) is stored once.
  */
 export const fillMsgId = (session: string, seq: number): string => `fill-${session}-${seq}`;
+/** The exchange session (the bridges' count, proto/feed.ts fillSessionId) a fill msg id names; null when the id is not a fill's. */
+export function fillSessionOfMsgId(id: string): number | null {
+  const m = /^fill-(\d+)-\d+$/.exec(id);
+  return m ? Number(m[1]) : null;
+}
 /** The clearing seq a fill msg id of `session` names; null when the id is not one of that session's fills. */
 export function fillSeqOfMsgId(session: string, id: string): number | null {
   const prefix = `fill-${session}-`;

@@ -1,8 +1,9 @@
 import { afterEach, expect, it } from 'vitest';
 import { jetstream } from '@nats-io/jetstream';
 import { encode } from '../proto/codec.js';
-import { fillMsgId, fillSubject } from '../proto/subjects.js';
-import type { Fill } from '../proto/fill.js';
+import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
+import { sessionMarkerMsgId } from '../proto/feed.js';
+import type { Fill, SessionMarker } from '../proto/fill.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
 import { position } from '../src/engine/state.js';
 import { ensureFillStream } from '../src/shared/streams.js';
@@ -56,4 +57,40 @@ it('fills stored before the engine ever ran are applied to the roster\'s teams, 
   });
   cleanups.push(() => engine.close());
   check(engine);
+});
+
+it('a fill stored under an earlier exchange session after a later one\'s marker is not applied, also after a start from a snapshot', async () => {
+  const nats = await startTestNats();
+  cleanups.push(() => nats.stop(), () => nats.remove());
+  const dir = tempDir();
+  cleanups.push(() => dir.remove());
+  const nc = await natsClient(nats.url);
+  cleanups.push(() => nc.close());
+  await ensureFillStream(nc);
+  const js = jetstream(nc);
+  const fill = (session: number, seq: number, quantity: number) =>
+    js.publish(fillSubject(1), encode({ seq, client_id: 1, symbol: 4, side: 1, quantity, price: 100 } satisfies Fill), { msgID: fillMsgId(String(session), seq) });
+  const marker = (session: number) =>
+    js.publish(SESSION_SUBJECT, encode({ v: 1, kind: 'exchange_restart', reset: true, session, detail: 'test', ts: Date.now() } satisfies SessionMarker), { msgID: sessionMarkerMsgId(session) });
+  await fill(1, 1, 5);
+  await marker(2);
+  // A bridge still following session 1 (a standby that had not looked yet) and the bridge that began session 2 store the same fill.
+  await fill(1, 2, 3);
+  await fill(2, 2, 3);
+  const cfg = testConfig(dir.path);
+  const start = () =>
+    startEngine(cfg, nats.url, quietLog, (err) => {
+      throw err;
+    });
+  let engine = await start();
+  expect(position(engine.state.accounts.get(1)!, 4)).toBe(3);
+  expect(engine.fills.stale).toBe(1);
+  // A clean stop saves a snapshot; the next start goes on from it.
+  await engine.close();
+  await fill(1, 3, 1);
+  await fill(2, 3, 1);
+  engine = await start();
+  cleanups.push(() => engine.close());
+  expect(engine.state.exchangeSession).toBe(2);
+  expect(position(engine.state.accounts.get(1)!, 4)).toBe(4);
 });

@@ -248,6 +248,30 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(await fillIds()).toEqual([...FIRST, 'fill-1-109', 'fill-1-110']);
   });
 
+  it('the operator begins a new session while the same exchange process goes on: the standby\'s copies under the old session, stored after the reset, are not applied', async () => {
+    const ex = await playExchange(opts);
+    closers.push(() => ex.close());
+    const b = await startBridge({ ...opts, sessionName: 'day-1', verdictWindowMs: TEST_VERDICT_MS }, quietLog);
+    await ex.fills([[1, 4, 5], [1, 4, 5]]);
+    await storedCount(2, 'the first day\'s fills');
+    await until(async () => ((await bridgeRecordSeq()) >= 2 ? true : undefined), 'the bridge to save the sender');
+    // A standby that looks at the session record seldom (NDFEX_STATUS_INTERVAL_MS up to 60 s): it follows session 1 throughout.
+    const sb = await StandbyListener.start({ ...opts, statusIntervalMs: 30_000 }, quietLog);
+    closers.push(() => sb.close());
+    expect(sb.status()).toMatchObject({ session: 1, sender: ex.source() });
+    await b.close();
+    // The operator's new session name: the restarted bridge begins session 2 (its reset marker) on the exchange's running feed.
+    const b2 = await startBridge({ ...opts, sessionName: 'day-2', verdictWindowMs: TEST_VERDICT_MS }, quietLog);
+    closers.push(() => b2.close());
+    await ex.fills([[1, 6, 1], [1, 6, 1]]);
+    await until(async () => ((await fills()).filter((m) => m.msgId?.startsWith('fill-2-')).length >= 2 ? true : undefined), 'the new session\'s fills');
+    await sb.idle();
+    const stale = (await fills()).filter((m) => m.msgId === 'fill-1-3' || m.msgId === 'fill-1-4');
+    await until(() => (system.engine.fills.applied >= 4 ? true : undefined), 'the fills applied');
+    // Whether or not the standby's copies reached the stream, only the new session's count after its reset.
+    expect(await holdings('team1'), `the standby's stored copies: ${stale.map((m) => m.msgId).join(', ') || 'none'}`).toEqual({ DILN: 2 });
+  });
+
   it('an exchange restart (a new process, seq from 1): nothing of the new session before the bridge has begun it and stored its reset; then the standby covers it too', async () => {
     const ex = await playExchange(opts);
     closers.push(() => ex.close());

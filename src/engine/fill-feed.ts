@@ -3,7 +3,7 @@ import type { JsMsg } from '@nats-io/jetstream';
 import { decode } from '../../proto/codec.js';
 import { fillDelta, fillProblem, type Fill, type SessionMarker } from '../../proto/fill.js';
 import type { Delta } from '../../proto/journal.js';
-import { FILL_STREAM, SESSION_SUBJECT } from '../../proto/subjects.js';
+import { FILL_STREAM, SESSION_SUBJECT, fillSessionOfMsgId } from '../../proto/subjects.js';
 import { readStream, type StreamFollower } from '../shared/stream-reader.js';
 import type { Logger } from '../shared/log.js';
 import { applyFill, applySessionReset } from './core.js';
@@ -15,6 +15,8 @@ export interface FillFeedStats {
   unknownAccount: number;
   invalid: number;
   sessionResets: number;
+  /** Fills stored under an earlier exchange session's msg id after a later session's marker: not applied. */
+  stale: number;
 }
 
 export type FillChange =
@@ -27,7 +29,7 @@ const MAX_REPORTED_UNKNOWN = 100;
 
 const ALL = () => true;
 
-export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0 });
+export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0, stale: 0 });
 
 /**
  * Applies one message of the fill stream: a fill, or an exchange session
@@ -44,6 +46,7 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
   }
   if (m.subject === SESSION_SUBJECT) {
     const marker = payload as SessionMarker;
+    if (Number.isSafeInteger(marker?.session) && marker.session > state.exchangeSession) state.exchangeSession = marker.session;
     if (marker?.reset === true) {
       const changed = applySessionReset(state, m.seq);
       stats.sessionResets++;
@@ -62,6 +65,14 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
     return [];
   }
   const fill = payload as Fill;
+  const session = fillSessionOfMsgId(m.headers?.get('Nats-Msg-Id') ?? '');
+  if (session !== null && session < state.exchangeSession) {
+    // Stored after the marker of a later session by a bridge still following the old one: the new session's copy counts.
+    state.fillSeq = m.seq;
+    stats.stale++;
+    log.warn({ streamSeq: m.seq, session, current: state.exchangeSession }, 'a fill of an earlier exchange session stored after a later one began: not applied');
+    return [];
+  }
   if (!owns(fill.client_id)) {
     // Another engine shard's account (proto/shards.ts): every shard reads every fill and takes its own.
     state.fillSeq = m.seq;

@@ -63,6 +63,8 @@ export interface EngineSnapshot {
   configBaskets?: EngineState['configBaskets'];
   /** The operator's basket versions (absent: none). */
   baskets?: [string, { version: number; from: number; by: string; components: Delta[] }[]][];
+  /** EngineState.exchangeSession (absent in older snapshots: 0, unknown until the next marker). */
+  exchangeSession?: number;
 }
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
@@ -121,6 +123,7 @@ export class SnapshotCapture implements AccountCapture {
       rules: state.rules,
       baskets: [...state.baskets].map(([etf, versions]) => [etf, [...versions]]),
       configBaskets: [...state.configBaskets],
+      exchangeSession: state.exchangeSession,
     };
   }
 
@@ -189,6 +192,7 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments): E
   state.baskets = new Map(snap.baskets ?? []);
   for (const [etf, versions] of state.baskets) for (const v of versions) state.catalog.add(etf, v.version, v.from, v.components);
   state.configBaskets = snap.configBaskets ?? [];
+  state.exchangeSession = snap.exchangeSession ?? 0;
   for (const c of state.configBaskets) state.catalog.addConfig(c.baskets, c.from);
   for (const img of accounts) {
     const acc = newAccount(img.clientId, img.username, img.passwordHash ?? '', img.source);

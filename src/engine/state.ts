@@ -55,6 +55,12 @@ export interface EngineState {
   rules: { rules: ConversionRules; by: string; ts: number } | null;
   /** A snapshot being taken (src/engine/snapshot.ts): told before any account changes. */
   capture: AccountCapture | null;
+  /**
+   * The exchange session of the last marker in the fill stream (0: none yet, or a snapshot from before this was
+   * kept). A fill stored after it under an older session's msg id is stale: a second bridge (the standby) still
+   * following the old session while the bridge began the new one. Applied, it would count twice.
+   */
+  exchangeSession: number;
 }
 
 /** What must see an account as it was before it changes. */
@@ -77,7 +83,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0 };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */
