@@ -28,6 +28,8 @@ const reportedUnknown = new Set<number>();
 const MAX_REPORTED_UNKNOWN = 100;
 
 const ALL = () => true;
+/** The session whose stale fills were last logged (the first of each is). */
+let lastStaleLogged = -1;
 
 export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0, stale: 0 });
 
@@ -69,8 +71,11 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
   if (session !== null && session < state.exchangeSession) {
     // Stored after the marker of a later session by a bridge still following the old one: the new session's copy counts.
     state.fillSeq = m.seq;
-    stats.stale++;
-    log.warn({ streamSeq: m.seq, session, current: state.exchangeSession }, 'a fill of an earlier exchange session stored after a later one began: not applied');
+    // The first of each session once: a bridge a status interval behind stores a run of them.
+    if (stats.stale++ === 0 || state.exchangeSession !== lastStaleLogged) {
+      lastStaleLogged = state.exchangeSession;
+      log.warn({ streamSeq: m.seq, session, current: state.exchangeSession }, 'fills of an earlier exchange session stored after a later one began are not applied (counted as stale)');
+    }
     return [];
   }
   if (!owns(fill.client_id)) {
