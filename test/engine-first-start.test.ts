@@ -20,7 +20,8 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-it('fills stored before the engine ever ran are applied to the roster\'s teams, and stay so at the next start', async () => {
+/** A nats-server with the fill stream, a data directory, and a JetStream client to store fills as a bridge does. */
+async function world() {
   const nats = await startTestNats();
   cleanups.push(() => nats.stop(), () => nats.remove());
   const dir = tempDir();
@@ -28,7 +29,11 @@ it('fills stored before the engine ever ran are applied to the roster\'s teams, 
   const nc = await natsClient(nats.url);
   cleanups.push(() => nc.close());
   await ensureFillStream(nc);
-  const js = jetstream(nc);
+  return { nats, dir, js: jetstream(nc) };
+}
+
+it('fills stored before the engine ever ran are applied to the roster\'s teams, and stay so at the next start', async () => {
+  const { nats, dir, js } = await world();
   const fills: Fill[] = [
     { seq: 1, client_id: 1, symbol: 4, side: 1, quantity: 5, price: 100 },
     { seq: 2, client_id: 2, symbol: 6, side: 1, quantity: 3, price: 100 },
@@ -60,14 +65,7 @@ it('fills stored before the engine ever ran are applied to the roster\'s teams, 
 });
 
 it('a fill stored under an earlier exchange session after a later one\'s marker is not applied, also after a start from a snapshot', async () => {
-  const nats = await startTestNats();
-  cleanups.push(() => nats.stop(), () => nats.remove());
-  const dir = tempDir();
-  cleanups.push(() => dir.remove());
-  const nc = await natsClient(nats.url);
-  cleanups.push(() => nc.close());
-  await ensureFillStream(nc);
-  const js = jetstream(nc);
+  const { nats, dir, js } = await world();
   const fill = (session: number, seq: number, quantity: number) =>
     js.publish(fillSubject(1), encode({ seq, client_id: 1, symbol: 4, side: 1, quantity, price: 100 } satisfies Fill), { msgID: fillMsgId(String(session), seq) });
   const marker = (session: number) =>
