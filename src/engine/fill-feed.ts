@@ -72,7 +72,8 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
     // Stored after the marker of a later session by a bridge still following the old one: the new session's copy counts.
     state.fillSeq = m.seq;
     // The first of each session once: a bridge a status interval behind stores a run of them.
-    if (stats.stale++ === 0 || state.exchangeSession !== lastStaleLogged) {
+    stats.stale++;
+    if (state.exchangeSession !== lastStaleLogged) {
       lastStaleLogged = state.exchangeSession;
       log.warn({ streamSeq: m.seq, session, current: state.exchangeSession }, 'fills of an earlier exchange session stored after a later one began are not applied (counted as stale)');
     }

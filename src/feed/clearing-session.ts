@@ -23,6 +23,8 @@ export class ClearingSession {
     private readonly log: Logger,
     /** The clearing seq the bridge resumes after. */
     readonly startSeq: number,
+    /** The fill stream's last sequence at the open: another bridge's fills stored from then on come after it. */
+    readonly streamSeqAtOpen: number,
   ) {}
 
   /**
@@ -39,10 +41,10 @@ export class ClearingSession {
     }
     await ensureMarker(nc, js, log, opts.restartPolicy, store.session);
     // The saved progress is written about once a second; what JetStream stored is the truth after a crash.
-    const storedSeq = await lastStoredFillSeq(nc, fillSessionId(store.session));
-    const startSeq = Math.max(store.record.last_seq, storedSeq);
+    const stored = await lastStoredFill(nc, fillSessionId(store.session));
+    const startSeq = Math.max(store.record.last_seq, stored.fillSeq);
     log.info({ session: store.session, sessionName: store.record.name, lastSeq: startSeq, policy: opts.restartPolicy }, 'clearing session');
-    return new ClearingSession(js, store, opts.restartPolicy, log, startSeq);
+    return new ClearingSession(js, store, opts.restartPolicy, log, startSeq, stored.streamSeq);
   }
 
   get number(): number {
@@ -116,12 +118,15 @@ export async function lastMarkerSession(nc: NatsConnection): Promise<number> {
   }
 }
 
-/** The clearing seq of the last fill JetStream stored for `session` (0 when the stream's last message is not one). */
-export async function lastStoredFillSeq(nc: NatsConnection, session: string): Promise<number> {
+/**
+ * The clearing seq of the last fill JetStream stored for `session` (0 when the stream's last message is not one),
+ * and the stream's last sequence it was read at.
+ */
+export async function lastStoredFill(nc: NatsConnection, session: string): Promise<{ fillSeq: number; streamSeq: number }> {
   const jsm = await jetstreamManager(nc);
   const { state } = await jsm.streams.info(FILL_STREAM);
-  if (state.last_seq === 0) return 0;
+  if (state.last_seq === 0) return { fillSeq: 0, streamSeq: 0 };
   // A deleted last message is null; a timeout is not "no fill" (it would restart the session count), and is thrown.
   const m = await jsm.streams.getMessage(FILL_STREAM, { seq: state.last_seq });
-  return fillSeqOfMsgId(session, m?.header?.get('Nats-Msg-Id') ?? '') ?? 0;
+  return { fillSeq: fillSeqOfMsgId(session, m?.header?.get('Nats-Msg-Id') ?? '') ?? 0, streamSeq: state.last_seq };
 }

@@ -38,8 +38,7 @@ export class GapCover {
   private gaps: Gap[] = [];
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> = Promise.resolve();
-  /** Fills of heard gaps found stored by another bridge, and the looks done. */
-  covered = 0;
+  /** Looks done (each for every gap heard since the one before). */
   looks = 0;
 
   constructor(
@@ -80,7 +79,11 @@ export class GapCover {
     this.gaps = [];
     if (gaps.length === 0) return;
     const bySession = new Map<string, Gap[]>();
-    for (const g of gaps) bySession.set(g.session, [...(bySession.get(g.session) ?? []), g]);
+    for (const g of gaps) {
+      const list = bySession.get(g.session);
+      if (list) list.push(g);
+      else bySession.set(g.session, [g]);
+    }
     for (const [session, list] of bySession) {
       let stored: Set<number>;
       try {
@@ -103,7 +106,6 @@ export class GapCover {
         c.missed_messages = Math.max(0, c.missed_messages - found);
         if (found === g.received - g.expected) c.gaps = Math.max(0, c.gaps - 1);
         c.covered = (c.covered ?? 0) + found;
-        this.covered += found;
         this.deps.uncount(found);
         this.deps.log.info({ expected: g.expected, received: g.received, found }, 'fills of a clearing gap were stored by another bridge: not lost');
       }

@@ -1,8 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { BBO_BUCKET, FEED_ALERT_SUBJECT, type FeedCounters, type FeedStatus } from '../../proto/marketdata.js';
 import { FEED_BUCKET, fillSessionId } from '../../proto/feed.js';
-import { FILL_STREAM, HELD_STREAM } from '../../proto/subjects.js';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { HELD_STREAM } from '../../proto/subjects.js';
 import { connectNats } from '../shared/nats.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
@@ -131,8 +130,8 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
   const bbos = new BboOut(nc, await openBucket(nc, BBO_BUCKET, opts.natsReplicas), log);
   const session = await ClearingSession.open(nc, feedKv, opts, log, (detail) => alerts.send('clearing', { kind: 'session_change', detail }));
   const publisher = new FillPublisher(nc, log, fillSessionId(session.number), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
-  // Fills another bridge stores from now on come after this: where a look for a gap's fills begins until an ack says more.
-  publisher.streamSeq = (await (await jetstreamManager(nc)).streams.info(FILL_STREAM)).state.last_seq;
+  // Where a look for a gap's fills begins until an ack says more.
+  publisher.streamSeq = session.streamSeqAtOpen;
   const problems = await ProblemStore.open(feedKv, log);
   const heldTrouble = (why: string | null) => {
     if (why === null) return problems.book.resolve(HELD_STORE_PROBLEM);

@@ -9,7 +9,7 @@ import { connectNats } from '../shared/nats.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
 import { AlertSender } from './alerts.js';
-import { lastMarkerSession, lastStoredFillSeq } from './clearing-session.js';
+import { lastMarkerSession, lastStoredFill } from './clearing-session.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { publishQuiet } from './nats-out.js';
 import { REORDER_WINDOW, believableJump, fingerprint } from './verdict.js';
@@ -101,7 +101,7 @@ export class StandbyListener {
   /** What /health and the tests see. */
   status(): StandbyStatus {
     const f = this.followed;
-    const waiting = f?.suspendedAt != null ? `after seq ${f.suspendedAt}, a seq the bridge holds for a verdict (back past a reordered datagram, or further ahead than the exchange sends): waiting for the bridge to decide` : this.waiting;
+    const waiting = f?.suspendedAt != null ? `a seq the bridge judges first (back past a reordered datagram, further ahead than the exchange sends, or a first one heard that skips): waiting for the bridge to decide (to go on past seq ${f.suspendedAt})` : this.waiting;
     return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ts: Date.now() };
   }
 
@@ -168,7 +168,7 @@ export class StandbyListener {
     if (!r.clearing_sender) return this.wait(`session ${r.session}: its sender is not known yet (the bridge saves it once it has heard a fill)`);
     if (r.session > 1 && (await lastMarkerSession(this.nc)) < r.session) return this.wait(`session ${r.session}: its marker is not in the fill stream yet`);
     const session = fillSessionId(r.session);
-    const stored = await lastStoredFillSeq(this.nc, session);
+    const stored = (await lastStoredFill(this.nc, session)).fillSeq;
     const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), checkSkip: true, suspendedAt: null };
     // Behind every fill of the old session already sent: no fill goes out under the wrong session's msg id.
     if (!f || f.session !== r.session) this.publisher.enqueueBarrier('standby follows a new session', async () => void (this.publisher.session = session));
