@@ -9,13 +9,26 @@ import type { ConversionOp, EngineRefusal } from './engine.js';
  */
 export const JOURNAL_VERSION = 3;
 /**
- * Batches of these versions replay (1: conversions spell out deltas and positions after as pairs;
- * 2: compact conversions, no fill positions; 3: version 2 with `fills`).
+ * A batch with an account that claims fills heard before it (`claimed`): an
+ * engine that does not know the field would replay the account without them,
+ * so such a batch is written as this version, which those engines refuse.
  */
-export const JOURNAL_VERSIONS_READ: readonly number[] = [1, 2, 3];
+export const JOURNAL_VERSION_CLAIMS = 4;
+/**
+ * Batches of these versions replay (1: conversions spell out deltas and positions after as pairs;
+ * 2: compact conversions, no fill positions; 3: version 2 with `fills`; 4: version 3 with `claimed`).
+ */
+export const JOURNAL_VERSIONS_READ: readonly number[] = [1, 2, 3, 4];
 
 /** [symbol id, signed quantity] */
 export type Delta = [number, number];
+
+/** Exchange fills heard for a client_id before any account had it: their net positions and cash, and how many. */
+export interface ClaimedFills {
+  positions: Delta[];
+  cash: number;
+  fills: number;
+}
 
 export type JournalEvent =
   /** An account the engine now knows. Roster accounts carry no hash: their password comes from the roster at each start. */
@@ -28,6 +41,13 @@ export type JournalEvent =
       passwordHash?: string;
       /** Opening holdings from an ETF-format roster line, applied once. */
       opening?: Delta[];
+      /**
+       * A roster account that names its client_id, added after the exchange
+       * had filled that id in this session: the fills the engine heard for it
+       * meanwhile (EngineState.unclaimed), credited as it opens. The amounts
+       * are recorded, so replay credits exactly what the answers then saw.
+       */
+      claimed?: ClaimedFills;
       /** Engine request id of a /register. */
       requestId?: number;
       ts: number;

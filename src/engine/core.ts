@@ -30,6 +30,7 @@ import {
   hasPositions,
   position,
   positionList,
+  MAX_UNCLAIMED,
   type Account,
   type AuditEvent,
   type EngineState,
@@ -580,7 +581,10 @@ function findKey(acc: Account, key: string): AuditEvent | undefined {
 export function applyFill(state: EngineState, fill: Fill, streamSeq: number): Account | undefined {
   state.fillSeq = streamSeq;
   const acc = state.accounts.get(fill.client_id);
-  if (!acc) return undefined;
+  if (!acc) {
+    holdUnclaimed(state, fill);
+    return undefined;
+  }
   const delta = fillDelta(fill);
   state.capture?.before(acc);
   // A buy pays quantity × price, a sell receives it.
@@ -590,9 +594,26 @@ export function applyFill(state: EngineState, fill: Fill, streamSeq: number): Ac
   return acc;
 }
 
+/** Kept for a roster account that may name this client_id later (EngineState.unclaimed); past the bound, not kept. */
+function holdUnclaimed(state: EngineState, fill: Fill): void {
+  let u = state.unclaimed.get(fill.client_id);
+  if (!u) {
+    if (state.unclaimed.size >= MAX_UNCLAIMED) return;
+    state.unclaimed.set(fill.client_id, (u = { pos: new Map(), cash: 0, fills: 0 }));
+  }
+  const delta = fillDelta(fill);
+  u.cash -= delta * fill.price;
+  const q = (u.pos.get(fill.symbol) ?? 0) + delta;
+  if (q === 0) u.pos.delete(fill.symbol);
+  else u.pos.set(fill.symbol, q);
+  u.fills++;
+}
+
 /** The competition's rule at an exchange restart: every position of every account back to 0. Returns each changed account with its deltas. */
 export function applySessionReset(state: EngineState, streamSeq: number): { acc: Account; deltas: Delta[] }[] {
   state.fillSeq = streamSeq;
+  // Fills not yet claimed are zeroed with everyone's: an account added after this starts from the new session.
+  state.unclaimed.clear();
   const changed: { acc: Account; deltas: Delta[] }[] = [];
   for (const acc of state.accounts.values()) {
     state.capture?.before(acc);

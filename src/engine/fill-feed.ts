@@ -11,7 +11,7 @@ import type { Account, EngineState } from './state.js';
 
 export interface FillFeedStats {
   applied: number;
-  /** Fills for client_ids no account has: counted, not stored, so unknown ids cannot grow memory. */
+  /** Fills for client_ids no account has: counted, and kept aside for a later roster account up to MAX_UNCLAIMED ids (EngineState.unclaimed). */
   unknownAccount: number;
   invalid: number;
   sessionResets: number;
@@ -90,7 +90,11 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
     // Once per id: the exchange clears every participant (market makers too), so these are routine, not a fault to repeat.
     if (!reportedUnknown.has(fill.client_id) && reportedUnknown.size < MAX_REPORTED_UNKNOWN) {
       reportedUnknown.add(fill.client_id);
-      log.info({ clientId: fill.client_id }, 'fills for a client_id without an account are counted and ignored (not a team on the roster)');
+      if (state.unclaimed.has(fill.client_id)) {
+        log.info({ clientId: fill.client_id }, 'fills for a client_id without an account are kept aside: a roster line naming this client_id, added later, starts from them');
+      } else {
+        log.warn({ clientId: fill.client_id, kept: state.unclaimed.size }, 'fills for a client_id without an account are counted and not kept: too many client_ids are kept aside already');
+      }
     }
     return [];
   }

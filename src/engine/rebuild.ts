@@ -97,11 +97,16 @@ export async function rebuildState(
  * file's baskets when they differ from the last journaled (compact conversions
  * name version 0 and replay with it), and the roster's new accounts.
  */
-export async function journalConfiguration(state: EngineState, journal: JournalWriter, instruments: Instruments, roster: RosterAccount[], rosterOrigin: string): Promise<void> {
+export async function journalConfiguration(state: EngineState, journal: JournalWriter, instruments: Instruments, roster: RosterAccount[], rosterOrigin: string, log?: Logger): Promise<void> {
   const config = configBaskets(instruments);
   const opened: JournalEvent[] = state.catalog.configChanged(config) ? [{ t: 'config_baskets', baskets: config, ts: Date.now() }] : [];
   opened.push(...rosterEvents(state, roster, rosterOrigin, Date.now()));
   if (opened.length === 0) return;
   state.journalSeq = await journal.append(opened, [0, state.fillSeq]);
-  for (const ev of opened) applyEvent(state, ev);
+  for (const ev of opened) {
+    applyEvent(state, ev);
+    if (ev.t === 'account' && ev.claimed) {
+      log?.info({ clientId: ev.clientId, username: ev.username, fills: ev.claimed.fills, positions: ev.claimed.positions, cash: ev.claimed.cash }, 'a roster account added after its client_id traded: it starts from those fills');
+    }
+  }
 }

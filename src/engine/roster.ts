@@ -4,7 +4,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JournalEvent } from '../../proto/journal.js';
 import type { RosterAccount } from '../config/accounts.js';
-import type { EngineState } from './state.js';
+import { unclaimedFills, type EngineState } from './state.js';
 import { shardOfClient } from '../../proto/shards.js';
 import { ConfigError } from '../config/config.js';
 import { isSealed, type CredentialsKey } from '../shared/credentials-key.js';
@@ -28,7 +28,8 @@ export function rosterForShard(roster: RosterAccount[], shard: number, shards: n
 /**
  * Reconciles the roster file with the journaled state. Returns the events for
  * roster accounts seen for the first time (journaled so their client_id and
- * opening holdings are fixed forever), or throws naming the line that
+ * opening holdings are fixed forever, with the fills the exchange made for
+ * that client_id before: `claimed`), or throws naming the line that
  * conflicts with history.
  */
 export function rosterEvents(state: EngineState, roster: RosterAccount[], origin: string, now: number): JournalEvent[] {
@@ -52,12 +53,15 @@ export function rosterEvents(state: EngineState, roster: RosterAccount[], origin
       if (holder) fail(`client_id ${r.clientId} already belongs to ${holder.username}`);
     }
     const clientId = r.clientId ?? ++maxId;
+    // Only a line naming its client_id is the exchange's account: an id handed out here may be a market maker's.
+    const claimed = r.clientId !== undefined ? unclaimedFills(state, clientId) : undefined;
     events.push({
       t: 'account',
       clientId,
       username: r.username,
       source: 'roster',
       ...(r.opening.length > 0 ? { opening: r.opening } : {}),
+      ...(claimed ? { claimed } : {}),
       ts: now,
     });
   }

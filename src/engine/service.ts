@@ -99,7 +99,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
   const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET, setup.replicas), log);
   const snapshots = await SnapshotStore.open(nc, log, names, setup.replicas);
-  const configure = (state: EngineState, journal: JournalWriter) => journalConfiguration(state, journal, setup.instruments, setup.roster, setup.accountsFile);
+  const configure = (state: EngineState, journal: JournalWriter) => journalConfiguration(state, journal, setup.instruments, setup.roster, setup.accountsFile, log);
   const rebuilt = await rebuildState(nc, setup, snapshots, log, t0, configure);
   const { state, journal } = rebuilt;
   // Later starts: what the configuration changed, at the fill position the state has reached.
@@ -135,6 +135,8 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     snapshot: rebuilt.snapshot,
     journalSeq: journal.sequence,
     fillSeq: state.fillSeq,
+    // Client_ids the exchange filled that no account has: their fills wait for a roster line naming them.
+    unclaimedClientIds: state.unclaimed.size,
     snapshotMs: rebuilt.snapshotMs,
     replayMs: rebuilt.replayMs,
     rosterMs,

@@ -1,6 +1,6 @@
 import { Packr } from 'msgpackr';
-import type { Delta } from '../../proto/journal.js';
-import { addPosition, emptyState, newAccount, positionList, type Account, type AccountCapture, type AuditEvent, type EngineState } from './state.js';
+import type { ClaimedFills, Delta } from '../../proto/journal.js';
+import { addPosition, emptyState, newAccount, positionList, unclaimedFills, type Account, type AccountCapture, type AuditEvent, type EngineState } from './state.js';
 import type { Instruments } from '../config/baskets.js';
 import { History, type HistoryImage } from './history.js';
 
@@ -65,6 +65,8 @@ export interface EngineSnapshot {
   baskets?: [string, { version: number; from: number; by: string; components: Delta[] }[]][];
   /** EngineState.exchangeSession (absent in older snapshots: 0, unknown until the next marker). */
   exchangeSession?: number;
+  /** EngineState.unclaimed by client_id (absent in older snapshots: none kept; fills after the snapshot still are). */
+  unclaimed?: [number, ClaimedFills][];
 }
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
@@ -124,6 +126,8 @@ export class SnapshotCapture implements AccountCapture {
       baskets: [...state.baskets].map(([etf, versions]) => [etf, [...versions]]),
       configBaskets: [...state.configBaskets],
       exchangeSession: state.exchangeSession,
+      // Copied now: fills for these ids go on arriving while the accounts are imaged.
+      unclaimed: [...state.unclaimed.keys()].map((id) => [id, unclaimedFills(state, id)!]),
     };
   }
 
@@ -193,6 +197,7 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments): E
   for (const [etf, versions] of state.baskets) for (const v of versions) state.catalog.add(etf, v.version, v.from, v.components);
   state.configBaskets = snap.configBaskets ?? [];
   state.exchangeSession = snap.exchangeSession ?? 0;
+  for (const [id, u] of snap.unclaimed ?? []) state.unclaimed.set(id, { pos: new Map(u.positions), cash: u.cash, fills: u.fills });
   for (const c of state.configBaskets) state.catalog.addConfig(c.baskets, c.from);
   for (const img of accounts) {
     const acc = newAccount(img.clientId, img.username, img.passwordHash ?? '', img.source);

@@ -1,4 +1,4 @@
-import type { Delta, JournalEvent } from '../../proto/journal.js';
+import type { ClaimedFills, Delta, JournalEvent } from '../../proto/journal.js';
 import type { ConversionRules } from '../../proto/rules.js';
 import type { Instruments } from '../config/baskets.js';
 import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
@@ -61,6 +61,35 @@ export interface EngineState {
    * following the old session while the bridge began the new one. Applied, it would count twice.
    */
   exchangeSession: number;
+  /**
+   * Fills for client_ids no account has, since the last reset (at most
+   * MAX_UNCLAIMED ids): a roster account added later that names one of these
+   * ids takes them as it opens (JournalEvent `claimed`), so a team put on the
+   * roster after it began trading starts from the exchange's books.
+   */
+  unclaimed: Map<number, Unclaimed>;
+}
+
+/** One client_id's fills heard before any account had it. */
+export interface Unclaimed {
+  /** Net quantity by symbol id; a zero is dropped. */
+  pos: Map<number, number>;
+  cash: number;
+  fills: number;
+}
+
+/**
+ * Client_ids whose fills are kept for a later account. The exchange clears
+ * its market makers and bots too, a handful of ids; a bound keeps a flood of
+ * ids from growing memory (further ids are only counted, as before).
+ */
+export const MAX_UNCLAIMED = 10_000;
+
+/** What a new account with this client_id would claim (JournalEvent `claimed`), or undefined when no fill was heard for it. */
+export function unclaimedFills(state: EngineState, clientId: number): ClaimedFills | undefined {
+  const u = state.unclaimed.get(clientId);
+  if (!u) return undefined;
+  return { positions: [...u.pos].sort((a, b) => a[0] - b[0]), cash: u.cash, fills: u.fills };
 }
 
 /** What must see an account as it was before it changes. */
@@ -83,7 +112,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0 };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, unclaimed: new Map() };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */
@@ -176,6 +205,12 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       state.byUsername.set(acc.username, acc);
       if (acc.clientId > state.maxClientId) state.maxClientId = acc.clientId;
       if (ev.opening && ev.opening.length > 0) applyDeltas(acc, ev.opening);
+      if (ev.claimed) {
+        // The recorded amounts, not the ledger's: a replay from a snapshot older than the ledger credits the same.
+        applyDeltas(acc, ev.claimed.positions);
+        acc.cash += ev.claimed.cash;
+      }
+      state.unclaimed.delete(acc.clientId);
       if (ev.requestId !== undefined) record(state, acc, ev, ev.requestId);
       return;
     }
