@@ -114,15 +114,16 @@ describe('replay puts every decision back among the fills where it was made', ()
     expect(report.ok).toBe(true);
   });
 
-  it('a fill for a client_id registered later stays ignored after a SIGKILL, as it was live', async () => {
-    // The next registration takes client_id 3: a fill for it now belongs to nobody.
+  it('a registration skips a client_id the exchange has filled, and neither it nor that id\'s fills change after a SIGKILL', async () => {
+    // The next registration would take client_id 3: a fill for it now belongs to nobody, and is set aside for a roster line naming 3.
     await publishFills(s.nc, [{ seq: 900, client_id: 3, symbol: 3, side: 1, quantity: 7, price: 100 }]);
     const jsm = await jetstreamManager(s.nc);
     const last = (await jsm.streams.info('NDFEX_FILLS')).state.last_seq;
     await until(async () => (await dumpOf(s.nc)).fill_seq >= last, 'the engine to pass the fill');
     const reg = await http.register('late', 'latepass1');
     expect(reg.status).toBe(200);
-    expect(reg.body.client_id).toBe(3);
+    // 3 is the exchange's: its next fills would have been this new account's.
+    expect(reg.body.client_id).toBe(4);
     expect((await http.holdings('late', 'latepass1')).body.holdings).toEqual({});
 
     await restart();

@@ -7,7 +7,7 @@ import { sessionMarkerMsgId } from '../proto/feed.js';
 import { shardNames } from '../proto/shards.js';
 import type { Fill, SessionMarker } from '../proto/fill.js';
 import { startEngine } from '../src/engine/service.js';
-import { applyFill, applySessionReset } from '../src/engine/core.js';
+import { applyEvent, applyFill, applySessionReset, decide } from '../src/engine/core.js';
 import { rebuild } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { MAX_UNCLAIMED, emptyState, positionList, type EngineState } from '../src/engine/state.js';
@@ -158,5 +158,25 @@ describe('fills set aside (pure core)', () => {
     expect(s.unclaimed.get(5)!.pos.get(3)).toBe(1);
     applySessionReset(s, 1e6 + 1);
     expect(s.unclaimed.size).toBe(0);
+  });
+
+  it('a registration skips a client_id whose fills are set aside, on one engine and on a shard of several', () => {
+    const cfg = { instruments: loadBaskets(undefined), maxAmount: 1000 };
+    const register = (s: EngineState, shard?: { shard: number; shards: number }) => {
+      const d = decide(s, shard ? { ...cfg, shard: { ...shard, rosterUsernames: new Set<string>() } } : cfg, { op: 'register', username: `u${s.accounts.size}`, passwordHash: 'h' }, 0);
+      if (d.kind !== 'accepted') throw new Error(d.kind);
+      for (const ev of d.events) applyEvent(s, ev);
+      return (d.result as { client_id: number }).client_id;
+    };
+    const f = (client_id: number): Fill => ({ seq: 1, client_id, symbol: 3, side: 1, quantity: 1, price: 1 });
+    const one = emptyState();
+    applyFill(one, f(1), 1);
+    applyFill(one, f(2), 2);
+    applyFill(one, f(4), 3);
+    expect([register(one), register(one), register(one)]).toEqual([3, 5, 6]);
+    // Shard 1 of 2 hands out odd ids; 3 is the exchange's.
+    const shard = emptyState();
+    applyFill(shard, f(3), 1);
+    expect([register(shard, { shard: 1, shards: 2 }), register(shard, { shard: 1, shards: 2 })]).toEqual([1, 5]);
   });
 });

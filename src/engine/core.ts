@@ -409,7 +409,9 @@ const register: Handler<'register'> = (state, cfg, cmd, now) => {
     const error: Rejection = { code: 'username_taken', username: cmd.username };
     return { kind: 'rejected', error, events: [{ t: 'rejected', requestId, kind: 'register', clientId: null, username: cmd.username, error, ts: now }] };
   }
-  const clientId = nextClientId(state.maxClientId, cfg.shard);
+  // Not an id the exchange is filling (its fills wait for a roster line): a new account would take a stranger's trades from then on.
+  let clientId = nextClientId(state.maxClientId, cfg.shard);
+  while (state.unclaimed.has(clientId)) clientId = nextClientId(clientId, cfg.shard);
   const ev: JournalEvent = { t: 'account', clientId, username: cmd.username, source: 'register', passwordHash: cmd.passwordHash, requestId, ts: now };
   return { kind: 'accepted', result: { request_id: requestIdString(requestId), client_id: clientId, username: cmd.username }, events: [ev] };
 };
