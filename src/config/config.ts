@@ -96,6 +96,8 @@ const configSchema = z.object({
   requestTimeoutMs: z.number().int().positive(),
   /** Journaled events between engine snapshots (0: only at a clean stop). */
   snapshotEvery: z.number().int().min(0).optional(),
+  /** How often the engine looks at the accounts file for changes, ms (default 1000): a changed file is read again without a restart. */
+  rosterPollMs: z.number().int().min(10).max(60_000).optional(),
   /** NDFEX scoreboard file that gets a line per conversion leg (empty: <dataDir>/conversions.log). */
   scoreboardFile: z.string().optional(),
   logLevel: z.string(),

@@ -164,28 +164,46 @@ export class EngineActor {
     const now = this.now();
     for (const { id, cmd } of batch.cmds) {
       const decision = admin && !ENGINE_ADMIN_OPS.has((cmd as { op?: string })?.op ?? '') ? ADMIN_REFUSAL : this.decide(cmd, now);
-      const events = decision.events;
-      let group = this.groups[this.groups.length - 1]!;
-      if (events.length > 0 && group.events.length + events.length > GROUP_EVENTS) {
-        group = newGroup();
-        this.groups.push(group);
-      }
-      for (const ev of events) {
-        applyEvent(this.state, ev);
-        // The journal keeps each conversion's positions right after it for the audit trail: taken here, at the edge, as it is applied
-        // (the same frozen list the answer and the notice carry).
-        if (ev.t === 'conversion' && !ev.deltas) ev.held = accountPositions(this.state.accounts.get(ev.clientId)!) as number[];
-        // Fills land between turns: one pair per change of position, so replay puts every event back among them where it was.
-        if (this.state.fillSeq !== group.fillSeq) group.fills.push(group.events.length, (group.fillSeq = this.state.fillSeq));
-        group.events.push(ev);
-        this.noticesOf(ev, group);
-      }
+      const group = this.apply(decision.events);
       // Read once its events are applied: the core builds a conversion's answer only when asked, from the state after it.
       const reply: EngineReply = decision.kind === 'rejected' ? { id, ok: false, error: decision.error } : { id, ok: true, result: decision.result };
       const list = group.replies.get(msg.reply);
       if (list) list.push(reply);
       else group.replies.set(msg.reply, [reply]);
     }
+    this.scheduleFlush();
+  }
+
+  /** Applies one decision's events and puts them in the open group (a new one when they would overfill it); returns that group. */
+  private apply(events: JournalEvent[]): Group {
+    let group = this.groups[this.groups.length - 1]!;
+    if (events.length > 0 && group.events.length + events.length > GROUP_EVENTS) {
+      group = newGroup();
+      this.groups.push(group);
+    }
+    for (const ev of events) {
+      applyEvent(this.state, ev);
+      // The journal keeps each conversion's positions right after it for the audit trail: taken here, at the edge, as it is applied
+      // (the same frozen list the answer and the notice carry).
+      if (ev.t === 'conversion' && !ev.deltas) ev.held = accountPositions(this.state.accounts.get(ev.clientId)!) as number[];
+      // Fills land between turns: one pair per change of position, so replay puts every event back among them where it was.
+      if (this.state.fillSeq !== group.fillSeq) group.fills.push(group.events.length, (group.fillSeq = this.state.fillSeq));
+      group.events.push(ev);
+      this.noticesOf(ev, group);
+    }
+    return group;
+  }
+
+  /**
+   * Events the engine decided itself, not from a command (the roster file
+   * changed: src/engine/roster-watch.ts): applied now, between two commands,
+   * and journaled in the open group like a command's. A command after them
+   * sees them; its answer, as every answer, waits until they are durable.
+   */
+  decided(events: JournalEvent[]): void {
+    if (events.length === 0) return;
+    // A roster of thousands is several groups: each journal write stays far under NATS's payload limit.
+    for (let i = 0; i < events.length; i += GROUP_EVENTS) this.apply(events.slice(i, i + GROUP_EVENTS));
     this.scheduleFlush();
   }
 

@@ -68,41 +68,57 @@ export function rosterEvents(state: EngineState, roster: RosterAccount[], origin
   return events;
 }
 
+/** A roster line's bcrypt hash; `fresh`: hashed now (a new line, or its password changed), not taken from the cache. */
+export interface RosterHash {
+  hash: string;
+  fresh: boolean;
+}
+
 /**
- * Hashes the roster's plain passwords in bcrypt's thread pool; the plain text
- * is dropped after. With `cacheFile`, a password unchanged since the last
- * start keeps its hash: at cost 10 a hash is ~55 ms, so a roster of
- * thousands would otherwise cost every start tens of seconds. The cache holds
- * each hash beside a SHA-256 of the password under a random salt of its own,
- * in a 0600 file next to the roster's own plain text: nothing an intruder
- * could not read in the roster file itself.
+ * Hashes the roster's plain passwords in bcrypt's thread pool, by username;
+ * the plain text is dropped after. With `cacheFile`, a password unchanged
+ * since the last start keeps its hash: at cost 10 a hash is ~55 ms, so a
+ * roster of thousands would otherwise cost every start tens of seconds. The
+ * cache holds each hash beside a SHA-256 of the password under a random salt
+ * of its own, in a 0600 file next to the roster's own plain text: nothing an
+ * intruder could not read in the roster file itself.
  */
-export async function hashRosterPasswords(state: EngineState, roster: RosterAccount[], rounds: number, cacheFile?: string): Promise<{ hashed: number; reused: number }> {
+export async function rosterPasswordHashes(roster: RosterAccount[], rounds: number, cacheFile?: string): Promise<Map<string, RosterHash>> {
   const cache = cacheFile ? readHashCache(cacheFile) : { salt: randomBytes(16).toString('hex'), entries: {} as Record<string, CachedHash> };
   const check = (password: string) => createHash('sha256').update(cache.salt).update(password).digest('hex');
   const entries: Record<string, CachedHash> = {};
-  let hashed = 0;
+  const out = new Map<string, RosterHash>();
   await Promise.all(
     roster.map(async (r) => {
-      const acc = state.byUsername.get(r.username);
-      if (!acc) return;
       const c = check(r.password);
       const cached = cache.entries[r.username];
-      if (cached && cached.check === c && cached.rounds === rounds) acc.passwordHash = cached.hash;
-      else {
-        acc.passwordHash = await bcrypt.hash(r.password, rounds);
-        hashed++;
-      }
-      entries[r.username] = { check: c, rounds, hash: acc.passwordHash };
+      const fresh = !(cached && cached.check === c && cached.rounds === rounds);
+      const hash = fresh ? await bcrypt.hash(r.password, rounds) : cached.hash;
+      out.set(r.username, { hash, fresh });
+      entries[r.username] = { check: c, rounds, hash };
     }),
   );
-  if (cacheFile && hashed > 0) {
+  if (cacheFile && [...out.values()].some((h) => h.fresh)) {
     // Whole file or nothing: a torn cache would only cost hashes, but a rename costs nothing.
     mkdirSync(dirname(cacheFile), { recursive: true });
     writeFileSync(`${cacheFile}.tmp`, JSON.stringify({ salt: cache.salt, entries }), { mode: 0o600 });
     renameSync(`${cacheFile}.tmp`, cacheFile);
   }
-  return { hashed, reused: Object.keys(entries).length - hashed };
+  return out;
+}
+
+/** Gives the roster's accounts in `state` their hashes (all of them at a start); returns how many were hashed now and how many came from the cache. */
+export function setRosterHashes(state: EngineState, hashes: Map<string, RosterHash>): { hashed: number; reused: number } {
+  let hashed = 0;
+  let reused = 0;
+  for (const [username, h] of hashes) {
+    const acc = state.byUsername.get(username);
+    if (!acc || acc.source !== 'roster') continue;
+    acc.passwordHash = h.hash;
+    if (h.fresh) hashed++;
+    else reused++;
+  }
+  return { hashed, reused };
 }
 
 interface CachedHash {

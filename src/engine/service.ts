@@ -11,7 +11,8 @@ import type { Logger } from '../shared/log.js';
 import type { EngineState } from './state.js';
 import { basketVersions, type CoreConfig } from './core.js';
 import type { JournalWriter } from './journal.js';
-import { hashRosterPasswords, rosterForShard, sealAccountHashes } from './roster.js';
+import { rosterForShard, rosterPasswordHashes, sealAccountHashes, setRosterHashes } from './roster.js';
+import { RosterWatch } from './roster-watch.js';
 import { credentialsKeyFile, loadCredentialsKey } from '../shared/credentials-key.js';
 import { shardNames, shardOfClient, type ShardNames } from '../../proto/shards.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
@@ -27,6 +28,8 @@ export interface EngineHandle {
   actor: EngineActor;
   fills: FillFeedStats;
   nc: NatsConnection;
+  /** Reads the roster file again at each change (null without one). */
+  roster: RosterWatch | null;
   /** What its 'engine ready' line says (the process's ready message carries it too). */
   ready: Record<string, unknown>;
   close(): Promise<void>;
@@ -50,6 +53,8 @@ interface EngineSetup {
   scoreboardFile: string;
   core: CoreConfig;
   snapshotEvery: number;
+  /** How often the roster file is looked at for changes (default 1 s). */
+  rosterPollMs?: number;
 }
 
 function engineSetup(cfg: Config): EngineSetup {
@@ -81,6 +86,7 @@ function engineSetup(cfg: Config): EngineSetup {
       ...(shards > 1 ? { shard: { shard: names.shard, shards, rosterUsernames } } : {}),
     },
     snapshotEvery: cfg.snapshotEvery ?? 100_000,
+    ...(cfg.rosterPollMs !== undefined ? { rosterPollMs: cfg.rosterPollMs } : {}),
   };
 }
 
@@ -105,9 +111,10 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   // Later starts: what the configuration changed, at the fill position the state has reached.
   await configure(state, journal);
   const tRoster = performance.now();
-  const rosterHashes = await hashRosterPasswords(state, setup.roster, setup.bcryptRounds, setup.rosterHashesFile);
+  const rosterHashes = setRosterHashes(state, await rosterPasswordHashes(setup.roster, setup.bcryptRounds, setup.rosterHashesFile));
   const rosterMs = Math.round(performance.now() - tRoster);
-  sealAccountHashes(state, loadCredentialsKey(setup.credentialsKeyFile));
+  const credentialsKey = loadCredentialsKey(setup.credentialsKeyFile);
+  sealAccountHashes(state, credentialsKey);
 
   const tFills = performance.now();
   // A loop that feeds the state and stops takes the process with it (a restart rebuilds the state), saying why on the bus first.
@@ -128,6 +135,24 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     basketStore,
   ));
   await actor.start(names);
+  const roster = setup.accountsFile
+    ? new RosterWatch({
+        file: setup.accountsFile,
+        instruments: setup.instruments,
+        shard: names.shard,
+        shards: names.shards,
+        state,
+        decided: (events) => actor.decided(events),
+        hashes: (lines) => rosterPasswordHashes(lines, setup.bcryptRounds, setup.rosterHashesFile),
+        key: credentialsKey,
+        usernames: (all) => {
+          if (setup.core.shard) setup.core.shard.rosterUsernames = all;
+        },
+        log,
+        ...(setup.rosterPollMs !== undefined ? { intervalMs: setup.rosterPollMs } : {}),
+      })
+    : null;
+  roster?.start();
   await republishBaskets(state, basketStore, setup.instruments);
   const ready = {
     accounts: state.accounts.size,
@@ -150,8 +175,10 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     actor,
     fills: rebuilt.fills,
     nc,
+    roster,
     ready,
     close: async () => {
+      await roster?.stop();
       await actor.drain();
       await Promise.race([basketStore.flushed(), new Promise((r) => setTimeout(r, 5000).unref())]);
       basketStore.close();

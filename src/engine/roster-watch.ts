@@ -1,0 +1,135 @@
+import { unwatchFile, watchFile, type Stats } from 'node:fs';
+import { EventEmitter, once } from 'node:events';
+import type { Instruments } from '../config/baskets.js';
+import { loadAccountsFile, type RosterAccount } from '../config/accounts.js';
+import type { CredentialsKey } from '../shared/credentials-key.js';
+import type { Logger } from '../shared/log.js';
+import type { EngineState } from './state.js';
+import { rosterEvents, rosterForShard, type RosterHash } from './roster.js';
+
+/** What one reading of a changed roster file did; `error` when it changed nothing. */
+export interface RosterReload {
+  added: string[];
+  /** Added accounts that took fills the exchange made before (JournalEvent `claimed`). */
+  claimed: string[];
+  passwordsChanged: string[];
+  /** Lines put back after being taken out: they sign in again. */
+  restored: string[];
+  /** Roster accounts whose line is gone: they can no longer sign in, as after a start without their line. */
+  removed: string[];
+  error?: string;
+}
+
+export interface RosterWatchDeps {
+  file: string;
+  instruments: Instruments;
+  shard: number;
+  shards: number;
+  state: EngineState;
+  /** Journals the new accounts between two commands (EngineActor.decided). */
+  decided: (events: ReturnType<typeof rosterEvents>) => void;
+  /** The lines' bcrypt hashes, from the cache where a password is unchanged (roster.ts rosterPasswordHashes). */
+  hashes: (roster: RosterAccount[]) => Promise<Map<string, RosterHash>>;
+  key: CredentialsKey;
+  /** Every username of the file (all shards'): none may be registered. */
+  usernames: (names: Set<string>) => void;
+  log: Logger;
+  intervalMs?: number;
+}
+
+/**
+ * Reads the roster file again whenever it changes, so a team the instructor
+ * adds (NDFEX reads its users.txt only at its own start) can sign in without
+ * restarting the engine, from the fills the exchange already made for it. A
+ * file that does not read, or that conflicts with history, changes nothing
+ * and is logged. Polled (fs.watchFile): an editor that saves by renaming
+ * replaces the file under a watch on it.
+ */
+export class RosterWatch {
+  private readonly events = new EventEmitter();
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = false;
+  private readonly listener = (cur: Stats, prev: Stats): void => {
+    if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) this.changed();
+  };
+
+  constructor(private readonly deps: RosterWatchDeps) {}
+
+  start(): void {
+    watchFile(this.deps.file, { interval: this.deps.intervalMs ?? 1000, persistent: false }, this.listener);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    unwatchFile(this.deps.file, this.listener);
+    await this.running;
+  }
+
+  /** The next reading's outcome (tests, and anyone who edits the file and wants to know). */
+  next(): Promise<RosterReload> {
+    return once(this.events, 'reload').then(([r]) => r as RosterReload);
+  }
+
+  /** One reading at a time; a change during it is read after it. */
+  private changed(): void {
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        const r = await this.reload().catch((err: unknown): RosterReload => ({ added: [], claimed: [], passwordsChanged: [], restored: [], removed: [], error: String(err) }));
+        this.events.emit('reload', r);
+      } while (this.again && !this.stopped);
+    })().finally(() => (this.running = null));
+  }
+
+  private async reload(): Promise<RosterReload> {
+    const { file, state, log } = this.deps;
+    const unchanged = (error: string): RosterReload => {
+      log.error({ file, error }, 'the roster file changed but was not taken: the roster in force stays (it is read again at its next change)');
+      return { added: [], claimed: [], passwordsChanged: [], restored: [], removed: [], error };
+    };
+    let own: RosterAccount[];
+    let usernames: Set<string>;
+    try {
+      ({ own, usernames } = rosterForShard(loadAccountsFile(file, this.deps.instruments), this.deps.shard, this.deps.shards, file));
+    } catch (err) {
+      return unchanged(err instanceof Error ? err.message : String(err));
+    }
+    const hashes = await this.deps.hashes(own);
+    if (this.stopped) return unchanged('the engine is stopping');
+    // From here to the end in one turn: no command sees an account without its password.
+    let events: ReturnType<typeof rosterEvents>;
+    try {
+      events = rosterEvents(state, own, file, Date.now());
+    } catch (err) {
+      return unchanged(err instanceof Error ? err.message : String(err));
+    }
+    this.deps.decided(events);
+    const added = new Set(events.flatMap((e) => (e.t === 'account' ? [e.username] : [])));
+    const r: RosterReload = { added: [...added], claimed: events.flatMap((e) => (e.t === 'account' && e.claimed ? [e.username] : [])), passwordsChanged: [], restored: [], removed: [] };
+    for (const line of own) {
+      const acc = state.byUsername.get(line.username);
+      const h = hashes.get(line.username);
+      if (!acc || !h) continue;
+      const restored = !added.has(line.username) && acc.passwordHash === '';
+      // An unchanged password keeps its sealed hash: a new seal would differ, and every gateway would check the password again.
+      if (!(added.has(line.username) || restored || h.fresh)) continue;
+      acc.passwordHash = this.deps.key.seal(h.hash, line.username);
+      if (restored) r.restored.push(line.username);
+      else if (!added.has(line.username)) r.passwordsChanged.push(line.username);
+    }
+    const inFile = new Set(own.map((l) => l.username));
+    for (const acc of state.accounts.values()) {
+      if (acc.source !== 'roster' || inFile.has(acc.username) || acc.passwordHash === '') continue;
+      acc.passwordHash = '';
+      r.removed.push(acc.username);
+    }
+    this.deps.usernames(usernames);
+    if (r.added.length + r.passwordsChanged.length + r.restored.length + r.removed.length > 0) log.info({ file, ...r }, 'roster file read again');
+    return r;
+  }
+}

@@ -1,0 +1,121 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { Config } from '../src/config/config.js';
+import { startEngine } from '../src/engine/service.js';
+import { positionList } from '../src/engine/state.js';
+import { FILL_STREAM } from '../proto/subjects.js';
+import { shardNames } from '../proto/shards.js';
+import { api, natsClient, publishFills, quietLog, startSystem, startTestNats, tempDir, testConfig, until } from './helpers/system.js';
+
+/**
+ * NDFEX reads its users.txt only at its own start, so an instructor adds a
+ * team by editing the file and restarting the exchange. The engine reads the
+ * roster file again whenever it changes: the team signs in without an engine
+ * restart, from the fills the exchange already made for its client_id. A file
+ * that does not read, or that conflicts with history, changes nothing.
+ */
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
+
+async function system() {
+  const nats = await startTestNats();
+  cleanups.push(() => nats.stop(), () => nats.remove());
+  const dir = tempDir();
+  cleanups.push(() => dir.remove());
+  // Every sign-in asks the engine for the hash again: a password changed in the file counts at once.
+  const cfg: Config = { ...testConfig(dir.path, { roster: ROSTER }), rosterPollMs: 20, credentialsCacheMs: 0 };
+  const sys = await startSystem(nats.url, cfg);
+  let open = true;
+  cleanups.push(() => open && sys.close());
+  const nc = await natsClient(nats.url);
+  cleanups.push(() => nc.close());
+  const watch = sys.engine.roster!;
+  return {
+    nats,
+    cfg,
+    sys,
+    nc,
+    http: api(sys.url),
+    /** Writes the roster file and waits for the engine's reading of it. */
+    write: async (text: string) => {
+      const read = watch.next();
+      writeFileSync(cfg.accountsFile, text);
+      return read;
+    },
+    close: async () => {
+      open = false;
+      await sys.close();
+    },
+  };
+}
+
+describe('the roster file read again when it changes', () => {
+  it('a line added signs in at once, with the fills the exchange made for its client_id, and stays so after a restart', async () => {
+    const s = await system();
+    await publishFills(s.nc, [
+      { seq: 1, client_id: 7, symbol: 3, side: 1, quantity: 5, price: 100 },
+      { seq: 2, client_id: 7, symbol: 4, side: 1, quantity: 2, price: 50 },
+    ]);
+    const last = (await (await jetstreamManager(s.nc)).streams.info(FILL_STREAM)).state.last_seq;
+    await until(() => s.sys.engine.state.fillSeq >= last, 'the engine to pass the fills');
+    expect((await s.http.holdings('team7', 'team7pass')).status).toBe(401);
+
+    const r = await s.write(`${ROSTER}7 team7 team7pass\n`);
+    expect(r).toEqual({ added: ['team7'], claimed: ['team7'], passwordsChanged: [], restored: [], removed: [] });
+    const h = await s.http.holdings('team7', 'team7pass');
+    expect(h.status).toBe(200);
+    expect(h.body.holdings).toEqual({ KNAN: 5, STED: 2 });
+    expect(h.body.cash).toBe(-600);
+    // Its next fill is its own, as any team's.
+    await publishFills(s.nc, [{ seq: 3, client_id: 7, symbol: 3, side: 2, quantity: 1, price: 100 }]);
+    await until(async () => (await s.http.holdings('team7', 'team7pass')).body.holdings.KNAN === 4, 'the next fill');
+
+    // Journaled where it was made among the fills: a replay of the journal and the fill stream alone (no snapshot) gives the same.
+    await s.close();
+    await (await jetstreamManager(s.nc)).streams.purge(shardNames(0, 1).snapshotStream);
+    const engine = await startEngine(s.cfg, s.nats.url, quietLog, (err) => {
+      throw err;
+    });
+    cleanups.push(() => engine.close());
+    expect(engine.ready.snapshot).toBeNull();
+    expect(positionList(engine.state.accounts.get(7)!)).toEqual([[3, 4], [4, 2]]);
+    expect(engine.state.accounts.get(7)!.cash).toBe(-500);
+  });
+
+  it('a file that does not read, or conflicts with history, changes nothing; the next good one is taken', async () => {
+    const s = await system();
+    const bad = await s.write(`${ROSTER}7 team7\n`);
+    expect(bad.error).toMatch(/line 3/);
+    expect(bad.added).toEqual([]);
+    expect((await s.http.holdings('team1', 'team1pass')).status).toBe(200);
+
+    // A username a /register took: the whole file is refused, its other new lines too.
+    expect((await s.http.register('late', 'latepass1')).status).toBe(200);
+    const conflict = await s.write(`${ROSTER}7 team7 team7pass\n8 late latepass2\n`);
+    expect(conflict.error).toMatch(/late was already registered/);
+    expect((await s.http.holdings('team7', 'team7pass')).status).toBe(401);
+    expect((await s.http.holdings('late', 'latepass1')).status).toBe(200);
+
+    const good = await s.write(`${ROSTER}7 team7 team7pass\n`);
+    expect(good.added).toEqual(['team7']);
+    expect((await s.http.holdings('team7', 'team7pass')).status).toBe(200);
+  });
+
+  it('a line taken out can no longer sign in (as after a start without it), a line put back can, and a changed password counts from the reading', async () => {
+    const s = await system();
+    expect(await s.write('1 team1 team1pass\n')).toEqual({ added: [], claimed: [], passwordsChanged: [], restored: [], removed: ['team2'] });
+    expect((await s.http.holdings('team2', 'team2pass')).status).toBe(401);
+    expect((await s.http.holdings('team1', 'team1pass')).status).toBe(200);
+    // Put back with the password the hash cache still has: the account (never gone) signs in again.
+    expect(await s.write(ROSTER)).toMatchObject({ restored: ['team2'], passwordsChanged: [], removed: [] });
+    expect((await s.http.holdings('team2', 'team2pass')).status).toBe(200);
+    expect(await s.write('1 team1 newpass11\n2 team2 team2pass\n')).toMatchObject({ passwordsChanged: ['team1'], restored: [], removed: [] });
+    expect((await s.http.holdings('team1', 'team1pass')).status).toBe(401);
+    expect((await s.http.holdings('team1', 'newpass11')).status).toBe(200);
+  });
+});
