@@ -1,9 +1,16 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { Config } from '../src/config/config.js';
 import { startEngine } from '../src/engine/service.js';
-import { positionList } from '../src/engine/state.js';
+import { emptyState, positionList } from '../src/engine/state.js';
+import { applyEvent } from '../src/engine/core.js';
+import { RosterWatch, rosterFileStamp } from '../src/engine/roster-watch.js';
+import { rosterPasswordHashes } from '../src/engine/roster.js';
+import { loadBaskets } from '../src/config/baskets.js';
+import { CredentialsKey } from '../src/shared/credentials-key.js';
 import { FILL_STREAM } from '../proto/subjects.js';
 import { shardNames } from '../proto/shards.js';
 import { api, natsClient, publishFills, quietLog, startSystem, startTestNats, tempDir, testConfig, until } from './helpers/system.js';
@@ -117,5 +124,34 @@ describe('the roster file read again when it changes', () => {
     expect(await s.write('1 team1 newpass11\n2 team2 team2pass\n')).toMatchObject({ passwordsChanged: ['team1'], restored: [], removed: [] });
     expect((await s.http.holdings('team1', 'team1pass')).status).toBe(401);
     expect((await s.http.holdings('team1', 'newpass11')).status).toBe(200);
+  });
+
+  it('an edit made while the engine started (after it read the file, before it watched it) is read once it serves', async () => {
+    const dir = tempDir();
+    cleanups.push(() => dir.remove());
+    const file = join(dir.path, 'accounts.txt');
+    writeFileSync(file, ROSTER);
+    const readAt = rosterFileStamp(file);
+    writeFileSync(file, `${ROSTER}7 team7 team7pass\n`);
+    const state = emptyState();
+    const watch = new RosterWatch({
+      file,
+      instruments: loadBaskets(undefined),
+      shard: 0,
+      shards: 1,
+      state,
+      decided: (events) => events.forEach((e) => applyEvent(state, e)),
+      hashes: (lines) => rosterPasswordHashes(lines, 4),
+      key: new CredentialsKey(randomBytes(32), 'test-key'),
+      usernames: () => {},
+      log: quietLog,
+      // Far beyond the test: only the look at start can see the edit.
+      intervalMs: 60_000,
+      readAt,
+    });
+    cleanups.push(() => watch.stop());
+    const read = watch.next();
+    watch.start();
+    expect((await read).added).toEqual(['team1', 'team2', 'team7']);
   });
 });

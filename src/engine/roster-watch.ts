@@ -1,4 +1,4 @@
-import { unwatchFile, watchFile, type Stats } from 'node:fs';
+import { statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { EventEmitter, once } from 'node:events';
 import type { Instruments } from '../config/baskets.js';
 import { loadAccountsFile, type RosterAccount } from '../config/accounts.js';
@@ -35,7 +35,23 @@ export interface RosterWatchDeps {
   usernames: (names: Set<string>) => void;
   log: Logger;
   intervalMs?: number;
+  /** The file as it stood when the roster in force was read (rosterFileStamp): a change since then is read at once. */
+  readAt: RosterFileStamp | null;
 }
+
+export type RosterFileStamp = Pick<Stats, 'mtimeMs' | 'size' | 'ino'>;
+
+/** The file's stamp now (null: not there). */
+export function rosterFileStamp(file: string): RosterFileStamp | null {
+  try {
+    const { mtimeMs, size, ino } = statSync(file);
+    return { mtimeMs, size, ino };
+  } catch {
+    return null;
+  }
+}
+
+const sameStamp = (a: RosterFileStamp | null, b: RosterFileStamp | null): boolean => a === b || (a !== null && b !== null && a.mtimeMs === b.mtimeMs && a.size === b.size && a.ino === b.ino);
 
 /**
  * Reads the roster file again whenever it changes, so a team the instructor
@@ -51,13 +67,15 @@ export class RosterWatch {
   private again = false;
   private stopped = false;
   private readonly listener = (cur: Stats, prev: Stats): void => {
-    if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) this.changed();
+    if (!sameStamp(cur, prev)) this.changed();
   };
 
   constructor(private readonly deps: RosterWatchDeps) {}
 
   start(): void {
     watchFile(this.deps.file, { interval: this.deps.intervalMs ?? 1000, persistent: false }, this.listener);
+    // Edited during the start (a rebuild can take seconds): the watch compares with the file as it is now, so that edit is read here.
+    if (!sameStamp(rosterFileStamp(this.deps.file), this.deps.readAt)) this.changed();
   }
 
   async stop(): Promise<void> {

@@ -12,7 +12,7 @@ import type { EngineState } from './state.js';
 import { basketVersions, type CoreConfig } from './core.js';
 import type { JournalWriter } from './journal.js';
 import { rosterForShard, rosterPasswordHashes, sealAccountHashes, setRosterHashes } from './roster.js';
-import { RosterWatch } from './roster-watch.js';
+import { RosterWatch, rosterFileStamp, type RosterFileStamp } from './roster-watch.js';
 import { credentialsKeyFile, loadCredentialsKey } from '../shared/credentials-key.js';
 import { shardNames, shardOfClient, type ShardNames } from '../../proto/shards.js';
 import { followFills, type FillFeedStats } from './fill-feed.js';
@@ -43,6 +43,8 @@ interface EngineSetup {
   /** This shard's accounts of the roster. */
   roster: RosterAccount[];
   accountsFile: string;
+  /** The roster file as it stood when read: an edit during the start is read once the engine serves. */
+  accountsReadAt: RosterFileStamp | null;
   natsName: string;
   natsCreds: string | undefined;
   /** Copies of each stream and bucket it creates. */
@@ -62,6 +64,7 @@ function engineSetup(cfg: Config): EngineSetup {
   const shards = cfg.engine?.shards ?? 1;
   const names = shardNames(cfg.engine?.shard ?? 0, shards);
   // Every shard reads the whole roster: its own lines become accounts, every username stays unregistrable.
+  const accountsReadAt = cfg.accountsFile ? rosterFileStamp(cfg.accountsFile) : null;
   const fullRoster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
   const { own: roster, usernames: rosterUsernames } = rosterForShard(fullRoster, names.shard, shards, cfg.accountsFile);
   // One scoreboard file per shard: each is the single writer of its own.
@@ -72,6 +75,7 @@ function engineSetup(cfg: Config): EngineSetup {
     owns: (clientId) => shardOfClient(clientId, shards) === names.shard,
     roster,
     accountsFile: cfg.accountsFile,
+    accountsReadAt,
     natsName: shards === 1 ? 'etf-engine' : `etf-engine-${names.shard}`,
     natsCreds: cfg.nats.creds,
     replicas: cfg.nats.replicas ?? 1,
@@ -149,6 +153,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
           if (setup.core.shard) setup.core.shard.rosterUsernames = all;
         },
         log,
+        readAt: setup.accountsReadAt,
         ...(setup.rosterPollMs !== undefined ? { intervalMs: setup.rosterPollMs } : {}),
       })
     : null;
