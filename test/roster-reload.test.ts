@@ -13,6 +13,7 @@ import { loadBaskets } from '../src/config/baskets.js';
 import { CredentialsKey } from '../src/shared/credentials-key.js';
 import { FILL_STREAM } from '../proto/subjects.js';
 import { shardNames } from '../proto/shards.js';
+import { awaitHoldings } from './helpers/events.js';
 import { api, natsClient, publishFills, quietLog, startSystem, startTestNats, tempDir, testConfig, until } from './helpers/system.js';
 
 /**
@@ -72,8 +73,11 @@ describe('the roster file read again when it changes', () => {
     await until(() => s.sys.engine.state.fillSeq >= last, 'the engine to pass the fills');
     expect((await s.http.holdings('team7', 'team7pass')).status).toBe(401);
 
+    // Holdings streams and the desk hear of its positions as it opens, not at its next change.
+    const opened = awaitHoldings(s.nc, 7, (c) => c.cause === 'opening', 'its opening');
     const r = await s.write(`${ROSTER}7 team7 team7pass\n`);
     expect(r).toEqual({ added: ['team7'], claimed: ['team7'], passwordsChanged: [], restored: [], removed: [] });
+    expect(await opened).toMatchObject({ cause: 'opening', positions: [3, 5, 4, 2], deltas: [3, 5, 4, 2], cash: -600 });
     const h = await s.http.holdings('team7', 'team7pass');
     expect(h.status).toBe(200);
     expect(h.body.holdings).toEqual({ KNAN: 5, STED: 2 });

@@ -245,6 +245,12 @@ export class EngineActor {
       const versions: BasketVersions = { etf: ev.etf, versions: basketVersions(this.state, ev.etf, this.cfg.instruments) };
       group.baskets.push({ etf: ev.etf, payload: encode(versions) });
     }
+    if (ev.t === 'account' && (ev.opening?.length || ev.claimed?.positions.length)) {
+      // An account that opens with positions (a roster line read while running): holdings streams and the desk learn them now, not at its next change.
+      const acc = this.state.accounts.get(ev.clientId)!;
+      const deltas = [...(ev.opening ?? []), ...(ev.claimed?.positions ?? [])].flat();
+      group.changes.push(this.change(acc, 'opening', deltas, ev.ts));
+    }
     if (ev.t === 'conversion') {
       const acc = this.state.accounts.get(ev.clientId)!;
       const deltas = this.state.catalog.flatDeltas(ev);
