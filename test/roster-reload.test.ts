@@ -30,30 +30,29 @@ afterEach(async () => {
 
 const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
 
-async function system() {
+async function system(shards = 1) {
   const nats = await startTestNats();
   cleanups.push(() => nats.stop(), () => nats.remove());
   const dir = tempDir();
   cleanups.push(() => dir.remove());
   // Every sign-in asks the engine for the hash again: a password changed in the file counts at once.
-  const cfg: Config = { ...testConfig(dir.path, { roster: ROSTER }), rosterPollMs: 20, credentialsCacheMs: 0 };
+  const cfg: Config = { ...testConfig(dir.path, { roster: ROSTER, ...(shards > 1 ? { engine: { shards } } : {}) }), rosterPollMs: 20, credentialsCacheMs: 0 };
   const sys = await startSystem(nats.url, cfg);
   let open = true;
   cleanups.push(() => open && sys.close());
   const nc = await natsClient(nats.url);
   cleanups.push(() => nc.close());
-  const watch = sys.engine.roster!;
   return {
     nats,
     cfg,
     sys,
     nc,
     http: api(sys.url),
-    /** Writes the roster file and waits for the engine's reading of it. */
+    /** Writes the roster file and waits for the engine's reading of it (every shard's; the first shard's outcome). */
     write: async (text: string) => {
-      const read = watch.next();
+      const reads = sys.engines.map((e) => e.roster!.next());
       writeFileSync(cfg.accountsFile, text);
-      return read;
+      return (await Promise.all(reads))[0]!;
     },
     close: async () => {
       open = false;
@@ -128,6 +127,17 @@ describe('the roster file read again when it changes', () => {
     expect(await s.write('1 team1 newpass11\n2 team2 team2pass\n')).toMatchObject({ passwordsChanged: ['team1'], restored: [], removed: [] });
     expect((await s.http.holdings('team1', 'team1pass')).status).toBe(401);
     expect((await s.http.holdings('team1', 'newpass11')).status).toBe(200);
+  });
+
+  it('on several engine shards: each takes its own new lines, and none lets another\'s new username be registered', async () => {
+    const s = await system(2);
+    // Client_id 7 is shard 1's, 8 shard 0's; a registration of `gamma` goes to shard 0, of `alpha` to shard 1: each to the shard without that account.
+    await s.write(`${ROSTER}7 gamma gammapass\n8 alpha alphapass\n`);
+    expect(s.sys.engines[1]!.state.accounts.get(7)?.username).toBe('gamma');
+    expect(s.sys.engines[0]!.state.accounts.get(8)?.username).toBe('alpha');
+    expect((await s.http.holdings('gamma', 'gammapass')).status).toBe(200);
+    expect((await s.http.holdings('alpha', 'alphapass')).status).toBe(200);
+    for (const name of ['gamma', 'alpha']) expect((await s.http.register(name, 'anotherpass1')).body.error.code).toBe('username_taken');
   });
 
   it('an edit made while the engine started (after it read the file, before it watched it) is read once it serves', async () => {
