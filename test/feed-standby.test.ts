@@ -272,6 +272,49 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(await holdings('team1'), `the standby's stored copies: ${stale.map((m) => m.msgId).join(', ') || 'none'}`).toEqual({ DILN: 2 });
   });
 
+  for (const policy of ['reset', 'keep'] as const) {
+    it(`the operator's new session at a bridge start while fills flow (${policy}): no fill is lost${policy === 'keep' ? ', none counted twice' : ''}`, async () => {
+      const ex = await playExchange(opts);
+      closers.push(() => ex.close());
+      const b = await startBridge({ ...opts, sessionName: 'day-1', restartPolicy: policy, verdictWindowMs: TEST_VERDICT_MS }, quietLog);
+      await ex.fills([[1, 4, 1]]);
+      await storedCount(1, 'the first day\'s fill');
+      await until(async () => ((await bridgeRecordSeq()) >= 1 ? true : undefined), 'the bridge to save the sender');
+      // It looks at the session record seldom: it stores fills under session 1 throughout, before and after the new session's marker.
+      const sb = await StandbyListener.start({ ...opts, statusIntervalMs: 30_000 }, quietLog);
+      closers.push(() => sb.close());
+      await following(sb, ex.source(), 1, 1);
+      await b.close();
+      // A fill every 2 ms while the bridge starts again with the new session's name: some before its marker, some while it opens, some after.
+      let flowing = true;
+      const flow = (async () => {
+        while (flowing) {
+          await ex.fills([[1, 4, 1]]);
+          await new Promise((r) => setTimeout(r, 2));
+        }
+      })();
+      const b2 = await startBridge({ ...opts, sessionName: 'day-2', restartPolicy: policy, verdictWindowMs: TEST_VERDICT_MS }, quietLog);
+      closers.push(() => b2.close());
+      await until(async () => ((await fills()).filter((m) => m.msgId?.startsWith('fill-2-')).length >= 10 ? true : undefined), 'the new session\'s fills');
+      flowing = false;
+      await flow;
+      const sent = ex.clearingSeq;
+      await until(async () => ((await fills()).some((m) => m.msgId === `fill-2-${sent}`) ? true : undefined), 'the last fill stored');
+      await sb.idle();
+      const stream = await fillStream(nc);
+      const marker = stream.findIndex((m) => m.subject === SESSION_SUBJECT);
+      const seqsOf = (prefix: string, from: number, to: number) => new Set(stream.slice(from, to).flatMap((m) => (m.msgId?.startsWith(prefix) ? [Number(m.msgId.slice(prefix.length))] : [])));
+      // Counted in the first session (stored before the marker), and in the second.
+      const before = seqsOf('fill-1-', 0, marker);
+      const after = seqsOf('fill-2-', marker, stream.length);
+      const lost = Array.from({ length: sent }, (_, i) => i + 1).filter((seq) => !before.has(seq) && !after.has(seq));
+      expect(lost, 'fills stored only as stale copies, or not at all').toEqual([]);
+      if (policy === 'keep') expect([...before].filter((seq) => after.has(seq)), 'fills counted in both sessions').toEqual([]);
+      await until(() => (system.engine.state.fillSeq >= stream[stream.length - 1]!.seq ? true : undefined), 'the engine to pass the stream');
+      expect(await holdings('team1')).toEqual({ STED: policy === 'keep' ? sent : after.size });
+    });
+  }
+
   it('an exchange restart (a new process, seq from 1): nothing of the new session before the bridge has begun it and stored its reset; then the standby covers it too', async () => {
     const ex = await playExchange(opts);
     closers.push(() => ex.close());

@@ -8,6 +8,7 @@ import { FILL_STREAM, SESSION_SUBJECT, fillSeqOfMsgId } from '../../proto/subjec
 import type { Logger } from '../shared/log.js';
 import type { RestartPolicy } from './clearing.js';
 import { SessionStore, type MdProgress } from './session.js';
+import { readStream } from '../shared/stream-reader.js';
 
 /**
  * The exchange session the bridge publishes fills under: its number (shared
@@ -25,6 +26,8 @@ export class ClearingSession {
     readonly startSeq: number,
     /** The fill stream's last sequence at the open: another bridge's fills stored from then on come after it. */
     readonly streamSeqAtOpen: number,
+    /** Clearing seqs of this session already counted under the one before it (FillPublisher.counted). */
+    readonly countedBefore: Set<number>,
   ) {}
 
   /**
@@ -34,9 +37,14 @@ export class ClearingSession {
   static async open(nc: NatsConnection, kv: KV, opts: { sessionName: string; restartPolicy: RestartPolicy }, log: Logger, onChanged: (detail: string) => void): Promise<ClearingSession> {
     const js = jetstream(nc);
     const { store, changed } = await SessionStore.open(kv, opts.sessionName);
+    // Under `keep`, fills the standby stored under the old session right before the new one's marker count (no reset
+    // zeroes them): the same exchange process goes on, so this bridge, which heard them too (it joined the groups
+    // before it began the session), does not store them again.
+    let countedBefore = new Set<number>();
     if (changed) {
       const detail = `operator session changed to "${opts.sessionName}"`;
-      await publishMarker(js, log, opts.restartPolicy, store.session, detail);
+      const markerSeq = await publishMarker(js, log, opts.restartPolicy, store.session, detail);
+      if (opts.restartPolicy === 'keep') countedBefore = await fillsBefore(nc, markerSeq, fillSessionId(store.session - 1));
       onChanged(detail);
     }
     await ensureMarker(nc, js, log, opts.restartPolicy, store.session);
@@ -44,7 +52,7 @@ export class ClearingSession {
     const stored = await lastStoredFill(nc, fillSessionId(store.session));
     const startSeq = Math.max(store.record.last_seq, stored.fillSeq);
     log.info({ session: store.session, sessionName: store.record.name, lastSeq: startSeq, policy: opts.restartPolicy }, 'clearing session');
-    return new ClearingSession(js, store, opts.restartPolicy, log, startSeq, stored.streamSeq);
+    return new ClearingSession(js, store, opts.restartPolicy, log, startSeq, stored.streamSeq, countedBefore);
   }
 
   get number(): number {
@@ -85,10 +93,38 @@ export class ClearingSession {
   }
 }
 
-async function publishMarker(js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number, detail: string): Promise<void> {
+/** Returns the marker's stream sequence (the first one's, when it was stored before). */
+async function publishMarker(js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number, detail: string): Promise<number> {
   const marker: SessionMarker = { v: 1, kind: 'exchange_restart', reset: policy === 'reset', session: n, detail, ts: Date.now() };
-  await js.publish(SESSION_SUBJECT, encode(marker), { msgID: sessionMarkerMsgId(n) });
+  const ack = await js.publish(SESSION_SUBJECT, encode(marker), { msgID: sessionMarkerMsgId(n) });
   log.warn({ session: n, reset: marker.reset, detail }, 'session marker published');
+  return ack.seq;
+}
+
+/**
+ * Messages before a new session's marker looked at for the old session's fills: those this bridge may also have
+ * heard are the ones sent since it joined the groups, a start's few round trips ago, far fewer than this.
+ */
+const COUNTED_LOOKBACK = 4096;
+
+/** The clearing seqs of `session`'s fills stored in the COUNTED_LOOKBACK messages before stream sequence `seq`. */
+async function fillsBefore(nc: NatsConnection, seq: number, session: string): Promise<Set<number>> {
+  const seqs = new Set<number>();
+  if (seq <= 1) return seqs;
+  const reader = await readStream(
+    nc,
+    FILL_STREAM,
+    Math.max(1, seq - COUNTED_LOOKBACK),
+    (m) => {
+      if (m.seq >= seq) return;
+      const fill = fillSeqOfMsgId(session, m.headers?.get('Nats-Msg-Id') ?? '');
+      if (fill !== null) seqs.add(fill);
+    },
+    { follow: false },
+  );
+  await reader.caughtUp;
+  await reader.stop();
+  return seqs;
 }
 
 /**

@@ -50,6 +50,11 @@ const STREAM_SEQ = /"seq":(\d+)/;
 export class FillPublisher {
   /** The highest fill-stream seq an ack named (set at a start to the stream's last): where a look for fills stored by another bridge can begin. */
   streamSeq = 0;
+  /**
+   * Fills of `session` not to publish: counted already under the session before it, stored by another bridge
+   * before this session's marker (ClearingSession.countedBefore, the `keep` policy).
+   */
+  counted: { session: string; seqs: Set<number> } | null = null;
   readonly stats: PublisherStats = { delivered: 0, duplicates: 0, retries: 0, inFlight: 0, queued: 0 };
   private queue: Item[] = [];
   private head = 0;
@@ -140,6 +145,10 @@ export class FillPublisher {
       if (this.pending.size >= this.maxInFlight) return;
       this.head++;
       this.stats.queued--;
+      if (this.counted?.session === this.session && this.counted.seqs.has(item.fill.seq)) {
+        this.stats.duplicates++;
+        continue;
+      }
       this.send({ fill: item.fill, msgID: fillMsgId(this.session, item.fill.seq), sentAt: 0, attempt: 0 });
     }
     if (this.head > 8192 && this.head * 2 > this.queue.length) {

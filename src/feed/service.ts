@@ -20,7 +20,7 @@ import { FillPublisher, type PublisherStats } from './publisher.js';
 import { GapCover } from './gap-cover.js';
 import { HeldStore, finishing } from './held-store.js';
 import { SessionVerdict } from './session-verdict.js';
-import { FeedSockets } from './sockets.js';
+import { FeedSockets, type FeedInputs } from './sockets.js';
 import { StartGate } from './start-gate.js';
 import { BridgeTicker } from './ticker.js';
 import { DEFAULT_JUDGE, SessionJudge } from './verdict.js';
@@ -74,10 +74,15 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
   const alerts = new AlertSender((a) => publishQuiet(nc, log, FEED_ALERT_SUBJECT, a));
   const sockets = new FeedSockets(opts, alerts.send);
   try {
+    // Joined before the session is opened, and what comes meanwhile kept for the parts: a new session's marker
+    // goes into the stream before any of its fills, and a fill the exchange sends after it must reach this bridge
+    // (the standby's copy under the old session, stored after the marker, is not applied).
+    const early = new EarlyDatagrams();
+    await sockets.start(early.inputs);
     const parts = await openParts(nc, opts, log, alerts);
     const { clearing, md, verdict, gate } = parts;
     gate.start();
-    await sockets.start({
+    early.deliver({
       clearing: { on: (buf, sender) => clearing.onDatagram(buf, sender), counters: clearing.counters },
       marketData: {
         on: (buf, sender) => {
@@ -103,6 +108,44 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
     // The start's own error (thrown below) is the one to report, not a close of a connection that may be gone.
     await nc.close().catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * The sockets' inputs before the bridge's parts exist: datagrams are kept in
+ * arrival order, and handed to the parts, in that order, once they are
+ * built (a start's few NATS round trips: a bounded number of datagrams).
+ */
+class EarlyDatagrams {
+  private kept: Array<[feed: keyof FeedInputs, buf: Buffer, sender: string]> = [];
+  private live: FeedInputs | null = null;
+  private readonly foreign: Record<keyof FeedInputs, FeedCounters> = {
+    clearing: { foreign: 0 } as FeedCounters,
+    marketData: { foreign: 0 } as FeedCounters,
+    snapshot: { foreign: 0 } as FeedCounters,
+  };
+  readonly inputs: FeedInputs = { clearing: this.relay('clearing'), marketData: this.relay('marketData'), snapshot: this.relay('snapshot') };
+
+  private relay(feed: keyof FeedInputs): FeedInputs[keyof FeedInputs] {
+    const self = this;
+    return {
+      on: (buf, sender) => (self.live ? self.live[feed].on(buf, sender) : void self.kept.push([feed, buf, sender])),
+      // Datagrams from a sender NDFEX_SOURCE does not allow are counted where the parts count them, once they exist.
+      get counters() {
+        return self.live ? self.live[feed].counters : self.foreign[feed];
+      },
+    };
+  }
+
+  deliver(live: FeedInputs): void {
+    for (const feed of Object.keys(this.foreign) as (keyof FeedInputs)[]) {
+      const n = this.foreign[feed].foreign ?? 0;
+      if (n > 0) live[feed].counters.foreign = (live[feed].counters.foreign ?? 0) + n;
+    }
+    this.live = live;
+    const kept = this.kept;
+    this.kept = [];
+    for (const [feed, buf, sender] of kept) live[feed].on(buf, sender);
   }
 }
 
@@ -132,6 +175,7 @@ async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, a
   const publisher = new FillPublisher(nc, log, fillSessionId(session.number), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
   // Where a look for a gap's fills begins until an ack says more.
   publisher.streamSeq = session.streamSeqAtOpen;
+  if (session.countedBefore.size > 0) publisher.counted = { session: fillSessionId(session.number), seqs: session.countedBefore };
   const problems = await ProblemStore.open(feedKv, log);
   const heldTrouble = (why: string | null) => {
     if (why === null) return problems.book.resolve(HELD_STORE_PROBLEM);
