@@ -21,6 +21,7 @@ import { GapCover } from './gap-cover.js';
 import { HeldStore, finishing } from './held-store.js';
 import { SessionVerdict } from './session-verdict.js';
 import { FeedSockets, type FeedInputs } from './sockets.js';
+import { beginsSession } from './session.js';
 import { StartGate } from './start-gate.js';
 import { BridgeTicker } from './ticker.js';
 import { DEFAULT_JUDGE, SessionJudge } from './verdict.js';
@@ -74,15 +75,16 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
   const alerts = new AlertSender((a) => publishQuiet(nc, log, FEED_ALERT_SUBJECT, a));
   const sockets = new FeedSockets(opts, alerts.send);
   try {
-    // Joined before the session is opened, and what comes meanwhile kept for the parts: a new session's marker
-    // goes into the stream before any of its fills, and a fill the exchange sends after it must reach this bridge
-    // (the standby's copy under the old session, stored after the marker, is not applied).
-    const early = new EarlyDatagrams();
-    await sockets.start(early.inputs);
+    // A start that begins the operator's new session joins before the session is opened, and keeps what comes
+    // meanwhile for the parts: its marker goes into the stream before any of its fills, and a fill the exchange
+    // sends after the marker must reach this bridge (the standby's copy under the old session, stored after the
+    // marker, is not applied). Otherwise the standby's copies count, and the bridge joins once it can judge.
+    const early = (await beginsSession(await openBucket(nc, FEED_BUCKET, opts.natsReplicas), opts.sessionName)) ? new EarlyDatagrams() : null;
+    if (early) await sockets.start(early.inputs);
     const parts = await openParts(nc, opts, log, alerts);
     const { clearing, md, verdict, gate } = parts;
     gate.start();
-    early.deliver({
+    const inputs: FeedInputs = {
       clearing: { on: (buf, sender) => clearing.onDatagram(buf, sender), counters: clearing.counters },
       marketData: {
         on: (buf, sender) => {
@@ -94,7 +96,9 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
         counters: md.counters,
       },
       snapshot: { on: (buf) => md.onSnapshot(buf), counters: { foreign: 0 } as FeedCounters },
-    });
+    };
+    if (early) early.deliver(inputs);
+    else await sockets.start(inputs);
     const ticker = new BridgeTicker(nc, parts.feedKv, log, parts, opts.statusIntervalMs ?? 1000);
     const control = new ControlChannel(nc, log, (data) => answerControl(data, verdict, parts.problems.book, log), ticker.tick, () => verdict.marked());
     control.start();

@@ -28,6 +28,13 @@ function parseRecord(bytes: Uint8Array): ClearingSessionRecord {
   return r as ClearingSessionRecord;
 }
 
+/** Whether opening the record with the operator's session name `name` begins a new session (SessionStore.open's `changed`). */
+export async function beginsSession(kv: KV, name: string): Promise<boolean> {
+  if (name === '') return false;
+  const e = await kv.get(FEED_CLEARING_KEY);
+  return !!e && e.operation === 'PUT' && parseRecord(e.value).name !== name;
+}
+
 /**
  * The exchange session as every bridge instance sees it, in the KV bucket
  * FEED_BUCKET (key FEED_CLEARING_KEY). Changes go through compare-and-set on
