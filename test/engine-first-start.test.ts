@@ -1,13 +1,11 @@
 import { afterEach, expect, it } from 'vitest';
-import { jetstream } from '@nats-io/jetstream';
 import { encode } from '../proto/codec.js';
 import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
 import { sessionMarkerMsgId } from '../proto/feed.js';
 import type { Fill, SessionMarker } from '../proto/fill.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
 import { position } from '../src/engine/state.js';
-import { ensureFillStream } from '../src/shared/streams.js';
-import { natsClient, quietLog, startTestNats, tempDir, testConfig } from './helpers/system.js';
+import { fillStreamWorld, quietLog, testConfig } from './helpers/system.js';
 
 /**
  * The launcher starts the engine and the feed bridge side by side, so on a
@@ -20,17 +18,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-/** A nats-server with the fill stream, a data directory, and a JetStream client to store fills as a bridge does. */
-async function world() {
-  const nats = await startTestNats();
-  cleanups.push(() => nats.stop(), () => nats.remove());
-  const dir = tempDir();
-  cleanups.push(() => dir.remove());
-  const nc = await natsClient(nats.url);
-  cleanups.push(() => nc.close());
-  await ensureFillStream(nc);
-  return { nats, dir, js: jetstream(nc) };
-}
+const world = () => fillStreamWorld(cleanups);
 
 it('fills stored before the engine ever ran are applied to the roster\'s teams, and stay so at the next start', async () => {
   const { nats, dir, js } = await world();

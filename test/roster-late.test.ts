@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { decode, encode } from '../proto/codec.js';
 import { JOURNAL_VERSION_CLAIMS, type JournalBatch } from '../proto/journal.js';
 import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
@@ -11,8 +11,7 @@ import { applyEvent, applyFill, applySessionReset, decide } from '../src/engine/
 import { rebuild } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { MAX_UNCLAIMED, emptyState, positionList, type EngineState } from '../src/engine/state.js';
-import { ensureFillStream } from '../src/shared/streams.js';
-import { natsClient, quietLog, startTestNats, tempDir, testConfig } from './helpers/system.js';
+import { fillStreamWorld, quietLog, testConfig } from './helpers/system.js';
 
 /**
  * The exchange fills every client_id in its own accounts file; the engine
@@ -28,14 +27,7 @@ afterEach(async () => {
 });
 
 async function world() {
-  const nats = await startTestNats();
-  cleanups.push(() => nats.stop(), () => nats.remove());
-  const dir = tempDir();
-  cleanups.push(() => dir.remove());
-  const nc = await natsClient(nats.url);
-  cleanups.push(() => nc.close());
-  await ensureFillStream(nc);
-  const js = jetstream(nc);
+  const { nats, dir, nc, js } = await fillStreamWorld(cleanups);
   let session = 1;
   return {
     nats,

@@ -280,6 +280,21 @@ export function api(base: string | string[]) {
   };
 }
 
+/**
+ * A nats-server with the fill stream, a data directory, and a client whose JetStream stores fills as a bridge
+ * does; what to undo goes onto `cleanups` (run in reverse after each test).
+ */
+export async function fillStreamWorld(cleanups: Array<() => Promise<unknown> | unknown>) {
+  const nats = await startTestNats();
+  cleanups.push(() => nats.stop(), () => nats.remove());
+  const dir = tempDir();
+  cleanups.push(() => dir.remove());
+  const nc = await natsClient(nats.url);
+  cleanups.push(() => nc.close());
+  await ensureFillStream(nc);
+  return { nats, dir, nc, js: jetstream(nc) };
+}
+
 /** Polls `check` on each NATS round trip until it holds (event-driven waits belong to the caller; this bounds them). */
 export async function until<T>(check: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
