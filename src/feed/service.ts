@@ -79,9 +79,10 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
     // meanwhile for the parts: its marker goes into the stream before any of its fills, and a fill the exchange
     // sends after the marker must reach this bridge (the standby's copy under the old session, stored after the
     // marker, is not applied). Otherwise the standby's copies count, and the bridge joins once it can judge.
-    const early = (await beginsSession(await openBucket(nc, FEED_BUCKET, opts.natsReplicas), opts.sessionName)) ? new EarlyDatagrams() : null;
+    const feedKv = await openBucket(nc, FEED_BUCKET, opts.natsReplicas);
+    const early = (await beginsSession(feedKv, opts.sessionName)) ? new EarlyDatagrams() : null;
     if (early) await sockets.start(early.inputs);
-    const parts = await openParts(nc, opts, log, alerts);
+    const parts = await openParts(nc, feedKv, opts, log, alerts);
     const { clearing, md, verdict, gate } = parts;
     gate.start();
     const inputs: FeedInputs = {
@@ -171,9 +172,8 @@ interface BridgeParts {
 const HELD_STORE_PROBLEM = 'held-store';
 
 /** Opens what the bridge keeps in NATS and builds the parts between the sockets and the publishers. */
-async function openParts(nc: NatsConnection, opts: BridgeOptions, log: Logger, alerts: AlertSender): Promise<BridgeParts> {
+async function openParts(nc: NatsConnection, feedKv: BridgeParts['feedKv'], opts: BridgeOptions, log: Logger, alerts: AlertSender): Promise<BridgeParts> {
   await ensureFillStream(nc, opts.natsReplicas);
-  const feedKv = await openBucket(nc, FEED_BUCKET, opts.natsReplicas);
   const bbos = new BboOut(nc, await openBucket(nc, BBO_BUCKET, opts.natsReplicas), log);
   const session = await ClearingSession.open(nc, feedKv, opts, log, (detail) => alerts.send('clearing', { kind: 'session_change', detail }));
   const publisher = new FillPublisher(nc, log, fillSessionId(session.number), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
