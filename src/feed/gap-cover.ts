@@ -8,6 +8,11 @@ import { HeldStore } from './held-store.js';
 /** Long enough for another bridge's copies of the fills in a gap to be stored (they were sent as this bridge's would have been). */
 export const COVER_GRACE_MS = 1000;
 /**
+ * One more look for a gap not all covered at the first: the standby stores a run it kept (src/feed/standby.ts,
+ * heard before this bridge listened) once it has seen this bridge go on, up to two status intervals later.
+ */
+export const LATE_LOOK_MS = 5000;
+/**
  * How far before the highest stream seq this bridge knew the look begins:
  * another bridge's fills of a gap may be stored a little before the last one
  * this bridge had acked (two publishers, each up to this many in flight).
@@ -22,6 +27,8 @@ interface Gap {
   received: number;
   /** Stream seq after which the gap's fills can be, if any bridge stored them. */
   after: number;
+  /** Seqs found stored by an earlier look (taken back already); set once looked at. */
+  found?: Set<number>;
 }
 
 /**
@@ -51,6 +58,8 @@ export class GapCover {
       /** Takes `n` covered fills out of the gap problem (ClearingLossProblems.covered). */
       uncount: (n: number) => void;
       graceMs?: number;
+      /** LATE_LOOK_MS unless set (tests). */
+      lateMs?: number;
       /** MAX_LOOK unless set (tests). */
       maxLook?: number;
     },
@@ -62,21 +71,28 @@ export class GapCover {
     this.gaps.push({ session, expected: a.expected, received: a.received, after: Math.max(0, this.deps.streamSeq() - LOOK_BEHIND) });
     this.timer ??= setTimeout(() => {
       this.timer = null;
-      this.running = this.running.then(() => this.look());
+      this.running = this.running.then(() => this.look(this.take('gaps')));
     }, this.deps.graceMs ?? COVER_GRACE_MS);
+  }
+
+  /** Gaps not all covered at their first look, looked at once more. */
+  private lateGaps: Gap[] = [];
+  private lateTimer: NodeJS.Timeout | null = null;
+
+  private take(which: 'gaps' | 'lateGaps'): Gap[] {
+    const list = this[which];
+    this[which] = [];
+    return list;
   }
 
   /** Looks now for the gaps heard so far (a clean stop: nothing is left unlooked). */
   async flush(): Promise<void> {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    this.running = this.running.then(() => this.look());
+    this.stop();
+    this.running = this.running.then(() => this.look([...this.take('gaps'), ...this.take('lateGaps')]));
     await this.running;
   }
 
-  private async look(): Promise<void> {
-    const gaps = this.gaps;
-    this.gaps = [];
+  private async look(gaps: Gap[]): Promise<void> {
     if (gaps.length === 0) return;
     const bySession = new Map<string, Gap[]>();
     for (const g of gaps) {
@@ -99,12 +115,20 @@ export class GapCover {
         continue;
       }
       for (const g of list) {
+        const first = !g.found;
+        const seen = (g.found ??= new Set());
         let found = 0;
-        for (let seq = g.expected; seq < g.received; seq++) if (stored.has(seq)) found++;
+        for (let seq = g.expected; seq < g.received; seq++) {
+          if (!stored.has(seq) || seen.has(seq)) continue;
+          seen.add(seq);
+          found++;
+        }
+        const all = seen.size === g.received - g.expected;
+        if (!all && first) this.lookLater(g);
         if (found === 0) continue;
         const c = this.deps.counters;
         c.missed_messages = Math.max(0, c.missed_messages - found);
-        if (found === g.received - g.expected) c.gaps = Math.max(0, c.gaps - 1);
+        if (all) c.gaps = Math.max(0, c.gaps - 1);
         c.covered = (c.covered ?? 0) + found;
         this.deps.uncount(found);
         this.deps.log.info({ expected: g.expected, received: g.received, found }, 'fills of a clearing gap were stored by another bridge: not lost');
@@ -113,8 +137,18 @@ export class GapCover {
     this.looks++;
   }
 
+  private lookLater(g: Gap): void {
+    this.lateGaps.push(g);
+    this.lateTimer ??= setTimeout(() => {
+      this.lateTimer = null;
+      this.running = this.running.then(() => this.look(this.take('lateGaps')));
+    }, this.deps.lateMs ?? LATE_LOOK_MS).unref();
+  }
+
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.lateTimer) clearTimeout(this.lateTimer);
+    this.lateTimer = null;
   }
 }

@@ -33,7 +33,16 @@ interface Followed {
   checkSkip: boolean;
   /** The seq went back (an exchange restart from the same address, or a forgery): nothing is published until the bridge's record passes this. */
   suspendedAt: number | null;
+  /**
+   * Suspended on a first message that skips (the whole system was stopped): the run heard since, kept. When
+   * the bridge goes on past it, it judged the run the session's, and what was heard before it listened is
+   * published (the bridge stores the rest; a fill both send is stored once).
+   */
+  run: { fills: Array<{ fill: Fill; print: string }>; last: number; dropped: number } | null;
 }
+
+/** Fills of a run heard while suspended on a first skip, kept at most: the bridge hears the rest itself once up. */
+const RUN_MAX = 65_536;
 
 /**
  * The standby bridge: a second listener on the clearing feed, for the
@@ -154,12 +163,21 @@ export class StandbyListener {
     const f = this.followed;
     if (f && f.session === r.session && f.sender === r.clearing_sender) {
       if (f.suspendedAt !== null && r.last_seq > f.suspendedAt) {
-        this.log.info({ session: f.session, lastSeq: r.last_seq }, 'standby: the bridge went on with the session: publishing again');
-        // What was heard meanwhile is the bridge's: the next message starts the run this follows.
+        const run = f.run;
+        this.log.info({ session: f.session, lastSeq: r.last_seq, runFills: run?.fills.length ?? 0, runDropped: run?.dropped ?? 0 }, 'standby: the bridge went on with the session: publishing again');
         f.suspendedAt = null;
-        f.heard = 0;
-        f.heardAt = Date.now();
+        f.run = null;
         f.checkSkip = false;
+        f.heardAt = Date.now();
+        if (run) {
+          // The bridge went on past the run's first seq in this session, from this sender: the run is the session's.
+          for (const { fill, print } of run.fills) this.publish(fill, print);
+          f.lastSeq = Math.max(f.lastSeq, run.last);
+          f.heard = run.last;
+        } else {
+          // What was heard meanwhile is the bridge's to judge: the next message starts the run this follows.
+          f.heard = 0;
+        }
       }
       f.lastSeq = Math.max(f.lastSeq, r.last_seq);
       return;
@@ -169,7 +187,7 @@ export class StandbyListener {
     if (r.session > 1 && (await lastMarkerSession(this.nc)) < r.session) return this.wait(`session ${r.session}: its marker is not in the fill stream yet`);
     const session = fillSessionId(r.session);
     const stored = (await lastStoredFill(this.nc, session)).fillSeq;
-    const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), checkSkip: true, suspendedAt: null };
+    const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), checkSkip: true, suspendedAt: null, run: null };
     // Behind every fill of the old session already sent: no fill goes out under the wrong session's msg id.
     if (!f || f.session !== r.session) this.publisher.enqueueBarrier('standby follows a new session', async () => void (this.publisher.session = session));
     this.followed = next;
@@ -201,6 +219,7 @@ export class StandbyListener {
       }
       if (f.suspendedAt !== null) {
         this.counts.suspended++;
+        if (f.run) this.keep(f.run, m);
         continue;
       }
       const now = Date.now();
@@ -217,7 +236,9 @@ export class StandbyListener {
         // restart while nobody listened, which the bridge tells apart on market data. Nothing goes out until the bridge has gone on past it.
         this.counts.suspended++;
         f.suspendedAt = m.seq;
-        this.log.info({ seq: m.seq, lastSeq: f.lastSeq }, 'standby: the first seq heard skips: waiting for the bridge to go on past it');
+        f.run = { fills: [], last: 0, dropped: 0 };
+        this.keep(f.run, m);
+        this.log.info({ seq: m.seq, lastSeq: f.lastSeq }, 'standby: the first seq heard skips: keeping what it hears, for the bridge to judge, until the bridge goes on past it');
         continue;
       }
       // Only after a message heard here: the first one after it began to follow (or went on) has nothing to skip from.
@@ -247,9 +268,23 @@ export class StandbyListener {
         this.counts.invalid++;
         continue;
       }
-      this.counts.published++;
-      this.sent[m.seq % SENT_RING] = { seq: m.seq, fingerprint: fingerprint(m) };
-      this.publisher.enqueueFill(fill);
+      this.publish(fill, fingerprint(m));
     }
+  }
+
+  private publish(fill: Fill, print: string): void {
+    this.counts.published++;
+    this.sent[fill.seq % SENT_RING] = { seq: fill.seq, fingerprint: print };
+    this.publisher.enqueueFill(fill);
+  }
+
+  /** A message of a run heard while suspended on a first skip: a valid fill kept (up to RUN_MAX), every seq followed. */
+  private keep(run: NonNullable<Followed['run']>, m: ReturnType<typeof decodeClearingDatagram>['messages'][number]): void {
+    if (m.seq > run.last) run.last = m.seq;
+    if (m.type !== 'fill') return;
+    const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
+    if (fillProblem(fill)) return;
+    if (run.fills.length < RUN_MAX) run.fills.push({ fill, print: fingerprint(m) });
+    else run.dropped++;
   }
 }
