@@ -46,7 +46,8 @@ export async function rebuildState(
   firstStart?: (state: EngineState, journal: JournalWriter) => Promise<void>,
 ): Promise<Rebuilt> {
   const { names } = at;
-  const snapshot = await snapshots.load(at.instruments).catch((err: unknown) => {
+  // A timeout is not "no snapshot" (that would replay everything, or worse, start empty): asked again while a cluster elects.
+  const snapshot = await retryTransient('snapshot load', () => snapshots.load(at.instruments), { deadlineMs: 60_000, log }).catch((err: unknown) => {
     if (!(err instanceof SnapshotUnusable)) throw err;
     log.warn({ reason: err.message }, 'snapshot unusable: rebuilding from the whole journal');
     return null;

@@ -3,6 +3,7 @@ import type { Config } from '../config/config.js';
 import { loadBaskets, type Instruments } from '../config/baskets.js';
 import { loadAccountsFile, type RosterAccount } from '../config/accounts.js';
 import { connectNats } from '../shared/nats.js';
+import { retryTransient } from '../shared/js-retry.js';
 import { LatestPerKey } from '../shared/latest-kv.js';
 import { ensureFillStream, ensureJournalStream, openBucket } from '../shared/streams.js';
 import { BASKET_BUCKET, type BasketVersions } from '../../proto/marketdata.js';
@@ -94,6 +95,9 @@ function engineSetup(cfg: Config): EngineSetup {
   };
 }
 
+/** How long a start rides out JetStream not answering (a cluster electing its leaders) before it fails. */
+const STARTUP_JS_MS = 60_000;
+
 /**
  * Starts the engine: rebuild state from the journal and the fill stream, take
  * in the roster, and only then serve commands, so no reply is ever computed
@@ -104,11 +108,16 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const setup = engineSetup(cfg);
   const { names } = setup;
   const nc = await connectNats(natsUrl, setup.natsName, { role: 'engine', credsFile: setup.natsCreds });
-  await ensureJournalStream(nc, names, setup.replicas);
-  await ensureFillStream(nc, setup.replicas);
+  // A cluster may still be electing its leaders as the engine starts: its streams are asked for again until they
+  // answer (STARTUP_JS_MS), not taken for a failed start (the process would exit, to be started again).
+  const startup = <T>(what: string, f: () => Promise<T>) => retryTransient(what, f, { deadlineMs: STARTUP_JS_MS, log });
+  await startup('journal and fill streams', async () => {
+    await ensureJournalStream(nc, names, setup.replicas);
+    await ensureFillStream(nc, setup.replicas);
+  });
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
-  const basketStore = new LatestPerKey(await openBucket(nc, BASKET_BUCKET, setup.replicas), log);
-  const snapshots = await SnapshotStore.open(nc, log, names, setup.replicas);
+  const basketStore = new LatestPerKey(await startup('baskets bucket', () => openBucket(nc, BASKET_BUCKET, setup.replicas)), log);
+  const snapshots = await startup('snapshot store', () => SnapshotStore.open(nc, log, names, setup.replicas));
   const configure = (state: EngineState, journal: JournalWriter) => journalConfiguration(state, journal, setup.instruments, setup.roster, setup.accountsFile, log);
   const rebuilt = await rebuildState(nc, setup, snapshots, log, t0, configure);
   const { state, journal } = rebuilt;
