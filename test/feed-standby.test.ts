@@ -278,6 +278,36 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(await holdings('team1'), `the standby's stored copies: ${stale.map((m) => m.msgId).join(', ') || 'none'}`).toEqual({ DILN: 2 });
   });
 
+  it('a run kept while the bridge is not listening takes no forgery from the exchange\'s own address: a second message with a kept seq (neither stored), a seq at or before the last stored, a seq further ahead than the exchange sends', async () => {
+    const ex = await playExchange(opts, { clearingSeq: 100 });
+    closers.push(() => ex.close());
+    const b = await bridgeProcess();
+    await ex.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
+    await storedCount(3, 'the first fills');
+    await until(async () => ((await bridgeRecordSeq()) >= 103 ? true : undefined), 'the bridge to save its progress');
+    await b.kill();
+    ex.skip(3);
+    const sb = await standby();
+    await following(sb, ex.source(), 1, 103);
+    await ex.fills([[1, 6, 1]]); // 107: the first heard, skipping: the run begins
+    await ex.spoof([fillMsg(107, 2, 6, 50)]); // the same seq, other content
+    await ex.fills([[1, 6, 1]]); // 108
+    await ex.spoof([fillMsg(102, 2, 6, 50), fillMsg(1_000_000, 2, 6, 50)]);
+    await until(() => (sb.status().suspended >= 5 ? true : undefined), 'the standby to hear the run');
+    expect(sb.status().conflicts).toBe(1);
+    await bridge();
+    await ex.fills([[1, 4, 1]]); // 109
+    await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
+    await ex.fills([[1, 4, 1]]); // 110
+    await storedCount(6, 'the fills after the bridge came back');
+    await sb.idle();
+    // 107 is lost (two copies heard, nobody can tell the exchange's); nothing forged is stored.
+    expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-108', 'fill-1-109', 'fill-1-110']);
+    await until(() => (system.engine.fills.applied >= 6 ? true : undefined), 'every fill applied');
+    expect(await holdings('team2')).toEqual({});
+    expect(await holdings('team1')).toEqual({ STED: 5, DILN: 1 });
+  });
+
   for (const policy of ['reset', 'keep'] as const) {
     it(`the operator's new session at a bridge start while fills flow (${policy}): no fill is lost${policy === 'keep' ? ', none counted twice' : ''}`, async () => {
       const ex = await playExchange(opts);

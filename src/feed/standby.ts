@@ -3,7 +3,7 @@ import type { KV } from '@nats-io/kv';
 import { decode } from '../../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, clearingSessionProblem, fillSessionId, type ClearingSessionRecord } from '../../proto/feed.js';
 import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, type StandbyStatus } from '../../proto/marketdata.js';
-import { decodeClearingDatagram } from '../../proto/ndfex.js';
+import { decodeClearingDatagram, type ClearingMessage as ClearingMsg } from '../../proto/ndfex.js';
 import { fillProblem, type Fill } from '../../proto/fill.js';
 import { connectNats } from '../shared/nats.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
@@ -38,10 +38,25 @@ interface Followed {
    * the bridge goes on past it, it judged the run the session's, and what was heard before it listened is
    * published (the bridge stores the rest; a fill both send is stored once).
    */
-  run: { fills: Array<{ fill: Fill; print: string }>; last: number; dropped: number } | null;
+  run: KeptRun | null;
 }
 
-/** Fills of a run heard while suspended on a first skip, kept at most: the bridge hears the rest itself once up. */
+/**
+ * A run heard while suspended on a first skip, kept as the live feed is followed: only seqs past the last known
+ * stored, none further ahead than the exchange sends, each seq once (two different messages with one seq: a
+ * conflict, neither kept).
+ */
+interface KeptRun {
+  fills: Map<number, { fill: Fill; print: string }>;
+  /** Every seq heard, heartbeats too (fills are kept by seq). */
+  prints: Map<number, string>;
+  conflicted: Set<number>;
+  last: number;
+  lastAt: number;
+  dropped: number;
+}
+
+/** Messages of a run heard while suspended on a first skip, kept at most: the bridge hears the rest itself once up. */
 const RUN_MAX = 65_536;
 
 /**
@@ -164,14 +179,17 @@ export class StandbyListener {
     if (f && f.session === r.session && f.sender === r.clearing_sender) {
       if (f.suspendedAt !== null && r.last_seq > f.suspendedAt) {
         const run = f.run;
-        this.log.info({ session: f.session, lastSeq: r.last_seq, runFills: run?.fills.length ?? 0, runDropped: run?.dropped ?? 0 }, 'standby: the bridge went on with the session: publishing again');
+        this.log.info({ session: f.session, lastSeq: r.last_seq, runFills: run?.fills.size ?? 0, runDropped: run?.dropped ?? 0 }, 'standby: the bridge went on with the session: publishing again');
         f.suspendedAt = null;
         f.run = null;
         f.checkSkip = false;
         f.heardAt = Date.now();
         if (run) {
           // The bridge went on past the run's first seq in this session, from this sender: the run is the session's.
-          for (const { fill, print } of run.fills) this.publish(fill, print);
+          for (const seq of [...run.fills.keys()].sort((a, b) => a - b)) {
+            const { fill, print } = run.fills.get(seq)!;
+            this.publish(fill, print);
+          }
           f.lastSeq = Math.max(f.lastSeq, run.last);
           f.heard = run.last;
         } else {
@@ -219,7 +237,7 @@ export class StandbyListener {
       }
       if (f.suspendedAt !== null) {
         this.counts.suspended++;
-        if (f.run) this.keep(f.run, m);
+        if (f.run) this.keep(f, f.run, m);
         continue;
       }
       const now = Date.now();
@@ -236,8 +254,8 @@ export class StandbyListener {
         // restart while nobody listened, which the bridge tells apart on market data. Nothing goes out until the bridge has gone on past it.
         this.counts.suspended++;
         f.suspendedAt = m.seq;
-        f.run = { fills: [], last: 0, dropped: 0 };
-        this.keep(f.run, m);
+        f.run = { fills: new Map(), prints: new Map(), conflicted: new Set(), last: f.lastSeq, lastAt: f.heardAt, dropped: 0 };
+        this.keep(f, f.run, m);
         this.log.info({ seq: m.seq, lastSeq: f.lastSeq }, 'standby: the first seq heard skips: keeping what it hears, for the bridge to judge, until the bridge goes on past it');
         continue;
       }
@@ -278,13 +296,35 @@ export class StandbyListener {
     this.publisher.enqueueFill(fill);
   }
 
-  /** A message of a run heard while suspended on a first skip: a valid fill kept (up to RUN_MAX), every seq followed. */
-  private keep(run: NonNullable<Followed['run']>, m: ReturnType<typeof decodeClearingDatagram>['messages'][number]): void {
-    if (m.seq > run.last) run.last = m.seq;
+  /** A message of a run heard while suspended on a first skip (KeptRun's rules). */
+  private keep(f: Followed, run: KeptRun, m: ClearingMsg): void {
+    const now = Date.now();
+    // At or before the last known stored, or further ahead than the exchange sends: never published on this run's word.
+    if (m.seq <= f.lastSeq || m.seq - run.last > believableJump('clearing', now - run.lastAt) || run.conflicted.has(m.seq)) {
+      run.dropped++;
+      return;
+    }
+    const print = fingerprint(m);
+    const was = run.prints.get(m.seq);
+    if (was !== undefined) {
+      if (was === print) return;
+      run.conflicted.add(m.seq);
+      run.fills.delete(m.seq);
+      this.counts.conflicts++;
+      this.alerts.send('clearing', { kind: 'conflict', detail: `two different messages with seq ${m.seq} from the exchange's sender while the bridge was not listening: neither is stored by the standby (one of them is forged)`, received: m.seq, fingerprints: [was, print] });
+      return;
+    }
+    if (run.prints.size >= RUN_MAX) {
+      run.dropped++;
+      return;
+    }
+    run.prints.set(m.seq, print);
+    if (m.seq > run.last) {
+      run.last = m.seq;
+      run.lastAt = now;
+    }
     if (m.type !== 'fill') return;
     const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
-    if (fillProblem(fill)) return;
-    if (run.fills.length < RUN_MAX) run.fills.push({ fill, print: fingerprint(m) });
-    else run.dropped++;
+    if (!fillProblem(fill)) run.fills.set(m.seq, { fill, print });
   }
 }
