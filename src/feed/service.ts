@@ -98,8 +98,10 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
       },
       snapshot: { on: (buf) => md.onSnapshot(buf), counters: { foreign: 0 } as FeedCounters },
     };
-    if (early) early.deliver(inputs);
-    else await sockets.start(inputs);
+    if (early) {
+      early.deliver(inputs);
+      if (early.dropped > 0) log.warn({ dropped: early.dropped, kept: EarlyDatagrams.MAX }, 'datagrams heard while the bridge started, beyond what it keeps: not handled (a gap shows the clearing ones)');
+    } else await sockets.start(inputs);
     const ticker = new BridgeTicker(nc, parts.feedKv, log, parts, opts.statusIntervalMs ?? 1000);
     const control = new ControlChannel(nc, log, (data) => answerControl(data, verdict, parts.problems.book, log), ticker.tick, () => verdict.marked());
     control.start();
@@ -122,6 +124,9 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
  * built (a start's few NATS round trips: a bounded number of datagrams).
  */
 class EarlyDatagrams {
+  /** Datagrams kept at most: a start held up by NATS for long at a stress rate does not grow memory without end (the rest are counted). */
+  static readonly MAX = 262_144;
+  dropped = 0;
   private kept: Array<[feed: keyof FeedInputs, buf: Buffer, sender: string]> = [];
   private live: FeedInputs | null = null;
   private readonly foreign: Record<keyof FeedInputs, FeedCounters> = {
@@ -134,7 +139,11 @@ class EarlyDatagrams {
   private relay(feed: keyof FeedInputs): FeedInputs[keyof FeedInputs] {
     const self = this;
     return {
-      on: (buf, sender) => (self.live ? self.live[feed].on(buf, sender) : void self.kept.push([feed, buf, sender])),
+      on: (buf, sender) => {
+        if (self.live) self.live[feed].on(buf, sender);
+        else if (self.kept.length < EarlyDatagrams.MAX) self.kept.push([feed, buf, sender]);
+        else self.dropped++;
+      },
       // Datagrams from a sender NDFEX_SOURCE does not allow are counted where the parts count them, once they exist.
       get counters() {
         return self.live ? self.live[feed].counters : self.foreign[feed];
