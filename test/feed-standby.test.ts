@@ -77,6 +77,24 @@ const holdings = async (user: string) => (await api(system.url).holdings(user, `
 const following = (s: StandbyListener, source: string, session = 1, lastSeq = 0) =>
   until(() => (s.status().sender === source && s.status().session === session && s.status().last_seq >= lastSeq ? s.status() : undefined), `the standby to follow session ${session} from ${source} past ${lastSeq}`);
 
+/**
+ * The exchange filled 101 to 103 while a bridge ran; the whole system stopped (104 to 106 lost to everybody);
+ * a standby starts first, following session 1 from 103: its first seq heard will skip.
+ */
+async function standbyAfterWholeStop() {
+  const ex = await playExchange(opts, { clearingSeq: 100 });
+  closers.push(() => ex.close());
+  const b = await bridgeProcess();
+  await ex.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
+  await storedCount(3, 'the first fills');
+  await until(async () => ((await bridgeRecordSeq()) >= 103 ? true : undefined), 'the bridge to save its progress');
+  await b.kill();
+  ex.skip(3);
+  const sb = await standby();
+  await following(sb, ex.source(), 1, 103);
+  return { ex, sb };
+}
+
 describe('the standby bridge covers the bridge\'s downtime', () => {
   for (const how of ['SIGKILL', 'a clean stop'] as const) {
     it(`fills sent while the bridge is down (${how}) are stored by the standby, each once, and the restarted bridge goes on without a gap`, async () => {
@@ -223,17 +241,7 @@ describe('the standby publishes nothing the bridge would hold', () => {
   });
 
   it('started while no bridge runs, its first fill skipping seqs: it keeps what it hears for the bridge to judge, and once the bridge goes on past it stores those fills and covers again', async () => {
-    const ex = await playExchange(opts, { clearingSeq: 100 });
-    closers.push(() => ex.close());
-    const b = await bridgeProcess();
-    await ex.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
-    await storedCount(3, 'the first fills');
-    await until(async () => ((await bridgeRecordSeq()) >= 103 ? true : undefined), 'the bridge to save its progress');
-    await b.kill();
-    // The whole system was down: fills sent meanwhile are lost to everybody.
-    ex.skip(3);
-    const sb = await standby();
-    await following(sb, ex.source(), 1, 103);
+    const { ex, sb } = await standbyAfterWholeStop();
     await ex.fills([[1, 6, 1], [1, 6, 1]]);
     await until(() => (sb.status().suspended >= 2 ? true : undefined), 'the standby waiting on a first fill that skips');
     await sb.idle();
@@ -279,16 +287,7 @@ describe('the standby publishes nothing the bridge would hold', () => {
   });
 
   it('a run kept while the bridge is not listening takes no forgery from the exchange\'s own address: a second message with a kept seq (neither stored), a seq at or before the last stored, a seq further ahead than the exchange sends', async () => {
-    const ex = await playExchange(opts, { clearingSeq: 100 });
-    closers.push(() => ex.close());
-    const b = await bridgeProcess();
-    await ex.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
-    await storedCount(3, 'the first fills');
-    await until(async () => ((await bridgeRecordSeq()) >= 103 ? true : undefined), 'the bridge to save its progress');
-    await b.kill();
-    ex.skip(3);
-    const sb = await standby();
-    await following(sb, ex.source(), 1, 103);
+    const { ex, sb } = await standbyAfterWholeStop();
     await ex.fills([[1, 6, 1]]); // 107: the first heard, skipping: the run begins
     await ex.spoof([fillMsg(107, 2, 6, 50)]); // the same seq, other content
     await ex.fills([[1, 6, 1]]); // 108
