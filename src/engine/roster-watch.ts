@@ -98,7 +98,11 @@ export class RosterWatch {
     this.running = (async () => {
       do {
         this.again = false;
-        const r = await this.reload().catch((err: unknown): RosterReload => ({ added: [], claimed: [], passwordsChanged: [], restored: [], removed: [], error: String(err) }));
+        const r = await this.reload().catch((err: unknown): RosterReload => {
+          // Hashing or the hash cache failed: nothing was applied (the accounts change only after both).
+          this.deps.log.error({ file: this.deps.file, err }, 'the roster file changed but could not be read again: the roster in force stays (it is read again at its next change)');
+          return { added: [], claimed: [], passwordsChanged: [], restored: [], removed: [], error: String(err) };
+        });
         this.events.emit('reload', r);
       } while (this.again && !this.stopped);
     })().finally(() => (this.running = null));
