@@ -18,7 +18,7 @@ import { encodeMdDatagram } from '../proto/ndfex.js';
 import { decode } from '../proto/codec.js';
 import type { SessionMarker } from '../proto/fill.js';
 import { api, expectedPositions, killProcess, quietLog, spawnEngine, spawnService, tempDir, testConfig, until, writeConfigFile } from './helpers/system.js';
-import { feedAddrs, fillMsg, fillStream, sendClearing } from './helpers/feed.js';
+import { feedAddrs, feedProcessEnv, fillMsg, fillStream, sendClearing } from './helpers/feed.js';
 
 /**
  * Crash safety under load: creates, redeems and fills (sent as the exchange
@@ -135,16 +135,7 @@ it.each([
         await spawnService(
           name,
           'feed/main.js',
-          {
-            NATS_URL: nats.url,
-            NATS_CREDS: '',
-            LOG_LEVEL: 'info',
-            NDFEX_CLEARING_ADDR: `${feeds.clearing.group}:${feeds.clearing.port}`,
-            NDFEX_MD_ADDR: `${feeds.marketData.group}:${feeds.marketData.port}`,
-            NDFEX_SNAPSHOT_ADDR: `${feeds.snapshot.group}:${feeds.snapshot.port}`,
-            NDFEX_STATUS_INTERVAL_MS: '200',
-            ...env,
-          },
+          { ...feedProcessEnv(nats.url, feeds), LOG_LEVEL: 'info', NDFEX_STATUS_INTERVAL_MS: '200', ...env },
           20_000,
         )
       ).child;

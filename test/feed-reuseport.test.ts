@@ -6,7 +6,7 @@ import { PROJECT_ROOT } from '../src/config/config.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { FILL_STREAM } from '../proto/subjects.js';
 import { killProcess, natsClient, startTestNats, until } from './helpers/system.js';
-import { feedAddrs, fillMsg, sendClearing, type Sender } from './helpers/feed.js';
+import { feedAddrs, feedProcessEnv, fillMsg, sendClearing, type Sender } from './helpers/feed.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 
 /**
@@ -70,12 +70,8 @@ describe.skipIf(!node22)('the feed bridge shares the feed ports with the exchang
     const bridge = spawn(node22!, [join(PROJECT_ROOT, 'dist/src/feed/main.js')], {
       env: {
         ...process.env,
-        NATS_URL: nats.url,
-        NATS_CREDS: '',
+        ...feedProcessEnv(nats.url, feeds),
         LOG_FORMAT: 'json',
-        NDFEX_CLEARING_ADDR: `${feeds.clearing.group}:${feeds.clearing.port}`,
-        NDFEX_MD_ADDR: `${feeds.marketData.group}:${feeds.marketData.port}`,
-        NDFEX_SNAPSHOT_ADDR: `${feeds.snapshot.group}:${feeds.snapshot.port}`,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });

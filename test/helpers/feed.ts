@@ -41,17 +41,24 @@ export type Sender = Awaited<ReturnType<typeof multicastSender>>;
  * the smallest the config takes (these tests decide by hand).
  */
 export function spawnBridge(natsUrl: string, opts: Pick<BridgeOptions, 'clearing' | 'marketData' | 'snapshot'>, statusIntervalMs = 100) {
-  const addr = (a: GroupAddr) => `${a.group}:${a.port}`;
   return spawnService('feed', 'feed/main.js', {
-    NATS_URL: natsUrl,
-    NATS_CREDS: '',
+    ...feedProcessEnv(natsUrl, opts),
     LOG_LEVEL: 'warn',
-    NDFEX_CLEARING_ADDR: addr(opts.clearing),
-    NDFEX_MD_ADDR: addr(opts.marketData),
-    NDFEX_SNAPSHOT_ADDR: addr(opts.snapshot),
     NDFEX_STATUS_INTERVAL_MS: String(statusIntervalMs),
     NDFEX_VERDICT_WINDOW_MS: '2000',
   });
+}
+
+/** What a feed process (bridge or standby) needs to run on a test's server (no credentials) and groups. */
+export function feedProcessEnv(natsUrl: string, groups: Pick<BridgeOptions, 'clearing' | 'marketData' | 'snapshot'>): NodeJS.ProcessEnv {
+  const addr = (a: GroupAddr) => `${a.group}:${a.port}`;
+  return {
+    NATS_URL: natsUrl,
+    NATS_CREDS: '',
+    NDFEX_CLEARING_ADDR: addr(groups.clearing),
+    NDFEX_MD_ADDR: addr(groups.marketData),
+    NDFEX_SNAPSHOT_ADDR: addr(groups.snapshot),
+  };
 }
 
 export const fillMsg = (seq: number, client_id: number, symbol: number, q: number, price = 100): ClearingMessage => ({
