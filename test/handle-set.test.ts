@@ -22,10 +22,13 @@ describe('HandleSet', () => {
 
   it('keeps nothing of the items that left through scavenges, where a plain Set keeps some until a full GC', () => {
     // A long-lived Set's rehashed tables are in old space and keep the entries they held: those survive scavenges and are promoted.
-    const handles = heapFixture('handle-set-heap.js', 'handles');
-    const plain = heapFixture('handle-set-heap.js', 'plain');
-    expect(handles.grew).toBeLessThan(handles.held * 0.025);
-    // The measurement sees what it is about: under the same churn a plain Set keeps several times more.
-    expect(plain.grew).toBeGreaterThan(handles.grew * 2);
+    const runs = [1, 2, 3];
+    const handles = runs.map(() => heapFixture('handle-set-heap.js', 'handles'));
+    for (const run of handles) expect(run.grew).toBeLessThan(run.held * 0.025);
+    // The measurement sees what it is about: under the same churn a plain Set keeps several times more. How much
+    // it keeps depends on when V8's collections fall during the churn (3 MB to 90 MB over runs; a loaded machine's
+    // concurrent marking can free nearly all of it), so it is shown by the most of a few runs, not by each.
+    const plainMost = Math.max(...runs.map(() => heapFixture('handle-set-heap.js', 'plain').grew));
+    expect(plainMost).toBeGreaterThan(Math.max(...handles.map((run) => run.grew)) * 2);
   });
 });
