@@ -300,10 +300,18 @@ export const namedConversion = (r: ConversionAnswer, tickerOf: TickerOf): Conver
   holdings: namedHoldings(r.holdings, tickerOf),
 });
 
+/** A line of the roster file the engine did not take, and why (never its password). Line 0: the file itself. */
+export interface RosterRefusal {
+  line: number;
+  reason: string;
+}
+
 export interface PingResult {
   accounts: number;
   journal_seq: number;
   fill_seq: number;
+  /** Roster lines the engine refused at its last reading of the file (each as if absent until fixed); absent when none. */
+  roster_refused?: RosterRefusal[];
   /** With several engine shards (proto/shards.ts): each one's own, in shard order; the fields above are their sums and lowest fill_seq. */
   shards?: { shard: number; accounts: number; journal_seq: number; fill_seq: number }[];
 }

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -47,7 +47,7 @@ async function system(shards = 1) {
     cfg,
     sys,
     nc,
-    http: api(sys.url),
+    http: api(sys.url) as ReturnType<typeof api>,
     /** Writes the roster file and waits for the engine's reading of it (every shard's; the first shard's outcome). */
     write: async (text: string) => {
       const reads = sys.engines.map((e) => e.roster!.next());
@@ -97,23 +97,63 @@ describe('the roster file read again when it changes', () => {
     expect(engine.state.accounts.get(7)!.cash).toBe(-500);
   });
 
-  it('a file that does not read, or conflicts with history, changes nothing; the next good one is taken', async () => {
+  it('a line that does not read or conflicts with history is refused alone (as if absent, on /health), the others taken; a restarted engine takes the file alike', async () => {
     const s = await system();
-    const bad = await s.write(`${ROSTER}7 team7\n`);
-    expect(bad.error).toMatch(/line 3/);
-    expect(bad.added).toEqual([]);
-    expect((await s.http.holdings('team1', 'team1pass')).status).toBe(200);
-
-    // A username a /register took: the whole file is refused, its other new lines too.
     expect((await s.http.register('late', 'latepass1')).status).toBe(200);
-    const conflict = await s.write(`${ROSTER}7 team7 team7pass\n8 late latepass2\n`);
-    expect(conflict.error).toMatch(/late was already registered/);
-    expect((await s.http.holdings('team7', 'team7pass')).status).toBe(401);
-    expect((await s.http.holdings('late', 'latepass1')).status).toBe(200);
+    // Before, one such line refused the whole file; and an engine restarted on it stopped with a config error (not restarted).
+    const r = await s.write('1 team1 team1pass\n2 team2\n7 team7 team7pass\n8 late latepass2\n9 team9 team9pass KNAN\n3 team1 otherpass\n2 team6 team6pass\n');
+    const refused = [
+      { line: 2, reason: expect.stringMatching(/^expected "client_id username password"/) },
+      { line: 4, reason: 'username late was already registered through /register as client_id 3' },
+      { line: 5, reason: expect.stringMatching(/^expected/) },
+      { line: 6, reason: 'username team1 already on line 1' },
+      // Line 2 did not read: this line's client_id is still team2's in history.
+      { line: 7, reason: 'client_id 2 already belongs to team2' },
+    ];
+    expect(r).toEqual({ added: ['team7'], claimed: [], passwordsChanged: [], restored: [], removed: ['team2'], refused });
+    const signIns = async () => ({
+      team1: (await s.http.holdings('team1', 'team1pass')).status,
+      team2: (await s.http.holdings('team2', 'team2pass')).status,
+      team7: (await s.http.holdings('team7', 'team7pass')).status,
+      late: (await s.http.holdings('late', 'latepass1')).status,
+      lateFromFile: (await s.http.holdings('late', 'latepass2')).status,
+      team6: (await s.http.holdings('team6', 'team6pass')).status,
+    });
+    const expected = { team1: 200, team2: 401, team7: 200, late: 200, lateFromFile: 401, team6: 401 };
+    expect(await signIns()).toEqual(expected);
+    const health = await s.http.send('GET', '/health');
+    expect(health.body.status).toBe('degraded');
+    expect(health.body.roster_refused).toEqual(refused);
+    expect(health.body.problems).toEqual(expect.arrayContaining([expect.stringMatching(/^roster line 4 refused \(as if absent until fixed\): username late was already registered/)]));
+    expect(JSON.stringify(health.body)).not.toMatch(/latepass2|team6pass/);
 
-    const good = await s.write(`${ROSTER}7 team7 team7pass\n`);
-    expect(good.added).toEqual(['team7']);
-    expect((await s.http.holdings('team7', 'team7pass')).status).toBe(200);
+    // A restart (the supervisor's, after a crash) reads the file the same way and serves: nobody's sign-in changes.
+    await s.close();
+    const again = await startSystem(s.nats.url, s.cfg);
+    cleanups.push(() => again.close());
+    expect(again.engine.ready.rosterRefused).toBe(refused.length);
+    expect(again.engine.state.rosterRefused).toEqual(refused);
+    s.http = api(again.url);
+    expect(await signIns()).toEqual(expected);
+
+    // Fixed, the file is taken whole and /health says no more of it.
+    const fixed = again.engine.roster!.next();
+    writeFileSync(s.cfg.accountsFile, `${ROSTER}7 team7 team7pass\n`);
+    expect(await fixed).toEqual({ added: [], claimed: [], passwordsChanged: [], restored: ['team2'], removed: [] });
+    expect((await s.http.holdings('team2', 'team2pass')).status).toBe(200);
+    expect((await s.http.send('GET', '/health')).body.roster_refused).toBeUndefined();
+  });
+
+  it('a file that cannot be read changes nothing and is shown on /health until it reads again', async () => {
+    const s = await system();
+    const gone = s.sys.engine.roster!.next();
+    rmSync(s.cfg.accountsFile);
+    expect((await gone).error).toMatch(/does not exist/);
+    expect((await s.http.holdings('team1', 'team1pass')).status).toBe(200);
+    const health = (await s.http.send('GET', '/health')).body;
+    expect(health.problems).toEqual(expect.arrayContaining([expect.stringMatching(/^roster file: accounts file .* does not exist: the roster read before stays in force$/)]));
+    expect((await s.write(`${ROSTER}7 team7 team7pass\n`)).added).toEqual(['team7']);
+    expect((await s.http.send('GET', '/health')).body.roster_refused).toBeUndefined();
   });
 
   it('a line taken out can no longer sign in (as after a start without it), a line put back can, and a changed password counts from the reading', async () => {
@@ -138,6 +178,12 @@ describe('the roster file read again when it changes', () => {
     expect((await s.http.holdings('gamma', 'gammapass')).status).toBe(200);
     expect((await s.http.holdings('alpha', 'alphapass')).status).toBe(200);
     for (const name of ['gamma', 'alpha']) expect((await s.http.register(name, 'anotherpass1')).body.error.code).toBe('username_taken');
+
+    // A line each shard refuses is shown once; a line without its client_id, which no shard can place, is refused by every shard.
+    const r = await s.write(`${ROSTER}7 gamma gammapass\n8 alpha alphapass\nbeta betapass\n9 delta\n`);
+    expect(r.refused).toEqual([{ line: 5, reason: 'with 2 engine shards every line needs its client_id' }, { line: 6, reason: expect.stringMatching(/^expected/) }]);
+    expect((await s.http.send('GET', '/health')).body.roster_refused).toEqual(r.refused);
+    expect((await s.http.holdings('gamma', 'gammapass')).status).toBe(200);
   });
 
   it('an edit made while the engine started (after it read the file, before it watched it) is read once it serves', async () => {

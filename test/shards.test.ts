@@ -83,11 +83,13 @@ describe('the roster over shards', () => {
   const line = (username: string, clientId: number | undefined, n: number) => ({ username, password: 'pw', clientId, opening: [], line: n });
   it('gives each shard its own lines and every shard every username', () => {
     const roster = [line('a', 1, 1), line('b', 2, 2), line('c', 3, 3)] as never[];
-    const s1 = rosterForShard(roster, 1, 2, 'accounts.txt');
+    const s1 = rosterForShard(roster, 1, 2);
     expect(s1.own.map((r: { username: string }) => r.username)).toEqual(['a', 'c']);
     expect([...s1.usernames]).toEqual(['a', 'b', 'c']);
   });
-  it('refuses a line without a client_id when there are several shards', () => {
-    expect(() => rosterForShard([line('a', undefined, 4)] as never[], 0, 2, 'accounts.txt')).toThrow(/line 4/);
+  it('refuses a line without a client_id when there are several shards, and takes the others', () => {
+    const s0 = rosterForShard([line('a', undefined, 4), line('b', 2, 5)] as never[], 0, 2);
+    expect(s0.refused).toEqual([{ line: 4, reason: 'with 2 engine shards every line needs its client_id' }]);
+    expect(s0.own.map((r: { username: string }) => r.username)).toEqual(['b']);
   });
 });

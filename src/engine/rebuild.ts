@@ -11,7 +11,7 @@ import { applyFillMessage, emptyFillStats, type FillFeedStats } from './fill-fee
 import { JournalRecordError, JournalWriter } from './journal.js';
 import { replayMerged } from './replay.js';
 import { rosterEvents } from './roster.js';
-import type { RosterAccount } from '../config/accounts.js';
+import type { RosterAccount, RosterRefusal } from '../config/accounts.js';
 import { SnapshotUnusable } from './snapshot.js';
 import type { SnapshotStore } from './snapshot-store.js';
 import { emptyState, type EngineState } from './state.js';
@@ -43,7 +43,7 @@ export async function rebuildState(
    * before any fill is replayed: fills the bridge stored before the engine ever ran are then its teams', not unknown
    * client_ids to ignore.
    */
-  firstStart?: (state: EngineState, journal: JournalWriter) => Promise<void>,
+  firstStart?: (state: EngineState, journal: JournalWriter) => Promise<unknown>,
 ): Promise<Rebuilt> {
   const { names } = at;
   // A timeout is not "no snapshot" (that would replay everything, or worse, start empty): asked again while a cluster elects.
@@ -98,11 +98,12 @@ export async function rebuildState(
  * file's baskets when they differ from the last journaled (compact conversions
  * name version 0 and replay with it), and the roster's new accounts.
  */
-export async function journalConfiguration(state: EngineState, journal: JournalWriter, instruments: Instruments, roster: RosterAccount[], rosterOrigin: string, log?: Logger): Promise<void> {
+export async function journalConfiguration(state: EngineState, journal: JournalWriter, instruments: Instruments, roster: RosterAccount[], log?: Logger): Promise<RosterRefusal[]> {
   const config = configBaskets(instruments);
   const opened: JournalEvent[] = state.catalog.configChanged(config) ? [{ t: 'config_baskets', baskets: config, ts: Date.now() }] : [];
-  opened.push(...rosterEvents(state, roster, rosterOrigin, Date.now()));
-  if (opened.length === 0) return;
+  const accounts = rosterEvents(state, roster, Date.now());
+  opened.push(...accounts.events);
+  if (opened.length === 0) return accounts.refused;
   state.journalSeq = await journal.append(opened, [0, state.fillSeq]);
   for (const ev of opened) {
     applyEvent(state, ev);
@@ -110,4 +111,5 @@ export async function journalConfiguration(state: EngineState, journal: JournalW
       log?.info({ clientId: ev.clientId, username: ev.username, fills: ev.claimed.fills, positions: ev.claimed.positions, cash: ev.claimed.cash }, 'a roster account added after its client_id traded: it starts from those fills');
     }
   }
+  return accounts.refused;
 }

@@ -1,11 +1,12 @@
 import { statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { EventEmitter, once } from 'node:events';
 import type { Instruments } from '../config/baskets.js';
-import { loadAccountsFile, type RosterAccount } from '../config/accounts.js';
+import type { JournalEvent } from '../../proto/journal.js';
+import { readAccountsFile, type RosterAccount, type RosterReading, type RosterRefusal } from '../config/accounts.js';
 import type { CredentialsKey } from '../shared/credentials-key.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineState } from './state.js';
-import { rosterEvents, rosterForShard, type RosterHash } from './roster.js';
+import { rosterEvents, rosterForShard, takeRoster, type RosterHash } from './roster.js';
 
 /** What one reading of a changed roster file did; `error` when it changed nothing. */
 export interface RosterReload {
@@ -17,6 +18,9 @@ export interface RosterReload {
   restored: string[];
   /** Roster accounts whose line is gone: they can no longer sign in, as after a start without their line. */
   removed: string[];
+  /** Lines not taken (each as if absent): they do not read, or conflict with history. */
+  refused?: RosterRefusal[];
+  /** Why nothing changed: the file could not be read, or the engine is stopping. */
   error?: string;
 }
 
@@ -27,7 +31,7 @@ export interface RosterWatchDeps {
   shards: number;
   state: EngineState;
   /** Journals the new accounts between two commands (EngineActor.decided). */
-  decided: (events: ReturnType<typeof rosterEvents>) => void;
+  decided: (events: JournalEvent[]) => void;
   /** The lines' bcrypt hashes, from the cache where a password is unchanged (roster.ts rosterPasswordHashes). */
   hashes: (roster: RosterAccount[]) => Promise<Map<string, RosterHash>>;
   key: CredentialsKey;
@@ -57,8 +61,9 @@ const sameStamp = (a: RosterFileStamp | null, b: RosterFileStamp | null): boolea
  * Reads the roster file again whenever it changes, so a team the instructor
  * adds (NDFEX reads its users.txt only at its own start) can sign in without
  * restarting the engine, from the fills the exchange already made for it. A
- * file that does not read, or that conflicts with history, changes nothing
- * and is logged. Polled (fs.watchFile): an editor that saves by renaming
+ * line that does not read, or that conflicts with history, is refused alone
+ * (as if absent, as a restarted engine takes it) and shown on /health; a file
+ * that cannot be read changes nothing. Polled (fs.watchFile): an editor that saves by renaming
  * replaces the file under a watch on it.
  */
 export class RosterWatch {
@@ -111,29 +116,35 @@ export class RosterWatch {
   private async reload(): Promise<RosterReload> {
     const { file, state, log } = this.deps;
     const unchanged = (error: string): RosterReload => {
-      log.error({ file, error }, 'the roster file changed but was not taken: the roster in force stays (it is read again at its next change)');
+      log.error({ file, error }, 'the roster file changed but could not be read: the roster in force stays (it is read again at its next change)');
       return { added: [], claimed: [], passwordsChanged: [], restored: [], removed: [], error };
     };
-    let own: RosterAccount[];
-    let usernames: Set<string>;
+    let reading: RosterReading;
     try {
-      ({ own, usernames } = rosterForShard(loadAccountsFile(file, this.deps.instruments), this.deps.shard, this.deps.shards, file));
+      reading = readAccountsFile(file, this.deps.instruments);
     } catch (err) {
-      return unchanged(err instanceof Error ? err.message : String(err));
+      const error = err instanceof Error ? err.message : String(err);
+      // Shown on /health until a reading succeeds: a roster nobody can edit any more fails nobody silently.
+      state.rosterRefused = [{ line: 0, reason: `${error}: the roster read before stays in force` }, ...state.rosterRefused.filter((r) => r.line !== 0)];
+      return unchanged(error);
     }
+    const { own, usernames, refused: unsharded } = rosterForShard(reading.accounts, this.deps.shard, this.deps.shards);
     const hashes = await this.deps.hashes(own);
     if (this.stopped) return unchanged('the engine is stopping');
     // From here to the end in one turn: no command sees an account without its password.
-    let events: ReturnType<typeof rosterEvents>;
-    try {
-      events = rosterEvents(state, own, file, Date.now());
-    } catch (err) {
-      return unchanged(err instanceof Error ? err.message : String(err));
-    }
+    const { events, refused: conflicts } = rosterEvents(state, own, Date.now());
+    const taken = takeRoster(state, own, [...reading.refused, ...unsharded, ...conflicts], file, log);
     this.deps.decided(events);
     const added = new Set(events.flatMap((e) => (e.t === 'account' ? [e.username] : [])));
-    const r: RosterReload = { added: [...added], claimed: events.flatMap((e) => (e.t === 'account' && e.claimed ? [e.username] : [])), passwordsChanged: [], restored: [], removed: [] };
-    for (const line of own) {
+    const r: RosterReload = {
+      added: [...added],
+      claimed: events.flatMap((e) => (e.t === 'account' && e.claimed ? [e.username] : [])),
+      passwordsChanged: [],
+      restored: [],
+      removed: [],
+      ...(state.rosterRefused.length ? { refused: state.rosterRefused } : {}),
+    };
+    for (const line of taken) {
       const acc = state.byUsername.get(line.username);
       const h = hashes.get(line.username);
       if (!acc || !h) continue;
@@ -144,7 +155,7 @@ export class RosterWatch {
       if (restored) r.restored.push(line.username);
       else if (!added.has(line.username)) r.passwordsChanged.push(line.username);
     }
-    const inFile = new Set(own.map((l) => l.username));
+    const inFile = new Set(taken.map((l) => l.username));
     for (const acc of state.accounts.values()) {
       if (acc.source !== 'roster' || inFile.has(acc.username) || acc.passwordHash === '') continue;
       acc.passwordHash = '';

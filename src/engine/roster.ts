@@ -3,11 +3,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { JournalEvent } from '../../proto/journal.js';
-import type { RosterAccount } from '../config/accounts.js';
+import type { RosterAccount, RosterRefusal } from '../config/accounts.js';
 import { unclaimedFills, type EngineState } from './state.js';
 import { shardOfClient } from '../../proto/shards.js';
 import { ConfigError } from '../config/config.js';
 import { isSealed, type CredentialsKey } from '../shared/credentials-key.js';
+import type { Logger } from '../shared/log.js';
 
 /**
  * The roster lines an engine shard owns (proto/shards.ts), and every roster
@@ -15,43 +16,37 @@ import { isSealed, type CredentialsKey } from '../shared/credentials-key.js';
  * line must name its client_id: ids handed out in file order would differ
  * with each shard's history.
  */
-export function rosterForShard(roster: RosterAccount[], shard: number, shards: number, origin: string): { own: RosterAccount[]; usernames: Set<string> } {
+export function rosterForShard(roster: RosterAccount[], shard: number, shards: number): { own: RosterAccount[]; usernames: Set<string>; refused: RosterRefusal[] } {
   const usernames = new Set(roster.map((r) => r.username));
-  if (shards === 1) return { own: roster, usernames };
+  if (shards === 1) return { own: roster, usernames, refused: [] };
+  const refused: RosterRefusal[] = [];
   const own = roster.filter((r) => {
-    if (r.clientId === undefined) throw new ConfigError(`accounts file ${origin}, line ${r.line}: with ${shards} engine shards every line needs its client_id`);
+    if (r.clientId === undefined) return void refused.push({ line: r.line, reason: `with ${shards} engine shards every line needs its client_id` });
     return shardOfClient(r.clientId, shards) === shard;
   });
-  return { own, usernames };
+  return { own, usernames, refused };
 }
 
 /**
  * Reconciles the roster file with the journaled state. Returns the events for
  * roster accounts seen for the first time (journaled so their client_id and
  * opening holdings are fixed forever, with the fills the exchange made for
- * that client_id before: `claimed`), or throws naming the line that
- * conflicts with history.
+ * that client_id before: `claimed`), and the lines refused for conflicting
+ * with history (a username `/register` took, a client_id another account
+ * has): each is as if absent, the others are taken.
  */
-export function rosterEvents(state: EngineState, roster: RosterAccount[], origin: string, now: number): JournalEvent[] {
+export function rosterEvents(state: EngineState, roster: RosterAccount[], now: number): { events: JournalEvent[]; refused: RosterRefusal[] } {
   const events: JournalEvent[] = [];
+  const refused: RosterRefusal[] = [];
   let maxId = state.maxClientId;
   for (const r of roster) maxId = Math.max(maxId, r.clientId ?? 0);
   for (const r of roster) {
-    const fail = (msg: string): never => {
-      throw new Error(`accounts file ${origin}, line ${r.line}: ${msg}`);
-    };
-    const known = state.byUsername.get(r.username);
-    if (known) {
-      if (known.source !== 'roster') fail(`username ${r.username} was already registered through /register as client_id ${known.clientId}`);
-      if (r.clientId !== undefined && r.clientId !== known.clientId) {
-        fail(`username ${r.username} is client_id ${known.clientId} in the journal, not ${r.clientId}`);
-      }
+    const conflict = rosterConflict(state, r);
+    if (conflict) {
+      refused.push({ line: r.line, reason: conflict });
       continue;
     }
-    if (r.clientId !== undefined) {
-      const holder = state.accounts.get(r.clientId);
-      if (holder) fail(`client_id ${r.clientId} already belongs to ${holder.username}`);
-    }
+    if (state.byUsername.has(r.username)) continue;
     const clientId = r.clientId ?? ++maxId;
     // Only a line naming its client_id is the exchange's account: an id handed out here may be a market maker's.
     const claimed = r.clientId !== undefined ? unclaimedFills(state, clientId) : undefined;
@@ -65,7 +60,31 @@ export function rosterEvents(state: EngineState, roster: RosterAccount[], origin
       ts: now,
     });
   }
-  return events;
+  return { events, refused };
+}
+
+/** Why a roster line conflicts with history, or null. */
+function rosterConflict(state: EngineState, r: RosterAccount): string | null {
+  const known = state.byUsername.get(r.username);
+  if (known) {
+    if (known.source !== 'roster') return `username ${r.username} was already registered through /register as client_id ${known.clientId}`;
+    if (r.clientId !== undefined && r.clientId !== known.clientId) return `username ${r.username} is client_id ${known.clientId} in the journal, not ${r.clientId}`;
+    return null;
+  }
+  const holder = r.clientId !== undefined ? state.accounts.get(r.clientId) : undefined;
+  return holder ? `client_id ${r.clientId} already belongs to ${holder.username}` : null;
+}
+
+/**
+ * The lines taken from a reading: all but the refused, each as if absent (a
+ * running engine and a restarted one agree). The refusals are kept for
+ * /health and logged once per reading, by line and reason (never a password).
+ */
+export function takeRoster(state: EngineState, lines: RosterAccount[], refused: RosterRefusal[], origin: string, log: Logger): RosterAccount[] {
+  state.rosterRefused = [...refused].sort((a, b) => a.line - b.line);
+  if (refused.length > 0) log.error({ file: origin, refused: state.rosterRefused }, 'roster lines refused: each is as if absent until the file is fixed (GET /health shows them); the other lines are taken');
+  const out = new Set(refused.map((r) => r.line));
+  return lines.filter((l) => !out.has(l.line));
 }
 
 /** A roster line's bcrypt hash; `fresh`: hashed now (a new line, or its password changed), not taken from the cache. */

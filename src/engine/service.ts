@@ -1,7 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Config } from '../config/config.js';
 import { loadBaskets, type Instruments } from '../config/baskets.js';
-import { loadAccountsFile, type RosterAccount } from '../config/accounts.js';
+import { readAccountsFile, type RosterAccount, type RosterRefusal } from '../config/accounts.js';
 import { connectNats } from '../shared/nats.js';
 import { retryTransient } from '../shared/js-retry.js';
 import { LatestPerKey } from '../shared/latest-kv.js';
@@ -12,7 +12,7 @@ import type { Logger } from '../shared/log.js';
 import type { EngineState } from './state.js';
 import { basketVersions, type CoreConfig } from './core.js';
 import type { JournalWriter } from './journal.js';
-import { rosterForShard, rosterPasswordHashes, sealAccountHashes, setRosterHashes } from './roster.js';
+import { rosterForShard, rosterPasswordHashes, sealAccountHashes, setRosterHashes, takeRoster } from './roster.js';
 import { RosterWatch, rosterFileStamp, type RosterFileStamp } from './roster-watch.js';
 import { credentialsKeyFile, loadCredentialsKey } from '../shared/credentials-key.js';
 import { shardNames, shardOfClient, type ShardNames } from '../../proto/shards.js';
@@ -43,6 +43,8 @@ interface EngineSetup {
   owns: (clientId: number) => boolean;
   /** This shard's accounts of the roster. */
   roster: RosterAccount[];
+  /** The lines of the file not taken, each as if absent. */
+  rosterRefused: RosterRefusal[];
   accountsFile: string;
   /** The roster file as it stood when read: an edit during the start is read once the engine serves. */
   accountsReadAt: RosterFileStamp | null;
@@ -66,8 +68,9 @@ function engineSetup(cfg: Config): EngineSetup {
   const names = shardNames(cfg.engine?.shard ?? 0, shards);
   // Every shard reads the whole roster: its own lines become accounts, every username stays unregistrable.
   const accountsReadAt = cfg.accountsFile ? rosterFileStamp(cfg.accountsFile) : null;
-  const fullRoster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, instruments) : [];
-  const { own: roster, usernames: rosterUsernames } = rosterForShard(fullRoster, names.shard, shards, cfg.accountsFile);
+  // Line by line: a line refused (reported on /health) must not keep a restarted engine from serving everyone else.
+  const reading = cfg.accountsFile ? readAccountsFile(cfg.accountsFile, instruments) : { accounts: [], refused: [] };
+  const { own: roster, usernames: rosterUsernames, refused } = rosterForShard(reading.accounts, names.shard, shards);
   // One scoreboard file per shard: each is the single writer of its own.
   const scoreboardFile = cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log');
   return {
@@ -75,6 +78,7 @@ function engineSetup(cfg: Config): EngineSetup {
     names,
     owns: (clientId) => shardOfClient(clientId, shards) === names.shard,
     roster,
+    rosterRefused: [...reading.refused, ...refused],
     accountsFile: cfg.accountsFile,
     accountsReadAt,
     natsName: shards === 1 ? 'etf-engine' : `etf-engine-${names.shard}`,
@@ -118,13 +122,14 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
   const basketStore = new LatestPerKey(await startup('baskets bucket', () => openBucket(nc, BASKET_BUCKET, setup.replicas)), log);
   const snapshots = await startup('snapshot store', () => SnapshotStore.open(nc, log, names, setup.replicas));
-  const configure = (state: EngineState, journal: JournalWriter) => journalConfiguration(state, journal, setup.instruments, setup.roster, setup.accountsFile, log);
+  const configure = (state: EngineState, journal: JournalWriter) => journalConfiguration(state, journal, setup.instruments, setup.roster, log);
   const rebuilt = await rebuildState(nc, setup, snapshots, log, t0, configure);
   const { state, journal } = rebuilt;
   // Later starts: what the configuration changed, at the fill position the state has reached.
-  await configure(state, journal);
+  const conflicts = await configure(state, journal);
+  const roster = takeRoster(state, setup.roster, [...setup.rosterRefused, ...conflicts], setup.accountsFile, log);
   const tRoster = performance.now();
-  const rosterHashes = setRosterHashes(state, await rosterPasswordHashes(setup.roster, setup.bcryptRounds, setup.rosterHashesFile));
+  const rosterHashes = setRosterHashes(state, await rosterPasswordHashes(roster, setup.bcryptRounds, setup.rosterHashesFile));
   const rosterMs = Math.round(performance.now() - tRoster);
   const credentialsKey = loadCredentialsKey(setup.credentialsKeyFile);
   sealAccountHashes(state, credentialsKey);
@@ -148,7 +153,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     basketStore,
   ));
   await actor.start(names);
-  const roster = setup.accountsFile
+  const rosterWatch = setup.accountsFile
     ? new RosterWatch({
         file: setup.accountsFile,
         instruments: setup.instruments,
@@ -166,7 +171,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
         ...(setup.rosterPollMs !== undefined ? { intervalMs: setup.rosterPollMs } : {}),
       })
     : null;
-  roster?.start();
+  rosterWatch?.start();
   await republishBaskets(state, basketStore, setup.instruments);
   const ready = {
     accounts: state.accounts.size,
@@ -176,6 +181,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     fillSeq: state.fillSeq,
     // Client_ids the exchange filled that no account has: their fills wait for a roster line naming them.
     unclaimedClientIds: state.unclaimed.size,
+    rosterRefused: state.rosterRefused.length,
     snapshotMs: rebuilt.snapshotMs,
     replayMs: rebuilt.replayMs,
     rosterMs,
@@ -189,10 +195,10 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     actor,
     fills: rebuilt.fills,
     nc,
-    roster,
+    roster: rosterWatch,
     ready,
     close: async () => {
-      await roster?.stop();
+      await rosterWatch?.stop();
       await actor.drain();
       await Promise.race([basketStore.flushed(), new Promise((r) => setTimeout(r, 5000).unref())]);
       basketStore.close();

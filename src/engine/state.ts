@@ -3,7 +3,7 @@ import type { ConversionRules } from '../../proto/rules.js';
 import type { Instruments } from '../config/baskets.js';
 import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
 import { History, type AuditEvent } from './history.js';
-import type { FlatPositions } from '../../proto/engine.js';
+import type { FlatPositions, RosterRefusal } from '../../proto/engine.js';
 
 export { HISTORY_LIMIT, type AuditEvent } from './history.js';
 
@@ -68,6 +68,8 @@ export interface EngineState {
    * roster after it began trading starts from the exchange's books.
    */
   unclaimed: Map<number, Unclaimed>;
+  /** Roster lines refused at the last reading of the file (not persisted: every start reads the file again). */
+  rosterRefused: RosterRefusal[];
 }
 
 /** One client_id's fills heard before any account had it. */
@@ -112,7 +114,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, unclaimed: new Map() };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, unclaimed: new Map(), rosterRefused: [] };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */

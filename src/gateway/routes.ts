@@ -316,7 +316,19 @@ export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boole
   }
   const p = reply.result;
   // Teams are still served without the exchange (200), but positions may not be current: not "ok".
-  const problems = feed.problems();
+  // A refused roster line's team cannot sign in until the file is fixed: the instructor hears it here.
+  const roster = p.roster_refused ?? [];
+  const problems = [...feed.problems(), ...roster.map((r) => (r.line === 0 ? `roster file: ${r.reason}` : `roster line ${r.line} refused (as if absent until fixed): ${r.reason}`))];
   const status = problems.length === 0 ? 'ok' : 'degraded';
-  ex.json(200, { status, ...(problems.length ? { problems } : {}), nats: true, engine: true, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq, ...extra });
+  ex.json(200, {
+    status,
+    ...(problems.length ? { problems } : {}),
+    nats: true,
+    engine: true,
+    accounts: p.accounts,
+    journal_seq: p.journal_seq,
+    fill_seq: p.fill_seq,
+    ...(roster.length ? { roster_refused: roster } : {}),
+    ...extra,
+  });
 }

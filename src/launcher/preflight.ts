@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { loadConfig, recordedEngineShards, ConfigError, type Config } from '../config/config.js';
 import { rosterForShard } from '../engine/roster.js';
 import { loadBaskets } from '../config/baskets.js';
-import { loadAccountsFile } from '../config/accounts.js';
+import { loadAccountsFile, refusalText } from '../config/accounts.js';
 import { loadBridgeConfig, type BridgeConfig } from '../config/feed.js';
 import { simSettingsFromEnv } from '../config/sim.js';
 
@@ -20,7 +20,11 @@ export function preflight(env: NodeJS.ProcessEnv): { cfg: Config; simulator: Sim
   prepareDataDir(cfg.dataDir, env.DATA_DIR ? 'DATA_DIR' : 'dataDir (config file)');
   const instruments = loadBaskets(cfg.basketsFile || undefined);
   const shards = cfg.engine?.shards ?? 1;
-  if (cfg.accountsFile) rosterForShard(loadAccountsFile(cfg.accountsFile, instruments), 0, shards, cfg.accountsFile);
+  // Strictly, at a start: a line a running engine would refuse alone is an error here, while the operator is at hand.
+  if (cfg.accountsFile) {
+    const refused = rosterForShard(loadAccountsFile(cfg.accountsFile, instruments), 0, shards).refused[0];
+    if (refused) throw new ConfigError(refusalText(cfg.accountsFile, refused));
+  }
   const recorded = shardsOnDisk(cfg);
   if (recorded !== null && recorded !== shards) {
     throw new ConfigError(

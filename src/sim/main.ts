@@ -14,7 +14,7 @@
  */
 import { join } from 'node:path';
 import { loadConfig } from '../config/config.js';
-import { loadAccountsFile } from '../config/accounts.js';
+import { readAccountsFile } from '../config/accounts.js';
 import { loadBaskets } from '../config/baskets.js';
 import { processLogger } from '../shared/log.js';
 import { announceReady, exitOnStartError, onShutdown } from '../shared/process.js';
@@ -28,7 +28,8 @@ try {
   const cfg = loadConfig(process.env);
   log = processLogger('ndfex-sim', proc, cfg.logLevel);
   const settings = simSettingsFromEnv(process.env);
-  const roster = cfg.accountsFile ? loadAccountsFile(cfg.accountsFile, loadBaskets(cfg.basketsFile || undefined)) : [];
+  // The lines the engine takes (it reports the others): a restarted simulator must not stop on one the engine refused.
+  const roster = cfg.accountsFile ? readAccountsFile(cfg.accountsFile, loadBaskets(cfg.basketsFile || undefined)).accounts : [];
   // Only exchange-format lines carry a client_id the exchange would fill.
   const rosterIds = roster.flatMap((a) => (a.clientId === undefined ? [] : [a.clientId]));
   const sim = await startSimulator({ ...settings, rosterIds, log, stateFile: join(cfg.dataDir, 'sim-state.json') });
