@@ -1,5 +1,5 @@
 import { conversionRulesSchema, type ConversionRules } from './rules.js';
-import { at, fields, INT, isInt, isMap, isNum, isStr, isStrOrNull, itemsProblem, NUM, shape, STR, type Shape } from './shape.js';
+import { at, fields, INT, isInt, isMap, isNum, isStr, isStrOrNull, itemsProblem, NUM, shape, STR, STR_LIST, type Shape } from './shape.js';
 import type { AuditEntry } from './audit.js';
 
 /**
@@ -405,5 +405,12 @@ export function engineReplyProblem(r: unknown): string | null {
 export const replyBatchShape: Shape<ReplyBatch> = shape('reply batch', (b) =>
   !isMap(b) ? 'not a map' : !isNum(b.v) ? 'v: not a number' : !Array.isArray(b.replies) ? 'replies: not a list' : null,
 );
+
+/** What ShardNames.signin carries: the usernames whose sign-in changed outside the journal (proto/subjects.ts SIGNIN_SUBJECT_PREFIX). */
+export interface SignInChanges {
+  v: 1;
+  usernames: string[];
+}
+export const signInChangesShape: Shape<SignInChanges> = shape('sign-in changes', fields({ v: INT, usernames: STR_LIST }));
 
 export const engineFaultShape: Shape<EngineFault> = shape('engine fault', fields({ shard: INT, what: STR, cause: STR, ts: NUM }));

@@ -7,11 +7,12 @@
  *
  *   engine   CAN   take commands (its command and admin subjects), answer on reply
  *                  subjects only, write and read its journal and snapshots (and purge
- *                  old snapshots), read fills, publish notices, read and write baskets.
+ *                  old snapshots), read fills, publish notices and sign-in changes,
+ *                  read and write baskets.
  *            CANNOT publish fills or session markers, send commands, listen to
  *                  replies, write prices, books or feed state, administer streams.
  *   gateway  CAN   send commands (and so read credentials: it checks passwords), hear
- *                  replies, notices, prices, feed status and alerts, read prices, books, baskets
+ *                  replies, notices, sign-in changes, prices, feed status and alerts, read prices, books, baskets
  *                  and the desk (chart samples and scorecards).
  *            CANNOT write or read the journal or snapshots, publish fills, write any
  *                  bucket, administer streams, listen to another role's inbox.
@@ -53,6 +54,7 @@ import {
   HELD_SUBJECT_WILDCARD,
   FILL_SUBJECT_WILDCARD,
   NOTICES_SUBJECT_WILDCARD,
+  SIGNIN_SUBJECT_WILDCARD,
   ADMIN_REPLY_SUBJECT_PREFIX,
   ENGINE_FAULT_SUBJECT_WILDCARD,
   REPLY_SUBJECT_WILDCARD,
@@ -117,6 +119,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           ]),
           ...readStream(FILL_STREAM),
           ...all.map((n) => n.notices),
+          ...all.map((n) => n.signin),
           ENGINE_FAULT_SUBJECT_WILDCARD,
           // Answers only here (not wherever a request says: see the actor), never into a stream.
           REPLY_SUBJECT_WILDCARD,
@@ -135,6 +138,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           `${FEED_CONTROL_REPLY_PREFIX}>`,
           REPLY_SUBJECT_WILDCARD,
           NOTICES_SUBJECT_WILDCARD,
+          SIGNIN_SUBJECT_WILDCARD,
           PRICE_SUBJECT_WILDCARD,
           FEED_STATUS_SUBJECT,
           FEED_ALERT_SUBJECT,

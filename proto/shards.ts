@@ -11,7 +11,7 @@
  * known to every shard (each reads the roster), so none can be taken twice.
  */
 import type { EngineCommand } from './engine.js';
-import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, JOURNAL_STREAM, JOURNAL_SUBJECT, NOTICES_SUBJECT_PREFIX } from './subjects.js';
+import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, JOURNAL_STREAM, JOURNAL_SUBJECT, NOTICES_SUBJECT_PREFIX, SIGNIN_SUBJECT_PREFIX } from './subjects.js';
 import { JOURNAL_STREAM_CONFIG, SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM, SNAPSHOT_STREAM_CONFIG } from './streams.js';
 
 export interface ShardNames {
@@ -27,6 +27,8 @@ export interface ShardNames {
   snapshotManifest: string;
   /** Where the shard publishes its NoticeBatches (a new name: the same pattern for N = 1). */
   notices: string;
+  /** Where it says which accounts' sign-in changed (proto/engine.ts SignInChanges). */
+  signin: string;
 }
 
 export const MAX_SHARDS = 64;
@@ -47,6 +49,7 @@ export function shardNames(shard: number, shards: number): ShardNames {
       snapshotChunk: SNAPSHOT_CHUNK_SUBJECT,
       snapshotManifest: SNAPSHOT_MANIFEST_SUBJECT,
       notices: `${NOTICES_SUBJECT_PREFIX}.${shard}`,
+      signin: `${SIGNIN_SUBJECT_PREFIX}.${shard}`,
     };
   }
   return {
@@ -61,6 +64,7 @@ export function shardNames(shard: number, shards: number): ShardNames {
     snapshotChunk: `${SNAPSHOT_CHUNK_SUBJECT}.${shard}`,
     snapshotManifest: `${SNAPSHOT_MANIFEST_SUBJECT}.${shard}`,
     notices: `${NOTICES_SUBJECT_PREFIX}.${shard}`,
+    signin: `${SIGNIN_SUBJECT_PREFIX}.${shard}`,
   };
 }
 

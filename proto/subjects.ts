@@ -53,6 +53,17 @@ export const NOTICES_SUBJECT_PREFIX = 'etf.notices';
 export const NOTICES_SUBJECT_WILDCARD = 'etf.notices.>';
 
 /**
+ * Accounts whose sign-in changed outside the journal (the roster file read
+ * again: a password changed, a line taken out or put back), published by each
+ * engine shard on `etf.signin.<shard>` (ShardNames.signin, proto/engine.ts
+ * SignInChanges): a gateway checks those accounts' passwords with the engine
+ * at their next request instead of trusting its cache for up to
+ * credentialsCacheMs. Usernames only: never a hash.
+ */
+export const SIGNIN_SUBJECT_PREFIX = 'etf.signin';
+export const SIGNIN_SUBJECT_WILDCARD = `${SIGNIN_SUBJECT_PREFIX}.*`;
+
+/**
  * An engine shard about to exit on a fault (proto/engine.ts EngineFault), on
  * `etf.faults.engine.<shard>`: best effort, so /health can say why the engine
  * is unavailable while the supervisor restarts it.

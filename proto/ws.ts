@@ -93,6 +93,8 @@ export const WS_CLOSE = {
   authFailed: { code: 4001, reason: 'authentication failed' },
   authTimeout: { code: 4001, reason: 'authentication timeout' },
   authRequired: { code: 4001, reason: 'authentication required: send {"type":"auth"} first' },
+  /** The account's sign-in changed (its roster password, or its line taken out): connect and authenticate again. */
+  signInChanged: { code: 4001, reason: 'sign-in changed: authenticate again' },
   /** Could not keep up: reconnect and resume. */
   tooSlow: { code: 4008, reason: 'too slow' },
   /** The engine could not be reached to authenticate or snapshot: retry later. */

@@ -3,6 +3,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
+import WebSocket from 'ws';
 import type { Config } from '../src/config/config.js';
 import { startEngine } from '../src/engine/service.js';
 import { emptyState, positionList } from '../src/engine/state.js';
@@ -14,7 +15,7 @@ import { CredentialsKey } from '../src/shared/credentials-key.js';
 import { FILL_STREAM } from '../proto/subjects.js';
 import { shardNames } from '../proto/shards.js';
 import { awaitHoldings } from './helpers/events.js';
-import { api, natsClient, publishFills, quietLog, startSystem, startTestNats, tempDir, testConfig, until } from './helpers/system.js';
+import { api, fillsFor, natsClient, publishFills, quietLog, startSystem, startTestNats, tempDir, testConfig, undyBasket, until } from './helpers/system.js';
 
 /**
  * NDFEX reads its users.txt only at its own start, so an instructor adds a
@@ -30,13 +31,13 @@ afterEach(async () => {
 
 const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
 
-async function system(shards = 1) {
+async function system(shards = 1, credentialsCacheMs = 0) {
   const nats = await startTestNats();
   cleanups.push(() => nats.stop(), () => nats.remove());
   const dir = tempDir();
   cleanups.push(() => dir.remove());
-  // Every sign-in asks the engine for the hash again: a password changed in the file counts at once.
-  const cfg: Config = { ...testConfig(dir.path, { roster: ROSTER, ...(shards > 1 ? { engine: { shards } } : {}) }), rosterPollMs: 20, credentialsCacheMs: 0 };
+  // By default every sign-in asks the engine for the hash again (no cache time): a password changed in the file counts at once.
+  const cfg: Config = { ...testConfig(dir.path, { roster: ROSTER, ...(shards > 1 ? { engine: { shards } } : {}) }), rosterPollMs: 20, credentialsCacheMs };
   const sys = await startSystem(nats.url, cfg);
   let open = true;
   cleanups.push(() => open && sys.close());
@@ -133,6 +134,8 @@ describe('the roster file read again when it changes', () => {
     cleanups.push(() => again.close());
     expect(again.engine.ready.rosterRefused).toBe(refused.length);
     expect(again.engine.state.rosterRefused).toEqual(refused);
+    // Its line refused, team2 converts no more through a request let through before, after a restart too.
+    expect(again.engine.state.byUsername.get('team2')!.closed).toBe(true);
     s.http = api(again.url);
     expect(await signIns()).toEqual(expected);
 
@@ -169,6 +172,48 @@ describe('the roster file read again when it changes', () => {
     expect((await s.http.holdings('team1', 'newpass11')).status).toBe(200);
   });
 
+  it('a gateway that cached a password hears the engine: a changed password or a line taken out counts at the next request, and a conversion let through before changes nothing', async () => {
+    // The cache time a gateway runs with (30 s): before, the old password and the line taken out still signed in for up to that long.
+    const s = await system(2, 30_000);
+    const gw = s.sys.gateway;
+    await publishFills(s.nc, fillsFor(2, undyBasket(3)));
+    await until(async () => (await s.http.holdings('team2', 'team2pass')).body.holdings?.KNAN === 3, 'team2 to hold the basket');
+    expect((await s.http.holdings('team1', 'team1pass')).status).toBe(200);
+    expect(gw.auth.bcryptRuns).toBe(2);
+
+    // Live strategies' streams, opened with the passwords about to change: they close, to authenticate again.
+    const streams = ['team1', 'team2'].map((team) => {
+      const ws = new WebSocket(`${s.sys.url.replace('http', 'ws')}/ws`, { headers: { authorization: `Basic ${Buffer.from(`${team}:${team}pass`).toString('base64')}` } });
+      const welcome = new Promise<void>((resolve) => ws.on('message', (d: Buffer) => (JSON.parse(d.toString()) as { type: string }).type === 'welcome' && resolve()));
+      const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+      return { welcome, closed };
+    });
+    await Promise.all(streams.map((st) => st.welcome));
+
+    const heard = gw.signIns.stats.heard;
+    // Shard 0's reading: team2 (client_id 2) is its account, team1 shard 1's.
+    expect(await s.write('1 team1 newpass11\n')).toMatchObject({ passwordsChanged: [], removed: ['team2'] });
+    // Each shard says its own: team1 is shard 1's, team2 shard 0's.
+    await until(() => gw.signIns.stats.heard >= heard + 2, 'the gateway to hear both shards');
+    expect((await s.http.holdings('team1', 'team1pass')).status).toBe(401);
+    expect((await s.http.holdings('team2', 'team2pass')).status).toBe(401);
+    expect((await s.http.send('POST', '/create', { basic: ['team2', 'team2pass'], json: { amount: 1 } })).status).toBe(401);
+    expect((await s.http.holdings('team1', 'newpass11')).status).toBe(200);
+    for (const st of streams) expect(await st.closed).toEqual({ code: 4001, reason: 'sign-in changed: authenticate again' });
+
+    // A conversion a gateway let through just before it heard: the engine itself refuses it for a line taken out.
+    const team2 = s.sys.engines[0]!.state.accounts.get(2)!;
+    const version = team2.version;
+    const direct = await gw.engine.call({ op: 'create', clientId: 2, etf: 'UNDY', amount: 1 });
+    expect(direct).toMatchObject({ ok: false, error: { code: 'unknown_account' } });
+    expect(team2.version).toBe(version);
+
+    // Put back, the account converts again.
+    await s.write(ROSTER);
+    await until(() => gw.signIns.stats.heard >= heard + 4, 'the gateway to hear the lines put back');
+    expect((await s.http.send('POST', '/create', { basic: ['team2', 'team2pass'], json: { amount: 1 } })).status).toBe(200);
+  });
+
   it('on several engine shards: each takes its own new lines, and none lets another\'s new username be registered', async () => {
     const s = await system(2);
     // Client_id 7 is shard 1's, 8 shard 0's; a registration of `gamma` goes to shard 0, of `alpha` to shard 1: each to the shard without that account.
@@ -203,6 +248,7 @@ describe('the roster file read again when it changes', () => {
       decided: (events) => events.forEach((e) => applyEvent(state, e)),
       hashes: (lines) => rosterPasswordHashes(lines, 4),
       key: new CredentialsKey(randomBytes(32), 'test-key'),
+      signInChanged: () => {},
       usernames: () => {},
       log: quietLog,
       // Far beyond the test: only the look at start can see the edit.

@@ -284,7 +284,8 @@ export class HoldingsStream {
     });
     ws.on('message', (data) => this.onMessage(JSON.parse(data.toString()) as ServerMessage));
     ws.on('close', (code, reason) => {
-      if (code === WS_CLOSE.authFailed.code) {
+      // A sign-in change is worth one more try: the password this client has may still be the one in force.
+      if (code === WS_CLOSE.authFailed.code && reason.toString() !== WS_CLOSE.signInChanged.reason) {
         this.stopped = true;
         this.h.onStatus?.('refused', reason.toString());
         return;

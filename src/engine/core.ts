@@ -521,7 +521,7 @@ function positionLimit(cmd: CommandOf<ConversionOp>, acc: Account, inForce: Comp
 
 function convert(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionOp>, now: number): Decision<ConversionAnswer> {
   const acc = state.accounts.get(cmd.clientId);
-  if (!acc) return unknownAccount();
+  if (!acc || acc.closed) return unknownAccount();
   bindInstruments(state, cfg.instruments);
   const again = retried(state, cmd, acc);
   if (again) return again;

@@ -35,6 +35,8 @@ export interface RosterWatchDeps {
   /** The lines' bcrypt hashes, from the cache where a password is unchanged (roster.ts rosterPasswordHashes). */
   hashes: (roster: RosterAccount[]) => Promise<Map<string, RosterHash>>;
   key: CredentialsKey;
+  /** Tells the gateways whose sign-in changed (a password, a line taken out or put back): proto/engine.ts SignInChanges. */
+  signInChanged: (usernames: string[]) => void;
   /** Every username of the file (all shards'): none may be registered. */
   usernames: (names: Set<string>) => void;
   log: Logger;
@@ -152,6 +154,7 @@ export class RosterWatch {
       // An unchanged password keeps its sealed hash: a new seal would differ, and every gateway would check the password again.
       if (!(added.has(line.username) || restored || h.fresh)) continue;
       acc.passwordHash = this.deps.key.seal(h.hash, line.username);
+      acc.closed = false;
       if (restored) r.restored.push(line.username);
       else if (!added.has(line.username)) r.passwordsChanged.push(line.username);
     }
@@ -159,9 +162,13 @@ export class RosterWatch {
     for (const acc of state.accounts.values()) {
       if (acc.source !== 'roster' || inFile.has(acc.username) || acc.passwordHash === '') continue;
       acc.passwordHash = '';
+      acc.closed = true;
       r.removed.push(acc.username);
     }
     this.deps.usernames(usernames);
+    // Gateways cache a password they checked: told now, they ask the engine at the team's next request.
+    const changed = [...r.passwordsChanged, ...r.restored, ...r.removed];
+    if (changed.length > 0) this.deps.signInChanged(changed);
     if (r.added.length + r.passwordsChanged.length + r.restored.length + r.removed.length > 0) log.info({ file, ...r }, 'roster file read again');
     return r;
   }

@@ -126,13 +126,19 @@ export async function rosterPasswordHashes(roster: RosterAccount[], rounds: numb
   return out;
 }
 
-/** Gives the roster's accounts in `state` their hashes (all of them at a start); returns how many were hashed now and how many came from the cache. */
+/**
+ * Gives the roster's accounts in `state` their hashes (at a start: the lines
+ * taken); a roster account without a line is closed. Returns how many were
+ * hashed now and how many came from the cache.
+ */
 export function setRosterHashes(state: EngineState, hashes: Map<string, RosterHash>): { hashed: number; reused: number } {
   let hashed = 0;
   let reused = 0;
-  for (const [username, h] of hashes) {
-    const acc = state.byUsername.get(username);
-    if (!acc || acc.source !== 'roster') continue;
+  for (const acc of state.accounts.values()) {
+    if (acc.source !== 'roster') continue;
+    const h = hashes.get(acc.username);
+    acc.closed = h === undefined;
+    if (!h) continue;
     acc.passwordHash = h.hash;
     if (h.fresh) hashed++;
     else reused++;

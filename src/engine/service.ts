@@ -8,6 +8,7 @@ import { LatestPerKey } from '../shared/latest-kv.js';
 import { ensureFillStream, ensureJournalStream, openBucket } from '../shared/streams.js';
 import { BASKET_BUCKET, type BasketVersions } from '../../proto/marketdata.js';
 import { encode } from '../../proto/codec.js';
+import type { SignInChanges } from '../../proto/engine.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineState } from './state.js';
 import { basketVersions, type CoreConfig } from './core.js';
@@ -163,6 +164,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
         decided: (events) => actor.decided(events),
         hashes: (lines) => rosterPasswordHashes(lines, setup.bcryptRounds, setup.rosterHashesFile),
         key: credentialsKey,
+        signInChanged: (usernames) => nc.publish(names.signin, encode({ v: 1, usernames } satisfies SignInChanges)),
         usernames: (all) => {
           if (setup.core.shard) setup.core.shard.rosterUsernames = all;
         },

@@ -12,6 +12,13 @@ export interface Account {
   username: string;
   /** bcrypt hash; never the password. */
   passwordHash: string;
+  /**
+   * A roster account whose line is not in the file (taken out, or refused):
+   * it can neither sign in nor convert, so a request a gateway let through
+   * just before it heard (SignInChanges) changes nothing. Not persisted: every
+   * start reads the file again.
+   */
+  closed: boolean;
   source: 'register' | 'roster';
   /**
    * Signed quantity by symbol id (dense: ids are small integers from the
@@ -123,7 +130,7 @@ export function bindInstruments(state: EngineState, instruments: Instruments): v
 }
 
 export function newAccount(clientId: number, username: string, passwordHash: string, source: Account['source']): Account {
-  return { clientId, username, passwordHash, source, pos: new Float64Array(INITIAL_SYMBOLS), extra: null, cash: 0, version: 0, history: new History(), view: null };
+  return { clientId, username, passwordHash, closed: false, source, pos: new Float64Array(INITIAL_SYMBOLS), extra: null, cash: 0, version: 0, history: new History(), view: null };
 }
 
 export function position(acc: Account, symbol: number): number {

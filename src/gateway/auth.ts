@@ -61,6 +61,12 @@ export class Authenticator {
   bcryptRuns = 0;
   private readonly ttl: number;
   private readonly sealKey: CredentialsKey | undefined;
+  /**
+   * +1 at each expire: an engine answer asked for before it (the old hash,
+   * crossing the news on the bus) is kept as already stale, so the next
+   * request asks again instead of trusting it for the whole cache time.
+   */
+  private epoch = 0;
 
   constructor(
     private readonly engine: EngineClient,
@@ -70,6 +76,27 @@ export class Authenticator {
     this.dummyHash = bcrypt.hashSync(randomBytes(18).toString('base64'), bcryptRounds);
     this.ttl = opts.cacheMs ?? CREDENTIALS_TTL_MS;
     this.sealKey = opts.key;
+  }
+
+  /**
+   * The engine said these accounts' sign-in changed (a roster password, a line
+   * taken out or put back: proto/engine.ts SignInChanges); with no names,
+   * every account (NATS reconnected: such news may have been missed). Their
+   * next request asks the engine again; a password unchanged for its hash
+   * passes without bcrypt, as after the cache time.
+   */
+  expire(usernames?: readonly string[]): void {
+    this.epoch++;
+    if (!usernames) for (const e of this.cache.values()) e.fetchedAt = -Infinity;
+    else for (const u of usernames) {
+      const e = this.cache.get(u);
+      if (e) e.fetchedAt = -Infinity;
+    }
+  }
+
+  /** When an engine answer asked for at `epoch` counts as fetched: now, or never when an expire came meanwhile. */
+  private fetchedSince(epoch: number): number {
+    return epoch === this.epoch ? Date.now() : -Infinity;
   }
 
   /** A new account's bcrypt hash as the engine keeps it: sealed for `username`. */
@@ -121,6 +148,7 @@ export class Authenticator {
 
   /** The cached proof checked against the engine's current hash: a result when the engine settles it, null when bcrypt must. */
   private async refresh(username: string, proof: Buffer): Promise<AuthResult | null> {
+    const epoch = this.epoch;
     const reply = await this.engine.call({ op: 'credentials', username });
     if (!reply.ok) {
       if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: refusalMessage(reply.error) };
@@ -131,10 +159,10 @@ export class Authenticator {
     if (hash === null) return { ok: false, unavailable: KEY_MISMATCH };
     const entry = this.cache.get(username);
     if (entry && entry.hash === hash && entry.clientId === reply.result.client_id && entry.proof && timingSafeEqual(entry.proof, proof)) {
-      entry.fetchedAt = Date.now();
+      entry.fetchedAt = this.fetchedSince(epoch);
       return { ok: true, clientId: entry.clientId };
     }
-    this.cache.set(username, { clientId: reply.result.client_id, hash, fetchedAt: Date.now() });
+    this.cache.set(username, { clientId: reply.result.client_id, hash, fetchedAt: this.fetchedSince(epoch) });
     return null;
   }
 
@@ -163,6 +191,7 @@ export class Authenticator {
   private async slowVerify(username: string, password: string, proof: Buffer): Promise<AuthResult> {
     let entry = this.cache.get(username);
     if (!entry || Date.now() - entry.fetchedAt >= this.ttl) {
+      const epoch = this.epoch;
       const reply = await this.engine.call({ op: 'credentials', username });
       if (!reply.ok) {
         this.cache.delete(username);
@@ -175,10 +204,10 @@ export class Authenticator {
       if (hash === null) return { ok: false, unavailable: KEY_MISMATCH };
       const fresh = this.cache.get(username);
       if (fresh && fresh.hash === hash && fresh.clientId === creds.client_id) {
-        fresh.fetchedAt = Date.now();
+        fresh.fetchedAt = this.fetchedSince(epoch);
         entry = fresh;
       } else {
-        entry = { clientId: creds.client_id, hash, fetchedAt: Date.now() };
+        entry = { clientId: creds.client_id, hash, fetchedAt: this.fetchedSince(epoch) };
         this.cache.set(username, entry);
       }
       if (entry.proof && timingSafeEqual(entry.proof, proof)) return { ok: true, clientId: entry.clientId };

@@ -6,6 +6,7 @@ import { connectNats } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from '../shared/engine-client.js';
 import { Authenticator, authOptions } from './auth.js';
+import { SignInChangesFollower } from './signin-changes.js';
 import { HttpCall, STATE_CHANGING, decodablePath, foreignOrigin, guarded, type Reply, type RequestInfo } from './http.js';
 import { checkHttpServer, createHttpServer, type HttpServerKind } from './transport/index.js';
 import { gatherParams, type Params } from './params.js';
@@ -31,6 +32,8 @@ export interface GatewayHandle {
   nc: NatsConnection;
   engine: EngineClient;
   auth: Authenticator;
+  /** Hears whose sign-in changed and expires them in `auth`. */
+  signIns: SignInChangesFollower;
   /** What GET /charts serves and the conversion scorecards: read from the desk stream the pricing service writes (src/pricing/desk.ts). */
   charts: Charts;
   close(): Promise<void>;
@@ -151,6 +154,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const allowedOrigins = new Set(cfg.http.allowedOrigins ?? []);
   // A page on another site may open a WebSocket too: the same Origin rule as for state-changing requests.
   const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, (info) => !foreignOrigin(info, allowedOrigins));
+  const signIns = new SignInChangesFollower(nc, [(names) => auth.expire(names ?? undefined), (names) => names && ws.signInChanged(names)], log);
   const table = apiTable({ deps, instruments, natsConnected: followNats(nc, log), feedStatus, ws: () => ws, etfs, charts, apiDescription: openApiDocument(cfg.maxAmount) });
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   const pages = staticFiles(metrics, log);
@@ -165,8 +169,8 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     // Answers in flight still go out; WebSocket clients get 1001 first.
     ws.close();
     await server.close();
-    for (const part of [operator, throttle, engine, etfs, charts, marks, feedStatus]) part.close();
+    for (const part of [operator, throttle, engine, etfs, charts, marks, feedStatus, signIns]) part.close();
     await nc.drain();
   };
-  return { port, server: server.kind, nc, engine, auth, charts, close };
+  return { port, server: server.kind, nc, engine, auth, signIns, charts, close };
 }

@@ -287,6 +287,16 @@ export class Hub implements SessionHost {
     }
   }
 
+  /**
+   * The engine said these accounts' sign-in changed (src/gateway/signin-changes.ts):
+   * their streams close, so a team taken off the roster, or whose password
+   * leaked and was changed, keeps no stream opened with the old password.
+   */
+  signInChanged(usernames: readonly string[]): void {
+    const changed = new Set(usernames);
+    for (const s of [...this.sessions]) if (s.username !== '' && changed.has(s.username)) s.close(WS_CLOSE.signInChanged);
+  }
+
   /** Closes every connection with 1001 and stops listening to NATS. */
   close(): void {
     if (this.closed) return;

@@ -11,6 +11,8 @@ export interface WsHandle {
   readonly stats: HubStats;
   /** What the HTTP server serves on WS_PATH. */
   readonly endpoint: WsEndpoint;
+  /** Closes the streams of accounts whose sign-in changed (4001): they authenticate again. */
+  signInChanged(usernames: readonly string[]): void;
   /** Closes every connection with 1001 "server shutting down" and unsubscribes from NATS. */
   close(): void;
 }
@@ -56,6 +58,7 @@ export function createWebSocket(deps: HubDeps, log: Logger, overrides: Partial<W
       return hub.summary;
     },
     endpoint,
+    signInChanged: (usernames) => hub.signInChanged(usernames),
     close: () => hub.close(),
   };
 }
