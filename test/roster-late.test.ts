@@ -11,6 +11,8 @@ import { applyEvent, applyFill, applySessionReset, decide } from '../src/engine/
 import { rebuild } from '../src/engine/check.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { MAX_UNCLAIMED, emptyState, positionList, type EngineState } from '../src/engine/state.js';
+import { snapshotPackr, takeSnapshot } from '../src/engine/snapshot.js';
+import { SnapshotStore } from '../src/engine/snapshot-store.js';
 import { fillStreamWorld, quietLog, testConfig } from './helpers/system.js';
 
 /**
@@ -100,6 +102,26 @@ describe('a team added to the roster after its client_id traded', () => {
     const rebuilt = await rebuild(w.nc, engine.state.journalSeq, engine.state.fillSeq, quietLog, loadBaskets(undefined));
     expect(holdings(rebuilt.state, 7)).toEqual(after);
     expect(rebuilt.acknowledged).toEqual([]);
+  });
+
+  it('after an upgrade from a snapshot taken before they were kept, the start replays the journal and fill stream to find them', async () => {
+    const w = await world();
+    await w.fill(1, 7, 4, 1, 5, 100);
+    await w.fill(2, 1, 4, 1, 1, 100);
+    let engine = await w.start('1 team1 team1pass\n');
+    await engine.close();
+    // The snapshot as an engine from before the ledger wrote it: no `unclaimed`.
+    const [head, ...slices] = snapshotPackr.unpackMultiple(Buffer.from(takeSnapshot(engine.state, engine.state.journalSeq, Date.now()))) as [Record<string, unknown>, ...unknown[]];
+    delete head.unclaimed;
+    const store = await SnapshotStore.open(w.nc);
+    await store.save([head, ...slices].map((part) => snapshotPackr.pack(part)), engine.state.journalSeq, Date.now());
+
+    engine = await w.start('1 team1 team1pass\n7 team7 team7pass\n');
+    cleanups.push(() => engine.close());
+    // Before, it started from that snapshot with nothing set aside: team7 opened empty, its 5 KNAN lost for good.
+    expect(engine.ready.snapshot).toBeNull();
+    expect(holdings(engine.state, 7)).toEqual({ positions: [[4, 5]], cash: -500 });
+    expect(holdings(engine.state, 1)).toEqual({ positions: [[4, 1]], cash: -100 });
   });
 
   it('claims only the fills of the session in force: a reset marker zeroes what was set aside, a kept session keeps it', async () => {

@@ -86,7 +86,7 @@ export class SnapshotStore {
     await reader.stop();
     if (chunks !== expected) throw new SnapshotUnusable(`${expected - chunks} of its ${expected} chunks are missing`);
     if (overflow || filled !== manifest.bytes || hash.digest('hex') !== manifest.sha256) throw new SnapshotUnusable('size or sha256 mismatch');
-    return restoreSnapshot(bytes, instruments);
+    return restoreSnapshot(bytes, instruments, { complete: true });
   }
 
   /** `snapshot`: its bytes, or its parts in order (SnapshotCapture.parts), stored as their concatenation. */

@@ -65,7 +65,7 @@ export interface EngineSnapshot {
   baskets?: [string, { version: number; from: number; by: string; components: Delta[] }[]][];
   /** EngineState.exchangeSession (absent in older snapshots: 0, unknown until the next marker). */
   exchangeSession?: number;
-  /** EngineState.unclaimed by client_id (absent in older snapshots: none kept; fills after the snapshot still are). */
+  /** EngineState.unclaimed by client_id (absent in older snapshots: an engine start replays instead, restoreSnapshot `complete`). */
   unclaimed?: [number, ClaimedFills][];
 }
 
@@ -180,10 +180,19 @@ function roughBytes(a: AccountImage): number {
   return n;
 }
 
-/** `instruments`: the config, whose baskets are version 0 (see emptyState). */
-export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments): EngineState {
+/**
+ * `instruments`: the config, whose baskets are version 0 (see emptyState).
+ * `complete`: refuse (SnapshotUnusable) a snapshot taken before the engine
+ * kept what it keeps now, so that a start replays the journal and the fill
+ * stream instead of starting without it: fills for client_ids no account had
+ * (EngineState.unclaimed), which a roster line added later claims.
+ */
+export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, opts: { complete?: boolean } = {}): EngineState {
   const [snap, ...slices] = snapshotPackr.unpackMultiple(bytes) as [EngineSnapshot, ...AccountImage[][]];
   if (!SNAPSHOT_VERSIONS_READ.includes(snap.v)) throw new Error(`snapshot version ${snap.v} is not one of ${SNAPSHOT_VERSIONS_READ.join(', ')}`);
+  if (opts.complete && snap.unclaimed === undefined) {
+    throw new SnapshotUnusable('it was taken before fills for client_ids without an account were kept: the journal and the fill stream are replayed to find them');
+  }
   if (snap.v >= 6 && slices.length !== snap.slices) throw new SnapshotUnusable(`it says ${snap.slices} slices of accounts and holds ${slices.length}`);
   const accounts = snap.v >= 6 ? slices.flat() : (snap.accounts ?? []);
   const state = emptyState(instruments);
