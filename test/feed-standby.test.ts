@@ -6,10 +6,12 @@ import { decode, encode } from '../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../proto/feed.js';
 import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
+import { ClearingSession } from '../src/feed/clearing-session.js';
+import { SessionStore, beginsSession } from '../src/feed/session.js';
+import { ensureFillStream, openBucket } from '../src/shared/streams.js';
 import { StandbyListener } from '../src/feed/standby.js';
 import { GapCover } from '../src/feed/gap-cover.js';
 import { emptyCounters } from '../src/feed/integrity.js';
-import { ensureFillStream } from '../src/shared/streams.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { api, quietLog, until, type TestSystem } from './helpers/system.js';
 import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge } from './helpers/feed.js';
@@ -307,8 +309,8 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(await holdings('team1')).toEqual({ STED: 5, DILN: 1 });
   });
 
-  for (const policy of ['reset', 'keep'] as const) {
-    it(`the operator's new session at a bridge start while fills flow (${policy}): no fill is lost${policy === 'keep' ? ', none counted twice' : ''}`, async () => {
+  for (const [policy, together] of [['reset', 1], ['keep', 1], ['keep', 2]] as const) {
+    it(`the operator's new session at ${together === 1 ? 'a bridge start' : 'the start of two bridges at once'} while fills flow (${policy}): no fill is lost${policy === 'keep' ? ', none counted twice' : ''}`, async () => {
       const ex = await playExchange(opts);
       closers.push(() => ex.close());
       const b = await startBridge({ ...opts, sessionName: 'day-1', restartPolicy: policy, verdictWindowMs: TEST_VERDICT_MS }, quietLog);
@@ -328,8 +330,9 @@ describe('the standby publishes nothing the bridge would hold', () => {
           await new Promise((r) => setTimeout(r, 2));
         }
       })();
-      const b2 = await startBridge({ ...opts, sessionName: 'day-2', restartPolicy: policy, verdictWindowMs: TEST_VERDICT_MS }, quietLog);
-      closers.push(() => b2.close());
+      // Two at once (a second host's bridge): both look at the session record before either begins the session.
+      const started = await Promise.all(Array.from({ length: together }, () => startBridge({ ...opts, sessionName: 'day-2', restartPolicy: policy, verdictWindowMs: TEST_VERDICT_MS }, quietLog)));
+      for (const b2 of started) closers.push(() => b2.close());
       await until(async () => ((await fills()).filter((m) => m.msgId?.startsWith('fill-2-')).length >= 10 ? true : undefined), 'the new session\'s fills');
       flowing = false;
       await flow;
@@ -349,6 +352,26 @@ describe('the standby publishes nothing the bridge would hold', () => {
       expect(await holdings('team1')).toEqual({ STED: policy === 'keep' ? sent : after.size });
     });
   }
+
+  it('two bridges beginning the operator\'s new session (keep): the one whose compare-and-set lost skips the old session\'s fills stored before the marker, as the one that began it does', async () => {
+    const kv = await openBucket(nc, FEED_BUCKET);
+    await SessionStore.open(kv, 'day-1');
+    // The standby's copies under session 1, stored just before the new session's marker.
+    const js = jetstream(nc);
+    for (const seq of [1, 2, 3]) await js.publish(fillSubject(1), encode({ seq, client_id: 1, symbol: 4, side: 1, quantity: 1, price: 100 }), { msgID: fillMsgId('1', seq) });
+    // Each bridge looked before either began it: each joined the groups early and heard those fills.
+    expect(await beginsSession(kv, 'day-2')).toBe(true);
+    const open = (joinedEarly: boolean) => ClearingSession.open(nc, kv, { sessionName: 'day-2', restartPolicy: 'keep', joinedEarly }, quietLog, () => {});
+    const first = await open(true);
+    expect(first.number).toBe(2);
+    expect([...first.countedBefore].sort()).toEqual([1, 2, 3]);
+    // Before, the second found the session begun, took nothing as counted, and stored the three again under session 2.
+    const second = await open(true);
+    expect(second.number).toBe(2);
+    expect([...second.countedBefore].sort()).toEqual([1, 2, 3]);
+    // One that joined only once it could judge (the session begun before it looked) heard none of them.
+    expect((await open(false)).countedBefore.size).toBe(0);
+  });
 
   it('an exchange restart (a new process, seq from 1): nothing of the new session before the bridge has begun it and stored its reset; then the standby covers it too', async () => {
     const ex = await playExchange(opts);

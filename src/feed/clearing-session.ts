@@ -34,7 +34,13 @@ export class ClearingSession {
    * Opens the stored session; when the operator's session name changed, a new
    * one begins and `onChanged` is told, before any fill of it can be published.
    */
-  static async open(nc: NatsConnection, kv: KV, opts: { sessionName: string; restartPolicy: RestartPolicy }, log: Logger, onChanged: (detail: string) => void): Promise<ClearingSession> {
+  static async open(
+    nc: NatsConnection,
+    kv: KV,
+    opts: { sessionName: string; restartPolicy: RestartPolicy; joinedEarly?: boolean },
+    log: Logger,
+    onChanged: (detail: string) => void,
+  ): Promise<ClearingSession> {
     const js = jetstream(nc);
     const { store, changed } = await SessionStore.open(kv, opts.sessionName);
     // Under `keep`, fills the standby stored under the old session right before the new one's marker count (no reset
@@ -47,7 +53,10 @@ export class ClearingSession {
       if (opts.restartPolicy === 'keep') countedBefore = await fillsBefore(nc, markerSeq, fillSessionId(store.session - 1));
       onChanged(detail);
     }
-    await ensureMarker(nc, js, log, opts.restartPolicy, store.session);
+    const marker = await ensureMarker(nc, js, log, opts.restartPolicy, store.session);
+    // Another bridge began the same new session between this one's look (it joined early, beginsSession) and its
+    // compare-and-set: it heard those fills too, and must skip them as the bridge that began it does.
+    if (!changed && opts.joinedEarly && opts.restartPolicy === 'keep' && marker !== null) countedBefore = await fillsBefore(nc, marker, fillSessionId(store.session - 1));
     // The saved progress is written about once a second; what JetStream stored is the truth after a crash.
     const stored = await lastStoredFill(nc, fillSessionId(store.session));
     const startSeq = Math.max(store.record.last_seq, stored.fillSeq);
@@ -134,23 +143,30 @@ async function fillsBefore(nc: NatsConnection, seq: number, session: string): Pr
  * marker), so the marker is written now, before any. A second marker for one
  * session, with no fill between, changes nothing.
  */
-async function ensureMarker(nc: NatsConnection, js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number): Promise<void> {
-  if (n <= 1) return;
+async function ensureMarker(nc: NatsConnection, js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number): Promise<number | null> {
+  if (n <= 1) return null;
   // None stored is 0; a timeout is thrown (never taken for "no marker").
-  const had = await lastMarkerSession(nc);
-  if (had >= n) return;
-  log.error({ session: n, lastMarker: had }, 'the current exchange session has no marker in the fill stream (its bridge stopped before writing it): writing it now');
-  await publishMarker(js, log, policy, n, `exchange session ${n} begun by a bridge that stopped before writing its marker`);
+  const had = await lastMarker(nc);
+  if (had.session === n) return had.seq;
+  if (had.session > n) return null;
+  log.error({ session: n, lastMarker: had.session }, 'the current exchange session has no marker in the fill stream (its bridge stopped before writing it): writing it now');
+  return publishMarker(js, log, policy, n, `exchange session ${n} begun by a bridge that stopped before writing its marker`);
 }
 
 /** The session of the last marker in the fill stream (0: none; session 1 has none). */
 export async function lastMarkerSession(nc: NatsConnection): Promise<number> {
+  return (await lastMarker(nc)).session;
+}
+
+/** The last marker in the fill stream: its session (0: none) and stream sequence. */
+async function lastMarker(nc: NatsConnection): Promise<{ session: number; seq: number }> {
   const jsm = await jetstreamManager(nc);
   const last = await jsm.streams.getMessage(FILL_STREAM, { last_by_subj: SESSION_SUBJECT });
+  if (!last) return { session: 0, seq: 0 };
   try {
-    return last ? decode<SessionMarker>(last.data).session : 0;
+    return { session: decode<SessionMarker>(last.data).session, seq: last.seq };
   } catch {
-    return 0;
+    return { session: 0, seq: last.seq };
   }
 }
 

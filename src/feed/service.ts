@@ -82,7 +82,7 @@ export async function startBridge(opts: BridgeOptions, log: Logger): Promise<Bri
     const feedKv = await openBucket(nc, FEED_BUCKET, opts.natsReplicas);
     const early = (await beginsSession(feedKv, opts.sessionName)) ? new EarlyDatagrams() : null;
     if (early) await sockets.start(early.inputs);
-    const parts = await openParts(nc, feedKv, opts, log, alerts);
+    const parts = await openParts(nc, feedKv, { ...opts, joinedEarly: early !== null }, log, alerts);
     const { clearing, md, verdict, gate } = parts;
     gate.start();
     const inputs: FeedInputs = {
@@ -181,7 +181,7 @@ interface BridgeParts {
 const HELD_STORE_PROBLEM = 'held-store';
 
 /** Opens what the bridge keeps in NATS and builds the parts between the sockets and the publishers. */
-async function openParts(nc: NatsConnection, feedKv: BridgeParts['feedKv'], opts: BridgeOptions, log: Logger, alerts: AlertSender): Promise<BridgeParts> {
+async function openParts(nc: NatsConnection, feedKv: BridgeParts['feedKv'], opts: BridgeOptions & { joinedEarly: boolean }, log: Logger, alerts: AlertSender): Promise<BridgeParts> {
   await ensureFillStream(nc, opts.natsReplicas);
   const bbos = new BboOut(nc, await openBucket(nc, BBO_BUCKET, opts.natsReplicas), log);
   const session = await ClearingSession.open(nc, feedKv, opts, log, (detail) => alerts.send('clearing', { kind: 'session_change', detail }));
