@@ -13,6 +13,7 @@ import { rosterPasswordHashes } from '../src/engine/roster.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { CredentialsKey } from '../src/shared/credentials-key.js';
 import { FILL_STREAM } from '../proto/subjects.js';
+import { EtfClient } from '../src/client/index.js';
 import { shardNames } from '../proto/shards.js';
 import { awaitHoldings } from './helpers/events.js';
 import { api, fillsFor, natsClient, publishFills, quietLog, startSystem, startTestNats, tempDir, testConfig, undyBasket, until } from './helpers/system.js';
@@ -201,6 +202,22 @@ describe('the roster file read again when it changes', () => {
     expect((await s.http.holdings('team1', 'newpass11')).status).toBe(200);
     for (const st of streams) expect(await st.closed).toEqual({ code: 4001, reason: 'sign-in changed: authenticate again' });
 
+    // The client library's stream tries once more with the password it has, and stops when that is refused.
+    const statuses: string[] = [];
+    const refused = new Promise<string | undefined>((resolve) => {
+      const stream = new EtfClient({ url: s.sys.url, username: 'team1', password: 'newpass11' }).stream({
+        onStatus: (st, detail) => {
+          statuses.push(st);
+          if (st === 'refused') resolve(detail);
+        },
+      });
+      cleanups.push(() => stream.close());
+    });
+    await until(() => statuses.includes('open'), 'the client stream to open');
+    await s.write('1 team1 newpass22\n');
+    expect(await refused).toBe('authentication failed');
+    expect(statuses).toEqual(['open', 'reconnecting', 'refused']);
+
     // A conversion a gateway let through just before it heard: the engine itself refuses it for a line taken out.
     const team2 = s.sys.engines[0]!.state.accounts.get(2)!;
     const version = team2.version;
@@ -210,7 +227,7 @@ describe('the roster file read again when it changes', () => {
 
     // Put back, the account converts again.
     await s.write(ROSTER);
-    await until(() => gw.signIns.stats.heard >= heard + 4, 'the gateway to hear the lines put back');
+    await until(() => gw.signIns.stats.heard >= heard + 5, 'the gateway to hear the lines put back (one more reading of shard 1 above)');
     expect((await s.http.send('POST', '/create', { basic: ['team2', 'team2pass'], json: { amount: 1 } })).status).toBe(200);
   });
 
