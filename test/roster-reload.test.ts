@@ -1,11 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import WebSocket from 'ws';
 import type { Config } from '../src/config/config.js';
 import { startEngine } from '../src/engine/service.js';
+import { startGateway } from '../src/gateway/server.js';
 import { emptyState, positionList } from '../src/engine/state.js';
 import { applyEvent } from '../src/engine/core.js';
 import { RosterWatch, rosterFileStamp } from '../src/engine/roster-watch.js';
@@ -31,6 +33,33 @@ afterEach(async () => {
 });
 
 const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
+
+/** A TCP link to a nats-server that the test can cut (every connection dropped, none taken) and mend. */
+async function natsLink(target: string) {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<Socket>();
+  let open = true;
+  const server = createServer((client) => {
+    if (!open) return void client.destroy();
+    const upstream = connect(Number(port), hostname);
+    const end = () => {
+      for (const s of [client, upstream]) (s.destroy(), sockets.delete(s));
+    };
+    for (const s of [client, upstream]) (sockets.add(s), s.on('error', end), s.on('close', end));
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `nats://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    cut: () => {
+      open = false;
+      for (const s of [...sockets]) s.destroy();
+    },
+    mend: () => void (open = true),
+    close: () => new Promise<void>((resolve) => (server.close(() => resolve()), [...sockets].forEach((s) => s.destroy()))),
+  };
+}
 
 async function system(shards = 1, credentialsCacheMs = 0) {
   const nats = await startTestNats();
@@ -229,6 +258,32 @@ describe('the roster file read again when it changes', () => {
     await s.write(ROSTER);
     await until(() => gw.signIns.stats.heard >= heard + 5, 'the gateway to hear the lines put back (one more reading of shard 1 above)');
     expect((await s.http.send('POST', '/create', { basic: ['team2', 'team2pass'], json: { amount: 1 } })).status).toBe(200);
+  });
+
+  it('a gateway cut from NATS while a password changed (the news lost to it) checks every cached password again once back', async () => {
+    const s = await system(1, 30_000);
+    // A gateway that reaches NATS through a link the test can cut.
+    const link = await natsLink(s.nats.url);
+    cleanups.push(() => link.close());
+    const gw = await startGateway(s.cfg, link.url, quietLog);
+    cleanups.push(() => gw.close());
+    const http = api(`http://127.0.0.1:${gw.port}`);
+    expect((await http.holdings('team1', 'team1pass')).status).toBe(200);
+
+    const first = async (type: string) => {
+      for await (const st of gw.nc.status()) if (st.type === type) return;
+    };
+    const [disconnected, reconnected] = [first('disconnect'), first('reconnect')];
+    link.cut();
+    await disconnected;
+    await s.write('1 team1 newpass11\n2 team2 team2pass\n');
+    link.mend();
+    await reconnected;
+    await gw.nc.flush();
+    // Before, its cache took the old password for up to 30 s more.
+    expect((await http.holdings('team1', 'team1pass')).status).toBe(401);
+    expect((await http.holdings('team1', 'newpass11')).status).toBe(200);
+    expect(gw.signIns.stats.heard).toBe(0);
   });
 
   it('on several engine shards: each takes its own new lines, and none lets another\'s new username be registered', async () => {
