@@ -2,6 +2,7 @@ import type { PnlBody } from './http.js';
 import type { AuditEntry } from './audit.js';
 import type { FeedAlert, FeedCounters } from './marketdata.js';
 import type { FeedProblem } from './feed.js';
+import type { RosterRefusal } from './engine.js';
 
 /**
  * The operator's HTTP API, behind the operator's credentials (config
@@ -77,6 +78,8 @@ export interface OperatorOverview extends OperatorAccounts {
   feed: OperatorFeed;
   alerts: FeedAlert[];
   ws: { connections: number; accounts: number; changes: number };
+  /** Roster lines the engine refused at its last reading of the file (as if absent until fixed); absent when none. */
+  roster_refused?: RosterRefusal[];
   /** Gateway wall-clock ms. */
   ts: number;
 }

@@ -15,6 +15,7 @@ import { rosterPasswordHashes } from '../src/engine/roster.js';
 import { loadBaskets } from '../src/config/baskets.js';
 import { CredentialsKey } from '../src/shared/credentials-key.js';
 import { FILL_STREAM } from '../proto/subjects.js';
+import { OPERATOR_ROUTES } from '../proto/operator.js';
 import { EtfClient } from '../src/client/index.js';
 import { shardNames } from '../proto/shards.js';
 import { awaitHoldings } from './helpers/events.js';
@@ -33,6 +34,7 @@ afterEach(async () => {
 });
 
 const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
+const OPERATOR = { username: 'op', password: 'op-secret-pass' };
 
 /** A TCP link to a nats-server that the test can cut (every connection dropped, none taken) and mend. */
 async function natsLink(target: string) {
@@ -67,7 +69,7 @@ async function system(shards = 1, credentialsCacheMs = 0) {
   const dir = tempDir();
   cleanups.push(() => dir.remove());
   // By default every sign-in asks the engine for the hash again (no cache time): a password changed in the file counts at once.
-  const cfg: Config = { ...testConfig(dir.path, { roster: ROSTER, ...(shards > 1 ? { engine: { shards } } : {}) }), rosterPollMs: 20, credentialsCacheMs };
+  const cfg: Config = { ...testConfig(dir.path, { roster: ROSTER, operator: OPERATOR, ...(shards > 1 ? { engine: { shards } } : {}) }), rosterPollMs: 20, credentialsCacheMs };
   const sys = await startSystem(nats.url, cfg);
   let open = true;
   cleanups.push(() => open && sys.close());
@@ -157,6 +159,9 @@ describe('the roster file read again when it changes', () => {
     expect(health.body.roster_refused).toEqual(refused);
     expect(health.body.problems).toEqual(expect.arrayContaining([expect.stringMatching(/^roster line 4 refused \(as if absent until fixed\): username late was already registered/)]));
     expect(JSON.stringify(health.body)).not.toMatch(/latepass2|team6pass/);
+    // The operator's page lists them above the feed's problems.
+    const overview = await s.http.send('GET', OPERATOR_ROUTES.overview, { basic: [OPERATOR.username, OPERATOR.password] });
+    expect(overview.body.roster_refused).toEqual(refused);
 
     // A restart (the supervisor's, after a crash) reads the file the same way and serves: nobody's sign-in changes.
     await s.close();

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
@@ -225,6 +225,29 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     await team.waitForFunction(() => !/incomplete/.test(document.querySelector('#incomplete')?.textContent ?? ''), undefined, { timeout: 15_000 });
     expect(pageErrors).toEqual([]);
     await team.close();
+    await op.close();
+  });
+
+  it('a roster line the engine refused: the operator page lists it first, until the file is fixed', async () => {
+    const file = join(f.dir.path, 'accounts.txt');
+    const roster = '1 team1 team1pass\n2 team2 team2pass\n3 team3 team3pass\n';
+    const read = (text: string) => {
+      const reading = f.sys.engine.roster!.next();
+      writeFileSync(file, text);
+      return reading;
+    };
+    expect((await read(`${roster}4 team4\n`)).refused).toEqual([{ line: 4, reason: expect.stringMatching(/^expected/) }]);
+    const op = await context.newPage();
+    await op.goto(`${f.sys.url}/operator`);
+    await op.fill('#username', OPERATOR.username);
+    await op.fill('#password', OPERATOR.password);
+    await op.click('#signin-button');
+    await op.waitForSelector('#board:not([hidden])');
+    await textBecomes(op, '#alerts tbody tr:first-child td:nth-child(3)', 'line 4 refused');
+    await textBecomes(op, '#alerts tbody tr.roster td:nth-child(4)', /^expected .*as if absent \(that team cannot sign in\) until the accounts file is fixed$/);
+    expect((await read(roster)).refused).toBeUndefined();
+    await op.waitForFunction(() => !document.querySelector('#alerts tbody tr.roster'), undefined, { timeout: 15_000 });
+    expect(pageErrors).toEqual([]);
     await op.close();
   });
 });

@@ -115,7 +115,7 @@ function render(o) {
   $('#t-feed-tile').dataset.state = o.feed.live ? 'ok' : 'bad';
   renderPositions(o.accounts);
   renderFeed(o.feed);
-  renderAlerts(o.alerts, o.feed.problems ?? []);
+  renderAlerts(o.alerts, o.feed.problems ?? [], o.roster_refused ?? []);
   renderConversions(o.conversions);
   // Every other refresh: the ranking is one engine read of every account.
   if (renders++ % 2 === 0) void loadLeaderboard($('#leaderboard tbody'));
@@ -186,8 +186,18 @@ function standbyRow(s) {
   );
 }
 
-/** Standing feed problems first (with the operator's decisions), then the alerts. */
-function renderAlerts(alerts, problems) {
+/** Roster lines the engine refused first (fixed in the file, not here), then standing feed problems (with the operator's decisions), then the alerts. */
+function renderAlerts(alerts, problems, rosterRefused) {
+  const roster = rosterRefused.map((r) =>
+    el(
+      'tr',
+      { class: 'alert problem roster' },
+      el('td', {}, ''),
+      el('td', {}, 'roster'),
+      el('td', {}, el('span', { class: 'badge rejected' }, r.line === 0 ? 'roster file' : `line ${r.line} refused`)),
+      el('td', { class: 'small' }, r.reason, r.line === 0 ? '' : ': as if absent (that team cannot sign in) until the accounts file is fixed'),
+    ),
+  );
   const standing = problems.map((p) =>
     el(
       'tr',
@@ -201,7 +211,7 @@ function renderAlerts(alerts, problems) {
   const rows = alerts.map((a) =>
     el('tr', { class: `alert ${a.kind}` }, el('td', {}, fmtTime(a.ts)), el('td', {}, a.feed), el('td', {}, el('span', { class: 'badge rejected' }, a.kind)), el('td', { class: 'small' }, a.detail)),
   );
-  fillRows($('#alerts tbody'), [...standing, ...rows], 'No alerts since the gateway started.', 4);
+  fillRows($('#alerts tbody'), [...roster, ...standing, ...rows], 'No alerts since the gateway started.', 4);
 }
 
 $('#alerts').addEventListener('click', async (e) => {

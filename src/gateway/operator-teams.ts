@@ -27,8 +27,10 @@ async function accounts(ctx: OperatorContext): Promise<OperatorAccounts | Refuse
 }
 
 async function overview(ctx: OperatorContext, alerts: readonly FeedAlert[]): Promise<OperatorOverview | Refused> {
-  const acc = await accounts(ctx);
+  // The ping says which roster lines the engine refused: the instructor fixes the file from this page.
+  const [acc, ping] = await Promise.all([accounts(ctx), ctx.deps.engine.call({ op: 'ping' })]);
   if ('ok' in acc) return acc;
+  const refused = ping.ok ? (ping.result.roster_refused ?? []) : [];
   // One history read per team, all in the same engine batch; the newest across teams are kept.
   const histories = await Promise.all(
     acc.accounts.map((a) => ctx.deps.engine.call({ op: 'history', clientId: a.client_id, limit: OPERATOR_CONVERSIONS_SHOWN })),
@@ -45,6 +47,7 @@ async function overview(ctx: OperatorContext, alerts: readonly FeedAlert[]): Pro
     feed: ctx.deps.feed.view(),
     alerts: alerts.slice(0, 50),
     ws: { connections: ws.connections, accounts: ws.accounts, changes: ws.changes },
+    ...(refused.length ? { roster_refused: refused } : {}),
     ts: Date.now(),
   };
 }
