@@ -70,6 +70,17 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     shots.remove();
   });
 
+  /** The operator page, signed in. */
+  async function operatorPage() {
+    const op = await context.newPage();
+    await op.goto(`${f.sys.url}/operator`);
+    await op.fill('#username', OPERATOR.username);
+    await op.fill('#password', OPERATOR.password);
+    await op.click('#signin-button');
+    await op.waitForSelector('#board:not([hidden])');
+    return op;
+  }
+
   it('team page: a wrong password is refused on the page', async () => {
     const page = await context.newPage();
     await page.goto(`${f.sys.url}/`);
@@ -210,12 +221,7 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     await team.click('#signin-button');
     await textBecomes(team, '#incomplete', /your positions may be incomplete/);
 
-    const op = await context.newPage();
-    await op.goto(`${f.sys.url}/operator`);
-    await op.fill('#username', OPERATOR.username);
-    await op.fill('#password', OPERATOR.password);
-    await op.click('#signin-button');
-    await op.waitForSelector('#board:not([hidden])');
+    const op = await operatorPage();
     await textBecomes(op, '#alerts tbody tr.problem td:nth-child(4)', /^clearing fills missed for good: 3 .*ack$/);
     expect(await op.locator('#alerts button[data-problem="gap-clearing"][data-action="ack"]').count()).toBe(1);
 
@@ -237,12 +243,7 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
       return reading;
     };
     expect((await read(`${roster}4 team4\n`)).refused).toEqual([{ line: 4, reason: expect.stringMatching(/^expected/) }]);
-    const op = await context.newPage();
-    await op.goto(`${f.sys.url}/operator`);
-    await op.fill('#username', OPERATOR.username);
-    await op.fill('#password', OPERATOR.password);
-    await op.click('#signin-button');
-    await op.waitForSelector('#board:not([hidden])');
+    const op = await operatorPage();
     await textBecomes(op, '#alerts tbody tr:first-child td:nth-child(3)', 'line 4 refused');
     await textBecomes(op, '#alerts tbody tr.roster td:nth-child(4)', /^expected .*as if absent \(that team cannot sign in\) until the accounts file is fixed$/);
     expect((await read(roster)).refused).toBeUndefined();
