@@ -6,7 +6,11 @@ import type { EngineClient } from '../shared/engine-client.js';
 import { refusalMessage } from '../../proto/messages.js';
 import type { Refusal } from './throttle.js';
 
-/** How long a cached bcrypt hash is trusted before the engine is asked again (a roster password may change at an engine restart). */
+/**
+ * How long a cached bcrypt hash is trusted before the engine is asked again:
+ * the bound when the engine's word of a changed roster password is missed
+ * (src/gateway/signin-changes.ts expires it at once otherwise).
+ */
 export const CREDENTIALS_TTL_MS = 30_000;
 
 export interface AuthOptions {
@@ -87,11 +91,8 @@ export class Authenticator {
    */
   expire(usernames?: readonly string[]): void {
     this.epoch++;
-    if (!usernames) for (const e of this.cache.values()) e.fetchedAt = -Infinity;
-    else for (const u of usernames) {
-      const e = this.cache.get(u);
-      if (e) e.fetchedAt = -Infinity;
-    }
+    const entries = usernames ? usernames.map((u) => this.cache.get(u)) : [...this.cache.values()];
+    for (const e of entries) if (e) e.fetchedAt = -Infinity;
   }
 
   /** When an engine answer asked for at `epoch` counts as fetched: now, or never when an expire came meanwhile. */

@@ -32,7 +32,7 @@ export interface GatewayHandle {
   nc: NatsConnection;
   engine: EngineClient;
   auth: Authenticator;
-  /** Hears whose sign-in changed and expires them in `auth`. */
+  /** Hears whose sign-in changed: expires them in `auth` and closes their WebSocket streams. */
   signIns: SignInChangesFollower;
   /** What GET /charts serves and the conversion scorecards: read from the desk stream the pricing service writes (src/pricing/desk.ts). */
   charts: Charts;
