@@ -316,9 +316,14 @@ export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boole
   }
   const p = reply.result;
   // Teams are still served without the exchange (200), but positions may not be current: not "ok".
-  // A refused roster line's team cannot sign in until the file is fixed: the instructor hears it here.
-  const roster = p.roster_refused ?? [];
-  const problems = [...feed.problems(), ...roster.map((r) => (r.line === 0 ? `roster file: ${r.reason}` : `roster line ${r.line} refused (as if absent until fixed): ${r.reason}`))];
+  // A refused roster line's team cannot sign in until the file is fixed: the instructor hears it here. Which line
+  // only: this page is public, and a line's words may hold a password's (the operator page and the log say why).
+  const roster = (p.roster_refused ?? []).map((r) => r.line);
+  const why = 'the operator page and the engine log say why';
+  const problems = [
+    ...feed.problems(),
+    ...roster.map((line) => (line === 0 ? `roster file could not be read: the roster read before stays in force (${why})` : `roster line ${line} refused, as if absent until the file is fixed (${why})`)),
+  ];
   const status = problems.length === 0 ? 'ok' : 'degraded';
   ex.json(200, {
     status,
@@ -328,7 +333,7 @@ export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boole
     accounts: p.accounts,
     journal_seq: p.journal_seq,
     fill_seq: p.fill_seq,
-    ...(roster.length ? { roster_refused: roster } : {}),
+    ...(roster.length ? { roster_refused_lines: roster } : {}),
     ...extra,
   });
 }
