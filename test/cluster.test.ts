@@ -311,7 +311,9 @@ it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 rep
   const data = join(dir.path, 'launcher-data');
   const env = await launcherEnv(data, accounts, { NATS_CLUSTER: '3' });
   const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
-  const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 60_000);
+  // A whole cluster starting elects its stream leaders before the engine can start (it waits up to 60 s for them): under
+  // a full suite's load on two cores, that alone has taken most of a minute.
+  const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 120_000);
   let run = runLauncher(env);
   cleanups.push(() => killProcess(run.child, 'SIGINT'));
   await healthy();
@@ -384,4 +386,4 @@ it('npm start with NATS_CLUSTER=3: three nodes, every stream and bucket in 3 rep
   expect((await http.holdings('team1', 'team1pass')).body).toEqual(before);
   run.child.kill('SIGINT');
   expect(await run.exited).toBe(0);
-}, 180_000);
+}, 360_000);
