@@ -197,6 +197,32 @@ describe('the roster file read again when it changes', () => {
     expect((await s.http.send('GET', '/health')).body.roster_refused_lines).toBeUndefined();
   });
 
+  it('an engine restarted while the file cannot be read serves with the roster last taken (on /health), and reads the file once it is back', async () => {
+    const s = await system();
+    await s.write(`${ROSTER}7 team7 team7pass\n`);
+    expect(await s.write('1 team1 team1pass\n7 team7 team7pass\n')).toMatchObject({ removed: ['team2'] });
+    await s.close();
+    rmSync(s.cfg.accountsFile);
+    // Before, the start threw a configuration error: under the launcher, not restarted, and the whole system stopped.
+    const again = await startSystem(s.nats.url, s.cfg);
+    cleanups.push(() => again.close());
+    expect(again.engine.state.rosterRefused).toEqual([{ line: 0, reason: expect.stringMatching(/does not exist: the roster last read stays in force until it reads again$/) }]);
+    const http = api(again.url);
+    const signIns = async () => ({
+      team1: (await http.holdings('team1', 'team1pass')).status,
+      team2: (await http.holdings('team2', 'team2pass')).status,
+      team7: (await http.holdings('team7', 'team7pass')).status,
+    });
+    expect(await signIns()).toEqual({ team1: 200, team2: 401, team7: 200 });
+    expect((await http.send('GET', '/health')).body.problems).toEqual(expect.arrayContaining([expect.stringMatching(/^roster file could not be read/)]));
+
+    const back = again.engine.roster!.next();
+    writeFileSync(s.cfg.accountsFile, ROSTER);
+    expect(await back).toEqual({ added: [], claimed: [], passwordsChanged: [], restored: ['team2'], removed: ['team7'] });
+    expect(await signIns()).toEqual({ team1: 200, team2: 200, team7: 401 });
+    expect((await http.send('GET', '/health')).body.roster_refused_lines).toBeUndefined();
+  });
+
   it('a line taken out can no longer sign in (as after a start without it), a line put back can, and a changed password counts from the reading', async () => {
     const s = await system();
     expect(await s.write('1 team1 team1pass\n')).toEqual({ added: [], claimed: [], passwordsChanged: [], restored: [], removed: ['team2'] });
@@ -330,6 +356,7 @@ describe('the roster file read again when it changes', () => {
       hashes: (lines) => rosterPasswordHashes(lines, 4),
       key: new CredentialsKey(randomBytes(32), 'test-key'),
       signInChanged: () => {},
+      saveInForce: () => {},
       usernames: () => {},
       log: quietLog,
       // Far beyond the test: only the look at start can see the edit.

@@ -35,6 +35,8 @@ export interface RosterWatchDeps {
   /** The lines' bcrypt hashes, from the cache where a password is unchanged (roster.ts rosterPasswordHashes). */
   hashes: (roster: RosterAccount[]) => Promise<Map<string, RosterHash>>;
   key: CredentialsKey;
+  /** Keeps the roster taken (roster.ts saveRosterInForce): a restart while the file cannot be read starts from it. */
+  saveInForce: (taken: RosterAccount[], hashes: Map<string, RosterHash>, usernames: Set<string>) => void;
   /** Tells the gateways whose sign-in changed (a password, a line taken out or put back): proto/engine.ts SignInChanges. */
   signInChanged: (usernames: string[]) => void;
   /** Every username of the file (all shards'): none may be registered. */
@@ -166,6 +168,7 @@ export class RosterWatch {
       r.removed.push(acc.username);
     }
     this.deps.usernames(usernames);
+    this.deps.saveInForce(taken, hashes, usernames);
     // Gateways cache a password they checked: told now, they ask the engine at the team's next request.
     const changed = [...r.passwordsChanged, ...r.restored, ...r.removed];
     if (changed.length > 0) this.deps.signInChanged(changed);

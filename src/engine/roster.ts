@@ -146,6 +146,38 @@ export function setRosterHashes(state: EngineState, hashes: Map<string, RosterHa
   return { hashed, reused };
 }
 
+/**
+ * The roster in force, kept beside the hash cache after every reading that
+ * was taken: the lines taken (their bcrypt hashes) and every username of the
+ * file. An engine restarted while the file cannot be read (moved, deleted,
+ * half-saved) starts from it instead of stopping: it would not be restarted,
+ * and the whole system would stop with it. 0600, as the hash cache: nothing
+ * the roster file itself does not give away.
+ */
+export interface RosterInForce {
+  hashes: Map<string, RosterHash>;
+  usernames: Set<string>;
+}
+
+export function saveRosterInForce(file: string, taken: RosterAccount[], hashes: Map<string, RosterHash>, usernames: Set<string>): void {
+  const lines = Object.fromEntries(taken.flatMap((l) => (hashes.has(l.username) ? [[l.username, hashes.get(l.username)!.hash]] : [])));
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(`${file}.tmp`, JSON.stringify({ v: 1, lines, usernames: [...usernames] }), { mode: 0o600 });
+  renameSync(`${file}.tmp`, file);
+}
+
+/** The roster in force saved by the last reading, or null when there is none (or it does not read). */
+export function loadRosterInForce(file: string): RosterInForce | null {
+  try {
+    const r = JSON.parse(readFileSync(file, 'utf8')) as { v?: unknown; lines?: unknown; usernames?: unknown };
+    if (r.v !== 1 || !r.lines || typeof r.lines !== 'object' || !Array.isArray(r.usernames)) return null;
+    const hashes = new Map(Object.entries(r.lines as Record<string, unknown>).flatMap(([u, h]) => (typeof h === 'string' ? [[u, { hash: h, fresh: false }]] : [])));
+    return { hashes, usernames: new Set(r.usernames.filter((u): u is string => typeof u === 'string')) };
+  } catch {
+    return null;
+  }
+}
+
 interface CachedHash {
   check: string;
   rounds: number;

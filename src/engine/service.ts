@@ -1,7 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Config } from '../config/config.js';
 import { loadBaskets, type Instruments } from '../config/baskets.js';
-import { readAccountsFile, type RosterAccount, type RosterRefusal } from '../config/accounts.js';
+import { readAccountsFile, type RosterAccount, type RosterReading, type RosterRefusal } from '../config/accounts.js';
 import { connectNats } from '../shared/nats.js';
 import { retryTransient } from '../shared/js-retry.js';
 import { LatestPerKey } from '../shared/latest-kv.js';
@@ -13,7 +13,7 @@ import type { Logger } from '../shared/log.js';
 import type { EngineState } from './state.js';
 import { basketVersions, type CoreConfig } from './core.js';
 import type { JournalWriter } from './journal.js';
-import { rosterForShard, rosterPasswordHashes, sealAccountHashes, setRosterHashes, takeRoster } from './roster.js';
+import { loadRosterInForce, rosterForShard, rosterPasswordHashes, saveRosterInForce, sealAccountHashes, setRosterHashes, takeRoster, type RosterHash, type RosterInForce } from './roster.js';
 import { RosterWatch, rosterFileStamp, type RosterFileStamp } from './roster-watch.js';
 import { credentialsKeyFile, loadCredentialsKey } from '../shared/credentials-key.js';
 import { shardNames, shardOfClient, type ShardNames } from '../../proto/shards.js';
@@ -46,6 +46,12 @@ interface EngineSetup {
   roster: RosterAccount[];
   /** The lines of the file not taken, each as if absent. */
   rosterRefused: RosterRefusal[];
+  /** The roster of the last reading, when the file cannot be read now: the start takes it instead. */
+  rosterInForce: RosterInForce | null;
+  /** Where each reading taken saves the roster in force (saveRosterInForce). */
+  rosterInForceFile: string;
+  /** Every username of the file (all shards'). */
+  rosterUsernames: Set<string>;
   accountsFile: string;
   /** The roster file as it stood when read: an edit during the start is read once the engine serves. */
   accountsReadAt: RosterFileStamp | null;
@@ -69,9 +75,11 @@ function engineSetup(cfg: Config): EngineSetup {
   const names = shardNames(cfg.engine?.shard ?? 0, shards);
   // Every shard reads the whole roster: its own lines become accounts, every username stays unregistrable.
   const accountsReadAt = cfg.accountsFile ? rosterFileStamp(cfg.accountsFile) : null;
+  const rosterInForceFile = join(cfg.dataDir, shards === 1 ? 'roster-in-force.json' : `roster-in-force.${names.shard}.json`);
   // Line by line: a line refused (reported on /health) must not keep a restarted engine from serving everyone else.
-  const reading = cfg.accountsFile ? readAccountsFile(cfg.accountsFile, instruments) : { accounts: [], refused: [] };
-  const { own: roster, usernames: rosterUsernames, refused } = rosterForShard(reading.accounts, names.shard, shards);
+  const { reading, inForce } = readRoster(cfg.accountsFile, instruments, rosterInForceFile);
+  const { own: roster, usernames, refused } = rosterForShard(reading.accounts, names.shard, shards);
+  const rosterUsernames = inForce?.usernames ?? usernames;
   // One scoreboard file per shard: each is the single writer of its own.
   const scoreboardFile = cfg.scoreboardFile || join(cfg.dataDir, 'conversions.log');
   return {
@@ -80,6 +88,9 @@ function engineSetup(cfg: Config): EngineSetup {
     owns: (clientId) => shardOfClient(clientId, shards) === names.shard,
     roster,
     rosterRefused: [...reading.refused, ...refused],
+    rosterInForce: inForce,
+    rosterInForceFile,
+    rosterUsernames,
     accountsFile: cfg.accountsFile,
     accountsReadAt,
     natsName: shards === 1 ? 'etf-engine' : `etf-engine-${names.shard}`,
@@ -98,6 +109,23 @@ function engineSetup(cfg: Config): EngineSetup {
     snapshotEvery: cfg.snapshotEvery ?? 100_000,
     ...(cfg.rosterPollMs !== undefined ? { rosterPollMs: cfg.rosterPollMs } : {}),
   };
+}
+
+/**
+ * The roster file read line by line; when it cannot be read at all (moved,
+ * deleted, half-saved), the roster of the last reading taken, if one was
+ * saved: a restarted engine serves with it (shown on /health) instead of
+ * exiting on a configuration error, which the launcher would not restart.
+ */
+function readRoster(file: string, instruments: Instruments, inForceFile: string): { reading: RosterReading; inForce: RosterInForce | null } {
+  if (!file) return { reading: { accounts: [], refused: [] }, inForce: null };
+  try {
+    return { reading: readAccountsFile(file, instruments), inForce: null };
+  } catch (err) {
+    const inForce = loadRosterInForce(inForceFile);
+    if (!inForce) throw err;
+    return { reading: { accounts: [], refused: [{ line: 0, reason: `${(err as Error).message}: the roster last read stays in force until it reads again` }] }, inForce };
+  }
 }
 
 /** How long a start rides out JetStream not answering (a cluster electing its leaders) before it fails. */
@@ -130,7 +158,16 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const conflicts = await configure(state, journal);
   const roster = takeRoster(state, setup.roster, [...setup.rosterRefused, ...conflicts], setup.accountsFile, log);
   const tRoster = performance.now();
-  const rosterHashes = setRosterHashes(state, await rosterPasswordHashes(roster, setup.bcryptRounds, setup.rosterHashesFile));
+  const hashes = setup.rosterInForce?.hashes ?? (await rosterPasswordHashes(roster, setup.bcryptRounds, setup.rosterHashesFile));
+  const rosterHashes = setRosterHashes(state, hashes);
+  const keepInForce = (taken: RosterAccount[], h: Map<string, RosterHash>, usernames: Set<string>) => {
+    try {
+      saveRosterInForce(setup.rosterInForceFile, taken, h, usernames);
+    } catch (err) {
+      log.error({ file: setup.rosterInForceFile, err }, 'the roster in force could not be saved: a restart while the roster file cannot be read would stop the engine');
+    }
+  };
+  if (setup.accountsFile && !setup.rosterInForce) keepInForce(roster, hashes, setup.rosterUsernames);
   const rosterMs = Math.round(performance.now() - tRoster);
   const credentialsKey = loadCredentialsKey(setup.credentialsKeyFile);
   sealAccountHashes(state, credentialsKey);
@@ -163,6 +200,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
         state,
         decided: (events) => actor.decided(events),
         hashes: (lines) => rosterPasswordHashes(lines, setup.bcryptRounds, setup.rosterHashesFile),
+        saveInForce: keepInForce,
         key: credentialsKey,
         signInChanged: (usernames) => nc.publish(names.signin, encode({ v: 1, usernames } satisfies SignInChanges)),
         usernames: (all) => {
