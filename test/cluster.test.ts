@@ -278,7 +278,7 @@ it('loses no acknowledged operation, doubles none, and keeps answering when the 
   await killProcess(engine, 'SIGKILL');
   const again = await spawnEngine(cluster.url, withCreds('engine'));
   cleanups.push(() => killProcess(again));
-  expect(again.ready.snapshot, `${saved} snapshots saved`).not.toBeNull();
+  expect(again.ready.snapshot, `${saved} snapshots saved; the start said: ${JSON.stringify(again.startLog.filter((l) => /snapshot/.test(String(l.msg))))}`).not.toBeNull();
   const after = await admin.call({ op: 'dump' });
   if (!after.ok) throw new Error(after.error.message);
   expect(after.result.journal_seq).toBe(dump.journal_seq);
