@@ -8,6 +8,7 @@ import { connectNats } from '../src/shared/nats.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { FILL_STREAM, SESSION_SUBJECT } from '../proto/subjects.js';
 import { launcherEnv, runLauncher, type LauncherRun } from './helpers/launcher.js';
+import { playExchange } from './helpers/feed.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 
 const ROSTER = '1 team1 team1pass\n2 team2 team2pass\n';
@@ -146,6 +147,31 @@ describe('the launcher keeps the system up', () => {
     }
   });
 
+
+  it('beside an exchange heard on the feeds (NDFEX_SIMULATOR=auto): no simulator, and /register closed unless REGISTRATION says otherwise', async () => {
+    const w = workspace();
+    const env = await launcherEnv(w.dir, w.accounts, { NDFEX_SIMULATOR: 'auto' });
+    const group = (v: string) => ({ group: v.split(':')[0]!, port: Number(v.split(':')[1]) });
+    // An exchange's heartbeats on the market-data group.
+    const ex = await playExchange({ clearing: group(env.NDFEX_CLEARING_ADDR!), marketData: group(env.NDFEX_MD_ADDR!) });
+    try {
+      const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+      const run = runLauncher(env);
+      runs.push(run);
+      expect((await run.waitForLine((l) => l.msg === 'system starting: Ctrl-C stops it', 'the system starting')).exchange).toBe('NDFEX on the multicast feeds');
+      // Before, it stayed open: a client_id it handed out could be one the exchange gives a team later, whose fills would then credit a stranger.
+      expect(run.lines.some((l) => /POST \/register is closed \(REGISTRATION=open opens it\)/.test(l.msg ?? ''))).toBe(true);
+      await until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
+      const r = await http.register('newteam', 'newteam-password');
+      expect(r.status).toBe(403);
+      expect(r.body.error.code).toBe('registration_closed');
+      expect((await http.holdings('team1', 'team1pass')).status).toBe(200);
+      run.child.kill('SIGINT');
+      expect(await run.exited).toBe(0);
+    } finally {
+      await ex.close();
+    }
+  });
 
   it('clean stop then start on the same data: same holdings, ready again; a killed nats-server is restarted', async () => {
     const w = workspace();
