@@ -10,6 +10,10 @@ import { retryTransient } from '../../src/shared/js-retry.js';
 import { provisionStreams } from '../../src/shared/streams.js';
 import type { Role } from '../../proto/roles.js';
 import { portTaken } from './system.js';
+import { hasJsApiCode } from '../../src/shared/js-errors.js';
+
+/** JetStream's "no suitable peers for placement": a cluster whose nodes have not all joined. */
+const NO_PEERS_YET = 10005;
 
 export interface TestCluster {
   plan: ClusterPlan;
@@ -39,8 +43,17 @@ export async function startTestCluster(dir: string, size = 3, replicas = Math.mi
   const auth = prepareNatsAuth(authDir);
   const storeRoot = join(dir, 'nats-cluster');
   // Free ports can be taken by another test file's process before a node binds them (as in startTestNats): new ones then.
+  // Once under a full suite, the nodes started but never all joined: JetStream answered "no suitable peers for
+  // placement" for a whole minute (a route port taken between its pick and its bind would do that). A new cluster then.
   let plan: ReturnType<typeof planCluster>;
   let nodes: (NatsServer | undefined)[];
+  const conns: NatsConnection[] = [];
+  const connect = async (role: Role, name = `test-${role}`) => {
+    const nc = await connectNats(plan.url, name, { role, credsFile: auth.credsFile(role) });
+    conns.push(nc);
+    return nc;
+  };
+  let operator: NatsConnection;
   for (let attempt = 1; ; attempt++) {
     const ports: number[] = [];
     const clusterPorts: number[] = [];
@@ -51,22 +64,27 @@ export async function startTestCluster(dir: string, size = 3, replicas = Math.mi
     plan = planCluster({ ports, clusterPorts, storeRoot, configDir: authDir, authConfigFile: auth.configFile, routes: routeCredentials(authDir) });
     const started = await Promise.allSettled(plan.nodes.map((n) => startClusterNode(n)));
     const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (!failed) {
-      nodes = started.map((r) => (r as PromiseFulfilledResult<NatsServer>).value);
-      break;
+    const stopAll = async () => {
+      for (const r of started) if (r.status === 'fulfilled') await r.value.stop();
+      rmSync(storeRoot, { recursive: true, force: true });
+    };
+    if (failed) {
+      await stopAll();
+      if (attempt >= 5 || !portTaken(failed.reason)) throw failed.reason;
+      continue;
     }
-    for (const r of started) if (r.status === 'fulfilled') await r.value.stop();
-    rmSync(storeRoot, { recursive: true, force: true });
-    if (attempt >= 5 || !portTaken(failed.reason)) throw failed.reason;
+    nodes = started.map((r) => (r as PromiseFulfilledResult<NatsServer>).value);
+    operator = await connect('operator', 'test-cluster-operator');
+    try {
+      await whenJetStreamReady(operator, () => provisionStreams(operator, replicas), 30_000);
+      break;
+    } catch (err) {
+      await operator.close().catch(() => {});
+      conns.splice(0);
+      await stopAll();
+      if (attempt >= 3 || !hasJsApiCode(err, NO_PEERS_YET)) throw err;
+    }
   }
-  const conns: NatsConnection[] = [];
-  const connect = async (role: Role, name = `test-${role}`) => {
-    const nc = await connectNats(plan.url, name, { role, credsFile: auth.credsFile(role) });
-    conns.push(nc);
-    return nc;
-  };
-  const operator = await connect('operator', 'test-cluster-operator');
-  await whenJetStreamReady(operator, () => provisionStreams(operator, replicas));
   return {
     plan,
     url: plan.url,
