@@ -223,6 +223,20 @@ describe('the roster file read again when it changes', () => {
     expect((await http.send('GET', '/health')).body.roster_refused_lines).toBeUndefined();
   });
 
+  it('on several shards, restarted while the file cannot be read: each serves its own lines as last taken, and none lets another\'s username be registered', async () => {
+    const s = await system(2);
+    // Client_id 7 is shard 1's, 8 shard 0's; a registration of `gamma` goes to shard 0, of `alpha` to shard 1.
+    await s.write(`${ROSTER}7 gamma gammapass\n8 alpha alphapass\n`);
+    await s.close();
+    rmSync(s.cfg.accountsFile);
+    const again = await startSystem(s.nats.url, s.cfg);
+    cleanups.push(() => again.close());
+    for (const e of again.engines) expect(e.state.rosterRefused).toEqual([{ line: 0, reason: expect.stringMatching(/does not exist/) }]);
+    const http = api(again.url);
+    for (const [user, pass] of [['gamma', 'gammapass'], ['alpha', 'alphapass'], ['team1', 'team1pass']]) expect((await http.holdings(user!, pass!)).status).toBe(200);
+    for (const name of ['gamma', 'alpha']) expect((await http.register(name, 'anotherpass1')).body.error.code).toBe('username_taken');
+  });
+
   it('a line taken out can no longer sign in (as after a start without it), a line put back can, and a changed password counts from the reading', async () => {
     const s = await system();
     expect(await s.write('1 team1 team1pass\n')).toEqual({ added: [], claimed: [], passwordsChanged: [], restored: [], removed: ['team2'] });
