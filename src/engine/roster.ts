@@ -78,7 +78,8 @@ function rosterConflict(state: EngineState, r: RosterAccount): string | null {
 /**
  * The lines taken from a reading: all but the refused, each as if absent (a
  * running engine and a restarted one agree). The refusals are kept for
- * /health and logged once per reading, by line and reason (never a password).
+ * /health and logged once per reading, by line and reason (no reason quotes a
+ * password field).
  */
 export function takeRoster(state: EngineState, lines: RosterAccount[], refused: RosterRefusal[], origin: string, log: Logger): RosterAccount[] {
   state.rosterRefused = [...refused].sort((a, b) => a.line - b.line);
