@@ -148,11 +148,14 @@ describe('the launcher keeps the system up', () => {
   });
 
 
-  it('beside an exchange heard on the feeds (NDFEX_SIMULATOR=auto): no simulator, and /register closed unless REGISTRATION says otherwise', async () => {
+  it.each([
+    ['an exchange heard on the feeds (NDFEX_SIMULATOR=auto)', 'auto'],
+    ['the simulator turned off for one (NDFEX_SIMULATOR=off)', 'off'],
+  ] as const)('beside %s: no simulator, and /register closed unless REGISTRATION says otherwise', async (_what, simulator) => {
     const w = workspace();
-    const env = await launcherEnv(w.dir, w.accounts, { NDFEX_SIMULATOR: 'auto' });
+    const env = await launcherEnv(w.dir, w.accounts, { NDFEX_SIMULATOR: simulator });
     const group = (v: string) => ({ group: v.split(':')[0]!, port: Number(v.split(':')[1]) });
-    // An exchange's heartbeats on the market-data group.
+    // An exchange's heartbeats on the market-data group (the launcher listens for them only under auto).
     const ex = await playExchange({ clearing: group(env.NDFEX_CLEARING_ADDR!), marketData: group(env.NDFEX_MD_ADDR!) });
     try {
       const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
@@ -215,7 +218,8 @@ describe('the launcher keeps the system up', () => {
 
   it('runs two engine shards with ENGINE_SHARDS=2: each team on its shard, with its own permissions, through a clean stop and start', async () => {
     const w = workspace();
-    const env = await launcherEnv(w.dir, w.accounts, { ENGINE_SHARDS: '2' });
+    // Beside no simulator, registration is open only when asked for.
+    const env = await launcherEnv(w.dir, w.accounts, { ENGINE_SHARDS: '2', REGISTRATION: 'open' });
     const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
     const healthy = () => until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
     let run = runLauncher(env);

@@ -34,7 +34,8 @@ describe(`npm start on Node ${process.version}`, () => {
   it(`comes up on ${expected}${fallsBack ? ' (the fallback, said in one line)' : ''}, registers, converts and streams, and stops cleanly`, async () => {
     const accounts = join(dir.path, 'accounts.txt');
     writeFileSync(accounts, '1 team1 team1pass\n');
-    const env = await launcherEnv(join(dir.path, 'data'), accounts);
+    // No simulator here (as beside a real exchange): registration is open only when asked for.
+    const env = await launcherEnv(join(dir.path, 'data'), accounts, { REGISTRATION: 'open' });
     run = runLauncher(env);
     const listening = await run.waitForLine((l) => l.msg === 'gateway listening', 'gateway listening', 120_000);
     expect(listening.server).toBe(expected);

@@ -191,12 +191,14 @@ try {
   log.warn({ err: err instanceof Error ? err.message : err }, 'streams not provisioned with NATS_CREDS: the services create them if allowed');
 }
 
-const exchangeHeard = simulator === 'auto' && (await exchangeIsLive(exchange.marketData, exchange.iface));
-const simulate = simulator === 'on' || (simulator === 'auto' && !exchangeHeard);
-// Beside an exchange heard on the feeds, a client_id /register hands out is one the exchange knows nothing of, or, worse,
-// one it gives a team added to its users.txt later: that team's fills would credit a stranger. Closed unless asked for.
-const closeRegistration = exchangeHeard && cfg.registration === undefined;
-if (closeRegistration) log.warn('an exchange is on the feeds: POST /register is closed (REGISTRATION=open opens it), since a client_id it handed out could be one the exchange gives a team later; teams come from the roster');
+const simulate = simulator === 'on' || (simulator === 'auto' && !(await exchangeIsLive(exchange.marketData, exchange.iface)));
+// Beside a real exchange (heard on the feeds, or the simulator turned off for one), a client_id /register hands out is
+// one the exchange knows nothing of, or, worse, one it gives a team added to its users.txt later: that team's fills
+// would credit a stranger. Closed unless asked for.
+const closeRegistration = !simulate && cfg.registration === undefined;
+if (closeRegistration) {
+  log.warn('beside a real exchange (no simulator): POST /register is closed (REGISTRATION=open opens it), since a client_id it handed out could be one the exchange gives a team later; teams come from the roster');
+}
 
 /** A service's environment: the server, and the credentials of its role (a file path: no secret in the environment). */
 const envFor = (role: Role | null): NodeJS.ProcessEnv => ({
