@@ -1,3 +1,4 @@
+import type { ClearingMessage } from './ndfex.js';
 /**
  * The exchange position feed contract: one message per fill on
  * `ndfex.fill.<client_id>`, msgpack map mirroring the NDFEX clearing fill.
@@ -33,6 +34,9 @@ export function fillProblem(f: unknown): string | null {
 }
 
 /** Signed position change of a fill. */
+/** The fill a clearing datagram's fill message carries (proto/ndfex.ts), checked by fillProblem before it goes anywhere. */
+export const clearingFill = (m: Extract<ClearingMessage, { type: 'fill' }>): Fill => ({ seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price });
+
 export const fillDelta = (f: Fill): number => (f.side === FILL_SIDE_BUY ? f.quantity : -f.quantity);
 
 /**

@@ -293,17 +293,19 @@ describe('the standby publishes nothing the bridge would hold', () => {
     await ex.fills([[1, 6, 1]]); // 107: the first heard, skipping: the run begins
     await ex.spoof([fillMsg(107, 2, 6, 50)]); // the same seq, other content
     await ex.fills([[1, 6, 1]]); // 108
+    await ex.fills([[1, 6, 0]]); // 109: no fill (quantity 0), counted as invalid as on the live feed, not dropped unsaid
     await ex.spoof([fillMsg(102, 2, 6, 50), fillMsg(1_000_000, 2, 6, 50)]);
-    await until(() => (sb.status().suspended >= 5 ? true : undefined), 'the standby to hear the run');
+    await until(() => (sb.status().suspended >= 6 ? true : undefined), 'the standby to hear the run');
     expect(sb.status().conflicts).toBe(1);
+    expect(sb.status().invalid).toBe(1);
     await bridge();
-    await ex.fills([[1, 4, 1]]); // 109
-    await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
     await ex.fills([[1, 4, 1]]); // 110
+    await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
+    await ex.fills([[1, 4, 1]]); // 111
     await storedCount(6, 'the fills after the bridge came back');
     await sb.idle();
     // 107 is lost (two copies heard, nobody can tell the exchange's); nothing forged is stored.
-    expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-108', 'fill-1-109', 'fill-1-110']);
+    expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-108', 'fill-1-110', 'fill-1-111']);
     await until(() => (system.engine.fills.applied >= 6 ? true : undefined), 'every fill applied');
     expect(await holdings('team2')).toEqual({});
     expect(await holdings('team1')).toEqual({ STED: 5, DILN: 1 });

@@ -43,20 +43,18 @@ export class ClearingSession {
   ): Promise<ClearingSession> {
     const js = jetstream(nc);
     const { store, changed } = await SessionStore.open(kv, opts.sessionName);
-    // Under `keep`, fills the standby stored under the old session right before the new one's marker count (no reset
-    // zeroes them): the same exchange process goes on, so this bridge, which heard them too (it joined the groups
-    // before it began the session), does not store them again.
-    let countedBefore = new Set<number>();
     if (changed) {
       const detail = `operator session changed to "${opts.sessionName}"`;
-      const markerSeq = await publishMarker(js, log, opts.restartPolicy, store.session, detail);
-      if (opts.restartPolicy === 'keep') countedBefore = await fillsBefore(nc, markerSeq, fillSessionId(store.session - 1));
+      await publishMarker(js, log, opts.restartPolicy, store.session, detail);
       onChanged(detail);
     }
     const marker = await ensureMarker(nc, js, log, opts.restartPolicy, store.session);
-    // Another bridge began the same new session between this one's look (it joined early, beginsSession) and its
-    // compare-and-set: it heard those fills too, and must skip them as the bridge that began it does.
-    if (!changed && opts.joinedEarly && opts.restartPolicy === 'keep' && marker !== null) countedBefore = await fillsBefore(nc, marker, fillSessionId(store.session - 1));
+    // Under `keep`, fills the standby stored under the old session right before the new one's marker count (no reset
+    // zeroes them): the same exchange process goes on, so a bridge that heard them too does not store them again.
+    // That is the one that began the session (it joined the groups first) and one that joined early too
+    // (beginsSession) but found the session begun by another between its look and its compare-and-set.
+    const skipsCounted = opts.restartPolicy === 'keep' && (changed || opts.joinedEarly === true) && marker !== null;
+    const countedBefore = skipsCounted ? await fillsBefore(nc, marker, fillSessionId(store.session - 1)) : new Set<number>();
     // The saved progress is written about once a second; what JetStream stored is the truth after a crash.
     const stored = await lastStoredFill(nc, fillSessionId(store.session));
     const startSeq = Math.max(store.record.last_seq, stored.fillSeq);

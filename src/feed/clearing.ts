@@ -1,5 +1,5 @@
 import { decodeClearingDatagram, type ClearingMessage } from '../../proto/ndfex.js';
-import { fillProblem, type Fill } from '../../proto/fill.js';
+import { clearingFill, fillProblem } from '../../proto/fill.js';
 import type { FeedAlert } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
 import { SeqTracker } from './integrity.js';
@@ -117,7 +117,7 @@ export class ClearingFeed {
 
   private publish(m: ClearingMessage): void {
     if (m.type !== 'fill') return;
-    const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
+    const fill = clearingFill(m);
     const problem = fillProblem(fill);
     if (problem) {
       this.invalidFills++;

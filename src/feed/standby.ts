@@ -4,7 +4,7 @@ import { decode } from '../../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, clearingSessionProblem, fillSessionId, type ClearingSessionRecord } from '../../proto/feed.js';
 import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, type StandbyStatus } from '../../proto/marketdata.js';
 import { decodeClearingDatagram, type ClearingMessage as ClearingMsg } from '../../proto/ndfex.js';
-import { fillProblem, type Fill } from '../../proto/fill.js';
+import { clearingFill, fillProblem, type Fill } from '../../proto/fill.js';
 import { connectNats } from '../shared/nats.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
@@ -281,7 +281,7 @@ export class StandbyListener {
       }
       f.lastSeq = m.seq;
       if (m.type !== 'fill') continue;
-      const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
+      const fill = clearingFill(m);
       if (fillProblem(fill)) {
         this.counts.invalid++;
         continue;
@@ -324,7 +324,9 @@ export class StandbyListener {
       run.lastAt = now;
     }
     if (m.type !== 'fill') return;
-    const fill: Fill = { seq: m.seq, client_id: m.client_id, symbol: m.symbol, side: m.side, quantity: m.quantity, price: m.price };
-    if (!fillProblem(fill)) run.fills.set(m.seq, { fill, print });
+    const fill = clearingFill(m);
+    // Counted as the live feed counts one: never published, never silent.
+    if (fillProblem(fill)) this.counts.invalid++;
+    else run.fills.set(m.seq, { fill, print });
   }
 }
