@@ -48,6 +48,20 @@ export interface AuditEntry<E = EngineError> {
 export const CLIENT_REQUEST_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /**
+ * The engine's own request ids (`r42`). A caller's key of this form is
+ * refused: GET /requests/<id> takes either, and a key `r2` on one request
+ * with the engine's r2 on another answered the wrong one, which a client
+ * that lost an answer would act on (resend and convert twice).
+ */
+export const ENGINE_REQUEST_ID_PATTERN = /^r[1-9][0-9]{0,15}$/;
+
+/** Why `key` cannot be a caller's idempotency key, or null when it can. */
+export function clientKeyProblem(key: string): string | null {
+  if (!CLIENT_REQUEST_ID_PATTERN.test(key)) return 'request_id must be 1-64 characters of A-Z a-z 0-9 _ . : -';
+  return ENGINE_REQUEST_ID_PATTERN.test(key) ? `request_id ${key} has the form of the engine's own request ids (r<number>): choose another key` : null;
+}
+
+/**
  * The export's lines for grading (npm run export-audit), besides the
  * AuditEntry and OperatorAuditEntry lines: an accepted conversion's entry
  * carries its `scorecard` (proto/http.ts Scorecard, as in GET /history) when

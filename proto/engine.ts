@@ -1,6 +1,6 @@
 import { conversionRulesSchema, type ConversionRules } from './rules.js';
 import { at, fields, INT, isInt, isMap, isNum, isStr, isStrOrNull, itemsProblem, NUM, shape, STR, STR_LIST, type Shape } from './shape.js';
-import type { AuditEntry } from './audit.js';
+import { ENGINE_REQUEST_ID_PATTERN, type AuditEntry } from './audit.js';
 
 /**
  * Engine request/reply contract (subject ENGINE_COMMAND_SUBJECT). The gateway
@@ -94,6 +94,8 @@ export function commandProblem(c: unknown): string | null {
       // Any number: a fraction or one out of range is the core's invalid_amount, as from the HTTP edge.
       if (typeof c.amount !== 'number') return 'amount: not a number';
       if (c.key !== undefined && typeof c.key !== 'string') return 'key: not a string';
+      // Also refused at the HTTP edge: an engine id as a key would make GET /requests/<id> ambiguous.
+      if (typeof c.key === 'string' && ENGINE_REQUEST_ID_PATTERN.test(c.key)) return 'key: has the form of an engine request id';
       return c.dryRun !== undefined && typeof c.dryRun !== 'boolean' ? 'dryRun: not a boolean' : null;
     case 'holdings':
       return isInt(c.clientId) ? null : CLIENT_ID;

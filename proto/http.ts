@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { EngineErrorCode } from './engine.js';
-import { CLIENT_REQUEST_ID_PATTERN } from './audit.js';
+import { clientKeyProblem } from './audit.js';
 import type { EtfPrice } from './marketdata.js';
 import type { AuditEntry } from './audit.js';
 
@@ -164,7 +164,13 @@ export const conversionSchema = (maxAmount: number) =>
   z.object({
     etf_name: z.string().min(1, 'etf_name must not be empty').max(64).optional(),
     amount: amountSchema(maxAmount),
-    request_id: z.string().regex(CLIENT_REQUEST_ID_PATTERN, 'request_id must be 1-64 characters of A-Z a-z 0-9 _ . : -').optional(),
+    request_id: z
+      .string()
+      .superRefine((k, ctx) => {
+        const problem = clientKeyProblem(k);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
     /** Answer what would happen (deltas, or the refusal) and change nothing. */
     dry_run: z
       .union([z.boolean(), z.enum(['true', 'false', '1', '0'], { error: 'dry_run must be true or false' }).transform((v) => v === 'true' || v === '1')])

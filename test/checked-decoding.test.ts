@@ -76,6 +76,22 @@ describe('engine: command batches', () => {
     expect(sys.sys.engine.actor.unreadable.counts).toMatchObject({ command: 2 });
   });
 
+  it('refuses a conversion whose key has the form of an engine request id, as the HTTP edge does', async () => {
+    const answer = await sendBatch(sys.nc, {
+      v: ENGINE_PROTOCOL_VERSION,
+      cmds: [
+        { id: 1, cmd: { op: 'create', clientId: 1, etf: 'UNDY', amount: 1, key: 'r1', dryRun: true } },
+        { id: 2, cmd: { op: 'redeem', clientId: 1, etf: 'UNDY', amount: 1, key: 'r77' } },
+        { id: 3, cmd: { op: 'create', clientId: 1, etf: 'UNDY', amount: 1, key: 'r01', dryRun: true } },
+      ],
+    });
+    const byId = new Map(answer.replies.map((r) => [r.id, r]));
+    expect(byId.get(1)).toMatchObject({ ok: false, error: { code: 'bad_request', why: 'malformed' } });
+    expect(byId.get(2)).toMatchObject({ ok: false, error: { code: 'bad_request', why: 'malformed' } });
+    // Not of that form: decided (a refusal for holdings, or an answer), not malformed.
+    expect(byId.get(3)).not.toMatchObject({ error: { why: 'malformed' } });
+  });
+
   it('refuses a batch of another protocol version, decided nowhere, in an answer a build without the shared record shapes reads', async () => {
     const inbox = `${replySubject(nuid.next())}.1`;
     const sub = sys.nc.subscribe(inbox, { max: 1 });

@@ -56,6 +56,42 @@ describe('idempotent requests', () => {
   });
 });
 
+describe('keys of the engine id form', () => {
+  it('refuses a key shaped like an engine request id (r<number>) in every way a key is sent, and changes nothing', async () => {
+    const first = await http.send('POST', '/create', { basic: t1, json: { etf_name: 'UNDY', amount: 1 } });
+    expect(first.status).toBe(200);
+    const taken = first.body.request_id as string;
+    // A key equal to that engine id: GET /requests/<id> would have answered the other request for it.
+    const sends: { json?: Record<string, string | number>; form?: Record<string, string>; headers?: Record<string, string> }[] = [
+      { json: { etf_name: 'UNDY', amount: 1, request_id: taken } },
+      { form: { etf_name: 'UNDY', amount: '1', request_id: 'r1' } },
+      { form: { etf_name: 'UNDY', amount: '1' }, headers: { 'idempotency-key': 'r42' } },
+      { json: { etf_name: 'UNDY', amount: 1, request_id: 'r9999999999999999' } },
+    ];
+    for (const how of sends) {
+      const r = await http.send('POST', '/create', { basic: t1, ...how });
+      expect(r.status, JSON.stringify(how)).toBe(400);
+      expect(r.body.error).toMatchObject({ code: 'invalid_parameter', field: 'request_id' });
+      expect(r.body.error.message).toMatch(/engine's own request ids/);
+    }
+    const redeem = await http.send('POST', '/redeem', { basic: t1, json: { etf_name: 'UNDY', amount: 1, request_id: 'r7' } });
+    expect(redeem.status).toBe(400);
+    const after = (await http.holdings(...t1)).body;
+    expect(after.holdings).toEqual(first.body.holdings);
+    expect(after.seq).toBe(first.body.seq);
+    const found = await http.send('GET', `/requests/${taken}`, { basic: t1 });
+    expect(found.body).toMatchObject({ request_id: taken, status: 'accepted', amount: 1 });
+    expect(found.body.client_request_id).not.toBe(taken);
+    // Keys merely near that form are keys as before.
+    for (const key of ['r0', 'r01', 'R2', 'r2x', 'rr2']) {
+      const r = await http.send('POST', '/create', { basic: t1, json: { etf_name: 'UNDY', amount: 1, request_id: key, dry_run: true } });
+      expect(r.status, key).toBe(200);
+    }
+    // The account as the tests after this one expect it.
+    expect((await http.send('POST', '/redeem', { basic: t1, json: { etf_name: 'UNDY', amount: 1 } })).status).toBe(200);
+  });
+});
+
 describe('request status and history', () => {
   it('finds a request by its id or key, for its own account only', async () => {
     const r = await http.send('POST', '/redeem', { basic: t1, json: { amount: 1, request_id: 'redeem-1' } });

@@ -15,6 +15,7 @@ import {
   type Shortfall,
 } from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
+import { ENGINE_REQUEST_ID_PATTERN } from '../../proto/audit.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
 import type { Instruments, Basket } from '../config/baskets.js';
 import type { BasketVersions } from '../../proto/marketdata.js';
@@ -131,7 +132,7 @@ const read = <R extends EngineResult>(result: R): Read<R> => ({ kind: 'read', re
 const MAX_HISTORY_PAGE = 500;
 
 export const requestIdString = (n: number): string => `r${n}`;
-const parseRequestId = (s: string): number | undefined => (/^r[1-9][0-9]{0,15}$/.test(s) ? Number(s.slice(1)) : undefined);
+const parseRequestId = (s: string): number | undefined => (ENGINE_REQUEST_ID_PATTERN.test(s) ? Number(s.slice(1)) : undefined);
 
 function positionsOf(deltas: readonly Delta[], instruments: Instruments): Position[] {
   return deltas.map(([symbol, quantity]) => ({ symbol, ticker: instruments.tickerOf(symbol), quantity }));
