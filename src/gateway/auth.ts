@@ -4,6 +4,7 @@ import type { Config } from '../config/config.js';
 import { credentialsKeyFile, loadCredentialsKey, type CredentialsKey } from '../shared/credentials-key.js';
 import type { EngineClient } from '../shared/engine-client.js';
 import { refusalMessage } from '../../proto/messages.js';
+import { PASSWORD_MAX_BYTES } from '../../proto/http.js';
 import type { Refusal } from './throttle.js';
 
 /**
@@ -128,6 +129,10 @@ export class Authenticator {
    * remembered: a known user's repeated failure must cost what an unknown user's does.
    */
   verify(username: string, password: string, gate?: LoginGate): Promise<AuthResult> | AuthResult {
+    // Refused here for every way in (HTTP, the WebSocket's login and upgrade): bcrypt reads only the first 72 bytes,
+    // so the right password plus any suffix would pass, each suffix a cache miss and a bcrypt run the throttle gives
+    // back on success. Registration refuses such passwords, so none can be right.
+    if (Buffer.byteLength(password) > PASSWORD_MAX_BYTES) return { ok: false };
     const proof = this.proofOf(password);
     const entry = this.cache.get(username);
     if (entry?.proof && timingSafeEqual(entry.proof, proof)) {
