@@ -317,6 +317,11 @@ describe('the roster file read again when it changes', () => {
     cleanups.push(() => gw.close());
     const http = api(`http://127.0.0.1:${gw.port}`);
     expect((await http.holdings('team1', 'team1pass')).status).toBe(200);
+    // A stream opened with the password about to change, through that gateway: it never checks the password again.
+    const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/ws`, { headers: { authorization: `Basic ${Buffer.from('team1:team1pass').toString('base64')}` } });
+    const welcome = new Promise<void>((resolve) => ws.on('message', (d: Buffer) => (JSON.parse(d.toString()) as { type: string }).type === 'welcome' && resolve()));
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    await welcome;
 
     const first = async (type: string) => {
       for await (const st of gw.nc.status()) if (st.type === type) return;
@@ -332,6 +337,8 @@ describe('the roster file read again when it changes', () => {
     expect((await http.holdings('team1', 'team1pass')).status).toBe(401);
     expect((await http.holdings('team1', 'newpass11')).status).toBe(200);
     expect(gw.signIns.stats.heard).toBe(0);
+    // Before, it went on streaming the account for as long as it stayed open.
+    expect(await closed).toEqual({ code: 4001, reason: 'sign-in changed: authenticate again' });
   });
 
   it('on several engine shards: each takes its own new lines, and none lets another\'s new username be registered', async () => {

@@ -154,7 +154,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const allowedOrigins = new Set(cfg.http.allowedOrigins ?? []);
   // A page on another site may open a WebSocket too: the same Origin rule as for state-changing requests.
   const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, (info) => !foreignOrigin(info, allowedOrigins));
-  const signIns = new SignInChangesFollower(nc, [(names) => auth.expire(names ?? undefined), (names) => names && ws.signInChanged(names)], log);
+  const signIns = new SignInChangesFollower(nc, [(names) => auth.expire(names ?? undefined), (names) => ws.signInChanged(names)], log);
   const table = apiTable({ deps, instruments, natsConnected: followNats(nc, log), feedStatus, ws: () => ws, etfs, charts, apiDescription: openApiDocument(cfg.maxAmount) });
   const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
   const pages = staticFiles(metrics, log);

@@ -291,10 +291,13 @@ export class Hub implements SessionHost {
    * The engine said these accounts' sign-in changed (src/gateway/signin-changes.ts):
    * their streams close, so a team taken off the roster, or whose password
    * leaked and was changed, keeps no stream opened with the old password.
+   * Null: any may have changed (NATS reconnected, and core NATS dropped what
+   * the engine said meanwhile): every signed-in stream closes, since a stream
+   * never checks its password again; the client library signs in once more.
    */
-  signInChanged(usernames: readonly string[]): void {
-    const changed = new Set(usernames);
-    for (const s of [...this.sessions]) if (s.username !== '' && changed.has(s.username)) s.close(WS_CLOSE.signInChanged);
+  signInChanged(usernames: readonly string[] | null): void {
+    const changed = usernames && new Set(usernames);
+    for (const s of [...this.sessions]) if (s.username !== '' && (!changed || changed.has(s.username))) s.close(WS_CLOSE.signInChanged);
   }
 
   /** Closes every connection with 1001 and stops listening to NATS. */

@@ -12,7 +12,7 @@ export interface WsHandle {
   /** What the HTTP server serves on WS_PATH. */
   readonly endpoint: WsEndpoint;
   /** Closes the streams of accounts whose sign-in changed (4001): they authenticate again. */
-  signInChanged(usernames: readonly string[]): void;
+  signInChanged(usernames: readonly string[] | null): void;
   /** Closes every connection with 1001 "server shutting down" and unsubscribes from NATS. */
   close(): void;
 }
