@@ -147,7 +147,7 @@ export interface Shortfall {
 }
 
 /** Why a write has no outcome: unknown (the engine could not journal it, no answer in time, an answer unreadable), or known not done (withdrawn unsent, no engine took it). */
-export type UnavailableCause = 'unconfirmed' | 'timeout' | 'unreadable' | 'withdrawn' | 'not_delivered';
+export type UnavailableCause = 'unconfirmed' | 'timeout' | 'unreadable' | 'withdrawn' | 'not_delivered' | 'too_large';
 
 /**
  * A refusal as the engine decides it: a code and that code's own facts, no

@@ -45,6 +45,7 @@ const UNAVAILABLE: Record<Extract<Rejection, { code: 'engine_unavailable' }>['wh
   unreadable: "the engine's answer could not be read; the operation may or may not have happened: check /holdings before retrying",
   withdrawn: 'the request was withdrawn: its connection closed before it was sent',
   not_delivered: 'no engine took this operation (none running, or the gateway stopping); nothing was done: retry shortly',
+  too_large: "the engine's answer is larger than a NATS message may be: ask for less (a smaller limit)",
 };
 
 /** The message, and the parameter it is about. */

@@ -33,6 +33,9 @@ export interface SnapshotPolicy {
   every: number;
 }
 
+/** NATS's default payload limit, used until the server's own is known. */
+const MIN_MAX_PAYLOAD = 1024 * 1024;
+
 /**
  * Events per group commit. Well under NATS's 1 MB payload limit, and small
  * enough that a burst (a gateway's whole batch) becomes several groups: with
@@ -399,9 +402,26 @@ export class EngineActor {
       else this.nc.publish(basketKvSubject(b.etf), b.payload);
     }
     this.publishNotices(group.changes, group.outcomes);
-    for (const [subject, replies] of group.replies) {
-      this.nc.publish(subject, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
+    for (const [subject, replies] of group.replies) this.publishReplies(subject, replies);
+  }
+
+  /**
+   * In as many messages as NATS's payload limit needs (a gateway reads a batch's answers from several): a
+   * publish over it throws, and here that ended the engine with every answer of the group lost (about
+   * twenty 500-entry histories in one gateway batch pass 1 MB). One answer alone over it is refused as too large.
+   */
+  private publishReplies(subject: string, replies: EngineReply[]): void {
+    const bytes = encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch);
+    if (bytes.byteLength <= (this.nc.info?.max_payload ?? MIN_MAX_PAYLOAD)) return void this.nc.publish(subject, bytes);
+    if (replies.length > 1) {
+      const half = replies.length >> 1;
+      this.publishReplies(subject, replies.slice(0, half));
+      this.publishReplies(subject, replies.slice(half));
+      return;
     }
+    const { id } = replies[0]!;
+    this.log.warn({ id, bytes: bytes.byteLength, maxPayload: this.nc.info?.max_payload }, 'an answer over the NATS payload limit: refused as too large');
+    this.nc.publish(subject, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: [{ id, ok: false, error: { code: 'engine_unavailable', why: 'too_large' } }] } satisfies ReplyBatch));
   }
 
   /** In batches of at most MAX_BATCH_NOTICES, in order (an account's changes may span two). */
