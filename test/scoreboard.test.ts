@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { jetstream } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -122,3 +122,54 @@ it('conversions sharing one frozen delta list (one basket version and amount) ea
   // Again, from the kept ends.
   expect(scoreboardLines([ev(3, 7)], ((e: { clientId: number }) => of.get(e.clientId)!) as never)).toBe('7000000 create 3 3 -2\n7000000 create 3 13 2\n');
 });
+
+it('writes again, after a pause, the lines of an append that failed, and nothing of its torn part', async () => {
+  const path = join(dir.path, 'failing.log');
+  const errors: unknown[] = [];
+  const writer = new ScoreboardWriter(path, (err) => errors.push(err), deltasOf as never);
+  writer.startCatchUp(nc, BATCHES);
+  await writer.flush();
+  const caughtUp = readFileSync(path, 'utf8');
+  // The disk full for a moment: the first write of lines puts part of them in the file, then fails.
+  const file = (writer as unknown as { file: { write: (text: string, at: null, enc: string) => Promise<unknown> } }).file;
+  const write = file.write.bind(file);
+  let failures = 0;
+  file.write = async (text, at, enc) => {
+    if (failures++ > 0) return write(text, at, enc);
+    await write(text.slice(0, 7), at, enc);
+    throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  };
+  const event = (requestId: number): JournalEvent => ({ t: 'conversion', requestId, op: 'create', clientId: 3, etf: 'UNDY', amount: 1, deltas: [[4, -requestId]], ts: 1_800_000_000_000 });
+  writer.append([event(1)], BATCHES + 1);
+  await writer.flush();
+  expect(errors).toHaveLength(1);
+  // A later batch: before, its write moved the position past the failed one's lines, which no start wrote again.
+  writer.append([event(2)], BATCHES + 2);
+  await writer.close();
+  const text = readFileSync(path, 'utf8');
+  expect(text.slice(0, caughtUp.length)).toBe(caughtUp);
+  expect(text.slice(caughtUp.length)).toBe('1800000000000000000 create 3 4 -1\n1800000000000000000 create 3 4 -2\n');
+  const position = JSON.parse(readFileSync(`${path}.pos`, 'utf8')) as { seq: number; bytes: number };
+  expect(position).toEqual({ seq: BATCHES + 2, bytes: Buffer.byteLength(text) });
+}, 60_000);
+
+it('writes the whole file again from the journal when it is shorter than its position says (deleted or cut)', async () => {
+  const path = join(dir.path, 'deleted.log');
+  const complete = async () => {
+    const w = new ScoreboardWriter(path, (err) => errors.push(err), deltasOf as never);
+    w.startCatchUp(nc, BATCHES);
+    await w.flush();
+    await w.close();
+    return readFileSync(path, 'utf8');
+  };
+  const errors: unknown[] = [];
+  const whole = await complete();
+  expect(whole.split('\n').filter(Boolean)).toHaveLength(BATCHES * PER_BATCH * 2);
+  // Deleted with its position left: before, it came back empty (the position said everything was written).
+  rmSync(path);
+  expect(await complete()).toBe(whole);
+  // Cut by hand in the middle.
+  truncateSync(path, Math.floor(whole.length / 3));
+  expect(await complete()).toBe(whole);
+  expect(errors).toEqual([]);
+}, 60_000);

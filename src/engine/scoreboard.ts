@@ -63,6 +63,17 @@ const POSITION_WIDTH = 64;
  */
 const APPEND_EVERY_MS = 25;
 
+/** After a failed append, its lines are tried again this much later (with everything queued since). */
+const RETRY_MS = 1_000;
+
+/** An append whose lines did not reach the file: they are kept and written again. */
+class LinesNotWritten extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`scoreboard lines not written: ${String((cause as Error)?.message ?? cause)}`);
+    this.name = 'LinesNotWritten';
+  }
+}
+
 /** Journal batches (of up to 2,000 events each) read and written per step of a catch-up. */
 const CATCH_UP_WINDOW = 200;
 
@@ -89,6 +100,8 @@ export class ScoreboardWriter {
   private timer: NodeJS.Timeout | null = null;
   /** close() was called: a catch-up stops after the window it is in (the next start goes on from the position file). */
   private closing = false;
+  /** A write of lines failed: the file may hold part of them past the position. */
+  private torn = false;
 
   constructor(
     private readonly path: string,
@@ -131,7 +144,12 @@ export class ScoreboardWriter {
     });
     const size = (await this.file.stat()).size;
     if (size > this.pos.bytes) await this.file.truncate(this.pos.bytes);
-    if (size < this.pos.bytes) this.pos.bytes = size; // edited by hand: keep what is there
+    // Shorter than its position says (deleted, or cut by hand): lines the position counts as written are gone, and
+    // only writing it all again from the journal brings them back (kept as it was, those conversions never came back).
+    if (size < this.pos.bytes) {
+      await this.file.truncate(0);
+      this.pos = { seq: 0, bytes: 0 };
+    }
     // A window of journal batches at a time: a long journal is neither held in memory as one text nor in the way of a stop.
     while (this.pos.seq < journalSeq) {
       if (this.closing) return false;
@@ -166,7 +184,15 @@ export class ScoreboardWriter {
     const seq = this.pendingSeq;
     this.pendingText = [];
     this.writing = this.write(text, seq)
-      .catch(this.onError)
+      .catch((err: unknown) => {
+        // The lines go again, first, after a pause: dropped, the next write moved the position past them and no
+        // start ever wrote them (a disk full for a moment cost the scoreboard those conversions for good).
+        if (err instanceof LinesNotWritten) {
+          this.pendingText.unshift(text);
+          this.lastAppendAt = Date.now() + RETRY_MS;
+        }
+        this.onError(err);
+      })
       .finally(() => {
         this.writing = null;
         this.kick();
@@ -194,8 +220,20 @@ export class ScoreboardWriter {
   }
 
   private async write(text: string, seq: number): Promise<void> {
+    // What a failed write left past the position (part of its lines) goes before they are written again.
+    if (this.torn) {
+      await this.file!.truncate(this.pos.bytes);
+      this.torn = false;
+    }
     // The lines are ASCII (numbers, op names): latin1 writes them byte for byte, and their length is their size.
-    if (text) await this.file!.write(text, null, 'latin1');
+    if (text) {
+      try {
+        await this.file!.write(text, null, 'latin1');
+      } catch (err) {
+        this.torn = true;
+        throw new LinesNotWritten(err);
+      }
+    }
     this.pos = { seq, bytes: this.pos.bytes + text.length };
     await this.posFile!.write(JSON.stringify(this.pos).padEnd(POSITION_WIDTH), 0, 'utf8');
   }

@@ -267,7 +267,7 @@ async function followLiveFills(nc: NatsConnection, state: EngineState, setup: En
 function startScoreboard(nc: NatsConnection, state: EngineState, journal: JournalWriter, setup: EngineSetup, log: Logger): ScoreboardWriter {
   const scoreboard = new ScoreboardWriter(
     setup.scoreboardFile,
-    (err) => log.error({ err }, 'scoreboard append failed: it is redone from the journal at the next start'),
+    (err) => log.error({ err }, 'scoreboard append failed: its lines are tried again (and redone from the journal at the next start)'),
     (ev) => state.catalog.flatDeltas(ev),
   );
   scoreboard.startCatchUp(nc, journal.sequence, setup.names.journalStream);
