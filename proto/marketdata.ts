@@ -86,7 +86,8 @@ export interface FeedAlert {
    * restart_rejected: a claimed restart disproved (the old session went on), nothing reset;
    * far_jump: a seq far beyond any believable gap, held; conflict: two different messages with one seq;
    * verdict_decided: the operator confirmed or rejected a pending verdict;
-   * held_store: held fills cannot be kept outside the bridge right now (a stop would lose them).
+   * held_store: held fills cannot be kept outside the bridge right now (a stop would lose them);
+   * replay: a copy of a message already passed, from another sender than the one it came from (dropped).
    */
   kind:
     | 'gap'
@@ -102,7 +103,8 @@ export interface FeedAlert {
     | 'far_jump'
     | 'conflict'
     | 'verdict_decided'
-    | 'held_store';
+    | 'held_store'
+    | 'replay';
   feed: 'clearing' | 'market_data';
   detail: string;
   /** Expected and received seq_num for a gap. */
@@ -179,6 +181,8 @@ export interface FeedCounters {
   missed_before_join?: number;
   /** Messages whose seq was already taken by a different message (the first one heard is kept). */
   conflicts?: number;
+  /** Copies of a message already passed (same seq, same content), dropped: never published twice. */
+  duplicates?: number;
   /** Far seq jumps held (never applied without the operator). */
   jumps?: number;
   /** Claimed exchange restarts disproved by the old session's own traffic. */

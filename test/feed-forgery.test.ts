@@ -359,6 +359,24 @@ describe('two different messages with the same seq', () => {
   });
 });
 
+describe('a fill replayed byte for byte', () => {
+  it('from another socket or the exchange\'s own: never published again (JetStream\'s dedup lasts only an hour), counted, a replay alerted', async () => {
+    const { x, b } = await running();
+    const seq = x.clearingSeq;
+    await until(() => b.stats().publisher.delivered >= 2, 'the session\'s fills stored');
+    const delivered = b.stats().publisher.delivered;
+    // What a student recorded off the group: team2's fill, the same bytes again.
+    await forgeClearing([fillMsg(seq, 2, 4, -3)]);
+    expect(await alerts.next((a) => a.kind === 'replay')).toMatchObject({ feed: 'clearing', received: seq });
+    await x.spoof([fillMsg(seq, 2, 4, -3)]);
+    await until(() => b.stats().status.clearing.duplicates === 2, 'both copies counted');
+    await standing(x);
+    expect(b.stats().publisher.delivered).toBe(delivered + 1);
+    expect(b.stats().publisher.duplicates).toBe(0);
+    expect((await fillStream(nc)).map((m) => m.data.seq)).toEqual([1, 2, 3]);
+  });
+});
+
 describe('a foreign source', () => {
   it('with NDFEX_SOURCE naming the exchange, forged restarts and fills from another local address are foreign: counted, alerted, ignored', async () => {
     const x = await playExchange(opts);

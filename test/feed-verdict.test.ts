@@ -118,8 +118,19 @@ describe('SessionJudge (pure)', () => {
     expect(c.applied.sender).toBe(EXCHANGE_CLEARING);
     expect(c.other.sender).toBe(FORGER);
     expect(c.applied.fingerprint).not.toBe(c.other.fingerprint);
-    // The same content again is a duplicate, let through for the tracker and JetStream dedup.
-    expect(kinds(judge.observe('clearing', fill(51), EXCHANGE_CLEARING, now + 20))).toEqual(['pass']);
+    // The same content again is a duplicate: dropped, never passed twice (JetStream's dedup lasts only an hour).
+    expect(judge.observe('clearing', fill(51), EXCHANGE_CLEARING, now + 20)).toEqual([{ kind: 'duplicate', feed: 'clearing', seq: 51, sender: EXCHANGE_CLEARING, first: EXCHANGE_CLEARING }]);
+  });
+
+  it('a copy of a passed message is dropped whoever sends it; a late seq never passed (a gap filled) passes once', () => {
+    const { judge, now } = running();
+    expect(judge.observe('clearing', fill(50), FORGER, now + 1)).toEqual([{ kind: 'duplicate', feed: 'clearing', seq: 50, sender: FORGER, first: EXCHANGE_CLEARING }]);
+    expect(kinds(judge.observe('clearing', fill(50), EXCHANGE_CLEARING, now + 2))).toEqual(['duplicate']);
+    expect(kinds(judge.observe('market_data', hb(103, 1001.5), EXCHANGE, now + 3))).toEqual(['duplicate']);
+    // Seq 52 lost on the way, 53 heard: 52 arriving late from the run's own socket fills the gap, once.
+    expect(kinds(judge.observe('clearing', fill(53), EXCHANGE_CLEARING, now + 4))).toEqual(['pass']);
+    expect(kinds(judge.observe('clearing', fill(52), EXCHANGE_CLEARING, now + 5))).toEqual(['pass']);
+    expect(kinds(judge.observe('clearing', fill(52), EXCHANGE_CLEARING, now + 6))).toEqual(['duplicate']);
   });
 });
 
@@ -223,6 +234,20 @@ describe('SessionVerdict: the bridge acting on the verdict, without sockets', ()
     await b.barriers[0]!();
     expect(b.sessions).toEqual([{ detail: expect.stringContaining('exchange restart'), seq: 1 }]);
     expect(b.clearing.restartsPending).toBe(0);
+  });
+
+  it('a fill replayed byte for byte, from another socket or the exchange\'s own, is not published again: counted, alerted when another sender\'s', () => {
+    const b = bridgeCore();
+    const t = 1_000_000;
+    for (let i = 0; i < 5; i++) b.verdict.observeMarketData([hb(100 + i, 1000 + i / 2)], EXCHANGE, t + i * 500);
+    for (const seq of [50, 51]) b.verdict.observeClearing(fill(seq), EXCHANGE_CLEARING, t + 3000);
+    // Later (past JetStream's duplicate window, had the exchange sent few fills meanwhile), the recorded datagrams again.
+    b.verdict.observeClearing(fill(51), FORGER, t + 3001);
+    b.verdict.observeClearing(fill(50), EXCHANGE_CLEARING, t + 3002);
+    expect(b.published.map((x) => ('fill' in x ? x.fill.seq : x.barrier))).toEqual([50, 51]);
+    expect(b.clearing.counters.duplicates).toBe(2);
+    expect(b.alerts.filter((a) => a.kind === 'replay').map((a) => a.detail)).toEqual([expect.stringContaining(`clearing seq 51 sent again by ${FORGER}, a copy of the message passed from ${EXCHANGE_CLEARING}`)]);
+    expect(b.problems.list()).toEqual([]);
   });
 
   it('a forged restart: rejected on the old session\'s next word, a standing problem, nothing reset or published', () => {

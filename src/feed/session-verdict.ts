@@ -199,6 +199,8 @@ export class SessionVerdict {
     switch (d.kind) {
       case 'conflict':
         return this.conflict(d, now);
+      case 'duplicate':
+        return this.duplicate(d);
       case 'opened':
         return this.opened(d.verdict, now);
       case 'rejected':
@@ -221,6 +223,16 @@ export class SessionVerdict {
     this.deps.log.warn({ feed: d.feed, seq: d.seq, applied: d.applied.fingerprint, other: d.other.fingerprint, appliedFrom: d.applied.sender, otherFrom: d.other.sender }, 'seq conflict');
     this.deps.alert(d.feed, { kind: 'conflict', detail, received: d.seq, fingerprints: [d.applied.fingerprint, d.other.fingerprint] });
     this.deps.problems.raise({ id: `conflict-${d.feed}`, kind: 'conflict', feed: d.feed, detail: `latest: ${detail}`, actions: ['ack'] }, now);
+  }
+
+  private duplicate(d: Of<'duplicate'>): void {
+    const c = this.counters(d.feed);
+    c.duplicates = (c.duplicates ?? 0) + 1;
+    // The exchange sends a seq once, from one socket: the same message again from another is someone replaying it.
+    if (d.sender === d.first) return;
+    const detail = `${d.feed} seq ${d.seq} sent again by ${d.sender}, a copy of the message passed from ${d.first}: a replay, dropped`;
+    this.deps.log.warn({ feed: d.feed, seq: d.seq, sender: d.sender, first: d.first }, 'replayed message dropped');
+    this.deps.alert(d.feed, { kind: 'replay', detail, received: d.seq });
   }
 
   private opened(v: Verdict, now: number): void {

@@ -26,7 +26,8 @@ import type { HeldVerdict } from '../../proto/feed.js';
  *
  * Seq jumps further than the exchange could have sent since the run was last
  * heard are held the same way (a forged far seq must not become "the run"),
- * and two different messages with one seq are flagged as conflicts.
+ * two different messages with one seq are flagged as conflicts, and a copy of
+ * a message already passed is dropped (never passed twice).
  *
  * Pure and synchronous: the caller feeds messages with their sender and the
  * time, and acts on the decisions (publish, reset, alert).
@@ -120,6 +121,8 @@ export interface Verdict {
 export type Decision =
   | { kind: 'pass'; feed: FeedName; msg: AnyMsg }
   | { kind: 'conflict'; feed: FeedName; seq: number; applied: { sender: string; fingerprint: string; msg: AnyMsg }; other: { sender: string; fingerprint: string; msg: AnyMsg } }
+  /** The same content again at a seq already passed, from `sender` (`first` sent the copy passed): dropped. */
+  | { kind: 'duplicate'; feed: FeedName; seq: number; sender: string; first: string }
   | { kind: 'opened'; verdict: Verdict }
   | { kind: 'rejected'; verdict: Verdict; why: string }
   /** A verdict given up: its held messages are strays (never applied). */
@@ -391,8 +394,14 @@ export class SessionJudge {
       });
       return;
     }
-    // A duplicate, or the run's own late datagram: the tracker and JetStream dedup deal with it.
-    if (before || (f.live && sender === f.sender)) return void out.push({ kind: 'pass', feed, msg });
+    // Passed once already: JetStream drops a fill's msg id again only within its duplicate window (an hour), so a
+    // copy re-sent later (a recorded datagram replayed) would be stored and applied twice. Never passed twice here.
+    if (before) return void out.push({ kind: 'duplicate', feed, seq: msg.seq, sender, first: before.sender });
+    if (f.live && sender === f.sender) {
+      // The run's own late datagram (a gap filled): remembered, so that a copy of it is a duplicate too.
+      f.ring.set(msg.seq, { msg, sender });
+      return void out.push({ kind: 'pass', feed, msg });
+    }
     if (!f.live) {
       // Nothing heard on this feed since the start. Market data showing a restart while no bridge listened: this is
       // its new session, a little below the saved seq, and waits for that verdict. Market data going on with the old
