@@ -153,6 +153,38 @@ describe('a claimed exchange restart (seq back to the start) from a few or many 
   });
 });
 
+describe('a real exchange restart with one forged fill at seq 1 while its fills are held', () => {
+  for (const where of ['on the exchange\'s host (another port)', 'on another host'] as const) {
+    it(`from a forger ${where}: the new session's fills 1..20 are applied once on evidence, the forged one never`, async () => {
+      const { x, b } = await running();
+      await x.restart({ paused: true });
+      await x.heartbeat(); // the new session's market data: seq 0
+      await x.fills(Array.from({ length: 20 }, () => [1, 5, 1] as [number, number, number]));
+      await until(() => b.stats().status.clearing.held === 20, 'the new session\'s fills held');
+      const other = where === 'on another host' ? await multicastSender('127.0.0.2') : forger;
+      const from = `${where === 'on another host' ? '127.0.0.2' : '127.0.0.1'}:${other.port()}`;
+      try {
+        await sendClearing(other, opts.clearing, [[fillMsg(1, 2, 4, 1000)]]);
+      } finally {
+        if (other !== forger) await other.close();
+      }
+      await until(() => b.stats().status.clearing.datagrams === 23, 'the forged fill heard');
+      x.resume();
+      await until(() => system.engine.fills.applied >= 22, 'the new session\'s 20 fills applied');
+      expect(await markers()).toHaveLength(1);
+      expect(await holdings('team1')).toEqual({ FISH: 20 });
+      expect(await holdings('team2')).toEqual({});
+      expect((await fillStream(nc)).filter((m) => m.subject !== SESSION_SUBJECT).map((m) => m.msgId)).toEqual([fillMsgId('1', 1), fillMsgId('1', 2), ...Array.from({ length: 20 }, (_, i) => fillMsgId('2', i + 1))]);
+      // The exchange goes on: the forged run is dropped, never applied.
+      await x.fills([[1, 5, 1]]);
+      await until(() => system.engine.fills.applied >= 23, 'the exchange\'s next fill applied');
+      expect(await holdings('team2')).toEqual({});
+      await until(() => b.stats().status.clearing.held === 0, 'nothing held');
+      expect((await alerts.next((a) => a.kind === 'verdict_pending' && /beside a possible exchange restart/.test(a.detail))).detail).toContain(`${from} sent another clearing run from seq 1`);
+    });
+  }
+});
+
 describe('far seq jumps', () => {
   it('a forged fill at seq +5,000,000 on the clearing feed is held and flagged, never applied; the real run going on makes it a stray', async () => {
     const { x, b } = await running();

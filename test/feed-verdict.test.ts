@@ -448,3 +448,80 @@ describe('SessionJudge: the clearing socket the last bridge heard', () => {
     expect(v.impostor).toBeUndefined();
   });
 });
+
+describe('a real exchange restart with a forged datagram in its window', () => {
+  /** The old session running, then the restarted exchange: market data from seq 0, fills 1..20 held. */
+  function restarting() {
+    const released: string[] = [];
+    const judge = new SessionJudge(SETTINGS, {}, { released: (v, run) => void released.push(`${v.id} ${run.sender} ${run.from}`) });
+    let now = 1_000_000;
+    for (let i = 0; i < 5; i++) judge.observe('market_data', hb(100 + i, 1000 + i / 2), EXCHANGE, (now += 500));
+    judge.observe('clearing', fill(50), EXCHANGE_CLEARING, now);
+    const started = now + 500;
+    expect(kinds(judge.observe('market_data', hb(0, 1003), RESTARTED, started))).toEqual(['opened']);
+    for (let seq = 1; seq <= 20; seq++) expect(judge.observe('clearing', fill(seq, 2, seq), RESTARTED_CLEARING, started + seq)).toEqual([]);
+    return { judge, started, released };
+  }
+  /** Market data of the new session until a decision; the decisions. */
+  function untilDecided(judge: SessionJudge, started: number, from = 1): Decision[] {
+    for (let seq = from; seq < 40; seq++) {
+      const ds = judge.observe('market_data', hb(seq, 1003 + seq / 2), RESTARTED, started + seq * 500);
+      if (ds.length > 0) return ds;
+    }
+    return [];
+  }
+
+  for (const [where, forger] of [['on the exchange\'s host (another port)', '10.0.0.1:7777'], ['on another host', FORGER]] as const) {
+    it(`a fill at seq 1 from a forger ${where}: held on its own, the held fills 1..20 kept (not released) and applied on evidence`, () => {
+      const { judge, started, released } = restarting();
+      const restartId = judge.verdicts()[0]!.id;
+      const ds = judge.observe('clearing', fill(1, 3, 999), forger, started + 100);
+      expect(kinds(ds)).toEqual(['opened']);
+      const rival = (ds[0] as Extract<Decision, { kind: 'opened' }>).verdict;
+      expect(rival).toMatchObject({ kind: 'jump', rival: true });
+      expect(rival.waiting).toContain(`possible restart ${restartId} holds one from ${RESTARTED_CLEARING}`);
+      expect(released).toEqual([]);
+      expect(judge.held('clearing')).toBe(21);
+      const decided = untilDecided(judge, started);
+      expect(kinds(decided)).toEqual(['accepted']);
+      const accepted = decided[0] as Extract<Decision, { kind: 'accepted' }>;
+      expect(accepted.by).toBe('evidence');
+      expect(accepted.clearing.map((m) => m.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(accepted.clearing.every((m) => m.type === 'fill' && m.client_id === 2)).toBe(true);
+      expect(released).toEqual([]);
+      // The exchange's next fill goes on from its run; the forged one is dropped, never applied.
+      const next = judge.observe('clearing', fill(21, 2), RESTARTED_CLEARING, started + 20_000);
+      expect(kinds(next)).toEqual(['dropped', 'pass']);
+      expect(released).toEqual([`${rival.id} ${forger} 1`]);
+    });
+  }
+
+  it('a clearing run from another host held first gives way to the exchange\'s (the market-data run\'s host): its operator-only reason goes with it', () => {
+    const judge = new SessionJudge(SETTINGS);
+    let now = 1_000_000;
+    for (let i = 0; i < 5; i++) judge.observe('market_data', hb(100 + i, 1000 + i / 2), EXCHANGE, (now += 500));
+    judge.observe('clearing', fill(50), EXCHANGE_CLEARING, now);
+    const started = now + 500;
+    judge.observe('market_data', hb(0, 1003), RESTARTED, started);
+    judge.observe('clearing', fill(1, 3, 999), FORGER, started + 1);
+    expect(judge.verdicts()[0]!.operatorOnly).toMatch(`the clearing run comes from ${FORGER}`);
+    expect(kinds(judge.observe('clearing', fill(1, 2), RESTARTED_CLEARING, started + 2))).toEqual(['opened']);
+    expect(judge.verdicts()[0]!.operatorOnly).toBeUndefined();
+    const decided = untilDecided(judge, started);
+    expect(kinds(decided)).toEqual(['accepted']);
+    expect((decided[0] as Extract<Decision, { kind: 'accepted' }>).clearing).toEqual([fill(1, 2)]);
+  });
+
+  it('a forged market-data message at seq 0 from the exchange\'s host does not start the window again', () => {
+    const plain = restarting();
+    const expected = untilDecided(plain.judge, plain.started);
+    expect(kinds(expected)).toEqual(['accepted']);
+    const at = (expected[0] as Extract<Decision, { kind: 'accepted' }>).md.length;
+    const { judge, started } = restarting();
+    for (let seq = 1; seq <= 5; seq++) expect(judge.observe('market_data', hb(seq, 1003 + seq / 2), RESTARTED, started + seq * 500)).toEqual([]);
+    expect(kinds(judge.observe('market_data', hb(0, 1100), '10.0.0.1:7777', started + 2600))).toEqual(['opened']);
+    const decided = untilDecided(judge, started, 6);
+    expect(kinds(decided)).toEqual(['accepted']);
+    expect((decided[0] as Extract<Decision, { kind: 'accepted' }>).md.length).toBe(at);
+  });
+});

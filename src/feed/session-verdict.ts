@@ -306,7 +306,7 @@ function describeVerdict(v: Verdict): string {
     .filter((f) => v.runs[f])
     .map((f) => `${f} from seq ${v.runs[f]!.from} (${v.runs[f]!.count} message(s) from ${v.runs[f]!.sender}, held)`)
     .join(', ');
-  const what = v.impostor ? `another sender continuing ${v.feed}'s seq` : v.kind === 'jump' ? `far seq jump on ${v.feed}` : v.downtime ? 'possible exchange restart while no bridge listened' : 'possible exchange restart';
+  const what = v.rival ? `another sender's ${v.feed} run beside a possible exchange restart's` : v.impostor ? `another sender continuing ${v.feed}'s seq` : v.kind === 'jump' ? `far seq jump on ${v.feed}` : v.downtime ? 'possible exchange restart while no bridge listened' : 'possible exchange restart';
   const choice = v.downtime ? ' (confirm: a new exchange session, positions reset under the restart policy; reject: the old session\'s fills after a gap)' : '';
   return `${what}: ${runs}; ${v.waiting || 'waiting'}${choice}`;
 }

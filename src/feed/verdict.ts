@@ -112,6 +112,13 @@ export interface Verdict {
   waiting: string;
   /** Set when only the operator can accept it. */
   operatorOnly?: string;
+  /**
+   * Why only the operator can accept it, whatever its runs become (how it was opened or restored); the reasons
+   * that come from its runs are found again at every evaluation, so they go when the run that caused them does.
+   */
+  pinned?: string;
+  /** A jump verdict holding a run that contested a restart verdict's run of its feed from another sender. */
+  rival?: boolean;
   /** A jump verdict held because another sender continued the followed run's seq. */
   impostor?: boolean;
   /** Left by a stopped bridge and restored from the held store (src/feed/held-store.ts). */
@@ -241,7 +248,7 @@ export class SessionJudge {
       restored: true,
       ...(r.verdict.impostor ? { impostor: true } : {}),
     };
-    if (r.verdict.operator_only) v.operatorOnly = r.verdict.operator_only;
+    if (r.verdict.operator_only) v.operatorOnly = v.pinned = r.verdict.operator_only;
     if (v.operatorOnly) v.waiting = `needs the operator: ${v.operatorOnly}`;
     // In the live verdict's place when it is free, so that new runs join it as they would have joined it before the stop.
     if (v.kind === 'restart' && !this.restart) this.restart = v;
@@ -350,15 +357,14 @@ export class SessionJudge {
       // exchange process): fills missed, or the exchange restarted while no bridge listened and this is a new session
       // past the old seq. Never merged silently.
       const v = (this.restart = this.newVerdict('restart', feed, now, true));
-      if (otherExchange) v.operatorOnly = otherExchange;
+      if (otherExchange) v.operatorOnly = v.pinned = otherExchange;
       this.addRun(v, feed, msg, sender, now);
       return this.evaluate(v, now, out, true);
     }
     // Only while pending: once the old session's market data has disproved it, the exchange's next fill is the old session's.
     if (rv?.status === 'pending' && rv.downtime && feed === 'clearing' && !f.live) {
       // The exchange may have restarted while no bridge listened: this may be the new session past the old seq.
-      this.addRun(rv, feed, msg, sender, now);
-      return this.evaluate(rv, now, out);
+      return this.placeRun(rv, feed, msg, sender, now, out);
     }
     // The followed run goes on: the session it belongs to is alive (market data from another exchange process than
     // the saved one's says nothing of the old session).
@@ -430,10 +436,50 @@ export class SessionJudge {
       this.addRun(rv, feed, msg, sender, now);
       return this.evaluate(rv, now, out, true);
     }
+    this.placeRun(rv, feed, msg, sender, now, out);
+  }
+
+  /**
+   * A new run on `feed` for a pending restart verdict. The same sender going back again replaces its run. Another
+   * sender's does not evict the held one: one datagram from anyone (seq 1) would otherwise throw away the new
+   * session's held fills. The run kept is the one from the exchange process whose other feed makes the case (its
+   * socket, else its host); on a tie the held one stays, except on market data a run that has gone quiet (the
+   * exchange heartbeats). The other is held on its own for the operator (a rival: never applied on evidence).
+   */
+  private placeRun(rv: Verdict, feed: FeedName, msg: AnyMsg, sender: string, now: number, out: Decision[]): void {
     const old = rv.runs[feed];
-    if (old) this.dropRun(rv, feed, `${feed} run from seq ${old.from} replaced by another from seq ${msg.seq}`, out);
-    this.addRun(rv, feed, msg, sender, now);
-    this.evaluate(rv, now, out);
+    if (!old || old.sender === sender) {
+      if (old) this.dropRun(rv, feed, `${feed} run from seq ${old.from} replaced by another from seq ${msg.seq}`, out);
+      this.addRun(rv, feed, msg, sender, now);
+      return this.evaluate(rv, now, out);
+    }
+    const witness = rv.runs[otherFeed(feed)]?.sender ?? null;
+    const host = hostOf(witness ?? this.followed[feed].sender ?? this.followed[otherFeed(feed)].sender ?? '');
+    const score = (s: string) => (s === witness ? 2 : host !== '' && hostOf(s) === host ? 1 : 0);
+    const quiet = feed === 'market_data' && now - old.lastAt > this.settings.windowMs / 5;
+    const ts = tsOf(msg);
+    const run: Run = { sender, from: msg.seq, last: msg.seq, msgs: [msg], count: 1, dropped: 0, firstAt: now, lastAt: now, firstTs: ts, lastTs: ts };
+    if (score(sender) > score(old.sender) || (score(sender) === score(old.sender) && quiet)) {
+      delete rv.runs[feed];
+      if (feed === 'clearing') this.listener.released?.(rv, old, false);
+      this.addRun(rv, feed, msg, sender, now);
+      this.holdRival(feed, old, rv, now, out);
+      return this.evaluate(rv, now, out);
+    }
+    this.holdRival(feed, run, rv, now, out);
+  }
+
+  /** A run that lost a restart verdict's place to `against`'s run of its feed, held on its own. */
+  private holdRival(feed: FeedName, run: Run, against: Verdict, now: number, out: Decision[]): void {
+    const old = this.jumps[feed];
+    if (old) this.drop(old, `another held run on ${feed} from seq ${run.from}`, out);
+    const v = (this.jumps[feed] = this.newVerdict('jump', feed, now, false));
+    v.impostor = v.rival = true;
+    v.runs[feed] = run;
+    if (feed === 'clearing') for (const m of run.msgs) this.listener.held?.(v, run, m as ClearingMessage);
+    const kept = against.runs[feed]!;
+    v.operatorOnly = v.pinned = `${run.sender} sent another ${feed} run from seq ${run.from} while the possible restart ${against.id} holds one from ${kept.sender} (from seq ${kept.from}), the run kept as the new exchange process's: a restart sends each feed from one socket`;
+    this.evaluate(v, now, out, true);
   }
 
   /** Re-checks pending verdicts (time passes between messages). */
@@ -511,7 +557,7 @@ export class SessionJudge {
       v.impostor = true;
       const f = this.followed[feed];
       const other = this.followed[otherFeed(feed)];
-      v.operatorOnly =
+      v.operatorOnly = v.pinned =
         f.last !== null && msg.seq <= f.last
           ? `${sender} sent seq ${msg.seq}, never heard from the session's sender ${f.sender ?? '(none heard since this start)'} and at or below its last seq ${f.last}: the exchange sends a session from one socket`
           : feed === 'clearing' && this.notSavedSender(sender)
@@ -519,7 +565,7 @@ export class SessionJudge {
             : f.sender === null
             ? `${sender} is the first sender on ${feed} since this start, but the session's ${feed === 'clearing' ? 'market data is' : 'clearing feed is'} heard from ${other.sender}: one exchange process sends both`
             : `${sender} continues the seq of the session heard from ${f.sender}: the exchange sends a session from one socket`;
-    } else if (feed === 'clearing') v.operatorOnly = 'a far jump on the clearing feed (no heartbeats there to show the run lives on its own)';
+    } else if (feed === 'clearing') v.operatorOnly = v.pinned = 'a far jump on the clearing feed (no heartbeats there to show the run lives on its own)';
     this.evaluate(v, now, out, true, bound ?? undefined);
   }
 
@@ -530,7 +576,7 @@ export class SessionJudge {
     const mdF = this.followed.market_data;
     const cl = v.runs.clearing;
     const clF = this.followed.clearing;
-    let operatorOnly = v.operatorOnly;
+    let operatorOnly = v.pinned;
     let waiting = '';
     const mdSustained = (run: Run): string => {
       const lasted = run.lastAt - run.firstAt;
