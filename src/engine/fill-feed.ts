@@ -17,6 +17,8 @@ export interface FillFeedStats {
   sessionResets: number;
   /** Fills stored under an earlier exchange session's msg id after a later session's marker: not applied. */
   stale: number;
+  /** Fills of an exchange session and seq already applied, stored again (after JetStream's duplicate window): not applied. */
+  duplicates: number;
 }
 
 export type FillChange =
@@ -31,7 +33,7 @@ const ALL = () => true;
 /** The session whose stale fills were last logged (the first of each is). */
 let lastStaleLogged = -1;
 
-export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0, stale: 0 });
+export const emptyFillStats = (): FillFeedStats => ({ applied: 0, unknownAccount: 0, invalid: 0, sessionResets: 0, stale: 0, duplicates: 0 });
 
 /**
  * Applies one message of the fill stream: a fill, or an exchange session
@@ -48,7 +50,10 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
   }
   if (m.subject === SESSION_SUBJECT) {
     const marker = payload as SessionMarker;
-    if (Number.isSafeInteger(marker?.session) && marker.session > state.exchangeSession) state.exchangeSession = marker.session;
+    if (Number.isSafeInteger(marker?.session) && marker.session > state.exchangeSession) {
+      state.exchangeSession = marker.session;
+      state.fillsSeen.forgetBefore(marker.session);
+    }
     if (marker?.reset === true) {
       const changed = applySessionReset(state, m.seq);
       stats.sessionResets++;
@@ -67,7 +72,8 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
     return [];
   }
   const fill = payload as Fill;
-  const session = fillSessionOfMsgId(m.headers?.get('Nats-Msg-Id') ?? '');
+  const msgId = m.headers?.get('Nats-Msg-Id') ?? '';
+  const session = fillSessionOfMsgId(msgId);
   if (session !== null && session < state.exchangeSession) {
     // Stored after the marker of a later session by a bridge still following the old one: the new session's copy counts.
     state.fillSeq = m.seq;
@@ -78,6 +84,19 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
       log.warn({ streamSeq: m.seq, session, current: state.exchangeSession }, 'fills of an earlier exchange session stored after a later one began are not applied (counted as stale)');
     }
     return [];
+  }
+  // A bridge's fill (its msg id names the session and this seq): a second one of that session and seq is a copy stored
+  // after JetStream's duplicate window. Fills without such an id (tools, tests) are not the bridges' and are not kept.
+  if (session !== null && msgId.endsWith(`-${fill.seq}`)) {
+    if (state.fillsSeen.has(session, fill.seq)) {
+      state.fillSeq = m.seq;
+      stats.duplicates++;
+      if (stats.duplicates === 1 || stats.duplicates % 1000 === 0) {
+        log.warn({ streamSeq: m.seq, session, seq: fill.seq, duplicates: stats.duplicates }, 'a fill of an exchange session and seq already applied, stored again: not applied (counted as duplicate)');
+      }
+      return [];
+    }
+    state.fillsSeen.add(session, fill.seq);
   }
   if (!owns(fill.client_id)) {
     // Another engine shard's account (proto/shards.ts): every shard reads every fill and takes its own.

@@ -2,6 +2,7 @@ import { Packr } from 'msgpackr';
 import type { ClaimedFills, Delta } from '../../proto/journal.js';
 import { addPosition, emptyState, newAccount, positionList, unclaimedFills, type Account, type AccountCapture, type AuditEvent, type EngineState } from './state.js';
 import type { Instruments } from '../config/baskets.js';
+import { FillsSeen, type FillsSeenImage } from './fills-seen.js';
 import { History, type HistoryImage } from './history.js';
 
 /**
@@ -67,6 +68,8 @@ export interface EngineSnapshot {
   exchangeSession?: number;
   /** EngineState.unclaimed by client_id (absent in older snapshots: an engine start replays instead, restoreSnapshot `complete`). */
   unclaimed?: [number, ClaimedFills][];
+  /** EngineState.fillsSeen (absent in older snapshots: an engine start replays instead, restoreSnapshot `complete`). */
+  fillsSeen?: FillsSeenImage;
 }
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
@@ -128,6 +131,7 @@ export class SnapshotCapture implements AccountCapture {
       exchangeSession: state.exchangeSession,
       // Copied now: fills for these ids go on arriving while the accounts are imaged.
       unclaimed: [...state.unclaimed.keys()].map((id) => [id, unclaimedFills(state, id)!]),
+      fillsSeen: state.fillsSeen.toImage(),
     };
   }
 
@@ -193,6 +197,9 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, op
   if (opts.complete && snap.unclaimed === undefined) {
     throw new SnapshotUnusable('it was taken before fills for client_ids without an account were kept: the journal and the fill stream are replayed to find them');
   }
+  if (opts.complete && snap.fillsSeen === undefined) {
+    throw new SnapshotUnusable("it was taken before the exchange seqs of applied fills were kept: the journal and the fill stream are replayed to find them");
+  }
   if (snap.v >= 6 && slices.length !== snap.slices) throw new SnapshotUnusable(`it says ${snap.slices} slices of accounts and holds ${slices.length}`);
   const accounts = snap.v >= 6 ? slices.flat() : (snap.accounts ?? []);
   const state = emptyState(instruments);
@@ -206,6 +213,7 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, op
   for (const [etf, versions] of state.baskets) for (const v of versions) state.catalog.add(etf, v.version, v.from, v.components);
   state.configBaskets = snap.configBaskets ?? [];
   state.exchangeSession = snap.exchangeSession ?? 0;
+  if (snap.fillsSeen) state.fillsSeen = FillsSeen.fromImage(snap.fillsSeen);
   for (const [id, u] of snap.unclaimed ?? []) state.unclaimed.set(id, { pos: new Map(u.positions), cash: u.cash, fills: u.fills });
   for (const c of state.configBaskets) state.catalog.addConfig(c.baskets, c.from);
   for (const img of accounts) {

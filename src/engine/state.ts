@@ -3,6 +3,7 @@ import type { ConversionRules } from '../../proto/rules.js';
 import type { Instruments } from '../config/baskets.js';
 import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
 import { History, type AuditEvent } from './history.js';
+import { FillsSeen } from './fills-seen.js';
 import type { FlatPositions, RosterRefusal } from '../../proto/engine.js';
 
 export { HISTORY_LIMIT, type AuditEvent } from './history.js';
@@ -68,6 +69,8 @@ export interface EngineState {
    * following the old session while the bridge began the new one. Applied, it would count twice.
    */
   exchangeSession: number;
+  /** The exchange seqs of the fills applied, per session of their msg ids: a copy stored later is skipped (fills-seen.ts). */
+  fillsSeen: FillsSeen;
   /**
    * Fills for client_ids no account has, since the last reset (at most
    * MAX_UNCLAIMED ids): a roster account added later that names one of these
@@ -121,7 +124,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, unclaimed: new Map(), rosterRefused: [] };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, fillsSeen: new FillsSeen(), unclaimed: new Map(), rosterRefused: [] };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */
