@@ -369,11 +369,12 @@ export interface ResultByOp {
 }
 
 /** The reply to command `C`. */
-export type ReplyTo<C extends EngineCommand> = { id: number; ok: true; result: ResultByOp[C['op']] } | { id: number; ok: false; error: EngineRefusal };
+export type ReplyTo<C extends EngineCommand> = { id: number; ok: true; result: ResultByOp[C['op']] } | { id: number; ok: false; error: EngineRefusal; replayed?: string };
 
+/** `replayed`: a retry refused again as its key's first request was (that request's engine id). */
 export type EngineReply =
   | { id: number; ok: true; result: EngineResult }
-  | { id: number; ok: false; error: EngineRefusal };
+  | { id: number; ok: false; error: EngineRefusal; replayed?: string };
 
 export interface ReplyBatch {
   v: number;

@@ -71,6 +71,19 @@ describe('a 503 names its request', () => {
     expect((await http.holdings(...t1)).body.holdings.UNDY).toBe(2);
   });
 
+  it('says nothing was done when the sign-in itself could not be checked', async () => {
+    // team2 never signed in here: its password needs the engine, paused past the gateway's timeout.
+    engine.kill('SIGSTOP');
+    const r = await http.send('POST', '/create', { basic: ['team2', 'team2pass'], form: { etf_name: 'UNDY', amount: 1 }, headers: { 'idempotency-key': 'cold-1' } });
+    engine.kill('SIGCONT');
+    expect(r.status).toBe(503);
+    expect(r.body.error.code).toBe('engine_unavailable');
+    // Before: the conversion's "may or may not have happened", though it never left the gateway.
+    expect(r.body.error.message).toMatch(/sign-in check.*nothing was done/);
+    await until(async () => ((await http.holdings('team2', 'team2pass')).status === 200 ? true : undefined), 'team2 to sign in once the engine is back');
+    expect((await http.send('GET', '/requests/cold-1', { basic: ['team2', 'team2pass'] })).status).toBe(404);
+  });
+
   it('keeps the client-given key in the 503', async () => {
     engine.kill('SIGSTOP');
     const r = await http.send('POST', '/redeem', { basic: t1, form: { etf_name: 'UNDY', amount: 1 }, headers: { 'idempotency-key': 'mine-7' } });

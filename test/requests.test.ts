@@ -49,7 +49,11 @@ describe('idempotent requests', () => {
     expect(a.status).toBe(400);
     const b = await http.send('POST', '/redeem', { basic: t1, json: { amount: 50, request_id: 'too-big' } });
     expect(b.status).toBe(400);
-    expect(b.body).toEqual(a.body);
+    // The refusal of then, said to be one (what it says may no longer hold), naming the request it replays.
+    const first = await http.send('GET', '/requests/too-big', { basic: t1 });
+    expect(first.body).toMatchObject({ status: 'rejected', client_request_id: 'too-big' });
+    expect(a.body.error.replayed).toBeUndefined();
+    expect(b.body).toEqual({ error: { ...a.body.error, replayed: true, request_id: first.body.request_id } });
     const bad = await http.send('POST', '/create', { basic: t1, json: { amount: 1, request_id: 'has space' } });
     expect(bad.status).toBe(400);
     expect(bad.body.error.field).toBe('request_id');

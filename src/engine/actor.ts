@@ -169,7 +169,12 @@ export class EngineActor {
       const decision = admin && !ENGINE_ADMIN_OPS.has((cmd as { op?: string })?.op ?? '') ? ADMIN_REFUSAL : this.decide(cmd, now);
       const group = this.apply(decision.events);
       // Read once its events are applied: the core builds a conversion's answer only when asked, from the state after it.
-      const reply: EngineReply = decision.kind === 'rejected' ? { id, ok: false, error: decision.error } : { id, ok: true, result: decision.result };
+      const reply: EngineReply =
+        decision.kind === 'rejected'
+          ? decision.replayOf === undefined
+            ? { id, ok: false, error: decision.error }
+            : { id, ok: false, error: decision.error, replayed: requestIdString(decision.replayOf) }
+          : { id, ok: true, result: decision.result };
       const list = group.replies.get(msg.reply);
       if (list) list.push(reply);
       else group.replies.set(msg.reply, [reply]);

@@ -64,6 +64,8 @@ export interface Rejected {
   readonly error: EngineRefusal;
   readonly events: JournalEvent[];
   readonly result?: undefined;
+  /** A retry's answer: the engine request id of the refusal stored under its key (the answer says it is a replay). */
+  readonly replayOf?: number;
 }
 export interface Read<R extends EngineResult = EngineResult> {
   readonly kind: 'read';
@@ -239,7 +241,8 @@ function rulesView(halts: EngineState['halts'], set: EngineState['rules'], cfg: 
 
 /** A retry's answer, rebuilt from the stored decision: the same fields as the first answer, the holdings' seq and cash as they are now. */
 function replayedOutcome(ev: AuditEvent, acc: Account, state: EngineState): Decision<ConversionAnswer> {
-  if (ev.t === 'rejected') return refuse(ev.error);
+  // Said to be a replay, as an accepted one is: a refusal of then (insufficient holdings, a halt) may no longer hold now.
+  if (ev.t === 'rejected') return { kind: 'rejected', error: ev.error, events: [], replayOf: ev.requestId };
   if (ev.t !== 'conversion') throw new Error('not a conversion');
   const result: ConversionAnswer = {
     request_id: requestIdString(ev.requestId),

@@ -3,7 +3,6 @@ import bcrypt from 'bcrypt';
 import type { Config } from '../config/config.js';
 import { credentialsKeyFile, loadCredentialsKey, type CredentialsKey } from '../shared/credentials-key.js';
 import type { EngineClient } from '../shared/engine-client.js';
-import { refusalMessage } from '../../proto/messages.js';
 import { PASSWORD_MAX_BYTES } from '../../proto/http.js';
 import type { Refusal } from './throttle.js';
 
@@ -24,6 +23,8 @@ export interface AuthOptions {
 /** The Authenticator's options from the config: its cache time and the system's credentials key. */
 export const authOptions = (cfg: Config): AuthOptions => ({ cacheMs: cfg.credentialsCacheMs ?? CREDENTIALS_TTL_MS, key: loadCredentialsKey(credentialsKeyFile(cfg)) });
 
+/** The sign-in could not be checked: the request went no further, whatever it asked (not the conversion's "may have happened"). */
+const SIGN_IN_UNAVAILABLE = 'the engine did not answer the sign-in check (restarting or busy): nothing was done; retry shortly';
 const KEY_MISMATCH = "a stored password hash does not open with this gateway's credentials key: every gateway and engine must read the same CREDENTIALS_KEY_FILE";
 
 interface Entry {
@@ -157,7 +158,7 @@ export class Authenticator {
     const epoch = this.epoch;
     const reply = await this.engine.call({ op: 'credentials', username });
     if (!reply.ok) {
-      if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: refusalMessage(reply.error) };
+      if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: SIGN_IN_UNAVAILABLE };
       this.cache.delete(username);
       return null;
     }
@@ -201,7 +202,7 @@ export class Authenticator {
       const reply = await this.engine.call({ op: 'credentials', username });
       if (!reply.ok) {
         this.cache.delete(username);
-        if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: refusalMessage(reply.error) };
+        if (reply.error.code === 'engine_unavailable') return { ok: false, unavailable: SIGN_IN_UNAVAILABLE };
         await this.compare(password, this.dummyHash);
         return { ok: false };
       }

@@ -119,6 +119,8 @@ function invalid(ex: HttpCall, error: z.ZodError): void {
 /** The engine's refusal as an HTTP error, worded here (proto/messages.ts). */
 export function engineError(ex: HttpCall, reply: EngineReply & { ok: false }, tickerOf: TickerOf): void {
   const { code, message, ...extra } = refusalWords(reply.error, tickerOf);
+  // A retry refused as its key's first request was: which request, and that nothing was decided now.
+  if (reply.replayed !== undefined) Object.assign(extra, { replayed: true, request_id: reply.replayed });
   ex.error(code, message, extra);
 }
 
