@@ -250,6 +250,28 @@ describe('SessionVerdict: the bridge acting on the verdict, without sockets', ()
     expect(b.problems.list()).toEqual([]);
   });
 
+  it('an exchange restart whose held fill 7 of 1..20 was lost on the way: the 19 held fills are kept and applied after the marker, and the lost one reported as a gap', () => {
+    const b = bridgeCore(true);
+    let t = 1_000_000;
+    for (let i = 0; i < 5; i++) b.verdict.observeMarketData([hb(100 + i, 1000 + i / 2)], EXCHANGE, (t += 500));
+    b.verdict.observeClearing(fill(50), EXCHANGE_CLEARING, t);
+    b.verdict.observeMarketData([hb(0, 1003)], RESTARTED, (t += 500));
+    const started = t;
+    for (let seq = 1; seq <= 20; seq++) if (seq !== 7) b.verdict.observeClearing(fill(seq, 2, 1), RESTARTED_CLEARING, started + seq);
+    const id = b.problems.list()[0]!.id;
+    expect(b.problems.list().map((p) => p.id)).toEqual([id]);
+    b.verdict.tick(started + 21);
+    expect(b.problems.list()[0]!.detail).toContain('19 message(s) from 10.0.0.1:6001, 1 seq(s) between them never heard');
+    expect(b.kept).toHaveLength(19);
+    expect(b.alerts.map((a) => a.kind)).toEqual(['late_join', 'verdict_pending']);
+    for (let seq = 1; b.problems.list().length > 0 && seq < 40; seq++) b.verdict.observeMarketData([hb(seq, 1003 + seq / 2)], RESTARTED, started + seq * 500);
+    expect(b.problems.list()).toEqual([]);
+    expect(b.published.slice(1).map((x) => ('barrier' in x ? x.barrier : x.fill.seq))).toEqual(['applying 1 restart', 'exchange restart', ...[1, 2, 3, 4, 5, 6], ...Array.from({ length: 13 }, (_, i) => i + 8), 'release 1']);
+    expect(b.alerts.filter((a) => a.kind === 'gap')).toEqual([expect.objectContaining({ feed: 'clearing', expected: 7, received: 8, detail: expect.stringContaining('fills lost for good') })]);
+    expect(b.clearing.counters).toMatchObject({ gaps: 1, missed_messages: 1 });
+    expect(b.alerts.map((a) => a.kind)).not.toContain('stray');
+  });
+
   it('a forged restart: rejected on the old session\'s next word, a standing problem, nothing reset or published', () => {
     const b = bridgeCore();
     let t = 1_000_000;
@@ -523,5 +545,92 @@ describe('a real exchange restart with a forged datagram in its window', () => {
     const decided = untilDecided(judge, started, 6);
     expect(kinds(decided)).toEqual(['accepted']);
     expect((decided[0] as Extract<Decision, { kind: 'accepted' }>).md.length).toBe(at);
+  });
+});
+
+describe('a datagram lost inside a held run (UDP: the same sender\'s next seq is last + 2)', () => {
+  /** The old session running (market data 100..104, clearing 50), then the restarted exchange's market data from seq 0. */
+  function restarted(oldClearing = 50) {
+    const released: string[] = [];
+    const judge = new SessionJudge(SETTINGS, {}, { released: (v, run) => void released.push(`${v.id} ${run.sender} ${run.from}`) });
+    let now = 1_000_000;
+    for (let i = 0; i < 5; i++) judge.observe('market_data', hb(100 + i, 1000 + i / 2), EXCHANGE, (now += 500));
+    judge.observe('clearing', fill(oldClearing), EXCHANGE_CLEARING, now);
+    const started = now + 500;
+    expect(kinds(judge.observe('market_data', hb(0, 1003), RESTARTED, started))).toEqual(['opened']);
+    return { judge, started, released };
+  }
+  /** The new session's market data, `lost` seqs never arriving, until a decision; the decisions and the last seq sent. */
+  function untilDecided(judge: SessionJudge, started: number, lost: number[] = []): { ds: Decision[]; seq: number } {
+    for (let seq = 1; seq < 40; seq++) {
+      if (lost.includes(seq)) continue;
+      const ds = judge.observe('market_data', hb(seq, 1003 + seq / 2), RESTARTED, started + seq * 500);
+      if (ds.length > 0) return { ds, seq };
+    }
+    return { ds: [], seq: 40 };
+  }
+  const accepted = (ds: Decision[]) => ds[0] as Extract<Decision, { kind: 'accepted' }>;
+  const upTo = (n: number, lost: number[] = []) => Array.from({ length: n }, (_, i) => i + 1).filter((s) => !lost.includes(s));
+
+  // The old session's last seq within the reorder window of the new one's, and far above it.
+  for (const oldClearing of [50, 5000]) it(`clearing fills 1..20 of a restart held, seq 7 lost (the old session at ${oldClearing}): the run goes on past the gap, nothing released; accepted on evidence with the 19 fills`, () => {
+    const { judge, started, released } = restarted(oldClearing);
+    for (const seq of upTo(20, [7])) expect(judge.observe('clearing', fill(seq, 2, seq), RESTARTED_CLEARING, started + seq)).toEqual([]);
+    expect(judge.verdicts()).toHaveLength(1);
+    expect(judge.held('clearing')).toBe(19);
+    const { ds } = untilDecided(judge, started);
+    expect(kinds(ds)).toEqual(['accepted']);
+    expect(accepted(ds).by).toBe('evidence');
+    expect(accepted(ds).clearing.map((m) => m.seq)).toEqual(upTo(20, [7]));
+    expect(released).toEqual([]);
+    // Lost for good as far as the judge knows; the new session goes on from its run.
+    expect(kinds(judge.observe('clearing', fill(21, 2), RESTARTED_CLEARING, started + 20_000))).toEqual(['pass']);
+  });
+
+  it('the lost seq arriving late from the run\'s socket takes its place in the held run, once', () => {
+    const { judge, started } = restarted();
+    for (const seq of upTo(10, [7])) judge.observe('clearing', fill(seq, 2, seq), RESTARTED_CLEARING, started + seq);
+    expect(judge.observe('clearing', fill(7, 2, 7), RESTARTED_CLEARING, started + 11)).toEqual([]);
+    expect(judge.observe('clearing', fill(7, 2, 7), RESTARTED_CLEARING, started + 12)).toEqual([]);
+    expect(judge.held('clearing')).toBe(10);
+    const { ds } = untilDecided(judge, started);
+    expect(accepted(ds).clearing.map((m) => m.seq)).toEqual(upTo(10));
+  });
+
+  it('market data of a restart with seqs lost: its run goes on and the evidence holds (the messages heard count), accepted when the same run without the loss is', () => {
+    const plain = restarted();
+    plain.judge.observe('clearing', fill(1), RESTARTED_CLEARING, plain.started + 1);
+    const expected = untilDecided(plain.judge, plain.started);
+    expect(kinds(expected.ds)).toEqual(['accepted']);
+    const { judge, started } = restarted();
+    judge.observe('clearing', fill(1), RESTARTED_CLEARING, started + 1);
+    const { ds, seq } = untilDecided(judge, started, [3, 4]);
+    expect(kinds(ds)).toEqual(['accepted']);
+    expect(seq).toBe(expected.seq);
+    expect(accepted(ds).md.map((m) => m.seq)).toEqual([0, ...upTo(seq, [3, 4])]);
+    expect(accepted(ds).clearing.map((m) => m.seq)).toEqual([1]);
+  });
+
+  it('a jump far beyond any believable gap inside a held run is no continuation of it: held apart as before, the held run kept and going on', () => {
+    const { judge, started, released } = restarted();
+    for (const seq of upTo(6)) judge.observe('clearing', fill(seq, 2, seq), RESTARTED_CLEARING, started + seq);
+    const far = judge.observe('clearing', fill(5_000_006, 2), RESTARTED_CLEARING, started + 7);
+    expect(kinds(far)).toEqual(['opened']);
+    expect((far[0] as Extract<Decision, { kind: 'opened' }>).verdict.kind).toBe('jump');
+    expect(judge.observe('clearing', fill(7, 2, 7), RESTARTED_CLEARING, started + 8)).toEqual([]);
+    expect(kinds(judge.observe('market_data', hb(2_000_000, 1003.5), RESTARTED, started + 500))).toEqual(['opened']);
+    expect(released).toEqual([]);
+    const { ds } = untilDecided(judge, started, [1]);
+    expect(kinds(ds)).toEqual(['accepted']);
+    expect(accepted(ds).clearing.map((m) => m.seq)).toEqual(upTo(7));
+  });
+
+  it('a restart claimed from the old session\'s own socket: the old session going on (within a believable gap of the held run) still disproves it', () => {
+    const { judge, now } = running();
+    // Timestamps just above the old session's, as a forger spoofing the exchange's address would send them.
+    const at = (seq: number, ms: bigint): MdMessage => ({ type: 'heartbeat', seq, timestamp: 1002n * S + ms * 1_000_000n });
+    for (const seq of [0, 1, 2]) judge.observe('market_data', at(seq, 100n + BigInt(seq) * 100n), EXCHANGE, now + 100 + seq * 100);
+    expect(judge.verdicts().map((v) => v.kind)).toEqual(['restart']);
+    expect(kinds(judge.observe('market_data', hb(105, 1003), EXCHANGE, now + 500))).toEqual(['rejected', 'pass']);
   });
 });

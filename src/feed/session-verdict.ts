@@ -304,7 +304,7 @@ const describeMsg = (m: AnyMsg): string => JSON.stringify(m, (_k, v) => (typeof 
 function describeVerdict(v: Verdict): string {
   const runs = (['market_data', 'clearing'] as const)
     .filter((f) => v.runs[f])
-    .map((f) => `${f} from seq ${v.runs[f]!.from} (${v.runs[f]!.count} message(s) from ${v.runs[f]!.sender}, held)`)
+    .map((f) => `${f} from seq ${v.runs[f]!.from} (${v.runs[f]!.count} message(s) from ${v.runs[f]!.sender}${v.runs[f]!.missed > 0 ? `, ${v.runs[f]!.missed} seq(s) between them never heard` : ''}, held)`)
     .join(', ');
   const what = v.rival ? `another sender's ${v.feed} run beside a possible exchange restart's` : v.impostor ? `another sender continuing ${v.feed}'s seq` : v.kind === 'jump' ? `far seq jump on ${v.feed}` : v.downtime ? 'possible exchange restart while no bridge listened' : 'possible exchange restart';
   const choice = v.downtime ? ' (confirm: a new exchange session, positions reset under the restart policy; reject: the old session\'s fills after a gap)' : '';

@@ -9,8 +9,9 @@ import type { HeldVerdict } from '../../proto/feed.js';
  * send to the multicast groups can send any seq_num. What a forger cannot do
  * is silence the real exchange. So a new exchange session (seq back to the
  * start) is believed only when
- *   - market data shows a new in-order run from one sender, sustained for
- *     `windowMs` of wall-clock time with at least `minMessages` messages and
+ *   - market data shows a new in-order run from one sender (datagrams lost
+ *     within a believable gap and all), sustained for
+ *     `windowMs` of wall-clock time with at least `minMessages` messages heard and
  *     exchange timestamps that rise with it and never go below the old
  *     session's (CLOCK_MONOTONIC_RAW does not go back on the exchange host);
  *   - the clearing feed shows a new run too (its first message of the new
@@ -39,7 +40,7 @@ export type AnyMsg = ClearingMessage | MdMessage;
 export interface JudgeSettings {
   /** Wall-clock ms a new market-data run must last, the old session silent, before a restart is believed. */
   windowMs: number;
-  /** In-order messages that run must hold (NDFEX heartbeats every 500 ms: 5 s gives at least 10; 8 leaves room for loss). */
+  /** Messages heard in that run, in order (NDFEX heartbeats every 500 ms: 5 s gives at least 10; 8 leaves room for loss). */
   minMessages: number;
 }
 
@@ -92,6 +93,8 @@ export interface Run {
   /** Messages of the run heard (held ones and any dropped past HOLD_MAX). */
   count: number;
   dropped: number;
+  /** Seqs the run skipped (datagrams lost on the way, unless one comes late): its feed reports them as a gap once applied. */
+  missed: number;
   firstAt: number;
   lastAt: number;
   firstTs: bigint;
@@ -235,7 +238,7 @@ export class SessionJudge {
   restore(r: RestoredRun, now: number): Verdict {
     const first = r.msgs[0]!;
     const last = r.msgs[r.msgs.length - 1]!;
-    const run: Run = { sender: r.sender, from: first.seq, last: last.seq, msgs: [...r.msgs], count: r.msgs.length, dropped: 0, firstAt: now, lastAt: now, firstTs: 0n, lastTs: 0n };
+    const run: Run = { sender: r.sender, from: first.seq, last: last.seq, msgs: [...r.msgs], count: r.msgs.length, dropped: 0, missed: last.seq - first.seq + 1 - r.msgs.length, firstAt: now, lastAt: now, firstTs: 0n, lastTs: 0n };
     const v: Verdict = {
       id: r.verdict.id,
       kind: r.verdict.kind,
@@ -320,9 +323,15 @@ export class SessionJudge {
     return out;
   }
 
-  /** A held run going on (same sender, next seq, time not going back), or a message of it sent again: true when it was one. */
+  /**
+   * A held run going on (same sender, next seq or a believable gap past it, time not going back), or a message of it
+   * sent again or late: true when it was one. A run is held for seconds (a restart's window) and UDP loses datagrams:
+   * were a gap not a continuation, the run's next message would start another run in its place and its held fills
+   * would be lost for good. A jump beyond what the exchange could have sent meanwhile, or going back, is not one.
+   */
   private heldRunGoesOn(feed: FeedName, msg: AnyMsg, sender: string, now: number, out: Decision[]): boolean {
     const seq = msg.seq;
+    const runs: Array<[Verdict, Run]> = [];
     for (const v of this.verdicts()) {
       const run = v.runs[feed];
       if (!run || run.sender !== sender) continue;
@@ -331,9 +340,37 @@ export class SessionJudge {
         if (v.status === 'pending') this.evaluate(v, now, out);
         return true;
       }
-      if (seq >= run.from && seq <= run.last) return true;
+      if (seq >= run.from && seq <= run.last) {
+        this.late(v, feed, run, msg);
+        return true;
+      }
+      runs.push([v, run]);
     }
-    return false;
+    // What continues the followed run believably is the followed run's: the old session going on must still disprove a
+    // restart claimed from its own socket (a spoofer's, or the exchange's new process on the same port).
+    const f = this.followed[feed];
+    if (f.sender === sender && f.last !== null && seq > f.last && seq - f.last <= believableJump(feed, now - f.heardAt)) return false;
+    const [v, run] = runs
+      .filter(([, r]) => seq > r.last && seq - r.last <= believableJump(feed, now - r.lastAt) && tsOf(msg) >= r.lastTs)
+      .sort(([, a], [, b]) => b.last - a.last)[0] ?? [];
+    if (!v || !run) return false;
+    run.missed += seq - run.last - 1;
+    this.append(v, feed, run, msg, now);
+    if (v.status === 'pending') this.evaluate(v, now, out);
+    return true;
+  }
+
+  /** A seq inside a held run: a copy of one held (dropped), or one skipped arriving late, kept in its place once. */
+  private late(v: Verdict, feed: FeedName, run: Run, msg: AnyMsg): void {
+    if (run.missed === 0 || msg.seq === run.from) return;
+    let i = run.msgs.length;
+    while (i > 0 && run.msgs[i - 1]!.seq > msg.seq) i--;
+    // Already held, or older than what a flood of market data left held.
+    if (i === 0 || run.msgs[i - 1]!.seq === msg.seq) return;
+    run.msgs.splice(i, 0, msg);
+    run.missed--;
+    run.count++;
+    if (feed === 'clearing') this.listener.held?.(v, run, msg as ClearingMessage);
   }
 
   /** A seq past the followed run's last: the run going on, unless the jump is too far, the sender another, or the session may be new. */
@@ -458,7 +495,7 @@ export class SessionJudge {
     const score = (s: string) => (s === witness ? 2 : host !== '' && hostOf(s) === host ? 1 : 0);
     const quiet = feed === 'market_data' && now - old.lastAt > this.settings.windowMs / 5;
     const ts = tsOf(msg);
-    const run: Run = { sender, from: msg.seq, last: msg.seq, msgs: [msg], count: 1, dropped: 0, firstAt: now, lastAt: now, firstTs: ts, lastTs: ts };
+    const run: Run = { sender, from: msg.seq, last: msg.seq, msgs: [msg], count: 1, dropped: 0, missed: 0, firstAt: now, lastAt: now, firstTs: ts, lastTs: ts };
     if (score(sender) > score(old.sender) || (score(sender) === score(old.sender) && quiet)) {
       delete rv.runs[feed];
       if (feed === 'clearing') this.listener.released?.(rv, old, false);
@@ -509,7 +546,7 @@ export class SessionJudge {
 
   private addRun(v: Verdict, feed: FeedName, msg: AnyMsg, sender: string, now: number): void {
     const ts = tsOf(msg);
-    const run: Run = { sender, from: msg.seq, last: msg.seq, msgs: [msg], count: 1, dropped: 0, firstAt: now, lastAt: now, firstTs: ts, lastTs: ts };
+    const run: Run = { sender, from: msg.seq, last: msg.seq, msgs: [msg], count: 1, dropped: 0, missed: 0, firstAt: now, lastAt: now, firstTs: ts, lastTs: ts };
     const replaced = v.runs[feed];
     if (replaced && feed === 'clearing') this.listener.released?.(v, replaced, false);
     v.runs[feed] = run;
