@@ -185,6 +185,29 @@ describe('a real exchange restart with one forged fill at seq 1 while its fills 
   }
 });
 
+describe('a real exchange restart with one of its held fills lost on the way', () => {
+  it('fill 7 of 1..20 never arrives while the new session\'s fills are held: the other 19 are applied once on evidence, after one marker, and the lost one is a gap alert', async () => {
+    const { x, b } = await running();
+    await x.restart({ paused: true });
+    await x.heartbeat(); // the new session's market data: seq 0
+    await x.fills(Array.from({ length: 6 }, () => [1, 5, 1] as [number, number, number]));
+    x.skip(1);
+    await x.fills(Array.from({ length: 13 }, () => [1, 5, 1] as [number, number, number]));
+    await until(() => b.stats().status.clearing.held === 19, 'the new session\'s 19 fills held');
+    x.resume();
+    await until(() => system.engine.fills.applied >= 21, 'the new session\'s 19 fills applied');
+    expect(await markers()).toHaveLength(1);
+    expect(await holdings('team1')).toEqual({ FISH: 19 });
+    const lost = (seq: number) => seq !== 7;
+    expect((await fillStream(nc)).filter((m) => m.subject !== SESSION_SUBJECT).map((m) => m.msgId)).toEqual([fillMsgId('1', 1), fillMsgId('1', 2), ...Array.from({ length: 20 }, (_, i) => i + 1).filter(lost).map((seq) => fillMsgId('2', seq))]);
+    expect(await alerts.next((a) => a.kind === 'gap' && a.feed === 'clearing')).toMatchObject({ expected: 7, received: 8, detail: expect.stringContaining('fills lost for good') });
+    await until(() => b.stats().status.clearing.held === 0, 'nothing held');
+    expect(b.stats().status.clearing).toMatchObject({ gaps: 1, missed_messages: 1 });
+    expect(alerts.seen.filter((a) => a.kind === 'stray' || a.kind === 'far_jump')).toEqual([]);
+    expect(alerts.seen.filter((a) => a.kind === 'verdict_pending')).toHaveLength(1);
+  });
+});
+
 describe('far seq jumps', () => {
   it('a forged fill at seq +5,000,000 on the clearing feed is held and flagged, never applied; the real run going on makes it a stray', async () => {
     const { x, b } = await running();
