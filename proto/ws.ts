@@ -17,7 +17,11 @@ import type { RequestOutcome } from './requests.js';
  *  - a first message `{"type":"auth","username":..,"password":..}` within
  *    WS_LIMITS.authTimeoutMs of the connection opening.
  * Anything else gets close code 4001 with the reason. Credentials are checked
- * once per connection; a team only ever sees its own account.
+ * once per connection; a team only ever sees its own account. A sign-in the
+ * login throttle refuses (too many failed logins from the client's host, or
+ * for the username) is not a wrong password: it closes with 4029 and a reason
+ * ending in `retry after <seconds> s` (wsThrottled, retryAfterOfReason), as
+ * HTTP answers 429 with Retry-After.
  *
  * Holdings: after authentication the server sends `welcome`, then a
  * `snapshot` of the account (its positions and `seq`, the account's change
@@ -95,12 +99,33 @@ export const WS_CLOSE = {
   authRequired: { code: 4001, reason: 'authentication required: send {"type":"auth"} first' },
   /** The account's sign-in changed (its roster password, or its line taken out): connect and authenticate again. */
   signInChanged: { code: 4001, reason: 'sign-in changed: authenticate again' },
+  /**
+   * Too many sign-in attempts (the throttle's failure budgets, as HTTP's 429):
+   * the credentials were not checked. Sent as wsThrottled() builds it, with the
+   * scope and the seconds to wait; connect again after them.
+   */
+  throttled: { code: 4029, reason: 'too many sign-in attempts' },
   /** Could not keep up: reconnect and resume. */
   tooSlow: { code: 4008, reason: 'too slow' },
   /** The engine could not be reached to authenticate or snapshot: retry later. */
   unavailable: { code: 1013, reason: 'engine unavailable, try again later' },
   shutdown: { code: 1001, reason: 'server shutting down' },
 } as const;
+
+/**
+ * The throttled sign-in's close: `too many sign-in attempts (<scope>): retry after <seconds> s`,
+ * the words of HTTP's 429 message, so one pattern reads both. The scope is
+ * proto/http.ts ThrottleScope (login_address: the client's host; login_user: the username).
+ */
+export function wsThrottled(scope: string, retryAfterS: number): { code: number; reason: string } {
+  return { code: WS_CLOSE.throttled.code, reason: `${WS_CLOSE.throttled.reason} (${scope}): retry after ${retryAfterS} s` };
+}
+
+/** The seconds a close reason (or a 429 message) says to wait, when it says so. */
+export function retryAfterOfReason(reason: string): number | undefined {
+  const m = /retry after (\d+) s$/.exec(reason);
+  return m ? Number(m[1]) : undefined;
+}
 
 // ---------------------------------------------------------------- client → server
 

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import WebSocket from 'ws';
-import { WS_CLOSE } from '../proto/ws.js';
+import { WS_CLOSE, retryAfterOfReason } from '../proto/ws.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, THROTTLE_DEFAULTS, loadConfig } from '../src/config/config.js';
 import { Throttle, hostKey } from '../src/gateway/throttle.js';
@@ -70,6 +70,29 @@ function expect429(r: Answer, scope: string) {
   expect(r.body.error.retry_after).toBe(retry);
 }
 
+/** A WebSocket sign-in's first answer: a welcome, or the close; by the Basic header of the upgrade or the auth frame. */
+function wsSignIn(address: string, username: string, password: string, how: 'upgrade' | 'frame'): Promise<{ welcome: boolean; code?: number; reason?: string }> {
+  return new Promise((resolve) => {
+    const headers = how === 'upgrade' ? { authorization: `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` } : undefined;
+    const ws = new WebSocket(`${f.sys.url.replace('http', 'ws')}/ws`, { localAddress: address, headers });
+    if (how === 'frame') ws.on('open', () => ws.send(JSON.stringify({ type: 'auth', username, password })));
+    ws.on('message', (data) => {
+      if (JSON.parse(String(data)).type === 'welcome') {
+        ws.close();
+        resolve({ welcome: true });
+      }
+    });
+    ws.on('close', (code, reason) => resolve({ welcome: false, code, reason: String(reason) }));
+  });
+}
+
+/** Closed as the throttle's "retry later" (4029), naming the limit and a wait of whole seconds: never 4001's "wrong password". */
+function expectThrottled(r: { welcome: boolean; code?: number; reason?: string }, scope: string) {
+  expect(r).toMatchObject({ welcome: false, code: WS_CLOSE.throttled.code });
+  expect(r.reason).toMatch(new RegExp(`^too many sign-in attempts \\(${scope}\\): retry after \\d+ s$`));
+  expect(retryAfterOfReason(r.reason!)).toBeGreaterThanOrEqual(1);
+}
+
 beforeAll(async () => {
   await buy(f.nc, 1, undyBasket(10));
 });
@@ -97,23 +120,21 @@ describe('failed logins', () => {
     expect((await holdings('127.0.0.1', 'team3', 'team3pass')).status).toBe(200);
   });
 
-  it('applies the same lockout to WebSocket sign-ins', async () => {
+  it('applies the same lockout to WebSocket sign-ins, as "retry later" (4029 with the wait), not as a wrong password', async () => {
     for (let i = 0; i < 5; i++) expect((await holdings('127.0.0.10', `ws-nobody${i}`, 'bad-guess')).status).toBe(401);
-    // The first frame says whether the sign-in was taken: a welcome, or a close.
-    const signIn = (address: string) =>
-      new Promise<{ welcome: boolean; code?: number }>((resolve) => {
-        const ws = new WebSocket(`${f.sys.url.replace('http', 'ws')}/ws`, { localAddress: address, headers: { authorization: `Basic ${Buffer.from('team3:team3pass').toString('base64')}` } });
-        ws.on('message', (data) => {
-          const m = JSON.parse(String(data));
-          if (m.type === 'welcome') {
-            ws.close();
-            resolve({ welcome: true });
-          }
-        });
-        ws.on('close', (code) => resolve({ welcome: false, code }));
-      });
-    expect(await signIn('127.0.0.10')).toEqual({ welcome: false, code: WS_CLOSE.authFailed.code });
-    expect((await signIn('127.0.0.1')).welcome).toBe(true);
+    for (const how of ['upgrade', 'frame'] as const) expectThrottled(await wsSignIn('127.0.0.10', 'team3', 'team3pass', how), 'login_address');
+    expect((await wsSignIn('127.0.0.1', 'team3', 'team3pass', 'upgrade')).welcome).toBe(true);
+    // A wrong password from a host that is not locked is still 4001.
+    expect(await wsSignIn('127.0.0.12', 'team3', 'not-team3pass', 'frame')).toEqual({ welcome: false, code: WS_CLOSE.authFailed.code, reason: WS_CLOSE.authFailed.reason });
+  });
+
+  it('closes a WebSocket sign-in refused by the username\'s failure budget with 4029, the right password included', async () => {
+    // Registered, never signed in: the gateway does not know the password, so it must be checked (the budget applies).
+    expect((await from('127.0.0.30', 'POST', '/register', { form: { username: 'wsbudget', password: 'wsbudget-pass' } })).status).toBe(200);
+    // Three hosts, one guess each: the username's budget (3) goes, no host's (5).
+    for (const h of ['127.0.0.31', '127.0.0.32', '127.0.0.33']) expect((await holdings(h, 'wsbudget', `guess-${h}`)).status).toBe(401);
+    expectThrottled(await wsSignIn('127.0.0.34', 'wsbudget', 'wsbudget-pass', 'upgrade'), 'login_user');
+    expectThrottled(await wsSignIn('127.0.0.35', 'wsbudget', 'wsbudget-pass', 'frame'), 'login_user');
   });
 
   it('answers known and unknown usernames the same way, each for one bcrypt', async () => {

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { OPERATOR_ROUTES } from '../../proto/operator.js';
 import { conversionRulesSchema } from '../../proto/rules.js';
 import { PAGES, WEB_PREFIX } from './static.js';
+import { WS_CLOSE, wsThrottled } from '../../proto/ws.js';
 import { conversionSchema, credentialsSchema, historySchema, httpErrorSchema, registerSchema, ROUTES, HTTP_STATUS, REQUEST_ID_HEADER } from '../../proto/http.js';
 
 /** zod → JSON Schema (2020-12, what OpenAPI 3.1 uses), as the request arrives (before transforms). */
@@ -100,9 +101,20 @@ const publicPaths = (): Record<string, unknown> => ({
     },
   },
   '/openapi.json': { get: { summary: 'This description', responses: ok('OpenAPI 3.1') } },
-  '/ws': { get: { summary: 'WebSocket holdings stream (upgrade); protocol in docs/ws.md', security: credentials, responses: { '101': { description: 'switching protocols' } } } },
+  '/ws': { get: { summary: 'WebSocket holdings stream (upgrade); protocol in docs/ws.md', description: wsCloses(), security: credentials, responses: { '101': { description: 'switching protocols' } } } },
   '/metrics': { get: { summary: 'Prometheus metrics', responses: { '200': { description: 'Prometheus text format', content: { 'text/plain': { schema: { type: 'string' } } } } } } },
 });
+
+/** The stream's close codes, from proto/ws.ts itself: a client reads here which to retry. */
+function wsCloses(): string {
+  const byCode = new Map<number, string[]>();
+  for (const c of Object.values(WS_CLOSE)) {
+    const reason = c === WS_CLOSE.throttled ? wsThrottled('<scope>', 0).reason.replace(/\d+ s$/, '<seconds> s') : c.reason;
+    byCode.set(c.code, [...(byCode.get(c.code) ?? []), `"${reason}"`]);
+  }
+  const lines = [...byCode].map(([code, reasons]) => `${code}: ${reasons.join(', ')}`);
+  return `Close codes: ${lines.join('; ')}. A 4001 other than "${WS_CLOSE.signInChanged.reason}" is final (wrong credentials); a 4029 is the login throttle (HTTP's 429): connect again after the seconds it gives; after 1001, 1013 or 4008 reconnect and resume.`;
+}
 
 /** The web pages and their static files. */
 const pagePaths = (): Record<string, unknown> => ({

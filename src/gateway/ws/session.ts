@@ -7,6 +7,7 @@ import {
   type ServerMessage,
   type SnapshotReason,
   type WsFormat,
+  wsThrottled,
 } from '../../../proto/ws.js';
 import type { AccountFeed, FeedListener } from './account.js';
 import { errorMessage, parseClientMessage, SharedFrame, type Frame } from './protocol.js';
@@ -117,6 +118,8 @@ export class Session implements FeedListener {
       if (this.phase !== 'verifying') return; // closed meanwhile
       if (!r.ok) {
         this.log.info({ username, unavailable: r.unavailable, throttled: r.throttled }, 'ws authentication refused');
+        // A throttled sign-in had its password unchecked: saying 4001 would make clients give up on a right one.
+        if (r.throttled) return this.close(wsThrottled(r.throttled.scope, r.throttled.retryAfter));
         return this.close(r.unavailable ? WS_CLOSE.unavailable : WS_CLOSE.authFailed);
       }
       this.phase = 'authenticated';
