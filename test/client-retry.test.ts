@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { request } from 'node:http';
 import { EtfApiError, EtfClient } from '../src/client/index.js';
+import { retryAfterOfReason } from '../proto/ws.js';
 import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
 import { buy, quietLog, testConfig, undyBasket, useSystem } from './helpers/system.js';
 
@@ -119,5 +121,84 @@ describe('client library retries', () => {
     expect(answers.map((h) => h.username)).toEqual(['team2', 'team2', 'team2']);
     expect(retried.length).toBeGreaterThanOrEqual(1);
     expect(retried[0]).toMatchObject({ status: 429, retryAfterS: 1 });
+  });
+});
+
+/** A wrong login over HTTP from a chosen loopback address (the client library cannot pick its source address). */
+function wrongLogin(port: number, from: string, username: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const authorization = `Basic ${Buffer.from(`${username}:not-the-password`).toString('base64')}`;
+    const req = request({ host: '127.0.0.1', port, path: '/holdings', headers: { authorization }, localAddress: from, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('the client library stream and the login throttle', () => {
+  let hostLimited: GatewayHandle;
+  let userLimited: GatewayHandle;
+
+  beforeAll(async () => {
+    // Two failed logins lock a host for 3 s (one back every 3 s); every loopback address is one host, as by default.
+    hostLimited = await startGateway(testConfig(sys.dir.path, { throttle: { enabled: true, loginFailuresPerAddress: { burst: 2, perMinute: 20 } } }), sys.nats.url, quietLog);
+    // Two failed logins lock a username for 3 s; each loopback address its own host, so the guesser is not the team's host.
+    userLimited = await startGateway(
+      testConfig(sys.dir.path, { throttle: { enabled: true, loopback: 'each', loginFailuresPerUser: { burst: 2, perMinute: 20 }, loginFailuresPerAddress: { burst: 100, perMinute: 6000 } } }),
+      sys.nats.url,
+      quietLog,
+    );
+  });
+
+  afterAll(async () => {
+    await hostLimited?.close();
+    await userLimited?.close();
+  });
+
+  /** A stream of team1 until it opens or is refused: its statuses, when each came, and its connections. */
+  async function follow(port: number) {
+    const statuses: { s: string; detail?: string; at: number }[] = [];
+    let stream!: ReturnType<EtfClient['stream']>;
+    const settled = new Promise<void>((resolve) => {
+      stream = new EtfClient({ url: `http://127.0.0.1:${port}`, username: 'team1', password: 'team1pass' }).stream({
+        onStatus: (s, detail) => {
+          statuses.push({ s, detail, at: Date.now() });
+          if (s === 'open' || s === 'refused') resolve();
+        },
+      });
+    });
+    try {
+      await settled;
+    } finally {
+      stream.close();
+    }
+    return { statuses, connections: stream.connections };
+  }
+
+  /** Throttled once ('reconnecting' with the 4029 reason), then open after the advised wait: two connections, never 'refused'. */
+  function expectWaitedAndOpened(r: Awaited<ReturnType<typeof follow>>, scope: string) {
+    expect(r.statuses.map((x) => x.s)).toEqual(['reconnecting', 'open']);
+    const detail = r.statuses[0]!.detail!;
+    expect(detail).toMatch(new RegExp(`^too many sign-in attempts \\(${scope}\\): retry after \\d+ s$`));
+    const wait = retryAfterOfReason(detail)!;
+    expect(wait).toBeGreaterThanOrEqual(1);
+    // It waited as told (timers fire no earlier than asked: a little slack for the clock's rounding).
+    expect(r.statuses[1]!.at - r.statuses[0]!.at).toBeGreaterThanOrEqual(wait * 1000 - 20);
+    expect(r.connections).toBe(2);
+  }
+
+  it('a stream whose host is locked by another process\'s failed logins waits the advised seconds and opens with its password', { timeout: 20_000 }, async () => {
+    const guesser = new EtfClient({ url: `http://127.0.0.1:${hostLimited.port}`, username: 'nobody', password: 'guess-1234', retries: 1 });
+    for (let i = 0; i < 2; i++) await expect(guesser.holdings()).rejects.toMatchObject({ status: 401 });
+    await expect(guesser.holdings()).rejects.toMatchObject({ status: 429, body: { error: { scope: 'login_address' } } });
+    expectWaitedAndOpened(await follow(hostLimited.port), 'login_address');
+  });
+
+  it('a stream whose username\'s failure budget an attacker spent (a gateway that never saw its password) waits and opens', { timeout: 20_000 }, async () => {
+    for (let i = 0; i < 2; i++) expect(await wrongLogin(userLimited.port, '127.0.0.2', 'team1')).toBe(401);
+    expect(await wrongLogin(userLimited.port, '127.0.0.2', 'team1')).toBe(429);
+    expectWaitedAndOpened(await follow(userLimited.port), 'login_user');
   });
 });

@@ -158,7 +158,7 @@ function watch(): Promise<void> {
         if (s === 'refused') {
           stream.close();
           reject(new EtfApiError(401, { error: { code: 'unauthorized', message: `stream refused: ${detail ?? 'authentication failed'}` } }));
-        } else if (!values.json) process.stderr.write(`(${s})\n`);
+        } else if (!values.json) process.stderr.write(`(${s}${detail ? `: ${detail}` : ''})\n`);
       },
     });
     const stop = () => {

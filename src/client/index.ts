@@ -15,7 +15,7 @@ import type { AuditEntryBody, ChartsBody, ConversionBody, EtfsBody, HoldingsBody
 import { REQUEST_ID_HEADER } from '../../proto/http.js';
 import type { EtfPrice } from '../../proto/marketdata.js';
 import type { RequestOutcome } from '../../proto/requests.js';
-import { WS_CLOSE, WS_PATH, type ClientMessage, type ServerMessage } from '../../proto/ws.js';
+import { WS_CLOSE, WS_PATH, retryAfterOfReason, type ClientMessage, type ServerMessage } from '../../proto/ws.js';
 
 export interface ClientOptions {
   /** The gateway, e.g. http://localhost:8080. */
@@ -214,7 +214,8 @@ export class EtfClient {
   /**
    * The account's live holdings, ETF prices and request outcomes over the
    * WebSocket stream. Reconnects by itself and resumes from the last seq it
-   * saw, so no change is missed or applied twice; wrong credentials stop it.
+   * saw, so no change is missed or applied twice; wrong credentials stop it,
+   * a throttled sign-in (4029) waits the seconds the gateway gives and tries again.
    */
   stream(h: StreamHandlers = {}): HoldingsStream {
     return new HoldingsStream(this.base.replace(/^http/, 'ws') + WS_PATH, this.opts.username ?? '', this.opts.password ?? '', h);
@@ -234,11 +235,19 @@ export interface StreamHandlers {
   onHoldings?(h: LiveHoldings, cause: 'snapshot' | 'fill' | 'create' | 'redeem' | string): void;
   onPrice?(p: EtfPrice): void;
   onRequest?(o: RequestOutcome): void;
-  /** Connection state changes ('open': signed in): a reconnect resumes where it stopped. */
+  /**
+   * Connection state changes ('open': signed in): a reconnect resumes where it
+   * stopped. 'refused' (wrong credentials) is final; a sign-in refused by the
+   * login throttle is 'reconnecting' with the close reason as detail, and is
+   * tried again after the seconds it gives.
+   */
   onStatus?(s: 'open' | 'reconnecting' | 'refused', detail?: string): void;
   /** ETFs whose prices to follow ("*": all). Default all. */
   prices?: string[];
 }
+
+/** Longest wait a throttled sign-in's advice is followed for; past it the stream asks again (a bad clock or a bogus reason must not park it for hours). */
+const MAX_THROTTLED_WAIT_S = 120;
 
 export class HoldingsStream {
   /** The last seq applied: a reconnect resumes after it. */
@@ -291,8 +300,17 @@ export class HoldingsStream {
         return;
       }
       if (this.stopped) return;
+      const backoff = Math.min(5000, 100 * 2 ** this.retry++);
+      if (code === WS_CLOSE.throttled.code) {
+        // The login throttle, not a wrong password: sooner than it says is refused again and costs this host another attempt.
+        const why = reason.toString();
+        const advised = Math.min(MAX_THROTTLED_WAIT_S, retryAfterOfReason(why) ?? 1) * 1000;
+        this.h.onStatus?.('reconnecting', why);
+        setTimeout(() => !this.stopped && this.connect(), Math.max(backoff, advised));
+        return;
+      }
       this.h.onStatus?.('reconnecting');
-      setTimeout(() => !this.stopped && this.connect(), Math.min(5000, 100 * 2 ** this.retry++));
+      setTimeout(() => !this.stopped && this.connect(), backoff);
     });
     ws.on('error', () => {}); // 'close' follows
   }
