@@ -283,4 +283,32 @@ print(waits)`;
     expect(downStream.stderr.trim().split('\n')).toHaveLength(1);
     expect(downStream.stderr).toMatch(/^etf_client: cannot reach ws:/);
   });
+
+  it('a stream refused by the login throttle (its host locked by failed logins) waits the advised seconds and signs in', async () => {
+    // Two failed logins lock the host (every loopback address) for 3 s.
+    const locked = await startGateway(testConfig(dir.path, { throttle: { enabled: true, loginFailuresPerAddress: { burst: 2, perMinute: 20 } } }), nats.url, quietLog);
+    try {
+      const base = `http://127.0.0.1:${locked.port}`;
+      const guesser = new EtfClient({ url: base, username: 'nobody', password: 'guess-1234', retries: 1 });
+      for (let i = 0; i < 2; i++) await expect(guesser.holdings()).rejects.toMatchObject({ status: 401 });
+      await expect(guesser.holdings()).rejects.toMatchObject({ status: 429 });
+      // Its connections counted; the wait it was told of; the seconds from the first connection to the one that signed in.
+      const script = `import sys, time; sys.path.insert(0, ${JSON.stringify(join(PROJECT_ROOT, 'examples/python'))})
+import etf_client
+opened, waits = [], []
+class Counted(etf_client._WebSocket):
+    def __init__(self, *a):
+        opened.append(time.monotonic())
+        super().__init__(*a)
+etf_client._WebSocket = Counted
+for m in etf_client.EtfClient(${JSON.stringify(base)}, "team1", "team1pass", on_retry=lambda err, wait: waits.append((err.status, wait))).stream():
+    if m["type"] == "welcome":
+        break
+print(len(opened), waits, opened[-1] - opened[0] >= waits[0][1])`;
+      const r = await run('python3', ['-c', script]);
+      expect(r.stdout.trim()).toMatch(/^2 \[\(429, [1-9]\d*\)\] True$/);
+    } finally {
+      await locked.close();
+    }
+  });
 });

@@ -17,7 +17,7 @@ From the shell:  python3 etf_client.py holdings | create N [--dry-run] | redeem 
                  | prices | leaderboard | register USER PASSWORD | stream [--resume-from SEQ]
 (ETF_URL, ETF_USER, ETF_PASSWORD as for the ndfex-etf CLI.)
 """
-import base64, hashlib, json, os, secrets, socket, ssl, struct, sys, time, urllib.error, urllib.parse, urllib.request
+import base64, hashlib, json, os, re, secrets, socket, ssl, struct, sys, time, urllib.error, urllib.parse, urllib.request
 
 
 class EtfError(Exception):
@@ -122,7 +122,8 @@ class EtfClient:
         """Yields the stream's messages (docs/ws.md): welcome, snapshot, delta, price, request, resumed.
         After a lost connection it reconnects and resumes after the last seq it yielded (the server
         replays the deltas missed, or sends a fresh snapshot). The first connection failing raises
-        EtfUnavailable; wrong credentials raise EtfError (401)."""
+        EtfUnavailable; wrong credentials raise EtfError (401); a sign-in the login throttle refuses
+        (close 4029) is tried again after the seconds it gives (told to on_retry as a 429)."""
         seq, delay, first = resume_from, 0.5, True
         base = self.url.replace("http", "ws", 1) + "/ws"
         while True:
@@ -148,6 +149,12 @@ class EtfClient:
             except _Closed as c:
                 if c.code == 4001:
                     raise EtfError(401, {"error": {"code": "unauthorized", "message": c.reason}}) from None
+                if c.code == 4029:
+                    # The login throttle, not a wrong password: sooner than it says is refused again and costs this host an attempt.
+                    said = re.search(r"retry after (\d+) s$", c.reason)
+                    wait = min(int(said.group(1)) if said else 5, 120)
+                    self.on_retry(EtfError(429, {"error": {"code": "too_many_requests", "message": c.reason}}, wait), wait)
+                    delay = max(delay, wait)
             except (OSError, EtfUnavailable):
                 pass  # lost: reconnect and resume
             finally:
