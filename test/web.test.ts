@@ -5,7 +5,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { encode } from '../proto/codec.js';
 import type { FeedProblem } from '../proto/feed.js';
 import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, priceSubject, type EtfPrice, type FeedAlert, type FeedCounters, type FeedStatus, type StandbyStatus } from '../proto/marketdata.js';
-import { PROJECT_ROOT } from '../src/config/config.js';
+import { PROJECT_ROOT, THROTTLE_DEFAULTS } from '../src/config/config.js';
 import { browserMissing, launchBrowser } from './helpers/browser.js';
 import { buy, tempDir, undyBasket, useSystem } from './helpers/system.js';
 
@@ -250,5 +250,37 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     await op.waitForFunction(() => !document.querySelector('#alerts tbody tr.roster'), undefined, { timeout: 15_000 });
     expect(pageErrors).toEqual([]);
     await op.close();
+  });
+});
+
+describe.skipIf(missing !== null)('the team page under the login throttle, in a real Chromium', () => {
+  // Two failed sign-ins lock a host (every loopback address is one): the browser's too.
+  const f = useSystem({
+    roster: '1 team1 team1pass\n',
+    throttle: { ...THROTTLE_DEFAULTS, enabled: true, loginFailuresPerAddress: { burst: 2, perMinute: 1 } },
+  });
+  let context: BrowserContext;
+  let close: () => Promise<void>;
+  beforeAll(async () => {
+    ({ context, close } = await launchBrowser());
+  });
+  afterAll(async () => close?.());
+
+  it('says the sign-in was throttled and when to try again, not a wrong password nor nothing at all', async () => {
+    for (let i = 0; i < 3; i++) await f.http.holdings(`nobody${i}`, 'a-wrong-guess');
+    expect((await f.http.holdings('team1', 'team1pass')).status).toBe(429);
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${f.sys.url}/`);
+    await page.fill('#username', 'team1');
+    await page.fill('#password', 'team1pass');
+    await page.click('#signin-button');
+    // Before, the page reconnected every second, each refusal another attempt counted against the host, and said nothing.
+    await textBecomes(page, '#signin-error', /^Too many sign-in attempts: try again in \d+ s\.$/);
+    expect(await page.isVisible('#desk')).toBe(false);
+    expect(await page.isEnabled('#signin-button')).toBe(true);
+    expect(errors).toEqual([]);
+    await page.close();
   });
 });

@@ -87,6 +87,15 @@ function connect() {
     if (ws !== socket) return; // signed out, or replaced
     ws = null;
     if (ev.code === 4001) return signOut(ev.reason === 'authentication failed' ? 'Wrong username or password.' : `Refused: ${ev.reason}`);
+    if (ev.code === 4029) {
+      // The login throttle (too many failed sign-ins from this host or for this name): the password was not checked, and
+      // asking sooner than it says is refused again and counts as another attempt.
+      const wait = Math.min(120, Number(/retry after (\d+) s$/.exec(ev.reason)?.[1] ?? 5));
+      if ($('#desk').hidden) return signOut(`Too many sign-in attempts: try again in ${wait} s.`);
+      setLive('down', `too many sign-in attempts: retrying in ${wait} s`);
+      setTimeout(() => creds && !ws && connect(), wait * 1000);
+      return;
+    }
     setLive('down', 'reconnecting…');
     setTimeout(() => creds && !ws && connect(), RECONNECT_MS);
   });
