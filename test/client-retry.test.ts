@@ -4,7 +4,7 @@ import { request } from 'node:http';
 import { EtfApiError, EtfClient } from '../src/client/index.js';
 import { retryAfterOfReason } from '../proto/ws.js';
 import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
-import { buy, quietLog, testConfig, undyBasket, useSystem } from './helpers/system.js';
+import { buy, quietLog, startTestNats, testConfig, undyBasket, useSystem } from './helpers/system.js';
 
 const sys = useSystem();
 
@@ -200,5 +200,37 @@ describe('the client library stream and the login throttle', () => {
     for (let i = 0; i < 2; i++) expect(await wrongLogin(userLimited.port, '127.0.0.2', 'team1')).toBe(401);
     expect(await wrongLogin(userLimited.port, '127.0.0.2', 'team1')).toBe(429);
     expectWaitedAndOpened(await follow(userLimited.port), 'login_user');
+  });
+});
+
+describe('the client library stream while no engine answers', () => {
+  it('backs off between sign-ins the gateway cannot check (1013), as between lost connections', { timeout: 30_000 }, async () => {
+    // A gateway on a NATS server no engine is on: every socket opens, and its sign-in closes with 1013 after the request timeout.
+    const lone = await startTestNats();
+    const gw = await startGateway(testConfig(sys.dir.path, { requestTimeoutMs: 200 }), lone.url, quietLog);
+    const at: number[] = [];
+    const closes: string[] = [];
+    const five = new Promise<void>((resolve) => {
+      const stream = new EtfClient({ url: `http://127.0.0.1:${gw.port}`, username: 'team1', password: 'team1pass' }).stream({
+        onStatus: (s) => {
+          closes.push(s);
+          at.push(Date.now());
+          if (at.length === 5) {
+            stream.close();
+            resolve();
+          }
+        },
+      });
+    });
+    try {
+      await five;
+    } finally {
+      await gw.close();
+      await lone.stop();
+      lone.remove();
+    }
+    expect(closes).toEqual(Array(5).fill('reconnecting'));
+    // The waits double (100, 200, 400, 800 ms) on top of each sign-in's 200 ms: before, every one was 100 ms.
+    expect(at[4]! - at[3]!).toBeGreaterThanOrEqual(800);
   });
 });

@@ -287,7 +287,6 @@ export class HoldingsStream {
     this.ws = ws;
     this.connections++;
     ws.on('open', () => {
-      this.retry = 0;
       this.send({ type: 'auth', username: this.username, password: this.password, ...(this.seq >= 0 ? { resume_from: this.seq } : {}) });
       this.send({ type: 'subscribe', prices: this.h.prices ?? ['*'], requests: true });
     });
@@ -324,6 +323,9 @@ export class HoldingsStream {
   private onMessage(m: ServerMessage): void {
     switch (m.type) {
       case 'welcome': // signed in: a socket that opens is not yet a stream (the password may be wrong)
+        // The backoff starts over here, not when the socket opens: a gateway without an engine opens every socket and
+        // closes it (1013), and a reset at each open made that a reconnect every 100 ms for as long as the engine was away.
+        this.retry = 0;
         return this.h.onStatus?.('open');
       case 'snapshot':
         return this.apply(m.seq, m.positions, m.cash, m.pnl, 'snapshot');
