@@ -60,6 +60,23 @@ describe('idempotent requests', () => {
   });
 });
 
+describe('a retry with or without etf_name', () => {
+  it('is the same request either way, refused or accepted (one ETF: no name is that ETF)', async () => {
+    // Refused first without the name, then retried with it (and the reverse): before, the first order was a 409.
+    for (const [first, again] of [[{}, { etf_name: 'UNDY' }], [{ etf_name: 'UNDY' }, {}]] as const) {
+      const key = `too-big-${Object.keys(first).length}`;
+      const a = await http.send('POST', '/create', { basic: t1, json: { amount: 90, request_id: key, ...first } });
+      expect(a.status).toBe(400);
+      const b = await http.send('POST', '/create', { basic: t1, json: { amount: 90, request_id: key, ...again } });
+      expect(b.status, JSON.stringify(b.body)).toBe(400);
+      expect(b.body.error).toMatchObject({ code: a.body.error.code, replayed: true });
+    }
+    // Another ETF than the one it named is another request.
+    const other = await http.send('POST', '/create', { basic: t1, json: { amount: 90, request_id: 'too-big-1', etf_name: 'NOPE' } });
+    expect(other.status).toBe(409);
+  });
+});
+
 describe('keys of the engine id form', () => {
   it('refuses a key shaped like an engine request id (r<number>) in every way a key is sent, and changes nothing', async () => {
     const first = await http.send('POST', '/create', { basic: t1, json: { etf_name: 'UNDY', amount: 1 } });

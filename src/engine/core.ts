@@ -464,15 +464,22 @@ const history: Handler<'history'> = (state, cfg, cmd) => {
 };
 
 /** A create or redeem with a key used before: the stored outcome again, or a conflict if the request differs. */
-function retried(state: EngineState, cmd: CommandOf<ConversionOp>, acc: Account): Decision<ConversionAnswer> | undefined {
+function retried(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionOp>, acc: Account): Decision<ConversionAnswer> | undefined {
   // A dry run is never stored: its key, if any, is not taken.
   if (cmd.key === undefined || cmd.dryRun) return undefined;
   const earlier = findKey(acc, cmd.key);
   if (!earlier) return undefined;
+  // The ETF each names, the only one standing for no name: an accepted request stores the ETF it used, a refused one
+  // the name it was sent with (none included), and both are the same request with or without the name.
+  const etfOf = (etf: string | null): string | null => {
+    const b = pickBasket(cfg, etf);
+    return 'code' in b ? etf : b.name;
+  };
+  const sameEtf = (stored: string | null | undefined) => cmd.etf === null || etfOf(cmd.etf) === etfOf(stored ?? null);
   const same =
     earlier.t === 'conversion'
-      ? earlier.op === cmd.op && earlier.amount === cmd.amount && (cmd.etf === null || cmd.etf === earlier.etf)
-      : earlier.t === 'rejected' && earlier.kind === cmd.op && earlier.amount === cmd.amount && earlier.etf === cmd.etf;
+      ? earlier.op === cmd.op && earlier.amount === cmd.amount && sameEtf(earlier.etf)
+      : earlier.t === 'rejected' && earlier.kind === cmd.op && earlier.amount === cmd.amount && sameEtf(earlier.etf);
   if (!same) {
     return refuse({ code: 'idempotency_conflict', key: cmd.key, earlier: requestIdString(earlier.t === 'account' ? 0 : earlier.requestId) });
   }
@@ -527,7 +534,7 @@ function convert(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionO
   const acc = state.accounts.get(cmd.clientId);
   if (!acc || acc.closed) return unknownAccount();
   bindInstruments(state, cfg.instruments);
-  const again = retried(state, cmd, acc);
+  const again = retried(state, cfg, cmd, acc);
   if (again) return again;
   const requestId = state.requestSeq + 1;
   if (!Number.isSafeInteger(cmd.amount) || cmd.amount < 1 || cmd.amount > cfg.maxAmount) return refuse({ code: 'invalid_amount', why: 'range', max: cfg.maxAmount });
