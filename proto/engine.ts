@@ -159,6 +159,8 @@ export type UnavailableCause = 'unconfirmed' | 'timeout' | 'unreadable' | 'withd
 export type Rejection = { message?: undefined } & (
   | { code: 'bad_request'; why: 'malformed' | 'before' | 'no_components' }
   | { code: 'bad_request'; why: 'unknown_component' | 'component_weight'; component: string }
+  /** A symbol listed twice in a basket (`earlier` named it first: tickers are case-blind, and a symbol id names it too). */
+  | { code: 'bad_request'; why: 'duplicate_component'; component: string; earlier: string; symbol: number }
   | { code: 'bad_request'; why: 'contains_itself'; etf: string }
   /** A new basket version dated before the last one (`version`, in force from `from` ms). */
   | { code: 'bad_request'; why: 'from_before'; version: number; from: number }

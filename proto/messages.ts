@@ -52,7 +52,7 @@ const UNAVAILABLE: Record<Extract<Rejection, { code: 'engine_unavailable' }>['wh
 function words(r: Rejection, tickerOf: TickerOf): { message: string; field?: string } {
   switch (r.code) {
     case 'bad_request':
-      return badRequest(r);
+      return badRequest(r, tickerOf);
     case 'username_taken':
       return { message: `username ${r.username} is taken`, field: 'username' };
     case 'unknown_account':
@@ -92,7 +92,7 @@ function words(r: Rejection, tickerOf: TickerOf): { message: string; field?: str
   }
 }
 
-function badRequest(r: Extract<Rejection, { code: 'bad_request' }>): { message: string; field?: string } {
+function badRequest(r: Extract<Rejection, { code: 'bad_request' }>, tickerOf: TickerOf): { message: string; field?: string } {
   switch (r.why) {
     case 'malformed':
       return { message: 'malformed command' };
@@ -104,6 +104,8 @@ function badRequest(r: Extract<Rejection, { code: 'bad_request' }>): { message: 
       return { message: `${r.etf} cannot contain itself`, field: 'components' };
     case 'component_weight':
       return { message: `weight of ${r.component} must be a whole number above 0`, field: 'components' };
+    case 'duplicate_component':
+      return { message: `components ${r.earlier} and ${r.component} are both ${tickerOf(r.symbol)}: list each component once`, field: 'components' };
     case 'no_components':
       return { message: 'a basket needs at least one component', field: 'components' };
     case 'from_before':

@@ -20,7 +20,15 @@ export const conversionRulesSchema = z
     /** |position| ≤ limit per symbol after the conversion: `refuse` it, or accept and `warn`. */
     position_limit: z.object({ limit: z.number().int().positive(), mode: z.enum(['refuse', 'warn']) }).optional(),
     /** Conversions only inside these UTC time-of-day windows (from inclusive, to exclusive; to < from wraps midnight). */
-    windows: z.array(z.object({ from: hhmm, to: hhmm })).min(1).optional(),
+    windows: z
+      .array(
+        z.object({ from: hhmm, to: hhmm }).refine((w) => w.from !== w.to, {
+          // An empty window (from its start to itself), not all day: with no other window every conversion was refused.
+          message: 'a window from a time to the same time is empty: leave windows out for all day',
+        }),
+      )
+      .min(1)
+      .optional(),
   })
   .strict();
 

@@ -312,6 +312,10 @@ describe('rules at run time over HTTP', () => {
 
   it('PUT /operator/api/rules replaces the rules (journaled, in the export); bad rules are a 400 naming the field', async () => {
     await buy(sys.nc, 1, { 3: 10, 4: 10, 5: 10, 6: 10, 7: 10, 8: 10, 9: 10, 10: 10, 11: 10, 12: 10 });
+    // A window from a time to itself is empty (not all day): every conversion would be refused.
+    const empty = await sys.http.send('PUT', '/operator/api/rules', { basic: op, json: { windows: [{ from: '00:00', to: '00:00' }] } });
+    expect(empty.status).toBe(400);
+    expect(empty.body.error.message).toMatch(/window from a time to the same time is empty/);
     const bad = await sys.http.send('PUT', '/operator/api/rules', { basic: op, json: { max_units_per_conversion: -1 } });
     expect(bad.status).toBe(400);
     expect(bad.body.error.field).toBe('max_units_per_conversion');
@@ -397,6 +401,17 @@ describe('basket changes', () => {
     expect(s.catalog.deltas(after.events[0] as Extract<JournalEvent, { t: 'conversion' }>)).toEqual([[3, -10], [4, -5], [13, 5]]);
     expect(run({ op: 'redeem', clientId: 1, etf: 'UNDY', amount: 10 }, 2000).error).toBeUndefined();
     expect(conservation(journal, cfg.instruments)).toEqual([]);
+  });
+
+  it('in the core: a component listed twice (a ticker in another case, or its symbol id) is refused, and nothing is journaled', () => {
+    const cfg = { instruments: buildInstruments(BASKETS, 'test'), maxAmount: 1000 };
+    const s = emptyState();
+    for (const components of [{ KNAN: 1, knan: 1 }, { KNAN: 1, '3': 1 }, { STED: 2, KNAN: 1, Knan: 1, '3': 1 }] as Record<string, number>[]) {
+      const d = decide(s, cfg, { op: 'set_basket', etf: 'UNDY', components, from: 1000, by: 'op' }, 10);
+      expect(d.events, JSON.stringify(components)).toEqual([]);
+      // Before: accepted, shown as one KNAN, and a create debited each (a team holding 1 KNAN was left at -2).
+      expect(words(d, cfg)).toMatchObject({ code: 'bad_request', field: 'components', message: expect.stringMatching(/^components \S+ and \S+ are both KNAN: list each component once$/) });
+    }
   });
 
 });

@@ -373,11 +373,17 @@ function haltOrResume(state: EngineState, cfg: CoreConfig, cmd: CommandOf<'halt'
 /** The components of a new basket by symbol, sorted, or why they are refused. */
 function basketComponents(cfg: CoreConfig, basket: Basket, components: Record<string, number>): Delta[] | Rejection {
   const out: Delta[] = [];
+  const named = new Map<number, string>();
   for (const [ticker, weight] of Object.entries(components)) {
     const symbol = cfg.instruments.symbolOf(ticker.toUpperCase());
     if (symbol === undefined) return { code: 'bad_request', why: 'unknown_component', component: ticker };
     if (symbol === basket.symbol) return { code: 'bad_request', why: 'contains_itself', etf: basket.name };
     if (!Number.isSafeInteger(weight) || weight < 1) return { code: 'bad_request', why: 'component_weight', component: ticker };
+    // KNAN, knan and 3 are one symbol: listed twice, the holdings check saw each entry alone while a create debited
+    // every one (a team holding 1 KNAN left at -2), and the rules showed one.
+    const earlier = named.get(symbol);
+    if (earlier !== undefined) return { code: 'bad_request', why: 'duplicate_component', component: ticker, earlier, symbol };
+    named.set(symbol, ticker);
     out.push([symbol, weight]);
   }
   if (out.length === 0) return { code: 'bad_request', why: 'no_components' };
