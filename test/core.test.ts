@@ -97,6 +97,26 @@ describe('engine core', () => {
     expect(s.fillSeq).toBe(2);
   });
 
+  it('a reset changes a flat account that holds cash too: a new seq, cash 0, no deltas; an untouched one not at all', () => {
+    const s = emptyState();
+    run(s, [
+      { op: 'register', username: 'flat', passwordHash: 'h' },
+      { op: 'register', username: 'idle', passwordHash: 'h' },
+    ]);
+    // Bought 10 at 100 and sold them at 110: flat, with cash 100.
+    applyFill(s, { seq: 1, client_id: 1, symbol: 3, side: 1, quantity: 10, price: 100 }, 1);
+    applyFill(s, { seq: 2, client_id: 1, symbol: 3, side: 2, quantity: 10, price: 110 }, 2);
+    const flat = s.accounts.get(1)!;
+    expect([positionList(flat), flat.cash]).toEqual([[], 100]);
+    const version = flat.version;
+    const idle = s.accounts.get(2)!.version;
+    const changed = applySessionReset(s, 3);
+    // Before: cash zeroed under the same seq, and no change told anyone.
+    expect(changed.map((c) => [c.acc.clientId, c.deltas])).toEqual([[1, []]]);
+    expect([flat.cash, flat.version]).toEqual([0, version + 1]);
+    expect(s.accounts.get(2)!.version).toBe(idle);
+  });
+
   it('ignores fills for unknown accounts without storing anything', () => {
     const s = emptyState();
     expect(applyFill(s, { seq: 1, client_id: 999, symbol: 3, side: 1, quantity: 1, price: 1 }, 1)).toBeUndefined();

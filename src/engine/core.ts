@@ -637,8 +637,11 @@ export function applySessionReset(state: EngineState, streamSeq: number): { acc:
   for (const acc of state.accounts.values()) {
     state.capture?.before(acc);
     // A new exchange session starts every team from nothing: cash too.
+    const hadCash = acc.cash !== 0;
     acc.cash = 0;
-    if (!hasPositions(acc)) continue;
+    // A flat account with cash changes too: without a new seq and its notice, streams kept the old cash under the same
+    // seq as GET /holdings' new one, and no gap or resume could ever tell them apart.
+    if (!hasPositions(acc) && !hadCash) continue;
     const deltas: Delta[] = positionList(acc).map(([symbol, q]): Delta => [symbol, -q]);
     applyDeltas(acc, deltas);
     changed.push({ acc, deltas });
