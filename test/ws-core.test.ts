@@ -197,3 +197,45 @@ describe('Session subscriptions', () => {
     expect(session.wantsPrice('ANY')).toBe(true);
   });
 });
+
+describe('Session and sign-in changes', () => {
+  /** A session whose password check is held until the test settles it. */
+  function checking() {
+    const feed = new AccountFeed<Session>(1, 64);
+    const socket = new FakeSocket();
+    let settle!: (r: { ok: true; clientId: number }) => void;
+    const host: SessionHost = {
+      limits: wsLimits({}),
+      verify: () => new Promise((resolve) => (settle = resolve)),
+      join: (s) => {
+        feed.sessions.add(s);
+        return feed;
+      },
+      leave: (s) => void feed.sessions.delete(s),
+      latestPrices: () => {},
+      priceInterestChanged: () => {},
+      scheduleFlush: () => {},
+    };
+    const session = new Session(socket, host, 'json', quietLog);
+    socket.onEnd = () => session.onClosed();
+    session.open({ username: 'team1', password: 'the-old-password' });
+    return { socket, session, settle: (r: { ok: true; clientId: number }) => settle(r) };
+  }
+
+  it('closes a stream whose password is being checked when its account\'s sign-in changes (or any may have), and never welcomes it', async () => {
+    for (const names of [new Set(['team1']), null]) {
+      const { socket, session, settle } = checking();
+      session.signInChanged(names);
+      expect(socket.closed).toEqual({ code: 4001, reason: 'sign-in changed: authenticate again' });
+      // The check read the hash from before the change: its success comes too late to open the stream.
+      settle({ ok: true, clientId: 1 });
+      await Promise.resolve();
+      session.flush();
+      expect(types(socket.frames)).not.toContain('welcome');
+    }
+    // Another account's change leaves it be.
+    const other = checking();
+    other.session.signInChanged(new Set(['team2']));
+    expect(other.socket.closed).toBeUndefined();
+  });
+});

@@ -297,7 +297,7 @@ export class Hub implements SessionHost {
    */
   signInChanged(usernames: readonly string[] | null): void {
     const changed = usernames && new Set(usernames);
-    for (const s of [...this.sessions]) if (s.username !== '' && (!changed || changed.has(s.username))) s.close(WS_CLOSE.signInChanged);
+    for (const s of [...this.sessions]) s.signInChanged(changed);
   }
 
   /** Closes every connection with 1001 and stops listening to NATS. */

@@ -54,6 +54,8 @@ export class Session implements FeedListener {
   private phase: Phase = 'auth';
   clientId = 0;
   username = '';
+  /** The username whose password is being checked (phase 'verifying'): a sign-in change meanwhile closes it too. */
+  private verifyingAs = '';
   private feed?: AccountFeed;
   /** Snapshot sent: deltas may flow. */
   private started = false;
@@ -93,6 +95,16 @@ export class Session implements FeedListener {
     return this.phase === 'closed';
   }
 
+  /**
+   * The engine said these accounts' sign-in changed (null: any may have). A stream of one closes, and so does one
+   * whose password is being checked now: the check may have read the hash from before the change, and a stream never
+   * checks again (one opened with a leaked password just changed stayed open).
+   */
+  signInChanged(usernames: ReadonlySet<string> | null): void {
+    const name = this.phase === 'authenticated' ? this.username : this.phase === 'verifying' ? this.verifyingAs : '';
+    if (name !== '' && (!usernames || usernames.has(name))) this.close(WS_CLOSE.signInChanged);
+  }
+
   get wantsAllPrices(): boolean {
     return this.prices.has(ALL);
   }
@@ -113,6 +125,7 @@ export class Session implements FeedListener {
 
   private authenticate(username: string, password: string, resumeFrom?: number, id?: string | number): void {
     this.phase = 'verifying';
+    this.verifyingAs = username;
     clearTimeout(this.authTimer);
     const done = (r: AuthResult) => {
       if (this.phase !== 'verifying') return; // closed meanwhile
