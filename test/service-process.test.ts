@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serviceNodeFlags, startService, Supervisor, type ServiceKind } from '../src/shared/service-process.js';
 import { CONFIG_EXIT_CODE } from '../src/config/config.js';
 import { LAUNCHER_PID_VAR } from '../src/config/process.js';
-import { quietLog, tempDir } from './helpers/system.js';
+import { quietLog, tempDir, until } from './helpers/system.js';
 
 /** A Node program given as source (what a service's entry point does, in a few lines). */
 const program = (source: string) => ['-e', source];
@@ -66,5 +66,32 @@ describe('Supervisor', () => {
       await supervisor.stopAll();
       dir.remove();
     }
+  });
+
+  it('stops in the reverse order of the first start after a service was restarted: C, B, then A', async () => {
+    const dir = tempDir();
+    const supervisor = new Supervisor(quietLog, () => {});
+    const starts = join(dir.path, 'starts');
+    const stops = join(dir.path, 'stops');
+    // Each logs its start (name and pid) and, at its SIGTERM, its stop: appends, so the files show the order.
+    const service = (name: string) =>
+      `const fs = require('node:fs'); fs.appendFileSync(${JSON.stringify(starts)}, '${name} ' + process.pid + '\\n');` +
+      ` process.on('SIGTERM', () => { fs.appendFileSync(${JSON.stringify(stops)}, '${name}\\n'); process.exit(0); }); ${READY}`;
+    const lines = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n') : []);
+    try {
+      for (const name of ['A', 'B', 'C']) {
+        supervisor.start({ name, args: program(service(name)), env: process.env, ready: 'message' });
+        await supervisor.whenReady(name);
+      }
+      const a = Number(lines(starts).find((l) => l.startsWith('A '))!.split(' ')[1]);
+      process.kill(a, 'SIGKILL');
+            // Its SIGTERM handler is set in the same tick as its start line.
+      await until(() => lines(starts).filter((l) => l.startsWith('A ')).length === 2, 'A to be restarted');
+    } finally {
+      await supervisor.stopAll();
+    }
+    // Before, A (back in the running Map last) was stopped first: A, C, B.
+    expect(lines(stops)).toEqual(['C', 'B', 'A']);
+    dir.remove();
   });
 });

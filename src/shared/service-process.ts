@@ -169,6 +169,12 @@ export type SupervisedSpec = Omit<ServiceSpec, 'detached' | 'timeoutMs' | 'env'>
  */
 export class Supervisor {
   private readonly running = new Map<string, Spawned>();
+  /**
+   * Names in the order they were first started: a restarted service goes back
+   * into `running` last, and stopping in that Map's order would stop it first
+   * (a restarted feed bridge before the simulator, whose last fills nobody then hears).
+   */
+  private readonly order: string[] = [];
   private stopping = false;
   private readonly ready = new Map<string, { promise: Promise<void>; resolve: () => void }>();
 
@@ -185,6 +191,7 @@ export class Supervisor {
     // Its own process group: a terminal's Ctrl-C reaches the launcher alone, which stops the services in order.
     const s = spawnService({ ...spec, env: { ...spec.env, [LAUNCHER_PID_VAR]: String(process.pid) }, detached: true });
     this.running.set(spec.name, s);
+    if (!this.order.includes(spec.name)) this.order.push(spec.name);
     // Dying before ready is the exit below's to handle.
     s.ready.then(() => this.readiness(spec.name).resolve(), () => {});
     void s.exited.then((code) => {
@@ -225,10 +232,13 @@ export class Supervisor {
     for (const { child } of this.running.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }
 
-  /** Stops services in the reverse order they were started. */
+  /** Stops services in the reverse order they were first started, whichever of them restarted since. */
   async stopAll(): Promise<void> {
     this.stopping = true;
-    for (const [name, s] of [...this.running].reverse()) {
+    for (const name of [...this.order].reverse()) {
+      const s = this.running.get(name);
+      // One waiting for its restart is not running: there is nothing to stop, and `stopping` keeps it from starting.
+      if (!s) continue;
       await s.stop('SIGTERM', 10_000, () => this.log.warn({ service: name }, 'did not stop in 10 s: killing'));
     }
   }
