@@ -176,6 +176,34 @@ describe('the launcher keeps the system up', () => {
     }
   });
 
+  it('a second launcher on the same DATA_DIR refuses to start (exit 2, naming the running one) and leaves the first system and its nats-server alone', async () => {
+    const w = workspace();
+    const env = await launcherEnv(w.dir, w.accounts);
+    const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+    const first = runLauncher(env);
+    runs.push(first);
+    await until(async () => (await http.send('GET', '/health').catch(() => null))?.body.engine === true, 'the system to be healthy', 30_000);
+    const natsPid = readFileSync(join(w.dir, 'nats.pid'), 'utf8').trim();
+
+    // The same `npm start` again, in another terminal.
+    const second = await runToExit(env);
+    expect(second.code).toBe(2);
+    const fatal = second.lines.filter((l) => l.level === 60);
+    expect(fatal.map((l) => l.msg)).toEqual([expect.stringMatching(new RegExp(`^configuration error: DATA_DIR=.* is in use by the launcher running as pid ${first.child.pid} `))]);
+    // Before, it took the running nats-server for one a killed launcher left, and stopped it.
+    expect(second.lines.filter((l) => /nats-server/.test(l.msg ?? ''))).toEqual([]);
+    expect(readFileSync(join(w.dir, 'nats.pid'), 'utf8').trim()).toBe(natsPid);
+    expect(readFileSync(`/proc/${natsPid}/cmdline`, 'utf8')).toContain('nats-server');
+    expect(first.lines.filter((l) => /nats-server exited/.test(l.msg ?? ''))).toEqual([]);
+    // NATS still answers: a request that goes through the engine succeeds.
+    expect((await http.holdings('team1', 'team1pass')).status).toBe(200);
+
+    first.child.kill('SIGINT');
+    expect(await first.exited).toBe(0);
+    // Released at the stop: the next start takes DATA_DIR at once.
+    expect(existsSync(join(w.dir, 'launcher.pid'))).toBe(false);
+  });
+
   it('clean stop then start on the same data: same holdings, ready again; a killed nats-server is restarted', async () => {
     const w = workspace();
     const env = await launcherEnv(w.dir, w.accounts);

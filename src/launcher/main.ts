@@ -14,6 +14,7 @@ import { exchangeIsLive } from './exchange-probe.js';
 import { checkPorts, preflight } from './preflight.js';
 import { feedNodeBinary } from './feed-runtime.js';
 import { freePort, portIsFree } from '../shared/ports.js';
+import { takeLauncherLock } from './lock.js';
 
 /**
  * `npm start`: the whole system on one machine. Starts a local nats-server
@@ -33,6 +34,8 @@ let log = processLogger('launcher', proc);
 let checked: ReturnType<typeof preflight>;
 try {
   checked = preflight(process.env);
+  // Before the orphan reaping below: a running launcher's nats-server is no orphan.
+  process.on('exit', takeLauncherLock(checked.cfg.dataDir));
   // Before the ports are checked: an orphan holds its port.
   if (!checked.cfg.nats.url) {
     await reapOrphan(join(checked.cfg.dataDir, 'nats'));
