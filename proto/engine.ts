@@ -418,4 +418,18 @@ export interface SignInChanges {
 }
 export const signInChangesShape: Shape<SignInChanges> = shape('sign-in changes', fields({ v: INT, usernames: STR_LIST }));
 
+/**
+ * Published on ShardNames.started once an engine shard serves (its start-up
+ * replay done, its commands subscribed). What it applied while starting was
+ * published to nobody; a gateway re-snapshots that shard's streamed accounts.
+ */
+export interface EngineStarted {
+  v: 1;
+  shard: number;
+  shards: number;
+  /** Wall-clock ms. */
+  ts: number;
+}
+export const engineStartedShape: Shape<EngineStarted> = shape('engine started', fields({ v: INT, shard: INT, shards: INT, ts: NUM }));
+
 export const engineFaultShape: Shape<EngineFault> = shape('engine fault', fields({ shard: INT, what: STR, cause: STR, ts: NUM }));

@@ -7,12 +7,12 @@
  *
  *   engine   CAN   take commands (its command and admin subjects), answer on reply
  *                  subjects only, write and read its journal and snapshots (and purge
- *                  old snapshots), read fills, publish notices and sign-in changes,
- *                  read and write baskets.
+ *                  old snapshots), read fills, publish notices, sign-in changes and
+ *                  that it started, read and write baskets.
  *            CANNOT publish fills or session markers, send commands, listen to
  *                  replies, write prices, books or feed state, administer streams.
  *   gateway  CAN   send commands (and so read credentials: it checks passwords), hear
- *                  replies, notices, sign-in changes, prices, feed status and alerts, read prices, books, baskets
+ *                  replies, notices, sign-in changes, engine starts, prices, feed status and alerts, read prices, books, baskets
  *                  and the desk (chart samples and scorecards).
  *            CANNOT write or read the journal or snapshots, publish fills, write any
  *                  bucket, administer streams, listen to another role's inbox.
@@ -55,6 +55,7 @@ import {
   FILL_SUBJECT_WILDCARD,
   NOTICES_SUBJECT_WILDCARD,
   SIGNIN_SUBJECT_WILDCARD,
+  ENGINE_STARTED_SUBJECT_WILDCARD,
   ADMIN_REPLY_SUBJECT_PREFIX,
   ENGINE_FAULT_SUBJECT_WILDCARD,
   REPLY_SUBJECT_WILDCARD,
@@ -120,6 +121,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           ...readStream(FILL_STREAM),
           ...all.map((n) => n.notices),
           ...all.map((n) => n.signin),
+          ...all.map((n) => n.started),
           ENGINE_FAULT_SUBJECT_WILDCARD,
           // Answers only here (not wherever a request says: see the actor), never into a stream.
           REPLY_SUBJECT_WILDCARD,
@@ -139,6 +141,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           REPLY_SUBJECT_WILDCARD,
           NOTICES_SUBJECT_WILDCARD,
           SIGNIN_SUBJECT_WILDCARD,
+          ENGINE_STARTED_SUBJECT_WILDCARD,
           PRICE_SUBJECT_WILDCARD,
           FEED_STATUS_SUBJECT,
           FEED_ALERT_SUBJECT,

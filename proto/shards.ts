@@ -11,7 +11,7 @@
  * known to every shard (each reads the roster), so none can be taken twice.
  */
 import type { EngineCommand } from './engine.js';
-import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, JOURNAL_STREAM, JOURNAL_SUBJECT, NOTICES_SUBJECT_PREFIX, SIGNIN_SUBJECT_PREFIX } from './subjects.js';
+import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, ENGINE_STARTED_SUBJECT_PREFIX, JOURNAL_STREAM, JOURNAL_SUBJECT, NOTICES_SUBJECT_PREFIX, SIGNIN_SUBJECT_PREFIX } from './subjects.js';
 import { JOURNAL_STREAM_CONFIG, SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM, SNAPSHOT_STREAM_CONFIG } from './streams.js';
 
 export interface ShardNames {
@@ -29,6 +29,8 @@ export interface ShardNames {
   notices: string;
   /** Where it says which accounts' sign-in changed (proto/engine.ts SignInChanges). */
   signin: string;
+  /** Where it says it serves, once per start (proto/engine.ts EngineStarted). */
+  started: string;
 }
 
 export const MAX_SHARDS = 64;
@@ -50,6 +52,7 @@ export function shardNames(shard: number, shards: number): ShardNames {
       snapshotManifest: SNAPSHOT_MANIFEST_SUBJECT,
       notices: `${NOTICES_SUBJECT_PREFIX}.${shard}`,
       signin: `${SIGNIN_SUBJECT_PREFIX}.${shard}`,
+      started: `${ENGINE_STARTED_SUBJECT_PREFIX}.${shard}`,
     };
   }
   return {
@@ -65,6 +68,7 @@ export function shardNames(shard: number, shards: number): ShardNames {
     snapshotManifest: `${SNAPSHOT_MANIFEST_SUBJECT}.${shard}`,
     notices: `${NOTICES_SUBJECT_PREFIX}.${shard}`,
     signin: `${SIGNIN_SUBJECT_PREFIX}.${shard}`,
+    started: `${ENGINE_STARTED_SUBJECT_PREFIX}.${shard}`,
   };
 }
 

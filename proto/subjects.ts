@@ -64,6 +64,17 @@ export const SIGNIN_SUBJECT_PREFIX = 'etf.signin';
 export const SIGNIN_SUBJECT_WILDCARD = `${SIGNIN_SUBJECT_PREFIX}.*`;
 
 /**
+ * An engine shard serving, published once at each start after its start-up
+ * replay (proto/engine.ts EngineStarted), on `etf.started.<shard>`
+ * (ShardNames.started). Changes the shard applied while starting (fills stored
+ * while it was down, notices of a group it died before settling) were never
+ * published: a gateway hearing this takes a fresh snapshot of every account of
+ * that shard it streams (src/gateway/ws/hub.ts).
+ */
+export const ENGINE_STARTED_SUBJECT_PREFIX = 'etf.started';
+export const ENGINE_STARTED_SUBJECT_WILDCARD = `${ENGINE_STARTED_SUBJECT_PREFIX}.*`;
+
+/**
  * An engine shard about to exit on a fault (proto/engine.ts EngineFault), on
  * `etf.faults.engine.<shard>`: best effort, so /health can say why the engine
  * is unavailable while the supervisor restarts it.

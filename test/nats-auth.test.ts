@@ -28,7 +28,7 @@ import { sealAccountHashes } from '../src/engine/roster.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
 import { startGateway } from '../src/gateway/server.js';
 import { ROLES, type Role } from '../proto/roles.js';
-import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, HELD_STREAM, heldSubject, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, deskCardSubject, deskSampleSubject, fillSubject, SIGNIN_SUBJECT_WILDCARD } from '../proto/subjects.js';
+import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, HELD_STREAM, heldSubject, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, deskCardSubject, deskSampleSubject, fillSubject, SIGNIN_SUBJECT_WILDCARD, ENGINE_STARTED_SUBJECT_WILDCARD } from '../proto/subjects.js';
 import { DeskRecorder } from '../src/pricing/desk.js';
 import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import { shardNames } from '../proto/shards.js';
@@ -279,7 +279,7 @@ describe('the launcher\'s nats-server', () => {
     await until(async () => (await api(system.url).send('GET', '/health')).body.engine === true, 'health');
   });
 
-  it('every output has one writer: buckets, snapshots, notices, sign-in changes, prices, books, feed status and alerts', async () => {
+  it('every output has one writer: buckets, snapshots, notices, sign-in changes, engine starts, prices, books, feed status and alerts', async () => {
     const n = shardNames(0, 1);
     const writer: [subject: string, role: Role][] = [
       [`$KV.${PRICE_BUCKET}.UNDY`, 'pricing'],
@@ -290,6 +290,7 @@ describe('the launcher\'s nats-server', () => {
       [n.snapshotManifest, 'engine'],
       [n.notices, 'engine'],
       [n.signin, 'engine'],
+      [n.started, 'engine'],
       [PRICE_SUBJECT_WILDCARD.replace('*', 'UNDY'), 'pricing'],
       [BBO_SUBJECT_WILDCARD.replace('*', '3'), 'feed'],
       [FEED_STATUS_SUBJECT, 'feed'],
@@ -304,6 +305,12 @@ describe('the launcher\'s nats-server', () => {
     conns.get('engine')!.publish(n.signin, encode({ v: 1, usernames: ['team1'] }));
     expect(await heard).toBe(n.signin);
     for (const role of ['feed', 'pricing', 'operator'] as const) await refusedSubscribe(await as(role), SIGNIN_SUBJECT_WILDCARD);
+    // So does its announcement that it serves (the streams re-snapshot that shard's accounts).
+    const started = new Promise<string>((resolve) => conns.get('gateway')!.subscribe(ENGINE_STARTED_SUBJECT_WILDCARD, { callback: (_, m) => resolve(m.subject) }));
+    await conns.get('gateway')!.flush();
+    conns.get('engine')!.publish(n.started, encode({ v: 1, shard: 0, shards: 1, ts: Date.now() }));
+    expect(await started).toBe(n.started);
+    for (const role of ['feed', 'pricing', 'operator'] as const) await refusedSubscribe(await as(role), ENGINE_STARTED_SUBJECT_WILDCARD);
   });
 
   it('only the engine and the operator read snapshots', async () => {

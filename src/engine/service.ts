@@ -8,7 +8,7 @@ import { LatestPerKey } from '../shared/latest-kv.js';
 import { ensureFillStream, ensureJournalStream, openBucket } from '../shared/streams.js';
 import { BASKET_BUCKET, type BasketVersions } from '../../proto/marketdata.js';
 import { encode } from '../../proto/codec.js';
-import type { SignInChanges } from '../../proto/engine.js';
+import type { EngineStarted, SignInChanges } from '../../proto/engine.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineState } from './state.js';
 import { basketVersions, type CoreConfig } from './core.js';
@@ -229,6 +229,9 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     fillsMs,
     startMs: Math.round(performance.now() - t0),
   };
+  // Changes applied while starting (fills stored while no engine ran, applied in the rebuild or before the actor
+  // existed; notices of a group the last run died before settling) were published to nobody: streams re-snapshot.
+  nc.publish(names.started, encode({ v: 1, shard: names.shard, shards: names.shards, ts: Date.now() } satisfies EngineStarted));
   log.info(ready, 'engine ready');
   return {
     state,

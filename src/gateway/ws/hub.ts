@@ -2,10 +2,11 @@ import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node'
 import { Kvm } from '@nats-io/kv';
 import { decodeAs, decodeIf, decodeRecordsAs } from '../../../proto/codec.js';
 import { NOTICE_BATCH_VERSION, namedChange, noticeBatchShape, type HoldingsNotice, type NoticeBatch } from '../../../proto/holdings.js';
-import { namedHoldings, type TickerOf } from '../../../proto/engine.js';
+import { engineStartedShape, namedHoldings, type TickerOf } from '../../../proto/engine.js';
 import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, etfPriceShape, type EtfPrice } from '../../../proto/marketdata.js';
 import { namedOutcome, type OutcomeNotice } from '../../../proto/requests.js';
-import { NOTICES_SUBJECT_WILDCARD } from '../../../proto/subjects.js';
+import { ENGINE_STARTED_SUBJECT_WILDCARD, NOTICES_SUBJECT_WILDCARD } from '../../../proto/subjects.js';
+import { shardOfClient } from '../../../proto/shards.js';
 import { WS_CLOSE, WS_PROTOCOL_VERSION, type WsFormat } from '../../../proto/ws.js';
 import type { Logger } from '../../shared/log.js';
 import type { Authenticator, AuthResult } from '../auth.js';
@@ -99,6 +100,7 @@ export class Hub implements SessionHost {
       );
     sub(NOTICES_SUBJECT_WILDCARD, (m) => this.onNotices(m));
     sub(PRICE_SUBJECT_WILDCARD, (m) => this.onPrice(m));
+    sub(ENGINE_STARTED_SUBJECT_WILDCARD, (m) => this.onEngineStarted(m));
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
     void (async () => {
@@ -175,6 +177,16 @@ export class Hub implements SessionHost {
     this.stats.gaps++;
     this.log.warn({ clientId: feed.clientId, seq: feed.seq }, 'ws: holdings change missed, re-snapshotting');
     this.fetchSnapshot(feed);
+  }
+
+  /**
+   * An engine shard serves again: what it applied while starting was never in a notice, and a feed of its
+   * accounts would stay behind (a resume answering "nothing missed") until the account's next change.
+   * Missed while this gateway was off NATS, the reconnect re-snapshots every feed anyway.
+   */
+  private onEngineStarted(m: Msg): void {
+    const { shard, shards } = decodeAs(m.data, engineStartedShape);
+    for (const f of this.feeds.values()) if (shardOfClient(f.clientId, shards) === shard) this.fetchSnapshot(f);
   }
 
   /** A shard's notices: each goes to its account's feed, if the account has one here; the others are skipped unnamed. */
