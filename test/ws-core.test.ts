@@ -6,6 +6,12 @@ import { AccountFeed } from '../src/gateway/ws/account.js';
 import { wsLimits } from '../src/gateway/ws/limits.js';
 import { Session, type SessionHost, type Transport } from '../src/gateway/ws/session.js';
 import { quietLog } from './helpers/system.js';
+import { Hub, type HubDeps } from '../src/gateway/ws/hub.js';
+import { encodeRecords } from '../proto/codec.js';
+import { NOTICE_BATCH_VERSION, type HoldingsNotice, type NoticeBatch } from '../proto/holdings.js';
+import type { OutcomeNotice } from '../proto/requests.js';
+import type { EngineReply } from '../proto/engine.js';
+import { NOTICES_SUBJECT_WILDCARD } from '../proto/subjects.js';
 
 const change = (seq: number, quantity = seq): HoldingsChange => ({
   v: 1,
@@ -50,6 +56,8 @@ class Listener {
   onChange(seq: number) {
     this.seqs.push(seq);
   }
+  deliverOutcome() {}
+  outcomeDropped() {}
 }
 
 describe('AccountFeed', () => {
@@ -237,5 +245,70 @@ describe('Session and sign-in changes', () => {
     const other = checking();
     other.session.signInChanged(new Set(['team2']));
     expect(other.socket.closed).toBeUndefined();
+  });
+});
+
+describe('Hub: request outcomes while re-snapshotting', () => {
+  /** A hub on a fake bus and engine: the test hands it notices and answers each holdings request when it chooses. */
+  function hubWorld() {
+    const callbacks = new Map<string, (err: unknown, m: { subject: string; data: Uint8Array }) => void>();
+    const nc = {
+      subscribe: (subject: string, opts: { callback: (err: unknown, m: { subject: string; data: Uint8Array }) => void }) => {
+        callbacks.set(subject, opts.callback);
+        return { unsubscribe: () => {} };
+      },
+      status: () => ({ [Symbol.asyncIterator]: () => ({ next: () => new Promise<never>(() => {}) }) }),
+    };
+    const asked: ((r: EngineReply) => void)[] = [];
+    const engine = { call: () => new Promise<EngineReply>((resolve) => asked.push(resolve)) };
+    const deps = { nc, engine, auth: { verify: () => ({ ok: true, clientId: 1 }) }, tickerOf: (s: number) => `S${s}` } as unknown as HubDeps;
+    const hub = new Hub(deps, quietLog, wsLimits());
+    hub.start();
+    const socket = new FakeSocket();
+    const session = hub.open(socket, 'json');
+    socket.onEnd = () => session.onClosed();
+    const notices = (b: Omit<NoticeBatch, 'v'>) => callbacks.get(NOTICES_SUBJECT_WILDCARD)!(null, { subject: 'etf.notices.0', data: encodeRecords({ v: NOTICE_BATCH_VERSION, ...b }) });
+    const answer = (seq: number, knan: number) => asked.shift()!({ id: 0, ok: true, result: { client_id: 1, username: 'team1', seq, positions: [3, knan], cash: 0 } } as EngineReply);
+    return { hub, socket, session, notices, answer, asked };
+  }
+  const change = (seq: number, knan: number): HoldingsNotice => ({ client_id: 1, seq, cause: 'create', deltas: [3, -1], positions: [3, knan], cash: 0, ts: 0 });
+  const accepted: OutcomeNotice = { request_id: 'r1', client_id: 1, op: 'create', etf: 'UNDY', amount: 1, status: 'accepted', ts: 0, deltas: [3, -1] };
+  const msg = (o: unknown) => new TextEncoder().encode(JSON.stringify(o)).buffer as ArrayBuffer;
+  const settle = () => new Promise((r) => setImmediate(r));
+
+  it('sends a conversion outcome that came with a gap after the resync snapshot that includes its change, not before', async () => {
+    const { hub, socket, session, notices, answer, asked } = hubWorld();
+    session.open({ username: 'team1', password: 'x' });
+    await settle();
+    answer(0, 5);
+    await settle();
+    session.onMessage(msg({ type: 'subscribe', requests: true }), false);
+    // Change 1 never arrived: the create (change 2) and its outcome, in one batch, find the gateway behind.
+    notices({ changes: [change(2, 3)], outcomes: [accepted] });
+    expect(asked).toHaveLength(1);
+    // Meanwhile change 4 comes without 3: held, it is a gap again at the snapshot, and the outcome waits through a second one.
+    notices({ changes: [change(4, 1)], outcomes: [] });
+    answer(2, 3);
+    await settle();
+    expect(asked).toHaveLength(1);
+    answer(4, 1);
+    await settle();
+    session.flush();
+    expect(types(socket.frames)).toEqual(['welcome', 'snapshot:0', 'subscribed', 'snapshot:4', 'request']);
+    expect(socket.frames[3]).toMatchObject({ reason: 'resync', positions: [{ symbol: 3, quantity: 1 }] });
+    hub.close();
+  });
+
+  it('sends an outcome that arrived before the first snapshot right after it', async () => {
+    const { hub, socket, session, notices, answer } = hubWorld();
+    session.open({ username: 'team1', password: 'x' });
+    session.onMessage(msg({ type: 'subscribe', requests: true }), false);
+    await settle();
+    notices({ changes: [change(1, 4)], outcomes: [accepted] });
+    answer(0, 5);
+    await settle();
+    session.flush();
+    expect(types(socket.frames)).toEqual(['welcome', 'subscribed', 'snapshot:1', 'request']);
+    hub.close();
   });
 });

@@ -10,6 +10,10 @@ export interface FeedListener {
   /** The feed holds a fresh engine snapshot (`resync`: not the first one). */
   feedLive(resync: boolean): void;
   onChange(seq: number, frame: SharedFrame): void;
+  /** A request outcome, once every change received before it is in what the connection was sent. */
+  deliverOutcome(frame: SharedFrame): void;
+  /** An outcome held while re-snapshotting was dropped (more held than the feed keeps). */
+  outcomeDropped(): void;
 }
 
 export type Offer = 'ok' | 'gap';
@@ -36,6 +40,12 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
   /** Which snapshot request is current: a reply to an older one is ignored. */
   joinId = 0;
   private pending: HoldingsChange[] = [];
+  /**
+   * Outcomes that arrived while not live. The engine publishes an outcome after its change (a batch's changes
+   * come before its outcomes), so each goes out after the snapshot that includes every change held before it;
+   * kept across another startJoin (a gap at the snapshot), since the next snapshot includes their changes too.
+   */
+  private heldOutcomes: SharedFrame[] = [];
   private snapshots = 0;
 
   constructor(
@@ -68,6 +78,19 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
     return 'ok';
   }
 
+  /** A request outcome from NATS: out now when live, else after the snapshot (an outcome before its change would lie). */
+  outcome(frame: SharedFrame): void {
+    if (this.live) {
+      for (const s of this.sessions) s.deliverOutcome(frame);
+      return;
+    }
+    if (this.heldOutcomes.length >= this.maxPending) {
+      this.heldOutcomes.shift();
+      for (const s of this.sessions) s.outcomeDropped();
+    }
+    this.heldOutcomes.push(frame);
+  }
+
   /** The engine's snapshot landed: adopt it, apply the changes held meanwhile, then tell the connections. */
   snapshot(view: HoldingsView): Offer {
     this.seq = view.seq;
@@ -80,6 +103,9 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
     this.live = true;
     const resync = this.snapshots++ > 0;
     for (const s of this.sessions) s.feedLive(resync);
+    const outcomes = this.heldOutcomes;
+    this.heldOutcomes = [];
+    for (const f of outcomes) for (const s of this.sessions) s.deliverOutcome(f);
     return 'ok';
   }
 

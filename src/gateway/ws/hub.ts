@@ -236,8 +236,7 @@ export class Hub implements SessionHost {
     }
     this.stats.outcomes++;
     const outcome = namedOutcome(n, this.deps.tickerOf);
-    const frame = new SharedFrame({ v: WS_PROTOCOL_VERSION, type: 'request', outcome });
-    for (const s of feed.sessions) s.deliverOutcome(frame);
+    feed.outcome(new SharedFrame({ v: WS_PROTOCOL_VERSION, type: 'request', outcome }));
   }
 
   scheduleFlush(s: Session): void {

@@ -286,6 +286,10 @@ export class Session implements FeedListener {
     if (!this.sendData(frame)) this.stalePrices.add(etf);
   }
 
+  outcomeDropped(): void {
+    if (this.requests) this.missedOutcomes++;
+  }
+
   deliverOutcome(frame: SharedFrame): void {
     if (this.phase !== 'authenticated' || !this.requests) return;
     if (!this.stale && this.sendData(frame)) return;
