@@ -8,7 +8,7 @@ import { JOURNAL_SUBJECT } from '../proto/subjects.js';
 import { JOURNAL_VERSION, type JournalEvent } from '../proto/journal.js';
 import { ScoreboardWriter, scoreboardLines } from '../src/engine/scoreboard.js';
 import { ensureJournalStream } from '../src/shared/streams.js';
-import { natsClient, startTestNats, tempDir } from './helpers/system.js';
+import { natsClient, startTestNats, tempDir, until } from './helpers/system.js';
 
 /**
  * The scoreboard file's catch-up over a long journal (a first start on an old
@@ -172,4 +172,32 @@ it('writes the whole file again from the journal when it is shorter than its pos
   truncateSync(path, Math.floor(whole.length / 3));
   expect(await complete()).toBe(whole);
   expect(errors).toEqual([]);
+}, 60_000);
+
+it('tries a failed catch-up again, live appends queued meanwhile, and writes every line once', async () => {
+  const path = join(dir.path, 'catch-up-failed.log');
+  const errors: unknown[] = [];
+  const writer = new ScoreboardWriter(path, (err) => errors.push(err), deltasOf as never);
+  // The first window's write fails (a journal read timing out does the same): before, the writer gave up for the rest of the run.
+  const w = writer as unknown as { write: (text: string, seq: number) => Promise<void> };
+  const write = w.write.bind(writer);
+  let calls = 0;
+  w.write = (text, seq) => (calls++ === 0 ? Promise.reject(new Error('EIO: i/o error, read')) : write(text, seq));
+  writer.startCatchUp(nc, BATCHES);
+  const event = (requestId: number): JournalEvent => ({ t: 'conversion', requestId, op: 'redeem', clientId: 4, etf: 'UNDY', amount: 1, deltas: [[5, requestId]], ts: 1_800_000_000_000 });
+  writer.append([event(1)], BATCHES + 1);
+  const position = () => {
+    try {
+      return JSON.parse(readFileSync(`${path}.pos`, 'utf8') || '{"seq":0}') as { seq: number; bytes: number };
+    } catch {
+      return { seq: 0, bytes: 0 };
+    }
+  };
+  await until(() => position().seq === BATCHES + 1, 'the catch-up tried again and the append written', 20_000);
+  await writer.close();
+  expect(errors).toHaveLength(1);
+  const lines = readFileSync(path, 'utf8').split('\n').filter(Boolean);
+  expect(lines).toHaveLength(BATCHES * PER_BATCH * 2 + 1);
+  expect(new Set(lines).size).toBe(lines.length);
+  expect(lines.at(-1)).toBe('1800000000000000000 redeem 4 5 1');
 }, 60_000);

@@ -74,6 +74,11 @@ class LinesNotWritten extends Error {
   }
 }
 
+/** A failed catch-up is tried again after RETRY_MS, doubling up to this. */
+const CATCH_UP_RETRY_MAX_MS = 30_000;
+/** Lines queued behind a failing catch-up at most; past it they are left to the journal (the catch-up's reach grows). */
+const MAX_PENDING_BYTES = 32 * 1024 * 1024;
+
 /** Journal batches (of up to 2,000 events each) read and written per step of a catch-up. */
 const CATCH_UP_WINDOW = 200;
 
@@ -89,8 +94,12 @@ export class ScoreboardWriter {
   private file?: FileHandle;
   private posFile?: FileHandle;
   private ready = false;
-  /** Catch-up failed: lines are not kept in memory; the next start redoes them from the journal. */
-  private failed = false;
+  /** Catch-ups failed in a row, and the retry waiting. */
+  private catchUpFailures = 0;
+  private catchUpTimer: NodeJS.Timeout | null = null;
+  /** Appends dropped while a catch-up kept failing: the next catch-up goes as far as this journal seq. */
+  private catchUpTo = 0;
+  private pendingBytes = 0;
   /** Each durable batch's lines, joined once when written. */
   private pendingText: string[] = [];
   private pendingSeq = 0;
@@ -113,21 +122,47 @@ export class ScoreboardWriter {
   /** Starts the catch-up in the background; live appends queue behind it, so start-up does not wait for it. */
   /** `stream`: the engine shard's journal (proto/shards.ts). */
   startCatchUp(nc: NatsConnection, journalSeq: number, stream?: string): void {
-    this.writing = this.catchUp(nc, journalSeq, stream)
+    let further = false;
+    this.writing = this.catchUp(nc, Math.max(journalSeq, this.catchUpTo), stream)
       .then((complete) => {
-        this.ready = complete;
+        this.catchUpFailures = 0;
+        // Appends were left to the journal while this ran (too many queued): those lines are caught up too, first.
+        further = complete && this.catchUpTo > this.pos.seq;
+        this.ready = complete && !further;
       })
       .catch((err: unknown) => {
-        this.failed = true;
+        // Tried again after a pause, live appends queuing meanwhile: given up, every conversion of the rest of the
+        // engine's run missed the file (a journal read timing out once during a cluster election was enough).
         this.onError(err);
+        if (this.closing) return;
+        const wait = Math.min(CATCH_UP_RETRY_MAX_MS, RETRY_MS * 2 ** this.catchUpFailures++);
+        this.catchUpTimer = setTimeout(() => {
+          this.catchUpTimer = null;
+          this.startCatchUp(nc, journalSeq, stream);
+        }, wait);
       })
       .finally(() => {
         this.writing = null;
-        this.kick();
+        if (further) this.startCatchUp(nc, journalSeq, stream);
+        else this.kick();
       });
   }
 
   private async catchUp(nc: NatsConnection, journalSeq: number, stream?: string): Promise<boolean> {
+    // A catch-up tried again goes on from where the last one got to: its position and files are kept.
+    if (!this.file) await this.openFiles();
+    // A window of journal batches at a time: a long journal is neither held in memory as one text nor in the way of a stop.
+    while (this.pos.seq < journalSeq) {
+      if (this.closing) return false;
+      const until = Math.min(journalSeq, this.pos.seq + CATCH_UP_WINDOW);
+      let text = '';
+      await replayJournal(nc, this.pos.seq + 1, (events) => (text += scoreboardLines(events, this.deltasOf)), until, stream);
+      await this.write(text, until);
+    }
+    return true;
+  }
+
+  private async openFiles(): Promise<void> {
     await mkdir(dirname(this.path), { recursive: true });
     try {
       this.pos = JSON.parse(await readFile(`${this.path}.pos`, 'utf8')) as Position;
@@ -150,22 +185,21 @@ export class ScoreboardWriter {
       await this.file.truncate(0);
       this.pos = { seq: 0, bytes: 0 };
     }
-    // A window of journal batches at a time: a long journal is neither held in memory as one text nor in the way of a stop.
-    while (this.pos.seq < journalSeq) {
-      if (this.closing) return false;
-      const until = Math.min(journalSeq, this.pos.seq + CATCH_UP_WINDOW);
-      let text = '';
-      await replayJournal(nc, this.pos.seq + 1, (events) => (text += scoreboardLines(events, this.deltasOf)), until, stream);
-      await this.write(text, until);
-    }
-    return true;
   }
 
   /** Queues the lines of a durable journal batch; appends happen in journal order. */
   append(events: readonly JournalEvent[], journalSeq: number): void {
-    if (this.failed) return;
-    this.pendingText.push(scoreboardLines(events, this.deltasOf));
     this.pendingSeq = journalSeq;
+    if (!this.ready && this.pendingBytes > MAX_PENDING_BYTES) {
+      // A catch-up failing for long: the lines are in the journal, and the next catch-up goes as far as these.
+      this.pendingText = [];
+      this.pendingBytes = 0;
+      this.catchUpTo = journalSeq;
+      return;
+    }
+    const text = scoreboardLines(events, this.deltasOf);
+    this.pendingText.push(text);
+    this.pendingBytes += text.length;
     this.kick();
   }
 
@@ -183,12 +217,14 @@ export class ScoreboardWriter {
     const text = this.pendingText.join('');
     const seq = this.pendingSeq;
     this.pendingText = [];
+    this.pendingBytes = 0;
     this.writing = this.write(text, seq)
       .catch((err: unknown) => {
         // The lines go again, first, after a pause: dropped, the next write moved the position past them and no
         // start ever wrote them (a disk full for a moment cost the scoreboard those conversions for good).
         if (err instanceof LinesNotWritten) {
           this.pendingText.unshift(text);
+          this.pendingBytes += text.length;
           this.lastAppendAt = Date.now() + RETRY_MS;
         }
         this.onError(err);
@@ -214,6 +250,8 @@ export class ScoreboardWriter {
 
   async close(): Promise<void> {
     this.closing = true;
+    if (this.catchUpTimer) clearTimeout(this.catchUpTimer);
+    this.catchUpTimer = null;
     await this.flush();
     await this.file?.close();
     await this.posFile?.close();
