@@ -112,3 +112,28 @@ describe('two engine shards behind two gateways', () => {
     }
   });
 });
+
+describe('an operator basket change with two engine shards', () => {
+  const f = useSystem({ engine: { shards: SHARDS }, roster: ROSTER, operator: { username: 'instructor', password: 'instructorpass' } });
+
+  it('exports a conversion on shard 1 made on the new version, with one basket line per version', async () => {
+    expect(shardOfClient(1, SHARDS)).toBe(1);
+    await buy(f.nc, 1, { 3: 10 });
+    const set = await f.http.send('POST', '/operator/api/basket', { basic: ['instructor', 'instructorpass'], json: { etf_name: 'UNDY', components: { KNAN: 3 } } });
+    expect(set.status).toBe(200);
+    const created = await f.http.create('team1', 'team1pass', 2, 'UNDY');
+    expect(created.body).toMatchObject({ basket_version: 1, deltas: { KNAN: -6, UNDY: 2 } });
+
+    // Shard 1's journal names version 1, defined there by the basket event it skips writing.
+    const lines: Record<string, unknown>[] = [];
+    await exportAudit(f.nc, loadBaskets(undefined), (l) => lines.push(JSON.parse(l) as Record<string, unknown>), SHARDS);
+    expect(lines.find((l) => l.kind === 'create' && l.client_id === 1)).toMatchObject({
+      status: 'accepted',
+      deltas: [
+        { ticker: 'KNAN', quantity: -6 },
+        { ticker: 'UNDY', quantity: 2 },
+      ],
+    });
+    expect(lines.filter((l) => l.kind === 'basket').map((l) => (l.basket as { version: number }).version)).toEqual([1]);
+  });
+});

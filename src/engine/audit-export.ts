@@ -35,7 +35,7 @@ export async function exportAudit(nc: NatsConnection, instruments: Instruments, 
   let n = 0;
   const desk = await readDesk(nc);
   const tallies = new Map<number, Tally>();
-  // With engine shards (proto/shards.ts), one shard's journal after another; operator commands, which every shard journals, once.
+  // With engine shards (proto/shards.ts), one shard's journal after another; operator commands, which every shard journals, written once (from shard 0's).
   for (let shard = 0; shard < shards; shard++) n += await exportJournal(nc, instruments, write, shardNames(shard, shards).journalStream, shard > 0, desk, tallies);
   for (const line of pnlSplits(desk, tallies)) write(JSON.stringify(line));
   return n;
@@ -111,12 +111,13 @@ async function exportJournal(
           continue;
         }
         if (ev.t === 'account' && ev.requestId === undefined) continue; // roster accounts: no request
+        // Every shard's own conversions name the versions its own journal defines, so its catalog learns them even where another shard writes the line.
+        if (ev.t === 'basket') catalog.add(ev.etf, ev.version, ev.from, ev.components);
         if (teamsOnly && (ev.t === 'operator' || ev.t === 'basket' || ev.t === 'rules')) continue;
         if (ev.t === 'operator') {
           const entry: OperatorAuditEntry = { kind: ev.action, etf: ev.etf, ...(ev.reason !== undefined ? { reason: ev.reason } : {}), by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));
         } else if (ev.t === 'basket') {
-          catalog.add(ev.etf, ev.version, ev.from, ev.components);
           const entry: OperatorAuditEntry = { kind: 'basket', etf: ev.etf, basket: { version: ev.version, from: ev.from, components: Object.fromEntries(ev.components.map(([s, w]) => [instruments.tickerOf(s), w])) }, by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));
         } else if (ev.t === 'rules') {
