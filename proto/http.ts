@@ -351,7 +351,8 @@ export const CHART_LIMITS = {
  * `scorecard`): what the conversion was worth at the mid prices of that
  * moment, fee included. `edge` = Σ delta × mid − fee over the ETF and its
  * basket: positive when the team received more value than it gave. null when
- * a leg had no two-sided market (`unmarked`). `quoted_edge`: the pricing
+ * a leg had no two-sided market (`unmarked`; a book one-sided then counts as
+ * none, its last mid unused; `etf_mid` is null likewise). `quoted_edge`: the pricing
  * actor's executable edge then (create_edge or redeem_edge × amount − fee),
  * what trading the legs at the touch would have earned. `legs_sold` (0..1):
  * how much of what the conversion gave the team (the ETF units of a create,

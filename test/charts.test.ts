@@ -108,6 +108,37 @@ describe('GET /charts and the conversion scorecard', () => {
     expect(h.body.entries[0].scorecard).toBeUndefined();
   });
 
+  it('scores only at two-sided mids: a leg whose book is one-sided is unmarked and the edge null, however recent its last mid', async () => {
+    const team1 = { basic: ['team1', 'team1pass'] as [string, string] };
+    const bbos = await openBucket(f.nc, BBO_BUCKET);
+    const card = (requestId: string) =>
+      until(async () => (await f.http.send('GET', `/requests/${requestId}`, team1)).body.scorecard, 'the scorecard');
+    await buy(f.nc, 1, undyBasket(2));
+    const pnl = async () => (await charts({ team: 'team1' })).teams[0]?.pnl.at(-1);
+    const base = (await f.http.holdings('team1', 'team1pass')).body.pnl.total as number;
+    await until(async () => ((await pnl()) === base ? true : undefined), 'a sample with the bought basket');
+
+    // KNAN's asks pulled a moment ago (its last mid 103 is recent), then BDIN up 10 on the 2 held: the desk follows the
+    // bucket in order, so a sample showing BDIN's new mid means it heard KNAN one-sided.
+    await bbos.put('3', encode({ ...bbo(3, 103), ask: null, ask_qty: 0 }));
+    await bbos.put('12', encode(bbo(12, 122)));
+    await until(async () => ((await pnl()) === base + 20 ? true : undefined), 'the desk to hear KNAN one-sided');
+    const stale = await f.http.create('team1', 'team1pass', 1);
+    expect(stale.status).toBe(200);
+    expect(await card(stale.body.request_id)).toMatchObject({ edge: null, edge_per_unit: null, unmarked: ['KNAN'], etf_mid: 1100 });
+
+    // Two-sided again: scored as before.
+    await bbos.put('3', encode(bbo(3, 103)));
+    await bbos.put('12', encode(bbo(12, 112)));
+    // The create gave 1 of each component (1085 at these marks) for 1 UNDY (1100), fee 7; BDIN back down 10 on the one left.
+    await until(async () => ((await pnl()) === base + 20 + (1100 - 1085 - 7) - 10 ? true : undefined), 'the desk to hear KNAN two-sided');
+    const live = await f.http.create('team1', 'team1pass', 1);
+    expect(live.status).toBe(200);
+    const scored = await card(live.body.request_id);
+    expect(scored).toMatchObject({ edge: 1100 - 1075 - (5 + 2), etf_mid: 1100 });
+    expect(scored.unmarked).toBeUndefined();
+  });
+
   it('a gateway started again mid-session, and one started late, serve the session so far and the same scorecards (the desk stream, not gateway memory)', async () => {
     const team1 = { basic: ['team1', 'team1pass'] as [string, string] };
     const before = await charts();

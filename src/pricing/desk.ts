@@ -198,17 +198,17 @@ export class DeskRecorder {
     }
   }
 
-  /** A conversion's value at the marks of the moment: Σ delta × mid (what it did to P&L at mid), less its fee. */
+  /** A conversion's value at the marks of the moment: Σ delta × mid (what it did to P&L at mid), less its fee; a leg without a two-sided market now is unmarked, not valued at its last mid. */
   private score(requestId: string, clientId: number, op: 'create' | 'redeem', etf: string, amount: number, deltas: FlatPositions, fee: number, ts: number): void {
     let value = 0;
     const unmarked: string[] = [];
     for (let i = 0; i < deltas.length; i += 2) {
-      const m = this.marks.mid(deltas[i]!);
+      const m = this.marks.liveMid(deltas[i]!);
       if (m === undefined) unmarked.push(this.instruments.tickerOf(deltas[i]!));
       else value += deltas[i + 1]! * m;
     }
     const symbol = this.instruments.baskets.get(etf)?.symbol;
-    const etfMid = symbol === undefined ? undefined : this.marks.mid(symbol);
+    const etfMid = symbol === undefined ? undefined : this.marks.liveMid(symbol);
     const p = this.prices.get(etf);
     const quoted = op === 'create' ? p?.create_edge : p?.redeem_edge;
     const card: Scorecard = {

@@ -44,6 +44,12 @@ export class Marks {
     return this.marks.get(symbol)?.mid;
   }
 
+  /** The symbol's mid only while its book is two-sided: a conversion is judged at the prices of its moment, and an old mid would give it an edge nobody could trade at. */
+  liveMid(symbol: number): number | undefined {
+    const m = this.marks.get(symbol);
+    return m?.live ? m.mid : undefined;
+  }
+
   pnl(cash: number, positions: readonly { symbol: number; ticker: string; quantity: number }[]): Pnl {
     let marked = 0;
     const unmarked: string[] = [];
