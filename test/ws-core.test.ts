@@ -113,12 +113,11 @@ class FakeSocket implements Transport {
   }
 }
 
-function connected(limits = wsLimits({ softBufferBytes: 1000, staleTimeoutMs: 50, maxPriceSubscriptions: 2 })) {
-  const feed = new AccountFeed<Session>(1, 64);
-  const socket = new FakeSocket();
-  const host: SessionHost = {
+/** A session's host for one account's feed, whose password check is `verify`. */
+function hostOf(feed: AccountFeed<Session>, limits: ReturnType<typeof wsLimits>, verify: SessionHost['verify']): SessionHost {
+  return {
     limits,
-    verify: () => ({ ok: true, clientId: 1 }),
+    verify,
     join: (s) => {
       feed.sessions.add(s);
       return feed;
@@ -129,7 +128,12 @@ function connected(limits = wsLimits({ softBufferBytes: 1000, staleTimeoutMs: 50
     // The test flushes by hand: what a turn of the event loop would do.
     scheduleFlush: () => {},
   };
-  const session = new Session(socket, host, 'json', quietLog);
+}
+
+function connected(limits = wsLimits({ softBufferBytes: 1000, staleTimeoutMs: 50, maxPriceSubscriptions: 2 })) {
+  const feed = new AccountFeed<Session>(1, 64);
+  const socket = new FakeSocket();
+  const session = new Session(socket, hostOf(feed, limits, () => ({ ok: true, clientId: 1 })), 'json', quietLog);
   socket.onEnd = () => session.onClosed();
   feed.startJoin();
   session.open({ username: 'team1', password: 'x' });
@@ -212,19 +216,7 @@ describe('Session and sign-in changes', () => {
     const feed = new AccountFeed<Session>(1, 64);
     const socket = new FakeSocket();
     let settle!: (r: { ok: true; clientId: number }) => void;
-    const host: SessionHost = {
-      limits: wsLimits({}),
-      verify: () => new Promise((resolve) => (settle = resolve)),
-      join: (s) => {
-        feed.sessions.add(s);
-        return feed;
-      },
-      leave: (s) => void feed.sessions.delete(s),
-      latestPrices: () => {},
-      priceInterestChanged: () => {},
-      scheduleFlush: () => {},
-    };
-    const session = new Session(socket, host, 'json', quietLog);
+    const session = new Session(socket, hostOf(feed, wsLimits({}), () => new Promise((resolve) => (settle = resolve))), 'json', quietLog);
     socket.onEnd = () => session.onClosed();
     session.open({ username: 'team1', password: 'the-old-password' });
     return { socket, session, settle: (r: { ok: true; clientId: number }) => settle(r) };
