@@ -225,6 +225,29 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
     expect((await f.http.register(name, 'password1')).status).toBe(200);
   });
 
+  // [name, a request answered with the connection's last answer]: node answers each; uWS may drop the pair.
+  const lastAnswers: [string, string, number][] = [
+    ['a foreign Origin POST (403)', `POST /register HTTP/1.1\r\nHost: test\r\nOrigin: https://evil.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=b`, 403],
+    ['a body over the limit (413)', post('/create', 'a='.padEnd(20_000, 'x')), 413],
+    ['a POST to a GET route (405)', post('/holdings', 'username=team1&password=team1pass'), 405],
+    ['no Host (400)', `POST /create HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=b`, 400],
+    ['Connection: close from the client', 'GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n', 200],
+  ];
+
+  it.each(lastAnswers)('carries out a create pipelined after %s only if it answers it', async (name, first, status) => {
+    const key = `${kind}-after-${name.replace(/\W+/g, '-')}`;
+    const sent = await commandSent(f, key);
+    const c = raw();
+    c.sendMany(first + createReq(key), 2);
+    await c.until(() => c.closed || c.responses.length === 2);
+    c.close();
+    // The gateway sends a create's command after its credentials are checked (a bcrypt): a second is plenty.
+    const applied = await Promise.race([sent.done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 1_000))]);
+    const answered = c.responses.some((r) => JSON.parse(r.body).client_request_id === key);
+    expect({ applied, answered }).toEqual({ applied: answered, answered });
+    if (kind === 'node') expect(c.responses[0]?.status).toBe(status);
+  });
+
   const body = form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: `${kind}-bad` });
   // [name, request, the node server's answer]: uWS drops each without one.
   const malformed: [string, string, number, string][] = [

@@ -48,6 +48,14 @@ function requestInfo(req: http.IncomingMessage): RequestInfo {
 
 const hasBody = (req: http.IncomingMessage) => req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 
+/**
+ * Connections whose last answer is decided (a `connection: close` of ours, or
+ * the client's): Node's parser still hands on requests that came in the same
+ * read, and Node would carry them out but never write their answers, so they
+ * are not handled at all.
+ */
+type Closing = WeakSet<Duplex>;
+
 class NodeReply implements Reply {
   /** Its place among its connection's answers not yet written out (OpenReplies). */
   open: Handle<NodeReply> | null = null;
@@ -56,6 +64,7 @@ class NodeReply implements Reply {
   constructor(
     readonly req: http.IncomingMessage,
     readonly res: http.ServerResponse,
+    private readonly closing: Closing,
   ) {
     res.on('close', () => {
       if (!res.writableFinished) this.abandon();
@@ -86,7 +95,10 @@ class NodeReply implements Reply {
     for (const [k, v] of headers) flat.push(k, v);
     flat.push('content-length', String(Buffer.byteLength(body)));
     // A body not read to its end (a 413, or any answer before it) would have to be read before the next request: close instead.
-    if (!this.req.complete && hasBody(this.req)) flat.push('connection', 'close');
+    if (!this.req.complete && hasBody(this.req)) {
+      flat.push('connection', 'close');
+      this.closing.add(this.req.socket);
+    }
     this.res.writeHead(status, flat);
     this.res.end(head ? undefined : body);
   }
@@ -122,7 +134,8 @@ function rawAnswer(socket: Duplex, status: number, body: unknown): void {
 }
 
 /** A request llhttp let through that the gateway refuses, answered at once and the connection closed. */
-function answerRefused(res: http.ServerResponse, [status, code, message]: [number, HttpErrorCode, string]): void {
+function answerRefused(res: http.ServerResponse, closing: Closing, [status, code, message]: [number, HttpErrorCode, string]): void {
+  closing.add(res.req.socket);
   const text = JSON.stringify({ error: { code, message } });
   res.writeHead(status, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(text)), 'connection', 'close']);
   res.end(text);
@@ -292,11 +305,14 @@ function acceptWebSockets(server: http.Server, ws: WsEndpoint, sockets: OpenSock
 
 export function nodeServer(opts: HttpServerOptions): HttpServer {
   const open = new OpenReplies();
+  const closing: Closing = new WeakSet();
   // Host is checked here rather than by Node (requireHostHeader), whose 400 has no JSON body.
   const server = http.createServer({ keepAliveTimeout: KEEP_ALIVE_MS, headersTimeout: HEADERS_MS, requestTimeout: REQUEST_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS, requireHostHeader: false }, (req, res) => {
+    if (closing.has(req.socket)) return;
+    if (!res.shouldKeepAlive) closing.add(req.socket);
     const refused = refuseRequest(req);
-    if (refused) return answerRefused(res, refused);
-    const reply = new NodeReply(req, res);
+    if (refused) return answerRefused(res, closing, refused);
+    const reply = new NodeReply(req, res, closing);
     open.track(reply);
     opts.handler(requestInfo(req), reply);
   });
