@@ -296,12 +296,15 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
       expect(await undy()).toBe(before + 1);
     });
 
-    it('answers every request a client sent before closing its side', async () => {
+    it('answers every request a client sent before closing its side, a create answered after the close too', async () => {
+      const key = 'half-closed';
       const c = raw();
-      c.sendMany(get + get, 2);
+      c.sendMany(get + get + createReq(key), 3);
       c.socket.end();
       await c.until(() => c.closed);
-      expect(c.responses.map((r) => r.status)).toEqual([404, 404]);
+      expect(c.responses.map((r) => r.status)).toEqual([404, 404, 200]);
+      expect(JSON.parse(c.responses[2]!.body).client_request_id).toBe(key);
+      expect((await f.http.send('GET', `/requests/${key}`, { basic: ['team1', 'team1pass'] })).status).toBe(200);
     });
 
     it.each(malformed)('answers %s with a JSON error and closes, changing nothing', async (_name, request, status, code) => {

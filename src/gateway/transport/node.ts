@@ -316,6 +316,10 @@ export function nodeServer(opts: HttpServerOptions): HttpServer {
     open.track(reply);
     opts.handler(requestInfo(req), reply);
   });
+  // Node's default drops the answers still pending when a client ends its side (`printf … | nc`, socket.end()),
+  // though their requests are carried out: answered instead, the connection ending after the last one.
+  // Node has read this property since long before 20 (_http_server.js socketOnEnd); @types/node does not list it.
+  (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   answerClientErrors(server, open, opts.log);
   const sockets = new OpenSockets();
   acceptWebSockets(server, opts.ws, sockets);
