@@ -6,6 +6,7 @@ import type { CommandBatch } from '../proto/engine.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { buy, undyBasket, useSystem, type SystemFixture } from './helpers/system.js';
 import { eachServer, serverHttp } from './helpers/servers.js';
+import { upgradesChosen } from '../src/gateway/transport/node.js';
 
 /**
  * The gateway over a raw TCP socket: pipelining, HEAD, HTTP/1.0, chunked and
@@ -223,6 +224,35 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
     // At most the GET is answered; the hidden registration never happened, so the name is still free.
     expect(c.responses.length).toBeLessThanOrEqual(1);
     expect((await f.http.register(name, 'password1')).status).toBe(200);
+  });
+
+  // What Java's java.net.http.HttpClient adds to every plain-http request by default.
+  const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA\r\n';
+
+  it('takes a request offering Upgrade: h2c as an ordinary HTTP/1.1 request (node on Node 20: a JSON 501 saying how to send it)', async () => {
+    const key = `${kind}-h2c`;
+    const declined = kind === 'node' && !upgradesChosen;
+    const c = raw();
+    c.send(`GET /symbols HTTP/1.1\r\nHost: test\r\n${h2c}\r\n`);
+    await c.until(() => c.closed || c.responses.length === 1);
+    c.send(createReq(key).replace('\r\n', `\r\n${h2c}`));
+    await c.until(() => c.closed || c.responses.length === 2);
+    const other = raw();
+    if (declined) {
+      other.send(createReq(key).replace('\r\n', `\r\n${h2c}`));
+      await other.until(() => other.closed || other.responses.length === 1);
+    }
+    c.close();
+    other.close();
+    if (declined) {
+      expect([...c.responses, ...other.responses].map((r) => [r.status, JSON.parse(r.body).error.code])).toEqual([[501, 'not_implemented'], [501, 'not_implemented']]);
+      expect((await f.http.send('GET', `/requests/${key}`, { basic: ['team1', 'team1pass'] })).status).toBe(404);
+      return;
+    }
+    expect(c.responses.map((r) => r.status)).toEqual([200, 200]);
+    expect(c.responses[0]!.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(c.responses[1]!.body).client_request_id).toBe(key);
+    expect((await f.http.send('GET', `/requests/${key}`, { basic: ['team1', 'team1pass'] })).status).toBe(200);
   });
 
   // [name, a request answered with the connection's last answer]: node answers each; uWS may drop the pair.

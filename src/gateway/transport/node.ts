@@ -126,7 +126,7 @@ function refuseRequest(req: http.IncomingMessage): [number, HttpErrorCode, strin
   return null;
 }
 
-function rawAnswer(socket: Duplex, status: number, body: unknown): void {
+function answerRaw(socket: Duplex, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   socket.end(
     `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
@@ -190,7 +190,7 @@ function answerClientErrors(server: http.Server, open: OpenReplies, log: HttpSer
     const answer = () => {
       open.forget(socket);
       if (!socket.writable) return socket.destroy();
-      rawAnswer(socket, status, { error: { code, message } });
+      answerRaw(socket, status, { error: { code, message } });
     };
     // A request whose body broke off is never read whole: dropped, nothing of it applied.
     const replies = open.of(socket);
@@ -288,17 +288,37 @@ function driveSocket(sock: WebSocket, tcp: Socket, ws: WsEndpoint, open: (t: Tra
   });
 }
 
+const wantsWebSocket = (req: http.IncomingMessage) => (req.headers.upgrade ?? '').toLowerCase() === 'websocket';
+
+/**
+ * Whether this Node lets the server say which Upgrade requests are upgrades
+ * (`shouldUpgradeCallback`, Node 22 on): there, any other (`Upgrade: h2c`,
+ * which Java's HttpClient puts on every plain-http request) is an ordinary
+ * request. Node 20 hands every Upgrade request to 'upgrade'.
+ */
+export const upgradesChosen = typeof (http.createServer() as http.Server & { shouldUpgradeCallback?: unknown }).shouldUpgradeCallback === 'function';
+
 /** Upgrades to the WebSocket endpoint, refused in JSON like any other request. */
 function acceptWebSockets(server: http.Server, ws: WsEndpoint, sockets: OpenSockets): void {
   const wss = new WebSocketServer({ noServer: true, maxPayload: ws.maxPayloadBytes, perMessageDeflate: false, clientTracking: false });
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
+    const refuse = (status: number, body: unknown) => {
+      answerRaw(socket, status, body);
+      // Node hands the socket over paused: unread, the client's end never arrives and the half-open socket stays (holding server.close).
+      socket.resume();
+    };
     const info = requestInfo(req);
-    if (info.path !== ws.path || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
-      return rawAnswer(socket, HTTP_STATUS.not_found, { error: { code: 'not_found', message: `no WebSocket at ${info.path}` } });
+    if (!wantsWebSocket(req)) {
+      // Only on a Node without shouldUpgradeCallback: the request cannot be handed back to the HTTP parser, so it says how to send it.
+      const message = `Upgrade: ${String(req.headers.upgrade)} is not taken by this gateway on Node ${process.version}: send the request without Upgrade (Java's HttpClient: .version(HttpClient.Version.HTTP_1_1))`;
+      return refuse(HTTP_STATUS.not_implemented, { error: { code: 'not_implemented', message } });
+    }
+    if (info.path !== ws.path) {
+      return refuse(HTTP_STATUS.not_found, { error: { code: 'not_found', message: `no WebSocket at ${info.path}` } });
     }
     const decision = ws.upgrade(info);
-    if ('refuse' in decision) return rawAnswer(socket, decision.refuse.status, decision.refuse.body);
+    if ('refuse' in decision) return refuse(decision.refuse.status, decision.refuse.body);
     wss.handleUpgrade(req, socket, head, (sock) => driveSocket(sock, socket as Socket, ws, decision.open, sockets));
   });
 }
@@ -307,7 +327,16 @@ export function nodeServer(opts: HttpServerOptions): HttpServer {
   const open = new OpenReplies();
   const closing: Closing = new WeakSet();
   // Host is checked here rather than by Node (requireHostHeader), whose 400 has no JSON body.
-  const server = http.createServer({ keepAliveTimeout: KEEP_ALIVE_MS, headersTimeout: HEADERS_MS, requestTimeout: REQUEST_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS, requireHostHeader: false }, (req, res) => {
+  const options: http.ServerOptions & { shouldUpgradeCallback?: (req: http.IncomingMessage) => boolean } = {
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    headersTimeout: HEADERS_MS,
+    requestTimeout: REQUEST_MS,
+    connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+    requireHostHeader: false,
+    // Ignored by Node 20 (upgradesChosen).
+    shouldUpgradeCallback: wantsWebSocket,
+  };
+  const server = http.createServer(options, (req, res) => {
     if (closing.has(req.socket)) return;
     if (!res.shouldKeepAlive) closing.add(req.socket);
     const refused = refuseRequest(req);
