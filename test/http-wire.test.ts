@@ -306,6 +306,27 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
       expect(await undy()).toBe(before + 3);
     });
 
+    it('answers Expect: 100-continue with a body over the limit 413 without a 100 first', async () => {
+      const e = raw();
+      e.send(`POST /create HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\nContent-Length: ${3 << 20}\r\n\r\n`);
+      await e.until(() => e.closed || e.responses.length === 1);
+      e.close();
+      expect(e.responses.map((r) => [r.status, JSON.parse(r.body).error.code])).toEqual([[413, 'payload_too_large']]);
+    });
+
+    it('sends 100 Continue to an Expect: 100-continue create once it reads the body, and applies it', async () => {
+      const key = 'expect-continue';
+      const b = form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: key });
+      const e = raw();
+      e.send(`POST /create HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nExpect: 100-continue\r\nContent-Length: ${b.length}\r\n\r\n`);
+      await e.until(() => e.closed || e.responses.length === 1);
+      e.send(b);
+      await e.until(() => e.closed || e.responses.length === 2);
+      e.close();
+      expect(e.responses.map((r) => r.status)).toEqual([100, 200]);
+      expect(JSON.parse(e.responses[1]!.body).client_request_id).toBe(key);
+    });
+
     it('answers an HTTP/1.0 GET and closes the connection after it', async () => {
       const c = raw();
       c.send('GET /health HTTP/1.0\r\n\r\n');

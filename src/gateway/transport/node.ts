@@ -65,6 +65,7 @@ class NodeReply implements Reply {
     readonly req: http.IncomingMessage,
     readonly res: http.ServerResponse,
     private readonly closing: Closing,
+    private readonly expectsContinue = false,
   ) {
     res.on('close', () => {
       if (!res.writableFinished) this.abandon();
@@ -80,6 +81,8 @@ class NodeReply implements Reply {
     this.abortCb = cb;
   }
   onData(cb: (chunk: Buffer, last: boolean) => void): void {
+    // Only now: a request refused by its head (a Content-Length over the limit, a foreign Origin) is answered without a 100 first.
+    if (this.expectsContinue) this.res.writeContinue();
     this.req.on('data', (chunk: Buffer) => cb(chunk, false));
     this.req.on('end', () => {
       // A body cut short ('aborted') never ends: only a whole body is handed on.
@@ -336,15 +339,18 @@ export function nodeServer(opts: HttpServerOptions): HttpServer {
     // Ignored by Node 20 (upgradesChosen).
     shouldUpgradeCallback: wantsWebSocket,
   };
-  const server = http.createServer(options, (req, res) => {
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse, expectsContinue = false) => {
     if (closing.has(req.socket)) return;
     if (!res.shouldKeepAlive) closing.add(req.socket);
     const refused = refuseRequest(req);
     if (refused) return answerRefused(res, closing, refused);
-    const reply = new NodeReply(req, res, closing);
+    const reply = new NodeReply(req, res, closing, expectsContinue);
     open.track(reply);
     opts.handler(requestInfo(req), reply);
-  });
+  };
+  const server = http.createServer(options, onRequest);
+  // Node would send 100 Continue before the handler has looked at the head.
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => onRequest(req, res, true));
   // Node's default drops the answers still pending when a client ends its side (`printf … | nc`, socket.end()),
   // though their requests are carried out: answered instead, the connection ending after the last one.
   // Node has read this property since long before 20 (_http_server.js socketOnEnd); @types/node does not list it.
