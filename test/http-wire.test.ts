@@ -226,6 +226,31 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
     expect((await f.http.register(name, 'password1')).status).toBe(200);
   });
 
+  it('reads a repeated Idempotency-Key or Origin as its first value, as either server does', async () => {
+    const key = `${kind}-twice`;
+    const c = raw();
+    // Before, node joined them ("k, k"): a 400 for the key, a 403 for the origin, where uWS took the first.
+    const twice = `Idempotency-Key: ${key}\r\nIdempotency-Key: ${key}\r\nOrigin: http://127.0.0.1:${port}\r\nOrigin: http://127.0.0.1:${port}\r\n`;
+    const body = 'etf_name=UNDY&amount=1';
+    c.send(`POST /create HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAuthorization: Basic ${Buffer.from('team1:team1pass').toString('base64')}\r\n${twice}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    await c.until(() => c.closed || c.responses.length === 1);
+    c.close();
+    expect(c.responses.map((r) => r.status)).toEqual([200]);
+    expect((await f.http.send('GET', `/requests/${key}`, { basic: ['team1', 'team1pass'] })).status).toBe(200);
+  });
+
+  it.skipIf(kind === 'uws')('answers a request whose target is in absolute form as its path (uWS drops it: README)', async () => {
+    const c = raw();
+    c.send(`GET http://127.0.0.1:${port}/symbols HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    await c.until(() => c.closed || c.responses.length === 1);
+    c.send(`GET http://127.0.0.1:${port}/nowhere?x=1 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    await c.until(() => c.closed || c.responses.length === 2);
+    c.close();
+    // Before: 404 "no route http://127.0.0.1:<port>/symbols".
+    expect(c.responses.map((r) => r.status)).toEqual([200, 404]);
+    expect(JSON.parse(c.responses[1]!.body).error.message).toBe('no route /nowhere');
+  });
+
   // What Java's java.net.http.HttpClient adds to every plain-http request by default.
   const h2c = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA\r\n';
 

@@ -28,8 +28,23 @@ const header = (req: http.IncomingMessage, name: string): string => {
   return Array.isArray(v) ? v.join(', ') : (v ?? '');
 };
 
+/** One value of a header that has one: the first, as uWS takes it (node joins repeats with ", ", which reads as another value). */
+const single = (req: http.IncomingMessage, name: string): string => req.headersDistinct[name]?.[0] ?? '';
+
+/**
+ * The path and query of a request target. The absolute form (`http://host/symbols`, sent by clients that take the
+ * gateway for a proxy; RFC 9112 §3.2.2 has servers accept it) names the same resource as its path: as a path, it was a 404.
+ */
+function originForm(target: string): string {
+  if (target.startsWith('/')) return target;
+  const m = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(target);
+  if (!m) return target;
+  const rest = target.slice(m[0].length);
+  return rest.startsWith('/') ? rest : `/${rest}`;
+}
+
 function requestInfo(req: http.IncomingMessage): RequestInfo {
-  const url = req.url ?? '/';
+  const url = originForm(req.url ?? '/');
   const q = url.indexOf('?');
   const len = header(req, 'content-length');
   return {
@@ -39,8 +54,8 @@ function requestInfo(req: http.IncomingMessage): RequestInfo {
     contentType: header(req, 'content-type').toLowerCase(),
     contentLength: len === '' ? null : Number(len),
     authorization: header(req, 'authorization'),
-    idempotencyKey: header(req, 'idempotency-key'),
-    origin: header(req, 'origin'),
+    idempotencyKey: single(req, 'idempotency-key'),
+    origin: single(req, 'origin'),
     host: header(req, 'host'),
     address: plainAddress(req.socket.remoteAddress ?? ''),
   };
