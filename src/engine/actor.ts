@@ -11,7 +11,7 @@ import {
   type ReplyBatch,
 } from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
-import { MAX_BATCH_NOTICES, NOTICE_BATCH_VERSION, type HoldingsChange, type HoldingsNotice, type NoticeBatch } from '../../proto/holdings.js';
+import type { HoldingsChange, HoldingsNotice } from '../../proto/holdings.js';
 import type { Fill } from '../../proto/fill.js';
 import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, REPLY_SUBJECT_PREFIX } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
@@ -25,6 +25,7 @@ import type { JournalWriter } from './journal.js';
 import { SnapshotCapture, snapshotParts } from './snapshot.js';
 import type { SnapshotStore } from './snapshot-store.js';
 import { NextTurn } from '../shared/next-turn.js';
+import { noticeBatches } from './notice-batches.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
 
 export interface SnapshotPolicy {
@@ -64,11 +65,13 @@ interface Group {
   /** Holdings changes and request outcomes, published in apply order once the group is durable (proto/holdings.ts NoticeBatch). */
   changes: HoldingsNotice[];
   outcomes: OutcomeNotice[];
+  /** Per outcome: how many of `changes` came before it (a conversion's own change is the last of them). */
+  outcomeAfter: number[];
   /** Entries of the baskets bucket, put once the group is durable. */
   baskets: { etf: string; payload: Uint8Array }[];
 }
 
-const newGroup = (): Group => ({ events: [], fills: [], fillSeq: -1, replies: new Map(), changes: [], outcomes: [], baskets: [] });
+const newGroup = (): Group => ({ events: [], fills: [], fillSeq: -1, replies: new Map(), changes: [], outcomes: [], outcomeAfter: [], baskets: [] });
 const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.changes.length === 0 && g.outcomes.length === 0 && g.baskets.length === 0;
 
 /**
@@ -264,8 +267,12 @@ export class EngineActor {
       const deltas = this.state.catalog.flatDeltas(ev);
       group.changes.push(this.change(acc, ev.op, deltas, ev.ts));
       group.outcomes.push(outcome(ev, deltas));
+      group.outcomeAfter.push(group.changes.length);
     }
-    if (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null) group.outcomes.push(outcome(ev));
+    if (ev.t === 'rejected' && ev.kind !== 'register' && ev.clientId !== null) {
+      group.outcomes.push(outcome(ev));
+      group.outcomeAfter.push(group.changes.length);
+    }
   }
 
   private change(acc: Account, cause: HoldingsChange['cause'], deltas: FlatPositions, now: number): HoldingsNotice {
@@ -406,7 +413,7 @@ export class EngineActor {
       if (this.basketStore) this.basketStore.put(b.etf, b.payload);
       else this.nc.publish(basketKvSubject(b.etf), b.payload);
     }
-    this.publishNotices(group.changes, group.outcomes);
+    this.publishNotices(group);
     for (const [subject, replies] of group.replies) this.publishReplies(subject, replies);
   }
 
@@ -429,15 +436,9 @@ export class EngineActor {
     this.nc.publish(subject, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: [{ id, ok: false, error: { code: 'engine_unavailable', why: 'too_large' } }] } satisfies ReplyBatch));
   }
 
-  /** In batches of at most MAX_BATCH_NOTICES, in order (an account's changes may span two). */
-  private publishNotices(changes: HoldingsNotice[], outcomes: OutcomeNotice[]): void {
-    for (let c = 0, o = 0; c < changes.length || o < outcomes.length; ) {
-      const batch: NoticeBatch = { v: NOTICE_BATCH_VERSION, changes: changes.slice(c, c + MAX_BATCH_NOTICES), outcomes: [] };
-      batch.outcomes = outcomes.slice(o, o + MAX_BATCH_NOTICES - batch.changes.length);
-      this.nc.publish(this.noticesSubject, encodeRecords(batch));
-      c += batch.changes.length;
-      o += batch.outcomes.length;
-    }
+  /** In batches of at most MAX_BATCH_NOTICES, in order (an account's changes may span two), each outcome beside its change. */
+  private publishNotices(group: Group): void {
+    for (const batch of noticeBatches(group.changes, group.outcomes, group.outcomeAfter)) this.nc.publish(this.noticesSubject, encodeRecords(batch));
   }
 
   /** A write failed: every group not yet answered is answered as unknown, and the process stops. */
