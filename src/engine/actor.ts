@@ -11,7 +11,7 @@ import {
   type ReplyBatch,
 } from '../../proto/engine.js';
 import type { Delta, JournalEvent } from '../../proto/journal.js';
-import type { HoldingsChange, HoldingsNotice } from '../../proto/holdings.js';
+import { MAX_BATCH_NOTICES, type HoldingsChange, type HoldingsNotice } from '../../proto/holdings.js';
 import type { Fill } from '../../proto/fill.js';
 import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, REPLY_SUBJECT_PREFIX } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
@@ -424,7 +424,7 @@ export class EngineActor {
    */
   private publishReplies(subject: string, replies: EngineReply[]): void {
     const bytes = encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch);
-    if (bytes.byteLength <= (this.nc.info?.max_payload ?? MIN_MAX_PAYLOAD)) return void this.nc.publish(subject, bytes);
+    if (bytes.byteLength <= this.maxPayload()) return void this.nc.publish(subject, bytes);
     if (replies.length > 1) {
       const half = replies.length >> 1;
       this.publishReplies(subject, replies.slice(0, half));
@@ -436,9 +436,25 @@ export class EngineActor {
     this.nc.publish(subject, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: [{ id, ok: false, error: { code: 'engine_unavailable', why: 'too_large' } }] } satisfies ReplyBatch));
   }
 
-  /** In batches of at most MAX_BATCH_NOTICES, in order (an account's changes may span two), each outcome beside its change. */
-  private publishNotices(group: Group): void {
-    for (const batch of noticeBatches(group.changes, group.outcomes, group.outcomeAfter)) this.nc.publish(this.noticesSubject, encodeRecords(batch));
+  /**
+   * In batches of at most `max` notices, in order (an account's changes may span two), each outcome beside its
+   * change, and each under NATS's payload limit: a publish over it throws, as an answer batch's did (an account of
+   * many symbols makes big changes). Smaller batches again until every one fits; a lone change over the limit is
+   * left out and logged (its streams see a gap and take a snapshot).
+   */
+  private publishNotices(group: Group, max = MAX_BATCH_NOTICES): void {
+    const limit = this.maxPayload();
+    const encoded = noticeBatches(group.changes, group.outcomes, group.outcomeAfter, max).map((b) => encodeRecords(b));
+    if (max > 1 && encoded.some((e) => e.byteLength > limit)) return this.publishNotices(group, Math.ceil(max / 2));
+    for (const e of encoded) {
+      if (e.byteLength <= limit) this.nc.publish(this.noticesSubject, e);
+      else this.log.error({ bytes: e.byteLength, limit }, 'a holdings notice over the NATS payload limit: not published (streams resync at the gap)');
+    }
+  }
+
+  /** NATS's payload limit: the server's, or its default until the server is known. */
+  private maxPayload(): number {
+    return this.nc.info?.max_payload ?? MIN_MAX_PAYLOAD;
   }
 
   /** A write failed: every group not yet answered is answered as unknown, and the process stops. */
