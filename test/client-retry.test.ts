@@ -1,12 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { request } from 'node:http';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { PROJECT_ROOT } from '../src/config/config.js';
 import { EtfApiError, EtfClient } from '../src/client/index.js';
 import { retryAfterOfReason } from '../proto/ws.js';
 import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
 import { buy, quietLog, startTestNats, testConfig, undyBasket, useSystem } from './helpers/system.js';
 
 const sys = useSystem();
+const run = promisify(execFile);
 
 /**
  * A TCP relay to the gateway that can lose one answer: the request gets
@@ -232,5 +237,32 @@ describe('the client library stream while no engine answers', () => {
     expect(closes).toEqual(Array(5).fill('reconnecting'));
     // The waits double (100, 200, 400, 800 ms) on top of each sign-in's 200 ms: before, every one was 100 ms.
     expect(at[4]! - at[3]!).toBeGreaterThanOrEqual(800);
+  });
+
+  it('the Python client (examples/python/etf_client.py) backs off too, and says why each time', { timeout: 30_000 }, async () => {
+    const lone = await startTestNats();
+    const gw = await startGateway(testConfig(sys.dir.path, { requestTimeoutMs: 200 }), lone.url, quietLog);
+    // Three refused sign-ins, then out: the waits on_retry was told of, in order.
+    const script = `import sys; sys.path.insert(0, ${JSON.stringify(join(PROJECT_ROOT, 'examples/python'))})
+from etf_client import EtfClient
+class Enough(Exception): pass
+waits = []
+def on_retry(err, wait):
+    waits.append((err.status, err.code, wait))
+    if len(waits) == 3: raise Enough()
+try:
+    for m in EtfClient("http://127.0.0.1:${gw.port}", "team1", "team1pass", on_retry=on_retry).stream(): pass
+except Enough:
+    pass
+print(waits)`;
+    try {
+      const r = await run('python3', ['-c', script]);
+      // Before: the wait started over at every socket that opened, so no engine meant a sign-in every 0.5 s, unreported.
+      expect(r.stdout.trim()).toBe("[(503, 'engine_unavailable', 0.5), (503, 'engine_unavailable', 1.0), (503, 'engine_unavailable', 2.0)]");
+    } finally {
+      await gw.close();
+      await lone.stop();
+      lone.remove();
+    }
   });
 });

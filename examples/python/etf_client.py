@@ -123,7 +123,9 @@ class EtfClient:
         After a lost connection it reconnects and resumes after the last seq it yielded (the server
         replays the deltas missed, or sends a fresh snapshot). The first connection failing raises
         EtfUnavailable; wrong credentials raise EtfError (401); a sign-in the login throttle refuses
-        (close 4029) is tried again after the seconds it gives (told to on_retry as a 429)."""
+        (close 4029) is tried again after the seconds it gives (told to on_retry as a 429); one the
+        gateway cannot check for want of an engine (close 1013) is told to on_retry as a 503, and
+        tried again after waits that double from 0.5 s to 5 s until a sign-in succeeds."""
         seq, delay, first = resume_from, 0.5, True
         base = self.url.replace("http", "ws", 1) + "/ws"
         while True:
@@ -135,11 +137,15 @@ class EtfClient:
                 time.sleep(delay)
                 delay = min(delay * 2, 5)
                 continue
-            first, delay = False, 0.5
+            first = False
             try:
                 ws.send(json.dumps({"type": "subscribe", "prices": list(prices), "requests": bool(requests)}))
                 while True:
                     m = json.loads(ws.recv())
+                    if m.get("type") == "welcome":
+                        # Signed in: the backoff starts over here, not when the socket opens. A gateway without an
+                        # engine opens every socket and closes it (1013): a reset at each open retried every 0.5 s.
+                        delay = 0.5
                     if m.get("type") == "delta" and seq is not None and m["seq"] != seq + 1:
                         ws.send(json.dumps({"type": "snapshot"}))  # missed one: start over from a snapshot
                         continue
@@ -155,6 +161,9 @@ class EtfClient:
                     wait = min(int(said.group(1)) if said else 5, 120)
                     self.on_retry(EtfError(429, {"error": {"code": "too_many_requests", "message": c.reason}}, wait), wait)
                     delay = max(delay, wait)
+                if c.code == 1013:
+                    # No engine to check the sign-in: said, as an HTTP 503 would be, before the wait.
+                    self.on_retry(EtfError(503, {"error": {"code": "engine_unavailable", "message": c.reason}}), delay)
             except (OSError, EtfUnavailable):
                 pass  # lost: reconnect and resume
             finally:
@@ -162,6 +171,7 @@ class EtfClient:
             if not reconnect:
                 return
             time.sleep(delay)
+            delay = min(delay * 2, 5)
 
 
 class _Closed(Exception):
