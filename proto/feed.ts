@@ -130,7 +130,11 @@ export const feedControlReplyShape: Shape<FeedControlReply> = shape('feed contro
  * heldSubject, stream HELD_STREAM), msgpack, so that a bridge restart before
  * the verdict loses none of them:
  *  - `msgs`: messages of the run as they were held, with the verdict they wait
- *    for (a restarted bridge restores the verdict for the operator);
+ *    for (a restarted bridge restores the verdict for the operator), and when
+ *    the run's first and last messages were heard (`first_at`, `last_at`,
+ *    wall-clock ms): the gap a restored run's next message may believably
+ *    skip grows from when it was last heard, not from the restore (absent in
+ *    entries of bridges before these fields: the entry's stored time stands in);
  *  - `status`: the verdict was rejected on evidence (still confirmable);
  *  - `applying`: the run is being applied. Written before the session marker
  *    (a restart) and the fills, with the clearing session in force then and
@@ -155,11 +159,12 @@ export interface HeldVerdict {
 }
 
 export type HeldEntry =
-  | { v: 1; kind: 'msgs'; verdict: HeldVerdict; sender: string; msgs: ClearingMessage[] }
+  | { v: 1; kind: 'msgs'; verdict: HeldVerdict; sender: string; msgs: ClearingMessage[]; first_at?: number; last_at?: number }
   | { v: 1; kind: 'status'; verdict: HeldVerdict }
   | { v: 1; kind: 'applying'; session_before: number; restart: boolean; after_stream_seq: number; at: number };
 
 const heldVerdictProblem = fields({ id: STR, kind: oneOf('restart', 'jump'), status: oneOf('pending', 'rejected'), downtime: oneOf(true, false), impostor: oneOf(true, false), opened_at: NUM, waiting: STR, operator_only: optional(STR) });
+const heldTimesProblem = fields({ first_at: optional(NUM), last_at: optional(NUM) });
 const heldMsgProblem = (m: unknown): string | null => {
   if (!isMap(m)) return 'not a map';
   if (m.type === 'heartbeat') return INT.ok(m.seq) ? null : 'seq: not an integer';
@@ -173,5 +178,6 @@ export const heldEntryShape: Shape<HeldEntry> = shape('held clearing entry', (e)
   const p = at('verdict', heldVerdictProblem(e.verdict));
   if (p !== null || e.kind === 'status') return p;
   if (e.kind !== 'msgs') return 'kind: not msgs, status or applying';
-  return !isStr(e.sender) ? 'sender: not a string' : at('msgs', itemsProblem(e.msgs, heldMsgProblem));
+  if (!isStr(e.sender)) return 'sender: not a string';
+  return heldTimesProblem(e) ?? at('msgs', itemsProblem(e.msgs, heldMsgProblem));
 });

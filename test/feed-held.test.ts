@@ -9,6 +9,7 @@ import { encodeMdDatagram, type ClearingMessage, type MdMessage } from '../proto
 import { HELD_STREAM, SESSION_SUBJECT, fillMsgId, fillSubject, heldSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { ensureHeldStream } from '../src/shared/streams.js';
+import { readStream } from '../src/shared/stream-reader.js';
 import { api, quietLog, until, type TestSystem } from './helpers/system.js';
 import { feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge, type Sender } from './helpers/feed.js';
 
@@ -60,6 +61,14 @@ const markers = async () => (await fillStream(nc)).filter((m) => m.subject === S
 const fillIds = async () => (await fillStream(nc)).filter((m) => m.subject !== SESSION_SUBJECT).map((m) => m.msgId);
 const decide = (id: string, decision: string) => api(system.url).send('POST', '/operator/api/feed/verdict', { basic: ['instructor', 'instructorpass'], form: { id, decision } });
 const heldStored = async () => (await (await jetstreamManager(nc)).streams.info(HELD_STREAM)).state.messages;
+/** The held store's entries, in stream order. */
+async function heldEntries(): Promise<HeldEntry[]> {
+  const out: HeldEntry[] = [];
+  const r = await readStream(nc, HELD_STREAM, 1, (m) => void out.push(decode<HeldEntry>(m.data)), { follow: false });
+  await r.caughtUp;
+  await r.stop();
+  return out;
+}
 
 /** The status the running bridge (in this process or not) last published. */
 async function status(): Promise<FeedStatus> {
@@ -209,6 +218,54 @@ it('the held store away: a standing problem says held fills are not kept (not si
   await until(async () => (await heldStored()) === 0, 'purged where it lives');
   expect(await holdings('team2')).toEqual({ DILN: 2 });
   expect(await markers()).toHaveLength(1);
+});
+
+describe('a restored run\'s believable gap counts from when it was heard, not from the restore', () => {
+  it('the bridge keeps when a held run\'s first and last fills were heard', async () => {
+    const before = Date.now();
+    await heldAfterDowntime();
+    const firstKept = Date.now();
+    await sendClearing(sender, opts.clearing, [[fillMsg(21, 2, 6, 2)]]);
+    await until(async () => (await heldStored()) >= 2, 'the next fill kept');
+    const entries = (await heldEntries()).filter((e) => e.kind === 'msgs');
+    expect(entries.map((e) => e.msgs.map((m) => m.seq))).toEqual([[20], [21]]);
+    const [a, b] = entries;
+    expect(a!.first_at).toBe(a!.last_at);
+    expect(a!.first_at).toBeGreaterThanOrEqual(before);
+    expect(a!.first_at).toBeLessThanOrEqual(firstKept);
+    expect(b!.first_at).toBe(a!.first_at);
+    expect(b!.last_at).toBeGreaterThanOrEqual(firstKept);
+    expect(b!.last_at).toBeLessThanOrEqual(Date.now());
+  });
+
+  it('a run last heard a minute before this start: the exchange\'s next fill 5,000 seqs on (lost while no bridge listened) joins it, as it joins the run never restored', async () => {
+    await bridge();
+    await sendClearing(sender, opts.clearing, [[fillMsg(10, 1, 4, 5)], [fillMsg(11, 2, 4, 5)]]);
+    await until(() => system.engine.fills.applied >= 2, 'fills applied');
+    await bridges.splice(0)[0]!.close();
+    // The store as a bridge left it that heard fill 20 (past the saved seq: held, a restart while none listened?) a minute ago.
+    await ensureHeldStream(nc);
+    const heardAt = Date.now() - 60_000;
+    const v: HeldVerdict = { id: 'v-test-3', kind: 'restart', status: 'pending', downtime: true, impostor: false, opened_at: heardAt, waiting: 'test' };
+    const entry: HeldEntry = { v: 1, kind: 'msgs', verdict: v, sender: `127.0.0.1:${sender.port()}`, msgs: [fillMsg(20, 1, 6, 1)], first_at: heardAt, last_at: heardAt };
+    await jetstream(nc).publish(heldSubject(v.id, 20), encode(entry));
+    const b = await bridge();
+    expect(b.stats().status.clearing.held).toBe(1);
+    // Past 1,000 + 1,000/s of the moments since the restore; within that of the minute since fill 20 was heard.
+    await sendClearing(sender, opts.clearing, [[fillMsg(5020, 2, 6, 2)]]);
+    await until(() => b.stats().status.clearing.datagrams >= 1, 'the fill handled');
+    expect(b.stats().status.clearing.held).toBe(2);
+    expect(b.stats().status.problems!.filter((p) => p.kind !== 'late_join').map((p) => p.id)).toEqual([v.id]);
+    expect((await decide(v.id, 'confirm')).status).toBe(200);
+    await until(() => system.engine.fills.applied >= 4, 'the held run applied');
+    await until(async () => (await heldStored()) === 0, 'the kept copy purged');
+    expect(await holdings('team1')).toEqual({ DILN: 1 });
+    expect(await holdings('team2')).toEqual({ DILN: 2 });
+    expect(await markers()).toHaveLength(1);
+    expect(await fillIds()).toEqual(['fill-1-10', 'fill-1-11', 'fill-2-20', 'fill-2-5020']);
+    // The seqs between them were never heard: a gap once applied, as for a run never restored.
+    expect(b.stats().status.clearing).toMatchObject({ gaps: 1, missed_messages: 4999 });
+  });
 });
 
 it('an entry of the held store that cannot be read is a standing problem at the start, not skipped in silence', async () => {

@@ -424,6 +424,29 @@ describe('SessionJudge: verdicts restored after a bridge restart', () => {
     expect(b.held('clearing')).toBe(0);
   });
 
+  it('a restored run measures its believable gap from when its last fill was heard, the bridge\'s downtime included, as the same run never restored does', () => {
+    const t0 = 1_000_000;
+    const saved = { clearing: { seq: 11, sender: EXCHANGE_CLEARING }, at: t0 };
+    const heldRuns = (j: SessionJudge) => j.verdicts().map((v) => v.runs.clearing!.msgs.map((m) => m.seq));
+    // Fill 20 heard at t0 + 10 (a restart while no bridge listened, or a gap); the exchange's next one a minute on, 5,000 seqs further.
+    const live = new SessionJudge(SETTINGS, saved);
+    expect(kinds(live.observe('clearing', fill(20), EXCHANGE_CLEARING, t0 + 10))).toEqual(['opened']);
+    const restored = new SessionJudge(SETTINGS, { ...saved, at: t0 + 20 });
+    const v = live.verdicts()[0]!;
+    const heard = v.runs.clearing!;
+    const record = { id: v.id, kind: v.kind, status: v.status, downtime: v.downtime, impostor: false, opened_at: v.openedAt, waiting: v.waiting };
+    restored.restore({ verdict: record, sender: heard.sender, msgs: [fill(20)], firstAt: heard.firstAt, lastAt: heard.lastAt }, t0 + 60_000);
+    for (const j of [live, restored]) {
+      expect(j.observe('clearing', fill(5020), EXCHANGE_CLEARING, t0 + 61_000)).toEqual([]);
+      expect(heldRuns(j)).toEqual([[20, 5020]]);
+      expect(j.verdicts()[0]!.runs.clearing!.missed).toBe(4999);
+    }
+    // Beyond 1,000 + 1,000/s since the run was last heard: no continuation of it, in both alike.
+    const far = (j: SessionJudge) => kinds(j.observe('clearing', fill(5020 + 1000 + 2000), EXCHANGE_CLEARING, t0 + 62_000));
+    expect(far(restored)).toEqual(far(live));
+    expect(heldRuns(restored)).toEqual(heldRuns(live));
+  });
+
   it('a run finished at the start leaves the followed run after it; after a restart, market data\'s saved progress is forgotten', () => {
     const judge = new SessionJudge(SETTINGS, { clearing: { seq: 1 }, market_data: { seq: 9_000, ts: 5_000n * S } });
     judge.appliedAtStart(true, [fill(1), fill(2), fill(3)]);

@@ -39,6 +39,9 @@ export interface StoredRun {
   applying: Applying | null;
   /** Stream sequence of its last entry. */
   lastEntry: number;
+  /** Wall-clock ms its first and last messages were heard (Run.firstAt, Run.lastAt). */
+  firstAt: number;
+  lastAt: number;
 }
 
 /** What the session verdict (src/feed/session-verdict.ts) asks of the store: it does no I/O itself. */
@@ -83,7 +86,7 @@ const verdictRecord = (v: Verdict): HeldVerdict => ({
  */
 export class HeldStore implements HeldKeeper {
   /** Per run subject: messages held this turn, written at the next turn. */
-  private readonly unsent = new Map<string, { verdict: Verdict; sender: string; msgs: ClearingMessage[] }>();
+  private readonly unsent = new Map<string, { verdict: Verdict; sender: string; msgs: ClearingMessage[]; firstAt: number; lastAt: number }>();
   /** Per run subject: the last write asked for; the next one and the purge wait for it. */
   private readonly chains = new Map<string, Promise<void>>();
   private readonly nextWrite = new NextTurn(() => this.writeUnsent());
@@ -134,12 +137,17 @@ export class HeldStore implements HeldKeeper {
           if (r) r.applying = e;
           return;
         }
-        if (!r) runs.set(m.subject, (r = { subject: m.subject, verdict: e.verdict, sender: '', msgs: [], applying: null, lastEntry: 0 }));
+        if (!r) runs.set(m.subject, (r = { subject: m.subject, verdict: e.verdict, sender: '', msgs: [], applying: null, lastEntry: 0, firstAt: Infinity, lastAt: -Infinity }));
         r.lastEntry = m.seq;
         r.verdict = e.verdict;
         if (e.kind === 'msgs') {
           r.sender = e.sender;
           for (const msg of e.msgs) r.msgs.push(msg);
+          // A retried write may land after a later one: the run's times are the extremes. An entry written before
+          // the times were kept was stored moments after its messages were heard.
+          const storedAt = Number(m.timestampNanos / 1_000_000n);
+          r.firstAt = Math.min(r.firstAt, e.first_at ?? storedAt);
+          r.lastAt = Math.max(r.lastAt, e.last_at ?? storedAt);
         }
       },
       { follow: false, log },
@@ -164,8 +172,9 @@ export class HeldStore implements HeldKeeper {
   held(v: Verdict, run: Run, msg: ClearingMessage): void {
     const subject = this.subjectOf(v, run);
     let u = this.unsent.get(subject);
-    if (!u) this.unsent.set(subject, (u = { verdict: v, sender: run.sender, msgs: [] }));
+    if (!u) this.unsent.set(subject, (u = { verdict: v, sender: run.sender, msgs: [], firstAt: run.firstAt, lastAt: run.lastAt }));
     u.msgs.push(msg);
+    u.lastAt = Math.max(u.lastAt, run.lastAt);
     this.nextWrite.schedule();
   }
 
@@ -251,7 +260,7 @@ export class HeldStore implements HeldKeeper {
     for (const [subject, u] of this.unsent) {
       for (let i = 0; i < u.msgs.length; i += ENTRY_MSGS) {
         const msgs = u.msgs.slice(i, i + ENTRY_MSGS);
-        const entry: HeldEntry = { v: 1, kind: 'msgs', verdict: verdictRecord(u.verdict), sender: u.sender, msgs };
+        const entry: HeldEntry = { v: 1, kind: 'msgs', verdict: verdictRecord(u.verdict), sender: u.sender, msgs, first_at: u.firstAt, last_at: u.lastAt };
         this.write(subject, entry, `${subject}-${msgs[0]!.seq}-${msgs[msgs.length - 1]!.seq}`);
       }
     }

@@ -163,6 +163,9 @@ export interface RestoredRun {
   verdict: HeldVerdict;
   sender: string;
   msgs: ClearingMessage[];
+  /** Wall-clock ms its first and last messages were heard (absent: not known, taken as the restore). */
+  firstAt?: number;
+  lastAt?: number;
 }
 
 /** One exchange process sends both feeds: each is the other's witness. */
@@ -238,7 +241,11 @@ export class SessionJudge {
   restore(r: RestoredRun, now: number): Verdict {
     const first = r.msgs[0]!;
     const last = r.msgs[r.msgs.length - 1]!;
-    const run: Run = { sender: r.sender, from: first.seq, last: last.seq, msgs: [...r.msgs], count: r.msgs.length, dropped: 0, missed: last.seq - first.seq + 1 - r.msgs.length, firstAt: now, lastAt: now, firstTs: 0n, lastTs: 0n };
+    // Its times as heard, not the restore: the gap its next message may believably skip grows with the time since the
+    // run was last heard, the bridge's downtime included (the exchange went on sending meanwhile).
+    const lastAt = r.lastAt ?? now;
+    const firstAt = Math.min(r.firstAt ?? lastAt, lastAt);
+    const run: Run = { sender: r.sender, from: first.seq, last: last.seq, msgs: [...r.msgs], count: r.msgs.length, dropped: 0, missed: last.seq - first.seq + 1 - r.msgs.length, firstAt, lastAt, firstTs: 0n, lastTs: 0n };
     const v: Verdict = {
       id: r.verdict.id,
       kind: r.verdict.kind,
