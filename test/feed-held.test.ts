@@ -4,14 +4,15 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { decode, encode } from '../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, FEED_PROBLEMS_KEY, FEED_STATUS_KEY, type ClearingSessionRecord, type HeldEntry, type HeldVerdict } from '../proto/feed.js';
-import type { FeedStatus } from '../proto/marketdata.js';
+import { FEED_ALERT_SUBJECT, type FeedAlert, type FeedStatus } from '../proto/marketdata.js';
 import { encodeMdDatagram, type ClearingMessage, type MdMessage } from '../proto/ndfex.js';
 import { HELD_STREAM, SESSION_SUBJECT, fillMsgId, fillSubject, heldSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
+import { multicastSender } from '../src/feed/multicast.js';
 import { ensureHeldStream } from '../src/shared/streams.js';
 import { readStream } from '../src/shared/stream-reader.js';
 import { api, quietLog, until, type TestSystem } from './helpers/system.js';
-import { feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge, type Sender } from './helpers/feed.js';
+import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge, type Sender } from './helpers/feed.js';
 
 /**
  * The clearing messages a pending exchange-session verdict holds survive the
@@ -266,6 +267,63 @@ describe('a restored run\'s believable gap counts from when it was heard, not fr
     // The seqs between them were never heard: a gap once applied, as for a run never restored.
     expect(b.stats().status.clearing).toMatchObject({ gaps: 1, missed_messages: 4999 });
   });
+});
+
+describe('a copy with other content of a fill inside a held run (forged, or corrupted on the way)', () => {
+  for (const restored of [false, true]) {
+    for (const from of ["the exchange's socket", 'another sender'] as const) {
+      const seen = from === "the exchange's socket" ? 'a conflict (counted, alerted naming the verdict, a standing problem)' : 'held apart for the operator';
+      it(`from ${from}${restored ? ', the run restored by a bridge restart' : ''}: ${seen}; the held fill kept, and only it applied once confirmed`, async () => {
+        const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+        await alerts.flushed();
+        // Held: fill 20 (team1 DILN 1), then 21 (team2 DILN 2), from the exchange's socket.
+        const { id } = await heldAfterDowntime();
+        await sendClearing(sender, opts.clearing, [[fillMsg(21, 2, 6, 2)]]);
+        await until(async () => (await heldStored()) >= 2, 'both held fills kept');
+        let b = bridges[0]!;
+        if (restored) {
+          await bridges.splice(0)[0]!.close();
+          b = await bridge();
+        }
+        expect(b.stats().status.clearing.held).toBe(2);
+        const copy = fillMsg(20, 2, 6, 999);
+        if (from === "the exchange's socket") {
+          await sendClearing(sender, opts.clearing, [[copy]]);
+          const c = await alerts.next((a) => a.kind === 'conflict');
+          expect(c).toMatchObject({ feed: 'clearing', received: 20, verdict: id });
+          expect(c.fingerprints).toHaveLength(2);
+          expect(c.fingerprints![0]).not.toBe(c.fingerprints![1]);
+          expect(c.detail).toContain(`in the run of verdict ${id}, kept`);
+          expect(c.detail).toContain('"quantity":999'); // the copy, shown to whoever decides the verdict
+          expect(b.stats().status.clearing).toMatchObject({ conflicts: 1, held: 2 });
+          expect(b.stats().status.problems!.find((p) => p.kind === 'conflict')).toMatchObject({ id: 'conflict-clearing', actions: ['ack'] });
+        } else {
+          const other = await multicastSender('127.0.0.2');
+          try {
+            await sendClearing(other, opts.clearing, [[copy]]);
+          } finally {
+            await other.close();
+          }
+          const p = await alerts.next((a) => a.kind === 'verdict_pending' && a.verdict !== id);
+          expect(p.detail).toContain('127.0.0.2');
+          expect(p.detail).toContain(`while the possible restart ${id} holds one`);
+          expect(b.stats().status.clearing.held).toBe(3);
+        }
+        expect(b.stats().status.problems!.find((p) => p.id === id)).toMatchObject({ kind: 'verdict_pending' });
+        expect((await decide(id, 'confirm')).status).toBe(200);
+        await until(() => system.engine.fills.applied >= 4, 'the held fills applied');
+        // The exchange goes on: a copy held apart is a stray, never applied.
+        await sendClearing(sender, opts.clearing, [[fillMsg(22, 1, 6, 3)]]);
+        await until(() => system.engine.fills.applied >= 5, "the exchange's next fill applied");
+        await until(() => b.stats().status.clearing.held === 0, 'nothing held');
+        expect(await holdings('team1')).toEqual({ DILN: 4 });
+        expect(await holdings('team2')).toEqual({ DILN: 2 });
+        expect(await markers()).toHaveLength(1);
+        expect(await fillIds()).toEqual(['fill-1-10', 'fill-1-11', 'fill-2-20', 'fill-2-21', 'fill-2-22']);
+        alerts.stop();
+      });
+    }
+  }
 });
 
 it('an entry of the held store that cannot be read is a standing problem at the start, not skipped in silence', async () => {

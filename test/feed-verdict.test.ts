@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ClearingMessage, MdMessage } from '../proto/ndfex.js';
 import type { FeedAlert } from '../proto/marketdata.js';
 import type { Fill } from '../proto/fill.js';
-import { SessionJudge, type Decision, type Run, type Verdict } from '../src/feed/verdict.js';
+import { SessionJudge, fingerprint, type Decision, type Run, type Verdict } from '../src/feed/verdict.js';
 import type { HeldKeeper } from '../src/feed/held-store.js';
 import { SessionVerdict } from '../src/feed/session-verdict.js';
 import { ClearingFeed } from '../src/feed/clearing.js';
@@ -187,6 +187,26 @@ describe('SessionVerdict: the bridge acting on the verdict, without sockets', ()
     expect(b.kept).toEqual([`held ${id} 1 1`, `held ${id} 1 2`]);
     expect(b.verdict.decide(id, 'confirm', 'op', t)).toBe(true);
     expect(b.published.slice(1).map((x) => ('barrier' in x ? x.barrier : x.fill.seq))).toEqual(['applying 1 restart', 'exchange restart', 1, 2, 'release 1']);
+  });
+
+  it('a copy with other content of a held fill, from the run\'s own socket: a conflict (counted, alerted naming the verdict, a standing problem); the held fill kept, not kept again, and applied once confirmed', () => {
+    const b = bridgeCore(true, 11);
+    let t = 1_000_000;
+    // Past the saved seq with nothing heard since the start: held as a possible restart while no bridge listened.
+    b.verdict.observeClearing(fill(20, 1, 1), EXCHANGE_CLEARING, t);
+    b.verdict.observeClearing(fill(21, 2, 2), EXCHANGE_CLEARING, t);
+    const id = b.problems.list()[0]!.id;
+    b.verdict.observeClearing(fill(20, 3, 999), EXCHANGE_CLEARING, (t += 10));
+    expect(b.clearing.counters.conflicts).toBe(1);
+    const conflicts = b.alerts.filter((a) => a.kind === 'conflict');
+    expect(conflicts).toEqual([expect.objectContaining({ feed: 'clearing', received: 20, verdict: id, fingerprints: [fingerprint(fill(20, 1, 1)), fingerprint(fill(20, 3, 999))] })]);
+    expect(conflicts[0]!.detail).toContain(`held ${fingerprint(fill(20, 1, 1))} from ${EXCHANGE_CLEARING}`);
+    expect(conflicts[0]!.detail).toContain(`in the run of verdict ${id}, kept (applied only if the verdict is accepted), not ${fingerprint(fill(20, 3, 999))}`);
+    expect(b.problems.list().map((p) => [p.id, p.kind])).toEqual([[id, 'verdict_pending'], ['conflict-clearing', 'conflict']]);
+    expect(b.kept).toEqual([`held ${id} 20 20`, `held ${id} 20 21`]);
+    expect(b.verdict.decide(id, 'confirm', 'op', t)).toBe(true);
+    const fills = b.published.flatMap((x) => ('fill' in x ? [[x.fill.seq, x.fill.client_id, x.fill.quantity]] : []));
+    expect(fills).toEqual([[20, 1, 1], [21, 2, 2]]);
   });
 
   it('a rejected restart while no bridge listened: its held run is marked as applied to the old session before its fills pass, released behind them', () => {
@@ -447,6 +467,17 @@ describe('SessionJudge: verdicts restored after a bridge restart', () => {
     expect(heldRuns(restored)).toEqual(heldRuns(live));
   });
 
+  it('a copy with other content of a restored run\'s message, from its socket: a conflict naming the verdict; the restored one kept and handed back', () => {
+    const judge = new SessionJudge(SETTINGS, { clearing: { seq: 500 } });
+    const v = judge.restore(restoredRun('restart', [1, 2, 3]), 2_000_000);
+    const copy = fill(2, 3, 999);
+    expect(judge.observe('clearing', copy, RESTARTED_CLEARING, 2_000_010)).toEqual([
+      { kind: 'conflict', feed: 'clearing', seq: 2, applied: { sender: RESTARTED_CLEARING, fingerprint: fingerprint(fill(2)), msg: fill(2) }, other: { sender: RESTARTED_CLEARING, fingerprint: fingerprint(copy), msg: copy }, heldBy: v },
+    ]);
+    const ds = judge.decide(v.id, 'confirm', 'op', 2_000_020)!;
+    expect((ds[0] as Extract<Decision, { kind: 'accepted' }>).clearing).toEqual([fill(1), fill(2), fill(3)]);
+  });
+
   it('a run finished at the start leaves the followed run after it; after a restart, market data\'s saved progress is forgotten', () => {
     const judge = new SessionJudge(SETTINGS, { clearing: { seq: 1 }, market_data: { seq: 9_000, ts: 5_000n * S } });
     judge.appliedAtStart(true, [fill(1), fill(2), fill(3)]);
@@ -618,6 +649,25 @@ describe('a datagram lost inside a held run (UDP: the same sender\'s next seq is
     expect(judge.held('clearing')).toBe(10);
     const { ds } = untilDecided(judge, started);
     expect(accepted(ds).clearing.map((m) => m.seq)).toEqual(upTo(10));
+  });
+
+  it('a copy with other content of a held message from the run\'s own socket (its first, one inside, one filled late, its last): a conflict each, the held one kept and accepted', () => {
+    const { judge, started } = restarted();
+    for (const seq of upTo(10, [7])) judge.observe('clearing', fill(seq, 2, seq), RESTARTED_CLEARING, started + seq);
+    judge.observe('clearing', fill(7, 2, 7), RESTARTED_CLEARING, started + 11);
+    const v = judge.verdicts()[0]!;
+    for (const seq of [1, 5, 7, 10]) {
+      const copy = fill(seq, 3, 999);
+      expect(judge.observe('clearing', copy, RESTARTED_CLEARING, started + 20 + seq)).toEqual([
+        { kind: 'conflict', feed: 'clearing', seq, applied: { sender: RESTARTED_CLEARING, fingerprint: fingerprint(fill(seq, 2, seq)), msg: fill(seq, 2, seq) }, other: { sender: RESTARTED_CLEARING, fingerprint: fingerprint(copy), msg: copy }, heldBy: v },
+      ]);
+    }
+    // The same content again is a copy, nothing more.
+    expect(judge.observe('clearing', fill(5, 2, 5), RESTARTED_CLEARING, started + 40)).toEqual([]);
+    expect(judge.held('clearing')).toBe(10);
+    const { ds } = untilDecided(judge, started);
+    expect(kinds(ds)).toEqual(['accepted']);
+    expect(accepted(ds).clearing).toEqual(upTo(10).map((s) => fill(s, 2, s)));
   });
 
   it('market data of a restart with seqs lost: its run goes on and the evidence holds (the messages heard count), accepted when the same run without the loss is', () => {

@@ -219,9 +219,11 @@ export class SessionVerdict {
   private conflict(d: Of<'conflict'>, now: number): void {
     const c = this.counters(d.feed);
     c.conflicts = (c.conflicts ?? 0) + 1;
-    const detail = `${d.feed} seq ${d.seq} came twice with other content: applied ${d.applied.fingerprint} from ${d.applied.sender} (${describeMsg(d.applied.msg)}), not ${d.other.fingerprint} from ${d.other.sender} (${describeMsg(d.other.msg)})`;
-    this.deps.log.warn({ feed: d.feed, seq: d.seq, applied: d.applied.fingerprint, other: d.other.fingerprint, appliedFrom: d.applied.sender, otherFrom: d.other.sender }, 'seq conflict');
-    this.deps.alert(d.feed, { kind: 'conflict', detail, received: d.seq, fingerprints: [d.applied.fingerprint, d.other.fingerprint] });
+    const kept = `${d.applied.fingerprint} from ${d.applied.sender} (${describeMsg(d.applied.msg)})`;
+    const which = d.heldBy ? `held ${kept} in the run of verdict ${d.heldBy.id}, kept (applied only if the verdict is accepted)` : `applied ${kept}`;
+    const detail = `${d.feed} seq ${d.seq} came twice with other content: ${which}, not ${d.other.fingerprint} from ${d.other.sender} (${describeMsg(d.other.msg)})`;
+    this.deps.log.warn({ feed: d.feed, seq: d.seq, applied: d.applied.fingerprint, other: d.other.fingerprint, appliedFrom: d.applied.sender, otherFrom: d.other.sender, heldBy: d.heldBy?.id }, 'seq conflict');
+    this.deps.alert(d.feed, { kind: 'conflict', detail, received: d.seq, fingerprints: [d.applied.fingerprint, d.other.fingerprint], ...(d.heldBy ? { verdict: d.heldBy.id } : {}) });
     this.deps.problems.raise({ id: `conflict-${d.feed}`, kind: 'conflict', feed: d.feed, detail: `latest: ${detail}`, actions: ['ack'] }, now);
   }
 

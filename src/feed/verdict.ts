@@ -130,7 +130,8 @@ export interface Verdict {
 
 export type Decision =
   | { kind: 'pass'; feed: FeedName; msg: AnyMsg }
-  | { kind: 'conflict'; feed: FeedName; seq: number; applied: { sender: string; fingerprint: string; msg: AnyMsg }; other: { sender: string; fingerprint: string; msg: AnyMsg } }
+  /** Two messages with one seq: `applied` is kept (passed, or held in `heldBy`'s run: applied only if that is accepted), `other` dropped. */
+  | { kind: 'conflict'; feed: FeedName; seq: number; applied: { sender: string; fingerprint: string; msg: AnyMsg }; other: { sender: string; fingerprint: string; msg: AnyMsg }; heldBy?: Verdict }
   /** The same content again at a seq already passed, from `sender` (`first` sent the copy passed): dropped. */
   | { kind: 'duplicate'; feed: FeedName; seq: number; sender: string; first: string }
   | { kind: 'opened'; verdict: Verdict }
@@ -348,7 +349,7 @@ export class SessionJudge {
         return true;
       }
       if (seq >= run.from && seq <= run.last) {
-        this.late(v, feed, run, msg);
+        this.late(v, feed, run, msg, sender, out);
         return true;
       }
       runs.push([v, run]);
@@ -367,14 +368,30 @@ export class SessionJudge {
     return true;
   }
 
-  /** A seq inside a held run: a copy of one held (dropped), or one skipped arriving late, kept in its place once. */
-  private late(v: Verdict, feed: FeedName, run: Run, msg: AnyMsg): void {
-    if (run.missed === 0 || msg.seq === run.from) return;
-    let i = run.msgs.length;
-    while (i > 0 && run.msgs[i - 1]!.seq > msg.seq) i--;
-    // Already held, or older than what a flood of market data left held.
-    if (i === 0 || run.msgs[i - 1]!.seq === msg.seq) return;
-    run.msgs.splice(i, 0, msg);
+  /**
+   * A seq inside a held run, from its sender: one skipped arriving late takes its place, once; a copy of one held is
+   * dropped. A copy with other content (forged from the run's own address, or corrupted) is flagged as on a followed
+   * run, whose first heard stays: the held one is kept, and whoever decides the verdict sees both.
+   */
+  private late(v: Verdict, feed: FeedName, run: Run, msg: AnyMsg, sender: string, out: Decision[]): void {
+    const msgs = run.msgs;
+    // Held in seq order (a market-data run can hold 200,000): the first at or after this seq.
+    let i = 0;
+    for (let hi = msgs.length; i < hi; ) {
+      const mid = (i + hi) >>> 1;
+      if (msgs[mid]!.seq < msg.seq) i = mid + 1;
+      else hi = mid;
+    }
+    const held = msgs[i];
+    if (held?.seq === msg.seq) {
+      if (canon(held) !== canon(msg)) {
+        out.push({ kind: 'conflict', feed, seq: msg.seq, applied: { sender: run.sender, fingerprint: fingerprint(held), msg: held }, other: { sender, fingerprint: fingerprint(msg), msg }, heldBy: v });
+      }
+      return;
+    }
+    // Nothing skipped (a clearing run past HOLD_MAX holds no more), or older than what a flood of market data left held.
+    if (run.missed === 0 || i === 0) return;
+    msgs.splice(i, 0, msg);
     run.missed--;
     run.count++;
     if (feed === 'clearing') this.listener.held?.(v, run, msg as ClearingMessage);
