@@ -424,7 +424,8 @@ describe('SessionJudge: verdicts restored after a bridge restart', () => {
     const v = judge.restore(restoredRun('restart', [1, 2, 3]), 2_000_000);
     expect(v.waiting).toMatch(/restored after a bridge restart/);
     expect(judge.observe('clearing', fill(4), RESTARTED_CLEARING, 2_000_010)).toEqual([]);
-    expect(judge.observe('clearing', fill(2), RESTARTED_CLEARING, 2_000_020)).toEqual([]);
+    // A copy of one held: counted as a duplicate, not held again.
+    expect(kinds(judge.observe('clearing', fill(2), RESTARTED_CLEARING, 2_000_020))).toEqual(['duplicate']);
     expect(held).toEqual([4]);
     expect(judge.tick(2_100_000)).toEqual([]);
     const ds = judge.decide('v-old-1', 'confirm', 'op', 2_100_000)!;
@@ -645,7 +646,8 @@ describe('a datagram lost inside a held run (UDP: the same sender\'s next seq is
     const { judge, started } = restarted();
     for (const seq of upTo(10, [7])) judge.observe('clearing', fill(seq, 2, seq), RESTARTED_CLEARING, started + seq);
     expect(judge.observe('clearing', fill(7, 2, 7), RESTARTED_CLEARING, started + 11)).toEqual([]);
-    expect(judge.observe('clearing', fill(7, 2, 7), RESTARTED_CLEARING, started + 12)).toEqual([]);
+    // Once in its place, the same again is a copy: counted, as on a followed run, and dropped.
+    expect(judge.observe('clearing', fill(7, 2, 7), RESTARTED_CLEARING, started + 12)).toEqual([{ kind: 'duplicate', feed: 'clearing', seq: 7, sender: RESTARTED_CLEARING, first: RESTARTED_CLEARING }]);
     expect(judge.held('clearing')).toBe(10);
     const { ds } = untilDecided(judge, started);
     expect(accepted(ds).clearing.map((m) => m.seq)).toEqual(upTo(10));
@@ -662,8 +664,8 @@ describe('a datagram lost inside a held run (UDP: the same sender\'s next seq is
         { kind: 'conflict', feed: 'clearing', seq, applied: { sender: RESTARTED_CLEARING, fingerprint: fingerprint(fill(seq, 2, seq)), msg: fill(seq, 2, seq) }, other: { sender: RESTARTED_CLEARING, fingerprint: fingerprint(copy), msg: copy }, heldBy: v },
       ]);
     }
-    // The same content again is a copy, nothing more.
-    expect(judge.observe('clearing', fill(5, 2, 5), RESTARTED_CLEARING, started + 40)).toEqual([]);
+    // The same content again is a copy, nothing more: counted as one.
+    expect(judge.observe('clearing', fill(5, 2, 5), RESTARTED_CLEARING, started + 40)).toEqual([{ kind: 'duplicate', feed: 'clearing', seq: 5, sender: RESTARTED_CLEARING, first: RESTARTED_CLEARING }]);
     expect(judge.held('clearing')).toBe(10);
     const { ds } = untilDecided(judge, started);
     expect(kinds(ds)).toEqual(['accepted']);

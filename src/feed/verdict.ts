@@ -386,6 +386,9 @@ export class SessionJudge {
     if (held?.seq === msg.seq) {
       if (canon(held) !== canon(msg)) {
         out.push({ kind: 'conflict', feed, seq: msg.seq, applied: { sender: run.sender, fingerprint: fingerprint(held), msg: held }, other: { sender, fingerprint: fingerprint(msg), msg }, heldBy: v });
+      } else {
+        // Counted as on a followed run: a feed that sends its held run twice shows in `duplicates`.
+        out.push({ kind: 'duplicate', feed, seq: msg.seq, sender, first: run.sender });
       }
       return;
     }
