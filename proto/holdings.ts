@@ -32,8 +32,13 @@ export interface HoldingsChange<P = Position[]> {
 /** A HoldingsChange as a NoticeBatch carries it. */
 export type HoldingsNotice = Omit<HoldingsChange<FlatPositions>, 'v'>;
 
-/** 2: batches name the shared record shapes (proto/records.ts). */
-export const NOTICE_BATCH_VERSION = 2;
+/**
+ * 2: batches name the shared record shapes (proto/records.ts). 3: an accepted
+ * conversion's outcome carries its `fee` (a shape of its own in the list).
+ */
+export const NOTICE_BATCH_VERSION = 3;
+/** Versions read: an engine not yet upgraded still publishes 2, and its batches decode as they did. */
+export const NOTICE_BATCH_VERSIONS_READ: readonly number[] = [2, 3];
 
 /**
  * What an engine shard publishes on its notices subject (ShardNames.notices)
@@ -44,7 +49,8 @@ export const NOTICE_BATCH_VERSION = 2;
  * A large group is split over several batches, in order.
  */
 export interface NoticeBatch {
-  v: typeof NOTICE_BATCH_VERSION;
+  /** NOTICE_BATCH_VERSION as written; any of NOTICE_BATCH_VERSIONS_READ as read. */
+  v: number;
   changes: HoldingsNotice[];
   outcomes: OutcomeNotice[];
 }
@@ -67,6 +73,6 @@ export const holdingsNoticeProblem = (n: unknown): string | null =>
 /** A whole batch is checked before any of it is delivered: a WebSocket client never gets half of a forged one. */
 export const noticeBatchShape: Shape<NoticeBatch> = shape('notice batch', (b) => {
   if (!isMap(b)) return 'not a map';
-  if (b.v !== NOTICE_BATCH_VERSION) return `v: not ${NOTICE_BATCH_VERSION}`;
+  if (!NOTICE_BATCH_VERSIONS_READ.includes(b.v as number)) return `v: not one of ${NOTICE_BATCH_VERSIONS_READ.join(', ')}`;
   return at('changes', itemsProblem(b.changes, holdingsNoticeProblem)) ?? at('outcomes', itemsProblem(b.outcomes, outcomeNoticeProblem));
 });

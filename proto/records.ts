@@ -12,10 +12,12 @@
  * and the notice readers; and every message carried its definitions.
  *
  * The list is part of the wire format: an entry's index is its id. Append
- * only, and only with a new ENGINE_PROTOCOL_VERSION and NOTICE_BATCH_VERSION,
- * since a build with another list misreads the ids. Key order matters: it is
- * the order the object's keys were set in (test/records.test.ts checks the
- * engine and gateway build their hot messages in these orders).
+ * only, and only with a new version of the messages that carry the new shape
+ * (a build with a shorter list misreads its id); the other messages never
+ * name it, so builds on either list read them alike (test/records.test.ts).
+ * Key order matters: it is the order the object's keys were set in
+ * (records.test checks the engine and gateway build their hot messages in
+ * these orders).
  */
 export const SHARED_RECORD_SHAPES: readonly (readonly string[])[] = [
   // CommandBatch, CommandEnvelope, a conversion command (the gateway always sends its idempotency key), a holdings read.
@@ -35,6 +37,8 @@ export const SHARED_RECORD_SHAPES: readonly (readonly string[])[] = [
   ['client_id', 'seq', 'cause', 'deltas', 'positions', 'cash', 'ts', 'fill'],
   ['seq', 'price'],
   ['request_id', 'client_id', 'op', 'etf', 'amount', 'status', 'ts', 'client_request_id', 'deltas'],
+  // Notice batches version 3: an accepted conversion's outcome with its fee.
+  ['request_id', 'client_id', 'op', 'etf', 'amount', 'status', 'ts', 'client_request_id', 'deltas', 'fee'],
 ];
 
 /** A fresh copy for one encoder or decoder: msgpackr keeps its readers and transitions on the lists it is given. */

@@ -29,10 +29,19 @@ export interface RequestOutcome<P = Position[], E = EngineError> {
 }
 
 /** A RequestOutcome as a NoticeBatch carries it. */
-export type OutcomeNotice = Omit<RequestOutcome<FlatPositions, EngineRefusal>, 'v'>;
+export type OutcomeNotice = Omit<RequestOutcome<FlatPositions, EngineRefusal>, 'v'> & {
+  /**
+   * Fee charged in cash when accepted (0 when fees are off), from notice
+   * batches version 3. Absent from version 2: the desk then takes it from the
+   * cash change beside the outcome, which is wrong for an account it has not
+   * read yet (it starts from cash 0).
+   */
+  fee?: number;
+};
 
 export function namedOutcome(n: OutcomeNotice, tickerOf: TickerOf): RequestOutcome {
-  const { deltas, error, ...rest } = n;
+  // The fee is the desk's: WebSocket outcomes keep their shape (proto/ws.ts), and a client has it in the answer.
+  const { deltas, error, fee: _fee, ...rest } = n;
   // In the notice's key order: the error last of its fields, as ever.
   return { ...rest, ...(error ? { error: refusalWords(error, tickerOf) } : {}), v: 1, ...(deltas ? { deltas: namedPositions(deltas, tickerOf) } : {}) };
 }
@@ -50,6 +59,7 @@ const outcomeFields = fields({
   error: optional(REFUSAL),
   deltas: optional(INT_LIST),
   ts: NUM,
+  fee: optional(NUM),
 });
 
 /** Why an outcome in a NoticeBatch cannot be shown. */
@@ -63,6 +73,7 @@ export const outcomeNoticeProblem = (n: unknown): string | null =>
   (n.status === 'accepted' || n.status === 'rejected') &&
   (n.error === undefined || REFUSAL.ok(n.error)) &&
   (n.deltas === undefined || isIntList(n.deltas)) &&
-  isNum(n.ts)
+  isNum(n.ts) &&
+  (n.fee === undefined || isNum(n.fee))
     ? null
     : outcomeFields(n);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Unpackr } from 'msgpackr';
+import { Packr, Unpackr } from 'msgpackr';
 import type { Msg } from '@nats-io/transport-node';
 import { decode, decodeRecords, encode, encodeRecords, encodeSelfContained } from '../proto/codec.js';
 import { sharedRecordShapes, unsharedShapes } from '../proto/records.js';
@@ -54,6 +54,20 @@ describe('shared record shapes', () => {
       if (seq % 50 === 0) decodeRecords(encodeRecords(hot(seq)));
       expect(decode(encode(fill(seq)))).toEqual(fill(seq));
     }
+  });
+
+  it('a build of the list before notice batches 3 (one shape fewer) and this one read each other\'s commands and answers alike; its notice batches too', () => {
+    // The 14 shapes of engine protocol 4 with notice batches 2: what a build not yet upgraded knows.
+    const before = () => sharedRecordShapes().slice(0, 14);
+    const packer = (list: string[][]) => new Packr({ useRecords: true, mapsAsObjects: true, int64AsType: 'number', structures: list, maxSharedStructures: list.length });
+    const reader = (list: string[][]) => new Unpackr({ mapsAsObjects: true, int64AsType: 'number', structures: list });
+    const answer = { v: 4, replies: [{ id: 1, ok: true, result: { request_id: 'r1', client_request_id: 'k', op: 'create', etf: 'UNDY', amount: 2, deltas: [13, 2], fee: 9, basket_version: 0, holdings: { client_id: 1, username: 'team1', seq: 3, positions: [13, 2], cash: -9 } } }] };
+    const oldNotices = { v: 2, changes: [], outcomes: [{ request_id: 'r1', client_id: 1, op: 'create', etf: 'UNDY', amount: 2, status: 'accepted', ts: 1, client_request_id: 'k', deltas: [13, 2] }] };
+    for (const m of [hot(1), odd(2), { ...hot(3), extra: [odd(4), { a: 1 }] }, answer]) {
+      expect(reader(sharedRecordShapes()).unpack(packer(before()).pack(m))).toEqual(m);
+      expect(reader(before()).unpack(packer(sharedRecordShapes()).pack(m))).toEqual(m);
+    }
+    expect(decodeRecords(packer(before()).pack(oldNotices))).toEqual(oldNotices);
   });
 
   it('lists shapes that are not shared, each once', () => {

@@ -474,7 +474,7 @@ export class EngineActor {
   }
 }
 
-/** A decided conversion's outcome notice (proto/requests.ts): `deltas` when accepted. */
+/** A decided conversion's outcome notice (proto/requests.ts): `deltas` and `fee` when accepted. */
 function outcome(ev: Extract<JournalEvent, { t: 'conversion' | 'rejected' }>, deltas?: FlatPositions): OutcomeNotice {
   const n: OutcomeNotice = {
     request_id: requestIdString(ev.requestId),
@@ -488,6 +488,8 @@ function outcome(ev: Extract<JournalEvent, { t: 'conversion' | 'rejected' }>, de
   if (ev.key !== undefined) n.client_request_id = ev.key;
   if (ev.t === 'rejected') n.error = ev.error;
   if (deltas) n.deltas = deltas;
+  // Set last, as the shared shape lists it (proto/records.ts); 0 too, so a reader knows not to infer it.
+  if (ev.t === 'conversion') n.fee = ev.fee ?? 0;
   return n;
 }
 

@@ -5,9 +5,11 @@ import type { OutcomeNotice } from '../../proto/requests.js';
  * A group's notices in batches of at most `max`, in order, each outcome in
  * the batch of its change or after it (`after[i]`: how many of the changes
  * come before outcome i). A conversion's change and its outcome are never
- * split: readers pair them within a batch (the desk takes the fee from the
- * cash change beside the outcome), and a group of fills over `max` put every
- * outcome in a later batch than its change, scored with no fee.
+ * split: a reader sees both at once. The desk took the fee from the cash
+ * change beside the outcome until outcomes carried it (notice batches
+ * version 3), and still does for an older engine's batches; there a group of
+ * fills over `max` put every outcome in a later batch than its change, scored
+ * with no fee.
  */
 export function noticeBatches(changes: readonly HoldingsNotice[], outcomes: readonly OutcomeNotice[], after: readonly number[], max = MAX_BATCH_NOTICES): NoticeBatch[] {
   const batches: NoticeBatch[] = [];

@@ -172,7 +172,8 @@ export class DeskRecorder {
   }
 
   private onNotices(batch: NoticeBatch): void {
-    // Fees of this batch's conversions, per account in order: the cash a conversion took.
+    // An outcome carries its fee from notice batches version 3. An older engine's: the cash each conversion took, per
+    // account in order, from the change beside it (wrong for an account not read yet, taken to start from cash 0).
     const fees = new Map<number, number[]>();
     for (const c of batch.changes ?? []) {
       let a = this.accounts.get(c.client_id);
@@ -194,7 +195,8 @@ export class DeskRecorder {
     }
     for (const o of batch.outcomes ?? []) {
       if (o.status !== 'accepted' || !o.etf || !o.deltas) continue;
-      this.score(o.request_id, o.client_id, o.op, o.etf, o.amount, o.deltas, fees.get(o.client_id)?.shift() ?? 0, o.ts);
+      const inferred = fees.get(o.client_id)?.shift() ?? 0;
+      this.score(o.request_id, o.client_id, o.op, o.etf, o.amount, o.deltas, o.fee ?? inferred, o.ts);
     }
   }
 

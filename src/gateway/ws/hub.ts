@@ -1,7 +1,7 @@
 import type { NatsConnection, Msg, Subscription } from '@nats-io/transport-node';
 import { Kvm } from '@nats-io/kv';
 import { decodeAs, decodeIf, decodeRecordsAs } from '../../../proto/codec.js';
-import { NOTICE_BATCH_VERSION, namedChange, noticeBatchShape, type HoldingsNotice, type NoticeBatch } from '../../../proto/holdings.js';
+import { NOTICE_BATCH_VERSIONS_READ, namedChange, noticeBatchShape, type HoldingsNotice, type NoticeBatch } from '../../../proto/holdings.js';
 import { engineStartedShape, namedHoldings, type TickerOf } from '../../../proto/engine.js';
 import { PRICE_BUCKET, PRICE_SUBJECT_PREFIX, PRICE_SUBJECT_WILDCARD, etfPriceShape, type EtfPrice } from '../../../proto/marketdata.js';
 import { namedOutcome, type OutcomeNotice } from '../../../proto/requests.js';
@@ -194,7 +194,7 @@ export class Hub implements SessionHost {
     // No account followed here (no WebSocket client): nothing to deliver, nothing to decode.
     if (this.feeds.size === 0) return;
     const batch = decodeRecordsAs(m.data, noticeBatchShape);
-    if (batch?.v !== NOTICE_BATCH_VERSION || !Array.isArray(batch.changes) || !Array.isArray(batch.outcomes)) {
+    if (!NOTICE_BATCH_VERSIONS_READ.includes(batch?.v) || !Array.isArray(batch.changes) || !Array.isArray(batch.outcomes)) {
       this.stats.invalid++;
       return;
     }
