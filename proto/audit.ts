@@ -72,7 +72,7 @@ export interface PnlSplitEntry {
   kind: 'pnl_split';
   client_id: number;
   username: string | null;
-  /** Cash + positions at the mids of the desk's newest sample (`ts`); null when the desk never charted the team. */
+  /** Cash + positions at the mids of the desk's newest sample (`ts`); null when the desk never charted the team, or not since the last exchange reset (`since`). */
   pnl: number | null;
   /** Σ scorecard.edge over its scored conversions: what converting earned at the marks of each moment, fees included. */
   conversion_edge: number;
@@ -87,4 +87,12 @@ export interface PnlSplitEntry {
   legs_sold: number | null;
   /** When `pnl` was marked (the desk's newest sample), ms; null without one. */
   ts: number | null;
+  /**
+   * When the exchange session the split covers began: the last exchange reset
+   * (ms, when the fill stream stored it), which started every team's cash and
+   * positions, so its P&L, from 0. The counts and sums above are of the
+   * conversions decided after it, and `pnl` is null when the desk has no sample
+   * since. null: no reset, the whole journal.
+   */
+  since: number | null;
 }

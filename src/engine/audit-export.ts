@@ -1,19 +1,21 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { shardNames } from '../../proto/shards.js';
 import type { Instruments } from '../config/baskets.js';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { replayJournal } from './journal.js';
 import { auditEntry } from './core.js';
 import { Catalog } from './catalog.js';
 import { entryWords } from '../../proto/messages.js';
 import type { AuditEntry, OperatorAuditEntry, PnlSplitEntry } from '../../proto/audit.js';
 import type { Scorecard } from '../../proto/http.js';
-import { DESK_STREAM } from '../../proto/subjects.js';
+import { DESK_STREAM, FILL_STREAM, SESSION_SUBJECT } from '../../proto/subjects.js';
+import { decode } from '../../proto/codec.js';
+import type { SessionMarker } from '../../proto/fill.js';
 import { DeskHistory } from '../shared/desk-history.js';
 import { readStream } from '../shared/stream-reader.js';
 import { isStreamNotFound } from '../shared/js-errors.js';
 
-/** A team's tally over the journal, for its P&L split. */
+/** A team's tally over the journal, for its P&L split: its conversions of the split's exchange session. */
 interface Tally {
   username: string | null;
   conversions: number;
@@ -34,11 +36,58 @@ interface Tally {
 export async function exportAudit(nc: NatsConnection, instruments: Instruments, write: (line: string) => void, shards = 1): Promise<number> {
   let n = 0;
   const desk = await readDesk(nc);
+  const reset = (await readResets(nc)).at(-1);
   const tallies = new Map<number, Tally>();
   // With engine shards (proto/shards.ts), one shard's journal after another; operator commands, which every shard journals, written once (from shard 0's).
-  for (let shard = 0; shard < shards; shard++) n += await exportJournal(nc, instruments, write, shardNames(shard, shards).journalStream, shard > 0, desk, tallies);
-  for (const line of pnlSplits(desk, tallies)) write(JSON.stringify(line));
+  for (let shard = 0; shard < shards; shard++) n += await exportJournal(nc, instruments, write, shardNames(shard, shards).journalStream, shard > 0, desk, tallies, reset);
+  for (const line of pnlSplits(desk, tallies, reset)) write(JSON.stringify(line));
   return n;
+}
+
+/** An exchange session reset in the fill stream: it zeroed every account, cash too (core.ts applySessionReset). */
+interface Reset {
+  /** Its fill-stream sequence, and when JetStream stored it. */
+  seq: number;
+  ns: bigint;
+}
+
+/**
+ * The fill stream's reset markers, in order (markers without `reset` change
+ * nothing). Read through a consumer of the marker subject alone: the fills
+ * around them may be millions.
+ */
+async function readResets(nc: NatsConnection): Promise<Reset[]> {
+  const jsm = await jetstreamManager(nc);
+  let markers: number;
+  try {
+    markers = (await jsm.streams.info(FILL_STREAM, { subjects_filter: SESSION_SUBJECT })).state.subjects?.[SESSION_SUBJECT] ?? 0;
+  } catch (err) {
+    if (isStreamNotFound(err)) return [];
+    throw err;
+  }
+  const resets: Reset[] = [];
+  if (markers === 0) return resets;
+  // One subject as a string: the client asks for `filter_subject`, which servers before 2.10 (Debian's 2.9) take.
+  const consumer = await jetstream(nc).consumers.get(FILL_STREAM, { filter_subjects: SESSION_SUBJECT });
+  try {
+    for (let i = 0; i < markers; i++) {
+      const m = await consumer.next({ expires: 5000 });
+      if (!m) throw new Error(`the fill stream holds ${markers} session markers, but only ${i} were delivered`);
+      // A reset whenever the engine takes it for one (fill-feed.ts): `reset` true, whatever else the marker says.
+      if (markerOf(m.data)?.reset === true) resets.push({ seq: m.seq, ns: m.timestampNanos });
+    }
+  } finally {
+    await consumer.delete().catch(() => {});
+  }
+  return resets;
+}
+
+function markerOf(data: Uint8Array): Partial<SessionMarker> | undefined {
+  try {
+    return decode<Partial<SessionMarker> | undefined>(data);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The desk's scorecards and newest sample (src/pricing/desk.ts); an empty one where the system has no desk stream (older, or the pricing service never ran). */
@@ -56,19 +105,26 @@ async function readDesk(nc: NatsConnection): Promise<DeskHistory> {
 /**
  * Each team's P&L at the desk's newest sample, split into what its
  * conversions earned at the marks of their moments (their scorecards' edge)
- * and the rest: teams the desk charted, and teams that converted.
+ * and the rest: teams the desk charted, and teams that converted. An exchange
+ * reset starts every team's P&L from 0, so the split covers the session since
+ * the last reset only: earlier conversions earned P&L that the reset took
+ * away. A sample from before it marks another session: no P&L then.
  */
-function pnlSplits(desk: DeskHistory, tallies: Map<number, Tally>): PnlSplitEntry[] {
-  const marked = new Map((desk.last?.teams ?? []).map(([id, username, pnl]) => [id, { username, pnl }]));
-  const ids = [...new Set([...marked.keys(), ...tallies.keys()])].sort((a, b) => a - b);
+function pnlSplits(desk: DeskHistory, tallies: Map<number, Tally>, reset: Reset | undefined): PnlSplitEntry[] {
+  const since = reset ? Number(reset.ns / 1_000_000n) : null;
+  // The teams it charted are listed all the same, with their names.
+  const current = desk.last !== null && (since === null || desk.last.ts >= since);
+  const charted = new Map((desk.last?.teams ?? []).map(([id, username, pnl]) => [id, { username, pnl }]));
+  const ids = [...new Set([...charted.keys(), ...tallies.keys()])].sort((a, b) => a - b);
   return ids.map((id) => {
     const t = tallies.get(id);
-    const m = marked.get(id);
+    const c = charted.get(id);
+    const m = current ? c : undefined;
     const edge = t?.edge ?? 0;
     return {
       kind: 'pnl_split',
       client_id: id,
-      username: m?.username ?? t?.username ?? null,
+      username: c?.username ?? t?.username ?? null,
       pnl: m ? m.pnl : null,
       conversion_edge: edge,
       other: m ? m.pnl - edge : null,
@@ -77,6 +133,7 @@ function pnlSplits(desk: DeskHistory, tallies: Map<number, Tally>): PnlSplitEntr
       fees: t?.fees ?? 0,
       legs_sold: t && t.legsWeight > 0 ? t.legs / t.legsWeight : null,
       ts: m ? desk.last!.ts : null,
+      since,
     };
   });
 }
@@ -91,6 +148,8 @@ async function exportJournal(
   teamsOnly: boolean,
   desk: DeskHistory,
   tallies: Map<number, Tally>,
+  /** The last exchange reset: the tallies count what was decided after it. */
+  reset: Reset | undefined,
 ): Promise<number> {
   const last = (await (await jetstreamManager(nc)).streams.info(stream)).state.last_seq;
   let n = 0;
@@ -102,8 +161,14 @@ async function exportJournal(
   await replayJournal(
     nc,
     1,
-    (events) => {
-      for (const ev of events) {
+    (events, _seq, batch, storedNs) => {
+      // Where the engine stood in the fill stream as it applied each event (proto/journal.ts `fills`): after the last
+      // reset or not. A record without positions (versions 1, 2): by when each was stored, as the check estimates it.
+      const fills = batch.fills ?? [];
+      let pair = 0;
+      for (const [i, ev] of events.entries()) {
+        while (pair + 2 < fills.length && fills[pair + 2]! <= i) pair += 2;
+        const current = !reset || (fills.length > 0 ? fills[pair + 1]! >= reset.seq : storedNs >= reset.ns);
         if ('requestId' in ev && ev.requestId !== undefined) lastRequestId = Math.max(lastRequestId, ev.requestId);
         if (ev.t === 'config_baskets') {
           // Not a decision: what version 0 of each basket is from here on (compact conversions name it).
@@ -123,7 +188,7 @@ async function exportJournal(
         } else if (ev.t === 'rules') {
           const entry: OperatorAuditEntry = { kind: 'rules', etf: null, rules: ev.rules, by: ev.by, ts: ev.ts };
           write(JSON.stringify(entry));
-        } else write(JSON.stringify(scored(entryWords(auditEntry(ev, instruments, catalog), instruments.tickerOf), desk, tallies)));
+        } else write(JSON.stringify(scored(entryWords(auditEntry(ev, instruments, catalog), instruments.tickerOf), desk, tallies, current)));
         n++;
       }
     },
@@ -133,8 +198,11 @@ async function exportJournal(
   return n;
 }
 
-/** An audit entry with its scorecard, if the desk scored it (the shape GET /history gives it), counted in its team's tally. */
-function scored<E extends AuditEntry<unknown>>(e: E, desk: DeskHistory, tallies: Map<number, Tally>): E & { scorecard?: Scorecard } {
+/**
+ * An audit entry with its scorecard, if the desk scored it (the shape GET /history gives it), counted in its team's
+ * tally when `current` (decided in the split's exchange session).
+ */
+function scored<E extends AuditEntry<unknown>>(e: E, desk: DeskHistory, tallies: Map<number, Tally>, current: boolean): E & { scorecard?: Scorecard } {
   if (e.client_id === null || e.status !== 'accepted') return e;
   const t = tallies.get(e.client_id) ?? newTally();
   tallies.set(e.client_id, t);
@@ -142,15 +210,17 @@ function scored<E extends AuditEntry<unknown>>(e: E, desk: DeskHistory, tallies:
     t.username = e.username ?? t.username;
     return e;
   }
+  const card = desk.scorecard(e.client_id, e.request_id);
+  const entry = card ? { ...e, scorecard: card } : e;
+  if (!current) return entry;
   t.conversions++;
   t.fees += e.fee ?? 0;
-  const card = desk.scorecard(e.client_id, e.request_id);
   if (!card || card.edge === null) {
     t.unscored++;
-    return card ? { ...e, scorecard: card } : e;
+    return entry;
   }
   t.edge += card.edge;
   t.legs += card.legs_sold * card.amount;
   t.legsWeight += card.amount;
-  return { ...e, scorecard: card };
+  return entry;
 }

@@ -189,7 +189,8 @@ export function decodeJournalRecord(data: Uint8Array, seq: number, stream: strin
 export async function replayJournal(
   nc: NatsConnection,
   fromSeq: number,
-  apply: (events: JournalEvent[], seq: number, batch: JournalBatch) => void,
+  /** `storedNs`: when JetStream stored the record. */
+  apply: (events: JournalEvent[], seq: number, batch: JournalBatch, storedNs: bigint) => void,
   untilSeq?: number,
   stream = JOURNAL_STREAM,
 ): Promise<number> {
@@ -200,7 +201,7 @@ export async function replayJournal(
     fromSeq,
     (m) => {
       const batch = decodeJournalRecord(m.data, m.seq, stream);
-      apply(batch.events, m.seq, batch);
+      apply(batch.events, m.seq, batch, m.timestampNanos);
       last = m.seq;
     },
     { follow: false, ...(untilSeq !== undefined ? { untilSeq } : {}) },

@@ -189,6 +189,8 @@ export class DeskRecorder {
         fees.set(c.client_id, list);
       }
       if (c.cause === 'fill') this.legsSold(c.client_id, c.deltas);
+      // What its conversions gave the team went with the reset: a later sell is of what it got since, not their legs.
+      if (c.cause === 'session_reset') this.openLegs.delete(c.client_id);
       a.positions = c.positions;
       if (c.cash !== undefined) a.cash = c.cash;
       this.track(c.client_id);
