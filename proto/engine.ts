@@ -62,7 +62,13 @@ export type EngineCommand =
   /** Operator: replace the conversion rules (validated by the gateway against proto/rules.ts). */
   | { op: 'set_rules'; rules: ConversionRules; by: string }
   /** Read (operators): every account's positions and the stream positions they reflect, for the consistency check. */
-  | { op: 'dump' };
+  | { op: 'dump' }
+  /**
+   * Engine shard to engine shard, on ShardNames.names only (proto/shards.ts): reserve `username` for the roster
+   * account `clientId` of the asking shard. Sent to the shard the name hashes to, the one that decides every
+   * /register of it, before the asker opens the account; answers who holds the name once it is decided.
+   */
+  | { op: 'claim'; username: string; clientId: number };
 
 export interface CommandEnvelope {
   id: number;
@@ -103,6 +109,8 @@ export function commandProblem(c: unknown): string | null {
       return !isStr(c.username) ? 'username: not a string' : !isStr(c.passwordHash) ? 'passwordHash: not a string' : null;
     case 'credentials':
       return isStr(c.username) ? null : 'username: not a string';
+    case 'claim':
+      return !isStr(c.username) ? 'username: not a string' : !isInt(c.clientId) ? CLIENT_ID : null;
     case 'request':
       return !isInt(c.clientId) ? CLIENT_ID : !isStr(c.id) ? 'id: not a string' : null;
     case 'history':
@@ -271,6 +279,18 @@ export interface CredentialsResult {
   passwordHash: string;
 }
 
+/**
+ * Who holds a username on the shard that decides it (the `claim` answer):
+ * the asker's own line when `source` is roster and `client_id` its own;
+ * otherwise the line conflicts, as a line naming a registered or otherwise
+ * numbered username does on one engine.
+ */
+export interface NameHolder {
+  username: string;
+  client_id: number;
+  source: 'register' | 'roster';
+}
+
 /** `P` as in HoldingsView: the engine answers a ConversionAnswer. */
 export interface ConversionResult<P = Position[]> {
   request_id: string;
@@ -350,7 +370,7 @@ export interface RulesResult {
 /** An audit entry on the engine's wire: its refusal, if any, in codes (or as recorded). */
 export type AuditRecord = AuditEntry<EngineRefusal>;
 
-export type EngineResult = RulesResult | RegisterResult | CredentialsResult | ConversionAnswer | HoldingsAnswer | PingResult | AuditRecord | HistoryResult | DumpResult;
+export type EngineResult = RulesResult | RegisterResult | CredentialsResult | NameHolder | ConversionAnswer | HoldingsAnswer | PingResult | AuditRecord | HistoryResult | DumpResult;
 
 /** What each command answers, by its op: a reply's result is typed by the command that asked. */
 export interface ResultByOp {
@@ -368,6 +388,7 @@ export interface ResultByOp {
   set_basket: RulesResult;
   set_rules: RulesResult;
   dump: DumpResult;
+  claim: NameHolder;
 }
 
 /** The reply to command `C`. */

@@ -15,10 +15,18 @@ export const JOURNAL_VERSION = 3;
  */
 export const JOURNAL_VERSION_CLAIMS = 4;
 /**
- * Batches of these versions replay (1: conversions spell out deltas and positions after as pairs;
- * 2: compact conversions, no fill positions; 3: version 2 with `fills`; 4: version 3 with `claimed`).
+ * A batch with a `name` event: an engine that does not know it would replay
+ * without the reservation and let /register take a name another shard's
+ * roster account holds, so such a batch is written as this version, which
+ * those engines refuse.
  */
-export const JOURNAL_VERSIONS_READ: readonly number[] = [1, 2, 3, 4];
+export const JOURNAL_VERSION_NAMES = 5;
+/**
+ * Batches of these versions replay (1: conversions spell out deltas and positions after as pairs;
+ * 2: compact conversions, no fill positions; 3: version 2 with `fills`; 4: version 3 with `claimed`;
+ * 5: version 4 with `name`).
+ */
+export const JOURNAL_VERSIONS_READ: readonly number[] = [1, 2, 3, 4, 5];
 
 /** [symbol id, signed quantity] */
 export type Delta = [number, number];
@@ -90,6 +98,14 @@ export type JournalEvent =
    * is edited between runs.
    */
   | { t: 'config_baskets'; baskets: { etf: string; symbol: number; components: Delta[] }[]; ts: number }
+  /**
+   * A username reserved for another engine shard's roster account (client_id
+   * `clientId`, which lives there): journaled by the shard the name hashes to
+   * (proto/shards.ts shardOfUsername), which decides every /register of it,
+   * before the other shard opens the account. From then on /register refuses
+   * the name here, as it refuses a name one of this shard's accounts has.
+   */
+  | { t: 'name'; username: string; clientId: number; ts: number }
   /** The operator gave an ETF a new basket (version 1, 2, ...; version 0 is the config's), used by conversions from `from` (ms) on. */
   | { t: 'basket'; etf: string; version: number; components: Delta[]; from: number; by: string; ts: number }
   /** The operator replaced the conversion rules (proto/rules.ts): who, when. */

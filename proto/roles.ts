@@ -8,9 +8,12 @@
  *   engine   CAN   take commands (its command and admin subjects), answer on reply
  *                  subjects only, write and read its journal and snapshots (and purge
  *                  old snapshots), read fills, publish notices, sign-in changes and
- *                  that it started, read and write baskets.
+ *                  that it started, read and write baskets; as one shard of several,
+ *                  ask the shard a roster username hashes to to reserve it (the names
+ *                  subjects, answered on the engines' own inbox) and hear shards start.
  *            CANNOT publish fills or session markers, send commands, listen to
  *                  replies, write prices, books or feed state, administer streams.
+ *            (The names subjects are the engines' alone: a gateway cannot reserve a name.)
  *   gateway  CAN   send commands (and so read credentials: it checks passwords), hear
  *                  replies, notices, sign-in changes, engine starts, prices, feed status and alerts, read prices, books, baskets
  *                  and the desk (chart samples and scorecards).
@@ -126,11 +129,15 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           // Answers only here (not wherever a request says: see the actor), never into a stream.
           REPLY_SUBJECT_WILDCARD,
           `${ADMIN_REPLY_SUBJECT_PREFIX}>`,
+          // One shard asking another to reserve a roster username, and its answer, which only engines can hear.
+          ...all.map((n) => n.names),
+          `${inboxPrefix('engine')}.>`,
           ...readKv(BASKET_BUCKET),
           ...writeKv(BASKET_BUCKET),
         ],
       },
-      subscribe: { allow: [...all.flatMap((n) => [n.command, n.admin]), `${inboxPrefix('engine')}.>`] },
+      // Another shard's start: the reservations this one waits on can be asked again at once.
+      subscribe: { allow: [...all.flatMap((n) => [n.command, n.admin, n.names]), `${inboxPrefix('engine')}.>`, ENGINE_STARTED_SUBJECT_WILDCARD] },
     },
     gateway: {
       // FEED_CONTROL_SUBJECT: the operator's verdicts and acknowledgements, passed on to the feed bridge.

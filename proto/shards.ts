@@ -7,11 +7,15 @@
  *
  * New usernames go to the shard their name hashes to, which hands out
  * client_ids of its own residue: a username is then only ever registered by
- * one shard, and its client_id routes back to that shard. Roster usernames are
- * known to every shard (each reads the roster), so none can be taken twice.
+ * one shard, and its client_id routes back to that shard. A roster line's
+ * account lives on its client_id's shard, but its username is decided by the
+ * name's shard too: the line's shard asks it to reserve the name (the `claim`
+ * command on ShardNames.names) before opening the account, so a /register and
+ * a roster line of one name are ordered by that one shard, whichever comes
+ * first, and one username is one account across all shards.
  */
 import type { EngineCommand } from './engine.js';
-import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_QUEUE, ENGINE_STARTED_SUBJECT_PREFIX, JOURNAL_STREAM, JOURNAL_SUBJECT, NOTICES_SUBJECT_PREFIX, SIGNIN_SUBJECT_PREFIX } from './subjects.js';
+import { ENGINE_ADMIN_SUBJECT, ENGINE_COMMAND_SUBJECT, ENGINE_NAMES_SUBJECT_PREFIX, ENGINE_QUEUE, ENGINE_STARTED_SUBJECT_PREFIX, JOURNAL_STREAM, JOURNAL_SUBJECT, NOTICES_SUBJECT_PREFIX, SIGNIN_SUBJECT_PREFIX } from './subjects.js';
 import { JOURNAL_STREAM_CONFIG, SNAPSHOT_CHUNK_SUBJECT, SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM, SNAPSHOT_STREAM_CONFIG } from './streams.js';
 
 export interface ShardNames {
@@ -31,6 +35,8 @@ export interface ShardNames {
   signin: string;
   /** Where it says it serves, once per start (proto/engine.ts EngineStarted). */
   started: string;
+  /** Where other shards ask it to reserve a username it decides (proto/engine.ts `claim`). */
+  names: string;
 }
 
 export const MAX_SHARDS = 64;
@@ -53,6 +59,7 @@ export function shardNames(shard: number, shards: number): ShardNames {
       notices: `${NOTICES_SUBJECT_PREFIX}.${shard}`,
       signin: `${SIGNIN_SUBJECT_PREFIX}.${shard}`,
       started: `${ENGINE_STARTED_SUBJECT_PREFIX}.${shard}`,
+      names: `${ENGINE_NAMES_SUBJECT_PREFIX}.${shard}`,
     };
   }
   return {
@@ -69,6 +76,7 @@ export function shardNames(shard: number, shards: number): ShardNames {
     notices: `${NOTICES_SUBJECT_PREFIX}.${shard}`,
     signin: `${SIGNIN_SUBJECT_PREFIX}.${shard}`,
     started: `${ENGINE_STARTED_SUBJECT_PREFIX}.${shard}`,
+    names: `${ENGINE_NAMES_SUBJECT_PREFIX}.${shard}`,
   };
 }
 
@@ -107,6 +115,7 @@ export function routeOf(cmd: EngineCommand, shards: number): Route {
     case 'holdings':
       return { to: 'one', shard: shardOfClient(cmd.clientId, shards) };
     case 'register':
+    case 'claim':
       return { to: 'one', shard: shardOfUsername(cmd.username, shards) };
     case 'credentials':
       return { to: 'find' };

@@ -38,6 +38,15 @@ export const ENGINE_COMMAND_SUBJECT = 'etf.engine.cmd';
 export const ENGINE_ADMIN_SUBJECT = 'etf.engine.admin';
 /** What the engine answers on ENGINE_ADMIN_SUBJECT; anything else there is refused. */
 export const ENGINE_ADMIN_OPS: ReadonlySet<string> = new Set(['dump', 'ping']);
+/**
+ * Engine shards asking one another to reserve a roster username (the `claim`
+ * command, nothing else), `etf.engine.names.<shard>` (ShardNames.names):
+ * apart from the command subject so that only engines, not gateways, can
+ * reserve a name. Answered on the asking engine's own inbox.
+ */
+export const ENGINE_NAMES_SUBJECT_PREFIX = 'etf.engine.names';
+/** What the engine answers on its names subject; anything else there is refused, and a `claim` anywhere else. */
+export const ENGINE_NAMES_OPS: ReadonlySet<string> = new Set(['claim']);
 /** Queue group of the engine: if a second engine is started by mistake, NATS still delivers each batch once. */
 export const ENGINE_QUEUE = 'etf-engine';
 

@@ -245,7 +245,8 @@ describe('the launcher keeps the system up', () => {
   }, 180_000);
 
   it('runs two engine shards with ENGINE_SHARDS=2: each team on its shard, with its own permissions, through a clean stop and start', async () => {
-    const w = workspace();
+    // bob's line is shard 1's (client_id 5), its username shard 0's to decide: the shards ask each other, as their own NATS user.
+    const w = workspace(`${ROSTER}5 bob bob-roster-pass\n`);
     // Beside no simulator, registration is open only when asked for.
     const env = await launcherEnv(w.dir, w.accounts, { ENGINE_SHARDS: '2', REGISTRATION: 'open' });
     const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
@@ -268,11 +269,13 @@ describe('the launcher keeps the system up', () => {
     expect((await http.create('team1', 'team1pass', 1, 'UNDY')).status).toBe(200);
     expect((await http.create('team2', 'team2pass', 2, 'UNDY')).status).toBe(200);
     expect((await http.register('newteam', 'newteam-password')).status).toBe(200);
+    await until(async () => (await http.holdings('bob', 'bob-roster-pass')).status === 200, 'bob\'s line to be taken once shard 0 gave its name', 30_000);
+    expect((await http.register('bob', 'bob-register-pass')).body.error?.code).toBe('username_taken');
     // The operator's consistency check finds both shards from DATA_DIR, without being told ENGINE_SHARDS.
     const { ENGINE_SHARDS: _shards, ...toolEnv } = env;
     const check = execFileSync(process.execPath, [join(PROJECT_ROOT, 'dist/src/tools/check.js')], { env: toolEnv, encoding: 'utf8' });
     expect(check).toContain('consistent: live state equals the rebuild');
-    expect(JSON.parse(check.slice(0, check.lastIndexOf('}') + 1)).accounts).toBe(3);
+    expect(JSON.parse(check.slice(0, check.lastIndexOf('}') + 1)).accounts).toBe(4);
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
 
@@ -283,6 +286,7 @@ describe('the launcher keeps the system up', () => {
     expect((await http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(1);
     expect((await http.holdings('team2', 'team2pass')).body.holdings.UNDY).toBe(2);
     expect((await http.holdings('newteam', 'newteam-password')).status).toBe(200);
+    expect((await http.holdings('bob', 'bob-roster-pass')).status).toBe(200);
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
   });

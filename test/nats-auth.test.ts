@@ -26,6 +26,7 @@ import { CredentialsKey, credentialsKeyFile, loadCredentialsKey } from '../src/s
 import { applyEvent, emptyState } from '../src/engine/state.js';
 import { sealAccountHashes } from '../src/engine/roster.js';
 import { startEngine, type EngineHandle } from '../src/engine/service.js';
+import { claimNames } from '../src/engine/name-claims.js';
 import { startGateway } from '../src/gateway/server.js';
 import { ROLES, type Role } from '../proto/roles.js';
 import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, HELD_STREAM, heldSubject, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, deskCardSubject, deskSampleSubject, fillSubject, SIGNIN_SUBJECT_WILDCARD, ENGINE_STARTED_SUBJECT_WILDCARD } from '../proto/subjects.js';
@@ -229,6 +230,15 @@ describe('the launcher\'s nats-server', () => {
     const creds = await admin.call({ op: 'credentials', username: 'team1' });
     expect(creds).toMatchObject({ ok: false, error: { code: 'forbidden' } });
     admin.close();
+  });
+
+  it('only engines ask one another to reserve a roster username, and only they hear the answer', async () => {
+    const n = shardNames(0, 1);
+    for (const role of ['gateway', 'feed', 'pricing', 'operator'] as const) await refusedPublish(await as(role), n.names);
+    for (const role of ['gateway', 'feed', 'pricing'] as const) await refusedSubscribe(await as(role), n.names);
+    // A name an account holds already: answered with its holder, nothing journaled.
+    const held = await claimNames(await as('engine'), [{ username: 'team1', clientId: 9 }], 1, 5000, quietLog);
+    expect(held.get('team1')).toEqual({ username: 'team1', client_id: 1, source: 'roster' });
   });
 
   it('only the engine writes the journal; only the engine and the operator read it', async () => {

@@ -17,7 +17,7 @@ describe('shard names and routes', () => {
 
   it('gives every shard its own subjects and streams', () => {
     const names = [0, 1, 2].map((k) => shardNames(k, 3));
-    for (const key of ['command', 'admin', 'journalStream', 'journalSubject', 'snapshotStream', 'snapshotChunk', 'snapshotManifest'] as const) {
+    for (const key of ['command', 'admin', 'names', 'journalStream', 'journalSubject', 'snapshotStream', 'snapshotChunk', 'snapshotManifest'] as const) {
       expect(new Set(names.map((n) => n[key])).size).toBe(3);
     }
     expect(() => shardNames(2, 2)).toThrow();
@@ -29,6 +29,8 @@ describe('shard names and routes', () => {
     expect(routeOf({ op: 'holdings', clientId: 8 }, 2)).toEqual({ to: 'one', shard: 0 });
     expect(routeOf({ op: 'register', username: 'alice', passwordHash: 'h' }, 2)).toEqual({ to: 'one', shard: shardOfUsername('alice', 2) });
     expect(routeOf({ op: 'credentials', username: 'alice' }, 2)).toEqual({ to: 'find' });
+    // A roster line's username is reserved where a /register of it would go.
+    expect(routeOf({ op: 'claim', username: 'alice', clientId: 8 }, 2)).toEqual(routeOf({ op: 'register', username: 'alice', passwordHash: 'h' }, 2));
     expect(routeOf({ op: 'halt', etf: null, reason: 'r', by: 'op' }, 2)).toEqual({ to: 'all' });
     expect(routeOf({ op: 'create', clientId: 7, etf: 'UNDY', amount: 1 }, 1)).toEqual({ to: 'one', shard: 0 });
   });

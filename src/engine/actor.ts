@@ -13,7 +13,8 @@ import {
 import type { Delta, JournalEvent } from '../../proto/journal.js';
 import { MAX_BATCH_NOTICES, type HoldingsChange, type HoldingsNotice } from '../../proto/holdings.js';
 import type { Fill } from '../../proto/fill.js';
-import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, REPLY_SUBJECT_PREFIX } from '../../proto/subjects.js';
+import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, ENGINE_NAMES_OPS, REPLY_SUBJECT_PREFIX } from '../../proto/subjects.js';
+import { inboxPrefix } from '../../proto/roles.js';
 import type { Logger } from '../shared/log.js';
 import { Unreadable } from '../shared/unreadable.js';
 import { decide, applyEvent, accountPositions, basketVersions, malformed, requestIdString, type CoreConfig, type Decision } from './core.js';
@@ -126,15 +127,15 @@ export class EngineActor {
   /** Subscribes, and resolves once the server has the subscription: "ready" must mean a request sent now is heard. */
   async start(names: ShardNames = shardNames(0, 1)): Promise<void> {
     this.noticesSubject = names.notices;
-    const subscribe = (subject: string, admin: boolean) =>
+    const subscribe = (subject: string, entry: Entry) =>
       this.nc.subscribe(subject, {
         queue: names.queue,
         callback: (err, msg) => {
           if (err) return this.log.error({ err, subject }, 'command subscription error');
-          this.onBatch(msg, admin);
+          this.onBatch(msg, entry);
         },
       });
-    this.subs = [subscribe(names.command, false), subscribe(names.admin, true)];
+    this.subs = [subscribe(names.command, 'command'), subscribe(names.admin, 'admin'), subscribe(names.names, 'names')];
     await this.nc.flush();
   }
 
@@ -147,10 +148,10 @@ export class EngineActor {
     }
   }
 
-  /** `admin`: from ENGINE_ADMIN_SUBJECT, where only reads (ENGINE_ADMIN_OPS) are answered. */
-  private onBatch(msg: Msg, admin: boolean): void {
+  /** `entry`: the subject it came on (Entry). */
+  private onBatch(msg: Msg, entry: Entry): void {
     // Answers go only where answers belong: a reply subject of another kind (a stream's, say) is never written.
-    if (!msg.reply?.startsWith(admin ? ADMIN_REPLY_SUBJECT_PREFIX : REPLY_SUBJECT_PREFIX)) {
+    if (!msg.reply?.startsWith(REPLY_PREFIX[entry])) {
       this.log.warn({ reply: msg.reply, subject: msg.subject }, 'command batch without a proper reply subject ignored');
       return;
     }
@@ -169,7 +170,14 @@ export class EngineActor {
     }
     const now = this.now();
     for (const { id, cmd } of batch.cmds) {
-      const decision = admin && !ENGINE_ADMIN_OPS.has((cmd as { op?: string })?.op ?? '') ? ADMIN_REFUSAL : this.decide(cmd, now);
+      const op = (cmd as { op?: string })?.op ?? '';
+      const decision =
+        entry === 'admin' && !ENGINE_ADMIN_OPS.has(op)
+          ? ADMIN_REFUSAL
+          : // A reservation only between engines, and nothing else where they ask: to anyone else it is no command.
+            (entry === 'names') !== ENGINE_NAMES_OPS.has(op)
+            ? malformed()
+            : this.decide(cmd, now);
       const group = this.apply(decision.events);
       // Read once its events are applied: the core builds a conversion's answer only when asked, from the state after it.
       const reply: EngineReply =
@@ -492,6 +500,13 @@ function outcome(ev: Extract<JournalEvent, { t: 'conversion' | 'rejected' }>, de
   if (ev.t === 'conversion') n.fee = ev.fee ?? 0;
   return n;
 }
+
+/**
+ * Where a command batch came from: the command subject (gateways), the operators' read-only subject, or the
+ * names subject (another engine shard reserving a roster username, proto/engine.ts `claim`).
+ */
+type Entry = 'command' | 'admin' | 'names';
+const REPLY_PREFIX: Record<Entry, string> = { command: REPLY_SUBJECT_PREFIX, admin: ADMIN_REPLY_SUBJECT_PREFIX, names: `${inboxPrefix('engine')}.` };
 
 /** A command other than a read on the operators' subject: refused, never decided. */
 const ADMIN_REFUSAL: Decision = {

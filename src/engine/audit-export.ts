@@ -176,6 +176,7 @@ async function exportJournal(
           continue;
         }
         if (ev.t === 'account' && ev.requestId === undefined) continue; // roster accounts: no request
+        if (ev.t === 'name') continue; // a roster account's username, reserved for it by another shard: no request either
         // Every shard's own conversions name the versions its own journal defines, so its catalog learns them even where another shard writes the line.
         if (ev.t === 'basket') catalog.add(ev.etf, ev.version, ev.from, ev.components);
         if (teamsOnly && (ev.t === 'operator' || ev.t === 'basket' || ev.t === 'rules')) continue;

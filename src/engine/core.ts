@@ -415,7 +415,7 @@ const setRules: Handler<'set_rules'> = (state, cfg, cmd, now) => {
 
 const register: Handler<'register'> = (state, cfg, cmd, now) => {
   const requestId = state.requestSeq + 1;
-  if (state.byUsername.has(cmd.username) || cfg.shard?.rosterUsernames.has(cmd.username)) {
+  if (state.byUsername.has(cmd.username) || state.names.has(cmd.username) || cfg.shard?.rosterUsernames.has(cmd.username)) {
     const error: Rejection = { code: 'username_taken', username: cmd.username };
     return { kind: 'rejected', error, events: [{ t: 'rejected', requestId, kind: 'register', clientId: null, username: cmd.username, error, ts: now }] };
   }
@@ -424,6 +424,21 @@ const register: Handler<'register'> = (state, cfg, cmd, now) => {
   while (state.unclaimed.has(clientId)) clientId = nextClientId(clientId, cfg.shard);
   const ev: JournalEvent = { t: 'account', clientId, username: cmd.username, source: 'register', passwordHash: cmd.passwordHash, requestId, ts: now };
   return { kind: 'accepted', result: { request_id: requestIdString(requestId), client_id: clientId, username: cmd.username }, events: [ev] };
+};
+
+/**
+ * Another shard's roster line asks for its username (proto/engine.ts `claim`). This shard orders every
+ * /register of the name, so the first of the two here wins, as on one engine: a name registered before is
+ * not given (the line is refused there, as a line naming a registered username is), and a name given is
+ * never registered after, even once its line leaves the file (its account stays, closed).
+ */
+const claim: Handler<'claim'> = (state, _cfg, cmd, now) => {
+  const acc = state.byUsername.get(cmd.username);
+  if (acc) return read({ username: cmd.username, client_id: acc.clientId, source: acc.source });
+  const held = state.names.get(cmd.username);
+  if (held !== undefined) return read({ username: cmd.username, client_id: held, source: 'roster' });
+  const ev: JournalEvent = { t: 'name', username: cmd.username, clientId: cmd.clientId, ts: now };
+  return { kind: 'accepted', result: { username: cmd.username, client_id: cmd.clientId, source: 'roster' }, events: [ev] };
 };
 
 const credentials: Handler<'credentials'> = (state, _cfg, cmd) => {
@@ -564,6 +579,7 @@ function convert(state: EngineState, cfg: CoreConfig, cmd: CommandOf<ConversionO
 
 const HANDLERS: { [O in Op]: Handler<O> } = {
   register,
+  claim,
   credentials,
   create: convert,
   redeem: convert,

@@ -5,7 +5,7 @@ import type { Logger } from '../shared/log.js';
 import { isTransientJsError, retryTransient } from '../shared/js-retry.js';
 import { encode, decode } from '../../proto/codec.js';
 import { JOURNAL_SUBJECT, JOURNAL_STREAM } from '../../proto/subjects.js';
-import { JOURNAL_VERSION, JOURNAL_VERSION_CLAIMS, JOURNAL_VERSIONS_READ, type JournalBatch, type JournalEvent } from '../../proto/journal.js';
+import { JOURNAL_VERSION, JOURNAL_VERSION_CLAIMS, JOURNAL_VERSION_NAMES, JOURNAL_VERSIONS_READ, type JournalBatch, type JournalEvent } from '../../proto/journal.js';
 import { readStream } from '../shared/stream-reader.js';
 import { NeedsOperator } from '../config/config.js';
 
@@ -83,7 +83,7 @@ export class JournalWriter {
    * `fills`: the fill-stream positions they were applied at (proto/journal.ts JournalBatch).
    */
   append(events: JournalEvent[], fills?: number[]): Promise<number> {
-    const v = events.some((e) => e.t === 'account' && e.claimed) ? JOURNAL_VERSION_CLAIMS : JOURNAL_VERSION;
+    const v = events.some((e) => e.t === 'name') ? JOURNAL_VERSION_NAMES : events.some((e) => e.t === 'account' && e.claimed) ? JOURNAL_VERSION_CLAIMS : JOURNAL_VERSION;
     const batch: JournalBatch = fills && fills.length > 0 ? { v, events, fills } : { v, events };
     const expected = this.queuedSeq++;
     const msgID = `${this.writerId}-${expected + 1}`;

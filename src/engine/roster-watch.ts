@@ -6,7 +6,12 @@ import { readAccountsFile, type RosterAccount, type RosterReading, type RosterRe
 import type { CredentialsKey } from '../shared/credentials-key.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineState } from './state.js';
-import { rosterEvents, rosterForShard, takeRoster, type RosterHash } from './roster.js';
+import { nameDecidedElsewhere, nameRefusals, rosterConflict, rosterEvents, rosterForShard, takeRoster, type RosterHash } from './roster.js';
+import type { NameHolder } from '../../proto/engine.js';
+import type { NameClaim } from './name-claims.js';
+
+/** A username reservation no shard answered is asked again this long after, if that shard's start did not prompt it first. */
+const ASK_AGAIN_MS = 5_000;
 
 /** What one reading of a changed roster file did; `error` when it changed nothing. */
 export interface RosterReload {
@@ -20,6 +25,8 @@ export interface RosterReload {
   removed: string[];
   /** Lines not taken (each as if absent): they do not read, or conflict with history. */
   refused?: RosterRefusal[];
+  /** Usernames whose deciding shard did not answer (name-claims.ts): asked again when it starts, or shortly. */
+  unanswered?: string[];
   /** Why nothing changed: the file could not be read, or the engine is stopping. */
   error?: string;
 }
@@ -41,6 +48,10 @@ export interface RosterWatchDeps {
   signInChanged: (usernames: string[]) => void;
   /** Every username of the file (all shards'): none may be registered. */
   usernames: (names: Set<string>) => void;
+  /** With several shards: asks the shards that decide these lines' usernames to reserve them (name-claims.ts claimNames). */
+  claim?: (claims: NameClaim[]) => Promise<Map<string, NameHolder>>;
+  /** Lines of this shard await a username reservation: the first reading is at start, whatever the file did. */
+  readAtStart?: boolean;
   log: Logger;
   intervalMs?: number;
   /** The file as it stood when the roster in force was read (rosterFileStamp): a change since then is read at once. */
@@ -78,19 +89,46 @@ export class RosterWatch {
   private readonly listener = (cur: Stats, prev: Stats): void => {
     if (!sameStamp(cur, prev)) this.changed();
   };
+  /** Usernames their deciding shard gave this shard's lines: it never takes one back, so they are not asked again. */
+  private readonly given = new Map<string, number>();
+  /** The last reading left reservations unanswered. */
+  private unanswered = false;
+  private askTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly deps: RosterWatchDeps) {}
 
-  start(): void {
+  /** Resolves once the reading it starts, if any (an edit during the start, or reservations to ask for), is done. */
+  start(): Promise<void> {
     watchFile(this.deps.file, { interval: this.deps.intervalMs ?? 1000, persistent: false }, this.listener);
     // Edited during the start (a rebuild can take seconds): the watch compares with the file as it is now, so that edit is read here.
-    if (!sameStamp(rosterFileStamp(this.deps.file), this.deps.readAt)) this.changed();
+    if (!sameStamp(rosterFileStamp(this.deps.file), this.deps.readAt) || this.deps.readAtStart) {
+      const read = this.next();
+      this.changed();
+      return read.then(() => {});
+    }
+    return Promise.resolve();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     unwatchFile(this.deps.file, this.listener);
+    if (this.askTimer) clearTimeout(this.askTimer);
     await this.running;
+  }
+
+  /** A shard started: the reservations it left unanswered are asked again now. */
+  askAgain(): void {
+    if (this.unanswered && !this.stopped) this.changed();
+  }
+
+  /** Resolves once no reading is under way and none left a reservation unanswered (tests: every shard up, every line taken). */
+  async settled(): Promise<void> {
+    while (!this.stopped && (this.running || this.unanswered)) {
+      const read = this.next();
+      if (!this.running) this.changed();
+      // A file that does not read leaves the reservations as they were: asked again at its next change.
+      if ((await read).error !== undefined) return;
+    }
   }
 
   /** The next reading's outcome (tests, and anyone who edits the file and wants to know). */
@@ -114,7 +152,11 @@ export class RosterWatch {
         });
         this.events.emit('reload', r);
       } while (this.again && !this.stopped);
-    })().finally(() => (this.running = null));
+    })().finally(() => {
+      this.running = null;
+      // Asked for after the loop's last look (between its last reading and here): read now, not at the next change.
+      if (this.again && !this.stopped) this.changed();
+    });
   }
 
   private async reload(): Promise<RosterReload> {
@@ -134,10 +176,18 @@ export class RosterWatch {
     }
     const { own, usernames, refused: unsharded } = rosterForShard(reading.accounts, this.deps.shard, this.deps.shards);
     const hashes = await this.deps.hashes(own);
+    const names = await this.askNames(own);
     if (this.stopped) return unchanged('the engine is stopping');
     // From here to the end in one turn: no command sees an account without its password.
-    const { events, refused: conflicts } = rosterEvents(state, own, Date.now());
-    const taken = takeRoster(state, own, [...reading.refused, ...unsharded, ...conflicts], file, log);
+    const nameRefused = new Set(names.refused.map((r) => r.line));
+    const { events, refused: conflicts } = rosterEvents(
+      state,
+      own.filter((l) => !nameRefused.has(l.line)),
+      Date.now(),
+    );
+    const taken = takeRoster(state, own, [...reading.refused, ...unsharded, ...names.refused, ...conflicts], file, log);
+    this.unanswered = names.unanswered.length > 0;
+    if (this.unanswered) this.askLater();
     this.deps.decided(events);
     const added = new Set(events.flatMap((e) => (e.t === 'account' ? [e.username] : [])));
     const r: RosterReload = {
@@ -147,6 +197,7 @@ export class RosterWatch {
       restored: [],
       removed: [],
       ...(state.rosterRefused.length ? { refused: state.rosterRefused } : {}),
+      ...(names.unanswered.length ? { unanswered: names.unanswered.map((l) => l.username) } : {}),
     };
     for (const line of taken) {
       const acc = state.byUsername.get(line.username);
@@ -174,5 +225,34 @@ export class RosterWatch {
     if (changed.length > 0) this.deps.signInChanged(changed);
     if (r.added.length + r.passwordsChanged.length + r.restored.length + r.removed.length > 0) log.info({ file, ...r }, 'roster file read again');
     return r;
+  }
+
+  /**
+   * Asks the shards that decide this shard's lines' usernames to give them
+   * (proto/shards.ts): a /register there and a line here are then ordered by
+   * that one shard, and the loser is refused as on one engine. Only lines not
+   * given yet are asked, and none this shard refuses itself (a name reserved
+   * for it would be lost to /register for good); an open account whose shard
+   * does not answer stays open (it may be from before reservations: asked again).
+   */
+  private async askNames(own: RosterAccount[]): Promise<{ refused: RosterRefusal[]; unanswered: RosterAccount[] }> {
+    const { shard, shards, claim, state } = this.deps;
+    const ask = own.filter((l) => nameDecidedElsewhere(l, shard, shards) && this.given.get(l.username) !== l.clientId && rosterConflict(state, l) === null);
+    if (ask.length === 0 || !claim) return { refused: [], unanswered: [] };
+    const held = await claim(ask.map((l) => ({ username: l.username, clientId: l.clientId! })));
+    for (const l of ask) {
+      const h = held.get(l.username);
+      if (h?.source === 'roster' && h.client_id === l.clientId) this.given.set(l.username, l.clientId);
+    }
+    return nameRefusals(state, ask, held, shards);
+  }
+
+  private askLater(): void {
+    if (this.askTimer || this.stopped) return;
+    this.askTimer = setTimeout(() => {
+      this.askTimer = null;
+      this.askAgain();
+    }, ASK_AGAIN_MS);
+    this.askTimer.unref();
   }
 }

@@ -5,7 +5,8 @@ import { dirname } from 'node:path';
 import type { JournalEvent } from '../../proto/journal.js';
 import type { RosterAccount, RosterRefusal } from '../config/accounts.js';
 import { unclaimedFills, type EngineState } from './state.js';
-import { shardOfClient } from '../../proto/shards.js';
+import { shardOfClient, shardOfUsername } from '../../proto/shards.js';
+import type { NameHolder } from '../../proto/engine.js';
 import { ConfigError } from '../config/config.js';
 import { isSealed, type CredentialsKey } from '../shared/credentials-key.js';
 import type { Logger } from '../shared/log.js';
@@ -64,15 +65,50 @@ export function rosterEvents(state: EngineState, roster: RosterAccount[], now: n
 }
 
 /** Why a roster line conflicts with history, or null. */
-function rosterConflict(state: EngineState, r: RosterAccount): string | null {
+export function rosterConflict(state: EngineState, r: RosterAccount): string | null {
   const known = state.byUsername.get(r.username);
-  if (known) {
-    if (known.source !== 'roster') return `username ${r.username} was already registered through /register as client_id ${known.clientId}`;
-    if (r.clientId !== undefined && r.clientId !== known.clientId) return `username ${r.username} is client_id ${known.clientId} in the journal, not ${r.clientId}`;
-    return null;
-  }
+  if (known) return nameConflict(r, { username: r.username, client_id: known.clientId, source: known.source });
+  // Reserved here for another shard's account (a line that named another client_id before).
+  const named = state.names.get(r.username);
+  if (named !== undefined) return nameConflict(r, { username: r.username, client_id: named, source: 'roster' });
   const holder = r.clientId !== undefined ? state.accounts.get(r.clientId) : undefined;
   return holder ? `client_id ${r.clientId} already belongs to ${holder.username}` : null;
+}
+
+/** Why a roster line conflicts with the account that holds its username, or null: the same words whichever shard holds it. */
+function nameConflict(r: RosterAccount, holder: NameHolder): string | null {
+  if (holder.source !== 'roster') return `username ${r.username} was already registered through /register as client_id ${holder.client_id}`;
+  if (r.clientId !== undefined && r.clientId !== holder.client_id) return `username ${r.username} is client_id ${holder.client_id} in the journal, not ${r.clientId}`;
+  return null;
+}
+
+/** A line of this shard whose username another shard decides (proto/shards.ts): its account opens only once that shard gives the name. */
+export const nameDecidedElsewhere = (r: RosterAccount, shard: number, shards: number): boolean => shards > 1 && shardOfUsername(r.username, shards) !== shard;
+
+/**
+ * The lines whose username another shard decides, judged by its answers
+ * (name-claims.ts; `held` by username): a line whose name is another
+ * account's there is refused as it would be were that account here; one
+ * whose shard did not answer is refused for now unless its account is open
+ * already (`unanswered`: ask again).
+ */
+export function nameRefusals(state: EngineState, lines: RosterAccount[], held: ReadonlyMap<string, NameHolder>, shards: number): { refused: RosterRefusal[]; unanswered: RosterAccount[] } {
+  const refused: RosterRefusal[] = [];
+  const unanswered: RosterAccount[] = [];
+  for (const r of lines) {
+    const holder = held.get(r.username);
+    if (holder) {
+      const conflict = nameConflict(r, holder);
+      if (conflict) refused.push({ line: r.line, reason: conflict });
+      continue;
+    }
+    unanswered.push(r);
+    if (!state.byUsername.has(r.username)) {
+      const decider = shardOfUsername(r.username, shards);
+      refused.push({ line: r.line, reason: `username ${r.username} waits for engine shard ${decider}, which decides that name, to confirm no /register took it first: taken once it answers` });
+    }
+  }
+  return { refused, unanswered };
 }
 
 /**

@@ -13,7 +13,9 @@ import type { Logger } from '../shared/log.js';
 import type { EngineState } from './state.js';
 import { basketVersions, type CoreConfig } from './core.js';
 import type { JournalWriter } from './journal.js';
-import { loadRosterInForce, rosterForShard, rosterPasswordHashes, saveRosterInForce, sealAccountHashes, setRosterHashes, takeRoster, type RosterHash, type RosterInForce } from './roster.js';
+import { claimNames, type NameClaim } from './name-claims.js';
+import { ENGINE_STARTED_SUBJECT_WILDCARD } from '../../proto/subjects.js';
+import { loadRosterInForce, nameDecidedElsewhere, rosterForShard, rosterPasswordHashes, saveRosterInForce, sealAccountHashes, setRosterHashes, takeRoster, type RosterHash, type RosterInForce } from './roster.js';
 import { RosterWatch, rosterFileStamp, type RosterFileStamp } from './roster-watch.js';
 import { credentialsKeyFile, loadCredentialsKey } from '../shared/credentials-key.js';
 import { shardNames, shardOfClient, type ShardNames } from '../../proto/shards.js';
@@ -151,12 +153,14 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   // The basket versions are published there as they are journaled (src/engine/actor.ts).
   const basketStore = new LatestPerKey(await startup('baskets bucket', () => openBucket(nc, BASKET_BUCKET, setup.replicas)), log);
   const snapshots = await startup('snapshot store', () => SnapshotStore.open(nc, log, names, setup.replicas));
-  const configure = (state: EngineState, journal: JournalWriter) => journalConfiguration(state, journal, setup.instruments, setup.roster, log);
+  // A new line whose username another shard decides opens once that shard gives the name (RosterWatch), not here.
+  const atStart = (state: EngineState) => setup.roster.filter((l) => !nameDecidedElsewhere(l, names.shard, names.shards) || state.byUsername.has(l.username));
+  const configure = (state: EngineState, journal: JournalWriter) => journalConfiguration(state, journal, setup.instruments, atStart(state), log);
   const rebuilt = await rebuildState(nc, setup, snapshots, log, t0, configure);
   const { state, journal } = rebuilt;
   // Later starts: what the configuration changed, at the fill position the state has reached.
   const conflicts = await configure(state, journal);
-  const roster = takeRoster(state, setup.roster, [...setup.rosterRefused, ...conflicts], setup.accountsFile, log);
+  const roster = takeRoster(state, atStart(state), [...setup.rosterRefused, ...conflicts], setup.accountsFile, log);
   const tRoster = performance.now();
   const hashes = setup.rosterInForce?.hashes ?? (await rosterPasswordHashes(roster, setup.bcryptRounds, setup.rosterHashesFile));
   const rosterHashes = setRosterHashes(state, hashes);
@@ -206,12 +210,27 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
         usernames: (all) => {
           if (setup.core.shard) setup.core.shard.rosterUsernames = all;
         },
+        ...(names.shards > 1
+          ? {
+              claim: (claims: NameClaim[]) => claimNames(nc, claims, names.shards, cfg.requestTimeoutMs, log),
+              readAtStart: setup.roster.some((l) => nameDecidedElsewhere(l, names.shard, names.shards)),
+            }
+          : {}),
         log,
         readAt: setup.accountsReadAt,
         ...(setup.rosterPollMs !== undefined ? { intervalMs: setup.rosterPollMs } : {}),
       })
     : null;
-  rosterWatch?.start();
+  if (rosterWatch && names.shards > 1) {
+    // Another shard that starts can answer the reservations this one waits on.
+    nc.subscribe(ENGINE_STARTED_SUBJECT_WILDCARD, {
+      callback: (err, msg) => {
+        if (!err && msg.subject !== names.started) rosterWatch.askAgain();
+      },
+    });
+  }
+  // Ready with the lines whose usernames other shards decide taken, where those shards answer.
+  await rosterWatch?.start();
   await republishBaskets(state, basketStore, setup.instruments);
   const ready = {
     accounts: state.accounts.size,

@@ -70,6 +70,8 @@ export interface EngineSnapshot {
   unclaimed?: [number, ClaimedFills][];
   /** EngineState.fillsSeen (absent in older snapshots: an engine start replays instead, restoreSnapshot `complete`). */
   fillsSeen?: FillsSeenImage;
+  /** EngineState.names (absent in older snapshots: none, as no engine that wrote them journaled any). */
+  names?: [string, number][];
 }
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
@@ -132,6 +134,7 @@ export class SnapshotCapture implements AccountCapture {
       // Copied now: fills for these ids go on arriving while the accounts are imaged.
       unclaimed: [...state.unclaimed.keys()].map((id) => [id, unclaimedFills(state, id)!]),
       fillsSeen: state.fillsSeen.toImage(),
+      names: [...state.names],
     };
   }
 
@@ -215,6 +218,7 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, op
   state.exchangeSession = snap.exchangeSession ?? 0;
   if (snap.fillsSeen) state.fillsSeen = FillsSeen.fromImage(snap.fillsSeen);
   for (const [id, u] of snap.unclaimed ?? []) state.unclaimed.set(id, { pos: new Map(u.positions), cash: u.cash, fills: u.fills });
+  state.names = new Map(snap.names ?? []);
   for (const c of state.configBaskets) state.catalog.addConfig(c.baskets, c.from);
   for (const img of accounts) {
     const acc = newAccount(img.clientId, img.username, img.passwordHash ?? '', img.source);

@@ -80,6 +80,11 @@ export interface EngineState {
   unclaimed: Map<number, Unclaimed>;
   /** Roster lines refused at the last reading of the file (not persisted: every start reads the file again). */
   rosterRefused: RosterRefusal[];
+  /**
+   * Usernames this shard decides that another shard's roster account holds, with its client_id (journaled `name`
+   * events): /register refuses them, as it refuses the names of this shard's own accounts.
+   */
+  names: Map<string, number>;
 }
 
 /** One client_id's fills heard before any account had it. */
@@ -124,7 +129,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, fillsSeen: new FillsSeen(), unclaimed: new Map(), rosterRefused: [] };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, fillsSeen: new FillsSeen(), unclaimed: new Map(), rosterRefused: [], names: new Map() };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */
@@ -243,6 +248,9 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       acc.history.pushConversion(ev, acc.pos, acc.extra, ev.held);
       return;
     }
+    case 'name':
+      state.names.set(ev.username, ev.clientId);
+      return;
     case 'rules':
       state.rules = { rules: ev.rules, by: ev.by, ts: ev.ts };
       return;

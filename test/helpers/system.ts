@@ -98,6 +98,8 @@ export async function startSystem(natsUrl: string, cfg: Config, gatewayCount = 1
       }),
     );
   }
+  // A shard's lines whose usernames a later shard decides wait for that shard's start: every one taken before the system is.
+  await Promise.all(engines.map((e) => e.roster?.settled()));
   const deskNc = opts.desk ? await natsClient(natsUrl) : null;
   const desk = deskNc ? await DeskRecorder.start(deskNc, loadBaskets(cfg.basketsFile || undefined), quietLog, { sampleMs: cfg.chartSampleMs, shards }) : null;
   const gateways: GatewayHandle[] = [];
