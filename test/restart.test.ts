@@ -21,6 +21,7 @@ import {
   until,
 } from './helpers/system.js';
 import { awaitHoldingsSeq } from './helpers/events.js';
+import { EngineClient } from '../src/shared/engine-client.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { decode } from '../proto/codec.js';
 import { SNAPSHOT_MANIFEST_SUBJECT, SNAPSHOT_STREAM, type SnapshotManifest } from '../proto/streams.js';
@@ -191,6 +192,51 @@ it('comes back after clean stops on the same store, the first snapshot at stream
   } finally {
     await nc.close();
     await gw.close();
+    await killProcess(child);
+    await n.stop();
+    n.remove();
+    d.remove();
+  }
+});
+
+it("a team's units_per_window count survives a SIGKILL (a snapshot, then the journal after it) and a clean stop (a snapshot alone)", async () => {
+  const d = tempDir();
+  const n = await startTestNats();
+  // Snapshots every 300 events: the SIGKILLed engine's last one is among the conversions below, the rest replayed.
+  const c = testConfig(d.path, { requestTimeoutMs: 5000, snapshotEvery: 300, rules: { units_per_window: { units: 1_200, seconds: 3_600 } } });
+  let child = await spawnEngine(n.url, c);
+  const nc = await natsClient(n.url);
+  const client = new EngineClient(nc, 30_000);
+  const create = (amount: number) => client.call({ op: 'create', clientId: 1, etf: 'UNDY', amount });
+  try {
+    const fills = fillsFor(1, undyBasket(1_300));
+    const applied = awaitHoldingsSeq(nc, 1, fills.length);
+    await publishFills(nc, fills);
+    await applied;
+    // More conversions in the window than the history keeps (1,000), 100 at a time.
+    for (let i = 0; i < 11; i++) {
+      const replies = await Promise.all(Array.from({ length: 100 }, () => create(1)));
+      expect(replies.every((r) => r.ok)).toBe(true);
+    }
+    const over = { ok: false, error: { code: 'limit_exceeded', why: 'per_window', limit: 1_200, seconds: 3_600, used: 1_100 } };
+    expect(await create(101)).toMatchObject(over);
+
+    await killProcess(child, 'SIGKILL');
+    child = await spawnEngine(n.url, c);
+    expect(child.ready.snapshot?.journalSeq).toBeGreaterThan(1);
+    expect(child.ready.snapshot?.journalSeq).toBeLessThan(child.ready.journalSeq);
+    // Before, the count came from the history ring, which holds the last 1,000: this was accepted.
+    expect(await create(101)).toMatchObject(over);
+    expect(await create(100)).toMatchObject({ ok: true });
+
+    // A clean stop snapshots everything: the count comes from the snapshot alone.
+    await killProcess(child, 'SIGTERM');
+    child = await spawnEngine(n.url, c);
+    expect(child.ready.snapshot?.journalSeq).toBe(child.ready.journalSeq);
+    expect(await create(1)).toMatchObject({ ok: false, error: { code: 'limit_exceeded', used: 1_200 } });
+  } finally {
+    client.close();
+    await nc.close();
     await killProcess(child);
     await n.stop();
     n.remove();

@@ -14,6 +14,7 @@ import { loadBaskets } from '../src/config/baskets.js';
 import { EngineClient } from '../src/shared/engine-client.js';
 import type { ConversionAnswer, DumpResult, EngineRefusal, TickerOf } from '../proto/engine.js';
 import { limitWarnings, refusalWords } from '../proto/messages.js';
+import { MAX_WINDOW_SECONDS, conversionRulesSchema } from '../proto/rules.js';
 import { applyEvent, emptyState, positionList } from '../src/engine/state.js';
 import { buy, quietLog, until, useSystem } from './helpers/system.js';
 import { openBucket } from '../src/shared/streams.js';
@@ -257,6 +258,76 @@ describe('limits and windows in the core, at the edge of each', () => {
     expect(apply(s, decide(s, cfg, create(15), 61_001)).error).toBeUndefined();
   });
 
+  it('units per window: refusals journaled for the team do not push its conversions out of the count', () => {
+    const cfg = { ...base, rules: { units_per_window: { units: 20, seconds: 3600 } } };
+    const s = fresh();
+    expect(apply(s, decide(s, cfg, create(20), 1_000)).error).toBeUndefined();
+    // Each refusal is journaled for the team (the audit trail, retries): the window's own, and cheap ones (not a multiple of the creation unit).
+    for (let i = 0; i < 1_000; i++) {
+      const d = apply(s, decide(s, cfg, create(i % 2 === 0 ? 5 : 7), 2_000 + i));
+      expect(d.error?.code).toBe(i % 2 === 0 ? 'limit_exceeded' : 'invalid_amount');
+      expect(d.events).toHaveLength(1);
+    }
+    expect(s.accounts.get(1)!.history.length).toBe(1_000);
+    // Before, the history ring held only those refusals by now: the 20 units had left it, and this was accepted.
+    expect(apply(s, decide(s, cfg, create(5), 10_000)).error).toMatchObject({ code: 'limit_exceeded', why: 'per_window', used: 20 });
+    // The window still moves on: an hour after the 20, they no longer count.
+    expect(apply(s, decide(s, cfg, create(20), 3_601_001)).error).toBeUndefined();
+  });
+
+  it('units per window: every conversion in the window counts, however many more than the history keeps', () => {
+    const cfg = { ...base, rules: { units_per_window: { units: 5_000, seconds: 3600 } } };
+    const s = emptyState(base.instruments);
+    applyEvent(s, { t: 'account', clientId: 1, username: 't', source: 'roster', opening: [[3, 1_000_000]], ts: 0 });
+    const tech = (amount: number) => ({ op: 'create' as const, clientId: 1, etf: 'TECH', amount });
+    // 1,250 conversions of 4, one a second: 5,000 units, the limit.
+    for (let i = 0; i < 1_250; i++) expect(apply(s, decide(s, cfg, tech(4), i * 1000)).error).toBeUndefined();
+    // Before, only the history's last 1,000 (4,000 units) were counted: the limit could never be reached.
+    expect(apply(s, decide(s, cfg, tech(1), 1_250_000)).error).toMatchObject({ code: 'limit_exceeded', used: 5_000 });
+    // An hour after the first (at 0), its 4 units have left the window, and 4 more fit, not 5.
+    expect(apply(s, decide(s, cfg, tech(5), 3_600_000)).error).toMatchObject({ code: 'limit_exceeded', used: 4_996 });
+    expect(apply(s, decide(s, cfg, tech(4), 3_600_000)).error).toBeUndefined();
+  });
+
+  it('units per window: conversions made while no rule was in force count once one is; a replay gives the same count', () => {
+    const s = fresh();
+    const journal: JournalEvent[] = [];
+    const run = (c: typeof base & { rules?: object }, cmd: Parameters<typeof decide>[2], now: number) => {
+      const d = decide(s, c, cmd, now);
+      for (const ev of d.events) {
+        applyEvent(s, ev);
+        journal.push(ev);
+      }
+      return d;
+    };
+    expect(run(base, create(15), 1_000).error).toBeUndefined();
+    const limited = { ...base, rules: { units_per_window: { units: 20, seconds: 60 } } };
+    expect(run(limited, create(10), 2_000).error).toMatchObject({ code: 'limit_exceeded', used: 15 });
+    const replayed = fresh();
+    for (const ev of journal) applyEvent(replayed, ev);
+    expect(decide(replayed, limited, create(10), 3_000).error).toMatchObject({ code: 'limit_exceeded', used: 15 });
+  });
+
+  it('units per window: conversions within one second are counted together, until the last of them leaves the window', () => {
+    const cfg = { ...base, rules: { units_per_window: { units: 10, seconds: 60 } } };
+    const s = fresh();
+    expect(apply(s, decide(s, cfg, create(5), 1_000)).error).toBeUndefined();
+    expect(apply(s, decide(s, cfg, create(5), 1_999)).error).toBeUndefined();
+    // The first 5 alone have left the window at 61,000: kept with the second's, they count up to 999 ms longer (never less).
+    expect(decide(s, cfg, create(5), 61_500).error).toMatchObject({ code: 'limit_exceeded', used: 10 });
+    expect(decide(s, cfg, create(10), 61_999).error).toBeUndefined();
+  });
+
+  it('units per window: at most a day (validated on input); a longer rule journaled before the cap replays and counts a day', () => {
+    expect(conversionRulesSchema.safeParse({ units_per_window: { units: 10, seconds: MAX_WINDOW_SECONDS } }).success).toBe(true);
+    expect(conversionRulesSchema.safeParse({ units_per_window: { units: 10, seconds: MAX_WINDOW_SECONDS + 1 } }).success).toBe(false);
+    const s = fresh();
+    applyEvent(s, { t: 'rules', rules: { units_per_window: { units: 10, seconds: 2 * MAX_WINDOW_SECONDS } }, by: 'op', ts: 0 });
+    expect(apply(s, decide(s, base, create(10), 1_000)).error).toBeUndefined();
+    expect(decide(s, base, create(5), 999 + MAX_WINDOW_SECONDS * 1000).error).toMatchObject({ code: 'limit_exceeded', seconds: MAX_WINDOW_SECONDS, used: 10 });
+    expect(decide(s, base, create(5), 1_000 + MAX_WINDOW_SECONDS * 1000).error).toBeUndefined();
+  });
+
   it('position limit: refuse names the symbol; warn accepts and says so; exactly at the limit passes', () => {
     const s = fresh();
     applyEvent(s, { t: 'conversion', requestId: 1, op: 'create', clientId: 1, etf: 'UNDY', amount: 95, deltas: [[13, 95]], after: [], ts: 0 });
@@ -320,6 +391,10 @@ describe('rules at run time over HTTP', () => {
     expect(bad.status).toBe(400);
     expect(bad.body.error.field).toBe('max_units_per_conversion');
     expect((await sys.http.send('PUT', '/operator/api/rules', { basic: op, json: { nonsense: 1 } })).status).toBe(400);
+    // Longer than a day: the engine counts each team's conversions for a day at most.
+    const long = await sys.http.send('PUT', '/operator/api/rules', { basic: op, json: { units_per_window: { units: 100, seconds: 86_401 } } });
+    expect(long.status).toBe(400);
+    expect(long.body.error).toMatchObject({ field: 'units_per_window', message: expect.stringMatching(/86400/) });
     const set = await sys.http.send('PUT', '/operator/api/rules', { basic: op, json: { max_units_per_conversion: 5, position_limit: { limit: 8, mode: 'refuse' } } });
     expect(set.status).toBe(200);
     expect(set.body).toMatchObject({ rules: { max_units_per_conversion: 5 }, set_by: { by: 'instructor' } });

@@ -18,7 +18,8 @@ import { fillsFor, natsClient, publishFills, quietLog, startTestNats, tempDir, t
  * on (src/engine/snapshot.ts, SnapshotCapture). Taken under registrations,
  * creates, redeems and fills for 1,500 teams, and started from after the
  * engine is cut off without a clean stop, they give back the state the engine
- * had: every position, cash, version and history entry.
+ * had: every position, cash, version, history entry and units_per_window
+ * count.
  */
 const TEAMS = 1500;
 
@@ -31,6 +32,7 @@ const accountsOf = (state: EngineState) =>
     cash: a.cash,
     version: a.version,
     history: Array.from({ length: a.history.length }, (_, i) => a.history.eventAt(i, a.clientId)),
+    window: { entries: a.window.length, units: a.window.unitsSince(-Infinity) },
   }));
 
 it('periodic snapshots taken while the engine works restore to the state it had', async () => {

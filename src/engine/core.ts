@@ -19,7 +19,7 @@ import { ENGINE_REQUEST_ID_PATTERN } from '../../proto/audit.js';
 import { fillDelta, type Fill } from '../../proto/fill.js';
 import type { Instruments, Basket } from '../config/baskets.js';
 import type { BasketVersions } from '../../proto/marketdata.js';
-import type { ConversionRules } from '../../proto/rules.js';
+import { MAX_WINDOW_SECONDS, type ConversionRules } from '../../proto/rules.js';
 import {
   ALL_ETFS,
   addPosition,
@@ -116,17 +116,6 @@ export function insideWindows(windows: NonNullable<ConversionRules['windows']>, 
     const to = minuteOfDay(w.to);
     return from <= to ? m >= from && m < to : m >= from || m < to;
   });
-}
-
-/** Units the account converted (accepted creates and redeems) after `since` (ms). */
-function unitsSince(acc: Account, since: number): number {
-  let units = 0;
-  const h = acc.history;
-  for (let i = h.length - 1; i >= 0; i--) {
-    if (h.tsAt(i) <= since) break;
-    units += h.convertedAt(i);
-  }
-  return units;
 }
 
 const refuse = (error: EngineRefusal): Rejected => ({ kind: 'rejected', error, events: [] });
@@ -519,8 +508,10 @@ function ruleRefusal(state: EngineState, cmd: CommandOf<ConversionOp>, acc: Acco
   if (maxUnits !== undefined && cmd.amount > maxUnits) return { code: 'limit_exceeded', why: 'per_conversion', limit: maxUnits };
   const perWindow = rules.units_per_window;
   if (perWindow) {
-    const used = unitsSince(acc, now - perWindow.seconds * 1000);
-    if (used + cmd.amount > perWindow.units) return { code: 'limit_exceeded', why: 'per_window', limit: perWindow.units, seconds: perWindow.seconds, used };
+    // A rule journaled before the cap with a longer window counts the day the ledger keeps, and says so.
+    const seconds = Math.min(perWindow.seconds, MAX_WINDOW_SECONDS);
+    const used = acc.window.unitsSince(now - seconds * 1000);
+    if (used + cmd.amount > perWindow.units) return { code: 'limit_exceeded', why: 'per_window', limit: perWindow.units, seconds, used };
   }
   return undefined;
 }

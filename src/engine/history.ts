@@ -188,20 +188,6 @@ export class History {
     return this.rid[this.slot(i)]!;
   }
 
-  tsAt(i: number): number {
-    if (this.image) this.load();
-    return this.tsCol[this.slot(i)]!;
-  }
-
-  /** Units of an accepted conversion at entry i, 0 for other decisions. */
-  convertedAt(i: number): number {
-    if (this.image) this.load();
-    const s = this.slot(i);
-    if (this.kind[s] !== OP_OBJECT) return this.amount[s]!;
-    const ev = this.obj[s]!;
-    return ev.t === 'conversion' ? ev.amount : 0;
-  }
-
   /** Logical index of the entry with this request id (entries are in request-id order), or -1. */
   indexOf(requestId: number): number {
     if (this.image) this.load();

@@ -4,6 +4,7 @@ import { addPosition, emptyState, newAccount, positionList, unclaimedFills, type
 import type { Instruments } from '../config/baskets.js';
 import { FillsSeen, type FillsSeenImage } from './fills-seen.js';
 import { History, type HistoryImage } from './history.js';
+import { WindowLedger, type WindowLedgerImage } from './window-ledger.js';
 
 /**
  * 6: a sequence of msgpack values, the snapshot without its accounts first,
@@ -43,6 +44,8 @@ interface AccountImage {
   history?: AuditEvent[];
   /** Versions 4 and 5. */
   historyImage?: HistoryImage;
+  /** Account.window (absent in older snapshots: an engine start replays instead, restoreSnapshot `complete`). */
+  window?: WindowLedgerImage;
 }
 
 export interface EngineSnapshot {
@@ -96,6 +99,7 @@ const accountImage = (a: Account): AccountImage => ({
   cash: a.cash,
   version: a.version,
   historyImage: a.history.toImage(),
+  window: a.window.toImage(),
 });
 
 /**
@@ -184,6 +188,8 @@ function roughBytes(a: AccountImage): number {
     for (const col of [h.kind, h.rid, h.ts, h.amount, h.fee, h.ver, h.after, h.afterInt32, h.etfIndex, h.keyIndex]) n += (col?.byteLength ?? 0) + 8;
     n += h.keyText.length + 256 * (h.objects.length + h.afterExtra.length) + 64 * h.etfTable.length;
   }
+  const w = a.window;
+  if (w) for (const col of [w.ts, w.units]) n += ('deltas' in col ? col.deltas : col.raw).byteLength + 16;
   return n;
 }
 
@@ -192,7 +198,9 @@ function roughBytes(a: AccountImage): number {
  * `complete`: refuse (SnapshotUnusable) a snapshot taken before the engine
  * kept what it keeps now, so that a start replays the journal and the fill
  * stream instead of starting without it: fills for client_ids no account had
- * (EngineState.unclaimed), which a roster line added later claims.
+ * (EngineState.unclaimed), which a roster line added later claims; the
+ * seqs of the fills applied (EngineState.fillsSeen); each account's accepted
+ * conversions for units_per_window (Account.window).
  */
 export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, opts: { complete?: boolean } = {}): EngineState {
   const [snap, ...slices] = snapshotPackr.unpackMultiple(bytes) as [EngineSnapshot, ...AccountImage[][]];
@@ -205,6 +213,10 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, op
   }
   if (snap.v >= 6 && slices.length !== snap.slices) throw new SnapshotUnusable(`it says ${snap.slices} slices of accounts and holds ${slices.length}`);
   const accounts = snap.v >= 6 ? slices.flat() : (snap.accounts ?? []);
+  // Started without them, every team's units_per_window would count from 0 again.
+  if (opts.complete && accounts.some((a) => a.window === undefined)) {
+    throw new SnapshotUnusable("it was taken before each team's accepted conversions were kept for units_per_window: the journal is replayed to count them");
+  }
   const state = emptyState(instruments);
   state.journalSeq = snap.journalSeq;
   state.fillSeq = snap.fillSeq;
@@ -226,6 +238,7 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, op
     acc.cash = img.cash ?? 0;
     acc.version = img.version;
     if (img.historyImage) acc.history = History.fromImage(img.historyImage);
+    if (img.window) acc.window = WindowLedger.fromImage(img.window);
     for (const ev of img.history ?? []) {
       if (ev.t === 'conversion' && !ev.deltas) acc.history.pushConversion(ev, null, null, ev.held ?? []);
       else acc.history.pushEvent(ev, ev.t === 'account' ? (ev.requestId ?? 0) : ev.requestId);

@@ -4,6 +4,7 @@ import type { Instruments } from '../config/baskets.js';
 import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
 import { History, type AuditEvent } from './history.js';
 import { FillsSeen } from './fills-seen.js';
+import { WindowLedger } from './window-ledger.js';
 import type { FlatPositions, RosterRefusal } from '../../proto/engine.js';
 
 export { HISTORY_LIMIT, type AuditEvent } from './history.js';
@@ -35,6 +36,8 @@ export interface Account {
   version: number;
   /** The account's decisions (its registration, creates and redeems), oldest first, at most HISTORY_LIMIT; keys by idempotency key. */
   history: History;
+  /** Its accepted conversions' units by second, for `units_per_window`: refusals and the history's limit do not touch it. */
+  window: WindowLedger;
   /** Its positions as answers list them, at `version`: built once per change, shared by the reply, the holdings notice and reads (frozen). */
   view: { version: number; positions: FlatPositions } | null;
 }
@@ -138,7 +141,7 @@ export function bindInstruments(state: EngineState, instruments: Instruments): v
 }
 
 export function newAccount(clientId: number, username: string, passwordHash: string, source: Account['source']): Account {
-  return { clientId, username, passwordHash, closed: false, source, pos: new Float64Array(INITIAL_SYMBOLS), extra: null, cash: 0, version: 0, history: new History(), view: null };
+  return { clientId, username, passwordHash, closed: false, source, pos: new Float64Array(INITIAL_SYMBOLS), extra: null, cash: 0, version: 0, history: new History(), window: new WindowLedger(), view: null };
 }
 
 export function position(acc: Account, symbol: number): number {
@@ -238,6 +241,7 @@ export function applyEvent(state: EngineState, ev: JournalEvent): void {
       state.capture?.before(acc);
       acc.cash -= ev.fee ?? 0;
       if (ev.requestId > state.requestSeq) state.requestSeq = ev.requestId;
+      acc.window.add(ev.ts, ev.amount);
       if (ev.deltas) {
         // A version-1 record: its deltas and positions after are spelled out; kept as it is.
         applyDeltas(acc, ev.deltas);
