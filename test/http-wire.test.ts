@@ -7,6 +7,7 @@ import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { buy, undyBasket, useSystem, type SystemFixture } from './helpers/system.js';
 import { eachServer, serverHttp } from './helpers/servers.js';
 import { upgradesChosen } from '../src/gateway/transport/node.js';
+import { DRAIN_BYTES, DRAIN_MS } from '../src/gateway/transport/types.js';
 
 /**
  * The gateway over a raw TCP socket: pipelining, HEAD, HTTP/1.0, chunked and
@@ -21,15 +22,20 @@ interface RawResponse {
   body: string;
 }
 
-/** A raw connection that parses responses (Content-Length framing) as they arrive. */
-function rawConnection(port: number) {
-  const socket = net.connect(port, '127.0.0.1');
+/**
+ * A raw connection that parses responses (Content-Length framing) as they arrive. `readLater`: nothing is read until
+ * `startReading()`, as a client that sends its whole request before it looks at the answer (Python's http.client).
+ * `allowHalfOpen`: it goes on sending after the server's FIN (Node's sockets end their side then, by default).
+ */
+function rawConnection(port: number, { readLater = false, allowHalfOpen = false } = {}) {
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen });
   let buf = Buffer.alloc(0);
   const responses: RawResponse[] = [];
   const waiters: (() => void)[] = [];
   let closed = false;
+  let error: Error | null = null;
   const wake = () => waiters.splice(0).forEach((w) => w());
-  socket.on('data', (d) => {
+  const read = (d: Buffer) => {
     buf = Buffer.concat([buf, d]);
     for (;;) {
       const end = buf.indexOf('\r\n\r\n');
@@ -44,12 +50,14 @@ function rawConnection(port: number) {
       buf = buf.subarray(end + 4 + bodyLen);
     }
     wake();
-  });
+  };
+  if (readLater) socket.pause();
+  else socket.on('data', read);
   socket.on('close', () => {
     closed = true;
     wake();
   });
-  socket.on('error', () => {});
+  socket.on('error', (err) => (error ??= err));
   // For each request sent: true when it was a HEAD (its answer has a Content-Length but no body).
   const pendingHead: boolean[] = [];
   return {
@@ -58,6 +66,17 @@ function rawConnection(port: number) {
     get closed() {
       return closed;
     },
+    /** The first socket error (a write into a reset connection: EPIPE or ECONNRESET). */
+    get error() {
+      return error;
+    },
+    startReading: () => {
+      socket.on('data', read);
+      // A paused stream stays paused when a 'data' listener comes.
+      socket.resume();
+    },
+    /** Resolves when the kernel has taken `data` (a blocking send): false if the connection failed. */
+    write: (data: Buffer | string) => new Promise<boolean>((resolve) => socket.write(data, (err) => resolve(!err))),
     /** Trailing bytes received after the last whole response (a HEAD answer must leave none). */
     rest: () => buf,
     send(data: string, head = false) {
@@ -82,6 +101,20 @@ const form = (fields: Record<string, string | number>) => new URLSearchParams(Ob
 const post = (path: string, body: string) =>
   `POST ${path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 const createReq = (key: string) => post('/create', form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: key }));
+
+/** The head of a create whose body is `size` bytes, or chunked. */
+const uploadHead = (body: { chunked: true } | { size: number }) =>
+  `POST /create HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n${'size' in body ? `Content-Length: ${body.size}` : 'Transfer-Encoding: chunked'}\r\n\r\n`;
+
+/** `size` bytes of body as 64 KiB writes; chunked: a chunk a write, then the last chunk (none for an endless body, `size` Infinity). */
+function* uploadWrites(size: number, chunked: boolean): Generator<Buffer> {
+  const piece = Buffer.alloc(64 << 10, 'a');
+  for (let sent = 0; sent < size; sent += piece.length) {
+    const part = piece.subarray(0, Math.min(piece.length, size - sent));
+    yield chunked ? Buffer.concat([Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]) : part;
+  }
+  if (chunked) yield Buffer.from('0\r\n\r\n');
+}
 
 /** Resolves when the gateway has sent a command with this key to the engine: the request was read whole. */
 async function commandSent(f: SystemFixture, key: string): Promise<{ done: Promise<void> }> {
@@ -120,6 +153,22 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
     const c = raw();
     c.send(createReq(stallKey).slice(0, -1));
     stalled = c.until(() => c.closed).then(() => c.responses);
+  });
+
+  // A create whose chunked body never ends, over the limit from its first chunk, then a KiB every 200 ms (the client's
+  // pace, not a wait): the server drains it for DRAIN_MS at most. Started here, looked at in a later test.
+  let dripped: Promise<{ answers: [number, string][]; ms: number }>;
+  beforeAll(() => {
+    const c = rawConnection(port, { allowHalfOpen: true });
+    const started = performance.now();
+    const [first] = uploadWrites(64 << 10, true);
+    c.socket.write(uploadHead({ chunked: true }));
+    c.socket.write(first!);
+    const drip = setInterval(() => c.socket.write(`400\r\n${'a'.repeat(1024)}\r\n`), 200);
+    dripped = c.until(() => c.closed).then(() => {
+      clearInterval(drip);
+      return { answers: c.responses.map((r) => [r.status, JSON.parse(r.body).error.code]), ms: performance.now() - started };
+    });
   });
 
   it('answers pipelined creates on one socket each with its own answer, in order, when each comes while the previous is pending', async () => {
@@ -302,6 +351,53 @@ eachServer('HTTP on the wire', (kind: HttpServerKind) => {
     expect({ applied, answered }).toEqual({ applied: answered, answered });
     if (kind === 'node') expect(c.responses[0]?.status).toBe(status);
   });
+
+  it.each([
+    ['a Content-Length', false],
+    ['a chunked', true],
+  ] as const)('answers a create with %s body of 8 MiB (the limit: 16 KiB) 413, read by a client that sends the whole body before reading', async (_name, chunked) => {
+    const size = 8 << 20;
+    const c = rawConnection(port, { readLater: true });
+    for (const part of [Buffer.from(uploadHead(chunked ? { chunked } : { size })), ...uploadWrites(size, chunked)]) {
+      if (!(await c.write(part))) break;
+    }
+    c.startReading();
+    await c.until(() => c.closed || c.responses.length === 1);
+    c.close();
+    // Before (node; uWS with a chunked body): the server closed with the upload unread, the kernel reset the
+    // connection, and the client's write failed (EPIPE), the 413 never read (Python: BrokenPipeError).
+    expect({ error: c.error?.message ?? null, answers: c.responses.map((r) => [r.status, JSON.parse(r.body).error.code]) }).toEqual({
+      error: null,
+      answers: [[413, 'payload_too_large']],
+    });
+  });
+
+  it('answers 413 to a client that never stops uploading, and cuts it off once about DRAIN_BYTES more have come', async () => {
+    const c = rawConnection(port, { allowHalfOpen: true });
+    await c.write(uploadHead({ chunked: true }));
+    let sent = 0;
+    for (const part of uploadWrites(Infinity, true)) {
+      if (!(await c.write(part))) break;
+      sent += part.length;
+    }
+    await c.until(() => c.closed);
+    const answers = c.responses.map((r) => [r.status, JSON.parse(r.body).error.code]);
+    // node answers at once; uWS holds the answer until the cut (transport/uws.ts), and closes with the upload unread:
+    // the client's next write may fail on the reset before it has read the 413.
+    if (kind === 'node' || answers.length > 0) expect(answers).toEqual([[413, 'payload_too_large']]);
+    expect(sent).toBeGreaterThan(DRAIN_BYTES);
+    // What the kernel's buffers on both sides took beyond what the server read: tens of MiB on loopback at most.
+    expect(sent).toBeLessThan(DRAIN_BYTES + (64 << 20));
+  });
+
+  it('answers 413 to a client whose body never ends, and cuts it off after DRAIN_MS (uWS: 8 s after the request began)', async () => {
+    const { answers, ms } = await dripped;
+    expect(answers).toEqual([[413, 'payload_too_large']]);
+    // Drained for a while, then cut: uWS before its own close of a body this slow (10 s), node at DRAIN_MS; the
+    // servers' limits on a whole request (30 s) would cut it later.
+    expect(ms).toBeGreaterThan(5_000);
+    expect(ms).toBeLessThan(DRAIN_MS + 8_000);
+  }, 30_000);
 
   const body = form({ username: 'team1', password: 'team1pass', etf_name: 'UNDY', amount: 1, request_id: `${kind}-bad` });
   // [name, request, the node server's answer]: uWS drops each without one.

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { HTTP_STATUS, type HttpErrorCode } from '../../../proto/http.js';
 import type { Reply, RequestInfo } from '../http.js';
-import type { HttpServer, HttpServerOptions, WsConnection, WsEndpoint } from './types.js';
+import { DRAIN_BYTES, DRAIN_MS, type HttpServer, type HttpServerOptions, type WsConnection, type WsEndpoint } from './types.js';
 import type { Transport } from '../ws/session.js';
 import { plainAddress } from './address.js';
 import { HandleSet, type Handle } from '../../shared/handle-set.js';
@@ -71,6 +71,49 @@ const hasBody = (req: http.IncomingMessage) => req.headers['transfer-encoding'] 
  */
 type Closing = WeakSet<Duplex>;
 
+/**
+ * Connections closing on an answer given before their request's body was read whole (a 413): after the answer and our
+ * FIN, the rest of the upload is read and dropped until the client closes its side, DRAIN_BYTES have come or DRAIN_MS
+ * have passed. Node closed at once (destroySoon), the kernel reset the connection on the unread upload, and a client
+ * still sending (Python's http.client sends the whole body before it reads) got a broken pipe, never the 413.
+ */
+class Draining {
+  private readonly sockets = new Set<Socket>();
+
+  /** Node ends a connection after its last answer with socket.destroySoon (_http_server.js resOnFinish, Node 20 to 26). */
+  afterAnswer(socket: Socket): void {
+    (socket as Socket & { destroySoon(): void }).destroySoon = () => this.drain(socket);
+  }
+
+  private drain(socket: Socket): void {
+    socket.end();
+    this.sockets.add(socket);
+    const cut = () => socket.destroy();
+    const timer = setTimeout(cut, DRAIN_MS);
+    let drained = 0;
+    // Node's parser goes on reading the body, and drops it; this counts it. A 'data' listener takes the socket off
+    // llhttp's direct read (parser.consume), which leaves a paused socket unable to start reading again: so while Node
+    // has it paused (a body nobody read filled the request's buffer), the count starts once Node resumes it.
+    const count = () =>
+      socket.on('data', (chunk: Buffer) => {
+        drained += chunk.length;
+        if (drained > DRAIN_BYTES) cut();
+      });
+    if (socket.readableFlowing === false) socket.once('resume', count);
+    else count();
+    // The client has all it sent for: the answer is out once our side has finished.
+    socket.once('end', () => (socket.writableFinished ? cut() : socket.once('finish', cut)));
+    socket.once('close', () => {
+      clearTimeout(timer);
+      this.sockets.delete(socket);
+    });
+  }
+
+  closeAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+}
+
 class NodeReply implements Reply {
   /** Its place among its connection's answers not yet written out (OpenReplies). */
   open: Handle<NodeReply> | null = null;
@@ -80,6 +123,7 @@ class NodeReply implements Reply {
     readonly req: http.IncomingMessage,
     readonly res: http.ServerResponse,
     private readonly closing: Closing,
+    private readonly draining: Draining,
     private readonly expectsContinue = false,
   ) {
     res.on('close', () => {
@@ -116,6 +160,7 @@ class NodeReply implements Reply {
     if (!this.req.complete && hasBody(this.req)) {
       flat.push('connection', 'close');
       this.closing.add(this.req.socket);
+      this.draining.afterAnswer(this.req.socket);
     }
     this.res.writeHead(status, flat);
     this.res.end(head ? undefined : body);
@@ -344,6 +389,7 @@ function acceptWebSockets(server: http.Server, ws: WsEndpoint, sockets: OpenSock
 export function nodeServer(opts: HttpServerOptions): HttpServer {
   const open = new OpenReplies();
   const closing: Closing = new WeakSet();
+  const draining = new Draining();
   // Host is checked here rather than by Node (requireHostHeader), whose 400 has no JSON body.
   const options: http.ServerOptions & { shouldUpgradeCallback?: (req: http.IncomingMessage) => boolean } = {
     keepAliveTimeout: KEEP_ALIVE_MS,
@@ -359,7 +405,7 @@ export function nodeServer(opts: HttpServerOptions): HttpServer {
     if (!res.shouldKeepAlive) closing.add(req.socket);
     const refused = refuseRequest(req);
     if (refused) return answerRefused(res, closing, refused);
-    const reply = new NodeReply(req, res, closing, expectsContinue);
+    const reply = new NodeReply(req, res, closing, draining, expectsContinue);
     open.track(reply);
     opts.handler(requestInfo(req), reply);
   };
@@ -388,6 +434,7 @@ export function nodeServer(opts: HttpServerOptions): HttpServer {
       // Stops listening and ends idle keep-alive connections; answers in flight still go out.
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
+      draining.closeAll();
       await sockets.close(2_000);
       const late = setTimeout(() => server.closeAllConnections(), 5_000);
       await closed;

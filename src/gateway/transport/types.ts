@@ -1,6 +1,16 @@
 import type { Reply, RequestInfo } from '../http.js';
 import type { Transport } from '../ws/session.js';
 
+/**
+ * A request answered before its body was read whole (a 413) has the rest of its body read and dropped, up to
+ * DRAIN_BYTES more or for DRAIN_MS, before the connection closes (node.ts Draining, uws.ts UwsReply.held): closing with
+ * the upload unread makes the kernel reset the connection, and a client that sends its whole request before reading
+ * (Python's http.client) gets a broken pipe instead of the answer. nginx does this too (its lingering close). The
+ * bounds keep a client that never stops uploading from holding the connection.
+ */
+export const DRAIN_MS = 10_000;
+export const DRAIN_BYTES = 16 << 20;
+
 /** The HTTP/WebSocket servers the gateway can run on (HTTP_SERVER; `auto`: uWS where it loads, else node). */
 export type HttpServerKind = 'uws' | 'node';
 

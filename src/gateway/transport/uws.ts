@@ -1,7 +1,7 @@
 import uWS from 'uWebSockets.js';
 import { STATUS_TEXT, type Reply, type RequestInfo } from '../http.js';
 import type { Transport } from '../ws/session.js';
-import type { HttpServer, HttpServerOptions, WsConnection } from './types.js';
+import { DRAIN_BYTES, DRAIN_MS, type HttpServer, type HttpServerOptions, type WsConnection } from './types.js';
 import { plainAddress } from './address.js';
 import { HandleSet, type Handle } from '../../shared/handle-set.js';
 
@@ -37,6 +37,13 @@ function requestInfo(req: uWS.HttpRequest, res: uWS.HttpResponse): RequestInfo {
   };
 }
 
+interface Answer {
+  status: number;
+  headers: [string, string][];
+  body: Buffer | string;
+  head: boolean;
+}
+
 /**
  * Pipelining: uWS closes a connection whose next request arrives while the
  * previous answer is pending ("we still support sync pipelining" only). So
@@ -54,6 +61,17 @@ class UwsReply implements Reply {
   /** Its place among the bodies being read (BodyWatch). */
   watched: Handle<UwsReply> | null = null;
   private stallCb: (() => void) | null = null;
+  /** The body stopped coming: its answer (a 408) goes out at once, and the connection closes. */
+  private stopped = false;
+  /**
+   * An answer given while the body was still coming (a 413 mid-upload), held while the rest is read and dropped
+   * (types.ts, DRAIN_MS): uWS closes at once on an answer that ends the connection, with the upload unread, and a client
+   * still sending got a broken pipe. It goes out once the body ends (the connection kept: the body was read whole), or,
+   * closing the connection, once `left` bytes more have come, at `until`, or when the body stops (BodyWatch). uWS
+   * cannot answer first and drain after, as node does: a response ended while its onData is set reads the rest for
+   * as long as 16 KB/s come (uWS renews its timeout), and can no longer be closed from here.
+   */
+  held: { answer: Answer; left: number; until: number } | null = null;
   constructor(
     private readonly res: uWS.HttpResponse,
     private readonly bodies: BodyWatch,
@@ -61,6 +79,7 @@ class UwsReply implements Reply {
     // Attached before the handler runs: uWS aborts the process for a handler that returns without answering or this.
     res.onAborted(() => {
       this.aborted = true;
+      this.held = null;
       this.stopReading();
       this.abortCb?.();
     });
@@ -75,6 +94,7 @@ class UwsReply implements Reply {
     // uWS reuses the ArrayBuffer after this callback returns: copy it. Through a view, a small body is copied into
     // Node's buffer pool; ab.slice(0) made an ArrayBuffer (a backing store to allocate and sweep) per request.
     this.res.onData((ab, last) => {
+      if (this.held) return this.drained(ab.byteLength, last);
       if (last) this.stopReading();
       else if (this.reading) this.reading.lastAt = performance.now();
       cb(Buffer.from(new Uint8Array(ab)), last);
@@ -83,12 +103,26 @@ class UwsReply implements Reply {
   onStalled(cb: () => void): void {
     this.stallCb = cb;
   }
-  /** The body stopped coming (BodyWatch): the caller answers 408, and the connection closes with it. */
+  /** The body stopped coming (BodyWatch): the caller answers 408, and the connection closes with it. A held answer goes out instead. */
   stalled(): void {
+    if (this.held) return this.release(true);
+    this.stopped = true;
     const cb = this.stallCb;
     this.stallCb = null;
     cb?.();
     this.stopReading();
+  }
+  private drained(bytes: number, last: boolean): void {
+    const held = this.held!;
+    held.left -= bytes;
+    if (this.reading) this.reading.lastAt = performance.now();
+    if (last || held.left < 0) this.release(!last);
+  }
+  private release(close: boolean): void {
+    const { answer } = this.held!;
+    this.held = null;
+    this.stopReading();
+    this.write(answer, close);
   }
   private stopReading(): void {
     if (this.reading) this.bodies.delete(this);
@@ -99,10 +133,19 @@ class UwsReply implements Reply {
     this.res.pause();
   }
   end(status: number, headers: [string, string][], body: Buffer | string, head: boolean): void {
-    if (this.aborted) return;
-    // Answered before its body was whole (a 413, a 408): the rest of it would be read as the next request, so the connection closes.
+    if (this.aborted || this.held) return;
+    const answer = { status, headers, body, head };
+    if (this.reading && !this.stopped) {
+      // uWS may close a body slower than 16 KB/s 10 s after its request began (its timeout, renewed per 160 KB): out before.
+      this.held = { answer, left: DRAIN_BYTES, until: Math.min(performance.now() + DRAIN_MS, this.reading.since + BODY_IDLE_MS) };
+      return;
+    }
+    // Answered before its body was whole (a 408): the rest of it would be read as the next request, so the connection closes.
     const close = this.reading !== null;
     this.stopReading();
+    this.write(answer, close);
+  }
+  private write({ status, headers, body, head }: Answer, close: boolean): void {
     // Corked: uWS needs it for answers written after the handler returned.
     this.res.cork(() => {
       // Resumed before end: uWS discards the response object at end.
@@ -141,7 +184,7 @@ class BodyWatch {
     const now = performance.now();
     for (const r of this.open.items()) {
       const at = r.reading;
-      if (at && (now - at.lastAt >= BODY_IDLE_MS || now - at.since >= REQUEST_MS)) r.stalled();
+      if (at && (now - at.lastAt >= BODY_IDLE_MS || now - at.since >= REQUEST_MS || (r.held && now >= r.held.until))) r.stalled();
     }
     if (this.open.size === 0 && this.timer) {
       clearInterval(this.timer);
