@@ -137,3 +137,63 @@ describe('an operator basket change with two engine shards', () => {
     expect(lines.filter((l) => l.kind === 'basket').map((l) => (l.basket as { version: number }).version)).toEqual([1]);
   });
 });
+
+describe('an operator basket change resent after a 503 with two engine shards', () => {
+  // Short requests: a write a shard does not answer is a 503 after three of them (the resend window).
+  const OPERATOR = { username: 'instructor', password: 'instructorpass' };
+  const overrides = { engine: { shards: SHARDS }, roster: ROSTER, operator: OPERATOR, requestTimeoutMs: 1_000 };
+  const f = useSystem(overrides);
+  const setBasket = (json: Record<string, unknown>) => f.http.send('POST', '/operator/api/basket', { basic: [OPERATOR.username, OPERATOR.password], json });
+  /** A shard's last UNDY version: its number, and the time it takes effect. */
+  const last = (shard: number) => {
+    const v = f.sys.engines[shard]!.state.baskets.get('UNDY')?.at(-1);
+    return v ? { version: v.version, from: v.from } : null;
+  };
+  /** Stops a shard's engine, runs `fn`, and starts it again before anything is asserted (a failure leaves the system whole). */
+  async function whileDown<T>(shard: number, fn: () => Promise<T>): Promise<T> {
+    await f.sys.engines[shard]!.close();
+    try {
+      return await fn();
+    } finally {
+      f.sys.engines[shard] = await startEngine({ ...testConfig(f.dir.path, overrides), engine: { shards: SHARDS, shard } }, f.nats.url, quietLog, (err) => {
+        throw err;
+      });
+    }
+  }
+
+  it.each([1, 0])('changes no shard\'s basket while shard %i does not answer (503), and every shard\'s alike once it does', async (down) => {
+    const before = [last(0), last(1)];
+    const components = { KNAN: down === 1 ? 3 : 4 };
+    const first = await whileDown(down, () => setBasket({ etf_name: 'UNDY', components }));
+    expect(first.status).toBe(503);
+    // Before: the shard that answered took the version at the first request's time, which the retry could not give the other.
+    expect([last(0), last(1)]).toEqual(before);
+    expect((await setBasket({ etf_name: 'UNDY', components })).status).toBe(200);
+    expect(last(0)).toEqual(last(1));
+    expect(last(0)!.version).toBe((before[0]?.version ?? 0) + 1);
+  });
+
+  it.each([1, 0])('gives shard %i, which missed a change another shard took, that change\'s time when the operator sends it again', async (late) => {
+    const on = 1 - late;
+    const components = { KNAN: late === 1 ? 5 : 6 };
+    // The change as the gateway sent it before it asked the shards first: it reaches one shard, and the other does not answer.
+    const first = await whileDown(late, async () => {
+      const engine = new EngineClient(f.nc, 300, { shards: SHARDS, resendMs: 600 });
+      try {
+        return await engine.call({ op: 'set_basket', etf: 'UNDY', components, from: Date.now(), by: OPERATOR.username });
+      } finally {
+        engine.close();
+      }
+    });
+    expect(first).toMatchObject({ ok: false, error: { code: 'engine_unavailable' } });
+    const taken = last(on)!;
+    expect(last(late)!.version).toBe(taken.version - 1);
+    // The retry, its components spelled another way; for shard 0 it names a later time of its own, which the shard
+    // holding the version ignores (no new version), and so must the shard that missed it.
+    const again = await setBasket({ etf_name: 'UNDY', components: { knan: components.KNAN }, ...(late === 0 ? { from: Date.now() + 60_000 } : {}) });
+    expect(again.status).toBe(200);
+    // Before: the late shard took the retry's time, the other kept the first's: between the two, each shard had
+    // another basket in force (and published its own versions to etf_baskets).
+    expect([last(on), last(late)]).toEqual([taken, taken]);
+  });
+});

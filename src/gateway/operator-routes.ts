@@ -1,6 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { z } from 'zod';
-import type { EngineCommand, TickerOf } from '../../proto/engine.js';
+import type { EngineCommand, EngineReply, TickerOf } from '../../proto/engine.js';
 import { refusalWords } from '../../proto/messages.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from '../shared/engine-client.js';
@@ -31,6 +31,8 @@ export interface OperatorContext {
   /** The signed-in operator's name: every write is journaled with it. */
   by: string;
   tickerOf: TickerOf;
+  /** A ticker's symbol (upper case; a symbol id as digits too), as the engine reads basket components. */
+  symbolOf: (ticker: string) => number | undefined;
 }
 
 /** One operator path: a read (GET, no body) and at most one write, whose parameters come from the query and body. */
@@ -49,11 +51,14 @@ export const routeMethods = (route: OperatorRoute | undefined): string[] =>
 /** Writes go through the engine like any command: journaled with the operator's name and the time. */
 export async function operatorCommand(ctx: OperatorContext, ex: HttpCall, cmd: EngineCommand): Promise<void> {
   const reply = await ctx.deps.engine.call(cmd);
-  if (!reply.ok) {
-    const { code, message, ...extra } = refusalWords(reply.error, ctx.tickerOf);
-    return ex.error(code, message, extra);
-  }
+  if (!reply.ok) return refused(ctx, ex, reply);
   ex.json(200, reply.result);
+}
+
+/** The engine's refusal (or its absence: a 503), in words. */
+export function refused(ctx: OperatorContext, ex: HttpCall, reply: EngineReply & { ok: false }): void {
+  const { code, message, ...extra } = refusalWords(reply.error, ctx.tickerOf);
+  ex.error(code, message, extra);
 }
 
 /**

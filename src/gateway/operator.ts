@@ -99,7 +99,7 @@ export function mountOperator(cfg: Config, deps: OperatorDeps, log: Logger): { p
   const operator = operatorCredentials(cfg, log);
   const allowed = operatorCheck(operator);
   const instruments = loadBaskets(cfg.basketsFile || undefined);
-  const ctx: OperatorContext = { deps, log, by: operator.username, tickerOf: instruments.tickerOf };
+  const ctx: OperatorContext = { deps, log, by: operator.username, tickerOf: instruments.tickerOf, symbolOf: instruments.symbolOf };
   const alerts = feedAlerts(deps.nc);
   const routes: OperatorRoutes = { ...teamRoutes(ctx, alerts.list), ...rulesRoutes(ctx), ...basketRoutes(ctx), ...feedRoutes(ctx, alerts.list) };
 

@@ -278,6 +278,19 @@ export class EngineClient {
     if (n === 1) this.log?.error({ kind, ...detail }, 'unusable answer from the engine (further ones of this kind are only counted)');
   }
 
+  /** Engine shards this client asks. */
+  get shards(): number {
+    return this.lines.length;
+  }
+
+  /**
+   * Each shard's own answer to `cmd`, in shard order, each asked again until it answers (as operator writes are,
+   * RESENT_TO_SHARDS): for a decision that needs what every shard holds, where `call` merges them into one.
+   */
+  eachShard<C extends EngineCommand>(cmd: C, opts: CallOptions = {}): Promise<ReplyTo<C>[]> {
+    return Promise.all(this.lines.map((_, k) => this.sendUntilAnswered(k, cmd, opts)));
+  }
+
   /** The engine's answer to `cmd`, its result typed by the command (proto/engine.ts ResultByOp). */
   call<C extends EngineCommand>(cmd: C, live?: () => boolean, opts: Omit<CallOptions, 'live'> = {}): Promise<ReplyTo<C>> {
     const o: CallOptions = live ? { ...opts, live } : opts;
