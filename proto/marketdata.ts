@@ -1,5 +1,5 @@
 import { feedProblemProblem, type FeedProblem } from './feed.js';
-import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, shape, STR, type Shape } from './shape.js';
+import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, optional, shape, STR, type Shape } from './shape.js';
 /**
  * Market data and prices on NATS (msgpack via proto/codec.ts).
  *
@@ -122,7 +122,23 @@ export interface FeedStatus {
   market_data: FeedCounters;
   /** Standing problems until the operator acknowledges them (proto/feed.ts). */
   problems?: FeedProblem[];
+  /** Present while fills wait to be stored in the fill stream for longer than an ack ever takes. */
+  unstored?: FillsUnstored;
   ts: number;
+}
+
+/**
+ * Exchange fills the bridge heard and JetStream has not stored (a stream at its
+ * limits, a disk full, a permission refused): retried under their msg ids, but
+ * no position moves until they are.
+ */
+export interface FillsUnstored {
+  /** Fills sent and not stored, and those queued behind them. */
+  fills: number;
+  /** How long the oldest has waited. */
+  oldest_ms: number;
+  /** What JetStream (or the session change they wait behind) last said. */
+  last_error?: string;
 }
 
 /**
@@ -234,6 +250,8 @@ export const feedAlertShape: Shape<FeedAlert> = shape('feed alert', fields({ kin
 
 const countersProblem = fields({ datagrams: NUM, messages: NUM, gaps: NUM, missed_messages: NUM, bad_datagrams: NUM, restarts: NUM, last_seq: NUM });
 
+const unstoredProblem = fields({ fills: NUM, oldest_ms: NUM, last_error: optional(STR) });
+
 /** What /health and the operator page show of the bridge: its counters and its standing problems. */
 export const feedStatusShape: Shape<FeedStatus> = shape('feed status', (s) => {
   if (!isMap(s)) return 'not a map';
@@ -241,6 +259,10 @@ export const feedStatusShape: Shape<FeedStatus> = shape('feed status', (s) => {
   if (p !== null) return p;
   if (s.problems !== undefined) {
     const bad = at('problems', itemsProblem(s.problems, feedProblemProblem));
+    if (bad !== null) return bad;
+  }
+  if (s.unstored !== undefined) {
+    const bad = at('unstored', unstoredProblem(s.unstored));
     if (bad !== null) return bad;
   }
   return !isNum(s.ts) ? 'ts: not a number' : null;

@@ -2,6 +2,7 @@ import { createInbox, headers, type Msg, type NatsConnection, type Subscription 
 import { inboxPrefixOf } from '../shared/nats.js';
 import { encode } from '../../proto/codec.js';
 import type { Fill } from '../../proto/fill.js';
+import type { FillsUnstored } from '../../proto/marketdata.js';
 import { fillMsgId, fillSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -23,7 +24,12 @@ interface Pending {
   msgID: string;
   sentAt: number;
   attempt: number;
+  /** When it was first sent: a fill retried for long is news for /health, not only for the log. */
+  since: number;
 }
+
+/** An ack takes milliseconds; this long, and a cluster electing a leader has become a stream that does not store. */
+export const UNSTORED_AFTER_MS = 3000;
 
 const textDecoder = new TextDecoder();
 // The server writes `"duplicate": true` (with a space); allow either.
@@ -67,6 +73,9 @@ export class FillPublisher {
   private readonly inbox: string;
   private readonly sub: Subscription;
   private readonly sweeper: NodeJS.Timeout;
+  /** Since when a session change has held later fills back (0: none running). */
+  private barrierSince = 0;
+  private lastError: string | null = null;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -122,6 +131,18 @@ export class FillPublisher {
     this.wakeIdle(true);
   }
 
+  /**
+   * Fills waiting to be stored whose oldest has waited UNSTORED_AFTER_MS, or
+   * null. The retries go on by themselves; this is what lets /health say the
+   * teams' positions have stopped moving, which the log alone did not.
+   */
+  unstored(now = Date.now()): FillsUnstored | null {
+    let oldest = this.barrierSince || Infinity;
+    for (const p of this.pending.values()) if (p.since < oldest) oldest = p.since;
+    if (now - oldest < UNSTORED_AFTER_MS) return null;
+    return { fills: this.pending.size + this.stats.queued, oldest_ms: now - oldest, ...(this.lastError ? { last_error: this.lastError } : {}) };
+  }
+
   private isIdle(): boolean {
     return this.head >= this.queue.length && this.pending.size === 0 && !this.barrierRunning && !this.nextPump.pending;
   }
@@ -149,7 +170,7 @@ export class FillPublisher {
         this.stats.duplicates++;
         continue;
       }
-      this.send({ fill: item.fill, msgID: fillMsgId(this.session, item.fill.seq), sentAt: 0, attempt: 0 });
+      this.send({ fill: item.fill, msgID: fillMsgId(this.session, item.fill.seq), sentAt: 0, attempt: 0, since: Date.now() });
     }
     if (this.head > 8192 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
@@ -186,6 +207,7 @@ export class FillPublisher {
       return;
     }
     this.stats.delivered++;
+    this.lastError = null;
     if (DUPLICATE.test(body)) this.stats.duplicates++;
     const stored = STREAM_SEQ.exec(body);
     if (stored) this.streamSeq = Math.max(this.streamSeq, Number(stored[1]));
@@ -195,6 +217,7 @@ export class FillPublisher {
   private retry(p: Pending, why: string): void {
     if (this.closed) return;
     this.stats.retries++;
+    this.lastError = why.slice(0, 300);
     if (p.attempt % 20 === 0) this.log.warn({ msgID: p.msgID, attempt: p.attempt, why }, 'fill not stored: retrying with the same msg id');
     // Keeps its in-flight slot until re-sent, so the window stays bounded.
     const token = -++this.nextToken;
@@ -218,9 +241,11 @@ export class FillPublisher {
 
   private runBarrier(item: Extract<Item, { kind: 'barrier' }>, attempt = 0): void {
     this.barrierRunning = true;
+    this.barrierSince ||= Date.now();
     item.run().then(
       () => {
         this.barrierRunning = false;
+        this.barrierSince = 0;
         this.pump();
       },
       (err: unknown) => {
@@ -228,6 +253,7 @@ export class FillPublisher {
           this.barrierRunning = false;
           return;
         }
+        this.lastError = `${item.what}: ${String(err)}`.slice(0, 300);
         this.log.warn({ what: item.what, attempt, err: String(err) }, 'session change failed: retrying before any later fill');
         setTimeout(() => this.runBarrier(item, attempt + 1), backoff(attempt)).unref();
       },

@@ -8,6 +8,7 @@ import type { ClearingFeed } from './clearing.js';
 import type { ClearingSession } from './clearing-session.js';
 import type { HeldStore } from './held-store.js';
 import type { MarketDataIntake } from './md-intake.js';
+import type { FillPublisher } from './publisher.js';
 import { publishQuiet, putQuiet } from './nats-out.js';
 import type { ProblemStore } from './problem-store.js';
 import type { SessionVerdict } from './session-verdict.js';
@@ -19,6 +20,7 @@ export interface TickerParts {
   md: MarketDataIntake;
   session: ClearingSession;
   held: Pick<HeldStore, 'gone'>;
+  publisher: Pick<FillPublisher, 'unstored'>;
 }
 
 /**
@@ -48,11 +50,13 @@ export class BridgeTicker {
   }
 
   status(): FeedStatus {
-    const { clearing, md, verdict, problems } = this.parts;
+    const { clearing, md, verdict, problems, publisher } = this.parts;
+    const unstored = publisher.unstored();
     return {
       clearing: { ...clearing.counters, held: verdict.held('clearing') },
       market_data: { ...md.counters, held: verdict.held('market_data') },
       problems: problems.book.list(),
+      ...(unstored ? { unstored } : {}),
       ts: Date.now(),
     };
   }

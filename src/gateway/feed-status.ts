@@ -44,7 +44,7 @@ export class FeedStatusView {
    * For /health: the counters (gaps, bad datagrams, exchange restarts), whether
    * the bridge is live, and whether the exchange is heard (`exchange_live`).
    */
-  view(): { live: boolean; exchange_live: boolean; age_ms: number | null; clearing?: FeedStatus['clearing']; market_data?: FeedStatus['market_data']; problems?: FeedProblem[]; standby?: StandbyView } {
+  view(): { live: boolean; exchange_live: boolean; age_ms: number | null; clearing?: FeedStatus['clearing']; market_data?: FeedStatus['market_data']; problems?: FeedProblem[]; unstored?: FeedStatus['unstored']; standby?: StandbyView } {
     const standby = this.standbyView();
     if (!this.last) return { live: false, exchange_live: false, age_ms: null, ...(standby ? { standby } : {}) };
     const now = Date.now();
@@ -58,6 +58,7 @@ export class FeedStatusView {
       clearing: this.last.status.clearing,
       market_data: this.last.status.market_data,
       ...(problems.length ? { problems } : {}),
+      ...(this.last.status.unstored ? { unstored: this.last.status.unstored } : {}),
       ...(standby ? { standby } : {}),
     };
   }
@@ -77,6 +78,9 @@ export class FeedStatusView {
     const out: string[] = [];
     // Once a standby has reported, its absence means a bridge restart now loses what the exchange sends meanwhile.
     if (v.standby && !v.standby.live) out.push(`the standby bridge last reported ${Math.round(v.standby.age_ms / 1000)} s ago: fills the exchange sends while the bridge restarts would be lost`);
+    // The bridge is live and hears the exchange, yet no position moves: the one sign of it outside the bridge's log.
+    const u = v.unstored;
+    if (u) out.push(`${u.fills} exchange fill(s) not stored in the fill stream for ${Math.round(u.oldest_ms / 1000)} s${u.last_error ? ` (${u.last_error})` : ''}: positions do not move until they are (the bridge keeps retrying)`);
     if (!v.exchange_live) out.push('no market data from the exchange for 5 s (it sends a heartbeat every 500 ms): is the exchange running, and on these multicast groups?');
     // Standing until the operator acknowledges or decides them (POST /operator/api/feed/ack, /feed/verdict).
     for (const p of v.problems ?? []) out.push(`${p.kind} on ${p.feed} [${p.id}, operator: ${p.actions.join(' | ')}]: ${p.detail}`);

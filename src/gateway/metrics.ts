@@ -182,6 +182,14 @@ function feedMetrics(registry: Registry, feed: FeedStatusView): void {
       this.set(feed.view().standby?.live ? 1 : 0);
     },
   });
+  new Gauge({
+    name: 'ndfex_feed_fills_unstored',
+    help: 'Exchange fills the feed bridge has waited over 3 s for the fill stream to store (0: none)',
+    registers: [registry],
+    collect() {
+      this.set(feed.view().unstored?.fills ?? 0);
+    },
+  });
   // The bridge owns these counts; they are repeated here as it reports them (a bridge restart resets them, as Prometheus expects of counters).
   const feedCounter = (name: string, help: string, field: keyof FeedCounters) =>
     new Counter({
