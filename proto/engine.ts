@@ -330,12 +330,25 @@ export interface RosterRefusal {
   reason: string;
 }
 
+export interface ScoreboardFailing {
+  error: string;
+  since: number;
+  /** The engine shard whose file it is (several shards: each writes its own). */
+  shard?: number;
+}
+
 export interface PingResult {
   accounts: number;
   journal_seq: number;
   fill_seq: number;
   /** Roster lines the engine refused at its last reading of the file (each as if absent until fixed); absent when none. */
   roster_refused?: RosterRefusal[];
+  /**
+   * The scoreboard file (NDFEX's record of conversions) stopped taking lines:
+   * what failed and since when (ms). Its lines are tried again, and rewritten
+   * from the journal at the next start; absent while it is written.
+   */
+  scoreboard_failing?: ScoreboardFailing;
   /** With several engine shards (proto/shards.ts): each one's own, in shard order; the fields above are their sums and lowest fill_seq. */
   shards?: { shard: number; accounts: number; journal_seq: number; fill_seq: number }[];
 }

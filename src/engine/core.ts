@@ -577,7 +577,7 @@ const HANDLERS: { [O in Op]: Handler<O> } = {
   request,
   history,
   holdings,
-  ping: (state) => read({ accounts: state.accounts.size, journal_seq: state.journalSeq, fill_seq: state.fillSeq, ...(state.rosterRefused.length ? { roster_refused: state.rosterRefused } : {}) }),
+  ping: (state) => read({ accounts: state.accounts.size, journal_seq: state.journalSeq, fill_seq: state.fillSeq, ...(state.rosterRefused.length ? { roster_refused: state.rosterRefused } : {}), ...(state.scoreboardFailing ? { scoreboard_failing: state.scoreboardFailing } : {}) }),
   halt: haltOrResume,
   resume: haltOrResume,
   rules: (state, cfg) => read(rulesView(state.halts, state.rules, cfg, state.baskets)),

@@ -111,13 +111,28 @@ export class ScoreboardWriter {
   private closing = false;
   /** A write of lines failed: the file may hold part of them past the position. */
   private torn = false;
+  /** An append or catch-up failed and none has succeeded since. */
+  private failing = false;
 
   constructor(
     private readonly path: string,
     private readonly onError: (err: unknown) => void,
     /** Resolves compact records' deltas: the engine's catalog, which knows every version journaled up to now. */
     private readonly deltasOf: DeltasOf,
+    /** A write succeeded after failures: what onError raised (a /health problem) can be lifted. */
+    private readonly onRecovered: () => void = () => {},
   ) {}
+
+  private failed(err: unknown): void {
+    this.failing = true;
+    this.onError(err);
+  }
+
+  private succeeded(): void {
+    if (!this.failing) return;
+    this.failing = false;
+    this.onRecovered();
+  }
 
   /** Starts the catch-up in the background; live appends queue behind it, so start-up does not wait for it. */
   /** `stream`: the engine shard's journal (proto/shards.ts). */
@@ -126,6 +141,8 @@ export class ScoreboardWriter {
     this.writing = this.catchUp(nc, Math.max(journalSeq, this.catchUpTo), stream)
       .then((complete) => {
         this.catchUpFailures = 0;
+        // A catch-up with nothing to write (an empty journal) writes no line, yet the files opened: that is recovery too.
+        if (complete) this.succeeded();
         // Appends were left to the journal while this ran (too many queued): those lines are caught up too, first.
         further = complete && this.catchUpTo > this.pos.seq;
         this.ready = complete && !further;
@@ -133,7 +150,7 @@ export class ScoreboardWriter {
       .catch((err: unknown) => {
         // Tried again after a pause, live appends queuing meanwhile: given up, every conversion of the rest of the
         // engine's run missed the file (a journal read timing out once during a cluster election was enough).
-        this.onError(err);
+        this.failed(err);
         if (this.closing) return;
         const wait = Math.min(CATCH_UP_RETRY_MAX_MS, RETRY_MS * 2 ** this.catchUpFailures++);
         this.catchUpTimer = setTimeout(() => {
@@ -227,7 +244,7 @@ export class ScoreboardWriter {
           this.pendingBytes += text.length;
           this.lastAppendAt = Date.now() + RETRY_MS;
         }
-        this.onError(err);
+        this.failed(err);
       })
       .finally(() => {
         this.writing = null;
@@ -274,5 +291,6 @@ export class ScoreboardWriter {
     }
     this.pos = { seq, bytes: this.pos.bytes + text.length };
     await this.posFile!.write(JSON.stringify(this.pos).padEnd(POSITION_WIDTH), 0, 'utf8');
+    this.succeeded();
   }
 }

@@ -289,8 +289,16 @@ async function followLiveFills(nc: NatsConnection, state: EngineState, setup: En
 function startScoreboard(nc: NatsConnection, state: EngineState, journal: JournalWriter, setup: EngineSetup, log: Logger): ScoreboardWriter {
   const scoreboard = new ScoreboardWriter(
     setup.scoreboardFile,
-    (err) => log.error({ err }, 'scoreboard append failed: its lines are tried again (and redone from the journal at the next start)'),
+    (err) => {
+      log.error({ err }, 'scoreboard append failed: its lines are tried again (and redone from the journal at the next start)');
+      // NDFEX grades from this file: a log line nobody reads left conversions out of it while /health said ok.
+      state.scoreboardFailing = { error: err instanceof Error ? err.message : String(err), since: state.scoreboardFailing?.since ?? Date.now() };
+    },
     (ev) => state.catalog.flatDeltas(ev),
+    () => {
+      log.info({ file: setup.scoreboardFile, since: state.scoreboardFailing?.since }, 'scoreboard file written again');
+      state.scoreboardFailing = null;
+    },
   );
   scoreboard.startCatchUp(nc, journal.sequence, setup.names.journalStream);
   return scoreboard;

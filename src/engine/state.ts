@@ -5,7 +5,7 @@ import { Catalog, type CompiledBasket, type ConfigBaskets } from './catalog.js';
 import { History, type AuditEvent } from './history.js';
 import { FillsSeen } from './fills-seen.js';
 import { WindowLedger } from './window-ledger.js';
-import type { FlatPositions, RosterRefusal } from '../../proto/engine.js';
+import type { FlatPositions, RosterRefusal, ScoreboardFailing } from '../../proto/engine.js';
 
 export { HISTORY_LIMIT, type AuditEvent } from './history.js';
 
@@ -88,6 +88,8 @@ export interface EngineState {
    * events): /register refuses them, as it refuses the names of this shard's own accounts.
    */
   names: Map<string, number>;
+  /** The scoreboard file's writes failing now (not persisted: a start rewrites it from the journal). */
+  scoreboardFailing: ScoreboardFailing | null;
 }
 
 /** One client_id's fills heard before any account had it. */
@@ -132,7 +134,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, fillsSeen: new FillsSeen(), unclaimed: new Map(), rosterRefused: [], names: new Map() };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, fillsSeen: new FillsSeen(), unclaimed: new Map(), rosterRefused: [], names: new Map(), scoreboardFailing: null };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */

@@ -322,8 +322,10 @@ export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boole
   // only: this page is public, and a line's words may hold a password's (the operator page and the log say why).
   const roster = (p.roster_refused ?? []).map((r) => r.line);
   const why = 'the operator page and the engine log say why';
+  const sb = p.scoreboard_failing;
   const problems = [
     ...feed.problems(),
+    ...(sb ? [`the scoreboard file (NDFEX's record of conversions) has not been written since ${new Date(sb.since).toISOString()}${sb.shard !== undefined ? ` (engine shard ${sb.shard})` : ''}: ${sb.error}; the engine keeps trying, and a restart writes it again from the journal`] : []),
     ...roster.map((line) => (line === 0 ? `roster file could not be read: the roster read before stays in force (${why})` : `roster line ${line} refused, as if absent until the file is fixed (${why})`)),
   ];
   const status = problems.length === 0 ? 'ok' : 'degraded';
@@ -336,6 +338,7 @@ export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boole
     journal_seq: p.journal_seq,
     fill_seq: p.fill_seq,
     ...(roster.length ? { roster_refused_lines: roster } : {}),
+    ...(sb ? { scoreboard_failing: sb } : {}),
     ...extra,
   });
 }

@@ -23,11 +23,14 @@ export function mergeShardReplies<C extends EngineCommand>(cmd: C, route: Route,
 function mergePing(parts: PingResult[]): PingResult {
   // Every shard reads the whole file: a line one refuses is often refused by each, said once.
   const refused = new Map(parts.flatMap((p) => p.roster_refused ?? []).map((r) => [`${r.line}\0${r.reason}`, r]));
+  const failing = parts.flatMap((p, shard) => (p.scoreboard_failing ? [{ ...p.scoreboard_failing, ...(parts.length > 1 ? { shard } : {}) }] : []));
   return {
     accounts: parts.reduce((n, p) => n + p.accounts, 0),
     journal_seq: parts.reduce((n, p) => n + p.journal_seq, 0),
     fill_seq: Math.min(...parts.map((p) => p.fill_seq)),
     ...(refused.size ? { roster_refused: [...refused.values()].sort((a, b) => a.line - b.line) } : {}),
+    // The first shard whose file fails stands for all: /health names it, and the engine logs of each say the rest.
+    ...(failing.length ? { scoreboard_failing: failing[0] } : {}),
     shards: parts.map((p, shard) => ({ shard, accounts: p.accounts, journal_seq: p.journal_seq, fill_seq: p.fill_seq })),
   };
 }
