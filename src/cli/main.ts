@@ -154,6 +154,7 @@ function watch(): Promise<void> {
       onHoldings: (h, cause) => out({ type: 'holdings', cause, ...h }, `[${new Date().toISOString().slice(11, 23)}] holdings seq ${h.seq} (${cause}): ${Object.entries(h.holdings).map(([t, q]) => `${t} ${q}`).join(', ') || '(none)'}`),
       onPrice: (p) => out({ type: 'price', ...p }, `[${new Date().toISOString().slice(11, 23)}] ${priceText(p)}`),
       onRequest: (o) => out({ type: 'request', ...o }, `[${new Date().toISOString().slice(11, 23)}] ${o.op} ${o.amount} ${o.etf ?? ''} ${o.request_id}: ${o.status}`),
+      onError: (e) => (values.json ? out({ type: 'error', ...e }, '') : process.stderr.write(`(stream: ${e.code}: ${e.message})\n`)),
       onStatus: (s, detail) => {
         if (s === 'refused') {
           stream.close();

@@ -15,7 +15,7 @@ import type { AuditEntryBody, ChartsBody, ConversionBody, EtfsBody, HoldingsBody
 import { REQUEST_ID_HEADER } from '../../proto/http.js';
 import type { EtfPrice } from '../../proto/marketdata.js';
 import type { RequestOutcome } from '../../proto/requests.js';
-import { WS_CLOSE, WS_PATH, retryAfterOfReason, type ClientMessage, type ServerMessage } from '../../proto/ws.js';
+import { WS_CLOSE, WS_PATH, retryAfterOfReason, type ClientMessage, type ServerMessage, type WsErrorCode } from '../../proto/ws.js';
 
 export interface ClientOptions {
   /** The gateway, e.g. http://localhost:8080. */
@@ -231,6 +231,13 @@ export interface LiveHoldings {
   pnl?: PnlBody;
 }
 
+export interface StreamError {
+  code: WsErrorCode | 'missed_outcomes';
+  message: string;
+  /** The id of the message it answers, when it answers one. */
+  id?: string | number;
+}
+
 export interface StreamHandlers {
   onHoldings?(h: LiveHoldings, cause: 'snapshot' | 'fill' | 'create' | 'redeem' | string): void;
   onPrice?(p: EtfPrice): void;
@@ -242,6 +249,15 @@ export interface StreamHandlers {
    * tried again after the seconds it gives.
    */
   onStatus?(s: 'open' | 'reconnecting' | 'refused', detail?: string): void;
+  /**
+   * What the stream could not do, though it goes on: the gateway refused a
+   * message it sent (`too_many_subscriptions`, `bad_message` for an ETF name
+   * it does not take: those prices never come), or request outcomes were not
+   * delivered while the connection was behind (`missed_outcomes`: look them
+   * up with history()). Without this handler each is a process warning
+   * (stderr), never dropped.
+   */
+  onError?(e: StreamError): void;
   /** ETFs whose prices to follow ("*": all). Default all. */
   prices?: string[];
 }
@@ -258,6 +274,8 @@ export class HoldingsStream {
   private retry = 0;
   /** Connections opened (the first, then every reconnect). */
   connections = 0;
+  /** Why the socket last failed (refused, not a WebSocket endpoint), for the 'reconnecting' that follows. */
+  private socketError: string | null = null;
 
   constructor(
     private readonly url: string,
@@ -286,6 +304,7 @@ export class HoldingsStream {
     const ws = new WebSocket(this.url);
     this.ws = ws;
     this.connections++;
+    this.socketError = null;
     ws.on('open', () => {
       this.send({ type: 'auth', username: this.username, password: this.password, ...(this.seq >= 0 ? { resume_from: this.seq } : {}) });
       this.send({ type: 'subscribe', prices: this.h.prices ?? ['*'], requests: true });
@@ -308,10 +327,14 @@ export class HoldingsStream {
         setTimeout(() => !this.stopped && this.connect(), Math.max(backoff, advised));
         return;
       }
-      this.h.onStatus?.('reconnecting');
+      // The close reason ('engine unavailable, try again later', 'too slow') or the socket's error (a wrong URL, a refused connection) is what a team needs to act on.
+      this.h.onStatus?.('reconnecting', reason.toString() || this.socketError || `closed with code ${code}`);
       setTimeout(() => !this.stopped && this.connect(), backoff);
     });
-    ws.on('error', () => {}); // 'close' follows
+    ws.on('error', (err) => {
+      // 'close' follows, and says it.
+      this.socketError = err.message;
+    });
   }
 
   private apply(seq: number, positions: HoldingsBody['positions'], cash: number, pnl: PnlBody | undefined, cause: string): void {
@@ -328,6 +351,7 @@ export class HoldingsStream {
         this.retry = 0;
         return this.h.onStatus?.('open');
       case 'snapshot':
+        if (m.missed_outcomes) this.error({ code: 'missed_outcomes', message: `${m.missed_outcomes} request outcome(s) were not delivered while the stream was behind: look them up with history()` });
         return this.apply(m.seq, m.positions, m.cash, m.pnl, 'snapshot');
       case 'delta':
         if (m.seq <= this.seq) return; // already applied (a resume overlaps)
@@ -337,7 +361,14 @@ export class HoldingsStream {
         return this.h.onPrice?.(m.price);
       case 'request':
         return this.h.onRequest?.(m.outcome);
+      case 'error':
+        return this.error({ code: m.code, message: m.message, ...(m.id !== undefined ? { id: m.id } : {}) });
       default:
     }
+  }
+
+  private error(e: StreamError): void {
+    if (this.h.onError) return this.h.onError(e);
+    process.emitWarning(`${e.code}: ${e.message}`, { code: 'ETF_STREAM', detail: `the ETF engine's stream at ${this.url}${e.id !== undefined ? ` (message ${e.id})` : ''}` });
   }
 }
