@@ -142,7 +142,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
   const t0 = performance.now();
   const setup = engineSetup(cfg);
   const { names } = setup;
-  const nc = await connectNats(natsUrl, setup.natsName, { role: 'engine', credsFile: setup.natsCreds });
+  const nc = await connectNats(natsUrl, setup.natsName, { role: 'engine', credsFile: setup.natsCreds, log });
   // A cluster may still be electing its leaders as the engine starts: its streams are asked for again until they
   // answer (STARTUP_JS_MS), not taken for a failed start (the process would exit, to be started again).
   const startup = <T>(what: string, f: () => Promise<T>) => retryTransient(what, f, { deadlineMs: STARTUP_JS_MS, log });

@@ -71,7 +71,7 @@ export interface BridgeHandle {
  * requests come in on ControlChannel; BridgeTicker does the periodic work.
  */
 export async function startBridge(opts: BridgeOptions, log: Logger): Promise<BridgeHandle> {
-  const nc = await connectNats(opts.natsUrl, 'ndfex-feed', { role: 'feed', credsFile: opts.natsCreds });
+  const nc = await connectNats(opts.natsUrl, 'ndfex-feed', { role: 'feed', credsFile: opts.natsCreds, log });
   const alerts = new AlertSender((a) => publishQuiet(nc, log, FEED_ALERT_SUBJECT, a));
   const sockets = new FeedSockets(opts, alerts.send);
   try {

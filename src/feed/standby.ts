@@ -103,7 +103,7 @@ export class StandbyListener {
   }
 
   static async start(opts: BridgeOptions, log: Logger): Promise<StandbyListener> {
-    const nc = await connectNats(opts.natsUrl, 'ndfex-feed-standby', { role: 'feed', credsFile: opts.natsCreds });
+    const nc = await connectNats(opts.natsUrl, 'ndfex-feed-standby', { role: 'feed', credsFile: opts.natsCreds, log });
     try {
       await ensureFillStream(nc, opts.natsReplicas);
       const kv = await openBucket(nc, FEED_BUCKET, opts.natsReplicas);

@@ -14,6 +14,8 @@ export interface MetricsSources {
   feed: FeedStatusView;
   /** The WebSocket hub's counters (a getter: the hub is attached after the metrics are made). */
   ws: () => HubStats;
+  /** What the NATS server refused of the gateway's connection (src/shared/nats.ts followRefusals). */
+  natsRefused?: () => number;
 }
 
 export interface GatewayMetrics {
@@ -55,6 +57,18 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   const engine = engineMetrics(registry, src.engine);
   feedMetrics(registry, src.feed);
   wsMetrics(registry, src.ws);
+  const refused = src.natsRefused;
+  if (refused) {
+    new Counter({
+      name: 'etf_gateway_nats_refused_total',
+      help: 'Publishes and subscriptions of the gateway the NATS server refused (a permission, a subject): each logged',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(refused());
+      },
+    });
+  }
 
   return {
     registry,

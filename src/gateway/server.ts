@@ -2,7 +2,7 @@ import { assertPortFree } from '../shared/ports.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ROUTES, conversionSchema } from '../../proto/http.js';
 import type { Config } from '../config/config.js';
-import { connectNats } from '../shared/nats.js';
+import { connectNats, natsRefusals } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from '../shared/engine-client.js';
 import { Authenticator, authOptions } from './auth.js';
@@ -141,7 +141,7 @@ function dispatcher(d: DispatchParts): (info: RequestInfo, reply: Reply) => void
 export async function startGateway(cfg: Config, natsUrl: string, log: Logger): Promise<GatewayHandle> {
   await checkHttpServer(cfg.http.server ?? 'auto');
   await assertPortFree(cfg.http.host, cfg.http.port, 'gateway');
-  const nc = await connectNats(natsUrl, 'etf-gateway', { role: 'gateway', credsFile: cfg.nats.creds });
+  const nc = await connectNats(natsUrl, 'etf-gateway', { role: 'gateway', credsFile: cfg.nats.creds, log });
   const engine = new EngineClient(nc, cfg.requestTimeoutMs, { shards: cfg.engine?.shards ?? 1, log });
   const auth = new Authenticator(engine, cfg.bcryptRounds, authOptions(cfg));
   const throttle = new Throttle(cfg.throttle);
@@ -156,7 +156,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, (info) => !foreignOrigin(info, allowedOrigins));
   const signIns = new SignInChangesFollower(nc, [(names) => auth.expire(names ?? undefined), (names) => ws.signInChanged(names)], log);
   const table = apiTable({ deps, instruments, natsConnected: followNats(nc, log), feedStatus, ws: () => ws, etfs, charts, apiDescription: openApiDocument(cfg.maxAmount) });
-  const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats }, log);
+  const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats, natsRefused: () => natsRefusals(nc).total }, log);
   const pages = staticFiles(metrics, log);
   const operator = mountOperator(cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks, throttle }, log);
   const handler = dispatcher({ cfg, log, table, throttle, metrics, pages, operator, allowedOrigins });

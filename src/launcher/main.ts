@@ -176,7 +176,7 @@ try {
 
 // Streams and buckets are created here, as the operator: no service role may administer them.
 try {
-  const nc = await connectNats(natsUrl!, 'etf-launcher', { waitForServer: false, role: 'operator', credsFile: auth?.credsFile('operator') });
+  const nc = await connectNats(natsUrl!, 'etf-launcher', { waitForServer: false, role: 'operator', credsFile: auth?.credsFile('operator'), log });
   if (auth && clusterSize > 1) {
     // Our cluster answers JetStream once it has elected a meta leader; the services start after that.
     await whenJetStreamReady(nc, () => provisionStreams(nc, replicas, shards), 60_000, log);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
 import { inboxPrefix, type Role } from '../../proto/roles.js';
+import type { Logger } from './log.js';
 
 export interface ConnectOptions {
   /** Operator tools pass false to fail at once when no server is there. */
@@ -9,6 +10,8 @@ export interface ConnectOptions {
   role?: Role;
   /** Credentials file (the config's nats.creds, NATS_CREDS). Unset: connect without credentials (a test server, an open server). */
   credsFile?: string;
+  /** Where the server's refusals of this connection's publishes and subscriptions are said (followRefusals). */
+  log?: Logger;
 }
 
 /**
@@ -51,7 +54,7 @@ export const natsServers = (url: string): string[] =>
  */
 export async function connectNats(url: string, name: string, opts: ConnectOptions = {}): Promise<NatsConnection> {
   const credsFile = opts.credsFile;
-  return connect({
+  const nc = await connect({
     servers: natsServers(url),
     name,
     noAsyncTraces: true,
@@ -64,6 +67,45 @@ export async function connectNats(url: string, name: string, opts: ConnectOption
     ...(opts.role ? { inboxPrefix: inboxPrefix(opts.role) } : {}),
     ...(credsFile ? credentialsOptions(credsFile) : {}),
   });
+  if (opts.log) followRefusals(nc, opts.log);
+  return nc;
+}
+
+/** What the server refused of one connection, counted per kind. */
+export interface NatsRefusals {
+  /** Every refusal (permission violations, other -ERR). */
+  total: number;
+}
+
+const refusalsOf = new WeakMap<NatsConnection, NatsRefusals>();
+
+/** The refusals counted on a connection opened with a logger (none: zero). */
+export const natsRefusals = (nc: NatsConnection): NatsRefusals => refusalsOf.get(nc) ?? { total: 0 };
+
+/**
+ * A publish or subscription the server refuses (a role's permissions, a
+ * subject mistyped) throws nothing and returns nothing: the message is simply
+ * gone, or the subscription never hears a thing. The server's -ERR comes back
+ * only as a connection status, so it is logged here (the first of each
+ * operation and subject, then at every power of ten) and counted.
+ */
+export function followRefusals(nc: NatsConnection, log: Logger): NatsRefusals {
+  const counts: NatsRefusals = { total: 0 };
+  refusalsOf.set(nc, counts);
+  const perKey = new Map<string, number>();
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'ldm') log.warn({ server: s.server }, 'NATS server entering lame duck mode: this connection moves to another server soon');
+      if (s.type !== 'error') continue;
+      counts.total++;
+      const e = s.error as Error & { operation?: string; subject?: string };
+      const key = `${e.operation ?? '-'} ${e.subject ?? e.message}`;
+      const n = (perKey.get(key) ?? 0) + 1;
+      if (perKey.size < 1_000 || perKey.has(key)) perKey.set(key, n);
+      if (/^10*$/.test(String(n))) log.error({ operation: e.operation, subject: e.subject, err: e.message, times: n }, 'the NATS server refused this: what it carried is lost (a publish) or never heard (a subscription)');
+    }
+  })().catch((err: unknown) => log.warn({ err: String(err) }, 'NATS status no longer followed: refusals go unlogged'));
+  return counts;
 }
 
 /** The inbox prefix a connection was opened with (replies to this process arrive under it). */
