@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { serviceNodeFlags, startService, Supervisor, type ServiceKind } from '../src/shared/service-process.js';
 import { CONFIG_EXIT_CODE } from '../src/config/config.js';
 import { LAUNCHER_PID_VAR } from '../src/config/process.js';
+import { createLogger } from '../src/shared/log.js';
 import { quietLog, tempDir, until } from './helpers/system.js';
 
 /** A Node program given as source (what a service's entry point does, in a few lines). */
@@ -66,6 +67,32 @@ describe('Supervisor', () => {
       await supervisor.stopAll();
       dir.remove();
     }
+  });
+
+  it('says why a service could not be started at all (its binary gone), tries again, and stops', { timeout: 10_000 }, async () => {
+    const errors: Record<string, unknown>[] = [];
+    let seen!: () => void;
+    const twice = new Promise<void>((r) => (seen = r));
+    const log = createLogger('test', 'info', {
+      write: (s: string) => {
+        const line = JSON.parse(s) as Record<string, unknown>;
+        if (line.level !== 50) return;
+        errors.push(line);
+        if (errors.length === 2) seen();
+      },
+    });
+    const supervisor = new Supervisor(log, () => {});
+    const dir = tempDir();
+    const command = join(dir.path, 'runtime-deleted', 'node');
+    try {
+      supervisor.start({ name: 'feed', command, args: [], env: process.env, ready: 'message' });
+      await twice;
+    } finally {
+      await supervisor.stopAll();
+      dir.remove();
+    }
+    expect(errors[0]).toMatchObject({ service: 'feed', command, err: expect.stringMatching(/ENOENT/), msg: 'service could not be started: trying again' });
+    expect(errors[1]).toMatchObject({ service: 'feed', msg: 'service could not be started: trying again' });
   });
 
   it('stops in the reverse order of the first start after a service was restarted: C, B, then A', async () => {

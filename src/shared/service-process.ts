@@ -95,7 +95,13 @@ function spawnService(spec: ServiceSpec): Spawned {
   const stdio: StdioOptions = ['ignore', read && on === 'stdout' ? 'pipe' : 'inherit', read && on === 'stderr' ? 'pipe' : 'inherit'];
   if (spec.ready === 'message') stdio.push('ipc');
   const child = spawn(spec.command ?? process.execPath, spec.args, { env: spec.env, stdio, detached: spec.detached ?? false });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    // A process that never started (its binary gone, EAGAIN) has no 'exit': without this its supervisor waited for ever.
+    child.once('error', () => {
+      if (child.pid === undefined) resolve(null);
+    });
+  });
   const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000, onKill?: () => void): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill(signal);
@@ -192,6 +198,10 @@ export class Supervisor {
     const s = spawnService({ ...spec, env: { ...spec.env, [LAUNCHER_PID_VAR]: String(process.pid) }, detached: true });
     this.running.set(spec.name, s);
     if (!this.order.includes(spec.name)) this.order.push(spec.name);
+    let spawnError: Error | null = null;
+    s.child.once('error', (err) => {
+      if (s.child.pid === undefined) spawnError = err;
+    });
     // Dying before ready is the exit below's to handle.
     s.ready.then(() => this.readiness(spec.name).resolve(), () => {});
     void s.exited.then((code) => {
@@ -206,7 +216,8 @@ export class Supervisor {
       const healthy = Date.now() - startedAt > 60_000;
       const n = healthy ? 0 : restarts + 1;
       const pause = Math.min(10_000, 250 * 2 ** n);
-      this.log.error({ service: spec.name, code, signal: s.child.signalCode, restartInMs: pause }, 'service exited: restarting');
+      if (spawnError) this.log.error({ service: spec.name, command: spec.command ?? process.execPath, err: (spawnError as Error).message, restartInMs: pause }, 'service could not be started: trying again');
+      else this.log.error({ service: spec.name, code, signal: s.child.signalCode, restartInMs: pause }, 'service exited: restarting');
       setTimeout(() => !this.stopping && this.start(spec, n), pause);
     });
   }
