@@ -1,8 +1,8 @@
 import type { PnlBody } from './http.js';
 import type { AuditEntry } from './audit.js';
-import type { FeedAlert, FeedCounters } from './marketdata.js';
+import type { FeedAlert, FeedCounters, FillsUnstored } from './marketdata.js';
 import type { FeedProblem } from './feed.js';
-import type { RosterRefusal } from './engine.js';
+import type { RosterRefusal, ScoreboardFailing } from './engine.js';
 
 /**
  * The operator's HTTP API, behind the operator's credentials (config
@@ -70,6 +70,8 @@ export interface OperatorFeed {
   market_data?: FeedCounters;
   /** Standing problems until acknowledged (proto/feed.ts). */
   problems?: FeedProblem[];
+  /** Fills the fill stream has not stored for seconds (proto/marketdata.ts FeedStatus). */
+  unstored?: FillsUnstored;
 }
 
 export interface OperatorOverview extends OperatorAccounts {
@@ -80,6 +82,14 @@ export interface OperatorOverview extends OperatorAccounts {
   ws: { connections: number; accounts: number; changes: number };
   /** Roster lines the engine refused at its last reading of the file (as if absent until fixed); absent when none. */
   roster_refused?: RosterRefusal[];
+  /** The scoreboard file cannot be written (proto/engine.ts PingResult); absent while it is. */
+  scoreboard_failing?: ScoreboardFailing;
+  /**
+   * What this overview could not read from the engine (it did not answer in
+   * time): `roster` (refused lines unknown, not none), or a team's username
+   * (its conversions are missing from the list, not absent). Absent: all read.
+   */
+  unread?: string[];
   /** Gateway wall-clock ms. */
   ts: number;
 }

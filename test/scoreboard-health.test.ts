@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { OPERATOR_ROUTES } from '../proto/operator.js';
 import { api, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
 
 /**
@@ -11,6 +12,7 @@ let nats: Awaited<ReturnType<typeof startTestNats>>;
 let dir: ReturnType<typeof tempDir>;
 let sys: TestSystem;
 let blocker: string;
+const OPERATOR = { username: 'instructor', password: 'instructorpass' };
 
 beforeAll(async () => {
   nats = await startTestNats();
@@ -18,7 +20,7 @@ beforeAll(async () => {
   // A file where the scoreboard's directory should be: no write can reach it until it goes.
   blocker = join(dir.path, 'exchange-share');
   writeFileSync(blocker, 'not a directory');
-  sys = await startSystem(nats.url, testConfig(dir.path, { scoreboardFile: join(blocker, 'conversions.log') }));
+  sys = await startSystem(nats.url, testConfig(dir.path, { scoreboardFile: join(blocker, 'conversions.log'), operator: OPERATOR }));
 });
 
 afterAll(async () => {
@@ -28,7 +30,7 @@ afterAll(async () => {
   dir?.remove();
 });
 
-it('shows a scoreboard file that cannot be written on /health until it is written', async () => {
+it('shows a scoreboard file that cannot be written on /health and the operator page until it is written', async () => {
   const http = api(sys.url);
   const failing = await until(async () => {
     const h = await http.send('GET', '/health');
@@ -38,6 +40,11 @@ it('shows a scoreboard file that cannot be written on /health until it is writte
   expect(failing.body.status).toBe('degraded');
   expect(failing.body.scoreboard_failing).toMatchObject({ error: expect.stringMatching(/ENOTDIR|EEXIST|not a directory|file already exists/), since: expect.any(Number) });
   expect(failing.body.problems).toContainEqual(expect.stringMatching(/^the scoreboard file \(NDFEX's record of conversions\) has not been written since .*: .*the engine keeps trying/));
+
+  const overview = await http.send('GET', OPERATOR_ROUTES.overview, { basic: [OPERATOR.username, OPERATOR.password] });
+  expect(overview.status).toBe(200);
+  expect(overview.body.scoreboard_failing).toEqual(failing.body.scoreboard_failing);
+  expect(overview.body.unread).toBeUndefined();
 
   rmSync(blocker);
   const written = await until(
@@ -50,4 +57,5 @@ it('shows a scoreboard file that cannot be written on /health until it is writte
   );
   expect((written.body.problems ?? []).join('\n')).not.toMatch(/scoreboard/);
   expect(existsSync(join(blocker, 'conversions.log'))).toBe(true);
+  expect((await http.send('GET', OPERATOR_ROUTES.overview, { basic: [OPERATOR.username, OPERATOR.password] })).body.scoreboard_failing).toBeUndefined();
 });

@@ -234,6 +234,18 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     await op.close();
   });
 
+  it('fills the fill stream does not store: the operator page lists them first, until they are stored', async () => {
+    const publishStatus = (unstored?: FeedStatus['unstored']) =>
+      f.nc.publish(FEED_STATUS_SUBJECT, encode({ clearing: counters({}), market_data: counters({}), ...(unstored ? { unstored } : {}), ts: Date.now() } satisfies FeedStatus));
+    publishStatus({ fills: 4, oldest_ms: 7_000, last_error: 'maximum messages exceeded' });
+    const op = await operatorPage();
+    await textBecomes(op, '#alerts tbody tr.system td:nth-child(4)', /^4 fill\(s\), the oldest 7 s \(maximum messages exceeded\): no position moves until they are\.$/);
+    publishStatus();
+    await op.waitForFunction(() => !document.querySelector('#alerts tbody tr.system'), undefined, { timeout: 15_000 });
+    expect(pageErrors).toEqual([]);
+    await op.close();
+  });
+
   it('a roster line the engine refused: the operator page lists it first, until the file is fixed', async () => {
     const file = join(f.dir.path, 'accounts.txt');
     const roster = '1 team1 team1pass\n2 team2 team2pass\n3 team3 team3pass\n';

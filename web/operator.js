@@ -115,7 +115,7 @@ function render(o) {
   $('#t-feed-tile').dataset.state = o.feed.live ? 'ok' : 'bad';
   renderPositions(o.accounts);
   renderFeed(o.feed);
-  renderAlerts(o.alerts, o.feed.problems ?? [], o.roster_refused ?? []);
+  renderAlerts(o.alerts, o.feed.problems ?? [], o.roster_refused ?? [], systemRows(o));
   renderConversions(o.conversions);
   // Every other refresh: the ranking is one engine read of every account.
   if (renders++ % 2 === 0) void loadLeaderboard($('#leaderboard tbody'));
@@ -187,7 +187,20 @@ function standbyRow(s) {
 }
 
 /** Roster lines the engine refused first (fixed in the file, not here), then standing feed problems (with the operator's decisions), then the alerts. */
-function renderAlerts(alerts, problems, rosterRefused) {
+/** What the engine and bridge say is failing now, each a standing row: teams are served, but something is not being recorded. */
+function systemRows(o) {
+  const row = (where, badge, ...text) =>
+    el('tr', { class: 'alert problem system' }, el('td', {}, ''), el('td', {}, where), el('td', {}, el('span', { class: 'badge rejected' }, badge)), el('td', { class: 'small' }, ...text));
+  const rows = [];
+  const sb = o.scoreboard_failing;
+  if (sb) rows.push(row('engine', 'scoreboard', `not written since ${fmtTime(sb.since)}${sb.shard !== undefined ? ` (shard ${sb.shard})` : ''}: ${sb.error}. NDFEX's scoreboard lacks the conversions since; the engine keeps trying.`));
+  const u = o.feed.unstored;
+  if (u) rows.push(row('clearing', 'fills not stored', `${fmtNum(u.fills)} fill(s), the oldest ${Math.round(u.oldest_ms / 1000)} s${u.last_error ? ` (${u.last_error})` : ''}: no position moves until they are.`));
+  if (o.unread?.length) rows.push(row('engine', 'partial', `the engine did not answer for: ${o.unread.join(', ')} (this page may be missing their conversions or refused roster lines)`));
+  return rows;
+}
+
+function renderAlerts(alerts, problems, rosterRefused, system = []) {
   const roster = rosterRefused.map((r) =>
     el(
       'tr',
@@ -211,7 +224,7 @@ function renderAlerts(alerts, problems, rosterRefused) {
   const rows = alerts.map((a) =>
     el('tr', { class: `alert ${a.kind}` }, el('td', {}, fmtTime(a.ts)), el('td', {}, a.feed), el('td', {}, el('span', { class: 'badge rejected' }, a.kind)), el('td', { class: 'small' }, a.detail)),
   );
-  fillRows($('#alerts tbody'), [...roster, ...standing, ...rows], 'No alerts since the gateway started.', 4);
+  fillRows($('#alerts tbody'), [...system, ...roster, ...standing, ...rows], 'No alerts since the gateway started.', 4);
 }
 
 $('#alerts').addEventListener('click', async (e) => {

@@ -31,6 +31,7 @@ async function overview(ctx: OperatorContext, alerts: readonly FeedAlert[]): Pro
   const [acc, ping] = await Promise.all([accounts(ctx), ctx.deps.engine.call({ op: 'ping' })]);
   if ('ok' in acc) return acc;
   const refused = ping.ok ? (ping.result.roster_refused ?? []) : [];
+  const scoreboard = ping.ok ? ping.result.scoreboard_failing : undefined;
   // One history read per team, all in the same engine batch; the newest across teams are kept.
   const histories = await Promise.all(
     acc.accounts.map((a) => ctx.deps.engine.call({ op: 'history', clientId: a.client_id, limit: OPERATOR_CONVERSIONS_SHOWN })),
@@ -40,6 +41,8 @@ async function overview(ctx: OperatorContext, alerts: readonly FeedAlert[]): Pro
     .filter((e) => e.kind !== 'register')
     .sort((a, b) => Number(b.request_id.slice(1)) - Number(a.request_id.slice(1)))
     .slice(0, OPERATOR_CONVERSIONS_SHOWN);
+  // An empty list must mean none: a read the engine did not answer is named, or the page showed a team's conversions, or a refused line, as never there.
+  const unread = [...(ping.ok ? [] : ['roster']), ...histories.flatMap((h, i) => (h.ok ? [] : [acc.accounts[i]!.username]))];
   const ws = ctx.deps.ws();
   return {
     ...acc,
@@ -48,6 +51,8 @@ async function overview(ctx: OperatorContext, alerts: readonly FeedAlert[]): Pro
     alerts: alerts.slice(0, 50),
     ws: { connections: ws.connections, accounts: ws.accounts, changes: ws.changes },
     ...(refused.length ? { roster_refused: refused } : {}),
+    ...(scoreboard ? { scoreboard_failing: scoreboard } : {}),
+    ...(unread.length ? { unread } : {}),
     ts: Date.now(),
   };
 }
