@@ -1,7 +1,8 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { decode, decodeAs } from '../../proto/codec.js';
+import { decode, decodeAs, MalformedMessage } from '../../proto/codec.js';
 import { FEED_STATUS_SUBJECT, feedStatusShape, standbyStatusShape, type FeedStatus, type StandbyStatus } from '../../proto/marketdata.js';
 import type { FeedProblem } from '../../proto/feed.js';
+import type { Logger } from '../shared/log.js';
 
 /** The bridge publishes its status every second; older than this, the bridge is taken for down. */
 const STALE_MS = 5_000;
@@ -15,9 +16,13 @@ export class FeedStatusView {
   private standby: { status: StandbyStatus; at: number } | null = null;
   /** When the bridge last reported new market-data datagrams: NDFEX sends at least a heartbeat every 500 ms. */
   private exchangeHeardAt = 0;
+  /** The newest status on the subject that is not of its shape (another version's bridge?), and why. */
+  private unreadable: { problem: string; at: number } | null = null;
+  /** Statuses heard that did not read. */
+  unreadableCount = 0;
   private readonly sub: Subscription;
 
-  constructor(nc: NatsConnection) {
+  constructor(nc: NatsConnection, log?: Logger) {
     this.sub = nc.subscribe(FEED_STATUS_SUBJECT, {
       callback: (err, msg) => {
         if (err) return;
@@ -33,8 +38,11 @@ export class FeedStatusView {
           const good = (s?: FeedStatus) => (s ? s.market_data.datagrams - s.market_data.bad_datagrams : 0);
           if (good(status) > good(this.last?.status)) this.exchangeHeardAt = Date.now();
           this.last = { status, at: Date.now() };
-        } catch {
-          /* a malformed status is ignored; the previous one ages out */
+        } catch (err) {
+          // Ignored, but not unheard: a bridge whose every status fails to read is not a bridge that is down.
+          this.unreadableCount++;
+          this.unreadable = { problem: err instanceof MalformedMessage ? err.problem : String(err), at: Date.now() };
+          if (this.unreadableCount % 1000 === 1) log?.warn({ problem: this.unreadable.problem, count: this.unreadableCount }, 'a feed bridge status that does not read: ignored (another version of the bridge?)');
         }
       },
     });
@@ -74,6 +82,10 @@ export class FeedStatusView {
   /** Why the exchange's positions may not be current, or none. */
   problems(): string[] {
     const v = this.view();
+    const bad = this.unreadable;
+    if (!v.live && bad && Date.now() - bad.at < STALE_MS) {
+      return [`the feed bridge's status does not read (${bad.problem}; ${this.unreadableCount} so far): is the bridge another version than this gateway? Whether exchange fills are taken in cannot be told`];
+    }
     if (!v.live) return [v.age_ms === null ? 'the feed bridge has not reported: exchange fills are not being taken in' : `the feed bridge last reported ${Math.round(v.age_ms / 1000)} s ago: exchange fills are not being taken in`];
     const out: string[] = [];
     // Once a standby has reported, its absence means a bridge restart now loses what the exchange sends meanwhile.
