@@ -129,6 +129,13 @@ describe('command line (ndfex-etf)', () => {
     expect((await cli(['watch', '--for', '1'])).stdout).toMatch(/^\[[0-9:.]+\] holdings seq \d+ \(snapshot\): KNAN \d+/);
   });
 
+  it('watch --json says, as a line of its own, why it is not connected', async () => {
+    const closed = `http://127.0.0.1:${await freePort()}`;
+    const w = await cli(['watch', '--for', '1', '--json'], { ETF_URL: closed });
+    expect(w.code).toBe(0);
+    expect(JSON.parse(w.stdout.split('\n')[0]!)).toEqual({ type: 'status', status: 'reconnecting', detail: expect.stringMatching(/ECONNREFUSED/) });
+  });
+
   it('errors: one line, no stack trace, non-zero exit', async () => {
     const bad = await cli(['create', '1000000']);
     expect(bad.code).toBe(1);

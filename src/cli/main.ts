@@ -149,17 +149,22 @@ async function history(): Promise<void> {
 function watch(): Promise<void> {
   const seconds = values.for === undefined ? null : Number(values.for);
   if (seconds !== null && !(seconds > 0)) throw new UsageError('--for takes a number of seconds');
+  let interrupted = false;
   return new Promise((resolve, reject) => {
     const stream = client.stream({
       onHoldings: (h, cause) => out({ type: 'holdings', cause, ...h }, `[${new Date().toISOString().slice(11, 23)}] holdings seq ${h.seq} (${cause}): ${Object.entries(h.holdings).map(([t, q]) => `${t} ${q}`).join(', ') || '(none)'}`),
       onPrice: (p) => out({ type: 'price', ...p }, `[${new Date().toISOString().slice(11, 23)}] ${priceText(p)}`),
       onRequest: (o) => out({ type: 'request', ...o }, `[${new Date().toISOString().slice(11, 23)}] ${o.op} ${o.amount} ${o.etf ?? ''} ${o.request_id}: ${o.status}`),
       onError: (e) => (values.json ? out({ type: 'error', ...e }, '') : process.stderr.write(`(stream: ${e.code}: ${e.message})\n`)),
+      // --json said nothing of a stream that could not connect: a script saw silence where a person saw why. Its first
+      // 'open' stays unsaid (the snapshot is the first line, as before); one after a 'reconnecting' is news.
       onStatus: (s, detail) => {
         if (s === 'refused') {
           stream.close();
           reject(new EtfApiError(401, { error: { code: 'unauthorized', message: `stream refused: ${detail ?? 'authentication failed'}` } }));
         } else if (!values.json) process.stderr.write(`(${s}${detail ? `: ${detail}` : ''})\n`);
+        else if (s === 'reconnecting' || interrupted) out({ type: 'status', status: s, ...(detail ? { detail } : {}) }, '');
+        interrupted = s === 'reconnecting';
       },
     });
     const stop = () => {
