@@ -198,6 +198,11 @@ export type Rejection = { message?: undefined } & (
   | { code: 'unsupported_version'; speaks: number }
   /** The outcome is unknown (e.g. the journal write failed and the engine restarts). */
   | { code: 'engine_unavailable'; why: UnavailableCause }
+  /**
+   * A command larger than one NATS message may be on this system (`limit`, the server's max_payload): the
+   * gateway's engine client refuses it unsent, so nothing was done, and sending it again cannot help.
+   */
+  | { code: 'payload_too_large'; bytes: number; limit: number }
 );
 
 /**

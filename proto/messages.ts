@@ -15,7 +15,7 @@ export function refusalWords(r: EngineRefusal, tickerOf: TickerOf = bySymbolNumb
   // In the order the answers always had: field, unit, limit, symbol, shortfalls.
   if (w.field !== undefined) out.field = w.field;
   if (r.code === 'invalid_amount' && r.why === 'unit') out.unit = r.unit;
-  if (r.code === 'limit_exceeded') out.limit = r.limit;
+  if (r.code === 'limit_exceeded' || r.code === 'payload_too_large') out.limit = r.limit;
   if (r.code === 'limit_exceeded' && r.why === 'position') out.symbol = tickerOf(r.symbols[0]!);
   if (r.code === 'insufficient_holdings') out.shortfalls = r.shortfalls.map((s) => ({ symbol: s.symbol, ticker: tickerOf(s.symbol), have: s.have, need: s.need }));
   return out;
@@ -89,6 +89,8 @@ function words(r: Rejection, tickerOf: TickerOf): { message: string; field?: str
       return { message: `engine speaks protocol v${r.speaks}` };
     case 'engine_unavailable':
       return { message: UNAVAILABLE[r.why] };
+    case 'payload_too_large':
+      return { message: `the command is ${r.bytes} bytes, over the NATS message limit of ${r.limit} bytes on this system: nothing was done (send less)` };
   }
 }
 

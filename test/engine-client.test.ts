@@ -1,12 +1,17 @@
-import { describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Unpackr } from 'msgpackr';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { decodeRecords, encode, encodeRecords } from '../proto/codec.js';
 import { sharedRecordShapes } from '../proto/records.js';
 import { ENGINE_PROTOCOL_VERSION, type CommandBatch, type ReplyBatch } from '../proto/engine.js';
+import { HTTP_STATUS } from '../proto/http.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { EngineClient } from '../src/shared/engine-client.js';
 import { createLogger } from '../src/shared/log.js';
-import { until, useTestNats } from './helpers/system.js';
+import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
+import { natsClient, tempDir, until, useTestNats } from './helpers/system.js';
 import { heapFixture } from './helpers/heap.js';
 
 /**
@@ -205,6 +210,104 @@ describe('engine client: no engine subscribed', () => {
       const r = await client.call({ op: 'holdings', clientId: 1 });
       expect(r.ok).toBe(false);
       if (!r.ok) expect(r.error).toMatchObject({ code: 'engine_unavailable', message: expect.stringMatching(/nothing was done/) });
+    } finally {
+      client.close();
+    }
+  });
+});
+
+/**
+ * A publish the NATS client refuses throws, and the client's sends run in a
+ * next-turn or timer callback: a batch over the server's max_payload (many
+ * big commands in one turn) or a connection closed under it ended the whole
+ * gateway, every request in flight with it. The server here allows 4 KB.
+ */
+describe('engine client: the NATS payload limit, and a closed connection', () => {
+  const LIMIT = 4096;
+  const dir = tempDir();
+  let nats: NatsServer;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    const conf = join(dir.path, 'nats.conf');
+    writeFileSync(conf, `max_payload: ${LIMIT}\n`);
+    nats = await startNatsServer({ port: await freePort(), storeDir: join(dir.path, 'nats'), configFile: conf });
+    nc = await natsClient(nats.url);
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await nats?.stop();
+    dir.remove();
+  });
+
+  /** An engine that answers every command ok, and keeps what it was sent. */
+  function engine() {
+    const seen = { batches: [] as number[], ops: [] as string[] };
+    const sub = nc.subscribe(ENGINE_COMMAND_SUBJECT, {
+      callback: (_, m) => {
+        seen.batches.push(m.data.byteLength);
+        const b = decodeRecords<CommandBatch>(m.data);
+        for (const c of b.cmds) seen.ops.push(c.cmd.op);
+        m.respond(encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: b.cmds.map((c) => ({ id: c.id, ok: true, result: { accounts: 0, journal_seq: 0, fill_seq: 0 } })) } satisfies ReplyBatch));
+      },
+    });
+    return { seen, stop: () => sub.unsubscribe() };
+  }
+
+  const halt = (reasonBytes: number) => ({ op: 'halt' as const, etf: null, reason: 'x'.repeat(reasonBytes), by: 'operator' });
+
+  it('sends commands of one turn that together pass the limit in several batches under it, and every one is answered', async () => {
+    const e = engine();
+    await nc.flush();
+    const client = new EngineClient(nc, 600_000);
+    try {
+      // 60 halts with the longest reason the operator's page takes: about 14 KB in one turn.
+      const replies = await Promise.all(Array.from({ length: 60 }, () => client.call(halt(200))));
+      for (const r of replies) expect(r.ok).toBe(true);
+      expect(e.seen.ops).toHaveLength(60);
+      expect(e.seen.batches.length).toBeGreaterThan(1);
+      for (const bytes of e.seen.batches) expect(bytes).toBeLessThanOrEqual(LIMIT);
+    } finally {
+      client.close();
+      e.stop();
+    }
+  });
+
+  it('refuses a command that alone passes the limit as too large (413: nothing was sent), and answers the rest of its turn', async () => {
+    const e = engine();
+    await nc.flush();
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const client = new EngineClient(nc, 600_000, { log });
+    try {
+      const [big, ping] = await Promise.all([client.call(halt(LIMIT + 100)), client.call({ op: 'ping' })]);
+      expect(ping.ok).toBe(true);
+      expect(big.ok).toBe(false);
+      if (!big.ok) {
+        expect(big.error).toMatchObject({ code: 'payload_too_large', message: expect.stringMatching(/over the NATS message limit of 4096 bytes.*nothing was done/) });
+        expect(HTTP_STATUS[big.error.code]).toBe(413);
+      }
+      expect(e.seen.ops).toEqual(['ping']);
+      expect(lines.some((l) => l.msg === 'a command over the NATS payload limit: refused as too large, not sent' && l.op === 'halt')).toBe(true);
+    } finally {
+      client.close();
+      e.stop();
+    }
+  });
+
+  it('answers commands flushed onto a closed connection as not delivered (nothing was done), at once', async () => {
+    const own = await natsClient(nats.url);
+    const lines: Record<string, unknown>[] = [];
+    const log = createLogger('test', 'info', { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    // A deadline far past the test's: only an answer given at once passes.
+    const client = new EngineClient(own, 600_000, { log });
+    try {
+      await own.close();
+      const replies = await Promise.all([client.call({ op: 'ping' }), client.call(halt(10))]);
+      for (const r of replies) {
+        expect(r.ok).toBe(false);
+        if (!r.ok) expect(r.error).toMatchObject({ code: 'engine_unavailable', message: expect.stringMatching(/nothing was done/) });
+      }
+      expect(lines.filter((l) => l.msg === 'commands could not be sent to the engine: answered as not delivered')).toHaveLength(1);
     } finally {
       client.close();
     }

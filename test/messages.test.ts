@@ -63,6 +63,7 @@ describe('refusals: codes in the core and the journal, words at the edge', () =>
       [{ code: 'bad_request', why: 'from_before', version: 2, from: 0 }, { code: 'bad_request', message: 'version 2 applies from 1970-01-01T00:00:00.000Z: a new one cannot apply before it', field: 'from' }],
       [{ code: 'forbidden', answered: ['dump', 'ping'] }, { code: 'forbidden', message: "only dump, ping are answered on the operators' read-only subject" }],
       [{ code: 'engine_unavailable', why: 'unconfirmed' }, { code: 'engine_unavailable', message: 'the engine could not confirm this operation was recorded; check /holdings before retrying' }],
+      [{ code: 'payload_too_large', bytes: 5000, limit: 4096 }, { code: 'payload_too_large', message: 'the command is 5000 bytes, over the NATS message limit of 4096 bytes on this system: nothing was done (send less)', limit: 4096 }],
     ];
     for (const [r, words] of cases) expect(JSON.stringify(refusalWords(r, tickerOf))).toBe(JSON.stringify(words));
   });

@@ -20,6 +20,7 @@ import { NextTurn } from './next-turn.js';
 import { mergeShardReplies } from './shard-merge.js';
 import { refusalWords } from '../../proto/messages.js';
 import type { Logger } from './log.js';
+import { maxPayload } from './nats.js';
 
 export interface EngineClientOptions {
   /** The operators' read-only subject (the check tool, the operator's NATS user): a separate reply prefix too. */
@@ -144,6 +145,8 @@ export class EngineClient {
   /** Batches waiting to be sent again (no responders), cleared on close. */
   private readonly resends = new Set<NodeJS.Timeout>();
   private closed = false;
+  /** The last send was refused by the NATS client (connection closed or draining): logged once until one goes out. */
+  private sendRefused = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -386,12 +389,45 @@ export class EngineClient {
       return false;
     });
     if (cmds.length === 0) return;
+    this.sendBatch(line, cmds, now);
+  }
+
+  /**
+   * In as many messages as the server's max_payload needs, as the engine's answers go (EngineActor.publishReplies).
+   * A publish the NATS client refuses throws, and this runs in a next-turn or timer callback: many big commands in
+   * one turn, or a connection closed or draining, ended the gateway with every request in flight.
+   */
+  private sendBatch(line: ShardLine, cmds: CommandEnvelope[], now: number): void {
+    const bytes = encodeRecords({ v: ENGINE_PROTOCOL_VERSION, cmds } satisfies CommandBatch);
+    const limit = maxPayload(this.nc);
+    if (bytes.byteLength > limit) {
+      if (cmds.length > 1) {
+        const half = cmds.length >> 1;
+        this.sendBatch(line, cmds.slice(0, half), now);
+        this.sendBatch(line, cmds.slice(half), now);
+        return;
+      }
+      // No message can carry it: sent again it would be refused again, so it is a refusal of the request (413), not an outage.
+      const { id, cmd } = cmds[0]!;
+      this.log?.warn({ op: cmd.op, bytes: bytes.byteLength, limit }, 'a command over the NATS payload limit: refused as too large, not sent');
+      this.settle(id, this.pending.get(id)!, { id, ok: false, error: refusalWords({ code: 'payload_too_large', bytes: bytes.byteLength, limit }) });
+      return;
+    }
     const sent: SentBatch = { line, left: cmds.length, sentAt: now, no: this.nextBatch++, ids: cmds.map((c) => c.id) };
     for (const c of cmds) this.pending.get(c.id)!.batch = sent;
     line.out.push(sent);
     this.batches.set(sent.no, sent);
-    const batch: CommandBatch = { v: ENGINE_PROTOCOL_VERSION, cmds };
-    this.nc.publish(line.subject, encodeRecords(batch), { reply: `${this.inbox}.${sent.no}` });
+    try {
+      this.nc.publish(line.subject, bytes, { reply: `${this.inbox}.${sent.no}` });
+    } catch (err) {
+      // Refused before a byte was written (closed, draining): no engine can have it, so nothing was done. A closed
+      // connection never reopens, so waiting for an engine as after "no responders" would only delay the same answer.
+      if (!this.sendRefused) this.log?.error({ subject: line.subject, commands: cmds.length, err: String(err) }, 'commands could not be sent to the engine: answered as not delivered');
+      this.sendRefused = true;
+      this.failBatch(sent, 'not_delivered');
+      return;
+    }
+    this.sendRefused = false;
   }
 
   private expire(): void {

@@ -109,4 +109,10 @@ export function followRefusals(nc: NatsConnection, log: Logger): NatsRefusals {
 }
 
 /** The inbox prefix a connection was opened with (replies to this process arrive under it). */
+/** NATS's default payload limit, held to until the server has said its own. */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+
+/** The largest message the server takes (its max_payload): a publish over it throws, it is never sent. */
+export const maxPayload = (nc: NatsConnection): number => nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+
 export const inboxPrefixOf = (nc: NatsConnection): string | undefined => (nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
