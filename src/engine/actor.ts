@@ -26,6 +26,7 @@ import type { JournalWriter } from './journal.js';
 import { SnapshotCapture, snapshotParts } from './snapshot.js';
 import type { SnapshotStore } from './snapshot-store.js';
 import { NextTurn } from '../shared/next-turn.js';
+import { maxPayload } from '../shared/nats.js';
 import { noticeBatches } from './notice-batches.js';
 import { shardNames, type ShardNames } from '../../proto/shards.js';
 
@@ -34,9 +35,6 @@ export interface SnapshotPolicy {
   /** Journaled events between snapshots; bounds the replay at start-up. */
   every: number;
 }
-
-/** NATS's default payload limit, used until the server's own is known. */
-const MIN_MAX_PAYLOAD = 1024 * 1024;
 
 /**
  * Events per group commit. Well under NATS's 1 MB payload limit, and small
@@ -165,7 +163,9 @@ export class EngineActor {
       const error: Rejection = { code: 'unsupported_version', speaks: ENGINE_PROTOCOL_VERSION };
       const replies = (batch?.cmds ?? []).map((c): EngineReply => ({ id: c.id, ok: false, error }));
       // Self-contained: a gateway of another version may not know the shared shapes, and must still read why it is refused.
-      msg.respond(encodeSelfContained({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch));
+      // Each refusal so is larger than its command: a batch that fit can be refused in more than one message holds,
+      // and a publish thrown here, in the subscription's callback, closed this connection's reader.
+      this.publishReplies(msg.reply, replies, encodeSelfContained);
       return;
     }
     const now = this.now();
@@ -430,18 +430,18 @@ export class EngineActor {
    * publish over it throws, and here that ended the engine with every answer of the group lost (about
    * twenty 500-entry histories in one gateway batch pass 1 MB). One answer alone over it is refused as too large.
    */
-  private publishReplies(subject: string, replies: EngineReply[]): void {
-    const bytes = encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies } satisfies ReplyBatch);
+  private publishReplies(subject: string, replies: EngineReply[], encodeBatch: (b: ReplyBatch) => Uint8Array = encodeRecords): void {
+    const bytes = encodeBatch({ v: ENGINE_PROTOCOL_VERSION, replies });
     if (bytes.byteLength <= this.maxPayload()) return void this.nc.publish(subject, bytes);
     if (replies.length > 1) {
       const half = replies.length >> 1;
-      this.publishReplies(subject, replies.slice(0, half));
-      this.publishReplies(subject, replies.slice(half));
+      this.publishReplies(subject, replies.slice(0, half), encodeBatch);
+      this.publishReplies(subject, replies.slice(half), encodeBatch);
       return;
     }
     const { id } = replies[0]!;
     this.log.warn({ id, bytes: bytes.byteLength, maxPayload: this.nc.info?.max_payload }, 'an answer over the NATS payload limit: refused as too large');
-    this.nc.publish(subject, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: [{ id, ok: false, error: { code: 'engine_unavailable', why: 'too_large' } }] } satisfies ReplyBatch));
+    this.nc.publish(subject, encodeBatch({ v: ENGINE_PROTOCOL_VERSION, replies: [{ id, ok: false, error: { code: 'engine_unavailable', why: 'too_large' } }] }));
   }
 
   /**
@@ -460,21 +460,30 @@ export class EngineActor {
     }
   }
 
-  /** NATS's payload limit: the server's, or its default until the server is known. */
   private maxPayload(): number {
-    return this.nc.info?.max_payload ?? MIN_MAX_PAYLOAD;
+    return maxPayload(this.nc);
   }
 
-  /** A write failed: every group not yet answered is answered as unknown, and the process stops. */
+  /**
+   * A write failed: every group not yet answered is answered as unknown, and the process stops. The answers are
+   * best effort (the bus may be what failed): a publish that throws must not keep the fault, with its cause, from
+   * being reported, nor the other gateways' answers from going. Split as any answers are: a refusal is larger than a
+   * read's command, so a batch of reads waiting on the write can be refused in more than one message holds.
+   */
   private fail(err: unknown): void {
     this.failed = true;
     const error: Rejection = { code: 'engine_unavailable', why: 'unconfirmed' };
+    let unsent: { subject: string; err: string } | null = null;
     for (const g of [...this.inFlight.map((f) => f.group), ...this.groups]) {
       for (const [subject, replies] of g.replies) {
-        const failed = replies.map((r): EngineReply => ({ id: r.id, ok: false, error }));
-        this.nc.publish(subject, encodeRecords({ v: ENGINE_PROTOCOL_VERSION, replies: failed } satisfies ReplyBatch));
+        try {
+          this.publishReplies(subject, replies.map((r): EngineReply => ({ id: r.id, ok: false, error })));
+        } catch (e) {
+          unsent ??= { subject, err: String(e) };
+        }
       }
     }
+    if (unsent) this.log.error(unsent, 'answers to commands of a failed journal write could not all be sent: their gateways time out');
     this.inFlight.length = 0;
     this.groups.length = 0;
     this.groups.push(newGroup());
