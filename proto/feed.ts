@@ -82,7 +82,8 @@ export interface FeedProblem {
     | 'restart_rejected' // a claimed exchange restart disproved by the old session's own traffic, aggregated
     | 'jump_rejected' // far seq jumps disproved by the followed run going on, aggregated
     | 'conflict' // two different messages with the same seq, aggregated per feed
-    | 'held_store'; // held fills not kept outside the bridge (a stop now loses them), or a kept run not finished
+    | 'held_store' // held fills not kept outside the bridge (a stop now loses them), or a kept run not finished
+    | 'progress_unsaved'; // the clearing session record not saved for a while (the standby follows it); goes once a save goes through
   feed: 'clearing' | 'market_data';
   detail: string;
   /** How many events this problem stands for (gaps, conflicts, rejected restarts...). */

@@ -124,7 +124,23 @@ export interface FeedStatus {
   problems?: FeedProblem[];
   /** Present while fills wait to be stored in the fill stream for longer than an ack ever takes. */
   unstored?: FillsUnstored;
+  /** Present while the clearing progress the bridge has reached has not been saved for a few ticks. */
+  progress_unsaved?: ProgressUnsaved;
   ts: number;
+}
+
+/**
+ * The clearing session record (proto/feed.ts ClearingSessionRecord) not saved
+ * past what is stored: the standby follows that record (the session's sender,
+ * how far the bridge got), and a restart resumes from it. Tried again every tick.
+ */
+export interface ProgressUnsaved {
+  /** How long progress past the stored record has gone unsaved. */
+  for_ms: number;
+  /** Saves tried since. */
+  attempts: number;
+  /** Why the last one did not save. */
+  last_error: string;
 }
 
 /**
@@ -251,6 +267,7 @@ export const feedAlertShape: Shape<FeedAlert> = shape('feed alert', fields({ kin
 const countersProblem = fields({ datagrams: NUM, messages: NUM, gaps: NUM, missed_messages: NUM, bad_datagrams: NUM, restarts: NUM, last_seq: NUM });
 
 const unstoredProblem = fields({ fills: NUM, oldest_ms: NUM, last_error: optional(STR) });
+const unsavedProblem = fields({ for_ms: NUM, attempts: NUM, last_error: STR });
 
 /** What /health and the operator page show of the bridge: its counters and its standing problems. */
 export const feedStatusShape: Shape<FeedStatus> = shape('feed status', (s) => {
@@ -263,6 +280,10 @@ export const feedStatusShape: Shape<FeedStatus> = shape('feed status', (s) => {
   }
   if (s.unstored !== undefined) {
     const bad = at('unstored', unstoredProblem(s.unstored));
+    if (bad !== null) return bad;
+  }
+  if (s.progress_unsaved !== undefined) {
+    const bad = at('progress_unsaved', unsavedProblem(s.progress_unsaved));
     if (bad !== null) return bad;
   }
   return !isNum(s.ts) ? 'ts: not a number' : null;

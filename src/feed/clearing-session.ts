@@ -3,12 +3,25 @@ import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jets
 import type { KV } from '@nats-io/kv';
 import { decode, encode } from '../../proto/codec.js';
 import type { SessionMarker } from '../../proto/fill.js';
+import type { ProgressUnsaved } from '../../proto/marketdata.js';
 import { fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
 import { FILL_STREAM, SESSION_SUBJECT, fillSeqOfMsgId } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import type { RestartPolicy } from './clearing.js';
-import { SessionStore, type MdProgress } from './session.js';
+import { SessionStore, type MdProgress, type ProgressSave } from './session.js';
 import { readStream } from '../shared/stream-reader.js';
+
+/**
+ * Progress unsaved this long is news for /health (ProgressUnsaved), not only for the log: a save takes milliseconds
+ * and is tried every tick, so this is a bucket that refuses the record, not one slow write.
+ */
+export const UNSAVED_AFTER_MS = 3000;
+
+/** Why a save that should have written the record did not, in words for /health. */
+const NOT_SAVED: Partial<Record<ProgressSave, string>> = {
+  absent: 'the clearing session record is gone from the feed bucket',
+  raced: 'its compare-and-set did not go through (another writer, or JetStream without a leader)',
+};
 
 /**
  * The exchange session the bridge publishes fills under: its number (shared
@@ -29,6 +42,11 @@ export class ClearingSession {
     /** Clearing seqs of this session already counted under the one before it (FillPublisher.counted). */
     readonly countedBefore: Set<number>,
   ) {}
+
+  /** A save in flight: with the bucket slow to answer, ticks do not pile saves up behind it. */
+  private saving = false;
+  /** Since when progress past the stored record has gone unsaved, the saves tried since and why the last failed; null while saved. */
+  private failing: { since: number; attempts: number; error: string } | null = null;
 
   /**
    * Opens the stored session; when the operator's session name changed, a new
@@ -88,15 +106,63 @@ export class ClearingSession {
     return n;
   }
 
-  /** Saves progress in the background, only when the clearing feed moved past what is saved (or its sender changed). */
+  /**
+   * Saves progress in the background, only when the clearing feed moved past what is saved (or its sender changed).
+   * A save that keeps failing was a warning in the log every tick and nothing else, while the standby, which follows
+   * the record, waited on a sender or a seq it never got: it is now `unsaved()`, which the ticker makes a problem.
+   */
   saveIfMoved(lastSeq: number, md: MdProgress, clearingSender: string | null): void {
     const r = this.store.record;
-    if (lastSeq <= r.last_seq && (clearingSender === null || clearingSender === r.clearing_sender)) return;
-    this.store.saveProgress(lastSeq, md, clearingSender).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress'));
+    if (lastSeq <= r.last_seq && (clearingSender === null || clearingSender === r.clearing_sender)) {
+      // The record holds this progress (saved, or a session begun since): nothing is owed.
+      if (this.failing) this.savedAgain();
+      return;
+    }
+    if (this.saving) return;
+    this.saving = true;
+    this.store
+      .saveProgress(lastSeq, md, clearingSender)
+      .then(
+        (done) => {
+          const why = NOT_SAVED[done];
+          if (why === undefined) this.savedAgain();
+          else this.notSaved(why);
+        },
+        (err: unknown) => this.notSaved(String(err)),
+      )
+      .finally(() => (this.saving = false));
+  }
+
+  /** Progress past the stored record unsaved for UNSAVED_AFTER_MS, or null. */
+  unsaved(now = Date.now()): ProgressUnsaved | null {
+    const f = this.failing;
+    if (!f || now - f.since < UNSAVED_AFTER_MS) return null;
+    return { for_ms: now - f.since, attempts: f.attempts, last_error: f.error };
+  }
+
+  private notSaved(why: string): void {
+    const f = this.failing;
+    const error = why.slice(0, 300);
+    // Logged when it starts and when its reason changes, not every tick: unsaved() carries it from there.
+    if (!f || f.error !== error) this.log.warn({ err: error, session: this.store.session, lastSaved: this.store.record.last_seq }, 'could not save clearing progress: retrying every tick');
+    this.failing = { since: f?.since ?? Date.now(), attempts: (f?.attempts ?? 0) + 1, error };
+  }
+
+  private savedAgain(): void {
+    const f = this.failing;
+    if (!f) return;
+    this.failing = null;
+    this.log.info({ after_ms: Date.now() - f.since, attempts: f.attempts }, 'clearing progress saved again');
   }
 
   async save(lastSeq: number, md: MdProgress, clearingSender: string | null): Promise<void> {
-    await this.store.saveProgress(lastSeq, md, clearingSender).catch((err) => this.log.warn({ err: String(err) }, 'could not save clearing progress at stop'));
+    let why: string | undefined;
+    try {
+      why = NOT_SAVED[await this.store.saveProgress(lastSeq, md, clearingSender)];
+    } catch (err) {
+      why = String(err);
+    }
+    if (why !== undefined) this.log.warn({ err: why }, 'could not save clearing progress at stop');
   }
 }
 

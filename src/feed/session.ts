@@ -7,6 +7,14 @@ import { FEED_BUCKET, FEED_CLEARING_KEY, clearingSessionProblem, type ClearingSe
 
 const MAX_CAS_TRIES = 20;
 
+/**
+ * What SessionStore.saveProgress did: saved; nothing to save (`unchanged`, or
+ * the record is another session's: `other_session`); or not saved though it
+ * should have been: the record is gone (`absent`), or its compare-and-set did
+ * not go through (`raced`: another writer, or JetStream without a leader).
+ */
+export type ProgressSave = 'saved' | 'unchanged' | 'other_session' | 'absent' | 'raced';
+
 /** Where market data stands: its last seq, exchange timestamp and sender (none before it was heard in this process). */
 export interface MdProgress {
   seq: number;
@@ -103,17 +111,20 @@ export class SessionStore {
    * the evidence a later start compares with to see an exchange restart that
    * happened while no bridge was listening.
    */
-  async saveProgress(lastSeq: number, md?: MdProgress, clearingSender: string | null = null, now = Date.now()): Promise<void> {
+  async saveProgress(lastSeq: number, md?: MdProgress, clearingSender: string | null = null, now = Date.now()): Promise<ProgressSave> {
     const e = await this.kv.get(FEED_CLEARING_KEY);
-    if (!e || e.operation !== 'PUT') return;
+    if (!e || e.operation !== 'PUT') return 'absent';
     const cur = parseRecord(e.value);
     const clearingMoved = cur.last_seq < lastSeq || (clearingSender !== null && clearingSender !== cur.clearing_sender);
     const mdMoved = md !== undefined && md.seq > 0 && (md.seq !== cur.md_seq || (md.sender !== undefined && md.sender !== cur.md_sender));
-    if (cur.session !== this.record.session || (!clearingMoved && !mdMoved)) return;
+    if (cur.session !== this.record.session) return 'other_session';
+    if (!clearingMoved && !mdMoved) return 'unchanged';
     const mdNow = mdMoved ? { md_seq: md.seq, md_ts: String(md.ts), ...(md.sender !== undefined ? { md_sender: md.sender } : {}) } : {};
     const senderNow = clearingSender !== null ? { clearing_sender: clearingSender } : {};
     const next: ClearingSessionRecord = { ...cur, last_seq: Math.max(cur.last_seq, lastSeq), ts: now, ...mdNow, ...senderNow };
-    if (await cas(this.kv, next, e.revision)) this.record = next;
+    if (!(await cas(this.kv, next, e.revision))) return 'raced';
+    this.record = next;
+    return 'saved';
   }
 }
 

@@ -23,6 +23,8 @@ export interface TickerParts {
   publisher: Pick<FillPublisher, 'unstored'>;
 }
 
+const PROGRESS_PROBLEM = 'progress-unsaved';
+
 /**
  * The bridge's periodic work: pending verdicts see time pass (a restart is
  * believed on a quiet old session, which no message reports), the problems
@@ -50,13 +52,15 @@ export class BridgeTicker {
   }
 
   status(): FeedStatus {
-    const { clearing, md, verdict, problems, publisher } = this.parts;
+    const { clearing, md, verdict, problems, publisher, session } = this.parts;
     const unstored = publisher.unstored();
+    const unsaved = session.unsaved();
     return {
       clearing: { ...clearing.counters, held: verdict.held('clearing') },
       market_data: { ...md.counters, held: verdict.held('market_data') },
       problems: problems.book.list(),
       ...(unstored ? { unstored } : {}),
+      ...(unsaved ? { progress_unsaved: unsaved } : {}),
       ts: Date.now(),
     };
   }
@@ -65,6 +69,7 @@ export class BridgeTicker {
     const { clearing, md, verdict, problems, session } = this.parts;
     verdict.tick(Date.now());
     this.lookAtRestored();
+    this.progressProblem();
     problems.flush();
     const data = encode(this.status());
     publishQuiet(this.nc, this.log, FEED_STATUS_SUBJECT, undefined, data);
@@ -72,6 +77,20 @@ export class BridgeTicker {
     // While a new session is not begun yet, the tracker's seq belongs to a session the store does not know.
     if (clearing.restartsPending === 0) session.saveIfMoved(clearing.tracker.last, verdict.mdProgress(md.progress), verdict.clearingSender());
   };
+
+  /**
+   * Unsaved progress as a standing problem: the gateway shows the bridge's problems on /health (a status field alone
+   * it would drop), so this is what reaches the operator. It goes by itself once a save goes through; one an earlier
+   * bridge process left goes at this one's first tick if its saves go through.
+   */
+  private progressProblem(): void {
+    const { problems, session } = this.parts;
+    const u = session.unsaved();
+    if (!u) return problems.book.resolve(PROGRESS_PROBLEM);
+    const detail = `the clearing session record (how far the bridge got, the session's sender) has not been saved for ${Math.round(u.for_ms / 1000)} s, ${u.attempts} attempt(s): ${u.last_error}. The standby follows that record (a new session's sender, a seq to go on past), and a restart resumes from it; tried again every tick`;
+    if (problems.book.get(PROGRESS_PROBLEM)) problems.book.describe(PROGRESS_PROBLEM, detail);
+    else problems.book.raise({ id: PROGRESS_PROBLEM, kind: 'progress_unsaved', feed: 'clearing', detail, actions: ['ack'] }, Date.now());
+  }
 
   /** A restored verdict may be live in a second bridge, which decides it and purges its run: then this copy goes. */
   private lookAtRestored(): void {

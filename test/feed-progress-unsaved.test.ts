@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import { decode } from '../proto/codec.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../proto/feed.js';
+import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
+import { multicastSender } from '../src/feed/multicast.js';
+import { api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
+import { bridgeOpts, fillMsg, sendClearing, type Sender } from './helpers/feed.js';
+
+/**
+ * The clearing session record the bridge saves as it goes (how far it got, the
+ * session's sender) is what the standby follows and a restart resumes from.
+ * A bucket that refuses it was a warning in the bridge's log every tick, and
+ * /health said nothing.
+ */
+let nats: Awaited<ReturnType<typeof startTestNats>>;
+let dir: ReturnType<typeof tempDir>;
+let sys: TestSystem;
+let nc: NatsConnection;
+let sender: Sender;
+let bridge: BridgeHandle;
+let opts: BridgeOptions;
+
+beforeAll(async () => {
+  nats = await startTestNats();
+  dir = tempDir();
+  sys = await startSystem(nats.url, testConfig(dir.path));
+  nc = await natsClient(nats.url);
+  sender = await multicastSender('127.0.0.1');
+  opts = await bridgeOpts(nats.url);
+  bridge = await startBridge(opts, quietLog);
+});
+
+afterAll(async () => {
+  await bridge?.close();
+  await sender?.close();
+  await nc?.close();
+  await sys?.close();
+  await nats?.stop();
+  nats?.remove();
+  dir?.remove();
+});
+
+it('says on /health when the clearing progress cannot be saved, and stops once it is saved again', async () => {
+  const http = api(sys.url);
+  const kv = await new Kvm(nc).open(FEED_BUCKET);
+  const savedSeq = async () => {
+    const e = await kv.get(FEED_CLEARING_KEY);
+    return e ? decode<ClearingSessionRecord>(e.value).last_seq : 0;
+  };
+  await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 3, 5)]]);
+  await until(async () => (await savedSeq()) === 1, 'the progress saved');
+
+  // The bucket refuses the record (as a quota, a full disk or a size limit does); the fills themselves still go through.
+  const jsm = await jetstreamManager(nc);
+  const stream = `KV_${FEED_BUCKET}`;
+  const { config } = await jsm.streams.info(stream);
+  await jsm.streams.update(stream, { ...config, max_msg_size: 16 });
+  await sendClearing(sender, opts.clearing, [[fillMsg(2, 1, 3, 7)]]);
+  const told = await until(async () => {
+    const h = await http.send('GET', '/health');
+    return (h.body.problems as string[] | undefined)?.some((p) => p.startsWith('progress_unsaved')) && h;
+  }, 'the unsaved progress on /health');
+  expect(told.body.status).toBe('degraded');
+  expect(told.body.problems).toContainEqual(
+    expect.stringMatching(/^progress_unsaved on clearing \[progress-unsaved, operator: ack\]: the clearing session record .* has not been saved for \d+ s, \d+ attempt\(s\): .*message size exceeds maximum allowed.*The standby follows that record/),
+  );
+  expect(bridge.stats().status.progress_unsaved).toMatchObject({ attempts: expect.any(Number), last_error: expect.stringMatching(/message size exceeds/) });
+  expect(await savedSeq()).toBe(1);
+
+  // The limit lifted: the next tick saves, and the problem goes.
+  await jsm.streams.update(stream, config);
+  await until(async () => (await savedSeq()) === 2, 'the progress saved again');
+  const cleared = await until(async () => {
+    const h = await http.send('GET', '/health');
+    return !(h.body.problems as string[] | undefined)?.some((p) => p.startsWith('progress_unsaved')) && h;
+  }, 'the problem gone from /health');
+  expect(cleared.body.feed.problems ?? []).toEqual([]);
+  expect(bridge.stats().status.progress_unsaved).toBeUndefined();
+});
