@@ -61,6 +61,12 @@ export function clearingSessionProblem(r: unknown): string | null {
 export const fillSessionId = (session: number): string => String(session);
 /** JetStream msg id of a SessionMarker (proto/fill.ts). */
 export const sessionMarkerMsgId = (session: number): string => `session-${session}`;
+/** The session a marker's msg id names (sessionMarkerMsgId); null when the id is not a marker's. */
+export function sessionOfMarkerMsgId(id: string): number | null {
+  const m = /^session-(\d+)$/.exec(id);
+  const n = m ? Number(m[1]) : NaN;
+  return Number.isSafeInteger(n) && n >= 1 ? n : null;
+}
 
 /**
  * Standing feed problems: what may make positions incomplete or wrong (fills
@@ -83,7 +89,8 @@ export interface FeedProblem {
     | 'jump_rejected' // far seq jumps disproved by the followed run going on, aggregated
     | 'conflict' // two different messages with the same seq, aggregated per feed
     | 'held_store' // held fills not kept outside the bridge (a stop now loses them), or a kept run not finished
-    | 'progress_unsaved'; // the clearing session record not saved for a while (the standby follows it); goes once a save goes through
+    | 'progress_unsaved' // the clearing session record not saved for a while (the standby follows it); goes once a save goes through
+    | 'marker_unreadable'; // the fill stream's last session marker does not read: which session it opened, and whether the engine reset at it, is in doubt
   feed: 'clearing' | 'market_data';
   detail: string;
   /** How many events this problem stands for (gaps, conflicts, rejected restarts...). */

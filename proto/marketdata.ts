@@ -104,7 +104,8 @@ export interface FeedAlert {
     | 'conflict'
     | 'verdict_decided'
     | 'held_store'
-    | 'replay';
+    | 'replay'
+    | 'marker_unreadable';
   feed: 'clearing' | 'market_data';
   detail: string;
   /** Expected and received seq_num for a gap. */

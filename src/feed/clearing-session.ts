@@ -4,7 +4,7 @@ import type { KV } from '@nats-io/kv';
 import { decode, encode } from '../../proto/codec.js';
 import type { SessionMarker } from '../../proto/fill.js';
 import type { ProgressUnsaved } from '../../proto/marketdata.js';
-import { fillSessionId, sessionMarkerMsgId } from '../../proto/feed.js';
+import { fillSessionId, sessionMarkerMsgId, sessionOfMarkerMsgId } from '../../proto/feed.js';
 import { FILL_STREAM, SESSION_SUBJECT, fillSeqOfMsgId } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import type { RestartPolicy } from './clearing.js';
@@ -41,6 +41,8 @@ export class ClearingSession {
     readonly streamSeqAtOpen: number,
     /** Clearing seqs of this session already counted under the one before it (FillPublisher.counted). */
     readonly countedBefore: Set<number>,
+    /** The fill stream's last session marker did not read at the open: why, and what was done (a standing problem), or null. */
+    readonly markerUnreadable: string | null,
   ) {}
 
   /** A save in flight: with the bucket slow to answer, ticks do not pile saves up behind it. */
@@ -66,7 +68,7 @@ export class ClearingSession {
       await publishMarker(js, log, opts.restartPolicy, store.session, detail);
       onChanged(detail);
     }
-    const marker = await ensureMarker(nc, js, log, opts.restartPolicy, store.session);
+    const { seq: marker, unreadable } = await ensureMarker(nc, js, log, opts.restartPolicy, store.session);
     // Under `keep`, fills the standby stored under the old session right before the new one's marker count (no reset
     // zeroes them): the same exchange process goes on, so a bridge that heard them too does not store them again.
     // That is the one that began the session (it joined the groups first) and one that joined early too
@@ -77,7 +79,7 @@ export class ClearingSession {
     const stored = await lastStoredFill(nc, fillSessionId(store.session));
     const startSeq = Math.max(store.record.last_seq, stored.fillSeq);
     log.info({ session: store.session, sessionName: store.record.name, lastSeq: startSeq, policy: opts.restartPolicy }, 'clearing session');
-    return new ClearingSession(js, store, opts.restartPolicy, log, startSeq, stored.streamSeq, countedBefore);
+    return new ClearingSession(js, store, opts.restartPolicy, log, startSeq, stored.streamSeq, countedBefore, unreadable);
   }
 
   get number(): number {
@@ -206,32 +208,60 @@ async function fillsBefore(nc: NatsConnection, seq: number, session: string): Pr
  * without the reset. None of them can be stored yet (fills wait behind the
  * marker), so the marker is written now, before any. A second marker for one
  * session, with no fill between, changes nothing.
+ *
+ * A last marker that does not read was taken for "none" (session 0), without a
+ * word: then a marker was written for the current session even when the one
+ * that did not read was that session's own, after its fills, and under the
+ * reset policy the engine reset every position at it a second time, wiping
+ * those fills. Which session it opened is now read from its msg id (the bridge
+ * that wrote it named the session there too); when that does not tell either,
+ * a marker is written only if nothing was stored after the unreadable one
+ * (then a second one changes nothing), else none is: a missing reset is the
+ * lesser harm, and both are said (`unreadable`, a standing problem).
  */
-async function ensureMarker(nc: NatsConnection, js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number): Promise<number | null> {
-  if (n <= 1) return null;
+async function ensureMarker(nc: NatsConnection, js: JetStreamClient, log: Logger, policy: RestartPolicy, n: number): Promise<{ seq: number | null; unreadable: string | null }> {
+  if (n <= 1) return { seq: null, unreadable: null };
   // None stored is 0; a timeout is thrown (never taken for "no marker").
   const had = await lastMarker(nc);
-  if (had.session === n) return had.seq;
-  if (had.session > n) return null;
+  let unreadable = had.unreadable;
+  if (unreadable !== null) {
+    const told = had.session === null ? 'nor does its msg id say which session it opened' : `its msg id says session ${had.session}`;
+    unreadable = `${unreadable}; ${told}. The engine took it for a marker that neither resets positions nor begins a session: if it was an exchange restart under the reset policy, positions were not reset at it`;
+    log.error({ session: n, streamSeq: had.seq, markerSession: had.session }, `the last session marker in the fill stream does not read: ${unreadable}`);
+  }
+  if (had.session === n) return { seq: had.seq, unreadable };
+  if (had.session !== null && had.session > n) return { seq: null, unreadable };
+  if (had.session === null) {
+    const { state } = await (await jetstreamManager(nc)).streams.info(FILL_STREAM);
+    if (state.last_seq !== had.seq) {
+      const detail = `${unreadable}. No marker was written for session ${n}: fills stored after the unreadable one may be this session's, and a reset written after them would wipe them; if session ${n} truly has none (its bridge stopped right after beginning it), its fills go on without the reset`;
+      log.error({ session: n, streamSeq: had.seq, lastSeq: state.last_seq }, 'session marker not written: the last one does not read and messages were stored after it');
+      return { seq: null, unreadable: detail };
+    }
+  }
   log.error({ session: n, lastMarker: had.session }, 'the current exchange session has no marker in the fill stream (its bridge stopped before writing it): writing it now');
-  return publishMarker(js, log, policy, n, `exchange session ${n} begun by a bridge that stopped before writing its marker`);
+  const seq = await publishMarker(js, log, policy, n, `exchange session ${n} begun by a bridge that stopped before writing its marker`);
+  return { seq, unreadable: unreadable === null ? null : `${unreadable}. A marker for session ${n} was written after it (nothing was stored between)` };
 }
 
-/** The session of the last marker in the fill stream (0: none; session 1 has none). */
-export async function lastMarkerSession(nc: NatsConnection): Promise<number> {
-  return (await lastMarker(nc)).session;
-}
-
-/** The last marker in the fill stream: its session (0: none) and stream sequence. */
-async function lastMarker(nc: NatsConnection): Promise<{ session: number; seq: number }> {
+/**
+ * The last marker in the fill stream: its session (0: none) and stream sequence. One whose payload does not read
+ * (another version's, a foreign or damaged write) gives the session its msg id names, or null when that does not
+ * tell either, and `unreadable` says why: never a session it did not open.
+ */
+export async function lastMarker(nc: NatsConnection): Promise<{ session: number | null; seq: number; unreadable: string | null }> {
   const jsm = await jetstreamManager(nc);
   const last = await jsm.streams.getMessage(FILL_STREAM, { last_by_subj: SESSION_SUBJECT });
-  if (!last) return { session: 0, seq: 0 };
+  if (!last) return { session: 0, seq: 0, unreadable: null };
+  let why: string;
   try {
-    return { session: decode<SessionMarker>(last.data).session, seq: last.seq };
-  } catch {
-    return { session: 0, seq: last.seq };
+    const m = decode<Partial<SessionMarker> | undefined>(last.data);
+    if (Number.isSafeInteger(m?.session) && m!.session! >= 1) return { session: m!.session!, seq: last.seq, unreadable: null };
+    why = `its session is ${JSON.stringify(m?.session) ?? 'missing'}`;
+  } catch (err) {
+    why = String(err);
   }
+  return { session: sessionOfMarkerMsgId(last.header?.get('Nats-Msg-Id') ?? ''), seq: last.seq, unreadable: `the session marker at stream seq ${last.seq} does not read (${why.slice(0, 200)})` };
 }
 
 /**

@@ -190,6 +190,11 @@ async function openParts(nc: NatsConnection, feedKv: BridgeParts['feedKv'], opts
   publisher.streamSeq = session.streamSeqAtOpen;
   if (session.countedBefore.size > 0) publisher.counted = { session: fillSessionId(session.number), seqs: session.countedBefore };
   const problems = await ProblemStore.open(feedKv, log);
+  if (session.markerUnreadable !== null) {
+    // Until the operator has looked: which session the stream's positions are in, and whether they were reset, is in doubt.
+    problems.book.raise({ id: 'marker-unreadable', kind: 'marker_unreadable', feed: 'clearing', detail: session.markerUnreadable, actions: ['ack'] }, Date.now());
+    alerts.send('clearing', { kind: 'marker_unreadable', detail: session.markerUnreadable });
+  }
   const heldTrouble = (why: string | null) => {
     if (why === null) return problems.book.resolve(HELD_STORE_PROBLEM);
     problems.book.raise({ id: HELD_STORE_PROBLEM, kind: 'held_store', feed: 'clearing', detail: why, actions: ['ack'] }, Date.now());

@@ -9,7 +9,7 @@ import { connectNats } from '../shared/nats.js';
 import { ensureFillStream, openBucket } from '../shared/streams.js';
 import type { Logger } from '../shared/log.js';
 import { AlertSender } from './alerts.js';
-import { lastMarkerSession, lastStoredFill } from './clearing-session.js';
+import { lastMarker, lastStoredFill } from './clearing-session.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { publishQuiet } from './nats-out.js';
 import { REORDER_WINDOW, believableJump, fingerprint } from './verdict.js';
@@ -202,7 +202,13 @@ export class StandbyListener {
     }
     if (f && r.session < f.session) return;
     if (!r.clearing_sender) return this.wait(`session ${r.session}: its sender is not known yet (the bridge saves it once it has heard a fill)`);
-    if (r.session > 1 && (await lastMarkerSession(this.nc)) < r.session) return this.wait(`session ${r.session}: its marker is not in the fill stream yet`);
+    if (r.session > 1) {
+      const had = await lastMarker(this.nc);
+      // One that does not read stands for the session its msg id names; when that does not tell either, the session's
+      // reset cannot be known to be stored, and nothing is published before it (the bridge says why on /health).
+      if (had.session === null) return this.wait(`session ${r.session}: ${had.unreadable}, nor does its msg id say which session it opened: not following until a marker that reads`);
+      if (had.session < r.session) return this.wait(`session ${r.session}: its marker is not in the fill stream yet`);
+    }
     const session = fillSessionId(r.session);
     const stored = (await lastStoredFill(this.nc, session)).fillSeq;
     const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), checkSkip: true, suspendedAt: null, run: null };
