@@ -16,6 +16,8 @@ export interface MetricsSources {
   ws: () => HubStats;
   /** What the NATS server refused of the gateway's connection (src/shared/nats.ts followRefusals). */
   natsRefused?: () => number;
+  /** Subscription handlers that threw (src/shared/nats.ts guardCallbacks). */
+  natsHandlerThrows?: () => number;
 }
 
 export interface GatewayMetrics {
@@ -66,6 +68,18 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
       collect() {
         this.reset();
         this.inc(refused());
+      },
+    });
+  }
+  const throws = src.natsHandlerThrows;
+  if (throws) {
+    new Counter({
+      name: 'etf_gateway_nats_handler_throws_total',
+      help: 'Messages whose subscription handler in the gateway threw (caught, so the connection reads on): each logged',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(throws());
       },
     });
   }

@@ -2,7 +2,7 @@ import { assertPortFree } from '../shared/ports.js';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ROUTES, conversionSchema } from '../../proto/http.js';
 import type { Config } from '../config/config.js';
-import { connectNats, natsRefusals } from '../shared/nats.js';
+import { callbackThrows, connectNats, natsRefusals } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import { EngineClient } from '../shared/engine-client.js';
 import { Authenticator, authOptions } from './auth.js';
@@ -156,7 +156,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, (info) => !foreignOrigin(info, allowedOrigins));
   const signIns = new SignInChangesFollower(nc, [(names) => auth.expire(names ?? undefined), (names) => ws.signInChanged(names)], log);
   const table = apiTable({ deps, instruments, natsConnected: followNats(nc, log), feedStatus, ws: () => ws, etfs, charts, apiDescription: openApiDocument(cfg.maxAmount) });
-  const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats, natsRefused: () => natsRefusals(nc).total }, log);
+  const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats, natsRefused: () => natsRefusals(nc).total, natsHandlerThrows: () => callbackThrows(nc) }, log);
   const pages = staticFiles(metrics, log);
   const operator = mountOperator(cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks, throttle }, log);
   const handler = dispatcher({ cfg, log, table, throttle, metrics, pages, operator, allowedOrigins });

@@ -68,7 +68,47 @@ export async function connectNats(url: string, name: string, opts: ConnectOption
     ...(credsFile ? credentialsOptions(credsFile) : {}),
   });
   if (opts.log) followRefusals(nc, opts.log);
+  guardCallbacks(nc, opts.log);
   return nc;
+}
+
+type SubscribeOpts = Parameters<NatsConnection['subscribe']>[1];
+type Callback = NonNullable<NonNullable<SubscribeOpts>['callback']>;
+
+/** Throws caught in subscription callbacks, by subject, on connections opened by connectNats. */
+const callbackThrowsOf = new WeakMap<NatsConnection, { total: number }>();
+
+/** The throws a connection's subscription callbacks made (caught, logged): zero for one connectNats did not open. */
+export const callbackThrows = (nc: NatsConnection): number => callbackThrowsOf.get(nc)?.total ?? 0;
+
+/**
+ * Every subscription callback of the connection runs guarded. nats.js calls a
+ * callback inside its protocol parser, and a throw there ends the reader of
+ * the whole connection: it prints "reader closed" to the console, and the
+ * process hears nothing more on any subscription (answers, fills, notices)
+ * until its pings time out and it reconnects, tens of seconds later. Caught
+ * here, the throw costs that one message its handler and is logged (the first
+ * per subject, then at every power of ten) and counted.
+ */
+function guardCallbacks(nc: NatsConnection, log: Logger | undefined): void {
+  const counts = { total: 0 };
+  callbackThrowsOf.set(nc, counts);
+  const perSubject = new Map<string, number>();
+  const subscribe = nc.subscribe.bind(nc);
+  const guard = (subject: string, callback: Callback): Callback => (err, msg) => {
+    try {
+      callback(err, msg);
+    } catch (thrown) {
+      counts.total++;
+      const n = (perSubject.get(subject) ?? 0) + 1;
+      if (perSubject.size < 1_000 || perSubject.has(subject)) perSubject.set(subject, n);
+      if (!/^10*$/.test(String(n))) return;
+      const words = 'a NATS subscription handler threw: that message is lost to it, the connection reads on';
+      if (log) log.error({ subject, err: thrown, times: n }, words);
+      else process.emitWarning(`${words} (${subject}, ${n} times): ${String(thrown)}`, { code: 'ETF_NATS_CALLBACK' });
+    }
+  };
+  nc.subscribe = (subject, opts) => subscribe(subject, opts?.callback ? { ...opts, callback: guard(subject, opts.callback) } : opts);
 }
 
 /** What the server refused of one connection, counted per kind. */
@@ -108,11 +148,11 @@ export function followRefusals(nc: NatsConnection, log: Logger): NatsRefusals {
   return counts;
 }
 
-/** The inbox prefix a connection was opened with (replies to this process arrive under it). */
 /** NATS's default payload limit, held to until the server has said its own. */
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
 /** The largest message the server takes (its max_payload): a publish over it throws, it is never sent. */
 export const maxPayload = (nc: NatsConnection): number => nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
 
+/** The inbox prefix a connection was opened with (replies to this process arrive under it). */
 export const inboxPrefixOf = (nc: NatsConnection): string | undefined => (nc as unknown as { options?: { inboxPrefix?: string } }).options?.inboxPrefix;
