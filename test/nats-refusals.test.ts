@@ -8,6 +8,7 @@ import { connectNats } from '../src/shared/nats.js';
 import { createLogger } from '../src/shared/log.js';
 import { provisionStreams } from '../src/shared/streams.js';
 import { startGateway, type GatewayHandle } from '../src/gateway/server.js';
+import { startPricing } from '../src/pricing/service.js';
 import { quietLog, tempDir, testConfig, until } from './helpers/system.js';
 
 /**
@@ -57,6 +58,29 @@ it('logs a publish the server refused, naming the subject', async () => {
     await nc.close();
   }
   expect(lines).toContainEqual(expect.objectContaining({ level: 50, operation: 'publish', subject: fillSubject(1), times: 1, msg: expect.stringMatching(/refused/) }));
+});
+
+it('the pricing service logs a publish the server refused on its own connection', async () => {
+  const lines: Record<string, unknown>[] = [];
+  let heard!: () => void;
+  const logged = new Promise<void>((r) => (heard = r));
+  const log = createLogger('test', 'info', {
+    write: (s: string) => {
+      const line = JSON.parse(s) as Record<string, unknown>;
+      lines.push(line);
+      if (line.subject === fillSubject(3)) heard();
+    },
+  });
+  const cfg = testConfig(dir.path);
+  const pricing = await startPricing({ ...cfg, nats: { ...cfg.nats, creds: auth.credsFile('pricing') } }, server.url, log);
+  try {
+    pricing.nc.publish(fillSubject(3), encode({ forged: true }));
+    await pricing.nc.flush();
+    await logged;
+  } finally {
+    await pricing.close();
+  }
+  expect(lines).toContainEqual(expect.objectContaining({ level: 50, operation: 'publish', subject: fillSubject(3), times: 1, msg: expect.stringMatching(/refused/) }));
 });
 
 it('counts the gateway\'s own refused publishes on /metrics', async () => {

@@ -140,7 +140,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
   const instruments = loadBaskets(cfg.basketsFile || undefined);
   const state = new PricingState(instruments.baskets);
   const stats: PricingStats = { bbos: 0, badBbos: 0, published: 0, publishErrors: 0 };
-  const nc = await connectNats(natsUrl, 'etf-pricing', { role: 'pricing', credsFile: cfg.nats.creds });
+  const nc = await connectNats(natsUrl, 'etf-pricing', { role: 'pricing', credsFile: cfg.nats.creds, log });
   // The pricing actor writes this bucket, so it creates it; readers only open it.
   const prices: KV = await openBucket(nc, PRICE_BUCKET, cfg.nats.replicas ?? 1);
   // KV first: whoever hears the subject and then reads the bucket finds this value or a newer one.
