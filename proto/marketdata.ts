@@ -1,5 +1,5 @@
 import { feedProblemProblem, type FeedProblem } from './feed.js';
-import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, optional, shape, STR, type Shape } from './shape.js';
+import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, oneOf, optional, shape, STR, type Shape } from './shape.js';
 /**
  * Market data and prices on NATS (msgpack via proto/codec.ts).
  *
@@ -41,6 +41,8 @@ export interface BasketVersions {
 export const FEED_ALERT_SUBJECT = 'ndfex.alert';
 /** The bridge's periodic status, which the gateway shows on /health. */
 export const FEED_STATUS_SUBJECT = 'ndfex.feed.status';
+/** The pricing service's periodic status (PricingStatus), which the gateway shows on /health and /metrics. */
+export const PRICING_STATUS_SUBJECT = 'etf.pricing.status';
 
 export interface Bbo {
   symbol: number;
@@ -288,4 +290,60 @@ export const feedStatusShape: Shape<FeedStatus> = shape('feed status', (s) => {
     if (bad !== null) return bad;
   }
   return !isNum(s.ts) ? 'ts: not a number' : null;
+});
+
+/** What the pricing service writes: `prices` into PRICE_BUCKET (then on their subjects), `desk` into DESK_STREAM (proto/desk.ts). */
+export type PricingOutput = 'prices' | 'desk';
+
+/**
+ * One of the pricing service's outputs whose writes have failed, none
+ * succeeding since, for longer than a stream leader's election takes.
+ */
+export interface PricingFailing {
+  what: PricingOutput;
+  /** What NATS or JetStream last said. */
+  error: string;
+  /** When its first failed write since the last stored one was (the pricing host's clock), and how long before `ts`. */
+  since: number;
+  for_ms: number;
+}
+
+/**
+ * The pricing service's status, every second on PRICING_STATUS_SUBJECT: it
+ * serves nothing over HTTP, so its counters and failures reach an operator only
+ * through the gateway. A process that stops (crashed, hung) stops sending it.
+ */
+export interface PricingStatus {
+  /** When this run of the service started: a new value is a restart. */
+  started: number;
+  /** Best bids/asks heard, and those not of the Bbo shape (ignored). */
+  bbos: number;
+  bad_bbos: number;
+  /** ETF prices sent to the bucket, those it stored, and failed attempts (each retried). */
+  published: number;
+  stored: number;
+  publish_errors: number;
+  /** The desk's chart samples and scorecards written, and writes the stream refused. */
+  desk: { samples: number; cards: number; write_errors: number };
+  /** Outputs failing now; absent while none is. */
+  failing?: PricingFailing[];
+  /** The newest failed write, kept after writes succeed again. */
+  last_error?: { what: PricingOutput; error: string; ts: number };
+  ts: number;
+}
+
+const pricingOutput = oneOf('prices', 'desk');
+const pricingFailingProblem = fields({ what: pricingOutput, error: STR, since: NUM, for_ms: NUM });
+const pricingDeskProblem = fields({ samples: INT, cards: INT, write_errors: INT });
+const pricingLastErrorProblem = fields({ what: pricingOutput, error: STR, ts: NUM });
+
+export const pricingStatusShape: Shape<PricingStatus> = shape('pricing status', (s) => {
+  if (!isMap(s)) return 'not a map';
+  const p = fields({ started: NUM, bbos: INT, bad_bbos: INT, published: INT, stored: INT, publish_errors: INT, ts: NUM })(s) ?? at('desk', pricingDeskProblem(s.desk));
+  if (p !== null) return p;
+  if (s.failing !== undefined) {
+    const bad = at('failing', itemsProblem(s.failing, pricingFailingProblem));
+    if (bad !== null) return bad;
+  }
+  return s.last_error === undefined ? null : at('last_error', pricingLastErrorProblem(s.last_error));
 });

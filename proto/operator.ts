@@ -1,6 +1,6 @@
 import type { PnlBody } from './http.js';
 import type { AuditEntry } from './audit.js';
-import type { FeedAlert, FeedCounters, FillsUnstored } from './marketdata.js';
+import type { FeedAlert, FeedCounters, FillsUnstored, PricingStatus } from './marketdata.js';
 import type { FeedProblem } from './feed.js';
 import type { RosterRefusal, ScoreboardFailing } from './engine.js';
 
@@ -74,10 +74,23 @@ export interface OperatorFeed {
   unstored?: FillsUnstored;
 }
 
+/** The pricing service as the gateway last heard it (proto/marketdata.ts PricingStatus), as /health shows it under `pricing`. */
+export type OperatorPricing = {
+  /** It published its status within the last few seconds. */
+  live: boolean;
+  /** Since its last status; null: never heard by this gateway. */
+  age_ms: number | null;
+  /** New runs heard since the gateway started. */
+  restarts?: number;
+  /** What /health lists of it (not reporting, restarting, writes failing); absent: none. */
+  problems?: string[];
+} & Partial<Omit<PricingStatus, 'ts'>>;
+
 export interface OperatorOverview extends OperatorAccounts {
   /** The latest conversions of every team (accepted and refused), newest first. */
   conversions: (AuditEntry & { username: string })[];
   feed: OperatorFeed;
+  pricing: OperatorPricing;
   alerts: FeedAlert[];
   ws: { connections: number; accounts: number; changes: number };
   /** Roster lines the engine refused at its last reading of the file (as if absent until fixed); absent when none. */

@@ -15,7 +15,7 @@
  *                  replies, write prices, books or feed state, administer streams.
  *            (The names subjects are the engines' alone: a gateway cannot reserve a name.)
  *   gateway  CAN   send commands (and so read credentials: it checks passwords), hear
- *                  replies, notices, sign-in changes, engine starts, prices, feed status and alerts, read prices, books, baskets
+ *                  replies, notices, sign-in changes, engine starts, prices, feed and pricing status and alerts, read prices, books, baskets
  *                  and the desk (chart samples and scorecards).
  *            CANNOT write or read the journal or snapshots, publish fills, write any
  *                  bucket, administer streams, listen to another role's inbox.
@@ -23,7 +23,7 @@
  *                  its feed and book buckets and its held messages; read the fill stream.
  *            CANNOT send commands, listen to replies or notices, read the journal,
  *                  write prices or baskets, administer streams.
- *   pricing  CAN   hear books, write prices (subjects and bucket), read books and baskets;
+ *   pricing  CAN   hear books, write prices (subjects and bucket) and its status, read books and baskets;
  *                  as the desk's writer, hear prices and notices, write and read the desk
  *                  stream, and read the engine through the operators' read-only subject (dump).
  *            CANNOT publish fills, send commands, listen to anything else, read the
@@ -48,7 +48,7 @@
  * itself stays as it was written).
  * (The simulator stands in for the exchange on multicast only: it has no NATS user.)
  */
-import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from './marketdata.js';
+import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD, PRICING_STATUS_SUBJECT } from './marketdata.js';
 import { FEED_BUCKET, FEED_CONTROL_REPLY_PREFIX, FEED_CONTROL_SUBJECT } from './feed.js';
 import { shardNames } from './shards.js';
 import {
@@ -151,6 +151,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           ENGINE_STARTED_SUBJECT_WILDCARD,
           PRICE_SUBJECT_WILDCARD,
           FEED_STATUS_SUBJECT,
+          PRICING_STATUS_SUBJECT,
           FEED_ALERT_SUBJECT,
           ENGINE_FAULT_SUBJECT_WILDCARD,
           `${inboxPrefix('gateway')}.>`,
@@ -185,6 +186,8 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
         allow: [
           ...JS_BASE,
           PRICE_SUBJECT_WILDCARD,
+          // Its counters and failing writes, for the gateway's /health: nothing else of pricing's reaches an operator.
+          PRICING_STATUS_SUBJECT,
           ...readKv(BBO_BUCKET),
           ...readKv(PRICE_BUCKET),
           ...writeKv(PRICE_BUCKET),
@@ -211,6 +214,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           BBO_SUBJECT_WILDCARD,
           FEED_ALERT_SUBJECT,
           FEED_STATUS_SUBJECT,
+          PRICING_STATUS_SUBJECT,
         ],
       },
     },

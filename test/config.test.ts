@@ -97,6 +97,15 @@ describe('HTTP settings', () => {
   });
 });
 
+describe('the gateway\'s expectations', () => {
+  it('EXPECT_PRICING is on or off (unset: off, pricing counted missing only once it has reported), nothing else', () => {
+    expect(loadConfig({}).expectPricing).toBeUndefined();
+    expect(loadConfig({ EXPECT_PRICING: 'on' }).expectPricing).toBe(true);
+    expect(loadConfig({ EXPECT_PRICING: 'off' }).expectPricing).toBe(false);
+    expect(() => loadConfig({ EXPECT_PRICING: 'yes' })).toThrow(/^EXPECT_PRICING="yes" must be on or off$/);
+  });
+});
+
 describe('what the launcher recorded on DATA_DIR, for the operator tools', () => {
   it('a recorded NATS URL that is not one is an error naming the file; only a missing file means the default port', () => {
     const dir = tempDir();

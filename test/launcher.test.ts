@@ -375,4 +375,44 @@ describe('the launcher keeps the system up', () => {
     run.child.kill('SIGINT');
     expect(await run.exited).toBe(0);
   });
+
+  it('a hung pricing service (SIGSTOP) is a problem on /health naming it, gone once it runs again', async () => {
+    const w = workspace();
+    const env = await launcherEnv(w.dir, w.accounts);
+    const http = api(`http://127.0.0.1:${env.HTTP_PORT}`);
+    const health = async () => (await http.send('GET', '/health').catch(() => null))?.body;
+    const pricingProblems = (h: { problems?: string[] }) => (h.problems ?? []).filter((p) => /pricing/.test(p));
+    const run = runLauncher(env);
+    runs.push(run);
+    // Its status goes out under the pricing role's permissions, and in under the gateway's.
+    const up = await until(async () => {
+      const h = await health();
+      return h?.pricing?.live ? h : undefined;
+    }, 'pricing on /health', 45_000);
+    expect(pricingProblems(up)).toEqual([]);
+    // This run's pricing process (other tests' are told apart by this run's NATS port).
+    const pid = execFileSync('pgrep', ['-f', 'dist/src/pricing/main.js'], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map(Number)
+      .find((p) => readFileSync(`/proc/${p}/environ`, 'utf8').split('\0').some((v) => v.startsWith('NATS_URL=') && v.endsWith(`:${env.NATS_PORT}`)));
+    expect(pid).toBeDefined();
+    process.kill(pid!, 'SIGSTOP');
+    try {
+      const hung = await until(async () => {
+        const h = await health();
+        return h && pricingProblems(h).length > 0 ? h : undefined;
+      }, 'the hung pricing on /health', 15_000);
+      expect(hung.status).toBe('degraded');
+      expect(pricingProblems(hung)).toEqual([expect.stringMatching(/^the pricing service last reported \d+ s ago: ETF prices \(GET \/etfs, the WebSocket stream\), the charts and the scorecards are not being updated/)]);
+    } finally {
+      process.kill(pid!, 'SIGCONT');
+    }
+    await until(async () => {
+      const h = await health();
+      return h?.pricing?.live && pricingProblems(h).length === 0;
+    }, 'pricing reporting again');
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(0);
+  });
 });

@@ -16,7 +16,7 @@ import { EngineClient } from '../src/shared/engine-client.js';
 import { decode, encode } from '../proto/codec.js';
 import { SEALED_HASH_PREFIX, type DumpResult } from '../proto/engine.js';
 import { JOURNAL_VERSION, type JournalBatch } from '../proto/journal.js';
-import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD } from '../proto/marketdata.js';
+import { BASKET_BUCKET, BBO_BUCKET, BBO_SUBJECT_WILDCARD, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, PRICE_SUBJECT_WILDCARD, PRICING_STATUS_SUBJECT } from '../proto/marketdata.js';
 import { FEED_BUCKET } from '../proto/feed.js';
 import { consistencyCheck } from '../src/engine/check.js';
 import { exportAudit } from '../src/engine/audit-export.js';
@@ -31,6 +31,7 @@ import { startGateway } from '../src/gateway/server.js';
 import { ROLES, type Role } from '../proto/roles.js';
 import { ENGINE_COMMAND_SUBJECT, FILL_STREAM, HELD_STREAM, heldSubject, JOURNAL_STREAM, JOURNAL_SUBJECT, REPLY_SUBJECT_WILDCARD, SESSION_SUBJECT, deskCardSubject, deskSampleSubject, fillSubject, SIGNIN_SUBJECT_WILDCARD, ENGINE_STARTED_SUBJECT_WILDCARD } from '../proto/subjects.js';
 import { DeskRecorder } from '../src/pricing/desk.js';
+import { startPricing } from '../src/pricing/service.js';
 import { SNAPSHOT_STREAM } from '../proto/streams.js';
 import { shardNames } from '../proto/shards.js';
 import { api, quietLog, startSystem, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
@@ -186,6 +187,21 @@ describe('the launcher\'s nats-server', () => {
     await (await openBucket(pricing, 'etf_prices')).put('TEST', encode({ ok: true }));
   });
 
+  it('the pricing service, with its own credentials, reports to the gateway: /health shows it', async () => {
+    const cfg = testConfig(dir.path);
+    const pricing = await startPricing({ ...cfg, nats: { ...cfg.nats, creds: auth.credsFile('pricing') } }, server.url, quietLog);
+    try {
+      const heard = await until(async () => {
+        const h = (await api(system.url).send('GET', '/health')).body;
+        return h.pricing?.live && h;
+      }, 'pricing on /health');
+      expect(heard.pricing).toMatchObject({ live: true, publish_errors: 0, desk: { write_errors: 0 } });
+      expect((heard.problems ?? []).join('\n')).not.toMatch(/pricing/);
+    } finally {
+      await pricing.close();
+    }
+  });
+
   it('only the pricing service writes the desk (chart samples and scorecards)', async () => {
     for (const role of ['gateway', 'engine', 'feed', 'operator'] as const) {
       const nc = await as(role);
@@ -289,7 +305,7 @@ describe('the launcher\'s nats-server', () => {
     await until(async () => (await api(system.url).send('GET', '/health')).body.engine === true, 'health');
   });
 
-  it('every output has one writer: buckets, snapshots, notices, sign-in changes, engine starts, prices, books, feed status and alerts', async () => {
+  it('every output has one writer: buckets, snapshots, notices, sign-in changes, engine starts, prices, books, feed and pricing status and alerts', async () => {
     const n = shardNames(0, 1);
     const writer: [subject: string, role: Role][] = [
       [`$KV.${PRICE_BUCKET}.UNDY`, 'pricing'],
@@ -304,6 +320,7 @@ describe('the launcher\'s nats-server', () => {
       [PRICE_SUBJECT_WILDCARD.replace('*', 'UNDY'), 'pricing'],
       [BBO_SUBJECT_WILDCARD.replace('*', '3'), 'feed'],
       [FEED_STATUS_SUBJECT, 'feed'],
+      [PRICING_STATUS_SUBJECT, 'pricing'],
       [FEED_ALERT_SUBJECT, 'feed'],
     ];
     const conns = new Map<Role, NatsConnection>();

@@ -2,12 +2,14 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BrowserContext, Page } from 'playwright-core';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { encode } from '../proto/codec.js';
 import type { FeedProblem } from '../proto/feed.js';
-import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, priceSubject, type EtfPrice, type FeedAlert, type FeedCounters, type FeedStatus, type StandbyStatus } from '../proto/marketdata.js';
+import { bboSubject, FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, PRICE_BUCKET, priceSubject, type Bbo, type EtfPrice, type FeedAlert, type FeedCounters, type FeedStatus, type StandbyStatus } from '../proto/marketdata.js';
 import { PROJECT_ROOT, THROTTLE_DEFAULTS } from '../src/config/config.js';
 import { browserMissing, launchBrowser } from './helpers/browser.js';
-import { buy, tempDir, undyBasket, useSystem } from './helpers/system.js';
+import { buy, quietLog, tempDir, testConfig, undyBasket, useSystem } from './helpers/system.js';
+import { startPricing, type PricingHandle } from '../src/pricing/service.js';
 
 const OPERATOR = { username: 'op', password: 'op-secret-pass' };
 const missing = browserMissing();
@@ -59,6 +61,9 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
   let context: BrowserContext;
   let close: () => Promise<void>;
   const pageErrors: string[] = [];
+  /** Started by the test of its problems; left running, or its silence would be a standing row in every later test. */
+  let pricing: PricingHandle | undefined;
+  let pricingDir: ReturnType<typeof tempDir> | undefined;
 
   beforeAll(async () => {
     mkdirSync(shots.path, { recursive: true });
@@ -67,6 +72,8 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
   });
   afterAll(async () => {
     await close?.();
+    await pricing?.close();
+    pricingDir?.remove();
     shots.remove();
   });
 
@@ -241,6 +248,25 @@ describe.skipIf(missing !== null)('web pages in a real Chromium', () => {
     const op = await operatorPage();
     await textBecomes(op, '#alerts tbody tr.system td:nth-child(4)', /^4 fill\(s\), the oldest 7 s \(maximum messages exceeded\): no position moves until they are\.$/);
     publishStatus();
+    await op.waitForFunction(() => !document.querySelector('#alerts tbody tr.system'), undefined, { timeout: 15_000 });
+    expect(pageErrors).toEqual([]);
+    await op.close();
+  });
+
+  it('a pricing service that cannot store prices: the operator page lists it first, until they are stored', async () => {
+    pricingDir = tempDir();
+    pricing = await startPricing(testConfig(pricingDir.path), f.nats.url, quietLog);
+    const jsm = await jetstreamManager(f.nc);
+    const stream = `KV_${PRICE_BUCKET}`;
+    const { config } = await jsm.streams.info(stream);
+    // No price fits (a quota on the bucket's stream), and the quotes below change UNDY's.
+    await jsm.streams.update(stream, { ...config, max_msg_size: 16 });
+    for (let symbol = 3; symbol <= 13; symbol++) f.nc.publish(bboSubject(symbol), encode({ symbol, bid: 990, bid_qty: 5, ask: 1010, ask_qty: 5, ts: 0, md_seq: 1 } satisfies Bbo));
+    const op = await operatorPage();
+    await textBecomes(op, '#alerts tbody tr.system td:nth-child(2)', 'pricing');
+    await textBecomes(op, '#alerts tbody tr.system td:nth-child(3)', 'failing');
+    await textBecomes(op, '#alerts tbody tr.system td:nth-child(4)', /^the pricing service has not stored an ETF price for \d+ s \(.*message size exceeds.*\): GET \/etfs and the WebSocket stream keep showing the last prices stored/);
+    await jsm.streams.update(stream, config);
     await op.waitForFunction(() => !document.querySelector('#alerts tbody tr.system'), undefined, { timeout: 15_000 });
     expect(pageErrors).toEqual([]);
     await op.close();

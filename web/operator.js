@@ -186,8 +186,7 @@ function standbyRow(s) {
   );
 }
 
-/** Roster lines the engine refused first (fixed in the file, not here), then standing feed problems (with the operator's decisions), then the alerts. */
-/** What the engine and bridge say is failing now, each a standing row: teams are served, but something is not being recorded. */
+/** What the engine, bridge and pricing service say is failing now, each a standing row: teams are served, but something is not being recorded. */
 function systemRows(o) {
   const row = (where, badge, ...text) =>
     el('tr', { class: 'alert problem system' }, el('td', {}, ''), el('td', {}, where), el('td', {}, el('span', { class: 'badge rejected' }, badge)), el('td', { class: 'small' }, ...text));
@@ -197,9 +196,12 @@ function systemRows(o) {
   const u = o.feed.unstored;
   if (u) rows.push(row('clearing', 'fills not stored', `${fmtNum(u.fills)} fill(s), the oldest ${Math.round(u.oldest_ms / 1000)} s${u.last_error ? ` (${u.last_error})` : ''}: no position moves until they are.`));
   if (o.unread?.length) rows.push(row('engine', 'partial', `the engine did not answer for: ${o.unread.join(', ')} (this page may be missing their conversions or refused roster lines)`));
+  // The gateway's own words, as on /health: it alone knows whether this system runs pricing at all.
+  for (const p of o.pricing?.problems ?? []) rows.push(row('pricing', o.pricing.live ? 'failing' : 'not reporting', p));
   return rows;
 }
 
+/** Standing rows first (system, then roster lines the engine refused: fixed in the file, not here), then standing feed problems (with the operator's decisions), then the alerts. */
 function renderAlerts(alerts, problems, rosterRefused, system = []) {
   const roster = rosterRefused.map((r) =>
     el(

@@ -105,6 +105,11 @@ const configSchema = z.object({
   chartSampleMs: z.number().int().min(50).max(60_000).optional(),
   /** Who may open the operator page and /operator/api. Unset: the gateway keeps a generated one in <dataDir>/operator.json. */
   operator: z.object({ username: z.string().min(1), password: z.string().min(8, 'operator password must be at least 8 characters') }).optional(),
+  /**
+   * Whether this system runs the pricing service (EXPECT_PRICING=on|off; the launcher sets on for its gateway): /health then
+   * counts it missing from the gateway's start. Off (default): only once it has reported, so a gateway run without one is not degraded.
+   */
+  expectPricing: z.boolean().optional(),
   /** open (default): anyone may POST /register; closed: 403 (beside a real exchange, whose client_ids come from its roster). */
   registration: z.enum(['open', 'closed']).optional(),
   /** How long the gateway trusts a team's cached password hash before asking the engine again (default 30000 ms). */
@@ -187,6 +192,10 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
   REGISTRATION: (c, v) => {
     if (v !== 'open' && v !== 'closed') throw new ConfigError(`REGISTRATION=${JSON.stringify(v)} must be open or closed`);
     c.registration = v;
+  },
+  EXPECT_PRICING: (c, v) => {
+    if (v !== 'on' && v !== 'off') throw new ConfigError(`EXPECT_PRICING=${JSON.stringify(v)} must be on or off`);
+    c.expectPricing = v === 'on';
   },
   THROTTLE: (c, v) => {
     if (v !== 'on' && v !== 'off') throw new ConfigError(`THROTTLE=${JSON.stringify(v)} must be on or off`);

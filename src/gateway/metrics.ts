@@ -4,6 +4,7 @@ import type { FeedCounters } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from '../shared/engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
+import type { PricingStatusView, PricingView } from './pricing-status.js';
 import type { HttpCall } from './http.js';
 import type { HubStats } from './ws/hub.js';
 
@@ -12,6 +13,7 @@ export const METRICS_PATH = '/metrics';
 export interface MetricsSources {
   engine: EngineClient;
   feed: FeedStatusView;
+  pricing: PricingStatusView;
   /** The WebSocket hub's counters (a getter: the hub is attached after the metrics are made). */
   ws: () => HubStats;
   /** What the NATS server refused of the gateway's connection (src/shared/nats.ts followRefusals). */
@@ -58,6 +60,7 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   const observe = requestMetrics(registry);
   const engine = engineMetrics(registry, src.engine);
   feedMetrics(registry, src.feed);
+  pricingMetrics(registry, src.pricing);
   wsMetrics(registry, src.ws);
   const refused = src.natsRefused;
   if (refused) {
@@ -255,6 +258,50 @@ function feedMetrics(registry: Registry, feed: FeedStatusView): void {
       }
     },
   });
+}
+
+/** The pricing service's figures, as its last published status has them (src/pricing/status.ts). */
+function pricingMetrics(registry: Registry, pricing: PricingStatusView): void {
+  new Gauge({
+    name: 'etf_pricing_up',
+    help: 'The pricing service published its status within the last 5 s',
+    registers: [registry],
+    collect() {
+      this.set(pricing.view().live ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'etf_pricing_writes_failing_seconds',
+    help: 'How long the pricing service\'s writes of an output (prices: the etf_prices bucket; desk: the ETF_DESK stream) have failed with none stored since, once over 3 s (0: not failing)',
+    labelNames: ['output'] as const,
+    registers: [registry],
+    collect() {
+      const failing = pricing.view().failing ?? [];
+      this.reset();
+      for (const output of ['prices', 'desk'] as const) this.set({ output }, (failing.find((f) => f.what === output)?.for_ms ?? 0) / 1000);
+    },
+  });
+  // Pricing owns these counts; repeated as it reports them (a restart of it resets them, as Prometheus expects of counters).
+  const pricingCounter = (name: string, help: string, read: (v: PricingView) => number | undefined) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const v = read(pricing.view());
+        this.reset();
+        if (v !== undefined) this.inc(v);
+      },
+    });
+  pricingCounter('etf_pricing_bbos_total', 'Best bids/asks the pricing service heard', (v) => v.bbos);
+  pricingCounter('etf_pricing_bad_bbos_total', 'Best bids/asks not of their shape, ignored by the pricing service', (v) => v.bad_bbos);
+  pricingCounter('etf_pricing_prices_published_total', 'ETF prices the pricing service sent to the etf_prices bucket', (v) => v.published);
+  pricingCounter('etf_pricing_prices_stored_total', 'ETF prices the etf_prices bucket stored (each then published on etf.price.<ETF>)', (v) => v.stored);
+  pricingCounter('etf_pricing_publish_errors_total', 'Failed writes of ETF prices to the etf_prices bucket (each retried)', (v) => v.publish_errors);
+  pricingCounter('etf_pricing_desk_samples_total', 'Chart samples the desk wrote', (v) => v.desk?.samples);
+  pricingCounter('etf_pricing_desk_cards_total', 'Scorecard writes of the desk', (v) => v.desk?.cards);
+  pricingCounter('etf_pricing_desk_write_errors_total', 'Desk writes the ETF_DESK stream refused', (v) => v.desk?.write_errors);
+  pricingCounter('etf_pricing_restarts_total', 'Restarts of the pricing service heard since this gateway started (a new run in its status)', (v) => v.restarts ?? 0);
 }
 
 /** The WebSocket hub's figures (a getter: the hub is attached after the metrics are made). */

@@ -87,7 +87,7 @@ const compatPaths = (): Record<string, unknown> => ({
 
 /** What anyone may read without credentials, and the servers' own endpoints. */
 const publicPaths = (): Record<string, unknown> => ({
-  [ROUTES.health.path]: { get: { summary: 'Liveness: NATS, engine, feed bridge, WebSocket hub', responses: { ...ok('{status: ok|degraded, problems?, ...}'), '503': { description: 'engine or NATS down (engine_faults: why an engine shard last exited)' } } } },
+  [ROUTES.health.path]: { get: { summary: 'Liveness: NATS, engine, feed bridge, pricing service, WebSocket hub', responses: { ...ok('{status: ok|degraded, problems?, ...}'), '503': { description: 'engine or NATS down (engine_faults: why an engine shard last exited)' } } } },
   [ROUTES.etfs.path]: { get: { summary: 'Every ETF, its basket and latest prices', responses: ok('{etfs}') } },
   [ROUTES.leaderboard.path]: { get: { summary: 'Every team ranked by P&L: cash plus positions at mid prices', responses: { ...ok('{teams: [{rank, client_id, username, traded, cash, marked, total, unmarked, stale?}], ts}: teams that traded first'), ...errors(503) } } },
   [ROUTES.charts.path]: {

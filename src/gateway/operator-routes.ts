@@ -5,6 +5,7 @@ import { refusalWords } from '../../proto/messages.js';
 import type { Logger } from '../shared/log.js';
 import type { EngineClient } from '../shared/engine-client.js';
 import type { FeedStatusView } from './feed-status.js';
+import type { PricingStatusView } from './pricing-status.js';
 import type { HttpCall } from './http.js';
 import type { Marks } from '../shared/marks.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -16,6 +17,7 @@ export interface OperatorDeps {
   nc: NatsConnection;
   engine: EngineClient;
   feed: FeedStatusView;
+  pricing: PricingStatusView;
   ws: () => HubStats;
   metrics: GatewayMetrics;
   /** Mid prices, for each team's P&L. */

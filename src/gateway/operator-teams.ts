@@ -1,6 +1,6 @@
 import type { EngineReply } from '../../proto/engine.js';
 import { entryWords, refusalWords } from '../../proto/messages.js';
-import { OPERATOR_CONVERSIONS_SHOWN, OPERATOR_ROUTES, type OperatorAccounts, type OperatorOverview } from '../../proto/operator.js';
+import { OPERATOR_CONVERSIONS_SHOWN, OPERATOR_ROUTES, type OperatorAccounts, type OperatorOverview, type OperatorPricing } from '../../proto/operator.js';
 import type { FeedAlert } from '../../proto/marketdata.js';
 import type { HttpCall } from './http.js';
 import type { OperatorContext, OperatorRoutes } from './operator-routes.js';
@@ -48,6 +48,7 @@ async function overview(ctx: OperatorContext, alerts: readonly FeedAlert[]): Pro
     ...acc,
     conversions,
     feed: ctx.deps.feed.view(),
+    pricing: pricingOverview(ctx),
     alerts: alerts.slice(0, 50),
     ws: { connections: ws.connections, accounts: ws.accounts, changes: ws.changes },
     ...(refused.length ? { roster_refused: refused } : {}),
@@ -55,6 +56,12 @@ async function overview(ctx: OperatorContext, alerts: readonly FeedAlert[]): Pro
     ...(unread.length ? { unread } : {}),
     ts: Date.now(),
   };
+}
+
+/** The pricing service with what /health says of it: the page lists its problems as it lists the engine's and the feed's. */
+function pricingOverview(ctx: OperatorContext): OperatorPricing {
+  const problems = ctx.deps.pricing.problems();
+  return { ...ctx.deps.pricing.view(), ...(problems.length ? { problems } : {}) };
 }
 
 /** A read the engine could not answer is a 503 with its reason; no figure is made up. */

@@ -26,6 +26,7 @@ import type { EngineClient } from '../shared/engine-client.js';
 import type { HttpCall } from './http.js';
 import type { Params } from './params.js';
 import type { FeedStatusView } from './feed-status.js';
+import type { PricingStatusView } from './pricing-status.js';
 import { tooMany, type Throttle } from './throttle.js';
 import type { Config } from '../config/config.js';
 import { operatorFile } from './operator.js';
@@ -306,12 +307,13 @@ export async function leaderboard(ex: HttpCall, deps: RouteDeps, instruments: In
   ex.json(200, { teams, ts: Date.now() } satisfies LeaderboardBody);
 }
 
-export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boolean, feed: FeedStatusView, ws: { stats: unknown }): Promise<void> {
+export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boolean, views: { feed: FeedStatusView; pricing: PricingStatusView }, ws: { stats: unknown }): Promise<void> {
+  const { feed, pricing } = views;
   // A probe: no engine there is its answer, at once (not after the request timeout).
   const reply = natsConnected ? await deps.engine.call({ op: 'ping' }, undefined, { waitForEngine: false }) : null;
   // Why an engine shard last exited (it is restarted by the supervisor): shown while it is down and after.
   const faults = [...deps.engine.faults.values()];
-  const extra = { feed: feed.view(), ws: ws.stats, ...(faults.length ? { engine_faults: faults } : {}) };
+  const extra = { feed: feed.view(), pricing: pricing.view(), ws: ws.stats, ...(faults.length ? { engine_faults: faults } : {}) };
   if (!reply?.ok) {
     ex.json(503, { status: 'unavailable', nats: natsConnected, engine: false, ...extra });
     return;
@@ -325,6 +327,7 @@ export async function health(ex: HttpCall, deps: RouteDeps, natsConnected: boole
   const sb = p.scoreboard_failing;
   const problems = [
     ...feed.problems(),
+    ...pricing.problems(),
     ...(sb ? [`the scoreboard file (NDFEX's record of conversions) has not been written since ${new Date(sb.since).toISOString()}${sb.shard !== undefined ? ` (engine shard ${sb.shard})` : ''}: ${sb.error}; the engine keeps trying, and a restart writes it again from the journal`] : []),
     ...roster.map((line) => (line === 0 ? `roster file could not be read: the roster read before stays in force (${why})` : `roster line ${line} refused, as if absent until the file is fixed (${why})`)),
   ];

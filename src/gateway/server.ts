@@ -12,6 +12,7 @@ import { checkHttpServer, createHttpServer, type HttpServerKind } from './transp
 import { gatherParams, type Params } from './params.js';
 import * as routes from './routes.js';
 import { FeedStatusView } from './feed-status.js';
+import { PricingStatusView } from './pricing-status.js';
 import { startEtfsRoute, type EtfsRoute } from './etfs.js';
 import { createWebSocket, type WsHandle } from './ws/index.js';
 import { createMetrics, routeLabel, METRICS_PATH, type GatewayMetrics } from './metrics.js';
@@ -61,6 +62,7 @@ interface ApiParts {
   instruments: Instruments;
   natsConnected: () => boolean;
   feedStatus: FeedStatusView;
+  pricingStatus: PricingStatusView;
   ws: () => WsHandle;
   etfs: EtfsRoute;
   charts: Charts;
@@ -75,7 +77,7 @@ function apiTable(a: ApiParts): ApiTable {
     [ROUTES.create.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'create') }],
     [ROUTES.redeem.path, { method: 'POST', handler: (ex, p) => routes.convert(ex, deps, p, 'redeem') }],
     [ROUTES.holdings.path, { method: 'GET', handler: (ex, p) => routes.holdings(ex, deps, p) }],
-    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, a.natsConnected(), a.feedStatus, a.ws()) }],
+    [ROUTES.health.path, { method: 'GET', handler: (ex) => routes.health(ex, deps, a.natsConnected(), { feed: a.feedStatus, pricing: a.pricingStatus }, a.ws()) }],
     [ROUTES.etfs.path, { method: 'GET', handler: async (ex) => a.etfs.handle(ex) }],
     [ROUTES.history.path, { method: 'GET', handler: (ex, p) => routes.history(ex, deps, p) }],
     [ROUTES.request.path, { method: 'GET', handler: (ex, p, info) => routes.request(ex, deps, p, info.path.slice(ROUTES.request.path.length - 1)) }],
@@ -151,14 +153,15 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const charts = new Charts(nc, engine, log);
   const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf, answers: new ConversionAnswerWriter(instruments.tickerOf), scorecards: charts };
   const feedStatus = new FeedStatusView(nc, log);
+  const pricingStatus = new PricingStatusView(nc, cfg.expectPricing ?? false, log);
   const allowedOrigins = new Set(cfg.http.allowedOrigins ?? []);
   // A page on another site may open a WebSocket too: the same Origin rule as for state-changing requests.
   const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, (info) => !foreignOrigin(info, allowedOrigins));
   const signIns = new SignInChangesFollower(nc, [(names) => auth.expire(names ?? undefined), (names) => ws.signInChanged(names)], log);
-  const table = apiTable({ deps, instruments, natsConnected: followNats(nc, log), feedStatus, ws: () => ws, etfs, charts, apiDescription: openApiDocument(cfg.maxAmount) });
-  const metrics = createMetrics({ engine, feed: feedStatus, ws: () => ws.stats, natsRefused: () => natsRefusals(nc).total, natsHandlerThrows: () => callbackThrows(nc) }, log);
+  const table = apiTable({ deps, instruments, natsConnected: followNats(nc, log), feedStatus, pricingStatus, ws: () => ws, etfs, charts, apiDescription: openApiDocument(cfg.maxAmount) });
+  const metrics = createMetrics({ engine, feed: feedStatus, pricing: pricingStatus, ws: () => ws.stats, natsRefused: () => natsRefusals(nc).total, natsHandlerThrows: () => callbackThrows(nc) }, log);
   const pages = staticFiles(metrics, log);
-  const operator = mountOperator(cfg, { nc, engine, feed: feedStatus, ws: () => ws.stats, metrics, marks, throttle }, log);
+  const operator = mountOperator(cfg, { nc, engine, feed: feedStatus, pricing: pricingStatus, ws: () => ws.stats, metrics, marks, throttle }, log);
   const handler = dispatcher({ cfg, log, table, throttle, metrics, pages, operator, allowedOrigins });
 
   const server = await createHttpServer(cfg.http.server ?? 'auto', { handler, ws: ws.endpoint, log }, log);
@@ -169,7 +172,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
     // Answers in flight still go out; WebSocket clients get 1001 first.
     ws.close();
     await server.close();
-    for (const part of [operator, throttle, engine, etfs, charts, marks, feedStatus, signIns]) part.close();
+    for (const part of [operator, throttle, engine, etfs, charts, marks, feedStatus, pricingStatus, signIns]) part.close();
     await nc.drain();
   };
   return { port, server: server.kind, nc, engine, auth, signIns, charts, close };

@@ -220,7 +220,8 @@ for (let shard = 0; shard < shards; shard++) {
   const name = shards === 1 ? 'engine' : `engine-${shard}`;
   service(name, 'engine', { ...envFor('engine'), ...(shards > 1 ? { ENGINE_SHARDS: String(shards), ENGINE_SHARD: String(shard) } : {}) });
 }
-service('gateway', 'gateway', { ...envFor('gateway'), ...(closeRegistration ? { REGISTRATION: 'closed' } : {}) });
+// Pricing runs below: a pricing that never comes up is a problem on /health, not only one that stops reporting.
+service('gateway', 'gateway', { ...envFor('gateway'), EXPECT_PRICING: 'on', ...(closeRegistration ? { REGISTRATION: 'closed' } : {}) });
 service('pricing', 'pricing', envFor('pricing'));
 const feedNode = feedNodeBinary(log);
 service('feed', 'feed', { ...envFor('feed'), NDFEX_FEED_ROLE: 'bridge' }, feedNode);

@@ -72,6 +72,9 @@ export class DeskRecorder {
   private lastDump = 0;
   private closed = false;
   readonly stats: DeskStats = { samples: 0, cards: 0, writeErrors: 0 };
+  /** The first failed write since the last stored one; null while writes are stored. */
+  private failingSince: number | null = null;
+  private lastError: { error: string; ts: number } | null = null;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -292,13 +295,32 @@ export class DeskRecorder {
     this.dirty.clear();
   }
 
+  /**
+   * While writes fail and none has been stored since: the first of those
+   * failures and what the stream last said (a sample lost is a gap, a card is
+   * retried: only a failure that lasts is worth an operator's look).
+   */
+  failing(): { since: number; error: string } | null {
+    return this.failingSince === null || !this.lastError ? null : { since: this.failingSince, error: this.lastError.error };
+  }
+
+  /** The newest failed write, kept after writes succeed again. */
+  lastFailure(): { error: string; ts: number } | null {
+    return this.lastError;
+  }
+
   /** Whether the stream stored it. */
   private write(subject: string, data: Uint8Array): Promise<boolean> {
     return this.js.publish(subject, data).then(
-      () => true,
+      () => {
+        this.failingSince = null;
+        return true;
+      },
       (err: unknown) => {
-        // A sample lost is a gap on the chart (the next one carries on); a lasting failure shows here.
-        if (this.stats.writeErrors++ % 100 === 0) this.log.warn({ subject, err: describeError(err), errors: this.stats.writeErrors }, 'desk: a write to the stream failed');
+        const error = describeError(err);
+        this.failingSince ??= Date.now();
+        this.lastError = { error, ts: Date.now() };
+        if (this.stats.writeErrors++ % 100 === 0) this.log.warn({ subject, err: error, errors: this.stats.writeErrors }, 'desk: a write to the stream failed');
         return false;
       },
     );

@@ -2,7 +2,9 @@
  * The pricing actor: live ETF prices from the feed bridge's best bids/asks.
  * Subscribes `ndfex.md.bbo.*` (and reads the `ndfex_bbo` KV bucket at start),
  * publishes EtfPrice (proto/marketdata.ts) on `etf.price.<ETF>` at most every
- * 100 ms per ETF and keeps the last one in the `etf_prices` KV bucket.
+ * 100 ms per ETF and keeps the last one in the `etf_prices` KV bucket; runs the
+ * desk (chart samples, scorecards); and says how it goes on `etf.pricing.status`
+ * every second (PricingStatus), which the gateway shows on /health and /metrics.
  *
  * Environment (src/config/config.ts):
  *   NATS_URL      the nats-server to use (required; the launcher sets it)

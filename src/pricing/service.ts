@@ -12,6 +12,7 @@ import { LatestPerKey } from '../shared/latest-kv.js';
 import type { Logger } from '../shared/log.js';
 import { PricingState, Throttle, bboProblem, priceChanged } from './core.js';
 import { DeskRecorder } from './desk.js';
+import { StatusReporter } from './status.js';
 
 /** No ETF's price goes out more often than this. */
 export const PRICE_INTERVAL_MS = 100;
@@ -169,6 +170,23 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
   });
   // The desk's one writer: prices and books are this service's already, and there is one of it per system.
   const desk = await DeskRecorder.start(nc, instruments, log, { sampleMs: cfg.chartSampleMs, shards: cfg.engine?.shards ?? 1, replicas: cfg.nats.replicas ?? 1 });
+  // From ready on: a run that never gets here (stuck opening a bucket, crashing at start) is never heard.
+  const reporter = new StatusReporter(
+    nc,
+    {
+      counters: () => ({
+        bbos: stats.bbos,
+        bad_bbos: stats.badBbos,
+        published: stats.published,
+        stored: store.stats.stored,
+        publish_errors: store.stats.failed,
+        desk: { samples: desk.stats.samples, cards: desk.stats.cards, write_errors: desk.stats.writeErrors },
+      }),
+      outputs: { prices: store, desk },
+    },
+    log,
+  );
+  reporter.start();
   log.info({ etfs: [...instruments.baskets.keys()], seeded }, 'pricing ready');
 
   let closed = false;
@@ -180,6 +198,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
     close: async () => {
       if (closed) return;
       closed = true;
+      reporter.stop();
       publisher.close();
       await desk.close();
       basketChanges.close();

@@ -1,5 +1,6 @@
 import type { KV } from '@nats-io/kv';
 import type { Logger } from './log.js';
+import { describeError } from './js-errors.js';
 
 /**
  * KV writes of the latest value per key, at most one in flight per key: a
@@ -18,6 +19,9 @@ export class LatestPerKey {
   private closed = false;
   /** Writes stored, and failed attempts (each retried). */
   readonly stats = { stored: 0, failed: 0 };
+  /** Per key whose writes fail, when its first failure since its last stored value was. */
+  private readonly failingSince = new Map<string, number>();
+  private lastError: { error: string; ts: number } | null = null;
 
   constructor(
     private readonly kv: KV,
@@ -37,6 +41,21 @@ export class LatestPerKey {
     return this.busy.size === 0 ? Promise.resolve() : new Promise((r) => this.waiters.push(r));
   }
 
+  /**
+   * While some key's writes fail and none has been stored since: the first of
+   * those failures and what the bucket last said. Retries hide a failure that
+   * lasts: this is how its owner can tell.
+   */
+  failing(): { since: number; error: string } | null {
+    if (this.failingSince.size === 0 || !this.lastError) return null;
+    return { since: Math.min(...this.failingSince.values()), error: this.lastError.error };
+  }
+
+  /** The newest failed write, kept after writes succeed again. */
+  lastFailure(): { error: string; ts: number } | null {
+    return this.lastError;
+  }
+
   private write(key: string): void {
     const data = this.dirty.get(key);
     if (!data) {
@@ -49,6 +68,7 @@ export class LatestPerKey {
     this.kv.put(key, data).then(
       () => {
         this.failures.delete(key);
+        this.failingSince.delete(key);
         this.stats.stored++;
         if (!this.closed) this.onStored?.(key, data);
         this.write(key);
@@ -56,6 +76,8 @@ export class LatestPerKey {
       (err: unknown) => {
         if (this.closed) return this.write(key);
         this.stats.failed++;
+        if (!this.failingSince.has(key)) this.failingSince.set(key, Date.now());
+        this.lastError = { error: describeError(err), ts: Date.now() };
         const n = (this.failures.get(key) ?? 0) + 1;
         this.failures.set(key, n);
         if (n === 1 || n % 20 === 0) this.log.warn({ key, attempt: n, err: String(err) }, 'kv put failed: retrying');

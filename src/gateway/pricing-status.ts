@@ -1,0 +1,102 @@
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
+import { decodeAs, MalformedMessage } from '../../proto/codec.js';
+import { PRICING_STATUS_SUBJECT, pricingStatusShape, type PricingFailing, type PricingStatus } from '../../proto/marketdata.js';
+import type { OperatorPricing } from '../../proto/operator.js';
+import type { Logger } from '../shared/log.js';
+
+/** Pricing publishes its status every second (src/pricing/status.ts); older than this, it is taken for down. */
+const STALE_MS = 5_000;
+/** Restarts heard within this long: two or more is a crash loop (each run may live long enough to be heard). */
+const RESTART_WINDOW_MS = 60_000;
+const CRASH_LOOP_RESTARTS = 2;
+
+/** What /health shows of the pricing service (the operator page adds its problems). */
+export type PricingView = Omit<OperatorPricing, 'problems'>;
+
+const FROZEN = 'ETF prices (GET /etfs, the WebSocket stream), the charts and the scorecards are not being updated';
+
+/**
+ * Keeps the pricing service's latest status for /health, /metrics and the
+ * operator page: pricing serves nothing itself, so a pricing that stopped, or
+ * whose writes fail, showed nowhere while the prices teams trade on froze.
+ *
+ * Never heard from is a problem only when this gateway is told the system runs
+ * pricing (`expected`: the launcher does); otherwise (a gateway run alone, as
+ * in most tests, or beside a pricing run elsewhere) its absence counts once it
+ * has reported, as the standby bridge's does.
+ */
+export class PricingStatusView {
+  private last: { status: PricingStatus; at: number } | null = null;
+  private readonly createdAt = Date.now();
+  /** When a status from another run than the one before was heard (a restart, or a second pricing service). */
+  private restartsAt: number[] = [];
+  private restartsTotal = 0;
+  private unreadable: { problem: string; at: number } | null = null;
+  /** Statuses heard that did not read. */
+  unreadableCount = 0;
+  private readonly sub: Subscription;
+
+  constructor(
+    nc: NatsConnection,
+    private readonly expected: boolean,
+    log?: Logger,
+  ) {
+    this.sub = nc.subscribe(PRICING_STATUS_SUBJECT, {
+      callback: (err, msg) => {
+        if (err) return;
+        try {
+          const status = decodeAs(msg.data, pricingStatusShape);
+          const now = Date.now();
+          if (this.last && this.last.status.started !== status.started) {
+            this.restartsTotal++;
+            this.restartsAt = [...this.restartsAt.filter((t) => now - t < RESTART_WINDOW_MS), now];
+          }
+          this.last = { status, at: now };
+        } catch (err) {
+          // A status that does not read is not a pricing that is down: said as such below.
+          this.unreadableCount++;
+          this.unreadable = { problem: err instanceof MalformedMessage ? err.problem : String(err), at: Date.now() };
+          if (this.unreadableCount % 1000 === 1) log?.warn({ problem: this.unreadable.problem, count: this.unreadableCount }, 'a pricing status that does not read: ignored (another version of the pricing service?)');
+        }
+      },
+    });
+  }
+
+  view(): PricingView {
+    if (!this.last) return { live: false, age_ms: null };
+    const age = Date.now() - this.last.at;
+    const { ts: _ts, ...status } = this.last.status;
+    return { live: age < STALE_MS, age_ms: age, ...status, ...(this.restartsTotal ? { restarts: this.restartsTotal } : {}) };
+  }
+
+  /** Why ETF prices, the charts or the scorecards may not be current, or none. */
+  problems(): string[] {
+    const now = Date.now();
+    const v = this.view();
+    const bad = this.unreadable;
+    if (!v.live && bad && now - bad.at < STALE_MS) {
+      return [`the pricing service's status does not read (${bad.problem}; ${this.unreadableCount} so far): is it another version than this gateway? Whether ETF prices, the charts and the scorecards are being updated cannot be told`];
+    }
+    if (v.age_ms === null) {
+      const waited = now - this.createdAt;
+      return this.expected && waited >= STALE_MS ? [`the pricing service has not reported since this gateway started ${Math.round(waited / 1000)} s ago: ${FROZEN}`] : [];
+    }
+    if (!v.live) return [`the pricing service last reported ${Math.round(v.age_ms / 1000)} s ago: ${FROZEN} (stopped, or hung? the launcher restarts it when it exits, and its log says why)`];
+    const out: string[] = [];
+    const recent = this.restartsAt.filter((t) => now - t < RESTART_WINDOW_MS).length;
+    if (recent >= CRASH_LOOP_RESTARTS) out.push(`the pricing service restarted ${recent} times in the last minute: is it crashing (its log says why), or do two run at once? ${FROZEN} between its runs`);
+    for (const f of v.failing ?? []) out.push(failingProblem(f));
+    return out;
+  }
+
+  close(): void {
+    this.sub.unsubscribe();
+  }
+}
+
+function failingProblem(f: PricingFailing): string {
+  const s = Math.round(f.for_ms / 1000);
+  return f.what === 'prices'
+    ? `the pricing service has not stored an ETF price for ${s} s (${f.error}): GET /etfs and the WebSocket stream keep showing the last prices stored (it keeps retrying)`
+    : `the pricing service has not written the desk stream for ${s} s (${f.error}): the charts and the conversions' scorecards miss what is not written`;
+}

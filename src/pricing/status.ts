@@ -1,0 +1,74 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import { encode } from '../../proto/codec.js';
+import { PRICING_STATUS_SUBJECT, type PricingFailing, type PricingOutput, type PricingStatus } from '../../proto/marketdata.js';
+import type { Logger } from '../shared/log.js';
+
+/** A write failing for less than this is a leader election or a server restart riding by: counted, not reported as failing. */
+export const FAILING_AFTER_MS = 3_000;
+export const STATUS_INTERVAL_MS = 1_000;
+
+/** What the status reads from each output writer (src/shared/latest-kv.ts, src/pricing/desk.ts). */
+export interface FailureSource {
+  failing(): { since: number; error: string } | null;
+  lastFailure(): { error: string; ts: number } | null;
+}
+
+export interface StatusSources {
+  counters(): Omit<PricingStatus, 'started' | 'failing' | 'last_error' | 'ts'>;
+  outputs: Record<PricingOutput, FailureSource>;
+}
+
+/** The status as it stands at `now`. */
+export function pricingStatus(started: number, src: StatusSources, now = Date.now()): PricingStatus {
+  const failing: PricingFailing[] = [];
+  let last: PricingStatus['last_error'];
+  for (const [what, out] of Object.entries(src.outputs) as [PricingOutput, FailureSource][]) {
+    const f = out.failing();
+    if (f && now - f.since >= FAILING_AFTER_MS) failing.push({ what, error: f.error, since: f.since, for_ms: now - f.since });
+    const l = out.lastFailure();
+    if (l && (!last || l.ts > last.ts)) last = { what, error: l.error, ts: l.ts };
+  }
+  return { started, ...src.counters(), ...(failing.length ? { failing } : {}), ...(last ? { last_error: last } : {}), ts: now };
+}
+
+/**
+ * Publishes the status every STATUS_INTERVAL_MS from the service's own event
+ * loop: a pricing process that crashed or hangs goes quiet, which the gateway
+ * turns into a problem on /health.
+ */
+export class StatusReporter {
+  private readonly started = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+  private failedPublishes = 0;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly src: StatusSources,
+    private readonly log: Logger,
+    private readonly intervalMs = STATUS_INTERVAL_MS,
+  ) {}
+
+  /** One status now (a restarted service is heard at once), then every interval. */
+  start(): void {
+    this.publish();
+    this.timer = setInterval(() => this.publish(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  status(): PricingStatus {
+    return pricingStatus(this.started, this.src);
+  }
+
+  private publish(): void {
+    try {
+      this.nc.publish(PRICING_STATUS_SUBJECT, encode(this.status()));
+    } catch (err) {
+      // Only a closed connection throws here; the gateway sees the silence either way.
+      if (this.failedPublishes++ % 60 === 0) this.log.warn({ err: String(err), times: this.failedPublishes }, 'pricing status not published');
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
