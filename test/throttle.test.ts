@@ -162,6 +162,18 @@ describe('failed logins', () => {
     expect(reg.status).toBe(400);
     expect(reg.body.error.field).toBe('password');
   });
+
+  it('refuses at login a username no account can have (registration and the roster refuse it), without bcrypt or the engine', async () => {
+    const runs = f.sys.gateway.auth.bcryptRuns;
+    for (const username of ['u'.repeat(4000), 'team1 ', 'seventeen-chars-x', 'té']) {
+      const r = await holdings('127.0.0.9', username, 'team1pass');
+      expect(r.status, username.slice(0, 20)).toBe(401);
+      expect(r.body.error.code).toBe('unauthorized');
+      expect(await wsSignIn('127.0.0.9', username, 'team1pass', 'frame')).toMatchObject({ welcome: false, code: WS_CLOSE.authFailed.code });
+    }
+    // Before, each was an unknown username: an engine read and a bcrypt run (the dummy hash), ten in all.
+    expect(f.sys.gateway.auth.bcryptRuns).toBe(runs);
+  });
 });
 
 describe('passwords past the 72 bytes bcrypt reads, over the WebSocket', () => {

@@ -3,7 +3,7 @@ import bcrypt from 'bcrypt';
 import type { Config } from '../config/config.js';
 import { credentialsKeyFile, loadCredentialsKey, type CredentialsKey } from '../shared/credentials-key.js';
 import type { EngineClient } from '../shared/engine-client.js';
-import { PASSWORD_MAX_BYTES } from '../../proto/http.js';
+import { PASSWORD_MAX_BYTES, USERNAME_PATTERN } from '../../proto/http.js';
 import type { Refusal } from './throttle.js';
 
 /**
@@ -134,6 +134,9 @@ export class Authenticator {
     // so the right password plus any suffix would pass, each suffix a cache miss and a bcrypt run the throttle gives
     // back on success. Registration refuses such passwords, so none can be right.
     if (Buffer.byteLength(password) > PASSWORD_MAX_BYTES) return { ok: false };
+    // No account has a username outside the pattern (registration and the roster both refuse them): failed here, not
+    // sent to the engine, whose command batches a flood of 16 KB names would otherwise fill.
+    if (!USERNAME_PATTERN.test(username)) return { ok: false };
     const proof = this.proofOf(password);
     const entry = this.cache.get(username);
     if (entry?.proof && timingSafeEqual(entry.proof, proof)) {
