@@ -111,6 +111,9 @@ export const GATEWAY_KEY_PREFIX = 'g-';
 export const REQUEST_ID_HEADER = 'idempotency-key';
 export const ENGINE_UNAVAILABLE_CONVERSION =
   'the engine did not answer in time; the operation may or may not have happened: look it up with GET /requests/<request_id>, or retry with the same request_id';
+/** A conversion no engine received (none was running to take it until the deadline): certainly not done. */
+export const ENGINE_ABSENT_CONVERSION =
+  'no engine was running to take it: nothing was done; send it again once the engine is back (the same request_id is safe)';
 
 /**
  * 429: `{error: {code: "too_many_requests", message, retry_after}}` with a

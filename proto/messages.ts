@@ -48,6 +48,10 @@ const UNAVAILABLE: Record<Extract<Rejection, { code: 'engine_unavailable' }>['wh
   too_large: "the engine's answer is larger than a NATS message may be: ask for less (a smaller limit)",
 };
 
+/** An engine_unavailable error, as worded, for an operation no engine ever received (UnavailableCause not_delivered): certainly not done. */
+export const neverDelivered = (e: { code: string; message?: string; why?: string }): boolean =>
+  e.code === 'engine_unavailable' && (e.why === 'not_delivered' || e.message === UNAVAILABLE.not_delivered);
+
 /** The message, and the parameter it is about. */
 function words(r: Rejection, tickerOf: TickerOf): { message: string; field?: string } {
   switch (r.code) {

@@ -97,3 +97,18 @@ describe('a 503 names its request', () => {
     expect(found.body.client_request_id).toBe('mine-7');
   });
 });
+
+describe('a conversion no engine received', () => {
+  it('says nothing was done, and a new engine has no record of it', async () => {
+    expect((await http.holdings(...t1)).status).toBe(200); // credentials cached: no engine needed to sign in
+    engine.kill('SIGCONT');
+    await killProcess(engine);
+    const r = await http.send('POST', '/create', { basic: t1, form: { etf_name: 'UNDY', amount: 1 }, headers: { 'idempotency-key': 'absent-1' } });
+    expect(r.status).toBe(503);
+    expect(r.body.error).toMatchObject({ code: 'engine_unavailable', request_id: 'absent-1' });
+    // Before: "may or may not have happened", though no engine was there to take it.
+    expect(r.body.error.message).toMatch(/no engine was running.*nothing was done/);
+    engine = await spawnEngine(nats.url, testConfig(dir.path, { requestTimeoutMs: 300 }));
+    expect((await http.send('GET', '/requests/absent-1', { basic: t1 })).status).toBe(404);
+  });
+});

@@ -3,8 +3,9 @@ import { readFileSync } from 'node:fs';
 import bcrypt from 'bcrypt';
 import { z } from 'zod';
 import { namedPositions, positionsByTicker, type AuditRecord, type ConversionAnswer, type ConversionOp, type EngineReply, type HoldingsAnswer, type Position, type TickerOf } from '../../proto/engine.js';
-import { entryWords, limitWarnings, refusalWords } from '../../proto/messages.js';
+import { entryWords, limitWarnings, neverDelivered, refusalWords } from '../../proto/messages.js';
 import {
+  ENGINE_ABSENT_CONVERSION,
   ENGINE_UNAVAILABLE_CONVERSION,
   GATEWAY_KEY_PREFIX,
   PASSWORD_MAX_BYTES,
@@ -210,7 +211,9 @@ async function convertAs(ex: HttpCall, deps: RouteDeps, params: Params, op: Conv
   if (!reply.ok) {
     if (reply.error.code === 'engine_unavailable') {
       if (!key) return ex.error('engine_unavailable', 'the engine did not answer in time (a dry run changes nothing: ask again)');
-      return ex.error('engine_unavailable', ENGINE_UNAVAILABLE_CONVERSION, { request_id: key }, { [REQUEST_ID_HEADER]: key });
+      // Every send of it met "no responders" (shared/engine-client.ts): no engine ever had it, so the client may say so for sure.
+      const words = neverDelivered(reply.error) ? ENGINE_ABSENT_CONVERSION : ENGINE_UNAVAILABLE_CONVERSION;
+      return ex.error('engine_unavailable', words, { request_id: key }, { [REQUEST_ID_HEADER]: key });
     }
     return engineError(ex, reply, deps.tickerOf);
   }
