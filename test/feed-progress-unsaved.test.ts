@@ -68,6 +68,10 @@ it('says on /health when the clearing progress cannot be saved, and stops once i
     expect.stringMatching(/^progress_unsaved on clearing \[progress-unsaved, operator: ack\]: the clearing session record .* has not been saved for \d+ s, \d+ attempt\(s\): .*message size exceeds maximum allowed.*The standby follows that record/),
   );
   expect(bridge.stats().status.progress_unsaved).toMatchObject({ attempts: expect.any(Number), last_error: expect.stringMatching(/message size exceeds/) });
+  // As a field a script reads, and on /metrics.
+  expect(told.body.feed.progress_unsaved).toMatchObject({ for_ms: expect.any(Number), last_error: expect.stringMatching(/message size exceeds/) });
+  const unsavedSeconds = async () => Number(/^ndfex_feed_progress_unsaved_seconds (\S+)$/m.exec(await fetch(`${sys.url}/metrics`).then((r) => r.text()))?.[1]);
+  expect(await unsavedSeconds()).toBeGreaterThan(0);
   expect(await savedSeq()).toBe(1);
 
   // The limit lifted: the next tick saves, and the problem goes.
@@ -78,5 +82,7 @@ it('says on /health when the clearing progress cannot be saved, and stops once i
     return !(h.body.problems as string[] | undefined)?.some((p) => p.startsWith('progress_unsaved')) && h;
   }, 'the problem gone from /health');
   expect(cleared.body.feed.problems ?? []).toEqual([]);
+  expect(cleared.body.feed.progress_unsaved).toBeUndefined();
+  expect(await unsavedSeconds()).toBe(0);
   expect(bridge.stats().status.progress_unsaved).toBeUndefined();
 });

@@ -52,7 +52,7 @@ export class FeedStatusView {
    * For /health: the counters (gaps, bad datagrams, exchange restarts), whether
    * the bridge is live, and whether the exchange is heard (`exchange_live`).
    */
-  view(): { live: boolean; exchange_live: boolean; age_ms: number | null; clearing?: FeedStatus['clearing']; market_data?: FeedStatus['market_data']; problems?: FeedProblem[]; unstored?: FeedStatus['unstored']; standby?: StandbyView } {
+  view(): { live: boolean; exchange_live: boolean; age_ms: number | null; clearing?: FeedStatus['clearing']; market_data?: FeedStatus['market_data']; problems?: FeedProblem[]; unstored?: FeedStatus['unstored']; progress_unsaved?: FeedStatus['progress_unsaved']; standby?: StandbyView } {
     const standby = this.standbyView();
     if (!this.last) return { live: false, exchange_live: false, age_ms: null, ...(standby ? { standby } : {}) };
     const now = Date.now();
@@ -67,6 +67,7 @@ export class FeedStatusView {
       market_data: this.last.status.market_data,
       ...(problems.length ? { problems } : {}),
       ...(this.last.status.unstored ? { unstored: this.last.status.unstored } : {}),
+      ...(this.last.status.progress_unsaved ? { progress_unsaved: this.last.status.progress_unsaved } : {}),
       ...(standby ? { standby } : {}),
     };
   }

@@ -221,6 +221,14 @@ function feedMetrics(registry: Registry, feed: FeedStatusView): void {
       this.set(feed.view().unstored?.fills ?? 0);
     },
   });
+  new Gauge({
+    name: 'ndfex_feed_progress_unsaved_seconds',
+    help: 'How long the feed bridge has gone without saving its clearing session record, which the standby follows (0: saved)',
+    registers: [registry],
+    collect() {
+      this.set((feed.view().progress_unsaved?.for_ms ?? 0) / 1000);
+    },
+  });
   // The bridge owns these counts; they are repeated here as it reports them (a bridge restart resets them, as Prometheus expects of counters).
   const feedCounter = (name: string, help: string, field: keyof FeedCounters) =>
     new Counter({
