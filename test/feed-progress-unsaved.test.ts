@@ -5,9 +5,8 @@ import { Kvm } from '@nats-io/kv';
 import { decode } from '../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../proto/feed.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
-import { multicastSender } from '../src/feed/multicast.js';
-import { api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
-import { bridgeOpts, fillMsg, sendClearing, type Sender } from './helpers/feed.js';
+import { api, quietLog, until, type TestSystem } from './helpers/system.js';
+import { feedWorld, fillMsg, sendClearing, type FeedWorld, type Sender } from './helpers/feed.js';
 
 /**
  * The clearing session record the bridge saves as it goes (how far it got, the
@@ -15,8 +14,7 @@ import { bridgeOpts, fillMsg, sendClearing, type Sender } from './helpers/feed.j
  * A bucket that refuses it was a warning in the bridge's log every tick, and
  * /health said nothing.
  */
-let nats: Awaited<ReturnType<typeof startTestNats>>;
-let dir: ReturnType<typeof tempDir>;
+let world: FeedWorld;
 let sys: TestSystem;
 let nc: NatsConnection;
 let sender: Sender;
@@ -24,23 +22,14 @@ let bridge: BridgeHandle;
 let opts: BridgeOptions;
 
 beforeAll(async () => {
-  nats = await startTestNats();
-  dir = tempDir();
-  sys = await startSystem(nats.url, testConfig(dir.path));
-  nc = await natsClient(nats.url);
-  sender = await multicastSender('127.0.0.1');
-  opts = await bridgeOpts(nats.url);
+  world = await feedWorld();
+  ({ system: sys, nc, sender, opts } = world);
   bridge = await startBridge(opts, quietLog);
 });
 
 afterAll(async () => {
   await bridge?.close();
-  await sender?.close();
-  await nc?.close();
-  await sys?.close();
-  await nats?.stop();
-  nats?.remove();
-  dir?.remove();
+  await world?.close();
 });
 
 it('says on /health when the clearing progress cannot be saved, and stops once it is saved again', async () => {

@@ -3,12 +3,10 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { DiscardPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { FILL_STREAM } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
-import { multicastSender } from '../src/feed/multicast.js';
-import { api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
-import { bridgeOpts, fillMsg, sendClearing, type Sender } from './helpers/feed.js';
+import { api, quietLog, until, type TestSystem } from './helpers/system.js';
+import { feedWorld, fillMsg, sendClearing, type FeedWorld, type Sender } from './helpers/feed.js';
 
-let nats: Awaited<ReturnType<typeof startTestNats>>;
-let dir: ReturnType<typeof tempDir>;
+let world: FeedWorld;
 let sys: TestSystem;
 let nc: NatsConnection;
 let sender: Sender;
@@ -16,23 +14,14 @@ let bridge: BridgeHandle;
 let opts: BridgeOptions;
 
 beforeAll(async () => {
-  nats = await startTestNats();
-  dir = tempDir();
-  sys = await startSystem(nats.url, testConfig(dir.path));
-  nc = await natsClient(nats.url);
-  sender = await multicastSender('127.0.0.1');
-  opts = await bridgeOpts(nats.url);
+  world = await feedWorld();
+  ({ system: sys, nc, sender, opts } = world);
   bridge = await startBridge(opts, quietLog);
 });
 
 afterAll(async () => {
   await bridge?.close();
-  await sender?.close();
-  await nc?.close();
-  await sys?.close();
-  await nats?.stop();
-  nats?.remove();
-  dir?.remove();
+  await world?.close();
 });
 
 it('says on /health and /metrics when the fill stream stops storing the exchange\'s fills, and stops saying so once they are stored', async () => {

@@ -62,30 +62,21 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   feedMetrics(registry, src.feed);
   pricingMetrics(registry, src.pricing);
   wsMetrics(registry, src.ws);
-  const refused = src.natsRefused;
-  if (refused) {
+  // Counted by the connection (src/shared/nats.ts), read at scrape time.
+  const connectionCounter = (name: string, help: string, read: (() => number) | undefined) => {
+    if (!read) return;
     new Counter({
-      name: 'etf_gateway_nats_refused_total',
-      help: 'Publishes and subscriptions of the gateway the NATS server refused (a permission, a subject): each logged',
+      name,
+      help,
       registers: [registry],
       collect() {
         this.reset();
-        this.inc(refused());
+        this.inc(read());
       },
     });
-  }
-  const throws = src.natsHandlerThrows;
-  if (throws) {
-    new Counter({
-      name: 'etf_gateway_nats_handler_throws_total',
-      help: 'Messages whose subscription handler in the gateway threw (caught, so the connection reads on): each logged',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(throws());
-      },
-    });
-  }
+  };
+  connectionCounter('etf_gateway_nats_refused_total', 'Publishes and subscriptions of the gateway the NATS server refused (a permission, a subject): each logged', src.natsRefused);
+  connectionCounter('etf_gateway_nats_handler_throws_total', 'Messages whose subscription handler in the gateway threw (caught, so the connection reads on): each logged', src.natsHandlerThrows);
 
   return {
     registry,
