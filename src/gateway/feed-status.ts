@@ -1,8 +1,9 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { decode, decodeAs, MalformedMessage } from '../../proto/codec.js';
+import { decode, decodeAs } from '../../proto/codec.js';
 import { FEED_STATUS_SUBJECT, feedStatusShape, standbyStatusShape, type FeedStatus, type StandbyStatus } from '../../proto/marketdata.js';
 import type { FeedProblem } from '../../proto/feed.js';
 import type { Logger } from '../shared/log.js';
+import { UnreadableStatuses } from './unreadable-status.js';
 
 /** The bridge publishes its status every second; older than this, the bridge is taken for down. */
 const STALE_MS = 5_000;
@@ -16,13 +17,12 @@ export class FeedStatusView {
   private standby: { status: StandbyStatus; at: number } | null = null;
   /** When the bridge last reported new market-data datagrams: NDFEX sends at least a heartbeat every 500 ms. */
   private exchangeHeardAt = 0;
-  /** The newest status on the subject that is not of its shape (another version's bridge?), and why. */
-  private unreadable: { problem: string; at: number } | null = null;
-  /** Statuses heard that did not read. */
-  unreadableCount = 0;
+  /** Statuses on the subject not of their shape (another version's bridge?). */
+  private readonly unreadable: UnreadableStatuses;
   private readonly sub: Subscription;
 
   constructor(nc: NatsConnection, log?: Logger) {
+    this.unreadable = new UnreadableStatuses('feed bridge', log);
     this.sub = nc.subscribe(FEED_STATUS_SUBJECT, {
       callback: (err, msg) => {
         if (err) return;
@@ -40,9 +40,7 @@ export class FeedStatusView {
           this.last = { status, at: Date.now() };
         } catch (err) {
           // Ignored, but not unheard: a bridge whose every status fails to read is not a bridge that is down.
-          this.unreadableCount++;
-          this.unreadable = { problem: err instanceof MalformedMessage ? err.problem : String(err), at: Date.now() };
-          if (this.unreadableCount % 1000 === 1) log?.warn({ problem: this.unreadable.problem, count: this.unreadableCount }, 'a feed bridge status that does not read: ignored (another version of the bridge?)');
+          this.unreadable.note(err);
         }
       },
     });
@@ -83,9 +81,9 @@ export class FeedStatusView {
   /** Why the exchange's positions may not be current, or none. */
   problems(): string[] {
     const v = this.view();
-    const bad = this.unreadable;
-    if (!v.live && bad && Date.now() - bad.at < STALE_MS) {
-      return [`the feed bridge's status does not read (${bad.problem}; ${this.unreadableCount} so far): is the bridge another version than this gateway? Whether exchange fills are taken in cannot be told`];
+    const bad = v.live ? null : this.unreadable.recent(STALE_MS);
+    if (bad !== null) {
+      return [`the feed bridge's status does not read (${bad}; ${this.unreadable.count} so far): is the bridge another version than this gateway? Whether exchange fills are taken in cannot be told`];
     }
     if (!v.live) return [v.age_ms === null ? 'the feed bridge has not reported: exchange fills are not being taken in' : `the feed bridge last reported ${Math.round(v.age_ms / 1000)} s ago: exchange fills are not being taken in`];
     const out: string[] = [];

@@ -62,21 +62,9 @@ export function createMetrics(src: MetricsSources, log: Logger): GatewayMetrics 
   feedMetrics(registry, src.feed);
   pricingMetrics(registry, src.pricing);
   wsMetrics(registry, src.ws);
-  // Counted by the connection (src/shared/nats.ts), read at scrape time.
-  const connectionCounter = (name: string, help: string, read: (() => number) | undefined) => {
-    if (!read) return;
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(read());
-      },
-    });
-  };
-  connectionCounter('etf_gateway_nats_refused_total', 'Publishes and subscriptions of the gateway the NATS server refused (a permission, a subject): each logged', src.natsRefused);
-  connectionCounter('etf_gateway_nats_handler_throws_total', 'Messages whose subscription handler in the gateway threw (caught, so the connection reads on): each logged', src.natsHandlerThrows);
+  // Counted by the connection (src/shared/nats.ts).
+  if (src.natsRefused) scrapedCounter(registry, 'etf_gateway_nats_refused_total', 'Publishes and subscriptions of the gateway the NATS server refused (a permission, a subject): each logged', src.natsRefused);
+  if (src.natsHandlerThrows) scrapedCounter(registry, 'etf_gateway_nats_handler_throws_total', 'Messages whose subscription handler in the gateway threw (caught, so the connection reads on): each logged', src.natsHandlerThrows);
 
   return {
     registry,
@@ -128,6 +116,20 @@ interface Sample {
  * prom-client's own inc and observe validate and hash the labels on every
  * call, a few microseconds of every request's CPU (issue 24).
  */
+/** A counter another part keeps (undefined: not known yet), read at each scrape: a restart of its owner resets it, as Prometheus expects of counters. */
+function scrapedCounter(registry: Registry, name: string, help: string, read: () => number | undefined): void {
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      const v = read();
+      this.reset();
+      if (v !== undefined) this.inc(v);
+    },
+  });
+}
+
 function requestMetrics(registry: Registry): Observe {
   const tallies = new Map<string, Tally>();
   // prom-client's typings name only its own classes; its registry reads any object with a name and get().
@@ -281,17 +283,7 @@ function pricingMetrics(registry: Registry, pricing: PricingStatusView): void {
     },
   });
   // Pricing owns these counts; repeated as it reports them (a restart of it resets them, as Prometheus expects of counters).
-  const pricingCounter = (name: string, help: string, read: (v: PricingView) => number | undefined) =>
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        const v = read(pricing.view());
-        this.reset();
-        if (v !== undefined) this.inc(v);
-      },
-    });
+  const pricingCounter = (name: string, help: string, read: (v: PricingView) => number | undefined) => scrapedCounter(registry, name, help, () => read(pricing.view()));
   pricingCounter('etf_pricing_bbos_total', 'Best bids/asks the pricing service heard', (v) => v.bbos);
   pricingCounter('etf_pricing_bad_bbos_total', 'Best bids/asks not of their shape, ignored by the pricing service', (v) => v.bad_bbos);
   pricingCounter('etf_pricing_prices_published_total', 'ETF prices the pricing service sent to the etf_prices bucket', (v) => v.published);
@@ -316,16 +308,7 @@ function wsMetrics(registry: Registry, ws: () => HubStats): void {
     });
   wsGauge('etf_ws_connections', 'Open WebSocket connections', 'connections');
   wsGauge('etf_ws_accounts', 'Accounts with a live or recently closed WebSocket connection', 'accounts');
-  const wsCounter = (name: string, help: string, field: Exclude<keyof HubStats, 'connections' | 'accounts'>) =>
-    new Counter({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(ws()[field]);
-      },
-    });
+  const wsCounter = (name: string, help: string, field: Exclude<keyof HubStats, 'connections' | 'accounts'>) => scrapedCounter(registry, name, help, () => ws()[field]);
   wsCounter('etf_ws_deltas_total', 'Holdings changes (deltas) fanned out to the connections of their account', 'changes');
   wsCounter('etf_ws_snapshots_total', 'Holdings snapshots fetched from the engine for the stream', 'snapshots');
   wsCounter('etf_ws_prices_total', 'ETF price updates the stream received (and sent to the connections subscribed to them)', 'prices');

@@ -1,8 +1,9 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
-import { decodeAs, MalformedMessage } from '../../proto/codec.js';
+import { decodeAs } from '../../proto/codec.js';
 import { PRICING_STATUS_SUBJECT, pricingStatusShape, type PricingFailing, type PricingStatus } from '../../proto/marketdata.js';
 import type { OperatorPricing } from '../../proto/operator.js';
 import type { Logger } from '../shared/log.js';
+import { UnreadableStatuses } from './unreadable-status.js';
 
 /** Pricing publishes its status every second (src/pricing/status.ts); older than this, it is taken for down. */
 const STALE_MS = 5_000;
@@ -31,9 +32,8 @@ export class PricingStatusView {
   /** When a status from another run than the one before was heard (a restart, or a second pricing service). */
   private restartsAt: number[] = [];
   private restartsTotal = 0;
-  private unreadable: { problem: string; at: number } | null = null;
-  /** Statuses heard that did not read. */
-  unreadableCount = 0;
+  /** Statuses on the subject not of their shape (another version's pricing?). */
+  private readonly unreadable: UnreadableStatuses;
   private readonly sub: Subscription;
 
   constructor(
@@ -41,6 +41,7 @@ export class PricingStatusView {
     private readonly expected: boolean,
     log?: Logger,
   ) {
+    this.unreadable = new UnreadableStatuses('pricing service', log);
     this.sub = nc.subscribe(PRICING_STATUS_SUBJECT, {
       callback: (err, msg) => {
         if (err) return;
@@ -54,9 +55,7 @@ export class PricingStatusView {
           this.last = { status, at: now };
         } catch (err) {
           // A status that does not read is not a pricing that is down: said as such below.
-          this.unreadableCount++;
-          this.unreadable = { problem: err instanceof MalformedMessage ? err.problem : String(err), at: Date.now() };
-          if (this.unreadableCount % 1000 === 1) log?.warn({ problem: this.unreadable.problem, count: this.unreadableCount }, 'a pricing status that does not read: ignored (another version of the pricing service?)');
+          this.unreadable.note(err);
         }
       },
     });
@@ -73,9 +72,9 @@ export class PricingStatusView {
   problems(): string[] {
     const now = Date.now();
     const v = this.view();
-    const bad = this.unreadable;
-    if (!v.live && bad && now - bad.at < STALE_MS) {
-      return [`the pricing service's status does not read (${bad.problem}; ${this.unreadableCount} so far): is it another version than this gateway? Whether ETF prices, the charts and the scorecards are being updated cannot be told`];
+    const bad = v.live ? null : this.unreadable.recent(STALE_MS);
+    if (bad !== null) {
+      return [`the pricing service's status does not read (${bad}; ${this.unreadable.count} so far): is it another version than this gateway? Whether ETF prices, the charts and the scorecards are being updated cannot be told`];
     }
     if (v.age_ms === null) {
       const waited = now - this.createdAt;
