@@ -1,5 +1,3 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Unpackr } from 'msgpackr';
@@ -12,8 +10,7 @@ import { JournalWriter } from '../src/engine/journal.js';
 import { emptyState } from '../src/engine/state.js';
 import { EngineClient } from '../src/shared/engine-client.js';
 import { ensureJournalStream } from '../src/shared/streams.js';
-import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
-import { natsClient, quietLog, tempDir } from './helpers/system.js';
+import { natsClient, quietLog, startTestNats } from './helpers/system.js';
 
 /**
  * The engine's answers that are not the usual ones, on a server that allows
@@ -24,14 +21,11 @@ import { natsClient, quietLog, tempDir } from './helpers/system.js';
  * journal, and the rest of the answers unsent).
  */
 const LIMIT = 4096;
-const dir = tempDir();
-let nats: NatsServer;
+let nats: Awaited<ReturnType<typeof startTestNats>>;
 let nc: NatsConnection;
 
 beforeAll(async () => {
-  const conf = join(dir.path, 'nats.conf');
-  writeFileSync(conf, `max_payload: ${LIMIT}\n`);
-  nats = await startNatsServer({ port: await freePort(), storeDir: join(dir.path, 'nats'), configFile: conf });
+  nats = await startTestNats(undefined, { maxPayload: LIMIT });
   nc = await natsClient(nats.url);
   await ensureJournalStream(nc);
 });
@@ -39,7 +33,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await nc?.close();
   await nats?.stop();
-  dir.remove();
+  nats?.remove();
 });
 
 it('a failed journal write answers every command of the group as unconfirmed, in messages under the limit, and the fault is reported with its cause', async () => {

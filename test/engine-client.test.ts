@@ -1,5 +1,3 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Unpackr } from 'msgpackr';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -10,8 +8,7 @@ import { HTTP_STATUS } from '../proto/http.js';
 import { ENGINE_COMMAND_SUBJECT } from '../proto/subjects.js';
 import { EngineClient } from '../src/shared/engine-client.js';
 import { createLogger } from '../src/shared/log.js';
-import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
-import { natsClient, tempDir, until, useTestNats } from './helpers/system.js';
+import { natsClient, startTestNats, until, useTestNats } from './helpers/system.js';
 import { heapFixture } from './helpers/heap.js';
 
 /**
@@ -224,19 +221,16 @@ describe('engine client: no engine subscribed', () => {
  */
 describe('engine client: the NATS payload limit, and a closed connection', () => {
   const LIMIT = 4096;
-  const dir = tempDir();
-  let nats: NatsServer;
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
   let nc: NatsConnection;
   beforeAll(async () => {
-    const conf = join(dir.path, 'nats.conf');
-    writeFileSync(conf, `max_payload: ${LIMIT}\n`);
-    nats = await startNatsServer({ port: await freePort(), storeDir: join(dir.path, 'nats'), configFile: conf });
+    nats = await startTestNats(undefined, { maxPayload: LIMIT });
     nc = await natsClient(nats.url);
   });
   afterAll(async () => {
     await nc?.close();
     await nats?.stop();
-    dir.remove();
+    nats?.remove();
   });
 
   /** An engine that answers every command ok, and keeps what it was sent. */

@@ -1,12 +1,9 @@
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { decodeRecords } from '../proto/codec.js';
 import type { NoticeBatch } from '../proto/holdings.js';
 import { NOTICES_SUBJECT_WILDCARD } from '../proto/subjects.js';
 import type { Fill } from '../proto/fill.js';
-import { freePort, startNatsServer, type NatsServer } from '../src/launcher/nats-server.js';
-import { natsClient, publishFills, startSystem, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
+import { natsClient, publishFills, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
 
 /**
  * Holdings notices over NATS's payload limit. An account holding many symbols
@@ -15,19 +12,18 @@ import { natsClient, publishFills, startSystem, tempDir, testConfig, until, type
  * The server here allows 16 KB, so a few dozen such changes are enough.
  */
 const dir = tempDir();
-let nats: NatsServer;
+let nats: Awaited<ReturnType<typeof startTestNats>>;
 let sys: TestSystem;
 
 beforeAll(async () => {
-  const conf = join(dir.path, 'nats.conf');
-  writeFileSync(conf, 'max_payload: 16384\n');
-  nats = await startNatsServer({ port: await freePort(), storeDir: join(dir.path, 'nats'), configFile: conf });
+  nats = await startTestNats(undefined, { maxPayload: 16384 });
   sys = await startSystem(nats.url, testConfig(dir.path, { snapshotEvery: 0 }));
 }, 60_000);
 
 afterAll(async () => {
   await sys?.close();
   await nats?.stop();
+  nats?.remove();
   dir.remove();
 });
 

@@ -1,12 +1,10 @@
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { expect, it } from 'vitest';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { decode } from '../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../proto/feed.js';
-import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
-import { api, quietLog, until, type TestSystem } from './helpers/system.js';
-import { feedWorld, fillMsg, sendClearing, type FeedWorld, type Sender } from './helpers/feed.js';
+import { api, until } from './helpers/system.js';
+import { fillMsg, sendClearing, useBridgeWorld } from './helpers/feed.js';
 
 /**
  * The clearing session record the bridge saves as it goes (how far it got, the
@@ -14,40 +12,24 @@ import { feedWorld, fillMsg, sendClearing, type FeedWorld, type Sender } from '.
  * A bucket that refuses it was a warning in the bridge's log every tick, and
  * /health said nothing.
  */
-let world: FeedWorld;
-let sys: TestSystem;
-let nc: NatsConnection;
-let sender: Sender;
-let bridge: BridgeHandle;
-let opts: BridgeOptions;
-
-beforeAll(async () => {
-  world = await feedWorld();
-  ({ system: sys, nc, sender, opts } = world);
-  bridge = await startBridge(opts, quietLog);
-});
-
-afterAll(async () => {
-  await bridge?.close();
-  await world?.close();
-});
+const w = useBridgeWorld();
 
 it('says on /health when the clearing progress cannot be saved, and stops once it is saved again', async () => {
-  const http = api(sys.url);
-  const kv = await new Kvm(nc).open(FEED_BUCKET);
+  const http = api(w.system.url);
+  const kv = await new Kvm(w.nc).open(FEED_BUCKET);
   const savedSeq = async () => {
     const e = await kv.get(FEED_CLEARING_KEY);
     return e ? decode<ClearingSessionRecord>(e.value).last_seq : 0;
   };
-  await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 3, 5)]]);
+  await sendClearing(w.sender, w.opts.clearing, [[fillMsg(1, 1, 3, 5)]]);
   await until(async () => (await savedSeq()) === 1, 'the progress saved');
 
   // The bucket refuses the record (as a quota, a full disk or a size limit does); the fills themselves still go through.
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(w.nc);
   const stream = `KV_${FEED_BUCKET}`;
   const { config } = await jsm.streams.info(stream);
   await jsm.streams.update(stream, { ...config, max_msg_size: 16 });
-  await sendClearing(sender, opts.clearing, [[fillMsg(2, 1, 3, 7)]]);
+  await sendClearing(w.sender, w.opts.clearing, [[fillMsg(2, 1, 3, 7)]]);
   const told = await until(async () => {
     const h = await http.send('GET', '/health');
     return (h.body.problems as string[] | undefined)?.some((p) => p.startsWith('progress_unsaved')) && h;
@@ -56,10 +38,10 @@ it('says on /health when the clearing progress cannot be saved, and stops once i
   expect(told.body.problems).toContainEqual(
     expect.stringMatching(/^progress_unsaved on clearing \[progress-unsaved, operator: ack\]: the clearing session record .* has not been saved for \d+ s, \d+ attempt\(s\): .*message size exceeds maximum allowed.*The standby follows that record/),
   );
-  expect(bridge.stats().status.progress_unsaved).toMatchObject({ attempts: expect.any(Number), last_error: expect.stringMatching(/message size exceeds/) });
+  expect(w.bridge.stats().status.progress_unsaved).toMatchObject({ attempts: expect.any(Number), last_error: expect.stringMatching(/message size exceeds/) });
   // As a field a script reads, and on /metrics.
   expect(told.body.feed.progress_unsaved).toMatchObject({ for_ms: expect.any(Number), last_error: expect.stringMatching(/message size exceeds/) });
-  const unsavedSeconds = async () => Number(/^ndfex_feed_progress_unsaved_seconds (\S+)$/m.exec(await fetch(`${sys.url}/metrics`).then((r) => r.text()))?.[1]);
+  const unsavedSeconds = async () => Number(/^ndfex_feed_progress_unsaved_seconds (\S+)$/m.exec(await fetch(`${w.system.url}/metrics`).then((r) => r.text()))?.[1]);
   expect(await unsavedSeconds()).toBeGreaterThan(0);
   expect(await savedSeq()).toBe(1);
 
@@ -73,5 +55,5 @@ it('says on /health when the clearing progress cannot be saved, and stops once i
   expect(cleared.body.feed.problems ?? []).toEqual([]);
   expect(cleared.body.feed.progress_unsaved).toBeUndefined();
   expect(await unsavedSeconds()).toBe(0);
-  expect(bridge.stats().status.progress_unsaved).toBeUndefined();
+  expect(w.bridge.stats().status.progress_unsaved).toBeUndefined();
 });

@@ -1,40 +1,22 @@
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { NatsConnection } from '@nats-io/transport-node';
+import { expect, it } from 'vitest';
 import { DiscardPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { FILL_STREAM } from '../proto/subjects.js';
-import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
-import { api, quietLog, until, type TestSystem } from './helpers/system.js';
-import { feedWorld, fillMsg, sendClearing, type FeedWorld, type Sender } from './helpers/feed.js';
+import { api, until } from './helpers/system.js';
+import { fillMsg, sendClearing, useBridgeWorld } from './helpers/feed.js';
 
-let world: FeedWorld;
-let sys: TestSystem;
-let nc: NatsConnection;
-let sender: Sender;
-let bridge: BridgeHandle;
-let opts: BridgeOptions;
-
-beforeAll(async () => {
-  world = await feedWorld();
-  ({ system: sys, nc, sender, opts } = world);
-  bridge = await startBridge(opts, quietLog);
-});
-
-afterAll(async () => {
-  await bridge?.close();
-  await world?.close();
-});
+const w = useBridgeWorld();
 
 it('says on /health and /metrics when the fill stream stops storing the exchange\'s fills, and stops saying so once they are stored', async () => {
-  const http = api(sys.url);
+  const http = api(w.system.url);
   const knan = async () => (await http.send('GET', '/holdings', { basic: ['team1', 'team1pass'] })).body.holdings?.KNAN ?? 0;
-  await sendClearing(sender, opts.clearing, [[fillMsg(1, 1, 3, 5)]]);
+  await sendClearing(w.sender, w.opts.clearing, [[fillMsg(1, 1, 3, 5)]]);
   await until(async () => (await knan()) === 5, 'the first fill applied');
 
   // The stream at its limit (as a full disk or a quota leaves it): JetStream refuses every further fill.
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(w.nc);
   const { config, state } = await jsm.streams.info(FILL_STREAM);
   await jsm.streams.update(FILL_STREAM, { ...config, max_msgs: state.messages, discard: DiscardPolicy.New });
-  await sendClearing(sender, opts.clearing, [[fillMsg(2, 1, 3, 7)]]);
+  await sendClearing(w.sender, w.opts.clearing, [[fillMsg(2, 1, 3, 7)]]);
   const told = await until(async () => {
     const h = await http.send('GET', '/health');
     return h.body.feed.unstored && h;
@@ -42,7 +24,7 @@ it('says on /health and /metrics when the fill stream stops storing the exchange
   expect(told.body.status).toBe('degraded');
   expect(told.body.feed.unstored).toMatchObject({ fills: 1, last_error: expect.stringMatching(/maximum messages/) });
   expect(told.body.problems).toContainEqual(expect.stringMatching(/^1 exchange fill\(s\) not stored in the fill stream for \d+ s \(.*maximum messages.*\): positions do not move/));
-  expect(await fetch(`${sys.url}/metrics`).then((r) => r.text())).toMatch(/^ndfex_feed_fills_unstored 1$/m);
+  expect(await fetch(`${w.system.url}/metrics`).then((r) => r.text())).toMatch(/^ndfex_feed_fills_unstored 1$/m);
   expect(await knan()).toBe(5);
 
   // Room again: the retried fill is stored under its msg id, applied, and /health no longer names it.

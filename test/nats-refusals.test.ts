@@ -38,7 +38,8 @@ afterAll(async () => {
   dir?.remove();
 });
 
-it('logs a publish the server refused, naming the subject', async () => {
+/** A logger keeping its lines; `logged` resolves at the first line naming `subject`. */
+function logLines(subject: string) {
   const lines: Record<string, unknown>[] = [];
   let heard!: () => void;
   const logged = new Promise<void>((r) => (heard = r));
@@ -46,9 +47,14 @@ it('logs a publish the server refused, naming the subject', async () => {
     write: (s: string) => {
       const line = JSON.parse(s) as Record<string, unknown>;
       lines.push(line);
-      if (line.subject === fillSubject(1)) heard();
+      if (line.subject === subject) heard();
     },
   });
+  return { lines, log, logged };
+}
+
+it('logs a publish the server refused, naming the subject', async () => {
+  const { lines, log, logged } = logLines(fillSubject(1));
   const nc = await connectNats(server.url, 'test-gateway', { waitForServer: false, role: 'gateway', credsFile: auth.credsFile('gateway'), log });
   try {
     nc.publish(fillSubject(1), encode({ forged: true }));
@@ -61,16 +67,7 @@ it('logs a publish the server refused, naming the subject', async () => {
 });
 
 it('the pricing service logs a publish the server refused on its own connection', async () => {
-  const lines: Record<string, unknown>[] = [];
-  let heard!: () => void;
-  const logged = new Promise<void>((r) => (heard = r));
-  const log = createLogger('test', 'info', {
-    write: (s: string) => {
-      const line = JSON.parse(s) as Record<string, unknown>;
-      lines.push(line);
-      if (line.subject === fillSubject(3)) heard();
-    },
-  });
+  const { lines, log, logged } = logLines(fillSubject(3));
   const cfg = testConfig(dir.path);
   const pricing = await startPricing({ ...cfg, nats: { ...cfg.nats, creds: auth.credsFile('pricing') } }, server.url, log);
   try {

@@ -1,3 +1,4 @@
+import { afterAll, beforeAll } from 'vitest';
 import { createSocket } from 'node:dgram';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decode } from '../../proto/codec.js';
@@ -5,8 +6,8 @@ import { FILL_STREAM } from '../../proto/subjects.js';
 import { encodeClearingDatagram, encodeMdDatagram, type ClearingMessage } from '../../proto/ndfex.js';
 import { readStream } from '../../src/shared/stream-reader.js';
 import { multicastSender, type GroupAddr } from '../../src/feed/multicast.js';
-import type { BridgeOptions } from '../../src/feed/service.js';
-import { natsClient, spawnService, startSystem, startTestNats, tempDir, testConfig, type TestSystem } from './system.js';
+import { startBridge, type BridgeHandle, type BridgeOptions } from '../../src/feed/service.js';
+import { natsClient, quietLog, spawnService, startSystem, startTestNats, tempDir, testConfig, type TestSystem } from './system.js';
 
 /** A UDP port the OS just handed out (free right now). */
 export async function udpPort(): Promise<number> {
@@ -227,4 +228,18 @@ export async function feedWorld(): Promise<FeedWorld> {
       nats.remove();
     },
   };
+}
+
+/** A feedWorld with a bridge running in it, around a file's tests. */
+export function useBridgeWorld(): FeedWorld & { bridge: BridgeHandle } {
+  const f = {} as FeedWorld & { bridge: BridgeHandle };
+  beforeAll(async () => {
+    Object.assign(f, await feedWorld());
+    f.bridge = await startBridge(f.opts, quietLog);
+  });
+  afterAll(async () => {
+    await f.bridge?.close();
+    await f.close?.();
+  });
+  return f;
 }

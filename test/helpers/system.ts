@@ -32,12 +32,18 @@ export function tempDir(prefix = 'etf-test-'): { path: string; remove(): void } 
 export const portTaken = (err: unknown): boolean => String((err as Error)?.message).includes('address already in use');
 
 /** A real nats-server on a free loopback port with a temporary JetStream store. */
-export async function startTestNats(storeDir?: string): Promise<NatsServer & { storeDir: string; remove(): void }> {
+/** `maxPayload`: the server's message limit (NATS's default is 1 MB), for what must hold under a smaller one. */
+export async function startTestNats(storeDir?: string, opts: { maxPayload?: number } = {}): Promise<NatsServer & { storeDir: string; remove(): void }> {
   const dir = storeDir ? { path: storeDir, remove: () => {} } : tempDir('etf-nats-');
+  let configFile: string | undefined;
+  if (opts.maxPayload !== undefined) {
+    configFile = join(dir.path, 'limits.conf');
+    writeFileSync(configFile, `max_payload: ${opts.maxPayload}\n`);
+  }
   // A free port can be taken by another test file's process before nats-server binds it: another one then.
   for (let attempt = 1; ; attempt++) {
     try {
-      const server = await startNatsServer({ port: await freePort(), storeDir: dir.path });
+      const server = await startNatsServer({ port: await freePort(), storeDir: dir.path, ...(configFile ? { configFile } : {}) });
       return Object.assign(server, { storeDir: dir.path, remove: dir.remove });
     } catch (err) {
       if (attempt >= 5 || !portTaken(err)) throw err;
