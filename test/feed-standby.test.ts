@@ -14,6 +14,7 @@ import { GapCover } from '../src/feed/gap-cover.js';
 import { emptyCounters } from '../src/feed/integrity.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { api, quietLog, until, type TestSystem } from './helpers/system.js';
+import { fingerprint } from '../src/feed/verdict.js';
 import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge } from './helpers/feed.js';
 import { FEED_ALERT_SUBJECT, type FeedAlert } from '../proto/marketdata.js';
 
@@ -288,7 +289,7 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(await holdings('team1'), `the standby's stored copies: ${stale.map((m) => m.msgId).join(', ') || 'none'}`).toEqual({ DILN: 2 });
   });
 
-  it('a run kept while the bridge is not listening takes no forgery from the exchange\'s own address: a second message with a kept seq (neither stored), a seq at or before the last stored, a seq further ahead than the exchange sends', async () => {
+  it('a run kept while the bridge is not listening takes no forgery from the exchange\'s own address: a second message with a kept seq (the first stays), a seq at or before the last stored, a seq further ahead than the exchange sends', async () => {
     const { ex, sb } = await standbyAfterWholeStop();
     await ex.fills([[1, 6, 1]]); // 107: the first heard, skipping: the run begins
     await ex.spoof([fillMsg(107, 2, 6, 50)]); // the same seq, other content
@@ -302,14 +303,61 @@ describe('the standby publishes nothing the bridge would hold', () => {
     await ex.fills([[1, 4, 1]]); // 110
     await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
     await ex.fills([[1, 4, 1]]); // 111
-    await storedCount(6, 'the fills after the bridge came back');
+    await storedCount(7, 'the fills after the bridge came back');
     await sb.idle();
-    // 107 is lost (two copies heard, nobody can tell the exchange's); nothing forged is stored.
-    expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-108', 'fill-1-110', 'fill-1-111']);
-    await until(() => (system.engine.fills.applied >= 6 ? true : undefined), 'every fill applied');
+    // 107 as first heard, as the bridge keeps a held one; nothing forged is stored.
+    expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-107', 'fill-1-108', 'fill-1-110', 'fill-1-111']);
+    await until(() => (system.engine.fills.applied >= 7 ? true : undefined), 'every fill applied');
     expect(await holdings('team2')).toEqual({});
-    expect(await holdings('team1')).toEqual({ STED: 5, DILN: 1 });
+    expect(await holdings('team1')).toEqual({ STED: 5, DILN: 2 });
   });
+
+  for (const [copy, told] of [
+    ['with other content (forged from its address, or corrupted)', 'a conflict: counted, alerted with both, a standing problem'],
+    ['with the same content', 'a duplicate, counted'],
+    ['with other content, then the first one\'s content again', 'a conflict, then a duplicate of the first'],
+  ] as const) {
+    it(`a second message at a seq of the run it keeps while no bridge listens, ${copy}: ${told}; the first kept, stored once the bridge goes on, the gap covered, and applied once`, async () => {
+      const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+      await alerts.flushed();
+      const { ex, sb } = await standbyAfterWholeStop();
+      const first = fillMsg(107, 1, 6, 1);
+      const other = fillMsg(107, 2, 6, 50);
+      await ex.fills([[1, 6, 1]]); // 107: the first heard, skipping 104 to 106: the run begins
+      const conflicts = copy === 'with the same content' ? 0 : 1;
+      const duplicates = copy === 'with other content (forged from its address, or corrupted)' ? 0 : 1;
+      await ex.spoof([conflicts ? other : first]);
+      if (conflicts && duplicates) await ex.spoof([first]);
+      await ex.fills([[1, 6, 1]]); // 108
+      await until(() => (sb.status().suspended >= 2 + conflicts + duplicates ? true : undefined), 'the standby to hear the run');
+      if (conflicts) {
+        const a = await alerts.next((x) => x.kind === 'conflict');
+        expect(a).toMatchObject({ feed: 'clearing', received: 107, fingerprints: [fingerprint(first), fingerprint(other)] });
+        expect(a.detail).toBe(
+          `standby: clearing seq 107 came twice with other content: held ${fingerprint(first)} from ${ex.source()} (${JSON.stringify(first)}) in the run the standby keeps while no bridge listens, kept (stored once the bridge goes on past it), not ${fingerprint(other)} from ${ex.source()} (${JSON.stringify(other)})`,
+        );
+        expect(sb.status().problems).toEqual([expect.objectContaining({ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', count: 1, detail: `latest: ${a.detail.slice('standby: '.length)}`, actions: ['ack'] })]);
+      } else expect(sb.status().problems ?? []).toEqual([]);
+      expect(sb.status()).toMatchObject({ conflicts, held_duplicates: duplicates });
+      const b = await bridge();
+      await ex.fills([[1, 4, 1]]); // 109
+      await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
+      await ex.fills([[1, 4, 1]]); // 110
+      await storedCount(7, 'the kept run and the fills after the bridge came back');
+      await sb.idle();
+      const stored = await fills();
+      expect(stored.map((m) => m.msgId).sort()).toEqual([...FIRST, 'fill-1-107', 'fill-1-108', 'fill-1-109', 'fill-1-110']);
+      expect(stored.find((m) => m.msgId === 'fill-1-107')!.data).toMatchObject({ seq: 107, client_id: 1, symbol: 6, quantity: 1 });
+      // The bridge's gap (104 to 108) counts only what nobody stored: 104 to 106, sent while the whole system was down.
+      await until(() => ((b.stats().status.clearing.covered ?? 0) >= 2 ? true : undefined), 'the gap taken back for the kept run');
+      expect(b.stats().status.clearing).toMatchObject({ missed_messages: 3, covered: 2 });
+      await until(() => (system.engine.fills.applied >= 7 ? true : undefined), 'every fill applied');
+      expect(await holdings('team1')).toEqual({ STED: 5, DILN: 2 });
+      expect(await holdings('team2')).toEqual({});
+      expect(alerts.seen.filter((x) => x.kind === 'conflict')).toHaveLength(conflicts);
+      alerts.stop();
+    });
+  }
 
   for (const [policy, together] of [['reset', 1], ['keep', 1], ['keep', 2]] as const) {
     it(`the operator's new session at ${together === 1 ? 'a bridge start' : 'the start of two bridges at once'} while fills flow (${policy}): no fill is lost${policy === 'keep' ? ', none counted twice' : ''}`, async () => {

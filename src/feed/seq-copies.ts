@@ -36,6 +36,12 @@ export function reportConflict(d: Of<'conflict'>, to: CopyReports, now: number, 
   to.problems.raise({ id: `conflict-${d.feed}`, kind: 'conflict', feed: d.feed, detail: `latest: ${detail}`, actions: ['ack'] }, now);
 }
 
+/** Either decision of verdict.ts copyOf, told as the bridge tells it. */
+export function reportCopy(d: SeqCopy, to: CopyReports, now: number, kept?: KeptIn): void {
+  if (d.kind === 'conflict') reportConflict(d, to, now, kept);
+  else reportDuplicate(d, to);
+}
+
 /** The same message again: counted; from another socket than the first, a replay, alerted. */
 export function reportDuplicate(d: Of<'duplicate'>, to: CopyReports): void {
   to.count('duplicates');
