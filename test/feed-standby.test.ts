@@ -3,7 +3,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { decode, encode } from '../proto/codec.js';
-import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../proto/feed.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, FEED_PROBLEMS_KEY, FEED_STANDBY_PROBLEMS_KEY, type ClearingSessionRecord, type FeedProblem } from '../proto/feed.js';
 import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { ClearingSession } from '../src/feed/clearing-session.js';
@@ -11,6 +11,8 @@ import { SessionStore, beginsSession } from '../src/feed/session.js';
 import { ensureFillStream, openBucket } from '../src/shared/streams.js';
 import { StandbyListener } from '../src/feed/standby.js';
 import { GapCover } from '../src/feed/gap-cover.js';
+import { ProblemOutbox, takeStandbyProblems } from '../src/feed/problem-store.js';
+import { ProblemBook } from '../src/feed/problems.js';
 import { emptyCounters } from '../src/feed/integrity.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { api, quietLog, until, type TestSystem } from './helpers/system.js';
@@ -75,6 +77,7 @@ const bridgeRecordSeq = async () => {
 const fills = async () => (await fillStream(nc)).filter((m) => m.subject !== SESSION_SUBJECT);
 const fillIds = async () => (await fills()).map((m) => m.msgId);
 const storedCount = (n: number, what: string) => until(async () => ((await fills()).length >= n ? true : undefined), what);
+const ack = (id: string) => api(system.url).send('POST', '/operator/api/feed/ack', { basic: ['instructor', 'instructorpass'], form: { id } });
 const holdings = async (user: string) => (await api(system.url).holdings(user, `${user}pass`)).body.holdings as Record<string, number>;
 /** The standby follows the exchange's session once the bridge has saved its sender. */
 const following = (s: StandbyListener, source: string, session = 1, lastSeq = 0) =>
@@ -339,7 +342,14 @@ describe('the standby publishes nothing the bridge would hold', () => {
         expect(sb.status().problems).toEqual([expect.objectContaining({ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', count: 1, detail: `latest: ${a.detail.slice('standby: '.length)}`, actions: ['ack'] })]);
       } else expect(sb.status().problems ?? []).toEqual([]);
       expect(sb.status()).toMatchObject({ conflicts, held_duplicates: duplicates });
+      const problem = sb.status().problems?.[0];
       const b = await bridge();
+      if (problem) {
+        // Taken into the bridge's standing problems, where the operator reads and acknowledges them.
+        const taken = await until(() => b.stats().status.problems?.find((p) => p.id === 'conflict-clearing'), "the bridge to take the standby's problem");
+        expect(taken).toEqual(problem);
+        await until(() => (sb.status().problems === undefined ? true : undefined), 'the standby to see it taken');
+      }
       await ex.fills([[1, 4, 1]]); // 109
       await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
       await ex.fills([[1, 4, 1]]); // 110
@@ -356,8 +366,43 @@ describe('the standby publishes nothing the bridge would hold', () => {
       expect(await holdings('team2')).toEqual({});
       expect(alerts.seen.filter((x) => x.kind === 'conflict')).toHaveLength(conflicts);
       alerts.stop();
+      if (!problem) return expect(b.stats().status.problems?.find((p) => p.kind === 'conflict')).toBeUndefined();
+      const health = await until(async () => {
+        const h = (await api(system.url).send('GET', '/health')).body;
+        return h.problems?.find((p: string) => p.startsWith('conflict on clearing [conflict-clearing, operator: ack]: ')) ?? undefined;
+      }, 'the conflict on /health');
+      expect(health).toBe(`conflict on clearing [conflict-clearing, operator: ack]: ${problem.detail}`);
+      expect((await ack('conflict-clearing')).status).toBe(200);
+      expect(b.stats().status.problems?.find((p) => p.id === 'conflict-clearing')).toBeUndefined();
     });
   }
+
+  it("a conflict the standby heard outlives a standby restart, and a bridge takes it once into the problems the operator acknowledges", async () => {
+    const { ex, sb } = await standbyAfterWholeStop();
+    await ex.fills([[1, 6, 1]]); // 107: the run begins
+    await ex.spoof([fillMsg(107, 2, 6, 50)]);
+    const kv = await openBucket(nc, FEED_BUCKET);
+    const stored = await until(async () => {
+      const e = await kv.get(FEED_STANDBY_PROBLEMS_KEY);
+      return e?.operation === 'PUT' ? decode<FeedProblem[]>(e.value) : undefined;
+    }, "the standby's problem stored");
+    expect(stored).toEqual([expect.objectContaining({ id: 'conflict-clearing', kind: 'conflict', count: 1 })]);
+    await sb.close();
+    const again = await standby();
+    expect(again.status().problems).toEqual(stored);
+    const b = await bridge();
+    const taken = await until(() => b.stats().status.problems?.find((p) => p.id === 'conflict-clearing'), "the bridge to take the standby's problem");
+    expect(taken).toEqual(stored[0]);
+    await until(() => (again.status().problems === undefined ? true : undefined), 'the standby to see it taken');
+    expect((await kv.get(FEED_STANDBY_PROBLEMS_KEY))?.operation).toBe('DEL');
+    expect((await ack('conflict-clearing')).status).toBe(200);
+    // Acknowledged, it is gone from the list a bridge restart loads, and nothing is left to take again.
+    await until(async () => {
+      const e = await kv.get(FEED_PROBLEMS_KEY);
+      return e && !decode<FeedProblem[]>(e.value).some((p) => p.id === 'conflict-clearing') ? true : undefined;
+    }, 'the acknowledgement saved');
+    expect((await kv.get(FEED_STANDBY_PROBLEMS_KEY))?.operation).toBe('DEL');
+  });
 
   for (const [policy, together] of [['reset', 1], ['keep', 1], ['keep', 2]] as const) {
     it(`the operator's new session at ${together === 1 ? 'a bridge start' : 'the start of two bridges at once'} while fills flow (${policy}): no fill is lost${policy === 'keep' ? ', none counted twice' : ''}`, async () => {
@@ -445,6 +490,28 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(newSession.every(([, i]) => i > marker)).toBe(true);
     await until(() => (system.engine.fills.applied >= 5 ? true : undefined), 'every fill applied');
     expect(await holdings('team1')).toEqual({ DILN: 3 });
+  });
+});
+
+describe("the standby's problems, taken by a bridge", () => {
+  it('raised before and after a take: each counted once in the bridge\'s, whatever the order', async () => {
+    const kv = await openBucket(nc, FEED_BUCKET);
+    const outbox = new ProblemOutbox(kv, quietLog);
+    const book = new ProblemBook();
+    const conflict = (n: number) => ({ id: 'conflict-clearing', kind: 'conflict' as const, feed: 'clearing' as const, detail: `latest: ${n}`, actions: ['ack' as const] });
+    outbox.raise(conflict(1), 1000);
+    await outbox.flush();
+    expect(await takeStandbyProblems(kv, book, quietLog)).toHaveLength(1);
+    expect(await takeStandbyProblems(kv, book, quietLog)).toEqual([]);
+    // Written over the deletion that took the first.
+    outbox.raise(conflict(2), 2000);
+    outbox.raise(conflict(3), 3000);
+    await outbox.flush();
+    expect(outbox.list()).toEqual([expect.objectContaining({ count: 2, since: 2000, ts: 3000 })]);
+    expect(await takeStandbyProblems(kv, book, quietLog)).toHaveLength(1);
+    expect(book.list()).toEqual([{ ...conflict(3), count: 3, since: 1000, ts: 3000 }]);
+    await outbox.flush();
+    expect(outbox.list()).toEqual([]);
   });
 });
 

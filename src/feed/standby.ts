@@ -13,7 +13,7 @@ import { lastMarker, lastStoredFill } from './clearing-session.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { publishQuiet } from './nats-out.js';
 import { REORDER_WINDOW, believableJump, copyOf, fingerprint } from './verdict.js';
-import { ProblemBook } from './problems.js';
+import { ProblemOutbox } from './problem-store.js';
 import { reportCopy, type CopyReports, type KeptIn } from './seq-copies.js';
 import { FillPublisher } from './publisher.js';
 import { sourceFilter } from './sockets.js';
@@ -87,8 +87,8 @@ export class StandbyListener {
   /** Why nothing is published yet (no session to follow), or null. */
   private waiting: string | null = 'the clearing session record is not read yet';
   private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, conflicts: 0, held_duplicates: 0, gaps: 0, invalid: 0 };
-  /** What the bridge would raise for the same messages: the standby hears what no bridge heard. */
-  private readonly problems = new ProblemBook();
+  /** What the bridge would raise for the same messages (the standby hears what no bridge heard), until a bridge takes them. */
+  private readonly problems: ProblemOutbox;
   private readonly reports: CopyReports;
   private receiver: Receiver | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -106,6 +106,7 @@ export class StandbyListener {
     private readonly log: Logger,
   ) {
     this.accepts = sourceFilter(opts.sources);
+    this.problems = new ProblemOutbox(kv, log);
     this.reports = {
       count: (what) => void (what === 'conflicts' ? this.counts.conflicts++ : this.counts.held_duplicates++),
       alert: this.alerts.send,
@@ -123,6 +124,8 @@ export class StandbyListener {
       const publisher = new FillPublisher(nc, log, fillSessionId(1), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
       const s = new StandbyListener(nc, kv, publisher, alerts, opts, log);
       await s.follow();
+      // Problems an earlier standby raised that no bridge has taken yet: on its status until one does.
+      await s.problems.flush();
       s.receiver = await joinGroup(opts.clearing, opts.iface, (buf, sender) => s.onDatagram(buf, sender));
       s.timer = setInterval(() => s.tick(), opts.statusIntervalMs ?? 1000);
       s.publishStatus();
@@ -153,6 +156,7 @@ export class StandbyListener {
     await this.receiver?.close();
     this.receiver = null;
     await this.following.catch(() => {});
+    await this.problems.flush();
     await Promise.race([this.publisher.idle(), new Promise((r) => setTimeout(r, 2000))]);
     this.publisher.close();
     await this.nc.drain().catch(() => {});
@@ -166,6 +170,8 @@ export class StandbyListener {
         .catch((err: unknown) => this.log.warn({ err: String(err) }, 'standby: could not read the clearing session'))
         .finally(() => (this.looking = false));
     }
+    // Writes what a failed save left, or sees what a bridge took.
+    void this.problems.flush();
     this.publishStatus();
   }
 
