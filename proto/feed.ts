@@ -77,6 +77,12 @@ export function sessionOfMarkerMsgId(id: string): number | null {
  * bridge restart does not forget them.
  */
 export const FEED_PROBLEMS_KEY = 'problems';
+/**
+ * Problems the standby bridge raised (it hears what no bridge heard: a conflict in the run it keeps while no bridge
+ * listens), msgpack FeedProblem[], kept in FEED_BUCKET until a bridge takes them into its own (FEED_PROBLEMS_KEY),
+ * where the operator sees and acknowledges them; the key is deleted as they are taken.
+ */
+export const FEED_STANDBY_PROBLEMS_KEY = 'standby_problems';
 
 export interface FeedProblem {
   /** Stable id, the one the operator's decision names. */

@@ -184,8 +184,12 @@ export interface StandbyStatus {
   other_sender: number;
   not_after: number;
   suspended: number;
-  /** A message heard with the seq of a fill it published, and other content (the fill heard first stands). */
+  /** A message heard with the seq of a fill it published, or of a message of the run it keeps, and other content (the one heard first stands). */
   conflicts: number;
+  /** Copies (same seq, same content) of a message of the run it keeps while no bridge listens, dropped: the bridge's `duplicates` (absent from a standby before this field). */
+  held_duplicates?: number;
+  /** Standing problems it raised as the bridge would have (a conflict in the run it keeps), as FeedStatus's. */
+  problems?: FeedProblem[];
   gaps: number;
   invalid: number;
   ts: number;

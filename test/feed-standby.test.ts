@@ -3,7 +3,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { decode, encode } from '../proto/codec.js';
-import { FEED_BUCKET, FEED_CLEARING_KEY, type ClearingSessionRecord } from '../proto/feed.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, FEED_PROBLEMS_KEY, FEED_STANDBY_PROBLEMS_KEY, type ClearingSessionRecord, type FeedProblem } from '../proto/feed.js';
 import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { ClearingSession } from '../src/feed/clearing-session.js';
@@ -11,9 +11,12 @@ import { SessionStore, beginsSession } from '../src/feed/session.js';
 import { ensureFillStream, openBucket } from '../src/shared/streams.js';
 import { StandbyListener } from '../src/feed/standby.js';
 import { GapCover } from '../src/feed/gap-cover.js';
+import { ProblemOutbox, takeStandbyProblems } from '../src/feed/problem-store.js';
+import { ProblemBook } from '../src/feed/problems.js';
 import { emptyCounters } from '../src/feed/integrity.js';
 import { multicastSender } from '../src/feed/multicast.js';
 import { api, quietLog, until, type TestSystem } from './helpers/system.js';
+import { fingerprint } from '../src/feed/verdict.js';
 import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge } from './helpers/feed.js';
 import { FEED_ALERT_SUBJECT, type FeedAlert } from '../proto/marketdata.js';
 
@@ -74,6 +77,7 @@ const bridgeRecordSeq = async () => {
 const fills = async () => (await fillStream(nc)).filter((m) => m.subject !== SESSION_SUBJECT);
 const fillIds = async () => (await fills()).map((m) => m.msgId);
 const storedCount = (n: number, what: string) => until(async () => ((await fills()).length >= n ? true : undefined), what);
+const ack = (id: string) => api(system.url).send('POST', '/operator/api/feed/ack', { basic: ['instructor', 'instructorpass'], form: { id } });
 const holdings = async (user: string) => (await api(system.url).holdings(user, `${user}pass`)).body.holdings as Record<string, number>;
 /** The standby follows the exchange's session once the bridge has saved its sender. */
 const following = (s: StandbyListener, source: string, session = 1, lastSeq = 0) =>
@@ -288,7 +292,7 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(await holdings('team1'), `the standby's stored copies: ${stale.map((m) => m.msgId).join(', ') || 'none'}`).toEqual({ DILN: 2 });
   });
 
-  it('a run kept while the bridge is not listening takes no forgery from the exchange\'s own address: a second message with a kept seq (neither stored), a seq at or before the last stored, a seq further ahead than the exchange sends', async () => {
+  it('a run kept while the bridge is not listening takes no forgery from the exchange\'s own address: a second message with a kept seq (the first stays), a seq at or before the last stored, a seq further ahead than the exchange sends', async () => {
     const { ex, sb } = await standbyAfterWholeStop();
     await ex.fills([[1, 6, 1]]); // 107: the first heard, skipping: the run begins
     await ex.spoof([fillMsg(107, 2, 6, 50)]); // the same seq, other content
@@ -302,13 +306,102 @@ describe('the standby publishes nothing the bridge would hold', () => {
     await ex.fills([[1, 4, 1]]); // 110
     await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
     await ex.fills([[1, 4, 1]]); // 111
-    await storedCount(6, 'the fills after the bridge came back');
+    await storedCount(7, 'the fills after the bridge came back');
     await sb.idle();
-    // 107 is lost (two copies heard, nobody can tell the exchange's); nothing forged is stored.
-    expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-108', 'fill-1-110', 'fill-1-111']);
-    await until(() => (system.engine.fills.applied >= 6 ? true : undefined), 'every fill applied');
+    // 107 as first heard, as the bridge keeps a held one; nothing forged is stored.
+    expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-107', 'fill-1-108', 'fill-1-110', 'fill-1-111']);
+    await until(() => (system.engine.fills.applied >= 7 ? true : undefined), 'every fill applied');
     expect(await holdings('team2')).toEqual({});
-    expect(await holdings('team1')).toEqual({ STED: 5, DILN: 1 });
+    expect(await holdings('team1')).toEqual({ STED: 5, DILN: 2 });
+  });
+
+  for (const [copy, told] of [
+    ['with other content (forged from its address, or corrupted)', 'a conflict: counted, alerted with both, a standing problem'],
+    ['with the same content', 'a duplicate, counted'],
+    ['with other content, then the first one\'s content again', 'a conflict, then a duplicate of the first'],
+  ] as const) {
+    it(`a second message at a seq of the run it keeps while no bridge listens, ${copy}: ${told}; the first kept, stored once the bridge goes on, the gap covered, and applied once`, async () => {
+      const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+      await alerts.flushed();
+      const { ex, sb } = await standbyAfterWholeStop();
+      const first = fillMsg(107, 1, 6, 1);
+      const other = fillMsg(107, 2, 6, 50);
+      await ex.fills([[1, 6, 1]]); // 107: the first heard, skipping 104 to 106: the run begins
+      const conflicts = copy === 'with the same content' ? 0 : 1;
+      const duplicates = copy === 'with other content (forged from its address, or corrupted)' ? 0 : 1;
+      await ex.spoof([conflicts ? other : first]);
+      if (conflicts && duplicates) await ex.spoof([first]);
+      await ex.fills([[1, 6, 1]]); // 108
+      await until(() => (sb.status().suspended >= 2 + conflicts + duplicates ? true : undefined), 'the standby to hear the run');
+      if (conflicts) {
+        const a = await alerts.next((x) => x.kind === 'conflict');
+        expect(a).toMatchObject({ feed: 'clearing', received: 107, fingerprints: [fingerprint(first), fingerprint(other)] });
+        expect(a.detail).toBe(
+          `standby: clearing seq 107 came twice with other content: held ${fingerprint(first)} from ${ex.source()} (${JSON.stringify(first)}) in the run the standby keeps while no bridge listens, kept (stored once the bridge goes on past it), not ${fingerprint(other)} from ${ex.source()} (${JSON.stringify(other)})`,
+        );
+        expect(sb.status().problems).toEqual([expect.objectContaining({ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', count: 1, detail: `latest: ${a.detail.slice('standby: '.length)}`, actions: ['ack'] })]);
+      } else expect(sb.status().problems ?? []).toEqual([]);
+      expect(sb.status()).toMatchObject({ conflicts, held_duplicates: duplicates });
+      const problem = sb.status().problems?.[0];
+      const b = await bridge();
+      if (problem) {
+        // Taken into the bridge's standing problems, where the operator reads and acknowledges them.
+        const taken = await until(() => b.stats().status.problems?.find((p) => p.id === 'conflict-clearing'), "the bridge to take the standby's problem");
+        expect(taken).toEqual(problem);
+        await until(() => (sb.status().problems === undefined ? true : undefined), 'the standby to see it taken');
+      }
+      await ex.fills([[1, 4, 1]]); // 109
+      await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
+      await ex.fills([[1, 4, 1]]); // 110
+      await storedCount(7, 'the kept run and the fills after the bridge came back');
+      await sb.idle();
+      const stored = await fills();
+      expect(stored.map((m) => m.msgId).sort()).toEqual([...FIRST, 'fill-1-107', 'fill-1-108', 'fill-1-109', 'fill-1-110']);
+      expect(stored.find((m) => m.msgId === 'fill-1-107')!.data).toMatchObject({ seq: 107, client_id: 1, symbol: 6, quantity: 1 });
+      // The bridge's gap (104 to 108) counts only what nobody stored: 104 to 106, sent while the whole system was down.
+      await until(() => ((b.stats().status.clearing.covered ?? 0) >= 2 ? true : undefined), 'the gap taken back for the kept run');
+      expect(b.stats().status.clearing).toMatchObject({ missed_messages: 3, covered: 2 });
+      await until(() => (system.engine.fills.applied >= 7 ? true : undefined), 'every fill applied');
+      expect(await holdings('team1')).toEqual({ STED: 5, DILN: 2 });
+      expect(await holdings('team2')).toEqual({});
+      expect(alerts.seen.filter((x) => x.kind === 'conflict')).toHaveLength(conflicts);
+      alerts.stop();
+      if (!problem) return expect(b.stats().status.problems?.find((p) => p.kind === 'conflict')).toBeUndefined();
+      const health = await until(async () => {
+        const h = (await api(system.url).send('GET', '/health')).body;
+        return h.problems?.find((p: string) => p.startsWith('conflict on clearing [conflict-clearing, operator: ack]: ')) ?? undefined;
+      }, 'the conflict on /health');
+      expect(health).toBe(`conflict on clearing [conflict-clearing, operator: ack]: ${problem.detail}`);
+      expect((await ack('conflict-clearing')).status).toBe(200);
+      expect(b.stats().status.problems?.find((p) => p.id === 'conflict-clearing')).toBeUndefined();
+    });
+  }
+
+  it("a conflict the standby heard outlives a standby restart, and a bridge takes it once into the problems the operator acknowledges", async () => {
+    const { ex, sb } = await standbyAfterWholeStop();
+    await ex.fills([[1, 6, 1]]); // 107: the run begins
+    await ex.spoof([fillMsg(107, 2, 6, 50)]);
+    const kv = await openBucket(nc, FEED_BUCKET);
+    const stored = await until(async () => {
+      const e = await kv.get(FEED_STANDBY_PROBLEMS_KEY);
+      return e?.operation === 'PUT' ? decode<FeedProblem[]>(e.value) : undefined;
+    }, "the standby's problem stored");
+    expect(stored).toEqual([expect.objectContaining({ id: 'conflict-clearing', kind: 'conflict', count: 1 })]);
+    await sb.close();
+    const again = await standby();
+    expect(again.status().problems).toEqual(stored);
+    const b = await bridge();
+    const taken = await until(() => b.stats().status.problems?.find((p) => p.id === 'conflict-clearing'), "the bridge to take the standby's problem");
+    expect(taken).toEqual(stored[0]);
+    await until(() => (again.status().problems === undefined ? true : undefined), 'the standby to see it taken');
+    expect((await kv.get(FEED_STANDBY_PROBLEMS_KEY))?.operation).toBe('DEL');
+    expect((await ack('conflict-clearing')).status).toBe(200);
+    // Acknowledged, it is gone from the list a bridge restart loads, and nothing is left to take again.
+    await until(async () => {
+      const e = await kv.get(FEED_PROBLEMS_KEY);
+      return e && !decode<FeedProblem[]>(e.value).some((p) => p.id === 'conflict-clearing') ? true : undefined;
+    }, 'the acknowledgement saved');
+    expect((await kv.get(FEED_STANDBY_PROBLEMS_KEY))?.operation).toBe('DEL');
   });
 
   for (const [policy, together] of [['reset', 1], ['keep', 1], ['keep', 2]] as const) {
@@ -397,6 +490,28 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(newSession.every(([, i]) => i > marker)).toBe(true);
     await until(() => (system.engine.fills.applied >= 5 ? true : undefined), 'every fill applied');
     expect(await holdings('team1')).toEqual({ DILN: 3 });
+  });
+});
+
+describe("the standby's problems, taken by a bridge", () => {
+  it('raised before and after a take: each counted once in the bridge\'s, whatever the order', async () => {
+    const kv = await openBucket(nc, FEED_BUCKET);
+    const outbox = new ProblemOutbox(kv, quietLog);
+    const book = new ProblemBook();
+    const conflict = (n: number) => ({ id: 'conflict-clearing', kind: 'conflict' as const, feed: 'clearing' as const, detail: `latest: ${n}`, actions: ['ack' as const] });
+    outbox.raise(conflict(1), 1000);
+    await outbox.flush();
+    expect(await takeStandbyProblems(kv, book, quietLog)).toHaveLength(1);
+    expect(await takeStandbyProblems(kv, book, quietLog)).toEqual([]);
+    // Written over the deletion that took the first.
+    outbox.raise(conflict(2), 2000);
+    outbox.raise(conflict(3), 3000);
+    await outbox.flush();
+    expect(outbox.list()).toEqual([expect.objectContaining({ count: 2, since: 2000, ts: 3000 })]);
+    expect(await takeStandbyProblems(kv, book, quietLog)).toHaveLength(1);
+    expect(book.list()).toEqual([{ ...conflict(3), count: 3, since: 1000, ts: 3000 }]);
+    await outbox.flush();
+    expect(outbox.list()).toEqual([]);
   });
 });
 

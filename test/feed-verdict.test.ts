@@ -709,3 +709,16 @@ describe('a datagram lost inside a held run (UDP: the same sender\'s next seq is
     expect(kinds(judge.observe('market_data', hb(105, 1003), EXCHANGE, now + 500))).toEqual(['rejected', 'pass']);
   });
 });
+
+describe('ProblemBook.merge: a problem the standby raised, taken into the bridge\'s', () => {
+  it('is counted in with the bridge\'s of its id: events added, the first since, the newest detail and time', () => {
+    const book = new ProblemBook();
+    book.raise({ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', detail: 'the bridge\'s', actions: ['ack'] }, 100);
+    book.merge({ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', detail: 'the standby\'s', actions: ['ack'], count: 2, since: 50, ts: 200 });
+    expect(book.list()).toEqual([{ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', detail: 'the standby\'s', actions: ['ack'], count: 3, since: 50, ts: 200 }]);
+    book.merge({ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', detail: 'an older one', actions: ['ack'], count: 1, since: 10, ts: 20 });
+    expect(book.get('conflict-clearing')).toMatchObject({ detail: 'the standby\'s', count: 4, since: 10, ts: 200 });
+    book.merge({ id: 'gap-clearing', kind: 'gap', feed: 'clearing', detail: 'new here', actions: ['ack'], count: 1, since: 30, ts: 30 });
+    expect(book.get('gap-clearing')).toMatchObject({ count: 1, since: 30, ts: 30 });
+  });
+});

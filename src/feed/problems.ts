@@ -29,15 +29,26 @@ export class ProblemBook {
     const cur = this.byId.get(p.id);
     const add = p.count ?? 1;
     if (cur) this.byId.set(p.id, { ...cur, ...p, count: cur.count + add, ts: now });
-    else {
-      if (this.byId.size >= MAX_PROBLEMS) {
-        const oldest = [...this.byId.values()].filter((x) => x.kind !== 'verdict_pending').sort((a, b) => a.ts - b.ts)[0];
-        if (oldest) this.byId.delete(oldest.id);
-      }
-      this.byId.set(p.id, { ...p, count: add, since: now, ts: now });
-    }
+    else this.add({ ...p, count: add, since: now, ts: now });
     this.changed = true;
     this.onEvent();
+  }
+
+  /** A problem another process raised (the standby's, src/feed/problem-store.ts), counted in with one of its id: its events, its times. */
+  merge(p: FeedProblem): void {
+    const cur = this.byId.get(p.id);
+    if (cur) this.byId.set(p.id, { ...(p.ts >= cur.ts ? { ...cur, ...p } : cur), count: cur.count + p.count, since: Math.min(cur.since, p.since), ts: Math.max(cur.ts, p.ts) });
+    else this.add(p);
+    this.changed = true;
+    this.onEvent();
+  }
+
+  private add(p: FeedProblem): void {
+    if (this.byId.size >= MAX_PROBLEMS) {
+      const oldest = [...this.byId.values()].filter((x) => x.kind !== 'verdict_pending').sort((a, b) => a.ts - b.ts)[0];
+      if (oldest) this.byId.delete(oldest.id);
+    }
+    this.byId.set(p.id, p);
   }
 
   /** Rewrites a problem's detail (a pending verdict's evidence grows) without counting an event. */

@@ -6,6 +6,7 @@ import type { ClearingFeed } from './clearing.js';
 import { finishing, type HeldKeeper, type StoredRun } from './held-store.js';
 import type { MarketDataIntake } from './md-intake.js';
 import type { ProblemBook } from './problems.js';
+import { reportConflict, reportDuplicate, type CopyReports } from './seq-copies.js';
 import type { MdProgress } from './session.js';
 import type { AnyMsg, Decision, FeedName, Run, SessionJudge, Verdict } from './verdict.js';
 
@@ -217,24 +218,17 @@ export class SessionVerdict {
   }
 
   private conflict(d: Of<'conflict'>, now: number): void {
-    const c = this.counters(d.feed);
-    c.conflicts = (c.conflicts ?? 0) + 1;
-    const kept = `${d.applied.fingerprint} from ${d.applied.sender} (${describeMsg(d.applied.msg)})`;
-    const which = d.heldBy ? `held ${kept} in the run of verdict ${d.heldBy.id}, kept (applied only if the verdict is accepted)` : `applied ${kept}`;
-    const detail = `${d.feed} seq ${d.seq} came twice with other content: ${which}, not ${d.other.fingerprint} from ${d.other.sender} (${describeMsg(d.other.msg)})`;
-    this.deps.log.warn({ feed: d.feed, seq: d.seq, applied: d.applied.fingerprint, other: d.other.fingerprint, appliedFrom: d.applied.sender, otherFrom: d.other.sender, heldBy: d.heldBy?.id }, 'seq conflict');
-    this.deps.alert(d.feed, { kind: 'conflict', detail, received: d.seq, fingerprints: [d.applied.fingerprint, d.other.fingerprint], ...(d.heldBy ? { verdict: d.heldBy.id } : {}) });
-    this.deps.problems.raise({ id: `conflict-${d.feed}`, kind: 'conflict', feed: d.feed, detail: `latest: ${detail}`, actions: ['ack'] }, now);
+    const v = d.heldBy;
+    reportConflict(d, this.reports(d.feed), now, v ? { run: `the run of verdict ${v.id}`, applied: 'applied only if the verdict is accepted', verdict: v.id } : undefined);
   }
 
   private duplicate(d: Of<'duplicate'>): void {
-    const c = this.counters(d.feed);
-    c.duplicates = (c.duplicates ?? 0) + 1;
-    // The exchange sends a seq once, from one socket: the same message again from another is someone replaying it.
-    if (d.sender === d.first) return;
-    const detail = `${d.feed} seq ${d.seq} sent again by ${d.sender}, a copy of the message passed from ${d.first}: a replay, dropped`;
-    this.deps.log.warn({ feed: d.feed, seq: d.seq, sender: d.sender, first: d.first }, 'replayed message dropped');
-    this.deps.alert(d.feed, { kind: 'replay', detail, received: d.seq });
+    reportDuplicate(d, this.reports(d.feed));
+  }
+
+  private reports(feed: FeedName): CopyReports {
+    const c = this.counters(feed);
+    return { count: (what) => void (c[what] = (c[what] ?? 0) + 1), alert: this.deps.alert, problems: this.deps.problems, log: this.deps.log };
   }
 
   private opened(v: Verdict, now: number): void {
@@ -300,8 +294,6 @@ const firstFeed = (v: Verdict): FeedName => {
 
 /** The feed a verdict is told on: a jump's own, a restart's first. */
 const feedOf = (v: Verdict): FeedName => (v.kind === 'jump' ? v.feed : firstFeed(v));
-
-const describeMsg = (m: AnyMsg): string => JSON.stringify(m, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
 
 function describeVerdict(v: Verdict): string {
   const runs = (['market_data', 'clearing'] as const)

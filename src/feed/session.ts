@@ -149,5 +149,5 @@ async function createRecord(kv: KV, record: ClearingSessionRecord): Promise<bool
 }
 
 /** Another writer moved the record first (wrong last sequence), or JetStream is between leaders: the caller reads it again and retries; anything else is thrown. */
-const lostRace = (err: unknown): boolean =>
+export const lostRace = (err: unknown): boolean =>
   hasJsApiCode(err, JetStreamApiCodes.StreamWrongLastSequence) || hasJsApiCode(err, JetStreamApiCodes.StreamWrongLastSequenceUnknown) || isTransientJsError(err);

@@ -12,7 +12,9 @@ import { AlertSender } from './alerts.js';
 import { lastMarker, lastStoredFill } from './clearing-session.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { publishQuiet } from './nats-out.js';
-import { REORDER_WINDOW, believableJump, fingerprint } from './verdict.js';
+import { REORDER_WINDOW, believableJump, copyOf, fingerprint } from './verdict.js';
+import { ProblemOutbox } from './problem-store.js';
+import { reportCopy, type CopyReports, type KeptIn } from './seq-copies.js';
 import { FillPublisher } from './publisher.js';
 import { sourceFilter } from './sockets.js';
 import type { BridgeOptions } from './service.js';
@@ -42,15 +44,13 @@ interface Followed {
 }
 
 /**
- * A run heard while suspended on a first skip, kept as the live feed is followed: only seqs past the last known
- * stored, none further ahead than the exchange sends, each seq once (two different messages with one seq: a
- * conflict, neither kept).
+ * A run heard while suspended on a first skip, kept as the bridge keeps a held run: only seqs past the last known
+ * stored, none further ahead than the exchange sends, each seq once, the first heard (a copy with other content is a
+ * conflict, the same content a duplicate: verdict.ts copyOf decides both for the bridge and here).
  */
 interface KeptRun {
-  fills: Map<number, { fill: Fill; print: string }>;
-  /** Every seq heard, heartbeats too (fills are kept by seq). */
-  prints: Map<number, string>;
-  conflicted: Set<number>;
+  /** Every message heard by seq, heartbeats too: a heartbeat's seq is taken as a fill's is. */
+  msgs: Map<number, ClearingMsg>;
   last: number;
   lastAt: number;
   dropped: number;
@@ -58,6 +58,9 @@ interface KeptRun {
 
 /** Messages of a run heard while suspended on a first skip, kept at most: the bridge hears the rest itself once up. */
 const RUN_MAX = 65_536;
+
+/** Where the first of two messages with one seq in a kept run stays, told in the conflict's alert and problem. */
+const KEPT_RUN: KeptIn = { run: 'the run the standby keeps while no bridge listens', applied: 'stored once the bridge goes on past it' };
 
 /**
  * The standby bridge: a second listener on the clearing feed, for the
@@ -83,7 +86,10 @@ export class StandbyListener {
   private followed: Followed | null = null;
   /** Why nothing is published yet (no session to follow), or null. */
   private waiting: string | null = 'the clearing session record is not read yet';
-  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, conflicts: 0, gaps: 0, invalid: 0 };
+  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, conflicts: 0, held_duplicates: 0, gaps: 0, invalid: 0 };
+  /** What the bridge would raise for the same messages (the standby hears what no bridge heard), until a bridge takes them. */
+  private readonly problems: ProblemOutbox;
+  private readonly reports: CopyReports;
   private receiver: Receiver | null = null;
   private timer: NodeJS.Timeout | null = null;
   private following: Promise<void> = Promise.resolve();
@@ -100,6 +106,13 @@ export class StandbyListener {
     private readonly log: Logger,
   ) {
     this.accepts = sourceFilter(opts.sources);
+    this.problems = new ProblemOutbox(kv, log);
+    this.reports = {
+      count: (what) => void (what === 'conflicts' ? this.counts.conflicts++ : this.counts.held_duplicates++),
+      alert: this.alerts.send,
+      problems: this.problems,
+      log: this.log,
+    };
   }
 
   static async start(opts: BridgeOptions, log: Logger): Promise<StandbyListener> {
@@ -111,6 +124,8 @@ export class StandbyListener {
       const publisher = new FillPublisher(nc, log, fillSessionId(1), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
       const s = new StandbyListener(nc, kv, publisher, alerts, opts, log);
       await s.follow();
+      // Problems an earlier standby raised that no bridge has taken yet: on its status until one does.
+      await s.problems.flush();
       s.receiver = await joinGroup(opts.clearing, opts.iface, (buf, sender) => s.onDatagram(buf, sender));
       s.timer = setInterval(() => s.tick(), opts.statusIntervalMs ?? 1000);
       s.publishStatus();
@@ -126,7 +141,8 @@ export class StandbyListener {
   status(): StandbyStatus {
     const f = this.followed;
     const waiting = f?.suspendedAt != null ? `a seq the bridge judges first (back past a reordered datagram, further ahead than the exchange sends, or a first one heard that skips): waiting for the bridge to decide (to go on past seq ${f.suspendedAt})` : this.waiting;
-    return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ts: Date.now() };
+    const problems = this.problems.list();
+    return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ...(problems.length ? { problems } : {}), ts: Date.now() };
   }
 
   /** Resolves once every fill sent so far is acknowledged. */
@@ -140,6 +156,7 @@ export class StandbyListener {
     await this.receiver?.close();
     this.receiver = null;
     await this.following.catch(() => {});
+    await this.problems.flush();
     await Promise.race([this.publisher.idle(), new Promise((r) => setTimeout(r, 2000))]);
     this.publisher.close();
     await this.nc.drain().catch(() => {});
@@ -153,6 +170,8 @@ export class StandbyListener {
         .catch((err: unknown) => this.log.warn({ err: String(err) }, 'standby: could not read the clearing session'))
         .finally(() => (this.looking = false));
     }
+    // Writes what a failed save left, or sees what a bridge took.
+    void this.problems.flush();
     this.publishStatus();
   }
 
@@ -179,16 +198,19 @@ export class StandbyListener {
     if (f && f.session === r.session && f.sender === r.clearing_sender) {
       if (f.suspendedAt !== null && r.last_seq > f.suspendedAt) {
         const run = f.run;
-        this.log.info({ session: f.session, lastSeq: r.last_seq, runFills: run?.fills.size ?? 0, runDropped: run?.dropped ?? 0 }, 'standby: the bridge went on with the session: publishing again');
+        this.log.info({ session: f.session, lastSeq: r.last_seq, runMessages: run?.msgs.size ?? 0, runDropped: run?.dropped ?? 0 }, 'standby: the bridge went on with the session: publishing again');
         f.suspendedAt = null;
         f.run = null;
         f.checkSkip = false;
         f.heardAt = Date.now();
         if (run) {
           // The bridge went on past the run's first seq in this session, from this sender: the run is the session's.
-          for (const seq of [...run.fills.keys()].sort((a, b) => a - b)) {
-            const { fill, print } = run.fills.get(seq)!;
-            this.publish(fill, print);
+          for (const seq of [...run.msgs.keys()].sort((a, b) => a - b)) {
+            const m = run.msgs.get(seq)!;
+            if (m.type !== 'fill') continue;
+            const fill = clearingFill(m);
+            // An invalid one was counted when it was kept.
+            if (!fillProblem(fill)) this.publish(fill, fingerprint(m));
           }
           f.lastSeq = Math.max(f.lastSeq, run.last);
           f.heard = run.last;
@@ -243,7 +265,7 @@ export class StandbyListener {
       }
       if (f.suspendedAt !== null) {
         this.counts.suspended++;
-        if (f.run) this.keep(f, f.run, m);
+        if (f.run) this.keep(f, f.run, m, sender);
         continue;
       }
       const now = Date.now();
@@ -260,8 +282,8 @@ export class StandbyListener {
         // restart while nobody listened, which the bridge tells apart on market data. Nothing goes out until the bridge has gone on past it.
         this.counts.suspended++;
         f.suspendedAt = m.seq;
-        f.run = { fills: new Map(), prints: new Map(), conflicted: new Set(), last: f.lastSeq, lastAt: f.heardAt, dropped: 0 };
-        this.keep(f, f.run, m);
+        f.run = { msgs: new Map(), last: f.lastSeq, lastAt: f.heardAt, dropped: 0 };
+        this.keep(f, f.run, m, sender);
         this.log.info({ seq: m.seq, lastSeq: f.lastSeq }, 'standby: the first seq heard skips: keeping what it hears, for the bridge to judge, until the bridge goes on past it');
         continue;
       }
@@ -303,36 +325,28 @@ export class StandbyListener {
   }
 
   /** A message of a run heard while suspended on a first skip (KeptRun's rules). */
-  private keep(f: Followed, run: KeptRun, m: ClearingMsg): void {
+  private keep(f: Followed, run: KeptRun, m: ClearingMsg, sender: string): void {
     const now = Date.now();
     // At or before the last known stored, or further ahead than the exchange sends: never published on this run's word.
-    if (m.seq <= f.lastSeq || m.seq - run.last > believableJump('clearing', now - run.lastAt) || run.conflicted.has(m.seq)) {
+    if (m.seq <= f.lastSeq || m.seq - run.last > believableJump('clearing', now - run.lastAt)) {
       run.dropped++;
       return;
     }
-    const print = fingerprint(m);
-    const was = run.prints.get(m.seq);
-    if (was !== undefined) {
-      if (was === print) return;
-      run.conflicted.add(m.seq);
-      run.fills.delete(m.seq);
-      this.counts.conflicts++;
-      this.alerts.send('clearing', { kind: 'conflict', detail: `two different messages with seq ${m.seq} from the exchange's sender while the bridge was not listening: neither is stored by the standby (one of them is forged)`, received: m.seq, fingerprints: [was, print] });
-      return;
+    const first = run.msgs.get(m.seq);
+    if (first) {
+      // Only the followed sender's messages are kept, so the first of a seq came from it too.
+      return reportCopy(copyOf('clearing', { msg: first, sender: f.sender }, m, sender), this.reports, now, KEPT_RUN);
     }
-    if (run.prints.size >= RUN_MAX) {
+    if (run.msgs.size >= RUN_MAX) {
       run.dropped++;
       return;
     }
-    run.prints.set(m.seq, print);
+    run.msgs.set(m.seq, m);
     if (m.seq > run.last) {
       run.last = m.seq;
       run.lastAt = now;
     }
-    if (m.type !== 'fill') return;
-    const fill = clearingFill(m);
     // Counted as the live feed counts one: never published, never silent.
-    if (fillProblem(fill)) this.counts.invalid++;
-    else run.fills.set(m.seq, { fill, print });
+    if (m.type === 'fill' && fillProblem(clearingFill(m))) this.counts.invalid++;
   }
 }

@@ -10,7 +10,7 @@ import type { HeldStore } from './held-store.js';
 import type { MarketDataIntake } from './md-intake.js';
 import type { FillPublisher } from './publisher.js';
 import { publishQuiet, putQuiet } from './nats-out.js';
-import type { ProblemStore } from './problem-store.js';
+import { takeStandbyProblems, type ProblemStore } from './problem-store.js';
 import type { SessionVerdict } from './session-verdict.js';
 
 export interface TickerParts {
@@ -33,6 +33,7 @@ const PROGRESS_PROBLEM = 'progress-unsaved';
 export class BridgeTicker {
   private timer: NodeJS.Timeout | undefined;
   private looking = false;
+  private taking = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -69,6 +70,7 @@ export class BridgeTicker {
     const { clearing, md, verdict, problems, session } = this.parts;
     verdict.tick(Date.now());
     this.lookAtRestored();
+    this.takeStandbyProblems();
     this.progressProblem();
     problems.flush();
     const data = encode(this.status());
@@ -90,6 +92,15 @@ export class BridgeTicker {
     const detail = `the clearing session record (how far the bridge got, the session's sender) has not been saved for ${Math.round(u.for_ms / 1000)} s, ${u.attempts} attempt(s): ${u.last_error}. The standby follows that record (a new session's sender, a seq to go on past), and a restart resumes from it; tried again every tick`;
     if (problems.book.get(PROGRESS_PROBLEM)) problems.book.describe(PROGRESS_PROBLEM, detail);
     else problems.book.raise({ id: PROGRESS_PROBLEM, kind: 'progress_unsaved', feed: 'clearing', detail, actions: ['ack'] }, Date.now());
+  }
+
+  /** The standby's problems (a conflict only it heard) join the bridge's, where the operator reads and acknowledges them. */
+  private takeStandbyProblems(): void {
+    if (this.taking) return;
+    this.taking = true;
+    void takeStandbyProblems(this.kv, this.parts.problems.book, this.log)
+      .catch((err: unknown) => this.log.warn({ err: String(err) }, 'could not take the standby\'s problems: tried again at the next tick'))
+      .finally(() => (this.taking = false));
   }
 
   /** A restored verdict may be live in a second bridge, which decides it and purges its run: then this copy goes. */

@@ -178,6 +178,20 @@ const canon = (m: AnyMsg) => JSON.stringify(m, (_k, v) => (typeof v === 'bigint'
 /** Short content fingerprint of a message (sha256 of its fields), shown in conflict alerts. */
 export const fingerprint = (m: AnyMsg): string => createHash('sha256').update(canon(m)).digest('hex').slice(0, 16);
 
+/** A second message at a seq already heard: a copy (same content) or a conflict (other content). */
+export type SeqCopy = Extract<Decision, { kind: 'conflict' | 'duplicate' }>;
+
+/**
+ * A message at a seq whose first-heard message is kept (`first`: passed, or held in `heldBy`'s run, or in the standby's
+ * kept run): the first stays whatever the content, as a fill already in the stream must, and the copy is dropped,
+ * counted as a duplicate or flagged as a conflict. The bridge's followed and held runs and the standby's kept run
+ * (src/feed/standby.ts) all decide it here, so that a forged copy never wins on one and loses on another.
+ */
+export function copyOf(feed: FeedName, first: { msg: AnyMsg; sender: string }, msg: AnyMsg, sender: string, heldBy?: Verdict): SeqCopy {
+  if (canon(first.msg) === canon(msg)) return { kind: 'duplicate', feed, seq: msg.seq, sender, first: first.sender };
+  return { kind: 'conflict', feed, seq: msg.seq, applied: { sender: first.sender, fingerprint: fingerprint(first.msg), msg: first.msg }, other: { sender, fingerprint: fingerprint(msg), msg }, ...(heldBy ? { heldBy } : {}) };
+}
+
 export class SessionJudge {
   private readonly followed: Record<FeedName, Followed>;
   private restart: Verdict | null = null;
@@ -383,15 +397,8 @@ export class SessionJudge {
       else hi = mid;
     }
     const held = msgs[i];
-    if (held?.seq === msg.seq) {
-      if (canon(held) !== canon(msg)) {
-        out.push({ kind: 'conflict', feed, seq: msg.seq, applied: { sender: run.sender, fingerprint: fingerprint(held), msg: held }, other: { sender, fingerprint: fingerprint(msg), msg }, heldBy: v });
-      } else {
-        // Counted as on a followed run: a feed that sends its held run twice shows in `duplicates`.
-        out.push({ kind: 'duplicate', feed, seq: msg.seq, sender, first: run.sender });
-      }
-      return;
-    }
+    // Counted and flagged as on a followed run: a feed that sends its held run twice shows in `duplicates`.
+    if (held?.seq === msg.seq) return void out.push(copyOf(feed, { msg: held, sender: run.sender }, msg, sender, v));
     // Nothing skipped (a clearing run past HOLD_MAX holds no more), or older than what a flood of market data left held.
     if (run.missed === 0 || i === 0) return;
     msgs.splice(i, 0, msg);
@@ -454,19 +461,9 @@ export class SessionJudge {
   private again(feed: FeedName, msg: AnyMsg, sender: string, now: number, out: Decision[]): void {
     const f = this.followed[feed];
     const before = f.ring.get(msg.seq);
-    if (before && canon(before.msg) !== canon(msg)) {
-      out.push({
-        kind: 'conflict',
-        feed,
-        seq: msg.seq,
-        applied: { sender: before.sender, fingerprint: fingerprint(before.msg), msg: before.msg },
-        other: { sender, fingerprint: fingerprint(msg), msg },
-      });
-      return;
-    }
     // Passed once already: JetStream drops a fill's msg id again only within its duplicate window (an hour), so a
     // copy re-sent later (a recorded datagram replayed) would be stored and applied twice. Never passed twice here.
-    if (before) return void out.push({ kind: 'duplicate', feed, seq: msg.seq, sender, first: before.sender });
+    if (before) return void out.push(copyOf(feed, before, msg, sender));
     if (f.live && sender === f.sender) {
       // The run's own late datagram (a gap filled): remembered, so that a copy of it is a duplicate too.
       f.ring.set(msg.seq, { msg, sender });
