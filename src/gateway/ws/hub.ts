@@ -63,6 +63,8 @@ export class Hub implements SessionHost {
   private readonly priceSessions = new Set<Session>();
   private readonly prices = new Map<string, SharedFrame>();
   private readonly subs: Subscription[] = [];
+  /** The engine's notices, while any account is followed (followNotices). */
+  private notices: Subscription | null = null;
   private sweeper?: NodeJS.Timeout;
   private readonly toFlush: Session[] = [];
   // Next turn: every message of this NATS read joins the same corked write per connection.
@@ -82,34 +84,52 @@ export class Hub implements SessionHost {
   ) {}
 
   start(): void {
-    const { nc } = this.deps;
-    const sub = (subject: string, handle: (m: Msg) => void) =>
-      this.subs.push(
-        nc.subscribe(subject, {
-          callback: (err, m) => {
-            if (err) return this.log.error({ err, subject }, 'ws hub subscription error');
-            try {
-              handle(m);
-            } catch (e) {
-              // One bad message must not stop the stream for everyone.
-              this.stats.invalid++;
-              this.log.warn({ err: e, subject: m.subject }, 'ws hub: message skipped');
-            }
-          },
-        }),
-      );
-    sub(NOTICES_SUBJECT_WILDCARD, (m) => this.onNotices(m));
-    sub(PRICE_SUBJECT_WILDCARD, (m) => this.onPrice(m));
-    sub(ENGINE_STARTED_SUBJECT_WILDCARD, (m) => this.onEngineStarted(m));
+    this.subs.push(this.subscribe(PRICE_SUBJECT_WILDCARD, (m) => this.onPrice(m)));
+    this.subs.push(this.subscribe(ENGINE_STARTED_SUBJECT_WILDCARD, (m) => this.onEngineStarted(m)));
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
     void (async () => {
       // Core NATS drops what is published while we are disconnected: every feed re-snapshots after a reconnect.
-      for await (const s of nc.status()) {
+      for await (const s of this.deps.nc.status()) {
         if (s.type === 'reconnect' && !this.closed) for (const f of this.feeds.values()) this.fetchSnapshot(f);
       }
     })();
     void this.loadPrices();
+  }
+
+  private subscribe(subject: string, handle: (m: Msg) => void): Subscription {
+    return this.deps.nc.subscribe(subject, {
+      callback: (err, m) => {
+        if (err) return this.log.error({ err, subject }, 'ws hub subscription error');
+        try {
+          handle(m);
+        } catch (e) {
+          // One bad message must not stop the stream for everyone.
+          this.stats.invalid++;
+          this.log.warn({ err: e, subject: m.subject }, 'ws hub: message skipped');
+        }
+      },
+    });
+  }
+
+  /**
+   * The engine's notices are heard only while an account is followed here: every conversion's notice batch is
+   * several KB a group commit, and a gateway with no stream open had the server deliver each one and its client read
+   * it, only to drop it (issue 24). Subscribed before a feed's first snapshot is asked for: the server takes this
+   * connection's SUB before its request, so no change after the snapshot can pass unheard.
+   */
+  private followNotices(): void {
+    const want = this.feeds.size > 0 && !this.closed;
+    if (want && !this.notices) this.notices = this.subscribe(NOTICES_SUBJECT_WILDCARD, (m) => this.onNotices(m));
+    else if (!want && this.notices) {
+      this.notices.unsubscribe();
+      this.notices = null;
+    }
+  }
+
+  /** Whether the engine's notices are subscribed (only while an account is followed). */
+  get followingNotices(): boolean {
+    return this.notices !== null;
   }
 
   get summary(): HubStats {
@@ -142,6 +162,7 @@ export class Hub implements SessionHost {
       const marks = this.deps.marks;
       feed = new AccountFeed<Session>(clientId, this.limits.ringSize, undefined, marks ? (cash, positions) => marks.pnl(cash, positions) : undefined);
       this.feeds.set(clientId, feed);
+      this.followNotices();
       this.fetchSnapshot(feed);
     }
     feed.sessions.add(s);
@@ -166,6 +187,7 @@ export class Hub implements SessionHost {
       if (!reply.ok) {
         this.log.warn({ clientId: feed.clientId, error: reply.error }, 'ws: no holdings snapshot from the engine');
         this.feeds.delete(feed.clientId);
+        this.followNotices();
         for (const s of [...feed.sessions]) s.close(WS_CLOSE.unavailable);
         return;
       }
@@ -191,8 +213,6 @@ export class Hub implements SessionHost {
 
   /** A shard's notices: each goes to its account's feed, if the account has one here; the others are skipped unnamed. */
   private onNotices(m: Msg): void {
-    // No account followed here (no WebSocket client): nothing to deliver, nothing to decode.
-    if (this.feeds.size === 0) return;
     const batch = decodeRecordsAs(m.data, noticeBatchShape);
     if (!NOTICE_BATCH_VERSIONS_READ.includes(batch?.v) || !Array.isArray(batch.changes) || !Array.isArray(batch.outcomes)) {
       this.stats.invalid++;
@@ -296,6 +316,7 @@ export class Hub implements SessionHost {
     for (const [id, f] of this.feeds) {
       if (f.sessions.size === 0 && f.idleSince > 0 && now - f.idleSince > this.limits.ringRetentionMs) this.feeds.delete(id);
     }
+    this.followNotices();
   }
 
   /**
@@ -319,5 +340,6 @@ export class Hub implements SessionHost {
     for (const s of [...this.sessions]) s.close(WS_CLOSE.shutdown);
     for (const sub of this.subs) sub.unsubscribe();
     this.feeds.clear();
+    this.followNotices();
   }
 }
