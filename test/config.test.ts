@@ -104,6 +104,12 @@ describe('the gateway\'s expectations', () => {
     expect(loadConfig({ EXPECT_PRICING: 'off' }).expectPricing).toBe(false);
     expect(() => loadConfig({ EXPECT_PRICING: 'yes' })).toThrow(/^EXPECT_PRICING="yes" must be on or off$/);
   });
+
+  it('PRICING_START_GRACE_MS is a whole number of ms (unset: the gateway\'s 30 s)', () => {
+    expect(loadConfig({}).pricingStartGraceMs).toBeUndefined();
+    expect(loadConfig({ PRICING_START_GRACE_MS: '60000' }).pricingStartGraceMs).toBe(60_000);
+    expect(() => loadConfig({ PRICING_START_GRACE_MS: '30s' })).toThrow(/^PRICING_START_GRACE_MS="30s" is not a whole number$/);
+  });
 });
 
 describe('what the launcher recorded on DATA_DIR, for the operator tools', () => {

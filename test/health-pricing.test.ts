@@ -156,8 +156,8 @@ describe('with pricing running', () => {
   it('pricing stopped: /health is degraded naming it (from the start on a gateway told the system runs it), and not once it is back', async () => {
     await pricing!.close();
     pricing = undefined;
-    // A gateway started now never hears pricing: told the system runs it (as the launcher tells its gateway), that is a problem too.
-    const expecting = await startGateway({ ...cfg, expectPricing: true }, nats.url, quietLog);
+    // A gateway started now never hears pricing: told the system runs it (as the launcher tells its gateway), that is a problem too, once a start would have been heard.
+    const expecting = await startGateway({ ...cfg, expectPricing: true, pricingStartGraceMs: 1000 }, nats.url, quietLog);
     gateways.push(expecting);
     const expectingUrl = `http://127.0.0.1:${expecting.port}`;
     const silent = await until(

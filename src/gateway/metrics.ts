@@ -272,6 +272,15 @@ function pricingMetrics(registry: Registry, pricing: PricingStatusView): void {
     },
   });
   new Gauge({
+    name: 'etf_pricing_starting_seconds',
+    help: 'How long the pricing service has been starting, as its live status says (0: ready, or not heard)',
+    registers: [registry],
+    collect() {
+      const v = pricing.view();
+      this.set(v.live && v.phase === 'starting' ? (v.start?.for_ms ?? 0) / 1000 : 0);
+    },
+  });
+  new Gauge({
     name: 'etf_pricing_writes_failing_seconds',
     help: 'How long the pricing service\'s writes of an output (prices: the etf_prices bucket; desk: the ETF_DESK stream) have failed with none stored since, once over 3 s (0: not failing)',
     labelNames: ['output'] as const,
