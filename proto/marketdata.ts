@@ -1,5 +1,5 @@
 import { feedProblemProblem, type FeedProblem } from './feed.js';
-import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, oneOf, optional, shape, STR, type Shape } from './shape.js';
+import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, oneOf, optional, shape, STR, STR_LIST, type Shape } from './shape.js';
 /**
  * Market data and prices on NATS (msgpack via proto/codec.ts).
  *
@@ -313,7 +313,9 @@ export interface PricingFailing {
  * 1 (no `v`): sent only once the service was ready, so a start slower than the
  *   gateway's patience showed as a service that had not reported.
  * 2: sent from the service's connection to NATS on, with `phase` (`starting`,
- *   and what the start is doing in `start`, until it is `ready`).
+ *   and what the start is doing in `start`, until it is `ready`); and
+ *   `bad_bbo_symbols`, `bad_bbos` counting unusable quotes as well as
+ *   payloads not of the Bbo shape.
  * A reader takes a status without `v` or `phase` for a ready one. Fields are
  * only added: a version-1 gateway reads a version-2 status (it ignores the new
  * fields, and shows a starting service as a live one with nothing counted yet).
@@ -331,6 +333,25 @@ export interface PricingStart {
 }
 
 /**
+ * A symbol whose Bbos have all been bad (not of the Bbo shape, or unusable:
+ * crossed, a price not above zero) for a while: pricing keeps its last good
+ * quote, so the ETFs priced from it stop moving with the market.
+ */
+export interface PricingBadSymbol {
+  symbol: number;
+  /** As the pricing service's baskets name it (the id when none does). */
+  ticker: string;
+  /** The ETFs priced from it; empty: none is. */
+  etfs: string[];
+  /** Bad Bbos since its last good one, and why the newest was bad. */
+  count: number;
+  problem: string;
+  /** When the first of them came (the pricing host's clock), and how long before `ts`. */
+  since: number;
+  for_ms: number;
+}
+
+/**
  * The pricing service's status, every second on PRICING_STATUS_SUBJECT: it
  * serves nothing over HTTP, so its counters and failures reach an operator only
  * through the gateway. A process that stops (crashed, hung) stops sending it.
@@ -343,9 +364,11 @@ export interface PricingStatus {
   /** `starting` until its books, buckets and desk are open (`start` says where it is); absent: version 1, which reported only once ready. */
   phase?: 'starting' | 'ready';
   start?: PricingStart;
-  /** Best bids/asks heard, and those not of the Bbo shape (ignored). */
+  /** Best bids/asks heard, and those ignored: not of the Bbo shape, or (version 2) unusable. */
   bbos: number;
   bad_bbos: number;
+  /** Symbols whose Bbos have all been bad for 3 s or more (PRICING_BAD_BBO_MS), the longest first, at most 20; absent while none. */
+  bad_bbo_symbols?: PricingBadSymbol[];
   /** ETF prices sent to the bucket, those it stored, and failed attempts (each retried). */
   published: number;
   stored: number;
@@ -365,6 +388,7 @@ const pricingDeskProblem = fields({ samples: INT, cards: INT, write_errors: INT 
 const pricingLastErrorProblem = fields({ what: pricingOutput, error: STR, ts: NUM });
 const pricingVersionPhase = fields({ v: optional(INT), phase: optional(oneOf('starting', 'ready')) });
 const pricingStartProblem = fields({ step: STR, waiting: optional(STR), for_ms: NUM });
+const pricingBadSymbolProblem = fields({ symbol: INT, ticker: STR, etfs: STR_LIST, count: INT, problem: STR, since: NUM, for_ms: NUM });
 
 export const pricingStatusShape: Shape<PricingStatus> = shape('pricing status', (s) => {
   if (!isMap(s)) return 'not a map';
@@ -374,6 +398,10 @@ export const pricingStatusShape: Shape<PricingStatus> = shape('pricing status', 
   if (vp !== null) return vp;
   if (s.start !== undefined) {
     const bad = at('start', pricingStartProblem(s.start));
+    if (bad !== null) return bad;
+  }
+  if (s.bad_bbo_symbols !== undefined) {
+    const bad = at('bad_bbo_symbols', itemsProblem(s.bad_bbo_symbols, pricingBadSymbolProblem));
     if (bad !== null) return bad;
   }
   if (s.failing !== undefined) {

@@ -115,6 +115,8 @@ const configSchema = z.object({
    * after the gateway's start (with expectPricing), or heard starting for that long, is a problem on /health; a start within it is `starting`.
    */
   pricingStartGraceMs: z.number().int().min(0).optional(),
+  /** How long a symbol's Bbos must all have been bad (unusable, or not of the Bbo shape) before the pricing service reports it (PRICING_BAD_BBO_MS, default 3000). */
+  pricingBadBboMs: z.number().int().min(0).optional(),
   /** open (default): anyone may POST /register; closed: 403 (beside a real exchange, whose client_ids come from its roster). */
   registration: z.enum(['open', 'closed']).optional(),
   /** How long the gateway trusts a team's cached password hash before asking the engine again (default 30000 ms). */
@@ -203,6 +205,7 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
     c.expectPricing = v === 'on';
   },
   PRICING_START_GRACE_MS: (c, v) => (c.pricingStartGraceMs = intFromEnv('PRICING_START_GRACE_MS', v)),
+  PRICING_BAD_BBO_MS: (c, v) => (c.pricingBadBboMs = intFromEnv('PRICING_BAD_BBO_MS', v)),
   THROTTLE: (c, v) => {
     if (v !== 'on' && v !== 'off') throw new ConfigError(`THROTTLE=${JSON.stringify(v)} must be on or off`);
     c.throttle = { ...THROTTLE_DEFAULTS, ...c.throttle, enabled: v === 'on' };

@@ -1,6 +1,6 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decodeAs } from '../../proto/codec.js';
-import { PRICING_STATUS_SUBJECT, pricingStatusShape, type PricingFailing, type PricingStart, type PricingStatus } from '../../proto/marketdata.js';
+import { PRICING_STATUS_SUBJECT, pricingStatusShape, type PricingBadSymbol, type PricingFailing, type PricingStart, type PricingStatus } from '../../proto/marketdata.js';
 import type { OperatorPricing } from '../../proto/operator.js';
 import type { Logger } from '../shared/log.js';
 import { UnreadableStatuses } from './unreadable-status.js';
@@ -102,6 +102,7 @@ export class PricingStatusView {
     const recent = this.restartsAt.filter((t) => now - t < RESTART_WINDOW_MS).length;
     if (recent >= CRASH_LOOP_RESTARTS) out.push(`the pricing service restarted ${recent} times in the last minute: is it crashing (its log says why), or do two run at once? ${FROZEN} between its runs`);
     for (const f of v.failing ?? []) out.push(failingProblem(f));
+    for (const b of v.bad_bbo_symbols ?? []) out.push(badSymbolProblem(b));
     return out;
   }
 
@@ -112,6 +113,12 @@ export class PricingStatusView {
 
 function startedHow(start: PricingStart): string {
   return start.waiting ? `${start.step}, waiting for JetStream: ${start.waiting}` : start.step;
+}
+
+function badSymbolProblem(b: PricingBadSymbol): string {
+  const name = b.ticker === String(b.symbol) ? `symbol ${b.symbol}` : `symbol ${b.symbol} (${b.ticker})`;
+  const etfs = b.etfs.length ? `the prices of ${b.etfs.join(', ')} keep its last good quote and do not move with it` : 'no ETF is priced from it';
+  return `the pricing service has had only bad best bids/offers of ${name} for ${Math.round(b.for_ms / 1000)} s (${b.count}, the last: ${b.problem}): ${etfs} (is the feed bridge's book of it wrong? its alerts and log may say)`;
 }
 
 function failingProblem(f: PricingFailing): string {

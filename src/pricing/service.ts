@@ -12,7 +12,7 @@ import { isTransientJsError, retryTransient } from '../shared/js-retry.js';
 import { ensureDeskStream, openBucket } from '../shared/streams.js';
 import { LatestPerKey } from '../shared/latest-kv.js';
 import type { Logger } from '../shared/log.js';
-import { PricingState, Throttle, bboProblem, priceChanged } from './core.js';
+import { BadBbos, PricingState, Throttle, bboProblem, bboUnusable, priceChanged } from './core.js';
 import { DeskRecorder } from './desk.js';
 import { StatusReporter } from './status.js';
 
@@ -90,8 +90,19 @@ class PricePublisher {
   }
 }
 
-/** A Bbo from the bus or the bucket, checked; a bad one is counted, logged and null. */
-function bboReader(stats: PricingStats, log: Logger): (data: Uint8Array, origin: string) => Bbo | null {
+/** The symbol a Bbo's subject (`ndfex.md.bbo.<id>`) or bucket key (`ndfex_bbo/<id>`) names: a bad payload's own symbol cannot be trusted. */
+function symbolIn(origin: string): number | null {
+  const id = /[./](\d{1,10})$/.exec(origin)?.[1];
+  return id !== undefined && Number(id) <= 0xffffffff ? Number(id) : null;
+}
+
+/**
+ * A Bbo from the bus or the bucket, checked: a bad one (not of the Bbo shape,
+ * or unusable) is counted into its symbol's streak and null. Logged when a
+ * streak starts and when it ends, not each time: a symbol whose books come
+ * bad several times a second would fill the log.
+ */
+function bboReader(stats: PricingStats, streaks: BadBbos, log: Logger): (data: Uint8Array, origin: string) => Bbo | null {
   return (data, origin) => {
     let v: unknown;
     try {
@@ -99,13 +110,17 @@ function bboReader(stats: PricingStats, log: Logger): (data: Uint8Array, origin:
     } catch {
       v = undefined;
     }
-    const problem = v === undefined ? 'not msgpack' : bboProblem(v);
+    const problem = v === undefined ? 'not msgpack' : (bboProblem(v) ?? bboUnusable(v as Bbo));
     if (problem) {
       stats.badBbos++;
-      log.warn({ origin, problem }, 'ignoring a bad Bbo');
+      const symbol = symbolIn(origin);
+      if (symbol === null || streaks.bad(symbol, problem, Date.now())) log.warn({ origin, problem }, 'ignoring a bad Bbo: its symbol keeps its last good quote until a good one comes');
       return null;
     }
-    return v as Bbo;
+    const bbo = v as Bbo;
+    const ended = streaks.good(bbo.symbol);
+    if (ended) log.info({ origin, bad: ended.count, ms: Date.now() - ended.since }, 'a good Bbo again after bad ones');
+    return bbo;
   };
 }
 
@@ -134,6 +149,11 @@ export async function seedBooks(nc: NatsConnection, read: ReturnType<typeof bboR
   return seeded;
 }
 
+/** A symbol whose Bbos have all been bad this long is reported: a book rebuilt, or a bad quote replaced, takes less. */
+export const BAD_BBOS_AFTER_MS = 3_000;
+/** Bad symbols a status lists at most: enough to name the trouble, bounded in size. */
+const BAD_SYMBOLS_LISTED = 20;
+
 /** How long a start waits for JetStream to answer (a cluster electing its leaders, a server coming up) before it fails, and the process is started again. */
 const STARTUP_JS_MS = 60_000;
 
@@ -147,6 +167,8 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
   const instruments = loadBaskets(cfg.basketsFile || undefined);
   const state = new PricingState(instruments.baskets);
   const stats: PricingStats = { bbos: 0, badBbos: 0, published: 0, publishErrors: 0 };
+  const streaks = new BadBbos();
+  const badAfterMs = cfg.pricingBadBboMs ?? BAD_BBOS_AFTER_MS;
   const nc = await connectNats(natsUrl, 'etf-pricing', { role: 'pricing', credsFile: cfg.nats.creds, log });
   // Opened as the start goes: a status goes out before any of them, so a slow start is heard as one.
   let store: LatestPerKey | undefined;
@@ -163,6 +185,16 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
         desk: { samples: desk?.stats.samples ?? 0, cards: desk?.stats.cards ?? 0, write_errors: desk?.stats.writeErrors ?? 0 },
       }),
       outputs: () => ({ ...(store ? { prices: store } : {}), ...(desk ? { desk } : {}) }),
+      badSymbols: (now) =>
+        streaks.standing(now, badAfterMs, BAD_SYMBOLS_LISTED).map((s) => ({
+          symbol: s.symbol,
+          ticker: instruments.tickerOf(s.symbol),
+          etfs: [...state.etfsOf(s.symbol)],
+          count: s.count,
+          problem: s.problem,
+          since: s.since,
+          for_ms: now - s.since,
+        })),
     },
     log,
     started,
@@ -192,7 +224,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
     // KV first: whoever hears the subject and then reads the bucket finds this value or a newer one.
     const out = (store = new LatestPerKey(prices, log, (etf, payload) => nc.publish(priceSubject(etf), payload)));
     const pub = (publisher = new PricePublisher(state, out, stats));
-    const readBbo = bboReader(stats, log);
+    const readBbo = bboReader(stats, streaks, log);
 
     // Live updates first, so nothing published while the bucket is read is missed.
     sub = nc.subscribe(BBO_SUBJECT_WILDCARD, {

@@ -1,6 +1,6 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import { encode } from '../../proto/codec.js';
-import { PRICING_STATUS_SUBJECT, PRICING_STATUS_VERSION, type PricingFailing, type PricingOutput, type PricingStatus } from '../../proto/marketdata.js';
+import { PRICING_STATUS_SUBJECT, PRICING_STATUS_VERSION, type PricingBadSymbol, type PricingFailing, type PricingOutput, type PricingStatus } from '../../proto/marketdata.js';
 import type { Logger } from '../shared/log.js';
 
 /** A write failing for less than this is a leader election or a server restart riding by: counted, not reported as failing. */
@@ -19,6 +19,8 @@ export interface StatusSources {
   counters(): PricingCounters;
   /** The writers opened so far: a starting service has none yet. */
   outputs(): Partial<Record<PricingOutput, FailureSource>>;
+  /** Symbols whose Bbos have all been bad long enough to report, at `now`. */
+  badSymbols(now: number): PricingBadSymbol[];
 }
 
 /** Where a start is: its step, and what JetStream last answered it while it is waited for. */
@@ -37,12 +39,14 @@ export function pricingStatus(started: number, start: StartStep | null, src: Sta
     const l = out.lastFailure();
     if (l && (!last || l.ts > last.ts)) last = { what, error: l.error, ts: l.ts };
   }
+  const bad = src.badSymbols(now);
   return {
     v: PRICING_STATUS_VERSION,
     started,
     phase: start ? 'starting' : 'ready',
     ...(start ? { start: { ...start, for_ms: now - started } } : {}),
     ...src.counters(),
+    ...(bad.length ? { bad_bbo_symbols: bad } : {}),
     ...(failing.length ? { failing } : {}),
     ...(last ? { last_error: last } : {}),
     ts: now,
