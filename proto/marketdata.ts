@@ -1,5 +1,5 @@
 import { feedProblemProblem, type FeedProblem } from './feed.js';
-import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, oneOf, optional, shape, STR, type Shape } from './shape.js';
+import { at, fields, INT, isMap, isNum, isStr, itemsProblem, NUM, NUM_OR_NULL, oneOf, optional, shape, STR, STR_LIST, type Shape } from './shape.js';
 /**
  * Market data and prices on NATS (msgpack via proto/codec.ts).
  *
@@ -313,16 +313,66 @@ export interface PricingFailing {
 }
 
 /**
+ * PricingStatus's version, in `v`.
+ * 1 (no `v`): sent only once the service was ready, so a start slower than the
+ *   gateway's patience showed as a service that had not reported.
+ * 2: sent from the service's connection to NATS on, with `phase` (`starting`,
+ *   and what the start is doing in `start`, until it is `ready`); and
+ *   `bad_bbo_symbols`, `bad_bbos` counting unusable quotes as well as
+ *   payloads not of the Bbo shape.
+ * A reader takes a status without `v` or `phase` for a ready one. Fields are
+ * only added: a version-1 gateway reads a version-2 status (it ignores the new
+ * fields, and shows a starting service as a live one with nothing counted yet).
+ */
+export const PRICING_STATUS_VERSION = 2;
+
+/** Where a start of the pricing service is (PricingStatus.start). */
+export interface PricingStart {
+  /** What it is doing: `opening the etf_prices bucket`, `reading the stored books`, ... */
+  step: string;
+  /** What JetStream last answered the step, while it waits for it to answer (a cluster electing its leaders, a server coming up); absent otherwise. */
+  waiting?: string;
+  /** Since this run started, by the pricing host's clock (as `started`). */
+  for_ms: number;
+}
+
+/**
+ * A symbol whose Bbos have all been bad (not of the Bbo shape, or unusable:
+ * crossed, a price not above zero) for a while: pricing keeps its last good
+ * quote, so the ETFs priced from it stop moving with the market.
+ */
+export interface PricingBadSymbol {
+  symbol: number;
+  /** As the pricing service's baskets name it (the id when none does). */
+  ticker: string;
+  /** The ETFs priced from it; empty: none is. */
+  etfs: string[];
+  /** Bad Bbos since its last good one, and why the newest was bad. */
+  count: number;
+  problem: string;
+  /** When the first of them came (the pricing host's clock), and how long before `ts`. */
+  since: number;
+  for_ms: number;
+}
+
+/**
  * The pricing service's status, every second on PRICING_STATUS_SUBJECT: it
  * serves nothing over HTTP, so its counters and failures reach an operator only
  * through the gateway. A process that stops (crashed, hung) stops sending it.
  */
 export interface PricingStatus {
+  /** PRICING_STATUS_VERSION; absent: version 1. */
+  v?: number;
   /** When this run of the service started: a new value is a restart. */
   started: number;
-  /** Best bids/asks heard, and those not of the Bbo shape (ignored). */
+  /** `starting` until its books, buckets and desk are open (`start` says where it is); absent: version 1, which reported only once ready. */
+  phase?: 'starting' | 'ready';
+  start?: PricingStart;
+  /** Best bids/asks heard, and those ignored: not of the Bbo shape, or (version 2) unusable. */
   bbos: number;
   bad_bbos: number;
+  /** Symbols whose Bbos have all been bad for 3 s or more (PRICING_BAD_BBO_MS), the longest first, at most 20; absent while none. */
+  bad_bbo_symbols?: PricingBadSymbol[];
   /** ETF prices sent to the bucket, those it stored, and failed attempts (each retried). */
   published: number;
   stored: number;
@@ -340,11 +390,24 @@ const pricingOutput = oneOf('prices', 'desk');
 const pricingFailingProblem = fields({ what: pricingOutput, error: STR, since: NUM, for_ms: NUM });
 const pricingDeskProblem = fields({ samples: INT, cards: INT, write_errors: INT });
 const pricingLastErrorProblem = fields({ what: pricingOutput, error: STR, ts: NUM });
+const pricingVersionPhase = fields({ v: optional(INT), phase: optional(oneOf('starting', 'ready')) });
+const pricingStartProblem = fields({ step: STR, waiting: optional(STR), for_ms: NUM });
+const pricingBadSymbolProblem = fields({ symbol: INT, ticker: STR, etfs: STR_LIST, count: INT, problem: STR, since: NUM, for_ms: NUM });
 
 export const pricingStatusShape: Shape<PricingStatus> = shape('pricing status', (s) => {
   if (!isMap(s)) return 'not a map';
   const p = fields({ started: NUM, bbos: INT, bad_bbos: INT, published: INT, stored: INT, publish_errors: INT, ts: NUM })(s) ?? at('desk', pricingDeskProblem(s.desk));
   if (p !== null) return p;
+  const vp = pricingVersionPhase(s);
+  if (vp !== null) return vp;
+  if (s.start !== undefined) {
+    const bad = at('start', pricingStartProblem(s.start));
+    if (bad !== null) return bad;
+  }
+  if (s.bad_bbo_symbols !== undefined) {
+    const bad = at('bad_bbo_symbols', itemsProblem(s.bad_bbo_symbols, pricingBadSymbolProblem));
+    if (bad !== null) return bad;
+  }
   if (s.failing !== undefined) {
     const bad = at('failing', itemsProblem(s.failing, pricingFailingProblem));
     if (bad !== null) return bad;

@@ -82,9 +82,9 @@ export type OperatorPricing = {
   age_ms: number | null;
   /** New runs heard since the gateway started. */
   restarts?: number;
-  /** What /health lists of it (not reporting, restarting, writes failing); absent: none. */
+  /** What /health lists of it (not reporting, starting for too long, restarting, writes failing); absent: none. */
   problems?: string[];
-} & Partial<Omit<PricingStatus, 'ts'>>;
+} & Partial<Omit<PricingStatus, 'ts' | 'v'>>;
 
 export interface OperatorOverview extends OperatorAccounts {
   /** The latest conversions of every team (accepted and refused), newest first. */

@@ -104,6 +104,13 @@ describe('the gateway\'s expectations', () => {
     expect(loadConfig({ EXPECT_PRICING: 'off' }).expectPricing).toBe(false);
     expect(() => loadConfig({ EXPECT_PRICING: 'yes' })).toThrow(/^EXPECT_PRICING="yes" must be on or off$/);
   });
+
+  it('PRICING_START_GRACE_MS and PRICING_BAD_BBO_MS are whole numbers of ms (unset: 30 s and 3 s)', () => {
+    expect(loadConfig({}).pricingStartGraceMs).toBeUndefined();
+    expect(loadConfig({ PRICING_START_GRACE_MS: '60000' }).pricingStartGraceMs).toBe(60_000);
+    expect(() => loadConfig({ PRICING_START_GRACE_MS: '30s' })).toThrow(/^PRICING_START_GRACE_MS="30s" is not a whole number$/);
+    expect(loadConfig({ PRICING_BAD_BBO_MS: '500' }).pricingBadBboMs).toBe(500);
+  });
 });
 
 describe('what the launcher recorded on DATA_DIR, for the operator tools', () => {

@@ -28,7 +28,8 @@ const OPERATOR = { username: 'instructor', password: 'instructorpass' };
 beforeAll(async () => {
   nats = await startTestNats();
   dir = tempDir();
-  cfg = testConfig(dir.path, { operator: OPERATOR });
+  // Bad quotes of a symbol reported after 300 ms of nothing else, not 3 s.
+  cfg = testConfig(dir.path, { operator: OPERATOR, pricingBadBboMs: 300 });
   sys = await startSystem(nats.url, cfg);
   nc = await natsClient(nats.url);
 });
@@ -106,6 +107,43 @@ describe('with pricing running', () => {
     expect(metric(m, 'etf_pricing_publish_errors_total')).toBe(0);
   });
 
+  it('a symbol with only bad best bids/offers: a problem naming it and their count, on /health, /metrics and the operator page, until a good one comes', async () => {
+    const good = pricing!.state.books.get(5)!;
+    // Crossed, a price of zero, a NaN bid (not of the Bbo shape): all ignored, the last good quote kept.
+    const bad: Array<Omit<Bbo, 'bid'> & { bid: number }> = [
+      { symbol: 5, bid: 1020, bid_qty: 10, ask: 1010, ask_qty: 10, ts: 0, md_seq: 900 },
+      { symbol: 5, bid: 0, bid_qty: 10, ask: 1010, ask_qty: 10, ts: 0, md_seq: 901 },
+      { symbol: 5, bid: NaN, bid_qty: 10, ask: 1010, ask_qty: 10, ts: 0, md_seq: 902 },
+    ];
+    for (const b of bad) nc.publish(bboSubject(5), encode(b));
+    await nc.flush();
+    const told = await until(async () => {
+      const h = await health();
+      return pricingProblems(h).length > 0 && h;
+    }, 'the bad quotes on /health');
+    expect(told.status).toBe('degraded');
+    expect(pricingProblems(told)).toEqual([
+      expect.stringMatching(/^the pricing service has had only bad best bids\/offers of symbol 5 \(FISH\) for \d+ s \(3, the last: bid is not an i32 or null\): the prices of UNDY keep its last good quote and do not move with it/),
+    ]);
+    expect(told.pricing.bad_bbo_symbols).toEqual([{ symbol: 5, ticker: 'FISH', etfs: ['UNDY'], count: 3, problem: 'bid is not an i32 or null', since: expect.any(Number), for_ms: expect.any(Number) }]);
+    expect(told.pricing.bad_bbos).toBe(3);
+    expect(pricing!.state.books.get(5)).toEqual(good);
+    expect(metric(await metrics(), 'etf_pricing_bad_bbo_symbols')).toBe(1);
+    expect(metric(await metrics(), 'etf_pricing_bad_bbos_total')).toBe(3);
+    const overview = await api(sys.url).send('GET', OPERATOR_ROUTES.overview, { basic: [OPERATOR.username, OPERATOR.password] });
+    expect(overview.body.pricing.problems).toEqual(pricingProblems(told));
+
+    // A good quote of it again: its prices move, and the problem goes (the count stays, for the record).
+    await quote();
+    const cleared = await until(async () => {
+      const h = await health();
+      return pricingProblems(h).length === 0 && h;
+    }, 'the bad quotes gone from /health');
+    expect(cleared.pricing.bad_bbo_symbols).toBeUndefined();
+    expect(cleared.pricing.bad_bbos).toBe(3);
+    expect(metric(await metrics(), 'etf_pricing_bad_bbo_symbols')).toBe(0);
+  });
+
   it('prices the bucket does not store: a problem naming the error, on /health, /metrics and the operator page, until they are stored', async () => {
     const lift = await squeeze(`KV_${PRICE_BUCKET}`);
     await quote();
@@ -156,8 +194,8 @@ describe('with pricing running', () => {
   it('pricing stopped: /health is degraded naming it (from the start on a gateway told the system runs it), and not once it is back', async () => {
     await pricing!.close();
     pricing = undefined;
-    // A gateway started now never hears pricing: told the system runs it (as the launcher tells its gateway), that is a problem too.
-    const expecting = await startGateway({ ...cfg, expectPricing: true }, nats.url, quietLog);
+    // A gateway started now never hears pricing: told the system runs it (as the launcher tells its gateway), that is a problem too, once a start would have been heard.
+    const expecting = await startGateway({ ...cfg, expectPricing: true, pricingStartGraceMs: 1000 }, nats.url, quietLog);
     gateways.push(expecting);
     const expectingUrl = `http://127.0.0.1:${expecting.port}`;
     const silent = await until(

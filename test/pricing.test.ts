@@ -6,7 +6,7 @@ import { BBO_BUCKET, bboSubject, priceSubject, type Bbo, type EtfPrice } from '.
 import type { EtfsBody } from '../proto/http.js';
 import type { Config } from '../src/config/config.js';
 import { buildInstruments, loadBaskets } from '../src/config/baskets.js';
-import { PricingState, Throttle, computePrice } from '../src/pricing/core.js';
+import { PricingState, Throttle, bboUnusable, computePrice } from '../src/pricing/core.js';
 import { startPricing, type PricingHandle } from '../src/pricing/service.js';
 import { MULTI_BASKETS, api, natsClient, quietLog, startSystem, startTestNats, tempDir, testConfig, until, type TestSystem } from './helpers/system.js';
 
@@ -64,6 +64,15 @@ describe('pricing core', () => {
     expect(t.request('A', 1150)).toEqual({ delayMs: 50 });
     t.skipped('A');
     expect(t.request('A', 1200)).toBe('now');
+  });
+
+  it('takes a crossed book or a price not above zero for unusable, a locked or one-sided book not', () => {
+    expect(bboUnusable(bbo(5, 56, 55))).toBe('crossed: bid 56 above ask 55');
+    expect(bboUnusable(bbo(5, 0, 55))).toBe('bid 0 is not above zero');
+    expect(bboUnusable(bbo(5, 50, -1))).toBe('ask -1 is not above zero');
+    expect(bboUnusable(bbo(5, 55, 55))).toBeNull();
+    expect(bboUnusable(bbo(5, null, 55))).toBeNull();
+    expect(bboUnusable(bbo(5, 50, null))).toBeNull();
   });
 
   it('accepts a basket of one ETF holding another', () => {

@@ -197,7 +197,7 @@ function systemRows(o) {
   if (u) rows.push(row('clearing', 'fills not stored', `${fmtNum(u.fills)} fill(s), the oldest ${Math.round(u.oldest_ms / 1000)} s${u.last_error ? ` (${u.last_error})` : ''}: no position moves until they are.`));
   if (o.unread?.length) rows.push(row('engine', 'partial', `the engine did not answer for: ${o.unread.join(', ')} (this page may be missing their conversions or refused roster lines)`));
   // The gateway's own words, as on /health: it alone knows whether this system runs pricing at all.
-  for (const p of o.pricing?.problems ?? []) rows.push(row('pricing', o.pricing.live ? 'failing' : 'not reporting', p));
+  for (const p of o.pricing?.problems ?? []) rows.push(row('pricing', !o.pricing.live ? 'not reporting' : o.pricing.phase === 'starting' ? 'starting' : 'failing', p));
   return rows;
 }
 

@@ -110,6 +110,13 @@ const configSchema = z.object({
    * counts it missing from the gateway's start. Off (default): only once it has reported, so a gateway run without one is not degraded.
    */
   expectPricing: z.boolean().optional(),
+  /**
+   * How long the gateway gives the pricing service to start (PRICING_START_GRACE_MS, default 30000): never heard that long
+   * after the gateway's start (with expectPricing), or heard starting for that long, is a problem on /health; a start within it is `starting`.
+   */
+  pricingStartGraceMs: z.number().int().min(0).optional(),
+  /** How long a symbol's Bbos must all have been bad (unusable, or not of the Bbo shape) before the pricing service reports it (PRICING_BAD_BBO_MS, default 3000). */
+  pricingBadBboMs: z.number().int().min(0).optional(),
   /** open (default): anyone may POST /register; closed: 403 (beside a real exchange, whose client_ids come from its roster). */
   registration: z.enum(['open', 'closed']).optional(),
   /** How long the gateway trusts a team's cached password hash before asking the engine again (default 30000 ms). */
@@ -197,6 +204,8 @@ const ENV: Record<string, (c: Config, v: string) => void> = {
     if (v !== 'on' && v !== 'off') throw new ConfigError(`EXPECT_PRICING=${JSON.stringify(v)} must be on or off`);
     c.expectPricing = v === 'on';
   },
+  PRICING_START_GRACE_MS: (c, v) => (c.pricingStartGraceMs = intFromEnv('PRICING_START_GRACE_MS', v)),
+  PRICING_BAD_BBO_MS: (c, v) => (c.pricingBadBboMs = intFromEnv('PRICING_BAD_BBO_MS', v)),
   THROTTLE: (c, v) => {
     if (v !== 'on' && v !== 'off') throw new ConfigError(`THROTTLE=${JSON.stringify(v)} must be on or off`);
     c.throttle = { ...THROTTLE_DEFAULTS, ...c.throttle, enabled: v === 'on' };

@@ -272,6 +272,24 @@ function pricingMetrics(registry: Registry, pricing: PricingStatusView): void {
     },
   });
   new Gauge({
+    name: 'etf_pricing_starting_seconds',
+    help: 'How long the pricing service has been starting, as its live status says (0: ready, or not heard)',
+    registers: [registry],
+    collect() {
+      const v = pricing.view();
+      this.set(v.live && v.phase === 'starting' ? (v.start?.for_ms ?? 0) / 1000 : 0);
+    },
+  });
+  new Gauge({
+    name: 'etf_pricing_bad_bbo_symbols',
+    help: 'Symbols whose best bids/offers have all been bad (crossed, a price not above zero, not of their shape) for 3 s or more (PRICING_BAD_BBO_MS), as the pricing service\'s live status lists them: the ETFs priced from them do not move',
+    registers: [registry],
+    collect() {
+      const v = pricing.view();
+      this.set(v.live ? (v.bad_bbo_symbols?.length ?? 0) : 0);
+    },
+  });
+  new Gauge({
     name: 'etf_pricing_writes_failing_seconds',
     help: 'How long the pricing service\'s writes of an output (prices: the etf_prices bucket; desk: the ETF_DESK stream) have failed with none stored since, once over 3 s (0: not failing)',
     labelNames: ['output'] as const,
@@ -285,7 +303,7 @@ function pricingMetrics(registry: Registry, pricing: PricingStatusView): void {
   // Pricing owns these counts; repeated as it reports them (a restart of it resets them, as Prometheus expects of counters).
   const pricingCounter = (name: string, help: string, read: (v: PricingView) => number | undefined) => scrapedCounter(registry, name, help, () => read(pricing.view()));
   pricingCounter('etf_pricing_bbos_total', 'Best bids/asks the pricing service heard', (v) => v.bbos);
-  pricingCounter('etf_pricing_bad_bbos_total', 'Best bids/asks not of their shape, ignored by the pricing service', (v) => v.bad_bbos);
+  pricingCounter('etf_pricing_bad_bbos_total', 'Best bids/asks the pricing service ignored: not of their shape, crossed, or a price not above zero', (v) => v.bad_bbos);
   pricingCounter('etf_pricing_prices_published_total', 'ETF prices the pricing service sent to the etf_prices bucket', (v) => v.published);
   pricingCounter('etf_pricing_prices_stored_total', 'ETF prices the etf_prices bucket stored (each then published on etf.price.<ETF>)', (v) => v.stored);
   pricingCounter('etf_pricing_publish_errors_total', 'Failed writes of ETF prices to the etf_prices bucket (each retried)', (v) => v.publish_errors);

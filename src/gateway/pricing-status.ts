@@ -1,12 +1,19 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decodeAs } from '../../proto/codec.js';
-import { PRICING_STATUS_SUBJECT, pricingStatusShape, type PricingFailing, type PricingStatus } from '../../proto/marketdata.js';
+import { PRICING_STATUS_SUBJECT, pricingStatusShape, type PricingBadSymbol, type PricingFailing, type PricingStart, type PricingStatus } from '../../proto/marketdata.js';
 import type { OperatorPricing } from '../../proto/operator.js';
 import type { Logger } from '../shared/log.js';
 import { UnreadableStatuses } from './unreadable-status.js';
 
 /** Pricing publishes its status every second (src/pricing/status.ts); older than this, it is taken for down. */
 const STALE_MS = 5_000;
+/**
+ * How long a start may take before it is a problem: never heard since this
+ * gateway started, or heard `starting` for longer. Its first status goes out
+ * once it is connected to NATS, but a busy machine takes seconds to get a
+ * process that far, and a start waits for JetStream (up to a minute).
+ */
+export const START_GRACE_MS = 30_000;
 /** Restarts heard within this long: two or more is a crash loop (each run may live long enough to be heard). */
 const RESTART_WINDOW_MS = 60_000;
 const CRASH_LOOP_RESTARTS = 2;
@@ -22,9 +29,12 @@ const FROZEN = 'ETF prices (GET /etfs, the WebSocket stream), the charts and the
  * whose writes fail, showed nowhere while the prices teams trade on froze.
  *
  * Never heard from is a problem only when this gateway is told the system runs
- * pricing (`expected`: the launcher does); otherwise (a gateway run alone, as
- * in most tests, or beside a pricing run elsewhere) its absence counts once it
- * has reported, as the standby bridge's does.
+ * pricing (`expected`: the launcher does), and only once a start would have
+ * been heard (`startGraceMs` from the gateway's start); otherwise (a gateway
+ * run alone, as in most tests, or beside a pricing run elsewhere) its absence
+ * counts once it has reported, as the standby bridge's does. A service heard
+ * `starting` is a problem once its start has taken `startGraceMs`; heard, then
+ * silent for STALE_MS, whether it was starting or not.
  */
 export class PricingStatusView {
   private last: { status: PricingStatus; at: number } | null = null;
@@ -36,11 +46,12 @@ export class PricingStatusView {
   private readonly unreadable: UnreadableStatuses;
   private readonly sub: Subscription;
 
-  constructor(
-    nc: NatsConnection,
-    private readonly expected: boolean,
-    log?: Logger,
-  ) {
+  private readonly expected: boolean;
+  private readonly startGraceMs: number;
+
+  constructor(nc: NatsConnection, opts: { expected: boolean; startGraceMs?: number | undefined }, log?: Logger) {
+    this.expected = opts.expected;
+    this.startGraceMs = opts.startGraceMs ?? START_GRACE_MS;
     this.unreadable = new UnreadableStatuses('pricing service', log);
     this.sub = nc.subscribe(PRICING_STATUS_SUBJECT, {
       callback: (err, msg) => {
@@ -64,7 +75,7 @@ export class PricingStatusView {
   view(): PricingView {
     if (!this.last) return { live: false, age_ms: null };
     const age = Date.now() - this.last.at;
-    const { ts: _ts, ...status } = this.last.status;
+    const { ts: _ts, v: _v, ...status } = this.last.status;
     return { live: age < STALE_MS, age_ms: age, ...status, ...(this.restartsTotal ? { restarts: this.restartsTotal } : {}) };
   }
 
@@ -78,19 +89,36 @@ export class PricingStatusView {
     }
     if (v.age_ms === null) {
       const waited = now - this.createdAt;
-      return this.expected && waited >= STALE_MS ? [`the pricing service has not reported since this gateway started ${Math.round(waited / 1000)} s ago: ${FROZEN}`] : [];
+      return this.expected && waited >= this.startGraceMs ? [`the pricing service has not reported since this gateway started ${Math.round(waited / 1000)} s ago: ${FROZEN} (is it running, and on this NATS? it reports from its connection on, starting or not)`] : [];
     }
-    if (!v.live) return [`the pricing service last reported ${Math.round(v.age_ms / 1000)} s ago: ${FROZEN} (stopped, or hung? the launcher restarts it when it exits, and its log says why)`];
+    if (!v.live) {
+      const during = v.phase === 'starting' && v.start ? ` while starting (${startedHow(v.start)})` : '';
+      return [`the pricing service last reported ${Math.round(v.age_ms / 1000)} s ago${during}: ${FROZEN} (stopped, or hung? the launcher restarts it when it exits, and its log says why)`];
+    }
     const out: string[] = [];
+    if (v.phase === 'starting' && v.start && v.start.for_ms >= this.startGraceMs) {
+      out.push(`the pricing service has been starting for ${Math.round(v.start.for_ms / 1000)} s (${startedHow(v.start)}): ${FROZEN} until it is ready`);
+    }
     const recent = this.restartsAt.filter((t) => now - t < RESTART_WINDOW_MS).length;
     if (recent >= CRASH_LOOP_RESTARTS) out.push(`the pricing service restarted ${recent} times in the last minute: is it crashing (its log says why), or do two run at once? ${FROZEN} between its runs`);
     for (const f of v.failing ?? []) out.push(failingProblem(f));
+    for (const b of v.bad_bbo_symbols ?? []) out.push(badSymbolProblem(b));
     return out;
   }
 
   close(): void {
     this.sub.unsubscribe();
   }
+}
+
+function startedHow(start: PricingStart): string {
+  return start.waiting ? `${start.step}, waiting for JetStream: ${start.waiting}` : start.step;
+}
+
+function badSymbolProblem(b: PricingBadSymbol): string {
+  const name = b.ticker === String(b.symbol) ? `symbol ${b.symbol}` : `symbol ${b.symbol} (${b.ticker})`;
+  const etfs = b.etfs.length ? `the prices of ${b.etfs.join(', ')} keep its last good quote and do not move with it` : 'no ETF is priced from it';
+  return `the pricing service has had only bad best bids/offers of ${name} for ${Math.round(b.for_ms / 1000)} s (${b.count}, the last: ${b.problem}): ${etfs} (is the feed bridge's book of it wrong? its alerts and log may say)`;
 }
 
 function failingProblem(f: PricingFailing): string {

@@ -153,7 +153,7 @@ export async function startGateway(cfg: Config, natsUrl: string, log: Logger): P
   const charts = new Charts(nc, engine, log);
   const deps: routes.RouteDeps = { engine, auth, throttle, registration: routes.registrationPolicy(cfg), bcryptRounds: cfg.bcryptRounds, conversion: conversionSchema(cfg.maxAmount), marks, tickerOf: instruments.tickerOf, answers: new ConversionAnswerWriter(instruments.tickerOf), scorecards: charts };
   const feedStatus = new FeedStatusView(nc, log);
-  const pricingStatus = new PricingStatusView(nc, cfg.expectPricing ?? false, log);
+  const pricingStatus = new PricingStatusView(nc, { expected: cfg.expectPricing ?? false, startGraceMs: cfg.pricingStartGraceMs }, log);
   const allowedOrigins = new Set(cfg.http.allowedOrigins ?? []);
   // A page on another site may open a WebSocket too: the same Origin rule as for state-changing requests.
   const ws = createWebSocket({ nc, engine, auth, throttle, marks, tickerOf: instruments.tickerOf }, log, {}, (info) => !foreignOrigin(info, allowedOrigins));

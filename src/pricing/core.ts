@@ -62,6 +62,67 @@ export function priceChanged(a: EtfPrice | undefined, b: EtfPrice): boolean {
 export { bboProblem } from '../../proto/marketdata.js';
 
 /**
+ * Why a Bbo of the right shape cannot be priced from, or null. The bridge
+ * never publishes a book it trusts crossed, and NDFEX prices are above zero:
+ * one that is either was built wrong, and priced from it an ETF would show an
+ * edge on both sides at once. (A locked book, bid = ask, prices fine.)
+ */
+export function bboUnusable(b: Bbo): string | null {
+  if (b.bid !== null && b.bid <= 0) return `bid ${b.bid} is not above zero`;
+  if (b.ask !== null && b.ask <= 0) return `ask ${b.ask} is not above zero`;
+  if (b.bid !== null && b.ask !== null && b.bid > b.ask) return `crossed: bid ${b.bid} above ask ${b.ask}`;
+  return null;
+}
+
+/** A symbol's bad Bbos since its last good one. */
+export interface BadStreak {
+  count: number;
+  /** When the first of them came (ms). */
+  since: number;
+  /** Why the newest one was bad. */
+  problem: string;
+}
+
+/** Symbols followed at most: more than NDFEX lists, and bounded whatever the subjects published. */
+const MAX_BAD_SYMBOLS = 1024;
+
+/**
+ * Per symbol, the bad Bbos since its last good one. Meanwhile its book keeps
+ * the last good quote, so every ETF priced from it stops moving: a streak
+ * that lasts is what the status reports, and a good Bbo ends it.
+ */
+export class BadBbos {
+  private readonly streaks = new Map<number, BadStreak>();
+
+  /** Counts one; true when it starts a streak (the one to log). */
+  bad(symbol: number, problem: string, now: number): boolean {
+    const s = this.streaks.get(symbol);
+    if (s) {
+      s.count++;
+      s.problem = problem;
+      return false;
+    }
+    if (this.streaks.size >= MAX_BAD_SYMBOLS) return false;
+    this.streaks.set(symbol, { count: 1, since: now, problem });
+    return true;
+  }
+
+  /** A good one: the streak it ends, if any. */
+  good(symbol: number): BadStreak | undefined {
+    const s = this.streaks.get(symbol);
+    if (s) this.streaks.delete(symbol);
+    return s;
+  }
+
+  /** Streaks of `afterMs` or longer, the longest first, at most `limit`. */
+  standing(now: number, afterMs: number, limit: number): Array<BadStreak & { symbol: number }> {
+    const out: Array<BadStreak & { symbol: number }> = [];
+    for (const [symbol, s] of this.streaks) if (now - s.since >= afterMs) out.push({ symbol, ...s });
+    return out.sort((a, b) => a.since - b.since || a.symbol - b.symbol).slice(0, limit);
+  }
+}
+
+/**
  * The books the pricing actor knows and which ETFs each symbol moves. Pure:
  * the I/O edge feeds it Bbo messages and asks which ETFs to reprice.
  */
@@ -92,6 +153,11 @@ export class PricingState {
         this.dependents.set(s, list);
       }
     }
+  }
+
+  /** The ETFs a symbol's quotes move (as a component, in any of their basket versions, or as the ETF itself). */
+  etfsOf(symbol: number): readonly string[] {
+    return this.dependents.get(symbol) ?? [];
   }
 
   /** Applies a live Bbo; returns the ETFs to reprice. */

@@ -6,7 +6,7 @@ import { startService, type ServiceProcess } from '../../src/shared/service-proc
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { PROJECT_ROOT, type Config } from '../../src/config/config.js';
-import { freePort, startNatsServer, type NatsServer } from '../../src/launcher/nats-server.js';
+import { freePort, natsServerBinary, natsServerEnv, startNatsServer, type NatsServer } from '../../src/launcher/nats-server.js';
 import { startEngine, type EngineHandle } from '../../src/engine/service.js';
 import { startGateway, type GatewayHandle } from '../../src/gateway/server.js';
 import { createLogger } from '../../src/shared/log.js';
@@ -33,22 +33,51 @@ export const portTaken = (err: unknown): boolean => String((err as Error)?.messa
 
 /** A real nats-server on a free loopback port with a temporary JetStream store. */
 /** `maxPayload`: the server's message limit (NATS's default is 1 MB), for what must hold under a smaller one. */
-export async function startTestNats(storeDir?: string, opts: { maxPayload?: number } = {}): Promise<NatsServer & { storeDir: string; remove(): void }> {
+/** `leafnodes`: it takes leaf nodes (startLeafNats) on `leafPort`. */
+export async function startTestNats(storeDir?: string, opts: { maxPayload?: number; leafnodes?: boolean } = {}): Promise<NatsServer & { storeDir: string; remove(): void; leafPort?: number }> {
   const dir = storeDir ? { path: storeDir, remove: () => {} } : tempDir('etf-nats-');
-  let configFile: string | undefined;
-  if (opts.maxPayload !== undefined) {
-    configFile = join(dir.path, 'limits.conf');
-    writeFileSync(configFile, `max_payload: ${opts.maxPayload}\n`);
-  }
   // A free port can be taken by another test file's process before nats-server binds it: another one then.
   for (let attempt = 1; ; attempt++) {
+    const lines: string[] = [];
+    if (opts.maxPayload !== undefined) lines.push(`max_payload: ${opts.maxPayload}`);
+    const leafPort = opts.leafnodes ? await freePort() : undefined;
+    if (leafPort !== undefined) lines.push(`leafnodes { host: 127.0.0.1, port: ${leafPort} }`);
+    let configFile: string | undefined;
+    if (lines.length) {
+      configFile = join(dir.path, 'nats.conf');
+      writeFileSync(configFile, lines.join('\n') + '\n');
+    }
     try {
       const server = await startNatsServer({ port: await freePort(), storeDir: dir.path, ...(configFile ? { configFile } : {}) });
-      return Object.assign(server, { storeDir: dir.path, remove: dir.remove });
+      return Object.assign(server, { storeDir: dir.path, remove: dir.remove, ...(leafPort !== undefined ? { leafPort } : {}) });
     } catch (err) {
       if (attempt >= 5 || !portTaken(err)) throw err;
     }
   }
+}
+
+/**
+ * A nats-server on `port`, a leaf node of the one taking leaf nodes on
+ * `hubLeafPort` (startTestNats with `leafnodes`), with JetStream kept out of
+ * the link both ways: core NATS (a service's status, prices) flows between
+ * the two, JetStream does not. With `storeDir` it has JetStream of its own;
+ * without, a service on it finds JetStream not answering, as a cluster's
+ * clients do while it elects its leaders.
+ */
+export async function startLeafNats(hubLeafPort: number, port: number, storeDir: string | null, confDir: string): Promise<{ url: string; stop(): Promise<void> }> {
+  const conf = join(confDir, `leaf-${port}.conf`);
+  writeFileSync(
+    conf,
+    [
+      `host: 127.0.0.1`,
+      `port: ${port}`,
+      `server_name: leaf-${port}`,
+      ...(storeDir ? [`jetstream { store_dir: ${JSON.stringify(storeDir)} }`] : []),
+      `leafnodes { remotes [ { url: "nats-leaf://127.0.0.1:${hubLeafPort}", deny_imports: ["$JS.>"], deny_exports: ["$JS.>"] } ] }`,
+    ].join('\n') + '\n',
+  );
+  const s = await startService({ name: 'nats-server (leaf)', command: natsServerBinary(), args: ['-c', conf], env: natsServerEnv(process.env), readyOn: 'stderr', ready: (line) => line.includes('Server is ready'), timeoutMs: 10_000 });
+  return { url: `nats://127.0.0.1:${port}`, stop: () => s.stop() };
 }
 
 export const MULTI_BASKETS = join(PROJECT_ROOT, 'config/baskets.multi.example.json');
