@@ -271,6 +271,28 @@ export interface HoldingsView<P = Position[]> {
   positions: P;
   /** Cash in price units: fills move it by quantity × price the other way, fees take from it. */
   cash: number;
+  /**
+   * A holdings read's answer only (not a conversion's holdings): the last exchange reset the engine applied, absent
+   * while there has been none (and from engines before it was kept). The shared record shape of this view
+   * (proto/records.ts) is the answer without it, the common case.
+   */
+  last_reset?: LastReset;
+}
+
+/**
+ * The last exchange reset an engine applied (a session marker with `reset`, proto/fill.ts): it zeroed every
+ * account, cash too, so every team's P&L starts again from 0 there, and what its conversions before it earned went
+ * with it. GET /holdings and the WebSocket stream carry it so a page can split the P&L of the session since.
+ */
+export interface LastReset {
+  /** When the fill stream stored the marker (ms): the same on every engine shard, and after any restart. */
+  ts: number;
+  /**
+   * The last request id the engine had handed out when it applied the reset (null: none yet). The engine numbers
+   * requests in the order it decides them, and applies fills and resets in that same order, so a request with a
+   * higher id (of this account) was decided after the reset, whatever its `ts` says.
+   */
+  last_request_id: string | null;
 }
 
 export interface RegisterResult {

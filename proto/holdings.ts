@@ -1,6 +1,6 @@
-import { namedPositions, type FlatPositions, type Position, type TickerOf } from './engine.js';
+import { namedPositions, type FlatPositions, type LastReset, type Position, type TickerOf } from './engine.js';
 import { outcomeNoticeProblem, type OutcomeNotice } from './requests.js';
-import { at, fields, INT, INT_LIST, isInt, isIntList, isMap, isNum, isStr, itemsProblem, NUM, optional, shape, STR, type Shape } from './shape.js';
+import { at, fields, INT, INT_LIST, isInt, isIntList, isMap, isNum, isStr, isStrOrNull, itemsProblem, NUM, optional, shape, STR, type Check, type Shape } from './shape.js';
 
 /**
  * A holdings change, published by the engine once it is durable: a fill as
@@ -27,6 +27,8 @@ export interface HoldingsChange<P = Position[]> {
   ts: number;
   /** For cause 'fill': the fill's exchange seq and price. */
   fill?: { seq: number; price: number };
+  /** For cause 'session_reset': the reset itself, as holdings reads report it from then on (absent from engines before it was kept). */
+  last_reset?: LastReset;
 }
 
 /** A HoldingsChange as a NoticeBatch carries it. */
@@ -66,9 +68,12 @@ export const namedChange = (n: HoldingsNotice, tickerOf: TickerOf): HoldingsChan
 });
 
 /** Why a change in a NoticeBatch cannot be shown: a feed follows seq, and shows positions and deltas. */
-const noticeFields = fields({ client_id: INT, seq: INT, cause: STR, deltas: INT_LIST, positions: INT_LIST, cash: optional(NUM), ts: NUM });
+const LAST_RESET: Check = { ok: (v) => isMap(v) && isNum(v.ts) && isStrOrNull(v.last_request_id), what: 'not {ts, last_request_id}' };
+const noticeFields = fields({ client_id: INT, seq: INT, cause: STR, deltas: INT_LIST, positions: INT_LIST, cash: optional(NUM), ts: NUM, last_reset: optional(LAST_RESET) });
 export const holdingsNoticeProblem = (n: unknown): string | null =>
-  isMap(n) && isInt(n.client_id) && isInt(n.seq) && isStr(n.cause) && isIntList(n.deltas) && isIntList(n.positions) && (n.cash === undefined || isNum(n.cash)) && isNum(n.ts) ? null : noticeFields(n);
+  isMap(n) && isInt(n.client_id) && isInt(n.seq) && isStr(n.cause) && isIntList(n.deltas) && isIntList(n.positions) && (n.cash === undefined || isNum(n.cash)) && isNum(n.ts) && (n.last_reset === undefined || LAST_RESET.ok(n.last_reset))
+    ? null
+    : noticeFields(n);
 
 /** A whole batch is checked before any of it is delivered: a WebSocket client never gets half of a forged one. */
 export const noticeBatchShape: Shape<NoticeBatch> = shape('notice batch', (b) => {

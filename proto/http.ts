@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { EngineErrorCode } from './engine.js';
+import type { EngineErrorCode, LastReset } from './engine.js';
 import { clientKeyProblem } from './audit.js';
 import type { EtfPrice } from './marketdata.js';
 import type { AuditEntry } from './audit.js';
@@ -15,7 +15,7 @@ import type { AuditEntry } from './audit.js';
  *   POST /register  username, password            200 {client_id, username} | 400 | 403 (REGISTRATION=closed)
  *   POST /create    username, password, etf_name, amount   200 | 400 | 401
  *   POST /redeem    username, password, etf_name?, amount  200 | 400 | 401
- *   GET  /holdings  username, password            200 {client_id, username, holdings, positions} | 401
+ *   GET  /holdings  username, password            200 {client_id, username, holdings, positions, cash, pnl, last_reset} | 401
  *   GET  /health                                  200 | 503
  *   GET  /history   username, password, limit?, before?   200 {entries: AuditEntry[], next?} | 401
  *   GET  /requests/<id>  username, password       200 AuditEntry | 401 | 404 (unknown, or another team's)
@@ -232,6 +232,12 @@ export interface HoldingsBody {
   cash: number;
   /** GET /holdings only: cash plus positions at mid prices. */
   pnl?: PnlBody;
+  /**
+   * GET /holdings only: the last exchange reset, which started every team's cash, positions and P&L again from 0
+   * (null: none). `ts`: when it was stored (ms); `last_request_id`: the last request decided before it (null: none),
+   * so the conversions of the session since are those with higher ids.
+   */
+  last_reset?: LastReset | null;
 }
 
 /** POST /create and /redeem: what changed (by ticker) and the holdings after it. */

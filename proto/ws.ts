@@ -1,5 +1,5 @@
 import type { PnlBody } from './http.js';
-import type { Position } from './engine.js';
+import type { LastReset, Position } from './engine.js';
 import type { HoldingsChange } from './holdings.js';
 import type { EtfPrice } from './marketdata.js';
 import type { RequestOutcome } from './requests.js';
@@ -26,7 +26,8 @@ import type { RequestOutcome } from './requests.js';
  * Holdings: after authentication the server sends `welcome`, then a
  * `snapshot` of the account (its positions and `seq`, the account's change
  * counter), then one `delta` per change (a fill, a create, a redeem, an
- * exchange session reset), each with `seq` = previous + 1. A client that sees a
+ * exchange session reset: every position and the cash back to 0, and the
+ * snapshot's `last_reset` from then on), each with `seq` = previous + 1. A client that sees a
  * `delta` whose seq is not its last seq + 1 has missed something: it should
  * send `{"type":"snapshot"}` (the server does not let that happen, but the
  * check is cheap). Every `delta` carries the whole account after the change
@@ -189,6 +190,11 @@ export interface SnapshotMessage extends Base {
   cash: number;
   /** Cash plus positions at mid prices, when the gateway has them. */
   pnl?: PnlBody;
+  /**
+   * The last exchange reset (null: none): it started the account's cash, positions and P&L again from 0; the
+   * conversions of the session since are those with request ids above `last_request_id` (proto/engine.ts LastReset).
+   */
+  last_reset: LastReset | null;
   /** Request outcomes that could not be held while the connection was stale. */
   missed_outcomes?: number;
   id?: string | number;
@@ -210,6 +216,8 @@ export interface DeltaMessage extends Base {
   /** Engine wall-clock ms when applied. */
   ts: number;
   fill?: { seq: number; price: number };
+  /** cause 'session_reset': the reset, as later snapshots give it in `last_reset`. */
+  last_reset?: LastReset;
 }
 
 /** Sent before the replayed deltas from_seq+1 .. to_seq. */
@@ -278,4 +286,5 @@ export const deltaMessage = (c: HoldingsChange, pnl?: PnlBody): DeltaMessage => 
   ...(pnl ? { pnl } : {}),
   ts: c.ts,
   ...(c.fill ? { fill: c.fill } : {}),
+  ...(c.last_reset ? { last_reset: c.last_reset } : {}),
 });

@@ -40,6 +40,7 @@ function signOut(message) {
   creds = null;
   seq = -1;
   holdings = new Map();
+  lastReset = null;
   if (ws) {
     const old = ws;
     ws = null;
@@ -108,6 +109,8 @@ function onMessage(m) {
       setLive('live', 'live');
       break;
     case 'snapshot':
+      // A gateway from before last_reset sends none: a reset heard live is kept rather than forgotten.
+      if ('last_reset' in m) setLastReset(m.last_reset);
       setHoldings(m.positions, m.seq, false);
       setMoney(m);
       break;
@@ -119,6 +122,8 @@ function onMessage(m) {
         ws?.send(JSON.stringify({ type: 'snapshot' })); // missed one: start over from a snapshot
         return;
       }
+      // Before the P&L of the change: the split must start again at the same moment the P&L does.
+      if (m.cause === 'session_reset') setLastReset(m.last_reset ?? { ts: m.ts });
       setHoldings(m.positions, m.seq, true, m.deltas);
       setMoney(m);
       if (m.cause === 'fill' && legsOpen()) historySoon(); // a sell may be a conversion's leg: the scorecard follows
@@ -369,7 +374,8 @@ function midAt(d, etf, ts) {
   return best;
 }
 
-const legsOpen = () => conversions.some((c) => c.scorecard && c.scorecard.legs_sold < 1);
+// Legs from before a reset went with it: the desk no longer matches sells to them.
+const legsOpen = () => conversions.some((c) => c.scorecard && c.scorecard.legs_sold < 1 && sinceReset(c));
 
 function setConversions(entries) {
   conversions = entries.filter((h) => h.status === 'accepted' && (h.kind === 'create' || h.kind === 'redeem'));
@@ -377,18 +383,46 @@ function setConversions(entries) {
   renderScorecard();
 }
 
+/**
+ * The last exchange reset ({ts, last_request_id}, or null): it started the cash, the positions and so the P&L again
+ * from 0, and took with it what the conversions before it had earned.
+ */
+let lastReset = null;
+
+function setLastReset(r) {
+  lastReset = r ?? null;
+  renderScorecard();
+}
+
+/** Hours and minutes: the reset is named by when it was, the date in its title. */
+const fmtClock = (ms) => new Date(ms).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', hour12: false });
+const requestNumber = (id) => (id ? Number(id.slice(1)) : 0);
+
+/**
+ * Whether a conversion was decided after the last reset. By request id: the engine numbers requests in the order it
+ * applies them among fills and resets, where a conversion decided just before the reset may carry a later time. An
+ * engine from before last_request_id gives only the reset's time in its delta.
+ */
+function sinceReset(c) {
+  if (!lastReset) return true;
+  if (lastReset.last_request_id !== undefined) return requestNumber(c.request_id) > requestNumber(lastReset.last_request_id);
+  return c.ts > lastReset.ts;
+}
+
 function renderScorecard() {
   let total = 0;
   let counted = 0;
+  const restarted = lastReset ? `the exchange restarted at ${fmtClock(lastReset.ts)}` : '';
   const rows = conversions.map((c) => {
     const s = c.scorecard;
-    if (s?.edge !== null && s?.edge !== undefined) {
+    const current = sinceReset(c);
+    if (current && s?.edge !== null && s?.edge !== undefined) {
       total += s.edge;
       counted++;
     }
     return el(
       'tr',
-      { 'data-request': c.request_id },
+      { 'data-request': c.request_id, class: current ? undefined : 'before-reset', title: current ? undefined : `before ${restarted}: what it earned went with the reset, and is not in the P&L since` },
       el('td', {}, fmtTime(c.ts)),
       el('td', {}, c.kind),
       el('td', {}, c.etf),
@@ -401,19 +435,26 @@ function renderScorecard() {
     );
   });
   fillRows($('#scorecard tbody'), rows, 'No conversions yet: each one is scored here.', 9);
-  $('#scorecard-total').textContent = counted ? fmtSigned(total) : '—';
+  // After a reset the conversions listed from before it earned this session nothing: 0, not unknown.
+  scoredEdge = counted || (lastReset && conversions.length) ? total : null;
+  $('#scorecard-total').textContent = fmtSigned(scoredEdge);
   $('#scorecard-total').className = `num ${signClass(total)}`;
-  scoredEdge = counted ? total : null;
+  $('#scorecard-total-label').textContent = lastReset ? `Total since ${restarted}` : 'Total';
+  $('#scorecard-total-label').title = lastReset ? new Date(lastReset.ts).toLocaleString() : '';
   showPnlSplit();
 }
 
 let scoredEdge = null; // the scorecard's total, for the P&L split
 let lastPnl = null; // the stream's last P&L total
 
-/** The P&L in two parts: what conversions earned at mid, and the rest (trading the legs, marks moving). */
+/**
+ * The P&L in two parts: what conversions earned at mid, and the rest (trading the legs, marks moving). Both of the
+ * session since the last exchange reset, where the P&L started again from 0.
+ */
 function showPnlSplit() {
   const p = $('#pnl-split');
   if (scoredEdge === null || lastPnl === null) return void (p.textContent = '');
+  const since = lastReset ? `, since the exchange restarted at ${fmtClock(lastReset.ts)}` : '';
   p.replaceChildren(
     'P&L ',
     el('strong', { class: signClass(lastPnl) }, fmtSigned(lastPnl)),
@@ -421,7 +462,7 @@ function showPnlSplit() {
     el('strong', { class: signClass(scoredEdge) }, fmtSigned(scoredEdge)),
     ' + the rest (trading, marks moving) ',
     el('strong', { class: signClass(lastPnl - scoredEdge) }, fmtSigned(lastPnl - scoredEdge)),
-    ` (the last ${HISTORY_READ} requests).`,
+    ` (the last ${HISTORY_READ} requests${since}).`,
   );
 }
 

@@ -17,7 +17,7 @@ import { ADMIN_REPLY_SUBJECT_PREFIX, ENGINE_ADMIN_OPS, ENGINE_NAMES_OPS, REPLY_S
 import { inboxPrefix } from '../../proto/roles.js';
 import type { Logger } from '../shared/log.js';
 import { Unreadable } from '../shared/unreadable.js';
-import { decide, applyEvent, accountPositions, basketVersions, malformed, requestIdString, type CoreConfig, type Decision } from './core.js';
+import { decide, applyEvent, accountPositions, basketVersions, lastResetView, malformed, requestIdString, type CoreConfig, type Decision } from './core.js';
 import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js';
 import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
@@ -254,6 +254,8 @@ export class EngineActor {
   applied(acc: Account, cause: HoldingsChange['cause'], deltas: Delta[], fill?: Fill): void {
     const change = this.change(acc, cause, deltas.flat(), this.now());
     if (fill) change.fill = { seq: fill.seq, price: fill.price };
+    // A stream's client learns where the new session began as it hears the reset, without asking for its holdings.
+    if (cause === 'session_reset' && this.state.lastReset) change.last_reset = lastResetView(this.state.lastReset);
     this.groups[this.groups.length - 1]!.changes.push(change);
     this.scheduleFlush();
   }

@@ -7,6 +7,7 @@ import {
   type EngineResult,
   type FlatPositions,
   type HoldingsAnswer,
+  type LastReset,
   type Position,
   type EngineRefusal,
   type Rejection,
@@ -437,8 +438,14 @@ const credentials: Handler<'credentials'> = (state, _cfg, cmd) => {
 
 const holdings: Handler<'holdings'> = (state, _cfg, cmd) => {
   const acc = state.accounts.get(cmd.clientId);
-  return acc ? read(holdingsView(acc)) : unknownAccount();
+  if (!acc) return unknownAccount();
+  const view = holdingsView(acc);
+  if (state.lastReset) view.last_reset = lastResetView(state.lastReset);
+  return read(view);
 };
+
+/** EngineState.lastReset as answers and notices carry it. */
+export const lastResetView = (r: NonNullable<EngineState['lastReset']>): LastReset => ({ ts: r.ts, last_request_id: r.requestSeq > 0 ? requestIdString(r.requestSeq) : null });
 
 const dump: Handler<'dump'> = (state) =>
   read({

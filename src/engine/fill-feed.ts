@@ -56,6 +56,7 @@ export function applyFillMessage(state: EngineState, m: JsMsg, stats: FillFeedSt
     }
     if (marker?.reset === true) {
       const changed = applySessionReset(state, m.seq);
+      state.lastReset = { ts: Number(m.timestampNanos / 1_000_000n), requestSeq: state.requestSeq };
       stats.sessionResets++;
       log.warn({ streamSeq: m.seq, accounts: changed.length, detail: marker.detail }, 'exchange restart: positions reset to 0');
       return changed.map((c) => ({ cause: 'session_reset' as const, ...c }));

@@ -75,6 +75,8 @@ export interface EngineSnapshot {
   fillsSeen?: FillsSeenImage;
   /** EngineState.names (absent in older snapshots: none, as no engine that wrote them journaled any). */
   names?: [string, number][];
+  /** EngineState.lastReset, null without one (absent in older snapshots: an engine start replays instead, restoreSnapshot `complete`). */
+  lastReset?: EngineState['lastReset'];
 }
 
 /** Serializes the state as the replay of `journalSeq` (which may be ahead of what is durable yet: see the actor). */
@@ -139,6 +141,7 @@ export class SnapshotCapture implements AccountCapture {
       unclaimed: [...state.unclaimed.keys()].map((id) => [id, unclaimedFills(state, id)!]),
       fillsSeen: state.fillsSeen.toImage(),
       names: [...state.names],
+      lastReset: state.lastReset,
     };
   }
 
@@ -200,7 +203,8 @@ function roughBytes(a: AccountImage): number {
  * stream instead of starting without it: fills for client_ids no account had
  * (EngineState.unclaimed), which a roster line added later claims; the
  * seqs of the fills applied (EngineState.fillsSeen); each account's accepted
- * conversions for units_per_window (Account.window).
+ * conversions for units_per_window (Account.window); the last exchange reset
+ * (EngineState.lastReset).
  */
 export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, opts: { complete?: boolean } = {}): EngineState {
   const [snap, ...slices] = snapshotPackr.unpackMultiple(bytes) as [EngineSnapshot, ...AccountImage[][]];
@@ -210,6 +214,10 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, op
   }
   if (opts.complete && snap.fillsSeen === undefined) {
     throw new SnapshotUnusable("it was taken before the exchange seqs of applied fills were kept: the journal and the fill stream are replayed to find them");
+  }
+  // Where the requests stood at it is known only to a replay: the streams hold the marker, not the moment it was applied.
+  if (opts.complete && snap.lastReset === undefined) {
+    throw new SnapshotUnusable('it was taken before the last exchange reset was kept: the journal and the fill stream are replayed to find it');
   }
   if (snap.v >= 6 && slices.length !== snap.slices) throw new SnapshotUnusable(`it says ${snap.slices} slices of accounts and holds ${slices.length}`);
   const accounts = snap.v >= 6 ? slices.flat() : (snap.accounts ?? []);
@@ -231,6 +239,7 @@ export function restoreSnapshot(bytes: Uint8Array, instruments?: Instruments, op
   if (snap.fillsSeen) state.fillsSeen = FillsSeen.fromImage(snap.fillsSeen);
   for (const [id, u] of snap.unclaimed ?? []) state.unclaimed.set(id, { pos: new Map(u.positions), cash: u.cash, fills: u.fills });
   state.names = new Map(snap.names ?? []);
+  state.lastReset = snap.lastReset ?? null;
   for (const c of state.configBaskets) state.catalog.addConfig(c.baskets, c.from);
   for (const img of accounts) {
     const acc = newAccount(img.clientId, img.username, img.passwordHash ?? '', img.source);

@@ -75,6 +75,12 @@ export interface EngineState {
   /** The exchange seqs of the fills applied, per session of their msg ids: a copy stored later is skipped (fills-seen.ts). */
   fillsSeen: FillsSeen;
   /**
+   * The last exchange reset applied (null: none), as holdings reads report it (proto/engine.ts LastReset): when the
+   * fill stream stored its marker (ms), and requestSeq as it stood then. Both come from the streams, not the clock
+   * of the moment, so a replay of the journal and the fill stream gives them back as the engine had them.
+   */
+  lastReset: { ts: number; requestSeq: number } | null;
+  /**
    * Fills for client_ids no account has, since the last reset (at most
    * MAX_UNCLAIMED ids): a roster account added later that names one of these
    * ids takes them as it opens (JournalEvent `claimed`), so a team put on the
@@ -134,7 +140,7 @@ const INITIAL_SYMBOLS = 16;
 export function emptyState(instruments?: Instruments): EngineState {
   const catalog = new Catalog();
   if (instruments) catalog.bindConfig(instruments);
-  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, fillsSeen: new FillsSeen(), unclaimed: new Map(), rosterRefused: [], names: new Map(), scoreboardFailing: null };
+  return { accounts: new Map(), byUsername: new Map(), maxClientId: 0, fillSeq: 0, journalSeq: 0, requestSeq: 0, halts: new Map(), baskets: new Map(), configBaskets: [], catalog, rules: null, capture: null, exchangeSession: 0, fillsSeen: new FillsSeen(), lastReset: null, unclaimed: new Map(), rosterRefused: [], names: new Map(), scoreboardFailing: null };
 }
 
 /** Binds the config's baskets (version 0) to a state that does not have them yet. */

@@ -42,7 +42,7 @@ const accountPaths = (): Record<string, unknown> => ({
   [ROUTES.register.path]: { post: { summary: 'Register a team', requestBody: body('Register'), responses: { ...ok('{client_id, username}'), ...errors(400, 403, 429, 503) } } },
   [ROUTES.create.path]: conversion('create'),
   [ROUTES.redeem.path]: conversion('redeem'),
-  [ROUTES.holdings.path]: { get: { summary: "A team's holdings", security: credentials, responses: { ...ok('{client_id, username, seq, holdings, positions}'), ...errors(401, 429, 503) } } },
+  [ROUTES.holdings.path]: { get: { summary: "A team's holdings", security: credentials, responses: { ...ok('{client_id, username, seq, holdings, positions, cash, pnl, last_reset}: last_reset is the last exchange reset, which started cash, positions and P&L again from 0 ({ts: when stored, ms; last_request_id: the last request decided before it, or null}), null when there was none'), ...errors(401, 429, 503) } } },
   [ROUTES.history.path]: {
     get: {
       summary: "A team's decisions, newest first",

@@ -290,7 +290,7 @@ export async function holdings(ex: HttpCall, deps: RouteDeps, params: Params): P
   if (!reply.ok) return engineError(ex, reply, deps.tickerOf);
   const h = reply.result;
   const positions = namedPositions(h.positions, deps.tickerOf);
-  ex.json(200, { ...holdingsBody(h, positions), pnl: deps.marks.pnl(h.cash, positions) } satisfies HoldingsBody);
+  ex.json(200, { ...holdingsBody(h, positions), pnl: deps.marks.pnl(h.cash, positions), last_reset: h.last_reset ?? null } satisfies HoldingsBody);
 }
 
 /** Every team ranked by P&L (cash plus positions at mid prices), from one engine read. */

@@ -1,5 +1,5 @@
 import type { PnlBody } from '../../../proto/http.js';
-import type { HoldingsView, Position } from '../../../proto/engine.js';
+import type { HoldingsView, LastReset, Position } from '../../../proto/engine.js';
 import type { HoldingsChange } from '../../../proto/holdings.js';
 import { deltaMessage } from '../../../proto/ws.js';
 import { SharedFrame } from './protocol.js';
@@ -32,6 +32,8 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
   seq = 0;
   positions: Position[] = [];
   cash = 0;
+  /** The last exchange reset, from the engine's snapshot and then the session_reset changes. */
+  lastReset: LastReset | null = null;
   live = false;
   readonly ring: SeqRing<SharedFrame>;
   readonly sessions = new Set<L>();
@@ -96,6 +98,7 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
     this.seq = view.seq;
     this.positions = view.positions;
     this.cash = view.cash;
+    this.lastReset = view.last_reset ?? null;
     this.ring.clear();
     const pending = this.pending;
     this.pending = [];
@@ -115,6 +118,7 @@ export class AccountFeed<L extends FeedListener = FeedListener> {
     this.seq = c.seq;
     this.positions = c.positions;
     this.cash = c.cash ?? 0;
+    if (c.last_reset) this.lastReset = c.last_reset;
     const frame = new SharedFrame(deltaMessage(c, this.pnlOf?.(this.cash, c.positions)));
     this.ring.push(c.seq, frame);
     return frame;

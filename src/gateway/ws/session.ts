@@ -251,6 +251,7 @@ export class Session implements FeedListener {
       positions: feed.positions,
       cash: feed.cash,
       ...(feed.pnlOf ? { pnl: feed.pnlOf(feed.cash, feed.positions) } : {}),
+      last_reset: feed.lastReset,
       ...(missed > 0 ? { missed_outcomes: missed } : {}),
       ...(id !== undefined ? { id } : {}),
     });
