@@ -22,7 +22,7 @@ import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js'
 import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
-import type { JournalWriter } from './journal.js';
+import type { JournalMessages, JournalWriter } from './journal.js';
 import { SnapshotCapture, snapshotParts } from './snapshot.js';
 import type { SnapshotStore } from './snapshot-store.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -40,7 +40,9 @@ export interface SnapshotPolicy {
  * Events per group commit. Well under NATS's 1 MB payload limit, and small
  * enough that a burst (a gateway's whole batch) becomes several groups: with
  * WRITES_IN_FLIGHT writes at once, the first group's answers are out while
- * the next is written, instead of the burst waiting as one.
+ * the next is written, instead of the burst waiting as one. On a server with
+ * a small max_payload a group is written as several journal messages
+ * (JournalWriter.prepare).
  */
 const GROUP_EVENTS = 128;
 /**
@@ -68,9 +70,14 @@ interface Group {
   outcomeAfter: number[];
   /** Entries of the baskets bucket, put once the group is durable. */
   baskets: { etf: string; payload: Uint8Array }[];
+  /**
+   * Its journal messages, once a sequence had to be named past it (stateJournalSeq): written as they are then,
+   * so the sequence named is the one its last message takes.
+   */
+  prepared: JournalMessages | null;
 }
 
-const newGroup = (): Group => ({ events: [], fills: [], fillSeq: -1, replies: new Map(), changes: [], outcomes: [], outcomeAfter: [], baskets: [] });
+const newGroup = (): Group => ({ events: [], fills: [], fillSeq: -1, replies: new Map(), changes: [], outcomes: [], outcomeAfter: [], baskets: [], prepared: null });
 const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.changes.length === 0 && g.outcomes.length === 0 && g.baskets.length === 0;
 
 /**
@@ -300,7 +307,7 @@ export class EngineActor {
     while (!this.failed && this.inFlight.length < WRITES_IN_FLIGHT && !isEmpty(this.groups[0]!) && (this.inFlight.length === 0 || this.groups.length > 1)) {
       const group = this.groups.shift()!;
       if (this.groups.length === 0) this.groups.push(newGroup());
-      const write = group.events.length > 0 ? this.journal.append(group.events, group.fills) : null;
+      const write = group.events.length > 0 ? this.journal.append(group.events, group.fills, group.prepared ?? undefined) : null;
       // Awaited in order by settle; after a failure the later ones are not, and their rejection is expected.
       write?.catch(() => {});
       this.inFlight.push({ group, write });
@@ -329,9 +336,16 @@ export class EngineActor {
     }
   }
 
-  /** Journal sequence the in-memory state is the replay of (groups applied but not yet written, or in flight, included). */
+  /**
+   * Journal sequence the in-memory state is the replay of (groups applied but not yet written, or in flight,
+   * included). A group may take several journal messages (a small max_payload): the ones not yet sent are
+   * prepared now and written as prepared, so the sequence named is exactly where the last of them lands.
+   * Only with the open group sealed (sealOpenGroup): no group counted here takes another event.
+   */
   private stateJournalSeq(): number {
-    return this.journal.queued + this.groups.filter((g) => g.events.length > 0).length;
+    let seq = this.journal.queued;
+    for (const g of this.groups) if (g.events.length > 0) seq += (g.prepared ??= this.journal.prepare(g.events, g.fills)).messages.length;
+    return seq;
   }
 
   /**
