@@ -147,3 +147,45 @@ it('a burst of conversions is journaled in messages under max_payload, all ackno
   expect(fourth.ready.snapshot).toBeNull();
   expect(await engineState()).toEqual(before);
 }, 120_000);
+
+/**
+ * A command that fits one message whose journal record does not (the event
+ * carries more than the command, and JetStream adds its headers): applied, it
+ * could never be written, and the engine went down with its whole group; a
+ * client retrying it would take the engine down at every start. It is refused
+ * before anything is done, and the commands beside it go on.
+ */
+it('a command whose journal record alone would be over max_payload is refused, and nothing else is', async () => {
+  for (const e of engines) await killProcess(e);
+  const engine = await start();
+  await buy(nc, 1, undyBasket(5));
+  // Each command fits the server's 4 KB; the halt's event and the create's (its key, its positions after) do not.
+  const [halt, longKey, ping, create, fits] = await Promise.all([
+    client.call({ op: 'halt', etf: null, reason: 'x'.repeat(3900), by: 'operator' }),
+    client.call({ op: 'create', clientId: 1, etf: 'UNDY', amount: 1, key: 'k'.repeat(3900) }),
+    client.call({ op: 'ping' }),
+    client.call({ op: 'create', clientId: 1, etf: 'UNDY', amount: 1, key: 'beside-them' }),
+    // Long, but its record fits: counted, not guessed.
+    client.call({ op: 'create', clientId: 1, etf: 'UNDY', amount: 1, key: 'f'.repeat(1500) }),
+  ]);
+  for (const refused of [halt, longKey]) {
+    expect(refused).toMatchObject({ ok: false, error: { code: 'payload_too_large', journal: true, limit: LIMIT } });
+    expect((refused as { error: { bytes: number } }).error.bytes).toBeGreaterThan(LIMIT);
+  }
+  expect(ping.ok).toBe(true);
+  expect(create.ok).toBe(true);
+  expect(fits.ok).toBe(true);
+  // Nothing of them was done: no halt in force, no create under the long key.
+  const rules = await client.call({ op: 'rules' });
+  expect(rules.ok && rules.result.halts).toEqual([]);
+  const found = await client.call({ op: 'request', clientId: 1, id: 'k'.repeat(3900) });
+  expect(found).toMatchObject({ ok: false, error: { code: 'not_found' } });
+  expect(engine.exitCode).toBeNull();
+  expect(engine.logs.filter((l) => l.level >= 50)).toEqual([]);
+  expect(engine.logs.filter((l) => l.level === 40).map((l) => l.op)).toEqual(['halt', 'create']);
+
+  // And the journal replays: the create beside them is there after a restart.
+  await killProcess(engine, 'SIGKILL');
+  await start();
+  expect(await client.call({ op: 'request', clientId: 1, id: 'beside-them' })).toMatchObject({ ok: true, result: { status: 'accepted' } });
+}, 60_000);

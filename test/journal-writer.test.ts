@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { JournalWriter, journalMessages, replayJournal } from '../src/engine/journal.js';
+import { JournalWriter, conversionBytesAtMost, journalMessages, replayJournal } from '../src/engine/journal.js';
 import { ReplayMerge, type Stamped } from '../src/engine/replay.js';
 import { JS_HEADER_BYTES } from '../src/shared/nats.js';
 import { ensureJournalStream } from '../src/shared/streams.js';
@@ -127,6 +127,18 @@ describe('journal messages under max_payload', () => {
       return out;
     };
     expect(order(batches)).toEqual(order([{ v: JOURNAL_VERSION, events, fills }]));
+  });
+
+  it("counts a conversion's bytes, held positions included, at least as they encode, before they are known", () => {
+    for (const key of [undefined, 'k', 'é'.repeat(64), 'long-'.repeat(300)]) {
+      for (const positions of [0, 1, 12, 200]) {
+        const ev = { t: 'conversion', requestId: 2 ** 40, ...(key ? { key } : {}), op: 'create', clientId: 7, etf: 'UNDY', amount: 1e6, fee: 0.25, basketVersion: 3, ts: Date.now() } as const;
+        const held = Array.from({ length: positions * 2 }, (_, i) => (i % 2 ? -(2 ** 52) - 0.5 : i));
+        const bytes = encode({ ...ev, held }).byteLength;
+        expect(conversionBytesAtMost(ev, positions)).toBeGreaterThanOrEqual(bytes);
+        expect(conversionBytesAtMost(ev, positions, true)).toBeGreaterThanOrEqual(bytes);
+      }
+    }
   });
 
   it('names an event no message can hold, writing none of its batch', () => {

@@ -22,7 +22,7 @@ import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js'
 import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
-import type { JournalMessages, JournalWriter } from './journal.js';
+import { conversionBytesAtMost, journalMessageBytes, type JournalMessages, type JournalWriter } from './journal.js';
 import { SnapshotCapture, snapshotParts } from './snapshot.js';
 import type { SnapshotStore } from './snapshot-store.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -242,6 +242,11 @@ export class EngineActor {
     }
     try {
       const d = decide(this.state, this.cfg, cmd, now);
+      const tooLarge = d.events.length > 0 ? this.unjournalable(d.events) : null;
+      if (tooLarge) {
+        this.log.warn({ op: cmd.op, ...tooLarge }, 'a command whose journal record would be over the NATS payload limit: refused, nothing done');
+        return { kind: 'rejected', error: { code: 'payload_too_large', ...tooLarge, journal: true }, events: [] };
+      }
       if (cmd.op === 'dump' && d.kind === 'read') {
         // The state already holds the events of groups not yet written: name the journal sequence it will be the replay of.
         (d.result as DumpResult).journal_seq = this.sealOpenGroup();
@@ -251,6 +256,35 @@ export class EngineActor {
       this.log.warn({ err, op: (cmd as { op?: unknown })?.op }, 'command rejected');
       return malformed();
     }
+  }
+
+  /**
+   * An event whose journal message would be over max_payload (a halt's reason or a key thousands of characters
+   * long, on a server of a few KB): its bytes and the limit. Asked before the events are applied, as a refusal
+   * can only be then: applied, an event that cannot be written takes the engine down at its write, and a client
+   * retrying the command would take it down again at every start.
+   */
+  private unjournalable(events: JournalEvent[]): { bytes: number; limit: number } | null {
+    const limit = this.maxPayload();
+    for (const ev of events) {
+      const bytes = journalMessageBytes(ev.t === 'conversion' ? this.conversionBytes(ev, limit) : encode(ev).byteLength);
+      if (bytes > limit) return { bytes, limit };
+    }
+    return null;
+  }
+
+  /**
+   * A conversion's journaled bytes, `held` included (its positions once applied), at most. On the hot path
+   * counted without encoding it, from the account's symbol slots; when that bound is over `limit` (only on a
+   * server of a few KB, or for a key thousands of characters long), from the event encoded and the account's
+   * positions themselves.
+   */
+  private conversionBytes(ev: Extract<JournalEvent, { t: 'conversion' }>, limit: number): number {
+    const acc = this.state.accounts.get(ev.clientId)!;
+    const legs = this.state.catalog.of(ev).syms.length + 1;
+    const quick = conversionBytesAtMost(ev, acc.pos.length + (acc.extra?.size ?? 0) + legs);
+    if (journalMessageBytes(quick) <= limit) return quick;
+    return conversionBytesAtMost(ev, accountPositions(acc).length / 2 + legs, true);
   }
 
   /**

@@ -174,6 +174,38 @@ const FILL_PAIR_BYTES = 18;
 /** The journal message one event alone would make, at most, headers included: it can be written if this is at most max_payload. */
 export const journalMessageBytes = (eventBytes: number): number => eventBytes + BATCH_BYTES + FILL_PAIR_BYTES + JS_HEADER_BYTES;
 
+type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
+/** A number at its longest in msgpack (9 bytes). */
+const LONGEST = -Number.MAX_SAFE_INTEGER;
+/**
+ * A conversion event's bytes with its strings empty and no `held`, every number at its longest. Typed with every
+ * field a journaled conversion has, so that a new one must be counted here too.
+ */
+const CONVERSION_BYTES = encode({
+  t: 'conversion',
+  requestId: LONGEST,
+  key: '',
+  op: 'redeem',
+  clientId: LONGEST,
+  etf: '',
+  amount: LONGEST,
+  fee: LONGEST,
+  basketVersion: LONGEST,
+  ts: LONGEST,
+} satisfies Required<Omit<Conversion, 'deltas' | 'after' | 'held'>>).byteLength;
+/** A string's bytes beyond an empty one's, at most: a longer header, up to 3 bytes per UTF-16 unit. */
+const stringBytes = (s: string | undefined): number => (s ? 4 + 3 * s.length : 0);
+/** `held` of `positions` positions, its key included, at most. */
+const heldBytes = (positions: number): number => 10 + 18 * positions;
+
+/**
+ * A conversion event's encoded bytes once `held` lists `positions` positions, at most: the actor asks before
+ * applying it (its positions after are known only then). Without encoding it, unless `exact`: counting its
+ * strings at 3 bytes a character is far under any limit for the keys a gateway sends, not for any key at all.
+ */
+export const conversionBytesAtMost = (ev: Conversion, positions: number, exact = false): number =>
+  (exact ? encode(ev).byteLength : CONVERSION_BYTES + stringBytes(ev.key) + stringBytes(ev.etf)) + heldBytes(positions);
+
 /** An event no journal message can hold on this server: its batch was not written. */
 export interface TooLarge {
   /** Its type (JournalEvent `t`), its index in the batch, and its journal message's bytes as journalMessageBytes counts them. */
