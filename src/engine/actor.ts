@@ -454,6 +454,8 @@ export class EngineActor {
   /** After drain: everything applied is durable, so the state is exactly the journal's replay. */
   async saveSnapshotNow(): Promise<void> {
     if (!this.snapshots) return;
+    // After a fault the state may hold what the journal does not: a snapshot of it would make that durable.
+    if (this.failed) throw new Error('the engine failed: no snapshot of a state the journal may not hold');
     this.closing = true;
     // One taken now includes whatever a capture in progress would have held.
     if (this.capturing?.timer) clearImmediate(this.capturing.timer);

@@ -266,7 +266,7 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
       basketStore.close();
       await fills.follower.stop();
       await scoreboard.close();
-      // A clean stop leaves a snapshot of everything, so the next start replays nothing.
+      // A clean stop leaves a snapshot of everything, so the next start replays nothing (none after a fault: saveSnapshotNow).
       await actor.saveSnapshotNow().catch((err: unknown) => log.warn({ err }, 'snapshot at shutdown failed'));
       await nc.drain();
     },
