@@ -23,6 +23,7 @@ import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
 import { conversionBytesAtMost, journalMessageBytes, type JournalMessages, type JournalWriter } from './journal.js';
+import { EngineFault } from './fault.js';
 import { SnapshotCapture, snapshotParts } from './snapshot.js';
 import type { SnapshotStore } from './snapshot-store.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -86,8 +87,8 @@ const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g
  * the commands of one or more turns, up to WRITES_IN_FLIGHT writes at once),
  * and groups are settled strictly in order: no reply, read or write, leaves
  * before everything it could have observed is durable. A failed journal write
- * stops the process: its in-memory state may be ahead of the journal, and a
- * restart rebuilds it from the journal.
+ * (or a publish the connection refuses) stops the process: its in-memory state
+ * may be ahead of the journal, and a restart rebuilds it from the journal.
  */
 export class EngineActor {
   /** Groups not yet sent to the journal; the last one takes new commands. */
@@ -364,7 +365,15 @@ export class EngineActor {
         this.onDurable?.(group.events, this.state.journalSeq);
       }
       this.inFlight.shift();
-      this.sendReplies(group);
+      try {
+        this.sendReplies(group);
+      } catch (err) {
+        // A publish the client refuses (its connection closed or draining): thrown here, it ended the process as an
+        // unhandled rejection naming the publish. What was answered is durable; the rest is answered unknown if the
+        // bus still takes anything, and a restart serves again.
+        this.fail(new EngineFault('NATS publish', err));
+        return;
+      }
       // A slot is free: the group that filled meanwhile goes out now.
       this.flush();
     }
@@ -515,10 +524,11 @@ export class EngineActor {
   }
 
   /**
-   * A write failed: every group not yet answered is answered as unknown, and the process stops. The answers are
-   * best effort (the bus may be what failed): a publish that throws must not keep the fault, with its cause, from
-   * being reported, nor the other gateways' answers from going. Split as any answers are: a refusal is larger than a
-   * read's command, so a batch of reads waiting on the write can be refused in more than one message holds.
+   * A write failed, or a publish of answers (an EngineFault saying so): every group not yet answered is answered as
+   * unknown, and the process stops. The answers are best effort (the bus may be what failed): a publish that throws
+   * must not keep the fault, with its cause, from being reported, nor the other gateways' answers from going. Split
+   * as any answers are: a refusal is larger than a read's command, so a batch of reads waiting on the write can be
+   * refused in more than one message holds.
    */
   private fail(err: unknown): void {
     this.failed = true;
@@ -533,7 +543,7 @@ export class EngineActor {
         }
       }
     }
-    if (unsent) this.log.error(unsent, 'answers to commands of a failed journal write could not all be sent: their gateways time out');
+    if (unsent) this.log.error(unsent, 'answers to commands left unconfirmed could not all be sent: their gateways time out');
     this.inFlight.length = 0;
     this.groups.length = 0;
     this.groups.push(newGroup());
