@@ -201,8 +201,10 @@ export type Rejection = { message?: undefined } & (
   /**
    * A command larger than one NATS message may be on this system (`limit`, the server's max_payload): the
    * gateway's engine client refuses it unsent, so nothing was done, and sending it again cannot help.
+   * `journal`: the command fit, but the engine's record of it would not (a journal message is the event with
+   * JetStream's headers): the engine refused it before doing anything.
    */
-  | { code: 'payload_too_large'; bytes: number; limit: number }
+  | { code: 'payload_too_large'; bytes: number; limit: number; journal?: true }
 );
 
 /**

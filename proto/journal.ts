@@ -3,7 +3,8 @@ import type { ConversionOp, EngineRefusal } from './engine.js';
 
 /**
  * The engine's journal (stream ETF_JOURNAL, subject JOURNAL_SUBJECT): every
- * decision the engine made, one JournalBatch per group commit. Replay applies
+ * decision the engine made, one JournalBatch per group commit (several, each a
+ * run of its events, when one would be over the server's max_payload). Replay applies
  * events without re-deciding them, so the journal alone (plus the fill
  * stream) rebuilds the state, and it doubles as the audit trail.
  */

@@ -94,6 +94,7 @@ function words(r: Rejection, tickerOf: TickerOf): { message: string; field?: str
     case 'engine_unavailable':
       return { message: UNAVAILABLE[r.why] };
     case 'payload_too_large':
+      if (r.journal) return { message: `its journal record would be ${r.bytes} bytes, over the NATS message limit of ${r.limit} bytes on this system: nothing was done (send less)` };
       return { message: `the command is ${r.bytes} bytes, over the NATS message limit of ${r.limit} bytes on this system: nothing was done (send less)` };
   }
 }

@@ -50,7 +50,7 @@ export const ENGINE_NAMES_OPS: ReadonlySet<string> = new Set(['claim']);
 /** Queue group of the engine: if a second engine is started by mistake, NATS still delivers each batch once. */
 export const ENGINE_QUEUE = 'etf-engine';
 
-/** The engine's journal: one JournalBatch per group commit. */
+/** The engine's journal: one JournalBatch per group commit (or several, under a small max_payload: src/engine/journal.ts). */
 export const JOURNAL_SUBJECT = 'etf.journal';
 
 /**

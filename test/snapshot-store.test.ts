@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { encode, decode } from '../proto/codec.js';
 import { shardNames } from '../proto/shards.js';
@@ -7,7 +8,7 @@ import { loadBaskets } from '../src/config/baskets.js';
 import { emptyState, applyEvent } from '../src/engine/state.js';
 import { SnapshotCapture, SnapshotUnusable, restoreSnapshot, snapshotPackr, takeSnapshot } from '../src/engine/snapshot.js';
 import { SnapshotStore, chunksOf } from '../src/engine/snapshot-store.js';
-import { useTestNats } from './helpers/system.js';
+import { natsClient, startTestNats, useTestNats } from './helpers/system.js';
 
 /**
  * A snapshot is read chunk by chunk, each hashed and copied into place as it
@@ -84,5 +85,39 @@ describe('snapshot store', () => {
     await expect(store.load(instruments)).rejects.toThrow(/manifest says/);
     await js.publish(names.snapshotManifest, encode({ ...manifest, sha256: '0'.repeat(64) }));
     await expect(store.load(instruments)).rejects.toThrow(/sha256/);
+  });
+});
+
+/**
+ * Chunks were SNAPSHOT_CHUNK_BYTES (512 KB) whatever the server took: on one
+ * with a smaller max_payload the first chunk's publish was refused, no
+ * snapshot was ever saved, and every start replayed the whole journal.
+ */
+describe('snapshot store on a server with a small max_payload', () => {
+  const LIMIT = 4096;
+  let nats: Awaited<ReturnType<typeof startTestNats>>;
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    nats = await startTestNats(undefined, { maxPayload: LIMIT });
+    nc = await natsClient(nats.url);
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await nats?.stop();
+    nats?.remove();
+  });
+
+  it('saves a snapshot in chunks the server takes, and loads it to the same state', async () => {
+    const instruments = loadBaskets(undefined);
+    const names = shardNames(0, 1);
+    const store = await SnapshotStore.open(nc, undefined, names);
+    const s = emptyState(instruments);
+    for (let id = 1; id <= 40; id++) applyEvent(s, { t: 'account', clientId: id, username: `team-${id}-${'y'.repeat(200)}`, source: 'roster', opening: [[3, id]], ts: 0 });
+    const bytes = takeSnapshot(s, 9, 1);
+    expect(bytes.byteLength).toBeGreaterThan(2 * LIMIT);
+    await store.save(bytes, 9, 1);
+    const loaded = (await store.load(instruments))!;
+    expect(loaded.journalSeq).toBe(9);
+    expect(Buffer.from(takeSnapshot(loaded, 9, 1)).equals(Buffer.from(bytes))).toBe(true);
   });
 });

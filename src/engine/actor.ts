@@ -22,7 +22,8 @@ import { basketKvSubject, type BasketVersions } from '../../proto/marketdata.js'
 import type { OutcomeNotice } from '../../proto/requests.js';
 import type { DumpResult, FlatPositions } from '../../proto/engine.js';
 import type { Account, EngineState } from './state.js';
-import type { JournalWriter } from './journal.js';
+import { conversionBytesAtMost, journalMessageBytes, type JournalMessages, type JournalWriter } from './journal.js';
+import { EngineFault } from './fault.js';
 import { SnapshotCapture, snapshotParts } from './snapshot.js';
 import type { SnapshotStore } from './snapshot-store.js';
 import { NextTurn } from '../shared/next-turn.js';
@@ -40,7 +41,9 @@ export interface SnapshotPolicy {
  * Events per group commit. Well under NATS's 1 MB payload limit, and small
  * enough that a burst (a gateway's whole batch) becomes several groups: with
  * WRITES_IN_FLIGHT writes at once, the first group's answers are out while
- * the next is written, instead of the burst waiting as one.
+ * the next is written, instead of the burst waiting as one. On a server with
+ * a small max_payload a group is written as several journal messages
+ * (JournalWriter.prepare).
  */
 const GROUP_EVENTS = 128;
 /**
@@ -68,9 +71,14 @@ interface Group {
   outcomeAfter: number[];
   /** Entries of the baskets bucket, put once the group is durable. */
   baskets: { etf: string; payload: Uint8Array }[];
+  /**
+   * Its journal messages, once a sequence had to be named past it (stateJournalSeq): written as they are then,
+   * so the sequence named is the one its last message takes.
+   */
+  prepared: JournalMessages | null;
 }
 
-const newGroup = (): Group => ({ events: [], fills: [], fillSeq: -1, replies: new Map(), changes: [], outcomes: [], outcomeAfter: [], baskets: [] });
+const newGroup = (): Group => ({ events: [], fills: [], fillSeq: -1, replies: new Map(), changes: [], outcomes: [], outcomeAfter: [], baskets: [], prepared: null });
 const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g.changes.length === 0 && g.outcomes.length === 0 && g.baskets.length === 0;
 
 /**
@@ -79,8 +87,8 @@ const isEmpty = (g: Group) => g.events.length === 0 && g.replies.size === 0 && g
  * the commands of one or more turns, up to WRITES_IN_FLIGHT writes at once),
  * and groups are settled strictly in order: no reply, read or write, leaves
  * before everything it could have observed is durable. A failed journal write
- * stops the process: its in-memory state may be ahead of the journal, and a
- * restart rebuilds it from the journal.
+ * (or a publish the connection refuses) stops the process: its in-memory state
+ * may be ahead of the journal, and a restart rebuilds it from the journal.
  */
 export class EngineActor {
   /** Groups not yet sent to the journal; the last one takes new commands. */
@@ -235,6 +243,11 @@ export class EngineActor {
     }
     try {
       const d = decide(this.state, this.cfg, cmd, now);
+      const tooLarge = d.events.length > 0 ? this.unjournalable(d.events) : null;
+      if (tooLarge) {
+        this.log.warn({ op: cmd.op, ...tooLarge }, 'a command whose journal record would be over the NATS payload limit: refused, nothing done');
+        return { kind: 'rejected', error: { code: 'payload_too_large', ...tooLarge, journal: true }, events: [] };
+      }
       if (cmd.op === 'dump' && d.kind === 'read') {
         // The state already holds the events of groups not yet written: name the journal sequence it will be the replay of.
         (d.result as DumpResult).journal_seq = this.sealOpenGroup();
@@ -244,6 +257,35 @@ export class EngineActor {
       this.log.warn({ err, op: (cmd as { op?: unknown })?.op }, 'command rejected');
       return malformed();
     }
+  }
+
+  /**
+   * An event whose journal message would be over max_payload (a halt's reason or a key thousands of characters
+   * long, on a server of a few KB): its bytes and the limit. Asked before the events are applied, as a refusal
+   * can only be then: applied, an event that cannot be written takes the engine down at its write, and a client
+   * retrying the command would take it down again at every start.
+   */
+  private unjournalable(events: JournalEvent[]): { bytes: number; limit: number } | null {
+    const limit = this.maxPayload();
+    for (const ev of events) {
+      const bytes = journalMessageBytes(ev.t === 'conversion' ? this.conversionBytes(ev, limit) : encode(ev).byteLength);
+      if (bytes > limit) return { bytes, limit };
+    }
+    return null;
+  }
+
+  /**
+   * A conversion's journaled bytes, `held` included (its positions once applied), at most. On the hot path
+   * counted without encoding it, from the account's symbol slots; when that bound is over `limit` (only on a
+   * server of a few KB, or for a key thousands of characters long), from the event encoded and the account's
+   * positions themselves.
+   */
+  private conversionBytes(ev: Extract<JournalEvent, { t: 'conversion' }>, limit: number): number {
+    const acc = this.state.accounts.get(ev.clientId)!;
+    const legs = this.state.catalog.of(ev).syms.length + 1;
+    const quick = conversionBytesAtMost(ev, acc.pos.length + (acc.extra?.size ?? 0) + legs);
+    if (journalMessageBytes(quick) <= limit) return quick;
+    return conversionBytesAtMost(ev, accountPositions(acc).length / 2 + legs, true);
   }
 
   /**
@@ -302,7 +344,7 @@ export class EngineActor {
     while (!this.failed && this.inFlight.length < WRITES_IN_FLIGHT && !isEmpty(this.groups[0]!) && (this.inFlight.length === 0 || this.groups.length > 1)) {
       const group = this.groups.shift()!;
       if (this.groups.length === 0) this.groups.push(newGroup());
-      const write = group.events.length > 0 ? this.journal.append(group.events, group.fills) : null;
+      const write = group.events.length > 0 ? this.journal.append(group.events, group.fills, group.prepared ?? undefined) : null;
       // Awaited in order by settle; after a failure the later ones are not, and their rejection is expected.
       write?.catch(() => {});
       this.inFlight.push({ group, write });
@@ -325,15 +367,30 @@ export class EngineActor {
         this.onDurable?.(group.events, this.state.journalSeq);
       }
       this.inFlight.shift();
-      this.sendReplies(group);
+      try {
+        this.sendReplies(group);
+      } catch (err) {
+        // A publish the client refuses (its connection closed or draining): thrown here, it ended the process as an
+        // unhandled rejection naming the publish. What was answered is durable; the rest is answered unknown if the
+        // bus still takes anything, and a restart serves again.
+        this.fail(new EngineFault('NATS publish', err));
+        return;
+      }
       // A slot is free: the group that filled meanwhile goes out now.
       this.flush();
     }
   }
 
-  /** Journal sequence the in-memory state is the replay of (groups applied but not yet written, or in flight, included). */
+  /**
+   * Journal sequence the in-memory state is the replay of (groups applied but not yet written, or in flight,
+   * included). A group may take several journal messages (a small max_payload): the ones not yet sent are
+   * prepared now and written as prepared, so the sequence named is exactly where the last of them lands.
+   * Only with the open group sealed (sealOpenGroup): no group counted here takes another event.
+   */
   private stateJournalSeq(): number {
-    return this.journal.queued + this.groups.filter((g) => g.events.length > 0).length;
+    let seq = this.journal.queued;
+    for (const g of this.groups) if (g.events.length > 0) seq += (g.prepared ??= this.journal.prepare(g.events, g.fills)).messages.length;
+    return seq;
   }
 
   /**
@@ -408,6 +465,8 @@ export class EngineActor {
   /** After drain: everything applied is durable, so the state is exactly the journal's replay. */
   async saveSnapshotNow(): Promise<void> {
     if (!this.snapshots) return;
+    // After a fault the state may hold what the journal does not: a snapshot of it would make that durable.
+    if (this.failed) throw new Error('the engine failed: no snapshot of a state the journal may not hold');
     this.closing = true;
     // One taken now includes whatever a capture in progress would have held.
     if (this.capturing?.timer) clearImmediate(this.capturing.timer);
@@ -467,10 +526,11 @@ export class EngineActor {
   }
 
   /**
-   * A write failed: every group not yet answered is answered as unknown, and the process stops. The answers are
-   * best effort (the bus may be what failed): a publish that throws must not keep the fault, with its cause, from
-   * being reported, nor the other gateways' answers from going. Split as any answers are: a refusal is larger than a
-   * read's command, so a batch of reads waiting on the write can be refused in more than one message holds.
+   * A write failed, or a publish of answers (an EngineFault saying so): every group not yet answered is answered as
+   * unknown, and the process stops. The answers are best effort (the bus may be what failed): a publish that throws
+   * must not keep the fault, with its cause, from being reported, nor the other gateways' answers from going. Split
+   * as any answers are: a refusal is larger than a read's command, so a batch of reads waiting on the write can be
+   * refused in more than one message holds.
    */
   private fail(err: unknown): void {
     this.failed = true;
@@ -485,7 +545,7 @@ export class EngineActor {
         }
       }
     }
-    if (unsent) this.log.error(unsent, 'answers to commands of a failed journal write could not all be sent: their gateways time out');
+    if (unsent) this.log.error(unsent, 'answers to commands left unconfirmed could not all be sent: their gateways time out');
     this.inFlight.length = 0;
     this.groups.length = 0;
     this.groups.push(newGroup());

@@ -7,6 +7,7 @@ import { encode, decode } from '../../proto/codec.js';
 import { JOURNAL_SUBJECT, JOURNAL_STREAM } from '../../proto/subjects.js';
 import { JOURNAL_VERSION, JOURNAL_VERSION_CLAIMS, JOURNAL_VERSION_NAMES, JOURNAL_VERSIONS_READ, type JournalBatch, type JournalEvent } from '../../proto/journal.js';
 import { readStream } from '../shared/stream-reader.js';
+import { JS_HEADER_BYTES, maxPayload } from '../shared/nats.js';
 import { NeedsOperator } from '../config/config.js';
 
 /** JetStream's "wrong last sequence": the stream is not where this write expected it to be. */
@@ -52,6 +53,8 @@ export class JournalWriter {
   private readonly attemptTimeoutMs: number;
   /** The sequence the journal will be at once every append made so far is stored. */
   private queuedSeq: number;
+  /** A batch with an event no message can hold: it and every append after it fail, unwritten. */
+  private broken: JournalEventTooLarge | null = null;
   /** The last append: the next one is acknowledged only after it. */
   private tail: Promise<number>;
   private tailMsgID = '';
@@ -79,20 +82,36 @@ export class JournalWriter {
   }
 
   /**
-   * Stores `events` as the next batch; resolves with its sequence once it and every earlier batch are stored.
+   * `events` as the journal messages append would write now: one, or as many as the server's max_payload needs
+   * (journalMessages). How many is fixed here, so a caller that must name the sequence a batch will end at before
+   * writing it (the actor, for a snapshot or a dump) prepares it and appends exactly that.
+   */
+  prepare(events: JournalEvent[], fills?: number[]): JournalMessages {
+    return journalMessages(events, fills, maxPayload(this.nc));
+  }
+
+  /**
+   * Stores `events` as the next batch, in as many journal messages as `prepared` holds (each its own sequence);
+   * resolves with the last one's sequence once all of them and every earlier batch are stored.
    * `fills`: the fill-stream positions they were applied at (proto/journal.ts JournalBatch).
    */
-  append(events: JournalEvent[], fills?: number[]): Promise<number> {
-    const v = events.some((e) => e.t === 'name') ? JOURNAL_VERSION_NAMES : events.some((e) => e.t === 'account' && e.claimed) ? JOURNAL_VERSION_CLAIMS : JOURNAL_VERSION;
-    const batch: JournalBatch = fills && fills.length > 0 ? { v, events, fills } : { v, events };
-    const expected = this.queuedSeq++;
-    const msgID = `${this.writerId}-${expected + 1}`;
-    // Our predecessor not yet acknowledged: the stream's last message must be it, not merely at its sequence.
-    const after = this.lastSeq < expected ? this.tailMsgID : undefined;
-    const write = this.write(encode(batch), expected, msgID, this.tail, after);
-    this.tail = write;
-    this.tailMsgID = msgID;
-    return write;
+  append(events: JournalEvent[], fills?: number[], prepared: JournalMessages = this.prepare(events, fills)): Promise<number> {
+    if (!this.broken && prepared.tooLarge) this.broken = new JournalEventTooLarge(prepared.tooLarge);
+    // Nothing more is written after a batch that could not be: a later one was decided on a state that includes it.
+    if (this.broken) return Promise.reject(this.broken);
+    let last: Promise<number> = this.tail;
+    for (const data of prepared.messages) {
+      const expected = this.queuedSeq++;
+      const msgID = `${this.writerId}-${expected + 1}`;
+      // Our predecessor not yet acknowledged: the stream's last message must be it, not merely at its sequence.
+      const after = this.lastSeq < expected ? this.tailMsgID : undefined;
+      // A message but the batch's last fails the next one with it, which the caller hears: it needs no handler of its own.
+      last.catch(() => {});
+      last = this.write(data, expected, msgID, this.tail, after);
+      this.tail = last;
+      this.tailMsgID = msgID;
+    }
+    return last;
   }
 
   private async write(data: Uint8Array, expected: number, msgID: string, before: Promise<number>, afterMsgID: string | undefined): Promise<number> {
@@ -146,6 +165,144 @@ export class JournalWriter {
 }
 
 class StagedDuplicate extends Error {}
+
+/** A batch's bytes besides its events and fills, at most: its map, `v`, the keys and the lists' headers. */
+const BATCH_BYTES = 32;
+/** One [event index, fill-stream sequence] pair of `fills`: two numbers of at most 9 bytes each. */
+const FILL_PAIR_BYTES = 18;
+
+/** The journal message one event alone would make, at most, headers included: it can be written if this is at most max_payload. */
+export const journalMessageBytes = (eventBytes: number): number => eventBytes + BATCH_BYTES + FILL_PAIR_BYTES + JS_HEADER_BYTES;
+
+type Conversion = Extract<JournalEvent, { t: 'conversion' }>;
+/** A number at its longest in msgpack (9 bytes). */
+const LONGEST = -Number.MAX_SAFE_INTEGER;
+/**
+ * A conversion event's bytes with its strings empty and no `held`, every number at its longest. Typed with every
+ * field a journaled conversion has, so that a new one must be counted here too.
+ */
+const CONVERSION_BYTES = encode({
+  t: 'conversion',
+  requestId: LONGEST,
+  key: '',
+  op: 'redeem',
+  clientId: LONGEST,
+  etf: '',
+  amount: LONGEST,
+  fee: LONGEST,
+  basketVersion: LONGEST,
+  ts: LONGEST,
+} satisfies Required<Omit<Conversion, 'deltas' | 'after' | 'held'>>).byteLength;
+/** A string's bytes beyond an empty one's, at most: a longer header, up to 3 bytes per UTF-16 unit. */
+const stringBytes = (s: string | undefined): number => (s ? 4 + 3 * s.length : 0);
+/** `held` of `positions` positions, its key included, at most. */
+const heldBytes = (positions: number): number => 10 + 18 * positions;
+
+/**
+ * A conversion event's encoded bytes once `held` lists `positions` positions, at most: the actor asks before
+ * applying it (its positions after are known only then). Without encoding it, unless `exact`: counting its
+ * strings at 3 bytes a character is far under any limit for the keys a gateway sends, not for any key at all.
+ */
+export const conversionBytesAtMost = (ev: Conversion, positions: number, exact = false): number =>
+  (exact ? encode(ev).byteLength : CONVERSION_BYTES + stringBytes(ev.key) + stringBytes(ev.etf)) + heldBytes(positions);
+
+/** An event no journal message can hold on this server: its batch was not written. */
+export interface TooLarge {
+  /** Its type (JournalEvent `t`), its index in the batch, and its journal message's bytes as journalMessageBytes counts them. */
+  event: string;
+  index: number;
+  bytes: number;
+  /** The server's max_payload. */
+  limit: number;
+}
+
+/** Only the operator can fix it (the server's max_payload): a start it stops is not tried again into the same refusal. */
+export class JournalEventTooLarge extends NeedsOperator {
+  constructor(readonly tooLarge: TooLarge) {
+    super(
+      `a journal event (${tooLarge.event}) would be a message of ${tooLarge.bytes} bytes, over the NATS server's max_payload of ${tooLarge.limit}: ` +
+        'its batch and every one after it were not written (raise max_payload)',
+    );
+    this.name = 'JournalEventTooLarge';
+  }
+}
+
+/** A batch's journal messages (JournalWriter.prepare): each its own sequence. */
+export interface JournalMessages {
+  messages: Uint8Array[];
+  /** An event no message can hold: the batch cannot be written (`messages` then holds only the ones before it). */
+  tooLarge: TooLarge | null;
+}
+
+const journalVersion = (events: readonly JournalEvent[]): number =>
+  events.some((e) => e.t === 'name') ? JOURNAL_VERSION_NAMES : events.some((e) => e.t === 'account' && e.claimed) ? JOURNAL_VERSION_CLAIMS : JOURNAL_VERSION;
+
+/**
+ * The pairs of `fills` (proto/journal.ts JournalBatch) for events [from, to): the pair in force at `from` as
+ * index 0, then those that begin inside the range, their indexes counted from `from`.
+ */
+export function fillsOfRange(fills: readonly number[] | undefined, from: number, to: number): number[] | undefined {
+  if (!fills || fills.length === 0) return undefined;
+  const out: number[] = [];
+  for (let i = 0; i < fills.length; i += 2) {
+    const at = fills[i]!;
+    if (at >= to) break;
+    if (at <= from) out.splice(0, 2, 0, fills[i + 1]!);
+    else out.push(at - from, fills[i + 1]!);
+  }
+  return out.length > 0 ? out : undefined;
+}
+
+/**
+ * A batch as journal messages a server of this `maxPayload` takes, JetStream's headers included. One message when
+ * it fits, as it always does under NATS's default 1 MB; otherwise consecutive runs of its events, each a
+ * JournalBatch of its own with the pairs of `fills` that hold for its events (fillsOfRange) and the version its own
+ * events need: replayed in order, they put every event where the whole batch did, among the fills too. Several
+ * stream messages for one batch are nothing new to a reader: a crash between two of them leaves the journal as it
+ * is after any write, a prefix of what the engine applied, none of it answered.
+ */
+export function journalMessages(events: readonly JournalEvent[], fills: readonly number[] | undefined, maxPayload: number): JournalMessages {
+  const limit = maxPayload - JS_HEADER_BYTES;
+  const batchOf = (from: number, to: number): Uint8Array => {
+    const whole = from === 0 && to === events.length;
+    const part = (whole ? events : events.slice(from, to)) as JournalEvent[];
+    const f = whole ? (fills && fills.length > 0 ? (fills as number[]) : undefined) : fillsOfRange(fills, from, to);
+    return encode(f ? { v: journalVersion(part), events: part, fills: f } : { v: journalVersion(part), events: part });
+  };
+  const whole = batchOf(0, events.length);
+  if (whole.byteLength <= limit) return { messages: [whole], tooLarge: null };
+  // Too large as one: runs cut by each event's own size, with room for the batch around them and their pairs of `fills`.
+  const sizes = events.map((e) => encode(e).byteLength);
+  const pairStarts = new Set<number>();
+  for (let i = 2; fills && i < fills.length; i += 2) pairStarts.add(fills[i]!);
+  const messages: Uint8Array[] = [];
+  const put = (from: number, to: number): TooLarge | null => {
+    const bytes = batchOf(from, to);
+    if (bytes.byteLength <= limit) {
+      messages.push(bytes);
+      return null;
+    }
+    if (to - from === 1) return { event: events[from]!.t, index: from, bytes: journalMessageBytes(sizes[from]!), limit: maxPayload };
+    // The runs' sizes are bounds, so a run over the limit is one event alone; were a bound wrong, halves until each fits.
+    const half = from + ((to - from) >> 1);
+    return put(from, half) ?? put(half, to);
+  };
+  // Each run: the batch, the pair in force at its first event, then each event with the pair that begins at it.
+  const RUN_BYTES = BATCH_BYTES + FILL_PAIR_BYTES;
+  let from = 0;
+  let bytes = RUN_BYTES;
+  for (let i = 0; i < events.length; i++) {
+    const pair = pairStarts.has(i) ? FILL_PAIR_BYTES : 0;
+    if (i > from && bytes + sizes[i]! + pair > limit) {
+      const tooLarge = put(from, i);
+      if (tooLarge) return { messages, tooLarge };
+      from = i;
+      bytes = RUN_BYTES;
+    }
+    bytes += sizes[i]! + (i > from ? pair : 0);
+  }
+  return { messages, tooLarge: put(from, events.length) };
+}
 
 /**
  * A journal record this build cannot replay (undecodable, an unknown version, a malformed batch):

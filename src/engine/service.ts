@@ -189,7 +189,8 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
     setup.core,
     journal,
     log,
-    (err) => fatal(new EngineFault('journal write', err)),
+    // The actor names what failed when it is not its journal write (a publish the connection refused).
+    (err) => fatal(err instanceof EngineFault ? err : new EngineFault('journal write', err)),
     { store: snapshots, every: setup.snapshotEvery },
     (events, seq) => scoreboard.append(events, seq),
     basketStore,
@@ -206,7 +207,14 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
         hashes: (lines) => rosterPasswordHashes(lines, setup.bcryptRounds, setup.rosterHashesFile),
         saveInForce: keepInForce,
         key: credentialsKey,
-        signInChanged: (usernames) => nc.publish(names.signin, encode({ v: 1, usernames } satisfies SignInChanges)),
+        signInChanged: (usernames) => {
+          try {
+            nc.publish(names.signin, encode({ v: 1, usernames } satisfies SignInChanges));
+          } catch (err) {
+            // Thrown (a connection closed or draining), it was taken for the roster file not read, though its accounts were taken.
+            log.warn({ err, usernames: usernames.length }, 'sign-in changes not published: gateways keep their cached passwords until they ask the engine again');
+          }
+        },
         usernames: (all) => {
           if (setup.core.shard) setup.core.shard.rosterUsernames = all;
         },
@@ -266,9 +274,10 @@ export async function startEngine(cfg: Config, natsUrl: string, log: Logger, onF
       basketStore.close();
       await fills.follower.stop();
       await scoreboard.close();
-      // A clean stop leaves a snapshot of everything, so the next start replays nothing.
+      // A clean stop leaves a snapshot of everything, so the next start replays nothing (none after a fault: saveSnapshotNow).
       await actor.saveSnapshotNow().catch((err: unknown) => log.warn({ err }, 'snapshot at shutdown failed'));
-      await nc.drain();
+      // Closed under the engine, the connection has nothing to drain: a rejection here made a stop look failed.
+      if (!nc.isClosed()) await nc.drain();
     },
   };
 }

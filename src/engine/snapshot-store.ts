@@ -7,6 +7,7 @@ import { shardNames, type ShardNames } from '../../proto/shards.js';
 import { readStream } from '../shared/stream-reader.js';
 import { ensureSnapshotStream } from '../shared/streams.js';
 import { retryTransient } from '../shared/js-retry.js';
+import { JS_HEADER_BYTES, maxPayload } from '../shared/nats.js';
 import type { Logger } from '../shared/log.js';
 import type { Instruments } from '../config/baskets.js';
 import type { EngineState } from './state.js';
@@ -98,7 +99,9 @@ export class SnapshotStore {
     const hash = createHash('sha256');
     // Unique to this save: a retried chunk is a duplicate, another save's chunk never is.
     const id = `snap-${journalSeq}-${takenAt}-${Math.random().toString(36).slice(2, 10)}`;
-    for (const chunk of chunksOf(parts, SNAPSHOT_CHUNK_BYTES)) {
+    // Smaller chunks on a server with a small max_payload: one of SNAPSHOT_CHUNK_BYTES was refused there, and no snapshot was ever saved.
+    const chunkBytes = Math.min(SNAPSHOT_CHUNK_BYTES, maxPayload(this.nc) - JS_HEADER_BYTES);
+    for (const chunk of chunksOf(parts, chunkBytes)) {
       hash.update(chunk);
       const ack = await this.retry('chunk', () => this.js.publish(this.names.snapshotChunk, chunk, { msgID: `${id}-${off}`, timeout: 5000 }));
       if (lastSeq !== 0 && ack.seq !== lastSeq + 1) throw new Error(`snapshot chunk stored at ${ack.seq}, not after ${lastSeq}: another writer interleaved`);

@@ -151,6 +151,12 @@ export function followRefusals(nc: NatsConnection, log: Logger): NatsRefusals {
 /** NATS's default payload limit, held to until the server has said its own. */
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
+/**
+ * Room for the headers a JetStream publish of ours adds (Nats-Msg-Id, Nats-Expected-Last-Sequence,
+ * Nats-Expected-Last-Msg-Id: under 200 bytes with our ids), which count against max_payload with the data.
+ */
+export const JS_HEADER_BYTES = 256;
+
 /** The largest message the server takes (its max_payload): a publish over it throws, it is never sent. */
 export const maxPayload = (nc: NatsConnection): number => nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
 
