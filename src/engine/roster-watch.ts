@@ -131,6 +131,11 @@ export class RosterWatch {
     }
   }
 
+  /** Reads the file again now, as a change the poll saw would (tests: the poll's timing is the machine's). */
+  readAgain(): void {
+    if (!this.stopped) this.changed();
+  }
+
   /** The next reading's outcome (tests, and anyone who edits the file and wants to know). */
   next(): Promise<RosterReload> {
     return once(this.events, 'reload').then(([r]) => r as RosterReload);
