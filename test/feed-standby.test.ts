@@ -18,7 +18,7 @@ import { multicastSender } from '../src/feed/multicast.js';
 import { api, quietLog, until, type TestSystem } from './helpers/system.js';
 import { fingerprint } from '../src/feed/verdict.js';
 import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge } from './helpers/feed.js';
-import { FEED_ALERT_SUBJECT, type FeedAlert } from '../proto/marketdata.js';
+import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, type FeedAlert, type StandbyStatus } from '../proto/marketdata.js';
 
 /**
  * The standby bridge (src/feed/standby.ts) covers the bridge's downtime:
@@ -213,7 +213,7 @@ describe('the standby publishes nothing the bridge would hold', () => {
     // The same seq again, another fill: the first one stands, and the operator hears of the other.
     await ex.spoof([fillMsg(104, 1, 6, 100)]);
     const conflict = await alerts.next((a) => a.kind === 'conflict');
-    expect(conflict.detail).toMatch(/^standby: two different messages with seq 104/);
+    expect(conflict.detail).toMatch(/^standby: clearing seq 104 came twice with other content: applied /);
     expect(sb.status()).toMatchObject({ conflicts: 1, not_after: 1 });
     // A run going back beyond a reordered datagram: an exchange restart from the same socket or a forgery, the bridge's to judge.
     await ex.spoof([fillMsg(1, 2, 6, 100)]);
@@ -225,6 +225,70 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect((await fills()).every((m) => m.data.symbol === 4)).toBe(true);
     alerts.stop();
   });
+
+  for (const [copy, told] of [
+    ['with other content, from the exchange\'s address', 'a conflict: counted, alerted with both, a standing problem the operator acknowledges'],
+    ['with other content, from another socket', 'a conflict: counted, alerted with both, a standing problem the operator acknowledges'],
+    ['with the same content, from the exchange\'s address', 'a copy, counted'],
+    ['with the same content, from another socket', 'a replay, counted and alerted'],
+  ] as const) {
+    it(`a second message at the seq of a fill it just published while the bridge is down, ${copy}: ${told}, as the bridge tells one on its followed run; the first stays, the other is never stored`, async () => {
+      const { ex, sb } = await bridgeDown();
+      const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+      // On the same connection as the alerts: a standby status after the copy comes after any alert it sent for it.
+      const statuses = collect<StandbyStatus>(nc, FEED_STATUS_SUBJECT);
+      await alerts.flushed();
+      const forger = await multicastSender('127.0.0.1');
+      closers.push(() => forger.close());
+      const fromExchange = copy.endsWith("exchange's address");
+      const conflict = copy.startsWith('with other content');
+      const first = fillMsg(104, 1, 4, 1);
+      const second = conflict ? fillMsg(104, 2, 6, 50) : first;
+      const from = fromExchange ? ex.source() : `127.0.0.1:${forger.port()}`;
+      await ex.fills([[1, 4, 1]]); // 104, published by the standby alone
+      await storedCount(4, "the standby's fill");
+      const before = sb.status();
+      if (fromExchange) await ex.spoof([second]);
+      else await sendClearing(forger, opts.clearing, [[second]]);
+      const heard = await statuses.next((x) => x.role === 'standby' && (x.conflicts ?? 0) + (x.copies ?? 0) >= 1);
+      const told = alerts.seen.filter((a) => a.kind === 'conflict' || a.kind === 'replay');
+      if (conflict) {
+        const detail = `clearing seq 104 came twice with other content: applied ${fingerprint(first)} from ${ex.source()} (${JSON.stringify(first)}), not ${fingerprint(second)} from ${from} (${JSON.stringify(second)})`;
+        expect(told).toEqual([expect.objectContaining({ feed: 'clearing', kind: 'conflict', received: 104, fingerprints: [fingerprint(first), fingerprint(second)], detail: `standby: ${detail}` })]);
+        expect(heard.problems).toEqual([expect.objectContaining({ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', count: 1, detail: `latest: ${detail}`, actions: ['ack'] })]);
+      } else {
+        // The exchange sends a seq once, from one socket: the same again from another is someone replaying it.
+        expect(told).toEqual(fromExchange ? [] : [expect.objectContaining({ feed: 'clearing', kind: 'replay', received: 104, detail: `standby: clearing seq 104 sent again by ${from}, a copy of the message passed from ${ex.source()}: a replay, dropped` })]);
+        expect(heard.problems).toBeUndefined();
+      }
+      expect(heard).toMatchObject({ conflicts: conflict ? 1 : 0, copies: conflict ? 0 : 1, published: before.published, not_after: before.not_after + (fromExchange ? 1 : 0), other_sender: before.other_sender + (fromExchange ? 0 : 1) });
+      alerts.stop();
+      statuses.stop();
+      const b = await bridge();
+      if (conflict) {
+        // Taken into the bridge's standing problems, where the operator reads and acknowledges them.
+        const taken = await until(() => b.stats().status.problems?.find((p) => p.id === 'conflict-clearing'), "the bridge to take the standby's problem");
+        expect(taken).toEqual(heard.problems![0]);
+        await until(() => (sb.status().problems === undefined ? true : undefined), 'the standby to see it taken');
+        const health = await until(async () => {
+          const h = (await api(system.url).send('GET', '/health')).body;
+          return h.problems?.find((p: string) => p.startsWith('conflict on clearing [conflict-clearing, operator: ack]: ')) ?? undefined;
+        }, 'the conflict on /health');
+        expect(health).toBe(`conflict on clearing [conflict-clearing, operator: ack]: ${taken!.detail}`);
+        expect((await ack('conflict-clearing')).status).toBe(200);
+        expect(b.stats().status.problems?.find((p) => p.id === 'conflict-clearing')).toBeUndefined();
+      }
+      await ex.fills([[1, 4, 1]]); // 105
+      await storedCount(5, 'the next fill');
+      await sb.idle();
+      const stored = await fills();
+      expect(stored.map((m) => m.msgId)).toEqual([...FIRST, 'fill-1-104', 'fill-1-105']);
+      expect(stored.find((m) => m.msgId === 'fill-1-104')!.data).toMatchObject({ seq: 104, client_id: 1, symbol: 4, quantity: 1 });
+      await until(() => (system.engine.fills.applied >= 5 ? true : undefined), 'every fill applied');
+      expect(await holdings('team1')).toEqual({ STED: 5 });
+      expect(await holdings('team2')).toEqual({});
+    });
+  }
 
   it('from the exchange\'s own address: a seq beyond any believable gap, and then a seq far back, suspend it until the bridge decides', async () => {
     const { ex, sb } = await bridgeDown();

@@ -12,15 +12,15 @@ import { AlertSender } from './alerts.js';
 import { lastMarker, lastStoredFill } from './clearing-session.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { publishQuiet } from './nats-out.js';
-import { REORDER_WINDOW, believableJump, copyOf, fingerprint } from './verdict.js';
+import { REORDER_WINDOW, believableJump, copyOf } from './verdict.js';
 import { ProblemOutbox } from './problem-store.js';
 import { reportCopy, type CopyReports, type KeptIn } from './seq-copies.js';
 import { FillPublisher } from './publisher.js';
 import { sourceFilter } from './sockets.js';
 import type { BridgeOptions } from './service.js';
 
-/** Fills sent kept by seq, to tell a re-sent one from a different fill with the same seq (a conflict: a forgery raced the exchange). */
-const SENT_RING = 1024;
+/** The followed run's recent messages by seq, to decide a second message at a seq already taken (verdict.ts copyOf), as the bridge's followed run does. */
+const RING = 1024;
 
 /** The session a standby publishes fills of: the one the bridge began, and its sender. */
 interface Followed {
@@ -72,9 +72,11 @@ const KEPT_RUN: KeptIn = { run: 'the run the standby keeps while no bridge liste
  * It decides nothing. It follows the session the bridge began (the feed
  * bucket's clearing record, once that session's marker is in the fill stream
  * and the bridge has saved the session's sender) and publishes only fills from
- * that sender at seqs past the last it knows. Everything else (another sender,
- * a seq going back: an exchange restart or a forgery) is the bridge's to
- * judge and hold; the standby ignores it, so it can never apply what the
+ * that sender at seqs past the last it knows. A second message at a seq it
+ * followed is decided as the bridge decides one on its followed run (the
+ * first stays; a conflict or a copy, told the same). Everything else (another
+ * sender, a seq going back: an exchange restart or a forgery) is the bridge's
+ * to judge and hold; the standby ignores it, so it can never apply what the
  * bridge would hold, nor a new session's fill before its reset. A seq that
  * goes back beyond a reordered datagram, or jumps further than the exchange
  * sends, on the followed sender itself, or a first message heard that skips
@@ -86,16 +88,18 @@ export class StandbyListener {
   private followed: Followed | null = null;
   /** Why nothing is published yet (no session to follow), or null. */
   private waiting: string | null = 'the clearing session record is not read yet';
-  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, conflicts: 0, held_duplicates: 0, gaps: 0, invalid: 0 };
+  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, conflicts: 0, copies: 0, held_duplicates: 0, gaps: 0, invalid: 0 };
   /** What the bridge would raise for the same messages (the standby hears what no bridge heard), until a bridge takes them. */
   private readonly problems: ProblemOutbox;
+  /** A copy of a message of the run it keeps while suspended, and of one it followed (published, or a heartbeat): counted apart. */
   private readonly reports: CopyReports;
+  private readonly followedReports: CopyReports;
   private receiver: Receiver | null = null;
   private timer: NodeJS.Timeout | null = null;
   private following: Promise<void> = Promise.resolve();
   private looking = false;
   private readonly accepts: (sender: string) => boolean;
-  private readonly sent: Array<{ seq: number; fingerprint: string } | undefined> = new Array(SENT_RING);
+  private readonly ring: Array<{ msg: ClearingMsg; sender: string } | undefined> = new Array(RING);
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -107,12 +111,14 @@ export class StandbyListener {
   ) {
     this.accepts = sourceFilter(opts.sources);
     this.problems = new ProblemOutbox(kv, log);
-    this.reports = {
-      count: (what) => void (what === 'conflicts' ? this.counts.conflicts++ : this.counts.held_duplicates++),
+    const reports = (duplicate: 'copies' | 'held_duplicates'): CopyReports => ({
+      count: (what) => void (what === 'conflicts' ? this.counts.conflicts++ : this.counts[duplicate]++),
       alert: this.alerts.send,
       problems: this.problems,
       log: this.log,
-    };
+    });
+    this.reports = reports('held_duplicates');
+    this.followedReports = reports('copies');
   }
 
   static async start(opts: BridgeOptions, log: Logger): Promise<StandbyListener> {
@@ -207,10 +213,11 @@ export class StandbyListener {
           // The bridge went on past the run's first seq in this session, from this sender: the run is the session's.
           for (const seq of [...run.msgs.keys()].sort((a, b) => a - b)) {
             const m = run.msgs.get(seq)!;
+            this.remember(m, f.sender);
             if (m.type !== 'fill') continue;
             const fill = clearingFill(m);
             // An invalid one was counted when it was kept.
-            if (!fillProblem(fill)) this.publish(fill, fingerprint(m));
+            if (!fillProblem(fill)) this.publish(fill);
           }
           f.lastSeq = Math.max(f.lastSeq, run.last);
           f.heard = run.last;
@@ -236,6 +243,8 @@ export class StandbyListener {
     const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), checkSkip: true, suspendedAt: null, run: null };
     // Behind every fill of the old session already sent: no fill goes out under the wrong session's msg id.
     if (!f || f.session !== r.session) this.publisher.enqueueBarrier('standby follows a new session', async () => void (this.publisher.session = session));
+    // Another session's or sender's seqs: the same number is another message, never a copy of one followed before.
+    this.ring.fill(undefined);
     this.followed = next;
     this.waiting = null;
     this.log.info({ session: next.session, sender: next.sender, lastSeq: next.lastSeq }, 'standby: following the clearing session');
@@ -261,6 +270,9 @@ export class StandbyListener {
       }
       if (sender !== f.sender) {
         this.counts.other_sender++;
+        // A copy of a message followed here is decided as the bridge decides one (a replay, or a conflict); anything
+        // else from another sender is the bridge's to hold. While suspended, the bridge judges what the seqs mean.
+        if (f.suspendedAt === null) this.copyOfFollowed(f, m, sender, Date.now());
         continue;
       }
       if (f.suspendedAt !== null) {
@@ -295,12 +307,7 @@ export class StandbyListener {
       }
       if (m.seq <= f.lastSeq) {
         this.counts.not_after++;
-        const was = this.sent[m.seq % SENT_RING];
-        if (was?.seq === m.seq && was.fingerprint !== fingerprint(m)) {
-          // The first one heard was published: with the bridge down, nobody else can say so.
-          this.counts.conflicts++;
-          this.alerts.send('clearing', { kind: 'conflict', detail: `two different messages with seq ${m.seq} from the exchange's sender: the fill heard first was published (one of them is forged)`, received: m.seq, fingerprints: [was.fingerprint, fingerprint(m)] });
-        }
+        this.copyOfFollowed(f, m, sender, now);
         continue;
       }
       if (heardBefore && m.seq > f.lastSeq + 1) {
@@ -308,20 +315,36 @@ export class StandbyListener {
         this.alerts.send('clearing', { kind: 'gap', detail: `clearing seq gap: expected ${f.lastSeq + 1}, received ${m.seq} (${m.seq - f.lastSeq - 1} not heard by the standby; lost for good unless the bridge stored them)`, expected: f.lastSeq + 1, received: m.seq });
       }
       f.lastSeq = m.seq;
+      this.remember(m, sender);
       if (m.type !== 'fill') continue;
       const fill = clearingFill(m);
       if (fillProblem(fill)) {
         this.counts.invalid++;
         continue;
       }
-      this.publish(fill, fingerprint(m));
+      this.publish(fill);
     }
   }
 
-  private publish(fill: Fill, print: string): void {
+  private publish(fill: Fill): void {
     this.counts.published++;
-    this.sent[fill.seq % SENT_RING] = { seq: fill.seq, fingerprint: print };
     this.publisher.enqueueFill(fill);
+  }
+
+  /** A message taken as the followed run's (published, or a heartbeat or invalid fill passed over): its first heard. */
+  private remember(m: ClearingMsg, sender: string): void {
+    this.ring[m.seq % RING] = { msg: m, sender };
+  }
+
+  /**
+   * A message at a seq the followed run has taken: with the bridge down, nobody else can say so. Decided and told as
+   * the bridge's followed run does (verdict.ts again): the first stays (a fill is in the stream already), only in
+   * the reorder window below the run, and never at the exchange's first seq once the run is past it (a new session's).
+   */
+  private copyOfFollowed(f: Followed, m: ClearingMsg, sender: string, now: number): void {
+    const was = this.ring[m.seq % RING];
+    if (was?.msg.seq !== m.seq || m.seq > f.lastSeq || f.lastSeq - m.seq > REORDER_WINDOW || (m.seq <= 1 && f.lastSeq > m.seq)) return;
+    reportCopy(copyOf('clearing', was, m, sender), this.followedReports, now);
   }
 
   /** A message of a run heard while suspended on a first skip (KeptRun's rules). */
