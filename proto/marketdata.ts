@@ -190,6 +190,10 @@ export interface StandbyStatus {
   copies?: number;
   /** Copies (same seq, same content) of a message of the run it keeps while no bridge listens, dropped: the bridge's `duplicates` (absent from a standby before this field). */
   held_duplicates?: number;
+  /** Messages of the run it keeps while no bridge listens (suspended on a first seq that skips), stored in NDFEX_HELD so that a standby restart keeps them: absent while it keeps none. */
+  kept?: number;
+  /** Why that run cannot be stored right now (a standby stop would lose what is not), while so. */
+  kept_unsaved?: string;
   /** Standing problems it raised as the bridge would have (a conflict in the run it keeps), as FeedStatus's. */
   problems?: FeedProblem[];
   gaps: number;

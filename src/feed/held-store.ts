@@ -3,7 +3,7 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { decodeIf, encode } from '../../proto/codec.js';
 import { heldEntryShape, type HeldEntry, type HeldVerdict } from '../../proto/feed.js';
 import type { ClearingMessage } from '../../proto/ndfex.js';
-import { FILL_STREAM, HELD_STREAM, fillSeqOfMsgId, heldSubject } from '../../proto/subjects.js';
+import { FILL_STREAM, HELD_STREAM, fillSeqOfMsgId, heldSubject, isStandbyKeptSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import { NextTurn } from '../shared/next-turn.js';
 import { readStream } from '../shared/stream-reader.js';
@@ -128,6 +128,8 @@ export class HeldStore implements HeldKeeper {
       HELD_STREAM,
       1,
       (m) => {
+        // The standby's kept run shares the stream (src/feed/kept-store.ts): it is the standby's to restore, not a verdict.
+        if (isStandbyKeptSubject(m.subject)) return;
         const e = decodeIf(m.data, heldEntryShape);
         if (!e) return void unreadable++;
         let r = runs.get(m.subject);
@@ -268,7 +270,8 @@ export type Barrier = (what: string, run: () => Promise<void>) => void;
  * Writes into HELD_STREAM, in order per subject, each retried under its msg id
  * (the stream drops a second copy) until stored or closed, and a subject's
  * purge once every fill published before it is stored and every write of it
- * is done, for whatever keeps clearing messages there.
+ * is done: the bridge's held runs (HeldStore) and the standby's kept run
+ * (src/feed/kept-store.ts) are kept alike.
  */
 export class HeldWrites {
   /** Per subject: the last write asked for; the next one and the purge wait for it. */

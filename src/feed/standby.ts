@@ -2,6 +2,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { KV } from '@nats-io/kv';
 import { decode } from '../../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, clearingSessionProblem, fillSessionId, type ClearingSessionRecord } from '../../proto/feed.js';
+import { HELD_STREAM } from '../../proto/subjects.js';
 import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, type StandbyStatus } from '../../proto/marketdata.js';
 import { decodeClearingDatagram, type ClearingMessage as ClearingMsg } from '../../proto/ndfex.js';
 import { clearingFill, fillProblem, type Fill } from '../../proto/fill.js';
@@ -15,6 +16,7 @@ import { publishQuiet } from './nats-out.js';
 import { REORDER_WINDOW, believableJump, copyOf } from './verdict.js';
 import { ProblemOutbox } from './problem-store.js';
 import { reportCopy, type CopyReports, type KeptIn } from './seq-copies.js';
+import { KeptRunStore, type KeptRunRef, type StoredKeptRun } from './kept-store.js';
 import { FillPublisher } from './publisher.js';
 import { sourceFilter } from './sockets.js';
 import type { BridgeOptions } from './service.js';
@@ -48,12 +50,13 @@ interface Followed {
  * stored, none further ahead than the exchange sends, each seq once, the first heard (a copy with other content is a
  * conflict, the same content a duplicate: verdict.ts copyOf decides both for the bridge and here).
  */
-interface KeptRun {
+interface KeptRun extends KeptRunRef {
   /** Every message heard by seq, heartbeats too: a heartbeat's seq is taken as a fill's is. */
   msgs: Map<number, ClearingMsg>;
   last: number;
-  lastAt: number;
   dropped: number;
+  /** Where it is stored (kept-store.ts): its own subject, and those of runs a stopped standby left that it took in. */
+  stored: string[];
 }
 
 /** Messages of a run heard while suspended on a first skip, kept at most: the bridge hears the rest itself once up. */
@@ -100,15 +103,24 @@ export class StandbyListener {
   private looking = false;
   private readonly accepts: (sender: string) => boolean;
   private readonly ring: Array<{ msg: ClearingMsg; sender: string } | undefined> = new Array(RING);
+  /** Why the run it keeps cannot be stored now (a stop would lose it), or null. */
+  private keptUnsaved: string | null = null;
 
   private constructor(
     private readonly nc: NatsConnection,
     private readonly kv: KV,
     private readonly publisher: FillPublisher,
     private readonly alerts: AlertSender,
+    private readonly store: KeptRunStore,
+    /** Runs a stopped standby kept, taken up once it knows the session it follows (restore). */
+    private restored: StoredKeptRun[],
     opts: BridgeOptions,
     private readonly log: Logger,
   ) {
+    store.onTrouble = (why) => {
+      this.keptUnsaved = why;
+      if (why) this.alerts.send('clearing', { kind: 'held_store', detail: why });
+    };
     this.accepts = sourceFilter(opts.sources);
     this.problems = new ProblemOutbox(kv, log);
     const reports = (duplicate: 'copies' | 'held_duplicates'): CopyReports => ({
@@ -128,7 +140,12 @@ export class StandbyListener {
       const kv = await openBucket(nc, FEED_BUCKET, opts.natsReplicas);
       const alerts = new AlertSender((a) => publishQuiet(nc, log, FEED_ALERT_SUBJECT, { ...a, detail: `standby: ${a.detail}` }));
       const publisher = new FillPublisher(nc, log, fillSessionId(1), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
-      const s = new StandbyListener(nc, kv, publisher, alerts, opts, log);
+      const { store, runs, unreadable } = await KeptRunStore.open(nc, log, (what, run) => publisher.enqueueBarrier(what, run), opts.natsReplicas);
+      const s = new StandbyListener(nc, kv, publisher, alerts, store, runs, opts, log);
+      if (unreadable > 0) {
+        const detail = `${unreadable} entr${unreadable === 1 ? 'y' : 'ies'} of the run the standby keeps while no bridge listens (in ${HELD_STREAM}) could not be read at its start: the fills in them are not stored (look at the stream by hand)`;
+        s.problems.raise({ id: 'standby-kept-unreadable', kind: 'held_store', feed: 'clearing', detail, actions: ['ack'] }, Date.now());
+      }
       await s.follow();
       // Problems an earlier standby raised that no bridge has taken yet: on its status until one does.
       await s.problems.flush();
@@ -148,7 +165,9 @@ export class StandbyListener {
     const f = this.followed;
     const waiting = f?.suspendedAt != null ? `a seq the bridge judges first (back past a reordered datagram, further ahead than the exchange sends, or a first one heard that skips): waiting for the bridge to decide (to go on past seq ${f.suspendedAt})` : this.waiting;
     const problems = this.problems.list();
-    return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ...(problems.length ? { problems } : {}), ts: Date.now() };
+    const kept = f?.run ? { kept: f.run.msgs.size } : {};
+    const unsaved = this.keptUnsaved ? { kept_unsaved: this.keptUnsaved } : {};
+    return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ...kept, ...unsaved, ...(problems.length ? { problems } : {}), ts: Date.now() };
   }
 
   /** Resolves once every fill sent so far is acknowledged. */
@@ -163,6 +182,9 @@ export class StandbyListener {
     this.receiver = null;
     await this.following.catch(() => {});
     await this.problems.flush();
+    // What it keeps is stored before it goes: the next standby takes the run up where it stood.
+    await Promise.race([this.store.settle(), new Promise((r) => setTimeout(r, 5000).unref())]);
+    this.store.close();
     await Promise.race([this.publisher.idle(), new Promise((r) => setTimeout(r, 2000))]);
     this.publisher.close();
     await this.nc.drain().catch(() => {});
@@ -211,15 +233,7 @@ export class StandbyListener {
         f.heardAt = Date.now();
         if (run) {
           // The bridge went on past the run's first seq in this session, from this sender: the run is the session's.
-          for (const seq of [...run.msgs.keys()].sort((a, b) => a - b)) {
-            const m = run.msgs.get(seq)!;
-            this.remember(m, f.sender);
-            if (m.type !== 'fill') continue;
-            const fill = clearingFill(m);
-            // An invalid one was counted when it was kept.
-            if (!fillProblem(fill)) this.publish(fill);
-          }
-          f.lastSeq = Math.max(f.lastSeq, run.last);
+          this.publishRun(f, run.msgs, run.stored);
           f.heard = run.last;
         } else {
           // What was heard meanwhile is the bridge's to judge: the next message starts the run this follows.
@@ -245,7 +259,10 @@ export class StandbyListener {
     if (!f || f.session !== r.session) this.publisher.enqueueBarrier('standby follows a new session', async () => void (this.publisher.session = session));
     // Another session's or sender's seqs: the same number is another message, never a copy of one followed before.
     this.ring.fill(undefined);
+    // The bridge began another session, or heard it from another sender: the run kept was not this one's.
+    if (f?.run) this.dropRun(f.run, `the bridge follows session ${r.session} from ${r.clearing_sender}`);
     this.followed = next;
+    this.restore(next, r.last_seq);
     this.waiting = null;
     this.log.info({ session: next.session, sender: next.sender, lastSeq: next.lastSeq }, 'standby: following the clearing session');
   }
@@ -294,7 +311,8 @@ export class StandbyListener {
         // restart while nobody listened, which the bridge tells apart on market data. Nothing goes out until the bridge has gone on past it.
         this.counts.suspended++;
         f.suspendedAt = m.seq;
-        f.run = { msgs: new Map(), last: f.lastSeq, lastAt: f.heardAt, dropped: 0 };
+        const ref = { session: f.session, sender: f.sender, from: m.seq, firstAt: now };
+        f.run = { ...ref, msgs: new Map(), last: f.lastSeq, lastAt: f.heardAt, dropped: 0, stored: [KeptRunStore.subjectOf(ref)] };
         this.keep(f, f.run, m, sender);
         this.log.info({ seq: m.seq, lastSeq: f.lastSeq }, 'standby: the first seq heard skips: keeping what it hears, for the bridge to judge, until the bridge goes on past it');
         continue;
@@ -329,6 +347,68 @@ export class StandbyListener {
   private publish(fill: Fill): void {
     this.counts.published++;
     this.publisher.enqueueFill(fill);
+  }
+
+  /** A kept run the bridge went on past, in this session from this sender: the session's, stored now, and gone from the store once it is. */
+  private publishRun(f: Followed, msgs: Map<number, ClearingMsg>, stored: string[]): void {
+    for (const seq of [...msgs.keys()].sort((a, b) => a - b)) {
+      const m = msgs.get(seq)!;
+      this.remember(m, f.sender);
+      f.lastSeq = Math.max(f.lastSeq, seq);
+      if (m.type !== 'fill') continue;
+      const fill = clearingFill(m);
+      // An invalid one was counted when it was kept.
+      if (!fillProblem(fill)) this.publish(fill);
+    }
+    for (const subject of stored) this.store.release(subject);
+  }
+
+  private dropRun(run: Pick<KeptRun, 'msgs' | 'from' | 'stored'>, why: string): void {
+    this.log.warn({ from: run.from, messages: run.msgs.size, why }, 'standby: the run it kept is not the session\'s it follows now: dropped');
+    for (const subject of run.stored) this.store.release(subject);
+  }
+
+  /**
+   * Runs a stopped standby kept (kept-store.ts), once it knows the session it follows again: those of that session and
+   * sender are taken up as if it had not stopped. One the bridge has gone past meanwhile is the session's, stored now
+   * (a fill stored already is dropped by its msg id, and the engine applies a session's seq once whatever the time);
+   * the others wait for the bridge as one just heard does, merged into one run when two standbys left one each.
+   */
+  private restore(f: Followed, recordSeq: number): void {
+    const runs = this.restored;
+    if (runs.length === 0) return;
+    this.restored = [];
+    const waiting: StoredKeptRun[] = [];
+    for (const r of runs) {
+      if (r.session !== f.session || r.sender !== f.sender) this.dropRun({ msgs: r.msgs, from: r.from, stored: [r.subject] }, `the bridge follows session ${f.session} from ${f.sender}, the run was heard in session ${r.session} from ${r.sender}`);
+      else if (recordSeq > r.from) this.publishRun(f, r.msgs, [r.subject]);
+      else waiting.push(r);
+    }
+    if (waiting.length === 0) return;
+    waiting.sort((a, b) => a.from - b.from);
+    const first = waiting[0]!;
+    const msgs = new Map<number, ClearingMsg>();
+    let last = 0;
+    for (const r of waiting) {
+      for (const [seq, m] of r.msgs) {
+        if (!msgs.has(seq)) msgs.set(seq, m);
+        last = Math.max(last, seq);
+      }
+    }
+    const run: KeptRun = {
+      session: f.session,
+      sender: f.sender,
+      from: first.from,
+      firstAt: Math.min(...waiting.map((r) => r.firstAt)),
+      lastAt: Math.max(...waiting.map((r) => r.lastAt)),
+      msgs,
+      last,
+      dropped: 0,
+      stored: waiting.map((r) => r.subject),
+    };
+    f.suspendedAt = run.from;
+    f.run = run;
+    this.log.info({ session: f.session, from: run.from, messages: msgs.size, lastSeq: f.lastSeq }, 'standby: the run an earlier standby kept is taken up: waiting for the bridge to go on past it');
   }
 
   /** A message taken as the followed run's (published, or a heartbeat or invalid fill passed over): its first heard. */
@@ -369,6 +449,7 @@ export class StandbyListener {
       run.last = m.seq;
       run.lastAt = now;
     }
+    this.store.kept(run, m);
     // Counted as the live feed counts one: never published, never silent.
     if (m.type === 'fill' && fillProblem(clearingFill(m))) this.counts.invalid++;
   }
