@@ -195,3 +195,32 @@ export const heldEntryShape: Shape<HeldEntry> = shape('held clearing entry', (e)
   if (!isStr(e.sender)) return 'sender: not a string';
   return heldTimesProblem(e) ?? at('msgs', itemsProblem(e.msgs, heldMsgProblem));
 });
+
+/**
+ * What the standby keeps of the run it hears while suspended on a first seq
+ * that skips (src/feed/standby.ts: after a stop of the whole system, the
+ * bridge judges that skip), in HELD_STREAM under standbyKeptSubject(session,
+ * from), msgpack: a standby restarted before the bridge has gone on past
+ * `from` restores the run and still stores it then. Messages of `session`
+ * from `sender` (the session's, as the clearing record names it), each seq's
+ * first heard, in entries as they were kept; `first_at` and `last_at` as
+ * HeldEntry's. Purged once its fills are stored, or once the standby follows
+ * another session or sender (the run is not that session's).
+ */
+export interface StandbyKeptEntry {
+  v: 1;
+  kind: 'standby_kept';
+  session: number;
+  sender: string;
+  from: number;
+  msgs: ClearingMessage[];
+  first_at: number;
+  last_at: number;
+}
+
+export const standbyKeptEntryShape: Shape<StandbyKeptEntry> = shape('standby kept entry', (e) => {
+  if (!isMap(e)) return 'not a map';
+  if (e.v !== 1) return 'v: not 1';
+  if (e.kind !== 'standby_kept') return 'kind: not standby_kept';
+  return fields({ session: INT, sender: STR, from: INT, first_at: NUM, last_at: NUM })(e) ?? at('msgs', itemsProblem(e.msgs, heldMsgProblem));
+});

@@ -184,10 +184,16 @@ export interface StandbyStatus {
   other_sender: number;
   not_after: number;
   suspended: number;
-  /** A message heard with the seq of a fill it published, or of a message of the run it keeps, and other content (the one heard first stands). */
+  /** A message heard with the seq of one it followed (a fill it published, a heartbeat), or of a message of the run it keeps, and other content (the one heard first stands), from any sender: alerted with both, and a standing problem (`problems`). */
   conflicts: number;
+  /** Copies (same seq, same content) of a message it followed, dropped: the bridge's `duplicates` of its followed run; one from another sender than the exchange's is a replay, alerted (absent from a standby before this field). */
+  copies?: number;
   /** Copies (same seq, same content) of a message of the run it keeps while no bridge listens, dropped: the bridge's `duplicates` (absent from a standby before this field). */
   held_duplicates?: number;
+  /** Messages of the run it keeps while no bridge listens (suspended on a first seq that skips), stored in NDFEX_HELD so that a standby restart keeps them: absent while it keeps none. */
+  kept?: number;
+  /** Why that run cannot be stored right now (a standby stop would lose what is not), while so. */
+  kept_unsaved?: string;
   /** Standing problems it raised as the bridge would have (a conflict in the run it keeps), as FeedStatus's. */
   problems?: FeedProblem[];
   gaps: number;

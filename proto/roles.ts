@@ -169,7 +169,7 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           FEED_STATUS_SUBJECT,
           `${FEED_CONTROL_REPLY_PREFIX}>`,
           ...readStream(FILL_STREAM),
-          // The clearing messages a pending verdict holds: kept, read back at a start, purged once decided.
+          // The clearing messages a pending verdict holds, and the standby's kept run: kept, read back at a start, purged once decided.
           HELD_SUBJECT_WILDCARD,
           ...readStream(HELD_STREAM),
           `$JS.API.STREAM.PURGE.${HELD_STREAM}`,

@@ -106,12 +106,20 @@ export const FILL_STREAM = 'NDFEX_FILLS';
  * The clearing messages a pending exchange-session verdict holds (never
  * applied yet), kept by the feed bridge so that a bridge restart does not lose
  * them: one subject per held run, `ndfex.held.<verdict id>.<first seq>`
- * (proto/feed.ts HeldEntry), purged once the run is applied or dropped.
+ * (proto/feed.ts HeldEntry), purged once the run is applied or dropped. The
+ * standby's kept run (heard while no bridge listened, stored once the bridge
+ * goes on past it) is kept there too, so that a standby restart does not lose
+ * it: `ndfex.held.standby.<session>.<first seq>` (proto/feed.ts
+ * StandbyKeptEntry; a verdict's id never reads `standby`), which a bridge
+ * leaves alone.
  */
 export const HELD_STREAM = 'NDFEX_HELD';
 export const HELD_SUBJECT_PREFIX = 'ndfex.held';
 export const HELD_SUBJECT_WILDCARD = `${HELD_SUBJECT_PREFIX}.>`;
 export const heldSubject = (verdict: string, from: number): string => `${HELD_SUBJECT_PREFIX}.${verdict}.${from}`;
+const STANDBY_KEPT_PREFIX = `${HELD_SUBJECT_PREFIX}.standby.`;
+export const standbyKeptSubject = (session: number, from: number): string => `${STANDBY_KEPT_PREFIX}${session}.${from}`;
+export const isStandbyKeptSubject = (subject: string): boolean => subject.startsWith(STANDBY_KEPT_PREFIX);
 export const JOURNAL_STREAM = 'ETF_JOURNAL';
 
 /**

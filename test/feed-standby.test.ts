@@ -3,8 +3,9 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { decode, encode } from '../proto/codec.js';
-import { FEED_BUCKET, FEED_CLEARING_KEY, FEED_PROBLEMS_KEY, FEED_STANDBY_PROBLEMS_KEY, type ClearingSessionRecord, type FeedProblem } from '../proto/feed.js';
-import { SESSION_SUBJECT, fillMsgId, fillSubject } from '../proto/subjects.js';
+import { FEED_BUCKET, FEED_CLEARING_KEY, FEED_PROBLEMS_KEY, FEED_STANDBY_PROBLEMS_KEY, type ClearingSessionRecord, type FeedProblem, type StandbyKeptEntry } from '../proto/feed.js';
+import { HELD_STREAM, SESSION_SUBJECT, fillMsgId, fillSubject, isStandbyKeptSubject } from '../proto/subjects.js';
+import { readStream } from '../src/shared/stream-reader.js';
 import { startBridge, type BridgeHandle, type BridgeOptions } from '../src/feed/service.js';
 import { ClearingSession } from '../src/feed/clearing-session.js';
 import { SessionStore, beginsSession } from '../src/feed/session.js';
@@ -15,10 +16,10 @@ import { ProblemOutbox, takeStandbyProblems } from '../src/feed/problem-store.js
 import { ProblemBook } from '../src/feed/problems.js';
 import { emptyCounters } from '../src/feed/integrity.js';
 import { multicastSender } from '../src/feed/multicast.js';
-import { api, quietLog, until, type TestSystem } from './helpers/system.js';
+import { api, quietLog, spawnService, until, type TestSystem } from './helpers/system.js';
 import { fingerprint } from '../src/feed/verdict.js';
-import { collect, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge } from './helpers/feed.js';
-import { FEED_ALERT_SUBJECT, type FeedAlert } from '../proto/marketdata.js';
+import { collect, feedProcessEnv, feedWorld, type FeedWorld, TEST_VERDICT_MS, fillMsg, fillStream, playExchange, sendClearing, spawnBridge } from './helpers/feed.js';
+import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, type FeedAlert, type StandbyStatus } from '../proto/marketdata.js';
 
 /**
  * The standby bridge (src/feed/standby.ts) covers the bridge's downtime:
@@ -213,7 +214,7 @@ describe('the standby publishes nothing the bridge would hold', () => {
     // The same seq again, another fill: the first one stands, and the operator hears of the other.
     await ex.spoof([fillMsg(104, 1, 6, 100)]);
     const conflict = await alerts.next((a) => a.kind === 'conflict');
-    expect(conflict.detail).toMatch(/^standby: two different messages with seq 104/);
+    expect(conflict.detail).toMatch(/^standby: clearing seq 104 came twice with other content: applied /);
     expect(sb.status()).toMatchObject({ conflicts: 1, not_after: 1 });
     // A run going back beyond a reordered datagram: an exchange restart from the same socket or a forgery, the bridge's to judge.
     await ex.spoof([fillMsg(1, 2, 6, 100)]);
@@ -225,6 +226,70 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect((await fills()).every((m) => m.data.symbol === 4)).toBe(true);
     alerts.stop();
   });
+
+  for (const [copy, told] of [
+    ['with other content, from the exchange\'s address', 'a conflict: counted, alerted with both, a standing problem the operator acknowledges'],
+    ['with other content, from another socket', 'a conflict: counted, alerted with both, a standing problem the operator acknowledges'],
+    ['with the same content, from the exchange\'s address', 'a copy, counted'],
+    ['with the same content, from another socket', 'a replay, counted and alerted'],
+  ] as const) {
+    it(`a second message at the seq of a fill it just published while the bridge is down, ${copy}: ${told}, as the bridge tells one on its followed run; the first stays, the other is never stored`, async () => {
+      const { ex, sb } = await bridgeDown();
+      const alerts = collect<FeedAlert>(nc, FEED_ALERT_SUBJECT);
+      // On the same connection as the alerts: a standby status after the copy comes after any alert it sent for it.
+      const statuses = collect<StandbyStatus>(nc, FEED_STATUS_SUBJECT);
+      await alerts.flushed();
+      const forger = await multicastSender('127.0.0.1');
+      closers.push(() => forger.close());
+      const fromExchange = copy.endsWith("exchange's address");
+      const conflict = copy.startsWith('with other content');
+      const first = fillMsg(104, 1, 4, 1);
+      const second = conflict ? fillMsg(104, 2, 6, 50) : first;
+      const from = fromExchange ? ex.source() : `127.0.0.1:${forger.port()}`;
+      await ex.fills([[1, 4, 1]]); // 104, published by the standby alone
+      await storedCount(4, "the standby's fill");
+      const before = sb.status();
+      if (fromExchange) await ex.spoof([second]);
+      else await sendClearing(forger, opts.clearing, [[second]]);
+      const heard = await statuses.next((x) => x.role === 'standby' && (x.conflicts ?? 0) + (x.copies ?? 0) >= 1);
+      const told = alerts.seen.filter((a) => a.kind === 'conflict' || a.kind === 'replay');
+      if (conflict) {
+        const detail = `clearing seq 104 came twice with other content: applied ${fingerprint(first)} from ${ex.source()} (${JSON.stringify(first)}), not ${fingerprint(second)} from ${from} (${JSON.stringify(second)})`;
+        expect(told).toEqual([expect.objectContaining({ feed: 'clearing', kind: 'conflict', received: 104, fingerprints: [fingerprint(first), fingerprint(second)], detail: `standby: ${detail}` })]);
+        expect(heard.problems).toEqual([expect.objectContaining({ id: 'conflict-clearing', kind: 'conflict', feed: 'clearing', count: 1, detail: `latest: ${detail}`, actions: ['ack'] })]);
+      } else {
+        // The exchange sends a seq once, from one socket: the same again from another is someone replaying it.
+        expect(told).toEqual(fromExchange ? [] : [expect.objectContaining({ feed: 'clearing', kind: 'replay', received: 104, detail: `standby: clearing seq 104 sent again by ${from}, a copy of the message passed from ${ex.source()}: a replay, dropped` })]);
+        expect(heard.problems).toBeUndefined();
+      }
+      expect(heard).toMatchObject({ conflicts: conflict ? 1 : 0, copies: conflict ? 0 : 1, published: before.published, not_after: before.not_after + (fromExchange ? 1 : 0), other_sender: before.other_sender + (fromExchange ? 0 : 1) });
+      alerts.stop();
+      statuses.stop();
+      const b = await bridge();
+      if (conflict) {
+        // Taken into the bridge's standing problems, where the operator reads and acknowledges them.
+        const taken = await until(() => b.stats().status.problems?.find((p) => p.id === 'conflict-clearing'), "the bridge to take the standby's problem");
+        expect(taken).toEqual(heard.problems![0]);
+        await until(() => (sb.status().problems === undefined ? true : undefined), 'the standby to see it taken');
+        const health = await until(async () => {
+          const h = (await api(system.url).send('GET', '/health')).body;
+          return h.problems?.find((p: string) => p.startsWith('conflict on clearing [conflict-clearing, operator: ack]: ')) ?? undefined;
+        }, 'the conflict on /health');
+        expect(health).toBe(`conflict on clearing [conflict-clearing, operator: ack]: ${taken!.detail}`);
+        expect((await ack('conflict-clearing')).status).toBe(200);
+        expect(b.stats().status.problems?.find((p) => p.id === 'conflict-clearing')).toBeUndefined();
+      }
+      await ex.fills([[1, 4, 1]]); // 105
+      await storedCount(5, 'the next fill');
+      await sb.idle();
+      const stored = await fills();
+      expect(stored.map((m) => m.msgId)).toEqual([...FIRST, 'fill-1-104', 'fill-1-105']);
+      expect(stored.find((m) => m.msgId === 'fill-1-104')!.data).toMatchObject({ seq: 104, client_id: 1, symbol: 4, quantity: 1 });
+      await until(() => (system.engine.fills.applied >= 5 ? true : undefined), 'every fill applied');
+      expect(await holdings('team1')).toEqual({ STED: 5 });
+      expect(await holdings('team2')).toEqual({});
+    });
+  }
 
   it('from the exchange\'s own address: a seq beyond any believable gap, and then a seq far back, suspend it until the bridge decides', async () => {
     const { ex, sb } = await bridgeDown();
@@ -490,6 +555,104 @@ describe('the standby publishes nothing the bridge would hold', () => {
     expect(newSession.every(([, i]) => i > marker)).toBe(true);
     await until(() => (system.engine.fills.applied >= 5 ? true : undefined), 'every fill applied');
     expect(await holdings('team1')).toEqual({ DILN: 3 });
+  });
+});
+
+describe(`the run the standby keeps while no bridge listens outlives a standby restart (kept in ${HELD_STREAM})`, () => {
+  const FIRST = ['fill-1-101', 'fill-1-102', 'fill-1-103'];
+
+  /** The standby as its own process, so that it can be SIGKILLed. */
+  async function standbyProcess(): Promise<{ stop(signal: NodeJS.Signals): Promise<void> }> {
+    const s = await spawnService('feed-standby', 'feed/main.js', { ...feedProcessEnv(world.nats.url, opts), NDFEX_FEED_ROLE: 'standby', LOG_LEVEL: 'warn', NDFEX_STATUS_INTERVAL_MS: '100' });
+    let stopped = false;
+    const stop = async (signal: NodeJS.Signals) => {
+      if (stopped) return;
+      stopped = true;
+      await s.stop(signal);
+    };
+    closers.push(() => stop('SIGKILL'));
+    return { stop };
+  }
+
+  /** Messages of the standby's kept runs in the stream, and the seqs they hold. */
+  async function keptStored(): Promise<number[]> {
+    const seqs: number[] = [];
+    const r = await readStream(nc, HELD_STREAM, 1, (m) => void (isStandbyKeptSubject(m.subject) && seqs.push(...decode<StandbyKeptEntry>(m.data).msgs.map((x) => x.seq))), { follow: false });
+    await r.caughtUp;
+    await r.stop();
+    return seqs.sort((a, b) => a - b);
+  }
+
+  /**
+   * The exchange filled 101 to 103 while a bridge ran; the whole system stopped (104 to 106 lost to everybody); a
+   * standby, its own process, started first: 107 and 108 reach it alone, kept for the bridge to judge.
+   */
+  async function standbyKeepingARun() {
+    const statuses = collect<StandbyStatus>(nc, FEED_STATUS_SUBJECT);
+    const ex = await playExchange(opts, { clearingSeq: 100 });
+    closers.push(() => ex.close());
+    const b = await bridgeProcess();
+    await ex.fills([[1, 4, 1], [1, 4, 1], [1, 4, 1]]);
+    await storedCount(3, 'the first fills');
+    await until(async () => ((await bridgeRecordSeq()) >= 103 ? true : undefined), 'the bridge to save its progress');
+    await b.kill();
+    ex.skip(3);
+    const first = await standbyProcess();
+    await statuses.next((x) => x.role === 'standby' && x.sender === ex.source() && x.last_seq >= 103);
+    await ex.fills([[1, 6, 1], [1, 6, 1]]);
+    await statuses.next((x) => x.role === 'standby' && x.suspended >= 2);
+    statuses.stop();
+    return { ex, first };
+  }
+
+  for (const how of ['SIGTERM', 'SIGKILL'] as const) {
+    it(`restarted (${how === 'SIGTERM' ? 'a clean stop' : 'SIGKILL'}) while the bridge is still down: the next standby takes the run up, keeps it going, and once the bridge goes on past it the run is stored, each fill once, and applied once`, async () => {
+      const { ex, first } = await standbyKeepingARun();
+      // Killed, it leaves what JetStream has stored: the write follows the datagram by one event-loop turn.
+      if (how === 'SIGKILL') await until(async () => ((await keptStored()).length >= 2 ? true : undefined), 'the kept run stored');
+      await first.stop(how);
+      const sb = await standby();
+      expect(sb.status()).toMatchObject({ session: 1, sender: ex.source(), waiting: expect.stringMatching(/to go on past seq 107\)$/) });
+      expect(sb.status().kept).toBe(2);
+      expect(await keptStored()).toEqual([107, 108]);
+      await ex.fills([[1, 6, 1]]); // 109: the run goes on
+      await until(() => (sb.status().kept === 3 ? true : undefined), 'the run kept going');
+      await sb.idle();
+      expect(await fillIds()).toEqual(FIRST);
+      const b = await bridge();
+      await ex.fills([[1, 4, 1]]); // 110: the bridge's first, past the run
+      await until(() => (sb.status().waiting === null ? true : undefined), 'the standby publishing again once the bridge went on');
+      await ex.fills([[1, 4, 1]]); // 111
+      await storedCount(8, 'the kept run and the fills after the bridge came back');
+      await sb.idle();
+      expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-107', 'fill-1-108', 'fill-1-109', 'fill-1-110', 'fill-1-111']);
+      await until(() => (system.engine.fills.applied >= 8 ? true : undefined), 'every fill applied');
+      expect(await holdings('team1')).toEqual({ STED: 5, DILN: 3 });
+      // The bridge's gap (104 to 109) counts only what nobody stored: 104 to 106.
+      await until(() => ((b.stats().status.clearing.covered ?? 0) >= 3 ? true : undefined), 'the gap taken back for the kept run');
+      expect(b.stats().status.clearing).toMatchObject({ missed_messages: 3, covered: 3 });
+      // Stored, the run leaves the stream; the bridge took none of it for a held run of its own.
+      await until(async () => ((await keptStored()).length === 0 ? true : undefined), 'the kept run purged');
+      expect(b.stats().status.problems?.filter((p) => p.kind === 'held_store' || p.kind === 'verdict_pending') ?? []).toEqual([]);
+    });
+  }
+
+  it('stopped while it keeps a run, and the bridge goes on past the run before it starts again: the next standby stores the run at its start, each fill once', async () => {
+    const { ex, first } = await standbyKeepingARun();
+    await first.stop('SIGTERM');
+    const b = await bridge();
+    await ex.fills([[1, 4, 1]]); // 109: the bridge's first, past the run
+    await until(async () => ((await bridgeRecordSeq()) >= 109 ? true : undefined), 'the bridge to go on');
+    const sb = await standby();
+    await storedCount(6, 'the kept run stored by the next standby');
+    await sb.idle();
+    expect((await fillIds()).sort()).toEqual([...FIRST, 'fill-1-107', 'fill-1-108', 'fill-1-109']);
+    expect(sb.status()).toMatchObject({ waiting: null, last_seq: 109 });
+    expect(sb.status().kept).toBeUndefined();
+    await until(() => (system.engine.fills.applied >= 6 ? true : undefined), 'every fill applied');
+    expect(await holdings('team1')).toEqual({ STED: 4, DILN: 2 });
+    await until(async () => ((await keptStored()).length === 0 ? true : undefined), 'the kept run purged');
+    expect(b.stats().status.problems?.filter((p) => p.kind === 'held_store' || p.kind === 'verdict_pending') ?? []).toEqual([]);
   });
 });
 

@@ -3,7 +3,7 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { decodeIf, encode } from '../../proto/codec.js';
 import { heldEntryShape, type HeldEntry, type HeldVerdict } from '../../proto/feed.js';
 import type { ClearingMessage } from '../../proto/ndfex.js';
-import { FILL_STREAM, HELD_STREAM, fillSeqOfMsgId, heldSubject } from '../../proto/subjects.js';
+import { FILL_STREAM, HELD_STREAM, fillSeqOfMsgId, heldSubject, isStandbyKeptSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
 import { NextTurn } from '../shared/next-turn.js';
 import { readStream } from '../shared/stream-reader.js';
@@ -87,12 +87,8 @@ const verdictRecord = (v: Verdict): HeldVerdict => ({
 export class HeldStore implements HeldKeeper {
   /** Per run subject: messages held this turn, written at the next turn. */
   private readonly unsent = new Map<string, { verdict: Verdict; sender: string; msgs: ClearingMessage[]; firstAt: number; lastAt: number }>();
-  /** Per run subject: the last write asked for; the next one and the purge wait for it. */
-  private readonly chains = new Map<string, Promise<void>>();
   private readonly nextWrite = new NextTurn(() => this.writeUnsent());
-  private closed = false;
-  /** Writes failing now (each past its first retries): while any, the trouble is told. */
-  private failing = 0;
+  private readonly writes: HeldWrites;
   /**
    * Restored runs' subjects by verdict id and first seq held: normally the
    * subject a run's first seq names, but not when that entry was lost (the run
@@ -105,20 +101,22 @@ export class HeldStore implements HeldKeeper {
     private readonly jsm: JetStreamManager,
     private readonly log: Logger,
     /** Runs a step between fills: after every fill enqueued before is stored, before any enqueued after (FillPublisher.enqueueBarrier). */
-    private readonly barrier: (what: string, run: () => Promise<void>) => void,
+    private readonly barrier: Barrier,
     /** The clearing session fills are published under now. */
     private readonly session: () => number,
     /** Told when writes keep failing (a stop now would lose held fills), with why, and with null once they are stored again. */
-    private readonly trouble: (why: string | null) => void,
-  ) {}
+    trouble: (why: string | null) => void,
+  ) {
+    this.writes = new HeldWrites(js, jsm, log, barrier, trouble, 'bridge');
+  }
 
   /** Opens the store and reads back what earlier bridges left: runs in seq order (entries that are not a HeldEntry are logged and skipped). */
   static async open(
     nc: NatsConnection,
     log: Logger,
-    barrier: HeldStore['barrier'],
+    barrier: Barrier,
     session: () => number,
-    trouble: HeldStore['trouble'],
+    trouble: (why: string | null) => void,
     replicas = 1,
   ): Promise<{ store: HeldStore; runs: StoredRun[]; replaced: string[]; unreadable: number }> {
     await ensureHeldStream(nc, replicas);
@@ -130,6 +128,8 @@ export class HeldStore implements HeldKeeper {
       HELD_STREAM,
       1,
       (m) => {
+        // The standby's kept run shares the stream (src/feed/kept-store.ts): it is the standby's to restore, not a verdict.
+        if (isStandbyKeptSubject(m.subject)) return;
         const e = decodeIf(m.data, heldEntryShape);
         if (!e) return void unreadable++;
         let r = runs.get(m.subject);
@@ -182,7 +182,7 @@ export class HeldStore implements HeldKeeper {
     const run = v.runs.clearing;
     if (!run) return;
     const subject = this.subjectOf(v, run);
-    this.write(subject, { v: 1, kind: 'status', verdict: verdictRecord(v) }, `${subject}-status-${Date.now()}`);
+    this.writes.write(subject, encode({ v: 1, kind: 'status', verdict: verdictRecord(v) } satisfies HeldEntry), `${subject}-status-${Date.now()}`);
   }
 
   applying(v: Verdict, run: Run, restart: boolean): Promise<void> {
@@ -190,7 +190,7 @@ export class HeldStore implements HeldKeeper {
     this.writeUnsent();
     return new Promise((stored) => {
       this.barrier('held run applying', async () => {
-        await this.chains.get(subject);
+        await this.writes.written(subject);
         const after = (await this.jsm.streams.info(FILL_STREAM)).state.last_seq;
         const entry: HeldEntry = { v: 1, kind: 'applying', session_before: this.session(), restart, after_stream_seq: after, at: Date.now() };
         await this.js.publish(subject, encode(entry), { msgID: `${subject}-applying` });
@@ -206,12 +206,7 @@ export class HeldStore implements HeldKeeper {
   /** Purges a run's entries once every fill published before is stored (a publisher barrier) and every write of the run is done. */
   releaseStored(subject: string): void {
     this.writeUnsent();
-    this.barrier('held run released', async () => {
-      const chain = this.chains.get(subject);
-      await chain;
-      await this.jsm.streams.purge(HELD_STREAM, { filter: subject });
-      if (this.chains.get(subject) === chain) this.chains.delete(subject);
-    });
+    this.writes.purgeAfterFills(subject, 'held run released');
   }
 
   private subjectOf(v: Verdict, run: Run): string {
@@ -227,13 +222,13 @@ export class HeldStore implements HeldKeeper {
   /** Resolves once every write asked for so far is stored (or the store is closed). */
   async settle(): Promise<void> {
     this.writeUnsent();
-    await Promise.all(this.chains.values());
+    await this.writes.settle();
   }
 
   /** Stops retrying: writes not stored by now are given up (logged). */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
+    if (this.writes.closed) return;
+    this.writes.close();
     const left = [...this.unsent.values()].reduce((n, u) => n + u.msgs.length, 0);
     if (left > 0) this.log.warn({ left }, 'held clearing messages not kept: the bridge stopped first');
     this.unsent.clear();
@@ -261,15 +256,43 @@ export class HeldStore implements HeldKeeper {
       for (let i = 0; i < u.msgs.length; i += ENTRY_MSGS) {
         const msgs = u.msgs.slice(i, i + ENTRY_MSGS);
         const entry: HeldEntry = { v: 1, kind: 'msgs', verdict: verdictRecord(u.verdict), sender: u.sender, msgs, first_at: u.firstAt, last_at: u.lastAt };
-        this.write(subject, entry, `${subject}-${msgs[0]!.seq}-${msgs[msgs.length - 1]!.seq}`);
+        this.writes.write(subject, encode(entry), `${subject}-${msgs[0]!.seq}-${msgs[msgs.length - 1]!.seq}`);
       }
     }
     this.unsent.clear();
   }
+}
 
-  /** Appends a write to the run's chain, retried with the same msg id (the stream drops a second copy) until stored or closed. */
-  private write(subject: string, entry: HeldEntry, msgID: string): void {
-    const data = encode(entry);
+/** Runs a step between fills: after every fill enqueued before is stored, before any enqueued after (FillPublisher.enqueueBarrier). */
+export type Barrier = (what: string, run: () => Promise<void>) => void;
+
+/**
+ * Writes into HELD_STREAM, in order per subject, each retried under its msg id
+ * (the stream drops a second copy) until stored or closed, and a subject's
+ * purge once every fill published before it is stored and every write of it
+ * is done: the bridge's held runs (HeldStore) and the standby's kept run
+ * (src/feed/kept-store.ts) are kept alike.
+ */
+export class HeldWrites {
+  /** Per subject: the last write asked for; the next one and the purge wait for it. */
+  private readonly chains = new Map<string, Promise<void>>();
+  closed = false;
+  /** Writes failing now (each past its first retries): while any, the trouble is told. */
+  private failing = 0;
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly log: Logger,
+    private readonly barrier: Barrier,
+    /** Told when writes keep failing (a stop now would lose what they keep), with why, and with null once they are stored again. */
+    private readonly trouble: (why: string | null) => void,
+    /** Whose stop would lose them, for the trouble's text. */
+    private readonly who: 'bridge' | 'standby',
+  ) {}
+
+  /** Appends a write to the subject's chain, retried with the same msg id until stored or closed. */
+  write(subject: string, data: Uint8Array, msgID: string): void {
     const prev = this.chains.get(subject) ?? Promise.resolve();
     const next = prev.then(async () => {
       let told = false;
@@ -284,12 +307,37 @@ export class HeldStore implements HeldKeeper {
           if (attempt === TROUBLE_AFTER && !told) {
             told = true;
             this.failing++;
-            this.trouble(`held clearing messages cannot be kept in ${HELD_STREAM} (${String(err)}): a bridge stop now would lose them; retrying`);
+            this.trouble(`held clearing messages cannot be kept in ${HELD_STREAM} (${String(err)}): a ${this.who} stop now would lose them; retrying`);
           }
           await new Promise((r) => setTimeout(r, backoff(attempt)).unref());
         }
       }
     });
     this.chains.set(subject, next);
+  }
+
+  /** Resolves once every write of the subject asked for so far is stored (or given up). */
+  written(subject: string): Promise<void> {
+    return this.chains.get(subject) ?? Promise.resolve();
+  }
+
+  /** The subject's entries go once every fill published before is stored (a publisher barrier) and every write of it is done. */
+  purgeAfterFills(subject: string, what: string): void {
+    this.barrier(what, async () => {
+      const chain = this.chains.get(subject);
+      await chain;
+      await this.jsm.streams.purge(HELD_STREAM, { filter: subject });
+      if (this.chains.get(subject) === chain) this.chains.delete(subject);
+    });
+  }
+
+  /** Resolves once every write asked for so far is stored (or the writes are closed). */
+  async settle(): Promise<void> {
+    await Promise.all(this.chains.values());
+  }
+
+  /** Stops retrying: writes not stored by now are given up. */
+  close(): void {
+    this.closed = true;
   }
 }

@@ -2,6 +2,7 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import type { KV } from '@nats-io/kv';
 import { decode } from '../../proto/codec.js';
 import { FEED_BUCKET, FEED_CLEARING_KEY, clearingSessionProblem, fillSessionId, type ClearingSessionRecord } from '../../proto/feed.js';
+import { HELD_STREAM } from '../../proto/subjects.js';
 import { FEED_ALERT_SUBJECT, FEED_STATUS_SUBJECT, type StandbyStatus } from '../../proto/marketdata.js';
 import { decodeClearingDatagram, type ClearingMessage as ClearingMsg } from '../../proto/ndfex.js';
 import { clearingFill, fillProblem, type Fill } from '../../proto/fill.js';
@@ -12,15 +13,16 @@ import { AlertSender } from './alerts.js';
 import { lastMarker, lastStoredFill } from './clearing-session.js';
 import { joinGroup, type Receiver } from './multicast.js';
 import { publishQuiet } from './nats-out.js';
-import { REORDER_WINDOW, believableJump, copyOf, fingerprint } from './verdict.js';
+import { REORDER_WINDOW, believableJump, copyOf } from './verdict.js';
 import { ProblemOutbox } from './problem-store.js';
 import { reportCopy, type CopyReports, type KeptIn } from './seq-copies.js';
+import { KeptRunStore, type KeptRunRef, type StoredKeptRun } from './kept-store.js';
 import { FillPublisher } from './publisher.js';
 import { sourceFilter } from './sockets.js';
 import type { BridgeOptions } from './service.js';
 
-/** Fills sent kept by seq, to tell a re-sent one from a different fill with the same seq (a conflict: a forgery raced the exchange). */
-const SENT_RING = 1024;
+/** The followed run's recent messages by seq, to decide a second message at a seq already taken (verdict.ts copyOf), as the bridge's followed run does. */
+const RING = 1024;
 
 /** The session a standby publishes fills of: the one the bridge began, and its sender. */
 interface Followed {
@@ -48,12 +50,13 @@ interface Followed {
  * stored, none further ahead than the exchange sends, each seq once, the first heard (a copy with other content is a
  * conflict, the same content a duplicate: verdict.ts copyOf decides both for the bridge and here).
  */
-interface KeptRun {
+interface KeptRun extends KeptRunRef {
   /** Every message heard by seq, heartbeats too: a heartbeat's seq is taken as a fill's is. */
   msgs: Map<number, ClearingMsg>;
   last: number;
-  lastAt: number;
   dropped: number;
+  /** Where it is stored (kept-store.ts): its own subject, and those of runs a stopped standby left that it took in. */
+  stored: string[];
 }
 
 /** Messages of a run heard while suspended on a first skip, kept at most: the bridge hears the rest itself once up. */
@@ -72,9 +75,11 @@ const KEPT_RUN: KeptIn = { run: 'the run the standby keeps while no bridge liste
  * It decides nothing. It follows the session the bridge began (the feed
  * bucket's clearing record, once that session's marker is in the fill stream
  * and the bridge has saved the session's sender) and publishes only fills from
- * that sender at seqs past the last it knows. Everything else (another sender,
- * a seq going back: an exchange restart or a forgery) is the bridge's to
- * judge and hold; the standby ignores it, so it can never apply what the
+ * that sender at seqs past the last it knows. A second message at a seq it
+ * followed is decided as the bridge decides one on its followed run (the
+ * first stays; a conflict or a copy, told the same). Everything else (another
+ * sender, a seq going back: an exchange restart or a forgery) is the bridge's
+ * to judge and hold; the standby ignores it, so it can never apply what the
  * bridge would hold, nor a new session's fill before its reset. A seq that
  * goes back beyond a reordered datagram, or jumps further than the exchange
  * sends, on the followed sender itself, or a first message heard that skips
@@ -86,33 +91,46 @@ export class StandbyListener {
   private followed: Followed | null = null;
   /** Why nothing is published yet (no session to follow), or null. */
   private waiting: string | null = 'the clearing session record is not read yet';
-  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, conflicts: 0, held_duplicates: 0, gaps: 0, invalid: 0 };
+  private readonly counts = { datagrams: 0, bad_datagrams: 0, published: 0, not_following: 0, other_sender: 0, not_after: 0, suspended: 0, conflicts: 0, copies: 0, held_duplicates: 0, gaps: 0, invalid: 0 };
   /** What the bridge would raise for the same messages (the standby hears what no bridge heard), until a bridge takes them. */
   private readonly problems: ProblemOutbox;
+  /** A copy of a message of the run it keeps while suspended, and of one it followed (published, or a heartbeat): counted apart. */
   private readonly reports: CopyReports;
+  private readonly followedReports: CopyReports;
   private receiver: Receiver | null = null;
   private timer: NodeJS.Timeout | null = null;
   private following: Promise<void> = Promise.resolve();
   private looking = false;
   private readonly accepts: (sender: string) => boolean;
-  private readonly sent: Array<{ seq: number; fingerprint: string } | undefined> = new Array(SENT_RING);
+  private readonly ring: Array<{ msg: ClearingMsg; sender: string } | undefined> = new Array(RING);
+  /** Why the run it keeps cannot be stored now (a stop would lose it), or null. */
+  private keptUnsaved: string | null = null;
 
   private constructor(
     private readonly nc: NatsConnection,
     private readonly kv: KV,
     private readonly publisher: FillPublisher,
     private readonly alerts: AlertSender,
+    private readonly store: KeptRunStore,
+    /** Runs a stopped standby kept, taken up once it knows the session it follows (restore). */
+    private restored: StoredKeptRun[],
     opts: BridgeOptions,
     private readonly log: Logger,
   ) {
+    store.onTrouble = (why) => {
+      this.keptUnsaved = why;
+      if (why) this.alerts.send('clearing', { kind: 'held_store', detail: why });
+    };
     this.accepts = sourceFilter(opts.sources);
     this.problems = new ProblemOutbox(kv, log);
-    this.reports = {
-      count: (what) => void (what === 'conflicts' ? this.counts.conflicts++ : this.counts.held_duplicates++),
+    const reports = (duplicate: 'copies' | 'held_duplicates'): CopyReports => ({
+      count: (what) => void (what === 'conflicts' ? this.counts.conflicts++ : this.counts[duplicate]++),
       alert: this.alerts.send,
       problems: this.problems,
       log: this.log,
-    };
+    });
+    this.reports = reports('held_duplicates');
+    this.followedReports = reports('copies');
   }
 
   static async start(opts: BridgeOptions, log: Logger): Promise<StandbyListener> {
@@ -122,7 +140,12 @@ export class StandbyListener {
       const kv = await openBucket(nc, FEED_BUCKET, opts.natsReplicas);
       const alerts = new AlertSender((a) => publishQuiet(nc, log, FEED_ALERT_SUBJECT, { ...a, detail: `standby: ${a.detail}` }));
       const publisher = new FillPublisher(nc, log, fillSessionId(1), opts.maxInFlight ?? 512, opts.ackTimeoutMs ?? 5000);
-      const s = new StandbyListener(nc, kv, publisher, alerts, opts, log);
+      const { store, runs, unreadable } = await KeptRunStore.open(nc, log, (what, run) => publisher.enqueueBarrier(what, run), opts.natsReplicas);
+      const s = new StandbyListener(nc, kv, publisher, alerts, store, runs, opts, log);
+      if (unreadable > 0) {
+        const detail = `${unreadable} entr${unreadable === 1 ? 'y' : 'ies'} of the run the standby keeps while no bridge listens (in ${HELD_STREAM}) could not be read at its start: the fills in them are not stored (look at the stream by hand)`;
+        s.problems.raise({ id: 'standby-kept-unreadable', kind: 'held_store', feed: 'clearing', detail, actions: ['ack'] }, Date.now());
+      }
       await s.follow();
       // Problems an earlier standby raised that no bridge has taken yet: on its status until one does.
       await s.problems.flush();
@@ -142,7 +165,9 @@ export class StandbyListener {
     const f = this.followed;
     const waiting = f?.suspendedAt != null ? `a seq the bridge judges first (back past a reordered datagram, further ahead than the exchange sends, or a first one heard that skips): waiting for the bridge to decide (to go on past seq ${f.suspendedAt})` : this.waiting;
     const problems = this.problems.list();
-    return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ...(problems.length ? { problems } : {}), ts: Date.now() };
+    const kept = f?.run ? { kept: f.run.msgs.size } : {};
+    const unsaved = this.keptUnsaved ? { kept_unsaved: this.keptUnsaved } : {};
+    return { role: 'standby', session: f?.session ?? 0, sender: f?.sender ?? null, last_seq: f?.lastSeq ?? 0, waiting, ...this.counts, duplicates: this.publisher.stats.duplicates, ...kept, ...unsaved, ...(problems.length ? { problems } : {}), ts: Date.now() };
   }
 
   /** Resolves once every fill sent so far is acknowledged. */
@@ -157,6 +182,9 @@ export class StandbyListener {
     this.receiver = null;
     await this.following.catch(() => {});
     await this.problems.flush();
+    // What it keeps is stored before it goes: the next standby takes the run up where it stood.
+    await Promise.race([this.store.settle(), new Promise((r) => setTimeout(r, 5000).unref())]);
+    this.store.close();
     await Promise.race([this.publisher.idle(), new Promise((r) => setTimeout(r, 2000))]);
     this.publisher.close();
     await this.nc.drain().catch(() => {});
@@ -205,14 +233,7 @@ export class StandbyListener {
         f.heardAt = Date.now();
         if (run) {
           // The bridge went on past the run's first seq in this session, from this sender: the run is the session's.
-          for (const seq of [...run.msgs.keys()].sort((a, b) => a - b)) {
-            const m = run.msgs.get(seq)!;
-            if (m.type !== 'fill') continue;
-            const fill = clearingFill(m);
-            // An invalid one was counted when it was kept.
-            if (!fillProblem(fill)) this.publish(fill, fingerprint(m));
-          }
-          f.lastSeq = Math.max(f.lastSeq, run.last);
+          this.publishRun(f, run.msgs, run.stored);
           f.heard = run.last;
         } else {
           // What was heard meanwhile is the bridge's to judge: the next message starts the run this follows.
@@ -236,7 +257,12 @@ export class StandbyListener {
     const next: Followed = { session: r.session, sender: r.clearing_sender, lastSeq: Math.max(r.last_seq, stored, f && f.session === r.session ? f.lastSeq : 0), heard: 0, heardAt: Date.now(), checkSkip: true, suspendedAt: null, run: null };
     // Behind every fill of the old session already sent: no fill goes out under the wrong session's msg id.
     if (!f || f.session !== r.session) this.publisher.enqueueBarrier('standby follows a new session', async () => void (this.publisher.session = session));
+    // Another session's or sender's seqs: the same number is another message, never a copy of one followed before.
+    this.ring.fill(undefined);
+    // The bridge began another session, or heard it from another sender: the run kept was not this one's.
+    if (f?.run) this.dropRun(f.run, `the bridge follows session ${r.session} from ${r.clearing_sender}`);
     this.followed = next;
+    this.restore(next, r.last_seq);
     this.waiting = null;
     this.log.info({ session: next.session, sender: next.sender, lastSeq: next.lastSeq }, 'standby: following the clearing session');
   }
@@ -261,6 +287,9 @@ export class StandbyListener {
       }
       if (sender !== f.sender) {
         this.counts.other_sender++;
+        // A copy of a message followed here is decided as the bridge decides one (a replay, or a conflict); anything
+        // else from another sender is the bridge's to hold. While suspended, the bridge judges what the seqs mean.
+        if (f.suspendedAt === null) this.copyOfFollowed(f, m, sender, Date.now());
         continue;
       }
       if (f.suspendedAt !== null) {
@@ -282,7 +311,8 @@ export class StandbyListener {
         // restart while nobody listened, which the bridge tells apart on market data. Nothing goes out until the bridge has gone on past it.
         this.counts.suspended++;
         f.suspendedAt = m.seq;
-        f.run = { msgs: new Map(), last: f.lastSeq, lastAt: f.heardAt, dropped: 0 };
+        const ref = { session: f.session, sender: f.sender, from: m.seq, firstAt: now };
+        f.run = { ...ref, msgs: new Map(), last: f.lastSeq, lastAt: f.heardAt, dropped: 0, stored: [KeptRunStore.subjectOf(ref)] };
         this.keep(f, f.run, m, sender);
         this.log.info({ seq: m.seq, lastSeq: f.lastSeq }, 'standby: the first seq heard skips: keeping what it hears, for the bridge to judge, until the bridge goes on past it');
         continue;
@@ -295,12 +325,7 @@ export class StandbyListener {
       }
       if (m.seq <= f.lastSeq) {
         this.counts.not_after++;
-        const was = this.sent[m.seq % SENT_RING];
-        if (was?.seq === m.seq && was.fingerprint !== fingerprint(m)) {
-          // The first one heard was published: with the bridge down, nobody else can say so.
-          this.counts.conflicts++;
-          this.alerts.send('clearing', { kind: 'conflict', detail: `two different messages with seq ${m.seq} from the exchange's sender: the fill heard first was published (one of them is forged)`, received: m.seq, fingerprints: [was.fingerprint, fingerprint(m)] });
-        }
+        this.copyOfFollowed(f, m, sender, now);
         continue;
       }
       if (heardBefore && m.seq > f.lastSeq + 1) {
@@ -308,20 +333,98 @@ export class StandbyListener {
         this.alerts.send('clearing', { kind: 'gap', detail: `clearing seq gap: expected ${f.lastSeq + 1}, received ${m.seq} (${m.seq - f.lastSeq - 1} not heard by the standby; lost for good unless the bridge stored them)`, expected: f.lastSeq + 1, received: m.seq });
       }
       f.lastSeq = m.seq;
+      this.remember(m, sender);
       if (m.type !== 'fill') continue;
       const fill = clearingFill(m);
       if (fillProblem(fill)) {
         this.counts.invalid++;
         continue;
       }
-      this.publish(fill, fingerprint(m));
+      this.publish(fill);
     }
   }
 
-  private publish(fill: Fill, print: string): void {
+  private publish(fill: Fill): void {
     this.counts.published++;
-    this.sent[fill.seq % SENT_RING] = { seq: fill.seq, fingerprint: print };
     this.publisher.enqueueFill(fill);
+  }
+
+  /** A kept run the bridge went on past, in this session from this sender: the session's, stored now, and gone from the store once it is. */
+  private publishRun(f: Followed, msgs: Map<number, ClearingMsg>, stored: string[]): void {
+    for (const seq of [...msgs.keys()].sort((a, b) => a - b)) {
+      const m = msgs.get(seq)!;
+      this.remember(m, f.sender);
+      f.lastSeq = Math.max(f.lastSeq, seq);
+      if (m.type !== 'fill') continue;
+      const fill = clearingFill(m);
+      // An invalid one was counted when it was kept.
+      if (!fillProblem(fill)) this.publish(fill);
+    }
+    for (const subject of stored) this.store.release(subject);
+  }
+
+  private dropRun(run: Pick<KeptRun, 'msgs' | 'from' | 'stored'>, why: string): void {
+    this.log.warn({ from: run.from, messages: run.msgs.size, why }, 'standby: the run it kept is not the session\'s it follows now: dropped');
+    for (const subject of run.stored) this.store.release(subject);
+  }
+
+  /**
+   * Runs a stopped standby kept (kept-store.ts), once it knows the session it follows again: those of that session and
+   * sender are taken up as if it had not stopped. One the bridge has gone past meanwhile is the session's, stored now
+   * (a fill stored already is dropped by its msg id, and the engine applies a session's seq once whatever the time);
+   * the others wait for the bridge as one just heard does, merged into one run when two standbys left one each.
+   */
+  private restore(f: Followed, recordSeq: number): void {
+    const runs = this.restored;
+    if (runs.length === 0) return;
+    this.restored = [];
+    const waiting: StoredKeptRun[] = [];
+    for (const r of runs) {
+      if (r.session !== f.session || r.sender !== f.sender) this.dropRun({ msgs: r.msgs, from: r.from, stored: [r.subject] }, `the bridge follows session ${f.session} from ${f.sender}, the run was heard in session ${r.session} from ${r.sender}`);
+      else if (recordSeq > r.from) this.publishRun(f, r.msgs, [r.subject]);
+      else waiting.push(r);
+    }
+    if (waiting.length === 0) return;
+    waiting.sort((a, b) => a.from - b.from);
+    const first = waiting[0]!;
+    const msgs = new Map<number, ClearingMsg>();
+    let last = 0;
+    for (const r of waiting) {
+      for (const [seq, m] of r.msgs) {
+        if (!msgs.has(seq)) msgs.set(seq, m);
+        last = Math.max(last, seq);
+      }
+    }
+    const run: KeptRun = {
+      session: f.session,
+      sender: f.sender,
+      from: first.from,
+      firstAt: Math.min(...waiting.map((r) => r.firstAt)),
+      lastAt: Math.max(...waiting.map((r) => r.lastAt)),
+      msgs,
+      last,
+      dropped: 0,
+      stored: waiting.map((r) => r.subject),
+    };
+    f.suspendedAt = run.from;
+    f.run = run;
+    this.log.info({ session: f.session, from: run.from, messages: msgs.size, lastSeq: f.lastSeq }, 'standby: the run an earlier standby kept is taken up: waiting for the bridge to go on past it');
+  }
+
+  /** A message taken as the followed run's (published, or a heartbeat or invalid fill passed over): its first heard. */
+  private remember(m: ClearingMsg, sender: string): void {
+    this.ring[m.seq % RING] = { msg: m, sender };
+  }
+
+  /**
+   * A message at a seq the followed run has taken: with the bridge down, nobody else can say so. Decided and told as
+   * the bridge's followed run does (verdict.ts again): the first stays (a fill is in the stream already), only in
+   * the reorder window below the run, and never at the exchange's first seq once the run is past it (a new session's).
+   */
+  private copyOfFollowed(f: Followed, m: ClearingMsg, sender: string, now: number): void {
+    const was = this.ring[m.seq % RING];
+    if (was?.msg.seq !== m.seq || m.seq > f.lastSeq || f.lastSeq - m.seq > REORDER_WINDOW || (m.seq <= 1 && f.lastSeq > m.seq)) return;
+    reportCopy(copyOf('clearing', was, m, sender), this.followedReports, now);
   }
 
   /** A message of a run heard while suspended on a first skip (KeptRun's rules). */
@@ -346,6 +449,7 @@ export class StandbyListener {
       run.last = m.seq;
       run.lastAt = now;
     }
+    this.store.kept(run, m);
     // Counted as the live feed counts one: never published, never silent.
     if (m.type === 'fill' && fillProblem(clearingFill(m))) this.counts.invalid++;
   }
