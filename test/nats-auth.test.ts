@@ -176,6 +176,9 @@ describe('the launcher\'s nats-server', () => {
     expect((await http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(1);
     // The gateway reads the conversion's scorecard from the desk stream.
     await until(async () => (await http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] })).body.scorecard, 'the scorecard through the desk stream');
+    // Its legs from the journal and the fill stream, which the desk reads: the UNDY sold on the exchange.
+    await sendClearing(sender, clearing, [[fillMsg(11, 1, 13, -1)]]);
+    await until(async () => (await http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] })).body.scorecard?.legs_sold === 1, 'its legs sold, through the desk stream');
     expect(desk.stats.writeErrors).toBe(0);
     await desk.close();
     // Its read of the accounts, on the operators' read-only subject.
