@@ -5,7 +5,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { decode, encode } from '../proto/codec.js';
+import { decode, decodeRecords, encode, encodeRecords } from '../proto/codec.js';
+import type { CommandBatch } from '../proto/engine.js';
+import type { HoldingsNotice } from '../proto/holdings.js';
+import { shardNames } from '../proto/shards.js';
 import { BBO_BUCKET, PRICING_STATUS_SUBJECT } from '../proto/marketdata.js';
 import { DESK_CURSOR_SUBJECT, DESK_STREAM, SESSION_SUBJECT } from '../proto/subjects.js';
 import { sessionMarkerMsgId } from '../proto/feed.js';
@@ -115,7 +118,7 @@ function useDesk(overrides: Parameters<typeof testConfig>[1]) {
 }
 
 describe('the desk across a stop, a crash or a cut connection of the pricing service', () => {
-  const { f, startPricing, kill, cards, cardOf, cardWhen, create, sell } = useDesk(overrides);
+  const { f, startPricing, charted, kill, cards, cardOf, cardWhen, create, sell } = useDesk(overrides);
   let relay: Relay | null = null;
   let session = 1;
 
@@ -265,7 +268,7 @@ describe('the desk across a stop, a crash or a cut connection of the pricing ser
     expect((await cardOf(old))?.legs_sold).toBe(0);
   });
 
-  it('cut from NATS while a conversion is made and legs are sold: once back, the conversion is recorded as missed and the sell counted', async () => {
+  it('cut from NATS while a conversion is made and legs are sold: once back, the conversion is recorded as missed, the sell counted, and the P&L charted from the positions as they are', async () => {
     relay = await Relay.start(f.nats.port);
     await startPricing(`nats://127.0.0.1:${relay.port}`);
     const before = await create(1);
@@ -279,6 +282,32 @@ describe('the desk across a stop, a crash or a cut connection of the pricing ser
     expect(await cardWhen(whileCut, () => true, 'a card')).toMatchObject({ ...missed, amount: 2, fee: createFee(2) });
     await cardWhen(before, (c) => c.legs_sold === 1, 'sold');
     await cardWhen(whileCut, (c) => c.legs_sold === 0.5, 'half sold');
+    // The P&L the desk charts is the team's cash and positions at the mids: the create and the sell made while cut included.
+    await charted(Date.now());
+  });
+
+  it("a gap in an account's changes (a notice lost, the connection kept) has the desk read the accounts again: the P&L it charts is the engine's", async () => {
+    await startPricing();
+    // A change the desk hears: it knows where the account's changes stand.
+    await buy(f.nc, TEAM1, { 3: 1 });
+    await charted(Date.now());
+    const h = (await f.http.holdings(...team1)).body;
+    const names = shardNames(0, 1);
+    let dumped = false;
+    const admin = f.nc.subscribe(names.admin, {
+      callback: (_, m) => {
+        dumped ||= decodeRecords<CommandBatch>(m.data).cmds.some((c) => c.cmd.op === 'dump');
+      },
+    });
+    // The account's next change but one, as its engine publishes it, the one between never heard: positions that are not the account's.
+    const change: HoldingsNotice = { client_id: TEAM1, seq: h.seq + 2, cause: 'fill', deltas: [3, 1], positions: [3, 999], cash: 0, ts: Date.now() };
+    f.nc.publish(names.notices, encodeRecords({ v: 3, changes: [change], outcomes: [] }));
+    try {
+      await until(() => dumped, 'the desk reading the accounts again');
+    } finally {
+      admin.unsubscribe();
+    }
+    await charted(Date.now());
   });
 
   /** `npm run export-audit` against the system: its lines, parsed. */

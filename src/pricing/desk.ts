@@ -40,6 +40,8 @@ interface Account {
   username: string;
   cash: number;
   positions: FlatPositions;
+  /** The last holdings change applied (HoldingsChange.seq); undefined after a dump, which does not say. */
+  seq?: number;
 }
 
 const mid = (bid: number | null, ask: number | null): number | null => (bid !== null && ask !== null ? (bid + ask) / 2 : null);
@@ -171,6 +173,8 @@ export class DeskRecorder {
   private dumpPending: Promise<void> | null = null;
   private retry: NodeJS.Timeout | undefined;
   private lastDump = 0;
+  /** The next read of the accounts takes every account's cash and positions, not only new accounts'. */
+  private resyncDue = false;
   private closed = false;
   private readonly unreadable = new Set<string>();
   /** When the desk subscribed to the notices (Infinity before). */
@@ -365,11 +369,15 @@ export class DeskRecorder {
     );
     void this.refreshAccounts();
     void (async () => {
+      // Core NATS drops what is published while disconnected: the P&L would go on from positions that are no longer so.
       for await (const s of this.nc.status()) {
         if (this.closed) return;
         // The streams' consumers pick up again on their own, but not in the order a sell needs: the fills wait for the journals.
         if (s.type === 'disconnect') this.fillsHeld = true;
-        if (s.type === 'reconnect') void this.takeUp();
+        if (s.type === 'reconnect') {
+          void this.resync();
+          void this.takeUp();
+        }
       }
     })();
   }
@@ -471,13 +479,22 @@ export class DeskRecorder {
     if (first) this.log.error({ stream, seq, err: describeError(err) }, 'desk: a record it cannot read is passed over (the first of this stream logged)');
   }
 
-  /** Every account's name, cash and positions from one engine read; notices keep them current after. */
+  /**
+   * Every account's name, cash and positions from one engine read; notices
+   * keep them current after. A read after notices were lost (`resync`) takes
+   * the cash and positions of the accounts it knew too: the engine answers
+   * it after publishing every change it holds, and a change applied since
+   * carries the whole account.
+   */
   refreshAccounts(): Promise<void> {
     if (this.dumpPending) return this.dumpPending;
     this.lastDump = Date.now();
+    const whole = this.resyncDue;
+    this.resyncDue = false;
     this.dumpPending = (async () => {
       const reply = await this.engine.call({ op: 'dump' });
       if (!reply.ok) {
+        this.resyncDue ||= whole;
         // The engine is not up yet: try again (one timer, however long it takes).
         if (!this.closed) {
           clearTimeout(this.retry);
@@ -487,12 +504,21 @@ export class DeskRecorder {
       }
       for (const a of reply.result.accounts) {
         const known = this.accounts.get(a.client_id);
-        if (known) known.username = a.username;
+        if (known && !whole) known.username = a.username;
         else this.accounts.set(a.client_id, { username: a.username, cash: a.cash, positions: a.positions.flat() });
         this.track(a.client_id);
       }
+      if (whole) this.log.info({ accounts: reply.result.accounts.length }, 'desk: accounts read again whole: notices were lost');
     })().finally(() => (this.dumpPending = null));
     return this.dumpPending;
+  }
+
+  /** Notices were lost (a reconnect, a gap in an account's changes): the accounts are read again whole, after any read already asked. */
+  private async resync(): Promise<void> {
+    await this.dumpPending;
+    if (this.closed) return;
+    this.resyncDue = true;
+    await this.refreshAccounts();
   }
 
   private track(clientId: number): void {
@@ -518,6 +544,11 @@ export class DeskRecorder {
         list.push(Math.max(0, a.cash - c.cash));
         fees.set(c.client_id, list);
       }
+      // Older than what the account holds (a read answered after it): the account is newer already.
+      if (a.seq !== undefined && c.seq <= a.seq) continue;
+      // Changes between the two were not heard: the account moved in ways only a read can tell.
+      if (a.seq !== undefined && c.seq > a.seq + 1) void this.resync();
+      a.seq = c.seq;
       a.positions = c.positions;
       if (c.cash !== undefined) a.cash = c.cash;
       this.track(c.client_id);
