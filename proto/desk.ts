@@ -75,12 +75,14 @@ export interface DeskCursor {
   journal: number[];
   /** A fill-stream sequence. */
   fills: number;
+  /** The last exchange reset read, up to `fills` (its fill-stream sequence; 0: none): a conversion decided before it, read after the cursor, lost its legs with it. */
+  reset: number;
   /** The writer's clock when it wrote this (ms). */
   ts: number;
 }
 
 export const deskCursorShape: Shape<DeskCursor> = shape('desk cursor', (v) => {
-  const p = fields({ v: oneOf(DESK_CURSOR_VERSION), fills: INT, ts: NUM })(v);
+  const p = fields({ v: oneOf(DESK_CURSOR_VERSION), fills: INT, reset: INT, ts: NUM })(v);
   if (p !== null) return p;
   const j = (v as Record<string, unknown>).journal;
   return Array.isArray(j) && j.length > 0 && j.every(isInt) ? null : 'journal: not a list of sequences';

@@ -10,9 +10,11 @@ import type { CommandBatch } from '../proto/engine.js';
 import type { HoldingsNotice } from '../proto/holdings.js';
 import { shardNames } from '../proto/shards.js';
 import { BBO_BUCKET, PRICING_STATUS_SUBJECT } from '../proto/marketdata.js';
-import { DESK_CURSOR_SUBJECT, DESK_STREAM, SESSION_SUBJECT } from '../proto/subjects.js';
+import { DESK_CURSOR_SUBJECT, DESK_STREAM, SESSION_SUBJECT, deskLegsSubject } from '../proto/subjects.js';
 import { sessionMarkerMsgId } from '../proto/feed.js';
 import type { SessionMarker } from '../proto/fill.js';
+import type { DeskCursor } from '../proto/desk.js';
+import { replayJournal } from '../src/engine/journal.js';
 import type { ChartsBody, Scorecard } from '../proto/http.js';
 import type { PnlSplitEntry } from '../proto/audit.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
@@ -226,6 +228,40 @@ describe('the desk across a stop, a crash or a cut connection of the pricing ser
     await sell({ [UNDY]: 2 });
     await cardWhen(third, (c) => c.legs_sold === 1, 'sold');
     expect((await cardOf(second))?.legs_sold).toBe(1);
+  });
+
+  it('SIGKILLed while a conversion decided before a reset waited for its notice, it does not give that conversion back the legs the reset took', async () => {
+    let p = await startPricing();
+    const old = await create(2);
+    await cardWhen(old, (c) => c.edge !== null, 'scored');
+    session++;
+    const reset = awaitHoldings(f.nc, TEAM1, (c) => c.cause === 'session_reset', 'the reset');
+    const marker: SessionMarker = { v: 1, kind: 'exchange_restart', reset: true, session, detail: 'test: a new exchange session', ts: Date.now() };
+    const resetSeq = (await jetstream(f.nc).publish(SESSION_SUBJECT, encode(marker), { msgID: sessionMarkerMsgId(session) })).seq;
+    await reset;
+    await buy(f.nc, TEAM1, undyBasket(1));
+    const jsm = await jetstreamManager(f.nc);
+    const cursor = await until(async () => {
+      const m = await jsm.streams.getMessage(DESK_STREAM, { last_by_subj: DESK_CURSOR_SUBJECT });
+      const c = m ? decode<DeskCursor>(m.data) : undefined;
+      return c && c.fills >= resetSeq ? c : undefined;
+    }, 'a cursor past the reset');
+    await kill(p);
+    // What a SIGKILL leaves when the reset was read before the conversion's journal record (so its legs were never
+    // opened, and the team's record never had them) and the conversion's card waited for its notice: a cursor past the
+    // reset and before that record, and no legs record for the team.
+    let oldSeq = 0;
+    await replayJournal(f.nc, 1, (events, seq) => {
+      if (events.some((e) => e.t === 'conversion' && `r${e.requestId}` === old)) oldSeq = seq;
+    });
+    await jetstream(f.nc).publish(DESK_CURSOR_SUBJECT, encode({ ...cursor, journal: [oldSeq - 1] }));
+    await jsm.streams.purge(DESK_STREAM, { filter: deskLegsSubject(TEAM1) });
+
+    p = await startPricing();
+    const now = await create(1);
+    await sell({ [UNDY]: 1 });
+    await cardWhen(now, (c) => c.legs_sold === 1, 'sold: the old conversion has no legs left to take the sell');
+    expect((await cardOf(old))?.legs_sold).toBe(0);
   });
 
   it('restarted while legs are being sold (stopped, or SIGKILLed with sells made while down), it goes on counting them', async () => {

@@ -93,6 +93,11 @@ interface Position {
   fills: number;
 }
 
+/** Where the cursor stands, with the last reset read up to there. */
+interface CursorAt extends Position {
+  reset: number;
+}
+
 /**
  * The desk's one writer (proto/desk.ts): chart samples and conversion
  * scorecards into DESK_STREAM, derived from published state only: ETF prices
@@ -145,7 +150,7 @@ export class DeskRecorder {
   /** How far the streams have been read and applied. */
   private readonly at: Position;
   /** The cursor as last stored. */
-  private cursor: Position | null = null;
+  private cursor: CursorAt | null = null;
   private cursorDue = false;
   private readonly followers = new Map<string, StreamFollower>();
   /** Each taking up of the streams (takeUp), numbered: an older one's readings stop where a newer one begins. */
@@ -302,7 +307,8 @@ export class DeskRecorder {
         renewed = true;
       }
       if (renewed) teams.length = 0;
-      this.cursor = { journal: [...this.at.journal], fills: this.at.fills };
+      this.cursor = { journal: [...this.at.journal], fills: this.at.fills, reset: renewed ? 0 : cursor.reset };
+      this.legs.resetAt = this.cursor.reset;
       const needed = new Set<string>();
       for (const t of teams) {
         for (const card of this.legs.load(t, (key) => cards.get(key))) this.dirtyCards.set(legsKey(card.client_id, card.request_id), card);
@@ -798,8 +804,8 @@ export class DeskRecorder {
   }
 
   /** Where the streams are read to, but no further on a shard than just before its first conversion still waiting for its notice: a restart must find it. */
-  private cursorPosition(): Position {
-    const at: Position = { journal: [...this.at.journal], fills: this.at.fills };
+  private cursorPosition(): CursorAt {
+    const at: CursorAt = { journal: [...this.at.journal], fills: this.at.fills, reset: this.legs.resetAt };
     for (const p of this.pending.values()) at.journal[p.shard] = Math.min(at.journal[p.shard]!, p.seq - 1);
     return at;
   }
@@ -838,8 +844,8 @@ export class DeskRecorder {
     });
   }
 
-  private async writeCursor(at: Position): Promise<void> {
-    const cursor: DeskCursor = { v: DESK_CURSOR_VERSION, journal: at.journal, fills: at.fills, ts: Date.now() };
+  private async writeCursor(at: CursorAt): Promise<void> {
+    const cursor: DeskCursor = { v: DESK_CURSOR_VERSION, journal: at.journal, fills: at.fills, reset: at.reset, ts: Date.now() };
     if (await this.write(DESK_CURSOR_SUBJECT, encode(cursor))) {
       // Flushes can overlap: the cursor stored last is not always the furthest.
       if (!this.cursor || at.fills >= this.cursor.fills) this.cursor = at;
