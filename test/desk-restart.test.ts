@@ -167,6 +167,9 @@ describe('the desk across a stop, a crash or a cut connection of the pricing ser
       return e.scorecard ? e : undefined;
     }, 'the scorecard on /requests');
     expect(entry.scorecard).toMatchObject({ unscored: 'missed', edge: null, fee: createFee(1) });
+    // And as the operator sees it: this run of the service recorded two conversions as missed.
+    await until(async () => (await f.http.send('GET', '/health')).body.pricing?.desk?.missed === 2 || undefined, 'two missed on /health');
+    expect(await (await fetch(`${f.sys.url}/metrics`)).text()).toMatch(/^etf_pricing_desk_missed_total 2$/m);
 
     // Its legs are followed from the journal: the rest sold, oldest first.
     await sell({ [UNDY]: 2 });

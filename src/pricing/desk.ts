@@ -184,9 +184,6 @@ export class DeskRecorder {
   private readonly unreadable = new Set<string>();
   /** When the desk subscribed to the notices (Infinity before). */
   private listening = Infinity;
-  /** Resolves once the streams are taken up and the desk writes live. */
-  readonly ready: Promise<void>;
-  private markReady!: () => void;
   readonly stats: DeskStats = { samples: 0, cards: 0, missed: 0, writeErrors: 0 };
   /** The first failed write since the last stored one; null while writes are stored. */
   private failingSince: number | null = null;
@@ -210,13 +207,12 @@ export class DeskRecorder {
     });
     this.lastRequest = new Array<number>(shards).fill(0);
     this.at = { journal: new Array<number>(shards).fill(0), fills: 0 };
-    this.ready = new Promise((r) => (this.markReady = r));
   }
 
   /**
    * Opens the stream, takes up the grid and its own place where the stream
    * left them, then samples every `sampleMs` (`auto: false`: tests call
-   * sample()). The engine's streams are taken up in the background (`ready`).
+   * sample()). The engine's streams are taken up in the background: prices and charts do not wait for them.
    */
   static async start(nc: NatsConnection, instruments: Instruments, log: Logger, opts: { sampleMs?: number; shards?: number; auto?: boolean; replicas?: number } = {}): Promise<DeskRecorder> {
     await ensureDeskStream(nc, opts.replicas);
@@ -399,7 +395,6 @@ export class DeskRecorder {
   private async takeUp(): Promise<void> {
     if (this.blind) {
       this.live = true;
-      this.markReady();
       return;
     }
     const run = ++this.runs;
@@ -420,7 +415,6 @@ export class DeskRecorder {
     this.live = true;
     this.log.info({ journal: this.at.journal, fills: this.at.fills, missed: this.pending.size, open: this.legs.teamsOpen().length }, "desk: the engine's streams taken up");
     this.flush();
-    this.markReady();
   }
 
   /** A reading stopped: all of them again, in order, a little later. */
