@@ -63,8 +63,13 @@ const NOTICE_SLACK_MS = 500;
 const CURSOR_MS = 1000;
 /** The cursor and the teams' records are written again this often, unchanged or not: the desk stream drops what is older than 7 days. */
 const REFRESH_MS = 3600_000;
-/** Cards of conversions after the cursor whose journal record a restarted writer reads again: kept from the stream back to this long before the cursor was written. */
-const RESTORE_MARGIN_MS = 5 * 60_000;
+/**
+ * Cards of conversions after the cursor whose journal record a restarted
+ * writer reads again: kept from the stream back to this long before the
+ * cursor was written (a card's time is the engine's clock, the cursor's the
+ * writer's; a card not found is written again as missed, over its score).
+ */
+const RESTORE_MARGIN_MS = 3600_000;
 /** Keys of cards the writer no longer holds, remembered so that a late notice or a second look leaves them as written. */
 const RELEASED_KEPT = 50_000;
 /** Cards scored from a notice whose journal record has not been read yet (a journal that cannot be read): the oldest are let go. */
