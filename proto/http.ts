@@ -366,7 +366,14 @@ export const CHART_LIMITS = {
  * what trading the legs at the touch would have earned. `legs_sold` (0..1):
  * how much of what the conversion gave the team (the ETF units of a create,
  * the basket of a redeem) it has sold on the exchange since, as fills arrive
- * (sells matched to its oldest conversions first).
+ * (sells matched to its oldest conversions first, and only sells the exchange
+ * filled after the engine decided the conversion).
+ *
+ * `unscored: 'missed'`: the desk learned of the conversion from the engine's
+ * journal after its moment (the pricing service was stopped, restarting or
+ * cut off from NATS when it was made), so the mids of that moment are unknown:
+ * `etf_mid`, `edge`, `edge_per_unit` and `quoted_edge` are null. Its `fee` and
+ * `legs_sold` are as any conversion's. Absent: scored at its moment.
  */
 export interface Scorecard {
   request_id: string;
@@ -382,7 +389,11 @@ export interface Scorecard {
   fee: number;
   legs_sold: number;
   unmarked?: string[];
+  unscored?: ScorecardUnscored;
 }
+
+/** Why a scorecard has no value at its moment (Scorecard.unscored); readers take any other string as unscored too. */
+export type ScorecardUnscored = 'missed';
 
 /**
  * An entry of GET /history and GET /requests/<id>: the audit entry

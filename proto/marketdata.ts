@@ -383,8 +383,13 @@ export interface PricingStatus {
   published: number;
   stored: number;
   publish_errors: number;
-  /** The desk's chart samples and scorecards written, and writes the stream refused. */
-  desk: { samples: number; cards: number; write_errors: number };
+  /**
+   * The desk's chart samples and scorecards written, and writes the stream
+   * refused; `missed` (absent from a service before it): conversions this run
+   * of the service learned of from the journal only, after their moment, and
+   * wrote as missed (Scorecard.unscored).
+   */
+  desk: { samples: number; cards: number; write_errors: number; missed?: number };
   /** Outputs failing now; absent while none is. */
   failing?: PricingFailing[];
   /** The newest failed write, kept after writes succeed again. */
@@ -394,7 +399,7 @@ export interface PricingStatus {
 
 const pricingOutput = oneOf('prices', 'desk');
 const pricingFailingProblem = fields({ what: pricingOutput, error: STR, since: NUM, for_ms: NUM });
-const pricingDeskProblem = fields({ samples: INT, cards: INT, write_errors: INT });
+const pricingDeskProblem = fields({ samples: INT, cards: INT, write_errors: INT, missed: optional(INT) });
 const pricingLastErrorProblem = fields({ what: pricingOutput, error: STR, ts: NUM });
 const pricingVersionPhase = fields({ v: optional(INT), phase: optional(oneOf('starting', 'ready')) });
 const pricingStartProblem = fields({ step: STR, waiting: optional(STR), for_ms: NUM });

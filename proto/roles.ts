@@ -25,9 +25,12 @@
  *                  write prices or baskets, administer streams.
  *   pricing  CAN   hear books, write prices (subjects and bucket) and its status, read books and baskets;
  *                  as the desk's writer, hear prices and notices, write and read the desk
- *                  stream, and read the engine through the operators' read-only subject (dump).
- *            CANNOT publish fills, send commands, listen to anything else, read the
- *                  journal, write books, feed state or baskets, administer streams.
+ *                  stream, read the engine through the operators' read-only subject (dump),
+ *                  and read the journal and the fill stream (the conversions and sells it
+ *                  did not hear as notices: notices are not kept; the journal's password
+ *                  hashes are sealed, as they are for the operator).
+ *            CANNOT publish fills, send commands, listen to anything else, write the
+ *                  journal, books, feed state or baskets, administer streams.
  *   operator CAN   administer streams (the launcher creates them with it), read every
  *                  stream (journal, snapshots, fills, buckets) for `npm run check` and
  *                  `npm run export-audit`, send admin commands (reads, halts, rules, baskets).
@@ -196,6 +199,8 @@ export function rolePermissions(shards = 1): Record<Role, Permissions> {
           DESK_SUBJECT_WILDCARD,
           ...readStream(DESK_STREAM),
           ...all.map((n) => n.admin),
+          ...all.flatMap((n) => readStream(n.journalStream)),
+          ...readStream(FILL_STREAM),
         ],
       },
       subscribe: { allow: [BBO_SUBJECT_WILDCARD, PRICE_SUBJECT_WILDCARD, NOTICES_SUBJECT_WILDCARD, `${ADMIN_REPLY_SUBJECT_PREFIX}>`, `${inboxPrefix('pricing')}.>`] },

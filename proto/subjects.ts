@@ -136,3 +136,12 @@ export const DESK_SAMPLE_PREFIX = 'etf.desk.sample.';
 export const DESK_CARD_PREFIX = 'etf.desk.card.';
 export const deskSampleSubject = (ts: number): string => `${DESK_SAMPLE_PREFIX}${ts}`;
 export const deskCardSubject = (clientId: number, requestId: string): string => `${DESK_CARD_PREFIX}${clientId}.${requestId}`;
+/**
+ * The desk writer's own place in the engine's streams, so that a restarted
+ * writer takes up what it did not hear (proto/desk.ts DeskCursor, DeskLegs):
+ * one cursor, and per team its conversions whose legs are not all sold yet.
+ * Readers of the desk's history skip both.
+ */
+export const DESK_CURSOR_SUBJECT = 'etf.desk.cursor';
+export const DESK_LEGS_PREFIX = 'etf.desk.legs.';
+export const deskLegsSubject = (clientId: number): string => `${DESK_LEGS_PREFIX}${clientId}`;

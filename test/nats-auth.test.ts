@@ -176,6 +176,9 @@ describe('the launcher\'s nats-server', () => {
     expect((await http.holdings('team1', 'team1pass')).body.holdings.UNDY).toBe(1);
     // The gateway reads the conversion's scorecard from the desk stream.
     await until(async () => (await http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] })).body.scorecard, 'the scorecard through the desk stream');
+    // Its legs from the journal and the fill stream, which the desk reads: the UNDY sold on the exchange.
+    await sendClearing(sender, clearing, [[fillMsg(11, 1, 13, -1)]]);
+    await until(async () => (await http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team1', 'team1pass'] })).body.scorecard?.legs_sold === 1, 'its legs sold, through the desk stream');
     expect(desk.stats.writeErrors).toBe(0);
     await desk.close();
     // Its read of the accounts, on the operators' read-only subject.
@@ -257,12 +260,16 @@ describe('the launcher\'s nats-server', () => {
     expect(held.get('team1')).toEqual({ username: 'team1', client_id: 1, source: 'roster' });
   });
 
-  it('only the engine writes the journal; only the engine and the operator read it', async () => {
+  it('only the engine writes the journal; only the engine, the operator and the pricing service (the desk) read it', async () => {
     for (const role of ['gateway', 'feed', 'pricing', 'operator'] as const) await refusedPublish(await as(role), JOURNAL_SUBJECT);
-    for (const role of ['gateway', 'feed', 'pricing'] as const) {
+    for (const role of ['gateway', 'feed'] as const) {
       const jsm = await jetstreamManager(await as(role));
       await expect(jsm.streams.info(JOURNAL_STREAM)).rejects.toThrow();
     }
+    // The desk takes up from them what the engine's notices did not bring it.
+    const pricing = await jetstreamManager(await as('pricing'));
+    expect((await pricing.streams.info(JOURNAL_STREAM)).state.last_seq).toBeGreaterThan(0);
+    expect((await pricing.streams.info(FILL_STREAM)).state.last_seq).toBeGreaterThan(0);
   });
 
   it('no role but the operator administers streams (the bridge purges only its own held runs)', async () => {

@@ -8,7 +8,9 @@ import type { ChartsBody } from '../proto/http.js';
 import { PROJECT_ROOT } from '../src/config/config.js';
 import { openBucket } from '../src/shared/streams.js';
 import { browserMissing, launchBrowser } from './helpers/browser.js';
-import { buy, tempDir, undyBasket, until, useSystem } from './helpers/system.js';
+import { buy, natsClient, quietLog, tempDir, undyBasket, until, useSystem } from './helpers/system.js';
+import { DeskRecorder } from '../src/pricing/desk.js';
+import { loadBaskets } from '../src/config/baskets.js';
 import { UNDY, bbo, price } from './helpers/prices.js';
 
 const OPERATOR = { username: 'op', password: 'op-secret-pass' };
@@ -178,5 +180,34 @@ describe.skipIf(missing !== null)('charts on the pages, in a real Chromium', () 
     await pub.screenshot({ path: join(shots.path, 'board-page.png'), fullPage: true, animations: 'disabled' });
     expect(pageErrors).toEqual([]);
     await pub.close();
+  });
+
+  it('team page: a conversion made while the pricing service was stopped reads "not scored" once it is back, saying why, and the P&L split counts it', async () => {
+    await buy(f.nc, 3, undyBasket(1));
+    const page = await context.newPage();
+    await signIn(page, `${f.sys.url}/`, 'team3', 'team3pass');
+    await page.waitForSelector('#desk:not([hidden])');
+    await f.sys.desk!.close();
+    const created = await f.http.create('team3', 'team3pass', 1);
+    expect(created.status).toBe(200);
+    // Listed at once, not scored yet: nothing scores it while the pricing service is stopped.
+    const row = `#scorecard tbody tr[data-request="${created.body.request_id}"]`;
+    await page.waitForSelector(`${row} [data-field="edge"]`);
+    expect(await page.textContent(`${row} [data-field="edge"]`)).toBe('—');
+    // Started again: it finds the conversion in the journal, too late to score it, and the open page shows that without a reload.
+    const nc = await natsClient(f.nats.url);
+    const desk = await DeskRecorder.start(nc, loadBaskets(undefined), quietLog, { sampleMs: 100 });
+    try {
+      await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'not scored', `${row} [data-field="edge"]`);
+      expect(await page.getAttribute(`${row} [data-field="edge"]`, 'title')).toMatch(/heard of it only after its moment/);
+      expect(await page.textContent(`${row} [data-field="legs"]`)).toBe('0%');
+      await page.waitForFunction(() => /; 1 conversion not scored: what it earned at mid is in the rest\)\.$/.test(document.querySelector('#pnl-split')?.textContent ?? ''));
+      expect((await f.http.send('GET', `/requests/${created.body.request_id}`, { basic: ['team3', 'team3pass'] })).body.scorecard).toMatchObject({ unscored: 'missed', edge: null });
+      expect(pageErrors).toEqual([]);
+      await page.close();
+    } finally {
+      await desk.close();
+      await nc.close();
+    }
   });
 });

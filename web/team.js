@@ -377,10 +377,21 @@ function midAt(d, etf, ts) {
 // Legs from before a reset went with it: the desk no longer matches sells to them.
 const legsOpen = () => conversions.some((c) => c.scorecard && c.scorecard.legs_sold < 1 && sinceReset(c));
 
+/** How long after a conversion its scorecard is waited for: the desk scores it as its outcome comes, or marks it missed seconds later. */
+const CARD_WAIT_MS = 60_000;
+let cardTimer = null;
+
 function setConversions(entries) {
   conversions = entries.filter((h) => h.status === 'accepted' && (h.kind === 'create' || h.kind === 'redeem'));
   priceView.redraw();
   renderScorecard();
+  // A recent conversion without its card yet: read again, so that it shows once written, not at the next request.
+  if (!cardTimer && conversions.some((c) => !c.scorecard && Date.now() - c.ts < CARD_WAIT_MS)) {
+    cardTimer = setTimeout(() => {
+      cardTimer = null;
+      historySoon();
+    }, 1000);
+  }
 }
 
 /**
@@ -409,9 +420,17 @@ function sinceReset(c) {
   return c.ts > lastReset.ts;
 }
 
+/** Why a conversion's edge is not known: none at its moment (the desk heard of it late), or a leg without a market then. */
+function whyUnscored(s) {
+  if (s.unscored === 'missed') return 'not scored: the pricing service heard of it only after its moment (it was stopped, restarting or cut off), so the mids of that moment are unknown; its fee and legs sold are counted';
+  if (s.unscored) return `not scored (${s.unscored})`;
+  return s.unmarked ? `no market for ${s.unmarked.join(', ')}` : '';
+}
+
 function renderScorecard() {
   let total = 0;
   let counted = 0;
+  unscoredNow = 0;
   const restarted = lastReset ? `the exchange restarted at ${fmtClock(lastReset.ts)}` : '';
   const rows = conversions.map((c) => {
     const s = c.scorecard;
@@ -419,7 +438,7 @@ function renderScorecard() {
     if (current && s?.edge !== null && s?.edge !== undefined) {
       total += s.edge;
       counted++;
-    }
+    } else if (current && s) unscoredNow++;
     return el(
       'tr',
       { 'data-request': c.request_id, class: current ? undefined : 'before-reset', title: current ? undefined : `before ${restarted}: what it earned went with the reset, and is not in the P&L since` },
@@ -429,14 +448,15 @@ function renderScorecard() {
       el('td', { class: 'num' }, c.amount),
       el('td', { class: 'num' }, fmtNum(s?.etf_mid)),
       el('td', { class: 'num' }, fmtNum(c.fee ?? 0)),
-      el('td', { class: `num ${signClass(s?.edge)}`, 'data-field': 'edge', title: s?.unmarked ? `no market for ${s.unmarked.join(', ')}` : '' }, s ? fmtSigned(s.edge) : '—'),
+      el('td', { class: `num ${signClass(s?.edge)}`, 'data-field': 'edge', title: s ? whyUnscored(s) : '' }, s?.unscored ? 'not scored' : s ? fmtSigned(s.edge) : '—'),
       el('td', { class: `num ${signClass(s?.quoted_edge)}` }, s ? fmtSigned(s.quoted_edge) : '—'),
       el('td', { class: 'num', 'data-field': 'legs' }, s ? `${Math.round(s.legs_sold * 100)}%` : '—'),
     );
   });
   fillRows($('#scorecard tbody'), rows, 'No conversions yet: each one is scored here.', 9);
-  // After a reset the conversions listed from before it earned this session nothing: 0, not unknown.
-  scoredEdge = counted || (lastReset && conversions.length) ? total : null;
+  // After a reset the conversions listed from before it earned this session nothing: 0, not unknown. One not scored
+  // counts 0 at mid, the split saying so: what it earned is in the rest.
+  scoredEdge = counted || unscoredNow || (lastReset && conversions.length) ? total : null;
   $('#scorecard-total').textContent = fmtSigned(scoredEdge);
   $('#scorecard-total').className = `num ${signClass(total)}`;
   $('#scorecard-total-label').textContent = lastReset ? `Total since ${restarted}` : 'Total';
@@ -445,6 +465,7 @@ function renderScorecard() {
 }
 
 let scoredEdge = null; // the scorecard's total, for the P&L split
+let unscoredNow = 0; // conversions of the split's session whose card has no edge: what they earned is in "the rest"
 let lastPnl = null; // the stream's last P&L total
 
 /**
@@ -462,7 +483,7 @@ function showPnlSplit() {
     el('strong', { class: signClass(scoredEdge) }, fmtSigned(scoredEdge)),
     ' + the rest (trading, marks moving) ',
     el('strong', { class: signClass(lastPnl - scoredEdge) }, fmtSigned(lastPnl - scoredEdge)),
-    ` (the last ${HISTORY_READ} requests${since}).`,
+    ` (the last ${HISTORY_READ} requests${since}${unscoredNow ? `; ${unscoredNow} conversion${unscoredNow > 1 ? 's' : ''} not scored: what ${unscoredNow > 1 ? 'they' : 'it'} earned at mid is in the rest` : ''}).`,
   );
 }
 

@@ -310,6 +310,7 @@ function pricingMetrics(registry: Registry, pricing: PricingStatusView): void {
   pricingCounter('etf_pricing_desk_samples_total', 'Chart samples the desk wrote', (v) => v.desk?.samples);
   pricingCounter('etf_pricing_desk_cards_total', 'Scorecard writes of the desk', (v) => v.desk?.cards);
   pricingCounter('etf_pricing_desk_write_errors_total', 'Desk writes the ETF_DESK stream refused', (v) => v.desk?.write_errors);
+  pricingCounter('etf_pricing_desk_missed_total', 'Conversions the desk learned of from the journal only, after their moment (the pricing service stopped or cut off then), and wrote as missed, without an edge', (v) => v.desk?.missed);
   pricingCounter('etf_pricing_restarts_total', 'Restarts of the pricing service heard since this gateway started (a new run in its status)', (v) => v.restarts ?? 0);
 }
 

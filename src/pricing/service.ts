@@ -182,7 +182,7 @@ export async function startPricing(cfg: Config, natsUrl: string, log: Logger): P
         published: stats.published,
         stored: store?.stats.stored ?? 0,
         publish_errors: store?.stats.failed ?? 0,
-        desk: { samples: desk?.stats.samples ?? 0, cards: desk?.stats.cards ?? 0, write_errors: desk?.stats.writeErrors ?? 0 },
+        desk: { samples: desk?.stats.samples ?? 0, cards: desk?.stats.cards ?? 0, write_errors: desk?.stats.writeErrors ?? 0, missed: desk?.stats.missed ?? 0 },
       }),
       outputs: () => ({ ...(store ? { prices: store } : {}), ...(desk ? { desk } : {}) }),
       badSymbols: (now) =>
