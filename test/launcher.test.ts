@@ -385,10 +385,11 @@ describe('the launcher keeps the system up', () => {
     const run = runLauncher(env);
     runs.push(run);
     // Its status goes out under the pricing role's permissions, and in under the gateway's.
+    // Ready, not only heard: stopped while starting, it is told as silent "while starting (its step)".
     const up = await until(async () => {
       const h = await health();
-      return h?.pricing?.live ? h : undefined;
-    }, 'pricing on /health', 45_000);
+      return h?.pricing?.live && (h.pricing.phase ?? 'ready') === 'ready' ? h : undefined;
+    }, 'pricing ready on /health', 45_000);
     expect(pricingProblems(up)).toEqual([]);
     // This run's pricing process (other tests' are told apart by this run's NATS port).
     const pid = execFileSync('pgrep', ['-f', 'dist/src/pricing/main.js'], { encoding: 'utf8' })
