@@ -86,8 +86,7 @@ const verdictRecord = (v: Verdict): HeldVerdict => ({
  */
 export class HeldStore implements HeldKeeper {
   /** Per run subject: messages held this turn, written at the next turn. */
-  private readonly unsent = new Map<string, { verdict: Verdict; sender: string; msgs: ClearingMessage[]; firstAt: number; lastAt: number }>();
-  private readonly nextWrite = new NextTurn(() => this.writeUnsent());
+  private readonly unsent: UnsentRuns<{ verdict: Verdict; sender: string; firstAt: number; lastAt: number }>;
   private readonly writes: HeldWrites;
   /**
    * Restored runs' subjects by verdict id and first seq held: normally the
@@ -108,6 +107,7 @@ export class HeldStore implements HeldKeeper {
     trouble: (why: string | null) => void,
   ) {
     this.writes = new HeldWrites(js, jsm, log, barrier, trouble, 'bridge');
+    this.unsent = new UnsentRuns(this.writes, (u, msgs) => encode({ v: 1, kind: 'msgs', verdict: verdictRecord(u.verdict), sender: u.sender, msgs, first_at: u.firstAt, last_at: u.lastAt } satisfies HeldEntry));
   }
 
   /** Opens the store and reads back what earlier bridges left: runs in seq order (entries that are not a HeldEntry are logged and skipped). */
@@ -170,12 +170,7 @@ export class HeldStore implements HeldKeeper {
   }
 
   held(v: Verdict, run: Run, msg: ClearingMessage): void {
-    const subject = this.subjectOf(v, run);
-    let u = this.unsent.get(subject);
-    if (!u) this.unsent.set(subject, (u = { verdict: v, sender: run.sender, msgs: [], firstAt: run.firstAt, lastAt: run.lastAt }));
-    u.msgs.push(msg);
-    u.lastAt = Math.max(u.lastAt, run.lastAt);
-    this.nextWrite.schedule();
+    this.unsent.add(this.subjectOf(v, run), msg, (u) => (u ? { ...u, lastAt: Math.max(u.lastAt, run.lastAt) } : { verdict: v, sender: run.sender, firstAt: run.firstAt, lastAt: run.lastAt }));
   }
 
   rejected(v: Verdict): void {
@@ -187,7 +182,7 @@ export class HeldStore implements HeldKeeper {
 
   applying(v: Verdict, run: Run, restart: boolean): Promise<void> {
     const subject = this.subjectOf(v, run);
-    this.writeUnsent();
+    this.unsent.write();
     return new Promise((stored) => {
       this.barrier('held run applying', async () => {
         await this.writes.written(subject);
@@ -205,7 +200,7 @@ export class HeldStore implements HeldKeeper {
 
   /** Purges a run's entries once every fill published before is stored (a publisher barrier) and every write of the run is done. */
   releaseStored(subject: string): void {
-    this.writeUnsent();
+    this.unsent.write();
     this.writes.purgeAfterFills(subject, 'held run released');
   }
 
@@ -221,7 +216,7 @@ export class HeldStore implements HeldKeeper {
 
   /** Resolves once every write asked for so far is stored (or the store is closed). */
   async settle(): Promise<void> {
-    this.writeUnsent();
+    this.unsent.write();
     await this.writes.settle();
   }
 
@@ -229,9 +224,8 @@ export class HeldStore implements HeldKeeper {
   close(): void {
     if (this.writes.closed) return;
     this.writes.close();
-    const left = [...this.unsent.values()].reduce((n, u) => n + u.msgs.length, 0);
+    const left = this.unsent.drop();
     if (left > 0) this.log.warn({ left }, 'held clearing messages not kept: the bridge stopped first');
-    this.unsent.clear();
   }
 
   /** Which seqs of `session` the fill stream holds after `after` (a run's application began there). */
@@ -251,20 +245,53 @@ export class HeldStore implements HeldKeeper {
     return seqs;
   }
 
-  private writeUnsent(): void {
-    for (const [subject, u] of this.unsent) {
-      for (let i = 0; i < u.msgs.length; i += ENTRY_MSGS) {
-        const msgs = u.msgs.slice(i, i + ENTRY_MSGS);
-        const entry: HeldEntry = { v: 1, kind: 'msgs', verdict: verdictRecord(u.verdict), sender: u.sender, msgs, first_at: u.firstAt, last_at: u.lastAt };
-        this.writes.write(subject, encode(entry), `${subject}-${msgs[0]!.seq}-${msgs[msgs.length - 1]!.seq}`);
-      }
-    }
-    this.unsent.clear();
-  }
 }
 
 /** Runs a step between fills: after every fill enqueued before is stored, before any enqueued after (FillPublisher.enqueueBarrier). */
 export type Barrier = (what: string, run: () => Promise<void>) => void;
+
+/**
+ * Clearing messages kept per subject this turn, written at the next one (or at
+ * once, before a purge or a settle) as entries of at most ENTRY_MSGS messages,
+ * each named by its first and last seqs: the bridge's held runs and the
+ * standby's kept run (kept-store.ts) are written the same way. `C` is what an
+ * entry says besides its messages; `entry` builds one.
+ */
+export class UnsentRuns<C> {
+  private readonly unsent = new Map<string, { ctx: C; msgs: ClearingMessage[] }>();
+  private readonly next = new NextTurn(() => this.write());
+  constructor(
+    private readonly writes: HeldWrites,
+    private readonly entry: (ctx: C, msgs: ClearingMessage[]) => Uint8Array,
+  ) {}
+
+  /** `msg` to `subject`'s next entry; `ctx` gives what the entry says (the one before, if any, passed to it). */
+  add(subject: string, msg: ClearingMessage, ctx: (before: C | undefined) => C): void {
+    const u = this.unsent.get(subject);
+    if (u) {
+      u.ctx = ctx(u.ctx);
+      u.msgs.push(msg);
+    } else this.unsent.set(subject, { ctx: ctx(undefined), msgs: [msg] });
+    this.next.schedule();
+  }
+
+  write(): void {
+    for (const [subject, { ctx, msgs: all }] of this.unsent) {
+      for (let i = 0; i < all.length; i += ENTRY_MSGS) {
+        const msgs = all.slice(i, i + ENTRY_MSGS);
+        this.writes.write(subject, this.entry(ctx, msgs), `${subject}-${msgs[0]!.seq}-${msgs[msgs.length - 1]!.seq}`);
+      }
+    }
+    this.unsent.clear();
+  }
+
+  /** Drops what was not written yet (the store closes); returns how many messages that was. */
+  drop(): number {
+    const left = [...this.unsent.values()].reduce((n, u) => n + u.msgs.length, 0);
+    this.unsent.clear();
+    return left;
+  }
+}
 
 /**
  * Writes into HELD_STREAM, in order per subject, each retried under its msg id

@@ -5,13 +5,9 @@ import { standbyKeptEntryShape, type StandbyKeptEntry } from '../../proto/feed.j
 import type { ClearingMessage } from '../../proto/ndfex.js';
 import { HELD_STREAM, isStandbyKeptSubject, standbyKeptSubject } from '../../proto/subjects.js';
 import type { Logger } from '../shared/log.js';
-import { NextTurn } from '../shared/next-turn.js';
 import { readStream } from '../shared/stream-reader.js';
 import { ensureHeldStream } from '../shared/streams.js';
-import { HeldWrites, type Barrier } from './held-store.js';
-
-/** Messages in one stored entry, as the bridge's held runs: a long run becomes a few writes, each well under NATS's payload limit. */
-const ENTRY_MSGS = 1000;
+import { HeldWrites, UnsentRuns, type Barrier } from './held-store.js';
 
 /** The run the standby keeps, as its entries name it. */
 export interface KeptRunRef {
@@ -44,14 +40,16 @@ export interface StoredKeptRun extends KeptRunRef {
  */
 export class KeptRunStore {
   /** Per subject: messages kept this turn, written at the next turn. */
-  private readonly unsent = new Map<string, { run: KeptRunRef; msgs: ClearingMessage[] }>();
-  private readonly nextWrite = new NextTurn(() => this.writeUnsent());
+  private readonly unsent: UnsentRuns<KeptRunRef>;
   private readonly writes: HeldWrites;
   /** Told when writes keep failing (a standby stop now would lose the run), with why, and with null once they are stored again. */
   onTrouble: (why: string | null) => void = () => {};
 
   private constructor(nc: NatsConnection, jsm: Awaited<ReturnType<typeof jetstreamManager>>, barrier: Barrier, private readonly log: Logger) {
     this.writes = new HeldWrites(jetstream(nc), jsm, log, barrier, (why) => this.onTrouble(why), 'standby');
+    this.unsent = new UnsentRuns(this.writes, (run, msgs) =>
+      encode({ v: 1, kind: 'standby_kept', session: run.session, sender: run.sender, from: run.from, msgs, first_at: run.firstAt, last_at: run.lastAt } satisfies StandbyKeptEntry),
+    );
   }
 
   /** Opens the store and reads back the runs earlier standbys left (entries that do not read are counted and skipped). */
@@ -88,22 +86,18 @@ export class KeptRunStore {
 
   /** A message the run keeps: written at the next turn with the others of this one. */
   kept(run: KeptRunRef, msg: ClearingMessage): void {
-    const subject = KeptRunStore.subjectOf(run);
-    let u = this.unsent.get(subject);
-    if (!u) this.unsent.set(subject, (u = { run, msgs: [] }));
-    u.msgs.push(msg);
-    this.nextWrite.schedule();
+    this.unsent.add(KeptRunStore.subjectOf(run), msg, (before) => before ?? run);
   }
 
   /** The run's entries go once every fill published before is stored (its own, when it was published) and every write of it is done. */
   release(subject: string): void {
-    this.writeUnsent();
+    this.unsent.write();
     this.writes.purgeAfterFills(subject, 'standby kept run released');
   }
 
   /** Resolves once every write asked for so far is stored (or the store is closed). */
   async settle(): Promise<void> {
-    this.writeUnsent();
+    this.unsent.write();
     await this.writes.settle();
   }
 
@@ -111,20 +105,8 @@ export class KeptRunStore {
   close(): void {
     if (this.writes.closed) return;
     this.writes.close();
-    const left = [...this.unsent.values()].reduce((n, u) => n + u.msgs.length, 0);
+    const left = this.unsent.drop();
     if (left > 0) this.log.warn({ left }, 'standby: kept clearing messages not stored: the standby stopped first');
-    this.unsent.clear();
   }
 
-  private writeUnsent(): void {
-    for (const [subject, { run, msgs: all }] of this.unsent) {
-      for (let i = 0; i < all.length; i += ENTRY_MSGS) {
-        const msgs = all.slice(i, i + ENTRY_MSGS);
-        const entry: StandbyKeptEntry = { v: 1, kind: 'standby_kept', session: run.session, sender: run.sender, from: run.from, msgs, first_at: run.firstAt, last_at: run.lastAt };
-        // Each seq is kept once in a run, so a batch's first and last seqs name it.
-        this.writes.write(subject, encode(entry), `${subject}-${msgs[0]!.seq}-${msgs[msgs.length - 1]!.seq}`);
-      }
-    }
-    this.unsent.clear();
-  }
 }
